@@ -1,1 +1,610 @@
-//! stub
+//! Restartable-sequence (rseq) primitives: the user-space stand-in for "preemption off".
+//!
+//! # What rseq gives us
+//! glibc (>= 2.35) registers one `struct rseq` per thread with the kernel and publishes where it
+//! lives: `__rseq_offset` (offset from the thread pointer), `__rseq_size` (0 = rseq disabled,
+//! e.g. `GLIBC_TUNABLES=glibc.pthread.rseq=0`) and `__rseq_flags`. We look these symbols up with
+//! `dlsym` at run time (so an older glibc simply means "no rseq", never a link error) and never
+//! register a second area (the kernel would refuse it).
+//!
+//! A *critical section* (CS) is a short asm sequence described by a `struct rseq_cs` descriptor
+//! (start, post-commit offset, abort address) that we store into `rseq->rseq_cs` before entering.
+//! If the thread is preempted, migrated or receives a signal while its instruction pointer is in
+//! `[start, start + post_commit_offset)`, the kernel moves it to the abort address instead of
+//! resuming. The abort address must be preceded by the 4-byte signature glibc registered
+//! (`0x53053053` on x86), which we encode as the displacement of a never-executed `ud1`, as
+//! glibc and librseq do. Each CS ends with exactly one *commit* store; everything before it has
+//! no visible side effect, so an aborted CS is as if it never ran.
+//!
+//! # Operations (all per-CPU, all x86_64 asm)
+//! Each takes the CPU the caller believes it runs on; the CS first checks `rseq->cpu_id`
+//! against it, so a caller that migrated since reading its CPU gets
+//! [`RseqError::CpuMismatch`] instead of touching another CPU's data.
+//!
+//! * [`cmpeqv_storev_tsc`]: `if cpu_id != cpu { mismatch } if *v != expect { cmp-fail }
+//!   tsc = rdtsc(); *v = newv /* commit */; return tsc` — the ring buffer's reserve: the
+//!   timestamp is read inside the CS, so two reservations on one CPU are ordered by both
+//!   offset and timestamp.
+//! * [`cmpeqv_storev`]: the same without the timestamp.
+//! * [`addv`]: `if cpu_id != cpu { mismatch } n = *v + count; *v = n /* commit */; return n` —
+//!   a CPU-local add, the "LOCAL commit" of the ring buffer.
+//!
+//! The `*_delayed` variants spin inside the CS before the commit to widen the window in which
+//! the kernel aborts them; they exist for tests and the stress harness (abort injection, like
+//! librseq's `param_test`) and are never used on the fast path.
+//!
+//! # Who may write what
+//! A word written by these operations for CPU `k` must only ever be written by rseq critical
+//! sections running on CPU `k` (any thread, any process mapping the memory): an rseq commit is
+//! a plain store, which silently overwrites a concurrent atomic RMW from another CPU. Words
+//! shared across CPUs use ordinary atomics instead.
+//!
+//! # Fallback
+//! When rseq is unavailable ([`Registration::get`] is `None`), callers use atomics (CAS /
+//! fetch_add); [`current_cpu`] then falls back to `sched_getcpu()`. The choice is made by the
+//! caller at run time so both paths can be measured in one process.
+//!
+//! # Asymmetric fence
+//! [`membarrier_rseq_cpu`] issues `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
+//! MEMBARRIER_CMD_FLAG_CPU, cpu)`: when it returns, every thread of this process that was
+//! running on `cpu` has executed a full memory barrier and any rseq CS it was in was aborted.
+//! It lets a rare slow path pair with plain accesses on a fast path.
+
+#![cfg_attr(not(target_arch = "x86_64"), allow(unused))]
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+/// glibc's rseq signature on x86 (the 4 bytes before every abort handler).
+pub const RSEQ_SIG: u32 = 0x5305_3053;
+
+/// Layout of the kernel's `struct rseq` (the prefix we use).
+#[repr(C, align(32))]
+pub struct RseqArea {
+    pub cpu_id_start: u32,
+    pub cpu_id: u32,
+    pub rseq_cs: u64,
+    pub flags: u32,
+    pub node_id: u32,
+    pub mm_cid: u32,
+}
+const _: () = {
+    assert!(std::mem::offset_of!(RseqArea, cpu_id) == 4);
+    assert!(std::mem::offset_of!(RseqArea, rseq_cs) == 8);
+    assert!(std::mem::offset_of!(RseqArea, mm_cid) == 24);
+};
+
+/// Why a critical section did not commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RseqError {
+    /// The kernel aborted the CS (preemption, migration or signal).
+    Aborted,
+    /// The thread is not running on the CPU the caller named.
+    CpuMismatch,
+    /// `*v != expect` (someone on this CPU changed it first).
+    CompareFailed,
+}
+
+/// glibc's rseq registration, as published by `__rseq_offset` / `__rseq_size` / `__rseq_flags`.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration {
+    pub offset: isize,
+    pub size: u32,
+    pub flags: u32,
+    /// `getauxval(AT_RSEQ_FEATURE_SIZE)`: 28 or more means `mm_cid` is maintained.
+    pub feature_size: u64,
+}
+
+static REGISTRATION: OnceLock<Option<Registration>> = OnceLock::new();
+/// Cached `__rseq_offset` for the fast path (only meaningful when registration is `Some`).
+static OFFSET: AtomicI64 = AtomicI64::new(0);
+/// 0 = unknown, 1 = available, 2 = unavailable.
+static STATE: AtomicU8 = AtomicU8::new(0);
+static ABORTS: AtomicU64 = AtomicU64::new(0);
+
+const AT_RSEQ_FEATURE_SIZE: libc::c_ulong = 27;
+
+fn discover() -> Option<Registration> {
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    // SAFETY: dlsym with RTLD_DEFAULT and NUL-terminated names is always sound; a null result
+    // means the symbol does not exist (glibc older than 2.35).
+    let (off, size, flags) = unsafe {
+        (
+            libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr()),
+            libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr()),
+            libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_flags".as_ptr()),
+        )
+    };
+    if off.is_null() || size.is_null() {
+        return None;
+    }
+    // SAFETY: glibc defines these as `const ptrdiff_t __rseq_offset`, `const unsigned int
+    // __rseq_size` and `const unsigned int __rseq_flags`; they are initialised before main.
+    let reg = unsafe {
+        Registration {
+            offset: *(off as *const isize),
+            size: *(size as *const u32),
+            flags: if flags.is_null() { 0 } else { *(flags as *const u32) },
+            feature_size: libc::getauxval(AT_RSEQ_FEATURE_SIZE) as u64,
+        }
+    };
+    if reg.size == 0 {
+        return None;
+    }
+    OFFSET.store(reg.offset as i64, Ordering::Relaxed);
+    // The registration is per thread; check that this thread's area is live.
+    let area = thread_area_at(reg.offset);
+    // SAFETY: glibc guarantees the area at tp + __rseq_offset is this thread's struct rseq
+    // whenever __rseq_size != 0; cpu_id is written by the kernel, read volatile.
+    let cpu = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*area).cpu_id)) };
+    if (cpu as i32) < 0 {
+        return None;
+    }
+    Some(reg)
+}
+
+#[inline(always)]
+fn thread_pointer() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let tp: usize;
+        // SAFETY: on x86_64 Linux, %fs:0 holds the thread control block's self pointer (the
+        // thread pointer) for every thread created by glibc.
+        unsafe { core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags)) };
+        tp
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        0
+    }
+}
+
+#[inline(always)]
+fn thread_area_at(offset: isize) -> *mut RseqArea {
+    thread_pointer().wrapping_add_signed(offset) as *mut RseqArea
+}
+
+impl Registration {
+    /// glibc's registration, or `None` when rseq cannot be used in this process.
+    pub fn get() -> Option<&'static Registration> {
+        let r = REGISTRATION.get_or_init(discover).as_ref();
+        STATE.store(if r.is_some() { 1 } else { 2 }, Ordering::Relaxed);
+        r
+    }
+
+    /// Whether the kernel maintains `mm_cid` (concurrency id) in the area.
+    pub fn has_mm_cid(&self) -> bool {
+        self.feature_size >= 28
+    }
+}
+
+/// True when rseq is usable (discovering it on first call).
+#[inline]
+pub fn available() -> bool {
+    match STATE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => Registration::get().is_some(),
+    }
+}
+
+/// This thread's rseq area. Only meaningful when [`available`] returned true.
+#[inline(always)]
+pub fn area() -> *mut RseqArea {
+    thread_area_at(OFFSET.load(Ordering::Relaxed) as isize)
+}
+
+/// The CPU this thread runs on now (it may change right after): rseq's `cpu_id` when rseq is
+/// available, `sched_getcpu()` otherwise.
+#[inline(always)]
+pub fn current_cpu() -> u32 {
+    if available() {
+        // SAFETY: available() means the area is registered for every glibc thread; the kernel
+        // updates cpu_id on return to user space, so a volatile read gives a recent value.
+        unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*area()).cpu_id)) }
+    } else {
+        // SAFETY: sched_getcpu has no preconditions.
+        let c = unsafe { libc::sched_getcpu() };
+        c.max(0) as u32
+    }
+}
+
+/// The concurrency id (`mm_cid`) when the kernel provides it.
+pub fn current_mm_cid() -> Option<u32> {
+    let reg = Registration::get()?;
+    if !reg.has_mm_cid() {
+        return None;
+    }
+    // SAFETY: registered area, and feature_size >= 28 says mm_cid is maintained.
+    Some(unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*area()).mm_cid)) })
+}
+
+/// Number of kernel aborts observed by this crate's operations in this process.
+pub fn abort_count() -> u64 {
+    ABORTS.load(Ordering::Relaxed)
+}
+
+#[cold]
+fn note_abort() {
+    ABORTS.fetch_add(1, Ordering::Relaxed);
+}
+
+#[inline(always)]
+fn status_to_result(status: u32) -> Result<(), RseqError> {
+    match status {
+        0 => Ok(()),
+        1 => {
+            note_abort();
+            Err(RseqError::Aborted)
+        }
+        2 => Err(RseqError::CpuMismatch),
+        _ => Err(RseqError::CompareFailed),
+    }
+}
+
+/// Read the time-stamp counter.
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: rdtsc is available on every x86_64 CPU and has no memory effects.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        0
+    }
+}
+
+// The shape shared by every critical section below:
+//   3: descriptor in __rseq_cs {version 0, flags 0, start 4f, post_commit (5f-4f), abort 6f}
+//   store &descriptor into rseq->rseq_cs (offset 8 of the area, addressed through %fs)
+//   4: ... CS body ... ; single commit store
+//   5: status = 0 ; jmp 9f
+//      ud1 with RSEQ_SIG displacement (never executed)
+//   6: status = 1 (aborted) ; jmp 9f
+//   7: status = 2 (cpu mismatch) ; jmp 9f
+//   8: status = 3 (compare failed)
+//   9:
+macro_rules! rseq_cs_prologue {
+    () => {
+        concat!(
+            ".pushsection __rseq_cs, \"aw\"\n",
+            ".balign 32\n",
+            "3:\n",
+            ".long 0, 0\n",
+            ".quad 4f, (5f - 4f), 6f\n",
+            ".popsection\n",
+            ".pushsection __rseq_cs_ptr_array, \"aw\"\n",
+            ".quad 3b\n",
+            ".popsection\n",
+        )
+    };
+}
+macro_rules! rseq_cs_epilogue {
+    () => {
+        concat!(
+            "5:\n",
+            "xor {status:e}, {status:e}\n",
+            "jmp 9f\n",
+            ".byte 0x0f, 0xb9, 0x3d\n",
+            ".long 0x53053053\n",
+            "6:\n",
+            "mov {status:e}, 1\n",
+            "jmp 9f\n",
+            "7:\n",
+            "mov {status:e}, 2\n",
+            "jmp 9f\n",
+            "8:\n",
+            "mov {status:e}, 3\n",
+            "9:\n",
+        )
+    };
+}
+
+/// `if cpu_id != cpu → CpuMismatch; if *v != expect → CompareFailed; tsc = rdtsc(); *v = newv`.
+/// Returns the timestamp read inside the critical section.
+///
+/// # Safety
+/// rseq must be [`available`]; `v` must be valid for reads and writes of a `u64`, aligned, and
+/// (see the module doc) only ever written by rseq critical sections on `cpu`.
+#[inline(always)]
+pub unsafe fn cmpeqv_storev_tsc(cpu: u32, v: *mut u64, expect: u64, newv: u64) -> Result<u64, RseqError> {
+    cmpeqv_storev_tsc_impl::<false>(cpu, v, expect, newv, 0)
+}
+
+/// [`cmpeqv_storev_tsc`] that spins `spins` iterations inside the critical section before the
+/// commit (abort injection for tests and the stress harness).
+///
+/// # Safety
+/// As [`cmpeqv_storev_tsc`].
+#[inline(always)]
+pub unsafe fn cmpeqv_storev_tsc_delayed(
+    cpu: u32,
+    v: *mut u64,
+    expect: u64,
+    newv: u64,
+    spins: u64,
+) -> Result<u64, RseqError> {
+    cmpeqv_storev_tsc_impl::<true>(cpu, v, expect, newv, spins.max(1))
+}
+
+#[inline(always)]
+unsafe fn cmpeqv_storev_tsc_impl<const DELAY: bool>(
+    cpu: u32,
+    v: *mut u64,
+    expect: u64,
+    newv: u64,
+    spins: u64,
+) -> Result<u64, RseqError> {
+    let off = OFFSET.load(Ordering::Relaxed);
+    let status: u32;
+    let lo: u32;
+    let hi: u32;
+    if DELAY {
+        // SAFETY: the caller guarantees rseq is registered (so fs:[off] is this thread's
+        // struct rseq) and that `v` is a valid, rseq-owned word of `cpu`; the CS follows the
+        // kernel's rules: descriptor in a data section, single final commit store, signature
+        // before the abort label.
+        core::arch::asm!(
+            rseq_cs_prologue!(),
+            "lea {tmp}, [rip + 3b]",
+            "mov qword ptr fs:[{off} + 8], {tmp}",
+            "4:",
+            "cmp dword ptr fs:[{off} + 4], {cpu:e}",
+            "jne 7f",
+            "cmp qword ptr [{v}], {expect}",
+            "jne 8f",
+            "2:",
+            "dec {spins}",
+            "jnz 2b",
+            "rdtsc",
+            "mov qword ptr [{v}], {newv}",
+            rseq_cs_epilogue!(),
+            off = in(reg) off,
+            cpu = in(reg) cpu,
+            v = in(reg) v,
+            expect = in(reg) expect,
+            newv = in(reg) newv,
+            spins = inout(reg) spins => _,
+            tmp = out(reg) _,
+            status = out(reg) status,
+            out("eax") lo,
+            out("edx") hi,
+            options(nostack),
+        );
+    } else {
+        let _ = spins;
+        // SAFETY: as above.
+        core::arch::asm!(
+            rseq_cs_prologue!(),
+            "lea {tmp}, [rip + 3b]",
+            "mov qword ptr fs:[{off} + 8], {tmp}",
+            "4:",
+            "cmp dword ptr fs:[{off} + 4], {cpu:e}",
+            "jne 7f",
+            "cmp qword ptr [{v}], {expect}",
+            "jne 8f",
+            "rdtsc",
+            "mov qword ptr [{v}], {newv}",
+            rseq_cs_epilogue!(),
+            off = in(reg) off,
+            cpu = in(reg) cpu,
+            v = in(reg) v,
+            expect = in(reg) expect,
+            newv = in(reg) newv,
+            tmp = out(reg) _,
+            status = out(reg) status,
+            out("eax") lo,
+            out("edx") hi,
+            options(nostack),
+        );
+    }
+    status_to_result(status)?;
+    Ok(((hi as u64) << 32) | lo as u64)
+}
+
+/// `if cpu_id != cpu → CpuMismatch; if *v != expect → CompareFailed; *v = newv`.
+///
+/// # Safety
+/// As [`cmpeqv_storev_tsc`].
+#[inline(always)]
+pub unsafe fn cmpeqv_storev(cpu: u32, v: *mut u64, expect: u64, newv: u64) -> Result<(), RseqError> {
+    let off = OFFSET.load(Ordering::Relaxed);
+    let status: u32;
+    // SAFETY: rseq registered (caller), `v` valid and rseq-owned by `cpu` (caller); CS layout
+    // as documented in the module doc.
+    core::arch::asm!(
+        rseq_cs_prologue!(),
+        "lea {tmp}, [rip + 3b]",
+        "mov qword ptr fs:[{off} + 8], {tmp}",
+        "4:",
+        "cmp dword ptr fs:[{off} + 4], {cpu:e}",
+        "jne 7f",
+        "cmp qword ptr [{v}], {expect}",
+        "jne 8f",
+        "mov qword ptr [{v}], {newv}",
+        rseq_cs_epilogue!(),
+        off = in(reg) off,
+        cpu = in(reg) cpu,
+        v = in(reg) v,
+        expect = in(reg) expect,
+        newv = in(reg) newv,
+        tmp = out(reg) _,
+        status = out(reg) status,
+        options(nostack),
+    );
+    status_to_result(status)
+}
+
+/// `if cpu_id != cpu → CpuMismatch; n = *v + count; *v = n; return n` — a CPU-local add.
+///
+/// # Safety
+/// As [`cmpeqv_storev_tsc`].
+#[inline(always)]
+pub unsafe fn addv(cpu: u32, v: *mut u64, count: u64) -> Result<u64, RseqError> {
+    addv_impl::<false>(cpu, v, count, 0)
+}
+
+/// [`addv`] spinning `spins` iterations between its load and its commit store.
+///
+/// # Safety
+/// As [`cmpeqv_storev_tsc`].
+#[inline(always)]
+pub unsafe fn addv_delayed(cpu: u32, v: *mut u64, count: u64, spins: u64) -> Result<u64, RseqError> {
+    addv_impl::<true>(cpu, v, count, spins.max(1))
+}
+
+#[inline(always)]
+unsafe fn addv_impl<const DELAY: bool>(cpu: u32, v: *mut u64, count: u64, spins: u64) -> Result<u64, RseqError> {
+    let off = OFFSET.load(Ordering::Relaxed);
+    let status: u32;
+    let newv: u64;
+    if DELAY {
+        // SAFETY: rseq registered (caller), `v` valid and rseq-owned by `cpu` (caller).
+        core::arch::asm!(
+            rseq_cs_prologue!(),
+            "lea {tmp}, [rip + 3b]",
+            "mov qword ptr fs:[{off} + 8], {tmp}",
+            "4:",
+            "cmp dword ptr fs:[{off} + 4], {cpu:e}",
+            "jne 7f",
+            "mov {n}, qword ptr [{v}]",
+            "add {n}, {count}",
+            "2:",
+            "dec {spins}",
+            "jnz 2b",
+            "mov qword ptr [{v}], {n}",
+            rseq_cs_epilogue!(),
+            off = in(reg) off,
+            cpu = in(reg) cpu,
+            v = in(reg) v,
+            count = in(reg) count,
+            spins = inout(reg) spins => _,
+            n = out(reg) newv,
+            tmp = out(reg) _,
+            status = out(reg) status,
+            options(nostack),
+        );
+    } else {
+        let _ = spins;
+        // SAFETY: rseq registered (caller), `v` valid and rseq-owned by `cpu` (caller).
+        core::arch::asm!(
+            rseq_cs_prologue!(),
+            "lea {tmp}, [rip + 3b]",
+            "mov qword ptr fs:[{off} + 8], {tmp}",
+            "4:",
+            "cmp dword ptr fs:[{off} + 4], {cpu:e}",
+            "jne 7f",
+            "mov {n}, qword ptr [{v}]",
+            "add {n}, {count}",
+            "mov qword ptr [{v}], {n}",
+            rseq_cs_epilogue!(),
+            off = in(reg) off,
+            cpu = in(reg) cpu,
+            v = in(reg) v,
+            count = in(reg) count,
+            n = out(reg) newv,
+            tmp = out(reg) _,
+            status = out(reg) status,
+            options(nostack),
+        );
+    }
+    status_to_result(status)?;
+    Ok(newv)
+}
+
+const MEMBARRIER_CMD_FLAG_CPU: libc::c_int = 1;
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ: libc::c_int = 1 << 7;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ: libc::c_int = 1 << 8;
+
+static MEMBARRIER: OnceLock<bool> = OnceLock::new();
+
+/// Register this process for `MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ` (idempotent). Returns
+/// whether the command can be used.
+pub fn membarrier_register() -> bool {
+    *MEMBARRIER.get_or_init(|| {
+        // SAFETY: membarrier takes integer arguments only.
+        let r = unsafe {
+            libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0)
+        };
+        r == 0
+    })
+}
+
+/// Full memory barrier on every thread of this process running on `cpu` (and abort of any rseq
+/// CS there). Returns false when membarrier is unavailable; callers then rely on their fallback.
+pub fn membarrier_rseq_cpu(cpu: u32) -> bool {
+    if !membarrier_register() {
+        return false;
+    }
+    // SAFETY: membarrier takes integer arguments only.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
+            MEMBARRIER_CMD_FLAG_CPU,
+            cpu as libc::c_int,
+        )
+    };
+    r == 0
+}
+
+/// Pin the calling thread to one CPU (used by helpers that must run on a given CPU, and by
+/// tests forcing migrations).
+pub fn pin_to_cpu(cpu: u32) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET with an in-range index; sched_setaffinity(0)
+    // applies to the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if cpu as usize >= libc::CPU_SETSIZE as usize {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        libc::CPU_SET(cpu as usize, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Allow the calling thread on every CPU in `cpus`.
+pub fn allow_cpus(cpus: &[u32]) -> std::io::Result<()> {
+    // SAFETY: as in pin_to_cpu.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            if (c as usize) < libc::CPU_SETSIZE as usize {
+                libc::CPU_SET(c as usize, &mut set);
+            }
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// CPUs the calling thread may run on.
+pub fn allowed_cpus() -> Vec<u32> {
+    // SAFETY: cpu_set_t is plain data filled by the kernel.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return vec![current_cpu()];
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .map(|c| c as u32)
+            .collect()
+    }
+}
+
+/// Number of possible CPU ids (`_SC_NPROCESSORS_CONF`), the size of per-CPU arrays.
+pub fn possible_cpus() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    n.clamp(1, 4096) as u32
+}

@@ -1,1 +1,38 @@
-//! stub
+//! # faultline ring buffer
+//!
+//! Per-CPU ring buffers in shared memory where a writer may fault, block or migrate between
+//! reserving space and committing it (the "faultable tracepoints" design, brief §1–3).
+//!
+//! * [`layout`]: the shared-memory layout and who writes which word from which CPU.
+//! * [`channel`]: creating/mapping a channel; reserve, commit, sub-buffer switch, flush.
+//! * [`commit`]: the LOCAL/REMOTE commit protocol and the missed-delivery answer.
+//! * [`consumer`]: taking complete sub-buffers out, validating everything read.
+//! * [`clock`]: TSC / monotonic timestamps.
+//!
+//! ## Hazards (brief §3) and where they are answered
+//! 1. Missed delivery: asymmetric fence (membarrier) on the REMOTE path + consumer poll
+//!    backstop — [`commit`], model-checked in `tests/loom_delivery.rs` (with a broken variant
+//!    that the checker catches).
+//! 2. Commit to the reserving CPU's buffer: [`channel::Reservation`] keeps `(cpu, position)`.
+//! 3. rseq-owned words written only on their CPU: flush runs pinned on the CPU
+//!    ([`channel::Channel::flush_all`]); the consumer writes only `consumed`.
+//! 4. A blocked copy holds its sub-buffer: writers drop (`lost_stalled`) instead of wrapping
+//!    onto a sub-buffer whose previous lap is not fully committed.
+//! 5. Dead writers: [`layout::SubbufCounters`] reserves owner/recovery words; recovery later.
+//! 6. Grace periods: not this layer (tracepoints).
+//! 7. Timestamps read inside the reserve critical section.
+//! 8. Nesting (signal handlers): no locks; commits are sums.
+//! 9. Untrusted shared memory: [`consumer`] validates; writers only form masked pointers.
+//! 10. Payload visible before commit: commits are release operations (x86 TSO plain store in
+//!     rseq; AcqRel RMW remotely); the consumer acquires the counters.
+
+pub mod channel;
+pub mod clock;
+pub mod commit;
+pub mod consumer;
+pub mod layout;
+
+pub use channel::{Channel, ChannelConfig, ChannelError, CpuStats, FlushError, FlushOutcome, Lost, Reservation};
+pub use commit::CommitKind;
+pub use consumer::{records, Consumer, PacketInfo, ReadError, Record};
+pub use layout::{ClockKind, Mode, PacketHeader, RecordHeader, SyncMode};

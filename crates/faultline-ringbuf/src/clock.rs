@@ -1,0 +1,87 @@
+//! Timestamps: the TSC, calibrated to nanoseconds against `CLOCK_MONOTONIC`, or
+//! `CLOCK_MONOTONIC` itself when the TSC is not the system clock source.
+
+use crate::layout::ClockKind;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// A clock description: frequency and a reference point relating ticks to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct ClockInfo {
+    pub kind: ClockKind,
+    /// Ticks per second.
+    pub freq: u64,
+    pub ref_ticks: u64,
+    pub ref_unix_ns: u64,
+}
+
+impl ClockInfo {
+    /// Nanoseconds between two tick values.
+    pub fn ticks_to_ns(&self, ticks: u64) -> u64 {
+        ((ticks as u128) * 1_000_000_000u128 / self.freq.max(1) as u128) as u64
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+fn realtime_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// Read a clock now (outside any critical section).
+#[inline]
+pub fn now(kind: ClockKind) -> u64 {
+    match kind {
+        ClockKind::Tsc => faultline_rseq::rdtsc(),
+        ClockKind::Monotonic => monotonic_ns(),
+    }
+}
+
+/// Whether the kernel itself uses the TSC (so it is invariant and synchronised across CPUs).
+pub fn tsc_is_reliable() -> bool {
+    cfg!(target_arch = "x86_64")
+        && std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+            .map(|s| s.trim() == "tsc")
+            .unwrap_or(false)
+}
+
+/// The default clock: TSC when reliable, otherwise `CLOCK_MONOTONIC`.
+pub fn default_kind() -> ClockKind {
+    if tsc_is_reliable() {
+        ClockKind::Tsc
+    } else {
+        ClockKind::Monotonic
+    }
+}
+
+static TSC: OnceLock<ClockInfo> = OnceLock::new();
+
+/// Describe a clock, calibrating the TSC once per process (about 20 ms).
+pub fn info(kind: ClockKind) -> ClockInfo {
+    match kind {
+        ClockKind::Monotonic => ClockInfo {
+            kind,
+            freq: 1_000_000_000,
+            ref_ticks: monotonic_ns(),
+            ref_unix_ns: realtime_ns(),
+        },
+        ClockKind::Tsc => *TSC.get_or_init(calibrate_tsc),
+    }
+}
+
+fn calibrate_tsc() -> ClockInfo {
+    let t0 = monotonic_ns();
+    let c0 = faultline_rseq::rdtsc();
+    std::thread::sleep(Duration::from_millis(20));
+    let t1 = monotonic_ns();
+    let c1 = faultline_rseq::rdtsc();
+    let dt = (t1 - t0).max(1);
+    let freq = ((c1.wrapping_sub(c0)) as u128 * 1_000_000_000u128 / dt as u128) as u64;
+    let ref_ticks = faultline_rseq::rdtsc();
+    let ref_unix_ns = realtime_ns();
+    ClockInfo { kind: ClockKind::Tsc, freq: freq.max(1), ref_ticks, ref_unix_ns }
+}

@@ -1,0 +1,236 @@
+//! The consumer side: take the next complete sub-buffer of a CPU, copy it out, hand it back.
+//!
+//! The consumer owns `BufferHeader::consumed` (the position of the next sub-buffer to read) and
+//! writes nothing else in the buffers. It trusts nothing it reads from shared memory (brief
+//! §3.9): the geometry was validated once when the channel was mapped and is never re-read;
+//! offsets and counters read per call are checked for consistency (`consumed` aligned and not
+//! ahead of `write_offset`, discard-mode distance at most one buffer, commit sums not beyond
+//! their lap), and the packet header copied out is checked (magic, sequence number, CPU,
+//! content size, record chain) before it is returned. Garbage yields [`ReadError::Corrupt`],
+//! never a panic or an out-of-bounds access: every pointer it forms is masked into the data
+//! area.
+//!
+//! ## Consistency in overwrite mode
+//! Writers may lap the reader. The reader copies a complete sub-buffer out, then (after an
+//! acquire fence pairing with the writers' release fence after their reservation) re-reads
+//! `write_offset`: if a writer reserved anything in that sub-buffer's next lap meanwhile, the
+//! copy may be torn and is thrown away; the sub-buffers overwritten are counted as lost
+//! packets (`overwritten_packets`). A sub-buffer is only ever returned whole.
+//!
+//! ## Waiting
+//! [`Consumer::wait`] sleeps on the channel's futex word after announcing itself in
+//! `consumer_waiting`; a committer that completes a sub-buffer wakes it (see
+//! `Channel::deliver`). The wait always has a timeout, which is also the backstop of the
+//! delivery protocol: the consumer re-reads the commit counters itself on every wake-up.
+
+use crate::channel::{futex_wait, Channel, DISCARDED_RECORD_ID};
+use crate::layout::*;
+use std::sync::atomic::{fence, Ordering};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Shared memory failed a consistency check.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    #[error("CPU {cpu} buffer corrupted: {what}")]
+    Corrupt { cpu: u32, what: String },
+    #[error("no such CPU buffer: {0}")]
+    NoSuchCpu(u32),
+}
+
+/// Information about one packet handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketInfo {
+    pub cpu: u32,
+    pub header: PacketHeader,
+    /// Bytes of header + records (the rest is padding).
+    pub content_len: usize,
+    /// Packets overwritten (overwrite mode) just before this one.
+    pub overwritten_before: u64,
+}
+
+/// One record parsed out of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub timestamp: u64,
+    pub id: u32,
+    pub payload: &'a [u8],
+    /// Byte offset of the record in its packet.
+    pub offset: usize,
+}
+
+/// Iterate over the records of a packet copied out by the consumer; an inconsistent record
+/// chain yields one `Err` and stops. Records dropped uncommitted by their writer are skipped.
+pub fn records(packet: &[u8], content_len: usize) -> impl Iterator<Item = Result<Record<'_>, String>> + '_ {
+    let end = content_len.min(packet.len());
+    let mut at = PACKET_HEADER_SIZE as usize;
+    let mut failed = false;
+    std::iter::from_fn(move || loop {
+        if failed || at >= end {
+            return None;
+        }
+        let h = match packet.get(at..at + RECORD_HEADER_SIZE as usize) {
+            Some(h) if at + RECORD_HEADER_SIZE as usize <= end => h,
+            _ => {
+                failed = true;
+                return Some(Err(format!("record header at byte {at} crosses the content end {end}")));
+            }
+        };
+        let ts = u64::from_le_bytes(h[0..8].try_into().unwrap());
+        let id = u32::from_le_bytes(h[8..12].try_into().unwrap());
+        let len = u32::from_le_bytes(h[12..16].try_into().unwrap()) as usize;
+        if len < RECORD_HEADER_SIZE as usize || at + len > end {
+            failed = true;
+            return Some(Err(format!("record at byte {at} has bad length {len} (content ends at {end})")));
+        }
+        let rec = Record { timestamp: ts, id, payload: &packet[at + RECORD_HEADER_SIZE as usize..at + len], offset: at };
+        at = align_up((at + len) as u64, RECORD_ALIGN) as usize;
+        if id == DISCARDED_RECORD_ID {
+            continue;
+        }
+        return Some(Ok(rec));
+    })
+}
+
+/// The single consumer of a channel.
+pub struct Consumer<'a> {
+    chan: &'a Channel,
+}
+
+impl<'a> Consumer<'a> {
+    /// There must be at most one consumer per channel at a time.
+    pub fn new(chan: &'a Channel) -> Self {
+        Consumer { chan }
+    }
+
+    pub fn channel(&self) -> &'a Channel {
+        self.chan
+    }
+
+    /// CPUs whose buffers have been used.
+    pub fn active_cpus(&self) -> Vec<u32> {
+        (0..self.chan.geo.num_cpus)
+            // Acquire: pairs with the first writer's release CAS on `active`.
+            .filter(|&c| self.chan.buf(c).active.load(Ordering::Acquire) != 0)
+            .collect()
+    }
+
+    /// Whether `cpu` has a complete sub-buffer ready (cheap check, no copy).
+    pub fn ready(&self, cpu: u32) -> bool {
+        let g = &self.chan.geo;
+        if cpu >= g.num_cpus {
+            return false;
+        }
+        let c = self.chan.buf(cpu).consumed.load(Ordering::Relaxed);
+        self.chan.commit_sum(cpu, g.idx(c)) >= g.complete(c)
+    }
+
+    /// Take the next complete sub-buffer of `cpu`: copy it into `out` (resized to the
+    /// sub-buffer size), release it to the writers, and describe it. `Ok(None)` when nothing is
+    /// complete yet.
+    pub fn next_packet(&self, cpu: u32, out: &mut Vec<u8>) -> Result<Option<PacketInfo>, ReadError> {
+        let g = &self.chan.geo;
+        if cpu >= g.num_cpus {
+            return Err(ReadError::NoSuchCpu(cpu));
+        }
+        let b = self.chan.buf(cpu);
+        let corrupt = |what: String| ReadError::Corrupt { cpu, what };
+        let mut overwritten = 0u64;
+        // Bounded: each retry means writers lapped us; give up for now after a few.
+        for _ in 0..64 {
+            let mut c = b.consumed.load(Ordering::Relaxed);
+            if c & g.sb_mask != 0 {
+                return Err(corrupt(format!("consumed position {c:#x} not at a sub-buffer boundary")));
+            }
+            // Acquire: pairs with writers' offset stores (rseq commit / CAS), so that what we
+            // read of a reservation's sub-buffer is at least as new as the reservation.
+            let w = b.write_offset.load(Ordering::Acquire);
+            if w < c {
+                return Err(corrupt(format!("write offset {w:#x} behind consumed position {c:#x}")));
+            }
+            if w - c > g.buf_size {
+                if g.mode == Mode::Discard {
+                    return Err(corrupt(format!("write offset {w:#x} more than a buffer ahead of consumed {c:#x}")));
+                }
+                // Lapped: skip to the oldest sub-buffer that can still be intact.
+                let nc = align_up(w - g.buf_size, g.subbuf_size);
+                let skipped = (nc - c) / g.subbuf_size;
+                overwritten += skipped;
+                b.overwritten_packets.fetch_add(skipped, Ordering::Relaxed);
+                // Release: pairs with writers' acquire load of `consumed` (discard mode only;
+                // harmless here).
+                b.consumed.store(nc, Ordering::Release);
+                c = nc;
+            }
+            let idx = g.idx(c);
+            let sum = self.chan.commit_sum(cpu, idx);
+            let complete = g.complete(c);
+            if sum < complete {
+                return Ok(None);
+            }
+            if sum > complete {
+                if g.mode == Mode::Discard {
+                    return Err(corrupt(format!("sub-buffer {idx} commit count {sum} beyond its lap ({complete})")));
+                }
+                continue; // being overwritten; re-read the write offset
+            }
+            out.resize(g.subbuf_size as usize, 0);
+            let src = self.chan.data_ptr(cpu, c);
+            // SAFETY: src..src+subbuf_size is one sub-buffer inside the mapping (masked
+            // position, sub-buffer aligned). In discard mode no writer touches it until we
+            // advance `consumed`; in overwrite mode a concurrent writer may be rewriting it —
+            // a seqlock-style read whose result is discarded below if the write offset shows
+            // the sub-buffer was re-entered.
+            unsafe { std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), g.subbuf_size as usize) };
+            // Acquire fence: orders the copy before the re-read of write_offset; pairs with the
+            // writers' release fence between their reservation and their stores into it.
+            fence(Ordering::Acquire);
+            if g.mode == Mode::Overwrite {
+                let w2 = b.write_offset.load(Ordering::Relaxed);
+                if w2 > c + g.buf_size {
+                    continue;
+                }
+            }
+            let header = PacketHeader::parse(out).ok_or_else(|| corrupt("short packet".into()))?;
+            let seq = c / g.subbuf_size;
+            if header.magic != PACKET_MAGIC {
+                return Err(corrupt(format!("packet {seq}: bad magic {:#x}", header.magic)));
+            }
+            if header.packet_seq_num != seq || header.cpu_id != cpu {
+                return Err(corrupt(format!(
+                    "packet {seq}: header says sequence {} CPU {}",
+                    header.packet_seq_num, header.cpu_id
+                )));
+            }
+            let content_bits = header.content_size;
+            if content_bits % 8 != 0 || content_bits < PACKET_HEADER_SIZE * 8 || content_bits >= g.subbuf_size * 8 {
+                return Err(corrupt(format!("packet {seq}: content size {content_bits} bits out of range")));
+            }
+            let content_len = (content_bits / 8) as usize;
+            if let Some(Err(e)) = records(out, content_len).find(|r| r.is_err()) {
+                return Err(corrupt(format!("packet {seq}: {e}")));
+            }
+            // Release: our reads of the sub-buffer happen before writers may reuse it (they
+            // acquire-load `consumed`).
+            b.consumed.store(c + g.subbuf_size, Ordering::Release);
+            return Ok(Some(PacketInfo { cpu, header, content_len, overwritten_before: overwritten }));
+        }
+        Ok(None)
+    }
+
+    /// Sleep until a writer delivers a sub-buffer or `timeout` passes. Returns early if one is
+    /// already ready on any active CPU.
+    pub fn wait(&self, timeout: Duration) {
+        let h = self.chan.header();
+        // Acquire: pairs with the deliverer's release increment.
+        let seq = h.wake_seq.load(Ordering::Acquire);
+        h.consumer_waiting.store(1, Ordering::Relaxed);
+        // SeqCst fence: pairs with the deliverer's fence between its counter update and its
+        // load of consumer_waiting (see Channel::deliver).
+        fence(Ordering::SeqCst);
+        if !self.active_cpus().into_iter().any(|c| self.ready(c)) {
+            futex_wait(&h.wake_seq, seq, timeout);
+        }
+        h.consumer_waiting.store(0, Ordering::Relaxed);
+    }
+}

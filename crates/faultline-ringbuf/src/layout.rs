@@ -1,0 +1,237 @@
+//! Shared-memory layout of a channel. Everything here lives in a memfd mapped by the traced
+//! program(s) and the consumer; it is `#[repr(C)]` with asserted sizes and offsets.
+//!
+//! ```text
+//! [ChannelHeader, 256 B]
+//! [CPU 0 region][CPU 1 region]...          each `buffer_stride` bytes, page aligned
+//! CPU region:  [BufferHeader, 256 B][SubbufCounters x num_subbuf, 128 B each] (page pad)
+//!              [data: num_subbuf x subbuf_size bytes]
+//! ```
+//! The memfd is sized for every possible CPU up front, but it is sparse: a CPU's pages become
+//! resident only when a writer first touches that CPU's buffer ("allocated on first use"); its
+//! `BufferHeader::active` word tells the consumer which CPUs have ever been used.
+//!
+//! ## Who writes which word
+//! | word | written by | how |
+//! |---|---|---|
+//! | `BufferHeader::write_offset` | writers on CPU k (and flushers pinned on CPU k) | rseq compare-and-store on CPU k (atomic CAS in atomic mode) |
+//! | `SubbufCounters::local` | committers running on CPU k | rseq load-add-store on CPU k (never written in atomic mode) |
+//! | `SubbufCounters::remote` | committers that migrated off CPU k; everyone in atomic mode | atomic fetch_add from any CPU |
+//! | `BufferHeader::consumed` | the consumer only | release store |
+//! | `BufferHeader::lost_*`, `remote_commits`, `deliveries` | writers on any CPU | atomic fetch_add (slow paths) |
+//! | `BufferHeader::active` | first writer on CPU k | compare-exchange 0 -> 1 |
+//! | `SubbufCounters::owner_*`, `recovered` | nobody yet: reserved for dead-writer recovery (brief §3.5) | — |
+//! | packet headers in data | the writer that opened (begin fields) / closed (end fields) the sub-buffer, before its commit | plain stores inside its own reservation |
+
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+pub const CHANNEL_MAGIC: u64 = u64::from_le_bytes(*b"FLTLCHN1");
+pub const LAYOUT_VERSION: u32 = 1;
+pub const CACHE_LINE: usize = 64;
+pub const PAGE: usize = 4096;
+
+/// CTF packet magic, first word of every packet.
+pub const PACKET_MAGIC: u32 = 0xC1FC_1FC1;
+/// Size of the packet header at the start of every sub-buffer.
+pub const PACKET_HEADER_SIZE: u64 = 128;
+/// Size of the record header in front of every event payload.
+pub const RECORD_HEADER_SIZE: u64 = 16;
+/// Records start at multiples of this (relative to the packet start).
+pub const RECORD_ALIGN: u64 = 8;
+
+/// Buffer mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Mode {
+    /// Writers never block; an event that finds no free sub-buffer is dropped and counted.
+    Discard = 0,
+    /// Flight recorder: the oldest sub-buffers are overwritten; the reader only ever takes
+    /// consistent sub-buffers.
+    Overwrite = 1,
+}
+
+/// How writers synchronise on the per-CPU words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum SyncMode {
+    /// rseq critical sections for reserve and LOCAL commit; atomics only for REMOTE commits.
+    Rseq = 0,
+    /// Atomics everywhere (no rseq available, or for comparison).
+    Atomic = 1,
+}
+
+/// Clock source for timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ClockKind {
+    /// `rdtsc`, read inside the reserve critical section.
+    Tsc = 0,
+    /// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds, read just before the reserve.
+    Monotonic = 1,
+}
+
+#[repr(C, align(64))]
+pub struct ChannelHeader {
+    pub magic: u64,
+    pub version: u32,
+    pub num_cpus: u32,
+    pub subbuf_size: u64,
+    pub num_subbuf: u64,
+    pub buffer_stride: u64,
+    pub buffers_offset: u64,
+    pub total_size: u64,
+    pub mode: u32,
+    pub sync: u32,
+    pub clock: u32,
+    pub _pad0: u32,
+    /// Clock ticks per second.
+    pub clock_freq: u64,
+    /// A reference point: clock value `clock_ref_ticks` was wall-clock `clock_ref_unix_ns`.
+    pub clock_ref_ticks: u64,
+    pub clock_ref_unix_ns: u64,
+    pub uuid: [u8; 16],
+    pub _pad1: [u64; 2],
+    // Second cache line: consumer wake-up (futex word) and liveness.
+    pub wake_seq: AtomicU32,
+    pub consumer_waiting: AtomicU32,
+    pub _pad2: [u64; 7],
+    pub _reserved: [u64; 8],
+}
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<ChannelHeader>() == 256);
+    assert!(offset_of!(ChannelHeader, total_size) == 48);
+    assert!(offset_of!(ChannelHeader, mode) == 56);
+    assert!(offset_of!(ChannelHeader, clock_freq) == 72);
+    assert!(offset_of!(ChannelHeader, clock_ref_unix_ns) == 88);
+    assert!(offset_of!(ChannelHeader, uuid) == 96);
+    assert!(offset_of!(ChannelHeader, wake_seq) == 128);
+};
+
+#[repr(C, align(64))]
+pub struct BufferHeader {
+    // Line 0: rseq-owned by the buffer's CPU.
+    pub write_offset: AtomicU64,
+    pub active: AtomicU32,
+    pub cpu: u32,
+    pub _pad0: [u64; 6],
+    // Line 1: consumer-owned.
+    pub consumed: AtomicU64,
+    pub overwritten_packets: AtomicU64,
+    pub _pad1: [u64; 6],
+    // Line 2: slow-path counters, atomic from any CPU.
+    pub lost_full: AtomicU64,
+    pub lost_stalled: AtomicU64,
+    pub lost_too_big: AtomicU64,
+    pub remote_commits: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub membarriers: AtomicU64,
+    pub _pad2: [u64; 2],
+    pub _reserved: [u64; 8],
+}
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<BufferHeader>() == 256);
+    assert!(offset_of!(BufferHeader, consumed) == 64);
+    assert!(offset_of!(BufferHeader, lost_full) == 128);
+};
+
+/// Commit counters of one sub-buffer: free-running byte sums. The sub-buffer at offset `p`
+/// (lap `p / buf_size`) is complete when `local + remote == (lap + 1) * subbuf_size`.
+#[repr(C, align(64))]
+pub struct SubbufCounters {
+    /// Line 0: rseq-owned by the buffer's CPU.
+    pub local: AtomicU64,
+    pub _pad0: [u64; 7],
+    /// Line 1: atomic, any CPU.
+    pub remote: AtomicU64,
+    /// Room for recovering a sub-buffer whose writer died between reserve and commit
+    /// (brief §3.5): the pid/tid of the writer holding the oldest open reservation and a count
+    /// of bytes the consumer committed on its behalf. Not maintained yet; always zero.
+    pub owner_pid: AtomicU32,
+    pub owner_tid: AtomicU32,
+    pub recovered: AtomicU64,
+    pub _reserved: [u64; 4],
+}
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<SubbufCounters>() == 128);
+    assert!(offset_of!(SubbufCounters, remote) == 64);
+};
+
+/// Header of every packet (sub-buffer), CTF 1.8 packet header + context, little-endian.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PacketHeader {
+    pub magic: u32,
+    pub uuid: [u8; 16],
+    pub stream_id: u32,
+    pub timestamp_begin: u64,
+    pub timestamp_end: u64,
+    /// Bits, header included.
+    pub content_size: u64,
+    /// Bits.
+    pub packet_size: u64,
+    pub packet_seq_num: u64,
+    /// Cumulative on this CPU: lost_full + lost_stalled + lost_too_big.
+    pub events_discarded: u64,
+    pub cpu_id: u32,
+    pub flags: u32,
+    pub lost_full: u64,
+    pub lost_stalled: u64,
+    pub lost_too_big: u64,
+    pub _reserved: [u64; 3],
+}
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<PacketHeader>() == PACKET_HEADER_SIZE as usize);
+    assert!(offset_of!(PacketHeader, uuid) == 4);
+    assert!(offset_of!(PacketHeader, stream_id) == 20);
+    assert!(offset_of!(PacketHeader, timestamp_begin) == 24);
+    assert!(offset_of!(PacketHeader, content_size) == 40);
+    assert!(offset_of!(PacketHeader, packet_seq_num) == 56);
+    assert!(offset_of!(PacketHeader, events_discarded) == 64);
+    assert!(offset_of!(PacketHeader, cpu_id) == 72);
+    assert!(offset_of!(PacketHeader, lost_full) == 80);
+};
+
+impl PacketHeader {
+    /// Decode from the first 128 bytes of a packet.
+    pub fn parse(b: &[u8]) -> Option<PacketHeader> {
+        let b = b.get(..PACKET_HEADER_SIZE as usize)?;
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        Some(PacketHeader {
+            magic: u32_at(0),
+            uuid: b[4..20].try_into().unwrap(),
+            stream_id: u32_at(20),
+            timestamp_begin: u64_at(24),
+            timestamp_end: u64_at(32),
+            content_size: u64_at(40),
+            packet_size: u64_at(48),
+            packet_seq_num: u64_at(56),
+            events_discarded: u64_at(64),
+            cpu_id: u32_at(72),
+            flags: u32_at(76),
+            lost_full: u64_at(80),
+            lost_stalled: u64_at(88),
+            lost_too_big: u64_at(96),
+            _reserved: [u64_at(104), u64_at(112), u64_at(120)],
+        })
+    }
+}
+
+/// Header of every record. `len` counts header + payload, not the alignment padding after it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub timestamp: u64,
+    pub id: u32,
+    pub len: u32,
+}
+const _: () = assert!(std::mem::size_of::<RecordHeader>() == RECORD_HEADER_SIZE as usize);
+
+#[inline(always)]
+pub const fn align_up(v: u64, a: u64) -> u64 {
+    (v + a - 1) & !(a - 1)
+}

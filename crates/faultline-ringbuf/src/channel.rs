@@ -673,18 +673,22 @@ impl Channel {
         if sb_off != 0 {
             self.close_subbuf(cpu, old, ts);
         }
-        let hdr = PacketHeader {
-            magic: PACKET_MAGIC,
-            uuid: g.uuid,
-            stream_id: 0,
-            timestamp_begin: ts,
-            packet_size: g.subbuf_size * 8,
-            packet_seq_num: sb / g.subbuf_size,
-            cpu_id: cpu,
-            ..Default::default()
-        };
-        // SAFETY: the header range [sb, sb + 128) is part of our reservation.
-        unsafe { std::ptr::write(self.data_ptr(cpu, sb) as *mut PacketHeader, hdr) };
+        let hp = self.data_ptr(cpu, sb) as *mut PacketHeader;
+        // SAFETY: the header range [sb, sb + 128) is part of our reservation. We write only the
+        // begin fields: the closer of this sub-buffer writes the end fields, possibly before we
+        // get here (we may be preempted or migrated right after our reservation), so a
+        // whole-struct write would erase them. Each field has exactly one writer per lap.
+        unsafe {
+            (*hp).magic = PACKET_MAGIC;
+            (*hp).uuid = g.uuid;
+            (*hp).stream_id = 0;
+            (*hp).timestamp_begin = ts;
+            (*hp).packet_size = g.subbuf_size * 8;
+            (*hp).packet_seq_num = sb / g.subbuf_size;
+            (*hp).cpu_id = cpu;
+            (*hp).flags = 0;
+            (*hp)._reserved = [0; 3];
+        }
         self.commit_range(cpu, sb, PACKET_HEADER_SIZE);
     }
 

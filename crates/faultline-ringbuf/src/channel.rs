@@ -181,6 +181,9 @@ pub(crate) struct Geometry {
     pub clock: ClockKind,
     pub uuid: [u8; 16],
     pub max_record: u64,
+    /// log2(subbuf_size), log2(buf_size): positions are split with shifts, not divisions.
+    pub sb_shift: u32,
+    pub buf_shift: u32,
 }
 
 impl Geometry {
@@ -221,21 +224,23 @@ impl Geometry {
             clock: ClockKind::Tsc,
             uuid: [0; 16],
             max_record: subbuf_size - PACKET_HEADER_SIZE - 1,
+            sb_shift: subbuf_size.trailing_zeros(),
+            buf_shift: buf_size.trailing_zeros(),
         })
     }
 
     #[inline(always)]
     pub fn idx(&self, pos: u64) -> u64 {
-        (pos / self.subbuf_size) & (self.num_subbuf - 1)
+        (pos >> self.sb_shift) & (self.num_subbuf - 1)
     }
     #[inline(always)]
     pub fn lap(&self, pos: u64) -> u64 {
-        pos / self.buf_size
+        pos >> self.buf_shift
     }
     /// Commit sum at which the sub-buffer holding `pos` is complete.
     #[inline(always)]
     pub fn complete(&self, pos: u64) -> u64 {
-        (self.lap(pos) + 1) * self.subbuf_size
+        (self.lap(pos) + 1) << self.sb_shift
     }
 }
 
@@ -339,6 +344,11 @@ impl CommitCounters for ShmCounters<'_> {
         self.c.remote.load(Ordering::Acquire)
     }
     fn barrier_cpu(&self, cpu: u32) {
+        if !self.rseq {
+            // Atomic mode: every commit is a RMW on `remote`, whose result is the latest sum;
+            // there is no plain LOCAL store to fence.
+            return;
+        }
         let b = self.chan.buf(self.cpu);
         b.membarriers.fetch_add(1, Ordering::Relaxed);
         if !faultline_rseq::membarrier_rseq_cpu(cpu) {

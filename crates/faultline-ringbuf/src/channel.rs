@@ -79,7 +79,11 @@ impl Default for ChannelConfig {
             subbuf_size: 256 * 1024,
             num_subbuf: 4,
             mode: Mode::Discard,
-            sync: if faultline_rseq::available() { SyncMode::Rseq } else { SyncMode::Atomic },
+            sync: if faultline_rseq::available() {
+                SyncMode::Rseq
+            } else {
+                SyncMode::Atomic
+            },
             clock: clock::default_kind(),
             num_cpus: None,
             uuid: random_uuid(),
@@ -189,17 +193,27 @@ pub(crate) struct Geometry {
 impl Geometry {
     fn compute(num_cpus: u32, subbuf_size: u64, num_subbuf: u64) -> Result<Geometry, String> {
         if !subbuf_size.is_power_of_two() || !(256..=(1 << 30)).contains(&subbuf_size) {
-            return Err(format!("sub-buffer size {subbuf_size} must be a power of two between 256 B and 1 GiB"));
+            return Err(format!(
+                "sub-buffer size {subbuf_size} must be a power of two between 256 B and 1 GiB"
+            ));
         }
         if !num_subbuf.is_power_of_two() || !(2..=65536).contains(&num_subbuf) {
-            return Err(format!("sub-buffer count {num_subbuf} must be a power of two between 2 and 65536"));
+            return Err(format!(
+                "sub-buffer count {num_subbuf} must be a power of two between 2 and 65536"
+            ));
         }
         if num_cpus == 0 || num_cpus > 4096 {
             return Err(format!("CPU count {num_cpus} out of range 1..=4096"));
         }
-        let buf_size = subbuf_size.checked_mul(num_subbuf).filter(|&b| b <= 1 << 34).ok_or("buffer larger than 16 GiB")?;
+        let buf_size = subbuf_size
+            .checked_mul(num_subbuf)
+            .filter(|&b| b <= 1 << 34)
+            .ok_or("buffer larger than 16 GiB")?;
         let counters_offset = std::mem::size_of::<BufferHeader>() as u64;
-        let data_offset = align_up(counters_offset + num_subbuf * std::mem::size_of::<SubbufCounters>() as u64, PAGE as u64);
+        let data_offset = align_up(
+            counters_offset + num_subbuf * std::mem::size_of::<SubbufCounters>() as u64,
+            PAGE as u64,
+        );
         let stride = align_up(data_offset + buf_size, PAGE as u64);
         let buffers_offset = PAGE as u64;
         let total = stride
@@ -369,12 +383,16 @@ impl Channel {
             return Err(ChannelError::Config("the TSC clock needs x86_64".into()));
         }
         let ncpu = cfg.num_cpus.unwrap_or_else(faultline_rseq::possible_cpus);
-        let geo = Geometry::compute(ncpu, cfg.subbuf_size, cfg.num_subbuf).map_err(ChannelError::Config)?;
-        let fd: OwnedFd = rustix::fs::memfd_create("faultline-channel", rustix::fs::MemfdFlags::CLOEXEC)
-            .map_err(std::io::Error::from)?;
+        let geo = Geometry::compute(ncpu, cfg.subbuf_size, cfg.num_subbuf)
+            .map_err(ChannelError::Config)?;
+        let fd: OwnedFd =
+            rustix::fs::memfd_create("faultline-channel", rustix::fs::MemfdFlags::CLOEXEC)
+                .map_err(std::io::Error::from)?;
         let file = File::from(fd);
         file.set_len(geo.total)?;
-        let map = memmap2::MmapOptions::new().len(geo.total as usize).map_raw(&file)?;
+        let map = memmap2::MmapOptions::new()
+            .len(geo.total as usize)
+            .map_raw(&file)?;
         let clock = clock::info(cfg.clock);
         let base = map.as_mut_ptr();
         // SAFETY: the mapping is at least PAGE bytes, page aligned, freshly zeroed and not yet
@@ -396,7 +414,8 @@ impl Channel {
             h.clock_ref_unix_ns = clock.ref_unix_ns;
             h.uuid = cfg.uuid;
             for cpu in 0..ncpu {
-                let b = base.add((geo.buffers_offset + cpu as u64 * geo.stride) as usize) as *mut BufferHeader;
+                let b = base.add((geo.buffers_offset + cpu as u64 * geo.stride) as usize)
+                    as *mut BufferHeader;
                 (*b).cpu = cpu;
             }
             // The magic goes last: a concurrent opener validating the header sees either no
@@ -412,13 +431,21 @@ impl Channel {
     pub fn open(file: File) -> Result<Channel, ChannelError> {
         let len = file.metadata()?.len();
         if len < PAGE as u64 {
-            return Err(ChannelError::Corrupt(format!("shared memory is {len} bytes, smaller than a header")));
+            return Err(ChannelError::Corrupt(format!(
+                "shared memory is {len} bytes, smaller than a header"
+            )));
         }
-        let map = memmap2::MmapOptions::new().len(len as usize).map_raw(&file)?;
+        let map = memmap2::MmapOptions::new()
+            .len(len as usize)
+            .map_raw(&file)?;
         Self::from_map(map, file, 0)
     }
 
-    fn from_map(map: memmap2::MmapRaw, file: File, inject_spins: u64) -> Result<Channel, ChannelError> {
+    fn from_map(
+        map: memmap2::MmapRaw,
+        file: File,
+        inject_spins: u64,
+    ) -> Result<Channel, ChannelError> {
         let base = map.as_mut_ptr();
         let len = map.len() as u64;
         // SAFETY: the mapping is at least one page (checked by both callers); we copy the
@@ -430,11 +457,21 @@ impl Channel {
             return Err(ChannelError::Corrupt("bad magic".into()));
         }
         if u32_at(8) != LAYOUT_VERSION {
-            return Err(ChannelError::Corrupt(format!("layout version {} (expected {LAYOUT_VERSION})", u32_at(8))));
+            return Err(ChannelError::Corrupt(format!(
+                "layout version {} (expected {LAYOUT_VERSION})",
+                u32_at(8)
+            )));
         }
-        let mut geo = Geometry::compute(u32_at(12), u64_at(16), u64_at(24)).map_err(ChannelError::Corrupt)?;
-        if u64_at(32) != geo.stride || u64_at(40) != geo.buffers_offset || u64_at(48) != geo.total || geo.total > len {
-            return Err(ChannelError::Corrupt("geometry fields disagree with sizes".into()));
+        let mut geo =
+            Geometry::compute(u32_at(12), u64_at(16), u64_at(24)).map_err(ChannelError::Corrupt)?;
+        if u64_at(32) != geo.stride
+            || u64_at(40) != geo.buffers_offset
+            || u64_at(48) != geo.total
+            || geo.total > len
+        {
+            return Err(ChannelError::Corrupt(
+                "geometry fields disagree with sizes".into(),
+            ));
         }
         geo.mode = match u32_at(56) {
             0 => Mode::Discard,
@@ -455,8 +492,20 @@ impl Channel {
             return Err(ChannelError::NoRseq);
         }
         geo.uuid = h[96..112].try_into().unwrap();
-        let clock = ClockInfo { kind: geo.clock, freq: u64_at(72).max(1), ref_ticks: u64_at(80), ref_unix_ns: u64_at(88) };
-        Ok(Channel { map, file, base, geo, clock, inject_spins })
+        let clock = ClockInfo {
+            kind: geo.clock,
+            freq: u64_at(72).max(1),
+            ref_ticks: u64_at(80),
+            ref_unix_ns: u64_at(88),
+        };
+        Ok(Channel {
+            map,
+            file,
+            base,
+            geo,
+            clock,
+            inject_spins,
+        })
     }
 
     /// The memfd, to hand to another process (inherit it or send it over a socket).
@@ -503,7 +552,12 @@ impl Channel {
         debug_assert!(cpu < self.geo.num_cpus);
         // SAFETY: cpu < num_cpus (all callers check), so the region lies inside the mapping
         // (geometry validated against the mapping length).
-        unsafe { &*(self.base.add((self.geo.buffers_offset + cpu as u64 * self.geo.stride) as usize) as *const BufferHeader) }
+        unsafe {
+            &*(self
+                .base
+                .add((self.geo.buffers_offset + cpu as u64 * self.geo.stride) as usize)
+                as *const BufferHeader)
+        }
     }
 
     #[inline(always)]
@@ -526,8 +580,10 @@ impl Channel {
         // SAFETY: pos is masked into the data area of an in-range CPU region.
         unsafe {
             self.base.add(
-                (self.geo.buffers_offset + cpu as u64 * self.geo.stride + self.geo.data_offset + (pos & self.geo.buf_mask))
-                    as usize,
+                (self.geo.buffers_offset
+                    + cpu as u64 * self.geo.stride
+                    + self.geo.data_offset
+                    + (pos & self.geo.buf_mask)) as usize,
             )
         }
     }
@@ -538,7 +594,9 @@ impl Channel {
         let c = self.counters(cpu, idx);
         // Acquire: pairs with the committers' release (rseq plain store / fetch_add AcqRel) so
         // that the bytes covered by the sum are visible.
-        c.local.load(Ordering::Acquire).wrapping_add(c.remote.load(Ordering::Acquire))
+        c.local
+            .load(Ordering::Acquire)
+            .wrapping_add(c.remote.load(Ordering::Acquire))
     }
 
     #[inline(always)]
@@ -553,7 +611,9 @@ impl Channel {
         if b.active.load(Ordering::Relaxed) == 0 {
             // Release: pairs with the consumer's acquire load of `active` (nothing else is
             // published with it; the buffer starts all zero).
-            let _ = b.active.compare_exchange(0, 1, Ordering::Release, Ordering::Relaxed);
+            let _ = b
+                .active
+                .compare_exchange(0, 1, Ordering::Release, Ordering::Relaxed);
         }
         b
     }
@@ -618,7 +678,11 @@ impl Channel {
             let (pos, switch) = if sb_off != 0 && aligned + rec_len < g.subbuf_size {
                 (old - sb_off + aligned, false)
             } else {
-                let sb = if sb_off == 0 { old } else { old - sb_off + g.subbuf_size };
+                let sb = if sb_off == 0 {
+                    old
+                } else {
+                    old - sb_off + g.subbuf_size
+                };
                 if let Err(why) = self.subbuf_free(cpu, sb) {
                     return Err(self.lose(cpu, why));
                 }
@@ -638,9 +702,26 @@ impl Channel {
             }
             let hp = self.data_ptr(cpu, pos);
             // SAFETY: [pos, end) is ours (see Reservation::payload); pos is 8-aligned.
-            unsafe { std::ptr::write(hp as *mut RecordHeader, RecordHeader { timestamp: ts, id, len: rec_len as u32 }) };
+            unsafe {
+                std::ptr::write(
+                    hp as *mut RecordHeader,
+                    RecordHeader {
+                        timestamp: ts,
+                        id,
+                        len: rec_len as u32,
+                    },
+                )
+            };
             let commit_len = if switch { rec_len } else { end - old };
-            return Ok(Reservation { chan: self, cpu, pos, commit_len, payload_len, timestamp: ts, committed: false });
+            return Ok(Reservation {
+                chan: self,
+                cpu,
+                pos,
+                commit_len,
+                payload_len,
+                timestamp: ts,
+                committed: false,
+            });
         }
     }
 
@@ -655,7 +736,13 @@ impl Channel {
                     if self.inject_spins == 0 {
                         faultline_rseq::cmpeqv_storev_tsc(cpu, w.as_ptr(), old, new)
                     } else {
-                        faultline_rseq::cmpeqv_storev_tsc_delayed(cpu, w.as_ptr(), old, new, self.inject_spins)
+                        faultline_rseq::cmpeqv_storev_tsc_delayed(
+                            cpu,
+                            w.as_ptr(),
+                            old,
+                            new,
+                            self.inject_spins,
+                        )
                     }
                 };
                 r.ok()
@@ -663,13 +750,17 @@ impl Channel {
             (SyncMode::Rseq, ClockKind::Monotonic) => {
                 let ts = clock::now(ClockKind::Monotonic);
                 // SAFETY: as above.
-                unsafe { faultline_rseq::cmpeqv_storev(cpu, w.as_ptr(), old, new) }.ok().map(|_| ts)
+                unsafe { faultline_rseq::cmpeqv_storev(cpu, w.as_ptr(), old, new) }
+                    .ok()
+                    .map(|_| ts)
             }
             (SyncMode::Atomic, kind) => {
                 let ts = clock::now(kind);
                 // AcqRel on success: orders our record writes after the reservation (see the
                 // fence in reserve) and acquires the previous reserver's offset.
-                w.compare_exchange(old, new, Ordering::AcqRel, Ordering::Relaxed).ok().map(|_| ts)
+                w.compare_exchange(old, new, Ordering::AcqRel, Ordering::Relaxed)
+                    .ok()
+                    .map(|_| ts)
             }
         }
     }
@@ -733,7 +824,12 @@ impl Channel {
     pub(crate) fn commit_range(&self, cpu: u32, pos: u64, len: u64) -> CommitKind {
         let g = &self.geo;
         let idx = g.idx(pos);
-        let sc = ShmCounters { c: self.counters(cpu, idx), rseq: g.sync == SyncMode::Rseq, chan: self, cpu };
+        let sc = ShmCounters {
+            c: self.counters(cpu, idx),
+            rseq: g.sync == SyncMode::Rseq,
+            chan: self,
+            cpu,
+        };
         let (kind, done) = commit::commit(&sc, cpu, len, g.complete(pos));
         if kind == CommitKind::Remote && g.sync == SyncMode::Rseq {
             self.buf(cpu).remote_commits.fetch_add(1, Ordering::Relaxed);
@@ -795,17 +891,22 @@ impl Channel {
     /// Flush every active CPU buffer, each from a helper thread pinned to that CPU (rseq mode)
     /// or directly (atomic mode). Returns the CPUs that could not be flushed.
     pub fn flush_all(&self, include_empty: bool) -> Vec<FlushError> {
-        let active: Vec<u32> =
-            (0..self.geo.num_cpus).filter(|&c| self.buf(c).active.load(Ordering::Acquire) != 0).collect();
+        let active: Vec<u32> = (0..self.geo.num_cpus)
+            .filter(|&c| self.buf(c).active.load(Ordering::Acquire) != 0)
+            .collect();
         if self.geo.sync == SyncMode::Atomic {
-            return active.iter().filter_map(|&c| self.flush_cpu(c, include_empty).err()).collect();
+            return active
+                .iter()
+                .filter_map(|&c| self.flush_cpu(c, include_empty).err())
+                .collect();
         }
         std::thread::scope(|s| {
             let hs: Vec<_> = active
                 .iter()
                 .map(|&cpu| {
                     s.spawn(move || {
-                        faultline_rseq::pin_to_cpu(cpu).map_err(|e| FlushError::Pin(cpu, e.to_string()))?;
+                        faultline_rseq::pin_to_cpu(cpu)
+                            .map_err(|e| FlushError::Pin(cpu, e.to_string()))?;
                         // Pinning takes effect at the next scheduling point; retry briefly.
                         for _ in 0..1000 {
                             match self.flush_cpu(cpu, include_empty) {
@@ -817,7 +918,13 @@ impl Channel {
                     })
                 })
                 .collect();
-            hs.into_iter().filter_map(|h| h.join().unwrap_or(Err(FlushError::NotOnCpu(u32::MAX))).err()).collect()
+            hs.into_iter()
+                .filter_map(|h| {
+                    h.join()
+                        .unwrap_or(Err(FlushError::NotOnCpu(u32::MAX)))
+                        .err()
+                })
+                .collect()
         })
     }
 
@@ -866,12 +973,39 @@ impl CpuStats {
 pub(crate) fn futex_wake(w: &std::sync::atomic::AtomicU32) {
     // SAFETY: FUTEX_WAKE on a valid, aligned u32 in a (possibly shared) mapping; no private
     // flag because the waiter may be another process.
-    unsafe { libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAKE, i32::MAX, 0, 0, 0) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            w.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            0,
+            0,
+            0,
+        )
+    };
 }
 
-pub(crate) fn futex_wait(w: &std::sync::atomic::AtomicU32, expected: u32, timeout: std::time::Duration) {
-    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+pub(crate) fn futex_wait(
+    w: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: std::time::Duration,
+) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
     // SAFETY: FUTEX_WAIT on a valid aligned u32 with a valid relative timeout; returns on wake,
     // value mismatch, timeout or signal, all of which the caller handles by re-checking.
-    unsafe { libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAIT, expected, &ts as *const libc::timespec, 0, 0) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            w.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            0,
+            0,
+        )
+    };
 }

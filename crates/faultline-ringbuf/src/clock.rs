@@ -44,9 +44,11 @@ pub fn now(kind: ClockKind) -> u64 {
 /// Whether the kernel itself uses the TSC (so it is invariant and synchronised across CPUs).
 pub fn tsc_is_reliable() -> bool {
     cfg!(target_arch = "x86_64")
-        && std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
-            .map(|s| s.trim() == "tsc")
-            .unwrap_or(false)
+        && std::fs::read_to_string(
+            "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+        )
+        .map(|s| s.trim() == "tsc")
+        .unwrap_or(false)
 }
 
 /// The default clock: TSC when reliable, otherwise `CLOCK_MONOTONIC`.
@@ -83,5 +85,10 @@ fn calibrate_tsc() -> ClockInfo {
     let freq = ((c1.wrapping_sub(c0)) as u128 * 1_000_000_000u128 / dt as u128) as u64;
     let ref_ticks = faultline_rseq::rdtsc();
     let ref_unix_ns = realtime_ns();
-    ClockInfo { kind: ClockKind::Tsc, freq: freq.max(1), ref_ticks, ref_unix_ns }
+    ClockInfo {
+        kind: ClockKind::Tsc,
+        freq: freq.max(1),
+        ref_ticks,
+        ref_unix_ns,
+    }
 }

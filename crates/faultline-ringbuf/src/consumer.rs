@@ -61,7 +61,10 @@ pub struct Record<'a> {
 
 /// Iterate over the records of a packet copied out by the consumer; an inconsistent record
 /// chain yields one `Err` and stops. Records dropped uncommitted by their writer are skipped.
-pub fn records(packet: &[u8], content_len: usize) -> impl Iterator<Item = Result<Record<'_>, String>> + '_ {
+pub fn records(
+    packet: &[u8],
+    content_len: usize,
+) -> impl Iterator<Item = Result<Record<'_>, String>> + '_ {
     let end = content_len.min(packet.len());
     let mut at = PACKET_HEADER_SIZE as usize;
     let mut failed = false;
@@ -73,7 +76,9 @@ pub fn records(packet: &[u8], content_len: usize) -> impl Iterator<Item = Result
             Some(h) if at + RECORD_HEADER_SIZE as usize <= end => h,
             _ => {
                 failed = true;
-                return Some(Err(format!("record header at byte {at} crosses the content end {end}")));
+                return Some(Err(format!(
+                    "record header at byte {at} crosses the content end {end}"
+                )));
             }
         };
         let ts = u64::from_le_bytes(h[0..8].try_into().unwrap());
@@ -81,9 +86,16 @@ pub fn records(packet: &[u8], content_len: usize) -> impl Iterator<Item = Result
         let len = u32::from_le_bytes(h[12..16].try_into().unwrap()) as usize;
         if len < RECORD_HEADER_SIZE as usize || at + len > end {
             failed = true;
-            return Some(Err(format!("record at byte {at} has bad length {len} (content ends at {end})")));
+            return Some(Err(format!(
+                "record at byte {at} has bad length {len} (content ends at {end})"
+            )));
         }
-        let rec = Record { timestamp: ts, id, payload: &packet[at + RECORD_HEADER_SIZE as usize..at + len], offset: at };
+        let rec = Record {
+            timestamp: ts,
+            id,
+            payload: &packet[at + RECORD_HEADER_SIZE as usize..at + len],
+            offset: at,
+        };
         at = align_up((at + len) as u64, RECORD_ALIGN) as usize;
         if id == DISCARDED_RECORD_ID {
             continue;
@@ -128,7 +140,11 @@ impl<'a> Consumer<'a> {
     /// Take the next complete sub-buffer of `cpu`: copy it into `out` (resized to the
     /// sub-buffer size), release it to the writers, and describe it. `Ok(None)` when nothing is
     /// complete yet.
-    pub fn next_packet(&self, cpu: u32, out: &mut Vec<u8>) -> Result<Option<PacketInfo>, ReadError> {
+    pub fn next_packet(
+        &self,
+        cpu: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<PacketInfo>, ReadError> {
         let g = &self.chan.geo;
         if cpu >= g.num_cpus {
             return Err(ReadError::NoSuchCpu(cpu));
@@ -140,17 +156,23 @@ impl<'a> Consumer<'a> {
         for _ in 0..64 {
             let mut c = b.consumed.load(Ordering::Relaxed);
             if c & g.sb_mask != 0 {
-                return Err(corrupt(format!("consumed position {c:#x} not at a sub-buffer boundary")));
+                return Err(corrupt(format!(
+                    "consumed position {c:#x} not at a sub-buffer boundary"
+                )));
             }
             // Acquire: pairs with writers' offset stores (rseq commit / CAS), so that what we
             // read of a reservation's sub-buffer is at least as new as the reservation.
             let w = b.write_offset.load(Ordering::Acquire);
             if w < c {
-                return Err(corrupt(format!("write offset {w:#x} behind consumed position {c:#x}")));
+                return Err(corrupt(format!(
+                    "write offset {w:#x} behind consumed position {c:#x}"
+                )));
             }
             if w - c > g.buf_size {
                 if g.mode == Mode::Discard {
-                    return Err(corrupt(format!("write offset {w:#x} more than a buffer ahead of consumed {c:#x}")));
+                    return Err(corrupt(format!(
+                        "write offset {w:#x} more than a buffer ahead of consumed {c:#x}"
+                    )));
                 }
                 // Lapped: skip to the oldest sub-buffer that can still be intact.
                 let nc = align_up(w - g.buf_size, g.subbuf_size);
@@ -170,7 +192,9 @@ impl<'a> Consumer<'a> {
             }
             if sum > complete {
                 if g.mode == Mode::Discard {
-                    return Err(corrupt(format!("sub-buffer {idx} commit count {sum} beyond its lap ({complete})")));
+                    return Err(corrupt(format!(
+                        "sub-buffer {idx} commit count {sum} beyond its lap ({complete})"
+                    )));
                 }
                 continue; // being overwritten; re-read the write offset
             }
@@ -194,7 +218,10 @@ impl<'a> Consumer<'a> {
             let header = PacketHeader::parse(out).ok_or_else(|| corrupt("short packet".into()))?;
             let seq = c / g.subbuf_size;
             if header.magic != PACKET_MAGIC {
-                return Err(corrupt(format!("packet {seq}: bad magic {:#x}", header.magic)));
+                return Err(corrupt(format!(
+                    "packet {seq}: bad magic {:#x}",
+                    header.magic
+                )));
             }
             if header.packet_seq_num != seq || header.cpu_id != cpu {
                 return Err(corrupt(format!(
@@ -203,8 +230,13 @@ impl<'a> Consumer<'a> {
                 )));
             }
             let content_bits = header.content_size;
-            if content_bits % 8 != 0 || content_bits < PACKET_HEADER_SIZE * 8 || content_bits >= g.subbuf_size * 8 {
-                return Err(corrupt(format!("packet {seq}: content size {content_bits} bits out of range")));
+            if content_bits % 8 != 0
+                || content_bits < PACKET_HEADER_SIZE * 8
+                || content_bits >= g.subbuf_size * 8
+            {
+                return Err(corrupt(format!(
+                    "packet {seq}: content size {content_bits} bits out of range"
+                )));
             }
             let content_len = (content_bits / 8) as usize;
             if let Some(Err(e)) = records(out, content_len).find(|r| r.is_err()) {
@@ -213,7 +245,12 @@ impl<'a> Consumer<'a> {
             // Release: our reads of the sub-buffer happen before writers may reuse it (they
             // acquire-load `consumed`).
             b.consumed.store(c + g.subbuf_size, Ordering::Release);
-            return Ok(Some(PacketInfo { cpu, header, content_len, overwritten_before: overwritten }));
+            return Ok(Some(PacketInfo {
+                cpu,
+                header,
+                content_len,
+                overwritten_before: overwritten,
+            }));
         }
         Ok(None)
     }

@@ -32,7 +32,9 @@ pub mod commit;
 pub mod consumer;
 pub mod layout;
 
-pub use channel::{Channel, ChannelConfig, ChannelError, CpuStats, FlushError, FlushOutcome, Lost, Reservation};
+pub use channel::{
+    Channel, ChannelConfig, ChannelError, CpuStats, FlushError, FlushOutcome, Lost, Reservation,
+};
 pub use commit::CommitKind;
 pub use consumer::{records, Consumer, PacketInfo, ReadError, Record};
 pub use layout::{ClockKind, Mode, PacketHeader, RecordHeader, SyncMode};

@@ -5,7 +5,13 @@ use faultline_ringbuf::*;
 use std::collections::BTreeMap;
 
 fn cfg(mode: Mode, sync: SyncMode, subbuf: u64, n: u64) -> ChannelConfig {
-    ChannelConfig { subbuf_size: subbuf, num_subbuf: n, mode, sync, ..Default::default() }
+    ChannelConfig {
+        subbuf_size: subbuf,
+        num_subbuf: n,
+        mode,
+        sync,
+        ..Default::default()
+    }
 }
 
 fn syncs() -> Vec<SyncMode> {
@@ -17,7 +23,10 @@ fn syncs() -> Vec<SyncMode> {
 }
 
 /// Drain everything: (cpu, ts, id, payload) in per-CPU order.
-fn drain(ch: &Channel) -> (Vec<(u32, u64, u32, Vec<u8>)>, Vec<PacketInfo>) {
+/// (cpu, timestamp, id, payload)
+type Rec = (u32, u64, u32, Vec<u8>);
+
+fn drain(ch: &Channel) -> (Vec<Rec>, Vec<PacketInfo>) {
     let cons = Consumer::new(ch);
     let mut out = Vec::new();
     let mut infos = Vec::new();
@@ -46,7 +55,9 @@ fn pin_first() -> u32 {
 
 fn payload_for(i: u64) -> Vec<u8> {
     let n = (i * 7 % 53) as usize;
-    (0..n).map(|k| (i as u8).wrapping_mul(31).wrapping_add(k as u8)).collect()
+    (0..n)
+        .map(|k| (i as u8).wrapping_mul(31).wrapping_add(k as u8))
+        .collect()
 }
 
 #[test]
@@ -86,9 +97,14 @@ fn records_round_trip_byte_exact_and_ordered() {
             per_cpu.entry(g.0).or_default().push(g.1);
         }
         for ts in per_cpu.values() {
-            assert!(ts.windows(2).all(|w| w[0] <= w[1]), "timestamps ordered per CPU");
+            assert!(
+                ts.windows(2).all(|w| w[0] <= w[1]),
+                "timestamps ordered per CPU"
+            );
         }
-        let lost: u64 = (0..ch.num_cpus()).map(|c| ch.cpu_stats(c).unwrap().lost_total()).sum();
+        let lost: u64 = (0..ch.num_cpus())
+            .map(|c| ch.cpu_stats(c).unwrap().lost_total())
+            .sum();
         assert_eq!(lost, 0);
     }
 }
@@ -113,7 +129,11 @@ fn discard_mode_drops_with_exact_counts_when_consumer_stops() {
                 Err(e) => panic!("unexpected {e:?}"),
             }
         }
-        assert_eq!(ok, 4 * 15 + 0, "exactly four sub-buffers of 15 records fit, {sync:?}");
+        assert_eq!(
+            ok,
+            4 * 15,
+            "exactly four sub-buffers of 15 records fit, {sync:?}"
+        );
         assert_eq!(lost, 200 - ok);
         let st = ch.cpu_stats(cpu).unwrap();
         assert_eq!(st.lost_full, lost);
@@ -149,12 +169,21 @@ fn overwrite_mode_keeps_the_newest_data() {
         }
         assert!(ch.flush_all(false).is_empty());
         let (recs, infos) = drain(&ch);
-        assert_eq!(ch.cpu_stats(cpu).unwrap().lost_total(), 0, "overwrite mode never drops at the writer");
+        assert_eq!(
+            ch.cpu_stats(cpu).unwrap().lost_total(),
+            0,
+            "overwrite mode never drops at the writer"
+        );
         // The newest record is there, the ids are contiguous up to it, the oldest are gone.
         let ids: Vec<u32> = recs.iter().map(|r| r.2).collect();
         assert_eq!(*ids.last().unwrap(), 999);
         assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
-        assert!(ids[0] > 0 && ids.len() >= 3 * 15, "kept {} records from {}", ids.len(), ids[0]);
+        assert!(
+            ids[0] > 0 && ids.len() >= 3 * 15,
+            "kept {} records from {}",
+            ids.len(),
+            ids[0]
+        );
         for r in &recs {
             assert!(r.3.iter().all(|&b| b == r.2 as u8));
         }
@@ -169,7 +198,9 @@ fn too_big_is_counted() {
     let max = ch.max_payload();
     assert!(ch.reserve(1, max).is_ok());
     assert_eq!(ch.reserve(1, max + 1).err(), Some(Lost::TooBig));
-    let total: u64 = (0..ch.num_cpus()).map(|c| ch.cpu_stats(c).unwrap().lost_too_big).sum();
+    let total: u64 = (0..ch.num_cpus())
+        .map(|c| ch.cpu_stats(c).unwrap().lost_too_big)
+        .sum();
     assert_eq!(total, 1);
 }
 
@@ -235,10 +266,17 @@ fn migrated_writer_commits_remote_into_the_reserving_buffer() {
     let (recs, _) = drain(&ch);
     assert_eq!(recs.len(), 50);
     for (cpu, _, id, p) in &recs {
-        assert_eq!(*cpu, cpus[(*id % 2) as usize], "record stayed in the buffer it was reserved in");
+        assert_eq!(
+            *cpu,
+            cpus[(*id % 2) as usize],
+            "record stayed in the buffer it was reserved in"
+        );
         assert_eq!(p.as_slice(), &(*id as u64).to_le_bytes());
     }
-    let rc: u64 = cpus.iter().map(|&c| ch.cpu_stats(c).unwrap().remote_commits).sum();
+    let rc: u64 = cpus
+        .iter()
+        .map(|&c| ch.cpu_stats(c).unwrap().remote_commits)
+        .sum();
     assert!(rc >= 50);
 }
 
@@ -268,7 +306,10 @@ fn consumer_rejects_garbage_shared_memory() {
     }
     // Map the same memfd a second time and scribble over it, as a buggy writer could.
     let file = std::fs::File::from(ch.fd().as_fd().try_clone_to_owned().unwrap());
-    let mut raw = memmap2::MmapOptions::new().len(ch.map_len()).map_raw(&file).unwrap();
+    let raw = memmap2::MmapOptions::new()
+        .len(ch.map_len())
+        .map_raw(&file)
+        .unwrap();
     let base = raw.as_mut_ptr();
     let cons = Consumer::new(&ch);
     let cpu = cons.active_cpus()[0];
@@ -278,22 +319,34 @@ fn consumer_rejects_garbage_shared_memory() {
     unsafe {
         // consumed not aligned
         *(base.add(region + 64) as *mut u64) = 3;
-        assert!(matches!(cons.next_packet(cpu, &mut buf), Err(ReadError::Corrupt { .. })));
+        assert!(matches!(
+            cons.next_packet(cpu, &mut buf),
+            Err(ReadError::Corrupt { .. })
+        ));
         // write offset far ahead
         *(base.add(region + 64) as *mut u64) = 0;
         let w = *(base.add(region) as *const u64);
         *(base.add(region) as *mut u64) = 1 << 40;
-        assert!(matches!(cons.next_packet(cpu, &mut buf), Err(ReadError::Corrupt { .. })));
+        assert!(matches!(
+            cons.next_packet(cpu, &mut buf),
+            Err(ReadError::Corrupt { .. })
+        ));
         *(base.add(region) as *mut u64) = w;
         // packet magic destroyed
         // header (256) + 4 counters (512), page aligned: data starts one page into the region.
         let data = region + 4096;
         *(base.add(data) as *mut u32) = 0xdead;
-        assert!(matches!(cons.next_packet(cpu, &mut buf), Err(ReadError::Corrupt { .. })));
+        assert!(matches!(
+            cons.next_packet(cpu, &mut buf),
+            Err(ReadError::Corrupt { .. })
+        ));
         *(base.add(data) as *mut u32) = 0xC1FC1FC1;
         // a record length pointing past the content
         *(base.add(data + 128 + 12) as *mut u32) = 5000;
-        assert!(matches!(cons.next_packet(cpu, &mut buf), Err(ReadError::Corrupt { .. })));
+        assert!(matches!(
+            cons.next_packet(cpu, &mut buf),
+            Err(ReadError::Corrupt { .. })
+        ));
         *(base.add(data + 128 + 12) as *mut u32) = 36;
         assert!(cons.next_packet(cpu, &mut buf).unwrap().is_some());
     }

@@ -97,8 +97,14 @@ fn run(barrier: bool, forced: bool) {
         if let Some(s) = sched {
             s.join().unwrap();
         }
-        assert_eq!(m.local.load(Ordering::Relaxed) + m.remote.load(Ordering::Relaxed), 2);
-        assert!(seen.load(Ordering::Relaxed) >= 1, "missed delivery: nobody saw the sub-buffer complete");
+        assert_eq!(
+            m.local.load(Ordering::Relaxed) + m.remote.load(Ordering::Relaxed),
+            2
+        );
+        assert!(
+            seen.load(Ordering::Relaxed) >= 1,
+            "missed delivery: nobody saw the sub-buffer complete"
+        );
     });
 }
 

@@ -126,7 +126,11 @@ fn discover() -> Option<Registration> {
         Registration {
             offset: *(off as *const isize),
             size: *(size as *const u32),
-            flags: if flags.is_null() { 0 } else { *(flags as *const u32) },
+            flags: if flags.is_null() {
+                0
+            } else {
+                *(flags as *const u32)
+            },
             feature_size: libc::getauxval(AT_RSEQ_FEATURE_SIZE) as u64,
         }
     };
@@ -152,7 +156,9 @@ fn thread_pointer() -> usize {
         let tp: usize;
         // SAFETY: on x86_64 Linux, %fs:0 holds the thread control block's self pointer (the
         // thread pointer) for every thread created by glibc.
-        unsafe { core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags)) };
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags))
+        };
         tp
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -311,7 +317,12 @@ macro_rules! rseq_cs_epilogue {
 /// rseq must be [`available`]; `v` must be valid for reads and writes of a `u64`, aligned, and
 /// (see the module doc) only ever written by rseq critical sections on `cpu`.
 #[inline(always)]
-pub unsafe fn cmpeqv_storev_tsc(cpu: u32, v: *mut u64, expect: u64, newv: u64) -> Result<u64, RseqError> {
+pub unsafe fn cmpeqv_storev_tsc(
+    cpu: u32,
+    v: *mut u64,
+    expect: u64,
+    newv: u64,
+) -> Result<u64, RseqError> {
     cmpeqv_storev_tsc_impl::<false>(cpu, v, expect, newv, 0)
 }
 
@@ -411,7 +422,12 @@ unsafe fn cmpeqv_storev_tsc_impl<const DELAY: bool>(
 /// # Safety
 /// As [`cmpeqv_storev_tsc`].
 #[inline(always)]
-pub unsafe fn cmpeqv_storev(cpu: u32, v: *mut u64, expect: u64, newv: u64) -> Result<(), RseqError> {
+pub unsafe fn cmpeqv_storev(
+    cpu: u32,
+    v: *mut u64,
+    expect: u64,
+    newv: u64,
+) -> Result<(), RseqError> {
     let off = OFFSET.load(Ordering::Relaxed);
     let status: u32;
     // SAFETY: rseq registered (caller), `v` valid and rseq-owned by `cpu` (caller); CS layout
@@ -453,12 +469,22 @@ pub unsafe fn addv(cpu: u32, v: *mut u64, count: u64) -> Result<u64, RseqError> 
 /// # Safety
 /// As [`cmpeqv_storev_tsc`].
 #[inline(always)]
-pub unsafe fn addv_delayed(cpu: u32, v: *mut u64, count: u64, spins: u64) -> Result<u64, RseqError> {
+pub unsafe fn addv_delayed(
+    cpu: u32,
+    v: *mut u64,
+    count: u64,
+    spins: u64,
+) -> Result<u64, RseqError> {
     addv_impl::<true>(cpu, v, count, spins.max(1))
 }
 
 #[inline(always)]
-unsafe fn addv_impl<const DELAY: bool>(cpu: u32, v: *mut u64, count: u64, spins: u64) -> Result<u64, RseqError> {
+unsafe fn addv_impl<const DELAY: bool>(
+    cpu: u32,
+    v: *mut u64,
+    count: u64,
+    spins: u64,
+) -> Result<u64, RseqError> {
     let off = OFFSET.load(Ordering::Relaxed);
     let status: u32;
     let newv: u64;
@@ -528,7 +554,12 @@ pub fn membarrier_register() -> bool {
     *MEMBARRIER.get_or_init(|| {
         // SAFETY: membarrier takes integer arguments only.
         let r = unsafe {
-            libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0)
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ,
+                0,
+                0,
+            )
         };
         r == 0
     })

@@ -17,7 +17,11 @@ unsafe impl Sync for PerCpu {}
 
 impl PerCpu {
     fn new(n: u32) -> Self {
-        PerCpu { words: (0..n as usize * SLOT).map(|_| std::cell::UnsafeCell::new(0)).collect() }
+        PerCpu {
+            words: (0..n as usize * SLOT)
+                .map(|_| std::cell::UnsafeCell::new(0))
+                .collect(),
+        }
     }
     fn ptr(&self, cpu: u32, i: usize) -> *mut u64 {
         self.words[cpu as usize * SLOT + i].get()
@@ -105,8 +109,15 @@ fn addv_exact_under_aborts_signals_and_migrations() {
     let total: u64 = (0..ncpu).map(|c| unsafe { *counters.ptr(c, 0) }).sum();
     let aborts = rseq::abort_count() - aborts_before;
     eprintln!("signals sent {sent}, aborts {aborts}");
-    assert_eq!(total, THREADS as u64 * PER_THREAD, "every add counted exactly once");
-    assert!(aborts > 0, "the kernel aborted no critical section: the abort path never ran");
+    assert_eq!(
+        total,
+        THREADS as u64 * PER_THREAD,
+        "every add counted exactly once"
+    );
+    assert!(
+        aborts > 0,
+        "the kernel aborted no critical section: the abort path never ran"
+    );
 }
 
 #[test]
@@ -155,7 +166,10 @@ fn cmpeqv_storev_tsc_exact_and_monotonic_per_cpu() {
     for w in all.windows(2) {
         if w[0].0 == w[1].0 {
             assert_eq!(w[1].1, w[0].1 + 1, "each value reserved exactly once");
-            assert!(w[1].2 > w[0].2, "timestamps follow reservation order on one CPU");
+            assert!(
+                w[1].2 > w[0].2,
+                "timestamps follow reservation order on one CPU"
+            );
         }
     }
 }
@@ -175,7 +189,10 @@ fn wrong_cpu_is_refused_without_writing() {
     assert_eq!(r, Err(rseq::RseqError::CpuMismatch));
     assert_eq!(w, 5);
     // SAFETY: as above.
-    assert_eq!(unsafe { rseq::cmpeqv_storev(here, &mut w, 4, 9) }, Err(rseq::RseqError::CompareFailed));
+    assert_eq!(
+        unsafe { rseq::cmpeqv_storev(here, &mut w, 4, 9) },
+        Err(rseq::RseqError::CompareFailed)
+    );
     assert_eq!(w, 5);
     // Retry: we may be preempted between reading the CPU and the CS.
     let mut ok = false;
@@ -199,7 +216,10 @@ fn wrong_cpu_is_refused_without_writing() {
 fn registration_is_glibcs() {
     match rseq::Registration::get() {
         Some(r) => {
-            assert!(r.size >= 20, "glibc publishes at least the original 20-byte ABI");
+            assert!(
+                r.size >= 20,
+                "glibc publishes at least the original 20-byte ABI"
+            );
             assert!((rseq::current_cpu()) < rseq::possible_cpus());
         }
         None => eprintln!("rseq disabled in this process; fallback path in use"),

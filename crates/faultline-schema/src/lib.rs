@@ -113,7 +113,11 @@ pub struct DecodeError {
 
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "payload truncated in field `{}` at byte {}", self.field, self.offset)
+        write!(
+            f,
+            "payload truncated in field `{}` at byte {}",
+            self.field, self.offset
+        )
     }
 }
 
@@ -125,7 +129,10 @@ pub fn decode(fields: &[FieldDesc], payload: &[u8]) -> Result<Vec<Value>, Decode
     let mut at = 0usize;
     let mut out = Vec::with_capacity(fields.len());
     for f in fields {
-        let err = DecodeError { field: f.name, offset: at };
+        let err = DecodeError {
+            field: f.name,
+            offset: at,
+        };
         let take = |at: &mut usize, n: usize| -> Result<&[u8], DecodeError> {
             let end = at.checked_add(n).ok_or(err.clone())?;
             let s = payload.get(*at..end).ok_or(err.clone())?;
@@ -172,11 +179,26 @@ mod tests {
     use super::*;
 
     const F: &[FieldDesc] = &[
-        FieldDesc { name: "a", ty: FieldType::I16 },
-        FieldDesc { name: "s", ty: FieldType::String },
-        FieldDesc { name: "b", ty: FieldType::Bytes },
-        FieldDesc { name: "x", ty: FieldType::F64 },
-        FieldDesc { name: "t", ty: FieldType::Bool },
+        FieldDesc {
+            name: "a",
+            ty: FieldType::I16,
+        },
+        FieldDesc {
+            name: "s",
+            ty: FieldType::String,
+        },
+        FieldDesc {
+            name: "b",
+            ty: FieldType::Bytes,
+        },
+        FieldDesc {
+            name: "x",
+            ty: FieldType::F64,
+        },
+        FieldDesc {
+            name: "t",
+            ty: FieldType::Bool,
+        },
     ];
 
     #[test]

@@ -120,7 +120,8 @@ pub fn run(rounds: usize, iters: u64) -> anyhow::Result<BenchReport> {
         syncs.insert(0, SyncMode::Rseq);
     }
     for payload in [16usize, 48] {
-        let (f, fmin, fmax) = median_spread((0..rounds).map(|_| floor_ns(payload, iters)).collect());
+        let (f, fmin, fmax) =
+            median_spread((0..rounds).map(|_| floor_ns(payload, iters)).collect());
         rows.push(Row {
             name: format!("rdtsc + {payload} B store"),
             path: "floor".into(),
@@ -133,7 +134,9 @@ pub fn run(rounds: usize, iters: u64) -> anyhow::Result<BenchReport> {
         });
         for &sync in &syncs {
             for threads in [1usize, 2] {
-                let v = (0..rounds).map(|_| ring_ns(sync, payload, threads, iters)).collect::<anyhow::Result<Vec<_>>>()?;
+                let v = (0..rounds)
+                    .map(|_| ring_ns(sync, payload, threads, iters))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
                 let (m, lo, hi) = median_spread(v);
                 rows.push(Row {
                     name: format!("reserve+commit {payload} B"),
@@ -148,11 +151,17 @@ pub fn run(rounds: usize, iters: u64) -> anyhow::Result<BenchReport> {
             }
         }
     }
-    Ok(BenchReport { rdtsc_ns: rdtsc, rows })
+    Ok(BenchReport {
+        rdtsc_ns: rdtsc,
+        rows,
+    })
 }
 
 pub fn print(r: &BenchReport) {
-    println!("{:<28} {:>7} {:>8} {:>11} {:>17} {:>9}", "operation", "path", "threads", "ns/event", "spread", "vs floor");
+    println!(
+        "{:<28} {:>7} {:>8} {:>11} {:>17} {:>9}",
+        "operation", "path", "threads", "ns/event", "spread", "vs floor"
+    );
     for row in &r.rows {
         println!(
             "{:<28} {:>7} {:>8} {:>11.2} {:>17} {:>9}",

@@ -133,7 +133,12 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Cmd::Bench { rounds, iters, quick, json } => {
+        Cmd::Bench {
+            rounds,
+            iters,
+            quick,
+            json,
+        } => {
             let (rounds, iters) = if quick { (3, 300_000) } else { (rounds, iters) };
             let rep = bench::run(rounds, iters)?;
             if json {

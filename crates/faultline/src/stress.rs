@@ -9,7 +9,9 @@
 //! delivered exactly once, in order, byte-exact — or counted as lost by the writer, and the
 //! writers' loss counts equal the buffers' loss counters.
 
-use faultline_ringbuf::{records, Channel, ChannelConfig, CommitKind, Consumer, Lost, Mode, SyncMode};
+use faultline_ringbuf::{
+    records, Channel, ChannelConfig, CommitKind, Consumer, Lost, Mode, SyncMode,
+};
 use serde::Serialize;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
@@ -42,7 +44,11 @@ impl Default for StressOptions {
             subbuf_size: 64 * 1024,
             num_subbuf: 8,
             mode: Mode::Discard,
-            sync: if faultline_rseq::available() { SyncMode::Rseq } else { SyncMode::Atomic },
+            sync: if faultline_rseq::available() {
+                SyncMode::Rseq
+            } else {
+                SyncMode::Atomic
+            },
             migrate_permille: 5,
             signals: true,
             inject_spins: 8,
@@ -92,7 +98,8 @@ fn mix(mut x: u64) -> u64 {
 }
 
 fn payload_len(tid: u32, stream: u32, seq: u64, max: usize) -> usize {
-    16 + (mix(((tid as u64) << 40) ^ ((stream as u64) << 32) ^ seq) % (max.saturating_sub(16) as u64 + 1)) as usize
+    16 + (mix(((tid as u64) << 40) ^ ((stream as u64) << 32) ^ seq)
+        % (max.saturating_sub(16) as u64 + 1)) as usize
 }
 
 fn fill(buf: &mut [u8], tid: u32, stream: u32, seq: u64) {
@@ -195,7 +202,10 @@ struct Seen {
 
 /// Run the torture test.
 pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> {
-    anyhow::ensure!(opt.threads >= 1 && opt.threads <= 1024, "--threads must be between 1 and 1024");
+    anyhow::ensure!(
+        opt.threads >= 1 && opt.threads <= 1024,
+        "--threads must be between 1 and 1024"
+    );
     let cfg = ChannelConfig {
         subbuf_size: opt.subbuf_size,
         num_subbuf: opt.num_subbuf,
@@ -205,8 +215,16 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
         ..Default::default()
     };
     let chan = Channel::create(&cfg)?;
-    anyhow::ensure!(opt.max_payload >= 16 && opt.max_payload <= chan.max_payload(), "--max-payload must be between 16 and {}", chan.max_payload());
-    let shared = Arc::new(Shared { chan, stats: (0..opt.threads).map(|_| WriterStats::default()).collect(), max_payload: opt.max_payload });
+    anyhow::ensure!(
+        opt.max_payload >= 16 && opt.max_payload <= chan.max_payload(),
+        "--max-payload must be between 16 and {}",
+        chan.max_payload()
+    );
+    let shared = Arc::new(Shared {
+        chan,
+        stats: (0..opt.threads).map(|_| WriterStats::default()).collect(),
+        max_payload: opt.max_payload,
+    });
     // Release: pairs with the handler's acquire load.
     SHARED.store(Arc::as_ptr(&shared) as *mut Shared, Ordering::Release);
     if opt.signals {
@@ -224,7 +242,8 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
     let done = Arc::new(AtomicBool::new(false));
     let writers_done = Arc::new(AtomicU64::new(0));
     let lost_main: Arc<Mutex<Vec<Vec<u64>>>> = Arc::new(Mutex::new(vec![Vec::new(); opt.threads]));
-    let pthreads: Arc<Vec<AtomicU64>> = Arc::new((0..opt.threads).map(|_| AtomicU64::new(0)).collect());
+    let pthreads: Arc<Vec<AtomicU64>> =
+        Arc::new((0..opt.threads).map(|_| AtomicU64::new(0)).collect());
 
     // Consumer.
     let consumer = {
@@ -232,7 +251,9 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
         let nthreads = opt.threads;
         std::thread::spawn(move || -> anyhow::Result<(Vec<[Seen; 2]>, u64, u64)> {
             let cons = Consumer::new(&shared.chan);
-            let mut seen: Vec<[Seen; 2]> = (0..nthreads).map(|_| [Seen::default(), Seen::default()]).collect();
+            let mut seen: Vec<[Seen; 2]> = (0..nthreads)
+                .map(|_| [Seen::default(), Seen::default()])
+                .collect();
             let mut buf = Vec::new();
             let (mut packets, mut corrupt) = (0u64, 0u64);
             let mut drain = |cons: &Consumer, seen: &mut Vec<[Seen; 2]>| -> anyhow::Result<bool> {
@@ -244,8 +265,12 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
                         for r in records(&buf, info.content_len) {
                             let r = r.map_err(|e| anyhow::anyhow!(e))?;
                             match check_payload(r.payload) {
-                                Some((tid, stream, seq)) if (tid as usize) < nthreads && stream < 2 => {
-                                    seen[tid as usize][stream as usize].events.push((r.timestamp, seq))
+                                Some((tid, stream, seq))
+                                    if (tid as usize) < nthreads && stream < 2 =>
+                                {
+                                    seen[tid as usize][stream as usize]
+                                        .events
+                                        .push((r.timestamp, seq))
                                 }
                                 _ => corrupt += 1,
                             }
@@ -272,8 +297,13 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
     // Writers.
     let mut hs = Vec::new();
     for t in 0..opt.threads {
-        let (shared, lost_main, pthreads, cpus, writers_done) =
-            (shared.clone(), lost_main.clone(), pthreads.clone(), cpus.clone(), writers_done.clone());
+        let (shared, lost_main, pthreads, cpus, writers_done) = (
+            shared.clone(),
+            lost_main.clone(),
+            pthreads.clone(),
+            cpus.clone(),
+            writers_done.clone(),
+        );
         let opt = opt.clone();
         hs.push(std::thread::spawn(move || {
             TID.with(|c| c.set(t as u32));
@@ -344,20 +374,27 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
         std::thread::sleep(Duration::from_millis(20));
         if progress && last.elapsed() > Duration::from_secs(1) {
             last = Instant::now();
-            let e: u64 = shared.stats.iter().map(|s| s.emitted.load(Ordering::Relaxed)).sum();
+            let e: u64 = shared
+                .stats
+                .iter()
+                .map(|s| s.emitted.load(Ordering::Relaxed))
+                .sum();
             eprintln!("  ... {e} events emitted");
         }
     }
     let signals_sent = signaller.join().unwrap();
     for h in hs {
-        h.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
+        h.join()
+            .map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
     }
     // Release: pairs with the handler's acquire load; no handler runs after this (signaller stopped).
     SHARED.store(std::ptr::null_mut(), Ordering::Release);
     let flush_errors = shared.chan.flush_all(true);
     anyhow::ensure!(flush_errors.is_empty(), "flush failed: {flush_errors:?}");
     done.store(true, Ordering::Release);
-    let (seen, packets, corrupt) = consumer.join().map_err(|_| anyhow::anyhow!("consumer panicked"))??;
+    let (seen, packets, corrupt) = consumer
+        .join()
+        .map_err(|_| anyhow::anyhow!("consumer panicked"))??;
     let seconds = start.elapsed().as_secs_f64();
 
     // Verification.
@@ -391,8 +428,8 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
                 *x = 2;
             }
         }
-        for stream in 0..2 {
-            let mut ev = seen[t][stream].events.clone();
+        for (stream, seen_stream) in seen[t].iter().enumerate() {
+            let mut ev = seen_stream.events.clone();
             rep.delivered += ev.len() as u64;
             ev.sort_by_key(|e| e.0);
             rep.out_of_order += ev.windows(2).filter(|w| w[1].1 <= w[0].1).count() as u64;
@@ -417,7 +454,10 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
         }
     }
     rep.lost = rep.lost_full + rep.lost_stalled + rep.lost_too_big;
-    rep.lost_in_buffers = (0..shared.chan.num_cpus()).filter_map(|c| shared.chan.cpu_stats(c)).map(|s| s.lost_total()).sum();
+    rep.lost_in_buffers = (0..shared.chan.num_cpus())
+        .filter_map(|c| shared.chan.cpu_stats(c))
+        .map(|s| s.lost_total())
+        .sum();
     rep.ok = rep.duplicates == 0
         && rep.unexplained == 0
         && rep.out_of_order == 0
@@ -429,9 +469,18 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
 
 /// Human-readable summary.
 pub fn print_report(r: &StressReport) {
-    println!("faultline stress: {} threads, {} path, {} mode, {:.2} s", r.threads, r.sync, r.mode, r.seconds);
-    println!("  events emitted     {:>12}  ({} from SIGUSR1 handlers)", r.emitted, r.handler_events);
-    println!("  delivered          {:>12}  in {} packets", r.delivered, r.packets);
+    println!(
+        "faultline stress: {} threads, {} path, {} mode, {:.2} s",
+        r.threads, r.sync, r.mode, r.seconds
+    );
+    println!(
+        "  events emitted     {:>12}  ({} from SIGUSR1 handlers)",
+        r.emitted, r.handler_events
+    );
+    println!(
+        "  delivered          {:>12}  in {} packets",
+        r.delivered, r.packets
+    );
     println!(
         "  lost (counted)     {:>12}  full {} / stalled writer {} / too big {}; buffers' counters say {}",
         r.lost, r.lost_full, r.lost_stalled, r.lost_too_big, r.lost_in_buffers
@@ -441,10 +490,20 @@ pub fn print_report(r: &StressReport) {
     println!("  out of order       {:>12}", r.out_of_order);
     println!("  corrupt payloads   {:>12}", r.corrupt);
     println!("  LOCAL commits      {:>12}", r.local_commits);
-    println!("  REMOTE commits     {:>12}  ({} forced migrations between reserve and commit)", r.remote_commits, r.migrations);
-    println!("  rseq aborts        {:>12}  ({} signals sent)", r.rseq_aborts, r.signals_sent);
+    println!(
+        "  REMOTE commits     {:>12}  ({} forced migrations between reserve and commit)",
+        r.remote_commits, r.migrations
+    );
+    println!(
+        "  rseq aborts        {:>12}  ({} signals sent)",
+        r.rseq_aborts, r.signals_sent
+    );
     println!(
         "  verdict: {}",
-        if r.ok { "OK: every event delivered exactly once, in order, byte-exact, or counted as lost" } else { "FAILED" }
+        if r.ok {
+            "OK: every event delivered exactly once, in order, byte-exact, or counted as lost"
+        } else {
+            "FAILED"
+        }
     );
 }

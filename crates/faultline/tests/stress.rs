@@ -10,7 +10,10 @@ fn check(opt: &StressOptions) {
     assert_eq!(r.unexplained, 0, "{r:?}");
     assert_eq!(r.out_of_order, 0, "{r:?}");
     assert_eq!(r.corrupt, 0, "{r:?}");
-    assert_eq!(r.lost, r.lost_in_buffers, "writers' loss counts equal the buffers' counters");
+    assert_eq!(
+        r.lost, r.lost_in_buffers,
+        "writers' loss counts equal the buffers' counters"
+    );
     assert_eq!(r.delivered + r.lost, r.emitted);
     assert!(r.ok);
     if opt.sync == SyncMode::Rseq {
@@ -30,7 +33,11 @@ fn check(opt: &StressOptions) {
 // One test drives both paths in sequence: the harness installs a process-wide SIGUSR1 handler.
 #[test]
 fn stress_exactly_once_or_counted() {
-    let mut opt = StressOptions { events_per_thread: 30_000, inject_spins: 64, ..Default::default() };
+    let mut opt = StressOptions {
+        events_per_thread: 30_000,
+        inject_spins: 64,
+        ..Default::default()
+    };
     if faultline_rseq::available() {
         check(&opt);
     }

@@ -1,0 +1,118 @@
+//! One-line text rendering of an event (`faultline view`).
+//!
+//! ```text
+//! [1700000000.000001234] cpu 1 myapp:request: { id = 42, path = "/a\"b", ok = true, blob = [de ad] }
+//! ```
+//!
+//! The time is either wall-clock (`[seconds.nanoseconds]` since the Unix epoch, from the clock
+//! offset in the metadata; negative values get a `-` sign) or relative to a reference
+//! timestamp (`[+seconds.nanoseconds]`, `[-...]` before it). Values: integers in decimal, floats
+//! in Rust's shortest round-trip form, bools `true`/`false`, strings double-quoted with `\"`,
+//! `\\`, `\n`, `\r`, `\t` and `\xHH` (other control bytes and invalid UTF-8) escapes, bytes as
+//! space-separated lowercase hex in brackets (`[]` when empty).
+
+use crate::reader::{Event, Trace};
+use faultline_schema::Value;
+use std::fmt::Write as _;
+
+/// How to print the timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeMode {
+    /// Seconds since the Unix epoch.
+    Wall,
+    /// Seconds relative to this timestamp (ticks), e.g. the first event's.
+    RelativeTo(u64),
+}
+
+fn push_secs(out: &mut String, ns: i128, sign_always: bool) {
+    let sign = if ns < 0 {
+        "-"
+    } else if sign_always {
+        "+"
+    } else {
+        ""
+    };
+    let a = ns.unsigned_abs();
+    let _ = write!(out, "{sign}{}.{:09}", a / 1_000_000_000, a % 1_000_000_000);
+}
+
+/// Escape a byte string for display, without the quotes.
+pub fn escape_bytes(out: &mut String, s: &[u8]) {
+    for chunk in s.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+}
+
+/// Render one value.
+pub fn format_value(out: &mut String, v: &Value) {
+    match v {
+        Value::U(x) => {
+            let _ = write!(out, "{x}");
+        }
+        Value::I(x) => {
+            let _ = write!(out, "{x}");
+        }
+        Value::F(x) => {
+            let _ = write!(out, "{x}");
+        }
+        Value::Bool(b) => {
+            let _ = write!(out, "{b}");
+        }
+        Value::Str(s) => {
+            out.push('"');
+            escape_bytes(out, s);
+            out.push('"');
+        }
+        Value::Bytes(b) => {
+            out.push('[');
+            for (i, x) in b.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                let _ = write!(out, "{x:02x}");
+            }
+            out.push(']');
+        }
+    }
+}
+
+/// Render one event as a line (without newline).
+pub fn format_event(trace: &Trace, ev: &Event<'_>, mode: TimeMode) -> String {
+    let mut out = String::with_capacity(64);
+    out.push('[');
+    match mode {
+        TimeMode::Wall => push_secs(&mut out, trace.wall_ns(ev.ts), false),
+        TimeMode::RelativeTo(t0) => {
+            let d = if ev.ts >= t0 {
+                trace.ticks_to_ns(ev.ts - t0) as i128
+            } else {
+                -(trace.ticks_to_ns(t0 - ev.ts) as i128)
+            };
+            push_secs(&mut out, d, true);
+        }
+    }
+    let _ = write!(out, "] cpu {} {}: {{", ev.cpu, ev.name);
+    for (i, (name, v)) in ev.fields.iter().enumerate() {
+        out.push_str(if i == 0 { " " } else { ", " });
+        out.push_str(name);
+        out.push_str(" = ");
+        format_value(&mut out, v);
+    }
+    out.push_str(if ev.fields.is_empty() { "}" } else { " }" });
+    out
+}

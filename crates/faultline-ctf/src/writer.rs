@@ -1,0 +1,285 @@
+//! Trace writer: the `metadata` file and one stream file per CPU.
+//!
+//! [`TraceWriter::create`] creates the directory (if needed) and writes `metadata` (the TSDL of
+//! [`crate::metadata`]). Stream files `stream_<cpu>` are created on the first packet of that
+//! CPU. Existing files are never overwritten: creating a trace where one exists is an error.
+//!
+//! [`TraceWriter::write_packet`] takes one whole packet (a ring sub-buffer, layout in
+//! [`crate::layout`]), checks it, and appends it to the CPU's stream **truncated to its content
+//! rounded up to 8 bytes**, with `packet_size` patched accordingly in the written copy (the
+//! caller's buffer is not modified); the bytes between the content end and the 8-byte boundary
+//! are written as zeros. One `write` per packet, no per-event copies.
+//!
+//! Checks, so that nothing the reader (or babeltrace2) would reject reaches the disk:
+//! - the header: magic, trace uuid, `stream_id == 0`, `cpu_id == cpu`, sizes (whole bytes,
+//!   `128 <= content <= packet_size <= buffer length`), `timestamp_begin <= timestamp_end`,
+//!   `events_discarded == lost_full + lost_stalled + lost_too_big`;
+//! - continuity on the CPU: `packet_seq_num` strictly increasing (gaps allowed: lost packets),
+//!   `timestamp_begin >=` the previous packet's `timestamp_end`, cumulative counters
+//!   non-decreasing;
+//! - the record chain ends exactly at `content_size`, every record id is a declared event,
+//!   record timestamps are non-decreasing and within `[timestamp_begin, timestamp_end]`.
+//!
+//! A rejected packet is not written and leaves the writer's state unchanged. A failed write
+//! (ENOSPC, EIO) is undone by truncating the file back to its previous length, so the stream
+//! stays readable; the error names the path.
+
+use crate::desc::{metadata, TraceDesc};
+use crate::error::{CtfError, Result};
+use crate::layout::{align8, check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What a writer has written so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WriterCounters {
+    /// Packets written (all CPUs).
+    pub packets: u64,
+    /// Records in those packets.
+    pub events: u64,
+    /// Bytes written to stream files.
+    pub stream_bytes: u64,
+    /// Bytes of the metadata file.
+    pub metadata_bytes: u64,
+}
+
+struct CpuStream {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    last: Option<PacketHeader>,
+}
+
+/// Writes a trace directory. See the module docs.
+pub struct TraceWriter {
+    dir: PathBuf,
+    uuid: [u8; 16],
+    ids: HashSet<u32>,
+    streams: BTreeMap<u32, CpuStream>,
+    counters: WriterCounters,
+    scratch: Vec<u8>,
+}
+
+fn create_new(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| CtfError::io(path, "create", e))
+}
+
+impl TraceWriter {
+    /// Create `dir` (and parents) if needed and write `dir/metadata`.
+    pub fn create(dir: impl AsRef<Path>, desc: &TraceDesc) -> Result<TraceWriter> {
+        let dir = dir.as_ref().to_path_buf();
+        let text = metadata(desc)?;
+        std::fs::create_dir_all(&dir).map_err(|e| CtfError::io(&dir, "create directory", e))?;
+        let path = dir.join("metadata");
+        let mut f = create_new(&path)?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| CtfError::io(&path, "write", e))?;
+        Ok(TraceWriter {
+            dir,
+            uuid: desc.uuid,
+            ids: desc.events.iter().map(|(id, _)| *id).collect(),
+            streams: BTreeMap::new(),
+            counters: WriterCounters {
+                metadata_bytes: text.len() as u64,
+                ..WriterCounters::default()
+            },
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The trace directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> WriterCounters {
+        self.counters
+    }
+
+    /// Check `packet` for `cpu` against the layout and the CPU's previous packet; returns the
+    /// header and the number of records.
+    pub fn check_packet(&self, cpu: u32, packet: &[u8]) -> Result<(PacketHeader, u64)> {
+        let bad = |offset: usize, msg: String| CtfError::Packet {
+            cpu,
+            offset: offset as u64,
+            msg,
+        };
+        let h = PacketHeader::parse_slice(packet).ok_or_else(|| {
+            bad(
+                0,
+                format!(
+                    "packet of {} bytes is shorter than the {PACKET_HEADER_SIZE}-byte header",
+                    packet.len()
+                ),
+            )
+        })?;
+        check_header(&h, packet.len() as u64).map_err(|(o, m)| bad(o as usize, m))?;
+        if h.uuid != self.uuid {
+            return Err(bad(off::UUID, "uuid differs from the trace uuid".into()));
+        }
+        if h.cpu_id != cpu {
+            return Err(bad(off::CPU_ID, format!("cpu_id {} != {cpu}", h.cpu_id)));
+        }
+        if h.timestamp_begin > h.timestamp_end {
+            return Err(bad(
+                off::TIMESTAMP_END,
+                format!(
+                    "timestamp_end {} < timestamp_begin {}",
+                    h.timestamp_end, h.timestamp_begin
+                ),
+            ));
+        }
+        let sum = h
+            .lost_full
+            .checked_add(h.lost_stalled)
+            .and_then(|s| s.checked_add(h.lost_too_big));
+        if sum != Some(h.events_discarded) {
+            return Err(bad(
+                off::EVENTS_DISCARDED,
+                format!(
+                    "events_discarded {} != lost_full + lost_stalled + lost_too_big ({} + {} + {})",
+                    h.events_discarded, h.lost_full, h.lost_stalled, h.lost_too_big
+                ),
+            ));
+        }
+        if let Some(p) = self.streams.get(&cpu).and_then(|s| s.last.as_ref()) {
+            if h.packet_seq_num <= p.packet_seq_num {
+                return Err(bad(
+                    off::PACKET_SEQ_NUM,
+                    format!(
+                        "packet_seq_num {} not after the previous {}",
+                        h.packet_seq_num, p.packet_seq_num
+                    ),
+                ));
+            }
+            if h.timestamp_begin < p.timestamp_end {
+                return Err(bad(
+                    off::TIMESTAMP_BEGIN,
+                    format!(
+                        "timestamp_begin {} < previous packet's timestamp_end {}",
+                        h.timestamp_begin, p.timestamp_end
+                    ),
+                ));
+            }
+            for (cur, prev, o) in [
+                (h.lost_full, p.lost_full, off::LOST_FULL),
+                (h.lost_stalled, p.lost_stalled, off::LOST_STALLED),
+                (h.lost_too_big, p.lost_too_big, off::LOST_TOO_BIG),
+            ] {
+                if cur < prev {
+                    return Err(bad(
+                        o,
+                        format!("cumulative counter decreased from {prev} to {cur}"),
+                    ));
+                }
+            }
+        }
+        let content = packet
+            .get(..h.content_bytes() as usize)
+            .ok_or_else(|| bad(off::CONTENT_SIZE, "content_size beyond the buffer".into()))?;
+        let mut n = 0u64;
+        let mut last_ts = h.timestamp_begin;
+        for r in Records::new(content) {
+            let r = r.map_err(|(o, m)| bad(o as usize, m))?;
+            if !self.ids.contains(&r.id) {
+                return Err(bad(r.offset + 8, format!("undeclared event id {}", r.id)));
+            }
+            if r.timestamp < last_ts || r.timestamp > h.timestamp_end {
+                return Err(bad(
+                    r.offset,
+                    format!(
+                        "record timestamp {} outside [{last_ts}, {}] (previous record or \
+                         timestamp_begin, timestamp_end)",
+                        r.timestamp, h.timestamp_end
+                    ),
+                ));
+            }
+            last_ts = r.timestamp;
+            n += 1;
+        }
+        Ok((h, n))
+    }
+
+    /// Check and append one packet to `cpu`'s stream (see the module docs). Returns the number
+    /// of bytes written.
+    pub fn write_packet(&mut self, cpu: u32, packet: &[u8]) -> Result<u64> {
+        let (h, records) = self.check_packet(cpu, packet)?;
+        let content = h.content_bytes() as usize;
+        let rounded = align8(content).unwrap_or(content);
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        let mut hdr = h;
+        hdr.packet_size = rounded as u64 * 8;
+        out.extend_from_slice(&hdr.encode());
+        out.extend_from_slice(packet.get(PACKET_HEADER_SIZE..content).unwrap_or(&[]));
+        out.resize(rounded, 0);
+        let r = self.append(cpu, &out);
+        self.scratch = out;
+        r?;
+        if let Some(s) = self.streams.get_mut(&cpu) {
+            s.last = Some(h);
+        }
+        self.counters.packets += 1;
+        self.counters.events += records;
+        self.counters.stream_bytes += rounded as u64;
+        Ok(rounded as u64)
+    }
+
+    fn append(&mut self, cpu: u32, bytes: &[u8]) -> Result<()> {
+        if !self.streams.contains_key(&cpu) {
+            let path = self.dir.join(format!("stream_{cpu}"));
+            let file = create_new(&path)?;
+            self.streams.insert(
+                cpu,
+                CpuStream {
+                    path,
+                    file,
+                    len: 0,
+                    last: None,
+                },
+            );
+        }
+        let Some(s) = self.streams.get_mut(&cpu) else {
+            return Ok(());
+        };
+        match s.file.write_all(bytes) {
+            Ok(()) => {
+                s.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Undo a partial write so the stream stays a sequence of whole packets.
+                use std::io::Seek;
+                let _ = s.file.set_len(s.len);
+                let _ = s.file.seek(std::io::SeekFrom::Start(s.len));
+                Err(CtfError::io(&s.path, "write", e))
+            }
+        }
+    }
+
+    /// Flush everything to stable storage (fsync of every file and of the directory) and
+    /// return the final counters.
+    pub fn finish(self) -> Result<WriterCounters> {
+        for s in self.streams.values() {
+            s.file
+                .sync_all()
+                .map_err(|e| CtfError::io(&s.path, "fsync", e))?;
+        }
+        let meta = self.dir.join("metadata");
+        File::open(&meta)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| CtfError::io(&meta, "fsync", e))?;
+        File::open(&self.dir)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| CtfError::io(&self.dir, "fsync", e))?;
+        Ok(self.counters)
+    }
+}

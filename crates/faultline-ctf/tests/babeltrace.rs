@@ -1,0 +1,322 @@
+//! Agreement with babeltrace2 (the CTF reference reader), when it is installed.
+//!
+//! Writes a trace with every field type on two CPUs, with losses (discarded events and a lost
+//! packet), runs `babeltrace2 --clock-cycles <dir>` and checks: no warning/error lines other
+//! than the discarded-events/packets notices, as many event lines as our reader yields, every
+//! timestamp, CPU, name and field value equal to ours, and the discarded counts equal to our
+//! stats. babeltrace2 cannot know a counter's value before a stream's first packet and reports
+//! a non-zero first packet only as "may have discarded events" without a count, so the first
+//! packet of each CPU here has zero losses.
+
+mod common;
+
+use common::*;
+use faultline_ctf::{stats, Filter, PacketBuilder, Trace, TraceWriter};
+use faultline_schema::Value;
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// A value as printed by babeltrace2's pretty sink.
+#[derive(Debug, Clone, PartialEq)]
+enum Bt {
+    Num(String),
+    Str(Vec<u8>),
+    Enum(String, i128),
+    Arr(Vec<Bt>),
+    Obj(Vec<(String, Bt)>),
+}
+
+struct P<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl P<'_> {
+    fn ws(&mut self) {
+        while self.s.get(self.i) == Some(&b' ') {
+            self.i += 1;
+        }
+    }
+    fn eat(&mut self, t: &str) -> bool {
+        self.ws();
+        if self.s[self.i..].starts_with(t.as_bytes()) {
+            self.i += t.len();
+            true
+        } else {
+            false
+        }
+    }
+    fn expect(&mut self, t: &str) {
+        assert!(
+            self.eat(t),
+            "expected {t:?} at {:?}",
+            String::from_utf8_lossy(&self.s[self.i..])
+        );
+    }
+    fn word(&mut self) -> String {
+        self.ws();
+        let st = self.i;
+        while self.i < self.s.len() && !b" ,=}])".contains(&self.s[self.i]) {
+            self.i += 1;
+        }
+        String::from_utf8(self.s[st..self.i].to_vec()).unwrap()
+    }
+    fn string(&mut self) -> Vec<u8> {
+        self.expect("\"");
+        let mut out = Vec::new();
+        loop {
+            let c = self.s[self.i];
+            self.i += 1;
+            match c {
+                b'"' => return out,
+                b'\\' => {
+                    let e = self.s[self.i];
+                    self.i += 1;
+                    out.push(match e {
+                        b'n' => b'\n',
+                        b't' => b'\t',
+                        b'r' => b'\r',
+                        e => e,
+                    });
+                }
+                c => out.push(c),
+            }
+        }
+    }
+    fn value(&mut self) -> Bt {
+        self.ws();
+        match self.s[self.i] {
+            b'{' => {
+                self.i += 1;
+                let mut f = Vec::new();
+                if self.eat("}") {
+                    return Bt::Obj(f);
+                }
+                loop {
+                    let k = self.word();
+                    self.expect("=");
+                    f.push((k, self.value()));
+                    if self.eat("}") {
+                        return Bt::Obj(f);
+                    }
+                    self.expect(",");
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                let mut a = Vec::new();
+                if self.eat("]") {
+                    return Bt::Arr(a);
+                }
+                loop {
+                    self.expect("[");
+                    let idx: usize = self.word().parse().unwrap();
+                    assert_eq!(idx, a.len());
+                    self.expect("]");
+                    self.expect("=");
+                    a.push(self.value());
+                    if self.eat("]") {
+                        return Bt::Arr(a);
+                    }
+                    self.expect(",");
+                }
+            }
+            b'(' => {
+                self.i += 1;
+                let label = String::from_utf8(self.string()).unwrap();
+                self.expect(":");
+                self.expect("container");
+                self.expect("=");
+                let v = self.word().parse().unwrap();
+                self.expect(")");
+                Bt::Enum(label, v)
+            }
+            b'"' => Bt::Str(self.string()),
+            _ => Bt::Num(self.word()),
+        }
+    }
+}
+
+/// Parse one event line: (timestamp, host, name, [packet context, event context, payload]).
+fn parse_line(line: &str) -> (u64, String, Vec<Bt>) {
+    let rest = line.strip_prefix('[').unwrap();
+    let (ts, rest) = rest.split_once("] (").unwrap();
+    let (_, rest) = rest.split_once(") ").unwrap();
+    let (_host, rest) = rest.split_once(' ').unwrap();
+    let (name, rest) = rest.split_once(": {").unwrap();
+    let body = format!("{{{rest}");
+    let mut p = P {
+        s: body.as_bytes(),
+        i: 0,
+    };
+    let mut groups = vec![p.value()];
+    while p.eat(",") {
+        groups.push(p.value());
+    }
+    p.ws();
+    assert_eq!(p.i, body.len(), "trailing text in {line}");
+    (ts.parse().unwrap(), name.to_string(), groups)
+}
+
+fn g6(x: f64) -> String {
+    // %g prints 6 significant digits: compare in that precision.
+    format!("{:.5e}", x)
+}
+
+fn same(bt: &Bt, v: &Value) -> bool {
+    match (bt, v) {
+        (Bt::Num(n), Value::U(x)) => n.parse::<u64>().ok() == Some(*x),
+        (Bt::Num(n), Value::I(x)) => n.parse::<i64>().ok() == Some(*x),
+        (Bt::Num(n), Value::F(x)) => n.parse::<f64>().map(g6).ok() == Some(g6(*x)),
+        (Bt::Enum(l, c), Value::Bool(b)) => *l == b.to_string() && *c == *b as i128,
+        (Bt::Str(s), Value::Str(x)) => s == x,
+        (Bt::Arr(a), Value::Bytes(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(e, x)| *e == Bt::Num(x.to_string()))
+        }
+        _ => false,
+    }
+}
+
+fn write_trace(dir: &std::path::Path) {
+    let mut w = TraceWriter::create(dir, &desc()).unwrap();
+    let mut k = 0u64;
+    // (cpu, seq, lost(full, stalled, too_big), events, base ts); first packets lose nothing.
+    let plan: &[PacketPlan] = &[
+        (0, 0, (0, 0, 0), 4, 1_000),
+        (1, 0, (0, 0, 0), 3, 1_003),
+        (0, 1, (2, 0, 1), 5, 2_000),
+        (1, 1, (0, 0, 0), 0, 2_500),
+        (1, 3, (1, 3, 0), 4, 3_000), // packet 2 of cpu 1 lost
+        (0, 2, (4, 0, 1), 2, 4_000),
+        (1, 4, (1, 3, 7), 3, 5_000),
+    ];
+    for &(cpu, seq, (lf, ls, lt), n, base) in plan {
+        let mut pb = PacketBuilder::new(UUID, cpu, seq).lost(lf, ls, lt);
+        pb.header.timestamp_begin = base;
+        pb.header.timestamp_end = base + 500;
+        for j in 0..n {
+            let ts = base + 7 * j + cpu as u64;
+            let (id, fields, mut values) = match k % 3 {
+                0 => (ID_ALL, ALL.fields, all_values(k)),
+                1 => (ID_OTHER, OTHER.fields, other_values(k)),
+                _ => (ID_EMPTY, EMPTY.fields, vec![]),
+            };
+            if id == ID_ALL {
+                values[8] = Value::F(std::f32::consts::PI as f64 * k as f64);
+                values[9] = Value::F(-1.0e-7 / (k as f64 + 3.0));
+                values[11] = Value::Str(format!("s{k} \"quoted\" back\\slash \u{e9}").into_bytes());
+            }
+            pb.record(ts, id, &encode(fields, &values));
+            k += 1;
+        }
+        w.write_packet(cpu, &pb.finish(8192)).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+#[test]
+fn babeltrace2_agrees() {
+    if Command::new("babeltrace2")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("SKIPPED: babeltrace2 not installed (run scripts/install-deps.sh)");
+        return;
+    }
+    let dir = tmpdir("babeltrace");
+    write_trace(&dir);
+    let out = Command::new("babeltrace2")
+        .arg("--clock-cycles")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "babeltrace2 failed:\n{stderr}");
+
+    // stderr: only discarded notices; collect the counts per stream file.
+    let mut bt_events: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut bt_packets: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut notices = 0;
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        let rest = line
+            .strip_prefix("WARNING: Tracer discarded ")
+            .unwrap_or_else(|| panic!("unexpected babeltrace2 diagnostic: {line}"));
+        let (n, rest) = rest.split_once(' ').unwrap();
+        let n: u64 = n.parse().unwrap();
+        let cpu: u32 = rest
+            .split_once("/stream_")
+            .unwrap()
+            .1
+            .split_once('"')
+            .unwrap()
+            .0
+            .parse()
+            .unwrap();
+        if rest.starts_with("event") {
+            *bt_events.entry(cpu).or_default() += n;
+        } else {
+            assert!(rest.starts_with("packet"), "{line}");
+            *bt_packets.entry(cpu).or_default() += n;
+        }
+        notices += 1;
+    }
+    assert_eq!(notices, 5, "{stderr}");
+
+    let t = Trace::open(&dir).unwrap();
+    let st = stats(&t).unwrap();
+    let mine: Vec<_> = t.events(&Filter::default()).map(|e| e.unwrap()).collect();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len() as u64, st.events_total);
+    assert_eq!(lines.len(), mine.len());
+    assert_eq!(mine.len(), 21);
+
+    for (cpu, cs) in &st.per_cpu {
+        assert_eq!(
+            bt_events.get(cpu).copied().unwrap_or(0),
+            cs.lost.events_discarded
+        );
+        assert_eq!(bt_packets.get(cpu).copied().unwrap_or(0), cs.lost_packets);
+    }
+    assert_eq!(bt_events.values().sum::<u64>(), st.lost_total);
+    assert_eq!(st.lost_total, 5 + 11);
+    assert_eq!(bt_packets.values().sum::<u64>(), 1);
+
+    let mut compared = 0;
+    for (line, ev) in lines.iter().zip(&mine) {
+        let (ts, name, groups) = parse_line(line);
+        assert_eq!(ts, ev.ts, "{line}");
+        assert_eq!(name, ev.name, "{line}");
+        assert_eq!(groups.len(), 3, "{line}");
+        let Bt::Obj(ctx) = &groups[0] else {
+            panic!("{line}")
+        };
+        assert_eq!(
+            ctx[0],
+            ("cpu_id".to_string(), Bt::Num(ev.cpu.to_string())),
+            "{line}"
+        );
+        let Bt::Obj(payload) = &groups[2] else {
+            panic!("{line}")
+        };
+        let mut bt_fields = payload.iter();
+        for (fname, v) in &ev.fields {
+            if let Value::Bytes(b) = v {
+                let (lname, lval) = bt_fields.next().unwrap();
+                assert_eq!(*lname, format!("{fname}__len"), "{line}");
+                assert_eq!(*lval, Bt::Num(b.len().to_string()), "{line}");
+            }
+            let (bname, bval) = bt_fields.next().unwrap();
+            assert_eq!(bname, fname, "{line}");
+            assert!(
+                same(bval, v),
+                "field {fname}: babeltrace2 {bval:?}, ours {v:?} in {line}"
+            );
+            compared += 1;
+        }
+        assert!(bt_fields.next().is_none(), "{line}");
+    }
+    // 7 events of myapp:all (14 fields), 7 of other:read (3 fields).
+    assert_eq!(compared, 7 * 14 + 7 * 3);
+}

@@ -1,1 +1,154 @@
-//! stub
+//! Typed tracepoints, probes with safe (SRCU) reclamation, and copies from untrusted memory.
+//!
+//! ```
+//! use faultline_tracepoints::{tracepoint, trace, CStrPtr, RawBuf};
+//!
+//! tracepoint!(pub MYAPP_REQUEST, "myapp", "request",
+//!     { id: u64, ok: bool, path: &str, body: &[u8], name: CStrPtr, buf: RawBuf });
+//!
+//! fn handle(id: u64, path: &str, body: &[u8]) {
+//!     let name = CStrPtr(c"worker".as_ptr());
+//!     let buf = RawBuf(body.as_ptr(), body.len());
+//!     trace!(MYAPP_REQUEST, id, true, path, body, name, buf);
+//! }
+//! # fn main() { handle(1, "/", b"x"); }
+//! ```
+//!
+//! # Layers
+//! * [`registry`] — [`Tracepoint`], the link-time list of every tracepoint
+//!   ([`TRACEPOINTS`], `linkme`), ids, enable/disable by glob and `FAULTLINE_EVENTS`.
+//! * [`payload`] — the [`Payload`] handed to probes and its byte encoding (the
+//!   `faultline-schema` contract), robust to memory changing between sizing and writing.
+//! * [`probe`] — [`Probe`], registration, dispatch, [`unregister`] /
+//!   [`unregister_deferred`], the [`CounterProbe`].
+//! * [`srcu`] — the reader/updater protocol protecting probe arrays (model-checked with loom in
+//!   `tests/loom.rs`).
+//! * [`uaccess`] — [`copy_from_user`] and friends: asm copy routines plus a
+//!   `SIGSEGV`/`SIGBUS` fix-up handler (read its doc for what it does to signal handling).
+//!
+//! # Call-site cost
+//! [`trace!`] expands to `if TP.is_active() { TP::__fire(args...) }`: a disabled tracepoint is
+//! one relaxed load and a not-taken branch, and the arguments are not evaluated. `__fire` is a
+//! generated `#[cold] #[inline(never)]` function taking the declared argument types (so
+//! arguments are type-checked like a function call); it builds the payload (references to the
+//! arguments, no copy) and calls [`Tracepoint::fire`].
+//!
+//! # The recorder
+//! A ring-buffer recorder is one more [`Probe`]: in `call` it takes `tp.id()`, asks
+//! `payload.size()` (may fault; preemptible), reserves that many bytes, then
+//! `payload.write(slot)` (never writes more than the slot) and commits
+//! `WriteOutcome::written` bytes (or the whole slot: the tail is zero-filled).
+
+mod cpu;
+pub mod payload;
+pub mod probe;
+pub mod registry;
+pub mod srcu;
+mod sync;
+pub mod uaccess;
+
+pub use faultline_schema as schema;
+pub use payload::{CStrPtr, Payload, RawBuf, WriteOutcome, MAX_CSTR_LEN, MAX_RAW_LEN};
+pub use probe::{
+    grace_period_busy_polls, reclaim_barrier, register_probe, unregister, unregister_deferred,
+    CounterProbe, Probe, ProbeHandle, ProbeKind, RegisterError,
+};
+pub use registry::{
+    disable, enable, find, glob_match, matching, set_events, tracepoints, EventSpec, Tracepoint,
+    TRACEPOINTS,
+};
+pub use uaccess::{
+    copy_from_user, copy_from_user_vm, fault_handler_installed, install_fault_handler,
+    strncpy_from_user, strnlen_user, StrFault,
+};
+
+/// Items the macros expand to. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::payload::{FieldValue, Fields, FieldsPayload, Writer};
+    pub use faultline_schema::{EventDesc, FieldDesc, FieldType};
+    pub use linkme;
+}
+
+/// Declare a tracepoint. Must be used at module level (not inside a function body: the
+/// generated module refers to the static through `super::`):
+/// `tracepoint!(VIS NAME, "provider", "name", { field: Type, ... });`
+///
+/// Field types: `u8`..`u64`, `i8`..`i64`, `f32`, `f64`, `bool`, `&str`, `&[u8]`, [`CStrPtr`],
+/// [`RawBuf`]. Defines `static NAME: Tracepoint` (registered in [`TRACEPOINTS`] at link time)
+/// and a hidden module `NAME` with its [`EventDesc`](faultline_schema::EventDesc) and the
+/// `__fire` function [`trace!`] calls.
+#[macro_export]
+macro_rules! tracepoint {
+    ($vis:vis $name:ident, $provider:expr, $event:expr, { $($field:ident : $ty:ty),* $(,)? } $(,)?) => {
+        $vis static $name: $crate::Tracepoint = $crate::Tracepoint::new(&$name::DESC);
+
+        #[allow(non_snake_case, unused_imports, dead_code, unused_mut, unused_assignments)]
+        #[allow(clippy::too_many_arguments)]
+        #[doc(hidden)]
+        $vis mod $name {
+            use super::*;
+
+            const N: usize = 0 $(+ 1 + (<$ty as $crate::__private::FieldValue>::RAW as usize))*;
+
+            pub(super) static FIELDS: [$crate::__private::FieldDesc; N] = {
+                let mut out = [$crate::__private::FieldDesc {
+                    name: "",
+                    ty: $crate::__private::FieldType::U8,
+                }; N];
+                let mut i = 0usize;
+                $(
+                    if <$ty as $crate::__private::FieldValue>::RAW {
+                        out[i] = $crate::__private::FieldDesc {
+                            name: concat!(stringify!($field), "_faulted"),
+                            ty: $crate::__private::FieldType::U32,
+                        };
+                        i += 1;
+                    }
+                    out[i] = $crate::__private::FieldDesc {
+                        name: stringify!($field),
+                        ty: <$ty as $crate::__private::FieldValue>::TYPE,
+                    };
+                    i += 1;
+                )*
+                out
+            };
+
+            pub static DESC: $crate::__private::EventDesc = $crate::__private::EventDesc {
+                provider: $provider,
+                name: $event,
+                fields: &FIELDS,
+            };
+
+            #[$crate::__private::linkme::distributed_slice($crate::TRACEPOINTS)]
+            #[linkme(crate = $crate::__private::linkme)]
+            static REGISTERED: &'static $crate::Tracepoint = &super::$name;
+
+            #[cold]
+            #[inline(never)]
+            pub fn __fire($($field: $ty),*) {
+                let payload = $crate::__private::FieldsPayload($crate::__nest!($(&$field),*));
+                super::$name.fire(&payload);
+            }
+        }
+    };
+}
+
+/// Hit a tracepoint: `trace!(NAME, arg, ...)` (or `trace!(path::to::NAME, ...)`). The arguments
+/// are evaluated only if the tracepoint is active.
+#[macro_export]
+macro_rules! trace {
+    ($($tp:ident)::+ $(, $arg:expr)* $(,)?) => {
+        if $($tp)::+.is_active() {
+            $($tp)::+::__fire($($arg),*);
+        }
+    };
+}
+
+/// Builds the payload cons list `(a, (b, (c, ())))`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __nest {
+    () => { () };
+    ($h:expr $(, $t:expr)*) => { ($h, $crate::__nest!($($t),*)) };
+}

@@ -1,0 +1,385 @@
+//! Event payloads: what a tracepoint call hands its probes, and its byte encoding.
+//!
+//! The encoding is the contract with readers and is defined in `faultline-schema`: fields back
+//! to back, little-endian, no padding; `String` = bytes + NUL, `Bytes` = `u32` length + bytes;
+//! raw kinds ([`CStrPtr`], [`RawBuf`]) are preceded by a `U32` `<name>_faulted` field.
+//!
+//! # Two phases
+//! A probe that records an event first calls [`Payload::size`] (may touch and fault in the
+//! source: `strnlen` of C strings, with preemption allowed in the ring buffer's terms), reserves
+//! that many bytes, then calls [`Payload::write`] into the reservation. Between the two the
+//! traced program may change its memory (a string may grow, shrink, or be unmapped). `write`
+//! therefore never trusts `size`: it writes **at most `dst.len()` bytes**. Each field gets a
+//! budget: what is left minus what the later fields are expected to need (their exact size,
+//! except a C string behind a later [`CStrPtr`], which counts as its 5-byte minimum because
+//! measuring it would read untrusted memory again), but never less than its own minimum and
+//! never so much that a later field loses its minimum (fixed-size: its size; string: its NUL;
+//! bytes: its length word; raw kinds: plus the `_faulted` word). A field that no longer fits
+//! its budget is cut (strings stay NUL-terminated), and [`WriteOutcome`] reports it. So a
+//! string that grew after sizing is cut to the room it was sized for, and the fields after it
+//! are intact. The part of `dst` after the encoding is zero-filled. If nothing changed, `write`
+//! produces exactly `size()` bytes.
+//!
+//! # Field rules
+//! * `&str`: its bytes up to (not including) the first NUL, if it contains one (the encoding
+//!   cannot carry an interior NUL; this counts as truncation).
+//! * `&[u8]`: at most `u32::MAX` bytes.
+//! * [`CStrPtr`]: read with [`strnlen_user`]/[`strncpy_from_user`], at most
+//!   [`MAX_CSTR_LEN`] bytes before the NUL. `<name>_faulted` is 0 for a clean read, 1 when
+//!   reading stopped at an unreadable byte (null pointer included): the string is cut there and
+//!   the length of the rest cannot be known. A string longer than the limit is cut (truncation,
+//!   not a fault).
+//! * [`RawBuf`]: `min(len, MAX_RAW_LEN)` bytes read with [`copy_from_user`];
+//!   `<name>_faulted` is the number of those bytes that could not be read (zero-filled).
+
+use std::ffi::c_char;
+
+use faultline_schema::FieldType;
+
+use crate::uaccess::{copy_from_user, strncpy_from_user, strnlen_user};
+
+/// Longest C string recorded (bytes before the NUL).
+pub const MAX_CSTR_LEN: usize = 4095;
+/// Most bytes recorded from one [`RawBuf`].
+pub const MAX_RAW_LEN: usize = 1 << 16;
+
+/// A NUL-terminated C string in memory the probe must not trust (may be null or dangling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CStrPtr(pub *const c_char);
+
+/// `len` bytes at a pointer the probe must not trust (may be null, dangling, partly mapped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawBuf(pub *const u8, pub usize);
+
+/// What [`Payload::write`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriteOutcome {
+    /// Bytes of encoding written at the start of `dst` (the rest of `dst` is zero-filled).
+    pub written: usize,
+    /// Bytes of raw fields that could not be read (sum of the `_faulted` fields).
+    pub faulted: usize,
+    /// Some field was cut to fit `dst` or a limit (the encoding is still valid), or `dst` was
+    /// shorter than the minimum encoding (then `written == 0` and nothing valid was written).
+    pub truncated: bool,
+}
+
+/// An event's payload as seen by probes.
+pub trait Payload {
+    /// Encoded size. May read (and fault in) the source memory of raw fields: the sizing phase.
+    fn size(&self) -> usize;
+    /// Encode into `dst`: never more than `dst.len()` bytes (exactly `size()` if nothing changed
+    /// since `size()` and `dst.len() == size()`); raw fields are read with the fault-tolerant
+    /// copies. Returns bytes written and bytes that faulted.
+    fn write(&self, dst: &mut [u8]) -> WriteOutcome;
+}
+
+/// Bounded writer used by the field encoders. Never writes outside its buffer.
+#[doc(hidden)]
+pub struct Writer<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+    faulted: usize,
+    truncated: bool,
+}
+
+impl<'a> Writer<'a> {
+    fn new(buf: &'a mut [u8]) -> Self {
+        Writer {
+            buf,
+            pos: 0,
+            faulted: 0,
+            truncated: false,
+        }
+    }
+
+    /// Bytes not yet written.
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Append `bytes`, as many as fit.
+    fn put(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.buf.len() - self.pos);
+        self.buf[self.pos..self.pos + n].copy_from_slice(&bytes[..n]);
+        self.pos += n;
+        if n < bytes.len() {
+            self.truncated = true;
+        }
+    }
+
+    fn put_u32_at(&mut self, at: usize, v: u32) {
+        if let Some(s) = self.buf.get_mut(at..at + 4) {
+            s.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    fn finish(self) -> WriteOutcome {
+        let pos = self.pos;
+        self.buf[pos..].fill(0);
+        WriteOutcome {
+            written: pos,
+            faulted: self.faulted,
+            truncated: self.truncated,
+        }
+    }
+}
+
+/// One payload field type: its schema type and its encoding. Implemented for the supported
+/// argument types; the macros use it to build the `EventDesc` and the payload.
+#[doc(hidden)]
+pub trait FieldValue {
+    /// Schema type of the value field.
+    const TYPE: FieldType;
+    /// Preceded by a `U32` `<name>_faulted` field.
+    const RAW: bool;
+    /// Smallest encoding (what must stay free for this field when earlier ones are budgeted).
+    const MIN_SIZE: usize;
+    /// Encoded size (sizing phase; may read untrusted memory).
+    fn size(&self) -> usize;
+    /// Cheap estimate of the encoded size, without reading untrusted memory (a C string counts
+    /// as its minimum). Used to keep room for later fields when budgeting earlier ones.
+    fn wanted(&self) -> usize;
+    /// Encode in at most `budget` bytes (`budget >= MIN_SIZE`, guaranteed by the caller).
+    fn encode(&self, w: &mut Writer<'_>, budget: usize);
+}
+
+macro_rules! fixed_field {
+    ($($t:ty => $ft:ident),* $(,)?) => {$(
+        impl FieldValue for $t {
+            const TYPE: FieldType = FieldType::$ft;
+            const RAW: bool = false;
+            const MIN_SIZE: usize = std::mem::size_of::<$t>();
+            #[inline]
+            fn size(&self) -> usize {
+                std::mem::size_of::<$t>()
+            }
+            #[inline]
+            fn wanted(&self) -> usize {
+                std::mem::size_of::<$t>()
+            }
+            #[inline]
+            fn encode(&self, w: &mut Writer<'_>, _budget: usize) {
+                w.put(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+
+fixed_field!(u8 => U8, u16 => U16, u32 => U32, u64 => U64, i8 => I8, i16 => I16, i32 => I32,
+    i64 => I64, f32 => F32, f64 => F64);
+
+impl FieldValue for bool {
+    const TYPE: FieldType = FieldType::Bool;
+    const RAW: bool = false;
+    const MIN_SIZE: usize = 1;
+    #[inline]
+    fn size(&self) -> usize {
+        1
+    }
+    #[inline]
+    fn wanted(&self) -> usize {
+        1
+    }
+    #[inline]
+    fn encode(&self, w: &mut Writer<'_>, _budget: usize) {
+        w.put(&[*self as u8]);
+    }
+}
+
+/// The part of `s` the String encoding can carry (up to the first NUL) and whether it was cut.
+fn nul_free(s: &[u8]) -> (&[u8], bool) {
+    match s.iter().position(|&b| b == 0) {
+        Some(i) => (&s[..i], true),
+        None => (s, false),
+    }
+}
+
+impl FieldValue for &str {
+    const TYPE: FieldType = FieldType::String;
+    const RAW: bool = false;
+    const MIN_SIZE: usize = 1;
+    fn size(&self) -> usize {
+        nul_free(self.as_bytes()).0.len() + 1
+    }
+    fn wanted(&self) -> usize {
+        self.len() + 1
+    }
+    fn encode(&self, w: &mut Writer<'_>, budget: usize) {
+        let (s, cut) = nul_free(self.as_bytes());
+        let room = budget.saturating_sub(1);
+        let n = s.len().min(room);
+        w.truncated |= cut || n < s.len();
+        w.put(&s[..n]);
+        w.put(&[0]);
+    }
+}
+
+impl FieldValue for &[u8] {
+    const TYPE: FieldType = FieldType::Bytes;
+    const RAW: bool = false;
+    const MIN_SIZE: usize = 4;
+    fn size(&self) -> usize {
+        4 + self.len().min(u32::MAX as usize)
+    }
+    fn wanted(&self) -> usize {
+        self.size()
+    }
+    fn encode(&self, w: &mut Writer<'_>, budget: usize) {
+        let room = budget.saturating_sub(4);
+        let n = self.len().min(room).min(u32::MAX as usize);
+        w.truncated |= n < self.len();
+        w.put(&(n as u32).to_le_bytes());
+        w.put(&self[..n]);
+    }
+}
+
+impl FieldValue for CStrPtr {
+    const TYPE: FieldType = FieldType::String;
+    const RAW: bool = true;
+    const MIN_SIZE: usize = 5;
+    fn size(&self) -> usize {
+        let n = match strnlen_user(self.0, MAX_CSTR_LEN) {
+            Ok(n) => n,
+            Err(f) => f.readable,
+        };
+        4 + n + 1
+    }
+    fn wanted(&self) -> usize {
+        Self::MIN_SIZE
+    }
+    fn encode(&self, w: &mut Writer<'_>, budget: usize) {
+        if budget < 5 {
+            // Only possible when dst is shorter than the minimum encoding.
+            w.truncated = true;
+            w.put(&[0; 5][..budget.min(5)]);
+            return;
+        }
+        let at = w.pos;
+        w.pos += 4;
+        let limit = (budget - 4).min(MAX_CSTR_LEN + 1);
+        let dst = &mut w.buf[w.pos..w.pos + limit];
+        let (len, faulted) = match strncpy_from_user(dst, self.0) {
+            Ok(n) if n < limit => (n, 0u32),
+            Ok(_) => {
+                // No NUL within the limit: cut, keep it terminated.
+                w.truncated = true;
+                dst[limit - 1] = 0;
+                (limit - 1, 0)
+            }
+            Err(f) => (f.readable.min(limit - 1), 1),
+        };
+        // strncpy_from_user (or the cut above) left dst[len] == 0.
+        w.pos += len + 1;
+        w.faulted += faulted as usize;
+        w.put_u32_at(at, faulted);
+    }
+}
+
+impl FieldValue for RawBuf {
+    const TYPE: FieldType = FieldType::Bytes;
+    const RAW: bool = true;
+    const MIN_SIZE: usize = 8;
+    fn size(&self) -> usize {
+        8 + self.1.min(MAX_RAW_LEN)
+    }
+    fn wanted(&self) -> usize {
+        self.size()
+    }
+    fn encode(&self, w: &mut Writer<'_>, budget: usize) {
+        if budget < 8 {
+            w.truncated = true;
+            w.put(&[0; 8][..budget.min(8)]);
+            return;
+        }
+        let want = self.1.min(MAX_RAW_LEN);
+        let n = want.min(budget - 8);
+        w.truncated |= n < want;
+        let at = w.pos;
+        w.put_u32_at(at + 4, n as u32);
+        w.pos += 8;
+        let dst = &mut w.buf[w.pos..w.pos + n];
+        let left = if self.0.is_null() {
+            dst.fill(0);
+            n
+        } else {
+            copy_from_user(dst, self.0)
+        };
+        w.pos += n;
+        w.faulted += left;
+        w.put_u32_at(at, left as u32);
+    }
+}
+
+/// A payload as a cons list `(&field0, (&field1, (..., ())))`, built by `trace!`.
+#[doc(hidden)]
+pub trait Fields {
+    const MIN_SIZE: usize;
+    fn size(&self) -> usize;
+    fn wanted(&self) -> usize;
+    fn encode(&self, w: &mut Writer<'_>);
+}
+
+impl Fields for () {
+    const MIN_SIZE: usize = 0;
+    #[inline]
+    fn size(&self) -> usize {
+        0
+    }
+    #[inline]
+    fn wanted(&self) -> usize {
+        0
+    }
+    #[inline]
+    fn encode(&self, _w: &mut Writer<'_>) {}
+}
+
+impl<H: FieldValue, T: Fields> Fields for (&H, T) {
+    const MIN_SIZE: usize = H::MIN_SIZE + T::MIN_SIZE;
+    #[inline]
+    fn size(&self) -> usize {
+        self.0.size() + self.1.size()
+    }
+    #[inline]
+    fn wanted(&self) -> usize {
+        self.0.wanted() + self.1.wanted()
+    }
+    #[inline]
+    fn encode(&self, w: &mut Writer<'_>) {
+        // Leave the later fields what they are expected to need, but never less than their
+        // minimum, and never give this field less than its own minimum. The caller checked
+        // that `remaining >= H::MIN_SIZE + T::MIN_SIZE`, and each field writes at most its
+        // budget, so this holds for every later field too.
+        let remaining = w.remaining();
+        let most = remaining.saturating_sub(T::MIN_SIZE);
+        let budget = remaining
+            .saturating_sub(self.1.wanted())
+            .max(H::MIN_SIZE)
+            .min(most);
+        self.0.encode(w, budget);
+        self.1.encode(w);
+    }
+}
+
+/// Adapter giving a field list the [`Payload`] interface.
+#[doc(hidden)]
+pub struct FieldsPayload<F>(pub F);
+
+impl<F: Fields> Payload for FieldsPayload<F> {
+    fn size(&self) -> usize {
+        self.0.size()
+    }
+
+    fn write(&self, dst: &mut [u8]) -> WriteOutcome {
+        if dst.len() < F::MIN_SIZE {
+            dst.fill(0);
+            return WriteOutcome {
+                written: 0,
+                faulted: 0,
+                truncated: true,
+            };
+        }
+        let mut w = Writer::new(dst);
+        self.0.encode(&mut w);
+        w.finish()
+    }
+}

@@ -1,0 +1,360 @@
+//! Tracepoints, the global registry, and enabling by name or glob.
+//!
+//! # Discovery: `linkme`
+//! [`tracepoint!`](crate::tracepoint) emits a `&'static Tracepoint` into the linker section
+//! behind [`TRACEPOINTS`] (the `linkme` crate). The list of every tracepoint compiled into the
+//! executable therefore exists before `main` runs, without constructors and without any
+//! tracepoint having been hit: metadata can describe events that never fire. (Limit: a
+//! tracepoint in a `dlopen`ed library is in that library's section, not in this list.)
+//!
+//! # Ids
+//! On first use of the registry (any API call: listing, enabling, registering a probe) the
+//! tracepoints are sorted by `(provider, name)` (address as tie-break) and numbered
+//! `0..n`; the number is stored in the tracepoint ([`Tracepoint::id`]) and is the event id the
+//! ring buffer records. Ids are stable for a given executable.
+//!
+//! # Enabled vs active
+//! * *enabled* is the user's choice, per tracepoint: [`enable`], [`disable`], [`set_events`],
+//!   and the `FAULTLINE_EVENTS` environment variable, read once when the registry is first used
+//!   (comma-separated globs over `provider:name`, `*` and `?` wildcards; a `-glob` excludes; a
+//!   tracepoint is enabled if it matches an inclusion and no exclusion; a list of exclusions
+//!   only means "`*` except those"). Unset or empty: nothing enabled.
+//! * *active* = enabled **and** at least one probe registered. It is the one flag the call site
+//!   loads (`Relaxed`): a disabled or probe-less tracepoint costs one load and a not-taken
+//!   branch, and the arguments are not evaluated.
+//!
+//! Who writes what: the registry state (enabled flags, probe lists, ids) is written only under
+//! the registry mutex; each tracepoint's `active` flag and probe-array pointers are written only
+//! under it too and read lock-free by the call sites.
+
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use faultline_schema::EventDesc;
+
+use crate::probe::{Probe, ProbeArray, ProbeKind};
+use crate::srcu::{rcu_is_null, rcu_load, Srcu};
+
+/// Every tracepoint linked into the executable (unordered; see [`tracepoints`] for the sorted,
+/// numbered list).
+#[linkme::distributed_slice]
+pub static TRACEPOINTS: [&'static Tracepoint];
+
+/// A tracepoint: static description plus the state its call sites read.
+pub struct Tracepoint {
+    /// enabled && has probes. The only word the disabled fast path reads.
+    active: AtomicBool,
+    id: AtomicU32,
+    desc: &'static EventDesc,
+    /// Probe arrays (null when empty), one per kind, each protected by its kind's SRCU domain.
+    pub(crate) arrays: [AtomicPtr<ProbeArray>; 2],
+}
+
+impl Tracepoint {
+    /// Used by [`tracepoint!`](crate::tracepoint).
+    #[doc(hidden)]
+    pub const fn new(desc: &'static EventDesc) -> Self {
+        Tracepoint {
+            active: AtomicBool::new(false),
+            id: AtomicU32::new(u32::MAX),
+            desc,
+            arrays: [
+                AtomicPtr::new(std::ptr::null_mut()),
+                AtomicPtr::new(std::ptr::null_mut()),
+            ],
+        }
+    }
+
+    /// Schema of this event.
+    pub fn desc(&self) -> &'static EventDesc {
+        self.desc
+    }
+
+    /// Event id (see the module doc); assigns ids first if the registry was never used.
+    pub fn id(&self) -> u32 {
+        // Relaxed: ids are written once, under the registry mutex, before any probe can be
+        // registered; probes reach a tracepoint through the SeqCst pointer publication, which
+        // orders the id store before their reads.
+        let id = self.id.load(Ordering::Relaxed);
+        if id != u32::MAX {
+            return id;
+        }
+        registry();
+        self.id.load(Ordering::Relaxed)
+    }
+
+    /// `provider:name`.
+    pub fn full_name(&self) -> String {
+        self.desc.full_name()
+    }
+
+    /// The call-site check: enabled and at least one probe. One Relaxed load.
+    #[inline(always)]
+    pub fn is_active(&self) -> bool {
+        // Relaxed: a stale value only delays (or extends by one call) the effect of an
+        // enable/disable; `fire` re-reads the probe arrays under SRCU protection.
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Whether the user enabled this tracepoint (independent of probes).
+    pub fn is_enabled(&self) -> bool {
+        let st = state();
+        st.enabled.get(self.id() as usize).copied().unwrap_or(false)
+    }
+
+    /// Call every probe registered on this tracepoint with `payload`. Call sites reach it
+    /// through [`trace!`](crate::trace) only when [`is_active`](Self::is_active); calling it
+    /// directly is also fine. Never locks, never waits for a grace period.
+    pub fn fire(&'static self, payload: &dyn crate::Payload) {
+        let Some(domains) = DOMAINS.get() else {
+            return; // no probe was ever registered
+        };
+        for kind in [ProbeKind::NonFaultable, ProbeKind::Faultable] {
+            let arr = &self.arrays[kind as usize];
+            if rcu_is_null(arr) {
+                continue;
+            }
+            let guard = domains[kind as usize].read_lock();
+            // SAFETY: `arrays[k]` only holds null or leaked `Box<ProbeArray>`s published with
+            // rcu_swap, and retired arrays are freed only after a grace period of domain k
+            // (probe.rs: retire()).
+            if let Some(a) = unsafe { rcu_load(arr, &guard) } {
+                for p in a.probes.iter() {
+                    p.call(self, payload);
+                }
+            }
+        }
+    }
+}
+
+/// The two SRCU domains: index `ProbeKind as usize`.
+pub(crate) static DOMAINS: OnceLock<[Srcu; 2]> = OnceLock::new();
+
+pub(crate) fn domains() -> &'static [Srcu; 2] {
+    DOMAINS.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+        let n = if n > 0 { n as usize } else { 64 };
+        [Srcu::new(n), Srcu::new(n)]
+    })
+}
+
+/// One registered probe (registry side).
+pub(crate) struct ProbeEntry {
+    pub(crate) handle: u64,
+    pub(crate) kind: ProbeKind,
+    pub(crate) probe: Arc<dyn Probe>,
+}
+
+pub(crate) struct State {
+    pub(crate) enabled: Vec<bool>,
+    pub(crate) probes: Vec<Vec<ProbeEntry>>,
+    pub(crate) next_handle: u64,
+}
+
+pub(crate) struct Registry {
+    /// Sorted by name; index = id.
+    pub(crate) tps: Vec<&'static Tracepoint>,
+    pub(crate) state: Mutex<State>,
+}
+
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
+
+pub(crate) fn registry() -> &'static Registry {
+    REGISTRY.get_or_init(|| {
+        let mut tps: Vec<&'static Tracepoint> = TRACEPOINTS.iter().copied().collect();
+        tps.sort_by(|a, b| {
+            (a.desc.provider, a.desc.name)
+                .cmp(&(b.desc.provider, b.desc.name))
+                .then((*a as *const Tracepoint).cmp(&(*b as *const Tracepoint)))
+        });
+        for (i, tp) in tps.iter().enumerate() {
+            // Relaxed: see Tracepoint::id.
+            tp.id.store(i as u32, Ordering::Relaxed);
+        }
+        let mut enabled = vec![false; tps.len()];
+        if let Ok(spec) = std::env::var("FAULTLINE_EVENTS") {
+            let spec = EventSpec::parse(&spec);
+            for (e, tp) in enabled.iter_mut().zip(&tps) {
+                *e = spec.matches(&tp.full_name());
+            }
+        }
+        let probes = tps.iter().map(|_| Vec::new()).collect();
+        Registry {
+            tps,
+            state: Mutex::new(State {
+                enabled,
+                probes,
+                next_handle: 1,
+            }),
+        }
+    })
+}
+
+pub(crate) fn state() -> MutexGuard<'static, State> {
+    crate::sync::lock(&registry().state)
+}
+
+/// Recompute tracepoint `id`'s active flag. Caller holds the state lock.
+pub(crate) fn update_active(st: &State, id: usize) {
+    let tp = registry().tps[id];
+    let on = st.enabled[id] && !st.probes[id].is_empty();
+    // Relaxed: the flag is a hint for the call site (see is_active); the probe arrays it leads
+    // to are published with SeqCst swaps.
+    tp.active.store(on, Ordering::Relaxed);
+}
+
+/// All tracepoints in the executable, sorted by name, index = [`Tracepoint::id`].
+pub fn tracepoints() -> &'static [&'static Tracepoint] {
+    &registry().tps
+}
+
+/// The tracepoint named exactly `provider:name`.
+pub fn find(full_name: &str) -> Option<&'static Tracepoint> {
+    tracepoints()
+        .iter()
+        .copied()
+        .find(|tp| name_eq(tp, full_name))
+}
+
+fn name_eq(tp: &Tracepoint, full: &str) -> bool {
+    full.split_once(':')
+        .is_some_and(|(p, n)| p == tp.desc.provider && n == tp.desc.name)
+}
+
+/// Tracepoints whose `provider:name` matches `glob` (`*`, `?`; anything else literal).
+pub fn matching(glob: &str) -> Vec<&'static Tracepoint> {
+    tracepoints()
+        .iter()
+        .copied()
+        .filter(|tp| glob_match(glob.as_bytes(), tp.full_name().as_bytes()))
+        .collect()
+}
+
+/// Enable the tracepoints matching `glob`; returns how many matched.
+pub fn enable(glob: &str) -> usize {
+    set_enabled(|name| glob_match(glob.as_bytes(), name.as_bytes()).then_some(true))
+}
+
+/// Disable the tracepoints matching `glob`; returns how many matched.
+pub fn disable(glob: &str) -> usize {
+    set_enabled(|name| glob_match(glob.as_bytes(), name.as_bytes()).then_some(false))
+}
+
+/// Replace every tracepoint's enabled flag by what the spec says (same syntax as
+/// `FAULTLINE_EVENTS`); returns how many are now enabled.
+pub fn set_events(spec: &str) -> usize {
+    let spec = EventSpec::parse(spec);
+    set_enabled(|name| Some(spec.matches(name)));
+    tracepoints().iter().filter(|t| t.is_enabled()).count()
+}
+
+fn set_enabled(f: impl Fn(&str) -> Option<bool>) -> usize {
+    let reg = registry();
+    let mut st = state();
+    let mut n = 0;
+    for (id, tp) in reg.tps.iter().enumerate() {
+        if let Some(on) = f(&tp.full_name()) {
+            n += 1;
+            st.enabled[id] = on;
+            update_active(&st, id);
+        }
+    }
+    n
+}
+
+/// A parsed `FAULTLINE_EVENTS`-style list.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EventSpec {
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+impl EventSpec {
+    /// Parse `glob,glob,-glob`; blanks around items are ignored, empty items skipped.
+    pub fn parse(spec: &str) -> Self {
+        let mut s = EventSpec::default();
+        for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item.strip_prefix('-') {
+                Some(ex) => s.exclude.push(ex.trim().to_string()),
+                None => s.include.push(item.to_string()),
+            }
+        }
+        if s.include.is_empty() && !s.exclude.is_empty() {
+            s.include.push("*".to_string());
+        }
+        s
+    }
+
+    /// Matches an inclusion and no exclusion.
+    pub fn matches(&self, full_name: &str) -> bool {
+        let n = full_name.as_bytes();
+        self.include.iter().any(|g| glob_match(g.as_bytes(), n))
+            && !self.exclude.iter().any(|g| glob_match(g.as_bytes(), n))
+    }
+}
+
+/// Glob match with `*` (any run, including empty) and `?` (one byte). Linear-time
+/// backtracking on the last `*` only; never panics.
+pub fn glob_match(pat: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        match pat.get(p) {
+            Some(b'*') => {
+                star = Some((p, i));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == s[i] => {
+                p += 1;
+                i += 1;
+            }
+            _ => match star {
+                Some((sp, si)) => {
+                    p = sp + 1;
+                    i = si + 1;
+                    star = Some((sp, si + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pat[p.min(pat.len())..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        let m = |p: &str, s: &str| glob_match(p.as_bytes(), s.as_bytes());
+        assert!(m("myapp:*", "myapp:request"));
+        assert!(m("*:request", "myapp:request"));
+        assert!(!m("*:request", "myapp:requests"));
+        assert!(m("*", ""));
+        assert!(m("?", "a"));
+        assert!(!m("?", ""));
+        assert!(!m("?", "ab"));
+        assert!(m("a*b*c", "aXXbYYbc"));
+        assert!(!m("a*b*c", "aXXbYYb"));
+        assert!(m("my?pp:re*", "myapp:request"));
+        assert!(m("**", "x"));
+        assert!(!m("", "x"));
+        assert!(m("", ""));
+    }
+
+    #[test]
+    fn event_spec() {
+        let s = EventSpec::parse(" myapp:* , -myapp:secret,other:x ");
+        assert!(s.matches("myapp:request"));
+        assert!(!s.matches("myapp:secret"));
+        assert!(s.matches("other:x"));
+        assert!(!s.matches("other:y"));
+        let s = EventSpec::parse("-myapp:*");
+        assert!(s.matches("other:y"));
+        assert!(!s.matches("myapp:y"));
+        assert!(!EventSpec::parse("").matches("a:b"));
+        assert!(!EventSpec::parse(",,").matches("a:b"));
+    }
+}

@@ -52,6 +52,8 @@
 
 #![cfg_attr(not(target_arch = "x86_64"), allow(unused))]
 
+pub mod interrupt;
+
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 

@@ -71,6 +71,12 @@ pub trait Payload {
     /// since `size()` and `dst.len() == size()`); raw fields are read with the fault-tolerant
     /// copies. Returns bytes written and bytes that faulted.
     fn write(&self, dst: &mut [u8]) -> WriteOutcome;
+    /// Sizing plus pre-faulting: returns [`Payload::size`] after touching every page of the
+    /// raw fields' source memory (with the fault-tolerant copies), so that a following
+    /// [`Payload::write`] finds it resident. The `prefault-restart` copy strategy's first step.
+    fn prefault(&self) -> usize {
+        self.size()
+    }
 }
 
 /// Bounded writer used by the field encoders. Never writes outside its buffer.
@@ -141,6 +147,10 @@ pub trait FieldValue {
     fn wanted(&self) -> usize;
     /// Encode in at most `budget` bytes (`budget >= MIN_SIZE`, guaranteed by the caller).
     fn encode(&self, w: &mut Writer<'_>, budget: usize);
+    /// Touch the untrusted source memory (one byte per page) so it is resident. Only raw
+    /// fields have any.
+    #[inline]
+    fn touch(&self) {}
 }
 
 macro_rules! fixed_field {
@@ -279,6 +289,20 @@ impl FieldValue for RawBuf {
     const TYPE: FieldType = FieldType::Bytes;
     const RAW: bool = true;
     const MIN_SIZE: usize = 8;
+    fn touch(&self) {
+        let len = self.1.min(MAX_RAW_LEN);
+        if self.0.is_null() || len == 0 {
+            return;
+        }
+        let start = self.0 as usize;
+        let mut byte = [0u8; 1];
+        let mut at = start;
+        while at < start + len {
+            // A fault is tolerated (and reported again by the real copy).
+            copy_from_user(&mut byte, at as *const u8);
+            at = (at & !4095) + 4096;
+        }
+    }
     fn size(&self) -> usize {
         8 + self.1.min(MAX_RAW_LEN)
     }
@@ -317,9 +341,12 @@ pub trait Fields {
     fn size(&self) -> usize;
     fn wanted(&self) -> usize;
     fn encode(&self, w: &mut Writer<'_>);
+    fn touch(&self);
 }
 
 impl Fields for () {
+    #[inline]
+    fn touch(&self) {}
     const MIN_SIZE: usize = 0;
     #[inline]
     fn size(&self) -> usize {
@@ -358,6 +385,11 @@ impl<H: FieldValue, T: Fields> Fields for (&H, T) {
         self.0.encode(w, budget);
         self.1.encode(w);
     }
+    #[inline]
+    fn touch(&self) {
+        self.0.touch();
+        self.1.touch();
+    }
 }
 
 /// Adapter giving a field list the [`Payload`] interface.
@@ -366,6 +398,11 @@ pub struct FieldsPayload<F>(pub F);
 
 impl<F: Fields> Payload for FieldsPayload<F> {
     fn size(&self) -> usize {
+        self.0.size()
+    }
+
+    fn prefault(&self) -> usize {
+        self.0.touch();
         self.0.size()
     }
 

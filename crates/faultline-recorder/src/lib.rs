@@ -1,0 +1,579 @@
+//! The ring-buffer recorder: the probe that turns tracepoint hits into records of a
+//! [`Channel`], with the three copy strategies of the "Faultable tracepoints" thread.
+//!
+//! The recorder is one [`Probe`] among others, registered as [`ProbeKind::Faultable`] (it may
+//! take page faults and sleep while copying raw user memory). [`attach`] registers it on the
+//! tracepoints matching a glob; enabling them is separate ([`faultline_tracepoints::enable`]).
+//!
+//! # Copy strategies
+//! Every event is encoded by [`Payload::write`], whose raw fields ([`faultline_tracepoints::
+//! CStrPtr`], [`faultline_tracepoints::RawBuf`]) are read with the fault-tolerant copies: a bad
+//! pointer never crashes, it yields a zero-filled field with its `_faulted` count set. What the
+//! strategies change is *when* that possibly slow copy happens relative to the reservation:
+//!
+//! * [`Strategy::ReserveCopyCommit`] (the thread's design): size, reserve, encode straight into
+//!   the reserved slot (may fault, sleep, migrate), commit — LOCAL with rseq when still on the
+//!   reserving CPU, REMOTE (atomic) otherwise. One copy; the reservation is held across any
+//!   fault, which holds back delivery of that sub-buffer (and, if the buffer wraps onto it,
+//!   makes other writers of that CPU lose events as "stalled").
+//! * [`Strategy::Bounce`]: encode into a thread-local scratch buffer first (faults and sleeps
+//!   happen here, holding nothing), then reserve, `memcpy`, commit. Two copies; the
+//!   reservation is only held for a short copy of resident memory. A nested event on the same
+//!   thread (a signal handler tracing while the scratch buffer is in use) falls back to
+//!   reserve-copy-commit for that event.
+//! * [`Strategy::PrefaultRestart`]: size and touch every page of the raw sources while holding
+//!   nothing ([`Payload::prefault`]), open an interruption window
+//!   ([`faultline_rseq::interrupt`]), reserve, encode into the slot, and check the window: if
+//!   the thread was preempted, migrated or signalled (e.g. a fault that slept) while holding
+//!   the reservation, the reservation is abandoned (committed as a discarded record, skipped by
+//!   readers) and the whole step restarts, at most [`RecorderConfig::max_restarts`] times;
+//!   after that the last attempt is committed as is (the *fallback*: reserve-copy-commit
+//!   semantics), so there is no livelock. Without rseq the window cannot be observed and the
+//!   first attempt is always kept.
+//!
+//! # Default policy
+//! [`Policy::Auto`] (the default) uses [`Strategy::Bounce`] for events that have raw fields
+//! (memory the probe must treat as untrusted and possibly non-resident) and
+//! [`Strategy::ReserveCopyCommit`] for the others (resident, trusted Rust values: a second
+//! copy would only cost time). The measurements behind that choice are in `docs/BENCHMARKS.md`
+//! (strategy study): with resident data all three cost about the same for small payloads and
+//! bounce pays one extra copy for large ones, while during a held fault reserve-copy-commit
+//! keeps the sub-buffer open for the whole stall. A strategy can be forced per channel
+//! ([`Policy::Fixed`]) and per tracepoint ([`Recorder::set_strategy`]).
+//!
+//! # Payload size changes
+//! A C string may change between sizing and encoding. The encoder never writes past the slot
+//! and always terminates strings; if the encoding came out shorter than reserved, the record is
+//! re-reserved at its real size and the bytes moved (the first slot becomes a discarded
+//! record), so every record's length is exactly its encoding — which CTF readers need.
+//!
+//! # Statistics
+//! Counted per thread without atomic read-modify-writes (each thread owns its shard; the
+//! reader sums shards under a mutex, and exiting threads fold theirs into a total): events per
+//! strategy, faulted events and bytes, restarts, fallbacks, resized records, nested bounces,
+//! and events lost per cause as seen by this recorder. Buffer-side counters (per-CPU losses,
+//! REMOTE commits) are in [`Channel::cpu_stats`].
+
+use faultline_ringbuf::{Channel, CommitKind, Lost, Reservation};
+use faultline_tracepoints::{
+    register_probe, Payload, Probe, ProbeHandle, ProbeKind, RegisterError, Tracepoint,
+};
+use serde::Serialize;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// How a payload is copied into the ring buffer (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    ReserveCopyCommit = 0,
+    Bounce = 1,
+    PrefaultRestart = 2,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 3] = [
+        Strategy::ReserveCopyCommit,
+        Strategy::Bounce,
+        Strategy::PrefaultRestart,
+    ];
+
+    /// The name used on the command line and in statistics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::ReserveCopyCommit => "reserve-copy-commit",
+            Strategy::Bounce => "bounce",
+            Strategy::PrefaultRestart => "prefault-restart",
+        }
+    }
+
+    fn from_u8(v: u8) -> Option<Strategy> {
+        Strategy::ALL.get(v as usize).copied()
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A strategy name that is not one of [`Strategy::ALL`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown copy strategy {0:?} (expected reserve-copy-commit, bounce or prefault-restart)")]
+pub struct UnknownStrategy(pub String);
+
+impl FromStr for Strategy {
+    type Err = UnknownStrategy;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Strategy::ALL
+            .into_iter()
+            .find(|st| st.name() == s)
+            .ok_or_else(|| UnknownStrategy(s.to_string()))
+    }
+}
+
+/// Channel-wide strategy choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Bounce for events with raw (untrusted) fields, reserve-copy-commit for the others.
+    #[default]
+    Auto,
+    /// The same strategy for every event.
+    Fixed(Strategy),
+}
+
+impl FromStr for Policy {
+    type Err = UnknownStrategy;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "auto" {
+            return Ok(Policy::Auto);
+        }
+        s.parse().map(Policy::Fixed)
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Policy::Auto => f.write_str("auto"),
+            Policy::Fixed(s) => s.fmt(f),
+        }
+    }
+}
+
+/// Recorder options.
+#[derive(Debug, Clone, Copy)]
+pub struct RecorderConfig {
+    pub policy: Policy,
+    /// Restarts allowed per event by [`Strategy::PrefaultRestart`] before it keeps the attempt
+    /// it has (the fallback).
+    pub max_restarts: u32,
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        RecorderConfig {
+            policy: Policy::Auto,
+            max_restarts: 3,
+        }
+    }
+}
+
+/// Per-strategy counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StrategyStats {
+    /// Events committed with this strategy.
+    pub events: u64,
+    /// Abandoned attempts (prefault-restart only).
+    pub restarts: u64,
+    /// Events committed after exhausting the restarts (prefault-restart), or bounced events
+    /// that fell back to reserve-copy-commit because the scratch buffer was in use (nesting).
+    pub fallbacks: u64,
+}
+
+/// What a recorder did (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RecorderStats {
+    /// Events committed.
+    pub recorded: u64,
+    /// Committed events with at least one faulted raw field.
+    pub faulted: u64,
+    /// Bytes of raw fields that could not be read (zero-filled).
+    pub faulted_bytes: u64,
+    /// Records re-reserved because their encoding came out shorter than sized.
+    pub resized: u64,
+    /// Commits that went REMOTE (the writer had migrated since reserving).
+    pub remote_commits: u64,
+    pub lost_full: u64,
+    pub lost_stalled: u64,
+    pub lost_too_big: u64,
+    pub lost_no_buffer: u64,
+    /// Indexed by `Strategy as usize`.
+    pub per_strategy: [StrategyStats; 3],
+}
+
+impl RecorderStats {
+    pub fn lost_total(&self) -> u64 {
+        self.lost_full + self.lost_stalled + self.lost_too_big + self.lost_no_buffer
+    }
+    pub fn strategy(&self, s: Strategy) -> &StrategyStats {
+        &self.per_strategy[s as usize]
+    }
+}
+
+const N_COUNTERS: usize = 18;
+const C_FAULTED: usize = 0;
+const C_FAULTED_BYTES: usize = 1;
+const C_RESIZED: usize = 2;
+const C_REMOTE: usize = 3;
+const C_LOST: usize = 4; // + Lost index (4)
+const C_EVENTS: usize = 8; // + strategy (3)
+const C_RESTARTS: usize = 11; // + strategy (3)
+const C_FALLBACKS: usize = 14; // + strategy (3)
+
+fn lost_index(l: Lost) -> usize {
+    match l {
+        Lost::Full => 0,
+        Lost::Stalled => 1,
+        Lost::TooBig => 2,
+        Lost::NoBuffer => 3,
+    }
+}
+
+/// One thread's counters for one recorder. Written only by the owning thread (relaxed load +
+/// store, no read-modify-write); read by [`Recorder::stats`] with relaxed loads.
+struct Shard {
+    c: [AtomicU64; N_COUNTERS],
+}
+
+impl Shard {
+    #[inline(always)]
+    fn bump(&self, i: usize, by: u64) {
+        // Only the owning thread writes this shard: a plain load and store suffice.
+        let c = &self.c[i];
+        c.store(
+            c.load(Ordering::Relaxed).wrapping_add(by),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+struct StatsRegistry {
+    live: Vec<Arc<Shard>>,
+    retired: [u64; N_COUNTERS],
+}
+
+/// Per-thread list of (recorder id, shard); folded into the recorders' totals at thread exit.
+struct ThreadShards {
+    list: Vec<(u64, Arc<Shard>, Arc<Mutex<StatsRegistry>>)>,
+}
+
+impl Drop for ThreadShards {
+    fn drop(&mut self) {
+        for (_, shard, reg) in self.list.drain(..) {
+            let mut r = reg.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, c) in shard.c.iter().enumerate() {
+                r.retired[i] += c.load(Ordering::Relaxed);
+            }
+            r.live.retain(|s| !Arc::ptr_eq(s, &shard));
+        }
+    }
+}
+
+thread_local! {
+    static SHARDS: RefCell<ThreadShards> = const { RefCell::new(ThreadShards { list: Vec::new() }) };
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Single-entry cache of the last (recorder id, shard) used by this thread.
+    static LAST: Cell<(u64, *const Shard)> = const { Cell::new((0, std::ptr::null())) };
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The recorder probe. See the module docs.
+pub struct Recorder {
+    id: u64,
+    chan: Arc<Channel>,
+    cfg: RecorderConfig,
+    /// Per-tracepoint override, indexed by tracepoint id: 0 = none, 1 + strategy otherwise.
+    overrides: Box<[AtomicU8]>,
+    stats: Arc<Mutex<StatsRegistry>>,
+}
+
+impl Recorder {
+    pub fn new(chan: Arc<Channel>, cfg: RecorderConfig) -> Arc<Recorder> {
+        let n = faultline_tracepoints::tracepoints().len();
+        Arc::new(Recorder {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            chan,
+            cfg,
+            overrides: (0..n).map(|_| AtomicU8::new(0)).collect(),
+            stats: Arc::new(Mutex::new(StatsRegistry {
+                live: Vec::new(),
+                retired: [0; N_COUNTERS],
+            })),
+        })
+    }
+
+    pub fn channel(&self) -> &Arc<Channel> {
+        &self.chan
+    }
+
+    pub fn config(&self) -> RecorderConfig {
+        self.cfg
+    }
+
+    /// Force `strategy` (or, with `None`, go back to the channel policy) for the tracepoints
+    /// matching `glob`. Returns how many matched.
+    pub fn set_strategy(&self, glob: &str, strategy: Option<Strategy>) -> usize {
+        let tps = faultline_tracepoints::matching(glob);
+        for tp in &tps {
+            if let Some(o) = self.overrides.get(tp.id() as usize) {
+                o.store(strategy.map_or(0, |s| s as u8 + 1), Ordering::Relaxed);
+            }
+        }
+        tps.len()
+    }
+
+    /// The strategy used for `tp` now.
+    pub fn strategy_for(&self, tp: &Tracepoint) -> Strategy {
+        let o = self
+            .overrides
+            .get(tp.id() as usize)
+            .map_or(0, |o| o.load(Ordering::Relaxed));
+        if o != 0 {
+            if let Some(s) = Strategy::from_u8(o - 1) {
+                return s;
+            }
+        }
+        match self.cfg.policy {
+            Policy::Fixed(s) => s,
+            Policy::Auto => {
+                // The macro puts a `<name>_faulted` field before every raw field.
+                let raw = tp
+                    .desc()
+                    .fields
+                    .iter()
+                    .any(|f| f.name.ends_with("_faulted"));
+                if raw {
+                    Strategy::Bounce
+                } else {
+                    Strategy::ReserveCopyCommit
+                }
+            }
+        }
+    }
+
+    /// Totals over every thread that recorded through this recorder.
+    pub fn stats(&self) -> RecorderStats {
+        let r = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = r.retired;
+        for s in &r.live {
+            for (i, v) in s.c.iter().enumerate() {
+                c[i] += v.load(Ordering::Relaxed);
+            }
+        }
+        let mut st = RecorderStats {
+            faulted: c[C_FAULTED],
+            faulted_bytes: c[C_FAULTED_BYTES],
+            resized: c[C_RESIZED],
+            remote_commits: c[C_REMOTE],
+            lost_full: c[C_LOST],
+            lost_stalled: c[C_LOST + 1],
+            lost_too_big: c[C_LOST + 2],
+            lost_no_buffer: c[C_LOST + 3],
+            ..RecorderStats::default()
+        };
+        for s in Strategy::ALL {
+            let i = s as usize;
+            st.per_strategy[i] = StrategyStats {
+                events: c[C_EVENTS + i],
+                restarts: c[C_RESTARTS + i],
+                fallbacks: c[C_FALLBACKS + i],
+            };
+            st.recorded += c[C_EVENTS + i];
+        }
+        st
+    }
+
+    /// This thread's shard (created on first use).
+    #[inline(always)]
+    fn with_shard<R>(&self, f: impl FnOnce(&Shard) -> R) -> R {
+        let (id, p) = LAST.with(|l| l.get());
+        if id == self.id && !p.is_null() {
+            // SAFETY: LAST only holds a pointer to a shard owned (through an Arc) by this
+            // thread's SHARDS list, which outlives every use on this thread; entries are only
+            // removed at thread exit.
+            return f(unsafe { &*p });
+        }
+        self.with_shard_slow(f)
+    }
+
+    #[cold]
+    fn with_shard_slow<R>(&self, f: impl FnOnce(&Shard) -> R) -> R {
+        let shard = SHARDS.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if let Some((_, sh, _)) = s.list.iter().find(|(id, _, _)| *id == self.id) {
+                return sh.clone();
+            }
+            let sh = Arc::new(Shard {
+                c: std::array::from_fn(|_| AtomicU64::new(0)),
+            });
+            self.stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .live
+                .push(sh.clone());
+            s.list.push((self.id, sh.clone(), self.stats.clone()));
+            sh
+        });
+        match shard {
+            Ok(sh) => {
+                LAST.with(|l| l.set((self.id, Arc::as_ptr(&sh))));
+                f(&sh)
+            }
+            // Thread-local storage is being torn down (an event from a TLS destructor):
+            // count into a shard that goes straight to the totals.
+            Err(_) => {
+                let sh = Shard {
+                    c: std::array::from_fn(|_| AtomicU64::new(0)),
+                };
+                let r = f(&sh);
+                let mut reg = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+                for (i, c) in sh.c.iter().enumerate() {
+                    reg.retired[i] += c.load(Ordering::Relaxed);
+                }
+                r
+            }
+        }
+    }
+
+    #[cold]
+    fn lost(&self, why: Lost) {
+        self.with_shard(|s| s.bump(C_LOST + lost_index(why), 1));
+    }
+
+    /// Commit `res`, whose first `written` bytes hold the encoding (`written <= len`).
+    #[inline(always)]
+    fn finish(&self, id: u32, mut res: Reservation<'_>, written: usize, faulted: usize) -> bool {
+        let len = res.payload().len();
+        let kind = if written == len {
+            res.commit()
+        } else {
+            match self.resize(id, res, written) {
+                Some(k) => k,
+                None => return false,
+            }
+        };
+        if kind == CommitKind::Remote || faulted != 0 {
+            self.with_shard(|s| {
+                if kind == CommitKind::Remote {
+                    s.bump(C_REMOTE, 1);
+                }
+                if faulted != 0 {
+                    s.bump(C_FAULTED, 1);
+                    s.bump(C_FAULTED_BYTES, faulted as u64);
+                }
+            });
+        }
+        true
+    }
+
+    /// The encoding came out shorter than reserved: move it to a record of the right size.
+    #[cold]
+    fn resize(&self, id: u32, mut res: Reservation<'_>, written: usize) -> Option<CommitKind> {
+        let bytes = res.payload()[..written].to_vec();
+        drop(res); // committed as a discarded record
+        self.with_shard(|s| s.bump(C_RESIZED, 1));
+        match self.chan.reserve(id, written) {
+            Ok(mut r) => {
+                r.payload().copy_from_slice(&bytes);
+                Some(r.commit())
+            }
+            Err(why) => {
+                self.lost(why);
+                None
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn record_rcc(&self, id: u32, payload: &dyn Payload) -> bool {
+        let len = payload.size();
+        let mut res = match self.chan.reserve(id, len) {
+            Ok(r) => r,
+            Err(why) => {
+                self.lost(why);
+                return false;
+            }
+        };
+        let out = payload.write(res.payload());
+        self.finish(id, res, out.written, out.faulted)
+    }
+
+    fn record_bounce(&self, id: u32, payload: &dyn Payload) -> Result<bool, ()> {
+        let r = SCRATCH.try_with(|cell| {
+            let Ok(mut buf) = cell.try_borrow_mut() else {
+                return Err(());
+            };
+            let len = payload.size();
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            let out = payload.write(&mut buf[..len]);
+            let n = out.written;
+            let mut res = match self.chan.reserve(id, n) {
+                Ok(r) => r,
+                Err(why) => {
+                    self.lost(why);
+                    return Ok(false);
+                }
+            };
+            res.payload().copy_from_slice(&buf[..n]);
+            Ok(self.finish(id, res, n, out.faulted))
+        });
+        r.unwrap_or(Err(()))
+    }
+
+    fn record_prefault(&self, id: u32, payload: &dyn Payload) -> bool {
+        let mut attempt = 0u32;
+        loop {
+            let len = payload.prefault();
+            let watching = faultline_rseq::interrupt::arm();
+            let mut res = match self.chan.reserve(id, len) {
+                Ok(r) => r,
+                Err(why) => {
+                    self.lost(why);
+                    return false;
+                }
+            };
+            let out = payload.write(res.payload());
+            if watching && faultline_rseq::interrupt::interrupted() {
+                if attempt < self.cfg.max_restarts {
+                    attempt += 1;
+                    drop(res); // abandoned: committed as a discarded record
+                    self.with_shard(|s| s.bump(C_RESTARTS + Strategy::PrefaultRestart as usize, 1));
+                    continue;
+                }
+                self.with_shard(|s| s.bump(C_FALLBACKS + Strategy::PrefaultRestart as usize, 1));
+            }
+            return self.finish(id, res, out.written, out.faulted);
+        }
+    }
+
+    /// Record one event with `strategy`; returns whether it was committed.
+    pub fn record(&self, id: u32, strategy: Strategy, payload: &dyn Payload) -> bool {
+        let (used, ok) = match strategy {
+            Strategy::ReserveCopyCommit => (strategy, self.record_rcc(id, payload)),
+            Strategy::Bounce => match self.record_bounce(id, payload) {
+                Ok(ok) => (strategy, ok),
+                Err(()) => {
+                    self.with_shard(|s| s.bump(C_FALLBACKS + Strategy::Bounce as usize, 1));
+                    (strategy, self.record_rcc(id, payload))
+                }
+            },
+            Strategy::PrefaultRestart => (strategy, self.record_prefault(id, payload)),
+        };
+        if ok {
+            self.with_shard(|s| s.bump(C_EVENTS + used as usize, 1));
+        }
+        ok
+    }
+}
+
+impl Probe for Recorder {
+    #[inline]
+    fn call(&self, tp: &'static Tracepoint, payload: &dyn Payload) {
+        let s = self.strategy_for(tp);
+        self.record(tp.id(), s, payload);
+    }
+}
+
+/// Register `recorder` (as a faultable probe) on every tracepoint matching `glob`. Does not
+/// enable them.
+pub fn attach(recorder: &Arc<Recorder>, glob: &str) -> Result<ProbeHandle, RegisterError> {
+    register_probe(glob, recorder.clone(), ProbeKind::Faultable)
+}

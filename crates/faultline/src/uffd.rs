@@ -1,0 +1,3 @@
+//! Held page faults (userfaultfd) for stress runs and the strategy study: see the
+//! `faultline-uffd` crate.
+pub use faultline_uffd::*;

@@ -11,7 +11,12 @@ fn window_sees_signal_and_migration() {
         return;
     }
     // SAFETY: installs a handler that does nothing (async-signal-safe).
-    unsafe { libc::signal(libc::SIGUSR1, on_usr1 as usize) };
+    unsafe {
+        libc::signal(
+            libc::SIGUSR1,
+            on_usr1 as extern "C" fn(libc::c_int) as usize,
+        )
+    };
     // A signal delivered to this thread inside the window is seen.
     assert!(interrupt::arm());
     // SAFETY: raise has no preconditions.

@@ -131,12 +131,8 @@ impl HeldFaults {
     pub fn new(pages: usize, hold: Duration) -> io::Result<HeldFaults> {
         let len = pages.max(1) * PAGE;
         // SAFETY: plain syscall; the returned fd is owned below.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_userfaultfd,
-                libc::O_CLOEXEC | libc::O_NONBLOCK,
-            )
-        };
+        let fd =
+            unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -172,8 +168,7 @@ impl HeldFaults {
             ioctls: 0,
         };
         // SAFETY: registers our own fresh mapping.
-        if let Err(e) = cvt(unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, &mut reg) })
-        {
+        if let Err(e) = cvt(unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, &mut reg) }) {
             // SAFETY: unmapping the mapping created above.
             unsafe { libc::munmap(addr, len) };
             return Err(e);
@@ -236,8 +231,14 @@ impl HeldFaults {
     /// Drop every page so the next touch of each faults (and is held) again.
     pub fn rearm(&self) -> io::Result<()> {
         // SAFETY: our own mapping; MADV_DONTNEED on private anonymous memory just discards it.
-        cvt(unsafe { libc::madvise(self.addr as *mut libc::c_void, self.len, libc::MADV_DONTNEED) })
-            .map(|_| ())
+        cvt(unsafe {
+            libc::madvise(
+                self.addr as *mut libc::c_void,
+                self.len,
+                libc::MADV_DONTNEED,
+            )
+        })
+        .map(|_| ())
     }
 
     /// Drop the pages of `[offset, offset + len)` (rounded out to pages).
@@ -245,7 +246,10 @@ impl HeldFaults {
         let start = offset / PAGE * PAGE;
         let end = (offset + len).div_ceil(PAGE) * PAGE;
         if end > self.len || start >= end {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "range outside the region"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "range outside the region",
+            ));
         }
         // SAFETY: inside our own mapping (checked above).
         cvt(unsafe {

@@ -47,6 +47,15 @@
 //! re-reserved at its real size and the bytes moved (the first slot becomes a discarded
 //! record), so every record's length is exactly its encoding — which CTF readers need.
 //!
+//! # Signal handlers
+//! Recording is async-signal-safe once a thread's per-thread state exists: its statistics
+//! shard and, for [`Strategy::Bounce`], a scratch buffer large enough for the events it
+//! records. Both are allocated by the first event of the thread (and the scratch buffer grows
+//! with the largest event), which uses the heap allocator. A program that traces from signal
+//! handlers calls [`Recorder::prepare_thread`] on each thread first (or records one event of
+//! the largest size outside the handler). A nested event finding the scratch buffer in use
+//! falls back to reserve-copy-commit (no allocation).
+//!
 //! # Statistics
 //! Counted per thread without atomic read-modify-writes (each thread owns its shard; the
 //! reader sums shards under a mutex, and exiting threads fold theirs into a total): events per
@@ -379,6 +388,20 @@ impl Recorder {
         st
     }
 
+    /// Allocate this thread's per-thread state (statistics shard, and a bounce scratch buffer
+    /// of `max_payload` bytes) so that later events on this thread, including ones recorded
+    /// from signal handlers, do not allocate. See the module docs.
+    pub fn prepare_thread(&self, max_payload: usize) {
+        self.with_shard(|_| ());
+        let _ = SCRATCH.try_with(|cell| {
+            if let Ok(mut buf) = cell.try_borrow_mut() {
+                if buf.len() < max_payload {
+                    buf.resize(max_payload, 0);
+                }
+            }
+        });
+    }
+
     /// This thread's shard (created on first use).
     #[inline(always)]
     fn with_shard<R>(&self, f: impl FnOnce(&Shard) -> R) -> R {
@@ -432,21 +455,25 @@ impl Recorder {
     }
 
     #[cold]
-    fn lost(&self, why: Lost) {
+    fn lost(&self, why: Lost) -> Lost {
         self.with_shard(|s| s.bump(C_LOST + lost_index(why), 1));
+        why
     }
 
     /// Commit `res`, whose first `written` bytes hold the encoding (`written <= len`).
     #[inline(always)]
-    fn finish(&self, id: u32, mut res: Reservation<'_>, written: usize, faulted: usize) -> bool {
+    fn finish(
+        &self,
+        id: u32,
+        mut res: Reservation<'_>,
+        written: usize,
+        faulted: usize,
+    ) -> Result<CommitKind, Lost> {
         let len = res.payload().len();
         let kind = if written == len {
             res.commit()
         } else {
-            match self.resize(id, res, written) {
-                Some(k) => k,
-                None => return false,
-            }
+            self.resize(id, res, written)?
         };
         if kind == CommitKind::Remote || faulted != 0 {
             self.with_shard(|s| {
@@ -459,45 +486,42 @@ impl Recorder {
                 }
             });
         }
-        true
+        Ok(kind)
     }
 
     /// The encoding came out shorter than reserved: move it to a record of the right size.
     #[cold]
-    fn resize(&self, id: u32, mut res: Reservation<'_>, written: usize) -> Option<CommitKind> {
+    fn resize(
+        &self,
+        id: u32,
+        mut res: Reservation<'_>,
+        written: usize,
+    ) -> Result<CommitKind, Lost> {
         let bytes = res.payload()[..written].to_vec();
         drop(res); // committed as a discarded record
         self.with_shard(|s| s.bump(C_RESIZED, 1));
         match self.chan.reserve(id, written) {
             Ok(mut r) => {
                 r.payload().copy_from_slice(&bytes);
-                Some(r.commit())
+                Ok(r.commit())
             }
-            Err(why) => {
-                self.lost(why);
-                None
-            }
+            Err(why) => Err(self.lost(why)),
         }
     }
 
     #[inline(always)]
-    fn record_rcc(&self, id: u32, payload: &dyn Payload) -> bool {
+    fn record_rcc(&self, id: u32, payload: &dyn Payload) -> Result<CommitKind, Lost> {
         let len = payload.size();
-        let mut res = match self.chan.reserve(id, len) {
-            Ok(r) => r,
-            Err(why) => {
-                self.lost(why);
-                return false;
-            }
-        };
+        let mut res = self.chan.reserve(id, len).map_err(|why| self.lost(why))?;
         let out = payload.write(res.payload());
         self.finish(id, res, out.written, out.faulted)
     }
 
-    fn record_bounce(&self, id: u32, payload: &dyn Payload) -> Result<bool, ()> {
+    /// `None`: the scratch buffer is in use (nested event) or gone (thread exiting).
+    fn record_bounce(&self, id: u32, payload: &dyn Payload) -> Option<Result<CommitKind, Lost>> {
         let r = SCRATCH.try_with(|cell| {
             let Ok(mut buf) = cell.try_borrow_mut() else {
-                return Err(());
+                return None;
             };
             let len = payload.size();
             if buf.len() < len {
@@ -507,29 +531,20 @@ impl Recorder {
             let n = out.written;
             let mut res = match self.chan.reserve(id, n) {
                 Ok(r) => r,
-                Err(why) => {
-                    self.lost(why);
-                    return Ok(false);
-                }
+                Err(why) => return Some(Err(self.lost(why))),
             };
             res.payload().copy_from_slice(&buf[..n]);
-            Ok(self.finish(id, res, n, out.faulted))
+            Some(self.finish(id, res, n, out.faulted))
         });
-        r.unwrap_or(Err(()))
+        r.ok().flatten()
     }
 
-    fn record_prefault(&self, id: u32, payload: &dyn Payload) -> bool {
+    fn record_prefault(&self, id: u32, payload: &dyn Payload) -> Result<CommitKind, Lost> {
         let mut attempt = 0u32;
         loop {
             let len = payload.prefault();
             let watching = faultline_rseq::interrupt::arm();
-            let mut res = match self.chan.reserve(id, len) {
-                Ok(r) => r,
-                Err(why) => {
-                    self.lost(why);
-                    return false;
-                }
-            };
+            let mut res = self.chan.reserve(id, len).map_err(|why| self.lost(why))?;
             let out = payload.write(res.payload());
             if watching && faultline_rseq::interrupt::interrupted() {
                 if attempt < self.cfg.max_restarts {
@@ -544,23 +559,29 @@ impl Recorder {
         }
     }
 
-    /// Record one event with `strategy`; returns whether it was committed.
-    pub fn record(&self, id: u32, strategy: Strategy, payload: &dyn Payload) -> bool {
-        let (used, ok) = match strategy {
-            Strategy::ReserveCopyCommit => (strategy, self.record_rcc(id, payload)),
+    /// Record one event (id `id`, as a tracepoint's `id()`) with `strategy`: how it was
+    /// committed, or why it was lost (also counted in [`Recorder::stats`]).
+    pub fn record(
+        &self,
+        id: u32,
+        strategy: Strategy,
+        payload: &dyn Payload,
+    ) -> Result<CommitKind, Lost> {
+        let r = match strategy {
+            Strategy::ReserveCopyCommit => self.record_rcc(id, payload),
             Strategy::Bounce => match self.record_bounce(id, payload) {
-                Ok(ok) => (strategy, ok),
-                Err(()) => {
+                Some(r) => r,
+                None => {
                     self.with_shard(|s| s.bump(C_FALLBACKS + Strategy::Bounce as usize, 1));
-                    (strategy, self.record_rcc(id, payload))
+                    self.record_rcc(id, payload)
                 }
             },
-            Strategy::PrefaultRestart => (strategy, self.record_prefault(id, payload)),
+            Strategy::PrefaultRestart => self.record_prefault(id, payload),
         };
-        if ok {
-            self.with_shard(|s| s.bump(C_EVENTS + used as usize, 1));
+        if r.is_ok() {
+            self.with_shard(|s| s.bump(C_EVENTS + strategy as usize, 1));
         }
-        ok
+        r
     }
 }
 
@@ -568,7 +589,7 @@ impl Probe for Recorder {
     #[inline]
     fn call(&self, tp: &'static Tracepoint, payload: &dyn Payload) {
         let s = self.strategy_for(tp);
-        self.record(tp.id(), s, payload);
+        let _ = self.record(tp.id(), s, payload);
     }
 }
 

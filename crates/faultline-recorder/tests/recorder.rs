@@ -496,7 +496,7 @@ fn prefault_restart_restarts_then_falls_back() {
         signal_every_write: false,
         writes: AtomicU64::new(0),
     };
-    assert!(rec.record(id, Strategy::PrefaultRestart, &p));
+    assert!(rec.record(id, Strategy::PrefaultRestart, &p).is_ok());
     let st = rec.stats();
     let pr = st.strategy(Strategy::PrefaultRestart);
     // The second attempt normally runs uninterrupted; a stray preemption may add restarts.
@@ -516,7 +516,7 @@ fn prefault_restart_restarts_then_falls_back() {
         signal_every_write: true,
         writes: AtomicU64::new(0),
     };
-    assert!(rec2.record(id, Strategy::PrefaultRestart, &p2));
+    assert!(rec2.record(id, Strategy::PrefaultRestart, &p2).is_ok());
     let pr2 = *rec2.stats().strategy(Strategy::PrefaultRestart);
     assert_eq!(pr2.restarts, 3);
     assert_eq!(pr2.fallbacks, 1);

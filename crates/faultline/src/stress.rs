@@ -8,12 +8,29 @@
 //! from them, so the check at the end is exact: every sequence number of every thread was
 //! delivered exactly once, in order, byte-exact — or counted as lost by the writer, and the
 //! writers' loss counts equal the buffers' loss counters.
+//!
+//! # Through the recorder
+//! With `--strategy` (or `--fault-ms` / `--bad-pointers`), the main events go through the
+//! ring-buffer recorder probe (`faultline-recorder`) with the chosen copy strategy (`mixed`:
+//! thread `t` uses strategy `t mod 3`), and the forced migration happens *inside the payload
+//! copy* (between reserve and commit for reserve-copy-commit). Some events then also:
+//! * `--fault-ms MS`: copy part of their payload from a page of a userfaultfd region whose
+//!   fault is held `MS` ms (one page per writer, dropped again after each use, so every such
+//!   event faults); the recorded bytes must equal the page's known pattern;
+//! * `--bad-pointers`: copy part of their payload from a `PROT_NONE` page; the event must be
+//!   recorded with those bytes zero-filled and counted as faulted.
+//! Which events do what is a pure function of (thread, sequence), so the checker knows the
+//! exact expected bytes and the exact number of faulted events.
 
+use faultline_recorder::{Policy, Recorder, RecorderConfig, Strategy};
 use faultline_ringbuf::{
     records, Channel, ChannelConfig, CommitKind, Consumer, Lost, Mode, SyncMode,
 };
+use faultline_tracepoints::{Payload, WriteOutcome};
+use faultline_uffd::HeldFaults;
 use serde::Serialize;
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +50,50 @@ pub struct StressOptions {
     pub signals: bool,
     pub inject_spins: u64,
     pub seed: u64,
+    /// How main events are written: `None` = straight into the ring buffer; `Some` = through
+    /// the recorder probe with this copy strategy.
+    pub strategy: Option<StrategyChoice>,
+    /// Hold userfaultfd faults this long in some events' payload copy (0 = off).
+    pub fault_ms: u64,
+    /// One event in this many (per writer) takes a held fault.
+    pub fault_every: u64,
+    /// Some events copy from a `PROT_NONE` page.
+    pub bad_pointers: bool,
+}
+
+/// Copy strategy of a stress run through the recorder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrategyChoice {
+    One(Strategy),
+    /// Thread `t` uses `Strategy::ALL[t % 3]`.
+    Mixed,
+}
+
+impl std::str::FromStr for StrategyChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "mixed" {
+            return Ok(StrategyChoice::Mixed);
+        }
+        s.parse::<Strategy>()
+            .map(StrategyChoice::One)
+            .map_err(|e| format!("{e}, or mixed"))
+    }
+}
+
+impl StrategyChoice {
+    fn for_thread(self, t: usize) -> Strategy {
+        match self {
+            StrategyChoice::One(s) => s,
+            StrategyChoice::Mixed => Strategy::ALL[t % 3],
+        }
+    }
+    fn name(self) -> String {
+        match self {
+            StrategyChoice::One(s) => s.name().to_string(),
+            StrategyChoice::Mixed => "mixed".to_string(),
+        }
+    }
 }
 
 impl Default for StressOptions {
@@ -53,6 +114,10 @@ impl Default for StressOptions {
             signals: true,
             inject_spins: 8,
             seed: 0x5eed,
+            strategy: None,
+            fault_ms: 0,
+            fault_every: 2000,
+            bad_pointers: false,
         }
     }
 }
@@ -82,6 +147,16 @@ pub struct StressReport {
     pub signals_sent: u64,
     pub handler_events: u64,
     pub packets: u64,
+    /// `direct` (ring buffer API) or the recorder's copy strategy (`mixed`: per thread).
+    pub strategy: String,
+    /// Events recorded with faulted (zero-filled) bytes, as counted by the recorder.
+    pub faulted: u64,
+    /// Delivered events the checker expected to be faulted (must equal `faulted`).
+    pub faulted_expected: u64,
+    /// userfaultfd faults held and served.
+    pub held_faults: u64,
+    /// Per copy strategy: events, restarts, fallbacks (recorder runs only).
+    pub per_strategy: BTreeMap<String, faultline_recorder::StrategyStats>,
     pub seconds: f64,
     pub ok: bool,
 }
@@ -112,7 +187,7 @@ fn fill(buf: &mut [u8], tid: u32, stream: u32, seq: u64) {
     }
 }
 
-fn check_payload(p: &[u8]) -> Option<(u32, u32, u64)> {
+fn check_payload(kinds: &KindRule, p: &[u8]) -> Option<(u32, u32, u64, Kind)> {
     if p.len() < 16 {
         return None;
     }
@@ -120,8 +195,8 @@ fn check_payload(p: &[u8]) -> Option<(u32, u32, u64)> {
     let stream = u32::from_le_bytes(p[4..8].try_into().ok()?);
     let seq = u64::from_le_bytes(p[8..16].try_into().ok()?);
     let mut want = vec![0u8; p.len()];
-    fill(&mut want, tid, stream, seq);
-    (want == p).then_some((tid, stream, seq))
+    let k = expected(kinds, &mut want, tid, stream, seq);
+    (want == p).then_some((tid, stream, seq, k))
 }
 
 /// Per-writer counters, also touched by that writer's signal handler.
@@ -137,9 +212,133 @@ struct WriterStats {
 }
 
 struct Shared {
-    chan: Channel,
+    chan: Arc<Channel>,
     stats: Vec<WriterStats>,
     max_payload: usize,
+    rec: Option<Arc<Recorder>>,
+    region: Option<HeldFaults>,
+    /// A PROT_NONE page (bad-pointer events), or null.
+    bad: usize,
+    kinds: KindRule,
+}
+
+/// What a main event's payload contains beyond the pattern (recorder runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Pattern = 0,
+    HeldFault = 1,
+    BadPointer = 2,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct KindRule {
+    recorder: bool,
+    fault_every: u64,
+    bad: bool,
+}
+
+impl KindRule {
+    fn kind(&self, tid: u32, seq: u64) -> Kind {
+        if !self.recorder {
+            return Kind::Pattern;
+        }
+        let h = mix(seq ^ ((tid as u64) << 40) ^ 0xfa17);
+        if self.fault_every > 0 && h % self.fault_every == 0 {
+            Kind::HeldFault
+        } else if self.bad && (h >> 20) % 64 == 0 {
+            Kind::BadPointer
+        } else {
+            Kind::Pattern
+        }
+    }
+}
+
+/// Offset of the kind byte and of the copied part in a main event (recorder runs).
+const KIND_AT: usize = 16;
+const DATA_AT: usize = 17;
+
+/// The bytes a main event must hold.
+fn expected(kinds: &KindRule, out: &mut [u8], tid: u32, stream: u32, seq: u64) -> Kind {
+    fill(out, tid, stream, seq);
+    if stream != 0 || !kinds.recorder || out.len() <= DATA_AT {
+        return Kind::Pattern;
+    }
+    let k = kinds.kind(tid, seq);
+    out[KIND_AT] = k as u8;
+    match k {
+        Kind::Pattern => {}
+        Kind::HeldFault => {
+            let base = tid as usize * faultline_uffd::PAGE;
+            for (i, b) in out[DATA_AT..].iter_mut().enumerate() {
+                *b = faultline_uffd::pattern(base + i);
+            }
+        }
+        Kind::BadPointer => out[DATA_AT..].fill(0),
+    }
+    k
+}
+
+/// A main event as a recorder payload: the migration and the risky copies happen inside
+/// `write`, i.e. between reserve and commit for reserve-copy-commit.
+struct StressPayload<'a> {
+    sh: &'a Shared,
+    tid: u32,
+    seq: u64,
+    len: usize,
+    kind: Kind,
+    /// Migrate to this CPU during the copy.
+    migrate_to: Option<u32>,
+    migrated: std::cell::Cell<bool>,
+}
+
+impl StressPayload<'_> {
+    fn src(&self) -> *const u8 {
+        match self.kind {
+            Kind::HeldFault => match &self.sh.region {
+                Some(r) => r
+                    .as_ptr()
+                    .wrapping_add(self.tid as usize * faultline_uffd::PAGE),
+                None => std::ptr::null(),
+            },
+            Kind::BadPointer => self.sh.bad as *const u8,
+            Kind::Pattern => std::ptr::null(),
+        }
+    }
+}
+
+impl Payload for StressPayload<'_> {
+    fn size(&self) -> usize {
+        self.len
+    }
+    fn prefault(&self) -> usize {
+        if self.kind == Kind::HeldFault {
+            let mut b = [0u8; 1];
+            faultline_tracepoints::copy_from_user(&mut b, self.src());
+        }
+        self.len
+    }
+    fn write(&self, dst: &mut [u8]) -> WriteOutcome {
+        if let Some(to) = self.migrate_to {
+            if !self.migrated.get() && faultline_rseq::pin_to_cpu(to).is_ok() {
+                self.migrated.set(true);
+            }
+        }
+        let n = dst.len().min(self.len);
+        let dst = &mut dst[..n];
+        fill(dst, self.tid, 0, self.seq);
+        let mut faulted = 0;
+        if n > DATA_AT {
+            dst[KIND_AT] = self.kind as u8;
+            if self.kind != Kind::Pattern {
+                faulted = faultline_tracepoints::copy_from_user(&mut dst[DATA_AT..], self.src());
+            }
+        }
+        WriteOutcome {
+            written: n,
+            faulted,
+            truncated: false,
+        }
+    }
 }
 
 static SHARED: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
@@ -214,16 +413,81 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
         inject_spins: opt.inject_spins,
         ..Default::default()
     };
-    let chan = Channel::create(&cfg)?;
+    let chan = Arc::new(Channel::create(&cfg)?);
     anyhow::ensure!(
         opt.max_payload >= 16 && opt.max_payload <= chan.max_payload(),
         "--max-payload must be between 16 and {}",
         chan.max_payload()
     );
+    let strategy = match opt.strategy {
+        None if opt.fault_ms > 0 || opt.bad_pointers => Some(StrategyChoice::Mixed),
+        s => s,
+    };
+    let recorder = strategy.is_some();
+    anyhow::ensure!(
+        !recorder || opt.max_payload >= 32,
+        "--max-payload must be at least 32 when events go through the recorder"
+    );
+    let region = if opt.fault_ms > 0 {
+        Some(
+            HeldFaults::new(opt.threads, Duration::from_millis(opt.fault_ms)).map_err(|e| {
+                anyhow::anyhow!(
+                    "--fault-ms needs userfaultfd (root or vm.unprivileged_userfaultfd=1): {e}"
+                )
+            })?,
+        )
+    } else {
+        None
+    };
+    let bad = if opt.bad_pointers {
+        // SAFETY: a fresh anonymous PROT_NONE page, never accessed except through the
+        // fault-tolerant copies; unmapped at the end of the run.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        anyhow::ensure!(
+            p != libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        faultline_tracepoints::install_fault_handler()?;
+        p as usize
+    } else {
+        0
+    };
+    let rec = strategy.map(|_| {
+        Recorder::new(
+            chan.clone(),
+            RecorderConfig {
+                policy: Policy::Auto,
+                ..RecorderConfig::default()
+            },
+        )
+    });
+    let kinds = KindRule {
+        recorder,
+        fault_every: if opt.fault_ms > 0 {
+            opt.fault_every.max(1)
+        } else {
+            0
+        },
+        bad: opt.bad_pointers,
+    };
     let shared = Arc::new(Shared {
         chan,
         stats: (0..opt.threads).map(|_| WriterStats::default()).collect(),
         max_payload: opt.max_payload,
+        rec,
+        region,
+        bad,
+        kinds,
     });
     // Release: pairs with the handler's acquire load.
     SHARED.store(Arc::as_ptr(&shared) as *mut Shared, Ordering::Release);
@@ -249,8 +513,10 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
     let consumer = {
         let (shared, done) = (shared.clone(), done.clone());
         let nthreads = opt.threads;
-        std::thread::spawn(move || -> anyhow::Result<(Vec<[Seen; 2]>, u64, u64)> {
+        std::thread::spawn(move || -> anyhow::Result<(Vec<[Seen; 2]>, u64, u64, u64)> {
             let cons = Consumer::new(&shared.chan);
+            let kinds = shared.kinds;
+            let mut faulted = 0u64;
             let mut seen: Vec<[Seen; 2]> = (0..nthreads)
                 .map(|_| [Seen::default(), Seen::default()])
                 .collect();
@@ -264,10 +530,11 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
                         packets += 1;
                         for r in records(&buf, info.content_len) {
                             let r = r.map_err(|e| anyhow::anyhow!(e))?;
-                            match check_payload(r.payload) {
-                                Some((tid, stream, seq))
+                            match check_payload(&kinds, r.payload) {
+                                Some((tid, stream, seq, kind))
                                     if (tid as usize) < nthreads && stream < 2 =>
                                 {
+                                    faulted += (kind == Kind::BadPointer) as u64;
                                     seen[tid as usize][stream as usize]
                                         .events
                                         .push((r.timestamp, seq))
@@ -290,7 +557,7 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
                     cons.wait(Duration::from_millis(5));
                 }
             }
-            Ok((seen, packets, corrupt))
+            Ok((seen, packets, corrupt, faulted))
         })
     };
 
@@ -312,10 +579,51 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
             let st = &shared.stats[t];
             let mut rng = mix(opt.seed ^ t as u64) | 1;
             let mut lost = Vec::new();
+            let strategy = strategy.map(|s| s.for_thread(t));
+            if let Some(rec) = &shared.rec {
+                // Signal handlers trace on this thread (directly into the ring buffer), but
+                // allocate the recorder's per-thread state outside them anyway.
+                rec.prepare_thread(opt.max_payload);
+            }
             for seq in 0..opt.events_per_thread {
                 rng = mix(rng);
                 let len = payload_len(t as u32, 0, seq, opt.max_payload);
                 st.emitted.fetch_add(1, Ordering::Relaxed);
+                if let (Some(rec), Some(strategy)) = (&shared.rec, strategy) {
+                    let migrate = cpus.len() > 1 && (rng % 1000) < opt.migrate_permille as u64;
+                    let here = faultline_rseq::current_cpu();
+                    let p = StressPayload {
+                        sh: &shared,
+                        tid: t as u32,
+                        seq,
+                        len: len.max(DATA_AT + 8),
+                        kind: shared.kinds.kind(t as u32, seq),
+                        migrate_to: if migrate {
+                            cpus.iter().copied().find(|&c| c != here)
+                        } else {
+                            None
+                        },
+                        migrated: std::cell::Cell::new(false),
+                    };
+                    match rec.record(EVENT_MAIN, strategy, &p) {
+                        Ok(CommitKind::Local) => st.local.fetch_add(1, Ordering::Relaxed),
+                        Ok(CommitKind::Remote) => st.remote.fetch_add(1, Ordering::Relaxed),
+                        Err(l) => {
+                            lost.push(seq);
+                            st.lost[lost_slot(l)].fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                    if p.migrated.get() {
+                        st.migrations.fetch_add(1, Ordering::Relaxed);
+                        let _ = faultline_rseq::allow_cpus(&cpus);
+                    }
+                    if p.kind == Kind::HeldFault {
+                        if let Some(r) = &shared.region {
+                            let _ = r.rearm_range(t * faultline_uffd::PAGE, faultline_uffd::PAGE);
+                        }
+                    }
+                    continue;
+                }
                 match shared.chan.reserve(EVENT_MAIN, len) {
                     Ok(mut r) => {
                         let migrate = cpus.len() > 1 && (rng % 1000) < opt.migrate_permille as u64;
@@ -392,7 +700,7 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
     let flush_errors = shared.chan.flush_all(true);
     anyhow::ensure!(flush_errors.is_empty(), "flush failed: {flush_errors:?}");
     done.store(true, Ordering::Release);
-    let (seen, packets, corrupt) = consumer
+    let (seen, packets, corrupt, faulted_expected) = consumer
         .join()
         .map_err(|_| anyhow::anyhow!("consumer panicked"))??;
     let seconds = start.elapsed().as_secs_f64();
@@ -408,8 +716,21 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
         signals_sent,
         seconds,
         rseq_aborts: faultline_rseq::abort_count() - aborts0,
+        strategy: strategy.map_or("direct".to_string(), |s| s.name()),
+        faulted_expected,
+        held_faults: shared.region.as_ref().map_or(0, |r| r.served()),
         ..Default::default()
     };
+    if let Some(rec) = &shared.rec {
+        let rs = rec.stats();
+        rep.faulted = rs.faulted;
+        for s in Strategy::ALL {
+            if strategy.is_some_and(|c| (0..opt.threads).any(|t| c.for_thread(t) == s)) {
+                rep.per_strategy
+                    .insert(s.name().to_string(), *rs.strategy(s));
+            }
+        }
+    }
     for (t, st) in shared.stats.iter().enumerate() {
         let emitted = st.emitted.load(Ordering::Relaxed);
         let h_emitted = st.handler_emitted.load(Ordering::Relaxed);
@@ -458,7 +779,12 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
         .filter_map(|c| shared.chan.cpu_stats(c))
         .map(|s| s.lost_total())
         .sum();
+    if bad != 0 {
+        // SAFETY: the PROT_NONE page mapped above; no writer runs any more.
+        unsafe { libc::munmap(bad as *mut libc::c_void, 4096) };
+    }
     rep.ok = rep.duplicates == 0
+        && rep.faulted == rep.faulted_expected
         && rep.unexplained == 0
         && rep.out_of_order == 0
         && rep.corrupt == 0
@@ -485,6 +811,18 @@ pub fn print_report(r: &StressReport) {
         "  lost (counted)     {:>12}  full {} / stalled writer {} / too big {}; buffers' counters say {}",
         r.lost, r.lost_full, r.lost_stalled, r.lost_too_big, r.lost_in_buffers
     );
+    if r.strategy != "direct" {
+        println!(
+            "  through recorder   {:>12}  faulted {} (expected {}), held faults served {}",
+            r.strategy, r.faulted, r.faulted_expected, r.held_faults
+        );
+        for (name, st) in &r.per_strategy {
+            println!(
+                "    {name:<20} {:>10} events, {} restarts, {} fallbacks",
+                st.events, st.restarts, st.fallbacks
+            );
+        }
+    }
     println!("  duplicates         {:>12}", r.duplicates);
     println!("  unexplained gaps   {:>12}", r.unexplained);
     println!("  out of order       {:>12}", r.out_of_order);

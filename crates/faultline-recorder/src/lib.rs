@@ -99,6 +99,7 @@ impl Strategy {
         }
     }
 
+    #[inline(always)]
     fn from_u8(v: u8) -> Option<Strategy> {
         Strategy::ALL.get(v as usize).copied()
     }
@@ -287,19 +288,26 @@ pub struct Recorder {
     id: u64,
     chan: Arc<Channel>,
     cfg: RecorderConfig,
-    /// Per-tracepoint override, indexed by tracepoint id: 0 = none, 1 + strategy otherwise.
-    overrides: Box<[AtomicU8]>,
+    /// Effective strategy per tracepoint id (`Strategy as u8`): the policy's choice unless
+    /// overridden with [`Recorder::set_strategy`]. Computed once so the hot path is one load.
+    strategies: Box<[AtomicU8]>,
     stats: Arc<Mutex<StatsRegistry>>,
 }
 
 impl Recorder {
     pub fn new(chan: Arc<Channel>, cfg: RecorderConfig) -> Arc<Recorder> {
-        let n = faultline_tracepoints::tracepoints().len();
+        let tps = faultline_tracepoints::tracepoints();
+        let mut strategies: Vec<AtomicU8> = (0..tps.len()).map(|_| AtomicU8::new(0)).collect();
+        for tp in tps {
+            if let Some(s) = strategies.get_mut(tp.id() as usize) {
+                *s.get_mut() = policy_choice(cfg.policy, tp) as u8;
+            }
+        }
         Arc::new(Recorder {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             chan,
             cfg,
-            overrides: (0..n).map(|_| AtomicU8::new(0)).collect(),
+            strategies: strategies.into_boxed_slice(),
             stats: Arc::new(Mutex::new(StatsRegistry {
                 live: Vec::new(),
                 retired: [0; N_COUNTERS],
@@ -320,40 +328,22 @@ impl Recorder {
     pub fn set_strategy(&self, glob: &str, strategy: Option<Strategy>) -> usize {
         let tps = faultline_tracepoints::matching(glob);
         for tp in &tps {
-            if let Some(o) = self.overrides.get(tp.id() as usize) {
-                o.store(strategy.map_or(0, |s| s as u8 + 1), Ordering::Relaxed);
+            if let Some(o) = self.strategies.get(tp.id() as usize) {
+                let s = strategy.unwrap_or_else(|| policy_choice(self.cfg.policy, tp));
+                // Relaxed: a racing event may still use the previous strategy; either is valid.
+                o.store(s as u8, Ordering::Relaxed);
             }
         }
         tps.len()
     }
 
     /// The strategy used for `tp` now.
+    #[inline(always)]
     pub fn strategy_for(&self, tp: &Tracepoint) -> Strategy {
-        let o = self
-            .overrides
+        self.strategies
             .get(tp.id() as usize)
-            .map_or(0, |o| o.load(Ordering::Relaxed));
-        if o != 0 {
-            if let Some(s) = Strategy::from_u8(o - 1) {
-                return s;
-            }
-        }
-        match self.cfg.policy {
-            Policy::Fixed(s) => s,
-            Policy::Auto => {
-                // The macro puts a `<name>_faulted` field before every raw field.
-                let raw = tp
-                    .desc()
-                    .fields
-                    .iter()
-                    .any(|f| f.name.ends_with("_faulted"));
-                if raw {
-                    Strategy::Bounce
-                } else {
-                    Strategy::ReserveCopyCommit
-                }
-            }
-        }
+            .and_then(|o| Strategy::from_u8(o.load(Ordering::Relaxed)))
+            .unwrap_or_else(|| policy_choice(self.cfg.policy, tp))
     }
 
     /// Totals over every thread that recorded through this recorder.
@@ -590,6 +580,26 @@ impl Probe for Recorder {
     fn call(&self, tp: &'static Tracepoint, payload: &dyn Payload) {
         let s = self.strategy_for(tp);
         let _ = self.record(tp.id(), s, payload);
+    }
+}
+
+/// What `policy` picks for `tp` (module docs, "Default policy").
+fn policy_choice(policy: Policy, tp: &Tracepoint) -> Strategy {
+    match policy {
+        Policy::Fixed(s) => s,
+        Policy::Auto => {
+            // The tracepoint macro puts a `<name>_faulted` field before every raw field.
+            let raw = tp
+                .desc()
+                .fields
+                .iter()
+                .any(|f| f.name.ends_with("_faulted"));
+            if raw {
+                Strategy::Bounce
+            } else {
+                Strategy::ReserveCopyCommit
+            }
+        }
     }
 }
 

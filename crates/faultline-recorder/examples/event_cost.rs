@@ -51,7 +51,27 @@ fn main() {
             trace!(COST_INT, i);
         }
         let ev = t.elapsed().as_nanos() as f64 / n as f64;
-        println!("round {round}: rdtsc {rd:.1} ns, int event {ev:.1} ns");
+        let t = Instant::now();
+        for i in 0..n {
+            let p = faultline_tracepoints::__private::FieldsPayload((&i, ()));
+            let _ = rec.record(
+                COST_INT.id(),
+                faultline_recorder::Strategy::ReserveCopyCommit,
+                &p,
+            );
+        }
+        let direct_rec = t.elapsed().as_nanos() as f64 / n as f64;
+        let t = Instant::now();
+        for i in 0..n {
+            if let Ok(mut r) = ch.reserve(COST_INT.id(), 8) {
+                r.payload().copy_from_slice(&i.to_le_bytes());
+                r.commit();
+            }
+        }
+        let rb = t.elapsed().as_nanos() as f64 / n as f64;
+        println!(
+            "round {round}: rdtsc {rd:.1} ns | ring buffer 8 B {rb:.1} ns | recorder.record {direct_rec:.1} ns | trace! {ev:.1} ns"
+        );
     }
     stop.store(true, Ordering::Relaxed);
     drain.join().unwrap();

@@ -466,17 +466,22 @@ impl Recorder {
             self.resize(id, res, written)?
         };
         if kind == CommitKind::Remote || faulted != 0 {
-            self.with_shard(|s| {
-                if kind == CommitKind::Remote {
-                    s.bump(C_REMOTE, 1);
-                }
-                if faulted != 0 {
-                    s.bump(C_FAULTED, 1);
-                    s.bump(C_FAULTED_BYTES, faulted as u64);
-                }
-            });
+            self.note_unusual(kind, faulted);
         }
         Ok(kind)
+    }
+
+    #[cold]
+    fn note_unusual(&self, kind: CommitKind, faulted: usize) {
+        self.with_shard(|s| {
+            if kind == CommitKind::Remote {
+                s.bump(C_REMOTE, 1);
+            }
+            if faulted != 0 {
+                s.bump(C_FAULTED, 1);
+                s.bump(C_FAULTED_BYTES, faulted as u64);
+            }
+        });
     }
 
     /// The encoding came out shorter than reserved: move it to a record of the right size.
@@ -502,9 +507,15 @@ impl Recorder {
     #[inline(always)]
     fn record_rcc(&self, id: u32, payload: &dyn Payload) -> Result<CommitKind, Lost> {
         let len = payload.size();
-        let mut res = self.chan.reserve(id, len).map_err(|why| self.lost(why))?;
-        let out = payload.write(res.payload());
-        self.finish(id, res, out.written, out.faulted)
+        // Matched in place (no `map_err`/`?`): moving the reservation through extra
+        // non-inlined frames costs store-forwarding stalls on the hot path.
+        match self.chan.reserve(id, len) {
+            Ok(mut res) => {
+                let out = payload.write(res.payload());
+                self.finish(id, res, out.written, out.faulted)
+            }
+            Err(why) => Err(self.lost(why)),
+        }
     }
 
     /// `None`: the scratch buffer is in use (nested event) or gone (thread exiting).

@@ -113,15 +113,30 @@ impl<'a> Writer<'a> {
         }
     }
 
+    /// Append a fixed-size value: a constant-length copy (no `memcpy` call) when it fits.
+    #[inline(always)]
+    fn put_array<const N: usize>(&mut self, bytes: &[u8; N]) {
+        match self.buf.get_mut(self.pos..self.pos + N) {
+            Some(d) => {
+                d.copy_from_slice(bytes);
+                self.pos += N;
+            }
+            None => self.put(bytes),
+        }
+    }
+
     fn put_u32_at(&mut self, at: usize, v: u32) {
         if let Some(s) = self.buf.get_mut(at..at + 4) {
             s.copy_from_slice(&v.to_le_bytes());
         }
     }
 
+    #[inline]
     fn finish(self) -> WriteOutcome {
         let pos = self.pos;
-        self.buf[pos..].fill(0);
+        if pos < self.buf.len() {
+            self.buf[pos..].fill(0);
+        }
         WriteOutcome {
             written: pos,
             faulted: self.faulted,
@@ -169,7 +184,7 @@ macro_rules! fixed_field {
             }
             #[inline]
             fn encode(&self, w: &mut Writer<'_>, _budget: usize) {
-                w.put(&self.to_le_bytes());
+                w.put_array(&self.to_le_bytes());
             }
         }
     )*};
@@ -192,7 +207,7 @@ impl FieldValue for bool {
     }
     #[inline]
     fn encode(&self, w: &mut Writer<'_>, _budget: usize) {
-        w.put(&[*self as u8]);
+        w.put_array(&[*self as u8]);
     }
 }
 

@@ -5,14 +5,15 @@
 //! ```
 //!
 //! The time is either wall-clock (`[seconds.nanoseconds]` since the Unix epoch, from the clock
-//! offset in the metadata; negative values get a `-` sign) or relative to a reference
-//! timestamp (`[+seconds.nanoseconds]`, `[-...]` before it). Values: integers in decimal, floats
+//! offset in the metadata; negative values get a `-` sign), relative to a reference
+//! timestamp (`[+seconds.nanoseconds]`, `[-...]` before it) or the raw clock value in ticks
+//! (`[123456789]`). Values: integers in decimal, floats
 //! in Rust's shortest round-trip form, bools `true`/`false`, strings double-quoted with `\"`,
 //! `\\`, `\n`, `\r`, `\t` and `\xHH` (other control bytes and invalid UTF-8) escapes, bytes as
 //! space-separated lowercase hex in brackets (`[]` when empty).
 
-use crate::reader::{Event, Trace};
-use faultline_schema::Value;
+use crate::reader::{Event, EventRef, Trace};
+use faultline_schema::{FieldValue, Value};
 use std::fmt::Write as _;
 
 /// How to print the timestamp.
@@ -22,6 +23,8 @@ pub enum TimeMode {
     Wall,
     /// Seconds relative to this timestamp (ticks), e.g. the first event's.
     RelativeTo(u64),
+    /// The timestamp itself, in clock ticks.
+    Ticks,
 }
 
 fn push_secs(out: &mut String, ns: i128, sign_always: bool) {
@@ -60,25 +63,28 @@ pub fn escape_bytes(out: &mut String, s: &[u8]) {
 
 /// Render one value.
 pub fn format_value(out: &mut String, v: &Value) {
+    format_field_value(out, v.as_field());
+}
+
+/// Render one borrowed value.
+pub fn format_field_value(out: &mut String, v: FieldValue<'_>) {
     match v {
-        Value::U(x) => {
+        FieldValue::U(x) => {
             let _ = write!(out, "{x}");
         }
-        Value::I(x) => {
+        FieldValue::I(x) => {
             let _ = write!(out, "{x}");
         }
-        Value::F(x) => {
+        FieldValue::F(x) => {
             let _ = write!(out, "{x}");
         }
-        Value::Bool(b) => {
-            let _ = write!(out, "{b}");
-        }
-        Value::Str(s) => {
+        FieldValue::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        FieldValue::Str(s) => {
             out.push('"');
             escape_bytes(out, s);
             out.push('"');
         }
-        Value::Bytes(b) => {
+        FieldValue::Bytes(b) => {
             out.push('[');
             for (i, x) in b.iter().enumerate() {
                 if i > 0 {
@@ -91,28 +97,50 @@ pub fn format_value(out: &mut String, v: &Value) {
     }
 }
 
+/// Append one event's line (without newline) to `out`.
+pub fn push_event<'v, 'n>(
+    out: &mut String,
+    trace: &Trace,
+    (ts, cpu, name): (u64, u32, &str),
+    fields: impl Iterator<Item = (&'n str, FieldValue<'v>)>,
+    mode: TimeMode,
+) {
+    out.push('[');
+    match mode {
+        TimeMode::Wall => push_secs(out, trace.wall_ns(ts), false),
+        TimeMode::RelativeTo(t0) => {
+            let d = if ts >= t0 {
+                trace.ticks_to_ns(ts - t0) as i128
+            } else {
+                -(trace.ticks_to_ns(t0 - ts) as i128)
+            };
+            push_secs(out, d, true);
+        }
+        TimeMode::Ticks => {
+            let _ = write!(out, "{ts}");
+        }
+    }
+    let _ = write!(out, "] cpu {cpu} {name}: {{");
+    let mut any = false;
+    for (name, v) in fields {
+        out.push_str(if any { ", " } else { " " });
+        any = true;
+        out.push_str(name);
+        out.push_str(" = ");
+        format_field_value(out, v);
+    }
+    out.push_str(if any { " }" } else { "}" });
+}
+
+/// Append the line of a borrowed event (see [`crate::reader::Events::next_ref`]) to `out`.
+pub fn push_event_ref(out: &mut String, trace: &Trace, ev: &EventRef<'_, '_>, mode: TimeMode) {
+    push_event(out, trace, (ev.ts, ev.cpu, ev.name), ev.fields(), mode);
+}
+
 /// Render one event as a line (without newline).
 pub fn format_event(trace: &Trace, ev: &Event<'_>, mode: TimeMode) -> String {
     let mut out = String::with_capacity(64);
-    out.push('[');
-    match mode {
-        TimeMode::Wall => push_secs(&mut out, trace.wall_ns(ev.ts), false),
-        TimeMode::RelativeTo(t0) => {
-            let d = if ev.ts >= t0 {
-                trace.ticks_to_ns(ev.ts - t0) as i128
-            } else {
-                -(trace.ticks_to_ns(t0 - ev.ts) as i128)
-            };
-            push_secs(&mut out, d, true);
-        }
-    }
-    let _ = write!(out, "] cpu {} {}: {{", ev.cpu, ev.name);
-    for (i, (name, v)) in ev.fields.iter().enumerate() {
-        out.push_str(if i == 0 { " " } else { ", " });
-        out.push_str(name);
-        out.push_str(" = ");
-        format_value(&mut out, v);
-    }
-    out.push_str(if ev.fields.is_empty() { "}" } else { " }" });
+    let fields = ev.fields.iter().map(|(n, v)| (*n, v.as_field()));
+    push_event(&mut out, trace, (ev.ts, ev.cpu, ev.name), fields, mode);
     out
 }

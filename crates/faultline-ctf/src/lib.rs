@@ -8,7 +8,9 @@
 //! - Writing: [`TraceWriter`] (whole packets from the consumer, validated, one write each).
 //! - Metadata: [`metadata`] (generation), [`tsdl`] (parsing the subset we generate).
 //! - Reading: [`Trace`] (streaming k-way merge of the CPU streams, filters, packet/loss info).
-//! - [`stats()`] and [`format_event`] for `faultline stats` / `faultline view`.
+//! - [`stats()`] and [`format_event`] / [`push_event_ref`] for `faultline stats` / `faultline view`.
+//! - [`testing`]: small trace builders and the reader's fuzz property, shared by the tests of
+//!   this crate and of the command line and by the fuzz targets in `fuzz/`.
 //!
 //! Invariant: nothing in this crate panics on file content; every malformed input gives a
 //! [`CtfError`] naming the file and the byte offset (metadata errors also give the line).
@@ -20,21 +22,25 @@ pub mod format;
 pub mod layout;
 pub mod reader;
 pub mod stats;
+pub mod testing;
 pub mod tsdl;
 pub mod writer;
 
 pub use desc::{metadata, uuid_string, ClockDesc, EnvDesc, EnvValue, TraceDesc};
 pub use error::{CtfError, Result};
-pub use format::{format_event, TimeMode};
+pub use format::{format_event, push_event_ref, TimeMode};
 pub use layout::{PacketBuilder, PacketHeader};
-pub use reader::{glob_match, Event, Filter, Losses, PacketInfo, StreamItem, Trace};
+pub use reader::{
+    glob_match, Event, EventRef, Events, Filter, Losses, PacketInfo, StreamItem, Trace,
+};
 pub use stats::{stats, CpuStats, Stats};
 pub use tsdl::{EventSchema, FieldSchema, Schema};
 pub use writer::{TraceWriter, WriterCounters};
 
-/// Fuzzing entry point: open the trace in `dir`, read every event (merged), render each one,
-/// walk the packet headers and compute the stats. Returns the number of events read, or the
-/// first error. Never panics, whatever the directory holds.
+/// Fuzzing entry point: open the trace in `dir`, read every event (merged) in both iterator
+/// forms ([`Iterator::next`] and the borrowed [`Events::next_ref`]), render each one in every
+/// [`TimeMode`], walk the packet headers and compute the stats. Returns the number of events
+/// read, or the first error. Never panics, whatever the directory holds.
 pub fn fuzz_read(dir: &std::path::Path) -> Result<u64> {
     let trace = Trace::open(dir)?;
     let mut n = 0u64;
@@ -42,6 +48,14 @@ pub fn fuzz_read(dir: &std::path::Path) -> Result<u64> {
         let ev = ev?;
         let _ = format_event(&trace, &ev, TimeMode::Wall);
         n += 1;
+    }
+    let mut line = String::new();
+    let mut events = trace.events(&Filter::default().name("*:*"));
+    while let Some(ev) = events.next_ref() {
+        let ev = ev?;
+        line.clear();
+        push_event_ref(&mut line, &trace, &ev, TimeMode::RelativeTo(0));
+        push_event_ref(&mut line, &trace, &ev, TimeMode::Ticks);
     }
     for s in trace.streams() {
         for p in trace.packets(s) {

@@ -7,7 +7,10 @@
 //! [`Trace::events`] is a k-way merge by timestamp across the CPU streams: each stream keeps one
 //! packet's content in memory (bounded by the largest `packet_size`, never by the trace size)
 //! and one pending record; a binary heap picks the smallest `(timestamp, cpu)`. Within a stream
-//! records come in file order, so equal timestamps keep their order.
+//! records come in file order, so equal timestamps keep their order. The iterator yields owned
+//! [`Event`]s; [`Events::next_ref`] yields the same events as [`EventRef`]s borrowed from the
+//! packet buffer, with no allocation per event (payloads are decoded with
+//! [`faultline_schema::decode_field`], the decoder the writers' side shares).
 //!
 //! Every packet is checked before its content is used: magic, uuid, `stream_id`, `cpu_id`
 //! matching the file name, `1024 <= content_size <= packet_size`, `packet_size` within the file,
@@ -26,7 +29,7 @@ use crate::layout::{
     check_header, off, record_at, PacketHeader, PACKET_HEADER_SIZE, RECORD_HEADER_SIZE,
 };
 use crate::tsdl::{self, EventSchema, FieldSchema, Schema};
-use faultline_schema::{FieldType, Value};
+use faultline_schema::{decode_field, FieldValue, Value};
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
@@ -335,6 +338,7 @@ impl Trace {
             heap: BinaryHeap::new(),
             started: false,
             failed: false,
+            refill: None,
             keep: Keep {
                 wanted,
                 ts_min: filter.ts_min,
@@ -368,77 +372,39 @@ impl Trace {
         path: &Path,
         base: u64,
     ) -> Result<Vec<(&'t str, Value)>> {
-        decode_fields(&ev.fields, payload).map_err(|(at, msg)| {
-            CtfError::format(
-                path,
-                base.saturating_add(at as u64),
-                format!("event {}: {msg}", ev.name),
-            )
-        })
+        let mut out = Vec::with_capacity(ev.fields.len());
+        walk_fields(ev, payload, path, base, |name, v| {
+            out.push((name, v.to_value()))
+        })?;
+        Ok(out)
     }
 }
 
-/// Decode `payload` according to `fields`; it must be consumed exactly.
-/// Errors give the offset in the payload.
-fn decode_fields<'s>(
-    fields: &'s [FieldSchema],
-    payload: &[u8],
-) -> std::result::Result<Vec<(&'s str, Value)>, (usize, String)> {
+/// Decode `payload` field by field with [`faultline_schema::decode_field`], handing each value
+/// to `each`; the payload must be consumed exactly. `base` is the file offset of the payload,
+/// used in errors.
+fn walk_fields<'t, 'p>(
+    ev: &'t EventSchema,
+    payload: &'p [u8],
+    path: &Path,
+    base: u64,
+    mut each: impl FnMut(&'t str, FieldValue<'p>),
+) -> Result<()> {
+    let err = |at: usize, msg: String| {
+        CtfError::format(
+            path,
+            base.saturating_add(at as u64),
+            format!("event {}: {msg}", ev.name),
+        )
+    };
     let mut at = 0usize;
-    let mut out = Vec::with_capacity(fields.len());
-    let take =
-        |at: &mut usize, n: usize, name: &str| -> std::result::Result<&[u8], (usize, String)> {
-            let s = at
-                .checked_add(n)
-                .and_then(|end| payload.get(*at..end))
-                .ok_or_else(|| (*at, format!("payload ends inside field `{name}`")))?;
-            *at += n;
-            Ok(s)
-        };
-    for f in fields {
-        let v = match f.ty {
-            FieldType::String => {
-                let rest = payload.get(at..).unwrap_or(&[]);
-                let nul = rest
-                    .iter()
-                    .position(|&b| b == 0)
-                    .ok_or_else(|| (at, format!("string field `{}` has no NUL", f.name)))?;
-                let s = rest[..nul].to_vec();
-                at += nul + 1;
-                Value::Str(s)
-            }
-            FieldType::Bytes => {
-                let mut w = [0u8; 4];
-                w.copy_from_slice(take(&mut at, 4, &f.name)?);
-                let n = u32::from_le_bytes(w) as usize;
-                Value::Bytes(take(&mut at, n, &f.name)?.to_vec())
-            }
-            ty => {
-                let n = ty.fixed_size().unwrap_or(0);
-                let b = take(&mut at, n, &f.name)?;
-                let mut w = [0u8; 8];
-                w[..n].copy_from_slice(b);
-                let raw = u64::from_le_bytes(w);
-                match ty {
-                    FieldType::I8 => Value::I(raw as u8 as i8 as i64),
-                    FieldType::I16 => Value::I(raw as u16 as i16 as i64),
-                    FieldType::I32 => Value::I(raw as u32 as i32 as i64),
-                    FieldType::I64 => Value::I(raw as i64),
-                    FieldType::F32 => Value::F(f32::from_bits(raw as u32) as f64),
-                    FieldType::F64 => Value::F(f64::from_bits(raw)),
-                    FieldType::Bool => match raw {
-                        0 => Value::Bool(false),
-                        1 => Value::Bool(true),
-                        v => return Err((at - 1, format!("bool field `{}` is {v}", f.name))),
-                    },
-                    _ => Value::U(raw),
-                }
-            }
-        };
-        out.push((f.name.as_str(), v));
+    for f in &ev.fields {
+        let v = decode_field(f.ty, payload, &mut at)
+            .map_err(|e| err(e.offset, e.kind.describe(&f.name)))?;
+        each(&f.name, v);
     }
     if at != payload.len() {
-        return Err((
+        return Err(err(
             at,
             format!(
                 "payload is {} bytes but its fields end at byte {at}",
@@ -446,7 +412,70 @@ fn decode_fields<'s>(
             ),
         ));
     }
-    Ok(out)
+    Ok(())
+}
+
+/// One event borrowed from the reader's packet buffer ([`Events::next_ref`]): nothing is
+/// allocated; the payload has been checked, [`EventRef::fields`] decodes it on the fly.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRef<'a, 't> {
+    /// Clock ticks.
+    pub ts: u64,
+    pub cpu: u32,
+    pub id: u32,
+    /// `provider:name`.
+    pub name: &'t str,
+    /// Offset of the record in its stream file.
+    pub file_offset: u64,
+    schema: &'t EventSchema,
+    payload: &'a [u8],
+}
+
+impl<'a, 't> EventRef<'a, 't> {
+    /// The raw payload bytes.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// `(field name, value)` in declaration order.
+    pub fn fields(&self) -> EventFields<'a, 't> {
+        EventFields {
+            fields: self.schema.fields.iter(),
+            payload: self.payload,
+            at: 0,
+        }
+    }
+
+    /// The owned [`Event`].
+    pub fn to_event(&self) -> Event<'t> {
+        Event {
+            ts: self.ts,
+            cpu: self.cpu,
+            id: self.id,
+            name: self.name,
+            fields: self.fields().map(|(n, v)| (n, v.to_value())).collect(),
+            file_offset: self.file_offset,
+        }
+    }
+}
+
+/// Iterator of [`EventRef::fields`].
+#[derive(Debug, Clone)]
+pub struct EventFields<'a, 't> {
+    fields: std::slice::Iter<'t, FieldSchema>,
+    payload: &'a [u8],
+    at: usize,
+}
+
+impl<'a, 't> Iterator for EventFields<'a, 't> {
+    type Item = (&'t str, FieldValue<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let f = self.fields.next()?;
+        // The payload was checked when the record was read, so this does not fail.
+        let v = decode_field(f.ty, self.payload, &mut self.at).ok()?;
+        Some((f.name.as_str(), v))
+    }
 }
 
 /// A record pending in a stream reader.
@@ -656,26 +685,36 @@ impl<'t> StreamReader<'t> {
         }
     }
 
-    fn decode(&self, p: &Pending) -> Result<Event<'t>> {
-        let trace = self.trace;
-        let ev = trace
+    /// Check the payload of `p` (no allocation).
+    fn check(&self, p: &Pending) -> Result<()> {
+        let ev = self
+            .trace
             .event_schema(p.id)
             .ok_or_else(|| self.err(p.file_offset + 8, format!("unknown event id {}", p.id)))?;
         let payload = self.buf.get(p.start..p.end).unwrap_or(&[]);
-        let fields = trace.decode(
-            ev,
-            payload,
-            self.path(),
-            p.file_offset + RECORD_HEADER_SIZE as u64,
-        )?;
-        Ok(Event {
+        let base = p.file_offset + RECORD_HEADER_SIZE as u64;
+        walk_fields(ev, payload, self.path(), base, |_, _| {})
+    }
+
+    /// `p` as an [`EventRef`] (after [`Self::check`]).
+    fn event_ref(&self, p: &Pending) -> Option<EventRef<'_, 't>> {
+        let schema = self.trace.event_schema(p.id)?;
+        Some(EventRef {
             ts: p.ts,
             cpu: self.stream.cpu,
             id: p.id,
-            name: &ev.name,
-            fields,
+            name: &schema.name,
             file_offset: p.file_offset,
+            schema,
+            payload: self.buf.get(p.start..p.end).unwrap_or(&[]),
         })
+    }
+
+    fn decode(&self, p: &Pending) -> Result<Event<'t>> {
+        self.check(p)?;
+        self.event_ref(p)
+            .map(|e| e.to_event())
+            .ok_or_else(|| self.err(p.file_offset + 8, format!("unknown event id {}", p.id)))
     }
 }
 
@@ -704,6 +743,8 @@ pub struct Events<'t> {
     heap: BinaryHeap<Reverse<(u64, u32, usize)>>,
     started: bool,
     failed: bool,
+    /// The reader whose record was handed out last and must advance before the next one.
+    refill: Option<usize>,
     keep: Keep,
 }
 
@@ -727,12 +768,13 @@ impl<'t> Events<'t> {
                 return Ok(());
             }
             // Filtered out, but the payload still has to be valid.
-            r.decode(&p)?;
+            r.check(&p)?;
         }
         Ok(())
     }
 
-    fn step(&mut self) -> Result<Option<Event<'t>>> {
+    /// Advance to the next kept record: `(reader index, record)`.
+    fn step(&mut self) -> Result<Option<(usize, Pending)>> {
         if !self.started {
             self.started = true;
             self.pending = vec![None; self.readers.len()];
@@ -740,18 +782,36 @@ impl<'t> Events<'t> {
                 self.fill(i)?;
             }
         }
+        if let Some(i) = self.refill.take() {
+            self.fill(i)?;
+        }
         let Some(Reverse((_, _, i))) = self.heap.pop() else {
             return Ok(None);
         };
         let Some(p) = self.pending.get_mut(i).and_then(Option::take) else {
             return Ok(None);
         };
-        let ev = match self.readers.get(i) {
-            Some(r) => r.decode(&p)?,
-            None => return Ok(None),
-        };
-        self.fill(i)?;
-        Ok(Some(ev))
+        if let Some(r) = self.readers.get(i) {
+            r.check(&p)?;
+        }
+        self.refill = Some(i);
+        Ok(Some((i, p)))
+    }
+
+    /// The next event, borrowed from the packet buffer until the next call: the allocation-free
+    /// form of [`Iterator::next`] (same events, same errors; after an error it returns `None`).
+    pub fn next_ref(&mut self) -> Option<Result<EventRef<'_, 't>>> {
+        if self.failed {
+            return None;
+        }
+        match self.step() {
+            Ok(Some((i, p))) => self.readers.get(i)?.event_ref(&p).map(Ok),
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
     }
 }
 
@@ -759,17 +819,7 @@ impl<'t> Iterator for Events<'t> {
     type Item = Result<Event<'t>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        match self.step() {
-            Ok(Some(e)) => Some(Ok(e)),
-            Ok(None) => None,
-            Err(e) => {
-                self.failed = true;
-                Some(Err(e))
-            }
-        }
+        self.next_ref().map(|r| r.map(|e| e.to_event()))
     }
 }
 

@@ -12,7 +12,7 @@
 use crate::error::Result;
 use crate::reader::{Losses, StreamItem, Trace};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Per-CPU summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -62,6 +62,8 @@ pub fn stats(trace: &Trace) -> Result<Stats> {
         bytes_on_disk: trace.bytes_on_disk(),
         ..Stats::default()
     };
+    // Counted by id, named at the end: no per-event allocation for the name.
+    let mut by_id: HashMap<u32, u64> = HashMap::new();
     for s in trace.streams() {
         let mut cs = CpuStats {
             bytes: s.len,
@@ -81,7 +83,7 @@ pub fn stats(trace: &Trace) -> Result<Stats> {
                 }
                 StreamItem::Event(e) => {
                     cs.events += 1;
-                    *st.events.entry(e.name.to_string()).or_insert(0) += 1;
+                    *by_id.entry(e.id).or_insert(0) += 1;
                     st.first_ts = Some(st.first_ts.map_or(e.ts, |t| t.min(e.ts)));
                     st.last_ts = Some(st.last_ts.map_or(e.ts, |t| t.max(e.ts)));
                 }
@@ -96,6 +98,11 @@ pub fn stats(trace: &Trace) -> Result<Stats> {
         st.lost_too_big = st.lost_too_big.saturating_add(cs.lost.lost_too_big);
         st.cpus.insert(s.cpu, cs.events);
         st.per_cpu.insert(s.cpu, cs);
+    }
+    for (id, n) in by_id {
+        if let Some(ev) = trace.event_schema(id) {
+            *st.events.entry(ev.name.clone()).or_insert(0) += n;
+        }
     }
     if let (Some(a), Some(b)) = (st.first_ts, st.last_ts) {
         st.span_ns = trace.ticks_to_ns(b - a).min(u64::MAX as u128) as u64;

@@ -11,7 +11,7 @@
 mod common;
 
 use common::*;
-use faultline_ctf::{stats, Filter, PacketBuilder, Trace, TraceWriter};
+use faultline_ctf::{stats, Filter, Trace};
 use faultline_schema::Value;
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -178,8 +178,6 @@ fn same(bt: &Bt, v: &Value) -> bool {
 }
 
 fn write_trace(dir: &std::path::Path) {
-    let mut w = TraceWriter::create(dir, &desc()).unwrap();
-    let mut k = 0u64;
     // (cpu, seq, lost(full, stalled, too_big), events, base ts); first packets lose nothing.
     let plan: &[PacketPlan] = &[
         (0, 0, (0, 0, 0), 4, 1_000),
@@ -190,28 +188,19 @@ fn write_trace(dir: &std::path::Path) {
         (0, 2, (4, 0, 1), 2, 4_000),
         (1, 4, (1, 3, 7), 3, 5_000),
     ];
-    for &(cpu, seq, (lf, ls, lt), n, base) in plan {
-        let mut pb = PacketBuilder::new(UUID, cpu, seq).lost(lf, ls, lt);
-        pb.header.timestamp_begin = base;
-        pb.header.timestamp_end = base + 500;
-        for j in 0..n {
-            let ts = base + 7 * j + cpu as u64;
-            let (id, fields, mut values) = match k % 3 {
-                0 => (ID_ALL, ALL.fields, all_values(k)),
-                1 => (ID_OTHER, OTHER.fields, other_values(k)),
-                _ => (ID_EMPTY, EMPTY.fields, vec![]),
-            };
-            if id == ID_ALL {
-                values[8] = Value::F(std::f32::consts::PI as f64 * k as f64);
-                values[9] = Value::F(-1.0e-7 / (k as f64 + 3.0));
-                values[11] = Value::Str(format!("s{k} \"quoted\" back\\slash \u{e9}").into_bytes());
-            }
-            pb.record(ts, id, &encode(fields, &values));
-            k += 1;
+    let shape = PlanShape {
+        step: 7,
+        span: 500,
+        packet_size: 8192,
+    };
+    faultline_ctf::testing::write_plan(dir, plan, shape, |k, id, values| {
+        if id == ID_ALL {
+            values[8] = Value::F(std::f32::consts::PI as f64 * k as f64);
+            values[9] = Value::F(-1.0e-7 / (k as f64 + 3.0));
+            values[11] = Value::Str(format!("s{k} \"quoted\" back\\slash \u{e9}").into_bytes());
         }
-        w.write_packet(cpu, &pb.finish(8192)).unwrap();
-    }
-    w.finish().unwrap();
+    })
+    .unwrap();
 }
 
 #[test]

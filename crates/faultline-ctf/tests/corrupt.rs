@@ -9,17 +9,16 @@ use faultline_ctf::{fuzz_read, CtfError, Trace};
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 
-/// File offsets of the packets of `stream_<cpu>` in the sample trace.
 fn packet_offsets(dir: &Path, cpu: u32) -> Vec<u64> {
-    let t = Trace::open(dir).unwrap();
-    let s = t.streams().iter().find(|s| s.cpu == cpu).unwrap();
-    t.packets(s).map(|p| p.unwrap().file_offset).collect()
+    faultline_ctf::testing::packet_offsets(dir, cpu).unwrap()
 }
 
 fn patch(path: &Path, at: u64, bytes: &[u8]) {
-    let mut b = std::fs::read(path).unwrap();
-    b[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
-    std::fs::write(path, b).unwrap();
+    faultline_ctf::testing::patch_file(path, at, bytes).unwrap();
+}
+
+fn truncate(path: &Path, len: u64) {
+    faultline_ctf::testing::truncate_file(path, len).unwrap();
 }
 
 /// Sample trace in a fresh dir, with the path of stream_0 and its packet offsets.
@@ -53,12 +52,7 @@ fn expect_format(dir: &Path, file: &Path, offset: u64, what: &str) {
 fn truncated_stream_inside_a_packet() {
     let (dir, s0, offs) = sample("trunc-pkt");
     let len = std::fs::metadata(&s0).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&s0)
-        .unwrap()
-        .set_len(len - 5)
-        .unwrap();
+    truncate(&s0, len - 5);
     expect_format(
         &dir,
         &s0,
@@ -70,12 +64,7 @@ fn truncated_stream_inside_a_packet() {
 #[test]
 fn truncated_stream_inside_a_header() {
     let (dir, s0, offs) = sample("trunc-hdr");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&s0)
-        .unwrap()
-        .set_len(offs[2] + 50)
-        .unwrap();
+    truncate(&s0, offs[2] + 50);
     expect_format(&dir, &s0, offs[2], "truncated packet: 50 bytes left");
 }
 
@@ -387,5 +376,151 @@ proptest! {
         write_case(&dir, &meta, &b.s0, &b.s1);
         check(&dir, &[("metadata", meta.len()), ("stream_0", b.s0.len()), ("stream_1", b.s1.len())]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+// ------------------------------------------------------------ deterministic mutations
+//
+// The same property as the fuzz targets in `fuzz/` (see fuzz/README.md), bounded and
+// deterministic so that every `cargo test` on stable exercises it: thousands of byte flips,
+// truncations and splices of a valid trace, each read through `testing::read_case` (open,
+// events in both forms, packets, stats): no panic, and every error names a file of the trace,
+// on one line, with an offset inside that file.
+
+/// splitmix64: a tiny deterministic generator.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// One random mutation of `b`; `other` is a source of splices.
+fn mutate_once(rng: &mut Rng, mut b: Vec<u8>, other: &[u8]) -> Vec<u8> {
+    const INTERESTING: [u64; 7] = [0, 1, 7, 1024, 1 << 31, 1 << 63, u64::MAX];
+    match rng.below(6) {
+        // Flip bits in a few bytes.
+        0 => {
+            for _ in 0..1 + rng.below(4) {
+                if !b.is_empty() {
+                    let i = rng.below(b.len());
+                    b[i] ^= 1 << rng.below(8);
+                }
+            }
+        }
+        // Truncate.
+        1 => {
+            let n = rng.below(b.len() + 1);
+            b.truncate(n);
+        }
+        // Overwrite an aligned word with an interesting value (header fields, record len/id).
+        2 => {
+            if b.len() >= 8 {
+                let at = rng.below(b.len() / 8) * 8 + if rng.below(2) == 0 { 0 } else { 4 };
+                let v = INTERESTING[rng.below(INTERESTING.len())].to_le_bytes();
+                let n = (b.len() - at).min(if rng.below(2) == 0 { 8 } else { 4 });
+                b[at..at + n].copy_from_slice(&v[..n]);
+            }
+        }
+        // Splice a range of `other` over a range of `b`.
+        3 => {
+            if !other.is_empty() {
+                let from = rng.below(other.len());
+                let n = 1 + rng.below((other.len() - from).min(256));
+                let at = rng.below(b.len() + 1);
+                let end = (at + n).min(b.len());
+                b.splice(at..end, other[from..from + n].iter().copied());
+            }
+        }
+        // Duplicate or drop a chunk (shifts everything after it).
+        4 => {
+            if !b.is_empty() {
+                let at = rng.below(b.len());
+                let n = 1 + rng.below((b.len() - at).min(200));
+                if rng.below(2) == 0 {
+                    let chunk: Vec<u8> = b[at..at + n].to_vec();
+                    b.splice(at..at, chunk);
+                } else {
+                    b.drain(at..at + n);
+                }
+            }
+        }
+        // Random bytes.
+        _ => {
+            for _ in 0..1 + rng.below(16) {
+                if !b.is_empty() {
+                    let i = rng.below(b.len());
+                    b[i] = rng.next() as u8;
+                }
+            }
+        }
+    }
+    b
+}
+
+fn run_mutations(name: &str, seed: u64, cases: usize, which: usize) {
+    let b = base();
+    let mut rng = Rng(seed);
+    let dir = tmpdir(name);
+    let (mut errors, mut clean) = (0usize, 0usize);
+    for case in 0..cases {
+        let (mut meta, mut s0, mut s1) = (b.metadata.clone(), b.s0.clone(), b.s1.clone());
+        for _ in 0..1 + rng.below(3) {
+            match which {
+                0 => s0 = mutate_once(&mut rng, s0, &b.s1),
+                1 => s1 = mutate_once(&mut rng, s1, &b.s0),
+                _ => meta = mutate_once(&mut rng, meta, &b.metadata),
+            }
+        }
+        match faultline_ctf::testing::check_case(&dir, &meta, &[&s0, &s1]) {
+            Ok(Some(_)) => errors += 1,
+            Ok(None) => clean += 1,
+            Err(broken) => panic!("{name} case {case} (seed {seed}): {broken}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // Most mutations must be detected; a few (padding bytes, float payloads) are harmless.
+    assert_eq!(errors + clean, cases);
+    assert!(
+        errors > cases / 2,
+        "{name}: only {errors} of {cases} detected"
+    );
+}
+
+#[test]
+fn deterministic_stream_mutations() {
+    run_mutations("mut-s0", 1, 1500, 0);
+    run_mutations("mut-s1", 2, 1000, 1);
+}
+
+#[test]
+fn deterministic_metadata_mutations() {
+    run_mutations("mut-meta", 3, 1000, 2);
+}
+
+/// Seed corpora for the fuzz targets (`fuzz/README.md`): the sample trace's stream and
+/// metadata files. Run with `cargo test -p faultline-ctf --test corrupt -- --ignored`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let files = faultline_ctf::testing::sample_files().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
+    for (target, name, bytes) in [
+        ("stream", "sample_stream_0", &files.streams[0]),
+        ("stream", "sample_stream_1", &files.streams[1]),
+        ("metadata", "sample_metadata", &files.metadata),
+    ] {
+        let d = root.join(target);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(name), bytes).unwrap();
     }
 }

@@ -272,10 +272,20 @@ pub struct Reservation<'a> {
     payload_len: usize,
     timestamp: u64,
     committed: bool,
+    /// The event id, written into the record header at commit (see [`PENDING_RECORD_ID`]).
+    id: u32,
 }
 
 /// Record id of a reservation dropped without commit; readers skip such records.
 pub const DISCARDED_RECORD_ID: u32 = u32::MAX;
+
+/// Record id of a reservation not committed (yet). [`Channel::reserve`] writes the record
+/// header with this id and [`Reservation::commit`] stores the real id just before its commit
+/// counter update, so a record whose writer died between reserve and commit reads as pending:
+/// [`Channel::recover_dead_writers`] counts it and turns it into a discarded record. Readers
+/// skip it like [`DISCARDED_RECORD_ID`] (it can only be seen in a sub-buffer that recovery
+/// completed).
+pub const PENDING_RECORD_ID: u32 = u32::MAX - 1;
 
 impl Reservation<'_> {
     /// The CPU whose buffer holds this reservation.
@@ -300,6 +310,13 @@ impl Reservation<'_> {
     #[inline(always)]
     pub fn commit(mut self) -> CommitKind {
         self.committed = true;
+        let p = self.chan.data_ptr(self.cpu, self.pos + 8);
+        // SAFETY: the record header lies in our exclusive reservation (see payload()). This
+        // plain store precedes the commit counter update in program order; that update is a
+        // release (x86 TSO store in the rseq section, whose asm clobbers memory, or an AcqRel
+        // fetch_add), so the consumer's acquire load of the counters (commit_sum) that sees our
+        // bytes also sees the real id.
+        unsafe { std::ptr::write_unaligned(p as *mut u32, self.id) };
         self.chan.commit_range(self.cpu, self.pos, self.commit_len)
     }
 }
@@ -659,7 +676,7 @@ impl Channel {
     }
 
     /// Reserve a record with `payload_len` payload bytes for event `id`.
-    #[inline]
+    #[inline(always)]
     pub fn reserve(&self, id: u32, payload_len: usize) -> Result<Reservation<'_>, Lost> {
         let g = &self.geo;
         let rec_len = RECORD_HEADER_SIZE + payload_len as u64;
@@ -707,7 +724,7 @@ impl Channel {
                     hp as *mut RecordHeader,
                     RecordHeader {
                         timestamp: ts,
-                        id,
+                        id: PENDING_RECORD_ID,
                         len: rec_len as u32,
                     },
                 )
@@ -721,6 +738,7 @@ impl Channel {
                 payload_len,
                 timestamp: ts,
                 committed: false,
+                id,
             });
         }
     }

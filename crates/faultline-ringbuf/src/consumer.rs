@@ -23,7 +23,7 @@
 //! `Channel::deliver`). The wait always has a timeout, which is also the backstop of the
 //! delivery protocol: the consumer re-reads the commit counters itself on every wake-up.
 
-use crate::channel::{futex_wait, Channel, DISCARDED_RECORD_ID};
+use crate::channel::{futex_wait, Channel, DISCARDED_RECORD_ID, PENDING_RECORD_ID};
 use crate::layout::*;
 use std::sync::atomic::{fence, Ordering};
 use std::time::Duration;
@@ -97,7 +97,7 @@ pub fn records(
             offset: at,
         };
         at = align_up((at + len) as u64, RECORD_ALIGN) as usize;
-        if id == DISCARDED_RECORD_ID {
+        if id == DISCARDED_RECORD_ID || id == PENDING_RECORD_ID {
             continue;
         }
         return Some(Ok(rec));
@@ -241,6 +241,21 @@ impl<'a> Consumer<'a> {
             let content_len = (content_bits / 8) as usize;
             if let Some(Err(e)) = records(out, content_len).find(|r| r.is_err()) {
                 return Err(corrupt(format!("packet {seq}: {e}")));
+            }
+            if g.mode == Mode::Discard {
+                // Zero the sub-buffer before handing it back, so that in its next lap every byte
+                // no writer has written yet reads as zero: dead-writer recovery relies on it to
+                // find a reservation whose writer died before writing its record header
+                // (recover.rs). Discard mode only: writers do not touch it before the store of
+                // `consumed` below.
+                // The packet's `timestamp_end` word (bytes 32..40) is kept: recovery uses it
+                // as the time floor of the next sub-buffer.
+                // SAFETY: same range as the copy above (sub-buffer >= 256 bytes); exclusively
+                // ours in discard mode.
+                unsafe {
+                    std::ptr::write_bytes(src, 0, 32);
+                    std::ptr::write_bytes(src.add(40), 0, g.subbuf_size as usize - 40);
+                }
             }
             // Release: our reads of the sub-buffer happen before writers may reuse it (they
             // acquire-load `consumed`).

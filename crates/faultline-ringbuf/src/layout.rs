@@ -20,7 +20,8 @@
 //! | `BufferHeader::consumed` | the consumer only | release store |
 //! | `BufferHeader::lost_*`, `remote_commits`, `deliveries` | writers on any CPU | atomic fetch_add (slow paths) |
 //! | `BufferHeader::active` | first writer on CPU k | compare-exchange 0 -> 1 |
-//! | `SubbufCounters::owner_*`, `recovered` | nobody yet: reserved for dead-writer recovery (brief §3.5) | — |
+//! | `SubbufCounters::recovered` | dead-writer recovery only, when every writer is dead (`recover.rs`) | atomic fetch_add |
+//! | `SubbufCounters::owner_*` | nobody yet (reserved) | — |
 //! | packet headers in data | the writer that opened (begin fields) / closed (end fields) the sub-buffer, before its commit | plain stores inside its own reservation |
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -145,9 +146,9 @@ pub struct SubbufCounters {
     pub _pad0: [u64; 7],
     /// Line 1: atomic, any CPU.
     pub remote: AtomicU64,
-    /// Room for recovering a sub-buffer whose writer died between reserve and commit
-    /// (brief §3.5): the pid/tid of the writer holding the oldest open reservation and a count
-    /// of bytes the consumer committed on its behalf. Not maintained yet; always zero.
+    /// Dead-writer recovery (brief §3.5, `recover.rs`): `recovered` counts the bytes recovery
+    /// committed on behalf of writers that died between reserve and commit (also added to
+    /// `remote`). `owner_pid`/`owner_tid` are reserved (always zero).
     pub owner_pid: AtomicU32,
     pub owner_tid: AtomicU32,
     pub recovered: AtomicU64,

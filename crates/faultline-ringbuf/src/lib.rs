@@ -18,7 +18,9 @@
 //!    ([`channel::Channel::flush_all`]); the consumer writes only `consumed`.
 //! 4. A blocked copy holds its sub-buffer: writers drop (`lost_stalled`) instead of wrapping
 //!    onto a sub-buffer whose previous lap is not fully committed.
-//! 5. Dead writers: [`layout::SubbufCounters`] reserves owner/recovery words; recovery later.
+//! 5. Dead writers: uncommitted records read as [`channel::PENDING_RECORD_ID`];
+//!    [`Channel::recover_dead_writers`] completes their sub-buffers once every writer is dead
+//!    ([`recover`]).
 //! 6. Grace periods: not this layer (tracepoints).
 //! 7. Timestamps read inside the reserve critical section.
 //! 8. Nesting (signal handlers): no locks; commits are sums.
@@ -31,10 +33,13 @@ pub mod clock;
 pub mod commit;
 pub mod consumer;
 pub mod layout;
+pub mod recover;
 
 pub use channel::{
     Channel, ChannelConfig, ChannelError, CpuStats, FlushError, FlushOutcome, Lost, Reservation,
+    DISCARDED_RECORD_ID, PENDING_RECORD_ID,
 };
 pub use commit::CommitKind;
 pub use consumer::{records, Consumer, PacketInfo, ReadError, Record};
 pub use layout::{ClockKind, Mode, PacketHeader, RecordHeader, SyncMode};
+pub use recover::{CpuRecovery, Recovery};

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `U8`..`U64`, `I8`..`I64` | the integer, little-endian, 1/2/4/8 bytes |
 //! | `F32`, `F64` | IEEE 754, little-endian, 4/8 bytes |
-//! | `Bool` | one byte, 0 or 1 |
+//! | `Bool` | one byte, 0 or 1 (other values are a decoding error) |
 //! | `String` | UTF-8 (or arbitrary) bytes without NUL, then one NUL byte |
 //! | `Bytes` | `u32` length N, little-endian, then N bytes |
 //!
@@ -19,8 +19,9 @@
 //! Event ids are `u32`, assigned by the tracepoint registry; the id and the timestamp live in
 //! the ring buffer's record header, not in the payload.
 
-/// Type of one payload field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Type of one payload field. Serialized (JSON) as its [`FieldType::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FieldType {
     U8,
     U16,
@@ -93,6 +94,62 @@ impl EventDesc {
     }
 }
 
+/// Owned, serializable form of a [`FieldDesc`] (a schema that crosses a process boundary).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct OwnedFieldDesc {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: FieldType,
+}
+
+/// Owned, serializable form of an [`EventDesc`]: what a traced program publishes to the
+/// recording process (`faultline record`), which has no `'static` descriptions of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct OwnedEventDesc {
+    pub provider: String,
+    pub name: String,
+    pub fields: Vec<OwnedFieldDesc>,
+}
+
+impl From<&EventDesc> for OwnedEventDesc {
+    fn from(d: &EventDesc) -> Self {
+        OwnedEventDesc {
+            provider: d.provider.to_string(),
+            name: d.name.to_string(),
+            fields: d
+                .fields
+                .iter()
+                .map(|f| OwnedFieldDesc {
+                    name: f.name.to_string(),
+                    ty: f.ty,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl OwnedEventDesc {
+    /// A `'static` [`EventDesc`] with the same content. **Leaks** the strings and the field
+    /// array: meant for a schema received once per process (a recording session), not for
+    /// repeated use.
+    pub fn leak(&self) -> EventDesc {
+        let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
+        let fields: Vec<FieldDesc> = self
+            .fields
+            .iter()
+            .map(|f| FieldDesc {
+                name: leak(&f.name),
+                ty: f.ty,
+            })
+            .collect();
+        EventDesc {
+            provider: leak(&self.provider),
+            name: leak(&self.name),
+            fields: Box::leak(fields.into_boxed_slice()),
+        }
+    }
+}
+
 /// A decoded field value (reader side).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -104,74 +161,172 @@ pub enum Value {
     Bytes(Vec<u8>),
 }
 
-/// Error decoding a payload: it ended early or a string had no terminator.
+/// A decoded field value borrowing its bytes from the payload (no allocation); see
+/// [`decode_field`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FieldValue<'a> {
+    U(u64),
+    I(i64),
+    F(f64),
+    Bool(bool),
+    Str(&'a [u8]),
+    Bytes(&'a [u8]),
+}
+
+impl FieldValue<'_> {
+    /// The owned [`Value`].
+    pub fn to_value(&self) -> Value {
+        match *self {
+            FieldValue::U(x) => Value::U(x),
+            FieldValue::I(x) => Value::I(x),
+            FieldValue::F(x) => Value::F(x),
+            FieldValue::Bool(b) => Value::Bool(b),
+            FieldValue::Str(s) => Value::Str(s.to_vec()),
+            FieldValue::Bytes(b) => Value::Bytes(b.to_vec()),
+        }
+    }
+}
+
+impl Value {
+    /// The borrowed form, e.g. to share formatting code with [`FieldValue`].
+    pub fn as_field(&self) -> FieldValue<'_> {
+        match self {
+            Value::U(x) => FieldValue::U(*x),
+            Value::I(x) => FieldValue::I(*x),
+            Value::F(x) => FieldValue::F(*x),
+            Value::Bool(b) => FieldValue::Bool(*b),
+            Value::Str(s) => FieldValue::Str(s),
+            Value::Bytes(b) => FieldValue::Bytes(b),
+        }
+    }
+}
+
+/// Why a field could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldErrorKind {
+    /// The payload ends inside the field.
+    Truncated,
+    /// A `String` field has no NUL terminator.
+    NoNul,
+    /// A `Bool` byte other than 0 or 1.
+    BadBool(u8),
+}
+
+impl FieldErrorKind {
+    /// What is wrong with field `field`, e.g. "bool field `ok` is 2".
+    pub fn describe(self, field: &str) -> String {
+        match self {
+            FieldErrorKind::Truncated => format!("payload ends inside field `{field}`"),
+            FieldErrorKind::NoNul => format!("string field `{field}` has no NUL"),
+            FieldErrorKind::BadBool(v) => format!("bool field `{field}` is {v}"),
+        }
+    }
+}
+
+/// Error of [`decode_field`]: what is wrong and the payload offset where it was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldError {
+    pub offset: usize,
+    pub kind: FieldErrorKind,
+}
+
+/// Decode one field of type `ty` at `*at` of `payload` and advance `*at` past it. Never
+/// panics; on error `*at` is unchanged.
+pub fn decode_field<'a>(
+    ty: FieldType,
+    payload: &'a [u8],
+    at: &mut usize,
+) -> Result<FieldValue<'a>, FieldError> {
+    let start = *at;
+    let fail = |offset: usize, kind: FieldErrorKind| FieldError { offset, kind };
+    let take = |from: usize, n: usize| -> Result<&'a [u8], FieldError> {
+        from.checked_add(n)
+            .and_then(|end| payload.get(from..end))
+            .ok_or(fail(from, FieldErrorKind::Truncated))
+    };
+    let (v, end) = match ty {
+        FieldType::String => {
+            let rest = payload
+                .get(start..)
+                .ok_or(fail(start, FieldErrorKind::Truncated))?;
+            let nul = rest
+                .iter()
+                .position(|&b| b == 0)
+                .ok_or(fail(start, FieldErrorKind::NoNul))?;
+            (FieldValue::Str(&rest[..nul]), start + nul + 1)
+        }
+        FieldType::Bytes => {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(take(start, 4)?);
+            let n = u32::from_le_bytes(w) as usize;
+            let b = take(start + 4, n)?;
+            (FieldValue::Bytes(b), start + 4 + n)
+        }
+        ty => {
+            let n = ty.fixed_size().unwrap_or(0);
+            let b = take(start, n)?;
+            let mut w = [0u8; 8];
+            w[..n].copy_from_slice(b);
+            let raw = u64::from_le_bytes(w);
+            let v = match ty {
+                FieldType::I8 => FieldValue::I(raw as u8 as i8 as i64),
+                FieldType::I16 => FieldValue::I(raw as u16 as i16 as i64),
+                FieldType::I32 => FieldValue::I(raw as u32 as i32 as i64),
+                FieldType::I64 => FieldValue::I(raw as i64),
+                FieldType::F32 => FieldValue::F(f32::from_bits(raw as u32) as f64),
+                FieldType::F64 => FieldValue::F(f64::from_bits(raw)),
+                FieldType::Bool => match raw {
+                    0 => FieldValue::Bool(false),
+                    1 => FieldValue::Bool(true),
+                    v => return Err(fail(start, FieldErrorKind::BadBool(v as u8))),
+                },
+                _ => FieldValue::U(raw),
+            };
+            (v, start + n)
+        }
+    };
+    *at = end;
+    Ok(v)
+}
+
+/// Error decoding a payload: which field, where, and why (see [`FieldErrorKind`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeError {
     pub field: &'static str,
     pub offset: usize,
+    pub kind: FieldErrorKind,
 }
 
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "payload truncated in field `{}` at byte {}",
-            self.field, self.offset
+            "{} (at byte {})",
+            self.kind.describe(self.field),
+            self.offset
         )
     }
 }
 
 impl std::error::Error for DecodeError {}
 
-/// Decode a payload according to `fields`. Never panics: a short or malformed payload is an
-/// error naming the field and offset.
+/// Decode a payload according to `fields` (one [`decode_field`] per field; bytes after the last
+/// field are ignored). Never panics: a short or malformed payload is an error naming the field
+/// and offset.
 pub fn decode(fields: &[FieldDesc], payload: &[u8]) -> Result<Vec<Value>, DecodeError> {
     let mut at = 0usize;
-    let mut out = Vec::with_capacity(fields.len());
-    for f in fields {
-        let err = DecodeError {
-            field: f.name,
-            offset: at,
-        };
-        let take = |at: &mut usize, n: usize| -> Result<&[u8], DecodeError> {
-            let end = at.checked_add(n).ok_or(err.clone())?;
-            let s = payload.get(*at..end).ok_or(err.clone())?;
-            *at = end;
-            Ok(s)
-        };
-        let v = match f.ty {
-            FieldType::String => {
-                let rest = payload.get(at..).ok_or(err.clone())?;
-                let nul = rest.iter().position(|&b| b == 0).ok_or(err.clone())?;
-                let s = rest[..nul].to_vec();
-                at += nul + 1;
-                Value::Str(s)
-            }
-            FieldType::Bytes => {
-                let n = u32::from_le_bytes(take(&mut at, 4)?.try_into().unwrap()) as usize;
-                Value::Bytes(take(&mut at, n)?.to_vec())
-            }
-            ty => {
-                let n = ty.fixed_size().unwrap_or(0);
-                let b = take(&mut at, n)?;
-                let mut buf = [0u8; 8];
-                buf[..n].copy_from_slice(b);
-                let raw = u64::from_le_bytes(buf);
-                match ty {
-                    FieldType::I8 => Value::I(raw as u8 as i8 as i64),
-                    FieldType::I16 => Value::I(raw as u16 as i16 as i64),
-                    FieldType::I32 => Value::I(raw as u32 as i32 as i64),
-                    FieldType::I64 => Value::I(raw as i64),
-                    FieldType::F32 => Value::F(f32::from_bits(raw as u32) as f64),
-                    FieldType::F64 => Value::F(f64::from_bits(raw)),
-                    FieldType::Bool => Value::Bool(raw != 0),
-                    _ => Value::U(raw),
-                }
-            }
-        };
-        out.push(v);
-    }
-    Ok(out)
+    fields
+        .iter()
+        .map(|f| {
+            decode_field(f.ty, payload, &mut at)
+                .map(|v| v.to_value())
+                .map_err(|e| DecodeError {
+                    field: f.name,
+                    offset: e.offset,
+                    kind: e.kind,
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -224,6 +379,21 @@ mod tests {
     }
 
     #[test]
+    fn owned_roundtrip() {
+        let d = EventDesc {
+            provider: "p",
+            name: "n",
+            fields: F,
+        };
+        let o = OwnedEventDesc::from(&d);
+        let j = serde_json::to_string(&o).unwrap();
+        assert!(j.contains(r#"{"name":"a","type":"i16"}"#), "{j}");
+        let back: OwnedEventDesc = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, o);
+        assert_eq!(back.leak(), d);
+    }
+
+    #[test]
     fn truncated_payloads_are_errors() {
         let mut p = Vec::new();
         p.extend_from_slice(&(-3i16).to_le_bytes());
@@ -233,5 +403,52 @@ mod tests {
             assert!(decode(F, &p[..cut]).is_err(), "cut {cut}");
         }
         assert_eq!(decode(F, &p).unwrap_err().field, "b");
+    }
+
+    #[test]
+    fn field_errors_say_why_and_where() {
+        let mut at = 3;
+        assert_eq!(
+            decode_field(FieldType::Bool, &[0, 0, 0, 2], &mut at),
+            Err(FieldError {
+                offset: 3,
+                kind: FieldErrorKind::BadBool(2)
+            })
+        );
+        assert_eq!(at, 3);
+        assert_eq!(
+            decode_field(FieldType::String, b"ab", &mut at),
+            Err(FieldError {
+                offset: 3,
+                kind: FieldErrorKind::Truncated
+            })
+        );
+        at = 0;
+        assert_eq!(
+            decode_field(FieldType::String, b"ab", &mut at)
+                .unwrap_err()
+                .kind,
+            FieldErrorKind::NoNul
+        );
+        let p = [2, 0, 0, 0, 7];
+        assert_eq!(
+            decode_field(FieldType::Bytes, &p, &mut at),
+            Err(FieldError {
+                offset: 4,
+                kind: FieldErrorKind::Truncated
+            })
+        );
+        let p = [2, 0, 0, 0, 7, 8, 1];
+        assert_eq!(
+            decode_field(FieldType::Bytes, &p, &mut at),
+            Ok(FieldValue::Bytes(&[7, 8]))
+        );
+        assert_eq!(
+            decode_field(FieldType::Bool, &p, &mut at),
+            Ok(FieldValue::Bool(true))
+        );
+        assert_eq!(at, 7);
+        let e = decode(F, &[1, 0, b'x']).unwrap_err();
+        assert_eq!(e.to_string(), "string field `s` has no NUL (at byte 2)");
     }
 }

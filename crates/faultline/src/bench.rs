@@ -1,177 +1,1124 @@
-//! `faultline bench`: cost of the ring buffer's reserve + commit, against the physical floor
-//! (a bare `rdtsc`, and `rdtsc` + a store of the payload) measured in the same run.
+//! `faultline bench`: faultline's tracepoints against the physical floor and against
+//! LTTng-UST, in one run on one machine.
 //!
-//! Each configuration runs `rounds` times; we report the median ns per event and the spread
-//! (min..max). Writers are pinned one per CPU, the channel is in overwrite mode with no
-//! consumer (so nothing is ever dropped and no consumer competes for the CPUs), and the
-//! sub-buffer switches are included in the cost.
+//! # What is measured
+//! * **floor**: a bare `rdtsc`; `clock_gettime(CLOCK_MONOTONIC)` (vDSO); a 32-byte copy; and
+//!   `rdtsc` + store of a 24-byte record (timestamp, id/length word, one `u64`) at an advancing
+//!   position in a 256 KiB buffer — what an integer event cannot go below.
+//! * **faultline**, through the public API a program uses: tracepoints declared with
+//!   [`tracepoint!`] and hit with [`trace!`], the [`Recorder`] probe with its default policy,
+//!   a [`Channel`] with default geometry (discard mode, 4 x 256 KiB per CPU):
+//!   - a disabled tracepoint (the call site's load and branch; 8 call sites per loop
+//!     iteration, so the loop's own overhead is amortised);
+//!   - `int`: one `u64`; `string`: a `u64` and a 32-byte `&str`; `cstring`: a `u64` and a
+//!     32-byte C string behind a [`CStrPtr`] (a raw field: the default policy bounces it);
+//!   - each with 1 and 2 threads (pinned one per CPU) and with the rseq path and the atomic
+//!     fallback ([`ChannelConfig::sync`]);
+//!   - always with a consumer thread draining concurrently, as a real session does (it takes
+//!     complete sub-buffers out, validates them, and counts records): events lost are counted
+//!     from the channel and the recorder, and every emitted event must be either delivered or
+//!     counted lost (the row's `unaccounted` must be 0);
+//!   - diagnostic rows: the ring buffer alone (`reserve` + 8-byte store + `commit`, no
+//!     tracepoint or recorder layer), and the int event with no consumer (overwrite mode), to
+//!     show where time goes.
+//! * **LTTng-UST** through [`faultline_lttng`]: the same two events (`int`, `string`) from its
+//!   C program, 1 and 2 threads, per-UID buffers, discard mode, a private session daemon.
+//!
+//! Rounds are interleaved (round 1 of every configuration, then round 2, ...) so that noise
+//! from other load spreads over all configurations alike; each row reports the median over
+//! rounds and the spread (min..max). `ns/event` is per thread (the median of the threads' own
+//! loop times, as the LTTng program reports it); `Mev/s` is the aggregate throughput (events
+//! of all threads / wall time of the timed section).
+//!
+//! # Bytes per event
+//! faultline: the bytes the consumer took out (packet headers, record headers, payloads and
+//! record alignment; not the padding after a packet's content) / records delivered. LTTng: the
+//! trace directory's size (streams, indexes, metadata) / events recorded, from
+//! [`faultline_lttng::LttngResult`].
 
-use faultline_ringbuf::{Channel, ChannelConfig, Mode, SyncMode};
+use faultline_recorder::{Recorder, RecorderConfig};
+use faultline_ringbuf::{records, Channel, ChannelConfig, Consumer, Mode, SyncMode};
+use faultline_tracepoints::{trace, tracepoint, CStrPtr};
 use serde::Serialize;
 use std::hint::black_box;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
 
+tracepoint!(pub BENCH_INT, "faultline_bench", "int", { seq: u64 });
+tracepoint!(pub BENCH_STRING, "faultline_bench", "string", { seq: u64, msg: &str });
+tracepoint!(pub BENCH_CSTRING, "faultline_bench", "cstring", { seq: u64, msg: CStrPtr });
+tracepoint!(pub BENCH_OFF, "faultline_bench_off", "disabled", { seq: u64 });
+
+/// The 32-byte string of the string events (LTTng's program passes one of the same length).
+pub const MSG: &str = "0123456789abcdef0123456789abcdef";
+const CMSG: &std::ffi::CStr = c"0123456789abcdef0123456789abcdef";
+
+/// Options of one benchmark run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Rounds per configuration (median and spread are reported).
+    pub rounds: usize,
+    /// Timed events per thread per round (faultline and floor loops).
+    pub iters: u64,
+    /// Events per thread per LTTng run.
+    pub lttng_events: u64,
+    /// Run the LTTng-UST side (if installed).
+    pub lttng: bool,
+    /// Print progress on stderr.
+    pub progress: bool,
+}
+
+impl BenchOptions {
+    pub fn full() -> Self {
+        BenchOptions {
+            rounds: 5,
+            iters: 2_000_000,
+            lttng_events: 1_000_000,
+            lttng: true,
+            progress: true,
+        }
+    }
+    pub fn quick() -> Self {
+        BenchOptions {
+            rounds: 3,
+            iters: 300_000,
+            lttng_events: 200_000,
+            lttng: true,
+            progress: true,
+        }
+    }
+}
+
+/// One configuration's results.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
+    /// `floor`, `faultline`, `ringbuf`, `lttng`.
+    pub group: String,
+    /// What is measured (`int`, `string`, `rdtsc`, ...).
     pub name: String,
+    /// `rseq`, `atomic` (faultline), `lttng-ust`, or `-`.
     pub path: String,
-    pub payload: usize,
     pub threads: usize,
+    /// Whether a consumer drained concurrently.
+    pub consumer: bool,
+    /// Per-thread ns per event: median over rounds, and spread.
     pub ns_median: f64,
     pub ns_min: f64,
     pub ns_max: f64,
-    /// Ratio to the floor (rdtsc + payload store) for the same payload size.
+    /// Aggregate throughput, million events per second (median over rounds).
+    pub mevents_per_s: Option<f64>,
+    /// Events emitted over all rounds (warm-up included).
+    pub events: u64,
+    /// Events lost over all rounds (`None`: unknown).
+    pub lost: Option<u64>,
+    /// Emitted events neither delivered nor counted lost (must be 0).
+    pub unaccounted: Option<u64>,
+    pub bytes_per_event: Option<f64>,
+    /// ns/event relative to the floor (`rdtsc` + store).
     pub vs_floor: Option<f64>,
+    /// LTTng-UST ns/event / this row's ns/event, for the matching faultline row.
+    pub lttng_ratio: Option<f64>,
 }
 
+/// A target of the issue, evaluated on this run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub name: String,
+    /// The goal, e.g. `<= 1.2`.
+    pub goal: String,
+    /// The measured value the goal applies to (`None`: not measured).
+    pub value: Option<f64>,
+    pub met: Option<bool>,
+    /// How far from the goal, in words.
+    pub detail: String,
+}
+
+/// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub rdtsc_ns: f64,
+    pub clock_gettime_ns: f64,
+    pub copy32_ns: f64,
+    pub rdtsc_store_ns: f64,
+    pub disabled_ns: f64,
+    pub int_ns: f64,
+    pub string_ns: f64,
+    pub lttng_int_ns: Option<f64>,
+    pub lttng_string_ns: Option<f64>,
+    pub two_thread_scaling: f64,
+    pub lttng_two_thread_scaling: Option<f64>,
+    pub faultline_lost: u64,
+    pub lttng_lost: Option<u64>,
+    pub lttng: Option<String>,
+    /// Why LTTng was not measured.
+    pub lttng_missing: Option<String>,
+    pub rounds: usize,
+    pub iters: u64,
+    pub lttng_events: u64,
+    pub default_sync: String,
+    pub machine: Machine,
+    pub targets: Vec<Target>,
     pub rows: Vec<Row>,
 }
 
-fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    (v[v.len() / 2], v[0], v[v.len() - 1])
+/// Where the run happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+    /// 1-minute load average before and after the run.
+    pub load_before: f64,
+    pub load_after: f64,
 }
 
-fn time_ns(iters: u64, mut f: impl FnMut(u64)) -> f64 {
+pub(crate) fn load_avg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn machine(load_before: f64) -> Machine {
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    Machine {
+        cpus: faultline_rseq::allowed_cpus().len(),
+        cpu_model,
+        kernel,
+        load_before,
+        load_after: load_avg(),
+    }
+}
+
+/// (median, min, max); NaN for an empty set.
+pub(crate) fn median_spread(v: &[f64]) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    let m = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (m, v[0], v[n - 1])
+}
+
+#[inline(always)]
+fn time_loop(iters: u64, mut f: impl FnMut(u64)) -> f64 {
     let t = Instant::now();
     for i in 0..iters {
         f(i);
     }
-    t.elapsed().as_nanos() as f64 / iters as f64
+    t.elapsed().as_nanos() as f64 / iters.max(1) as f64
 }
 
-fn floor_ns(payload: usize, iters: u64) -> f64 {
-    let mut dst = vec![0u8; 4096];
-    let src = vec![7u8; payload];
-    time_ns(iters, |i| {
-        let ts = faultline_rseq::rdtsc();
-        let at = ((i as usize) * 64) & 4095 & !63;
-        let end = (at + payload).min(4096);
-        dst[at..end].copy_from_slice(&src[..end - at]);
-        black_box(ts);
+// ---------------------------------------------------------------------------------------
+// Floor
+
+fn floor_rdtsc(iters: u64) -> f64 {
+    time_loop(iters, |_| {
+        black_box(faultline_rseq::rdtsc());
+    })
+}
+
+fn floor_clock_gettime(iters: u64) -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    time_loop(iters, |_| {
+        // SAFETY: a valid clock id and a valid, writable timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        black_box(&ts);
+    })
+}
+
+const FLOOR_BUF: usize = 256 * 1024;
+
+fn floor_copy32(iters: u64) -> f64 {
+    let mut dst = vec![0u8; FLOOR_BUF];
+    let src = [7u8; 32];
+    time_loop(iters, |i| {
+        let at = (i as usize * 32) & (FLOOR_BUF - 1);
+        dst[at..at + 32].copy_from_slice(black_box(&src));
         black_box(&mut dst);
     })
 }
 
-fn ring_ns(sync: SyncMode, payload: usize, threads: usize, iters: u64) -> anyhow::Result<f64> {
-    let ch = Channel::create(&ChannelConfig {
-        subbuf_size: 256 * 1024,
-        num_subbuf: 4,
-        mode: Mode::Overwrite,
-        sync,
-        ..Default::default()
-    })?;
-    let cpus = faultline_rseq::allowed_cpus();
-    let src = vec![7u8; payload];
-    let per: Vec<f64> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..threads)
-            .map(|t| {
-                let (ch, src, cpus) = (&ch, &src, &cpus);
-                s.spawn(move || {
-                    let _ = faultline_rseq::pin_to_cpu(cpus[t % cpus.len()]);
-                    // warm-up: touch every page of the buffer
-                    for _ in 0..iters / 4 {
-                        if let Ok(mut r) = ch.reserve(1, payload) {
-                            r.payload().copy_from_slice(src);
-                            r.commit();
+/// `rdtsc` + a 24-byte record store (timestamp, id/length, value) at an advancing position.
+fn floor_rdtsc_store(iters: u64) -> f64 {
+    let mut dst = vec![0u64; FLOOR_BUF / 8];
+    time_loop(iters, |i| {
+        let ts = faultline_rseq::rdtsc();
+        let at = (i as usize * 3) % (dst.len() - 3);
+        dst[at] = ts;
+        dst[at + 1] = (24u64 << 32) | 1;
+        dst[at + 2] = black_box(i);
+        black_box(&mut dst);
+    })
+}
+
+/// Per call site: 8 disabled call sites per loop iteration.
+fn disabled_tracepoint(iters: u64) -> f64 {
+    let per_iter = time_loop(iters / 8, |i| {
+        trace!(BENCH_OFF, i);
+        trace!(BENCH_OFF, i + 1);
+        trace!(BENCH_OFF, i + 2);
+        trace!(BENCH_OFF, i + 3);
+        trace!(BENCH_OFF, i + 4);
+        trace!(BENCH_OFF, i + 5);
+        trace!(BENCH_OFF, i + 6);
+        trace!(BENCH_OFF, i + 7);
+    });
+    per_iter / 8.0
+}
+
+// ---------------------------------------------------------------------------------------
+// Consumer
+
+/// What a draining consumer saw.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Drained {
+    pub packets: u64,
+    pub records: u64,
+    /// Bytes of packet content taken out (headers, records, alignment).
+    pub content_bytes: u64,
+    /// Records per event id (index = id; ids beyond [`MAX_COUNTED_ID`] go to `other_ids`).
+    pub per_id: Vec<u64>,
+    pub other_ids: u64,
+    /// Per packet: ns from the packet's end timestamp (when it was closed) to the consumer
+    /// taking it out.
+    pub delays_ns: Vec<f64>,
+    pub errors: Vec<String>,
+    /// Time the consumer spent taking packets out and walking them, and its wake-ups.
+    pub busy_ns: u64,
+    pub wakeups: u64,
+}
+
+/// Highest event id counted individually by [`Drained::per_id`].
+pub(crate) const MAX_COUNTED_ID: u32 = 4095;
+
+impl Drained {
+    #[inline]
+    fn count_id(&mut self, id: u32) {
+        if id > MAX_COUNTED_ID {
+            self.other_ids += 1;
+            return;
+        }
+        let i = id as usize;
+        if self.per_id.len() <= i {
+            self.per_id.resize(i + 1, 0);
+        }
+        self.per_id[i] += 1;
+    }
+
+    /// Records delivered with event id `id`.
+    pub(crate) fn count(&self, id: u32) -> u64 {
+        self.per_id.get(id as usize).copied().unwrap_or(0)
+    }
+}
+
+/// A consumer thread draining a channel until told to stop.
+pub(crate) struct Drainer {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Drained>,
+}
+
+impl Drainer {
+    /// Start draining `chan`, on CPU `pin` if given, at nice value `nice` if given (the study
+    /// raises its consumer's priority so that losses come from the strategies, not from the
+    /// consumer waiting behind other load).
+    pub(crate) fn spawn(chan: Arc<Channel>, pin: Option<u32>, nice: Option<i32>) -> Drainer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            if let Some(cpu) = pin {
+                let _ = faultline_rseq::pin_to_cpu(cpu);
+            }
+            if let Some(n) = nice {
+                // SAFETY: setpriority on this thread's own id; failure (no privilege) is
+                // harmless, the consumer then runs at the default priority.
+                unsafe {
+                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                    libc::setpriority(libc::PRIO_PROCESS, tid, n);
+                }
+            }
+            drain_loop(&chan, &s)
+        });
+        Drainer { stop, handle }
+    }
+
+    /// Flush the channel's partial sub-buffers, drain everything, stop the thread.
+    pub(crate) fn finish(self, chan: &Channel) -> Drained {
+        let errs = chan.flush_all(false);
+        // Release: pairs with the consumer's acquire load; everything flushed before is then
+        // visible to its final drain.
+        self.stop.store(true, Ordering::Release);
+        let mut d = self.handle.join().unwrap_or_else(|_| Drained {
+            errors: vec!["consumer thread panicked".into()],
+            ..Default::default()
+        });
+        d.errors.extend(errs.into_iter().map(|e| e.to_string()));
+        d
+    }
+}
+
+fn drain_loop(chan: &Channel, stop: &AtomicBool) -> Drained {
+    let cons = Consumer::new(chan);
+    let clock = chan.clock();
+    let mut d = Drained::default();
+    let mut buf = Vec::new();
+    let mut once = |d: &mut Drained| -> bool {
+        let t0 = Instant::now();
+        d.wakeups += 1;
+        let mut any = false;
+        for cpu in cons.active_cpus() {
+            loop {
+                match cons.next_packet(cpu, &mut buf) {
+                    Ok(Some(info)) => {
+                        let now = faultline_ringbuf::clock::now(clock.kind);
+                        any = true;
+                        d.packets += 1;
+                        d.content_bytes += info.content_len as u64;
+                        d.delays_ns.push(
+                            clock.ticks_to_ns(now.saturating_sub(info.header.timestamp_end)) as f64,
+                        );
+                        for r in records(&buf, info.content_len) {
+                            match r {
+                                Ok(r) => {
+                                    d.records += 1;
+                                    d.count_id(r.id);
+                                }
+                                Err(e) => d.errors.push(e),
+                            }
                         }
                     }
-                    time_ns(iters, |_| {
-                        if let Ok(mut r) = ch.reserve(1, payload) {
-                            r.payload().copy_from_slice(src);
-                            black_box(r.commit());
-                        }
-                    })
+                    Ok(None) => break,
+                    Err(e) => {
+                        d.errors.push(e.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        d.busy_ns += t0.elapsed().as_nanos() as u64;
+        any
+    };
+    loop {
+        // Acquire: pairs with Drainer::finish's release store after the final flush.
+        let stopping = stop.load(Ordering::Acquire);
+        let any = once(&mut d);
+        if stopping {
+            while once(&mut d) {}
+            break;
+        }
+        if !any {
+            cons.wait(Duration::from_millis(2));
+        }
+    }
+    d
+}
+
+// ---------------------------------------------------------------------------------------
+// Writers
+
+/// Per-thread loop times of one round.
+pub(crate) struct Timed {
+    pub per_thread_ns: Vec<f64>,
+    /// Wall time of the timed section (first start to last end).
+    pub wall_ns: f64,
+    /// Timed events over all threads.
+    pub timed: u64,
+}
+
+/// Run `threads` writers (pinned one per allowed CPU when `pin`), each `warmup` untimed then
+/// `iters` timed calls of `f(thread, i)`, started together after a barrier.
+pub(crate) fn run_writers<F>(threads: usize, pin: bool, warmup: u64, iters: u64, f: F) -> Timed
+where
+    F: Fn(usize, u64) + Sync,
+{
+    let cpus = faultline_rseq::allowed_cpus();
+    let barrier = Barrier::new(threads);
+    let res: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                let (f, barrier, cpus) = (&f, &barrier, &cpus);
+                s.spawn(move || {
+                    if pin && !cpus.is_empty() {
+                        let _ = faultline_rseq::pin_to_cpu(cpus[t % cpus.len()]);
+                    }
+                    for i in 0..warmup {
+                        f(t, i);
+                    }
+                    barrier.wait();
+                    let t0 = Instant::now();
+                    for i in 0..iters {
+                        f(t, i);
+                    }
+                    (t0, Instant::now())
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
+        hs.into_iter().map(|h| h.join().expect("writer")).collect()
     });
-    Ok(per.iter().sum::<f64>() / per.len() as f64)
+    let first = res.iter().map(|r| r.0).min().expect("threads");
+    let last = res.iter().map(|r| r.1).max().expect("threads");
+    Timed {
+        per_thread_ns: res
+            .iter()
+            .map(|(a, b)| (*b - *a).as_nanos() as f64 / iters.max(1) as f64)
+            .collect(),
+        wall_ns: (last - first).as_nanos() as f64,
+        timed: iters * threads as u64,
+    }
 }
 
-/// Run the ring-buffer benchmark.
-pub fn run(rounds: usize, iters: u64) -> anyhow::Result<BenchReport> {
-    let rounds = rounds.max(1);
-    let (rdtsc, _, _) = median_spread(
-        (0..rounds)
-            .map(|_| {
-                time_ns(iters, |_| {
-                    black_box(faultline_rseq::rdtsc());
-                })
-            })
-            .collect(),
-    );
-    let mut rows = vec![Row {
-        name: "rdtsc".into(),
-        path: "floor".into(),
-        payload: 0,
-        threads: 1,
-        ns_median: rdtsc,
-        ns_min: rdtsc,
-        ns_max: rdtsc,
-        vs_floor: None,
-    }];
-    let mut syncs = vec![SyncMode::Atomic];
-    if faultline_rseq::available() {
-        syncs.insert(0, SyncMode::Rseq);
+/// One measured round of a faultline configuration.
+struct Sample {
+    ns: f64,
+    mevs: f64,
+    emitted: u64,
+    lost: u64,
+    unaccounted: u64,
+    bytes_per_event: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ev {
+    Int,
+    String,
+    CString,
+    /// The int tracepoint with a counting probe instead of the recorder (dispatch cost).
+    Dispatch,
+    /// The ring buffer alone: reserve 8 bytes, store, commit.
+    Ring,
+}
+
+impl Ev {
+    fn name(self) -> &'static str {
+        match self {
+            Ev::Int => "int",
+            Ev::String => "string",
+            Ev::CString => "cstring",
+            Ev::Dispatch => "int -> counter probe (dispatch only)",
+            Ev::Ring => "reserve+commit 8 B",
+        }
     }
-    for payload in [16usize, 48] {
-        let (f, fmin, fmax) =
-            median_spread((0..rounds).map(|_| floor_ns(payload, iters)).collect());
-        rows.push(Row {
-            name: format!("rdtsc + {payload} B store"),
-            path: "floor".into(),
-            payload,
-            threads: 1,
-            ns_median: f,
-            ns_min: fmin,
-            ns_max: fmax,
-            vs_floor: Some(1.0),
-        });
-        for &sync in &syncs {
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Config {
+    ev: Ev,
+    sync: SyncMode,
+    threads: usize,
+    consumer: bool,
+}
+
+impl Config {
+    fn group(&self) -> &'static str {
+        if self.ev == Ev::Ring {
+            "ringbuf"
+        } else if self.ev == Ev::Dispatch {
+            "dispatch"
+        } else {
+            "faultline"
+        }
+    }
+    fn name(&self) -> String {
+        if self.consumer || self.ev == Ev::Dispatch {
+            self.ev.name().to_string()
+        } else {
+            format!("{} (no consumer, overwrite)", self.ev.name())
+        }
+    }
+}
+
+fn sync_name(s: SyncMode) -> &'static str {
+    match s {
+        SyncMode::Rseq => "rseq",
+        SyncMode::Atomic => "atomic",
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    median_spread(v).0
+}
+
+fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
+    let chan = Arc::new(Channel::create(&ChannelConfig {
+        sync: c.sync,
+        mode: if c.consumer {
+            Mode::Discard
+        } else {
+            Mode::Overwrite
+        },
+        ..Default::default()
+    })?);
+    let rec = Recorder::new(chan.clone(), RecorderConfig::default());
+    let handle = if c.ev == Ev::Dispatch {
+        faultline_tracepoints::register_probe(
+            "faultline_bench:int",
+            faultline_tracepoints::CounterProbe::new(),
+            faultline_tracepoints::ProbeKind::NonFaultable,
+        )?
+    } else {
+        faultline_recorder::attach(&rec, "faultline_bench:*")?
+    };
+    let drainer = c.consumer.then(|| Drainer::spawn(chan.clone(), None, None));
+    let ring_id = 1000u32;
+    let timed = match c.ev {
+        Ev::Int | Ev::Dispatch => run_writers(c.threads, true, warmup, iters, |_, i| {
+            trace!(BENCH_INT, i);
+        }),
+        Ev::String => run_writers(c.threads, true, warmup, iters, |_, i| {
+            trace!(BENCH_STRING, i, MSG);
+        }),
+        Ev::CString => run_writers(c.threads, true, warmup, iters, |_, i| {
+            trace!(BENCH_CSTRING, i, CStrPtr(CMSG.as_ptr()));
+        }),
+        Ev::Ring => run_writers(c.threads, true, warmup, iters, |_, i| {
+            if let Ok(mut r) = chan.reserve(ring_id, 8) {
+                r.payload().copy_from_slice(&i.to_le_bytes());
+                black_box(r.commit());
+            }
+        }),
+    };
+    faultline_tracepoints::unregister(handle);
+    let emitted = (warmup + iters) * c.threads as u64;
+    let cpu_lost: u64 = (0..chan.num_cpus())
+        .filter_map(|cpu| chan.cpu_stats(cpu))
+        .map(|s| s.lost_total())
+        .sum();
+    let (unaccounted, bytes_per_event) = match drainer {
+        Some(d) => {
+            let d = d.finish(&chan);
+            if let Some(e) = d.errors.first() {
+                anyhow::bail!("consumer error in {}: {e}", c.name());
+            }
+            let delivered = d.records;
+            let bpe = (delivered > 0).then(|| d.content_bytes as f64 / delivered as f64);
+            (emitted.abs_diff(delivered + cpu_lost), bpe)
+        }
+        None => (0, None),
+    };
+    Ok(Sample {
+        ns: median(&timed.per_thread_ns),
+        mevs: timed.timed as f64 / timed.wall_ns * 1e3,
+        emitted,
+        lost: cpu_lost,
+        unaccounted,
+        bytes_per_event,
+    })
+}
+
+fn faultline_configs(syncs: &[SyncMode]) -> Vec<Config> {
+    let mut v = Vec::new();
+    for &sync in syncs {
+        for ev in [Ev::Int, Ev::String, Ev::CString, Ev::Ring] {
             for threads in [1usize, 2] {
-                let v = (0..rounds)
-                    .map(|_| ring_ns(sync, payload, threads, iters))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let (m, lo, hi) = median_spread(v);
-                rows.push(Row {
-                    name: format!("reserve+commit {payload} B"),
-                    path: format!("{sync:?}").to_lowercase(),
-                    payload,
+                v.push(Config {
+                    ev,
+                    sync,
                     threads,
-                    ns_median: m,
-                    ns_min: lo,
-                    ns_max: hi,
-                    vs_floor: Some(m / f),
+                    consumer: true,
                 });
             }
         }
     }
+    for ev in [Ev::Int, Ev::Ring, Ev::Dispatch] {
+        for threads in [1usize, 2] {
+            v.push(Config {
+                ev,
+                sync: syncs[0],
+                threads,
+                consumer: false,
+            });
+        }
+    }
+    v
+}
+
+// ---------------------------------------------------------------------------------------
+// LTTng
+
+struct LttngSide {
+    bench: faultline_lttng::LttngBench,
+}
+
+#[derive(Default)]
+struct LttngAcc {
+    ns: Vec<f64>,
+    emitted: u64,
+    lost: u64,
+    /// Some round's loss count was unknown (no babeltrace2 and no daemon statistics).
+    lost_unknown: bool,
+    bpe: Vec<f64>,
+}
+
+fn lttng_start(opt: &BenchOptions) -> (Option<LttngSide>, Option<String>) {
+    if !opt.lttng {
+        return (
+            None,
+            Some("LTTng-UST comparison disabled (--no-lttng)".into()),
+        );
+    }
+    if let Err(why) = faultline_lttng::check_available() {
+        return (None, Some(why));
+    }
+    match faultline_lttng::LttngBench::new() {
+        Ok(bench) => (Some(LttngSide { bench }), None),
+        Err(e) => (
+            None,
+            Some(format!(
+                "LTTng-UST is installed but its harness could not start: {e:#}"
+            )),
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The run
+
+fn row(group: &str, name: &str, path: &str, threads: usize, consumer: bool, ns: &[f64]) -> Row {
+    let (m, lo, hi) = median_spread(ns);
+    Row {
+        group: group.into(),
+        name: name.into(),
+        path: path.into(),
+        threads,
+        consumer,
+        ns_median: m,
+        ns_min: lo,
+        ns_max: hi,
+        mevents_per_s: None,
+        events: 0,
+        lost: None,
+        unaccounted: None,
+        bytes_per_event: None,
+        vs_floor: None,
+        lttng_ratio: None,
+    }
+}
+
+/// Run the whole benchmark.
+pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let load_before = load_avg();
+    let rounds = opt.rounds.max(1);
+    let iters = opt.iters.max(1000);
+    // Enough warm-up to touch every page of the default buffers (4 x 256 KiB per CPU) twice
+    // with the smallest record, so no timed event takes a first-touch page fault.
+    let warmup = (iters / 10).max(100_000);
+
+    faultline_tracepoints::disable("faultline_bench_off:*");
+    faultline_tracepoints::enable("faultline_bench:*");
+    // Calibrate the TSC (once per process) before anything is timed.
+    let _ = faultline_ringbuf::clock::info(faultline_ringbuf::clock::default_kind());
+
+    let mut syncs = vec![SyncMode::Atomic];
+    if faultline_rseq::available() {
+        syncs.insert(0, SyncMode::Rseq);
+    }
+    let default_sync = ChannelConfig::default().sync;
+    let mut configs = faultline_configs(&syncs);
+    // For profiling one configuration: FAULTLINE_BENCH_FILTER=substring of "name/path/threads"
+    // (e.g. "int/rseq/1").
+    if let Ok(f) = std::env::var("FAULTLINE_BENCH_FILTER") {
+        configs
+            .retain(|c| format!("{}/{}/{}", c.name(), sync_name(c.sync), c.threads).contains(&f));
+    }
+
+    let (mut lttng, lttng_missing) = lttng_start(opt);
+    let lttng_version = lttng.as_ref().map(|l| {
+        format!(
+            "{} / lttng-ust {}",
+            l.bench.lttng_tools_version(),
+            l.bench.lttng_ust_version()
+        )
+    });
+    let lttng_cfgs: Vec<(faultline_lttng::EventKind, usize)> = faultline_lttng::EventKind::ALL
+        .into_iter()
+        .flat_map(|k| [(k, 1usize), (k, 2usize)])
+        .collect();
+    let mut lttng_acc: Vec<LttngAcc> = lttng_cfgs.iter().map(|_| LttngAcc::default()).collect();
+
+    let floor_names = [
+        "rdtsc",
+        "clock_gettime(MONOTONIC)",
+        "32-byte copy",
+        "rdtsc + 24-byte store",
+    ];
+    let mut floor: Vec<Vec<f64>> = vec![Vec::new(); floor_names.len()];
+    let mut disabled = Vec::new();
+    let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
+
+    for round in 0..rounds {
+        if opt.progress {
+            eprintln!("bench: round {}/{rounds}", round + 1);
+        }
+        floor[0].push(floor_rdtsc(iters));
+        floor[1].push(floor_clock_gettime(iters));
+        floor[2].push(floor_copy32(iters));
+        floor[3].push(floor_rdtsc_store(iters));
+        disabled.push(disabled_tracepoint(iters * 8));
+        for (c, out) in configs.iter().zip(samples.iter_mut()) {
+            out.push(run_config(c, warmup, iters)?);
+        }
+        if let Some(l) = lttng.as_mut() {
+            for ((kind, threads), acc) in lttng_cfgs.iter().zip(lttng_acc.iter_mut()) {
+                let r = l.bench.run(*kind, *threads, opt.lttng_events)?;
+                acc.ns.push(r.ns_per_event);
+                acc.emitted += r.events_emitted;
+                match r.events_discarded.or(r.tracer_discarded) {
+                    Some(n) => acc.lost += n,
+                    None => acc.lost_unknown = true,
+                }
+                if let Some(b) = r.bytes_per_event {
+                    acc.bpe.push(b);
+                }
+            }
+        }
+    }
+    drop(lttng);
+
+    let mut rows = Vec::new();
+    for (name, v) in floor_names.iter().zip(&floor) {
+        rows.push(row("floor", name, "-", 1, false, v));
+    }
+    let rdtsc_store = rows[3].ns_median;
+    rows[3].vs_floor = Some(1.0);
+    let mut r = row("faultline", "disabled tracepoint", "-", 1, false, &disabled);
+    r.events = iters * 8 * rounds as u64;
+    rows.push(r);
+    for (c, s) in configs.iter().zip(&samples) {
+        let ns: Vec<f64> = s.iter().map(|x| x.ns).collect();
+        let mut r = row(
+            c.group(),
+            &c.name(),
+            sync_name(c.sync),
+            c.threads,
+            c.consumer,
+            &ns,
+        );
+        r.mevents_per_s = Some(median(&s.iter().map(|x| x.mevs).collect::<Vec<_>>()));
+        r.events = s.iter().map(|x| x.emitted).sum();
+        r.lost = Some(s.iter().map(|x| x.lost).sum());
+        if c.consumer {
+            r.unaccounted = Some(s.iter().map(|x| x.unaccounted).sum());
+            let b: Vec<f64> = s.iter().filter_map(|x| x.bytes_per_event).collect();
+            r.bytes_per_event = (!b.is_empty()).then(|| median(&b));
+        }
+        r.vs_floor = Some(r.ns_median / rdtsc_store);
+        rows.push(r);
+    }
+    let lttng_ran = lttng_acc.iter().any(|a| !a.ns.is_empty());
+    if lttng_ran {
+        for ((kind, threads), acc) in lttng_cfgs.iter().zip(&lttng_acc) {
+            let mut r = row("lttng", kind.as_str(), "lttng-ust", *threads, true, &acc.ns);
+            r.events = acc.emitted;
+            r.lost = (!acc.lost_unknown).then_some(acc.lost);
+            r.bytes_per_event = (!acc.bpe.is_empty()).then(|| median(&acc.bpe));
+            r.vs_floor = Some(r.ns_median / rdtsc_store);
+            // Aggregate throughput from the per-thread median (the program times each thread).
+            r.mevents_per_s = Some(*threads as f64 * 1e3 / r.ns_median);
+            rows.push(r);
+        }
+    }
+    // LTTng / faultline ratios on the faultline rows of the same event and thread count.
+    let lttng_ns = |rows: &[Row], name: &str, threads: usize| {
+        rows.iter()
+            .find(|r| r.group == "lttng" && r.name == name && r.threads == threads)
+            .map(|r| r.ns_median)
+    };
+    let ratios: Vec<Option<f64>> = rows
+        .iter()
+        .map(|r| {
+            (r.group == "faultline" && r.consumer)
+                .then(|| lttng_ns(&rows, &r.name, r.threads).map(|l| l / r.ns_median))
+                .flatten()
+        })
+        .collect();
+    for (r, x) in rows.iter_mut().zip(ratios) {
+        r.lttng_ratio = x;
+    }
+
+    let find = |group: &str, name: &str, path: &str, threads: usize| {
+        rows.iter()
+            .find(|r| {
+                r.group == group
+                    && r.name == name
+                    && r.path == path
+                    && r.threads == threads
+                    && r.consumer
+            })
+            .cloned()
+    };
+    let dpath = sync_name(default_sync);
+    let int_ns = find("faultline", "int", dpath, 1).map_or(f64::NAN, |r| r.ns_median);
+    let string_ns = find("faultline", "string", dpath, 1).map_or(f64::NAN, |r| r.ns_median);
+    let int_samples = |threads: usize| {
+        configs
+            .iter()
+            .position(|c| {
+                c.ev == Ev::Int && c.sync == default_sync && c.threads == threads && c.consumer
+            })
+            .map(|i| &samples[i])
+    };
+    // Per round: aggregate throughput with 2 threads / with 1 thread; median over rounds.
+    let scaling = match (int_samples(1), int_samples(2)) {
+        (Some(one), Some(two)) => median(
+            &two.iter()
+                .zip(one)
+                .map(|(t, o)| t.mevs / o.mevs)
+                .collect::<Vec<_>>(),
+        ),
+        _ => f64::NAN,
+    };
+    let lttng_int = lttng_ns(&rows, "int", 1);
+    let lttng_string = lttng_ns(&rows, "string", 1);
+    let lttng_scaling = match (lttng_ns(&rows, "int", 1), lttng_ns(&rows, "int", 2)) {
+        (Some(one), Some(two)) => Some(2.0 * one / two),
+        _ => None,
+    };
+    let faultline_lost: u64 = rows
+        .iter()
+        .filter(|r| r.group != "lttng" && r.consumer)
+        .filter_map(|r| r.lost)
+        .sum();
+    let lttng_lost = if lttng_ran {
+        rows.iter()
+            .filter(|r| r.group == "lttng")
+            .map(|r| r.lost)
+            .try_fold(0u64, |a, l| l.map(|l| a + l))
+    } else {
+        None
+    };
+    let disabled_ns = rows
+        .iter()
+        .find(|r| r.name == "disabled tracepoint")
+        .map(|r| r.ns_median)
+        .unwrap_or(f64::NAN);
+
+    let targets = targets(
+        int_ns,
+        rdtsc_store,
+        string_ns,
+        lttng_int,
+        lttng_string,
+        disabled_ns,
+        scaling,
+        faultline_lost,
+        lttng_lost,
+        lttng_ran,
+    );
     Ok(BenchReport {
-        rdtsc_ns: rdtsc,
+        rdtsc_ns: rows[0].ns_median,
+        clock_gettime_ns: rows[1].ns_median,
+        copy32_ns: rows[2].ns_median,
+        rdtsc_store_ns: rdtsc_store,
+        disabled_ns,
+        int_ns,
+        string_ns,
+        lttng_int_ns: lttng_int,
+        lttng_string_ns: lttng_string,
+        two_thread_scaling: scaling,
+        lttng_two_thread_scaling: lttng_scaling,
+        faultline_lost,
+        lttng_lost,
+        lttng: lttng_version,
+        lttng_missing,
+        rounds,
+        iters,
+        lttng_events: opt.lttng_events,
+        default_sync: dpath.into(),
+        machine: machine(load_before),
+        targets,
         rows,
     })
 }
 
+#[allow(clippy::too_many_arguments)]
+fn targets(
+    int_ns: f64,
+    floor_ns: f64,
+    string_ns: f64,
+    lttng_int: Option<f64>,
+    lttng_string: Option<f64>,
+    disabled_ns: f64,
+    scaling: f64,
+    lost: u64,
+    lttng_lost: Option<u64>,
+    lttng_ran: bool,
+) -> Vec<Target> {
+    let mut t = Vec::new();
+    let le = |name: &str, v: f64, lim: f64, unit: &str| {
+        let met = v <= lim;
+        Target {
+            name: name.into(),
+            goal: format!("<= {lim}{unit}"),
+            value: Some(v),
+            met: Some(met),
+            detail: if met {
+                format!(
+                    "met: {v:.2}{unit}, {:.0}% under the limit",
+                    (1.0 - v / lim) * 100.0
+                )
+            } else {
+                format!(
+                    "MISSED: {v:.2}{unit}, {:.2}x the limit ({:.0}% over)",
+                    v / lim,
+                    (v / lim - 1.0) * 100.0
+                )
+            },
+        }
+    };
+    let ge = |name: &str, v: Option<f64>, lim: f64, unit: &str| match v {
+        None => Target {
+            name: name.into(),
+            goal: format!(">= {lim}{unit}"),
+            value: None,
+            met: None,
+            detail: "not measured (LTTng-UST not available)".into(),
+        },
+        Some(v) => {
+            let met = v >= lim;
+            Target {
+                name: name.into(),
+                goal: format!(">= {lim}{unit}"),
+                value: Some(v),
+                met: Some(met),
+                detail: if met {
+                    format!("met: {v:.2}{unit}")
+                } else {
+                    format!(
+                        "MISSED: {v:.2}{unit}, {:.0}% short (needs {:.2}x more)",
+                        (1.0 - v / lim) * 100.0,
+                        lim / v
+                    )
+                },
+            }
+        }
+    };
+    t.push(le(
+        "int event / (rdtsc + store)",
+        int_ns / floor_ns,
+        1.2,
+        "x",
+    ));
+    t.push(ge(
+        "LTTng int / faultline int",
+        lttng_int.map(|l| l / int_ns),
+        6.0,
+        "x",
+    ));
+    t.push(ge(
+        "LTTng string / faultline string",
+        lttng_string.map(|l| l / string_ns),
+        5.0,
+        "x",
+    ));
+    t.push(le("disabled tracepoint", disabled_ns, 0.5, " ns"));
+    t.push(ge("2-thread aggregate scaling", Some(scaling), 1.9, "x"));
+    t.push(Target {
+        name: "faultline events lost (default buffers)".into(),
+        goal: "== 0".into(),
+        value: Some(lost as f64),
+        met: Some(lost == 0),
+        detail: match (lost, lttng_lost, lttng_ran) {
+            (0, Some(l), true) if l > 0 => {
+                format!("met: 0 lost (LTTng-UST lost {l} in the same run)")
+            }
+            (0, _, _) => "met: 0 lost".into(),
+            (n, _, _) => format!("MISSED: {n} events lost"),
+        },
+    });
+    t
+}
+
+fn opt_f(v: Option<f64>, prec: usize) -> String {
+    v.map(|v| format!("{v:.prec$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Human-readable report.
 pub fn print(r: &BenchReport) {
     println!(
-        "{:<28} {:>7} {:>8} {:>11} {:>17} {:>9}",
-        "operation", "path", "threads", "ns/event", "spread", "vs floor"
+        "faultline bench: {} rounds, {} events/thread/round (LTTng {}); {} CPUs ({}), kernel {}, load {:.2} -> {:.2}",
+        r.rounds,
+        r.iters,
+        r.lttng_events,
+        r.machine.cpus,
+        r.machine.cpu_model,
+        r.machine.kernel,
+        r.machine.load_before,
+        r.machine.load_after
+    );
+    match (&r.lttng, &r.lttng_missing) {
+        (Some(v), _) => println!("LTTng: {v}"),
+        (None, Some(why)) => println!("LTTng-UST not measured: {why}"),
+        _ => {}
+    }
+    println!();
+    println!(
+        "{:<9} {:<34} {:>9} {:>3} {:>9} {:>17} {:>8} {:>8} {:>8} {:>6} {:>8}",
+        "group",
+        "operation",
+        "path",
+        "thr",
+        "ns/event",
+        "spread",
+        "Mev/s",
+        "lost",
+        "B/event",
+        "floor",
+        "lttng/fl"
     );
     for row in &r.rows {
         println!(
-            "{:<28} {:>7} {:>8} {:>11.2} {:>17} {:>9}",
+            "{:<9} {:<34} {:>9} {:>3} {:>9.2} {:>17} {:>8} {:>8} {:>8} {:>6} {:>8}",
+            row.group,
             row.name,
             row.path,
             row.threads,
             row.ns_median,
             format!("{:.2}..{:.2}", row.ns_min, row.ns_max),
-            row.vs_floor.map(|v| format!("{v:.2}x")).unwrap_or_default()
+            opt_f(row.mevents_per_s, 1),
+            row.lost
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| if row.group == "lttng" { "?" } else { "-" }.into()),
+            opt_f(row.bytes_per_event, 1),
+            opt_f(row.vs_floor, 2),
+            opt_f(row.lttng_ratio, 1),
         );
     }
-    println!("(floor = rdtsc + store of the payload; ns per event per thread; median over rounds)");
+    println!(
+        "(ns/event per thread, median over rounds; floor = ns / (rdtsc + 24-byte store); \
+         lttng/fl = LTTng-UST ns / faultline ns, same event and threads)"
+    );
+    let unacc: u64 = r.rows.iter().filter_map(|x| x.unaccounted).sum();
+    if unacc != 0 {
+        println!("WARNING: {unacc} faultline events neither delivered nor counted as lost");
+    }
+    if let Some(l) = r.lttng_lost.filter(|&l| l > 0) {
+        println!("LTTng-UST discarded {l} events in this run (its rows are faster for it).");
+    }
+    println!();
+    println!("targets:");
+    for t in &r.targets {
+        println!("  {:<42} {:<8} {}", t.name, t.goal, t.detail);
+    }
 }

@@ -29,6 +29,10 @@ enum ModeArg {
 
 #[derive(Subcommand)]
 enum Cmd {
+    Demo(faultline::demo::DemoArgs),
+    Record(faultline::record::RecordArgs),
+    View(faultline::view::ViewArgs),
+    Stats(faultline::stats::StatsArgs),
     /// Torture the ring buffer: many threads, migrations between reserve and commit, signal
     /// storms, a concurrent consumer; then check every event was delivered exactly once or
     /// counted as lost. Exits non-zero if the check fails.
@@ -63,30 +67,61 @@ enum Cmd {
         /// Spin this many iterations inside the reserve critical section to provoke aborts (0 = off)
         #[arg(long, default_value_t = 8)]
         inject_spins: u64,
+        /// Write events through the recorder probe with this copy strategy:
+        /// reserve-copy-commit, bounce, prefault-restart, or mixed (thread t uses strategy
+        /// t mod 3). Without it, events go straight into the ring buffer API (unless
+        /// --fault-ms or --bad-pointers ask for the recorder, which then uses mixed).
+        #[arg(long, value_name = "NAME")]
+        strategy: Option<stress::StrategyChoice>,
+        /// Hold a userfaultfd page fault this many ms in the payload copy of some events
+        /// (one in --fault-every per writer); recorded bytes are checked against the page
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        fault_ms: u64,
+        /// With --fault-ms: one event in this many (per writer) takes a held fault
+        #[arg(long, value_name = "N", default_value_t = 2000)]
+        fault_every: u64,
+        /// Some events copy part of their payload from a PROT_NONE page: they must be
+        /// recorded zero-filled and counted as faulted, exactly
+        #[arg(long)]
+        bad_pointers: bool,
         /// Print a JSON summary instead of text
         #[arg(long)]
         json: bool,
     },
-    /// Measure ns per reserve+commit (rseq and atomic paths, 1 and 2 threads) against rdtsc.
+    /// Benchmark tracepoints against the floor (rdtsc, clock_gettime, a copy) and LTTng-UST,
+    /// rseq and atomic paths, 1 and 2 threads; with --study, the copy-strategy study.
     Bench {
-        /// Rounds per configuration (median and spread are reported)
-        #[arg(long, default_value_t = 5)]
-        rounds: usize,
-        /// Events per round per thread
-        #[arg(long, default_value_t = 2_000_000)]
-        iters: u64,
+        /// Rounds per configuration (median and spread are reported; default 5, --quick 3)
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Events per round per thread (default 2,000,000; --quick 300,000)
+        #[arg(long)]
+        iters: Option<u64>,
         /// A shorter run (under a minute)
         #[arg(long)]
         quick: bool,
         /// Print JSON
         #[arg(long)]
         json: bool,
+        /// Events per thread per LTTng-UST run (default: 1,000,000; --quick: 200,000)
+        #[arg(long)]
+        lttng_events: Option<u64>,
+        /// Skip the LTTng-UST side
+        #[arg(long)]
+        no_lttng: bool,
+        /// Run the copy-strategy study instead (reserve-copy-commit, bounce, prefault-restart)
+        #[arg(long)]
+        study: bool,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Demo(args) => std::process::exit(faultline::demo::main(&args)),
+        Cmd::Record(args) => std::process::exit(faultline::record::main(&args)),
+        Cmd::View(args) => std::process::exit(faultline::view::main(&args)),
+        Cmd::Stats(args) => std::process::exit(faultline::stats::main(&args)),
         Cmd::Stress {
             threads,
             events,
@@ -98,6 +133,10 @@ fn main() -> anyhow::Result<()> {
             migrate_permille,
             no_signals,
             inject_spins,
+            strategy,
+            fault_ms,
+            fault_every,
+            bad_pointers,
             json,
         } => {
             let opt = stress::StressOptions {
@@ -118,6 +157,10 @@ fn main() -> anyhow::Result<()> {
                 migrate_permille,
                 signals: !no_signals,
                 inject_spins,
+                strategy,
+                fault_ms,
+                fault_every,
+                bad_pointers,
                 ..Default::default()
             };
             if opt.mode == Mode::Overwrite {
@@ -138,9 +181,31 @@ fn main() -> anyhow::Result<()> {
             iters,
             quick,
             json,
+            lttng_events,
+            no_lttng,
+            study,
         } => {
-            let (rounds, iters) = if quick { (3, 300_000) } else { (rounds, iters) };
-            let rep = bench::run(rounds, iters)?;
+            if study {
+                let mut opt = faultline::study::StudyOptions::new(quick);
+                opt.rounds = rounds.unwrap_or(opt.rounds);
+                let rep = faultline::study::run(&opt)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rep)?);
+                } else {
+                    faultline::study::print(&rep);
+                }
+                return Ok(());
+            }
+            let mut opt = if quick {
+                bench::BenchOptions::quick()
+            } else {
+                bench::BenchOptions::full()
+            };
+            opt.rounds = rounds.unwrap_or(opt.rounds);
+            opt.iters = iters.unwrap_or(opt.iters);
+            opt.lttng_events = lttng_events.unwrap_or(opt.lttng_events);
+            opt.lttng = !no_lttng;
+            let rep = bench::run(&opt)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
             } else {

@@ -19,6 +19,7 @@
 //!   event faults); the recorded bytes must equal the page's known pattern;
 //! * `--bad-pointers`: copy part of their payload from a `PROT_NONE` page; the event must be
 //!   recorded with those bytes zero-filled and counted as faulted.
+//!
 //! Which events do what is a pure function of (thread, sequence), so the checker knows the
 //! exact expected bytes and the exact number of faulted events.
 
@@ -243,9 +244,9 @@ impl KindRule {
             return Kind::Pattern;
         }
         let h = mix(seq ^ ((tid as u64) << 40) ^ 0xfa17);
-        if self.fault_every > 0 && h % self.fault_every == 0 {
+        if self.fault_every > 0 && h.is_multiple_of(self.fault_every) {
             Kind::HeldFault
-        } else if self.bad && (h >> 20) % 64 == 0 {
+        } else if self.bad && (h >> 20).is_multiple_of(64) {
             Kind::BadPointer
         } else {
             Kind::Pattern

@@ -1,0 +1,313 @@
+//! Dead-writer recovery (brief §3.5): completing sub-buffers whose writers died between reserve
+//! and commit, once **no writer process is alive**.
+//!
+//! # The problem
+//! A writer killed (e.g. `SIGKILL`) while holding a reservation never commits it: its
+//! sub-buffer's commit sum stays below the complete value for ever, the consumer never takes
+//! it, and every committed record in it would be lost with it.
+//!
+//! # What makes an uncommitted record recognisable
+//! * [`Channel::reserve`] writes the record header with id [`PENDING_RECORD_ID`] right after the
+//!   reservation; [`Reservation::commit`](crate::Reservation::commit) stores the real id just
+//!   before the commit counter update (program order + the commit's release semantics, see
+//!   there). So a headed record with a real id is committed or about to be; one still reading
+//!   `PENDING_RECORD_ID` was not committed.
+//! * A writer can also die between its reservation (the offset store) and its header store, a
+//!   window of a few instructions. In discard mode the consumer zeroes every sub-buffer it hands
+//!   back (except the `timestamp_end` word, kept as a time floor), and fresh memfd pages are
+//!   zero, so **every byte no writer has written in the current lap reads zero**. A zero record
+//!   header therefore marks a reservation whose header was never written; it extends to the
+//!   first non-zero 8-byte word after its 16-byte minimum (the next record's timestamp, never
+//!   zero) or to the content end. Two such reservations back to back read as one: counts of
+//!   header-less records are a lower bound.
+//! * A writer that died inside a sub-buffer switch may have left the old packet's end fields
+//!   (then `content_size` reads zero) or the new packet's begin fields (bad magic/sequence)
+//!   unwritten: recovery writes them. When the old packet's end is unknown its content ends at
+//!   the first zero header (the padding of the dead switcher).
+//!
+//! # Who writes what
+//! [`Channel::recover_dead_writers`] is the only writer of the buffers while it runs (the
+//! precondition: every process that maps the channel as a writer is dead; the caller must know
+//! it, e.g. `faultline record` after the traced process was reaped and no other process maps the
+//! memfd). It therefore writes the rseq-owned `write_offset` with a plain atomic store (closing
+//! the current, partially filled sub-buffer), rewrites record ids and packet header fields
+//! inside incomplete sub-buffers, and adds each incomplete sub-buffer's missing bytes to its
+//! REMOTE counter (release `fetch_add`, pairing with the consumer's acquire loads of the
+//! counters) and to its `recovered` word. Uncommitted records found are added to the CPU's
+//! `lost_stalled` counter (a writer that stalled for ever); the caller's final packets carry
+//! the new cumulative count, and the [`Recovery`] report gives the "writer died" breakdown.
+//!
+//! Nothing read here is trusted (brief §3.9): positions are checked against each other, every
+//! record length against its sub-buffer, and every pointer is masked into the data area. In
+//! overwrite mode sub-buffers are not zeroed, so a header-less reservation cannot be told from
+//! stale bytes: the packet is cut at the first record that does not parse.
+
+use crate::channel::{Channel, DISCARDED_RECORD_ID, PENDING_RECORD_ID};
+use crate::layout::*;
+use std::sync::atomic::Ordering;
+
+/// What recovery did on one CPU buffer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CpuRecovery {
+    pub cpu: u32,
+    /// Incomplete sub-buffers completed.
+    pub subbufs: u64,
+    /// Commit bytes added on behalf of dead writers (padding of a closed current sub-buffer
+    /// included).
+    pub bytes: u64,
+    /// Uncommitted records found (now discarded records; added to `lost_stalled`).
+    pub records: u64,
+    /// Packet headers whose begin or end fields recovery had to write.
+    pub repaired_headers: u64,
+    /// Set when the buffer was left alone because its positions are inconsistent.
+    pub error: Option<String>,
+}
+
+/// Report of [`Channel::recover_dead_writers`], one entry per active CPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub cpus: Vec<CpuRecovery>,
+}
+
+impl Recovery {
+    /// Uncommitted records over all CPUs.
+    pub fn records(&self) -> u64 {
+        self.cpus.iter().map(|c| c.records).sum()
+    }
+    /// Sub-buffers completed over all CPUs.
+    pub fn subbufs(&self) -> u64 {
+        self.cpus.iter().map(|c| c.subbufs).sum()
+    }
+    /// Commit bytes added over all CPUs.
+    pub fn bytes(&self) -> u64 {
+        self.cpus.iter().map(|c| c.bytes).sum()
+    }
+}
+
+impl Channel {
+    fn rd_u64(&self, cpu: u32, pos: u64) -> u64 {
+        // SAFETY: data_ptr masks `pos` into the data area; callers pass 8-aligned positions at
+        // least 8 bytes before their sub-buffer's end, so the read stays in the mapping.
+        unsafe { std::ptr::read_unaligned(self.data_ptr(cpu, pos) as *const u64) }
+    }
+
+    fn wr_u32(&self, cpu: u32, pos: u64, v: u32) {
+        // SAFETY: as rd_u64; no writer is alive (precondition of recover_dead_writers).
+        unsafe { std::ptr::write_unaligned(self.data_ptr(cpu, pos) as *mut u32, v) }
+    }
+
+    fn wr_u64(&self, cpu: u32, pos: u64, v: u64) {
+        // SAFETY: as wr_u32.
+        unsafe { std::ptr::write_unaligned(self.data_ptr(cpu, pos) as *mut u64, v) }
+    }
+
+    fn wr_discarded(&self, cpu: u32, pos: u64, ts: u64, len: u64) {
+        self.wr_u64(cpu, pos, ts);
+        self.wr_u32(cpu, pos + 8, DISCARDED_RECORD_ID);
+        self.wr_u32(cpu, pos + 12, len as u32);
+    }
+
+    /// Complete every sub-buffer left incomplete by writers that died between reserve and
+    /// commit, close each CPU's partially filled sub-buffer, and count what was lost (module
+    /// docs). Afterwards the consumer can take every sub-buffer; a final
+    /// [`Channel::flush_all`] is not needed (write offsets are left at sub-buffer boundaries).
+    ///
+    /// **Only valid when every writer of the channel is dead** (no process other than the
+    /// caller maps it, and the caller does not write to it): recovery writes words that live
+    /// writers own. With a live writer it would corrupt the buffers. Safe to call more than
+    /// once; a second call finds nothing to do.
+    pub fn recover_dead_writers(&self) -> Recovery {
+        let mut rep = Recovery::default();
+        for cpu in 0..self.geo.num_cpus {
+            // Acquire: pairs with the first writer's release CAS on `active`.
+            if self.buf(cpu).active.load(Ordering::Acquire) == 0 {
+                continue;
+            }
+            let mut r = CpuRecovery {
+                cpu,
+                ..CpuRecovery::default()
+            };
+            if let Err(e) = self.recover_cpu(cpu, &mut r) {
+                r.error = Some(e);
+            }
+            rep.cpus.push(r);
+        }
+        rep
+    }
+
+    fn recover_cpu(&self, cpu: u32, r: &mut CpuRecovery) -> Result<(), String> {
+        let g = self.geo;
+        let s = g.subbuf_size;
+        let b = self.buf(cpu);
+        // Acquire: pairs with the (dead) writers' offset stores and the consumer's release of
+        // `consumed`; nobody changes them concurrently any more.
+        let w = b.write_offset.load(Ordering::Acquire);
+        let c = b.consumed.load(Ordering::Acquire);
+        if c & g.sb_mask != 0 || w < c {
+            return Err(format!(
+                "inconsistent positions: write {w:#x}, consumed {c:#x}"
+            ));
+        }
+        let cur = w & !g.sb_mask;
+        let partial = w & g.sb_mask != 0;
+        let end_sb = if partial { cur + s } else { cur };
+        let mut start = c;
+        if end_sb - start > g.buf_size {
+            if g.mode == Mode::Discard {
+                return Err(format!(
+                    "write offset {w:#x} more than a buffer ahead of consumed {c:#x}"
+                ));
+            }
+            start = end_sb - g.buf_size;
+        }
+        // Time floor: the previous packet's end (kept by the consumer's zeroing).
+        let mut last_ts = if start >= s {
+            self.rd_u64(cpu, start - s + 32)
+        } else {
+            0
+        };
+        let mut unreported = 0u64;
+        let mut sb = start;
+        while sb < end_sb {
+            let idx = g.idx(sb);
+            let sum = self.commit_sum(cpu, idx);
+            let complete = g.complete(sb);
+            let mut hb = [0u8; PACKET_HEADER_SIZE as usize];
+            // SAFETY: the header lies at the start of a sub-buffer inside the data area.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    self.data_ptr(cpu, sb),
+                    hb.as_mut_ptr(),
+                    PACKET_HEADER_SIZE as usize,
+                )
+            };
+            let h = PacketHeader::parse(&hb).unwrap_or_default();
+            let begin_ok = h.magic == PACKET_MAGIC && h.packet_seq_num == sb / s && h.cpu_id == cpu;
+            if sum >= complete {
+                if begin_ok {
+                    last_ts = last_ts.max(h.timestamp_end);
+                }
+                sb += s;
+                continue;
+            }
+            if sum < complete - s {
+                return Err(format!(
+                    "sub-buffer {idx}: commit count {sum} behind its previous lap"
+                ));
+            }
+            let missing = complete - sum;
+            let is_current = partial && sb == cur;
+            if begin_ok {
+                last_ts = last_ts.max(h.timestamp_begin);
+            }
+            let ts_begin = if begin_ok { h.timestamp_begin } else { last_ts };
+            let cs = h.content_size;
+            let end_known = is_current
+                || (cs != 0 && cs.is_multiple_of(8) && cs >= PACKET_HEADER_SIZE * 8 && cs < s * 8);
+            let end = if is_current {
+                w - cur
+            } else if end_known {
+                cs / 8
+            } else {
+                s
+            };
+            let mut x = PACKET_HEADER_SIZE;
+            let mut content = end;
+            while x < end {
+                if x + RECORD_HEADER_SIZE > end {
+                    // Too short for a record: only a cut chain (overwrite-mode stale bytes).
+                    content = x;
+                    break;
+                }
+                let ts = self.rd_u64(cpu, sb + x);
+                let idlen = self.rd_u64(cpu, sb + x + 8);
+                let id = idlen as u32;
+                let len = idlen >> 32;
+                if ts == 0 && idlen == 0 && g.mode == Mode::Discard {
+                    // A reservation whose header was never written (module docs).
+                    let mut y = x + RECORD_HEADER_SIZE;
+                    while y + 8 <= end && self.rd_u64(cpu, sb + y) == 0 {
+                        y += 8;
+                    }
+                    if y + 8 > end && !end_known {
+                        // The dead switcher's padding: the content ends here.
+                        content = x;
+                        break;
+                    }
+                    let y = if y + 8 > end { end } else { y };
+                    self.wr_discarded(cpu, sb + x, last_ts, y - x);
+                    r.records += 1;
+                    x = y;
+                    continue;
+                }
+                if len < RECORD_HEADER_SIZE || x + len > end {
+                    content = x;
+                    break;
+                }
+                if id == PENDING_RECORD_ID {
+                    self.wr_u32(cpu, sb + x + 8, DISCARDED_RECORD_ID);
+                    r.records += 1;
+                } else if id != DISCARDED_RECORD_ID {
+                    last_ts = last_ts.max(ts);
+                }
+                x = align_up(x + len, RECORD_ALIGN);
+            }
+            let hp = self.data_ptr(cpu, sb) as *mut PacketHeader;
+            let mut repaired = false;
+            if !begin_ok {
+                // SAFETY: the header of a sub-buffer inside the data area, sub-buffer aligned;
+                // no writer is alive.
+                unsafe {
+                    (*hp).magic = PACKET_MAGIC;
+                    (*hp).uuid = g.uuid;
+                    (*hp).stream_id = 0;
+                    (*hp).timestamp_begin = ts_begin;
+                    (*hp).packet_size = s * 8;
+                    (*hp).packet_seq_num = sb / s;
+                    (*hp).cpu_id = cpu;
+                    (*hp).flags = 0;
+                    (*hp)._reserved = [0; 3];
+                }
+                repaired = true;
+            }
+            if is_current || !end_known || content != end {
+                b.lost_stalled
+                    .fetch_add(r.records - unreported, Ordering::Relaxed);
+                unreported = r.records;
+                let full = b.lost_full.load(Ordering::Relaxed);
+                let stalled = b.lost_stalled.load(Ordering::Relaxed);
+                let big = b.lost_too_big.load(Ordering::Relaxed);
+                // SAFETY: as above.
+                unsafe {
+                    (*hp).timestamp_end = last_ts.max(ts_begin);
+                    (*hp).content_size = content * 8;
+                    (*hp).lost_full = full;
+                    (*hp).lost_stalled = stalled;
+                    (*hp).lost_too_big = big;
+                    (*hp).events_discarded = full + stalled + big;
+                }
+                repaired |= !is_current;
+            }
+            if repaired {
+                r.repaired_headers += 1;
+            }
+            if is_current {
+                // Release: pairs with the consumer's acquire load of write_offset. A plain
+                // store of an rseq-owned word is allowed only because no writer is alive.
+                b.write_offset.store(cur + s, Ordering::Release);
+            }
+            let cn = self.counters(cpu, idx);
+            cn.recovered.fetch_add(missing, Ordering::Relaxed);
+            // Release: publishes the repairs above to the consumer, which acquire-loads the
+            // commit counters before copying the sub-buffer.
+            cn.remote.fetch_add(missing, Ordering::AcqRel);
+            r.subbufs += 1;
+            r.bytes += missing;
+            last_ts = last_ts.max(ts_begin);
+            sb += s;
+        }
+        b.lost_stalled
+            .fetch_add(r.records - unreported, Ordering::Relaxed);
+        Ok(())
+    }
+}

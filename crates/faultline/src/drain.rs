@@ -1,0 +1,439 @@
+//! The consumer loop: ring-buffer sub-buffers in, CTF packets out.
+//!
+//! # Protocol
+//! [`Drain`] is the single consumer of a channel (it owns `consumed` through
+//! [`Consumer::next_packet`]); it runs in a thread of the traced program (embedded session) or
+//! as the `faultline record` process. Each [`Drain::poll`]:
+//! 1. takes every complete sub-buffer of every active CPU, in order, copying it out (the
+//!    consumer validates everything it reads from shared memory);
+//! 2. walks the packet's record headers once (16 bytes per record, no payload access) to count
+//!    events per `(cpu, id)` and find records with id [`DISCARDED_RECORD_ID`] or
+//!    [`PENDING_RECORD_ID`] (abandoned reservations, prefault-restart retries, resized records,
+//!    records of dead writers). Only when there are some is the packet compacted into a scratch
+//!    copy (kept records moved down, `content_size` fixed); otherwise it goes out as is;
+//! 3. hands the whole packet to [`TraceWriter::write_packet`] (one `write`).
+//!
+//! Every `flush_interval` (default 200 ms) it also flushes quiet buffers
+//! ([`Channel::flush_all`], helpers pinned to each CPU), so events of a CPU that writes little
+//! reach the disk within about one interval. Between polls it sleeps in [`Consumer::wait`]
+//! (futex, woken by the committer that completes a sub-buffer while the consumer waits; always
+//! with a timeout, which is also the delivery backstop).
+//!
+//! [`Drain::finish`] flushes every buffer (including ones holding only a header, so the final
+//! loss counters reach a packet), drains until nothing is left, and if a CPU's loss counters
+//! still moved after its last packet (events lost after the final flush) appends a synthetic
+//! empty packet carrying the final counters, so the trace's `events_discarded` equals the
+//! channel's loss count exactly.
+//!
+//! # Errors never block writers
+//! A packet that cannot be written (ENOSPC, EACCES, EIO) is counted (`packets_failed`,
+//! `events_failed`), its error is kept (first and last message, plus a count) and reported once
+//! on stderr when `verbose`, and draining goes on: the sub-buffer is released anyway, so writers
+//! keep going (discard mode keeps discarding only what it must). A packet the trace writer
+//! rejects as invalid is counted separately (`packets_rejected`). A CPU buffer whose shared
+//! memory fails validation is no longer read (its writers then lose events as "full" in
+//! discard mode) and the error is reported.
+
+use faultline_ctf::{CtfError, TraceWriter, WriterCounters};
+use faultline_ringbuf::{Channel, Consumer, PacketInfo, DISCARDED_RECORD_ID, PENDING_RECORD_ID};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const HDR: usize = 128;
+const REC_HDR: usize = 16;
+/// Byte offset of `content_size` (bits) in the packet header.
+const OFF_CONTENT_SIZE: usize = 40;
+
+/// Drain options.
+#[derive(Debug, Clone, Copy)]
+pub struct DrainConfig {
+    /// How often quiet buffers are flushed.
+    pub flush_interval: Duration,
+    /// Longest sleep between polls.
+    pub wait_timeout: Duration,
+    /// Print disk and shared-memory errors on stderr when they first happen.
+    pub verbose: bool,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        DrainConfig {
+            flush_interval: Duration::from_millis(200),
+            wait_timeout: Duration::from_millis(100),
+            verbose: true,
+        }
+    }
+}
+
+/// What the drain did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DrainStats {
+    /// Packets written to the trace (synthetic final packets included).
+    pub packets_written: u64,
+    /// Events in those packets.
+    pub events_written: u64,
+    /// Bytes written to stream files.
+    pub stream_bytes: u64,
+    /// Packets taken from the ring buffer.
+    pub packets_taken: u64,
+    /// Discarded/abandoned records removed from packets before writing.
+    pub discarded_records_removed: u64,
+    /// Packets (and their events) not written because of an I/O error.
+    pub packets_failed: u64,
+    pub events_failed: u64,
+    /// Packets (and their events) the trace writer rejected as invalid.
+    pub packets_rejected: u64,
+    pub events_rejected: u64,
+    /// Number of write errors, first and last message.
+    pub write_errors: u64,
+    pub first_write_error: Option<String>,
+    pub last_write_error: Option<String>,
+    /// Shared-memory validation errors (the CPU is no longer read).
+    pub read_errors: Vec<String>,
+    /// Flushes that could not run on a CPU.
+    pub flush_errors: Vec<String>,
+    /// Empty packets appended at the end to carry the final loss counters.
+    pub synthetic_packets: u64,
+    /// Events written per CPU and event id.
+    pub events: BTreeMap<u32, BTreeMap<u32, u64>>,
+}
+
+/// The consumer loop (module docs).
+pub struct Drain {
+    chan: Arc<Channel>,
+    writer: TraceWriter,
+    cfg: DrainConfig,
+    packet: Vec<u8>,
+    scratch: Vec<u8>,
+    /// counts[cpu][id], ids are dense.
+    counts: Vec<Vec<u64>>,
+    n_ids: usize,
+    stats: DrainStats,
+    last_flush: Instant,
+    broken: BTreeSet<u32>,
+    /// Last packet header taken per CPU (sequence, end timestamp, cumulative losses).
+    last: BTreeMap<u32, faultline_ringbuf::PacketHeader>,
+}
+
+impl Drain {
+    /// `n_ids`: event ids are `0..n_ids` (the writer rejects any other).
+    pub fn new(chan: Arc<Channel>, writer: TraceWriter, n_ids: usize, cfg: DrainConfig) -> Drain {
+        let ncpu = chan.num_cpus() as usize;
+        Drain {
+            chan,
+            writer,
+            cfg,
+            packet: Vec::new(),
+            scratch: Vec::new(),
+            counts: vec![Vec::new(); ncpu],
+            n_ids,
+            stats: DrainStats::default(),
+            last_flush: Instant::now(),
+            broken: BTreeSet::new(),
+            last: BTreeMap::new(),
+        }
+    }
+
+    pub fn channel(&self) -> &Arc<Channel> {
+        &self.chan
+    }
+
+    /// Stats so far (event counts are filled in by [`Drain::finish`]).
+    pub fn stats(&self) -> &DrainStats {
+        &self.stats
+    }
+
+    /// Events written so far, all CPUs.
+    pub fn events_written(&self) -> u64 {
+        self.stats.events_written
+    }
+
+    /// Take and write every complete sub-buffer now; flush quiet buffers when the interval has
+    /// passed. Returns the number of packets taken.
+    pub fn poll(&mut self) -> u64 {
+        if self.last_flush.elapsed() >= self.cfg.flush_interval {
+            self.flush(false);
+        }
+        self.take_all()
+    }
+
+    /// Sleep until a sub-buffer is delivered or the timeout passes.
+    pub fn wait(&self) {
+        let t = self.cfg.wait_timeout.min(self.cfg.flush_interval);
+        Consumer::new(&self.chan).wait(t);
+    }
+
+    /// Poll and wait until `stop` is set (then return without the final drain).
+    pub fn run_until(&mut self, stop: &AtomicBool) {
+        // Acquire: pairs with the release store of whoever stops us.
+        while !stop.load(Ordering::Acquire) {
+            if self.poll() == 0 {
+                self.wait();
+            }
+        }
+    }
+
+    fn flush(&mut self, include_empty: bool) {
+        self.last_flush = Instant::now();
+        for e in self.chan.flush_all(include_empty) {
+            let msg = e.to_string();
+            if self.stats.flush_errors.len() < 16 && !self.stats.flush_errors.contains(&msg) {
+                if self.cfg.verbose {
+                    eprintln!("faultline: flush: {msg}");
+                }
+                self.stats.flush_errors.push(msg);
+            }
+        }
+    }
+
+    fn take_all(&mut self) -> u64 {
+        let mut n = 0;
+        let chan = self.chan.clone();
+        let consumer = Consumer::new(&chan);
+        for cpu in consumer.active_cpus() {
+            if self.broken.contains(&cpu) {
+                continue;
+            }
+            loop {
+                let mut buf = std::mem::take(&mut self.packet);
+                let r = consumer.next_packet(cpu, &mut buf);
+                match r {
+                    Ok(Some(info)) => {
+                        self.handle(&buf, &info);
+                        self.packet = buf;
+                        n += 1;
+                    }
+                    Ok(None) => {
+                        self.packet = buf;
+                        break;
+                    }
+                    Err(e) => {
+                        self.packet = buf;
+                        let msg = format!("{e}; no longer reading CPU {cpu}");
+                        if self.cfg.verbose {
+                            eprintln!("faultline: shared memory: {msg}");
+                        }
+                        self.stats.read_errors.push(msg);
+                        self.broken.insert(cpu);
+                        break;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    fn handle(&mut self, packet: &[u8], info: &PacketInfo) {
+        let cpu = info.cpu;
+        self.stats.packets_taken += 1;
+        self.last.insert(cpu, info.header);
+        let content = info.content_len.min(packet.len());
+        // Pass 1: record headers only. The consumer validated the chain.
+        let mut at = HDR;
+        let mut kept = 0u64;
+        let mut dropped = 0u64;
+        let mut bad_id = false;
+        while at + REC_HDR <= content {
+            let id = u32::from_le_bytes(packet[at + 8..at + 12].try_into().unwrap_or([0; 4]));
+            let len =
+                u32::from_le_bytes(packet[at + 12..at + 16].try_into().unwrap_or([0; 4])) as usize;
+            if len < REC_HDR {
+                break;
+            }
+            if id == DISCARDED_RECORD_ID || id == PENDING_RECORD_ID {
+                dropped += 1;
+            } else {
+                kept += 1;
+                if (id as usize) >= self.n_ids {
+                    bad_id = true;
+                }
+            }
+            at = (at + len + 7) & !7;
+        }
+        let compacted = (dropped > 0).then(|| {
+            self.compact(packet, content);
+            std::mem::take(&mut self.scratch)
+        });
+        let out: &[u8] = compacted.as_deref().unwrap_or(packet);
+        self.stats.discarded_records_removed += dropped;
+        match self.writer.write_packet(cpu, out) {
+            Ok(_) => {
+                if !bad_id {
+                    self.count(cpu, out);
+                }
+                let c = self.writer.counters();
+                self.stats.packets_written = c.packets;
+                self.stats.events_written = c.events;
+                self.stats.stream_bytes = c.stream_bytes;
+            }
+            Err(e @ CtfError::Io { .. }) => {
+                self.stats.packets_failed += 1;
+                self.stats.events_failed += kept;
+                self.write_error(e.to_string());
+            }
+            Err(e) => {
+                self.stats.packets_rejected += 1;
+                self.stats.events_rejected += kept;
+                self.write_error(format!("packet rejected: {e}"));
+            }
+        }
+        if let Some(c) = compacted {
+            self.scratch = c;
+        }
+    }
+
+    fn write_error(&mut self, msg: String) {
+        self.stats.write_errors += 1;
+        if self.stats.first_write_error.is_none() {
+            if self.cfg.verbose {
+                eprintln!(
+                    "faultline: cannot write the trace: {msg} (events are counted as not \
+                     written; tracing goes on)"
+                );
+            }
+            self.stats.first_write_error = Some(msg.clone());
+        }
+        self.stats.last_write_error = Some(msg);
+    }
+
+    /// Count the events of a written packet per id.
+    fn count(&mut self, cpu: u32, p: &[u8]) {
+        let content = u64::from_le_bytes(
+            p[OFF_CONTENT_SIZE..OFF_CONTENT_SIZE + 8]
+                .try_into()
+                .unwrap_or([0; 8]),
+        ) as usize
+            / 8;
+        let content = content.min(p.len());
+        let Some(row) = self.counts.get_mut(cpu as usize) else {
+            return;
+        };
+        if row.len() < self.n_ids {
+            row.resize(self.n_ids, 0);
+        }
+        let mut at = HDR;
+        while at + REC_HDR <= content {
+            let id = u32::from_le_bytes(p[at + 8..at + 12].try_into().unwrap_or([0; 4])) as usize;
+            let len = u32::from_le_bytes(p[at + 12..at + 16].try_into().unwrap_or([0; 4])) as usize;
+            if len < REC_HDR {
+                break;
+            }
+            if let Some(c) = row.get_mut(id) {
+                *c += 1;
+            }
+            at = (at + len + 7) & !7;
+        }
+    }
+
+    /// Copy `packet` into `scratch` without its discarded records.
+    fn compact(&mut self, packet: &[u8], content: usize) {
+        let s = &mut self.scratch;
+        s.clear();
+        s.resize(packet.len(), 0);
+        s[..HDR].copy_from_slice(&packet[..HDR]);
+        let mut at = HDR;
+        let mut to = HDR;
+        let mut end = HDR;
+        while at + REC_HDR <= content {
+            let id = u32::from_le_bytes(packet[at + 8..at + 12].try_into().unwrap_or([0; 4]));
+            let len =
+                u32::from_le_bytes(packet[at + 12..at + 16].try_into().unwrap_or([0; 4])) as usize;
+            if len < REC_HDR || at + len > content {
+                break;
+            }
+            if id != DISCARDED_RECORD_ID && id != PENDING_RECORD_ID {
+                s[to..to + len].copy_from_slice(&packet[at..at + len]);
+                end = to + len;
+                to = (end + 7) & !7;
+            }
+            at = (at + len + 7) & !7;
+        }
+        s[OFF_CONTENT_SIZE..OFF_CONTENT_SIZE + 8].copy_from_slice(&(end as u64 * 8).to_le_bytes());
+    }
+
+    /// Final flush and drain, synthetic packets for late losses, then finish the trace
+    /// (fsync). Returns the stats and the writer's final counters (or its error).
+    pub fn finish(mut self) -> (DrainStats, Result<WriterCounters, CtfError>) {
+        self.flush(true);
+        // Drain until a whole pass finds nothing (the flush above completed everything that
+        // had content; a few passes cover a delivery that raced with it).
+        let mut idle = 0;
+        while idle < 2 {
+            if self.take_all() == 0 {
+                idle += 1;
+            } else {
+                idle = 0;
+            }
+        }
+        self.synthesize_final();
+        for (cpu, row) in self.counts.iter().enumerate() {
+            let m: BTreeMap<u32, u64> = row
+                .iter()
+                .enumerate()
+                .filter(|(_, &n)| n > 0)
+                .map(|(id, &n)| (id as u32, n))
+                .collect();
+            if !m.is_empty() {
+                self.stats.events.insert(cpu as u32, m);
+            }
+        }
+        let c = self.writer.counters();
+        self.stats.packets_written = c.packets;
+        self.stats.events_written = c.events;
+        self.stats.stream_bytes = c.stream_bytes;
+        let fin = self.writer.finish();
+        (self.stats, fin)
+    }
+
+    /// For each CPU whose loss counters moved after its last packet, write an empty packet
+    /// carrying the final counters (module docs).
+    fn synthesize_final(&mut self) {
+        for cpu in 0..self.chan.num_cpus() {
+            if self.broken.contains(&cpu) {
+                continue;
+            }
+            let Some(st) = self.chan.cpu_stats(cpu) else {
+                continue;
+            };
+            let last = self.last.get(&cpu).copied();
+            let (lf, ls, lb) =
+                last.map_or((0, 0, 0), |h| (h.lost_full, h.lost_stalled, h.lost_too_big));
+            if (st.lost_full, st.lost_stalled, st.lost_too_big) == (lf, ls, lb) {
+                continue;
+            }
+            let (seq, ts) = last.map_or((0, 0), |h| (h.packet_seq_num + 1, h.timestamp_end));
+            let h = faultline_ctf::PacketHeader {
+                magic: faultline_ctf::layout::MAGIC,
+                uuid: self.chan.uuid(),
+                stream_id: 0,
+                timestamp_begin: ts,
+                timestamp_end: ts,
+                content_size: HDR as u64 * 8,
+                packet_size: HDR as u64 * 8,
+                packet_seq_num: seq,
+                events_discarded: st.lost_full + st.lost_stalled + st.lost_too_big,
+                cpu_id: cpu,
+                flags: 0,
+                lost_full: st.lost_full,
+                lost_stalled: st.lost_stalled,
+                lost_too_big: st.lost_too_big,
+                reserved: [0; 3],
+            };
+            let bytes = h.encode();
+            match self.writer.write_packet(cpu, &bytes) {
+                Ok(_) => self.stats.synthetic_packets += 1,
+                Err(e @ CtfError::Io { .. }) => {
+                    self.stats.packets_failed += 1;
+                    self.write_error(e.to_string());
+                }
+                Err(e) => {
+                    self.stats.packets_rejected += 1;
+                    self.write_error(format!("final packet rejected: {e}"));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,766 @@
+//! Tracing sessions: `Session::builder()...start()` in the traced program.
+//!
+//! # Two kinds of session, one call
+//! * **Embedded** (the default): [`SessionBuilder::start`] creates a channel (per-CPU ring
+//!   buffers in a memfd), registers a [`Recorder`] probe on every tracepoint of the executable,
+//!   writes the CTF metadata of all of them into the output directory, starts a consumer thread
+//!   ([`crate::drain`]) and enables the selected tracepoints. [`Session::stop`] (or `Drop`)
+//!   disables them, unregisters the recorder (waiting for calls still inside it), flushes and
+//!   drains every buffer, finishes the trace (fsync) and returns a [`Summary`].
+//! * **Attached** (the program runs under `faultline record`): the environment names an
+//!   inherited memfd ([`ENV_CHANNEL_FD`], checked against [`ENV_CHANNEL_ID`]) and an inherited
+//!   pipe ([`ENV_SCHEMA_FD`]). `start` maps that channel instead of creating one, registers the
+//!   recorder, **publishes the schema** (one JSON [`SchemaMessage`] — event ids, providers,
+//!   names, typed fields — written to the pipe, which is then closed) and enables the events
+//!   named by `FAULTLINE_EVENTS` with the copy strategy of [`ENV_STRATEGY`]. There is no consumer
+//!   thread: the `faultline record` process drains the channel and writes the trace. Both
+//!   inherited descriptors are closed by `start` (the channel is re-opened close-on-exec), so a
+//!   program the traced one executes does not attach to the channel by accident; if the
+//!   variables are set but the descriptor is not that channel, `start` fails.
+//!
+//! # Who writes what
+//! The traced program's threads write the ring buffers (through the recorder); only the
+//! consumer (this process's drain thread, or `faultline record`) writes `consumed` and the
+//! trace files. One session per process at a time: the tracepoint registry is process-wide.
+
+use crate::drain::{Drain, DrainConfig, DrainStats};
+use faultline_ctf::{ClockDesc, CtfError, EnvDesc, EnvValue, TraceDesc, TraceWriter};
+use faultline_recorder::{attach, Policy, Recorder, RecorderConfig, RecorderStats, Strategy};
+use faultline_ringbuf::{Channel, ChannelConfig, ClockKind, Mode};
+use faultline_schema::{EventDesc, OwnedEventDesc};
+use faultline_tracepoints::{ProbeHandle, Tracepoint};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Inherited memfd of the channel (decimal fd number).
+pub const ENV_CHANNEL_FD: &str = "FAULTLINE_CHANNEL_FD";
+/// `<st_dev>:<st_ino>` of that memfd, so a stale variable cannot make us map another file.
+pub const ENV_CHANNEL_ID: &str = "FAULTLINE_CHANNEL_ID";
+/// Inherited write end of the schema pipe (decimal fd number).
+pub const ENV_SCHEMA_FD: &str = "FAULTLINE_SCHEMA_FD";
+/// Tracepoints to enable (the registry's syntax: `glob,glob,-glob`).
+pub const ENV_EVENTS: &str = "FAULTLINE_EVENTS";
+/// Copy strategy policy: `auto`, `reserve-copy-commit`, `bounce` or `prefault-restart`.
+pub const ENV_STRATEGY: &str = "FAULTLINE_STRATEGY";
+
+/// Version of [`SchemaMessage`].
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One event of a published schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaEvent {
+    pub id: u32,
+    #[serde(flatten)]
+    pub desc: OwnedEventDesc,
+}
+
+/// What an attached session publishes to `faultline record` (JSON, one message, then EOF).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaMessage {
+    pub version: u32,
+    pub pid: u32,
+    pub procname: String,
+    pub hostname: String,
+    pub policy: String,
+    pub events: Vec<SchemaEvent>,
+}
+
+/// Errors starting or stopping a session.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("a faultline session is already running in this process")]
+    AlreadyRunning,
+    #[error("channel: {0}")]
+    Channel(#[from] faultline_ringbuf::ChannelError),
+    #[error("trace: {0}")]
+    Trace(#[from] CtfError),
+    #[error("{ENV_CHANNEL_FD}/{ENV_SCHEMA_FD} are set but {0} (is this program run by `faultline record`?)")]
+    Inherited(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("the consumer thread panicked")]
+    DrainPanicked,
+}
+
+/// Session options. See [`Session::builder`].
+#[derive(Debug, Clone)]
+pub struct SessionBuilder {
+    dir: Option<PathBuf>,
+    mode: Mode,
+    subbuf_size: u64,
+    num_subbuf: u64,
+    clock: Option<ClockKind>,
+    policy: Policy,
+    max_restarts: u32,
+    events: Option<String>,
+    drain: DrainConfig,
+}
+
+impl Default for SessionBuilder {
+    fn default() -> Self {
+        SessionBuilder {
+            dir: None,
+            mode: Mode::Discard,
+            subbuf_size: 256 * 1024,
+            num_subbuf: 8,
+            clock: None,
+            policy: Policy::Auto,
+            max_restarts: RecorderConfig::default().max_restarts,
+            events: None,
+            drain: DrainConfig::default(),
+        }
+    }
+}
+
+impl SessionBuilder {
+    /// Trace directory (must not hold a trace yet). Default: `./faultline-trace-<pid>`.
+    pub fn output_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+    /// Discard (default) or overwrite (flight recorder).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+    /// Sub-buffer size in bytes (power of two; default 256 KiB).
+    pub fn subbuf_size(mut self, bytes: u64) -> Self {
+        self.subbuf_size = bytes;
+        self
+    }
+    /// Sub-buffers per CPU (power of two; default 8).
+    pub fn num_subbuf(mut self, n: u64) -> Self {
+        self.num_subbuf = n;
+        self
+    }
+    /// Timestamp clock (default: TSC when the kernel uses it, else CLOCK_MONOTONIC).
+    pub fn clock(mut self, clock: ClockKind) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+    /// Copy strategy policy (default [`Policy::Auto`]).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+    /// Restarts allowed per event by prefault-restart.
+    pub fn max_restarts(mut self, n: u32) -> Self {
+        self.max_restarts = n;
+        self
+    }
+    /// Tracepoints to enable, `glob,glob,-glob` over `provider:name`. Default:
+    /// `FAULTLINE_EVENTS` if set, else `*`.
+    pub fn events(mut self, spec: impl Into<String>) -> Self {
+        self.events = Some(spec.into());
+        self
+    }
+    /// How often the consumer flushes quiet buffers (default 200 ms).
+    pub fn flush_interval(mut self, d: Duration) -> Self {
+        self.drain.flush_interval = d;
+        self
+    }
+    /// Whether the consumer prints errors on stderr as they happen (default true).
+    pub fn verbose(mut self, v: bool) -> Self {
+        self.drain.verbose = v;
+        self
+    }
+
+    /// Start the session: attached when run by `faultline record`, embedded otherwise (module
+    /// docs).
+    pub fn start(self) -> Result<Session, SessionError> {
+        if ACTIVE.swap(true, Ordering::AcqRel) {
+            return Err(SessionError::AlreadyRunning);
+        }
+        let r = if std::env::var_os(ENV_CHANNEL_FD).is_some() {
+            self.start_attached()
+        } else {
+            self.start_embedded()
+        };
+        if r.is_err() {
+            // Release: pairs with the AcqRel swap of the next start.
+            ACTIVE.store(false, Ordering::Release);
+        }
+        r
+    }
+
+    fn recorder_config(&self, policy: Policy) -> RecorderConfig {
+        RecorderConfig {
+            policy,
+            max_restarts: self.max_restarts,
+        }
+    }
+
+    fn start_embedded(self) -> Result<Session, SessionError> {
+        let dir = self
+            .dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("faultline-trace-{}", std::process::id())));
+        let cfg = ChannelConfig {
+            subbuf_size: self.subbuf_size,
+            num_subbuf: self.num_subbuf,
+            mode: self.mode,
+            clock: self
+                .clock
+                .unwrap_or_else(faultline_ringbuf::clock::default_kind),
+            ..ChannelConfig::default()
+        };
+        let chan = Arc::new(Channel::create(&cfg)?);
+        let events: Vec<(u32, EventDesc)> = faultline_tracepoints::tracepoints()
+            .iter()
+            .map(|tp| (tp.id(), *tp.desc()))
+            .collect();
+        let desc = TraceDesc {
+            uuid: chan.uuid(),
+            clock: clock_desc(&chan),
+            env: env_desc(&procname(), &self.policy.to_string(), chan.mode()),
+            events: events.clone(),
+        };
+        let writer = TraceWriter::create(&dir, &desc)?;
+        let recorder = Recorder::new(chan.clone(), self.recorder_config(self.policy));
+        let handle = attach_all(&recorder);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut drain = Drain::new(chan.clone(), writer, events.len(), self.drain);
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("faultline-drain".into())
+            .spawn(move || {
+                drain.run_until(&stop2);
+                drain.finish()
+            })
+            .map_err(|e| SessionError::Config(format!("cannot start the consumer thread: {e}")))?;
+        let spec = self
+            .events
+            .clone()
+            .or_else(|| std::env::var(ENV_EVENTS).ok())
+            .unwrap_or_else(|| "*".into());
+        faultline_tracepoints::set_events(&spec);
+        Ok(Session {
+            inner: Some(Inner {
+                chan,
+                recorder,
+                handle,
+                events,
+                kind: Kind::Embedded {
+                    dir,
+                    stop,
+                    thread: Some(thread),
+                },
+            }),
+        })
+    }
+
+    fn start_attached(self) -> Result<Session, SessionError> {
+        let bad = |m: String| SessionError::Inherited(m);
+        let fd: i32 = env_fd(ENV_CHANNEL_FD).map_err(bad)?;
+        let sfd: i32 = env_fd(ENV_SCHEMA_FD).map_err(bad)?;
+        let want = std::env::var(ENV_CHANNEL_ID).unwrap_or_default();
+        let got = fd_id(fd).map_err(|e| bad(format!("fd {fd}: {e}")))?;
+        if got != want {
+            return Err(bad(format!(
+                "fd {fd} is not the recorder's channel (id {got}, expected {want:?})"
+            )));
+        }
+        // Our own close-on-exec copy; the inherited descriptor is closed.
+        // SAFETY: fcntl on an fd number we just checked is open.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if dup < 0 {
+            return Err(bad(format!(
+                "cannot duplicate fd {fd}: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: `dup` is a fresh descriptor owned by nobody else; `fd` was inherited for us
+        // (the contract of ENV_CHANNEL_FD) and is not used again.
+        let file = unsafe {
+            libc::close(fd);
+            File::from(OwnedFd::from_raw_fd(dup))
+        };
+        let chan = Arc::new(Channel::open(file)?);
+        let policy = match std::env::var(ENV_STRATEGY) {
+            Ok(s) => s
+                .parse::<Policy>()
+                .map_err(|e| SessionError::Config(format!("{ENV_STRATEGY}: {e}")))?,
+            Err(_) => self.policy,
+        };
+        let events: Vec<(u32, EventDesc)> = faultline_tracepoints::tracepoints()
+            .iter()
+            .map(|tp| (tp.id(), *tp.desc()))
+            .collect();
+        let recorder = Recorder::new(chan.clone(), self.recorder_config(policy));
+        let handle = attach_all(&recorder);
+        let msg = SchemaMessage {
+            version: SCHEMA_VERSION,
+            pid: std::process::id(),
+            procname: procname(),
+            hostname: hostname(),
+            policy: policy.to_string(),
+            events: events
+                .iter()
+                .map(|(id, d)| SchemaEvent {
+                    id: *id,
+                    desc: OwnedEventDesc::from(d),
+                })
+                .collect(),
+        };
+        let json = serde_json::to_vec(&msg).map_err(|e| SessionError::Config(e.to_string()))?;
+        // SAFETY: the schema fd was inherited for us (ENV_SCHEMA_FD contract); we take
+        // ownership and close it after writing.
+        let mut pipe = unsafe { File::from(OwnedFd::from_raw_fd(sfd)) };
+        pipe.write_all(&json)
+            .map_err(|e| bad(format!("cannot publish the schema on fd {sfd}: {e}")))?;
+        drop(pipe);
+        // Under `faultline record` its event list wins over the program's own choice.
+        let spec = std::env::var(ENV_EVENTS)
+            .ok()
+            .or_else(|| self.events.clone())
+            .unwrap_or_else(|| "*".into());
+        faultline_tracepoints::set_events(&spec);
+        Ok(Session {
+            inner: Some(Inner {
+                chan,
+                recorder,
+                handle,
+                events,
+                kind: Kind::Attached,
+            }),
+        })
+    }
+}
+
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+fn attach_all(recorder: &Arc<Recorder>) -> Option<ProbeHandle> {
+    // No tracepoint in the executable is not an error: there is just nothing to record.
+    attach(recorder, "*").ok()
+}
+
+fn env_fd(name: &str) -> Result<i32, String> {
+    let v = std::env::var(name).map_err(|_| format!("{name} is not set"))?;
+    v.trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|&fd| fd >= 0)
+        .ok_or_else(|| format!("{name}={v:?} is not a descriptor number"))
+}
+
+/// `<st_dev>:<st_ino>` of an open descriptor.
+pub fn fd_id(fd: i32) -> Result<String, std::io::Error> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: fstat writes a struct stat into a valid out-pointer; a bad fd is an error.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded and initialised it.
+    let st = unsafe { st.assume_init() };
+    Ok(format!("{}:{}", st.st_dev, st.st_ino))
+}
+
+/// The host name (empty if unknown).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// This executable's file name.
+pub fn procname() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The CTF clock of a channel: its tick frequency and the offset that maps ticks to the Unix
+/// epoch (from the channel's reference point).
+pub fn clock_desc(chan: &Channel) -> ClockDesc {
+    let c = chan.clock();
+    let freq = c.freq.max(1) as i128;
+    // Ticks at the epoch, relative to tick 0: ref_unix_ns * freq / 1e9 - ref_ticks.
+    let off = (c.ref_unix_ns as i128) * freq / 1_000_000_000 - c.ref_ticks as i128;
+    let (name, description) = match c.kind {
+        ClockKind::Tsc => ("tsc", "x86 time-stamp counter (rdtsc), calibrated"),
+        ClockKind::Monotonic => ("monotonic", "CLOCK_MONOTONIC in nanoseconds"),
+    };
+    ClockDesc {
+        name: name.into(),
+        freq_hz: c.freq.max(1),
+        offset_s: off
+            .div_euclid(freq)
+            .clamp(i64::MIN as i128, i64::MAX as i128) as i64,
+        offset_ticks: off.rem_euclid(freq) as u64,
+        description: description.into(),
+    }
+}
+
+/// The CTF `env` block.
+pub fn env_desc(procname: &str, policy: &str, mode: Mode) -> EnvDesc {
+    EnvDesc {
+        hostname: hostname(),
+        procname: procname.to_string(),
+        tracer_major: 0,
+        tracer_minor: 1,
+        extra: vec![
+            (
+                "faultline_mode".into(),
+                EnvValue::Str(
+                    match mode {
+                        Mode::Discard => "discard",
+                        Mode::Overwrite => "overwrite",
+                    }
+                    .into(),
+                ),
+            ),
+            ("faultline_policy".into(), EnvValue::Str(policy.into())),
+        ],
+    }
+}
+
+/// Bytes of the regular files directly in `dir`.
+pub fn bytes_on_disk(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+enum Kind {
+    Embedded {
+        dir: PathBuf,
+        stop: Arc<AtomicBool>,
+        #[allow(clippy::type_complexity)]
+        thread: Option<
+            std::thread::JoinHandle<(DrainStats, Result<faultline_ctf::WriterCounters, CtfError>)>,
+        >,
+    },
+    Attached,
+}
+
+struct Inner {
+    chan: Arc<Channel>,
+    recorder: Arc<Recorder>,
+    handle: Option<ProbeHandle>,
+    events: Vec<(u32, EventDesc)>,
+    kind: Kind,
+}
+
+/// A running session. [`Session::stop`] ends it; dropping it stops it too (errors are then
+/// printed on stderr).
+pub struct Session {
+    inner: Option<Inner>,
+}
+
+/// Per-CPU part of a [`Summary`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CpuSummary {
+    /// Events written, per event name.
+    pub events: BTreeMap<String, u64>,
+    pub events_total: u64,
+    pub lost_full: u64,
+    pub lost_stalled: u64,
+    pub lost_too_big: u64,
+    /// Commits (events, packet headers and paddings) that went REMOTE on this CPU's buffer.
+    pub remote_commits: u64,
+}
+
+/// What a session did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// The trace directory (embedded sessions and `faultline record`).
+    pub dir: Option<PathBuf>,
+    /// Attached to `faultline record`: the recording process has the trace-side numbers.
+    pub attached: bool,
+    /// Events written to the trace.
+    pub events_written: u64,
+    /// Events written per event name.
+    pub events: BTreeMap<String, u64>,
+    pub per_cpu: BTreeMap<u32, CpuSummary>,
+    /// Events lost in the ring buffer, by cause: no free sub-buffer (consumer behind) ...
+    pub lost_full: u64,
+    /// ... next sub-buffer held by an uncommitted reservation (a stalled or dead writer) ...
+    pub lost_stalled: u64,
+    /// ... larger than a sub-buffer ...
+    pub lost_too_big: u64,
+    /// ... the CPU had no buffer.
+    pub lost_no_buffer: u64,
+    /// Of `lost_stalled`: reservations of writers that died before committing (record only).
+    pub lost_writer_died: u64,
+    /// Events taken from the ring buffer but not written (disk errors, rejected packets).
+    pub not_written: u64,
+    /// First and last disk error, if any.
+    pub write_error: Option<String>,
+    pub last_write_error: Option<String>,
+    /// Event commits done LOCAL (rseq, no atomic) and REMOTE (the writer had migrated).
+    pub commits_local: u64,
+    pub commits_remote: u64,
+    /// The recorder's own counters (strategies, faulted events, restarts...), when known.
+    pub recorder: Option<RecorderStats>,
+    /// Bytes of the trace directory.
+    pub bytes_on_disk: u64,
+    pub drain: Option<DrainStats>,
+}
+
+impl Summary {
+    pub fn lost_total(&self) -> u64 {
+        self.lost_full + self.lost_stalled + self.lost_too_big + self.lost_no_buffer
+    }
+
+    /// Fill the trace-side fields from a drain's stats.
+    pub fn add_drain(&mut self, d: &DrainStats, names: &BTreeMap<u32, String>) {
+        self.events_written = d.events_written;
+        for (&cpu, by_id) in &d.events {
+            let cs = self.per_cpu.entry(cpu).or_default();
+            for (id, &n) in by_id {
+                let name = names.get(id).cloned().unwrap_or_else(|| format!("id {id}"));
+                *cs.events.entry(name.clone()).or_insert(0) += n;
+                *self.events.entry(name).or_insert(0) += n;
+                cs.events_total += n;
+            }
+        }
+        self.not_written = d.events_failed + d.events_rejected;
+        self.write_error = d.first_write_error.clone();
+        self.last_write_error = d.last_write_error.clone();
+        self.drain = Some(d.clone());
+    }
+
+    /// Fill the ring-buffer-side fields from the channel's counters.
+    pub fn add_channel(&mut self, chan: &Channel) {
+        for cpu in 0..chan.num_cpus() {
+            let Some(st) = chan.cpu_stats(cpu) else {
+                continue;
+            };
+            if !st.active {
+                continue;
+            }
+            let cs = self.per_cpu.entry(cpu).or_default();
+            cs.lost_full = st.lost_full;
+            cs.lost_stalled = st.lost_stalled;
+            cs.lost_too_big = st.lost_too_big;
+            cs.remote_commits = st.remote_commits;
+            self.lost_full += st.lost_full;
+            self.lost_stalled += st.lost_stalled;
+            self.lost_too_big += st.lost_too_big;
+        }
+    }
+
+    /// Print for people.
+    pub fn print(&self) {
+        let w = |n: u64| group(n);
+        if let Some(d) = &self.dir {
+            println!("trace: {}", d.display());
+        }
+        println!(
+            "events written: {}   lost: {}   not written (disk): {}",
+            w(self.events_written),
+            w(self.lost_total()),
+            w(self.not_written)
+        );
+        if !self.events.is_empty() {
+            println!("  per tracepoint:");
+            for (name, n) in &self.events {
+                println!("    {name:<28} {:>12}", w(*n));
+            }
+        }
+        if !self.per_cpu.is_empty() {
+            println!("  per CPU:");
+            for (cpu, c) in &self.per_cpu {
+                println!(
+                    "    cpu {cpu:<3} events {:>12}   lost full {} stalled {} too-big {}   REMOTE commits {}",
+                    w(c.events_total),
+                    w(c.lost_full),
+                    w(c.lost_stalled),
+                    w(c.lost_too_big),
+                    w(c.remote_commits)
+                );
+            }
+        }
+        println!(
+            "  losses by cause: consumer behind (full) {}, stalled/dead writer {}{}, too big {}, no buffer {}",
+            w(self.lost_full),
+            w(self.lost_stalled),
+            if self.lost_writer_died > 0 {
+                format!(" (writer died: {})", w(self.lost_writer_died))
+            } else {
+                String::new()
+            },
+            w(self.lost_too_big),
+            w(self.lost_no_buffer)
+        );
+        println!(
+            "  commits: LOCAL {} (rseq, no atomic)   REMOTE {} (writer migrated between reserve and commit)",
+            w(self.commits_local),
+            w(self.commits_remote)
+        );
+        if let Some(r) = &self.recorder {
+            println!(
+                "  faulted events (bad pointers, zero-filled): {} ({} bytes unreadable)",
+                w(r.faulted),
+                w(r.faulted_bytes)
+            );
+            let per: Vec<String> = Strategy::ALL
+                .iter()
+                .map(|s| {
+                    let st = r.strategy(*s);
+                    format!(
+                        "{s} {} (restarts {}, fallbacks {})",
+                        w(st.events),
+                        st.restarts,
+                        st.fallbacks
+                    )
+                })
+                .collect();
+            println!("  copy strategies: {}", per.join(", "));
+        }
+        if let Some(e) = &self.write_error {
+            println!("  DISK ERROR: {e}");
+            if self.last_write_error.as_ref() != Some(e) {
+                if let Some(l) = &self.last_write_error {
+                    println!("  last disk error: {l}");
+                }
+            }
+        }
+        println!("  trace size: {} bytes", w(self.bytes_on_disk));
+    }
+}
+
+/// `1234567` → `1,234,567`.
+pub fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Session {
+    /// A builder with the defaults (discard mode, 8 x 256 KiB sub-buffers per CPU, automatic
+    /// copy strategy, every tracepoint unless `FAULTLINE_EVENTS` says otherwise).
+    pub fn builder() -> SessionBuilder {
+        SessionBuilder::default()
+    }
+
+    /// Start with the defaults (see [`SessionBuilder::start`]).
+    pub fn start() -> Result<Session, SessionError> {
+        SessionBuilder::default().start()
+    }
+
+    /// Whether this session is attached to `faultline record`.
+    pub fn is_attached(&self) -> bool {
+        matches!(self.inner.as_ref().map(|i| &i.kind), Some(Kind::Attached))
+    }
+
+    /// The channel written to.
+    pub fn channel(&self) -> Option<&Arc<Channel>> {
+        self.inner.as_ref().map(|i| &i.chan)
+    }
+
+    /// The recorder probe.
+    pub fn recorder(&self) -> Option<&Arc<Recorder>> {
+        self.inner.as_ref().map(|i| &i.recorder)
+    }
+
+    /// The trace directory (embedded sessions).
+    pub fn dir(&self) -> Option<&Path> {
+        match self.inner.as_ref().map(|i| &i.kind) {
+            Some(Kind::Embedded { dir, .. }) => Some(dir),
+            _ => None,
+        }
+    }
+
+    /// Disable, unregister, flush, drain, finish the trace; return what happened.
+    pub fn stop(mut self) -> Result<Summary, SessionError> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<Summary, SessionError> {
+        let Some(mut inner) = self.inner.take() else {
+            return Ok(Summary::default());
+        };
+        faultline_tracepoints::set_events("");
+        if let Some(h) = inner.handle.take() {
+            // Waits until no call can still be inside the recorder.
+            faultline_tracepoints::unregister(h);
+        }
+        let rs = inner.recorder.stats();
+        let mut sum = Summary {
+            lost_no_buffer: rs.lost_no_buffer,
+            commits_remote: rs.remote_commits,
+            commits_local: rs.recorded - rs.remote_commits,
+            recorder: Some(rs),
+            ..Summary::default()
+        };
+        let names: BTreeMap<u32, String> = inner
+            .events
+            .iter()
+            .map(|(id, d)| (*id, d.full_name()))
+            .collect();
+        let result = match &mut inner.kind {
+            Kind::Attached => {
+                // The recording process drains; hand it our partial sub-buffers now.
+                let _ = inner.chan.flush_all(false);
+                sum.attached = true;
+                sum.add_channel(&inner.chan);
+                Ok(())
+            }
+            Kind::Embedded { dir, stop, thread } => {
+                // Release: pairs with the drain thread's acquire load in run_until.
+                stop.store(true, Ordering::Release);
+                let joined = thread.take().map(|t| t.join());
+                match joined {
+                    Some(Ok((ds, fin))) => {
+                        sum.add_drain(&ds, &names);
+                        sum.add_channel(&inner.chan);
+                        sum.dir = Some(dir.clone());
+                        sum.bytes_on_disk = bytes_on_disk(dir);
+                        if let Err(e) = fin {
+                            // fsync failed: report it with the rest of the summary.
+                            let msg = format!("finishing the trace: {e}");
+                            if sum.write_error.is_none() {
+                                sum.write_error = Some(msg.clone());
+                            }
+                            sum.last_write_error = Some(msg);
+                        }
+                        Ok(())
+                    }
+                    _ => Err(SessionError::DrainPanicked),
+                }
+            }
+        };
+        // Release: pairs with the AcqRel swap of the next start.
+        ACTIVE.store(false, Ordering::Release);
+        result.map(|_| sum)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.inner.is_some() {
+            if let Err(e) = self.stop_inner() {
+                eprintln!("faultline: stopping the session: {e}");
+            }
+        }
+    }
+}
+
+/// Tracepoint name → id map of the executable (for tests and tools).
+pub fn event_ids() -> BTreeMap<String, u32> {
+    faultline_tracepoints::tracepoints()
+        .iter()
+        .map(|tp: &&'static Tracepoint| (tp.full_name(), tp.id()))
+        .collect()
+}

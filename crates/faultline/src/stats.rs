@@ -1,0 +1,185 @@
+//! `faultline stats DIR [--json]`: what a trace holds, in one pass over its stream files.
+//!
+//! Built on [`faultline_ctf::stats()`] (events per name and per CPU, losses by cause from the
+//! packet contexts' cumulative counters, lost packets from `packet_seq_num` gaps, first/last
+//! timestamp, bytes on disk); this module adds what a reader of the summary wants next to it:
+//! the trace directory, the clock frequency, the span in seconds and the throughput (events
+//! per second over the span), and renders it as text or JSON.
+//!
+//! The JSON object ([`Report`]) has every key of [`faultline_ctf::Stats`] (`events_total`,
+//! `lost_total`, `lost_full`, `lost_stalled`, `lost_too_big`, `lost_packets`, `packets`,
+//! `events`, `cpus`, `per_cpu`, `first_ts`, `last_ts`, `span_ns`, `bytes_on_disk`) plus
+//! `trace`, `clock_freq_hz`, `span_s` and `events_per_sec` (`null` when the span is 0).
+
+use crate::view::{open_trace, CmdError};
+use faultline_ctf::Stats;
+use serde::Serialize;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+/// Arguments of `faultline stats`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    about = "Summarize a trace: events per name and CPU, losses by cause, span, throughput, size",
+    long_about = "Read every stream file of the trace in DIR once and print: the number of \
+events per event name and per CPU; events lost, by cause (buffer full, writer stalled, event \
+too big for a sub-buffer; as counted by the ring buffer and carried in the packet contexts) and \
+packets lost (gaps in packet sequence numbers); the time span from the first to the last event; \
+the throughput (events per second over that span); and the size of the trace on disk. --json \
+prints the same as one JSON object (keys events_total, lost_total, lost_full, lost_stalled, \
+lost_too_big, lost_packets, packets, events, cpus, per_cpu, first_ts, last_ts, span_ns, span_s, \
+events_per_sec, bytes_on_disk, clock_freq_hz, trace). The whole trace is checked on the way: a \
+corrupted trace is an error, not a partial count.",
+    after_help = concat!(
+        "Examples:\n",
+        "  faultline stats trace/\n",
+        "  faultline stats trace/ --json | jq .lost_total\n\n",
+        crate::exit_codes_help!()
+    )
+)]
+pub struct StatsArgs {
+    /// Trace directory (holding `metadata` and `stream_<cpu>` files)
+    pub dir: PathBuf,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// [`Stats`] with what `faultline stats` adds (see the module docs).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The trace directory as given.
+    pub trace: String,
+    pub clock_freq_hz: u64,
+    #[serde(flatten)]
+    pub stats: Stats,
+    /// `span_ns` in seconds.
+    pub span_s: f64,
+    /// `events_total / span_s`; `None` when the span is 0.
+    pub events_per_sec: Option<f64>,
+}
+
+/// Compute the report of the trace in `dir`.
+pub fn report(dir: &std::path::Path) -> Result<Report, CmdError> {
+    let trace = open_trace(dir)?;
+    let stats = faultline_ctf::stats(&trace)?;
+    let span_s = stats.span_ns as f64 / 1e9;
+    let events_per_sec =
+        (stats.span_ns > 0).then(|| stats.events_total as f64 * 1e9 / stats.span_ns as f64);
+    Ok(Report {
+        trace: dir.display().to_string(),
+        clock_freq_hz: trace.clock().freq_hz,
+        stats,
+        span_s,
+        events_per_sec,
+    })
+}
+
+/// `n` bytes in a human unit.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Render the text summary.
+pub fn write_text(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    let s = &r.stats;
+    writeln!(out, "trace       {}", r.trace)?;
+    writeln!(
+        out,
+        "size        {} on disk ({} bytes), {} packets on {} CPUs",
+        human_bytes(s.bytes_on_disk),
+        s.bytes_on_disk,
+        s.packets,
+        s.per_cpu.len()
+    )?;
+    match (s.first_ts, s.last_ts) {
+        (Some(a), Some(b)) => writeln!(
+            out,
+            "span        {:.9} s (clock ticks {a} to {b}, {} Hz)",
+            r.span_s, r.clock_freq_hz
+        )?,
+        _ => writeln!(out, "span        - (no events)")?,
+    }
+    writeln!(out, "events      {}", s.events_total)?;
+    match r.events_per_sec {
+        Some(x) => writeln!(out, "throughput  {x:.1} events/s")?,
+        None => writeln!(out, "throughput  -")?,
+    }
+    writeln!(
+        out,
+        "lost        {} events (buffer full {}, writer stalled {}, too big {}); {} packets \
+         missing from the sequence",
+        s.lost_total, s.lost_full, s.lost_stalled, s.lost_too_big, s.lost_packets
+    )?;
+    let width = s.events.keys().map(|k| k.len()).max().unwrap_or(0).max(5);
+    writeln!(out, "\n{:<width$}  {:>12}", "event", "count")?;
+    for (name, n) in &s.events {
+        writeln!(out, "{name:<width$}  {n:>12}")?;
+    }
+    writeln!(
+        out,
+        "\n{:>4}  {:>12}  {:>8}  {:>10}  {:>10}  {:>10}  {:>12}  {:>12}",
+        "cpu", "events", "packets", "lost full", "stalled", "too big", "lost packets", "bytes"
+    )?;
+    for (cpu, c) in &s.per_cpu {
+        writeln!(
+            out,
+            "{cpu:>4}  {:>12}  {:>8}  {:>10}  {:>10}  {:>10}  {:>12}  {:>12}",
+            c.events,
+            c.packets,
+            c.lost.lost_full,
+            c.lost.lost_stalled,
+            c.lost.lost_too_big,
+            c.lost_packets,
+            c.bytes
+        )?;
+    }
+    Ok(())
+}
+
+/// Print the report of `args.dir` to `out`.
+pub fn run(args: &StatsArgs, out: &mut impl Write) -> Result<(), CmdError> {
+    let r = report(&args.dir)?;
+    if args.json {
+        let json = serde_json::to_string_pretty(&r)
+            .map_err(|e| CmdError::Output(std::io::Error::other(e)))?;
+        writeln!(out, "{json}").map_err(CmdError::Output)?;
+    } else {
+        write_text(&r, out).map_err(CmdError::Output)?;
+    }
+    out.flush().map_err(CmdError::Output)
+}
+
+/// `faultline stats`: run on stdout, report errors; returns the exit code.
+pub fn main(args: &StatsArgs) -> i32 {
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    match run(args, &mut out) {
+        Ok(()) => 0,
+        Err(e) => e.report("stats"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+}

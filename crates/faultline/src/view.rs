@@ -1,0 +1,316 @@
+//! `faultline view DIR`: print a trace's events, one line each, in timestamp order.
+//!
+//! ```text
+//! [+0.000000010] cpu 0 other:read: { path_faulted = 1, path = "/tmp/file1", data = [de ad 01] }
+//! ```
+//!
+//! The line format is [`faultline_ctf::format`]'s. Events are streamed through
+//! [`faultline_ctf::Events::next_ref`] (borrowed from the reader's packet buffer, payloads
+//! decoded on the fly) into one reused line buffer and a [`BufWriter`] over the locked stdout,
+//! so printing allocates nothing per event and memory stays bounded by the largest packet.
+//!
+//! Time arguments ([`TimePoint`]): a duration since the **trace start** — the timestamp of the
+//! trace's first event over all CPUs, before any filter, the zero of the default relative time
+//! display — as `N` (nanoseconds) or `N` with a unit `ns`, `us`, `ms`, `s` (decimals allowed:
+//! `1.5ms`); or `@T`, an absolute clock value in ticks as printed by `--time raw`. Both ends of
+//! the range are inclusive.
+//!
+//! Errors ([`CmdError`]) are one line on stderr naming the file (and the byte offset when the
+//! problem is in a file's content); exit codes: 0 success (also when the reader of the output
+//! goes away, as with `| head`), 1 writing the output failed, 2 the trace cannot be read.
+
+use faultline_ctf::format::push_event_ref;
+use faultline_ctf::{glob_match, CtfError, Filter, TimeMode, Trace};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Exit code: the trace cannot be read (also clap's code for bad arguments).
+pub const EXIT_BAD_TRACE: i32 = 2;
+/// Exit code: writing the output failed (other than a closed pipe).
+pub const EXIT_OUTPUT: i32 = 1;
+
+/// The exit-code paragraph of the `--help` of the trace-reading commands (a macro so that it
+/// can be `concat!`ed into clap attributes).
+#[macro_export]
+macro_rules! exit_codes_help {
+    () => {
+        "Exit codes: 0 success (also when the output is closed early, as with `| head`); 1 \
+         writing the output failed; 2 DIR is not a readable faultline trace (missing, not a \
+         directory, no metadata, truncated or corrupted file: one line on stderr names the file \
+         and the byte offset), or the arguments are invalid."
+    };
+}
+
+/// Why a trace-reading command failed.
+#[derive(Debug)]
+pub enum CmdError {
+    /// The trace cannot be read: a message naming the file.
+    Trace(String),
+    /// Writing the output failed.
+    Output(std::io::Error),
+}
+
+impl From<CtfError> for CmdError {
+    fn from(e: CtfError) -> Self {
+        CmdError::Trace(e.to_string())
+    }
+}
+
+impl CmdError {
+    /// Print the error (one line) to stderr and return the exit code. A closed output pipe is
+    /// not an error: nothing is printed and the code is 0.
+    pub fn report(&self, cmd: &str) -> i32 {
+        match self {
+            CmdError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+            CmdError::Output(e) => {
+                eprintln!(
+                    "faultline {cmd}: writing the output: {}",
+                    one_line(&e.to_string())
+                );
+                EXIT_OUTPUT
+            }
+            CmdError::Trace(m) => {
+                eprintln!("faultline {cmd}: {}", one_line(m));
+                EXIT_BAD_TRACE
+            }
+        }
+    }
+}
+
+/// `s` with line breaks escaped, so that an error is always a single line.
+pub fn one_line(s: &str) -> String {
+    s.replace('\n', "\\n").replace('\r', "\\r")
+}
+
+/// Open the trace in `dir`, with clear errors for what is not a trace directory at all.
+pub fn open_trace(dir: &Path) -> Result<Trace, CmdError> {
+    let md =
+        std::fs::metadata(dir).map_err(|e| CmdError::Trace(format!("{}: {e}", dir.display())))?;
+    if !md.is_dir() {
+        return Err(CmdError::Trace(format!(
+            "{}: not a directory (a faultline trace is a directory holding `metadata` and \
+             `stream_<cpu>` files)",
+            dir.display()
+        )));
+    }
+    let meta = dir.join("metadata");
+    if std::fs::symlink_metadata(&meta).is_err() {
+        return Err(CmdError::Trace(format!(
+            "{}: not a faultline trace: no such file",
+            meta.display()
+        )));
+    }
+    Ok(Trace::open(dir)?)
+}
+
+/// A point in time given on the command line (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimePoint {
+    /// Nanoseconds since the trace start (first event).
+    SinceStart(u64),
+    /// Absolute clock value, in ticks.
+    Ticks(u64),
+}
+
+impl FromStr for TimePoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Some(t) = s.strip_prefix('@') {
+            return t.parse::<u64>().map(TimePoint::Ticks).map_err(|_| {
+                format!("`{s}`: after `@` comes an absolute clock value in ticks, e.g. @123456789")
+            });
+        }
+        parse_duration_ns(s)
+            .map(TimePoint::SinceStart)
+            .ok_or_else(|| {
+                format!(
+                "`{s}`: expected nanoseconds since the trace start (`1500`, `2us`, `1.5ms`, `3s`) \
+                 or `@TICKS`, an absolute clock value"
+            )
+            })
+    }
+}
+
+/// `N[.F][ns|us|ms|s]` (no unit: nanoseconds) to nanoseconds; `None` when malformed or too
+/// large.
+pub fn parse_duration_ns(s: &str) -> Option<u64> {
+    let (num, scale) = [
+        ("ns", 1u64),
+        ("us", 1_000),
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+    ]
+    .iter()
+    .find_map(|&(unit, scale)| s.strip_suffix(unit).map(|n| (n, scale)))
+    .unwrap_or((s, 1));
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || !digits(int) || !digits(frac) || (num.contains('.') && frac.is_empty()) {
+        return None;
+    }
+    let whole = int.parse::<u64>().ok()?.checked_mul(scale)?;
+    // The fraction, in units of `scale`: keep as many digits as `scale` has zeros.
+    let places = scale.ilog10() as usize;
+    if frac.len() > places && frac.bytes().skip(places).any(|b| b != b'0') {
+        return None; // finer than a nanosecond
+    }
+    let mut part = 0u64;
+    for i in 0..places {
+        let d = frac.as_bytes().get(i).map_or(0, |b| u64::from(b - b'0'));
+        part = part * 10 + d;
+    }
+    whole.checked_add(part)
+}
+
+/// How `view` prints timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimeDisplay {
+    /// seconds since the trace start (its first event): [+0.000001500]
+    Relative,
+    /// the clock value in ticks, as stored: [123456789]
+    Raw,
+    /// seconds since the Unix epoch (the clock offset from the metadata): [1700000000.000001250]
+    Wall,
+}
+
+/// Arguments of `faultline view`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    about = "Print a trace's events, one line each, in timestamp order",
+    long_about = "Print the events of the trace in DIR, one line each, merged across CPUs in \
+timestamp order:\n\n  [TIME] cpu N provider:event: { field = value, ... }\n\nIntegers are \
+decimal, strings quoted with C-style escapes, byte arrays in hex. Filters combine: an event is \
+printed when its name matches any --event glob, its CPU is one of the --cpu values and its \
+timestamp lies in [--from, --to]. Times in --from/--to are nanoseconds since the trace start \
+(the trace's first event, over all CPUs), optionally with a unit (1500, 2us, 1.5ms, 3s), or \
+@TICKS for an absolute clock value as printed by --time raw. Output is streamed: large traces \
+print at once and `| head` stops the reading.",
+    after_help = concat!(
+        "Examples:\n",
+        "  faultline view trace/\n",
+        "  faultline view trace/ --event 'myapp:*' --cpu 0 --cpu 2\n",
+        "  faultline view trace/ --from 1ms --to 1.5ms --time wall\n",
+        "  faultline view trace/ --time raw --from @1234567890 | head\n\n",
+        exit_codes_help!()
+    )
+)]
+pub struct ViewArgs {
+    /// Trace directory (holding `metadata` and `stream_<cpu>` files)
+    pub dir: PathBuf,
+    /// Only events whose `provider:name` matches this glob (`*` any run, `?` one character);
+    /// repeatable, an event matching any of them is printed
+    #[arg(long = "event", short = 'e', value_name = "GLOB")]
+    pub events: Vec<String>,
+    /// Only events of this CPU; repeatable
+    #[arg(long = "cpu", short = 'c', value_name = "N")]
+    pub cpus: Vec<u32>,
+    /// Only events at or after this time: nanoseconds since the trace start (units ns, us, ms, s
+    /// allowed) or @TICKS (absolute clock value)
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<TimePoint>,
+    /// Only events at or before this time (same forms as --from)
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<TimePoint>,
+    /// How to print timestamps
+    #[arg(long, value_enum, value_name = "MODE", default_value = "relative")]
+    pub time: TimeDisplay,
+}
+
+/// The trace start: the timestamp of the first event over all CPUs (0 for a trace without
+/// events).
+pub fn trace_start(trace: &Trace) -> Result<u64, CtfError> {
+    match trace.events(&Filter::default()).next_ref() {
+        Some(Ok(e)) => Ok(e.ts),
+        Some(Err(e)) => Err(e),
+        None => Ok(0),
+    }
+}
+
+/// Print the events selected by `args` to `out`; returns how many were printed.
+pub fn run(args: &ViewArgs, out: &mut impl Write) -> Result<u64, CmdError> {
+    let trace = open_trace(&args.dir)?;
+    let relative = args.time == TimeDisplay::Relative
+        || matches!(args.from, Some(TimePoint::SinceStart(_)))
+        || matches!(args.to, Some(TimePoint::SinceStart(_)));
+    let t0 = if relative { trace_start(&trace)? } else { 0 };
+    let at = |p: TimePoint| match p {
+        TimePoint::Ticks(t) => t,
+        TimePoint::SinceStart(ns) => t0.saturating_add(trace.ns_to_ticks(ns)),
+    };
+    let mut filter = Filter::default().time(args.from.map(at), args.to.map(at));
+    for g in &args.events {
+        if !trace.schema().events.iter().any(|e| glob_match(g, &e.name)) {
+            eprintln!(
+                "faultline view: note: no event of this trace matches `{}`",
+                one_line(g)
+            );
+        }
+        filter = filter.name(g);
+    }
+    if !args.cpus.is_empty() {
+        filter = filter.cpus(args.cpus.iter().copied());
+    }
+    let mode = match args.time {
+        TimeDisplay::Relative => TimeMode::RelativeTo(t0),
+        TimeDisplay::Raw => TimeMode::Ticks,
+        TimeDisplay::Wall => TimeMode::Wall,
+    };
+    let mut line = String::with_capacity(256);
+    let mut n = 0u64;
+    let mut events = trace.events(&filter);
+    while let Some(ev) = events.next_ref() {
+        let ev = ev?;
+        line.clear();
+        push_event_ref(&mut line, &trace, &ev, mode);
+        line.push('\n');
+        out.write_all(line.as_bytes()).map_err(CmdError::Output)?;
+        n += 1;
+    }
+    out.flush().map_err(CmdError::Output)?;
+    Ok(n)
+}
+
+/// `faultline view`: run on stdout, report errors; returns the exit code.
+pub fn main(args: &ViewArgs) -> i32 {
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let r = run(args, &mut out);
+    // Events printed before an error are flushed before the error line; a flush failure
+    // (closed pipe) is the output's problem, reported below only if nothing else failed.
+    let flushed = out.flush();
+    match r.and(flushed.map_err(CmdError::Output)) {
+        Ok(_) => 0,
+        Err(e) => e.report("view"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ns("1500"), Some(1500));
+        assert_eq!(parse_duration_ns("1500ns"), Some(1500));
+        assert_eq!(parse_duration_ns("2us"), Some(2000));
+        assert_eq!(parse_duration_ns("1.5ms"), Some(1_500_000));
+        assert_eq!(parse_duration_ns("3s"), Some(3_000_000_000));
+        assert_eq!(parse_duration_ns("0.000000001s"), Some(1));
+        assert_eq!(parse_duration_ns("1.2500us"), Some(1250));
+        assert_eq!(parse_duration_ns("1.0001us"), None);
+        assert_eq!(parse_duration_ns("1.5"), None);
+        assert_eq!(parse_duration_ns(".5s"), None);
+        assert_eq!(parse_duration_ns("5."), None);
+        assert_eq!(parse_duration_ns("-1"), None);
+        assert_eq!(parse_duration_ns("1e3"), None);
+        assert_eq!(parse_duration_ns(""), None);
+        assert_eq!(parse_duration_ns("99999999999999999999"), None);
+        assert_eq!(parse_duration_ns("18446744073710s"), None);
+        assert_eq!("@42".parse(), Ok(TimePoint::Ticks(42)));
+        assert_eq!("7us".parse(), Ok(TimePoint::SinceStart(7000)));
+        assert!("@x".parse::<TimePoint>().is_err());
+    }
+}

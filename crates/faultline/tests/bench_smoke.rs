@@ -1,0 +1,91 @@
+//! Smoke test of `faultline bench --quick --json` with tiny counts: the JSON has every field
+//! the issue asks for, with sane values (no timing targets are checked here: speed targets
+//! belong to the benchmark's own output, not to tests).
+
+use std::process::Command;
+
+fn num(v: &serde_json::Value, key: &str) -> f64 {
+    v.get(key)
+        .unwrap_or_else(|| panic!("missing field {key}"))
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is not a number: {}", v[key]))
+}
+
+#[test]
+fn bench_quick_json_has_every_field() {
+    let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args([
+            "bench",
+            "--quick",
+            "--json",
+            "--rounds",
+            "1",
+            "--iters",
+            "20000",
+            "--lttng-events",
+            "2000",
+        ])
+        .output()
+        .expect("run faultline bench");
+    assert!(
+        out.status.success(),
+        "faultline bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bench prints JSON");
+
+    for key in ["rdtsc_ns", "int_ns", "string_ns", "two_thread_scaling"] {
+        let x = num(&v, key);
+        assert!(x.is_finite() && x > 0.0, "{key} = {x}");
+    }
+    let disabled = num(&v, "disabled_ns");
+    assert!(
+        disabled > 0.0 && disabled < 1000.0,
+        "disabled_ns = {disabled}"
+    );
+    for key in ["lttng_int_ns", "lttng_string_ns"] {
+        let f = v.get(key).unwrap_or_else(|| panic!("missing field {key}"));
+        assert!(
+            f.is_null() || f.as_f64().is_some_and(|x| x > 0.0),
+            "{key} must be null or positive: {f}"
+        );
+    }
+    // LTTng present => both numbers; absent => both null and a reason.
+    assert_eq!(v["lttng_int_ns"].is_null(), v["lttng_string_ns"].is_null());
+    if v["lttng_int_ns"].is_null() {
+        assert!(
+            v["lttng_missing"].is_string(),
+            "no reason given for missing LTTng"
+        );
+    }
+
+    let rows = v["rows"].as_array().expect("rows array");
+    let has = |group: &str, name: &str, path: &str, threads: u64| {
+        rows.iter().any(|r| {
+            r["group"] == group && r["name"] == name && r["path"] == path && r["threads"] == threads
+        })
+    };
+    for name in ["int", "string"] {
+        for path in ["rseq", "atomic"] {
+            for threads in [1, 2] {
+                if path == "rseq" && !faultline_rseq::available() {
+                    continue;
+                }
+                assert!(
+                    has("faultline", name, path, threads),
+                    "missing row {name}/{path}/{threads}"
+                );
+            }
+        }
+    }
+    for r in rows {
+        let ns = r["ns_median"].as_f64().expect("ns_median");
+        assert!(ns > 0.0 && ns.is_finite(), "row {r}");
+        // Every emitted faultline event is delivered or counted lost.
+        if let Some(u) = r["unaccounted"].as_u64() {
+            assert_eq!(u, 0, "unaccounted events in row {r}");
+        }
+    }
+    let targets = v["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 6);
+}

@@ -2,7 +2,9 @@
 //! [`Session`], then a summary a newcomer can read and the commands to look at the trace.
 //!
 //! The workload: more threads than CPUs, each pinned to the next CPU every 200 events (forced
-//! migrations, so some commits go REMOTE), emitting six tracepoints with every kind of field:
+//! migrations), plus one thread whose payload page faults with the fault held 20 ms by
+//! userfaultfd while the thread is moved to another CPU (so it commits REMOTE into the buffer it
+//! reserved in), emitting seven tracepoints with every kind of field:
 //! integers, floats, bools, strings, byte slices, and raw pointers handed to the probe as
 //! untrusted memory — valid ones, and bad ones (null with a non-zero length, a `PROT_NONE`
 //! page, an unmapped page, a C string running into a `PROT_NONE` page) which the recorder
@@ -10,15 +12,18 @@
 //! bytes) instead of crashing.
 
 use crate::session::{group, Session, Summary};
+use faultline_recorder::Strategy;
 use faultline_tracepoints::{trace, tracepoint, CStrPtr, RawBuf};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 tracepoint!(pub DEMO_TICK, "demo", "tick", { thread: u32, seq: u64, cpu: u32 });
 tracepoint!(pub DEMO_MESSAGE, "demo", "message", { thread: u32, seq: u64, text: &str });
 tracepoint!(pub DEMO_BLOB, "demo", "blob", { thread: u32, seq: u64, data: &[u8] });
 tracepoint!(pub DEMO_RAW, "demo", "raw", { thread: u32, seq: u64, kind: u8, buf: RawBuf });
 tracepoint!(pub DEMO_CSTR, "demo", "cstr", { thread: u32, seq: u64, name: CStrPtr });
+tracepoint!(pub DEMO_HELD, "demo", "held_fault", { seq: u64, page: RawBuf });
 tracepoint!(pub DEMO_STATS, "demo", "stats", { thread: u32, ok: bool, ratio: f64, delta: i64 });
 
 /// Demo options.
@@ -134,6 +139,23 @@ pub fn run(opt: &DemoOptions) -> anyhow::Result<Summary> {
         .events("demo:*")
         .start()?;
     let iterations = opt.iterations;
+    // One more thread whose payload source faults and is held (userfaultfd), and which is
+    // moved to another CPU while blocked between reserve and commit: its commits go REMOTE.
+    // Forced to reserve-copy-commit to show exactly that (the default policy would bounce).
+    if let Some(rec) = session.recorder() {
+        rec.set_strategy("demo:held_fault", Some(Strategy::ReserveCopyCommit));
+    }
+    let held = if cpus.len() > 1 {
+        match faultline_uffd::HeldFaults::new(1, Duration::from_millis(20)) {
+            Ok(region) => {
+                let cpus = cpus.clone();
+                Some(std::thread::spawn(move || held_faults(&region, &cpus)))
+            }
+            Err(_) => None, // no userfaultfd here: the rest of the demo still runs
+        }
+    } else {
+        None
+    };
     let hs: Vec<_> = (0..threads)
         .map(|t| {
             let bad = bad.clone();
@@ -144,8 +166,46 @@ pub fn run(opt: &DemoOptions) -> anyhow::Result<Summary> {
     for h in hs {
         let _ = h.join();
     }
+    if let Some(h) = held {
+        let _ = h.join();
+    }
     let _ = faultline_rseq::allow_cpus(&cpus);
     Ok(session.stop()?)
+}
+
+/// Trace a few events whose payload page is missing (its fault is held 20 ms), and migrate the
+/// tracing thread to another CPU while it is blocked after reserving.
+fn held_faults(region: &faultline_uffd::HeldFaults, cpus: &[u32]) {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    for seq in 0..5u64 {
+        if faultline_rseq::pin_to_cpu(cpus[0]).is_err() || region.rearm().is_err() {
+            return;
+        }
+        let served = region.served();
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let t0 = std::time::Instant::now();
+                while region.holding() == 0 && region.served() == served {
+                    if t0.elapsed() > Duration::from_secs(2) {
+                        return;
+                    }
+                    std::thread::yield_now();
+                }
+                move_thread(tid, cpus[1]);
+            });
+            trace!(DEMO_HELD, seq, RawBuf(region.as_ptr(), 256));
+        });
+    }
+}
+
+fn move_thread(tid: libc::pid_t, cpu: u32) {
+    // SAFETY: a zeroed cpu_set_t with one bit set, passed with its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
 }
 
 fn worker(t: u32, iterations: u64, cpus: &[u32], bad: &BadMemory) {

@@ -641,3 +641,43 @@ pub fn possible_cpus() -> u32 {
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
     n.clamp(1, 4096) as u32
 }
+
+/// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`: when it returns true, every thread of this
+/// process has executed a full memory barrier at some point between the call's start and its
+/// return (threads running on another CPU are interrupted by an IPI; threads not running pass
+/// through the scheduler's barriers before they run again), and the caller's own accesses are
+/// ordered with them as by `fence(SeqCst)` on both sides. It lets a rare updater pay for the
+/// ordering that frequent readers then get with compiler barriers only. The process is
+/// registered (`MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED`) on first need, i.e. when the
+/// command fails with `EPERM` (also after `fork`, whose child starts unregistered). Returns
+/// false when the kernel does not support it (or a seccomp filter forbids it).
+pub fn membarrier_private_expedited() -> bool {
+    const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+    const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+    let issue = || {
+        // SAFETY: membarrier takes integer arguments only.
+        let r =
+            unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error().raw_os_error())
+        }
+    };
+    match issue() {
+        Ok(()) => true,
+        Err(Some(libc::EPERM)) => {
+            // SAFETY: membarrier takes integer arguments only.
+            let reg = unsafe {
+                libc::syscall(
+                    libc::SYS_membarrier,
+                    MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                    0,
+                    0,
+                )
+            };
+            reg == 0 && issue().is_ok()
+        }
+        Err(_) => false,
+    }
+}

@@ -151,12 +151,16 @@ pub enum FlushError {
 
 /// One channel, mapped in this process. Writers and the consumer both use it.
 pub struct Channel {
-    map: memmap2::MmapRaw,
-    file: File,
     base: *mut u8,
     pub(crate) geo: Geometry,
-    clock: ClockInfo,
+    /// Which reserve path to take: [`FAST_RSEQ`] (rseq sync and TSC clock: the inline fast
+    /// path), [`FAST_RSEQ_INJECT`] (the same with abort injection, so the stress harness runs
+    /// the fast path's code too) or [`GENERAL`].
+    path: u8,
     inject_spins: u64,
+    clock: ClockInfo,
+    map: memmap2::MmapRaw,
+    file: File,
 }
 
 // SAFETY: all shared state behind `base` is accessed through atomics or through reservations
@@ -165,6 +169,10 @@ pub struct Channel {
 unsafe impl Send for Channel {}
 // SAFETY: as above.
 unsafe impl Sync for Channel {}
+
+const GENERAL: u8 = 0;
+const FAST_RSEQ: u8 = 1;
+const FAST_RSEQ_INJECT: u8 = 2;
 
 /// Geometry derived once from a validated header and never re-read from shared memory.
 #[derive(Debug, Clone, Copy)]
@@ -264,14 +272,15 @@ impl Geometry {
 /// sub-buffer is never left unbalanced.
 pub struct Reservation<'a> {
     chan: &'a Channel,
-    cpu: u32,
     /// Position of the record header.
     pos: u64,
+    timestamp: u64,
     /// Bytes to commit for this record (alignment padding before it included).
     commit_len: u64,
-    payload_len: usize,
-    timestamp: u64,
-    committed: bool,
+    payload_len: u64,
+    /// The reserving CPU, widened: every field is 8 bytes so that no copy of a Reservation
+    /// through the stack loads 8 bytes over a 4-byte store (a store-forwarding stall).
+    cpu: u64,
 }
 
 /// Record id of a reservation dropped without commit; readers skip such records.
@@ -280,7 +289,7 @@ pub const DISCARDED_RECORD_ID: u32 = u32::MAX;
 impl Reservation<'_> {
     /// The CPU whose buffer holds this reservation.
     pub fn cpu(&self) -> u32 {
-        self.cpu
+        self.cpu as u32
     }
     /// Timestamp read inside the reserve critical section.
     pub fn timestamp(&self) -> u64 {
@@ -289,29 +298,33 @@ impl Reservation<'_> {
     /// The payload bytes (exactly the reserved length).
     #[inline(always)]
     pub fn payload(&mut self) -> &mut [u8] {
-        let p = self.chan.data_ptr(self.cpu, self.pos + RECORD_HEADER_SIZE);
+        let p = self
+            .chan
+            .data_ptr(self.cpu as u32, self.pos + RECORD_HEADER_SIZE);
         // SAFETY: [pos, pos + header + payload_len) lies inside one sub-buffer of this CPU's
         // data area (the reserve computation guarantees it from masked offsets) and is
         // exclusively ours until commit: no writer reserves it again before the sub-buffer's
         // commit sum is complete, and no reader copies it before then.
-        unsafe { std::slice::from_raw_parts_mut(p, self.payload_len) }
+        unsafe { std::slice::from_raw_parts_mut(p, self.payload_len as usize) }
     }
     /// Publish the record.
     #[inline(always)]
-    pub fn commit(mut self) -> CommitKind {
-        self.committed = true;
-        self.chan.commit_range(self.cpu, self.pos, self.commit_len)
+    pub fn commit(self) -> CommitKind {
+        // Committing consumes the reservation without running its Drop (which would commit it
+        // a second time, as a discarded record): no drop flag to set and test.
+        let r = std::mem::ManuallyDrop::new(self);
+        r.chan.commit_range(r.cpu as u32, r.pos, r.commit_len)
     }
 }
 
 impl Drop for Reservation<'_> {
+    /// Only reached for a reservation that was not committed ([`Reservation::commit`] skips it).
     fn drop(&mut self) {
-        if !self.committed {
-            let p = self.chan.data_ptr(self.cpu, self.pos + 8);
-            // SAFETY: the record header lies in our exclusive reservation (see payload()).
-            unsafe { std::ptr::write_unaligned(p as *mut u32, DISCARDED_RECORD_ID) };
-            self.chan.commit_range(self.cpu, self.pos, self.commit_len);
-        }
+        let p = self.chan.data_ptr(self.cpu as u32, self.pos + 8);
+        // SAFETY: the record header lies in our exclusive reservation (see payload()).
+        unsafe { std::ptr::write_unaligned(p as *mut u32, DISCARDED_RECORD_ID) };
+        self.chan
+            .commit_range(self.cpu as u32, self.pos, self.commit_len);
     }
 }
 
@@ -499,12 +512,17 @@ impl Channel {
             ref_unix_ns: u64_at(88),
         };
         Ok(Channel {
-            map,
-            file,
             base,
             geo,
-            clock,
+            path: match (geo.sync, geo.clock, inject_spins) {
+                (SyncMode::Rseq, ClockKind::Tsc, 0) => FAST_RSEQ,
+                (SyncMode::Rseq, ClockKind::Tsc, _) => FAST_RSEQ_INJECT,
+                _ => GENERAL,
+            },
             inject_spins,
+            clock,
+            map,
+            file,
         })
     }
 
@@ -659,10 +677,98 @@ impl Channel {
     }
 
     /// Reserve a record with `payload_len` payload bytes for event `id`.
-    #[inline]
+    ///
+    /// The common case — rseq mode with the TSC, the record fits in the current sub-buffer, the
+    /// critical section commits at the first attempt — is inlined into the caller; everything
+    /// else (atomic mode, monotonic clock, abort injection, sub-buffer switch, loss, retry,
+    /// first use of a buffer) goes to the out-of-line general path, which redoes the whole
+    /// reservation from the start.
+    #[inline(always)]
     pub fn reserve(&self, id: u32, payload_len: usize) -> Result<Reservation<'_>, Lost> {
+        let r = match self.path {
+            FAST_RSEQ => self.reserve_fast::<false>(id, payload_len),
+            FAST_RSEQ_INJECT => self.reserve_fast::<true>(id, payload_len),
+            _ => None,
+        };
+        match r {
+            Some(r) => Ok(r),
+            None => self.reserve_slow(id, payload_len),
+        }
+    }
+
+    /// The inline fast path of [`Channel::reserve`]; `None` sends the caller to the general
+    /// path (nothing was reserved). `INJECT`: spin `inject_spins` inside the critical section.
+    #[inline(always)]
+    fn reserve_fast<const INJECT: bool>(
+        &self,
+        id: u32,
+        payload_len: usize,
+    ) -> Option<Reservation<'_>> {
         let g = &self.geo;
-        let rec_len = RECORD_HEADER_SIZE + payload_len as u64;
+        // SAFETY: fast_rseq implies the channel is in rseq mode, which create/open allow only
+        // when rseq is available in this process.
+        let cpu = unsafe { faultline_rseq::cpu_id_unchecked() };
+        if cpu >= g.num_cpus {
+            return None;
+        }
+        let b = self.buf(cpu);
+        // No activate() here: the fast path needs `old` inside a sub-buffer (sb_off != 0), and
+        // the writer that first moved this buffer's write_offset off 0 went through the general
+        // path, which marks the buffer active before its reservation.
+        let old = b.write_offset.load(Ordering::Relaxed);
+        let sb_off = old & g.sb_mask;
+        let aligned = align_up(sb_off, RECORD_ALIGN);
+        // Saturating: an absurd length must not wrap into a small one. `aligned <=
+        // subbuf_size` (both multiples of 8, sb_off < subbuf_size), so the subtraction cannot
+        // wrap, and `rec_len < subbuf_size - aligned` is the strict-fit rule
+        // `aligned + rec_len < subbuf_size` of the general path. It also implies
+        // rec_len <= max_record, since aligned >= PACKET_HEADER_SIZE when sb_off != 0.
+        let rec_len = RECORD_HEADER_SIZE.saturating_add(payload_len as u64);
+        if sb_off == 0 || rec_len >= g.subbuf_size - aligned {
+            return None;
+        }
+        let pos = old - sb_off + aligned;
+        let end = pos + rec_len;
+        // SAFETY: rseq available (see above); write_offset of `cpu` is only written by rseq
+        // critical sections on `cpu` in rseq mode.
+        let ts = unsafe {
+            let w = b.write_offset.as_ptr();
+            if INJECT {
+                faultline_rseq::cmpeqv_storev_tsc_delayed(cpu, w, old, end, self.inject_spins)
+            } else {
+                faultline_rseq::cmpeqv_storev_tsc(cpu, w, old, end)
+            }
+            .ok()?
+        };
+        // Release: as in reserve_slow (pairs with the overwrite-mode reader's acquire fence).
+        fence(Ordering::Release);
+        let hp = self.data_ptr(cpu, pos);
+        // SAFETY: [pos, end) is ours (see Reservation::payload); pos is 8-aligned.
+        unsafe {
+            std::ptr::write(
+                hp as *mut RecordHeader,
+                RecordHeader {
+                    timestamp: ts,
+                    id,
+                    len: rec_len as u32,
+                },
+            )
+        };
+        Some(Reservation {
+            chan: self,
+            pos,
+            timestamp: ts,
+            commit_len: end - old,
+            payload_len: payload_len as u64,
+            cpu: cpu as u64,
+        })
+    }
+
+    /// The general path of [`Channel::reserve`].
+    #[inline(never)]
+    fn reserve_slow(&self, id: u32, payload_len: usize) -> Result<Reservation<'_>, Lost> {
+        let g = &self.geo;
+        let rec_len = RECORD_HEADER_SIZE.saturating_add(payload_len as u64);
         if rec_len > g.max_record {
             return Err(self.lose(self.current_cpu(), Lost::TooBig));
         }
@@ -715,12 +821,11 @@ impl Channel {
             let commit_len = if switch { rec_len } else { end - old };
             return Ok(Reservation {
                 chan: self,
-                cpu,
                 pos,
-                commit_len,
-                payload_len,
                 timestamp: ts,
-                committed: false,
+                commit_len,
+                payload_len: payload_len as u64,
+                cpu: cpu as u64,
             });
         }
     }

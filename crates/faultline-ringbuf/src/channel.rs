@@ -170,6 +170,10 @@ unsafe impl Send for Channel {}
 // SAFETY: as above.
 unsafe impl Sync for Channel {}
 
+/// `reserve_slow`'s first word when it reserved nothing (positions are 8-aligned, so never
+/// this odd value).
+const SLOW_LOST: u64 = u64::MAX;
+
 const GENERAL: u8 = 0;
 const FAST_RSEQ: u8 = 1;
 const FAST_RSEQ_INJECT: u8 = 2;
@@ -328,18 +332,19 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// Counters of one sub-buffer in shared memory, with the operations of the commit protocol.
-struct ShmCounters<'a> {
+/// Counters of one sub-buffer in shared memory, with the operations of the commit protocol;
+/// `RSEQ`: the channel's sync mode. Two pointers, so it is passed in registers.
+#[derive(Clone, Copy)]
+struct ShmCounters<'a, const RSEQ: bool> {
     c: &'a SubbufCounters,
-    rseq: bool,
-    chan: &'a Channel,
-    cpu: u32,
+    /// The header of the buffer holding `c` (for the membarrier count).
+    b: &'a BufferHeader,
 }
 
-impl CommitCounters for ShmCounters<'_> {
+impl<const RSEQ: bool> CommitCounters for ShmCounters<'_, RSEQ> {
     #[inline(always)]
     fn local_add(&self, cpu: u32, n: u64) -> Result<u64, NotOnCpu> {
-        if !self.rseq {
+        if !RSEQ {
             return Err(NotOnCpu);
         }
         loop {
@@ -371,13 +376,12 @@ impl CommitCounters for ShmCounters<'_> {
         self.c.remote.load(Ordering::Acquire)
     }
     fn barrier_cpu(&self, cpu: u32) {
-        if !self.rseq {
+        if !RSEQ {
             // Atomic mode: every commit is a RMW on `remote`, whose result is the latest sum;
             // there is no plain LOCAL store to fence.
             return;
         }
-        let b = self.chan.buf(self.cpu);
-        b.membarriers.fetch_add(1, Ordering::Relaxed);
+        self.b.membarriers.fetch_add(1, Ordering::Relaxed);
         if !faultline_rseq::membarrier_rseq_cpu(cpu) {
             // No membarrier: fall back to a local full fence; the consumer's periodic check
             // is then the delivery backstop (see commit.rs).
@@ -690,10 +694,35 @@ impl Channel {
             FAST_RSEQ_INJECT => self.reserve_fast::<true>(id, payload_len),
             _ => None,
         };
-        match r {
-            Some(r) => Ok(r),
-            None => self.reserve_slow(id, payload_len),
+        if let Some(r) = r {
+            return Ok(r);
         }
+        // The general path returns two words in registers rather than a Reservation in
+        // memory: with a memory return, LLVM merges the fast path's result into the same stack
+        // slot and every reserve + commit pays a round trip of the whole struct through it.
+        let (pos, meta) = self.reserve_slow(id, payload_len);
+        if pos == SLOW_LOST {
+            return Err(match meta {
+                0 => Lost::Full,
+                1 => Lost::Stalled,
+                2 => Lost::TooBig,
+                _ => Lost::NoBuffer,
+            });
+        }
+        let cpu = (meta >> 32) as u32;
+        let hp = self.data_ptr(cpu, pos) as *const u64;
+        // SAFETY: the record header at `pos` is in the reservation reserve_slow just made for
+        // us (exclusively ours, 8-aligned); it wrote the timestamp there. The value is only
+        // reported back, never used to form an address.
+        let timestamp = unsafe { std::ptr::read(hp) };
+        Ok(Reservation {
+            chan: self,
+            pos,
+            timestamp,
+            commit_len: meta & u32::MAX as u64,
+            payload_len: payload_len as u64,
+            cpu: cpu as u64,
+        })
     }
 
     /// The inline fast path of [`Channel::reserve`]; `None` sends the caller to the general
@@ -764,9 +793,29 @@ impl Channel {
         })
     }
 
-    /// The general path of [`Channel::reserve`].
+    /// The general path of [`Channel::reserve`]: `(pos, commit_len | cpu << 32)` of the
+    /// reservation it made (its header, timestamp included, already written), or
+    /// `(SLOW_LOST, cause)`.
     #[inline(never)]
-    fn reserve_slow(&self, id: u32, payload_len: usize) -> Result<Reservation<'_>, Lost> {
+    fn reserve_slow(&self, id: u32, payload_len: usize) -> (u64, u64) {
+        match self.reserve_general(id, payload_len) {
+            // commit_len < subbuf_size <= 1 GiB and cpu < 4096: both fit in 32 bits.
+            Ok((cpu, pos, commit_len)) => (pos, commit_len | (cpu as u64) << 32),
+            Err(why) => (
+                SLOW_LOST,
+                match why {
+                    Lost::Full => 0,
+                    Lost::Stalled => 1,
+                    Lost::TooBig => 2,
+                    Lost::NoBuffer => 3,
+                },
+            ),
+        }
+    }
+
+    /// Reserve without any fast-path assumption; returns `(cpu, pos, commit_len)`.
+    #[inline(always)]
+    fn reserve_general(&self, id: u32, payload_len: usize) -> Result<(u32, u64, u64), Lost> {
         let g = &self.geo;
         let rec_len = RECORD_HEADER_SIZE.saturating_add(payload_len as u64);
         if rec_len > g.max_record {
@@ -819,14 +868,7 @@ impl Channel {
                 )
             };
             let commit_len = if switch { rec_len } else { end - old };
-            return Ok(Reservation {
-                chan: self,
-                pos,
-                timestamp: ts,
-                commit_len,
-                payload_len: payload_len as u64,
-                cpu: cpu as u64,
-            });
+            return Ok((cpu, pos, commit_len));
         }
     }
 
@@ -928,17 +970,17 @@ impl Channel {
     #[inline(always)]
     pub(crate) fn commit_range(&self, cpu: u32, pos: u64, len: u64) -> CommitKind {
         let g = &self.geo;
-        let idx = g.idx(pos);
-        let sc = ShmCounters {
-            c: self.counters(cpu, idx),
-            rseq: g.sync == SyncMode::Rseq,
-            chan: self,
-            cpu,
+        let (c, b) = (self.counters(cpu, g.idx(pos)), self.buf(cpu));
+        let complete = g.complete(pos);
+        let (kind, done) = if g.sync == SyncMode::Rseq {
+            let r = commit::commit(&ShmCounters::<true> { c, b }, cpu, len, complete);
+            if r.0 == CommitKind::Remote {
+                b.remote_commits.fetch_add(1, Ordering::Relaxed);
+            }
+            r
+        } else {
+            commit::commit(&ShmCounters::<false> { c, b }, cpu, len, complete)
         };
-        let (kind, done) = commit::commit(&sc, cpu, len, g.complete(pos));
-        if kind == CommitKind::Remote && g.sync == SyncMode::Rseq {
-            self.buf(cpu).remote_commits.fetch_add(1, Ordering::Relaxed);
-        }
         if done {
             self.deliver(cpu);
         }

@@ -224,9 +224,28 @@ pub fn current_cpu() -> u32 {
 /// [`available`] must have returned true in this process.
 #[inline(always)]
 pub unsafe fn cpu_id_unchecked() -> u32 {
-    // SAFETY: the caller guarantees rseq is registered, so the area at tp + __rseq_offset is
-    // this thread's struct rseq; cpu_id is written by the kernel, hence the volatile read.
-    unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*area()).cpu_id)) }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let off = OFFSET.load(Ordering::Relaxed);
+        let cpu: u32;
+        // SAFETY: the caller guarantees rseq is registered, so fs:[__rseq_offset] is this
+        // thread's struct rseq and cpu_id is at +4. One %fs-relative load, like the critical
+        // sections' own check; not `pure`, so two calls are two reads (the kernel changes it).
+        unsafe {
+            core::arch::asm!(
+                "mov {cpu:e}, dword ptr fs:[{off} + 4]",
+                off = in(reg) off,
+                cpu = lateout(reg) cpu,
+                options(nostack, readonly, preserves_flags),
+            )
+        };
+        cpu
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // SAFETY: as documented, the caller guarantees a registered area.
+        unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*area()).cpu_id)) }
+    }
 }
 
 /// The concurrency id (`mm_cid`) when the kernel provides it.

@@ -15,6 +15,9 @@
 //!   16 B and 48 B, default geometry (4 x 256 KiB, overwrite mode, no consumer: what
 //!   `faultline bench` measures) and a small one (4 x 4 KiB, L1-resident, a sub-buffer switch
 //!   every ~120 records).
+//! * batches of 24000 events on fresh 4 x 256 KiB channels: reserve + commit (the control),
+//!   reserve only (reservations leaked), commit only (of reservations made untimed just
+//!   before), reserve + drop (committed as a discarded record).
 //! * the protocol rebuilt from `faultline_rseq` primitives on a private array, to split the
 //!   cost: `current_cpu`; the reserve critical section with and without `rdtsc` inside; `rdtsc`
 //!   outside + CS without; the LOCAL commit (`addv` + load of `remote`); and the whole
@@ -63,6 +66,79 @@ fn ring<'a>(ch: &'a Channel, payload: usize) -> Box<dyn FnMut(u64) -> f64 + 'a> 
                 black_box(r.commit());
             }
         })
+    })
+}
+
+/// Records per batch in the batch measurements: well under one lap of a 4 x 256 KiB buffer
+/// (32768 records of 32 B), so reservations left uncommitted never block a later one.
+const BATCH: usize = 24_000;
+/// Batches per round (each on a fresh, warmed-up channel).
+const BATCHES: usize = 4;
+
+#[derive(Clone, Copy)]
+enum Part {
+    /// reserve + copy + commit, as `ring` (the control for the two below).
+    Both,
+    /// reserve + copy only; the reservations are leaked (`mem::forget`), the channel thrown away.
+    ReserveOnly,
+    /// commit only, of reservations made (and filled) untimed just before.
+    CommitOnly,
+    /// reserve + copy, then drop: the record is committed as discarded.
+    Drop,
+}
+
+/// One part of the path, timed over fresh channels so that leaked reservations cost nothing
+/// later.
+fn batch(sync: SyncMode, payload: usize, part: Part) -> Box<dyn FnMut(u64) -> f64> {
+    let src = vec![7u8; payload];
+    Box::new(move |_| {
+        let mut total = 0f64;
+        for _ in 0..BATCHES {
+            let ch = channel(sync, 256 * 1024);
+            // Warm-up: one full lap, so every page is resident and every sub-buffer complete.
+            for _ in 0..(256 * 1024 * 4 / 32 + 100) {
+                if let Ok(mut r) = ch.reserve(1, payload) {
+                    r.payload().copy_from_slice(&src);
+                    r.commit();
+                }
+            }
+            total += match part {
+                Part::Both => time_ns(BATCH as u64, |_| {
+                    if let Ok(mut r) = ch.reserve(1, black_box(payload)) {
+                        r.payload().copy_from_slice(&src);
+                        black_box(r.commit());
+                    }
+                }),
+                Part::ReserveOnly => time_ns(BATCH as u64, |_| {
+                    if let Ok(mut r) = ch.reserve(1, black_box(payload)) {
+                        r.payload().copy_from_slice(&src);
+                        std::mem::forget(black_box(r));
+                    }
+                }),
+                Part::Drop => time_ns(BATCH as u64, |_| {
+                    if let Ok(mut r) = ch.reserve(1, black_box(payload)) {
+                        r.payload().copy_from_slice(&src);
+                        drop(r);
+                    }
+                }),
+                Part::CommitOnly => {
+                    let mut rs = Vec::with_capacity(BATCH);
+                    for _ in 0..BATCH {
+                        if let Ok(mut r) = ch.reserve(1, payload) {
+                            r.payload().copy_from_slice(&src);
+                            rs.push(r);
+                        }
+                    }
+                    let mut it = rs.into_iter();
+                    time_ns(BATCH as u64, |_| {
+                        if let Some(r) = it.next() {
+                            black_box(r.commit());
+                        }
+                    })
+                }
+            };
+        }
+        total / BATCHES as f64
     })
 }
 
@@ -165,6 +241,18 @@ fn main() {
                 ),
                 ring(ch, payload),
             ));
+        }
+    }
+
+    for &s in &syncs {
+        let name = format!("{s:?}").to_lowercase();
+        for (label, part) in [
+            ("reserve+commit", Part::Both),
+            ("reserve only", Part::ReserveOnly),
+            ("commit only", Part::CommitOnly),
+            ("reserve+drop", Part::Drop),
+        ] {
+            benches.push((format!("batch 16 B {name}: {label}"), batch(s, 16, part)));
         }
     }
 

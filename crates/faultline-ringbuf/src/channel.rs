@@ -25,6 +25,14 @@
 //! 4. If we switched: write the old packet's end fields (end timestamp, content size, lost
 //!    counts) and commit its padding; write the new packet's header and commit it.
 //!
+//! Steps 2–3 for the common case (rseq mode, TSC clock, the record fits in the current
+//! sub-buffer, the critical section commits at the first attempt) are inlined into the caller
+//! ([`Channel::reserve`]); anything else — atomic mode, monotonic clock, a sub-buffer switch,
+//! a loss, a retry after an abort or a lost race, a buffer's first use — falls back, having
+//! reserved nothing, to the general out-of-line path, which runs all four steps. Both paths
+//! apply the same strict-fit rule. Where the nanoseconds of the fast path go:
+//! `docs/ringbuf-cost.md` and `examples/reserve_cost.rs`.
+//!
 //! # Commit
 //! The reservation remembers `(cpu, sub-buffer, lap)` from step 2 and commits there, LOCAL if
 //! still on `cpu`, REMOTE otherwise ([`crate::commit`]). Never recomputed from the current CPU
@@ -173,6 +181,12 @@ unsafe impl Sync for Channel {}
 /// `reserve_slow`'s first word when it reserved nothing (positions are 8-aligned, so never
 /// this odd value).
 const SLOW_LOST: u64 = u64::MAX;
+
+const _: () = {
+    // reserve_fast writes the record header as two u64 words.
+    assert!(std::mem::offset_of!(RecordHeader, id) == 8);
+    assert!(std::mem::offset_of!(RecordHeader, len) == 12);
+};
 
 const GENERAL: u8 = 0;
 const FAST_RSEQ: u8 = 1;
@@ -772,18 +786,15 @@ impl Channel {
         };
         // Release: as in reserve_slow (pairs with the overwrite-mode reader's acquire fence).
         fence(Ordering::Release);
-        let hp = self.data_ptr(cpu, pos);
-        // SAFETY: [pos, end) is ours (see Reservation::payload); pos is 8-aligned.
+        let hp = self.data_ptr(cpu, pos) as *mut u64;
+        // The RecordHeader as two 8-byte stores (LLVM emits three for the struct): timestamp,
+        // then id | len << 32, each little-endian as the layout says.
+        // SAFETY: [pos, end) is ours (see Reservation::payload); pos is 8-aligned, and the
+        // header is 16 bytes: two u64 at offsets 0 and 8.
         unsafe {
-            std::ptr::write(
-                hp as *mut RecordHeader,
-                RecordHeader {
-                    timestamp: ts,
-                    id,
-                    len: rec_len as u32,
-                },
-            )
-        };
+            hp.write(ts.to_le());
+            hp.add(1).write((id as u64 | rec_len << 32).to_le());
+        }
         Some(Reservation {
             chan: self,
             pos,

@@ -29,6 +29,13 @@
 //! * [`addv`]: `if cpu_id != cpu { mismatch } n = *v + count; *v = n /* commit */; return n` —
 //!   a CPU-local add, the "LOCAL commit" of the ring buffer.
 //!
+//! Every critical section presets its status to "committed" and keeps its abort, CPU-mismatch
+//! and compare-failed exits in a separate `__rseq_failure` text section (as librseq does), so
+//! the committed case runs straight through without a taken jump.
+//!
+//! [`cpu_id_unchecked`] reads `rseq->cpu_id` with one `%fs`-relative load, for fast paths
+//! that already know rseq is available (the ring buffer in rseq mode).
+//!
 //! The `*_delayed` variants spin inside the CS before the commit to widen the window in which
 //! the kernel aborts them; they exist for tests and the stress harness (abort injection, like
 //! librseq's `param_test`) and are never used on the fast path.

@@ -25,6 +25,14 @@
 //! 4. If we switched: write the old packet's end fields (end timestamp, content size, lost
 //!    counts) and commit its padding; write the new packet's header and commit it.
 //!
+//! Steps 2–3 for the common case (rseq mode, TSC clock, the record fits in the current
+//! sub-buffer, the critical section commits at the first attempt) are inlined into the caller
+//! ([`Channel::reserve`]); anything else — atomic mode, monotonic clock, a sub-buffer switch,
+//! a loss, a retry after an abort or a lost race, a buffer's first use — falls back, having
+//! reserved nothing, to the general out-of-line path, which runs all four steps. Both paths
+//! apply the same strict-fit rule. Where the nanoseconds of the fast path go:
+//! `docs/ringbuf-cost.md` and `examples/reserve_cost.rs`.
+//!
 //! # Commit
 //! The reservation remembers `(cpu, sub-buffer, lap)` from step 2 and commits there, LOCAL if
 //! still on `cpu`, REMOTE otherwise ([`crate::commit`]). Never recomputed from the current CPU
@@ -151,12 +159,16 @@ pub enum FlushError {
 
 /// One channel, mapped in this process. Writers and the consumer both use it.
 pub struct Channel {
-    map: memmap2::MmapRaw,
-    file: File,
     base: *mut u8,
     pub(crate) geo: Geometry,
-    clock: ClockInfo,
+    /// Which reserve path to take: [`FAST_RSEQ`] (rseq sync and TSC clock: the inline fast
+    /// path), [`FAST_RSEQ_INJECT`] (the same with abort injection, so the stress harness runs
+    /// the fast path's code too) or [`GENERAL`].
+    path: u8,
     inject_spins: u64,
+    clock: ClockInfo,
+    map: memmap2::MmapRaw,
+    file: File,
 }
 
 // SAFETY: all shared state behind `base` is accessed through atomics or through reservations
@@ -165,6 +177,20 @@ pub struct Channel {
 unsafe impl Send for Channel {}
 // SAFETY: as above.
 unsafe impl Sync for Channel {}
+
+/// `reserve_slow`'s first word when it reserved nothing (positions are 8-aligned, so never
+/// this odd value).
+const SLOW_LOST: u64 = u64::MAX;
+
+const _: () = {
+    // reserve_fast writes the record header as two u64 words.
+    assert!(std::mem::offset_of!(RecordHeader, id) == 8);
+    assert!(std::mem::offset_of!(RecordHeader, len) == 12);
+};
+
+const GENERAL: u8 = 0;
+const FAST_RSEQ: u8 = 1;
+const FAST_RSEQ_INJECT: u8 = 2;
 
 /// Geometry derived once from a validated header and never re-read from shared memory.
 #[derive(Debug, Clone, Copy)]
@@ -264,16 +290,18 @@ impl Geometry {
 /// sub-buffer is never left unbalanced.
 pub struct Reservation<'a> {
     chan: &'a Channel,
-    cpu: u32,
     /// Position of the record header.
     pos: u64,
+    timestamp: u64,
     /// Bytes to commit for this record (alignment padding before it included).
     commit_len: u64,
-    payload_len: usize,
-    timestamp: u64,
-    committed: bool,
-    /// The event id, written into the record header at commit (see [`PENDING_RECORD_ID`]).
-    id: u32,
+    payload_len: u64,
+    /// The reserving CPU, widened: every field is 8 bytes so that no copy of a Reservation
+    /// through the stack loads 8 bytes over a 4-byte store (a store-forwarding stall).
+    cpu: u64,
+    /// The event id (widened like `cpu`), written into the record header at commit (see
+    /// [`PENDING_RECORD_ID`]).
+    id: u64,
 }
 
 /// Record id of a reservation dropped without commit; readers skip such records.
@@ -290,7 +318,7 @@ pub const PENDING_RECORD_ID: u32 = u32::MAX - 1;
 impl Reservation<'_> {
     /// The CPU whose buffer holds this reservation.
     pub fn cpu(&self) -> u32 {
-        self.cpu
+        self.cpu as u32
     }
     /// Timestamp read inside the reserve critical section.
     pub fn timestamp(&self) -> u64 {
@@ -299,51 +327,57 @@ impl Reservation<'_> {
     /// The payload bytes (exactly the reserved length).
     #[inline(always)]
     pub fn payload(&mut self) -> &mut [u8] {
-        let p = self.chan.data_ptr(self.cpu, self.pos + RECORD_HEADER_SIZE);
+        let p = self
+            .chan
+            .data_ptr(self.cpu as u32, self.pos + RECORD_HEADER_SIZE);
         // SAFETY: [pos, pos + header + payload_len) lies inside one sub-buffer of this CPU's
         // data area (the reserve computation guarantees it from masked offsets) and is
         // exclusively ours until commit: no writer reserves it again before the sub-buffer's
         // commit sum is complete, and no reader copies it before then.
-        unsafe { std::slice::from_raw_parts_mut(p, self.payload_len) }
+        unsafe { std::slice::from_raw_parts_mut(p, self.payload_len as usize) }
     }
     /// Publish the record.
     #[inline(always)]
-    pub fn commit(mut self) -> CommitKind {
-        self.committed = true;
-        let p = self.chan.data_ptr(self.cpu, self.pos + 8);
+    pub fn commit(self) -> CommitKind {
+        // Committing consumes the reservation without running its Drop (which would commit it
+        // a second time, as a discarded record): no drop flag to set and test.
+        let r = std::mem::ManuallyDrop::new(self);
+        let p = r.chan.data_ptr(r.cpu as u32, r.pos + 8);
         // SAFETY: the record header lies in our exclusive reservation (see payload()). This
         // plain store precedes the commit counter update in program order; that update is a
         // release (x86 TSO store in the rseq section, whose asm clobbers memory, or an AcqRel
         // fetch_add), so the consumer's acquire load of the counters (commit_sum) that sees our
         // bytes also sees the real id.
-        unsafe { std::ptr::write_unaligned(p as *mut u32, self.id) };
-        self.chan.commit_range(self.cpu, self.pos, self.commit_len)
+        unsafe { std::ptr::write_unaligned(p as *mut u32, r.id as u32) };
+        r.chan.commit_range(r.cpu as u32, r.pos, r.commit_len)
     }
 }
 
 impl Drop for Reservation<'_> {
+    /// Only reached for a reservation that was not committed ([`Reservation::commit`] skips it).
+    /// Inline, handing the fields to an out-of-line function in registers: an out-of-line
+    /// `drop(&mut self)` makes the caller build the Reservation in memory, which LLVM does with
+    /// 8-byte stores read back by 16-byte loads (failed store forwarding, ~18 ns measured).
+    #[inline]
     fn drop(&mut self) {
-        if !self.committed {
-            let p = self.chan.data_ptr(self.cpu, self.pos + 8);
-            // SAFETY: the record header lies in our exclusive reservation (see payload()).
-            unsafe { std::ptr::write_unaligned(p as *mut u32, DISCARDED_RECORD_ID) };
-            self.chan.commit_range(self.cpu, self.pos, self.commit_len);
-        }
+        self.chan
+            .discard(self.cpu as u32, self.pos, self.commit_len);
     }
 }
 
-/// Counters of one sub-buffer in shared memory, with the operations of the commit protocol.
-struct ShmCounters<'a> {
+/// Counters of one sub-buffer in shared memory, with the operations of the commit protocol;
+/// `RSEQ`: the channel's sync mode. Two pointers, so it is passed in registers.
+#[derive(Clone, Copy)]
+struct ShmCounters<'a, const RSEQ: bool> {
     c: &'a SubbufCounters,
-    rseq: bool,
-    chan: &'a Channel,
-    cpu: u32,
+    /// The header of the buffer holding `c` (for the membarrier count).
+    b: &'a BufferHeader,
 }
 
-impl CommitCounters for ShmCounters<'_> {
+impl<const RSEQ: bool> CommitCounters for ShmCounters<'_, RSEQ> {
     #[inline(always)]
     fn local_add(&self, cpu: u32, n: u64) -> Result<u64, NotOnCpu> {
-        if !self.rseq {
+        if !RSEQ {
             return Err(NotOnCpu);
         }
         loop {
@@ -375,13 +409,12 @@ impl CommitCounters for ShmCounters<'_> {
         self.c.remote.load(Ordering::Acquire)
     }
     fn barrier_cpu(&self, cpu: u32) {
-        if !self.rseq {
+        if !RSEQ {
             // Atomic mode: every commit is a RMW on `remote`, whose result is the latest sum;
             // there is no plain LOCAL store to fence.
             return;
         }
-        let b = self.chan.buf(self.cpu);
-        b.membarriers.fetch_add(1, Ordering::Relaxed);
+        self.b.membarriers.fetch_add(1, Ordering::Relaxed);
         if !faultline_rseq::membarrier_rseq_cpu(cpu) {
             // No membarrier: fall back to a local full fence; the consumer's periodic check
             // is then the delivery backstop (see commit.rs).
@@ -516,12 +549,17 @@ impl Channel {
             ref_unix_ns: u64_at(88),
         };
         Ok(Channel {
-            map,
-            file,
             base,
             geo,
-            clock,
+            path: match (geo.sync, geo.clock, inject_spins) {
+                (SyncMode::Rseq, ClockKind::Tsc, 0) => FAST_RSEQ,
+                (SyncMode::Rseq, ClockKind::Tsc, _) => FAST_RSEQ_INJECT,
+                _ => GENERAL,
+            },
             inject_spins,
+            clock,
+            map,
+            file,
         })
     }
 
@@ -676,10 +714,145 @@ impl Channel {
     }
 
     /// Reserve a record with `payload_len` payload bytes for event `id`.
+    ///
+    /// The common case — rseq mode with the TSC, the record fits in the current sub-buffer, the
+    /// critical section commits at the first attempt — is inlined into the caller; everything
+    /// else (atomic mode, monotonic clock, abort injection, sub-buffer switch, loss, retry,
+    /// first use of a buffer) goes to the out-of-line general path, which redoes the whole
+    /// reservation from the start.
     #[inline(always)]
     pub fn reserve(&self, id: u32, payload_len: usize) -> Result<Reservation<'_>, Lost> {
+        let r = match self.path {
+            FAST_RSEQ => self.reserve_fast::<false>(id, payload_len),
+            FAST_RSEQ_INJECT => self.reserve_fast::<true>(id, payload_len),
+            _ => None,
+        };
+        if let Some(r) = r {
+            return Ok(r);
+        }
+        // The general path returns two words in registers rather than a Reservation in
+        // memory: with a memory return, LLVM merges the fast path's result into the same stack
+        // slot and every reserve + commit pays a round trip of the whole struct through it.
+        let (pos, meta) = self.reserve_slow(id, payload_len);
+        if pos == SLOW_LOST {
+            return Err(match meta {
+                0 => Lost::Full,
+                1 => Lost::Stalled,
+                2 => Lost::TooBig,
+                _ => Lost::NoBuffer,
+            });
+        }
+        let cpu = (meta >> 32) as u32;
+        let hp = self.data_ptr(cpu, pos) as *const u64;
+        // SAFETY: the record header at `pos` is in the reservation reserve_slow just made for
+        // us (exclusively ours, 8-aligned); it wrote the timestamp there. The value is only
+        // reported back, never used to form an address.
+        let timestamp = unsafe { std::ptr::read(hp) };
+        Ok(Reservation {
+            chan: self,
+            pos,
+            timestamp,
+            commit_len: meta & u32::MAX as u64,
+            payload_len: payload_len as u64,
+            cpu: cpu as u64,
+            id: id as u64,
+        })
+    }
+
+    /// The inline fast path of [`Channel::reserve`]; `None` sends the caller to the general
+    /// path (nothing was reserved). `INJECT`: spin `inject_spins` inside the critical section.
+    #[inline(always)]
+    fn reserve_fast<const INJECT: bool>(
+        &self,
+        id: u32,
+        payload_len: usize,
+    ) -> Option<Reservation<'_>> {
         let g = &self.geo;
-        let rec_len = RECORD_HEADER_SIZE + payload_len as u64;
+        // SAFETY: fast_rseq implies the channel is in rseq mode, which create/open allow only
+        // when rseq is available in this process.
+        let cpu = unsafe { faultline_rseq::cpu_id_unchecked() };
+        if cpu >= g.num_cpus {
+            return None;
+        }
+        let b = self.buf(cpu);
+        // No activate() here: the fast path needs `old` inside a sub-buffer (sb_off != 0), and
+        // the writer that first moved this buffer's write_offset off 0 went through the general
+        // path, which marks the buffer active before its reservation.
+        let old = b.write_offset.load(Ordering::Relaxed);
+        let sb_off = old & g.sb_mask;
+        let aligned = align_up(sb_off, RECORD_ALIGN);
+        // Saturating: an absurd length must not wrap into a small one. `aligned <=
+        // subbuf_size` (both multiples of 8, sb_off < subbuf_size), so the subtraction cannot
+        // wrap, and `rec_len < subbuf_size - aligned` is the strict-fit rule
+        // `aligned + rec_len < subbuf_size` of the general path. It also implies
+        // rec_len <= max_record, since aligned >= PACKET_HEADER_SIZE when sb_off != 0.
+        let rec_len = RECORD_HEADER_SIZE.saturating_add(payload_len as u64);
+        if sb_off == 0 || rec_len >= g.subbuf_size - aligned {
+            return None;
+        }
+        let pos = old - sb_off + aligned;
+        let end = pos + rec_len;
+        // SAFETY: rseq available (see above); write_offset of `cpu` is only written by rseq
+        // critical sections on `cpu` in rseq mode.
+        let ts = unsafe {
+            let w = b.write_offset.as_ptr();
+            if INJECT {
+                faultline_rseq::cmpeqv_storev_tsc_delayed(cpu, w, old, end, self.inject_spins)
+            } else {
+                faultline_rseq::cmpeqv_storev_tsc(cpu, w, old, end)
+            }
+            .ok()?
+        };
+        // Release: as in reserve_slow (pairs with the overwrite-mode reader's acquire fence).
+        fence(Ordering::Release);
+        let hp = self.data_ptr(cpu, pos) as *mut u64;
+        // The RecordHeader as two 8-byte stores (LLVM emits three for the struct): timestamp,
+        // then id | len << 32, each little-endian as the layout says. The id is
+        // PENDING_RECORD_ID until commit stores the real one.
+        // SAFETY: [pos, end) is ours (see Reservation::payload); pos is 8-aligned, and the
+        // header is 16 bytes: two u64 at offsets 0 and 8.
+        unsafe {
+            hp.write(ts.to_le());
+            hp.add(1)
+                .write((PENDING_RECORD_ID as u64 | rec_len << 32).to_le());
+        }
+        Some(Reservation {
+            chan: self,
+            pos,
+            timestamp: ts,
+            commit_len: end - old,
+            payload_len: payload_len as u64,
+            cpu: cpu as u64,
+            id: id as u64,
+        })
+    }
+
+    /// The general path of [`Channel::reserve`]: `(pos, commit_len | cpu << 32)` of the
+    /// reservation it made (its header, timestamp included, already written), or
+    /// `(SLOW_LOST, cause)`.
+    #[inline(never)]
+    fn reserve_slow(&self, id: u32, payload_len: usize) -> (u64, u64) {
+        match self.reserve_general(id, payload_len) {
+            // commit_len < subbuf_size <= 1 GiB and cpu < 4096: both fit in 32 bits.
+            Ok((cpu, pos, commit_len)) => (pos, commit_len | (cpu as u64) << 32),
+            Err(why) => (
+                SLOW_LOST,
+                match why {
+                    Lost::Full => 0,
+                    Lost::Stalled => 1,
+                    Lost::TooBig => 2,
+                    Lost::NoBuffer => 3,
+                },
+            ),
+        }
+    }
+
+    /// Reserve without any fast-path assumption; returns `(cpu, pos, commit_len)`. The header
+    /// gets [`PENDING_RECORD_ID`]; the caller keeps the real id for the commit.
+    #[inline(always)]
+    fn reserve_general(&self, _id: u32, payload_len: usize) -> Result<(u32, u64, u64), Lost> {
+        let g = &self.geo;
+        let rec_len = RECORD_HEADER_SIZE.saturating_add(payload_len as u64);
         if rec_len > g.max_record {
             return Err(self.lose(self.current_cpu(), Lost::TooBig));
         }
@@ -730,16 +903,7 @@ impl Channel {
                 )
             };
             let commit_len = if switch { rec_len } else { end - old };
-            return Ok(Reservation {
-                chan: self,
-                cpu,
-                pos,
-                commit_len,
-                payload_len,
-                timestamp: ts,
-                committed: false,
-                id,
-            });
+            return Ok((cpu, pos, commit_len));
         }
     }
 
@@ -837,21 +1001,32 @@ impl Channel {
         self.commit_range(cpu, old, g.subbuf_size - sb_off);
     }
 
+    /// Commit a reservation dropped without [`Reservation::commit`] as a discarded record.
+    #[cold]
+    #[inline(never)]
+    fn discard(&self, cpu: u32, pos: u64, commit_len: u64) {
+        let p = self.data_ptr(cpu, pos + 8);
+        // SAFETY: the record header lies in the dropped reservation, exclusively its owner's
+        // until this commit (see Reservation::payload).
+        unsafe { std::ptr::write_unaligned(p as *mut u32, DISCARDED_RECORD_ID) };
+        self.commit_range(cpu, pos, commit_len);
+    }
+
     /// Commit `len` bytes at position `pos` of `cpu`'s buffer.
     #[inline(always)]
     pub(crate) fn commit_range(&self, cpu: u32, pos: u64, len: u64) -> CommitKind {
         let g = &self.geo;
-        let idx = g.idx(pos);
-        let sc = ShmCounters {
-            c: self.counters(cpu, idx),
-            rseq: g.sync == SyncMode::Rseq,
-            chan: self,
-            cpu,
+        let (c, b) = (self.counters(cpu, g.idx(pos)), self.buf(cpu));
+        let complete = g.complete(pos);
+        let (kind, done) = if g.sync == SyncMode::Rseq {
+            let r = commit::commit(&ShmCounters::<true> { c, b }, cpu, len, complete);
+            if r.0 == CommitKind::Remote {
+                b.remote_commits.fetch_add(1, Ordering::Relaxed);
+            }
+            r
+        } else {
+            commit::commit(&ShmCounters::<false> { c, b }, cpu, len, complete)
         };
-        let (kind, done) = commit::commit(&sc, cpu, len, g.complete(pos));
-        if kind == CommitKind::Remote && g.sync == SyncMode::Rseq {
-            self.buf(cpu).remote_commits.fetch_add(1, Ordering::Relaxed);
-        }
         if done {
             self.deliver(cpu);
         }

@@ -44,7 +44,11 @@ pub enum CommitKind {
 pub struct NotOnCpu;
 
 /// Counter operations the protocol needs for one sub-buffer.
-pub trait CommitCounters {
+///
+/// `Copy` because the rare REMOTE path takes the counters by value: an implementation that is
+/// a pair of pointers then travels in two registers, and the inlined LOCAL fast path never has
+/// to build it in memory just so the cold path can borrow it.
+pub trait CommitCounters: Copy {
     /// LOCAL add of `n` as a per-CPU critical section on `cpu`; returns the new `local`.
     /// Retries internally on aborts; fails only if the caller runs on another CPU.
     fn local_add(&self, cpu: u32, n: u64) -> Result<u64, NotOnCpu>;
@@ -68,13 +72,13 @@ pub fn commit<C: CommitCounters>(c: &C, cpu: u32, n: u64, complete: u64) -> (Com
             let remote = c.load_remote();
             (CommitKind::Local, local.wrapping_add(remote) >= complete)
         }
-        Err(NotOnCpu) => (CommitKind::Remote, remote_commit(c, cpu, n, complete)),
+        Err(NotOnCpu) => (CommitKind::Remote, remote_commit(*c, cpu, n, complete)),
     }
 }
 
 #[cold]
 #[inline(never)]
-fn remote_commit<C: CommitCounters>(c: &C, cpu: u32, n: u64, complete: u64) -> bool {
+fn remote_commit<C: CommitCounters>(c: C, cpu: u32, n: u64, complete: u64) -> bool {
     let remote = c.remote_add(n);
     if c.load_local().wrapping_add(remote) >= complete {
         return true;

@@ -25,6 +25,7 @@ struct Model {
     barrier: bool,
 }
 
+#[derive(Clone, Copy)]
 struct Writer<'a> {
     m: &'a Model,
     /// The CPU this writer currently runs on.

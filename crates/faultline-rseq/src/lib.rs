@@ -29,6 +29,13 @@
 //! * [`addv`]: `if cpu_id != cpu { mismatch } n = *v + count; *v = n /* commit */; return n` —
 //!   a CPU-local add, the "LOCAL commit" of the ring buffer.
 //!
+//! Every critical section presets its status to "committed" and keeps its abort, CPU-mismatch
+//! and compare-failed exits in a separate `__rseq_failure` text section (as librseq does), so
+//! the committed case runs straight through without a taken jump.
+//!
+//! [`cpu_id_unchecked`] reads `rseq->cpu_id` with one `%fs`-relative load, for fast paths
+//! that already know rseq is available (the ring buffer in rseq mode).
+//!
 //! The `*_delayed` variants spin inside the CS before the commit to widen the window in which
 //! the kernel aborts them; they exist for tests and the stress harness (abort injection, like
 //! librseq's `param_test`) and are never used on the fast path.
@@ -219,6 +226,37 @@ pub fn current_cpu() -> u32 {
     }
 }
 
+/// This thread's `rseq->cpu_id`, without checking that rseq is available: one load relative to
+/// the thread pointer (plus the cached `__rseq_offset`). For fast paths that already know.
+///
+/// # Safety
+/// [`available`] must have returned true in this process.
+#[inline(always)]
+pub unsafe fn cpu_id_unchecked() -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let off = OFFSET.load(Ordering::Relaxed);
+        let cpu: u32;
+        // SAFETY: the caller guarantees rseq is registered, so fs:[__rseq_offset] is this
+        // thread's struct rseq and cpu_id is at +4. One %fs-relative load, like the critical
+        // sections' own check; not `pure`, so two calls are two reads (the kernel changes it).
+        unsafe {
+            core::arch::asm!(
+                "mov {cpu:e}, dword ptr fs:[{off} + 4]",
+                off = in(reg) off,
+                cpu = lateout(reg) cpu,
+                options(nostack, readonly, preserves_flags),
+            )
+        };
+        cpu
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // SAFETY: as documented, the caller guarantees a registered area.
+        unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*area()).cpu_id)) }
+    }
+}
+
 /// The concurrency id (`mm_cid`) when the kernel provides it.
 pub fn current_mm_cid() -> Option<u32> {
     let reg = Registration::get()?;
@@ -267,18 +305,23 @@ pub fn rdtsc() -> u64 {
 }
 
 // The shape shared by every critical section below:
+//   status = 0
 //   3: descriptor in __rseq_cs {version 0, flags 0, start 4f, post_commit (5f-4f), abort 6f}
 //   store &descriptor into rseq->rseq_cs (offset 8 of the area, addressed through %fs)
 //   4: ... CS body ... ; single commit store
-//   5: status = 0 ; jmp 9f
+//   5: (falls through to 9: the success path is straight-line code, no taken jump)
+//   in section __rseq_failure (out of line, like librseq's abort handlers):
 //      ud1 with RSEQ_SIG displacement (never executed)
 //   6: status = 1 (aborted) ; jmp 9f
 //   7: status = 2 (cpu mismatch) ; jmp 9f
-//   8: status = 3 (compare failed)
+//   8: status = 3 (compare failed) ; jmp 9f
 //   9:
+// `status` is an `out` (not `lateout`) operand, so it never shares a register with an input
+// although it is written before the inputs are used.
 macro_rules! rseq_cs_prologue {
     () => {
         concat!(
+            "xor {status:e}, {status:e}\n",
             ".pushsection __rseq_cs, \"aw\"\n",
             ".balign 32\n",
             "3:\n",
@@ -295,8 +338,7 @@ macro_rules! rseq_cs_epilogue {
     () => {
         concat!(
             "5:\n",
-            "xor {status:e}, {status:e}\n",
-            "jmp 9f\n",
+            ".pushsection __rseq_failure, \"ax\"\n",
             ".byte 0x0f, 0xb9, 0x3d\n",
             ".long 0x53053053\n",
             "6:\n",
@@ -307,6 +349,8 @@ macro_rules! rseq_cs_epilogue {
             "jmp 9f\n",
             "8:\n",
             "mov {status:e}, 3\n",
+            "jmp 9f\n",
+            ".popsection\n",
             "9:\n",
         )
     };

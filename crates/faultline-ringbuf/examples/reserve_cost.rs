@@ -1,0 +1,389 @@
+//! Where the nanoseconds of `Channel::reserve` + `Reservation::commit` go.
+//!
+//! `cargo run --release -p faultline-ringbuf --example reserve_cost [-- ROUNDS ITERS]`
+//!
+//! Every configuration is measured in the same run, interleaved round by round (so a noisy
+//! neighbour on the shared machine hits all of them alike), next to the two floors the issue
+//! names: a bare `rdtsc` loop and an `rdtsc` + 16-byte store loop. Printed: the median ns per
+//! operation over the rounds, and the spread (min..max).
+//!
+//! Rows:
+//! * floors: `rdtsc`; `rdtsc` + a 16 B (or 48 B) copy into a 4 KiB L1-resident buffer (what
+//!   `faultline bench` calls the floor); the same plus a 16 B header, streaming through 1 MiB
+//!   like the ring does (the memory traffic of a real record without any protocol).
+//! * the real thing: `Channel::reserve` + payload copy + `Reservation::commit`, rseq and atomic,
+//!   16 B and 48 B, default geometry (4 x 256 KiB, overwrite mode, no consumer: what
+//!   `faultline bench` measures) and a small one (4 x 4 KiB, L1-resident, a sub-buffer switch
+//!   every ~120 records).
+//! * batches of 24000 events on fresh 4 x 256 KiB channels: reserve + commit (the control),
+//!   reserve only (reservations leaked), commit only (of reservations made untimed just
+//!   before), reserve + drop (committed as a discarded record).
+//! * the protocol rebuilt from `faultline_rseq` primitives on a private array, to split the
+//!   cost: `current_cpu`; the reserve critical section with and without `rdtsc` inside; `rdtsc`
+//!   outside + CS without; the LOCAL commit (`addv` + load of `remote`); and the whole
+//!   sequence (CPU, reserve CS with TSC, header + payload stores, LOCAL commit, completion
+//!   test) — the minimum the protocol needs, with no channel bookkeeping.
+
+use faultline_ringbuf::{Channel, ChannelConfig, Mode, SyncMode};
+use std::hint::black_box;
+use std::time::Instant;
+
+type Bench<'a> = (String, Box<dyn FnMut(u64) -> f64 + 'a>);
+
+fn time_ns(iters: u64, mut f: impl FnMut(u64)) -> f64 {
+    let t = Instant::now();
+    for i in 0..iters {
+        f(i);
+    }
+    t.elapsed().as_nanos() as f64 / iters as f64
+}
+
+fn channel(sync: SyncMode, subbuf: u64) -> Channel {
+    Channel::create(&ChannelConfig {
+        subbuf_size: subbuf,
+        num_subbuf: 4,
+        mode: Mode::Overwrite,
+        sync,
+        ..Default::default()
+    })
+    .expect("channel")
+}
+
+/// Reserve + copy + commit on a channel (the `faultline bench` loop).
+fn ring<'a>(ch: &'a Channel, payload: usize) -> Box<dyn FnMut(u64) -> f64 + 'a> {
+    let src = vec![7u8; payload];
+    // Warm-up: touch every page of the buffer once.
+    for _ in 0..(ch.subbuf_size() * ch.num_subbuf() / 16) {
+        if let Ok(mut r) = ch.reserve(1, payload) {
+            r.payload().copy_from_slice(&src);
+            r.commit();
+        }
+    }
+    Box::new(move |iters| {
+        time_ns(iters, |_| {
+            if let Ok(mut r) = ch.reserve(1, black_box(payload)) {
+                r.payload().copy_from_slice(&src);
+                black_box(r.commit());
+            }
+        })
+    })
+}
+
+/// Records per batch in the batch measurements: well under one lap of a 4 x 256 KiB buffer
+/// (32768 records of 32 B), so reservations left uncommitted never block a later one.
+const BATCH: usize = 24_000;
+/// Batches per round (each on a fresh, warmed-up channel).
+const BATCHES: usize = 4;
+
+#[derive(Clone, Copy)]
+enum Part {
+    /// reserve + copy + commit, as `ring` (the control for the two below).
+    Both,
+    /// reserve + copy only; the reservations are leaked (`mem::forget`), the channel thrown away.
+    ReserveOnly,
+    /// commit only, of reservations made (and filled) untimed just before.
+    CommitOnly,
+    /// reserve + copy, then drop: the record is committed as discarded.
+    Drop,
+}
+
+/// One part of the path, timed over fresh channels so that leaked reservations cost nothing
+/// later.
+fn batch(sync: SyncMode, payload: usize, part: Part) -> Box<dyn FnMut(u64) -> f64> {
+    let src = vec![7u8; payload];
+    Box::new(move |_| {
+        let mut total = 0f64;
+        for _ in 0..BATCHES {
+            let ch = channel(sync, 256 * 1024);
+            // Warm-up: one full lap, so every page is resident and every sub-buffer complete.
+            for _ in 0..(256 * 1024 * 4 / 32 + 100) {
+                if let Ok(mut r) = ch.reserve(1, payload) {
+                    r.payload().copy_from_slice(&src);
+                    r.commit();
+                }
+            }
+            total += match part {
+                Part::Both => time_ns(BATCH as u64, |_| {
+                    if let Ok(mut r) = ch.reserve(1, black_box(payload)) {
+                        r.payload().copy_from_slice(&src);
+                        black_box(r.commit());
+                    }
+                }),
+                Part::ReserveOnly => time_ns(BATCH as u64, |_| {
+                    if let Ok(mut r) = ch.reserve(1, black_box(payload)) {
+                        r.payload().copy_from_slice(&src);
+                        std::mem::forget(black_box(r));
+                    }
+                }),
+                Part::Drop => time_ns(BATCH as u64, |_| {
+                    if let Ok(mut r) = ch.reserve(1, black_box(payload)) {
+                        r.payload().copy_from_slice(&src);
+                        drop(r);
+                    }
+                }),
+                Part::CommitOnly => {
+                    let mut rs = Vec::with_capacity(BATCH);
+                    for _ in 0..BATCH {
+                        if let Ok(mut r) = ch.reserve(1, payload) {
+                            r.payload().copy_from_slice(&src);
+                            rs.push(r);
+                        }
+                    }
+                    let mut it = rs.into_iter();
+                    time_ns(BATCH as u64, |_| {
+                        if let Some(r) = it.next() {
+                            black_box(r.commit());
+                        }
+                    })
+                }
+            };
+        }
+        total / BATCHES as f64
+    })
+}
+
+/// A private stand-in for one CPU buffer: write offset, LOCAL and REMOTE counters on separate
+/// lines, and a data area.
+#[repr(C, align(64))]
+struct Fake {
+    write_offset: u64,
+    _p0: [u64; 7],
+    local: u64,
+    _p1: [u64; 7],
+    remote: u64,
+    _p2: [u64; 7],
+}
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let rounds = args.first().copied().unwrap_or(11).max(1) as usize;
+    let iters = args.get(1).copied().unwrap_or(2_000_000).max(1000);
+    let rseq = faultline_rseq::available();
+    let cpu = faultline_rseq::current_cpu();
+    faultline_rseq::pin_to_cpu(cpu).expect("pin");
+    // Pinning takes effect at the next scheduling point.
+    std::thread::yield_now();
+    let cpu = faultline_rseq::current_cpu();
+
+    let syncs: Vec<SyncMode> = if rseq {
+        vec![SyncMode::Rseq, SyncMode::Atomic]
+    } else {
+        vec![SyncMode::Atomic]
+    };
+    let chans: Vec<(SyncMode, u64, Channel)> = syncs
+        .iter()
+        .flat_map(|&s| [(s, 256 * 1024), (s, 4096)])
+        .map(|(s, sb)| (s, sb, channel(s, sb)))
+        .collect();
+    let mut benches: Vec<Bench> = Vec::new();
+
+    benches.push((
+        "rdtsc".into(),
+        Box::new(|n| {
+            time_ns(n, |_| {
+                black_box(faultline_rseq::rdtsc());
+            })
+        }),
+    ));
+    for payload in [16usize, 48] {
+        let mut dst = vec![0u8; 4096];
+        let src = vec![7u8; payload];
+        benches.push((
+            format!("rdtsc + {payload} B store (L1)"),
+            Box::new(move |n| {
+                time_ns(n, |i| {
+                    let ts = faultline_rseq::rdtsc();
+                    let at = ((i as usize) * 64) & 4095;
+                    dst[at..at + payload].copy_from_slice(black_box(&src[..]));
+                    black_box(ts);
+                    black_box(&mut dst);
+                })
+            }),
+        ));
+    }
+    {
+        // 16 B header (timestamp, id, len) + 16 B payload, 32 B apart, through 1 MiB.
+        let mut dst = vec![0u64; (1 << 20) / 8];
+        let src = [7u8; 16];
+        benches.push((
+            "rdtsc + hdr + 16 B, 1 MiB stream".into(),
+            Box::new(move |n| {
+                let mask = dst.len() - 1;
+                time_ns(n, |i| {
+                    let ts = faultline_rseq::rdtsc();
+                    let at = (i as usize * 4) & mask;
+                    dst[at] = ts;
+                    dst[at + 1] = 1 | (32 << 32);
+                    let p = &mut dst[at + 2..at + 4];
+                    // SAFETY: two u64s are 16 bytes, plain data.
+                    let b =
+                        unsafe { std::slice::from_raw_parts_mut(p.as_mut_ptr() as *mut u8, 16) };
+                    b.copy_from_slice(black_box(&src[..]));
+                    black_box(&mut dst);
+                })
+            }),
+        ));
+    }
+
+    for (s, sb, ch) in &chans {
+        for payload in [16usize, 48] {
+            if *sb == 4096 && payload == 48 {
+                continue;
+            }
+            benches.push((
+                format!(
+                    "reserve+commit {payload} B {} {}K",
+                    format!("{s:?}").to_lowercase(),
+                    sb / 1024
+                ),
+                ring(ch, payload),
+            ));
+        }
+    }
+
+    for &s in &syncs {
+        let name = format!("{s:?}").to_lowercase();
+        for (label, part) in [
+            ("reserve+commit", Part::Both),
+            ("reserve only", Part::ReserveOnly),
+            ("commit only", Part::CommitOnly),
+            ("reserve+drop", Part::Drop),
+        ] {
+            benches.push((format!("batch 16 B {name}: {label}"), batch(s, 16, part)));
+        }
+    }
+
+    if rseq {
+        benches.push((
+            "current_cpu".into(),
+            Box::new(|n| {
+                time_ns(n, |_| {
+                    black_box(faultline_rseq::current_cpu());
+                })
+            }),
+        ));
+        let mut f = Box::new(Fake {
+            write_offset: 0,
+            _p0: [0; 7],
+            local: 0,
+            _p1: [0; 7],
+            remote: 0,
+            _p2: [0; 7],
+        });
+        let fp: *mut Fake = &mut *f;
+        std::mem::forget(f);
+        // SAFETY (for every closure below): `fp` points to a leaked Fake used only by this
+        // (pinned) thread; its words are written only by rseq critical sections on this CPU.
+        let wo = unsafe { std::ptr::addr_of_mut!((*fp).write_offset) };
+        let lo = unsafe { std::ptr::addr_of_mut!((*fp).local) };
+        let re = unsafe { std::ptr::addr_of_mut!((*fp).remote) };
+        benches.push((
+            "cs: cmp+store (no tsc)".into(),
+            Box::new(move |n| {
+                time_ns(n, |_| {
+                    // SAFETY: see above.
+                    unsafe {
+                        let old = *wo;
+                        black_box(faultline_rseq::cmpeqv_storev(cpu, wo, old, old + 32).is_ok());
+                    }
+                })
+            }),
+        ));
+        benches.push((
+            "cs: cmp+rdtsc+store".into(),
+            Box::new(move |n| {
+                time_ns(n, |_| {
+                    // SAFETY: see above.
+                    unsafe {
+                        let old = *wo;
+                        let _ =
+                            black_box(faultline_rseq::cmpeqv_storev_tsc(cpu, wo, old, old + 32));
+                    }
+                })
+            }),
+        ));
+        benches.push((
+            "rdtsc; cs: cmp+store".into(),
+            Box::new(move |n| {
+                time_ns(n, |_| {
+                    // SAFETY: see above.
+                    unsafe {
+                        let ts = faultline_rseq::rdtsc();
+                        let old = *wo;
+                        black_box(faultline_rseq::cmpeqv_storev(cpu, wo, old, old + 32).is_ok());
+                        black_box(ts);
+                    }
+                })
+            }),
+        ));
+        benches.push((
+            "cs: addv + load remote".into(),
+            Box::new(move |n| {
+                time_ns(n, |_| {
+                    // SAFETY: see above.
+                    unsafe {
+                        let l = faultline_rseq::addv(cpu, lo, 32).unwrap_or(0);
+                        black_box(l.wrapping_add(std::ptr::read_volatile(re)) >= 1 << 40);
+                    }
+                })
+            }),
+        ));
+        for (name, footprint) in [("L1 4K", 4096usize), ("1 MiB", 1 << 20)] {
+            let mut data = vec![0u64; footprint / 8];
+            let dp = data.as_mut_ptr();
+            std::mem::forget(data);
+            let src = [7u8; 16];
+            benches.push((
+                format!("protocol minimum 16 B, {name}"),
+                Box::new(move |n| {
+                    let mask = footprint as u64 - 1;
+                    time_ns(n, |_| {
+                        // SAFETY: see above; `dp` is a leaked array of `footprint` bytes and
+                        // every record (32 B, 32 B aligned) lies inside it after masking.
+                        unsafe {
+                            let c = faultline_rseq::current_cpu();
+                            let old = *wo;
+                            let new = old + 32;
+                            let Ok(ts) = faultline_rseq::cmpeqv_storev_tsc(c, wo, old, new) else {
+                                return;
+                            };
+                            let h = (dp as *mut u8).add((old & mask) as usize) as *mut u64;
+                            *h = ts;
+                            *h.add(1) = 1 | (32 << 32);
+                            std::ptr::copy_nonoverlapping(
+                                black_box(src.as_ptr()),
+                                h.add(2) as *mut u8,
+                                black_box(16),
+                            );
+                            let l = faultline_rseq::addv(c, lo, 32).unwrap_or(0);
+                            black_box(l.wrapping_add(std::ptr::read_volatile(re)) >= 1 << 60);
+                        }
+                    })
+                }),
+            ));
+        }
+    }
+
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); benches.len()];
+    for _ in 0..rounds {
+        for (i, (_, b)) in benches.iter_mut().enumerate() {
+            results[i].push(b(iters));
+        }
+    }
+    println!(
+        "rseq {} | pinned to CPU {cpu} | {rounds} rounds x {iters} iterations",
+        if rseq { "available" } else { "UNAVAILABLE" }
+    );
+    println!("{:<40} {:>9} {:>15}", "configuration", "ns/op", "spread");
+    for ((name, _), mut v) in benches.iter().zip(results) {
+        v.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "{name:<40} {:>9.2} {:>15}",
+            v[v.len() / 2],
+            format!("{:.2}..{:.2}", v[0], v[v.len() - 1])
+        );
+    }
+}

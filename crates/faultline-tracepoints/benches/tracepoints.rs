@@ -1,16 +1,22 @@
-//! Prints ns per operation (no assertions): disabled tracepoint, enabled tracepoint with the
-//! counter probe (each kind), copy_from_user vs memcpy for 32 bytes.
-//! Run: `cargo bench -p faultline-tracepoints --bench tracepoints`.
+//! Prints ns per operation (no assertions): dispatch cost (enabled tracepoint with a no-op
+//! probe vs a direct call of that probe vs a disabled tracepoint, medians of interleaved
+//! rounds, for each probe kind and each SRCU read-side flavour), disabled tracepoint, enabled
+//! tracepoint with the counter probe (each kind), copy_from_user vs memcpy for 32 bytes.
+//! Run: `cargo bench -p faultline-tracepoints --bench tracepoints` (`-- dispatch` for the
+//! dispatch part only).
 
 use std::hint::black_box;
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use faultline_tracepoints::{
-    copy_from_user, copy_from_user_vm, enable, register_probe, trace, tracepoint, unregister,
-    CounterProbe, ProbeKind,
+    copy_from_user, copy_from_user_vm, enable, register_probe, set_srcu_flavour, trace, tracepoint,
+    unregister, CounterProbe, Flavour, Payload, Probe, ProbeKind, Tracepoint,
 };
 
 tracepoint!(BENCH_OFF, "bench", "off", { v: u64 });
+tracepoint!(BENCH_DISPATCH, "bench", "dispatch", { v: u64 });
 tracepoint!(BENCH_ON, "bench", "on", { v: u64 });
 tracepoint!(BENCH_STR, "bench", "str", { v: u64, s: &str });
 
@@ -26,7 +32,114 @@ fn measure(iters: u64, rounds: usize, mut f: impl FnMut(u64)) -> f64 {
     best
 }
 
+/// A probe that does nothing (but is still called through `dyn Probe`).
+struct NoopProbe;
+
+impl Probe for NoopProbe {
+    #[inline(never)]
+    fn call(&self, _tp: &'static Tracepoint, payload: &dyn Payload) {
+        black_box(payload);
+    }
+}
+
+/// Median of `v` (sorted in place).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// One timed run of `iters` iterations of `f`, in ns per iteration.
+fn once(iters: u64, mut f: impl FnMut(u64)) -> f64 {
+    let t = Instant::now();
+    f(iters);
+    t.elapsed().as_nanos() as f64 / iters as f64
+}
+
+/// Dispatch overhead: `trace!` of an enabled tracepoint whose only probe is a no-op (with each
+/// SRCU read-side flavour), minus the same payload handed to that probe by a direct (dynamic)
+/// call. The variants are interleaved within each round so that noise from other load hits
+/// them alike; medians over the rounds.
+fn dispatch(kind: ProbeKind, rounds: usize) {
+    const N: u64 = 5_000_000;
+    let probe: Arc<dyn Probe> = Arc::new(NoopProbe);
+    let h = register_probe("bench:dispatch", probe.clone(), kind).unwrap();
+    enable("bench:dispatch");
+    let flavours = [Flavour::Atomic, Flavour::Rseq];
+    let mut got = flavours;
+    let (mut off, mut direct) = (Vec::new(), Vec::new());
+    let mut on = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        off.push(once(N, |n| {
+            for i in 0..n {
+                trace!(BENCH_OFF, black_box(i));
+            }
+        }));
+        direct.push(once(N, |n| {
+            let p = black_box(&probe);
+            for i in 0..n {
+                let v = black_box(i);
+                let payload = faultline_tracepoints::__private::FieldsPayload((&v, ()));
+                p.call(&BENCH_DISPATCH, &payload);
+            }
+        }));
+        for (k, f) in flavours.into_iter().enumerate() {
+            got[k] = set_srcu_flavour(f);
+            on[k].push(once(N, |n| {
+                for i in 0..n {
+                    trace!(BENCH_DISPATCH, black_box(i));
+                }
+            }));
+        }
+    }
+    unregister(h);
+    set_srcu_flavour(Flavour::Rseq);
+    let (off, direct) = (median(&mut off), median(&mut direct));
+    println!(
+        "dispatch, {kind:?} probe, medians of {rounds} rounds: disabled {off:.2} ns, \
+         direct call {direct:.2} ns"
+    );
+    for (k, v) in on.iter_mut().enumerate() {
+        let m = median(v);
+        println!(
+            "  enabled, srcu {:<6?} {m:6.2} ns/call  dispatch overhead {:6.2} ns",
+            got[k],
+            m - direct
+        );
+    }
+}
+
+/// The read-side section alone: enter and leave an SRCU domain of each flavour.
+fn read_side(rounds: usize) {
+    const N: u64 = 20_000_000;
+    for want in [Flavour::Atomic, Flavour::Rseq] {
+        let d = faultline_tracepoints::srcu::Srcu::new(64);
+        let got = d.set_flavour(want);
+        let mut v: Vec<f64> = (0..rounds)
+            .map(|_| {
+                once(N, |n| {
+                    for _ in 0..n {
+                        black_box(d.read_lock());
+                    }
+                })
+            })
+            .collect();
+        println!(
+            "srcu read_lock + unlock, {got:?}            {:6.2} ns (median of {rounds})",
+            median(&mut v)
+        );
+    }
+}
+
 fn main() {
+    read_side(7);
+    let only_dispatch = std::env::args().any(|a| a == "dispatch");
+    for kind in [ProbeKind::NonFaultable, ProbeKind::Faultable] {
+        dispatch(kind, 15);
+    }
+    if only_dispatch {
+        return;
+    }
+
     let empty = measure(200_000_000, 5, |n| {
         for i in 0..n {
             black_box(i);

@@ -50,13 +50,14 @@ pub mod uaccess;
 pub use faultline_schema as schema;
 pub use payload::{CStrPtr, Payload, RawBuf, WriteOutcome, MAX_CSTR_LEN, MAX_RAW_LEN};
 pub use probe::{
-    grace_period_busy_polls, reclaim_barrier, register_probe, unregister, unregister_deferred,
-    CounterProbe, Probe, ProbeHandle, ProbeKind, RegisterError,
+    grace_period_busy_polls, reclaim_barrier, register_probe, set_srcu_flavour, srcu_flavour,
+    unregister, unregister_deferred, CounterProbe, Probe, ProbeHandle, ProbeKind, RegisterError,
 };
 pub use registry::{
     disable, enable, find, glob_match, matching, set_events, tracepoints, EventSpec, Tracepoint,
     TRACEPOINTS,
 };
+pub use srcu::Flavour;
 pub use uaccess::{
     copy_from_user, copy_from_user_vm, fault_handler_installed, install_fault_handler,
     strncpy_from_user, strnlen_user, StrFault,

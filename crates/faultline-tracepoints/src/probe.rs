@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::registry::{self, domains, update_active, ProbeEntry, Tracepoint};
-use crate::srcu::rcu_swap;
+use crate::srcu::{rcu_swap, Flavour};
 use crate::Payload;
 
 /// A probe: called synchronously by every hit of the tracepoints it is registered on.
@@ -88,9 +88,33 @@ impl std::fmt::Display for RegisterError {
 
 impl std::error::Error for RegisterError {}
 
-/// An immutable probe array as published to readers.
+/// An immutable probe array as published to readers (never empty).
 pub(crate) struct ProbeArray {
-    pub(crate) probes: Box<[Arc<dyn Probe>]>,
+    /// `Arc::as_ptr(&probes[0])`, so that the common one-probe dispatch reaches the probe's
+    /// vtable with one load less (no walk through the boxed slice, no `ArcInner` offset).
+    first: *const dyn Probe,
+    /// Owns the probes (and keeps `first` alive).
+    probes: Box<[Arc<dyn Probe>]>,
+}
+
+impl ProbeArray {
+    fn new(probes: Box<[Arc<dyn Probe>]>) -> Self {
+        ProbeArray {
+            first: Arc::as_ptr(&probes[0]),
+            probes,
+        }
+    }
+
+    /// Call every probe, in registration order.
+    #[inline(always)]
+    pub(crate) fn call_all(&self, tp: &'static Tracepoint, payload: &dyn Payload) {
+        // SAFETY: `first` points into the Arc held by `probes[0]`, which lives as long as
+        // `self` (the array is immutable after publication).
+        unsafe { &*self.first }.call(tp, payload);
+        for p in self.probes[1..].iter() {
+            p.call(tp, payload);
+        }
+    }
 }
 
 /// A retired probe array, to drop after a grace period of domain `kind`.
@@ -130,7 +154,7 @@ fn publish(st: &registry::State, id: usize, kind: ProbeKind) -> Option<Retired> 
     let new = if probes.is_empty() {
         std::ptr::null_mut()
     } else {
-        Box::into_raw(Box::new(ProbeArray { probes }))
+        Box::into_raw(Box::new(ProbeArray::new(probes)))
     };
     let old = rcu_swap(&tp.arrays[kind as usize], new);
     update_active(st, id);
@@ -322,6 +346,24 @@ pub fn reclaim_barrier() {
 /// see an `unregister` waiting).
 pub fn grace_period_busy_polls(kind: ProbeKind) -> u64 {
     domains()[kind as usize].busy_polls()
+}
+
+/// Choose the read-side flavour of both domains (see [`srcu`](crate::srcu)): the rseq flavour
+/// (no locked instruction on the tracing path; chosen at start-up with `FAULTLINE_SRCU=rseq`)
+/// or the atomic one (two `lock xadd` per event; the default and the fallback: it measured
+/// cheaper inside `fire` on our development machine). Returns the flavour in effect (asking for [`Flavour::Rseq`] where it is not
+/// available gives [`Flavour::Atomic`]). Safe at any time, with probes running; may wait for
+/// a grace period in progress. Must not be called from inside a probe.
+pub fn set_srcu_flavour(flavour: Flavour) -> Flavour {
+    let d = domains();
+    let got = d[0].set_flavour(flavour);
+    d[1].set_flavour(got);
+    got
+}
+
+/// The read-side flavour new read-side sections of `kind`'s domain use.
+pub fn srcu_flavour(kind: ProbeKind) -> Flavour {
+    domains()[kind as usize].flavour()
 }
 
 /// The simplest real probe: counts calls per tracepoint (relaxed atomic add on a per-tracepoint

@@ -1,9 +1,12 @@
-//! The primitives `srcu.rs` is written against, for the real build (std atomics).
+//! The primitives `srcu.rs` is written against, for the real build (std atomics, rseq,
+//! membarrier).
 //!
 //! `tests/loom.rs` compiles the very same `srcu.rs` against a module with these names backed by
 //! `loom`, so the model checker exercises the production protocol, not a copy of it.
 
-pub(crate) use std::sync::atomic::{fence, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{
+    compiler_fence, fence, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
+};
 pub(crate) use std::sync::Mutex;
 
 /// A `fence(SeqCst)` that only the loom build needs.
@@ -17,11 +20,61 @@ pub(crate) use std::sync::Mutex;
 #[inline(always)]
 pub(crate) fn sc_fence_for_model() {}
 
-/// CPU the calling thread is probably running on (only a hint: the protocol is correct whatever
-/// it returns, it only decides which cache line the reader's counters live on).
+/// CPU the calling thread is probably running on (only a hint for the atomic flavour: the
+/// protocol is correct whatever it returns, it only decides which cache line the reader's
+/// counters live on).
 #[inline(always)]
 pub(crate) fn cpu_hint() -> usize {
     crate::cpu::current()
+}
+
+/// Can readers use the rseq flavour? Needs glibc's rseq registration (x86_64) and a working
+/// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` (this issues one, registering the process).
+/// Returns glibc's `__rseq_offset` (what [`percpu_inc`] needs). Called by updaters only (it
+/// may initialize things and make system calls).
+pub(crate) fn percpu_available() -> Option<isize> {
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    let off = crate::cpu::rseq_offset()?;
+    faultline_rseq::membarrier_private_expedited().then_some(off)
+}
+
+/// Add 1 to `word(&slots[cpu])`, where `cpu` is the CPU the calling thread runs on, with an
+/// rseq critical section (`crate::cpu::percpu_inc`: a non-locked `add` as the commit
+/// instruction, restarted by the kernel if the thread is preempted, migrated or signalled
+/// before it). Returns false, having done nothing, when the CPU id is `>= slots.len()` (the
+/// caller then uses an atomic counter instead).
+///
+/// Only valid with `off` from [`percpu_available`], passed to this thread through a
+/// release/acquire pair (the `ctl` word of the domain). `word(s)` must be the same field of
+/// every `S`, and written only by this function running on the CPU of its slot (and read
+/// with atomic loads).
+#[inline(always)]
+pub(crate) fn percpu_inc<S>(off: isize, slots: &[S], word: impl Fn(&S) -> &AtomicU64) -> bool {
+    const { assert!(std::mem::size_of::<S>() == 128) };
+    let Some(first) = slots.first() else {
+        return false;
+    };
+    let base = word(first).as_ptr();
+    loop {
+        // SAFETY: rseq is registered and `off` is glibc's offset (percpu_available). The words
+        // are 128 bytes apart (the const assertion and `word` picking the same field), live
+        // (the caller borrows `slots`), aligned, and written only by critical sections on
+        // their CPU, which the CS guarantees by reading the CPU id inside itself. The
+        // non-locked `add` is single-copy atomic for an aligned word on x86, so the updater's
+        // atomic loads never see a torn value.
+        match unsafe { crate::cpu::percpu_inc(off, base, slots.len()) } {
+            crate::cpu::PercpuInc::Done => return true,
+            crate::cpu::PercpuInc::Aborted => continue,
+            crate::cpu::PercpuInc::OutOfRange => return false,
+        }
+    }
+}
+
+/// The asymmetric fence `M` of a grace period (see `srcu.rs`): false if it failed.
+pub(crate) fn membarrier() -> bool {
+    faultline_rseq::membarrier_private_expedited()
 }
 
 /// Called by a grace-period wait each time it finds readers still inside. `polls` counts the

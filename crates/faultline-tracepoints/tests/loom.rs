@@ -1,4 +1,5 @@
-//! Model check of the SRCU reader/updater protocol (`src/srcu.rs`) with loom.
+//! Model check of the SRCU reader/updater protocol (`src/srcu.rs`) with loom, in both
+//! read-side flavours.
 //!
 //! `src/srcu.rs` is compiled here unchanged, against a `sync` module backed by loom's atomics,
 //! mutex and scheduler, so loom explores the production code. Protected objects hold a loom
@@ -6,13 +7,59 @@
 //! for the free). A grace period that ends too early is a read concurrent with a write, which
 //! loom reports (and the reader's assertion catches the poisoned value).
 //!
+//! # Modelling rseq and membarrier
+//! * CPU `k` is a mutex. An rseq critical section holds its CPU's mutex, so it is atomic with
+//!   respect to everything else that runs on that CPU (which is what the kernel's restart on
+//!   preemption, migration or signal gives). Inside it the counter is updated with a plain
+//!   load and a `Release` store: the rseq commit is a plain `mov`, and on x86-TSO every store
+//!   is a release store; store-buffering (the store becoming visible after a later load) is
+//!   still allowed by the model, which is exactly the hazard.
+//! * A thread's CPU is a loom thread-local the test sets; a reader may "migrate" between its
+//!   lock and its unlock (lock on CPU 0, unlock on CPU 1).
+//! * `membarrier` is locking and unlocking every CPU's mutex in turn. Sound for this protocol:
+//!   the real call guarantees that each thread executes a full barrier at some point `B`
+//!   between the call's start and end (a CPU's timeline is sequential, so `B` splits the
+//!   critical sections that ran on that CPU into before and after). The mutex gives exactly
+//!   that split, at a CS boundary: a CS released before the updater takes the mutex
+//!   happens-before the updater's later loads (the CS's store is visible); a CS that takes
+//!   the mutex after the updater released it happens-after the updater's earlier pointer swap
+//!   (the reader's later pointer load sees it). A real `B` can only fall between
+//!   instructions, and the only effect of the CS is its final store, so no real `B` splits a CS
+//!   in a way the model leaves out. The model is weaker than reality elsewhere (a reader's
+//!   accesses *outside* its CSs get no ordering from the mutex), which can only make loom
+//!   report more, not less.
+//! * The atomic flavour's `SeqCst` RMWs are `AcqRel` in loom; `sc_fence_for_model` adds the
+//!   `fence(SeqCst)` that gives loom the total order the real build gets (see src/sync.rs).
+//!
 //! Runs are bounded (`preemption_bound`), so each model takes seconds.
 
 #![allow(dead_code)]
 
 mod sync {
-    pub(crate) use loom::sync::atomic::{fence, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+    use std::cell::Cell;
+
+    pub(crate) use loom::sync::atomic::{
+        fence, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
+    };
     pub(crate) use loom::sync::Mutex;
+
+    loom::lazy_static! {
+        /// The CPUs of the model: an rseq critical section on CPU k holds CPUS[k].
+        static ref CPUS: [Mutex<()>; 2] = [Mutex::new(()), Mutex::new(())];
+    }
+
+    loom::thread_local! {
+        /// The CPU the current model thread runs on.
+        static CPU: Cell<usize> = Cell::new(0);
+    }
+
+    /// Move the calling model thread to CPU `k` (a migration).
+    pub(crate) fn set_cpu(k: usize) {
+        CPU.with(|c| c.set(k));
+    }
+
+    /// Compiler barriers do nothing in the model (loom never reorders program order).
+    pub(crate) fn compiler_fence(_: Ordering) {}
 
     /// loom treats SeqCst accesses as AcqRel; the fence gives it the SeqCst total order the real
     /// build gets from its SeqCst accesses (see src/sync.rs).
@@ -21,7 +68,43 @@ mod sync {
     }
 
     pub(crate) fn cpu_hint() -> usize {
-        0
+        CPU.with(|c| c.get())
+    }
+
+    pub(crate) fn percpu_available() -> Option<isize> {
+        Some(0)
+    }
+
+    /// An rseq critical section adding 1 to the current CPU's word.
+    pub(crate) fn percpu_inc<S>(_off: isize, slots: &[S], word: impl Fn(&S) -> &AtomicU64) -> bool {
+        let cpu = cpu_hint();
+        assert!(cpu < slots.len() && cpu < 2);
+        let _cs = CPUS[cpu].lock().unwrap();
+        let w = word(&slots[cpu]);
+        // Relaxed: under the CPU's mutex, the only writers of the word.
+        let v = w.load(Ordering::Relaxed);
+        // Release: what a plain x86 store is (see the module doc).
+        w.store(v + 1, Ordering::Release);
+        true
+    }
+
+    std::thread_local! {
+        /// Test knob (per OS thread, i.e. per test: loom runs a model's threads on the thread
+        /// that called it): a deliberately wrong membarrier that skips CPU 0.
+        pub(crate) static MEMBARRIER_SKIPS_CPU0: std::cell::Cell<bool> =
+            const { std::cell::Cell::new(false) };
+    }
+
+    /// membarrier(PRIVATE_EXPEDITED): a barrier on every CPU (see the module doc).
+    pub(crate) fn membarrier() -> bool {
+        let skip0 = MEMBARRIER_SKIPS_CPU0.with(|s| s.get());
+        for (k, c) in CPUS.iter().enumerate() {
+            if k == 0 && skip0 {
+                continue;
+            }
+            drop(c.lock().unwrap());
+        }
+        true
     }
 
     pub(crate) fn wait_backoff(_polls: u32) {
@@ -39,7 +122,7 @@ mod srcu;
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::AtomicPtr;
 use loom::sync::Arc;
-use srcu::{rcu_load, rcu_swap, Broken, Srcu};
+use srcu::{rcu_load, rcu_swap, Broken, Flavour, Srcu};
 
 const DEAD: u64 = 0xdead;
 
@@ -53,19 +136,32 @@ fn new_obj(v: u64) -> *mut Obj {
     }))
 }
 
-/// Poison then free an object the updater retired (after its grace period).
+/// Poison an object the updater retired (after its grace period), standing in for the free.
+/// The memory itself is released by [`free_all`] once every reader has been joined, so a
+/// reader that still reaches it is reported as a data race (poisoning concurrent with its
+/// read) or sees the poison, never as a loom-internal error.
 fn reclaim(p: *mut Obj) {
-    // SAFETY: `p` came from new_obj and was swapped out; the caller ran a grace period.
-    let b = unsafe { Box::from_raw(p) };
-    b.val.with_mut(|v| {
+    // SAFETY: `p` came from new_obj and is only freed by free_all after the readers finished.
+    let o = unsafe { &*p };
+    o.val.with_mut(|v| {
         // SAFETY: loom checks that no reader access is concurrent with this write.
         unsafe { *v = DEAD }
     });
 }
 
-/// One read-side section on `slot`: load the pointer and read the object.
-fn reader(d: &Srcu, p: &AtomicPtr<Obj>, slot: usize) {
-    let g = d.read_lock_on(slot);
+/// Free retired objects (no reader is left).
+fn free_all(retired: Vec<*mut Obj>) {
+    for p in retired {
+        // SAFETY: from new_obj, freed once, after every reader thread was joined.
+        drop(unsafe { Box::from_raw(p) });
+    }
+}
+
+/// One read-side section: entered on CPU `cpus.0`, left on CPU `cpus.1` (a migration if they
+/// differ); loads the pointer and reads the object.
+fn reader(d: &Srcu, p: &AtomicPtr<Obj>, cpus: (usize, usize)) {
+    sync::set_cpu(cpus.0);
+    let g = d.read_lock();
     // SAFETY: `p` only holds objects from new_obj, reclaimed after a grace period.
     if let Some(o) = unsafe { rcu_load(p, &g) } {
         let v = o.val.with(|v| {
@@ -74,6 +170,7 @@ fn reader(d: &Srcu, p: &AtomicPtr<Obj>, slot: usize) {
         });
         assert_ne!(v, DEAD, "reader saw a reclaimed object");
     }
+    sync::set_cpu(cpus.1);
     drop(g);
 }
 
@@ -83,10 +180,23 @@ enum Gp {
     Broken(Broken),
 }
 
-/// `readers` reader threads (reader k uses slot k, modelling different CPUs) race with an
-/// updater that replaces the object `updates` times, each followed by a grace period and
-/// reclamation of the old object.
-fn model(gp: Gp, readers: usize, updates: u64, bound: usize) {
+/// Reader threads (reader k enters on CPU `cpus[k].0` and leaves on `cpus[k].1`) race with an
+/// updater (the main thread, on CPU 0 when it matters) that replaces the object `updates`
+/// times, each followed by a grace period and reclamation of the old object.
+fn model(flavour: Flavour, gp: Gp, cpus: &'static [(usize, usize)], updates: u64, bound: usize) {
+    model_switching(flavour, None, gp, cpus, updates, bound)
+}
+
+/// [`model`], with the updater switching the domain to flavour `switch` (if any) while the
+/// readers run, just before its first update: readers may then be in either flavour.
+fn model_switching(
+    flavour: Flavour,
+    switch: Option<Flavour>,
+    gp: Gp,
+    cpus: &'static [(usize, usize)],
+    updates: u64,
+    bound: usize,
+) {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(bound);
     let execs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -94,13 +204,19 @@ fn model(gp: Gp, readers: usize, updates: u64, bound: usize) {
     b.check(move || {
         e2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let d = Arc::new(Srcu::new(2));
+        assert_eq!(d.set_flavour(flavour), flavour);
         let p = Arc::new(AtomicPtr::new(new_obj(1)));
-        let ths: Vec<_> = (0..readers)
-            .map(|k| {
+        let ths: Vec<_> = cpus
+            .iter()
+            .map(|&c| {
                 let (d, p) = (d.clone(), p.clone());
-                loom::thread::spawn(move || reader(&d, &p, k))
+                loom::thread::spawn(move || reader(&d, &p, c))
             })
             .collect();
+        if let Some(f) = switch {
+            assert_eq!(d.set_flavour(f), f);
+        }
+        let mut retired = Vec::new();
         for u in 0..updates {
             let old = rcu_swap(&p, new_obj(2 + u));
             match gp {
@@ -108,12 +224,13 @@ fn model(gp: Gp, readers: usize, updates: u64, bound: usize) {
                 Gp::Broken(br) => d.synchronize_broken(br),
             }
             reclaim(old);
+            retired.push(old);
         }
         for t in ths {
             t.join().unwrap();
         }
-        let last = rcu_swap(&p, std::ptr::null_mut());
-        reclaim(last);
+        retired.push(rcu_swap(&p, std::ptr::null_mut()));
+        free_all(retired);
     });
     println!(
         "loom explored {} executions",
@@ -121,45 +238,166 @@ fn model(gp: Gp, readers: usize, updates: u64, bound: usize) {
     );
 }
 
-fn expect_failure(gp: Gp, readers: usize, updates: u64, bound: usize) {
-    let r = std::panic::catch_unwind(|| model(gp, readers, updates, bound));
+fn expect_failure(
+    flavour: Flavour,
+    gp: Gp,
+    cpus: &'static [(usize, usize)],
+    updates: u64,
+    bound: usize,
+) {
+    let r = std::panic::catch_unwind(|| model(flavour, gp, cpus, updates, bound));
+    let Err(e) = r else {
+        panic!("loom did not find the bug in the broken grace period");
+    };
+    let msg = e
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| e.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    // The failure must be the use-after-free itself, not some other panic.
     assert!(
-        r.is_err(),
-        "loom did not find the bug in the broken grace period"
+        msg.contains("Concurrent read and write") || msg.contains("reader saw a reclaimed"),
+        "unexpected failure: {msg}"
+    );
+    println!("loom found it: {}", msg.lines().next().unwrap_or(""));
+}
+
+const ONE: &[(usize, usize)] = &[(0, 0)];
+const ONE_MIGRATING: &[(usize, usize)] = &[(0, 1)];
+const TWO: &[(usize, usize)] = &[(0, 0), (1, 1)];
+const TWO_MIGRATING: &[(usize, usize)] = &[(0, 1), (1, 0)];
+
+// ---- atomic flavour (lock xadd readers, SeqCst fence in the updater) ----
+
+#[test]
+fn atomic_correct_one_reader_one_update() {
+    model(Flavour::Atomic, Gp::Correct, ONE, 1, 3);
+}
+
+#[test]
+fn atomic_correct_one_reader_two_updates() {
+    // Covers the straggler: a reader that read `phase` before the first flip and increments
+    // its counter after the first grace period.
+    model(Flavour::Atomic, Gp::Correct, ONE, 2, 4);
+}
+
+#[test]
+fn atomic_correct_two_readers_on_two_slots() {
+    model(Flavour::Atomic, Gp::Correct, TWO, 1, 3);
+}
+
+#[test]
+fn atomic_correct_two_readers_two_updates() {
+    model(Flavour::Atomic, Gp::Correct, TWO, 2, 2);
+}
+
+#[test]
+fn atomic_broken_skip_active_wait_is_caught() {
+    // A reader inside the active phase when the updater flips is not waited for.
+    expect_failure(
+        Flavour::Atomic,
+        Gp::Broken(Broken::SkipActiveWait),
+        ONE,
+        1,
+        3,
     );
 }
 
 #[test]
-fn correct_one_reader_one_update() {
-    model(Gp::Correct, 1, 1, 3);
-}
-
-#[test]
-fn correct_one_reader_two_updates() {
-    // Covers the straggler: a reader that read `phase` before the first flip and increments
-    // its counter after the first grace period.
-    model(Gp::Correct, 1, 2, 4);
-}
-
-#[test]
-fn correct_two_readers_on_two_slots() {
-    model(Gp::Correct, 2, 1, 3);
-}
-
-#[test]
-fn correct_two_readers_two_updates() {
-    model(Gp::Correct, 2, 2, 2);
-}
-
-#[test]
-fn broken_skip_active_wait_is_caught() {
-    // A reader inside the active phase when the updater flips is not waited for.
-    expect_failure(Gp::Broken(Broken::SkipActiveWait), 1, 1, 3);
-}
-
-#[test]
-fn broken_skip_inactive_wait_is_caught() {
+fn atomic_broken_skip_inactive_wait_is_caught() {
     // Needs two updates: the reader reads phase 0, stalls through the first grace period,
     // then counts itself on index 0 which is inactive during the second one.
-    expect_failure(Gp::Broken(Broken::SkipInactiveWait), 1, 2, 3);
+    expect_failure(
+        Flavour::Atomic,
+        Gp::Broken(Broken::SkipInactiveWait),
+        ONE,
+        2,
+        3,
+    );
+}
+
+// ---- rseq flavour (per-CPU plain increments, membarrier in the updater) ----
+
+#[test]
+fn rseq_correct_one_reader_one_update() {
+    model(Flavour::Rseq, Gp::Correct, ONE, 1, 5);
+}
+
+#[test]
+fn rseq_correct_migrating_reader_one_update() {
+    model(Flavour::Rseq, Gp::Correct, ONE_MIGRATING, 1, 5);
+}
+
+#[test]
+fn rseq_correct_one_reader_two_updates() {
+    // The straggler case, as in the atomic flavour.
+    model(Flavour::Rseq, Gp::Correct, ONE_MIGRATING, 2, 4);
+}
+
+#[test]
+fn rseq_correct_two_migrating_readers() {
+    model(Flavour::Rseq, Gp::Correct, TWO_MIGRATING, 1, 3);
+}
+
+#[test]
+fn rseq_correct_two_readers_two_updates() {
+    model(Flavour::Rseq, Gp::Correct, TWO, 2, 2);
+}
+
+#[test]
+fn rseq_broken_skip_membarrier_is_caught() {
+    // Store-buffering: the reader's plain lock increment is not yet visible when the updater
+    // sums the counters, and its pointer load ran before the swap became visible to it.
+    expect_failure(Flavour::Rseq, Gp::Broken(Broken::OmitMembarrier), ONE, 1, 3);
+}
+
+#[test]
+fn mixed_flavours_switch_to_atomic() {
+    // Readers enter in either flavour; the updater must still issue the membarrier (the rseq
+    // flavour was enabled once) and sum both sets of counters.
+    model_switching(
+        Flavour::Rseq,
+        Some(Flavour::Atomic),
+        Gp::Correct,
+        TWO_MIGRATING,
+        1,
+        3,
+    );
+}
+
+#[test]
+fn mixed_flavours_switch_to_rseq() {
+    model_switching(
+        Flavour::Atomic,
+        Some(Flavour::Rseq),
+        Gp::Correct,
+        TWO_MIGRATING,
+        1,
+        3,
+    );
+}
+
+#[test]
+fn rseq_membarrier_missing_a_cpu_is_caught() {
+    // The model's membarrier must reach the reader's CPU: one that skips CPU 0 lets the
+    // store-buffering outcome through (checks that the model is not vacuously strong).
+    sync::MEMBARRIER_SKIPS_CPU0.with(|s| s.set(true));
+    expect_failure(Flavour::Rseq, Gp::Correct, ONE, 1, 3);
+    sync::MEMBARRIER_SKIPS_CPU0.with(|s| s.set(false));
+}
+
+#[test]
+fn rseq_broken_skip_active_wait_is_caught() {
+    expect_failure(Flavour::Rseq, Gp::Broken(Broken::SkipActiveWait), ONE, 1, 3);
+}
+
+#[test]
+fn rseq_broken_skip_inactive_wait_is_caught() {
+    expect_failure(
+        Flavour::Rseq,
+        Gp::Broken(Broken::SkipInactiveWait),
+        ONE,
+        2,
+        3,
+    );
 }

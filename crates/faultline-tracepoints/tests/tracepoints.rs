@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use faultline_schema::{decode, FieldDesc, FieldType, Value};
 use faultline_tracepoints::{
     disable, enable, find, grace_period_busy_polls, matching, reclaim_barrier, register_probe,
-    set_events, trace, tracepoint, tracepoints, unregister, unregister_deferred, CStrPtr,
-    CounterProbe, Payload, Probe, ProbeKind, RawBuf, RegisterError, Tracepoint, WriteOutcome,
-    MAX_CSTR_LEN,
+    set_events, set_srcu_flavour, srcu_flavour, trace, tracepoint, tracepoints, unregister,
+    unregister_deferred, CStrPtr, CounterProbe, Flavour, Payload, Probe, ProbeKind, RawBuf,
+    RegisterError, Tracepoint, WriteOutcome, MAX_CSTR_LEN,
 };
 
 tracepoint!(pub ALL_TYPES, "tp_all", "types", {
@@ -29,6 +29,8 @@ tracepoint!(GLOB_RSP, "tp_glob", "response", {});
 tracepoint!(GLOB_RQ, "tp_glob2", "request", {});
 tracepoint!(BLOCK, "tp_block", "blocking", { v: u64 });
 tracepoint!(DEFER, "tp_defer", "deferred", {});
+tracepoint!(SWITCH, "tp_switch", "flavour", { v: u64 });
+tracepoint!(SIGNAL, "tp_signal", "nested", { v: u64 });
 tracepoint!(pub ENV_A, "tp_env", "a", {});
 tracepoint!(pub ENV_B, "tp_env", "b", {});
 tracepoint!(pub ENV_SECRET, "tp_env", "secret", {});
@@ -653,4 +655,161 @@ fn env_var_enables_at_first_use() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+}
+
+/// A probe that must never run after its unregistration returned.
+struct Liveness {
+    retired: AtomicBool,
+    calls: AtomicUsize,
+}
+
+impl Probe for Liveness {
+    fn call(&self, _tp: &'static Tracepoint, _p: &dyn Payload) {
+        // Relaxed count; SeqCst load pairs with the store in the test made after unregister
+        // returned: a call seeing it would be a call still inside after the grace period.
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            !self.retired.load(Ordering::SeqCst),
+            "probe called after unregister returned"
+        );
+        std::hint::spin_loop();
+    }
+}
+
+#[test]
+fn unregister_is_safe_while_switching_read_side_flavours() {
+    // On this target both flavours exist (rseq registered by glibc, membarrier available);
+    // elsewhere only the atomic one, and the test still runs.
+    let rseq = set_srcu_flavour(Flavour::Rseq);
+    assert_eq!(srcu_flavour(ProbeKind::Faultable), rseq);
+    let stop = Arc::new(AtomicBool::new(false));
+    let tracers: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                // Relaxed: only ends the loop.
+                while !stop.load(Ordering::Relaxed) {
+                    trace!(SWITCH, i);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    enable("tp_switch:flavour");
+    let mut total = 0;
+    for round in 0..300 {
+        let f = if round % 2 == 0 {
+            Flavour::Atomic
+        } else {
+            rseq
+        };
+        assert_eq!(set_srcu_flavour(f), f);
+        let kind = if round % 3 == 0 {
+            ProbeKind::NonFaultable
+        } else {
+            ProbeKind::Faultable
+        };
+        let p = Arc::new(Liveness {
+            retired: AtomicBool::new(false),
+            calls: AtomicUsize::new(0),
+        });
+        let h = register_probe("tp_switch:flavour", p.clone(), kind).unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(200));
+        unregister(h);
+        // SeqCst: pairs with the load in Liveness::call.
+        p.retired.store(true, Ordering::SeqCst);
+        total += p.calls.load(Ordering::Relaxed);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tracers {
+        t.join().unwrap();
+    }
+    set_srcu_flavour(Flavour::Rseq);
+    assert!(total > 0, "the probes were called");
+}
+
+#[test]
+fn atomic_fallback_selected_by_env_keeps_unregister_guarantees() {
+    if std::env::var("FL_SRCU_CHILD").is_ok() {
+        // Child: FAULTLINE_SRCU=atomic; the blocked-call test runs on the atomic flavour.
+        let ok = srcu_flavour(ProbeKind::Faultable) == Flavour::Atomic
+            && srcu_flavour(ProbeKind::NonFaultable) == Flavour::Atomic;
+        std::process::exit(if ok { 0 } else { 1 });
+    }
+    for test in [
+        "atomic_fallback_selected_by_env_keeps_unregister_guarantees",
+        "unregister_waits_for_a_blocked_call_and_spares_other_kinds",
+        "unregister_is_safe_while_switching_read_side_flavours",
+    ] {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", test, "--test-threads=1"])
+            .env("FAULTLINE_SRCU", "atomic");
+        if test.starts_with("atomic_fallback") {
+            cmd.env("FL_SRCU_CHILD", "1");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{test}: {out:?}");
+    }
+}
+
+/// Calls of SIGNAL made from the signal handler.
+static HANDLER_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn fire_from_handler(_sig: libc::c_int) {
+    trace!(SIGNAL, 7);
+    // Relaxed: read after the threads are joined.
+    HANDLER_CALLS.fetch_add(1, Ordering::Relaxed);
+}
+
+#[test]
+fn readers_in_signal_handlers_nest_in_both_flavours() {
+    // A thread hits SIGNAL in a loop while another interrupts it with signals whose handler
+    // hits SIGNAL too (nesting a read-side section, and interrupting rseq critical sections).
+    // Every call must be counted, and unregister (a grace period) must find the counters
+    // balanced: a lost or doubled increment would hang it or free too early.
+    // SAFETY: installing a handler that only fires a tracepoint and bumps an atomic (both
+    // async-signal-safe: no allocation, no lock) for SIGUSR2, used by no other test.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = fire_from_handler as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut()), 0);
+    }
+    enable("tp_signal:nested");
+    for f in [Flavour::Atomic, Flavour::Rseq] {
+        let f = set_srcu_flavour(f);
+        let c = CounterProbe::new();
+        let h = register_probe("tp_signal:nested", c.clone(), ProbeKind::Faultable).unwrap();
+        HANDLER_CALLS.store(0, Ordering::Relaxed);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let tracer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                // SAFETY: pthread_self has no preconditions.
+                tx.send(unsafe { libc::pthread_self() } as usize).unwrap();
+                let mut n = 0usize;
+                // Relaxed: only ends the loop.
+                while !stop.load(Ordering::Relaxed) {
+                    trace!(SIGNAL, n as u64);
+                    n += 1;
+                }
+                n
+            })
+        };
+        let tid = rx.recv().unwrap() as libc::pthread_t;
+        for _ in 0..2000 {
+            // SAFETY: the tracer thread is alive until we set `stop` and join it.
+            assert_eq!(unsafe { libc::pthread_kill(tid, libc::SIGUSR2) }, 0);
+            std::thread::yield_now();
+        }
+        stop.store(true, Ordering::Relaxed);
+        let n = tracer.join().unwrap();
+        unregister(h);
+        let handled = HANDLER_CALLS.load(Ordering::Relaxed);
+        assert!(handled > 0, "{f:?}: no signal handled");
+        assert_eq!(c.count(&SIGNAL) as usize, n + handled, "{f:?}: calls lost");
+    }
+    set_srcu_flavour(Flavour::Rseq);
 }

@@ -84,8 +84,8 @@ def nice_max(v):
 
 def hbar_chart(path, title, subtitle, bars, unit, note=None):
     """bars: list of (label, value, lo, hi, color)."""
-    left, right, top, row_h = 330, 90, 60, 20
-    width = 1000
+    left, right, top, row_h = 400, 90, 60, 20
+    width = 1100
     height = top + row_h * len(bars) + 60
     svg = Svg(width, height)
     svg.text(width / 2, 22, title, size=15, anchor="middle", weight="bold")
@@ -220,8 +220,7 @@ def plot_study(s, out):
     grouped_chart(
         os.path.join(out, "study-stall-losses.svg"),
         "Events lost on A's CPU because a sub-buffer was held (lost_stalled), per stall",
-        "A traces 256 B from a non-resident page (held fault / MADV_DONTNEED); B traces continuously "
-        "on the same CPU; default buffers (4 x 256 KiB), consumer draining",
+        "A: 256 B from a non-resident page; B: same CPU, tracing continuously; 4 x 256 KiB buffers",
         [short(sc) for sc in scen],
         strategies,
         [[get(sc, st, "stalled_per_stall") for st in strategies] for sc in scen],
@@ -253,14 +252,14 @@ def md_bench(b):
         f'LTTng: {b["lttng"] or b["lttng_missing"]}.'
     )
     print()
-    print("| group | operation | path | threads | ns/event (median) | spread | Mev/s (all threads) | lost | bytes/event | x floor | LTTng / faultline |")
-    print("|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|")
+    print("| group | operation | path | threads | buffers per CPU | ns/event (median) | spread | Mev/s (all threads) | lost | bytes/event | consumer CPU | x floor | LTTng / faultline |")
+    print("|---|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in b["rows"]:
         lost = "?" if r["lost"] is None and r["group"] == "lttng" else fmt(r["lost"], "{}")
         print(
-            f'| {r["group"]} | {r["name"]} | {r["path"]} | {r["threads"]} | {r["ns_median"]:.2f} | '
+            f'| {r["group"]} | {r["name"]} | {r["path"]} | {r["threads"]} | {r.get("buffers") or "–"} | {r["ns_median"]:.2f} | '
             f'{r["ns_min"]:.2f}..{r["ns_max"]:.2f} | {fmt(r["mevents_per_s"])} | {lost} | '
-            f'{fmt(r["bytes_per_event"])} | {fmt(r["vs_floor"], "{:.2f}")} | {fmt(r["lttng_ratio"], "{:.2f}")} |'
+            f'{fmt(r["bytes_per_event"])} | {fmt(r.get("consumer_cpu") and 100 * r["consumer_cpu"], "{:.0f} %")} | {fmt(r["vs_floor"], "{:.2f}")} | {fmt(r["lttng_ratio"], "{:.2f}")} |'
         )
     print()
     print("| target | goal | measured | verdict |")

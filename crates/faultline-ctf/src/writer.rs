@@ -28,7 +28,7 @@ use crate::desc::{metadata, TraceDesc};
 use crate::error::{CtfError, Result};
 use crate::layout::{align8, check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -57,10 +57,47 @@ struct CpuStream {
 pub struct TraceWriter {
     dir: PathBuf,
     uuid: [u8; 16],
-    ids: HashSet<u32>,
+    /// Declared event ids (checked for every record: a hash lookup per record was the
+    /// consumer's main per-event cost).
+    ids: IdSet,
     streams: BTreeMap<u32, CpuStream>,
     counters: WriterCounters,
     scratch: Vec<u8>,
+}
+
+/// A set of event ids: a bitmap when the ids are small (always, for ids a registry assigns),
+/// a sorted list otherwise.
+enum IdSet {
+    Dense(Vec<bool>),
+    Sorted(Vec<u32>),
+}
+
+impl IdSet {
+    const DENSE_LIMIT: u32 = 1 << 16;
+
+    fn new(ids: impl Iterator<Item = u32>) -> IdSet {
+        let mut v: Vec<u32> = ids.collect();
+        v.sort_unstable();
+        v.dedup();
+        match v.last() {
+            Some(&max) if max >= Self::DENSE_LIMIT => IdSet::Sorted(v),
+            _ => {
+                let mut d = vec![false; v.last().map_or(0, |&m| m as usize + 1)];
+                for id in v {
+                    d[id as usize] = true;
+                }
+                IdSet::Dense(d)
+            }
+        }
+    }
+
+    #[inline]
+    fn contains(&self, id: u32) -> bool {
+        match self {
+            IdSet::Dense(d) => d.get(id as usize).copied().unwrap_or(false),
+            IdSet::Sorted(v) => v.binary_search(&id).is_ok(),
+        }
+    }
 }
 
 fn create_new(path: &Path) -> Result<File> {
@@ -84,7 +121,7 @@ impl TraceWriter {
         Ok(TraceWriter {
             dir,
             uuid: desc.uuid,
-            ids: desc.events.iter().map(|(id, _)| *id).collect(),
+            ids: IdSet::new(desc.events.iter().map(|(id, _)| *id)),
             streams: BTreeMap::new(),
             counters: WriterCounters {
                 metadata_bytes: text.len() as u64,
@@ -189,7 +226,7 @@ impl TraceWriter {
         let mut last_ts = h.timestamp_begin;
         for r in Records::new(content) {
             let r = r.map_err(|(o, m)| bad(o as usize, m))?;
-            if !self.ids.contains(&r.id) {
+            if !self.ids.contains(r.id) {
                 return Err(bad(r.offset + 8, format!("undeclared event id {}", r.id)));
             }
             if r.timestamp < last_ts || r.timestamp > h.timestamp_end {

@@ -84,7 +84,7 @@ pub struct ChannelConfig {
 impl Default for ChannelConfig {
     fn default() -> Self {
         ChannelConfig {
-            subbuf_size: 256 * 1024,
+            subbuf_size: 1024 * 1024,
             num_subbuf: 4,
             mode: Mode::Discard,
             sync: if faultline_rseq::available() {

@@ -212,8 +212,11 @@ impl FieldValue for bool {
 }
 
 /// The part of `s` the String encoding can carry (up to the first NUL) and whether it was cut.
+#[inline]
 fn nul_free(s: &[u8]) -> (&[u8], bool) {
-    match s.iter().position(|&b| b == 0) {
+    // memchr: a vectorised scan (a byte loop here cost ~10 ns per 32-byte string, twice per
+    // event: sizing and encoding).
+    match memchr::memchr(0, s) {
         Some(i) => (&s[..i], true),
         None => (s, false),
     }

@@ -102,6 +102,10 @@ pub struct Row {
     pub threads: usize,
     /// Whether a consumer drained concurrently.
     pub consumer: bool,
+    /// Per-CPU buffer geometry used (faultline rows), e.g. `4 x 256 KiB`.
+    pub buffers: Option<String>,
+    /// Whether that is the channel's default geometry.
+    pub default_buffers: bool,
     /// Per-thread ns per event: median over rounds, and spread.
     pub ns_median: f64,
     pub ns_min: f64,
@@ -110,6 +114,9 @@ pub struct Row {
     pub mevents_per_s: Option<f64>,
     /// Events emitted over all rounds (warm-up included).
     pub events: u64,
+    /// CPU time of the draining consumer (taking packets out and walking them) as a
+    /// fraction of one CPU over the timed section, median over rounds.
+    pub consumer_cpu: Option<f64>,
     /// Events lost over all rounds (`None`: unknown).
     pub lost: Option<u64>,
     /// Emitted events neither delivered nor counted lost (must be 0).
@@ -490,6 +497,8 @@ where
 
 /// One measured round of a faultline configuration.
 struct Sample {
+    /// Consumer busy time / wall time of the writers (fraction of one CPU).
+    consumer_cpu: Option<f64>,
     ns: f64,
     mevs: f64,
     emitted: u64,
@@ -527,6 +536,11 @@ struct Config {
     sync: SyncMode,
     threads: usize,
     consumer: bool,
+    /// Through a real [`crate::session::Session`] (its own consumer writing CTF to disk, its
+    /// default buffers) instead of the harness's channel and consumer.
+    session: bool,
+    /// Sub-buffer size when not the default (diagnostic rows: 4 x 1 MiB per CPU).
+    subbuf: Option<u64>,
 }
 
 impl Config {
@@ -540,7 +554,11 @@ impl Config {
         }
     }
     fn name(&self) -> String {
-        if self.consumer || self.ev == Ev::Dispatch {
+        if self.session {
+            format!("{} (Session, CTF to disk)", self.ev.name())
+        } else if let Some(sb) = self.subbuf {
+            format!("{} (4 x {} KiB buffers)", self.ev.name(), sb / 1024)
+        } else if self.consumer || self.ev == Ev::Dispatch {
             self.ev.name().to_string()
         } else {
             format!("{} (no consumer, overwrite)", self.ev.name())
@@ -560,6 +578,12 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
+    // A session disables its events when it stops: enable ours again for every configuration.
+    faultline_tracepoints::enable("faultline_bench:*");
+    if c.session {
+        return run_session(c, warmup, iters);
+    }
+    let defaults = ChannelConfig::default();
     let chan = Arc::new(Channel::create(&ChannelConfig {
         sync: c.sync,
         mode: if c.consumer {
@@ -567,7 +591,8 @@ fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
         } else {
             Mode::Overwrite
         },
-        ..Default::default()
+        subbuf_size: c.subbuf.unwrap_or(defaults.subbuf_size),
+        ..defaults
     })?);
     let rec = Recorder::new(chan.clone(), RecorderConfig::default());
     let handle = if c.ev == Ev::Dispatch {
@@ -604,9 +629,11 @@ fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
         .filter_map(|cpu| chan.cpu_stats(cpu))
         .map(|s| s.lost_total())
         .sum();
+    let mut consumer_cpu = None;
     let (unaccounted, bytes_per_event) = match drainer {
         Some(d) => {
             let d = d.finish(&chan);
+            consumer_cpu = Some(d.busy_ns as f64 / timed.wall_ns.max(1.0));
             if let Some(e) = d.errors.first() {
                 anyhow::bail!("consumer error in {}: {e}", c.name());
             }
@@ -617,12 +644,58 @@ fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
         None => (0, None),
     };
     Ok(Sample {
+        consumer_cpu,
         ns: median(&timed.per_thread_ns),
         mevs: timed.timed as f64 / timed.wall_ns * 1e3,
         emitted,
         lost: cpu_lost,
         unaccounted,
         bytes_per_event,
+    })
+}
+
+/// Run `c` through a real embedded session writing a CTF trace into a temporary directory.
+fn run_session(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "faultline-bench-{}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let spec = match c.ev {
+        Ev::String => "faultline_bench:string",
+        _ => "faultline_bench:int",
+    };
+    let session = crate::session::Session::builder()
+        .output_dir(&dir)
+        .events(spec)
+        .verbose(false)
+        .start()
+        .map_err(|e| anyhow::anyhow!("session: {e}"))?;
+    let timed = match c.ev {
+        Ev::String => run_writers(c.threads, true, warmup, iters, |_, i| {
+            trace!(BENCH_STRING, i, MSG);
+        }),
+        _ => run_writers(c.threads, true, warmup, iters, |_, i| {
+            trace!(BENCH_INT, i);
+        }),
+    };
+    let sum = session
+        .stop()
+        .map_err(|e| anyhow::anyhow!("session stop: {e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let sum = sum?;
+    let emitted = (warmup + iters) * c.threads as u64;
+    let lost = sum.lost_total();
+    let written = sum.events_written;
+    Ok(Sample {
+        consumer_cpu: None,
+        ns: median(&timed.per_thread_ns),
+        mevs: timed.timed as f64 / timed.wall_ns * 1e3,
+        emitted,
+        lost,
+        unaccounted: emitted.abs_diff(written + lost),
+        bytes_per_event: (written > 0).then(|| sum.bytes_on_disk as f64 / written as f64),
     })
 }
 
@@ -636,6 +709,8 @@ fn faultline_configs(syncs: &[SyncMode]) -> Vec<Config> {
                     sync,
                     threads,
                     consumer: true,
+                    session: false,
+                    subbuf: None,
                 });
             }
         }
@@ -647,6 +722,34 @@ fn faultline_configs(syncs: &[SyncMode]) -> Vec<Config> {
                 sync: syncs[0],
                 threads,
                 consumer: false,
+                session: false,
+                subbuf: None,
+            });
+        }
+    }
+    // Diagnostic: the same events with 4x larger sub-buffers (losses vs buffer capacity).
+    for ev in [Ev::Int, Ev::String] {
+        for threads in [1usize, 2] {
+            v.push(Config {
+                ev,
+                sync: syncs[0],
+                threads,
+                consumer: true,
+                session: false,
+                subbuf: Some(1 << 20),
+            });
+        }
+    }
+    // A real session: its consumer writes the CTF trace to disk, its default buffers.
+    for ev in [Ev::Int, Ev::String] {
+        for threads in [1usize, 2] {
+            v.push(Config {
+                ev,
+                sync: ChannelConfig::default().sync,
+                threads,
+                consumer: true,
+                session: true,
+                subbuf: None,
             });
         }
     }
@@ -668,6 +771,8 @@ struct LttngAcc {
     /// Some round's loss count was unknown (no babeltrace2 and no daemon statistics).
     lost_unknown: bool,
     bpe: Vec<f64>,
+    /// Channel geometry as LTTng reported it.
+    buffers: Option<String>,
 }
 
 fn lttng_start(opt: &BenchOptions) -> (Option<LttngSide>, Option<String>) {
@@ -705,8 +810,11 @@ fn row(group: &str, name: &str, path: &str, threads: usize, consumer: bool, ns: 
         ns_median: m,
         ns_min: lo,
         ns_max: hi,
+        buffers: None,
+        default_buffers: true,
         mevents_per_s: None,
         events: 0,
+        consumer_cpu: None,
         lost: None,
         unaccounted: None,
         bytes_per_event: None,
@@ -790,6 +898,9 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
                 if let Some(b) = r.bytes_per_event {
                     acc.bpe.push(b);
                 }
+                if let (Some(n), Some(sz)) = (r.channel.subbuf_count, r.channel.subbuf_size) {
+                    acc.buffers = Some(format!("{n} x {} KiB", sz / 1024));
+                }
             }
         }
     }
@@ -815,6 +926,19 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
             &ns,
         );
         r.mevents_per_s = Some(median(&s.iter().map(|x| x.mevs).collect::<Vec<_>>()));
+        if c.session {
+            r.buffers = Some("Session default".into());
+        } else if c.ev != Ev::Dispatch {
+            let d = ChannelConfig::default();
+            r.buffers = Some(format!(
+                "{} x {} KiB",
+                d.num_subbuf,
+                c.subbuf.unwrap_or(d.subbuf_size) / 1024
+            ));
+        }
+        r.default_buffers = c.subbuf.is_none();
+        let cc: Vec<f64> = s.iter().filter_map(|x| x.consumer_cpu).collect();
+        r.consumer_cpu = (!cc.is_empty()).then(|| median(&cc));
         r.events = s.iter().map(|x| x.emitted).sum();
         r.lost = Some(s.iter().map(|x| x.lost).sum());
         if c.consumer {
@@ -831,6 +955,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
             let mut r = row("lttng", kind.as_str(), "lttng-ust", *threads, true, &acc.ns);
             r.events = acc.emitted;
             r.lost = (!acc.lost_unknown).then_some(acc.lost);
+            r.buffers = acc.buffers.clone();
             r.bytes_per_event = (!acc.bpe.is_empty()).then(|| median(&acc.bpe));
             r.vs_floor = Some(r.ns_median / rdtsc_store);
             // Aggregate throughput from the per-thread median (the program times each thread).
@@ -896,7 +1021,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
     };
     let faultline_lost: u64 = rows
         .iter()
-        .filter(|r| r.group != "lttng" && r.consumer)
+        .filter(|r| r.group != "lttng" && r.consumer && r.default_buffers)
         .filter_map(|r| r.lost)
         .sum();
     let lttng_lost = if lttng_ran {
@@ -1074,7 +1199,7 @@ pub fn print(r: &BenchReport) {
     }
     println!();
     println!(
-        "{:<9} {:<34} {:>9} {:>3} {:>9} {:>17} {:>8} {:>8} {:>8} {:>6} {:>8}",
+        "{:<9} {:<44} {:>9} {:>3} {:>9} {:>17} {:>8} {:>8} {:>8} {:>6} {:>8}",
         "group",
         "operation",
         "path",
@@ -1089,7 +1214,7 @@ pub fn print(r: &BenchReport) {
     );
     for row in &r.rows {
         println!(
-            "{:<9} {:<34} {:>9} {:>3} {:>9.2} {:>17} {:>8} {:>8} {:>8} {:>6} {:>8}",
+            "{:<9} {:<44} {:>9} {:>3} {:>9.2} {:>17} {:>8} {:>8} {:>8} {:>6} {:>8}",
             row.group,
             row.name,
             row.path,

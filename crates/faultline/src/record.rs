@@ -428,7 +428,7 @@ pub struct RecordArgs {
     #[arg(long)]
     pub overwrite: bool,
     /// Sub-buffer size in bytes (power of two)
-    #[arg(long, default_value_t = 256 * 1024)]
+    #[arg(long, default_value_t = 1024 * 1024)]
     pub subbuf_size: u64,
     /// Sub-buffers per CPU (power of two)
     #[arg(long, default_value_t = 8)]

@@ -108,7 +108,7 @@ impl Default for SessionBuilder {
         SessionBuilder {
             dir: None,
             mode: Mode::Discard,
-            subbuf_size: 256 * 1024,
+            subbuf_size: 1024 * 1024,
             num_subbuf: 8,
             clock: None,
             policy: Policy::Auto,
@@ -130,7 +130,7 @@ impl SessionBuilder {
         self.mode = mode;
         self
     }
-    /// Sub-buffer size in bytes (power of two; default 256 KiB).
+    /// Sub-buffer size in bytes (power of two; default 1 MiB).
     pub fn subbuf_size(mut self, bytes: u64) -> Self {
         self.subbuf_size = bytes;
         self
@@ -648,7 +648,7 @@ pub fn group(n: u64) -> String {
 }
 
 impl Session {
-    /// A builder with the defaults (discard mode, 8 x 256 KiB sub-buffers per CPU, automatic
+    /// A builder with the defaults (discard mode, 8 x 1 MiB sub-buffers per CPU, automatic
     /// copy strategy, every tracepoint unless `FAULTLINE_EVENTS` says otherwise).
     pub fn builder() -> SessionBuilder {
         SessionBuilder::default()

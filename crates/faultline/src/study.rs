@@ -7,7 +7,9 @@
 //! 2. **Non-resident data**, with a *neighbour*: thread A, pinned to CPU 0, traces a 256-byte
 //!    [`RawBuf`] whose page is not resident; thread B, pinned to the same CPU, traces a small
 //!    event (`tick`, always reserve-copy-commit) continuously; a consumer pinned to another CPU
-//!    drains concurrently (discard mode, default buffers: 4 x 256 KiB per CPU). Scenarios:
+//!    drains concurrently (discard mode, default buffers: 4 x 256 KiB per CPU). B does a
+//!    little work between events (some 8 M events/s, ~190 MB/s: a default buffer holds ~5 ms
+//!    of them, so a consumer a scheduler tick late loses nothing). Scenarios:
 //!    - `resident` (control): A's page is resident and A sleeps as long as a stall would last;
 //!    - `madv_dontneed`: A drops its page with `MADV_DONTNEED` before every event (the copy
 //!      takes a minor fault, no sleep);
@@ -66,7 +68,12 @@ impl StudyOptions {
         let k = if quick { 5 } else { 1 };
         StudyOptions {
             rounds: if quick { 3 } else { 5 },
-            resident: vec![(16, 1_000_000 / k), (256, 500_000 / k), (4096, 100_000 / k)],
+            resident: vec![
+                (16, 1_000_000 / k),
+                (256, 500_000 / k),
+                (1024, 300_000 / k),
+                (4096, 100_000 / k),
+            ],
             dontneed_events: 20_000 / k,
             holds: vec![
                 (Duration::from_millis(1), 100 / k),
@@ -316,6 +323,7 @@ fn stall_run(s: Strategy, sc: Scenario, events: u64) -> anyhow::Result<StallRow>
             started.store(true, Ordering::Release);
             // Relaxed: a stop flag; a few extra events after it are counted like the others.
             while !stop.load(Ordering::Relaxed) {
+                std::hint::black_box(work(NEIGHBOUR_WORK));
                 trace!(STUDY_TICK, n);
                 n += 1;
             }
@@ -560,6 +568,11 @@ fn load_run(
 
 /// Iterations of [`work`] between two events in the load tests (about 1 µs).
 const LOAD_WORK: u32 = 1000;
+
+/// Iterations of [`work`] between two events of the stall tests' neighbour (about 0.1 µs with
+/// the event: some 8 M events/s, ~190 MB/s, so a default buffer holds about 5 ms of its events
+/// and a consumer a scheduler tick late loses nothing).
+const NEIGHBOUR_WORK: u32 = 200;
 
 // ---------------------------------------------------------------------------------------
 

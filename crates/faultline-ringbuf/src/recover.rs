@@ -143,7 +143,9 @@ impl Channel {
         // `consumed`; nobody changes them concurrently any more.
         let w = b.write_offset.load(Ordering::Acquire);
         let c = b.consumed.load(Ordering::Acquire);
-        if c & g.sb_mask != 0 || w < c {
+        // Real positions are byte counts written since creation: far below 2^62 (decades at
+        // memory bandwidth). Larger ones are garbage and would overflow the arithmetic below.
+        if c & g.sb_mask != 0 || w < c || w >= 1 << 62 {
             return Err(format!(
                 "inconsistent positions: write {w:#x}, consumed {c:#x}"
             ));
@@ -272,7 +274,7 @@ impl Channel {
             }
             if is_current || !end_known || content != end {
                 b.lost_stalled
-                    .fetch_add(r.records - unreported, Ordering::Relaxed);
+                    .fetch_add(r.records.wrapping_sub(unreported), Ordering::Relaxed);
                 unreported = r.records;
                 let full = b.lost_full.load(Ordering::Relaxed);
                 let stalled = b.lost_stalled.load(Ordering::Relaxed);
@@ -284,7 +286,9 @@ impl Channel {
                     (*hp).lost_full = full;
                     (*hp).lost_stalled = stalled;
                     (*hp).lost_too_big = big;
-                    (*hp).events_discarded = full + stalled + big;
+                    // Wrapping: the counters are shared memory (garbage must not panic; the
+                    // trace writer rejects a packet whose sum does not add up).
+                    (*hp).events_discarded = full.wrapping_add(stalled).wrapping_add(big);
                 }
                 repaired |= !is_current;
             }

@@ -145,7 +145,7 @@ fn recovery_on_garbage_never_panics() {
         // Scribble over the CPU regions (everything after the 4 KiB channel header).
         let n = 1 + (next() % 64) as usize;
         for _ in 0..n {
-            let at = 4096 + (next() as usize % (ch.map_len() - 4096 - 8)) & !7;
+            let at = (4096 + (next() as usize % (ch.map_len() - 4096 - 8))) & !7;
             let v = match next() % 4 {
                 0 => 0,
                 1 => u64::MAX,

@@ -329,6 +329,35 @@ pub fn decode(fields: &[FieldDesc], payload: &[u8]) -> Result<Vec<Value>, Decode
         .collect()
 }
 
+/// Glob matching shared by everything that selects events by name (tracepoint enabling, trace
+/// filters): `star` matches any run of items (also empty), `one` exactly one item, anything else
+/// itself. Linear-time backtracking on the last `star` only; never panics.
+pub fn glob_match_by<T: Copy + PartialEq>(pat: &[T], text: &[T], star: T, one: T) -> bool {
+    let (mut p, mut i) = (0usize, 0usize);
+    let mut last_star: Option<(usize, usize)> = None;
+    while i < text.len() {
+        match pat.get(p) {
+            Some(&c) if c == star => {
+                last_star = Some((p, i));
+                p += 1;
+            }
+            Some(&c) if c == one || c == text[i] => {
+                p += 1;
+                i += 1;
+            }
+            _ => match last_star {
+                Some((sp, si)) => {
+                    p = sp + 1;
+                    i = si + 1;
+                    last_star = Some((sp, si + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pat[p.min(pat.len())..].iter().all(|&c| c == star)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -313,32 +313,10 @@ impl EventSpec {
     }
 }
 
-/// Glob match with `*` (any run, including empty) and `?` (one byte). Linear-time
-/// backtracking on the last `*` only; never panics.
+/// Glob match with `*` (any run, including empty) and `?` (one byte); see
+/// [`faultline_schema::glob_match_by`].
 pub fn glob_match(pat: &[u8], s: &[u8]) -> bool {
-    let (mut p, mut i) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while i < s.len() {
-        match pat.get(p) {
-            Some(b'*') => {
-                star = Some((p, i));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == s[i] => {
-                p += 1;
-                i += 1;
-            }
-            _ => match star {
-                Some((sp, si)) => {
-                    p = sp + 1;
-                    i = si + 1;
-                    star = Some((sp, si + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pat[p.min(pat.len())..].iter().all(|&c| c == b'*')
+    faultline_schema::glob_match_by(pat, s, b'*', b'?')
 }
 
 #[cfg(test)]

@@ -516,6 +516,9 @@ enum Ev {
     Dispatch,
     /// The ring buffer alone: reserve 8 bytes, store, commit.
     Ring,
+    /// The ring buffer alone with a 16-byte and a 48-byte payload (issue 2's benchmark).
+    Ring16,
+    Ring48,
 }
 
 impl Ev {
@@ -526,6 +529,8 @@ impl Ev {
             Ev::CString => "cstring",
             Ev::Dispatch => "int -> counter probe (dispatch only)",
             Ev::Ring => "reserve+commit 8 B",
+            Ev::Ring16 => "reserve+commit 16 B",
+            Ev::Ring48 => "reserve+commit 48 B",
         }
     }
 }
@@ -545,7 +550,7 @@ struct Config {
 
 impl Config {
     fn group(&self) -> &'static str {
-        if self.ev == Ev::Ring {
+        if matches!(self.ev, Ev::Ring | Ev::Ring16 | Ev::Ring48) {
             "ringbuf"
         } else if self.ev == Ev::Dispatch {
             "dispatch"
@@ -622,6 +627,17 @@ fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
                 black_box(r.commit());
             }
         }),
+        Ev::Ring16 | Ev::Ring48 => {
+            let n = if c.ev == Ev::Ring16 { 16 } else { 48 };
+            run_writers(c.threads, true, warmup, iters, |_, i| {
+                if let Ok(mut r) = chan.reserve(ring_id, n) {
+                    let mut src = [0u8; 48];
+                    src[..8].copy_from_slice(&i.to_le_bytes());
+                    r.payload().copy_from_slice(&src[..n]);
+                    black_box(r.commit());
+                }
+            })
+        }
     };
     faultline_tracepoints::unregister(handle);
     let emitted = (warmup + iters) * c.threads as u64;
@@ -702,7 +718,14 @@ fn run_session(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
 fn faultline_configs(syncs: &[SyncMode]) -> Vec<Config> {
     let mut v = Vec::new();
     for &sync in syncs {
-        for ev in [Ev::Int, Ev::String, Ev::CString, Ev::Ring] {
+        for ev in [
+            Ev::Int,
+            Ev::String,
+            Ev::CString,
+            Ev::Ring,
+            Ev::Ring16,
+            Ev::Ring48,
+        ] {
             for threads in [1usize, 2] {
                 v.push(Config {
                     ev,

@@ -106,6 +106,8 @@ fn addv_exact_under_aborts_signals_and_migrations() {
     }
     stop.store(true, Ordering::Relaxed);
     let sent = signaller.join().unwrap();
+    // SAFETY: every writer thread has been joined, so nothing writes the counters any more;
+    // ptr(c, 0) is inside the counters allocation for every c < ncpu.
     let total: u64 = (0..ncpu).map(|c| unsafe { *counters.ptr(c, 0) }).sum();
     let aborts = rseq::abort_count() - aborts_before;
     eprintln!("signals sent {sent}, aborts {aborts}");
@@ -160,6 +162,8 @@ fn cmpeqv_storev_tsc_exact_and_monotonic_per_cpu() {
     }
     let mut all: Vec<(u32, u64, u64)> = hs.into_iter().flat_map(|h| h.join().unwrap()).collect();
     all.sort();
+    // SAFETY: every writer thread has been joined, so nothing writes the counters any more;
+    // ptr(c, 0) is inside the counters allocation for every c < ncpu.
     let total: u64 = (0..ncpu).map(|c| unsafe { *counters.ptr(c, 0) }).sum();
     assert_eq!(total as usize, THREADS * PER_THREAD);
     // Per CPU: values 0..n each taken exactly once, and TSC increasing with the value.

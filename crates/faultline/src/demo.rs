@@ -279,9 +279,20 @@ pub fn print(s: &Summary) {
     if let Some(d) = &s.dir {
         let d = shell_quote(d);
         println!();
+        // The binary that is running (e.g. target/release/faultline under `cargo run`), as a
+        // path relative to the current directory when it is below it, so the commands work
+        // as printed without `faultline` on the PATH.
+        let exe = std::env::current_exe()
+            .ok()
+            .map(|e| match std::env::current_dir() {
+                Ok(cwd) => e.strip_prefix(&cwd).map(|r| r.to_path_buf()).unwrap_or(e),
+                Err(_) => e,
+            })
+            .map(|e| shell_quote(&e))
+            .unwrap_or_else(|| "faultline".to_string());
         println!("Look at the trace:");
-        println!("  faultline view {d}");
-        println!("  faultline stats {d}");
+        println!("  {exe} view {d}");
+        println!("  {exe} stats {d}");
         println!("  babeltrace2 {d}");
     }
 }

@@ -1058,6 +1058,8 @@ impl Channel {
             return Err(FlushError::NoBuffer(cpu));
         }
         let b = self.buf(cpu);
+        // Acquire: pairs with the first writer's release CAS on `active` (its buffer's
+        // initialisation is visible before we touch the buffer).
         if b.active.load(Ordering::Acquire) == 0 {
             return Ok(FlushOutcome::Nothing);
         }
@@ -1128,6 +1130,7 @@ impl Channel {
         }
         let b = self.buf(cpu);
         Some(CpuStats {
+            // Acquire: pairs with the first writer's release CAS on `active`.
             active: b.active.load(Ordering::Acquire) != 0,
             write_offset: b.write_offset.load(Ordering::Relaxed),
             consumed: b.consumed.load(Ordering::Relaxed),

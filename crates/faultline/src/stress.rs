@@ -662,6 +662,8 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
         std::thread::spawn(move || {
             let mut sent = 0u64;
             let mut i = 0usize;
+            // Acquire (both): pair with the writers' release increment of writers_done and
+            // release store of their pthread id.
             while on && writers_done.load(Ordering::Acquire) < n {
                 let id = pthreads[i % pthreads.len()].load(Ordering::Acquire);
                 i += 1;
@@ -679,6 +681,7 @@ pub fn run(opt: &StressOptions, progress: bool) -> anyhow::Result<StressReport> 
     };
 
     let mut last = Instant::now();
+    // Acquire: pairs with each writer's release increment after it stored its lost list.
     while writers_done.load(Ordering::Acquire) < opt.threads as u64 {
         std::thread::sleep(Duration::from_millis(20));
         if progress && last.elapsed() > Duration::from_secs(1) {

@@ -320,6 +320,7 @@ fn stall_run(s: Strategy, sc: Scenario, events: u64) -> anyhow::Result<StallRow>
         let b = scope.spawn(|| {
             let _ = faultline_rseq::pin_to_cpu(cpu);
             let mut n = 0u64;
+            // Release: pairs with the main thread's acquire load that waits for the neighbour.
             started.store(true, Ordering::Release);
             // Relaxed: a stop flag; a few extra events after it are counted like the others.
             while !stop.load(Ordering::Relaxed) {

@@ -1,95 +1,23 @@
-//! Cheap "which CPU am I on" hint for spreading reader counters over cache lines.
+//! Cheap "which CPU am I on" hint for spreading reader counters over cache lines, and the
+//! per-CPU increment of the SRCU read side.
 //!
-//! glibc >= 2.35 registers a `struct rseq` per thread at `thread_pointer + __rseq_offset`; its
-//! first word, `cpu_id_start`, is kept up to date by the kernel (0 before registration). We find
-//! `__rseq_offset`/`__rseq_size` with `dlsym` once (so an older glibc means "no rseq", never a
-//! link error) and then read that word with one thread-pointer-relative load. Without rseq we
-//! fall back to `sched_getcpu()`. The value is only a hint: the thread may migrate right after.
+//! glibc's rseq registration is found by `faultline-rseq` (`Registration`, one `dlsym` lookup
+//! per process); [`current`] reads the kernel-maintained CPU id through it, falling back to
+//! `sched_getcpu()` without rseq. The value is only a hint: the thread may migrate right after.
 //!
 //! [`percpu_inc`] is the one rseq critical section of this crate: the SRCU read side's per-CPU
 //! counter increment (see `srcu.rs`). It reads the CPU id inside the section, so its only
 //! failure is a kernel restart (or a CPU id beyond the counter array).
 
-use std::sync::atomic::{AtomicIsize, Ordering};
-
-/// `__rseq_offset`, or `NO_RSEQ` (rseq unavailable), or `UNKNOWN` (not looked up yet).
-static RSEQ_OFFSET: AtomicIsize = AtomicIsize::new(UNKNOWN);
-const UNKNOWN: isize = isize::MIN;
-const NO_RSEQ: isize = isize::MIN + 1;
-
-fn lookup() -> isize {
-    // SAFETY: dlsym with RTLD_DEFAULT and NUL-terminated names; a null result means absent.
-    let (off, size) = unsafe {
-        (
-            libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr()),
-            libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr()),
-        )
-    };
-    if off.is_null() || size.is_null() {
-        return NO_RSEQ;
-    }
-    // SAFETY: glibc defines `const ptrdiff_t __rseq_offset` and `const unsigned int
-    // __rseq_size`; the pointers returned by dlsym point at them.
-    let (off, size) = unsafe { (*(off as *const isize), *(size as *const u32)) };
-    if size == 0 {
-        NO_RSEQ
-    } else {
-        off
-    }
-}
-
-#[inline(always)]
-fn thread_pointer() -> usize {
-    let tp: usize;
-    // SAFETY: on x86_64 Linux/glibc `fs:0` holds the TCB's self pointer (the thread pointer);
-    // reading it has no side effects.
-    unsafe {
-        std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp,
-            options(nostack, readonly, preserves_flags, pure));
-    }
-    tp
-}
-
 /// The CPU the calling thread was last seen on by the kernel.
 #[inline(always)]
 pub(crate) fn current() -> usize {
-    // Relaxed: the offset is a constant of the process; any thread computing it gets the same.
-    let off = RSEQ_OFFSET.load(Ordering::Relaxed);
-    if off > NO_RSEQ {
-        let area = thread_pointer().wrapping_add_signed(off) as *const u32;
-        // SAFETY: glibc registered rseq (size != 0), so every thread's rseq area lives at
-        // thread_pointer + __rseq_offset for the thread's lifetime; cpu_id_start (offset 0) is
-        // always a valid CPU number. Volatile: the kernel updates it behind our back.
-        return unsafe { std::ptr::read_volatile(area) } as usize;
-    }
-    slow(off)
+    faultline_rseq::current_cpu() as usize
 }
 
-#[cold]
-fn slow(off: isize) -> usize {
-    if off == UNKNOWN {
-        // Relaxed: idempotent publication of a process constant.
-        RSEQ_OFFSET.store(lookup(), Ordering::Relaxed);
-        return current();
-    }
-    // SAFETY: sched_getcpu has no preconditions.
-    let c = unsafe { libc::sched_getcpu() };
-    if c < 0 {
-        0
-    } else {
-        c as usize
-    }
-}
-
-/// glibc's rseq offset if rseq is registered (looking it up on first call).
+/// glibc's rseq offset if rseq is registered.
 pub(crate) fn rseq_offset() -> Option<isize> {
-    // Relaxed: a process constant (see `current`).
-    let mut off = RSEQ_OFFSET.load(Ordering::Relaxed);
-    if off == UNKNOWN {
-        off = lookup();
-        RSEQ_OFFSET.store(off, Ordering::Relaxed);
-    }
-    (off > NO_RSEQ).then_some(off)
+    faultline_rseq::Registration::get().map(|r| r.offset)
 }
 
 /// Outcome of [`percpu_inc`].

@@ -110,6 +110,8 @@ pub struct Drain {
     scratch: Vec<u8>,
     /// counts[cpu][id], ids are dense.
     counts: Vec<Vec<u64>>,
+    /// Per-id counts of the packet being handled (pass 1), added to `counts` once written.
+    pending: Vec<u64>,
     n_ids: usize,
     stats: DrainStats,
     last_flush: Instant,
@@ -129,6 +131,7 @@ impl Drain {
             packet: Vec::new(),
             scratch: Vec::new(),
             counts: vec![Vec::new(); ncpu],
+            pending: vec![0; n_ids],
             n_ids,
             stats: DrainStats::default(),
             last_flush: Instant::now(),
@@ -247,8 +250,9 @@ impl Drain {
                 dropped += 1;
             } else {
                 kept += 1;
-                if (id as usize) >= self.n_ids {
-                    bad_id = true;
+                match self.pending.get_mut(id as usize) {
+                    Some(c) => *c += 1,
+                    None => bad_id = true,
                 }
             }
             at = (at + len + 7) & !7;
@@ -262,7 +266,12 @@ impl Drain {
         match self.writer.write_packet(cpu, out) {
             Ok(_) => {
                 if !bad_id {
-                    self.count(cpu, out);
+                    if let Some(row) = self.counts.get_mut(cpu as usize) {
+                        row.resize(row.len().max(self.n_ids), 0);
+                        for (r, p) in row.iter_mut().zip(&self.pending) {
+                            *r += p;
+                        }
+                    }
                 }
                 let c = self.writer.counters();
                 self.stats.packets_written = c.packets;
@@ -283,6 +292,7 @@ impl Drain {
         if let Some(c) = compacted {
             self.scratch = c;
         }
+        self.pending.fill(0);
     }
 
     fn write_error(&mut self, msg: String) {
@@ -297,35 +307,6 @@ impl Drain {
             self.stats.first_write_error = Some(msg.clone());
         }
         self.stats.last_write_error = Some(msg);
-    }
-
-    /// Count the events of a written packet per id.
-    fn count(&mut self, cpu: u32, p: &[u8]) {
-        let content = u64::from_le_bytes(
-            p[OFF_CONTENT_SIZE..OFF_CONTENT_SIZE + 8]
-                .try_into()
-                .unwrap_or([0; 8]),
-        ) as usize
-            / 8;
-        let content = content.min(p.len());
-        let Some(row) = self.counts.get_mut(cpu as usize) else {
-            return;
-        };
-        if row.len() < self.n_ids {
-            row.resize(self.n_ids, 0);
-        }
-        let mut at = HDR;
-        while at + REC_HDR <= content {
-            let id = u32::from_le_bytes(p[at + 8..at + 12].try_into().unwrap_or([0; 4])) as usize;
-            let len = u32::from_le_bytes(p[at + 12..at + 16].try_into().unwrap_or([0; 4])) as usize;
-            if len < REC_HDR {
-                break;
-            }
-            if let Some(c) = row.get_mut(id) {
-                *c += 1;
-            }
-            at = (at + len + 7) & !7;
-        }
     }
 
     /// Copy `packet` into `scratch` without its discarded records.

@@ -18,7 +18,10 @@
 //!   `timestamp_begin >=` the previous packet's `timestamp_end`, cumulative counters
 //!   non-decreasing;
 //! - the record chain ends exactly at `content_size`, every record id is a declared event,
-//!   record timestamps are non-decreasing and within `[timestamp_begin, timestamp_end]`.
+//!   record timestamps are non-decreasing and within `[timestamp_begin, timestamp_end]`;
+//! - every record's payload decodes, field by field with the shared decoder, to exactly its
+//!   length (what the reader and babeltrace2 need to stay in step), so a packet whose bytes
+//!   were damaged in shared memory never reaches the disk.
 //!
 //! A rejected packet is not written and leaves the writer's state unchanged. A failed write
 //! (ENOSPC, EIO) is undone by truncating the file back to its previous length, so the stream
@@ -26,9 +29,13 @@
 
 use crate::desc::{metadata, TraceDesc};
 use crate::error::{CtfError, Result};
-use crate::layout::{align8, check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE};
+use crate::layout::{
+    align8, check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE, RECORD_HEADER_SIZE,
+};
+use faultline_schema::{decode_field, FieldDesc};
 use serde::Serialize;
 use std::collections::BTreeMap;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -57,34 +64,36 @@ struct CpuStream {
 pub struct TraceWriter {
     dir: PathBuf,
     uuid: [u8; 16],
-    /// Declared event ids (checked for every record: a hash lookup per record was the
-    /// consumer's main per-event cost).
+    /// Declared event ids and their fields (checked for every record: a hash lookup per
+    /// record was the consumer's main per-event cost).
     ids: IdSet,
     streams: BTreeMap<u32, CpuStream>,
     counters: WriterCounters,
     scratch: Vec<u8>,
 }
 
-/// A set of event ids: a bitmap when the ids are small (always, for ids a registry assigns),
-/// a sorted list otherwise.
+/// The declared events by id: a dense table when the ids are small (always, for ids a
+/// registry assigns), a sorted list otherwise.
 enum IdSet {
-    Dense(Vec<bool>),
-    Sorted(Vec<u32>),
+    Dense(Vec<Option<Fields>>),
+    Sorted(Vec<(u32, Fields)>),
 }
+
+type Fields = &'static [FieldDesc];
 
 impl IdSet {
     const DENSE_LIMIT: u32 = 1 << 16;
 
-    fn new(ids: impl Iterator<Item = u32>) -> IdSet {
-        let mut v: Vec<u32> = ids.collect();
-        v.sort_unstable();
-        v.dedup();
+    fn new(ids: impl Iterator<Item = (u32, Fields)>) -> IdSet {
+        let mut v: Vec<(u32, Fields)> = ids.collect();
+        v.sort_unstable_by_key(|(id, _)| *id);
+        v.dedup_by_key(|(id, _)| *id);
         match v.last() {
-            Some(&max) if max >= Self::DENSE_LIMIT => IdSet::Sorted(v),
+            Some(&(max, _)) if max >= Self::DENSE_LIMIT => IdSet::Sorted(v),
             _ => {
-                let mut d = vec![false; v.last().map_or(0, |&m| m as usize + 1)];
-                for id in v {
-                    d[id as usize] = true;
+                let mut d = vec![None; v.last().map_or(0, |&(m, _)| m as usize + 1)];
+                for (id, f) in v {
+                    d[id as usize] = Some(f);
                 }
                 IdSet::Dense(d)
             }
@@ -92,12 +101,34 @@ impl IdSet {
     }
 
     #[inline]
-    fn contains(&self, id: u32) -> bool {
+    fn get(&self, id: u32) -> Option<Fields> {
         match self {
-            IdSet::Dense(d) => d.get(id as usize).copied().unwrap_or(false),
-            IdSet::Sorted(v) => v.binary_search(&id).is_ok(),
+            IdSet::Dense(d) => d.get(id as usize).copied().flatten(),
+            IdSet::Sorted(v) => v
+                .binary_search_by_key(&id, |(i, _)| *i)
+                .ok()
+                .map(|i| v[i].1),
         }
     }
+}
+
+/// Check that `payload` decodes to exactly its length; the error names the field.
+#[inline]
+fn check_payload(fields: Fields, payload: &[u8]) -> std::result::Result<(), (usize, String)> {
+    let mut at = 0usize;
+    for f in fields {
+        decode_field(f.ty, payload, &mut at).map_err(|e| (e.offset, e.kind.describe(f.name)))?;
+    }
+    if at != payload.len() {
+        return Err((
+            at,
+            format!(
+                "payload is {} bytes but its fields end at byte {at}",
+                payload.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn create_new(path: &Path) -> Result<File> {
@@ -121,7 +152,7 @@ impl TraceWriter {
         Ok(TraceWriter {
             dir,
             uuid: desc.uuid,
-            ids: IdSet::new(desc.events.iter().map(|(id, _)| *id)),
+            ids: IdSet::new(desc.events.iter().map(|(id, ev)| (*id, ev.fields))),
             streams: BTreeMap::new(),
             counters: WriterCounters {
                 metadata_bytes: text.len() as u64,
@@ -226,9 +257,15 @@ impl TraceWriter {
         let mut last_ts = h.timestamp_begin;
         for r in Records::new(content) {
             let r = r.map_err(|(o, m)| bad(o as usize, m))?;
-            if !self.ids.contains(r.id) {
+            let Some(fields) = self.ids.get(r.id) else {
                 return Err(bad(r.offset + 8, format!("undeclared event id {}", r.id)));
-            }
+            };
+            check_payload(fields, r.payload).map_err(|(o, m)| {
+                bad(
+                    r.offset + RECORD_HEADER_SIZE + o,
+                    format!("event id {}: {m}", r.id),
+                )
+            })?;
             if r.timestamp < last_ts || r.timestamp > h.timestamp_end {
                 return Err(bad(
                     r.offset,

@@ -200,7 +200,10 @@ impl Mapping {
         let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
         // SAFETY: fstat into a valid out-pointer.
         if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
-            eprintln!("faultline-testapp: fstat: {}", std::io::Error::last_os_error());
+            eprintln!(
+                "faultline-testapp: fstat: {}",
+                std::io::Error::last_os_error()
+            );
             std::process::exit(2);
         }
         // SAFETY: fstat succeeded.
@@ -217,7 +220,10 @@ impl Mapping {
             )
         };
         if ptr == libc::MAP_FAILED {
-            eprintln!("faultline-testapp: mmap: {}", std::io::Error::last_os_error());
+            eprintln!(
+                "faultline-testapp: mmap: {}",
+                std::io::Error::last_os_error()
+            );
             std::process::exit(2);
         }
         Mapping {

@@ -27,7 +27,7 @@
 //! (ENOSPC, EIO) is undone by truncating the file back to its previous length, so the stream
 //! stays readable; the error names the path.
 
-use crate::desc::{metadata, TraceDesc};
+use crate::desc::{metadata, EnvValue, TraceDesc};
 use crate::error::{CtfError, Result};
 use crate::layout::{
     align8, check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE, RECORD_HEADER_SIZE,
@@ -63,6 +63,8 @@ struct CpuStream {
 /// Writes a trace directory. See the module docs.
 pub struct TraceWriter {
     dir: PathBuf,
+    /// What the metadata was written from (rewritten by [`TraceWriter::finish_with_env`]).
+    desc: TraceDesc,
     uuid: [u8; 16],
     /// Declared event ids and their fields (checked for every record: a hash lookup per
     /// record was the consumer's main per-event cost).
@@ -151,6 +153,7 @@ impl TraceWriter {
             .map_err(|e| CtfError::io(&path, "write", e))?;
         Ok(TraceWriter {
             dir,
+            desc: desc.clone(),
             uuid: desc.uuid,
             ids: IdSet::new(desc.events.iter().map(|(id, ev)| (*id, ev.fields))),
             streams: BTreeMap::new(),
@@ -335,6 +338,44 @@ impl TraceWriter {
                 let _ = s.file.set_len(s.len);
                 let _ = s.file.seek(std::io::SeekFrom::Start(s.len));
                 Err(CtfError::io(&s.path, "write", e))
+            }
+        }
+    }
+
+    /// Like [`TraceWriter::finish`], after adding `extra` entries to the metadata's `env`
+    /// block (values known only at the end, such as the recorder's counters). The metadata is
+    /// replaced atomically (written to `metadata.tmp`, synced, renamed): a crash leaves either
+    /// the old or the new file. If the new metadata cannot be made (an invalid key), the old
+    /// one stays and the error is returned after the streams are synced.
+    pub fn finish_with_env(mut self, extra: Vec<(String, EnvValue)>) -> Result<WriterCounters> {
+        if extra.is_empty() {
+            return self.finish();
+        }
+        let mut d = self.desc.clone();
+        d.env.extra.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        d.env.extra.extend(extra);
+        let text = metadata(&d);
+        let replaced = text.and_then(|text| {
+            let tmp = self.dir.join("metadata.tmp");
+            let meta = self.dir.join("metadata");
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = create_new(&tmp)?;
+            f.write_all(text.as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| CtfError::io(&tmp, "write", e))?;
+            std::fs::rename(&tmp, &meta).map_err(|e| CtfError::io(&meta, "replace", e))?;
+            Ok(text.len() as u64)
+        });
+        match replaced {
+            Ok(n) => {
+                self.counters.metadata_bytes = n;
+                self.desc = d;
+                self.finish()
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(self.dir.join("metadata.tmp"));
+                self.finish()?;
+                Err(e)
             }
         }
     }

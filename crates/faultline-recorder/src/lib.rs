@@ -67,7 +67,7 @@ use faultline_ringbuf::{Channel, CommitKind, Lost, Reservation};
 use faultline_tracepoints::{
     register_probe, Payload, Probe, ProbeHandle, ProbeKind, RegisterError, Tracepoint,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::str::FromStr;
@@ -174,7 +174,7 @@ impl Default for RecorderConfig {
 }
 
 /// Per-strategy counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StrategyStats {
     /// Events committed with this strategy.
     pub events: u64,
@@ -186,7 +186,7 @@ pub struct StrategyStats {
 }
 
 /// What a recorder did (see the module docs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecorderStats {
     /// Events committed.
     pub recorded: u64,

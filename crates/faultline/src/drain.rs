@@ -44,7 +44,7 @@
 //! CPU buffer is reported **once**, on one stderr line naming the buffer (when `verbose`) and in
 //! [`DrainStats::corrupt`]; later problems of the same buffer are only counted.
 
-use faultline_ctf::{CtfError, TraceWriter, WriterCounters};
+use faultline_ctf::{CtfError, EnvValue, TraceWriter, WriterCounters};
 use faultline_ringbuf::{
     Channel, Consumer, PacketInfo, ReadError, DISCARDED_RECORD_ID, PENDING_RECORD_ID,
 };
@@ -450,7 +450,16 @@ impl Drain {
 
     /// Final flush and drain, synthetic packets for late losses, then finish the trace
     /// (fsync). Returns the stats and the writer's final counters (or its error).
-    pub fn finish(mut self) -> (DrainStats, Result<WriterCounters, CtfError>) {
+    pub fn finish(self) -> (DrainStats, Result<WriterCounters, CtfError>) {
+        self.finish_with_env(Vec::new())
+    }
+
+    /// [`Drain::finish`], adding `env` entries to the trace's metadata (values known only at
+    /// the end, such as the recorder counters; see [`TraceWriter::finish_with_env`]).
+    pub fn finish_with_env(
+        mut self,
+        env: Vec<(String, EnvValue)>,
+    ) -> (DrainStats, Result<WriterCounters, CtfError>) {
         self.flush(true);
         // Drain until a whole pass finds nothing (the flush above completed everything that
         // had content; a few passes cover a delivery that raced with it).
@@ -478,7 +487,7 @@ impl Drain {
         self.stats.packets_written = c.packets;
         self.stats.events_written = c.events;
         self.stats.stream_bytes = c.stream_bytes;
-        let fin = self.writer.finish();
+        let fin = self.writer.finish_with_env(env);
         (self.stats, fin)
     }
 

@@ -1,48 +1,78 @@
 //! `faultline record [options] -o DIR -- CMD [ARGS]`: trace another program.
 //!
 //! # Protocol between the two processes
-//! 1. `record` creates the channel (memfd) and a pipe, and spawns CMD with both inherited
-//!    (`FD_CLOEXEC` cleared in the child only) and the environment of
-//!    [`crate::session`]: `FAULTLINE_CHANNEL_FD`, `FAULTLINE_CHANNEL_ID` (device:inode of the
-//!    memfd), `FAULTLINE_SCHEMA_FD`, `FAULTLINE_EVENTS`, `FAULTLINE_STRATEGY`.
-//! 2. The program's `faultline::Session::start()` maps the channel, writes its schema (JSON
-//!    [`SchemaMessage`]) to the pipe and closes it, then enables its tracepoints. Events are
-//!    only written after the schema, so nothing is lost waiting for it.
-//! 3. `record` reads the schema (until EOF), writes the CTF metadata, and drains the channel as
-//!    its single consumer ([`crate::drain`]) while the program runs, showing progress on a
-//!    terminal.
-//! 4. When the program has exited (or was killed) and **no other process maps the channel**
-//!    (checked in `/proc/*/maps` by device and inode: a forked child could still be writing),
-//!    no writer can be alive, so `record` runs [`Channel::recover_dead_writers`]: sub-buffers
-//!    held by reservations of threads that died between reserve and commit are completed, every
-//!    committed event in them is written, and the uncommitted ones are counted as lost
-//!    (`lost_stalled`, "writer died" in the summary). If another process still maps it,
-//!    recovery is skipped and the summary says so.
-//! 5. Final flush and drain, fsync, summary (also saved as `DIR/.faultline-summary.json`; the
-//!    leading dot keeps CTF readers away from it), and `record` exits with the program's status
-//!    (128 + signal number if it was killed).
+//! 1. `record` makes itself a child subreaper (`PR_SET_CHILD_SUBREAPER`: descendants of the
+//!    program that outlive it are re-parented to `record`, so they stay in its process tree),
+//!    creates the channel (a memfd sealed against resizing: the program cannot make the
+//!    recorder's mapping fault) and a pipe, and spawns CMD with both inherited (`FD_CLOEXEC`
+//!    cleared in the child only) and the environment of [`crate::session`]:
+//!    `FAULTLINE_CHANNEL_FD`, `FAULTLINE_CHANNEL_ID` (device:inode of the memfd),
+//!    `FAULTLINE_SCHEMA_FD`, `FAULTLINE_EVENTS`, `FAULTLINE_STRATEGY`.
+//! 2. The program's `faultline::Session::start()` maps the channel, sends its schema on the
+//!    pipe (the first of the line-delimited JSON messages of [`crate::session`]), then enables
+//!    its tracepoints. Events are only written after the schema, so nothing is lost waiting for
+//!    it. While it runs, its session sends the recorder's counters (faulted events, events per
+//!    copy strategy, restarts, fallbacks) every 100 ms when they change, and a final copy when
+//!    it stops. `record` reads the pipe on a thread of its own, bounds every message
+//!    ([`MAX_MESSAGE`]), ignores message types it does not know, and keeps the last counters
+//!    that pass [`session::check_stats`] (consistent, never going backwards).
+//! 3. `record` writes the CTF metadata and drains the channel as its single consumer
+//!    ([`crate::drain`]) while the program runs, showing progress on a terminal.
+//! 4. When the program has exited (or was killed), `record` reaps the descendants that exited
+//!    too and decides whether **any process can still write the channel** ([`channel_holders`]):
+//!    a process that has the memfd open (`/proc/PID/fd`) or mapped (`/proc/PID/maps`, device and
+//!    inode) can; a descendant of `record` whose `/proc` entries cannot be read might. If none
+//!    can, no writer can be alive, so `record` runs [`Channel::recover_dead_writers`]:
+//!    sub-buffers held by reservations of threads that died between reserve and commit are
+//!    completed, every committed event in them is written, and the uncommitted ones are counted
+//!    as lost (`lost_stalled`, "writer died" in the summary). Otherwise recovery is skipped and
+//!    the report names the processes. What this cannot see: a process outside `record`'s
+//!    process tree whose `/proc` entries `record` may not read (another user's, without root)
+//!    and that got the descriptor passed explicitly (`SCM_RIGHTS`, `pidfd_getfd`, opening
+//!    `/proc/<record>/fd/N`); and a thread created without `CLONE_FILES` whose private
+//!    descriptor table holds the memfd without a mapping.
+//! 5. Final flush and drain; the recorder counters go into the trace's metadata `env` block
+//!    (`faultline stats` shows them) and the report; fsync, summary (also saved as
+//!    `DIR/.faultline-summary.json`; the leading dot keeps CTF readers away from it).
+//!
+//! # Exit status
+//! The program's status (128 + N if it was killed by signal N) — except **3** when that is 0
+//! but the trace is incomplete because the program damaged the shared buffers (one line per
+//! damaged CPU buffer on stderr, `damage` in the report; every packet that was valid is kept);
+//! **1** when `record` itself cannot run (directory holds a trace, program not found, ...);
+//! **2** for invalid arguments. Every shared-memory value is validated: `record` does not die
+//! of a signal, panic or hang whatever the program writes there.
 
-use crate::drain::{Drain, DrainConfig, DrainStats};
+use crate::drain::{CorruptBuffer, Drain, DrainConfig, DrainStats};
 use crate::session::{
-    self, clock_desc, env_desc, fd_id, group, SchemaMessage, Summary, ENV_CHANNEL_FD,
-    ENV_CHANNEL_ID, ENV_EVENTS, ENV_SCHEMA_FD, ENV_STRATEGY, SCHEMA_VERSION,
+    self, check_stats, clock_desc, env_desc, fd_id, group, recorder_counts, PipeMessage,
+    SchemaMessage, StatsMessage, Summary, ENV_CHANNEL_FD, ENV_CHANNEL_ID, ENV_EVENTS,
+    ENV_SCHEMA_FD, ENV_STRATEGY, MAX_MESSAGE, SCHEMA_VERSION,
 };
 use anyhow::{bail, Context};
 use faultline_ctf::{TraceDesc, TraceWriter};
-use faultline_recorder::Policy;
+use faultline_recorder::{Policy, RecorderStats};
 use faultline_ringbuf::{Channel, ChannelConfig, ClockKind, Mode};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Exit status of `record` when the program exited 0 but damaged the shared buffers.
+pub const EXIT_DAMAGED: i32 = 3;
+
+/// How long `record` waits, once the program has exited, for the end of its messages (a
+/// descendant may keep the pipe open).
+const PIPE_GRACE: Duration = Duration::from_secs(1);
 
 /// Options of `faultline record`.
 #[derive(Debug, Clone)]
@@ -65,7 +95,8 @@ pub struct ProgramExit {
     pub pid: u32,
     pub code: Option<i32>,
     pub signal: Option<i32>,
-    /// The status `record` exits with.
+    /// The program's status (128 + signal number if it was killed). `record` exits with it
+    /// unless the trace is damaged ([`RecordReport::exit_status`]).
     pub status: i32,
 }
 
@@ -82,6 +113,19 @@ pub struct RecoveryInfo {
     pub errors: Vec<String>,
 }
 
+/// What arrived of the program's recorder counters (the numbers are in `summary.recorder`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CountersInfo {
+    /// Counter messages received and accepted.
+    pub accepted: u64,
+    /// Counter messages refused (inconsistent or going backwards); the first reason.
+    pub refused: u64,
+    pub first_refusal: Option<String>,
+    /// The session stopped and sent its final counters (otherwise the numbers are the last
+    /// periodic report, if any: the program was killed or did not stop its session).
+    pub final_received: bool,
+}
+
 /// Everything `record` reports.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RecordReport {
@@ -90,9 +134,161 @@ pub struct RecordReport {
     pub schema_received: bool,
     pub recovery: RecoveryInfo,
     pub summary: Summary,
+    /// The program's recorder counters: where they come from.
+    pub counters: CountersInfo,
+    /// One line per CPU buffer the program damaged (see [`crate::drain`]).
+    pub damage: Vec<String>,
+    /// What `record` exits with (module docs).
+    pub exit_status: i32,
 }
 
 extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// What the pipe reader thread hands to the main loop.
+enum Incoming {
+    Schema(Box<SchemaMessage>),
+    Stats(StatsMessage),
+    /// Something wrong with a message (reported, not fatal).
+    Note(String),
+    /// End of the pipe (every writer closed it).
+    Eof,
+}
+
+/// Read the program's messages (module docs of [`crate::session`]) until EOF. Never stops
+/// reading before EOF, so the program never blocks on a full pipe; memory is bounded by
+/// [`MAX_MESSAGE`].
+fn read_messages(rd: OwnedFd, tx: mpsc::Sender<Incoming>) {
+    let mut r = BufReader::new(File::from(rd));
+    let mut line = Vec::new();
+    let mut first = true;
+    let mut notes = 0u32;
+    let mut note = |tx: &mpsc::Sender<Incoming>, m: String| {
+        // A program sending garbage in a loop gets a few notes, not a flood.
+        notes += 1;
+        if notes <= 4 {
+            let _ = tx.send(Incoming::Note(m));
+        }
+    };
+    loop {
+        line.clear();
+        let n = match (&mut r)
+            .take(MAX_MESSAGE as u64 + 1)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(n) => n,
+            Err(e) => {
+                note(&tx, format!("reading the program's messages: {e}"));
+                break;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        if line.last() != Some(&b'\n') && line.len() > MAX_MESSAGE {
+            note(
+                &tx,
+                format!("the program sent a message longer than {MAX_MESSAGE} bytes; ignored"),
+            );
+            // Skip to the end of that line, bounded memory.
+            loop {
+                line.clear();
+                match (&mut r).take(64 * 1024).read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if line.last() == Some(&b'\n') => break,
+                    Ok(_) => {}
+                }
+            }
+            if first {
+                first = false;
+                let _ = tx.send(Incoming::Note(
+                    "the program sent an unreadable schema (too long)".into(),
+                ));
+            }
+            continue;
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        if text.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        let msg = serde_json::from_slice::<PipeMessage>(text);
+        if first {
+            first = false;
+            // Also accept a schema without the tag (a session of an earlier version).
+            let schema = match msg {
+                Ok(PipeMessage::Schema(s)) => Ok(s),
+                _ => serde_json::from_slice::<SchemaMessage>(text),
+            };
+            let _ = tx.send(match schema {
+                Ok(s) => Incoming::Schema(Box::new(s)),
+                Err(e) => Incoming::Note(format!("the program sent an unreadable schema: {e}")),
+            });
+            continue;
+        }
+        match msg {
+            Ok(PipeMessage::RecorderStats(m)) => {
+                let _ = tx.send(Incoming::Stats(m));
+            }
+            Ok(PipeMessage::Schema(_)) => note(&tx, "a second schema message was ignored".into()),
+            Ok(PipeMessage::Unknown) => {}
+            Err(e) => note(&tx, format!("the program sent an unreadable message: {e}")),
+        }
+    }
+    let _ = tx.send(Incoming::Eof);
+}
+
+/// The program's counters as `record` keeps them.
+#[derive(Default)]
+struct Counters {
+    last: Option<RecorderStats>,
+    info: CountersInfo,
+}
+
+impl Counters {
+    fn take(&mut self, m: StatsMessage) {
+        if self.info.final_received {
+            // Nothing may follow the final report.
+            self.refuse("counters sent after the final report".into());
+            return;
+        }
+        match check_stats(self.last.as_ref(), &m.stats) {
+            Ok(()) => {
+                self.last = Some(m.stats);
+                self.info.accepted += 1;
+                self.info.final_received = m.last;
+            }
+            Err(e) => self.refuse(e),
+        }
+    }
+    fn refuse(&mut self, e: String) {
+        self.info.refused += 1;
+        self.info.first_refusal.get_or_insert(format!(
+            "the program sent inconsistent recorder counters: {e}"
+        ));
+    }
+    fn source(&self) -> &'static str {
+        if self.info.final_received {
+            "final report of the traced program"
+        } else {
+            "last periodic report of the traced program (it did not stop its session)"
+        }
+    }
+}
+
+/// Handle what the reader sent; returns true at EOF.
+fn absorb(
+    m: Incoming,
+    schema: &mut Option<SchemaMessage>,
+    counters: &mut Counters,
+    notes: &mut Vec<String>,
+) -> bool {
+    match m {
+        Incoming::Schema(s) => *schema = Some(*s),
+        Incoming::Stats(s) => counters.take(s),
+        Incoming::Note(n) => notes.push(n),
+        Incoming::Eof => return true,
+    }
+    false
+}
 
 /// Run the whole recording (module docs).
 pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
@@ -104,6 +300,10 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             "{} already holds a trace; choose another directory",
             opt.dir.display()
         );
+    }
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("becoming a child subreaper");
     }
     let cfg = ChannelConfig {
         subbuf_size: opt.subbuf_size,
@@ -117,6 +317,8 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let chan = Arc::new(Channel::create(&cfg).context("creating the channel")?);
     let chan_fd = chan.fd().as_raw_fd();
     let chan_id = fd_id(chan_fd).context("fstat of the channel")?;
+    let chan_file =
+        std::fs::metadata(format!("/proc/self/fd/{chan_fd}")).context("fstat of the channel")?;
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 writes two descriptors into a valid array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -159,49 +361,41 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     drop(wr);
     let pid = child.id();
 
-    let (tx, rx) = mpsc::channel::<Result<SchemaMessage, String>>();
-    std::thread::spawn(move || {
-        let mut f = File::from(rd);
-        let mut buf = Vec::new();
-        let r = match f.read_to_end(&mut buf) {
-            Ok(_) if buf.is_empty() => Err(String::new()),
-            Ok(_) => serde_json::from_slice::<SchemaMessage>(&buf)
-                .map_err(|e| format!("the program sent an unreadable schema: {e}")),
-            Err(e) => Err(format!("reading the schema: {e}")),
-        };
-        let _ = tx.send(r);
-    });
+    let (tx, rx) = mpsc::channel::<Incoming>();
+    std::thread::spawn(move || read_messages(rd, tx));
 
     let tty = opt.progress && std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut status = None;
+    let mut exited_at: Option<Instant> = None;
     let mut schema: Option<SchemaMessage> = None;
-    let mut schema_note: Option<String> = None;
-    // Phase 1: wait for the schema (or the end of the program).
-    loop {
+    let mut counters = Counters::default();
+    let mut notes: Vec<String> = Vec::new();
+    let mut eof = false;
+    // Phase 1: wait for the schema (or the end of the program, plus a grace period for a
+    // descendant that still holds the pipe).
+    while schema.is_none() && !eof && notes.is_empty() {
         match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(Ok(s)) => {
-                schema = Some(s);
-                break;
-            }
-            Ok(Err(e)) => {
-                schema_note = Some(if e.is_empty() {
-                    "the program published no schema (did it start a faultline::Session?)".into()
-                } else {
-                    e
-                });
-                break;
-            }
+            Ok(m) => eof = absorb(m, &mut schema, &mut counters, &mut notes),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => eof = true,
         }
         if status.is_none() {
             status = child.try_wait().context("waiting for the program")?;
         }
+        if status.is_some() {
+            let t = *exited_at.get_or_insert_with(Instant::now);
+            if t.elapsed() >= PIPE_GRACE {
+                break;
+            }
+        }
+    }
+    if schema.is_none() && notes.is_empty() {
+        notes.push("the program published no schema (did it start a faultline::Session?)".into());
     }
     if let Some(s) = &schema {
         if s.version != SCHEMA_VERSION {
-            schema_note = Some(format!(
+            notes.push(format!(
                 "schema version {} (expected {SCHEMA_VERSION})",
                 s.version
             ));
@@ -235,6 +429,9 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let mut last_print = Instant::now();
     let mut last_events = 0u64;
     let status = loop {
+        while let Ok(m) = rx.try_recv() {
+            eof |= absorb(m, &mut schema, &mut counters, &mut notes);
+        }
         if drain.poll() == 0 {
             if let Some(st) = status.or(child.try_wait().context("waiting for the program")?) {
                 break st;
@@ -264,11 +461,30 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     if tty {
         eprintln!();
     }
-    // The program is gone: take what is complete, then recover what dead writers held.
+    // The program is gone: its last messages (final counters), bounded by a grace period.
+    let grace = Instant::now();
+    while !eof {
+        let left = PIPE_GRACE.saturating_sub(grace.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        match rx.recv_timeout(left) {
+            Ok(m) => eof = absorb(m, &mut schema, &mut counters, &mut notes),
+            Err(_) => break,
+        }
+    }
+    // Take what is complete, then recover what dead writers held.
     while drain.poll() > 0 {}
+    reap_descendants();
     let mut recovery = RecoveryInfo::default();
-    match other_mappers(&chan_id) {
-        Ok(pids) if pids.is_empty() => {
+    let holders = channel_holders(
+        Path::new("/proc"),
+        chan_file.dev(),
+        chan_file.ino(),
+        std::process::id(),
+    );
+    match holders {
+        Ok(h) if h.is_empty() => {
             let r = chan.recover_dead_writers();
             recovery.ran = true;
             recovery.subbufs = r.subbufs();
@@ -280,17 +496,17 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
                 .filter_map(|c| c.error.as_ref().map(|e| format!("cpu {}: {e}", c.cpu)))
                 .collect();
         }
-        Ok(pids) => {
-            recovery.skipped = Some(format!(
-                "processes {pids:?} still map the channel; sub-buffers held by their writers \
-                 are not recovered"
-            ));
-        }
+        Ok(h) => recovery.skipped = Some(h.describe()),
         Err(e) => recovery.skipped = Some(format!("cannot scan /proc: {e}")),
     }
-    let (ds, fin): (DrainStats, _) = drain.finish();
+    let env = counters
+        .last
+        .map(|s| recorder_counts(&s, counters.source()).to_env())
+        .unwrap_or_default();
+    let (ds, fin): (DrainStats, _) = drain.finish_with_env(env);
     let mut summary = Summary {
         dir: Some(opt.dir.clone()),
+        recorder: counters.last,
         ..Summary::default()
     };
     summary.add_drain(&ds, &names);
@@ -316,15 +532,26 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             .code()
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
     };
+    let damage: Vec<String> = ds
+        .corrupt
+        .iter()
+        .map(|(cpu, c): (&u32, &CorruptBuffer)| c.line(*cpu))
+        .collect();
+    let exit_status = if program.status == 0 && !damage.is_empty() {
+        EXIT_DAMAGED
+    } else {
+        program.status
+    };
     let mut report = RecordReport {
         program,
         schema_received: schema.is_some(),
         recovery,
         summary,
+        counters: counters.info,
+        damage,
+        exit_status,
     };
-    if let Some(n) = schema_note {
-        report.recovery.errors.push(n);
-    }
+    report.recovery.errors.extend(notes);
     // The summary file is part of the trace directory's size.
     let path = opt.dir.join(".faultline-summary.json");
     if let Ok(j) = serde_json::to_string_pretty(&report) {
@@ -350,6 +577,19 @@ pub fn print(r: &RecordReport) {
         println!("  the program published no schema: it did not start a faultline::Session");
     }
     r.summary.print();
+    if r.summary.recorder.is_some() {
+        println!(
+            "  (recorder counters: {})",
+            if r.counters.final_received {
+                "final report of the program"
+            } else {
+                "last periodic report of the program: it did not stop its session"
+            }
+        );
+    }
+    if let Some(e) = &r.counters.first_refusal {
+        println!("  note: {e} ({} message(s) refused)", r.counters.refused);
+    }
     let rc = &r.recovery;
     if rc.ran && (rc.subbufs > 0 || rc.records > 0) {
         println!(
@@ -366,6 +606,15 @@ pub fn print(r: &RecordReport) {
     for e in &rc.errors {
         println!("  note: {e}");
     }
+    for d in &r.damage {
+        println!("  DAMAGED: {d}");
+    }
+    if r.exit_status != p.status {
+        println!(
+            "  exit status {}: the trace is incomplete (the program damaged the shared buffers)",
+            r.exit_status
+        );
+    }
 }
 
 fn signal_name(s: i32) -> &'static str {
@@ -380,39 +629,147 @@ fn signal_name(s: i32) -> &'static str {
     }
 }
 
-/// Processes other than this one that map the file `<dev>:<ino>` (from `/proc/*/maps`).
-fn other_mappers(id: &str) -> std::io::Result<Vec<u32>> {
-    let ino = id.rsplit(':').next().unwrap_or("").to_string();
-    let me = std::process::id();
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc")? {
+/// Reap every descendant that has exited (they are re-parented to us: child subreaper), so
+/// that zombies do not count as holders. Called once the program itself has been waited for.
+fn reap_descendants() {
+    loop {
+        // SAFETY: waitpid with a null status pointer; WNOHANG never blocks.
+        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        if r <= 0 {
+            return;
+        }
+    }
+}
+
+/// Processes that can, or might, still write a channel ([`channel_holders`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holders {
+    /// Processes that have the memfd open or mapped.
+    pub certain: Vec<u32>,
+    /// Descendants whose `/proc` entries could not be read, with the reason.
+    pub unknown: Vec<(u32, String)>,
+}
+
+impl Holders {
+    pub fn is_empty(&self) -> bool {
+        self.certain.is_empty() && self.unknown.is_empty()
+    }
+
+    /// One line for the report.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.certain.is_empty() {
+            parts.push(format!(
+                "processes {:?} still have the channel open or mapped",
+                self.certain
+            ));
+        }
+        if !self.unknown.is_empty() {
+            let u: Vec<String> = self
+                .unknown
+                .iter()
+                .map(|(p, e)| format!("{p} ({e})"))
+                .collect();
+            parts.push(format!(
+                "descendant processes whose /proc entries cannot be read might: {}",
+                u.join(", ")
+            ));
+        }
+        format!(
+            "{}; sub-buffers held by their writers are not recovered",
+            parts.join("; ")
+        )
+    }
+}
+
+/// Which processes other than `me` can still write the file `(dev, ino)`: those that have it
+/// open (`PROC/PID/fd/*` resolves to it) or mapped (`PROC/PID/maps`), and, as "maybe",
+/// descendants of `me` (by the parent links of `PROC/PID/stat`) whose entries cannot be read.
+/// A process that exits during the scan is not counted. Unreadable processes outside `me`'s
+/// tree are not counted (see the module docs for what that misses).
+pub fn channel_holders(proc_root: &Path, dev: u64, ino: u64, me: u32) -> std::io::Result<Holders> {
+    let mut parent: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir(proc_root)? {
         let Ok(e) = e else { continue };
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        if pid == me {
-            continue;
+        if let Some(pp) = read_ppid(&e.path()) {
+            parent.insert(pid, pp);
         }
-        // Processes may vanish or be unreadable: skip them (an unreadable one is not ours).
-        let Ok(maps) = std::fs::read_to_string(e.path().join("maps")) else {
-            continue;
-        };
-        let hit = maps.lines().any(|l| {
-            let mut f = l.split_whitespace();
-            let inode = f.nth(4);
-            inode == Some(ino.as_str()) && l.contains("memfd:faultline-channel")
-        });
-        if hit {
-            out.push(pid);
+        if pid != me {
+            pids.push(pid);
         }
     }
-    Ok(out)
+    let descends = |mut p: u32| {
+        let mut seen = BTreeSet::new();
+        while let Some(&pp) = parent.get(&p) {
+            if pp == me {
+                return true;
+            }
+            if !seen.insert(pp) {
+                return false;
+            }
+            p = pp;
+        }
+        false
+    };
+    let mut h = Holders::default();
+    for pid in pids {
+        let dir = proc_root.join(pid.to_string());
+        match holds(&dir, dev, ino) {
+            Ok(true) => h.certain.push(pid),
+            Ok(false) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // exited meanwhile
+            Err(e) => {
+                if descends(pid) {
+                    h.unknown.push((pid, e.to_string()));
+                }
+            }
+        }
+    }
+    Ok(h)
+}
+
+/// The parent pid from `DIR/stat` (`pid (comm) state ppid ...`; comm may hold anything).
+fn read_ppid(dir: &Path) -> Option<u32> {
+    let s = std::fs::read_to_string(dir.join("stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether the process of `/proc` directory `dir` has `(dev, ino)` open or mapped.
+fn holds(dir: &Path, dev: u64, ino: u64) -> std::io::Result<bool> {
+    for e in std::fs::read_dir(dir.join("fd"))? {
+        let Ok(e) = e else { continue };
+        // stat follows the magic link to the open file itself.
+        if let Ok(m) = std::fs::metadata(e.path()) {
+            if m.dev() == dev && m.ino() == ino {
+                return Ok(true);
+            }
+        }
+    }
+    let maps = std::fs::read_to_string(dir.join("maps"))?;
+    let want_dev = format!("{:02x}:{:02x}", libc::major(dev), libc::minor(dev));
+    let want_ino = ino.to_string();
+    Ok(maps.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let d = f.nth(3);
+        let i = f.next();
+        i == Some(want_ino.as_str()) && d == Some(want_dev.as_str())
+    }))
 }
 
 /// `faultline record` arguments.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    about = "Trace a program that uses faultline tracepoints: faultline record -o DIR -- CMD [ARGS]"
+    about = "Trace a program that uses faultline tracepoints: faultline record -o DIR -- CMD [ARGS]",
+    after_help = "Exit status: the program's own status (128+N when it was killed by signal N); \
+3 when the program exited 0 but damaged the shared buffers it writes (the trace keeps every \
+valid packet; one line on stderr names each damaged CPU buffer); 1 when record cannot run \
+(the directory holds a trace, the program cannot be started, ...); 2 for invalid arguments. \
+Whatever the program writes into the shared memory, record does not crash or hang."
 )]
 pub struct RecordArgs {
     /// Trace directory (must not hold a trace)
@@ -475,7 +832,7 @@ pub fn main(a: &RecordArgs) -> i32 {
             } else {
                 print(&r);
             }
-            r.program.status
+            r.exit_status
         }
         Err(e) => {
             eprintln!("faultline record: {e:#}");

@@ -10,13 +10,26 @@
 //! * **Attached** (the program runs under `faultline record`): the environment names an
 //!   inherited memfd ([`ENV_CHANNEL_FD`], checked against [`ENV_CHANNEL_ID`]) and an inherited
 //!   pipe ([`ENV_SCHEMA_FD`]). `start` maps that channel instead of creating one, registers the
-//!   recorder, **publishes the schema** (one JSON [`SchemaMessage`] — event ids, providers,
-//!   names, typed fields — written to the pipe, which is then closed) and enables the events
-//!   named by `FAULTLINE_EVENTS` with the copy strategy of [`ENV_STRATEGY`]. There is no consumer
-//!   thread: the `faultline record` process drains the channel and writes the trace. Both
-//!   inherited descriptors are closed by `start` (the channel is re-opened close-on-exec), so a
-//!   program the traced one executes does not attach to the channel by accident; if the
-//!   variables are set but the descriptor is not that channel, `start` fails.
+//!   recorder, **publishes the schema** (the first message on the pipe, see below) and enables
+//!   the events named by `FAULTLINE_EVENTS` with the copy strategy of [`ENV_STRATEGY`]. There is
+//!   no consumer thread: the `faultline record` process drains the channel and writes the
+//!   trace. Both inherited descriptors are replaced by close-on-exec copies, so a program the
+//!   traced one executes does not attach to the channel by accident; if the variables are set
+//!   but the descriptor is not that channel, `start` fails.
+//!
+//! # Messages on the schema pipe
+//! One JSON object per line (`\n`-terminated, at most [`MAX_MESSAGE`] bytes), tagged by its
+//! `"type"` ([`PipeMessage`]); a reader ignores types it does not know, so new kinds of
+//! messages can be added without breaking older recorders:
+//! * `schema` (first, exactly once): [`SchemaMessage`] — event ids, providers, names, typed
+//!   fields;
+//! * `recorder_stats`: [`StatsMessage`], the recorder's cumulative counters. A reporter thread
+//!   of the attached session sends them every [`STATS_INTERVAL`] when they changed (so a
+//!   killed program still leaves its last counts), and once more with `"final": true` when the
+//!   session stops, after the last flush; then the pipe is closed.
+//!
+//! `faultline record` trusts none of it: lines are bounded, counters are checked for
+//! consistency and for never going backwards, and what fails is reported, not used.
 //!
 //! # Who writes what
 //! The traced program's threads write the ring buffers (through the recorder); only the
@@ -24,7 +37,9 @@
 //! trace files. One session per process at a time: the tracepoint registry is process-wide.
 
 use crate::drain::{Drain, DrainConfig, DrainStats};
-use faultline_ctf::{ClockDesc, CtfError, EnvDesc, EnvValue, TraceDesc, TraceWriter};
+use faultline_ctf::{
+    ClockDesc, CtfError, EnvDesc, EnvValue, RecorderCounts, StrategyCounts, TraceDesc, TraceWriter,
+};
 use faultline_recorder::{attach, Policy, Recorder, RecorderConfig, RecorderStats, Strategy};
 use faultline_ringbuf::{Channel, ChannelConfig, ClockKind, Mode};
 use faultline_schema::{EventDesc, OwnedEventDesc};
@@ -36,7 +51,7 @@ use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// Inherited memfd of the channel (decimal fd number).
@@ -52,6 +67,129 @@ pub const ENV_STRATEGY: &str = "FAULTLINE_STRATEGY";
 
 /// Version of [`SchemaMessage`].
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// Longest message on the schema pipe, in bytes (newline excluded).
+pub const MAX_MESSAGE: usize = 16 << 20;
+
+/// How often an attached session reports its recorder counters (when they changed).
+pub const STATS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A message on the schema pipe (module docs). Serialized with a `"type"` tag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PipeMessage {
+    Schema(SchemaMessage),
+    RecorderStats(StatsMessage),
+    /// A type this version does not know (ignored).
+    #[serde(other)]
+    Unknown,
+}
+
+/// The recorder's cumulative counters, sent by an attached session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsMessage {
+    /// The session stopped: these are the last counts.
+    #[serde(rename = "final")]
+    pub last: bool,
+    pub stats: RecorderStats,
+}
+
+impl PipeMessage {
+    /// One line of the pipe (JSON and `\n`).
+    pub fn to_line(&self) -> Result<Vec<u8>, String> {
+        let mut v = serde_json::to_vec(self).map_err(|e| e.to_string())?;
+        v.push(b'\n');
+        Ok(v)
+    }
+}
+
+/// Check counters received from a traced program (untrusted) against themselves and against
+/// the previous accepted ones: every count fits an `i64` (what a trace can carry), `recorded`
+/// is the sum of the per-strategy events, `faulted <= recorded`, and no counter goes
+/// backwards.
+pub fn check_stats(prev: Option<&RecorderStats>, s: &RecorderStats) -> Result<(), String> {
+    let all = |r: &RecorderStats| -> Vec<(&'static str, u64)> {
+        let mut v = vec![
+            ("recorded", r.recorded),
+            ("faulted", r.faulted),
+            ("faulted_bytes", r.faulted_bytes),
+            ("resized", r.resized),
+            ("remote_commits", r.remote_commits),
+            ("lost_full", r.lost_full),
+            ("lost_stalled", r.lost_stalled),
+            ("lost_too_big", r.lost_too_big),
+            ("lost_no_buffer", r.lost_no_buffer),
+        ];
+        for (i, p) in r.per_strategy.iter().enumerate() {
+            v.push((
+                ["rcc.events", "bounce.events", "prefault.events"][i],
+                p.events,
+            ));
+            v.push((
+                ["rcc.restarts", "bounce.restarts", "prefault.restarts"][i],
+                p.restarts,
+            ));
+            v.push((
+                ["rcc.fallbacks", "bounce.fallbacks", "prefault.fallbacks"][i],
+                p.fallbacks,
+            ));
+        }
+        v
+    };
+    let now = all(s);
+    if let Some((k, v)) = now.iter().find(|(_, v)| *v > i64::MAX as u64) {
+        return Err(format!("{k} = {v} is out of range"));
+    }
+    let sum = s
+        .per_strategy
+        .iter()
+        .try_fold(0u64, |a, p| a.checked_add(p.events));
+    if sum != Some(s.recorded) {
+        return Err(format!(
+            "recorded = {} is not the sum of the per-strategy events",
+            s.recorded
+        ));
+    }
+    if s.faulted > s.recorded {
+        return Err(format!(
+            "faulted = {} > recorded = {}",
+            s.faulted, s.recorded
+        ));
+    }
+    if let Some(p) = prev {
+        for ((k, v), (_, old)) in now.iter().zip(all(p)) {
+            if *v < old {
+                return Err(format!("{k} went backwards from {old} to {v}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The recorder counters in the form a trace carries ([`RecorderCounts`]).
+pub fn recorder_counts(r: &RecorderStats, source: &str) -> RecorderCounts {
+    RecorderCounts {
+        source: source.to_string(),
+        events: r.recorded,
+        faulted: r.faulted,
+        faulted_bytes: r.faulted_bytes,
+        resized: r.resized,
+        strategies: Strategy::ALL
+            .iter()
+            .map(|s| {
+                let st = r.strategy(*s);
+                (
+                    s.to_string(),
+                    StrategyCounts {
+                        events: st.events,
+                        restarts: st.restarts,
+                        fallbacks: st.fallbacks,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
 
 /// One event of a published schema.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,13 +364,16 @@ impl SessionBuilder {
         let recorder = Recorder::new(chan.clone(), self.recorder_config(self.policy));
         let handle = attach_all(&recorder);
         let stop = Arc::new(AtomicBool::new(false));
+        let final_env: Arc<Mutex<Vec<(String, EnvValue)>>> = Arc::default();
         let mut drain = Drain::new(chan.clone(), writer, events.len(), self.drain);
         let stop2 = stop.clone();
+        let env2 = final_env.clone();
         let thread = std::thread::Builder::new()
             .name("faultline-drain".into())
             .spawn(move || {
                 drain.run_until(&stop2);
-                drain.finish()
+                let env = std::mem::take(&mut *env2.lock().unwrap_or_else(|e| e.into_inner()));
+                drain.finish_with_env(env)
             })
             .map_err(|e| SessionError::Config(format!("cannot start the consumer thread: {e}")))?;
         let spec = self
@@ -250,6 +391,7 @@ impl SessionBuilder {
                 kind: Kind::Embedded {
                     dir,
                     stop,
+                    final_env,
                     thread: Some(thread),
                 },
             }),
@@ -295,7 +437,7 @@ impl SessionBuilder {
             .collect();
         let recorder = Recorder::new(chan.clone(), self.recorder_config(policy));
         let handle = attach_all(&recorder);
-        let msg = SchemaMessage {
+        let msg = PipeMessage::Schema(SchemaMessage {
             version: SCHEMA_VERSION,
             pid: std::process::id(),
             procname: procname(),
@@ -308,14 +450,28 @@ impl SessionBuilder {
                     desc: OwnedEventDesc::from(d),
                 })
                 .collect(),
+        });
+        let line = msg.to_line().map_err(SessionError::Config)?;
+        // Our own close-on-exec copy of the pipe, kept for the counters; the inherited
+        // descriptor is closed.
+        // SAFETY: fcntl on the fd number the ENV_SCHEMA_FD contract gives us.
+        let sdup = unsafe { libc::fcntl(sfd, libc::F_DUPFD_CLOEXEC, 3) };
+        if sdup < 0 {
+            return Err(bad(format!(
+                "cannot duplicate fd {sfd}: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: `sdup` is fresh and owned by nobody else; `sfd` was inherited for us and is
+        // not used again.
+        let mut pipe = unsafe {
+            libc::close(sfd);
+            File::from(OwnedFd::from_raw_fd(sdup))
         };
-        let json = serde_json::to_vec(&msg).map_err(|e| SessionError::Config(e.to_string()))?;
-        // SAFETY: the schema fd was inherited for us (ENV_SCHEMA_FD contract); we take
-        // ownership and close it after writing.
-        let mut pipe = unsafe { File::from(OwnedFd::from_raw_fd(sfd)) };
-        pipe.write_all(&json)
+        pipe.write_all(&line)
             .map_err(|e| bad(format!("cannot publish the schema on fd {sfd}: {e}")))?;
-        drop(pipe);
+        let reporter = Reporter::start(pipe, recorder.clone())
+            .map_err(|e| SessionError::Config(format!("cannot start the reporter thread: {e}")))?;
         // Under `faultline record` its event list wins over the program's own choice.
         let spec = std::env::var(ENV_EVENTS)
             .ok()
@@ -328,7 +484,9 @@ impl SessionBuilder {
                 recorder,
                 handle,
                 events,
-                kind: Kind::Attached,
+                kind: Kind::Attached {
+                    reporter: Some(reporter),
+                },
             }),
         })
     }
@@ -435,16 +593,92 @@ pub fn bytes_on_disk(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// The attached session's reporter thread: sends the recorder counters on the schema pipe
+/// (module docs). Every write happens on this thread, with SIGPIPE blocked there, so a
+/// recorder that went away makes the writes fail (EPIPE) instead of killing the program.
+struct Reporter {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reporter {
+    fn start(pipe: File, recorder: Arc<Recorder>) -> std::io::Result<Reporter> {
+        let stop: Arc<(Mutex<bool>, Condvar)> = Arc::default();
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("faultline-report".into())
+            .spawn(move || {
+                block_sigpipe();
+                let mut pipe = pipe;
+                let mut last: Option<RecorderStats> = None;
+                loop {
+                    let (m, cv) = &*stop2;
+                    let g = m.lock().unwrap_or_else(|e| e.into_inner());
+                    let (g, _) = cv
+                        .wait_timeout_while(g, STATS_INTERVAL, |stopped| !*stopped)
+                        .unwrap_or_else(|e| e.into_inner());
+                    let stopped = *g;
+                    drop(g);
+                    let stats = recorder.stats();
+                    if !stopped && last == Some(stats) {
+                        continue;
+                    }
+                    let msg = PipeMessage::RecorderStats(StatsMessage {
+                        last: stopped,
+                        stats,
+                    });
+                    let sent = msg.to_line().is_ok_and(|l| pipe.write_all(&l).is_ok());
+                    if stopped || !sent {
+                        // The recorder is gone or we are done: close the pipe.
+                        return;
+                    }
+                    last = Some(stats);
+                }
+            })?;
+        Ok(Reporter {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Send the final counters and close the pipe.
+    fn finish(&mut self) {
+        let (m, cv) = &*self.stop;
+        *m.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Block SIGPIPE in the calling thread (a write to a pipe without a reader then fails with
+/// EPIPE; the signal, directed at this thread, stays pending and is discarded when it ends).
+fn block_sigpipe() {
+    // SAFETY: sigemptyset/sigaddset initialise a local set; pthread_sigmask changes only the
+    // calling thread's mask.
+    unsafe {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::zeroed();
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut());
+    }
+}
+
 enum Kind {
     Embedded {
         dir: PathBuf,
         stop: Arc<AtomicBool>,
+        /// `env` entries for the metadata when the trace is finished (the recorder counters).
+        final_env: Arc<Mutex<Vec<(String, EnvValue)>>>,
         #[allow(clippy::type_complexity)]
         thread: Option<
             std::thread::JoinHandle<(DrainStats, Result<faultline_ctf::WriterCounters, CtfError>)>,
         >,
     },
-    Attached,
+    Attached {
+        reporter: Option<Reporter>,
+    },
 }
 
 struct Inner {
@@ -661,7 +895,10 @@ impl Session {
 
     /// Whether this session is attached to `faultline record`.
     pub fn is_attached(&self) -> bool {
-        matches!(self.inner.as_ref().map(|i| &i.kind), Some(Kind::Attached))
+        matches!(
+            self.inner.as_ref().map(|i| &i.kind),
+            Some(Kind::Attached { .. })
+        )
     }
 
     /// The channel written to.
@@ -710,14 +947,25 @@ impl Session {
             .map(|(id, d)| (*id, d.full_name()))
             .collect();
         let result = match &mut inner.kind {
-            Kind::Attached => {
-                // The recording process drains; hand it our partial sub-buffers now.
+            Kind::Attached { reporter } => {
+                // The recording process drains; hand it our partial sub-buffers now, then the
+                // final counters.
                 let _ = inner.chan.flush_all(false);
+                if let Some(r) = reporter.as_mut() {
+                    r.finish();
+                }
                 sum.attached = true;
                 sum.add_channel(&inner.chan);
                 Ok(())
             }
-            Kind::Embedded { dir, stop, thread } => {
+            Kind::Embedded {
+                dir,
+                stop,
+                final_env,
+                thread,
+            } => {
+                *final_env.lock().unwrap_or_else(|e| e.into_inner()) =
+                    recorder_counts(&rs, "the session's recorder").to_env();
                 // Release: pairs with the drain thread's acquire load in run_until.
                 stop.store(true, Ordering::Release);
                 let joined = thread.take().map(|t| t.join());

@@ -15,11 +15,14 @@
 //! while its threads trace (the tests of a hostile traced program):
 //! * `shrink` / `grow`: `ftruncate` the channel memfd to 4 KiB / 64 GiB and print the outcome
 //!   (`faultline-testapp: ftruncate to N bytes: ...`), then trace on and stop normally;
-//! * `garbage`: flush, give the recorder 400 ms to take everything, log the line `scribble`,
+//! * `garbage`: park the threads, flush, give the recorder 400 ms to take everything, log the
+//!   line `garbage`, let the threads go on,
 //!   overwrite every byte of the channel with random bytes, trace on 300 ms, `_exit(0)`;
 //! * `flip`: the same, logging `flip`, then flip random bits of the write positions, consumed
 //!   positions, loss counters and commit counters of every CPU buffer for N ms (default 500)
 //!   while the threads trace, then a high bit of every write position, wait 300 ms, `_exit(0)`.
+//! * `holdfd`: start `sleep 60` with a descriptor of the channel memfd (not mapped), log the
+//!   line `holder PID`, and trace on until killed.
 //!
 //! Lines logged before the marker are events the recorder had every chance to take intact.
 
@@ -33,6 +36,9 @@ use std::time::{Duration, Instant};
 
 /// Set to end the writer threads.
 static STOP: AtomicBool = AtomicBool::new(false);
+/// Set to park the writer threads between events; `PARKED` counts the parked ones.
+static PAUSE: AtomicBool = AtomicBool::new(false);
+static PARKED: AtomicU64 = AtomicU64::new(0);
 
 tracepoint!(pub TESTAPP_SEQ, "testapp", "seq", { thread: u32, seq: u64, pad: &[u8] });
 
@@ -140,6 +146,15 @@ fn main() {
                 let mut seq = 0u64;
                 // Relaxed: a stop request only needs to be seen eventually.
                 while (events == 0 || seq < events) && !STOP.load(Ordering::Relaxed) {
+                    // Acquire/release: pairs with the main thread's stores of PAUSE and its
+                    // reads of PARKED (a parked writer has finished its last event).
+                    if PAUSE.load(Ordering::Acquire) {
+                        PARKED.fetch_add(1, Ordering::AcqRel);
+                        while PAUSE.load(Ordering::Acquire) {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        PARKED.fetch_sub(1, Ordering::AcqRel);
+                    }
                     let p = SeqPayload {
                         thread: t,
                         seq,
@@ -157,7 +172,7 @@ fn main() {
         })
         .collect();
     if let Some(mode) = &hostile {
-        attack(&session, mode, hostile_ms, &log);
+        attack(&session, mode, hostile_ms, &log, threads as u64);
         STOP.store(true, Ordering::Relaxed);
     }
     for h in hs {
@@ -245,7 +260,7 @@ impl Mapping {
     }
 }
 
-fn attack(session: &Session, mode: &str, ms: u64, log: &std::fs::File) {
+fn attack(session: &Session, mode: &str, ms: u64, log: &std::fs::File, threads: u64) {
     let Some(chan) = session.channel() else {
         eprintln!("faultline-testapp: no channel to attack");
         std::process::exit(2);
@@ -266,9 +281,15 @@ fn attack(session: &Session, mode: &str, ms: u64, log: &std::fs::File) {
             std::thread::sleep(Duration::from_millis(150));
         }
         "garbage" | "flip" => {
+            // Every event logged so far is committed and flushed before the marker.
+            PAUSE.store(true, Ordering::Release);
+            while PARKED.load(Ordering::Acquire) < threads {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             let _ = chan.flush_all(false);
             std::thread::sleep(Duration::from_millis(400));
             let _ = (&*log).write_all(format!("{mode}\n").as_bytes());
+            PAUSE.store(false, Ordering::Release);
             let m = Mapping::new(fd);
             let mut rng = Rng::new();
             if mode == "garbage" {
@@ -306,6 +327,29 @@ fn attack(session: &Session, mode: &str, ms: u64, log: &std::fs::File) {
             // SAFETY: ends the process at once, the writer threads included (no stop: the
             // session's teardown would work on the garbage we made).
             unsafe { libc::_exit(0) };
+        }
+        "holdfd" => {
+            // SAFETY: F_DUPFD (without close-on-exec) on our channel descriptor.
+            let keep = unsafe { libc::fcntl(fd, libc::F_DUPFD, 10) };
+            let child = std::process::Command::new("sleep")
+                .arg("60")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            // SAFETY: closing the duplicate we made; the child has its own copy.
+            unsafe { libc::close(keep) };
+            match child {
+                Ok(c) => {
+                    let _ = (&*log).write_all(format!("holder {}\n", c.id()).as_bytes());
+                }
+                Err(e) => {
+                    eprintln!("faultline-testapp: cannot start sleep: {e}");
+                    std::process::exit(2);
+                }
+            }
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
         }
         m => {
             eprintln!("faultline-testapp: unknown --hostile mode {m:?}");

@@ -200,8 +200,8 @@ fn resize(mode: &str, bytes: u64) {
     );
     assert_eq!(
         o.stderr.trim_end(),
-        want,
-        "stderr is exactly the program's line"
+        format!("{want}\n{want}"),
+        "stderr is exactly the program's two lines"
     );
     assert_eq!(o.code, Some(0));
     assert_eq!(report["exit_status"], 0);

@@ -14,7 +14,9 @@
 //! `--hostile MODE [--hostile-ms N]` makes it attack the shared channel of `faultline record`
 //! while its threads trace (the tests of a hostile traced program):
 //! * `shrink` / `grow`: `ftruncate` the channel memfd to 4 KiB / 64 GiB and print the outcome
-//!   (`faultline-testapp: ftruncate to N bytes: ...`), then trace on and stop normally;
+//!   (`faultline-testapp: ftruncate to N bytes: ...`), once on the inherited descriptor before
+//!   starting the session and once on the session's while the threads trace; then trace on
+//!   and stop normally;
 //! * `garbage`: park the threads, flush, give the recorder 400 ms to take everything, log the
 //!   line `garbage`, let the threads go on,
 //!   overwrite every byte of the channel with random bytes, trace on 300 ms, `_exit(0)`;
@@ -124,6 +126,14 @@ fn main() {
         .and_then(|i| args.get(i + 1))
     {
         let _ = std::fs::write(pf, std::process::id().to_string());
+    }
+    if let Some(m @ ("shrink" | "grow")) = hostile.as_deref() {
+        // First on the inherited descriptor, before the session maps anything.
+        let fd = std::env::var("FAULTLINE_CHANNEL_FD")
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(-1);
+        truncate(fd, m);
     }
     let session = match Session::start() {
         Ok(s) => s,
@@ -260,6 +270,19 @@ impl Mapping {
     }
 }
 
+/// `ftruncate` the channel to 4 KiB (`shrink`) or 64 GiB (`grow`) and say how it went.
+fn truncate(fd: i32, mode: &str) {
+    let len: i64 = if mode == "shrink" { 4096 } else { 64 << 30 };
+    // SAFETY: ftruncate on a descriptor of the channel (that is the attack).
+    let r = unsafe { libc::ftruncate(fd, len) };
+    let what = if r == 0 {
+        "done".to_string()
+    } else {
+        std::io::Error::last_os_error().to_string()
+    };
+    eprintln!("faultline-testapp: ftruncate to {len} bytes: {what}");
+}
+
 fn attack(session: &Session, mode: &str, ms: u64, log: &std::fs::File, threads: u64) {
     let Some(chan) = session.channel() else {
         eprintln!("faultline-testapp: no channel to attack");
@@ -269,15 +292,7 @@ fn attack(session: &Session, mode: &str, ms: u64, log: &std::fs::File, threads: 
     std::thread::sleep(Duration::from_millis(150));
     match mode {
         "shrink" | "grow" => {
-            let len: i64 = if mode == "shrink" { 4096 } else { 64 << 30 };
-            // SAFETY: ftruncate on our descriptor of the channel (that is the attack).
-            let r = unsafe { libc::ftruncate(fd, len) };
-            let what = if r == 0 {
-                "done".to_string()
-            } else {
-                std::io::Error::last_os_error().to_string()
-            };
-            eprintln!("faultline-testapp: ftruncate to {len} bytes: {what}");
+            truncate(fd, mode);
             std::thread::sleep(Duration::from_millis(150));
         }
         "garbage" | "flip" => {

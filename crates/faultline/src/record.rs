@@ -702,6 +702,7 @@ pub fn channel_holders(proc_root: &Path, dev: u64, ino: u64, me: u32) -> std::io
             pids.push(pid);
         }
     }
+    pids.sort_unstable();
     let descends = |mut p: u32| {
         let mut seen = BTreeSet::new();
         while let Some(&pp) = parent.get(&p) {
@@ -838,5 +839,185 @@ pub fn main(a: &RecordArgs) -> i32 {
             eprintln!("faultline record: {e:#}");
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultline_recorder::StrategyStats;
+
+    fn stats(events: [u64; 3], faulted: u64) -> RecorderStats {
+        let mut s = RecorderStats {
+            recorded: events.iter().sum(),
+            faulted,
+            ..RecorderStats::default()
+        };
+        for (i, e) in events.iter().enumerate() {
+            s.per_strategy[i] = StrategyStats {
+                events: *e,
+                restarts: 1,
+                fallbacks: 0,
+            };
+        }
+        s
+    }
+
+    fn line(m: &PipeMessage) -> Vec<u8> {
+        m.to_line().unwrap()
+    }
+
+    /// Whatever the program writes on the pipe, the reader keeps bounded memory, reports
+    /// problems as notes, and only consistent, non-decreasing counters are kept.
+    #[test]
+    fn pipe_messages_are_bounded_and_checked() {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 into a valid array.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: fresh descriptors owned by nobody else.
+        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let schema = SchemaMessage {
+            version: SCHEMA_VERSION,
+            pid: 1,
+            procname: "p".into(),
+            hostname: "h".into(),
+            policy: "auto".into(),
+            events: vec![],
+        };
+        let st = |s: RecorderStats, last: bool| {
+            line(&PipeMessage::RecorderStats(StatsMessage { last, stats: s }))
+        };
+        let writer = std::thread::spawn(move || {
+            let mut w = File::from(wr);
+            w.write_all(&line(&PipeMessage::Schema(schema))).unwrap();
+            w.write_all(&st(stats([5, 0, 1], 2), false)).unwrap();
+            // Going backwards, then an inconsistent sum, then faulted > recorded.
+            w.write_all(&st(stats([4, 0, 1], 2), false)).unwrap();
+            let mut bad = stats([7, 0, 1], 2);
+            bad.recorded = 100;
+            w.write_all(&st(bad, false)).unwrap();
+            w.write_all(&st(stats([7, 0, 1], 9), false)).unwrap();
+            // Out of range for a trace.
+            w.write_all(&st(stats([u64::MAX / 2, 0, 0], 0), false))
+                .unwrap();
+            // A type from a later version, garbage, an endless line.
+            w.write_all(b"{\"type\":\"events\",\"events\":[]}\n")
+                .unwrap();
+            w.write_all(b"{not json\n").unwrap();
+            let long = vec![b'x'; MAX_MESSAGE + 4096];
+            w.write_all(&long).unwrap();
+            w.write_all(b"\n").unwrap();
+            w.write_all(&st(stats([7, 1, 1], 3), true)).unwrap();
+            // Nothing may follow the final report.
+            w.write_all(&st(stats([8, 1, 1], 3), false)).unwrap();
+        });
+        let (tx, rx) = mpsc::channel();
+        read_messages(rd, tx);
+        writer.join().unwrap();
+        let mut schema = None;
+        let mut counters = Counters::default();
+        let mut notes = Vec::new();
+        let mut eof = false;
+        for m in rx.try_iter() {
+            eof |= absorb(m, &mut schema, &mut counters, &mut notes);
+        }
+        assert!(eof && schema.is_some());
+        assert_eq!(counters.last, Some(stats([7, 1, 1], 3)));
+        assert!(counters.info.final_received);
+        assert_eq!(counters.info.accepted, 2);
+        assert_eq!(counters.info.refused, 5, "{:?}", counters.info);
+        let first = counters.info.first_refusal.unwrap();
+        assert!(first.contains("recorded went backwards from 6 to 5"), "{first}");
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("unreadable message"), "{notes:?}");
+        assert!(notes[1].contains("longer than"), "{notes:?}");
+    }
+
+    #[test]
+    fn counter_checks() {
+        assert_eq!(check_stats(None, &stats([1, 2, 3], 6)), Ok(()));
+        assert!(check_stats(None, &stats([1, 2, 3], 7))
+            .unwrap_err()
+            .contains("faulted = 7 > recorded = 6"));
+        let mut s = stats([1, 2, 3], 0);
+        s.recorded = 5;
+        assert!(check_stats(None, &s).unwrap_err().contains("not the sum"));
+        let mut s = stats([u64::MAX, 1, 0], 0);
+        s.recorded = 0;
+        assert!(check_stats(None, &s).unwrap_err().contains("out of range"));
+        let mut s = stats([1, 2, 3], 0);
+        s.lost_full = 9;
+        let mut t = s;
+        t.lost_full = 8;
+        assert!(check_stats(Some(&s), &t)
+            .unwrap_err()
+            .contains("lost_full went backwards from 9 to 8"));
+        assert_eq!(check_stats(Some(&t), &s), Ok(()));
+    }
+
+    /// A fake `/proc`: who holds the file `f` (open or mapped), who cannot be read.
+    #[test]
+    fn holders_from_proc() {
+        let root = std::env::temp_dir().join(format!("faultline-fakeproc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let target = root.join("the-channel");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(&target, b"x").unwrap();
+        let m = std::fs::metadata(&target).unwrap();
+        let (dev, ino) = (m.dev(), m.ino());
+        let me = 50u32;
+        // pid, ppid, fd entry pointing at the channel, maps line with it, fd dir unreadable.
+        let procs: &[(u32, u32, bool, bool, bool)] = &[
+            (50, 1, true, false, false),     // me: never counted
+            (100, 50, true, false, false),   // child holding the fd
+            (101, 100, false, true, false),  // grandchild mapping it
+            (102, 100, false, false, false), // grandchild holding nothing
+            (103, 101, false, false, true),  // unreadable descendant: maybe
+            (200, 1, false, false, true),    // unreadable stranger: not counted
+            (201, 1, true, false, false),    // stranger with the fd open: counted
+        ];
+        for &(pid, ppid, fd, map, unreadable) in procs {
+            let d = root.join(pid.to_string());
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(
+                d.join("stat"),
+                format!("{pid} (a (weird) name) S {ppid} 1 1 0"),
+            )
+            .unwrap();
+            if unreadable {
+                // Not a directory: reading it fails like a permission error would.
+                std::fs::write(d.join("fd"), b"").unwrap();
+            } else {
+                std::fs::create_dir_all(d.join("fd")).unwrap();
+                std::os::unix::fs::symlink("/dev/null", d.join("fd/0")).unwrap();
+                if fd {
+                    std::os::unix::fs::symlink(&target, d.join("fd/7")).unwrap();
+                }
+            }
+            let maps = if map {
+                format!(
+                    "7f00-7f10 rw-s 00000000 {:02x}:{:02x} {ino}   /memfd:faultline-channel (deleted)\n",
+                    libc::major(dev),
+                    libc::minor(dev)
+                )
+            } else {
+                format!(
+                    "7f00-7f10 rw-s 00000000 {:02x}:{:02x} {}   /other\n",
+                    libc::major(dev),
+                    libc::minor(dev),
+                    ino + 1
+                )
+            };
+            std::fs::write(d.join("maps"), maps).unwrap();
+        }
+        let h = channel_holders(&root, dev, ino, me).unwrap();
+        assert_eq!(h.certain, vec![100, 101, 201]);
+        assert_eq!(h.unknown.len(), 1);
+        assert_eq!(h.unknown[0].0, 103);
+        assert!(h.describe().contains("[100, 101, 201]"), "{}", h.describe());
+        assert!(h.describe().contains("103 ("), "{}", h.describe());
+        let none = channel_holders(&root, dev, ino + 5, me).unwrap();
+        assert!(none.certain.is_empty() && none.unknown.len() == 1);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

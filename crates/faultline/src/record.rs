@@ -927,7 +927,10 @@ mod tests {
         assert_eq!(counters.info.accepted, 2);
         assert_eq!(counters.info.refused, 5, "{:?}", counters.info);
         let first = counters.info.first_refusal.unwrap();
-        assert!(first.contains("recorded went backwards from 6 to 5"), "{first}");
+        assert!(
+            first.contains("recorded went backwards from 6 to 5"),
+            "{first}"
+        );
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(notes[0].contains("unreadable message"), "{notes:?}");
         assert!(notes[1].contains("longer than"), "{notes:?}");

@@ -221,7 +221,7 @@ fn embedded_sessions_put_their_counters_in_the_trace() {
         .chars()
         .enumerate()
         .flat_map(|(i, c)| {
-            let sep = i > 0 && (faulted.len() - i) % 3 == 0;
+            let sep = i > 0 && (faulted.len() - i).is_multiple_of(3);
             sep.then_some(',').into_iter().chain(std::iter::once(c))
         })
         .collect();

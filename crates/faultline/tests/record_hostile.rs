@@ -36,6 +36,8 @@ struct Outcome {
 fn run_record(base: &Path, args: &[&std::ffi::OsStr]) -> Outcome {
     let out = base.join("stdout");
     let err = base.join("stderr");
+    // Waited for with wait4 below (for its resource usage), not through `Child`.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(env!("CARGO_BIN_EXE_faultline"))
         .args(args)
         .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))

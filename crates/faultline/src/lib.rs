@@ -3,6 +3,7 @@ pub mod bench;
 pub mod demo;
 pub mod drain;
 pub mod record;
+pub mod schema_pipe;
 pub mod session;
 pub mod stats;
 pub mod stress;

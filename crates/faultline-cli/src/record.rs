@@ -6,7 +6,7 @@
 //!    [`crate::session`]: `FAULTLINE_CHANNEL_FD`, `FAULTLINE_CHANNEL_ID` (device:inode of the
 //!    memfd), `FAULTLINE_SCHEMA_FD`, `FAULTLINE_EVENTS`, `FAULTLINE_STRATEGY`.
 //! 2. The program's `faultline::Session::start()` maps the channel, writes its schema (a
-//!    [`SchemaMessage`] line, [`crate::schema_pipe`]) to the pipe, then enables its
+//!    [`SchemaMessage`] line, [`faultline::schema_pipe`]) to the pipe, then enables its
 //!    tracepoints. Events are only written after the schema, so nothing is lost waiting for it.
 //!    The pipe stays open: event classes registered later (callsites first hit at run time)
 //!    follow as `events` lines, each written before its class can be recorded.
@@ -25,13 +25,13 @@
 //!    leading dot keeps CTF readers away from it), and `record` exits with the program's status
 //!    (128 + signal number if it was killed).
 
-use crate::drain::{Drain, DrainConfig, DrainStats};
-use crate::schema_pipe::{self, Message, PipeClasses};
-use crate::session::{
+use anyhow::{bail, Context};
+use faultline::drain::{Drain, DrainConfig, DrainStats};
+use faultline::schema_pipe::{self, Message, PipeClasses};
+use faultline::session::{
     self, clock_desc, env_desc, fd_id, group, SchemaMessage, Summary, ENV_CHANNEL_FD,
     ENV_CHANNEL_ID, ENV_EVENTS, ENV_SCHEMA_FD, ENV_STRATEGY, SCHEMA_VERSION,
 };
-use anyhow::{bail, Context};
 use faultline_ctf::{TraceDesc, TraceWriter};
 use faultline_recorder::Policy;
 use faultline_ringbuf::{Channel, ChannelConfig, ClockKind, Mode};

@@ -326,7 +326,7 @@ fn field_name(s: &str) -> String {
         out.pop();
     }
     if !out.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        out.insert_str(0, "f");
+        out.insert(0, 'f');
         if out.len() > 1 && !out[1..].starts_with('_') {
             out.insert(1, '_');
         }

@@ -44,13 +44,16 @@ pub const MAX_LINE: usize = 16 << 20;
 /// Event classes registered after the schema was sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventsMessage {
+    /// The new classes (id, provider, name, typed fields).
     pub events: Vec<SchemaEvent>,
 }
 
 /// One message of the pipe (see the module docs for the table).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
+    /// `schema`: the first message.
     Schema(SchemaMessage),
+    /// `events`: classes registered later.
     Events(EventsMessage),
 }
 

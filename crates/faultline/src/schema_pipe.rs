@@ -323,3 +323,109 @@ impl ClassSource for PipeClasses {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultline_schema::{FieldType, OwnedEventDesc, OwnedFieldDesc};
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    fn pipe() -> (File, File) {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 writes two descriptors into a valid array.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both descriptors are fresh and owned by nobody else.
+        unsafe {
+            (
+                File::from(OwnedFd::from_raw_fd(fds[0])),
+                File::from(OwnedFd::from_raw_fd(fds[1])),
+            )
+        }
+    }
+
+    fn class(id: u32, name: &str) -> SchemaEvent {
+        SchemaEvent {
+            id,
+            desc: OwnedEventDesc {
+                provider: "p".into(),
+                name: name.into(),
+                fields: vec![OwnedFieldDesc {
+                    name: "v".into(),
+                    ty: FieldType::U64,
+                }],
+            },
+        }
+    }
+
+    #[test]
+    fn lines_round_trip_and_unknown_types_are_ignored() {
+        let (r, mut w) = pipe();
+        let mut rd = Reader::new(r).unwrap();
+        let ev = Message::Events(EventsMessage {
+            events: vec![class(3, "a")],
+        });
+        let line = encode(&ev);
+        // Split in the middle of a line: nothing complete yet.
+        w.write_all(&line[..5]).unwrap();
+        assert_eq!(rd.read_available().0, vec![]);
+        w.write_all(&line[5..]).unwrap();
+        w.write_all(b"{\"type\":\"from_the_future\",\"x\":1}\n\n").unwrap();
+        w.write_all(&line).unwrap();
+        let (msgs, errs) = rd.read_available();
+        assert_eq!(msgs, vec![ev.clone(), ev]);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(rd.unknown, 1);
+        assert!(!rd.eof());
+        drop(w);
+        assert_eq!(rd.read_available().0, vec![]);
+        assert!(rd.eof());
+    }
+
+    #[test]
+    fn garbage_and_oversized_lines_are_skipped_with_an_error() {
+        let (r, mut w) = pipe();
+        let rd = Reader::new(r).unwrap();
+        let good = encode(&Message::Events(EventsMessage {
+            events: vec![class(1, "ok")],
+        }));
+        let mut src = PipeClasses::new(rd, [0]);
+        // A writer thread: the oversized line is bigger than the pipe.
+        let t = std::thread::spawn(move || {
+            w.write_all(b"not json\n{\"type\":\"events\",\"events\":7}\n{\"no\":1}\n")
+                .unwrap();
+            w.write_all(&vec![b'x'; MAX_LINE + 10]).unwrap();
+            w.write_all(b"\n").unwrap();
+            w.write_all(&good).unwrap();
+            // Id 0 is known, id 1 now too, and one over the limit.
+            let dup = encode(&Message::Events(EventsMessage {
+                events: vec![
+                    class(0, "dup"),
+                    class(1, "dup2"),
+                    class(faultline_tracepoints::MAX_TRACEPOINTS as u32, "big"),
+                ],
+            }));
+            w.write_all(&dup).unwrap();
+        });
+        let mut got = Vec::new();
+        let mut errors = Vec::new();
+        while !src.eof() || !t.is_finished() {
+            got.extend(src.poll());
+            errors.extend(src.take_errors());
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        t.join().unwrap();
+        got.extend(src.poll());
+        errors.extend(src.take_errors());
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].0, got[0].1.name), (1, "ok"));
+        let all = errors.join("\n");
+        assert_eq!(errors.len(), 7, "{all}");
+        assert!(all.contains("unreadable schema message"), "{all}");
+        assert!(all.contains("bad events message"), "{all}");
+        assert!(all.contains("without a \"type\""), "{all}");
+        assert!(all.contains("longer than"), "{all}");
+        assert!(all.contains("id 0 declared twice"), "{all}");
+        assert!(all.contains("id 1 declared twice"), "{all}");
+        assert!(all.contains("over the limit"), "{all}");
+    }
+}

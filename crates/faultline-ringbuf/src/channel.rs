@@ -158,6 +158,8 @@ pub enum FlushError {
     Pin(u32, String),
     #[error("CPU {0} has no buffer")]
     NoBuffer(u32),
+    #[error("CPU {0} buffer corrupted: {1}")]
+    Corrupt(u32, String),
 }
 
 /// One channel, mapped in this process. Writers and the consumer both use it.
@@ -1113,6 +1115,13 @@ impl Channel {
             }
             // Acquire: as in reserve_general (the loss snapshot, close.rs).
             let old = b.write_offset.load(Ordering::Acquire);
+            // The consumer flushes buffers it does not trust: no sum below may overflow.
+            if old >= crate::consumer::MAX_POSITION {
+                return Err(FlushError::Corrupt(
+                    cpu,
+                    format!("write offset {old:#x} beyond any real position"),
+                ));
+            }
             let sb_off = old & g.sb_mask;
             if sb_off == 0 || (sb_off == PACKET_HEADER_SIZE && !include_empty) {
                 return Ok(FlushOutcome::Nothing);
@@ -1173,6 +1182,7 @@ impl Channel {
         }
         let b = self.buf(cpu);
         Some(CpuStats {
+            cpu,
             // Acquire: pairs with the first writer's release CAS on `active`.
             active: b.active.load(Ordering::Acquire) != 0,
             write_offset: b.write_offset.load(Ordering::Relaxed),
@@ -1188,9 +1198,12 @@ impl Channel {
     }
 }
 
-/// Counters of one CPU buffer (a snapshot; numbers from shared memory, informational).
+/// Counters of one CPU buffer (a snapshot; numbers from shared memory, informational: sum them
+/// with [`CpuStats::checked_lost_total`] or checked arithmetic, never `+`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CpuStats {
+    /// The CPU whose buffer this is.
+    pub cpu: u32,
     pub active: bool,
     pub write_offset: u64,
     pub consumed: u64,
@@ -1204,8 +1217,27 @@ pub struct CpuStats {
 }
 
 impl CpuStats {
+    /// `lost_full + lost_stalled + lost_too_big`, saturating at `u64::MAX` (only garbage in
+    /// shared memory gets there; [`CpuStats::checked_lost_total`] says so).
     pub fn lost_total(&self) -> u64 {
-        self.lost_full + self.lost_stalled + self.lost_too_big
+        self.lost_full
+            .saturating_add(self.lost_stalled)
+            .saturating_add(self.lost_too_big)
+    }
+
+    /// `lost_full + lost_stalled + lost_too_big`, or the error naming the CPU buffer when the
+    /// sum overflows (the counters are garbage).
+    pub fn checked_lost_total(&self) -> Result<u64, crate::ReadError> {
+        self.lost_full
+            .checked_add(self.lost_stalled)
+            .and_then(|s| s.checked_add(self.lost_too_big))
+            .ok_or_else(|| crate::ReadError::Corrupt {
+                cpu: self.cpu,
+                what: format!(
+                    "loss counters overflow: full {} + stalled {} + too big {}",
+                    self.lost_full, self.lost_stalled, self.lost_too_big
+                ),
+            })
     }
 }
 

@@ -33,6 +33,8 @@ enum Cmd {
     Record(faultline::record::RecordArgs),
     View(faultline::view::ViewArgs),
     Stats(faultline::stats::StatsArgs),
+    Export(faultline::export::ExportArgs),
+    Timeline(faultline::timeline::TimelineArgs),
     /// Torture the ring buffer: many threads, migrations between reserve and commit, signal
     /// storms, a concurrent consumer; then check every event was delivered exactly once or
     /// counted as lost. Exits non-zero if the check fails.
@@ -122,6 +124,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Record(args) => std::process::exit(faultline::record::main(&args)),
         Cmd::View(args) => std::process::exit(faultline::view::main(&args)),
         Cmd::Stats(args) => std::process::exit(faultline::stats::main(&args)),
+        Cmd::Export(args) => std::process::exit(faultline::export::main(&args)),
+        Cmd::Timeline(args) => std::process::exit(faultline::timeline::main(&args)),
         Cmd::Stress {
             threads,
             events,

@@ -456,10 +456,7 @@ impl<W: Write> Exporter<W> {
         };
         let (name, args) = match self.spans.get(&id) {
             Some(s) => (s.name.clone(), Some(s.args.clone())),
-            None => (
-                SPANS.name(ev).unwrap_or_else(|| format!("span {id}")),
-                None,
-            ),
+            None => (SPANS.name(ev).unwrap_or_else(|| format!("span {id}")), None),
         };
         self.open.insert(
             (id, track),

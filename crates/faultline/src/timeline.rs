@@ -7,7 +7,8 @@
 //! summary header (events, losses, span).
 //!
 //! The trace is summarized here, at export time, so the page stays responsive whatever the
-//! trace size ([`Summary`]): the time from the first to the last packet is cut into
+//! trace size ([`Summary`]): the time from the first to the last selected event (extended to
+//! the loss markers) is cut into
 //! `--bins` bins (default 4000) and each lane holds its event counts per bin (and faulted
 //! counts per bin). On top of that the page gets exact items up to fixed caps:
 //! - every event (time, CPU, name, faulted) when the trace has at most `--detail-limit`
@@ -137,8 +138,8 @@ pub struct Detail {
 pub struct Summary {
     pub trace: String,
     pub clock_freq_hz: u64,
-    /// Length of the time axis in nanoseconds (from the first packet's start to the last
-    /// packet's end, clamped to the selection); bins are `span_ns / bins.len()` wide.
+    /// Length of the time axis in nanoseconds (from the first to the last selected event, or
+    /// loss marker); bins are `span_ns / nbins` wide.
     pub span_ns: f64,
     /// Offset of the time axis from the trace start (first event), nanoseconds.
     pub axis_from_start_ns: f64,
@@ -167,16 +168,19 @@ pub struct Summary {
 pub fn summarize(args: &TimelineArgs) -> Result<Summary, CmdError> {
     let input = Input::open(&args.dir, &args.select, "timeline")?;
     let cpus = input.cpus();
-    // The time axis: the packets' extent (clamped to the selection), found from the packet
-    // headers alone; events outside (there should be none) go to the edge bins.
+    // The time axis covers the selected events and the loss markers: the markers come from the
+    // packet headers (read first), the events' extent from a first pass over the events
+    // (their timestamps only), which also tells whether every event fits in the page.
+    let (sel_lo, sel_hi) = selection_bounds(&input, args);
+    let clamp = |ts: u64| ts.clamp(sel_lo.unwrap_or(0), sel_hi.unwrap_or(u64::MAX));
     let (mut lo, mut hi) = (u64::MAX, 0u64);
     let mut marks_raw: Vec<trace_input::PacketMark> = Vec::new();
     let mut per_cpu_loss: BTreeMap<u32, trace_input::PacketMark> = BTreeMap::new();
     let mut too_many = false;
     trace_input::packets(&input, |p| {
-        lo = lo.min(p.ts_begin);
-        hi = hi.max(p.ts_end);
         if p.has_losses() {
+            lo = lo.min(clamp(p.ts_begin));
+            hi = hi.max(clamp(p.ts_begin));
             let m = per_cpu_loss.entry(p.cpu).or_default();
             m.lost_full += p.lost_full;
             m.lost_stalled += p.lost_stalled;
@@ -190,16 +194,16 @@ pub fn summarize(args: &TimelineArgs) -> Result<Summary, CmdError> {
         }
         Ok(())
     })?;
+    let mut selected = 0u64;
+    trace_input::events(&input, |ev| {
+        lo = lo.min(ev.ts);
+        hi = hi.max(ev.ts);
+        selected += 1;
+        Ok(())
+    })?;
     let f = &input;
-    let (sel_lo, sel_hi) = selection_bounds(&input, args);
-    if let Some(a) = sel_lo {
-        lo = lo.max(a);
-    }
-    if let Some(b) = sel_hi {
-        hi = hi.min(b);
-    }
     if lo > hi {
-        // No packets (or an empty selection): a 1 µs axis at the trace start.
+        // Nothing to show: a 1 µs axis at the trace start.
         lo = input.start;
         hi = lo + input.trace.ns_to_ticks(1000).max(1);
     }
@@ -235,7 +239,7 @@ pub fn summarize(args: &TimelineArgs) -> Result<Summary, CmdError> {
     let mut faulted_bins: Vec<BTreeMap<usize, u64>> = vec![BTreeMap::new(); lanes.len()];
     let mut fault_marks = Vec::new();
     let mut fault_marks_dropped = 0u64;
-    let mut detail = Some(Detail::default());
+    let mut detail = (selected <= args.detail_limit).then(Detail::default);
     let (mut events_total, mut faulted_total) = (0u64, 0u64);
     let mut loss_marks: Vec<LossMark> = Vec::new();
     if too_many {
@@ -245,15 +249,17 @@ pub fn summarize(args: &TimelineArgs) -> Result<Summary, CmdError> {
             if !p.has_losses() {
                 return Ok(());
             }
-            let m = by_bin.entry((p.cpu, bin_of(p.ts_begin))).or_insert(LossMark {
-                cpu: p.cpu,
-                t: rel_ns(p.ts_begin),
-                full: 0,
-                stalled: 0,
-                too_big: 0,
-                packets: 0,
-                merged: 0,
-            });
+            let m = by_bin
+                .entry((p.cpu, bin_of(p.ts_begin)))
+                .or_insert(LossMark {
+                    cpu: p.cpu,
+                    t: rel_ns(p.ts_begin),
+                    full: 0,
+                    stalled: 0,
+                    too_big: 0,
+                    packets: 0,
+                    merged: 0,
+                });
             m.full += p.lost_full;
             m.stalled += p.lost_stalled;
             m.too_big += p.lost_too_big;
@@ -274,72 +280,65 @@ pub fn summarize(args: &TimelineArgs) -> Result<Summary, CmdError> {
         }));
     }
     let mut line = String::new();
-    trace_input::events(
-        &input,
-        |ev| {
-            events_total += 1;
-            let Some(&li) = lane_ix.get(&ev.cpu) else {
-                return Ok(());
-            };
-            let b = bin_of(ev.ts);
-            if let Some(x) = lanes.get_mut(li).and_then(|l| l.bins.get_mut(b)) {
-                *x = x.saturating_add(1);
+    trace_input::events(&input, |ev| {
+        events_total += 1;
+        let Some(&li) = lane_ix.get(&ev.cpu) else {
+            return Ok(());
+        };
+        let b = bin_of(ev.ts);
+        if let Some(x) = lanes.get_mut(li).and_then(|l| l.bins.get_mut(b)) {
+            *x = x.saturating_add(1);
+        }
+        if let Some(l) = lanes.get_mut(li) {
+            l.events += 1;
+        }
+        let ni = match name_ix.get(ev.name) {
+            Some(&i) => i,
+            None => {
+                let i = names.len() as u32;
+                names.push(ev.name.to_string());
+                name_counts.push(0);
+                name_ix.insert(ev.name.to_string(), i);
+                i
             }
-            if let Some(l) = lanes.get_mut(li) {
-                l.events += 1;
+        };
+        if let Some(c) = name_counts.get_mut(ni as usize) {
+            *c += 1;
+        }
+        let faulted = trace_input::is_faulted(ev);
+        if faulted {
+            faulted_total += 1;
+            if let Some(m) = faulted_bins.get_mut(li) {
+                *m.entry(b).or_insert(0) += 1;
             }
-            let ni = match name_ix.get(ev.name) {
-                Some(&i) => i,
-                None => {
-                    let i = names.len() as u32;
-                    names.push(ev.name.to_string());
-                    name_counts.push(0);
-                    name_ix.insert(ev.name.to_string(), i);
-                    i
-                }
-            };
-            if let Some(c) = name_counts.get_mut(ni as usize) {
-                *c += 1;
-            }
-            let faulted = trace_input::is_faulted(ev);
-            if faulted {
-                faulted_total += 1;
-                if let Some(m) = faulted_bins.get_mut(li) {
-                    *m.entry(b).or_insert(0) += 1;
-                }
-                if fault_marks.len() < MAX_FAULTED_MARKS {
-                    line.clear();
-                    for (i, (n, v)) in ev.fields.clone().enumerate() {
-                        if i > 0 {
-                            line.push_str(", ");
-                        }
-                        line.push_str(n);
-                        line.push_str(" = ");
-                        faultline_ctf::format::format_field_value(&mut line, v);
+            if fault_marks.len() < MAX_FAULTED_MARKS {
+                line.clear();
+                for (i, (n, v)) in ev.fields.clone().enumerate() {
+                    if i > 0 {
+                        line.push_str(", ");
                     }
-                    fault_marks.push(FaultMark {
-                        cpu: ev.cpu,
-                        t: rel_ns(ev.ts),
-                        name: ev.name.to_string(),
-                        fields: line.clone(),
-                    });
-                } else {
-                    fault_marks_dropped += 1;
+                    line.push_str(n);
+                    line.push_str(" = ");
+                    faultline_ctf::format::format_field_value(&mut line, v);
                 }
+                fault_marks.push(FaultMark {
+                    cpu: ev.cpu,
+                    t: rel_ns(ev.ts),
+                    name: ev.name.to_string(),
+                    fields: line.clone(),
+                });
+            } else {
+                fault_marks_dropped += 1;
             }
-            if let Some(d) = detail.as_mut() {
-                if events_total > args.detail_limit {
-                    detail = None;
-                } else {
-                    d.t.push(rel_ns(ev.ts));
-                    d.cpu.push(ev.cpu);
-                    d.name.push(ni);
-                    d.faulted.push(u8::from(faulted));
-                }
-            }
-            Ok(())
-        },
-    )?;
+        }
+        if let Some(d) = detail.as_mut() {
+            d.t.push(rel_ns(ev.ts));
+            d.cpu.push(ev.cpu);
+            d.name.push(ni);
+            d.faulted.push(u8::from(faulted));
+        }
+        Ok(())
+    })?;
     loss_marks.sort_by_key(|m| (m.t, m.cpu));
     for (l, fb) in lanes.iter_mut().zip(faulted_bins) {
         l.faulted_bins = fb.into_iter().map(|(b, n)| [b as u64, n]).collect();
@@ -380,9 +379,7 @@ fn selection_bounds(input: &Input, args: &TimelineArgs) -> (Option<u64>, Option<
     use crate::view::TimePoint;
     let at = |p: TimePoint| match p {
         TimePoint::Ticks(t) => t,
-        TimePoint::SinceStart(ns) => input
-            .start
-            .saturating_add(input.trace.ns_to_ticks(ns)),
+        TimePoint::SinceStart(ns) => input.start.saturating_add(input.trace.ns_to_ticks(ns)),
     };
     (args.select.from.map(at), args.select.to.map(at))
 }
@@ -407,7 +404,8 @@ pub fn render(summary: &Summary) -> Result<String, serde_json::Error> {
 /// `template` with each marker replaced by its value; markers are looked for in the template
 /// only (never in an inserted value), each once, in the given order.
 fn fill(template: &str, parts: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len() + parts.iter().map(|p| p.1.len()).sum::<usize>());
+    let mut out =
+        String::with_capacity(template.len() + parts.iter().map(|p| p.1.len()).sum::<usize>());
     let mut rest = template;
     for (marker, value) in parts {
         if let Some((head, tail)) = rest.split_once(marker) {

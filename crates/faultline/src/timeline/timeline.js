@@ -137,6 +137,7 @@
     const L = byCpu.get(f.cpu);
     if (L) L.faults.push(f);
   }
+  for (const L of lanes) L.faultT = L.faults.map((f) => f.t);
 
   // ---- view ----
   let v0 = 0, v1 = SPAN;
@@ -240,10 +241,16 @@
       const x0 = ((a - v0) / span) * W, x1 = ((e - v0) / span) * W;
       g.fillRect(x0, H - strip, Math.max(2 * dpr, x1 - x0), strip);
     }
-    for (const f of L.faults) {
-      if (f.t < v0 || f.t > v1) continue;
-      const x = ((f.t - v0) / span) * W;
-      g.fillRect(x - dpr, 0, 2 * dpr, H * 0.35);
+    // Exact faulted events once they are few enough in view to be told apart.
+    let lo = lowerBound(L.faultT, v0), hi = lowerBound(L.faultT, v1 + 1);
+    if (hi - lo <= W / (8 * dpr)) {
+      for (let i = lo; i < hi; i++) {
+        const x = ((L.faults[i].t - v0) / span) * W;
+        g.beginPath();
+        g.moveTo(x - 4 * dpr, 0); g.lineTo(x + 4 * dpr, 0); g.lineTo(x, 8 * dpr);
+        g.closePath(); g.fill();
+        g.fillRect(x - 0.5 * dpr, 0, dpr, H - strip);
+      }
     }
     // Loss markers (DOM elements so that they can be hovered).
     const cssW = L.body.clientWidth;

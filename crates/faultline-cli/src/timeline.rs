@@ -384,6 +384,20 @@ fn selection_bounds(input: &Input, args: &TimelineArgs) -> (Option<u64>, Option<
     (args.select.from.map(at), args.select.to.map(at))
 }
 
+/// Where `faultline demo` suggests writing the page of the trace in `dir`: beside it, named
+/// after it with `.html` appended (not inside it: babeltrace2 would take any file there for a
+/// stream).
+pub fn page_path(dir: &std::path::Path) -> PathBuf {
+    match dir.file_name() {
+        Some(name) => {
+            let mut n = name.to_os_string();
+            n.push(".html");
+            dir.with_file_name(n)
+        }
+        None => dir.join("timeline.html"),
+    }
+}
+
 /// The page for `summary`.
 pub fn render(summary: &Summary) -> Result<String, serde_json::Error> {
     let data = serde_json::to_string(summary)?

@@ -217,7 +217,7 @@
           if (det.cpu[i] !== L.lane.cpu) continue;
           const x = Math.floor(((det.t[i] - v0) / span) * W);
           g.fillStyle = det.faulted[i] ? COLORS.faulted : nameColor(det.name[i]);
-          const top = det.faulted[i] ? 0 : H * 0.25;
+          const top = det.faulted[i] ? H * 0.2 : H * 0.35;
           g.fillRect(x, top, Math.max(1, dpr), H - strip - top);
         }
       }
@@ -241,15 +241,17 @@
       const x0 = ((a - v0) / span) * W, x1 = ((e - v0) / span) * W;
       g.fillRect(x0, H - strip, Math.max(2 * dpr, x1 - x0), strip);
     }
-    // Exact faulted events once they are few enough in view to be told apart.
-    let lo = lowerBound(L.faultT, v0), hi = lowerBound(L.faultT, v1 + 1);
-    if (hi - lo <= W / (8 * dpr)) {
+    // Exact faulted events once they are few enough in view to be told apart (the top of the
+    // lane is kept for the loss markers): a thin line and a diamond.
+    const lo = lowerBound(L.faultT, v0), hi = lowerBound(L.faultT, v1 + 1);
+    if (!drewDetail && hi - lo <= W / (8 * dpr)) {
+      const y = H * 0.45, r = 4 * dpr;
       for (let i = lo; i < hi; i++) {
         const x = ((L.faults[i].t - v0) / span) * W;
+        g.fillRect(x - 0.5 * dpr, y, dpr, H - strip - y);
         g.beginPath();
-        g.moveTo(x - 4 * dpr, 0); g.lineTo(x + 4 * dpr, 0); g.lineTo(x, 8 * dpr);
+        g.moveTo(x, y - r); g.lineTo(x + r, y); g.lineTo(x, y + r); g.lineTo(x - r, y);
         g.closePath(); g.fill();
-        g.fillRect(x - 0.5 * dpr, 0, dpr, H - strip);
       }
     }
     // Loss markers (DOM elements so that they can be hovered).

@@ -244,10 +244,10 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         if tty && last_print.elapsed() >= Duration::from_millis(500) {
             let ev = drain.events_written();
             let dt = last_print.elapsed().as_secs_f64();
-            let lost: u64 = (0..chan.num_cpus())
+            // Saturating: shared-memory counters (garbage must not panic or wrap).
+            let lost = (0..chan.num_cpus())
                 .filter_map(|c| chan.cpu_stats(c))
-                .map(|s| s.lost_total())
-                .sum();
+                .fold(0u64, |a, s| a.saturating_add(s.lost_total()));
             eprint!(
                 "\r  {} events ({}/s)  {} bytes  lost {}  [{:.0}s]   ",
                 group(ev),
@@ -296,10 +296,17 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     summary.add_drain(&ds, &names);
     summary.add_channel(&chan);
     summary.lost_writer_died = recovery.records;
-    summary.commits_remote = (0..chan.num_cpus())
-        .filter_map(|c| chan.cpu_stats(c))
-        .map(|s| s.remote_commits)
-        .sum();
+    // Checked: shared-memory counters (garbage must not panic or wrap).
+    for st in (0..chan.num_cpus()).filter_map(|c| chan.cpu_stats(c)) {
+        match summary.commits_remote.checked_add(st.remote_commits) {
+            Some(n) => summary.commits_remote = n,
+            None => summary.shm_errors.push(format!(
+                "CPU {} buffer corrupted: REMOTE commit count {} overflows the total; left out \
+                 of it",
+                st.cpu, st.remote_commits
+            )),
+        }
+    }
     summary.commits_local = summary
         .events_written
         .saturating_sub(summary.commits_remote);

@@ -32,7 +32,9 @@
 //! keep going (discard mode keeps discarding only what it must). A packet the trace writer
 //! rejects as invalid is counted separately (`packets_rejected`). A CPU buffer whose shared
 //! memory fails validation is no longer read (its writers then lose events as "full" in
-//! discard mode) and the error is reported.
+//! discard mode) and the error is reported. Sums of values read from shared memory (loss
+//! counters, sequence numbers) are checked: an overflow is reported the same way, in one line
+//! naming the CPU buffer, and nothing is written from it (never a wrapped total).
 
 use faultline_ctf::{CtfError, TraceWriter, WriterCounters};
 use faultline_ringbuf::{Channel, Consumer, PacketInfo, DISCARDED_RECORD_ID, PENDING_RECORD_ID};
@@ -215,11 +217,7 @@ impl Drain {
                     }
                     Err(e) => {
                         self.packet = buf;
-                        let msg = format!("{e}; no longer reading CPU {cpu}");
-                        if self.cfg.verbose {
-                            eprintln!("faultline: shared memory: {msg}");
-                        }
-                        self.stats.read_errors.push(msg);
+                        self.read_error(format!("{e}; no longer reading CPU {cpu}"));
                         self.broken.insert(cpu);
                         break;
                     }
@@ -293,6 +291,14 @@ impl Drain {
             self.scratch = c;
         }
         self.pending.fill(0);
+    }
+
+    /// A shared-memory value failed a check: report it once, keep it in the stats.
+    fn read_error(&mut self, msg: String) {
+        if self.cfg.verbose {
+            eprintln!("faultline: shared memory: {msg}");
+        }
+        self.stats.read_errors.push(msg);
     }
 
     fn write_error(&mut self, msg: String) {
@@ -385,7 +391,25 @@ impl Drain {
             if (st.lost_full, st.lost_stalled, st.lost_too_big) == (lf, ls, lb) {
                 continue;
             }
-            let (seq, ts) = last.map_or((0, 0), |h| (h.packet_seq_num + 1, h.timestamp_end));
+            // Checked: the counters and the last header come from shared memory.
+            let total = match st.checked_lost_total() {
+                Ok(t) => t,
+                Err(e) => {
+                    self.read_error(format!("{e}; no final packet for CPU {cpu}"));
+                    continue;
+                }
+            };
+            let seq = match last.map_or(Some(0), |h| h.packet_seq_num.checked_add(1)) {
+                Some(s) => s,
+                None => {
+                    self.read_error(format!(
+                        "CPU {cpu} buffer corrupted: last packet sequence number at its maximum; \
+                         no final packet"
+                    ));
+                    continue;
+                }
+            };
+            let ts = last.map_or(0, |h| h.timestamp_end);
             let h = faultline_ctf::PacketHeader {
                 magic: faultline_ctf::layout::MAGIC,
                 uuid: self.chan.uuid(),
@@ -395,7 +419,7 @@ impl Drain {
                 content_size: HDR as u64 * 8,
                 packet_size: HDR as u64 * 8,
                 packet_seq_num: seq,
-                events_discarded: st.lost_full + st.lost_stalled + st.lost_too_big,
+                events_discarded: total,
                 cpu_id: cpu,
                 flags: 0,
                 lost_full: st.lost_full,

@@ -498,6 +498,10 @@ pub struct Summary {
     pub lost_writer_died: u64,
     /// Events taken from the ring buffer but not written (disk errors, rejected packets).
     pub not_written: u64,
+    /// Values read from shared memory that failed a check (one line each, naming the CPU
+    /// buffer); empty in any run whose traced program did not corrupt its buffers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shm_errors: Vec<String>,
     /// First and last disk error, if any.
     pub write_error: Option<String>,
     pub last_write_error: Option<String>,
@@ -512,8 +516,13 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// All losses; saturating (the per-cause sums already saturate on garbage counters and
+    /// say so in `shm_errors`).
     pub fn lost_total(&self) -> u64 {
-        self.lost_full + self.lost_stalled + self.lost_too_big + self.lost_no_buffer
+        self.lost_full
+            .saturating_add(self.lost_stalled)
+            .saturating_add(self.lost_too_big)
+            .saturating_add(self.lost_no_buffer)
     }
 
     /// Fill the trace-side fields from a drain's stats.
@@ -534,7 +543,9 @@ impl Summary {
         self.drain = Some(d.clone());
     }
 
-    /// Fill the ring-buffer-side fields from the channel's counters.
+    /// Fill the ring-buffer-side fields from the channel's counters. They are shared memory:
+    /// sums are checked; a CPU whose counters would overflow a total is left out of the totals
+    /// and named in `shm_errors` (never a wrapped total).
     pub fn add_channel(&mut self, chan: &Channel) {
         for cpu in 0..chan.num_cpus() {
             let Some(st) = chan.cpu_stats(cpu) else {
@@ -548,9 +559,25 @@ impl Summary {
             cs.lost_stalled = st.lost_stalled;
             cs.lost_too_big = st.lost_too_big;
             cs.remote_commits = st.remote_commits;
-            self.lost_full += st.lost_full;
-            self.lost_stalled += st.lost_stalled;
-            self.lost_too_big += st.lost_too_big;
+            let sums = (
+                self.lost_full.checked_add(st.lost_full),
+                self.lost_stalled.checked_add(st.lost_stalled),
+                self.lost_too_big.checked_add(st.lost_too_big),
+                st.checked_lost_total(),
+            );
+            match sums {
+                (Some(f), Some(s), Some(b), Ok(_)) => {
+                    self.lost_full = f;
+                    self.lost_stalled = s;
+                    self.lost_too_big = b;
+                }
+                (.., Err(e)) => self.shm_errors.push(e.to_string()),
+                _ => self.shm_errors.push(format!(
+                    "CPU {cpu} buffer corrupted: loss counters (full {}, stalled {}, too big {}) \
+                     overflow the totals; left out of them",
+                    st.lost_full, st.lost_stalled, st.lost_too_big
+                )),
+            }
         }
     }
 
@@ -621,6 +648,9 @@ impl Summary {
                 })
                 .collect();
             println!("  copy strategies: {}", per.join(", "));
+        }
+        for e in &self.shm_errors {
+            println!("  SHARED MEMORY: {e}");
         }
         if let Some(e) = &self.write_error {
             println!("  DISK ERROR: {e}");

@@ -12,7 +12,8 @@
 //! - pid 2, "Threads": one track per thread where the thread is known, i.e. where the event
 //!   has an integer field named `tid`, `thread_id` or `thread` (first match in that order,
 //!   [`crate::trace_input::THREAD_FIELDS`]); `tid` = that value, named `thread n`. Such events
-//!   appear a second time there, with `cpu` added to their args.
+//!   appear a second time there, with `cpu` added to their args (`--tracks cpu` or `--tracks
+//!   thread` keeps one of the two copies).
 //! - Faulted events (a non-zero `<field>_faulted`: a raw pointer that could not be read) get
 //!   the category `provider,faulted`, `"faulted": true` in args and the colour name
 //!   `terrible`.
@@ -80,8 +81,22 @@ pub struct ExportArgs {
     /// Output file (`-` for standard output)
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: PathBuf,
+    /// Which tracks get the events whose thread is known (spans always go on thread tracks)
+    #[arg(long, value_enum, default_value = "both")]
+    pub tracks: Tracks,
     #[command(flatten)]
     pub select: SelectArgs,
+}
+
+/// Which tracks get the events whose thread is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tracks {
+    /// Their CPU's track and their thread's (twice the output for such events)
+    Both,
+    /// Their CPU's track only
+    Cpu,
+    /// Their thread's track only (events without a known thread stay on their CPU's)
+    Thread,
 }
 
 /// How span events are recognized (see the module docs). Adapting to another recorder's
@@ -209,16 +224,24 @@ struct Out<W: Write> {
 }
 
 impl<W: Write> Out<W> {
+    /// Nanoseconds since the trace start of timestamp `ts`.
+    fn ns(&self, ts: u64) -> i128 {
+        let d = ts as i128 - self.t0 as i128;
+        d * 1_000_000_000 / self.freq.max(1) as i128
+    }
+
     /// Microseconds since the trace start of timestamp `ts`, as JSON number text.
     fn us(&self, ts: u64) -> String {
-        let d = ts as i128 - self.t0 as i128;
-        let ns = d * 1_000_000_000 / self.freq.max(1) as i128;
-        fmt_us(ns)
+        let mut s = String::new();
+        push_us(&mut s, self.ns(ts));
+        s
     }
 
     fn dur_us(&self, from: u64, to: u64) -> String {
         let ns = (to.saturating_sub(from) as i128) * 1_000_000_000 / self.freq.max(1) as i128;
-        fmt_us(ns)
+        let mut s = String::new();
+        push_us(&mut s, ns);
+        s
     }
 
     /// Write one event object (already rendered in `self.buf`).
@@ -233,16 +256,43 @@ impl<W: Write> Out<W> {
 }
 
 /// `ns` nanoseconds as microseconds with three decimals (exact).
+#[cfg(test)]
 fn fmt_us(ns: i128) -> String {
-    let sign = if ns < 0 { "-" } else { "" };
-    let a = ns.unsigned_abs();
-    format!("{sign}{}.{:03}", a / 1000, a % 1000)
+    let mut s = String::new();
+    push_us(&mut s, ns);
+    s
 }
 
-/// Append `s` as a JSON string.
+/// Append `ns` nanoseconds as microseconds with three decimals (exact).
+fn push_us(out: &mut String, ns: i128) {
+    use std::fmt::Write as _;
+    let sign = if ns < 0 { "-" } else { "" };
+    let a = ns.unsigned_abs();
+    let _ = write!(out, "{sign}{}.{:03}", a / 1000, a % 1000);
+}
+
+/// Append `s` as a JSON string (quotes, backslashes and control characters escaped).
 fn push_str(out: &mut String, s: &str) {
-    // serde_json's escaping; writing into a String cannot fail.
-    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
+    use std::fmt::Write as _;
+    out.push('"');
+    let mut rest = s;
+    while let Some(i) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
+        out.push_str(&rest[..i]);
+        let c = rest[i..].chars().next().unwrap_or(' ');
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+        }
+        rest = &rest[i + c.len_utf8()..];
+    }
+    out.push_str(rest);
+    out.push('"');
 }
 
 /// Append a field value as JSON.
@@ -311,6 +361,9 @@ struct Exporter<W: Write> {
     spans: HashMap<u64, SpanInfo>,
     open: HashMap<(u64, Track), Open>,
     last_ts: u64,
+    tracks: Tracks,
+    /// The args of the event being exported (rendered once for both of its tracks).
+    args: String,
 }
 
 impl<W: Write> Exporter<W> {
@@ -366,46 +419,47 @@ impl<W: Write> Exporter<W> {
         Ok(())
     }
 
-    /// One instant event on `track`.
+    /// One instant event on `track`, its args from `self.args`, plus `cpu` when given.
     fn instant(
         &mut self,
         ev: &Ev<'_>,
         track: Track,
         faulted: bool,
-        cpu_arg: bool,
+        cpu_arg: Option<u32>,
     ) -> Result<(), CmdError> {
-        let ts = self.out.us(ev.ts);
+        use std::fmt::Write as _;
+        let ns = self.out.ns(ev.ts);
         let o = &mut self.out.buf;
         o.clear();
         o.push_str("{\"name\":");
         push_str(o, ev.name);
         o.push_str(",\"cat\":");
+        push_str(o, provider(ev.name));
         if faulted {
-            push_str(o, &format!("{},faulted", provider(ev.name)));
-        } else {
-            push_str(o, provider(ev.name));
+            o.pop();
+            o.push_str(",faulted\"");
         }
-        o.push_str(&format!(
-            ",\"ph\":\"i\",\"s\":\"t\",\"ts\":{ts},\"pid\":{},\"tid\":{}",
-            track.0, track.1
-        ));
+        o.push_str(",\"ph\":\"i\",\"s\":\"t\",\"ts\":");
+        push_us(o, ns);
+        let _ = write!(o, ",\"pid\":{},\"tid\":{}", track.0, track.1);
         if faulted {
             o.push_str(",\"cname\":\"terrible\"");
         }
         o.push_str(",\"args\":{");
-        let before = o.len();
-        push_args(o, ev, &[]);
-        let more = |o: &mut String, s: &str| {
-            if o.len() > before {
+        o.push_str(&self.args);
+        let mut sep = !self.args.is_empty();
+        if let Some(cpu) = cpu_arg {
+            if sep {
                 o.push(',');
             }
-            o.push_str(s);
-        };
-        if cpu_arg {
-            more(o, &format!("\"cpu\":{}", ev.cpu));
+            let _ = write!(o, "\"cpu\":{cpu}");
+            sep = true;
         }
         if faulted {
-            more(o, "\"faulted\":true");
+            if sep {
+                o.push(',');
+            }
+            o.push_str("\"faulted\":true");
         }
         o.push_str("}}");
         self.out.emit()
@@ -418,7 +472,8 @@ impl<W: Write> Exporter<W> {
         if let Some(t) = thread {
             self.thread_track_meta(t)?;
         }
-        let track = thread.map_or((PID_CPUS, u64::from(ev.cpu)), |t| (PID_THREADS, t));
+        let cpu_track = (PID_CPUS, u64::from(ev.cpu));
+        let track = thread.map_or(cpu_track, |t| (PID_THREADS, t));
         match SPANS.op(ev.name) {
             Some(SpanOp::Enter) => return self.enter(ev, track),
             Some(SpanOp::Exit) => return self.exit(ev, track),
@@ -442,9 +497,14 @@ impl<W: Write> Exporter<W> {
         if faulted {
             self.counts.faulted += 1;
         }
-        self.instant(ev, (PID_CPUS, u64::from(ev.cpu)), faulted, false)?;
-        if thread.is_some() {
-            self.instant(ev, track, faulted, true)?;
+        self.args.clear();
+        push_args(&mut self.args, ev, &[]);
+        let on_thread = thread.is_some() && self.tracks != Tracks::Cpu;
+        if !on_thread || self.tracks == Tracks::Both {
+            self.instant(ev, cpu_track, faulted, None)?;
+        }
+        if on_thread {
+            self.instant(ev, track, faulted, Some(ev.cpu))?;
         }
         Ok(())
     }
@@ -545,6 +605,8 @@ pub fn run(args: &ExportArgs, w: impl Write) -> Result<ExportCounts, CmdError> {
         spans: HashMap::new(),
         open: HashMap::new(),
         last_ts: input.start,
+        tracks: args.tracks,
+        args: String::with_capacity(256),
     };
     let mut head = String::from("{\"displayTimeUnit\":\"ns\",\"otherData\":{");
     head.push_str("\"producer\":\"faultline export\",\"trace\":");

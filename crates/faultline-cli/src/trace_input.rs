@@ -215,14 +215,23 @@ pub const THREAD_FIELDS: [&str; 3] = ["tid", "thread_id", "thread"];
 
 /// The thread of an event, when one of its fields names it ([`THREAD_FIELDS`]).
 pub fn thread_of(ev: &Ev<'_>) -> Option<u64> {
-    THREAD_FIELDS.iter().find_map(|want| {
-        ev.fields
-            .clone()
-            .find(|(n, _)| n == want)
-            .and_then(|(_, v)| match v {
-                FieldValue::U(x) => Some(x),
-                FieldValue::I(x) => u64::try_from(x).ok(),
-                _ => None,
-            })
-    })
+    // One pass: the best-ranked integer field among THREAD_FIELDS.
+    let mut best: Option<(usize, u64)> = None;
+    for (n, v) in ev.fields.clone() {
+        let Some(rank) = THREAD_FIELDS.iter().position(|t| *t == n) else {
+            continue;
+        };
+        let x = match v {
+            FieldValue::U(x) => x,
+            FieldValue::I(x) => match u64::try_from(x) {
+                Ok(x) => x,
+                Err(_) => continue,
+            },
+            _ => continue,
+        };
+        if best.is_none_or(|(r, _)| rank < r) {
+            best = Some((rank, x));
+        }
+    }
+    best.map(|(_, x)| x)
 }

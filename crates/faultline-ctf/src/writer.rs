@@ -23,6 +23,14 @@
 //!   length (what the reader and babeltrace2 need to stay in step), so a packet whose bytes
 //!   were damaged in shared memory never reaches the disk.
 //!
+//! # Event classes added while recording
+//! [`TraceWriter::add_events`] declares more events (tracepoints registered at run time): the
+//! whole metadata text is regenerated and replaces `metadata` atomically (written to
+//! `metadata.tmp`, then renamed over it), so a reader sees the old or the new file, never a
+//! partial one, and the final file declares every event. The new ids are accepted from then on;
+//! a record of an id not yet added is rejected like any undeclared id, so the caller must add a
+//! class before writing the first packet that holds one of its records.
+//!
 //! A rejected packet is not written and leaves the writer's state unchanged. A failed write
 //! (ENOSPC, EIO) is undone by truncating the file back to its previous length, so the stream
 //! stays readable; the error names the path.
@@ -63,7 +71,8 @@ struct CpuStream {
 /// Writes a trace directory. See the module docs.
 pub struct TraceWriter {
     dir: PathBuf,
-    /// What the metadata was written from (rewritten by [`TraceWriter::finish_with_env`]).
+    /// What the metadata was written from (rewritten by [`TraceWriter::add_events`] and
+    /// [`TraceWriter::finish_with_env`]).
     desc: TraceDesc,
     uuid: [u8; 16],
     /// Declared event ids and their fields (checked for every record: a hash lookup per
@@ -85,6 +94,30 @@ type Fields = &'static [FieldDesc];
 
 impl IdSet {
     const DENSE_LIMIT: u32 = 1 << 16;
+
+    fn insert(&mut self, id: u32, f: Fields) {
+        match self {
+            IdSet::Dense(d) if id < Self::DENSE_LIMIT => {
+                if d.len() <= id as usize {
+                    d.resize(id as usize + 1, None);
+                }
+                d[id as usize] = Some(f);
+            }
+            IdSet::Dense(d) => {
+                let mut v: Vec<(u32, Fields)> = d
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, f)| f.map(|f| (i as u32, f)))
+                    .collect();
+                v.push((id, f));
+                *self = IdSet::Sorted(v);
+            }
+            IdSet::Sorted(v) => match v.binary_search_by_key(&id, |(i, _)| *i) {
+                Ok(at) => v[at].1 = f,
+                Err(at) => v.insert(at, (id, f)),
+            },
+        }
+    }
 
     fn new(ids: impl Iterator<Item = (u32, Fields)>) -> IdSet {
         let mut v: Vec<(u32, Fields)> = ids.collect();
@@ -163,6 +196,33 @@ impl TraceWriter {
             },
             scratch: Vec::new(),
         })
+    }
+
+    /// Declare more events (module docs, "Event classes added while recording"): checked with
+    /// the ones already declared (distinct ids and names), then `metadata` is replaced
+    /// atomically. On error nothing changes.
+    pub fn add_events(&mut self, events: &[(u32, faultline_schema::EventDesc)]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut desc = self.desc.clone();
+        desc.events.extend_from_slice(events);
+        let text = metadata(&desc)?;
+        let path = self.dir.join("metadata");
+        let tmp = self.dir.join("metadata.tmp");
+        std::fs::write(&tmp, text.as_bytes()).map_err(|e| CtfError::io(&tmp, "write", e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| CtfError::io(&path, "replace", e))?;
+        for (id, ev) in events {
+            self.ids.insert(*id, ev.fields);
+        }
+        self.desc = desc;
+        self.counters.metadata_bytes = text.len() as u64;
+        Ok(())
+    }
+
+    /// Whether event id `id` is declared.
+    pub fn has_event(&self, id: u32) -> bool {
+        self.ids.get(id).is_some()
     }
 
     /// The trace directory.
@@ -352,7 +412,9 @@ impl TraceWriter {
             return self.finish();
         }
         let mut d = self.desc.clone();
-        d.env.extra.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        d.env
+            .extra
+            .retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
         d.env.extra.extend(extra);
         let text = metadata(&d);
         let replaced = text.and_then(|text| {

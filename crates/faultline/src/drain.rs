@@ -16,6 +16,15 @@
 //!    copy (kept records moved down, `content_size` fixed); otherwise it goes out as is;
 //! 3. hands the whole packet to [`TraceWriter::write_packet`] (one `write`).
 //!
+//! # Event classes that appear while draining
+//! With a [`ClassSource`] ([`Drain::set_class_source`]: tracepoints registered at run time,
+//! in this process or, under `faultline record`, announced over the schema pipe), the drain
+//! asks the source for new classes at the start of every poll and **after taking each packet,
+//! before writing it**, and declares them to the trace writer (which rewrites the metadata).
+//! A class is published before any record of it is committed, and the packet was taken after
+//! that commit, so its classes are known by then; a record of an id still unknown makes the
+//! writer reject the packet (counted), it is never written under a wrong description.
+//!
 //! Every `flush_interval` (default 200 ms) it also flushes quiet buffers
 //! ([`Channel::flush_all`], helpers pinned to each CPU), so events of a CPU that writes little
 //! reach the disk within about one interval. Between polls it sleeps in [`Consumer::wait`]
@@ -40,10 +49,13 @@
 //! no longer read — its writers lose events as "full" in discard mode) and the trace writer's
 //! (packet continuity, record ids and timestamps, payloads that decode exactly; the packet is
 //! dropped, counted in `packets_rejected`, and later packets of that CPU are still checked and
-//! kept when valid). Either way the packets already written stay, and the first problem of each
+//! kept when valid). Sums of values read from shared memory (loss counters, sequence numbers)
+//! are checked too: an overflow counts as damage and nothing is written from it (never a
+//! wrapped total). Either way the packets already written stay, and the first problem of each
 //! CPU buffer is reported **once**, on one stderr line naming the buffer (when `verbose`) and in
 //! [`DrainStats::corrupt`]; later problems of the same buffer are only counted.
 
+use crate::schema_pipe::ClassSource;
 use faultline_ctf::{CtfError, EnvValue, TraceWriter, WriterCounters};
 use faultline_ringbuf::{
     Channel, Consumer, PacketInfo, ReadError, DISCARDED_RECORD_ID, PENDING_RECORD_ID,
@@ -114,6 +126,10 @@ pub struct DrainStats {
     pub synthetic_packets: u64,
     /// Events written per CPU and event id.
     pub events: BTreeMap<u32, BTreeMap<u32, u64>>,
+    /// Event classes declared while draining (id -> `provider:name`).
+    pub late_events: BTreeMap<u32, String>,
+    /// Classes that could not be declared (bad names, clashes), one message each.
+    pub class_errors: Vec<String>,
     /// CPU buffers found damaged (module docs), by CPU.
     pub corrupt: BTreeMap<u32, CorruptBuffer>,
 }
@@ -169,6 +185,7 @@ pub struct Drain {
     kept: BTreeMap<u32, u64>,
     /// Where the next round-robin pass starts (index into the active CPUs).
     next: usize,
+    classes: Option<Box<dyn ClassSource>>,
 }
 
 impl Drain {
@@ -190,6 +207,52 @@ impl Drain {
             last: BTreeMap::new(),
             kept: BTreeMap::new(),
             next: 0,
+            classes: None,
+        }
+    }
+
+    /// Declare the classes `source` publishes as they appear (module docs).
+    pub fn set_class_source(&mut self, source: Box<dyn ClassSource>) {
+        self.classes = Some(source);
+    }
+
+    /// Read the class source now (its other messages too), without taking a packet.
+    pub fn poll_classes(&mut self) {
+        self.refresh_classes();
+    }
+
+    /// Ask the class source for new classes and declare them.
+    fn refresh_classes(&mut self) {
+        let Some(src) = self.classes.as_mut() else {
+            return;
+        };
+        let new = src.poll();
+        for e in src.take_errors() {
+            if self.stats.class_errors.len() < 64 {
+                self.stats.class_errors.push(e);
+            }
+        }
+        if new.is_empty() {
+            return;
+        }
+        if self.writer.add_events(&new).is_err() {
+            // One at a time, so one bad class does not keep the others out.
+            for ev in &new {
+                if let Err(e) = self.writer.add_events(std::slice::from_ref(ev)) {
+                    if self.stats.class_errors.len() < 64 {
+                        self.stats.class_errors.push(e.to_string());
+                    }
+                }
+            }
+        }
+        for (id, d) in new {
+            if self.writer.has_event(id) {
+                self.n_ids = self.n_ids.max(id as usize + 1);
+                self.stats.late_events.insert(id, d.full_name());
+            }
+        }
+        if self.pending.len() < self.n_ids {
+            self.pending.resize(self.n_ids, 0);
         }
     }
 
@@ -211,6 +274,7 @@ impl Drain {
     /// sub-buffers, at most [`DrainConfig::batch`] per CPU, round-robin (module docs). Returns
     /// the number of packets taken: call it again while that is not 0.
     pub fn poll(&mut self) -> u64 {
+        self.refresh_classes();
         if self.last_flush.elapsed() >= self.cfg.flush_interval {
             self.flush(false);
         }
@@ -268,6 +332,9 @@ impl Drain {
                 let r = consumer.next_packet(cpu, &mut buf);
                 match r {
                     Ok(Some(info)) => {
+                        // Classes of the records in this packet were published before the
+                        // records were committed, so before this take (module docs).
+                        self.refresh_classes();
                         self.handle(&buf, &info);
                         self.packet = buf;
                         n += 1;
@@ -408,6 +475,13 @@ impl Drain {
         self.pending.fill(0);
     }
 
+    /// A shared-memory value failed a check: report it once, keep it in the stats.
+    /// A shared-memory problem of `cpu`'s buffer found at the end (module docs).
+    fn read_error(&mut self, cpu: u32, msg: String) {
+        self.stats.read_errors.push(msg.clone());
+        self.damaged(cpu, msg, false);
+    }
+
     fn write_error(&mut self, msg: String) {
         self.stats.write_errors += 1;
         if self.stats.first_write_error.is_none() {
@@ -461,6 +535,7 @@ impl Drain {
         env: Vec<(String, EnvValue)>,
     ) -> (DrainStats, Result<WriterCounters, CtfError>) {
         self.flush(true);
+        self.refresh_classes();
         // Drain until a whole pass finds nothing (the flush above completed everything that
         // had content; a few passes cover a delivery that raced with it).
         let mut idle = 0;
@@ -507,7 +582,28 @@ impl Drain {
             if (st.lost_full, st.lost_stalled, st.lost_too_big) == (lf, ls, lb) {
                 continue;
             }
-            let (seq, ts) = last.map_or((0, 0), |h| (h.packet_seq_num + 1, h.timestamp_end));
+            // Checked: the counters and the last header come from shared memory.
+            let total = match st.checked_lost_total() {
+                Ok(t) => t,
+                Err(e) => {
+                    self.read_error(cpu, format!("{e}; no final packet for CPU {cpu}"));
+                    continue;
+                }
+            };
+            let seq = match last.map_or(Some(0), |h| h.packet_seq_num.checked_add(1)) {
+                Some(s) => s,
+                None => {
+                    self.read_error(
+                        cpu,
+                        format!(
+                        "CPU {cpu} buffer corrupted: last packet sequence number at its maximum; \
+                         no final packet"
+                    ),
+                    );
+                    continue;
+                }
+            };
+            let ts = last.map_or(0, |h| h.timestamp_end);
             let h = faultline_ctf::PacketHeader {
                 magic: faultline_ctf::layout::MAGIC,
                 uuid: self.chan.uuid(),
@@ -517,7 +613,7 @@ impl Drain {
                 content_size: HDR as u64 * 8,
                 packet_size: HDR as u64 * 8,
                 packet_seq_num: seq,
-                events_discarded: st.lost_full + st.lost_stalled + st.lost_too_big,
+                events_discarded: total,
                 cpu_id: cpu,
                 flags: 0,
                 lost_full: st.lost_full,

@@ -10,26 +10,28 @@
 //! * **Attached** (the program runs under `faultline record`): the environment names an
 //!   inherited memfd ([`ENV_CHANNEL_FD`], checked against [`ENV_CHANNEL_ID`]) and an inherited
 //!   pipe ([`ENV_SCHEMA_FD`]). `start` maps that channel instead of creating one, registers the
-//!   recorder, **publishes the schema** (the first message on the pipe, see below) and enables
-//!   the events named by `FAULTLINE_EVENTS` with the copy strategy of [`ENV_STRATEGY`]. There is
-//!   no consumer thread: the `faultline record` process drains the channel and writes the
-//!   trace. Both inherited descriptors are replaced by close-on-exec copies, so a program the
-//!   traced one executes does not attach to the channel by accident; if the variables are set
-//!   but the descriptor is not that channel, `start` fails.
+//!   recorder, **publishes the schema** (a [`SchemaMessage`] line — event ids, providers,
+//!   names, typed fields — on the pipe, see [`crate::schema_pipe`]; the pipe stays open until
+//!   [`Session::stop`] and carries the event classes registered later) and enables the events
+//!   named by `FAULTLINE_EVENTS` with the copy strategy of [`ENV_STRATEGY`]. There is no consumer
+//!   thread: the `faultline record` process drains the channel and writes the trace. Both
+//!   inherited descriptors are closed by `start` (the channel is re-opened close-on-exec), so a
+//!   program the traced one executes does not attach to the channel by accident; if the
+//!   variables are set but the descriptor is not that channel, `start` fails.
+//!   While attached, a reporter thread sends the recorder's cumulative counters as
+//!   `recorder_stats` lines ([`crate::schema_pipe::StatsMessage`]) every [`STATS_INTERVAL`]
+//!   when they changed (so a killed program still leaves its last counts), and once more with
+//!   `"final": true` when the session stops, after the last flush. Every write to the pipe
+//!   happens with SIGPIPE blocked in the writing thread or ignored, so a recorder that went away
+//!   makes writes fail instead of killing the program.
 //!
-//! # Messages on the schema pipe
-//! One JSON object per line (`\n`-terminated, at most [`MAX_MESSAGE`] bytes), tagged by its
-//! `"type"` ([`PipeMessage`]); a reader ignores types it does not know, so new kinds of
-//! messages can be added without breaking older recorders:
-//! * `schema` (first, exactly once): [`SchemaMessage`] — event ids, providers, names, typed
-//!   fields;
-//! * `recorder_stats`: [`StatsMessage`], the recorder's cumulative counters. A reporter thread
-//!   of the attached session sends them every [`STATS_INTERVAL`] when they changed (so a
-//!   killed program still leaves its last counts), and once more with `"final": true` when the
-//!   session stops, after the last flush; then the pipe is closed.
-//!
-//! `faultline record` trusts none of it: lines are bounded, counters are checked for
-//! consistency and for never going backwards, and what fails is reported, not used.
+//! # Event classes registered at run time
+//! Tracepoints registered while the session runs (`faultline_tracepoints::register`, e.g. by
+//! `faultline-tracing` on a callsite's first hit) are recorded too: the recorder follows every
+//! new tracepoint, and the session's registry listener hands each new class to the consumer
+//! before the class can be active — to the drain thread (embedded), which adds it to the
+//! metadata before writing the packet that holds its first record, or as an `events` line on
+//! the schema pipe (attached). The final metadata declares every class.
 //!
 //! # Who writes what
 //! The traced program's threads write the ring buffers (through the recorder); only the
@@ -37,17 +39,17 @@
 //! trace files. One session per process at a time: the tracepoint registry is process-wide.
 
 use crate::drain::{Drain, DrainConfig, DrainStats};
+use crate::schema_pipe::{self, ClassSource, EventsMessage, Message, StatsMessage};
 use faultline_ctf::{
     ClockDesc, CtfError, EnvDesc, EnvValue, RecorderCounts, StrategyCounts, TraceDesc, TraceWriter,
 };
-use faultline_recorder::{attach, Policy, Recorder, RecorderConfig, RecorderStats, Strategy};
+use faultline_recorder::{Policy, Recorder, RecorderConfig, RecorderStats, Strategy};
 use faultline_ringbuf::{Channel, ChannelConfig, ClockKind, Mode};
 use faultline_schema::{EventDesc, OwnedEventDesc};
-use faultline_tracepoints::{ProbeHandle, Tracepoint};
+use faultline_tracepoints::{ListenerHandle, ProbeHandle, ProbeKind, Tracepoint};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,40 +70,8 @@ pub const ENV_STRATEGY: &str = "FAULTLINE_STRATEGY";
 /// Version of [`SchemaMessage`].
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Longest message on the schema pipe, in bytes (newline excluded).
-pub const MAX_MESSAGE: usize = 16 << 20;
-
 /// How often an attached session reports its recorder counters (when they changed).
 pub const STATS_INTERVAL: Duration = Duration::from_millis(100);
-
-/// A message on the schema pipe (module docs). Serialized with a `"type"` tag.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum PipeMessage {
-    Schema(SchemaMessage),
-    RecorderStats(StatsMessage),
-    /// A type this version does not know (ignored).
-    #[serde(other)]
-    Unknown,
-}
-
-/// The recorder's cumulative counters, sent by an attached session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatsMessage {
-    /// The session stopped: these are the last counts.
-    #[serde(rename = "final")]
-    pub last: bool,
-    pub stats: RecorderStats,
-}
-
-impl PipeMessage {
-    /// One line of the pipe (JSON and `\n`).
-    pub fn to_line(&self) -> Result<Vec<u8>, String> {
-        let mut v = serde_json::to_vec(self).map_err(|e| e.to_string())?;
-        v.push(b'\n');
-        Ok(v)
-    }
-}
 
 /// Check counters received from a traced program (untrusted) against themselves and against
 /// the previous accepted ones: every count fits an `i64` (what a trace can carry), `recorded`
@@ -350,22 +320,31 @@ impl SessionBuilder {
             ..ChannelConfig::default()
         };
         let chan = Arc::new(Channel::create(&cfg)?);
-        let events: Vec<(u32, EventDesc)> = faultline_tracepoints::tracepoints()
-            .iter()
-            .map(|tp| (tp.id(), *tp.desc()))
-            .collect();
+        let late = Arc::new(Mutex::new(Vec::new()));
+        let late2 = late.clone();
+        let (all, listener) = faultline_tracepoints::subscribe(Arc::new(move |tp| {
+            lock(&late2).push((tp.id(), *tp.desc()));
+        }));
+        let events: Vec<(u32, EventDesc)> = all.iter().map(|tp| (tp.id(), *tp.desc())).collect();
         let desc = TraceDesc {
             uuid: chan.uuid(),
             clock: clock_desc(&chan),
             env: env_desc(&procname(), &self.policy.to_string(), chan.mode()),
             events: events.clone(),
         };
-        let writer = TraceWriter::create(&dir, &desc)?;
+        let writer = match TraceWriter::create(&dir, &desc) {
+            Ok(w) => w,
+            Err(e) => {
+                faultline_tracepoints::unsubscribe(listener);
+                return Err(e.into());
+            }
+        };
         let recorder = Recorder::new(chan.clone(), self.recorder_config(self.policy));
         let handle = attach_all(&recorder);
         let stop = Arc::new(AtomicBool::new(false));
         let final_env: Arc<Mutex<Vec<(String, EnvValue)>>> = Arc::default();
         let mut drain = Drain::new(chan.clone(), writer, events.len(), self.drain);
+        drain.set_class_source(Box::new(LateClasses(late)));
         let stop2 = stop.clone();
         let env2 = final_env.clone();
         let thread = std::thread::Builder::new()
@@ -388,6 +367,7 @@ impl SessionBuilder {
                 recorder,
                 handle,
                 events,
+                listener: Some(listener),
                 kind: Kind::Embedded {
                     dir,
                     stop,
@@ -431,13 +411,30 @@ impl SessionBuilder {
                 .map_err(|e| SessionError::Config(format!("{ENV_STRATEGY}: {e}")))?,
             Err(_) => self.policy,
         };
-        let events: Vec<(u32, EventDesc)> = faultline_tracepoints::tracepoints()
-            .iter()
-            .map(|tp| (tp.id(), *tp.desc()))
-            .collect();
+        // SAFETY: the schema fd was inherited for us (ENV_SCHEMA_FD contract); we take
+        // ownership, make it close-on-exec, and close it at stop.
+        let pipe = unsafe {
+            libc::fcntl(sfd, libc::F_SETFD, libc::FD_CLOEXEC);
+            File::from(OwnedFd::from_raw_fd(sfd))
+        };
+        let pipe = Arc::new(Mutex::new(pipe));
+        let pipe2 = pipe.clone();
+        // Each class registered from now on: one `events` line, written before the class can
+        // be active (schema_pipe module docs). A failed write (recorder gone) loses only the
+        // description; the records would be rejected by nobody, so nothing else to do.
+        let (all, listener) = faultline_tracepoints::subscribe(Arc::new(move |tp| {
+            let m = Message::Events(EventsMessage {
+                events: vec![SchemaEvent {
+                    id: tp.id(),
+                    desc: OwnedEventDesc::from(tp.desc()),
+                }],
+            });
+            let _ = schema_pipe::send(&mut lock(&pipe2), &m);
+        }));
+        let events: Vec<(u32, EventDesc)> = all.iter().map(|tp| (tp.id(), *tp.desc())).collect();
         let recorder = Recorder::new(chan.clone(), self.recorder_config(policy));
         let handle = attach_all(&recorder);
-        let msg = PipeMessage::Schema(SchemaMessage {
+        let msg = SchemaMessage {
             version: SCHEMA_VERSION,
             pid: std::process::id(),
             procname: procname(),
@@ -450,27 +447,18 @@ impl SessionBuilder {
                     desc: OwnedEventDesc::from(d),
                 })
                 .collect(),
-        });
-        let line = msg.to_line().map_err(SessionError::Config)?;
-        // Our own close-on-exec copy of the pipe, kept for the counters; the inherited
-        // descriptor is closed.
-        // SAFETY: fcntl on the fd number the ENV_SCHEMA_FD contract gives us.
-        let sdup = unsafe { libc::fcntl(sfd, libc::F_DUPFD_CLOEXEC, 3) };
-        if sdup < 0 {
-            return Err(bad(format!(
-                "cannot duplicate fd {sfd}: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        // SAFETY: `sdup` is fresh and owned by nobody else; `sfd` was inherited for us and is
-        // not used again.
-        let mut pipe = unsafe {
-            libc::close(sfd);
-            File::from(OwnedFd::from_raw_fd(sdup))
         };
-        pipe.write_all(&line)
-            .map_err(|e| bad(format!("cannot publish the schema on fd {sfd}: {e}")))?;
-        let reporter = Reporter::start(pipe, recorder.clone())
+        // The listener is registered: a class registered now waits for this lock, so its line
+        // follows the schema line.
+        let sent = schema_pipe::send(&mut lock(&pipe), &Message::Schema(msg));
+        if let Err(e) = sent {
+            faultline_tracepoints::unsubscribe(listener);
+            if let Some(h) = handle {
+                faultline_tracepoints::unregister(h);
+            }
+            return Err(bad(format!("cannot publish the schema on fd {sfd}: {e}")));
+        }
+        let reporter = Reporter::start(pipe.clone(), recorder.clone())
             .map_err(|e| SessionError::Config(format!("cannot start the reporter thread: {e}")))?;
         // Under `faultline record` its event list wins over the program's own choice.
         let spec = std::env::var(ENV_EVENTS)
@@ -484,7 +472,9 @@ impl SessionBuilder {
                 recorder,
                 handle,
                 events,
+                listener: Some(listener),
                 kind: Kind::Attached {
+                    _pipe: pipe,
                     reporter: Some(reporter),
                 },
             }),
@@ -495,8 +485,25 @@ impl SessionBuilder {
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 fn attach_all(recorder: &Arc<Recorder>) -> Option<ProbeHandle> {
-    // No tracepoint in the executable is not an error: there is just nothing to record.
-    attach(recorder, "*").ok()
+    // Every tracepoint, including the ones registered later (none at all is not an error).
+    Some(faultline_tracepoints::register_probe_following(
+        "*",
+        recorder.clone(),
+        ProbeKind::Faultable,
+    ))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The embedded drain's class source: what the registry listener collected.
+struct LateClasses(Arc<Mutex<Vec<(u32, EventDesc)>>>);
+
+impl ClassSource for LateClasses {
+    fn poll(&mut self) -> Vec<(u32, EventDesc)> {
+        std::mem::take(&mut *lock(&self.0))
+    }
 }
 
 fn env_fd(name: &str) -> Result<i32, String> {
@@ -594,22 +601,21 @@ pub fn bytes_on_disk(dir: &Path) -> u64 {
 }
 
 /// The attached session's reporter thread: sends the recorder counters on the schema pipe
-/// (module docs). Every write happens on this thread, with SIGPIPE blocked there, so a
-/// recorder that went away makes the writes fail (EPIPE) instead of killing the program.
+/// (module docs), with SIGPIPE blocked in that thread, so a recorder that went away makes the
+/// writes fail (EPIPE) instead of killing the program.
 struct Reporter {
     stop: Arc<(Mutex<bool>, Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Reporter {
-    fn start(pipe: File, recorder: Arc<Recorder>) -> std::io::Result<Reporter> {
+    fn start(pipe: Arc<Mutex<File>>, recorder: Arc<Recorder>) -> std::io::Result<Reporter> {
         let stop: Arc<(Mutex<bool>, Condvar)> = Arc::default();
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("faultline-report".into())
             .spawn(move || {
                 block_sigpipe();
-                let mut pipe = pipe;
                 let mut last: Option<RecorderStats> = None;
                 loop {
                     let (m, cv) = &*stop2;
@@ -623,11 +629,11 @@ impl Reporter {
                     if !stopped && last == Some(stats) {
                         continue;
                     }
-                    let msg = PipeMessage::RecorderStats(StatsMessage {
+                    let msg = Message::RecorderStats(StatsMessage {
                         last: stopped,
                         stats,
                     });
-                    let sent = msg.to_line().is_ok_and(|l| pipe.write_all(&l).is_ok());
+                    let sent = schema_pipe::send(&mut lock(&pipe), &msg).is_ok();
                     if stopped || !sent {
                         // The recorder is gone or we are done: close the pipe.
                         return;
@@ -677,6 +683,8 @@ enum Kind {
         >,
     },
     Attached {
+        /// The schema pipe, closed at stop (EOF for `faultline record`).
+        _pipe: Arc<Mutex<File>>,
         reporter: Option<Reporter>,
     },
 }
@@ -686,6 +694,8 @@ struct Inner {
     recorder: Arc<Recorder>,
     handle: Option<ProbeHandle>,
     events: Vec<(u32, EventDesc)>,
+    /// The registry listener that forwards run-time classes to the consumer.
+    listener: Option<ListenerHandle>,
     kind: Kind,
 }
 
@@ -732,6 +742,10 @@ pub struct Summary {
     pub lost_writer_died: u64,
     /// Events taken from the ring buffer but not written (disk errors, rejected packets).
     pub not_written: u64,
+    /// Values read from shared memory that failed a check (one line each, naming the CPU
+    /// buffer); empty in any run whose traced program did not corrupt its buffers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shm_errors: Vec<String>,
     /// First and last disk error, if any.
     pub write_error: Option<String>,
     pub last_write_error: Option<String>,
@@ -746,8 +760,13 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// All losses; saturating (the per-cause sums already saturate on garbage counters and
+    /// say so in `shm_errors`).
     pub fn lost_total(&self) -> u64 {
-        self.lost_full + self.lost_stalled + self.lost_too_big + self.lost_no_buffer
+        self.lost_full
+            .saturating_add(self.lost_stalled)
+            .saturating_add(self.lost_too_big)
+            .saturating_add(self.lost_no_buffer)
     }
 
     /// Fill the trace-side fields from a drain's stats.
@@ -756,7 +775,11 @@ impl Summary {
         for (&cpu, by_id) in &d.events {
             let cs = self.per_cpu.entry(cpu).or_default();
             for (id, &n) in by_id {
-                let name = names.get(id).cloned().unwrap_or_else(|| format!("id {id}"));
+                let name = names
+                    .get(id)
+                    .or_else(|| d.late_events.get(id))
+                    .cloned()
+                    .unwrap_or_else(|| format!("id {id}"));
                 *cs.events.entry(name.clone()).or_insert(0) += n;
                 *self.events.entry(name).or_insert(0) += n;
                 cs.events_total += n;
@@ -768,7 +791,9 @@ impl Summary {
         self.drain = Some(d.clone());
     }
 
-    /// Fill the ring-buffer-side fields from the channel's counters.
+    /// Fill the ring-buffer-side fields from the channel's counters. They are shared memory:
+    /// sums are checked; a CPU whose counters would overflow a total is left out of the totals
+    /// and named in `shm_errors` (never a wrapped total).
     pub fn add_channel(&mut self, chan: &Channel) {
         for cpu in 0..chan.num_cpus() {
             let Some(st) = chan.cpu_stats(cpu) else {
@@ -782,9 +807,25 @@ impl Summary {
             cs.lost_stalled = st.lost_stalled;
             cs.lost_too_big = st.lost_too_big;
             cs.remote_commits = st.remote_commits;
-            self.lost_full += st.lost_full;
-            self.lost_stalled += st.lost_stalled;
-            self.lost_too_big += st.lost_too_big;
+            let sums = (
+                self.lost_full.checked_add(st.lost_full),
+                self.lost_stalled.checked_add(st.lost_stalled),
+                self.lost_too_big.checked_add(st.lost_too_big),
+                st.checked_lost_total(),
+            );
+            match sums {
+                (Some(f), Some(s), Some(b), Ok(_)) => {
+                    self.lost_full = f;
+                    self.lost_stalled = s;
+                    self.lost_too_big = b;
+                }
+                (.., Err(e)) => self.shm_errors.push(e.to_string()),
+                _ => self.shm_errors.push(format!(
+                    "CPU {cpu} buffer corrupted: loss counters (full {}, stalled {}, too big {}) \
+                     overflow the totals; left out of them",
+                    st.lost_full, st.lost_stalled, st.lost_too_big
+                )),
+            }
         }
     }
 
@@ -855,6 +896,9 @@ impl Summary {
                 })
                 .collect();
             println!("  copy strategies: {}", per.join(", "));
+        }
+        for e in &self.shm_errors {
+            println!("  SHARED MEMORY: {e}");
         }
         if let Some(e) = &self.write_error {
             println!("  DISK ERROR: {e}");
@@ -929,6 +973,9 @@ impl Session {
             return Ok(Summary::default());
         };
         faultline_tracepoints::set_events("");
+        if let Some(l) = inner.listener.take() {
+            faultline_tracepoints::unsubscribe(l);
+        }
         if let Some(h) = inner.handle.take() {
             // Waits until no call can still be inside the recorder.
             faultline_tracepoints::unregister(h);
@@ -947,7 +994,7 @@ impl Session {
             .map(|(id, d)| (*id, d.full_name()))
             .collect();
         let result = match &mut inner.kind {
-            Kind::Attached { reporter } => {
+            Kind::Attached { reporter, .. } => {
                 // The recording process drains; hand it our partial sub-buffers now, then the
                 // final counters.
                 let _ = inner.chan.flush_all(false);

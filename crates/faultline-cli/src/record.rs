@@ -9,15 +9,18 @@
 //!    `FAULTLINE_CHANNEL_FD`, `FAULTLINE_CHANNEL_ID` (device:inode of the memfd),
 //!    `FAULTLINE_SCHEMA_FD`, `FAULTLINE_EVENTS`, `FAULTLINE_STRATEGY`.
 //! 2. The program's `faultline::Session::start()` maps the channel, sends its schema on the
-//!    pipe (the first of the line-delimited JSON messages of [`crate::session`]), then enables
-//!    its tracepoints. Events are only written after the schema, so nothing is lost waiting for
-//!    it. While it runs, its session sends the recorder's counters (faulted events, events per
-//!    copy strategy, restarts, fallbacks) every 100 ms when they change, and a final copy when
-//!    it stops. `record` reads the pipe on a thread of its own, bounds every message
-//!    ([`MAX_MESSAGE`]), ignores message types it does not know, and keeps the last counters
-//!    that pass [`session::check_stats`] (consistent, never going backwards).
+//!    pipe (the first of the line-delimited JSON messages of [`faultline::schema_pipe`]), then
+//!    enables its tracepoints. Events are only written after the schema, so nothing is lost
+//!    waiting for it. The pipe stays open: event classes registered later (callsites first hit
+//!    at run time) follow as `events` lines, and the recorder's counters (faulted events, events
+//!    per copy strategy, restarts, fallbacks) as `recorder_stats` lines every 100 ms when they
+//!    change and once more when the session stops. `record` bounds every message, ignores types
+//!    it does not know, and keeps the last counters that pass [`session::check_stats`]
+//!    (consistent, never going backwards).
 //! 3. `record` writes the CTF metadata and drains the channel as its single consumer
-//!    ([`crate::drain`]) while the program runs, showing progress on a terminal.
+//!    ([`faultline::drain`]) while the program runs, showing progress on a terminal; the drain
+//!    reads the pipe for new classes after taking each packet and adds them to the metadata
+//!    before writing it (so the schema grows while the program runs).
 //! 4. When the program has exited (or was killed), `record` reaps the descendants that exited
 //!    too and decides whether **any process can still write the channel** ([`channel_holders`]):
 //!    a process that has the memfd open (`/proc/PID/fd`) or mapped (`/proc/PID/maps`, device and
@@ -43,27 +46,26 @@
 //! **2** for invalid arguments. Every shared-memory value is validated: `record` does not die
 //! of a signal, panic or hang whatever the program writes there.
 
-use crate::drain::{CorruptBuffer, Drain, DrainConfig, DrainStats};
-use crate::session::{
-    self, check_stats, clock_desc, env_desc, fd_id, group, recorder_counts, PipeMessage,
-    SchemaMessage, StatsMessage, Summary, ENV_CHANNEL_FD, ENV_CHANNEL_ID, ENV_EVENTS,
-    ENV_SCHEMA_FD, ENV_STRATEGY, MAX_MESSAGE, SCHEMA_VERSION,
-};
 use anyhow::{bail, Context};
+use faultline::drain::{CorruptBuffer, Drain, DrainConfig, DrainStats};
+use faultline::schema_pipe::{self, CountersInfo, Message, PipeClasses};
+use faultline::session::{
+    self, clock_desc, env_desc, fd_id, group, recorder_counts, SchemaMessage, Summary,
+    ENV_CHANNEL_FD, ENV_CHANNEL_ID, ENV_EVENTS, ENV_SCHEMA_FD, ENV_STRATEGY, SCHEMA_VERSION,
+};
 use faultline_ctf::{TraceDesc, TraceWriter};
-use faultline_recorder::{Policy, RecorderStats};
+use faultline_recorder::Policy;
 use faultline_ringbuf::{Channel, ChannelConfig, ClockKind, Mode};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,19 +115,6 @@ pub struct RecoveryInfo {
     pub errors: Vec<String>,
 }
 
-/// What arrived of the program's recorder counters (the numbers are in `summary.recorder`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct CountersInfo {
-    /// Counter messages received and accepted.
-    pub accepted: u64,
-    /// Counter messages refused (inconsistent or going backwards); the first reason.
-    pub refused: u64,
-    pub first_refusal: Option<String>,
-    /// The session stopped and sent its final counters (otherwise the numbers are the last
-    /// periodic report, if any: the program was killed or did not stop its session).
-    pub final_received: bool,
-}
-
 /// Everything `record` reports.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RecordReport {
@@ -134,161 +123,16 @@ pub struct RecordReport {
     pub schema_received: bool,
     pub recovery: RecoveryInfo,
     pub summary: Summary,
-    /// The program's recorder counters: where they come from.
+    /// The program's recorder counters: where they come from (the numbers are in
+    /// `summary.recorder`).
     pub counters: CountersInfo,
-    /// One line per CPU buffer the program damaged (see [`crate::drain`]).
+    /// One line per CPU buffer the program damaged (see [`faultline::drain`]).
     pub damage: Vec<String>,
     /// What `record` exits with (module docs).
     pub exit_status: i32,
 }
 
 extern "C" fn ignore_signal(_: libc::c_int) {}
-
-/// What the pipe reader thread hands to the main loop.
-enum Incoming {
-    Schema(Box<SchemaMessage>),
-    Stats(StatsMessage),
-    /// Something wrong with a message (reported, not fatal).
-    Note(String),
-    /// End of the pipe (every writer closed it).
-    Eof,
-}
-
-/// Read the program's messages (module docs of [`crate::session`]) until EOF. Never stops
-/// reading before EOF, so the program never blocks on a full pipe; memory is bounded by
-/// [`MAX_MESSAGE`].
-fn read_messages(rd: OwnedFd, tx: mpsc::Sender<Incoming>) {
-    let mut r = BufReader::new(File::from(rd));
-    let mut line = Vec::new();
-    let mut first = true;
-    let mut notes = 0u32;
-    let mut note = |tx: &mpsc::Sender<Incoming>, m: String| {
-        // A program sending garbage in a loop gets a few notes, not a flood.
-        notes += 1;
-        if notes <= 4 {
-            let _ = tx.send(Incoming::Note(m));
-        }
-    };
-    loop {
-        line.clear();
-        let n = match (&mut r)
-            .take(MAX_MESSAGE as u64 + 1)
-            .read_until(b'\n', &mut line)
-        {
-            Ok(n) => n,
-            Err(e) => {
-                note(&tx, format!("reading the program's messages: {e}"));
-                break;
-            }
-        };
-        if n == 0 {
-            break;
-        }
-        if line.last() != Some(&b'\n') && line.len() > MAX_MESSAGE {
-            note(
-                &tx,
-                format!("the program sent a message longer than {MAX_MESSAGE} bytes; ignored"),
-            );
-            // Skip to the end of that line, bounded memory.
-            loop {
-                line.clear();
-                match (&mut r).take(64 * 1024).read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) if line.last() == Some(&b'\n') => break,
-                    Ok(_) => {}
-                }
-            }
-            if first {
-                first = false;
-                let _ = tx.send(Incoming::Note(
-                    "the program sent an unreadable schema (too long)".into(),
-                ));
-            }
-            continue;
-        }
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        if text.iter().all(|b| b.is_ascii_whitespace()) {
-            continue;
-        }
-        let msg = serde_json::from_slice::<PipeMessage>(text);
-        if first {
-            first = false;
-            // Also accept a schema without the tag (a session of an earlier version).
-            let schema = match msg {
-                Ok(PipeMessage::Schema(s)) => Ok(s),
-                _ => serde_json::from_slice::<SchemaMessage>(text),
-            };
-            let _ = tx.send(match schema {
-                Ok(s) => Incoming::Schema(Box::new(s)),
-                Err(e) => Incoming::Note(format!("the program sent an unreadable schema: {e}")),
-            });
-            continue;
-        }
-        match msg {
-            Ok(PipeMessage::RecorderStats(m)) => {
-                let _ = tx.send(Incoming::Stats(m));
-            }
-            Ok(PipeMessage::Schema(_)) => note(&tx, "a second schema message was ignored".into()),
-            Ok(PipeMessage::Unknown) => {}
-            Err(e) => note(&tx, format!("the program sent an unreadable message: {e}")),
-        }
-    }
-    let _ = tx.send(Incoming::Eof);
-}
-
-/// The program's counters as `record` keeps them.
-#[derive(Default)]
-struct Counters {
-    last: Option<RecorderStats>,
-    info: CountersInfo,
-}
-
-impl Counters {
-    fn take(&mut self, m: StatsMessage) {
-        if self.info.final_received {
-            // Nothing may follow the final report.
-            self.refuse("counters sent after the final report".into());
-            return;
-        }
-        match check_stats(self.last.as_ref(), &m.stats) {
-            Ok(()) => {
-                self.last = Some(m.stats);
-                self.info.accepted += 1;
-                self.info.final_received = m.last;
-            }
-            Err(e) => self.refuse(e),
-        }
-    }
-    fn refuse(&mut self, e: String) {
-        self.info.refused += 1;
-        self.info.first_refusal.get_or_insert(format!(
-            "the program sent inconsistent recorder counters: {e}"
-        ));
-    }
-    fn source(&self) -> &'static str {
-        if self.info.final_received {
-            "final report of the traced program"
-        } else {
-            "last periodic report of the traced program (it did not stop its session)"
-        }
-    }
-}
-
-/// Handle what the reader sent; returns true at EOF.
-fn absorb(
-    m: Incoming,
-    schema: &mut Option<SchemaMessage>,
-    counters: &mut Counters,
-    notes: &mut Vec<String>,
-) -> bool {
-    match m {
-        Incoming::Schema(s) => *schema = Some(*s),
-        Incoming::Stats(s) => counters.take(s),
-        Incoming::Note(n) => notes.push(n),
-        Incoming::Eof => return true,
-    }
-    false
-}
 
 /// Run the whole recording (module docs).
 pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
@@ -327,6 +171,11 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     // SAFETY: both descriptors are fresh and owned by nobody else.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let wr_fd = wr.as_raw_fd();
+    // Room for the first schema and bursts of classes registered at start-up (best effort:
+    // the reader also runs all the time).
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe { libc::fcntl(fds[0], libc::F_SETPIPE_SZ, 1 << 20) };
+    let mut reader = schema_pipe::Reader::new(File::from(rd)).context("schema pipe")?;
     // Ctrl-C goes to the whole foreground group: let the program decide, and keep recording
     // until it is gone. A handler (not SIG_IGN) so that the child gets the default back at exec.
     // SAFETY: installing a handler that does nothing is async-signal-safe.
@@ -361,41 +210,63 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     drop(wr);
     let pid = child.id();
 
-    let (tx, rx) = mpsc::channel::<Incoming>();
-    std::thread::spawn(move || read_messages(rd, tx));
-
     let tty = opt.progress && std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut status = None;
     let mut exited_at: Option<Instant> = None;
     let mut schema: Option<SchemaMessage> = None;
-    let mut counters = Counters::default();
+    let mut schema_note: Option<String> = None;
+    // Messages that came with the schema in the same read (classes registered right after).
+    let mut early: Vec<Message> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
-    let mut eof = false;
-    // Phase 1: wait for the schema (or the end of the program, plus a grace period for a
-    // descendant that still holds the pipe).
-    while schema.is_none() && !eof && notes.is_empty() {
-        match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(m) => eof = absorb(m, &mut schema, &mut counters, &mut notes),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => eof = true,
+    // Phase 1: wait for the schema (or the end of the program).
+    loop {
+        reader.wait(Duration::from_millis(20));
+        let (msgs, errs) = reader.read_available();
+        notes.extend(errs);
+        let mut it = msgs.into_iter();
+        for m in it.by_ref() {
+            match m {
+                Message::Schema(s) => {
+                    schema = Some(s);
+                    break;
+                }
+                // Nothing may come before the schema.
+                Message::Events(_) => {
+                    notes.push("event classes sent before the schema were ignored".into())
+                }
+                // Counters are only sent after the schema.
+                Message::RecorderStats(_) => {
+                    notes.push("recorder counters sent before the schema were ignored".into())
+                }
+            }
+        }
+        early.extend(it);
+        if schema.is_some() {
+            break;
+        }
+        if reader.eof() {
+            schema_note =
+                Some("the program published no schema (did it start a faultline::Session?)".into());
+            break;
         }
         if status.is_none() {
             status = child.try_wait().context("waiting for the program")?;
         }
+        // The program is gone but a descendant may hold the pipe: do not wait for ever.
         if status.is_some() {
             let t = *exited_at.get_or_insert_with(Instant::now);
             if t.elapsed() >= PIPE_GRACE {
+                schema_note = Some(
+                    "the program published no schema (did it start a faultline::Session?)".into(),
+                );
                 break;
             }
         }
     }
-    if schema.is_none() && notes.is_empty() {
-        notes.push("the program published no schema (did it start a faultline::Session?)".into());
-    }
     if let Some(s) = &schema {
         if s.version != SCHEMA_VERSION {
-            notes.push(format!(
+            schema_note = Some(format!(
                 "schema version {} (expected {SCHEMA_VERSION})",
                 s.version
             ));
@@ -424,14 +295,16 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         .max()
         .unwrap_or(0);
     let mut drain = Drain::new(chan.clone(), writer, n_ids, DrainConfig::default());
+    // Run-time classes: the rest of the pipe (and what came with the schema).
+    let mut classes = PipeClasses::new(reader, events.iter().map(|(i, _)| *i));
+    classes.push_early(early);
+    let counters = classes.counters();
+    drain.set_class_source(Box::new(classes));
 
     // Phase 2: drain while the program runs.
     let mut last_print = Instant::now();
     let mut last_events = 0u64;
     let status = loop {
-        while let Ok(m) = rx.try_recv() {
-            eof |= absorb(m, &mut schema, &mut counters, &mut notes);
-        }
         if drain.poll() == 0 {
             if let Some(st) = status.or(child.try_wait().context("waiting for the program")?) {
                 break st;
@@ -441,10 +314,10 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         if tty && last_print.elapsed() >= Duration::from_millis(500) {
             let ev = drain.events_written();
             let dt = last_print.elapsed().as_secs_f64();
-            let lost: u64 = (0..chan.num_cpus())
+            // Saturating: shared-memory counters (garbage must not panic or wrap).
+            let lost = (0..chan.num_cpus())
                 .filter_map(|c| chan.cpu_stats(c))
-                .map(|s| s.lost_total())
-                .sum();
+                .fold(0u64, |a, s| a.saturating_add(s.lost_total()));
             eprint!(
                 "\r  {} events ({}/s)  {} bytes  lost {}  [{:.0}s]   ",
                 group(ev),
@@ -463,15 +336,14 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     }
     // The program is gone: its last messages (final counters), bounded by a grace period.
     let grace = Instant::now();
-    while !eof {
-        let left = PIPE_GRACE.saturating_sub(grace.elapsed());
-        if left.is_zero() {
+    loop {
+        drain.poll_classes();
+        let c = schema_pipe_lock(&counters);
+        if c.eof || c.info.final_received || grace.elapsed() >= PIPE_GRACE {
             break;
         }
-        match rx.recv_timeout(left) {
-            Ok(m) => eof = absorb(m, &mut schema, &mut counters, &mut notes),
-            Err(_) => break,
-        }
+        drop(c);
+        std::thread::sleep(Duration::from_millis(10));
     }
     // Take what is complete, then recover what dead writers held.
     while drain.poll() > 0 {}
@@ -499,6 +371,8 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         Ok(h) => recovery.skipped = Some(h.describe()),
         Err(e) => recovery.skipped = Some(format!("cannot scan /proc: {e}")),
     }
+    drain.poll_classes();
+    let counters = schema_pipe_lock(&counters).clone();
     let env = counters
         .last
         .map(|s| recorder_counts(&s, counters.source()).to_env())
@@ -512,10 +386,17 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     summary.add_drain(&ds, &names);
     summary.add_channel(&chan);
     summary.lost_writer_died = recovery.records;
-    summary.commits_remote = (0..chan.num_cpus())
-        .filter_map(|c| chan.cpu_stats(c))
-        .map(|s| s.remote_commits)
-        .sum();
+    // Checked: shared-memory counters (garbage must not panic or wrap).
+    for st in (0..chan.num_cpus()).filter_map(|c| chan.cpu_stats(c)) {
+        match summary.commits_remote.checked_add(st.remote_commits) {
+            Some(n) => summary.commits_remote = n,
+            None => summary.shm_errors.push(format!(
+                "CPU {} buffer corrupted: REMOTE commit count {} overflows the total; left out \
+                 of it",
+                st.cpu, st.remote_commits
+            )),
+        }
+    }
     summary.commits_local = summary
         .events_written
         .saturating_sub(summary.commits_remote);
@@ -551,7 +432,17 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         damage,
         exit_status,
     };
+    if let Some(n) = schema_note {
+        report.recovery.errors.push(n);
+    }
     report.recovery.errors.extend(notes);
+    report.recovery.errors.extend(
+        report
+            .summary
+            .drain
+            .iter()
+            .flat_map(|d| d.class_errors.clone()),
+    );
     // The summary file is part of the trace directory's size.
     let path = opt.dir.join(".faultline-summary.json");
     if let Ok(j) = serde_json::to_string_pretty(&report) {
@@ -627,6 +518,10 @@ fn signal_name(s: i32) -> &'static str {
         libc::SIGBUS => "SIGBUS",
         _ => "signal",
     }
+}
+
+fn schema_pipe_lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Reap every descendant that has exited (they are re-parented to us: child subreaper), so
@@ -863,33 +758,21 @@ mod tests {
         s
     }
 
-    fn line(m: &PipeMessage) -> Vec<u8> {
-        m.to_line().unwrap()
-    }
-
     /// Whatever the program writes on the pipe, the reader keeps bounded memory, reports
-    /// problems as notes, and only consistent, non-decreasing counters are kept.
+    /// problems, and only consistent, non-decreasing counters are kept.
     #[test]
-    fn pipe_messages_are_bounded_and_checked() {
+    fn pipe_counters_are_bounded_and_checked() {
+        use faultline::schema_pipe::{encode, ClassSource, Reader, StatsMessage, MAX_LINE};
         let mut fds = [0; 2];
         // SAFETY: pipe2 into a valid array.
         assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
         // SAFETY: fresh descriptors owned by nobody else.
         let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let schema = SchemaMessage {
-            version: SCHEMA_VERSION,
-            pid: 1,
-            procname: "p".into(),
-            hostname: "h".into(),
-            policy: "auto".into(),
-            events: vec![],
-        };
         let st = |s: RecorderStats, last: bool| {
-            line(&PipeMessage::RecorderStats(StatsMessage { last, stats: s }))
+            encode(&Message::RecorderStats(StatsMessage { last, stats: s }))
         };
         let writer = std::thread::spawn(move || {
             let mut w = File::from(wr);
-            w.write_all(&line(&PipeMessage::Schema(schema))).unwrap();
             w.write_all(&st(stats([5, 0, 1], 2), false)).unwrap();
             // Going backwards, then an inconsistent sum, then faulted > recorded.
             w.write_all(&st(stats([4, 0, 1], 2), false)).unwrap();
@@ -901,39 +784,44 @@ mod tests {
             w.write_all(&st(stats([u64::MAX / 2, 0, 0], 0), false))
                 .unwrap();
             // A type from a later version, garbage, an endless line.
-            w.write_all(b"{\"type\":\"events\",\"events\":[]}\n")
-                .unwrap();
+            w.write_all(b"{\"type\":\"later\",\"x\":[]}\n").unwrap();
             w.write_all(b"{not json\n").unwrap();
-            let long = vec![b'x'; MAX_MESSAGE + 4096];
-            w.write_all(&long).unwrap();
+            w.write_all(&vec![b'x'; MAX_LINE + 4096]).unwrap();
             w.write_all(b"\n").unwrap();
             w.write_all(&st(stats([7, 1, 1], 3), true)).unwrap();
             // Nothing may follow the final report.
             w.write_all(&st(stats([8, 1, 1], 3), false)).unwrap();
         });
-        let (tx, rx) = mpsc::channel();
-        read_messages(rd, tx);
-        writer.join().unwrap();
-        let mut schema = None;
-        let mut counters = Counters::default();
-        let mut notes = Vec::new();
-        let mut eof = false;
-        for m in rx.try_iter() {
-            eof |= absorb(m, &mut schema, &mut counters, &mut notes);
+        let mut classes = PipeClasses::new(Reader::new(File::from(rd)).unwrap(), []);
+        let counters = classes.counters();
+        let mut errors = Vec::new();
+        let t0 = Instant::now();
+        while !schema_pipe_lock(&counters).eof {
+            assert!(classes.poll().is_empty());
+            errors.extend(classes.take_errors());
+            assert!(t0.elapsed() < Duration::from_secs(20), "no EOF");
+            std::thread::sleep(Duration::from_millis(1));
         }
-        assert!(eof && schema.is_some());
-        assert_eq!(counters.last, Some(stats([7, 1, 1], 3)));
-        assert!(counters.info.final_received);
-        assert_eq!(counters.info.accepted, 2);
-        assert_eq!(counters.info.refused, 5, "{:?}", counters.info);
-        let first = counters.info.first_refusal.unwrap();
+        writer.join().unwrap();
+        let c = schema_pipe_lock(&counters).clone();
+        assert_eq!(c.last, Some(stats([7, 1, 1], 3)));
+        assert!(c.info.final_received);
+        assert_eq!(c.info.accepted, 2);
+        assert_eq!(c.info.refused, 5, "{:?}", c.info);
+        let first = c.info.first_refusal.unwrap();
         assert!(
             first.contains("recorded went backwards from 6 to 5"),
             "{first}"
         );
-        assert_eq!(notes.len(), 2, "{notes:?}");
-        assert!(notes[0].contains("unreadable message"), "{notes:?}");
-        assert!(notes[1].contains("longer than"), "{notes:?}");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("unreadable")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("longer than")),
+            "{errors:?}"
+        );
     }
 
     #[test]

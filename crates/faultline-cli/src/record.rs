@@ -740,7 +740,8 @@ pub fn main(a: &RecordArgs) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use faultline_recorder::StrategyStats;
+    use faultline::session::check_stats;
+    use faultline_recorder::{RecorderStats, StrategyStats};
 
     fn stats(events: [u64; 3], faulted: u64) -> RecorderStats {
         let mut s = RecorderStats {

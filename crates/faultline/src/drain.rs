@@ -58,7 +58,7 @@
 use crate::schema_pipe::ClassSource;
 use faultline_ctf::{CtfError, EnvValue, TraceWriter, WriterCounters};
 use faultline_ringbuf::{
-    Channel, Consumer, PacketInfo, ReadError, DISCARDED_RECORD_ID, PENDING_RECORD_ID,
+    Channel, Consumer, FlushError, PacketInfo, ReadError, DISCARDED_RECORD_ID, PENDING_RECORD_ID,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -300,6 +300,12 @@ impl Drain {
     fn flush(&mut self, include_empty: bool) {
         self.last_flush = Instant::now();
         for e in self.chan.flush_all(include_empty) {
+            if let FlushError::Corrupt(cpu, what) = e {
+                // Damage, reported like the consumer's (module docs); no longer read.
+                self.broken.insert(cpu);
+                self.damaged(cpu, what, true);
+                continue;
+            }
             let msg = e.to_string();
             if self.stats.flush_errors.len() < 16 && !self.stats.flush_errors.contains(&msg) {
                 if self.cfg.verbose {

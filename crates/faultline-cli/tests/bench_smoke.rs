@@ -86,6 +86,19 @@ fn bench_quick_json_has_every_field() {
             assert_eq!(u, 0, "unaccounted events in row {r}");
         }
     }
+    // The `tracing` comparison (issue 10): the keys it names are a contract.
+    for key in [
+        "tracing_int_ns",
+        "tracing_fmt_int_ns",
+        "tracing_str_ns",
+        "tracing_fmt_str_ns",
+        "tracing_raw_int_ns",
+        "tracing_raw_str_ns",
+    ] {
+        let x = num(&v, key);
+        assert!(x.is_finite() && x > 0.0, "{key} = {x}");
+    }
+    // Six core targets, plus two per tracing row (1 and 2 threads, int and int+string).
     let targets = v["targets"].as_array().expect("targets");
-    assert_eq!(targets.len(), 6);
+    assert_eq!(targets.len(), 6 + 2 * 4);
 }

@@ -51,8 +51,13 @@ fn value(r: &mut Rng, sub: u64) -> u64 {
     }
 }
 
-/// One input in the format of `shm::case`.
-fn input(r: &mut Rng) -> Vec<u8> {
+fn patch(d: &mut Vec<u8>, idx: u64, v: u64) {
+    d.extend_from_slice(&(idx as u16).to_le_bytes());
+    d.extend_from_slice(&v.to_le_bytes());
+}
+
+/// One input in the format of `shm::case`; `cpu`: the CPU the events go to.
+fn input(r: &mut Rng, cpu: u32) -> Vec<u8> {
     let g = r.below(32) as u8;
     let sub = 256u64 << (g & 3);
     let nsub = 2u64 << (g >> 2 & 1);
@@ -78,8 +83,33 @@ fn input(r: &mut Rng) -> Vec<u8> {
             _ => r.below(0x8000),      // anywhere
         };
         let v = value(r, sub);
-        d.extend_from_slice(&(idx as u16).to_le_bytes());
-        d.extend_from_slice(&v.to_le_bytes());
+        patch(&mut d, idx, v);
+    }
+    if n > 0 && r.below(4) == 0 {
+        // A coherent forgery: positions that agree with each other, a complete commit count
+        // and a well-formed packet header where they point — at the edges of the range.
+        let c = match r.below(4) {
+            0 => 0u64.wrapping_sub(sub * (1 + r.below(4))),
+            1 => (1u64 << 62).wrapping_sub(sub * r.below(3)),
+            2 => (1u64 << 63) + sub * r.below(4),
+            _ => sub * r.below(1 << 20),
+        };
+        let buf_shift = (sub * nsub).trailing_zeros();
+        let idx = (c / sub) % nsub;
+        let complete = ((c >> buf_shift).wrapping_add(1)) << sub.trailing_zeros();
+        let hdr = data_word + idx * sub / 8;
+        patch(&mut d, 8, c); // consumed
+        patch(&mut d, 0, c.wrapping_add(8 * r.below(sub * nsub / 8 + 1))); // write_offset
+        patch(&mut d, 32 + 16 * idx, complete); // local
+        patch(&mut d, 32 + 16 * idx + 8, 0); // remote
+        patch(
+            &mut d,
+            hdr,
+            0xC1FC_1FC1 | u64::from(u32::from_le_bytes(*b"faul")) << 32,
+        );
+        patch(&mut d, hdr + 5, 128 * 8); // content_size
+        patch(&mut d, hdr + 7, c / sub); // packet_seq_num
+        patch(&mut d, hdr + 9, u64::from(cpu)); // cpu_id, flags
     }
     d
 }
@@ -110,7 +140,7 @@ fn damaged_shared_memory_never_panics_overflows_or_forges() {
     let t = Instant::now();
     let cases = 3000;
     for i in 0..cases {
-        let d = input(&mut r);
+        let d = input(&mut r, cpu);
         if let Err(e) = shm::case(&d, cpu, &dir) {
             panic!("case {i}: {e}\ninput: {d:02x?}");
         }

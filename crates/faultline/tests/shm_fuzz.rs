@@ -136,7 +136,7 @@ fn damaged_shared_memory_never_panics_overflows_or_forges() {
     };
     let dir = base.join(format!("faultline-shm-fuzz-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut r = Rng(0x5eed_0f_5a11_f00d);
+    let mut r = Rng(0x5eed_0f5a_11f0_0d00);
     let t = Instant::now();
     let cases = 3000;
     for i in 0..cases {

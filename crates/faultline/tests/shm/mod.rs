@@ -26,7 +26,6 @@ use faultline_ctf::{ClockDesc, EnvDesc, Filter, Trace, TraceDesc, TraceWriter};
 use faultline_ringbuf::{records, Channel, ChannelConfig, ClockKind, Consumer, Mode, SyncMode};
 use faultline_schema::{EventDesc, FieldDesc, FieldType};
 use std::collections::BTreeMap;
-use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

@@ -65,7 +65,8 @@
 
 use faultline_ringbuf::{Channel, CommitKind, Lost, Reservation};
 use faultline_tracepoints::{
-    register_probe, Payload, Probe, ProbeHandle, ProbeKind, RegisterError, Tracepoint,
+    register_probe, LossCause, Payload, Probe, ProbeHandle, ProbeKind, RegisterError, TraceOutcome,
+    Tracepoint,
 };
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
@@ -591,6 +592,27 @@ impl Probe for Recorder {
     fn call(&self, tp: &'static Tracepoint, payload: &dyn Payload) {
         let s = self.strategy_for(tp);
         let _ = self.record(tp.id(), s, payload);
+    }
+
+    /// [`Recorder::record`]'s answer, for `try_trace!`.
+    fn call_outcome(&self, tp: &'static Tracepoint, payload: &dyn Payload) -> TraceOutcome {
+        let s = self.strategy_for(tp);
+        match self.record(tp.id(), s, payload) {
+            Ok(kind) => TraceOutcome::Committed {
+                remote: kind == CommitKind::Remote,
+            },
+            Err(why) => TraceOutcome::Lost(loss_cause(why)),
+        }
+    }
+}
+
+/// The ring buffer's loss cause as the tracepoint layer names it.
+pub fn loss_cause(why: Lost) -> LossCause {
+    match why {
+        Lost::Full => LossCause::Full,
+        Lost::Stalled => LossCause::Stalled,
+        Lost::TooBig => LossCause::TooBig,
+        Lost::NoBuffer => LossCause::NoBuffer,
     }
 }
 

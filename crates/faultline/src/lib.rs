@@ -22,8 +22,9 @@
 //! instead and the recorder writes the trace (see [`session`]).
 //!
 //! # What this crate re-exports
-//! * Instrumenting: [`tracepoint!`], [`trace!`], the raw field types [`CStrPtr`] and
-//!   [`RawBuf`], and the layers behind them as [`tracepoints`] (enabling by glob, probes)
+//! * Instrumenting: [`tracepoint!`], [`trace!`], [`try_trace!`] (which returns a
+//!   [`TraceOutcome`]: committed, or lost and its [`LossCause`]), the raw field types
+//!   [`CStrPtr`] and [`RawBuf`], and the layers behind them as [`tracepoints`] (enabling by glob, probes)
 //!   and [`recorder`] (the ring-buffer probe and its copy strategies).
 //! * Recording: [`Session`], [`SessionBuilder`], [`Summary`], and the settings they take —
 //!   [`Mode`], [`ClockKind`], [`Policy`], [`Strategy`].
@@ -46,5 +47,7 @@ pub use faultline_tracepoints as tracepoints;
 pub use faultline_ctf::CtfError;
 pub use faultline_recorder::{Policy, Strategy, UnknownStrategy};
 pub use faultline_ringbuf::{ChannelError, ClockKind, Mode};
-pub use faultline_tracepoints::{trace, tracepoint, CStrPtr, RawBuf};
+pub use faultline_tracepoints::{
+    trace, tracepoint, try_trace, CStrPtr, LossCause, RawBuf, TraceOutcome,
+};
 pub use session::{CpuSummary, Session, SessionBuilder, SessionError, Summary};

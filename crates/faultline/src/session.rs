@@ -16,7 +16,25 @@
 //!   thread: the `faultline record` process drains the channel and writes the trace. Both
 //!   inherited descriptors are closed by `start` (the channel is re-opened close-on-exec), so a
 //!   program the traced one executes does not attach to the channel by accident; if the
-//!   variables are set but the descriptor is not that channel, `start` fails.
+//!   variables are set but the descriptor is not that channel, `start` fails. A later session
+//!   of the same process (after `stop`) attaches to the same channel again — kept mapped for
+//!   the life of the process — without publishing the schema a second time: its events go to
+//!   the same trace.
+//!
+//! # Settings under `faultline record`
+//! `record` creates the channel and writes the trace, so it owns these builder settings; when
+//! the program set one to a different value, `start` prints one line per setting on stderr
+//! (`faultline: under `faultline record`, mode overwrite is replaced by record's discard
+//! (--overwrite)`) and [`Session::overridden`] lists them:
+//!
+//! | builder setting | embedded | under `faultline record` |
+//! |---|---|---|
+//! | `output_dir` | the trace directory | ignored: `record -o DIR` |
+//! | `mode`, `subbuf_size`, `num_subbuf`, `clock` | the channel's | `record`'s `--overwrite`, `--subbuf-size`, `--subbufs`, `--monotonic` |
+//! | `policy` | the recorder's | `record --strategy` (`FAULTLINE_STRATEGY`) |
+//! | `events` | used; else `FAULTLINE_EVENTS`; else `*` | `FAULTLINE_EVENTS` (`record --events`, default `*`); else the builder's |
+//! | `max_restarts` | used | used |
+//! | `flush_interval`, `verbose` | the consumer thread's | no effect (`record` is the consumer) |
 //!
 //! # Who writes what
 //! The traced program's threads write the ring buffers (through the recorder); only the
@@ -36,7 +54,7 @@ use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Inherited memfd of the channel (decimal fd number).
@@ -85,6 +103,10 @@ pub enum SessionError {
     Inherited(String),
     #[error("{0}")]
     Config(String),
+    /// The output directory already holds a trace (`metadata`); traces are never overwritten.
+    /// `faultline record` and `faultline demo` say the same.
+    #[error("{} already holds a trace; choose another directory", .0.display())]
+    TraceExists(PathBuf),
     #[error("the consumer thread panicked")]
     DrainPanicked,
 }
@@ -101,6 +123,17 @@ pub struct SessionBuilder {
     max_restarts: u32,
     events: Option<String>,
     drain: DrainConfig,
+    /// Which of the settings `faultline record` owns were set by the program.
+    explicit: Explicit,
+}
+
+/// Settings of a [`SessionBuilder`] the program set explicitly (the others are defaults).
+#[derive(Debug, Clone, Copy, Default)]
+struct Explicit {
+    mode: bool,
+    subbuf_size: bool,
+    num_subbuf: bool,
+    policy: bool,
 }
 
 impl Default for SessionBuilder {
@@ -115,6 +148,7 @@ impl Default for SessionBuilder {
             max_restarts: RecorderConfig::default().max_restarts,
             events: None,
             drain: DrainConfig::default(),
+            explicit: Explicit::default(),
         }
     }
 }
@@ -128,16 +162,19 @@ impl SessionBuilder {
     /// Discard (default) or overwrite (flight recorder).
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
+        self.explicit.mode = true;
         self
     }
     /// Sub-buffer size in bytes (power of two; default 1 MiB).
     pub fn subbuf_size(mut self, bytes: u64) -> Self {
         self.subbuf_size = bytes;
+        self.explicit.subbuf_size = true;
         self
     }
     /// Sub-buffers per CPU (power of two; default 8).
     pub fn num_subbuf(mut self, n: u64) -> Self {
         self.num_subbuf = n;
+        self.explicit.num_subbuf = true;
         self
     }
     /// Timestamp clock (default: TSC when the kernel uses it, else CLOCK_MONOTONIC).
@@ -148,6 +185,7 @@ impl SessionBuilder {
     /// Copy strategy policy (default [`Policy::Auto`]).
     pub fn policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
+        self.explicit.policy = true;
         self
     }
     /// Restarts allowed per event by prefault-restart.
@@ -173,7 +211,10 @@ impl SessionBuilder {
     }
 
     /// Start the session: attached when run by `faultline record`, embedded otherwise (module
-    /// docs).
+    /// docs). Under `record`, the settings `record` owns replace the builder's (module docs,
+    /// "Settings under `faultline record`"), with a warning on stderr for each that differs.
+    /// Fails with [`SessionError::TraceExists`] if the (embedded) output directory already
+    /// holds a trace.
     pub fn start(self) -> Result<Session, SessionError> {
         if ACTIVE.swap(true, Ordering::AcqRel) {
             return Err(SessionError::AlreadyRunning);
@@ -202,6 +243,7 @@ impl SessionBuilder {
             .dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("faultline-trace-{}", std::process::id())));
+        check_trace_dir(&dir)?;
         let cfg = ChannelConfig {
             subbuf_size: self.subbuf_size,
             num_subbuf: self.num_subbuf,
@@ -222,7 +264,13 @@ impl SessionBuilder {
             env: env_desc(&procname(), &self.policy.to_string(), chan.mode()),
             events: events.clone(),
         };
-        let writer = TraceWriter::create(&dir, &desc)?;
+        let writer = TraceWriter::create(&dir, &desc).map_err(|e| match e {
+            // Created meanwhile by someone else: the same answer as the check above.
+            CtfError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                SessionError::TraceExists(dir.clone())
+            }
+            e => e.into(),
+        })?;
         let recorder = Recorder::new(chan.clone(), self.recorder_config(self.policy));
         let handle = attach_all(&recorder);
         let stop = Arc::new(AtomicBool::new(false));
@@ -258,31 +306,15 @@ impl SessionBuilder {
 
     fn start_attached(self) -> Result<Session, SessionError> {
         let bad = |m: String| SessionError::Inherited(m);
-        let fd: i32 = env_fd(ENV_CHANNEL_FD).map_err(bad)?;
-        let sfd: i32 = env_fd(ENV_SCHEMA_FD).map_err(bad)?;
-        let want = std::env::var(ENV_CHANNEL_ID).unwrap_or_default();
-        let got = fd_id(fd).map_err(|e| bad(format!("fd {fd}: {e}")))?;
-        if got != want {
-            return Err(bad(format!(
-                "fd {fd} is not the recorder's channel (id {got}, expected {want:?})"
-            )));
-        }
-        // Our own close-on-exec copy; the inherited descriptor is closed.
-        // SAFETY: fcntl on an fd number we just checked is open.
-        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-        if dup < 0 {
-            return Err(bad(format!(
-                "cannot duplicate fd {fd}: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        // SAFETY: `dup` is a fresh descriptor owned by nobody else; `fd` was inherited for us
-        // (the contract of ENV_CHANNEL_FD) and is not used again.
-        let file = unsafe {
-            libc::close(fd);
-            File::from(OwnedFd::from_raw_fd(dup))
+        // A later session of this process reuses the channel the first one attached to (the
+        // inherited descriptors are closed by then, and the schema is already published).
+        let (chan, schema_fd) = match attached_channel() {
+            Some(chan) => (chan, None),
+            None => {
+                let (chan, sfd) = open_inherited()?;
+                (chan, Some(sfd))
+            }
         };
-        let chan = Arc::new(Channel::open(file)?);
         let policy = match std::env::var(ENV_STRATEGY) {
             Ok(s) => s
                 .parse::<Policy>()
@@ -295,32 +327,39 @@ impl SessionBuilder {
             .collect();
         let recorder = Recorder::new(chan.clone(), self.recorder_config(policy));
         let handle = attach_all(&recorder);
-        let msg = SchemaMessage {
-            version: SCHEMA_VERSION,
-            pid: std::process::id(),
-            procname: procname(),
-            hostname: hostname(),
-            policy: policy.to_string(),
-            events: events
-                .iter()
-                .map(|(id, d)| SchemaEvent {
-                    id: *id,
-                    desc: OwnedEventDesc::from(d),
-                })
-                .collect(),
-        };
-        let json = serde_json::to_vec(&msg).map_err(|e| SessionError::Config(e.to_string()))?;
-        // SAFETY: the schema fd was inherited for us (ENV_SCHEMA_FD contract); we take
-        // ownership and close it after writing.
-        let mut pipe = unsafe { File::from(OwnedFd::from_raw_fd(sfd)) };
-        pipe.write_all(&json)
-            .map_err(|e| bad(format!("cannot publish the schema on fd {sfd}: {e}")))?;
-        drop(pipe);
+        if let Some(sfd) = schema_fd {
+            let msg = SchemaMessage {
+                version: SCHEMA_VERSION,
+                pid: std::process::id(),
+                procname: procname(),
+                hostname: hostname(),
+                policy: policy.to_string(),
+                events: events
+                    .iter()
+                    .map(|(id, d)| SchemaEvent {
+                        id: *id,
+                        desc: OwnedEventDesc::from(d),
+                    })
+                    .collect(),
+            };
+            let json = serde_json::to_vec(&msg).map_err(|e| SessionError::Config(e.to_string()))?;
+            // SAFETY: the schema fd was inherited for us (ENV_SCHEMA_FD contract); we take
+            // ownership and close it after writing.
+            let mut pipe = unsafe { File::from(OwnedFd::from_raw_fd(sfd)) };
+            pipe.write_all(&json)
+                .map_err(|e| bad(format!("cannot publish the schema on fd {sfd}: {e}")))?;
+            drop(pipe);
+            remember_attached(&chan);
+        }
         // Under `faultline record` its event list wins over the program's own choice.
         let spec = std::env::var(ENV_EVENTS)
             .ok()
             .or_else(|| self.events.clone())
             .unwrap_or_else(|| "*".into());
+        let overridden = self.overridden_by_record(&chan, policy, &spec);
+        for o in &overridden {
+            eprintln!("faultline: under `faultline record`, {o}");
+        }
         faultline_tracepoints::set_events(&spec);
         Ok(Session {
             inner: Some(Inner {
@@ -328,10 +367,113 @@ impl SessionBuilder {
                 recorder,
                 handle,
                 events,
-                kind: Kind::Attached,
+                kind: Kind::Attached { overridden },
             }),
         })
     }
+
+    /// The settings of this builder that `faultline record` replaces with its own, one
+    /// sentence each (module docs, "Settings under `faultline record`").
+    fn overridden_by_record(&self, chan: &Channel, policy: Policy, events: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(dir) = &self.dir {
+            out.push(format!(
+                "output_dir {} is ignored: the trace goes to record's -o directory",
+                dir.display()
+            ));
+        }
+        let name = |m: Mode| match m {
+            Mode::Discard => "discard",
+            Mode::Overwrite => "overwrite",
+        };
+        if self.explicit.mode && self.mode != chan.mode() {
+            out.push(format!(
+                "mode {} is replaced by record's {} (--overwrite)",
+                name(self.mode),
+                name(chan.mode())
+            ));
+        }
+        if self.explicit.subbuf_size && self.subbuf_size != chan.subbuf_size() {
+            out.push(format!(
+                "subbuf_size {} is replaced by record's {} (--subbuf-size)",
+                self.subbuf_size,
+                chan.subbuf_size()
+            ));
+        }
+        if self.explicit.num_subbuf && self.num_subbuf != chan.num_subbuf() {
+            out.push(format!(
+                "num_subbuf {} is replaced by record's {} (--subbufs)",
+                self.num_subbuf,
+                chan.num_subbuf()
+            ));
+        }
+        if let Some(c) = self.clock {
+            if c != chan.clock().kind {
+                out.push(format!(
+                    "clock {c:?} is replaced by record's {:?} (--monotonic)",
+                    chan.clock().kind
+                ));
+            }
+        }
+        if self.explicit.policy && self.policy != policy {
+            out.push(format!(
+                "copy strategy {} is replaced by record's {policy} (--strategy)",
+                self.policy
+            ));
+        }
+        if let Some(e) = &self.events {
+            if e != events {
+                out.push(format!(
+                    "events {e:?} are replaced by record's {events:?} (--events)"
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// The channel an earlier session of this process attached to under `faultline record`.
+static ATTACHED: Mutex<Option<Arc<Channel>>> = Mutex::new(None);
+
+fn attached_channel() -> Option<Arc<Channel>> {
+    ATTACHED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn remember_attached(chan: &Arc<Channel>) {
+    *ATTACHED.lock().unwrap_or_else(|e| e.into_inner()) = Some(chan.clone());
+}
+
+/// Map the channel `faultline record` handed down ([`ENV_CHANNEL_FD`], checked against
+/// [`ENV_CHANNEL_ID`]); return it and the schema pipe ([`ENV_SCHEMA_FD`]). The inherited
+/// channel descriptor is closed (the channel keeps a close-on-exec copy).
+fn open_inherited() -> Result<(Arc<Channel>, i32), SessionError> {
+    let bad = |m: String| SessionError::Inherited(m);
+    let fd: i32 = env_fd(ENV_CHANNEL_FD).map_err(bad)?;
+    let sfd: i32 = env_fd(ENV_SCHEMA_FD).map_err(bad)?;
+    let want = std::env::var(ENV_CHANNEL_ID).unwrap_or_default();
+    let got = fd_id(fd).map_err(|e| bad(format!("fd {fd}: {e}")))?;
+    if got != want {
+        return Err(bad(format!(
+            "fd {fd} is not the recorder's channel (id {got}, expected {want:?})"
+        )));
+    }
+    // Our own close-on-exec copy; the inherited descriptor is closed.
+    // SAFETY: fcntl on an fd number we just checked is open.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return Err(bad(format!(
+            "cannot duplicate fd {fd}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: `dup` is a fresh descriptor owned by nobody else; `fd` was inherited for us
+    // (the contract of ENV_CHANNEL_FD) and is not used again.
+    let file = unsafe {
+        libc::close(fd);
+        File::from(OwnedFd::from_raw_fd(dup))
+    };
+    let chan = Arc::new(Channel::open(file)?);
+    Ok((chan, sfd))
 }
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
@@ -348,6 +490,16 @@ fn env_fd(name: &str) -> Result<i32, String> {
         .ok()
         .filter(|&fd| fd >= 0)
         .ok_or_else(|| format!("{name}={v:?} is not a descriptor number"))
+}
+
+/// Refuse an output directory that already holds a trace (its `metadata` exists): traces are
+/// never overwritten. Embedded sessions, `faultline record` and `faultline demo` all check
+/// with this, so they say the same ([`SessionError::TraceExists`]).
+pub fn check_trace_dir(dir: &Path) -> Result<(), SessionError> {
+    if dir.join("metadata").exists() {
+        return Err(SessionError::TraceExists(dir.to_path_buf()));
+    }
+    Ok(())
 }
 
 /// `<st_dev>:<st_ino>` of an open descriptor.
@@ -444,7 +596,10 @@ enum Kind {
             std::thread::JoinHandle<(DrainStats, Result<faultline_ctf::WriterCounters, CtfError>)>,
         >,
     },
-    Attached,
+    Attached {
+        /// Builder settings `faultline record` replaced (also printed on stderr at start).
+        overridden: Vec<String>,
+    },
 }
 
 struct Inner {
@@ -661,7 +816,19 @@ impl Session {
 
     /// Whether this session is attached to `faultline record`.
     pub fn is_attached(&self) -> bool {
-        matches!(self.inner.as_ref().map(|i| &i.kind), Some(Kind::Attached))
+        matches!(
+            self.inner.as_ref().map(|i| &i.kind),
+            Some(Kind::Attached { .. })
+        )
+    }
+
+    /// The builder settings `faultline record` replaced with its own, one sentence each (empty
+    /// for an embedded session). Each was also printed on stderr when the session started.
+    pub fn overridden(&self) -> &[String] {
+        match self.inner.as_ref().map(|i| &i.kind) {
+            Some(Kind::Attached { overridden }) => overridden,
+            _ => &[],
+        }
     }
 
     /// The channel written to.
@@ -710,7 +877,7 @@ impl Session {
             .map(|(id, d)| (*id, d.full_name()))
             .collect();
         let result = match &mut inner.kind {
-            Kind::Attached => {
+            Kind::Attached { .. } => {
                 // The recording process drains; hand it our partial sub-buffers now.
                 let _ = inner.chan.flush_all(false);
                 sum.attached = true;

@@ -35,7 +35,9 @@
 /// Where a commit went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitKind {
+    /// On the reserving CPU, by an rseq critical section (no atomic instruction).
     Local,
+    /// From another CPU (the writer migrated), by an atomic add.
     Remote,
 }
 

@@ -32,8 +32,15 @@ use thiserror::Error;
 /// Shared memory failed a consistency check.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ReadError {
+    /// A value read from the CPU's buffer failed a consistency check (`what` says which).
     #[error("CPU {cpu} buffer corrupted: {what}")]
-    Corrupt { cpu: u32, what: String },
+    Corrupt {
+        /// The CPU buffer.
+        cpu: u32,
+        /// What was inconsistent.
+        what: String,
+    },
+    /// The channel has no buffer for that CPU.
     #[error("no such CPU buffer: {0}")]
     NoSuchCpu(u32),
 }
@@ -41,7 +48,9 @@ pub enum ReadError {
 /// Information about one packet handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacketInfo {
+    /// CPU buffer the packet came from.
     pub cpu: u32,
+    /// The packet header as validated.
     pub header: PacketHeader,
     /// Bytes of header + records (the rest is padding).
     pub content_len: usize,
@@ -52,8 +61,11 @@ pub struct PacketInfo {
 /// One record parsed out of a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record<'a> {
+    /// Timestamp in clock ticks.
     pub timestamp: u64,
+    /// Event id (or a reserved id: discarded or pending record).
     pub id: u32,
+    /// The payload bytes.
     pub payload: &'a [u8],
     /// Byte offset of the record in its packet.
     pub offset: usize,
@@ -115,6 +127,7 @@ impl<'a> Consumer<'a> {
         Consumer { chan }
     }
 
+    /// The channel consumed.
     pub fn channel(&self) -> &'a Channel {
         self.chan
     }

@@ -49,6 +49,7 @@ use std::sync::atomic::Ordering;
 /// What recovery did on one CPU buffer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CpuRecovery {
+    /// The CPU buffer.
     pub cpu: u32,
     /// Incomplete sub-buffers completed.
     pub subbufs: u64,
@@ -66,6 +67,7 @@ pub struct CpuRecovery {
 /// Report of [`Channel::recover_dead_writers`], one entry per active CPU.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
+    /// One entry per active CPU buffer.
     pub cpus: Vec<CpuRecovery>,
 }
 

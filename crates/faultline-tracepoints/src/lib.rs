@@ -80,7 +80,8 @@ pub mod __private {
 
 /// Declare a tracepoint. Must be used at module level (not inside a function body: the
 /// generated module refers to the static through `super::`):
-/// `tracepoint!(VIS NAME, "provider", "name", { field: Type, ... });`
+/// `tracepoint!(VIS NAME, "provider", "name", { field: Type, ... });`. Doc comments and
+/// attributes written before `VIS NAME`, inside the call, go on the static.
 ///
 /// Field types: `u8`..`u64`, `i8`..`i64`, `f32`, `f64`, `bool`, `&str`, `&[u8]`, [`CStrPtr`],
 /// [`RawBuf`]. Defines `static NAME: Tracepoint` (registered in [`TRACEPOINTS`] at link time)
@@ -88,7 +89,8 @@ pub mod __private {
 /// `__fire` function [`trace!`] calls.
 #[macro_export]
 macro_rules! tracepoint {
-    ($vis:vis $name:ident, $provider:expr, $event:expr, { $($field:ident : $ty:ty),* $(,)? } $(,)?) => {
+    ($(#[$attr:meta])* $vis:vis $name:ident, $provider:expr, $event:expr, { $($field:ident : $ty:ty),* $(,)? } $(,)?) => {
+        $(#[$attr])*
         $vis static $name: $crate::Tracepoint = $crate::Tracepoint::new(&$name::DESC);
 
         #[allow(non_snake_case, unused_imports, dead_code, unused_mut, unused_assignments)]

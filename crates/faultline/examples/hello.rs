@@ -7,7 +7,10 @@
 
 use faultline::{trace, tracepoint, Session};
 
-tracepoint!(pub HELLO_GREET, "hello", "greet", { n: u64, who: &str });
+tracepoint!(
+    /// A greeting: its number and whom it greets.
+    pub HELLO_GREET, "hello", "greet", { n: u64, who: &str }
+);
 
 fn main() {
     let mut session = Session::builder();

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-tracepoint!(pub SESS_EV, "sesstest", "ev", { n: u64, s: &str, b: &[u8] });
+tracepoint!(SESS_EV, "sesstest", "ev", { n: u64, s: &str, b: &[u8] });
 
 static LOCK: Mutex<()> = Mutex::new(());
 

@@ -4,8 +4,8 @@
 use faultline::{tracepoint, try_trace, LossCause, Mode, Session, TraceOutcome};
 use faultline_ctf::{Filter, Trace};
 
-tracepoint!(pub TRY_EV, "trysess", "ev", { n: u64 });
-tracepoint!(pub TRY_BIG, "trysess", "big", { body: &[u8] });
+tracepoint!(TRY_EV, "trysess", "ev", { n: u64 });
+tracepoint!(TRY_BIG, "trysess", "big", { body: &[u8] });
 
 #[test]
 fn session_answers_match_the_trace() {

@@ -17,9 +17,41 @@ fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Build (a no-op when `cargo test` already did) and return `examples/hello`.
+fn mtime(p: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Whether `examples/hello` was linked after the newest `faultline` library and after its
+/// source changed. An unfiltered `cargo test` builds examples before running tests, so this
+/// holds there; a filtered one (`--test example`) may leave it stale.
+fn fresh(prof: &Path, bin: &Path) -> bool {
+    let Some(built) = mtime(bin) else {
+        return false;
+    };
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello.rs");
+    let newest_lib = std::fs::read_dir(prof.join("deps"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("libfaultline-") && n.ends_with(".rlib")
+        })
+        .filter_map(|e| mtime(&e.path()))
+        .max();
+    mtime(&src).is_some_and(|s| s <= built) && newest_lib.is_some_and(|l| l <= built)
+}
+
+/// `examples/hello`, built first if `cargo test` did not build it (fresh) already. Building it
+/// from here with the workspace's full feature set would recompile shared dependencies, so
+/// the build is only run when needed.
 fn hello() -> PathBuf {
     let prof = profile_dir();
+    let bin = prof.join("examples").join("hello");
+    if fresh(&prof, &bin) {
+        return bin;
+    }
     let target = prof.parent().expect("target dir");
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args([
@@ -44,7 +76,7 @@ fn hello() -> PathBuf {
     }
     let st = cmd.status().expect("run cargo");
     assert!(st.success(), "cargo build --example hello failed");
-    prof.join("examples").join("hello")
+    bin
 }
 
 #[test]

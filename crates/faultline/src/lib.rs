@@ -39,6 +39,7 @@
 //! and pending slots) never reach the metadata: the consumer skips those records.
 
 pub mod drain;
+pub mod schema_pipe;
 pub mod session;
 
 pub use faultline_recorder as recorder;

@@ -10,16 +10,17 @@
 //! * **Attached** (the program runs under `faultline record`): the environment names an
 //!   inherited memfd ([`ENV_CHANNEL_FD`], checked against [`ENV_CHANNEL_ID`]) and an inherited
 //!   pipe ([`ENV_SCHEMA_FD`]). `start` maps that channel instead of creating one, registers the
-//!   recorder, **publishes the schema** (one JSON [`SchemaMessage`] — event ids, providers,
-//!   names, typed fields — written to the pipe, which is then closed) and enables the events
+//!   recorder, **publishes the schema** (a [`SchemaMessage`] line — event ids, providers,
+//!   names, typed fields — on the pipe, see [`crate::schema_pipe`]; the pipe stays open for the
+//!   life of the process and carries the event classes registered later) and enables the events
 //!   named by `FAULTLINE_EVENTS` with the copy strategy of [`ENV_STRATEGY`]. There is no consumer
 //!   thread: the `faultline record` process drains the channel and writes the trace. Both
 //!   inherited descriptors are closed by `start` (the channel is re-opened close-on-exec), so a
 //!   program the traced one executes does not attach to the channel by accident; if the
 //!   variables are set but the descriptor is not that channel, `start` fails. A later session
-//!   of the same process (after `stop`) attaches to the same channel again — kept mapped for
-//!   the life of the process — without publishing the schema a second time: its events go to
-//!   the same trace.
+//!   of the same process (after `stop`) attaches to the same channel and pipe again — kept for
+//!   the life of the process — and, instead of a second schema, announces only the classes
+//!   registered since (an `events` line): its events go to the same trace.
 //!
 //! # Settings under `faultline record`
 //! `record` creates the channel and writes the trace, so it owns these builder settings; when
@@ -36,21 +37,29 @@
 //! | `max_restarts` | used | used |
 //! | `flush_interval`, `verbose` | the consumer thread's | no effect (`record` is the consumer) |
 //!
+//! # Event classes registered at run time
+//! Tracepoints registered while the session runs (`faultline_tracepoints::register`, e.g. by
+//! `faultline-tracing` on a callsite's first hit) are recorded too: the recorder follows every
+//! new tracepoint, and the session's registry listener hands each new class to the consumer
+//! before the class can be active — to the drain thread (embedded), which adds it to the
+//! metadata before writing the packet that holds its first record, or as an `events` line on
+//! the schema pipe (attached). The final metadata declares every class.
+//!
 //! # Who writes what
 //! The traced program's threads write the ring buffers (through the recorder); only the
 //! consumer (this process's drain thread, or `faultline record`) writes `consumed` and the
 //! trace files. One session per process at a time: the tracepoint registry is process-wide.
 
 use crate::drain::{Drain, DrainConfig, DrainStats};
+use crate::schema_pipe::{self, ClassSource, EventsMessage, Message};
 use faultline_ctf::{ClockDesc, CtfError, EnvDesc, EnvValue, TraceDesc, TraceWriter};
-use faultline_recorder::{attach, Policy, Recorder, RecorderConfig, RecorderStats, Strategy};
+use faultline_recorder::{Policy, Recorder, RecorderConfig, RecorderStats, Strategy};
 use faultline_ringbuf::{Channel, ChannelConfig, ClockKind, Mode};
 use faultline_schema::{EventDesc, OwnedEventDesc};
-use faultline_tracepoints::{ProbeHandle, Tracepoint};
+use faultline_tracepoints::{ListenerHandle, ProbeHandle, ProbeKind, Tracepoint};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -254,27 +263,38 @@ impl SessionBuilder {
             ..ChannelConfig::default()
         };
         let chan = Arc::new(Channel::create(&cfg)?);
-        let events: Vec<(u32, EventDesc)> = faultline_tracepoints::tracepoints()
-            .iter()
-            .map(|tp| (tp.id(), *tp.desc()))
-            .collect();
+        let late = Arc::new(Mutex::new(Vec::new()));
+        let late2 = late.clone();
+        let (all, listener) = faultline_tracepoints::subscribe(Arc::new(move |tp| {
+            lock(&late2).push((tp.id(), *tp.desc()));
+        }));
+        let events: Vec<(u32, EventDesc)> = all.iter().map(|tp| (tp.id(), *tp.desc())).collect();
         let desc = TraceDesc {
             uuid: chan.uuid(),
             clock: clock_desc(&chan),
             env: env_desc(&procname(), &self.policy.to_string(), chan.mode()),
             events: events.clone(),
         };
-        let writer = TraceWriter::create(&dir, &desc).map_err(|e| match e {
-            // Created meanwhile by someone else: the same answer as the check above.
-            CtfError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
-                SessionError::TraceExists(dir.clone())
+        let writer = match TraceWriter::create(&dir, &desc) {
+            Ok(w) => w,
+            Err(e) => {
+                faultline_tracepoints::unsubscribe(listener);
+                return Err(match e {
+                    // Created meanwhile by someone else: the same answer as the check above.
+                    CtfError::Io { source, .. }
+                        if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                    {
+                        SessionError::TraceExists(dir.clone())
+                    }
+                    e => e.into(),
+                });
             }
-            e => e.into(),
-        })?;
+        };
         let recorder = Recorder::new(chan.clone(), self.recorder_config(self.policy));
         let handle = attach_all(&recorder);
         let stop = Arc::new(AtomicBool::new(false));
         let mut drain = Drain::new(chan.clone(), writer, events.len(), self.drain);
+        drain.set_class_source(Box::new(LateClasses(late)));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("faultline-drain".into())
@@ -295,6 +315,7 @@ impl SessionBuilder {
                 recorder,
                 handle,
                 events,
+                listener: Some(listener),
                 kind: Kind::Embedded {
                     dir,
                     stop,
@@ -306,51 +327,91 @@ impl SessionBuilder {
 
     fn start_attached(self) -> Result<Session, SessionError> {
         let bad = |m: String| SessionError::Inherited(m);
-        // A later session of this process reuses the channel the first one attached to (the
-        // inherited descriptors are closed by then, and the schema is already published).
-        let (chan, schema_fd) = match attached_channel() {
-            Some(chan) => (chan, None),
-            None => {
-                let (chan, sfd) = open_inherited()?;
-                (chan, Some(sfd))
-            }
-        };
         let policy = match std::env::var(ENV_STRATEGY) {
             Ok(s) => s
                 .parse::<Policy>()
                 .map_err(|e| SessionError::Config(format!("{ENV_STRATEGY}: {e}")))?,
             Err(_) => self.policy,
         };
-        let events: Vec<(u32, EventDesc)> = faultline_tracepoints::tracepoints()
-            .iter()
-            .map(|tp| (tp.id(), *tp.desc()))
-            .collect();
+        // A later session of this process reuses what the first one set up: the inherited
+        // descriptors are gone by then and the schema is already published.
+        let mut attached = lock(&ATTACHED);
+        let (chan, pipe, sent, first_sfd) = match attached.as_ref() {
+            Some(a) => (a.chan.clone(), a.pipe.clone(), a.sent.clone(), None),
+            None => {
+                let (chan, sfd) = open_inherited()?;
+                // SAFETY: the schema fd was inherited for us (ENV_SCHEMA_FD contract); we take
+                // ownership, make it close-on-exec, and keep it for the life of the process.
+                let pipe = unsafe {
+                    libc::fcntl(sfd, libc::F_SETFD, libc::FD_CLOEXEC);
+                    File::from(OwnedFd::from_raw_fd(sfd))
+                };
+                let sent = Arc::new(Mutex::new(HashSet::new()));
+                (chan, Arc::new(Mutex::new(pipe)), sent, Some(sfd))
+            }
+        };
+        let (pipe2, sent2) = (pipe.clone(), sent.clone());
+        // Each class registered from now on: one `events` line, written before the class can
+        // be active (schema_pipe module docs), once per process. A failed write (recorder
+        // gone) loses only the description; the records would be rejected by nobody, so
+        // nothing else to do.
+        let (all, listener) = faultline_tracepoints::subscribe(Arc::new(move |tp| {
+            if !lock(&sent2).insert(tp.id()) {
+                return;
+            }
+            let m = Message::Events(EventsMessage {
+                events: vec![SchemaEvent {
+                    id: tp.id(),
+                    desc: OwnedEventDesc::from(tp.desc()),
+                }],
+            });
+            let _ = schema_pipe::send(&mut lock(&pipe2), &m);
+        }));
+        let events: Vec<(u32, EventDesc)> = all.iter().map(|tp| (tp.id(), *tp.desc())).collect();
+        // The classes this process has not announced yet: all of them for the first session,
+        // those registered between two sessions for a later one.
+        let unsent: Vec<SchemaEvent> = {
+            let mut sent = lock(&sent);
+            events
+                .iter()
+                .filter(|(id, _)| sent.insert(*id))
+                .map(|(id, d)| SchemaEvent {
+                    id: *id,
+                    desc: OwnedEventDesc::from(d),
+                })
+                .collect()
+        };
         let recorder = Recorder::new(chan.clone(), self.recorder_config(policy));
         let handle = attach_all(&recorder);
-        if let Some(sfd) = schema_fd {
+        if let Some(sfd) = first_sfd {
             let msg = SchemaMessage {
                 version: SCHEMA_VERSION,
                 pid: std::process::id(),
                 procname: procname(),
                 hostname: hostname(),
                 policy: policy.to_string(),
-                events: events
-                    .iter()
-                    .map(|(id, d)| SchemaEvent {
-                        id: *id,
-                        desc: OwnedEventDesc::from(d),
-                    })
-                    .collect(),
+                events: unsent,
             };
-            let json = serde_json::to_vec(&msg).map_err(|e| SessionError::Config(e.to_string()))?;
-            // SAFETY: the schema fd was inherited for us (ENV_SCHEMA_FD contract); we take
-            // ownership and close it after writing.
-            let mut pipe = unsafe { File::from(OwnedFd::from_raw_fd(sfd)) };
-            pipe.write_all(&json)
-                .map_err(|e| bad(format!("cannot publish the schema on fd {sfd}: {e}")))?;
-            drop(pipe);
-            remember_attached(&chan);
+            // The listener is registered: a class registered now waits for this lock, so its
+            // line follows the schema line.
+            let published = schema_pipe::send(&mut lock(&pipe), &Message::Schema(msg));
+            if let Err(e) = published {
+                faultline_tracepoints::unsubscribe(listener);
+                if let Some(h) = handle {
+                    faultline_tracepoints::unregister(h);
+                }
+                return Err(bad(format!("cannot publish the schema on fd {sfd}: {e}")));
+            }
+            *attached = Some(Attachment {
+                chan: chan.clone(),
+                pipe,
+                sent,
+            });
+        } else if !unsent.is_empty() {
+            let m = Message::Events(EventsMessage { events: unsent });
+            let _ = schema_pipe::send(&mut lock(&pipe), &m);
         }
+        drop(attached);
         // Under `faultline record` its event list wins over the program's own choice.
         let spec = std::env::var(ENV_EVENTS)
             .ok()
@@ -367,6 +428,7 @@ impl SessionBuilder {
                 recorder,
                 handle,
                 events,
+                listener: Some(listener),
                 kind: Kind::Attached { overridden },
             }),
         })
@@ -432,16 +494,16 @@ impl SessionBuilder {
     }
 }
 
-/// The channel an earlier session of this process attached to under `faultline record`.
-static ATTACHED: Mutex<Option<Arc<Channel>>> = Mutex::new(None);
-
-fn attached_channel() -> Option<Arc<Channel>> {
-    ATTACHED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+/// What the first session of the process attached under `faultline record` set up, reused
+/// by later sessions: the channel, the schema pipe (open for the life of the process), and the
+/// ids of the event classes announced on it (each is announced once).
+struct Attachment {
+    chan: Arc<Channel>,
+    pipe: Arc<Mutex<File>>,
+    sent: Arc<Mutex<HashSet<u32>>>,
 }
 
-fn remember_attached(chan: &Arc<Channel>) {
-    *ATTACHED.lock().unwrap_or_else(|e| e.into_inner()) = Some(chan.clone());
-}
+static ATTACHED: Mutex<Option<Attachment>> = Mutex::new(None);
 
 /// Map the channel `faultline record` handed down ([`ENV_CHANNEL_FD`], checked against
 /// [`ENV_CHANNEL_ID`]); return it and the schema pipe ([`ENV_SCHEMA_FD`]). The inherited
@@ -479,8 +541,25 @@ fn open_inherited() -> Result<(Arc<Channel>, i32), SessionError> {
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 fn attach_all(recorder: &Arc<Recorder>) -> Option<ProbeHandle> {
-    // No tracepoint in the executable is not an error: there is just nothing to record.
-    attach(recorder, "*").ok()
+    // Every tracepoint, including the ones registered later (none at all is not an error).
+    Some(faultline_tracepoints::register_probe_following(
+        "*",
+        recorder.clone(),
+        ProbeKind::Faultable,
+    ))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The embedded drain's class source: what the registry listener collected.
+struct LateClasses(Arc<Mutex<Vec<(u32, EventDesc)>>>);
+
+impl ClassSource for LateClasses {
+    fn poll(&mut self) -> Vec<(u32, EventDesc)> {
+        std::mem::take(&mut *lock(&self.0))
+    }
 }
 
 fn env_fd(name: &str) -> Result<i32, String> {
@@ -607,6 +686,8 @@ struct Inner {
     recorder: Arc<Recorder>,
     handle: Option<ProbeHandle>,
     events: Vec<(u32, EventDesc)>,
+    /// The registry listener that forwards run-time classes to the consumer.
+    listener: Option<ListenerHandle>,
     kind: Kind,
 }
 
@@ -653,6 +734,10 @@ pub struct Summary {
     pub lost_writer_died: u64,
     /// Events taken from the ring buffer but not written (disk errors, rejected packets).
     pub not_written: u64,
+    /// Values read from shared memory that failed a check (one line each, naming the CPU
+    /// buffer); empty in any run whose traced program did not corrupt its buffers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shm_errors: Vec<String>,
     /// First and last disk error, if any.
     pub write_error: Option<String>,
     pub last_write_error: Option<String>,
@@ -667,8 +752,13 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// All losses; saturating (the per-cause sums already saturate on garbage counters and
+    /// say so in `shm_errors`).
     pub fn lost_total(&self) -> u64 {
-        self.lost_full + self.lost_stalled + self.lost_too_big + self.lost_no_buffer
+        self.lost_full
+            .saturating_add(self.lost_stalled)
+            .saturating_add(self.lost_too_big)
+            .saturating_add(self.lost_no_buffer)
     }
 
     /// Fill the trace-side fields from a drain's stats.
@@ -677,7 +767,11 @@ impl Summary {
         for (&cpu, by_id) in &d.events {
             let cs = self.per_cpu.entry(cpu).or_default();
             for (id, &n) in by_id {
-                let name = names.get(id).cloned().unwrap_or_else(|| format!("id {id}"));
+                let name = names
+                    .get(id)
+                    .or_else(|| d.late_events.get(id))
+                    .cloned()
+                    .unwrap_or_else(|| format!("id {id}"));
                 *cs.events.entry(name.clone()).or_insert(0) += n;
                 *self.events.entry(name).or_insert(0) += n;
                 cs.events_total += n;
@@ -689,7 +783,9 @@ impl Summary {
         self.drain = Some(d.clone());
     }
 
-    /// Fill the ring-buffer-side fields from the channel's counters.
+    /// Fill the ring-buffer-side fields from the channel's counters. They are shared memory:
+    /// sums are checked; a CPU whose counters would overflow a total is left out of the totals
+    /// and named in `shm_errors` (never a wrapped total).
     pub fn add_channel(&mut self, chan: &Channel) {
         for cpu in 0..chan.num_cpus() {
             let Some(st) = chan.cpu_stats(cpu) else {
@@ -703,9 +799,25 @@ impl Summary {
             cs.lost_stalled = st.lost_stalled;
             cs.lost_too_big = st.lost_too_big;
             cs.remote_commits = st.remote_commits;
-            self.lost_full += st.lost_full;
-            self.lost_stalled += st.lost_stalled;
-            self.lost_too_big += st.lost_too_big;
+            let sums = (
+                self.lost_full.checked_add(st.lost_full),
+                self.lost_stalled.checked_add(st.lost_stalled),
+                self.lost_too_big.checked_add(st.lost_too_big),
+                st.checked_lost_total(),
+            );
+            match sums {
+                (Some(f), Some(s), Some(b), Ok(_)) => {
+                    self.lost_full = f;
+                    self.lost_stalled = s;
+                    self.lost_too_big = b;
+                }
+                (.., Err(e)) => self.shm_errors.push(e.to_string()),
+                _ => self.shm_errors.push(format!(
+                    "CPU {cpu} buffer corrupted: loss counters (full {}, stalled {}, too big {}) \
+                     overflow the totals; left out of them",
+                    st.lost_full, st.lost_stalled, st.lost_too_big
+                )),
+            }
         }
     }
 
@@ -776,6 +888,9 @@ impl Summary {
                 })
                 .collect();
             println!("  copy strategies: {}", per.join(", "));
+        }
+        for e in &self.shm_errors {
+            println!("  SHARED MEMORY: {e}");
         }
         if let Some(e) = &self.write_error {
             println!("  DISK ERROR: {e}");
@@ -859,6 +974,9 @@ impl Session {
             return Ok(Summary::default());
         };
         faultline_tracepoints::set_events("");
+        if let Some(l) = inner.listener.take() {
+            faultline_tracepoints::unsubscribe(l);
+        }
         if let Some(h) = inner.handle.take() {
             // Waits until no call can still be inside the recorder.
             faultline_tracepoints::unregister(h);

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_tracing;
 pub mod demo;
 pub mod export;
+pub mod harness;
 pub mod record;
 pub mod stats;
 pub mod stress;

@@ -51,6 +51,7 @@ use faultline_schema::EventDesc;
 
 use crate::probe::{Probe, ProbeArray, ProbeKind};
 use crate::srcu::{rcu_is_null, rcu_load, Flavour, Srcu};
+use crate::TraceOutcome;
 
 /// Every tracepoint linked into the executable (unordered; see [`tracepoints`] for the sorted,
 /// numbered list).
@@ -153,6 +154,30 @@ impl Tracepoint {
         if !rcu_is_null(&self.arrays[ProbeKind::Faultable as usize]) {
             self.fire_kind(ProbeKind::Faultable, payload);
         }
+    }
+
+    /// Call every probe registered on this tracepoint with `payload`, like
+    /// [`fire`](Self::fire), and return what became of the event (see [`TraceOutcome`]):
+    /// [`TraceOutcome::Disabled`] if no probe ran. Call sites reach it through
+    /// [`try_trace!`](crate::try_trace).
+    pub fn fire_outcome(&'static self, payload: &dyn crate::Payload) -> TraceOutcome {
+        let mut out = TraceOutcome::Disabled;
+        for kind in [ProbeKind::NonFaultable, ProbeKind::Faultable] {
+            if rcu_is_null(&self.arrays[kind as usize]) {
+                continue;
+            }
+            let Some(domains) = DOMAINS.get() else {
+                return out;
+            };
+            let guard = domains[kind as usize].read_lock();
+            // SAFETY: as in `fire_kind`: `arrays[k]` only holds null or leaked
+            // `Box<ProbeArray>`s published with rcu_swap, freed only after a grace period of
+            // domain k, and we hold a read-side section of domain k.
+            if let Some(a) = unsafe { rcu_load(&self.arrays[kind as usize], &guard) } {
+                out = out.merge(a.call_all_outcome(self, payload));
+            }
+        }
+        out
     }
 
     /// Call the probes of one kind inside a read-side section of that kind's domain.

@@ -379,6 +379,22 @@ fn spans_become_duration_events_on_thread_tracks() {
         (work["tid"].as_u64(), work["args"]["cpu"].as_u64()),
         (Some(7), Some(0))
     );
+    // --tracks keeps one copy of the events whose thread is known; spans stay on threads.
+    let count = |j: &J, pid: u64, ph: &str| {
+        events(j)
+            .iter()
+            .filter(|e| e["pid"] == pid && e["ph"] == ph)
+            .count()
+    };
+    let cpu_only = export(&dir, &["--tracks", "cpu"]);
+    assert_eq!((count(&cpu_only, 1, "i"), count(&cpu_only, 2, "i")), (9, 0));
+    assert_eq!(count(&cpu_only, 2, "X"), 4);
+    let thread_only = export(&dir, &["--tracks", "thread"]);
+    assert_eq!(
+        (count(&thread_only, 1, "i"), count(&thread_only, 2, "i")),
+        (0, 9)
+    );
+    assert_eq!(count(&thread_only, 2, "X"), 4);
 }
 
 /// The JSON data block of a timeline page.

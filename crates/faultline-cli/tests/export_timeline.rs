@@ -619,6 +619,7 @@ fn timeline_in_chromium() {
     let r = node_driver("timeline.mjs", &nm, &chromium, &[&page, &shot, &profile]);
     eprintln!("screenshot: {}", shot.display());
     assert_eq!(r["errors"], J::Array(vec![]), "{r}");
+    assert_eq!(r["ready"], true, "{r}");
     assert_eq!(r["requests"], J::Array(vec![]), "{r}");
     let st = stats(&dir);
     assert_eq!(

@@ -13,6 +13,15 @@
 //!    copy (kept records moved down, `content_size` fixed); otherwise it goes out as is;
 //! 3. hands the whole packet to [`TraceWriter::write_packet`] (one `write`).
 //!
+//! # Event classes that appear while draining
+//! With a [`ClassSource`] ([`Drain::set_class_source`]: tracepoints registered at run time,
+//! in this process or, under `faultline record`, announced over the schema pipe), the drain
+//! asks the source for new classes at the start of every poll and **after taking each packet,
+//! before writing it**, and declares them to the trace writer (which rewrites the metadata).
+//! A class is published before any record of it is committed, and the packet was taken after
+//! that commit, so its classes are known by then; a record of an id still unknown makes the
+//! writer reject the packet (counted), it is never written under a wrong description.
+//!
 //! Every `flush_interval` (default 200 ms) it also flushes quiet buffers
 //! ([`Channel::flush_all`], helpers pinned to each CPU), so events of a CPU that writes little
 //! reach the disk within about one interval. Between polls it sleeps in [`Consumer::wait`]
@@ -36,6 +45,7 @@
 //! counters, sequence numbers) are checked: an overflow is reported the same way, in one line
 //! naming the CPU buffer, and nothing is written from it (never a wrapped total).
 
+use crate::schema_pipe::ClassSource;
 use faultline_ctf::{CtfError, TraceWriter, WriterCounters};
 use faultline_ringbuf::{Channel, Consumer, PacketInfo, DISCARDED_RECORD_ID, PENDING_RECORD_ID};
 use serde::Serialize;
@@ -101,6 +111,10 @@ pub struct DrainStats {
     pub synthetic_packets: u64,
     /// Events written per CPU and event id.
     pub events: BTreeMap<u32, BTreeMap<u32, u64>>,
+    /// Event classes declared while draining (id -> `provider:name`).
+    pub late_events: BTreeMap<u32, String>,
+    /// Classes that could not be declared (bad names, clashes), one message each.
+    pub class_errors: Vec<String>,
 }
 
 /// The consumer loop (module docs).
@@ -120,6 +134,7 @@ pub struct Drain {
     broken: BTreeSet<u32>,
     /// Last packet header taken per CPU (sequence, end timestamp, cumulative losses).
     last: BTreeMap<u32, faultline_ringbuf::PacketHeader>,
+    classes: Option<Box<dyn ClassSource>>,
 }
 
 impl Drain {
@@ -139,6 +154,47 @@ impl Drain {
             last_flush: Instant::now(),
             broken: BTreeSet::new(),
             last: BTreeMap::new(),
+            classes: None,
+        }
+    }
+
+    /// Declare the classes `source` publishes as they appear (module docs).
+    pub fn set_class_source(&mut self, source: Box<dyn ClassSource>) {
+        self.classes = Some(source);
+    }
+
+    /// Ask the class source for new classes and declare them.
+    fn refresh_classes(&mut self) {
+        let Some(src) = self.classes.as_mut() else {
+            return;
+        };
+        let new = src.poll();
+        for e in src.take_errors() {
+            if self.stats.class_errors.len() < 64 {
+                self.stats.class_errors.push(e);
+            }
+        }
+        if new.is_empty() {
+            return;
+        }
+        if self.writer.add_events(&new).is_err() {
+            // One at a time, so one bad class does not keep the others out.
+            for ev in &new {
+                if let Err(e) = self.writer.add_events(std::slice::from_ref(ev)) {
+                    if self.stats.class_errors.len() < 64 {
+                        self.stats.class_errors.push(e.to_string());
+                    }
+                }
+            }
+        }
+        for (id, d) in new {
+            if self.writer.has_event(id) {
+                self.n_ids = self.n_ids.max(id as usize + 1);
+                self.stats.late_events.insert(id, d.full_name());
+            }
+        }
+        if self.pending.len() < self.n_ids {
+            self.pending.resize(self.n_ids, 0);
         }
     }
 
@@ -159,6 +215,7 @@ impl Drain {
     /// Take and write every complete sub-buffer now; flush quiet buffers when the interval has
     /// passed. Returns the number of packets taken.
     pub fn poll(&mut self) -> u64 {
+        self.refresh_classes();
         if self.last_flush.elapsed() >= self.cfg.flush_interval {
             self.flush(false);
         }
@@ -207,6 +264,9 @@ impl Drain {
                 let r = consumer.next_packet(cpu, &mut buf);
                 match r {
                     Ok(Some(info)) => {
+                        // Classes of the records in this packet were published before the
+                        // records were committed, so before this take (module docs).
+                        self.refresh_classes();
                         self.handle(&buf, &info);
                         self.packet = buf;
                         n += 1;
@@ -345,6 +405,7 @@ impl Drain {
     /// (fsync). Returns the stats and the writer's final counters (or its error).
     pub fn finish(mut self) -> (DrainStats, Result<WriterCounters, CtfError>) {
         self.flush(true);
+        self.refresh_classes();
         // Drain until a whole pass finds nothing (the flush above completed everything that
         // had content; a few passes cover a delivery that raced with it).
         let mut idle = 0;

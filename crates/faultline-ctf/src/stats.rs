@@ -3,9 +3,20 @@
 //! [`stats`] reads every stream once, in file order (no merge needed), checking everything the
 //! event iterator checks, and sums: events per name and per CPU, first/last timestamp, losses.
 //! Loss totals are the **last** packet's cumulative counters of each CPU, summed over CPUs
-//! (`lost_total` = sum of final `events_discarded`); `lost_packets` sums the
-//! `packet_seq_num` gaps. [`Stats`] serializes to JSON with the keys `events_total`,
-//! `lost_total`, `lost_full`, `lost_stalled`, `lost_too_big`, `lost_packets`, `packets`,
+//! (`lost_total` = sum of final `events_discarded`).
+//!
+//! # Lost packets
+//! `lost_packets` counts the packets missing **between** two packets of a stream: a
+//! `packet_seq_num` step from `a` to `b` means `b - a - 1` packets were lost (overwritten in
+//! flight-recorder mode before the consumer read them). This is what CTF readers report as
+//! discarded packets (babeltrace2 gives the same count: it needs a previous packet to place a
+//! gap). Packets produced before a stream's *first* packet in the trace (its `packet_seq_num`,
+//! non-zero when a flight recorder overwrote the oldest packets before they were read) are
+//! not a gap in the recorded window; they are counted apart, as `packets_before_first`.
+//!
+//! # JSON
+//! [`Stats`] serializes to JSON with the keys `events_total`, `lost_total`, `lost_full`,
+//! `lost_stalled`, `lost_too_big`, `lost_packets`, `packets_before_first`, `packets`,
 //! `events` (name → count), `cpus` (cpu as a string → count), `per_cpu`, `first_ts`,
 //! `last_ts`, `span_ns`, `bytes_on_disk`.
 
@@ -19,8 +30,11 @@ use std::collections::{BTreeMap, HashMap};
 pub struct CpuStats {
     pub events: u64,
     pub packets: u64,
-    /// Packets missing according to `packet_seq_num`.
+    /// Packets missing between two packets of the stream (`packet_seq_num` gaps).
     pub lost_packets: u64,
+    /// `packet_seq_num` of the stream's first packet: packets produced before it and not in
+    /// the trace (overwritten before they were read).
+    pub packets_before_first: u64,
     /// Final cumulative loss counters.
     pub lost: Losses,
     pub bytes: u64,
@@ -34,7 +48,10 @@ pub struct Stats {
     pub lost_full: u64,
     pub lost_stalled: u64,
     pub lost_too_big: u64,
+    /// Packets missing between two packets of a stream, summed over streams (module docs).
     pub lost_packets: u64,
+    /// Packets produced before each stream's first packet, summed over streams.
+    pub packets_before_first: u64,
     pub packets: u64,
     /// `provider:name` → count (only events that occur).
     pub events: BTreeMap<String, u64>,
@@ -72,8 +89,13 @@ pub fn stats(trace: &Trace) -> Result<Stats> {
         for item in trace.stream_events(s) {
             match item? {
                 StreamItem::Packet(p) => {
+                    // The reader reports the first packet's `packet_seq_num` as its gap.
+                    if cs.packets == 0 {
+                        cs.packets_before_first = p.header.packet_seq_num;
+                    } else {
+                        cs.lost_packets = cs.lost_packets.saturating_add(p.lost_packets);
+                    }
                     cs.packets += 1;
-                    cs.lost_packets = cs.lost_packets.saturating_add(p.lost_packets);
                     cs.lost = Losses {
                         events_discarded: p.header.events_discarded,
                         lost_full: p.header.lost_full,
@@ -92,6 +114,9 @@ pub fn stats(trace: &Trace) -> Result<Stats> {
         st.events_total += cs.events;
         st.packets += cs.packets;
         st.lost_packets = st.lost_packets.saturating_add(cs.lost_packets);
+        st.packets_before_first = st
+            .packets_before_first
+            .saturating_add(cs.packets_before_first);
         st.lost_total = st.lost_total.saturating_add(cs.lost.events_discarded);
         st.lost_full = st.lost_full.saturating_add(cs.lost.lost_full);
         st.lost_stalled = st.lost_stalled.saturating_add(cs.lost.lost_stalled);

@@ -14,14 +14,21 @@
 //! non-zero when a flight recorder overwrote the oldest packets before they were read) are
 //! not a gap in the recorded window; they are counted apart, as `packets_before_first`.
 //!
+//! # Truncated raw buffers
+//! `truncated_events` counts events with at least one raw buffer field that was not recorded
+//! whole (a non-zero `<name>_truncated` count, see [`faultline_schema::truncation_count_of`]),
+//! `truncated_bytes` the bytes left out, summed over those fields.
+//!
 //! # JSON
 //! [`Stats`] serializes to JSON with the keys `events_total`, `lost_total`, `lost_full`,
 //! `lost_stalled`, `lost_too_big`, `lost_packets`, `packets_before_first`, `packets`,
+//! `truncated_events`, `truncated_bytes`,
 //! `events` (name → count), `cpus` (cpu as a string → count), `per_cpu`, `first_ts`,
 //! `last_ts`, `span_ns`, `bytes_on_disk`.
 
 use crate::error::Result;
 use crate::reader::{Losses, StreamItem, Trace};
+use faultline_schema::{truncation_count_of, Value};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -53,6 +60,10 @@ pub struct Stats {
     /// Packets produced before each stream's first packet, summed over streams.
     pub packets_before_first: u64,
     pub packets: u64,
+    /// Events with a raw buffer not recorded whole (module docs).
+    pub truncated_events: u64,
+    /// Bytes of raw buffers not recorded.
+    pub truncated_bytes: u64,
     /// `provider:name` → count (only events that occur).
     pub events: BTreeMap<String, u64>,
     /// CPU → event count (JSON keys are strings).
@@ -81,6 +92,8 @@ pub fn stats(trace: &Trace) -> Result<Stats> {
     };
     // Counted by id, named at the end: no per-event allocation for the name.
     let mut by_id: HashMap<u32, u64> = HashMap::new();
+    // Per event id: indices of its raw buffers' truncation counts (usually none).
+    let mut trunc_fields: HashMap<u32, Vec<usize>> = HashMap::new();
     for s in trace.streams() {
         let mut cs = CpuStats {
             bytes: s.len,
@@ -106,6 +119,27 @@ pub fn stats(trace: &Trace) -> Result<Stats> {
                 StreamItem::Event(e) => {
                     cs.events += 1;
                     *by_id.entry(e.id).or_insert(0) += 1;
+                    let idx = trunc_fields.entry(e.id).or_insert_with(|| {
+                        let f = trace.event_schema(e.id).map_or(&[][..], |s| &s.fields[..]);
+                        f.windows(2)
+                            .enumerate()
+                            .filter(|(_, w)| {
+                                truncation_count_of(&w[0].name, w[0].ty, &w[1].name, w[1].ty)
+                                    .is_some()
+                            })
+                            .map(|(i, _)| i)
+                            .collect()
+                    });
+                    let mut cut = 0u64;
+                    for &i in idx.iter() {
+                        if let Some((_, Value::U(n))) = e.fields.get(i) {
+                            cut = cut.saturating_add(*n);
+                        }
+                    }
+                    if cut > 0 {
+                        st.truncated_events += 1;
+                        st.truncated_bytes = st.truncated_bytes.saturating_add(cut);
+                    }
                     st.first_ts = Some(st.first_ts.map_or(e.ts, |t| t.min(e.ts)));
                     st.last_ts = Some(st.last_ts.map_or(e.ts, |t| t.max(e.ts)));
                 }

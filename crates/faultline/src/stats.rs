@@ -9,7 +9,7 @@
 //!
 //! The JSON object ([`Report`]) has every key of [`faultline_ctf::Stats`] (`events_total`,
 //! `lost_total`, `lost_full`, `lost_stalled`, `lost_too_big`, `lost_packets`,
-//! `packets_before_first`, `packets`, `events`, `cpus`, `per_cpu`, `first_ts`, `last_ts`,
+//! `packets_before_first`, `packets`, `truncated_events`, `truncated_bytes`, `events`, `cpus`, `per_cpu`, `first_ts`, `last_ts`,
 //! `span_ns`, `bytes_on_disk`) plus
 //! `trace`, `clock_freq_hz`, `span_s` and `events_per_sec` (`null` when the span is 0).
 
@@ -30,12 +30,14 @@ packets lost: the gaps in a stream's packet sequence numbers between two packets
 (sub-buffers overwritten in --overwrite mode before they were read; the count CTF readers such as \
 babeltrace2 report as discarded packets), and apart from them the packets a stream produced \
 before its first packet in the trace (that packet's sequence number: a flight recorder that \
-overwrote its oldest sub-buffers); the time span from the first to the last event; \
-the throughput (events per second over that span); and the size of the trace on disk. --json \
-prints the same as one JSON object (keys events_total, lost_total, lost_full, lost_stalled, \
-lost_too_big, lost_packets, packets_before_first, packets, events, cpus, per_cpu, first_ts, \
-last_ts, span_ns, span_s, events_per_sec, bytes_on_disk, clock_freq_hz, trace). The whole trace is checked on the way: a \
-corrupted trace is an error, not a partial count.",
+overwrote its oldest sub-buffers); events whose raw buffer (RawBuf) field was longer than the \
+recording limit or the event and was cut (a non-zero <field>_truncated) and the bytes left out; \
+the time span from the first to the last event; the throughput (events per second over that \
+span); and the size of the trace on disk. --json prints the same as one JSON object (keys \
+events_total, lost_total, lost_full, lost_stalled, lost_too_big, lost_packets, \
+packets_before_first, packets, truncated_events, truncated_bytes, events, cpus, per_cpu, \
+first_ts, last_ts, span_ns, span_s, events_per_sec, bytes_on_disk, clock_freq_hz, trace). The \
+whole trace is checked on the way: a corrupted trace is an error, not a partial count.",
     after_help = concat!(
         "Examples:\n",
         "  faultline stats trace/\n",
@@ -132,6 +134,11 @@ pub fn write_text(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
         s.lost_too_big,
         s.lost_packets,
         s.packets_before_first
+    )?;
+    writeln!(
+        out,
+        "truncated   {} events with a raw buffer not recorded whole ({} bytes left out)",
+        s.truncated_events, s.truncated_bytes
     )?;
     let width = s.events.keys().map(|k| k.len()).max().unwrap_or(0).max(5);
     writeln!(out, "\n{:<width$}  {:>12}", "event", "count")?;

@@ -225,6 +225,8 @@ fn stats_json_exact() {
         "lost_packets": 1,
         "packets_before_first": 0,
         "packets": 6,
+        "truncated_events": 0,
+        "truncated_bytes": 0,
         "events": { "myapp:all": 5, "myapp:tick": 4, "other:read": 4 },
         "cpus": { "0": 7, "1": 6 },
         "per_cpu": {
@@ -267,8 +269,12 @@ fn stats_text() {
         "lost        13 events (buffer full 7, writer stalled 1, too big 5); 1 packets missing \
          between packets, 0 before the first packet of a stream"
     );
+    assert_eq!(
+        lines[6],
+        "truncated   0 events with a raw buffer not recorded whole (0 bytes left out)"
+    );
     let row = |name: &str, n: u64| format!("{name:<10}  {n:>12}");
-    let events: Vec<String> = lines[7..11].iter().map(|l| l.to_string()).collect();
+    let events: Vec<String> = lines[8..12].iter().map(|l| l.to_string()).collect();
     assert_eq!(
         events,
         [

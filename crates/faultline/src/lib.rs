@@ -1,13 +1,6 @@
-//! faultline: the command line's building blocks (stress harness, benchmarks).
-pub mod bench;
-pub mod demo;
+//! faultline: sessions that record a program's tracepoints into a CTF trace, alone or under
+//! `faultline record`, and the consumer that drains the ring buffers.
 pub mod drain;
-pub mod record;
 pub mod session;
-pub mod stats;
-pub mod stress;
-pub mod study;
-pub mod uffd;
-pub mod view;
 
 pub use session::{Session, SessionBuilder, SessionError, Summary};

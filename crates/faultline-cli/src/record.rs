@@ -22,12 +22,12 @@
 //!    leading dot keeps CTF readers away from it), and `record` exits with the program's status
 //!    (128 + signal number if it was killed).
 
-use crate::drain::{Drain, DrainConfig, DrainStats};
-use crate::session::{
+use anyhow::{bail, Context};
+use faultline::drain::{Drain, DrainConfig, DrainStats};
+use faultline::session::{
     self, clock_desc, env_desc, fd_id, group, SchemaMessage, Summary, ENV_CHANNEL_FD,
     ENV_CHANNEL_ID, ENV_EVENTS, ENV_SCHEMA_FD, ENV_STRATEGY, SCHEMA_VERSION,
 };
-use anyhow::{bail, Context};
 use faultline_ctf::{TraceDesc, TraceWriter};
 use faultline_recorder::Policy;
 use faultline_ringbuf::{Channel, ChannelConfig, ClockKind, Mode};

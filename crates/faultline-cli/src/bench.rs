@@ -541,7 +541,7 @@ struct Config {
     sync: SyncMode,
     threads: usize,
     consumer: bool,
-    /// Through a real [`crate::session::Session`] (its own consumer writing CTF to disk, its
+    /// Through a real [`faultline::session::Session`] (its own consumer writing CTF to disk, its
     /// default buffers) instead of the harness's channel and consumer.
     session: bool,
     /// Sub-buffer size when not the default (diagnostic rows: 4 x 1 MiB per CPU).
@@ -682,7 +682,7 @@ fn run_session(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
         Ev::String => "faultline_bench:string",
         _ => "faultline_bench:int",
     };
-    let session = crate::session::Session::builder()
+    let session = faultline::session::Session::builder()
         .output_dir(&dir)
         .events(spec)
         .verbose(false)

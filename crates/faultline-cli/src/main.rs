@@ -1,7 +1,7 @@
 //! The `faultline` command line.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use faultline::{bench, stress};
+use faultline_cli::{bench, stress};
 use faultline_ringbuf::{Mode, SyncMode};
 
 #[derive(Parser)]
@@ -29,10 +29,10 @@ enum ModeArg {
 
 #[derive(Subcommand)]
 enum Cmd {
-    Demo(faultline::demo::DemoArgs),
-    Record(faultline::record::RecordArgs),
-    View(faultline::view::ViewArgs),
-    Stats(faultline::stats::StatsArgs),
+    Demo(faultline_cli::demo::DemoArgs),
+    Record(faultline_cli::record::RecordArgs),
+    View(faultline_cli::view::ViewArgs),
+    Stats(faultline_cli::stats::StatsArgs),
     /// Torture the ring buffer: many threads, migrations between reserve and commit, signal
     /// storms, a concurrent consumer; then check every event was delivered exactly once or
     /// counted as lost. Exits non-zero if the check fails.
@@ -118,10 +118,10 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Demo(args) => std::process::exit(faultline::demo::main(&args)),
-        Cmd::Record(args) => std::process::exit(faultline::record::main(&args)),
-        Cmd::View(args) => std::process::exit(faultline::view::main(&args)),
-        Cmd::Stats(args) => std::process::exit(faultline::stats::main(&args)),
+        Cmd::Demo(args) => std::process::exit(faultline_cli::demo::main(&args)),
+        Cmd::Record(args) => std::process::exit(faultline_cli::record::main(&args)),
+        Cmd::View(args) => std::process::exit(faultline_cli::view::main(&args)),
+        Cmd::Stats(args) => std::process::exit(faultline_cli::stats::main(&args)),
         Cmd::Stress {
             threads,
             events,
@@ -186,13 +186,13 @@ fn main() -> anyhow::Result<()> {
             study,
         } => {
             if study {
-                let mut opt = faultline::study::StudyOptions::new(quick);
+                let mut opt = faultline_cli::study::StudyOptions::new(quick);
                 opt.rounds = rounds.unwrap_or(opt.rounds);
-                let rep = faultline::study::run(&opt)?;
+                let rep = faultline_cli::study::run(&opt)?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&rep)?);
                 } else {
-                    faultline::study::print(&rep);
+                    faultline_cli::study::print(&rep);
                 }
                 return Ok(());
             }

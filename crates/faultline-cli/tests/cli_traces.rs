@@ -495,7 +495,7 @@ fn help_teaches() {
 }
 
 /// Throughput of `view` on a large trace (1.2 M events); prints events/s. Not run by default:
-/// `cargo test --release -p faultline --test cli_traces -- --ignored --nocapture`.
+/// `cargo test --release -p faultline-cli --test cli_traces -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn view_throughput() {

@@ -11,7 +11,7 @@
 //! copies with fault fix-ups and records as *faulted* (zero-filled, with the number of unread
 //! bytes) instead of crashing.
 
-use crate::session::{group, Session, Summary};
+use faultline::session::{group, Session, Summary};
 use faultline_recorder::Strategy;
 use faultline_tracepoints::{trace, tracepoint, CStrPtr, RawBuf};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,10 @@
+//! The `faultline` command line's building blocks: `demo`, `record`, `view`, `stats`, the
+//! ring buffer's stress harness, the benchmarks and the copy-strategy study.
+pub mod bench;
+pub mod demo;
+pub mod record;
+pub mod stats;
+pub mod stress;
+pub mod study;
+pub mod uffd;
+pub mod view;

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod demo;
 pub mod record;
+pub mod soak;
 pub mod stats;
 pub mod stress;
 pub mod study;

@@ -201,7 +201,7 @@ fn mode_name(m: Mode) -> &'static str {
 }
 
 impl ModeReport {
-    fn violation(&mut self, round: u64, msg: impl Into<String>) {
+    fn violation(&mut self, round: &str, msg: impl Into<String>) {
         if self.violations.len() < MAX_VIOLATIONS {
             self.violations
                 .push(format!("round {round}: {}", msg.into()));
@@ -348,6 +348,12 @@ fn one_round(
     round: u64,
     m: &mut ModeReport,
 ) {
+    // Named with how it ended, so a violation can be related to the kill's timing.
+    let round = &if finish {
+        format!("{round} (ran to the end)")
+    } else {
+        format!("{round} (killed after {} ms)", kill_after.as_millis())
+    };
     let trace = dir.join("trace");
     let log = dir.join("log");
     let pidfile = dir.join("pid");
@@ -648,7 +654,7 @@ fn babeltrace2_round(
     mode: Mode,
     events: u64,
     st: &faultline_ctf::Stats,
-    round: u64,
+    round: &str,
     m: &mut ModeReport,
 ) {
     let out = match Command::new("babeltrace2").arg(trace).output() {

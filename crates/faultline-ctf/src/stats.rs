@@ -90,10 +90,10 @@ pub fn stats(trace: &Trace) -> Result<Stats> {
         bytes_on_disk: trace.bytes_on_disk(),
         ..Stats::default()
     };
-    // Counted by id, named at the end: no per-event allocation for the name.
-    let mut by_id: HashMap<u32, u64> = HashMap::new();
-    // Per event id: indices of its raw buffers' truncation counts (usually none).
-    let mut trunc_fields: HashMap<u32, Vec<usize>> = HashMap::new();
+    // Counted by id, named at the end (no per-event allocation for the name). Per event id:
+    // its count and the indices of its raw buffers' truncation counts (usually
+    // none), looked up once per event.
+    let mut by_id: HashMap<u32, (u64, Vec<usize>)> = HashMap::new();
     for s in trace.streams() {
         let mut cs = CpuStats {
             bytes: s.len,
@@ -118,22 +118,24 @@ pub fn stats(trace: &Trace) -> Result<Stats> {
                 }
                 StreamItem::Event(e) => {
                     cs.events += 1;
-                    *by_id.entry(e.id).or_insert(0) += 1;
-                    let idx = trunc_fields.entry(e.id).or_insert_with(|| {
+                    let (n, idx) = by_id.entry(e.id).or_insert_with(|| {
                         let f = trace.event_schema(e.id).map_or(&[][..], |s| &s.fields[..]);
-                        f.windows(2)
+                        let idx = f
+                            .windows(2)
                             .enumerate()
                             .filter(|(_, w)| {
                                 truncation_count_of(&w[0].name, w[0].ty, &w[1].name, w[1].ty)
                                     .is_some()
                             })
                             .map(|(i, _)| i)
-                            .collect()
+                            .collect();
+                        (0, idx)
                     });
+                    *n += 1;
                     let mut cut = 0u64;
                     for &i in idx.iter() {
-                        if let Some((_, Value::U(n))) = e.fields.get(i) {
-                            cut = cut.saturating_add(*n);
+                        if let Some((_, Value::U(c))) = e.fields.get(i) {
+                            cut = cut.saturating_add(*c);
                         }
                     }
                     if cut > 0 {
@@ -158,7 +160,7 @@ pub fn stats(trace: &Trace) -> Result<Stats> {
         st.cpus.insert(s.cpu, cs.events);
         st.per_cpu.insert(s.cpu, cs);
     }
-    for (id, n) in by_id {
+    for (id, (n, _)) in by_id {
         if let Some(ev) = trace.event_schema(id) {
             *st.events.entry(ev.name.clone()).or_insert(0) += n;
         }

@@ -13,7 +13,8 @@
 //! Every writer emits `testapp:seq { thread, seq, pad }` with consecutive `seq` from 0 and, once
 //! the recorder returned, appends `thread seq` (committed) or `thread seq L` (not recorded:
 //! counted as lost by the ring buffer) to a log with one `O_APPEND` write. So every sequence
-//! number a writer finished is in the log; only the one in flight when the kill landed is not
+//! number a writer finished is in the log (a kill can cut that write short: a last line
+//! without its newline is ignored, its event counts as in flight); only the one in flight when the kill landed is not
 //! (in the trace if it was committed, counted as "writer died" by `record`'s dead-writer
 //! recovery if it was reserved, nowhere if it was not reserved yet).
 //!
@@ -543,7 +544,13 @@ fn one_round(
     }
 
     // The writers' log.
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let mut text = std::fs::read_to_string(&log).unwrap_or_default();
+    // A SIGKILL can cut the last write short (seen: "1 1007" of "1 10070 L\n"): a line without
+    // its newline was not logged, its event was in flight.
+    if !text.ends_with('\n') {
+        let keep = text.rfind('\n').map_or(0, |i| i + 1);
+        text.truncate(keep);
+    }
     let mut committed: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
     let mut lost: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
     for line in text.lines() {

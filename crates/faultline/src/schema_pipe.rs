@@ -369,7 +369,8 @@ mod tests {
         w.write_all(&line[..5]).unwrap();
         assert_eq!(rd.read_available().0, vec![]);
         w.write_all(&line[5..]).unwrap();
-        w.write_all(b"{\"type\":\"from_the_future\",\"x\":1}\n\n").unwrap();
+        w.write_all(b"{\"type\":\"from_the_future\",\"x\":1}\n\n")
+            .unwrap();
         w.write_all(&line).unwrap();
         let (msgs, errs) = rd.read_available();
         assert_eq!(msgs, vec![ev.clone(), ev]);

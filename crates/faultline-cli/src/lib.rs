@@ -6,6 +6,7 @@ pub mod demo;
 pub mod export;
 pub mod harness;
 pub mod record;
+pub mod soak;
 pub mod stats;
 pub mod stress;
 pub mod study;

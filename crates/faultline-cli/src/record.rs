@@ -514,10 +514,13 @@ pub fn main(a: &RecordArgs) -> i32 {
         num_subbuf: a.subbufs,
         clock: a.monotonic.then_some(ClockKind::Monotonic),
         progress: !a.json,
-        libc: a.libc.as_ref().map(|calls| crate::libc_preload::LibcOptions {
-            calls: calls.clone(),
-            data_bytes: a.libc_data,
-        }),
+        libc: a
+            .libc
+            .as_ref()
+            .map(|calls| crate::libc_preload::LibcOptions {
+                calls: calls.clone(),
+                data_bytes: a.libc_data,
+            }),
     };
     match run(&opt) {
         Ok(r) => {

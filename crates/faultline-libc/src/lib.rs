@@ -233,7 +233,11 @@ fn attach() -> Result<(), String> {
         .is_some()
         .then(|| env_fd(ENV_SCHEMA_FD))
         .transpose()?;
-    let keep = if schema_fd.is_some() { move_high(fd) } else { fd };
+    let keep = if schema_fd.is_some() {
+        move_high(fd)
+    } else {
+        fd
+    };
     // The channel maps a close-on-exec duplicate (also high); `keep` stays open for executed
     // images.
     // SAFETY: fcntl on an open descriptor.

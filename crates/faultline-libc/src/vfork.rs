@@ -34,7 +34,11 @@ extern "C" fn vfork_child() -> pid_t {
 extern "C" fn vfork_parent(raw: i64, t0: u64) -> pid_t {
     let t1 = now();
     let _ = STATE.try_with(|s| s.flags.set(s.flags.get() & !VFORK_CHILD));
-    let (ret, e) = if raw < 0 { (-1, (-raw) as i32) } else { (raw as pid_t, 0) };
+    let (ret, e) = if raw < 0 {
+        (-1, (-raw) as i32)
+    } else {
+        (raw as pid_t, 0)
+    };
     if VFORK.is_active() && may_record() {
         in_tracer(|| trace!(VFORK, ret as i64, e, ns(t0, t1), pid(), tid()));
     }

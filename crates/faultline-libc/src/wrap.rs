@@ -276,7 +276,10 @@ macro_rules! mmap_wrapper {
             fd: c_int,
             off: off_t,
         ) -> *mut c_void {
-            let f = real!($sym, fn(*mut c_void, size_t, c_int, c_int, c_int, off_t) -> *mut c_void);
+            let f = real!(
+                $sym,
+                fn(*mut c_void, size_t, c_int, c_int, c_int, off_t) -> *mut c_void
+            );
             traced(
                 MMAP.is_active(),
                 || match f {
@@ -286,8 +289,20 @@ macro_rules! mmap_wrapper {
                 },
                 |r| r == libc::MAP_FAILED,
                 |r, d| {
-                    trace!(MMAP, addr as u64, len as u64, prot, flags, fd, off, r as i64, d.errno,
-                        d.dur_ns, d.pid, d.tid)
+                    trace!(
+                        MMAP,
+                        addr as u64,
+                        len as u64,
+                        prot,
+                        flags,
+                        fd,
+                        off,
+                        r as i64,
+                        d.errno,
+                        d.dur_ns,
+                        d.pid,
+                        d.tid
+                    )
                 },
             )
         }
@@ -321,7 +336,11 @@ fn argv1(argv: *const *const c_char) -> CStrPtr {
 
 /// An exec-like call: `execve` on entry, `execve_failed` if it returns.
 #[inline(always)]
-fn exec_like(path: *const c_char, argv: *const *const c_char, call: impl FnOnce() -> c_int) -> c_int {
+fn exec_like(
+    path: *const c_char,
+    argv: *const *const c_char,
+    call: impl FnOnce() -> c_int,
+) -> c_int {
     let on = (EXECVE.is_active() || EXECVE_FAILED.is_active()) && may_record();
     if !on {
         return call();
@@ -332,7 +351,15 @@ fn exec_like(path: *const c_char, argv: *const *const c_char, call: impl FnOnce(
     let t1 = now();
     let e = crate::thread::errno();
     in_tracer(|| {
-        trace!(EXECVE_FAILED, CStrPtr(path), r as i64, e, ns(t0, t1), pid(), tid())
+        trace!(
+            EXECVE_FAILED,
+            CStrPtr(path),
+            r as i64,
+            e,
+            ns(t0, t1),
+            pid(),
+            tid()
+        )
     });
     set_errno(e);
     r
@@ -348,7 +375,10 @@ pub unsafe extern "C" fn execve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let f = real!(execve, fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int);
+    let f = real!(
+        execve,
+        fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int
+    );
     exec_like(path, argv, || match f {
         // SAFETY: the caller's arguments, unchanged, to the function it meant to call.
         Some(f) => unsafe { f(path, argv, envp) },
@@ -394,7 +424,10 @@ pub unsafe extern "C" fn execvpe(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let f = real!(execvpe, fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int);
+    let f = real!(
+        execvpe,
+        fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int
+    );
     exec_like(file, argv, || match f {
         // SAFETY: as in `execve`.
         Some(f) => unsafe { f(file, argv, envp) },
@@ -419,13 +452,25 @@ fn spawn_like(pidp: *mut pid_t, path: *const c_char, call: impl FnOnce() -> c_in
         |r| r != 0,
         |r, d| {
             let mut child = [0u8; 4];
-            let c = if r == 0 && !pidp.is_null() && copy_from_user(&mut child, pidp as *const u8) == 0 {
+            let c = if r == 0
+                && !pidp.is_null()
+                && copy_from_user(&mut child, pidp as *const u8) == 0
+            {
                 i32::from_ne_bytes(child)
             } else {
                 -1
             };
             // posix_spawn returns its error number instead of setting errno.
-            trace!(POSIX_SPAWN, CStrPtr(path), c, r as i64, r, d.dur_ns, d.pid, d.tid)
+            trace!(
+                POSIX_SPAWN,
+                CStrPtr(path),
+                c,
+                r as i64,
+                r,
+                d.dur_ns,
+                d.pid,
+                d.tid
+            )
         },
     )
 }
@@ -443,9 +488,17 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let f: Option<SpawnFn> = real!(posix_spawn, fn(*mut pid_t, *const c_char,
-        *const libc::posix_spawn_file_actions_t, *const libc::posix_spawnattr_t,
-        *const *mut c_char, *const *mut c_char) -> c_int);
+    let f: Option<SpawnFn> = real!(
+        posix_spawn,
+        fn(
+            *mut pid_t,
+            *const c_char,
+            *const libc::posix_spawn_file_actions_t,
+            *const libc::posix_spawnattr_t,
+            *const *mut c_char,
+            *const *mut c_char,
+        ) -> c_int
+    );
     spawn_like(pidp, path, || match f {
         // SAFETY: the caller's arguments, unchanged, to the function it meant to call.
         Some(f) => unsafe { f(pidp, path, fa, attr, argv, envp) },
@@ -466,9 +519,17 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    let f: Option<SpawnFn> = real!(posix_spawnp, fn(*mut pid_t, *const c_char,
-        *const libc::posix_spawn_file_actions_t, *const libc::posix_spawnattr_t,
-        *const *mut c_char, *const *mut c_char) -> c_int);
+    let f: Option<SpawnFn> = real!(
+        posix_spawnp,
+        fn(
+            *mut pid_t,
+            *const c_char,
+            *const libc::posix_spawn_file_actions_t,
+            *const libc::posix_spawnattr_t,
+            *const *mut c_char,
+            *const *mut c_char,
+        ) -> c_int
+    );
     spawn_like(pidp, file, || match f {
         // SAFETY: as in `posix_spawn`.
         Some(f) => unsafe { f(pidp, file, fa, attr, argv, envp) },
@@ -548,7 +609,10 @@ pub unsafe extern "C" fn syscall(
     a4: c_long,
     a5: c_long,
 ) -> c_long {
-    let f = real!(syscall, fn(c_long, c_long, c_long, c_long, c_long, c_long, c_long) -> c_long);
+    let f = real!(
+        syscall,
+        fn(c_long, c_long, c_long, c_long, c_long, c_long, c_long) -> c_long
+    );
     traced(
         SYSCALL.is_active(),
         || match f {
@@ -557,6 +621,8 @@ pub unsafe extern "C" fn syscall(
             None => c_long::missing(),
         },
         |r| r == -1,
-        |r, d| trace!(SYSCALL, nr, a0 as u64, a1 as u64, a2 as u64, r, d.errno, d.dur_ns, d.pid, d.tid),
+        |r, d| {
+            trace!(SYSCALL, nr, a0 as u64, a1 as u64, a2 as u64, r, d.errno, d.dur_ns, d.pid, d.tid)
+        },
     )
 }

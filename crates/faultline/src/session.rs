@@ -572,7 +572,8 @@ impl Summary {
         if let Some(d) = &self.dir {
             let _ = writeln!(out, "trace: {}", d.display());
         }
-        let _ = writeln!(out, 
+        let _ = writeln!(
+            out,
             "events written: {}   lost: {}   not written (disk): {}",
             w(self.events_written),
             w(self.lost_total()),
@@ -615,7 +616,8 @@ impl Summary {
             w(self.commits_remote)
         );
         if let Some(r) = &self.recorder {
-            let _ = writeln!(out, 
+            let _ = writeln!(
+                out,
                 "  faulted events (bad pointers, zero-filled): {} ({} bytes unreadable)",
                 w(r.faulted),
                 w(r.faulted_bytes)

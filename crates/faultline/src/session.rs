@@ -588,7 +588,8 @@ impl Summary {
         if !self.per_cpu.is_empty() {
             let _ = writeln!(out, "  per CPU:");
             for (cpu, c) in &self.per_cpu {
-                let _ = writeln!(out, 
+                let _ = writeln!(
+                    out,
                     "    cpu {cpu:<3} events {:>12}   lost full {} stalled {} too-big {}   REMOTE commits {}",
                     w(c.events_total),
                     w(c.lost_full),
@@ -598,7 +599,8 @@ impl Summary {
                 );
             }
         }
-        let _ = writeln!(out, 
+        let _ = writeln!(
+                    out,
             "  losses by cause: consumer behind (full) {}, stalled/dead writer {}{}, too big {}, no buffer {}",
             w(self.lost_full),
             w(self.lost_stalled),
@@ -610,7 +612,8 @@ impl Summary {
             w(self.lost_too_big),
             w(self.lost_no_buffer)
         );
-        let _ = writeln!(out, 
+        let _ = writeln!(
+                    out,
             "  commits: LOCAL {} (rseq, no atomic)   REMOTE {} (writer migrated between reserve and commit)",
             w(self.commits_local),
             w(self.commits_remote)

@@ -2,6 +2,7 @@
 //! ring buffer's stress harness, the benchmarks and the copy-strategy study.
 pub mod bench;
 pub mod demo;
+pub mod libc_bench;
 pub mod libc_preload;
 pub mod record;
 pub mod stats;

@@ -89,7 +89,7 @@ pub(crate) fn resolve_all() {
 /// `real!(Sym::open, fn(*const c_char, c_int, mode_t) -> c_int)`: the real function as a typed
 /// `Option<unsafe extern "C" fn ...>` (`None` if libc does not define it).
 macro_rules! real {
-    ($s:ident, fn($($t:ty),*) $(-> $r:ty)?) => {{
+    ($s:ident, fn($($t:ty),* $(,)?) $(-> $r:ty)?) => {{
         let p = $crate::real::get($crate::real::Sym::$s);
         if p.is_null() {
             None

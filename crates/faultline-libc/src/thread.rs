@@ -155,7 +155,7 @@ pub(crate) struct Done {
 /// The shape of every returning wrapper: if `active` (the tracepoint's flag) and this thread
 /// may record, time `real`, then call `record` with its result under the reentrancy guard;
 /// `errno` is what `real` left. `failed` says whether the result means failure (then `errno`
-/// is recorded).
+/// is recorded). One thread-local access for the whole call.
 #[inline(always)]
 pub(crate) fn traced<R: Copy>(
     active: bool,
@@ -163,20 +163,37 @@ pub(crate) fn traced<R: Copy>(
     failed: impl FnOnce(R) -> bool,
     record: impl FnOnce(R, Done),
 ) -> R {
-    if !active || !may_record() {
+    if !active {
+        return real();
+    }
+    let Ok(s) = STATE.try_with(|s| s as *const ThreadState) else {
+        return real();
+    };
+    // SAFETY: `STATE` has no destructor, so it lives as long as this thread, and the reference
+    // does not leave this call on this thread.
+    let s = unsafe { &*s };
+    if s.flags.get() != 0 {
         return real();
     }
     let t0 = now();
     let r = real();
     let t1 = now();
     let e = errno();
+    let mut t = s.tid.get();
+    if t == 0 {
+        // SAFETY: gettid has no preconditions.
+        t = unsafe { libc::gettid() } as u32;
+        s.tid.set(t);
+    }
     let done = Done {
         errno: if failed(r) { e } else { 0 },
         dur_ns: ns(t0, t1),
         pid: pid(),
-        tid: tid(),
+        tid: t,
     };
-    in_tracer(|| record(r, done));
+    s.flags.set(s.flags.get() | IN_TRACER);
+    record(r, done);
+    s.flags.set(s.flags.get() & !IN_TRACER);
     set_errno(e);
     r
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages faultline's LTTng comparison harness needs:
-# babeltrace2, lttng-tools, liblttng-ust-dev, and a C toolchain (gcc, pkg-config).
+# babeltrace2, lttng-tools, liblttng-ust-dev, a C toolchain (gcc, pkg-config), and strace and
+# ltrace (record --libc tests and bench --libc compare against them).
 #
 # Idempotent and non-interactive. Runs apt-get update only when a package is
 # missing. Uses sudo only when not already root. Exits 0 when everything is present.
@@ -8,7 +9,7 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(babeltrace2 lttng-tools liblttng-ust-dev gcc libc6-dev pkg-config)
+PACKAGES=(babeltrace2 lttng-tools liblttng-ust-dev gcc libc6-dev pkg-config strace ltrace)
 
 is_installed() {
     local status

@@ -264,8 +264,8 @@ pub fn run(opt: &LibcBenchOptions) -> anyhow::Result<LibcBenchReport> {
                 stc.push(c);
                 let _ = std::fs::remove_file(&log);
             }
-            // ltrace is orders of magnitude slower: the micro loop only, and fewer rounds.
-            if have_ltrace && rows.is_empty() && r < 3 {
+            // ltrace is orders of magnitude slower: the micro loop only, one round.
+            if have_ltrace && rows.is_empty() && r == 0 {
                 let log = tmp.join("ltrace.log");
                 ltv.push(
                     time(

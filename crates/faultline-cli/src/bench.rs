@@ -167,6 +167,9 @@ pub struct BenchReport {
     pub machine: Machine,
     pub targets: Vec<Target>,
     pub rows: Vec<Row>,
+    /// `tracing` rows (`tracing_int_ns`, `tracing_fmt_int_ns`, ...): see [`crate::bench_tracing`].
+    #[serde(flatten)]
+    pub tracing: crate::bench_tracing::TracingBench,
 }
 
 /// Where the run happened.
@@ -896,6 +899,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
     let mut floor: Vec<Vec<f64>> = vec![Vec::new(); floor_names.len()];
     let mut disabled = Vec::new();
     let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
+    let mut tracing_runs = crate::bench_tracing::TracingRuns::default();
 
     for round in 0..rounds {
         if opt.progress {
@@ -909,6 +913,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         for (c, out) in configs.iter().zip(samples.iter_mut()) {
             out.push(run_config(c, warmup, iters)?);
         }
+        tracing_runs.round(warmup, iters)?;
         if let Some(l) = lttng.as_mut() {
             for ((kind, threads), acc) in lttng_cfgs.iter().zip(lttng_acc.iter_mut()) {
                 let r = l.bench.run(*kind, *threads, opt.lttng_events)?;
@@ -1061,7 +1066,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         .map(|r| r.ns_median)
         .unwrap_or(f64::NAN);
 
-    let targets = targets(
+    let mut targets = targets(
         int_ns,
         rdtsc_store,
         string_ns,
@@ -1073,6 +1078,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         lttng_lost,
         lttng_ran,
     );
+    let tracing = tracing_runs.finish(&mut rows, &mut targets);
     Ok(BenchReport {
         rdtsc_ns: rows[0].ns_median,
         clock_gettime_ns: rows[1].ns_median,
@@ -1096,6 +1102,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         machine: machine(load_before),
         targets,
         rows,
+        tracing,
     })
 }
 

@@ -276,8 +276,8 @@ pub fn print(s: &Summary) {
         "  Lost events: {} (discard mode drops new events when the consumer falls behind).",
         group(s.lost_total())
     );
-    if let Some(d) = &s.dir {
-        let d = shell_quote(d);
+    if let Some(dir) = &s.dir {
+        let d = shell_quote(dir);
         println!();
         // The binary that is running (e.g. target/release/faultline under `cargo run`), as a
         // path relative to the current directory when it is below it, so the commands work
@@ -294,6 +294,10 @@ pub fn print(s: &Summary) {
         println!("  {exe} view {d}");
         println!("  {exe} stats {d}");
         println!("  babeltrace2 {d}");
+        println!();
+        let page = shell_quote(&crate::timeline::page_path(dir));
+        println!("See it on a timeline (one self-contained HTML page, works offline):");
+        println!("  {exe} timeline {d} -o {page} && xdg-open {page}");
     }
 }
 

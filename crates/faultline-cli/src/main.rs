@@ -33,6 +33,8 @@ enum Cmd {
     Record(faultline_cli::record::RecordArgs),
     View(faultline_cli::view::ViewArgs),
     Stats(faultline_cli::stats::StatsArgs),
+    Export(faultline_cli::export::ExportArgs),
+    Timeline(faultline_cli::timeline::TimelineArgs),
     /// Torture the ring buffer: many threads, migrations between reserve and commit, signal
     /// storms, a concurrent consumer; then check every event was delivered exactly once or
     /// counted as lost. Exits non-zero if the check fails.
@@ -126,6 +128,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Record(args) => std::process::exit(faultline_cli::record::main(&args)),
         Cmd::View(args) => std::process::exit(faultline_cli::view::main(&args)),
         Cmd::Stats(args) => std::process::exit(faultline_cli::stats::main(&args)),
+        Cmd::Export(args) => std::process::exit(faultline_cli::export::main(&args)),
+        Cmd::Timeline(args) => std::process::exit(faultline_cli::timeline::main(&args)),
         Cmd::Stress {
             threads,
             events,

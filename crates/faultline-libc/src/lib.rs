@@ -59,9 +59,10 @@
 //!    maps it, creates the recorder probe and registers it on every event of this library;
 //! 2. in the **first** process (the one that finds `FAULTLINE_SCHEMA_FD`): moves the channel
 //!    descriptor to a high number out of the program's way (`fcntl(F_DUPFD)` from
-//!    `RLIMIT_NOFILE - 64`, *inheritable*), publishes the schema (the JSON
-//!    [`faultline::session::SchemaMessage`], as an instrumented program does), closes the
-//!    pipe, and rewrites the environment: `FAULTLINE_CHANNEL_FD` = the new number,
+//!    `RLIMIT_NOFILE - 64`, *inheritable*), publishes the schema (a `schema` line of
+//!    [`faultline::schema_pipe`], as an instrumented program does), closes the pipe (the
+//!    library's event classes are all known at start: nothing is registered later), and
+//!    rewrites the environment: `FAULTLINE_CHANNEL_FD` = the new number,
 //!    `FAULTLINE_SCHEMA_FD` removed, `FAULTLINE_LIBC_SCHEMA` = a hash of the event list;
 //! 3. in a **later image** (a traced process executed a program: `LD_PRELOAD` and the
 //!    variables are inherited, and so is the descriptor): maps the same channel and checks that
@@ -115,6 +116,7 @@ pub mod thread;
 pub mod vfork;
 pub mod wrap;
 
+use faultline::schema_pipe;
 use faultline::session::{
     fd_id, hostname, procname, SchemaEvent, SchemaMessage, ENV_CHANNEL_FD, ENV_CHANNEL_ID,
     ENV_EVENTS, ENV_SCHEMA_FD, ENV_STRATEGY, SCHEMA_VERSION,
@@ -295,11 +297,10 @@ fn attach() -> Result<(), String> {
                 policy: policy.to_string(),
                 events,
             };
-            let json = serde_json::to_vec(&msg).map_err(|e| e.to_string())?;
             // SAFETY: the schema fd was inherited for us (ENV_SCHEMA_FD contract); we take
             // ownership and close it after writing.
             let mut pipe = File::from(unsafe { OwnedFd::from_raw_fd(sfd) });
-            pipe.write_all(&json)
+            schema_pipe::send(&mut pipe, &schema_pipe::Message::Schema(msg))
                 .map_err(|e| format!("cannot publish the schema on fd {sfd}: {e}"))?;
             drop(pipe);
             // The constructor runs before main: no other thread reads the environment yet.

@@ -6,6 +6,8 @@
 //! * [`layout`]: the shared-memory layout and who writes which word from which CPU.
 //! * [`channel`]: creating/mapping a channel; reserve, commit, sub-buffer switch, flush.
 //! * [`commit`]: the LOCAL/REMOTE commit protocol and the missed-delivery answer.
+//! * [`close`]: closing a sub-buffer — cumulative loss counters in packet headers never
+//!   decrease along a CPU's packets.
 //! * [`consumer`]: taking complete sub-buffers out, validating everything read.
 //! * [`clock`]: TSC / monotonic timestamps.
 //!
@@ -30,6 +32,7 @@
 
 pub mod channel;
 pub mod clock;
+pub mod close;
 pub mod commit;
 pub mod consumer;
 pub mod layout;
@@ -39,6 +42,7 @@ pub use channel::{
     Channel, ChannelConfig, ChannelError, CpuStats, FlushError, FlushOutcome, Lost, Reservation,
     DISCARDED_RECORD_ID, PENDING_RECORD_ID,
 };
+pub use close::LostCounts;
 pub use commit::CommitKind;
 pub use consumer::{records, Consumer, PacketInfo, ReadError, Record};
 pub use layout::{ClockKind, Mode, PacketHeader, RecordHeader, SyncMode};

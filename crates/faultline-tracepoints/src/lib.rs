@@ -16,7 +16,9 @@
 //!
 //! # Layers
 //! * [`registry`] — [`Tracepoint`], the link-time list of every tracepoint
-//!   ([`TRACEPOINTS`], `linkme`), ids, enable/disable by glob and `FAULTLINE_EVENTS`.
+//!   ([`TRACEPOINTS`], `linkme`), tracepoints registered at run time ([`register`], with
+//!   [`subscribe`] for the consumer that must describe them), ids, enable/disable by glob and
+//!   `FAULTLINE_EVENTS`.
 //! * [`payload`] — the [`Payload`] handed to probes and its byte encoding (the
 //!   `faultline-schema` contract), robust to memory changing between sizing and writing.
 //! * [`probe`] — [`Probe`], registration, dispatch, [`unregister`] /
@@ -48,14 +50,18 @@ mod sync;
 pub mod uaccess;
 
 pub use faultline_schema as schema;
-pub use payload::{CStrPtr, Payload, RawBuf, WriteOutcome, MAX_CSTR_LEN, MAX_RAW_LEN};
+pub use payload::{
+    CStrPtr, EncodedPayload, Payload, RawBuf, WriteOutcome, MAX_CSTR_LEN, MAX_RAW_LEN,
+};
 pub use probe::{
-    grace_period_busy_polls, reclaim_barrier, register_probe, set_srcu_flavour, srcu_flavour,
-    unregister, unregister_deferred, CounterProbe, Probe, ProbeHandle, ProbeKind, RegisterError,
+    grace_period_busy_polls, reclaim_barrier, register_probe, register_probe_following,
+    set_srcu_flavour, srcu_flavour, unregister, unregister_deferred, CounterProbe, Probe,
+    ProbeHandle, ProbeKind, RegisterError,
 };
 pub use registry::{
-    disable, enable, find, glob_match, matching, set_events, tracepoints, EventSpec, Tracepoint,
-    TRACEPOINTS,
+    all_tracepoints, disable, enable, find, glob_match, matching, register, set_events, subscribe,
+    tracepoints, unsubscribe, EventSpec, Listener, ListenerHandle, Tracepoint, TracepointError,
+    MAX_TRACEPOINTS, TRACEPOINTS,
 };
 pub use srcu::Flavour;
 pub use uaccess::{

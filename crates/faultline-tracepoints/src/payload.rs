@@ -438,3 +438,42 @@ impl<F: Fields> Payload for FieldsPayload<F> {
         w.finish()
     }
 }
+
+/// A payload already encoded by the caller (the [`faultline_schema`] encoding of its
+/// tracepoint's fields), e.g. by a bridge from another instrumentation API that visits its
+/// values itself. Its size never changes between sizing and writing; a `dst` shorter than it
+/// gets nothing (`written == 0`, `truncated`), since a cut encoding would not decode.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodedPayload<'a>(pub &'a [u8]);
+
+impl Payload for EncodedPayload<'_> {
+    #[inline]
+    fn size(&self) -> usize {
+        self.0.len()
+    }
+
+    #[inline]
+    fn write(&self, dst: &mut [u8]) -> WriteOutcome {
+        match dst.get_mut(..self.0.len()) {
+            Some(d) => {
+                d.copy_from_slice(self.0);
+                if let Some(rest) = dst.get_mut(self.0.len()..) {
+                    rest.fill(0);
+                }
+                WriteOutcome {
+                    written: self.0.len(),
+                    faulted: 0,
+                    truncated: false,
+                }
+            }
+            None => {
+                dst.fill(0);
+                WriteOutcome {
+                    written: 0,
+                    faulted: 0,
+                    truncated: true,
+                }
+            }
+        }
+    }
+}

@@ -145,7 +145,7 @@ impl Retired {
 /// old array, if any. Caller holds the state lock. Only the kind that changed is republished,
 /// so an update never has to wait for the other kind's readers.
 fn publish(st: &registry::State, id: usize, kind: ProbeKind) -> Option<Retired> {
-    let tp = registry::registry().tps[id];
+    let tp = st.tp(id)?;
     let probes: Box<[Arc<dyn Probe>]> = st.probes[id]
         .iter()
         .filter(|e| e.kind == kind)
@@ -190,23 +190,89 @@ pub fn register_probe(
     probe: Arc<dyn Probe>,
     kind: ProbeKind,
 ) -> Result<ProbeHandle, RegisterError> {
-    domains();
-    let reg = registry::registry();
-    let mut st = registry::state();
-    let ids: Vec<usize> = reg
-        .tps
+    register_inner(tracepoint_or_glob, probe, kind, false)
+}
+
+/// Like [`register_probe`], and also attach `probe` to every tracepoint
+/// [`register`](crate::register)ed later whose name matches `glob` (until [`unregister`]).
+/// Matching nothing now is not an error.
+pub fn register_probe_following(glob: &str, probe: Arc<dyn Probe>, kind: ProbeKind) -> ProbeHandle {
+    match register_inner(glob, probe, kind, true) {
+        Ok(h) => h,
+        // Unreachable: `follow` never reports NoMatch; an empty handle is still correct.
+        Err(_) => ProbeHandle {
+            id: 0,
+            tracepoints: Vec::new(),
+        },
+    }
+}
+
+/// Attach the following probes whose glob matches to run-time tracepoint `id` (just
+/// registered: its arrays are null, so nothing is retired). Caller holds the state lock.
+pub(crate) fn attach_following(st: &mut registry::State, id: usize) {
+    let Some(tp) = st.tp(id) else {
+        return;
+    };
+    let name = tp.full_name();
+    let add: Vec<ProbeEntry> = st
+        .follow
         .iter()
-        .enumerate()
-        .filter(|(_, tp)| {
-            registry::glob_match(tracepoint_or_glob.as_bytes(), tp.full_name().as_bytes())
+        .filter(|f| registry::glob_match(f.glob.as_bytes(), name.as_bytes()))
+        .map(|f| ProbeEntry {
+            handle: f.handle,
+            kind: f.kind,
+            probe: f.probe.clone(),
         })
-        .map(|(i, _)| i)
         .collect();
-    if ids.is_empty() {
+    if add.is_empty() {
+        return;
+    }
+    let mut kinds = [false; 2];
+    for e in add {
+        kinds[e.kind as usize] = true;
+        if let Some(list) = st.probes.get_mut(id) {
+            list.push(e);
+        }
+    }
+    let mut retired = Vec::new();
+    for kind in [ProbeKind::NonFaultable, ProbeKind::Faultable] {
+        if kinds[kind as usize] {
+            retired.extend(publish(st, id, kind));
+        }
+    }
+    // A fresh tracepoint had no arrays; should there be any, free them safely.
+    defer(retired);
+}
+
+fn register_inner(
+    tracepoint_or_glob: &str,
+    probe: Arc<dyn Probe>,
+    kind: ProbeKind,
+    follow: bool,
+) -> Result<ProbeHandle, RegisterError> {
+    domains();
+    let mut st = registry::state();
+    let n = st.probes.len();
+    let ids: Vec<usize> = (0..n)
+        .filter(|&i| {
+            st.tp(i).is_some_and(|tp| {
+                registry::glob_match(tracepoint_or_glob.as_bytes(), tp.full_name().as_bytes())
+            })
+        })
+        .collect();
+    if ids.is_empty() && !follow {
         return Err(RegisterError::NoMatch(tracepoint_or_glob.to_string()));
     }
     let handle = st.next_handle;
     st.next_handle += 1;
+    if follow {
+        st.follow.push(registry::FollowEntry {
+            handle,
+            glob: tracepoint_or_glob.to_string(),
+            kind,
+            probe: probe.clone(),
+        });
+    }
     let mut retired = Vec::new();
     for &id in &ids {
         st.probes[id].push(ProbeEntry {
@@ -228,8 +294,9 @@ pub fn register_probe(
 fn detach(handle: &ProbeHandle) -> Vec<Retired> {
     let mut st = registry::state();
     let mut retired = Vec::new();
-    for &id in &handle.tracepoints {
-        let id = id as usize;
+    st.follow.retain(|f| f.handle != handle.id);
+    // Every tracepoint: a following probe may have been attached after the handle was made.
+    for id in 0..st.probes.len() {
         let Some(list) = st.probes.get_mut(id) else {
             continue;
         };

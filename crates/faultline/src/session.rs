@@ -10,13 +10,22 @@
 //! * **Attached** (the program runs under `faultline record`): the environment names an
 //!   inherited memfd ([`ENV_CHANNEL_FD`], checked against [`ENV_CHANNEL_ID`]) and an inherited
 //!   pipe ([`ENV_SCHEMA_FD`]). `start` maps that channel instead of creating one, registers the
-//!   recorder, **publishes the schema** (one JSON [`SchemaMessage`] — event ids, providers,
-//!   names, typed fields — written to the pipe, which is then closed) and enables the events
+//!   recorder, **publishes the schema** (a [`SchemaMessage`] line — event ids, providers,
+//!   names, typed fields — on the pipe, see [`crate::schema_pipe`]; the pipe stays open until
+//!   [`Session::stop`] and carries the event classes registered later) and enables the events
 //!   named by `FAULTLINE_EVENTS` with the copy strategy of [`ENV_STRATEGY`]. There is no consumer
 //!   thread: the `faultline record` process drains the channel and writes the trace. Both
 //!   inherited descriptors are closed by `start` (the channel is re-opened close-on-exec), so a
 //!   program the traced one executes does not attach to the channel by accident; if the
 //!   variables are set but the descriptor is not that channel, `start` fails.
+//!
+//! # Event classes registered at run time
+//! Tracepoints registered while the session runs (`faultline_tracepoints::register`, e.g. by
+//! `faultline-tracing` on a callsite's first hit) are recorded too: the recorder follows every
+//! new tracepoint, and the session's registry listener hands each new class to the consumer
+//! before the class can be active — to the drain thread (embedded), which adds it to the
+//! metadata before writing the packet that holds its first record, or as an `events` line on
+//! the schema pipe (attached). The final metadata declares every class.
 //!
 //! # Who writes what
 //! The traced program's threads write the ring buffers (through the recorder); only the
@@ -24,19 +33,19 @@
 //! trace files. One session per process at a time: the tracepoint registry is process-wide.
 
 use crate::drain::{Drain, DrainConfig, DrainStats};
+use crate::schema_pipe::{self, ClassSource, EventsMessage, Message};
 use faultline_ctf::{ClockDesc, CtfError, EnvDesc, EnvValue, TraceDesc, TraceWriter};
-use faultline_recorder::{attach, Policy, Recorder, RecorderConfig, RecorderStats, Strategy};
+use faultline_recorder::{Policy, Recorder, RecorderConfig, RecorderStats, Strategy};
 use faultline_ringbuf::{Channel, ChannelConfig, ClockKind, Mode};
 use faultline_schema::{EventDesc, OwnedEventDesc};
-use faultline_tracepoints::{ProbeHandle, Tracepoint};
+use faultline_tracepoints::{ListenerHandle, ProbeHandle, ProbeKind, Tracepoint};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Inherited memfd of the channel (decimal fd number).
@@ -212,21 +221,30 @@ impl SessionBuilder {
             ..ChannelConfig::default()
         };
         let chan = Arc::new(Channel::create(&cfg)?);
-        let events: Vec<(u32, EventDesc)> = faultline_tracepoints::tracepoints()
-            .iter()
-            .map(|tp| (tp.id(), *tp.desc()))
-            .collect();
+        let late = Arc::new(Mutex::new(Vec::new()));
+        let late2 = late.clone();
+        let (all, listener) = faultline_tracepoints::subscribe(Arc::new(move |tp| {
+            lock(&late2).push((tp.id(), *tp.desc()));
+        }));
+        let events: Vec<(u32, EventDesc)> = all.iter().map(|tp| (tp.id(), *tp.desc())).collect();
         let desc = TraceDesc {
             uuid: chan.uuid(),
             clock: clock_desc(&chan),
             env: env_desc(&procname(), &self.policy.to_string(), chan.mode()),
             events: events.clone(),
         };
-        let writer = TraceWriter::create(&dir, &desc)?;
+        let writer = match TraceWriter::create(&dir, &desc) {
+            Ok(w) => w,
+            Err(e) => {
+                faultline_tracepoints::unsubscribe(listener);
+                return Err(e.into());
+            }
+        };
         let recorder = Recorder::new(chan.clone(), self.recorder_config(self.policy));
         let handle = attach_all(&recorder);
         let stop = Arc::new(AtomicBool::new(false));
         let mut drain = Drain::new(chan.clone(), writer, events.len(), self.drain);
+        drain.set_class_source(Box::new(LateClasses(late)));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("faultline-drain".into())
@@ -247,6 +265,7 @@ impl SessionBuilder {
                 recorder,
                 handle,
                 events,
+                listener: Some(listener),
                 kind: Kind::Embedded {
                     dir,
                     stop,
@@ -289,10 +308,27 @@ impl SessionBuilder {
                 .map_err(|e| SessionError::Config(format!("{ENV_STRATEGY}: {e}")))?,
             Err(_) => self.policy,
         };
-        let events: Vec<(u32, EventDesc)> = faultline_tracepoints::tracepoints()
-            .iter()
-            .map(|tp| (tp.id(), *tp.desc()))
-            .collect();
+        // SAFETY: the schema fd was inherited for us (ENV_SCHEMA_FD contract); we take
+        // ownership, make it close-on-exec, and close it at stop.
+        let pipe = unsafe {
+            libc::fcntl(sfd, libc::F_SETFD, libc::FD_CLOEXEC);
+            File::from(OwnedFd::from_raw_fd(sfd))
+        };
+        let pipe = Arc::new(Mutex::new(pipe));
+        let pipe2 = pipe.clone();
+        // Each class registered from now on: one `events` line, written before the class can
+        // be active (schema_pipe module docs). A failed write (recorder gone) loses only the
+        // description; the records would be rejected by nobody, so nothing else to do.
+        let (all, listener) = faultline_tracepoints::subscribe(Arc::new(move |tp| {
+            let m = Message::Events(EventsMessage {
+                events: vec![SchemaEvent {
+                    id: tp.id(),
+                    desc: OwnedEventDesc::from(tp.desc()),
+                }],
+            });
+            let _ = schema_pipe::send(&mut lock(&pipe2), &m);
+        }));
+        let events: Vec<(u32, EventDesc)> = all.iter().map(|tp| (tp.id(), *tp.desc())).collect();
         let recorder = Recorder::new(chan.clone(), self.recorder_config(policy));
         let handle = attach_all(&recorder);
         let msg = SchemaMessage {
@@ -309,13 +345,16 @@ impl SessionBuilder {
                 })
                 .collect(),
         };
-        let json = serde_json::to_vec(&msg).map_err(|e| SessionError::Config(e.to_string()))?;
-        // SAFETY: the schema fd was inherited for us (ENV_SCHEMA_FD contract); we take
-        // ownership and close it after writing.
-        let mut pipe = unsafe { File::from(OwnedFd::from_raw_fd(sfd)) };
-        pipe.write_all(&json)
-            .map_err(|e| bad(format!("cannot publish the schema on fd {sfd}: {e}")))?;
-        drop(pipe);
+        // The listener is registered: a class registered now waits for this lock, so its line
+        // follows the schema line.
+        let sent = schema_pipe::send(&mut lock(&pipe), &Message::Schema(msg));
+        if let Err(e) = sent {
+            faultline_tracepoints::unsubscribe(listener);
+            if let Some(h) = handle {
+                faultline_tracepoints::unregister(h);
+            }
+            return Err(bad(format!("cannot publish the schema on fd {sfd}: {e}")));
+        }
         // Under `faultline record` its event list wins over the program's own choice.
         let spec = std::env::var(ENV_EVENTS)
             .ok()
@@ -328,7 +367,8 @@ impl SessionBuilder {
                 recorder,
                 handle,
                 events,
-                kind: Kind::Attached,
+                listener: Some(listener),
+                kind: Kind::Attached { _pipe: pipe },
             }),
         })
     }
@@ -337,8 +377,25 @@ impl SessionBuilder {
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 fn attach_all(recorder: &Arc<Recorder>) -> Option<ProbeHandle> {
-    // No tracepoint in the executable is not an error: there is just nothing to record.
-    attach(recorder, "*").ok()
+    // Every tracepoint, including the ones registered later (none at all is not an error).
+    Some(faultline_tracepoints::register_probe_following(
+        "*",
+        recorder.clone(),
+        ProbeKind::Faultable,
+    ))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The embedded drain's class source: what the registry listener collected.
+struct LateClasses(Arc<Mutex<Vec<(u32, EventDesc)>>>);
+
+impl ClassSource for LateClasses {
+    fn poll(&mut self) -> Vec<(u32, EventDesc)> {
+        std::mem::take(&mut *lock(&self.0))
+    }
 }
 
 fn env_fd(name: &str) -> Result<i32, String> {
@@ -444,7 +501,10 @@ enum Kind {
             std::thread::JoinHandle<(DrainStats, Result<faultline_ctf::WriterCounters, CtfError>)>,
         >,
     },
-    Attached,
+    Attached {
+        /// The schema pipe, closed at stop (EOF for `faultline record`).
+        _pipe: Arc<Mutex<File>>,
+    },
 }
 
 struct Inner {
@@ -452,6 +512,8 @@ struct Inner {
     recorder: Arc<Recorder>,
     handle: Option<ProbeHandle>,
     events: Vec<(u32, EventDesc)>,
+    /// The registry listener that forwards run-time classes to the consumer.
+    listener: Option<ListenerHandle>,
     kind: Kind,
 }
 
@@ -498,6 +560,10 @@ pub struct Summary {
     pub lost_writer_died: u64,
     /// Events taken from the ring buffer but not written (disk errors, rejected packets).
     pub not_written: u64,
+    /// Values read from shared memory that failed a check (one line each, naming the CPU
+    /// buffer); empty in any run whose traced program did not corrupt its buffers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shm_errors: Vec<String>,
     /// First and last disk error, if any.
     pub write_error: Option<String>,
     pub last_write_error: Option<String>,
@@ -512,8 +578,13 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// All losses; saturating (the per-cause sums already saturate on garbage counters and
+    /// say so in `shm_errors`).
     pub fn lost_total(&self) -> u64 {
-        self.lost_full + self.lost_stalled + self.lost_too_big + self.lost_no_buffer
+        self.lost_full
+            .saturating_add(self.lost_stalled)
+            .saturating_add(self.lost_too_big)
+            .saturating_add(self.lost_no_buffer)
     }
 
     /// Fill the trace-side fields from a drain's stats.
@@ -522,7 +593,11 @@ impl Summary {
         for (&cpu, by_id) in &d.events {
             let cs = self.per_cpu.entry(cpu).or_default();
             for (id, &n) in by_id {
-                let name = names.get(id).cloned().unwrap_or_else(|| format!("id {id}"));
+                let name = names
+                    .get(id)
+                    .or_else(|| d.late_events.get(id))
+                    .cloned()
+                    .unwrap_or_else(|| format!("id {id}"));
                 *cs.events.entry(name.clone()).or_insert(0) += n;
                 *self.events.entry(name).or_insert(0) += n;
                 cs.events_total += n;
@@ -534,7 +609,9 @@ impl Summary {
         self.drain = Some(d.clone());
     }
 
-    /// Fill the ring-buffer-side fields from the channel's counters.
+    /// Fill the ring-buffer-side fields from the channel's counters. They are shared memory:
+    /// sums are checked; a CPU whose counters would overflow a total is left out of the totals
+    /// and named in `shm_errors` (never a wrapped total).
     pub fn add_channel(&mut self, chan: &Channel) {
         for cpu in 0..chan.num_cpus() {
             let Some(st) = chan.cpu_stats(cpu) else {
@@ -548,9 +625,25 @@ impl Summary {
             cs.lost_stalled = st.lost_stalled;
             cs.lost_too_big = st.lost_too_big;
             cs.remote_commits = st.remote_commits;
-            self.lost_full += st.lost_full;
-            self.lost_stalled += st.lost_stalled;
-            self.lost_too_big += st.lost_too_big;
+            let sums = (
+                self.lost_full.checked_add(st.lost_full),
+                self.lost_stalled.checked_add(st.lost_stalled),
+                self.lost_too_big.checked_add(st.lost_too_big),
+                st.checked_lost_total(),
+            );
+            match sums {
+                (Some(f), Some(s), Some(b), Ok(_)) => {
+                    self.lost_full = f;
+                    self.lost_stalled = s;
+                    self.lost_too_big = b;
+                }
+                (.., Err(e)) => self.shm_errors.push(e.to_string()),
+                _ => self.shm_errors.push(format!(
+                    "CPU {cpu} buffer corrupted: loss counters (full {}, stalled {}, too big {}) \
+                     overflow the totals; left out of them",
+                    st.lost_full, st.lost_stalled, st.lost_too_big
+                )),
+            }
         }
     }
 
@@ -639,6 +732,9 @@ impl Summary {
                 .collect();
             let _ = writeln!(out, "  copy strategies: {}", per.join(", "));
         }
+        for e in &self.shm_errors {
+            println!("  SHARED MEMORY: {e}");
+        }
         if let Some(e) = &self.write_error {
             let _ = writeln!(out, "  DISK ERROR: {e}");
             if self.last_write_error.as_ref() != Some(e) {
@@ -679,7 +775,10 @@ impl Session {
 
     /// Whether this session is attached to `faultline record`.
     pub fn is_attached(&self) -> bool {
-        matches!(self.inner.as_ref().map(|i| &i.kind), Some(Kind::Attached))
+        matches!(
+            self.inner.as_ref().map(|i| &i.kind),
+            Some(Kind::Attached { .. })
+        )
     }
 
     /// The channel written to.
@@ -710,6 +809,9 @@ impl Session {
             return Ok(Summary::default());
         };
         faultline_tracepoints::set_events("");
+        if let Some(l) = inner.listener.take() {
+            faultline_tracepoints::unsubscribe(l);
+        }
         if let Some(h) = inner.handle.take() {
             // Waits until no call can still be inside the recorder.
             faultline_tracepoints::unregister(h);
@@ -728,7 +830,7 @@ impl Session {
             .map(|(id, d)| (*id, d.full_name()))
             .collect();
         let result = match &mut inner.kind {
-            Kind::Attached => {
+            Kind::Attached { .. } => {
                 // The recording process drains; hand it our partial sub-buffers now.
                 let _ = inner.chan.flush_all(false);
                 sum.attached = true;

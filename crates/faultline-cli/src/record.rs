@@ -89,6 +89,8 @@ pub struct RecordOptions {
     pub clock: Option<ClockKind>,
     /// Live progress on stderr (only shown when stderr is a terminal).
     pub progress: bool,
+    /// Trace the program's libc calls through the preload library (`--libc`).
+    pub libc: Option<crate::libc_preload::LibcOptions>,
 }
 
 /// What happened to the traced program.
@@ -119,8 +121,11 @@ pub struct RecoveryInfo {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RecordReport {
     pub program: ProgramExit,
-    /// The program published its schema (it started a `faultline::Session`).
+    /// The program published its schema (it started a `faultline::Session`, or `--libc`'s
+    /// preload library attached).
     pub schema_received: bool,
+    /// Recorded with `--libc`.
+    pub libc: bool,
     pub recovery: RecoveryInfo,
     pub summary: Summary,
     /// The program's recorder counters: where they come from (the numbers are in
@@ -139,12 +144,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     if opt.cmd.is_empty() {
         bail!("no command given (usage: faultline record -o DIR -- CMD [ARGS])");
     }
-    if opt.dir.join("metadata").exists() {
-        bail!(
-            "{} already holds a trace; choose another directory",
-            opt.dir.display()
-        );
-    }
+    faultline::session::check_trace_dir(&opt.dir)?;
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error()).context("becoming a child subreaper");
@@ -192,6 +192,18 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         .env(ENV_SCHEMA_FD, wr_fd.to_string())
         .env(ENV_EVENTS, &opt.events)
         .env(ENV_STRATEGY, opt.policy.to_string());
+    let mut notes: Vec<String> = Vec::new();
+    if let Some(l) = &opt.libc {
+        let lib = crate::libc_preload::find_library()?;
+        crate::libc_preload::apply(&mut cmd, &lib, l);
+        cmd.env(ENV_EVENTS, crate::libc_preload::events_spec(&l.calls)?);
+        if let Some(n) = crate::libc_preload::resolve_program(&opt.cmd[0])
+            .and_then(|p| crate::libc_preload::static_note(&p))
+        {
+            eprintln!("faultline record: {n}");
+            notes.push(n);
+        }
+    }
     // SAFETY: the closure only calls fcntl, which is async-signal-safe, on descriptors that are
     // open in the child (inherited copies of ours).
     unsafe {
@@ -218,7 +230,6 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let mut schema_note: Option<String> = None;
     // Messages that came with the schema in the same read (classes registered right after).
     let mut early: Vec<Message> = Vec::new();
-    let mut notes: Vec<String> = Vec::new();
     // Phase 1: wait for the schema (or the end of the program).
     loop {
         reader.wait(Duration::from_millis(20));
@@ -246,8 +257,13 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             break;
         }
         if reader.eof() {
-            schema_note =
-                Some("the program published no schema (did it start a faultline::Session?)".into());
+            schema_note = Some(if opt.libc.is_some() {
+                "the preload library did not attach (statically linked or setuid program, \
+                 or LD_PRELOAD removed): no libc call was traced"
+                    .into()
+            } else {
+                "the program published no schema (did it start a faultline::Session?)".into()
+            });
             break;
         }
         if status.is_none() {
@@ -426,6 +442,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let mut report = RecordReport {
         program,
         schema_received: schema.is_some(),
+        libc: opt.libc.is_some(),
         recovery,
         summary,
         counters: counters.info,
@@ -443,6 +460,14 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             .iter()
             .flat_map(|d| d.class_errors.clone()),
     );
+    if opt.libc.is_some() {
+        if let Some(&n) = report.summary.events.get("libc:syscall") {
+            report.recovery.errors.push(format!(
+                "the program made {n} direct syscall(2) call(s): recorded as libc:syscall \
+                 (number and raw arguments, not decoded)"
+            ));
+        }
+    }
     // The summary file is part of the trace directory's size.
     let path = opt.dir.join(".faultline-summary.json");
     if let Ok(j) = serde_json::to_string_pretty(&report) {
@@ -456,8 +481,8 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
 pub fn print(r: &RecordReport) {
     let p = &r.program;
     match (p.code, p.signal) {
-        (Some(c), _) => println!("program (pid {}) exited with status {c}", p.pid),
-        (_, Some(s)) => println!(
+        (Some(c), _) => eprintln!("program (pid {}) exited with status {c}", p.pid),
+        (_, Some(s)) => eprintln!(
             "program (pid {}) was killed by signal {s} ({})",
             p.pid,
             signal_name(s)
@@ -465,11 +490,11 @@ pub fn print(r: &RecordReport) {
         _ => {}
     }
     if !r.schema_received {
-        println!("  the program published no schema: it did not start a faultline::Session");
+        eprintln!("  the program published no schema: nothing was traced");
     }
-    r.summary.print();
+    r.summary.eprint();
     if r.summary.recorder.is_some() {
-        println!(
+        eprintln!(
             "  (recorder counters: {})",
             if r.counters.final_received {
                 "final report of the program"
@@ -479,11 +504,18 @@ pub fn print(r: &RecordReport) {
         );
     }
     if let Some(e) = &r.counters.first_refusal {
-        println!("  note: {e} ({} message(s) refused)", r.counters.refused);
+        eprintln!("  note: {e} ({} message(s) refused)", r.counters.refused);
     }
     let rc = &r.recovery;
-    if rc.ran && (rc.subbufs > 0 || rc.records > 0) {
-        println!(
+    if rc.ran && r.libc && rc.records == 0 && rc.subbufs > 0 {
+        // Normal with --libc: preloaded processes exit without a final flush.
+        eprintln!(
+            "  {} sub-buffer(s) left open by exited processes completed at the end ({} bytes)",
+            rc.subbufs,
+            group(rc.bytes)
+        );
+    } else if rc.ran && (rc.subbufs > 0 || rc.records > 0) {
+        eprintln!(
             "  dead-writer recovery: {} sub-buffer(s) completed ({} bytes committed on behalf of \
              dead threads); {} uncommitted event(s) lost: writer died between reserve and commit",
             rc.subbufs,
@@ -492,16 +524,16 @@ pub fn print(r: &RecordReport) {
         );
     }
     if let Some(s) = &rc.skipped {
-        println!("  dead-writer recovery skipped: {s}");
+        eprintln!("  dead-writer recovery skipped: {s}");
     }
     for e in &rc.errors {
-        println!("  note: {e}");
+        eprintln!("  note: {e}");
     }
     for d in &r.damage {
-        println!("  DAMAGED: {d}");
+        eprintln!("  DAMAGED: {d}");
     }
     if r.exit_status != p.status {
-        println!(
+        eprintln!(
             "  exit status {}: the trace is incomplete (the program damaged the shared buffers)",
             r.exit_status
         );
@@ -692,6 +724,15 @@ pub struct RecordArgs {
     /// Print the report as JSON (no progress line)
     #[arg(long)]
     pub json: bool,
+    /// Trace the libc calls of an unmodified, dynamically linked program (preloads
+    /// libfaultline_libc.so, found next to this binary). Optionally select calls by name:
+    /// --libc=open*,read,-mmap. Events are libc:<call> (see `faultline record --help`)
+    #[arg(long, value_name = "CALLS", num_args = 0..=1, require_equals = true,
+          default_missing_value = "*")]
+    pub libc: Option<String>,
+    /// With --libc: bytes recorded from each data buffer (read, write, send, recv…; 0 = none)
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub libc_data: usize,
     /// The program and its arguments
     #[arg(last = true, required = true)]
     pub cmd: Vec<OsString>,
@@ -720,6 +761,13 @@ pub fn main(a: &RecordArgs) -> i32 {
         num_subbuf: a.subbufs,
         clock: a.monotonic.then_some(ClockKind::Monotonic),
         progress: !a.json,
+        libc: a
+            .libc
+            .as_ref()
+            .map(|calls| crate::libc_preload::LibcOptions {
+                calls: calls.clone(),
+                data_bytes: a.libc_data,
+            }),
     };
     match run(&opt) {
         Ok(r) => {
@@ -790,8 +838,10 @@ mod tests {
             w.write_all(&vec![b'x'; MAX_LINE + 4096]).unwrap();
             w.write_all(b"\n").unwrap();
             w.write_all(&st(stats([7, 1, 1], 3), true)).unwrap();
-            // Nothing may follow the final report.
-            w.write_all(&st(stats([8, 1, 1], 3), false)).unwrap();
+            // A later session of the process: a new series, added to the first.
+            w.write_all(&st(stats([2, 0, 0], 1), false)).unwrap();
+            w.write_all(&st(stats([1, 0, 0], 1), false)).unwrap();
+            w.write_all(&st(stats([3, 0, 0], 1), true)).unwrap();
         });
         let mut classes = PipeClasses::new(Reader::new(File::from(rd)).unwrap(), []);
         let counters = classes.counters();
@@ -805,9 +855,14 @@ mod tests {
         }
         writer.join().unwrap();
         let c = schema_pipe_lock(&counters).clone();
-        assert_eq!(c.last, Some(stats([7, 1, 1], 3)));
+        let mut total = stats([10, 1, 1], 4);
+        for p in &mut total.per_strategy[1..] {
+            p.restarts = 1;
+        }
+        total.per_strategy[0].restarts = 2;
+        assert_eq!(c.last, Some(total));
         assert!(c.info.final_received);
-        assert_eq!(c.info.accepted, 2);
+        assert_eq!(c.info.accepted, 4);
         assert_eq!(c.info.refused, 5, "{:?}", c.info);
         let first = c.info.first_refusal.unwrap();
         assert!(

@@ -123,7 +123,8 @@ fn record_reports_the_programs_recorder_counters() {
         "--threads".as_ref(),
         "1".as_ref(),
     ]);
-    let text = String::from_utf8_lossy(&o.stdout);
+    // The human report goes to stderr.
+    let text = String::from_utf8_lossy(&o.stderr);
     assert!(
         text.contains("faulted events (bad pointers, zero-filled): 0"),
         "{text}"

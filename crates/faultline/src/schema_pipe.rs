@@ -4,12 +4,13 @@
 //! # Wire format
 //! A stream of **lines**, each one JSON object with a `"type"` tag, terminated by `\n` (JSON
 //! text never holds a raw newline). Written only by the traced program (one writer: every line
-//! is written under a lock), read only by `faultline record`. The pipe stays open while the
-//! program's session runs; EOF means the session stopped or the program is gone.
+//! is written under a lock), read only by `faultline record`. The pipe stays open from the
+//! program's first session to its exit (later sessions of the process announce their new
+//! classes on it); EOF means the program is gone.
 //!
 //! | `type` | when | content |
 //! |---|---|---|
-//! | `schema` | first, once, at `Session::start` | [`SchemaMessage`]: pid, procname, hostname, policy, every event class known at start |
+//! | `schema` | first, once, at the process's first `Session::start` | [`SchemaMessage`]: pid, procname, hostname, policy, every event class known at start |
 //! | `events` | whenever event classes are registered at run time | [`EventsMessage`]: the new classes (id, provider, name, typed fields) |
 //! | `recorder_stats` | every 100 ms while the counters change, and once with `"final": true` at stop | [`StatsMessage`]: the recorder's cumulative counters (events per copy strategy, restarts, fallbacks, faulted events, losses) |
 //!
@@ -55,6 +56,7 @@ pub struct StatsMessage {
     /// The session stopped: these are the last counts.
     #[serde(rename = "final")]
     pub last: bool,
+    /// The session recorder's cumulative counters.
     pub stats: faultline_recorder::RecorderStats,
 }
 
@@ -270,31 +272,82 @@ pub struct CountersInfo {
     pub final_received: bool,
 }
 
-/// The program's counters as the recording side keeps them: the last ones that passed
-/// [`crate::session::check_stats`] against the previous ones (untrusted input).
+/// The program's counters as the recording side keeps them: per session, the last ones that
+/// passed [`crate::session::check_stats`] against the previous ones (untrusted input); a
+/// series that follows a final report is a later session of the same process, added to the
+/// sessions before it.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
+    /// The total: finished sessions plus the current one.
     pub last: Option<faultline_recorder::RecorderStats>,
+    /// How many messages were accepted or refused, and whether the final one came.
     pub info: CountersInfo,
     /// The pipe reached EOF (no more messages can come).
     pub eof: bool,
+    /// Sum of the sessions that sent their final report.
+    done: Option<faultline_recorder::RecorderStats>,
+    /// The current session's last accepted counters.
+    current: Option<faultline_recorder::RecorderStats>,
+}
+
+/// `a + b`, every counter; `None` on overflow.
+fn add_stats(
+    a: &faultline_recorder::RecorderStats,
+    b: &faultline_recorder::RecorderStats,
+) -> Option<faultline_recorder::RecorderStats> {
+    let mut r = *a;
+    for (x, y) in [
+        (&mut r.recorded, b.recorded),
+        (&mut r.faulted, b.faulted),
+        (&mut r.faulted_bytes, b.faulted_bytes),
+        (&mut r.resized, b.resized),
+        (&mut r.remote_commits, b.remote_commits),
+        (&mut r.lost_full, b.lost_full),
+        (&mut r.lost_stalled, b.lost_stalled),
+        (&mut r.lost_too_big, b.lost_too_big),
+        (&mut r.lost_no_buffer, b.lost_no_buffer),
+    ] {
+        *x = x.checked_add(y)?;
+    }
+    for (p, q) in r.per_strategy.iter_mut().zip(&b.per_strategy) {
+        p.events = p.events.checked_add(q.events)?;
+        p.restarts = p.restarts.checked_add(q.restarts)?;
+        p.fallbacks = p.fallbacks.checked_add(q.fallbacks)?;
+    }
+    Some(r)
 }
 
 impl Counters {
     /// Check and keep (or refuse) one message.
     pub fn take(&mut self, m: StatsMessage) {
         if self.info.final_received {
-            self.refuse("counters sent after the final report".into());
+            // A new session of the same process: its counters start again.
+            self.done = self.last;
+            self.current = None;
+            self.info.final_received = false;
+        }
+        if let Err(e) = crate::session::check_stats(self.current.as_ref(), &m.stats) {
+            self.refuse(e);
             return;
         }
-        match crate::session::check_stats(self.last.as_ref(), &m.stats) {
-            Ok(()) => {
-                self.last = Some(m.stats);
-                self.info.accepted += 1;
-                self.info.final_received = m.last;
-            }
-            Err(e) => self.refuse(e),
+        let total = match &self.done {
+            Some(d) => match add_stats(d, &m.stats) {
+                Some(t) => t,
+                None => {
+                    self.refuse("the sessions' total overflows".into());
+                    return;
+                }
+            },
+            None => m.stats,
+        };
+        if let Err(e) = crate::session::check_stats(None, &total) {
+            self.refuse(e);
+            return;
         }
+        self.current = Some(m.stats);
+        self.last = Some(total);
+        self.info.accepted += 1;
+        self.info.final_received = m.last;
     }
 
     fn refuse(&mut self, e: String) {
@@ -359,13 +412,13 @@ impl PipeClasses {
         self.reader.eof()
     }
 
-    /// Messages read before this source existed (with the first schema), handled by the next
-    /// [`ClassSource::poll`].
     /// The program's recorder counters as they arrive (and whether the pipe reached EOF).
     pub fn counters(&self) -> std::sync::Arc<std::sync::Mutex<Counters>> {
         self.counters.clone()
     }
 
+    /// Messages read before this source existed (with the first schema), handled by the next
+    /// [`ClassSource::poll`].
     pub fn push_early(&mut self, msgs: Vec<Message>) {
         self.early = msgs;
     }

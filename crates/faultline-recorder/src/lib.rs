@@ -81,9 +81,11 @@ use std::sync::{Arc, Mutex};
 pub enum Strategy {
     /// Size, reserve, encode into the slot, commit: one copy, the reservation held across faults.
     ReserveCopyCommit = 0,
-    /// Encode into a per-thread scratch buffer first, then reserve, copy, commit: two copies, nothing held across faults.
+    /// Encode into a per-thread scratch buffer first, then reserve, copy, commit: two copies,
+    /// nothing held across faults.
     Bounce = 1,
-    /// Touch the source pages first, then reserve and encode; restart if interrupted while holding the slot.
+    /// Touch the source pages first, then reserve and encode; restart if interrupted while holding
+    /// the slot.
     PrefaultRestart = 2,
 }
 

@@ -17,11 +17,11 @@
 //!    sub-buffer and the packet header of the next one — after checking that the next one is
 //!    free: in discard mode the consumer must have taken its previous lap, in both modes its
 //!    previous lap must be fully committed (a writer blocked between reserve and commit holds
-//!    it: we drop rather than wrap onto it, brief §3.4).
+//!    it: we drop rather than wrap onto it, hazard 4).
 //! 3. One rseq critical section on `cpu`: compare `write_offset` with what we read, read the
 //!    TSC, store the new offset (the commit). Aborted or raced: start again at 2.
 //!    The timestamp is read inside the section, so per-buffer time order equals offset order
-//!    (brief §3.7). A reservation that closes a sub-buffer snapshots the loss counters just
+//!    (hazard 7). A reservation that closes a sub-buffer snapshots the loss counters just
 //!    before this step, after the acquire load of step 2, so snapshots are taken in packet
 //!    order and the cumulative counts in packet headers never decrease ([`crate::close`]).
 //! 4. If we switched: write the old packet's end fields (end timestamp, content size, the
@@ -38,18 +38,18 @@
 //! # Commit
 //! The reservation remembers `(cpu, sub-buffer, lap)` from step 2 and commits there, LOCAL if
 //! still on `cpu`, REMOTE otherwise ([`crate::commit`]). Never recomputed from the current CPU
-//! (brief §3.2).
+//! (hazard 2).
 //!
 //! # Flush (quiet buffers) and teardown
 //! Closing a partially filled sub-buffer writes `write_offset`, an rseq-owned word, so it must
-//! run on the buffer's CPU (brief §3.3): [`Channel::flush_all`] runs [`Channel::flush_cpu`] on a
+//! run on the buffer's CPU (hazard 3): [`Channel::flush_all`] runs [`Channel::flush_cpu`] on a
 //! short-lived helper thread pinned to each CPU, using the same rseq compare-and-store as
 //! writers — the user-space analogue of an IPI. Nothing ever stores another CPU's rseq words
 //! from the wrong CPU.
 //!
 //! # Nesting
 //! A signal handler may trace while the interrupted code holds a reservation on the same
-//! buffer (brief §3.8): nothing here is a lock; the handler's reservation simply comes after
+//! buffer (hazard 8): nothing here is a lock; the handler's reservation simply comes after
 //! and both commits add to the sums.
 //!
 //! # Rules for the traced program

@@ -1,8 +1,8 @@
 //! The consumer side: take the next complete sub-buffer of a CPU, copy it out, hand it back.
 //!
 //! The consumer owns `BufferHeader::consumed` (the position of the next sub-buffer to read) and
-//! writes nothing else in the buffers. It trusts nothing it reads from shared memory (brief
-//! §3.9): the geometry was validated once when the channel was mapped and is never re-read;
+//! writes nothing else in the buffers. It trusts nothing it reads from shared memory (hazard
+//! 9): the geometry was validated once when the channel was mapped and is never re-read;
 //! offsets and counters read per call are checked for consistency (`consumed` aligned and not
 //! ahead of `write_offset`, discard-mode distance at most one buffer, commit sums not beyond
 //! their lap), and the packet header copied out is checked (magic, sequence number, CPU,

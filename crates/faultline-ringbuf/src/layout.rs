@@ -75,7 +75,8 @@ pub enum ClockKind {
     Monotonic = 1,
 }
 
-/// First 256 bytes of a channel: its geometry, clock and the consumer's wake-up word. Written once by the creator before the memfd is shared, except the second cache line.
+/// First 256 bytes of a channel: its geometry, clock and the consumer's wake-up word. Written once
+/// by the creator before the memfd is shared, except the second cache line.
 #[repr(C, align(64))]
 pub struct ChannelHeader {
     /// [`CHANNEL_MAGIC`].
@@ -133,11 +134,13 @@ const _: () = {
     assert!(offset_of!(ChannelHeader, wake_seq) == 128);
 };
 
-/// Header of one CPU buffer (256 bytes): positions, consumer progress and loss counters, one cache line per writer class (table in the module docs).
+/// Header of one CPU buffer (256 bytes): positions, consumer progress and loss counters, one cache
+/// line per writer class (table in the module docs).
 #[repr(C, align(64))]
 pub struct BufferHeader {
     // Line 0: rseq-owned by the buffer's CPU.
-    /// Writers' position: bytes reserved since the start (free-running); rseq-owned by the buffer's CPU.
+    /// Writers' position: bytes reserved since the start (free-running); rseq-owned by the buffer's
+    /// CPU.
     pub write_offset: AtomicU64,
     /// 1 once a writer has used this buffer (compare-exchange 0 -> 1).
     pub active: AtomicU32,
@@ -187,7 +190,7 @@ pub struct SubbufCounters {
     pub _pad0: [u64; 7],
     /// Line 1: atomic, any CPU.
     pub remote: AtomicU64,
-    /// Dead-writer recovery (brief §3.5, `recover.rs`): `recovered` counts the bytes recovery
+    /// Dead-writer recovery (hazard 5, `recover.rs`): `recovered` counts the bytes recovery
     /// committed on behalf of writers that died between reserve and commit (also added to
     /// `remote`). `owner_pid`/`owner_tid` are reserved (always zero).
     pub owner_pid: AtomicU32,
@@ -284,7 +287,8 @@ impl PacketHeader {
 pub struct RecordHeader {
     /// Timestamp in clock ticks, read inside the reserve critical section.
     pub timestamp: u64,
-    /// Event id (or [`crate::channel::DISCARDED_RECORD_ID`] / [`crate::channel::PENDING_RECORD_ID`]).
+    /// Event id (or [`crate::channel::DISCARDED_RECORD_ID`] /
+    /// [`crate::channel::PENDING_RECORD_ID`]).
     pub id: u32,
     /// Bytes of header + payload.
     pub len: u32,

@@ -1,4 +1,4 @@
-//! Dead-writer recovery (brief §3.5): completing sub-buffers whose writers died between reserve
+//! Dead-writer recovery (hazard 5): completing sub-buffers whose writers died between reserve
 //! and commit, once **no writer process is alive**.
 //!
 //! # The problem
@@ -57,7 +57,7 @@
 //! along a CPU's packets still never decrease; what recovery itself finds is reported by the
 //! last packet (the current sub-buffer it closes) or by the consumer's final packet.
 //!
-//! Nothing read here is trusted (brief §3.9): positions are checked against each other, every
+//! Nothing read here is trusted (hazard 9): positions are checked against each other, every
 //! record length against its sub-buffer, every timestamp against its floor, and every pointer
 //! is masked into the data area. A walk over a sub-buffer reads each 8-byte word a bounded
 //! number of times (linear in the sub-buffer size whatever the bytes are).

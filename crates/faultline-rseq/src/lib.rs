@@ -72,15 +72,18 @@ pub const RSEQ_SIG: u32 = 0x5305_3053;
 pub struct RseqArea {
     /// CPU the thread last started running on; written by the kernel, always valid once registered.
     pub cpu_id_start: u32,
-    /// Current CPU, or a negative value (as `u32`) when rseq is not registered; written by the kernel.
+    /// Current CPU, or a negative value (as `u32`) when rseq is not registered; written by the
+    /// kernel.
     pub cpu_id: u32,
-    /// Pointer to the active `struct rseq_cs` descriptor, 0 outside critical sections; written by the thread (user space), cleared by the kernel on preemption, migration or signal delivery.
+    /// Pointer to the active `struct rseq_cs` descriptor, 0 outside critical sections; written by
+    /// the thread (user space), cleared by the kernel on preemption, migration or signal delivery.
     pub rseq_cs: u64,
     /// Deprecated per-thread flags (kept 0).
     pub flags: u32,
     /// NUMA node of the current CPU; written by the kernel.
     pub node_id: u32,
-    /// Concurrency id of the thread within its memory map (valid when the feature size covers it); written by the kernel.
+    /// Concurrency id of the thread within its memory map (valid when the feature size covers it);
+    /// written by the kernel.
     pub mm_cid: u32,
 }
 const _: () = {

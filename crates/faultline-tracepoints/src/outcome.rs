@@ -3,9 +3,9 @@
 //! [`trace!`](crate::trace) returns nothing and costs nothing extra.
 //! [`try_trace!`](crate::try_trace) takes the same arguments and returns a [`TraceOutcome`]:
 //! the tracepoint was disabled, or each probe that ran reported what it did with the event
-//! through [`Probe::call_outcome`](crate::Probe::call_outcome). A probe that records into a buffer (the ring-buffer
-//! recorder) reports a commit or a loss with its cause; other probes report
-//! [`TraceOutcome::Delivered`]. With several probes the outcomes are combined by
+//! through [`Probe::call_outcome`](crate::Probe::call_outcome). A probe that records into a
+//! buffer (the ring-buffer recorder) reports a commit or a loss with its cause; other probes
+//! report [`TraceOutcome::Delivered`]. With several probes the outcomes are combined by
 //! [`TraceOutcome::merge`]: a loss anywhere wins, then a commit, then a plain delivery.
 //!
 //! The outcome is computed on the calling thread, synchronously, from the probes' return

@@ -444,9 +444,10 @@ pub fn grace_period_busy_polls(kind: ProbeKind) -> u64 {
 /// Choose the read-side flavour of both domains (see [`srcu`](crate::srcu)): the rseq flavour
 /// (no locked instruction on the tracing path; chosen at start-up with `FAULTLINE_SRCU=rseq`)
 /// or the atomic one (two `lock xadd` per event; the default and the fallback: it measured
-/// cheaper inside `fire` on our development machine). Returns the flavour in effect (asking for [`Flavour::Rseq`] where it is not
-/// available gives [`Flavour::Atomic`]). Safe at any time, with probes running; may wait for
-/// a grace period in progress. Must not be called from inside a probe.
+/// cheaper inside `fire` on our development machine). Returns the flavour in effect (asking
+/// for [`Flavour::Rseq`] where it is not available gives [`Flavour::Atomic`]). Safe at any
+/// time, with probes running; may wait for a grace period in progress. Must not be called from
+/// inside a probe.
 pub fn set_srcu_flavour(flavour: Flavour) -> Flavour {
     let d = domains();
     let got = d[0].set_flavour(flavour);

@@ -24,8 +24,8 @@
 //! # What this crate re-exports
 //! * Instrumenting: [`tracepoint!`], [`trace!`], [`try_trace!`] (which returns a
 //!   [`TraceOutcome`]: committed, or lost and its [`LossCause`]), the raw field types
-//!   [`CStrPtr`] and [`RawBuf`], and the layers behind them as [`tracepoints`] (enabling by glob, probes)
-//!   and [`recorder`] (the ring-buffer probe and its copy strategies).
+//!   [`CStrPtr`] and [`RawBuf`], and the layers behind them as [`tracepoints`] (enabling by
+//!   glob, probes) and [`recorder`] (the ring-buffer probe and its copy strategies).
 //! * Recording: [`Session`], [`SessionBuilder`], [`Summary`], and the settings they take —
 //!   [`Mode`], [`ClockKind`], [`Policy`], [`Strategy`].
 //! * Errors: [`SessionError`] and the errors it wraps, [`ChannelError`] and [`CtfError`];

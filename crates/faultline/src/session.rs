@@ -83,7 +83,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// One event of a published schema.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchemaEvent {
+    /// Event id, as in the record headers.
     pub id: u32,
+    /// Provider, name and typed fields.
     #[serde(flatten)]
     pub desc: OwnedEventDesc,
 }
@@ -91,31 +93,43 @@ pub struct SchemaEvent {
 /// What an attached session publishes to `faultline record` (JSON, one message, then EOF).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchemaMessage {
+    /// [`SCHEMA_VERSION`] of the sender.
     pub version: u32,
+    /// Process id of the traced program.
     pub pid: u32,
+    /// Its executable's file name.
     pub procname: String,
+    /// Its host name.
     pub hostname: String,
+    /// The copy strategy policy in use (`auto`, or a strategy name).
     pub policy: String,
+    /// Every event class known when the session started.
     pub events: Vec<SchemaEvent>,
 }
 
 /// Errors starting or stopping a session.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// Only one session runs at a time in a process.
     #[error("a faultline session is already running in this process")]
     AlreadyRunning,
+    /// Creating or mapping the channel failed.
     #[error("channel: {0}")]
     Channel(#[from] faultline_ringbuf::ChannelError),
+    /// Creating the trace failed.
     #[error("trace: {0}")]
     Trace(#[from] CtfError),
+    /// The `faultline record` environment variables are set but do not name its channel and pipe.
     #[error("{ENV_CHANNEL_FD}/{ENV_SCHEMA_FD} are set but {0} (is this program run by `faultline record`?)")]
     Inherited(String),
+    /// A setting or environment variable is invalid, or a thread could not be started.
     #[error("{0}")]
     Config(String),
     /// The output directory already holds a trace (`metadata`); traces are never overwritten.
     /// `faultline record` and `faultline demo` say the same.
     #[error("{} already holds a trace; choose another directory", .0.display())]
     TraceExists(PathBuf),
+    /// The embedded consumer thread panicked.
     #[error("the consumer thread panicked")]
     DrainPanicked,
 }
@@ -702,9 +716,13 @@ pub struct Session {
 pub struct CpuSummary {
     /// Events written, per event name.
     pub events: BTreeMap<String, u64>,
+    /// Events written from this CPU's buffer.
     pub events_total: u64,
+    /// Events lost on this CPU: buffer full (discard mode).
     pub lost_full: u64,
+    /// Events lost on this CPU: stalled writer.
     pub lost_stalled: u64,
+    /// Events lost on this CPU: larger than a sub-buffer.
     pub lost_too_big: u64,
     /// Commits (events, packet headers and paddings) that went REMOTE on this CPU's buffer.
     pub remote_commits: u64,
@@ -721,6 +739,7 @@ pub struct Summary {
     pub events_written: u64,
     /// Events written per event name.
     pub events: BTreeMap<String, u64>,
+    /// Per-CPU details.
     pub per_cpu: BTreeMap<u32, CpuSummary>,
     /// Events lost in the ring buffer, by cause: no free sub-buffer (consumer behind) ...
     pub lost_full: u64,
@@ -740,14 +759,17 @@ pub struct Summary {
     pub shm_errors: Vec<String>,
     /// First and last disk error, if any.
     pub write_error: Option<String>,
+    /// The last disk error, if any.
     pub last_write_error: Option<String>,
     /// Event commits done LOCAL (rseq, no atomic) and REMOTE (the writer had migrated).
     pub commits_local: u64,
+    /// Event commits done REMOTE.
     pub commits_remote: u64,
     /// The recorder's own counters (strategies, faulted events, restarts...), when known.
     pub recorder: Option<RecorderStats>,
     /// Bytes of the trace directory.
     pub bytes_on_disk: u64,
+    /// What the embedded consumer did, when known.
     pub drain: Option<DrainStats>,
 }
 

@@ -636,19 +636,9 @@ pub fn loss_cause(why: Lost) -> LossCause {
 fn policy_choice(policy: Policy, tp: &Tracepoint) -> Strategy {
     match policy {
         Policy::Fixed(s) => s,
-        Policy::Auto => {
-            // The tracepoint macro puts a `<name>_faulted` field before every raw field.
-            let raw = tp
-                .desc()
-                .fields
-                .iter()
-                .any(|f| f.name.ends_with("_faulted"));
-            if raw {
-                Strategy::Bounce
-            } else {
-                Strategy::ReserveCopyCommit
-            }
-        }
+        // The tracepoint macro puts a `<name>_faulted` field before every raw field.
+        Policy::Auto if tp.has_raw_fields() => Strategy::Bounce,
+        Policy::Auto => Strategy::ReserveCopyCommit,
     }
 }
 

@@ -13,11 +13,43 @@
 //!
 //! Fields copied from untrusted memory (raw C strings, raw pointer + length) are described by
 //! [`FieldType::String`]/[`FieldType::Bytes`] preceded by a `U32` field named
-//! `<name>_faulted` holding the number of bytes that could not be read (0 when the copy was
-//! clean); the unread bytes are zero-filled (`Bytes`) or the string is cut at the fault.
+//! `<name>_faulted` ([`FAULTED_SUFFIX`]) holding the number of bytes that could not be read (0
+//! when the copy was clean); the unread bytes are zero-filled (`Bytes`) or the string is cut at
+//! the fault.
+//!
+//! A raw buffer (pointer + length, recorded as `Bytes`) has a second prefix field, after
+//! `<name>_faulted`: a `U64` named `<name>_truncated` ([`TRUNCATED_SUFFIX`]) holding the number
+//! of bytes of the buffer that were **not recorded** (its length minus the recorded length: the
+//! buffer was longer than the recording limit, or did not fit the event), 0 when the whole
+//! buffer is in the event. So a raw buffer field `buf` is encoded as
+//! `buf_faulted: U32, buf_truncated: U64, buf: Bytes`, and a reader tells a buffer cut at the
+//! limit from a whole one of the same length. [`truncation_count_of`] recognises the field.
 //!
 //! Event ids are `u32`, assigned by the tracepoint registry; the id and the timestamp live in
 //! the ring buffer's record header, not in the payload.
+
+/// Suffix of the `U32` field before each field copied from untrusted memory: bytes that could
+/// not be read.
+pub const FAULTED_SUFFIX: &str = "_faulted";
+
+/// Suffix of the `U64` field before a raw buffer (`Bytes`) field: bytes of the buffer that were
+/// not recorded (module docs).
+pub const TRUNCATED_SUFFIX: &str = "_truncated";
+
+/// If a field named `name` of type `ty`, followed by a field named `next_name` of type
+/// `next_ty`, is the truncation count of that raw buffer field (`<next_name>_truncated: U64`
+/// before `<next_name>: Bytes`), the raw buffer field's name.
+pub fn truncation_count_of<'a>(
+    name: &str,
+    ty: FieldType,
+    next_name: &'a str,
+    next_ty: FieldType,
+) -> Option<&'a str> {
+    (ty == FieldType::U64
+        && next_ty == FieldType::Bytes
+        && name.strip_suffix(TRUNCATED_SUFFIX) == Some(next_name))
+    .then_some(next_name)
+}
 
 /// Type of one payload field. Serialized (JSON) as its [`FieldType::name`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -422,6 +454,25 @@ mod tests {
             ty: FieldType::Bool,
         },
     ];
+
+    #[test]
+    fn truncation_count_fields() {
+        use FieldType::*;
+        assert_eq!(
+            truncation_count_of("buf_truncated", U64, "buf", Bytes),
+            Some("buf")
+        );
+        assert_eq!(
+            truncation_count_of("buf_truncated", U32, "buf", Bytes),
+            None
+        );
+        assert_eq!(
+            truncation_count_of("buf_truncated", U64, "buf", String),
+            None
+        );
+        assert_eq!(truncation_count_of("buf_truncated", U64, "bu", Bytes), None);
+        assert_eq!(truncation_count_of("buf", U64, "buf", Bytes), None);
+    }
 
     #[test]
     fn decodes_each_type() {

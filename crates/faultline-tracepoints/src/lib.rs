@@ -105,7 +105,8 @@ macro_rules! tracepoint {
         $vis mod $name {
             use super::*;
 
-            const N: usize = 0 $(+ 1 + (<$ty as $crate::__private::FieldValue>::RAW as usize))*;
+            const N: usize = 0 $(+ 1 + (<$ty as $crate::__private::FieldValue>::RAW as usize)
+                + (<$ty as $crate::__private::FieldValue>::TRUNCATED as usize))*;
 
             pub(super) static FIELDS: [$crate::__private::FieldDesc; N] = {
                 let mut out = [$crate::__private::FieldDesc {
@@ -118,6 +119,13 @@ macro_rules! tracepoint {
                         out[i] = $crate::__private::FieldDesc {
                             name: concat!(stringify!($field), "_faulted"),
                             ty: $crate::__private::FieldType::U32,
+                        };
+                        i += 1;
+                    }
+                    if <$ty as $crate::__private::FieldValue>::TRUNCATED {
+                        out[i] = $crate::__private::FieldDesc {
+                            name: concat!(stringify!($field), "_truncated"),
+                            ty: $crate::__private::FieldType::U64,
                         };
                         i += 1;
                     }

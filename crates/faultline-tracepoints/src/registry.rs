@@ -44,7 +44,7 @@
 //! Listeners run under the registry mutex: they must not call into this registry and should
 //! not block for long.
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use faultline_schema::EventDesc;
@@ -64,6 +64,8 @@ pub struct Tracepoint {
     active: AtomicBool,
     id: AtomicU32,
     desc: &'static EventDesc,
+    /// Whether a field copies untrusted memory: 0 not computed yet, 1 no, 2 yes.
+    raw: AtomicU8,
     /// Probe arrays (null when empty), one per kind, each protected by its kind's SRCU domain.
     pub(crate) arrays: [AtomicPtr<ProbeArray>; 2],
 }
@@ -76,6 +78,7 @@ impl Tracepoint {
             active: AtomicBool::new(false),
             id: AtomicU32::new(u32::MAX),
             desc,
+            raw: AtomicU8::new(0),
             arrays: [
                 AtomicPtr::new(std::ptr::null_mut()),
                 AtomicPtr::new(std::ptr::null_mut()),
@@ -99,6 +102,25 @@ impl Tracepoint {
         }
         registry();
         self.id.load(Ordering::Relaxed)
+    }
+
+    /// Whether the event has fields copied from untrusted memory (the `<name>_faulted` field
+    /// [`tracepoint!`](crate::tracepoint) puts before each raw field). Computed once.
+    pub fn has_raw_fields(&self) -> bool {
+        // Relaxed: a cache of a pure function of the immutable description.
+        match self.raw.load(Ordering::Relaxed) {
+            1 => false,
+            2 => true,
+            _ => {
+                let raw = self
+                    .desc
+                    .fields
+                    .iter()
+                    .any(|f| f.name.ends_with("_faulted"));
+                self.raw.store(1 + raw as u8, Ordering::Relaxed);
+                raw
+            }
+        }
     }
 
     /// `provider:name`.

@@ -843,28 +843,42 @@ impl Summary {
         }
     }
 
-    /// Print for people.
+    /// Print for people (stdout).
     pub fn print(&self) {
+        print!("{}", self.render());
+    }
+
+    /// Print for people on stderr (`faultline record`: stdout is the traced program's).
+    pub fn eprint(&self) {
+        eprint!("{}", self.render());
+    }
+
+    /// The text [`Summary::print`] prints.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
         let w = |n: u64| group(n);
         if let Some(d) = &self.dir {
-            println!("trace: {}", d.display());
+            let _ = writeln!(out, "trace: {}", d.display());
         }
-        println!(
+        let _ = writeln!(
+            out,
             "events written: {}   lost: {}   not written (disk): {}",
             w(self.events_written),
             w(self.lost_total()),
             w(self.not_written)
         );
         if !self.events.is_empty() {
-            println!("  per tracepoint:");
+            let _ = writeln!(out, "  per tracepoint:");
             for (name, n) in &self.events {
-                println!("    {name:<28} {:>12}", w(*n));
+                let _ = writeln!(out, "    {name:<28} {:>12}", w(*n));
             }
         }
         if !self.per_cpu.is_empty() {
-            println!("  per CPU:");
+            let _ = writeln!(out, "  per CPU:");
             for (cpu, c) in &self.per_cpu {
-                println!(
+                let _ = writeln!(
+                    out,
                     "    cpu {cpu:<3} events {:>12}   lost full {} stalled {} too-big {}   REMOTE commits {}",
                     w(c.events_total),
                     w(c.lost_full),
@@ -874,7 +888,8 @@ impl Summary {
                 );
             }
         }
-        println!(
+        let _ = writeln!(
+                    out,
             "  losses by cause: consumer behind (full) {}, stalled/dead writer {}{}, too big {}, no buffer {}",
             w(self.lost_full),
             w(self.lost_stalled),
@@ -886,13 +901,15 @@ impl Summary {
             w(self.lost_too_big),
             w(self.lost_no_buffer)
         );
-        println!(
+        let _ = writeln!(
+                    out,
             "  commits: LOCAL {} (rseq, no atomic)   REMOTE {} (writer migrated between reserve and commit)",
             w(self.commits_local),
             w(self.commits_remote)
         );
         if let Some(r) = &self.recorder {
-            println!(
+            let _ = writeln!(
+                out,
                 "  faulted events (bad pointers, zero-filled): {} ({} bytes unreadable)",
                 w(r.faulted),
                 w(r.faulted_bytes)
@@ -909,20 +926,21 @@ impl Summary {
                     )
                 })
                 .collect();
-            println!("  copy strategies: {}", per.join(", "));
+            let _ = writeln!(out, "  copy strategies: {}", per.join(", "));
         }
         for e in &self.shm_errors {
             println!("  SHARED MEMORY: {e}");
         }
         if let Some(e) = &self.write_error {
-            println!("  DISK ERROR: {e}");
+            let _ = writeln!(out, "  DISK ERROR: {e}");
             if self.last_write_error.as_ref() != Some(e) {
                 if let Some(l) = &self.last_write_error {
-                    println!("  last disk error: {l}");
+                    let _ = writeln!(out, "  last disk error: {l}");
                 }
             }
         }
-        println!("  trace size: {} bytes", w(self.bytes_on_disk));
+        let _ = writeln!(out, "  trace size: {} bytes", w(self.bytes_on_disk));
+        out
     }
 }
 

@@ -38,25 +38,38 @@ enum Cmd {
     /// Torture the ring buffer: many threads, migrations between reserve and commit, signal
     /// storms, a concurrent consumer; then check every event was delivered exactly once or
     /// counted as lost. Exits non-zero if the check fails.
+    ///
+    /// With --record: the overload soak through the real `faultline record` instead. Rounds of
+    /// `faultline record` tracing faultline-testapp with all its writers pinned on one CPU and
+    /// tiny sub-buffers, in discard and overwrite modes, most rounds ending with a SIGKILL of
+    /// the program; after each round: zero packets rejected by the trace writer, cumulative
+    /// loss counters that never decrease, babeltrace2 reading the trace with no warning other
+    /// than discarded notices, and delivered + lost == emitted for every writer.
     Stress {
-        /// Writer threads (more than CPUs forces preemption inside critical sections)
-        #[arg(long, default_value_t = 8)]
-        threads: usize,
+        /// Writer threads (more than CPUs forces preemption inside critical sections) [default: 8]
+        #[arg(long)]
+        threads: Option<usize>,
         /// Events each writer emits
         #[arg(long, default_value_t = 100_000)]
         events: u64,
         /// Largest payload in bytes (payload sizes are random in 16..=this)
         #[arg(long, default_value_t = 200)]
         max_payload: usize,
-        /// Sub-buffer size in bytes (power of two)
-        #[arg(long, default_value_t = 64 * 1024)]
-        subbuf_size: u64,
-        /// Sub-buffers per CPU (power of two)
-        #[arg(long, default_value_t = 8)]
-        subbufs: u64,
-        /// Buffer mode
-        #[arg(long, value_enum, default_value = "discard")]
-        mode: ModeArg,
+        /// Sub-buffer size in bytes (power of two) [default: 65536; with --record: 512]
+        #[arg(long)]
+        subbuf_size: Option<u64>,
+        /// Sub-buffers per CPU (power of two) [default: 8; with --record: 4]
+        #[arg(long)]
+        subbufs: Option<u64>,
+        /// Buffer mode [default: discard; with --record: both, one after the other]
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
+        /// The overload soak through `faultline record` (see above)
+        #[arg(long)]
+        record: bool,
+        /// With --record: seconds of rounds per mode
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
         /// Synchronisation path (default: rseq when available)
         #[arg(long, value_enum)]
         path: Option<PathArg>,
@@ -146,21 +159,46 @@ fn main() -> anyhow::Result<()> {
             fault_every,
             bad_pointers,
             json,
+            record,
+            seconds,
         } => {
+            let to_mode = |m: ModeArg| match m {
+                ModeArg::Discard => Mode::Discard,
+                ModeArg::Overwrite => Mode::Overwrite,
+            };
+            if record {
+                let d = faultline_cli::soak::SoakOptions::default();
+                let opt = faultline_cli::soak::SoakOptions {
+                    seconds,
+                    modes: mode.map_or(d.modes.clone(), |m| vec![to_mode(m)]),
+                    threads: threads.map_or(d.threads, |t| t as u32),
+                    subbuf_size: subbuf_size.unwrap_or(d.subbuf_size),
+                    num_subbuf: subbufs.unwrap_or(d.num_subbuf),
+                    ..d
+                };
+                let rep = faultline_cli::soak::run(&opt, !json)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rep)?);
+                } else {
+                    faultline_cli::soak::print_report(&rep);
+                }
+                if !rep.ok {
+                    std::process::exit(1);
+                }
+                return Ok(());
+            }
+            let d = stress::StressOptions::default();
             let opt = stress::StressOptions {
-                threads,
+                threads: threads.unwrap_or(d.threads),
                 events_per_thread: events,
                 max_payload,
-                subbuf_size,
-                num_subbuf: subbufs,
-                mode: match mode {
-                    ModeArg::Discard => Mode::Discard,
-                    ModeArg::Overwrite => Mode::Overwrite,
-                },
+                subbuf_size: subbuf_size.unwrap_or(d.subbuf_size),
+                num_subbuf: subbufs.unwrap_or(d.num_subbuf),
+                mode: mode.map_or(d.mode, to_mode),
                 sync: match path {
                     Some(PathArg::Rseq) => SyncMode::Rseq,
                     Some(PathArg::Atomic) => SyncMode::Atomic,
-                    None => stress::StressOptions::default().sync,
+                    None => d.sync,
                 },
                 migrate_permille,
                 signals: !no_signals,

@@ -112,12 +112,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     if opt.cmd.is_empty() {
         bail!("no command given (usage: faultline record -o DIR -- CMD [ARGS])");
     }
-    if opt.dir.join("metadata").exists() {
-        bail!(
-            "{} already holds a trace; choose another directory",
-            opt.dir.display()
-        );
-    }
+    faultline::session::check_trace_dir(&opt.dir)?;
     let cfg = ChannelConfig {
         subbuf_size: opt.subbuf_size,
         num_subbuf: opt.num_subbuf,

@@ -1,4 +1,4 @@
-//! Dead-writer recovery (brief §3.5): completing sub-buffers whose writers died between reserve
+//! Dead-writer recovery (hazard 5): completing sub-buffers whose writers died between reserve
 //! and commit, once **no writer process is alive**.
 //!
 //! # The problem
@@ -57,7 +57,7 @@
 //! along a CPU's packets still never decrease; what recovery itself finds is reported by the
 //! last packet (the current sub-buffer it closes) or by the consumer's final packet.
 //!
-//! Nothing read here is trusted (brief §3.9): positions are checked against each other, every
+//! Nothing read here is trusted (hazard 9): positions are checked against each other, every
 //! record length against its sub-buffer, every timestamp against its floor, and every pointer
 //! is masked into the data area. A walk over a sub-buffer reads each 8-byte word a bounded
 //! number of times (linear in the sub-buffer size whatever the bytes are).
@@ -70,6 +70,7 @@ use std::sync::atomic::Ordering;
 /// What recovery did on one CPU buffer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CpuRecovery {
+    /// The CPU buffer.
     pub cpu: u32,
     /// Incomplete sub-buffers completed.
     pub subbufs: u64,
@@ -87,6 +88,7 @@ pub struct CpuRecovery {
 /// Report of [`Channel::recover_dead_writers`], one entry per active CPU.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
+    /// One entry per active CPU buffer.
     pub cpus: Vec<CpuRecovery>,
 }
 
@@ -219,7 +221,16 @@ impl Channel {
             if begin_ok {
                 last_ts = last_ts.max(h.timestamp_begin);
             }
-            let ts_begin = if begin_ok { h.timestamp_begin } else { last_ts };
+            let ts_begin = if begin_ok {
+                h.timestamp_begin
+            } else if last_ts == 0 {
+                // No time floor (the buffer is full, so the previous packet's slot holds a later
+                // sub-buffer): the opener died before its header store, and the earliest time
+                // of this lap is the first record's, taken after the opener's switch.
+                self.first_record_ts(cpu, sb, ts_max)
+            } else {
+                last_ts
+            };
             // End fields of this lap: a valid size and an end not before the begin (stale end
             // fields of an older lap, overwrite mode, end before this lap began).
             let end_known = is_current || (end_fields_ok(&h, s) && h.timestamp_end >= ts_begin);
@@ -382,6 +393,24 @@ impl Channel {
         let (id, len) = (idlen as u32, idlen >> 32);
         let fits = len >= RECORD_HEADER_SIZE && len <= end - x;
         (fits && ts >= floor && ts <= ts_max).then_some((ts, id, len))
+    }
+
+    /// Timestamp of the first record of the sub-buffer at `sb` (0 if none): the header right
+    /// after the packet header or, in discard mode, the first one after the zeroed headers of
+    /// writers that died before their header store (module docs).
+    fn first_record_ts(&self, cpu: u32, sb: u64, ts_max: u64) -> u64 {
+        let s = self.geo.subbuf_size;
+        let mut x = PACKET_HEADER_SIZE;
+        while x + RECORD_HEADER_SIZE <= s {
+            if let Some((ts, _, _)) = self.record_at(cpu, sb, x, s, 1, ts_max) {
+                return ts;
+            }
+            if self.geo.mode != Mode::Discard || self.rd_u64(cpu, sb + x) != 0 {
+                break;
+            }
+            x += 8;
+        }
+        0
     }
 
     /// For each sub-buffer of `[start, end_sb)`, the component-wise minimum of the loss

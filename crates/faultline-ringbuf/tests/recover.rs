@@ -1,6 +1,6 @@
-//! Dead-writer recovery (brief §3.5) on its own: a writer "dies" (its Reservation is leaked)
-//! after writing its header, or before writing it; recovery completes the sub-buffer, every
-//! committed record is delivered, the dead one is counted.
+//! Dead-writer recovery (hazard 5 in the `faultline_ringbuf` crate docs) on its own: a writer
+//! "dies" (its Reservation is leaked) after writing its header, or before writing it; recovery
+//! completes the sub-buffer, every committed record is delivered, the dead one is counted.
 
 use faultline_ringbuf::*;
 
@@ -362,5 +362,67 @@ fn recovered_headers_keep_cumulative_counts_non_decreasing() {
         got[2].0.lost_stalled, 1,
         "the last packet carries the dead record"
     );
+    faultline_rseq::allow_cpus(&(0..faultline_rseq::possible_cpus()).collect::<Vec<_>>()).unwrap();
+}
+
+/// Found by the overload soak (`faultline stress --record`): discard mode, the buffer full
+/// behind a sub-buffer whose opener died before its packet header store. Recovery has no time
+/// floor (the previous packet's slot holds a later sub-buffer) and wrote `timestamp_begin` 0,
+/// so the trace writer rejected the packet with every committed record in it.
+#[test]
+fn dead_opener_in_a_full_buffer_gets_a_begin_time() {
+    for sync in syncs() {
+        let cpu = faultline_rseq::allowed_cpus()[0];
+        faultline_rseq::pin_to_cpu(cpu).unwrap();
+        let ch = Channel::create(&ChannelConfig {
+            subbuf_size: 1024,
+            num_subbuf: 4,
+            mode: Mode::Discard,
+            sync,
+            ..Default::default()
+        })
+        .unwrap();
+        let shm = Shm::new(&ch, cpu);
+        // 40-byte records, 22 per sub-buffer: 0..22 fill sub-buffer 0.
+        for i in 0..22 {
+            commit_id(&ch, i);
+        }
+        // The next reservation opens sub-buffer 1; its writer dies before its packet header
+        // store and its record header store.
+        let dead = ch.reserve(22, 24).unwrap();
+        // SAFETY: test-only zeroing of sub-buffer 1's packet header and the dead record's
+        // header, inside the mapping.
+        unsafe { std::ptr::write_bytes(shm.data_at(1024), 0, 128 + 16) };
+        std::mem::forget(dead);
+        let first = packets(&ch, cpu);
+        assert_eq!(first.len(), 1, "{sync:?}: sub-buffer 0 taken");
+        let prev_end = first[0].0.timestamp_end;
+        // Fill sub-buffers 1..3 and part of the next lap's 0: the buffer is full.
+        for i in 23..23 + 21 + 22 + 22 + 5 {
+            commit_id(&ch, i);
+        }
+        let rep = ch.recover_dead_writers();
+        assert_eq!(rep.records(), 1, "{sync:?}: {rep:?}");
+        let got = packets(&ch, cpu);
+        assert_eq!(got.len(), 4, "{sync:?}");
+        let (h, recs) = &got[0];
+        assert_eq!(recs.first().map(|r| r.1), Some(23), "{sync:?}");
+        assert!(
+            h.timestamp_begin >= prev_end && h.timestamp_begin <= recs[0].0,
+            "{sync:?}: begin {} not within [{prev_end}, {}]",
+            h.timestamp_begin,
+            recs[0].0
+        );
+        let mut last_end = prev_end;
+        for (h, recs) in &got {
+            assert!(h.timestamp_begin >= last_end, "{sync:?}: {h:?}");
+            assert!(
+                recs.iter()
+                    .all(|r| r.0 >= h.timestamp_begin && r.0 <= h.timestamp_end),
+                "{sync:?}: {h:?} {recs:?}"
+            );
+            last_end = h.timestamp_end;
+        }
+    }
     faultline_rseq::allow_cpus(&(0..faultline_rseq::possible_cpus()).collect::<Vec<_>>()).unwrap();
 }

@@ -24,6 +24,11 @@
 //! 5. Final flush and drain, fsync, summary (also saved as `DIR/.faultline-summary.json`; the
 //!    leading dot keeps CTF readers away from it), and `record` exits with the program's status
 //!    (128 + signal number if it was killed).
+//!
+//! With `--libc` ([`crate::libc_preload`]) the program is started with `LD_PRELOAD` naming
+//! the `faultline-libc` library, which plays the program's part of step 2 from its
+//! constructor (and lets the images the program executes re-attach to the same channel); the
+//! report then goes to stderr like every report (stdout is the traced program's).
 
 use anyhow::{bail, Context};
 use faultline::drain::{Drain, DrainConfig, DrainStats};
@@ -470,7 +475,7 @@ fn other_mappers(id: &str) -> std::io::Result<Vec<u32>> {
 /// `faultline record` arguments.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    about = "Trace a program that uses faultline tracepoints: faultline record -o DIR -- CMD [ARGS]"
+    about = "Trace a program that uses faultline tracepoints, or any dynamically linked program's libc calls with --libc: faultline record [--libc] -o DIR -- CMD [ARGS]"
 )]
 pub struct RecordArgs {
     /// Trace directory (must not hold a trace)
@@ -499,7 +504,8 @@ pub struct RecordArgs {
     pub json: bool,
     /// Trace the libc calls of an unmodified, dynamically linked program (preloads
     /// libfaultline_libc.so, found next to this binary). Optionally select calls by name:
-    /// --libc=open*,read,-mmap. Events are libc:<call> (see `faultline record --help`)
+    /// --libc=open*,read,-mmap. Each call is one event libc:<call> with its arguments, ret,
+    /// errno, dur_ns, pid and tid; faultline:process marks each program image attached
     #[arg(long, value_name = "CALLS", num_args = 0..=1, require_equals = true,
           default_missing_value = "*")]
     pub libc: Option<String>,

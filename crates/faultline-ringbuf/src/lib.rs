@@ -12,7 +12,7 @@
 //! * [`clock`]: TSC / monotonic timestamps.
 //!
 //! ## Hazards and where they are answered
-The numbered hazards below are what the rest of the crate's docs refer to as "hazard N".
+//! The numbered hazards below are what the rest of the crate's docs refer to as "hazard N".
 //! 1. Missed delivery: asymmetric fence (membarrier) on the REMOTE path + consumer poll
 //!    backstop — [`commit`], model-checked in `tests/loom_delivery.rs` (with a broken variant
 //!    that the checker catches).

@@ -14,7 +14,8 @@
 //! Each writer thread installs its dispatcher with `tracing::dispatcher::set_default` (the
 //! global default can be set only once per process), the same for both `tracing` sides.
 
-use crate::bench::{median_spread, Row, Target, BENCH_INT, BENCH_STRING, MSG};
+use crate::bench::{Row, Target, BENCH_INT, BENCH_STRING, MSG};
+use crate::harness::median_spread;
 use faultline_tracepoints::trace;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -250,7 +251,7 @@ impl TracingRuns {
                 _ => (warmup, iters),
             };
             let (ns, emitted, lost, unacc) = run_one(c, w, n)?;
-            acc.ns.push(crate::bench::median_spread(&ns).0);
+            acc.ns.push(crate::harness::median_spread(&ns).0);
             acc.emitted += emitted;
             acc.lost += lost;
             acc.unaccounted += unacc;

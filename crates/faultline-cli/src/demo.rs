@@ -122,12 +122,7 @@ pub fn default_dir() -> PathBuf {
 /// Run the workload and return the session summary.
 pub fn run(opt: &DemoOptions) -> anyhow::Result<Summary> {
     let dir = opt.dir.clone().unwrap_or_else(default_dir);
-    if dir.join("metadata").exists() {
-        anyhow::bail!(
-            "{} already holds a trace; choose another directory",
-            dir.display()
-        );
-    }
+    faultline::session::check_trace_dir(&dir)?;
     let cpus = faultline_rseq::allowed_cpus();
     let ncpu = cpus.len().max(1);
     let threads = opt.threads.unwrap_or((2 * ncpu + 2).max(6));

@@ -22,19 +22,23 @@
 //!   the packet's `timestamp_begin`, args `lost_full`, `lost_stalled`, `lost_too_big`,
 //!   `lost_packets`, `packet_seq_num`, `packet_end_us`.
 //!
-//! Spans: events recorded by `faultline-tracing` (or anything else) for spans are recognized
-//! by **name and fields** ([`SpanConvention`], the one place to adapt):
-//! - the part of the event name after `provider:` is `span_new`, `span_enter`, `span_exit` or
-//!   `span_close` (or ends with `_span_new`, ...);
-//! - the span is identified by an integer field `span_id` (or `id`);
-//! - its name is the string field `name` of its `span_new` event (else of its `span_enter`
-//!   event; else `span <id>`); the other fields of `span_new` become the span's args;
-//! - the thread is found as for other events; without one, the CPU of the enter event.
+//! Spans are recognized by **event names and fields** ([`SpanConvention`], the one place to
+//! adapt), following what `faultline-tracing` records:
+//! - creation: an event whose name after `provider:` is `<LEVEL>.span.<span name>` (an
+//!   uppercase level, e.g. `myapp.server:INFO.span.handle`), or `span_new` (then the span
+//!   name is its string field `name`); its `span` field (or `span_id`, `id`) is the span id,
+//!   its other fields become the span's args, with `target` (the provider) and `level`;
+//! - `span_enter`, `span_exit`, `span_close` as the name after `provider:` (e.g.
+//!   `tracing:span_enter`; also `..._span_enter`), with the span id as above;
+//! - the thread: the event's `tid` field (as for other events); without one, the CPU of the
+//!   enter event.
 //!
-//! Each enter/exit pair becomes one complete event (`"ph": "X"`, `ts` = enter, `dur` = exit -
-//! enter) on the thread's track (else on the CPU's track), emitted at the exit. A span still
-//! entered at the end of the trace ends at the last event, with `"unfinished": true`. Enter
-//! and exit events are not exported as instants; `span_new`/`span_close` are.
+//! Each enter/exit pair of a span on one thread becomes one complete event (`"ph": "X"`,
+//! `ts` = enter, `dur` = exit - enter, named after the span, args from its creation and
+//! `span_id`) on the thread's track (else the CPU's), emitted at the exit. A span still
+//! entered at the end of the selection ends at the last event, with `"unfinished": true`; an
+//! exit without its enter (entered before `--from`) is skipped. Enter and exit events are not
+//! exported as instants; creation and close events are.
 //!
 //! Memory: the output is streamed as the events are read; what is kept is bounded by the
 //! number of CPUs, threads and spans alive at once (a span's entry is dropped at its
@@ -103,23 +107,27 @@ pub enum Tracks {
 /// naming means changing these constants only.
 #[derive(Debug, Clone, Copy)]
 pub struct SpanConvention {
+    /// Creation: `<LEVEL><new_infix><span name>` after `provider:`.
+    pub new_infix: &'static str,
+    /// Creation, named by the [`Self::name_field`] field.
     pub new: &'static str,
     pub enter: &'static str,
     pub exit: &'static str,
     pub close: &'static str,
     /// Integer fields holding the span id, in order of preference.
     pub id_fields: &'static [&'static str],
-    /// String field holding the span's name.
+    /// String field holding the span's name (for [`Self::new`] events).
     pub name_field: &'static str,
 }
 
 /// The convention `faultline export` uses.
 pub const SPANS: SpanConvention = SpanConvention {
+    new_infix: ".span.",
     new: "span_new",
     enter: "span_enter",
     exit: "span_exit",
     close: "span_close",
-    id_fields: &["span_id", "id"],
+    id_fields: &["span", "span_id", "id"],
     name_field: "name",
 };
 
@@ -133,9 +141,24 @@ pub enum SpanOp {
 }
 
 impl SpanConvention {
+    /// The part of `provider:event` after the provider.
+    fn event_part(name: &str) -> &str {
+        name.split_once(':').map_or(name, |(_, e)| e)
+    }
+
+    /// `(level, span name)` of a creation event named `<LEVEL><new_infix><span name>`.
+    fn leveled<'n>(&self, name: &'n str) -> Option<(&'n str, &'n str)> {
+        let (level, span) = Self::event_part(name).split_once(self.new_infix)?;
+        (!level.is_empty() && level.bytes().all(|b| b.is_ascii_uppercase()) && !span.is_empty())
+            .then_some((level, span))
+    }
+
     /// The span operation of an event named `name` (`provider:event`), if it is one.
     pub fn op(&self, name: &str) -> Option<SpanOp> {
-        let ev = name.rsplit_once(':').map_or(name, |(_, e)| e);
+        if self.leveled(name).is_some() {
+            return Some(SpanOp::New);
+        }
+        let ev = Self::event_part(name);
         let is = |want: &str| {
             ev == want
                 || ev
@@ -166,8 +189,11 @@ impl SpanConvention {
         })
     }
 
-    /// The span name carried by a span event, if any.
+    /// The span name carried by a span event (its class name or its name field), if any.
     pub fn name(&self, ev: &Ev<'_>) -> Option<String> {
+        if let Some((_, span)) = self.leveled(ev.name) {
+            return Some(span.to_string());
+        }
         ev.fields
             .clone()
             .find(|(n, _)| *n == self.name_field)
@@ -175,6 +201,26 @@ impl SpanConvention {
                 FieldValue::Str(s) => Some(String::from_utf8_lossy(s).into_owned()),
                 _ => None,
             })
+    }
+
+    /// The args of a span from its creation event: its fields but the id and the name field,
+    /// plus `target` and `level` when the class name gives them (JSON object contents).
+    fn args(&self, ev: &Ev<'_>) -> String {
+        let mut args = String::new();
+        let mut skip: Vec<&str> = self.id_fields.to_vec();
+        skip.push(self.name_field);
+        push_args(&mut args, ev, &skip);
+        if let Some((level, _)) = self.leveled(ev.name) {
+            let target = ev.name.split_once(':').map_or("", |(t, _)| t);
+            if !args.is_empty() {
+                args.push(',');
+            }
+            args.push_str("\"target\":");
+            push_str(&mut args, target);
+            args.push_str(",\"level\":");
+            push_str(&mut args, level);
+        }
+        args
     }
 }
 
@@ -479,8 +525,7 @@ impl<W: Write> Exporter<W> {
             Some(SpanOp::Exit) => return self.exit(ev, track),
             Some(SpanOp::New) => {
                 if let Some(id) = SPANS.id(ev) {
-                    let mut args = String::new();
-                    push_args(&mut args, ev, &[SPANS.name_field]);
+                    let args = SPANS.args(ev);
                     let name = SPANS.name(ev).unwrap_or_else(|| format!("span {id}"));
                     self.spans.insert(id, SpanInfo { name, args });
                 }
@@ -690,6 +735,10 @@ mod tests {
         assert_eq!(SPANS.op("app:span_close"), Some(SpanOp::Close));
         assert_eq!(SPANS.op("app:myspan_enter"), None);
         assert_eq!(SPANS.op("app:enter"), None);
+        assert_eq!(SPANS.op("myapp.server:INFO.span.handle"), Some(SpanOp::New));
+        assert_eq!(SPANS.op("myapp:Info.span.handle"), None);
+        assert_eq!(SPANS.op("myapp:INFO.event_src/span.rs_3"), None);
+        assert_eq!(SPANS.op("myapp:INFO.span."), None);
     }
 
     #[test]

@@ -127,6 +127,10 @@ enum Cmd {
         /// Run the copy-strategy study instead (reserve-copy-commit, bounce, prefault-restart)
         #[arg(long)]
         study: bool,
+        /// Measure `record --libc` instead: real workloads (dd micro loop, find, tar, git
+        /// status) untraced, under faultline, strace -f and ltrace -f, same run
+        #[arg(long)]
+        libc: bool,
     },
 }
 
@@ -226,7 +230,21 @@ fn main() -> anyhow::Result<()> {
             lttng_events,
             no_lttng,
             study,
+            libc,
         } => {
+            if libc {
+                let opt = faultline_cli::libc_bench::LibcBenchOptions {
+                    rounds: rounds.unwrap_or(if quick { 3 } else { 5 }),
+                    quick,
+                };
+                let rep = faultline_cli::libc_bench::run(&opt)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rep)?);
+                } else {
+                    faultline_cli::libc_bench::print(&rep);
+                }
+                return Ok(());
+            }
             if study {
                 let mut opt = faultline_cli::study::StudyOptions::new(quick);
                 opt.rounds = rounds.unwrap_or(opt.rounds);

@@ -61,6 +61,8 @@ pub struct RecordOptions {
     pub clock: Option<ClockKind>,
     /// Live progress on stderr (only shown when stderr is a terminal).
     pub progress: bool,
+    /// Trace the program's libc calls through the preload library (`--libc`).
+    pub libc: Option<crate::libc_preload::LibcOptions>,
 }
 
 /// What happened to the traced program.
@@ -90,8 +92,11 @@ pub struct RecoveryInfo {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RecordReport {
     pub program: ProgramExit,
-    /// The program published its schema (it started a `faultline::Session`).
+    /// The program published its schema (it started a `faultline::Session`, or `--libc`'s
+    /// preload library attached).
     pub schema_received: bool,
+    /// Recorded with `--libc`.
+    pub libc: bool,
     pub recovery: RecoveryInfo,
     pub summary: Summary,
 }
@@ -103,12 +108,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     if opt.cmd.is_empty() {
         bail!("no command given (usage: faultline record -o DIR -- CMD [ARGS])");
     }
-    if opt.dir.join("metadata").exists() {
-        bail!(
-            "{} already holds a trace; choose another directory",
-            opt.dir.display()
-        );
-    }
+    faultline::session::check_trace_dir(&opt.dir)?;
     let cfg = ChannelConfig {
         subbuf_size: opt.subbuf_size,
         num_subbuf: opt.num_subbuf,
@@ -150,6 +150,18 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         .env(ENV_SCHEMA_FD, wr_fd.to_string())
         .env(ENV_EVENTS, &opt.events)
         .env(ENV_STRATEGY, opt.policy.to_string());
+    let mut notes: Vec<String> = Vec::new();
+    if let Some(l) = &opt.libc {
+        let lib = crate::libc_preload::find_library()?;
+        crate::libc_preload::apply(&mut cmd, &lib, l);
+        cmd.env(ENV_EVENTS, crate::libc_preload::events_spec(&l.calls)?);
+        if let Some(n) = crate::libc_preload::resolve_program(&opt.cmd[0])
+            .and_then(|p| crate::libc_preload::static_note(&p))
+        {
+            eprintln!("faultline record: {n}");
+            notes.push(n);
+        }
+    }
     // SAFETY: the closure only calls fcntl, which is async-signal-safe, on descriptors that are
     // open in the child (inherited copies of ours).
     unsafe {
@@ -175,7 +187,6 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let mut schema_note: Option<String> = None;
     // Messages that came with the schema in the same read (classes registered right after).
     let mut early: Vec<Message> = Vec::new();
-    let mut notes: Vec<String> = Vec::new();
     // Phase 1: wait for the schema (or the end of the program).
     loop {
         reader.wait(Duration::from_millis(20));
@@ -199,8 +210,13 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             break;
         }
         if reader.eof() {
-            schema_note =
-                Some("the program published no schema (did it start a faultline::Session?)".into());
+            schema_note = Some(if opt.libc.is_some() {
+                "the preload library did not attach (statically linked or setuid program, \
+                 or LD_PRELOAD removed): no libc call was traced"
+                    .into()
+            } else {
+                "the program published no schema (did it start a faultline::Session?)".into()
+            });
             break;
         }
         if status.is_none() {
@@ -340,6 +356,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let mut report = RecordReport {
         program,
         schema_received: schema.is_some(),
+        libc: opt.libc.is_some(),
         recovery,
         summary,
     };
@@ -354,6 +371,14 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             .iter()
             .flat_map(|d| d.class_errors.clone()),
     );
+    if opt.libc.is_some() {
+        if let Some(&n) = report.summary.events.get("libc:syscall") {
+            report.recovery.errors.push(format!(
+                "the program made {n} direct syscall(2) call(s): recorded as libc:syscall \
+                 (number and raw arguments, not decoded)"
+            ));
+        }
+    }
     // The summary file is part of the trace directory's size.
     let path = opt.dir.join(".faultline-summary.json");
     if let Ok(j) = serde_json::to_string_pretty(&report) {
@@ -367,8 +392,8 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
 pub fn print(r: &RecordReport) {
     let p = &r.program;
     match (p.code, p.signal) {
-        (Some(c), _) => println!("program (pid {}) exited with status {c}", p.pid),
-        (_, Some(s)) => println!(
+        (Some(c), _) => eprintln!("program (pid {}) exited with status {c}", p.pid),
+        (_, Some(s)) => eprintln!(
             "program (pid {}) was killed by signal {s} ({})",
             p.pid,
             signal_name(s)
@@ -376,12 +401,19 @@ pub fn print(r: &RecordReport) {
         _ => {}
     }
     if !r.schema_received {
-        println!("  the program published no schema: it did not start a faultline::Session");
+        eprintln!("  the program published no schema: nothing was traced");
     }
-    r.summary.print();
+    r.summary.eprint();
     let rc = &r.recovery;
-    if rc.ran && (rc.subbufs > 0 || rc.records > 0) {
-        println!(
+    if rc.ran && r.libc && rc.records == 0 && rc.subbufs > 0 {
+        // Normal with --libc: preloaded processes exit without a final flush.
+        eprintln!(
+            "  {} sub-buffer(s) left open by exited processes completed at the end ({} bytes)",
+            rc.subbufs,
+            group(rc.bytes)
+        );
+    } else if rc.ran && (rc.subbufs > 0 || rc.records > 0) {
+        eprintln!(
             "  dead-writer recovery: {} sub-buffer(s) completed ({} bytes committed on behalf of \
              dead threads); {} uncommitted event(s) lost: writer died between reserve and commit",
             rc.subbufs,
@@ -390,10 +422,10 @@ pub fn print(r: &RecordReport) {
         );
     }
     if let Some(s) = &rc.skipped {
-        println!("  dead-writer recovery skipped: {s}");
+        eprintln!("  dead-writer recovery skipped: {s}");
     }
     for e in &rc.errors {
-        println!("  note: {e}");
+        eprintln!("  note: {e}");
     }
 }
 
@@ -468,6 +500,15 @@ pub struct RecordArgs {
     /// Print the report as JSON (no progress line)
     #[arg(long)]
     pub json: bool,
+    /// Trace the libc calls of an unmodified, dynamically linked program (preloads
+    /// libfaultline_libc.so, found next to this binary). Optionally select calls by name:
+    /// --libc=open*,read,-mmap. Events are libc:<call> (see `faultline record --help`)
+    #[arg(long, value_name = "CALLS", num_args = 0..=1, require_equals = true,
+          default_missing_value = "*")]
+    pub libc: Option<String>,
+    /// With --libc: bytes recorded from each data buffer (read, write, send, recv…; 0 = none)
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub libc_data: usize,
     /// The program and its arguments
     #[arg(last = true, required = true)]
     pub cmd: Vec<OsString>,
@@ -496,6 +537,13 @@ pub fn main(a: &RecordArgs) -> i32 {
         num_subbuf: a.subbufs,
         clock: a.monotonic.then_some(ClockKind::Monotonic),
         progress: !a.json,
+        libc: a
+            .libc
+            .as_ref()
+            .map(|calls| crate::libc_preload::LibcOptions {
+                calls: calls.clone(),
+                data_bytes: a.libc_data,
+            }),
     };
     match run(&opt) {
         Ok(r) => {

@@ -163,89 +163,36 @@ fn export_filters_and_errors() {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
-const SPAN_FIELDS: &[FieldDesc] = &[
-    FieldDesc {
-        name: "span_id",
-        ty: FieldType::U64,
-    },
-    FieldDesc {
-        name: "tid",
-        ty: FieldType::U32,
-    },
-];
+const fn fd(name: &'static str, ty: FieldType) -> FieldDesc {
+    FieldDesc { name, ty }
+}
 const NEW_FIELDS: &[FieldDesc] = &[
-    FieldDesc {
-        name: "span_id",
-        ty: FieldType::U64,
-    },
-    FieldDesc {
-        name: "tid",
-        ty: FieldType::U32,
-    },
-    FieldDesc {
-        name: "parent_id",
-        ty: FieldType::U64,
-    },
-    FieldDesc {
-        name: "name",
-        ty: FieldType::String,
-    },
-    FieldDesc {
-        name: "level",
-        ty: FieldType::String,
-    },
+    fd("span", FieldType::U64),
+    fd("parent", FieldType::U64),
+    fd("user", FieldType::String),
 ];
-const WORK_FIELDS: &[FieldDesc] = &[
-    FieldDesc {
-        name: "tid",
-        ty: FieldType::U32,
-    },
-    FieldDesc {
-        name: "n",
-        ty: FieldType::U64,
-    },
-];
-const SPAN_EVENTS: [(u32, EventDesc); 5] = [
-    (
-        1,
-        EventDesc {
-            provider: "app",
-            name: "span_new",
-            fields: NEW_FIELDS,
-        },
-    ),
-    (
-        2,
-        EventDesc {
-            provider: "app",
-            name: "span_enter",
-            fields: SPAN_FIELDS,
-        },
-    ),
-    (
-        3,
-        EventDesc {
-            provider: "app",
-            name: "span_exit",
-            fields: SPAN_FIELDS,
-        },
-    ),
-    (
-        4,
-        EventDesc {
-            provider: "app",
-            name: "span_close",
-            fields: SPAN_FIELDS,
-        },
-    ),
-    (
-        5,
-        EventDesc {
-            provider: "app",
-            name: "work",
-            fields: WORK_FIELDS,
-        },
-    ),
+const EDGE_FIELDS: &[FieldDesc] = &[fd("span", FieldType::U64), fd("tid", FieldType::U32)];
+const CLOSE_FIELDS: &[FieldDesc] = &[fd("span", FieldType::U64)];
+const WORK_FIELDS: &[FieldDesc] = &[fd("tid", FieldType::U32), fd("n", FieldType::U64)];
+const fn ed(provider: &'static str, name: &'static str, fields: &'static [FieldDesc]) -> EventDesc {
+    EventDesc {
+        provider,
+        name,
+        fields,
+    }
+}
+/// The event classes `faultline-tracing` records (its crate docs): span creation as
+/// `<target>:<LEVEL>.span.<name>` with `span`, `parent` and the span's fields;
+/// `tracing:span_enter`/`span_exit` with `span` and `tid`; `tracing:span_close` with `span`.
+const SPAN_EVENTS: [(u32, EventDesc); 8] = [
+    (1, ed("app", "INFO.span.outer", NEW_FIELDS)),
+    (2, ed("tracing", "span_enter", EDGE_FIELDS)),
+    (3, ed("tracing", "span_exit", EDGE_FIELDS)),
+    (4, ed("tracing", "span_close", CLOSE_FIELDS)),
+    (5, ed("app", "work", WORK_FIELDS)),
+    (6, ed("app.db", "DEBUG.span.inner", NEW_FIELDS)),
+    (7, ed("app", "INFO.span.request", NEW_FIELDS)),
+    (8, ed("app", "WARN.span.tail", NEW_FIELDS)),
 ];
 
 /// A trace of spans: thread 7 on CPU 0 enters `outer` (1000..2000) and `inner` (1100..1300)
@@ -270,33 +217,32 @@ fn write_spans(dir: &Path) {
         },
         events: SPAN_EVENTS.to_vec(),
     };
-    let new = |id: u64, tid: u64, parent: u64, name: &str| {
+    let new = |id: u64, parent: u64, user: &str| {
         vec![
             Value::U(id),
-            Value::U(tid),
             Value::U(parent),
-            Value::Str(name.as_bytes().to_vec()),
-            Value::Str(b"INFO".to_vec()),
+            Value::Str(user.as_bytes().to_vec()),
         ]
     };
-    let sp = |id: u64, tid: u64| vec![Value::U(id), Value::U(tid)];
+    let edge = |id: u64, tid: u64| vec![Value::U(id), Value::U(tid)];
+    let close = |id: u64| vec![Value::U(id)];
     // (cpu, ts, event id, values)
     let recs: Vec<(u32, u64, u32, Vec<Value>)> = vec![
-        (0, 1000, 1, new(1, 7, 0, "outer")),
-        (0, 1000, 2, sp(1, 7)),
+        (0, 1000, 1, new(1, 0, "u1")),
+        (0, 1000, 2, edge(1, 7)),
         (0, 1050, 5, vec![Value::U(7), Value::U(1)]),
-        (0, 1100, 1, new(2, 7, 1, "inner")),
-        (0, 1100, 2, sp(2, 7)),
-        (0, 1300, 3, sp(2, 7)),
-        (0, 1300, 4, sp(2, 7)),
-        (1, 1400, 1, new(3, 8, 0, "request")),
-        (1, 1500, 2, sp(3, 8)),
-        (0, 2000, 3, sp(1, 7)),
-        (0, 2000, 4, sp(1, 7)),
-        (0, 2500, 3, sp(3, 8)),
-        (0, 2500, 4, sp(3, 8)),
-        (1, 2600, 1, new(4, 9, 0, "tail")),
-        (1, 2600, 2, sp(4, 9)),
+        (0, 1100, 6, new(2, 1, "u2")),
+        (0, 1100, 2, edge(2, 7)),
+        (0, 1300, 3, edge(2, 7)),
+        (0, 1300, 4, close(2)),
+        (1, 1400, 7, new(3, 0, "u3")),
+        (1, 1500, 2, edge(3, 8)),
+        (0, 2000, 3, edge(1, 7)),
+        (0, 2000, 4, close(1)),
+        (0, 2500, 3, edge(3, 8)),
+        (0, 2500, 4, close(3)),
+        (1, 2600, 8, new(4, 0, "u4")),
+        (1, 2600, 2, edge(4, 9)),
         (1, 2700, 5, vec![Value::U(9), Value::U(2)]),
     ];
     let mut w = TraceWriter::create(dir, &desc).unwrap();
@@ -350,10 +296,13 @@ fn spans_become_duration_events_on_thread_tracks() {
         ]
     );
     let inner = evs.iter().find(|e| e["name"] == "inner").unwrap();
-    assert_eq!(inner["args"]["parent_id"], 1);
-    assert_eq!(inner["args"]["level"], "INFO");
-    assert_eq!(inner["args"]["span_id"], 2);
-    // Thread tracks are named; enter/exit are not instants, the rest are, on both tracks.
+    assert_eq!(
+        inner["args"],
+        serde_json::json!({"span_id": 2, "parent": 1, "user": "u2", "target": "app.db",
+            "level": "DEBUG"})
+    );
+    // Thread tracks are named; enter/exit are not instants, the rest are: on the CPU tracks,
+    // and on the thread tracks when the event names its thread.
     let threads: Vec<u64> = evs
         .iter()
         .filter(|e| e["ph"] == "M" && e["name"] == "thread_name" && e["pid"] == 2)
@@ -367,7 +316,7 @@ fn spans_become_duration_events_on_thread_tracks() {
             .collect::<Vec<_>>()
     };
     assert_eq!(inst(1).len(), 9);
-    assert_eq!(inst(1), inst(2));
+    assert_eq!(inst(2), vec!["app:work", "app:work"]);
     assert!(!inst(1)
         .iter()
         .any(|n| n.contains("enter") || n.contains("exit")));
@@ -379,6 +328,30 @@ fn spans_become_duration_events_on_thread_tracks() {
         (work["tid"].as_u64(), work["args"]["cpu"].as_u64()),
         (Some(7), Some(0))
     );
+    // --tracks keeps one copy of the events whose thread is known; spans stay on threads.
+    let count = |j: &J, pid: u64, ph: &str| {
+        events(j)
+            .iter()
+            .filter(|e| e["pid"] == pid && e["ph"] == ph)
+            .count()
+    };
+    let cpu_only = export(&dir, &["--tracks", "cpu"]);
+    assert_eq!((count(&cpu_only, 1, "i"), count(&cpu_only, 2, "i")), (9, 0));
+    assert_eq!(count(&cpu_only, 2, "X"), 4);
+    let thread_only = export(&dir, &["--tracks", "thread"]);
+    assert_eq!(
+        (count(&thread_only, 1, "i"), count(&thread_only, 2, "i")),
+        (7, 2)
+    );
+    assert_eq!(count(&thread_only, 2, "X"), 4);
+    // An exit whose enter is not selected is skipped.
+    let late = export(&dir, &["--from", "150"]);
+    let names: Vec<&str> = events(&late)
+        .iter()
+        .filter(|e| e["ph"] == "X")
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["request", "tail"]);
 }
 
 /// The JSON data block of a timeline page.
@@ -603,6 +576,7 @@ fn timeline_in_chromium() {
     let r = node_driver("timeline.mjs", &nm, &chromium, &[&page, &shot, &profile]);
     eprintln!("screenshot: {}", shot.display());
     assert_eq!(r["errors"], J::Array(vec![]), "{r}");
+    assert_eq!(r["ready"], true, "{r}");
     assert_eq!(r["requests"], J::Array(vec![]), "{r}");
     let st = stats(&dir);
     assert_eq!(

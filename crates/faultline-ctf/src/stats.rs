@@ -35,7 +35,9 @@ use std::collections::{BTreeMap, HashMap};
 /// Per-CPU summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CpuStats {
+    /// Events read from this CPU's stream.
     pub events: u64,
+    /// Packets read from this CPU's stream.
     pub packets: u64,
     /// Packets missing between two packets of the stream (`packet_seq_num` gaps).
     pub lost_packets: u64,
@@ -44,21 +46,28 @@ pub struct CpuStats {
     pub packets_before_first: u64,
     /// Final cumulative loss counters.
     pub lost: Losses,
+    /// Bytes of this CPU's stream file.
     pub bytes: u64,
 }
 
 /// Whole-trace statistics.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
+    /// Events read, all CPUs.
     pub events_total: u64,
+    /// Events lost, all causes and CPUs (from the packets' cumulative counters).
     pub lost_total: u64,
+    /// Events lost because the buffer was full (discard mode, consumer behind).
     pub lost_full: u64,
+    /// Events lost to a stalled (or dead) writer.
     pub lost_stalled: u64,
+    /// Events lost because they were larger than a sub-buffer.
     pub lost_too_big: u64,
     /// Packets missing between two packets of a stream, summed over streams (module docs).
     pub lost_packets: u64,
     /// Packets produced before each stream's first packet, summed over streams.
     pub packets_before_first: u64,
+    /// Packets read, all CPUs.
     pub packets: u64,
     /// Events with a raw buffer not recorded whole (module docs).
     pub truncated_events: u64,
@@ -68,12 +77,15 @@ pub struct Stats {
     pub events: BTreeMap<String, u64>,
     /// CPU → event count (JSON keys are strings).
     pub cpus: BTreeMap<u32, u64>,
+    /// Per-CPU details.
     pub per_cpu: BTreeMap<u32, CpuStats>,
     /// Clock ticks.
     pub first_ts: Option<u64>,
+    /// Clock ticks.
     pub last_ts: Option<u64>,
     /// `last_ts - first_ts` in nanoseconds.
     pub span_ns: u64,
+    /// Bytes of the trace directory's files.
     pub bytes_on_disk: u64,
 }
 

@@ -17,11 +17,11 @@
 //!    sub-buffer and the packet header of the next one — after checking that the next one is
 //!    free: in discard mode the consumer must have taken its previous lap, in both modes its
 //!    previous lap must be fully committed (a writer blocked between reserve and commit holds
-//!    it: we drop rather than wrap onto it, brief §3.4).
+//!    it: we drop rather than wrap onto it, hazard 4).
 //! 3. One rseq critical section on `cpu`: compare `write_offset` with what we read, read the
 //!    TSC, store the new offset (the commit). Aborted or raced: start again at 2.
 //!    The timestamp is read inside the section, so per-buffer time order equals offset order
-//!    (brief §3.7). A reservation that closes a sub-buffer snapshots the loss counters just
+//!    (hazard 7). A reservation that closes a sub-buffer snapshots the loss counters just
 //!    before this step, after the acquire load of step 2, so snapshots are taken in packet
 //!    order and the cumulative counts in packet headers never decrease ([`crate::close`]).
 //! 4. If we switched: write the old packet's end fields (end timestamp, content size, the
@@ -38,18 +38,18 @@
 //! # Commit
 //! The reservation remembers `(cpu, sub-buffer, lap)` from step 2 and commits there, LOCAL if
 //! still on `cpu`, REMOTE otherwise ([`crate::commit`]). Never recomputed from the current CPU
-//! (brief §3.2).
+//! (hazard 2).
 //!
 //! # Flush (quiet buffers) and teardown
 //! Closing a partially filled sub-buffer writes `write_offset`, an rseq-owned word, so it must
-//! run on the buffer's CPU (brief §3.3): [`Channel::flush_all`] runs [`Channel::flush_cpu`] on a
+//! run on the buffer's CPU (hazard 3): [`Channel::flush_all`] runs [`Channel::flush_cpu`] on a
 //! short-lived helper thread pinned to each CPU, using the same rseq compare-and-store as
 //! writers — the user-space analogue of an IPI. Nothing ever stores another CPU's rseq words
 //! from the wrong CPU.
 //!
 //! # Nesting
 //! A signal handler may trace while the interrupted code holds a reservation on the same
-//! buffer (brief §3.8): nothing here is a lock; the handler's reservation simply comes after
+//! buffer (hazard 8): nothing here is a lock; the handler's reservation simply comes after
 //! and both commits add to the sums.
 //!
 //! # Rules for the traced program
@@ -73,8 +73,11 @@ pub struct ChannelConfig {
     pub subbuf_size: u64,
     /// Sub-buffers per CPU (power of two, 2 .. 65536).
     pub num_subbuf: u64,
+    /// Discard new events or overwrite the oldest sub-buffers when the buffer is full.
     pub mode: Mode,
+    /// Commit path: rseq critical sections, or atomics everywhere.
     pub sync: SyncMode,
+    /// Timestamp clock.
     pub clock: ClockKind,
     /// Number of per-CPU buffers; default: possible CPUs.
     pub num_cpus: Option<u32>,
@@ -119,12 +122,16 @@ pub fn random_uuid() -> [u8; 16] {
 /// Errors creating or opening a channel.
 #[derive(Debug, Error)]
 pub enum ChannelError {
+    /// The configuration is not valid (the message says which value).
     #[error("invalid channel configuration: {0}")]
     Config(String),
+    /// rseq was asked for but is not registered in this process.
     #[error("rseq requested but not available in this process (GLIBC_TUNABLES=glibc.pthread.rseq=0, glibc < 2.35, or not x86_64)")]
     NoRseq,
+    /// Creating, sizing or mapping the memfd failed.
     #[error("shared memory: {0}")]
     Io(#[from] std::io::Error),
+    /// The mapped file is not a valid faultline channel.
     #[error("not a faultline channel or corrupted: {0}")]
     Corrupt(String),
 }
@@ -145,19 +152,25 @@ pub enum Lost {
 /// Whether a flush had anything to close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushOutcome {
+    /// A sub-buffer was closed (delivered to the consumer).
     Closed,
+    /// There was nothing to close.
     Nothing,
 }
 
 /// Flushing failed for a CPU.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum FlushError {
+    /// The flush ran on another CPU.
     #[error("flush of CPU {0} must run on that CPU (rseq-owned words)")]
     NotOnCpu(u32),
+    /// No helper thread could be pinned to the CPU (the error says why).
     #[error("cannot run a helper on CPU {0}: {1}")]
     Pin(u32, String),
+    /// The channel has no buffer for that CPU.
     #[error("CPU {0} has no buffer")]
     NoBuffer(u32),
+    /// A value read from the CPU's buffer failed a consistency check.
     #[error("CPU {0} buffer corrupted: {1}")]
     Corrupt(u32, String),
 }
@@ -597,24 +610,31 @@ impl Channel {
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.file.as_fd()
     }
+    /// Discard or overwrite.
     pub fn mode(&self) -> Mode {
         self.geo.mode
     }
+    /// rseq or atomic commit path.
     pub fn sync_mode(&self) -> SyncMode {
         self.geo.sync
     }
+    /// Number of per-CPU buffers.
     pub fn num_cpus(&self) -> u32 {
         self.geo.num_cpus
     }
+    /// Bytes per sub-buffer.
     pub fn subbuf_size(&self) -> u64 {
         self.geo.subbuf_size
     }
+    /// Sub-buffers per CPU buffer.
     pub fn num_subbuf(&self) -> u64 {
         self.geo.num_subbuf
     }
+    /// The trace UUID written into every packet.
     pub fn uuid(&self) -> [u8; 16] {
         self.geo.uuid
     }
+    /// The clock of the timestamps and its reference point.
     pub fn clock(&self) -> ClockInfo {
         self.clock
     }
@@ -622,6 +642,7 @@ impl Channel {
     pub fn max_payload(&self) -> usize {
         (self.geo.max_record - RECORD_HEADER_SIZE) as usize
     }
+    /// Bytes mapped (header and every CPU buffer).
     pub fn map_len(&self) -> usize {
         self.map.len()
     }
@@ -1204,15 +1225,25 @@ impl Channel {
 pub struct CpuStats {
     /// The CPU whose buffer this is.
     pub cpu: u32,
+    /// Whether any writer ever reserved in this buffer.
     pub active: bool,
+    /// Writers' current position (bytes reserved since the start, free-running).
     pub write_offset: u64,
+    /// Consumer's position (bytes taken out, free-running).
     pub consumed: u64,
+    /// Events lost: discard mode, no free sub-buffer.
     pub lost_full: u64,
+    /// Events lost: the next sub-buffer held an uncommitted reservation.
     pub lost_stalled: u64,
+    /// Events lost: larger than a sub-buffer.
     pub lost_too_big: u64,
+    /// Commits done REMOTE (the writer had migrated since reserving).
     pub remote_commits: u64,
+    /// Sub-buffers delivered to the consumer.
     pub deliveries: u64,
+    /// Membarriers issued by REMOTE commits.
     pub membarriers: u64,
+    /// Sub-buffers overwritten before the consumer took them (overwrite mode).
     pub overwritten_packets: u64,
 }
 

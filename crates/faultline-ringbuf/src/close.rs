@@ -36,8 +36,11 @@
 /// Cumulative loss counters of one CPU buffer, as a packet header carries them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LostCounts {
+    /// Events lost because the buffer was full (discard mode).
     pub full: u64,
+    /// Events lost to a stalled writer.
     pub stalled: u64,
+    /// Events lost because they were larger than a sub-buffer.
     pub too_big: u64,
 }
 

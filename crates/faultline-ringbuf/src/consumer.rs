@@ -1,8 +1,8 @@
 //! The consumer side: take the next complete sub-buffer of a CPU, copy it out, hand it back.
 //!
 //! The consumer owns `BufferHeader::consumed` (the position of the next sub-buffer to read) and
-//! writes nothing else in the buffers. It trusts nothing it reads from shared memory (brief
-//! §3.9): the geometry was validated once when the channel was mapped and is never re-read;
+//! writes nothing else in the buffers. It trusts nothing it reads from shared memory (hazard
+//! 9): the geometry was validated once when the channel was mapped and is never re-read;
 //! offsets and counters read per call are checked for consistency (`consumed` aligned and not
 //! ahead of `write_offset`, discard-mode distance at most one buffer, commit sums not beyond
 //! their lap), and the packet header copied out is checked (magic, sequence number, CPU,
@@ -42,8 +42,15 @@ pub const MAX_POSITION: u64 = 1 << 62;
 /// Shared memory failed a consistency check.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ReadError {
+    /// A value read from the CPU's buffer failed a consistency check (`what` says which).
     #[error("CPU {cpu} buffer corrupted: {what}")]
-    Corrupt { cpu: u32, what: String },
+    Corrupt {
+        /// The CPU buffer.
+        cpu: u32,
+        /// What was inconsistent.
+        what: String,
+    },
+    /// The channel has no buffer for that CPU.
     #[error("no such CPU buffer: {0}")]
     NoSuchCpu(u32),
 }
@@ -51,7 +58,9 @@ pub enum ReadError {
 /// Information about one packet handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacketInfo {
+    /// CPU buffer the packet came from.
     pub cpu: u32,
+    /// The packet header as validated.
     pub header: PacketHeader,
     /// Bytes of header + records (the rest is padding).
     pub content_len: usize,
@@ -62,8 +71,11 @@ pub struct PacketInfo {
 /// One record parsed out of a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record<'a> {
+    /// Timestamp in clock ticks.
     pub timestamp: u64,
+    /// Event id (or a reserved id: discarded or pending record).
     pub id: u32,
+    /// The payload bytes.
     pub payload: &'a [u8],
     /// Byte offset of the record in its packet.
     pub offset: usize,
@@ -125,6 +137,7 @@ impl<'a> Consumer<'a> {
         Consumer { chan }
     }
 
+    /// The channel consumed.
     pub fn channel(&self) -> &'a Channel {
         self.chan
     }

@@ -1,7 +1,7 @@
 //! # faultline ring buffer
 //!
 //! Per-CPU ring buffers in shared memory where a writer may fault, block or migrate between
-//! reserving space and committing it (the "faultable tracepoints" design, brief §1–3).
+//! reserving space and committing it (the "faultable tracepoints" design of the LKML thread).
 //!
 //! * [`layout`]: the shared-memory layout and who writes which word from which CPU.
 //! * [`channel`]: creating/mapping a channel; reserve, commit, sub-buffer switch, flush.
@@ -11,7 +11,8 @@
 //! * [`consumer`]: taking complete sub-buffers out, validating everything read.
 //! * [`clock`]: TSC / monotonic timestamps.
 //!
-//! ## Hazards (brief §3) and where they are answered
+//! ## Hazards and where they are answered
+//! The numbered hazards below are what the rest of the crate's docs refer to as "hazard N".
 //! 1. Missed delivery: asymmetric fence (membarrier) on the REMOTE path + consumer poll
 //!    backstop — [`commit`], model-checked in `tests/loom_delivery.rs` (with a broken variant
 //!    that the checker catches).

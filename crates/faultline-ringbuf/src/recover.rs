@@ -1,4 +1,4 @@
-//! Dead-writer recovery (brief §3.5): completing sub-buffers whose writers died between reserve
+//! Dead-writer recovery (hazard 5): completing sub-buffers whose writers died between reserve
 //! and commit, once **no writer process is alive**.
 //!
 //! # The problem
@@ -57,7 +57,7 @@
 //! along a CPU's packets still never decrease; what recovery itself finds is reported by the
 //! last packet (the current sub-buffer it closes) or by the consumer's final packet.
 //!
-//! Nothing read here is trusted (brief §3.9): positions are checked against each other, every
+//! Nothing read here is trusted (hazard 9): positions are checked against each other, every
 //! record length against its sub-buffer, every timestamp against its floor, and every pointer
 //! is masked into the data area. A walk over a sub-buffer reads each 8-byte word a bounded
 //! number of times (linear in the sub-buffer size whatever the bytes are).
@@ -70,6 +70,7 @@ use std::sync::atomic::Ordering;
 /// What recovery did on one CPU buffer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CpuRecovery {
+    /// The CPU buffer.
     pub cpu: u32,
     /// Incomplete sub-buffers completed.
     pub subbufs: u64,
@@ -87,6 +88,7 @@ pub struct CpuRecovery {
 /// Report of [`Channel::recover_dead_writers`], one entry per active CPU.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
+    /// One entry per active CPU buffer.
     pub cpus: Vec<CpuRecovery>,
 }
 

@@ -110,8 +110,12 @@ fn run(sync: SyncMode, mode: Mode) -> (u64, u64, Vec<String>) {
         }
         *last = Some(h);
     };
+    // Run for at least 500 ms and until 120 packets went by (a loaded machine may give the
+    // writers little CPU), but never longer than 20 s.
     let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_millis(500) {
+    while (t0.elapsed() < Duration::from_millis(500) || packets <= 120)
+        && t0.elapsed() < Duration::from_secs(20)
+    {
         match cons.next_packet(cpu, &mut buf).unwrap() {
             Some(info) => {
                 packets += 1;

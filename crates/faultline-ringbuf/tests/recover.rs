@@ -1,6 +1,6 @@
-//! Dead-writer recovery (brief §3.5) on its own: a writer "dies" (its Reservation is leaked)
-//! after writing its header, or before writing it; recovery completes the sub-buffer, every
-//! committed record is delivered, the dead one is counted.
+//! Dead-writer recovery (hazard 5 in the `faultline_ringbuf` crate docs) on its own: a writer
+//! "dies" (its Reservation is leaked) after writing its header, or before writing it; recovery
+//! completes the sub-buffer, every committed record is delivered, the dead one is counted.
 
 use faultline_ringbuf::*;
 

@@ -55,16 +55,27 @@ pub fn truncation_count_of<'a>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldType {
+    /// Unsigned 8-bit integer.
     U8,
+    /// Unsigned 16-bit integer.
     U16,
+    /// Unsigned 32-bit integer.
     U32,
+    /// Unsigned 64-bit integer.
     U64,
+    /// Signed 8-bit integer.
     I8,
+    /// Signed 16-bit integer.
     I16,
+    /// Signed 32-bit integer.
     I32,
+    /// Signed 64-bit integer.
     I64,
+    /// IEEE 754 single precision.
     F32,
+    /// IEEE 754 double precision.
     F64,
+    /// One byte, 0 or 1.
     Bool,
     /// NUL-terminated byte string.
     String,
@@ -107,15 +118,20 @@ impl FieldType {
 /// One named payload field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FieldDesc {
+    /// Field name (`[A-Za-z][A-Za-z0-9_]*`), unique within its event.
     pub name: &'static str,
+    /// Encoding of the field.
     pub ty: FieldType,
 }
 
 /// Static description of one event (tracepoint): `provider:name` and its payload fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EventDesc {
+    /// Provider (the part before `:` in `provider:name`).
     pub provider: &'static str,
+    /// Event name within its provider.
     pub name: &'static str,
+    /// Payload fields, in encoding order.
     pub fields: &'static [FieldDesc],
 }
 
@@ -129,7 +145,9 @@ impl EventDesc {
 /// Owned, serializable form of a [`FieldDesc`] (a schema that crosses a process boundary).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct OwnedFieldDesc {
+    /// Field name.
     pub name: String,
+    /// Encoding of the field.
     #[serde(rename = "type")]
     pub ty: FieldType,
 }
@@ -138,8 +156,11 @@ pub struct OwnedFieldDesc {
 /// recording process (`faultline record`), which has no `'static` descriptions of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct OwnedEventDesc {
+    /// Provider (the part before `:`).
     pub provider: String,
+    /// Event name within its provider.
     pub name: String,
+    /// Payload fields, in encoding order.
     pub fields: Vec<OwnedFieldDesc>,
 }
 
@@ -185,11 +206,17 @@ impl OwnedEventDesc {
 /// A decoded field value (reader side).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// An unsigned integer of any width.
     U(u64),
+    /// A signed integer of any width.
     I(i64),
+    /// A float (`F32` widened to `f64`).
     F(f64),
+    /// A boolean.
     Bool(bool),
+    /// A string's bytes, without the NUL (not checked to be UTF-8).
     Str(Vec<u8>),
+    /// A byte array.
     Bytes(Vec<u8>),
 }
 
@@ -197,11 +224,17 @@ pub enum Value {
 /// [`decode_field`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum FieldValue<'a> {
+    /// An unsigned integer of any width.
     U(u64),
+    /// A signed integer of any width.
     I(i64),
+    /// A float (`F32` widened to `f64`).
     F(f64),
+    /// A boolean.
     Bool(bool),
+    /// A string's bytes, without the NUL (not checked to be UTF-8).
     Str(&'a [u8]),
+    /// A byte array.
     Bytes(&'a [u8]),
 }
 
@@ -258,7 +291,9 @@ impl FieldErrorKind {
 /// Error of [`decode_field`]: what is wrong and the payload offset where it was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldError {
+    /// Payload offset where the problem was found.
     pub offset: usize,
+    /// What is wrong.
     pub kind: FieldErrorKind,
 }
 
@@ -324,8 +359,11 @@ pub fn decode_field<'a>(
 /// Error decoding a payload: which field, where, and why (see [`FieldErrorKind`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeError {
+    /// The field's name.
     pub field: &'static str,
+    /// Payload offset where the problem was found.
     pub offset: usize,
+    /// What is wrong.
     pub kind: FieldErrorKind,
 }
 

@@ -36,13 +36,22 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use crate::registry::{self, domains, update_active, ProbeEntry, Tracepoint};
 use crate::srcu::{rcu_swap, Flavour};
-use crate::Payload;
+use crate::{Payload, TraceOutcome};
 
 /// A probe: called synchronously by every hit of the tracepoints it is registered on.
 pub trait Probe: Send + Sync + 'static {
     /// Handle one event. `payload` can be sized and encoded (see [`Payload`]); `tp` gives the
     /// event id and schema.
     fn call(&self, tp: &'static Tracepoint, payload: &dyn Payload);
+
+    /// Handle one event like [`call`](Probe::call) and say what became of it; called instead
+    /// of `call` by [`try_trace!`](crate::try_trace). The default calls `call` and answers
+    /// [`TraceOutcome::Delivered`]; a probe that records into a buffer overrides it to report
+    /// the commit or the loss and its cause.
+    fn call_outcome(&self, tp: &'static Tracepoint, payload: &dyn Payload) -> TraceOutcome {
+        self.call(tp, payload);
+        TraceOutcome::Delivered
+    }
 }
 
 /// How a probe may behave, which decides which grace-period domain protects it.
@@ -114,6 +123,23 @@ impl ProbeArray {
         for p in self.probes[1..].iter() {
             p.call(tp, payload);
         }
+    }
+
+    /// Call every probe, in registration order, through [`Probe::call_outcome`], and
+    /// combine their outcomes ([`TraceOutcome::merge`]).
+    #[inline]
+    pub(crate) fn call_all_outcome(
+        &self,
+        tp: &'static Tracepoint,
+        payload: &dyn Payload,
+    ) -> TraceOutcome {
+        // SAFETY: as in `call_all`: `first` points into the Arc held by `probes[0]`, which
+        // lives as long as `self`.
+        let mut out = unsafe { &*self.first }.call_outcome(tp, payload);
+        for p in self.probes[1..].iter() {
+            out = out.merge(p.call_outcome(tp, payload));
+        }
+        out
     }
 }
 
@@ -418,9 +444,10 @@ pub fn grace_period_busy_polls(kind: ProbeKind) -> u64 {
 /// Choose the read-side flavour of both domains (see [`srcu`](crate::srcu)): the rseq flavour
 /// (no locked instruction on the tracing path; chosen at start-up with `FAULTLINE_SRCU=rseq`)
 /// or the atomic one (two `lock xadd` per event; the default and the fallback: it measured
-/// cheaper inside `fire` on our development machine). Returns the flavour in effect (asking for [`Flavour::Rseq`] where it is not
-/// available gives [`Flavour::Atomic`]). Safe at any time, with probes running; may wait for
-/// a grace period in progress. Must not be called from inside a probe.
+/// cheaper inside `fire` on our development machine). Returns the flavour in effect (asking
+/// for [`Flavour::Rseq`] where it is not available gives [`Flavour::Atomic`]). Safe at any
+/// time, with probes running; may wait for a grace period in progress. Must not be called from
+/// inside a probe.
 pub fn set_srcu_flavour(flavour: Flavour) -> Flavour {
     let d = domains();
     let got = d[0].set_flavour(flavour);

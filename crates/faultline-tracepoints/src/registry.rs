@@ -44,13 +44,14 @@
 //! Listeners run under the registry mutex: they must not call into this registry and should
 //! not block for long.
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use faultline_schema::EventDesc;
 
 use crate::probe::{Probe, ProbeArray, ProbeKind};
 use crate::srcu::{rcu_is_null, rcu_load, Flavour, Srcu};
+use crate::TraceOutcome;
 
 /// Every tracepoint linked into the executable (unordered; see [`tracepoints`] for the sorted,
 /// numbered list).
@@ -63,6 +64,8 @@ pub struct Tracepoint {
     active: AtomicBool,
     id: AtomicU32,
     desc: &'static EventDesc,
+    /// Whether a field copies untrusted memory: 0 not computed yet, 1 no, 2 yes.
+    raw: AtomicU8,
     /// Probe arrays (null when empty), one per kind, each protected by its kind's SRCU domain.
     pub(crate) arrays: [AtomicPtr<ProbeArray>; 2],
 }
@@ -75,6 +78,7 @@ impl Tracepoint {
             active: AtomicBool::new(false),
             id: AtomicU32::new(u32::MAX),
             desc,
+            raw: AtomicU8::new(0),
             arrays: [
                 AtomicPtr::new(std::ptr::null_mut()),
                 AtomicPtr::new(std::ptr::null_mut()),
@@ -98,6 +102,25 @@ impl Tracepoint {
         }
         registry();
         self.id.load(Ordering::Relaxed)
+    }
+
+    /// Whether the event has fields copied from untrusted memory (the `<name>_faulted` field
+    /// [`tracepoint!`](crate::tracepoint) puts before each raw field). Computed once.
+    pub fn has_raw_fields(&self) -> bool {
+        // Relaxed: a cache of a pure function of the immutable description.
+        match self.raw.load(Ordering::Relaxed) {
+            1 => false,
+            2 => true,
+            _ => {
+                let raw = self
+                    .desc
+                    .fields
+                    .iter()
+                    .any(|f| f.name.ends_with("_faulted"));
+                self.raw.store(1 + raw as u8, Ordering::Relaxed);
+                raw
+            }
+        }
     }
 
     /// `provider:name`.
@@ -131,6 +154,30 @@ impl Tracepoint {
         if !rcu_is_null(&self.arrays[ProbeKind::Faultable as usize]) {
             self.fire_kind(ProbeKind::Faultable, payload);
         }
+    }
+
+    /// Call every probe registered on this tracepoint with `payload`, like
+    /// [`fire`](Self::fire), and return what became of the event (see [`TraceOutcome`]):
+    /// [`TraceOutcome::Disabled`] if no probe ran. Call sites reach it through
+    /// [`try_trace!`](crate::try_trace).
+    pub fn fire_outcome(&'static self, payload: &dyn crate::Payload) -> TraceOutcome {
+        let mut out = TraceOutcome::Disabled;
+        for kind in [ProbeKind::NonFaultable, ProbeKind::Faultable] {
+            if rcu_is_null(&self.arrays[kind as usize]) {
+                continue;
+            }
+            let Some(domains) = DOMAINS.get() else {
+                return out;
+            };
+            let guard = domains[kind as usize].read_lock();
+            // SAFETY: as in `fire_kind`: `arrays[k]` only holds null or leaked
+            // `Box<ProbeArray>`s published with rcu_swap, freed only after a grace period of
+            // domain k, and we hold a read-side section of domain k.
+            if let Some(a) = unsafe { rcu_load(&self.arrays[kind as usize], &guard) } {
+                out = out.merge(a.call_all_outcome(self, payload));
+            }
+        }
+        out
     }
 
     /// Call the probes of one kind inside a read-side section of that kind's domain.

@@ -14,7 +14,7 @@ use faultline_tracepoints::{
     RegisterError, Tracepoint, WriteOutcome, MAX_CSTR_LEN,
 };
 
-tracepoint!(pub ALL_TYPES, "tp_all", "types", {
+tracepoint!(ALL_TYPES, "tp_all", "types", {
     a: u8, b: u16, c: u32, d: u64, e: i8, f: i16, g: i32, h: i64, x: f32, y: f64, t: bool,
     s: &str, bs: &[u8], cs: CStrPtr, rb: RawBuf,
 });
@@ -31,9 +31,9 @@ tracepoint!(BLOCK, "tp_block", "blocking", { v: u64 });
 tracepoint!(DEFER, "tp_defer", "deferred", {});
 tracepoint!(SWITCH, "tp_switch", "flavour", { v: u64 });
 tracepoint!(SIGNAL, "tp_signal", "nested", { v: u64 });
-tracepoint!(pub ENV_A, "tp_env", "a", {});
-tracepoint!(pub ENV_B, "tp_env", "b", {});
-tracepoint!(pub ENV_SECRET, "tp_env", "secret", {});
+tracepoint!(ENV_A, "tp_env", "a", {});
+tracepoint!(ENV_B, "tp_env", "b", {});
+tracepoint!(ENV_SECRET, "tp_env", "secret", {});
 
 /// One captured event: id, size(), encoded bytes, outcome.
 type Event = (u32, usize, Vec<u8>, WriteOutcome);

@@ -62,7 +62,7 @@ fn faultline_bin() -> PathBuf {
         .expect("target dir");
     assert!(
         bin.exists(),
-        "{} is missing: build it first (cargo build --release -p faultline, or cargo test \
+        "{} is missing: build it first (cargo build --release -p faultline-cli, or cargo test \
          --workspace --release)",
         bin.display()
     );

@@ -95,13 +95,17 @@ pub struct DrainStats {
     pub discarded_records_removed: u64,
     /// Packets (and their events) not written because of an I/O error.
     pub packets_failed: u64,
+    /// Events in those packets.
     pub events_failed: u64,
     /// Packets (and their events) the trace writer rejected as invalid.
     pub packets_rejected: u64,
+    /// Events in those packets.
     pub events_rejected: u64,
     /// Number of write errors, first and last message.
     pub write_errors: u64,
+    /// The first write error.
     pub first_write_error: Option<String>,
+    /// The last write error.
     pub last_write_error: Option<String>,
     /// Shared-memory validation errors (the CPU is no longer read).
     pub read_errors: Vec<String>,
@@ -198,6 +202,7 @@ impl Drain {
         }
     }
 
+    /// The channel drained.
     pub fn channel(&self) -> &Arc<Channel> {
         &self.chan
     }

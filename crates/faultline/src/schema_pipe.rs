@@ -4,12 +4,13 @@
 //! # Wire format
 //! A stream of **lines**, each one JSON object with a `"type"` tag, terminated by `\n` (JSON
 //! text never holds a raw newline). Written only by the traced program (one writer: every line
-//! is written under a lock), read only by `faultline record`. The pipe stays open while the
-//! program's session runs; EOF means the session stopped or the program is gone.
+//! is written under a lock), read only by `faultline record`. The pipe stays open from the
+//! program's first session to its exit (later sessions of the process announce their new
+//! classes on it); EOF means the program is gone.
 //!
 //! | `type` | when | content |
 //! |---|---|---|
-//! | `schema` | first, once, at `Session::start` | [`SchemaMessage`]: pid, procname, hostname, policy, every event class known at start |
+//! | `schema` | first, once, at the process's first `Session::start` | [`SchemaMessage`]: pid, procname, hostname, policy, every event class known at start |
 //! | `events` | whenever event classes are registered at run time | [`EventsMessage`]: the new classes (id, provider, name, typed fields) |
 //!
 //! Messages are **additive**: a reader ignores (and counts) lines whose `type` it does not know,

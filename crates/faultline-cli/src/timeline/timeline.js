@@ -123,7 +123,7 @@
       el.dataset.count = n;
       el.dataset.cpu = m.cpu;
       const what = k === "packets" ? `${group(n)} packets lost` : `${group(n)} events lost: ${label}`;
-      el.dataset.tip = `CPU ${m.cpu} at ${fmtTime(sinceStart(m.t))}\n${what}` +
+      el.dataset.tip = `CPU ${m.cpu} at ${fmtTime(sinceStart(m.t), 1)}\n${what}` +
         (m.merged > 1 ? `\n(${m.merged} packets merged)` : "") +
         "\ncounted in the packet starting here";
       L.body.append(el);
@@ -194,7 +194,7 @@
       g.fillText(fmtTime(t, step), x + 3 * dpr, H - 9 * dpr);
     }
     document.getElementById("view-range").textContent =
-      `${fmtTime(sinceStart(v0))} \u2013 ${fmtTime(sinceStart(v1))} (${fmtTime(span)} shown)`;
+      `${fmtTime(sinceStart(v0), span / 100)} \u2013 ${fmtTime(sinceStart(v1), span / 100)} (${fmtTime(span, span / 100)} shown)`;
   }
 
   function drawLane(L) {
@@ -233,9 +233,10 @@
         g.fillRect(px, H - strip - h, 1, h);
       }
     }
-    // Faulted bins: a strip at the bottom; exact faulted events: full-height lines.
+    L.detailShown = drewDetail;
+    // Faulted bins: a strip at the bottom (individual events, when drawn, show it themselves).
     g.fillStyle = COLORS.faulted;
-    for (const [b] of L.faulted) {
+    if (!drewDetail) for (const [b] of L.faulted) {
       const a = b * BIN, e = a + BIN;
       if (e < v0 || a > v1) continue;
       const x0 = ((a - v0) / span) * W, x1 = ((e - v0) / span) * W;
@@ -309,9 +310,21 @@
       const span = v1 - v0;
       const t = v0 + ((e.clientX - r.left) / r.width) * span;
       const px = span / r.width;
-      const n = countIn(L, t - px / 2, t + px / 2);
-      let text = `CPU ${L.lane.cpu} at ${fmtTime(sinceStart(t))}\n` +
-        `${n >= 10 ? group(Math.round(n)) : n.toFixed(n > 0 && n < 1 ? 2 : 0)} events in this pixel (${fmtTime(px)})`;
+      let text = `CPU ${L.lane.cpu} at ${fmtTime(sinceStart(t), px)}\n`;
+      if (L.detailShown) {
+        // Individual events: the ones within 3 pixels.
+        const det = D.detail;
+        const near = [];
+        for (let i = lowerBound(det.t, t - 3 * px); i < det.t.length && det.t[i] <= t + 3 * px; i++) {
+          if (det.cpu[i] === L.lane.cpu) near.push(i);
+        }
+        text += near.length ? near.slice(0, 8).map((i) =>
+          `${fmtTime(sinceStart(det.t[i]), 1)}  ${names[det.name[i]]}${det.faulted[i] ? "  (faulted)" : ""}`).join("\n") +
+          (near.length > 8 ? `\n\u2026 ${near.length - 8} more` : "") : "no event within 3 pixels";
+      } else {
+        const n = countIn(L, t - px / 2, t + px / 2);
+        text += `${n >= 10 ? group(Math.round(n)) : n.toFixed(n > 0 && n < 1 ? 2 : 0)} events in this pixel (${fmtTime(px)})`;
+      }
       const near = L.faults.find((f) => Math.abs(f.t - t) <= 3 * px);
       if (near) text += `\nfaulted: ${near.name} { ${near.fields} }`;
       showTip(text, e.clientX, e.clientY);

@@ -1,6 +1,6 @@
 // Load a `faultline timeline` page in headless Chromium (through playwright-core), exercise it
 // and report what it shows as one JSON line on stdout:
-//   {"lanes": N, "loss": {"full":..,"stalled":..,"too_big":..,"packets":..},
+//   {"ready": true, "lanes": N, "loss": {"full":..,"stalled":..,"too_big":..,"packets":..},
 //    "errors": [...console errors and page errors...], "requests": [...non-file URLs...]}
 // Usage: node timeline.mjs PAGE.html SCREENSHOT.png USER_DATA_DIR [WIDTH HEIGHT]
 // NODE_PATH must reach playwright-core; CHROMIUM may name the browser (default
@@ -32,7 +32,18 @@ try {
   page.on("pageerror", (e) => errors.push("page: " + e.message));
   page.on("request", (r) => { if (!r.url().startsWith("file:")) requests.push(r.url()); });
   await page.goto("file://" + path.resolve(page_), { timeout: 30000 });
-  await page.waitForSelector("body[data-ready='1']", { timeout: 30000 });
+  // Ready, or broken: stop at the first page error rather than waiting for the timeout.
+  const t0 = Date.now();
+  while (!(await page.evaluate(() => document.body && document.body.dataset.ready === "1"))) {
+    if (errors.length || Date.now() - t0 > 30000) {
+      if (!errors.length) errors.push("timeout: the page did not finish drawing in 30 s");
+      console.log(JSON.stringify({ ready: false, errors, requests }));
+      process.exitCode = 0;
+      await ctx.close();
+      process.exit();
+    }
+    await page.waitForTimeout(50);
+  }
   const lanes = await page.evaluate(() => document.querySelectorAll("#lanes .lane").length);
   const loss = await page.evaluate(() => window.faultlineTimeline.lossTotals());
   const header = await page.evaluate(() => document.getElementById("stats").innerText);
@@ -52,7 +63,7 @@ try {
   await page.mouse.move(0, 0);
   await page.waitForTimeout(100);
   await page.screenshot({ path: shot, fullPage: true });
-  console.log(JSON.stringify({ lanes, loss, header, zoomed, errors, requests }));
+  console.log(JSON.stringify({ ready: true, lanes, loss, header, zoomed, errors, requests }));
 } finally {
   await ctx.close();
 }

@@ -16,7 +16,8 @@
 //!    them to the metadata before writing it (so the schema grows while the program runs).
 //! 4. When the program has exited (or was killed) and **no other process maps the channel**
 //!    (checked in `/proc/*/maps` by device and inode: a forked child could still be writing),
-//!    no writer can be alive, so `record` runs [`Channel::recover_dead_writers`]: sub-buffers
+//!    no writer can be alive, so `record` runs [`Channel::recover_dead_writers_after`] (with the
+//!    end of the last packet written per CPU as time floor): sub-buffers
 //!    held by reservations of threads that died between reserve and commit are completed, every
 //!    committed event in them is written, and the uncommitted ones are counted as lost
 //!    (`lost_stalled`, "writer died" in the summary). If another process still maps it,
@@ -301,7 +302,9 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let mut recovery = RecoveryInfo::default();
     match other_mappers(&chan_id) {
         Ok(pids) if pids.is_empty() => {
-            let r = chan.recover_dead_writers();
+            // The drain's last written packet per CPU is the time floor of what recovery
+            // completes (the trace writer accepts nothing that begins earlier).
+            let r = chan.recover_dead_writers_after(|cpu| drain.last_timestamp_end(cpu));
             recovery.ran = true;
             recovery.subbufs = r.subbufs();
             recovery.bytes = r.bytes();

@@ -19,6 +19,8 @@
 pub mod desc;
 pub mod error;
 pub mod format;
+pub mod general;
+pub mod any;
 pub mod layout;
 pub mod reader;
 pub mod stats;
@@ -26,6 +28,7 @@ pub mod testing;
 pub mod tsdl;
 pub mod writer;
 
+pub use any::{find_traces, AnyTrace};
 pub use desc::{metadata, uuid_string, ClockDesc, EnvDesc, EnvValue, TraceDesc};
 pub use error::{CtfError, Result};
 pub use format::{format_event, push_event_ref, TimeMode};

@@ -9,7 +9,7 @@
 //! context (each only when the trace has it) and payload — as `{ ... }` groups. Values are
 //! written the way babeltrace2's text output writes them, so that lines can be compared:
 //! structs `{ a = 1, b = 2 }`, arrays and sequences `[ [0] = 1, [1] = 2 ]`, variants
-//! `{ option = value }`, enums `( "LABEL" : container = 3 )` (several labels in braces,
+//! `{ value }` (the selected option), enums `( "LABEL" : container = 3 )` (several labels in braces,
 //! `<unknown>` for none), integers in the base the metadata gives (`0x` hex, `0` octal, `0b`
 //! binary), floats as C's `%g`, strings and text arrays double-quoted with escapes.
 
@@ -79,7 +79,7 @@ fn push_int(out: &mut String, base: u32, u: u64, neg: Option<i64>) {
 
 fn node_base(plan: &Plan, n: u32) -> u32 {
     match plan.nodes.get(n as usize).map(|x| &x.kind) {
-        Some(Kind::Int { base, .. }) => *base,
+        Some(Kind::Int { base, .. }) | Some(Kind::Enum { base, .. }) => *base,
         _ => 10,
     }
 }
@@ -114,10 +114,8 @@ fn value(out: &mut String, plan: &Plan, items: &[Item], text: &[u8], i: &mut usi
                 out.push_str(" }");
             }
             Some(Kind::Variant { .. }) => {
+                // babeltrace2 writes the selected option's value without its name.
                 out.push_str("{ ");
-                if let Some(x) = items.get(*i) {
-                    push_name(out, plan, x);
-                }
                 value(out, plan, items, text, i);
                 *i += 1;
                 out.push_str(" }");
@@ -175,7 +173,7 @@ fn scalar(out: &mut String, plan: &Plan, n: u32, u: u64, i: Option<i64>) {
             }
         }
         out.push_str(" : container = ");
-        push_int(out, 10, u, i);
+        push_int(out, node_base(plan, n), u, i);
         out.push_str(" )");
         return;
     }

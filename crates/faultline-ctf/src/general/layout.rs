@@ -61,6 +61,7 @@ pub enum Kind {
         size: u32,
         signed: bool,
         be: bool,
+        base: u32,
         clock: Option<u32>,
         maps: u32,
     },
@@ -206,6 +207,8 @@ impl<'m> Builder<'m> {
         let Some(t) = self.md.types.get(ty as usize) else {
             return Err("internal: bad type id".into());
         };
+        let is_ts = (cx.scope == 2 && name == "timestamp")
+            || (cx.scope == 1 && (name == "timestamp_begin" || name == "timestamp_end"));
         let node = match t {
             Ty::Int(i) => Node {
                 name,
@@ -217,7 +220,12 @@ impl<'m> Builder<'m> {
                     signed: i.signed,
                     be: self.be(i.order),
                     base: i.base,
-                    clock: self.clock(i)?,
+                    clock: match self.clock(i)? {
+                        // Old LTTng traces leave their timestamps unmapped; babeltrace maps
+                        // them to the (single) clock, and so does this reader.
+                        None if self.clock_names.len() == 1 && is_ts => Some(0),
+                        c => c,
+                    },
                 },
             },
             Ty::Float {
@@ -253,6 +261,7 @@ impl<'m> Builder<'m> {
                         size: int.size,
                         signed: int.signed,
                         be: self.be(int.order),
+                        base: int.base,
                         clock: self.clock(int)?,
                         maps: (self.plan.enums.len() - 1) as u32,
                     },
@@ -335,9 +344,7 @@ impl<'m> Builder<'m> {
             }
             Ty::Array { elem, len } => {
                 let saved = std::mem::replace(&mut cx.in_array, true);
-                let frames = std::mem::take(&mut cx.frames);
                 let e = self.build(*elem, String::new(), cx);
-                cx.frames = frames;
                 cx.in_array = saved;
                 let e = e?;
                 let (align, ebits) = self.elem_info(e);
@@ -362,9 +369,7 @@ impl<'m> Builder<'m> {
                 }
                 let slot = self.slot_of(target);
                 let saved = std::mem::replace(&mut cx.in_array, true);
-                let frames = std::mem::take(&mut cx.frames);
                 let e = self.build(*elem, String::new(), cx);
-                cx.frames = frames;
                 cx.in_array = saved;
                 let e = e?;
                 let (align, _) = self.elem_info(e);
@@ -451,11 +456,18 @@ impl<'m> Builder<'m> {
         } else {
             cx.frames.iter().rev().collect()
         };
+        // Innermost first; a same-named field of another kind (a string hiding an outer
+        // integer) does not stop the search.
         for f in frames {
             if let Some((_, n)) = f.iter().rev().find(|(nm, _)| nm == first) {
-                return self
-                    .descend(*n, rest)
-                    .ok_or_else(|| format!("`{path}` names no field declared before it"));
+                if let Some(t) = self.descend(*n, rest) {
+                    if matches!(
+                        self.plan.nodes.get(t as usize).map(|x| &x.kind),
+                        Some(Kind::Int { .. }) | Some(Kind::Enum { .. })
+                    ) {
+                        return Ok(t);
+                    }
+                }
             }
         }
         Err(format!("`{path}` names no field declared before it"))

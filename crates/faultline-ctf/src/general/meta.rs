@@ -113,7 +113,8 @@ pub struct Clock {
     pub name: String,
     pub freq: u64,
     pub offset_s: i64,
-    pub offset: u64,
+    /// Ticks; may be negative.
+    pub offset: i64,
     pub description: String,
     pub uuid: Option<[u8; 16]>,
     pub absolute: bool,
@@ -139,6 +140,8 @@ pub struct EventDecl {
     pub fields: Option<TypeId>,
     pub loglevel: Option<i64>,
     pub offset: u64,
+    /// Whether the event block names its `stream_id`.
+    pub explicit_stream: bool,
 }
 
 /// An `env` value.
@@ -366,7 +369,7 @@ struct Parser<'a> {
 /// A `key = value` or `key := type` entry of a block.
 enum Entry {
     Val(String, Val, u64),
-    Type(String, TypeId, u64),
+    Type(String, TypeId),
 }
 
 impl Parser<'_> {
@@ -915,6 +918,15 @@ impl Parser<'_> {
                 _ => return merr(at, "array length must be a non-negative integer or a field path"),
             };
             self.expect("]")?;
+            if let Val::Path(p) = &d {
+                if self.lookup(|s| s.aliases.get(p)).is_some() {
+                    return merr(at, format!("array length `{p}` is a type, not a field"));
+                }
+                let absolute = p.starts_with("trace.") || p.starts_with("stream.") || p.starts_with("event.");
+                if !absolute && self.scopes.len() == 1 {
+                    return merr(at, format!("sequence length `{p}` declared outside any struct"));
+                }
+            }
             dims.push(d);
         }
         // `a[2][3]` is an array of 2 arrays of 3: build from the innermost.
@@ -1088,7 +1100,7 @@ impl Parser<'_> {
             }
             if self.eat(":=") {
                 let t = self.type_spec()?;
-                out.push(Entry::Type(key, t, at));
+                out.push(Entry::Type(key, t));
             } else {
                 self.expect("=")?;
                 let v = self.value()?;
@@ -1190,9 +1202,9 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
                                     },
                                     _ => {}
                                 },
-                                Entry::Type(k, t, at) => match k.as_str() {
+                                Entry::Type(k, t) => match k.as_str() {
                                     "packet.header" => md.packet_header = Some(t),
-                                    _ => return merr(at, format!("unknown trace scope `{k}`")),
+                                    _ => {} // unknown scopes are ignored, as babeltrace does
                                 },
                             }
                         }
@@ -1211,11 +1223,11 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
                                     s.id = int_entry(&v, at, &k, 0, u64::MAX as i128)? as u64
                                 }
                                 Entry::Val(..) => {}
-                                Entry::Type(k, t, at) => match k.as_str() {
+                                Entry::Type(k, t) => match k.as_str() {
                                     "packet.context" => s.packet_context = Some(t),
                                     "event.header" => s.event_header = Some(t),
                                     "event.context" => s.event_context = Some(t),
-                                    _ => return merr(at, format!("unknown stream scope `{k}`")),
+                                    _ => {}
                                 },
                             }
                         }
@@ -1233,6 +1245,7 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
                             fields: None,
                             loglevel: None,
                             offset: at,
+                            explicit_stream: false,
                         };
                         let (mut has_name, mut has_id) = (false, false);
                         for e in entries {
@@ -1251,7 +1264,8 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
                                     }
                                     "stream_id" => {
                                         ev.stream_id =
-                                            int_entry(&v, at, &k, 0, u64::MAX as i128)? as u64
+                                            int_entry(&v, at, &k, 0, u64::MAX as i128)? as u64;
+                                        ev.explicit_stream = true;
                                     }
                                     "loglevel" => {
                                         ev.loglevel = Some(int_entry(
@@ -1264,10 +1278,10 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
                                     }
                                     _ => {}
                                 },
-                                Entry::Type(k, t, at) => match k.as_str() {
+                                Entry::Type(k, t) => match k.as_str() {
                                     "context" => ev.context = Some(t),
                                     "fields" => ev.fields = Some(t),
-                                    _ => return merr(at, format!("unknown event scope `{k}`")),
+                                    _ => {}
                                 },
                             }
                         }
@@ -1303,7 +1317,8 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
                                             as i64
                                 }
                                 "offset" => {
-                                    c.offset = int_entry(&v, at, &k, 0, u64::MAX as i128)? as u64
+                                    c.offset = int_entry(&v, at, &k, i64::MIN as i128, i64::MAX as i128)?
+                                        as i64
                                 }
                                 "description" => {
                                     if let Val::Str(s) = v {
@@ -1344,7 +1359,10 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
             }
             Tok::Ident(_) => {
                 p.type_spec()?;
-                p.expect(";")?;
+                // babeltrace also accepts a definition directly followed by the next one.
+                if !(p.is_word("struct") || p.is_word("variant") || p.is_word("enum")) {
+                    p.expect(";")?;
+                }
             }
             _ => {
                 let f = p.found();
@@ -1378,6 +1396,12 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
         });
     }
     for (i, e) in md.events.iter().enumerate() {
+        if !e.explicit_stream && md.streams.len() > 1 {
+            return merr(
+                e.offset,
+                format!("event `{}` without stream_id in a trace with several stream classes", e.name),
+            );
+        }
         if !md.streams.iter().any(|s| s.id == e.stream_id) {
             return merr(
                 e.offset,

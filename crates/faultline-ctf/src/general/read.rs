@@ -195,7 +195,19 @@ impl CtfTrace {
             .read_to_end(&mut raw)
             .map_err(|e| CtfError::io(&metadata_path, "read", e))?;
         let mt = meta::read_metadata(&raw).map_err(|e| merr(e.offset, e.msg))?;
-        let md = meta::parse(&mt).map_err(|e| merr(e.offset, e.msg))?;
+        let mut md = meta::parse(&mt).map_err(|e| merr(e.offset, e.msg))?;
+        if md.clocks.is_empty() {
+            // Implicit 1 GHz clock for unmapped `timestamp` fields (see the layout docs).
+            md.clocks.push(Clock {
+                name: String::new(),
+                freq: 1_000_000_000,
+                offset_s: 0,
+                offset: 0,
+                description: String::new(),
+                uuid: None,
+                absolute: false,
+            });
+        }
         let mut b = Builder::new(&md);
         let mut outer = [None; 6];
         let at = |o: u64, e: String| merr(o, e);
@@ -401,8 +413,9 @@ impl CtfTrace {
         };
         let f = c.freq.max(1) as i128;
         let ticks = c.offset as i128 + ts as i128;
-        c.offset_s as i128 * 1_000_000_000 + ticks / f * 1_000_000_000
-            + (ticks % f) * 1_000_000_000 / f
+        c.offset_s as i128 * 1_000_000_000
+            + ticks.div_euclid(f) * 1_000_000_000
+            + ticks.rem_euclid(f) * 1_000_000_000 / f
     }
 
     /// Merged, filtered events of all streams in timestamp order.

@@ -20,6 +20,9 @@ pub enum Item {
     F(NodeId, f64),
     /// String or text array: byte range in the event's text arena.
     Str(NodeId, u32, u32),
+    /// Array or sequence (node) of plain integers: bit position of the first element in the
+    /// packet and element count; the values stay in the packet buffer (no item per element).
+    Ints(NodeId, u64, u64),
     /// Start of a struct, array, sequence or variant (its values follow until [`Item::End`]).
     Begin(NodeId),
     End,
@@ -28,9 +31,12 @@ pub enum Item {
 impl Item {
     pub fn node(&self) -> Option<NodeId> {
         match *self {
-            Item::U(n, _) | Item::I(n, _) | Item::F(n, _) | Item::Str(n, _, _) | Item::Begin(n) => {
-                Some(n)
-            }
+            Item::U(n, _)
+            | Item::I(n, _)
+            | Item::F(n, _)
+            | Item::Str(n, _, _)
+            | Item::Ints(n, _, _)
+            | Item::Begin(n) => Some(n),
             Item::End => None,
         }
     }
@@ -325,6 +331,16 @@ fn array(
         push_text(out, n, &bytes[..z], *pos)?;
         *pos += len * 8;
         return Ok(());
+    }
+    if let Kind::Int {
+        size, clock: None, ..
+    } = e.kind
+    {
+        if e.slot == u32::MAX && size % e.align.max(1) == 0 {
+            out.push(Item::Ints(n, *pos, len), *pos)?;
+            *pos += u64::from(size) * len;
+            return Ok(());
+        }
     }
     out.push(Item::Begin(n), *pos)?;
     for _ in 0..len {

@@ -15,7 +15,7 @@
 
 use super::decode::Item;
 use super::layout::{display_name, Kind, Plan};
-use super::read::{CtfEvent, CtfTrace, EventScope};
+use super::read::{int_elem, CtfEvent, CtfTrace, EventScope};
 use crate::format::{escape_bytes, TimeMode};
 use std::fmt::Write as _;
 
@@ -85,7 +85,7 @@ fn node_base(plan: &Plan, n: u32) -> u32 {
 }
 
 /// Render the value starting at `items[*i]`.
-fn value(out: &mut String, plan: &Plan, items: &[Item], text: &[u8], i: &mut usize) {
+fn value(out: &mut String, plan: &Plan, items: &[Item], text: &[u8], buf: &[u8], i: &mut usize) {
     let Some(&it) = items.get(*i) else {
         return;
     };
@@ -100,6 +100,18 @@ fn value(out: &mut String, plan: &Plan, items: &[Item], text: &[u8], i: &mut usi
             out.push('"');
         }
         Item::End => {}
+        Item::Ints(n, start, len) => {
+            out.push('[');
+            for k in 0..len {
+                let _ = write!(out, "{}[{k}] = ", if k == 0 { " " } else { ", " });
+                match int_elem(plan, buf, n, start, k) {
+                    Some(Item::U(e, v)) => scalar(out, plan, e, v, None),
+                    Some(Item::I(e, v)) => scalar(out, plan, e, v as u64, Some(v)),
+                    _ => break,
+                }
+            }
+            out.push_str(" ]");
+        }
         Item::Begin(n) => match plan.nodes.get(n as usize).map(|x| &x.kind) {
             Some(Kind::Struct(_)) => {
                 out.push('{');
@@ -108,7 +120,7 @@ fn value(out: &mut String, plan: &Plan, items: &[Item], text: &[u8], i: &mut usi
                     out.push_str(if first { " " } else { ", " });
                     first = false;
                     push_name(out, plan, &items[*i]);
-                    value(out, plan, items, text, i);
+                    value(out, plan, items, text, buf, i);
                 }
                 *i += 1;
                 out.push_str(" }");
@@ -116,7 +128,7 @@ fn value(out: &mut String, plan: &Plan, items: &[Item], text: &[u8], i: &mut usi
             Some(Kind::Variant { .. }) => {
                 // babeltrace2 writes the selected option's value without its name.
                 out.push_str("{ ");
-                value(out, plan, items, text, i);
+                value(out, plan, items, text, buf, i);
                 *i += 1;
                 out.push_str(" }");
             }
@@ -126,7 +138,7 @@ fn value(out: &mut String, plan: &Plan, items: &[Item], text: &[u8], i: &mut usi
                 while *i < items.len() && items[*i] != Item::End {
                     let _ = write!(out, "{}[{k}] = ", if k == 0 { " " } else { ", " });
                     k += 1;
-                    value(out, plan, items, text, i);
+                    value(out, plan, items, text, buf, i);
                 }
                 *i += 1;
                 out.push_str(" ]");
@@ -187,7 +199,7 @@ pub fn push_scope(out: &mut String, ev: &CtfEvent<'_>, s: EventScope) -> bool {
         return false;
     }
     let mut i = 0;
-    value(out, ev.trace.plan(), items, ev.text(), &mut i);
+    value(out, ev.trace.plan(), items, ev.text(), ev.packet(), &mut i);
     true
 }
 

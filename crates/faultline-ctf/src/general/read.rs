@@ -721,10 +721,13 @@ impl<'t> StreamReader<'t> {
                 }
             }
             if let (Some(u), Some(want)) = (t.header_fields.uuid, t.md.uuid) {
-                let i = self.pitems.iter().position(|x| *x == Item::Begin(u));
-                let got: Vec<u8> = i
-                    .map(|i| {
-                        self.pitems[i + 1..]
+                let got: Vec<u8> = match self.pitems.iter().position(|x| x.node() == Some(u)) {
+                    Some(i) => match self.pitems[i] {
+                        Item::Ints(_, at, 16) if at % 8 == 0 => {
+                            let a = (at / 8) as usize;
+                            self.buf.get(a..a + 16).unwrap_or(&[]).to_vec()
+                        }
+                        _ => self.pitems[i + 1..]
                             .iter()
                             .take(16)
                             .map(|x| match x {
@@ -732,9 +735,10 @@ impl<'t> StreamReader<'t> {
                                 Item::I(_, v) => *v as u8,
                                 _ => 0,
                             })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                            .collect(),
+                    },
+                    None => Vec::new(),
+                };
                 if got != want {
                     return Err(bad(32, "packet uuid differs from the trace uuid".into()));
                 }
@@ -855,6 +859,7 @@ impl<'t> StreamReader<'t> {
             file_offset: c.file_offset,
             items: &self.items,
             text: &self.text,
+            buf: &self.buf,
             scopes: c.scopes,
         }
     }
@@ -876,6 +881,7 @@ pub struct CtfEvent<'a> {
     pub file_offset: u64,
     items: &'a [Item],
     text: &'a [u8],
+    buf: &'a [u8],
     scopes: [(u32, u32); 4],
 }
 
@@ -915,6 +921,16 @@ impl<'a> CtfEvent<'a> {
         self.text
     }
 
+    /// The packet buffer the [`Item::Ints`] positions point into.
+    pub fn packet(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    /// Element `k` of an [`Item::Ints`] array (as an item of the element node).
+    pub fn int_at(&self, array: NodeId, start: u64, k: u64) -> Option<Item> {
+        int_elem(self.trace.plan(), self.buf, array, start, k)
+    }
+
     /// A scope as an owned value (a struct), `None` when absent.
     pub fn value(&self, s: EventScope) -> Option<CtfValue> {
         let items = self.scope_items(s);
@@ -922,7 +938,7 @@ impl<'a> CtfEvent<'a> {
             return None;
         }
         let mut i = 0;
-        Some(owned(self.trace.plan(), items, self.text, &mut i))
+        Some(owned(self.trace.plan(), items, self.text, self.buf, &mut i))
     }
 
     /// Top-level payload fields as `(name, value)` (names without the CTF `_` escape).
@@ -954,7 +970,29 @@ fn labels(plan: &Plan, n: NodeId, v: i128) -> Option<Vec<String>> {
     )
 }
 
-fn owned(plan: &Plan, items: &[Item], text: &[u8], i: &mut usize) -> CtfValue {
+/// Element `k` of an [`Item::Ints`] array starting at bit `start` of `buf`.
+pub fn int_elem(plan: &Plan, buf: &[u8], array: NodeId, start: u64, k: u64) -> Option<Item> {
+    let elem = match plan.nodes.get(array as usize)?.kind {
+        Kind::Array { elem, .. } | Kind::Seq { elem, .. } => elem,
+        _ => return None,
+    };
+    let Kind::Int {
+        size, signed, be, ..
+    } = plan.nodes.get(elem as usize)?.kind
+    else {
+        return None;
+    };
+    let at = start.checked_add(k.checked_mul(u64::from(size))?)?;
+    let raw = super::decode::read_bits(buf, at, size, be, u64::MAX).ok()?;
+    Some(if signed {
+        let s = 64 - size;
+        Item::I(elem, ((raw << s) as i64) >> s)
+    } else {
+        Item::U(elem, raw)
+    })
+}
+
+fn owned(plan: &Plan, items: &[Item], text: &[u8], buf: &[u8], i: &mut usize) -> CtfValue {
     let Some(it) = items.get(*i).copied() else {
         return CtfValue::Struct(Vec::new());
     };
@@ -969,6 +1007,16 @@ fn owned(plan: &Plan, items: &[Item], text: &[u8], i: &mut usize) -> CtfValue {
             String::from_utf8_lossy(text.get(a as usize..b as usize).unwrap_or(&[])).into_owned(),
         ),
         Item::End => CtfValue::Struct(Vec::new()),
+        Item::Ints(n, start, len) => CtfValue::Array(
+            (0..len)
+                .map_while(|k| int_elem(plan, buf, n, start, k))
+                .map(|it| match it {
+                    Item::I(_, v) => CtfValue::I(v),
+                    Item::U(_, v) => CtfValue::U(v),
+                    _ => CtfValue::U(0),
+                })
+                .collect(),
+        ),
         Item::Begin(n) => {
             let kind = plan.nodes.get(n as usize).map(|x| &x.kind);
             match kind {
@@ -976,21 +1024,21 @@ fn owned(plan: &Plan, items: &[Item], text: &[u8], i: &mut usize) -> CtfValue {
                     let mut f = Vec::new();
                     while *i < items.len() && items[*i] != Item::End {
                         let name = node_name(plan, &items[*i]).to_string();
-                        f.push((name, owned(plan, items, text, i)));
+                        f.push((name, owned(plan, items, text, buf, i)));
                     }
                     *i += 1;
                     CtfValue::Struct(f)
                 }
                 Some(Kind::Variant { .. }) => {
                     let name = items.get(*i).map_or("", |x| node_name(plan, x)).to_string();
-                    let v = owned(plan, items, text, i);
+                    let v = owned(plan, items, text, buf, i);
                     *i += 1;
                     CtfValue::Variant(name, Box::new(v))
                 }
                 _ => {
                     let mut a = Vec::new();
                     while *i < items.len() && items[*i] != Item::End {
-                        a.push(owned(plan, items, text, i));
+                        a.push(owned(plan, items, text, buf, i));
                     }
                     *i += 1;
                     CtfValue::Array(a)

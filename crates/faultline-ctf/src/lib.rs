@@ -68,3 +68,31 @@ pub fn fuzz_read(dir: &std::path::Path) -> Result<u64> {
     stats(&trace)?;
     Ok(n)
 }
+
+/// Fuzzing entry point of the general reader: open the trace in `dir` with
+/// [`general::CtfTrace`], read every event (merged), render each one in two [`TimeMode`]s and
+/// as owned values, and compute the stats. Returns the number of events read, or the first
+/// error. Never panics, whatever the directory holds.
+pub fn fuzz_read_general(dir: &std::path::Path) -> Result<u64> {
+    use general::{push_ctf_event, CtfTrace, EventScope};
+    let trace = CtfTrace::open(dir)?;
+    let mut n = 0u64;
+    let mut line = String::new();
+    let mut events = trace.events(&Filter::default());
+    while let Some(ev) = events.next_event() {
+        let ev = ev?;
+        line.clear();
+        push_ctf_event(&mut line, &trace, &ev, TimeMode::Wall);
+        push_ctf_event(&mut line, &trace, &ev, TimeMode::RelativeTo(u64::MAX));
+        for s in [EventScope::Header, EventScope::Context, EventScope::Payload] {
+            let _ = ev.value(s);
+        }
+        n += 1;
+    }
+    let mut events = trace.events(&Filter::default().name("*:*").cpus([0]).time(Some(1), None));
+    while let Some(ev) = events.next_event() {
+        ev?;
+    }
+    general::stats::ctf_stats(&trace)?;
+    Ok(n)
+}

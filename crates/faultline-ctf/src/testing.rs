@@ -308,11 +308,21 @@ pub fn write_sample(dir: &Path) -> Result<Vec<Exp>> {
 /// both iterator forms, every packet header, the stats; see [`fuzz_read`]) does not panic, and
 /// an error names a file inside `dir` and, when it has an offset, one within that file.
 /// Returns the error message for an unreadable trace, or `Err` with the broken property.
+///
+/// The general reader ([`crate::fuzz_read_general`]) reads the same directory and must satisfy
+/// the same property; the result returned is the strict reader's.
 pub fn read_case(dir: &Path) -> std::result::Result<Option<String>, String> {
-    let e = match fuzz_read(dir) {
-        Ok(_) => return Ok(None),
-        Err(e) => e,
-    };
+    if let Err(e) = crate::fuzz_read_general(dir) {
+        check_error(dir, &e).map_err(|m| format!("general reader: {m}"))?;
+    }
+    match fuzz_read(dir) {
+        Ok(_) => Ok(None),
+        Err(e) => check_error(dir, &e).map(Some),
+    }
+}
+
+/// The error property of [`read_case`]: one line naming a file inside `dir`, offset within it.
+pub fn check_error(dir: &Path, e: &CtfError) -> std::result::Result<String, String> {
     let msg = e.to_string();
     let Some(path) = e.path() else {
         return Err(format!("error without a path: {msg}"));
@@ -329,7 +339,7 @@ pub fn read_case(dir: &Path) -> std::result::Result<Option<String>, String> {
             return Err(format!("offset {offset} beyond the {len}-byte file: {msg}"));
         }
     }
-    Ok(Some(msg))
+    Ok(msg)
 }
 
 /// Write a trace directory from raw file contents (`metadata`, then `stream_0`, `stream_1`,

@@ -60,7 +60,7 @@ pub fn fmt_g(out: &mut String, v: f64) {
 fn push_int(out: &mut String, base: u32, u: u64, neg: Option<i64>) {
     match (base, neg) {
         (16, _) => {
-            let _ = write!(out, "0x{u:x}");
+            let _ = write!(out, "0x{u:X}");
         }
         (8, _) => {
             let _ = write!(out, "0{u:o}");

@@ -208,7 +208,8 @@ impl<'m> Builder<'m> {
             return Err("internal: bad type id".into());
         };
         let is_ts = (cx.scope == 2 && name == "timestamp")
-            || (cx.scope == 1 && (name == "timestamp_begin" || name == "timestamp_end"));
+            || (cx.scope == 1 && name == "timestamp_begin");
+        let is_end = cx.scope == 1 && name == "timestamp_end";
         let node = match t {
             Ty::Int(i) => Node {
                 name,
@@ -224,6 +225,8 @@ impl<'m> Builder<'m> {
                         // Old LTTng traces leave their timestamps unmapped; babeltrace maps
                         // them to the (single) clock, and so does this reader.
                         None if self.clock_names.len() == 1 && is_ts => Some(0),
+                        // The packet's end time is not a clock update (babeltrace agrees).
+                        Some(_) if is_end => None,
                         c => c,
                     },
                 },

@@ -180,6 +180,15 @@ pub struct MetaText {
 }
 
 impl MetaText {
+    /// Text offset of file offset `f` (the inverse of [`Self::file_offset`]).
+    pub fn text_offset(&self, f: u64) -> u64 {
+        let i = self.map.partition_point(|&(_, fs)| fs <= f);
+        match i.checked_sub(1).and_then(|i| self.map.get(i)) {
+            Some(&(ts, fs)) => ts.saturating_add(f - fs),
+            None => f,
+        }
+    }
+
     /// File offset of text offset `t`.
     pub fn file_offset(&self, t: u64) -> u64 {
         let i = self.map.partition_point(|&(ts, _)| ts <= t);

@@ -195,7 +195,13 @@ impl CtfTrace {
             .read_to_end(&mut raw)
             .map_err(|e| CtfError::io(&metadata_path, "read", e))?;
         let mt = meta::read_metadata(&raw).map_err(|e| merr(e.offset, e.msg))?;
-        let mut md = meta::parse(&mt).map_err(|e| merr(e.offset, e.msg))?;
+        // Errors in the TSDL text also give the line (in the unpacked text).
+        let line_of = |file_off: u64| {
+            let t = mt.text_offset(file_off).min(mt.text.len() as u64) as usize;
+            1 + mt.text[..t].iter().filter(|&&b| b == b'\n').count()
+        };
+        let mut md = meta::parse(&mt)
+            .map_err(|e| merr(e.offset, format!("line {}: {}", line_of(e.offset), e.msg)))?;
         if md.clocks.is_empty() {
             // Implicit 1 GHz clock for unmapped `timestamp` fields (see the layout docs).
             md.clocks.push(Clock {

@@ -16,11 +16,11 @@
 //! [`CtfError`] naming the file and the byte offset (metadata errors also give the line).
 //! babeltrace2 reads the traces written here (see the `babeltrace` integration test).
 
+pub mod any;
 pub mod desc;
 pub mod error;
 pub mod format;
 pub mod general;
-pub mod any;
 pub mod layout;
 pub mod reader;
 pub mod stats;

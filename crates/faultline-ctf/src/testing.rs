@@ -446,3 +446,35 @@ pub fn fuzz_case(which: FuzzFile, data: &[u8]) -> std::result::Result<Option<Str
         FuzzFile::Metadata => check_case(dir, data, &[s0, s1]),
     }
 }
+
+/// Input of [`fuzz_general_case`] for a trace made of `metadata` and one stream file:
+/// `metadata.len()` as a little-endian u32, the metadata, the stream.
+pub fn general_case_input(metadata: &[u8], stream: &[u8]) -> Vec<u8> {
+    let mut v = (metadata.len() as u32).to_le_bytes().to_vec();
+    v.extend_from_slice(metadata);
+    v.extend_from_slice(stream);
+    v
+}
+
+/// One fuzz case of the general reader (the `general` target in `fuzz/`): `data` (see
+/// [`general_case_input`]; a length beyond the input takes it all as metadata) becomes a trace
+/// directory with `metadata` and `stream`, read with [`crate::fuzz_read_general`]. `Err` is a
+/// broken property: a panic would be one too, an error that is not one line naming a file of
+/// the trace with an offset inside it is another.
+pub fn fuzz_general_case(data: &[u8]) -> std::result::Result<Option<String>, String> {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| tmpdir("fuzz-general"));
+    let n = data
+        .get(..4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let rest = data.get(4..).unwrap_or(&[]);
+    let (meta, stream) = rest.split_at(n.min(rest.len()));
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("writing the case: {e}"))?;
+    std::fs::write(dir.join("metadata"), meta).map_err(|e| format!("writing the case: {e}"))?;
+    std::fs::write(dir.join("stream"), stream).map_err(|e| format!("writing the case: {e}"))?;
+    match crate::fuzz_read_general(dir) {
+        Ok(_) => Ok(None),
+        Err(e) => check_error(dir, &e).map(Some),
+    }
+}

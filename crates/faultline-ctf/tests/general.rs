@@ -38,7 +38,11 @@ fn big_endian_bit_fields_compact_headers_variants() {
     // Wall time: offset_s + offset ticks.
     let first = &lines(&dir, &Filter::default(), TimeMode::Wall)[0];
     let base = (1u64 << 27) * 3 + 0x7ff_fff0 + 5 + 500;
-    let want_wall = format!("[{}.{:09}]", 1_700_000_000 + base / 1_000_000_000, base % 1_000_000_000);
+    let want_wall = format!(
+        "[{}.{:09}]",
+        1_700_000_000 + base / 1_000_000_000,
+        base % 1_000_000_000
+    );
     assert!(first.starts_with(&want_wall), "{first} vs {want_wall}");
     // Typed values.
     let t = CtfTrace::open(&dir).unwrap();
@@ -49,10 +53,16 @@ fn big_endian_bit_fields_compact_headers_variants() {
     assert_eq!(f[0], ("a".into(), CtfValue::U(5)));
     assert_eq!(f[1], ("b".into(), CtfValue::I(-100)));
     assert_eq!(f[3], ("f".into(), CtfValue::F(1.5)));
-    assert_eq!(f[5], ("color".into(), CtfValue::Enum(12, vec!["BLUE".into()])));
+    assert_eq!(
+        f[5],
+        ("color".into(), CtfValue::Enum(12, vec!["BLUE".into()]))
+    );
     assert_eq!(
         f[7],
-        ("seq".into(), CtfValue::Array(vec![CtfValue::U(1), CtfValue::U(2)]))
+        (
+            "seq".into(),
+            CtfValue::Array(vec![CtfValue::U(1), CtfValue::U(2)])
+        )
     );
     assert_eq!(f[9], ("txt".into(), CtfValue::Str("abc".into())));
     assert_eq!(
@@ -83,7 +93,11 @@ fn packetized_metadata_two_stream_classes() {
     assert_eq!(lines(&dir, &Filter::default(), TimeMode::Ticks), want);
     // Clock at 1 kHz: relative times in seconds.
     let rel = lines(&dir, &Filter::default(), TimeMode::RelativeTo(110));
-    assert!(rel[3].starts_with("[+0.020000000] cpu 0 a:two"), "{}", rel[3]);
+    assert!(
+        rel[3].starts_with("[+0.020000000] cpu 0 a:two"),
+        "{}",
+        rel[3]
+    );
     // Big-endian packet headers around little-endian TSDL are refused.
     std::fs::write(
         dir.join("metadata"),
@@ -122,8 +136,22 @@ fn faultline_traces_read_the_same_with_the_general_reader() {
     let s1 = faultline_ctf::stats(&strict).unwrap();
     let s2 = faultline_ctf::general::stats::ctf_stats(&general).unwrap();
     assert_eq!(
-        (s1.events_total, &s1.events, s1.lost_total, s1.packets, s1.first_ts, s1.last_ts),
-        (s2.events_total, &s2.events, s2.lost_total, s2.packets, s2.first_ts, s2.last_ts)
+        (
+            s1.events_total,
+            &s1.events,
+            s1.lost_total,
+            s1.packets,
+            s1.first_ts,
+            s1.last_ts
+        ),
+        (
+            s2.events_total,
+            &s2.events,
+            s2.lost_total,
+            s2.packets,
+            s2.first_ts,
+            s2.last_ts
+        )
     );
 }
 
@@ -229,7 +257,11 @@ fn invalid_metadata_is_rejected_with_file_and_offset() {
 /// babeltrace2 prints the same events and values (when it is installed).
 #[test]
 fn same_lines_as_babeltrace2() {
-    if std::process::Command::new("babeltrace2").arg("--version").output().is_err() {
+    if std::process::Command::new("babeltrace2")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIPPED: babeltrace2 is not installed (scripts/install-deps.sh installs it)");
         return;
     }
@@ -244,7 +276,11 @@ fn same_lines_as_babeltrace2() {
             .arg(&dir)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let theirs: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(normalize_babeltrace)
@@ -284,4 +320,89 @@ pub fn normalize_ours(l: &str) -> String {
     let (ts, rest) = r.split_once("] cpu ").unwrap_or(("0", r));
     let rest = rest.split_once(' ').map_or(rest, |x| x.1);
     format!("{ts} {rest}")
+}
+
+/// The foreign sample traces as `general` fuzz inputs: each stream file with the metadata.
+fn general_inputs() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let be = tmpdir("gen-seeds-be");
+    ctfbuild::be_trace(&be);
+    let le = tmpdir("gen-seeds-le");
+    ctfbuild::le_two_classes(&le);
+    for (dir, streams) in [(&be, ["chan_0", "chan_1"]), (&le, ["s0", "s7"])] {
+        let meta = std::fs::read(dir.join("metadata")).unwrap();
+        for s in streams {
+            let st = std::fs::read(dir.join(s)).unwrap();
+            out.push(faultline_ctf::testing::general_case_input(&meta, &st));
+        }
+    }
+    out
+}
+
+/// Deterministic mutations of foreign traces (metadata and stream bytes, cuts, splices): the
+/// general reader never panics and every error names its file with an offset inside it. The
+/// same property as the `general` fuzz target, bounded.
+#[test]
+fn deterministic_mutations_of_foreign_traces() {
+    let seeds = general_inputs();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n.max(1) as u64) as usize
+    };
+    let (mut errors, mut cases) = (0, 0);
+    for round in 0..600 {
+        let mut b = seeds[round % seeds.len()].clone();
+        let meta_end0 = 4 + u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        for _ in 0..1 + rnd(3) {
+            let len = b.len();
+            let meta_end = meta_end0.min(len);
+            match rnd(5) {
+                // Stream bytes (most interesting), metadata bytes, digits in the metadata.
+                0 | 1 => {
+                    let i = meta_end + rnd(len - meta_end);
+                    if i < len {
+                        b[i] = rnd(256) as u8;
+                    }
+                }
+                2 if meta_end > 4 => {
+                    let i = 4 + rnd(meta_end - 4);
+                    b[i] = b"0123456789;{}[]<>:=._ \"x-"[rnd(25)];
+                }
+                2 => {}
+                3 => b.truncate(4 + rnd(len - 4)),
+                _ => {
+                    let a = 4 + rnd(len - 4);
+                    let c = a + rnd(len - a);
+                    let chunk = b[a..c].to_vec();
+                    let at = 4 + rnd(b.len() - 4);
+                    b.splice(at..at, chunk);
+                }
+            }
+        }
+        match faultline_ctf::testing::fuzz_general_case(&b) {
+            Ok(Some(_)) => errors += 1,
+            Ok(None) => {}
+            Err(broken) => panic!("case {round}: {broken}"),
+        }
+        cases += 1;
+    }
+    assert!(
+        errors > cases / 5,
+        "only {errors} of {cases} mutations detected"
+    );
+}
+
+/// Seed corpus of the `general` fuzz target (fuzz/README.md). Run with
+/// `cargo test -p faultline-ctf --test general write_general_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore]
+fn write_general_fuzz_seeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/general");
+    std::fs::create_dir_all(&root).unwrap();
+    for (i, b) in general_inputs().iter().enumerate() {
+        std::fs::write(root.join(format!("seed_{i}")), b).unwrap();
+    }
 }

@@ -27,7 +27,10 @@ fn best<F: FnMut() -> u64>(mut f: F) -> (u64, f64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let per_thread: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let per_thread: u64 = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let threads: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1);
     let mut bench = LttngBench::with_options(LttngOptions {
         keep_traces: true,
@@ -48,7 +51,8 @@ fn main() {
 
     let (n, t_view) = best(|| {
         let t = CtfTrace::open(&dir).unwrap();
-        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create("/dev/null").unwrap());
+        let mut out =
+            std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create("/dev/null").unwrap());
         let mut line = String::new();
         let mut it = t.events(&Filter::default());
         let mut n = 0;
@@ -64,7 +68,9 @@ fn main() {
     });
     let (_, t_stats) = best(|| {
         let t = CtfTrace::open(&dir).unwrap();
-        faultline_ctf::general::stats::ctf_stats(&t).unwrap().events_total
+        faultline_ctf::general::stats::ctf_stats(&t)
+            .unwrap()
+            .events_total
     });
     let bt = |extra: &[&str]| {
         best(|| {

@@ -36,17 +36,23 @@ fn babeltrace(dir: &Path) -> (Vec<String>, u64) {
         .arg(dir)
         .output()
         .expect("babeltrace2 runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut lines = Vec::new();
     let mut discarded = 0u64;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     for l in text.lines() {
         if let Some(r) = l.split_once("Tracer discarded ") {
             discarded += r.1.split(' ').next().unwrap().parse::<u64>().unwrap();
             continue;
         }
-        let Some(r) = l.strip_prefix('[') else { continue };
+        let Some(r) = l.strip_prefix('[') else {
+            continue;
+        };
         // "[000123] host name: { cpu_id = N }, { fields }"
         let (ts, rest) = r.split_once("] ").unwrap();
         let ts: u64 = ts.trim_start_matches('0').parse().unwrap_or(0);
@@ -74,7 +80,11 @@ fn lttng_ust_traces_read_like_babeltrace2() {
         println!("{SKIP_MESSAGE}\n({why})");
         return;
     }
-    if Command::new("babeltrace2").arg("--version").output().is_err() {
+    if Command::new("babeltrace2")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         println!("SKIPPED: babeltrace2 not installed (run scripts/install-deps.sh)");
         return;
     }
@@ -107,7 +117,10 @@ fn lttng_ust_traces_read_like_babeltrace2() {
         let st = AnyTrace::open(dir).unwrap().stats().unwrap();
         assert_eq!(st.events_total as usize, b.len());
         let name = kind.tracepoint();
-        let count = b.iter().filter(|l| l.contains(&format!(" {name}: "))).count();
+        let count = b
+            .iter()
+            .filter(|l| l.contains(&format!(" {name}: ")))
+            .count();
         assert_eq!(st.events.get(name).copied(), Some(count as u64));
         assert_eq!(st.lost_total, bt_discarded, "{kind:?}: discarded events");
         println!(

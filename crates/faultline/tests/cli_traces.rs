@@ -417,7 +417,12 @@ fn garbage_metadata() {
     let m = dir.join("metadata");
     std::fs::write(&m, "hello world\n").unwrap();
     // Not faultline's: the general CTF reader reports it.
-    expect_bad(&dir, &m, None, "byte offset 0: metadata: line 1: unknown type `hello`");
+    expect_bad(
+        &dir,
+        &m,
+        None,
+        "byte offset 0: metadata: line 1: unknown type `hello`",
+    );
     std::fs::write(&m, [0x57u8, 0x1d, 0xd1, 0x75, 0, 0xff, 0xfe]).unwrap();
     expect_bad(&dir, &m, None, "truncated metadata packet header");
     // Cut in the middle: the error is at the end of the file.
@@ -438,7 +443,12 @@ fn missing_metadata() {
 fn empty_directory() {
     let dir = tmpdir("cli-emptydir");
     std::fs::create_dir_all(&dir).unwrap();
-    expect_bad(&dir, &dir.join("metadata"), None, "not a faultline or CTF trace");
+    expect_bad(
+        &dir,
+        &dir.join("metadata"),
+        None,
+        "not a faultline or CTF trace",
+    );
 }
 
 #[test]

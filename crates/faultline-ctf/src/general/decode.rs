@@ -234,7 +234,10 @@ pub fn decode(
             let lim = ((end / 8) as usize).min(buf.len());
             let hay = buf.get(start..lim).unwrap_or(&[]);
             let Some(z) = hay.iter().position(|&b| b == 0) else {
-                return Err(oob(*pos, "string without its terminating NUL before the content end".into()));
+                return Err(oob(
+                    *pos,
+                    "string without its terminating NUL before the content end".into(),
+                ));
             };
             push_text(out, n, &hay[..z], *pos)?;
             *pos += (z as u64 + 1) * 8;
@@ -267,7 +270,9 @@ pub fn decode(
             decode(plan, o, buf, pos, end, st, out)?;
             out.push(Item::End, *pos)?;
         }
-        &Kind::Array { elem, len, text } => array(plan, n, elem, len, text, buf, pos, end, st, out)?,
+        &Kind::Array { elem, len, text } => {
+            array(plan, n, elem, len, text, buf, pos, end, st, out)?
+        }
         &Kind::Seq { elem, len, text } => {
             let l = slot(st, len, *pos, "sequence length")?;
             if l < 0 || l > i128::from(u64::MAX) {
@@ -361,7 +366,10 @@ mod tests {
         assert_eq!(read_bits(&b, 1, 3, true, 16).unwrap(), 0b011);
         assert_eq!(read_bits(&b, 4, 8, false, 16).unwrap(), 0xfb);
         assert_eq!(read_bits(&b, 4, 8, true, 16).unwrap(), 0x6f);
-        assert_eq!(read_bits(&[1, 2, 3, 4], 0, 32, true, 32).unwrap(), 0x01020304);
+        assert_eq!(
+            read_bits(&[1, 2, 3, 4], 0, 32, true, 32).unwrap(),
+            0x01020304
+        );
         assert!(read_bits(&b, 10, 8, false, 16).is_err());
         let mut c = 0x1_0000_00ff_u64;
         update_clock(&mut c, 0x10, 8);

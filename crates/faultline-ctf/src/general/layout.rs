@@ -161,7 +161,10 @@ impl<'m> Builder<'m> {
             in_array: false,
         };
         let n = self.build(ty, String::new(), &mut cx)?;
-        if !matches!(self.plan.nodes.get(n as usize).map(|x| &x.kind), Some(Kind::Struct(_))) {
+        if !matches!(
+            self.plan.nodes.get(n as usize).map(|x| &x.kind),
+            Some(Kind::Struct(_))
+        ) {
             return Err(format!("{} is not a struct", SCOPE_NAMES[scope]));
         }
         Ok(n)
@@ -169,7 +172,9 @@ impl<'m> Builder<'m> {
 
     fn push(&mut self, node: Node) -> Result<NodeId, PlanError> {
         if self.plan.nodes.len() >= MAX_NODES {
-            return Err(format!("the metadata's types expand to more than {MAX_NODES} fields"));
+            return Err(format!(
+                "the metadata's types expand to more than {MAX_NODES} fields"
+            ));
         }
         self.plan.nodes.push(node);
         Ok((self.plan.nodes.len() - 1) as NodeId)
@@ -207,8 +212,8 @@ impl<'m> Builder<'m> {
         let Some(t) = self.md.types.get(ty as usize) else {
             return Err("internal: bad type id".into());
         };
-        let is_ts = (cx.scope == 2 && name == "timestamp")
-            || (cx.scope == 1 && name == "timestamp_begin");
+        let is_ts =
+            (cx.scope == 2 && name == "timestamp") || (cx.scope == 1 && name == "timestamp_begin");
         let is_end = cx.scope == 1 && name == "timestamp_end";
         let node = match t {
             Ty::Int(i) => Node {
@@ -416,9 +421,12 @@ impl<'m> Builder<'m> {
             let Kind::Struct(kids) = &self.plan.nodes.get(n as usize)?.kind else {
                 return None;
             };
-            n = *kids
-                .iter()
-                .find(|&&k| self.plan.nodes.get(k as usize).is_some_and(|x| x.name == *part))?;
+            n = *kids.iter().find(|&&k| {
+                self.plan
+                    .nodes
+                    .get(k as usize)
+                    .is_some_and(|x| x.name == *part)
+            })?;
         }
         Some(n)
     }
@@ -450,7 +458,13 @@ impl<'m> Builder<'m> {
         Err(format!("`{path}` names no field declared before it"))
     }
 
-    fn lexical(&self, parts: &[&str], cx: &Ctx, top_only: bool, path: &str) -> Result<NodeId, PlanError> {
+    fn lexical(
+        &self,
+        parts: &[&str],
+        cx: &Ctx,
+        top_only: bool,
+        path: &str,
+    ) -> Result<NodeId, PlanError> {
         let Some((first, rest)) = parts.split_first() else {
             return Err("empty path".into());
         };

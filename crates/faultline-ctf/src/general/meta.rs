@@ -251,7 +251,10 @@ pub fn read_metadata(raw: &[u8]) -> MResult<MetaText> {
         let content = u64::from(u32_at(24));
         let packet = u64::from(u32_at(28));
         if content % 8 != 0 || packet % 8 != 0 {
-            return merr(at as u64 + 24, "metadata packet size not a multiple of 8 bits");
+            return merr(
+                at as u64 + 24,
+                "metadata packet size not a multiple of 8 bits",
+            );
         }
         if content < (META_HEADER as u64) * 8 || content > packet {
             return merr(
@@ -494,7 +497,10 @@ impl Parser<'_> {
         };
         let m = pick(s);
         if m.contains_key(&name) {
-            return merr(at, format!("{kind} `{name}` defined twice in the same scope"));
+            return merr(
+                at,
+                format!("{kind} `{name}` defined twice in the same scope"),
+            );
         }
         m.insert(name, id);
         Ok(())
@@ -576,7 +582,10 @@ impl Parser<'_> {
     fn align(k: &str, v: &Val, at: u64) -> MResult<u32> {
         let a = Self::uint(k, v, at)?;
         if a == 0 || !a.is_power_of_two() || a > 1 << 20 {
-            return merr(at, format!("alignment {a} is not a power of two in 1..=2^20"));
+            return merr(
+                at,
+                format!("alignment {a} is not a power of two in 1..=2^20"),
+            );
         }
         Ok(a as u32)
     }
@@ -746,7 +755,10 @@ impl Parser<'_> {
             if lo < min || hi > max {
                 return merr(
                     at,
-                    format!("enum value {lo} ... {hi} does not fit its {}-bit container", int.size),
+                    format!(
+                        "enum value {lo} ... {hi} does not fit its {}-bit container",
+                        int.size
+                    ),
                 );
             }
             next = hi + 1;
@@ -818,7 +830,11 @@ impl Parser<'_> {
         if self.eat("<") {
             let at = self.here();
             match self.value()? {
-                Val::Path(p) if !p.split('.').any(|w| is_keyword(w) && !matches!(w, "trace" | "stream" | "event")) => {
+                Val::Path(p)
+                    if !p
+                        .split('.')
+                        .any(|w| is_keyword(w) && !matches!(w, "trace" | "stream" | "event")) =>
+                {
                     tag = Some(p)
                 }
                 _ => return merr(at, "variant tag must be a field path"),
@@ -852,8 +868,7 @@ impl Parser<'_> {
         if let Some(n) = name {
             // A named variant is stored untagged; uses with a tag copy it.
             let untagged = if tag.is_some() {
-                let Some(Ty::Variant { options, .. }) = self.types.get(id as usize).cloned()
-                else {
+                let Some(Ty::Variant { options, .. }) = self.types.get(id as usize).cloned() else {
                     return merr(at0, "internal: variant");
                 };
                 self.add(Ty::Variant { tag: None, options })?
@@ -917,23 +932,33 @@ impl Parser<'_> {
             let at = self.here();
             let d = match self.value()? {
                 Val::Int(n) if n >= 0 && n <= u64::MAX as i128 => Val::Int(n),
-                Val::Path(p) if !p.split('.').any(is_keyword)
-                    || p.starts_with("trace.")
-                    || p.starts_with("stream.")
-                    || p.starts_with("event.") =>
+                Val::Path(p)
+                    if !p.split('.').any(is_keyword)
+                        || p.starts_with("trace.")
+                        || p.starts_with("stream.")
+                        || p.starts_with("event.") =>
                 {
                     Val::Path(p)
                 }
-                _ => return merr(at, "array length must be a non-negative integer or a field path"),
+                _ => {
+                    return merr(
+                        at,
+                        "array length must be a non-negative integer or a field path",
+                    )
+                }
             };
             self.expect("]")?;
             if let Val::Path(p) = &d {
                 if self.lookup(|s| s.aliases.get(p)).is_some() {
                     return merr(at, format!("array length `{p}` is a type, not a field"));
                 }
-                let absolute = p.starts_with("trace.") || p.starts_with("stream.") || p.starts_with("event.");
+                let absolute =
+                    p.starts_with("trace.") || p.starts_with("stream.") || p.starts_with("event.");
                 if !absolute && self.scopes.len() == 1 {
-                    return merr(at, format!("sequence length `{p}` declared outside any struct"));
+                    return merr(
+                        at,
+                        format!("sequence length `{p}` declared outside any struct"),
+                    );
                 }
             }
             dims.push(d);
@@ -1047,7 +1072,10 @@ impl Parser<'_> {
             if words.is_empty() {
                 return merr(nat, "typealias without a name");
             }
-            if words.len() == 1 && is_keyword(&words[0]) && !C_TYPE_WORDS.contains(&words[0].as_str()) {
+            if words.len() == 1
+                && is_keyword(&words[0])
+                && !C_TYPE_WORDS.contains(&words[0].as_str())
+            {
                 return merr(nat, format!("`{}` is a reserved keyword", words[0]));
             }
             self.check_alias_kind(t, at)?;
@@ -1177,8 +1205,10 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
             Tok::Eof => break,
             Tok::Ident(w) if w == "typealias" || w == "typedef" => p.type_def()?,
             Tok::Ident(w)
-                if matches!(w.as_str(), "trace" | "stream" | "event" | "clock" | "env" | "callsite")
-                    && matches!(p.peek_at(1), Tok::Punct("{")) =>
+                if matches!(
+                    w.as_str(),
+                    "trace" | "stream" | "event" | "clock" | "env" | "callsite"
+                ) && matches!(p.peek_at(1), Tok::Punct("{")) =>
             {
                 let at = p.here();
                 p.bump();
@@ -1283,7 +1313,8 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
                                             &k,
                                             i64::MIN as i128,
                                             i64::MAX as i128,
-                                        )? as i64)
+                                        )?
+                                            as i64)
                                     }
                                     _ => {}
                                 },
@@ -1319,15 +1350,18 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
                                         _ => return merr(at, "bad clock name"),
                                     }
                                 }
-                                "freq" => c.freq = int_entry(&v, at, &k, 1, u64::MAX as i128)? as u64,
+                                "freq" => {
+                                    c.freq = int_entry(&v, at, &k, 1, u64::MAX as i128)? as u64
+                                }
                                 "offset_s" => {
                                     c.offset_s =
                                         int_entry(&v, at, &k, i64::MIN as i128, i64::MAX as i128)?
                                             as i64
                                 }
                                 "offset" => {
-                                    c.offset = int_entry(&v, at, &k, i64::MIN as i128, i64::MAX as i128)?
-                                        as i64
+                                    c.offset =
+                                        int_entry(&v, at, &k, i64::MIN as i128, i64::MAX as i128)?
+                                            as i64
                                 }
                                 "description" => {
                                     if let Val::Str(s) = v {
@@ -1355,9 +1389,14 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
                         for e in entries {
                             let Entry::Val(k, v, at) = e else { continue };
                             let v = match v {
-                                Val::Int(i) => {
-                                    EnvVal::Int(int_entry(&Val::Int(i), at, &k, i64::MIN as i128, i64::MAX as i128)? as i64)
-                                }
+                                Val::Int(i) => EnvVal::Int(int_entry(
+                                    &Val::Int(i),
+                                    at,
+                                    &k,
+                                    i64::MIN as i128,
+                                    i64::MAX as i128,
+                                )?
+                                    as i64),
                                 Val::Str(s) | Val::Path(s) => EnvVal::Str(s),
                             };
                             md.env.push((k, v));
@@ -1408,13 +1447,19 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
         if !e.explicit_stream && md.streams.len() > 1 {
             return merr(
                 e.offset,
-                format!("event `{}` without stream_id in a trace with several stream classes", e.name),
+                format!(
+                    "event `{}` without stream_id in a trace with several stream classes",
+                    e.name
+                ),
             );
         }
         if !md.streams.iter().any(|s| s.id == e.stream_id) {
             return merr(
                 e.offset,
-                format!("event `{}` of undeclared stream class {}", e.name, e.stream_id),
+                format!(
+                    "event `{}` of undeclared stream class {}",
+                    e.name, e.stream_id
+                ),
             );
         }
         if md.events[..i]
@@ -1423,7 +1468,10 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
         {
             return merr(
                 e.offset,
-                format!("event id {} declared twice in stream class {}", e.id, e.stream_id),
+                format!(
+                    "event id {} declared twice in stream class {}",
+                    e.id, e.stream_id
+                ),
             );
         }
     }

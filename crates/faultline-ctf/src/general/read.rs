@@ -307,7 +307,10 @@ impl CtfTrace {
         let header_fields = PacketFields {
             magic: is_int(&plan, top_child(&plan, trace_header, "magic")),
             uuid: top_child(&plan, trace_header, "uuid").filter(|&n| {
-                matches!(plan.nodes.get(n as usize).map(|x| &x.kind), Some(Kind::Array { len: 16, .. }))
+                matches!(
+                    plan.nodes.get(n as usize).map(|x| &x.kind),
+                    Some(Kind::Array { len: 16, .. })
+                )
             }),
             stream_id: is_int(&plan, top_child(&plan, trace_header, "stream_id")),
             ..PacketFields::default()
@@ -629,7 +632,10 @@ impl<'t> StreamReader<'t> {
             ));
         }
         if packet_bits % 8 != 0 {
-            return Err(self.err(csize_at, format!("packet_size {packet_bits} bits is not whole bytes")));
+            return Err(self.err(
+                csize_at,
+                format!("packet_size {packet_bits} bits is not whole bytes"),
+            ));
         }
         let packet_bytes = packet_bits / 8;
         if packet_bytes == 0 {
@@ -660,10 +666,17 @@ impl<'t> StreamReader<'t> {
         }
         // Packet-level info.
         let cpu = find_u(&self.pitems, sc.ctx.cpu_id).map_or(self.idx as u32, |c| c as u32);
-        let disc = sc.ctx.discarded.and_then(|(n, _)| find_u(&self.pitems, Some(n)));
+        let disc = sc
+            .ctx
+            .discarded
+            .and_then(|(n, _)| find_u(&self.pitems, Some(n)));
         let discarded = match (disc, self.prev_disc, sc.ctx.discarded) {
             (Some(d), Some(p), Some((_, size))) => {
-                let m = if size >= 64 { u64::MAX } else { (1u64 << size) - 1 };
+                let m = if size >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << size) - 1
+                };
                 d.wrapping_sub(p) & m
             }
             (Some(d), None, _) => d,
@@ -723,7 +736,10 @@ impl<'t> StreamReader<'t> {
             decode(&t.plan, h, &self.buf, &mut pos, end, &mut self.st, &mut out)?;
             if let Some(m) = find_u(&self.pitems, t.header_fields.magic) {
                 if m != 0xC1FC_1FC1 {
-                    return Err(bad(0, format!("packet magic 0x{m:08x}, expected 0xc1fc1fc1")));
+                    return Err(bad(
+                        0,
+                        format!("packet magic 0x{m:08x}, expected 0xc1fc1fc1"),
+                    ));
                 }
             }
             if let (Some(u), Some(want)) = (t.header_fields.uuid, t.md.uuid) {
@@ -768,7 +784,15 @@ impl<'t> StreamReader<'t> {
                 items: &mut self.pitems,
                 text: &mut self.ptext,
             };
-            decode(&t.plan, pc, &self.buf, &mut pos, end, &mut self.st, &mut out)?;
+            decode(
+                &t.plan,
+                pc,
+                &self.buf,
+                &mut pos,
+                end,
+                &mut self.st,
+                &mut out,
+            )?;
         }
         Ok((class, pos))
     }
@@ -809,7 +833,15 @@ impl<'t> StreamReader<'t> {
                     items: &mut this.items,
                     text: &mut this.text,
                 };
-                decode(&t.plan, n, &this.buf, &mut this.pos, end, &mut this.st, &mut out)?;
+                decode(
+                    &t.plan,
+                    n,
+                    &this.buf,
+                    &mut this.pos,
+                    end,
+                    &mut this.st,
+                    &mut out,
+                )?;
             }
             Ok((a, this.items.len() as u32))
         };
@@ -825,7 +857,12 @@ impl<'t> StreamReader<'t> {
         let ev = match id {
             Some(id) => match sc.events.get(&id) {
                 Some(&e) => e,
-                None => return Err(bad(start, format!("unknown event id {id} in stream class {}", sc.id))),
+                None => {
+                    return Err(bad(
+                        start,
+                        format!("unknown event id {id} in stream class {}", sc.id),
+                    ))
+                }
             },
             None if sc.events.len() == 1 => *sc.events.values().next().unwrap_or(&0),
             None => {
@@ -841,7 +878,10 @@ impl<'t> StreamReader<'t> {
         cur.scopes[2] = scope(ec.context, self)?;
         cur.scopes[3] = scope(ec.fields, self)?;
         if self.pos == start {
-            return Err(bad(start, format!("event `{}` occupies zero bits", ec.name)));
+            return Err(bad(
+                start,
+                format!("event `{}` occupies zero bits", ec.name),
+            ));
         }
         cur.event = ev;
         cur.ts = sc

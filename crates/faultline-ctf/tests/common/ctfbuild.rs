@@ -233,7 +233,14 @@ pub enum BeEvent {
 }
 
 /// Write one packet of [`be_trace`]; returns its bytes.
-pub fn be_packet(seq: u64, discarded: u32, cpu: u32, ts_begin: u64, events: &[BeEvent], pad: u64) -> Vec<u8> {
+pub fn be_packet(
+    seq: u64,
+    discarded: u32,
+    cpu: u32,
+    ts_begin: u64,
+    events: &[BeEvent],
+    pad: u64,
+) -> Vec<u8> {
     let mut w = Bits::new(true);
     w.int(0xC1FC_1FC1, 32, 8);
     w.bytes(&UUID_BYTES);
@@ -366,7 +373,14 @@ pub fn be_trace(dir: &Path) -> Vec<String> {
         0,
     );
     std::fs::write(dir.join("chan_0"), [p0, p1].concat()).unwrap();
-    let p = be_packet(0, 0, 1, base + 1, &[bits(base + 45, 7, -4096, 1, vec![65535])], 3);
+    let p = be_packet(
+        0,
+        0,
+        1,
+        base + 1,
+        &[bits(base + 45, 7, -4096, 1, vec![65535])],
+        3,
+    );
     std::fs::write(dir.join("chan_1"), p).unwrap();
     let b = |ts: u64, cpu: u32, rest: &str| format!("[{ts}] cpu {cpu} {rest}");
     vec![

@@ -20,7 +20,7 @@ use super::meta::{IntTy, Mapping, Metadata, Order, Ty, TypeId};
 /// Most nodes the plan of one trace may have.
 pub const MAX_NODES: usize = 1 << 21;
 /// Deepest nesting of nodes.
-pub const MAX_NODE_DEPTH: u32 = 256;
+pub const MAX_NODE_DEPTH: u32 = 320;
 /// Most items (values and struct/array/variant brackets) of one event.
 pub const MAX_ITEMS: usize = 1 << 22;
 

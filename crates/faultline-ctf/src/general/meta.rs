@@ -19,7 +19,7 @@ use super::lex::{tokenize, Tok, Token};
 use std::collections::HashMap;
 
 /// Deepest nesting of blocks/types accepted.
-pub const MAX_DEPTH: u32 = 64;
+pub const MAX_DEPTH: u32 = 300;
 /// Most types one metadata may define (each costs a little memory).
 pub const MAX_TYPES: usize = 1 << 20;
 /// Largest metadata accepted (file bytes).
@@ -882,11 +882,10 @@ impl Parser<'_> {
 
     /// Body of a struct or variant, after `{`, through `}`.
     fn fields(&mut self, what: &str) -> MResult<Vec<(String, TypeId)>> {
-        self.enter()?;
+        // Depth is counted by `type_spec`, which every nested body goes through.
         self.scopes.push(Scope::default());
         let r = self.fields_inner(what);
         self.scopes.pop();
-        self.leave();
         r
     }
 

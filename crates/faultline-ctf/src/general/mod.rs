@@ -11,7 +11,7 @@
 //! Invariant: nothing here panics, loops without bound or allocates without bound on file
 //! content. Every malformed input is a [`crate::CtfError`] naming the file and the byte offset
 //! (for packetized metadata, the offset in the file, not in the unpacked text). Limits:
-//! metadata ≤ 64 MiB, nesting ≤ 64 (metadata) and 256 (expanded types), ≤ 2 Mi fields in the
+//! metadata ≤ 64 MiB, nesting ≤ 300 (metadata) and 320 (expanded types), ≤ 2 Mi fields in the
 //! expanded plan, ≤ 4 Mi values per event, packets ≤ 256 MiB.
 
 pub mod decode;

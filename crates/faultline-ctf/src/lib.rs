@@ -7,14 +7,19 @@
 //!
 //! - Writing: [`TraceWriter`] (whole packets from the consumer, validated, one write each).
 //! - Metadata: [`metadata`] (generation), [`tsdl`] (parsing the subset we generate).
-//! - Reading: [`Trace`] (streaming k-way merge of the CPU streams, filters, packet/loss info).
+//! - Reading faultline's traces: [`Trace`] (streaming k-way merge of the CPU streams, filters,
+//!   packet/loss info), strict about faultline's exact layout.
+//! - Reading any CTF 1.8 trace (LTTng, barectf, the CTF test suite, faultline's): [`general`]
+//!   ([`general::CtfTrace`], events with typed values, packets with discarded/lost counts).
+//! - [`AnyTrace`]: opens a directory with the reader that fits it (see [`any`]).
 //! - [`stats()`] and [`format_event`] / [`push_event_ref`] for `faultline stats` / `faultline view`.
 //! - [`testing`]: small trace builders and the reader's fuzz property, shared by the tests of
 //!   this crate and of the command line and by the fuzz targets in `fuzz/`.
 //!
 //! Invariant: nothing in this crate panics on file content; every malformed input gives a
 //! [`CtfError`] naming the file and the byte offset (metadata errors also give the line).
-//! babeltrace2 reads the traces written here (see the `babeltrace` integration test).
+//! babeltrace2 reads the traces written here (see the `babeltrace` integration test), and the
+//! general reader prints what babeltrace2 prints for foreign traces (`tests/general.rs`).
 
 pub mod any;
 pub mod desc;

@@ -4,7 +4,11 @@
 //! [+0.000000010] cpu 0 other:read: { path_faulted = 1, path = "/tmp/file1", data = [de ad 01] }
 //! ```
 //!
-//! The line format is [`faultline_ctf::format`]'s. Events are streamed through
+//! The trace is opened with [`faultline_ctf::AnyTrace`]: faultline's own traces with its strict
+//! reader, any other CTF 1.8 trace (LTTng, ...) with the general reader, whose lines use
+//! babeltrace2's value syntax ([`faultline_ctf::general::format`]).
+//!
+//! The line format of faultline traces is [`faultline_ctf::format`]'s. Events are streamed through
 //! [`faultline_ctf::Events::next_ref`] (borrowed from the reader's packet buffer, payloads
 //! decoded on the fly) into one reused line buffer and a [`BufWriter`] over the locked stdout,
 //! so printing allocates nothing per event and memory stays bounded by the largest packet.

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Install the system packages faultline's LTTng comparison harness needs:
-# babeltrace2, lttng-tools, liblttng-ust-dev, and a C toolchain (gcc, pkg-config).
+# Install the system packages faultline's tests need: babeltrace2, lttng-tools,
+# liblttng-ust-dev and a C toolchain (gcc, pkg-config) for the LTTng comparison harness;
+# chromium (headless) for the timeline page's browser tests and scripts/timeline-screenshot.sh
+# (those tests install their Node.js packages, playwright-core and speedscope, into the build
+# directory with npm, and skip with a message where Chromium or npm is missing); strace and
+# ltrace, which the record --libc tests and `faultline bench --libc` compare against.
 #
 # Idempotent and non-interactive. Runs apt-get update only when a package is
 # missing. Uses sudo only when not already root. Exits 0 when everything is present.
@@ -8,7 +12,7 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(babeltrace2 lttng-tools liblttng-ust-dev gcc libc6-dev pkg-config)
+PACKAGES=(babeltrace2 lttng-tools liblttng-ust-dev gcc libc6-dev pkg-config chromium strace ltrace)
 
 is_installed() {
     local status

@@ -43,22 +43,29 @@ pub struct ClockDesc {
     pub offset_s: i64,
     /// Offset from the Unix epoch, additional ticks.
     pub offset_ticks: u64,
+    /// Free text, e.g. how the clock is read.
     pub description: String,
 }
 
 /// A value in the `env` block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnvValue {
+    /// An integer value.
     Int(i64),
+    /// A string value.
     Str(String),
 }
 
 /// The `env` block: well-known keys plus arbitrary extra ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvDesc {
+    /// Host the trace was recorded on.
     pub hostname: String,
+    /// Name of the traced program.
     pub procname: String,
+    /// Tracer major version.
     pub tracer_major: u32,
+    /// Tracer minor version.
     pub tracer_minor: u32,
     /// Extra keys (identifiers, distinct from the well-known ones).
     pub extra: Vec<(String, EnvValue)>,
@@ -70,8 +77,11 @@ pub const TRACER_NAME: &str = "faultline";
 /// Everything [`metadata`] needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraceDesc {
+    /// Trace UUID (every packet header carries it).
     pub uuid: [u8; 16],
+    /// The clock of the timestamps.
     pub clock: ClockDesc,
+    /// The `env` block.
     pub env: EnvDesc,
     /// `(event id, description)`; ids must be distinct.
     pub events: Vec<(u32, EventDesc)>,

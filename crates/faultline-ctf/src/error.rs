@@ -14,24 +14,34 @@ pub enum CtfError {
     /// An operating-system error on `path` (ENOSPC, EACCES, ...).
     #[error("{path}: {op}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// What was being done (`create`, `write`, `read`, ...).
         op: &'static str,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// A stream file does not follow the packet layout.
     #[error("{path}: byte offset {offset}: {msg}")]
     Format {
+        /// The stream file.
         path: PathBuf,
+        /// Byte offset in the file where the problem was found.
         offset: u64,
+        /// What is wrong.
         msg: String,
     },
     /// The metadata file is not TSDL as written by this crate.
     #[error("not a faultline trace: metadata: line {line}: {msg} ({path}, byte offset {offset})")]
     Metadata {
+        /// The metadata file.
         path: PathBuf,
+        /// Line (1-based).
         line: u32,
+        /// Byte offset in the file.
         offset: u64,
+        /// What is wrong.
         msg: String,
     },
     /// The trace description cannot be expressed in TSDL (bad identifier, duplicate id, ...).
@@ -40,7 +50,14 @@ pub enum CtfError {
     /// A packet given to the writer does not follow the layout; `offset` is relative to the
     /// start of the packet.
     #[error("invalid packet for cpu {cpu}: byte offset {offset}: {msg}")]
-    Packet { cpu: u32, offset: u64, msg: String },
+    Packet {
+        /// The CPU whose stream the packet was for.
+        cpu: u32,
+        /// Byte offset in the packet.
+        offset: u64,
+        /// What is wrong.
+        msg: String,
+    },
 }
 
 impl CtfError {

@@ -53,20 +53,35 @@ pub const RECORD_HEADER_SIZE: usize = 16;
 
 /// Byte offsets of the header fields.
 pub mod off {
+    /// `magic` (u32).
     pub const MAGIC: usize = 0;
+    /// `uuid` (16 bytes).
     pub const UUID: usize = 4;
+    /// `stream_id` (u32).
     pub const STREAM_ID: usize = 20;
+    /// `timestamp_begin` (u64).
     pub const TIMESTAMP_BEGIN: usize = 24;
+    /// `timestamp_end` (u64).
     pub const TIMESTAMP_END: usize = 32;
+    /// `content_size` in bits (u64).
     pub const CONTENT_SIZE: usize = 40;
+    /// `packet_size` in bits (u64).
     pub const PACKET_SIZE: usize = 48;
+    /// `packet_seq_num` (u64).
     pub const PACKET_SEQ_NUM: usize = 56;
+    /// `events_discarded` (u64, cumulative).
     pub const EVENTS_DISCARDED: usize = 64;
+    /// `cpu_id` (u32).
     pub const CPU_ID: usize = 72;
+    /// `flags` (u32).
     pub const FLAGS: usize = 76;
+    /// `lost_full` (u64, cumulative).
     pub const LOST_FULL: usize = 80;
+    /// `lost_stalled` (u64, cumulative).
     pub const LOST_STALLED: usize = 88;
+    /// `lost_too_big` (u64, cumulative).
     pub const LOST_TOO_BIG: usize = 96;
+    /// Three reserved u64 words.
     pub const RESERVED: usize = 104;
 }
 
@@ -106,22 +121,35 @@ pub(crate) fn get_u64(b: &[u8], at: usize) -> Option<u64> {
 /// The decoded 128-byte packet header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PacketHeader {
+    /// [`MAGIC`].
     pub magic: u32,
+    /// Trace UUID; must equal the metadata's.
     pub uuid: [u8; 16],
+    /// CTF stream id (0).
     pub stream_id: u32,
+    /// Timestamp of the packet's first record.
     pub timestamp_begin: u64,
+    /// Timestamp when the packet was closed.
     pub timestamp_end: u64,
     /// In bits.
     pub content_size: u64,
     /// In bits.
     pub packet_size: u64,
+    /// Sequence number of the packet in its stream (gaps are lost packets).
     pub packet_seq_num: u64,
+    /// Events lost on this CPU so far, all causes (cumulative).
     pub events_discarded: u64,
+    /// CPU of the stream.
     pub cpu_id: u32,
+    /// Packet flags (reserved).
     pub flags: u32,
+    /// Events lost so far because the buffer was full (cumulative).
     pub lost_full: u64,
+    /// Events lost so far to a stalled writer (cumulative).
     pub lost_stalled: u64,
+    /// Events lost so far because they were too big (cumulative).
     pub lost_too_big: u64,
+    /// Reserved words.
     pub reserved: [u64; 3],
 }
 
@@ -257,7 +285,9 @@ pub fn check_header(h: &PacketHeader, available: u64) -> Result<(), LayoutError>
 pub struct RawRecord<'a> {
     /// Offset of the record from the packet start.
     pub offset: usize,
+    /// Timestamp in clock ticks.
     pub timestamp: u64,
+    /// Event id (or a reserved id: discarded or pending record).
     pub id: u32,
     /// `len - 16` bytes.
     pub payload: &'a [u8],
@@ -320,6 +350,7 @@ pub struct Records<'a> {
 }
 
 impl<'a> Records<'a> {
+    /// Records of `content` (a packet's first `content_size / 8` bytes).
     pub fn new(content: &'a [u8]) -> Self {
         Records {
             content,
@@ -346,6 +377,7 @@ impl<'a> Iterator for Records<'a> {
 /// `content_size` and pads the packet to `packet_size` bytes (at least the content).
 #[derive(Debug, Clone)]
 pub struct PacketBuilder {
+    /// The header [`PacketBuilder::finish`] writes (its `content_size` is computed).
     pub header: PacketHeader,
     buf: Vec<u8>,
 }

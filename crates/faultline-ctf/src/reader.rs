@@ -43,7 +43,9 @@ pub const MAX_METADATA_BYTES: u64 = 64 << 20;
 /// One stream file of the trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamFile {
+    /// CPU of the stream.
     pub cpu: u32,
+    /// Path of the stream file.
     pub path: PathBuf,
     /// Size in bytes when the trace was opened.
     pub len: u64,
@@ -63,9 +65,13 @@ pub struct Trace {
 /// Loss counters (cumulative or deltas, depending on context).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Losses {
+    /// Events lost, all causes.
     pub events_discarded: u64,
+    /// Events lost because the buffer was full.
     pub lost_full: u64,
+    /// Events lost to a stalled writer.
     pub lost_stalled: u64,
+    /// Events lost because they were too big.
     pub lost_too_big: u64,
 }
 
@@ -83,9 +89,11 @@ impl Losses {
 /// What one packet says, with its deltas relative to the previous packet of its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacketInfo {
+    /// CPU of the stream.
     pub cpu: u32,
     /// Offset of the packet in its stream file.
     pub file_offset: u64,
+    /// The packet's header.
     pub header: PacketHeader,
     /// Events discarded since the previous packet (first packet: since the start).
     pub discarded: Losses,
@@ -98,7 +106,9 @@ pub struct PacketInfo {
 pub struct Event<'t> {
     /// Clock ticks.
     pub ts: u64,
+    /// CPU of the stream the event came from.
     pub cpu: u32,
+    /// Event id.
     pub id: u32,
     /// `provider:name`.
     pub name: &'t str,
@@ -118,20 +128,24 @@ pub struct Filter {
     pub cpus: Option<BTreeSet<u32>>,
     /// Inclusive range of timestamps, in clock ticks.
     pub ts_min: Option<u64>,
+    /// Upper bound of that range.
     pub ts_max: Option<u64>,
 }
 
 impl Filter {
+    /// Also keep events whose name matches `glob`.
     pub fn name(mut self, glob: &str) -> Self {
         self.names.push(glob.to_string());
         self
     }
 
+    /// Only read these CPUs' streams.
     pub fn cpus(mut self, cpus: impl IntoIterator<Item = u32>) -> Self {
         self.cpus = Some(cpus.into_iter().collect());
         self
     }
 
+    /// Only keep events with timestamps in `min..=max` (clock ticks; `None`: unbounded).
     pub fn time(mut self, min: Option<u64>, max: Option<u64>) -> Self {
         self.ts_min = min;
         self.ts_max = max;
@@ -233,22 +247,27 @@ impl Trace {
         })
     }
 
+    /// The trace directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// Path of its metadata file.
     pub fn metadata_path(&self) -> &Path {
         &self.metadata_path
     }
 
+    /// What the metadata says (clock, env, event classes).
     pub fn schema(&self) -> &Schema {
         &self.schema
     }
 
+    /// The trace clock.
     pub fn clock(&self) -> &ClockDesc {
         &self.schema.clock
     }
 
+    /// The trace UUID.
     pub fn uuid(&self) -> [u8; 16] {
         self.schema.uuid
     }
@@ -399,7 +418,9 @@ fn walk_fields<'t, 'p>(
 pub struct EventRef<'a, 't> {
     /// Clock ticks.
     pub ts: u64,
+    /// CPU of the stream the event came from.
     pub cpu: u32,
+    /// Event id.
     pub id: u32,
     /// `provider:name`.
     pub name: &'t str,
@@ -812,7 +833,9 @@ pub struct StreamEvents<'t> {
 /// gives both event and loss accounting.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamItem<'t> {
+    /// A packet, before its events.
     Packet(PacketInfo),
+    /// An event.
     Event(Event<'t>),
 }
 

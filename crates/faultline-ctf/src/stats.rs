@@ -3,49 +3,89 @@
 //! [`stats`] reads every stream once, in file order (no merge needed), checking everything the
 //! event iterator checks, and sums: events per name and per CPU, first/last timestamp, losses.
 //! Loss totals are the **last** packet's cumulative counters of each CPU, summed over CPUs
-//! (`lost_total` = sum of final `events_discarded`); `lost_packets` sums the
-//! `packet_seq_num` gaps. [`Stats`] serializes to JSON with the keys `events_total`,
-//! `lost_total`, `lost_full`, `lost_stalled`, `lost_too_big`, `lost_packets`, `packets`,
+//! (`lost_total` = sum of final `events_discarded`).
+//!
+//! # Lost packets
+//! `lost_packets` counts the packets missing **between** two packets of a stream: a
+//! `packet_seq_num` step from `a` to `b` means `b - a - 1` packets were lost (overwritten in
+//! flight-recorder mode before the consumer read them). This is what CTF readers report as
+//! discarded packets (babeltrace2 gives the same count: it needs a previous packet to place a
+//! gap). Packets produced before a stream's *first* packet in the trace (its `packet_seq_num`,
+//! non-zero when a flight recorder overwrote the oldest packets before they were read) are
+//! not a gap in the recorded window; they are counted apart, as `packets_before_first`.
+//!
+//! # Truncated raw buffers
+//! `truncated_events` counts events with at least one raw buffer field that was not recorded
+//! whole (a non-zero `<name>_truncated` count, see [`faultline_schema::truncation_count_of`]),
+//! `truncated_bytes` the bytes left out, summed over those fields.
+//!
+//! # JSON
+//! [`Stats`] serializes to JSON with the keys `events_total`, `lost_total`, `lost_full`,
+//! `lost_stalled`, `lost_too_big`, `lost_packets`, `packets_before_first`, `packets`,
+//! `truncated_events`, `truncated_bytes`,
 //! `events` (name → count), `cpus` (cpu as a string → count), `per_cpu`, `first_ts`,
 //! `last_ts`, `span_ns`, `bytes_on_disk`.
 
 use crate::error::Result;
 use crate::reader::{Losses, StreamItem, Trace};
+use faultline_schema::{truncation_count_of, Value};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
 /// Per-CPU summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CpuStats {
+    /// Events read from this CPU's stream.
     pub events: u64,
+    /// Packets read from this CPU's stream.
     pub packets: u64,
-    /// Packets missing according to `packet_seq_num`.
+    /// Packets missing between two packets of the stream (`packet_seq_num` gaps).
     pub lost_packets: u64,
+    /// `packet_seq_num` of the stream's first packet: packets produced before it and not in
+    /// the trace (overwritten before they were read).
+    pub packets_before_first: u64,
     /// Final cumulative loss counters.
     pub lost: Losses,
+    /// Bytes of this CPU's stream file.
     pub bytes: u64,
 }
 
 /// Whole-trace statistics.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
+    /// Events read, all CPUs.
     pub events_total: u64,
+    /// Events lost, all causes and CPUs (from the packets' cumulative counters).
     pub lost_total: u64,
+    /// Events lost because the buffer was full (discard mode, consumer behind).
     pub lost_full: u64,
+    /// Events lost to a stalled (or dead) writer.
     pub lost_stalled: u64,
+    /// Events lost because they were larger than a sub-buffer.
     pub lost_too_big: u64,
+    /// Packets missing between two packets of a stream, summed over streams (module docs).
     pub lost_packets: u64,
+    /// Packets produced before each stream's first packet, summed over streams.
+    pub packets_before_first: u64,
+    /// Packets read, all CPUs.
     pub packets: u64,
+    /// Events with a raw buffer not recorded whole (module docs).
+    pub truncated_events: u64,
+    /// Bytes of raw buffers not recorded.
+    pub truncated_bytes: u64,
     /// `provider:name` → count (only events that occur).
     pub events: BTreeMap<String, u64>,
     /// CPU → event count (JSON keys are strings).
     pub cpus: BTreeMap<u32, u64>,
+    /// Per-CPU details.
     pub per_cpu: BTreeMap<u32, CpuStats>,
     /// Clock ticks.
     pub first_ts: Option<u64>,
+    /// Clock ticks.
     pub last_ts: Option<u64>,
     /// `last_ts - first_ts` in nanoseconds.
     pub span_ns: u64,
+    /// Bytes of the trace directory's files.
     pub bytes_on_disk: u64,
 }
 
@@ -62,8 +102,10 @@ pub fn stats(trace: &Trace) -> Result<Stats> {
         bytes_on_disk: trace.bytes_on_disk(),
         ..Stats::default()
     };
-    // Counted by id, named at the end: no per-event allocation for the name.
-    let mut by_id: HashMap<u32, u64> = HashMap::new();
+    // Counted by id, named at the end (no per-event allocation for the name). Per event id:
+    // its count and the indices of its raw buffers' truncation counts (usually
+    // none), looked up once per event.
+    let mut by_id: HashMap<u32, (u64, Vec<usize>)> = HashMap::new();
     for s in trace.streams() {
         let mut cs = CpuStats {
             bytes: s.len,
@@ -72,8 +114,13 @@ pub fn stats(trace: &Trace) -> Result<Stats> {
         for item in trace.stream_events(s) {
             match item? {
                 StreamItem::Packet(p) => {
+                    // The reader reports the first packet's `packet_seq_num` as its gap.
+                    if cs.packets == 0 {
+                        cs.packets_before_first = p.header.packet_seq_num;
+                    } else {
+                        cs.lost_packets = cs.lost_packets.saturating_add(p.lost_packets);
+                    }
                     cs.packets += 1;
-                    cs.lost_packets = cs.lost_packets.saturating_add(p.lost_packets);
                     cs.lost = Losses {
                         events_discarded: p.header.events_discarded,
                         lost_full: p.header.lost_full,
@@ -83,7 +130,30 @@ pub fn stats(trace: &Trace) -> Result<Stats> {
                 }
                 StreamItem::Event(e) => {
                     cs.events += 1;
-                    *by_id.entry(e.id).or_insert(0) += 1;
+                    let (n, idx) = by_id.entry(e.id).or_insert_with(|| {
+                        let f = trace.event_schema(e.id).map_or(&[][..], |s| &s.fields[..]);
+                        let idx = f
+                            .windows(2)
+                            .enumerate()
+                            .filter(|(_, w)| {
+                                truncation_count_of(&w[0].name, w[0].ty, &w[1].name, w[1].ty)
+                                    .is_some()
+                            })
+                            .map(|(i, _)| i)
+                            .collect();
+                        (0, idx)
+                    });
+                    *n += 1;
+                    let mut cut = 0u64;
+                    for &i in idx.iter() {
+                        if let Some((_, Value::U(c))) = e.fields.get(i) {
+                            cut = cut.saturating_add(*c);
+                        }
+                    }
+                    if cut > 0 {
+                        st.truncated_events += 1;
+                        st.truncated_bytes = st.truncated_bytes.saturating_add(cut);
+                    }
                     st.first_ts = Some(st.first_ts.map_or(e.ts, |t| t.min(e.ts)));
                     st.last_ts = Some(st.last_ts.map_or(e.ts, |t| t.max(e.ts)));
                 }
@@ -92,6 +162,9 @@ pub fn stats(trace: &Trace) -> Result<Stats> {
         st.events_total += cs.events;
         st.packets += cs.packets;
         st.lost_packets = st.lost_packets.saturating_add(cs.lost_packets);
+        st.packets_before_first = st
+            .packets_before_first
+            .saturating_add(cs.packets_before_first);
         st.lost_total = st.lost_total.saturating_add(cs.lost.events_discarded);
         st.lost_full = st.lost_full.saturating_add(cs.lost.lost_full);
         st.lost_stalled = st.lost_stalled.saturating_add(cs.lost.lost_stalled);
@@ -99,7 +172,7 @@ pub fn stats(trace: &Trace) -> Result<Stats> {
         st.cpus.insert(s.cpu, cs.events);
         st.per_cpu.insert(s.cpu, cs);
     }
-    for (id, n) in by_id {
+    for (id, (n, _)) in by_id {
         if let Some(ev) = trace.event_schema(id) {
             *st.events.entry(ev.name.clone()).or_insert(0) += n;
         }

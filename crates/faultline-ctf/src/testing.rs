@@ -13,10 +13,12 @@ use faultline_schema::{EventDesc, FieldDesc, FieldType, Value};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// UUID of the test traces.
 pub const UUID: [u8; 16] = [
     0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef,
 ];
 
+/// `myapp:all`: one field of every type.
 pub const ALL: EventDesc = EventDesc {
     provider: "myapp",
     name: "all",
@@ -80,12 +82,14 @@ pub const ALL: EventDesc = EventDesc {
     ],
 };
 
+/// `myapp:tick`: no fields.
 pub const EMPTY: EventDesc = EventDesc {
     provider: "myapp",
     name: "tick",
     fields: &[],
 };
 
+/// `other:read`: a raw C string (with its `_faulted` count) and a byte array.
 pub const OTHER: EventDesc = EventDesc {
     provider: "other",
     name: "read",
@@ -105,10 +109,14 @@ pub const OTHER: EventDesc = EventDesc {
     ],
 };
 
+/// Event id of [`ALL`].
 pub const ID_ALL: u32 = 7;
+/// Event id of [`EMPTY`].
 pub const ID_EMPTY: u32 = 1;
+/// Event id of [`OTHER`].
 pub const ID_OTHER: u32 = 300;
 
+/// A trace description with the three events above.
 pub fn desc() -> TraceDesc {
     TraceDesc {
         uuid: UUID,
@@ -182,10 +190,15 @@ pub fn encode(fields: &[FieldDesc], values: &[Value]) -> Option<Vec<u8>> {
 /// An expected event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exp {
+    /// Timestamp (ticks).
     pub ts: u64,
+    /// CPU.
     pub cpu: u32,
+    /// Event id.
     pub id: u32,
+    /// `provider:name`.
     pub name: &'static str,
+    /// Field values, in declaration order.
     pub values: Vec<Value>,
 }
 
@@ -358,7 +371,9 @@ pub fn write_files(dir: &Path, metadata: &[u8], streams: &[&[u8]]) -> Result<()>
 /// The files of the [`write_sample`] trace: `metadata`, then `stream_0`, `stream_1`.
 #[derive(Debug, Clone)]
 pub struct SampleFiles {
+    /// The `metadata` file.
     pub metadata: Vec<u8>,
+    /// `stream_0`, `stream_1`.
     pub streams: Vec<Vec<u8>>,
 }
 

@@ -20,8 +20,11 @@ use std::collections::HashMap;
 /// Error of the parser: line (1-based), byte offset, message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
+    /// Line of the metadata (1-based).
     pub line: u32,
+    /// Byte offset in the metadata file.
     pub offset: u64,
+    /// What is wrong.
     pub msg: String,
 }
 
@@ -30,23 +33,29 @@ type PResult<T> = Result<T, ParseError>;
 /// One field of an event, as the reader sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldSchema {
+    /// Field name.
     pub name: String,
+    /// Field encoding.
     pub ty: FieldType,
 }
 
 /// One event class.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventSchema {
+    /// Event id, as in the record headers.
     pub id: u32,
     /// `provider:name`.
     pub name: String,
+    /// Payload fields, in encoding order.
     pub fields: Vec<FieldSchema>,
 }
 
 /// What the metadata says about a trace.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schema {
+    /// Trace UUID.
     pub uuid: [u8; 16],
+    /// The clock of the timestamps.
     pub clock: ClockDesc,
     /// Every `env` entry, in file order.
     pub env: Vec<(String, EnvValue)>,

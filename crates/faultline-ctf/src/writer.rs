@@ -20,6 +20,14 @@
 //! - the record chain ends exactly at `content_size`, every record id is a declared event,
 //!   record timestamps are non-decreasing and within `[timestamp_begin, timestamp_end]`.
 //!
+//! # Event classes added while recording
+//! [`TraceWriter::add_events`] declares more events (tracepoints registered at run time): the
+//! whole metadata text is regenerated and replaces `metadata` atomically (written to
+//! `metadata.tmp`, then renamed over it), so a reader sees the old or the new file, never a
+//! partial one, and the final file declares every event. The new ids are accepted from then on;
+//! a record of an id not yet added is rejected like any undeclared id, so the caller must add a
+//! class before writing the first packet that holds one of its records.
+//!
 //! A rejected packet is not written and leaves the writer's state unchanged. A failed write
 //! (ENOSPC, EIO) is undone by truncating the file back to its previous length, so the stream
 //! stays readable; the error names the path.
@@ -56,6 +64,7 @@ struct CpuStream {
 /// Writes a trace directory. See the module docs.
 pub struct TraceWriter {
     dir: PathBuf,
+    desc: TraceDesc,
     uuid: [u8; 16],
     /// Declared event ids (checked for every record: a hash lookup per record was the
     /// consumer's main per-event cost).
@@ -74,6 +83,27 @@ enum IdSet {
 
 impl IdSet {
     const DENSE_LIMIT: u32 = 1 << 16;
+
+    fn insert(&mut self, id: u32) {
+        match self {
+            IdSet::Dense(d) if id < Self::DENSE_LIMIT => {
+                if d.len() <= id as usize {
+                    d.resize(id as usize + 1, false);
+                }
+                d[id as usize] = true;
+            }
+            IdSet::Dense(d) => {
+                let mut v: Vec<u32> = (0..d.len() as u32).filter(|&i| d[i as usize]).collect();
+                v.push(id);
+                *self = IdSet::Sorted(v);
+            }
+            IdSet::Sorted(v) => {
+                if let Err(at) = v.binary_search(&id) {
+                    v.insert(at, id);
+                }
+            }
+        }
+    }
 
     fn new(ids: impl Iterator<Item = u32>) -> IdSet {
         let mut v: Vec<u32> = ids.collect();
@@ -120,6 +150,7 @@ impl TraceWriter {
             .map_err(|e| CtfError::io(&path, "write", e))?;
         Ok(TraceWriter {
             dir,
+            desc: desc.clone(),
             uuid: desc.uuid,
             ids: IdSet::new(desc.events.iter().map(|(id, _)| *id)),
             streams: BTreeMap::new(),
@@ -129,6 +160,33 @@ impl TraceWriter {
             },
             scratch: Vec::new(),
         })
+    }
+
+    /// Declare more events (module docs, "Event classes added while recording"): checked with
+    /// the ones already declared (distinct ids and names), then `metadata` is replaced
+    /// atomically. On error nothing changes.
+    pub fn add_events(&mut self, events: &[(u32, faultline_schema::EventDesc)]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut desc = self.desc.clone();
+        desc.events.extend_from_slice(events);
+        let text = metadata(&desc)?;
+        let path = self.dir.join("metadata");
+        let tmp = self.dir.join("metadata.tmp");
+        std::fs::write(&tmp, text.as_bytes()).map_err(|e| CtfError::io(&tmp, "write", e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| CtfError::io(&path, "replace", e))?;
+        for (id, _) in events {
+            self.ids.insert(*id);
+        }
+        self.desc = desc;
+        self.counters.metadata_bytes = text.len() as u64;
+        Ok(())
+    }
+
+    /// Whether event id `id` is declared.
+    pub fn has_event(&self, id: u32) -> bool {
+        self.ids.contains(id)
     }
 
     /// The trace directory.

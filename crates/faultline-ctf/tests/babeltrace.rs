@@ -309,3 +309,83 @@ fn babeltrace2_agrees() {
     // 7 events of myapp:all (14 fields), 7 of other:read (3 fields).
     assert_eq!(compared, 7 * 14 + 7 * 3);
 }
+
+/// Run `babeltrace2 --clock-cycles DIR`; returns (event lines, discarded events per CPU,
+/// discarded packets per CPU). Panics on any diagnostic other than a discarded notice.
+fn babeltrace2_counts(dir: &std::path::Path) -> (usize, BTreeMap<u32, u64>, BTreeMap<u32, u64>) {
+    let out = Command::new("babeltrace2")
+        .arg("--clock-cycles")
+        .arg(dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "babeltrace2 failed:\n{stderr}");
+    let (mut events, mut packets) = (BTreeMap::new(), BTreeMap::new());
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        let rest = line
+            .strip_prefix("WARNING: Tracer discarded ")
+            .unwrap_or_else(|| panic!("unexpected babeltrace2 diagnostic: {line}"));
+        let (n, rest) = rest.split_once(' ').unwrap();
+        let n: u64 = n.parse().unwrap();
+        let cpu: u32 = rest
+            .split_once("/stream_")
+            .unwrap()
+            .1
+            .split_once('"')
+            .unwrap()
+            .0
+            .parse()
+            .unwrap();
+        let m = if rest.starts_with("event") {
+            &mut events
+        } else {
+            &mut packets
+        };
+        *m.entry(cpu).or_insert(0u64) += n;
+    }
+    (stdout.lines().count(), events, packets)
+}
+
+/// A flight-recorder stream whose first packets were overwritten before the consumer saw them
+/// starts at `packet_seq_num` > 0. `lost_packets` counts only the gaps *between* packets of
+/// the trace (what babeltrace2 reports as discarded packets); the packets before the first
+/// one are `packets_before_first`.
+#[test]
+fn first_packet_seq_num_not_zero_agrees_with_babeltrace2() {
+    if Command::new("babeltrace2")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("SKIPPED: babeltrace2 not installed (run scripts/install-deps.sh)");
+        return;
+    }
+    let dir = tmpdir("bt-first-seq");
+    let plan: &[PacketPlan] = &[
+        (0, 1, (0, 0, 0), 3, 1_000), // packet 0 of cpu 0 overwritten
+        (1, 0, (0, 0, 0), 2, 1_003),
+        (0, 2, (0, 0, 0), 2, 2_000),
+        (1, 3, (0, 0, 0), 2, 2_500), // packets 1, 2 of cpu 1 lost
+        (0, 5, (0, 0, 0), 1, 3_000), // packets 3, 4 of cpu 0 lost
+        (1, 4, (0, 0, 0), 1, 4_000),
+    ];
+    let shape = PlanShape {
+        step: 7,
+        span: 500,
+        packet_size: 8192,
+    };
+    faultline_ctf::testing::write_plan(&dir, plan, shape, |_, _, _| {}).unwrap();
+    let (lines, bt_events, bt_packets) = babeltrace2_counts(&dir);
+    let st = stats(&Trace::open(&dir).unwrap()).unwrap();
+    assert_eq!(lines as u64, st.events_total);
+    assert!(bt_events.is_empty(), "{bt_events:?}");
+    assert_eq!(bt_packets, BTreeMap::from([(0, 2), (1, 2)]));
+    for (cpu, cs) in &st.per_cpu {
+        assert_eq!(bt_packets[cpu], cs.lost_packets, "cpu {cpu}");
+    }
+    assert_eq!(st.lost_packets, 4);
+    assert_eq!(st.per_cpu[&0].packets_before_first, 1);
+    assert_eq!(st.per_cpu[&1].packets_before_first, 0);
+    assert_eq!(st.packets_before_first, 1);
+}

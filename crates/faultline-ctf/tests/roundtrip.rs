@@ -476,3 +476,44 @@ fn strings_with_escapes_round_trip_through_metadata() {
     assert_eq!(t.events(&Filter::default()).count(), 0);
     assert_eq!(stats(&t).unwrap().events_total, 0);
 }
+
+#[test]
+fn events_added_while_writing_are_declared_in_the_final_metadata() {
+    static LATE: EventDesc = EventDesc {
+        provider: "late",
+        name: "class",
+        fields: &[FieldDesc {
+            name: "n",
+            ty: FieldType::U32,
+        }],
+    };
+    let dir = tmpdir("late-classes");
+    let mut w = TraceWriter::create(&dir, &desc()).unwrap();
+    let packet = |seq: u64| {
+        let mut pb = PacketBuilder::new(UUID, 0, seq);
+        pb.header.timestamp_begin = 100 * seq;
+        pb.header.timestamp_end = 100 * seq + 50;
+        pb.record(100 * seq + 1, 8, &42u32.to_le_bytes());
+        pb.finish(0)
+    };
+    // Not declared yet: rejected, nothing written.
+    assert!(!w.has_event(8));
+    let e = w.write_packet(0, &packet(0)).unwrap_err();
+    assert!(e.to_string().contains("undeclared event id 8"), "{e}");
+    // A clash with a declared id or name changes nothing.
+    assert!(w.add_events(&[(ID_ALL, LATE)]).is_err());
+    assert!(w.add_events(&[(9, ALL)]).is_err());
+    assert!(!w.has_event(9));
+    w.add_events(&[(8, LATE)]).unwrap();
+    assert!(w.has_event(8));
+    w.write_packet(0, &packet(1)).unwrap();
+    w.finish().unwrap();
+    assert!(!dir.join("metadata.tmp").exists());
+    let t = Trace::open(&dir).unwrap();
+    let evs: Vec<_> = t.events(&Filter::default()).map(|e| e.unwrap()).collect();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].name, "late:class");
+    assert_eq!(evs[0].fields, vec![("n", Value::U(42))]);
+    // The original events are still declared.
+    assert!(t.event_schema(ID_ALL).is_some() && t.event_schema(ID_OTHER).is_some());
+}

@@ -65,7 +65,8 @@
 
 use faultline_ringbuf::{Channel, CommitKind, Lost, Reservation};
 use faultline_tracepoints::{
-    register_probe, Payload, Probe, ProbeHandle, ProbeKind, RegisterError, Tracepoint,
+    register_probe, LossCause, Payload, Probe, ProbeHandle, ProbeKind, RegisterError, TraceOutcome,
+    Tracepoint,
 };
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
@@ -78,12 +79,18 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
+    /// Size, reserve, encode into the slot, commit: one copy, the reservation held across faults.
     ReserveCopyCommit = 0,
+    /// Encode into a per-thread scratch buffer first, then reserve, copy, commit: two copies,
+    /// nothing held across faults.
     Bounce = 1,
+    /// Touch the source pages first, then reserve and encode; restart if interrupted while holding
+    /// the slot.
     PrefaultRestart = 2,
 }
 
 impl Strategy {
+    /// Every strategy, in `Strategy as usize` order.
     pub const ALL: [Strategy; 3] = [
         Strategy::ReserveCopyCommit,
         Strategy::Bounce,
@@ -158,6 +165,7 @@ impl fmt::Display for Policy {
 /// Recorder options.
 #[derive(Debug, Clone, Copy)]
 pub struct RecorderConfig {
+    /// Which strategy each event gets (default [`Policy::Auto`]).
     pub policy: Policy,
     /// Restarts allowed per event by [`Strategy::PrefaultRestart`] before it keeps the attempt
     /// it has (the fallback).
@@ -198,18 +206,24 @@ pub struct RecorderStats {
     pub resized: u64,
     /// Commits that went REMOTE (the writer had migrated since reserving).
     pub remote_commits: u64,
+    /// Events lost because the buffer was full (discard mode, consumer behind).
     pub lost_full: u64,
+    /// Events lost because the next sub-buffer was held by a stalled writer.
     pub lost_stalled: u64,
+    /// Events lost because they were larger than a sub-buffer.
     pub lost_too_big: u64,
+    /// Events lost because the thread's CPU had no buffer.
     pub lost_no_buffer: u64,
     /// Indexed by `Strategy as usize`.
     pub per_strategy: [StrategyStats; 3],
 }
 
 impl RecorderStats {
+    /// Events lost, all causes together.
     pub fn lost_total(&self) -> u64 {
         self.lost_full + self.lost_stalled + self.lost_too_big + self.lost_no_buffer
     }
+    /// The counters of strategy `s`.
     pub fn strategy(&self, s: Strategy) -> &StrategyStats {
         &self.per_strategy[s as usize]
     }
@@ -295,6 +309,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// A recorder writing into `chan` with `cfg`; register it with [`attach`].
     pub fn new(chan: Arc<Channel>, cfg: RecorderConfig) -> Arc<Recorder> {
         let tps = faultline_tracepoints::tracepoints();
         let mut strategies: Vec<AtomicU8> = (0..tps.len()).map(|_| AtomicU8::new(0)).collect();
@@ -315,10 +330,12 @@ impl Recorder {
         })
     }
 
+    /// The channel it writes into.
     pub fn channel(&self) -> &Arc<Channel> {
         &self.chan
     }
 
+    /// Its options.
     pub fn config(&self) -> RecorderConfig {
         self.cfg
     }
@@ -592,25 +609,36 @@ impl Probe for Recorder {
         let s = self.strategy_for(tp);
         let _ = self.record(tp.id(), s, payload);
     }
+
+    /// [`Recorder::record`]'s answer, for `try_trace!`.
+    fn call_outcome(&self, tp: &'static Tracepoint, payload: &dyn Payload) -> TraceOutcome {
+        let s = self.strategy_for(tp);
+        match self.record(tp.id(), s, payload) {
+            Ok(kind) => TraceOutcome::Committed {
+                remote: kind == CommitKind::Remote,
+            },
+            Err(why) => TraceOutcome::Lost(loss_cause(why)),
+        }
+    }
+}
+
+/// The ring buffer's loss cause as the tracepoint layer names it.
+pub fn loss_cause(why: Lost) -> LossCause {
+    match why {
+        Lost::Full => LossCause::Full,
+        Lost::Stalled => LossCause::Stalled,
+        Lost::TooBig => LossCause::TooBig,
+        Lost::NoBuffer => LossCause::NoBuffer,
+    }
 }
 
 /// What `policy` picks for `tp` (module docs, "Default policy").
 fn policy_choice(policy: Policy, tp: &Tracepoint) -> Strategy {
     match policy {
         Policy::Fixed(s) => s,
-        Policy::Auto => {
-            // The tracepoint macro puts a `<name>_faulted` field before every raw field.
-            let raw = tp
-                .desc()
-                .fields
-                .iter()
-                .any(|f| f.name.ends_with("_faulted"));
-            if raw {
-                Strategy::Bounce
-            } else {
-                Strategy::ReserveCopyCommit
-            }
-        }
+        // The tracepoint macro puts a `<name>_faulted` field before every raw field.
+        Policy::Auto if tp.has_raw_fields() => Strategy::Bounce,
+        Policy::Auto => Strategy::ReserveCopyCommit,
     }
 }
 

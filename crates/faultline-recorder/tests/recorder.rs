@@ -152,7 +152,8 @@ fn every_strategy_records_byte_exact_payloads() {
             assert_eq!(string(&g.fields[1]), format!("event-{i}").as_bytes());
             assert_eq!(bytes(&g.fields[2]), &vec![i as u8; (i % 50) as usize][..]);
             assert_eq!(u(&g.fields[3]), 0, "raw_faulted");
-            assert_eq!(bytes(&g.fields[4]), &raw_src[..(i % 200) as usize]);
+            assert_eq!(u(&g.fields[4]), 0, "raw_truncated");
+            assert_eq!(bytes(&g.fields[5]), &raw_src[..(i % 200) as usize]);
         }
         let st = rec.stats();
         assert_eq!(st.recorded, n, "{s}");
@@ -223,12 +224,13 @@ fn bad_pointers_are_recorded_as_faulted() {
         assert_eq!(got.len(), 3, "{s}");
         for g in &got {
             let i = u(&g.fields[0]) as usize;
-            // fields: seq, s_faulted, s, raw_faulted, raw
+            // fields: seq, s_faulted, s, raw_faulted, raw_truncated, raw
             assert_eq!(u(&g.fields[1]), 1, "{s}: string faulted flag");
             assert_eq!(string(&g.fields[2]), b"", "{s}");
             let rl = cases[i].2;
             assert_eq!(u(&g.fields[3]), rl as u64, "{s}: raw bytes faulted");
-            assert_eq!(bytes(&g.fields[4]), &vec![0u8; rl][..], "{s}: zero-filled");
+            assert_eq!(u(&g.fields[4]), 0, "{s}: recorded whole");
+            assert_eq!(bytes(&g.fields[5]), &vec![0u8; rl][..], "{s}: zero-filled");
         }
         let st = rec.stats();
         assert_eq!(st.recorded, 3);
@@ -324,7 +326,7 @@ fn held_fault_does_not_stop_other_writers_on_the_cpu() {
         let mine: Vec<&Got> = got.iter().filter(|g| u(&g.fields[0]) == 0).collect();
         let other_got = got.len() - mine.len();
         assert_eq!(mine.len(), 1, "{s}: the blocked writer's event");
-        let raw = bytes(&mine[0].fields[3]);
+        let raw = bytes(&mine[0].fields[4]);
         assert_eq!(u(&mine[0].fields[2]), 0, "{s}: not faulted");
         assert_eq!(raw.len(), 2 * PAGE);
         assert!(
@@ -422,7 +424,7 @@ fn writer_migrated_while_blocked() {
         let got = drain(&ch, &[tp]);
         assert_eq!(got.len(), 1, "{s}");
         assert_eq!(u(&got[0].fields[0]), 0);
-        let raw = bytes(&got[0].fields[1]);
+        let raw = bytes(&got[0].fields[2]);
         assert!(raw.iter().enumerate().all(|(i, &b)| b == pattern(i)), "{s}");
         let st = rec.stats();
         match s {

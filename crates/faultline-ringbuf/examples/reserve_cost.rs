@@ -277,8 +277,11 @@ fn main() {
         std::mem::forget(f);
         // SAFETY (for every closure below): `fp` points to a leaked Fake used only by this
         // (pinned) thread; its words are written only by rseq critical sections on this CPU.
+        // SAFETY: `fp` is a live, leaked Fake (above); this only forms a field pointer.
         let wo = unsafe { std::ptr::addr_of_mut!((*fp).write_offset) };
+        // SAFETY: as above.
         let lo = unsafe { std::ptr::addr_of_mut!((*fp).local) };
+        // SAFETY: as above.
         let re = unsafe { std::ptr::addr_of_mut!((*fp).remote) };
         benches.push((
             "cs: cmp+store (no tsc)".into(),

@@ -17,13 +17,15 @@
 //!    sub-buffer and the packet header of the next one — after checking that the next one is
 //!    free: in discard mode the consumer must have taken its previous lap, in both modes its
 //!    previous lap must be fully committed (a writer blocked between reserve and commit holds
-//!    it: we drop rather than wrap onto it, brief §3.4).
+//!    it: we drop rather than wrap onto it, hazard 4).
 //! 3. One rseq critical section on `cpu`: compare `write_offset` with what we read, read the
 //!    TSC, store the new offset (the commit). Aborted or raced: start again at 2.
 //!    The timestamp is read inside the section, so per-buffer time order equals offset order
-//!    (brief §3.7).
-//! 4. If we switched: write the old packet's end fields (end timestamp, content size, lost
-//!    counts) and commit its padding; write the new packet's header and commit it.
+//!    (hazard 7). A reservation that closes a sub-buffer snapshots the loss counters just
+//!    before this step, after the acquire load of step 2, so snapshots are taken in packet
+//!    order and the cumulative counts in packet headers never decrease ([`crate::close`]).
+//! 4. If we switched: write the old packet's end fields (end timestamp, content size, the
+//!    loss snapshot) and commit its padding; write the new packet's header and commit it.
 //!
 //! Steps 2–3 for the common case (rseq mode, TSC clock, the record fits in the current
 //! sub-buffer, the critical section commits at the first attempt) are inlined into the caller
@@ -36,18 +38,18 @@
 //! # Commit
 //! The reservation remembers `(cpu, sub-buffer, lap)` from step 2 and commits there, LOCAL if
 //! still on `cpu`, REMOTE otherwise ([`crate::commit`]). Never recomputed from the current CPU
-//! (brief §3.2).
+//! (hazard 2).
 //!
 //! # Flush (quiet buffers) and teardown
 //! Closing a partially filled sub-buffer writes `write_offset`, an rseq-owned word, so it must
-//! run on the buffer's CPU (brief §3.3): [`Channel::flush_all`] runs [`Channel::flush_cpu`] on a
+//! run on the buffer's CPU (hazard 3): [`Channel::flush_all`] runs [`Channel::flush_cpu`] on a
 //! short-lived helper thread pinned to each CPU, using the same rseq compare-and-store as
 //! writers — the user-space analogue of an IPI. Nothing ever stores another CPU's rseq words
 //! from the wrong CPU.
 //!
 //! # Nesting
 //! A signal handler may trace while the interrupted code holds a reservation on the same
-//! buffer (brief §3.8): nothing here is a lock; the handler's reservation simply comes after
+//! buffer (hazard 8): nothing here is a lock; the handler's reservation simply comes after
 //! and both commits add to the sums.
 //!
 //! # Rules for the traced program
@@ -56,6 +58,7 @@
 //! relies on the consumer's periodic check.
 
 use crate::clock::{self, ClockInfo};
+use crate::close::{self, CloseOps, LostCounts};
 use crate::commit::{self, CommitCounters, CommitKind, NotOnCpu};
 use crate::layout::*;
 use std::fs::File;
@@ -70,8 +73,11 @@ pub struct ChannelConfig {
     pub subbuf_size: u64,
     /// Sub-buffers per CPU (power of two, 2 .. 65536).
     pub num_subbuf: u64,
+    /// Discard new events or overwrite the oldest sub-buffers when the buffer is full.
     pub mode: Mode,
+    /// Commit path: rseq critical sections, or atomics everywhere.
     pub sync: SyncMode,
+    /// Timestamp clock.
     pub clock: ClockKind,
     /// Number of per-CPU buffers; default: possible CPUs.
     pub num_cpus: Option<u32>,
@@ -116,12 +122,16 @@ pub fn random_uuid() -> [u8; 16] {
 /// Errors creating or opening a channel.
 #[derive(Debug, Error)]
 pub enum ChannelError {
+    /// The configuration is not valid (the message says which value).
     #[error("invalid channel configuration: {0}")]
     Config(String),
+    /// rseq was asked for but is not registered in this process.
     #[error("rseq requested but not available in this process (GLIBC_TUNABLES=glibc.pthread.rseq=0, glibc < 2.35, or not x86_64)")]
     NoRseq,
+    /// Creating, sizing or mapping the memfd failed.
     #[error("shared memory: {0}")]
     Io(#[from] std::io::Error),
+    /// The mapped file is not a valid faultline channel.
     #[error("not a faultline channel or corrupted: {0}")]
     Corrupt(String),
 }
@@ -142,19 +152,27 @@ pub enum Lost {
 /// Whether a flush had anything to close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushOutcome {
+    /// A sub-buffer was closed (delivered to the consumer).
     Closed,
+    /// There was nothing to close.
     Nothing,
 }
 
 /// Flushing failed for a CPU.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum FlushError {
+    /// The flush ran on another CPU.
     #[error("flush of CPU {0} must run on that CPU (rseq-owned words)")]
     NotOnCpu(u32),
+    /// No helper thread could be pinned to the CPU (the error says why).
     #[error("cannot run a helper on CPU {0}: {1}")]
     Pin(u32, String),
+    /// The channel has no buffer for that CPU.
     #[error("CPU {0} has no buffer")]
     NoBuffer(u32),
+    /// A value read from the CPU's buffer failed a consistency check.
+    #[error("CPU {0} buffer corrupted: {1}")]
+    Corrupt(u32, String),
 }
 
 /// One channel, mapped in this process. Writers and the consumer both use it.
@@ -423,6 +441,31 @@ impl<const RSEQ: bool> CommitCounters for ShmCounters<'_, RSEQ> {
     }
 }
 
+/// One CPU buffer of a channel, as [`close::reserve_closing`] sees it.
+struct BufOps<'a> {
+    chan: &'a Channel,
+    cpu: u32,
+}
+
+impl CloseOps for BufOps<'_> {
+    #[inline(always)]
+    fn try_reserve(&self, old: u64, new: u64) -> Option<u64> {
+        let w = &self.chan.buf(self.cpu).write_offset;
+        self.chan.cas_offset(self.cpu, w, old, new)
+    }
+    #[inline(always)]
+    fn load_lost(&self) -> LostCounts {
+        let b = self.chan.buf(self.cpu);
+        // Relaxed: ordered by the acquire load of `old` before and the release store of the
+        // reservation after (close.rs).
+        LostCounts {
+            full: b.lost_full.load(Ordering::Relaxed),
+            stalled: b.lost_stalled.load(Ordering::Relaxed),
+            too_big: b.lost_too_big.load(Ordering::Relaxed),
+        }
+    }
+}
+
 impl Channel {
     /// Create a channel in a new memfd.
     pub fn create(cfg: &ChannelConfig) -> Result<Channel, ChannelError> {
@@ -567,24 +610,31 @@ impl Channel {
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.file.as_fd()
     }
+    /// Discard or overwrite.
     pub fn mode(&self) -> Mode {
         self.geo.mode
     }
+    /// rseq or atomic commit path.
     pub fn sync_mode(&self) -> SyncMode {
         self.geo.sync
     }
+    /// Number of per-CPU buffers.
     pub fn num_cpus(&self) -> u32 {
         self.geo.num_cpus
     }
+    /// Bytes per sub-buffer.
     pub fn subbuf_size(&self) -> u64 {
         self.geo.subbuf_size
     }
+    /// Sub-buffers per CPU buffer.
     pub fn num_subbuf(&self) -> u64 {
         self.geo.num_subbuf
     }
+    /// The trace UUID written into every packet.
     pub fn uuid(&self) -> [u8; 16] {
         self.geo.uuid
     }
+    /// The clock of the timestamps and its reference point.
     pub fn clock(&self) -> ClockInfo {
         self.clock
     }
@@ -592,6 +642,7 @@ impl Channel {
     pub fn max_payload(&self) -> usize {
         (self.geo.max_record - RECORD_HEADER_SIZE) as usize
     }
+    /// Bytes mapped (header and every CPU buffer).
     pub fn map_len(&self) -> usize {
         self.map.len()
     }
@@ -778,7 +829,9 @@ impl Channel {
         // No activate() here: the fast path needs `old` inside a sub-buffer (sb_off != 0), and
         // the writer that first moved this buffer's write_offset off 0 went through the general
         // path, which marks the buffer active before its reservation.
-        let old = b.write_offset.load(Ordering::Relaxed);
+        // Acquire (a plain load on x86, like Relaxed): pairs with the previous reservation's
+        // offset store, so reservations form a happens-before chain (close.rs).
+        let old = b.write_offset.load(Ordering::Acquire);
         let sb_off = old & g.sb_mask;
         let aligned = align_up(sb_off, RECORD_ALIGN);
         // Saturating: an absurd length must not wrap into a small one. `aligned <=
@@ -862,7 +915,9 @@ impl Channel {
                 return Err(Lost::NoBuffer);
             }
             let b = self.activate(cpu);
-            let old = b.write_offset.load(Ordering::Relaxed);
+            // Acquire: pairs with the previous reservation's offset store (release), so that a
+            // closer's loss snapshot comes after every earlier closer's (close.rs).
+            let old = b.write_offset.load(Ordering::Acquire);
             let sb_off = old & g.sb_mask;
             let aligned = align_up(sb_off, RECORD_ALIGN);
             let (pos, switch) = if sb_off != 0 && aligned + rec_len < g.subbuf_size {
@@ -879,16 +934,24 @@ impl Channel {
                 (sb + PACKET_HEADER_SIZE, true)
             };
             let end = pos + rec_len;
-            let ts = match self.cas_offset(cpu, &b.write_offset, old, end) {
-                Some(ts) => ts,
-                None => continue,
+            let ops = BufOps { chan: self, cpu };
+            let attempt = if switch && sb_off != 0 {
+                // Closes the sub-buffer holding `old`: snapshot the loss counters before the
+                // compare-and-store (close.rs).
+                close::reserve_closing(&ops, old, end)
+            } else {
+                ops.try_reserve(old, end)
+                    .map(|ts| (ts, LostCounts::default()))
+            };
+            let Some((ts, lost)) = attempt else {
+                continue;
             };
             // Release: our reservation (the offset store) is ordered before the bytes we write
             // into it; pairs with the overwrite-mode reader's acquire fence before it re-reads
             // write_offset to validate its copy.
             fence(Ordering::Release);
             if switch {
-                self.switch_subbuf(cpu, old, pos - PACKET_HEADER_SIZE, ts);
+                self.switch_subbuf(cpu, old, pos - PACKET_HEADER_SIZE, ts, lost);
             }
             let hp = self.data_ptr(cpu, pos);
             // SAFETY: [pos, end) is ours (see Reservation::payload); pos is 8-aligned.
@@ -950,11 +1013,11 @@ impl Channel {
     /// After a reservation that closed the sub-buffer holding `old` (unless `old` was at a
     /// boundary) and opened the one at `sb`.
     #[cold]
-    fn switch_subbuf(&self, cpu: u32, old: u64, sb: u64, ts: u64) {
+    fn switch_subbuf(&self, cpu: u32, old: u64, sb: u64, ts: u64, lost: LostCounts) {
         let g = &self.geo;
         let sb_off = old & g.sb_mask;
         if sb_off != 0 {
-            self.close_subbuf(cpu, old, ts);
+            self.close_subbuf(cpu, old, ts, lost);
         }
         let hp = self.data_ptr(cpu, sb) as *mut PacketHeader;
         // SAFETY: the header range [sb, sb + 128) is part of our reservation. We write only the
@@ -976,15 +1039,17 @@ impl Channel {
     }
 
     /// Write the end fields of the sub-buffer holding `old` (whose padding [old, end) we
-    /// reserved) and commit the padding.
-    fn close_subbuf(&self, cpu: u32, old: u64, ts: u64) {
+    /// reserved, taking the loss snapshot `lost` before the reservation: close.rs) and commit
+    /// the padding.
+    fn close_subbuf(&self, cpu: u32, old: u64, ts: u64, lost: LostCounts) {
         let g = &self.geo;
         let sb_off = old & g.sb_mask;
         let start = old - sb_off;
-        let b = self.buf(cpu);
-        let full = b.lost_full.load(Ordering::Relaxed);
-        let stalled = b.lost_stalled.load(Ordering::Relaxed);
-        let big = b.lost_too_big.load(Ordering::Relaxed);
+        let LostCounts {
+            full,
+            stalled,
+            too_big: big,
+        } = lost;
         let hp = self.data_ptr(cpu, start) as *mut PacketHeader;
         // SAFETY: the header of this sub-buffer was written by its opener before the opener's
         // commit; the end fields are written only by the closer, i.e. us, inside a range no
@@ -996,7 +1061,9 @@ impl Channel {
             (*hp).lost_full = full;
             (*hp).lost_stalled = stalled;
             (*hp).lost_too_big = big;
-            (*hp).events_discarded = full + stalled + big;
+            // Wrapping: the counters are shared memory; garbage must not panic here (the
+            // consumer's trace writer rejects a header whose sum does not add up).
+            (*hp).events_discarded = full.wrapping_add(stalled).wrapping_add(big);
         }
         self.commit_range(cpu, old, g.subbuf_size - sb_off);
     }
@@ -1067,18 +1134,24 @@ impl Channel {
             if g.sync == SyncMode::Rseq && self.current_cpu() != cpu {
                 return Err(FlushError::NotOnCpu(cpu));
             }
-            let old = b.write_offset.load(Ordering::Relaxed);
+            // Acquire: as in reserve_general (the loss snapshot, close.rs).
+            let old = b.write_offset.load(Ordering::Acquire);
+            // The consumer flushes buffers it does not trust: no sum below may overflow.
+            if old >= crate::consumer::MAX_POSITION {
+                return Err(FlushError::Corrupt(
+                    cpu,
+                    format!("write offset {old:#x} beyond any real position"),
+                ));
+            }
             let sb_off = old & g.sb_mask;
             if sb_off == 0 || (sb_off == PACKET_HEADER_SIZE && !include_empty) {
                 return Ok(FlushOutcome::Nothing);
             }
             let new = old - sb_off + g.subbuf_size;
-            match self.cas_offset(cpu, &b.write_offset, old, new) {
-                Some(ts) => {
-                    self.close_subbuf(cpu, old, ts);
-                    return Ok(FlushOutcome::Closed);
-                }
-                None => continue,
+            if let Some((ts, lost)) = close::reserve_closing(&BufOps { chan: self, cpu }, old, new)
+            {
+                self.close_subbuf(cpu, old, ts, lost);
+                return Ok(FlushOutcome::Closed);
             }
         }
     }
@@ -1130,6 +1203,7 @@ impl Channel {
         }
         let b = self.buf(cpu);
         Some(CpuStats {
+            cpu,
             // Acquire: pairs with the first writer's release CAS on `active`.
             active: b.active.load(Ordering::Acquire) != 0,
             write_offset: b.write_offset.load(Ordering::Relaxed),
@@ -1145,24 +1219,56 @@ impl Channel {
     }
 }
 
-/// Counters of one CPU buffer (a snapshot; numbers from shared memory, informational).
+/// Counters of one CPU buffer (a snapshot; numbers from shared memory, informational: sum them
+/// with [`CpuStats::checked_lost_total`] or checked arithmetic, never `+`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CpuStats {
+    /// The CPU whose buffer this is.
+    pub cpu: u32,
+    /// Whether any writer ever reserved in this buffer.
     pub active: bool,
+    /// Writers' current position (bytes reserved since the start, free-running).
     pub write_offset: u64,
+    /// Consumer's position (bytes taken out, free-running).
     pub consumed: u64,
+    /// Events lost: discard mode, no free sub-buffer.
     pub lost_full: u64,
+    /// Events lost: the next sub-buffer held an uncommitted reservation.
     pub lost_stalled: u64,
+    /// Events lost: larger than a sub-buffer.
     pub lost_too_big: u64,
+    /// Commits done REMOTE (the writer had migrated since reserving).
     pub remote_commits: u64,
+    /// Sub-buffers delivered to the consumer.
     pub deliveries: u64,
+    /// Membarriers issued by REMOTE commits.
     pub membarriers: u64,
+    /// Sub-buffers overwritten before the consumer took them (overwrite mode).
     pub overwritten_packets: u64,
 }
 
 impl CpuStats {
+    /// `lost_full + lost_stalled + lost_too_big`, saturating at `u64::MAX` (only garbage in
+    /// shared memory gets there; [`CpuStats::checked_lost_total`] says so).
     pub fn lost_total(&self) -> u64 {
-        self.lost_full + self.lost_stalled + self.lost_too_big
+        self.lost_full
+            .saturating_add(self.lost_stalled)
+            .saturating_add(self.lost_too_big)
+    }
+
+    /// `lost_full + lost_stalled + lost_too_big`, or the error naming the CPU buffer when the
+    /// sum overflows (the counters are garbage).
+    pub fn checked_lost_total(&self) -> Result<u64, crate::ReadError> {
+        self.lost_full
+            .checked_add(self.lost_stalled)
+            .and_then(|s| s.checked_add(self.lost_too_big))
+            .ok_or_else(|| crate::ReadError::Corrupt {
+                cpu: self.cpu,
+                what: format!(
+                    "loss counters overflow: full {} + stalled {} + too big {}",
+                    self.lost_full, self.lost_stalled, self.lost_too_big
+                ),
+            })
     }
 }
 

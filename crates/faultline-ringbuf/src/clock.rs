@@ -8,10 +8,13 @@ use std::time::Duration;
 /// A clock description: frequency and a reference point relating ticks to wall-clock time.
 #[derive(Debug, Clone, Copy)]
 pub struct ClockInfo {
+    /// TSC or CLOCK_MONOTONIC.
     pub kind: ClockKind,
     /// Ticks per second.
     pub freq: u64,
+    /// Tick value at the reference point.
     pub ref_ticks: u64,
+    /// Nanoseconds since the Unix epoch at the reference point.
     pub ref_unix_ns: u64,
 }
 

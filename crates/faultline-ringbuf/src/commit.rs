@@ -1,7 +1,7 @@
 //! The commit protocol: split LOCAL/REMOTE commit counters and how delivery is never missed.
 //!
 //! A reservation made on CPU `k` is committed into **CPU k's** buffer, in the sub-buffer
-//! recorded at reserve time (brief §3.2), whatever CPU the writer runs on at commit time:
+//! recorded at reserve time (hazard 2), whatever CPU the writer runs on at commit time:
 //!
 //! * still on `k`: LOCAL commit, an rseq load-add-store of `local` on `k` (no atomic);
 //! * migrated: REMOTE commit, an atomic `fetch_add` on `remote`.
@@ -9,7 +9,7 @@
 //! Readers always use `local + remote`. The committer that brings the sum to the sub-buffer's
 //! complete value delivers it (wakes the consumer).
 //!
-//! ## The missed-delivery race (brief §3.1) and its answer
+//! ## The missed-delivery race (hazard 1) and its answer
 //! A LOCAL committer does `store local; load remote` (plain store, plain load) and a REMOTE
 //! committer does `rmw remote; load local`. That is the store-buffering pattern: on x86 the
 //! LOCAL committer's store may still sit in its store buffer when the REMOTE committer loads
@@ -35,7 +35,9 @@
 /// Where a commit went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitKind {
+    /// On the reserving CPU, by an rseq critical section (no atomic instruction).
     Local,
+    /// From another CPU (the writer migrated), by an atomic add.
     Remote,
 }
 

@@ -1,14 +1,21 @@
 //! The consumer side: take the next complete sub-buffer of a CPU, copy it out, hand it back.
 //!
 //! The consumer owns `BufferHeader::consumed` (the position of the next sub-buffer to read) and
-//! writes nothing else in the buffers. It trusts nothing it reads from shared memory (brief
-//! §3.9): the geometry was validated once when the channel was mapped and is never re-read;
+//! writes nothing else in the buffers. It trusts nothing it reads from shared memory (hazard
+//! 9): the geometry was validated once when the channel was mapped and is never re-read;
 //! offsets and counters read per call are checked for consistency (`consumed` aligned and not
 //! ahead of `write_offset`, discard-mode distance at most one buffer, commit sums not beyond
 //! their lap), and the packet header copied out is checked (magic, sequence number, CPU,
 //! content size, record chain) before it is returned. Garbage yields [`ReadError::Corrupt`],
 //! never a panic or an out-of-bounds access: every pointer it forms is masked into the data
 //! area.
+//!
+//! Arithmetic on values read from shared memory is checked: positions at or beyond
+//! [`MAX_POSITION`] (2^62 bytes, decades of writing at memory bandwidth) are rejected before
+//! any sum is formed, and the sums themselves (`consumed + sub-buffer size`, `consumed +
+//! buffer size`, the lapped reader's skip) use checked operations that turn an overflow into
+//! the same one-line error. In a build with overflow checks nothing panics; in a release build
+//! nothing wraps (a wrapped sum could make a forged sub-buffer look complete).
 //!
 //! ## Consistency in overwrite mode
 //! Writers may lap the reader. The reader copies a complete sub-buffer out, then (after an
@@ -29,11 +36,21 @@ use std::sync::atomic::{fence, Ordering};
 use std::time::Duration;
 use thiserror::Error;
 
+/// Largest byte position a CPU buffer can really reach (module docs); larger ones are garbage.
+pub const MAX_POSITION: u64 = 1 << 62;
+
 /// Shared memory failed a consistency check.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ReadError {
+    /// A value read from the CPU's buffer failed a consistency check (`what` says which).
     #[error("CPU {cpu} buffer corrupted: {what}")]
-    Corrupt { cpu: u32, what: String },
+    Corrupt {
+        /// The CPU buffer.
+        cpu: u32,
+        /// What was inconsistent.
+        what: String,
+    },
+    /// The channel has no buffer for that CPU.
     #[error("no such CPU buffer: {0}")]
     NoSuchCpu(u32),
 }
@@ -41,7 +58,9 @@ pub enum ReadError {
 /// Information about one packet handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacketInfo {
+    /// CPU buffer the packet came from.
     pub cpu: u32,
+    /// The packet header as validated.
     pub header: PacketHeader,
     /// Bytes of header + records (the rest is padding).
     pub content_len: usize,
@@ -52,8 +71,11 @@ pub struct PacketInfo {
 /// One record parsed out of a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record<'a> {
+    /// Timestamp in clock ticks.
     pub timestamp: u64,
+    /// Event id (or a reserved id: discarded or pending record).
     pub id: u32,
+    /// The payload bytes.
     pub payload: &'a [u8],
     /// Byte offset of the record in its packet.
     pub offset: usize,
@@ -115,6 +137,7 @@ impl<'a> Consumer<'a> {
         Consumer { chan }
     }
 
+    /// The channel consumed.
     pub fn channel(&self) -> &'a Channel {
         self.chan
     }
@@ -163,6 +186,11 @@ impl<'a> Consumer<'a> {
             // Acquire: pairs with writers' offset stores (rseq commit / CAS), so that what we
             // read of a reservation's sub-buffer is at least as new as the reservation.
             let w = b.write_offset.load(Ordering::Acquire);
+            if w >= MAX_POSITION {
+                return Err(corrupt(format!(
+                    "write offset {w:#x} beyond any real position"
+                )));
+            }
             if w < c {
                 return Err(corrupt(format!(
                     "write offset {w:#x} behind consumed position {c:#x}"
@@ -175,7 +203,9 @@ impl<'a> Consumer<'a> {
                     )));
                 }
                 // Lapped: skip to the oldest sub-buffer that can still be intact.
-                let nc = align_up(w - g.buf_size, g.subbuf_size);
+                let nc = (w - g.buf_size)
+                    .checked_next_multiple_of(g.subbuf_size)
+                    .ok_or_else(|| corrupt(format!("write offset {w:#x} out of range")))?;
                 let skipped = (nc - c) / g.subbuf_size;
                 overwritten += skipped;
                 b.overwritten_packets.fetch_add(skipped, Ordering::Relaxed);
@@ -209,9 +239,16 @@ impl<'a> Consumer<'a> {
             // Acquire fence: orders the copy before the re-read of write_offset; pairs with the
             // writers' release fence between their reservation and their stores into it.
             fence(Ordering::Acquire);
+            // c <= w < MAX_POSITION, so neither sum can overflow; checked anyway (module docs).
+            let lap_end = c
+                .checked_add(g.buf_size)
+                .ok_or_else(|| corrupt(format!("consumed position {c:#x} out of range")))?;
+            let next = c
+                .checked_add(g.subbuf_size)
+                .ok_or_else(|| corrupt(format!("consumed position {c:#x} out of range")))?;
             if g.mode == Mode::Overwrite {
                 let w2 = b.write_offset.load(Ordering::Relaxed);
-                if w2 > c + g.buf_size {
+                if w2 > lap_end {
                     continue;
                 }
             }
@@ -259,7 +296,7 @@ impl<'a> Consumer<'a> {
             }
             // Release: our reads of the sub-buffer happen before writers may reuse it (they
             // acquire-load `consumed`).
-            b.consumed.store(c + g.subbuf_size, Ordering::Release);
+            b.consumed.store(next, Ordering::Release);
             return Ok(Some(PacketInfo {
                 cpu,
                 header,

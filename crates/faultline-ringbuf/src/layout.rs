@@ -22,13 +22,17 @@
 //! | `BufferHeader::active` | first writer on CPU k | compare-exchange 0 -> 1 |
 //! | `SubbufCounters::recovered` | dead-writer recovery only, when every writer is dead (`recover.rs`) | atomic fetch_add |
 //! | `SubbufCounters::owner_*` | nobody yet (reserved) | — |
-//! | packet headers in data | the writer that opened (begin fields) / closed (end fields) the sub-buffer, before its commit | plain stores inside its own reservation |
+//! | packet headers in data | the writer that opened (begin fields) / closed (end fields) the sub-buffer, before its commit | plain stores inside its own reservation; the cumulative loss counts are the closer's snapshot taken before its reservation, so they never decrease along a CPU's packets (`close.rs`) |
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
+/// First word of a channel's memfd: "FLTLCHN1".
 pub const CHANNEL_MAGIC: u64 = u64::from_le_bytes(*b"FLTLCHN1");
+/// Version of this layout; a channel with another version is refused.
 pub const LAYOUT_VERSION: u32 = 1;
+/// Cache line size the layout aligns shared words to.
 pub const CACHE_LINE: usize = 64;
+/// Page size the CPU regions are aligned to.
 pub const PAGE: usize = 4096;
 
 /// CTF packet magic, first word of every packet.
@@ -71,31 +75,52 @@ pub enum ClockKind {
     Monotonic = 1,
 }
 
+/// First 256 bytes of a channel: its geometry, clock and the consumer's wake-up word. Written once
+/// by the creator before the memfd is shared, except the second cache line.
 #[repr(C, align(64))]
 pub struct ChannelHeader {
+    /// [`CHANNEL_MAGIC`].
     pub magic: u64,
+    /// [`LAYOUT_VERSION`].
     pub version: u32,
+    /// Number of per-CPU buffers.
     pub num_cpus: u32,
+    /// Bytes per sub-buffer (power of two).
     pub subbuf_size: u64,
+    /// Sub-buffers per CPU buffer (power of two).
     pub num_subbuf: u64,
+    /// Bytes from one CPU region to the next (page aligned).
     pub buffer_stride: u64,
+    /// Offset of CPU 0's region from the start of the memfd.
     pub buffers_offset: u64,
+    /// Size of the memfd.
     pub total_size: u64,
+    /// [`Mode`] as `u32`.
     pub mode: u32,
+    /// [`SyncMode`] as `u32`.
     pub sync: u32,
+    /// [`ClockKind`] as `u32`.
     pub clock: u32,
+    /// Padding, zero.
     pub _pad0: u32,
     /// Clock ticks per second.
     pub clock_freq: u64,
     /// A reference point: clock value `clock_ref_ticks` was wall-clock `clock_ref_unix_ns`.
     pub clock_ref_ticks: u64,
+    /// Wall-clock time, in nanoseconds since the Unix epoch, at `clock_ref_ticks`.
     pub clock_ref_unix_ns: u64,
+    /// Trace UUID, copied into every packet header.
     pub uuid: [u8; 16],
+    /// Padding to the second cache line.
     pub _pad1: [u64; 2],
     // Second cache line: consumer wake-up (futex word) and liveness.
+    /// Futex word the consumer waits on; bumped (release) by whoever delivers a sub-buffer.
     pub wake_seq: AtomicU32,
+    /// Non-zero while the consumer sleeps on `wake_seq` (deliverers only wake it then).
     pub consumer_waiting: AtomicU32,
+    /// Padding to the end of the second cache line.
     pub _pad2: [u64; 7],
+    /// Reserved, zero.
     pub _reserved: [u64; 8],
 }
 const _: () = {
@@ -109,25 +134,43 @@ const _: () = {
     assert!(offset_of!(ChannelHeader, wake_seq) == 128);
 };
 
+/// Header of one CPU buffer (256 bytes): positions, consumer progress and loss counters, one cache
+/// line per writer class (table in the module docs).
 #[repr(C, align(64))]
 pub struct BufferHeader {
     // Line 0: rseq-owned by the buffer's CPU.
+    /// Writers' position: bytes reserved since the start (free-running); rseq-owned by the buffer's
+    /// CPU.
     pub write_offset: AtomicU64,
+    /// 1 once a writer has used this buffer (compare-exchange 0 -> 1).
     pub active: AtomicU32,
+    /// The CPU this buffer belongs to.
     pub cpu: u32,
+    /// Padding to the end of line 0.
     pub _pad0: [u64; 6],
     // Line 1: consumer-owned.
+    /// Consumer's position: bytes taken out (free-running); written by the consumer only (release).
     pub consumed: AtomicU64,
+    /// Sub-buffers the consumer found overwritten (overwrite mode); written by the consumer only.
     pub overwritten_packets: AtomicU64,
+    /// Padding to the end of line 1.
     pub _pad1: [u64; 6],
     // Line 2: slow-path counters, atomic from any CPU.
+    /// Events lost: discard mode, no free sub-buffer.
     pub lost_full: AtomicU64,
+    /// Events lost: the next sub-buffer held an uncommitted reservation.
     pub lost_stalled: AtomicU64,
+    /// Events lost: larger than a sub-buffer.
     pub lost_too_big: AtomicU64,
+    /// Commits done REMOTE on this buffer.
     pub remote_commits: AtomicU64,
+    /// Sub-buffers delivered to the consumer.
     pub deliveries: AtomicU64,
+    /// Membarriers issued by REMOTE commits on this buffer.
     pub membarriers: AtomicU64,
+    /// Padding to the end of line 2.
     pub _pad2: [u64; 2],
+    /// Reserved, zero.
     pub _reserved: [u64; 8],
 }
 const _: () = {
@@ -143,15 +186,19 @@ const _: () = {
 pub struct SubbufCounters {
     /// Line 0: rseq-owned by the buffer's CPU.
     pub local: AtomicU64,
+    /// Padding to the end of line 0.
     pub _pad0: [u64; 7],
     /// Line 1: atomic, any CPU.
     pub remote: AtomicU64,
-    /// Dead-writer recovery (brief §3.5, `recover.rs`): `recovered` counts the bytes recovery
+    /// Dead-writer recovery (hazard 5, `recover.rs`): `recovered` counts the bytes recovery
     /// committed on behalf of writers that died between reserve and commit (also added to
     /// `remote`). `owner_pid`/`owner_tid` are reserved (always zero).
     pub owner_pid: AtomicU32,
+    /// Reserved (always zero).
     pub owner_tid: AtomicU32,
+    /// Bytes committed by dead-writer recovery on behalf of dead writers.
     pub recovered: AtomicU64,
+    /// Reserved, zero.
     pub _reserved: [u64; 4],
 }
 const _: () = {
@@ -164,23 +211,35 @@ const _: () = {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PacketHeader {
+    /// [`PACKET_MAGIC`].
     pub magic: u32,
+    /// Trace UUID.
     pub uuid: [u8; 16],
+    /// CTF stream id (always 0: one stream class).
     pub stream_id: u32,
+    /// Timestamp of the first record (set by the writer that opened the sub-buffer).
     pub timestamp_begin: u64,
+    /// Timestamp when the sub-buffer was closed (set by the writer that closed it).
     pub timestamp_end: u64,
     /// Bits, header included.
     pub content_size: u64,
     /// Bits.
     pub packet_size: u64,
+    /// Sequence number of the packet on its CPU (its lap number).
     pub packet_seq_num: u64,
     /// Cumulative on this CPU: lost_full + lost_stalled + lost_too_big.
     pub events_discarded: u64,
+    /// CPU buffer the packet comes from.
     pub cpu_id: u32,
+    /// Packet flags (reserved, zero).
     pub flags: u32,
+    /// Cumulative on this CPU: events lost because the buffer was full.
     pub lost_full: u64,
+    /// Cumulative on this CPU: events lost to a stalled writer.
     pub lost_stalled: u64,
+    /// Cumulative on this CPU: events larger than a sub-buffer.
     pub lost_too_big: u64,
+    /// Reserved, zero.
     pub _reserved: [u64; 3],
 }
 const _: () = {
@@ -226,12 +285,17 @@ impl PacketHeader {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecordHeader {
+    /// Timestamp in clock ticks, read inside the reserve critical section.
     pub timestamp: u64,
+    /// Event id (or [`crate::channel::DISCARDED_RECORD_ID`] /
+    /// [`crate::channel::PENDING_RECORD_ID`]).
     pub id: u32,
+    /// Bytes of header + payload.
     pub len: u32,
 }
 const _: () = assert!(std::mem::size_of::<RecordHeader>() == RECORD_HEADER_SIZE as usize);
 
+/// `v` rounded up to a multiple of `a` (a power of two).
 #[inline(always)]
 pub const fn align_up(v: u64, a: u64) -> u64 {
     (v + a - 1) & !(a - 1)

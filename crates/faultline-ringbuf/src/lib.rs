@@ -1,15 +1,18 @@
 //! # faultline ring buffer
 //!
 //! Per-CPU ring buffers in shared memory where a writer may fault, block or migrate between
-//! reserving space and committing it (the "faultable tracepoints" design, brief §1–3).
+//! reserving space and committing it (the "faultable tracepoints" design of the LKML thread).
 //!
 //! * [`layout`]: the shared-memory layout and who writes which word from which CPU.
 //! * [`channel`]: creating/mapping a channel; reserve, commit, sub-buffer switch, flush.
 //! * [`commit`]: the LOCAL/REMOTE commit protocol and the missed-delivery answer.
+//! * [`close`]: closing a sub-buffer — cumulative loss counters in packet headers never
+//!   decrease along a CPU's packets.
 //! * [`consumer`]: taking complete sub-buffers out, validating everything read.
 //! * [`clock`]: TSC / monotonic timestamps.
 //!
-//! ## Hazards (brief §3) and where they are answered
+//! ## Hazards and where they are answered
+//! The numbered hazards below are what the rest of the crate's docs refer to as "hazard N".
 //! 1. Missed delivery: asymmetric fence (membarrier) on the REMOTE path + consumer poll
 //!    backstop — [`commit`], model-checked in `tests/loom_delivery.rs` (with a broken variant
 //!    that the checker catches).
@@ -30,6 +33,7 @@
 
 pub mod channel;
 pub mod clock;
+pub mod close;
 pub mod commit;
 pub mod consumer;
 pub mod layout;
@@ -39,6 +43,7 @@ pub use channel::{
     Channel, ChannelConfig, ChannelError, CpuStats, FlushError, FlushOutcome, Lost, Reservation,
     DISCARDED_RECORD_ID, PENDING_RECORD_ID,
 };
+pub use close::LostCounts;
 pub use commit::CommitKind;
 pub use consumer::{records, Consumer, PacketInfo, ReadError, Record};
 pub use layout::{ClockKind, Mode, PacketHeader, RecordHeader, SyncMode};

@@ -1,4 +1,4 @@
-//! Dead-writer recovery (brief §3.5): completing sub-buffers whose writers died between reserve
+//! Dead-writer recovery (hazard 5): completing sub-buffers whose writers died between reserve
 //! and commit, once **no writer process is alive**.
 //!
 //! # The problem
@@ -20,6 +20,19 @@
 //!   first non-zero 8-byte word after its 16-byte minimum (the next record's timestamp, never
 //!   zero) or to the content end. Two such reservations back to back read as one: counts of
 //!   header-less records are a lower bound.
+//! * In overwrite mode nothing zeroes a sub-buffer between laps: the slot of a writer that died
+//!   before its header store still holds an older lap's bytes, often a well-formed record (with
+//!   fixed-size events, exactly the record the previous lap wrote there). What tells them
+//!   apart is time: timestamps are taken in offset order (inside the reserve critical section,
+//!   or after the load of the offset the reservation replaces), so every record of the current
+//!   lap has a timestamp at or after its packet's `timestamp_begin` (written by the opener, in
+//!   this lap) and at or after the record before it, while anything an older lap left is
+//!   older. **A header is taken as a record of this lap only if its length fits and its
+//!   timestamp lies between that floor and now** (plus a second of slack for other CPUs'
+//!   clocks). Anything else — stale bytes, or garbage in either mode — starts a header-less
+//!   reservation that extends to the next header that passes the test (or to the content end).
+//!   The same test applies to the end fields: a packet's `content_size` counts only when its
+//!   `timestamp_end` is not before its begin (stale end fields are older).
 //! * A writer that died inside a sub-buffer switch may have left the old packet's end fields
 //!   (then `content_size` reads zero) or the new packet's begin fields (bad magic/sequence)
 //!   unwritten: recovery writes them. When the old packet's end is unknown its content ends at
@@ -37,18 +50,27 @@
 //! `lost_stalled` counter (a writer that stalled for ever); the caller's final packets carry
 //! the new cumulative count, and the [`Recovery`] report gives the "writer died" breakdown.
 //!
-//! Nothing read here is trusted (brief §3.9): positions are checked against each other, every
-//! record length against its sub-buffer, and every pointer is masked into the data area. In
-//! overwrite mode sub-buffers are not zeroed, so a header-less reservation cannot be told from
-//! stale bytes: the packet is cut at the first record that does not parse.
+//! # Cumulative loss counts stay non-decreasing
+//! A header whose end fields recovery writes gets the current loss counters, but never more
+//! (component-wise) than the snapshot in any intact header after it: packets after it were
+//! closed earlier, by live writers, with smaller snapshots ([`crate::close`]). So the counts
+//! along a CPU's packets still never decrease; what recovery itself finds is reported by the
+//! last packet (the current sub-buffer it closes) or by the consumer's final packet.
+//!
+//! Nothing read here is trusted (hazard 9): positions are checked against each other, every
+//! record length against its sub-buffer, every timestamp against its floor, and every pointer
+//! is masked into the data area. A walk over a sub-buffer reads each 8-byte word a bounded
+//! number of times (linear in the sub-buffer size whatever the bytes are).
 
 use crate::channel::{Channel, DISCARDED_RECORD_ID, PENDING_RECORD_ID};
+use crate::close::LostCounts;
 use crate::layout::*;
 use std::sync::atomic::Ordering;
 
 /// What recovery did on one CPU buffer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CpuRecovery {
+    /// The CPU buffer.
     pub cpu: u32,
     /// Incomplete sub-buffers completed.
     pub subbufs: u64,
@@ -66,6 +88,7 @@ pub struct CpuRecovery {
 /// Report of [`Channel::recover_dead_writers`], one entry per active CPU.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
+    /// One entry per active CPU buffer.
     pub cpus: Vec<CpuRecovery>,
 }
 
@@ -162,28 +185,24 @@ impl Channel {
             }
             start = end_sb - g.buf_size;
         }
-        // Time floor: the previous packet's end (kept by the consumer's zeroing).
-        let mut last_ts = if start >= s {
+        // Time floor: the previous packet's end (kept by the consumer's zeroing in discard
+        // mode), unless its slot has been reused by a sub-buffer we are about to visit.
+        let mut last_ts = if start >= s && end_sb - start < g.buf_size {
             self.rd_u64(cpu, start - s + 32)
         } else {
             0
         };
+        // Latest plausible record timestamp: now, plus a second of slack for clocks of other
+        // CPUs (atomic mode) running slightly ahead.
+        let ts_max = crate::clock::now(g.clock).saturating_add(self.clock().freq);
+        let ceilings = self.later_snapshots(cpu, start, end_sb);
         let mut unreported = 0u64;
         let mut sb = start;
         while sb < end_sb {
             let idx = g.idx(sb);
             let sum = self.commit_sum(cpu, idx);
             let complete = g.complete(sb);
-            let mut hb = [0u8; PACKET_HEADER_SIZE as usize];
-            // SAFETY: the header lies at the start of a sub-buffer inside the data area.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    self.data_ptr(cpu, sb),
-                    hb.as_mut_ptr(),
-                    PACKET_HEADER_SIZE as usize,
-                )
-            };
-            let h = PacketHeader::parse(&hb).unwrap_or_default();
+            let h = self.packet_header(cpu, sb);
             let begin_ok = h.magic == PACKET_MAGIC && h.packet_seq_num == sb / s && h.cpu_id == cpu;
             if sum >= complete {
                 if begin_ok {
@@ -202,57 +221,77 @@ impl Channel {
             if begin_ok {
                 last_ts = last_ts.max(h.timestamp_begin);
             }
-            let ts_begin = if begin_ok { h.timestamp_begin } else { last_ts };
-            let cs = h.content_size;
-            let end_known = is_current
-                || (cs != 0 && cs.is_multiple_of(8) && cs >= PACKET_HEADER_SIZE * 8 && cs < s * 8);
+            let ts_begin = if begin_ok {
+                h.timestamp_begin
+            } else if last_ts == 0 {
+                // No time floor (the buffer is full, so the previous packet's slot holds a later
+                // sub-buffer): the opener died before its header store, and the earliest time
+                // of this lap is the first record's, taken after the opener's switch.
+                self.first_record_ts(cpu, sb, ts_max)
+            } else {
+                last_ts
+            };
+            // End fields of this lap: a valid size and an end not before the begin (stale end
+            // fields of an older lap, overwrite mode, end before this lap began).
+            let end_known = is_current || (end_fields_ok(&h, s) && h.timestamp_end >= ts_begin);
             let end = if is_current {
                 w - cur
             } else if end_known {
-                cs / 8
+                h.content_size / 8
             } else {
                 s
             };
+            // Records of this lap have timestamps from the packet's begin on, non-decreasing
+            // (module docs): `floor` is the earliest the next one may carry.
+            let mut floor = ts_begin;
             let mut x = PACKET_HEADER_SIZE;
             let mut content = end;
             while x < end {
                 if x + RECORD_HEADER_SIZE > end {
-                    // Too short for a record: only a cut chain (overwrite-mode stale bytes).
+                    // Too short for a record: only a cut chain.
                     content = x;
                     break;
                 }
-                let ts = self.rd_u64(cpu, sb + x);
-                let idlen = self.rd_u64(cpu, sb + x + 8);
-                let id = idlen as u32;
-                let len = idlen >> 32;
-                if ts == 0 && idlen == 0 && g.mode == Mode::Discard {
-                    // A reservation whose header was never written (module docs).
-                    let mut y = x + RECORD_HEADER_SIZE;
+                if let Some((ts, id, len)) = self.record_at(cpu, sb, x, end, floor, ts_max) {
+                    if id == PENDING_RECORD_ID {
+                        self.wr_u32(cpu, sb + x + 8, DISCARDED_RECORD_ID);
+                        r.records += 1;
+                    } else if id != DISCARDED_RECORD_ID {
+                        last_ts = last_ts.max(ts);
+                    }
+                    floor = ts;
+                    x = align_up(x + len, RECORD_ALIGN);
+                    continue;
+                }
+                // Not a record of this lap: a reservation whose header was never written
+                // (module docs). Where does it end?
+                let zero = self.rd_u64(cpu, sb + x) == 0 && self.rd_u64(cpu, sb + x + 8) == 0;
+                let mut y = x + RECORD_HEADER_SIZE;
+                let found = if g.mode == Mode::Discard && zero {
+                    // Zeroed memory: at the first non-zero word.
                     while y + 8 <= end && self.rd_u64(cpu, sb + y) == 0 {
                         y += 8;
                     }
-                    if y + 8 > end && !end_known {
-                        // The dead switcher's padding: the content ends here.
-                        content = x;
-                        break;
+                    y + 8 <= end
+                } else {
+                    // Stale bytes of an older lap (overwrite mode) or garbage: at the next
+                    // header that reads as a record of this lap.
+                    while y + RECORD_HEADER_SIZE <= end
+                        && self.record_at(cpu, sb, y, end, floor, ts_max).is_none()
+                    {
+                        y += 8;
                     }
-                    let y = if y + 8 > end { end } else { y };
-                    self.wr_discarded(cpu, sb + x, last_ts, y - x);
-                    r.records += 1;
-                    x = y;
-                    continue;
-                }
-                if len < RECORD_HEADER_SIZE || x + len > end {
+                    y + RECORD_HEADER_SIZE <= end
+                };
+                if !found && !end_known {
+                    // The dead switcher's padding: the content ends here.
                     content = x;
                     break;
                 }
-                if id == PENDING_RECORD_ID {
-                    self.wr_u32(cpu, sb + x + 8, DISCARDED_RECORD_ID);
-                    r.records += 1;
-                } else if id != DISCARDED_RECORD_ID {
-                    last_ts = last_ts.max(ts);
-                }
-                x = align_up(x + len, RECORD_ALIGN);
+                let y = if found { y } else { end };
+                self.wr_discarded(cpu, sb + x, floor, y - x);
+                r.records += 1;
+                x = y;
             }
             let hp = self.data_ptr(cpu, sb) as *mut PacketHeader;
             let mut repaired = false;
@@ -276,19 +315,27 @@ impl Channel {
                 b.lost_stalled
                     .fetch_add(r.records.wrapping_sub(unreported), Ordering::Relaxed);
                 unreported = r.records;
-                let full = b.lost_full.load(Ordering::Relaxed);
-                let stalled = b.lost_stalled.load(Ordering::Relaxed);
-                let big = b.lost_too_big.load(Ordering::Relaxed);
+                let now = LostCounts {
+                    full: b.lost_full.load(Ordering::Relaxed),
+                    stalled: b.lost_stalled.load(Ordering::Relaxed),
+                    too_big: b.lost_too_big.load(Ordering::Relaxed),
+                };
+                // Cumulative counts never above the next intact header's (close.rs): what
+                // recovery found here is reported by a later packet.
+                let lost = match ceilings.get(((sb - start) / s) as usize) {
+                    Some(Some(ceil)) => now.min(*ceil),
+                    _ => now,
+                };
                 // SAFETY: as above.
                 unsafe {
                     (*hp).timestamp_end = last_ts.max(ts_begin);
                     (*hp).content_size = content * 8;
-                    (*hp).lost_full = full;
-                    (*hp).lost_stalled = stalled;
-                    (*hp).lost_too_big = big;
-                    // Wrapping: the counters are shared memory (garbage must not panic; the
-                    // trace writer rejects a packet whose sum does not add up).
-                    (*hp).events_discarded = full.wrapping_add(stalled).wrapping_add(big);
+                    (*hp).lost_full = lost.full;
+                    (*hp).lost_stalled = lost.stalled;
+                    (*hp).lost_too_big = lost.too_big;
+                    // Saturating: the counters are shared memory (garbage must not panic or
+                    // wrap; the trace writer rejects a packet whose sum does not add up).
+                    (*hp).events_discarded = lost.total().unwrap_or(u64::MAX);
                 }
                 repaired |= !is_current;
             }
@@ -314,4 +361,91 @@ impl Channel {
             .fetch_add(r.records - unreported, Ordering::Relaxed);
         Ok(())
     }
+
+    /// Copy of the packet header of the sub-buffer at `sb`.
+    fn packet_header(&self, cpu: u32, sb: u64) -> PacketHeader {
+        let mut hb = [0u8; PACKET_HEADER_SIZE as usize];
+        // SAFETY: the header lies at the start of a sub-buffer inside the data area.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.data_ptr(cpu, sb),
+                hb.as_mut_ptr(),
+                PACKET_HEADER_SIZE as usize,
+            )
+        };
+        PacketHeader::parse(&hb).unwrap_or_default()
+    }
+
+    /// The record header at offset `x` of the sub-buffer at `sb` as `(timestamp, id, len)`, if
+    /// it reads as a record of the current lap: its length fits before `end` and its timestamp
+    /// lies in `[floor, ts_max]` (module docs).
+    fn record_at(
+        &self,
+        cpu: u32,
+        sb: u64,
+        x: u64,
+        end: u64,
+        floor: u64,
+        ts_max: u64,
+    ) -> Option<(u64, u32, u64)> {
+        let ts = self.rd_u64(cpu, sb + x);
+        let idlen = self.rd_u64(cpu, sb + x + 8);
+        let (id, len) = (idlen as u32, idlen >> 32);
+        let fits = len >= RECORD_HEADER_SIZE && len <= end - x;
+        (fits && ts >= floor && ts <= ts_max).then_some((ts, id, len))
+    }
+
+    /// Timestamp of the first record of the sub-buffer at `sb` (0 if none): the header right
+    /// after the packet header or, in discard mode, the first one after the zeroed headers of
+    /// writers that died before their header store (module docs).
+    fn first_record_ts(&self, cpu: u32, sb: u64, ts_max: u64) -> u64 {
+        let s = self.geo.subbuf_size;
+        let mut x = PACKET_HEADER_SIZE;
+        while x + RECORD_HEADER_SIZE <= s {
+            if let Some((ts, _, _)) = self.record_at(cpu, sb, x, s, 1, ts_max) {
+                return ts;
+            }
+            if self.geo.mode != Mode::Discard || self.rd_u64(cpu, sb + x) != 0 {
+                break;
+            }
+            x += 8;
+        }
+        0
+    }
+
+    /// For each sub-buffer of `[start, end_sb)`, the component-wise minimum of the loss
+    /// snapshots in the intact headers after it (begin fields of the right lap, end fields
+    /// written): the most a rewritten header may carry (close.rs). `None`: no intact header
+    /// after it.
+    fn later_snapshots(&self, cpu: u32, start: u64, end_sb: u64) -> Vec<Option<LostCounts>> {
+        let s = self.geo.subbuf_size;
+        let n = ((end_sb - start) / s) as usize;
+        let mut out = vec![None; n];
+        let mut ceil: Option<LostCounts> = None;
+        for i in (0..n).rev() {
+            out[i] = ceil;
+            let sb = start + i as u64 * s;
+            let h = self.packet_header(cpu, sb);
+            let intact = h.magic == PACKET_MAGIC
+                && h.packet_seq_num == sb / s
+                && h.cpu_id == cpu
+                && end_fields_ok(&h, s)
+                && h.timestamp_end >= h.timestamp_begin;
+            if intact {
+                let l = LostCounts {
+                    full: h.lost_full,
+                    stalled: h.lost_stalled,
+                    too_big: h.lost_too_big,
+                };
+                ceil = Some(ceil.map_or(l, |c| c.min(l)));
+            }
+        }
+        out
+    }
+}
+
+/// Whether a packet header's `content_size` can be a closer's (sub-buffer size `s`).
+fn end_fields_ok(h: &PacketHeader, s: u64) -> bool {
+    let cs = h.content_size;
+    cs.is_multiple_of(8) && cs >= PACKET_HEADER_SIZE * 8 && cs < s * 8
 }

@@ -362,3 +362,62 @@ fn ch_stride(ch: &Channel) -> usize {
     let meta = (256 + 128 * ch.num_subbuf() as usize).div_ceil(4096) * 4096;
     meta + (ch.subbuf_size() * ch.num_subbuf()) as usize
 }
+
+/// Issue 9 C: positions near the top of the u64 range. Before the checks, `consumed +
+/// sub-buffer size` wrapped (release) or panicked (overflow checks) and the consumer handed
+/// out a packet the traced program had forged there; now it is a one-line error naming the
+/// CPU buffer. Loss totals of garbage counters are an error too, never a wrapped sum.
+#[test]
+fn consumer_refuses_positions_whose_sums_would_overflow() {
+    use std::os::fd::AsFd;
+    for mode in [Mode::Discard, Mode::Overwrite] {
+        let ch = Channel::create(&cfg(mode, SyncMode::Atomic, 1024, 4)).unwrap();
+        let mut r = ch.reserve(1, 8).unwrap();
+        r.payload().fill(1);
+        r.commit();
+        let cons = Consumer::new(&ch);
+        let cpu = cons.active_cpus()[0];
+        let file = std::fs::File::from(ch.fd().as_fd().try_clone_to_owned().unwrap());
+        let raw = memmap2::MmapOptions::new()
+            .len(ch.map_len())
+            .map_raw(&file)
+            .unwrap();
+        let base = raw.as_mut_ptr();
+        let region = 4096 + cpu as usize * ch_stride(&ch);
+        let c: u64 = 0u64.wrapping_sub(1024); // the last sub-buffer of the u64 range
+        let idx = ((c / 1024) % 4) as usize;
+        let complete = ((c >> 12) + 1) << 10;
+        // SAFETY: test-only writes inside the mapping (offsets computed from the layout).
+        unsafe {
+            *(base.add(region) as *mut u64) = c + 200; // write_offset
+            *(base.add(region + 64) as *mut u64) = c; // consumed
+            *(base.add(region + 256 + 128 * idx) as *mut u64) = complete; // local
+            *(base.add(region + 256 + 128 * idx + 64) as *mut u64) = 0; // remote
+                                                                        // A well-formed packet where the forged position says it is.
+            let data = base.add(region + 4096 + idx * 1024);
+            std::ptr::write_bytes(data, 0, 1024);
+            *(data as *mut u32) = 0xC1FC1FC1;
+            *(data.add(56) as *mut u64) = c / 1024; // packet_seq_num
+            *(data.add(72) as *mut u32) = cpu; // cpu_id
+            *(data.add(40) as *mut u64) = 128 * 8; // content_size
+            *(data.add(48) as *mut u64) = 1024 * 8; // packet_size
+        }
+        let mut buf = Vec::new();
+        match cons.next_packet(cpu, &mut buf) {
+            Err(ReadError::Corrupt { cpu: c2, what }) => {
+                assert_eq!(c2, cpu);
+                assert!(!what.contains('\n'));
+            }
+            other => panic!("{mode:?}: forged packet accepted: {other:?}"),
+        }
+        // SAFETY: as above: lost_full and lost_stalled.
+        unsafe {
+            *(base.add(region + 128) as *mut u64) = u64::MAX;
+            *(base.add(region + 136) as *mut u64) = 2;
+        }
+        let st = ch.cpu_stats(cpu).unwrap();
+        let e = st.checked_lost_total().unwrap_err().to_string();
+        assert!(e.starts_with(&format!("CPU {cpu} buffer corrupted")), "{e}");
+        assert_eq!(st.lost_total(), u64::MAX, "saturates, never wraps");
+    }
+}

@@ -12,7 +12,17 @@
 //!
 //! Property: when every commit of a sub-buffer is done, at least one committer saw it complete
 //! (so it was delivered). The same check with a no-op barrier must fail.
+//!
+//! Second model, the loss snapshot of a sub-buffer close (`faultline_ringbuf::close`, the real
+//! `reserve_closing`): two writers each make one reservation that closes the current
+//! sub-buffer (whoever comes first closes sub-buffer 0, the other sub-buffer 1) while a third
+//! thread counts a loss. The reservation is modelled both as in rseq mode (a critical section
+//! holding the CPU's mutex: compare, then release store) and as in atomic mode (AcqRel CAS);
+//! `write_offset` is read with an acquire load, the loss counter with relaxed loads. Property:
+//! the snapshot in packet 0's header is not larger than packet 1's. The broken variant takes
+//! the snapshot after the reservation (the original order) and must fail.
 
+use faultline_ringbuf::close::{reserve_closing, CloseOps, LostCounts};
 use faultline_ringbuf::commit::{commit, CommitCounters, CommitKind, NotOnCpu};
 use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use loom::sync::{Arc, Mutex};
@@ -125,4 +135,112 @@ fn delivery_never_missed_with_racing_migration() {
 #[should_panic(expected = "missed delivery")]
 fn broken_variant_without_barrier_misses_delivery() {
     run(false, true);
+}
+
+struct CloseModel {
+    write_offset: AtomicU64,
+    lost: AtomicU64,
+    cpu: Mutex<()>,
+    rseq: bool,
+}
+
+impl CloseOps for &CloseModel {
+    fn try_reserve(&self, old: u64, new: u64) -> Option<u64> {
+        if self.rseq {
+            let _cs = self.cpu.lock().unwrap();
+            if self.write_offset.load(Ordering::Relaxed) != old {
+                return None;
+            }
+            self.write_offset.store(new, Ordering::Release);
+            Some(0)
+        } else {
+            self.write_offset
+                .compare_exchange(old, new, Ordering::AcqRel, Ordering::Relaxed)
+                .ok()
+                .map(|_| 0)
+        }
+    }
+    fn load_lost(&self) -> LostCounts {
+        LostCounts {
+            stalled: self.lost.load(Ordering::Relaxed),
+            ..LostCounts::default()
+        }
+    }
+}
+
+/// The original order: reserve, then read the counters.
+fn snapshot_after_reserving<O: CloseOps>(o: &O, old: u64, new: u64) -> Option<(u64, LostCounts)> {
+    let ts = o.try_reserve(old, new)?;
+    Some((ts, o.load_lost()))
+}
+
+/// Sub-buffers of 10 bytes; the offset starts inside sub-buffer 0. Returns (sub-buffer closed,
+/// loss snapshot).
+fn close_one(m: &CloseModel, fixed: bool) -> (u64, u64) {
+    loop {
+        let old = m.write_offset.load(Ordering::Acquire);
+        let new = (old / 10 + 1) * 10 + 5;
+        let r = if fixed {
+            reserve_closing(&m, old, new)
+        } else {
+            snapshot_after_reserving(&m, old, new)
+        };
+        match r {
+            Some((_, lost)) => return (old / 10, lost.stalled),
+            None => thread::yield_now(),
+        }
+    }
+}
+
+fn run_close(rseq: bool, fixed: bool) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(move || {
+        let m = Arc::new(CloseModel {
+            write_offset: AtomicU64::new(5),
+            lost: AtomicU64::new(0),
+            cpu: Mutex::new(()),
+            rseq,
+        });
+        let loser = {
+            let m = m.clone();
+            thread::spawn(move || {
+                m.lost.fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        let other = {
+            let m = m.clone();
+            thread::spawn(move || close_one(&m, fixed))
+        };
+        let a = close_one(&m, fixed);
+        let b = other.join().unwrap();
+        loser.join().unwrap();
+        let (first, second) = if a.0 == 0 { (a, b) } else { (b, a) };
+        assert_eq!((first.0, second.0), (0, 1));
+        assert!(
+            first.1 <= second.1,
+            "cumulative loss counter decreased: packet 0 has {}, packet 1 has {}",
+            first.1,
+            second.1
+        );
+    });
+}
+
+#[test]
+fn close_snapshot_never_decreases_rseq() {
+    run_close(true, true);
+}
+
+#[test]
+fn close_snapshot_never_decreases_atomic() {
+    run_close(false, true);
+}
+
+/// The deliberately broken variant (the order before the fix): the closer of packet 0 is
+/// preempted after its reservation, packet 1 is closed, a loss is counted, then packet 0 reads
+/// the counters. loom must find it.
+#[test]
+#[should_panic(expected = "cumulative loss counter decreased")]
+fn broken_close_snapshot_after_reserving_decreases() {
+    run_close(true, false);
 }

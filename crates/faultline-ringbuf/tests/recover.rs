@@ -1,6 +1,6 @@
-//! Dead-writer recovery (brief §3.5) on its own: a writer "dies" (its Reservation is leaked)
-//! after writing its header, or before writing it; recovery completes the sub-buffer, every
-//! committed record is delivered, the dead one is counted.
+//! Dead-writer recovery (hazard 5 in the `faultline_ringbuf` crate docs) on its own: a writer
+//! "dies" (its Reservation is leaked) after writing its header, or before writing it; recovery
+//! completes the sub-buffer, every committed record is delivered, the dead one is counted.
 
 use faultline_ringbuf::*;
 
@@ -173,4 +173,256 @@ fn recovery_on_garbage_never_panics() {
             }
         }
     }
+}
+
+/// A second mapping of a channel's memfd, to play a writer that died at a chosen point.
+struct Shm {
+    raw: memmap2::MmapRaw,
+    /// Offset of the CPU's region, of its data area, and the buffer size.
+    region: usize,
+    data: usize,
+    buf_size: u64,
+}
+
+impl Shm {
+    fn new(ch: &Channel, cpu: u32) -> Shm {
+        use std::os::fd::AsFd;
+        let file = std::fs::File::from(ch.fd().as_fd().try_clone_to_owned().unwrap());
+        let raw = memmap2::MmapOptions::new()
+            .len(ch.map_len())
+            .map_raw(&file)
+            .unwrap();
+        // Layout (layout.rs): a 4 KiB channel header, then per CPU a 256-byte buffer header and
+        // 128 bytes of counters per sub-buffer, page aligned, then the data.
+        let buf_size = ch.subbuf_size() * ch.num_subbuf();
+        let meta = (256 + 128 * ch.num_subbuf() as usize).div_ceil(4096) * 4096;
+        let stride = (meta + buf_size as usize).div_ceil(4096) * 4096;
+        let region = 4096 + cpu as usize * stride;
+        Shm {
+            raw,
+            region,
+            data: region + meta,
+            buf_size,
+        }
+    }
+    fn at(&self, off: usize) -> *mut u8 {
+        assert!(off + 16 <= self.raw.len());
+        // SAFETY: in bounds of the mapping (asserted).
+        unsafe { self.raw.as_mut_ptr().add(off) }
+    }
+    fn data_at(&self, pos: u64) -> *mut u8 {
+        self.at(self.data + (pos & (self.buf_size - 1)) as usize)
+    }
+    /// The REMOTE commit counter of sub-buffer `idx`.
+    fn remote(&self, idx: u64) -> *mut u64 {
+        self.at(self.region + 256 + 128 * idx as usize + 64) as *mut u64
+    }
+}
+
+/// Every packet taken, in order: (header, records as (timestamp, id)).
+type Packets = Vec<(PacketHeader, Vec<(u64, u32)>)>;
+
+fn packets(ch: &Channel, cpu: u32) -> Packets {
+    let cons = Consumer::new(ch);
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(info) = cons.next_packet(cpu, &mut buf).unwrap() {
+        let recs = records(&buf, info.content_len)
+            .map(|r| r.map(|r| (r.timestamp, r.id)).unwrap())
+            .collect();
+        out.push((info.header, recs));
+    }
+    out
+}
+
+fn commit_id(ch: &Channel, id: u32) {
+    let mut r = ch.reserve(id, 24).unwrap();
+    r.payload().fill(id as u8);
+    r.commit();
+}
+
+/// Issue 9 D: overwrite mode, fixed-size events, a writer dies between its reservation and its
+/// header store. The slot still holds the record the previous lap wrote at the same offset;
+/// recovery must not take it for a record of this lap.
+#[test]
+fn overwrite_mode_dead_writer_before_its_header_leaves_no_stale_record() {
+    for sync in syncs() {
+        let cpu = faultline_rseq::allowed_cpus()[0];
+        faultline_rseq::pin_to_cpu(cpu).unwrap();
+        let ch = Channel::create(&ChannelConfig {
+            subbuf_size: 1024,
+            num_subbuf: 4,
+            mode: Mode::Overwrite,
+            sync,
+            ..Default::default()
+        })
+        .unwrap();
+        let shm = Shm::new(&ch, cpu);
+        // 40-byte records, 22 per sub-buffer: 100 records fill lap 0 (88) and 12 of lap 1.
+        for i in 0..100 {
+            commit_id(&ch, i);
+        }
+        // The next record goes where record 12 of lap 0 still is.
+        let pos = ch.cpu_stats(cpu).unwrap().write_offset.next_multiple_of(8);
+        let mut stale = [0u8; 16];
+        // SAFETY: test-only copy of 16 bytes inside the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(shm.data_at(pos), stale.as_mut_ptr(), 16) };
+        assert_eq!(u32::from_le_bytes(stale[8..12].try_into().unwrap()), 12);
+        let dead = ch.reserve(100, 24).unwrap();
+        // The writer dies before its header store: the header still reads lap 0's.
+        // SAFETY: test-only write of 16 bytes inside the mapping, in the dead reservation.
+        unsafe { std::ptr::copy_nonoverlapping(stale.as_ptr(), shm.data_at(pos), 16) };
+        std::mem::forget(dead);
+        for i in 101..104 {
+            commit_id(&ch, i);
+        }
+        let rep = ch.recover_dead_writers();
+        assert_eq!(
+            rep.records(),
+            1,
+            "{sync:?}: the dead reservation is found: {rep:?}"
+        );
+        let got = packets(&ch, cpu);
+        let ids: Vec<u32> = got.iter().flat_map(|p| p.1.iter().map(|r| r.1)).collect();
+        let expect: Vec<u32> = (22..100).chain(101..104).collect();
+        assert_eq!(ids, expect, "{sync:?}");
+        for (h, recs) in &got {
+            assert!(
+                recs.iter()
+                    .all(|r| r.0 >= h.timestamp_begin && r.0 <= h.timestamp_end),
+                "{sync:?}: record timestamps within their packet: {h:?} {recs:?}"
+            );
+        }
+        assert_eq!(ch.cpu_stats(cpu).unwrap().lost_stalled, 1);
+    }
+    faultline_rseq::allow_cpus(&(0..faultline_rseq::possible_cpus()).collect::<Vec<_>>()).unwrap();
+}
+
+/// Issue 9 A, recovery side: a sub-buffer whose switcher died before writing its end fields
+/// gets its header rewritten by recovery; its cumulative loss counts must not exceed those of
+/// the intact packets after it (recovery's own finds are counted in a later packet).
+#[test]
+fn recovered_headers_keep_cumulative_counts_non_decreasing() {
+    let cpu = faultline_rseq::allowed_cpus()[0];
+    faultline_rseq::pin_to_cpu(cpu).unwrap();
+    let ch = Channel::create(&ChannelConfig {
+        subbuf_size: 1024,
+        num_subbuf: 4,
+        mode: Mode::Discard,
+        sync: SyncMode::Atomic,
+        ..Default::default()
+    })
+    .unwrap();
+    let shm = Shm::new(&ch, cpu);
+    // Sub-buffer 0: 5 records, a dead (pending) one, 16 more: full at 22 records.
+    for i in 0..5 {
+        commit_id(&ch, i);
+    }
+    std::mem::forget(ch.reserve(5, 24).unwrap());
+    for i in 6..22 {
+        commit_id(&ch, i);
+    }
+    // The switch to sub-buffer 1 closes sub-buffer 0; then sub-buffer 1 fills and closes too
+    // (its header gets the snapshot: no losses yet), and sub-buffer 2 gets one record.
+    for i in 22..45 {
+        commit_id(&ch, i);
+    }
+    assert_eq!(ch.cpu_stats(cpu).unwrap().write_offset >> 10, 2);
+    // Make sub-buffer 0's closer a writer that died right after its reservation: end fields
+    // never written (content_size 0) and its padding never committed.
+    // SAFETY: test-only accesses inside the mapping (offsets from the layout).
+    unsafe {
+        let h = shm.data_at(0);
+        let content = std::ptr::read_unaligned(h.add(40) as *const u64) / 8;
+        std::ptr::write_unaligned(h.add(32) as *mut u64, 0);
+        std::ptr::write_unaligned(h.add(40) as *mut u64, 0);
+        let pad = 1024 - content;
+        *shm.remote(0) -= pad;
+        std::ptr::write_bytes(shm.data_at(content), 0, pad as usize);
+    }
+    let rep = ch.recover_dead_writers();
+    assert_eq!(rep.records(), 1, "{rep:?}");
+    let got = packets(&ch, cpu);
+    assert_eq!(got.len(), 3);
+    for w in got.windows(2) {
+        let (p, h) = (&w[0].0, &w[1].0);
+        assert!(
+            h.lost_stalled >= p.lost_stalled && h.events_discarded >= p.events_discarded,
+            "cumulative counts decreased: packet {} has {} stalled, packet {} has {}",
+            p.packet_seq_num,
+            p.lost_stalled,
+            h.packet_seq_num,
+            h.lost_stalled
+        );
+    }
+    let ids: Vec<u32> = got.iter().flat_map(|p| p.1.iter().map(|r| r.1)).collect();
+    let expect: Vec<u32> = (0..5).chain(6..45).collect();
+    assert_eq!(ids, expect);
+    assert_eq!(
+        got[2].0.lost_stalled, 1,
+        "the last packet carries the dead record"
+    );
+    faultline_rseq::allow_cpus(&(0..faultline_rseq::possible_cpus()).collect::<Vec<_>>()).unwrap();
+}
+
+/// Found by the overload soak (`faultline stress --record`): discard mode, the buffer full
+/// behind a sub-buffer whose opener died before its packet header store. Recovery has no time
+/// floor (the previous packet's slot holds a later sub-buffer) and wrote `timestamp_begin` 0,
+/// so the trace writer rejected the packet with every committed record in it.
+#[test]
+fn dead_opener_in_a_full_buffer_gets_a_begin_time() {
+    for sync in syncs() {
+        let cpu = faultline_rseq::allowed_cpus()[0];
+        faultline_rseq::pin_to_cpu(cpu).unwrap();
+        let ch = Channel::create(&ChannelConfig {
+            subbuf_size: 1024,
+            num_subbuf: 4,
+            mode: Mode::Discard,
+            sync,
+            ..Default::default()
+        })
+        .unwrap();
+        let shm = Shm::new(&ch, cpu);
+        // 40-byte records, 22 per sub-buffer: 0..22 fill sub-buffer 0.
+        for i in 0..22 {
+            commit_id(&ch, i);
+        }
+        // The next reservation opens sub-buffer 1; its writer dies before its packet header
+        // store and its record header store.
+        let dead = ch.reserve(22, 24).unwrap();
+        // SAFETY: test-only zeroing of sub-buffer 1's packet header and the dead record's
+        // header, inside the mapping.
+        unsafe { std::ptr::write_bytes(shm.data_at(1024), 0, 128 + 16) };
+        std::mem::forget(dead);
+        let first = packets(&ch, cpu);
+        assert_eq!(first.len(), 1, "{sync:?}: sub-buffer 0 taken");
+        let prev_end = first[0].0.timestamp_end;
+        // Fill sub-buffers 1..3 and part of the next lap's 0: the buffer is full.
+        for i in 23..23 + 21 + 22 + 22 + 5 {
+            commit_id(&ch, i);
+        }
+        let rep = ch.recover_dead_writers();
+        assert_eq!(rep.records(), 1, "{sync:?}: {rep:?}");
+        let got = packets(&ch, cpu);
+        assert_eq!(got.len(), 4, "{sync:?}");
+        let (h, recs) = &got[0];
+        assert_eq!(recs.first().map(|r| r.1), Some(23), "{sync:?}");
+        assert!(
+            h.timestamp_begin >= prev_end && h.timestamp_begin <= recs[0].0,
+            "{sync:?}: begin {} not within [{prev_end}, {}]",
+            h.timestamp_begin,
+            recs[0].0
+        );
+        let mut last_end = prev_end;
+        for (h, recs) in &got {
+            assert!(h.timestamp_begin >= last_end, "{sync:?}: {h:?}");
+            assert!(
+                recs.iter()
+                    .all(|r| r.0 >= h.timestamp_begin && r.0 <= h.timestamp_end),
+                "{sync:?}: {h:?} {recs:?}"
+            );
+            last_end = h.timestamp_end;
+        }
+    }
+    faultline_rseq::allow_cpus(&(0..faultline_rseq::possible_cpus()).collect::<Vec<_>>()).unwrap();
 }

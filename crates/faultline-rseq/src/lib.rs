@@ -70,11 +70,20 @@ pub const RSEQ_SIG: u32 = 0x5305_3053;
 /// Layout of the kernel's `struct rseq` (the prefix we use).
 #[repr(C, align(32))]
 pub struct RseqArea {
+    /// CPU the thread last started running on; written by the kernel, always valid once registered.
     pub cpu_id_start: u32,
+    /// Current CPU, or a negative value (as `u32`) when rseq is not registered; written by the
+    /// kernel.
     pub cpu_id: u32,
+    /// Pointer to the active `struct rseq_cs` descriptor, 0 outside critical sections; written by
+    /// the thread (user space), cleared by the kernel on preemption, migration or signal delivery.
     pub rseq_cs: u64,
+    /// Deprecated per-thread flags (kept 0).
     pub flags: u32,
+    /// NUMA node of the current CPU; written by the kernel.
     pub node_id: u32,
+    /// Concurrency id of the thread within its memory map (valid when the feature size covers it);
+    /// written by the kernel.
     pub mm_cid: u32,
 }
 const _: () = {
@@ -97,8 +106,11 @@ pub enum RseqError {
 /// glibc's rseq registration, as published by `__rseq_offset` / `__rseq_size` / `__rseq_flags`.
 #[derive(Debug, Clone, Copy)]
 pub struct Registration {
+    /// Offset of the thread's `struct rseq` from the thread pointer (`__rseq_offset`).
     pub offset: isize,
+    /// Size glibc registered (`__rseq_size`; 0 when glibc did not register rseq).
     pub size: u32,
+    /// Registration flags (`__rseq_flags`).
     pub flags: u32,
     /// `getauxval(AT_RSEQ_FEATURE_SIZE)`: 28 or more means `mm_cid` is maintained.
     pub feature_size: u64,
@@ -369,7 +381,8 @@ pub unsafe fn cmpeqv_storev_tsc(
     expect: u64,
     newv: u64,
 ) -> Result<u64, RseqError> {
-    cmpeqv_storev_tsc_impl::<false>(cpu, v, expect, newv, 0)
+    // SAFETY: this function's contract is the implementation's; the caller upholds it.
+    unsafe { cmpeqv_storev_tsc_impl::<false>(cpu, v, expect, newv, 0) }
 }
 
 /// [`cmpeqv_storev_tsc`] that spins `spins` iterations inside the critical section before the
@@ -385,7 +398,8 @@ pub unsafe fn cmpeqv_storev_tsc_delayed(
     newv: u64,
     spins: u64,
 ) -> Result<u64, RseqError> {
-    cmpeqv_storev_tsc_impl::<true>(cpu, v, expect, newv, spins.max(1))
+    // SAFETY: this function's contract is the implementation's; the caller upholds it.
+    unsafe { cmpeqv_storev_tsc_impl::<true>(cpu, v, expect, newv, spins.max(1)) }
 }
 
 #[inline(always)]
@@ -405,59 +419,63 @@ unsafe fn cmpeqv_storev_tsc_impl<const DELAY: bool>(
         // struct rseq) and that `v` is a valid, rseq-owned word of `cpu`; the CS follows the
         // kernel's rules: descriptor in a data section, single final commit store, signature
         // before the abort label.
-        core::arch::asm!(
-            rseq_cs_prologue!(),
-            "lea {tmp}, [rip + 3b]",
-            "mov qword ptr fs:[{off} + 8], {tmp}",
-            "4:",
-            "cmp dword ptr fs:[{off} + 4], {cpu:e}",
-            "jne 7f",
-            "cmp qword ptr [{v}], {expect}",
-            "jne 8f",
-            "2:",
-            "dec {spins}",
-            "jnz 2b",
-            "rdtsc",
-            "mov qword ptr [{v}], {newv}",
-            rseq_cs_epilogue!(),
-            off = in(reg) off,
-            cpu = in(reg) cpu,
-            v = in(reg) v,
-            expect = in(reg) expect,
-            newv = in(reg) newv,
-            spins = inout(reg) spins => _,
-            tmp = out(reg) _,
-            status = out(reg) status,
-            out("eax") lo,
-            out("edx") hi,
-            options(nostack),
-        );
+        unsafe {
+            core::arch::asm!(
+                rseq_cs_prologue!(),
+                "lea {tmp}, [rip + 3b]",
+                "mov qword ptr fs:[{off} + 8], {tmp}",
+                "4:",
+                "cmp dword ptr fs:[{off} + 4], {cpu:e}",
+                "jne 7f",
+                "cmp qword ptr [{v}], {expect}",
+                "jne 8f",
+                "2:",
+                "dec {spins}",
+                "jnz 2b",
+                "rdtsc",
+                "mov qword ptr [{v}], {newv}",
+                rseq_cs_epilogue!(),
+                off = in(reg) off,
+                cpu = in(reg) cpu,
+                v = in(reg) v,
+                expect = in(reg) expect,
+                newv = in(reg) newv,
+                spins = inout(reg) spins => _,
+                tmp = out(reg) _,
+                status = out(reg) status,
+                out("eax") lo,
+                out("edx") hi,
+                options(nostack),
+            );
+        }
     } else {
         let _ = spins;
         // SAFETY: as above.
-        core::arch::asm!(
-            rseq_cs_prologue!(),
-            "lea {tmp}, [rip + 3b]",
-            "mov qword ptr fs:[{off} + 8], {tmp}",
-            "4:",
-            "cmp dword ptr fs:[{off} + 4], {cpu:e}",
-            "jne 7f",
-            "cmp qword ptr [{v}], {expect}",
-            "jne 8f",
-            "rdtsc",
-            "mov qword ptr [{v}], {newv}",
-            rseq_cs_epilogue!(),
-            off = in(reg) off,
-            cpu = in(reg) cpu,
-            v = in(reg) v,
-            expect = in(reg) expect,
-            newv = in(reg) newv,
-            tmp = out(reg) _,
-            status = out(reg) status,
-            out("eax") lo,
-            out("edx") hi,
-            options(nostack),
-        );
+        unsafe {
+            core::arch::asm!(
+                rseq_cs_prologue!(),
+                "lea {tmp}, [rip + 3b]",
+                "mov qword ptr fs:[{off} + 8], {tmp}",
+                "4:",
+                "cmp dword ptr fs:[{off} + 4], {cpu:e}",
+                "jne 7f",
+                "cmp qword ptr [{v}], {expect}",
+                "jne 8f",
+                "rdtsc",
+                "mov qword ptr [{v}], {newv}",
+                rseq_cs_epilogue!(),
+                off = in(reg) off,
+                cpu = in(reg) cpu,
+                v = in(reg) v,
+                expect = in(reg) expect,
+                newv = in(reg) newv,
+                tmp = out(reg) _,
+                status = out(reg) status,
+                out("eax") lo,
+                out("edx") hi,
+                options(nostack),
+            );
+        }
     }
     status_to_result(status)?;
     Ok(((hi as u64) << 32) | lo as u64)
@@ -478,26 +496,28 @@ pub unsafe fn cmpeqv_storev(
     let status: u32;
     // SAFETY: rseq registered (caller), `v` valid and rseq-owned by `cpu` (caller); CS layout
     // as documented in the module doc.
-    core::arch::asm!(
-        rseq_cs_prologue!(),
-        "lea {tmp}, [rip + 3b]",
-        "mov qword ptr fs:[{off} + 8], {tmp}",
-        "4:",
-        "cmp dword ptr fs:[{off} + 4], {cpu:e}",
-        "jne 7f",
-        "cmp qword ptr [{v}], {expect}",
-        "jne 8f",
-        "mov qword ptr [{v}], {newv}",
-        rseq_cs_epilogue!(),
-        off = in(reg) off,
-        cpu = in(reg) cpu,
-        v = in(reg) v,
-        expect = in(reg) expect,
-        newv = in(reg) newv,
-        tmp = out(reg) _,
-        status = out(reg) status,
-        options(nostack),
-    );
+    unsafe {
+        core::arch::asm!(
+            rseq_cs_prologue!(),
+            "lea {tmp}, [rip + 3b]",
+            "mov qword ptr fs:[{off} + 8], {tmp}",
+            "4:",
+            "cmp dword ptr fs:[{off} + 4], {cpu:e}",
+            "jne 7f",
+            "cmp qword ptr [{v}], {expect}",
+            "jne 8f",
+            "mov qword ptr [{v}], {newv}",
+            rseq_cs_epilogue!(),
+            off = in(reg) off,
+            cpu = in(reg) cpu,
+            v = in(reg) v,
+            expect = in(reg) expect,
+            newv = in(reg) newv,
+            tmp = out(reg) _,
+            status = out(reg) status,
+            options(nostack),
+        );
+    }
     status_to_result(status)
 }
 
@@ -507,7 +527,8 @@ pub unsafe fn cmpeqv_storev(
 /// As [`cmpeqv_storev_tsc`].
 #[inline(always)]
 pub unsafe fn addv(cpu: u32, v: *mut u64, count: u64) -> Result<u64, RseqError> {
-    addv_impl::<false>(cpu, v, count, 0)
+    // SAFETY: this function's contract is the implementation's; the caller upholds it.
+    unsafe { addv_impl::<false>(cpu, v, count, 0) }
 }
 
 /// [`addv`] spinning `spins` iterations between its load and its commit store.
@@ -521,7 +542,8 @@ pub unsafe fn addv_delayed(
     count: u64,
     spins: u64,
 ) -> Result<u64, RseqError> {
-    addv_impl::<true>(cpu, v, count, spins.max(1))
+    // SAFETY: this function's contract is the implementation's; the caller upholds it.
+    unsafe { addv_impl::<true>(cpu, v, count, spins.max(1)) }
 }
 
 #[inline(always)]
@@ -536,53 +558,57 @@ unsafe fn addv_impl<const DELAY: bool>(
     let newv: u64;
     if DELAY {
         // SAFETY: rseq registered (caller), `v` valid and rseq-owned by `cpu` (caller).
-        core::arch::asm!(
-            rseq_cs_prologue!(),
-            "lea {tmp}, [rip + 3b]",
-            "mov qword ptr fs:[{off} + 8], {tmp}",
-            "4:",
-            "cmp dword ptr fs:[{off} + 4], {cpu:e}",
-            "jne 7f",
-            "mov {n}, qword ptr [{v}]",
-            "add {n}, {count}",
-            "2:",
-            "dec {spins}",
-            "jnz 2b",
-            "mov qword ptr [{v}], {n}",
-            rseq_cs_epilogue!(),
-            off = in(reg) off,
-            cpu = in(reg) cpu,
-            v = in(reg) v,
-            count = in(reg) count,
-            spins = inout(reg) spins => _,
-            n = out(reg) newv,
-            tmp = out(reg) _,
-            status = out(reg) status,
-            options(nostack),
-        );
+        unsafe {
+            core::arch::asm!(
+                rseq_cs_prologue!(),
+                "lea {tmp}, [rip + 3b]",
+                "mov qword ptr fs:[{off} + 8], {tmp}",
+                "4:",
+                "cmp dword ptr fs:[{off} + 4], {cpu:e}",
+                "jne 7f",
+                "mov {n}, qword ptr [{v}]",
+                "add {n}, {count}",
+                "2:",
+                "dec {spins}",
+                "jnz 2b",
+                "mov qword ptr [{v}], {n}",
+                rseq_cs_epilogue!(),
+                off = in(reg) off,
+                cpu = in(reg) cpu,
+                v = in(reg) v,
+                count = in(reg) count,
+                spins = inout(reg) spins => _,
+                n = out(reg) newv,
+                tmp = out(reg) _,
+                status = out(reg) status,
+                options(nostack),
+            );
+        }
     } else {
         let _ = spins;
         // SAFETY: rseq registered (caller), `v` valid and rseq-owned by `cpu` (caller).
-        core::arch::asm!(
-            rseq_cs_prologue!(),
-            "lea {tmp}, [rip + 3b]",
-            "mov qword ptr fs:[{off} + 8], {tmp}",
-            "4:",
-            "cmp dword ptr fs:[{off} + 4], {cpu:e}",
-            "jne 7f",
-            "mov {n}, qword ptr [{v}]",
-            "add {n}, {count}",
-            "mov qword ptr [{v}], {n}",
-            rseq_cs_epilogue!(),
-            off = in(reg) off,
-            cpu = in(reg) cpu,
-            v = in(reg) v,
-            count = in(reg) count,
-            n = out(reg) newv,
-            tmp = out(reg) _,
-            status = out(reg) status,
-            options(nostack),
-        );
+        unsafe {
+            core::arch::asm!(
+                rseq_cs_prologue!(),
+                "lea {tmp}, [rip + 3b]",
+                "mov qword ptr fs:[{off} + 8], {tmp}",
+                "4:",
+                "cmp dword ptr fs:[{off} + 4], {cpu:e}",
+                "jne 7f",
+                "mov {n}, qword ptr [{v}]",
+                "add {n}, {count}",
+                "mov qword ptr [{v}], {n}",
+                rseq_cs_epilogue!(),
+                off = in(reg) off,
+                cpu = in(reg) cpu,
+                v = in(reg) v,
+                count = in(reg) count,
+                n = out(reg) newv,
+                tmp = out(reg) _,
+                status = out(reg) status,
+                options(nostack),
+            );
+        }
     }
     status_to_result(status)?;
     Ok(newv)

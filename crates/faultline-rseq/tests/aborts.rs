@@ -193,10 +193,8 @@ fn wrong_cpu_is_refused_without_writing() {
     assert_eq!(r, Err(rseq::RseqError::CpuMismatch));
     assert_eq!(w, 5);
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { rseq::cmpeqv_storev(here, &mut w, 4, 9) },
-        Err(rseq::RseqError::CompareFailed)
-    );
+    let r = unsafe { rseq::cmpeqv_storev(here, &mut w, 4, 9) };
+    assert_eq!(r, Err(rseq::RseqError::CompareFailed));
     assert_eq!(w, 5);
     // Retry: we may be preempted between reading the CPU and the CS.
     let mut ok = false;

@@ -13,26 +13,69 @@
 //!
 //! Fields copied from untrusted memory (raw C strings, raw pointer + length) are described by
 //! [`FieldType::String`]/[`FieldType::Bytes`] preceded by a `U32` field named
-//! `<name>_faulted` holding the number of bytes that could not be read (0 when the copy was
-//! clean); the unread bytes are zero-filled (`Bytes`) or the string is cut at the fault.
+//! `<name>_faulted` ([`FAULTED_SUFFIX`]) holding the number of bytes that could not be read (0
+//! when the copy was clean); the unread bytes are zero-filled (`Bytes`) or the string is cut at
+//! the fault.
+//!
+//! A raw buffer (pointer + length, recorded as `Bytes`) has a second prefix field, after
+//! `<name>_faulted`: a `U64` named `<name>_truncated` ([`TRUNCATED_SUFFIX`]) holding the number
+//! of bytes of the buffer that were **not recorded** (its length minus the recorded length: the
+//! buffer was longer than the recording limit, or did not fit the event), 0 when the whole
+//! buffer is in the event. So a raw buffer field `buf` is encoded as
+//! `buf_faulted: U32, buf_truncated: U64, buf: Bytes`, and a reader tells a buffer cut at the
+//! limit from a whole one of the same length. [`truncation_count_of`] recognises the field.
 //!
 //! Event ids are `u32`, assigned by the tracepoint registry; the id and the timestamp live in
 //! the ring buffer's record header, not in the payload.
+
+/// Suffix of the `U32` field before each field copied from untrusted memory: bytes that could
+/// not be read.
+pub const FAULTED_SUFFIX: &str = "_faulted";
+
+/// Suffix of the `U64` field before a raw buffer (`Bytes`) field: bytes of the buffer that were
+/// not recorded (module docs).
+pub const TRUNCATED_SUFFIX: &str = "_truncated";
+
+/// If a field named `name` of type `ty`, followed by a field named `next_name` of type
+/// `next_ty`, is the truncation count of that raw buffer field (`<next_name>_truncated: U64`
+/// before `<next_name>: Bytes`), the raw buffer field's name.
+pub fn truncation_count_of<'a>(
+    name: &str,
+    ty: FieldType,
+    next_name: &'a str,
+    next_ty: FieldType,
+) -> Option<&'a str> {
+    (ty == FieldType::U64
+        && next_ty == FieldType::Bytes
+        && name.strip_suffix(TRUNCATED_SUFFIX) == Some(next_name))
+    .then_some(next_name)
+}
 
 /// Type of one payload field. Serialized (JSON) as its [`FieldType::name`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldType {
+    /// Unsigned 8-bit integer.
     U8,
+    /// Unsigned 16-bit integer.
     U16,
+    /// Unsigned 32-bit integer.
     U32,
+    /// Unsigned 64-bit integer.
     U64,
+    /// Signed 8-bit integer.
     I8,
+    /// Signed 16-bit integer.
     I16,
+    /// Signed 32-bit integer.
     I32,
+    /// Signed 64-bit integer.
     I64,
+    /// IEEE 754 single precision.
     F32,
+    /// IEEE 754 double precision.
     F64,
+    /// One byte, 0 or 1.
     Bool,
     /// NUL-terminated byte string.
     String,
@@ -75,15 +118,20 @@ impl FieldType {
 /// One named payload field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FieldDesc {
+    /// Field name (`[A-Za-z][A-Za-z0-9_]*`), unique within its event.
     pub name: &'static str,
+    /// Encoding of the field.
     pub ty: FieldType,
 }
 
 /// Static description of one event (tracepoint): `provider:name` and its payload fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EventDesc {
+    /// Provider (the part before `:` in `provider:name`).
     pub provider: &'static str,
+    /// Event name within its provider.
     pub name: &'static str,
+    /// Payload fields, in encoding order.
     pub fields: &'static [FieldDesc],
 }
 
@@ -97,7 +145,9 @@ impl EventDesc {
 /// Owned, serializable form of a [`FieldDesc`] (a schema that crosses a process boundary).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct OwnedFieldDesc {
+    /// Field name.
     pub name: String,
+    /// Encoding of the field.
     #[serde(rename = "type")]
     pub ty: FieldType,
 }
@@ -106,8 +156,11 @@ pub struct OwnedFieldDesc {
 /// recording process (`faultline record`), which has no `'static` descriptions of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct OwnedEventDesc {
+    /// Provider (the part before `:`).
     pub provider: String,
+    /// Event name within its provider.
     pub name: String,
+    /// Payload fields, in encoding order.
     pub fields: Vec<OwnedFieldDesc>,
 }
 
@@ -153,11 +206,17 @@ impl OwnedEventDesc {
 /// A decoded field value (reader side).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// An unsigned integer of any width.
     U(u64),
+    /// A signed integer of any width.
     I(i64),
+    /// A float (`F32` widened to `f64`).
     F(f64),
+    /// A boolean.
     Bool(bool),
+    /// A string's bytes, without the NUL (not checked to be UTF-8).
     Str(Vec<u8>),
+    /// A byte array.
     Bytes(Vec<u8>),
 }
 
@@ -165,11 +224,17 @@ pub enum Value {
 /// [`decode_field`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum FieldValue<'a> {
+    /// An unsigned integer of any width.
     U(u64),
+    /// A signed integer of any width.
     I(i64),
+    /// A float (`F32` widened to `f64`).
     F(f64),
+    /// A boolean.
     Bool(bool),
+    /// A string's bytes, without the NUL (not checked to be UTF-8).
     Str(&'a [u8]),
+    /// A byte array.
     Bytes(&'a [u8]),
 }
 
@@ -226,7 +291,9 @@ impl FieldErrorKind {
 /// Error of [`decode_field`]: what is wrong and the payload offset where it was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldError {
+    /// Payload offset where the problem was found.
     pub offset: usize,
+    /// What is wrong.
     pub kind: FieldErrorKind,
 }
 
@@ -292,8 +359,11 @@ pub fn decode_field<'a>(
 /// Error decoding a payload: which field, where, and why (see [`FieldErrorKind`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeError {
+    /// The field's name.
     pub field: &'static str,
+    /// Payload offset where the problem was found.
     pub offset: usize,
+    /// What is wrong.
     pub kind: FieldErrorKind,
 }
 
@@ -384,6 +454,25 @@ mod tests {
             ty: FieldType::Bool,
         },
     ];
+
+    #[test]
+    fn truncation_count_fields() {
+        use FieldType::*;
+        assert_eq!(
+            truncation_count_of("buf_truncated", U64, "buf", Bytes),
+            Some("buf")
+        );
+        assert_eq!(
+            truncation_count_of("buf_truncated", U32, "buf", Bytes),
+            None
+        );
+        assert_eq!(
+            truncation_count_of("buf_truncated", U64, "buf", String),
+            None
+        );
+        assert_eq!(truncation_count_of("buf_truncated", U64, "bu", Bytes), None);
+        assert_eq!(truncation_count_of("buf", U64, "buf", Bytes), None);
+    }
 
     #[test]
     fn decodes_each_type() {

@@ -1,9 +1,12 @@
 //! Prints ns per operation (no assertions): dispatch cost (enabled tracepoint with a no-op
 //! probe vs a direct call of that probe vs a disabled tracepoint, medians of interleaved
 //! rounds, for each probe kind and each SRCU read-side flavour), disabled tracepoint, enabled
-//! tracepoint with the counter probe (each kind), copy_from_user vs memcpy for 32 bytes.
+//! tracepoint with the counter probe (each kind), copy_from_user vs memcpy for 32 bytes, and
+//! the encoding of a payload with a `RawBuf` field (size + write, next to a `&[u8]` field of
+//! the same length: the raw field adds the fault-tolerant copy and its `_faulted`/`_truncated`
+//! words).
 //! Run: `cargo bench -p faultline-tracepoints --bench tracepoints` (`-- dispatch` for the
-//! dispatch part only).
+//! dispatch part only, `-- encode` for the encoding part only).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -12,13 +15,59 @@ use std::sync::Arc;
 
 use faultline_tracepoints::{
     copy_from_user, copy_from_user_vm, enable, register_probe, set_srcu_flavour, trace, tracepoint,
-    unregister, CounterProbe, Flavour, Payload, Probe, ProbeKind, Tracepoint,
+    unregister, CounterProbe, Flavour, Payload, Probe, ProbeKind, RawBuf, Tracepoint,
 };
 
 tracepoint!(BENCH_OFF, "bench", "off", { v: u64 });
 tracepoint!(BENCH_DISPATCH, "bench", "dispatch", { v: u64 });
 tracepoint!(BENCH_ON, "bench", "on", { v: u64 });
 tracepoint!(BENCH_STR, "bench", "str", { v: u64, s: &str });
+tracepoint!(BENCH_RAW, "bench", "raw", { v: u64, b: RawBuf });
+tracepoint!(BENCH_BYTES, "bench", "bytes", { v: u64, b: &[u8] });
+
+/// A probe that encodes the payload into a buffer, as a recorder does into its reservation.
+struct EncodeProbe(std::sync::Mutex<Vec<u8>>);
+
+impl Probe for EncodeProbe {
+    #[inline(never)]
+    fn call(&self, _tp: &'static Tracepoint, payload: &dyn Payload) {
+        let mut buf = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = payload.size().min(buf.len());
+        black_box(payload.write(&mut buf[..n]));
+    }
+}
+
+/// Encoding cost of `{ u64, RawBuf }` vs `{ u64, &[u8] }` with `len`-byte data: medians of
+/// interleaved rounds, ns per event (dispatch included in both).
+fn encode(len: usize, rounds: usize) {
+    let p = Arc::new(EncodeProbe(std::sync::Mutex::new(vec![0u8; 128 * 1024])));
+    let h1 = register_probe("bench:raw", p.clone(), ProbeKind::Faultable).unwrap();
+    let h2 = register_probe("bench:bytes", p.clone(), ProbeKind::Faultable).unwrap();
+    enable("bench:raw");
+    enable("bench:bytes");
+    let data = vec![0x5au8; len];
+    let iters = 2_000_000 / (1 + len as u64 / 256);
+    let (mut raw, mut bytes) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        raw.push(once(iters, |n| {
+            for i in 0..n {
+                trace!(BENCH_RAW, black_box(i), RawBuf(data.as_ptr(), data.len()));
+            }
+        }));
+        bytes.push(once(iters, |n| {
+            for i in 0..n {
+                trace!(BENCH_BYTES, black_box(i), black_box(&data[..]));
+            }
+        }));
+    }
+    unregister(h1);
+    unregister(h2);
+    let (r, b) = (median(&mut raw), median(&mut bytes));
+    println!(
+        "encode {{u64, RawBuf {len:>5} B}} {r:8.2} ns/event; {{u64, &[u8]}} {b:8.2} ns; ratio {:.3}",
+        r / b
+    );
+}
 
 /// Best of `rounds` runs of `iters` iterations, in ns per iteration.
 fn measure(iters: u64, rounds: usize, mut f: impl FnMut(u64)) -> f64 {
@@ -131,6 +180,12 @@ fn read_side(rounds: usize) {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "encode") {
+        for len in [16, 256, 4096, 65536] {
+            encode(len, 15);
+        }
+        return;
+    }
     read_side(7);
     let only_dispatch = std::env::args().any(|a| a == "dispatch");
     for kind in [ProbeKind::NonFaultable, ProbeKind::Faultable] {
@@ -221,4 +276,7 @@ fn main() {
         }
     });
     println!("copy_from_user, 32 bytes, faulting (null) {bad:7.3} ns/copy (signal round trip)");
+    for len in [16, 256, 4096, 65536] {
+        encode(len, 7);
+    }
 }

@@ -16,7 +16,9 @@
 //!
 //! # Layers
 //! * [`registry`] — [`Tracepoint`], the link-time list of every tracepoint
-//!   ([`TRACEPOINTS`], `linkme`), ids, enable/disable by glob and `FAULTLINE_EVENTS`.
+//!   ([`TRACEPOINTS`], `linkme`), tracepoints registered at run time ([`register`], with
+//!   [`subscribe`] for the consumer that must describe them), ids, enable/disable by glob and
+//!   `FAULTLINE_EVENTS`.
 //! * [`payload`] — the [`Payload`] handed to probes and its byte encoding (the
 //!   `faultline-schema` contract), robust to memory changing between sizing and writing.
 //! * [`probe`] — [`Probe`], registration, dispatch, [`unregister`] /
@@ -33,6 +35,11 @@
 //! arguments are type-checked like a function call); it builds the payload (references to the
 //! arguments, no copy) and calls [`Tracepoint::fire`].
 //!
+//! [`try_trace!`] is the same call site returning a [`TraceOutcome`] (committed, lost and why,
+//! delivered to non-recording probes, or disabled): it calls the generated `__try_fire`, which
+//! calls [`Tracepoint::fire_outcome`], which asks each probe through
+//! [`Probe::call_outcome`] ([`outcome`]). `trace!` does not pay for it.
+//!
 //! # The recorder
 //! A ring-buffer recorder is one more [`Probe`]: in `call` it takes `tp.id()`, asks
 //! `payload.size()` (may fault; preemptible), reserves that many bytes, then
@@ -40,6 +47,7 @@
 //! `WriteOutcome::written` bytes (or the whole slot: the tail is zero-filled).
 
 mod cpu;
+pub mod outcome;
 pub mod payload;
 pub mod probe;
 pub mod registry;
@@ -48,14 +56,19 @@ mod sync;
 pub mod uaccess;
 
 pub use faultline_schema as schema;
-pub use payload::{CStrPtr, Payload, RawBuf, WriteOutcome, MAX_CSTR_LEN, MAX_RAW_LEN};
+pub use outcome::{LossCause, TraceOutcome};
+pub use payload::{
+    CStrPtr, EncodedPayload, Payload, RawBuf, WriteOutcome, MAX_CSTR_LEN, MAX_RAW_LEN,
+};
 pub use probe::{
-    grace_period_busy_polls, reclaim_barrier, register_probe, set_srcu_flavour, srcu_flavour,
-    unregister, unregister_deferred, CounterProbe, Probe, ProbeHandle, ProbeKind, RegisterError,
+    grace_period_busy_polls, reclaim_barrier, register_probe, register_probe_following,
+    set_srcu_flavour, srcu_flavour, unregister, unregister_deferred, CounterProbe, Probe,
+    ProbeHandle, ProbeKind, RegisterError,
 };
 pub use registry::{
-    disable, enable, find, glob_match, matching, set_events, tracepoints, EventSpec, Tracepoint,
-    TRACEPOINTS,
+    all_tracepoints, disable, enable, find, glob_match, matching, register, set_events, subscribe,
+    tracepoints, unsubscribe, EventSpec, Listener, ListenerHandle, Tracepoint, TracepointError,
+    MAX_TRACEPOINTS, TRACEPOINTS,
 };
 pub use srcu::Flavour;
 pub use uaccess::{
@@ -73,7 +86,8 @@ pub mod __private {
 
 /// Declare a tracepoint. Must be used at module level (not inside a function body: the
 /// generated module refers to the static through `super::`):
-/// `tracepoint!(VIS NAME, "provider", "name", { field: Type, ... });`
+/// `tracepoint!(VIS NAME, "provider", "name", { field: Type, ... });`. Doc comments and
+/// attributes written before `VIS NAME`, inside the call, go on the static.
 ///
 /// Field types: `u8`..`u64`, `i8`..`i64`, `f32`, `f64`, `bool`, `&str`, `&[u8]`, [`CStrPtr`],
 /// [`RawBuf`]. Defines `static NAME: Tracepoint` (registered in [`TRACEPOINTS`] at link time)
@@ -81,7 +95,8 @@ pub mod __private {
 /// `__fire` function [`trace!`] calls.
 #[macro_export]
 macro_rules! tracepoint {
-    ($vis:vis $name:ident, $provider:expr, $event:expr, { $($field:ident : $ty:ty),* $(,)? } $(,)?) => {
+    ($(#[$attr:meta])* $vis:vis $name:ident, $provider:expr, $event:expr, { $($field:ident : $ty:ty),* $(,)? } $(,)?) => {
+        $(#[$attr])*
         $vis static $name: $crate::Tracepoint = $crate::Tracepoint::new(&$name::DESC);
 
         #[allow(non_snake_case, unused_imports, dead_code, unused_mut, unused_assignments)]
@@ -90,7 +105,8 @@ macro_rules! tracepoint {
         $vis mod $name {
             use super::*;
 
-            const N: usize = 0 $(+ 1 + (<$ty as $crate::__private::FieldValue>::RAW as usize))*;
+            const N: usize = 0 $(+ 1 + (<$ty as $crate::__private::FieldValue>::RAW as usize)
+                + (<$ty as $crate::__private::FieldValue>::TRUNCATED as usize))*;
 
             pub(super) static FIELDS: [$crate::__private::FieldDesc; N] = {
                 let mut out = [$crate::__private::FieldDesc {
@@ -103,6 +119,13 @@ macro_rules! tracepoint {
                         out[i] = $crate::__private::FieldDesc {
                             name: concat!(stringify!($field), "_faulted"),
                             ty: $crate::__private::FieldType::U32,
+                        };
+                        i += 1;
+                    }
+                    if <$ty as $crate::__private::FieldValue>::TRUNCATED {
+                        out[i] = $crate::__private::FieldDesc {
+                            name: concat!(stringify!($field), "_truncated"),
+                            ty: $crate::__private::FieldType::U64,
                         };
                         i += 1;
                     }
@@ -131,6 +154,12 @@ macro_rules! tracepoint {
                 let payload = $crate::__private::FieldsPayload($crate::__nest!($(&$field),*));
                 super::$name.fire(&payload);
             }
+
+            #[inline(never)]
+            pub fn __try_fire($($field: $ty),*) -> $crate::TraceOutcome {
+                let payload = $crate::__private::FieldsPayload($crate::__nest!($(&$field),*));
+                super::$name.fire_outcome(&payload)
+            }
         }
     };
 }
@@ -142,6 +171,37 @@ macro_rules! trace {
     ($($tp:ident)::+ $(, $arg:expr)* $(,)?) => {
         if $($tp)::+.is_active() {
             $($tp)::+::__fire($($arg),*);
+        }
+    };
+}
+
+/// Hit a tracepoint and learn what became of the event: `try_trace!(NAME, arg, ...)` takes
+/// the arguments of [`trace!`] and returns a [`TraceOutcome`]. The arguments are evaluated
+/// only if the tracepoint is active; otherwise the answer is [`TraceOutcome::Disabled`].
+///
+/// ```
+/// use faultline_tracepoints::{tracepoint, try_trace, TraceOutcome};
+///
+/// tracepoint!(pub UPLOAD, "myapp", "upload", { bytes: u64 });
+///
+/// fn upload(bytes: u64, lost: &mut u64) {
+///     match try_trace!(UPLOAD, bytes) {
+///         TraceOutcome::Lost(cause) => {
+///             *lost += 1;
+///             eprintln!("upload event lost: {cause}");
+///         }
+///         TraceOutcome::Committed { .. } | TraceOutcome::Delivered | TraceOutcome::Disabled => {}
+///     }
+/// }
+/// # fn main() { let mut n = 0; upload(1, &mut n); assert_eq!(n, 0); }
+/// ```
+#[macro_export]
+macro_rules! try_trace {
+    ($($tp:ident)::+ $(, $arg:expr)* $(,)?) => {
+        if $($tp)::+.is_active() {
+            $($tp)::+::__try_fire($($arg),*)
+        } else {
+            $crate::TraceOutcome::Disabled
         }
     };
 }

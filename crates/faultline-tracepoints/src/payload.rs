@@ -2,7 +2,8 @@
 //!
 //! The encoding is the contract with readers and is defined in `faultline-schema`: fields back
 //! to back, little-endian, no padding; `String` = bytes + NUL, `Bytes` = `u32` length + bytes;
-//! raw kinds ([`CStrPtr`], [`RawBuf`]) are preceded by a `U32` `<name>_faulted` field.
+//! raw kinds ([`CStrPtr`], [`RawBuf`]) are preceded by a `U32` `<name>_faulted` field, and a
+//! [`RawBuf`] also by a `U64` `<name>_truncated` field (after `_faulted`).
 //!
 //! # Two phases
 //! A probe that records an event first calls [`Payload::size`] (may touch and fault in the
@@ -14,7 +15,8 @@
 //! except a C string behind a later [`CStrPtr`], which counts as its 5-byte minimum because
 //! measuring it would read untrusted memory again), but never less than its own minimum and
 //! never so much that a later field loses its minimum (fixed-size: its size; string: its NUL;
-//! bytes: its length word; raw kinds: plus the `_faulted` word). A field that no longer fits
+//! bytes: its length word; raw kinds: plus the `_faulted` word, and the `_truncated` word for a
+//! [`RawBuf`]). A field that no longer fits
 //! its budget is cut (strings stay NUL-terminated), and [`WriteOutcome`] reports it. So a
 //! string that grew after sizing is cut to the room it was sized for, and the fields after it
 //! are intact. The part of `dst` after the encoding is zero-filled. If nothing changed, `write`
@@ -29,8 +31,11 @@
 //!   reading stopped at an unreadable byte (null pointer included): the string is cut there and
 //!   the length of the rest cannot be known. A string longer than the limit is cut (truncation,
 //!   not a fault).
-//! * [`RawBuf`]: `min(len, MAX_RAW_LEN)` bytes read with [`copy_from_user`];
-//!   `<name>_faulted` is the number of those bytes that could not be read (zero-filled).
+//! * [`RawBuf`]: `min(len, MAX_RAW_LEN)` bytes read with [`copy_from_user`] (fewer if the
+//!   field's budget is smaller); `<name>_faulted` is the number of those bytes that could not
+//!   be read (zero-filled); `<name>_truncated` is the number of bytes of the buffer that were
+//!   **not recorded** (`len` minus the recorded length: cut by [`MAX_RAW_LEN`] or by the
+//!   budget), 0 when the whole buffer was recorded.
 
 use std::ffi::c_char;
 
@@ -153,6 +158,8 @@ pub trait FieldValue {
     const TYPE: FieldType;
     /// Preceded by a `U32` `<name>_faulted` field.
     const RAW: bool;
+    /// Preceded (after `_faulted`) by a `U64` `<name>_truncated` field: bytes not recorded.
+    const TRUNCATED: bool = false;
     /// Smallest encoding (what must stay free for this field when earlier ones are budgeted).
     const MIN_SIZE: usize;
     /// Encoded size (sizing phase; may read untrusted memory).
@@ -306,7 +313,9 @@ impl FieldValue for CStrPtr {
 impl FieldValue for RawBuf {
     const TYPE: FieldType = FieldType::Bytes;
     const RAW: bool = true;
-    const MIN_SIZE: usize = 8;
+    const TRUNCATED: bool = true;
+    /// `_faulted` (4) + `_truncated` (8) + the length word (4).
+    const MIN_SIZE: usize = 16;
     fn touch(&self) {
         let len = self.1.min(MAX_RAW_LEN);
         if self.0.is_null() || len == 0 {
@@ -322,23 +331,28 @@ impl FieldValue for RawBuf {
         }
     }
     fn size(&self) -> usize {
-        8 + self.1.min(MAX_RAW_LEN)
+        Self::MIN_SIZE + self.1.min(MAX_RAW_LEN)
     }
     fn wanted(&self) -> usize {
         self.size()
     }
     fn encode(&self, w: &mut Writer<'_>, budget: usize) {
-        if budget < 8 {
+        if budget < Self::MIN_SIZE {
             w.truncated = true;
-            w.put(&[0; 8][..budget.min(8)]);
+            w.put(&[0; Self::MIN_SIZE][..budget.min(Self::MIN_SIZE)]);
             return;
         }
         let want = self.1.min(MAX_RAW_LEN);
-        let n = want.min(budget - 8);
+        let n = want.min(budget - Self::MIN_SIZE);
         w.truncated |= n < want;
         let at = w.pos;
-        w.put_u32_at(at + 4, n as u32);
-        w.pos += 8;
+        // Bytes of the buffer not recorded: cut by MAX_RAW_LEN or by the budget.
+        let cut = (self.1 - n) as u64;
+        if let Some(s) = w.buf.get_mut(at + 4..at + 12) {
+            s.copy_from_slice(&cut.to_le_bytes());
+        }
+        w.put_u32_at(at + 12, n as u32);
+        w.pos += Self::MIN_SIZE;
         let dst = &mut w.buf[w.pos..w.pos + n];
         let left = if self.0.is_null() {
             dst.fill(0);
@@ -436,5 +450,44 @@ impl<F: Fields> Payload for FieldsPayload<F> {
         let mut w = Writer::new(dst);
         self.0.encode(&mut w);
         w.finish()
+    }
+}
+
+/// A payload already encoded by the caller (the [`faultline_schema`] encoding of its
+/// tracepoint's fields), e.g. by a bridge from another instrumentation API that visits its
+/// values itself. Its size never changes between sizing and writing; a `dst` shorter than it
+/// gets nothing (`written == 0`, `truncated`), since a cut encoding would not decode.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodedPayload<'a>(pub &'a [u8]);
+
+impl Payload for EncodedPayload<'_> {
+    #[inline]
+    fn size(&self) -> usize {
+        self.0.len()
+    }
+
+    #[inline]
+    fn write(&self, dst: &mut [u8]) -> WriteOutcome {
+        match dst.get_mut(..self.0.len()) {
+            Some(d) => {
+                d.copy_from_slice(self.0);
+                if let Some(rest) = dst.get_mut(self.0.len()..) {
+                    rest.fill(0);
+                }
+                WriteOutcome {
+                    written: self.0.len(),
+                    faulted: 0,
+                    truncated: false,
+                }
+            }
+            None => {
+                dst.fill(0);
+                WriteOutcome {
+                    written: 0,
+                    faulted: 0,
+                    truncated: true,
+                }
+            }
+        }
     }
 }

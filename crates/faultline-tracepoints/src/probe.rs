@@ -36,13 +36,22 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use crate::registry::{self, domains, update_active, ProbeEntry, Tracepoint};
 use crate::srcu::{rcu_swap, Flavour};
-use crate::Payload;
+use crate::{Payload, TraceOutcome};
 
 /// A probe: called synchronously by every hit of the tracepoints it is registered on.
 pub trait Probe: Send + Sync + 'static {
     /// Handle one event. `payload` can be sized and encoded (see [`Payload`]); `tp` gives the
     /// event id and schema.
     fn call(&self, tp: &'static Tracepoint, payload: &dyn Payload);
+
+    /// Handle one event like [`call`](Probe::call) and say what became of it; called instead
+    /// of `call` by [`try_trace!`](crate::try_trace). The default calls `call` and answers
+    /// [`TraceOutcome::Delivered`]; a probe that records into a buffer overrides it to report
+    /// the commit or the loss and its cause.
+    fn call_outcome(&self, tp: &'static Tracepoint, payload: &dyn Payload) -> TraceOutcome {
+        self.call(tp, payload);
+        TraceOutcome::Delivered
+    }
 }
 
 /// How a probe may behave, which decides which grace-period domain protects it.
@@ -115,6 +124,23 @@ impl ProbeArray {
             p.call(tp, payload);
         }
     }
+
+    /// Call every probe, in registration order, through [`Probe::call_outcome`], and
+    /// combine their outcomes ([`TraceOutcome::merge`]).
+    #[inline]
+    pub(crate) fn call_all_outcome(
+        &self,
+        tp: &'static Tracepoint,
+        payload: &dyn Payload,
+    ) -> TraceOutcome {
+        // SAFETY: as in `call_all`: `first` points into the Arc held by `probes[0]`, which
+        // lives as long as `self`.
+        let mut out = unsafe { &*self.first }.call_outcome(tp, payload);
+        for p in self.probes[1..].iter() {
+            out = out.merge(p.call_outcome(tp, payload));
+        }
+        out
+    }
 }
 
 /// A retired probe array, to drop after a grace period of domain `kind`.
@@ -145,7 +171,7 @@ impl Retired {
 /// old array, if any. Caller holds the state lock. Only the kind that changed is republished,
 /// so an update never has to wait for the other kind's readers.
 fn publish(st: &registry::State, id: usize, kind: ProbeKind) -> Option<Retired> {
-    let tp = registry::registry().tps[id];
+    let tp = st.tp(id)?;
     let probes: Box<[Arc<dyn Probe>]> = st.probes[id]
         .iter()
         .filter(|e| e.kind == kind)
@@ -190,23 +216,89 @@ pub fn register_probe(
     probe: Arc<dyn Probe>,
     kind: ProbeKind,
 ) -> Result<ProbeHandle, RegisterError> {
-    domains();
-    let reg = registry::registry();
-    let mut st = registry::state();
-    let ids: Vec<usize> = reg
-        .tps
+    register_inner(tracepoint_or_glob, probe, kind, false)
+}
+
+/// Like [`register_probe`], and also attach `probe` to every tracepoint
+/// [`register`](crate::register)ed later whose name matches `glob` (until [`unregister`]).
+/// Matching nothing now is not an error.
+pub fn register_probe_following(glob: &str, probe: Arc<dyn Probe>, kind: ProbeKind) -> ProbeHandle {
+    match register_inner(glob, probe, kind, true) {
+        Ok(h) => h,
+        // Unreachable: `follow` never reports NoMatch; an empty handle is still correct.
+        Err(_) => ProbeHandle {
+            id: 0,
+            tracepoints: Vec::new(),
+        },
+    }
+}
+
+/// Attach the following probes whose glob matches to run-time tracepoint `id` (just
+/// registered: its arrays are null, so nothing is retired). Caller holds the state lock.
+pub(crate) fn attach_following(st: &mut registry::State, id: usize) {
+    let Some(tp) = st.tp(id) else {
+        return;
+    };
+    let name = tp.full_name();
+    let add: Vec<ProbeEntry> = st
+        .follow
         .iter()
-        .enumerate()
-        .filter(|(_, tp)| {
-            registry::glob_match(tracepoint_or_glob.as_bytes(), tp.full_name().as_bytes())
+        .filter(|f| registry::glob_match(f.glob.as_bytes(), name.as_bytes()))
+        .map(|f| ProbeEntry {
+            handle: f.handle,
+            kind: f.kind,
+            probe: f.probe.clone(),
         })
-        .map(|(i, _)| i)
         .collect();
-    if ids.is_empty() {
+    if add.is_empty() {
+        return;
+    }
+    let mut kinds = [false; 2];
+    for e in add {
+        kinds[e.kind as usize] = true;
+        if let Some(list) = st.probes.get_mut(id) {
+            list.push(e);
+        }
+    }
+    let mut retired = Vec::new();
+    for kind in [ProbeKind::NonFaultable, ProbeKind::Faultable] {
+        if kinds[kind as usize] {
+            retired.extend(publish(st, id, kind));
+        }
+    }
+    // A fresh tracepoint had no arrays; should there be any, free them safely.
+    defer(retired);
+}
+
+fn register_inner(
+    tracepoint_or_glob: &str,
+    probe: Arc<dyn Probe>,
+    kind: ProbeKind,
+    follow: bool,
+) -> Result<ProbeHandle, RegisterError> {
+    domains();
+    let mut st = registry::state();
+    let n = st.probes.len();
+    let ids: Vec<usize> = (0..n)
+        .filter(|&i| {
+            st.tp(i).is_some_and(|tp| {
+                registry::glob_match(tracepoint_or_glob.as_bytes(), tp.full_name().as_bytes())
+            })
+        })
+        .collect();
+    if ids.is_empty() && !follow {
         return Err(RegisterError::NoMatch(tracepoint_or_glob.to_string()));
     }
     let handle = st.next_handle;
     st.next_handle += 1;
+    if follow {
+        st.follow.push(registry::FollowEntry {
+            handle,
+            glob: tracepoint_or_glob.to_string(),
+            kind,
+            probe: probe.clone(),
+        });
+    }
     let mut retired = Vec::new();
     for &id in &ids {
         st.probes[id].push(ProbeEntry {
@@ -228,8 +320,9 @@ pub fn register_probe(
 fn detach(handle: &ProbeHandle) -> Vec<Retired> {
     let mut st = registry::state();
     let mut retired = Vec::new();
-    for &id in &handle.tracepoints {
-        let id = id as usize;
+    st.follow.retain(|f| f.handle != handle.id);
+    // Every tracepoint: a following probe may have been attached after the handle was made.
+    for id in 0..st.probes.len() {
         let Some(list) = st.probes.get_mut(id) else {
             continue;
         };
@@ -351,9 +444,10 @@ pub fn grace_period_busy_polls(kind: ProbeKind) -> u64 {
 /// Choose the read-side flavour of both domains (see [`srcu`](crate::srcu)): the rseq flavour
 /// (no locked instruction on the tracing path; chosen at start-up with `FAULTLINE_SRCU=rseq`)
 /// or the atomic one (two `lock xadd` per event; the default and the fallback: it measured
-/// cheaper inside `fire` on our development machine). Returns the flavour in effect (asking for [`Flavour::Rseq`] where it is not
-/// available gives [`Flavour::Atomic`]). Safe at any time, with probes running; may wait for
-/// a grace period in progress. Must not be called from inside a probe.
+/// cheaper inside `fire` on our development machine). Returns the flavour in effect (asking
+/// for [`Flavour::Rseq`] where it is not available gives [`Flavour::Atomic`]). Safe at any
+/// time, with probes running; may wait for a grace period in progress. Must not be called from
+/// inside a probe.
 pub fn set_srcu_flavour(flavour: Flavour) -> Flavour {
     let d = domains();
     let got = d[0].set_flavour(flavour);

@@ -26,14 +26,32 @@
 //! Who writes what: the registry state (enabled flags, probe lists, ids) is written only under
 //! the registry mutex; each tracepoint's `active` flag and probe-array pointers are written only
 //! under it too and read lock-free by the call sites.
+//!
+//! # Tracepoints registered at run time
+//! [`register`] adds a tracepoint whose description is only known while the program runs (a
+//! `tracing` callsite hit for the first time, for instance): the [`Tracepoint`] is leaked (it
+//! lives as long as the process, like a static one) and gets the next id after every tracepoint
+//! registered so far (ids of the link-time ones stay `0..n`; run-time ids follow, in order of
+//! registration, and are never reused). Names are unique: registering a `provider:name` that
+//! exists is refused. At most [`MAX_TRACEPOINTS`] tracepoints in all.
+//!
+//! Under the registry mutex, in this order: the id is assigned; the enabling rules in force are
+//! applied (the last [`set_events`] spec, then the [`enable`]/[`disable`] globs given since);
+//! every *listener* ([`subscribe`]) is called; the probes registered with
+//! [`register_probe_following`](crate::register_probe_following) whose glob matches are
+//! attached; only then can the tracepoint become active. So a listener (the consumer that
+//! writes the trace metadata) learns of a class **before** any record of it can be committed.
+//! Listeners run under the registry mutex: they must not call into this registry and should
+//! not block for long.
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use faultline_schema::EventDesc;
 
 use crate::probe::{Probe, ProbeArray, ProbeKind};
 use crate::srcu::{rcu_is_null, rcu_load, Flavour, Srcu};
+use crate::TraceOutcome;
 
 /// Every tracepoint linked into the executable (unordered; see [`tracepoints`] for the sorted,
 /// numbered list).
@@ -46,6 +64,8 @@ pub struct Tracepoint {
     active: AtomicBool,
     id: AtomicU32,
     desc: &'static EventDesc,
+    /// Whether a field copies untrusted memory: 0 not computed yet, 1 no, 2 yes.
+    raw: AtomicU8,
     /// Probe arrays (null when empty), one per kind, each protected by its kind's SRCU domain.
     pub(crate) arrays: [AtomicPtr<ProbeArray>; 2],
 }
@@ -58,6 +78,7 @@ impl Tracepoint {
             active: AtomicBool::new(false),
             id: AtomicU32::new(u32::MAX),
             desc,
+            raw: AtomicU8::new(0),
             arrays: [
                 AtomicPtr::new(std::ptr::null_mut()),
                 AtomicPtr::new(std::ptr::null_mut()),
@@ -81,6 +102,25 @@ impl Tracepoint {
         }
         registry();
         self.id.load(Ordering::Relaxed)
+    }
+
+    /// Whether the event has fields copied from untrusted memory (the `<name>_faulted` field
+    /// [`tracepoint!`](crate::tracepoint) puts before each raw field). Computed once.
+    pub fn has_raw_fields(&self) -> bool {
+        // Relaxed: a cache of a pure function of the immutable description.
+        match self.raw.load(Ordering::Relaxed) {
+            1 => false,
+            2 => true,
+            _ => {
+                let raw = self
+                    .desc
+                    .fields
+                    .iter()
+                    .any(|f| f.name.ends_with("_faulted"));
+                self.raw.store(1 + raw as u8, Ordering::Relaxed);
+                raw
+            }
+        }
     }
 
     /// `provider:name`.
@@ -114,6 +154,30 @@ impl Tracepoint {
         if !rcu_is_null(&self.arrays[ProbeKind::Faultable as usize]) {
             self.fire_kind(ProbeKind::Faultable, payload);
         }
+    }
+
+    /// Call every probe registered on this tracepoint with `payload`, like
+    /// [`fire`](Self::fire), and return what became of the event (see [`TraceOutcome`]):
+    /// [`TraceOutcome::Disabled`] if no probe ran. Call sites reach it through
+    /// [`try_trace!`](crate::try_trace).
+    pub fn fire_outcome(&'static self, payload: &dyn crate::Payload) -> TraceOutcome {
+        let mut out = TraceOutcome::Disabled;
+        for kind in [ProbeKind::NonFaultable, ProbeKind::Faultable] {
+            if rcu_is_null(&self.arrays[kind as usize]) {
+                continue;
+            }
+            let Some(domains) = DOMAINS.get() else {
+                return out;
+            };
+            let guard = domains[kind as usize].read_lock();
+            // SAFETY: as in `fire_kind`: `arrays[k]` only holds null or leaked
+            // `Box<ProbeArray>`s published with rcu_swap, freed only after a grace period of
+            // domain k, and we hold a read-side section of domain k.
+            if let Some(a) = unsafe { rcu_load(&self.arrays[kind as usize], &guard) } {
+                out = out.merge(a.call_all_outcome(self, payload));
+            }
+        }
+        out
     }
 
     /// Call the probes of one kind inside a read-side section of that kind's domain.
@@ -165,10 +229,153 @@ pub(crate) struct ProbeEntry {
     pub(crate) probe: Arc<dyn Probe>,
 }
 
+/// A probe registered with [`register_probe_following`](crate::register_probe_following):
+/// attached to every tracepoint registered later whose name matches `glob`.
+pub(crate) struct FollowEntry {
+    pub(crate) handle: u64,
+    pub(crate) glob: String,
+    pub(crate) kind: ProbeKind,
+    pub(crate) probe: Arc<dyn Probe>,
+}
+
+/// Called for every tracepoint registered at run time (see the module docs).
+pub type Listener = Arc<dyn Fn(&'static Tracepoint) + Send + Sync>;
+
+/// Returned by [`subscribe`]; pass it to [`unsubscribe`].
+#[must_use = "a listener stays registered until its handle is passed to unsubscribe"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct ListenerHandle(u64);
+
+/// The enabling rules in force: the last [`set_events`] spec, then the [`enable`] / [`disable`]
+/// globs given since (a later rule wins; a repeated glob replaces its earlier entry).
+#[derive(Default)]
+pub(crate) struct Rules {
+    spec: EventSpec,
+    ops: Vec<(String, bool)>,
+}
+
+impl Rules {
+    fn enabled(&self, full_name: &str) -> bool {
+        let mut on = self.spec.matches(full_name);
+        for (g, v) in &self.ops {
+            if glob_match(g.as_bytes(), full_name.as_bytes()) {
+                on = *v;
+            }
+        }
+        on
+    }
+
+    fn push(&mut self, glob: &str, on: bool) {
+        self.ops.retain(|(g, _)| g != glob);
+        self.ops.push((glob.to_string(), on));
+    }
+}
+
 pub(crate) struct State {
+    /// Indexed by id (link-time tracepoints first, then the run-time ones).
     pub(crate) enabled: Vec<bool>,
     pub(crate) probes: Vec<Vec<ProbeEntry>>,
     pub(crate) next_handle: u64,
+    /// Tracepoints registered at run time: id = number of link-time tracepoints + index.
+    pub(crate) dynamic: Vec<&'static Tracepoint>,
+    rules: Rules,
+    pub(crate) follow: Vec<FollowEntry>,
+    listeners: Vec<(u64, Listener)>,
+}
+
+impl State {
+    /// The tracepoint with id `id`, if any.
+    pub(crate) fn tp(&self, id: usize) -> Option<&'static Tracepoint> {
+        let tps = &registry().tps;
+        match id.checked_sub(tps.len()) {
+            None => tps.get(id).copied(),
+            Some(i) => self.dynamic.get(i).copied(),
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &'static Tracepoint> + '_ {
+        registry()
+            .tps
+            .iter()
+            .copied()
+            .chain(self.dynamic.iter().copied())
+    }
+}
+
+/// Most tracepoints (link-time and run-time together) a process can have.
+pub const MAX_TRACEPOINTS: usize = 1 << 16;
+
+/// Why [`register`] refused a tracepoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TracepointError {
+    /// A tracepoint with this `provider:name` exists.
+    Duplicate(String),
+    /// [`MAX_TRACEPOINTS`] reached.
+    TooMany,
+}
+
+impl std::fmt::Display for TracepointError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TracepointError::Duplicate(n) => write!(f, "a tracepoint named `{n}` exists"),
+            TracepointError::TooMany => {
+                write!(f, "too many tracepoints (at most {MAX_TRACEPOINTS})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TracepointError {}
+
+/// Register a tracepoint described at run time (module docs, "Tracepoints registered at run
+/// time"). `desc` must live for the rest of the process (leak it or keep it in a static).
+pub fn register(desc: &'static EventDesc) -> Result<&'static Tracepoint, TracepointError> {
+    let reg = registry();
+    let mut st = state();
+    let name = desc.full_name();
+    if st.all().any(|tp| name_eq(tp, &name)) {
+        return Err(TracepointError::Duplicate(name));
+    }
+    let id = reg.tps.len() + st.dynamic.len();
+    if id >= MAX_TRACEPOINTS {
+        return Err(TracepointError::TooMany);
+    }
+    let tp: &'static Tracepoint = Box::leak(Box::new(Tracepoint::new(desc)));
+    // Relaxed: see Tracepoint::id (written under the mutex, before any probe can reach it).
+    tp.id.store(id as u32, Ordering::Relaxed);
+    st.dynamic.push(tp);
+    let on = st.rules.enabled(&name);
+    st.enabled.push(on);
+    st.probes.push(Vec::new());
+    // The consumer learns of the class before any record of it can exist.
+    for (_, l) in &st.listeners {
+        l(tp);
+    }
+    crate::probe::attach_following(&mut st, id);
+    update_active(&st, id);
+    Ok(tp)
+}
+
+/// Register `listener`, called for every tracepoint [`register`]ed from now on (module docs);
+/// returns, atomically with the registration, every tracepoint that exists now (link-time and
+/// run-time, by id), so that none is missed or seen twice.
+pub fn subscribe(listener: Listener) -> (Vec<&'static Tracepoint>, ListenerHandle) {
+    let mut st = state();
+    let h = st.next_handle;
+    st.next_handle += 1;
+    st.listeners.push((h, listener));
+    let all = st.all().collect();
+    (all, ListenerHandle(h))
+}
+
+/// Remove a listener. When this returns the listener is not running and will not be called.
+pub fn unsubscribe(h: ListenerHandle) {
+    state().listeners.retain(|(id, _)| *id != h.0);
+}
+
+/// Every tracepoint, link-time and run-time, index = [`Tracepoint::id`] (a snapshot).
+pub fn all_tracepoints() -> Vec<&'static Tracepoint> {
+    state().all().collect()
 }
 
 pub(crate) struct Registry {
@@ -192,10 +399,11 @@ pub(crate) fn registry() -> &'static Registry {
             tp.id.store(i as u32, Ordering::Relaxed);
         }
         let mut enabled = vec![false; tps.len()];
+        let mut rules = Rules::default();
         if let Ok(spec) = std::env::var("FAULTLINE_EVENTS") {
-            let spec = EventSpec::parse(&spec);
+            rules.spec = EventSpec::parse(&spec);
             for (e, tp) in enabled.iter_mut().zip(&tps) {
-                *e = spec.matches(&tp.full_name());
+                *e = rules.spec.matches(&tp.full_name());
             }
         }
         let probes = tps.iter().map(|_| Vec::new()).collect();
@@ -205,6 +413,10 @@ pub(crate) fn registry() -> &'static Registry {
                 enabled,
                 probes,
                 next_handle: 1,
+                dynamic: Vec::new(),
+                rules,
+                follow: Vec::new(),
+                listeners: Vec::new(),
             }),
         }
     })
@@ -216,24 +428,25 @@ pub(crate) fn state() -> MutexGuard<'static, State> {
 
 /// Recompute tracepoint `id`'s active flag. Caller holds the state lock.
 pub(crate) fn update_active(st: &State, id: usize) {
-    let tp = registry().tps[id];
-    let on = st.enabled[id] && !st.probes[id].is_empty();
+    let Some(tp) = st.tp(id) else {
+        return;
+    };
+    let on = st.enabled.get(id).copied().unwrap_or(false)
+        && st.probes.get(id).is_some_and(|p| !p.is_empty());
     // Relaxed: the flag is a hint for the call site (see is_active); the probe arrays it leads
     // to are published with SeqCst swaps.
     tp.active.store(on, Ordering::Relaxed);
 }
 
-/// All tracepoints in the executable, sorted by name, index = [`Tracepoint::id`].
+/// The tracepoints linked into the executable, sorted by name, index = [`Tracepoint::id`]
+/// (run-time ones: [`all_tracepoints`]).
 pub fn tracepoints() -> &'static [&'static Tracepoint] {
     &registry().tps
 }
 
-/// The tracepoint named exactly `provider:name`.
+/// The tracepoint named exactly `provider:name` (link-time or run-time).
 pub fn find(full_name: &str) -> Option<&'static Tracepoint> {
-    tracepoints()
-        .iter()
-        .copied()
-        .find(|tp| name_eq(tp, full_name))
+    state().all().find(|tp| name_eq(tp, full_name))
 }
 
 fn name_eq(tp: &Tracepoint, full: &str) -> bool {
@@ -243,20 +456,21 @@ fn name_eq(tp: &Tracepoint, full: &str) -> bool {
 
 /// Tracepoints whose `provider:name` matches `glob` (`*`, `?`; anything else literal).
 pub fn matching(glob: &str) -> Vec<&'static Tracepoint> {
-    tracepoints()
-        .iter()
-        .copied()
+    all_tracepoints()
+        .into_iter()
         .filter(|tp| glob_match(glob.as_bytes(), tp.full_name().as_bytes()))
         .collect()
 }
 
 /// Enable the tracepoints matching `glob`; returns how many matched.
 pub fn enable(glob: &str) -> usize {
+    state().rules.push(glob, true);
     set_enabled(|name| glob_match(glob.as_bytes(), name.as_bytes()).then_some(true))
 }
 
 /// Disable the tracepoints matching `glob`; returns how many matched.
 pub fn disable(glob: &str) -> usize {
+    state().rules.push(glob, false);
     set_enabled(|name| glob_match(glob.as_bytes(), name.as_bytes()).then_some(false))
 }
 
@@ -264,15 +478,20 @@ pub fn disable(glob: &str) -> usize {
 /// `FAULTLINE_EVENTS`); returns how many are now enabled.
 pub fn set_events(spec: &str) -> usize {
     let spec = EventSpec::parse(spec);
+    state().rules = Rules {
+        spec: spec.clone(),
+        ops: Vec::new(),
+    };
     set_enabled(|name| Some(spec.matches(name)));
-    tracepoints().iter().filter(|t| t.is_enabled()).count()
+    let st = state();
+    st.enabled.iter().filter(|&&e| e).count()
 }
 
 fn set_enabled(f: impl Fn(&str) -> Option<bool>) -> usize {
-    let reg = registry();
     let mut st = state();
     let mut n = 0;
-    for (id, tp) in reg.tps.iter().enumerate() {
+    let all: Vec<&'static Tracepoint> = st.all().collect();
+    for (id, tp) in all.into_iter().enumerate() {
         if let Some(on) = f(&tp.full_name()) {
             n += 1;
             st.enabled[id] = on;

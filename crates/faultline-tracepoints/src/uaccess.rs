@@ -504,6 +504,7 @@ fn page_size() -> usize {
 /// read before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StrFault {
+    /// Bytes read before the unreadable one.
     pub readable: usize,
 }
 

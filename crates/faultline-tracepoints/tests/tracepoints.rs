@@ -14,7 +14,7 @@ use faultline_tracepoints::{
     RegisterError, Tracepoint, WriteOutcome, MAX_CSTR_LEN,
 };
 
-tracepoint!(pub ALL_TYPES, "tp_all", "types", {
+tracepoint!(ALL_TYPES, "tp_all", "types", {
     a: u8, b: u16, c: u32, d: u64, e: i8, f: i16, g: i32, h: i64, x: f32, y: f64, t: bool,
     s: &str, bs: &[u8], cs: CStrPtr, rb: RawBuf,
 });
@@ -31,9 +31,9 @@ tracepoint!(BLOCK, "tp_block", "blocking", { v: u64 });
 tracepoint!(DEFER, "tp_defer", "deferred", {});
 tracepoint!(SWITCH, "tp_switch", "flavour", { v: u64 });
 tracepoint!(SIGNAL, "tp_signal", "nested", { v: u64 });
-tracepoint!(pub ENV_A, "tp_env", "a", {});
-tracepoint!(pub ENV_B, "tp_env", "b", {});
-tracepoint!(pub ENV_SECRET, "tp_env", "secret", {});
+tracepoint!(ENV_A, "tp_env", "a", {});
+tracepoint!(ENV_B, "tp_env", "b", {});
+tracepoint!(ENV_SECRET, "tp_env", "secret", {});
 
 /// One captured event: id, size(), encoded bytes, outcome.
 type Event = (u32, usize, Vec<u8>, WriteOutcome);
@@ -83,6 +83,7 @@ fn event_desc_lists_fields_with_raw_expansion() {
         ("cs_faulted", U32),
         ("cs", String),
         ("rb_faulted", U32),
+        ("rb_truncated", U64),
         ("rb", Bytes),
     ];
     assert_eq!(got, want);
@@ -236,6 +237,7 @@ fn expected_all_types_bytes(cstr: &[u8], raw: &[u8]) -> Vec<u8> {
     p.extend_from_slice(cstr);
     p.push(0);
     p.extend_from_slice(&0u32.to_le_bytes());
+    p.extend_from_slice(&0u64.to_le_bytes());
     p.extend_from_slice(&(raw.len() as u32).to_le_bytes());
     p.extend_from_slice(raw);
     p
@@ -301,6 +303,7 @@ fn payload_encodes_every_type_and_decodes_byte_exactly() {
             Value::Bytes(vec![0, 255, 7]),
             Value::U(0),
             Value::Str(b"worker-1".to_vec()),
+            Value::U(0),
             Value::U(0),
             Value::Bytes(raw.to_vec()),
         ]
@@ -405,6 +408,7 @@ fn raw_fields_with_bad_pointers_record_faults() {
             Value::U(1),
             Value::Str(vec![]),
             Value::U(10),
+            Value::U(0),
             Value::Bytes(vec![0; 10]),
             Value::U(77)
         ]
@@ -416,6 +420,7 @@ fn raw_fields_with_bad_pointers_record_faults() {
             Value::U(1),
             Value::Str(b"zzz".to_vec()),
             Value::U(10),
+            Value::U(0),
             Value::Bytes([vec![b'z'; 6], vec![0; 10]].concat()),
             Value::U(78)
         ]
@@ -429,6 +434,7 @@ fn raw_fields_with_bad_pointers_record_faults() {
         vec![
             Value::U(0),
             Value::Str(vec![b'q'; MAX_CSTR_LEN]),
+            Value::U(0),
             Value::U(0),
             Value::Bytes(vec![b'q'; 2]),
             Value::U(79)
@@ -479,8 +485,8 @@ fn write_survives_memory_changing_after_size() {
         Value::Str(b"GGGG".to_vec()),
         "cut to the sized budget"
     );
-    assert_eq!(v[3], Value::Bytes(vec![1, 2, 3]), "later fields intact");
-    assert_eq!(v[4], Value::U(5));
+    assert_eq!(v[4], Value::Bytes(vec![1, 2, 3]), "later fields intact");
+    assert_eq!(v[5], Value::U(5));
 
     // The string shrinks: fewer bytes written, tail zero-filled, still decodes.
     *racer.between.lock().unwrap() = Some(Box::new(move || {
@@ -499,10 +505,10 @@ fn write_survives_memory_changing_after_size() {
     assert!(bytes[out.written..].iter().all(|&b| b == 0));
     let v = decode(fields, &bytes[..out.written]).unwrap();
     assert_eq!(v[1], Value::Str(b"GG".to_vec()));
-    assert_eq!(v[4], Value::U(6));
+    assert_eq!(v[5], Value::U(6));
 
     // Every destination length, from 0 to past the size: never more than dst.len(), and a
-    // valid encoding whenever dst can hold the minimum (4+1 + 4+4 + 4 bytes).
+    // valid encoding whenever dst can hold the minimum (4+1 + 4+8+4 + 4 bytes).
     *racer.between.lock().unwrap() = None;
     // SAFETY: as above; restore a 10-byte string.
     unsafe {
@@ -522,15 +528,18 @@ fn write_survives_memory_changing_after_size() {
         );
         let ev = racer.inner.take();
         let (_, size, bytes, out) = &ev[0];
-        assert_eq!(*size, 4 + 11 + 8 + 3 + 4);
+        assert_eq!(*size, 4 + 11 + 16 + 3 + 4);
         assert!(out.written <= len);
-        if len < 17 {
+        if len < 25 {
             assert_eq!(out.written, 0);
             assert!(out.truncated);
         } else {
             let v = decode(fields, bytes).unwrap();
-            assert_eq!(v[4], Value::U(9), "len {len}");
+            assert_eq!(v[5], Value::U(9), "len {len}");
             assert_eq!(out.truncated, len < *size, "len {len}");
+            // A raw buffer cut to fit says how many of its bytes are missing.
+            let Value::Bytes(b) = &v[4] else { panic!() };
+            assert_eq!(v[3], Value::U(3 - b.len() as u64), "len {len}");
         }
     }
     unregister(h);

@@ -88,10 +88,8 @@ fn prot_none_page() {
     let _g = map_lock();
     let p = map(1);
     // SAFETY: `p` is our page.
-    assert_eq!(
-        unsafe { libc::mprotect(p as *mut _, PAGE, libc::PROT_NONE) },
-        0
-    );
+    let r = unsafe { libc::mprotect(p as *mut _, PAGE, libc::PROT_NONE) };
+    assert_eq!(r, 0);
     for (name, copy) in COPIES {
         let mut dst = [0xAAu8; 64];
         assert_eq!(copy(&mut dst, p), 64, "{name}");
@@ -425,10 +423,8 @@ fn copies_from_many_threads_at_once() {
     // in it.
     let p = map(2);
     // SAFETY: our mapping; first page stays readable, second becomes inaccessible.
-    assert_eq!(
-        unsafe { libc::mprotect(p.add(PAGE) as *mut _, PAGE, libc::PROT_NONE) },
-        0
-    );
+    let r = unsafe { libc::mprotect(p.add(PAGE) as *mut _, PAGE, libc::PROT_NONE) };
+    assert_eq!(r, 0);
     let addr = p as usize;
     let ths: Vec<_> = (0..4)
         .map(|t| {

@@ -13,6 +13,15 @@
 //!    copy (kept records moved down, `content_size` fixed); otherwise it goes out as is;
 //! 3. hands the whole packet to [`TraceWriter::write_packet`] (one `write`).
 //!
+//! # Event classes that appear while draining
+//! With a [`ClassSource`] ([`Drain::set_class_source`]: tracepoints registered at run time,
+//! in this process or, under `faultline record`, announced over the schema pipe), the drain
+//! asks the source for new classes at the start of every poll and **after taking each packet,
+//! before writing it**, and declares them to the trace writer (which rewrites the metadata).
+//! A class is published before any record of it is committed, and the packet was taken after
+//! that commit, so its classes are known by then; a record of an id still unknown makes the
+//! writer reject the packet (counted), it is never written under a wrong description.
+//!
 //! Every `flush_interval` (default 200 ms) it also flushes quiet buffers
 //! ([`Channel::flush_all`], helpers pinned to each CPU), so events of a CPU that writes little
 //! reach the disk within about one interval. Between polls it sleeps in [`Consumer::wait`]
@@ -32,8 +41,11 @@
 //! keep going (discard mode keeps discarding only what it must). A packet the trace writer
 //! rejects as invalid is counted separately (`packets_rejected`). A CPU buffer whose shared
 //! memory fails validation is no longer read (its writers then lose events as "full" in
-//! discard mode) and the error is reported.
+//! discard mode) and the error is reported. Sums of values read from shared memory (loss
+//! counters, sequence numbers) are checked: an overflow is reported the same way, in one line
+//! naming the CPU buffer, and nothing is written from it (never a wrapped total).
 
+use crate::schema_pipe::ClassSource;
 use faultline_ctf::{CtfError, TraceWriter, WriterCounters};
 use faultline_ringbuf::{Channel, Consumer, PacketInfo, DISCARDED_RECORD_ID, PENDING_RECORD_ID};
 use serde::Serialize;
@@ -83,13 +95,17 @@ pub struct DrainStats {
     pub discarded_records_removed: u64,
     /// Packets (and their events) not written because of an I/O error.
     pub packets_failed: u64,
+    /// Events in those packets.
     pub events_failed: u64,
     /// Packets (and their events) the trace writer rejected as invalid.
     pub packets_rejected: u64,
+    /// Events in those packets.
     pub events_rejected: u64,
     /// Number of write errors, first and last message.
     pub write_errors: u64,
+    /// The first write error.
     pub first_write_error: Option<String>,
+    /// The last write error.
     pub last_write_error: Option<String>,
     /// Shared-memory validation errors (the CPU is no longer read).
     pub read_errors: Vec<String>,
@@ -99,6 +115,10 @@ pub struct DrainStats {
     pub synthetic_packets: u64,
     /// Events written per CPU and event id.
     pub events: BTreeMap<u32, BTreeMap<u32, u64>>,
+    /// Event classes declared while draining (id -> `provider:name`).
+    pub late_events: BTreeMap<u32, String>,
+    /// Classes that could not be declared (bad names, clashes), one message each.
+    pub class_errors: Vec<String>,
 }
 
 /// The consumer loop (module docs).
@@ -118,6 +138,7 @@ pub struct Drain {
     broken: BTreeSet<u32>,
     /// Last packet header taken per CPU (sequence, end timestamp, cumulative losses).
     last: BTreeMap<u32, faultline_ringbuf::PacketHeader>,
+    classes: Option<Box<dyn ClassSource>>,
 }
 
 impl Drain {
@@ -137,9 +158,51 @@ impl Drain {
             last_flush: Instant::now(),
             broken: BTreeSet::new(),
             last: BTreeMap::new(),
+            classes: None,
         }
     }
 
+    /// Declare the classes `source` publishes as they appear (module docs).
+    pub fn set_class_source(&mut self, source: Box<dyn ClassSource>) {
+        self.classes = Some(source);
+    }
+
+    /// Ask the class source for new classes and declare them.
+    fn refresh_classes(&mut self) {
+        let Some(src) = self.classes.as_mut() else {
+            return;
+        };
+        let new = src.poll();
+        for e in src.take_errors() {
+            if self.stats.class_errors.len() < 64 {
+                self.stats.class_errors.push(e);
+            }
+        }
+        if new.is_empty() {
+            return;
+        }
+        if self.writer.add_events(&new).is_err() {
+            // One at a time, so one bad class does not keep the others out.
+            for ev in &new {
+                if let Err(e) = self.writer.add_events(std::slice::from_ref(ev)) {
+                    if self.stats.class_errors.len() < 64 {
+                        self.stats.class_errors.push(e.to_string());
+                    }
+                }
+            }
+        }
+        for (id, d) in new {
+            if self.writer.has_event(id) {
+                self.n_ids = self.n_ids.max(id as usize + 1);
+                self.stats.late_events.insert(id, d.full_name());
+            }
+        }
+        if self.pending.len() < self.n_ids {
+            self.pending.resize(self.n_ids, 0);
+        }
+    }
+
+    /// The channel drained.
     pub fn channel(&self) -> &Arc<Channel> {
         &self.chan
     }
@@ -157,6 +220,7 @@ impl Drain {
     /// Take and write every complete sub-buffer now; flush quiet buffers when the interval has
     /// passed. Returns the number of packets taken.
     pub fn poll(&mut self) -> u64 {
+        self.refresh_classes();
         if self.last_flush.elapsed() >= self.cfg.flush_interval {
             self.flush(false);
         }
@@ -205,6 +269,9 @@ impl Drain {
                 let r = consumer.next_packet(cpu, &mut buf);
                 match r {
                     Ok(Some(info)) => {
+                        // Classes of the records in this packet were published before the
+                        // records were committed, so before this take (module docs).
+                        self.refresh_classes();
                         self.handle(&buf, &info);
                         self.packet = buf;
                         n += 1;
@@ -215,11 +282,7 @@ impl Drain {
                     }
                     Err(e) => {
                         self.packet = buf;
-                        let msg = format!("{e}; no longer reading CPU {cpu}");
-                        if self.cfg.verbose {
-                            eprintln!("faultline: shared memory: {msg}");
-                        }
-                        self.stats.read_errors.push(msg);
+                        self.read_error(format!("{e}; no longer reading CPU {cpu}"));
                         self.broken.insert(cpu);
                         break;
                     }
@@ -295,6 +358,14 @@ impl Drain {
         self.pending.fill(0);
     }
 
+    /// A shared-memory value failed a check: report it once, keep it in the stats.
+    fn read_error(&mut self, msg: String) {
+        if self.cfg.verbose {
+            eprintln!("faultline: shared memory: {msg}");
+        }
+        self.stats.read_errors.push(msg);
+    }
+
     fn write_error(&mut self, msg: String) {
         self.stats.write_errors += 1;
         if self.stats.first_write_error.is_none() {
@@ -339,6 +410,7 @@ impl Drain {
     /// (fsync). Returns the stats and the writer's final counters (or its error).
     pub fn finish(mut self) -> (DrainStats, Result<WriterCounters, CtfError>) {
         self.flush(true);
+        self.refresh_classes();
         // Drain until a whole pass finds nothing (the flush above completed everything that
         // had content; a few passes cover a delivery that raced with it).
         let mut idle = 0;
@@ -385,7 +457,25 @@ impl Drain {
             if (st.lost_full, st.lost_stalled, st.lost_too_big) == (lf, ls, lb) {
                 continue;
             }
-            let (seq, ts) = last.map_or((0, 0), |h| (h.packet_seq_num + 1, h.timestamp_end));
+            // Checked: the counters and the last header come from shared memory.
+            let total = match st.checked_lost_total() {
+                Ok(t) => t,
+                Err(e) => {
+                    self.read_error(format!("{e}; no final packet for CPU {cpu}"));
+                    continue;
+                }
+            };
+            let seq = match last.map_or(Some(0), |h| h.packet_seq_num.checked_add(1)) {
+                Some(s) => s,
+                None => {
+                    self.read_error(format!(
+                        "CPU {cpu} buffer corrupted: last packet sequence number at its maximum; \
+                         no final packet"
+                    ));
+                    continue;
+                }
+            };
+            let ts = last.map_or(0, |h| h.timestamp_end);
             let h = faultline_ctf::PacketHeader {
                 magic: faultline_ctf::layout::MAGIC,
                 uuid: self.chan.uuid(),
@@ -395,7 +485,7 @@ impl Drain {
                 content_size: HDR as u64 * 8,
                 packet_size: HDR as u64 * 8,
                 packet_seq_num: seq,
-                events_discarded: st.lost_full + st.lost_stalled + st.lost_too_big,
+                events_discarded: total,
                 cpu_id: cpu,
                 flags: 0,
                 lost_full: st.lost_full,

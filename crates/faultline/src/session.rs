@@ -10,13 +10,40 @@
 //! * **Attached** (the program runs under `faultline record`): the environment names an
 //!   inherited memfd ([`ENV_CHANNEL_FD`], checked against [`ENV_CHANNEL_ID`]) and an inherited
 //!   pipe ([`ENV_SCHEMA_FD`]). `start` maps that channel instead of creating one, registers the
-//!   recorder, **publishes the schema** (one JSON [`SchemaMessage`] — event ids, providers,
-//!   names, typed fields — written to the pipe, which is then closed) and enables the events
+//!   recorder, **publishes the schema** (a [`SchemaMessage`] line — event ids, providers,
+//!   names, typed fields — on the pipe, see [`crate::schema_pipe`]; the pipe stays open for the
+//!   life of the process and carries the event classes registered later) and enables the events
 //!   named by `FAULTLINE_EVENTS` with the copy strategy of [`ENV_STRATEGY`]. There is no consumer
 //!   thread: the `faultline record` process drains the channel and writes the trace. Both
 //!   inherited descriptors are closed by `start` (the channel is re-opened close-on-exec), so a
 //!   program the traced one executes does not attach to the channel by accident; if the
-//!   variables are set but the descriptor is not that channel, `start` fails.
+//!   variables are set but the descriptor is not that channel, `start` fails. A later session
+//!   of the same process (after `stop`) attaches to the same channel and pipe again — kept for
+//!   the life of the process — and, instead of a second schema, announces only the classes
+//!   registered since (an `events` line): its events go to the same trace.
+//!
+//! # Settings under `faultline record`
+//! `record` creates the channel and writes the trace, so it owns these builder settings; when
+//! the program set one to a different value, `start` prints one line per setting on stderr
+//! (`faultline: under `faultline record`, mode overwrite is replaced by record's discard
+//! (--overwrite)`) and [`Session::overridden`] lists them:
+//!
+//! | builder setting | embedded | under `faultline record` |
+//! |---|---|---|
+//! | `output_dir` | the trace directory | ignored: `record -o DIR` |
+//! | `mode`, `subbuf_size`, `num_subbuf`, `clock` | the channel's | `record`'s `--overwrite`, `--subbuf-size`, `--subbufs`, `--monotonic` |
+//! | `policy` | the recorder's | `record --strategy` (`FAULTLINE_STRATEGY`) |
+//! | `events` | used; else `FAULTLINE_EVENTS`; else `*` | `FAULTLINE_EVENTS` (`record --events`, default `*`); else the builder's |
+//! | `max_restarts` | used | used |
+//! | `flush_interval`, `verbose` | the consumer thread's | no effect (`record` is the consumer) |
+//!
+//! # Event classes registered at run time
+//! Tracepoints registered while the session runs (`faultline_tracepoints::register`, e.g. by
+//! `faultline-tracing` on a callsite's first hit) are recorded too: the recorder follows every
+//! new tracepoint, and the session's registry listener hands each new class to the consumer
+//! before the class can be active — to the drain thread (embedded), which adds it to the
+//! metadata before writing the packet that holds its first record, or as an `events` line on
+//! the schema pipe (attached). The final metadata declares every class.
 //!
 //! # Who writes what
 //! The traced program's threads write the ring buffers (through the recorder); only the
@@ -24,19 +51,19 @@
 //! trace files. One session per process at a time: the tracepoint registry is process-wide.
 
 use crate::drain::{Drain, DrainConfig, DrainStats};
+use crate::schema_pipe::{self, ClassSource, EventsMessage, Message};
 use faultline_ctf::{ClockDesc, CtfError, EnvDesc, EnvValue, TraceDesc, TraceWriter};
-use faultline_recorder::{attach, Policy, Recorder, RecorderConfig, RecorderStats, Strategy};
+use faultline_recorder::{Policy, Recorder, RecorderConfig, RecorderStats, Strategy};
 use faultline_ringbuf::{Channel, ChannelConfig, ClockKind, Mode};
 use faultline_schema::{EventDesc, OwnedEventDesc};
-use faultline_tracepoints::{ProbeHandle, Tracepoint};
+use faultline_tracepoints::{ListenerHandle, ProbeHandle, ProbeKind, Tracepoint};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Inherited memfd of the channel (decimal fd number).
@@ -56,7 +83,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// One event of a published schema.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchemaEvent {
+    /// Event id, as in the record headers.
     pub id: u32,
+    /// Provider, name and typed fields.
     #[serde(flatten)]
     pub desc: OwnedEventDesc,
 }
@@ -64,27 +93,43 @@ pub struct SchemaEvent {
 /// What an attached session publishes to `faultline record` (JSON, one message, then EOF).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchemaMessage {
+    /// [`SCHEMA_VERSION`] of the sender.
     pub version: u32,
+    /// Process id of the traced program.
     pub pid: u32,
+    /// Its executable's file name.
     pub procname: String,
+    /// Its host name.
     pub hostname: String,
+    /// The copy strategy policy in use (`auto`, or a strategy name).
     pub policy: String,
+    /// Every event class known when the session started.
     pub events: Vec<SchemaEvent>,
 }
 
 /// Errors starting or stopping a session.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// Only one session runs at a time in a process.
     #[error("a faultline session is already running in this process")]
     AlreadyRunning,
+    /// Creating or mapping the channel failed.
     #[error("channel: {0}")]
     Channel(#[from] faultline_ringbuf::ChannelError),
+    /// Creating the trace failed.
     #[error("trace: {0}")]
     Trace(#[from] CtfError),
+    /// The `faultline record` environment variables are set but do not name its channel and pipe.
     #[error("{ENV_CHANNEL_FD}/{ENV_SCHEMA_FD} are set but {0} (is this program run by `faultline record`?)")]
     Inherited(String),
+    /// A setting or environment variable is invalid, or a thread could not be started.
     #[error("{0}")]
     Config(String),
+    /// The output directory already holds a trace (`metadata`); traces are never overwritten.
+    /// `faultline record` and `faultline demo` say the same.
+    #[error("{} already holds a trace; choose another directory", .0.display())]
+    TraceExists(PathBuf),
+    /// The embedded consumer thread panicked.
     #[error("the consumer thread panicked")]
     DrainPanicked,
 }
@@ -101,6 +146,17 @@ pub struct SessionBuilder {
     max_restarts: u32,
     events: Option<String>,
     drain: DrainConfig,
+    /// Which of the settings `faultline record` owns were set by the program.
+    explicit: Explicit,
+}
+
+/// Settings of a [`SessionBuilder`] the program set explicitly (the others are defaults).
+#[derive(Debug, Clone, Copy, Default)]
+struct Explicit {
+    mode: bool,
+    subbuf_size: bool,
+    num_subbuf: bool,
+    policy: bool,
 }
 
 impl Default for SessionBuilder {
@@ -115,6 +171,7 @@ impl Default for SessionBuilder {
             max_restarts: RecorderConfig::default().max_restarts,
             events: None,
             drain: DrainConfig::default(),
+            explicit: Explicit::default(),
         }
     }
 }
@@ -128,16 +185,19 @@ impl SessionBuilder {
     /// Discard (default) or overwrite (flight recorder).
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
+        self.explicit.mode = true;
         self
     }
     /// Sub-buffer size in bytes (power of two; default 1 MiB).
     pub fn subbuf_size(mut self, bytes: u64) -> Self {
         self.subbuf_size = bytes;
+        self.explicit.subbuf_size = true;
         self
     }
     /// Sub-buffers per CPU (power of two; default 8).
     pub fn num_subbuf(mut self, n: u64) -> Self {
         self.num_subbuf = n;
+        self.explicit.num_subbuf = true;
         self
     }
     /// Timestamp clock (default: TSC when the kernel uses it, else CLOCK_MONOTONIC).
@@ -148,6 +208,7 @@ impl SessionBuilder {
     /// Copy strategy policy (default [`Policy::Auto`]).
     pub fn policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
+        self.explicit.policy = true;
         self
     }
     /// Restarts allowed per event by prefault-restart.
@@ -173,7 +234,10 @@ impl SessionBuilder {
     }
 
     /// Start the session: attached when run by `faultline record`, embedded otherwise (module
-    /// docs).
+    /// docs). Under `record`, the settings `record` owns replace the builder's (module docs,
+    /// "Settings under `faultline record`"), with a warning on stderr for each that differs.
+    /// Fails with [`SessionError::TraceExists`] if the (embedded) output directory already
+    /// holds a trace.
     pub fn start(self) -> Result<Session, SessionError> {
         if ACTIVE.swap(true, Ordering::AcqRel) {
             return Err(SessionError::AlreadyRunning);
@@ -202,6 +266,7 @@ impl SessionBuilder {
             .dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("faultline-trace-{}", std::process::id())));
+        check_trace_dir(&dir)?;
         let cfg = ChannelConfig {
             subbuf_size: self.subbuf_size,
             num_subbuf: self.num_subbuf,
@@ -212,21 +277,38 @@ impl SessionBuilder {
             ..ChannelConfig::default()
         };
         let chan = Arc::new(Channel::create(&cfg)?);
-        let events: Vec<(u32, EventDesc)> = faultline_tracepoints::tracepoints()
-            .iter()
-            .map(|tp| (tp.id(), *tp.desc()))
-            .collect();
+        let late = Arc::new(Mutex::new(Vec::new()));
+        let late2 = late.clone();
+        let (all, listener) = faultline_tracepoints::subscribe(Arc::new(move |tp| {
+            lock(&late2).push((tp.id(), *tp.desc()));
+        }));
+        let events: Vec<(u32, EventDesc)> = all.iter().map(|tp| (tp.id(), *tp.desc())).collect();
         let desc = TraceDesc {
             uuid: chan.uuid(),
             clock: clock_desc(&chan),
             env: env_desc(&procname(), &self.policy.to_string(), chan.mode()),
             events: events.clone(),
         };
-        let writer = TraceWriter::create(&dir, &desc)?;
+        let writer = match TraceWriter::create(&dir, &desc) {
+            Ok(w) => w,
+            Err(e) => {
+                faultline_tracepoints::unsubscribe(listener);
+                return Err(match e {
+                    // Created meanwhile by someone else: the same answer as the check above.
+                    CtfError::Io { source, .. }
+                        if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                    {
+                        SessionError::TraceExists(dir.clone())
+                    }
+                    e => e.into(),
+                });
+            }
+        };
         let recorder = Recorder::new(chan.clone(), self.recorder_config(self.policy));
         let handle = attach_all(&recorder);
         let stop = Arc::new(AtomicBool::new(false));
         let mut drain = Drain::new(chan.clone(), writer, events.len(), self.drain);
+        drain.set_class_source(Box::new(LateClasses(late)));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("faultline-drain".into())
@@ -247,6 +329,7 @@ impl SessionBuilder {
                 recorder,
                 handle,
                 events,
+                listener: Some(listener),
                 kind: Kind::Embedded {
                     dir,
                     stop,
@@ -258,69 +341,100 @@ impl SessionBuilder {
 
     fn start_attached(self) -> Result<Session, SessionError> {
         let bad = |m: String| SessionError::Inherited(m);
-        let fd: i32 = env_fd(ENV_CHANNEL_FD).map_err(bad)?;
-        let sfd: i32 = env_fd(ENV_SCHEMA_FD).map_err(bad)?;
-        let want = std::env::var(ENV_CHANNEL_ID).unwrap_or_default();
-        let got = fd_id(fd).map_err(|e| bad(format!("fd {fd}: {e}")))?;
-        if got != want {
-            return Err(bad(format!(
-                "fd {fd} is not the recorder's channel (id {got}, expected {want:?})"
-            )));
-        }
-        // Our own close-on-exec copy; the inherited descriptor is closed.
-        // SAFETY: fcntl on an fd number we just checked is open.
-        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-        if dup < 0 {
-            return Err(bad(format!(
-                "cannot duplicate fd {fd}: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        // SAFETY: `dup` is a fresh descriptor owned by nobody else; `fd` was inherited for us
-        // (the contract of ENV_CHANNEL_FD) and is not used again.
-        let file = unsafe {
-            libc::close(fd);
-            File::from(OwnedFd::from_raw_fd(dup))
-        };
-        let chan = Arc::new(Channel::open(file)?);
         let policy = match std::env::var(ENV_STRATEGY) {
             Ok(s) => s
                 .parse::<Policy>()
                 .map_err(|e| SessionError::Config(format!("{ENV_STRATEGY}: {e}")))?,
             Err(_) => self.policy,
         };
-        let events: Vec<(u32, EventDesc)> = faultline_tracepoints::tracepoints()
-            .iter()
-            .map(|tp| (tp.id(), *tp.desc()))
-            .collect();
-        let recorder = Recorder::new(chan.clone(), self.recorder_config(policy));
-        let handle = attach_all(&recorder);
-        let msg = SchemaMessage {
-            version: SCHEMA_VERSION,
-            pid: std::process::id(),
-            procname: procname(),
-            hostname: hostname(),
-            policy: policy.to_string(),
-            events: events
+        // A later session of this process reuses what the first one set up: the inherited
+        // descriptors are gone by then and the schema is already published.
+        let mut attached = lock(&ATTACHED);
+        let (chan, pipe, sent, first_sfd) = match attached.as_ref() {
+            Some(a) => (a.chan.clone(), a.pipe.clone(), a.sent.clone(), None),
+            None => {
+                let (chan, sfd) = open_inherited()?;
+                // SAFETY: the schema fd was inherited for us (ENV_SCHEMA_FD contract); we take
+                // ownership, make it close-on-exec, and keep it for the life of the process.
+                let pipe = unsafe {
+                    libc::fcntl(sfd, libc::F_SETFD, libc::FD_CLOEXEC);
+                    File::from(OwnedFd::from_raw_fd(sfd))
+                };
+                let sent = Arc::new(Mutex::new(HashSet::new()));
+                (chan, Arc::new(Mutex::new(pipe)), sent, Some(sfd))
+            }
+        };
+        let (pipe2, sent2) = (pipe.clone(), sent.clone());
+        // Each class registered from now on: one `events` line, written before the class can
+        // be active (schema_pipe module docs), once per process. A failed write (recorder
+        // gone) loses only the description; the records would be rejected by nobody, so
+        // nothing else to do.
+        let (all, listener) = faultline_tracepoints::subscribe(Arc::new(move |tp| {
+            if !lock(&sent2).insert(tp.id()) {
+                return;
+            }
+            let m = Message::Events(EventsMessage {
+                events: vec![SchemaEvent {
+                    id: tp.id(),
+                    desc: OwnedEventDesc::from(tp.desc()),
+                }],
+            });
+            let _ = schema_pipe::send(&mut lock(&pipe2), &m);
+        }));
+        let events: Vec<(u32, EventDesc)> = all.iter().map(|tp| (tp.id(), *tp.desc())).collect();
+        // The classes this process has not announced yet: all of them for the first session,
+        // those registered between two sessions for a later one.
+        let unsent: Vec<SchemaEvent> = {
+            let mut sent = lock(&sent);
+            events
                 .iter()
+                .filter(|(id, _)| sent.insert(*id))
                 .map(|(id, d)| SchemaEvent {
                     id: *id,
                     desc: OwnedEventDesc::from(d),
                 })
-                .collect(),
+                .collect()
         };
-        let json = serde_json::to_vec(&msg).map_err(|e| SessionError::Config(e.to_string()))?;
-        // SAFETY: the schema fd was inherited for us (ENV_SCHEMA_FD contract); we take
-        // ownership and close it after writing.
-        let mut pipe = unsafe { File::from(OwnedFd::from_raw_fd(sfd)) };
-        pipe.write_all(&json)
-            .map_err(|e| bad(format!("cannot publish the schema on fd {sfd}: {e}")))?;
-        drop(pipe);
+        let recorder = Recorder::new(chan.clone(), self.recorder_config(policy));
+        let handle = attach_all(&recorder);
+        if let Some(sfd) = first_sfd {
+            let msg = SchemaMessage {
+                version: SCHEMA_VERSION,
+                pid: std::process::id(),
+                procname: procname(),
+                hostname: hostname(),
+                policy: policy.to_string(),
+                events: unsent,
+            };
+            // The listener is registered: a class registered now waits for this lock, so its
+            // line follows the schema line.
+            let published = schema_pipe::send(&mut lock(&pipe), &Message::Schema(msg));
+            if let Err(e) = published {
+                faultline_tracepoints::unsubscribe(listener);
+                if let Some(h) = handle {
+                    faultline_tracepoints::unregister(h);
+                }
+                return Err(bad(format!("cannot publish the schema on fd {sfd}: {e}")));
+            }
+            *attached = Some(Attachment {
+                chan: chan.clone(),
+                pipe,
+                sent,
+            });
+        } else if !unsent.is_empty() {
+            let m = Message::Events(EventsMessage { events: unsent });
+            let _ = schema_pipe::send(&mut lock(&pipe), &m);
+        }
+        drop(attached);
         // Under `faultline record` its event list wins over the program's own choice.
         let spec = std::env::var(ENV_EVENTS)
             .ok()
             .or_else(|| self.events.clone())
             .unwrap_or_else(|| "*".into());
+        let overridden = self.overridden_by_record(&chan, policy, &spec);
+        for o in &overridden {
+            eprintln!("faultline: under `faultline record`, {o}");
+        }
         faultline_tracepoints::set_events(&spec);
         Ok(Session {
             inner: Some(Inner {
@@ -328,17 +442,138 @@ impl SessionBuilder {
                 recorder,
                 handle,
                 events,
-                kind: Kind::Attached,
+                listener: Some(listener),
+                kind: Kind::Attached { overridden },
             }),
         })
     }
+
+    /// The settings of this builder that `faultline record` replaces with its own, one
+    /// sentence each (module docs, "Settings under `faultline record`").
+    fn overridden_by_record(&self, chan: &Channel, policy: Policy, events: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(dir) = &self.dir {
+            out.push(format!(
+                "output_dir {} is ignored: the trace goes to record's -o directory",
+                dir.display()
+            ));
+        }
+        let name = |m: Mode| match m {
+            Mode::Discard => "discard",
+            Mode::Overwrite => "overwrite",
+        };
+        if self.explicit.mode && self.mode != chan.mode() {
+            out.push(format!(
+                "mode {} is replaced by record's {} (--overwrite)",
+                name(self.mode),
+                name(chan.mode())
+            ));
+        }
+        if self.explicit.subbuf_size && self.subbuf_size != chan.subbuf_size() {
+            out.push(format!(
+                "subbuf_size {} is replaced by record's {} (--subbuf-size)",
+                self.subbuf_size,
+                chan.subbuf_size()
+            ));
+        }
+        if self.explicit.num_subbuf && self.num_subbuf != chan.num_subbuf() {
+            out.push(format!(
+                "num_subbuf {} is replaced by record's {} (--subbufs)",
+                self.num_subbuf,
+                chan.num_subbuf()
+            ));
+        }
+        if let Some(c) = self.clock {
+            if c != chan.clock().kind {
+                out.push(format!(
+                    "clock {c:?} is replaced by record's {:?} (--monotonic)",
+                    chan.clock().kind
+                ));
+            }
+        }
+        if self.explicit.policy && self.policy != policy {
+            out.push(format!(
+                "copy strategy {} is replaced by record's {policy} (--strategy)",
+                self.policy
+            ));
+        }
+        if let Some(e) = &self.events {
+            if e != events {
+                out.push(format!(
+                    "events {e:?} are replaced by record's {events:?} (--events)"
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// What the first session of the process attached under `faultline record` set up, reused
+/// by later sessions: the channel, the schema pipe (open for the life of the process), and the
+/// ids of the event classes announced on it (each is announced once).
+struct Attachment {
+    chan: Arc<Channel>,
+    pipe: Arc<Mutex<File>>,
+    sent: Arc<Mutex<HashSet<u32>>>,
+}
+
+static ATTACHED: Mutex<Option<Attachment>> = Mutex::new(None);
+
+/// Map the channel `faultline record` handed down ([`ENV_CHANNEL_FD`], checked against
+/// [`ENV_CHANNEL_ID`]); return it and the schema pipe ([`ENV_SCHEMA_FD`]). The inherited
+/// channel descriptor is closed (the channel keeps a close-on-exec copy).
+fn open_inherited() -> Result<(Arc<Channel>, i32), SessionError> {
+    let bad = |m: String| SessionError::Inherited(m);
+    let fd: i32 = env_fd(ENV_CHANNEL_FD).map_err(bad)?;
+    let sfd: i32 = env_fd(ENV_SCHEMA_FD).map_err(bad)?;
+    let want = std::env::var(ENV_CHANNEL_ID).unwrap_or_default();
+    let got = fd_id(fd).map_err(|e| bad(format!("fd {fd}: {e}")))?;
+    if got != want {
+        return Err(bad(format!(
+            "fd {fd} is not the recorder's channel (id {got}, expected {want:?})"
+        )));
+    }
+    // Our own close-on-exec copy; the inherited descriptor is closed.
+    // SAFETY: fcntl on an fd number we just checked is open.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return Err(bad(format!(
+            "cannot duplicate fd {fd}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: `dup` is a fresh descriptor owned by nobody else; `fd` was inherited for us
+    // (the contract of ENV_CHANNEL_FD) and is not used again.
+    let file = unsafe {
+        libc::close(fd);
+        File::from(OwnedFd::from_raw_fd(dup))
+    };
+    let chan = Arc::new(Channel::open(file)?);
+    Ok((chan, sfd))
 }
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 fn attach_all(recorder: &Arc<Recorder>) -> Option<ProbeHandle> {
-    // No tracepoint in the executable is not an error: there is just nothing to record.
-    attach(recorder, "*").ok()
+    // Every tracepoint, including the ones registered later (none at all is not an error).
+    Some(faultline_tracepoints::register_probe_following(
+        "*",
+        recorder.clone(),
+        ProbeKind::Faultable,
+    ))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The embedded drain's class source: what the registry listener collected.
+struct LateClasses(Arc<Mutex<Vec<(u32, EventDesc)>>>);
+
+impl ClassSource for LateClasses {
+    fn poll(&mut self) -> Vec<(u32, EventDesc)> {
+        std::mem::take(&mut *lock(&self.0))
+    }
 }
 
 fn env_fd(name: &str) -> Result<i32, String> {
@@ -348,6 +583,16 @@ fn env_fd(name: &str) -> Result<i32, String> {
         .ok()
         .filter(|&fd| fd >= 0)
         .ok_or_else(|| format!("{name}={v:?} is not a descriptor number"))
+}
+
+/// Refuse an output directory that already holds a trace (its `metadata` exists): traces are
+/// never overwritten. Embedded sessions, `faultline record` and `faultline demo` all check
+/// with this, so they say the same ([`SessionError::TraceExists`]).
+pub fn check_trace_dir(dir: &Path) -> Result<(), SessionError> {
+    if dir.join("metadata").exists() {
+        return Err(SessionError::TraceExists(dir.to_path_buf()));
+    }
+    Ok(())
 }
 
 /// `<st_dev>:<st_ino>` of an open descriptor.
@@ -444,7 +689,10 @@ enum Kind {
             std::thread::JoinHandle<(DrainStats, Result<faultline_ctf::WriterCounters, CtfError>)>,
         >,
     },
-    Attached,
+    Attached {
+        /// Builder settings `faultline record` replaced (also printed on stderr at start).
+        overridden: Vec<String>,
+    },
 }
 
 struct Inner {
@@ -452,6 +700,8 @@ struct Inner {
     recorder: Arc<Recorder>,
     handle: Option<ProbeHandle>,
     events: Vec<(u32, EventDesc)>,
+    /// The registry listener that forwards run-time classes to the consumer.
+    listener: Option<ListenerHandle>,
     kind: Kind,
 }
 
@@ -466,9 +716,13 @@ pub struct Session {
 pub struct CpuSummary {
     /// Events written, per event name.
     pub events: BTreeMap<String, u64>,
+    /// Events written from this CPU's buffer.
     pub events_total: u64,
+    /// Events lost on this CPU: buffer full (discard mode).
     pub lost_full: u64,
+    /// Events lost on this CPU: stalled writer.
     pub lost_stalled: u64,
+    /// Events lost on this CPU: larger than a sub-buffer.
     pub lost_too_big: u64,
     /// Commits (events, packet headers and paddings) that went REMOTE on this CPU's buffer.
     pub remote_commits: u64,
@@ -485,6 +739,7 @@ pub struct Summary {
     pub events_written: u64,
     /// Events written per event name.
     pub events: BTreeMap<String, u64>,
+    /// Per-CPU details.
     pub per_cpu: BTreeMap<u32, CpuSummary>,
     /// Events lost in the ring buffer, by cause: no free sub-buffer (consumer behind) ...
     pub lost_full: u64,
@@ -498,22 +753,34 @@ pub struct Summary {
     pub lost_writer_died: u64,
     /// Events taken from the ring buffer but not written (disk errors, rejected packets).
     pub not_written: u64,
+    /// Values read from shared memory that failed a check (one line each, naming the CPU
+    /// buffer); empty in any run whose traced program did not corrupt its buffers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shm_errors: Vec<String>,
     /// First and last disk error, if any.
     pub write_error: Option<String>,
+    /// The last disk error, if any.
     pub last_write_error: Option<String>,
     /// Event commits done LOCAL (rseq, no atomic) and REMOTE (the writer had migrated).
     pub commits_local: u64,
+    /// Event commits done REMOTE.
     pub commits_remote: u64,
     /// The recorder's own counters (strategies, faulted events, restarts...), when known.
     pub recorder: Option<RecorderStats>,
     /// Bytes of the trace directory.
     pub bytes_on_disk: u64,
+    /// What the embedded consumer did, when known.
     pub drain: Option<DrainStats>,
 }
 
 impl Summary {
+    /// All losses; saturating (the per-cause sums already saturate on garbage counters and
+    /// say so in `shm_errors`).
     pub fn lost_total(&self) -> u64 {
-        self.lost_full + self.lost_stalled + self.lost_too_big + self.lost_no_buffer
+        self.lost_full
+            .saturating_add(self.lost_stalled)
+            .saturating_add(self.lost_too_big)
+            .saturating_add(self.lost_no_buffer)
     }
 
     /// Fill the trace-side fields from a drain's stats.
@@ -522,7 +789,11 @@ impl Summary {
         for (&cpu, by_id) in &d.events {
             let cs = self.per_cpu.entry(cpu).or_default();
             for (id, &n) in by_id {
-                let name = names.get(id).cloned().unwrap_or_else(|| format!("id {id}"));
+                let name = names
+                    .get(id)
+                    .or_else(|| d.late_events.get(id))
+                    .cloned()
+                    .unwrap_or_else(|| format!("id {id}"));
                 *cs.events.entry(name.clone()).or_insert(0) += n;
                 *self.events.entry(name).or_insert(0) += n;
                 cs.events_total += n;
@@ -534,7 +805,9 @@ impl Summary {
         self.drain = Some(d.clone());
     }
 
-    /// Fill the ring-buffer-side fields from the channel's counters.
+    /// Fill the ring-buffer-side fields from the channel's counters. They are shared memory:
+    /// sums are checked; a CPU whose counters would overflow a total is left out of the totals
+    /// and named in `shm_errors` (never a wrapped total).
     pub fn add_channel(&mut self, chan: &Channel) {
         for cpu in 0..chan.num_cpus() {
             let Some(st) = chan.cpu_stats(cpu) else {
@@ -548,34 +821,64 @@ impl Summary {
             cs.lost_stalled = st.lost_stalled;
             cs.lost_too_big = st.lost_too_big;
             cs.remote_commits = st.remote_commits;
-            self.lost_full += st.lost_full;
-            self.lost_stalled += st.lost_stalled;
-            self.lost_too_big += st.lost_too_big;
+            let sums = (
+                self.lost_full.checked_add(st.lost_full),
+                self.lost_stalled.checked_add(st.lost_stalled),
+                self.lost_too_big.checked_add(st.lost_too_big),
+                st.checked_lost_total(),
+            );
+            match sums {
+                (Some(f), Some(s), Some(b), Ok(_)) => {
+                    self.lost_full = f;
+                    self.lost_stalled = s;
+                    self.lost_too_big = b;
+                }
+                (.., Err(e)) => self.shm_errors.push(e.to_string()),
+                _ => self.shm_errors.push(format!(
+                    "CPU {cpu} buffer corrupted: loss counters (full {}, stalled {}, too big {}) \
+                     overflow the totals; left out of them",
+                    st.lost_full, st.lost_stalled, st.lost_too_big
+                )),
+            }
         }
     }
 
-    /// Print for people.
+    /// Print for people (stdout).
     pub fn print(&self) {
+        print!("{}", self.render());
+    }
+
+    /// Print for people on stderr (`faultline record`: stdout is the traced program's).
+    pub fn eprint(&self) {
+        eprint!("{}", self.render());
+    }
+
+    /// The text [`Summary::print`] prints.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
         let w = |n: u64| group(n);
         if let Some(d) = &self.dir {
-            println!("trace: {}", d.display());
+            let _ = writeln!(out, "trace: {}", d.display());
         }
-        println!(
+        let _ = writeln!(
+            out,
             "events written: {}   lost: {}   not written (disk): {}",
             w(self.events_written),
             w(self.lost_total()),
             w(self.not_written)
         );
         if !self.events.is_empty() {
-            println!("  per tracepoint:");
+            let _ = writeln!(out, "  per tracepoint:");
             for (name, n) in &self.events {
-                println!("    {name:<28} {:>12}", w(*n));
+                let _ = writeln!(out, "    {name:<28} {:>12}", w(*n));
             }
         }
         if !self.per_cpu.is_empty() {
-            println!("  per CPU:");
+            let _ = writeln!(out, "  per CPU:");
             for (cpu, c) in &self.per_cpu {
-                println!(
+                let _ = writeln!(
+                    out,
                     "    cpu {cpu:<3} events {:>12}   lost full {} stalled {} too-big {}   REMOTE commits {}",
                     w(c.events_total),
                     w(c.lost_full),
@@ -585,7 +888,8 @@ impl Summary {
                 );
             }
         }
-        println!(
+        let _ = writeln!(
+                    out,
             "  losses by cause: consumer behind (full) {}, stalled/dead writer {}{}, too big {}, no buffer {}",
             w(self.lost_full),
             w(self.lost_stalled),
@@ -597,13 +901,15 @@ impl Summary {
             w(self.lost_too_big),
             w(self.lost_no_buffer)
         );
-        println!(
+        let _ = writeln!(
+                    out,
             "  commits: LOCAL {} (rseq, no atomic)   REMOTE {} (writer migrated between reserve and commit)",
             w(self.commits_local),
             w(self.commits_remote)
         );
         if let Some(r) = &self.recorder {
-            println!(
+            let _ = writeln!(
+                out,
                 "  faulted events (bad pointers, zero-filled): {} ({} bytes unreadable)",
                 w(r.faulted),
                 w(r.faulted_bytes)
@@ -620,17 +926,21 @@ impl Summary {
                     )
                 })
                 .collect();
-            println!("  copy strategies: {}", per.join(", "));
+            let _ = writeln!(out, "  copy strategies: {}", per.join(", "));
+        }
+        for e in &self.shm_errors {
+            println!("  SHARED MEMORY: {e}");
         }
         if let Some(e) = &self.write_error {
-            println!("  DISK ERROR: {e}");
+            let _ = writeln!(out, "  DISK ERROR: {e}");
             if self.last_write_error.as_ref() != Some(e) {
                 if let Some(l) = &self.last_write_error {
-                    println!("  last disk error: {l}");
+                    let _ = writeln!(out, "  last disk error: {l}");
                 }
             }
         }
-        println!("  trace size: {} bytes", w(self.bytes_on_disk));
+        let _ = writeln!(out, "  trace size: {} bytes", w(self.bytes_on_disk));
+        out
     }
 }
 
@@ -661,7 +971,19 @@ impl Session {
 
     /// Whether this session is attached to `faultline record`.
     pub fn is_attached(&self) -> bool {
-        matches!(self.inner.as_ref().map(|i| &i.kind), Some(Kind::Attached))
+        matches!(
+            self.inner.as_ref().map(|i| &i.kind),
+            Some(Kind::Attached { .. })
+        )
+    }
+
+    /// The builder settings `faultline record` replaced with its own, one sentence each (empty
+    /// for an embedded session). Each was also printed on stderr when the session started.
+    pub fn overridden(&self) -> &[String] {
+        match self.inner.as_ref().map(|i| &i.kind) {
+            Some(Kind::Attached { overridden }) => overridden,
+            _ => &[],
+        }
     }
 
     /// The channel written to.
@@ -692,6 +1014,9 @@ impl Session {
             return Ok(Summary::default());
         };
         faultline_tracepoints::set_events("");
+        if let Some(l) = inner.listener.take() {
+            faultline_tracepoints::unsubscribe(l);
+        }
         if let Some(h) = inner.handle.take() {
             // Waits until no call can still be inside the recorder.
             faultline_tracepoints::unregister(h);
@@ -710,7 +1035,7 @@ impl Session {
             .map(|(id, d)| (*id, d.full_name()))
             .collect();
         let result = match &mut inner.kind {
-            Kind::Attached => {
+            Kind::Attached { .. } => {
                 // The recording process drains; hand it our partial sub-buffers now.
                 let _ = inner.chan.flush_all(false);
                 sum.attached = true;

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-tracepoint!(pub SESS_EV, "sesstest", "ev", { n: u64, s: &str, b: &[u8] });
+tracepoint!(SESS_EV, "sesstest", "ev", { n: u64, s: &str, b: &[u8] });
 
 static LOCK: Mutex<()> = Mutex::new(());
 
@@ -83,7 +83,17 @@ fn exact_counts_and_payloads() {
     assert_eq!(stats(&trace).unwrap().bytes_on_disk, sum.bytes_on_disk);
     // A second session into the same directory must not overwrite the trace.
     let again = Session::builder().output_dir(&dir).start();
-    assert!(matches!(again, Err(SessionError::Trace(_))));
+    match again {
+        Err(e @ SessionError::TraceExists(_)) => assert_eq!(
+            e.to_string(),
+            format!(
+                "{} already holds a trace; choose another directory",
+                dir.display()
+            )
+        ),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a second session overwrote the trace"),
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,7 +1,7 @@
 //! A small traced program for the tests of `faultline record`.
 //!
 //! `faultline-testapp --log FILE [--threads N] [--events N] [--pad BYTES] [--spin N]
-//! [--pidfile FILE]`
+//! [--pidfile FILE] [--cpu N] [--log-lost]`
 //!
 //! Starts a `faultline::Session` (attached when run by `faultline record`), then N threads each
 //! emit `testapp:seq { thread, seq, pad }` events with consecutive sequence numbers from 0.
@@ -10,6 +10,10 @@
 //! `SIGKILL` and lists exactly events that must be in the trace. `--events 0` runs until killed.
 //! `--spin N` busy-waits N iterations while encoding each payload, i.e. between reserve and
 //! commit, so a kill often lands inside a reservation.
+//! `--cpu N` pins every writer thread to CPU N (overload: many writers, one buffer).
+//! `--log-lost` also logs `<thread> <seq> L` for each event the recorder did **not** record
+//! (counted as lost by the ring buffer), so that every sequence number a writer finished is
+//! in the log: committed (and in the trace, unless its packet was overwritten) or lost.
 
 use faultline::Session;
 use faultline_tracepoints::{tracepoint, Payload, WriteOutcome};
@@ -78,6 +82,12 @@ fn main() {
     let events = arg(&args, "--events", 0);
     let pad = arg(&args, "--pad", 24) as usize;
     let spin = arg(&args, "--spin", 0);
+    let pin: Option<u32> = args
+        .iter()
+        .position(|a| a == "--cpu")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok());
+    let log_lost = args.iter().any(|a| a == "--log-lost");
     let log = Arc::new(
         std::fs::OpenOptions::new()
             .create(true)
@@ -110,6 +120,12 @@ fn main() {
             let rec = rec.clone();
             let log = log.clone();
             std::thread::spawn(move || {
+                if let Some(cpu) = pin {
+                    if let Err(e) = faultline_rseq::pin_to_cpu(cpu) {
+                        eprintln!("faultline-testapp: cannot pin to cpu {cpu}: {e}");
+                        std::process::exit(2);
+                    }
+                }
                 let padding: Vec<u8> = (0..pad).map(|i| (i as u8) ^ (t as u8)).collect();
                 let id = TESTAPP_SEQ.id();
                 let strategy = rec.strategy_for(&TESTAPP_SEQ);
@@ -121,10 +137,16 @@ fn main() {
                         pad: &padding,
                         spin,
                     };
-                    if TESTAPP_SEQ.is_active() && rec.record(id, strategy, &p).is_ok() {
-                        let line = format!("{t} {seq}\n");
+                    if TESTAPP_SEQ.is_active() {
+                        let line = match rec.record(id, strategy, &p) {
+                            Ok(_) => format!("{t} {seq}\n"),
+                            Err(_) if log_lost => format!("{t} {seq} L\n"),
+                            Err(_) => String::new(),
+                        };
                         // One write on an O_APPEND descriptor: atomic, in the page cache at once.
-                        let _ = (&*log).write_all(line.as_bytes());
+                        if !line.is_empty() {
+                            let _ = (&*log).write_all(line.as_bytes());
+                        }
                     }
                     seq += 1;
                 }

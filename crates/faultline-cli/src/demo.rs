@@ -11,7 +11,7 @@
 //! copies with fault fix-ups and records as *faulted* (zero-filled, with the number of unread
 //! bytes) instead of crashing.
 
-use crate::session::{group, Session, Summary};
+use faultline::session::{group, Session, Summary};
 use faultline_recorder::Strategy;
 use faultline_tracepoints::{trace, tracepoint, CStrPtr, RawBuf};
 use std::path::{Path, PathBuf};
@@ -122,12 +122,7 @@ pub fn default_dir() -> PathBuf {
 /// Run the workload and return the session summary.
 pub fn run(opt: &DemoOptions) -> anyhow::Result<Summary> {
     let dir = opt.dir.clone().unwrap_or_else(default_dir);
-    if dir.join("metadata").exists() {
-        anyhow::bail!(
-            "{} already holds a trace; choose another directory",
-            dir.display()
-        );
-    }
+    faultline::session::check_trace_dir(&dir)?;
     let cpus = faultline_rseq::allowed_cpus();
     let ncpu = cpus.len().max(1);
     let threads = opt.threads.unwrap_or((2 * ncpu + 2).max(6));
@@ -276,8 +271,8 @@ pub fn print(s: &Summary) {
         "  Lost events: {} (discard mode drops new events when the consumer falls behind).",
         group(s.lost_total())
     );
-    if let Some(d) = &s.dir {
-        let d = shell_quote(d);
+    if let Some(dir) = &s.dir {
+        let d = shell_quote(dir);
         println!();
         // The binary that is running (e.g. target/release/faultline under `cargo run`), as a
         // path relative to the current directory when it is below it, so the commands work
@@ -294,6 +289,10 @@ pub fn print(s: &Summary) {
         println!("  {exe} view {d}");
         println!("  {exe} stats {d}");
         println!("  babeltrace2 {d}");
+        println!();
+        let page = shell_quote(&crate::timeline::page_path(dir));
+        println!("See it on a timeline (one self-contained HTML page, works offline):");
+        println!("  {exe} timeline {d} -o {page} && xdg-open {page}");
     }
 }
 

@@ -1,7 +1,7 @@
 //! The `faultline` command line.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use faultline::{bench, stress};
+use faultline_cli::{bench, stress};
 use faultline_ringbuf::{Mode, SyncMode};
 
 #[derive(Parser)]
@@ -29,32 +29,47 @@ enum ModeArg {
 
 #[derive(Subcommand)]
 enum Cmd {
-    Demo(faultline::demo::DemoArgs),
-    Record(faultline::record::RecordArgs),
-    View(faultline::view::ViewArgs),
-    Stats(faultline::stats::StatsArgs),
+    Demo(faultline_cli::demo::DemoArgs),
+    Record(faultline_cli::record::RecordArgs),
+    View(faultline_cli::view::ViewArgs),
+    Stats(faultline_cli::stats::StatsArgs),
+    Export(faultline_cli::export::ExportArgs),
+    Timeline(faultline_cli::timeline::TimelineArgs),
     /// Torture the ring buffer: many threads, migrations between reserve and commit, signal
     /// storms, a concurrent consumer; then check every event was delivered exactly once or
     /// counted as lost. Exits non-zero if the check fails.
+    ///
+    /// With --record: the overload soak through the real `faultline record` instead. Rounds of
+    /// `faultline record` tracing faultline-testapp with all its writers pinned on one CPU and
+    /// tiny sub-buffers, in discard and overwrite modes, most rounds ending with a SIGKILL of
+    /// the program; after each round: zero packets rejected by the trace writer, cumulative
+    /// loss counters that never decrease, babeltrace2 reading the trace with no warning other
+    /// than discarded notices, and delivered + lost == emitted for every writer.
     Stress {
-        /// Writer threads (more than CPUs forces preemption inside critical sections)
-        #[arg(long, default_value_t = 8)]
-        threads: usize,
+        /// Writer threads (more than CPUs forces preemption inside critical sections) [default: 8]
+        #[arg(long)]
+        threads: Option<usize>,
         /// Events each writer emits
         #[arg(long, default_value_t = 100_000)]
         events: u64,
         /// Largest payload in bytes (payload sizes are random in 16..=this)
         #[arg(long, default_value_t = 200)]
         max_payload: usize,
-        /// Sub-buffer size in bytes (power of two)
-        #[arg(long, default_value_t = 64 * 1024)]
-        subbuf_size: u64,
-        /// Sub-buffers per CPU (power of two)
-        #[arg(long, default_value_t = 8)]
-        subbufs: u64,
-        /// Buffer mode
-        #[arg(long, value_enum, default_value = "discard")]
-        mode: ModeArg,
+        /// Sub-buffer size in bytes (power of two) [default: 65536; with --record: 512]
+        #[arg(long)]
+        subbuf_size: Option<u64>,
+        /// Sub-buffers per CPU (power of two) [default: 8; with --record: 4]
+        #[arg(long)]
+        subbufs: Option<u64>,
+        /// Buffer mode [default: discard; with --record: both, one after the other]
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
+        /// The overload soak through `faultline record` (see above)
+        #[arg(long)]
+        record: bool,
+        /// With --record: seconds of rounds per mode
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
         /// Synchronisation path (default: rseq when available)
         #[arg(long, value_enum)]
         path: Option<PathArg>,
@@ -112,16 +127,22 @@ enum Cmd {
         /// Run the copy-strategy study instead (reserve-copy-commit, bounce, prefault-restart)
         #[arg(long)]
         study: bool,
+        /// Measure `record --libc` instead: real workloads (dd micro loop, find, tar, git
+        /// status) untraced, under faultline, strace -f and ltrace -f, same run
+        #[arg(long)]
+        libc: bool,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Demo(args) => std::process::exit(faultline::demo::main(&args)),
-        Cmd::Record(args) => std::process::exit(faultline::record::main(&args)),
-        Cmd::View(args) => std::process::exit(faultline::view::main(&args)),
-        Cmd::Stats(args) => std::process::exit(faultline::stats::main(&args)),
+        Cmd::Demo(args) => std::process::exit(faultline_cli::demo::main(&args)),
+        Cmd::Record(args) => std::process::exit(faultline_cli::record::main(&args)),
+        Cmd::View(args) => std::process::exit(faultline_cli::view::main(&args)),
+        Cmd::Stats(args) => std::process::exit(faultline_cli::stats::main(&args)),
+        Cmd::Export(args) => std::process::exit(faultline_cli::export::main(&args)),
+        Cmd::Timeline(args) => std::process::exit(faultline_cli::timeline::main(&args)),
         Cmd::Stress {
             threads,
             events,
@@ -138,21 +159,46 @@ fn main() -> anyhow::Result<()> {
             fault_every,
             bad_pointers,
             json,
+            record,
+            seconds,
         } => {
+            let to_mode = |m: ModeArg| match m {
+                ModeArg::Discard => Mode::Discard,
+                ModeArg::Overwrite => Mode::Overwrite,
+            };
+            if record {
+                let d = faultline_cli::soak::SoakOptions::default();
+                let opt = faultline_cli::soak::SoakOptions {
+                    seconds,
+                    modes: mode.map_or(d.modes.clone(), |m| vec![to_mode(m)]),
+                    threads: threads.map_or(d.threads, |t| t as u32),
+                    subbuf_size: subbuf_size.unwrap_or(d.subbuf_size),
+                    num_subbuf: subbufs.unwrap_or(d.num_subbuf),
+                    ..d
+                };
+                let rep = faultline_cli::soak::run(&opt, !json)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rep)?);
+                } else {
+                    faultline_cli::soak::print_report(&rep);
+                }
+                if !rep.ok {
+                    std::process::exit(1);
+                }
+                return Ok(());
+            }
+            let d = stress::StressOptions::default();
             let opt = stress::StressOptions {
-                threads,
+                threads: threads.unwrap_or(d.threads),
                 events_per_thread: events,
                 max_payload,
-                subbuf_size,
-                num_subbuf: subbufs,
-                mode: match mode {
-                    ModeArg::Discard => Mode::Discard,
-                    ModeArg::Overwrite => Mode::Overwrite,
-                },
+                subbuf_size: subbuf_size.unwrap_or(d.subbuf_size),
+                num_subbuf: subbufs.unwrap_or(d.num_subbuf),
+                mode: mode.map_or(d.mode, to_mode),
                 sync: match path {
                     Some(PathArg::Rseq) => SyncMode::Rseq,
                     Some(PathArg::Atomic) => SyncMode::Atomic,
-                    None => stress::StressOptions::default().sync,
+                    None => d.sync,
                 },
                 migrate_permille,
                 signals: !no_signals,
@@ -184,15 +230,29 @@ fn main() -> anyhow::Result<()> {
             lttng_events,
             no_lttng,
             study,
+            libc,
         } => {
-            if study {
-                let mut opt = faultline::study::StudyOptions::new(quick);
-                opt.rounds = rounds.unwrap_or(opt.rounds);
-                let rep = faultline::study::run(&opt)?;
+            if libc {
+                let opt = faultline_cli::libc_bench::LibcBenchOptions {
+                    rounds: rounds.unwrap_or(if quick { 3 } else { 5 }),
+                    quick,
+                };
+                let rep = faultline_cli::libc_bench::run(&opt)?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&rep)?);
                 } else {
-                    faultline::study::print(&rep);
+                    faultline_cli::libc_bench::print(&rep);
+                }
+                return Ok(());
+            }
+            if study {
+                let mut opt = faultline_cli::study::StudyOptions::new(quick);
+                opt.rounds = rounds.unwrap_or(opt.rounds);
+                let rep = faultline_cli::study::run(&opt)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rep)?);
+                } else {
+                    faultline_cli::study::print(&rep);
                 }
                 return Ok(());
             }

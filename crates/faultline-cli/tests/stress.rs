@@ -1,11 +1,11 @@
 //! The torture run as a test: exact accounting, and proof that the LOCAL, REMOTE and abort
 //! paths all ran.
 
-use faultline::stress::{run, StrategyChoice, StressOptions};
+use faultline_cli::stress::{run, StrategyChoice, StressOptions};
 use faultline_recorder::Strategy;
 use faultline_ringbuf::SyncMode;
 
-fn check(opt: &StressOptions) -> faultline::stress::StressReport {
+fn check(opt: &StressOptions) -> faultline_cli::stress::StressReport {
     let r = run(opt, false).unwrap();
     assert_eq!(r.duplicates, 0, "{r:?}");
     assert_eq!(r.unexplained, 0, "{r:?}");

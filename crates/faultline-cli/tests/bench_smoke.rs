@@ -34,6 +34,28 @@ fn bench_quick_json_has_every_field() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bench prints JSON");
 
+    // Issue 10's tracing rows (same run): faultline-tracing, fmt + appender, raw trace!.
+    for key in [
+        "tracing_int_ns",
+        "tracing_fmt_int_ns",
+        "tracing_str_ns",
+        "tracing_fmt_str_ns",
+        "tracing_int_2t_ns",
+        "tracing_fmt_int_2t_ns",
+        "tracing_raw_int_ns",
+        "tracing_raw_str_ns",
+    ] {
+        let x = num(&v, key);
+        assert!(x.is_finite() && x > 0.0, "{key} = {x}");
+    }
+    for key in ["tracing_lost", "tracing_fmt_lost", "tracing_raw_lost"] {
+        assert!(num(&v, key) >= 0.0, "{key}");
+    }
+    assert_eq!(
+        num(&v, "tracing_unaccounted"),
+        0.0,
+        "tracing rows: events unaccounted for"
+    );
     for key in ["rdtsc_ns", "int_ns", "string_ns", "two_thread_scaling"] {
         let x = num(&v, key);
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");
@@ -86,6 +108,19 @@ fn bench_quick_json_has_every_field() {
             assert_eq!(u, 0, "unaccounted events in row {r}");
         }
     }
+    // The `tracing` comparison (issue 10): the keys it names are a contract.
+    for key in [
+        "tracing_int_ns",
+        "tracing_fmt_int_ns",
+        "tracing_str_ns",
+        "tracing_fmt_str_ns",
+        "tracing_raw_int_ns",
+        "tracing_raw_str_ns",
+    ] {
+        let x = num(&v, key);
+        assert!(x.is_finite() && x > 0.0, "{key} = {x}");
+    }
+    // Six core targets, plus two per tracing row (1 and 2 threads, int and int+string).
     let targets = v["targets"].as_array().expect("targets");
-    assert_eq!(targets.len(), 6);
+    assert_eq!(targets.len(), 6 + 2 * 4);
 }

@@ -1,14 +1,16 @@
 //! `faultline stats DIR [--json]`: what a trace holds, in one pass over its stream files.
 //!
 //! Built on [`faultline_ctf::stats()`] (events per name and per CPU, losses by cause from the
-//! packet contexts' cumulative counters, lost packets from `packet_seq_num` gaps, first/last
+//! packet contexts' cumulative counters, lost packets from `packet_seq_num` gaps between two
+//! packets of a stream and, apart, the packets before each stream's first one, first/last
 //! timestamp, bytes on disk); this module adds what a reader of the summary wants next to it:
 //! the trace directory, the clock frequency, the span in seconds and the throughput (events
 //! per second over the span), and renders it as text or JSON.
 //!
 //! The JSON object ([`Report`]) has every key of [`faultline_ctf::Stats`] (`events_total`,
-//! `lost_total`, `lost_full`, `lost_stalled`, `lost_too_big`, `lost_packets`, `packets`,
-//! `events`, `cpus`, `per_cpu`, `first_ts`, `last_ts`, `span_ns`, `bytes_on_disk`) plus
+//! `lost_total`, `lost_full`, `lost_stalled`, `lost_too_big`, `lost_packets`,
+//! `packets_before_first`, `packets`, `truncated_events`, `truncated_bytes`, `events`, `cpus`, `per_cpu`, `first_ts`, `last_ts`,
+//! `span_ns`, `bytes_on_disk`) plus
 //! `trace`, `clock_freq_hz`, `span_s` and `events_per_sec` (`null` when the span is 0).
 
 use crate::view::{open_trace, CmdError};
@@ -23,13 +25,19 @@ use std::path::PathBuf;
     about = "Summarize a trace: events per name and CPU, losses by cause, span, throughput, size",
     long_about = "Read every stream file of the trace in DIR once and print: the number of \
 events per event name and per CPU; events lost, by cause (buffer full, writer stalled, event \
-too big for a sub-buffer; as counted by the ring buffer and carried in the packet contexts) and \
-packets lost (gaps in packet sequence numbers); the time span from the first to the last event; \
-the throughput (events per second over that span); and the size of the trace on disk. --json \
-prints the same as one JSON object (keys events_total, lost_total, lost_full, lost_stalled, \
-lost_too_big, lost_packets, packets, events, cpus, per_cpu, first_ts, last_ts, span_ns, span_s, \
-events_per_sec, bytes_on_disk, clock_freq_hz, trace). The whole trace is checked on the way: a \
-corrupted trace is an error, not a partial count.",
+too big for a sub-buffer; as counted by the ring buffer and carried in the packet contexts); \
+packets lost: the gaps in a stream's packet sequence numbers between two packets of the trace \
+(sub-buffers overwritten in --overwrite mode before they were read; the count CTF readers such as \
+babeltrace2 report as discarded packets), and apart from them the packets a stream produced \
+before its first packet in the trace (that packet's sequence number: a flight recorder that \
+overwrote its oldest sub-buffers); events whose raw buffer (RawBuf) field was longer than the \
+recording limit or the event and was cut (a non-zero <field>_truncated) and the bytes left out; \
+the time span from the first to the last event; the throughput (events per second over that \
+span); and the size of the trace on disk. --json prints the same as one JSON object (keys \
+events_total, lost_total, lost_full, lost_stalled, lost_too_big, lost_packets, \
+packets_before_first, packets, truncated_events, truncated_bytes, events, cpus, per_cpu, \
+first_ts, last_ts, span_ns, span_s, events_per_sec, bytes_on_disk, clock_freq_hz, trace). The \
+whole trace is checked on the way: a corrupted trace is an error, not a partial count.",
     after_help = concat!(
         "Examples:\n",
         "  faultline stats trace/\n",
@@ -119,8 +127,18 @@ pub fn write_text(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
         "lost        {} events (buffer full {}, writer stalled {}, too big {}); {} packets \
-         missing from the sequence",
-        s.lost_total, s.lost_full, s.lost_stalled, s.lost_too_big, s.lost_packets
+         missing between packets, {} before the first packet of a stream",
+        s.lost_total,
+        s.lost_full,
+        s.lost_stalled,
+        s.lost_too_big,
+        s.lost_packets,
+        s.packets_before_first
+    )?;
+    writeln!(
+        out,
+        "truncated   {} events with a raw buffer not recorded whole ({} bytes left out)",
+        s.truncated_events, s.truncated_bytes
     )?;
     let width = s.events.keys().map(|k| k.len()).max().unwrap_or(0).max(5);
     writeln!(out, "\n{:<width$}  {:>12}", "event", "count")?;

@@ -31,7 +31,7 @@
 //! Every configuration accounts for its events: emitted = delivered + counted lost (the
 //! `unaccounted` column must be 0).
 
-use crate::bench::{load_avg, median_spread, Drained, Drainer};
+use crate::harness::{load_avg, median_spread, Drained, Drainer};
 use faultline_recorder::{Policy, Recorder, RecorderConfig, Strategy};
 use faultline_ringbuf::{Channel, ChannelConfig, Mode};
 use faultline_tracepoints::{trace, tracepoint, RawBuf};
@@ -254,7 +254,7 @@ fn resident_once(s: Strategy, payload: usize, events: u64) -> anyhow::Result<f64
     })?);
     let (_rec, h) = recorder(&chan, s)?;
     let src = vec![0x33u8; payload];
-    let t = crate::bench::run_writers(1, true, events / 10, events, |_, i| {
+    let t = crate::harness::run_writers(1, true, events / 10, events, |_, i| {
         trace!(STUDY_RAW, i, RawBuf(src.as_ptr(), src.len()));
     });
     faultline_tracepoints::unregister(h);

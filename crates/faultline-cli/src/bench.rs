@@ -36,14 +36,15 @@
 //! trace directory's size (streams, indexes, metadata) / events recorded, from
 //! [`faultline_lttng::LttngResult`].
 
+use crate::harness::{load_avg, median_spread, run_writers, Drainer};
 use faultline_recorder::{Recorder, RecorderConfig};
-use faultline_ringbuf::{records, Channel, ChannelConfig, Consumer, Mode, SyncMode};
+use faultline_ringbuf::{Channel, ChannelConfig, Mode, SyncMode};
 use faultline_tracepoints::{trace, tracepoint, CStrPtr};
 use serde::Serialize;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
 
 tracepoint!(pub BENCH_INT, "faultline_bench", "int", { seq: u64 });
 tracepoint!(pub BENCH_STRING, "faultline_bench", "string", { seq: u64, msg: &str });
@@ -167,6 +168,9 @@ pub struct BenchReport {
     pub machine: Machine,
     pub targets: Vec<Target>,
     pub rows: Vec<Row>,
+    /// `tracing` rows (`tracing_int_ns`, `tracing_fmt_int_ns`, ...): see [`crate::bench_tracing`].
+    #[serde(flatten)]
+    pub tracing: crate::bench_tracing::TracingBench,
 }
 
 /// Where the run happened.
@@ -178,13 +182,6 @@ pub struct Machine {
     /// 1-minute load average before and after the run.
     pub load_before: f64,
     pub load_after: f64,
-}
-
-pub(crate) fn load_avg() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(f64::NAN)
 }
 
 fn machine(load_before: f64) -> Machine {
@@ -207,22 +204,6 @@ fn machine(load_before: f64) -> Machine {
         load_before,
         load_after: load_avg(),
     }
-}
-
-/// (median, min, max); NaN for an empty set.
-pub(crate) fn median_spread(v: &[f64]) -> (f64, f64, f64) {
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    let m = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    (m, v[0], v[n - 1])
 }
 
 #[inline(always)]
@@ -295,206 +276,6 @@ fn disabled_tracepoint(iters: u64) -> f64 {
     per_iter / 8.0
 }
 
-// ---------------------------------------------------------------------------------------
-// Consumer
-
-/// What a draining consumer saw.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Drained {
-    pub packets: u64,
-    pub records: u64,
-    /// Bytes of packet content taken out (headers, records, alignment).
-    pub content_bytes: u64,
-    /// Records per event id (index = id; ids beyond [`MAX_COUNTED_ID`] go to `other_ids`).
-    pub per_id: Vec<u64>,
-    pub other_ids: u64,
-    /// Per packet: ns from the packet's end timestamp (when it was closed) to the consumer
-    /// taking it out.
-    pub delays_ns: Vec<f64>,
-    pub errors: Vec<String>,
-    /// Time the consumer spent taking packets out and walking them, and its wake-ups.
-    pub busy_ns: u64,
-    pub wakeups: u64,
-}
-
-/// Highest event id counted individually by [`Drained::per_id`].
-pub(crate) const MAX_COUNTED_ID: u32 = 4095;
-
-impl Drained {
-    #[inline]
-    fn count_id(&mut self, id: u32) {
-        if id > MAX_COUNTED_ID {
-            self.other_ids += 1;
-            return;
-        }
-        let i = id as usize;
-        if self.per_id.len() <= i {
-            self.per_id.resize(i + 1, 0);
-        }
-        self.per_id[i] += 1;
-    }
-
-    /// Records delivered with event id `id`.
-    pub(crate) fn count(&self, id: u32) -> u64 {
-        self.per_id.get(id as usize).copied().unwrap_or(0)
-    }
-}
-
-/// A consumer thread draining a channel until told to stop.
-pub(crate) struct Drainer {
-    stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<Drained>,
-}
-
-impl Drainer {
-    /// Start draining `chan`, on CPU `pin` if given, at nice value `nice` if given (the study
-    /// raises its consumer's priority so that losses come from the strategies, not from the
-    /// consumer waiting behind other load).
-    pub(crate) fn spawn(chan: Arc<Channel>, pin: Option<u32>, nice: Option<i32>) -> Drainer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let handle = std::thread::spawn(move || {
-            if let Some(cpu) = pin {
-                let _ = faultline_rseq::pin_to_cpu(cpu);
-            }
-            if let Some(n) = nice {
-                // SAFETY: setpriority on this thread's own id; failure (no privilege) is
-                // harmless, the consumer then runs at the default priority.
-                unsafe {
-                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-                    libc::setpriority(libc::PRIO_PROCESS, tid, n);
-                }
-            }
-            drain_loop(&chan, &s)
-        });
-        Drainer { stop, handle }
-    }
-
-    /// Flush the channel's partial sub-buffers, drain everything, stop the thread.
-    pub(crate) fn finish(self, chan: &Channel) -> Drained {
-        let errs = chan.flush_all(false);
-        // Release: pairs with the consumer's acquire load; everything flushed before is then
-        // visible to its final drain.
-        self.stop.store(true, Ordering::Release);
-        let mut d = self.handle.join().unwrap_or_else(|_| Drained {
-            errors: vec!["consumer thread panicked".into()],
-            ..Default::default()
-        });
-        d.errors.extend(errs.into_iter().map(|e| e.to_string()));
-        d
-    }
-}
-
-fn drain_loop(chan: &Channel, stop: &AtomicBool) -> Drained {
-    let cons = Consumer::new(chan);
-    let clock = chan.clock();
-    let mut d = Drained::default();
-    let mut buf = Vec::new();
-    let mut once = |d: &mut Drained| -> bool {
-        let t0 = Instant::now();
-        d.wakeups += 1;
-        let mut any = false;
-        for cpu in cons.active_cpus() {
-            loop {
-                match cons.next_packet(cpu, &mut buf) {
-                    Ok(Some(info)) => {
-                        let now = faultline_ringbuf::clock::now(clock.kind);
-                        any = true;
-                        d.packets += 1;
-                        d.content_bytes += info.content_len as u64;
-                        d.delays_ns.push(
-                            clock.ticks_to_ns(now.saturating_sub(info.header.timestamp_end)) as f64,
-                        );
-                        for r in records(&buf, info.content_len) {
-                            match r {
-                                Ok(r) => {
-                                    d.records += 1;
-                                    d.count_id(r.id);
-                                }
-                                Err(e) => d.errors.push(e),
-                            }
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        d.errors.push(e.to_string());
-                        break;
-                    }
-                }
-            }
-        }
-        d.busy_ns += t0.elapsed().as_nanos() as u64;
-        any
-    };
-    loop {
-        // Acquire: pairs with Drainer::finish's release store after the final flush.
-        let stopping = stop.load(Ordering::Acquire);
-        let any = once(&mut d);
-        if stopping {
-            while once(&mut d) {}
-            break;
-        }
-        if !any {
-            cons.wait(Duration::from_millis(2));
-        }
-    }
-    d
-}
-
-// ---------------------------------------------------------------------------------------
-// Writers
-
-/// Per-thread loop times of one round.
-pub(crate) struct Timed {
-    pub per_thread_ns: Vec<f64>,
-    /// Wall time of the timed section (first start to last end).
-    pub wall_ns: f64,
-    /// Timed events over all threads.
-    pub timed: u64,
-}
-
-/// Run `threads` writers (pinned one per allowed CPU when `pin`), each `warmup` untimed then
-/// `iters` timed calls of `f(thread, i)`, started together after a barrier.
-pub(crate) fn run_writers<F>(threads: usize, pin: bool, warmup: u64, iters: u64, f: F) -> Timed
-where
-    F: Fn(usize, u64) + Sync,
-{
-    let cpus = faultline_rseq::allowed_cpus();
-    let barrier = Barrier::new(threads);
-    let res: Vec<(Instant, Instant)> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..threads)
-            .map(|t| {
-                let (f, barrier, cpus) = (&f, &barrier, &cpus);
-                s.spawn(move || {
-                    if pin && !cpus.is_empty() {
-                        let _ = faultline_rseq::pin_to_cpu(cpus[t % cpus.len()]);
-                    }
-                    for i in 0..warmup {
-                        f(t, i);
-                    }
-                    barrier.wait();
-                    let t0 = Instant::now();
-                    for i in 0..iters {
-                        f(t, i);
-                    }
-                    (t0, Instant::now())
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().expect("writer")).collect()
-    });
-    let first = res.iter().map(|r| r.0).min().expect("threads");
-    let last = res.iter().map(|r| r.1).max().expect("threads");
-    Timed {
-        per_thread_ns: res
-            .iter()
-            .map(|(a, b)| (*b - *a).as_nanos() as f64 / iters.max(1) as f64)
-            .collect(),
-        wall_ns: (last - first).as_nanos() as f64,
-        timed: iters * threads as u64,
-    }
-}
-
 /// One measured round of a faultline configuration.
 struct Sample {
     /// Consumer busy time / wall time of the writers (fraction of one CPU).
@@ -541,7 +322,7 @@ struct Config {
     sync: SyncMode,
     threads: usize,
     consumer: bool,
-    /// Through a real [`crate::session::Session`] (its own consumer writing CTF to disk, its
+    /// Through a real [`faultline::session::Session`] (its own consumer writing CTF to disk, its
     /// default buffers) instead of the harness's channel and consumer.
     session: bool,
     /// Sub-buffer size when not the default (diagnostic rows: 4 x 1 MiB per CPU).
@@ -682,7 +463,7 @@ fn run_session(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
         Ev::String => "faultline_bench:string",
         _ => "faultline_bench:int",
     };
-    let session = crate::session::Session::builder()
+    let session = faultline::session::Session::builder()
         .output_dir(&dir)
         .events(spec)
         .verbose(false)
@@ -896,6 +677,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
     let mut floor: Vec<Vec<f64>> = vec![Vec::new(); floor_names.len()];
     let mut disabled = Vec::new();
     let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
+    let mut tracing_runs = crate::bench_tracing::TracingRuns::default();
 
     for round in 0..rounds {
         if opt.progress {
@@ -909,6 +691,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         for (c, out) in configs.iter().zip(samples.iter_mut()) {
             out.push(run_config(c, warmup, iters)?);
         }
+        tracing_runs.round(warmup, iters)?;
         if let Some(l) = lttng.as_mut() {
             for ((kind, threads), acc) in lttng_cfgs.iter().zip(lttng_acc.iter_mut()) {
                 let r = l.bench.run(*kind, *threads, opt.lttng_events)?;
@@ -1061,7 +844,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         .map(|r| r.ns_median)
         .unwrap_or(f64::NAN);
 
-    let targets = targets(
+    let mut targets = targets(
         int_ns,
         rdtsc_store,
         string_ns,
@@ -1073,6 +856,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         lttng_lost,
         lttng_ran,
     );
+    let tracing = tracing_runs.finish(&mut rows, &mut targets);
     Ok(BenchReport {
         rdtsc_ns: rows[0].ns_median,
         clock_gettime_ns: rows[1].ns_median,
@@ -1096,6 +880,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         machine: machine(load_before),
         targets,
         rows,
+        tracing,
     })
 }
 

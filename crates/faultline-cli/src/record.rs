@@ -5,12 +5,15 @@
 //!    (`FD_CLOEXEC` cleared in the child only) and the environment of
 //!    [`crate::session`]: `FAULTLINE_CHANNEL_FD`, `FAULTLINE_CHANNEL_ID` (device:inode of the
 //!    memfd), `FAULTLINE_SCHEMA_FD`, `FAULTLINE_EVENTS`, `FAULTLINE_STRATEGY`.
-//! 2. The program's `faultline::Session::start()` maps the channel, writes its schema (JSON
-//!    [`SchemaMessage`]) to the pipe and closes it, then enables its tracepoints. Events are
-//!    only written after the schema, so nothing is lost waiting for it.
-//! 3. `record` reads the schema (until EOF), writes the CTF metadata, and drains the channel as
-//!    its single consumer ([`crate::drain`]) while the program runs, showing progress on a
-//!    terminal.
+//! 2. The program's `faultline::Session::start()` maps the channel, writes its schema (a
+//!    [`SchemaMessage`] line, [`faultline::schema_pipe`]) to the pipe, then enables its
+//!    tracepoints. Events are only written after the schema, so nothing is lost waiting for it.
+//!    The pipe stays open: event classes registered later (callsites first hit at run time)
+//!    follow as `events` lines, each written before its class can be recorded.
+//! 3. `record` reads the first message, writes the CTF metadata, and drains the channel as its
+//!    single consumer ([`crate::drain`]) while the program runs, showing progress on a
+//!    terminal; the drain reads the pipe for new classes after taking each packet and adds
+//!    them to the metadata before writing it (so the schema grows while the program runs).
 //! 4. When the program has exited (or was killed) and **no other process maps the channel**
 //!    (checked in `/proc/*/maps` by device and inode: a forked child could still be writing),
 //!    no writer can be alive, so `record` runs [`Channel::recover_dead_writers`]: sub-buffers
@@ -22,12 +25,13 @@
 //!    leading dot keeps CTF readers away from it), and `record` exits with the program's status
 //!    (128 + signal number if it was killed).
 
-use crate::drain::{Drain, DrainConfig, DrainStats};
-use crate::session::{
+use anyhow::{bail, Context};
+use faultline::drain::{Drain, DrainConfig, DrainStats};
+use faultline::schema_pipe::{self, Message, PipeClasses};
+use faultline::session::{
     self, clock_desc, env_desc, fd_id, group, SchemaMessage, Summary, ENV_CHANNEL_FD,
     ENV_CHANNEL_ID, ENV_EVENTS, ENV_SCHEMA_FD, ENV_STRATEGY, SCHEMA_VERSION,
 };
-use anyhow::{bail, Context};
 use faultline_ctf::{TraceDesc, TraceWriter};
 use faultline_recorder::Policy;
 use faultline_ringbuf::{Channel, ChannelConfig, ClockKind, Mode};
@@ -35,12 +39,11 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,6 +60,8 @@ pub struct RecordOptions {
     pub clock: Option<ClockKind>,
     /// Live progress on stderr (only shown when stderr is a terminal).
     pub progress: bool,
+    /// Trace the program's libc calls through the preload library (`--libc`).
+    pub libc: Option<crate::libc_preload::LibcOptions>,
 }
 
 /// What happened to the traced program.
@@ -86,8 +91,11 @@ pub struct RecoveryInfo {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RecordReport {
     pub program: ProgramExit,
-    /// The program published its schema (it started a `faultline::Session`).
+    /// The program published its schema (it started a `faultline::Session`, or `--libc`'s
+    /// preload library attached).
     pub schema_received: bool,
+    /// Recorded with `--libc`.
+    pub libc: bool,
     pub recovery: RecoveryInfo,
     pub summary: Summary,
 }
@@ -99,12 +107,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     if opt.cmd.is_empty() {
         bail!("no command given (usage: faultline record -o DIR -- CMD [ARGS])");
     }
-    if opt.dir.join("metadata").exists() {
-        bail!(
-            "{} already holds a trace; choose another directory",
-            opt.dir.display()
-        );
-    }
+    faultline::session::check_trace_dir(&opt.dir)?;
     let cfg = ChannelConfig {
         subbuf_size: opt.subbuf_size,
         num_subbuf: opt.num_subbuf,
@@ -125,6 +128,11 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     // SAFETY: both descriptors are fresh and owned by nobody else.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let wr_fd = wr.as_raw_fd();
+    // Room for the first schema and bursts of classes registered at start-up (best effort:
+    // the reader also runs all the time).
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe { libc::fcntl(fds[0], libc::F_SETPIPE_SZ, 1 << 20) };
+    let mut reader = schema_pipe::Reader::new(File::from(rd)).context("schema pipe")?;
     // Ctrl-C goes to the whole foreground group: let the program decide, and keep recording
     // until it is gone. A handler (not SIG_IGN) so that the child gets the default back at exec.
     // SAFETY: installing a handler that does nothing is async-signal-safe.
@@ -141,6 +149,18 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         .env(ENV_SCHEMA_FD, wr_fd.to_string())
         .env(ENV_EVENTS, &opt.events)
         .env(ENV_STRATEGY, opt.policy.to_string());
+    let mut notes: Vec<String> = Vec::new();
+    if let Some(l) = &opt.libc {
+        let lib = crate::libc_preload::find_library()?;
+        crate::libc_preload::apply(&mut cmd, &lib, l);
+        cmd.env(ENV_EVENTS, crate::libc_preload::events_spec(&l.calls)?);
+        if let Some(n) = crate::libc_preload::resolve_program(&opt.cmd[0])
+            .and_then(|p| crate::libc_preload::static_note(&p))
+        {
+            eprintln!("faultline record: {n}");
+            notes.push(n);
+        }
+    }
     // SAFETY: the closure only calls fcntl, which is async-signal-safe, on descriptors that are
     // open in the child (inherited copies of ours).
     unsafe {
@@ -159,41 +179,44 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     drop(wr);
     let pid = child.id();
 
-    let (tx, rx) = mpsc::channel::<Result<SchemaMessage, String>>();
-    std::thread::spawn(move || {
-        let mut f = File::from(rd);
-        let mut buf = Vec::new();
-        let r = match f.read_to_end(&mut buf) {
-            Ok(_) if buf.is_empty() => Err(String::new()),
-            Ok(_) => serde_json::from_slice::<SchemaMessage>(&buf)
-                .map_err(|e| format!("the program sent an unreadable schema: {e}")),
-            Err(e) => Err(format!("reading the schema: {e}")),
-        };
-        let _ = tx.send(r);
-    });
-
     let tty = opt.progress && std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut status = None;
     let mut schema: Option<SchemaMessage> = None;
     let mut schema_note: Option<String> = None;
+    // Messages that came with the schema in the same read (classes registered right after).
+    let mut early: Vec<Message> = Vec::new();
     // Phase 1: wait for the schema (or the end of the program).
     loop {
-        match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(Ok(s)) => {
-                schema = Some(s);
-                break;
+        reader.wait(Duration::from_millis(20));
+        let (msgs, errs) = reader.read_available();
+        notes.extend(errs);
+        let mut it = msgs.into_iter();
+        for m in it.by_ref() {
+            match m {
+                Message::Schema(s) => {
+                    schema = Some(s);
+                    break;
+                }
+                // Nothing may come before the schema.
+                Message::Events(_) => {
+                    notes.push("event classes sent before the schema were ignored".into())
+                }
             }
-            Ok(Err(e)) => {
-                schema_note = Some(if e.is_empty() {
-                    "the program published no schema (did it start a faultline::Session?)".into()
-                } else {
-                    e
-                });
-                break;
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        early.extend(it);
+        if schema.is_some() {
+            break;
+        }
+        if reader.eof() {
+            schema_note = Some(if opt.libc.is_some() {
+                "the preload library did not attach (statically linked or setuid program, \
+                 or LD_PRELOAD removed): no libc call was traced"
+                    .into()
+            } else {
+                "the program published no schema (did it start a faultline::Session?)".into()
+            });
+            break;
         }
         if status.is_none() {
             status = child.try_wait().context("waiting for the program")?;
@@ -230,6 +253,10 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         .max()
         .unwrap_or(0);
     let mut drain = Drain::new(chan.clone(), writer, n_ids, DrainConfig::default());
+    // Run-time classes: the rest of the pipe (and what came with the schema).
+    let mut classes = PipeClasses::new(reader, events.iter().map(|(i, _)| *i));
+    classes.push_early(early);
+    drain.set_class_source(Box::new(classes));
 
     // Phase 2: drain while the program runs.
     let mut last_print = Instant::now();
@@ -244,10 +271,10 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         if tty && last_print.elapsed() >= Duration::from_millis(500) {
             let ev = drain.events_written();
             let dt = last_print.elapsed().as_secs_f64();
-            let lost: u64 = (0..chan.num_cpus())
+            // Saturating: shared-memory counters (garbage must not panic or wrap).
+            let lost = (0..chan.num_cpus())
                 .filter_map(|c| chan.cpu_stats(c))
-                .map(|s| s.lost_total())
-                .sum();
+                .fold(0u64, |a, s| a.saturating_add(s.lost_total()));
             eprint!(
                 "\r  {} events ({}/s)  {} bytes  lost {}  [{:.0}s]   ",
                 group(ev),
@@ -296,10 +323,17 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     summary.add_drain(&ds, &names);
     summary.add_channel(&chan);
     summary.lost_writer_died = recovery.records;
-    summary.commits_remote = (0..chan.num_cpus())
-        .filter_map(|c| chan.cpu_stats(c))
-        .map(|s| s.remote_commits)
-        .sum();
+    // Checked: shared-memory counters (garbage must not panic or wrap).
+    for st in (0..chan.num_cpus()).filter_map(|c| chan.cpu_stats(c)) {
+        match summary.commits_remote.checked_add(st.remote_commits) {
+            Some(n) => summary.commits_remote = n,
+            None => summary.shm_errors.push(format!(
+                "CPU {} buffer corrupted: REMOTE commit count {} overflows the total; left out \
+                 of it",
+                st.cpu, st.remote_commits
+            )),
+        }
+    }
     summary.commits_local = summary
         .events_written
         .saturating_sub(summary.commits_remote);
@@ -319,11 +353,28 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let mut report = RecordReport {
         program,
         schema_received: schema.is_some(),
+        libc: opt.libc.is_some(),
         recovery,
         summary,
     };
     if let Some(n) = schema_note {
         report.recovery.errors.push(n);
+    }
+    report.recovery.errors.extend(notes);
+    report.recovery.errors.extend(
+        report
+            .summary
+            .drain
+            .iter()
+            .flat_map(|d| d.class_errors.clone()),
+    );
+    if opt.libc.is_some() {
+        if let Some(&n) = report.summary.events.get("libc:syscall") {
+            report.recovery.errors.push(format!(
+                "the program made {n} direct syscall(2) call(s): recorded as libc:syscall \
+                 (number and raw arguments, not decoded)"
+            ));
+        }
     }
     // The summary file is part of the trace directory's size.
     let path = opt.dir.join(".faultline-summary.json");
@@ -338,8 +389,8 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
 pub fn print(r: &RecordReport) {
     let p = &r.program;
     match (p.code, p.signal) {
-        (Some(c), _) => println!("program (pid {}) exited with status {c}", p.pid),
-        (_, Some(s)) => println!(
+        (Some(c), _) => eprintln!("program (pid {}) exited with status {c}", p.pid),
+        (_, Some(s)) => eprintln!(
             "program (pid {}) was killed by signal {s} ({})",
             p.pid,
             signal_name(s)
@@ -347,12 +398,19 @@ pub fn print(r: &RecordReport) {
         _ => {}
     }
     if !r.schema_received {
-        println!("  the program published no schema: it did not start a faultline::Session");
+        eprintln!("  the program published no schema: nothing was traced");
     }
-    r.summary.print();
+    r.summary.eprint();
     let rc = &r.recovery;
-    if rc.ran && (rc.subbufs > 0 || rc.records > 0) {
-        println!(
+    if rc.ran && r.libc && rc.records == 0 && rc.subbufs > 0 {
+        // Normal with --libc: preloaded processes exit without a final flush.
+        eprintln!(
+            "  {} sub-buffer(s) left open by exited processes completed at the end ({} bytes)",
+            rc.subbufs,
+            group(rc.bytes)
+        );
+    } else if rc.ran && (rc.subbufs > 0 || rc.records > 0) {
+        eprintln!(
             "  dead-writer recovery: {} sub-buffer(s) completed ({} bytes committed on behalf of \
              dead threads); {} uncommitted event(s) lost: writer died between reserve and commit",
             rc.subbufs,
@@ -361,10 +419,10 @@ pub fn print(r: &RecordReport) {
         );
     }
     if let Some(s) = &rc.skipped {
-        println!("  dead-writer recovery skipped: {s}");
+        eprintln!("  dead-writer recovery skipped: {s}");
     }
     for e in &rc.errors {
-        println!("  note: {e}");
+        eprintln!("  note: {e}");
     }
 }
 
@@ -439,6 +497,15 @@ pub struct RecordArgs {
     /// Print the report as JSON (no progress line)
     #[arg(long)]
     pub json: bool,
+    /// Trace the libc calls of an unmodified, dynamically linked program (preloads
+    /// libfaultline_libc.so, found next to this binary). Optionally select calls by name:
+    /// --libc=open*,read,-mmap. Events are libc:<call> (see `faultline record --help`)
+    #[arg(long, value_name = "CALLS", num_args = 0..=1, require_equals = true,
+          default_missing_value = "*")]
+    pub libc: Option<String>,
+    /// With --libc: bytes recorded from each data buffer (read, write, send, recv…; 0 = none)
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub libc_data: usize,
     /// The program and its arguments
     #[arg(last = true, required = true)]
     pub cmd: Vec<OsString>,
@@ -467,6 +534,13 @@ pub fn main(a: &RecordArgs) -> i32 {
         num_subbuf: a.subbufs,
         clock: a.monotonic.then_some(ClockKind::Monotonic),
         progress: !a.json,
+        libc: a
+            .libc
+            .as_ref()
+            .map(|calls| crate::libc_preload::LibcOptions {
+                calls: calls.clone(),
+                data_bytes: a.libc_data,
+            }),
     };
     match run(&opt) {
         Ok(r) => {

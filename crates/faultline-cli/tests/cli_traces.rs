@@ -223,16 +223,21 @@ fn stats_json_exact() {
         "lost_stalled": 1,
         "lost_too_big": 5,
         "lost_packets": 1,
+        "packets_before_first": 0,
         "packets": 6,
+        "truncated_events": 0,
+        "truncated_bytes": 0,
         "events": { "myapp:all": 5, "myapp:tick": 4, "other:read": 4 },
         "cpus": { "0": 7, "1": 6 },
         "per_cpu": {
             "0": {
-                "events": 7, "packets": 3, "lost_packets": 0, "bytes": size("stream_0"),
+                "events": 7, "packets": 3, "lost_packets": 0, "packets_before_first": 0,
+                "bytes": size("stream_0"),
                 "lost": { "events_discarded": 4, "lost_full": 3, "lost_stalled": 1, "lost_too_big": 0 }
             },
             "1": {
-                "events": 6, "packets": 3, "lost_packets": 1, "bytes": size("stream_1"),
+                "events": 6, "packets": 3, "lost_packets": 1, "packets_before_first": 0,
+                "bytes": size("stream_1"),
                 "lost": { "events_discarded": 9, "lost_full": 4, "lost_stalled": 0, "lost_too_big": 5 }
             }
         },
@@ -262,10 +267,14 @@ fn stats_text() {
     assert_eq!(
         lines[5],
         "lost        13 events (buffer full 7, writer stalled 1, too big 5); 1 packets missing \
-         from the sequence"
+         between packets, 0 before the first packet of a stream"
+    );
+    assert_eq!(
+        lines[6],
+        "truncated   0 events with a raw buffer not recorded whole (0 bytes left out)"
     );
     let row = |name: &str, n: u64| format!("{name:<10}  {n:>12}");
-    let events: Vec<String> = lines[7..11].iter().map(|l| l.to_string()).collect();
+    let events: Vec<String> = lines[8..12].iter().map(|l| l.to_string()).collect();
     assert_eq!(
         events,
         [
@@ -496,7 +505,7 @@ fn help_teaches() {
 }
 
 /// Throughput of `view` on a large trace (1.2 M events); prints events/s. Not run by default:
-/// `cargo test --release -p faultline --test cli_traces -- --ignored --nocapture`.
+/// `cargo test --release -p faultline-cli --test cli_traces -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn view_throughput() {

@@ -1,0 +1,237 @@
+//! Measurement harness shared by `faultline bench` and the copy-strategy study
+//! (`faultline bench --study`): a consumer thread that drains a channel and counts what it
+//! saw ([`Drainer`], [`Drained`]), writers started together and timed ([`run_writers`]), the
+//! median and spread of a set of rounds, and the machine's load.
+//!
+//! The consumer is the channel's single consumer while it runs; its stop flag is written
+//! once by [`Drainer::finish`] (release) after the final flush and read by the consumer
+//! thread (acquire) before its last drain.
+
+use faultline_ringbuf::{records, Channel, Consumer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+/// The 1-minute load average (NaN when `/proc/loadavg` cannot be read).
+pub fn load_avg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// (median, min, max); NaN for an empty set.
+pub fn median_spread(v: &[f64]) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    let m = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (m, v[0], v[n - 1])
+}
+
+// ---------------------------------------------------------------------------------------
+// Consumer
+
+/// What a draining consumer saw.
+#[derive(Debug, Clone, Default)]
+pub struct Drained {
+    pub packets: u64,
+    pub records: u64,
+    /// Bytes of packet content taken out (headers, records, alignment).
+    pub content_bytes: u64,
+    /// Records per event id (index = id; ids beyond [`MAX_COUNTED_ID`] go to `other_ids`).
+    pub per_id: Vec<u64>,
+    pub other_ids: u64,
+    /// Per packet: ns from the packet's end timestamp (when it was closed) to the consumer
+    /// taking it out.
+    pub delays_ns: Vec<f64>,
+    pub errors: Vec<String>,
+    /// Time the consumer spent taking packets out and walking them, and its wake-ups.
+    pub busy_ns: u64,
+    pub wakeups: u64,
+}
+
+/// Highest event id counted individually by [`Drained::per_id`].
+pub const MAX_COUNTED_ID: u32 = 4095;
+
+impl Drained {
+    #[inline]
+    fn count_id(&mut self, id: u32) {
+        if id > MAX_COUNTED_ID {
+            self.other_ids += 1;
+            return;
+        }
+        let i = id as usize;
+        if self.per_id.len() <= i {
+            self.per_id.resize(i + 1, 0);
+        }
+        self.per_id[i] += 1;
+    }
+
+    /// Records delivered with event id `id`.
+    pub fn count(&self, id: u32) -> u64 {
+        self.per_id.get(id as usize).copied().unwrap_or(0)
+    }
+}
+
+/// A consumer thread draining a channel until told to stop.
+pub struct Drainer {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Drained>,
+}
+
+impl Drainer {
+    /// Start draining `chan`, on CPU `pin` if given, at nice value `nice` if given (the study
+    /// raises its consumer's priority so that losses come from the strategies, not from the
+    /// consumer waiting behind other load).
+    pub fn spawn(chan: Arc<Channel>, pin: Option<u32>, nice: Option<i32>) -> Drainer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            if let Some(cpu) = pin {
+                let _ = faultline_rseq::pin_to_cpu(cpu);
+            }
+            if let Some(n) = nice {
+                // SAFETY: setpriority on this thread's own id; failure (no privilege) is
+                // harmless, the consumer then runs at the default priority.
+                unsafe {
+                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                    libc::setpriority(libc::PRIO_PROCESS, tid, n);
+                }
+            }
+            drain_loop(&chan, &s)
+        });
+        Drainer { stop, handle }
+    }
+
+    /// Flush the channel's partial sub-buffers, drain everything, stop the thread.
+    pub fn finish(self, chan: &Channel) -> Drained {
+        let errs = chan.flush_all(false);
+        // Release: pairs with the consumer's acquire load; everything flushed before is then
+        // visible to its final drain.
+        self.stop.store(true, Ordering::Release);
+        let mut d = self.handle.join().unwrap_or_else(|_| Drained {
+            errors: vec!["consumer thread panicked".into()],
+            ..Default::default()
+        });
+        d.errors.extend(errs.into_iter().map(|e| e.to_string()));
+        d
+    }
+}
+
+fn drain_loop(chan: &Channel, stop: &AtomicBool) -> Drained {
+    let cons = Consumer::new(chan);
+    let clock = chan.clock();
+    let mut d = Drained::default();
+    let mut buf = Vec::new();
+    let mut once = |d: &mut Drained| -> bool {
+        let t0 = Instant::now();
+        d.wakeups += 1;
+        let mut any = false;
+        for cpu in cons.active_cpus() {
+            loop {
+                match cons.next_packet(cpu, &mut buf) {
+                    Ok(Some(info)) => {
+                        let now = faultline_ringbuf::clock::now(clock.kind);
+                        any = true;
+                        d.packets += 1;
+                        d.content_bytes += info.content_len as u64;
+                        d.delays_ns.push(
+                            clock.ticks_to_ns(now.saturating_sub(info.header.timestamp_end)) as f64,
+                        );
+                        for r in records(&buf, info.content_len) {
+                            match r {
+                                Ok(r) => {
+                                    d.records += 1;
+                                    d.count_id(r.id);
+                                }
+                                Err(e) => d.errors.push(e),
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        d.errors.push(e.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        d.busy_ns += t0.elapsed().as_nanos() as u64;
+        any
+    };
+    loop {
+        // Acquire: pairs with Drainer::finish's release store after the final flush.
+        let stopping = stop.load(Ordering::Acquire);
+        let any = once(&mut d);
+        if stopping {
+            while once(&mut d) {}
+            break;
+        }
+        if !any {
+            cons.wait(Duration::from_millis(2));
+        }
+    }
+    d
+}
+
+// ---------------------------------------------------------------------------------------
+// Writers
+
+/// Per-thread loop times of one round.
+pub struct Timed {
+    pub per_thread_ns: Vec<f64>,
+    /// Wall time of the timed section (first start to last end).
+    pub wall_ns: f64,
+    /// Timed events over all threads.
+    pub timed: u64,
+}
+
+/// Run `threads` writers (pinned one per allowed CPU when `pin`), each `warmup` untimed then
+/// `iters` timed calls of `f(thread, i)`, started together after a barrier.
+pub fn run_writers<F>(threads: usize, pin: bool, warmup: u64, iters: u64, f: F) -> Timed
+where
+    F: Fn(usize, u64) + Sync,
+{
+    let cpus = faultline_rseq::allowed_cpus();
+    let barrier = Barrier::new(threads);
+    let res: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                let (f, barrier, cpus) = (&f, &barrier, &cpus);
+                s.spawn(move || {
+                    if pin && !cpus.is_empty() {
+                        let _ = faultline_rseq::pin_to_cpu(cpus[t % cpus.len()]);
+                    }
+                    for i in 0..warmup {
+                        f(t, i);
+                    }
+                    barrier.wait();
+                    let t0 = Instant::now();
+                    for i in 0..iters {
+                        f(t, i);
+                    }
+                    (t0, Instant::now())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("writer")).collect()
+    });
+    let first = res.iter().map(|r| r.0).min().expect("threads");
+    let last = res.iter().map(|r| r.1).max().expect("threads");
+    Timed {
+        per_thread_ns: res
+            .iter()
+            .map(|(a, b)| (*b - *a).as_nanos() as f64 / iters.max(1) as f64)
+            .collect(),
+        wall_ns: (last - first).as_nanos() as f64,
+        timed: iters * threads as u64,
+    }
+}

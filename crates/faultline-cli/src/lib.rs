@@ -1,0 +1,18 @@
+//! The `faultline` command line's building blocks: `demo`, `record`, `view`, `stats`, `export`,
+//! `timeline`, the ring buffer's stress harness, the benchmarks and the copy-strategy study.
+pub mod bench;
+pub mod bench_tracing;
+pub mod demo;
+pub mod libc_bench;
+pub mod libc_preload;
+pub mod export;
+pub mod harness;
+pub mod record;
+pub mod soak;
+pub mod stats;
+pub mod stress;
+pub mod study;
+pub mod timeline;
+pub mod trace_input;
+pub mod uffd;
+pub mod view;

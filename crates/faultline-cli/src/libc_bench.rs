@@ -1,0 +1,391 @@
+//! `faultline bench --libc`: what `record --libc` costs a real program, next to `strace -f`
+//! (and `ltrace -f` when installed), measured in the same run.
+//!
+//! Each workload is an ordinary command found on a fresh machine, run `rounds` times in each
+//! mode, interleaved (untraced, faultline, strace, ltrace, then again), so that machine load
+//! drifts hit every mode alike; the median wall time is reported with the ratio to the
+//! untraced median. Wall times include everything the user waits for: for faultline, starting
+//! the recorder, draining the buffers and finishing the trace; for strace, writing its log.
+//! Output goes to `/dev/null`, logs and traces to a temporary directory that is removed.
+//!
+//! *Per call*: (traced − untraced) ÷ calls recorded (from the trace's summary), the cost one
+//! wrapped call adds. It is compared with one `trace!` event of the same shape as `libc:write`
+//! (eight fields, 32 data bytes through the faultable copy) recorded in this process by an
+//! embedded session: the floor a wrapper cannot go below.
+
+use anyhow::Context;
+use faultline::Session;
+use faultline_tracepoints::{trace, tracepoint, RawBuf};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+tracepoint!(pub BENCH_WRITE_SHAPE, "bench", "libc_write_shape", { fd: i32, count: u64,
+    data: RawBuf, ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
+
+/// Options of `bench --libc`.
+#[derive(Debug, Clone)]
+pub struct LibcBenchOptions {
+    pub rounds: usize,
+    pub quick: bool,
+}
+
+/// One workload's row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub workload: String,
+    pub command: String,
+    pub untraced_ms: f64,
+    pub faultline_ms: f64,
+    pub faultline_ratio: f64,
+    /// Calls recorded by faultline (events of the trace).
+    pub calls: u64,
+    /// (faultline − untraced) ÷ calls, nanoseconds.
+    pub faultline_ns_per_call: f64,
+    pub strace_ms: Option<f64>,
+    pub strace_ratio: Option<f64>,
+    /// (strace − untraced) ÷ calls faultline recorded (strace sees more system calls).
+    pub strace_ns_per_call: Option<f64>,
+    pub ltrace_ms: Option<f64>,
+    pub ltrace_ratio: Option<f64>,
+    /// CPU time (user + system, the command and its descendants), medians, milliseconds: on a
+    /// loaded machine wall time mostly measures waiting for a CPU.
+    pub untraced_cpu_ms: f64,
+    pub faultline_cpu_ms: f64,
+    pub faultline_cpu_ratio: f64,
+    /// (faultline − untraced) CPU ÷ calls, nanoseconds.
+    pub faultline_cpu_ns_per_call: f64,
+    pub strace_cpu_ms: Option<f64>,
+    pub strace_cpu_ratio: Option<f64>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct LibcBenchReport {
+    pub rounds: usize,
+    pub rows: Vec<Row>,
+    /// One `trace!` event shaped like `libc:write`, ns (median of rounds).
+    pub trace_event_ns: f64,
+    pub notes: Vec<String>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn tool(name: &str) -> bool {
+    Command::new(name)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// User + system CPU time of every reaped descendant so far, milliseconds.
+fn children_cpu_ms() -> f64 {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a struct rusage into a valid out-pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, ru.as_mut_ptr()) } != 0 {
+        return 0.0;
+    }
+    // SAFETY: zero-initialised and filled by the kernel: valid either way.
+    let ru = unsafe { ru.assume_init() };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(ru.ru_utime) + ms(ru.ru_stime)
+}
+
+/// Run `cmd` to completion: (wall ms, CPU ms of it and everything it waited for).
+fn time(cmd: &mut Command) -> anyhow::Result<(f64, f64)> {
+    let c0 = children_cpu_ms();
+    let t = Instant::now();
+    let st = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let d = t.elapsed();
+    if !st.success() {
+        anyhow::bail!("{cmd:?} failed: {st}");
+    }
+    Ok((d.as_secs_f64() * 1e3, children_cpu_ms() - c0))
+}
+
+/// Events recorded, from a trace's summary file.
+fn recorded(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join(".faultline-summary.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v["summary"]["events_written"].as_u64())
+        .unwrap_or(0)
+}
+
+/// CPU time of this whole process (every thread), nanoseconds.
+fn process_cpu_ns() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
+}
+
+/// CPU time of one embedded session (start, `n` events of the `libc:write` shape, stop):
+/// the writer's and the consumer's, like the traced program plus `record` in a `--libc` run.
+fn session_cpu_ns(dir: &Path, n: u64) -> anyhow::Result<f64> {
+    let buf = [7u8; 64];
+    let t = process_cpu_ns();
+    let s = Session::builder()
+        .output_dir(dir)
+        .events("bench:libc_write_shape")
+        .verbose(false)
+        .start()
+        .context("starting the in-process session")?;
+    for i in 0..n {
+        trace!(
+            BENCH_WRITE_SHAPE,
+            3,
+            32,
+            RawBuf(std::hint::black_box(buf.as_ptr()), 32),
+            32,
+            0,
+            i,
+            1,
+            1
+        );
+    }
+    let sum = s.stop()?;
+    let cpu = process_cpu_ns() - t;
+    let _ = std::fs::remove_dir_all(dir);
+    if sum.lost_total() > 0 {
+        anyhow::bail!("the in-process session lost {} events", sum.lost_total());
+    }
+    Ok(cpu)
+}
+
+/// One `trace!` of the `libc:write` shape recorded and drained into a trace, in this process:
+/// CPU ns per event (writer plus consumer; the fixed cost of a session, measured with no
+/// events, is subtracted). CPU time: robust to waiting for a CPU on a loaded machine.
+fn trace_event_ns(tmp: &Path, rounds: usize) -> anyhow::Result<f64> {
+    let n = 100_000u64;
+    let mut per = Vec::new();
+    for r in 0..rounds.max(3) {
+        let empty = session_cpu_ns(&tmp.join(format!("e{r}")), 0)?;
+        let full = session_cpu_ns(&tmp.join(format!("f{r}")), n)?;
+        per.push((full - empty) / n as f64);
+    }
+    Ok(median(per))
+}
+
+/// Run the benchmark.
+pub fn run(opt: &LibcBenchOptions) -> anyhow::Result<LibcBenchReport> {
+    let me = std::env::current_exe()?;
+    crate::libc_preload::find_library()?;
+    let tmp = std::env::temp_dir().join(format!("faultline-bench-libc-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let mut notes = Vec::new();
+    let have_strace = tool("strace");
+    let have_ltrace = tool("ltrace");
+    if !have_strace {
+        notes.push("strace not installed: its columns are empty".into());
+    }
+    if !have_ltrace {
+        notes.push("ltrace not installed: its columns are empty".into());
+    }
+    let count = if opt.quick { "50000" } else { "200000" };
+    let mut workloads: Vec<(String, Vec<String>)> = vec![
+        (
+            "micro: dd bs=1 (read+write loop)".into(),
+            ["dd", "if=/dev/zero", "of=/dev/null", "bs=1"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain([format!("count={count}")])
+                .collect(),
+        ),
+        (
+            "find /usr -type f".into(),
+            vec!["find".into(), "/usr".into(), "-type".into(), "f".into()],
+        ),
+        (
+            "tar cf /dev/null /usr/share/doc".into(),
+            vec![
+                "tar".into(),
+                "cf".into(),
+                "/dev/null".into(),
+                "/usr/share/doc".into(),
+            ],
+        ),
+    ];
+    let cwd = std::env::current_dir()?;
+    if tool("git") && cwd.join(".git").exists() {
+        workloads.push((
+            format!("git status ({})", cwd.display()),
+            vec!["git".into(), "status".into(), "--porcelain".into()],
+        ));
+    }
+    let mut rows = Vec::new();
+    for (name, argv) in &workloads {
+        let (mut un, mut fl, mut stv, mut ltv) = (vec![], vec![], vec![], vec![]);
+        let (mut unc, mut flc, mut stc) = (vec![], vec![], vec![]);
+        let mut calls = 0;
+        for r in 0..opt.rounds {
+            let (w, c) = time(Command::new(&argv[0]).args(&argv[1..]))?;
+            un.push(w);
+            unc.push(c);
+            let dir: PathBuf = tmp.join(format!("t{}", rows.len() * 100 + r));
+            let (w, c) = time(
+                Command::new(&me)
+                    .args(["record", "--libc", "-o"])
+                    .arg(&dir)
+                    .arg("--")
+                    .args(argv),
+            )?;
+            fl.push(w);
+            flc.push(c);
+            calls = recorded(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            if have_strace {
+                let log = tmp.join("strace.log");
+                let (w, c) = time(
+                    Command::new("strace")
+                        .args(["-f", "-o"])
+                        .arg(&log)
+                        .args(argv),
+                )?;
+                stv.push(w);
+                stc.push(c);
+                let _ = std::fs::remove_file(&log);
+            }
+            // ltrace is orders of magnitude slower: the micro loop only, one round.
+            if have_ltrace && rows.is_empty() && r == 0 {
+                let log = tmp.join("ltrace.log");
+                ltv.push(
+                    time(
+                        Command::new("ltrace")
+                            .args(["-f", "-o"])
+                            .arg(&log)
+                            .args(argv),
+                    )?
+                    .0,
+                );
+                let _ = std::fs::remove_file(&log);
+            }
+        }
+        let u = median(un);
+        let f = median(fl);
+        let per = |t: f64| (t - u) * 1e6 / calls.max(1) as f64;
+        let s = (!stv.is_empty()).then(|| median(stv));
+        let l = (!ltv.is_empty()).then(|| median(ltv));
+        let (uc, fc) = (median(unc), median(flc));
+        let sc = (!stc.is_empty()).then(|| median(stc));
+        rows.push(Row {
+            workload: name.clone(),
+            command: argv.join(" "),
+            untraced_ms: u,
+            faultline_ms: f,
+            faultline_ratio: f / u,
+            calls,
+            faultline_ns_per_call: per(f),
+            strace_ms: s,
+            strace_ratio: s.map(|s| s / u),
+            strace_ns_per_call: s.map(per),
+            ltrace_ms: l,
+            ltrace_ratio: l.map(|l| l / u),
+            untraced_cpu_ms: uc,
+            faultline_cpu_ms: fc,
+            faultline_cpu_ratio: fc / uc.max(1e-9),
+            faultline_cpu_ns_per_call: (fc - uc) * 1e6 / calls.max(1) as f64,
+            strace_cpu_ms: sc,
+            strace_cpu_ratio: sc.map(|s| s / uc.max(1e-9)),
+        });
+    }
+    let trace_event_ns = trace_event_ns(&tmp, opt.rounds)?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(LibcBenchReport {
+        rounds: opt.rounds,
+        rows,
+        trace_event_ns,
+        notes,
+    })
+}
+
+/// Print for people.
+pub fn print(r: &LibcBenchReport) {
+    println!(
+        "record --libc vs strace -f (wall time, median of {} rounds, ratio to untraced)",
+        r.rounds
+    );
+    let opt = |v: Option<f64>, unit: &str| match v {
+        Some(v) => format!("{v:.2}{unit}"),
+        None => "-".into(),
+    };
+    println!(
+        "{:<36} {:>10} {:>18} {:>10} {:>12} {:>18} {:>12} {:>14}",
+        "workload",
+        "untraced",
+        "faultline",
+        "calls",
+        "ns/call",
+        "strace -f",
+        "ns/call",
+        "ltrace -f"
+    );
+    for row in &r.rows {
+        println!(
+            "{:<36} {:>8.1}ms {:>9.1}ms {:>6.2}x {:>10} {:>12.0} {:>9}ms {:>7} {:>12} {:>14}",
+            row.workload,
+            row.untraced_ms,
+            row.faultline_ms,
+            row.faultline_ratio,
+            row.calls,
+            row.faultline_ns_per_call,
+            opt(row.strace_ms, ""),
+            opt(row.strace_ratio, "x"),
+            opt(row.strace_ns_per_call, ""),
+            opt(row.ltrace_ratio, "x"),
+        );
+    }
+    println!("\nCPU time (user + system of the command and its descendants), medians:");
+    println!(
+        "{:<36} {:>10} {:>18} {:>12} {:>18}",
+        "workload", "untraced", "faultline", "ns/call", "strace -f"
+    );
+    for row in &r.rows {
+        println!(
+            "{:<36} {:>8.1}ms {:>9.1}ms {:>6.2}x {:>12.0} {:>9}ms {:>7}",
+            row.workload,
+            row.untraced_cpu_ms,
+            row.faultline_cpu_ms,
+            row.faultline_cpu_ratio,
+            row.faultline_cpu_ns_per_call,
+            opt(row.strace_cpu_ms, ""),
+            opt(row.strace_cpu_ratio, "x"),
+        );
+    }
+    println!(
+        "one trace! event of the libc:write shape, recorded and drained (embedded session, \
+         writer + consumer): {:.0} ns CPU",
+        r.trace_event_ns
+    );
+    if let Some(m) = r.rows.first() {
+        println!(
+            "micro loop: {:.0} ns wall ({:.0} ns CPU) per wrapped call = {:.2}x ({:.2}x) one \
+             trace! event",
+            m.faultline_ns_per_call,
+            m.faultline_cpu_ns_per_call,
+            m.faultline_ns_per_call / r.trace_event_ns.max(1e-9),
+            m.faultline_cpu_ns_per_call / r.trace_event_ns.max(1e-9)
+        );
+    }
+    for n in &r.notes {
+        println!("note: {n}");
+    }
+}

@@ -1,0 +1,763 @@
+//! Record [`tracing`](https://docs.rs/tracing) events and spans into faultline traces.
+//!
+//! ```no_run
+//! use tracing_subscriber::prelude::*;
+//!
+//! let session = faultline::Session::start().expect("faultline session");
+//! tracing_subscriber::registry().with(faultline_tracing::layer()).init();
+//! tracing::info!(answer = 42, "hello");
+//! drop(session); // stops the session: the trace is complete (CTF, readable by babeltrace2)
+//! ```
+//!
+//! [`layer()`] is a [`tracing_subscriber::Layer`]: it composes with other layers (a `fmt`
+//! layer on the terminal, …) and takes tracing's filters as a per-layer filter
+//! (`faultline_tracing::layer().with_filter(EnvFilter::from_default_env())`, a `LevelFilter`,
+//! `Targets`). faultline's own event globs apply as well (`FAULTLINE_EVENTS`,
+//! `SessionBuilder::events`, `faultline record -e`), on the names below.
+//!
+//! # Event classes
+//! Every callsite becomes one faultline event class, registered at run time with
+//! `faultline_tracepoints::register` on its first hit (the trace's metadata grows: embedded
+//! sessions and `faultline record` alike declare the class before its first record):
+//!
+//! | what | class name | fields |
+//! |---|---|---|
+//! | `info!(…)` etc. | `<target>:<LEVEL>.<callsite name>` | the event's fields, in declaration order |
+//! | span creation | `<target>:<LEVEL>.span.<span name>` | `span` (id), `parent` (id, 0 = root), the span's fields |
+//! | span entered | `tracing:span_enter` | `span`, `tid` (the thread's kernel id) |
+//! | span exited | `tracing:span_exit` | `span`, `tid` |
+//! | span closed | `tracing:span_close` | `span` |
+//!
+//! e.g. `info!` at line 12 of `src/main.rs` in crate `myapp` is `myapp:INFO.event_src/main.rs_12`,
+//! and `#[instrument] fn handle` in module `myapp::server` creates
+//! `myapp.server:INFO.span.handle`. The level is the name's first part, so
+//! `FAULTLINE_EVENTS='*:ERROR.*,*:WARN.*'` keeps errors and warnings only. Names are made
+//! acceptable to CTF: `::` in a target becomes `.`; spaces, `:`, quotes, backslashes and
+//! non-ASCII become `_`; a name already taken gets `#2`, `#3`, … Field names become
+//! identifiers (`a.b` → `a_b`, no leading `_`, no `__`), made unique with `_2`, `_3`, …
+//!
+//! Field types come from the callsite's **first hit**: `i64` → `i64`, `u64` → `u64`, `f64` →
+//! `f64`, `bool` → `bool`, `&str`, `Debug` and `Display` values (including the `message`),
+//! errors and 128-bit integers → `string` (at most [`MAX_STRING`] bytes, cut at a NUL). A field
+//! without a value on the first hit is a `string`. Later hits are converted to the declared
+//! type (numbers between each other, numbers into strings as decimal); a value that cannot be
+//! converted (a string into a number slot) is written as 0 and counted
+//! ([`Stats::type_mismatches`]); a missing value is 0, `false` or empty.
+//!
+//! # Hot path
+//! After a callsite's first hit an event costs: one lookup in a lock-free open-addressing table
+//! keyed by the callsite's `Metadata` address (per-callsite slot; no lock, no allocation), one
+//! relaxed load (is the class active?), the encoding of the field values into a reused
+//! per-thread buffer (no allocation once the buffer has grown to the largest event), and the
+//! faultline tracepoint dispatch to the ring-buffer recorder. Class creation (first hit) takes
+//! a lock, allocates and leaks the class description, registers the tracepoint and may write
+//! to the schema pipe. At most [`MAX_CALLSITES`] callsites get a class; the events of any
+//! further ones are dropped and counted ([`Stats::dropped_callsites`]).
+//!
+//! Span enter/exit record the kernel thread id, so per-thread span stacks can be rebuilt from
+//! the trace (tokio tasks move between threads). Values recorded on a span after its creation
+//! (`Span::record`) are not recorded.
+
+use std::cell::{Cell, RefCell};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use faultline_schema::{EventDesc, FieldDesc, FieldType};
+use faultline_tracepoints::{EncodedPayload, Tracepoint, TracepointError};
+use tracing_core::field::{Field, Visit};
+use tracing_core::span::{Attributes, Id};
+use tracing_core::{Event, Metadata, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::Layer;
+
+/// Longest string field recorded (bytes; longer values are cut).
+pub const MAX_STRING: usize = 4096;
+/// Most callsites that get an event class.
+pub const MAX_CALLSITES: usize = TABLE_SIZE / 4 * 3;
+
+const TABLE_SIZE: usize = 1 << 14;
+
+/// The `tracing` layer that records into faultline (module docs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FaultlineLayer {
+    _private: (),
+}
+
+/// The layer: `tracing_subscriber::registry().with(faultline_tracing::layer())`.
+pub fn layer() -> FaultlineLayer {
+    FaultlineLayer::default()
+}
+
+/// Counters of the layer (process-wide).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Event classes created (callsites seen).
+    pub classes: u64,
+    /// Events of callsites over [`MAX_CALLSITES`] or whose class could not be registered.
+    pub dropped_callsites: u64,
+    /// Values that could not be converted to their field's declared type (written as 0).
+    pub type_mismatches: u64,
+}
+
+static CLASSES: AtomicU64 = AtomicU64::new(0);
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+static MISMATCHES: AtomicU64 = AtomicU64::new(0);
+
+/// The layer's counters so far.
+pub fn stats() -> Stats {
+    Stats {
+        classes: CLASSES.load(Ordering::Relaxed),
+        dropped_callsites: DROPPED.load(Ordering::Relaxed),
+        type_mismatches: MISMATCHES.load(Ordering::Relaxed),
+    }
+}
+
+/// One callsite's class: its tracepoint and the declared type of each field, indexed by the
+/// field's index in the callsite's `FieldSet`. Leaked: lives as long as the process.
+struct Class {
+    tp: Option<&'static Tracepoint>,
+    types: Box<[FieldType]>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The per-callsite table.
+//
+// Open addressing, linear probing, keys are `Metadata` addresses (never 0). Written only under
+// `CREATE` (one writer); read lock-free. A slot is filled by storing `class` first, then `key`
+// with Release; a reader loads `key` with Acquire (pairs with that Release store) and then
+// `class`, so a reader that sees the key sees the class. Slots are never removed or changed.
+// ---------------------------------------------------------------------------------------------
+
+struct Slot {
+    key: AtomicUsize,
+    class: AtomicPtr<Class>,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY_SLOT: Slot = Slot {
+    key: AtomicUsize::new(0),
+    class: AtomicPtr::new(std::ptr::null_mut()),
+};
+
+static TABLE: [Slot; TABLE_SIZE] = [EMPTY_SLOT; TABLE_SIZE];
+/// Serialises class creation and table inserts.
+static CREATE: Mutex<usize> = Mutex::new(0);
+
+#[inline(always)]
+fn home(key: usize) -> usize {
+    // Fibonacci hashing of the address (metadata statics are at least 8-byte aligned).
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (usize::BITS - TABLE_SIZE.trailing_zeros()))
+        & (TABLE_SIZE - 1)
+}
+
+#[inline(always)]
+fn lookup(key: usize) -> Option<&'static Class> {
+    let mut i = home(key);
+    for _ in 0..TABLE_SIZE {
+        let s = &TABLE[i];
+        // Acquire: pairs with the Release store of `key` in `insert`.
+        let k = s.key.load(Ordering::Acquire);
+        if k == key {
+            let c = s.class.load(Ordering::Relaxed);
+            // SAFETY: `class` was set to a leaked `Box<Class>` before `key` was published
+            // and is never changed or freed.
+            return unsafe { c.as_ref() };
+        }
+        if k == 0 {
+            return None;
+        }
+        i = (i + 1) & (TABLE_SIZE - 1);
+    }
+    None
+}
+
+/// Insert under `CREATE` (the caller holds it; `count` is the number of classes in the table).
+fn insert(count: &mut usize, key: usize, class: &'static Class) -> bool {
+    if *count >= MAX_CALLSITES {
+        return false;
+    }
+    let mut i = home(key);
+    loop {
+        let s = &TABLE[i];
+        if s.key.load(Ordering::Relaxed) == 0 {
+            s.class
+                .store(class as *const Class as *mut Class, Ordering::Relaxed);
+            // Release: pairs with the Acquire load in `lookup`.
+            s.key.store(key, Ordering::Release);
+            *count += 1;
+            return true;
+        }
+        i = (i + 1) & (TABLE_SIZE - 1);
+    }
+}
+
+fn meta_key(m: &'static Metadata<'static>) -> usize {
+    m as *const Metadata<'static> as usize
+}
+
+/// The class of a callsite, created on its first hit from the values `record` visits.
+#[inline(always)]
+fn class_of(
+    meta: &'static Metadata<'static>,
+    record: impl FnOnce(&mut dyn Visit),
+    span: bool,
+) -> Option<&'static Class> {
+    let key = meta_key(meta);
+    match lookup(key) {
+        Some(c) => Some(c),
+        None => create(meta, record, span),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn create(
+    meta: &'static Metadata<'static>,
+    record: impl FnOnce(&mut dyn Visit),
+    span: bool,
+) -> Option<&'static Class> {
+    let mut count = CREATE.lock().unwrap_or_else(|e| e.into_inner());
+    let key = meta_key(meta);
+    if let Some(c) = lookup(key) {
+        return Some(c);
+    }
+    if *count >= MAX_CALLSITES {
+        return None;
+    }
+    // The types of this first hit.
+    let n = meta.fields().len();
+    let mut types = vec![FieldType::String; n];
+    let mut tv = TypeVisitor { types: &mut types };
+    record(&mut tv);
+    let mut fields: Vec<FieldDesc> = Vec::with_capacity(n + 2);
+    let mut used: Vec<String> = Vec::new();
+    if span {
+        for f in ["span", "parent"] {
+            used.push(f.to_string());
+            fields.push(FieldDesc {
+                name: f,
+                ty: FieldType::U64,
+            });
+        }
+    }
+    for (f, ty) in meta.fields().iter().zip(&types) {
+        let name = unique(field_name(f.name()), &mut used, "_");
+        fields.push(FieldDesc {
+            name: leak(name),
+            ty: *ty,
+        });
+    }
+    let provider = leak(name_part(meta.target()));
+    let base = format!(
+        "{}.{}{}",
+        meta.level(),
+        if span { "span." } else { "" },
+        name_part(meta.name())
+    );
+    let fields: &'static [FieldDesc] = Box::leak(fields.into_boxed_slice());
+    let mut tp = None;
+    for k in 1..=64u32 {
+        let name = if k == 1 {
+            base.clone()
+        } else {
+            format!("{base}#{k}")
+        };
+        let desc: &'static EventDesc = Box::leak(Box::new(EventDesc {
+            provider,
+            name: leak(name),
+            fields,
+        }));
+        match faultline_tracepoints::register(desc) {
+            Ok(t) => {
+                tp = Some(t);
+                break;
+            }
+            Err(TracepointError::Duplicate(_)) => continue,
+            Err(TracepointError::TooMany) => break,
+        }
+    }
+    let class: &'static Class = Box::leak(Box::new(Class {
+        tp,
+        types: types.into_boxed_slice(),
+    }));
+    if !insert(&mut count, key, class) {
+        return None;
+    }
+    CLASSES.fetch_add(1, Ordering::Relaxed);
+    Some(class)
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// A provider or event-name part acceptable to the CTF metadata (module docs).
+fn name_part(s: &str) -> String {
+    let s = s.replace("::", ".");
+    let out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && !matches!(c, '"' | '\\' | ':') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() {
+        "_".into()
+    } else {
+        out
+    }
+}
+
+/// A field name acceptable to the CTF metadata: `[A-Za-z][A-Za-z0-9_]*` without `__`.
+fn field_name(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let c = if c.is_ascii_alphanumeric() { c } else { '_' };
+        if c == '_' && (out.is_empty() || out.ends_with('_')) {
+            continue;
+        }
+        out.push(c);
+    }
+    if out.ends_with('_') {
+        out.pop();
+    }
+    if !out.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        out.insert(0, 'f');
+        if out.len() > 1 && !out[1..].starts_with('_') {
+            out.insert(1, '_');
+        }
+    }
+    out
+}
+
+fn unique(name: String, used: &mut Vec<String>, sep: &str) -> String {
+    let mut cand = name.clone();
+    let mut k = 2;
+    while used.contains(&cand) {
+        cand = format!("{name}{sep}{k}");
+        k += 1;
+    }
+    used.push(cand.clone());
+    cand
+}
+
+struct TypeVisitor<'a> {
+    types: &'a mut [FieldType],
+}
+
+impl TypeVisitor<'_> {
+    fn set(&mut self, f: &Field, ty: FieldType) {
+        if let Some(t) = self.types.get_mut(f.index()) {
+            *t = ty;
+        }
+    }
+}
+
+impl Visit for TypeVisitor<'_> {
+    fn record_i64(&mut self, f: &Field, _: i64) {
+        self.set(f, FieldType::I64)
+    }
+    fn record_u64(&mut self, f: &Field, _: u64) {
+        self.set(f, FieldType::U64)
+    }
+    fn record_f64(&mut self, f: &Field, _: f64) {
+        self.set(f, FieldType::F64)
+    }
+    fn record_bool(&mut self, f: &Field, _: bool) {
+        self.set(f, FieldType::Bool)
+    }
+    fn record_str(&mut self, f: &Field, _: &str) {
+        self.set(f, FieldType::String)
+    }
+    fn record_debug(&mut self, f: &Field, _: &dyn std::fmt::Debug) {
+        self.set(f, FieldType::String)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding.
+// ---------------------------------------------------------------------------------------------
+
+/// Writes the values of one hit in the class's field order into `buf` (the faultline-schema
+/// encoding). Values come in ascending field index (tracing's `ValueSet` order); a gap is a
+/// missing value (default written), a value out of order is dropped and counted.
+struct Encoder<'a> {
+    types: &'a [FieldType],
+    buf: &'a mut Vec<u8>,
+    next: usize,
+}
+
+impl Encoder<'_> {
+    /// Prepare for the value of field `i`: fill defaults for skipped fields. False if the
+    /// value cannot be placed.
+    #[inline(always)]
+    fn at(&mut self, i: usize) -> Option<FieldType> {
+        if i < self.next || i >= self.types.len() {
+            MISMATCHES.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        while self.next < i {
+            default_value(self.types[self.next], self.buf);
+            self.next += 1;
+        }
+        self.next = i + 1;
+        Some(self.types[i])
+    }
+
+    fn finish(&mut self) {
+        while self.next < self.types.len() {
+            default_value(self.types[self.next], self.buf);
+            self.next += 1;
+        }
+    }
+
+    #[inline(always)]
+    fn int(&mut self, f: &Field, v: i128) {
+        let Some(ty) = self.at(f.index()) else {
+            return;
+        };
+        let b = &mut *self.buf;
+        match ty {
+            FieldType::I64 => b.extend_from_slice(
+                &(v.clamp(i64::MIN as i128, i64::MAX as i128) as i64).to_le_bytes(),
+            ),
+            FieldType::U64 => {
+                b.extend_from_slice(&(v.clamp(0, u64::MAX as i128) as u64).to_le_bytes())
+            }
+            FieldType::F64 => b.extend_from_slice(&(v as f64).to_le_bytes()),
+            FieldType::Bool => b.push((v != 0) as u8),
+            FieldType::String => {
+                let _ = write!(Bounded::new(b), "{v}");
+                b.push(0);
+            }
+            other => {
+                MISMATCHES.fetch_add(1, Ordering::Relaxed);
+                default_value(other, b);
+            }
+        }
+    }
+}
+
+fn default_value(ty: FieldType, b: &mut Vec<u8>) {
+    match ty {
+        FieldType::String => b.push(0),
+        FieldType::Bytes => b.extend_from_slice(&[0; 4]),
+        t => b.extend_from_slice(&[0u8; 8][..t.fixed_size().unwrap_or(0)]),
+    }
+}
+
+/// A `fmt::Write` into the buffer that keeps at most [`MAX_STRING`] bytes and stops at a NUL.
+struct Bounded<'a> {
+    buf: &'a mut Vec<u8>,
+    left: usize,
+}
+
+impl<'a> Bounded<'a> {
+    fn new(buf: &'a mut Vec<u8>) -> Self {
+        Bounded {
+            buf,
+            left: MAX_STRING,
+        }
+    }
+}
+
+impl std::fmt::Write for Bounded<'_> {
+    #[inline]
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let b = s.as_bytes();
+        let b = &b[..b.len().min(self.left)];
+        let (b, stop) = match b.iter().position(|&c| c == 0) {
+            Some(n) => (&b[..n], true),
+            None => (b, false),
+        };
+        self.buf.extend_from_slice(b);
+        self.left -= b.len();
+        if stop {
+            self.left = 0;
+        }
+        Ok(())
+    }
+}
+
+impl Visit for Encoder<'_> {
+    #[inline]
+    fn record_i64(&mut self, f: &Field, v: i64) {
+        self.int(f, v as i128)
+    }
+    #[inline]
+    fn record_u64(&mut self, f: &Field, v: u64) {
+        self.int(f, v as i128)
+    }
+    fn record_i128(&mut self, f: &Field, v: i128) {
+        self.int(f, v)
+    }
+    fn record_u128(&mut self, f: &Field, v: u128) {
+        match self.types.get(f.index()) {
+            Some(FieldType::String) | None => self.record_debug(f, &v),
+            Some(_) => self.int(f, v.min(i128::MAX as u128) as i128),
+        }
+    }
+    fn record_f64(&mut self, f: &Field, v: f64) {
+        let Some(ty) = self.at(f.index()) else {
+            return;
+        };
+        let b = &mut *self.buf;
+        match ty {
+            FieldType::F64 => b.extend_from_slice(&v.to_le_bytes()),
+            FieldType::I64 => b.extend_from_slice(&(v as i64).to_le_bytes()),
+            FieldType::U64 => b.extend_from_slice(&(v as u64).to_le_bytes()),
+            FieldType::Bool => b.push((v != 0.0) as u8),
+            FieldType::String => {
+                let _ = write!(Bounded::new(b), "{v}");
+                b.push(0);
+            }
+            other => {
+                MISMATCHES.fetch_add(1, Ordering::Relaxed);
+                default_value(other, b);
+            }
+        }
+    }
+    fn record_bool(&mut self, f: &Field, v: bool) {
+        let Some(ty) = self.at(f.index()) else {
+            return;
+        };
+        let b = &mut *self.buf;
+        match ty {
+            FieldType::Bool => b.push(v as u8),
+            FieldType::String => b.extend_from_slice(if v { b"true\0" } else { b"false\0" }),
+            FieldType::F64 => b.extend_from_slice(&(v as u8 as f64).to_le_bytes()),
+            FieldType::I64 | FieldType::U64 => b.extend_from_slice(&(v as u64).to_le_bytes()),
+            other => {
+                MISMATCHES.fetch_add(1, Ordering::Relaxed);
+                default_value(other, b);
+            }
+        }
+    }
+    #[inline]
+    fn record_str(&mut self, f: &Field, v: &str) {
+        let Some(ty) = self.at(f.index()) else {
+            return;
+        };
+        let b = &mut *self.buf;
+        if ty == FieldType::String {
+            let _ = Bounded::new(b).write_str(v);
+            b.push(0);
+        } else {
+            MISMATCHES.fetch_add(1, Ordering::Relaxed);
+            default_value(ty, b);
+        }
+    }
+    fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+        let Some(ty) = self.at(f.index()) else {
+            return;
+        };
+        let b = &mut *self.buf;
+        if ty == FieldType::String {
+            let _ = write!(Bounded::new(b), "{v:?}");
+            b.push(0);
+        } else {
+            MISMATCHES.fetch_add(1, Ordering::Relaxed);
+            default_value(ty, b);
+        }
+    }
+}
+
+thread_local! {
+    /// The per-thread encoding buffer (grows to the largest event, then reused).
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// This thread's kernel id (0 = not asked yet).
+    static TID: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Encode with `prefix` then the visited values, and fire `tp`. Uses the thread's buffer; a
+/// nested call (a `Debug` impl that logs) gets a buffer of its own.
+#[inline(always)]
+fn emit(
+    tp: &'static Tracepoint,
+    types: &[FieldType],
+    prefix: &[u8],
+    record: impl FnOnce(&mut dyn Visit),
+) {
+    let run = |buf: &mut Vec<u8>| {
+        buf.clear();
+        buf.extend_from_slice(prefix);
+        let mut e = Encoder {
+            types,
+            buf,
+            next: 0,
+        };
+        record(&mut e);
+        e.finish();
+        tp.fire(&EncodedPayload(buf));
+    };
+    let _ = BUF.try_with(|b| match b.try_borrow_mut() {
+        Ok(mut b) => run(&mut b),
+        Err(_) => run(&mut Vec::new()),
+    });
+}
+
+fn tid() -> u32 {
+    TID.try_with(|t| {
+        let v = t.get();
+        if v != 0 {
+            return v;
+        }
+        // SAFETY: gettid has no preconditions.
+        let v = unsafe { libc::gettid() } as u32;
+        t.set(v);
+        v
+    })
+    .unwrap_or(0)
+}
+
+/// `tracing:span_enter`, `tracing:span_exit`, `tracing:span_close` (registered on first use).
+fn span_tp(which: usize) -> Option<&'static Tracepoint> {
+    static TPS: [OnceLock<Option<&'static Tracepoint>>; 3] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    static WITH_TID: [FieldDesc; 2] = [
+        FieldDesc {
+            name: "span",
+            ty: FieldType::U64,
+        },
+        FieldDesc {
+            name: "tid",
+            ty: FieldType::U32,
+        },
+    ];
+    static SPAN_ONLY: [FieldDesc; 1] = [FieldDesc {
+        name: "span",
+        ty: FieldType::U64,
+    }];
+    static ENTER: EventDesc = EventDesc {
+        provider: "tracing",
+        name: "span_enter",
+        fields: &WITH_TID,
+    };
+    static EXIT: EventDesc = EventDesc {
+        provider: "tracing",
+        name: "span_exit",
+        fields: &WITH_TID,
+    };
+    static CLOSE: EventDesc = EventDesc {
+        provider: "tracing",
+        name: "span_close",
+        fields: &SPAN_ONLY,
+    };
+    let desc: &'static EventDesc = [&ENTER, &EXIT, &CLOSE][which];
+    *TPS[which].get_or_init(|| match faultline_tracepoints::register(desc) {
+        Ok(t) => Some(t),
+        Err(_) => faultline_tracepoints::find(&desc.full_name()),
+    })
+}
+
+fn span_edge(which: usize, id: &Id, with_tid: bool) {
+    let Some(tp) = span_tp(which) else {
+        return;
+    };
+    if !tp.is_active() {
+        return;
+    }
+    let mut b = [0u8; 12];
+    b[..8].copy_from_slice(&id.into_u64().to_le_bytes());
+    let n = if with_tid {
+        b[8..].copy_from_slice(&tid().to_le_bytes());
+        12
+    } else {
+        8
+    };
+    tp.fire(&EncodedPayload(&b[..n]));
+}
+
+impl<S: Subscriber> Layer<S> for FaultlineLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let Some(class) = class_of(meta, |v| event.record(v), false) else {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(tp) = class.tp else {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if !tp.is_active() {
+            return;
+        }
+        emit(tp, &class.types, &[], |v| event.record(v));
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let meta = attrs.metadata();
+        let Some(class) = class_of(meta, |v| attrs.record(v), true) else {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(tp) = class.tp else {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if !tp.is_active() {
+            return;
+        }
+        let parent = if attrs.is_root() {
+            0
+        } else if let Some(p) = attrs.parent() {
+            p.into_u64()
+        } else {
+            ctx.current_span().id().map_or(0, Id::into_u64)
+        };
+        let mut prefix = [0u8; 16];
+        prefix[..8].copy_from_slice(&id.into_u64().to_le_bytes());
+        prefix[8..].copy_from_slice(&parent.to_le_bytes());
+        emit(tp, &class.types, &prefix, |v| attrs.record(v));
+    }
+
+    fn on_enter(&self, id: &Id, _ctx: Context<'_, S>) {
+        span_edge(0, id, true);
+    }
+
+    fn on_exit(&self, id: &Id, _ctx: Context<'_, S>) {
+        span_edge(1, id, true);
+    }
+
+    fn on_close(&self, id: Id, _ctx: Context<'_, S>) {
+        span_edge(2, &id, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_made_acceptable() {
+        assert_eq!(name_part("my_app::server"), "my_app.server");
+        assert_eq!(name_part("event src/main.rs:42"), "event_src/main.rs_42");
+        assert_eq!(name_part("a\"b\\c é"), "a_b_c__");
+        assert_eq!(name_part(""), "_");
+        assert_eq!(field_name("message"), "message");
+        assert_eq!(field_name("http.status_code"), "http_status_code");
+        assert_eq!(field_name("a__b"), "a_b");
+        assert_eq!(field_name("_x"), "x");
+        assert_eq!(field_name("9lives"), "f_9lives");
+        assert_eq!(field_name("__"), "f");
+        assert_eq!(field_name("x_"), "x");
+        let mut used = vec!["span".to_string()];
+        assert_eq!(unique("span".into(), &mut used, "_"), "span_2");
+        assert_eq!(unique("span".into(), &mut used, "_"), "span_3");
+    }
+
+    #[test]
+    fn bounded_writer_cuts_at_nul_and_limit() {
+        let mut v = Vec::new();
+        let _ = write!(Bounded::new(&mut v), "ab\0cd");
+        assert_eq!(v, b"ab");
+        let mut v = Vec::new();
+        let long = "x".repeat(MAX_STRING + 10);
+        let _ = write!(Bounded::new(&mut v), "{long}{long}");
+        assert_eq!(v.len(), MAX_STRING);
+    }
+}

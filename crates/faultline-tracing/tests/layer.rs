@@ -1,0 +1,204 @@
+//! The layer without a session: a probe following every run-time tracepoint captures the
+//! encoded payloads, decoded with the class's own description. Typed fields, conversions of
+//! later hits, missing values, name sanitising, span creation with explicit and contextual
+//! parents, enter/exit/close with the thread id, classes created once per callsite.
+
+use faultline_schema::{decode, Value};
+use faultline_tracepoints::{register_probe_following, Payload, Probe, ProbeKind, Tracepoint};
+use std::sync::{Arc, Mutex};
+use tracing_subscriber::prelude::*;
+
+type Captured = Vec<(String, Vec<(String, Value)>)>;
+
+#[derive(Default)]
+struct Capture(Mutex<Captured>);
+
+impl Probe for Capture {
+    fn call(&self, tp: &'static Tracepoint, p: &dyn Payload) {
+        let mut b = vec![0u8; p.size()];
+        let o = p.write(&mut b);
+        assert_eq!(o.written, b.len());
+        let d = tp.desc();
+        let vals = decode(d.fields, &b).expect("payload decodes with its class");
+        let named = d
+            .fields
+            .iter()
+            .map(|f| f.name.to_string())
+            .zip(vals)
+            .collect();
+        self.0.lock().unwrap().push((tp.full_name(), named));
+    }
+}
+
+fn s(v: &str) -> Value {
+    Value::Str(v.as_bytes().to_vec())
+}
+
+fn fields(f: &[(String, Value)]) -> Vec<(&str, &Value)> {
+    f.iter().map(|(n, v)| (n.as_str(), v)).collect()
+}
+
+// One test: the tracepoint registry and the layer's class table are process-wide.
+#[test]
+fn events_and_spans_are_encoded_with_their_classes() {
+    faultline_tracepoints::set_events("*");
+    let cap = Arc::new(Capture::default());
+    let _h = register_probe_following("*", cap.clone(), ProbeKind::Faultable);
+    let subscriber = tracing_subscriber::registry().with(faultline_tracing::layer());
+    let before = faultline_tracing::stats();
+    let tid = unsafe_free_tid();
+
+    tracing::subscriber::with_default(subscriber, || {
+        // The same callsite with values of different types on each hit.
+        let values: [&dyn tracing::Value; 4] = [&5u64, &"text", &-3i64, &2.5f64];
+        for v in values {
+            tracing::warn!(target: "my_app::net", x = v, ok = true, "m");
+        }
+        let big = 1u128 << 100;
+        tracing::event!(
+            target: "my_app::net",
+            tracing::Level::INFO,
+            http.status = 200u64,
+            r#type = "t",
+            ratio = 0.5f64,
+            big,
+            err = %"shown",
+            "sanitised"
+        );
+        let outer = tracing::info_span!(target: "my_app", "outer", k = 7i64);
+        let outer_id = outer.id().expect("span id").into_u64();
+        {
+            let _e = outer.enter();
+            let inner =
+                tracing::debug_span!(target: "my_app", "inner", span = "user field named span");
+            let _i = inner.enter();
+            tracing::error!(target: "my_app", "inside");
+            assert_ne!(inner.id().expect("id").into_u64(), outer_id);
+        }
+        let explicit = tracing::info_span!(target: "my_app", parent: &outer, "explicit");
+        drop(explicit);
+        drop(outer);
+    });
+
+    let got = cap.0.lock().unwrap().clone();
+    let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    let warn = |i: usize| fields(&got[i].1);
+    assert!(
+        names[0].starts_with("my_app.net:WARN.event_crates/faultline-tracing/tests/layer.rs_"),
+        "{names:?}"
+    );
+    assert!(
+        names[..4].iter().all(|n| *n == names[0]),
+        "one class per callsite: {names:?}"
+    );
+    // First hit: u64. Then a string (cannot be converted: 0), an i64 (converted), a float.
+    let xs: Vec<&Value> = (0..4).map(|i| warn(i)[1].1).collect();
+    assert_eq!(xs, [&Value::U(5), &Value::U(0), &Value::U(0), &Value::U(2)]);
+    assert_eq!(
+        warn(0),
+        [
+            ("message", &s("m")),
+            ("x", &Value::U(5)),
+            ("ok", &Value::Bool(true))
+        ]
+    );
+    let after = faultline_tracing::stats();
+    assert_eq!(after.type_mismatches - before.type_mismatches, 1);
+
+    let info = &got[4];
+    assert!(info.0.starts_with("my_app.net:INFO.event_"), "{}", info.0);
+    assert_eq!(
+        fields(&info.1),
+        [
+            ("message", &s("sanitised")),
+            ("http_status", &Value::U(200)),
+            ("type", &s("t")),
+            ("ratio", &Value::F(0.5)),
+            ("big", &s(&(1u128 << 100).to_string())),
+            ("err", &s("shown")),
+        ]
+    );
+
+    let rest: Vec<(&str, Vec<(&str, &Value)>)> = got[5..]
+        .iter()
+        .map(|(n, f)| (n.as_str(), fields(f)))
+        .collect();
+    let id_of = |v: &Value| match v {
+        Value::U(x) => *x,
+        v => panic!("{v:?}"),
+    };
+    // outer created (root), entered; inner created (child of outer), entered; the error
+    // event; exits and closes; explicit created with parent outer; closes.
+    assert_eq!(rest[0].0, "my_app:INFO.span.outer");
+    let outer = id_of(rest[0].1[0].1);
+    assert_eq!(
+        &rest[0].1[1..],
+        [("parent", &Value::U(0)), ("k", &Value::I(7))]
+    );
+    assert_eq!(
+        rest[1],
+        (
+            "tracing:span_enter",
+            vec![("span", &Value::U(outer)), ("tid", &Value::U(tid))]
+        )
+    );
+    assert_eq!(rest[2].0, "my_app:DEBUG.span.inner");
+    let inner = id_of(rest[2].1[0].1);
+    assert_eq!(
+        &rest[2].1[1..],
+        [
+            ("parent", &Value::U(outer)),
+            ("span_2", &s("user field named span"))
+        ]
+    );
+    assert_eq!(
+        rest[3],
+        (
+            "tracing:span_enter",
+            vec![("span", &Value::U(inner)), ("tid", &Value::U(tid))]
+        )
+    );
+    assert!(rest[4].0.starts_with("my_app:ERROR.event_"));
+    assert_eq!(rest[4].1, [("message", &s("inside"))]);
+    assert_eq!(
+        rest[5],
+        (
+            "tracing:span_exit",
+            vec![("span", &Value::U(inner)), ("tid", &Value::U(tid))]
+        )
+    );
+    assert_eq!(
+        rest[6],
+        ("tracing:span_close", vec![("span", &Value::U(inner))])
+    );
+    assert_eq!(
+        rest[7],
+        (
+            "tracing:span_exit",
+            vec![("span", &Value::U(outer)), ("tid", &Value::U(tid))]
+        )
+    );
+    assert_eq!(rest[8].0, "my_app:INFO.span.explicit");
+    assert_eq!(rest[8].1[1], ("parent", &Value::U(outer)));
+    let explicit = id_of(rest[8].1[0].1);
+    assert_eq!(
+        rest[9],
+        ("tracing:span_close", vec![("span", &Value::U(explicit))])
+    );
+    assert_eq!(
+        rest[10],
+        ("tracing:span_close", vec![("span", &Value::U(outer))])
+    );
+    assert_eq!(rest.len(), 11, "{rest:?}");
+    // warn, info, error events and outer, inner, explicit spans.
+    assert_eq!(after.classes - before.classes, 6);
+    assert_eq!(after.dropped_callsites, 0);
+}
+
+/// The calling thread's kernel id, as the layer records it.
+fn unsafe_free_tid() -> u64 {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+        .expect("thread id")
+}

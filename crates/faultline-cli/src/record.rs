@@ -25,9 +25,10 @@
 //!    too and decides whether **any process can still write the channel** ([`channel_holders`]):
 //!    a process that has the memfd open (`/proc/PID/fd`) or mapped (`/proc/PID/maps`, device and
 //!    inode) can; a descendant of `record` whose `/proc` entries cannot be read might. If none
-//!    can, no writer can be alive, so `record` runs [`Channel::recover_dead_writers`]:
-//!    sub-buffers held by reservations of threads that died between reserve and commit are
-//!    completed, every committed event in them is written, and the uncommitted ones are counted
+//!    can, no writer can be alive, so `record` runs [`Channel::recover_dead_writers_after`]
+//!    (with the end of the last packet written per CPU as time floor): sub-buffers held by
+//!    reservations of threads that died between reserve and commit are completed, every
+//!    committed event in them is written, and the uncommitted ones are counted
 //!    as lost (`lost_stalled`, "writer died" in the summary). Otherwise recovery is skipped and
 //!    the report names the processes. What this cannot see: a process outside `record`'s
 //!    process tree whose `/proc` entries `record` may not read (another user's, without root)
@@ -45,6 +46,11 @@
 //! **1** when `record` itself cannot run (directory holds a trace, program not found, ...);
 //! **2** for invalid arguments. Every shared-memory value is validated: `record` does not die
 //! of a signal, panic or hang whatever the program writes there.
+//!
+//! With `--libc` ([`crate::libc_preload`]) the program is started with `LD_PRELOAD` naming
+//! the `faultline-libc` library, which plays the program's part of step 2 from its
+//! constructor (and lets the images the program executes re-attach to the same channel); the
+//! report then goes to stderr like every report (stdout is the traced program's).
 
 use anyhow::{bail, Context};
 use faultline::drain::{CorruptBuffer, Drain, DrainConfig, DrainStats};
@@ -373,7 +379,9 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     );
     match holders {
         Ok(h) if h.is_empty() => {
-            let r = chan.recover_dead_writers();
+            // The drain's last written packet per CPU is the time floor of what recovery
+            // completes (the trace writer accepts nothing that begins earlier).
+            let r = chan.recover_dead_writers_after(|cpu| drain.last_timestamp_end(cpu));
             recovery.ran = true;
             recovery.subbufs = r.subbufs();
             recovery.bytes = r.bytes();
@@ -692,7 +700,7 @@ fn holds(dir: &Path, dev: u64, ino: u64) -> std::io::Result<bool> {
 /// `faultline record` arguments.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    about = "Trace a program that uses faultline tracepoints: faultline record -o DIR -- CMD [ARGS]",
+    about = "Trace a program that uses faultline tracepoints, or any dynamically linked program's libc calls with --libc: faultline record [--libc] -o DIR -- CMD [ARGS]",
     after_help = "Exit status: the program's own status (128+N when it was killed by signal N); \
 3 when the program exited 0 but damaged the shared buffers it writes (the trace keeps every \
 valid packet; one line on stderr names each damaged CPU buffer); 1 when record cannot run \
@@ -726,7 +734,8 @@ pub struct RecordArgs {
     pub json: bool,
     /// Trace the libc calls of an unmodified, dynamically linked program (preloads
     /// libfaultline_libc.so, found next to this binary). Optionally select calls by name:
-    /// --libc=open*,read,-mmap. Events are libc:<call> (see `faultline record --help`)
+    /// --libc=open*,read,-mmap. Each call is one event libc:<call> with its arguments, ret,
+    /// errno, dur_ns, pid and tid; faultline:process marks each program image attached
     #[arg(long, value_name = "CALLS", num_args = 0..=1, require_equals = true,
           default_missing_value = "*")]
     pub libc: Option<String>,

@@ -76,13 +76,13 @@ pub struct Report {
 /// Compute the report of the trace in `dir`.
 pub fn report(dir: &std::path::Path) -> Result<Report, CmdError> {
     let trace = open_trace(dir)?;
-    let stats = faultline_ctf::stats(&trace)?;
+    let stats = trace.stats()?;
     let span_s = stats.span_ns as f64 / 1e9;
     let events_per_sec =
         (stats.span_ns > 0).then(|| stats.events_total as f64 * 1e9 / stats.span_ns as f64);
     Ok(Report {
         trace: dir.display().to_string(),
-        clock_freq_hz: trace.clock().freq_hz,
+        clock_freq_hz: trace.clock_freq_hz(),
         stats,
         span_s,
         events_per_sec,

@@ -230,6 +230,15 @@ impl TraceWriter {
         &self.dir
     }
 
+    /// `timestamp_end` of the last packet written for `cpu` (the earliest a next packet of that
+    /// CPU may begin), if any.
+    pub fn last_timestamp_end(&self, cpu: u32) -> Option<u64> {
+        self.streams
+            .get(&cpu)
+            .and_then(|s| s.last.as_ref())
+            .map(|h| h.timestamp_end)
+    }
+
     /// Counters so far.
     pub fn counters(&self) -> WriterCounters {
         self.counters

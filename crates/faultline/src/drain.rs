@@ -265,6 +265,12 @@ impl Drain {
         &self.chan
     }
 
+    /// `timestamp_end` of the last packet written for `cpu` (0 if none): the time floor for
+    /// [`Channel::recover_dead_writers_after`].
+    pub fn last_timestamp_end(&self, cpu: u32) -> u64 {
+        self.writer.last_timestamp_end(cpu).unwrap_or(0)
+    }
+
     /// Stats so far (event counts are filled in by [`Drain::finish`]).
     pub fn stats(&self) -> &DrainStats {
         &self.stats

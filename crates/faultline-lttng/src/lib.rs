@@ -872,6 +872,7 @@ mod tests {
             bytes_on_disk: 0,
             data_bytes: 0,
             bytes_per_event: None,
+            trace_dir: None,
             channel: ChannelConfig {
                 name: CHANNEL_NAME.into(),
                 buffering: "per-uid".into(),

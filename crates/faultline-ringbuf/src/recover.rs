@@ -192,6 +192,11 @@ impl Channel {
         } else {
             0
         };
+        if start == c {
+            // The consumer took the packet right before `start` and left its end time here: a
+            // floor that holds even when that packet's slot already has a later lap.
+            last_ts = last_ts.max(b.consumed_ts_end.load(Ordering::Relaxed));
+        }
         // Latest plausible record timestamp: now, plus a second of slack for clocks of other
         // CPUs (atomic mode) running slightly ahead.
         let ts_max = crate::clock::now(g.clock).saturating_add(self.clock().freq);

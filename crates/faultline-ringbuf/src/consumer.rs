@@ -296,9 +296,6 @@ impl<'a> Consumer<'a> {
             }
             // Release: our reads of the sub-buffer happen before writers may reuse it (they
             // acquire-load `consumed`).
-            // Relaxed: read only by dead-writer recovery, which runs in this process after us.
-            b.consumed_ts_end
-                .store(header.timestamp_end, Ordering::Relaxed);
             b.consumed.store(next, Ordering::Release);
             return Ok(Some(PacketInfo {
                 cpu,

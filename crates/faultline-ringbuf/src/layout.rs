@@ -17,7 +17,7 @@
 //! | `BufferHeader::write_offset` | writers on CPU k (and flushers pinned on CPU k) | rseq compare-and-store on CPU k (atomic CAS in atomic mode) |
 //! | `SubbufCounters::local` | committers running on CPU k | rseq load-add-store on CPU k (never written in atomic mode) |
 //! | `SubbufCounters::remote` | committers that migrated off CPU k; everyone in atomic mode | atomic fetch_add from any CPU |
-//! | `BufferHeader::consumed`, `overwritten_packets`, `consumed_ts_end` | the consumer only | release store (`consumed`), relaxed (the others) |
+//! | `BufferHeader::consumed` | the consumer only | release store |
 //! | `BufferHeader::lost_*`, `remote_commits`, `deliveries` | writers on any CPU | atomic fetch_add (slow paths) |
 //! | `BufferHeader::active` | first writer on CPU k | compare-exchange 0 -> 1 |
 //! | `SubbufCounters::recovered` | dead-writer recovery only, when every writer is dead (`recover.rs`) | atomic fetch_add |
@@ -153,12 +153,8 @@ pub struct BufferHeader {
     pub consumed: AtomicU64,
     /// Sub-buffers the consumer found overwritten (overwrite mode); written by the consumer only.
     pub overwritten_packets: AtomicU64,
-    /// `timestamp_end` of the last packet the consumer took; written by the consumer only.
-    /// Dead-writer recovery's time floor when the previous packet's slot already holds a later
-    /// lap (`recover.rs`).
-    pub consumed_ts_end: AtomicU64,
     /// Padding to the end of line 1.
-    pub _pad1: [u64; 5],
+    pub _pad1: [u64; 6],
     // Line 2: slow-path counters, atomic from any CPU.
     /// Events lost: discard mode, no free sub-buffer.
     pub lost_full: AtomicU64,
@@ -181,7 +177,6 @@ const _: () = {
     use std::mem::{offset_of, size_of};
     assert!(size_of::<BufferHeader>() == 256);
     assert!(offset_of!(BufferHeader, consumed) == 64);
-    assert!(offset_of!(BufferHeader, consumed_ts_end) == 80);
     assert!(offset_of!(BufferHeader, lost_full) == 128);
 };
 

@@ -4,7 +4,11 @@
 //! [+0.000000010] cpu 0 other:read: { path_faulted = 1, path = "/tmp/file1", data = [de ad 01] }
 //! ```
 //!
-//! The line format is [`faultline_ctf::format`]'s. Events are streamed through
+//! The trace is opened with [`faultline_ctf::AnyTrace`]: faultline's own traces with its strict
+//! reader, any other CTF 1.8 trace (LTTng, ...) with the general reader, whose lines use
+//! babeltrace2's value syntax ([`faultline_ctf::general::format`]).
+//!
+//! The line format of faultline traces is [`faultline_ctf::format`]'s. Events are streamed through
 //! [`faultline_ctf::Events::next_ref`] (borrowed from the reader's packet buffer, payloads
 //! decoded on the fly) into one reused line buffer and a [`BufWriter`] over the locked stdout,
 //! so printing allocates nothing per event and memory stays bounded by the largest packet.
@@ -20,7 +24,8 @@
 //! goes away, as with `| head`), 1 writing the output failed, 2 the trace cannot be read.
 
 use faultline_ctf::format::push_event_ref;
-use faultline_ctf::{glob_match, CtfError, Filter, TimeMode, Trace};
+use faultline_ctf::general::{push_ctf_event, CtfTrace};
+use faultline_ctf::{find_traces, glob_match, AnyTrace, CtfError, Filter, TimeMode, Trace};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -83,25 +88,37 @@ pub fn one_line(s: &str) -> String {
     s.replace('\n', "\\n").replace('\r', "\\r")
 }
 
-/// Open the trace in `dir`, with clear errors for what is not a trace directory at all.
-pub fn open_trace(dir: &Path) -> Result<Trace, CmdError> {
+/// Open the trace in `dir` with the reader that fits it ([`AnyTrace`]), with clear errors for
+/// what is not a trace directory at all. A directory without `metadata` that holds exactly one
+/// trace directory below it (as LTTng's session directories do) opens that one.
+pub fn open_trace(dir: &Path) -> Result<AnyTrace, CmdError> {
     let md =
         std::fs::metadata(dir).map_err(|e| CmdError::Trace(format!("{}: {e}", dir.display())))?;
     if !md.is_dir() {
         return Err(CmdError::Trace(format!(
-            "{}: not a directory (a faultline trace is a directory holding `metadata` and \
-             `stream_<cpu>` files)",
+            "{}: not a directory (a trace is a directory holding `metadata` and stream files)",
             dir.display()
         )));
     }
     let meta = dir.join("metadata");
     if std::fs::symlink_metadata(&meta).is_err() {
-        return Err(CmdError::Trace(format!(
-            "{}: not a faultline trace: no such file",
-            meta.display()
-        )));
+        let found = find_traces(dir);
+        return match found.as_slice() {
+            [one] => Ok(AnyTrace::open(one)?),
+            [] => Err(CmdError::Trace(format!(
+                "{}: not a faultline or CTF trace: no such file",
+                meta.display()
+            ))),
+            [a, b, ..] => Err(CmdError::Trace(format!(
+                "{}: holds {} traces ({}, {}, ...): give one of them",
+                dir.display(),
+                found.len(),
+                a.display(),
+                b.display()
+            ))),
+        };
     }
-    Ok(Trace::open(dir)?)
+    Ok(AnyTrace::open(dir)?)
 }
 
 /// A point in time given on the command line (see the module docs).
@@ -198,7 +215,8 @@ print at once and `| head` stops the reading.",
     )
 )]
 pub struct ViewArgs {
-    /// Trace directory (holding `metadata` and `stream_<cpu>` files)
+    /// Trace directory (holding `metadata` and stream files; or a directory with exactly one
+    /// trace below it, as LTTng's session output)
     pub dir: PathBuf,
     /// Only events whose `provider:name` matches this glob (`*` any run, `?` one character);
     /// repeatable, an event matching any of them is printed
@@ -229,20 +247,37 @@ pub fn trace_start(trace: &Trace) -> Result<u64, CtfError> {
     }
 }
 
+/// [`trace_start`] of a general CTF trace.
+pub fn ctf_trace_start(trace: &CtfTrace) -> Result<u64, CtfError> {
+    match trace.events(&Filter::default()).next_event() {
+        Some(Ok(e)) => Ok(e.ts),
+        Some(Err(e)) => Err(e),
+        None => Ok(0),
+    }
+}
+
 /// Print the events selected by `args` to `out`; returns how many were printed.
 pub fn run(args: &ViewArgs, out: &mut impl Write) -> Result<u64, CmdError> {
-    let trace = open_trace(&args.dir)?;
+    let any = open_trace(&args.dir)?;
     let relative = args.time == TimeDisplay::Relative
         || matches!(args.from, Some(TimePoint::SinceStart(_)))
         || matches!(args.to, Some(TimePoint::SinceStart(_)));
-    let t0 = if relative { trace_start(&trace)? } else { 0 };
+    let t0 = if !relative {
+        0
+    } else {
+        match &any {
+            AnyTrace::Faultline(t) => trace_start(t)?,
+            AnyTrace::Ctf(t) => ctf_trace_start(t)?,
+        }
+    };
     let at = |p: TimePoint| match p {
         TimePoint::Ticks(t) => t,
-        TimePoint::SinceStart(ns) => t0.saturating_add(trace.ns_to_ticks(ns)),
+        TimePoint::SinceStart(ns) => t0.saturating_add(any.ns_to_ticks(ns)),
     };
     let mut filter = Filter::default().time(args.from.map(at), args.to.map(at));
+    let names = any.event_names();
     for g in &args.events {
-        if !trace.schema().events.iter().any(|e| glob_match(g, &e.name)) {
+        if !names.iter().any(|n| glob_match(g, n)) {
             eprintln!(
                 "faultline view: note: no event of this trace matches `{}`",
                 one_line(g)
@@ -260,14 +295,29 @@ pub fn run(args: &ViewArgs, out: &mut impl Write) -> Result<u64, CmdError> {
     };
     let mut line = String::with_capacity(256);
     let mut n = 0u64;
-    let mut events = trace.events(&filter);
-    while let Some(ev) = events.next_ref() {
-        let ev = ev?;
-        line.clear();
-        push_event_ref(&mut line, &trace, &ev, mode);
-        line.push('\n');
-        out.write_all(line.as_bytes()).map_err(CmdError::Output)?;
-        n += 1;
+    match &any {
+        AnyTrace::Faultline(trace) => {
+            let mut events = trace.events(&filter);
+            while let Some(ev) = events.next_ref() {
+                let ev = ev?;
+                line.clear();
+                push_event_ref(&mut line, trace, &ev, mode);
+                line.push('\n');
+                out.write_all(line.as_bytes()).map_err(CmdError::Output)?;
+                n += 1;
+            }
+        }
+        AnyTrace::Ctf(trace) => {
+            let mut events = trace.events(&filter);
+            while let Some(ev) = events.next_event() {
+                let ev = ev?;
+                line.clear();
+                push_ctf_event(&mut line, trace, &ev, mode);
+                line.push('\n');
+                out.write_all(line.as_bytes()).map_err(CmdError::Output)?;
+                n += 1;
+            }
+        }
     }
     out.flush().map_err(CmdError::Output)?;
     Ok(n)

@@ -7,18 +7,25 @@
 //!
 //! - Writing: [`TraceWriter`] (whole packets from the consumer, validated, one write each).
 //! - Metadata: [`metadata`] (generation), [`tsdl`] (parsing the subset we generate).
-//! - Reading: [`Trace`] (streaming k-way merge of the CPU streams, filters, packet/loss info).
+//! - Reading faultline's traces: [`Trace`] (streaming k-way merge of the CPU streams, filters,
+//!   packet/loss info), strict about faultline's exact layout.
+//! - Reading any CTF 1.8 trace (LTTng, barectf, the CTF test suite, faultline's): [`general`]
+//!   ([`general::CtfTrace`], events with typed values, packets with discarded/lost counts).
+//! - [`AnyTrace`]: opens a directory with the reader that fits it (see [`any`]).
 //! - [`stats()`] and [`format_event`] / [`push_event_ref`] for `faultline stats` / `faultline view`.
 //! - [`testing`]: small trace builders and the reader's fuzz property, shared by the tests of
 //!   this crate and of the command line and by the fuzz targets in `fuzz/`.
 //!
 //! Invariant: nothing in this crate panics on file content; every malformed input gives a
 //! [`CtfError`] naming the file and the byte offset (metadata errors also give the line).
-//! babeltrace2 reads the traces written here (see the `babeltrace` integration test).
+//! babeltrace2 reads the traces written here (see the `babeltrace` integration test), and the
+//! general reader prints what babeltrace2 prints for foreign traces (`tests/general.rs`).
 
+pub mod any;
 pub mod desc;
 pub mod error;
 pub mod format;
+pub mod general;
 pub mod layout;
 pub mod reader;
 pub mod stats;
@@ -26,6 +33,7 @@ pub mod testing;
 pub mod tsdl;
 pub mod writer;
 
+pub use any::{find_traces, AnyTrace};
 pub use desc::{metadata, uuid_string, ClockDesc, EnvDesc, EnvValue, TraceDesc};
 pub use error::{CtfError, Result};
 pub use format::{format_event, push_event_ref, TimeMode};
@@ -33,7 +41,7 @@ pub use layout::{PacketBuilder, PacketHeader};
 pub use reader::{
     glob_match, Event, EventRef, Events, Filter, Losses, PacketInfo, StreamItem, Trace,
 };
-pub use stats::{stats, CpuStats, Stats};
+pub use stats::{stats, CpuStats, RecorderCounts, Stats, StrategyCounts, RECORDER_ENV_PREFIX};
 pub use tsdl::{EventSchema, FieldSchema, Schema};
 pub use writer::{TraceWriter, WriterCounters};
 
@@ -63,5 +71,33 @@ pub fn fuzz_read(dir: &std::path::Path) -> Result<u64> {
         }
     }
     stats(&trace)?;
+    Ok(n)
+}
+
+/// Fuzzing entry point of the general reader: open the trace in `dir` with
+/// [`general::CtfTrace`], read every event (merged), render each one in two [`TimeMode`]s and
+/// as owned values, and compute the stats. Returns the number of events read, or the first
+/// error. Never panics, whatever the directory holds.
+pub fn fuzz_read_general(dir: &std::path::Path) -> Result<u64> {
+    use general::{push_ctf_event, CtfTrace, EventScope};
+    let trace = CtfTrace::open(dir)?;
+    let mut n = 0u64;
+    let mut line = String::new();
+    let mut events = trace.events(&Filter::default());
+    while let Some(ev) = events.next_event() {
+        let ev = ev?;
+        line.clear();
+        push_ctf_event(&mut line, &trace, &ev, TimeMode::Wall);
+        push_ctf_event(&mut line, &trace, &ev, TimeMode::RelativeTo(u64::MAX));
+        for s in [EventScope::Header, EventScope::Context, EventScope::Payload] {
+            let _ = ev.value(s);
+        }
+        n += 1;
+    }
+    let mut events = trace.events(&Filter::default().name("*:*").cpus([0]).time(Some(1), None));
+    while let Some(ev) = events.next_event() {
+        ev?;
+    }
+    general::stats::ctf_stats(&trace)?;
     Ok(n)
 }

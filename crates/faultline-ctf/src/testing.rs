@@ -321,11 +321,21 @@ pub fn write_sample(dir: &Path) -> Result<Vec<Exp>> {
 /// both iterator forms, every packet header, the stats; see [`fuzz_read`]) does not panic, and
 /// an error names a file inside `dir` and, when it has an offset, one within that file.
 /// Returns the error message for an unreadable trace, or `Err` with the broken property.
+///
+/// The general reader ([`crate::fuzz_read_general`]) reads the same directory and must satisfy
+/// the same property; the result returned is the strict reader's.
 pub fn read_case(dir: &Path) -> std::result::Result<Option<String>, String> {
-    let e = match fuzz_read(dir) {
-        Ok(_) => return Ok(None),
-        Err(e) => e,
-    };
+    if let Err(e) = crate::fuzz_read_general(dir) {
+        check_error(dir, &e).map_err(|m| format!("general reader: {m}"))?;
+    }
+    match fuzz_read(dir) {
+        Ok(_) => Ok(None),
+        Err(e) => check_error(dir, &e).map(Some),
+    }
+}
+
+/// The error property of [`read_case`]: one line naming a file inside `dir`, offset within it.
+pub fn check_error(dir: &Path, e: &CtfError) -> std::result::Result<String, String> {
     let msg = e.to_string();
     let Some(path) = e.path() else {
         return Err(format!("error without a path: {msg}"));
@@ -342,7 +352,7 @@ pub fn read_case(dir: &Path) -> std::result::Result<Option<String>, String> {
             return Err(format!("offset {offset} beyond the {len}-byte file: {msg}"));
         }
     }
-    Ok(Some(msg))
+    Ok(msg)
 }
 
 /// Write a trace directory from raw file contents (`metadata`, then `stream_0`, `stream_1`,
@@ -449,5 +459,37 @@ pub fn fuzz_case(which: FuzzFile, data: &[u8]) -> std::result::Result<Option<Str
     match which {
         FuzzFile::Stream0 => check_case(dir, &files.metadata, &[data, s1]),
         FuzzFile::Metadata => check_case(dir, data, &[s0, s1]),
+    }
+}
+
+/// Input of [`fuzz_general_case`] for a trace made of `metadata` and one stream file:
+/// `metadata.len()` as a little-endian u32, the metadata, the stream.
+pub fn general_case_input(metadata: &[u8], stream: &[u8]) -> Vec<u8> {
+    let mut v = (metadata.len() as u32).to_le_bytes().to_vec();
+    v.extend_from_slice(metadata);
+    v.extend_from_slice(stream);
+    v
+}
+
+/// One fuzz case of the general reader (the `general` target in `fuzz/`): `data` (see
+/// [`general_case_input`]; a length beyond the input takes it all as metadata) becomes a trace
+/// directory with `metadata` and `stream`, read with [`crate::fuzz_read_general`]. `Err` is a
+/// broken property: a panic would be one too, an error that is not one line naming a file of
+/// the trace with an offset inside it is another.
+pub fn fuzz_general_case(data: &[u8]) -> std::result::Result<Option<String>, String> {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| tmpdir("fuzz-general"));
+    let n = data
+        .get(..4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let rest = data.get(4..).unwrap_or(&[]);
+    let (meta, stream) = rest.split_at(n.min(rest.len()));
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("writing the case: {e}"))?;
+    std::fs::write(dir.join("metadata"), meta).map_err(|e| format!("writing the case: {e}"))?;
+    std::fs::write(dir.join("stream"), stream).map_err(|e| format!("writing the case: {e}"))?;
+    match crate::fuzz_read_general(dir) {
+        Ok(_) => Ok(None),
+        Err(e) => check_error(dir, &e).map(Some),
     }
 }

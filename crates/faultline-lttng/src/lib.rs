@@ -234,6 +234,9 @@ pub struct LttngResult {
     pub bytes_per_event: Option<f64>,
     /// Channel configuration used.
     pub channel: ChannelConfig,
+    /// The trace directory, when [`LttngOptions::keep_traces`] is set (it lives in the
+    /// harness's temporary directory, deleted with the [`LttngBench`]).
+    pub trace_dir: Option<PathBuf>,
 }
 
 impl LttngResult {
@@ -255,6 +258,9 @@ pub struct LttngOptions {
     pub register_timeout_ms: u32,
     /// Deadline for each `lttng` command and for the daemon's start-up.
     pub command_timeout: Duration,
+    /// Keep each run's trace (until the bench is dropped) instead of deleting it after
+    /// measuring; its path is in [`LttngResult::trace_dir`]. For tests that read it.
+    pub keep_traces: bool,
 }
 
 impl Default for LttngOptions {
@@ -263,6 +269,7 @@ impl Default for LttngOptions {
             warmup_per_thread: None,
             register_timeout_ms: 10_000,
             command_timeout: Duration::from_secs(30),
+            keep_traces: false,
         }
     }
 }
@@ -512,7 +519,9 @@ impl LttngBench {
         destroyed?;
 
         let measured = self.measure(&trace_dir);
-        let _ = fs::remove_dir_all(&trace_dir);
+        if !self.options.keep_traces {
+            let _ = fs::remove_dir_all(&trace_dir);
+        }
         let (bytes_on_disk, data_bytes, counts) = measured?;
 
         if line.kind != kind
@@ -567,6 +576,7 @@ impl LttngBench {
                 subbuf_count: listing.subbuf_count,
                 output_mode: listing.output_mode,
             },
+            trace_dir: self.options.keep_traces.then_some(trace_dir),
         })
     }
 

@@ -399,7 +399,7 @@ fn dead_opener_in_a_full_buffer(mode: Mode, sync: SyncMode) {
     let mut old = [0u8; 144];
     // SAFETY: test-only copies of 144 bytes inside the mapping.
     unsafe { std::ptr::copy_nonoverlapping(shm.data_at(slot), old.as_mut_ptr(), 144) };
-    let dead = ch.reserve(before as u32, 24).unwrap();
+    let dead = ch.reserve(before, 24).unwrap();
     // SAFETY: as above, inside the dead reservation's sub-buffer.
     unsafe { std::ptr::copy_nonoverlapping(old.as_ptr(), shm.data_at(slot), 144) };
     std::mem::forget(dead);
@@ -425,11 +425,7 @@ fn dead_opener_in_a_full_buffer(mode: Mode, sync: SyncMode) {
     let got = packets(&ch, cpu);
     assert_eq!(got.len(), 4, "{mode:?} {sync:?}");
     let (h, recs) = &got[0];
-    assert_eq!(
-        recs.first().map(|r| r.1),
-        Some(before as u32 + 1),
-        "{mode:?}"
-    );
+    assert_eq!(recs.first().map(|r| r.1), Some(before + 1), "{mode:?}");
     assert!(
         h.timestamp_begin >= prev_end && h.timestamp_begin <= recs[0].0,
         "{mode:?} {sync:?}: begin {} not within [{prev_end}, {}]",

@@ -39,10 +39,8 @@ fn created_memfd_cannot_be_resized_or_unsealed() {
     let want = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
     assert_eq!(seals & want, want, "seals {seals:#x}");
     // SAFETY: as above; the seals are sealed, so adding one more fails.
-    assert_eq!(
-        unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_WRITE) },
-        -1
-    );
+    let added = unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_WRITE) };
+    assert_eq!(added, -1);
     assert_eq!(f.metadata().unwrap().len(), len as u64);
     // Opening it again works.
     assert!(Channel::open(f).is_ok());

@@ -696,7 +696,8 @@ fn call_path_pairs_match_strace() {
     };
     let mut from_strace = BTreeSet::new();
     for line in std::fs::read_to_string(&log).unwrap().lines() {
-        let Some((_, call)) = line.split_once(' ') else {
+        // `PID  call(...)`: strace pads short pids with extra spaces.
+        let Some((_, call)) = line.split_once(' ').map(|(p, c)| (p, c.trim_start())) else {
             continue;
         };
         let Some((name, args)) = call.split_once('(') else {

@@ -19,7 +19,7 @@
 //! timestamp_end]` meets the time range (the `--event` globs do not apply to packets).
 
 use crate::view::{one_line, open_trace, trace_start, CmdError, TimePoint};
-use faultline_ctf::{glob_match, Filter, Trace};
+use faultline_ctf::{glob_match, AnyTrace, Filter, Trace};
 use faultline_schema::FieldValue;
 use std::path::Path;
 
@@ -53,7 +53,15 @@ pub struct Input {
 impl Input {
     /// Open the trace in `dir` and resolve the selection. `cmd` names the command in notes.
     pub fn open(dir: &Path, sel: &SelectArgs, cmd: &str) -> Result<Input, CmdError> {
-        let trace = open_trace(dir)?;
+        let trace = match open_trace(dir)? {
+            AnyTrace::Faultline(t) => t,
+            AnyTrace::Ctf(_) => {
+                return Err(CmdError::Trace(format!(
+                    "{}: `faultline {cmd}` reads faultline traces only; this is another                      producer's CTF trace (`faultline view` and `stats` read it)",
+                    dir.display()
+                )))
+            }
+        };
         let start = trace_start(&trace)?;
         let at = |p: TimePoint| match p {
             TimePoint::Ticks(t) => t,

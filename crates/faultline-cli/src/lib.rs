@@ -3,10 +3,10 @@
 pub mod bench;
 pub mod bench_tracing;
 pub mod demo;
-pub mod libc_bench;
-pub mod libc_preload;
 pub mod export;
 pub mod harness;
+pub mod libc_bench;
+pub mod libc_preload;
 pub mod record;
 pub mod soak;
 pub mod stats;

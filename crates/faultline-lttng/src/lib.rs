@@ -880,6 +880,7 @@ mod tests {
                 subbuf_count: None,
                 output_mode: None,
             },
+            trace_dir: None,
         };
         assert_eq!(r.accounted(), Some(true));
         r.events_discarded = Some(2);

@@ -95,7 +95,7 @@ pub fn read_bits(buf: &[u8], pos: u64, size: u32, be: bool, end: u64) -> Result<
     }
     let byte = (pos / 8) as usize;
     let sh = (pos % 8) as u32;
-    if sh == 0 && size % 8 == 0 {
+    if sh == 0 && size.is_multiple_of(8) {
         let n = (size / 8) as usize;
         let Some(b) = buf.get(byte..byte + n) else {
             return Err(oob(pos, "field past the end of the buffer".into()));

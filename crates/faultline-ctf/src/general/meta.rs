@@ -1306,10 +1306,12 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
                                     },
                                     _ => {}
                                 },
-                                Entry::Type(k, t) => match k.as_str() {
-                                    "packet.header" => md.packet_header = Some(t),
-                                    _ => {} // unknown scopes are ignored, as babeltrace does
-                                },
+                                // Unknown scopes are ignored, as babeltrace does.
+                                Entry::Type(k, t) => {
+                                    if k == "packet.header" {
+                                        md.packet_header = Some(t);
+                                    }
+                                }
                             }
                         }
                     }

@@ -9,7 +9,7 @@
 use super::read::{CtfStreamItem, CtfTrace};
 use crate::error::Result;
 use crate::reader::Losses;
-use crate::stats::{CpuStats, Stats};
+use crate::stats::Stats;
 use std::collections::HashMap;
 
 /// Read the whole trace and compute [`Stats`].
@@ -24,7 +24,7 @@ pub fn ctf_stats(trace: &CtfTrace) -> Result<Stats> {
         while let Some(item) = it.next_item() {
             match item? {
                 CtfStreamItem::Packet(p) => {
-                    let cs = st.per_cpu.entry(p.cpu).or_insert_with(CpuStats::default);
+                    let cs = st.per_cpu.entry(p.cpu).or_default();
                     cs.packets += 1;
                     cs.bytes = cs.bytes.saturating_add(p.packet_bytes);
                     cs.lost_packets = cs.lost_packets.saturating_add(p.lost_packets);

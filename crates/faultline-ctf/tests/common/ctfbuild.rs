@@ -42,7 +42,7 @@ impl Bits {
     }
 
     pub fn align(&mut self, a: u64) {
-        while self.bit % a != 0 {
+        while !self.bit.is_multiple_of(a) {
             self.put_bit(false);
         }
     }

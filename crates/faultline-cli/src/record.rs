@@ -1,51 +1,86 @@
 //! `faultline record [options] -o DIR -- CMD [ARGS]`: trace another program.
 //!
 //! # Protocol between the two processes
-//! 1. `record` creates the channel (memfd) and a pipe, and spawns CMD with both inherited
-//!    (`FD_CLOEXEC` cleared in the child only) and the environment of
-//!    [`crate::session`]: `FAULTLINE_CHANNEL_FD`, `FAULTLINE_CHANNEL_ID` (device:inode of the
-//!    memfd), `FAULTLINE_SCHEMA_FD`, `FAULTLINE_EVENTS`, `FAULTLINE_STRATEGY`.
-//! 2. The program's `faultline::Session::start()` maps the channel, writes its schema (a
-//!    [`SchemaMessage`] line, [`faultline::schema_pipe`]) to the pipe, then enables its
-//!    tracepoints. Events are only written after the schema, so nothing is lost waiting for it.
-//!    The pipe stays open: event classes registered later (callsites first hit at run time)
-//!    follow as `events` lines, each written before its class can be recorded.
-//! 3. `record` reads the first message, writes the CTF metadata, and drains the channel as its
-//!    single consumer ([`crate::drain`]) while the program runs, showing progress on a
-//!    terminal; the drain reads the pipe for new classes after taking each packet and adds
-//!    them to the metadata before writing it (so the schema grows while the program runs).
-//! 4. When the program has exited (or was killed) and **no other process maps the channel**
-//!    (checked in `/proc/*/maps` by device and inode: a forked child could still be writing),
-//!    no writer can be alive, so `record` runs [`Channel::recover_dead_writers`]: sub-buffers
-//!    held by reservations of threads that died between reserve and commit are completed, every
-//!    committed event in them is written, and the uncommitted ones are counted as lost
-//!    (`lost_stalled`, "writer died" in the summary). If another process still maps it,
-//!    recovery is skipped and the summary says so.
-//! 5. Final flush and drain, fsync, summary (also saved as `DIR/.faultline-summary.json`; the
-//!    leading dot keeps CTF readers away from it), and `record` exits with the program's status
-//!    (128 + signal number if it was killed).
+//! 1. `record` makes itself a child subreaper (`PR_SET_CHILD_SUBREAPER`: descendants of the
+//!    program that outlive it are re-parented to `record`, so they stay in its process tree),
+//!    creates the channel (a memfd sealed against resizing: the program cannot make the
+//!    recorder's mapping fault) and a pipe, and spawns CMD with both inherited (`FD_CLOEXEC`
+//!    cleared in the child only) and the environment of [`crate::session`]:
+//!    `FAULTLINE_CHANNEL_FD`, `FAULTLINE_CHANNEL_ID` (device:inode of the memfd),
+//!    `FAULTLINE_SCHEMA_FD`, `FAULTLINE_EVENTS`, `FAULTLINE_STRATEGY`.
+//! 2. The program's `faultline::Session::start()` maps the channel, sends its schema on the
+//!    pipe (the first of the line-delimited JSON messages of [`faultline::schema_pipe`]), then
+//!    enables its tracepoints. Events are only written after the schema, so nothing is lost
+//!    waiting for it. The pipe stays open: event classes registered later (callsites first hit
+//!    at run time) follow as `events` lines, and the recorder's counters (faulted events, events
+//!    per copy strategy, restarts, fallbacks) as `recorder_stats` lines every 100 ms when they
+//!    change and once more when the session stops. `record` bounds every message, ignores types
+//!    it does not know, and keeps the last counters that pass [`session::check_stats`]
+//!    (consistent, never going backwards).
+//! 3. `record` writes the CTF metadata and drains the channel as its single consumer
+//!    ([`faultline::drain`]) while the program runs, showing progress on a terminal; the drain
+//!    reads the pipe for new classes after taking each packet and adds them to the metadata
+//!    before writing it (so the schema grows while the program runs).
+//! 4. When the program has exited (or was killed), `record` reaps the descendants that exited
+//!    too and decides whether **any process can still write the channel** ([`channel_holders`]):
+//!    a process that has the memfd open (`/proc/PID/fd`) or mapped (`/proc/PID/maps`, device and
+//!    inode) can; a descendant of `record` whose `/proc` entries cannot be read might. If none
+//!    can, no writer can be alive, so `record` runs [`Channel::recover_dead_writers_after`]
+//!    (with the end of the last packet written per CPU as time floor): sub-buffers held by
+//!    reservations of threads that died between reserve and commit are completed, every
+//!    committed event in them is written, and the uncommitted ones are counted
+//!    as lost (`lost_stalled`, "writer died" in the summary). Otherwise recovery is skipped and
+//!    the report names the processes. What this cannot see: a process outside `record`'s
+//!    process tree whose `/proc` entries `record` may not read (another user's, without root)
+//!    and that got the descriptor passed explicitly (`SCM_RIGHTS`, `pidfd_getfd`, opening
+//!    `/proc/<record>/fd/N`); and a thread created without `CLONE_FILES` whose private
+//!    descriptor table holds the memfd without a mapping.
+//! 5. Final flush and drain; the recorder counters go into the trace's metadata `env` block
+//!    (`faultline stats` shows them) and the report; fsync, summary (also saved as
+//!    `DIR/.faultline-summary.json`; the leading dot keeps CTF readers away from it).
+//!
+//! # Exit status
+//! The program's status (128 + N if it was killed by signal N) — except **3** when that is 0
+//! but the trace is incomplete because the program damaged the shared buffers (one line per
+//! damaged CPU buffer on stderr, `damage` in the report; every packet that was valid is kept);
+//! **1** when `record` itself cannot run (directory holds a trace, program not found, ...);
+//! **2** for invalid arguments. Every shared-memory value is validated: `record` does not die
+//! of a signal, panic or hang whatever the program writes there.
+//!
+//! With `--libc` ([`crate::libc_preload`]) the program is started with `LD_PRELOAD` naming
+//! the `faultline-libc` library, which plays the program's part of step 2 from its
+//! constructor (and lets the images the program executes re-attach to the same channel); the
+//! report then goes to stderr like every report (stdout is the traced program's).
 
 use anyhow::{bail, Context};
-use faultline::drain::{Drain, DrainConfig, DrainStats};
-use faultline::schema_pipe::{self, Message, PipeClasses};
+use faultline::drain::{CorruptBuffer, Drain, DrainConfig, DrainStats};
+use faultline::schema_pipe::{self, CountersInfo, Message, PipeClasses};
 use faultline::session::{
-    self, clock_desc, env_desc, fd_id, group, SchemaMessage, Summary, ENV_CHANNEL_FD,
-    ENV_CHANNEL_ID, ENV_EVENTS, ENV_SCHEMA_FD, ENV_STRATEGY, SCHEMA_VERSION,
+    self, clock_desc, env_desc, fd_id, group, recorder_counts, SchemaMessage, Summary,
+    ENV_CHANNEL_FD, ENV_CHANNEL_ID, ENV_EVENTS, ENV_SCHEMA_FD, ENV_STRATEGY, SCHEMA_VERSION,
 };
 use faultline_ctf::{TraceDesc, TraceWriter};
 use faultline_recorder::Policy;
 use faultline_ringbuf::{Channel, ChannelConfig, ClockKind, Mode};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Exit status of `record` when the program exited 0 but damaged the shared buffers.
+pub const EXIT_DAMAGED: i32 = 3;
+
+/// How long `record` waits, once the program has exited, for the end of its messages (a
+/// descendant may keep the pipe open).
+const PIPE_GRACE: Duration = Duration::from_secs(1);
 
 /// Options of `faultline record`.
 #[derive(Debug, Clone)]
@@ -70,7 +105,8 @@ pub struct ProgramExit {
     pub pid: u32,
     pub code: Option<i32>,
     pub signal: Option<i32>,
-    /// The status `record` exits with.
+    /// The program's status (128 + signal number if it was killed). `record` exits with it
+    /// unless the trace is damaged ([`RecordReport::exit_status`]).
     pub status: i32,
 }
 
@@ -98,6 +134,13 @@ pub struct RecordReport {
     pub libc: bool,
     pub recovery: RecoveryInfo,
     pub summary: Summary,
+    /// The program's recorder counters: where they come from (the numbers are in
+    /// `summary.recorder`).
+    pub counters: CountersInfo,
+    /// One line per CPU buffer the program damaged (see [`faultline::drain`]).
+    pub damage: Vec<String>,
+    /// What `record` exits with (module docs).
+    pub exit_status: i32,
 }
 
 extern "C" fn ignore_signal(_: libc::c_int) {}
@@ -108,6 +151,10 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         bail!("no command given (usage: faultline record -o DIR -- CMD [ARGS])");
     }
     faultline::session::check_trace_dir(&opt.dir)?;
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("becoming a child subreaper");
+    }
     let cfg = ChannelConfig {
         subbuf_size: opt.subbuf_size,
         num_subbuf: opt.num_subbuf,
@@ -120,6 +167,8 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let chan = Arc::new(Channel::create(&cfg).context("creating the channel")?);
     let chan_fd = chan.fd().as_raw_fd();
     let chan_id = fd_id(chan_fd).context("fstat of the channel")?;
+    let chan_file =
+        std::fs::metadata(format!("/proc/self/fd/{chan_fd}")).context("fstat of the channel")?;
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 writes two descriptors into a valid array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -182,6 +231,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let tty = opt.progress && std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut status = None;
+    let mut exited_at: Option<Instant> = None;
     let mut schema: Option<SchemaMessage> = None;
     let mut schema_note: Option<String> = None;
     // Messages that came with the schema in the same read (classes registered right after).
@@ -202,6 +252,10 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
                 Message::Events(_) => {
                     notes.push("event classes sent before the schema were ignored".into())
                 }
+                // Counters are only sent after the schema.
+                Message::RecorderStats(_) => {
+                    notes.push("recorder counters sent before the schema were ignored".into())
+                }
             }
         }
         early.extend(it);
@@ -220,6 +274,16 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         }
         if status.is_none() {
             status = child.try_wait().context("waiting for the program")?;
+        }
+        // The program is gone but a descendant may hold the pipe: do not wait for ever.
+        if status.is_some() {
+            let t = *exited_at.get_or_insert_with(Instant::now);
+            if t.elapsed() >= PIPE_GRACE {
+                schema_note = Some(
+                    "the program published no schema (did it start a faultline::Session?)".into(),
+                );
+                break;
+            }
         }
     }
     if let Some(s) = &schema {
@@ -256,6 +320,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     // Run-time classes: the rest of the pipe (and what came with the schema).
     let mut classes = PipeClasses::new(reader, events.iter().map(|(i, _)| *i));
     classes.push_early(early);
+    let counters = classes.counters();
     drain.set_class_source(Box::new(classes));
 
     // Phase 2: drain while the program runs.
@@ -291,12 +356,32 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     if tty {
         eprintln!();
     }
-    // The program is gone: take what is complete, then recover what dead writers held.
+    // The program is gone: its last messages (final counters), bounded by a grace period.
+    let grace = Instant::now();
+    loop {
+        drain.poll_classes();
+        let c = schema_pipe_lock(&counters);
+        if c.eof || c.info.final_received || grace.elapsed() >= PIPE_GRACE {
+            break;
+        }
+        drop(c);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Take what is complete, then recover what dead writers held.
     while drain.poll() > 0 {}
+    reap_descendants();
     let mut recovery = RecoveryInfo::default();
-    match other_mappers(&chan_id) {
-        Ok(pids) if pids.is_empty() => {
-            let r = chan.recover_dead_writers();
+    let holders = channel_holders(
+        Path::new("/proc"),
+        chan_file.dev(),
+        chan_file.ino(),
+        std::process::id(),
+    );
+    match holders {
+        Ok(h) if h.is_empty() => {
+            // The drain's last written packet per CPU is the time floor of what recovery
+            // completes (the trace writer accepts nothing that begins earlier).
+            let r = chan.recover_dead_writers_after(|cpu| drain.last_timestamp_end(cpu));
             recovery.ran = true;
             recovery.subbufs = r.subbufs();
             recovery.bytes = r.bytes();
@@ -307,17 +392,19 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
                 .filter_map(|c| c.error.as_ref().map(|e| format!("cpu {}: {e}", c.cpu)))
                 .collect();
         }
-        Ok(pids) => {
-            recovery.skipped = Some(format!(
-                "processes {pids:?} still map the channel; sub-buffers held by their writers \
-                 are not recovered"
-            ));
-        }
+        Ok(h) => recovery.skipped = Some(h.describe()),
         Err(e) => recovery.skipped = Some(format!("cannot scan /proc: {e}")),
     }
-    let (ds, fin): (DrainStats, _) = drain.finish();
+    drain.poll_classes();
+    let counters = schema_pipe_lock(&counters).clone();
+    let env = counters
+        .last
+        .map(|s| recorder_counts(&s, counters.source()).to_env())
+        .unwrap_or_default();
+    let (ds, fin): (DrainStats, _) = drain.finish_with_env(env);
     let mut summary = Summary {
         dir: Some(opt.dir.clone()),
+        recorder: counters.last,
         ..Summary::default()
     };
     summary.add_drain(&ds, &names);
@@ -350,12 +437,25 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             .code()
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
     };
+    let damage: Vec<String> = ds
+        .corrupt
+        .iter()
+        .map(|(cpu, c): (&u32, &CorruptBuffer)| c.line(*cpu))
+        .collect();
+    let exit_status = if program.status == 0 && !damage.is_empty() {
+        EXIT_DAMAGED
+    } else {
+        program.status
+    };
     let mut report = RecordReport {
         program,
         schema_received: schema.is_some(),
         libc: opt.libc.is_some(),
         recovery,
         summary,
+        counters: counters.info,
+        damage,
+        exit_status,
     };
     if let Some(n) = schema_note {
         report.recovery.errors.push(n);
@@ -401,6 +501,19 @@ pub fn print(r: &RecordReport) {
         eprintln!("  the program published no schema: nothing was traced");
     }
     r.summary.eprint();
+    if r.summary.recorder.is_some() {
+        eprintln!(
+            "  (recorder counters: {})",
+            if r.counters.final_received {
+                "final report of the program"
+            } else {
+                "last periodic report of the program: it did not stop its session"
+            }
+        );
+    }
+    if let Some(e) = &r.counters.first_refusal {
+        eprintln!("  note: {e} ({} message(s) refused)", r.counters.refused);
+    }
     let rc = &r.recovery;
     if rc.ran && r.libc && rc.records == 0 && rc.subbufs > 0 {
         // Normal with --libc: preloaded processes exit without a final flush.
@@ -424,6 +537,15 @@ pub fn print(r: &RecordReport) {
     for e in &rc.errors {
         eprintln!("  note: {e}");
     }
+    for d in &r.damage {
+        eprintln!("  DAMAGED: {d}");
+    }
+    if r.exit_status != p.status {
+        eprintln!(
+            "  exit status {}: the trace is incomplete (the program damaged the shared buffers)",
+            r.exit_status
+        );
+    }
 }
 
 fn signal_name(s: i32) -> &'static str {
@@ -438,39 +560,152 @@ fn signal_name(s: i32) -> &'static str {
     }
 }
 
-/// Processes other than this one that map the file `<dev>:<ino>` (from `/proc/*/maps`).
-fn other_mappers(id: &str) -> std::io::Result<Vec<u32>> {
-    let ino = id.rsplit(':').next().unwrap_or("").to_string();
-    let me = std::process::id();
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc")? {
+fn schema_pipe_lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reap every descendant that has exited (they are re-parented to us: child subreaper), so
+/// that zombies do not count as holders. Called once the program itself has been waited for.
+fn reap_descendants() {
+    loop {
+        // SAFETY: waitpid with a null status pointer; WNOHANG never blocks.
+        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        if r <= 0 {
+            return;
+        }
+    }
+}
+
+/// Processes that can, or might, still write a channel ([`channel_holders`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holders {
+    /// Processes that have the memfd open or mapped.
+    pub certain: Vec<u32>,
+    /// Descendants whose `/proc` entries could not be read, with the reason.
+    pub unknown: Vec<(u32, String)>,
+}
+
+impl Holders {
+    pub fn is_empty(&self) -> bool {
+        self.certain.is_empty() && self.unknown.is_empty()
+    }
+
+    /// One line for the report.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.certain.is_empty() {
+            parts.push(format!(
+                "processes {:?} still have the channel open or mapped",
+                self.certain
+            ));
+        }
+        if !self.unknown.is_empty() {
+            let u: Vec<String> = self
+                .unknown
+                .iter()
+                .map(|(p, e)| format!("{p} ({e})"))
+                .collect();
+            parts.push(format!(
+                "descendant processes whose /proc entries cannot be read might: {}",
+                u.join(", ")
+            ));
+        }
+        format!(
+            "{}; sub-buffers held by their writers are not recovered",
+            parts.join("; ")
+        )
+    }
+}
+
+/// Which processes other than `me` can still write the file `(dev, ino)`: those that have it
+/// open (`PROC/PID/fd/*` resolves to it) or mapped (`PROC/PID/maps`), and, as "maybe",
+/// descendants of `me` (by the parent links of `PROC/PID/stat`) whose entries cannot be read.
+/// A process that exits during the scan is not counted. Unreadable processes outside `me`'s
+/// tree are not counted (see the module docs for what that misses).
+pub fn channel_holders(proc_root: &Path, dev: u64, ino: u64, me: u32) -> std::io::Result<Holders> {
+    let mut parent: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir(proc_root)? {
         let Ok(e) = e else { continue };
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        if pid == me {
-            continue;
+        if let Some(pp) = read_ppid(&e.path()) {
+            parent.insert(pid, pp);
         }
-        // Processes may vanish or be unreadable: skip them (an unreadable one is not ours).
-        let Ok(maps) = std::fs::read_to_string(e.path().join("maps")) else {
-            continue;
-        };
-        let hit = maps.lines().any(|l| {
-            let mut f = l.split_whitespace();
-            let inode = f.nth(4);
-            inode == Some(ino.as_str()) && l.contains("memfd:faultline-channel")
-        });
-        if hit {
-            out.push(pid);
+        if pid != me {
+            pids.push(pid);
         }
     }
-    Ok(out)
+    pids.sort_unstable();
+    let descends = |mut p: u32| {
+        let mut seen = BTreeSet::new();
+        while let Some(&pp) = parent.get(&p) {
+            if pp == me {
+                return true;
+            }
+            if !seen.insert(pp) {
+                return false;
+            }
+            p = pp;
+        }
+        false
+    };
+    let mut h = Holders::default();
+    for pid in pids {
+        let dir = proc_root.join(pid.to_string());
+        match holds(&dir, dev, ino) {
+            Ok(true) => h.certain.push(pid),
+            Ok(false) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // exited meanwhile
+            Err(e) => {
+                if descends(pid) {
+                    h.unknown.push((pid, e.to_string()));
+                }
+            }
+        }
+    }
+    Ok(h)
+}
+
+/// The parent pid from `DIR/stat` (`pid (comm) state ppid ...`; comm may hold anything).
+fn read_ppid(dir: &Path) -> Option<u32> {
+    let s = std::fs::read_to_string(dir.join("stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether the process of `/proc` directory `dir` has `(dev, ino)` open or mapped.
+fn holds(dir: &Path, dev: u64, ino: u64) -> std::io::Result<bool> {
+    for e in std::fs::read_dir(dir.join("fd"))? {
+        let Ok(e) = e else { continue };
+        // stat follows the magic link to the open file itself.
+        if let Ok(m) = std::fs::metadata(e.path()) {
+            if m.dev() == dev && m.ino() == ino {
+                return Ok(true);
+            }
+        }
+    }
+    let maps = std::fs::read_to_string(dir.join("maps"))?;
+    let want_dev = format!("{:02x}:{:02x}", libc::major(dev), libc::minor(dev));
+    let want_ino = ino.to_string();
+    Ok(maps.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let d = f.nth(3);
+        let i = f.next();
+        i == Some(want_ino.as_str()) && d == Some(want_dev.as_str())
+    }))
 }
 
 /// `faultline record` arguments.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    about = "Trace a program that uses faultline tracepoints: faultline record -o DIR -- CMD [ARGS]"
+    about = "Trace a program that uses faultline tracepoints, or any dynamically linked program's libc calls with --libc: faultline record [--libc] -o DIR -- CMD [ARGS]",
+    after_help = "Exit status: the program's own status (128+N when it was killed by signal N); \
+3 when the program exited 0 but damaged the shared buffers it writes (the trace keeps every \
+valid packet; one line on stderr names each damaged CPU buffer); 1 when record cannot run \
+(the directory holds a trace, the program cannot be started, ...); 2 for invalid arguments. \
+Whatever the program writes into the shared memory, record does not crash or hang."
 )]
 pub struct RecordArgs {
     /// Trace directory (must not hold a trace)
@@ -499,7 +734,8 @@ pub struct RecordArgs {
     pub json: bool,
     /// Trace the libc calls of an unmodified, dynamically linked program (preloads
     /// libfaultline_libc.so, found next to this binary). Optionally select calls by name:
-    /// --libc=open*,read,-mmap. Events are libc:<call> (see `faultline record --help`)
+    /// --libc=open*,read,-mmap. Each call is one event libc:<call> with its arguments, ret,
+    /// errno, dur_ns, pid and tid; faultline:process marks each program image attached
     #[arg(long, value_name = "CALLS", num_args = 0..=1, require_equals = true,
           default_missing_value = "*")]
     pub libc: Option<String>,
@@ -549,11 +785,195 @@ pub fn main(a: &RecordArgs) -> i32 {
             } else {
                 print(&r);
             }
-            r.program.status
+            r.exit_status
         }
         Err(e) => {
             eprintln!("faultline record: {e:#}");
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultline::session::check_stats;
+    use faultline_recorder::{RecorderStats, StrategyStats};
+
+    fn stats(events: [u64; 3], faulted: u64) -> RecorderStats {
+        let mut s = RecorderStats {
+            recorded: events.iter().sum(),
+            faulted,
+            ..RecorderStats::default()
+        };
+        for (i, e) in events.iter().enumerate() {
+            s.per_strategy[i] = StrategyStats {
+                events: *e,
+                restarts: 1,
+                fallbacks: 0,
+            };
+        }
+        s
+    }
+
+    /// Whatever the program writes on the pipe, the reader keeps bounded memory, reports
+    /// problems, and only consistent, non-decreasing counters are kept.
+    #[test]
+    fn pipe_counters_are_bounded_and_checked() {
+        use faultline::schema_pipe::{encode, ClassSource, Reader, StatsMessage, MAX_LINE};
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 into a valid array.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: fresh descriptors owned by nobody else.
+        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let st = |s: RecorderStats, last: bool| {
+            encode(&Message::RecorderStats(StatsMessage { last, stats: s }))
+        };
+        let writer = std::thread::spawn(move || {
+            let mut w = File::from(wr);
+            w.write_all(&st(stats([5, 0, 1], 2), false)).unwrap();
+            // Going backwards, then an inconsistent sum, then faulted > recorded.
+            w.write_all(&st(stats([4, 0, 1], 2), false)).unwrap();
+            let mut bad = stats([7, 0, 1], 2);
+            bad.recorded = 100;
+            w.write_all(&st(bad, false)).unwrap();
+            w.write_all(&st(stats([7, 0, 1], 9), false)).unwrap();
+            // Out of range for a trace.
+            w.write_all(&st(stats([u64::MAX / 2, 0, 0], 0), false))
+                .unwrap();
+            // A type from a later version, garbage, an endless line.
+            w.write_all(b"{\"type\":\"later\",\"x\":[]}\n").unwrap();
+            w.write_all(b"{not json\n").unwrap();
+            w.write_all(&vec![b'x'; MAX_LINE + 4096]).unwrap();
+            w.write_all(b"\n").unwrap();
+            w.write_all(&st(stats([7, 1, 1], 3), true)).unwrap();
+            // A later session of the process: a new series, added to the first.
+            w.write_all(&st(stats([2, 0, 0], 1), false)).unwrap();
+            w.write_all(&st(stats([1, 0, 0], 1), false)).unwrap();
+            w.write_all(&st(stats([3, 0, 0], 1), true)).unwrap();
+        });
+        let mut classes = PipeClasses::new(Reader::new(File::from(rd)).unwrap(), []);
+        let counters = classes.counters();
+        let mut errors = Vec::new();
+        let t0 = Instant::now();
+        while !schema_pipe_lock(&counters).eof {
+            assert!(classes.poll().is_empty());
+            errors.extend(classes.take_errors());
+            assert!(t0.elapsed() < Duration::from_secs(20), "no EOF");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        writer.join().unwrap();
+        let c = schema_pipe_lock(&counters).clone();
+        let mut total = stats([10, 1, 1], 4);
+        for p in &mut total.per_strategy[1..] {
+            p.restarts = 1;
+        }
+        total.per_strategy[0].restarts = 2;
+        assert_eq!(c.last, Some(total));
+        assert!(c.info.final_received);
+        assert_eq!(c.info.accepted, 4);
+        assert_eq!(c.info.refused, 5, "{:?}", c.info);
+        let first = c.info.first_refusal.unwrap();
+        assert!(
+            first.contains("recorded went backwards from 6 to 5"),
+            "{first}"
+        );
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("unreadable")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("longer than")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn counter_checks() {
+        assert_eq!(check_stats(None, &stats([1, 2, 3], 6)), Ok(()));
+        assert!(check_stats(None, &stats([1, 2, 3], 7))
+            .unwrap_err()
+            .contains("faulted = 7 > recorded = 6"));
+        let mut s = stats([1, 2, 3], 0);
+        s.recorded = 5;
+        assert!(check_stats(None, &s).unwrap_err().contains("not the sum"));
+        let mut s = stats([u64::MAX, 1, 0], 0);
+        s.recorded = 0;
+        assert!(check_stats(None, &s).unwrap_err().contains("out of range"));
+        let mut s = stats([1, 2, 3], 0);
+        s.lost_full = 9;
+        let mut t = s;
+        t.lost_full = 8;
+        assert!(check_stats(Some(&s), &t)
+            .unwrap_err()
+            .contains("lost_full went backwards from 9 to 8"));
+        assert_eq!(check_stats(Some(&t), &s), Ok(()));
+    }
+
+    /// A fake `/proc`: who holds the file `f` (open or mapped), who cannot be read.
+    #[test]
+    fn holders_from_proc() {
+        let root = std::env::temp_dir().join(format!("faultline-fakeproc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let target = root.join("the-channel");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(&target, b"x").unwrap();
+        let m = std::fs::metadata(&target).unwrap();
+        let (dev, ino) = (m.dev(), m.ino());
+        let me = 50u32;
+        // pid, ppid, fd entry pointing at the channel, maps line with it, fd dir unreadable.
+        let procs: &[(u32, u32, bool, bool, bool)] = &[
+            (50, 1, true, false, false),     // me: never counted
+            (100, 50, true, false, false),   // child holding the fd
+            (101, 100, false, true, false),  // grandchild mapping it
+            (102, 100, false, false, false), // grandchild holding nothing
+            (103, 101, false, false, true),  // unreadable descendant: maybe
+            (200, 1, false, false, true),    // unreadable stranger: not counted
+            (201, 1, true, false, false),    // stranger with the fd open: counted
+        ];
+        for &(pid, ppid, fd, map, unreadable) in procs {
+            let d = root.join(pid.to_string());
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(
+                d.join("stat"),
+                format!("{pid} (a (weird) name) S {ppid} 1 1 0"),
+            )
+            .unwrap();
+            if unreadable {
+                // Not a directory: reading it fails like a permission error would.
+                std::fs::write(d.join("fd"), b"").unwrap();
+            } else {
+                std::fs::create_dir_all(d.join("fd")).unwrap();
+                std::os::unix::fs::symlink("/dev/null", d.join("fd/0")).unwrap();
+                if fd {
+                    std::os::unix::fs::symlink(&target, d.join("fd/7")).unwrap();
+                }
+            }
+            let maps = if map {
+                format!(
+                    "7f00-7f10 rw-s 00000000 {:02x}:{:02x} {ino}   /memfd:faultline-channel (deleted)\n",
+                    libc::major(dev),
+                    libc::minor(dev)
+                )
+            } else {
+                format!(
+                    "7f00-7f10 rw-s 00000000 {:02x}:{:02x} {}   /other\n",
+                    libc::major(dev),
+                    libc::minor(dev),
+                    ino + 1
+                )
+            };
+            std::fs::write(d.join("maps"), maps).unwrap();
+        }
+        let h = channel_holders(&root, dev, ino, me).unwrap();
+        assert_eq!(h.certain, vec![100, 101, 201]);
+        assert_eq!(h.unknown.len(), 1);
+        assert_eq!(h.unknown[0].0, 103);
+        assert!(h.describe().contains("[100, 101, 201]"), "{}", h.describe());
+        assert!(h.describe().contains("103 ("), "{}", h.describe());
+        let none = channel_holders(&root, dev, ino + 5, me).unwrap();
+        assert!(none.certain.is_empty() && none.unknown.len() == 1);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -9,9 +9,12 @@
 //!
 //! The JSON object ([`Report`]) has every key of [`faultline_ctf::Stats`] (`events_total`,
 //! `lost_total`, `lost_full`, `lost_stalled`, `lost_too_big`, `lost_packets`,
-//! `packets_before_first`, `packets`, `truncated_events`, `truncated_bytes`, `events`, `cpus`, `per_cpu`, `first_ts`, `last_ts`,
-//! `span_ns`, `bytes_on_disk`) plus
-//! `trace`, `clock_freq_hz`, `span_s` and `events_per_sec` (`null` when the span is 0).
+//! `packets_before_first`, `packets`, `truncated_events`, `truncated_bytes`, `events`, `cpus`,
+//! `per_cpu`, `first_ts`, `last_ts`, `span_ns`, `bytes_on_disk`, `recorder`) plus `trace`,
+//! `clock_freq_hz`, `span_s` and `events_per_sec` (`null` when the span is 0). `recorder` holds
+//! the traced program's recorder counters carried by the trace (events, faulted events and
+//! bytes, per copy strategy events/restarts/fallbacks, and their source), or `null` for a trace
+//! without them.
 
 use crate::view::{open_trace, CmdError};
 use faultline_ctf::Stats;
@@ -36,7 +39,10 @@ the time span from the first to the last event; the throughput (events per secon
 span); and the size of the trace on disk. --json prints the same as one JSON object (keys \
 events_total, lost_total, lost_full, lost_stalled, lost_too_big, lost_packets, \
 packets_before_first, packets, truncated_events, truncated_bytes, events, cpus, per_cpu, \
-first_ts, last_ts, span_ns, span_s, events_per_sec, bytes_on_disk, clock_freq_hz, trace). The \
+first_ts, last_ts, span_ns, span_s, events_per_sec, bytes_on_disk, clock_freq_hz, trace, \
+recorder). With the trace's recorder counters (written by faultline record and by sessions), it \
+also shows how many events the recorder committed, how many were faulted (read from bad memory, \
+zero-filled) and how many went through each copy strategy, with restarts and fallbacks. The \
 whole trace is checked on the way: a corrupted trace is an error, not a partial count.",
     after_help = concat!(
         "Examples:\n",
@@ -140,6 +146,20 @@ pub fn write_text(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
         "truncated   {} events with a raw buffer not recorded whole ({} bytes left out)",
         s.truncated_events, s.truncated_bytes
     )?;
+    if let Some(rc) = &s.recorder {
+        writeln!(
+            out,
+            "recorder    {} events committed, {} faulted ({} bytes unreadable, zero-filled); {}",
+            rc.events, rc.faulted, rc.faulted_bytes, rc.source
+        )?;
+        for (name, c) in &rc.strategies {
+            writeln!(
+                out,
+                "            {name:<20} {:>12} events  {:>8} restarts  {:>8} fallbacks",
+                c.events, c.restarts, c.fallbacks
+            )?;
+        }
+    }
     let width = s.events.keys().map(|k| k.len()).max().unwrap_or(0).max(5);
     writeln!(out, "\n{:<width$}  {:>12}", "event", "count")?;
     for (name, n) in &s.events {

@@ -182,10 +182,10 @@ pub fn summarize(args: &TimelineArgs) -> Result<Summary, CmdError> {
             lo = lo.min(clamp(p.ts_begin));
             hi = hi.max(clamp(p.ts_begin));
             let m = per_cpu_loss.entry(p.cpu).or_default();
-            m.lost_full += p.lost_full;
-            m.lost_stalled += p.lost_stalled;
-            m.lost_too_big += p.lost_too_big;
-            m.lost_packets += p.lost_packets;
+            m.lost_full = m.lost_full.saturating_add(p.lost_full);
+            m.lost_stalled = m.lost_stalled.saturating_add(p.lost_stalled);
+            m.lost_too_big = m.lost_too_big.saturating_add(p.lost_too_big);
+            m.lost_packets = m.lost_packets.saturating_add(p.lost_packets);
             if marks_raw.len() < MAX_LOSS_MARKS {
                 marks_raw.push(*p);
             } else {
@@ -253,17 +253,17 @@ pub fn summarize(args: &TimelineArgs) -> Result<Summary, CmdError> {
                 .entry((p.cpu, bin_of(p.ts_begin)))
                 .or_insert(LossMark {
                     cpu: p.cpu,
-                    t: rel_ns(p.ts_begin),
+                    t: rel_ns(clamp(p.ts_begin)),
                     full: 0,
                     stalled: 0,
                     too_big: 0,
                     packets: 0,
                     merged: 0,
                 });
-            m.full += p.lost_full;
-            m.stalled += p.lost_stalled;
-            m.too_big += p.lost_too_big;
-            m.packets += p.lost_packets;
+            m.full = m.full.saturating_add(p.lost_full);
+            m.stalled = m.stalled.saturating_add(p.lost_stalled);
+            m.too_big = m.too_big.saturating_add(p.lost_too_big);
+            m.packets = m.packets.saturating_add(p.lost_packets);
             m.merged += 1;
             Ok(())
         })?;
@@ -271,7 +271,7 @@ pub fn summarize(args: &TimelineArgs) -> Result<Summary, CmdError> {
     } else {
         loss_marks.extend(marks_raw.iter().map(|p| LossMark {
             cpu: p.cpu,
-            t: rel_ns(p.ts_begin),
+            t: rel_ns(clamp(p.ts_begin)),
             full: p.lost_full,
             stalled: p.lost_stalled,
             too_big: p.lost_too_big,
@@ -343,7 +343,7 @@ pub fn summarize(args: &TimelineArgs) -> Result<Summary, CmdError> {
     for (l, fb) in lanes.iter_mut().zip(faulted_bins) {
         l.faulted_bins = fb.into_iter().map(|(b, n)| [b as u64, n]).collect();
     }
-    let sum = |g: fn(&Lane) -> u64| lanes.iter().map(g).sum::<u64>();
+    let sum = |g: fn(&Lane) -> u64| lanes.iter().map(g).fold(0u64, u64::saturating_add);
     let (lost_full, lost_stalled, lost_too_big, lost_packets) = (
         sum(|l| l.lost_full),
         sum(|l| l.lost_stalled),
@@ -358,7 +358,9 @@ pub fn summarize(args: &TimelineArgs) -> Result<Summary, CmdError> {
         nbins: args.bins,
         events_total,
         faulted_total,
-        lost_total: lost_full + lost_stalled + lost_too_big,
+        lost_total: lost_full
+            .saturating_add(lost_stalled)
+            .saturating_add(lost_too_big),
         lost_full,
         lost_stalled,
         lost_too_big,

@@ -57,7 +57,8 @@ impl Input {
             AnyTrace::Faultline(t) => t,
             AnyTrace::Ctf(_) => {
                 return Err(CmdError::Trace(format!(
-                    "{}: `faultline {cmd}` reads faultline traces only; this is another                      producer's CTF trace (`faultline view` and `stats` read it)",
+                    "{}: not a faultline trace: `faultline {cmd}` reads faultline's own traces \
+                     (`faultline view` and `stats` read any CTF 1.8 trace)",
                     dir.display()
                 )))
             }

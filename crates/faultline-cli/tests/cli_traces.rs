@@ -247,6 +247,7 @@ fn stats_json_exact() {
         "span_s": 3001.0 / 1e9,
         "events_per_sec": 13.0 * 1e9 / 3001.0,
         "bytes_on_disk": bytes,
+        "recorder": null,
     });
     assert_eq!(j, expected);
 }

@@ -41,7 +41,7 @@ pub use layout::{PacketBuilder, PacketHeader};
 pub use reader::{
     glob_match, Event, EventRef, Events, Filter, Losses, PacketInfo, StreamItem, Trace,
 };
-pub use stats::{stats, CpuStats, Stats};
+pub use stats::{stats, CpuStats, RecorderCounts, Stats, StrategyCounts, RECORDER_ENV_PREFIX};
 pub use tsdl::{EventSchema, FieldSchema, Schema};
 pub use writer::{TraceWriter, WriterCounters};
 

@@ -24,8 +24,20 @@
 //! `lost_stalled`, `lost_too_big`, `lost_packets`, `packets_before_first`, `packets`,
 //! `truncated_events`, `truncated_bytes`,
 //! `events` (name → count), `cpus` (cpu as a string → count), `per_cpu`, `first_ts`,
-//! `last_ts`, `span_ns`, `bytes_on_disk`.
+//! `last_ts`, `span_ns`, `bytes_on_disk`, and `recorder` ([`RecorderCounts`], `null` when the
+//! trace does not carry them).
+//!
+//! # The recorder's counters in the trace
+//! The counters of the recorder probe of the traced program (events per copy strategy,
+//! restarts, fallbacks, faulted events) are not visible in the streams. The trace carries them
+//! in the metadata `env` block, written when the trace is finished
+//! ([`crate::TraceWriter::finish_with_env`]), under keys starting with [`RECORDER_ENV_PREFIX`]:
+//! `faultline_recorder_source` (string: where the numbers come from), `_events`, `_faulted`,
+//! `_faulted_bytes`, `_resized`, and per strategy `_strategy_<name>_events`, `_restarts`,
+//! `_fallbacks` (the strategy name with `-` written `_`). [`RecorderCounts::to_env`] and
+//! [`RecorderCounts::from_env`] are the one definition of that format.
 
+use crate::desc::EnvValue;
 use crate::error::Result;
 use crate::reader::{Losses, StreamItem, Trace};
 use faultline_schema::{truncation_count_of, Value};
@@ -87,6 +99,109 @@ pub struct Stats {
     pub span_ns: u64,
     /// Bytes of the trace directory's files.
     pub bytes_on_disk: u64,
+    /// The traced program's recorder counters, when the trace carries them (module docs).
+    pub recorder: Option<RecorderCounts>,
+}
+
+/// Prefix of the `env` keys holding [`RecorderCounts`].
+pub const RECORDER_ENV_PREFIX: &str = "faultline_recorder_";
+
+/// Counters of one copy strategy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StrategyCounts {
+    /// Events committed with this strategy.
+    pub events: u64,
+    /// Abandoned attempts (prefault-restart).
+    pub restarts: u64,
+    /// Events that fell back to another way of copying.
+    pub fallbacks: u64,
+}
+
+/// The recorder's own counters as carried by a trace (module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecorderCounts {
+    /// Where they come from, e.g. "final report of the program".
+    pub source: String,
+    /// Events the recorder committed.
+    pub events: u64,
+    /// Of those, events with at least one field read from bad memory (zero-filled).
+    pub faulted: u64,
+    /// Bytes that could not be read.
+    pub faulted_bytes: u64,
+    /// Records re-reserved because their encoding came out shorter than sized.
+    pub resized: u64,
+    /// Per copy strategy (`reserve-copy-commit`, `bounce`, `prefault-restart`).
+    pub strategies: BTreeMap<String, StrategyCounts>,
+}
+
+impl RecorderCounts {
+    /// The `env` entries (module docs). Counts above `i64::MAX` (CTF integers are signed
+    /// here) are written as `i64::MAX`.
+    pub fn to_env(&self) -> Vec<(String, EnvValue)> {
+        let int = |v: u64| EnvValue::Int(v.min(i64::MAX as u64) as i64);
+        let key = |k: &str| format!("{RECORDER_ENV_PREFIX}{k}");
+        let mut v = vec![
+            (key("source"), EnvValue::Str(self.source.clone())),
+            (key("events"), int(self.events)),
+            (key("faulted"), int(self.faulted)),
+            (key("faulted_bytes"), int(self.faulted_bytes)),
+            (key("resized"), int(self.resized)),
+        ];
+        for (name, s) in &self.strategies {
+            let n: String = name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            v.push((key(&format!("strategy_{n}_events")), int(s.events)));
+            v.push((key(&format!("strategy_{n}_restarts")), int(s.restarts)));
+            v.push((key(&format!("strategy_{n}_fallbacks")), int(s.fallbacks)));
+        }
+        v
+    }
+
+    /// Read them back from a trace's `env` entries; `None` when there are none. Entries of the
+    /// wrong type or with negative values are ignored.
+    pub fn from_env(env: &[(String, EnvValue)]) -> Option<RecorderCounts> {
+        let mut r = RecorderCounts::default();
+        let mut any = false;
+        for (k, v) in env {
+            let Some(k) = k.strip_prefix(RECORDER_ENV_PREFIX) else {
+                continue;
+            };
+            let n = match v {
+                EnvValue::Str(s) if k == "source" => {
+                    r.source = s.clone();
+                    any = true;
+                    continue;
+                }
+                EnvValue::Int(i) if *i >= 0 => *i as u64,
+                _ => continue,
+            };
+            any = true;
+            match k {
+                "events" => r.events = n,
+                "faulted" => r.faulted = n,
+                "faulted_bytes" => r.faulted_bytes = n,
+                "resized" => r.resized = n,
+                _ => {
+                    let Some(rest) = k.strip_prefix("strategy_") else {
+                        continue;
+                    };
+                    for (suffix, field) in [("_events", 0), ("_restarts", 1), ("_fallbacks", 2)] {
+                        if let Some(name) = rest.strip_suffix(suffix) {
+                            let s = r.strategies.entry(name.replace('_', "-")).or_default();
+                            match field {
+                                0 => s.events = n,
+                                1 => s.restarts = n,
+                                _ => s.fallbacks = n,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        any.then_some(r)
+    }
 }
 
 impl Stats {
@@ -100,6 +215,7 @@ impl Stats {
 pub fn stats(trace: &Trace) -> Result<Stats> {
     let mut st = Stats {
         bytes_on_disk: trace.bytes_on_disk(),
+        recorder: RecorderCounts::from_env(&trace.schema().env),
         ..Stats::default()
     };
     // Counted by id, named at the end (no per-event allocation for the name). Per event id:

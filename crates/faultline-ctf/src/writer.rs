@@ -18,7 +18,10 @@
 //!   `timestamp_begin >=` the previous packet's `timestamp_end`, cumulative counters
 //!   non-decreasing;
 //! - the record chain ends exactly at `content_size`, every record id is a declared event,
-//!   record timestamps are non-decreasing and within `[timestamp_begin, timestamp_end]`.
+//!   record timestamps are non-decreasing and within `[timestamp_begin, timestamp_end]`;
+//! - every record's payload decodes, field by field with the shared decoder, to exactly its
+//!   length (what the reader and babeltrace2 need to stay in step), so a packet whose bytes
+//!   were damaged in shared memory never reaches the disk.
 //!
 //! # Event classes added while recording
 //! [`TraceWriter::add_events`] declares more events (tracepoints registered at run time): the
@@ -32,11 +35,15 @@
 //! (ENOSPC, EIO) is undone by truncating the file back to its previous length, so the stream
 //! stays readable; the error names the path.
 
-use crate::desc::{metadata, TraceDesc};
+use crate::desc::{metadata, EnvValue, TraceDesc};
 use crate::error::{CtfError, Result};
-use crate::layout::{align8, check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE};
+use crate::layout::{
+    align8, check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE, RECORD_HEADER_SIZE,
+};
+use faultline_schema::{decode_field, FieldDesc};
 use serde::Serialize;
 use std::collections::BTreeMap;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -64,57 +71,64 @@ struct CpuStream {
 /// Writes a trace directory. See the module docs.
 pub struct TraceWriter {
     dir: PathBuf,
+    /// What the metadata was written from (rewritten by [`TraceWriter::add_events`] and
+    /// [`TraceWriter::finish_with_env`]).
     desc: TraceDesc,
     uuid: [u8; 16],
-    /// Declared event ids (checked for every record: a hash lookup per record was the
-    /// consumer's main per-event cost).
+    /// Declared event ids and their fields (checked for every record: a hash lookup per
+    /// record was the consumer's main per-event cost).
     ids: IdSet,
     streams: BTreeMap<u32, CpuStream>,
     counters: WriterCounters,
     scratch: Vec<u8>,
 }
 
-/// A set of event ids: a bitmap when the ids are small (always, for ids a registry assigns),
-/// a sorted list otherwise.
+/// The declared events by id: a dense table when the ids are small (always, for ids a
+/// registry assigns), a sorted list otherwise.
 enum IdSet {
-    Dense(Vec<bool>),
-    Sorted(Vec<u32>),
+    Dense(Vec<Option<Fields>>),
+    Sorted(Vec<(u32, Fields)>),
 }
+
+type Fields = &'static [FieldDesc];
 
 impl IdSet {
     const DENSE_LIMIT: u32 = 1 << 16;
 
-    fn insert(&mut self, id: u32) {
+    fn insert(&mut self, id: u32, f: Fields) {
         match self {
             IdSet::Dense(d) if id < Self::DENSE_LIMIT => {
                 if d.len() <= id as usize {
-                    d.resize(id as usize + 1, false);
+                    d.resize(id as usize + 1, None);
                 }
-                d[id as usize] = true;
+                d[id as usize] = Some(f);
             }
             IdSet::Dense(d) => {
-                let mut v: Vec<u32> = (0..d.len() as u32).filter(|&i| d[i as usize]).collect();
-                v.push(id);
+                let mut v: Vec<(u32, Fields)> = d
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, f)| f.map(|f| (i as u32, f)))
+                    .collect();
+                v.push((id, f));
                 *self = IdSet::Sorted(v);
             }
-            IdSet::Sorted(v) => {
-                if let Err(at) = v.binary_search(&id) {
-                    v.insert(at, id);
-                }
-            }
+            IdSet::Sorted(v) => match v.binary_search_by_key(&id, |(i, _)| *i) {
+                Ok(at) => v[at].1 = f,
+                Err(at) => v.insert(at, (id, f)),
+            },
         }
     }
 
-    fn new(ids: impl Iterator<Item = u32>) -> IdSet {
-        let mut v: Vec<u32> = ids.collect();
-        v.sort_unstable();
-        v.dedup();
+    fn new(ids: impl Iterator<Item = (u32, Fields)>) -> IdSet {
+        let mut v: Vec<(u32, Fields)> = ids.collect();
+        v.sort_unstable_by_key(|(id, _)| *id);
+        v.dedup_by_key(|(id, _)| *id);
         match v.last() {
-            Some(&max) if max >= Self::DENSE_LIMIT => IdSet::Sorted(v),
+            Some(&(max, _)) if max >= Self::DENSE_LIMIT => IdSet::Sorted(v),
             _ => {
-                let mut d = vec![false; v.last().map_or(0, |&m| m as usize + 1)];
-                for id in v {
-                    d[id as usize] = true;
+                let mut d = vec![None; v.last().map_or(0, |&(m, _)| m as usize + 1)];
+                for (id, f) in v {
+                    d[id as usize] = Some(f);
                 }
                 IdSet::Dense(d)
             }
@@ -122,12 +136,34 @@ impl IdSet {
     }
 
     #[inline]
-    fn contains(&self, id: u32) -> bool {
+    fn get(&self, id: u32) -> Option<Fields> {
         match self {
-            IdSet::Dense(d) => d.get(id as usize).copied().unwrap_or(false),
-            IdSet::Sorted(v) => v.binary_search(&id).is_ok(),
+            IdSet::Dense(d) => d.get(id as usize).copied().flatten(),
+            IdSet::Sorted(v) => v
+                .binary_search_by_key(&id, |(i, _)| *i)
+                .ok()
+                .map(|i| v[i].1),
         }
     }
+}
+
+/// Check that `payload` decodes to exactly its length; the error names the field.
+#[inline]
+fn check_payload(fields: Fields, payload: &[u8]) -> std::result::Result<(), (usize, String)> {
+    let mut at = 0usize;
+    for f in fields {
+        decode_field(f.ty, payload, &mut at).map_err(|e| (e.offset, e.kind.describe(f.name)))?;
+    }
+    if at != payload.len() {
+        return Err((
+            at,
+            format!(
+                "payload is {} bytes but its fields end at byte {at}",
+                payload.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn create_new(path: &Path) -> Result<File> {
@@ -152,7 +188,7 @@ impl TraceWriter {
             dir,
             desc: desc.clone(),
             uuid: desc.uuid,
-            ids: IdSet::new(desc.events.iter().map(|(id, _)| *id)),
+            ids: IdSet::new(desc.events.iter().map(|(id, ev)| (*id, ev.fields))),
             streams: BTreeMap::new(),
             counters: WriterCounters {
                 metadata_bytes: text.len() as u64,
@@ -176,8 +212,8 @@ impl TraceWriter {
         let tmp = self.dir.join("metadata.tmp");
         std::fs::write(&tmp, text.as_bytes()).map_err(|e| CtfError::io(&tmp, "write", e))?;
         std::fs::rename(&tmp, &path).map_err(|e| CtfError::io(&path, "replace", e))?;
-        for (id, _) in events {
-            self.ids.insert(*id);
+        for (id, ev) in events {
+            self.ids.insert(*id, ev.fields);
         }
         self.desc = desc;
         self.counters.metadata_bytes = text.len() as u64;
@@ -186,12 +222,21 @@ impl TraceWriter {
 
     /// Whether event id `id` is declared.
     pub fn has_event(&self, id: u32) -> bool {
-        self.ids.contains(id)
+        self.ids.get(id).is_some()
     }
 
     /// The trace directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// `timestamp_end` of the last packet written for `cpu` (the earliest a next packet of that
+    /// CPU may begin), if any.
+    pub fn last_timestamp_end(&self, cpu: u32) -> Option<u64> {
+        self.streams
+            .get(&cpu)
+            .and_then(|s| s.last.as_ref())
+            .map(|h| h.timestamp_end)
     }
 
     /// Counters so far.
@@ -284,9 +329,15 @@ impl TraceWriter {
         let mut last_ts = h.timestamp_begin;
         for r in Records::new(content) {
             let r = r.map_err(|(o, m)| bad(o as usize, m))?;
-            if !self.ids.contains(r.id) {
+            let Some(fields) = self.ids.get(r.id) else {
                 return Err(bad(r.offset + 8, format!("undeclared event id {}", r.id)));
-            }
+            };
+            check_payload(fields, r.payload).map_err(|(o, m)| {
+                bad(
+                    r.offset + RECORD_HEADER_SIZE + o,
+                    format!("event id {}: {m}", r.id),
+                )
+            })?;
             if r.timestamp < last_ts || r.timestamp > h.timestamp_end {
                 return Err(bad(
                     r.offset,
@@ -356,6 +407,46 @@ impl TraceWriter {
                 let _ = s.file.set_len(s.len);
                 let _ = s.file.seek(std::io::SeekFrom::Start(s.len));
                 Err(CtfError::io(&s.path, "write", e))
+            }
+        }
+    }
+
+    /// Like [`TraceWriter::finish`], after adding `extra` entries to the metadata's `env`
+    /// block (values known only at the end, such as the recorder's counters). The metadata is
+    /// replaced atomically (written to `metadata.tmp`, synced, renamed): a crash leaves either
+    /// the old or the new file. If the new metadata cannot be made (an invalid key), the old
+    /// one stays and the error is returned after the streams are synced.
+    pub fn finish_with_env(mut self, extra: Vec<(String, EnvValue)>) -> Result<WriterCounters> {
+        if extra.is_empty() {
+            return self.finish();
+        }
+        let mut d = self.desc.clone();
+        d.env
+            .extra
+            .retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        d.env.extra.extend(extra);
+        let text = metadata(&d);
+        let replaced = text.and_then(|text| {
+            let tmp = self.dir.join("metadata.tmp");
+            let meta = self.dir.join("metadata");
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = create_new(&tmp)?;
+            f.write_all(text.as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| CtfError::io(&tmp, "write", e))?;
+            std::fs::rename(&tmp, &meta).map_err(|e| CtfError::io(&meta, "replace", e))?;
+            Ok(text.len() as u64)
+        });
+        match replaced {
+            Ok(n) => {
+                self.counters.metadata_bytes = n;
+                self.desc = d;
+                self.finish()
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(self.dir.join("metadata.tmp"));
+                self.finish()?;
+                Err(e)
             }
         }
     }

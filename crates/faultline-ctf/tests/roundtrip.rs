@@ -477,6 +477,77 @@ fn strings_with_escapes_round_trip_through_metadata() {
     assert_eq!(stats(&t).unwrap().events_total, 0);
 }
 
+/// A record whose payload does not decode to exactly its length (bytes damaged in shared
+/// memory) makes the writer reject the packet, so the reader and babeltrace2 never see it.
+#[test]
+fn writer_rejects_payloads_that_do_not_decode() {
+    let dir = tmpdir("wpayload");
+    let mut w = TraceWriter::create(&dir, &desc()).unwrap();
+    // other:read { path_faulted: u32, path: string, data: bytes }
+    let good = [
+        &7u32.to_le_bytes()[..],
+        b"/etc\0",
+        &2u32.to_le_bytes(),
+        b"ab",
+    ]
+    .concat();
+    let cases: Vec<(Vec<u8>, u64, &str)> = vec![
+        // data's length says 3, 2 bytes follow.
+        (
+            [
+                &7u32.to_le_bytes()[..],
+                b"/etc\0",
+                &3u32.to_le_bytes(),
+                b"ab",
+            ]
+            .concat(),
+            128 + 16 + 13,
+            "payload ends inside field `data`",
+        ),
+        // The string has no NUL.
+        (
+            [&7u32.to_le_bytes()[..], b"/etc"].concat(),
+            128 + 16 + 4,
+            "string field `path` has no NUL",
+        ),
+        // Bytes after the last field.
+        (
+            [&good[..], b"zz"].concat(),
+            128 + 16 + 15,
+            "fields end at byte 15",
+        ),
+    ];
+    for (payload, offset, msg) in cases {
+        let b = one_packet(0, 0, |p| {
+            p.record(10, ID_OTHER, &payload);
+        });
+        match w.write_packet(0, &b).unwrap_err() {
+            CtfError::Packet {
+                cpu,
+                offset: o,
+                msg: m,
+            } => {
+                assert_eq!((cpu, o), (0, offset), "{m}");
+                assert!(m.contains(msg), "{m}");
+            }
+            e => panic!("not a packet error: {e}"),
+        }
+    }
+    assert!(!dir.join("stream_0").exists());
+    let b = one_packet(0, 0, |p| {
+        p.record(10, ID_OTHER, &good);
+    });
+    w.write_packet(0, &b).unwrap();
+    w.finish().unwrap();
+    assert_eq!(
+        Trace::open(&dir)
+            .unwrap()
+            .events(&Filter::default())
+            .count(),
+        1
+    );
+}
+
 #[test]
 fn events_added_while_writing_are_declared_in_the_final_metadata() {
     static LATE: EventDesc = EventDesc {

@@ -11,6 +11,7 @@
 //! Socket addresses are decoded into text (`127.0.0.1:80`, `[::1]:80`, `unix:/path`,
 //! `unix:@abstract`) plus `family`; `addr_faulted` counts unreadable bytes of the address.
 
+// The statics and modules `tracepoint!` generates carry no doc comments of their own.
 #![allow(missing_docs)]
 
 use faultline_tracepoints::{tracepoint, CStrPtr, RawBuf};

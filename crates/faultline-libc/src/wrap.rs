@@ -7,7 +7,6 @@
 //! values (and, for an absent `mode`, whatever the register held: it is only recorded when
 //! `O_CREAT`/`O_TMPFILE` says it was passed, and libc ignores it otherwise).
 
-#![allow(missing_docs)]
 
 use crate::addr;
 use crate::events::*;

@@ -872,6 +872,7 @@ mod tests {
             bytes_on_disk: 0,
             data_bytes: 0,
             bytes_per_event: None,
+            trace_dir: None,
             channel: ChannelConfig {
                 name: CHANNEL_NAME.into(),
                 buffering: "per-uid".into(),
@@ -880,7 +881,6 @@ mod tests {
                 subbuf_count: None,
                 output_mode: None,
             },
-            trace_dir: None,
         };
         assert_eq!(r.accounted(), Some(true));
         r.events_discarded = Some(2);

@@ -68,7 +68,7 @@ use faultline_tracepoints::{
     register_probe, LossCause, Payload, Probe, ProbeHandle, ProbeKind, RegisterError, TraceOutcome,
     Tracepoint,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::str::FromStr;
@@ -182,7 +182,7 @@ impl Default for RecorderConfig {
 }
 
 /// Per-strategy counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StrategyStats {
     /// Events committed with this strategy.
     pub events: u64,
@@ -194,7 +194,7 @@ pub struct StrategyStats {
 }
 
 /// What a recorder did (see the module docs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecorderStats {
     /// Events committed.
     pub recorded: u64,

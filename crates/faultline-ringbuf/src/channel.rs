@@ -175,6 +175,33 @@ pub enum FlushError {
     Corrupt(u32, String),
 }
 
+const SIZE_SEALS: i32 = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+
+/// Seal the size of a memfd (shrink, grow) and the seals themselves.
+fn seal_size(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl(F_ADD_SEALS) on a descriptor we own; no memory is passed.
+    if unsafe {
+        libc::fcntl(
+            file.as_raw_fd(),
+            libc::F_ADD_SEALS,
+            SIZE_SEALS | libc::F_SEAL_SEAL,
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether the file's size can no longer change (both size seals present).
+fn size_sealed(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl(F_GET_SEALS) on a descriptor we own; no memory is passed.
+    let s = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+    s >= 0 && s & SIZE_SEALS == SIZE_SEALS
+}
+
 /// One channel, mapped in this process. Writers and the consumer both use it.
 pub struct Channel {
     base: *mut u8,
@@ -478,11 +505,17 @@ impl Channel {
         let ncpu = cfg.num_cpus.unwrap_or_else(faultline_rseq::possible_cpus);
         let geo = Geometry::compute(ncpu, cfg.subbuf_size, cfg.num_subbuf)
             .map_err(ChannelError::Config)?;
-        let fd: OwnedFd =
-            rustix::fs::memfd_create("faultline-channel", rustix::fs::MemfdFlags::CLOEXEC)
-                .map_err(std::io::Error::from)?;
+        let fd: OwnedFd = rustix::fs::memfd_create(
+            "faultline-channel",
+            rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+        )
+        .map_err(std::io::Error::from)?;
         let file = File::from(fd);
         file.set_len(geo.total)?;
+        // The size is final: whoever else gets the descriptor (the traced program inherits it)
+        // can neither shrink it — which would turn our next access past the new end into
+        // SIGBUS — nor grow it, nor remove the seals.
+        seal_size(&file)?;
         let map = memmap2::MmapOptions::new()
             .len(geo.total as usize)
             .map_raw(&file)?;
@@ -521,7 +554,22 @@ impl Channel {
 
     /// Map an existing channel (e.g. a memfd inherited from `faultline record`), validating
     /// everything read from it.
+    ///
+    /// The memfd must be sealed against shrinking and growing (as [`Channel::create`] leaves
+    /// it; seals are added here when the file still allows it): a mapping of a file that
+    /// someone else may shrink faults with SIGBUS.
     pub fn open(file: File) -> Result<Channel, ChannelError> {
+        if !size_sealed(&file) {
+            // Best effort: a memfd created with sealing allowed and not sealed yet.
+            let _ = seal_size(&file);
+            if !size_sealed(&file) {
+                return Err(ChannelError::Corrupt(
+                    "the shared memory is not sealed against resizing (F_SEAL_SHRINK, \
+                     F_SEAL_GROW): mapping it would let another process crash this one"
+                        .into(),
+                ));
+            }
+        }
         let len = file.metadata()?.len();
         if len < PAGE as u64 {
             return Err(ChannelError::Corrupt(format!(

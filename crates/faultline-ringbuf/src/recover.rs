@@ -140,6 +140,17 @@ impl Channel {
     /// writers own. With a live writer it would corrupt the buffers. Safe to call more than
     /// once; a second call finds nothing to do.
     pub fn recover_dead_writers(&self) -> Recovery {
+        self.recover_dead_writers_after(|_| 0)
+    }
+
+    /// [`Channel::recover_dead_writers`] with a time floor per CPU from the consumer:
+    /// `floor(cpu)` is the `timestamp_end` of the last packet it took from that CPU's buffer (0
+    /// when none). A sub-buffer whose opener died before its packet header store gets a
+    /// `timestamp_begin` no earlier than that, and records older than it (an older lap's, in
+    /// overwrite mode) are not taken for this lap's. Without it, when the buffer is full (the
+    /// previous packet's slot reused), recovery can only take the begin from the first record
+    /// it recognises, which in overwrite mode may be an older lap's.
+    pub fn recover_dead_writers_after(&self, floor: impl Fn(u32) -> u64) -> Recovery {
         let mut rep = Recovery::default();
         for cpu in 0..self.geo.num_cpus {
             // Acquire: pairs with the first writer's release CAS on `active`.
@@ -150,7 +161,7 @@ impl Channel {
                 cpu,
                 ..CpuRecovery::default()
             };
-            if let Err(e) = self.recover_cpu(cpu, &mut r) {
+            if let Err(e) = self.recover_cpu(cpu, &mut r, floor(cpu)) {
                 r.error = Some(e);
             }
             rep.cpus.push(r);
@@ -158,7 +169,7 @@ impl Channel {
         rep
     }
 
-    fn recover_cpu(&self, cpu: u32, r: &mut CpuRecovery) -> Result<(), String> {
+    fn recover_cpu(&self, cpu: u32, r: &mut CpuRecovery, floor: u64) -> Result<(), String> {
         let g = self.geo;
         let s = g.subbuf_size;
         let b = self.buf(cpu);
@@ -191,7 +202,8 @@ impl Channel {
             self.rd_u64(cpu, start - s + 32)
         } else {
             0
-        };
+        }
+        .max(floor);
         // Latest plausible record timestamp: now, plus a second of slack for clocks of other
         // CPUs (atomic mode) running slightly ahead.
         let ts_max = crate::clock::now(g.clock).saturating_add(self.clock().freq);
@@ -225,8 +237,8 @@ impl Channel {
                 h.timestamp_begin
             } else if last_ts == 0 {
                 // No time floor (the buffer is full, so the previous packet's slot holds a later
-                // sub-buffer): the opener died before its header store, and the earliest time
-                // of this lap is the first record's, taken after the opener's switch.
+                // sub-buffer) and the opener died before its header store: the earliest time of
+                // this lap is its first record's, taken after the opener's switch.
                 self.first_record_ts(cpu, sb, ts_max)
             } else {
                 last_ts
@@ -395,22 +407,28 @@ impl Channel {
         (fits && ts >= floor && ts <= ts_max).then_some((ts, id, len))
     }
 
-    /// Timestamp of the first record of the sub-buffer at `sb` (0 if none): the header right
-    /// after the packet header or, in discard mode, the first one after the zeroed headers of
-    /// writers that died before their header store (module docs).
+    /// Time floor of the sub-buffer at `sb` whose opener died before its packet header store,
+    /// when nothing else gives one: the time of its first record of this lap. The slot's
+    /// `timestamp_end` word holds either the end of its previous lap (not closed in this lap;
+    /// kept by the consumer's zeroing in discard mode) — every record of this lap is later —
+    /// or this lap's end, which no record is after; so a record at or after that word is
+    /// looked for first, then any record (in discard mode the consumer zeroed what an older
+    /// lap left; in overwrite mode this may find an older lap's: the caller's floor, see
+    /// [`Channel::recover_dead_writers_after`], avoids that). 8-byte steps from the packet
+    /// header on, past zeroed or stale bytes; with no record at all, now.
     fn first_record_ts(&self, cpu: u32, sb: u64, ts_max: u64) -> u64 {
         let s = self.geo.subbuf_size;
-        let mut x = PACKET_HEADER_SIZE;
-        while x + RECORD_HEADER_SIZE <= s {
-            if let Some((ts, _, _)) = self.record_at(cpu, sb, x, s, 1, ts_max) {
-                return ts;
+        let word = self.rd_u64(cpu, sb + 32);
+        for floor in [word.max(1), 1] {
+            let mut x = PACKET_HEADER_SIZE;
+            while x + RECORD_HEADER_SIZE <= s {
+                if let Some((ts, _, _)) = self.record_at(cpu, sb, x, s, floor, ts_max) {
+                    return ts;
+                }
+                x += 8;
             }
-            if self.geo.mode != Mode::Discard || self.rd_u64(cpu, sb + x) != 0 {
-                break;
-            }
-            x += 8;
         }
-        0
+        crate::clock::now(self.geo.clock)
     }
 
     /// For each sub-buffer of `[start, end_sb)`, the component-wise minimum of the loss

@@ -365,63 +365,94 @@ fn recovered_headers_keep_cumulative_counts_non_decreasing() {
     faultline_rseq::allow_cpus(&(0..faultline_rseq::possible_cpus()).collect::<Vec<_>>()).unwrap();
 }
 
-/// Found by the overload soak (`faultline stress --record`): discard mode, the buffer full
-/// behind a sub-buffer whose opener died before its packet header store. Recovery has no time
-/// floor (the previous packet's slot holds a later sub-buffer) and wrote `timestamp_begin` 0,
-/// so the trace writer rejected the packet with every committed record in it.
+/// Found by the overload soak (`faultline stress --record`): the buffer full behind a
+/// sub-buffer whose opener died before its packet header store (and its record header store).
+/// Recovery had no time floor (the previous packet's slot holds a later sub-buffer) and wrote
+/// `timestamp_begin` 0 (discard mode) or took a stale record of the slot's previous lap for the
+/// first record (overwrite mode): a begin before the previous packet's end, so the trace writer
+/// rejected the packet with every committed record in it.
+fn dead_opener_in_a_full_buffer(mode: Mode, sync: SyncMode) {
+    let cpu = faultline_rseq::allowed_cpus()[0];
+    faultline_rseq::pin_to_cpu(cpu).unwrap();
+    let ch = Channel::create(&ChannelConfig {
+        subbuf_size: 1024,
+        num_subbuf: 4,
+        mode,
+        sync,
+        ..Default::default()
+    })
+    .unwrap();
+    let shm = Shm::new(&ch, cpu);
+    // 40-byte records, 22 per sub-buffer. Discard: fill sub-buffer 0. Overwrite: a whole lap
+    // and sub-buffer 4 (slot 0 again), so slot 1 holds lap 0's header and records.
+    let before = if mode == Mode::Discard { 22 } else { 110 };
+    for i in 0..before {
+        commit_id(&ch, i);
+    }
+    // The next reservation opens the next sub-buffer; its writer dies before its packet
+    // header store and its record header store: those bytes stay what they were.
+    let slot = ch
+        .cpu_stats(cpu)
+        .unwrap()
+        .write_offset
+        .next_multiple_of(1024);
+    let mut old = [0u8; 144];
+    // SAFETY: test-only copies of 144 bytes inside the mapping.
+    unsafe { std::ptr::copy_nonoverlapping(shm.data_at(slot), old.as_mut_ptr(), 144) };
+    let dead = ch.reserve(before as u32, 24).unwrap();
+    // SAFETY: as above, inside the dead reservation's sub-buffer.
+    unsafe { std::ptr::copy_nonoverlapping(old.as_ptr(), shm.data_at(slot), 144) };
+    std::mem::forget(dead);
+    // The consumer takes what is complete, up to the packet the dead opener closed.
+    let first = packets(&ch, cpu);
+    let prev_end = first
+        .last()
+        .expect("packets before the dead opener")
+        .0
+        .timestamp_end;
+    // Fill that sub-buffer, the next two and part of the next lap's: the buffer is full.
+    for i in before + 1..before + 1 + 21 + 22 + 22 + 5 {
+        commit_id(&ch, i);
+    }
+    // Discard mode: recovery finds the time on its own. Overwrite mode: the slot holds an older
+    // lap's record where the dead opener's should be; the consumer's floor tells them apart.
+    let rep = if mode == Mode::Discard {
+        ch.recover_dead_writers()
+    } else {
+        ch.recover_dead_writers_after(|_| prev_end)
+    };
+    assert_eq!(rep.records(), 1, "{mode:?} {sync:?}: {rep:?}");
+    let got = packets(&ch, cpu);
+    assert_eq!(got.len(), 4, "{mode:?} {sync:?}");
+    let (h, recs) = &got[0];
+    assert_eq!(
+        recs.first().map(|r| r.1),
+        Some(before as u32 + 1),
+        "{mode:?}"
+    );
+    assert!(
+        h.timestamp_begin >= prev_end && h.timestamp_begin <= recs[0].0,
+        "{mode:?} {sync:?}: begin {} not within [{prev_end}, {}]",
+        h.timestamp_begin,
+        recs[0].0
+    );
+    let mut last_end = prev_end;
+    for (h, recs) in &got {
+        assert!(h.timestamp_begin >= last_end, "{mode:?} {sync:?}: {h:?}");
+        assert!(
+            recs.iter()
+                .all(|r| r.0 >= h.timestamp_begin && r.0 <= h.timestamp_end),
+            "{mode:?} {sync:?}: {h:?} {recs:?}"
+        );
+        last_end = h.timestamp_end;
+    }
+}
+
 #[test]
 fn dead_opener_in_a_full_buffer_gets_a_begin_time() {
-    for sync in syncs() {
-        let cpu = faultline_rseq::allowed_cpus()[0];
-        faultline_rseq::pin_to_cpu(cpu).unwrap();
-        let ch = Channel::create(&ChannelConfig {
-            subbuf_size: 1024,
-            num_subbuf: 4,
-            mode: Mode::Discard,
-            sync,
-            ..Default::default()
-        })
-        .unwrap();
-        let shm = Shm::new(&ch, cpu);
-        // 40-byte records, 22 per sub-buffer: 0..22 fill sub-buffer 0.
-        for i in 0..22 {
-            commit_id(&ch, i);
-        }
-        // The next reservation opens sub-buffer 1; its writer dies before its packet header
-        // store and its record header store.
-        let dead = ch.reserve(22, 24).unwrap();
-        // SAFETY: test-only zeroing of sub-buffer 1's packet header and the dead record's
-        // header, inside the mapping.
-        unsafe { std::ptr::write_bytes(shm.data_at(1024), 0, 128 + 16) };
-        std::mem::forget(dead);
-        let first = packets(&ch, cpu);
-        assert_eq!(first.len(), 1, "{sync:?}: sub-buffer 0 taken");
-        let prev_end = first[0].0.timestamp_end;
-        // Fill sub-buffers 1..3 and part of the next lap's 0: the buffer is full.
-        for i in 23..23 + 21 + 22 + 22 + 5 {
-            commit_id(&ch, i);
-        }
-        let rep = ch.recover_dead_writers();
-        assert_eq!(rep.records(), 1, "{sync:?}: {rep:?}");
-        let got = packets(&ch, cpu);
-        assert_eq!(got.len(), 4, "{sync:?}");
-        let (h, recs) = &got[0];
-        assert_eq!(recs.first().map(|r| r.1), Some(23), "{sync:?}");
-        assert!(
-            h.timestamp_begin >= prev_end && h.timestamp_begin <= recs[0].0,
-            "{sync:?}: begin {} not within [{prev_end}, {}]",
-            h.timestamp_begin,
-            recs[0].0
-        );
-        let mut last_end = prev_end;
-        for (h, recs) in &got {
-            assert!(h.timestamp_begin >= last_end, "{sync:?}: {h:?}");
-            assert!(
-                recs.iter()
-                    .all(|r| r.0 >= h.timestamp_begin && r.0 <= h.timestamp_end),
-                "{sync:?}: {h:?} {recs:?}"
-            );
-            last_end = h.timestamp_end;
+    for mode in [Mode::Discard, Mode::Overwrite] {
+        for sync in syncs() {
+            dead_opener_in_a_full_buffer(mode, sync);
         }
     }
     faultline_rseq::allow_cpus(&(0..faultline_rseq::possible_cpus()).collect::<Vec<_>>()).unwrap();

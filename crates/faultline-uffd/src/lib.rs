@@ -343,6 +343,16 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
+    /// The handler counts a fault as served after its copy has woken the faulting thread, so
+    /// the reader can see the page before the count: wait (bounded) for the count.
+    fn wait_served(h: &HeldFaults, n: u64) {
+        let t = Instant::now();
+        while h.served() < n && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(h.served(), n);
+    }
+
     #[test]
     fn touch_is_held_and_filled() {
         let h = match HeldFaults::new(2, Duration::from_millis(30)) {
@@ -357,7 +367,7 @@ mod tests {
         let b = unsafe { std::ptr::read_volatile(h.as_ptr().add(PAGE + 5)) };
         assert!(t.elapsed() >= Duration::from_millis(30));
         assert_eq!(b, pattern(PAGE + 5));
-        assert_eq!(h.served(), 1);
+        wait_served(&h, 1);
         // Resident now: no new fault.
         // SAFETY: inside the region.
         let b2 = unsafe { std::ptr::read_volatile(h.as_ptr().add(PAGE + 6)) };
@@ -368,6 +378,6 @@ mod tests {
         // SAFETY: inside the region.
         let b3 = unsafe { std::ptr::read_volatile(h.as_ptr().add(PAGE + 7)) };
         assert_eq!(b3, pattern(PAGE + 7));
-        assert_eq!(h.served(), 2);
+        wait_served(&h, 2);
     }
 }

@@ -4,8 +4,11 @@
 //! [`Drain`] is the single consumer of a channel (it owns `consumed` through
 //! [`Consumer::next_packet`]); it runs in a thread of the traced program (embedded session) or
 //! as the `faultline record` process. Each [`Drain::poll`]:
-//! 1. takes every complete sub-buffer of every active CPU, in order, copying it out (the
-//!    consumer validates everything it reads from shared memory);
+//! 1. takes complete sub-buffers of the active CPUs **round-robin, at most
+//!    [`DrainConfig::batch`] per CPU per call**, copying each out (the consumer validates
+//!    everything it reads from shared memory). A CPU whose writers fill sub-buffers as fast as
+//!    they are taken therefore cannot keep the others (or the periodic flush, checked at the
+//!    start of every poll) waiting: one poll handles at most `batch` × CPUs packets;
 //! 2. walks the packet's record headers once (16 bytes per record, no payload access) to count
 //!    events per `(cpu, id)` and find records with id [`DISCARDED_RECORD_ID`] or
 //!    [`PENDING_RECORD_ID`] (abandoned reservations, prefault-restart retries, resized records,
@@ -38,16 +41,25 @@
 //! A packet that cannot be written (ENOSPC, EACCES, EIO) is counted (`packets_failed`,
 //! `events_failed`), its error is kept (first and last message, plus a count) and reported once
 //! on stderr when `verbose`, and draining goes on: the sub-buffer is released anyway, so writers
-//! keep going (discard mode keeps discarding only what it must). A packet the trace writer
-//! rejects as invalid is counted separately (`packets_rejected`). A CPU buffer whose shared
-//! memory fails validation is no longer read (its writers then lose events as "full" in
-//! discard mode) and the error is reported. Sums of values read from shared memory (loss
-//! counters, sequence numbers) are checked: an overflow is reported the same way, in one line
-//! naming the CPU buffer, and nothing is written from it (never a wrapped total).
+//! keep going (discard mode keeps discarding only what it must).
+//!
+//! # Damaged shared memory
+//! The traced program can write anything into the shared buffers. Two checks catch damage: the
+//! consumer's (positions, commit counters, packet header, record chain; the CPU buffer is then
+//! no longer read — its writers lose events as "full" in discard mode) and the trace writer's
+//! (packet continuity, record ids and timestamps, payloads that decode exactly; the packet is
+//! dropped, counted in `packets_rejected`, and later packets of that CPU are still checked and
+//! kept when valid). Sums of values read from shared memory (loss counters, sequence numbers)
+//! are checked too: an overflow counts as damage and nothing is written from it (never a
+//! wrapped total). Either way the packets already written stay, and the first problem of each
+//! CPU buffer is reported **once**, on one stderr line naming the buffer (when `verbose`) and in
+//! [`DrainStats::corrupt`]; later problems of the same buffer are only counted.
 
 use crate::schema_pipe::ClassSource;
-use faultline_ctf::{CtfError, TraceWriter, WriterCounters};
-use faultline_ringbuf::{Channel, Consumer, PacketInfo, DISCARDED_RECORD_ID, PENDING_RECORD_ID};
+use faultline_ctf::{CtfError, EnvValue, TraceWriter, WriterCounters};
+use faultline_ringbuf::{
+    Channel, Consumer, FlushError, PacketInfo, ReadError, DISCARDED_RECORD_ID, PENDING_RECORD_ID,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +80,8 @@ pub struct DrainConfig {
     pub wait_timeout: Duration,
     /// Print disk and shared-memory errors on stderr when they first happen.
     pub verbose: bool,
+    /// Most packets taken from one CPU per poll (round-robin fairness, module docs).
+    pub batch: u32,
 }
 
 impl Default for DrainConfig {
@@ -76,6 +90,7 @@ impl Default for DrainConfig {
             flush_interval: Duration::from_millis(200),
             wait_timeout: Duration::from_millis(100),
             verbose: true,
+            batch: 4,
         }
     }
 }
@@ -119,6 +134,38 @@ pub struct DrainStats {
     pub late_events: BTreeMap<u32, String>,
     /// Classes that could not be declared (bad names, clashes), one message each.
     pub class_errors: Vec<String>,
+    /// CPU buffers found damaged (module docs), by CPU.
+    pub corrupt: BTreeMap<u32, CorruptBuffer>,
+}
+
+/// A CPU buffer whose shared memory was found damaged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CorruptBuffer {
+    /// The first problem found.
+    pub first_error: String,
+    /// The consumer gave up on the buffer (it is no longer read).
+    pub abandoned: bool,
+    /// Packets of this buffer the trace writer rejected.
+    pub packets_rejected: u64,
+    /// Packets of this buffer written to the trace (all of them valid).
+    pub packets_kept: u64,
+}
+
+impl CorruptBuffer {
+    /// The one line that reports it.
+    pub fn line(&self, cpu: u32) -> String {
+        format!(
+            "CPU buffer {cpu}: shared memory damaged by the traced program: {}; {}",
+            self.first_error,
+            if self.abandoned {
+                "this buffer is no longer read, the packets taken from it before were valid and \
+                 are kept"
+            } else {
+                "that packet is dropped, later packets of this buffer are checked and kept when \
+                 valid"
+            }
+        )
+    }
 }
 
 /// The consumer loop (module docs).
@@ -138,6 +185,10 @@ pub struct Drain {
     broken: BTreeSet<u32>,
     /// Last packet header taken per CPU (sequence, end timestamp, cumulative losses).
     last: BTreeMap<u32, faultline_ringbuf::PacketHeader>,
+    /// Packets written per CPU (for the damage report).
+    kept: BTreeMap<u32, u64>,
+    /// Where the next round-robin pass starts (index into the active CPUs).
+    next: usize,
     classes: Option<Box<dyn ClassSource>>,
 }
 
@@ -158,6 +209,8 @@ impl Drain {
             last_flush: Instant::now(),
             broken: BTreeSet::new(),
             last: BTreeMap::new(),
+            kept: BTreeMap::new(),
+            next: 0,
             classes: None,
         }
     }
@@ -165,6 +218,11 @@ impl Drain {
     /// Declare the classes `source` publishes as they appear (module docs).
     pub fn set_class_source(&mut self, source: Box<dyn ClassSource>) {
         self.classes = Some(source);
+    }
+
+    /// Read the class source now (its other messages too), without taking a packet.
+    pub fn poll_classes(&mut self) {
+        self.refresh_classes();
     }
 
     /// Ask the class source for new classes and declare them.
@@ -207,6 +265,12 @@ impl Drain {
         &self.chan
     }
 
+    /// `timestamp_end` of the last packet written for `cpu` (0 if none): the time floor for
+    /// [`Channel::recover_dead_writers_after`].
+    pub fn last_timestamp_end(&self, cpu: u32) -> u64 {
+        self.writer.last_timestamp_end(cpu).unwrap_or(0)
+    }
+
     /// Stats so far (event counts are filled in by [`Drain::finish`]).
     pub fn stats(&self) -> &DrainStats {
         &self.stats
@@ -217,14 +281,15 @@ impl Drain {
         self.stats.events_written
     }
 
-    /// Take and write every complete sub-buffer now; flush quiet buffers when the interval has
-    /// passed. Returns the number of packets taken.
+    /// Flush quiet buffers when the interval has passed, then take and write complete
+    /// sub-buffers, at most [`DrainConfig::batch`] per CPU, round-robin (module docs). Returns
+    /// the number of packets taken: call it again while that is not 0.
     pub fn poll(&mut self) -> u64 {
         self.refresh_classes();
         if self.last_flush.elapsed() >= self.cfg.flush_interval {
             self.flush(false);
         }
-        self.take_all()
+        self.take_round(self.cfg.batch.max(1))
     }
 
     /// Sleep until a sub-buffer is delivered or the timeout passes.
@@ -246,6 +311,12 @@ impl Drain {
     fn flush(&mut self, include_empty: bool) {
         self.last_flush = Instant::now();
         for e in self.chan.flush_all(include_empty) {
+            if let FlushError::Corrupt(cpu, what) = e {
+                // Damage, reported like the consumer's (module docs); no longer read.
+                self.broken.insert(cpu);
+                self.damaged(cpu, what, true);
+                continue;
+            }
             let msg = e.to_string();
             if self.stats.flush_errors.len() < 16 && !self.stats.flush_errors.contains(&msg) {
                 if self.cfg.verbose {
@@ -256,15 +327,24 @@ impl Drain {
         }
     }
 
-    fn take_all(&mut self) -> u64 {
+    /// One round-robin pass: up to `batch` packets from each active CPU in turn, starting one
+    /// CPU further than the previous pass.
+    fn take_round(&mut self, batch: u32) -> u64 {
         let mut n = 0;
         let chan = self.chan.clone();
         let consumer = Consumer::new(&chan);
-        for cpu in consumer.active_cpus() {
-            if self.broken.contains(&cpu) {
-                continue;
-            }
-            loop {
+        let cpus: Vec<u32> = consumer
+            .active_cpus()
+            .into_iter()
+            .filter(|c| !self.broken.contains(c))
+            .collect();
+        if cpus.is_empty() {
+            return 0;
+        }
+        let start = self.next % cpus.len();
+        self.next = start + 1;
+        for &cpu in cpus[start..].iter().chain(&cpus[..start]) {
+            for _ in 0..batch {
                 let mut buf = std::mem::take(&mut self.packet);
                 let r = consumer.next_packet(cpu, &mut buf);
                 match r {
@@ -282,14 +362,55 @@ impl Drain {
                     }
                     Err(e) => {
                         self.packet = buf;
-                        self.read_error(format!("{e}; no longer reading CPU {cpu}"));
+                        let what = match e {
+                            ReadError::Corrupt { what, .. } => what,
+                            e => e.to_string(),
+                        };
+                        self.stats
+                            .read_errors
+                            .push(format!("{e}; no longer reading CPU {cpu}", e = what));
                         self.broken.insert(cpu);
+                        self.damaged(cpu, what, true);
                         break;
                     }
                 }
             }
         }
         n
+    }
+
+    /// Take everything there is, fairly, until a pass finds nothing.
+    fn take_all(&mut self) -> u64 {
+        let mut n = 0;
+        loop {
+            let k = self.take_round(self.cfg.batch.max(1));
+            if k == 0 {
+                return n;
+            }
+            n += k;
+        }
+    }
+
+    /// Record damage found in `cpu`'s buffer; report it once per buffer (module docs).
+    fn damaged(&mut self, cpu: u32, what: String, abandoned: bool) {
+        let kept = self.kept.get(&cpu).copied().unwrap_or(0);
+        let verbose = self.cfg.verbose;
+        let c = self.stats.corrupt.entry(cpu).or_insert_with(|| {
+            let c = CorruptBuffer {
+                first_error: what,
+                abandoned,
+                ..CorruptBuffer::default()
+            };
+            if verbose {
+                eprintln!("faultline: {}", c.line(cpu));
+            }
+            c
+        });
+        c.abandoned |= abandoned;
+        c.packets_kept = kept;
+        if !abandoned {
+            c.packets_rejected += 1;
+        }
     }
 
     fn handle(&mut self, packet: &[u8], info: &PacketInfo) {
@@ -340,6 +461,10 @@ impl Drain {
                 self.stats.packets_written = c.packets;
                 self.stats.events_written = c.events;
                 self.stats.stream_bytes = c.stream_bytes;
+                *self.kept.entry(cpu).or_insert(0) += 1;
+                if let Some(c) = self.stats.corrupt.get_mut(&cpu) {
+                    c.packets_kept += 1;
+                }
             }
             Err(e @ CtfError::Io { .. }) => {
                 self.stats.packets_failed += 1;
@@ -349,7 +474,16 @@ impl Drain {
             Err(e) => {
                 self.stats.packets_rejected += 1;
                 self.stats.events_rejected += kept;
-                self.write_error(format!("packet rejected: {e}"));
+                let what = match e {
+                    CtfError::Packet { offset, msg, .. } => {
+                        format!(
+                            "packet {} rejected: {msg} (byte {offset})",
+                            info.header.packet_seq_num
+                        )
+                    }
+                    e => format!("packet {} rejected: {e}", info.header.packet_seq_num),
+                };
+                self.damaged(cpu, what, false);
             }
         }
         if let Some(c) = compacted {
@@ -359,11 +493,10 @@ impl Drain {
     }
 
     /// A shared-memory value failed a check: report it once, keep it in the stats.
-    fn read_error(&mut self, msg: String) {
-        if self.cfg.verbose {
-            eprintln!("faultline: shared memory: {msg}");
-        }
-        self.stats.read_errors.push(msg);
+    /// A shared-memory problem of `cpu`'s buffer found at the end (module docs).
+    fn read_error(&mut self, cpu: u32, msg: String) {
+        self.stats.read_errors.push(msg.clone());
+        self.damaged(cpu, msg, false);
     }
 
     fn write_error(&mut self, msg: String) {
@@ -408,7 +541,16 @@ impl Drain {
 
     /// Final flush and drain, synthetic packets for late losses, then finish the trace
     /// (fsync). Returns the stats and the writer's final counters (or its error).
-    pub fn finish(mut self) -> (DrainStats, Result<WriterCounters, CtfError>) {
+    pub fn finish(self) -> (DrainStats, Result<WriterCounters, CtfError>) {
+        self.finish_with_env(Vec::new())
+    }
+
+    /// [`Drain::finish`], adding `env` entries to the trace's metadata (values known only at
+    /// the end, such as the recorder counters; see [`TraceWriter::finish_with_env`]).
+    pub fn finish_with_env(
+        mut self,
+        env: Vec<(String, EnvValue)>,
+    ) -> (DrainStats, Result<WriterCounters, CtfError>) {
         self.flush(true);
         self.refresh_classes();
         // Drain until a whole pass finds nothing (the flush above completed everything that
@@ -437,7 +579,7 @@ impl Drain {
         self.stats.packets_written = c.packets;
         self.stats.events_written = c.events;
         self.stats.stream_bytes = c.stream_bytes;
-        let fin = self.writer.finish();
+        let fin = self.writer.finish_with_env(env);
         (self.stats, fin)
     }
 
@@ -461,17 +603,20 @@ impl Drain {
             let total = match st.checked_lost_total() {
                 Ok(t) => t,
                 Err(e) => {
-                    self.read_error(format!("{e}; no final packet for CPU {cpu}"));
+                    self.read_error(cpu, format!("{e}; no final packet for CPU {cpu}"));
                     continue;
                 }
             };
             let seq = match last.map_or(Some(0), |h| h.packet_seq_num.checked_add(1)) {
                 Some(s) => s,
                 None => {
-                    self.read_error(format!(
+                    self.read_error(
+                        cpu,
+                        format!(
                         "CPU {cpu} buffer corrupted: last packet sequence number at its maximum; \
                          no final packet"
-                    ));
+                    ),
+                    );
                     continue;
                 }
             };
@@ -502,9 +647,123 @@ impl Drain {
                 }
                 Err(e) => {
                     self.stats.packets_rejected += 1;
-                    self.write_error(format!("final packet rejected: {e}"));
+                    self.damaged(cpu, format!("final loss counters rejected: {e}"), false);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultline_ctf::{ClockDesc, EnvDesc, TraceDesc};
+    use faultline_ringbuf::{ChannelConfig, Mode, SyncMode};
+    use faultline_schema::{EventDesc, FieldDesc, FieldType};
+
+    const EV: EventDesc = EventDesc {
+        provider: "t",
+        name: "n",
+        fields: &[FieldDesc {
+            name: "v",
+            ty: FieldType::U64,
+        }],
+    };
+
+    /// Complete `packets` sub-buffers on `cpu` (the calling thread is moved there).
+    fn fill(ch: &Channel, cpu: u32, packets: u64) -> bool {
+        if faultline_rseq::pin_to_cpu(cpu).is_err() {
+            return false;
+        }
+        std::thread::yield_now();
+        // 4096-byte sub-buffers: 128-byte header, 24-byte records padded to 24.
+        let per = (4096 - 128) / 24 + 1;
+        for i in 0..packets * per {
+            let Ok(mut r) = ch.reserve(0, 8) else {
+                return false;
+            };
+            if r.cpu() != cpu {
+                return false;
+            }
+            r.payload().copy_from_slice(&i.to_le_bytes());
+            r.commit();
+        }
+        true
+    }
+
+    /// A CPU with a long backlog (a busy CPU) does not starve another: one poll takes at most
+    /// `batch` packets from it and serves the other CPU in the same poll.
+    #[test]
+    fn busy_cpu_does_not_starve_another() {
+        if faultline_rseq::possible_cpus() < 2 {
+            eprintln!("skipped: one CPU");
+            return;
+        }
+        let ch = Arc::new(
+            Channel::create(&ChannelConfig {
+                subbuf_size: 4096,
+                num_subbuf: 32,
+                mode: Mode::Discard,
+                sync: SyncMode::Atomic,
+                num_cpus: Some(2),
+                ..ChannelConfig::default()
+            })
+            .unwrap(),
+        );
+        // The second CPU gets one packet, the first a backlog of 20.
+        let ok = std::thread::scope(|s| {
+            s.spawn(|| fill(&ch, 1, 1)).join().unwrap()
+                && s.spawn(|| fill(&ch, 0, 20)).join().unwrap()
+        });
+        if !ok {
+            eprintln!("skipped: cannot run on CPUs 0 and 1");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("faultline-drain-fair-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let desc = TraceDesc {
+            uuid: ch.uuid(),
+            clock: ClockDesc {
+                name: "c".into(),
+                freq_hz: 1_000_000_000,
+                offset_s: 0,
+                offset_ticks: 0,
+                description: "c".into(),
+            },
+            env: EnvDesc {
+                hostname: "h".into(),
+                procname: "p".into(),
+                tracer_major: 0,
+                tracer_minor: 1,
+                extra: vec![],
+            },
+            events: vec![(0, EV)],
+        };
+        let w = TraceWriter::create(&dir, &desc).unwrap();
+        let cfg = DrainConfig {
+            verbose: false,
+            flush_interval: Duration::from_secs(3600),
+            ..DrainConfig::default()
+        };
+        let mut d = Drain::new(ch.clone(), w, 1, cfg);
+        let n = d.poll();
+        assert_eq!(
+            d.kept.get(&1),
+            Some(&1),
+            "CPU 1 was served in the first poll"
+        );
+        assert_eq!(d.kept.get(&0), Some(&4), "CPU 0 gave at most a batch");
+        assert_eq!(n, 5);
+        // The rest comes in later polls, 4 at a time.
+        let mut polls = 1;
+        while d.poll() > 0 {
+            polls += 1;
+        }
+        assert_eq!(d.kept.get(&0), Some(&20));
+        assert_eq!(polls, 5);
+        let (st, fin) = d.finish();
+        fin.unwrap();
+        assert!(st.corrupt.is_empty() && st.packets_rejected == 0, "{st:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

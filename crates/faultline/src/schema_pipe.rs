@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | `schema` | first, once, at the process's first `Session::start` | [`SchemaMessage`]: pid, procname, hostname, policy, every event class known at start |
 //! | `events` | whenever event classes are registered at run time | [`EventsMessage`]: the new classes (id, provider, name, typed fields) |
+//! | `recorder_stats` | every 100 ms while the counters change, and once with `"final": true` at stop | [`StatsMessage`]: the recorder's cumulative counters (events per copy strategy, restarts, fallbacks, faulted events, losses) |
 //!
 //! Messages are **additive**: a reader ignores (and counts) lines whose `type` it does not know,
 //! so newer programs can send more kinds of messages to older recorders.
@@ -49,6 +50,16 @@ pub struct EventsMessage {
     pub events: Vec<SchemaEvent>,
 }
 
+/// The recorder's cumulative counters, sent by an attached session (`recorder_stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsMessage {
+    /// The session stopped: these are the last counts.
+    #[serde(rename = "final")]
+    pub last: bool,
+    /// The session recorder's cumulative counters.
+    pub stats: faultline_recorder::RecorderStats,
+}
+
 /// One message of the pipe (see the module docs for the table).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -56,6 +67,8 @@ pub enum Message {
     Schema(SchemaMessage),
     /// `events`: classes registered later.
     Events(EventsMessage),
+    /// `recorder_stats`: the recorder's counters.
+    RecorderStats(StatsMessage),
 }
 
 #[derive(Serialize)]
@@ -76,6 +89,10 @@ pub fn encode(m: &Message) -> Vec<u8> {
         Message::Events(e) => serde_json::to_vec(&Tagged {
             ty: "events",
             body: e,
+        }),
+        Message::RecorderStats(m) => serde_json::to_vec(&Tagged {
+            ty: "recorder_stats",
+            body: m,
         }),
     };
     // Serializing these plain structs cannot fail; an empty line would be skipped anyway.
@@ -105,6 +122,9 @@ pub fn decode(line: &[u8]) -> Result<Option<Message>, String> {
         "events" => serde_json::from_value(v)
             .map(|m| Some(Message::Events(m)))
             .map_err(|e| format!("bad events message: {e}")),
+        "recorder_stats" => serde_json::from_value(v)
+            .map(|m| Some(Message::RecorderStats(m)))
+            .map_err(|e| format!("bad recorder_stats message: {e}")),
         _ => Ok(None),
     }
 }
@@ -234,6 +254,119 @@ impl Reader {
     }
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What arrived of the program's recorder counters (reported by `faultline record`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CountersInfo {
+    /// Counter messages received and accepted.
+    pub accepted: u64,
+    /// Counter messages refused (inconsistent, going backwards, after the final one).
+    pub refused: u64,
+    /// Why the first one was refused.
+    pub first_refusal: Option<String>,
+    /// The session stopped and sent its final counters (otherwise the numbers are the last
+    /// periodic report, if any: the program was killed or did not stop its session).
+    pub final_received: bool,
+}
+
+/// The program's counters as the recording side keeps them: per session, the last ones that
+/// passed [`crate::session::check_stats`] against the previous ones (untrusted input); a
+/// series that follows a final report is a later session of the same process, added to the
+/// sessions before it.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// The total: finished sessions plus the current one.
+    pub last: Option<faultline_recorder::RecorderStats>,
+    /// How many messages were accepted or refused, and whether the final one came.
+    pub info: CountersInfo,
+    /// The pipe reached EOF (no more messages can come).
+    pub eof: bool,
+    /// Sum of the sessions that sent their final report.
+    done: Option<faultline_recorder::RecorderStats>,
+    /// The current session's last accepted counters.
+    current: Option<faultline_recorder::RecorderStats>,
+}
+
+/// `a + b`, every counter; `None` on overflow.
+fn add_stats(
+    a: &faultline_recorder::RecorderStats,
+    b: &faultline_recorder::RecorderStats,
+) -> Option<faultline_recorder::RecorderStats> {
+    let mut r = *a;
+    for (x, y) in [
+        (&mut r.recorded, b.recorded),
+        (&mut r.faulted, b.faulted),
+        (&mut r.faulted_bytes, b.faulted_bytes),
+        (&mut r.resized, b.resized),
+        (&mut r.remote_commits, b.remote_commits),
+        (&mut r.lost_full, b.lost_full),
+        (&mut r.lost_stalled, b.lost_stalled),
+        (&mut r.lost_too_big, b.lost_too_big),
+        (&mut r.lost_no_buffer, b.lost_no_buffer),
+    ] {
+        *x = x.checked_add(y)?;
+    }
+    for (p, q) in r.per_strategy.iter_mut().zip(&b.per_strategy) {
+        p.events = p.events.checked_add(q.events)?;
+        p.restarts = p.restarts.checked_add(q.restarts)?;
+        p.fallbacks = p.fallbacks.checked_add(q.fallbacks)?;
+    }
+    Some(r)
+}
+
+impl Counters {
+    /// Check and keep (or refuse) one message.
+    pub fn take(&mut self, m: StatsMessage) {
+        if self.info.final_received {
+            // A new session of the same process: its counters start again.
+            self.done = self.last;
+            self.current = None;
+            self.info.final_received = false;
+        }
+        if let Err(e) = crate::session::check_stats(self.current.as_ref(), &m.stats) {
+            self.refuse(e);
+            return;
+        }
+        let total = match &self.done {
+            Some(d) => match add_stats(d, &m.stats) {
+                Some(t) => t,
+                None => {
+                    self.refuse("the sessions' total overflows".into());
+                    return;
+                }
+            },
+            None => m.stats,
+        };
+        if let Err(e) = crate::session::check_stats(None, &total) {
+            self.refuse(e);
+            return;
+        }
+        self.current = Some(m.stats);
+        self.last = Some(total);
+        self.info.accepted += 1;
+        self.info.final_received = m.last;
+    }
+
+    fn refuse(&mut self, e: String) {
+        self.info.refused += 1;
+        self.info.first_refusal.get_or_insert(format!(
+            "the program sent inconsistent recorder counters: {e}"
+        ));
+    }
+
+    /// Where the numbers come from, for the trace and the report.
+    pub fn source(&self) -> &'static str {
+        if self.info.final_received {
+            "final report of the traced program"
+        } else {
+            "last periodic report of the traced program (it did not stop its session)"
+        }
+    }
+}
+
 /// Event classes that a drain must declare as they appear (see `Drain::set_class_source`).
 pub trait ClassSource: Send {
     /// Classes published since the last call (id, description). Never blocks.
@@ -248,6 +381,8 @@ pub trait ClassSource: Send {
 /// below the limit, bounded count). Errors are kept for the report.
 pub struct PipeClasses {
     reader: Reader,
+    /// The `recorder_stats` messages, checked (shared with whoever reports them).
+    counters: std::sync::Arc<std::sync::Mutex<Counters>>,
     known: std::collections::HashSet<u32>,
     /// Bad lines and refused classes not yet taken (at most 64 kept).
     errors: Vec<String>,
@@ -259,6 +394,7 @@ impl PipeClasses {
     pub fn new(reader: Reader, known: impl IntoIterator<Item = u32>) -> PipeClasses {
         PipeClasses {
             reader,
+            counters: Default::default(),
             known: known.into_iter().collect(),
             errors: Vec::new(),
             early: Vec::new(),
@@ -276,6 +412,11 @@ impl PipeClasses {
         self.reader.eof()
     }
 
+    /// The program's recorder counters as they arrive (and whether the pipe reached EOF).
+    pub fn counters(&self) -> std::sync::Arc<std::sync::Mutex<Counters>> {
+        self.counters.clone()
+    }
+
     /// Messages read before this source existed (with the first schema), handled by the next
     /// [`ClassSource::poll`].
     pub fn push_early(&mut self, msgs: Vec<Message>) {
@@ -290,6 +431,7 @@ impl ClassSource for PipeClasses {
 
     fn poll(&mut self) -> Vec<(u32, faultline_schema::EventDesc)> {
         let (mut msgs, errs) = self.reader.read_available();
+        lock(&self.counters).eof = self.reader.eof();
         if !self.early.is_empty() {
             let mut all = std::mem::take(&mut self.early);
             all.append(&mut msgs);
@@ -304,6 +446,10 @@ impl ClassSource for PipeClasses {
                 Message::Events(e) => e.events,
                 Message::Schema(_) => {
                     self.error("a second schema message was ignored".into());
+                    continue;
+                }
+                Message::RecorderStats(m) => {
+                    lock(&self.counters).take(m);
                     continue;
                 }
             };

@@ -36,6 +36,13 @@
 //! | `events` | used; else `FAULTLINE_EVENTS`; else `*` | `FAULTLINE_EVENTS` (`record --events`, default `*`); else the builder's |
 //! | `max_restarts` | used | used |
 //! | `flush_interval`, `verbose` | the consumer thread's | no effect (`record` is the consumer) |
+//!   While attached, a reporter thread sends the session's recorder counters as
+//!   `recorder_stats` lines ([`crate::schema_pipe::StatsMessage`]) every [`STATS_INTERVAL`]
+//!   when they changed (so a killed program still leaves its last counts), and once more with
+//!   `"final": true` when the session stops, after the last flush (a later session starts a
+//!   new series, which `faultline record` adds to the previous ones). The reporter writes with
+//!   SIGPIPE blocked in its thread, so a recorder that went away makes writes fail instead of
+//!   killing the program.
 //!
 //! # Event classes registered at run time
 //! Tracepoints registered while the session runs (`faultline_tracepoints::register`, e.g. by
@@ -51,8 +58,10 @@
 //! trace files. One session per process at a time: the tracepoint registry is process-wide.
 
 use crate::drain::{Drain, DrainConfig, DrainStats};
-use crate::schema_pipe::{self, ClassSource, EventsMessage, Message};
-use faultline_ctf::{ClockDesc, CtfError, EnvDesc, EnvValue, TraceDesc, TraceWriter};
+use crate::schema_pipe::{self, ClassSource, EventsMessage, Message, StatsMessage};
+use faultline_ctf::{
+    ClockDesc, CtfError, EnvDesc, EnvValue, RecorderCounts, StrategyCounts, TraceDesc, TraceWriter,
+};
 use faultline_recorder::{Policy, Recorder, RecorderConfig, RecorderStats, Strategy};
 use faultline_ringbuf::{Channel, ChannelConfig, ClockKind, Mode};
 use faultline_schema::{EventDesc, OwnedEventDesc};
@@ -63,7 +72,7 @@ use std::fs::File;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// Inherited memfd of the channel (decimal fd number).
@@ -79,6 +88,97 @@ pub const ENV_STRATEGY: &str = "FAULTLINE_STRATEGY";
 
 /// Version of [`SchemaMessage`].
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// How often an attached session reports its recorder counters (when they changed).
+pub const STATS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Check counters received from a traced program (untrusted) against themselves and against
+/// the previous accepted ones: every count fits an `i64` (what a trace can carry), `recorded`
+/// is the sum of the per-strategy events, `faulted <= recorded`, and no counter goes
+/// backwards.
+pub fn check_stats(prev: Option<&RecorderStats>, s: &RecorderStats) -> Result<(), String> {
+    let all = |r: &RecorderStats| -> Vec<(&'static str, u64)> {
+        let mut v = vec![
+            ("recorded", r.recorded),
+            ("faulted", r.faulted),
+            ("faulted_bytes", r.faulted_bytes),
+            ("resized", r.resized),
+            ("remote_commits", r.remote_commits),
+            ("lost_full", r.lost_full),
+            ("lost_stalled", r.lost_stalled),
+            ("lost_too_big", r.lost_too_big),
+            ("lost_no_buffer", r.lost_no_buffer),
+        ];
+        for (i, p) in r.per_strategy.iter().enumerate() {
+            v.push((
+                ["rcc.events", "bounce.events", "prefault.events"][i],
+                p.events,
+            ));
+            v.push((
+                ["rcc.restarts", "bounce.restarts", "prefault.restarts"][i],
+                p.restarts,
+            ));
+            v.push((
+                ["rcc.fallbacks", "bounce.fallbacks", "prefault.fallbacks"][i],
+                p.fallbacks,
+            ));
+        }
+        v
+    };
+    let now = all(s);
+    if let Some((k, v)) = now.iter().find(|(_, v)| *v > i64::MAX as u64) {
+        return Err(format!("{k} = {v} is out of range"));
+    }
+    let sum = s
+        .per_strategy
+        .iter()
+        .try_fold(0u64, |a, p| a.checked_add(p.events));
+    if sum != Some(s.recorded) {
+        return Err(format!(
+            "recorded = {} is not the sum of the per-strategy events",
+            s.recorded
+        ));
+    }
+    if s.faulted > s.recorded {
+        return Err(format!(
+            "faulted = {} > recorded = {}",
+            s.faulted, s.recorded
+        ));
+    }
+    if let Some(p) = prev {
+        for ((k, v), (_, old)) in now.iter().zip(all(p)) {
+            if *v < old {
+                return Err(format!("{k} went backwards from {old} to {v}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The recorder counters in the form a trace carries ([`RecorderCounts`]).
+pub fn recorder_counts(r: &RecorderStats, source: &str) -> RecorderCounts {
+    RecorderCounts {
+        source: source.to_string(),
+        events: r.recorded,
+        faulted: r.faulted,
+        faulted_bytes: r.faulted_bytes,
+        resized: r.resized,
+        strategies: Strategy::ALL
+            .iter()
+            .map(|s| {
+                let st = r.strategy(*s);
+                (
+                    s.to_string(),
+                    StrategyCounts {
+                        events: st.events,
+                        restarts: st.restarts,
+                        fallbacks: st.fallbacks,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
 
 /// One event of a published schema.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -307,14 +407,17 @@ impl SessionBuilder {
         let recorder = Recorder::new(chan.clone(), self.recorder_config(self.policy));
         let handle = attach_all(&recorder);
         let stop = Arc::new(AtomicBool::new(false));
+        let final_env: Arc<Mutex<Vec<(String, EnvValue)>>> = Arc::default();
         let mut drain = Drain::new(chan.clone(), writer, events.len(), self.drain);
         drain.set_class_source(Box::new(LateClasses(late)));
         let stop2 = stop.clone();
+        let env2 = final_env.clone();
         let thread = std::thread::Builder::new()
             .name("faultline-drain".into())
             .spawn(move || {
                 drain.run_until(&stop2);
-                drain.finish()
+                let env = std::mem::take(&mut *env2.lock().unwrap_or_else(|e| e.into_inner()));
+                drain.finish_with_env(env)
             })
             .map_err(|e| SessionError::Config(format!("cannot start the consumer thread: {e}")))?;
         let spec = self
@@ -333,6 +436,7 @@ impl SessionBuilder {
                 kind: Kind::Embedded {
                     dir,
                     stop,
+                    final_env,
                     thread: Some(thread),
                 },
             }),
@@ -397,6 +501,7 @@ impl SessionBuilder {
         };
         let recorder = Recorder::new(chan.clone(), self.recorder_config(policy));
         let handle = attach_all(&recorder);
+        let report_pipe = pipe.clone();
         if let Some(sfd) = first_sfd {
             let msg = SchemaMessage {
                 version: SCHEMA_VERSION,
@@ -426,6 +531,8 @@ impl SessionBuilder {
             let _ = schema_pipe::send(&mut lock(&pipe), &m);
         }
         drop(attached);
+        let reporter = Reporter::start(report_pipe, recorder.clone())
+            .map_err(|e| SessionError::Config(format!("cannot start the reporter thread: {e}")))?;
         // Under `faultline record` its event list wins over the program's own choice.
         let spec = std::env::var(ENV_EVENTS)
             .ok()
@@ -443,7 +550,10 @@ impl SessionBuilder {
                 handle,
                 events,
                 listener: Some(listener),
-                kind: Kind::Attached { overridden },
+                kind: Kind::Attached {
+                    overridden,
+                    reporter: Some(reporter),
+                },
             }),
         })
     }
@@ -680,10 +790,83 @@ pub fn bytes_on_disk(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// The attached session's reporter thread: sends the recorder counters on the schema pipe
+/// (module docs), with SIGPIPE blocked in that thread, so a recorder that went away makes the
+/// writes fail (EPIPE) instead of killing the program.
+struct Reporter {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reporter {
+    fn start(pipe: Arc<Mutex<File>>, recorder: Arc<Recorder>) -> std::io::Result<Reporter> {
+        let stop: Arc<(Mutex<bool>, Condvar)> = Arc::default();
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("faultline-report".into())
+            .spawn(move || {
+                block_sigpipe();
+                let mut last: Option<RecorderStats> = None;
+                loop {
+                    let (m, cv) = &*stop2;
+                    let g = m.lock().unwrap_or_else(|e| e.into_inner());
+                    let (g, _) = cv
+                        .wait_timeout_while(g, STATS_INTERVAL, |stopped| !*stopped)
+                        .unwrap_or_else(|e| e.into_inner());
+                    let stopped = *g;
+                    drop(g);
+                    let stats = recorder.stats();
+                    if !stopped && last == Some(stats) {
+                        continue;
+                    }
+                    let msg = Message::RecorderStats(StatsMessage {
+                        last: stopped,
+                        stats,
+                    });
+                    let sent = schema_pipe::send(&mut lock(&pipe), &msg).is_ok();
+                    if stopped || !sent {
+                        // The recorder is gone or we are done: close the pipe.
+                        return;
+                    }
+                    last = Some(stats);
+                }
+            })?;
+        Ok(Reporter {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Send the final counters and close the pipe.
+    fn finish(&mut self) {
+        let (m, cv) = &*self.stop;
+        *m.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Block SIGPIPE in the calling thread (a write to a pipe without a reader then fails with
+/// EPIPE; the signal, directed at this thread, stays pending and is discarded when it ends).
+fn block_sigpipe() {
+    // SAFETY: sigemptyset/sigaddset initialise a local set; pthread_sigmask changes only the
+    // calling thread's mask.
+    unsafe {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::zeroed();
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut());
+    }
+}
+
 enum Kind {
     Embedded {
         dir: PathBuf,
         stop: Arc<AtomicBool>,
+        /// `env` entries for the metadata when the trace is finished (the recorder counters).
+        final_env: Arc<Mutex<Vec<(String, EnvValue)>>>,
         #[allow(clippy::type_complexity)]
         thread: Option<
             std::thread::JoinHandle<(DrainStats, Result<faultline_ctf::WriterCounters, CtfError>)>,
@@ -692,6 +875,7 @@ enum Kind {
     Attached {
         /// Builder settings `faultline record` replaced (also printed on stderr at start).
         overridden: Vec<String>,
+        reporter: Option<Reporter>,
     },
 }
 
@@ -981,7 +1165,7 @@ impl Session {
     /// for an embedded session). Each was also printed on stderr when the session started.
     pub fn overridden(&self) -> &[String] {
         match self.inner.as_ref().map(|i| &i.kind) {
-            Some(Kind::Attached { overridden }) => overridden,
+            Some(Kind::Attached { overridden, .. }) => overridden,
             _ => &[],
         }
     }
@@ -1035,14 +1219,25 @@ impl Session {
             .map(|(id, d)| (*id, d.full_name()))
             .collect();
         let result = match &mut inner.kind {
-            Kind::Attached { .. } => {
-                // The recording process drains; hand it our partial sub-buffers now.
+            Kind::Attached { reporter, .. } => {
+                // The recording process drains; hand it our partial sub-buffers now, then the
+                // final counters.
                 let _ = inner.chan.flush_all(false);
+                if let Some(r) = reporter.as_mut() {
+                    r.finish();
+                }
                 sum.attached = true;
                 sum.add_channel(&inner.chan);
                 Ok(())
             }
-            Kind::Embedded { dir, stop, thread } => {
+            Kind::Embedded {
+                dir,
+                stop,
+                final_env,
+                thread,
+            } => {
+                *final_env.lock().unwrap_or_else(|e| e.into_inner()) =
+                    recorder_counts(&rs, "the session's recorder").to_env();
                 // Release: pairs with the drain thread's acquire load in run_until.
                 stop.store(true, Ordering::Release);
                 let joined = thread.take().map(|t| t.join());

@@ -251,6 +251,7 @@ pub fn case(data: &[u8], cpu: u32, dir: &Path) -> Result<(), String> {
         flush_interval: Duration::ZERO,
         wait_timeout: Duration::from_millis(1),
         verbose: false,
+        ..DrainConfig::default()
     };
     let mut drain = Drain::new(ch2.clone(), writer, 2, dcfg);
     drain.poll();

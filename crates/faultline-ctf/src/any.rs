@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 /// A trace opened with the reader that fits it.
 #[derive(Debug)]
 pub enum AnyTrace {
-    /// A trace written by faultline (its own metadata dialect), read by [`Trace`].
+    /// faultline's own trace, read by the strict reader.
     Faultline(Trace),
     /// Any other CTF 1.8 trace, read by the general reader.
     Ctf(CtfTrace),

@@ -17,6 +17,7 @@ pub enum Item {
     U(NodeId, u64),
     /// Signed integer or enum.
     I(NodeId, i64),
+    /// Float (32-bit values widened).
     F(NodeId, f64),
     /// String or text array: byte range in the event's text arena.
     Str(NodeId, u32, u32),
@@ -25,10 +26,12 @@ pub enum Item {
     Ints(NodeId, u64, u64),
     /// Start of a struct, array, sequence or variant (its values follow until [`Item::End`]).
     Begin(NodeId),
+    /// End of the values opened by the last [`Item::Begin`].
     End,
 }
 
 impl Item {
+    /// The node the item belongs to (`None` for [`Item::End`]).
     pub fn node(&self) -> Option<NodeId> {
         match *self {
             Item::U(n, _)
@@ -45,7 +48,9 @@ impl Item {
 /// A decoding error at bit `bit` of the packet.
 #[derive(Debug, Clone)]
 pub struct DecodeError {
+    /// Bit position in the packet.
     pub bit: u64,
+    /// What is wrong.
     pub msg: String,
     /// The data ended before the field: with more bytes, decoding could go on.
     pub out_of_bounds: bool,
@@ -70,7 +75,9 @@ fn bad(bit: u64, msg: String) -> DecodeError {
 /// Mutable state of a stream while decoding: tag/length slots and clock values.
 #[derive(Debug, Clone, Default)]
 pub struct State {
+    /// Values of the tag/length targets, by slot (`None`: not decoded yet).
     pub slots: Vec<Option<i128>>,
+    /// Current value of each clock, in ticks.
     pub clocks: Vec<u64>,
     /// Clock updated last (the event's timestamp clock).
     pub clock_updated: bool,
@@ -138,7 +145,9 @@ pub fn update_clock(clock: &mut u64, v: u64, size: u32) {
 
 /// Where a scope's values go.
 pub struct Out<'o> {
+    /// The decoded values, appended.
     pub items: &'o mut Vec<Item>,
+    /// The bytes of strings and text arrays, appended.
     pub text: &'o mut Vec<u8>,
 }
 

@@ -31,7 +31,9 @@ const NO_SLOT: u32 = u32::MAX;
 /// One field to decode.
 #[derive(Debug, Clone)]
 pub struct Node {
+    /// Field name as declared (with CTF's `_` escape).
     pub name: String,
+    /// What to decode.
     pub kind: Kind,
     /// Alignment in bits.
     pub align: u32,
@@ -44,42 +46,69 @@ pub struct Node {
 /// What a node decodes.
 #[derive(Debug, Clone)]
 pub enum Kind {
+    /// Integer.
     Int {
+        /// Bits (1..=64).
         size: u32,
+        /// Two's complement.
         signed: bool,
+        /// Big-endian.
         be: bool,
+        /// Display base (2, 8, 10, 16).
         base: u32,
+        /// Clock updated by this field (index in the trace's clocks).
         clock: Option<u32>,
     },
+    /// IEEE 754 float.
     Float {
+        /// 64-bit (else 32-bit).
         double: bool,
+        /// Big-endian.
         be: bool,
     },
+    /// NUL-terminated string.
     Str,
     /// Enum: the integer, then its mappings (index in [`Plan::enums`]).
     Enum {
+        /// Bits (1..=64).
         size: u32,
+        /// Two's complement.
         signed: bool,
+        /// Big-endian.
         be: bool,
+        /// Display base of the container.
         base: u32,
+        /// Clock updated by this field.
         clock: Option<u32>,
+        /// Index in [`Plan::enums`].
         maps: u32,
     },
+    /// Struct: its fields in order.
     Struct(Vec<NodeId>),
     /// Variant: tag slot, options and the tag-value → option table (index in
     /// [`Plan::variants`]).
     Variant {
+        /// Slot holding the tag value.
         tag: u32,
+        /// Index in [`Plan::variants`].
         table: u32,
     },
+    /// Fixed-length array.
     Array {
+        /// Element node.
         elem: NodeId,
+        /// Element count.
         len: u64,
+        /// Prints as a string (8-bit integers with an encoding).
         text: bool,
     },
+    /// Sequence: an array whose length an earlier integer gives.
     Seq {
+        /// Element node.
         elem: NodeId,
+        /// Slot holding the length.
         len: u32,
+        /// Prints as a string (8-bit integers with an encoding).
         text: bool,
     },
 }
@@ -87,6 +116,7 @@ pub enum Kind {
 /// Options of a variant and which tag values select which option.
 #[derive(Debug, Clone)]
 pub struct VariantTable {
+    /// Option nodes, in declaration order.
     pub options: Vec<NodeId>,
     /// `(lo, hi, option index)`, sorted by `lo`.
     pub ranges: Vec<(i128, i128, u32)>,
@@ -95,9 +125,13 @@ pub struct VariantTable {
 /// The decoding plan of a trace.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
+    /// Every node; scopes are roots in it.
     pub nodes: Vec<Node>,
+    /// Enum mappings, indexed by [`Kind::Enum::maps`].
     pub enums: Vec<Vec<Mapping>>,
+    /// Variant tables, indexed by [`Kind::Variant::table`].
     pub variants: Vec<VariantTable>,
+    /// Number of tag/length slots.
     pub slots: u32,
 }
 
@@ -117,7 +151,9 @@ pub const SCOPE_NAMES: [&str; 6] = [
 /// Instantiate a scope's root type. `outer` holds the roots of the scopes decoded before it
 /// (indexed like [`SCOPE_NAMES`]).
 pub struct Builder<'m> {
+    /// The declarations being instantiated.
     pub md: &'m Metadata,
+    /// The plan built so far.
     pub plan: Plan,
     clock_names: Vec<String>,
 }
@@ -138,6 +174,7 @@ pub fn display_name(n: &str) -> &str {
 }
 
 impl<'m> Builder<'m> {
+    /// A builder with an empty plan.
     pub fn new(md: &'m Metadata) -> Self {
         Builder {
             md,

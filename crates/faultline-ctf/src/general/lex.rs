@@ -10,25 +10,33 @@
 /// One token.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tok {
+    /// Identifier or keyword.
     Ident(String),
     /// Unsigned literal (a leading `-` is a separate token).
     Int(u64),
+    /// String literal, escapes resolved.
     Str(String),
+    /// Punctuation.
     Punct(&'static str),
+    /// End of the text.
     Eof,
 }
 
 /// A token and the byte offset where it starts.
 #[derive(Debug, Clone)]
 pub struct Token {
+    /// The token.
     pub tok: Tok,
+    /// Byte offset in the text.
     pub offset: u64,
 }
 
 /// Tokenizer error: byte offset and message.
 #[derive(Debug, Clone)]
 pub struct LexError {
+    /// Byte offset in the text.
     pub offset: u64,
+    /// What is wrong.
     pub msg: String,
 }
 

@@ -28,7 +28,9 @@ pub const MAX_METADATA_BYTES: u64 = 64 << 20;
 /// A metadata error: byte offset in the metadata file and message.
 #[derive(Debug, Clone)]
 pub struct MetaError {
+    /// Byte offset in the metadata file.
     pub offset: u64,
+    /// What is wrong.
     pub msg: String,
 }
 
@@ -44,18 +46,26 @@ fn merr<T>(offset: u64, msg: impl Into<String>) -> MResult<T> {
 /// Byte order of an integer or float.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
+    /// The trace's byte order.
     Native,
+    /// Little-endian.
     Le,
+    /// Big-endian.
     Be,
 }
 
 /// `integer { ... }`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IntTy {
+    /// Bits (1..=64).
     pub size: u32,
+    /// Alignment in bits.
     pub align: u32,
+    /// Two's complement.
     pub signed: bool,
+    /// Byte order.
     pub order: Order,
+    /// Display base.
     pub base: u32,
     /// `encoding = UTF8/ASCII`: an array or sequence of these (8-bit) is text.
     pub text: bool,
@@ -66,40 +76,65 @@ pub struct IntTy {
 /// One enum mapping: label and inclusive range (values as i128 to hold both signednesses).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapping {
+    /// The label.
     pub label: String,
+    /// First value.
     pub lo: i128,
+    /// Last value (inclusive).
     pub hi: i128,
 }
 
 /// A type of the arena.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ty {
+    /// `integer { ... }`.
     Int(IntTy),
+    /// `floating_point { ... }` (32 or 64 bits).
     Float {
+        /// Exponent digits.
         exp: u32,
+        /// Mantissa digits (with the implicit bit).
         mant: u32,
+        /// Alignment in bits.
         align: u32,
+        /// Byte order.
         order: Order,
     },
+    /// `string`.
     Str,
+    /// `enum : int { ... }`.
     Enum {
+        /// The container integer.
         int: IntTy,
+        /// The mappings, in declaration order.
         maps: Vec<Mapping>,
     },
+    /// `struct { ... } align(N)`.
     Struct {
+        /// Fields in order.
         fields: Vec<(String, TypeId)>,
+        /// The `align(N)` attribute (1 without).
         min_align: u32,
     },
+    /// `variant <tag> { ... }`.
     Variant {
+        /// Path of the tag field (`None` for a named variant declared without one).
         tag: Option<String>,
+        /// Options in order.
         options: Vec<(String, TypeId)>,
     },
+    /// `T name[N]`.
     Array {
+        /// Element type.
         elem: TypeId,
+        /// Element count.
         len: u64,
     },
+    /// `T name[path]`.
     Seq {
+        /// Element type.
         elem: TypeId,
+        /// Path of the length field.
         len: String,
     },
 }
@@ -110,35 +145,53 @@ pub type TypeId = u32;
 /// A clock class.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Clock {
+    /// Name (`map = clock.NAME.value`).
     pub name: String,
+    /// Ticks per second.
     pub freq: u64,
+    /// Offset from the Unix epoch, seconds.
     pub offset_s: i64,
     /// Ticks; may be negative.
     pub offset: i64,
+    /// Free text.
     pub description: String,
+    /// Clock uuid.
     pub uuid: Option<[u8; 16]>,
+    /// Whether the clock is a global reference.
     pub absolute: bool,
 }
 
 /// A stream class.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamDecl {
+    /// `id` (0 when absent).
     pub id: u64,
+    /// `packet.context` type.
     pub packet_context: Option<TypeId>,
+    /// `event.header` type.
     pub event_header: Option<TypeId>,
+    /// `event.context` type.
     pub event_context: Option<TypeId>,
+    /// Byte offset of the block in the metadata file.
     pub offset: u64,
 }
 
 /// An event class.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventDecl {
+    /// `name`.
     pub name: String,
+    /// `id` (0 when absent).
     pub id: u64,
+    /// `stream_id` (0 when absent).
     pub stream_id: u64,
+    /// `context` type.
     pub context: Option<TypeId>,
+    /// `fields` type.
     pub fields: Option<TypeId>,
+    /// `loglevel`.
     pub loglevel: Option<i64>,
+    /// Byte offset of the block in the metadata file.
     pub offset: u64,
     /// Whether the event block names its `stream_id`.
     pub explicit_stream: bool,
@@ -147,20 +200,30 @@ pub struct EventDecl {
 /// An `env` value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EnvVal {
+    /// Integer.
     Int(i64),
+    /// String.
     Str(String),
 }
 
 /// Everything the metadata declares.
 #[derive(Debug, Clone)]
 pub struct Metadata {
+    /// The type arena.
     pub types: Vec<Ty>,
+    /// The trace's byte order is big-endian.
     pub big_endian: bool,
+    /// `trace.uuid`.
     pub uuid: Option<[u8; 16]>,
+    /// `trace.packet.header` type.
     pub packet_header: Option<TypeId>,
+    /// Clock classes.
     pub clocks: Vec<Clock>,
+    /// `env` entries in file order.
     pub env: Vec<(String, EnvVal)>,
+    /// Stream classes (one implicit class 0 when none is declared).
     pub streams: Vec<StreamDecl>,
+    /// Event classes in file order.
     pub events: Vec<EventDecl>,
     /// Whether the file was packetized.
     pub packetized: bool,
@@ -172,8 +235,11 @@ const META_HEADER: usize = 37;
 /// The TSDL text of a metadata file and the map from text offsets to file offsets
 /// (`(text_start, file_start)` for each packet, sorted).
 pub struct MetaText {
+    /// The TSDL text.
     pub text: Vec<u8>,
+    /// `(text offset, file offset)` at the start of each packet.
     pub map: Vec<(u64, u64)>,
+    /// Whether the file was packetized.
     pub packetized: bool,
     /// Byte order of the packet headers (packetized only).
     pub big_endian: Option<bool>,

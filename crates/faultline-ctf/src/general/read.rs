@@ -44,16 +44,22 @@ const FIRST_PROBE: usize = 4096;
 /// One stream file.
 #[derive(Debug, Clone)]
 pub struct CtfStreamFile {
+    /// Path.
     pub path: PathBuf,
+    /// Size in bytes when the trace was opened.
     pub len: u64,
 }
 
 /// A stream class, as the reader uses it.
 #[derive(Debug, Clone)]
 pub struct StreamClass {
+    /// `stream.id`.
     pub id: u64,
+    /// Root of the packet context.
     pub packet_context: Option<NodeId>,
+    /// Root of the event header.
     pub event_header: Option<NodeId>,
+    /// Root of the stream event context.
     pub event_context: Option<NodeId>,
     /// Event class index by event id.
     pub events: HashMap<u64, u32>,
@@ -68,12 +74,17 @@ pub struct StreamClass {
 /// An event class.
 #[derive(Debug, Clone)]
 pub struct EventClass {
+    /// `name`.
     pub name: String,
+    /// `id`.
     pub id: u64,
     /// Index in [`CtfTrace::stream_classes`].
     pub stream: u32,
+    /// Root of the event context.
     pub context: Option<NodeId>,
+    /// Root of the payload.
     pub fields: Option<NodeId>,
+    /// `loglevel`.
     pub loglevel: Option<i64>,
 }
 
@@ -349,10 +360,12 @@ impl CtfTrace {
         })
     }
 
+    /// The trace directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The metadata file.
     pub fn metadata_path(&self) -> &Path {
         &self.metadata_path
     }
@@ -362,14 +375,17 @@ impl CtfTrace {
         &self.streams
     }
 
+    /// Event classes (index = [`CtfEvent::class`]).
     pub fn event_classes(&self) -> &[EventClass] {
         &self.events
     }
 
+    /// Stream classes.
     pub fn stream_classes(&self) -> &[StreamClass] {
         &self.classes
     }
 
+    /// Clock classes (an implicit 1 GHz one when the metadata declares none).
     pub fn clocks(&self) -> &[Clock] {
         &self.md.clocks
     }
@@ -382,14 +398,17 @@ impl CtfTrace {
             .and_then(|i| self.md.clocks.get(i as usize))
     }
 
+    /// `env` entries.
     pub fn env(&self) -> &[(String, EnvVal)] {
         &self.md.env
     }
 
+    /// `trace.uuid`.
     pub fn uuid(&self) -> Option<[u8; 16]> {
         self.md.uuid
     }
 
+    /// The decoding plan (nodes of the values in [`Item`]s).
     pub fn plan(&self) -> &Plan {
         &self.plan
     }
@@ -471,11 +490,17 @@ pub struct CtfPacket {
     pub stream: usize,
     /// `cpu_id` of the packet context, or the stream file index without one.
     pub cpu: u32,
+    /// Offset of the packet in its file.
     pub file_offset: u64,
+    /// Packet size in bytes.
     pub packet_bytes: u64,
+    /// Content size in bits.
     pub content_bits: u64,
+    /// `timestamp_begin`.
     pub ts_begin: Option<u64>,
+    /// `timestamp_end`.
     pub ts_end: Option<u64>,
+    /// `packet_seq_num`.
     pub seq: Option<u64>,
     /// `events_discarded` of the packet context (a wrapping snapshot counter).
     pub events_discarded: Option<u64>,
@@ -914,12 +939,15 @@ impl<'t> StreamReader<'t> {
 /// One decoded event, borrowed from its stream reader until the iterator moves.
 #[derive(Debug, Clone, Copy)]
 pub struct CtfEvent<'a> {
+    /// The trace.
     pub trace: &'a CtfTrace,
     /// Timestamp in clock ticks (0 without a clock).
     pub ts: u64,
+    /// `cpu_id` of the packet context (the stream file index without one).
     pub cpu: u32,
     /// Index of the stream file.
     pub stream: usize,
+    /// Event class name.
     pub name: &'a str,
     /// Index of the event class in [`CtfTrace::event_classes`].
     pub class: u32,
@@ -934,22 +962,32 @@ pub struct CtfEvent<'a> {
 /// The four event scopes, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventScope {
+    /// Event header.
     Header = 0,
+    /// Stream event context.
     StreamContext = 1,
+    /// Event context.
     Context = 2,
+    /// Payload.
     Payload = 3,
 }
 
 /// A decoded value (owned form, see [`CtfEvent::value`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum CtfValue {
+    /// Unsigned integer.
     U(u64),
+    /// Signed integer.
     I(i64),
+    /// Float.
     F(f64),
+    /// String or text array (invalid UTF-8 replaced).
     Str(String),
     /// Enum value and the labels whose range holds it.
     Enum(i128, Vec<String>),
+    /// Struct fields (names without the `_` escape).
     Struct(Vec<(String, CtfValue)>),
+    /// Array or sequence.
     Array(Vec<CtfValue>),
     /// Selected option name and value.
     Variant(String, Box<CtfValue>),
@@ -1166,7 +1204,9 @@ impl CtfEvents<'_> {
 /// Item of [`StreamItems`].
 #[derive(Debug, Clone, Copy)]
 pub enum CtfStreamItem<'a> {
+    /// A packet, before its events.
     Packet(CtfPacket),
+    /// An event.
     Event(CtfEvent<'a>),
 }
 

@@ -9,7 +9,7 @@
 //!
 //! The JSON object ([`Report`]) has every key of [`faultline_ctf::Stats`] (`events_total`,
 //! `lost_total`, `lost_full`, `lost_stalled`, `lost_too_big`, `lost_packets`,
-//! `packets_before_first`, `packets`, `truncated_events`, `truncated_bytes`, `events`, `cpus`,
+//! `packets_before_first`, `packets`, `remote_commits`, `truncated_events`, `truncated_bytes`, `events`, `cpus`,
 //! `per_cpu`, `first_ts`, `last_ts`, `span_ns`, `bytes_on_disk`, `recorder`) plus `trace`,
 //! `clock_freq_hz`, `span_s` and `events_per_sec` (`null` when the span is 0). `recorder` holds
 //! the traced program's recorder counters carried by the trace (events, faulted events and
@@ -33,13 +33,15 @@ packets lost: the gaps in a stream's packet sequence numbers between two packets
 (sub-buffers overwritten in --overwrite mode before they were read; the count CTF readers such as \
 babeltrace2 report as discarded packets), and apart from them the packets a stream produced \
 before its first packet in the trace (that packet's sequence number: a flight recorder that \
-overwrote its oldest sub-buffers); events whose raw buffer (RawBuf) field was longer than the \
+overwrote its oldest sub-buffers); REMOTE commits (writers that migrated to another CPU between \
+reserving and committing an event, as counted by the ring buffer by the time each CPU's last \
+packet was closed); events whose raw buffer (RawBuf) field was longer than the \
 recording limit or the event and was cut (a non-zero <field>_truncated) and the bytes left out; \
 the time span from the first to the last event; the throughput (events per second over that \
 span); and the size of the trace on disk. --json prints the same as one JSON object (keys \
 events_total, lost_total, lost_full, lost_stalled, lost_too_big, lost_packets, \
-packets_before_first, packets, truncated_events, truncated_bytes, events, cpus, per_cpu, \
-first_ts, last_ts, span_ns, span_s, events_per_sec, bytes_on_disk, clock_freq_hz, trace, \
+packets_before_first, packets, remote_commits, truncated_events, truncated_bytes, events, cpus, \
+per_cpu, first_ts, last_ts, span_ns, span_s, events_per_sec, bytes_on_disk, clock_freq_hz, trace, \
 recorder). With the trace's recorder counters (written by faultline record and by sessions), it \
 also shows how many events the recorder committed, how many were faulted (read from bad memory, \
 zero-filled) and how many went through each copy strategy, with restarts and fallbacks. The \
@@ -140,6 +142,11 @@ pub fn write_text(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
         s.lost_too_big,
         s.lost_packets,
         s.packets_before_first
+    )?;
+    writeln!(
+        out,
+        "remote      {} REMOTE commits (writer migrated between reserve and commit)",
+        s.remote_commits
     )?;
     writeln!(
         out,

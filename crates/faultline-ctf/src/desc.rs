@@ -328,7 +328,8 @@ pub fn metadata(desc: &TraceDesc) -> Result<String> {
         "uint64_t lost_full",
         "uint64_t lost_stalled",
         "uint64_t lost_too_big",
-        "uint64_t reserved[3]",
+        "uint64_t remote_commits",
+        "uint64_t reserved[2]",
     ] {
         let _ = writeln!(w, "\t\t{f};");
     }

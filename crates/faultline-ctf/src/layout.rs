@@ -22,7 +22,8 @@
 //! | 80 | u64 | `lost_full` (cumulative) |
 //! | 88 | u64 | `lost_stalled` (cumulative) |
 //! | 96 | u64 | `lost_too_big` (cumulative) |
-//! | 104 | 3 x u64 | reserved (zero) |
+//! | 104 | u64 | `remote_commits` (cumulative: REMOTE commits counted by the time the packet was closed; 0 in traces written before the field existed) |
+//! | 112 | 2 x u64 | reserved (zero) |
 //!
 //! Records follow at byte 128; each starts at an 8-byte aligned offset:
 //!
@@ -81,8 +82,10 @@ pub mod off {
     pub const LOST_STALLED: usize = 88;
     /// `lost_too_big` (u64, cumulative).
     pub const LOST_TOO_BIG: usize = 96;
-    /// Three reserved u64 words.
-    pub const RESERVED: usize = 104;
+    /// `remote_commits` (u64, cumulative).
+    pub const REMOTE_COMMITS: usize = 104;
+    /// Two reserved u64 words.
+    pub const RESERVED: usize = 112;
 }
 
 /// `x` rounded up to a multiple of 8, `None` on overflow.
@@ -149,8 +152,11 @@ pub struct PacketHeader {
     pub lost_stalled: u64,
     /// Events lost so far because they were too big (cumulative).
     pub lost_too_big: u64,
+    /// REMOTE commits counted on this CPU by the time the packet was closed (cumulative; the
+    /// word was reserved, hence zero, in older traces).
+    pub remote_commits: u64,
     /// Reserved words.
-    pub reserved: [u64; 3],
+    pub reserved: [u64; 2],
 }
 
 impl PacketHeader {
@@ -173,11 +179,8 @@ impl PacketHeader {
             lost_full: rd_u64(b, off::LOST_FULL),
             lost_stalled: rd_u64(b, off::LOST_STALLED),
             lost_too_big: rd_u64(b, off::LOST_TOO_BIG),
-            reserved: [
-                rd_u64(b, off::RESERVED),
-                rd_u64(b, off::RESERVED + 8),
-                rd_u64(b, off::RESERVED + 16),
-            ],
+            remote_commits: rd_u64(b, off::REMOTE_COMMITS),
+            reserved: [rd_u64(b, off::RESERVED), rd_u64(b, off::RESERVED + 8)],
         }
     }
 
@@ -205,6 +208,7 @@ impl PacketHeader {
         put(off::LOST_FULL, &self.lost_full.to_le_bytes());
         put(off::LOST_STALLED, &self.lost_stalled.to_le_bytes());
         put(off::LOST_TOO_BIG, &self.lost_too_big.to_le_bytes());
+        put(off::REMOTE_COMMITS, &self.remote_commits.to_le_bytes());
         for (i, r) in self.reserved.iter().enumerate() {
             put(off::RESERVED + 8 * i, &r.to_le_bytes());
         }
@@ -455,14 +459,16 @@ mod tests {
             lost_full: 1,
             lost_stalled: 2,
             lost_too_big: 3,
-            reserved: [0; 3],
+            remote_commits: 9,
+            reserved: [0; 2],
         };
         let b = h.encode();
         assert_eq!(&b[0..4], &[0xC1, 0x1F, 0xFC, 0xC1]);
         assert_eq!(b[72], 9);
+        assert_eq!(&b[104..112], &9u64.to_le_bytes());
         assert_eq!(&b[48..56], &4096u64.to_le_bytes());
         assert_eq!(PacketHeader::parse(&b), h);
-        h.reserved[2] = 0xAB;
+        h.reserved[1] = 0xAB;
         assert_eq!(h.encode()[120], 0xAB);
     }
 

@@ -99,6 +99,9 @@ pub struct PacketInfo {
     pub discarded: Losses,
     /// Packets missing before this one according to `packet_seq_num`.
     pub lost_packets: u64,
+    /// REMOTE commits counted on this CPU since the previous packet was closed (first packet:
+    /// since the start); 0 in traces written before `remote_commits` existed.
+    pub remote_commits: u64,
 }
 
 /// One decoded event.
@@ -594,8 +597,8 @@ impl<'t> StreamReader<'t> {
                 format!("cpu_id {} in file of cpu {}", h.cpu_id, self.stream.cpu),
             ));
         }
-        let (discarded, lost_packets) = match &self.prev {
-            None => (Losses::of(&h), h.packet_seq_num),
+        let (discarded, lost_packets, remote_commits) = match &self.prev {
+            None => (Losses::of(&h), h.packet_seq_num, h.remote_commits),
             Some(p) => {
                 if h.packet_seq_num <= p.packet_seq_num {
                     return Err(self.err(
@@ -627,6 +630,7 @@ impl<'t> StreamReader<'t> {
                         lost_too_big: d(h.lost_too_big, p.lost_too_big, off::LOST_TOO_BIG)?,
                     },
                     h.packet_seq_num - p.packet_seq_num - 1,
+                    d(h.remote_commits, p.remote_commits, off::REMOTE_COMMITS)?,
                 )
             }
         };
@@ -651,6 +655,7 @@ impl<'t> StreamReader<'t> {
             header: h,
             discarded,
             lost_packets,
+            remote_commits,
         }))
     }
 

@@ -22,6 +22,8 @@
 //! # JSON
 //! [`Stats`] serializes to JSON with the keys `events_total`, `lost_total`, `lost_full`,
 //! `lost_stalled`, `lost_too_big`, `lost_packets`, `packets_before_first`, `packets`,
+//! `remote_commits` (REMOTE commits: writers that migrated between reserve and commit, the last
+//! packet's cumulative count of each CPU summed over CPUs; 0 for traces older than the field),
 //! `truncated_events`, `truncated_bytes`,
 //! `events` (name → count), `cpus` (cpu as a string → count), `per_cpu`, `first_ts`,
 //! `last_ts`, `span_ns`, `bytes_on_disk`, and `recorder` ([`RecorderCounts`], `null` when the
@@ -58,6 +60,8 @@ pub struct CpuStats {
     pub packets_before_first: u64,
     /// Final cumulative loss counters.
     pub lost: Losses,
+    /// Final cumulative REMOTE commit count (the last packet's `remote_commits`).
+    pub remote_commits: u64,
     /// Bytes of this CPU's stream file.
     pub bytes: u64,
 }
@@ -81,6 +85,8 @@ pub struct Stats {
     pub packets_before_first: u64,
     /// Packets read, all CPUs.
     pub packets: u64,
+    /// REMOTE commits (writers migrated between reserve and commit), all CPUs (module docs).
+    pub remote_commits: u64,
     /// Events with a raw buffer not recorded whole (module docs).
     pub truncated_events: u64,
     /// Bytes of raw buffers not recorded.
@@ -243,6 +249,7 @@ pub fn stats(trace: &Trace) -> Result<Stats> {
                         lost_stalled: p.header.lost_stalled,
                         lost_too_big: p.header.lost_too_big,
                     };
+                    cs.remote_commits = p.header.remote_commits;
                 }
                 StreamItem::Event(e) => {
                     cs.events += 1;
@@ -285,6 +292,7 @@ pub fn stats(trace: &Trace) -> Result<Stats> {
         st.lost_full = st.lost_full.saturating_add(cs.lost.lost_full);
         st.lost_stalled = st.lost_stalled.saturating_add(cs.lost.lost_stalled);
         st.lost_too_big = st.lost_too_big.saturating_add(cs.lost.lost_too_big);
+        st.remote_commits = st.remote_commits.saturating_add(cs.remote_commits);
         st.cpus.insert(s.cpu, cs.events);
         st.per_cpu.insert(s.cpu, cs);
     }

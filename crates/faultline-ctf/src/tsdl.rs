@@ -950,6 +950,23 @@ const PACKET_CONTEXT: &[&str] = &[
     "lost_full: u64",
     "lost_stalled: u64",
     "lost_too_big: u64",
+    "remote_commits: u64",
+    "reserved: u64[2]",
+];
+/// The packet context of traces written before `remote_commits` existed (the word was the
+/// first reserved one, always zero): still accepted.
+const PACKET_CONTEXT_V1: &[&str] = &[
+    "timestamp_begin: u64@clock",
+    "timestamp_end: u64@clock",
+    "content_size: u64",
+    "packet_size: u64",
+    "packet_seq_num: u64",
+    "events_discarded: u64",
+    "cpu_id: u32",
+    "flags: u32",
+    "lost_full: u64",
+    "lost_stalled: u64",
+    "lost_too_big: u64",
     "reserved: u64[3]",
 ];
 const EVENT_HEADER: &[&str] = &["timestamp: u64@clock", "id: u32"];
@@ -1239,15 +1256,21 @@ pub fn parse(src: &str) -> PResult<Schema> {
                 int_val(e, 0, 0)?;
             }
             ("packet.context", EntryVal::Type(t)) => {
-                check_struct(
-                    "stream.packet.context",
-                    t,
-                    PACKET_CONTEXT,
-                    8,
-                    &clock.name,
-                    e.line,
-                    e.offset,
-                )?;
+                let check = |exp| {
+                    check_struct(
+                        "stream.packet.context",
+                        t,
+                        exp,
+                        8,
+                        &clock.name,
+                        e.line,
+                        e.offset,
+                    )
+                };
+                if let Err(err) = check(PACKET_CONTEXT) {
+                    // An older trace reads too; report against the current layout otherwise.
+                    check(PACKET_CONTEXT_V1).map_err(|_| err)?;
+                }
                 ctx = true;
             }
             ("event.header", EntryVal::Type(t)) => {

@@ -313,6 +313,7 @@ impl TraceWriter {
                 (h.lost_full, p.lost_full, off::LOST_FULL),
                 (h.lost_stalled, p.lost_stalled, off::LOST_STALLED),
                 (h.lost_too_big, p.lost_too_big, off::LOST_TOO_BIG),
+                (h.remote_commits, p.remote_commits, off::REMOTE_COMMITS),
             ] {
                 if cur < prev {
                     return Err(bad(

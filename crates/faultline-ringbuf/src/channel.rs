@@ -489,6 +489,7 @@ impl CloseOps for BufOps<'_> {
             full: b.lost_full.load(Ordering::Relaxed),
             stalled: b.lost_stalled.load(Ordering::Relaxed),
             too_big: b.lost_too_big.load(Ordering::Relaxed),
+            remote: b.remote_commits.load(Ordering::Relaxed),
         }
     }
 }
@@ -1081,7 +1082,8 @@ impl Channel {
             (*hp).packet_seq_num = sb / g.subbuf_size;
             (*hp).cpu_id = cpu;
             (*hp).flags = 0;
-            (*hp)._reserved = [0; 3];
+            (*hp).remote_commits = 0;
+            (*hp)._reserved = [0; 2];
         }
         self.commit_range(cpu, sb, PACKET_HEADER_SIZE);
     }
@@ -1097,6 +1099,7 @@ impl Channel {
             full,
             stalled,
             too_big: big,
+            remote,
         } = lost;
         let hp = self.data_ptr(cpu, start) as *mut PacketHeader;
         // SAFETY: the header of this sub-buffer was written by its opener before the opener's
@@ -1109,6 +1112,7 @@ impl Channel {
             (*hp).lost_full = full;
             (*hp).lost_stalled = stalled;
             (*hp).lost_too_big = big;
+            (*hp).remote_commits = remote;
             // Wrapping: the counters are shared memory; garbage must not panic here (the
             // consumer's trace writer rejects a header whose sum does not add up).
             (*hp).events_discarded = full.wrapping_add(stalled).wrapping_add(big);

@@ -1,7 +1,9 @@
-//! Closing a sub-buffer: which loss counts its packet header carries.
+//! Closing a sub-buffer: which loss and REMOTE commit counts its packet header carries.
 //!
 //! A packet header carries the CPU buffer's **cumulative** loss counters (`lost_full`,
-//! `lost_stalled`, `lost_too_big`, and their sum `events_discarded`). CTF readers and the trace
+//! `lost_stalled`, `lost_too_big`, and their sum `events_discarded`) and its cumulative count of
+//! REMOTE commits (`remote_commits`: commits by writers that migrated off the buffer's CPU
+//! between reserve and commit, rseq mode only). CTF readers and the trace
 //! writer require them to never decrease from one packet of a CPU to the next. The counters are
 //! incremented by writers on any CPU at any time (relaxed `fetch_add`, `Channel::lose`), so the
 //! value a header gets is a *snapshot*, and the snapshots must be taken in packet order.
@@ -28,12 +30,23 @@
 //! rejects N+1 and every following packet until the counts catch up. `tests/loom_delivery.rs`
 //! model-checks [`reserve_closing`] and finds that execution in the old order.
 //!
+//! `remote_commits` is counted the same way (relaxed `fetch_add` by the migrated committer,
+//! `Channel::commit_range`) and snapshotted with the loss counters, so the same argument makes
+//! it non-decreasing along a CPU's packets. What it means: the REMOTE commits **counted by the
+//! time the packet was closed**, on any sub-buffer of the CPU buffer. It is not the number of
+//! REMOTE commits *into* this packet: a writer that reserved in the packet and migrated may
+//! commit after the closer's snapshot (the packet is complete only once it has), and its
+//! REMOTE commit is then counted by a later packet's snapshot (or by the consumer's final
+//! synthetic packet). The difference between two consecutive packets of a CPU is therefore
+//! "REMOTE commits counted while the later packet was being filled".
+//!
 //! Headers that do not come from a closer keep the rule: dead-writer recovery (`recover.rs`)
 //! never writes a rewritten header counts above the next intact header's, and the consumer's
 //! final synthetic packet (in the `faultline` crate) carries the final counts, which are at
 //! least every snapshot.
 
-/// Cumulative loss counters of one CPU buffer, as a packet header carries them.
+/// Cumulative loss counters (and REMOTE commit count) of one CPU buffer, as a packet header
+/// carries them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LostCounts {
     /// Events lost because the buffer was full (discard mode).
@@ -42,6 +55,8 @@ pub struct LostCounts {
     pub stalled: u64,
     /// Events lost because they were larger than a sub-buffer.
     pub too_big: u64,
+    /// REMOTE commits counted so far (not a loss; snapshotted with the losses).
+    pub remote: u64,
 }
 
 impl LostCounts {
@@ -51,6 +66,7 @@ impl LostCounts {
             full: self.full.min(o.full),
             stalled: self.stalled.min(o.stalled),
             too_big: self.too_big.min(o.too_big),
+            remote: self.remote.min(o.remote),
         }
     }
 
@@ -68,7 +84,7 @@ pub trait CloseOps {
     /// critical section, or AcqRel CAS); `Some(timestamp)` on success, `None` if `old` is stale
     /// or the attempt was aborted. The store is a release.
     fn try_reserve(&self, old: u64, new: u64) -> Option<u64>;
-    /// Load the buffer's loss counters (relaxed loads: the ordering comes from the acquire
+    /// Load the buffer's loss counters and REMOTE commit count (relaxed loads: the ordering comes from the acquire
     /// load of `old` before and the release store of [`CloseOps::try_reserve`] after).
     fn load_lost(&self) -> LostCounts;
 }

@@ -22,7 +22,7 @@
 //! | `BufferHeader::active` | first writer on CPU k | compare-exchange 0 -> 1 |
 //! | `SubbufCounters::recovered` | dead-writer recovery only, when every writer is dead (`recover.rs`) | atomic fetch_add |
 //! | `SubbufCounters::owner_*` | nobody yet (reserved) | — |
-//! | packet headers in data | the writer that opened (begin fields) / closed (end fields) the sub-buffer, before its commit | plain stores inside its own reservation; the cumulative loss counts are the closer's snapshot taken before its reservation, so they never decrease along a CPU's packets (`close.rs`) |
+//! | packet headers in data | the writer that opened (begin fields) / closed (end fields) the sub-buffer, before its commit | plain stores inside its own reservation; the cumulative loss counts and `remote_commits` are the closer's snapshot taken before its reservation, so they never decrease along a CPU's packets (`close.rs`) |
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -239,8 +239,13 @@ pub struct PacketHeader {
     pub lost_stalled: u64,
     /// Cumulative on this CPU: events larger than a sub-buffer.
     pub lost_too_big: u64,
+    /// Cumulative on this CPU: REMOTE commits (a writer migrated between reserve and commit)
+    /// counted by the time the packet was closed — the closer's snapshot of
+    /// [`BufferHeader::remote_commits`] (`close.rs`). A REMOTE commit into this very packet can
+    /// land after the snapshot and is then counted by a later packet.
+    pub remote_commits: u64,
     /// Reserved, zero.
-    pub _reserved: [u64; 3],
+    pub _reserved: [u64; 2],
 }
 const _: () = {
     use std::mem::{offset_of, size_of};
@@ -253,6 +258,7 @@ const _: () = {
     assert!(offset_of!(PacketHeader, events_discarded) == 64);
     assert!(offset_of!(PacketHeader, cpu_id) == 72);
     assert!(offset_of!(PacketHeader, lost_full) == 80);
+    assert!(offset_of!(PacketHeader, remote_commits) == 104);
 };
 
 impl PacketHeader {
@@ -276,7 +282,8 @@ impl PacketHeader {
             lost_full: u64_at(80),
             lost_stalled: u64_at(88),
             lost_too_big: u64_at(96),
-            _reserved: [u64_at(104), u64_at(112), u64_at(120)],
+            remote_commits: u64_at(104),
+            _reserved: [u64_at(112), u64_at(120)],
         })
     }
 }

@@ -319,7 +319,7 @@ impl Channel {
                     (*hp).packet_seq_num = sb / s;
                     (*hp).cpu_id = cpu;
                     (*hp).flags = 0;
-                    (*hp)._reserved = [0; 3];
+                    (*hp)._reserved = [0; 2];
                 }
                 repaired = true;
             }
@@ -331,6 +331,7 @@ impl Channel {
                     full: b.lost_full.load(Ordering::Relaxed),
                     stalled: b.lost_stalled.load(Ordering::Relaxed),
                     too_big: b.lost_too_big.load(Ordering::Relaxed),
+                    remote: b.remote_commits.load(Ordering::Relaxed),
                 };
                 // Cumulative counts never above the next intact header's (close.rs): what
                 // recovery found here is reported by a later packet.
@@ -345,6 +346,7 @@ impl Channel {
                     (*hp).lost_full = lost.full;
                     (*hp).lost_stalled = lost.stalled;
                     (*hp).lost_too_big = lost.too_big;
+                    (*hp).remote_commits = lost.remote;
                     // Saturating: the counters are shared memory (garbage must not panic or
                     // wrap; the trace writer rejects a packet whose sum does not add up).
                     (*hp).events_discarded = lost.total().unwrap_or(u64::MAX);
@@ -454,6 +456,7 @@ impl Channel {
                     full: h.lost_full,
                     stalled: h.lost_stalled,
                     too_big: h.lost_too_big,
+                    remote: h.remote_commits,
                 };
                 ceil = Some(ceil.map_or(l, |c| c.min(l)));
             }

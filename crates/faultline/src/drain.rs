@@ -636,7 +636,11 @@ impl Drain {
                 lost_full: st.lost_full,
                 lost_stalled: st.lost_stalled,
                 lost_too_big: st.lost_too_big,
-                reserved: [0; 3],
+                // Never below the last header's snapshot (shared memory: clamp, not trust).
+                remote_commits: st
+                    .remote_commits
+                    .max(last.map_or(0, |h| h.remote_commits)),
+                reserved: [0; 2],
             };
             let bytes = h.encode();
             match self.writer.write_packet(cpu, &bytes) {

@@ -103,6 +103,20 @@ fn demo_trace_agrees_with_babeltrace2_and_stats() {
     let stats: serde_json::Value = serde_json::from_slice(&st.stdout).expect("stats JSON");
     let events_total = stats["events_total"].as_u64().expect("events_total");
     let lost_total = stats["lost_total"].as_u64().expect("lost_total");
+    // The demo moves a thread to another CPU while it is blocked between reserve and commit:
+    // its REMOTE commits are in the packet contexts, at least as many as the recorder counted
+    // (the ring buffer's count also has any migrated flush/close commits).
+    let remote = stats["remote_commits"].as_u64().expect("remote_commits");
+    let printed: u64 = text
+        .lines()
+        .find_map(|l| {
+            let rest = l.split("REMOTE ").nth(1)?;
+            l.contains("commits: LOCAL")
+                .then(|| rest.split_whitespace().next()?.replace(',', "").parse().ok())?
+        })
+        .expect("demo prints its REMOTE commits");
+    assert!(printed > 0, "{text}");
+    assert!(remote >= printed, "stats {remote} < demo's {printed}");
     // Every tracepoint of the demo fired.
     for n in ["tick", "message", "blob", "raw", "cstr", "stats"] {
         assert!(

@@ -263,7 +263,7 @@ fn migrated_writer_commits_remote_into_the_reserving_buffer() {
     faultline_rseq::allow_cpus(&cpus).unwrap();
     assert_eq!(remote, 50);
     assert!(ch.flush_all(false).is_empty());
-    let (recs, _) = drain(&ch);
+    let (recs, infos) = drain(&ch);
     assert_eq!(recs.len(), 50);
     for (cpu, _, id, p) in &recs {
         assert_eq!(
@@ -278,6 +278,22 @@ fn migrated_writer_commits_remote_into_the_reserving_buffer() {
         .map(|&c| ch.cpu_stats(c).unwrap().remote_commits)
         .sum();
     assert!(rc >= 50);
+    // The packet headers carry the closer's snapshot of the cumulative REMOTE commit count:
+    // non-decreasing along a CPU's packets, and the last one (closed by the flush, after every
+    // commit) has them all.
+    let mut in_headers = 0;
+    for &c in &cpus {
+        let mine: Vec<u64> = infos
+            .iter()
+            .filter(|i| i.cpu == c)
+            .map(|i| i.header.remote_commits)
+            .collect();
+        assert!(mine.windows(2).all(|w| w[0] <= w[1]), "cpu {c}: {mine:?}");
+        let last = mine.last().copied().unwrap_or(0);
+        assert_eq!(last, ch.cpu_stats(c).unwrap().remote_commits, "cpu {c}");
+        in_headers += last;
+    }
+    assert_eq!(in_headers, rc);
 }
 
 #[test]

@@ -583,8 +583,8 @@ impl Drain {
         (self.stats, fin)
     }
 
-    /// For each CPU whose loss counters moved after its last packet, write an empty packet
-    /// carrying the final counters (module docs).
+    /// For each CPU whose loss counters (or REMOTE commit count) moved after its last packet,
+    /// write an empty packet carrying the final counters (module docs).
     fn synthesize_final(&mut self) {
         for cpu in 0..self.chan.num_cpus() {
             if self.broken.contains(&cpu) {
@@ -596,7 +596,13 @@ impl Drain {
             let last = self.last.get(&cpu).copied();
             let (lf, ls, lb) =
                 last.map_or((0, 0, 0), |h| (h.lost_full, h.lost_stalled, h.lost_too_big));
-            if (st.lost_full, st.lost_stalled, st.lost_too_big) == (lf, ls, lb) {
+            // REMOTE commits counted after the last packet was closed (a migrated writer
+            // committing into a packet already closed) also get the final packet, so the
+            // trace's cumulative count is the channel's.
+            let lr = last.map_or(0, |h| h.remote_commits);
+            if (st.lost_full, st.lost_stalled, st.lost_too_big) == (lf, ls, lb)
+                && st.remote_commits <= lr
+            {
                 continue;
             }
             // Checked: the counters and the last header come from shared memory.
@@ -637,9 +643,7 @@ impl Drain {
                 lost_stalled: st.lost_stalled,
                 lost_too_big: st.lost_too_big,
                 // Never below the last header's snapshot (shared memory: clamp, not trust).
-                remote_commits: st
-                    .remote_commits
-                    .max(last.map_or(0, |h| h.remote_commits)),
+                remote_commits: st.remote_commits.max(lr),
                 reserved: [0; 2],
             };
             let bytes = h.encode();

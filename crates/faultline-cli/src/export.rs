@@ -21,6 +21,11 @@
 //!   `lost N events` (or `lost N packets`) with category `faultline,loss` on the CPU's track at
 //!   the packet's `timestamp_begin`, args `lost_full`, `lost_stalled`, `lost_too_big`,
 //!   `lost_packets`, `packet_seq_num`, `packet_end_us`.
+//! - REMOTE commits (writers migrated between reserve and commit): for each packet whose
+//!   context's cumulative `remote_commits` moved, an instant event named `N REMOTE commits`
+//!   with category `faultline,remote` on the CPU's track at the packet's `timestamp_begin`,
+//!   args `remote_commits` (counted between the previous packet's close and this packet's),
+//!   `packet_seq_num`, `packet_end_us`.
 //!
 //! Spans are recognized by **event names and fields** ([`SpanConvention`], the one place to
 //! adapt), following what `faultline-tracing` records:
@@ -254,6 +259,8 @@ pub struct ExportCounts {
     pub spans: u64,
     /// Loss markers.
     pub loss_markers: u64,
+    /// REMOTE commit markers.
+    pub remote_markers: u64,
     pub faulted: u64,
     /// Span exits without a matching enter (e.g. entered before `--from`).
     pub unmatched_exits: u64,
@@ -442,6 +449,18 @@ impl<W: Write> Exporter<W> {
 
     fn packet(&mut self, p: &PacketMark) -> Result<(), CmdError> {
         self.cpu_track_meta(p.cpu)?;
+        if p.remote_commits > 0 {
+            let ts = self.out.us(p.ts_begin);
+            let end = self.out.us(p.ts_end);
+            let o = &mut self.out.buf;
+            o.clear();
+            o.push_str(&format!(
+                "{{\"name\":\"{} REMOTE commits\",\"cat\":\"faultline,remote\",\"ph\":\"i\",\"s\":\"t\",\"ts\":{ts},\"pid\":{PID_CPUS},\"tid\":{},\"args\":{{\"remote_commits\":{},\"packet_seq_num\":{},\"packet_end_us\":{end}}}}}",
+                p.remote_commits, p.cpu, p.remote_commits, p.seq
+            ));
+            self.out.emit()?;
+            self.counts.remote_markers += 1;
+        }
         if !p.has_losses() {
             return Ok(());
         }

@@ -19,8 +19,13 @@
 //!   sums always equal the trace's loss totals (those of `faultline stats`).
 //!
 //! REMOTE commits (a writer that migrated between reserve and commit) are counted by the ring
-//! buffer per CPU, but the trace format does not record them per packet or per event; the page
-//! says so in its header rather than guessing.
+//! buffer per CPU and carried, cumulative, in the packet contexts (`remote_commits`: the count
+//! by the time the packet was closed). The page marks each packet whose count moved on its
+//! CPU lane, at the packet's start, with the number counted between the previous packet's
+//! close and this packet's close (so not necessarily commits *into* this packet), up to
+//! [`MAX_LOSS_MARKS`] markers, beyond that merged per CPU and bin like the loss markers. Traces
+//! written before the field existed carry no such count; the page says so rather than showing
+//! zero.
 //!
 //! Memory is bounded by the bins, the caps and the number of CPUs; events are streamed.
 //!
@@ -54,8 +59,9 @@ pub const MAX_LOSS_MARKS: usize = 2000;
     long_about = "Write one self-contained HTML page (no network access, open it from disk) \
 showing the trace in DIR: one lane per CPU with the event density over time, zoom (mouse wheel, \
 +/- buttons or keys) and pan (drag, arrow keys), losses marked by cause where they were counted, \
-faulted events (a raw pointer that could not be read) highlighted, a legend and a summary \
-header. Large traces are summarized here (per-bin counts), so the page stays fast; traces with \
+faulted events (a raw pointer that could not be read) highlighted, REMOTE commits (a writer \
+that migrated to another CPU between reserve and commit) marked on their CPU lane at the packet \
+that counted them, a legend and a summary header. Large traces are summarized here (per-bin counts), so the page stays fast; traces with \
 at most --detail-limit events also carry every event, drawn individually when zoomed in. \
 --event/--cpu/--from/--to select events as in `faultline view`.",
     after_help = concat!(
@@ -95,6 +101,22 @@ pub struct Lane {
     pub lost_stalled: u64,
     pub lost_too_big: u64,
     pub lost_packets: u64,
+    /// REMOTE commits counted on this CPU.
+    pub remote_commits: u64,
+}
+
+/// A REMOTE commit marker (one packet's count, or several packets' of one CPU and bin merged).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RemoteMark {
+    pub cpu: u32,
+    /// Nanoseconds since the start of the time axis (the packet's start).
+    pub t: i64,
+    /// The packet's end (its close), same axis.
+    pub t_end: i64,
+    /// REMOTE commits counted between the previous packet's close and this one's.
+    pub count: u64,
+    /// Packets merged into this marker.
+    pub merged: u64,
 }
 
 /// A loss marker (one packet's losses, or several packets' of one CPU and bin merged).
@@ -160,8 +182,11 @@ pub struct Summary {
     /// Faulted events beyond [`MAX_FAULTED_MARKS`] (counted in the bins only).
     pub fault_marks_dropped: u64,
     pub detail: Option<Detail>,
-    /// Whether the trace records REMOTE commits (see the module docs).
+    /// Whether the trace records REMOTE commits (its packet context has `remote_commits`).
     pub remote_commits_recorded: bool,
+    /// REMOTE commits, all CPUs (the sum of the markers' counts).
+    pub remote_commits: u64,
+    pub remote_marks: Vec<RemoteMark>,
 }
 
 /// Summarize the selected part of a trace.
@@ -177,7 +202,21 @@ pub fn summarize(args: &TimelineArgs) -> Result<Summary, CmdError> {
     let mut marks_raw: Vec<trace_input::PacketMark> = Vec::new();
     let mut per_cpu_loss: BTreeMap<u32, trace_input::PacketMark> = BTreeMap::new();
     let mut too_many = false;
+    let mut remote_raw: Vec<trace_input::PacketMark> = Vec::new();
+    let mut remote_too_many = false;
+    let mut per_cpu_remote: BTreeMap<u32, u64> = BTreeMap::new();
     trace_input::packets(&input, |p| {
+        if p.remote_commits > 0 {
+            lo = lo.min(clamp(p.ts_begin));
+            hi = hi.max(clamp(p.ts_begin));
+            let r = per_cpu_remote.entry(p.cpu).or_default();
+            *r = r.saturating_add(p.remote_commits);
+            if remote_raw.len() < MAX_LOSS_MARKS {
+                remote_raw.push(*p);
+            } else {
+                remote_too_many = true;
+            }
+        }
         if p.has_losses() {
             lo = lo.min(clamp(p.ts_begin));
             hi = hi.max(clamp(p.ts_begin));
@@ -232,6 +271,43 @@ pub fn summarize(args: &TimelineArgs) -> Result<Summary, CmdError> {
             l.lost_packets = m.lost_packets;
         }
     }
+    for (cpu, n) in &per_cpu_remote {
+        if let Some(l) = lane_ix.get(cpu).and_then(|&i| lanes.get_mut(i)) {
+            l.remote_commits = *n;
+        }
+    }
+    let remote_mark = |p: &trace_input::PacketMark| RemoteMark {
+        cpu: p.cpu,
+        t: rel_ns(clamp(p.ts_begin)),
+        t_end: rel_ns(clamp(p.ts_end)),
+        count: p.remote_commits,
+        merged: 1,
+    };
+    let mut remote_marks: Vec<RemoteMark> = Vec::new();
+    if remote_too_many {
+        // One marker per CPU and bin, sums kept.
+        let mut by_bin: BTreeMap<(u32, usize), RemoteMark> = BTreeMap::new();
+        trace_input::packets(&input, |p| {
+            if p.remote_commits == 0 {
+                return Ok(());
+            }
+            let m = by_bin
+                .entry((p.cpu, bin_of(p.ts_begin)))
+                .or_insert(RemoteMark {
+                    count: 0,
+                    merged: 0,
+                    ..remote_mark(p)
+                });
+            m.count = m.count.saturating_add(p.remote_commits);
+            m.t_end = m.t_end.max(rel_ns(clamp(p.ts_end)));
+            m.merged += 1;
+            Ok(())
+        })?;
+        remote_marks.extend(by_bin.into_values());
+    } else {
+        remote_marks.extend(remote_raw.iter().map(remote_mark));
+    }
+    remote_marks.sort_by_key(|m| (m.t, m.cpu));
 
     let mut names: Vec<String> = Vec::new();
     let mut name_ix: BTreeMap<String, u32> = BTreeMap::new();
@@ -350,6 +426,7 @@ pub fn summarize(args: &TimelineArgs) -> Result<Summary, CmdError> {
         sum(|l| l.lost_too_big),
         sum(|l| l.lost_packets),
     );
+    let remote_commits = sum(|l| l.remote_commits);
     Ok(Summary {
         trace: args.dir.display().to_string(),
         clock_freq_hz: input.trace.clock().freq_hz,
@@ -372,8 +449,19 @@ pub fn summarize(args: &TimelineArgs) -> Result<Summary, CmdError> {
         fault_marks,
         fault_marks_dropped,
         detail,
-        remote_commits_recorded: false,
+        remote_commits_recorded: has_remote_field(&args.dir),
+        remote_commits,
+        remote_marks,
     })
+}
+
+/// Whether the trace's metadata declares the `remote_commits` packet-context field (traces
+/// written before it existed have the word reserved). Read as bytes: the metadata may be
+/// packetized; an unreadable file just answers no (the trace was opened already).
+fn has_remote_field(dir: &std::path::Path) -> bool {
+    std::fs::read(dir.join("metadata"))
+        .map(|m| m.windows(14).any(|w| w == b"remote_commits"))
+        .unwrap_or(false)
 }
 
 /// The selection's time bounds in ticks (as [`Input::open`] resolves them).

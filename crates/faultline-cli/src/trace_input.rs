@@ -117,6 +117,9 @@ pub struct PacketMark {
     pub lost_too_big: u64,
     /// Packets missing (by `packet_seq_num`) just before this one.
     pub lost_packets: u64,
+    /// REMOTE commits (writers migrated between reserve and commit) counted on this CPU
+    /// between the previous packet's close and this one's (0 in traces without the field).
+    pub remote_commits: u64,
 }
 
 impl PacketMark {
@@ -185,6 +188,7 @@ pub fn packets(
                 lost_stalled: p.discarded.lost_stalled,
                 lost_too_big: p.discarded.lost_too_big,
                 lost_packets: p.lost_packets,
+                remote_commits: p.remote_commits,
             })?;
         }
     }

@@ -117,6 +117,55 @@ fn demo_trace_agrees_with_babeltrace2_and_stats() {
         .expect("demo prints its REMOTE commits");
     assert!(printed > 0, "{text}");
     assert!(remote >= printed, "stats {remote} < demo's {printed}");
+    // The timeline page and the Chrome export mark them, with the same total.
+    let page = dir.with_extension("html");
+    let t = Command::new(exe)
+        .arg("timeline")
+        .arg(&dir)
+        .arg("-o")
+        .arg(&page)
+        .output()
+        .expect("run faultline timeline");
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    let start = html.find("id=\"faultline-data\"").expect("page data");
+    let start = start + html[start..].find('>').unwrap() + 1;
+    let end = start + html[start..].find("</script>").unwrap();
+    let d: serde_json::Value = serde_json::from_str(&html[start..end]).expect("page JSON");
+    assert_eq!(d["remote_commits_recorded"], true);
+    assert_eq!(d["remote_commits"].as_u64(), Some(remote));
+    let marks: u64 = d["remote_marks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(marks, remote);
+    let lanes: u64 = d["lanes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["remote_commits"].as_u64().unwrap())
+        .sum();
+    assert_eq!(lanes, remote);
+    let json = dir.with_extension("json");
+    let x = Command::new(exe)
+        .args(["export", "--format", "chrome"])
+        .arg(&dir)
+        .arg("-o")
+        .arg(&json)
+        .output()
+        .expect("run faultline export");
+    assert!(x.status.success(), "{}", String::from_utf8_lossy(&x.stderr));
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).expect("export JSON");
+    let evs = j["traceEvents"].as_array().expect("traceEvents");
+    let exported: u64 = evs
+        .iter()
+        .filter(|e| e["cat"] == "faultline,remote")
+        .map(|e| e["args"]["remote_commits"].as_u64().unwrap())
+        .sum();
+    assert_eq!(exported, remote);
     // Every tracepoint of the demo fired.
     for n in ["tick", "message", "blob", "raw", "cstr", "stats"] {
         assert!(

@@ -11,7 +11,7 @@
   const COLORS = {
     density: color("--density"), faulted: color("--faulted"), full: color("--full"),
     stalled: color("--stalled"), too_big: color("--too-big"), packets: color("--packets"),
-    grid: color("--grid"), muted: color("--muted"), fg: color("--fg"),
+    remote: color("--remote"), grid: color("--grid"), muted: color("--muted"), fg: color("--fg"),
   };
   const CAUSES = [
     ["full", "buffer full"], ["stalled", "writer stalled"], ["too_big", "event too big"],
@@ -54,10 +54,13 @@
   lost.append(` (full ${group(D.lost_full)}, stalled ${group(D.lost_stalled)}, too big ${group(D.lost_too_big)})`);
   stat("packets lost", group(D.lost_packets), "stat-lost-packets");
   stat("faulted", group(D.faulted_total) + " events", "stat-faulted");
-  if (!D.remote_commits_recorded) {
+  if (D.remote_commits_recorded) {
+    const r = stat("REMOTE commits", group(D.remote_commits), "stat-remote");
+    r.title = "commits by writers that migrated to another CPU between reserve and commit";
+  } else {
     const n = document.createElement("span");
     n.className = "note";
-    n.textContent = "REMOTE commits: not recorded per event in this trace format (see the record/demo summary)";
+    n.textContent = "REMOTE commits: not recorded in this (older) trace";
     stats.append(n);
   }
 
@@ -67,13 +70,16 @@
     it.className = "item";
     const sw = document.createElement("span");
     sw.className = "swatch " + cls;
-    if (cls === "tri") sw.style.borderTopColor = col; else sw.style.background = col;
+    if (cls === "tri") sw.style.borderTopColor = col;
+    else if (cls === "rtri") sw.style.borderBottomColor = col;
+    else sw.style.background = col;
     it.append(sw, text);
     legend.append(it);
   }
   legendItem("", COLORS.density, "event density (bar height, square-root scale)");
   legendItem("", COLORS.faulted, "faulted events (a pointer could not be read)");
   for (const [k, label] of CAUSES) legendItem("tri", COLORS[k], "loss: " + label);
+  legendItem("rtri", COLORS.remote, "REMOTE commits (writer migrated between reserve and commit)");
 
   // ---- lanes ----
   const lanesEl = document.getElementById("lanes");
@@ -129,6 +135,23 @@
       L.body.append(el);
       L.markers.push({ t: m.t, el });
     }
+  }
+
+  // REMOTE commit markers (hoverable like the loss markers).
+  for (const m of D.remote_marks) {
+    const L = byCpu.get(m.cpu);
+    if (!L) continue;
+    const el = document.createElement("div");
+    el.className = "loss-marker remote";
+    el.dataset.cause = "remote";
+    el.dataset.count = m.count;
+    el.dataset.cpu = m.cpu;
+    el.dataset.tip = `CPU ${m.cpu} at ${fmtTime(sinceStart(m.t), 1)}\n` +
+      `${group(m.count)} REMOTE commit${m.count === 1 ? "" : "s"} (writer migrated between reserve and commit)` +
+      (m.merged > 1 ? `\n(${m.merged} packets merged)` : "") +
+      `\ncounted between the previous packet's close and this packet's close (${fmtTime(sinceStart(m.t_end), 1)})`;
+    L.body.append(el);
+    L.markers.push({ t: m.t, el });
   }
 
   // Exact faulted events, per lane.

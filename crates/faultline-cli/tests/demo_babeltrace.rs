@@ -111,8 +111,13 @@ fn demo_trace_agrees_with_babeltrace2_and_stats() {
         .lines()
         .find_map(|l| {
             let rest = l.split("REMOTE ").nth(1)?;
-            l.contains("commits: LOCAL")
-                .then(|| rest.split_whitespace().next()?.replace(',', "").parse().ok())?
+            l.contains("commits: LOCAL").then(|| {
+                rest.split_whitespace()
+                    .next()?
+                    .replace(',', "")
+                    .parse()
+                    .ok()
+            })?
         })
         .expect("demo prints its REMOTE commits");
     assert!(printed > 0, "{text}");

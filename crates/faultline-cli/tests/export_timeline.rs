@@ -89,7 +89,9 @@ fn chrome_json_of_the_sample_trace() {
     // Every event once, as an instant on its CPU's track, in timestamp order, with its fields.
     let inst: Vec<&J> = evs
         .iter()
-        .filter(|e| e["ph"] == "i" && e["cat"] != "faultline,loss" && e["cat"] != "faultline,remote")
+        .filter(|e| {
+            e["ph"] == "i" && e["cat"] != "faultline,loss" && e["cat"] != "faultline,remote"
+        })
         .collect();
     assert_eq!(inst.len(), 13);
     assert_eq!(inst[0]["name"], "myapp:all");
@@ -130,7 +132,9 @@ fn export_filters_and_errors() {
     let j = export(&dir, &["--cpu", "1", "--event", "myapp:*"]);
     let inst: Vec<&J> = events(&j)
         .iter()
-        .filter(|e| e["ph"] == "i" && e["cat"] != "faultline,loss" && e["cat"] != "faultline,remote")
+        .filter(|e| {
+            e["ph"] == "i" && e["cat"] != "faultline,loss" && e["cat"] != "faultline,remote"
+        })
         .collect();
     assert_eq!(inst.len(), 4);
     assert!(inst
@@ -141,7 +145,9 @@ fn export_filters_and_errors() {
     let j = export(&dir, &["--from", "1500", "--to", "1600"]);
     let ts: Vec<f64> = events(&j)
         .iter()
-        .filter(|e| e["ph"] == "i" && e["cat"] != "faultline,loss" && e["cat"] != "faultline,remote")
+        .filter(|e| {
+            e["ph"] == "i" && e["cat"] != "faultline,loss" && e["cat"] != "faultline,remote"
+        })
         .map(|e| e["ts"].as_f64().unwrap())
         .collect();
     assert_eq!(ts, vec![1.501, 1.511, 1.521]);

@@ -588,3 +588,70 @@ fn events_added_while_writing_are_declared_in_the_final_metadata() {
     // The original events are still declared.
     assert!(t.event_schema(ID_ALL).is_some() && t.event_schema(ID_OTHER).is_some());
 }
+
+#[test]
+fn remote_commits_in_packet_contexts() {
+    let dir = tmpdir("remote");
+    let mut w = TraceWriter::create(&dir, &desc()).unwrap();
+    // Cumulative REMOTE commit counts 0, 2, 2, 5 on CPU 0 and 1 on CPU 1.
+    for (cpu, seq, remote) in [
+        (0u32, 0u64, 0u64),
+        (0, 1, 2),
+        (0, 2, 2),
+        (0, 3, 5),
+        (1, 0, 1),
+    ] {
+        let b = one_packet(cpu, seq, |p| {
+            p.header.remote_commits = remote;
+            p.record(100 * seq + 10, ID_EMPTY, &[]);
+        });
+        w.write_packet(cpu, &b).unwrap();
+    }
+    // A count going backwards is refused, like the loss counters.
+    let back = one_packet(0, 4, |p| p.header.remote_commits = 4);
+    assert_eq!(packet_err(w.write_packet(0, &back).unwrap_err()), (0, 104));
+    w.finish().unwrap();
+    let t = Trace::open(&dir).unwrap();
+    let d: Vec<u64> = t
+        .packets(&t.streams()[0])
+        .map(|p| p.unwrap().remote_commits)
+        .collect();
+    assert_eq!(d, vec![0, 2, 0, 3]);
+    let st = stats(&t).unwrap();
+    assert_eq!(st.remote_commits, 6);
+    assert_eq!(st.per_cpu[&0].remote_commits, 5);
+    let json: serde_json::Value = serde_json::from_str(&st.to_json()).unwrap();
+    assert_eq!(json["remote_commits"], 6);
+
+    // A trace written before the field existed (the word was `reserved[3]`'s first) still
+    // reads, with no REMOTE commits.
+    let old = tmpdir("remote-old");
+    let mut w = TraceWriter::create(&old, &desc()).unwrap();
+    w.write_packet(
+        0,
+        &one_packet(0, 0, |p| {
+            p.record(10, ID_EMPTY, &[]);
+        }),
+    )
+    .unwrap();
+    w.finish().unwrap();
+    let meta = old.join("metadata");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    let v1 = text.replace(
+        "uint64_t remote_commits;\n\t\tuint64_t reserved[2];",
+        "uint64_t reserved[3];",
+    );
+    assert_ne!(v1, text, "metadata layout changed: update this test");
+    std::fs::write(&meta, v1).unwrap();
+    let t = Trace::open(&old).unwrap();
+    assert_eq!(stats(&t).unwrap().remote_commits, 0);
+    assert_eq!(t.events(&Filter::default()).count(), 1);
+    // Anything else in that place is still refused.
+    let text = std::fs::read_to_string(&meta).unwrap();
+    std::fs::write(
+        &meta,
+        text.replace("uint64_t reserved[3];", "uint64_t reserved[4];"),
+    )
+    .unwrap();
+    assert!(Trace::open(&old).is_err());
+}

@@ -145,13 +145,13 @@ pub fn write_text(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "remote      {} REMOTE commits (writer migrated between reserve and commit)",
-        s.remote_commits
+        "truncated   {} events with a raw buffer not recorded whole ({} bytes left out)",
+        s.truncated_events, s.truncated_bytes
     )?;
     writeln!(
         out,
-        "truncated   {} events with a raw buffer not recorded whole ({} bytes left out)",
-        s.truncated_events, s.truncated_bytes
+        "remote      {} REMOTE commits (writer migrated between reserve and commit)",
+        s.remote_commits
     )?;
     if let Some(rc) = &s.recorder {
         writeln!(

@@ -225,6 +225,7 @@ fn stats_json_exact() {
         "lost_packets": 1,
         "packets_before_first": 0,
         "packets": 6,
+        "remote_commits": 0,
         "truncated_events": 0,
         "truncated_bytes": 0,
         "events": { "myapp:all": 5, "myapp:tick": 4, "other:read": 4 },
@@ -232,12 +233,12 @@ fn stats_json_exact() {
         "per_cpu": {
             "0": {
                 "events": 7, "packets": 3, "lost_packets": 0, "packets_before_first": 0,
-                "bytes": size("stream_0"),
+                "bytes": size("stream_0"), "remote_commits": 0,
                 "lost": { "events_discarded": 4, "lost_full": 3, "lost_stalled": 1, "lost_too_big": 0 }
             },
             "1": {
                 "events": 6, "packets": 3, "lost_packets": 1, "packets_before_first": 0,
-                "bytes": size("stream_1"),
+                "bytes": size("stream_1"), "remote_commits": 0,
                 "lost": { "events_discarded": 9, "lost_full": 4, "lost_stalled": 0, "lost_too_big": 5 }
             }
         },
@@ -274,8 +275,12 @@ fn stats_text() {
         lines[6],
         "truncated   0 events with a raw buffer not recorded whole (0 bytes left out)"
     );
+    assert_eq!(
+        lines[7],
+        "remote      0 REMOTE commits (writer migrated between reserve and commit)"
+    );
     let row = |name: &str, n: u64| format!("{name:<10}  {n:>12}");
-    let events: Vec<String> = lines[8..12].iter().map(|l| l.to_string()).collect();
+    let events: Vec<String> = lines[9..13].iter().map(|l| l.to_string()).collect();
     assert_eq!(
         events,
         [

@@ -1082,7 +1082,7 @@ impl Channel {
             (*hp).packet_seq_num = sb / g.subbuf_size;
             (*hp).cpu_id = cpu;
             (*hp).flags = 0;
-            (*hp).remote_commits = 0;
+            // Not `remote_commits`: an end field, written by the closer (maybe already).
             (*hp)._reserved = [0; 2];
         }
         self.commit_range(cpu, sb, PACKET_HEADER_SIZE);

@@ -597,6 +597,10 @@ fn timeline_in_chromium() {
         "{r}"
     );
     assert!(r["header"].as_str().unwrap().contains("events 200"), "{r}");
+    assert!(
+        r["header"].as_str().unwrap().contains("REMOTE commits 0"),
+        "{r}"
+    );
     assert!(r["zoomed"].as_str().unwrap().contains("shown"), "{r}");
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
 }

@@ -672,36 +672,35 @@ fn span_edge(which: usize, id: &Id, with_tid: bool) {
     tp.fire(&EncodedPayload(&b[..n]));
 }
 
+/// The class of a callsite and its tracepoint when that tracepoint is active. A callsite that
+/// has no class (table full) or no tracepoint (registration refused) is counted in `DROPPED`;
+/// an inactive tracepoint is skipped silently.
+fn active_class(
+    meta: &'static Metadata<'static>,
+    record: impl FnOnce(&mut dyn Visit),
+    span: bool,
+) -> Option<(&'static Class, &'static Tracepoint)> {
+    let Some(tp) = class_of(meta, record, span).and_then(|c| c.tp.map(|tp| (c, tp))) else {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        return None;
+    };
+    tp.1.is_active().then_some(tp)
+}
+
 impl<S: Subscriber> Layer<S> for FaultlineLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let Some(class) = class_of(meta, |v| event.record(v), false) else {
-            DROPPED.fetch_add(1, Ordering::Relaxed);
+        let Some((class, tp)) = active_class(meta, |v| event.record(v), false) else {
             return;
         };
-        let Some(tp) = class.tp else {
-            DROPPED.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        if !tp.is_active() {
-            return;
-        }
         emit(tp, &class.types, &[], |v| event.record(v));
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let meta = attrs.metadata();
-        let Some(class) = class_of(meta, |v| attrs.record(v), true) else {
-            DROPPED.fetch_add(1, Ordering::Relaxed);
+        let Some((class, tp)) = active_class(meta, |v| attrs.record(v), true) else {
             return;
         };
-        let Some(tp) = class.tp else {
-            DROPPED.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        if !tp.is_active() {
-            return;
-        }
         let parent = if attrs.is_root() {
             0
         } else if let Some(p) = attrs.parent() {

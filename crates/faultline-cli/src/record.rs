@@ -311,12 +311,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     };
     let writer = TraceWriter::create(&opt.dir, &desc)
         .with_context(|| format!("creating the trace in {}", opt.dir.display()))?;
-    let n_ids = events
-        .iter()
-        .map(|(i, _)| *i as usize + 1)
-        .max()
-        .unwrap_or(0);
-    let mut drain = Drain::new(chan.clone(), writer, n_ids, DrainConfig::default());
+    let mut drain = Drain::new(chan.clone(), writer, DrainConfig::default());
     // Run-time classes: the rest of the pipe (and what came with the schema).
     let mut classes = PipeClasses::new(reader, events.iter().map(|(i, _)| *i));
     classes.push_early(early);
@@ -325,7 +320,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
 
     // Phase 2: drain while the program runs.
     let mut last_print = Instant::now();
-    let mut last_events = 0u64;
+    let mut last_bytes = 0u64;
     let status = loop {
         if drain.poll() == 0 {
             if let Some(st) = status.or(child.try_wait().context("waiting for the program")?) {
@@ -334,23 +329,25 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             drain.wait();
         }
         if tty && last_print.elapsed() >= Duration::from_millis(500) {
-            let ev = drain.events_written();
+            // Bytes, not events: the consumer does not look at records (they are counted
+            // when the trace is verified at the end).
+            let bytes = drain.stats().stream_bytes;
             let dt = last_print.elapsed().as_secs_f64();
             // Saturating: shared-memory counters (garbage must not panic or wrap).
             let lost = (0..chan.num_cpus())
                 .filter_map(|c| chan.cpu_stats(c))
                 .fold(0u64, |a, s| a.saturating_add(s.lost_total()));
             eprint!(
-                "\r  {} events ({}/s)  {} bytes  lost {}  [{:.0}s]   ",
-                group(ev),
-                group(((ev - last_events) as f64 / dt) as u64),
-                group(drain.stats().stream_bytes),
+                "\r  {} bytes ({}/s)  {} packets  lost {} events  [{:.0}s]   ",
+                group(bytes),
+                group((bytes.saturating_sub(last_bytes) as f64 / dt) as u64),
+                group(drain.stats().packets_written),
                 group(lost),
                 started.elapsed().as_secs_f64()
             );
             let _ = std::io::stderr().flush();
             last_print = Instant::now();
-            last_events = ev;
+            last_bytes = bytes;
         }
     };
     if tty {

@@ -66,7 +66,25 @@ struct CpuStream {
     file: File,
     len: u64,
     last: Option<PacketHeader>,
+    /// File offsets of the packets written by [`TraceWriter::write_packet_raw`] and not
+    /// verified yet.
+    unverified: Vec<u64>,
 }
+
+/// What [`TraceWriter::verify`] found.
+#[derive(Debug, Default)]
+pub struct Verification {
+    /// Records of the verified packets, per CPU and event id.
+    pub events: BTreeMap<u32, BTreeMap<u32, u64>>,
+    /// Records of a skipped id removed from verified packets.
+    pub skipped: u64,
+    /// Packets removed from the trace: (CPU, its `packet_seq_num`, the error, records that
+    /// passed before it).
+    pub rejected: Vec<(u32, u64, CtfError, u64)>,
+}
+
+/// Zeros for the padding after a packet's content.
+const ZEROS: [u8; 8] = [0; 8];
 
 /// Writes a trace directory. See the module docs.
 pub struct TraceWriter {
@@ -147,6 +165,99 @@ impl IdSet {
     }
 }
 
+/// `pwritev` all of `iov` at `at`, continuing after partial writes.
+///
+/// # Safety
+/// Every iovec must point at memory valid for reads of its length.
+unsafe fn pwritev_all(file: &File, iov: &[libc::iovec], at: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut v: Vec<libc::iovec> = iov.iter().filter(|i| i.iov_len > 0).copied().collect();
+    let mut at = at;
+    let mut first = 0usize;
+    while first < v.len() {
+        let off = libc::off_t::try_from(at)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::FileTooLarge))?;
+        // SAFETY: the caller's promise; v[first..] are valid iovecs (at most 3).
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                v[first..].as_ptr(),
+                (v.len() - first) as libc::c_int,
+                off,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut n = n as usize;
+        at += n as u64;
+        while n > 0 && first < v.len() {
+            let take = n.min(v[first].iov_len);
+            // SAFETY: take <= iov_len: still inside the same buffer.
+            v[first].iov_base = unsafe { (v[first].iov_base as *mut u8).add(take) } as *mut _;
+            v[first].iov_len -= take;
+            n -= take;
+            if v[first].iov_len == 0 {
+                first += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Read the packet this writer wrote at `at` into `buf` (header and content rounded up to 8
+/// bytes, as written); returns its header and its length in the file.
+fn read_packet(file: &File, at: u64, buf: &mut Vec<u8>) -> std::io::Result<(PacketHeader, usize)> {
+    use std::os::unix::fs::FileExt;
+    let mut hb = [0u8; PACKET_HEADER_SIZE];
+    file.read_exact_at(&mut hb, at)?;
+    let h = PacketHeader::parse(&hb);
+    // Our own header (packet_size patched to the rounded content): bounded anyway.
+    let len = usize::try_from(h.packet_bytes())
+        .ok()
+        .filter(|&n| (PACKET_HEADER_SIZE..=1 << 32).contains(&n))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("packet at byte {at}: bad packet_size"),
+            )
+        })?;
+    buf.clear();
+    buf.resize(len, 0);
+    buf[..PACKET_HEADER_SIZE].copy_from_slice(&hb);
+    file.read_exact_at(&mut buf[PACKET_HEADER_SIZE..], at + PACKET_HEADER_SIZE as u64)?;
+    Ok((h, len))
+}
+
+/// `content` (a packet's header and records) without its records whose id is in `skip`,
+/// `content_size` and `packet_size` fixed, padded to 8 bytes.
+fn compact(content: &[u8], skip: &[u32]) -> Vec<u8> {
+    let mut out = content[..PACKET_HEADER_SIZE].to_vec();
+    let mut end = PACKET_HEADER_SIZE;
+    for r in Records::new(content).map_while(|r| r.ok()) {
+        if skip.contains(&r.id) {
+            continue;
+        }
+        out.resize(align8(out.len()).unwrap_or(out.len()), 0);
+        let rec_len = RECORD_HEADER_SIZE + r.payload.len();
+        out.extend_from_slice(&content[r.offset..r.offset + rec_len]);
+        end = out.len();
+    }
+    out.resize(align8(end).unwrap_or(end), 0);
+    let mut h = PacketHeader::parse_slice(&out).unwrap_or_default();
+    h.content_size = end as u64 * 8;
+    h.packet_size = out.len() as u64 * 8;
+    out[..PACKET_HEADER_SIZE].copy_from_slice(&h.encode());
+    out
+}
+
 /// Check that `payload` decodes to exactly its length; the error names the field.
 #[inline]
 fn check_payload(fields: Fields, payload: &[u8]) -> std::result::Result<(), (usize, String)> {
@@ -168,6 +279,7 @@ fn check_payload(fields: Fields, payload: &[u8]) -> std::result::Result<(), (usi
 
 fn create_new(path: &Path) -> Result<File> {
     OpenOptions::new()
+        .read(true)
         .write(true)
         .create_new(true)
         .open(path)
@@ -247,21 +359,35 @@ impl TraceWriter {
     /// Check `packet` for `cpu` against the layout and the CPU's previous packet; returns the
     /// header and the number of records.
     pub fn check_packet(&self, cpu: u32, packet: &[u8]) -> Result<(PacketHeader, u64)> {
+        let h = PacketHeader::parse_slice(packet).ok_or_else(|| CtfError::Packet {
+            cpu,
+            offset: 0,
+            msg: format!(
+                "packet of {} bytes is shorter than the {PACKET_HEADER_SIZE}-byte header",
+                packet.len()
+            ),
+        })?;
+        self.check_header_for(cpu, &h, packet.len() as u64)?;
+        let content = packet.get(..h.content_bytes() as usize).ok_or(CtfError::Packet {
+            cpu,
+            offset: off::CONTENT_SIZE as u64,
+            msg: "content_size beyond the buffer".into(),
+        })?;
+        let n = self.check_records(cpu, &h, content, &[], |_| {})?.0;
+        Ok((h, n))
+    }
+
+    /// The header checks of [`TraceWriter::check_packet`] (module docs): the layout, the trace,
+    /// the CPU, the loss counters and continuity with the CPU's previous packet; `available`
+    /// is the number of bytes the packet occupies in its buffer.
+    fn check_header_for(&self, cpu: u32, h: &PacketHeader, available: u64) -> Result<()> {
         let bad = |offset: usize, msg: String| CtfError::Packet {
             cpu,
             offset: offset as u64,
             msg,
         };
-        let h = PacketHeader::parse_slice(packet).ok_or_else(|| {
-            bad(
-                0,
-                format!(
-                    "packet of {} bytes is shorter than the {PACKET_HEADER_SIZE}-byte header",
-                    packet.len()
-                ),
-            )
-        })?;
-        check_header(&h, packet.len() as u64).map_err(|(o, m)| bad(o as usize, m))?;
+        let h = *h;
+        check_header(&h, available).map_err(|(o, m)| bad(o as usize, m))?;
         if h.uuid != self.uuid {
             return Err(bad(off::UUID, "uuid differs from the trace uuid".into()));
         }
@@ -323,13 +449,36 @@ impl TraceWriter {
                 }
             }
         }
-        let content = packet
-            .get(..h.content_bytes() as usize)
-            .ok_or_else(|| bad(off::CONTENT_SIZE, "content_size beyond the buffer".into()))?;
+        Ok(())
+    }
+
+    /// The record checks of [`TraceWriter::check_packet`] on `content` (the packet's first
+    /// `content_size / 8` bytes): the chain ends exactly at the content end, ids are declared,
+    /// payloads decode to exactly their length, timestamps are ordered inside the packet.
+    /// Records whose id is in `skip` are not checked beyond the chain and not counted;
+    /// `each` sees the id of every other record. Returns (records, records skipped).
+    fn check_records(
+        &self,
+        cpu: u32,
+        h: &PacketHeader,
+        content: &[u8],
+        skip: &[u32],
+        mut each: impl FnMut(u32),
+    ) -> Result<(u64, u64)> {
+        let bad = |offset: usize, msg: String| CtfError::Packet {
+            cpu,
+            offset: offset as u64,
+            msg,
+        };
         let mut n = 0u64;
+        let mut skipped = 0u64;
         let mut last_ts = h.timestamp_begin;
         for r in Records::new(content) {
             let r = r.map_err(|(o, m)| bad(o as usize, m))?;
+            if skip.contains(&r.id) {
+                skipped += 1;
+                continue;
+            }
             let Some(fields) = self.ids.get(r.id) else {
                 return Err(bad(r.offset + 8, format!("undeclared event id {}", r.id)));
             };
@@ -351,8 +500,9 @@ impl TraceWriter {
             }
             last_ts = r.timestamp;
             n += 1;
+            each(r.id);
         }
-        Ok((h, n))
+        Ok((n, skipped))
     }
 
     /// Check and append one packet to `cpu`'s stream (see the module docs). Returns the number
@@ -380,33 +530,225 @@ impl TraceWriter {
         Ok(rounded as u64)
     }
 
-    fn append(&mut self, cpu: u32, bytes: &[u8]) -> Result<()> {
-        if !self.streams.contains_key(&cpu) {
-            let path = self.dir.join(format!("stream_{cpu}"));
-            let file = create_new(&path)?;
-            self.streams.insert(
-                cpu,
-                CpuStream {
+    /// Append one packet to `cpu`'s stream **straight from where it lies** (module docs,
+    /// "Fast path"): `header` is the caller's copy of the packet header, `data` the packet
+    /// (its first `content_size / 8` bytes are written, the header from `header`). Only the
+    /// header is checked here (as [`TraceWriter::write_packet`] checks it); the records are
+    /// checked by [`TraceWriter::verify`], which must run before the trace is finished.
+    /// Events are counted there too. One `pwritev`; a failed write is undone.
+    ///
+    /// # Safety
+    /// `data` must be valid for reads of `available` bytes for the whole call. It may be
+    /// memory another process writes concurrently (a shared mapping): it is read only by the
+    /// kernel, and whatever bytes it holds are checked by [`TraceWriter::verify`].
+    pub unsafe fn write_packet_raw(
+        &mut self,
+        cpu: u32,
+        header: &[u8; PACKET_HEADER_SIZE],
+        data: *const u8,
+        available: usize,
+    ) -> Result<u64> {
+        let h = PacketHeader::parse(header);
+        self.check_header_for(cpu, &h, available as u64)?;
+        // check_header: 128 <= content <= available.
+        let content = h.content_bytes() as usize;
+        let rounded = align8(content).unwrap_or(content);
+        let mut hdr = h;
+        hdr.packet_size = rounded as u64 * 8;
+        let hb = hdr.encode();
+        let iov = [
+            libc::iovec {
+                iov_base: hb.as_ptr() as *mut libc::c_void,
+                iov_len: hb.len(),
+            },
+            libc::iovec {
+                // SAFETY (of the add): PACKET_HEADER_SIZE <= content <= available.
+                iov_base: unsafe { data.add(PACKET_HEADER_SIZE) } as *mut libc::c_void,
+                iov_len: content - PACKET_HEADER_SIZE,
+            },
+            libc::iovec {
+                iov_base: ZEROS.as_ptr() as *mut libc::c_void,
+                iov_len: rounded - content,
+            },
+        ];
+        let s = self.stream(cpu)?;
+        let at = s.len;
+        // SAFETY: every iovec points at memory valid for its length (our locals, and the
+        // caller's promise for `data`).
+        if let Err(e) = unsafe { pwritev_all(&s.file, &iov, at) } {
+            // Undo a partial write so the stream stays a sequence of whole packets.
+            let _ = s.file.set_len(at);
+            return Err(CtfError::io(&s.path, "write", e));
+        }
+        s.len = at + rounded as u64;
+        s.unverified.push(at);
+        s.last = Some(h);
+        self.counters.packets += 1;
+        self.counters.stream_bytes += rounded as u64;
+        Ok(rounded as u64)
+    }
+
+    /// Check the records of every packet written by [`TraceWriter::write_packet_raw`] since
+    /// the last call (module docs, "Verification"), count them per CPU and id, remove records
+    /// whose id is in `skip` from their packets, and remove packets that fail a check from
+    /// the trace (their streams are rewritten; the rest of the stream is kept). Streams are
+    /// re-read from the page cache; nothing is rewritten when every packet passes and holds
+    /// no skipped record.
+    pub fn verify(&mut self, skip: &[u32]) -> Result<Verification> {
+        let mut out = Verification::default();
+        let cpus: Vec<u32> = self.streams.keys().copied().collect();
+        for cpu in cpus {
+            let Some(s) = self.streams.get_mut(&cpu) else {
+                continue;
+            };
+            let offsets = std::mem::take(&mut s.unverified);
+            if offsets.is_empty() {
+                continue;
+            }
+            // Replacements: offset -> new bytes (None: drop the packet).
+            let mut fix: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
+            let mut buf = std::mem::take(&mut self.scratch);
+            // Records per id: dense for the ids a registry assigns, a map beyond.
+            let mut dense: Vec<u64> = Vec::new();
+            let mut sparse: BTreeMap<u32, u64> = BTreeMap::new();
+            for at in offsets {
+                let path = self.streams[&cpu].path.clone();
+                let (h, len) = read_packet(&self.streams[&cpu].file, at, &mut buf)
+                    .map_err(|e| CtfError::io(&path, "read back", e))?;
+                let content = &buf[..(h.content_bytes() as usize).min(len)];
+                // Counted into a per-packet copy, kept only if the packet passes.
+                let (mut pd, mut ps) = (std::mem::take(&mut dense), std::mem::take(&mut sparse));
+                let (d0, s0) = (pd.clone(), ps.clone());
+                let mut passed = 0u64;
+                let r = self.check_records(cpu, &h, content, skip, |id| {
+                    passed += 1;
+                    match pd.get_mut(id as usize) {
+                        Some(c) => *c += 1,
+                        None if id < IdSet::DENSE_LIMIT => {
+                            pd.resize(id as usize + 1, 0);
+                            pd[id as usize] += 1;
+                        }
+                        None => *ps.entry(id).or_insert(0) += 1,
+                    }
+                });
+                match r {
+                    Ok((n, skipped)) => {
+                        (dense, sparse) = (pd, ps);
+                        self.counters.events += n;
+                        if skipped > 0 {
+                            out.skipped += skipped;
+                            fix.insert(at, Some(compact(content, skip)));
+                        }
+                    }
+                    Err(e) => {
+                        (dense, sparse) = (d0, s0);
+                        out.rejected.push((cpu, h.packet_seq_num, e, passed));
+                        fix.insert(at, None);
+                    }
+                }
+            }
+            let row: BTreeMap<u32, u64> = dense
+                .iter()
+                .enumerate()
+                .filter(|(_, &n)| n > 0)
+                .map(|(id, &n)| (id as u32, n))
+                .chain(sparse)
+                .collect();
+            if !row.is_empty() {
+                out.events.insert(cpu, row);
+            }
+            if !fix.is_empty() {
+                self.rewrite(cpu, &fix, &mut buf)?;
+            }
+            self.scratch = buf;
+        }
+        Ok(out)
+    }
+
+    /// Rewrite `cpu`'s stream with the packets at the offsets of `fix` replaced or dropped.
+    fn rewrite(
+        &mut self,
+        cpu: u32,
+        fix: &BTreeMap<u64, Option<Vec<u8>>>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        let Some(s) = self.streams.get_mut(&cpu) else {
+            return Ok(());
+        };
+        let Some(&first) = fix.keys().next() else {
+            return Ok(());
+        };
+        let tmp = self.dir.join(format!("stream_{cpu}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = create_new(&tmp)?;
+        let io = |e| CtfError::io(&tmp, "write", e);
+        {
+            use std::io::{Read, Seek};
+            let mut src = &s.file;
+            src.seek(std::io::SeekFrom::Start(0))
+                .map_err(|e| CtfError::io(&s.path, "read back", e))?;
+            std::io::copy(&mut src.take(first), &mut f).map_err(io)?;
+        }
+        let (mut at, mut len, mut packets, mut bytes) = (first, first, 0i64, 0i64);
+        while at < s.len {
+            let (_, n) =
+                read_packet(&s.file, at, buf).map_err(|e| CtfError::io(&s.path, "read back", e))?;
+            let n = n as u64;
+            match fix.get(&at) {
+                Some(None) => {
+                    packets -= 1;
+                    bytes -= n as i64;
+                }
+                Some(Some(p)) => {
+                    f.write_all(p).map_err(io)?;
+                    len += p.len() as u64;
+                    bytes += p.len() as i64 - n as i64;
+                }
+                None => {
+                    f.write_all(&buf[..n as usize]).map_err(io)?;
+                    len += n;
+                }
+            }
+            at += n;
+        }
+        std::fs::rename(&tmp, &s.path).map_err(|e| CtfError::io(&s.path, "replace", e))?;
+        s.file = f;
+        s.len = len;
+        self.counters.packets = self.counters.packets.saturating_add_signed(packets);
+        self.counters.stream_bytes = self.counters.stream_bytes.saturating_add_signed(bytes);
+        Ok(())
+    }
+
+    /// `cpu`'s stream, created on its first packet.
+    fn stream(&mut self, cpu: u32) -> Result<&mut CpuStream> {
+        use std::collections::btree_map::Entry;
+        match self.streams.entry(cpu) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(v) => {
+                let path = self.dir.join(format!("stream_{cpu}"));
+                let file = create_new(&path)?;
+                Ok(v.insert(CpuStream {
                     path,
                     file,
                     len: 0,
                     last: None,
-                },
-            );
+                    unverified: Vec::new(),
+                }))
+            }
         }
-        let Some(s) = self.streams.get_mut(&cpu) else {
-            return Ok(());
-        };
-        match s.file.write_all(bytes) {
+    }
+
+    fn append(&mut self, cpu: u32, bytes: &[u8]) -> Result<()> {
+        let s = self.stream(cpu)?;
+        use std::os::unix::fs::FileExt;
+        match s.file.write_all_at(bytes, s.len) {
             Ok(()) => {
                 s.len += bytes.len() as u64;
                 Ok(())
             }
             Err(e) => {
                 // Undo a partial write so the stream stays a sequence of whole packets.
-                use std::io::Seek;
                 let _ = s.file.set_len(s.len);
-                let _ = s.file.seek(std::io::SeekFrom::Start(s.len));
                 Err(CtfError::io(&s.path, "write", e))
             }
         }

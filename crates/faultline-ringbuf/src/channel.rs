@@ -743,6 +743,15 @@ impl Channel {
         }
     }
 
+    /// Offset in the memfd of the data byte at free-running position `pos` of `cpu`'s buffer.
+    #[inline(always)]
+    pub(crate) fn data_offset(&self, cpu: u32, pos: u64) -> u64 {
+        self.geo.buffers_offset
+            + cpu as u64 * self.geo.stride
+            + self.geo.data_offset
+            + (pos & self.geo.buf_mask)
+    }
+
     /// Sum of a sub-buffer's commit counters.
     #[inline(always)]
     pub(crate) fn commit_sum(&self, cpu: u32, idx: u64) -> u64 {

@@ -17,6 +17,17 @@
 //! the same one-line error. In a build with overflow checks nothing panics; in a release build
 //! nothing wraps (a wrapped sum could make a forged sub-buffer look complete).
 //!
+//! ## In place (discard mode)
+//! [`Consumer::take_in_place`] is the consumer's common path: it finds the next complete
+//! sub-buffer with the same position and commit-counter checks, copies and checks only the
+//! 128-byte packet header, and hands out the packet where it lies in the mapping, so the
+//! caller can give its content to the kernel (`pwritev` from the mapping) without copying it
+//! out or walking its records. Until [`Consumer::release`] the sub-buffer stays taken
+//! (`consumed` has not moved), so no writer reuses it; release zeroes its content and moves
+//! `consumed`. Because the records are not walked, nothing here vouches for them: the
+//! traced program may have written anything (and may still be writing) inside the content, and
+//! whoever reads them must check them (the trace writer's verification pass, the readers).
+//!
 //! ## Consistency in overwrite mode
 //! Writers may lap the reader. The reader copies a complete sub-buffer out, then (after an
 //! acquire fence pairing with the writers' release fence after their reservation) re-reads
@@ -53,6 +64,9 @@ pub enum ReadError {
     /// The channel has no buffer for that CPU.
     #[error("no such CPU buffer: {0}")]
     NoSuchCpu(u32),
+    /// [`Consumer::take_in_place`] on an overwrite-mode channel.
+    #[error("packets are taken in place only in discard mode")]
+    NotInPlace,
 }
 
 /// Information about one packet handed out.
@@ -66,6 +80,36 @@ pub struct PacketInfo {
     pub content_len: usize,
     /// Packets overwritten (overwrite mode) just before this one.
     pub overwritten_before: u64,
+}
+
+/// A complete sub-buffer taken in place by [`Consumer::take_in_place`]; give it back with
+/// [`Consumer::release`] (dropping it without release leaves the sub-buffer taken: the
+/// writers of that CPU then lose events as "full").
+#[derive(Debug)]
+pub struct InPlacePacket {
+    /// CPU, checked header and content length.
+    pub info: PacketInfo,
+    /// The consumer's copy of the packet header bytes (the ones checked).
+    pub header_bytes: [u8; PACKET_HEADER_SIZE as usize],
+    data: *mut u8,
+    memfd_offset: u64,
+    pos: u64,
+    next: u64,
+}
+
+impl InPlacePacket {
+    /// Address of the packet's first byte in the consumer's mapping; `info.content_len`
+    /// bytes from it are the packet's content. Shared memory: the traced program may still
+    /// write it, so read it only as raw bytes (hand it to the kernel, or copy it), never as a
+    /// Rust reference, and check what you read.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.data
+    }
+
+    /// Offset of the packet's first byte in the channel's memfd ([`Channel::fd`]).
+    pub fn memfd_offset(&self) -> u64 {
+        self.memfd_offset
+    }
 }
 
 /// One record parsed out of a packet.
@@ -254,28 +298,7 @@ impl<'a> Consumer<'a> {
             }
             let header = PacketHeader::parse(out).ok_or_else(|| corrupt("short packet".into()))?;
             let seq = c / g.subbuf_size;
-            if header.magic != PACKET_MAGIC {
-                return Err(corrupt(format!(
-                    "packet {seq}: bad magic {:#x}",
-                    header.magic
-                )));
-            }
-            if header.packet_seq_num != seq || header.cpu_id != cpu {
-                return Err(corrupt(format!(
-                    "packet {seq}: header says sequence {} CPU {}",
-                    header.packet_seq_num, header.cpu_id
-                )));
-            }
-            let content_bits = header.content_size;
-            if content_bits % 8 != 0
-                || content_bits < PACKET_HEADER_SIZE * 8
-                || content_bits >= g.subbuf_size * 8
-            {
-                return Err(corrupt(format!(
-                    "packet {seq}: content size {content_bits} bits out of range"
-                )));
-            }
-            let content_len = (content_bits / 8) as usize;
+            let content_len = self.check_header(cpu, seq, &header)?;
             if let Some(Err(e)) = records(out, content_len).find(|r| r.is_err()) {
                 return Err(corrupt(format!("packet {seq}: {e}")));
             }
@@ -305,6 +328,136 @@ impl<'a> Consumer<'a> {
             }));
         }
         Ok(None)
+    }
+
+    /// Check a packet header taken at sub-buffer sequence `seq` (magic, sequence number, CPU,
+    /// content size within the sub-buffer); returns the content length in bytes.
+    fn check_header(&self, cpu: u32, seq: u64, header: &PacketHeader) -> Result<usize, ReadError> {
+        let g = &self.chan.geo;
+        let corrupt = |what: String| ReadError::Corrupt { cpu, what };
+        if header.magic != PACKET_MAGIC {
+            return Err(corrupt(format!(
+                "packet {seq}: bad magic {:#x}",
+                header.magic
+            )));
+        }
+        if header.packet_seq_num != seq || header.cpu_id != cpu {
+            return Err(corrupt(format!(
+                "packet {seq}: header says sequence {} CPU {}",
+                header.packet_seq_num, header.cpu_id
+            )));
+        }
+        let content_bits = header.content_size;
+        if content_bits % 8 != 0
+            || content_bits < PACKET_HEADER_SIZE * 8
+            || content_bits >= g.subbuf_size * 8
+        {
+            return Err(corrupt(format!(
+                "packet {seq}: content size {content_bits} bits out of range"
+            )));
+        }
+        Ok((content_bits / 8) as usize)
+    }
+
+    /// Take the next complete sub-buffer of `cpu` **in place** (discard mode only; module
+    /// docs, "In place"): nothing is copied but the 128-byte packet header, which is checked
+    /// like [`Consumer::next_packet`] checks it; the record chain is not walked. The
+    /// sub-buffer stays the consumer's (writers cannot reuse it) until
+    /// [`Consumer::release`]. `Ok(None)` when nothing is complete yet. In overwrite mode this
+    /// returns [`ReadError::NotInPlace`]: use [`Consumer::next_packet`], whose copy and
+    /// re-check are what make an overwritten sub-buffer detectable.
+    pub fn take_in_place(&self, cpu: u32) -> Result<Option<InPlacePacket>, ReadError> {
+        let g = &self.chan.geo;
+        if cpu >= g.num_cpus {
+            return Err(ReadError::NoSuchCpu(cpu));
+        }
+        if g.mode != Mode::Discard {
+            return Err(ReadError::NotInPlace);
+        }
+        let b = self.chan.buf(cpu);
+        let corrupt = |what: String| ReadError::Corrupt { cpu, what };
+        let c = b.consumed.load(Ordering::Relaxed);
+        if c & g.sb_mask != 0 {
+            return Err(corrupt(format!(
+                "consumed position {c:#x} not at a sub-buffer boundary"
+            )));
+        }
+        // Acquire: pairs with writers' offset stores, as in next_packet.
+        let w = b.write_offset.load(Ordering::Acquire);
+        if w >= MAX_POSITION {
+            return Err(corrupt(format!(
+                "write offset {w:#x} beyond any real position"
+            )));
+        }
+        if w < c {
+            return Err(corrupt(format!(
+                "write offset {w:#x} behind consumed position {c:#x}"
+            )));
+        }
+        if w - c > g.buf_size {
+            return Err(corrupt(format!(
+                "write offset {w:#x} more than a buffer ahead of consumed {c:#x}"
+            )));
+        }
+        let idx = g.idx(c);
+        // Acquire (inside commit_sum): pairs with the committers' release, so every byte the
+        // commit sum covers is visible to the reads below and to the kernel's copy.
+        let sum = self.chan.commit_sum(cpu, idx);
+        let complete = g.complete(c);
+        if sum < complete {
+            return Ok(None);
+        }
+        if sum > complete {
+            return Err(corrupt(format!(
+                "sub-buffer {idx} commit count {sum} beyond its lap ({complete})"
+            )));
+        }
+        // c <= w < MAX_POSITION: cannot overflow; checked anyway (module docs).
+        let next = c
+            .checked_add(g.subbuf_size)
+            .ok_or_else(|| corrupt(format!("consumed position {c:#x} out of range")))?;
+        let src = self.chan.data_ptr(cpu, c);
+        let mut hdr = [0u8; PACKET_HEADER_SIZE as usize];
+        // SAFETY: src..src+128 lies inside one sub-buffer of the mapping (masked position,
+        // sub-buffer aligned, sub-buffers >= 256 bytes). Discard mode: no writer touches the
+        // sub-buffer before we advance `consumed` (a hostile program may, which only gives us
+        // garbage to check: the copy is ours from here on).
+        unsafe { std::ptr::copy_nonoverlapping(src, hdr.as_mut_ptr(), hdr.len()) };
+        let header = PacketHeader::parse(&hdr).ok_or_else(|| corrupt("short packet".into()))?;
+        let content_len = self.check_header(cpu, c / g.subbuf_size, &header)?;
+        Ok(Some(InPlacePacket {
+            info: PacketInfo {
+                cpu,
+                header,
+                content_len,
+                overwritten_before: 0,
+            },
+            header_bytes: hdr,
+            data: src,
+            memfd_offset: self.chan.data_offset(cpu, c),
+            pos: c,
+            next,
+        }))
+    }
+
+    /// Hand a packet taken with [`Consumer::take_in_place`] back to the writers: its bytes are
+    /// zeroed (as [`Consumer::next_packet`] does in discard mode, for dead-writer recovery;
+    /// only the content, the rest of the sub-buffer was not written in this lap) and
+    /// `consumed` moves past it.
+    pub fn release(&self, p: InPlacePacket) {
+        let b = self.chan.buf(p.info.cpu);
+        debug_assert_eq!(b.consumed.load(Ordering::Relaxed), p.pos);
+        let len = p.info.content_len.min(self.chan.geo.subbuf_size as usize);
+        // SAFETY: [data, data + len) is inside the sub-buffer (content_len < subbuf_size was
+        // checked by take_in_place), still exclusively ours: `consumed` has not moved. The
+        // `timestamp_end` word (bytes 32..40) is kept, as in next_packet.
+        unsafe {
+            std::ptr::write_bytes(p.data, 0, 32);
+            std::ptr::write_bytes(p.data.add(40), 0, len.saturating_sub(40));
+        }
+        // Release: our reads of the sub-buffer (and the kernel's, which returned before this
+        // call) happen before writers may reuse it (they acquire-load `consumed`).
+        b.consumed.store(p.next, Ordering::Release);
     }
 
     /// Sleep until a writer delivers a sub-buffer or `timeout` passes. Returns early if one is

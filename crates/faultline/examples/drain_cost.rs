@@ -1,7 +1,8 @@
-//! What the consumer loop costs per event: `Drain::poll` (take the sub-buffer out of shared
-//! memory, validate it, walk its records, check the packet and every payload, write it) next to
-//! the bare take (`Consumer::next_packet`, the copy out and the shared-memory checks only),
-//! measured in the same run, interleaved round by round.
+//! What the consumer loop costs per event: `Drain::poll` (take the sub-buffer in place, check
+//! its header, `pwritev` it from the mapping, zero and release it) next to the bare copy-out
+//! take (`Consumer::next_packet`: the copy out, the shared-memory checks and the record-chain
+//! walk), measured in the same run, interleaved round by round; and the verification pass at
+//! the end (`Drain::finish`: re-read every packet, check and count its records).
 //!
 //! `cargo run --release -p faultline --example drain_cost [-- ROUNDS]`
 //!
@@ -69,7 +70,7 @@ fn main() {
         .unwrap_or(15);
     faultline_rseq::pin_to_cpu(0).expect("pin to CPU 0");
     let base = std::env::temp_dir().join(format!("faultline-drain-cost-{}", std::process::id()));
-    let (mut take, mut drain) = (Vec::new(), Vec::new());
+    let (mut take, mut drain, mut verify) = (Vec::new(), Vec::new(), Vec::new());
     let mut bytes_per_event = 0.0;
     for round in 0..rounds {
         // Bare take.
@@ -109,12 +110,14 @@ fn main() {
             verbose: false,
             ..DrainConfig::default()
         };
-        let mut d = Drain::new(ch, w, 1, cfg);
+        let mut d = Drain::new(ch, w, cfg);
         let t = Instant::now();
         while d.poll() > 0 {}
         drain.push(t.elapsed().as_nanos() as f64 / n as f64);
-        assert_eq!(d.events_written(), n, "every event written");
-        let _ = d.finish();
+        let (st, fin) = d.finish();
+        fin.expect("finish");
+        assert_eq!(st.events_written, n, "every event written");
+        verify.push(st.verify_cpu_ns as f64 / n as f64);
         let _ = std::fs::remove_dir_all(&dir);
     }
     let _ = std::fs::remove_dir_all(&base);
@@ -135,6 +138,12 @@ fn main() {
         "  Drain::poll (take, check, write)    {md:6.1} ns/event  {:7.0} MB/s  spread {}",
         mbs(md),
         spread(&drain)
+    );
+    let mv = median(&mut verify);
+    println!(
+        "  verification at finish (CPU time)   {mv:6.1} ns/event  {:7.0} MB/s  spread {}",
+        mbs(mv),
+        spread(&verify)
     );
     println!("  ratio drain / take: {:.2}", md / mt);
 }

@@ -58,7 +58,8 @@
 use crate::schema_pipe::ClassSource;
 use faultline_ctf::{CtfError, EnvValue, TraceWriter, WriterCounters};
 use faultline_ringbuf::{
-    Channel, Consumer, FlushError, PacketInfo, ReadError, DISCARDED_RECORD_ID, PENDING_RECORD_ID,
+    Channel, Consumer, FlushError, InPlacePacket, Mode, PacketInfo, ReadError,
+    DISCARDED_RECORD_ID, PENDING_RECORD_ID,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -67,9 +68,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const HDR: usize = 128;
-const REC_HDR: usize = 16;
-/// Byte offset of `content_size` (bits) in the packet header.
-const OFF_CONTENT_SIZE: usize = 40;
 
 /// Drain options.
 #[derive(Debug, Clone, Copy)]
@@ -106,7 +104,7 @@ pub struct DrainStats {
     pub stream_bytes: u64,
     /// Packets taken from the ring buffer.
     pub packets_taken: u64,
-    /// Discarded/abandoned records removed from packets before writing.
+    /// Discarded/abandoned records removed from packets by the verification pass.
     pub discarded_records_removed: u64,
     /// Packets (and their events) not written because of an I/O error.
     pub packets_failed: u64,
@@ -136,6 +134,34 @@ pub struct DrainStats {
     pub class_errors: Vec<String>,
     /// CPU buffers found damaged (module docs), by CPU.
     pub corrupt: BTreeMap<u32, CorruptBuffer>,
+    /// CPU time (user + system, `getrusage(RUSAGE_THREAD)`) of the consumer thread from its
+    /// first poll to the end of its final drain, in nanoseconds: what taking and writing the
+    /// packets cost. The verification pass is not in it ([`DrainStats::verify_cpu_ns`]).
+    /// [`DrainStats::consumer_ns_per_event`] divides it by the events written.
+    pub consumer_cpu_ns: u64,
+    /// CPU time of the verification pass at the end (module docs), in nanoseconds.
+    pub verify_cpu_ns: u64,
+}
+
+impl DrainStats {
+    /// Consumer CPU time per event written ([`DrainStats::consumer_cpu_ns`] /
+    /// `events_written`), `None` when nothing was written.
+    pub fn consumer_ns_per_event(&self) -> Option<f64> {
+        (self.events_written > 0).then(|| self.consumer_cpu_ns as f64 / self.events_written as f64)
+    }
+}
+
+/// CPU time (user + system) of the calling thread, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a struct rusage into a valid out-pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, ru.as_mut_ptr()) } != 0 {
+        return 0;
+    }
+    // SAFETY: getrusage succeeded and initialised it (zeroed before anyway).
+    let ru = unsafe { ru.assume_init() };
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    ns(ru.ru_utime) + ns(ru.ru_stime)
 }
 
 /// A CPU buffer whose shared memory was found damaged.
@@ -174,13 +200,9 @@ pub struct Drain {
     writer: TraceWriter,
     cfg: DrainConfig,
     packet: Vec<u8>,
-    scratch: Vec<u8>,
-    /// counts[cpu][id], ids are dense.
-    counts: Vec<Vec<u64>>,
-    /// Per-id counts of the packet being handled (pass 1), added to `counts` once written.
-    pending: Vec<u64>,
-    n_ids: usize,
     stats: DrainStats,
+    /// The consumer thread and its CPU time when it first polled (`consumer_cpu_ns`).
+    cpu_base: Option<(std::thread::ThreadId, u64)>,
     last_flush: Instant,
     broken: BTreeSet<u32>,
     /// Last packet header taken per CPU (sequence, end timestamp, cumulative losses).
@@ -193,19 +215,15 @@ pub struct Drain {
 }
 
 impl Drain {
-    /// `n_ids`: event ids are `0..n_ids` (the writer rejects any other).
-    pub fn new(chan: Arc<Channel>, writer: TraceWriter, n_ids: usize, cfg: DrainConfig) -> Drain {
-        let ncpu = chan.num_cpus() as usize;
+    /// A drain of `chan` into `writer` (whose declared events are the ids it accepts).
+    pub fn new(chan: Arc<Channel>, writer: TraceWriter, cfg: DrainConfig) -> Drain {
         Drain {
             chan,
             writer,
             cfg,
             packet: Vec::new(),
-            scratch: Vec::new(),
-            counts: vec![Vec::new(); ncpu],
-            pending: vec![0; n_ids],
-            n_ids,
             stats: DrainStats::default(),
+            cpu_base: None,
             last_flush: Instant::now(),
             broken: BTreeSet::new(),
             last: BTreeMap::new(),
@@ -251,12 +269,8 @@ impl Drain {
         }
         for (id, d) in new {
             if self.writer.has_event(id) {
-                self.n_ids = self.n_ids.max(id as usize + 1);
                 self.stats.late_events.insert(id, d.full_name());
             }
-        }
-        if self.pending.len() < self.n_ids {
-            self.pending.resize(self.n_ids, 0);
         }
     }
 
@@ -271,20 +285,19 @@ impl Drain {
         self.writer.last_timestamp_end(cpu).unwrap_or(0)
     }
 
-    /// Stats so far (event counts are filled in by [`Drain::finish`]).
+    /// Stats so far (event counts are filled in by [`Drain::finish`], which verifies and
+    /// counts the records: the hot path does not look at them, module docs).
     pub fn stats(&self) -> &DrainStats {
         &self.stats
-    }
-
-    /// Events written so far, all CPUs.
-    pub fn events_written(&self) -> u64 {
-        self.stats.events_written
     }
 
     /// Flush quiet buffers when the interval has passed, then take and write complete
     /// sub-buffers, at most [`DrainConfig::batch`] per CPU, round-robin (module docs). Returns
     /// the number of packets taken: call it again while that is not 0.
     pub fn poll(&mut self) -> u64 {
+        if self.cpu_base.is_none() {
+            self.cpu_base = Some((std::thread::current().id(), thread_cpu_ns()));
+        }
         self.refresh_classes();
         if self.last_flush.elapsed() >= self.cfg.flush_interval {
             self.flush(false);
@@ -343,8 +356,26 @@ impl Drain {
         }
         let start = self.next % cpus.len();
         self.next = start + 1;
+        let in_place = self.chan.mode() == Mode::Discard;
         for &cpu in cpus[start..].iter().chain(&cpus[..start]) {
             for _ in 0..batch {
+                if in_place {
+                    match consumer.take_in_place(cpu) {
+                        Ok(Some(p)) => {
+                            // Classes of the records in this packet were published before the
+                            // records were committed, so before this take (module docs).
+                            self.refresh_classes();
+                            self.handle_in_place(&consumer, p);
+                            n += 1;
+                            continue;
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            self.abandon(cpu, e);
+                            break;
+                        }
+                    }
+                }
                 let mut buf = std::mem::take(&mut self.packet);
                 let r = consumer.next_packet(cpu, &mut buf);
                 match r {
@@ -362,21 +393,97 @@ impl Drain {
                     }
                     Err(e) => {
                         self.packet = buf;
-                        let what = match e {
-                            ReadError::Corrupt { what, .. } => what,
-                            e => e.to_string(),
-                        };
-                        self.stats
-                            .read_errors
-                            .push(format!("{e}; no longer reading CPU {cpu}", e = what));
-                        self.broken.insert(cpu);
-                        self.damaged(cpu, what, true);
+                        self.abandon(cpu, e);
                         break;
                     }
                 }
             }
         }
         n
+    }
+
+    /// The consumer found `cpu`'s buffer damaged: stop reading it (module docs).
+    fn abandon(&mut self, cpu: u32, e: ReadError) {
+        let what = match e {
+            ReadError::Corrupt { what, .. } => what,
+            e => e.to_string(),
+        };
+        self.stats
+            .read_errors
+            .push(format!("{e}; no longer reading CPU {cpu}", e = what));
+        self.broken.insert(cpu);
+        self.damaged(cpu, what, true);
+    }
+
+    /// The common path (module docs): the packet goes to its stream from the mapping.
+    fn handle_in_place(&mut self, consumer: &Consumer<'_>, p: InPlacePacket) {
+        let cpu = p.info.cpu;
+        self.stats.packets_taken += 1;
+        self.last.insert(cpu, p.info.header);
+        let available = self.chan.subbuf_size() as usize;
+        // SAFETY: the packet lies in the channel's mapping, `available` (one sub-buffer) bytes
+        // from its start, and stays mapped and taken (no writer reuses it) until the release
+        // below; the writer only hands it to the kernel.
+        let r = unsafe {
+            self.writer
+                .write_packet_raw(cpu, &p.header_bytes, p.as_ptr(), available)
+        };
+        let failed = r.is_err();
+        let records = if failed {
+            // Rare: count what the packet held (a copy, then a bounded walk).
+            self.count_records(&p)
+        } else {
+            0
+        };
+        self.written(cpu, &p.info, r, records);
+        consumer.release(p);
+    }
+
+    /// Records of a packet taken in place (only for packets that could not be written).
+    fn count_records(&mut self, p: &InPlacePacket) -> u64 {
+        let len = p.info.content_len;
+        self.packet.clear();
+        self.packet.resize(len, 0);
+        // SAFETY: content_len < sub-buffer size bytes from the packet start are inside the
+        // mapping, still taken by us (not released yet).
+        unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), self.packet.as_mut_ptr(), len) };
+        faultline_ringbuf::records(&self.packet, len)
+            .filter(|r| r.is_ok())
+            .count() as u64
+    }
+
+    /// Account for one packet handed to the trace writer.
+    fn written(&mut self, cpu: u32, info: &PacketInfo, r: Result<u64, CtfError>, records: u64) {
+        match r {
+            Ok(_) => {
+                let c = self.writer.counters();
+                self.stats.packets_written = c.packets;
+                self.stats.stream_bytes = c.stream_bytes;
+                *self.kept.entry(cpu).or_insert(0) += 1;
+                if let Some(c) = self.stats.corrupt.get_mut(&cpu) {
+                    c.packets_kept += 1;
+                }
+            }
+            Err(e @ CtfError::Io { .. }) => {
+                self.stats.packets_failed += 1;
+                self.stats.events_failed += records;
+                self.write_error(e.to_string());
+            }
+            Err(e) => {
+                self.stats.packets_rejected += 1;
+                self.stats.events_rejected += records;
+                let what = match e {
+                    CtfError::Packet { offset, msg, .. } => {
+                        format!(
+                            "packet {} rejected: {msg} (byte {offset})",
+                            info.header.packet_seq_num
+                        )
+                    }
+                    e => format!("packet {} rejected: {e}", info.header.packet_seq_num),
+                };
+                self.damaged(cpu, what, false);
+            }
+        }
     }
 
     /// Take everything there is, fairly, until a pass finds nothing.
@@ -413,83 +520,28 @@ impl Drain {
         }
     }
 
+    /// Overwrite mode: the packet was copied out (the copy is what makes an overwritten
+    /// sub-buffer detectable, `faultline_ringbuf::consumer`); it goes to its stream from the
+    /// copy.
     fn handle(&mut self, packet: &[u8], info: &PacketInfo) {
         let cpu = info.cpu;
         self.stats.packets_taken += 1;
         self.last.insert(cpu, info.header);
-        let content = info.content_len.min(packet.len());
-        // Pass 1: record headers only. The consumer validated the chain.
-        let mut at = HDR;
-        let mut kept = 0u64;
-        let mut dropped = 0u64;
-        let mut bad_id = false;
-        while at + REC_HDR <= content {
-            let id = u32::from_le_bytes(packet[at + 8..at + 12].try_into().unwrap_or([0; 4]));
-            let len =
-                u32::from_le_bytes(packet[at + 12..at + 16].try_into().unwrap_or([0; 4])) as usize;
-            if len < REC_HDR {
-                break;
-            }
-            if id == DISCARDED_RECORD_ID || id == PENDING_RECORD_ID {
-                dropped += 1;
-            } else {
-                kept += 1;
-                match self.pending.get_mut(id as usize) {
-                    Some(c) => *c += 1,
-                    None => bad_id = true,
-                }
-            }
-            at = (at + len + 7) & !7;
-        }
-        let compacted = (dropped > 0).then(|| {
-            self.compact(packet, content);
-            std::mem::take(&mut self.scratch)
-        });
-        let out: &[u8] = compacted.as_deref().unwrap_or(packet);
-        self.stats.discarded_records_removed += dropped;
-        match self.writer.write_packet(cpu, out) {
-            Ok(_) => {
-                if !bad_id {
-                    if let Some(row) = self.counts.get_mut(cpu as usize) {
-                        row.resize(row.len().max(self.n_ids), 0);
-                        for (r, p) in row.iter_mut().zip(&self.pending) {
-                            *r += p;
-                        }
-                    }
-                }
-                let c = self.writer.counters();
-                self.stats.packets_written = c.packets;
-                self.stats.events_written = c.events;
-                self.stats.stream_bytes = c.stream_bytes;
-                *self.kept.entry(cpu).or_insert(0) += 1;
-                if let Some(c) = self.stats.corrupt.get_mut(&cpu) {
-                    c.packets_kept += 1;
-                }
-            }
-            Err(e @ CtfError::Io { .. }) => {
-                self.stats.packets_failed += 1;
-                self.stats.events_failed += kept;
-                self.write_error(e.to_string());
-            }
-            Err(e) => {
-                self.stats.packets_rejected += 1;
-                self.stats.events_rejected += kept;
-                let what = match e {
-                    CtfError::Packet { offset, msg, .. } => {
-                        format!(
-                            "packet {} rejected: {msg} (byte {offset})",
-                            info.header.packet_seq_num
-                        )
-                    }
-                    e => format!("packet {} rejected: {e}", info.header.packet_seq_num),
-                };
-                self.damaged(cpu, what, false);
-            }
-        }
-        if let Some(c) = compacted {
-            self.scratch = c;
-        }
-        self.pending.fill(0);
+        let mut hdr = [0u8; faultline_ctf::layout::PACKET_HEADER_SIZE];
+        hdr.copy_from_slice(&packet[..HDR]);
+        // SAFETY: `packet` is our own buffer of `packet.len()` bytes, alive for the call.
+        let r = unsafe {
+            self.writer
+                .write_packet_raw(cpu, &hdr, packet.as_ptr(), packet.len())
+        };
+        let records = if r.is_err() {
+            faultline_ringbuf::records(packet, info.content_len)
+                .filter(|r| r.is_ok())
+                .count() as u64
+        } else {
+            0
+        };
+        self.written(cpu, info, r, records);
     }
 
     /// A shared-memory value failed a check: report it once, keep it in the stats.
@@ -511,32 +563,6 @@ impl Drain {
             self.stats.first_write_error = Some(msg.clone());
         }
         self.stats.last_write_error = Some(msg);
-    }
-
-    /// Copy `packet` into `scratch` without its discarded records.
-    fn compact(&mut self, packet: &[u8], content: usize) {
-        let s = &mut self.scratch;
-        s.clear();
-        s.resize(packet.len(), 0);
-        s[..HDR].copy_from_slice(&packet[..HDR]);
-        let mut at = HDR;
-        let mut to = HDR;
-        let mut end = HDR;
-        while at + REC_HDR <= content {
-            let id = u32::from_le_bytes(packet[at + 8..at + 12].try_into().unwrap_or([0; 4]));
-            let len =
-                u32::from_le_bytes(packet[at + 12..at + 16].try_into().unwrap_or([0; 4])) as usize;
-            if len < REC_HDR || at + len > content {
-                break;
-            }
-            if id != DISCARDED_RECORD_ID && id != PENDING_RECORD_ID {
-                s[to..to + len].copy_from_slice(&packet[at..at + len]);
-                end = to + len;
-                to = (end + 7) & !7;
-            }
-            at = (at + len + 7) & !7;
-        }
-        s[OFF_CONTENT_SIZE..OFF_CONTENT_SIZE + 8].copy_from_slice(&(end as u64 * 8).to_le_bytes());
     }
 
     /// Final flush and drain, synthetic packets for late losses, then finish the trace
@@ -564,23 +590,62 @@ impl Drain {
             }
         }
         self.synthesize_final();
-        for (cpu, row) in self.counts.iter().enumerate() {
-            let m: BTreeMap<u32, u64> = row
-                .iter()
-                .enumerate()
-                .filter(|(_, &n)| n > 0)
-                .map(|(id, &n)| (id as u32, n))
-                .collect();
-            if !m.is_empty() {
-                self.stats.events.insert(cpu as u32, m);
-            }
-        }
+        self.consumer_cpu();
+        self.verify();
         let c = self.writer.counters();
         self.stats.packets_written = c.packets;
         self.stats.events_written = c.events;
         self.stats.stream_bytes = c.stream_bytes;
         let fin = self.writer.finish_with_env(env);
         (self.stats, fin)
+    }
+
+    /// The consumer's CPU time so far ([`DrainStats::consumer_cpu_ns`]).
+    fn consumer_cpu(&mut self) {
+        let now = thread_cpu_ns();
+        self.stats.consumer_cpu_ns = match self.cpu_base {
+            Some((t, base)) if t == std::thread::current().id() => now.saturating_sub(base),
+            _ => now,
+        };
+    }
+
+    /// The verification pass (module docs): check and count the records of every packet
+    /// written, drop the packets that fail, remove discarded and pending records.
+    fn verify(&mut self) {
+        let t0 = thread_cpu_ns();
+        match self
+            .writer
+            .verify(&[DISCARDED_RECORD_ID, PENDING_RECORD_ID])
+        {
+            Ok(v) => {
+                for (cpu, row) in v.events {
+                    let m = self.stats.events.entry(cpu).or_default();
+                    for (id, n) in row {
+                        *m.entry(id).or_insert(0) += n;
+                    }
+                }
+                self.stats.discarded_records_removed += v.skipped;
+                for (cpu, seq, e, records) in v.rejected {
+                    self.stats.packets_rejected += 1;
+                    self.stats.events_rejected += records;
+                    if let Some(k) = self.kept.get_mut(&cpu) {
+                        *k = k.saturating_sub(1);
+                    }
+                    let what = match e {
+                        CtfError::Packet { offset, msg, .. } => {
+                            format!("packet {seq} rejected: {msg} (byte {offset})")
+                        }
+                        e => format!("packet {seq} rejected: {e}"),
+                    };
+                    self.damaged(cpu, what, false);
+                    if let Some(c) = self.stats.corrupt.get_mut(&cpu) {
+                        c.packets_kept = self.kept.get(&cpu).copied().unwrap_or(0);
+                    }
+                }
+            }
+            Err(e) => self.write_error(format!("verifying the trace: {e}")),
+        }
+        self.stats.verify_cpu_ns = thread_cpu_ns().saturating_sub(t0);
     }
 
     /// For each CPU whose loss counters (or REMOTE commit count) moved after its last packet,
@@ -666,7 +731,7 @@ impl Drain {
 mod tests {
     use super::*;
     use faultline_ctf::{ClockDesc, EnvDesc, TraceDesc};
-    use faultline_ringbuf::{ChannelConfig, Mode, SyncMode};
+    use faultline_ringbuf::{ChannelConfig, SyncMode};
     use faultline_schema::{EventDesc, FieldDesc, FieldType};
 
     const EV: EventDesc = EventDesc {
@@ -753,7 +818,7 @@ mod tests {
             flush_interval: Duration::from_secs(3600),
             ..DrainConfig::default()
         };
-        let mut d = Drain::new(ch.clone(), w, 1, cfg);
+        let mut d = Drain::new(ch.clone(), w, cfg);
         let n = d.poll();
         assert_eq!(
             d.kept.get(&1),

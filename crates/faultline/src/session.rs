@@ -408,7 +408,7 @@ impl SessionBuilder {
         let handle = attach_all(&recorder);
         let stop = Arc::new(AtomicBool::new(false));
         let final_env: Arc<Mutex<Vec<(String, EnvValue)>>> = Arc::default();
-        let mut drain = Drain::new(chan.clone(), writer, events.len(), self.drain);
+        let mut drain = Drain::new(chan.clone(), writer, self.drain);
         drain.set_class_source(Box::new(LateClasses(late)));
         let stop2 = stop.clone();
         let env2 = final_env.clone();

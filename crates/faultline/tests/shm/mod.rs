@@ -253,7 +253,7 @@ pub fn case(data: &[u8], cpu: u32, dir: &Path) -> Result<(), String> {
         verbose: false,
         ..DrainConfig::default()
     };
-    let mut drain = Drain::new(ch2.clone(), writer, 2, dcfg);
+    let mut drain = Drain::new(ch2.clone(), writer, dcfg);
     drain.poll();
     ch2.recover_dead_writers();
     drain.poll();

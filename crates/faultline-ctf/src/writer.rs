@@ -78,8 +78,8 @@ pub struct Verification {
     pub events: BTreeMap<u32, BTreeMap<u32, u64>>,
     /// Records of a skipped id removed from verified packets.
     pub skipped: u64,
-    /// Packets removed from the trace: (CPU, its `packet_seq_num`, the error, records that
-    /// passed before it).
+    /// Packets removed from the trace: (CPU, its `packet_seq_num`, the error, the records it
+    /// held as far as its record chain goes).
     pub rejected: Vec<(u32, u64, CtfError, u64)>,
 }
 
@@ -642,7 +642,12 @@ impl TraceWriter {
                     }
                     Err(e) => {
                         (dense, sparse) = (d0, s0);
-                        out.rejected.push((cpu, h.packet_seq_num, e, passed));
+                        // The records the packet held, as far as its chain goes.
+                        let held = Records::new(content)
+                            .map_while(|r| r.ok())
+                            .filter(|r| !skip.contains(&r.id))
+                            .count() as u64;
+                        out.rejected.push((cpu, h.packet_seq_num, e, held.max(passed)));
                         fix.insert(at, None);
                     }
                 }

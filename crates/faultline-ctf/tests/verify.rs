@@ -53,8 +53,8 @@ fn verify_counts_keeps_good_packets_drops_bad_ones_and_removes_skipped_records()
     assert_eq!(v.events[&2].get(&ID_EMPTY), Some(&4), "2 + 2 in the passing packets");
     assert_eq!(v.skipped, 1);
     assert_eq!(v.rejected.len(), 1);
-    let (cpu, seq, e, passed) = &v.rejected[0];
-    assert_eq!((*cpu, *seq, *passed), (2, 1, 1));
+    let (cpu, seq, e, held) = &v.rejected[0];
+    assert_eq!((*cpu, *seq, *held), (2, 1, 2));
     assert!(
         matches!(e, CtfError::Packet { msg, .. } if msg.contains("payload is 8 bytes")),
         "{e}"

@@ -764,6 +764,101 @@ mod tests {
         true
     }
 
+    fn trace_desc(ch: &Channel) -> TraceDesc {
+        TraceDesc {
+            uuid: ch.uuid(),
+            clock: ClockDesc {
+                name: "c".into(),
+                freq_hz: 1_000_000_000,
+                offset_s: 0,
+                offset_ticks: 0,
+                description: "c".into(),
+            },
+            env: EnvDesc {
+                hostname: "h".into(),
+                procname: "p".into(),
+                tracer_major: 0,
+                tracer_minor: 1,
+                extra: vec![],
+            },
+            events: vec![(0, EV)],
+        }
+    }
+
+    /// The consumer writes packets without looking at their records; the verification pass
+    /// at the end drops the packet whose record does not decode (damage reported once, the
+    /// other packets kept and counted exactly), and removes a discarded record.
+    #[test]
+    fn bad_record_is_dropped_at_verification_and_the_rest_is_counted() {
+        let ch = Arc::new(
+            Channel::create(&ChannelConfig {
+                subbuf_size: 4096,
+                num_subbuf: 8,
+                mode: Mode::Discard,
+                sync: SyncMode::Atomic,
+                num_cpus: Some(1),
+                ..ChannelConfig::default()
+            })
+            .unwrap(),
+        );
+        if faultline_rseq::pin_to_cpu(0).is_err() {
+            eprintln!("skipped: cannot run on CPU 0");
+            return;
+        }
+        let per: u64 = (4096 - 128) / 24 + 1; // records that complete one sub-buffer
+        let mut committed = 0u64;
+        for i in 0..3 * per {
+            // In the second packet: one record with a 4-byte payload (the event has a u64),
+            // and one reservation dropped without commit (a discarded record).
+            let bad = i == per + 10;
+            let mut r = ch.reserve(0, if bad { 4 } else { 8 }).unwrap();
+            assert_eq!(r.cpu(), 0);
+            if bad {
+                r.payload().copy_from_slice(&[1, 2, 3, 4]);
+            } else {
+                r.payload().copy_from_slice(&i.to_le_bytes());
+            }
+            if i == 2 * per + 5 {
+                drop(r);
+                continue;
+            }
+            r.commit();
+            committed += 1;
+        }
+        let dir = std::env::temp_dir().join(format!("faultline-drain-bad-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let w = TraceWriter::create(&dir, &trace_desc(&ch)).unwrap();
+        let cfg = DrainConfig {
+            verbose: false,
+            ..DrainConfig::default()
+        };
+        let mut d = Drain::new(ch.clone(), w, cfg);
+        while d.poll() > 0 {}
+        let (st, fin) = d.finish();
+        fin.unwrap();
+        assert_eq!(st.packets_rejected, 1, "{st:?}");
+        let c = &st.corrupt[&0];
+        assert!(
+            c.first_error.starts_with("packet 1 rejected: event id 0:"),
+            "{}",
+            c.first_error
+        );
+        assert!(!c.abandoned);
+        assert_eq!(st.discarded_records_removed, 1);
+        // Everything but the second packet's records.
+        let in_bad = st.events_rejected;
+        assert!(in_bad > 100 && in_bad <= per, "{in_bad}");
+        assert_eq!(st.events_written + in_bad, committed);
+        assert_eq!(st.events[&0][&0], st.events_written);
+        let read = faultline_ctf::Trace::open(&dir)
+            .unwrap()
+            .events(&faultline_ctf::Filter::default())
+            .map(|e| e.unwrap())
+            .count() as u64;
+        assert_eq!(read, st.events_written);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A CPU with a long backlog (a busy CPU) does not starve another: one poll takes at most
     /// `batch` packets from it and serves the other CPU in the same poll.
     #[test]

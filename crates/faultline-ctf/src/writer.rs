@@ -5,7 +5,7 @@
 //! CPU. Existing files are never overwritten: creating a trace where one exists is an error.
 //!
 //! [`TraceWriter::write_packet`] takes one whole packet (a ring sub-buffer, layout in
-//! [`crate::layout`]), checks it, and appends it to the CPU's stream **truncated to its content
+//! [`crate::layout`]), checks it (header and records), and appends it to the CPU's stream **truncated to its content
 //! rounded up to 8 bytes**, with `packet_size` patched accordingly in the written copy (the
 //! caller's buffer is not modified); the bytes between the content end and the 8-byte boundary
 //! are written as zeros. One `write` per packet, no per-event copies.
@@ -22,6 +22,20 @@
 //! - every record's payload decodes, field by field with the shared decoder, to exactly its
 //!   length (what the reader and babeltrace2 need to stay in step), so a packet whose bytes
 //!   were damaged in shared memory never reaches the disk.
+//!
+//! # Fast path and verification
+//! [`TraceWriter::write_packet_raw`] is the consumer's common path: the caller hands its own
+//! (checked) copy of the packet header and a pointer to the packet where it lies (a shared
+//! mapping); the header gets every check above, then one `pwritev` writes the header copy,
+//! the content from the pointer and the zero padding. The records are not read by this
+//! process at all. [`TraceWriter::verify`] checks them afterwards, on the bytes **as
+//! written** (re-read from the stream file): the record checks above, a count per CPU and id
+//! (the writer's `events` counter includes such packets only once verified), removal of
+//! records of ids the caller names (reservations abandoned in the ring buffer), and removal
+//! of any packet that fails. A stream is rewritten (to `stream_<cpu>.tmp`, renamed over it)
+//! only when one of its packets changes; the other packets, and the continuity between
+//! them, stay as they were. Run it before [`TraceWriter::finish`]: until then a stream may
+//! hold a packet whose records are damaged, which readers must (and do) detect.
 //!
 //! # Event classes added while recording
 //! [`TraceWriter::add_events`] declares more events (tracepoints registered at run time): the
@@ -232,7 +246,10 @@ fn read_packet(file: &File, at: u64, buf: &mut Vec<u8>) -> std::io::Result<(Pack
     buf.clear();
     buf.resize(len, 0);
     buf[..PACKET_HEADER_SIZE].copy_from_slice(&hb);
-    file.read_exact_at(&mut buf[PACKET_HEADER_SIZE..], at + PACKET_HEADER_SIZE as u64)?;
+    file.read_exact_at(
+        &mut buf[PACKET_HEADER_SIZE..],
+        at + PACKET_HEADER_SIZE as u64,
+    )?;
     Ok((h, len))
 }
 
@@ -368,11 +385,13 @@ impl TraceWriter {
             ),
         })?;
         self.check_header_for(cpu, &h, packet.len() as u64)?;
-        let content = packet.get(..h.content_bytes() as usize).ok_or(CtfError::Packet {
-            cpu,
-            offset: off::CONTENT_SIZE as u64,
-            msg: "content_size beyond the buffer".into(),
-        })?;
+        let content = packet
+            .get(..h.content_bytes() as usize)
+            .ok_or(CtfError::Packet {
+                cpu,
+                offset: off::CONTENT_SIZE as u64,
+                msg: "content_size beyond the buffer".into(),
+            })?;
         let n = self.check_records(cpu, &h, content, &[], |_| {})?.0;
         Ok((h, n))
     }
@@ -556,14 +575,16 @@ impl TraceWriter {
         let mut hdr = h;
         hdr.packet_size = rounded as u64 * 8;
         let hb = hdr.encode();
+        // SAFETY: PACKET_HEADER_SIZE <= content <= available (check_header), so the address is
+        // inside the caller's `available` bytes.
+        let body = unsafe { data.add(PACKET_HEADER_SIZE) };
         let iov = [
             libc::iovec {
                 iov_base: hb.as_ptr() as *mut libc::c_void,
                 iov_len: hb.len(),
             },
             libc::iovec {
-                // SAFETY (of the add): PACKET_HEADER_SIZE <= content <= available.
-                iov_base: unsafe { data.add(PACKET_HEADER_SIZE) } as *mut libc::c_void,
+                iov_base: body as *mut libc::c_void,
                 iov_len: content - PACKET_HEADER_SIZE,
             },
             libc::iovec {
@@ -647,7 +668,8 @@ impl TraceWriter {
                             .map_while(|r| r.ok())
                             .filter(|r| !skip.contains(&r.id))
                             .count() as u64;
-                        out.rejected.push((cpu, h.packet_seq_num, e, held.max(passed)));
+                        out.rejected
+                            .push((cpu, h.packet_seq_num, e, held.max(passed)));
                         fix.insert(at, None);
                     }
                 }

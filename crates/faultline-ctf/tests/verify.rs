@@ -38,7 +38,11 @@ fn verify_counts_keeps_good_packets_drops_bad_ones_and_removes_skipped_records()
     let skipped = packet(
         2,
         (30, 40),
-        &[(31, ID_EMPTY, &[]), (32, SKIP, &[9; 8]), (33, ID_EMPTY, &[])],
+        &[
+            (31, ID_EMPTY, &[]),
+            (32, SKIP, &[9; 8]),
+            (33, ID_EMPTY, &[]),
+        ],
     );
     let last = packet(3, (40, 50), &[(41, ID_EMPTY, &[])]);
     for p in [&good, &bad, &skipped] {
@@ -50,7 +54,11 @@ fn verify_counts_keeps_good_packets_drops_bad_ones_and_removes_skipped_records()
     assert_eq!(w.counters().events, 1, "raw packets are counted by verify");
     let v = w.verify(&[SKIP]).unwrap();
     assert_eq!(v.events.len(), 1);
-    assert_eq!(v.events[&2].get(&ID_EMPTY), Some(&4), "2 + 2 in the passing packets");
+    assert_eq!(
+        v.events[&2].get(&ID_EMPTY),
+        Some(&4),
+        "2 + 2 in the passing packets"
+    );
     assert_eq!(v.skipped, 1);
     assert_eq!(v.rejected.len(), 1);
     let (cpu, seq, e, held) = &v.rejected[0];

@@ -348,7 +348,7 @@ impl<'a> Consumer<'a> {
             )));
         }
         let content_bits = header.content_size;
-        if content_bits % 8 != 0
+        if !content_bits.is_multiple_of(8)
             || content_bits < PACKET_HEADER_SIZE * 8
             || content_bits >= g.subbuf_size * 8
         {

@@ -2,19 +2,39 @@
 //!
 //! # Protocol
 //! [`Drain`] is the single consumer of a channel (it owns `consumed` through
-//! [`Consumer::next_packet`]); it runs in a thread of the traced program (embedded session) or
-//! as the `faultline record` process. Each [`Drain::poll`]:
-//! 1. takes complete sub-buffers of the active CPUs **round-robin, at most
-//!    [`DrainConfig::batch`] per CPU per call**, copying each out (the consumer validates
-//!    everything it reads from shared memory). A CPU whose writers fill sub-buffers as fast as
-//!    they are taken therefore cannot keep the others (or the periodic flush, checked at the
-//!    start of every poll) waiting: one poll handles at most `batch` × CPUs packets;
-//! 2. walks the packet's record headers once (16 bytes per record, no payload access) to count
-//!    events per `(cpu, id)` and find records with id [`DISCARDED_RECORD_ID`] or
-//!    [`PENDING_RECORD_ID`] (abandoned reservations, prefault-restart retries, resized records,
-//!    records of dead writers). Only when there are some is the packet compacted into a scratch
-//!    copy (kept records moved down, `content_size` fixed); otherwise it goes out as is;
-//! 3. hands the whole packet to [`TraceWriter::write_packet`] (one `write`).
+//! [`Consumer::take_in_place`] / [`Consumer::next_packet`]); it runs in a thread of the traced
+//! program (embedded session) or as the `faultline record` process. Each [`Drain::poll`]:
+//! 1. takes complete sub-buffers of the active buffers **round-robin, at most
+//!    [`DrainConfig::batch`] per buffer per call** (a buffer is named by its index: a CPU, or
+//!    whatever the channel indexes its buffers by). A buffer whose writers fill sub-buffers as
+//!    fast as they are taken therefore cannot keep the others (or the periodic flush, checked
+//!    at the start of every poll) waiting: one poll handles at most `batch` × buffers packets;
+//! 2. **the common path (discard mode)**: the sub-buffer is taken in place — positions and
+//!    commit counters checked, the 128-byte packet header copied and checked, nothing else
+//!    read — and [`TraceWriter::write_packet_raw`] checks the header copy against the trace
+//!    and the buffer's previous packet and writes it with the packet's content **straight
+//!    from the mapping** (one `pwritev`: the header copy, the content, the zero padding to 8
+//!    bytes). The records are neither copied out nor walked. Then the sub-buffer's content is
+//!    zeroed (dead-writer recovery needs it) and released. In overwrite mode the sub-buffer is
+//!    copied out instead (the copy and the re-check after it are what detect a sub-buffer
+//!    overwritten while it was read) and written from the copy;
+//! 3. **at the end** ([`Drain::finish`]) the trace writer's verification pass
+//!    ([`TraceWriter::verify`]) re-reads every packet written this way from the page cache,
+//!    checks its records (chain, declared ids, payloads that decode exactly, timestamps),
+//!    counts them per `(buffer, id)` — the only place events are counted — and removes
+//!    records with id [`DISCARDED_RECORD_ID`] or [`PENDING_RECORD_ID`] (abandoned reservations,
+//!    prefault-restart retries, resized records, records of dead writers) from their packets,
+//!    and packets that fail from the trace (damage, below). A stream is rewritten only when
+//!    it holds such a packet.
+//!
+//! # Cost
+//! The consumer's CPU time per event is what the kernel's copy into the page cache costs plus
+//! zeroing the content; [`DrainStats::consumer_cpu_ns`] measures it (the thread's
+//! `getrusage(RUSAGE_THREAD)` from its first poll to the end of the final drain), the
+//! verification pass separately ([`DrainStats::verify_cpu_ns`]): it runs once, after
+//! tracing, and cannot make writers lose events. `copy_file_range` from the memfd would avoid
+//! the mapping but fails across file systems (EXDEV from tmpfs to the trace's); `splice`
+//! through a pipe copies into the page cache all the same, with two system calls more.
 //!
 //! # Event classes that appear while draining
 //! With a [`ClassSource`] ([`Drain::set_class_source`]: tracepoints registered at run time,
@@ -22,8 +42,9 @@
 //! asks the source for new classes at the start of every poll and **after taking each packet,
 //! before writing it**, and declares them to the trace writer (which rewrites the metadata).
 //! A class is published before any record of it is committed, and the packet was taken after
-//! that commit, so its classes are known by then; a record of an id still unknown makes the
-//! writer reject the packet (counted), it is never written under a wrong description.
+//! that commit, so its classes are known by then; a record of an id still unknown at the end
+//! makes the verification pass reject the packet (counted), it never stays in the trace under
+//! a wrong description.
 //!
 //! Every `flush_interval` (default 200 ms) it also flushes quiet buffers
 //! ([`Channel::flush_all`], helpers pinned to each CPU), so events of a CPU that writes little
@@ -38,28 +59,44 @@
 //! channel's loss count exactly.
 //!
 //! # Errors never block writers
-//! A packet that cannot be written (ENOSPC, EACCES, EIO) is counted (`packets_failed`,
-//! `events_failed`), its error is kept (first and last message, plus a count) and reported once
+//! A packet that cannot be written (ENOSPC, EACCES, EIO) is counted (`packets_failed`, and
+//! `events_failed` by walking that packet's record chain: the only walk on the draining side,
+//! on this rare path), its error is kept (first and last message, plus a count) and reported once
 //! on stderr when `verbose`, and draining goes on: the sub-buffer is released anyway, so writers
 //! keep going (discard mode keeps discarding only what it must).
 //!
-//! # Damaged shared memory
-//! The traced program can write anything into the shared buffers. Two checks catch damage: the
-//! consumer's (positions, commit counters, packet header, record chain; the CPU buffer is then
-//! no longer read — its writers lose events as "full" in discard mode) and the trace writer's
-//! (packet continuity, record ids and timestamps, payloads that decode exactly; the packet is
-//! dropped, counted in `packets_rejected`, and later packets of that CPU are still checked and
-//! kept when valid). Sums of values read from shared memory (loss counters, sequence numbers)
-//! are checked too: an overflow counts as damage and nothing is written from it (never a
-//! wrapped total). Either way the packets already written stay, and the first problem of each
-//! CPU buffer is reported **once**, on one stderr line naming the buffer (when `verbose`) and in
-//! [`DrainStats::corrupt`]; later problems of the same buffer are only counted.
+//! # Damaged shared memory: what is validated where
+//! The traced program can write anything into the shared buffers, at any time — also while
+//! the kernel copies a packet out of them. Three checks catch damage:
+//! - the consumer's, on the shared words it acts on (positions, commit counters) and on its
+//!   copy of the packet header (magic, sequence number, buffer, content size inside the
+//!   sub-buffer): a failure means the buffer is no longer read (its writers lose events as
+//!   "full" in discard mode);
+//! - the trace writer's, on the same header copy when the packet is written (trace uuid,
+//!   sizes, continuity with the buffer's previous packet, loss counters): the packet is
+//!   dropped, counted in `packets_rejected`, and later packets of that buffer are still
+//!   checked and kept when valid. The header on disk is always that checked copy, never the
+//!   shared bytes, so the stream's packet boundaries cannot be forged;
+//! - the verification pass at the end, on the records as they are **on disk** (so a change
+//!   made after the header check is caught as well): a packet whose records do not pass is
+//!   removed from its stream, counted in `packets_rejected` / `events_rejected`, and reported
+//!   like the writer's rejections.
+//!
+//! So a trace the drain finished holds only packets whose records passed every check; until
+//! then (a `faultline record` killed before it finishes, a reader following the trace live)
+//! a stream may hold a damaged packet, which the readers detect (they bounds-check every
+//! record and report, never crash). Sums of values read from shared memory (loss counters,
+//! sequence numbers) are checked too: an overflow counts as damage and nothing is written from
+//! it (never a wrapped total). Either way the packets already written stay, and the first
+//! problem of each buffer is reported **once**, on one stderr line naming the buffer (when
+//! `verbose`) and in [`DrainStats::corrupt`]; later problems of the same buffer are only
+//! counted.
 
 use crate::schema_pipe::ClassSource;
 use faultline_ctf::{CtfError, EnvValue, TraceWriter, WriterCounters};
 use faultline_ringbuf::{
-    Channel, Consumer, FlushError, InPlacePacket, Mode, PacketInfo, ReadError,
-    DISCARDED_RECORD_ID, PENDING_RECORD_ID,
+    Channel, Consumer, FlushError, InPlacePacket, Mode, PacketInfo, ReadError, DISCARDED_RECORD_ID,
+    PENDING_RECORD_ID,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};

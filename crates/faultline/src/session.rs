@@ -967,6 +967,12 @@ impl Summary {
             .saturating_add(self.lost_no_buffer)
     }
 
+    /// The consumer's CPU time per event written ([`DrainStats::consumer_ns_per_event`]),
+    /// when this process ran the consumer and wrote events.
+    pub fn consumer_ns_per_event(&self) -> Option<f64> {
+        self.drain.as_ref().and_then(|d| d.consumer_ns_per_event())
+    }
+
     /// Fill the trace-side fields from a drain's stats.
     pub fn add_drain(&mut self, d: &DrainStats, names: &BTreeMap<u32, String>) {
         self.events_written = d.events_written;

@@ -890,7 +890,7 @@ mod tests {
         let read = faultline_ctf::Trace::open(&dir)
             .unwrap()
             .events(&faultline_ctf::Filter::default())
-            .map(|e| e.unwrap())
+            .inspect(|e| assert!(e.is_ok(), "{e:?}"))
             .count() as u64;
         assert_eq!(read, st.events_written);
         let _ = std::fs::remove_dir_all(&dir);

@@ -363,7 +363,7 @@ fn consumer_rejects_garbage_shared_memory() {
             cons.next_packet(cpu, &mut buf),
             Err(ReadError::Corrupt { .. })
         ));
-        *(base.add(data + 128 + 12) as *mut u32) = 36;
+        *(base.add(data + 128 + 12) as *mut u32) = 20; // the payload length
         assert!(cons.next_packet(cpu, &mut buf).unwrap().is_some());
     }
     // A garbage header is refused at open time.

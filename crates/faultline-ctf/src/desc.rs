@@ -208,7 +208,8 @@ pub fn validate(desc: &TraceDesc) -> Result<()> {
                 "event id {id} is reserved for padding/pending records"
             ));
         }
-        if ev.provider == faultline_wire::PADDING_PROVIDER && ev.name == faultline_wire::PADDING_NAME
+        if ev.provider == faultline_wire::PADDING_PROVIDER
+            && ev.name == faultline_wire::PADDING_NAME
         {
             return e(format!(
                 "event name {} is reserved for padding records",

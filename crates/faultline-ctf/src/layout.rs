@@ -96,7 +96,9 @@ mod tests {
     #[test]
     fn builder_writes_the_wire_chain() {
         let mut p = PacketBuilder::new([0; 16], 0, 0);
-        p.record(10, 1, b"abc").padding(11, 5).record(12, 3, &[9; 8]);
+        p.record(10, 1, b"abc")
+            .padding(11, 5)
+            .record(12, 3, &[9; 8]);
         let pk = p.finish(512);
         let h = PacketHeader::parse_slice(&pk).unwrap();
         assert_eq!(h.content_bytes(), 128 + 24 + 24 + 24);

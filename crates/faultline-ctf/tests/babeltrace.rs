@@ -429,7 +429,11 @@ fn padding_records_are_skipped_by_every_reader() {
     while let Some(e) = ev.next_event() {
         theirs.push(e.unwrap().ts);
     }
-    assert_eq!(theirs, vec![100, 102, 105, 107], "the general reader skips padding too");
+    assert_eq!(
+        theirs,
+        vec![100, 102, 105, 107],
+        "the general reader skips padding too"
+    );
 
     if Command::new("babeltrace2")
         .arg("--version")
@@ -447,7 +451,10 @@ fn padding_records_are_skipped_by_every_reader() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(out.status.success(), "babeltrace2 failed:\n{stderr}");
-    assert!(stderr.trim().is_empty(), "babeltrace2 diagnostics:\n{stderr}");
+    assert!(
+        stderr.trim().is_empty(),
+        "babeltrace2 diagnostics:\n{stderr}"
+    );
     let real: Vec<u64> = stdout
         .lines()
         .filter(|l| !l.contains("faultline:padding"))
@@ -455,7 +462,10 @@ fn padding_records_are_skipped_by_every_reader() {
         .collect();
     assert_eq!(real, vec![100, 102, 105, 107], "{stdout}");
     assert_eq!(
-        stdout.lines().filter(|l| l.contains("faultline:padding")).count(),
+        stdout
+            .lines()
+            .filter(|l| l.contains("faultline:padding"))
+            .count(),
         4,
         "{stdout}"
     );

@@ -77,7 +77,7 @@ pub struct CpuRecovery {
     /// Commit bytes added on behalf of dead writers (padding of a closed current sub-buffer
     /// included).
     pub bytes: u64,
-    /// Uncommitted records found (now discarded records; added to `lost_stalled`).
+    /// Uncommitted records found (now padding records; added to `lost_stalled`).
     pub records: u64,
     /// Packet headers whose begin or end fields recovery had to write.
     pub repaired_headers: u64,

@@ -3,7 +3,7 @@
 //!
 //! # Two read-side flavours
 //! * **rseq** (the default when available): a reader counts itself in and out with per-CPU
-//!   increments done by rseq critical sections (`crate::cpu::percpu_inc`: the CS reads
+//!   increments done by rseq critical sections (`faultline_rseq::percpu_inc`: the CS reads
 //!   `rseq->cpu_id` and commits with one non-locked `add qword ptr [slot], 1`; the kernel
 //!   restarts it if the thread is preempted, migrated or signalled before the `add`). No
 //!   locked instruction and no fence: only compiler barriers. The ordering a reader no longer
@@ -21,7 +21,7 @@
 //! on separate words, every grace period sums both, and once the rseq flavour has been enabled
 //! every later grace period issues the membarrier.
 //!
-//! Why a CS of our own rather than `faultline_rseq::addv`: reading the CPU inside the CS
+//! Why `percpu_inc` rather than `faultline_rseq::addv`: reading the CPU inside the CS
 //! removes the "wrong CPU, retry" outcome and the separate `cpu_id` read before it, and the
 //! single-instruction commit needs no load/add/store sequence; the abort path is out of line.
 //!

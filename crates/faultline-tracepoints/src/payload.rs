@@ -94,7 +94,8 @@ pub struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    fn new(buf: &'a mut [u8]) -> Self {
+    #[inline(always)]
+    pub(crate) fn new(buf: &'a mut [u8]) -> Self {
         Writer {
             buf,
             pos: 0,
@@ -136,8 +137,8 @@ impl<'a> Writer<'a> {
         }
     }
 
-    #[inline]
-    fn finish(self) -> WriteOutcome {
+    #[inline(always)]
+    pub(crate) fn finish(self) -> WriteOutcome {
         let pos = self.pos;
         if pos < self.buf.len() {
             self.buf[pos..].fill(0);
@@ -181,7 +182,7 @@ macro_rules! fixed_field {
             const TYPE: FieldType = FieldType::$ft;
             const RAW: bool = false;
             const MIN_SIZE: usize = std::mem::size_of::<$t>();
-            #[inline]
+            #[inline(always)]
             fn size(&self) -> usize {
                 std::mem::size_of::<$t>()
             }
@@ -189,7 +190,7 @@ macro_rules! fixed_field {
             fn wanted(&self) -> usize {
                 std::mem::size_of::<$t>()
             }
-            #[inline]
+            #[inline(always)]
             fn encode(&self, w: &mut Writer<'_>, _budget: usize) {
                 w.put_array(&self.to_le_bytes());
             }
@@ -233,12 +234,14 @@ impl FieldValue for &str {
     const TYPE: FieldType = FieldType::String;
     const RAW: bool = false;
     const MIN_SIZE: usize = 1;
+    #[inline]
     fn size(&self) -> usize {
         nul_free(self.as_bytes()).0.len() + 1
     }
     fn wanted(&self) -> usize {
         self.len() + 1
     }
+    #[inline]
     fn encode(&self, w: &mut Writer<'_>, budget: usize) {
         let (s, cut) = nul_free(self.as_bytes());
         let room = budget.saturating_sub(1);
@@ -370,9 +373,14 @@ impl FieldValue for RawBuf {
 #[doc(hidden)]
 pub trait Fields {
     const MIN_SIZE: usize;
+    /// Some field copies untrusted memory (its size may change between sizing and writing).
+    const RAW: bool;
     fn size(&self) -> usize;
     fn wanted(&self) -> usize;
     fn encode(&self, w: &mut Writer<'_>);
+    /// Encode without budgeting, for a `w` of exactly `size()` bytes and no raw field (the
+    /// sizes cannot change): every field gets the room it asks for. Still bounded by `w`.
+    fn encode_exact(&self, w: &mut Writer<'_>);
     fn touch(&self);
 }
 
@@ -380,6 +388,9 @@ impl Fields for () {
     #[inline]
     fn touch(&self) {}
     const MIN_SIZE: usize = 0;
+    const RAW: bool = false;
+    #[inline(always)]
+    fn encode_exact(&self, _w: &mut Writer<'_>) {}
     #[inline]
     fn size(&self) -> usize {
         0
@@ -394,9 +405,15 @@ impl Fields for () {
 
 impl<H: FieldValue, T: Fields> Fields for (&H, T) {
     const MIN_SIZE: usize = H::MIN_SIZE + T::MIN_SIZE;
-    #[inline]
+    const RAW: bool = H::RAW || T::RAW;
+    #[inline(always)]
     fn size(&self) -> usize {
         self.0.size() + self.1.size()
+    }
+    #[inline(always)]
+    fn encode_exact(&self, w: &mut Writer<'_>) {
+        self.0.encode(w, usize::MAX);
+        self.1.encode_exact(w);
     }
     #[inline]
     fn wanted(&self) -> usize {

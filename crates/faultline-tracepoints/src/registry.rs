@@ -49,6 +49,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use faultline_schema::EventDesc;
 
+use crate::fast::FastSlot;
 use crate::probe::{Probe, ProbeArray, ProbeKind};
 use crate::srcu::{rcu_is_null, rcu_load, Flavour, Srcu};
 use crate::TraceOutcome;
@@ -68,6 +69,9 @@ pub struct Tracepoint {
     raw: AtomicU8,
     /// Probe arrays (null when empty), one per kind, each protected by its kind's SRCU domain.
     pub(crate) arrays: [AtomicPtr<ProbeArray>; 2],
+    /// The recording fast path's slot (null: none), protected by the faultable domain
+    /// (`fast.rs`).
+    pub(crate) fast: AtomicPtr<FastSlot>,
 }
 
 impl Tracepoint {
@@ -83,6 +87,7 @@ impl Tracepoint {
                 AtomicPtr::new(std::ptr::null_mut()),
                 AtomicPtr::new(std::ptr::null_mut()),
             ],
+            fast: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 

@@ -155,6 +155,9 @@ use crate::sync::{AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Orderin
 const IDX: usize = 1;
 /// `ctl` bit: readers use the rseq flavour.
 const RSEQ: usize = 2;
+/// `ctl` bit: the rseq flavour is set up (glibc's offset stored, every grace period issues the
+/// membarrier), so [`Srcu::read_lock_fast`] readers may use it whatever the chosen flavour.
+const RSEQ_OK: usize = 4;
 
 /// One CPU slot: reader counters for both phases and both flavours, alone on their cache lines
 /// (128 bytes, so the adjacent-line prefetcher does not couple two slots).
@@ -263,7 +266,7 @@ impl Srcu {
             st.rseq_ever = true;
             // Release: pairs with the Acquire load of ctl in read_lock: a reader that sees the
             // bit also sees what percpu_available() set up (glibc's rseq offset).
-            self.ctl.store(ctl | RSEQ, Ordering::Release);
+            self.ctl.store(ctl | RSEQ | RSEQ_OK, Ordering::Release);
             Flavour::Rseq
         } else {
             // Release: see above (keeps ctl's stores uniformly Release).
@@ -300,6 +303,63 @@ impl Srcu {
             // the protected data stay after the increment in program order; the hardware may
             // still reorder R1 (a store) after R2 (a load), which the updater's membarrier M
             // accounts for (module doc, point 1). (The asm is already a compiler barrier.)
+            compiler_fence(Ordering::SeqCst);
+            return ReadGuard {
+                srcu: self,
+                slot: 0,
+                tag: idx | RSEQ,
+            };
+        }
+        self.read_lock_atomic(crate::sync::cpu_hint(), idx)
+    }
+
+    /// Set up the rseq flavour for [`read_lock_fast`](Self::read_lock_fast) readers without
+    /// changing the flavour [`read_lock`](Self::read_lock) readers use: from now on every grace
+    /// period issues the membarrier. Returns whether it is available (rseq and membarrier).
+    /// Updaters only (may make system calls); waits for a running grace period.
+    pub fn enable_rseq_readers(&self) -> bool {
+        // Relaxed: a hint; the answer is re-read under gp_lock. Once set the bit stays set.
+        if self.ctl.load(Ordering::Relaxed) & RSEQ_OK != 0 {
+            return true;
+        }
+        let mut st = lock(&self.gp_lock);
+        // Relaxed: only updaters write ctl, and we hold gp_lock.
+        let ctl = self.ctl.load(Ordering::Relaxed);
+        if ctl & RSEQ_OK != 0 {
+            return true;
+        }
+        let Some(off) = percpu_available() else {
+            return false;
+        };
+        // Relaxed: published by the Release store of ctl below.
+        self.rseq_off.store(off, Ordering::Relaxed);
+        // As in set_flavour: set before any reader can see the bit.
+        st.rseq_ever = true;
+        // Release: pairs with the Acquire load of ctl in read_lock_fast.
+        self.ctl.store(ctl | RSEQ_OK, Ordering::Release);
+        true
+    }
+
+    /// Enter a read-side critical section with the rseq flavour if it is set up
+    /// ([`enable_rseq_readers`](Self::enable_rseq_readers) or the rseq flavour chosen), the
+    /// atomic one otherwise. The same protocol as [`read_lock`](Self::read_lock) (readers of
+    /// both flavours may be inside together; see the module doc): only the condition that
+    /// picks the rseq counters differs. For the tracing fast path, which must not pay for two
+    /// locked instructions per event.
+    #[inline(always)]
+    pub fn read_lock_fast(&self) -> ReadGuard<'_> {
+        // Acquire: pairs with the Release stores of ctl in enable_rseq_readers / set_flavour
+        // (a reader that sees RSEQ_OK sees glibc's offset and every later grace period issues
+        // the membarrier, since rseq_ever was set first under gp_lock).
+        let ctl = self.ctl.load(Ordering::Acquire);
+        let idx = ctl & IDX;
+        // Relaxed: written before the Release store of ctl that set the bit we saw.
+        if ctl & RSEQ_OK != 0
+            && percpu_inc(self.rseq_off.load(Ordering::Relaxed), &self.slots, |s| {
+                &s.rlock[idx]
+            })
+        {
+            // R1 (rseq flavour) is done; see read_lock.
             compiler_fence(Ordering::SeqCst);
             return ReadGuard {
                 srcu: self,

@@ -75,8 +75,8 @@
 
 use faultline_ringbuf::{Channel, CommitKind, Lost, Reservation};
 use faultline_tracepoints::{
-    register_probe, FastTarget, LossCause, Payload, Probe, ProbeHandle, ProbeKind, RegisterError, TraceOutcome,
-    Tracepoint,
+    register_probe, FastTarget, LossCause, Payload, Probe, ProbeHandle, ProbeKind, RegisterError,
+    TraceOutcome, Tracepoint,
 };
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};

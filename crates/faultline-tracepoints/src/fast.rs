@@ -124,6 +124,13 @@ fn unusual(slot: &FastSlot, tp: &'static Tracepoint, what: Result<CommitKind, Lo
 }
 
 impl Tracepoint {
+    /// Whether hits of this tracepoint take the recording fast path now (module docs); a
+    /// snapshot, for diagnostics and tests.
+    pub fn has_fast_path(&self) -> bool {
+        // Relaxed: a snapshot; nothing is dereferenced.
+        !self.fast.load(Ordering::Relaxed).is_null()
+    }
+
     /// What the generated `__fire` of [`tracepoint!`](crate::tracepoint) calls: the fast
     /// path (module docs) if this tracepoint has a fast slot, [`Tracepoint::fire`] otherwise.
     #[doc(hidden)]

@@ -61,16 +61,16 @@ pub mod srcu;
 mod sync;
 pub mod uaccess;
 
+pub use fast::FastTarget;
 pub use faultline_schema as schema;
 pub use outcome::{LossCause, TraceOutcome};
 pub use payload::{
     CStrPtr, EncodedPayload, Payload, RawBuf, WriteOutcome, MAX_CSTR_LEN, MAX_RAW_LEN,
 };
-pub use fast::FastTarget;
 pub use probe::{
-    grace_period_busy_polls, reclaim_barrier, refresh_fast, register_probe, register_probe_following,
-    set_srcu_flavour, srcu_flavour, unregister, unregister_deferred, CounterProbe, Probe,
-    ProbeHandle, ProbeKind, RegisterError,
+    grace_period_busy_polls, reclaim_barrier, refresh_fast, register_probe,
+    register_probe_following, set_srcu_flavour, srcu_flavour, unregister, unregister_deferred,
+    CounterProbe, Probe, ProbeHandle, ProbeKind, RegisterError,
 };
 pub use registry::{
     all_tracepoints, disable, enable, find, glob_match, matching, register, set_events, subscribe,

@@ -85,8 +85,11 @@ thread_local! {
     static COUNTER: Cell<(u64, *const AtomicU64)> = const { Cell::new((0, std::ptr::null())) };
 }
 
-/// Count one committed event for the slot's owner on this thread.
-#[inline(always)]
+/// Count one committed event for the slot's owner on this thread. Out of line on purpose:
+/// compiled in this crate, the thread-local is a direct `%fs`-relative access; inlined into
+/// the caller's crate (where `fire_fields` is instantiated) it would be reached through the
+/// `LocalKey` accessor, an indirect call.
+#[inline(never)]
 fn count(slot: &FastSlot) {
     let (id, p) = COUNTER.with(|c| c.get());
     let p = if id == slot.owner_id && !p.is_null() {

@@ -106,7 +106,10 @@ fn main() {
     };
     let stats: Vec<(f64, f64)> = ns.iter_mut().map(stat).collect();
     println!("{rounds} rounds x {PER_ROUND} events, thread CPU time");
-    println!("{:<38} {:>8} {:>8} {:>9} {:>9}", "", "min ns", "med ns", "min/flr", "med/flr");
+    println!(
+        "{:<38} {:>8} {:>8} {:>9} {:>9}",
+        "", "min ns", "med ns", "min/flr", "med/flr"
+    );
     for (n, (mn, md)) in names.iter().zip(&stats) {
         println!(
             "{n:<38} {mn:>8.2} {md:>8.2} {:>8.2}x {:>8.2}x",

@@ -687,7 +687,7 @@ fn fast_path_records_exact_payloads_and_yields_to_other_probes() {
             &s,
             &[i as u8; 3][..],
             i as f64 / 2.0,
-            i % 2 == 0
+            i.is_multiple_of(2)
         );
         trace!(FAST_RAW, i, CStrPtr(cs.as_ptr()));
     }
@@ -742,7 +742,7 @@ fn fast_path_records_exact_payloads_and_yields_to_other_probes() {
         assert_eq!(string(&g.fields[2]), format!("s{i}").as_bytes());
         assert_eq!(bytes(&g.fields[3]), &[i as u8; 3][..]);
         assert_eq!(g.fields[4], Value::F(i as f64 / 2.0));
-        assert_eq!(g.fields[5], Value::Bool(i % 2 == 0));
+        assert_eq!(g.fields[5], Value::Bool(i.is_multiple_of(2)));
         mixes += 1;
     }
     assert_eq!(mixes, 100);

@@ -588,7 +588,11 @@ mod tests {
                             v[i + 3] = 0;
                         }
                     }
-                    assert_eq!(find_nul(&v), v.iter().position(|&b| b == 0), "{len} {nul:?}");
+                    assert_eq!(
+                        find_nul(&v),
+                        v.iter().position(|&b| b == 0),
+                        "{len} {nul:?}"
+                    );
                 }
             }
         }

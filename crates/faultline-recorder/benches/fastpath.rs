@@ -38,6 +38,15 @@ fn round(mut f: impl FnMut(u64)) -> f64 {
     (thread_cpu_ns() - t0) as f64 / PER_ROUND as f64
 }
 
+/// The ring buffer alone behind a function call, as `trace!` reaches its `__fire`.
+#[inline(never)]
+fn ring_out_of_line(chan: &Channel, i: u64) {
+    if let Ok(mut r) = chan.reserve(1000, 8) {
+        r.payload().copy_from_slice(&i.to_le_bytes());
+        black_box(r.commit());
+    }
+}
+
 fn main() {
     let rounds: usize = std::env::args()
         .skip(1)
@@ -65,6 +74,7 @@ fn main() {
     let names = [
         "rdtsc + 24-byte store",
         "ring reserve+commit 8 B",
+        "ring reserve+commit 8 B, out of line",
         "trace! int",
         "trace! u64 + 32 B string",
         "disabled tracepoint (per call site)",
@@ -85,9 +95,10 @@ fn main() {
                 black_box(r.commit());
             }
         }));
-        ns[2].push(round(|i| trace!(FP_INT, i)));
-        ns[3].push(round(|i| trace!(FP_STRING, i, MSG)));
-        ns[4].push(
+        ns[2].push(round(|i| ring_out_of_line(&chan, i)));
+        ns[3].push(round(|i| trace!(FP_INT, i)));
+        ns[4].push(round(|i| trace!(FP_STRING, i, MSG)));
+        ns[5].push(
             round(|i| {
                 trace!(FP_OFF, i);
                 trace!(FP_OFF, i + 1);

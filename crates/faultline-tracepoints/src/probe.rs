@@ -11,6 +11,11 @@
 //! (a non-faultable probe must not block, so its domain's grace periods stay short) and the
 //! isolation.
 //!
+//! Next to the arrays, a tracepoint has a *fast slot* (the recording fast path, see
+//! [`fast`](crate::fast)): a cache of its probe list, non-null when the only probe is a
+//! faultable one that offers a [`FastTarget`]. Every update that republishes an array
+//! recomputes it; it is published and retired like a faultable array.
+//!
 //! # Who writes what
 //! * Call sites (readers): `Tracepoint::fire` peeks each pointer (no dereference), enters that
 //!   kind's SRCU read section, loads the pointer, calls the probes, leaves. No lock, no wait,
@@ -238,11 +243,11 @@ fn publish_fast(st: &registry::State, id: usize) -> Option<Retired> {
     let tp = st.tp(id)?;
     let list = st.probes.get(id)?;
     let new = match list.as_slice() {
-        [only] if only.kind == ProbeKind::Faultable => only.probe.fast_target(tp).map(|t| {
-            // Readers of the slot use the rseq read side when it can be set up.
-            domains()[ProbeKind::Faultable as usize].enable_rseq_readers();
-            Box::into_raw(Box::new(FastSlot::new(only.probe.clone(), t)))
-        }),
+        // Readers of the slot use the rseq read side if `domains()` could set it up.
+        [only] if only.kind == ProbeKind::Faultable => only
+            .probe
+            .fast_target(tp)
+            .map(|t| Box::into_raw(Box::new(FastSlot::new(only.probe.clone(), t)))),
         _ => None,
     }
     .unwrap_or(std::ptr::null_mut());

@@ -16,6 +16,13 @@
 //!   `FAULTLINE_SRCU=rseq` asks for the rseq flavour, or as chosen with [`Srcu::set_flavour`] /
 //!   `faultline_tracepoints::set_srcu_flavour`.
 //!
+//! [`Srcu::read_lock_fast`] (the recording fast path's read side) uses the rseq flavour
+//! whenever it has been set up ([`Srcu::enable_rseq_readers`], or the rseq flavour chosen:
+//! bit 2 of `ctl`), whatever the flavour [`Srcu::read_lock`] readers use; it is the same
+//! protocol, since readers of both flavours may already be inside together and every grace
+//! period after the set-up issues the membarrier (`tests/loom.rs` checks it, and that a grace
+//! period without the membarrier is caught).
+//!
 //! The flavour is a bit of the domain's `ctl` word that each reader reads as it enters; it can
 //! be changed at any time, with readers of both flavours inside, because the two flavours count
 //! on separate words, every grace period sums both, and once the rseq flavour has been enabled

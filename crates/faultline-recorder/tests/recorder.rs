@@ -36,6 +36,7 @@ tracepoint!(FAST_INT, "rectest_fast", "int", { x: u64 });
 tracepoint!(FAST_MIX, "rectest_fast", "mix", { a: u8, b: i32, s: &str, body: &[u8], f: f64, ok: bool });
 tracepoint!(FAST_RAW, "rectest_fast", "raw", { x: u64, s: CStrPtr });
 tracepoint!(FAST_LOSS, "rectest_fastloss", "int", { x: u64 });
+tracepoint!(FAST_HELD, "rectest_fastheld", "held", { x: u64, body: &[u8] });
 
 fn channel(subbuf: u64, n: u64) -> Arc<Channel> {
     Arc::new(
@@ -774,4 +775,54 @@ fn fast_path_counts_losses_like_the_recorder() {
     let got = drain(&ch, &[&FAST_LOSS]);
     assert_eq!(got.len() as u64, st.recorded);
     unregister(h);
+}
+
+#[test]
+fn unregister_waits_for_a_fast_path_call_blocked_in_a_fault() {
+    // A `&[u8]` argument in memory whose first touch is held by userfaultfd: the fast path
+    // blocks inside its encoding, between reserve and commit, in the SRCU read section.
+    let region = match HeldFaults::new(1, Duration::from_millis(300)) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            eprintln!("SKIPPED: userfaultfd unavailable: {e}");
+            return;
+        }
+    };
+    let ch = channel(64 * 1024, 4);
+    let rec = Recorder::new(ch.clone(), RecorderConfig::default());
+    let h = attach(&rec, "rectest_fastheld:*").unwrap();
+    enable("rectest_fastheld:*");
+    assert!(FAST_HELD.has_fast_path());
+    // Free what registering retired, so that only the fast path holds the recorder.
+    faultline_tracepoints::reclaim_barrier();
+    let addr = region.as_ptr() as usize;
+    let t = std::thread::spawn(move || {
+        // SAFETY: the region is mapped for the life of the test (the Arc outlives the thread,
+        // joined below); reading it blocks until userfaultfd serves the page.
+        let body = unsafe { std::slice::from_raw_parts(addr as *const u8, 64) };
+        trace!(FAST_HELD, 1u64, body);
+    });
+    let t0 = Instant::now();
+    while region.holding() == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "fault never taken");
+        std::thread::yield_now();
+    }
+    let u0 = Instant::now();
+    unregister(h);
+    let waited = u0.elapsed();
+    // The event is counted before the fast path leaves its read section.
+    assert_eq!(
+        rec.stats().recorded,
+        1,
+        "unregister returned before the fast-path call finished"
+    );
+    assert_eq!(Arc::strong_count(&rec), 1, "the registry still holds the recorder");
+    assert!(
+        waited >= Duration::from_millis(100),
+        "unregister did not wait: {waited:?}"
+    );
+    t.join().unwrap();
+    let got = drain(&ch, &[&FAST_HELD]);
+    assert_eq!(got.len(), 1);
+    assert_eq!(bytes(&got[0].fields[1]), &(0..64).map(pattern).collect::<Vec<u8>>()[..]);
 }

@@ -816,7 +816,11 @@ fn unregister_waits_for_a_fast_path_call_blocked_in_a_fault() {
         1,
         "unregister returned before the fast-path call finished"
     );
-    assert_eq!(Arc::strong_count(&rec), 1, "the registry still holds the recorder");
+    assert_eq!(
+        Arc::strong_count(&rec),
+        1,
+        "the registry still holds the recorder"
+    );
     assert!(
         waited >= Duration::from_millis(100),
         "unregister did not wait: {waited:?}"
@@ -824,5 +828,8 @@ fn unregister_waits_for_a_fast_path_call_blocked_in_a_fault() {
     t.join().unwrap();
     let got = drain(&ch, &[&FAST_HELD]);
     assert_eq!(got.len(), 1);
-    assert_eq!(bytes(&got[0].fields[1]), &(0..64).map(pattern).collect::<Vec<u8>>()[..]);
+    assert_eq!(
+        bytes(&got[0].fields[1]),
+        &(0..64).map(pattern).collect::<Vec<u8>>()[..]
+    );
 }

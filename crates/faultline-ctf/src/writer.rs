@@ -17,8 +17,10 @@
 //! - continuity on the CPU: `packet_seq_num` strictly increasing (gaps allowed: lost packets),
 //!   `timestamp_begin >=` the previous packet's `timestamp_end`, cumulative counters
 //!   non-decreasing;
-//! - the record chain ends exactly at `content_size`, every record id is a declared event,
-//!   record timestamps are non-decreasing and within `[timestamp_begin, timestamp_end]`;
+//! - the record chain ends exactly at `content_size`, every record id is a declared event or
+//!   padding (an abandoned reservation, kept and skipped by readers; a pending, uncommitted
+//!   record is rejected), record timestamps are non-decreasing and within
+//!   `[timestamp_begin, timestamp_end]`;
 //! - every record's payload decodes, field by field with the shared decoder, to exactly its
 //!   length (what the reader and babeltrace2 need to stay in step), so a packet whose bytes
 //!   were damaged in shared memory never reaches the disk.
@@ -52,7 +54,8 @@
 use crate::desc::{metadata, EnvValue, TraceDesc};
 use crate::error::{CtfError, Result};
 use crate::layout::{
-    align8, check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE, RECORD_HEADER_SIZE,
+    align8, check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE, PADDING_ID, PENDING_ID,
+    RECORD_HEADER_SIZE,
 };
 use faultline_schema::{decode_field, FieldDesc};
 use serde::Serialize;
@@ -67,7 +70,7 @@ use std::path::{Path, PathBuf};
 pub struct WriterCounters {
     /// Packets written (all CPUs).
     pub packets: u64,
-    /// Records in those packets.
+    /// Event records in those packets (padding records not counted).
     pub events: u64,
     /// Bytes written to stream files.
     pub stream_bytes: u64,
@@ -90,8 +93,8 @@ struct CpuStream {
 pub struct Verification {
     /// Records of the verified packets, per CPU and event id.
     pub events: BTreeMap<u32, BTreeMap<u32, u64>>,
-    /// Records of a skipped id removed from verified packets.
-    pub skipped: u64,
+    /// Padding records (abandoned reservations, kept; readers skip them) in those packets.
+    pub padding: u64,
     /// Packets removed from the trace: (CPU, its `packet_seq_num`, the error, the records it
     /// held as far as its record chain goes).
     pub rejected: Vec<(u32, u64, CtfError, u64)>,
@@ -253,28 +256,6 @@ fn read_packet(file: &File, at: u64, buf: &mut Vec<u8>) -> std::io::Result<(Pack
     Ok((h, len))
 }
 
-/// `content` (a packet's header and records) without its records whose id is in `skip`,
-/// `content_size` and `packet_size` fixed, padded to 8 bytes.
-fn compact(content: &[u8], skip: &[u32]) -> Vec<u8> {
-    let mut out = content[..PACKET_HEADER_SIZE].to_vec();
-    let mut end = PACKET_HEADER_SIZE;
-    for r in Records::new(content).map_while(|r| r.ok()) {
-        if skip.contains(&r.id) {
-            continue;
-        }
-        out.resize(align8(out.len()).unwrap_or(out.len()), 0);
-        let rec_len = RECORD_HEADER_SIZE + r.payload.len();
-        out.extend_from_slice(&content[r.offset..r.offset + rec_len]);
-        end = out.len();
-    }
-    out.resize(align8(end).unwrap_or(end), 0);
-    let mut h = PacketHeader::parse_slice(&out).unwrap_or_default();
-    h.content_size = end as u64 * 8;
-    h.packet_size = out.len() as u64 * 8;
-    out[..PACKET_HEADER_SIZE].copy_from_slice(&h.encode());
-    out
-}
-
 /// Check that `payload` decodes to exactly its length; the error names the field.
 #[inline]
 fn check_payload(fields: Fields, payload: &[u8]) -> std::result::Result<(), (usize, String)> {
@@ -392,7 +373,7 @@ impl TraceWriter {
                 offset: off::CONTENT_SIZE as u64,
                 msg: "content_size beyond the buffer".into(),
             })?;
-        let n = self.check_records(cpu, &h, content, &[], |_| {})?.0;
+        let n = self.check_records(cpu, &h, content, |_| {})?.0;
         Ok((h, n))
     }
 
@@ -474,14 +455,13 @@ impl TraceWriter {
     /// The record checks of [`TraceWriter::check_packet`] on `content` (the packet's first
     /// `content_size / 8` bytes): the chain ends exactly at the content end, ids are declared,
     /// payloads decode to exactly their length, timestamps are ordered inside the packet.
-    /// Records whose id is in `skip` are not checked beyond the chain and not counted;
-    /// `each` sees the id of every other record. Returns (records, records skipped).
+    /// Padding records are checked for order only and not counted; `each` sees the id of
+    /// every event record. Returns (event records, padding records).
     fn check_records(
         &self,
         cpu: u32,
         h: &PacketHeader,
         content: &[u8],
-        skip: &[u32],
         mut each: impl FnMut(u32),
     ) -> Result<(u64, u64)> {
         let bad = |offset: usize, msg: String| CtfError::Packet {
@@ -490,12 +470,29 @@ impl TraceWriter {
             msg,
         };
         let mut n = 0u64;
-        let mut skipped = 0u64;
+        let mut padding = 0u64;
         let mut last_ts = h.timestamp_begin;
         for r in Records::new(content) {
             let r = r.map_err(|(o, m)| bad(o as usize, m))?;
-            if skip.contains(&r.id) {
-                skipped += 1;
+            if r.id == PENDING_ID {
+                return Err(bad(
+                    r.offset + off::RECORD_ID,
+                    "uncommitted (pending) record in a complete packet".into(),
+                ));
+            }
+            if r.id == PADDING_ID {
+                // An abandoned reservation: readers skip it; its time still counts for order.
+                if r.timestamp < last_ts || r.timestamp > h.timestamp_end {
+                    return Err(bad(
+                        r.offset,
+                        format!(
+                            "padding record timestamp {} outside [{last_ts}, {}]",
+                            r.timestamp, h.timestamp_end
+                        ),
+                    ));
+                }
+                last_ts = r.timestamp;
+                padding += 1;
                 continue;
             }
             let Some(fields) = self.ids.get(r.id) else {
@@ -521,7 +518,7 @@ impl TraceWriter {
             n += 1;
             each(r.id);
         }
-        Ok((n, skipped))
+        Ok((n, padding))
     }
 
     /// Check and append one packet to `cpu`'s stream (see the module docs). Returns the number
@@ -611,11 +608,11 @@ impl TraceWriter {
 
     /// Check the records of every packet written by [`TraceWriter::write_packet_raw`] since
     /// the last call (module docs, "Verification"), count them per CPU and id, remove records
-    /// whose id is in `skip` from their packets, and remove packets that fail a check from
+    /// and remove packets that fail a check from
     /// the trace (their streams are rewritten; the rest of the stream is kept). Streams are
     /// re-read from the page cache; nothing is rewritten when every packet passes and holds
-    /// no skipped record.
-    pub fn verify(&mut self, skip: &[u32]) -> Result<Verification> {
+    /// nothing to remove.
+    pub fn verify(&mut self) -> Result<Verification> {
         let mut out = Verification::default();
         let cpus: Vec<u32> = self.streams.keys().copied().collect();
         for cpu in cpus {
@@ -626,8 +623,8 @@ impl TraceWriter {
             if offsets.is_empty() {
                 continue;
             }
-            // Replacements: offset -> new bytes (None: drop the packet).
-            let mut fix: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
+            // Offsets of the packets to remove.
+            let mut drop = std::collections::BTreeSet::new();
             let mut buf = std::mem::take(&mut self.scratch);
             // Records per id: dense for the ids a registry assigns, a map beyond.
             let mut dense: Vec<u64> = Vec::new();
@@ -641,7 +638,7 @@ impl TraceWriter {
                 let (mut pd, mut ps) = (std::mem::take(&mut dense), std::mem::take(&mut sparse));
                 let (d0, s0) = (pd.clone(), ps.clone());
                 let mut passed = 0u64;
-                let r = self.check_records(cpu, &h, content, skip, |id| {
+                let r = self.check_records(cpu, &h, content, |id| {
                     passed += 1;
                     match pd.get_mut(id as usize) {
                         Some(c) => *c += 1,
@@ -653,24 +650,21 @@ impl TraceWriter {
                     }
                 });
                 match r {
-                    Ok((n, skipped)) => {
+                    Ok((n, padding)) => {
                         (dense, sparse) = (pd, ps);
                         self.counters.events += n;
-                        if skipped > 0 {
-                            out.skipped += skipped;
-                            fix.insert(at, Some(compact(content, skip)));
-                        }
+                        out.padding += padding;
                     }
                     Err(e) => {
                         (dense, sparse) = (d0, s0);
                         // The records the packet held, as far as its chain goes.
                         let held = Records::new(content)
                             .map_while(|r| r.ok())
-                            .filter(|r| !skip.contains(&r.id))
+                            .filter(|r| !faultline_wire::is_reserved_id(r.id))
                             .count() as u64;
                         out.rejected
                             .push((cpu, h.packet_seq_num, e, held.max(passed)));
-                        fix.insert(at, None);
+                        drop.insert(at);
                     }
                 }
             }
@@ -684,25 +678,25 @@ impl TraceWriter {
             if !row.is_empty() {
                 out.events.insert(cpu, row);
             }
-            if !fix.is_empty() {
-                self.rewrite(cpu, &fix, &mut buf)?;
+            if !drop.is_empty() {
+                self.rewrite(cpu, &drop, &mut buf)?;
             }
             self.scratch = buf;
         }
         Ok(out)
     }
 
-    /// Rewrite `cpu`'s stream with the packets at the offsets of `fix` replaced or dropped.
+    /// Rewrite `cpu`'s stream without the packets at the offsets in `drop`.
     fn rewrite(
         &mut self,
         cpu: u32,
-        fix: &BTreeMap<u64, Option<Vec<u8>>>,
+        drop: &std::collections::BTreeSet<u64>,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
         let Some(s) = self.streams.get_mut(&cpu) else {
             return Ok(());
         };
-        let Some(&first) = fix.keys().next() else {
+        let Some(&first) = drop.first() else {
             return Ok(());
         };
         let tmp = self.dir.join(format!("stream_{cpu}.tmp"));
@@ -721,20 +715,12 @@ impl TraceWriter {
             let (_, n) =
                 read_packet(&s.file, at, buf).map_err(|e| CtfError::io(&s.path, "read back", e))?;
             let n = n as u64;
-            match fix.get(&at) {
-                Some(None) => {
-                    packets -= 1;
-                    bytes -= n as i64;
-                }
-                Some(Some(p)) => {
-                    f.write_all(p).map_err(io)?;
-                    len += p.len() as u64;
-                    bytes += p.len() as i64 - n as i64;
-                }
-                None => {
-                    f.write_all(&buf[..n as usize]).map_err(io)?;
-                    len += n;
-                }
+            if drop.contains(&at) {
+                packets -= 1;
+                bytes -= n as i64;
+            } else {
+                f.write_all(&buf[..n as usize]).map_err(io)?;
+                len += n;
             }
             at += n;
         }

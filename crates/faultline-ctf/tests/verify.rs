@@ -1,7 +1,7 @@
 //! The fast path of the trace writer: packets written straight from where they lie
 //! (`TraceWriter::write_packet_raw`, header checked only), then `TraceWriter::verify`: records
 //! checked and counted, a packet that fails is removed from its stream (the rest is kept),
-//! records of a skipped id are removed from their packet.
+//! padding records stay where they are (readers skip them).
 
 mod common;
 
@@ -9,7 +9,7 @@ use common::*;
 use faultline_ctf::layout::PACKET_HEADER_SIZE;
 use faultline_ctf::{CtfError, Filter, PacketBuilder, Trace, TraceWriter};
 
-const SKIP: u32 = u32::MAX;
+const PADDING: u32 = faultline_ctf::layout::PADDING_ID;
 
 fn raw(w: &mut TraceWriter, cpu: u32, p: &[u8]) -> Result<u64, faultline_ctf::CtfError> {
     let hdr: [u8; PACKET_HEADER_SIZE] = p[..PACKET_HEADER_SIZE].try_into().unwrap();
@@ -29,37 +29,37 @@ fn packet(seq: u64, ts: (u64, u64), recs: &[(u64, u32, &[u8])]) -> Vec<u8> {
 }
 
 #[test]
-fn verify_counts_keeps_good_packets_drops_bad_ones_and_removes_skipped_records() {
+fn verify_counts_keeps_good_packets_drops_bad_ones_and_keeps_padding() {
     let dir = tmpdir("verify");
     let mut w = TraceWriter::create(&dir, &desc()).unwrap();
     let good = packet(0, (10, 20), &[(11, ID_EMPTY, &[]), (12, ID_EMPTY, &[])]);
     // An empty event with an 8-byte payload: the header is fine, the record is not.
     let bad = packet(1, (20, 30), &[(21, ID_EMPTY, &[]), (22, ID_EMPTY, &[0; 8])]);
-    let skipped = packet(
+    let padded = packet(
         2,
         (30, 40),
         &[
             (31, ID_EMPTY, &[]),
-            (32, SKIP, &[9; 8]),
+            (32, PADDING, &[0; 8]),
             (33, ID_EMPTY, &[]),
         ],
     );
     let last = packet(3, (40, 50), &[(41, ID_EMPTY, &[])]);
-    for p in [&good, &bad, &skipped] {
+    for p in [&good, &bad, &padded] {
         raw(&mut w, 2, p).unwrap();
     }
     // A checked packet in between is kept as written.
     w.write_packet(2, &last).unwrap();
     assert_eq!(w.counters().packets, 4);
     assert_eq!(w.counters().events, 1, "raw packets are counted by verify");
-    let v = w.verify(&[SKIP]).unwrap();
+    let v = w.verify().unwrap();
     assert_eq!(v.events.len(), 1);
     assert_eq!(
         v.events[&2].get(&ID_EMPTY),
         Some(&4),
         "2 + 2 in the passing packets"
     );
-    assert_eq!(v.skipped, 1);
+    assert_eq!(v.padding, 1, "the padding record stays");
     assert_eq!(v.rejected.len(), 1);
     let (cpu, seq, e, held) = &v.rejected[0];
     assert_eq!((*cpu, *seq, *held), (2, 1, 2));
@@ -70,7 +70,7 @@ fn verify_counts_keeps_good_packets_drops_bad_ones_and_removes_skipped_records()
     let c = w.counters();
     assert_eq!((c.packets, c.events), (3, 5));
     // Verified once: a second pass has nothing to do.
-    let again = w.verify(&[SKIP]).unwrap();
+    let again = w.verify().unwrap();
     assert!(again.events.is_empty() && again.rejected.is_empty());
     let c = w.finish().unwrap();
     let len = std::fs::metadata(dir.join("stream_2")).unwrap().len();

@@ -22,10 +22,11 @@
 //!    ([`TraceWriter::verify`]) re-reads every packet written this way from the page cache,
 //!    checks its records (chain, declared ids, payloads that decode exactly, timestamps),
 //!    counts them per `(buffer, id)` — the only place events are counted — and removes
-//!    records with id [`DISCARDED_RECORD_ID`] or [`PENDING_RECORD_ID`] (abandoned reservations,
-//!    prefault-restart retries, resized records, records of dead writers) from their packets,
-//!    and packets that fail from the trace (damage, below). A stream is rewritten only when
-//!    it holds such a packet.
+//!    packets that fail from the trace (damage, below); a stream is rewritten only when it
+//!    holds such a packet. Abandoned reservations (prefault-restart retries, resized records,
+//!    records of dead writers after recovery) are padding records of the wire format
+//!    (`faultline_wire`), which stay in their packet and which every reader skips; nothing is
+//!    compacted. A pending (uncommitted) record in a complete packet is damage.
 //!
 //! # Cost
 //! The consumer's CPU time per event is what the kernel's copy into the page cache costs plus
@@ -95,8 +96,7 @@
 use crate::schema_pipe::ClassSource;
 use faultline_ctf::{CtfError, EnvValue, TraceWriter, WriterCounters};
 use faultline_ringbuf::{
-    Channel, Consumer, FlushError, InPlacePacket, Mode, PacketInfo, ReadError, DISCARDED_RECORD_ID,
-    PENDING_RECORD_ID,
+    Channel, Consumer, FlushError, InPlacePacket, Mode, PacketInfo, ReadError,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -104,7 +104,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const HDR: usize = 128;
+const HDR: usize = faultline_ringbuf::wire::PACKET_HEADER_SIZE;
 
 /// Drain options.
 #[derive(Debug, Clone, Copy)]
@@ -141,8 +141,9 @@ pub struct DrainStats {
     pub stream_bytes: u64,
     /// Packets taken from the ring buffer.
     pub packets_taken: u64,
-    /// Discarded/abandoned records removed from packets by the verification pass.
-    pub discarded_records_removed: u64,
+    /// Padding records (abandoned reservations, kept in the trace; readers skip them) in the
+    /// verified packets.
+    pub padding_records: u64,
     /// Packets (and their events) not written because of an I/O error.
     pub packets_failed: u64,
     /// Events in those packets.
@@ -650,10 +651,7 @@ impl Drain {
     /// written, drop the packets that fail, remove discarded and pending records.
     fn verify(&mut self) {
         let t0 = thread_cpu_ns();
-        match self
-            .writer
-            .verify(&[DISCARDED_RECORD_ID, PENDING_RECORD_ID])
-        {
+        match self.writer.verify() {
             Ok(v) => {
                 for (cpu, row) in v.events {
                     let m = self.stats.events.entry(cpu).or_default();
@@ -661,7 +659,7 @@ impl Drain {
                         *m.entry(id).or_insert(0) += n;
                     }
                 }
-                self.stats.discarded_records_removed += v.skipped;
+                self.stats.padding_records += v.padding;
                 for (cpu, seq, e, records) in v.rejected {
                     self.stats.packets_rejected += 1;
                     self.stats.events_rejected += records;
@@ -824,7 +822,7 @@ mod tests {
 
     /// The consumer writes packets without looking at their records; the verification pass
     /// at the end drops the packet whose record does not decode (damage reported once, the
-    /// other packets kept and counted exactly), and removes a discarded record.
+    /// other packets kept and counted exactly); a dropped reservation stays as a padding record.
     #[test]
     fn bad_record_is_dropped_at_verification_and_the_rest_is_counted() {
         let ch = Arc::new(
@@ -881,7 +879,7 @@ mod tests {
             c.first_error
         );
         assert!(!c.abandoned);
-        assert_eq!(st.discarded_records_removed, 1);
+        assert_eq!(st.padding_records, 1);
         // Everything but the second packet's records.
         let in_bad = st.events_rejected;
         assert!(in_bad > 100 && in_bad <= per, "{in_bad}");

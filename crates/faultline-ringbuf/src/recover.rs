@@ -285,9 +285,10 @@ impl Channel {
                         self.wr_u32(cpu, sb + x + 8, DISCARDED_RECORD_ID);
                         self.wr_zeros(cpu, sb + x + RECORD_HEADER_SIZE, len - RECORD_HEADER_SIZE);
                         r.records += 1;
-                    } else if id != DISCARDED_RECORD_ID {
-                        last_ts = last_ts.max(ts);
                     }
+                    // Padding records stay in the packet (readers skip them, but their time
+                    // still counts for order), so `timestamp_end` covers them too.
+                    last_ts = last_ts.max(ts);
                     floor = ts;
                     x = align_up(x + len, RECORD_ALIGN);
                     continue;

@@ -23,6 +23,7 @@
 
 pub mod any;
 pub mod desc;
+pub mod discards;
 pub mod error;
 pub mod format;
 // The general CTF reader's public items are not documented yet (TODO: remove this allow
@@ -37,6 +38,7 @@ pub mod tsdl;
 pub mod writer;
 
 pub use any::{find_traces, AnyTrace};
+pub use discards::{discard_stream_path, Discard, DiscardKind, Discards};
 pub use desc::{metadata, uuid_string, ClockDesc, EnvDesc, EnvValue, TraceDesc};
 pub use error::{CtfError, Result};
 pub use format::{format_event, push_event_ref, TimeMode};

@@ -473,6 +473,14 @@ impl CtfTrace {
         }
     }
 
+    /// The packets of stream file `i` in file order (headers and contexts only: the events
+    /// are not read).
+    pub fn packets(&self, i: usize) -> CtfPackets<'_> {
+        let mut r = StreamReader::new(self, i);
+        r.headers_only = true;
+        CtfPackets { r, failed: false }
+    }
+
     /// Events and packets of stream file `i` in file order, unfiltered.
     pub fn stream_items(&self, i: usize) -> StreamItems<'_> {
         StreamItems {
@@ -531,6 +539,8 @@ struct StreamReader<'t> {
     prev_seq: Option<u64>,
     packet: CtfPacket,
     cur: Cur,
+    /// Read packet headers and contexts only (see [`CtfTrace::packets`]).
+    headers_only: bool,
 }
 
 /// The decoded event of a reader: item ranges of its four scopes.
@@ -578,6 +588,7 @@ impl<'t> StreamReader<'t> {
             prev_seq: None,
             packet: CtfPacket::default(),
             cur: Cur::default(),
+            headers_only: false,
         }
     }
 
@@ -685,7 +696,7 @@ impl<'t> StreamReader<'t> {
             ));
         }
         let content_bytes = content_bits.div_ceil(8);
-        if content_bytes > probe {
+        if content_bytes > probe && !self.headers_only {
             let have = self.buf.len();
             self.read_at(at + probe, have, (content_bytes - probe) as usize)?;
         }
@@ -1193,6 +1204,30 @@ impl CtfEvents<'_> {
         match self.step() {
             Ok(Some(i)) => self.readers.get(i).map(|r| Ok(r.event())),
             Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Iterator of [`CtfTrace::packets`].
+pub struct CtfPackets<'t> {
+    r: StreamReader<'t>,
+    failed: bool,
+}
+
+impl Iterator for CtfPackets<'_> {
+    type Item = Result<CtfPacket>;
+
+    fn next(&mut self) -> Option<Result<CtfPacket>> {
+        if self.failed {
+            return None;
+        }
+        match self.r.next_packet() {
+            Ok(true) => Some(Ok(self.r.packet)),
+            Ok(false) => None,
             Err(e) => {
                 self.failed = true;
                 Some(Err(e))

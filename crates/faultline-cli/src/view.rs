@@ -368,10 +368,7 @@ impl Source<'_> {
     }
 
     fn notice_key(&mut self, clk: &Clocking) -> Result<Option<i128>, CmdError> {
-        Ok(self
-            .notices
-            .peek_begin()?
-            .map(|b| clk.key(self.trace, b)))
+        Ok(self.notices.peek_begin()?.map(|b| clk.key(self.trace, b)))
     }
 }
 
@@ -442,7 +439,9 @@ pub fn run(args: &ViewArgs, out: &mut impl Write, err: &mut impl Write) -> Resul
     let clk = Clocking {
         multi,
         mode: match args.time {
-            TimeDisplay::Relative => TimeMode::RelativeTo(firsts.first().copied().flatten().unwrap_or(0)),
+            TimeDisplay::Relative => {
+                TimeMode::RelativeTo(firsts.first().copied().flatten().unwrap_or(0))
+            }
             TimeDisplay::Raw => TimeMode::Ticks,
             TimeDisplay::Wall => TimeMode::Wall,
         },

@@ -38,8 +38,8 @@ pub mod tsdl;
 pub mod writer;
 
 pub use any::{find_traces, AnyTrace};
-pub use discards::{discard_stream_path, Discard, DiscardKind, Discards};
 pub use desc::{metadata, uuid_string, ClockDesc, EnvDesc, EnvValue, TraceDesc};
+pub use discards::{discard_stream_path, Discard, DiscardKind, Discards};
 pub use error::{CtfError, Result};
 pub use format::{format_event, push_event_ref, TimeMode};
 pub use layout::{PacketBuilder, PacketHeader};

@@ -26,9 +26,6 @@ pub mod desc;
 pub mod discards;
 pub mod error;
 pub mod format;
-// The general CTF reader's public items are not documented yet (TODO: remove this allow
-// once they are; everything else in the workspace is under `missing_docs`).
-#[allow(missing_docs)]
 pub mod general;
 pub mod layout;
 pub mod reader;

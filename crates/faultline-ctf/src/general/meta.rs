@@ -957,6 +957,7 @@ impl Parser<'_> {
 
     fn fields_inner(&mut self, what: &str) -> MResult<Vec<(String, TypeId)>> {
         let mut out: Vec<(String, TypeId)> = Vec::new();
+        let mut names = std::collections::HashSet::new();
         loop {
             if self.eat("}") {
                 return Ok(out);
@@ -972,7 +973,7 @@ impl Parser<'_> {
             loop {
                 let at = self.here();
                 let (name, ty) = self.declarator(t)?;
-                if out.iter().any(|(n, _)| *n == name) {
+                if !names.insert(name.clone()) {
                     return merr(at, format!("{what} field `{name}` declared twice"));
                 }
                 out.push((name, ty));
@@ -1263,6 +1264,7 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
         packetized: mt.packetized,
     };
     let mut trace_seen = false;
+    let mut stream_seen = std::collections::HashSet::new();
     let mut version = (None, None);
     let mut order = None;
     loop {
@@ -1337,7 +1339,7 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
                                 },
                             }
                         }
-                        if md.streams.iter().any(|x| x.id == s.id) {
+                        if !stream_seen.insert(s.id) {
                             return merr(at, format!("stream class {} declared twice", s.id));
                         }
                         md.streams.push(s);
@@ -1510,7 +1512,9 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
             offset: 0,
         });
     }
-    for (i, e) in md.events.iter().enumerate() {
+    let stream_ids: std::collections::HashSet<u64> = md.streams.iter().map(|s| s.id).collect();
+    let mut seen = std::collections::HashSet::with_capacity(md.events.len());
+    for e in &md.events {
         if !e.explicit_stream && md.streams.len() > 1 {
             return merr(
                 e.offset,
@@ -1520,7 +1524,7 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
                 ),
             );
         }
-        if !md.streams.iter().any(|s| s.id == e.stream_id) {
+        if !stream_ids.contains(&e.stream_id) {
             return merr(
                 e.offset,
                 format!(
@@ -1529,10 +1533,7 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
                 ),
             );
         }
-        if md.events[..i]
-            .iter()
-            .any(|x| x.stream_id == e.stream_id && x.id == e.id)
-        {
+        if !seen.insert((e.stream_id, e.id)) {
             return merr(
                 e.offset,
                 format!(

@@ -235,6 +235,10 @@ impl CtfTrace {
         outer[0] = trace_header;
         let mut classes = Vec::new();
         let mut events = Vec::new();
+        let mut by_stream: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (i, e) in md.events.iter().enumerate() {
+            by_stream.entry(e.stream_id).or_default().push(i);
+        }
         for s in &md.streams {
             let mut o = outer;
             let mut sc = |t: Option<u32>, i: usize, o: &mut [Option<NodeId>; 6]| {
@@ -250,7 +254,12 @@ impl CtfTrace {
             let ec = sc(s.event_context, 3, &mut o)?;
             let ci = classes.len() as u32;
             let mut map = HashMap::new();
-            for e in md.events.iter().filter(|e| e.stream_id == s.id) {
+            for e in by_stream
+                .get(&s.id)
+                .into_iter()
+                .flatten()
+                .map(|&i| &md.events[i])
+            {
                 let mut eo = o;
                 let ctx = match e.context {
                     Some(t) => Some(b.scope(t, 4, &eo).map_err(|m| at(e.offset, m))?),

@@ -976,12 +976,44 @@ impl Parser<'_> {
                 if !names.insert(name.clone()) {
                     return merr(at, format!("{what} field `{name}` declared twice"));
                 }
+                self.check_sibling_tag(&out, ty, at)?;
                 out.push((name, ty));
                 if !self.eat(",") {
                     break;
                 }
             }
             self.expect(";")?;
+        }
+    }
+
+    /// A variant whose tag is an earlier field of the same struct is checked where it is
+    /// declared, used or not: the tag must be an enum and every option must be one of its
+    /// labels (`_` escape aside), else no value could ever select it.
+    fn check_sibling_tag(&self, earlier: &[(String, TypeId)], ty: TypeId, at: u64) -> MResult<()> {
+        let Some(Ty::Variant {
+            tag: Some(tag),
+            options,
+        }) = self.types.get(ty as usize)
+        else {
+            return Ok(());
+        };
+        let Some(&(_, t)) = earlier.iter().rev().find(|(n, _)| n == tag) else {
+            return Ok(());
+        };
+        match self.types.get(t as usize) {
+            Some(Ty::Enum { maps, .. }) => {
+                let strip = |n: &str| n.strip_prefix('_').unwrap_or(n).to_string();
+                let labels: std::collections::HashSet<String> =
+                    maps.iter().map(|m| strip(&m.label)).collect();
+                match options.iter().find(|(o, _)| !labels.contains(&strip(o))) {
+                    Some((o, _)) => merr(
+                        at,
+                        format!("variant option `{o}` is no label of its tag enum `{tag}`"),
+                    ),
+                    None => Ok(()),
+                }
+            }
+            _ => merr(at, format!("variant tag `{tag}` is not an enum")),
         }
     }
 

@@ -279,8 +279,8 @@ pub fn packets(
     let f = &input.filter;
     let keep = |cpu: u32, b: u64, e: u64| {
         f.cpus.as_ref().is_none_or(|c| c.contains(&cpu))
-            && !f.ts_min.is_some_and(|m| e < m)
-            && !f.ts_max.is_some_and(|m| b > m)
+            && f.ts_min.is_none_or(|m| e >= m)
+            && f.ts_max.is_none_or(|m| b <= m)
     };
     match &input.trace {
         AnyTrace::Faultline(trace) => {

@@ -987,8 +987,10 @@ impl Parser<'_> {
     }
 
     /// A variant whose tag is an earlier field of the same struct is checked where it is
-    /// declared, used or not: the tag must be an enum and every option must be one of its
-    /// labels (`_` escape aside), else no value could ever select it.
+    /// declared, used or not: the tag must be an enum, and at least one of its labels must
+    /// name an option (`_` escape aside), else no tag value could select anything. Options
+    /// without a label and labels without an option are allowed (the CTF test suite has valid
+    /// traces with both).
     fn check_sibling_tag(&self, earlier: &[(String, TypeId)], ty: TypeId, at: u64) -> MResult<()> {
         let Some(Ty::Variant {
             tag: Some(tag),
@@ -1003,14 +1005,18 @@ impl Parser<'_> {
         match self.types.get(t as usize) {
             Some(Ty::Enum { maps, .. }) => {
                 let strip = |n: &str| n.strip_prefix('_').unwrap_or(n).to_string();
-                let labels: std::collections::HashSet<String> =
-                    maps.iter().map(|m| strip(&m.label)).collect();
-                match options.iter().find(|(o, _)| !labels.contains(&strip(o))) {
-                    Some((o, _)) => merr(
+                let names: std::collections::HashSet<String> =
+                    options.iter().map(|(o, _)| strip(o)).collect();
+                if options.is_empty()
+                    || maps.is_empty()
+                    || maps.iter().any(|m| names.contains(&strip(&m.label)))
+                {
+                    Ok(())
+                } else {
+                    merr(
                         at,
-                        format!("variant option `{o}` is no label of its tag enum `{tag}`"),
-                    ),
-                    None => Ok(()),
+                        format!("no label of the tag enum `{tag}` names a variant option"),
+                    )
                 }
             }
             _ => merr(at, format!("variant tag `{tag}` is not an enum")),

@@ -342,3 +342,86 @@ impl TracySide {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake client on loopback: checks the handshake, answers with `status` and a welcome
+    /// naming `pid`, then writes `frames` (raw bytes) and closes.
+    fn fake_client(status: u8, pid: u64, frames: Vec<u8>) -> u16 {
+        let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut hello = [0u8; 12];
+            s.read_exact(&mut hello).unwrap();
+            assert_eq!(&hello[..8], b"TracyPrf");
+            assert_eq!(
+                u32::from_le_bytes(hello[8..].try_into().unwrap()),
+                PROTOCOL_VERSION
+            );
+            s.write_all(&[status]).unwrap();
+            if status != 1 {
+                return;
+            }
+            let mut welcome = vec![0u8; WELCOME_SIZE];
+            welcome[WELCOME_PID..WELCOME_PID + 8].copy_from_slice(&pid.to_le_bytes());
+            s.write_all(&welcome).unwrap();
+            // Split writes, so the reader sees partial lengths and bodies.
+            for chunk in frames.chunks(3) {
+                s.write_all(chunk).unwrap();
+                s.flush().unwrap();
+            }
+        });
+        port
+    }
+
+    fn frame(len: usize) -> Vec<u8> {
+        let mut v = (len as u32).to_le_bytes().to_vec();
+        v.extend(std::iter::repeat_n(0xab, len));
+        v
+    }
+
+    #[test]
+    fn handshake_then_frames_are_counted() {
+        let mut frames = frame(10);
+        frames.extend(frame(1));
+        frames.extend(frame(300));
+        let port = fake_client(1, u64::from(std::process::id()), frames);
+        let s = connect(port).unwrap();
+        let wire = Wire::default();
+        read_frames(s, &wire, &AtomicBool::new(false)).unwrap();
+        assert_eq!(wire.frames.load(Ordering::Relaxed), 3);
+        assert_eq!(wire.bytes.load(Ordering::Relaxed), 3 * 4 + 10 + 1 + 300);
+    }
+
+    #[test]
+    fn oversized_or_empty_frame_is_an_error() {
+        for bad in [MAX_FRAME + 1, 0] {
+            let port = fake_client(
+                1,
+                u64::from(std::process::id()),
+                (bad as u32).to_le_bytes().to_vec(),
+            );
+            let s = connect(port).unwrap();
+            let err = read_frames(s, &Wire::default(), &AtomicBool::new(false)).unwrap_err();
+            assert!(err.contains("out of bounds"), "{err}");
+        }
+    }
+
+    #[test]
+    fn protocol_mismatch_and_foreign_pid_are_refused() {
+        let port = fake_client(2, 0, Vec::new());
+        assert!(connect(port).unwrap_err().contains("protocol mismatch"));
+        let port = fake_client(1, u64::from(std::process::id()) + 1, Vec::new());
+        assert!(connect(port).unwrap_err().contains("not to this process"));
+    }
+
+    #[test]
+    fn welcome_layout_matches_the_protocol() {
+        // timerMul, initBegin, initEnd, resolution, epoch, exectime, then pid.
+        assert_eq!(WELCOME_PID, 6 * 8);
+        assert_eq!(WELCOME_SIZE, 1170);
+    }
+}

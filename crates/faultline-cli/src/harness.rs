@@ -301,3 +301,44 @@ impl CpuWatch {
         self.handle.join().unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::*;
+
+    #[test]
+    fn thread_cpu_follows_a_named_thread_until_it_exits() {
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let (burned, burned_rx) = std::sync::mpsc::channel::<()>();
+        let h = std::thread::Builder::new()
+            .name("cpuwatch-test".into())
+            .spawn(move || {
+                // Burn 30 ms of CPU (by this thread's own clock), then wait to be told to exit.
+                // SAFETY: gettid has no preconditions.
+                let me = unsafe { libc::gettid() };
+                let mut x = 0u64;
+                while thread_cpu_ns(me).unwrap_or(u64::MAX) < 30_000_000 {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                let _ = burned.send(());
+                let _ = wait.recv();
+            })
+            .unwrap();
+        let tid = loop {
+            if let [tid] = threads_named("cpuwatch-test")[..] {
+                break tid;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        burned_rx.recv().unwrap();
+        let watch = CpuWatch::start(tid);
+        go.send(()).unwrap();
+        h.join().unwrap();
+        let ns = watch.finish();
+        // At least the 30 ms of spinning, and not absurd.
+        assert!((30_000_000..10_000_000_000).contains(&ns), "{ns}");
+        // Gone: no clock any more (tids are not reused this fast).
+        assert_eq!(thread_cpu_ns(tid), None);
+        assert!(threads_named("cpuwatch-test").is_empty());
+    }
+}

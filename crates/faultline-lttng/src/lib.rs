@@ -24,6 +24,9 @@
 //!    `threads <= CPUs`) emits a warm-up batch, meets the others at a barrier, then
 //!    emits `events_per_thread` events in a tight loop between two
 //!    `clock_gettime(CLOCK_MONOTONIC)` reads, and prints its ns/event;
+//!    With [`LttngBench::run_paced`] one thread emits at a given rate instead: it reads
+//!    the clock every 64 events and spins until that batch is due, and the trace is
+//!    not decoded (losses come from the daemon's statistics, step 5);
 //! 5. `lttng stop` (waits until the consumer has the data), `lttng list` for the
 //!    channel's attributes and discard statistics, `lttng destroy`;
 //! 6. adds up the trace's file sizes and, if `babeltrace2` is installed, decodes the

@@ -206,7 +206,6 @@ pub fn faultline_step(rate: f64, events: u64) -> anyhow::Result<StepOutcome> {
         .verbose(false)
         .start()
         .map_err(|e| anyhow::anyhow!("session: {e}"))?;
-    let drain = threads_named("faultline-drain");
     let cpu = faultline_rseq::allowed_cpus().first().copied();
     let ns_per_event = 1e9 / rate;
     let elapsed = std::thread::spawn(move || {
@@ -224,7 +223,9 @@ pub fn faultline_step(rate: f64, events: u64) -> anyhow::Result<StepOutcome> {
     })
     .join()
     .map_err(|_| anyhow::anyhow!("paced writer panicked"))?;
-    // Only one session runs at a time here: its consumer is the one drain thread.
+    // Only one session runs at a time here: its consumer is the one drain thread (looked up
+    // now, not at start: the thread names itself once it runs).
+    let drain = threads_named("faultline-drain");
     let watch = (drain.len() == 1).then(|| CpuWatch::start(drain[0]));
     let sum = session
         .stop()

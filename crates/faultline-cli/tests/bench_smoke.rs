@@ -162,6 +162,15 @@ fn bench_quick_json_has_every_field() {
                 assert!(s[k].as_f64().is_some_and(|x| x >= 0.0), "{k} in {s}");
             }
         }
+        // The Session's consumer thread is measured at every step.
+        if detail == "lossless" {
+            for s in steps {
+                assert!(
+                    s["consumer_ns_per_event"].as_f64().is_some_and(|x| x > 0.0),
+                    "consumer CPU missing in {s}"
+                );
+            }
+        }
         // The best lossless rate is one of the lossless steps' achieved rates.
         if let Some(best) = f.as_f64() {
             assert!(steps

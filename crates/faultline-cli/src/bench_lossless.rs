@@ -332,3 +332,25 @@ mod tests {
         assert!(r.note.unwrap().contains("boom"));
     }
 }
+
+#[cfg(test)]
+mod step_tests {
+    use super::*;
+
+    /// A real step: a default Session, 20 000 events paced at 200 000/s (0.1 s). The writer
+    /// never runs ahead of its rate, every event is written or counted lost, and the consumer's
+    /// CPU time is measured.
+    #[test]
+    fn faultline_step_keeps_to_its_rate_and_accounts_for_every_event() {
+        let rate = 200_000.0;
+        let out = faultline_step(rate, 20_000).expect("step");
+        assert_eq!(out.events, 20_000);
+        // The last batch of PACE_BATCH events may start early.
+        assert!(
+            out.achieved_per_s <= rate * 20_000.0 / (20_000.0 - PACE_BATCH as f64) * 1.001,
+            "ran ahead: {}",
+            out.achieved_per_s
+        );
+        assert!(out.consumer_ns_per_event.is_some_and(|c| c > 0.0));
+    }
+}

@@ -181,6 +181,8 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     // the reader also runs all the time).
     // SAFETY: fcntl on a descriptor we own.
     unsafe { libc::fcntl(fds[0], libc::F_SETPIPE_SZ, 1 << 20) };
+    // A second handle on the pipe for polling (the reader goes to the drain).
+    let pipe_watch = crate::record_wait::dup(fds[0]).context("schema pipe")?;
     let mut reader = schema_pipe::Reader::new(File::from(rd)).context("schema pipe")?;
     // Ctrl-C goes to the whole foreground group: let the program decide, and keep recording
     // until it is gone. A handler (not SIG_IGN) so that the child gets the default back at exec.
@@ -227,6 +229,8 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         .with_context(|| format!("cannot run {:?}", opt.cmd[0]))?;
     drop(wr);
     let pid = child.id();
+    // Readable once the program has exited (None: fall back to timeouts).
+    let pidfd = crate::record_wait::pidfd_open(pid);
 
     let tty = opt.progress && std::io::stderr().is_terminal();
     let started = Instant::now();
@@ -238,7 +242,17 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let mut early: Vec<Message> = Vec::new();
     // Phase 1: wait for the schema (or the end of the program).
     loop {
-        reader.wait(Duration::from_millis(20));
+        // Until a message, the end of the pipe or the program's exit (timeouts are backstops).
+        let mut watch = vec![pipe_watch.as_raw_fd()];
+        let timeout = match (&pidfd, exited_at) {
+            (_, Some(t)) => PIPE_GRACE.saturating_sub(t.elapsed()),
+            (Some(p), None) => {
+                watch.push(p.as_raw_fd());
+                Duration::from_secs(1)
+            }
+            (None, None) => Duration::from_millis(20),
+        };
+        crate::record_wait::poll_readable(&watch, Some(timeout));
         let (msgs, errs) = reader.read_available();
         notes.extend(errs);
         let mut it = msgs.into_iter();
@@ -323,7 +337,10 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let counters = classes.counters();
     drain.set_class_source(Box::new(classes));
 
-    // Phase 2: drain while the program runs.
+    // Phase 2: drain while the program runs; its exit interrupts the drain's sleep.
+    let exit_wake = pidfd
+        .as_ref()
+        .and_then(|p| crate::record_wait::ExitWake::start(chan.clone(), p).ok());
     let mut last_print = Instant::now();
     let mut last_events = 0u64;
     let status = loop {
@@ -353,6 +370,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             last_events = ev;
         }
     };
+    drop(exit_wake);
     if tty {
         eprintln!();
     }
@@ -365,7 +383,10 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             break;
         }
         drop(c);
-        std::thread::sleep(Duration::from_millis(10));
+        crate::record_wait::poll_readable(
+            &[pipe_watch.as_raw_fd()],
+            Some(PIPE_GRACE.saturating_sub(grace.elapsed())),
+        );
     }
     // Take what is complete, then recover what dead writers held.
     while drain.poll() > 0 {}

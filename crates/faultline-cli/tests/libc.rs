@@ -467,6 +467,38 @@ fn fork_vfork_exec_and_posix_spawn_children_are_followed() {
     assert_eq!((f.len(), f[0].int("errno")), (1, 2));
 }
 
+/// Every image reports its recorder counters (destructor, `_exit`, before `exec`), counting
+/// only what it recorded itself: their sum is exactly what the trace holds.
+#[test]
+fn recorder_counters_of_every_image_add_up_to_the_trace() {
+    let Some(prog) = prog() else { return };
+    let d = tmp("counters");
+    let work = d.join("w");
+    std::fs::create_dir(&work).unwrap();
+    let t = d.join("trace");
+    let out = record(
+        &t,
+        &["--libc"],
+        &[prog.to_str().unwrap(), "procs", work.to_str().unwrap()],
+    );
+    ok(&out);
+    let rep: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.join(".faultline-summary.json")).unwrap()).unwrap();
+    let written = rep["summary"]["events_written"].as_u64().unwrap();
+    let rec = &rep["summary"]["recorder"];
+    assert!(rec.is_object(), "no recorder counters: {rep}");
+    assert_eq!(rec["recorded"].as_u64(), Some(written), "{rep}");
+    let c = &rep["counters"];
+    assert_eq!(c["refused"].as_u64(), Some(0), "{c}");
+    assert_eq!(c["final_received"].as_bool(), Some(true), "{c}");
+    // The first image (twice: before its failed execve, at exit), the forked child (_exit),
+    // the vfork+execve child, the posix_spawn child.
+    assert!(c["accepted"].as_u64().unwrap() >= 5, "{c}");
+    // The trace's env block carries them too (faultline stats).
+    let st = stats_json(&t);
+    assert!(st["recorder"].is_object(), "{st}");
+}
+
 #[test]
 fn threads_record_under_their_own_tids() {
     let Some(prog) = prog() else { return };

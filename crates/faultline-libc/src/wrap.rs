@@ -339,6 +339,10 @@ fn exec_like(
     argv: *const *const c_char,
     call: impl FnOnce() -> c_int,
 ) -> c_int {
+    if may_record() {
+        // The image is replaced: its counters go now (crate::stats).
+        in_tracer(crate::stats::report);
+    }
     let on = (EXECVE.is_active() || EXECVE_FAILED.is_active()) && may_record();
     if !on {
         return call();
@@ -568,6 +572,10 @@ pub unsafe extern "C" fn _exit(status: c_int) -> ! {
     if EXIT_.is_active() && may_record() {
         in_tracer(|| trace!(EXIT_, status, pid(), tid()));
     }
+    if may_record() {
+        // No destructor runs: this image's counters go now (crate::stats).
+        in_tracer(crate::stats::report);
+    }
     match real!(exit_, fn(c_int) -> !) {
         // SAFETY: the caller's argument to the function it meant to call.
         Some(f) => unsafe { f(status) },
@@ -583,6 +591,10 @@ pub unsafe extern "C" fn _exit(status: c_int) -> ! {
 pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
     if EXIT_.is_active() && may_record() {
         in_tracer(|| trace!(EXIT_, status, pid(), tid()));
+    }
+    if may_record() {
+        // No destructor runs: this image's counters go now (crate::stats).
+        in_tracer(crate::stats::report);
     }
     match real!(exit_upper, fn(c_int) -> !) {
         // SAFETY: the caller's argument to the function it meant to call.

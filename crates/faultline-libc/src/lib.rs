@@ -7,7 +7,7 @@
 //! The dynamic linker resolves a program's calls to `open`, `read`, … to the first object that
 //! defines them; a preloaded library comes before libc. Each wrapper here ([`wrap`]) calls the
 //! real function and records one event (the classes are in [`events`]): `open`, `openat`,
-//! `creat`, `close`, `read`, `write`, `pread`, `pwrite`, `readv`, `writev`, `stat`, `lstat`,
+//! `creat`, `close`, `read`, `write`, `pread`, `pwrite`, `readv`, `writev`, `preadv`, `pwritev`, `stat`, `lstat`,
 //! `fstat`, `fstatat`, `statx`, `access`, `unlink(at)`, `rename(at)`, `mkdir(at)`, `execve`
 //! (and `execv`, `execvp`, `execvpe`), `fork`, `vfork`, `posix_spawn(p)`, `socket`,
 //! `connect`, `bind`, `accept(4)`, `send(to)`, `recv(from)`, `mmap`, `munmap`, `exit`,

@@ -39,6 +39,11 @@
 //!    (`faultline stats` shows them) and the report; fsync, summary (also saved as
 //!    `DIR/.faultline-summary.json`; the leading dot keeps CTF readers away from it).
 //!
+//! `record` never sleeps for a fixed time: it waits on the program's exit (a pidfd), on the
+//! pipe and on the channel's wake-up word, with timeouts only as backstops
+//! ([`crate::record_wait`]), so a program that runs for milliseconds is traced in about as
+//! much wall time.
+//!
 //! # Exit status
 //! The program's status (128 + N if it was killed by signal N) — except **3** when that is 0
 //! but the trace is incomplete because the program damaged the shared buffers (one line per

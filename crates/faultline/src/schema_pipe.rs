@@ -536,8 +536,8 @@ mod tests {
         let mut buf = [0u8; 4096];
         let n = encode_into(&m, &mut buf).unwrap();
         assert_eq!(&buf[..n], &encode(&m)[..]);
-        assert_eq!(decode(&buf[..n - 1]).unwrap(), Some(m));
         assert_eq!(encode_into(&m, &mut buf[..n - 1]), None);
+        assert_eq!(decode(&buf[..n - 1]).unwrap(), Some(m));
     }
 
     fn class(id: u32, name: &str) -> SchemaEvent {

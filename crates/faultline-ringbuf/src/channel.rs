@@ -1176,6 +1176,17 @@ impl Channel {
         }
     }
 
+    /// Wake the consumer if it sleeps in [`crate::Consumer::wait`], as a delivery does, for a
+    /// reason other than a delivery (the consumer's own process uses it when the traced
+    /// program exits). The consumer re-reads every commit counter when it wakes, so a wake-up
+    /// with nothing delivered only costs it one scan.
+    pub fn wake_consumer(&self) {
+        let h = self.header();
+        // Release: pairs with the consumer's acquire load of wake_seq (as in `deliver`).
+        h.wake_seq.fetch_add(1, Ordering::Release);
+        futex_wake(&h.wake_seq);
+    }
+
     /// Close the partially filled sub-buffer of `cpu` so the consumer can take it. Must run on
     /// `cpu` in rseq mode (see [`Channel::flush_all`]). With `include_empty`, a sub-buffer
     /// holding no record is closed too (used at teardown so the final lost counts reach a

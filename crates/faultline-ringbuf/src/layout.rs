@@ -117,7 +117,8 @@ pub struct ChannelHeader {
     /// Padding to the second cache line.
     pub _pad1: [u64; 2],
     // Second cache line: consumer wake-up (futex word) and liveness.
-    /// Futex word the consumer waits on; bumped (release) by whoever delivers a sub-buffer.
+    /// Futex word the consumer waits on; bumped (release) by whoever delivers a sub-buffer,
+    /// and by the consumer's own process to interrupt its wait (`Channel::wake_consumer`).
     pub wake_seq: AtomicU32,
     /// Non-zero while the consumer sleeps on `wake_seq` (deliverers only wake it then).
     pub consumer_waiting: AtomicU32,

@@ -306,9 +306,11 @@ pub trait SlotId: sealed::Sealed {
 }
 
 /// Critical sections keyed on `rseq->cpu_id`: the word belongs to a CPU.
+#[derive(Debug, Clone, Copy)]
 pub struct Cpu;
 /// Critical sections keyed on `rseq->mm_cid`: the word belongs to a concurrency id of one
 /// process.
+#[derive(Debug, Clone, Copy)]
 pub struct Cid;
 
 impl SlotId for Cpu {

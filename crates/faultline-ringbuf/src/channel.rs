@@ -300,6 +300,13 @@ const FAST_CID_INJECT: u8 = 4;
 /// equals). The marked value is sub-buffer aligned, so the fast path never builds on it.
 pub(crate) const FLUSH_MARK: u64 = 1 << 62;
 
+/// Offset in the header page of the active map: one bit per buffer (4096 bits), set by the
+/// first writer of the buffer after its `active` word, so that finding the used buffers reads
+/// one page instead of one page per possible buffer.
+pub(crate) const ACTIVE_MAP_OFFSET: usize = 512;
+const _: () = assert!(ACTIVE_MAP_OFFSET >= std::mem::size_of::<ChannelHeader>());
+const _: () = assert!(ACTIVE_MAP_OFFSET + 4096 / 8 <= PAGE);
+
 /// This process's id (thread group id), cached; 0 until first asked. Reset in a `fork` child
 /// by a `pthread_atfork` handler, so a child never passes for its parent (module docs).
 static PROCESS_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -685,11 +692,8 @@ impl Channel {
             h.clock_ref_ticks = clock.ref_ticks;
             h.clock_ref_unix_ns = clock.ref_unix_ns;
             h.uuid = cfg.uuid;
-            for cpu in 0..ncpu {
-                let b = base.add((geo.buffers_offset + cpu as u64 * geo.stride) as usize)
-                    as *mut BufferHeader;
-                (*b).cpu = cpu;
-            }
+            // Nothing is written into the buffer regions: a page of the memfd is allocated on
+            // first touch, so a buffer nobody uses costs no memory.
             // The magic goes last: a concurrent opener validating the header sees either no
             // magic or a complete header (it maps after we hand out the fd, so this is belt
             // and braces).
@@ -852,7 +856,7 @@ impl Channel {
     pub fn active_buffers(&self) -> u32 {
         (0..self.geo.num_cpus)
             // Relaxed: a count for reports; nothing is read through it.
-            .filter(|&c| self.buf(c).active.load(Ordering::Relaxed) != 0)
+            .filter(|&c| self.is_active(c))
             .count() as u32
     }
     /// Bytes of this channel's mapping resident in memory now (`mincore`): the memory the
@@ -961,16 +965,44 @@ impl Channel {
         }
     }
 
-    /// Make sure `cpu`'s buffer is marked in use.
+    /// Word and bit of buffer `cpu` in the active map ([`ACTIVE_MAP_OFFSET`]).
+    #[inline(always)]
+    fn active_bit(&self, cpu: u32) -> (&AtomicU64, u64) {
+        debug_assert!(cpu < self.geo.num_cpus);
+        // SAFETY: cpu < num_cpus <= 4096, so the word lies in [ACTIVE_MAP_OFFSET,
+        // ACTIVE_MAP_OFFSET + 512) of the header page (buffers start at PAGE), 8-aligned.
+        let w = unsafe {
+            &*(self.base.add(ACTIVE_MAP_OFFSET + (cpu as usize / 64) * 8) as *const AtomicU64)
+        };
+        (w, 1u64 << (cpu % 64))
+    }
+
+    /// Whether any writer has used buffer `cpu`. Reads the active map in the header page
+    /// first, so asking about a buffer nobody used touches none of its pages (a read fault on
+    /// a shared memfd allocates the page).
+    pub(crate) fn is_active(&self, cpu: u32) -> bool {
+        if cpu >= self.geo.num_cpus {
+            return false;
+        }
+        let (w, bit) = self.active_bit(cpu);
+        // Acquire: pairs with activate's release fetch_or (and, below, its release CAS).
+        w.load(Ordering::Acquire) & bit != 0 && self.buf(cpu).active.load(Ordering::Acquire) != 0
+    }
+
+    /// Make sure `cpu`'s buffer is marked in use (its `active` word, then the active map).
     #[inline(always)]
     fn activate(&self, cpu: u32) -> &BufferHeader {
         let b = self.buf(cpu);
-        if b.active.load(Ordering::Relaxed) == 0 {
+        let (w, bit) = self.active_bit(cpu);
+        if w.load(Ordering::Relaxed) & bit == 0 {
             // Release: pairs with the consumer's acquire load of `active` (nothing else is
             // published with it; the buffer starts all zero).
             let _ = b
                 .active
                 .compare_exchange(0, 1, Ordering::Release, Ordering::Relaxed);
+            // Release: pairs with is_active's acquire load of the map; orders the `active`
+            // store before the bit.
+            w.fetch_or(bit, Ordering::Release);
         }
         b
     }
@@ -1432,7 +1464,7 @@ impl Channel {
         let b = self.buf(cpu);
         // Acquire: pairs with the first writer's release CAS on `active` (its buffer's
         // initialisation is visible before we touch the buffer).
-        if b.active.load(Ordering::Acquire) == 0 {
+        if !self.is_active(cpu) {
             return Ok(FlushOutcome::Nothing);
         }
         if g.index == BufferIndex::Cid {
@@ -1548,7 +1580,7 @@ impl Channel {
     /// buffers that could not be flushed.
     pub fn flush_all(&self, include_empty: bool) -> Vec<FlushError> {
         let active: Vec<u32> = (0..self.geo.num_cpus)
-            .filter(|&c| self.buf(c).active.load(Ordering::Acquire) != 0)
+            .filter(|&c| self.is_active(c))
             .collect();
         if self.geo.sync == SyncMode::Atomic || self.geo.index == BufferIndex::Cid {
             // Atomic mode, or concurrency-id buffers (flushed from any thread: flush_cid).
@@ -1590,11 +1622,17 @@ impl Channel {
         if cpu >= self.geo.num_cpus {
             return None;
         }
+        if !self.is_active(cpu) {
+            // Unused: all zero, and its pages stay untouched (is_active).
+            return Some(CpuStats {
+                cpu,
+                ..CpuStats::default()
+            });
+        }
         let b = self.buf(cpu);
         Some(CpuStats {
             cpu,
-            // Acquire: pairs with the first writer's release CAS on `active`.
-            active: b.active.load(Ordering::Acquire) != 0,
+            active: true,
             write_offset: b.write_offset.load(Ordering::Relaxed),
             consumed: b.consumed.load(Ordering::Relaxed),
             lost_full: b.lost_full.load(Ordering::Relaxed),

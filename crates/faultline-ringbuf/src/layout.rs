@@ -14,7 +14,10 @@
 //! ```
 //! The memfd is sized for every possible CPU up front, but it is sparse: a CPU's pages become
 //! resident only when a writer first touches that CPU's buffer ("allocated on first use"); its
-//! `BufferHeader::active` word tells the consumer which CPUs have ever been used.
+//! `BufferHeader::active` word, and its bit in the *active map* (4096 bits at byte 512 of the
+//! header page), tell the consumer which CPUs have ever been used. Scans read the map, so a
+//! buffer nobody used keeps all its pages unallocated (even a read of a memfd page allocates
+//! it).
 //!
 //! ## Who writes which word
 //! | word | written by | how |
@@ -25,6 +28,7 @@
 //! | `BufferHeader::consumed` | the consumer only | release store |
 //! | `BufferHeader::lost_*`, `remote_commits`, `deliveries` | writers on any CPU | atomic fetch_add (slow paths) |
 //! | `BufferHeader::active` | first writer on CPU k | compare-exchange 0 -> 1 |
+//! | active map bit k (header page, byte 512 + k / 8) | first writers on CPU k, after `active` | release fetch_or |
 //! | `SubbufCounters::recovered` | dead-writer recovery only, when every writer is dead (`recover.rs`) | atomic fetch_add |
 //! | `SubbufCounters::owner_*` | nobody yet (reserved) | — |
 //! | packet headers in data | the writer that opened (begin fields) / closed (end fields) the sub-buffer, before its commit | plain stores inside its own reservation; the cumulative loss counts and `remote_commits` are the closer's snapshot taken before its reservation, so they never decrease along a CPU's packets (`close.rs`) |
@@ -177,7 +181,8 @@ pub struct BufferHeader {
     pub write_offset: AtomicU64,
     /// 1 once a writer has used this buffer (compare-exchange 0 -> 1).
     pub active: AtomicU32,
-    /// The CPU this buffer belongs to.
+    /// Zero, never written (a buffer's number is its position; writing it at creation would
+    /// allocate a page of every possible buffer).
     pub cpu: u32,
     /// Padding to the end of line 0.
     pub _pad0: [u64; 6],

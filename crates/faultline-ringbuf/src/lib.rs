@@ -46,5 +46,5 @@ pub use channel::{
 pub use close::LostCounts;
 pub use commit::CommitKind;
 pub use consumer::{records, Consumer, PacketInfo, ReadError, Record};
-pub use layout::{ClockKind, Mode, PacketHeader, RecordHeader, SyncMode};
+pub use layout::{BufferIndex, ClockKind, Mode, PacketHeader, RecordHeader, SyncMode};
 pub use recover::{CpuRecovery, Recovery};

@@ -311,6 +311,58 @@ fn cid_buffers_bounded_by_threads_and_cpus() {
     assert!(o.used.iter().all(|&b| b < bound), "{o:?}");
 }
 
+/// The child's side of the migration scenario: one writer thread moved between every allowed
+/// CPU every 250 events (the scheduler's migrations, forced).
+fn child_migrate(index: BufferIndex) {
+    let ch = Arc::new(channel(index));
+    let cpus = faultline_rseq::allowed_cpus();
+    let ch2 = ch.clone();
+    std::thread::spawn(move || {
+        for i in 0..EVENTS {
+            if i % 250 == 0 {
+                let c = cpus[(i / 250) as usize % cpus.len()];
+                faultline_rseq::pin_to_cpu(c).unwrap();
+                while faultline_rseq::current_cpu() != c {
+                    std::thread::yield_now();
+                }
+            }
+            let mut r = ch2.reserve(1, 16).unwrap();
+            r.payload()[..8].copy_from_slice(&0u64.to_le_bytes());
+            r.payload()[8..].copy_from_slice(&i.to_le_bytes());
+            r.commit();
+        }
+    })
+    .join()
+    .unwrap();
+    report(&ch, 1);
+}
+
+/// One thread migrating over every CPU: per CPU it fills a buffer on each; per concurrency id
+/// the id travels with the thread, so it uses at most min(threads, CPUs) buffers (here the
+/// child's main thread and the writer: 2).
+#[test]
+fn cid_migrating_thread_uses_fewer_buffers_than_per_cpu() {
+    if !supported() {
+        return;
+    }
+    match child_scenario().as_deref() {
+        Some("mig-cid") => return child_migrate(BufferIndex::Cid),
+        Some("mig-cpu") => return child_migrate(BufferIndex::Cpu),
+        Some(_) => return,
+        None => {}
+    }
+    let cpus = faultline_rseq::allowed_cpus();
+    if cpus.len() < 2 {
+        eprintln!("skipped: needs 2 CPUs");
+        return;
+    }
+    let name = "cid_migrating_thread_uses_fewer_buffers_than_per_cpu";
+    let cpu = in_child(name, "mig-cpu", &cpus);
+    let cid = in_child(name, "mig-cid", &cpus);
+    assert_eq!(cpu.active as usize, cpus.len(), "{cpu:?}");
+    assert!(cid.active <= 2, "{cid:?}");
+}
+
 /// A writer whose concurrency id changed between reserve and commit commits REMOTE into the
 /// buffer it reserved in; nothing is lost and time order holds per buffer.
 #[test]

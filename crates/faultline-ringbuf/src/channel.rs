@@ -105,9 +105,9 @@ use crate::clock::{self, ClockInfo};
 use crate::close::{self, CloseOps, LostCounts};
 use crate::commit::{self, CommitCounters, CommitKind, NotOnCpu};
 use crate::layout::*;
+use faultline_rseq::{Cid, Cpu, SlotId};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
-use faultline_rseq::{Cid, Cpu, SlotId};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use thiserror::Error;
 
@@ -866,7 +866,13 @@ impl Channel {
         let mut v = vec![0u8; pages];
         // SAFETY: the mapping [base, base + len) is ours and page aligned; `v` has one byte per
         // page as mincore requires.
-        let r = unsafe { libc::mincore(self.base as *mut libc::c_void, self.map.len(), v.as_mut_ptr()) };
+        let r = unsafe {
+            libc::mincore(
+                self.base as *mut libc::c_void,
+                self.map.len(),
+                v.as_mut_ptr(),
+            )
+        };
         (r == 0).then(|| v.iter().filter(|&&b| b & 1 != 0).count() as u64 * PAGE as u64)
     }
     /// Bytes per sub-buffer.
@@ -1320,7 +1326,13 @@ impl Channel {
 
     /// The TSC-reading compare-and-store of [`Channel::cas_offset`], keyed on `S`.
     #[inline(always)]
-    fn cas_offset_tsc<S: SlotId>(&self, cpu: u32, w: &AtomicU64, old: u64, new: u64) -> Option<u64> {
+    fn cas_offset_tsc<S: SlotId>(
+        &self,
+        cpu: u32,
+        w: &AtomicU64,
+        old: u64,
+        new: u64,
+    ) -> Option<u64> {
         // SAFETY: rseq available (checked at create/open); write_offset of buffer `cpu` is only
         // written by rseq critical sections keyed on `S` holding `cpu` (Cid: in the writer
         // process, checked by current_slot).
@@ -1529,11 +1541,14 @@ impl Channel {
             }
             let new = old - sb_off + g.subbuf_size;
             // The loss snapshot between the acquire load of `old` and the reservation (close.rs).
-            let lost = BufOps { chan: self, cpu: slot }.load_lost();
+            let lost = BufOps {
+                chan: self,
+                cpu: slot,
+            }
+            .load_lost();
             // 1. Mark: AcqRel, pairs with the writers' release offset stores (acquire) and
             // with their acquire load of the offset that sees the mark (release).
-            if b
-                .write_offset
+            if b.write_offset
                 .compare_exchange(old, new | FLUSH_MARK, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
             {

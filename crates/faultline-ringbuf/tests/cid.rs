@@ -165,7 +165,11 @@ fn report(ch: &Channel, threads: u64) {
         }
         remote += ch.cpu_stats(b).unwrap().remote_commits;
     }
-    assert_eq!(next, vec![EVENTS; threads as usize], "every event read back");
+    assert_eq!(
+        next,
+        vec![EVENTS; threads as usize],
+        "every event read back"
+    );
     let used_s: Vec<String> = used.iter().map(|b| b.to_string()).collect();
     println!(
         "RESULT active={} used={} resident={} mapped={} remote={}",
@@ -223,7 +227,11 @@ fn child_id_change() {
         spinner.join().unwrap();
         faultline_rseq::pin_to_cpu(0).unwrap();
         if now != reserved_in {
-            assert_eq!(kind, CommitKind::Remote, "id changed, commit must be REMOTE");
+            assert_eq!(
+                kind,
+                CommitKind::Remote,
+                "id changed, commit must be REMOTE"
+            );
         }
         kinds.push((reserved_in, now, kind));
     }
@@ -300,11 +308,7 @@ fn cid_buffers_bounded_by_threads_and_cpus() {
         None => {}
     }
     let cpus = faultline_rseq::allowed_cpus();
-    let o = in_child(
-        "cid_buffers_bounded_by_threads_and_cpus",
-        "cid3free",
-        &cpus,
-    );
+    let o = in_child("cid_buffers_bounded_by_threads_and_cpus", "cid3free", &cpus);
     // The child's main thread and 3 writers: 4 threads.
     let bound = (cpus.len() as u32).min(4);
     assert!(o.active >= 1 && o.active <= bound, "{o:?}, bound {bound}");
@@ -410,7 +414,11 @@ fn cid_fork_child_cannot_write() {
                 1
             }
         };
-        let code = if ch.flush_all(true).is_empty() { 3 } else { code };
+        let code = if ch.flush_all(true).is_empty() {
+            3
+        } else {
+            code
+        };
         // SAFETY: _exit never returns and runs no destructors in the child.
         unsafe { libc::_exit(code) };
     }

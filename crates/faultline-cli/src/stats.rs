@@ -129,7 +129,7 @@ pub fn report(dir: &std::path::Path) -> Result<Report, CmdError> {
     let events_per_sec =
         (stats.span_ns > 0).then(|| stats.events_total as f64 * 1e9 / stats.span_ns as f64);
     Ok(Report {
-        buffers: buffers_of(trace.dir()),
+        buffers: buffers_of(traces.first().map_or(dir, |t| t.dir())),
         trace: dir.display().to_string(),
         clock_freq_hz: freq,
         stats,

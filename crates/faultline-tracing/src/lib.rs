@@ -62,8 +62,9 @@
 //! `span.record("status", 200)` (typically on a field declared `tracing::field::Empty`) writes
 //! one `span_record` event: the span's id, the `recorded` mask and all the span's fields in
 //! the creation class's order and names, those not carried by this record at their missing
-//! value (0, `false`, empty) with their bit clear in `recorded` (bit `i` is the span's field
-//! `i`, counted from 0 after `recorded`; fields from the 65th on have no bit). The class is
+//! value (0, `false`, empty) with their bit clear in `recorded` (bit `i` stands for the span's
+//! `i`-th field in declaration order, the first field after `recorded` being bit 0; fields
+//! from the 65th on have no bit). The class is
 //! the span callsite's second class, created on its first `record` like an event class: its
 //! field types come from that first record (a field it does not carry is a `string`), later
 //! records are converted as for events. The span's current value of a field is its last

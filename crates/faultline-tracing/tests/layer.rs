@@ -237,11 +237,7 @@ fn events_and_spans_are_encoded_with_their_classes() {
     };
     // The class's types come from its first record (status: u64); `id` and `note`, not in
     // that record, are strings.
-    let want = [
-        (200u64, "", 0b010u64),
-        (0, "slow", 0b100),
-        (404, "", 0b010),
-    ];
+    let want = [(200u64, "", 0b010u64), (0, "slow", 0b100), (404, "", 0b010)];
     for (i, (status, note, mask)) in want.into_iter().enumerate() {
         let st = Value::U(status);
         let nt = s(note);

@@ -94,7 +94,8 @@ pub struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    fn new(buf: &'a mut [u8]) -> Self {
+    #[inline(always)]
+    pub(crate) fn new(buf: &'a mut [u8]) -> Self {
         Writer {
             buf,
             pos: 0,
@@ -109,9 +110,10 @@ impl<'a> Writer<'a> {
     }
 
     /// Append `bytes`, as many as fit.
+    #[inline]
     fn put(&mut self, bytes: &[u8]) {
         let n = bytes.len().min(self.buf.len() - self.pos);
-        self.buf[self.pos..self.pos + n].copy_from_slice(&bytes[..n]);
+        copy_small(&mut self.buf[self.pos..self.pos + n], &bytes[..n]);
         self.pos += n;
         if n < bytes.len() {
             self.truncated = true;
@@ -136,8 +138,8 @@ impl<'a> Writer<'a> {
         }
     }
 
-    #[inline]
-    fn finish(self) -> WriteOutcome {
+    #[inline(always)]
+    pub(crate) fn finish(self) -> WriteOutcome {
         let pos = self.pos;
         if pos < self.buf.len() {
             self.buf[pos..].fill(0);
@@ -181,7 +183,7 @@ macro_rules! fixed_field {
             const TYPE: FieldType = FieldType::$ft;
             const RAW: bool = false;
             const MIN_SIZE: usize = std::mem::size_of::<$t>();
-            #[inline]
+            #[inline(always)]
             fn size(&self) -> usize {
                 std::mem::size_of::<$t>()
             }
@@ -189,7 +191,7 @@ macro_rules! fixed_field {
             fn wanted(&self) -> usize {
                 std::mem::size_of::<$t>()
             }
-            #[inline]
+            #[inline(always)]
             fn encode(&self, w: &mut Writer<'_>, _budget: usize) {
                 w.put_array(&self.to_le_bytes());
             }
@@ -218,12 +220,73 @@ impl FieldValue for bool {
     }
 }
 
+/// `dst.copy_from_slice(src)` (equal lengths), inline for up to 32 bytes: two overlapping
+/// fixed-size copies instead of a `memcpy` call (the strings of typical events are short).
+#[inline(always)]
+fn copy_small(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    if n != dst.len() {
+        dst.copy_from_slice(src); // panics with the standard message; callers never get here
+        return;
+    }
+    fn two<const K: usize>(dst: &mut [u8], src: &[u8]) {
+        let n = src.len();
+        let (a, b): (&[u8; K], &[u8; K]) = match (src[..K].try_into(), src[n - K..].try_into()) {
+            (Ok(a), Ok(b)) => (a, b),
+            _ => unreachable!("K <= n"),
+        };
+        let (a, b) = (*a, *b);
+        dst[..K].copy_from_slice(&a);
+        dst[n - K..].copy_from_slice(&b);
+    }
+    match n {
+        0 => {}
+        1..=3 => {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = *s;
+            }
+        }
+        4..=7 => two::<4>(dst, src),
+        8..=15 => two::<8>(dst, src),
+        16..=32 => two::<16>(dst, src),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
+/// Index of the first NUL byte of `s`, if any: a word at a time for short strings (inline, no
+/// call), `memchr`'s vectorised scan for longer ones.
+#[inline(always)]
+fn find_nul(s: &[u8]) -> Option<usize> {
+    if s.len() > 64 {
+        return memchr::memchr(0, s);
+    }
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = s.chunks_exact(8);
+    let mut at = 0usize;
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        // Nonzero iff `w` has a zero byte; its lowest set bit is in the first zero byte
+        // (borrows only propagate upwards, past that byte).
+        let z = w.wrapping_sub(LO) & !w & HI;
+        if z != 0 {
+            return Some(at + (z.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == 0)
+        .map(|i| at + i)
+}
+
 /// The part of `s` the String encoding can carry (up to the first NUL) and whether it was cut.
 #[inline]
 fn nul_free(s: &[u8]) -> (&[u8], bool) {
-    // memchr: a vectorised scan (a byte loop here cost ~10 ns per 32-byte string, twice per
-    // event: sizing and encoding).
-    match memchr::memchr(0, s) {
+    // Scanned twice per event (sizing and encoding): a byte loop here cost ~10 ns per 32-byte
+    // string; `find_nul` is a few word operations for short strings.
+    match find_nul(s) {
         Some(i) => (&s[..i], true),
         None => (s, false),
     }
@@ -233,12 +296,14 @@ impl FieldValue for &str {
     const TYPE: FieldType = FieldType::String;
     const RAW: bool = false;
     const MIN_SIZE: usize = 1;
+    #[inline]
     fn size(&self) -> usize {
         nul_free(self.as_bytes()).0.len() + 1
     }
     fn wanted(&self) -> usize {
         self.len() + 1
     }
+    #[inline]
     fn encode(&self, w: &mut Writer<'_>, budget: usize) {
         let (s, cut) = nul_free(self.as_bytes());
         let room = budget.saturating_sub(1);
@@ -370,9 +435,14 @@ impl FieldValue for RawBuf {
 #[doc(hidden)]
 pub trait Fields {
     const MIN_SIZE: usize;
+    /// Some field copies untrusted memory (its size may change between sizing and writing).
+    const RAW: bool;
     fn size(&self) -> usize;
     fn wanted(&self) -> usize;
     fn encode(&self, w: &mut Writer<'_>);
+    /// Encode without budgeting, for a `w` of exactly `size()` bytes and no raw field (the
+    /// sizes cannot change): every field gets the room it asks for. Still bounded by `w`.
+    fn encode_exact(&self, w: &mut Writer<'_>);
     fn touch(&self);
 }
 
@@ -380,6 +450,9 @@ impl Fields for () {
     #[inline]
     fn touch(&self) {}
     const MIN_SIZE: usize = 0;
+    const RAW: bool = false;
+    #[inline(always)]
+    fn encode_exact(&self, _w: &mut Writer<'_>) {}
     #[inline]
     fn size(&self) -> usize {
         0
@@ -394,9 +467,15 @@ impl Fields for () {
 
 impl<H: FieldValue, T: Fields> Fields for (&H, T) {
     const MIN_SIZE: usize = H::MIN_SIZE + T::MIN_SIZE;
-    #[inline]
+    const RAW: bool = H::RAW || T::RAW;
+    #[inline(always)]
     fn size(&self) -> usize {
         self.0.size() + self.1.size()
+    }
+    #[inline(always)]
+    fn encode_exact(&self, w: &mut Writer<'_>) {
+        self.0.encode(w, usize::MAX);
+        self.1.encode_exact(w);
     }
     #[inline]
     fn wanted(&self) -> usize {
@@ -488,6 +567,44 @@ impl Payload for EncodedPayload<'_> {
                     truncated: true,
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_nul_matches_a_byte_scan() {
+        for len in 0..80usize {
+            for nul in (0..len).map(Some).chain([None]) {
+                for fill in [1u8, 0x80, 0xff, 0x01] {
+                    let mut v = vec![fill; len];
+                    if let Some(i) = nul {
+                        v[i] = 0;
+                        // A second NUL later must not be found first.
+                        if i + 3 < len {
+                            v[i + 3] = 0;
+                        }
+                    }
+                    assert_eq!(
+                        find_nul(&v),
+                        v.iter().position(|&b| b == 0),
+                        "{len} {nul:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn copy_small_copies_every_length() {
+        let src: Vec<u8> = (0..80u8).collect();
+        for n in 0..80usize {
+            let mut dst = vec![0xAAu8; n];
+            copy_small(&mut dst, &src[..n]);
+            assert_eq!(dst, &src[..n]);
         }
     }
 }

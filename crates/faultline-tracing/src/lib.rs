@@ -106,7 +106,8 @@ pub fn layer() -> FaultlineLayer {
 /// Counters of the layer (process-wide).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Event classes created (callsites seen).
+    /// Event classes created (callsites seen; a span callsite whose spans get values with
+    /// `Span::record` has a second class, `span_record`).
     pub classes: u64,
     /// Events of callsites over [`MAX_CALLSITES`] or whose class could not be registered.
     pub dropped_callsites: u64,

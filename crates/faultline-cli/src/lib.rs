@@ -10,6 +10,7 @@ pub mod harness;
 pub mod libc_bench;
 pub mod libc_preload;
 pub mod record;
+pub mod record_wait;
 pub mod soak;
 pub mod stats;
 pub mod stress;

@@ -6,12 +6,15 @@
 //! call succeeded), `dur_ns` (entry to exit, nanoseconds), `pid` and `tid`. Paths are
 //! [`CStrPtr`] (a `<name>_faulted` field is 1 when the pointer was bad); data buffers are
 //! [`RawBuf`] holding the first N bytes (`faultline record --libc-data N`): what was written,
-//! or what was read (only the `ret` bytes the call returned). Calls that do not return when
+//! or what was read (only the `ret` bytes the call returned). The vector calls (`readv`,
+//! `writev`, `preadv`, `pwritev`) record every buffer of the vector, concatenated, as one
+//! [`RawIov`] field: the first N bytes, and `data_truncated` = the bytes of the call's data
+//! (written, or read) not recorded. Calls that do not return when
 //! they succeed (`execve` and friends, `exit`, `_exit`) are recorded when they are entered.
 //! Socket addresses are decoded into text (`127.0.0.1:80`, `[::1]:80`, `unix:/path`,
 //! `unix:@abstract`) plus `family`; `addr_faulted` counts unreadable bytes of the address.
 
-use faultline_tracepoints::{tracepoint, CStrPtr, RawBuf};
+use faultline_tracepoints::{tracepoint, CStrPtr, RawBuf, RawIov};
 
 tracepoint!(
     /// `libc:open`: a call to `open`.
@@ -47,11 +50,19 @@ tracepoint!(
     ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
 tracepoint!(
     /// `libc:readv`: a call to `readv`.
-    pub READV, "libc", "readv", { fd: i32, iovcnt: i32, data: RawBuf,
+    pub READV, "libc", "readv", { fd: i32, iovcnt: i32, data: RawIov,
     ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
 tracepoint!(
     /// `libc:writev`: a call to `writev`.
-    pub WRITEV, "libc", "writev", { fd: i32, iovcnt: i32, data: RawBuf,
+    pub WRITEV, "libc", "writev", { fd: i32, iovcnt: i32, data: RawIov,
+    ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
+tracepoint!(
+    /// `libc:preadv`: a call to `preadv`.
+    pub PREADV, "libc", "preadv", { fd: i32, iovcnt: i32, offset: i64, data: RawIov,
+    ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
+tracepoint!(
+    /// `libc:pwritev`: a call to `pwritev`.
+    pub PWRITEV, "libc", "pwritev", { fd: i32, iovcnt: i32, offset: i64, data: RawIov,
     ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
 tracepoint!(
     /// `libc:stat`: a call to `stat`.
@@ -111,10 +122,12 @@ tracepoint!(
     pub EXECVE_FAILED, "libc", "execve_failed", { path: CStrPtr,
     ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
 tracepoint!(
-    /// `libc:fork`: a call to `fork`, recorded in the parent and in the child (where `ret` = 0).
+    /// `libc:fork`: a call to `fork`.
+    ///
+    /// Recorded in the parent and (fork only) in the child, where ret = 0.
     pub FORK, "libc", "fork", { ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
 tracepoint!(
-    /// `libc:vfork`: a call to `vfork`, recorded in the parent when it resumes.
+    /// `libc:vfork`: a call to `vfork`.
     pub VFORK, "libc", "vfork", { ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
 tracepoint!(
     /// `libc:posix_spawn`: a call to `posix_spawn`.
@@ -166,18 +179,23 @@ tracepoint!(
     ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
 tracepoint!(
     /// `libc:exit`: a call to `exit`, recorded on entry (it does not return).
+    ///
+    /// Recorded on entry: these do not return.
     pub EXIT, "libc", "exit", { status: i32, pid: u32, tid: u32 });
 tracepoint!(
     /// `libc:_exit`: a call to `_exit`, recorded on entry (it does not return).
     pub EXIT_, "libc", "_exit", { status: i32, pid: u32, tid: u32 });
 tracepoint!(
-    /// `libc:syscall`: a direct `syscall(2)` call: not decoded (number and first three
-    /// arguments), but never silent.
+    /// `libc:syscall`: a direct `syscall(2)` call.
+    ///
+    /// A direct syscall(2): not decoded, but never silent.
     pub SYSCALL, "libc", "syscall", { nr: i64, a0: u64, a1: u64, a2: u64,
     ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
 
 tracepoint!(
-    /// `faultline:process`: a process image attached to the session: the first program, and every image a traced
+    /// `faultline:process`.
+    ///
+    /// A process image attached to the session: the first program, and every image a traced
     /// process executes (a fork child continues its parent's attachment and is seen through its
     /// `fork` event instead). `exe` is /proc/self/exe.
     pub PROCESS, "faultline", "process", { pid: u32, ppid: u32, exe: &str });

@@ -31,6 +31,10 @@
 //!   line `holder PID`, and trace on until killed.
 //!
 //! Lines logged before the marker are events the recorder had every chance to take intact.
+//!
+//! `--sleep-us N` sleeps N microseconds after each event (a slow, steady program for live
+//! viewing). Run alone (embedded session), `--output DIR`, `--relay URL` and
+//! `--relay-session NAME` are the builder's `output_dir`, `relay` and `relay_session`.
 
 use faultline::Session;
 use faultline_tracepoints::{tracepoint, Payload, WriteOutcome};
@@ -145,7 +149,24 @@ fn main() {
             .unwrap_or(-1);
         truncate(fd, m);
     }
-    let session = match Session::start() {
+    let sleep_us = arg(&args, "--sleep-us", 0);
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let mut builder = Session::builder();
+    if let Some(d) = opt("--output") {
+        builder = builder.output_dir(d);
+    }
+    if let Some(u) = opt("--relay") {
+        builder = builder.relay(u);
+    }
+    if let Some(n) = opt("--relay-session") {
+        builder = builder.relay_session(n);
+    }
+    let session = match builder.start() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("faultline-testapp: {e}");
@@ -199,6 +220,9 @@ fn main() {
                         }
                     }
                     seq += 1;
+                    if sleep_us > 0 {
+                        std::thread::sleep(Duration::from_micros(sleep_us));
+                    }
                 }
             })
         })

@@ -244,6 +244,23 @@ impl Connection {
         self.generic_reply(Cmd::SendIndex)
     }
 
+    /// Whether the relay has not yet written the data and index of `stream` up to
+    /// `last_net_seq_num`.
+    pub fn data_pending(&mut self, stream: u64, last_net_seq_num: u64) -> Result<bool> {
+        self.command(
+            Cmd::DataPending,
+            &proto::data_pending(stream, last_net_seq_num),
+        )?;
+        let r = self.reply(4, Cmd::DataPending)?;
+        match proto::get32(&r, 0) {
+            Some(0) => Ok(false),
+            Some(1) => Ok(true),
+            other => Err(RelayError(format!(
+                "relay DataPending: unexpected answer {other:?}"
+            ))),
+        }
+    }
+
     /// Close a stream after its last packet `last_net_seq_num`.
     pub fn close_stream(&mut self, stream: u64, last_net_seq_num: u64) -> Result<()> {
         self.command(

@@ -17,7 +17,12 @@
 //! | `STREAMS_SENT` (16) | none | `ret: u32` (streams added so far become visible to live viewers) |
 //! | `SEND_METADATA` (6) | `stream: u64, padding: u32, text` | **none** |
 //! | `SEND_INDEX` (13) | [`index`] (80 bytes) | `ret: u32` |
+//! | `DATA_PENDING` (8) | `stream: u64, last_net_seq_num: u64` | `u32`: 1 while that packet's data or index is not written yet, 0 once it is |
 //! | `CLOSE_STREAM` (7) | `stream: u64, last_net_seq_num: u64` | `ret: u32` |
+//!
+//! Before closing, the client waits with `DATA_PENDING` until the relay has written every
+//! packet: the two connections are read independently, and a live viewer is told the stream
+//! ended (no more indexes) as soon as the control connection is closed.
 //!
 //! # Data connection (default port 5343)
 //! No handshake: each packet is a 32-byte header — `circuit_id: u64` (0), `stream: u64` (the
@@ -69,6 +74,8 @@ pub enum Cmd {
     SendMetadata = 6,
     /// Close a stream.
     CloseStream = 7,
+    /// Whether a stream's data up to a packet is still being written.
+    DataPending = 8,
     /// Index of one packet (or a beacon).
     SendIndex = 13,
     /// The streams added so far are complete: publish them to viewers.
@@ -86,6 +93,7 @@ impl Cmd {
             5 => Cmd::Version,
             6 => Cmd::SendMetadata,
             7 => Cmd::CloseStream,
+            8 => Cmd::DataPending,
             13 => Cmd::SendIndex,
             16 => Cmd::StreamsSent,
             19 => Cmd::CreateTraceChunk,
@@ -369,6 +377,11 @@ pub fn parse_index(b: &[u8]) -> Option<Index> {
         stream_instance_id: g(8)?,
         packet_seq_num: g(9)?,
     })
+}
+
+/// `DATA_PENDING` payload (the same layout as `CLOSE_STREAM`'s).
+pub fn data_pending(stream: u64, last_net_seq_num: u64) -> Vec<u8> {
+    close_stream(stream, last_net_seq_num)
 }
 
 /// `CLOSE_STREAM` payload.

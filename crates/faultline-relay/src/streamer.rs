@@ -29,7 +29,7 @@
 //!   beacon already sent is still sent and is counted (`late_packets`).
 //! * A socket error or timeout ends the connection: the error is kept (`error`), what was
 //!   queued is counted as lost. [`RelayHandle::finish`] waits, bounded, for the queue to be
-//!   sent and the streams closed; past its deadline the sockets are shut down and the rest is
+//!   sent, written by the relay (`DATA_PENDING`) and the streams closed; past its deadline the sockets are shut down and the rest is
 //!   counted as lost.
 
 use crate::client::{Connection, RelayError};
@@ -604,6 +604,26 @@ impl Sender {
         let Some(mut c) = self.conn.take() else {
             return;
         };
+        // Wait until the relay has written everything (proto docs), bounded by the handle's
+        // deadline (which shuts the sockets down).
+        for st in self.streams.values() {
+            if st.next_seq == 0 {
+                continue;
+            }
+            loop {
+                match c.data_pending(st.handle, st.next_seq - 1) {
+                    Ok(true) => std::thread::sleep(Duration::from_millis(5)),
+                    Ok(false) => break,
+                    Err(e) => {
+                        let mut s = lock(&self.inner);
+                        if s.stats.error.is_none() {
+                            s.stats.error = Some(e.0);
+                        }
+                        return;
+                    }
+                }
+            }
+        }
         let mut closed = 0;
         let meta = c.metadata_stream;
         for st in self.streams.values() {

@@ -54,6 +54,7 @@ fn reply_for(cmd: u32, handle: &AtomicU64) -> Option<Vec<u8>> {
             v
         }
         Some(Cmd::SendMetadata) => return None,
+        Some(Cmd::DataPending) => 0u32.to_be_bytes().to_vec(),
         _ => ok,
     })
 }
@@ -218,10 +219,11 @@ fn command_sequence_data_and_indexes() {
     let cmds = fake.cmds();
     let seq: Vec<u32> = cmds.iter().map(|(c, _)| *c).collect();
     // version, session, chunk, metadata stream; metadata twice; then per new CPU stream:
-    // add + streams_sent + index; close 2 data streams and the metadata stream.
+    // add + streams_sent + index; data pending of the 2 data streams, close them and the
+    // metadata stream.
     assert_eq!(
         seq,
-        vec![5, 2, 19, 1, 6, 6, 1, 16, 13, 1, 16, 13, 13, 13, 13, 13, 7, 7, 7],
+        vec![5, 2, 19, 1, 6, 6, 1, 16, 13, 1, 16, 13, 13, 13, 13, 13, 8, 8, 7, 7, 7],
         "{seq:?}"
     );
     let cs = proto::parse_create_session(&cmds[1].1).unwrap();
@@ -342,7 +344,7 @@ fn relay_gone_mid_run_counts_the_loss_and_never_blocks() {
         "a packet call took {slowest:?}"
     );
     assert!(st.error.is_some(), "{st:?}");
-    assert!(st.packets_sent >= 5 && st.packets_sent < n, "{st:?}");
+    assert!(st.packets_sent >= 1 && st.packets_sent < n, "{st:?}");
     assert_eq!(
         st.packets_sent + st.packets_lost + st.packets_dropped,
         n,

@@ -175,8 +175,11 @@ impl Drop for Relayd {
     }
 }
 
-/// Run a command with a time bound (killed past it); returns (success, stdout, stderr).
-pub fn run_bounded(mut cmd: Command, limit: Duration) -> Result<(bool, String, String), String> {
+/// Run a command with a time bound (killed past it); returns (exit code, stdout, stderr).
+pub fn run_bounded(
+    mut cmd: Command,
+    limit: Duration,
+) -> Result<(Option<i32>, String, String), String> {
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -189,7 +192,7 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> Result<(bool, String, S
     });
     match rx.recv_timeout(limit) {
         Ok(Ok(o)) => Ok((
-            o.status.success(),
+            o.status.code(),
             String::from_utf8_lossy(&o.stdout).into_owned(),
             String::from_utf8_lossy(&o.stderr).into_owned(),
         )),
@@ -206,8 +209,8 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> Result<(bool, String, S
 pub fn babeltrace(dir: &Path) -> Result<Vec<String>, String> {
     let mut cmd = Command::new("babeltrace2");
     cmd.arg(dir);
-    let (ok, out, err) = run_bounded(cmd, Duration::from_secs(60))?;
-    if !ok {
+    let (code, out, err) = run_bounded(cmd, Duration::from_secs(60))?;
+    if code != Some(0) {
         return Err(format!("babeltrace2 failed: {err}"));
     }
     Ok(out.lines().map(String::from).collect())

@@ -35,6 +35,8 @@
 //! `--sleep-us N` sleeps N microseconds after each event (a slow, steady program for live
 //! viewing). Run alone (embedded session), `--output DIR`, `--relay URL` and
 //! `--relay-session NAME` are the builder's `output_dir`, `relay` and `relay_session`.
+//! `--print-cost` prints, at the end, `testapp: cost N ns/event` on stderr: the writers' wall
+//! time per event (mean over threads), what tracing costs the program.
 
 use faultline::Session;
 use faultline_tracepoints::{tracepoint, Payload, WriteOutcome};
@@ -150,6 +152,7 @@ fn main() {
         truncate(fd, m);
     }
     let sleep_us = arg(&args, "--sleep-us", 0);
+    let print_cost = args.iter().any(|a| a == "--print-cost");
     let opt = |name: &str| {
         args.iter()
             .position(|a| a == name)
@@ -191,6 +194,7 @@ fn main() {
                 let id = TESTAPP_SEQ.id();
                 let strategy = rec.strategy_for(&TESTAPP_SEQ);
                 let mut seq = 0u64;
+                let started = Instant::now();
                 // Relaxed: a stop request only needs to be seen eventually.
                 while (events == 0 || seq < events) && !STOP.load(Ordering::Relaxed) {
                     // Acquire/release: pairs with the main thread's stores of PAUSE and its
@@ -224,6 +228,7 @@ fn main() {
                         std::thread::sleep(Duration::from_micros(sleep_us));
                     }
                 }
+                (started.elapsed().as_nanos() as f64, seq)
             })
         })
         .collect();
@@ -231,8 +236,19 @@ fn main() {
         attack(&session, mode, hostile_ms, &log, threads as u64);
         STOP.store(true, Ordering::Relaxed);
     }
+    let mut cost = Vec::new();
     for h in hs {
-        let _ = h.join();
+        if let Ok((ns, n)) = h.join() {
+            if n > 0 {
+                cost.push(ns / n as f64);
+            }
+        }
+    }
+    if print_cost && !cost.is_empty() {
+        eprintln!(
+            "testapp: cost {:.1} ns/event",
+            cost.iter().sum::<f64>() / cost.len() as f64
+        );
     }
     match session.stop() {
         Ok(s) if !s.attached => s.print(),

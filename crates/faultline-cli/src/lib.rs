@@ -8,6 +8,7 @@ pub mod harness;
 pub mod libc_bench;
 pub mod libc_preload;
 pub mod record;
+pub mod relay_bench;
 pub mod soak;
 pub mod stats;
 pub mod stress;

@@ -162,8 +162,7 @@ impl Relayd {
                 if p.is_dir() {
                     stack.push(p);
                 } else if p.file_name().is_some_and(|n| n == "metadata")
-                    && d
-                        .strip_prefix(&self.out)
+                    && d.strip_prefix(&self.out)
                         .ok()
                         .and_then(|rel| rel.components().nth(1))
                         .is_some_and(|c| c.as_os_str().to_string_lossy().starts_with(&prefix))
@@ -205,7 +204,13 @@ fn relay_files(dir: &Path) -> (u64, u64) {
     (packets, bytes)
 }
 
-fn finish_side(side: &str, dir: &Path, emitted: u64, wall: Duration, ns: f64) -> anyhow::Result<SideRun> {
+fn finish_side(
+    side: &str,
+    dir: &Path,
+    emitted: u64,
+    wall: Duration,
+    ns: f64,
+) -> anyhow::Result<SideRun> {
     let t = CtfTrace::open(dir).with_context(|| format!("reading {}", dir.display()))?;
     let st = faultline_ctf::general::stats::ctf_stats(&t)
         .with_context(|| format!("reading {}", dir.display()))?;

@@ -27,7 +27,11 @@ fn have_relayd() -> bool {
     false
 }
 
-fn record(args: &[&str], app: &[&str], limit: Duration) -> (Option<i32>, serde_json::Value, String) {
+fn record(
+    args: &[&str],
+    app: &[&str],
+    limit: Duration,
+) -> (Option<i32>, serde_json::Value, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));
     cmd.arg("record")
         .arg("--json")
@@ -90,7 +94,14 @@ fn relay_copy_is_the_local_trace() {
             "-o",
             local.to_str().unwrap(),
         ],
-        &["--log", log.to_str().unwrap(), "--threads", "2", "--events", "100000"],
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "--threads",
+            "2",
+            "--events",
+            "100000",
+        ],
         Duration::from_secs(60),
     );
     assert_eq!(code, Some(0), "{err}");
@@ -99,7 +110,10 @@ fn relay_copy_is_the_local_trace() {
     assert_eq!(r["packets_dropped"], 0, "{rep}");
     assert_eq!(r["packets_lost"], 0, "{rep}");
     assert_eq!(r["events_sent"], rep["summary"]["events_written"], "{rep}");
-    assert!(err.contains("live: babeltrace2 --input-format=lttng-live"), "{err}");
+    assert!(
+        err.contains("live: babeltrace2 --input-format=lttng-live"),
+        "{err}"
+    );
     let remote = relay_trace(&relay);
     assert!(
         remote.ends_with("faultline")
@@ -120,7 +134,11 @@ fn relay_copy_is_the_local_trace() {
     while counts(&remote) != (ev, lost, packets) && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(counts(&remote), (ev, lost, packets), "same events, losses, packets");
+    assert_eq!(
+        counts(&remote),
+        (ev, lost, packets),
+        "same events, losses, packets"
+    );
     for f in std::fs::read_dir(&local).unwrap().flatten() {
         let n = f.file_name().to_string_lossy().into_owned();
         if n.starts_with("stream_") {
@@ -151,14 +169,30 @@ fn relay_only_and_embedded_session() {
     // No -o: nothing local.
     let (code, rep, err) = record(
         &["--relay", &relay.url()],
-        &["--log", log.to_str().unwrap(), "--threads", "2", "--events", "20000"],
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "--threads",
+            "2",
+            "--events",
+            "20000",
+        ],
         Duration::from_secs(60),
     );
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(rep["summary"]["dir"], serde_json::Value::Null);
     let remote = relay_trace(&relay);
-    let session = remote.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
-    assert!(session.starts_with("auto-") && session.len() == "auto-20260101-000000".len(), "{session}");
+    let session = remote
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        session.starts_with("auto-") && session.len() == "auto-20260101-000000".len(),
+        "{session}"
+    );
     let until = Instant::now() + Duration::from_secs(10);
     while counts(&remote).0 != 40000 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(100));
@@ -171,7 +205,14 @@ fn relay_only_and_embedded_session() {
     let log2 = base.join("log2");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline-testapp"));
     cmd.current_dir(&cwd)
-        .args(["--log", log2.to_str().unwrap(), "--threads", "2", "--events", "5000"])
+        .args([
+            "--log",
+            log2.to_str().unwrap(),
+            "--threads",
+            "2",
+            "--events",
+            "5000",
+        ])
         .args(["--relay", &relay2.url(), "--relay-session", "embedded"]);
     let (code, out, err) = run_bounded(cmd, Duration::from_secs(60)).unwrap();
     assert_eq!(code, Some(0), "{err}");
@@ -200,11 +241,26 @@ fn live_viewer_prints_events_while_the_program_runs() {
     let local = base.join("local");
     // About 3 s of 2 threads x 100 events/s.
     let rec = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(["record", "--json", "--relay", &relay.url(), "--relay-session", "live", "-o"])
+        .args([
+            "record",
+            "--json",
+            "--relay",
+            &relay.url(),
+            "--relay-session",
+            "live",
+            "-o",
+        ])
         .arg(&local)
         .arg("--")
         .arg(env!("CARGO_BIN_EXE_faultline-testapp"))
-        .args(["--log", log.to_str().unwrap(), "--threads", "2", "--events", "300"])
+        .args([
+            "--log",
+            log.to_str().unwrap(),
+            "--threads",
+            "2",
+            "--events",
+            "300",
+        ])
         .args(["--sleep-us", "10000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -228,7 +284,10 @@ fn live_viewer_prints_events_while_the_program_runs() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if tx.send((Instant::now(), l)).is_err() {
                 return;
             }
@@ -236,7 +295,11 @@ fn live_viewer_prints_events_while_the_program_runs() {
     });
     let out = rec.wait_with_output().unwrap();
     let rec_end = Instant::now();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Until both threads' last events are seen (the viewer itself stays attached, waiting
     // for a next session); bounded.
     let mut lines: Vec<(Instant, String)> = Vec::new();
@@ -262,13 +325,13 @@ fn live_viewer_prints_events_while_the_program_runs() {
         "{during} of {} events printed while the program ran",
         lines.len()
     );
-    let seq_lines = lines.iter().filter(|(_, l)| l.contains("testapp:seq")).count();
+    let seq_lines = lines
+        .iter()
+        .filter(|(_, l)| l.contains("testapp:seq"))
+        .count();
     // Attached after the start: everything from there on, up to the last event.
     assert!(seq_lines >= 300, "{seq_lines} events seen live");
-    assert!(
-        last(&lines, 0) && last(&lines, 1),
-        "the last events arrive"
-    );
+    assert!(last(&lines, 0) && last(&lines, 1), "the last events arrive");
     let _ = std::fs::remove_dir_all(&base);
 }
 
@@ -296,18 +359,30 @@ fn unreachable_relay() {
     let local = base.join("local");
     let (code, rep, err) = record(
         &["--relay", &url, "-o", local.to_str().unwrap()],
-        &["--log", log.to_str().unwrap(), "--threads", "2", "--events", "1000"],
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "--threads",
+            "2",
+            "--events",
+            "1000",
+        ],
         Duration::from_secs(30),
     );
     assert_eq!(code, Some(0), "{err}");
     assert!(
-        err.contains("warning: cannot connect to the relay") && err.contains("recording locally only"),
+        err.contains("warning: cannot connect to the relay")
+            && err.contains("recording locally only"),
         "{err}"
     );
     assert_eq!(rep["summary"]["events_written"], 2000);
     assert_eq!(counts(&local).0, 2000);
     // Bad URL: usage error.
-    let (code, _, err) = record(&["--relay", "tcp://x"], &["--log", "/dev/null"], Duration::from_secs(10));
+    let (code, _, err) = record(
+        &["--relay", "tcp://x"],
+        &["--log", "/dev/null"],
+        Duration::from_secs(10),
+    );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("must start with net://"), "{err}");
     let _ = std::fs::remove_dir_all(&base);
@@ -328,7 +403,14 @@ fn relay_killed_mid_run() {
         .arg(&local)
         .arg("--")
         .arg(env!("CARGO_BIN_EXE_faultline-testapp"))
-        .args(["--log", log.to_str().unwrap(), "--threads", "2", "--events", "2000"])
+        .args([
+            "--log",
+            log.to_str().unwrap(),
+            "--threads",
+            "2",
+            "--events",
+            "2000",
+        ])
         .args(["--sleep-us", "1000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

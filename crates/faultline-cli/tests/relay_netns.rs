@@ -86,10 +86,7 @@ impl Net {
 
     /// The host-side interface of host `i`.
     fn host_dev(&self, i: usize) -> String {
-        format!(
-            "fr{}b{i}",
-            &self.relay_ns[3..self.relay_ns.len() - 1]
-        )
+        format!("fr{}b{i}", &self.relay_ns[3..self.relay_ns.len() - 1])
     }
 }
 
@@ -127,11 +124,17 @@ fn record_in(
 ) -> (Option<i32>, serde_json::Value, String) {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns, "unshare", "--uts", "sh", "-c"])
-        .arg(format!(
-            "hostname {host} && exec \"$0\" \"$@\""
-        ))
+        .arg(format!("hostname {host} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_faultline"))
-        .args(["record", "--json", "--relay", url, "--relay-session", "fleet", "-o"])
+        .args([
+            "record",
+            "--json",
+            "--relay",
+            url,
+            "--relay-session",
+            "fleet",
+            "-o",
+        ])
         .arg(local)
         .arg("--")
         .arg(env!("CARGO_BIN_EXE_faultline-testapp"))
@@ -164,7 +167,12 @@ fn three_hosts_stream_to_one_relay() {
     let hs: Vec<_> = (0..3)
         .map(|i| {
             let ns = net.hosts[i].clone();
-            let url = format!("net://{}:{}:{}", net.relay_addr(i), relay.control, relay.data);
+            let url = format!(
+                "net://{}:{}:{}",
+                net.relay_addr(i),
+                relay.control,
+                relay.data
+            );
             let local = base.join(format!("local-{i}"));
             let log = base.join(format!("log-{i}"));
             std::thread::spawn(move || {
@@ -174,7 +182,14 @@ fn three_hosts_stream_to_one_relay() {
                     &format!("host-{i}"),
                     &url,
                     &local,
-                    &["--log", log.to_str().unwrap(), "--threads", "2", "--events", &n.to_string()],
+                    &[
+                        "--log",
+                        log.to_str().unwrap(),
+                        "--threads",
+                        "2",
+                        "--events",
+                        &n.to_string(),
+                    ],
                 );
                 (r, local, log, n)
             })
@@ -219,12 +234,25 @@ fn slow_link_keeps_event_cost_and_counts_losses() {
     let Some(net) = setup("s", 1) else { return };
     let base = tmp("slow");
     let relay = Relayd::start_with(&base, "0.0.0.0", Some(&net.relay_ns));
-    let url = format!("net://{}:{}:{}", net.relay_addr(0), relay.control, relay.data);
+    let url = format!(
+        "net://{}:{}:{}",
+        net.relay_addr(0),
+        relay.control,
+        relay.data
+    );
     let app = |log: &Path| -> Vec<String> {
-        ["--log", log.to_str().unwrap(), "--threads", "2", "--events", "300000", "--print-cost"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "--log",
+            log.to_str().unwrap(),
+            "--threads",
+            "2",
+            "--events",
+            "300000",
+            "--print-cost",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let cost = |err: &str| -> f64 {
         err.lines()
@@ -243,15 +271,38 @@ fn slow_link_keeps_event_cost_and_counts_losses() {
     // Then slow the link down: 4 Mbit/s (and 50 ms each way where netem exists).
     let dev = net.host_dev(0);
     let netem = ip(&[
-        "netns", "exec", &net.hosts[0], "tc", "qdisc", "add", "dev", &dev, "root", "netem",
-        "delay", "50ms", "rate", "4mbit",
+        "netns",
+        "exec",
+        &net.hosts[0],
+        "tc",
+        "qdisc",
+        "add",
+        "dev",
+        &dev,
+        "root",
+        "netem",
+        "delay",
+        "50ms",
+        "rate",
+        "4mbit",
     ]);
     let shaping = match netem {
         Ok(()) => "netem delay 50ms rate 4mbit".to_string(),
         Err(_) => {
             let r = Command::new("ip")
-                .args(["netns", "exec", &net.hosts[0], "tc", "qdisc", "add", "dev", &dev])
-                .args(["root", "tbf", "rate", "4mbit", "burst", "32kbit", "latency", "400ms"])
+                .args([
+                    "netns",
+                    "exec",
+                    &net.hosts[0],
+                    "tc",
+                    "qdisc",
+                    "add",
+                    "dev",
+                    &dev,
+                ])
+                .args([
+                    "root", "tbf", "rate", "4mbit", "burst", "32kbit", "latency", "400ms",
+                ])
                 .status();
             if !r.map(|s| s.success()).unwrap_or(false) {
                 eprintln!("skipped the slow part: neither netem nor tbf can shape the link");
@@ -276,7 +327,10 @@ fn slow_link_keeps_event_cost_and_counts_losses() {
     let sent = r["events_sent"].as_u64().unwrap();
     let unsent = r["events_dropped"].as_u64().unwrap() + r["events_lost"].as_u64().unwrap();
     assert_eq!(sent + unsent, written, "every event accounted for: {r}");
-    assert!(unsent > 0, "a 4 Mbit/s link cannot carry this trace in time: {r}");
+    assert!(
+        unsent > 0,
+        "a 4 Mbit/s link cannot carry this trace in time: {r}"
+    );
     // Bounded: the program's run plus the relay's finish timeout.
     assert!(took < Duration::from_secs(60), "{took:?}");
     eprintln!(

@@ -210,7 +210,10 @@ pub struct RelayStreamer;
 impl RelayStreamer {
     /// Connect and start the sender thread. The error (relay unreachable, refused, too old)
     /// is one line.
-    pub fn start(cfg: RelayConfig, sender_uuid: [u8; 16]) -> Result<(RelaySink, RelayHandle), RelayError> {
+    pub fn start(
+        cfg: RelayConfig,
+        sender_uuid: [u8; 16],
+    ) -> Result<(RelaySink, RelayHandle), RelayError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -516,7 +519,12 @@ impl Sender {
     }
 
     /// Send one packet and its index; returns whether it began before a beacon.
-    fn send_packet(&mut self, cpu: u32, h: &PacketHeader, bytes: &[u8]) -> Result<bool, RelayError> {
+    fn send_packet(
+        &mut self,
+        cpu: u32,
+        h: &PacketHeader,
+        bytes: &[u8],
+    ) -> Result<bool, RelayError> {
         if !self.streams.contains_key(&cpu) {
             let c = self.conn_mut()?;
             let handle = c.add_stream(&format!("stream_{cpu}"))?;
@@ -627,7 +635,9 @@ impl Sender {
         let mut closed = 0;
         let meta = c.metadata_stream;
         for st in self.streams.values() {
-            if c.close_stream(st.handle, st.next_seq.saturating_sub(1)).is_err() {
+            if c.close_stream(st.handle, st.next_seq.saturating_sub(1))
+                .is_err()
+            {
                 break;
             }
             closed += 1;

@@ -25,7 +25,9 @@ pub struct RelayUrl {
 impl RelayUrl {
     /// Parse `net://HOST[:CTRL[:DATA]]`; the error says what is wrong in one line.
     pub fn parse(s: &str) -> Result<RelayUrl, String> {
-        let bad = |why: &str| format!("relay URL {s:?}: {why} (expected net://HOST[:CTRL_PORT[:DATA_PORT]])");
+        let bad = |why: &str| {
+            format!("relay URL {s:?}: {why} (expected net://HOST[:CTRL_PORT[:DATA_PORT]])")
+        };
         let rest = s
             .strip_prefix("net://")
             .or_else(|| s.strip_prefix("net6://"))
@@ -107,7 +109,10 @@ mod tests {
     #[test]
     fn parses_lttng_urls() {
         let u = RelayUrl::parse("net://relay.example").unwrap();
-        assert_eq!((u.host.as_str(), u.control_port, u.data_port), ("relay.example", 5342, 5343));
+        assert_eq!(
+            (u.host.as_str(), u.control_port, u.data_port),
+            ("relay.example", 5342, 5343)
+        );
         let u = RelayUrl::parse("net://10.0.0.1:6000").unwrap();
         assert_eq!((u.control_port, u.data_port), (6000, 5343));
         let u = RelayUrl::parse("net://10.0.0.1:6000:6001/").unwrap();

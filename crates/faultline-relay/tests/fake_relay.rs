@@ -213,7 +213,10 @@ fn command_sequence_data_and_indexes() {
     sink.finish();
     let st = handle.finish(Duration::from_secs(10));
     assert!(st.complete(), "{st:?}");
-    assert_eq!((st.packets_sent, st.events_sent, st.bytes_sent), (6, 6, 6 * 512));
+    assert_eq!(
+        (st.packets_sent, st.events_sent, st.bytes_sent),
+        (6, 6, 6 * 512)
+    );
     assert_eq!(st.metadata_updates_skipped, 1);
     assert_eq!(st.metadata_bytes, 16);
     let cmds = fake.cmds();
@@ -234,7 +237,11 @@ fn command_sequence_data_and_indexes() {
         proto::parse_add_stream(&cmds[3].1).unwrap(),
         ("metadata".into(), "faultline".into())
     );
-    assert_eq!(&cmds[4].1[..8], &100u64.to_be_bytes(), "metadata stream handle");
+    assert_eq!(
+        &cmds[4].1[..8],
+        &100u64.to_be_bytes(),
+        "metadata stream handle"
+    );
     assert_eq!(&cmds[4].1[12..], b"/* CTF 1.8 */\nA");
     assert_eq!(&cmds[5].1[12..], b"B");
     assert_eq!(
@@ -256,7 +263,10 @@ fn command_sequence_data_and_indexes() {
         assert_eq!(i.net_seq_num, seq);
         assert_eq!(i.packet_size, 512 * 8);
         assert_eq!(i.content_size, h.content_size);
-        assert_eq!((i.timestamp_begin, i.timestamp_end), (100 * seq, 100 * seq + 50));
+        assert_eq!(
+            (i.timestamp_begin, i.timestamp_end),
+            (100 * seq, 100 * seq + 50)
+        );
         assert_eq!(i.events_discarded, seq);
         assert_eq!((i.stream_instance_id, i.packet_seq_num), (cpu as u64, seq));
     }
@@ -378,7 +388,11 @@ fn relay_that_stops_reading_makes_drops_not_waits() {
     // lost, counted; the calls never waited for the network.
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert!(st.packets_dropped > 0, "{st:?}");
-    assert_eq!(st.packets_sent + st.packets_lost + st.packets_dropped, n, "{st:?}");
+    assert_eq!(
+        st.packets_sent + st.packets_lost + st.packets_dropped,
+        n,
+        "{st:?}"
+    );
     assert!(!st.complete());
     drop(fake);
 }

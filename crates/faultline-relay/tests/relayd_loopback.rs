@@ -19,7 +19,11 @@ fn packets(cpu: u32, n: u64, per: u64) -> Vec<Vec<u8>> {
             b.header.timestamp_begin = t0;
             b.header.timestamp_end = t0 + 999;
             for i in 0..per {
-                b.record(t0 + i, if i % 3 == 0 { ID_EMPTY } else { ID_ALL }, if i % 3 == 0 { &[] } else { &payload });
+                b.record(
+                    t0 + i,
+                    if i % 3 == 0 { ID_EMPTY } else { ID_ALL },
+                    if i % 3 == 0 { &[] } else { &payload },
+                );
             }
             b.finish(8192)
         })
@@ -66,9 +70,9 @@ fn relay_copy_equals_local_copy() {
     let dir = relay.out.join(&st.relay_path).join("faultline");
     let until = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let same = ["metadata", "stream_0", "stream_1"].iter().all(|f| {
-            std::fs::read(dir.join(f)).ok() == std::fs::read(local.join(f)).ok()
-        });
+        let same = ["metadata", "stream_0", "stream_1"]
+            .iter()
+            .all(|f| std::fs::read(dir.join(f)).ok() == std::fs::read(local.join(f)).ok());
         if same {
             break;
         }
@@ -98,8 +102,13 @@ fn relay_copy_equals_local_copy() {
 fn unreachable_relay_is_one_line() {
     let port = relayd::free_ports("127.0.0.1")[0];
     let cfg = RelayConfig::new(RelayUrl::parse(&format!("net://127.0.0.1:{port}")).unwrap());
-    let e = RelayStreamer::start(cfg, UUID).err().expect("no relay there");
+    let e = RelayStreamer::start(cfg, UUID)
+        .err()
+        .expect("no relay there");
     let m = e.to_string();
-    assert!(m.contains("cannot connect to the relay at 127.0.0.1:"), "{m}");
+    assert!(
+        m.contains("cannot connect to the relay at 127.0.0.1:"),
+        "{m}"
+    );
     assert!(!m.contains('\n'));
 }

@@ -6,8 +6,8 @@
 //! sink only queues (the consumer never waits on the network); what the relay did not get is
 //! counted in [`RelayStats`] and reported next to the local numbers.
 
-pub use faultline_relay::{RelayError, RelayHandle, RelaySink, RelayStats, RelayUrl};
 use faultline_relay::{RelayConfig, RelayStreamer};
+pub use faultline_relay::{RelayError, RelayHandle, RelaySink, RelayStats, RelayUrl};
 use faultline_ringbuf::Channel;
 use std::sync::Arc;
 use std::time::Duration;

@@ -62,7 +62,11 @@ impl Relayd {
         std::fs::create_dir_all(&home).unwrap();
         for attempt in 0..5 {
             let [c, d, l] = if netns.is_some() {
-                [15342 + attempt * 10, 15343 + attempt * 10, 15344 + attempt * 10]
+                [
+                    15342 + attempt * 10,
+                    15343 + attempt * 10,
+                    15344 + attempt * 10,
+                ]
             } else {
                 free_ports(host)
             };
@@ -87,13 +91,13 @@ impl Relayd {
                 .stderr(Stdio::null());
             let mut child = cmd.spawn().expect("spawn lttng-relayd");
             let until = Instant::now() + Duration::from_secs(10);
-            let up = if netns.is_some() {
+            let up = if let Some(ns) = netns {
                 // Ports inside the namespace are not reachable from here: wait for the process
                 // to bind them (ss in the namespace).
                 let mut ok = false;
                 while Instant::now() < until {
                     let o = Command::new("ip")
-                        .args(["netns", "exec", netns.unwrap(), "ss", "-ltn"])
+                        .args(["netns", "exec", ns, "ss", "-ltn"])
                         .output();
                     if let Ok(o) = o {
                         let s = String::from_utf8_lossy(&o.stdout);

@@ -36,7 +36,8 @@
 //! viewing). Run alone (embedded session), `--output DIR`, `--relay URL` and
 //! `--relay-session NAME` are the builder's `output_dir`, `relay` and `relay_session`.
 //! `--print-cost` prints, at the end, `testapp: cost N ns/event` on stderr: the writers' wall
-//! time per event (mean over threads), what tracing costs the program.
+//! time per event (mean over threads), what tracing costs the program. `--no-log` writes no
+//! log lines (so the cost is the tracing's, not the log's).
 
 use faultline::Session;
 use faultline_tracepoints::{tracepoint, Payload, WriteOutcome};
@@ -153,6 +154,7 @@ fn main() {
     }
     let sleep_us = arg(&args, "--sleep-us", 0);
     let print_cost = args.iter().any(|a| a == "--print-cost");
+    let no_log = args.iter().any(|a| a == "--no-log");
     let opt = |name: &str| {
         args.iter()
             .position(|a| a == name)
@@ -212,7 +214,9 @@ fn main() {
                         pad: &padding,
                         spin,
                     };
-                    if TESTAPP_SEQ.is_active() {
+                    if TESTAPP_SEQ.is_active() && no_log {
+                        let _ = rec.record(id, strategy, &p);
+                    } else if TESTAPP_SEQ.is_active() {
                         let line = match rec.record(id, strategy, &p) {
                             Ok(_) => format!("{t} {seq}\n"),
                             Err(_) if log_lost => format!("{t} {seq} L\n"),

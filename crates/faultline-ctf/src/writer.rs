@@ -80,6 +80,9 @@ pub trait PacketSink: Send {
     fn packet(&mut self, cpu: u32, header: &PacketHeader, bytes: &[u8], events: u64);
     /// The trace is finished: nothing follows.
     fn finish(&mut self);
+    /// Every packet holding an event older than `ts` (trace clock) has been handed to the sink
+    /// (the consumer flushed at `ts` and took everything since). Live viewers may be told so.
+    fn flushed(&mut self, _ts: u64) {}
 }
 
 struct CpuStream {
@@ -251,6 +254,14 @@ impl TraceWriter {
         sink.metadata(&metadata(&self.desc)?);
         self.sink = Some(sink);
         Ok(())
+    }
+
+    /// Tell the sink that every packet with an event older than `ts` has been written
+    /// ([`PacketSink::flushed`]).
+    pub fn flushed(&mut self, ts: u64) {
+        if let Some(s) = self.sink.as_mut() {
+            s.flushed(ts);
+        }
     }
 
     /// Whether stream files are written (false for [`TraceWriter::create_without_files`]).

@@ -60,14 +60,28 @@ fn sink_gets_what_is_written() {
     w.finish().unwrap();
     let s = seen.lock().unwrap();
     assert_eq!(s.finished, 1);
-    assert_eq!(s.metadata.len(), 2, "initial text, then the one with the added class");
-    assert!(s.metadata[1].starts_with(&s.metadata[0]), "classes are appended");
-    assert_eq!(s.metadata[1], std::fs::read_to_string(dir.join("metadata")).unwrap());
+    assert_eq!(
+        s.metadata.len(),
+        2,
+        "initial text, then the one with the added class"
+    );
+    assert!(
+        s.metadata[1].starts_with(&s.metadata[0]),
+        "classes are appended"
+    );
+    assert_eq!(
+        s.metadata[1],
+        std::fs::read_to_string(dir.join("metadata")).unwrap()
+    );
     let counts: Vec<(u32, u64)> = s.packets.iter().map(|p| (p.0, p.3)).collect();
     assert_eq!(counts, vec![(0, 3), (1, 2), (0, 1)]);
     let mut by_cpu: [Vec<u8>; 2] = Default::default();
     for (cpu, h, bytes, _) in &s.packets {
-        assert_eq!(h.packet_size, bytes.len() as u64 * 8, "header is the written one");
+        assert_eq!(
+            h.packet_size,
+            bytes.len() as u64 * 8,
+            "header is the written one"
+        );
         assert_eq!(h.cpu_id, *cpu);
         by_cpu[*cpu as usize].extend_from_slice(bytes);
     }
@@ -89,7 +103,10 @@ fn writer_without_files_feeds_its_sink_only() {
     assert!(!w.writes_files());
     w.set_sink(Box::new(Probe(seen.clone()))).unwrap();
     w.write_packet(0, &packet(0, 0, 3)).unwrap();
-    assert!(w.write_packet(0, &packet(0, 0, 3)).is_err(), "still checked");
+    assert!(
+        w.write_packet(0, &packet(0, 0, 3)).is_err(),
+        "still checked"
+    );
     let c = w.finish().unwrap();
     assert_eq!((c.packets, c.events), (1, 3));
     assert!(!dir.exists(), "no file, no directory");

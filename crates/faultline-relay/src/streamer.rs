@@ -21,12 +21,14 @@
 //!   (event classes added while recording); other changes (the recorder counters written into
 //!   `env` at the end) cannot be expressed to a live session and are counted
 //!   (`metadata_updates_skipped`).
-//! * **Beacons** (live): every [`RelayConfig::beacon_interval`], each stream that sent no
-//!   packet since the previous round gets a beacon with `timestamp_end = now − beacon_lag`
-//!   (trace clock), when that is after its last packet's end. The lag covers the consumer's
-//!   flush interval: an event older than that has been flushed and delivered already, so a
-//!   viewer may go past that time on this stream. A packet that arrives beginning before a
-//!   beacon already sent is still sent and is counted (`late_packets`).
+//! * **Beacons** (live): the consumer tells the sink when everything older than a time `T`
+//!   has been handed over (it flushed the buffers at `T` and took every packet since:
+//!   [`PacketSink::flushed`]); that mark travels through the queue behind those packets. Every
+//!   [`RelayConfig::beacon_interval`], each stream that sent no packet since the previous
+//!   round gets a beacon with `timestamp_end = T` (the latest mark) when that is after its
+//!   last packet's end, so a viewer may go past `T` on that stream. A packet that arrives
+//!   beginning before a beacon already sent (a writer that reserved before the flush and
+//!   committed after it) is still sent and is counted (`late_packets`).
 //! * A socket error or timeout ends the connection: the error is kept (`error`), what was
 //!   queued is counted as lost. [`RelayHandle::finish`] waits, bounded, for the queue to be
 //!   sent, written by the relay (`DATA_PENDING`) and the streams closed; past its deadline the sockets are shut down and the rest is
@@ -43,9 +45,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The trace clock, read by the sender thread for beacons.
-pub type ClockFn = Arc<dyn Fn() -> u64 + Send + Sync>;
-
 /// Streaming options.
 #[derive(Clone)]
 pub struct RelayConfig {
@@ -58,32 +57,25 @@ pub struct RelayConfig {
     pub hostname: String,
     /// Live beacons period (also announced to the relay as the live timer).
     pub beacon_interval: Duration,
-    /// How far behind now a beacon's promise is (module docs).
-    pub beacon_lag: Duration,
     /// Bound of the send queue in bytes.
     pub queue_bytes: usize,
     /// Connection timeout.
     pub connect_timeout: Duration,
     /// Timeout of every socket read and write.
     pub io_timeout: Duration,
-    /// The trace clock and its frequency (ticks per second), for beacons.
-    pub clock: Option<(ClockFn, u64)>,
 }
 
 impl RelayConfig {
-    /// Defaults for `url`: this machine's host name, beacons every 200 ms lagging 500 ms,
-    /// a 64 MiB queue, 3 s to connect, 5 s per socket operation.
+    /// Defaults for `url`: this machine's host name, beacons every 200 ms, a 64 MiB queue, 3 s to connect, 5 s per socket operation.
     pub fn new(url: RelayUrl) -> RelayConfig {
         RelayConfig {
             url,
             session_name: None,
             hostname: hostname(),
             beacon_interval: Duration::from_millis(200),
-            beacon_lag: Duration::from_millis(500),
             queue_bytes: 64 << 20,
             connect_timeout: Duration::from_secs(3),
             io_timeout: Duration::from_secs(5),
-            clock: None,
         }
     }
 }
@@ -182,6 +174,7 @@ enum Item {
         bytes: Vec<u8>,
         events: u64,
     },
+    Flushed(u64),
     Finish,
 }
 
@@ -333,6 +326,13 @@ impl PacketSink for RelaySink {
         s.queue.push_back(Item::Finish);
         self.inner.wake.notify_one();
     }
+
+    fn flushed(&mut self, ts: u64) {
+        let mut s = lock(&self.inner);
+        if !s.failed && !s.done {
+            s.queue.push_back(Item::Flushed(ts));
+        }
+    }
 }
 
 /// Counters and the end of streaming.
@@ -418,6 +418,8 @@ struct Sender {
     inner: Arc<Inner>,
     streams: BTreeMap<u32, StreamState>,
     last_beacon: Instant,
+    /// The latest consumer mark (module docs, "Beacons").
+    flushed: u64,
 }
 
 impl Sender {
@@ -428,6 +430,7 @@ impl Sender {
             inner,
             streams: BTreeMap::new(),
             last_beacon: Instant::now(),
+            flushed: 0,
         }
     }
 
@@ -455,6 +458,7 @@ impl Sender {
             for item in items {
                 match item {
                     Item::Finish => finished = true,
+                    Item::Flushed(ts) => self.flushed = self.flushed.max(ts),
                     Item::Metadata(text) => {
                         let r = self.conn_mut().and_then(|c| c.send_metadata(&text));
                         match r {
@@ -569,14 +573,10 @@ impl Sender {
 
     fn beacons(&mut self) {
         self.last_beacon = Instant::now();
-        let Some((clock, freq)) = self.cfg.clock.clone() else {
-            return;
-        };
-        if self.conn.is_none() {
+        if self.conn.is_none() || self.flushed == 0 {
             return;
         }
-        let lag = (self.cfg.beacon_lag.as_nanos() * freq as u128 / 1_000_000_000) as u64;
-        let ts = clock().saturating_sub(lag);
+        let ts = self.flushed;
         let mut sent = 0;
         let mut err = None;
         for st in self.streams.values_mut() {

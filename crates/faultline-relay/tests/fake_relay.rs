@@ -290,21 +290,23 @@ fn command_sequence_data_and_indexes() {
 }
 
 #[test]
-fn idle_streams_get_beacons_behind_now() {
+fn idle_streams_get_beacons_at_the_consumers_flush_marks() {
     let fake = Fake::start(Behaviour::default());
     let mut cfg = fake.cfg();
-    let now = Arc::new(AtomicU64::new(10_000));
-    let n2 = now.clone();
-    cfg.clock = Some((Arc::new(move || n2.load(Ordering::Relaxed)), 1_000_000_000));
     cfg.beacon_interval = Duration::from_millis(20);
-    cfg.beacon_lag = Duration::from_nanos(1000);
     let (mut sink, handle) = RelayStreamer::start(cfg, UUID).unwrap();
     let (h, p) = packet(0, 0, 256); // ends at 50
     sink.packet(0, &h, &p, 1);
+    // A mark not after the packet's end promises nothing new: no beacon for it.
+    sink.flushed(40);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(handle.stats().beacons, 0);
     let until = Instant::now() + Duration::from_secs(5);
+    let mut mark = 1000;
     while handle.stats().beacons < 2 && Instant::now() < until {
-        now.fetch_add(1000, Ordering::Relaxed);
-        std::thread::sleep(Duration::from_millis(10));
+        sink.flushed(mark);
+        mark += 1000;
+        std::thread::sleep(Duration::from_millis(30));
     }
     let st = handle.finish(Duration::from_secs(5));
     assert!(st.beacons >= 2, "{st:?}");
@@ -320,10 +322,10 @@ fn idle_streams_get_beacons_behind_now() {
     for b in &beacons {
         assert_eq!(b.relay_stream, 101);
         assert!(b.timestamp_end > last, "beacons move forward: {beacons:?}");
+        assert_eq!(b.timestamp_end % 1000, 0, "at a mark: {beacons:?}");
         last = b.timestamp_end;
     }
-    // Never ahead of now - lag.
-    assert!(last <= now.load(Ordering::Relaxed) - 1000);
+    assert!(last < mark, "never ahead of the consumer's marks");
 }
 
 #[test]

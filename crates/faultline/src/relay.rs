@@ -1,7 +1,7 @@
 //! Streaming a recording to `lttng-relayd` ([`faultline_relay`]): the options shared by an
 //! embedded [`crate::Session`] and `faultline record --relay`.
 //!
-//! [`connect`] opens the relay session for a channel (beacons read the channel's clock) and
+//! [`connect`] opens the relay session for a channel and
 //! returns the sink to give to the trace writer and the handle that reports the counters. The
 //! sink only queues (the consumer never waits on the network); what the relay did not get is
 //! counted in [`RelayStats`] and reported next to the local numbers.
@@ -9,7 +9,6 @@
 use faultline_relay::{RelayConfig, RelayStreamer};
 pub use faultline_relay::{RelayError, RelayHandle, RelaySink, RelayStats, RelayUrl};
 use faultline_ringbuf::Channel;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Where and under which names to stream.
@@ -38,7 +37,7 @@ impl RelayOptions {
 pub const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Open the relay session for `chan` (module docs). `flush_interval` is the consumer's: live
-/// beacons promise nothing newer than twice that plus 100 ms.
+/// beacons (sent as the consumer reports its flushes) go at the same pace.
 pub fn connect(
     opts: &RelayOptions,
     chan: &Channel,
@@ -49,13 +48,7 @@ pub fn connect(
     if let Some(h) = &opts.hostname {
         cfg.hostname = h.clone();
     }
-    let info = chan.clock();
-    let kind = info.kind;
-    cfg.clock = Some((
-        Arc::new(move || faultline_ringbuf::clock::now(kind)),
-        info.freq.max(1),
-    ));
-    cfg.beacon_lag = flush_interval * 2 + Duration::from_millis(100);
+    cfg.beacon_interval = flush_interval.max(Duration::from_millis(10));
     RelayStreamer::start(cfg, chan.uuid())
 }
 

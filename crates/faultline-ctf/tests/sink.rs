@@ -85,10 +85,10 @@ fn sink_gets_what_is_written() {
         assert_eq!(h.cpu_id, *cpu);
         by_cpu[*cpu as usize].extend_from_slice(bytes);
     }
-    for cpu in 0..2 {
+    for (cpu, bytes) in by_cpu.iter().enumerate() {
         assert_eq!(
-            by_cpu[cpu],
-            std::fs::read(dir.join(format!("stream_{cpu}"))).unwrap(),
+            bytes,
+            &std::fs::read(dir.join(format!("stream_{cpu}"))).unwrap(),
             "the sink's bytes are the stream file's"
         );
     }

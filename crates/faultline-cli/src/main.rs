@@ -143,6 +143,16 @@ enum Cmd {
         /// Skip the LTTng-UST side
         #[arg(long)]
         no_lttng: bool,
+        /// Skip the lossless-rate search (Session and LTTng-UST, about 2-3 minutes in a full
+        /// run; a few seconds with --quick)
+        #[arg(long)]
+        no_lossless: bool,
+        /// Seconds per step of the lossless-rate search (default 5; --quick 0.1)
+        #[arg(long)]
+        lossless_secs: Option<f64>,
+        /// Skip the Tracy client rows
+        #[arg(long)]
+        no_tracy: bool,
         /// Run the copy-strategy study instead (reserve-copy-commit, bounce, prefault-restart)
         #[arg(long)]
         study: bool,
@@ -268,6 +278,9 @@ fn main() -> anyhow::Result<()> {
             json,
             lttng_events,
             no_lttng,
+            no_lossless,
+            lossless_secs,
+            no_tracy,
             study,
             libc,
         } => {
@@ -304,6 +317,12 @@ fn main() -> anyhow::Result<()> {
             opt.iters = iters.unwrap_or(opt.iters);
             opt.lttng_events = lttng_events.unwrap_or(opt.lttng_events);
             opt.lttng = !no_lttng;
+            opt.tracy = !no_tracy;
+            if no_lossless {
+                opt.lossless = None;
+            } else if let (Some(l), Some(secs)) = (opt.lossless.as_mut(), lossless_secs) {
+                l.step_secs = secs;
+            }
             let rep = bench::run(&opt)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);

@@ -39,6 +39,11 @@
 //!    (`faultline stats` shows them) and the report; fsync, summary (also saved as
 //!    `DIR/.faultline-summary.json`; the leading dot keeps CTF readers away from it).
 //!
+//! `record` never sleeps for a fixed time: it waits on the program's exit (a pidfd), on the
+//! pipe and on the channel's wake-up word, with timeouts only as backstops
+//! ([`crate::record_wait`]), so a program that runs for milliseconds is traced in about as
+//! much wall time.
+//!
 //! # Exit status
 //! The program's status (128 + N if it was killed by signal N) — except **3** when that is 0
 //! but the trace is incomplete because the program damaged the shared buffers (one line per
@@ -213,6 +218,8 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     // the reader also runs all the time).
     // SAFETY: fcntl on a descriptor we own.
     unsafe { libc::fcntl(fds[0], libc::F_SETPIPE_SZ, 1 << 20) };
+    // A second handle on the pipe for polling (the reader goes to the drain).
+    let pipe_watch = crate::record_wait::dup(fds[0]).context("schema pipe")?;
     let mut reader = schema_pipe::Reader::new(File::from(rd)).context("schema pipe")?;
     // Ctrl-C goes to the whole foreground group: let the program decide, and keep recording
     // until it is gone. A handler (not SIG_IGN) so that the child gets the default back at exec.
@@ -259,6 +266,8 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         .with_context(|| format!("cannot run {:?}", opt.cmd[0]))?;
     drop(wr);
     let pid = child.id();
+    // Readable once the program has exited (None: fall back to timeouts).
+    let pidfd = crate::record_wait::pidfd_open(pid);
 
     let tty = opt.progress && std::io::stderr().is_terminal();
     let started = Instant::now();
@@ -270,7 +279,17 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let mut early: Vec<Message> = Vec::new();
     // Phase 1: wait for the schema (or the end of the program).
     loop {
-        reader.wait(Duration::from_millis(20));
+        // Until a message, the end of the pipe or the program's exit (timeouts are backstops).
+        let mut watch = vec![pipe_watch.as_raw_fd()];
+        let timeout = match (&pidfd, exited_at) {
+            (_, Some(t)) => PIPE_GRACE.saturating_sub(t.elapsed()),
+            (Some(p), None) => {
+                watch.push(p.as_raw_fd());
+                Duration::from_secs(1)
+            }
+            (None, None) => Duration::from_millis(20),
+        };
+        crate::record_wait::poll_readable(&watch, Some(timeout));
         let (msgs, errs) = reader.read_available();
         notes.extend(errs);
         let mut it = msgs.into_iter();
@@ -365,7 +384,10 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let counters = classes.counters();
     drain.set_class_source(Box::new(classes));
 
-    // Phase 2: drain while the program runs.
+    // Phase 2: drain while the program runs; its exit interrupts the drain's sleep.
+    let exit_wake = pidfd
+        .as_ref()
+        .and_then(|p| crate::record_wait::ExitWake::start(chan.clone(), p).ok());
     let mut last_print = Instant::now();
     let mut last_events = 0u64;
     let status = loop {
@@ -395,6 +417,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             last_events = ev;
         }
     };
+    drop(exit_wake);
     if tty {
         eprintln!();
     }
@@ -407,7 +430,10 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             break;
         }
         drop(c);
-        std::thread::sleep(Duration::from_millis(10));
+        crate::record_wait::poll_readable(
+            &[pipe_watch.as_raw_fd()],
+            Some(PIPE_GRACE.saturating_sub(grace.elapsed())),
+        );
     }
     // Take what is complete, then recover what dead writers held.
     while drain.poll() > 0 {}
@@ -668,22 +694,30 @@ impl Holders {
 /// A process that exits during the scan is not counted. Unreadable processes outside `me`'s
 /// tree are not counted (see the module docs for what that misses).
 pub fn channel_holders(proc_root: &Path, dev: u64, ino: u64, me: u32) -> std::io::Result<Holders> {
-    let mut parent: BTreeMap<u32, u32> = BTreeMap::new();
     let mut pids = Vec::new();
     for e in std::fs::read_dir(proc_root)? {
         let Ok(e) = e else { continue };
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        if let Some(pp) = read_ppid(&e.path()) {
-            parent.insert(pid, pp);
-        }
         if pid != me {
             pids.push(pid);
         }
     }
     pids.sort_unstable();
-    let descends = |mut p: u32| {
+    // The parent links are only needed when some process cannot be read: read them then
+    // (one `stat` per process is a third of the scan's system calls).
+    let mut parent: Option<BTreeMap<u32, u32>> = None;
+    let parents = || -> BTreeMap<u32, u32> {
+        let mut m = BTreeMap::new();
+        for &pid in pids.iter().chain([&me]) {
+            if let Some(pp) = read_ppid(&proc_root.join(pid.to_string())) {
+                m.insert(pid, pp);
+            }
+        }
+        m
+    };
+    let descends = |parent: &BTreeMap<u32, u32>, mut p: u32| {
         let mut seen = BTreeSet::new();
         while let Some(&pp) = parent.get(&p) {
             if pp == me {
@@ -697,14 +731,15 @@ pub fn channel_holders(proc_root: &Path, dev: u64, ino: u64, me: u32) -> std::io
         false
     };
     let mut h = Holders::default();
-    for pid in pids {
+    for &pid in &pids {
         let dir = proc_root.join(pid.to_string());
         match holds(&dir, dev, ino) {
             Ok(true) => h.certain.push(pid),
             Ok(false) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // exited meanwhile
             Err(e) => {
-                if descends(pid) {
+                let parent = parent.get_or_insert_with(parents);
+                if descends(parent, pid) {
                     h.unknown.push((pid, e.to_string()));
                 }
             }

@@ -4,11 +4,19 @@
 //! describes exactly the packet layout of [`crate::layout`]: the 24-byte `trace.packet.header`
 //! (`magic`, `uuid`, `stream_id`), the 104-byte `stream.packet.context`, the 16-byte
 //! record header: `stream.event.header` (`timestamp` mapped to the clock, `id`) aligned to 64
-//! bits, immediately followed by the 4-byte `stream.event.context` (`len`) — `len` is declared as
-//! event context rather than in the event header because babeltrace2 warns about (and ignores)
-//! any event-header field other than `id` and `timestamp`; the bytes are the same — and
-//! one `event` block per event whose `fields` struct maps each [`FieldType`] to a byte-aligned,
-//! little-endian TSDL type (the payload is packed, so every type has `align = 8`).
+//! bits, immediately followed by the 4-byte `stream.event.context` (`len`, the payload bytes) —
+//! `len` is declared as event context rather than in the event header because babeltrace2
+//! warns about (and ignores) any event-header field other than `id` and `timestamp`; the bytes
+//! are the same — and one `event` block per event whose `fields` struct maps each
+//! [`FieldType`] to a byte-aligned, little-endian TSDL type (the payload is packed, so every
+//! type has `align = 8`). The record layout is the wire format of `faultline_wire`.
+//!
+//! Every trace also declares the padding event class `faultline:padding` with the reserved id
+//! [`faultline_wire::PADDING_ID`]: its payload is one text sequence (`pad`) of
+//! `stream.event.context.len` bytes, so babeltrace2 (and any CTF reader) steps over padding
+//! records — abandoned reservations — showing them as that event with an empty string;
+//! faultline's readers skip them. No event may use a reserved id
+//! ([`faultline_wire::is_reserved_id`]) or the padding class's name.
 //!
 //! Field naming (babeltrace strips one leading `_` from every field name, as LTTng expects, and
 //! checks duplicates by comparing a new field's *unstripped* name with the earlier fields'
@@ -195,6 +203,19 @@ pub fn validate(desc: &TraceDesc) -> Result<()> {
         if !ids.insert(*id) {
             return e(format!("event id {id} given twice"));
         }
+        if faultline_wire::is_reserved_id(*id) {
+            return e(format!(
+                "event id {id} is reserved for padding/pending records"
+            ));
+        }
+        if ev.provider == faultline_wire::PADDING_PROVIDER
+            && ev.name == faultline_wire::PADDING_NAME
+        {
+            return e(format!(
+                "event name {} is reserved for padding records",
+                faultline_wire::PADDING_EVENT_NAME
+            ));
+        }
         if !is_name_part(ev.provider) || !is_name_part(ev.name) {
             return e(format!(
                 "event name {:?}:{:?}: provider and name must be non-empty printable ASCII \
@@ -364,5 +385,18 @@ pub fn metadata(desc: &TraceDesc) -> Result<String> {
         }
         let _ = writeln!(w, "}};");
     }
+    let _ = writeln!(w);
+    let _ = write!(w, "{}", padding_event());
     Ok(m)
+}
+
+/// The `event` block of the padding class (module docs).
+pub fn padding_event() -> String {
+    format!(
+        "event {{\n\tname = \"{}\";\n\tid = {};\n\tstream_id = 0;\n\tfields := struct {{\n\t\t\
+         integer {{ size = 8; align = 8; signed = false; encoding = UTF8; }} \
+         _pad[stream.event.context.len];\n\t}};\n}};\n",
+        faultline_wire::PADDING_EVENT_NAME,
+        faultline_wire::PADDING_ID
+    )
 }

@@ -16,7 +16,8 @@
 //! matching the file name, `1024 <= content_size <= packet_size`, `packet_size` within the file,
 //! strictly increasing `packet_seq_num`, non-decreasing cumulative loss counters, the record
 //! chain ending exactly at `content_size`, known event ids, payloads that decode to exactly
-//! `len - 16` bytes. A violation is a [`CtfError::Format`] naming the stream file and the byte
+//! `len` bytes. Padding records (`faultline:padding`, abandoned reservations) are skipped; a
+//! pending (uncommitted) record is an error. A violation is a [`CtfError::Format`] naming the stream file and the byte
 //! offset in it; after an error the iterator ends.
 //!
 //! Loss accounting per packet ([`PacketInfo`]): the cumulative counters give per-packet deltas
@@ -26,7 +27,8 @@
 use crate::desc::ClockDesc;
 use crate::error::{CtfError, Result};
 use crate::layout::{
-    check_header, off, record_at, PacketHeader, PACKET_HEADER_SIZE, RECORD_HEADER_SIZE,
+    check_header, off, record_at, PacketHeader, PACKET_HEADER_SIZE, PADDING_ID, PENDING_ID,
+    RECORD_HEADER_SIZE,
 };
 use crate::tsdl::{self, EventSchema, FieldSchema, Schema};
 use faultline_schema::{decode_field, FieldValue, Value};
@@ -666,6 +668,17 @@ impl<'t> StreamReader<'t> {
                 let base = self.packet_offset;
                 let (rec, next) =
                     record_at(&self.buf, pos).map_err(|(o, m)| self.err(base + o, m))?;
+                if rec.id == PADDING_ID {
+                    // An abandoned reservation (faultline_wire): skipped.
+                    self.pos = next;
+                    continue;
+                }
+                if rec.id == PENDING_ID {
+                    return Err(self.err(
+                        base + rec.offset as u64 + off::RECORD_ID as u64,
+                        "uncommitted (pending) record in a complete packet",
+                    ));
+                }
                 if self.trace.event_schema(rec.id).is_none() {
                     return Err(self.err(
                         base + rec.offset as u64 + 8,

@@ -970,6 +970,7 @@ const PACKET_CONTEXT_V1: &[&str] = &[
     "reserved: u64[3]",
 ];
 const EVENT_HEADER: &[&str] = &["timestamp: u64@clock", "id: u32"];
+/// `len`: the payload bytes of the record (`faultline_wire`).
 const EVENT_CONTEXT: &[&str] = &["len: u32"];
 
 fn parse_uuid(s: &str) -> Option<[u8; 16]> {
@@ -1100,6 +1101,32 @@ fn event_fields(ty: &Ty, clock: &str, line: u32, offset: u64) -> PResult<Vec<Fie
         });
     }
     Ok(out)
+}
+
+/// Whether `ty` is the payload of the padding class: one byte-sized, byte-aligned unsigned
+/// integer sequence `_pad` whose length is `stream.event.context.len`.
+fn is_padding_fields(ty: &Ty) -> bool {
+    let Ty::Struct { fields, .. } = ty else {
+        return false;
+    };
+    match fields.as_slice() {
+        [f] => {
+            f.name == "_pad"
+                && matches!(f.dims.as_slice(), [Dim::Seq(p)] if p == "stream.event.context.len")
+                && matches!(
+                    f.ty,
+                    Ty::Int {
+                        size: 8,
+                        align: 8,
+                        signed: false,
+                        le: true,
+                        map: None,
+                        ..
+                    }
+                )
+        }
+        _ => false,
+    }
 }
 
 /// Parse metadata text into a [`Schema`], checking it describes the faultline layout.
@@ -1325,9 +1352,7 @@ pub fn parse(src: &str) -> PResult<Schema> {
                 ("stream_id", _) => {
                     int_val(e, 0, 0)?;
                 }
-                ("fields", EntryVal::Type(t)) => {
-                    fields = Some(event_fields(t, &clock.name, e.line, e.offset)?)
-                }
+                ("fields", EntryVal::Type(t)) => fields = Some((t, e.line, e.offset)),
                 ("loglevel", _) | ("model.emf.uri", _) => {}
                 (k, _) => {
                     return at(
@@ -1340,6 +1365,27 @@ pub fn parse(src: &str) -> PResult<Schema> {
         }
         let (Some(name), Some(id)) = (name, id) else {
             return at(b.line, b.offset, "event without name or id");
+        };
+        if faultline_wire::is_reserved_id(id) || name == faultline_wire::PADDING_EVENT_NAME {
+            // The padding class (faultline_wire): exactly as `desc::padding_event` writes it;
+            // its records are skipped, so it is not part of the schema.
+            let ok = id == faultline_wire::PADDING_ID
+                && name == faultline_wire::PADDING_EVENT_NAME
+                && fields.is_some_and(|(t, _, _)| is_padding_fields(t));
+            if !ok {
+                return at(
+                    b.line,
+                    b.offset,
+                    format!(
+                        "event {name:?} id {id}: reserved id or name, but not the padding class"
+                    ),
+                );
+            }
+            continue;
+        }
+        let fields = match fields {
+            Some((t, line, offset)) => Some(event_fields(t, &clock.name, line, offset)?),
+            None => None,
         };
         if events.iter().any(|x| x.id == id) {
             return at(b.line, b.offset, format!("duplicate event id {id}"));

@@ -17,8 +17,10 @@
 //! - continuity on the CPU: `packet_seq_num` strictly increasing (gaps allowed: lost packets),
 //!   `timestamp_begin >=` the previous packet's `timestamp_end`, cumulative counters
 //!   non-decreasing;
-//! - the record chain ends exactly at `content_size`, every record id is a declared event,
-//!   record timestamps are non-decreasing and within `[timestamp_begin, timestamp_end]`;
+//! - the record chain ends exactly at `content_size`, every record id is a declared event or
+//!   padding (an abandoned reservation, kept and skipped by readers; a pending, uncommitted
+//!   record is rejected), record timestamps are non-decreasing and within
+//!   `[timestamp_begin, timestamp_end]`;
 //! - every record's payload decodes, field by field with the shared decoder, to exactly its
 //!   length (what the reader and babeltrace2 need to stay in step), so a packet whose bytes
 //!   were damaged in shared memory never reaches the disk.
@@ -47,7 +49,8 @@
 use crate::desc::{metadata, EnvValue, TraceDesc};
 use crate::error::{CtfError, Result};
 use crate::layout::{
-    align8, check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE, RECORD_HEADER_SIZE,
+    align8, check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE, PADDING_ID, PENDING_ID,
+    RECORD_HEADER_SIZE,
 };
 use faultline_schema::{decode_field, FieldDesc};
 use serde::Serialize;
@@ -62,7 +65,7 @@ use std::path::{Path, PathBuf};
 pub struct WriterCounters {
     /// Packets written (all CPUs).
     pub packets: u64,
-    /// Records in those packets.
+    /// Event records in those packets (padding records not counted).
     pub events: u64,
     /// Bytes written to stream files.
     pub stream_bytes: u64,
@@ -406,6 +409,26 @@ impl TraceWriter {
         let mut last_ts = h.timestamp_begin;
         for r in Records::new(content) {
             let r = r.map_err(|(o, m)| bad(o as usize, m))?;
+            if r.id == PENDING_ID {
+                return Err(bad(
+                    r.offset + off::RECORD_ID,
+                    "uncommitted (pending) record in a complete packet".into(),
+                ));
+            }
+            if r.id == PADDING_ID {
+                // An abandoned reservation: readers skip it; its time still counts for order.
+                if r.timestamp < last_ts || r.timestamp > h.timestamp_end {
+                    return Err(bad(
+                        r.offset,
+                        format!(
+                            "padding record timestamp {} outside [{last_ts}, {}]",
+                            r.timestamp, h.timestamp_end
+                        ),
+                    ));
+                }
+                last_ts = r.timestamp;
+                continue;
+            }
             let Some(fields) = self.ids.get(r.id) else {
                 return Err(bad(r.offset + 8, format!("undeclared event id {}", r.id)));
             };

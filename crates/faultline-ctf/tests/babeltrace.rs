@@ -389,3 +389,84 @@ fn first_packet_seq_num_not_zero_agrees_with_babeltrace2() {
     assert_eq!(st.per_cpu[&1].packets_before_first, 0);
     assert_eq!(st.packets_before_first, 1);
 }
+
+/// Padding records (abandoned reservations, `faultline_wire::PADDING_ID`) of every size —
+/// empty, shorter than any field, long — between events: the trace writer keeps them,
+/// faultline's reader skips them, and babeltrace2 steps over them (the metadata's
+/// `faultline:padding` class), reading every real event with its exact timestamp.
+#[test]
+fn padding_records_are_skipped_by_every_reader() {
+    use faultline_ctf::testing::{desc, ID_EMPTY};
+    use faultline_ctf::{PacketBuilder, TraceWriter};
+    let dir = tmpdir("bt-padding");
+    let mut w = TraceWriter::create(&dir, &desc()).unwrap();
+    let mut p = PacketBuilder::new(faultline_ctf::testing::UUID, 0, 0);
+    p.header.timestamp_begin = 100;
+    p.header.timestamp_end = 200;
+    p.record(100, ID_EMPTY, &[])
+        .padding(101, 0)
+        .record(102, ID_EMPTY, &[])
+        .padding(103, 1)
+        .padding(104, 7)
+        .record(105, ID_EMPTY, &[])
+        .padding(106, 300)
+        .record(107, ID_EMPTY, &[]);
+    let pk = p.finish(1024);
+    let (_, n) = w.check_packet(0, &pk).unwrap();
+    assert_eq!(n, 4, "padding is not counted as events");
+    w.write_packet(0, &pk).unwrap();
+    w.finish().unwrap();
+
+    let trace = Trace::open(&dir).unwrap();
+    let ours: Vec<u64> = trace
+        .events(&Filter::default())
+        .map(|e| e.unwrap().ts)
+        .collect();
+    assert_eq!(ours, vec![100, 102, 105, 107]);
+    let general = faultline_ctf::general::CtfTrace::open(&dir).unwrap();
+    let mut ev = general.events(&Filter::default());
+    let mut theirs = Vec::new();
+    while let Some(e) = ev.next_event() {
+        theirs.push(e.unwrap().ts);
+    }
+    assert_eq!(
+        theirs,
+        vec![100, 102, 105, 107],
+        "the general reader skips padding too"
+    );
+
+    if Command::new("babeltrace2")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("SKIPPED: babeltrace2 not installed (run scripts/install-deps.sh)");
+        return;
+    }
+    let out = Command::new("babeltrace2")
+        .arg("--clock-cycles")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "babeltrace2 failed:\n{stderr}");
+    assert!(
+        stderr.trim().is_empty(),
+        "babeltrace2 diagnostics:\n{stderr}"
+    );
+    let real: Vec<u64> = stdout
+        .lines()
+        .filter(|l| !l.contains("faultline:padding"))
+        .map(|l| l[1..l.find(']').unwrap()].parse().unwrap())
+        .collect();
+    assert_eq!(real, vec![100, 102, 105, 107], "{stdout}");
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains("faultline:padding"))
+            .count(),
+        4,
+        "{stdout}"
+    );
+}

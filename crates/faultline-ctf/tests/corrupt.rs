@@ -100,9 +100,15 @@ fn packet_size_beyond_file_end() {
 
 #[test]
 fn record_len_too_small() {
+    // `len` is the payload length (faultline_wire): 8 bytes cannot hold the event's fields.
     let (dir, s0, offs) = sample("len-small");
     patch(&s0, offs[0] + 128 + 12, &8u32.to_le_bytes());
-    expect_format(&dir, &s0, offs[0] + 128, "record len 8 < 16");
+    expect_format(
+        &dir,
+        &s0,
+        offs[0] + 128 + 16 + 7,
+        "payload ends inside field `u64f`",
+    );
 }
 
 #[test]

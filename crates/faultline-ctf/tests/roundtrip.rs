@@ -341,7 +341,7 @@ fn writer_rejects_bad_packets_without_writing() {
         p.record(10, ID_EMPTY, &[]).record(51, ID_EMPTY, &[]);
     });
     assert_eq!(packet_err(w.write_packet(0, &b).unwrap_err()), (0, 144));
-    // Record len < 16.
+    // A record payload length crossing the content end.
     let mut b = good.clone();
     b[128 + 12] = 15;
     assert_eq!(packet_err(w.write_packet(0, &b).unwrap_err()), (0, 128));

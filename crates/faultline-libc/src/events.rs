@@ -6,7 +6,10 @@
 //! call succeeded), `dur_ns` (entry to exit, nanoseconds), `pid` and `tid`. Paths are
 //! [`CStrPtr`] (a `<name>_faulted` field is 1 when the pointer was bad); data buffers are
 //! [`RawBuf`] holding the first N bytes (`faultline record --libc-data N`): what was written,
-//! or what was read (only the `ret` bytes the call returned). Calls that do not return when
+//! or what was read (only the `ret` bytes the call returned). The vector calls (`readv`,
+//! `writev`, `preadv`, `pwritev`) record every buffer of the vector, concatenated, as one
+//! [`RawIov`] field: the first N bytes, and `data_truncated` = the bytes of the call's data
+//! (written, or read) not recorded. Calls that do not return when
 //! they succeed (`execve` and friends, `exit`, `_exit`) are recorded when they are entered.
 //! Socket addresses are decoded into text (`127.0.0.1:80`, `[::1]:80`, `unix:/path`,
 //! `unix:@abstract`) plus `family`; `addr_faulted` counts unreadable bytes of the address.
@@ -14,7 +17,7 @@
 // The statics and modules `tracepoint!` generates carry no doc comments of their own.
 #![allow(missing_docs)]
 
-use faultline_tracepoints::{tracepoint, CStrPtr, RawBuf};
+use faultline_tracepoints::{tracepoint, CStrPtr, RawBuf, RawIov};
 
 tracepoint!(pub OPEN, "libc", "open", { path: CStrPtr, flags: i32, mode: u32,
     ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
@@ -32,9 +35,13 @@ tracepoint!(pub PREAD, "libc", "pread", { fd: i32, count: u64, offset: i64, data
     ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
 tracepoint!(pub PWRITE, "libc", "pwrite", { fd: i32, count: u64, offset: i64, data: RawBuf,
     ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
-tracepoint!(pub READV, "libc", "readv", { fd: i32, iovcnt: i32, data: RawBuf,
+tracepoint!(pub READV, "libc", "readv", { fd: i32, iovcnt: i32, data: RawIov,
     ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
-tracepoint!(pub WRITEV, "libc", "writev", { fd: i32, iovcnt: i32, data: RawBuf,
+tracepoint!(pub WRITEV, "libc", "writev", { fd: i32, iovcnt: i32, data: RawIov,
+    ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
+tracepoint!(pub PREADV, "libc", "preadv", { fd: i32, iovcnt: i32, offset: i64, data: RawIov,
+    ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
+tracepoint!(pub PWRITEV, "libc", "pwritev", { fd: i32, iovcnt: i32, offset: i64, data: RawIov,
     ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });
 tracepoint!(pub STAT, "libc", "stat", { path: CStrPtr,
     ret: i64, errno: i32, dur_ns: u64, pid: u32, tid: u32 });

@@ -41,6 +41,16 @@
 //! keeps the sub-buffer open for the whole stall. A strategy can be forced per channel
 //! ([`Policy::Fixed`]) and per tracepoint ([`Recorder::set_strategy`]).
 //!
+//! # The fast path
+//! For an event without raw fields recorded with reserve-copy-commit, the recorder offers the
+//! tracepoint layer a fast target ([`Probe::fast_target`]): when the recorder is the event's
+//! only probe, `trace!` reserves, encodes and commits itself, with the encoding generated for
+//! the tracepoint's field types and no virtual call (`faultline_tracepoints::fast`). Events are
+//! counted in the same per-thread shard (the reserve-copy-commit event counter, handed out by
+//! [`Probe::fast_counter`]); REMOTE commits and losses come back through
+//! [`Probe::fast_unusual`]. [`Recorder::set_strategy`] recomputes it. `try_trace!` and every
+//! other strategy call [`Recorder::record`].
+//!
 //! # Payload size changes
 //! A C string may change between sizing and encoding. The encoder never writes past the slot
 //! and always terminates strings; if the encoding came out shorter than reserved, the record is
@@ -65,8 +75,8 @@
 
 use faultline_ringbuf::{Channel, CommitKind, Lost, Reservation};
 use faultline_tracepoints::{
-    register_probe, LossCause, Payload, Probe, ProbeHandle, ProbeKind, RegisterError, TraceOutcome,
-    Tracepoint,
+    register_probe, FastTarget, LossCause, Payload, Probe, ProbeHandle, ProbeKind, RegisterError,
+    TraceOutcome, Tracepoint,
 };
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
@@ -351,6 +361,9 @@ impl Recorder {
                 o.store(s as u8, Ordering::Relaxed);
             }
         }
+        // The recording fast path is offered for reserve-copy-commit only: recompute it.
+        let ids: Vec<u32> = tps.iter().map(|tp| tp.id()).collect();
+        faultline_tracepoints::refresh_fast(&ids);
         tps.len()
     }
 
@@ -608,6 +621,43 @@ impl Probe for Recorder {
     fn call(&self, tp: &'static Tracepoint, payload: &dyn Payload) {
         let s = self.strategy_for(tp);
         let _ = self.record(tp.id(), s, payload);
+    }
+
+    /// The recording fast path (`faultline_tracepoints::fast`) for events without raw fields
+    /// recorded with reserve-copy-commit: the tracepoint layer reserves, encodes and commits
+    /// itself, and counts the event in this thread's shard ([`Probe::fast_counter`]).
+    fn fast_target(&self, tp: &'static Tracepoint) -> Option<FastTarget> {
+        (!tp.has_raw_fields() && self.strategy_for(tp) == Strategy::ReserveCopyCommit).then(|| {
+            FastTarget {
+                chan: self.chan.clone(),
+                id: tp.id(),
+                owner_id: self.id,
+            }
+        })
+    }
+
+    /// The reserve-copy-commit event counter of this thread's shard.
+    fn fast_counter(&self) -> *const AtomicU64 {
+        self.with_shard(|_| ());
+        // Only a shard held by this thread's list (the one LAST caches) lives as long as the
+        // thread; the stand-in shard of a thread being torn down does not.
+        match LAST.try_with(|l| l.get()) {
+            Ok((id, p)) if id == self.id && !p.is_null() => {
+                // SAFETY: see with_shard: `p` is a shard owned by this thread's SHARDS list.
+                &unsafe { &*p }.c[C_EVENTS + Strategy::ReserveCopyCommit as usize]
+            }
+            _ => std::ptr::null(),
+        }
+    }
+
+    /// A REMOTE commit or a loss on the fast path, counted like [`Recorder::record`] does.
+    fn fast_unusual(&self, _tp: &'static Tracepoint, what: Result<CommitKind, Lost>) {
+        match what {
+            Ok(kind) => self.note_unusual(kind, 0),
+            Err(why) => {
+                self.lost(why);
+            }
+        }
     }
 
     /// [`Recorder::record`]'s answer, for `try_trace!`.

@@ -32,6 +32,11 @@ tracepoint!(RESTART, "rectest", "restart", { x: u64 });
 tracepoint!(AUTO_PLAIN, "rectest", "auto_plain", { x: u64 });
 tracepoint!(AUTO_RAW, "rectest", "auto_raw", { raw: RawBuf });
 tracepoint!(UNREG, "rectest", "unreg", { x: u64 });
+tracepoint!(FAST_INT, "rectest_fast", "int", { x: u64 });
+tracepoint!(FAST_MIX, "rectest_fast", "mix", { a: u8, b: i32, s: &str, body: &[u8], f: f64, ok: bool });
+tracepoint!(FAST_RAW, "rectest_fast", "raw", { x: u64, s: CStrPtr });
+tracepoint!(FAST_LOSS, "rectest_fastloss", "int", { x: u64 });
+tracepoint!(FAST_HELD, "rectest_fastheld", "held", { x: u64, body: &[u8] });
 
 fn channel(subbuf: u64, n: u64) -> Arc<Channel> {
     Arc::new(
@@ -649,5 +654,182 @@ fn unregister_waits_for_a_probe_blocked_in_a_fault() {
     assert!(
         waited >= Duration::from_millis(100),
         "unregister did not wait: {waited:?}"
+    );
+}
+
+/// A probe that counts its calls (a second probe takes the tracepoint off the fast path).
+struct Calls(AtomicU64);
+
+impl Probe for Calls {
+    fn call(&self, _tp: &'static Tracepoint, _payload: &dyn Payload) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn fast_path_records_exact_payloads_and_yields_to_other_probes() {
+    let ch = channel(64 * 1024, 8);
+    let rec = Recorder::new(ch.clone(), RecorderConfig::default());
+    let h = attach(&rec, "rectest_fast:*").unwrap();
+    enable("rectest_fast:*");
+    // The recorder alone: fast path for events without raw fields (reserve-copy-commit),
+    // not for the raw one (bounced by the default policy).
+    assert!(FAST_INT.has_fast_path());
+    assert!(FAST_MIX.has_fast_path());
+    assert!(!FAST_RAW.has_fast_path());
+    let cs = c"hello";
+    for i in 0..100u64 {
+        trace!(FAST_INT, i);
+        let s = format!("s{i}\0cut");
+        trace!(
+            FAST_MIX,
+            i as u8,
+            -(i as i32),
+            &s,
+            &[i as u8; 3][..],
+            i as f64 / 2.0,
+            i.is_multiple_of(2)
+        );
+        trace!(FAST_RAW, i, CStrPtr(cs.as_ptr()));
+    }
+    // A second probe: everyone is called through the probe arrays.
+    let calls = Arc::new(Calls(AtomicU64::new(0)));
+    let h2 = faultline_tracepoints::register_probe(
+        "rectest_fast:int",
+        calls.clone(),
+        ProbeKind::NonFaultable,
+    )
+    .unwrap();
+    assert!(!FAST_INT.has_fast_path());
+    for i in 100..150u64 {
+        trace!(FAST_INT, i);
+    }
+    assert_eq!(calls.0.load(Ordering::Relaxed), 50);
+    unregister(h2);
+    assert!(FAST_INT.has_fast_path());
+    // A strategy forced on the event takes it off the fast path, and back.
+    assert_eq!(
+        rec.set_strategy("rectest_fast:int", Some(Strategy::Bounce)),
+        1
+    );
+    assert!(!FAST_INT.has_fast_path());
+    trace!(FAST_INT, 150);
+    assert_eq!(rec.set_strategy("rectest_fast:int", None), 1);
+    assert!(FAST_INT.has_fast_path());
+    trace!(FAST_INT, 151);
+
+    let st = rec.stats();
+    assert_eq!(st.recorded, 152 + 100 + 100);
+    assert_eq!(st.strategy(Strategy::Bounce).events, 100 + 1);
+    assert_eq!(
+        st.strategy(Strategy::ReserveCopyCommit).events,
+        152 - 1 + 100
+    );
+    assert_eq!(st.lost_total(), 0);
+
+    let got = drain(&ch, &[&FAST_INT, &FAST_MIX, &FAST_RAW]);
+    let mut ints: Vec<u64> = got
+        .iter()
+        .filter(|g| g.id == FAST_INT.id())
+        .map(|g| u(&g.fields[0]))
+        .collect();
+    ints.sort_unstable();
+    assert_eq!(ints, (0..152).collect::<Vec<u64>>());
+    let mut mixes = 0;
+    for g in got.iter().filter(|g| g.id == FAST_MIX.id()) {
+        let i = u(&g.fields[0]);
+        assert_eq!(g.fields[1], Value::I(-(i as i64)));
+        // The encoding stops a &str at its first NUL.
+        assert_eq!(string(&g.fields[2]), format!("s{i}").as_bytes());
+        assert_eq!(bytes(&g.fields[3]), &[i as u8; 3][..]);
+        assert_eq!(g.fields[4], Value::F(i as f64 / 2.0));
+        assert_eq!(g.fields[5], Value::Bool(i.is_multiple_of(2)));
+        mixes += 1;
+    }
+    assert_eq!(mixes, 100);
+    assert_eq!(got.iter().filter(|g| g.id == FAST_RAW.id()).count(), 100);
+    unregister(h);
+    assert!(!FAST_INT.has_fast_path());
+}
+
+#[test]
+fn fast_path_counts_losses_like_the_recorder() {
+    // No consumer, discard mode: the buffer fills and later events are lost.
+    let ch = channel(4096, 2);
+    let rec = Recorder::new(ch.clone(), RecorderConfig::default());
+    let h = attach(&rec, "rectest_fastloss:*").unwrap();
+    enable("rectest_fastloss:*");
+    assert!(FAST_LOSS.has_fast_path());
+    const N: u64 = 5000;
+    for i in 0..N {
+        trace!(FAST_LOSS, i);
+    }
+    let st = rec.stats();
+    let chan_lost: u64 = (0..ch.num_cpus())
+        .filter_map(|c| ch.cpu_stats(c))
+        .map(|s| s.lost_total())
+        .sum();
+    assert!(st.lost_full > 0, "{st:?}");
+    assert_eq!(st.recorded + st.lost_total(), N, "{st:?}");
+    assert_eq!(st.lost_total(), chan_lost);
+    let got = drain(&ch, &[&FAST_LOSS]);
+    assert_eq!(got.len() as u64, st.recorded);
+    unregister(h);
+}
+
+#[test]
+fn unregister_waits_for_a_fast_path_call_blocked_in_a_fault() {
+    // A `&[u8]` argument in memory whose first touch is held by userfaultfd: the fast path
+    // blocks inside its encoding, between reserve and commit, in the SRCU read section.
+    let region = match HeldFaults::new(1, Duration::from_millis(300)) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            eprintln!("SKIPPED: userfaultfd unavailable: {e}");
+            return;
+        }
+    };
+    let ch = channel(64 * 1024, 4);
+    let rec = Recorder::new(ch.clone(), RecorderConfig::default());
+    let h = attach(&rec, "rectest_fastheld:*").unwrap();
+    enable("rectest_fastheld:*");
+    assert!(FAST_HELD.has_fast_path());
+    // Free what registering retired, so that only the fast path holds the recorder.
+    faultline_tracepoints::reclaim_barrier();
+    let addr = region.as_ptr() as usize;
+    let t = std::thread::spawn(move || {
+        // SAFETY: the region is mapped for the life of the test (the Arc outlives the thread,
+        // joined below); reading it blocks until userfaultfd serves the page.
+        let body = unsafe { std::slice::from_raw_parts(addr as *const u8, 64) };
+        trace!(FAST_HELD, 1u64, body);
+    });
+    let t0 = Instant::now();
+    while region.holding() == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "fault never taken");
+        std::thread::yield_now();
+    }
+    let u0 = Instant::now();
+    unregister(h);
+    let waited = u0.elapsed();
+    // The event is counted before the fast path leaves its read section.
+    assert_eq!(
+        rec.stats().recorded,
+        1,
+        "unregister returned before the fast-path call finished"
+    );
+    assert_eq!(
+        Arc::strong_count(&rec),
+        1,
+        "the registry still holds the recorder"
+    );
+    assert!(
+        waited >= Duration::from_millis(100),
+        "unregister did not wait: {waited:?}"
+    );
+    t.join().unwrap();
+    let got = drain(&ch, &[&FAST_HELD]);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        bytes(&got[0].fields[1]),
+        &(0..64).map(pattern).collect::<Vec<u8>>()[..]
     );
 }

@@ -228,9 +228,9 @@ unsafe impl Sync for Channel {}
 const SLOW_LOST: u64 = u64::MAX;
 
 const _: () = {
-    // reserve_fast writes the record header as two u64 words.
-    assert!(std::mem::offset_of!(RecordHeader, id) == 8);
-    assert!(std::mem::offset_of!(RecordHeader, len) == 12);
+    // reserve_fast writes the record header as two u64 words (RecordHeader::words).
+    assert!(faultline_wire::off::RECORD_ID == 8);
+    assert!(faultline_wire::off::RECORD_LEN == 12);
 };
 
 const GENERAL: u8 = 0;
@@ -349,16 +349,17 @@ pub struct Reservation<'a> {
     id: u64,
 }
 
-/// Record id of a reservation dropped without commit; readers skip such records.
-pub const DISCARDED_RECORD_ID: u32 = u32::MAX;
+/// Record id of a reservation dropped without commit: a padding record
+/// ([`faultline_wire::PADDING_ID`]) that every reader skips; its payload is zeroed.
+pub const DISCARDED_RECORD_ID: u32 = faultline_wire::PADDING_ID;
 
-/// Record id of a reservation not committed (yet). [`Channel::reserve`] writes the record
-/// header with this id and [`Reservation::commit`] stores the real id just before its commit
-/// counter update, so a record whose writer died between reserve and commit reads as pending:
-/// [`Channel::recover_dead_writers`] counts it and turns it into a discarded record. Readers
-/// skip it like [`DISCARDED_RECORD_ID`] (it can only be seen in a sub-buffer that recovery
-/// completed).
-pub const PENDING_RECORD_ID: u32 = u32::MAX - 1;
+/// Record id of a reservation not committed (yet) ([`faultline_wire::PENDING_ID`]).
+/// [`Channel::reserve`] writes the record header with this id and [`Reservation::commit`]
+/// stores the real id just before its commit counter update, so a record whose writer died
+/// between reserve and commit reads as pending: [`Channel::recover_dead_writers`] counts it and
+/// turns it into a padding record. It can only be seen in a sub-buffer that recovery completed
+/// before recovery's rewrite, never in a complete packet.
+pub const PENDING_RECORD_ID: u32 = faultline_wire::PENDING_ID;
 
 impl Reservation<'_> {
     /// The CPU whose buffer holds this reservation.
@@ -387,7 +388,9 @@ impl Reservation<'_> {
         // Committing consumes the reservation without running its Drop (which would commit it
         // a second time, as a discarded record): no drop flag to set and test.
         let r = std::mem::ManuallyDrop::new(self);
-        let p = r.chan.data_ptr(r.cpu as u32, r.pos + 8);
+        let p = r
+            .chan
+            .data_ptr(r.cpu as u32, r.pos + faultline_wire::off::RECORD_ID as u64);
         // SAFETY: the record header lies in our exclusive reservation (see payload()). This
         // plain store precedes the commit counter update in program order; that update is a
         // release (x86 TSO store in the rseq section, whose asm clobbers memory, or an AcqRel
@@ -406,7 +409,7 @@ impl Drop for Reservation<'_> {
     #[inline]
     fn drop(&mut self) {
         self.chan
-            .discard(self.cpu as u32, self.pos, self.commit_len);
+            .discard(self.cpu as u32, self.pos, self.commit_len, self.payload_len);
     }
 }
 
@@ -909,14 +912,14 @@ impl Channel {
         fence(Ordering::Release);
         let hp = self.data_ptr(cpu, pos) as *mut u64;
         // The RecordHeader as two 8-byte stores (LLVM emits three for the struct): timestamp,
-        // then id | len << 32, each little-endian as the layout says. The id is
-        // PENDING_RECORD_ID until commit stores the real one.
+        // then id | payload len << 32, each little-endian as the wire format says
+        // (`RecordHeader::words`). The id is PENDING_RECORD_ID until commit stores the real one.
         // SAFETY: [pos, end) is ours (see Reservation::payload); pos is 8-aligned, and the
         // header is 16 bytes: two u64 at offsets 0 and 8.
         unsafe {
             hp.write(ts.to_le());
             hp.add(1)
-                .write((PENDING_RECORD_ID as u64 | rec_len << 32).to_le());
+                .write((PENDING_RECORD_ID as u64 | (payload_len as u64) << 32).to_le());
         }
         Some(Reservation {
             chan: self,
@@ -1010,7 +1013,8 @@ impl Channel {
                     RecordHeader {
                         timestamp: ts,
                         id: PENDING_RECORD_ID,
-                        len: rec_len as u32,
+                        // rec_len <= max_record < 1 GiB: the payload length fits.
+                        len: (rec_len - RECORD_HEADER_SIZE) as u32,
                     },
                 )
             };
@@ -1083,7 +1087,7 @@ impl Channel {
             (*hp).cpu_id = cpu;
             (*hp).flags = 0;
             // Not `remote_commits`: an end field, written by the closer (maybe already).
-            (*hp)._reserved = [0; 2];
+            (*hp).reserved = [0; 2];
         }
         self.commit_range(cpu, sb, PACKET_HEADER_SIZE);
     }
@@ -1120,14 +1124,19 @@ impl Channel {
         self.commit_range(cpu, old, g.subbuf_size - sb_off);
     }
 
-    /// Commit a reservation dropped without [`Reservation::commit`] as a discarded record.
+    /// Commit a reservation dropped without [`Reservation::commit`] as a padding record
+    /// (`faultline_wire`): its id becomes [`DISCARDED_RECORD_ID`] and its payload zeros.
     #[cold]
     #[inline(never)]
-    fn discard(&self, cpu: u32, pos: u64, commit_len: u64) {
-        let p = self.data_ptr(cpu, pos + 8);
-        // SAFETY: the record header lies in the dropped reservation, exclusively its owner's
-        // until this commit (see Reservation::payload).
-        unsafe { std::ptr::write_unaligned(p as *mut u32, DISCARDED_RECORD_ID) };
+    fn discard(&self, cpu: u32, pos: u64, commit_len: u64, payload_len: u64) {
+        let p = self.data_ptr(cpu, pos + faultline_wire::off::RECORD_ID as u64);
+        let payload = self.data_ptr(cpu, pos + RECORD_HEADER_SIZE);
+        // SAFETY: the record header and its payload lie in the dropped reservation, inside one
+        // sub-buffer, exclusively its owner's until this commit (see Reservation::payload).
+        unsafe {
+            std::ptr::write_unaligned(p as *mut u32, DISCARDED_RECORD_ID);
+            std::ptr::write_bytes(payload, 0, payload_len as usize);
+        }
         self.commit_range(cpu, pos, commit_len);
     }
 
@@ -1165,6 +1174,17 @@ impl Channel {
             h.wake_seq.fetch_add(1, Ordering::Release);
             futex_wake(&h.wake_seq);
         }
+    }
+
+    /// Wake the consumer if it sleeps in [`crate::Consumer::wait`], as a delivery does, for a
+    /// reason other than a delivery (the consumer's own process uses it when the traced
+    /// program exits). The consumer re-reads every commit counter when it wakes, so a wake-up
+    /// with nothing delivered only costs it one scan.
+    pub fn wake_consumer(&self) {
+        let h = self.header();
+        // Release: pairs with the consumer's acquire load of wake_seq (as in `deliver`).
+        h.wake_seq.fetch_add(1, Ordering::Release);
+        futex_wake(&h.wake_seq);
     }
 
     /// Close the partially filled sub-buffer of `cpu` so the consumer can take it. Must run on

@@ -81,48 +81,23 @@ pub struct Record<'a> {
     pub offset: usize,
 }
 
-/// Iterate over the records of a packet copied out by the consumer; an inconsistent record
-/// chain yields one `Err` and stops. Records dropped uncommitted by their writer are skipped.
+/// Iterate over the records of a packet copied out by the consumer (the `faultline_wire` walk);
+/// an inconsistent record chain yields one `Err` and stops. Padding records (reservations
+/// dropped uncommitted by their writer) and pending ones are skipped.
 pub fn records(
     packet: &[u8],
     content_len: usize,
 ) -> impl Iterator<Item = Result<Record<'_>, String>> + '_ {
-    let end = content_len.min(packet.len());
-    let mut at = PACKET_HEADER_SIZE as usize;
-    let mut failed = false;
-    std::iter::from_fn(move || loop {
-        if failed || at >= end {
-            return None;
-        }
-        let h = match packet.get(at..at + RECORD_HEADER_SIZE as usize) {
-            Some(h) if at + RECORD_HEADER_SIZE as usize <= end => h,
-            _ => {
-                failed = true;
-                return Some(Err(format!(
-                    "record header at byte {at} crosses the content end {end}"
-                )));
-            }
-        };
-        let ts = u64::from_le_bytes(h[0..8].try_into().unwrap());
-        let id = u32::from_le_bytes(h[8..12].try_into().unwrap());
-        let len = u32::from_le_bytes(h[12..16].try_into().unwrap()) as usize;
-        if len < RECORD_HEADER_SIZE as usize || at + len > end {
-            failed = true;
-            return Some(Err(format!(
-                "record at byte {at} has bad length {len} (content ends at {end})"
-            )));
-        }
-        let rec = Record {
-            timestamp: ts,
-            id,
-            payload: &packet[at + RECORD_HEADER_SIZE as usize..at + len],
-            offset: at,
-        };
-        at = align_up((at + len) as u64, RECORD_ALIGN) as usize;
-        if id == DISCARDED_RECORD_ID || id == PENDING_RECORD_ID {
-            continue;
-        }
-        return Some(Ok(rec));
+    let content = &packet[..content_len.min(packet.len())];
+    faultline_wire::Records::new(content).filter_map(|r| match r {
+        Ok(r) if r.id == DISCARDED_RECORD_ID || r.id == PENDING_RECORD_ID => None,
+        Ok(r) => Some(Ok(Record {
+            timestamp: r.timestamp,
+            id: r.id,
+            payload: r.payload,
+            offset: r.offset,
+        })),
+        Err((at, what)) => Some(Err(format!("record at byte {at}: {what}"))),
     })
 }
 
@@ -252,7 +227,8 @@ impl<'a> Consumer<'a> {
                     continue;
                 }
             }
-            let header = PacketHeader::parse(out).ok_or_else(|| corrupt("short packet".into()))?;
+            let header =
+                PacketHeader::parse_slice(out).ok_or_else(|| corrupt("short packet".into()))?;
             let seq = c / g.subbuf_size;
             if header.magic != PACKET_MAGIC {
                 return Err(corrupt(format!(

@@ -22,7 +22,7 @@
 //! | `BufferHeader::active` | first writer on CPU k | compare-exchange 0 -> 1 |
 //! | `SubbufCounters::recovered` | dead-writer recovery only, when every writer is dead (`recover.rs`) | atomic fetch_add |
 //! | `SubbufCounters::owner_*` | nobody yet (reserved) | — |
-//! | packet headers in data | the writer that opened (begin fields) / closed (end fields) the sub-buffer, before its commit | plain stores inside its own reservation; the cumulative loss counts and `remote_commits` are the closer's snapshot taken before its reservation, so they never decrease along a CPU's packets (`close.rs`) |
+//! | packet headers and records in data | the writer that opened (begin fields) / closed (end fields) the sub-buffer, before its commit | plain stores inside its own reservation; the cumulative loss counts and `remote_commits` are the closer's snapshot taken before its reservation, so they never decrease along a CPU's packets (`close.rs`) |
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -35,14 +35,17 @@ pub const CACHE_LINE: usize = 64;
 /// Page size the CPU regions are aligned to.
 pub const PAGE: usize = 4096;
 
-/// CTF packet magic, first word of every packet.
-pub const PACKET_MAGIC: u32 = 0xC1FC_1FC1;
+// The packet and record layout is the wire format of `faultline-wire` (defined there once);
+// these are its constants in the `u64` arithmetic of positions.
+pub use faultline_wire::{PacketHeader, RecordHeader};
+/// CTF packet magic, first word of every packet ([`faultline_wire::PACKET_MAGIC`]).
+pub const PACKET_MAGIC: u32 = faultline_wire::PACKET_MAGIC;
 /// Size of the packet header at the start of every sub-buffer.
-pub const PACKET_HEADER_SIZE: u64 = 128;
+pub const PACKET_HEADER_SIZE: u64 = faultline_wire::PACKET_HEADER_SIZE as u64;
 /// Size of the record header in front of every event payload.
-pub const RECORD_HEADER_SIZE: u64 = 16;
+pub const RECORD_HEADER_SIZE: u64 = faultline_wire::RECORD_HEADER_SIZE as u64;
 /// Records start at multiples of this (relative to the packet start).
-pub const RECORD_ALIGN: u64 = 8;
+pub const RECORD_ALIGN: u64 = faultline_wire::RECORD_ALIGN as u64;
 
 /// Buffer mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +117,8 @@ pub struct ChannelHeader {
     /// Padding to the second cache line.
     pub _pad1: [u64; 2],
     // Second cache line: consumer wake-up (futex word) and liveness.
-    /// Futex word the consumer waits on; bumped (release) by whoever delivers a sub-buffer.
+    /// Futex word the consumer waits on; bumped (release) by whoever delivers a sub-buffer,
+    /// and by the consumer's own process to interrupt its wait (`Channel::wake_consumer`).
     pub wake_seq: AtomicU32,
     /// Non-zero while the consumer sleeps on `wake_seq` (deliverers only wake it then).
     pub consumer_waiting: AtomicU32,
@@ -206,101 +210,6 @@ const _: () = {
     assert!(size_of::<SubbufCounters>() == 128);
     assert!(offset_of!(SubbufCounters, remote) == 64);
 };
-
-/// Header of every packet (sub-buffer), CTF 1.8 packet header + context, little-endian.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PacketHeader {
-    /// [`PACKET_MAGIC`].
-    pub magic: u32,
-    /// Trace UUID.
-    pub uuid: [u8; 16],
-    /// CTF stream id (always 0: one stream class).
-    pub stream_id: u32,
-    /// Timestamp of the first record (set by the writer that opened the sub-buffer).
-    pub timestamp_begin: u64,
-    /// Timestamp when the sub-buffer was closed (set by the writer that closed it).
-    pub timestamp_end: u64,
-    /// Bits, header included.
-    pub content_size: u64,
-    /// Bits.
-    pub packet_size: u64,
-    /// Sequence number of the packet on its CPU (its lap number).
-    pub packet_seq_num: u64,
-    /// Cumulative on this CPU: lost_full + lost_stalled + lost_too_big.
-    pub events_discarded: u64,
-    /// CPU buffer the packet comes from.
-    pub cpu_id: u32,
-    /// Packet flags (reserved, zero).
-    pub flags: u32,
-    /// Cumulative on this CPU: events lost because the buffer was full.
-    pub lost_full: u64,
-    /// Cumulative on this CPU: events lost to a stalled writer.
-    pub lost_stalled: u64,
-    /// Cumulative on this CPU: events larger than a sub-buffer.
-    pub lost_too_big: u64,
-    /// Cumulative on this CPU: REMOTE commits (a writer migrated between reserve and commit)
-    /// counted by the time the packet was closed — the closer's snapshot of
-    /// [`BufferHeader::remote_commits`] (`close.rs`). A REMOTE commit into this very packet can
-    /// land after the snapshot and is then counted by a later packet.
-    pub remote_commits: u64,
-    /// Reserved, zero.
-    pub _reserved: [u64; 2],
-}
-const _: () = {
-    use std::mem::{offset_of, size_of};
-    assert!(size_of::<PacketHeader>() == PACKET_HEADER_SIZE as usize);
-    assert!(offset_of!(PacketHeader, uuid) == 4);
-    assert!(offset_of!(PacketHeader, stream_id) == 20);
-    assert!(offset_of!(PacketHeader, timestamp_begin) == 24);
-    assert!(offset_of!(PacketHeader, content_size) == 40);
-    assert!(offset_of!(PacketHeader, packet_seq_num) == 56);
-    assert!(offset_of!(PacketHeader, events_discarded) == 64);
-    assert!(offset_of!(PacketHeader, cpu_id) == 72);
-    assert!(offset_of!(PacketHeader, lost_full) == 80);
-    assert!(offset_of!(PacketHeader, remote_commits) == 104);
-};
-
-impl PacketHeader {
-    /// Decode from the first 128 bytes of a packet.
-    pub fn parse(b: &[u8]) -> Option<PacketHeader> {
-        let b = b.get(..PACKET_HEADER_SIZE as usize)?;
-        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
-        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-        Some(PacketHeader {
-            magic: u32_at(0),
-            uuid: b[4..20].try_into().unwrap(),
-            stream_id: u32_at(20),
-            timestamp_begin: u64_at(24),
-            timestamp_end: u64_at(32),
-            content_size: u64_at(40),
-            packet_size: u64_at(48),
-            packet_seq_num: u64_at(56),
-            events_discarded: u64_at(64),
-            cpu_id: u32_at(72),
-            flags: u32_at(76),
-            lost_full: u64_at(80),
-            lost_stalled: u64_at(88),
-            lost_too_big: u64_at(96),
-            remote_commits: u64_at(104),
-            _reserved: [u64_at(112), u64_at(120)],
-        })
-    }
-}
-
-/// Header of every record. `len` counts header + payload, not the alignment padding after it.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RecordHeader {
-    /// Timestamp in clock ticks, read inside the reserve critical section.
-    pub timestamp: u64,
-    /// Event id (or [`crate::channel::DISCARDED_RECORD_ID`] /
-    /// [`crate::channel::PENDING_RECORD_ID`]).
-    pub id: u32,
-    /// Bytes of header + payload.
-    pub len: u32,
-}
-const _: () = assert!(std::mem::size_of::<RecordHeader>() == RECORD_HEADER_SIZE as usize);
 
 /// `v` rounded up to a multiple of `a` (a power of two).
 #[inline(always)]

@@ -3,7 +3,8 @@
 //! Per-CPU ring buffers in shared memory where a writer may fault, block or migrate between
 //! reserving space and committing it (the "faultable tracepoints" design of the LKML thread).
 //!
-//! * [`layout`]: the shared-memory layout and who writes which word from which CPU.
+//! * [`layout`]: the shared-memory layout and who writes which word from which CPU; the bytes
+//!   of packets and records are the wire format of [`wire`] (`faultline-wire`).
 //! * [`channel`]: creating/mapping a channel; reserve, commit, sub-buffer switch, flush.
 //! * [`commit`]: the LOCAL/REMOTE commit protocol and the missed-delivery answer.
 //! * [`close`]: closing a sub-buffer — cumulative loss counters in packet headers never
@@ -30,6 +31,10 @@
 //! 9. Untrusted shared memory: [`consumer`] validates; writers only form masked pointers.
 //! 10. Payload visible before commit: commits are release operations (x86 TSO plain store in
 //!     rseq; AcqRel RMW remotely); the consumer acquires the counters.
+
+/// The wire format (packet and record layout, reserved ids, the record walk), defined once in
+/// `faultline-wire`.
+pub use faultline_wire as wire;
 
 pub mod channel;
 pub mod clock;

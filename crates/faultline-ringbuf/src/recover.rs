@@ -77,7 +77,7 @@ pub struct CpuRecovery {
     /// Commit bytes added on behalf of dead writers (padding of a closed current sub-buffer
     /// included).
     pub bytes: u64,
-    /// Uncommitted records found (now discarded records; added to `lost_stalled`).
+    /// Uncommitted records found (now padding records; added to `lost_stalled`).
     pub records: u64,
     /// Packet headers whose begin or end fields recovery had to write.
     pub repaired_headers: u64,
@@ -124,10 +124,24 @@ impl Channel {
         unsafe { std::ptr::write_unaligned(self.data_ptr(cpu, pos) as *mut u64, v) }
     }
 
+    /// Zero `len` bytes at `pos` (inside one sub-buffer).
+    fn wr_zeros(&self, cpu: u32, pos: u64, len: u64) {
+        // SAFETY: callers pass a range inside one sub-buffer of the data area (a record's
+        // payload, bounded by its sub-buffer's end); no writer is alive.
+        unsafe { std::ptr::write_bytes(self.data_ptr(cpu, pos), 0, len as usize) }
+    }
+
+    /// Write a padding record of `len` bytes in all (header included, `len >= 16`) at `pos`.
     fn wr_discarded(&self, cpu: u32, pos: u64, ts: u64, len: u64) {
-        self.wr_u64(cpu, pos, ts);
-        self.wr_u32(cpu, pos + 8, DISCARDED_RECORD_ID);
-        self.wr_u32(cpu, pos + 12, len as u32);
+        let h = RecordHeader {
+            timestamp: ts,
+            id: DISCARDED_RECORD_ID,
+            len: (len - RECORD_HEADER_SIZE) as u32,
+        };
+        let (w0, w1) = h.words();
+        self.wr_u64(cpu, pos, w0);
+        self.wr_u64(cpu, pos + 8, w1);
+        self.wr_zeros(cpu, pos + RECORD_HEADER_SIZE, len - RECORD_HEADER_SIZE);
     }
 
     /// Complete every sub-buffer left incomplete by writers that died between reserve and
@@ -266,7 +280,10 @@ impl Channel {
                 }
                 if let Some((ts, id, len)) = self.record_at(cpu, sb, x, end, floor, ts_max) {
                     if id == PENDING_RECORD_ID {
+                        // A padding record now: the id, and zeros over what the dead writer
+                        // may have half-copied.
                         self.wr_u32(cpu, sb + x + 8, DISCARDED_RECORD_ID);
+                        self.wr_zeros(cpu, sb + x + RECORD_HEADER_SIZE, len - RECORD_HEADER_SIZE);
                         r.records += 1;
                     } else if id != DISCARDED_RECORD_ID {
                         last_ts = last_ts.max(ts);
@@ -319,7 +336,7 @@ impl Channel {
                     (*hp).packet_seq_num = sb / s;
                     (*hp).cpu_id = cpu;
                     (*hp).flags = 0;
-                    (*hp)._reserved = [0; 2];
+                    (*hp).reserved = [0; 2];
                 }
                 repaired = true;
             }
@@ -387,12 +404,13 @@ impl Channel {
                 PACKET_HEADER_SIZE as usize,
             )
         };
-        PacketHeader::parse(&hb).unwrap_or_default()
+        PacketHeader::parse(&hb)
     }
 
-    /// The record header at offset `x` of the sub-buffer at `sb` as `(timestamp, id, len)`, if
-    /// it reads as a record of the current lap: its length fits before `end` and its timestamp
-    /// lies in `[floor, ts_max]` (module docs).
+    /// The record header at offset `x` of the sub-buffer at `sb` as `(timestamp, id, len)` —
+    /// `len` the record's bytes, header included — if it reads as a record of the current lap:
+    /// it fits before `end` and its timestamp lies in `[floor, ts_max]` (module docs). The
+    /// caller checks `x + RECORD_HEADER_SIZE <= end`.
     fn record_at(
         &self,
         cpu: u32,
@@ -404,8 +422,9 @@ impl Channel {
     ) -> Option<(u64, u32, u64)> {
         let ts = self.rd_u64(cpu, sb + x);
         let idlen = self.rd_u64(cpu, sb + x + 8);
-        let (id, len) = (idlen as u32, idlen >> 32);
-        let fits = len >= RECORD_HEADER_SIZE && len <= end - x;
+        // The header's second word: id | payload length << 32 (RecordHeader::words).
+        let (id, len) = (idlen as u32, RECORD_HEADER_SIZE + (idlen >> 32));
+        let fits = len <= end - x;
         (fits && ts >= floor && ts <= ts_max).then_some((ts, id, len))
     }
 

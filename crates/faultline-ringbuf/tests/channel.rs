@@ -363,7 +363,7 @@ fn consumer_rejects_garbage_shared_memory() {
             cons.next_packet(cpu, &mut buf),
             Err(ReadError::Corrupt { .. })
         ));
-        *(base.add(data + 128 + 12) as *mut u32) = 36;
+        *(base.add(data + 128 + 12) as *mut u32) = 20; // the payload length
         assert!(cons.next_packet(cpu, &mut buf).unwrap().is_some());
     }
     // A garbage header is refused at open time.
@@ -435,5 +435,50 @@ fn consumer_refuses_positions_whose_sums_would_overflow() {
         let e = st.checked_lost_total().unwrap_err().to_string();
         assert!(e.starts_with(&format!("CPU {cpu} buffer corrupted")), "{e}");
         assert_eq!(st.lost_total(), u64::MAX, "saturates, never wraps");
+    }
+}
+
+/// A reservation dropped without commit becomes a padding record (`faultline_wire`): the
+/// reserved id, its payload length kept, its payload zeroed; the record walk yields it and
+/// `records` skips it.
+#[test]
+fn dropped_reservation_is_a_zeroed_padding_record() {
+    for sync in syncs() {
+        let ch = Channel::create(&cfg(Mode::Discard, sync, 4096, 4)).unwrap();
+        let mut r = ch.reserve(1, 8).unwrap();
+        r.payload().fill(0x11);
+        r.commit();
+        let mut dropped = ch.reserve(2, 20).unwrap();
+        dropped.payload().fill(0xAB);
+        drop(dropped);
+        let mut r = ch.reserve(3, 4).unwrap();
+        r.payload().fill(0x33);
+        r.commit();
+        let _ = ch.flush_all(false);
+        let cons = Consumer::new(&ch);
+        let mut buf = Vec::new();
+        let mut walked = Vec::new();
+        let mut kept = Vec::new();
+        for cpu in cons.active_cpus() {
+            while let Some(info) = cons.next_packet(cpu, &mut buf).unwrap() {
+                for rec in faultline_ringbuf::wire::Records::new(&buf[..info.content_len]) {
+                    let rec = rec.unwrap();
+                    walked.push((rec.id, rec.payload.to_vec()));
+                }
+                for rec in records(&buf, info.content_len) {
+                    kept.push(rec.unwrap().id);
+                }
+            }
+        }
+        assert_eq!(
+            walked,
+            vec![
+                (1, vec![0x11; 8]),
+                (faultline_ringbuf::wire::PADDING_ID, vec![0; 20]),
+                (3, vec![0x33; 4]),
+            ],
+            "{sync:?}"
+        );
+        assert_eq!(kept, vec![1, 3], "{sync:?}");
     }
 }

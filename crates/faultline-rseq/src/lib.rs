@@ -28,6 +28,9 @@
 //! * [`cmpeqv_storev`]: the same without the timestamp.
 //! * [`addv`]: `if cpu_id != cpu { mismatch } n = *v + count; *v = n /* commit */; return n` —
 //!   a CPU-local add, the "LOCAL commit" of the ring buffer.
+//! * [`percpu_inc`] ([`percpu`]): `c = cpu_id; if c >= n { out-of-range } base[c * 16] += 1
+//!   /* commit */` — reads the CPU inside the CS (no mismatch outcome); the SRCU read side of
+//!   the tracepoint layer.
 //!
 //! Every critical section presets its status to "committed" and keeps its abort, CPU-mismatch
 //! and compare-failed exits in a separate `__rseq_failure` text section (as librseq does), so
@@ -60,6 +63,9 @@
 #![cfg_attr(not(target_arch = "x86_64"), allow(unused))]
 
 pub mod interrupt;
+pub mod percpu;
+
+pub use percpu::{percpu_inc, PercpuInc, PERCPU_STRIDE};
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;

@@ -23,6 +23,8 @@
 //!   `faultline-schema` contract), robust to memory changing between sizing and writing.
 //! * [`probe`] — [`Probe`], registration, dispatch, [`unregister`] /
 //!   [`unregister_deferred`], the [`CounterProbe`].
+//! * [`fast`] — the recording fast path: `trace!` into the ring buffer when a recorder is the
+//!   only probe.
 //! * [`srcu`] — the reader/updater protocol protecting probe arrays (model-checked with loom in
 //!   `tests/loom.rs`).
 //! * [`uaccess`] — [`copy_from_user`] and friends: asm copy routines plus a
@@ -33,7 +35,10 @@
 //! one relaxed load and a not-taken branch, and the arguments are not evaluated. `__fire` is a
 //! generated `#[cold] #[inline(never)]` function taking the declared argument types (so
 //! arguments are type-checked like a function call); it builds the payload (references to the
-//! arguments, no copy) and calls [`Tracepoint::fire`].
+//! arguments, no copy) and calls `Tracepoint::fire_fields`: the recording fast path
+//! ([`fast`]: straight into the ring buffer, encoding generated for the tracepoint's field
+//! types, no virtual call) when a recorder is the tracepoint's only probe, and
+//! [`Tracepoint::fire`] (every probe, through [`Probe::call`]) otherwise.
 //!
 //! [`try_trace!`] is the same call site returning a [`TraceOutcome`] (committed, lost and why,
 //! delivered to non-recording probes, or disabled): it calls the generated `__try_fire`, which
@@ -47,6 +52,7 @@
 //! `WriteOutcome::written` bytes (or the whole slot: the tail is zero-filled).
 
 mod cpu;
+pub mod fast;
 pub mod outcome;
 pub mod payload;
 pub mod probe;
@@ -55,15 +61,17 @@ pub mod srcu;
 mod sync;
 pub mod uaccess;
 
+pub use fast::FastTarget;
 pub use faultline_schema as schema;
 pub use outcome::{LossCause, TraceOutcome};
 pub use payload::{
-    CStrPtr, EncodedPayload, Payload, RawBuf, WriteOutcome, MAX_CSTR_LEN, MAX_RAW_LEN,
+    CStrPtr, EncodedPayload, Payload, RawBuf, RawIov, WriteOutcome, MAX_CSTR_LEN, MAX_IOV,
+    MAX_RAW_LEN,
 };
 pub use probe::{
-    grace_period_busy_polls, reclaim_barrier, register_probe, register_probe_following,
-    set_srcu_flavour, srcu_flavour, unregister, unregister_deferred, CounterProbe, Probe,
-    ProbeHandle, ProbeKind, RegisterError,
+    grace_period_busy_polls, reclaim_barrier, refresh_fast, register_probe,
+    register_probe_following, set_srcu_flavour, srcu_flavour, unregister, unregister_deferred,
+    CounterProbe, Probe, ProbeHandle, ProbeKind, RegisterError,
 };
 pub use registry::{
     all_tracepoints, disable, enable, find, glob_match, matching, register, set_events, subscribe,
@@ -151,8 +159,7 @@ macro_rules! tracepoint {
             #[cold]
             #[inline(never)]
             pub fn __fire($($field: $ty),*) {
-                let payload = $crate::__private::FieldsPayload($crate::__nest!($(&$field),*));
-                super::$name.fire(&payload);
+                super::$name.fire_fields($crate::__nest!($(&$field),*));
             }
 
             #[inline(never)]

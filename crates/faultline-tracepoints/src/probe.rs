@@ -11,6 +11,11 @@
 //! (a non-faultable probe must not block, so its domain's grace periods stay short) and the
 //! isolation.
 //!
+//! Next to the arrays, a tracepoint has a *fast slot* (the recording fast path, see
+//! [`fast`](crate::fast)): a cache of its probe list, non-null when the only probe is a
+//! faultable one that offers a [`FastTarget`]. Every update that republishes an array
+//! recomputes it; it is published and retired like a faultable array.
+//!
 //! # Who writes what
 //! * Call sites (readers): `Tracepoint::fire` peeks each pointer (no dereference), enters that
 //!   kind's SRCU read section, loads the pointer, calls the probes, leaves. No lock, no wait,
@@ -34,6 +39,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
+use faultline_ringbuf::{CommitKind, Lost};
+
+use crate::fast::{FastSlot, FastTarget};
 use crate::registry::{self, domains, update_active, ProbeEntry, Tracepoint};
 use crate::srcu::{rcu_swap, Flavour};
 use crate::{Payload, TraceOutcome};
@@ -51,6 +59,30 @@ pub trait Probe: Send + Sync + 'static {
     fn call_outcome(&self, tp: &'static Tracepoint, payload: &dyn Payload) -> TraceOutcome {
         self.call(tp, payload);
         TraceOutcome::Delivered
+    }
+
+    /// Offer to record `tp`'s events without being called (the recording fast path, see
+    /// [`fast`](crate::fast)): asked whenever `tp`'s probe arrays are republished while this
+    /// is its only probe (a faultable one). `None` (the default): always call the probe.
+    /// A probe that answers must also answer [`fast_counter`](Probe::fast_counter) and count
+    /// what [`fast_unusual`](Probe::fast_unusual) reports.
+    fn fast_target(&self, tp: &'static Tracepoint) -> Option<FastTarget> {
+        let _ = tp;
+        None
+    }
+
+    /// This thread's counter of events the fast path committed for this probe, or null (not
+    /// counted). Called once per thread (the answer is cached per thread by
+    /// [`FastTarget::owner_id`]): the counter must stay valid as long as the calling thread
+    /// runs, and be written only by it (the fast path adds with a relaxed load and store).
+    fn fast_counter(&self) -> *const AtomicU64 {
+        std::ptr::null()
+    }
+
+    /// The fast path committed an event of `tp` REMOTE (`Ok`, already counted as an event)
+    /// or lost it (`Err`). Out of line; the default does nothing.
+    fn fast_unusual(&self, tp: &'static Tracepoint, what: Result<CommitKind, Lost>) {
+        let _ = (tp, what);
     }
 }
 
@@ -143,10 +175,12 @@ impl ProbeArray {
     }
 }
 
-/// A retired probe array, to drop after a grace period of domain `kind`.
+/// A retired probe array or fast slot, to drop after a grace period of domain `kind`.
 struct Retired {
     kind: ProbeKind,
     ptr: *mut ProbeArray,
+    /// A retired fast slot (null: none); always of the faultable kind.
+    fast: *mut FastSlot,
 }
 
 // SAFETY: a retired array is no longer reachable by new readers; it is only moved to the thread
@@ -164,14 +198,20 @@ impl Retired {
             // can still hold it.
             drop(unsafe { Box::from_raw(self.ptr) });
         }
+        if !self.fast.is_null() {
+            // SAFETY: as above, from Box::into_raw in `publish_fast`.
+            drop(unsafe { Box::from_raw(self.fast) });
+        }
     }
 }
 
-/// Rebuild tracepoint `id`'s `kind` array from the registry list and publish it; returns the
-/// old array, if any. Caller holds the state lock. Only the kind that changed is republished,
+/// Rebuild tracepoint `id`'s `kind` array (and its fast slot) from the registry list and
+/// publish them; returns what they replaced. Caller holds the state lock. Only the kind that changed is republished,
 /// so an update never has to wait for the other kind's readers.
-fn publish(st: &registry::State, id: usize, kind: ProbeKind) -> Option<Retired> {
-    let tp = st.tp(id)?;
+fn publish(st: &registry::State, id: usize, kind: ProbeKind) -> Vec<Retired> {
+    let Some(tp) = st.tp(id) else {
+        return Vec::new();
+    };
     let probes: Box<[Arc<dyn Probe>]> = st.probes[id]
         .iter()
         .filter(|e| e.kind == kind)
@@ -184,7 +224,55 @@ fn publish(st: &registry::State, id: usize, kind: ProbeKind) -> Option<Retired> 
     };
     let old = rcu_swap(&tp.arrays[kind as usize], new);
     update_active(st, id);
-    (!old.is_null()).then_some(Retired { kind, ptr: old })
+    let mut out: Vec<Retired> = Vec::new();
+    if !old.is_null() {
+        out.push(Retired {
+            kind,
+            ptr: old,
+            fast: std::ptr::null_mut(),
+        });
+    }
+    out.extend(publish_fast(st, id));
+    out
+}
+
+/// Recompute tracepoint `id`'s fast slot (`fast.rs`) from its probe list: a slot when its
+/// only probe is a faultable one that offers a [`FastTarget`]; returns the old slot, if any.
+/// Caller holds the state lock.
+fn publish_fast(st: &registry::State, id: usize) -> Option<Retired> {
+    let tp = st.tp(id)?;
+    let list = st.probes.get(id)?;
+    let new = match list.as_slice() {
+        // Readers of the slot use the rseq read side if `domains()` could set it up.
+        [only] if only.kind == ProbeKind::Faultable => only
+            .probe
+            .fast_target(tp)
+            .map(|t| Box::into_raw(Box::new(FastSlot::new(only.probe.clone(), t)))),
+        _ => None,
+    }
+    .unwrap_or(std::ptr::null_mut());
+    if new.is_null() && tp.fast.load(Ordering::Relaxed).is_null() {
+        return None;
+    }
+    let old = rcu_swap(&tp.fast, new);
+    (!old.is_null()).then_some(Retired {
+        kind: ProbeKind::Faultable,
+        ptr: std::ptr::null_mut(),
+        fast: old,
+    })
+}
+
+/// Recompute the fast slots (see [`fast`](crate::fast)) of the tracepoints with these ids,
+/// e.g. after a probe changed what [`Probe::fast_target`] answers. Never waits for a grace
+/// period (the old slots go to the background reclaimer).
+pub fn refresh_fast(ids: &[u32]) {
+    let st = registry::state();
+    let retired: Vec<Retired> = ids
+        .iter()
+        .filter_map(|&id| publish_fast(&st, id as usize))
+        .collect();
+    drop(st);
+    defer(retired);
 }
 
 /// For each kind: wait for a grace period of its domain, then free its retired arrays (the

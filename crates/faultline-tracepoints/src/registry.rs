@@ -49,6 +49,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use faultline_schema::EventDesc;
 
+use crate::fast::FastSlot;
 use crate::probe::{Probe, ProbeArray, ProbeKind};
 use crate::srcu::{rcu_is_null, rcu_load, Flavour, Srcu};
 use crate::TraceOutcome;
@@ -68,6 +69,9 @@ pub struct Tracepoint {
     raw: AtomicU8,
     /// Probe arrays (null when empty), one per kind, each protected by its kind's SRCU domain.
     pub(crate) arrays: [AtomicPtr<ProbeArray>; 2],
+    /// The recording fast path's slot (null: none), protected by the faultable domain
+    /// (`fast.rs`).
+    pub(crate) fast: AtomicPtr<FastSlot>,
 }
 
 impl Tracepoint {
@@ -83,6 +87,7 @@ impl Tracepoint {
                 AtomicPtr::new(std::ptr::null_mut()),
                 AtomicPtr::new(std::ptr::null_mut()),
             ],
+            fast: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 
@@ -202,7 +207,8 @@ impl Tracepoint {
 pub(crate) static DOMAINS: OnceLock<[Srcu; 2]> = OnceLock::new();
 
 /// The domains, created on first use with the atomic read-side flavour, or the rseq one when
-/// `FAULTLINE_SRCU=rseq` (and it is available). Atomic is the default because it measured
+/// `FAULTLINE_SRCU=rseq` (and it is available); the faultable one also lets the recording fast
+/// path's readers use the rseq read side when available (`Srcu::enable_rseq_readers`). Atomic is the default because it measured
 /// cheaper inside `fire` on the machine we develop on (AMD EPYC VM: dispatch 4.6 ns atomic vs
 /// 5.7 ns rseq, same run; see the `srcu` module docs, "Costs").
 pub(crate) fn domains() -> &'static [Srcu; 2] {
@@ -218,6 +224,10 @@ pub(crate) fn domains() -> &'static [Srcu; 2] {
         for s in &d {
             s.set_flavour(want);
         }
+        // The recording fast path (fast.rs) enters the faultable domain with read_lock_fast:
+        // set its rseq read side up now, while no grace period can be running (doing it later,
+        // under the registry mutex, could wait for one).
+        d[ProbeKind::Faultable as usize].enable_rseq_readers();
         d
     })
 }

@@ -3,7 +3,7 @@
 //!
 //! # Two read-side flavours
 //! * **rseq** (the default when available): a reader counts itself in and out with per-CPU
-//!   increments done by rseq critical sections (`crate::cpu::percpu_inc`: the CS reads
+//!   increments done by rseq critical sections (`faultline_rseq::percpu_inc`: the CS reads
 //!   `rseq->cpu_id` and commits with one non-locked `add qword ptr [slot], 1`; the kernel
 //!   restarts it if the thread is preempted, migrated or signalled before the `add`). No
 //!   locked instruction and no fence: only compiler barriers. The ordering a reader no longer
@@ -16,12 +16,19 @@
 //!   `FAULTLINE_SRCU=rseq` asks for the rseq flavour, or as chosen with [`Srcu::set_flavour`] /
 //!   `faultline_tracepoints::set_srcu_flavour`.
 //!
+//! [`Srcu::read_lock_fast`] (the recording fast path's read side) uses the rseq flavour
+//! whenever it has been set up ([`Srcu::enable_rseq_readers`], or the rseq flavour chosen:
+//! bit 2 of `ctl`), whatever the flavour [`Srcu::read_lock`] readers use; it is the same
+//! protocol, since readers of both flavours may already be inside together and every grace
+//! period after the set-up issues the membarrier (`tests/loom.rs` checks it, and that a grace
+//! period without the membarrier is caught).
+//!
 //! The flavour is a bit of the domain's `ctl` word that each reader reads as it enters; it can
 //! be changed at any time, with readers of both flavours inside, because the two flavours count
 //! on separate words, every grace period sums both, and once the rseq flavour has been enabled
 //! every later grace period issues the membarrier.
 //!
-//! Why a CS of our own rather than `faultline_rseq::addv`: reading the CPU inside the CS
+//! Why `percpu_inc` rather than `faultline_rseq::addv`: reading the CPU inside the CS
 //! removes the "wrong CPU, retry" outcome and the separate `cpu_id` read before it, and the
 //! single-instruction commit needs no load/add/store sequence; the abort path is out of line.
 //!
@@ -155,6 +162,9 @@ use crate::sync::{AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Orderin
 const IDX: usize = 1;
 /// `ctl` bit: readers use the rseq flavour.
 const RSEQ: usize = 2;
+/// `ctl` bit: the rseq flavour is set up (glibc's offset stored, every grace period issues the
+/// membarrier), so [`Srcu::read_lock_fast`] readers may use it whatever the chosen flavour.
+const RSEQ_OK: usize = 4;
 
 /// One CPU slot: reader counters for both phases and both flavours, alone on their cache lines
 /// (128 bytes, so the adjacent-line prefetcher does not couple two slots).
@@ -263,7 +273,7 @@ impl Srcu {
             st.rseq_ever = true;
             // Release: pairs with the Acquire load of ctl in read_lock: a reader that sees the
             // bit also sees what percpu_available() set up (glibc's rseq offset).
-            self.ctl.store(ctl | RSEQ, Ordering::Release);
+            self.ctl.store(ctl | RSEQ | RSEQ_OK, Ordering::Release);
             Flavour::Rseq
         } else {
             // Release: see above (keeps ctl's stores uniformly Release).
@@ -300,6 +310,63 @@ impl Srcu {
             // the protected data stay after the increment in program order; the hardware may
             // still reorder R1 (a store) after R2 (a load), which the updater's membarrier M
             // accounts for (module doc, point 1). (The asm is already a compiler barrier.)
+            compiler_fence(Ordering::SeqCst);
+            return ReadGuard {
+                srcu: self,
+                slot: 0,
+                tag: idx | RSEQ,
+            };
+        }
+        self.read_lock_atomic(crate::sync::cpu_hint(), idx)
+    }
+
+    /// Set up the rseq flavour for [`read_lock_fast`](Self::read_lock_fast) readers without
+    /// changing the flavour [`read_lock`](Self::read_lock) readers use: from now on every grace
+    /// period issues the membarrier. Returns whether it is available (rseq and membarrier).
+    /// Updaters only (may make system calls); waits for a running grace period.
+    pub fn enable_rseq_readers(&self) -> bool {
+        // Relaxed: a hint; the answer is re-read under gp_lock. Once set the bit stays set.
+        if self.ctl.load(Ordering::Relaxed) & RSEQ_OK != 0 {
+            return true;
+        }
+        let mut st = lock(&self.gp_lock);
+        // Relaxed: only updaters write ctl, and we hold gp_lock.
+        let ctl = self.ctl.load(Ordering::Relaxed);
+        if ctl & RSEQ_OK != 0 {
+            return true;
+        }
+        let Some(off) = percpu_available() else {
+            return false;
+        };
+        // Relaxed: published by the Release store of ctl below.
+        self.rseq_off.store(off, Ordering::Relaxed);
+        // As in set_flavour: set before any reader can see the bit.
+        st.rseq_ever = true;
+        // Release: pairs with the Acquire load of ctl in read_lock_fast.
+        self.ctl.store(ctl | RSEQ_OK, Ordering::Release);
+        true
+    }
+
+    /// Enter a read-side critical section with the rseq flavour if it is set up
+    /// ([`enable_rseq_readers`](Self::enable_rseq_readers) or the rseq flavour chosen), the
+    /// atomic one otherwise. The same protocol as [`read_lock`](Self::read_lock) (readers of
+    /// both flavours may be inside together; see the module doc): only the condition that
+    /// picks the rseq counters differs. For the tracing fast path, which must not pay for two
+    /// locked instructions per event.
+    #[inline(always)]
+    pub fn read_lock_fast(&self) -> ReadGuard<'_> {
+        // Acquire: pairs with the Release stores of ctl in enable_rseq_readers / set_flavour
+        // (a reader that sees RSEQ_OK sees glibc's offset and every later grace period issues
+        // the membarrier, since rseq_ever was set first under gp_lock).
+        let ctl = self.ctl.load(Ordering::Acquire);
+        let idx = ctl & IDX;
+        // Relaxed: written before the Release store of ctl that set the bit we saw.
+        if ctl & RSEQ_OK != 0
+            && percpu_inc(self.rseq_off.load(Ordering::Relaxed), &self.slots, |s| {
+                &s.rlock[idx]
+            })
+        {
+            // R1 (rseq flavour) is done; see read_lock.
             compiler_fence(Ordering::SeqCst);
             return ReadGuard {
                 srcu: self,

@@ -41,7 +41,7 @@ pub(crate) fn percpu_available() -> Option<isize> {
 }
 
 /// Add 1 to `word(&slots[cpu])`, where `cpu` is the CPU the calling thread runs on, with an
-/// rseq critical section (`crate::cpu::percpu_inc`: a non-locked `add` as the commit
+/// rseq critical section (`faultline_rseq::percpu_inc`: a non-locked `add` as the commit
 /// instruction, restarted by the kernel if the thread is preempted, migrated or signalled
 /// before it). Returns false, having done nothing, when the CPU id is `>= slots.len()` (the
 /// caller then uses an atomic counter instead).
@@ -52,7 +52,7 @@ pub(crate) fn percpu_available() -> Option<isize> {
 /// with atomic loads).
 #[inline(always)]
 pub(crate) fn percpu_inc<S>(off: isize, slots: &[S], word: impl Fn(&S) -> &AtomicU64) -> bool {
-    const { assert!(std::mem::size_of::<S>() == 128) };
+    const { assert!(std::mem::size_of::<S>() == faultline_rseq::PERCPU_STRIDE * 8) };
     let Some(first) = slots.first() else {
         return false;
     };
@@ -64,10 +64,10 @@ pub(crate) fn percpu_inc<S>(off: isize, slots: &[S], word: impl Fn(&S) -> &Atomi
         // their CPU, which the CS guarantees by reading the CPU id inside itself. The
         // non-locked `add` is single-copy atomic for an aligned word on x86, so the updater's
         // atomic loads never see a torn value.
-        match unsafe { crate::cpu::percpu_inc(off, base, slots.len()) } {
-            crate::cpu::PercpuInc::Done => return true,
-            crate::cpu::PercpuInc::Aborted => continue,
-            crate::cpu::PercpuInc::OutOfRange => return false,
+        match unsafe { faultline_rseq::percpu_inc(off, base, slots.len()) } {
+            faultline_rseq::PercpuInc::Done => return true,
+            faultline_rseq::PercpuInc::Aborted => continue,
+            faultline_rseq::PercpuInc::OutOfRange => return false,
         }
     }
 }

@@ -57,6 +57,7 @@
 
 use crate::schema_pipe::ClassSource;
 use faultline_ctf::{CtfError, EnvValue, TraceWriter, WriterCounters};
+use faultline_ringbuf::wire::Records;
 use faultline_ringbuf::{
     Channel, Consumer, FlushError, PacketInfo, ReadError, DISCARDED_RECORD_ID, PENDING_RECORD_ID,
 };
@@ -66,8 +67,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const HDR: usize = 128;
-const REC_HDR: usize = 16;
+const HDR: usize = faultline_ringbuf::wire::PACKET_HEADER_SIZE;
+const REC_HDR: usize = faultline_ringbuf::wire::RECORD_HEADER_SIZE;
 /// Byte offset of `content_size` (bits) in the packet header.
 const OFF_CONTENT_SIZE: usize = 40;
 
@@ -430,28 +431,22 @@ impl Drain {
         self.stats.packets_taken += 1;
         self.last.insert(cpu, info.header);
         let content = info.content_len.min(packet.len());
-        // Pass 1: record headers only. The consumer validated the chain.
-        let mut at = HDR;
+        // Pass 1: record headers only.
         let mut kept = 0u64;
         let mut dropped = 0u64;
         let mut bad_id = false;
-        while at + REC_HDR <= content {
-            let id = u32::from_le_bytes(packet[at + 8..at + 12].try_into().unwrap_or([0; 4]));
-            let len =
-                u32::from_le_bytes(packet[at + 12..at + 16].try_into().unwrap_or([0; 4])) as usize;
-            if len < REC_HDR {
-                break;
-            }
-            if id == DISCARDED_RECORD_ID || id == PENDING_RECORD_ID {
+        // The shared walk (faultline_wire); the consumer validated the chain.
+        for r in Records::new(&packet[..content]) {
+            let Ok(r) = r else { break };
+            if r.id == DISCARDED_RECORD_ID || r.id == PENDING_RECORD_ID {
                 dropped += 1;
             } else {
                 kept += 1;
-                match self.pending.get_mut(id as usize) {
+                match self.pending.get_mut(r.id as usize) {
                     Some(c) => *c += 1,
                     None => bad_id = true,
                 }
             }
-            at = (at + len + 7) & !7;
         }
         let compacted = (dropped > 0).then(|| {
             self.compact(packet, content);
@@ -531,22 +526,16 @@ impl Drain {
         s.clear();
         s.resize(packet.len(), 0);
         s[..HDR].copy_from_slice(&packet[..HDR]);
-        let mut at = HDR;
         let mut to = HDR;
         let mut end = HDR;
-        while at + REC_HDR <= content {
-            let id = u32::from_le_bytes(packet[at + 8..at + 12].try_into().unwrap_or([0; 4]));
-            let len =
-                u32::from_le_bytes(packet[at + 12..at + 16].try_into().unwrap_or([0; 4])) as usize;
-            if len < REC_HDR || at + len > content {
-                break;
-            }
-            if id != DISCARDED_RECORD_ID && id != PENDING_RECORD_ID {
-                s[to..to + len].copy_from_slice(&packet[at..at + len]);
+        for r in Records::new(&packet[..content]) {
+            let Ok(r) = r else { break };
+            if r.id != DISCARDED_RECORD_ID && r.id != PENDING_RECORD_ID {
+                let len = REC_HDR + r.payload.len();
+                s[to..to + len].copy_from_slice(&packet[r.offset..r.offset + len]);
                 end = to + len;
                 to = (end + 7) & !7;
             }
-            at = (at + len + 7) & !7;
         }
         s[OFF_CONTENT_SIZE..OFF_CONTENT_SIZE + 8].copy_from_slice(&(end as u64 * 8).to_le_bytes());
     }

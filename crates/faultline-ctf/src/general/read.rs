@@ -446,15 +446,22 @@ impl CtfTrace {
             + ticks.rem_euclid(f) * 1_000_000_000 / f
     }
 
-    /// Merged, filtered events of all streams in timestamp order.
+    /// Merged, filtered events of all streams in timestamp order. Records of faultline's
+    /// padding class (`faultline:padding`, abandoned reservations: `faultline_wire`) are
+    /// skipped like faultline's own reader does.
     pub fn events(&self, filter: &Filter) -> CtfEvents<'_> {
-        let wanted = if filter.names.is_empty() {
+        let padding = |e: &EventClass| e.name == faultline_wire::PADDING_EVENT_NAME;
+        let wanted = if filter.names.is_empty() && !self.events.iter().any(padding) {
             None
         } else {
             Some(
                 self.events
                     .iter()
-                    .map(|e| filter.names.iter().any(|g| glob_match(g, &e.name)))
+                    .map(|e| {
+                        !padding(e)
+                            && (filter.names.is_empty()
+                                || filter.names.iter().any(|g| glob_match(g, &e.name)))
+                    })
                     .collect(),
             )
         };

@@ -303,7 +303,7 @@ fn live_viewer_prints_events_while_the_program_runs() {
     // Until both threads' last events are seen (the viewer itself stays attached, waiting
     // for a next session); bounded.
     let mut lines: Vec<(Instant, String)> = Vec::new();
-    let stop = Instant::now() + Duration::from_secs(20);
+    let stop = Instant::now() + Duration::from_secs(8);
     let last = |lines: &[(Instant, String)], t: u32| {
         lines
             .iter()

@@ -11,7 +11,9 @@
 //! `lost_total`, `lost_full`, `lost_stalled`, `lost_too_big`, `lost_packets`,
 //! `packets_before_first`, `packets`, `remote_commits`, `truncated_events`, `truncated_bytes`, `events`, `cpus`,
 //! `per_cpu`, `first_ts`, `last_ts`, `span_ns`, `bytes_on_disk`, `recorder`) plus `trace`,
-//! `clock_freq_hz`, `span_s` and `events_per_sec` (`null` when the span is 0). `recorder` holds
+//! `clock_freq_hz`, `span_s`, `events_per_sec` (`null` when the span is 0) and `buffers`
+//! (`"cpu"`, or `"cid"` when the streams are per concurrency id: then `per_cpu` and `cpus` are
+//! keyed by concurrency id). `recorder` holds
 //! the traced program's recorder counters carried by the trace (events, faulted events and
 //! bytes, per copy strategy events/restarts/fallbacks, and their source), or `null` for a trace
 //! without them.
@@ -42,7 +44,9 @@ span); and the size of the trace on disk. --json prints the same as one JSON obj
 events_total, lost_total, lost_full, lost_stalled, lost_too_big, lost_packets, \
 packets_before_first, packets, remote_commits, truncated_events, truncated_bytes, events, cpus, \
 per_cpu, first_ts, last_ts, span_ns, span_s, events_per_sec, bytes_on_disk, clock_freq_hz, trace, \
-recorder). With the trace's recorder counters (written by faultline record and by sessions), it \
+recorder, buffers). A trace recorded with one ring buffer per concurrency id (faultline sessions \
+where the kernel supports it, --buffers per-cid) says buffers = cid, and the per-buffer table is \
+headed cid instead of cpu. With the trace's recorder counters (written by faultline record and by sessions), it \
 also shows how many events the recorder committed, how many were faulted (read from bad memory, \
 zero-filled) and how many went through each copy strategy, with restarts and fallbacks. The \
 whole trace is checked on the way: a corrupted trace is an error, not a partial count.",
@@ -73,6 +77,20 @@ pub struct Report {
     pub span_s: f64,
     /// `events_total / span_s`; `None` when the span is 0.
     pub events_per_sec: Option<f64>,
+    /// What the streams (and `per_cpu` keys) are indexed by: `"cpu"`, or `"cid"` when the
+    /// trace was recorded with one buffer per concurrency id of the traced process (metadata
+    /// env `faultline_buffers`).
+    pub buffers: String,
+}
+
+/// `"cid"` when the metadata's env block says the buffers were per concurrency id, else
+/// `"cpu"` (other producers, and faultline traces from before the key existed).
+fn buffers_of(dir: &std::path::Path) -> String {
+    let key = format!("{} = \"cid\"", faultline::session::ENV_KEY_BUFFERS);
+    let cid = std::fs::read(dir.join("metadata"))
+        .map(|m| m.windows(key.len()).any(|w| w == key.as_bytes()))
+        .unwrap_or(false);
+    if cid { "cid" } else { "cpu" }.to_string()
 }
 
 /// Compute the report of the trace in `dir`.
@@ -83,6 +101,7 @@ pub fn report(dir: &std::path::Path) -> Result<Report, CmdError> {
     let events_per_sec =
         (stats.span_ns > 0).then(|| stats.events_total as f64 * 1e9 / stats.span_ns as f64);
     Ok(Report {
+        buffers: buffers_of(trace.dir()),
         trace: dir.display().to_string(),
         clock_freq_hz: trace.clock_freq_hz(),
         stats,
@@ -113,11 +132,16 @@ pub fn write_text(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "trace       {}", r.trace)?;
     writeln!(
         out,
-        "size        {} on disk ({} bytes), {} packets on {} CPUs",
+        "size        {} on disk ({} bytes), {} packets on {} {}",
         human_bytes(s.bytes_on_disk),
         s.bytes_on_disk,
         s.packets,
-        s.per_cpu.len()
+        s.per_cpu.len(),
+        if r.buffers == "cid" {
+            "concurrency-id buffers"
+        } else {
+            "CPUs"
+        }
     )?;
     match (s.first_ts, s.last_ts) {
         (Some(a), Some(b)) => writeln!(
@@ -175,7 +199,14 @@ pub fn write_text(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
         "\n{:>4}  {:>12}  {:>8}  {:>10}  {:>10}  {:>10}  {:>12}  {:>12}",
-        "cpu", "events", "packets", "lost full", "stalled", "too big", "lost packets", "bytes"
+        r.buffers.as_str(),
+        "events",
+        "packets",
+        "lost full",
+        "stalled",
+        "too big",
+        "lost packets",
+        "bytes"
     )?;
     for (cpu, c) in &s.per_cpu {
         writeln!(

@@ -249,6 +249,7 @@ fn stats_json_exact() {
         "events_per_sec": 13.0 * 1e9 / 3001.0,
         "bytes_on_disk": bytes,
         "recorder": null,
+        "buffers": "cpu",
     });
     assert_eq!(j, expected);
 }

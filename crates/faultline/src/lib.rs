@@ -50,7 +50,7 @@ pub use faultline_tracepoints as tracepoints;
 
 pub use faultline_ctf::CtfError;
 pub use faultline_recorder::{Policy, Strategy, UnknownStrategy};
-pub use faultline_ringbuf::{ChannelError, ClockKind, Mode};
+pub use faultline_ringbuf::{BufferIndex, ChannelError, ClockKind, Mode};
 pub use faultline_tracepoints::{
     trace, tracepoint, try_trace, CStrPtr, LossCause, RawBuf, TraceOutcome,
 };

@@ -64,7 +64,7 @@ use faultline_ctf::{
     ClockDesc, CtfError, EnvDesc, EnvValue, RecorderCounts, StrategyCounts, TraceDesc, TraceWriter,
 };
 use faultline_recorder::{Policy, Recorder, RecorderConfig, RecorderStats, Strategy};
-use faultline_ringbuf::{Channel, ChannelConfig, ClockKind, Mode};
+use faultline_ringbuf::{BufferIndex, Channel, ChannelConfig, ClockKind, Mode};
 use faultline_schema::{EventDesc, OwnedEventDesc};
 use faultline_tracepoints::{ListenerHandle, ProbeHandle, ProbeKind, Tracepoint};
 use serde::{Deserialize, Serialize};
@@ -75,6 +75,26 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+
+/// Ring buffers of an embedded session: `per-cpu` or `per-cid`
+/// ([`SessionBuilder::buffer_index`]).
+pub const ENV_BUFFERS: &str = "FAULTLINE_BUFFERS";
+
+/// Key of the trace metadata's `env` block saying what the streams are indexed by: `"cpu"`
+/// (stream N holds CPU N's buffer; also when the key is absent) or `"cid"` (concurrency id N
+/// of the traced process).
+pub const ENV_KEY_BUFFERS: &str = "faultline_buffers";
+
+/// `per-cpu` / `per-cid` (also `cpu` / `cid`) as a [`BufferIndex`].
+pub fn parse_buffer_index(s: &str) -> Result<BufferIndex, String> {
+    match s {
+        "per-cpu" | "cpu" => Ok(BufferIndex::Cpu),
+        "per-cid" | "cid" => Ok(BufferIndex::Cid),
+        _ => Err(format!(
+            "buffers {s:?}: expected per-cpu or per-cid ({ENV_BUFFERS}, --buffers)"
+        )),
+    }
+}
 
 /// Inherited memfd of the channel (decimal fd number).
 pub const ENV_CHANNEL_FD: &str = "FAULTLINE_CHANNEL_FD";
@@ -250,6 +270,7 @@ pub struct SessionBuilder {
     policy: Policy,
     max_restarts: u32,
     events: Option<String>,
+    buffer_index: Option<BufferIndex>,
     drain: DrainConfig,
     relay: Option<String>,
     relay_session: Option<String>,
@@ -277,6 +298,7 @@ impl Default for SessionBuilder {
             policy: Policy::Auto,
             max_restarts: RecorderConfig::default().max_restarts,
             events: None,
+            buffer_index: None,
             drain: DrainConfig::default(),
             relay: None,
             relay_session: None,
@@ -329,6 +351,17 @@ impl SessionBuilder {
     /// `FAULTLINE_EVENTS` if set, else `*`.
     pub fn events(mut self, spec: impl Into<String>) -> Self {
         self.events = Some(spec.into());
+        self
+    }
+    /// Ring buffers per CPU ([`BufferIndex::Cpu`]) or per concurrency id of this process
+    /// ([`BufferIndex::Cid`]: at most min(threads, CPUs the process may run on) buffers are
+    /// ever used, so memory follows the program's concurrency, not the machine's CPU count).
+    /// Default: `FAULTLINE_BUFFERS` (`per-cpu` or `per-cid`) if set, else per concurrency id
+    /// where the kernel supports it (rseq `mm_cid`, Linux 6.3+, and membarrier), else per CPU.
+    /// An explicit per-cid request that the kernel cannot honour makes `start` fail. Under
+    /// `faultline record` the buffers are always per CPU (several processes share them).
+    pub fn buffer_index(mut self, index: BufferIndex) -> Self {
+        self.buffer_index = Some(index);
         self
     }
     /// How often the consumer flushes quiet buffers (default 200 ms).
@@ -402,6 +435,20 @@ impl SessionBuilder {
         if local {
             check_trace_dir(&dir)?;
         }
+        let defaults = ChannelConfig::default();
+        let index = match (self.buffer_index, std::env::var(ENV_BUFFERS).ok()) {
+            (Some(i), _) => i,
+            (None, Some(v)) => parse_buffer_index(&v).map_err(SessionError::Config)?,
+            (None, None) => {
+                if defaults.sync == faultline_ringbuf::SyncMode::Rseq
+                    && faultline_ringbuf::channel::cid_supported().is_ok()
+                {
+                    BufferIndex::Cid
+                } else {
+                    BufferIndex::Cpu
+                }
+            }
+        };
         let cfg = ChannelConfig {
             subbuf_size: self.subbuf_size,
             num_subbuf: self.num_subbuf,
@@ -409,7 +456,8 @@ impl SessionBuilder {
             clock: self
                 .clock
                 .unwrap_or_else(faultline_ringbuf::clock::default_kind),
-            ..ChannelConfig::default()
+            index,
+            ..defaults
         };
         let chan = Arc::new(Channel::create(&cfg)?);
         let relay = match &relay_opts {
@@ -432,7 +480,15 @@ impl SessionBuilder {
         let desc = TraceDesc {
             uuid: chan.uuid(),
             clock: clock_desc(&chan),
-            env: env_desc(&procname(), &self.policy.to_string(), chan.mode()),
+            env: {
+                let mut env = env_desc(&procname(), &self.policy.to_string(), chan.mode());
+                // What stream N is: CPU N or concurrency id N (absent: per CPU).
+                env.extra.push((
+                    ENV_KEY_BUFFERS.into(),
+                    EnvValue::Str(chan.buffer_index().name().into()),
+                ));
+                env
+            },
             events: events.clone(),
         };
         let created = if local {
@@ -1027,6 +1083,16 @@ pub struct Summary {
     /// What the relay got, when the trace was streamed ([`crate::relay`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay: Option<crate::relay::RelayStats>,
+    /// What the ring buffers are indexed by: `"cpu"` or `"cid"` (concurrency id); `per_cpu`
+    /// is then keyed by that.
+    pub buffer_index: String,
+    /// Ring buffers any writer used.
+    pub buffers_used: u32,
+    /// Ring buffers the channel has room for (possible CPUs).
+    pub buffers_possible: u32,
+    /// Bytes of the channel's shared memory resident in this process at the end (header and
+    /// the buffers used; the others are never allocated).
+    pub buffer_memory_bytes: u64,
 }
 
 impl Summary {
@@ -1065,6 +1131,10 @@ impl Summary {
     /// sums are checked; a CPU whose counters would overflow a total is left out of the totals
     /// and named in `shm_errors` (never a wrapped total).
     pub fn add_channel(&mut self, chan: &Channel) {
+        self.buffer_index = chan.buffer_index().name().to_string();
+        self.buffers_used = chan.active_buffers();
+        self.buffers_possible = chan.num_cpus();
+        self.buffer_memory_bytes = chan.resident_bytes().unwrap_or(0);
         for cpu in 0..chan.num_cpus() {
             let Some(st) = chan.cpu_stats(cpu) else {
                 continue;
@@ -1133,12 +1203,18 @@ impl Summary {
                 let _ = writeln!(out, "    {name:<28} {:>12}", w(*n));
             }
         }
+        let per_cid = self.buffer_index == "cid";
         if !self.per_cpu.is_empty() {
-            let _ = writeln!(out, "  per CPU:");
+            let _ = writeln!(
+                out,
+                "  per {}:",
+                if per_cid { "concurrency id" } else { "CPU" }
+            );
+            let label = if per_cid { "cid" } else { "cpu" };
             for (cpu, c) in &self.per_cpu {
                 let _ = writeln!(
                     out,
-                    "    cpu {cpu:<3} events {:>12}   lost full {} stalled {} too-big {}   REMOTE commits {}",
+                    "    {label} {cpu:<3} events {:>12}   lost full {} stalled {} too-big {}   REMOTE commits {}",
                     w(c.events_total),
                     w(c.lost_full),
                     w(c.lost_stalled),
@@ -1197,6 +1273,16 @@ impl Summary {
                     let _ = writeln!(out, "  last disk error: {l}");
                 }
             }
+        }
+        if !self.buffer_index.is_empty() {
+            let _ = writeln!(
+                out,
+                "  ring buffers: per {}, {} used of {}, {} bytes of shared memory resident",
+                if per_cid { "concurrency id" } else { "CPU" },
+                self.buffers_used,
+                self.buffers_possible,
+                w(self.buffer_memory_bytes)
+            );
         }
         let _ = writeln!(out, "  trace size: {} bytes", w(self.bytes_on_disk));
         out

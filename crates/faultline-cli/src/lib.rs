@@ -11,6 +11,7 @@ pub mod libc_bench;
 pub mod libc_preload;
 pub mod record;
 pub mod record_wait;
+pub mod relay_bench;
 pub mod soak;
 pub mod stats;
 pub mod stress;

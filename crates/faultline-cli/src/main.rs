@@ -103,6 +103,25 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Throughput through one lttng-relayd on loopback (events/s, packets/s, MB/s):
+    /// faultline's streamer next to LTTng's own consumer, same workload, same relay
+    RelayBench {
+        /// Writer threads per side
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Events per thread per round
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        /// Rounds (both sides each round, alternating which goes first)
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Skip the LTTng side
+        #[arg(long)]
+        no_lttng: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmark tracepoints against the floor (rdtsc, clock_gettime, a copy) and LTTng-UST,
     /// rseq and atomic paths, 1 and 2 threads; with --study, the copy-strategy study.
     Bench {
@@ -230,6 +249,26 @@ fn main() -> anyhow::Result<()> {
             }
             if !rep.ok {
                 std::process::exit(1);
+            }
+        }
+        Cmd::RelayBench {
+            threads,
+            events,
+            rounds,
+            no_lttng,
+            json,
+        } => {
+            let o = faultline_cli::relay_bench::RelayBenchOptions {
+                threads,
+                events,
+                rounds,
+                no_lttng,
+            };
+            let r = faultline_cli::relay_bench::run(&o)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                faultline_cli::relay_bench::print(&r);
             }
         }
         Cmd::Bench {

@@ -90,7 +90,10 @@ const PIPE_GRACE: Duration = Duration::from_secs(1);
 /// Options of `faultline record`.
 #[derive(Debug, Clone)]
 pub struct RecordOptions {
-    pub dir: PathBuf,
+    /// Local trace directory (`None`: streamed to the relay only).
+    pub dir: Option<PathBuf>,
+    /// Stream to an `lttng-relayd` too (`--relay`).
+    pub relay: Option<faultline::relay::RelayOptions>,
     pub cmd: Vec<OsString>,
     pub events: String,
     pub policy: Policy,
@@ -155,7 +158,11 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     if opt.cmd.is_empty() {
         bail!("no command given (usage: faultline record -o DIR -- CMD [ARGS])");
     }
-    faultline::session::check_trace_dir(&opt.dir)?;
+    if let Some(d) = &opt.dir {
+        faultline::session::check_trace_dir(d)?;
+    } else if opt.relay.is_none() {
+        bail!("no output: give -o DIR, --relay URL, or both");
+    }
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error()).context("becoming a child subreaper");
@@ -170,6 +177,31 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         ..ChannelConfig::default()
     };
     let chan = Arc::new(Channel::create(&cfg).context("creating the channel")?);
+    // The relay is reached before the program starts: unreachable is an error at once (or,
+    // with -o, a warning and a local recording).
+    let relay = match &opt.relay {
+        Some(r) => match faultline::relay::connect(r, &chan, DrainConfig::default().flush_interval)
+        {
+            Ok((sink, handle)) => {
+                let st = handle.stats();
+                eprintln!(
+                    "faultline record: streaming to {} as {}/{} (live: babeltrace2 \
+                     --input-format=lttng-live {})",
+                    r.url,
+                    st.hostname,
+                    st.relay_path.rsplit('/').next().unwrap_or(""),
+                    faultline::relay::live_url(&r.url, &st)
+                );
+                Some((sink, handle))
+            }
+            Err(e) if opt.dir.is_some() => {
+                eprintln!("faultline record: warning: {e}; recording locally only");
+                None
+            }
+            Err(e) => bail!("{e}"),
+        },
+        None => None,
+    };
     let chan_fd = chan.fd().as_raw_fd();
     let chan_id = fd_id(chan_fd).context("fstat of the channel")?;
     let chan_file =
@@ -328,8 +360,18 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         env: env_desc(&procname, &opt.policy.to_string(), chan.mode()),
         events: events.clone(),
     };
-    let writer = TraceWriter::create(&opt.dir, &desc)
-        .with_context(|| format!("creating the trace in {}", opt.dir.display()))?;
+    let (relay_sink, relay_handle) = match relay {
+        Some((s, h)) => (Some(s), Some(h)),
+        None => (None, None),
+    };
+    let mut writer = match &opt.dir {
+        Some(d) => TraceWriter::create(d, &desc)
+            .with_context(|| format!("creating the trace in {}", d.display()))?,
+        None => TraceWriter::create_without_files("relay", &desc)?,
+    };
+    if let Some(s) = relay_sink {
+        writer.set_sink(Box::new(s))?;
+    }
     let n_ids = events
         .iter()
         .map(|(i, _)| *i as usize + 1)
@@ -429,8 +471,9 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         .unwrap_or_default();
     let (ds, fin): (DrainStats, _) = drain.finish_with_env(env);
     let mut summary = Summary {
-        dir: Some(opt.dir.clone()),
+        dir: opt.dir.clone(),
         recorder: counters.last,
+        relay: relay_handle.map(|h| h.finish(faultline::relay::FINISH_TIMEOUT)),
         ..Summary::default()
     };
     summary.add_drain(&ds, &names);
@@ -503,11 +546,13 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         }
     }
     // The summary file is part of the trace directory's size.
-    let path = opt.dir.join(".faultline-summary.json");
-    if let Ok(j) = serde_json::to_string_pretty(&report) {
-        let _ = std::fs::write(&path, j);
+    if let Some(dir) = &opt.dir {
+        let path = dir.join(".faultline-summary.json");
+        if let Ok(j) = serde_json::to_string_pretty(&report) {
+            let _ = std::fs::write(&path, j);
+        }
+        report.summary.bytes_on_disk = session::bytes_on_disk(dir);
     }
-    report.summary.bytes_on_disk = session::bytes_on_disk(&opt.dir);
     Ok(report)
 }
 
@@ -743,9 +788,18 @@ valid packet; one line on stderr names each damaged CPU buffer); 1 when record c
 Whatever the program writes into the shared memory, record does not crash or hang."
 )]
 pub struct RecordArgs {
-    /// Trace directory (must not hold a trace)
-    #[arg(short = 'o', long = "output")]
-    pub output: PathBuf,
+    /// Trace directory (must not hold a trace); optional with --relay
+    #[arg(short = 'o', long = "output", required_unless_present = "relay")]
+    pub output: Option<PathBuf>,
+    /// Stream the trace to an lttng-relayd (LTTng's URL convention and default ports 5342 and
+    /// 5343); live viewers read it with babeltrace2 --input-format=lttng-live
+    /// net://HOST/host/HOSTNAME/SESSION. With -o the local trace is written too
+    #[arg(long, value_name = "net://HOST[:CTRL_PORT[:DATA_PORT]]")]
+    pub relay: Option<String>,
+    /// Session name on the relay (default auto-YYYYMMDD-HHMMSS; a given name gets the
+    /// creation date appended in the relay's output directory, as with LTTng)
+    #[arg(long, value_name = "NAME", requires = "relay")]
+    pub relay_session: Option<String>,
     /// Tracepoints to enable: glob,glob,-glob over provider:name
     #[arg(short = 'e', long, default_value = "*")]
     pub events: String,
@@ -791,8 +845,22 @@ pub fn main(a: &RecordArgs) -> i32 {
             return 2;
         }
     };
+    let relay = match &a.relay {
+        Some(u) => match faultline::relay::RelayOptions::parse(u) {
+            Ok(mut r) => {
+                r.session = a.relay_session.clone();
+                Some(r)
+            }
+            Err(e) => {
+                eprintln!("faultline record: {e}");
+                return 2;
+            }
+        },
+        None => None,
+    };
     let opt = RecordOptions {
         dir: a.output.clone(),
+        relay,
         cmd: a.cmd.clone(),
         events: a.events.clone(),
         policy,

@@ -33,6 +33,15 @@
 //! a record of an id not yet added is rejected like any undeclared id, so the caller must add a
 //! class before writing the first packet that holds one of its records.
 //!
+//! # Other destinations: a [`PacketSink`]
+//! [`TraceWriter::set_sink`] adds one more receiver of what the writer writes (the relay
+//! streamer of `faultline-relay`): the whole metadata text now and each time it changes, and
+//! every packet that passed the checks, exactly as written to the stream file (header with the
+//! patched `packet_size`, content, zero padding) — also when the local write failed, so a full
+//! disk does not cost the remote copy. [`TraceWriter::create_without_files`] makes a writer
+//! that checks packets and feeds its sink without writing any file (streaming only). A sink
+//! must not block: it is called on the consumer's thread.
+//!
 //! A rejected packet is not written and leaves the writer's state unchanged. A failed write
 //! (ENOSPC, EIO) is undone by truncating the file back to its previous length, so the stream
 //! stays readable; the error names the path.
@@ -64,9 +73,25 @@ pub struct WriterCounters {
     pub metadata_bytes: u64,
 }
 
+/// Receives the metadata and the packets a [`TraceWriter`] writes (module docs, "Other
+/// destinations"). Called on the consumer's thread: implementations must not block.
+pub trait PacketSink: Send {
+    /// The whole metadata text: once when the sink is set, then after each change.
+    fn metadata(&mut self, text: &str);
+    /// One checked packet of `cpu`, as written: `header` is its parsed header (with the
+    /// written `packet_size`), `bytes` the packet (header included, padded to 8 bytes).
+    fn packet(&mut self, cpu: u32, header: &PacketHeader, bytes: &[u8], events: u64);
+    /// The trace is finished: nothing follows.
+    fn finish(&mut self);
+    /// Every packet holding an event older than `ts` (trace clock) has been handed to the sink
+    /// (the consumer flushed at `ts` and took everything since). Live viewers may be told so.
+    fn flushed(&mut self, _ts: u64) {}
+}
+
 struct CpuStream {
     path: PathBuf,
-    file: File,
+    /// `None` for a writer without files.
+    file: Option<File>,
     len: u64,
     last: Option<PacketHeader>,
 }
@@ -84,6 +109,9 @@ pub struct TraceWriter {
     streams: BTreeMap<u32, CpuStream>,
     counters: WriterCounters,
     scratch: Vec<u8>,
+    /// Whether stream and metadata files are written ([`TraceWriter::create_without_files`]).
+    local: bool,
+    sink: Option<Box<dyn PacketSink>>,
 }
 
 /// The declared events by id: a dense table when the ids are small (always, for ids a
@@ -198,7 +226,50 @@ impl TraceWriter {
                 ..WriterCounters::default()
             },
             scratch: Vec::new(),
+            local: true,
+            sink: None,
         })
+    }
+
+    /// A writer that checks packets like [`TraceWriter::create`] but writes no file: what it
+    /// accepts goes to its sink only ([`TraceWriter::set_sink`]). `dir` is only a name.
+    pub fn create_without_files(dir: impl AsRef<Path>, desc: &TraceDesc) -> Result<TraceWriter> {
+        let text = metadata(desc)?;
+        Ok(TraceWriter {
+            dir: dir.as_ref().to_path_buf(),
+            desc: desc.clone(),
+            uuid: desc.uuid,
+            ids: IdSet::new(desc.events.iter().map(|(id, ev)| (*id, ev.fields))),
+            streams: BTreeMap::new(),
+            counters: WriterCounters {
+                metadata_bytes: text.len() as u64,
+                ..WriterCounters::default()
+            },
+            scratch: Vec::new(),
+            local: false,
+            sink: None,
+        })
+    }
+
+    /// Also send the metadata and every accepted packet to `sink` (module docs, "Other
+    /// destinations"); the current metadata goes to it now.
+    pub fn set_sink(&mut self, mut sink: Box<dyn PacketSink>) -> Result<()> {
+        sink.metadata(&metadata(&self.desc)?);
+        self.sink = Some(sink);
+        Ok(())
+    }
+
+    /// Tell the sink that every packet with an event older than `ts` has been written
+    /// ([`PacketSink::flushed`]).
+    pub fn flushed(&mut self, ts: u64) {
+        if let Some(s) = self.sink.as_mut() {
+            s.flushed(ts);
+        }
+    }
+
+    /// Whether stream files are written (false for [`TraceWriter::create_without_files`]).
+    pub fn writes_files(&self) -> bool {
+        self.local
     }
 
     /// Declare more events (module docs, "Event classes added while recording"): checked with
@@ -211,10 +282,15 @@ impl TraceWriter {
         let mut desc = self.desc.clone();
         desc.events.extend_from_slice(events);
         let text = metadata(&desc)?;
-        let path = self.dir.join("metadata");
-        let tmp = self.dir.join("metadata.tmp");
-        std::fs::write(&tmp, text.as_bytes()).map_err(|e| CtfError::io(&tmp, "write", e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| CtfError::io(&path, "replace", e))?;
+        if self.local {
+            let path = self.dir.join("metadata");
+            let tmp = self.dir.join("metadata.tmp");
+            std::fs::write(&tmp, text.as_bytes()).map_err(|e| CtfError::io(&tmp, "write", e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| CtfError::io(&path, "replace", e))?;
+        }
+        if let Some(s) = self.sink.as_mut() {
+            s.metadata(&text);
+        }
         for (id, ev) in events {
             self.ids.insert(*id, ev.fields);
         }
@@ -391,6 +467,9 @@ impl TraceWriter {
         out.extend_from_slice(&hdr.encode());
         out.extend_from_slice(packet.get(PACKET_HEADER_SIZE..content).unwrap_or(&[]));
         out.resize(rounded, 0);
+        if let Some(s) = self.sink.as_mut() {
+            s.packet(cpu, &hdr, &out, records);
+        }
         let r = self.append(cpu, &out);
         self.scratch = out;
         r?;
@@ -406,7 +485,11 @@ impl TraceWriter {
     fn append(&mut self, cpu: u32, bytes: &[u8]) -> Result<()> {
         if !self.streams.contains_key(&cpu) {
             let path = self.dir.join(format!("stream_{cpu}"));
-            let file = create_new(&path)?;
+            let file = if self.local {
+                Some(create_new(&path)?)
+            } else {
+                None
+            };
             self.streams.insert(
                 cpu,
                 CpuStream {
@@ -420,7 +503,11 @@ impl TraceWriter {
         let Some(s) = self.streams.get_mut(&cpu) else {
             return Ok(());
         };
-        match s.file.write_all(bytes) {
+        let Some(file) = s.file.as_mut() else {
+            s.len += bytes.len() as u64;
+            return Ok(());
+        };
+        match file.write_all(bytes) {
             Ok(()) => {
                 s.len += bytes.len() as u64;
                 Ok(())
@@ -428,8 +515,8 @@ impl TraceWriter {
             Err(e) => {
                 // Undo a partial write so the stream stays a sequence of whole packets.
                 use std::io::Seek;
-                let _ = s.file.set_len(s.len);
-                let _ = s.file.seek(std::io::SeekFrom::Start(s.len));
+                let _ = file.set_len(s.len);
+                let _ = file.seek(std::io::SeekFrom::Start(s.len));
                 Err(CtfError::io(&s.path, "write", e))
             }
         }
@@ -450,6 +537,22 @@ impl TraceWriter {
             .retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
         d.env.extra.extend(extra);
         let text = metadata(&d);
+        if let (Ok(t), Some(s)) = (&text, self.sink.as_mut()) {
+            s.metadata(t);
+        }
+        if !self.local {
+            return match text {
+                Ok(t) => {
+                    self.counters.metadata_bytes = t.len() as u64;
+                    self.desc = d;
+                    self.finish()
+                }
+                Err(e) => {
+                    self.finish()?;
+                    Err(e)
+                }
+            };
+        }
         let replaced = text.and_then(|text| {
             let tmp = self.dir.join("metadata.tmp");
             let meta = self.dir.join("metadata");
@@ -477,11 +580,18 @@ impl TraceWriter {
 
     /// Flush everything to stable storage (fsync of every file and of the directory) and
     /// return the final counters.
-    pub fn finish(self) -> Result<WriterCounters> {
+    pub fn finish(mut self) -> Result<WriterCounters> {
+        if let Some(s) = self.sink.as_mut() {
+            s.finish();
+        }
+        if !self.local {
+            return Ok(self.counters);
+        }
         for s in self.streams.values() {
-            s.file
-                .sync_all()
-                .map_err(|e| CtfError::io(&s.path, "fsync", e))?;
+            if let Some(f) = &s.file {
+                f.sync_all()
+                    .map_err(|e| CtfError::io(&s.path, "fsync", e))?;
+            }
         }
         let meta = self.dir.join("metadata");
         File::open(&meta)

@@ -251,6 +251,21 @@ impl LttngResult {
     }
 }
 
+/// One [`LttngBench::run_streamed`] measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamedRun {
+    /// The session name (the relay's directory is `HOST/SESSION-DATE/`).
+    pub session: String,
+    /// Events the program emitted (warm-up included).
+    pub events_emitted: u64,
+    /// Median over threads of the program's ns per timed event.
+    pub ns_per_event: f64,
+    /// From the program's start to the return of `lttng stop`.
+    pub wall: Duration,
+    /// Discarded events as `lttng list` reports them.
+    pub tracer_discarded: Option<u64>,
+}
+
 /// Knobs for [`LttngBench::with_options`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LttngOptions {
@@ -550,7 +565,7 @@ impl LttngBench {
             pace,
         );
         let destroyed = self.env.lttng(&["destroy", &session], t);
-        let (line, listing) = outcome?;
+        let (line, listing, _) = outcome?;
         destroyed?;
 
         let measured = self.measure(&trace_dir, pace.is_none());
@@ -615,7 +630,68 @@ impl LttngBench {
         })
     }
 
+    /// Like [`LttngBench::run`], but the session streams to an `lttng-relayd` at `url`
+    /// (`lttng create --set-url=URL`, live with `live_timer_us` when given) instead of
+    /// writing a local trace: LTTng's own consumer daemon sends the packets. Nothing is
+    /// measured on disk here (the trace is in the relay's output directory, under the
+    /// session name returned); the wall time runs from the program's start to the return of
+    /// `lttng stop`, which waits until the relay has every packet.
+    pub fn run_streamed(
+        &mut self,
+        kind: EventKind,
+        threads: usize,
+        events_per_thread: u64,
+        url: &str,
+        live_timer_us: Option<u32>,
+    ) -> Result<StreamedRun> {
+        if threads == 0 || threads > MAX_THREADS {
+            bail!("threads must be in 1..={MAX_THREADS}, got {threads}");
+        }
+        let warmup = self
+            .options
+            .warmup_per_thread
+            .unwrap_or_else(|| (events_per_thread / 10).min(10_000));
+        let emitted = events_per_thread
+            .checked_add(warmup)
+            .and_then(|e| e.checked_mul(threads as u64))
+            .context("event count overflows u64")?;
+        self.runs += 1;
+        let session = format!("faultline-bench-{}", self.runs);
+        let t = self.options.command_timeout;
+        let mut args = vec![
+            "create".to_string(),
+            session.clone(),
+            format!("--set-url={url}"),
+        ];
+        if let Some(l) = live_timer_us {
+            args.push(format!("--live={l}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.env.lttng(&args, t)?;
+        let outcome = self.traced_run(
+            &session,
+            kind,
+            threads,
+            events_per_thread,
+            warmup,
+            emitted,
+            None,
+        );
+        let destroyed = self.env.lttng(&["destroy", &session], t);
+        let (line, listing, wall) = outcome?;
+        destroyed?;
+        Ok(StreamedRun {
+            session,
+            events_emitted: emitted,
+            ns_per_event: median(&line.ns_per_event)
+                .context("benchmark program reported no threads")?,
+            wall,
+            tracer_discarded: listing.discarded_events,
+        })
+    }
+
     /// Channel, rule, start, program, stop, listing. The caller destroys the session.
+    /// Also returns the time from the program's start to the return of `lttng stop`.
     #[allow(clippy::too_many_arguments)]
     fn traced_run(
         &self,
@@ -626,7 +702,7 @@ impl LttngBench {
         warmup: u64,
         emitted: u64,
         pace: Option<f64>,
-    ) -> Result<(parse::ResultLine, parse::ChannelListing)> {
+    ) -> Result<(parse::ResultLine, parse::ChannelListing, Duration)> {
         let t = self.options.command_timeout;
         let session_arg = format!("--session={session}");
         self.env.lttng(
@@ -672,10 +748,12 @@ impl LttngBench {
             + Duration::from_millis(u64::from(reg_ms) * 2)
             + Duration::from_micros(emitted.saturating_mul(5))
             + Duration::from_millis(paced_ms);
+        let started = std::time::Instant::now();
         let program_run = run_command(&mut cmd, program_timeout, "benchmark program", capture);
 
         // Stop even if the program failed, so the destroy that follows is quick.
         let stopped = self.env.lttng(&["stop", session], t);
+        let wall = started.elapsed();
         let out = program_run?;
         stopped?;
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -699,7 +777,7 @@ impl LttngBench {
             .env
             .lttng(&["list", session, &channel_arg], t)
             .unwrap_or_default();
-        Ok((line, parse_channel_listing(&listing_text)))
+        Ok((line, parse_channel_listing(&listing_text), wall))
     }
 
     /// Sizes on disk and, with babeltrace2, event counts.

@@ -191,6 +191,9 @@ pub struct Drain {
     /// Where the next round-robin pass starts (index into the active CPUs).
     next: usize,
     classes: Option<Box<dyn ClassSource>>,
+    /// Clock reading taken just before the last periodic flush, until a poll finds nothing
+    /// left: then everything older has been written ([`TraceWriter::flushed`]).
+    flush_mark: Option<u64>,
 }
 
 impl Drain {
@@ -213,6 +216,7 @@ impl Drain {
             kept: BTreeMap::new(),
             next: 0,
             classes: None,
+            flush_mark: None,
         }
     }
 
@@ -288,9 +292,17 @@ impl Drain {
     pub fn poll(&mut self) -> u64 {
         self.refresh_classes();
         if self.last_flush.elapsed() >= self.cfg.flush_interval {
+            let now = faultline_ringbuf::clock::now(self.chan.clock().kind);
             self.flush(false);
+            self.flush_mark = Some(now);
         }
-        self.take_round(self.cfg.batch.max(1))
+        let n = self.take_round(self.cfg.batch.max(1));
+        if n == 0 {
+            if let Some(t) = self.flush_mark.take() {
+                self.writer.flushed(t);
+            }
+        }
+        n
     }
 
     /// Sleep until a sub-buffer is delivered or the timeout passes.

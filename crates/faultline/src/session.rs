@@ -36,6 +36,7 @@
 //! | `events` | used; else `FAULTLINE_EVENTS`; else `*` | `FAULTLINE_EVENTS` (`record --events`, default `*`); else the builder's |
 //! | `max_restarts` | used | used |
 //! | `flush_interval`, `verbose` | the consumer thread's | no effect (`record` is the consumer) |
+//! | `relay`, `relay_session` | streamed by the consumer thread ([`crate::relay`]) | ignored: `record --relay` |
 //!   While attached, a reporter thread sends the session's recorder counters as
 //!   `recorder_stats` lines ([`crate::schema_pipe::StatsMessage`]) every [`STATS_INTERVAL`]
 //!   when they changed (so a killed program still leaves its last counts), and once more with
@@ -252,6 +253,10 @@ pub enum SessionError {
     /// The embedded consumer thread panicked.
     #[error("the consumer thread panicked")]
     DrainPanicked,
+    /// The relay cannot be reached or refused the session (and there is no local output
+    /// directory to fall back on).
+    #[error("{0}")]
+    Relay(String),
 }
 
 /// Session options. See [`Session::builder`].
@@ -267,6 +272,8 @@ pub struct SessionBuilder {
     events: Option<String>,
     buffer_index: Option<BufferIndex>,
     drain: DrainConfig,
+    relay: Option<String>,
+    relay_session: Option<String>,
     /// Which of the settings `faultline record` owns were set by the program.
     explicit: Explicit,
 }
@@ -293,6 +300,8 @@ impl Default for SessionBuilder {
             events: None,
             buffer_index: None,
             drain: DrainConfig::default(),
+            relay: None,
+            relay_session: None,
             explicit: Explicit::default(),
         }
     }
@@ -360,6 +369,20 @@ impl SessionBuilder {
         self.drain.flush_interval = d;
         self
     }
+    /// Stream the trace to an `lttng-relayd` at `url` (`net://HOST[:CTRL_PORT[:DATA_PORT]]`,
+    /// [`crate::relay`]). Without [`SessionBuilder::output_dir`] no local trace is written; with
+    /// it, both. A relay that cannot be reached makes `start` fail — or, with an output
+    /// directory, prints a warning and records locally only.
+    pub fn relay(mut self, url: impl Into<String>) -> Self {
+        self.relay = Some(url.into());
+        self
+    }
+    /// Session name on the relay (default `auto-YYYYMMDD-HHMMSS`; a given name gets the
+    /// creation date appended in the relay's directory, as with LTTng).
+    pub fn relay_session(mut self, name: impl Into<String>) -> Self {
+        self.relay_session = Some(name.into());
+        self
+    }
     /// Whether the consumer prints errors on stderr as they happen (default true).
     pub fn verbose(mut self, v: bool) -> Self {
         self.drain.verbose = v;
@@ -395,11 +418,23 @@ impl SessionBuilder {
     }
 
     fn start_embedded(self) -> Result<Session, SessionError> {
+        let relay_opts = match &self.relay {
+            Some(u) => {
+                let mut o = crate::relay::RelayOptions::parse(u).map_err(SessionError::Config)?;
+                o.session = self.relay_session.clone();
+                Some(o)
+            }
+            None => None,
+        };
+        // Streaming only: no local files unless a directory was given.
+        let local = self.dir.is_some() || relay_opts.is_none();
         let dir = self
             .dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("faultline-trace-{}", std::process::id())));
-        check_trace_dir(&dir)?;
+        if local {
+            check_trace_dir(&dir)?;
+        }
         let defaults = ChannelConfig::default();
         let index = match (self.buffer_index, std::env::var(ENV_BUFFERS).ok()) {
             (Some(i), _) => i,
@@ -425,6 +460,17 @@ impl SessionBuilder {
             ..defaults
         };
         let chan = Arc::new(Channel::create(&cfg)?);
+        let relay = match &relay_opts {
+            Some(o) => match crate::relay::connect(o, &chan, self.drain.flush_interval) {
+                Ok(r) => Some(r),
+                Err(e) if local => {
+                    eprintln!("faultline: {e}; recording locally only");
+                    None
+                }
+                Err(e) => return Err(SessionError::Relay(e.to_string())),
+            },
+            None => None,
+        };
         let late = Arc::new(Mutex::new(Vec::new()));
         let late2 = late.clone();
         let (all, listener) = faultline_tracepoints::subscribe(Arc::new(move |tp| {
@@ -445,7 +491,21 @@ impl SessionBuilder {
             },
             events: events.clone(),
         };
-        let writer = match TraceWriter::create(&dir, &desc) {
+        let created = if local {
+            TraceWriter::create(&dir, &desc)
+        } else {
+            TraceWriter::create_without_files(&dir, &desc)
+        };
+        let (relay_sink, relay_handle) = match relay {
+            Some((s, h)) => (Some(s), Some(h)),
+            None => (None, None),
+        };
+        let writer = match created.and_then(|mut w| {
+            if let Some(s) = relay_sink {
+                w.set_sink(Box::new(s))?;
+            }
+            Ok(w)
+        }) {
             Ok(w) => w,
             Err(e) => {
                 faultline_tracepoints::unsubscribe(listener);
@@ -490,7 +550,8 @@ impl SessionBuilder {
                 events,
                 listener: Some(listener),
                 kind: Kind::Embedded {
-                    dir,
+                    dir: local.then_some(dir),
+                    relay: relay_handle,
                     stop,
                     final_env,
                     thread: Some(thread),
@@ -661,6 +722,11 @@ impl SessionBuilder {
             out.push(format!(
                 "copy strategy {} is replaced by record's {policy} (--strategy)",
                 self.policy
+            ));
+        }
+        if let Some(u) = &self.relay {
+            out.push(format!(
+                "relay {u} is ignored: record streams the trace (--relay)"
             ));
         }
         if let Some(e) = &self.events {
@@ -919,7 +985,10 @@ fn block_sigpipe() {
 
 enum Kind {
     Embedded {
-        dir: PathBuf,
+        /// `None` when streaming only.
+        dir: Option<PathBuf>,
+        /// The relay the trace is streamed to.
+        relay: Option<crate::relay::RelayHandle>,
         stop: Arc<AtomicBool>,
         /// `env` entries for the metadata when the trace is finished (the recorder counters).
         final_env: Arc<Mutex<Vec<(String, EnvValue)>>>,
@@ -1011,6 +1080,9 @@ pub struct Summary {
     pub bytes_on_disk: u64,
     /// What the embedded consumer did, when known.
     pub drain: Option<DrainStats>,
+    /// What the relay got, when the trace was streamed ([`crate::relay`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<crate::relay::RelayStats>,
     /// What the ring buffers are indexed by: `"cpu"` or `"cid"` (concurrency id); `per_cpu`
     /// is then keyed by that.
     pub buffer_index: String,
@@ -1122,6 +1194,9 @@ impl Summary {
             w(self.lost_total()),
             w(self.not_written)
         );
+        if let Some(r) = &self.relay {
+            let _ = writeln!(out, "  {}", r.line());
+        }
         if !self.events.is_empty() {
             let _ = writeln!(out, "  per tracepoint:");
             for (name, n) in &self.events {
@@ -1269,7 +1344,7 @@ impl Session {
     /// The trace directory (embedded sessions).
     pub fn dir(&self) -> Option<&Path> {
         match self.inner.as_ref().map(|i| &i.kind) {
-            Some(Kind::Embedded { dir, .. }) => Some(dir),
+            Some(Kind::Embedded { dir, .. }) => dir.as_deref(),
             _ => None,
         }
     }
@@ -1318,6 +1393,7 @@ impl Session {
             }
             Kind::Embedded {
                 dir,
+                relay,
                 stop,
                 final_env,
                 thread,
@@ -1331,8 +1407,13 @@ impl Session {
                     Some(Ok((ds, fin))) => {
                         sum.add_drain(&ds, &names);
                         sum.add_channel(&inner.chan);
-                        sum.dir = Some(dir.clone());
-                        sum.bytes_on_disk = bytes_on_disk(dir);
+                        if let Some(dir) = dir {
+                            sum.dir = Some(dir.clone());
+                            sum.bytes_on_disk = bytes_on_disk(dir);
+                        }
+                        if let Some(h) = relay.take() {
+                            sum.relay = Some(h.finish(crate::relay::FINISH_TIMEOUT));
+                        }
                         if let Err(e) = fin {
                             // fsync failed: report it with the rest of the summary.
                             let msg = format!("finishing the trace: {e}");

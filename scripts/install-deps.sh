@@ -4,7 +4,8 @@
 # chromium (headless) for the timeline page's browser tests and scripts/timeline-screenshot.sh
 # (those tests install their Node.js packages, playwright-core and speedscope, into the build
 # directory with npm, and skip with a message where Chromium or npm is missing); strace and
-# ltrace, which the record --libc tests and `faultline bench --libc` compare against.
+# ltrace, which the record --libc tests and `faultline bench --libc` compare against; iproute2
+# (ip netns, tc) for the relay tests that simulate several hosts and a slow link.
 #
 # Idempotent and non-interactive. Runs apt-get update only when a package is
 # missing. Uses sudo only when not already root. Exits 0 when everything is present.
@@ -12,7 +13,7 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(babeltrace2 lttng-tools liblttng-ust-dev gcc libc6-dev pkg-config chromium strace ltrace)
+PACKAGES=(babeltrace2 lttng-tools liblttng-ust-dev gcc libc6-dev pkg-config chromium strace ltrace iproute2)
 
 is_installed() {
     local status

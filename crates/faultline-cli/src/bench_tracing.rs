@@ -283,6 +283,8 @@ impl TracingRuns {
                 bytes_per_event: None,
                 vs_floor: None,
                 lttng_ratio: None,
+                stream_bytes_per_event: None,
+                consumer_ns_per_event: None,
             });
             let slot = match (c.side, c.ev, c.threads) {
                 (Side::Faultline, Ev::Int, 1) => &mut b.tracing_int_ns,

@@ -35,6 +35,8 @@ pub struct DemoOptions {
     pub threads: Option<usize>,
     /// Loop iterations per thread (each emits 2-4 events).
     pub iterations: u64,
+    /// Ring buffers per CPU or per concurrency id (default: the session's default).
+    pub buffers: Option<faultline::BufferIndex>,
 }
 
 impl Default for DemoOptions {
@@ -43,6 +45,7 @@ impl Default for DemoOptions {
             dir: None,
             threads: None,
             iterations: 5_000,
+            buffers: None,
         }
     }
 }
@@ -127,7 +130,11 @@ pub fn run(opt: &DemoOptions) -> anyhow::Result<Summary> {
     let ncpu = cpus.len().max(1);
     let threads = opt.threads.unwrap_or((2 * ncpu + 2).max(6));
     let bad = Arc::new(BadMemory::new()?);
-    let session = Session::builder()
+    let mut builder = Session::builder();
+    if let Some(b) = opt.buffers {
+        builder = builder.buffer_index(b);
+    }
+    let session = builder
         .output_dir(&dir)
         .subbuf_size(256 * 1024)
         .num_subbuf(8)
@@ -325,6 +332,11 @@ pub struct DemoArgs {
     /// Print the summary as JSON
     #[arg(long)]
     pub json: bool,
+    /// Ring buffers: per-cpu, or per-cid (one per concurrency id of the process: memory follows
+    /// the threads actually running, not the CPU count). Default: per-cid where the kernel
+    /// supports it (rseq mm_cid, Linux 6.3+), else per-cpu; FAULTLINE_BUFFERS sets it too
+    #[arg(long, value_parser = faultline::session::parse_buffer_index)]
+    pub buffers: Option<faultline::BufferIndex>,
 }
 
 /// Entry point of `faultline demo`; returns the exit status.
@@ -333,6 +345,7 @@ pub fn main(a: &DemoArgs) -> i32 {
         dir: a.output.clone(),
         threads: a.threads,
         iterations: a.iterations,
+        buffers: a.buffers,
     };
     match run(&opt) {
         Ok(s) => {

@@ -654,7 +654,7 @@ impl<W: Write> Exporter<W> {
 /// Export the selected part of the trace in `args.dir` to `w`.
 pub fn run(args: &ExportArgs, w: impl Write) -> Result<ExportCounts, CmdError> {
     let input = Input::open(&args.dir, &args.select, "export")?;
-    let freq = input.trace.clock().freq_hz;
+    let freq = input.trace.clock_freq_hz();
     let mut ex = Exporter {
         out: Out {
             w,

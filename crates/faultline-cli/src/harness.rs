@@ -235,3 +235,110 @@ where
         timed: iters * threads as u64,
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// CPU time of another thread of this process
+
+/// The thread ids of this process's threads named `name` (`/proc/self/task/*/comm`).
+pub fn threads_named(name: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let tid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (comm.trim_end() == name).then_some(tid)
+    })
+    .collect()
+}
+
+/// CPU time (user + system, ns) of thread `tid` of this process so far, from its CPU-time
+/// clock: the same accounting `getrusage(RUSAGE_THREAD)` reports on that thread, readable
+/// from any thread of the process. `None` once the thread has exited.
+pub fn thread_cpu_ns(tid: i32) -> Option<u64> {
+    // The kernel's per-thread CPU clock id: !tid << 3 | CPUCLOCK_PERTHREAD (4) |
+    // CPUCLOCK_SCHED (2), what glibc's pthread_getcpuclockid builds.
+    let clock = ((!tid) << 3) | 6;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid, writable timespec; a stale clock id fails with EINVAL, nothing else.
+    let r = unsafe { libc::clock_gettime(clock as libc::clockid_t, &mut ts) };
+    (r == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// Follows one thread's CPU time until it exits: [`CpuWatch::start`] before the thread is
+/// told to finish, [`CpuWatch::finish`] after it has been joined. A helper thread samples
+/// the clock every 100 µs while the watched thread lives, so the final figure misses at
+/// most the last 100 µs of its CPU time.
+pub struct CpuWatch {
+    handle: std::thread::JoinHandle<u64>,
+}
+
+impl CpuWatch {
+    /// Watch `tid` (its CPU time so far is read at once).
+    pub fn start(tid: i32) -> CpuWatch {
+        let first = thread_cpu_ns(tid).unwrap_or(0);
+        let handle = std::thread::spawn(move || {
+            let mut last = first;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while let Some(v) = thread_cpu_ns(tid) {
+                last = v;
+                if Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            last
+        });
+        CpuWatch { handle }
+    }
+
+    /// The watched thread's CPU time, ns, at its last sample (call after it has exited).
+    pub fn finish(self) -> u64 {
+        self.handle.join().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::*;
+
+    #[test]
+    fn thread_cpu_follows_a_named_thread_until_it_exits() {
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let (burned, burned_rx) = std::sync::mpsc::channel::<()>();
+        let h = std::thread::Builder::new()
+            .name("cpuwatch-test".into())
+            .spawn(move || {
+                // Burn 30 ms of CPU (by this thread's own clock), then wait to be told to exit.
+                // SAFETY: gettid has no preconditions.
+                let me = unsafe { libc::gettid() };
+                let mut x = 0u64;
+                while thread_cpu_ns(me).unwrap_or(u64::MAX) < 30_000_000 {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                let _ = burned.send(());
+                let _ = wait.recv();
+            })
+            .unwrap();
+        let tid = loop {
+            if let [tid] = threads_named("cpuwatch-test")[..] {
+                break tid;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        burned_rx.recv().unwrap();
+        let watch = CpuWatch::start(tid);
+        go.send(()).unwrap();
+        h.join().unwrap();
+        let ns = watch.finish();
+        // At least the 30 ms of spinning, and not absurd.
+        assert!((30_000_000..10_000_000_000).contains(&ns), "{ns}");
+        // Gone: no clock any more (tids are not reused this fast).
+        assert_eq!(thread_cpu_ns(tid), None);
+        assert!(threads_named("cpuwatch-test").is_empty());
+    }
+}

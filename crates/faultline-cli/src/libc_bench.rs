@@ -210,6 +210,9 @@ pub fn run(opt: &LibcBenchOptions) -> anyhow::Result<LibcBenchReport> {
                 .chain([format!("count={count}")])
                 .collect(),
         ),
+        // What `record --libc` costs a program that does nothing: its fixed cost (start, TSC
+        // calibration, channel, the preload's constructor, the /proc scan, fsync).
+        ("true (fixed cost)".into(), vec!["true".into()]),
         (
             "find /usr -type f".into(),
             vec!["find".into(), "/usr".into(), "-type".into(), "f".into()],

@@ -103,6 +103,25 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Throughput through one lttng-relayd on loopback (events/s, packets/s, MB/s):
+    /// faultline's streamer next to LTTng's own consumer, same workload, same relay
+    RelayBench {
+        /// Writer threads per side
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Events per thread per round
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        /// Rounds (both sides each round, alternating which goes first)
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Skip the LTTng side
+        #[arg(long)]
+        no_lttng: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmark tracepoints against the floor (rdtsc, clock_gettime, a copy) and LTTng-UST,
     /// rseq and atomic paths, 1 and 2 threads; with --study, the copy-strategy study.
     Bench {
@@ -124,6 +143,16 @@ enum Cmd {
         /// Skip the LTTng-UST side
         #[arg(long)]
         no_lttng: bool,
+        /// Skip the lossless-rate search (Session and LTTng-UST, about 2-3 minutes in a full
+        /// run; a few seconds with --quick)
+        #[arg(long)]
+        no_lossless: bool,
+        /// Seconds per step of the lossless-rate search (default 5; --quick 0.1)
+        #[arg(long)]
+        lossless_secs: Option<f64>,
+        /// Skip the Tracy client rows
+        #[arg(long)]
+        no_tracy: bool,
         /// Run the copy-strategy study instead (reserve-copy-commit, bounce, prefault-restart)
         #[arg(long)]
         study: bool,
@@ -222,6 +251,26 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Cmd::RelayBench {
+            threads,
+            events,
+            rounds,
+            no_lttng,
+            json,
+        } => {
+            let o = faultline_cli::relay_bench::RelayBenchOptions {
+                threads,
+                events,
+                rounds,
+                no_lttng,
+            };
+            let r = faultline_cli::relay_bench::run(&o)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                faultline_cli::relay_bench::print(&r);
+            }
+        }
         Cmd::Bench {
             rounds,
             iters,
@@ -229,6 +278,9 @@ fn main() -> anyhow::Result<()> {
             json,
             lttng_events,
             no_lttng,
+            no_lossless,
+            lossless_secs,
+            no_tracy,
             study,
             libc,
         } => {
@@ -265,6 +317,12 @@ fn main() -> anyhow::Result<()> {
             opt.iters = iters.unwrap_or(opt.iters);
             opt.lttng_events = lttng_events.unwrap_or(opt.lttng_events);
             opt.lttng = !no_lttng;
+            opt.tracy = !no_tracy;
+            if no_lossless {
+                opt.lossless = None;
+            } else if let (Some(l), Some(secs)) = (opt.lossless.as_mut(), lossless_secs) {
+                l.step_secs = secs;
+            }
             let rep = bench::run(&opt)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);

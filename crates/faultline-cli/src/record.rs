@@ -39,6 +39,11 @@
 //!    (`faultline stats` shows them) and the report; fsync, summary (also saved as
 //!    `DIR/.faultline-summary.json`; the leading dot keeps CTF readers away from it).
 //!
+//! `record` never sleeps for a fixed time: it waits on the program's exit (a pidfd), on the
+//! pipe and on the channel's wake-up word, with timeouts only as backstops
+//! ([`crate::record_wait`]), so a program that runs for milliseconds is traced in about as
+//! much wall time.
+//!
 //! # Exit status
 //! The program's status (128 + N if it was killed by signal N) — except **3** when that is 0
 //! but the trace is incomplete because the program damaged the shared buffers (one line per
@@ -85,7 +90,10 @@ const PIPE_GRACE: Duration = Duration::from_secs(1);
 /// Options of `faultline record`.
 #[derive(Debug, Clone)]
 pub struct RecordOptions {
-    pub dir: PathBuf,
+    /// Local trace directory (`None`: streamed to the relay only).
+    pub dir: Option<PathBuf>,
+    /// Stream to an `lttng-relayd` too (`--relay`).
+    pub relay: Option<faultline::relay::RelayOptions>,
     pub cmd: Vec<OsString>,
     pub events: String,
     pub policy: Policy,
@@ -150,7 +158,11 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     if opt.cmd.is_empty() {
         bail!("no command given (usage: faultline record -o DIR -- CMD [ARGS])");
     }
-    faultline::session::check_trace_dir(&opt.dir)?;
+    if let Some(d) = &opt.dir {
+        faultline::session::check_trace_dir(d)?;
+    } else if opt.relay.is_none() {
+        bail!("no output: give -o DIR, --relay URL, or both");
+    }
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error()).context("becoming a child subreaper");
@@ -165,6 +177,31 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         ..ChannelConfig::default()
     };
     let chan = Arc::new(Channel::create(&cfg).context("creating the channel")?);
+    // The relay is reached before the program starts: unreachable is an error at once (or,
+    // with -o, a warning and a local recording).
+    let relay = match &opt.relay {
+        Some(r) => match faultline::relay::connect(r, &chan, DrainConfig::default().flush_interval)
+        {
+            Ok((sink, handle)) => {
+                let st = handle.stats();
+                eprintln!(
+                    "faultline record: streaming to {} as {}/{} (live: babeltrace2 \
+                     --input-format=lttng-live {})",
+                    r.url,
+                    st.hostname,
+                    st.relay_path.rsplit('/').next().unwrap_or(""),
+                    faultline::relay::live_url(&r.url, &st)
+                );
+                Some((sink, handle))
+            }
+            Err(e) if opt.dir.is_some() => {
+                eprintln!("faultline record: warning: {e}; recording locally only");
+                None
+            }
+            Err(e) => bail!("{e}"),
+        },
+        None => None,
+    };
     let chan_fd = chan.fd().as_raw_fd();
     let chan_id = fd_id(chan_fd).context("fstat of the channel")?;
     let chan_file =
@@ -181,6 +218,8 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     // the reader also runs all the time).
     // SAFETY: fcntl on a descriptor we own.
     unsafe { libc::fcntl(fds[0], libc::F_SETPIPE_SZ, 1 << 20) };
+    // A second handle on the pipe for polling (the reader goes to the drain).
+    let pipe_watch = crate::record_wait::dup(fds[0]).context("schema pipe")?;
     let mut reader = schema_pipe::Reader::new(File::from(rd)).context("schema pipe")?;
     // Ctrl-C goes to the whole foreground group: let the program decide, and keep recording
     // until it is gone. A handler (not SIG_IGN) so that the child gets the default back at exec.
@@ -227,6 +266,8 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         .with_context(|| format!("cannot run {:?}", opt.cmd[0]))?;
     drop(wr);
     let pid = child.id();
+    // Readable once the program has exited (None: fall back to timeouts).
+    let pidfd = crate::record_wait::pidfd_open(pid);
 
     let tty = opt.progress && std::io::stderr().is_terminal();
     let started = Instant::now();
@@ -238,7 +279,17 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let mut early: Vec<Message> = Vec::new();
     // Phase 1: wait for the schema (or the end of the program).
     loop {
-        reader.wait(Duration::from_millis(20));
+        // Until a message, the end of the pipe or the program's exit (timeouts are backstops).
+        let mut watch = vec![pipe_watch.as_raw_fd()];
+        let timeout = match (&pidfd, exited_at) {
+            (_, Some(t)) => PIPE_GRACE.saturating_sub(t.elapsed()),
+            (Some(p), None) => {
+                watch.push(p.as_raw_fd());
+                Duration::from_secs(1)
+            }
+            (None, None) => Duration::from_millis(20),
+        };
+        crate::record_wait::poll_readable(&watch, Some(timeout));
         let (msgs, errs) = reader.read_available();
         notes.extend(errs);
         let mut it = msgs.into_iter();
@@ -309,8 +360,18 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         env: env_desc(&procname, &opt.policy.to_string(), chan.mode()),
         events: events.clone(),
     };
-    let writer = TraceWriter::create(&opt.dir, &desc)
-        .with_context(|| format!("creating the trace in {}", opt.dir.display()))?;
+    let (relay_sink, relay_handle) = match relay {
+        Some((s, h)) => (Some(s), Some(h)),
+        None => (None, None),
+    };
+    let mut writer = match &opt.dir {
+        Some(d) => TraceWriter::create(d, &desc)
+            .with_context(|| format!("creating the trace in {}", d.display()))?,
+        None => TraceWriter::create_without_files("relay", &desc)?,
+    };
+    if let Some(s) = relay_sink {
+        writer.set_sink(Box::new(s))?;
+    }
     let mut drain = Drain::new(chan.clone(), writer, DrainConfig::default());
     // Run-time classes: the rest of the pipe (and what came with the schema).
     let mut classes = PipeClasses::new(reader, events.iter().map(|(i, _)| *i));
@@ -318,7 +379,10 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let counters = classes.counters();
     drain.set_class_source(Box::new(classes));
 
-    // Phase 2: drain while the program runs.
+    // Phase 2: drain while the program runs; its exit interrupts the drain's sleep.
+    let exit_wake = pidfd
+        .as_ref()
+        .and_then(|p| crate::record_wait::ExitWake::start(chan.clone(), p).ok());
     let mut last_print = Instant::now();
     let mut last_bytes = 0u64;
     let status = loop {
@@ -350,6 +414,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             last_bytes = bytes;
         }
     };
+    drop(exit_wake);
     if tty {
         eprintln!();
     }
@@ -362,7 +427,10 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             break;
         }
         drop(c);
-        std::thread::sleep(Duration::from_millis(10));
+        crate::record_wait::poll_readable(
+            &[pipe_watch.as_raw_fd()],
+            Some(PIPE_GRACE.saturating_sub(grace.elapsed())),
+        );
     }
     // Take what is complete, then recover what dead writers held.
     while drain.poll() > 0 {}
@@ -400,8 +468,9 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         .unwrap_or_default();
     let (ds, fin): (DrainStats, _) = drain.finish_with_env(env);
     let mut summary = Summary {
-        dir: Some(opt.dir.clone()),
+        dir: opt.dir.clone(),
         recorder: counters.last,
+        relay: relay_handle.map(|h| h.finish(faultline::relay::FINISH_TIMEOUT)),
         ..Summary::default()
     };
     summary.add_drain(&ds, &names);
@@ -474,11 +543,13 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         }
     }
     // The summary file is part of the trace directory's size.
-    let path = opt.dir.join(".faultline-summary.json");
-    if let Ok(j) = serde_json::to_string_pretty(&report) {
-        let _ = std::fs::write(&path, j);
+    if let Some(dir) = &opt.dir {
+        let path = dir.join(".faultline-summary.json");
+        if let Ok(j) = serde_json::to_string_pretty(&report) {
+            let _ = std::fs::write(&path, j);
+        }
+        report.summary.bytes_on_disk = session::bytes_on_disk(dir);
     }
-    report.summary.bytes_on_disk = session::bytes_on_disk(&opt.dir);
     Ok(report)
 }
 
@@ -620,22 +691,30 @@ impl Holders {
 /// A process that exits during the scan is not counted. Unreadable processes outside `me`'s
 /// tree are not counted (see the module docs for what that misses).
 pub fn channel_holders(proc_root: &Path, dev: u64, ino: u64, me: u32) -> std::io::Result<Holders> {
-    let mut parent: BTreeMap<u32, u32> = BTreeMap::new();
     let mut pids = Vec::new();
     for e in std::fs::read_dir(proc_root)? {
         let Ok(e) = e else { continue };
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        if let Some(pp) = read_ppid(&e.path()) {
-            parent.insert(pid, pp);
-        }
         if pid != me {
             pids.push(pid);
         }
     }
     pids.sort_unstable();
-    let descends = |mut p: u32| {
+    // The parent links are only needed when some process cannot be read: read them then
+    // (one `stat` per process is a third of the scan's system calls).
+    let mut parent: Option<BTreeMap<u32, u32>> = None;
+    let parents = || -> BTreeMap<u32, u32> {
+        let mut m = BTreeMap::new();
+        for &pid in pids.iter().chain([&me]) {
+            if let Some(pp) = read_ppid(&proc_root.join(pid.to_string())) {
+                m.insert(pid, pp);
+            }
+        }
+        m
+    };
+    let descends = |parent: &BTreeMap<u32, u32>, mut p: u32| {
         let mut seen = BTreeSet::new();
         while let Some(&pp) = parent.get(&p) {
             if pp == me {
@@ -649,14 +728,15 @@ pub fn channel_holders(proc_root: &Path, dev: u64, ino: u64, me: u32) -> std::io
         false
     };
     let mut h = Holders::default();
-    for pid in pids {
+    for &pid in &pids {
         let dir = proc_root.join(pid.to_string());
         match holds(&dir, dev, ino) {
             Ok(true) => h.certain.push(pid),
             Ok(false) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // exited meanwhile
             Err(e) => {
-                if descends(pid) {
+                let parent = parent.get_or_insert_with(parents);
+                if descends(parent, pid) {
                     h.unknown.push((pid, e.to_string()));
                 }
             }
@@ -705,9 +785,18 @@ valid packet; one line on stderr names each damaged CPU buffer); 1 when record c
 Whatever the program writes into the shared memory, record does not crash or hang."
 )]
 pub struct RecordArgs {
-    /// Trace directory (must not hold a trace)
-    #[arg(short = 'o', long = "output")]
-    pub output: PathBuf,
+    /// Trace directory (must not hold a trace); optional with --relay
+    #[arg(short = 'o', long = "output", required_unless_present = "relay")]
+    pub output: Option<PathBuf>,
+    /// Stream the trace to an lttng-relayd (LTTng's URL convention and default ports 5342 and
+    /// 5343); live viewers read it with babeltrace2 --input-format=lttng-live
+    /// net://HOST/host/HOSTNAME/SESSION. With -o the local trace is written too
+    #[arg(long, value_name = "net://HOST[:CTRL_PORT[:DATA_PORT]]")]
+    pub relay: Option<String>,
+    /// Session name on the relay (default auto-YYYYMMDD-HHMMSS; a given name gets the
+    /// creation date appended in the relay's output directory, as with LTTng)
+    #[arg(long, value_name = "NAME", requires = "relay")]
+    pub relay_session: Option<String>,
     /// Tracepoints to enable: glob,glob,-glob over provider:name
     #[arg(short = 'e', long, default_value = "*")]
     pub events: String,
@@ -753,8 +842,22 @@ pub fn main(a: &RecordArgs) -> i32 {
             return 2;
         }
     };
+    let relay = match &a.relay {
+        Some(u) => match faultline::relay::RelayOptions::parse(u) {
+            Ok(mut r) => {
+                r.session = a.relay_session.clone();
+                Some(r)
+            }
+            Err(e) => {
+                eprintln!("faultline record: {e}");
+                return 2;
+            }
+        },
+        None => None,
+    };
     let opt = RecordOptions {
         dir: a.output.clone(),
+        relay,
         cmd: a.cmd.clone(),
         events: a.events.clone(),
         policy,

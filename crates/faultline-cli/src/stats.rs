@@ -11,12 +11,14 @@
 //! `lost_total`, `lost_full`, `lost_stalled`, `lost_too_big`, `lost_packets`,
 //! `packets_before_first`, `packets`, `remote_commits`, `truncated_events`, `truncated_bytes`, `events`, `cpus`,
 //! `per_cpu`, `first_ts`, `last_ts`, `span_ns`, `bytes_on_disk`, `recorder`) plus `trace`,
-//! `clock_freq_hz`, `span_s` and `events_per_sec` (`null` when the span is 0). `recorder` holds
+//! `clock_freq_hz`, `span_s`, `events_per_sec` (`null` when the span is 0) and `buffers`
+//! (`"cpu"`, or `"cid"` when the streams are per concurrency id: then `per_cpu` and `cpus` are
+//! keyed by concurrency id). `recorder` holds
 //! the traced program's recorder counters carried by the trace (events, faulted events and
 //! bytes, per copy strategy events/restarts/fallbacks, and their source), or `null` for a trace
 //! without them.
 
-use crate::view::{open_trace, CmdError};
+use crate::view::{open_traces, CmdError};
 use faultline_ctf::Stats;
 use serde::Serialize;
 use std::io::{BufWriter, Write};
@@ -42,7 +44,9 @@ span); and the size of the trace on disk. --json prints the same as one JSON obj
 events_total, lost_total, lost_full, lost_stalled, lost_too_big, lost_packets, \
 packets_before_first, packets, remote_commits, truncated_events, truncated_bytes, events, cpus, \
 per_cpu, first_ts, last_ts, span_ns, span_s, events_per_sec, bytes_on_disk, clock_freq_hz, trace, \
-recorder). With the trace's recorder counters (written by faultline record and by sessions), it \
+recorder, buffers). A trace recorded with one ring buffer per concurrency id (faultline sessions \
+where the kernel supports it, --buffers per-cid) says buffers = cid, and the per-buffer table is \
+headed cid instead of cpu. With the trace's recorder counters (written by faultline record and by sessions), it \
 also shows how many events the recorder committed, how many were faulted (read from bad memory, \
 zero-filled) and how many went through each copy strategy, with restarts and fallbacks. The \
 whole trace is checked on the way: a corrupted trace is an error, not a partial count.",
@@ -73,22 +77,103 @@ pub struct Report {
     pub span_s: f64,
     /// `events_total / span_s`; `None` when the span is 0.
     pub events_per_sec: Option<f64>,
+    /// What the streams (and `per_cpu` keys) are indexed by: `"cpu"`, or `"cid"` when the
+    /// trace was recorded with one buffer per concurrency id of the traced process (metadata
+    /// env `faultline_buffers`).
+    pub buffers: String,
 }
 
-/// Compute the report of the trace in `dir`.
+/// `"cid"` when the metadata's env block says the buffers were per concurrency id, else
+/// `"cpu"` (other producers, and faultline traces from before the key existed).
+fn buffers_of(dir: &std::path::Path) -> String {
+    let key = format!("{} = \"cid\"", faultline::session::ENV_KEY_BUFFERS);
+    let cid = std::fs::read(dir.join("metadata"))
+        .map(|m| m.windows(key.len()).any(|w| w == key.as_bytes()))
+        .unwrap_or(false);
+    if cid { "cid" } else { "cpu" }.to_string()
+}
+
+/// Compute the report of the trace in `dir`. A directory holding several traces (LTTng's
+/// per-UID and per-PID traces, several sessions) reports them added up: counts and maps
+/// summed, per-CPU rows merged by CPU number, and the times (`first_ts`, `last_ts`) in
+/// nanoseconds since the Unix epoch (`clock_freq_hz` 1000000000) so that the span covers all.
 pub fn report(dir: &std::path::Path) -> Result<Report, CmdError> {
-    let trace = open_trace(dir)?;
-    let stats = trace.stats()?;
+    let traces = open_traces(dir)?;
+    let mut stats = Stats::default();
+    let mut freq = traces.first().map_or(1_000_000_000, |t| t.clock_freq_hz());
+    if let [one] = traces.as_slice() {
+        stats = one.stats()?;
+    } else {
+        freq = 1_000_000_000;
+        let mut first: Option<i128> = None;
+        let mut last: Option<i128> = None;
+        for t in &traces {
+            let s = t.stats()?;
+            if let Some(f) = s.first_ts.map(|x| t.wall_ns(x)) {
+                first = Some(first.map_or(f, |a| a.min(f)));
+            }
+            if let Some(l) = s.last_ts.map(|x| t.wall_ns(x)) {
+                last = Some(last.map_or(l, |a| a.max(l)));
+            }
+            add_stats(&mut stats, s);
+        }
+        let clamp = |x: i128| x.clamp(0, i128::from(u64::MAX)) as u64;
+        stats.first_ts = first.map(clamp);
+        stats.last_ts = last.map(clamp);
+        stats.span_ns = match (first, last) {
+            (Some(f), Some(l)) => clamp(l - f),
+            _ => 0,
+        };
+    }
     let span_s = stats.span_ns as f64 / 1e9;
     let events_per_sec =
         (stats.span_ns > 0).then(|| stats.events_total as f64 * 1e9 / stats.span_ns as f64);
     Ok(Report {
+        buffers: buffers_of(traces.first().map_or(dir, |t| t.dir())),
         trace: dir.display().to_string(),
-        clock_freq_hz: trace.clock_freq_hz(),
+        clock_freq_hz: freq,
         stats,
         span_s,
         events_per_sec,
     })
+}
+
+/// Add the counts of `s` to `acc` (times and span are the caller's).
+fn add_stats(acc: &mut Stats, s: Stats) {
+    acc.events_total += s.events_total;
+    acc.lost_total += s.lost_total;
+    acc.lost_full += s.lost_full;
+    acc.lost_stalled += s.lost_stalled;
+    acc.lost_too_big += s.lost_too_big;
+    acc.lost_packets += s.lost_packets;
+    acc.packets_before_first += s.packets_before_first;
+    acc.packets += s.packets;
+    acc.remote_commits += s.remote_commits;
+    acc.truncated_events += s.truncated_events;
+    acc.truncated_bytes += s.truncated_bytes;
+    acc.bytes_on_disk += s.bytes_on_disk;
+    for (k, v) in s.events {
+        *acc.events.entry(k).or_insert(0) += v;
+    }
+    for (k, v) in s.cpus {
+        *acc.cpus.entry(k).or_insert(0) += v;
+    }
+    for (k, c) in s.per_cpu {
+        let a = acc.per_cpu.entry(k).or_default();
+        a.events += c.events;
+        a.packets += c.packets;
+        a.lost_packets += c.lost_packets;
+        a.packets_before_first += c.packets_before_first;
+        a.lost.events_discarded += c.lost.events_discarded;
+        a.lost.lost_full += c.lost.lost_full;
+        a.lost.lost_stalled += c.lost.lost_stalled;
+        a.lost.lost_too_big += c.lost.lost_too_big;
+        a.remote_commits += c.remote_commits;
+        a.bytes += c.bytes;
+    }
+    if acc.recorder.is_none() {
+        acc.recorder = s.recorder;
+    }
 }
 
 /// `n` bytes in a human unit.
@@ -113,11 +198,16 @@ pub fn write_text(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "trace       {}", r.trace)?;
     writeln!(
         out,
-        "size        {} on disk ({} bytes), {} packets on {} CPUs",
+        "size        {} on disk ({} bytes), {} packets on {} {}",
         human_bytes(s.bytes_on_disk),
         s.bytes_on_disk,
         s.packets,
-        s.per_cpu.len()
+        s.per_cpu.len(),
+        if r.buffers == "cid" {
+            "concurrency-id buffers"
+        } else {
+            "CPUs"
+        }
     )?;
     match (s.first_ts, s.last_ts) {
         (Some(a), Some(b)) => writeln!(
@@ -175,7 +265,14 @@ pub fn write_text(r: &Report, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
         "\n{:>4}  {:>12}  {:>8}  {:>10}  {:>10}  {:>10}  {:>12}  {:>12}",
-        "cpu", "events", "packets", "lost full", "stalled", "too big", "lost packets", "bytes"
+        r.buffers.as_str(),
+        "events",
+        "packets",
+        "lost full",
+        "stalled",
+        "too big",
+        "lost packets",
+        "bytes"
     )?;
     for (cpu, c) in &s.per_cpu {
         writeln!(

@@ -429,7 +429,7 @@ pub fn summarize(args: &TimelineArgs) -> Result<Summary, CmdError> {
     let remote_commits = sum(|l| l.remote_commits);
     Ok(Summary {
         trace: args.dir.display().to_string(),
-        clock_freq_hz: input.trace.clock().freq_hz,
+        clock_freq_hz: input.trace.clock_freq_hz(),
         span_ns: input.ticks_to_ns_f64(i128::from(span_ticks)),
         axis_from_start_ns: input.ticks_to_ns_f64(lo as i128 - input.start as i128),
         nbins: args.bins,

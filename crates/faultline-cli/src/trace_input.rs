@@ -18,8 +18,11 @@
 //! `@TICKS`. A packet is kept when its CPU is selected and its `[timestamp_begin,
 //! timestamp_end]` meets the time range (the `--event` globs do not apply to packets).
 
-use crate::view::{one_line, open_trace, trace_start, CmdError, TimePoint};
-use faultline_ctf::{glob_match, AnyTrace, Filter, Trace};
+use crate::view::{one_line, open_trace, CmdError, TimePoint};
+use faultline_ctf::general::format::push_item_value;
+use faultline_ctf::general::layout::display_name;
+use faultline_ctf::general::{CtfEvent, EventScope, Item};
+use faultline_ctf::{glob_match, AnyTrace, Filter};
 use faultline_schema::FieldValue;
 use std::path::Path;
 
@@ -42,9 +45,10 @@ pub struct SelectArgs {
     pub to: Option<TimePoint>,
 }
 
-/// An opened trace and what was selected of it.
+/// An opened trace (faultline's or any CTF 1.8 trace: see [`AnyTrace`]) and what was
+/// selected of it.
 pub struct Input {
-    pub trace: Trace,
+    pub trace: AnyTrace,
     /// The trace start: timestamp of the first event over all CPUs (0 without events).
     pub start: u64,
     filter: Filter,
@@ -53,24 +57,19 @@ pub struct Input {
 impl Input {
     /// Open the trace in `dir` and resolve the selection. `cmd` names the command in notes.
     pub fn open(dir: &Path, sel: &SelectArgs, cmd: &str) -> Result<Input, CmdError> {
-        let trace = match open_trace(dir)? {
-            AnyTrace::Faultline(t) => t,
-            AnyTrace::Ctf(_) => {
-                return Err(CmdError::Trace(format!(
-                    "{}: not a faultline trace: `faultline {cmd}` reads faultline's own traces \
-                     (`faultline view` and `stats` read any CTF 1.8 trace)",
-                    dir.display()
-                )))
-            }
+        let trace = open_trace(dir)?;
+        let start = match &trace {
+            AnyTrace::Faultline(t) => crate::view::trace_start(t)?,
+            AnyTrace::Ctf(t) => crate::view::ctf_trace_start(t)?,
         };
-        let start = trace_start(&trace)?;
+        let _ = cmd;
         let at = |p: TimePoint| match p {
             TimePoint::Ticks(t) => t,
             TimePoint::SinceStart(ns) => start.saturating_add(trace.ns_to_ticks(ns)),
         };
         let mut filter = Filter::default().time(sel.from.map(at), sel.to.map(at));
         for g in &sel.events {
-            if !trace.schema().events.iter().any(|e| glob_match(g, &e.name)) {
+            if !trace.event_names().iter().any(|n| glob_match(g, n)) {
                 eprintln!(
                     "faultline {cmd}: note: no event of this trace matches `{}`",
                     one_line(g)
@@ -88,19 +87,33 @@ impl Input {
         })
     }
 
-    /// The CPUs that have a stream file and are selected, ascending.
+    /// The CPUs that have a stream file and are selected, ascending (for a foreign trace, the
+    /// `cpu_id` of each stream file's first packet, or the file's index without one).
     pub fn cpus(&self) -> Vec<u32> {
-        self.trace
-            .streams()
-            .iter()
-            .map(|s| s.cpu)
+        let all: Vec<u32> = match &self.trace {
+            AnyTrace::Faultline(t) => t.streams().iter().map(|s| s.cpu).collect(),
+            AnyTrace::Ctf(t) => {
+                let mut v: Vec<u32> = (0..t.streams().len())
+                    .filter_map(|i| t.packets(i).next().and_then(|p| p.ok()).map(|p| p.cpu))
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            }
+        };
+        all.into_iter()
             .filter(|c| self.filter.cpus.as_ref().is_none_or(|s| s.contains(c)))
             .collect()
     }
 
+    /// Clock frequency of the timestamps.
+    pub fn clock_freq_hz(&self) -> u64 {
+        self.trace.clock_freq_hz()
+    }
+
     /// Clock ticks to nanoseconds, as a float (for display).
     pub fn ticks_to_ns_f64(&self, ticks: i128) -> f64 {
-        ticks as f64 * 1e9 / self.trace.clock().freq_hz.max(1) as f64
+        ticks as f64 * 1e9 / self.trace.clock_freq_hz().max(1) as f64
     }
 }
 
@@ -146,16 +159,114 @@ pub struct Ev<'a> {
     pub fields: Fields<'a>,
 }
 
-/// The `(name, value)` fields of an [`Ev`] in declaration order, decoded on demand
-/// (clone it to walk them again).
+/// The `(name, value)` fields of an [`Ev`] in declaration order (clone it to walk them
+/// again): decoded on demand for faultline's traces; for other CTF traces the top-level
+/// payload fields, a struct, variant or array other than bytes as its text in babeltrace2's
+/// syntax.
 #[derive(Clone)]
-pub struct Fields<'a>(faultline_ctf::reader::EventFields<'a, 'a>);
+pub struct Fields<'a>(FieldsInner<'a>);
+
+#[derive(Clone)]
+enum FieldsInner<'a> {
+    Faultline(faultline_ctf::reader::EventFields<'a, 'a>),
+    Ctf(std::slice::Iter<'a, (&'a str, FieldValue<'a>)>),
+}
 
 impl<'a> Iterator for Fields<'a> {
     type Item = (&'a str, FieldValue<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.0.next()
+        match &mut self.0 {
+            FieldsInner::Faultline(f) => f.next(),
+            FieldsInner::Ctf(f) => f.next().copied(),
+        }
+    }
+}
+
+/// What a top-level payload field of a foreign event becomes (see [`ctf_fields`]).
+enum CtfField {
+    Value(FieldValue<'static>),
+    Text(std::ops::Range<usize>),
+    Str(std::ops::Range<usize>),
+    Bytes(std::ops::Range<usize>),
+}
+
+/// The top-level payload fields of `ev` as (name, value); compound values are rendered into
+/// `arena`, which the returned values borrow with the event.
+fn ctf_fields<'a>(ev: &CtfEvent<'a>, arena: &mut String, spec: &mut Vec<(&'a str, CtfField)>) {
+    arena.clear();
+    spec.clear();
+    let items = ev.scope_items(EventScope::Payload);
+    let plan = ev.trace.plan();
+    let name_of = |it: &Item| -> &'a str {
+        it.node()
+            .and_then(|n| ev.trace.plan().nodes.get(n as usize))
+            .map_or("", |n| display_name(&n.name))
+    };
+    let mut i = 1; // past the payload struct's Begin
+    while i < items.len() && items[i] != Item::End {
+        let it = items[i];
+        let name = name_of(&it);
+        let field = match it {
+            Item::U(_, v) => {
+                i += 1;
+                CtfField::Value(FieldValue::U(v))
+            }
+            Item::I(_, v) => {
+                i += 1;
+                CtfField::Value(FieldValue::I(v))
+            }
+            Item::F(_, v) => {
+                i += 1;
+                CtfField::Value(FieldValue::F(v))
+            }
+            Item::Str(_, a, b) => {
+                i += 1;
+                CtfField::Str(a as usize..b as usize)
+            }
+            Item::Ints(n, start, len)
+                if start % 8 == 0
+                    && ev.int_at(n, start, 0).is_none_or(|e| {
+                        e.node()
+                            .and_then(|e| plan.nodes.get(e as usize))
+                            .is_some_and(|e| {
+                                matches!(
+                                    e.kind,
+                                    faultline_ctf::general::layout::Kind::Int { size: 8, .. }
+                                )
+                            })
+                    }) =>
+            {
+                i += 1;
+                let a = (start / 8) as usize;
+                CtfField::Bytes(a..a.saturating_add(len as usize))
+            }
+            _ => {
+                let a = arena.len();
+                push_item_value(arena, ev, items, &mut i);
+                CtfField::Text(a..arena.len())
+            }
+        };
+        spec.push((name, field));
+    }
+}
+
+/// [`ctf_fields`] as borrowed [`FieldValue`]s.
+fn ctf_values<'a>(
+    ev: &CtfEvent<'a>,
+    arena: &'a str,
+    spec: &[(&'a str, CtfField)],
+    out: &mut Vec<(&'a str, FieldValue<'a>)>,
+) {
+    out.clear();
+    for (name, f) in spec {
+        let v = match f {
+            CtfField::Value(v) => *v,
+            CtfField::Text(r) => FieldValue::Str(arena.get(r.clone()).unwrap_or("").as_bytes()),
+            CtfField::Str(r) => FieldValue::Str(ev.text().get(r.clone()).unwrap_or(&[])),
+            CtfField::Bytes(r) => FieldValue::Bytes(ev.packet().get(r.clone()).unwrap_or(&[])),
+        };
+        out.push((name, v));
     }
 }
 
@@ -165,31 +276,66 @@ pub fn packets(
     input: &Input,
     mut on_packet: impl FnMut(&PacketMark) -> Result<(), CmdError>,
 ) -> Result<(), CmdError> {
-    let trace = &input.trace;
     let f = &input.filter;
-    for s in trace.streams() {
-        if f.cpus.as_ref().is_some_and(|c| !c.contains(&s.cpu)) {
-            continue;
-        }
-        for p in trace.packets(s) {
-            let p = p?;
-            let h = &p.header;
-            if f.ts_min.is_some_and(|m| h.timestamp_end < m)
-                || f.ts_max.is_some_and(|m| h.timestamp_begin > m)
-            {
-                continue;
+    let keep = |cpu: u32, b: u64, e: u64| {
+        f.cpus.as_ref().is_none_or(|c| c.contains(&cpu))
+            && f.ts_min.is_none_or(|m| e >= m)
+            && f.ts_max.is_none_or(|m| b <= m)
+    };
+    match &input.trace {
+        AnyTrace::Faultline(trace) => {
+            for s in trace.streams() {
+                if f.cpus.as_ref().is_some_and(|c| !c.contains(&s.cpu)) {
+                    continue;
+                }
+                for p in trace.packets(s) {
+                    let p = p?;
+                    let h = &p.header;
+                    if !keep(p.cpu, h.timestamp_begin, h.timestamp_end) {
+                        continue;
+                    }
+                    on_packet(&PacketMark {
+                        cpu: p.cpu,
+                        seq: h.packet_seq_num,
+                        ts_begin: h.timestamp_begin,
+                        ts_end: h.timestamp_end,
+                        lost_full: p.discarded.lost_full,
+                        lost_stalled: p.discarded.lost_stalled,
+                        lost_too_big: p.discarded.lost_too_big,
+                        lost_packets: p.lost_packets,
+                        remote_commits: p.remote_commits,
+                    })?;
+                }
             }
-            on_packet(&PacketMark {
-                cpu: p.cpu,
-                seq: h.packet_seq_num,
-                ts_begin: h.timestamp_begin,
-                ts_end: h.timestamp_end,
-                lost_full: p.discarded.lost_full,
-                lost_stalled: p.discarded.lost_stalled,
-                lost_too_big: p.discarded.lost_too_big,
-                lost_packets: p.lost_packets,
-                remote_commits: p.remote_commits,
-            })?;
+        }
+        AnyTrace::Ctf(trace) => {
+            // Other tracers give no cause: their discarded events count as "buffer full" (the
+            // only cause LTTng has in discard mode). A stream's first packet's sequence number
+            // is not a loss (as for faultline traces and babeltrace2).
+            for i in 0..trace.streams().len() {
+                let mut first = true;
+                for p in trace.packets(i) {
+                    let p = p?;
+                    let lost_packets = if first { 0 } else { p.lost_packets };
+                    first = false;
+                    let b = p.ts_begin.unwrap_or(0);
+                    let e = p.ts_end.unwrap_or(b);
+                    if !keep(p.cpu, b, e) {
+                        continue;
+                    }
+                    on_packet(&PacketMark {
+                        cpu: p.cpu,
+                        seq: p.seq.unwrap_or(0),
+                        ts_begin: b,
+                        ts_end: e,
+                        lost_full: p.discarded,
+                        lost_stalled: 0,
+                        lost_too_big: 0,
+                        lost_packets,
+                        remote_commits: 0,
+                    })?;
+                }
+            }
         }
     }
     Ok(())
@@ -201,15 +347,37 @@ pub fn events(
     input: &Input,
     mut on_event: impl FnMut(&Ev<'_>) -> Result<(), CmdError>,
 ) -> Result<(), CmdError> {
-    let mut events = input.trace.events(&input.filter);
-    while let Some(ev) = events.next_ref() {
-        let ev = ev?;
-        on_event(&Ev {
-            ts: ev.ts,
-            cpu: ev.cpu,
-            name: ev.name,
-            fields: Fields(ev.fields()),
-        })?;
+    match &input.trace {
+        AnyTrace::Faultline(trace) => {
+            let mut events = trace.events(&input.filter);
+            while let Some(ev) = events.next_ref() {
+                let ev = ev?;
+                on_event(&Ev {
+                    ts: ev.ts,
+                    cpu: ev.cpu,
+                    name: ev.name,
+                    fields: Fields(FieldsInner::Faultline(ev.fields())),
+                })?;
+            }
+        }
+        AnyTrace::Ctf(trace) => {
+            let mut events = trace.events(&input.filter);
+            let mut arena = String::new();
+            while let Some(ev) = events.next_event() {
+                let ev = ev?;
+                // Per event (they borrow the event): small, the fields of one event.
+                let mut spec = Vec::new();
+                let mut values = Vec::new();
+                ctf_fields(&ev, &mut arena, &mut spec);
+                ctf_values(&ev, &arena, &spec, &mut values);
+                on_event(&Ev {
+                    ts: ev.ts,
+                    cpu: ev.cpu,
+                    name: ev.name,
+                    fields: Fields(FieldsInner::Ctf(values.iter())),
+                })?;
+            }
+        }
     }
     Ok(())
 }

@@ -25,7 +25,11 @@
 
 use faultline_ctf::format::push_event_ref;
 use faultline_ctf::general::{push_ctf_event, CtfTrace};
-use faultline_ctf::{find_traces, glob_match, AnyTrace, CtfError, Filter, TimeMode, Trace};
+use faultline_ctf::{
+    discard_stream_path, find_traces, glob_match, AnyTrace, CtfError, Discard, DiscardKind,
+    Discards, Filter, TimeMode, Trace,
+};
+use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -90,8 +94,31 @@ pub fn one_line(s: &str) -> String {
 
 /// Open the trace in `dir` with the reader that fits it ([`AnyTrace`]), with clear errors for
 /// what is not a trace directory at all. A directory without `metadata` that holds exactly one
-/// trace directory below it (as LTTng's session directories do) opens that one.
+/// trace directory below it (as LTTng's session directories do) opens that one; one that holds
+/// several is an error here (see [`open_traces`]).
 pub fn open_trace(dir: &Path) -> Result<AnyTrace, CmdError> {
+    let mut all = open_traces(dir)?;
+    if all.len() > 1 {
+        return Err(CmdError::Trace(format!(
+            "{}: holds {} traces ({}, {}, ...): give one of them",
+            dir.display(),
+            all.len(),
+            all[0].dir().display(),
+            all[1].dir().display()
+        )));
+    }
+    all.pop().ok_or_else(|| {
+        CmdError::Trace(format!(
+            "{}: not a faultline or CTF trace: no such file",
+            dir.join("metadata").display()
+        ))
+    })
+}
+
+/// Open every trace in `dir`: the directory itself when it holds `metadata`, else every trace
+/// directory below it ([`find_traces`]: LTTng's `ust/uid/1000/64-bit`, per-PID traces, several
+/// sessions), sorted by path; at least one.
+pub fn open_traces(dir: &Path) -> Result<Vec<AnyTrace>, CmdError> {
     let md =
         std::fs::metadata(dir).map_err(|e| CmdError::Trace(format!("{}: {e}", dir.display())))?;
     if !md.is_dir() {
@@ -103,22 +130,18 @@ pub fn open_trace(dir: &Path) -> Result<AnyTrace, CmdError> {
     let meta = dir.join("metadata");
     if std::fs::symlink_metadata(&meta).is_err() {
         let found = find_traces(dir);
-        return match found.as_slice() {
-            [one] => Ok(AnyTrace::open(one)?),
-            [] => Err(CmdError::Trace(format!(
+        if found.is_empty() {
+            return Err(CmdError::Trace(format!(
                 "{}: not a faultline or CTF trace: no such file",
                 meta.display()
-            ))),
-            [a, b, ..] => Err(CmdError::Trace(format!(
-                "{}: holds {} traces ({}, {}, ...): give one of them",
-                dir.display(),
-                found.len(),
-                a.display(),
-                b.display()
-            ))),
-        };
+            )));
+        }
+        return found
+            .iter()
+            .map(|d| AnyTrace::open(d).map_err(CmdError::from))
+            .collect();
     }
-    Ok(AnyTrace::open(dir)?)
+    Ok(vec![AnyTrace::open(dir)?])
 }
 
 /// A point in time given on the command line (see the module docs).
@@ -256,26 +279,155 @@ pub fn ctf_trace_start(trace: &CtfTrace) -> Result<u64, CtfError> {
     }
 }
 
-/// Print the events selected by `args` to `out`; returns how many were printed.
-pub fn run(args: &ViewArgs, out: &mut impl Write) -> Result<u64, CmdError> {
-    let any = open_trace(&args.dir)?;
+/// The events of one trace being merged into the output, with its discard notices.
+struct Source<'t> {
+    trace: &'t AnyTrace,
+    events: SourceEvents<'t>,
+    notices: Discards<'t>,
+    /// The line of the current event (valid when `key` is `Some`).
+    line: String,
+    key: Option<i128>,
+}
+
+enum SourceEvents<'t> {
+    Faultline(faultline_ctf::Events<'t>),
+    Ctf(faultline_ctf::general::CtfEvents<'t>),
+}
+
+/// How times are printed and events ordered: one trace is ordered by its clock ticks; several
+/// traces by nanoseconds since the Unix epoch (each trace's clock and offsets applied), and
+/// their relative times count from the earliest first event of all of them.
+#[derive(Clone, Copy)]
+struct Clocking {
+    multi: bool,
+    mode: TimeMode,
+    /// Several traces, relative display: the start in nanoseconds since the epoch.
+    t0_ns: Option<i128>,
+}
+
+impl Clocking {
+    fn key(&self, t: &AnyTrace, ts: u64) -> i128 {
+        if self.multi {
+            t.wall_ns(ts)
+        } else {
+            i128::from(ts)
+        }
+    }
+
+    fn push_time(&self, out: &mut String, t: &AnyTrace, ts: u64) {
+        match self.t0_ns {
+            Some(t0) => {
+                let ns = t.wall_ns(ts) - t0;
+                let a = ns.unsigned_abs();
+                let sign = if ns < 0 { "-" } else { "+" };
+                let _ = write!(out, "{sign}{}.{:09}", a / 1_000_000_000, a % 1_000_000_000);
+            }
+            None => t.push_time(out, ts, self.mode),
+        }
+    }
+}
+
+impl Source<'_> {
+    /// Move to the next event and render its line; `key` is `None` at the end.
+    fn advance(&mut self, clk: &Clocking) -> Result<(), CmdError> {
+        self.line.clear();
+        let mode = if clk.t0_ns.is_some() {
+            TimeMode::Ticks
+        } else {
+            clk.mode
+        };
+        let ts = match (&mut self.events, self.trace) {
+            (SourceEvents::Faultline(ev), AnyTrace::Faultline(t)) => match ev.next_ref() {
+                Some(e) => {
+                    let e = e?;
+                    push_event_ref(&mut self.line, t, &e, mode);
+                    Some(e.ts)
+                }
+                None => None,
+            },
+            (SourceEvents::Ctf(ev), AnyTrace::Ctf(t)) => match ev.next_event() {
+                Some(e) => {
+                    let e = e?;
+                    push_ctf_event(&mut self.line, t, &e, mode);
+                    Some(e.ts)
+                }
+                None => None,
+            },
+            _ => None,
+        };
+        self.key = ts.map(|ts| clk.key(self.trace, ts));
+        if let (Some(ts), Some(_)) = (ts, clk.t0_ns) {
+            // Replace the tick count between the brackets by the time since the start.
+            if let Some(close) = self.line.find(']') {
+                let mut time = String::with_capacity(24);
+                clk.push_time(&mut time, self.trace, ts);
+                self.line.replace_range(1..close, &time);
+            }
+        }
+        Ok(())
+    }
+
+    fn notice_key(&mut self, clk: &Clocking) -> Result<Option<i128>, CmdError> {
+        Ok(self.notices.peek_begin()?.map(|b| clk.key(self.trace, b)))
+    }
+}
+
+/// The line `view` prints on stderr for a discard notice (see [`faultline_ctf::discards`]).
+fn notice_line(out: &mut String, t: &AnyTrace, d: &Discard, clk: &Clocking) {
+    out.push_str("faultline view: warning: the tracer ");
+    let _ = match d.kind {
+        DiscardKind::Events => write!(
+            out,
+            "discarded {} event{}",
+            d.count,
+            if d.count == 1 { "" } else { "s" }
+        ),
+        DiscardKind::Packets => write!(
+            out,
+            "discarded {} packet{}",
+            d.count,
+            if d.count == 1 { "" } else { "s" }
+        ),
+        DiscardKind::MaybeEvents => write!(out, "may have discarded events"),
+    };
+    out.push_str(" between [");
+    clk.push_time(out, t, d.begin);
+    out.push_str("] and [");
+    clk.push_time(out, t, d.end);
+    let _ = write!(
+        out,
+        "] on cpu {} (stream {})",
+        d.cpu,
+        discard_stream_path(t, d).display()
+    );
+}
+
+/// Print the events selected by `args` to `out`, and the tracer's discarded-events and
+/// discarded-packets notices to `err` at their place among the events (`out` is flushed before
+/// each notice, so that both show in order on a terminal or in `2>&1`); returns how many
+/// events were printed. A directory holding several traces is read as one: their events are
+/// merged by time (nanoseconds since the epoch).
+pub fn run(args: &ViewArgs, out: &mut impl Write, err: &mut impl Write) -> Result<u64, CmdError> {
+    let traces = open_traces(&args.dir)?;
+    let multi = traces.len() > 1;
     let relative = args.time == TimeDisplay::Relative
         || matches!(args.from, Some(TimePoint::SinceStart(_)))
         || matches!(args.to, Some(TimePoint::SinceStart(_)));
-    let t0 = if !relative {
-        0
-    } else {
-        match &any {
-            AnyTrace::Faultline(t) => trace_start(t)?,
-            AnyTrace::Ctf(t) => ctf_trace_start(t)?,
-        }
-    };
-    let at = |p: TimePoint| match p {
-        TimePoint::Ticks(t) => t,
-        TimePoint::SinceStart(ns) => t0.saturating_add(any.ns_to_ticks(ns)),
-    };
-    let mut filter = Filter::default().time(args.from.map(at), args.to.map(at));
-    let names = any.event_names();
+    // The trace start: first event of each trace (ticks), and over all (ns since the epoch).
+    let mut firsts = Vec::with_capacity(traces.len());
+    for t in &traces {
+        firsts.push(if relative { first_ts(t)? } else { None });
+    }
+    let t0_ns = traces
+        .iter()
+        .zip(&firsts)
+        .filter_map(|(t, f)| f.map(|ts| t.wall_ns(ts)))
+        .min()
+        .unwrap_or(0);
+    let mut names: Vec<&str> = Vec::new();
+    for t in &traces {
+        names.extend(t.event_names());
+    }
     for g in &args.events {
         if !names.iter().any(|n| glob_match(g, n)) {
             eprintln!(
@@ -283,51 +435,119 @@ pub fn run(args: &ViewArgs, out: &mut impl Write) -> Result<u64, CmdError> {
                 one_line(g)
             );
         }
-        filter = filter.name(g);
     }
-    if !args.cpus.is_empty() {
-        filter = filter.cpus(args.cpus.iter().copied());
-    }
-    let mode = match args.time {
-        TimeDisplay::Relative => TimeMode::RelativeTo(t0),
-        TimeDisplay::Raw => TimeMode::Ticks,
-        TimeDisplay::Wall => TimeMode::Wall,
+    let clk = Clocking {
+        multi,
+        mode: match args.time {
+            TimeDisplay::Relative => {
+                TimeMode::RelativeTo(firsts.first().copied().flatten().unwrap_or(0))
+            }
+            TimeDisplay::Raw => TimeMode::Ticks,
+            TimeDisplay::Wall => TimeMode::Wall,
+        },
+        t0_ns: (multi && args.time == TimeDisplay::Relative).then_some(t0_ns),
     };
-    let mut line = String::with_capacity(256);
+    let mut sources = Vec::with_capacity(traces.len());
+    for (t, first) in traces.iter().zip(&firsts) {
+        let at = |p: TimePoint| match p {
+            TimePoint::Ticks(x) => x,
+            TimePoint::SinceStart(ns) if multi => {
+                t.ticks_at_wall(t0_ns.saturating_add(i128::from(ns)))
+            }
+            TimePoint::SinceStart(ns) => first.unwrap_or(0).saturating_add(t.ns_to_ticks(ns)),
+        };
+        let mut filter = Filter::default().time(args.from.map(at), args.to.map(at));
+        for g in &args.events {
+            filter = filter.name(g);
+        }
+        if !args.cpus.is_empty() {
+            filter = filter.cpus(args.cpus.iter().copied());
+        }
+        let events = match t {
+            AnyTrace::Faultline(tr) => SourceEvents::Faultline(tr.events(&filter)),
+            AnyTrace::Ctf(tr) => SourceEvents::Ctf(tr.events(&filter)),
+        };
+        let notices = t.discards(filter.cpus.clone(), filter.ts_min, filter.ts_max);
+        let mut s = Source {
+            trace: t,
+            events,
+            notices,
+            line: String::with_capacity(256),
+            key: None,
+        };
+        s.advance(&clk)?;
+        sources.push(s);
+    }
     let mut n = 0u64;
-    match &any {
-        AnyTrace::Faultline(trace) => {
-            let mut events = trace.events(&filter);
-            while let Some(ev) = events.next_ref() {
-                let ev = ev?;
-                line.clear();
-                push_event_ref(&mut line, trace, &ev, mode);
-                line.push('\n');
-                out.write_all(line.as_bytes()).map_err(CmdError::Output)?;
-                n += 1;
+    let mut note = String::new();
+    loop {
+        // The source with the earliest event (ties: the first trace).
+        let mut best: Option<(i128, usize)> = None;
+        for (i, s) in sources.iter().enumerate() {
+            if let Some(k) = s.key {
+                if best.is_none_or(|(b, _)| k < b) {
+                    best = Some((k, i));
+                }
             }
         }
-        AnyTrace::Ctf(trace) => {
-            let mut events = trace.events(&filter);
-            while let Some(ev) = events.next_event() {
-                let ev = ev?;
-                line.clear();
-                push_ctf_event(&mut line, trace, &ev, mode);
-                line.push('\n');
-                out.write_all(line.as_bytes()).map_err(CmdError::Output)?;
-                n += 1;
+        // Notices that begin at or before that event (all of them after the last event): a
+        // notice's range begins at the end of the previous packet of its stream, which is also
+        // where the next packet and its first event may begin; babeltrace2 prints it first.
+        loop {
+            let mut first: Option<(i128, usize)> = None;
+            for (i, s) in sources.iter_mut().enumerate() {
+                if let Some(k) = s.notice_key(&clk)? {
+                    if first.is_none_or(|(b, _)| k < b) {
+                        first = Some((k, i));
+                    }
+                }
             }
+            let Some((k, i)) = first else { break };
+            if best.is_some_and(|(b, _)| k > b) {
+                break;
+            }
+            let s = &mut sources[i];
+            let Some(d) = s.notices.next().transpose()? else {
+                break;
+            };
+            note.clear();
+            notice_line(&mut note, s.trace, &d, &clk);
+            note.push('\n');
+            out.flush().map_err(CmdError::Output)?;
+            // stderr going away is no reason to stop printing the events.
+            let _ = err.write_all(note.as_bytes());
         }
+        let Some((_, i)) = best else { break };
+        let s = &mut sources[i];
+        s.line.push('\n');
+        out.write_all(s.line.as_bytes()).map_err(CmdError::Output)?;
+        n += 1;
+        s.advance(&clk)?;
     }
     out.flush().map_err(CmdError::Output)?;
     Ok(n)
+}
+
+/// Timestamp of the first event of `t` (before any filter).
+fn first_ts(t: &AnyTrace) -> Result<Option<u64>, CtfError> {
+    Ok(match t {
+        AnyTrace::Faultline(t) => match t.events(&Filter::default()).next_ref() {
+            Some(e) => Some(e?.ts),
+            None => None,
+        },
+        AnyTrace::Ctf(t) => match t.events(&Filter::default()).next_event() {
+            Some(e) => Some(e?.ts),
+            None => None,
+        },
+    })
 }
 
 /// `faultline view`: run on stdout, report errors; returns the exit code.
 pub fn main(args: &ViewArgs) -> i32 {
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-    let r = run(args, &mut out);
+    let mut err = std::io::stderr();
+    let r = run(args, &mut out, &mut err);
     // Events printed before an error are flushed before the error line; a flush failure
     // (closed pipe) is the output's problem, reported below only if nothing else failed.
     let flushed = out.flush();

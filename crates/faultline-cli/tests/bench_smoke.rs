@@ -120,7 +120,86 @@ fn bench_quick_json_has_every_field() {
         let x = num(&v, key);
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");
     }
-    // Six core targets, plus two per tracing row (1 and 2 threads, int and int+string).
+    // Issue 11: bytes per event on disk, consumer CPU per event, lossless rates, Tracy rows.
+    for key in ["int_bytes", "string_bytes", "consumer_ns_per_event"] {
+        let x = num(&v, key);
+        assert!(x.is_finite() && x > 0.0, "{key} = {x}");
+    }
+    // A string event is bigger than an int event, and neither is below its payload.
+    assert!(num(&v, "int_bytes") >= 8.0);
+    assert!(num(&v, "string_bytes") > num(&v, "int_bytes"));
+    let lttng_ran = !v["lttng_int_ns"].is_null();
+    for key in ["lttng_int_bytes", "lttng_string_bytes"] {
+        let f = v.get(key).unwrap_or_else(|| panic!("missing field {key}"));
+        if lttng_ran {
+            assert!(f.as_f64().is_some_and(|x| x > 0.0), "{key}: {f}");
+        } else {
+            assert!(f.is_null(), "{key}: {f}");
+        }
+    }
+    // The searches ran (quick mode: a few short steps); their results are a rate or null (no
+    // step lossless on a loaded machine), never garbage.
+    assert!(num(&v, "lossless_secs") > 0.0);
+    for (key, detail, ran) in [
+        ("lossless_mev_s", "lossless", true),
+        ("lttng_lossless_mev_s", "lttng_lossless", lttng_ran),
+    ] {
+        let f = v.get(key).unwrap_or_else(|| panic!("missing field {key}"));
+        assert!(
+            f.is_null() || f.as_f64().is_some_and(|x| x > 0.0 && x < 1e4),
+            "{key}: {f}"
+        );
+        let d = &v[detail];
+        if !ran {
+            assert!(d.is_null() && f.is_null(), "{detail}: {d}");
+            continue;
+        }
+        let steps = d["steps"].as_array().expect("steps");
+        assert!(!steps.is_empty(), "{detail}: no step ran: {d}");
+        assert!(steps.len() <= 3, "quick mode runs at most 3 steps: {d}");
+        for s in steps {
+            for k in ["rate_mev_s", "achieved_mev_s", "events", "lost", "secs"] {
+                assert!(s[k].as_f64().is_some_and(|x| x >= 0.0), "{k} in {s}");
+            }
+        }
+        // The Session's consumer thread is measured at every step.
+        if detail == "lossless" {
+            for s in steps {
+                assert!(
+                    s["consumer_ns_per_event"].as_f64().is_some_and(|x| x > 0.0),
+                    "consumer CPU missing in {s}"
+                );
+            }
+        }
+        // The best lossless rate is one of the lossless steps' achieved rates.
+        if let Some(best) = f.as_f64() {
+            assert!(steps
+                .iter()
+                .any(|s| s["lost"] == 0 && s["achieved_mev_s"].as_f64() == Some(best)));
+        }
+    }
+    let tracy_ran = v["tracy_missing"].is_null();
+    for key in [
+        "tracy_int_ns",
+        "tracy_string_ns",
+        "tracy_int_bytes",
+        "tracy_string_bytes",
+    ] {
+        let f = v.get(key).unwrap_or_else(|| panic!("missing field {key}"));
+        if tracy_ran {
+            assert!(f.as_f64().is_some_and(|x| x > 0.0), "{key}: {f}");
+        } else {
+            assert!(f.is_null(), "{key}: {f}");
+        }
+    }
+    if tracy_ran {
+        assert!(has("tracy", "int (plot)", "tracy-client", 1));
+    } else {
+        assert!(v["tracy_missing"].is_string());
+    }
+
+    // Six core targets, two per tracing row (1 and 2 threads, int and int+string), and
+    // issue 11's seven.
     let targets = v["targets"].as_array().expect("targets");
-    assert_eq!(targets.len(), 6 + 2 * 4);
+    assert_eq!(targets.len(), 6 + 2 * 4 + 7);
 }

@@ -304,7 +304,23 @@ fn file_calls_have_exact_arguments() {
         "[68 65 6c 6c 6f 2c 20 66 61 75 6c 74 6c 69 6e 65 0a]"
     );
     assert_eq!(one("libc:pwrite").get("data"), "[48 45 4c 4c 4f]");
-    assert_eq!(one("libc:writev").get("data"), "[61 62 63]", "first iovec");
+    // Vectors: every buffer, concatenated.
+    let wv = one("libc:writev");
+    assert_eq!(
+        (wv.get("data"), wv.int("data_truncated"), wv.int("ret")),
+        ("[61 62 63 64 65 66]", 0, 6),
+        "both iovecs"
+    );
+    let pw = one("libc:pwritev");
+    assert_eq!(
+        (pw.int("offset"), pw.get("data"), pw.int("iovcnt")),
+        (17, "[61 62 63 64 65 66]", 2)
+    );
+    let pv = one("libc:preadv");
+    assert_eq!(
+        (pv.int("offset"), pv.int("ret"), pv.get("data")),
+        (0, 5, "[48 45 4c 4c 4f]")
+    );
     let rd = one("libc:read");
     assert_eq!((rd.int("count"), rd.int("ret")), (64, 23));
     assert_eq!(
@@ -467,6 +483,38 @@ fn fork_vfork_exec_and_posix_spawn_children_are_followed() {
     assert_eq!((f.len(), f[0].int("errno")), (1, 2));
 }
 
+/// Every image reports its recorder counters (destructor, `_exit`, before `exec`), counting
+/// only what it recorded itself: their sum is exactly what the trace holds.
+#[test]
+fn recorder_counters_of_every_image_add_up_to_the_trace() {
+    let Some(prog) = prog() else { return };
+    let d = tmp("counters");
+    let work = d.join("w");
+    std::fs::create_dir(&work).unwrap();
+    let t = d.join("trace");
+    let out = record(
+        &t,
+        &["--libc"],
+        &[prog.to_str().unwrap(), "procs", work.to_str().unwrap()],
+    );
+    ok(&out);
+    let rep: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.join(".faultline-summary.json")).unwrap()).unwrap();
+    let written = rep["summary"]["events_written"].as_u64().unwrap();
+    let rec = &rep["summary"]["recorder"];
+    assert!(rec.is_object(), "no recorder counters: {rep}");
+    assert_eq!(rec["recorded"].as_u64(), Some(written), "{rep}");
+    let c = &rep["counters"];
+    assert_eq!(c["refused"].as_u64(), Some(0), "{c}");
+    assert_eq!(c["final_received"].as_bool(), Some(true), "{c}");
+    // The first image (twice: before its failed execve, at exit), the forked child (_exit),
+    // the vfork+execve child, the posix_spawn child.
+    assert!(c["accepted"].as_u64().unwrap() >= 5, "{c}");
+    // The trace's env block carries them too (faultline stats).
+    let st = stats_json(&t);
+    assert!(st["recorder"].is_object(), "{st}");
+}
+
 #[test]
 fn threads_record_under_their_own_tids() {
     let Some(prog) = prog() else { return };
@@ -584,14 +632,25 @@ fn data_bytes_limit_and_selection() {
     let t = d.join("trace");
     ok(&record(
         &t,
-        &["--libc=write,read*,-readv", "--libc-data=4"],
+        &["--libc=write*,read*,-readv", "--libc-data=4"],
         &[prog.to_str().unwrap(), "files", work.to_str().unwrap()],
     ));
     let evs = view(&t);
     let names: BTreeSet<&str> = evs.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(
         names,
-        BTreeSet::from(["faultline:process", "libc:read", "libc:write"])
+        BTreeSet::from([
+            "faultline:process",
+            "libc:read",
+            "libc:write",
+            "libc:writev"
+        ])
+    );
+    // A vector is cut at the limit across its buffers; the rest is counted.
+    let wv = named(&evs, "libc:writev")[0];
+    assert_eq!(
+        (wv.get("data"), wv.int("data_truncated")),
+        ("[61 62 63 64]", 2)
     );
     assert_eq!(named(&evs, "libc:write")[0].get("data"), "[68 65 6c 6c]");
     assert_eq!(named(&evs, "libc:read")[0].get("data"), "[48 45 4c 4c]");

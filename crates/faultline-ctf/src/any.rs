@@ -83,6 +83,56 @@ impl AnyTrace {
         }
     }
 
+    /// Nanoseconds since the Unix epoch of the clock value `ts` (clock offsets applied).
+    pub fn wall_ns(&self, ts: u64) -> i128 {
+        match self {
+            AnyTrace::Faultline(t) => t.wall_ns(ts),
+            AnyTrace::Ctf(t) => t.wall_ns(ts),
+        }
+    }
+
+    /// The clock value (ticks) at `ns` nanoseconds since the Unix epoch, clamped to
+    /// `0..=u64::MAX` (the inverse of [`AnyTrace::wall_ns`], rounded down).
+    pub fn ticks_at_wall(&self, ns: i128) -> u64 {
+        let d = ns.saturating_sub(self.wall_ns(0));
+        if d <= 0 {
+            return 0;
+        }
+        let t = d as u128 * u128::from(self.clock_freq_hz().max(1)) / 1_000_000_000;
+        t.min(u128::from(u64::MAX)) as u64
+    }
+
+    /// Clock ticks to nanoseconds (durations).
+    pub fn ticks_to_ns(&self, ticks: u64) -> i128 {
+        match self {
+            AnyTrace::Faultline(t) => t.ticks_to_ns(ticks) as i128,
+            AnyTrace::Ctf(t) => t.ticks_to_ns(ticks) as i128,
+        }
+    }
+
+    /// Append the clock value `ts` as `view` prints times in `mode` (without brackets).
+    pub fn push_time(&self, out: &mut String, ts: u64, mode: crate::TimeMode) {
+        use std::fmt::Write as _;
+        let (ns, plus) = match mode {
+            crate::TimeMode::Ticks => {
+                let _ = write!(out, "{ts}");
+                return;
+            }
+            crate::TimeMode::Wall => (self.wall_ns(ts), false),
+            crate::TimeMode::RelativeTo(t0) if ts >= t0 => (self.ticks_to_ns(ts - t0), true),
+            crate::TimeMode::RelativeTo(t0) => (-self.ticks_to_ns(t0 - ts), true),
+        };
+        let sign = if ns < 0 {
+            "-"
+        } else if plus {
+            "+"
+        } else {
+            ""
+        };
+        let a = ns.unsigned_abs();
+        let _ = write!(out, "{sign}{}.{:09}", a / 1_000_000_000, a % 1_000_000_000);
+    }
+
     /// [`crate::Stats`] of the whole trace.
     pub fn stats(&self) -> Result<crate::Stats> {
         match self {

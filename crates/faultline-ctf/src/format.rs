@@ -120,7 +120,12 @@ pub fn push_event<'v, 'n>(
             let _ = write!(out, "{ts}");
         }
     }
-    let _ = write!(out, "] cpu {cpu} {name}: {{");
+    // "cid N" when the streams are per concurrency id (env `faultline_buffers = "cid"`).
+    let per_cid = trace.schema().env.iter().any(|(k, v)| {
+        k == "faultline_buffers" && matches!(v, crate::EnvValue::Str(s) if s == "cid")
+    });
+    let label = if per_cid { "cid" } else { "cpu" };
+    let _ = write!(out, "] {label} {cpu} {name}: {{");
     let mut any = false;
     for (name, v) in fields {
         out.push_str(if any { ", " } else { " " });

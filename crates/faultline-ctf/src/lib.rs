@@ -23,11 +23,9 @@
 
 pub mod any;
 pub mod desc;
+pub mod discards;
 pub mod error;
 pub mod format;
-// The general CTF reader's public items are not documented yet (TODO: remove this allow
-// once they are; everything else in the workspace is under `missing_docs`).
-#[allow(missing_docs)]
 pub mod general;
 pub mod layout;
 pub mod reader;
@@ -38,6 +36,7 @@ pub mod writer;
 
 pub use any::{find_traces, AnyTrace};
 pub use desc::{metadata, uuid_string, ClockDesc, EnvDesc, EnvValue, TraceDesc};
+pub use discards::{discard_stream_path, Discard, DiscardKind, Discards};
 pub use error::{CtfError, Result};
 pub use format::{format_event, push_event_ref, TimeMode};
 pub use layout::{PacketBuilder, PacketHeader};
@@ -46,7 +45,7 @@ pub use reader::{
 };
 pub use stats::{stats, CpuStats, RecorderCounts, Stats, StrategyCounts, RECORDER_ENV_PREFIX};
 pub use tsdl::{EventSchema, FieldSchema, Schema};
-pub use writer::{TraceWriter, WriterCounters};
+pub use writer::{PacketSink, TraceWriter, WriterCounters};
 
 /// Fuzzing entry point: open the trace in `dir`, read every event (merged) in both iterator
 /// forms ([`Iterator::next`] and the borrowed [`Events::next_ref`]), render each one in every

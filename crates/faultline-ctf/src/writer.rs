@@ -47,6 +47,24 @@
 //! a record of an id not yet added is rejected like any undeclared id, so the caller must add a
 //! class before writing the first packet that holds one of its records.
 //!
+//! # Other destinations: a [`PacketSink`]
+//! [`TraceWriter::set_sink`] adds one more receiver of what the writer writes (the relay
+//! streamer of `faultline-relay`): the whole metadata text now and each time it changes, and
+//! every packet that passed the checks, exactly as written to the stream file (header with the
+//! patched `packet_size`, content, zero padding) — also when the local write failed, so a full
+//! disk does not cost the remote copy. [`TraceWriter::create_without_files`] makes a writer
+//! that checks packets and feeds its sink without writing any file (streaming only). A sink
+//! must not block: it is called on the consumer's thread.
+//!
+//! On the fast path ([`TraceWriter::write_packet_raw`]) with a sink, the packet is copied
+//! once and the same bytes go to the sink and to the file: the sink gets it **when it is
+//! written, before [`TraceWriter::verify`]**, with the number of records its chain holds. A
+//! packet verification rejects later is removed from the local trace but was already sent;
+//! [`Verification::rejected_sent`] counts those. A writer without files cannot read packets
+//! back, so there `write_packet_raw` copies the packet and takes the checked path of
+//! [`TraceWriter::write_packet`] (records checked before anything is sent; `verify` then only
+//! reports the counts).
+//!
 //! A rejected packet is not written and leaves the writer's state unchanged. A failed write
 //! (ENOSPC, EIO) is undone by truncating the file back to its previous length, so the stream
 //! stays readable; the error names the path.
@@ -78,14 +96,65 @@ pub struct WriterCounters {
     pub metadata_bytes: u64,
 }
 
+/// Receives the metadata and the packets a [`TraceWriter`] writes (module docs, "Other
+/// destinations"). Called on the consumer's thread: implementations must not block.
+pub trait PacketSink: Send {
+    /// The whole metadata text: once when the sink is set, then after each change.
+    fn metadata(&mut self, text: &str);
+    /// One checked packet of `cpu`, as written: `header` is its parsed header (with the
+    /// written `packet_size`), `bytes` the packet (header included, padded to 8 bytes).
+    fn packet(&mut self, cpu: u32, header: &PacketHeader, bytes: &[u8], events: u64);
+    /// The trace is finished: nothing follows.
+    fn finish(&mut self);
+    /// Every packet holding an event older than `ts` (trace clock) has been handed to the sink
+    /// (the consumer flushed at `ts` and took everything since). Live viewers may be told so.
+    fn flushed(&mut self, _ts: u64) {}
+}
+
 struct CpuStream {
     path: PathBuf,
-    file: File,
+    /// `None` for a writer without files.
+    file: Option<File>,
     len: u64,
     last: Option<PacketHeader>,
     /// File offsets of the packets written by [`TraceWriter::write_packet_raw`] and not
     /// verified yet.
     unverified: Vec<u64>,
+    /// Records per id of the packets [`TraceWriter::write_packet`] checked and wrote since the
+    /// last [`TraceWriter::verify`], and their padding records.
+    counted: IdCounts,
+    counted_padding: u64,
+}
+
+/// Records per event id: dense for the ids a registry assigns, a map beyond.
+#[derive(Default)]
+struct IdCounts {
+    dense: Vec<u64>,
+    sparse: BTreeMap<u32, u64>,
+}
+
+impl IdCounts {
+    fn add(&mut self, id: u32) {
+        match self.dense.get_mut(id as usize) {
+            Some(c) => *c += 1,
+            None if id < IdSet::DENSE_LIMIT => {
+                self.dense.resize(id as usize + 1, 0);
+                self.dense[id as usize] += 1;
+            }
+            None => *self.sparse.entry(id).or_insert(0) += 1,
+        }
+    }
+
+    /// The non-zero counts, by id.
+    fn into_row(self) -> BTreeMap<u32, u64> {
+        self.dense
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(id, &n)| (id as u32, n))
+            .chain(self.sparse)
+            .collect()
+    }
 }
 
 /// What [`TraceWriter::verify`] found.
@@ -98,6 +167,10 @@ pub struct Verification {
     /// Packets removed from the trace: (CPU, its `packet_seq_num`, the error, the records it
     /// held as far as its record chain goes).
     pub rejected: Vec<(u32, u64, CtfError, u64)>,
+    /// How many of the `rejected` packets had already gone to the sink
+    /// ([`TraceWriter::set_sink`]): a sink gets packets when they are written, before
+    /// verification, so a remote copy may hold packets the local trace does not.
+    pub rejected_sent: u64,
 }
 
 /// Zeros for the padding after a packet's content.
@@ -116,6 +189,13 @@ pub struct TraceWriter {
     streams: BTreeMap<u32, CpuStream>,
     counters: WriterCounters,
     scratch: Vec<u8>,
+    /// Whether stream and metadata files are written ([`TraceWriter::create_without_files`]).
+    local: bool,
+    sink: Option<Box<dyn PacketSink>>,
+    /// The copy [`TraceWriter::write_packet_raw`] makes for a sink or a writer without files.
+    copy: Vec<u8>,
+    /// Event ids of the packet [`TraceWriter::write_packet`] is checking.
+    ids_scratch: Vec<u32>,
 }
 
 /// The declared events by id: a dense table when the ids are small (always, for ids a
@@ -305,7 +385,54 @@ impl TraceWriter {
                 ..WriterCounters::default()
             },
             scratch: Vec::new(),
+            local: true,
+            sink: None,
+            copy: Vec::new(),
+            ids_scratch: Vec::new(),
         })
+    }
+
+    /// A writer that checks packets like [`TraceWriter::create`] but writes no file: what it
+    /// accepts goes to its sink only ([`TraceWriter::set_sink`]). `dir` is only a name.
+    pub fn create_without_files(dir: impl AsRef<Path>, desc: &TraceDesc) -> Result<TraceWriter> {
+        let text = metadata(desc)?;
+        Ok(TraceWriter {
+            dir: dir.as_ref().to_path_buf(),
+            desc: desc.clone(),
+            uuid: desc.uuid,
+            ids: IdSet::new(desc.events.iter().map(|(id, ev)| (*id, ev.fields))),
+            streams: BTreeMap::new(),
+            counters: WriterCounters {
+                metadata_bytes: text.len() as u64,
+                ..WriterCounters::default()
+            },
+            scratch: Vec::new(),
+            local: false,
+            sink: None,
+            copy: Vec::new(),
+            ids_scratch: Vec::new(),
+        })
+    }
+
+    /// Also send the metadata and every accepted packet to `sink` (module docs, "Other
+    /// destinations"); the current metadata goes to it now.
+    pub fn set_sink(&mut self, mut sink: Box<dyn PacketSink>) -> Result<()> {
+        sink.metadata(&metadata(&self.desc)?);
+        self.sink = Some(sink);
+        Ok(())
+    }
+
+    /// Tell the sink that every packet with an event older than `ts` has been written
+    /// ([`PacketSink::flushed`]).
+    pub fn flushed(&mut self, ts: u64) {
+        if let Some(s) = self.sink.as_mut() {
+            s.flushed(ts);
+        }
+    }
+
+    /// Whether stream files are written (false for [`TraceWriter::create_without_files`]).
+    pub fn writes_files(&self) -> bool {
+        self.local
     }
 
     /// Declare more events (module docs, "Event classes added while recording"): checked with
@@ -318,10 +445,15 @@ impl TraceWriter {
         let mut desc = self.desc.clone();
         desc.events.extend_from_slice(events);
         let text = metadata(&desc)?;
-        let path = self.dir.join("metadata");
-        let tmp = self.dir.join("metadata.tmp");
-        std::fs::write(&tmp, text.as_bytes()).map_err(|e| CtfError::io(&tmp, "write", e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| CtfError::io(&path, "replace", e))?;
+        if self.local {
+            let path = self.dir.join("metadata");
+            let tmp = self.dir.join("metadata.tmp");
+            std::fs::write(&tmp, text.as_bytes()).map_err(|e| CtfError::io(&tmp, "write", e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| CtfError::io(&path, "replace", e))?;
+        }
+        if let Some(s) = self.sink.as_mut() {
+            s.metadata(&text);
+        }
         for (id, ev) in events {
             self.ids.insert(*id, ev.fields);
         }
@@ -522,9 +654,35 @@ impl TraceWriter {
     }
 
     /// Check and append one packet to `cpu`'s stream (see the module docs). Returns the number
-    /// of bytes written.
+    /// of bytes written. Its records are counted per id for the next [`TraceWriter::verify`]
+    /// (which has nothing left to check in them).
     pub fn write_packet(&mut self, cpu: u32, packet: &[u8]) -> Result<u64> {
-        let (h, records) = self.check_packet(cpu, packet)?;
+        let h = PacketHeader::parse_slice(packet).ok_or_else(|| CtfError::Packet {
+            cpu,
+            offset: 0,
+            msg: format!(
+                "packet of {} bytes is shorter than the {PACKET_HEADER_SIZE}-byte header",
+                packet.len()
+            ),
+        })?;
+        self.check_header_for(cpu, &h, packet.len() as u64)?;
+        let content = packet
+            .get(..h.content_bytes() as usize)
+            .ok_or(CtfError::Packet {
+                cpu,
+                offset: off::CONTENT_SIZE as u64,
+                msg: "content_size beyond the buffer".into(),
+            })?;
+        let mut ids = std::mem::take(&mut self.ids_scratch);
+        ids.clear();
+        let checked = self.check_records(cpu, &h, content, |id| ids.push(id));
+        let (records, padding) = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                self.ids_scratch = ids;
+                return Err(e);
+            }
+        };
         let content = h.content_bytes() as usize;
         let rounded = align8(content).unwrap_or(content);
         let mut out = std::mem::take(&mut self.scratch);
@@ -534,12 +692,23 @@ impl TraceWriter {
         out.extend_from_slice(&hdr.encode());
         out.extend_from_slice(packet.get(PACKET_HEADER_SIZE..content).unwrap_or(&[]));
         out.resize(rounded, 0);
+        if let Some(s) = self.sink.as_mut() {
+            s.packet(cpu, &hdr, &out, records);
+        }
         let r = self.append(cpu, &out);
         self.scratch = out;
-        r?;
+        if let Err(e) = r {
+            self.ids_scratch = ids;
+            return Err(e);
+        }
         if let Some(s) = self.streams.get_mut(&cpu) {
             s.last = Some(h);
+            for &id in &ids {
+                s.counted.add(id);
+            }
+            s.counted_padding += padding;
         }
+        self.ids_scratch = ids;
         self.counters.packets += 1;
         self.counters.events += records;
         self.counters.stream_bytes += rounded as u64;
@@ -552,6 +721,12 @@ impl TraceWriter {
     /// header is checked here (as [`TraceWriter::write_packet`] checks it); the records are
     /// checked by [`TraceWriter::verify`], which must run before the trace is finished.
     /// Events are counted there too. One `pwritev`; a failed write is undone.
+    ///
+    /// With a sink ([`TraceWriter::set_sink`]) the packet is copied once and the same bytes
+    /// go to the sink and to the file; the sink gets them before verification, with the
+    /// number of records their chain holds (module docs, "Other destinations"). A writer
+    /// without files ([`TraceWriter::create_without_files`]) has nothing to read back: there
+    /// the copy takes the checked path of [`TraceWriter::write_packet`].
     ///
     /// # Safety
     /// `data` must be valid for reads of `available` bytes for the whole call. It may be
@@ -575,6 +750,25 @@ impl TraceWriter {
         // SAFETY: PACKET_HEADER_SIZE <= content <= available (check_header), so the address is
         // inside the caller's `available` bytes.
         let body = unsafe { data.add(PACKET_HEADER_SIZE) };
+        if self.sink.is_some() || !self.local {
+            let mut out = std::mem::take(&mut self.copy);
+            out.clear();
+            out.extend_from_slice(&hb);
+            out.resize(rounded, 0);
+            // SAFETY: `body` is valid for reads of content - PACKET_HEADER_SIZE bytes (the
+            // caller's promise, content <= available), `out` holds `rounded >= content` bytes
+            // and is our own buffer: no overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    body,
+                    out.as_mut_ptr().add(PACKET_HEADER_SIZE),
+                    content - PACKET_HEADER_SIZE,
+                )
+            };
+            let r = self.write_copy(cpu, h, hdr, &out);
+            self.copy = out;
+            return r;
+        }
         let iov = [
             libc::iovec {
                 iov_base: hb.as_ptr() as *mut libc::c_void,
@@ -590,12 +784,19 @@ impl TraceWriter {
             },
         ];
         let s = self.stream(cpu)?;
+        let Some(file) = s.file.as_ref() else {
+            return Err(CtfError::io(
+                &s.path,
+                "write",
+                std::io::ErrorKind::Unsupported.into(),
+            ));
+        };
         let at = s.len;
         // SAFETY: every iovec points at memory valid for its length (our locals, and the
         // caller's promise for `data`).
-        if let Err(e) = unsafe { pwritev_all(&s.file, &iov, at) } {
+        if let Err(e) = unsafe { pwritev_all(file, &iov, at) } {
             // Undo a partial write so the stream stays a sequence of whole packets.
-            let _ = s.file.set_len(at);
+            let _ = file.set_len(at);
             return Err(CtfError::io(&s.path, "write", e));
         }
         s.len = at + rounded as u64;
@@ -604,6 +805,33 @@ impl TraceWriter {
         self.counters.packets += 1;
         self.counters.stream_bytes += rounded as u64;
         Ok(rounded as u64)
+    }
+
+    /// [`TraceWriter::write_packet_raw`] with a copy `out` of the packet as it is written
+    /// (`hdr`: its header with the written `packet_size`; `h`: as taken).
+    fn write_copy(&mut self, cpu: u32, h: PacketHeader, hdr: PacketHeader, out: &[u8]) -> Result<u64> {
+        if !self.local {
+            // Nothing to read back later: every check now.
+            return self.write_packet(cpu, out);
+        }
+        let content = h.content_bytes() as usize;
+        if let Some(sink) = self.sink.as_mut() {
+            // Not verified yet: the records the chain holds (verification may still reject
+            // the packet; the sink has it then — counted in `Verification::rejected_sent`).
+            let events = Records::new(&out[..content])
+                .map_while(|r| r.ok())
+                .filter(|r| !faultline_wire::is_reserved_id(r.id))
+                .count() as u64;
+            sink.packet(cpu, &hdr, out, events);
+        }
+        let at = self.stream(cpu)?.len;
+        self.append(cpu, out)?;
+        let s = self.stream(cpu)?;
+        s.unverified.push(at);
+        s.last = Some(h);
+        self.counters.packets += 1;
+        self.counters.stream_bytes += out.len() as u64;
+        Ok(out.len() as u64)
     }
 
     /// Check the records of every packet written by [`TraceWriter::write_packet_raw`] since
@@ -615,74 +843,67 @@ impl TraceWriter {
     pub fn verify(&mut self) -> Result<Verification> {
         let mut out = Verification::default();
         let cpus: Vec<u32> = self.streams.keys().copied().collect();
+        let mut ids = std::mem::take(&mut self.ids_scratch);
         for cpu in cpus {
             let Some(s) = self.streams.get_mut(&cpu) else {
                 continue;
             };
+            // Packets write_packet checked already: counted there.
+            let mut counts = std::mem::take(&mut s.counted);
+            out.padding += std::mem::take(&mut s.counted_padding);
             let offsets = std::mem::take(&mut s.unverified);
-            if offsets.is_empty() {
-                continue;
-            }
             // Offsets of the packets to remove.
             let mut drop = std::collections::BTreeSet::new();
             let mut buf = std::mem::take(&mut self.scratch);
-            // Records per id: dense for the ids a registry assigns, a map beyond.
-            let mut dense: Vec<u64> = Vec::new();
-            let mut sparse: BTreeMap<u32, u64> = BTreeMap::new();
             for at in offsets {
-                let path = self.streams[&cpu].path.clone();
-                let (h, len) = read_packet(&self.streams[&cpu].file, at, &mut buf)
-                    .map_err(|e| CtfError::io(&path, "read back", e))?;
+                let s = &self.streams[&cpu];
+                let Some(file) = s.file.as_ref() else {
+                    break;
+                };
+                let (h, len) = read_packet(file, at, &mut buf)
+                    .map_err(|e| CtfError::io(&s.path, "read back", e))?;
                 let content = &buf[..(h.content_bytes() as usize).min(len)];
-                // Counted into a per-packet copy, kept only if the packet passes.
-                let (mut pd, mut ps) = (std::mem::take(&mut dense), std::mem::take(&mut sparse));
-                let (d0, s0) = (pd.clone(), ps.clone());
-                let mut passed = 0u64;
-                let r = self.check_records(cpu, &h, content, |id| {
-                    passed += 1;
-                    match pd.get_mut(id as usize) {
-                        Some(c) => *c += 1,
-                        None if id < IdSet::DENSE_LIMIT => {
-                            pd.resize(id as usize + 1, 0);
-                            pd[id as usize] += 1;
-                        }
-                        None => *ps.entry(id).or_insert(0) += 1,
-                    }
-                });
-                match r {
+                ids.clear();
+                match self.check_records(cpu, &h, content, |id| ids.push(id)) {
                     Ok((n, padding)) => {
-                        (dense, sparse) = (pd, ps);
+                        for &id in &ids {
+                            counts.add(id);
+                        }
                         self.counters.events += n;
                         out.padding += padding;
                     }
                     Err(e) => {
-                        (dense, sparse) = (d0, s0);
                         // The records the packet held, as far as its chain goes.
                         let held = Records::new(content)
                             .map_while(|r| r.ok())
                             .filter(|r| !faultline_wire::is_reserved_id(r.id))
                             .count() as u64;
                         out.rejected
-                            .push((cpu, h.packet_seq_num, e, held.max(passed)));
+                            .push((cpu, h.packet_seq_num, e, held.max(ids.len() as u64)));
+                        if self.sink.is_some() {
+                            // write_packet_raw hands every packet to the sink as written.
+                            out.rejected_sent += 1;
+                        }
                         drop.insert(at);
                     }
                 }
             }
-            let row: BTreeMap<u32, u64> = dense
-                .iter()
-                .enumerate()
-                .filter(|(_, &n)| n > 0)
-                .map(|(id, &n)| (id as u32, n))
-                .chain(sparse)
-                .collect();
+            let row = counts.into_row();
             if !row.is_empty() {
                 out.events.insert(cpu, row);
             }
-            if !drop.is_empty() {
-                self.rewrite(cpu, &drop, &mut buf)?;
-            }
+            let r = if drop.is_empty() {
+                Ok(())
+            } else {
+                self.rewrite(cpu, &drop, &mut buf)
+            };
             self.scratch = buf;
+            if let Err(e) = r {
+                self.ids_scratch = ids;
+                return Err(e);
+            }
         }
+        self.ids_scratch = ids;
         Ok(out)
     }
 
@@ -699,13 +920,16 @@ impl TraceWriter {
         let Some(&first) = drop.first() else {
             return Ok(());
         };
+        let Some(file) = s.file.as_ref() else {
+            return Ok(());
+        };
         let tmp = self.dir.join(format!("stream_{cpu}.tmp"));
         let _ = std::fs::remove_file(&tmp);
         let mut f = create_new(&tmp)?;
         let io = |e| CtfError::io(&tmp, "write", e);
         {
             use std::io::{Read, Seek};
-            let mut src = &s.file;
+            let mut src = file;
             src.seek(std::io::SeekFrom::Start(0))
                 .map_err(|e| CtfError::io(&s.path, "read back", e))?;
             std::io::copy(&mut src.take(first), &mut f).map_err(io)?;
@@ -713,7 +937,7 @@ impl TraceWriter {
         let (mut at, mut len, mut packets, mut bytes) = (first, first, 0i64, 0i64);
         while at < s.len {
             let (_, n) =
-                read_packet(&s.file, at, buf).map_err(|e| CtfError::io(&s.path, "read back", e))?;
+                read_packet(file, at, buf).map_err(|e| CtfError::io(&s.path, "read back", e))?;
             let n = n as u64;
             if drop.contains(&at) {
                 packets -= 1;
@@ -725,7 +949,7 @@ impl TraceWriter {
             at += n;
         }
         std::fs::rename(&tmp, &s.path).map_err(|e| CtfError::io(&s.path, "replace", e))?;
-        s.file = f;
+        s.file = Some(f);
         s.len = len;
         self.counters.packets = self.counters.packets.saturating_add_signed(packets);
         self.counters.stream_bytes = self.counters.stream_bytes.saturating_add_signed(bytes);
@@ -739,13 +963,19 @@ impl TraceWriter {
             Entry::Occupied(e) => Ok(e.into_mut()),
             Entry::Vacant(v) => {
                 let path = self.dir.join(format!("stream_{cpu}"));
-                let file = create_new(&path)?;
+                let file = if self.local {
+                    Some(create_new(&path)?)
+                } else {
+                    None
+                };
                 Ok(v.insert(CpuStream {
                     path,
                     file,
                     len: 0,
                     last: None,
                     unverified: Vec::new(),
+                    counted: IdCounts::default(),
+                    counted_padding: 0,
                 }))
             }
         }
@@ -753,15 +983,19 @@ impl TraceWriter {
 
     fn append(&mut self, cpu: u32, bytes: &[u8]) -> Result<()> {
         let s = self.stream(cpu)?;
+        let Some(file) = s.file.as_ref() else {
+            s.len += bytes.len() as u64;
+            return Ok(());
+        };
         use std::os::unix::fs::FileExt;
-        match s.file.write_all_at(bytes, s.len) {
+        match file.write_all_at(bytes, s.len) {
             Ok(()) => {
                 s.len += bytes.len() as u64;
                 Ok(())
             }
             Err(e) => {
                 // Undo a partial write so the stream stays a sequence of whole packets.
-                let _ = s.file.set_len(s.len);
+                let _ = file.set_len(s.len);
                 Err(CtfError::io(&s.path, "write", e))
             }
         }
@@ -782,6 +1016,22 @@ impl TraceWriter {
             .retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
         d.env.extra.extend(extra);
         let text = metadata(&d);
+        if let (Ok(t), Some(s)) = (&text, self.sink.as_mut()) {
+            s.metadata(t);
+        }
+        if !self.local {
+            return match text {
+                Ok(t) => {
+                    self.counters.metadata_bytes = t.len() as u64;
+                    self.desc = d;
+                    self.finish()
+                }
+                Err(e) => {
+                    self.finish()?;
+                    Err(e)
+                }
+            };
+        }
         let replaced = text.and_then(|text| {
             let tmp = self.dir.join("metadata.tmp");
             let meta = self.dir.join("metadata");
@@ -809,11 +1059,18 @@ impl TraceWriter {
 
     /// Flush everything to stable storage (fsync of every file and of the directory) and
     /// return the final counters.
-    pub fn finish(self) -> Result<WriterCounters> {
+    pub fn finish(mut self) -> Result<WriterCounters> {
+        if let Some(s) = self.sink.as_mut() {
+            s.finish();
+        }
+        if !self.local {
+            return Ok(self.counters);
+        }
         for s in self.streams.values() {
-            s.file
-                .sync_all()
-                .map_err(|e| CtfError::io(&s.path, "fsync", e))?;
+            if let Some(f) = &s.file {
+                f.sync_all()
+                    .map_err(|e| CtfError::io(&s.path, "fsync", e))?;
+            }
         }
         let meta = self.dir.join("metadata");
         File::open(&meta)

@@ -236,6 +236,17 @@ fn invalid_metadata_is_rejected_with_file_and_offset() {
         ("minor = 8;", "minor = 7;", "CTF 1.8"),
         ("id = 40;", "id = 0;", "declared twice"),
         ("name = \"t:var\";", "name = \"t:var\"", "expected `;`"),
+        // No tag label names a variant option; a tag that is not an enum.
+        (
+            "{ uint32_t INT; string STR; } v;",
+            "{ uint32_t I; string S; } v;",
+            "no label of the tag enum `tag` names",
+        ),
+        (
+            "enum : uint8_t { INT, STR } tag;",
+            "string tag;",
+            "is not an enum",
+        ),
     ];
     for (from, to, what) in cases {
         let meta = ctfbuild::BE_METADATA.replacen(from, to, 1);
@@ -243,6 +254,13 @@ fn invalid_metadata_is_rejected_with_file_and_offset() {
         std::fs::write(dir.join("metadata"), &meta).unwrap();
         expect_bad(&dir, "metadata", None, what);
     }
+    // The same in a struct that is declared but never used.
+    let unused = format!(
+        "{}\nstruct unused {{ enum : uint8_t {{ A, B }} t; variant <t> {{ uint8_t C; uint8_t D; }} v; }};\n",
+        ctfbuild::BE_METADATA
+    );
+    std::fs::write(dir.join("metadata"), unused).unwrap();
+    expect_bad(&dir, "metadata", None, "no label of the tag enum `t` names");
     // Deep nesting and garbage.
     let deep = format!(
         "/* CTF 1.8 */ trace {{ major = 1; minor = 8; byte_order = le; }}; typealias {} := x;",

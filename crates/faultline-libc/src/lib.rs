@@ -7,7 +7,7 @@
 //! The dynamic linker resolves a program's calls to `open`, `read`, … to the first object that
 //! defines them; a preloaded library comes before libc. Each wrapper here ([`wrap`]) calls the
 //! real function and records one event (the classes are in [`events`]): `open`, `openat`,
-//! `creat`, `close`, `read`, `write`, `pread`, `pwrite`, `readv`, `writev`, `stat`, `lstat`,
+//! `creat`, `close`, `read`, `write`, `pread`, `pwrite`, `readv`, `writev`, `preadv`, `pwritev`, `stat`, `lstat`,
 //! `fstat`, `fstatat`, `statx`, `access`, `unlink(at)`, `rename(at)`, `mkdir(at)`, `execve`
 //! (and `execv`, `execvp`, `execvpe`), `fork`, `vfork`, `posix_spawn(p)`, `socket`,
 //! `connect`, `bind`, `accept(4)`, `send(to)`, `recv(from)`, `mmap`, `munmap`, `exit`,
@@ -60,14 +60,16 @@
 //! 2. in the **first** process (the one that finds `FAULTLINE_SCHEMA_FD`): moves the channel
 //!    descriptor to a high number out of the program's way (`fcntl(F_DUPFD)` from
 //!    `RLIMIT_NOFILE - 64`, *inheritable*), publishes the schema (a `schema` line of
-//!    [`faultline::schema_pipe`], as an instrumented program does), closes the pipe (the
-//!    library's event classes are all known at start: nothing is registered later), and
-//!    rewrites the environment: `FAULTLINE_CHANNEL_FD` = the new number,
-//!    `FAULTLINE_SCHEMA_FD` removed, `FAULTLINE_LIBC_SCHEMA` = a hash of the event list;
+//!    [`faultline::schema_pipe`], as an instrumented program does; the library's event
+//!    classes are all known at start: nothing is registered later), keeps the pipe for the
+//!    recorder counters of every image ([`stats`]), and rewrites the environment:
+//!    `FAULTLINE_CHANNEL_FD` = the new number, `FAULTLINE_SCHEMA_FD` removed,
+//!    `FAULTLINE_LIBC_SCHEMA` = a hash of the event list, `FAULTLINE_LIBC_STATS_FD`/`_ID` =
+//!    the pipe;
 //! 3. in a **later image** (a traced process executed a program: `LD_PRELOAD` and the
 //!    variables are inherited, and so is the descriptor): maps the same channel and checks that
 //!    its event list hashes to `FAULTLINE_LIBC_SCHEMA` (same library, same ids) — no schema is
-//!    published twice;
+//!    published twice — and takes the counters' pipe if it is still the one named;
 //! 4. installs the fault handler of the copies, resolves the real functions, registers a
 //!    `pthread_atfork` child handler (new pid and tid caches), prepares the thread, enables the
 //!    events named by `FAULTLINE_EVENTS`, and records `faultline:process`.
@@ -112,6 +114,7 @@
 pub mod addr;
 pub mod events;
 mod real;
+pub mod stats;
 pub mod thread;
 pub mod vfork;
 pub mod wrap;
@@ -127,7 +130,7 @@ use faultline_schema::OwnedEventDesc;
 use faultline_tracepoints::trace;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::{Arc, OnceLock};
 
 /// Set (to anything) by `faultline record --libc`: the library attaches. Unset: it stays
@@ -149,6 +152,22 @@ struct Attached {
 }
 
 static ATTACHED: OnceLock<Attached> = OnceLock::new();
+
+/// The process's recorder, once attached.
+pub(crate) fn recorder() -> Option<&'static Arc<Recorder>> {
+    ATTACHED.get().map(|a| &a._recorder)
+}
+
+#[used]
+#[link_section = ".fini_array"]
+static FINI: extern "C" fn() = fini;
+
+/// Destructor (`exit`, return from `main`): this image's counters ([`stats`]).
+extern "C" fn fini() {
+    if thread::may_record() {
+        thread::in_tracer(stats::report);
+    }
+}
 
 #[used]
 #[link_section = ".init_array"]
@@ -174,6 +193,13 @@ extern "C" fn init() {
 
 extern "C" fn atfork_child() {
     thread::reset_ids();
+    stats::after_fork_child();
+}
+
+extern "C" fn atfork_prepare() {
+    if thread::may_record() {
+        thread::in_tracer(stats::before_fork);
+    }
 }
 
 fn env_fd(name: &str) -> Result<i32, String> {
@@ -302,7 +328,21 @@ fn attach() -> Result<(), String> {
             let mut pipe = File::from(unsafe { OwnedFd::from_raw_fd(sfd) });
             schema_pipe::send(&mut pipe, &schema_pipe::Message::Schema(msg))
                 .map_err(|e| format!("cannot publish the schema on fd {sfd}: {e}"))?;
-            drop(pipe);
+            // The pipe stays open for the counters of every image ([`stats`]): high,
+            // inheritable, non-blocking (a report never makes the program wait).
+            let sfd = move_high(pipe.into_raw_fd());
+            // SAFETY: fcntl on the descriptor we now own.
+            unsafe {
+                let fl = libc::fcntl(sfd, libc::F_GETFL);
+                if fl >= 0 {
+                    libc::fcntl(sfd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+                }
+            }
+            if let Ok(id) = fd_id(sfd) {
+                std::env::set_var(stats::ENV_STATS_FD, sfd.to_string());
+                std::env::set_var(stats::ENV_STATS_ID, &id);
+                stats::set_pipe(sfd, id);
+            }
             // The constructor runs before main: no other thread reads the environment yet.
             std::env::remove_var(ENV_SCHEMA_FD);
             std::env::set_var(ENV_CHANNEL_FD, keep.to_string());
@@ -316,11 +356,21 @@ fn attach() -> Result<(), String> {
                      was a different faultline-libc preloaded?"
                 ));
             }
+            // The counters' pipe, if it is still the one the first process named.
+            if let (Ok(fd), Ok(id)) = (
+                env_fd(stats::ENV_STATS_FD),
+                std::env::var(stats::ENV_STATS_ID),
+            ) {
+                if fd_id(fd).ok().as_deref() == Some(id.as_str()) {
+                    stats::set_pipe(fd, id);
+                }
+            }
         }
     }
     let _ = faultline_tracepoints::install_fault_handler();
-    // SAFETY: registering a handler that only refreshes two caches (async-signal-safe).
-    unsafe { libc::pthread_atfork(None, None, Some(atfork_child)) };
+    // SAFETY: registering handlers that note the counters (prepare) and refresh two caches and
+    // the counters' baseline (child; no allocation, try_lock only).
+    unsafe { libc::pthread_atfork(Some(atfork_prepare), None, Some(atfork_child)) };
     let handle = faultline_recorder::attach(&recorder, "*").ok();
     recorder.prepare_thread(faultline_tracepoints::MAX_CSTR_LEN * 2 + data + 512);
     let spec = std::env::var(ENV_EVENTS).unwrap_or_else(|_| "*".into());

@@ -32,7 +32,8 @@ symbols! {
     read = c"read"; read_chk = c"__read_chk"; write = c"write";
     pread = c"pread"; pread64 = c"pread64"; pread_chk = c"__pread_chk";
     pread64_chk = c"__pread64_chk"; pwrite = c"pwrite"; pwrite64 = c"pwrite64";
-    readv = c"readv"; writev = c"writev";
+    readv = c"readv"; writev = c"writev"; preadv = c"preadv"; preadv64 = c"preadv64";
+    pwritev = c"pwritev"; pwritev64 = c"pwritev64";
     stat = c"stat"; stat64 = c"stat64"; lstat = c"lstat"; lstat64 = c"lstat64";
     fstat = c"fstat"; fstat64 = c"fstat64"; fstatat = c"fstatat"; fstatat64 = c"fstatat64";
     xstat = c"__xstat"; xstat64 = c"__xstat64"; lxstat = c"__lxstat";

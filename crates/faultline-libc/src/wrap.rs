@@ -11,7 +11,7 @@ use crate::addr;
 use crate::events::*;
 use crate::real::real;
 use crate::thread::{in_tracer, may_record, now, ns, pid, set_errno, tid, traced};
-use faultline_tracepoints::{copy_from_user, trace, CStrPtr, RawBuf};
+use faultline_tracepoints::{copy_from_user, trace, CStrPtr, RawBuf, RawIov};
 use libc::{
     c_char, c_int, c_long, c_uint, c_void, iovec, mode_t, off_t, pid_t, size_t, sockaddr,
     socklen_t, ssize_t,
@@ -155,25 +155,31 @@ wrapper!(pwrite(fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssi
 wrapper!(pwrite64(fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t = pwrite64, PWRITE,
     |r, d| trace!(PWRITE, fd, count as u64, off, data(buf, count), r, d.errno, d.dur_ns, d.pid, d.tid));
 
-/// The data of the first iovec (at most `limit` bytes), read from untrusted memory; a bad
-/// iovec array is recorded as faulted bytes of the array itself.
-fn iov_data(iov: *const iovec, iovcnt: c_int, limit: usize) -> RawBuf {
-    if iovcnt <= 0 || iov.is_null() {
-        return data(std::ptr::null(), 0);
+/// The data of every iovec, concatenated (the first `--libc-data` bytes), read from untrusted
+/// memory: see [`RawIov`] (a bad iovec array is recorded as faulted bytes of the array
+/// itself; `data_truncated` counts the bytes of `cap` not recorded).
+fn iov_data(iov: *const iovec, iovcnt: c_int, cap: usize) -> RawIov {
+    RawIov {
+        iov: iov as *const u8,
+        count: iovcnt.max(0) as usize,
+        // Relaxed: constant after the constructor.
+        limit: DATA_BYTES.load(Ordering::Relaxed),
+        cap,
     }
-    let mut raw = [0u8; std::mem::size_of::<iovec>()];
-    if copy_from_user(&mut raw, iov as *const u8) != 0 {
-        return data(iov as *const c_void, raw.len());
-    }
-    let base = usize::from_ne_bytes(raw[..8].try_into().unwrap_or([0; 8]));
-    let len = usize::from_ne_bytes(raw[8..].try_into().unwrap_or([0; 8]));
-    data(base as *const c_void, len.min(limit))
 }
 
 wrapper!(readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t = readv, READV,
     |r, d| trace!(READV, fd, iovcnt, iov_data(iov, iovcnt, got(r, usize::MAX)), r, d.errno, d.dur_ns, d.pid, d.tid));
 wrapper!(writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t = writev, WRITEV,
     |r, d| trace!(WRITEV, fd, iovcnt, iov_data(iov, iovcnt, usize::MAX), r, d.errno, d.dur_ns, d.pid, d.tid));
+wrapper!(preadv(fd: c_int, iov: *const iovec, iovcnt: c_int, off: off_t) -> ssize_t = preadv, PREADV,
+    |r, d| trace!(PREADV, fd, iovcnt, off, iov_data(iov, iovcnt, got(r, usize::MAX)), r, d.errno, d.dur_ns, d.pid, d.tid));
+wrapper!(preadv64(fd: c_int, iov: *const iovec, iovcnt: c_int, off: off_t) -> ssize_t = preadv64, PREADV,
+    |r, d| trace!(PREADV, fd, iovcnt, off, iov_data(iov, iovcnt, got(r, usize::MAX)), r, d.errno, d.dur_ns, d.pid, d.tid));
+wrapper!(pwritev(fd: c_int, iov: *const iovec, iovcnt: c_int, off: off_t) -> ssize_t = pwritev, PWRITEV,
+    |r, d| trace!(PWRITEV, fd, iovcnt, off, iov_data(iov, iovcnt, usize::MAX), r, d.errno, d.dur_ns, d.pid, d.tid));
+wrapper!(pwritev64(fd: c_int, iov: *const iovec, iovcnt: c_int, off: off_t) -> ssize_t = pwritev64, PWRITEV,
+    |r, d| trace!(PWRITEV, fd, iovcnt, off, iov_data(iov, iovcnt, usize::MAX), r, d.errno, d.dur_ns, d.pid, d.tid));
 
 // ---- stat family (glibc >= 2.33 exports stat/fstat/lstat/fstatat; older binaries call the
 // versioned __xstat family, wrapped too) ----
@@ -339,6 +345,10 @@ fn exec_like(
     argv: *const *const c_char,
     call: impl FnOnce() -> c_int,
 ) -> c_int {
+    if may_record() {
+        // The image is replaced: its counters go now (crate::stats).
+        in_tracer(crate::stats::report);
+    }
     let on = (EXECVE.is_active() || EXECVE_FAILED.is_active()) && may_record();
     if !on {
         return call();
@@ -568,6 +578,10 @@ pub unsafe extern "C" fn _exit(status: c_int) -> ! {
     if EXIT_.is_active() && may_record() {
         in_tracer(|| trace!(EXIT_, status, pid(), tid()));
     }
+    if may_record() {
+        // No destructor runs: this image's counters go now (crate::stats).
+        in_tracer(crate::stats::report);
+    }
     match real!(exit_, fn(c_int) -> !) {
         // SAFETY: the caller's argument to the function it meant to call.
         Some(f) => unsafe { f(status) },
@@ -583,6 +597,10 @@ pub unsafe extern "C" fn _exit(status: c_int) -> ! {
 pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
     if EXIT_.is_active() && may_record() {
         in_tracer(|| trace!(EXIT_, status, pid(), tid()));
+    }
+    if may_record() {
+        // No destructor runs: this image's counters go now (crate::stats).
+        in_tracer(crate::stats::report);
     }
     match real!(exit_upper, fn(c_int) -> !) {
         // SAFETY: the caller's argument to the function it meant to call.

@@ -1,15 +1,19 @@
 /*
  * faultline LTTng-UST comparison benchmark.
  *
- * Usage: faultline_bench KIND THREADS EVENTS_PER_THREAD WARMUP_PER_THREAD REGISTER_WAIT_MS
+ * Usage: faultline_bench KIND THREADS EVENTS_PER_THREAD WARMUP_PER_THREAD REGISTER_WAIT_MS [RATE]
  *   KIND               "int" or "string"
  *   THREADS            1..1024
  *   EVENTS_PER_THREAD  timed events emitted by each thread
  *   WARMUP_PER_THREAD  untimed events emitted by each thread before the timed loop
  *   REGISTER_WAIT_MS   how long to wait for the tracepoint to become enabled
+ *   RATE               events per second per thread in the timed loop (0 or absent:
+ *                      as fast as possible)
  *
  * Every thread emits WARMUP_PER_THREAD events, waits at a barrier, then emits
- * EVENTS_PER_THREAD events between two clock_gettime(CLOCK_MONOTONIC) reads.
+ * EVENTS_PER_THREAD events between two clock_gettime(CLOCK_MONOTONIC) reads. When paced,
+ * the thread reads the clock every PACE_BATCH events and spins until that batch is due
+ * (event i is due at start + i / RATE); a thread that falls behind does not wait.
  * Threads are pinned one per allowed CPU when THREADS <= allowed CPUs.
  *
  * On success the last line on stdout is:
@@ -33,6 +37,7 @@
 #include "faultline_bench_tp.h"
 
 #define MAX_THREADS 1024
+#define PACE_BATCH 64
 
 enum kind { KIND_INT, KIND_STRING };
 
@@ -43,6 +48,7 @@ struct worker {
 	enum kind kind;
 	uint64_t events;
 	uint64_t warmup;
+	uint64_t rate; /* events per second, 0: unpaced */
 	pthread_barrier_t *barrier;
 	int64_t elapsed_ns;
 	int error;
@@ -113,7 +119,19 @@ static void *worker_main(void *arg)
 	}
 
 	start = now_ns();
-	if (w->kind == KIND_INT) {
+	if (w->rate != 0) {
+		const double ns_per_event = 1e9 / (double)w->rate;
+
+		for (i = 0; i < w->events; i++) {
+			if (i % PACE_BATCH == 0) {
+				const int64_t due = start + (int64_t)((double)i * ns_per_event);
+
+				while (now_ns() < due)
+					;
+			}
+			emit(w->kind, i);
+		}
+	} else if (w->kind == KIND_INT) {
 		for (i = 0; i < w->events; i++)
 			lttng_ust_tracepoint(faultline_bench, int_event, i);
 	} else {
@@ -136,15 +154,15 @@ int main(int argc, char **argv)
 {
 	static struct worker workers[MAX_THREADS];
 	pthread_barrier_t barrier;
-	uint64_t threads, events, warmup, wait_ms, waited_ms = 0;
+	uint64_t threads, events, warmup, wait_ms, rate = 0, waited_ms = 0;
 	enum kind kind;
 	cpu_set_t allowed;
 	int allowed_cpus[CPU_SETSIZE];
 	int n_allowed = 0, pinned, c, ret;
 	uint64_t t;
 
-	if (argc != 6) {
-		fprintf(stderr, "usage: %s int|string THREADS EVENTS_PER_THREAD WARMUP_PER_THREAD REGISTER_WAIT_MS\n",
+	if (argc != 6 && argc != 7) {
+		fprintf(stderr, "usage: %s int|string THREADS EVENTS_PER_THREAD WARMUP_PER_THREAD REGISTER_WAIT_MS [RATE]\n",
 			argc > 0 ? argv[0] : "faultline_bench");
 		return 2;
 	}
@@ -158,7 +176,8 @@ int main(int argc, char **argv)
 	}
 	if (parse_u64(argv[2], &threads) || threads < 1 || threads > MAX_THREADS ||
 	    parse_u64(argv[3], &events) || events < 1 ||
-	    parse_u64(argv[4], &warmup) || parse_u64(argv[5], &wait_ms)) {
+	    parse_u64(argv[4], &warmup) || parse_u64(argv[5], &wait_ms) ||
+	    (argc == 7 && parse_u64(argv[6], &rate))) {
 		fprintf(stderr, "faultline_bench: bad numeric argument\n");
 		return 2;
 	}
@@ -200,6 +219,7 @@ int main(int argc, char **argv)
 		w->kind = kind;
 		w->events = events;
 		w->warmup = warmup;
+		w->rate = rate;
 		w->barrier = &barrier;
 		ret = pthread_create(&w->tid, NULL, worker_main, w);
 		if (ret != 0) {

@@ -24,6 +24,9 @@
 //!    `threads <= CPUs`) emits a warm-up batch, meets the others at a barrier, then
 //!    emits `events_per_thread` events in a tight loop between two
 //!    `clock_gettime(CLOCK_MONOTONIC)` reads, and prints its ns/event;
+//!    With [`LttngBench::run_paced`] one thread emits at a given rate instead: it reads
+//!    the clock every 64 events and spins until that batch is due, and the trace is
+//!    not decoded (losses come from the daemon's statistics, step 5);
 //! 5. `lttng stop` (waits until the consumer has the data), `lttng list` for the
 //!    channel's attributes and discard statistics, `lttng destroy`;
 //! 6. adds up the trace's file sizes and, if `babeltrace2` is installed, decodes the
@@ -246,6 +249,21 @@ impl LttngResult {
         let discarded = self.events_discarded?;
         Some(recorded.checked_add(discarded) == Some(self.events_emitted))
     }
+}
+
+/// One [`LttngBench::run_streamed`] measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamedRun {
+    /// The session name (the relay's directory is `HOST/SESSION-DATE/`).
+    pub session: String,
+    /// Events the program emitted (warm-up included).
+    pub events_emitted: u64,
+    /// Median over threads of the program's ns per timed event.
+    pub ns_per_event: f64,
+    /// From the program's start to the return of `lttng stop`.
+    pub wall: Duration,
+    /// Discarded events as `lttng list` reports them.
+    pub tracer_discarded: Option<u64>,
 }
 
 /// Knobs for [`LttngBench::with_options`].
@@ -481,6 +499,30 @@ impl LttngBench {
         threads: usize,
         events_per_thread: u64,
     ) -> Result<LttngResult> {
+        self.run_inner(kind, threads, events_per_thread, None)
+    }
+
+    /// One paced measurement: one thread emitting `events` events at `rate` events per
+    /// second (the program checks the clock every 64 events and spins until the next
+    /// batch is due; it cannot go faster than its unpaced loop). The trace is not
+    /// decoded (at millions of events per second babeltrace2 would take minutes): losses
+    /// are the session daemon's discarded-event count ([`LttngResult::tracer_discarded`],
+    /// `lttng list` after `lttng stop`), and [`LttngResult::events_recorded`] is `None`.
+    /// The achieved rate is `1e9 / ns_per_event`.
+    pub fn run_paced(&mut self, kind: EventKind, events: u64, rate: f64) -> Result<LttngResult> {
+        if !(rate.is_finite() && rate > 0.0) {
+            bail!("rate must be a positive number of events per second, got {rate}");
+        }
+        self.run_inner(kind, 1, events, Some(rate))
+    }
+
+    fn run_inner(
+        &mut self,
+        kind: EventKind,
+        threads: usize,
+        events_per_thread: u64,
+        pace: Option<f64>,
+    ) -> Result<LttngResult> {
         if threads == 0 || threads > MAX_THREADS {
             bail!("threads must be in 1..={MAX_THREADS}, got {threads}");
         }
@@ -513,12 +555,20 @@ impl LttngBench {
 
         self.env
             .lttng(&["create", &session, &format!("--output={trace_str}")], t)?;
-        let outcome = self.traced_run(&session, kind, threads, events_per_thread, warmup, emitted);
+        let outcome = self.traced_run(
+            &session,
+            kind,
+            threads,
+            events_per_thread,
+            warmup,
+            emitted,
+            pace,
+        );
         let destroyed = self.env.lttng(&["destroy", &session], t);
-        let (line, listing) = outcome?;
+        let (line, listing, _) = outcome?;
         destroyed?;
 
-        let measured = self.measure(&trace_dir);
+        let measured = self.measure(&trace_dir, pace.is_none());
         if !self.options.keep_traces {
             let _ = fs::remove_dir_all(&trace_dir);
         }
@@ -580,7 +630,69 @@ impl LttngBench {
         })
     }
 
+    /// Like [`LttngBench::run`], but the session streams to an `lttng-relayd` at `url`
+    /// (`lttng create --set-url=URL`, live with `live_timer_us` when given) instead of
+    /// writing a local trace: LTTng's own consumer daemon sends the packets. Nothing is
+    /// measured on disk here (the trace is in the relay's output directory, under the
+    /// session name returned); the wall time runs from the program's start to the return of
+    /// `lttng stop`, which waits until the relay has every packet.
+    pub fn run_streamed(
+        &mut self,
+        kind: EventKind,
+        threads: usize,
+        events_per_thread: u64,
+        url: &str,
+        live_timer_us: Option<u32>,
+    ) -> Result<StreamedRun> {
+        if threads == 0 || threads > MAX_THREADS {
+            bail!("threads must be in 1..={MAX_THREADS}, got {threads}");
+        }
+        let warmup = self
+            .options
+            .warmup_per_thread
+            .unwrap_or_else(|| (events_per_thread / 10).min(10_000));
+        let emitted = events_per_thread
+            .checked_add(warmup)
+            .and_then(|e| e.checked_mul(threads as u64))
+            .context("event count overflows u64")?;
+        self.runs += 1;
+        let session = format!("faultline-bench-{}", self.runs);
+        let t = self.options.command_timeout;
+        let mut args = vec![
+            "create".to_string(),
+            session.clone(),
+            format!("--set-url={url}"),
+        ];
+        if let Some(l) = live_timer_us {
+            args.push(format!("--live={l}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.env.lttng(&args, t)?;
+        let outcome = self.traced_run(
+            &session,
+            kind,
+            threads,
+            events_per_thread,
+            warmup,
+            emitted,
+            None,
+        );
+        let destroyed = self.env.lttng(&["destroy", &session], t);
+        let (line, listing, wall) = outcome?;
+        destroyed?;
+        Ok(StreamedRun {
+            session,
+            events_emitted: emitted,
+            ns_per_event: median(&line.ns_per_event)
+                .context("benchmark program reported no threads")?,
+            wall,
+            tracer_discarded: listing.discarded_events,
+        })
+    }
+
     /// Channel, rule, start, program, stop, listing. The caller destroys the session.
+    /// Also returns the time from the program's start to the return of `lttng stop`.
+    #[allow(clippy::too_many_arguments)]
     fn traced_run(
         &self,
         session: &str,
@@ -589,7 +701,8 @@ impl LttngBench {
         events_per_thread: u64,
         warmup: u64,
         emitted: u64,
-    ) -> Result<(parse::ResultLine, parse::ChannelListing)> {
+        pace: Option<f64>,
+    ) -> Result<(parse::ResultLine, parse::ChannelListing, Duration)> {
         let t = self.options.command_timeout;
         let session_arg = format!("--session={session}");
         self.env.lttng(
@@ -623,17 +736,24 @@ impl LttngBench {
             .arg(events_per_thread.to_string())
             .arg(warmup.to_string())
             .arg(reg_ms.to_string())
+            // Events per second per thread; 0 = as fast as possible.
+            .arg(format!("{:.0}", pace.unwrap_or(0.0)))
             .env("LTTNG_UST_REGISTER_TIMEOUT", reg_ms.to_string())
             .env("LTTNG_UST_WITHOUT_BADDR_STATEDUMP", "1")
             .env("LTTNG_UST_WITHOUT_PROCNAME_STATEDUMP", "1");
-        // Generous: 5 µs per event on top of start-up and registration.
+        // Generous: 5 µs per event (or twice the paced duration) on top of start-up and
+        // registration.
+        let paced_ms = pace.map_or(0, |r| (2e3 * emitted as f64 / r) as u64);
         let program_timeout = Duration::from_secs(30)
             + Duration::from_millis(u64::from(reg_ms) * 2)
-            + Duration::from_micros(emitted.saturating_mul(5));
+            + Duration::from_micros(emitted.saturating_mul(5))
+            + Duration::from_millis(paced_ms);
+        let started = std::time::Instant::now();
         let program_run = run_command(&mut cmd, program_timeout, "benchmark program", capture);
 
         // Stop even if the program failed, so the destroy that follows is quick.
         let stopped = self.env.lttng(&["stop", session], t);
+        let wall = started.elapsed();
         let out = program_run?;
         stopped?;
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -657,16 +777,20 @@ impl LttngBench {
             .env
             .lttng(&["list", session, &channel_arg], t)
             .unwrap_or_default();
-        Ok((line, parse_channel_listing(&listing_text)))
+        Ok((line, parse_channel_listing(&listing_text), wall))
     }
 
     /// Sizes on disk and, with babeltrace2, event counts.
-    fn measure(&self, trace_dir: &Path) -> Result<(u64, u64, Option<BabeltraceCounts>)> {
+    fn measure(
+        &self,
+        trace_dir: &Path,
+        decode: bool,
+    ) -> Result<(u64, u64, Option<BabeltraceCounts>)> {
         let mut total = 0u64;
         let mut data = 0u64;
         walk_sizes(trace_dir, 0, &mut total, &mut data)
             .with_context(|| format!("measuring {}", trace_dir.display()))?;
-        let Some(bt) = &self.babeltrace else {
+        let Some(bt) = self.babeltrace.as_ref().filter(|_| decode) else {
             return Ok((total, data, None));
         };
         let mut cmd = Command::new(bt);

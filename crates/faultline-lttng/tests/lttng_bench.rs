@@ -95,3 +95,39 @@ fn bad_arguments_are_errors_not_panics() {
     assert!(bench.run(EventKind::Int, 1, 0).is_err());
     assert!(bench.run(EventKind::Int, 2, u64::MAX).is_err());
 }
+
+/// The paced mode never runs ahead of its rate (it may fall behind on a busy machine), counts
+/// losses from the daemon, and refuses a nonsensical rate.
+#[test]
+fn lttng_paced_run_keeps_to_its_rate() {
+    if let Err(why) = check_available() {
+        println!("{SKIP_MESSAGE}");
+        println!("({why})");
+        return;
+    }
+    let mut bench = LttngBench::new().expect("LTTng harness");
+    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        assert!(bench.run_paced(EventKind::Int, 1000, bad).is_err(), "{bad}");
+    }
+    // 50 000 events at 250 000/s: 0.2 s.
+    let rate = 250_000.0;
+    let r = bench
+        .run_paced(EventKind::Int, 50_000, rate)
+        .expect("paced run");
+    let achieved = 1e9 / r.ns_per_event;
+    println!("paced at {rate}/s: achieved {achieved:.0}/s, {r:?}");
+    // Event i is due at i / rate; the last batch of 64 may start up to 64 events early.
+    assert!(
+        achieved <= rate * 50_000.0 / (50_000.0 - 64.0) * 1.001,
+        "ran ahead of its rate: {achieved}"
+    );
+    assert_eq!(r.threads, 1);
+    assert_eq!(
+        r.events_recorded, None,
+        "a paced run does not decode the trace"
+    );
+    assert!(
+        r.tracer_discarded.is_some(),
+        "no discard count from the daemon"
+    );
+}

@@ -14,7 +14,8 @@
 //! * the real thing: `Channel::reserve` + payload copy + `Reservation::commit`, rseq and atomic,
 //!   16 B and 48 B, default geometry (4 x 256 KiB, overwrite mode, no consumer: what
 //!   `faultline bench` measures) and a small one (4 x 4 KiB, L1-resident, a sub-buffer switch
-//!   every ~120 records).
+//!   every ~120 records); and rseq 16 B on buffers per concurrency id (`BufferIndex::Cid`)
+//!   where the kernel supports it.
 //! * batches of 24000 events on fresh 4 x 256 KiB channels: reserve + commit (the control),
 //!   reserve only (reservations leaked), commit only (of reservations made untimed just
 //!   before), reserve + drop (committed as a discarded record).
@@ -178,6 +179,18 @@ fn main() {
         .flat_map(|&s| [(s, 256 * 1024), (s, 4096)])
         .map(|(s, sb)| (s, sb, channel(s, sb)))
         .collect();
+    // The same reserve + commit on buffers per concurrency id (keyed on rseq mm_cid).
+    let cid_chan = faultline_ringbuf::channel::cid_supported().ok().map(|()| {
+        Channel::create(&ChannelConfig {
+            subbuf_size: 256 * 1024,
+            num_subbuf: 4,
+            mode: Mode::Overwrite,
+            sync: SyncMode::Rseq,
+            index: faultline_ringbuf::BufferIndex::Cid,
+            ..Default::default()
+        })
+        .expect("per-cid channel")
+    });
     let mut benches: Vec<Bench> = Vec::new();
 
     benches.push((
@@ -242,6 +255,10 @@ fn main() {
                 ring(ch, payload),
             ));
         }
+    }
+
+    if let Some(ch) = &cid_chan {
+        benches.push(("reserve+commit 16 B rseq per-cid 256K".into(), ring(ch, 16)));
     }
 
     for &s in &syncs {

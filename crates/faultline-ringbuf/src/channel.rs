@@ -52,6 +52,50 @@
 //! buffer (hazard 8): nothing here is a lock; the handler's reservation simply comes after
 //! and both commits add to the sums.
 //!
+//! # Buffers per CPU or per concurrency id
+//! [`ChannelConfig::index`] picks what buffer `k` belongs to; the header records it
+//! ([`BufferIndex`], [`Channel::buffer_index`]) for consumers and readers.
+//! * [`BufferIndex::Cpu`] (default): CPU `k`. Every rseq section is keyed on `rseq->cpu_id`.
+//! * [`BufferIndex::Cid`]: concurrency id `k` (`rseq->mm_cid`) of the **writer process** named
+//!   in the header (the creator). Everything above holds with "CPU" read as "concurrency id":
+//!   the reserve and LOCAL-commit sections are the same code keyed on `mm_cid`
+//!   (`faultline_rseq::SlotId`), so the timestamp is still read inside the reserve section
+//!   keyed on the buffer's id (per-buffer time order = offset order), and a writer whose id
+//!   changed between reserve and commit commits REMOTE into the buffer it reserved in. The
+//!   kernel keeps concurrency ids below both the process's thread count and the number of CPUs
+//!   it may run on, so a process with 3 threads, or pinned to 2 CPUs, touches at most 3 (2)
+//!   buffers whatever the machine's CPU count; the memfd is sparse, so untouched buffers cost
+//!   no memory ([`Channel::active_buffers`], [`Channel::resident_bytes`]).
+//!
+//!   Concurrency ids are per process: two processes both have an id 0. So only the writer
+//!   process writes: any other process — a `fork` child (its cached process id is reset by a
+//!   `pthread_atfork` handler), or one that opened the memfd — gets [`Lost::NoBuffer`] for
+//!   every event and cannot flush. A child created by a raw `clone` system call without
+//!   `CLONE_VM` skips the atfork handler and is not detected: do not trace from one into an
+//!   inherited per-cid channel. Channels that several processes write (`faultline record`)
+//!   stay per CPU.
+//!
+//!   The REMOTE commit's fence (hazard 1) is `membarrier` on every CPU running the process
+//!   (the id's holder may run anywhere), not on one CPU.
+//!
+//! ## Flushing a concurrency-id buffer
+//! No thread can choose its concurrency id, so the pinned-helper flush cannot work. Instead
+//! the flusher, any thread of the writer process (one at a time, `cid_flush`), does:
+//! 1. `old = write_offset` (acquire), loss snapshot, then compare-and-swap `old` →
+//!    `new | FLUSH_MARK` (`new` the next sub-buffer start). Writers never build on a marked
+//!    value: the fast path needs a position inside a sub-buffer (the marked value is
+//!    sub-buffer aligned), the general path waits a few yields and then counts the event as
+//!    stalled.
+//! 2. `membarrier(PRIVATE_EXPEDITED_RSEQ)` on all CPUs: any critical section in progress has
+//!    finished or was aborted when it returns. A section that compared `old` before the mark
+//!    and stored after it has therefore already replaced the mark with its own reservation.
+//! 3. Compare-and-swap `new | FLUSH_MARK` → `new`: success means nobody replaced the mark,
+//!    so `[old, new)` is the flusher's and it closes the sub-buffer as a writer would; failure
+//!    means a writer's reservation won, nothing was written, start again.
+//!
+//! Without step 2 the check in step 3 can run while that section sits between its compare
+//! and its store; `tests/loom_delivery.rs` finds the overlapping reservations.
+//!
 //! # Rules for the traced program
 //! One process (one `mm`) writes a channel's buffers at a time for the membarrier fast
 //! delivery; several processes still work (rseq serialises them per CPU) and delivery then
@@ -61,6 +105,7 @@ use crate::clock::{self, ClockInfo};
 use crate::close::{self, CloseOps, LostCounts};
 use crate::commit::{self, CommitCounters, CommitKind, NotOnCpu};
 use crate::layout::*;
+use faultline_rseq::{Cid, Cpu, SlotId};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
@@ -79,8 +124,11 @@ pub struct ChannelConfig {
     pub sync: SyncMode,
     /// Timestamp clock.
     pub clock: ClockKind,
-    /// Number of per-CPU buffers; default: possible CPUs.
+    /// Number of per-CPU buffers; default: possible CPUs (also the number of slots in
+    /// [`BufferIndex::Cid`] mode: a concurrency id is always below the CPU count).
     pub num_cpus: Option<u32>,
+    /// Buffers per CPU (default) or per concurrency id of the creating process (module docs).
+    pub index: BufferIndex,
     /// Trace UUID written into every packet.
     pub uuid: [u8; 16],
     /// Abort injection: spin this many iterations inside the reserve critical section (0 = off).
@@ -100,6 +148,7 @@ impl Default for ChannelConfig {
             },
             clock: clock::default_kind(),
             num_cpus: None,
+            index: BufferIndex::Cpu,
             uuid: random_uuid(),
             inject_spins: 0,
         }
@@ -145,7 +194,8 @@ pub enum Lost {
     Stalled,
     /// The record is larger than a sub-buffer can hold.
     TooBig,
-    /// The current CPU has no buffer (CPU id beyond the channel's CPU count).
+    /// The current CPU has no buffer (CPU id beyond the channel's CPU count), or, in a
+    /// [`BufferIndex::Cid`] channel, this process is not the channel's writer process.
     NoBuffer,
 }
 
@@ -164,6 +214,9 @@ pub enum FlushError {
     /// The flush ran on another CPU.
     #[error("flush of CPU {0} must run on that CPU (rseq-owned words)")]
     NotOnCpu(u32),
+    /// A [`BufferIndex::Cid`] buffer can only be flushed by its writer process, with membarrier.
+    #[error("concurrency-id buffer {0}: {1}")]
+    Cid(u32, String),
     /// No helper thread could be pinned to the CPU (the error says why).
     #[error("cannot run a helper on CPU {0}: {1}")]
     Pin(u32, String),
@@ -212,6 +265,9 @@ pub struct Channel {
     path: u8,
     inject_spins: u64,
     clock: ClockInfo,
+    /// Serialises this process's flushes of [`BufferIndex::Cid`] buffers (the flush protocol
+    /// allows one flusher per buffer; see `flush_cid`).
+    cid_flush: std::sync::Mutex<()>,
     map: memmap2::MmapRaw,
     file: File,
 }
@@ -236,6 +292,62 @@ const _: () = {
 const GENERAL: u8 = 0;
 const FAST_RSEQ: u8 = 1;
 const FAST_RSEQ_INJECT: u8 = 2;
+const FAST_CID: u8 = 3;
+const FAST_CID_INJECT: u8 = 4;
+
+/// Mark a [`BufferIndex::Cid`] flush puts into `write_offset` while it closes a sub-buffer
+/// (`flush_cid`); never part of a real position (below `consumer::MAX_POSITION`, which it
+/// equals). The marked value is sub-buffer aligned, so the fast path never builds on it.
+pub(crate) const FLUSH_MARK: u64 = 1 << 62;
+
+/// Offset in the header page of the active map: one bit per buffer (4096 bits), set by the
+/// first writer of the buffer after its `active` word, so that finding the used buffers reads
+/// one page instead of one page per possible buffer.
+pub(crate) const ACTIVE_MAP_OFFSET: usize = 512;
+const _: () = assert!(ACTIVE_MAP_OFFSET >= std::mem::size_of::<ChannelHeader>());
+const _: () = assert!(ACTIVE_MAP_OFFSET + 4096 / 8 <= PAGE);
+
+/// This process's id (thread group id), cached; 0 until first asked. Reset in a `fork` child
+/// by a `pthread_atfork` handler, so a child never passes for its parent (module docs).
+static PROCESS_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+extern "C" fn forget_process_id() {
+    PROCESS_ID.store(0, Ordering::Relaxed);
+}
+
+/// Whether this process can write [`BufferIndex::Cid`] buffers: rseq with `mm_cid` (Linux
+/// 6.3+) and membarrier (the REMOTE commit's fence and the flush need it); `Err` says what is
+/// missing.
+pub fn cid_supported() -> Result<(), String> {
+    match faultline_rseq::Registration::get() {
+        None => Err("per-cid buffers need rseq (not registered in this process)".into()),
+        Some(r) if !r.has_mm_cid() => Err(format!(
+            "per-cid buffers need the kernel's rseq mm_cid (Linux 6.3+; rseq feature size {})",
+            r.feature_size
+        )),
+        Some(_) if !faultline_rseq::membarrier_register() => {
+            Err("per-cid buffers need membarrier(PRIVATE_EXPEDITED_RSEQ)".into())
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// This process's id, cached (see [`PROCESS_ID`]).
+fn process_id() -> u32 {
+    let p = PROCESS_ID.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    static ATFORK: std::sync::Once = std::sync::Once::new();
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic (async-signal-safe, as
+        // the child of a multithreaded fork requires).
+        unsafe { libc::pthread_atfork(None, None, Some(forget_process_id)) };
+    });
+    let p = std::process::id();
+    PROCESS_ID.store(p, Ordering::Relaxed);
+    p
+}
 
 /// Geometry derived once from a validated header and never re-read from shared memory.
 #[derive(Debug, Clone, Copy)]
@@ -254,6 +366,9 @@ pub(crate) struct Geometry {
     pub mode: Mode,
     pub sync: SyncMode,
     pub clock: ClockKind,
+    pub index: BufferIndex,
+    /// [`BufferIndex::Cid`]: the only process whose threads may write (0 otherwise).
+    pub writer_pid: u32,
     pub uuid: [u8; 16],
     pub max_record: u64,
     /// log2(subbuf_size), log2(buf_size): positions are split with shifts, not divisions.
@@ -307,6 +422,8 @@ impl Geometry {
             mode: Mode::Discard,
             sync: SyncMode::Rseq,
             clock: ClockKind::Tsc,
+            index: BufferIndex::Cpu,
+            writer_pid: 0,
             uuid: [0; 16],
             max_record: subbuf_size - PACKET_HEADER_SIZE - 1,
             sb_shift: subbuf_size.trailing_zeros(),
@@ -414,15 +531,28 @@ impl Drop for Reservation<'_> {
 }
 
 /// Counters of one sub-buffer in shared memory, with the operations of the commit protocol;
-/// `RSEQ`: the channel's sync mode. Two pointers, so it is passed in registers.
+/// `RSEQ`: the channel's sync mode; `S`: what its buffers are keyed on ([`Cpu`] or [`Cid`]).
+/// Two pointers, so it is passed in registers.
 #[derive(Clone, Copy)]
-struct ShmCounters<'a, const RSEQ: bool> {
+struct ShmCounters<'a, const RSEQ: bool, S> {
     c: &'a SubbufCounters,
     /// The header of the buffer holding `c` (for the membarrier count).
     b: &'a BufferHeader,
+    _s: std::marker::PhantomData<S>,
 }
 
-impl<const RSEQ: bool> CommitCounters for ShmCounters<'_, RSEQ> {
+impl<'a, const RSEQ: bool, S> ShmCounters<'a, RSEQ, S> {
+    #[inline(always)]
+    fn new(c: &'a SubbufCounters, b: &'a BufferHeader) -> Self {
+        ShmCounters {
+            c,
+            b,
+            _s: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<const RSEQ: bool, S: SlotId + Copy> CommitCounters for ShmCounters<'_, RSEQ, S> {
     #[inline(always)]
     fn local_add(&self, cpu: u32, n: u64) -> Result<u64, NotOnCpu> {
         if !RSEQ {
@@ -430,8 +560,9 @@ impl<const RSEQ: bool> CommitCounters for ShmCounters<'_, RSEQ> {
         }
         loop {
             // SAFETY: rseq is available (the channel was created/opened in rseq mode only if
-            // so); `local` of CPU `cpu` is written only by rseq critical sections on `cpu`.
-            match unsafe { faultline_rseq::addv(cpu, self.c.local.as_ptr(), n) } {
+            // so); `local` of buffer `cpu` is written only by rseq critical sections keyed on
+            // `S` holding `cpu` (for Cid: in the writer process only, checked at reserve).
+            match unsafe { faultline_rseq::addv_on::<S>(cpu, self.c.local.as_ptr(), n) } {
                 Ok(v) => return Ok(v),
                 Err(faultline_rseq::RseqError::CpuMismatch) => return Err(NotOnCpu),
                 Err(_) => continue,
@@ -463,7 +594,14 @@ impl<const RSEQ: bool> CommitCounters for ShmCounters<'_, RSEQ> {
             return;
         }
         self.b.membarriers.fetch_add(1, Ordering::Relaxed);
-        if !faultline_rseq::membarrier_rseq_cpu(cpu) {
+        // Per CPU: fence that CPU. Per concurrency id: the holder of `cpu` (an id) may run on
+        // any CPU, so fence every thread of the process.
+        let fenced = if S::FIELD == Cid::FIELD {
+            faultline_rseq::membarrier_rseq_all()
+        } else {
+            faultline_rseq::membarrier_rseq_cpu(cpu)
+        };
+        if !fenced {
             // No membarrier: fall back to a local full fence; the consumer's periodic check
             // is then the delivery backstop (see commit.rs).
             fence(Ordering::SeqCst);
@@ -506,6 +644,18 @@ impl Channel {
         if cfg.clock == ClockKind::Tsc && !cfg!(target_arch = "x86_64") {
             return Err(ChannelError::Config("the TSC clock needs x86_64".into()));
         }
+        let writer_pid = match cfg.index {
+            BufferIndex::Cpu => 0,
+            BufferIndex::Cid => {
+                cid_supported().map_err(ChannelError::Config)?;
+                if cfg.sync != SyncMode::Rseq {
+                    return Err(ChannelError::Config(
+                        "per-cid buffers need the rseq sync mode".into(),
+                    ));
+                }
+                process_id()
+            }
+        };
         let ncpu = cfg.num_cpus.unwrap_or_else(faultline_rseq::possible_cpus);
         let geo = Geometry::compute(ncpu, cfg.subbuf_size, cfg.num_subbuf)
             .map_err(ChannelError::Config)?;
@@ -539,15 +689,14 @@ impl Channel {
             h.mode = cfg.mode as u32;
             h.sync = cfg.sync as u32;
             h.clock = cfg.clock as u32;
+            h.index = cfg.index as u32;
+            h.writer_pid = writer_pid;
             h.clock_freq = clock.freq;
             h.clock_ref_ticks = clock.ref_ticks;
             h.clock_ref_unix_ns = clock.ref_unix_ns;
             h.uuid = cfg.uuid;
-            for cpu in 0..ncpu {
-                let b = base.add((geo.buffers_offset + cpu as u64 * geo.stride) as usize)
-                    as *mut BufferHeader;
-                (*b).cpu = cpu;
-            }
+            // Nothing is written into the buffer regions: a page of the memfd is allocated on
+            // first touch, so a buffer nobody uses costs no memory.
             // The magic goes last: a concurrent opener validating the header sees either no
             // magic or a complete header (it maps after we hand out the fd, so this is belt
             // and braces).
@@ -636,6 +785,21 @@ impl Channel {
         if geo.sync == SyncMode::Rseq && !faultline_rseq::available() {
             return Err(ChannelError::NoRseq);
         }
+        geo.index = match u32_at(68) {
+            0 => BufferIndex::Cpu,
+            1 if geo.sync == SyncMode::Rseq => BufferIndex::Cid,
+            1 => {
+                return Err(ChannelError::Corrupt(
+                    "per-cid buffers with the atomic sync mode".into(),
+                ))
+            }
+            m => return Err(ChannelError::Corrupt(format!("buffer index {m}"))),
+        };
+        geo.writer_pid = match geo.index {
+            BufferIndex::Cpu => 0,
+            // 0 names no process: nobody may write.
+            BufferIndex::Cid => u32_at(112),
+        };
         geo.uuid = h[96..112].try_into().unwrap();
         let clock = ClockInfo {
             kind: geo.clock,
@@ -646,13 +810,25 @@ impl Channel {
         Ok(Channel {
             base,
             geo,
-            path: match (geo.sync, geo.clock, inject_spins) {
-                (SyncMode::Rseq, ClockKind::Tsc, 0) => FAST_RSEQ,
-                (SyncMode::Rseq, ClockKind::Tsc, _) => FAST_RSEQ_INJECT,
+            path: match (geo.sync, geo.clock, geo.index, inject_spins) {
+                (SyncMode::Rseq, ClockKind::Tsc, BufferIndex::Cpu, 0) => FAST_RSEQ,
+                (SyncMode::Rseq, ClockKind::Tsc, BufferIndex::Cpu, _) => FAST_RSEQ_INJECT,
+                // Only the writer process takes a fast path (the general path refuses others),
+                // and only if this process's kernel maintains mm_cid.
+                (SyncMode::Rseq, ClockKind::Tsc, BufferIndex::Cid, i)
+                    if geo.writer_pid == process_id() && cid_supported().is_ok() =>
+                {
+                    if i == 0 {
+                        FAST_CID
+                    } else {
+                        FAST_CID_INJECT
+                    }
+                }
                 _ => GENERAL,
             },
             inject_spins,
             clock,
+            cid_flush: std::sync::Mutex::new(()),
             map,
             file,
         })
@@ -670,9 +846,37 @@ impl Channel {
     pub fn sync_mode(&self) -> SyncMode {
         self.geo.sync
     }
-    /// Number of per-CPU buffers.
+    /// Number of per-CPU buffers (buffer slots: per concurrency id in [`BufferIndex::Cid`]).
     pub fn num_cpus(&self) -> u32 {
         self.geo.num_cpus
+    }
+    /// Whether buffer `k` is CPU `k`'s or concurrency id `k`'s.
+    pub fn buffer_index(&self) -> BufferIndex {
+        self.geo.index
+    }
+    /// Number of buffers any writer has used so far (`active`), the ones whose pages are
+    /// resident.
+    pub fn active_buffers(&self) -> u32 {
+        (0..self.geo.num_cpus)
+            // Relaxed: a count for reports; nothing is read through it.
+            .filter(|&c| self.is_active(c))
+            .count() as u32
+    }
+    /// Bytes of this channel's mapping resident in memory now (`mincore`): the memory the
+    /// channel costs, header included; `None` if the kernel refuses the query.
+    pub fn resident_bytes(&self) -> Option<u64> {
+        let pages = self.map.len().div_ceil(PAGE);
+        let mut v = vec![0u8; pages];
+        // SAFETY: the mapping [base, base + len) is ours and page aligned; `v` has one byte per
+        // page as mincore requires.
+        let r = unsafe {
+            libc::mincore(
+                self.base as *mut libc::c_void,
+                self.map.len(),
+                v.as_mut_ptr(),
+            )
+        };
+        (r == 0).then(|| v.iter().filter(|&&b| b & 1 != 0).count() as u64 * PAGE as u64)
     }
     /// Bytes per sub-buffer.
     pub fn subbuf_size(&self) -> u64 {
@@ -766,21 +970,57 @@ impl Channel {
             .wrapping_add(c.remote.load(Ordering::Acquire))
     }
 
+    /// The buffer this thread writes now: its CPU, or its concurrency id in a
+    /// [`BufferIndex::Cid`] channel — `u32::MAX` (no buffer) in any process but the writer.
     #[inline(always)]
     fn current_cpu(&self) -> u32 {
-        faultline_rseq::current_cpu()
+        match self.geo.index {
+            BufferIndex::Cpu => faultline_rseq::current_cpu(),
+            BufferIndex::Cid => match faultline_rseq::current_mm_cid() {
+                Some(cid) if process_id() == self.geo.writer_pid => cid,
+                _ => u32::MAX,
+            },
+        }
     }
 
-    /// Make sure `cpu`'s buffer is marked in use.
+    /// Word and bit of buffer `cpu` in the active map ([`ACTIVE_MAP_OFFSET`]).
+    #[inline(always)]
+    fn active_bit(&self, cpu: u32) -> (&AtomicU64, u64) {
+        debug_assert!(cpu < self.geo.num_cpus);
+        // SAFETY: cpu < num_cpus <= 4096, so the word lies in [ACTIVE_MAP_OFFSET,
+        // ACTIVE_MAP_OFFSET + 512) of the header page (buffers start at PAGE), 8-aligned.
+        let w = unsafe {
+            &*(self.base.add(ACTIVE_MAP_OFFSET + (cpu as usize / 64) * 8) as *const AtomicU64)
+        };
+        (w, 1u64 << (cpu % 64))
+    }
+
+    /// Whether any writer has used buffer `cpu`. Reads the active map in the header page
+    /// first, so asking about a buffer nobody used touches none of its pages (a read fault on
+    /// a shared memfd allocates the page).
+    pub(crate) fn is_active(&self, cpu: u32) -> bool {
+        if cpu >= self.geo.num_cpus {
+            return false;
+        }
+        let (w, bit) = self.active_bit(cpu);
+        // Acquire: pairs with activate's release fetch_or (and, below, its release CAS).
+        w.load(Ordering::Acquire) & bit != 0 && self.buf(cpu).active.load(Ordering::Acquire) != 0
+    }
+
+    /// Make sure `cpu`'s buffer is marked in use (its `active` word, then the active map).
     #[inline(always)]
     fn activate(&self, cpu: u32) -> &BufferHeader {
         let b = self.buf(cpu);
-        if b.active.load(Ordering::Relaxed) == 0 {
+        let (w, bit) = self.active_bit(cpu);
+        if w.load(Ordering::Relaxed) & bit == 0 {
             // Release: pairs with the consumer's acquire load of `active` (nothing else is
             // published with it; the buffer starts all zero).
             let _ = b
                 .active
                 .compare_exchange(0, 1, Ordering::Release, Ordering::Relaxed);
+            // Release: pairs with is_active's acquire load of the map; orders the `active`
+            // store before the bit.
+            w.fetch_or(bit, Ordering::Release);
         }
         b
     }
@@ -835,8 +1075,10 @@ impl Channel {
     #[inline(always)]
     pub fn reserve(&self, id: u32, payload_len: usize) -> Result<Reservation<'_>, Lost> {
         let r = match self.path {
-            FAST_RSEQ => self.reserve_fast::<false>(id, payload_len),
-            FAST_RSEQ_INJECT => self.reserve_fast::<true>(id, payload_len),
+            FAST_RSEQ => self.reserve_fast::<false, Cpu>(id, payload_len),
+            FAST_RSEQ_INJECT => self.reserve_fast::<true, Cpu>(id, payload_len),
+            FAST_CID => self.reserve_fast::<false, Cid>(id, payload_len),
+            FAST_CID_INJECT => self.reserve_fast::<true, Cid>(id, payload_len),
             _ => None,
         };
         if let Some(r) = r {
@@ -873,16 +1115,21 @@ impl Channel {
 
     /// The inline fast path of [`Channel::reserve`]; `None` sends the caller to the general
     /// path (nothing was reserved). `INJECT`: spin `inject_spins` inside the critical section.
+    /// `S`: the id the buffers are keyed on.
     #[inline(always)]
-    fn reserve_fast<const INJECT: bool>(
+    fn reserve_fast<const INJECT: bool, S: SlotId>(
         &self,
         id: u32,
         payload_len: usize,
     ) -> Option<Reservation<'_>> {
         let g = &self.geo;
-        // SAFETY: fast_rseq implies the channel is in rseq mode, which create/open allow only
-        // when rseq is available in this process.
-        let cpu = unsafe { faultline_rseq::cpu_id_unchecked() };
+        if S::FIELD == Cid::FIELD && PROCESS_ID.load(Ordering::Relaxed) != g.writer_pid {
+            // Not (known to be) the writer process: the general path decides.
+            return None;
+        }
+        // SAFETY: the fast paths imply the channel is in rseq mode, which create/open allow
+        // only when rseq is available in this process; FAST_CID also that mm_cid is maintained.
+        let cpu = unsafe { faultline_rseq::slot_id_unchecked::<S>() };
         if cpu >= g.num_cpus {
             return None;
         }
@@ -906,14 +1153,21 @@ impl Channel {
         }
         let pos = old - sb_off + aligned;
         let end = pos + rec_len;
-        // SAFETY: rseq available (see above); write_offset of `cpu` is only written by rseq
-        // critical sections on `cpu` in rseq mode.
+        // SAFETY: rseq available (see above); write_offset of buffer `cpu` is only written by
+        // rseq critical sections keyed on `S` holding `cpu` (Cid: in the writer process only,
+        // checked above). A FLUSH_MARK value has sb_off == 0 and was refused above.
         let ts = unsafe {
             let w = b.write_offset.as_ptr();
             if INJECT {
-                faultline_rseq::cmpeqv_storev_tsc_delayed(cpu, w, old, end, self.inject_spins)
+                faultline_rseq::cmpeqv_storev_tsc_delayed_on::<S>(
+                    cpu,
+                    w,
+                    old,
+                    end,
+                    self.inject_spins,
+                )
             } else {
-                faultline_rseq::cmpeqv_storev_tsc(cpu, w, old, end)
+                faultline_rseq::cmpeqv_storev_tsc_on::<S>(cpu, w, old, end)
             }
             .ok()?
         };
@@ -970,6 +1224,7 @@ impl Channel {
         if rec_len > g.max_record {
             return Err(self.lose(self.current_cpu(), Lost::TooBig));
         }
+        let mut marked = 0u32;
         loop {
             let cpu = self.current_cpu();
             if cpu >= g.num_cpus {
@@ -977,8 +1232,21 @@ impl Channel {
             }
             let b = self.activate(cpu);
             // Acquire: pairs with the previous reservation's offset store (release), so that a
-            // closer's loss snapshot comes after every earlier closer's (close.rs).
+            // closer's loss snapshot comes after every earlier closer's (close.rs); and with
+            // a Cid flush's unmarking store.
             let old = b.write_offset.load(Ordering::Acquire);
+            if old & FLUSH_MARK != 0 {
+                // A flush of this concurrency-id buffer is closing its sub-buffer (flush_cid):
+                // never build on the marked value. The flush holds it for one membarrier;
+                // writers do not block, so a flusher that is itself descheduled costs an
+                // event counted as stalled rather than a wait of unknown length.
+                marked += 1;
+                if marked > 64 {
+                    return Err(self.lose(cpu, Lost::Stalled));
+                }
+                std::thread::yield_now();
+                continue;
+            }
             let sb_off = old & g.sb_mask;
             let aligned = align_up(sb_off, RECORD_ALIGN);
             let (pos, switch) = if sb_off != 0 && aligned + rec_len < g.subbuf_size {
@@ -1037,29 +1305,26 @@ impl Channel {
     fn cas_offset(&self, cpu: u32, w: &AtomicU64, old: u64, new: u64) -> Option<u64> {
         match (self.geo.sync, self.geo.clock) {
             (SyncMode::Rseq, ClockKind::Tsc) => {
-                // SAFETY: rseq available (checked at create/open); write_offset of `cpu` is only
-                // written by rseq critical sections on `cpu` in rseq mode.
-                let r = unsafe {
-                    if self.inject_spins == 0 {
-                        faultline_rseq::cmpeqv_storev_tsc(cpu, w.as_ptr(), old, new)
-                    } else {
-                        faultline_rseq::cmpeqv_storev_tsc_delayed(
-                            cpu,
-                            w.as_ptr(),
-                            old,
-                            new,
-                            self.inject_spins,
-                        )
-                    }
-                };
-                r.ok()
+                if self.geo.index == BufferIndex::Cpu {
+                    self.cas_offset_tsc::<Cpu>(cpu, w, old, new)
+                } else {
+                    self.cas_offset_tsc::<Cid>(cpu, w, old, new)
+                }
             }
             (SyncMode::Rseq, ClockKind::Monotonic) => {
                 let ts = clock::now(ClockKind::Monotonic);
-                // SAFETY: as above.
-                unsafe { faultline_rseq::cmpeqv_storev(cpu, w.as_ptr(), old, new) }
-                    .ok()
-                    .map(|_| ts)
+                // SAFETY: rseq available (checked at create/open); write_offset of buffer `cpu`
+                // is only written by rseq critical sections keyed on the channel's index
+                // holding `cpu` (Cid: in the writer process, checked by current_slot).
+                unsafe {
+                    if self.geo.index == BufferIndex::Cpu {
+                        faultline_rseq::cmpeqv_storev_on::<Cpu>(cpu, w.as_ptr(), old, new)
+                    } else {
+                        faultline_rseq::cmpeqv_storev_on::<Cid>(cpu, w.as_ptr(), old, new)
+                    }
+                }
+                .ok()
+                .map(|_| ts)
             }
             (SyncMode::Atomic, kind) => {
                 let ts = clock::now(kind);
@@ -1070,6 +1335,34 @@ impl Channel {
                     .map(|_| ts)
             }
         }
+    }
+
+    /// The TSC-reading compare-and-store of [`Channel::cas_offset`], keyed on `S`.
+    #[inline(always)]
+    fn cas_offset_tsc<S: SlotId>(
+        &self,
+        cpu: u32,
+        w: &AtomicU64,
+        old: u64,
+        new: u64,
+    ) -> Option<u64> {
+        // SAFETY: rseq available (checked at create/open); write_offset of buffer `cpu` is only
+        // written by rseq critical sections keyed on `S` holding `cpu` (Cid: in the writer
+        // process, checked by current_slot).
+        let r = unsafe {
+            if self.inject_spins == 0 {
+                faultline_rseq::cmpeqv_storev_tsc_on::<S>(cpu, w.as_ptr(), old, new)
+            } else {
+                faultline_rseq::cmpeqv_storev_tsc_delayed_on::<S>(
+                    cpu,
+                    w.as_ptr(),
+                    old,
+                    new,
+                    self.inject_spins,
+                )
+            }
+        };
+        r.ok()
     }
 
     /// After a reservation that closed the sub-buffer holding `old` (unless `old` was at a
@@ -1156,13 +1449,17 @@ impl Channel {
         let (c, b) = (self.counters(cpu, g.idx(pos)), self.buf(cpu));
         let complete = g.complete(pos);
         let (kind, done) = if g.sync == SyncMode::Rseq {
-            let r = commit::commit(&ShmCounters::<true> { c, b }, cpu, len, complete);
+            let r = if g.index == BufferIndex::Cpu {
+                commit::commit(&ShmCounters::<true, Cpu>::new(c, b), cpu, len, complete)
+            } else {
+                commit::commit(&ShmCounters::<true, Cid>::new(c, b), cpu, len, complete)
+            };
             if r.0 == CommitKind::Remote {
                 b.remote_commits.fetch_add(1, Ordering::Relaxed);
             }
             r
         } else {
-            commit::commit(&ShmCounters::<false> { c, b }, cpu, len, complete)
+            commit::commit(&ShmCounters::<false, Cpu>::new(c, b), cpu, len, complete)
         };
         if done {
             self.deliver(cpu);
@@ -1185,6 +1482,17 @@ impl Channel {
         }
     }
 
+    /// Wake the consumer if it sleeps in [`crate::Consumer::wait`], as a delivery does, for a
+    /// reason other than a delivery (the consumer's own process uses it when the traced
+    /// program exits). The consumer re-reads every commit counter when it wakes, so a wake-up
+    /// with nothing delivered only costs it one scan.
+    pub fn wake_consumer(&self) {
+        let h = self.header();
+        // Release: pairs with the consumer's acquire load of wake_seq (as in `deliver`).
+        h.wake_seq.fetch_add(1, Ordering::Release);
+        futex_wake(&h.wake_seq);
+    }
+
     /// Close the partially filled sub-buffer of `cpu` so the consumer can take it. Must run on
     /// `cpu` in rseq mode (see [`Channel::flush_all`]). With `include_empty`, a sub-buffer
     /// holding no record is closed too (used at teardown so the final lost counts reach a
@@ -1197,8 +1505,11 @@ impl Channel {
         let b = self.buf(cpu);
         // Acquire: pairs with the first writer's release CAS on `active` (its buffer's
         // initialisation is visible before we touch the buffer).
-        if b.active.load(Ordering::Acquire) == 0 {
+        if !self.is_active(cpu) {
             return Ok(FlushOutcome::Nothing);
+        }
+        if g.index == BufferIndex::Cid {
+            return self.flush_cid(cpu, include_empty);
         }
         loop {
             if g.sync == SyncMode::Rseq && self.current_cpu() != cpu {
@@ -1226,13 +1537,97 @@ impl Channel {
         }
     }
 
-    /// Flush every active CPU buffer, each from a helper thread pinned to that CPU (rseq mode)
-    /// or directly (atomic mode). Returns the CPUs that could not be flushed.
+    /// Flush a [`BufferIndex::Cid`] buffer from any thread of the writer process (module docs,
+    /// "Flushing a concurrency-id buffer"; model-checked in `tests/loom_delivery.rs`).
+    fn flush_cid(&self, slot: u32, include_empty: bool) -> Result<FlushOutcome, FlushError> {
+        let g = &self.geo;
+        if process_id() != g.writer_pid {
+            return Err(FlushError::Cid(
+                slot,
+                format!(
+                    "only its writer process ({}) can flush it, not {}",
+                    g.writer_pid,
+                    process_id()
+                ),
+            ));
+        }
+        let _one = self.cid_flush.lock().unwrap_or_else(|e| e.into_inner());
+        let b = self.buf(slot);
+        loop {
+            // Acquire: as in reserve_general (the loss snapshot, close.rs).
+            let old = b.write_offset.load(Ordering::Acquire);
+            if old >= crate::consumer::MAX_POSITION {
+                // FLUSH_MARK included: only this (serialised) flusher sets it and always
+                // clears it before returning.
+                return Err(FlushError::Corrupt(
+                    slot,
+                    format!("write offset {old:#x} beyond any real position"),
+                ));
+            }
+            let sb_off = old & g.sb_mask;
+            if sb_off == 0 || (sb_off == PACKET_HEADER_SIZE && !include_empty) {
+                return Ok(FlushOutcome::Nothing);
+            }
+            let new = old - sb_off + g.subbuf_size;
+            // The loss snapshot between the acquire load of `old` and the reservation (close.rs).
+            let lost = BufOps {
+                chan: self,
+                cpu: slot,
+            }
+            .load_lost();
+            // 1. Mark: AcqRel, pairs with the writers' release offset stores (acquire) and
+            // with their acquire load of the offset that sees the mark (release).
+            if b.write_offset
+                .compare_exchange(old, new | FLUSH_MARK, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            // 2. Every rseq critical section of this process in progress now is finished or
+            // aborted when this returns (and ordered with us as by a full fence).
+            if !faultline_rseq::membarrier_rseq_all() {
+                // Cannot happen once created (cid_supported); put the value back if no
+                // critical section replaced it, and report.
+                let _ = b.write_offset.compare_exchange(
+                    new | FLUSH_MARK,
+                    old,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+                return Err(FlushError::Cid(slot, "membarrier failed".into()));
+            }
+            // 3. A critical section that compared `old` before our mark and stored after it
+            // has replaced the mark with its own reservation, which stands: ours never
+            // happened, start again. Otherwise nobody can have built on the marked value
+            // (writers refuse it, critical sections compare against unmarked values), so
+            // [old, new) is ours.
+            let ts = clock::now(g.clock);
+            match b.write_offset.compare_exchange(
+                new | FLUSH_MARK,
+                new,
+                // Release: the unmarked offset is the reservation's publication, as a writer's
+                // rseq store (pairs with the next reserver's acquire load).
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.close_subbuf(slot, old, ts, lost);
+                    return Ok(FlushOutcome::Closed);
+                }
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Flush every active buffer: per CPU, each from a helper thread pinned to that CPU (rseq
+    /// mode) or directly (atomic mode); per concurrency id, directly (`flush_cid`). Returns the
+    /// buffers that could not be flushed.
     pub fn flush_all(&self, include_empty: bool) -> Vec<FlushError> {
         let active: Vec<u32> = (0..self.geo.num_cpus)
-            .filter(|&c| self.buf(c).active.load(Ordering::Acquire) != 0)
+            .filter(|&c| self.is_active(c))
             .collect();
-        if self.geo.sync == SyncMode::Atomic {
+        if self.geo.sync == SyncMode::Atomic || self.geo.index == BufferIndex::Cid {
+            // Atomic mode, or concurrency-id buffers (flushed from any thread: flush_cid).
             return active
                 .iter()
                 .filter_map(|&c| self.flush_cpu(c, include_empty).err())
@@ -1271,11 +1666,17 @@ impl Channel {
         if cpu >= self.geo.num_cpus {
             return None;
         }
+        if !self.is_active(cpu) {
+            // Unused: all zero, and its pages stay untouched (is_active).
+            return Some(CpuStats {
+                cpu,
+                ..CpuStats::default()
+            });
+        }
         let b = self.buf(cpu);
         Some(CpuStats {
             cpu,
-            // Acquire: pairs with the first writer's release CAS on `active`.
-            active: b.active.load(Ordering::Acquire) != 0,
+            active: true,
             write_offset: b.write_offset.load(Ordering::Relaxed),
             consumed: b.consumed.load(Ordering::Relaxed),
             lost_full: b.lost_full.load(Ordering::Relaxed),

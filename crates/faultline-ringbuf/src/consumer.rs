@@ -164,8 +164,7 @@ impl<'a> Consumer<'a> {
     /// CPUs whose buffers have been used.
     pub fn active_cpus(&self) -> Vec<u32> {
         (0..self.chan.geo.num_cpus)
-            // Acquire: pairs with the first writer's release CAS on `active`.
-            .filter(|&c| self.chan.buf(c).active.load(Ordering::Acquire) != 0)
+            .filter(|&c| self.chan.is_active(c))
             .collect()
     }
 

@@ -4,12 +4,20 @@
 //! ```text
 //! [ChannelHeader, 256 B]
 //! [CPU 0 region][CPU 1 region]...          each `buffer_stride` bytes, page aligned
+//! ```
+//! With [`BufferIndex::Cid`] the regions are indexed by concurrency id instead of CPU ("CPU k"
+//! below then reads "the thread of the writer process holding concurrency id k"; see
+//! `channel.rs`, "Buffers per CPU or per concurrency id").
+//! ```text
 //! CPU region:  [BufferHeader, 256 B][SubbufCounters x num_subbuf, 128 B each] (page pad)
 //!              [data: num_subbuf x subbuf_size bytes]
 //! ```
 //! The memfd is sized for every possible CPU up front, but it is sparse: a CPU's pages become
 //! resident only when a writer first touches that CPU's buffer ("allocated on first use"); its
-//! `BufferHeader::active` word tells the consumer which CPUs have ever been used.
+//! `BufferHeader::active` word, and its bit in the *active map* (4096 bits at byte 512 of the
+//! header page), tell the consumer which CPUs have ever been used. Scans read the map, so a
+//! buffer nobody used keeps all its pages unallocated (even a read of a memfd page allocates
+//! it).
 //!
 //! ## Who writes which word
 //! | word | written by | how |
@@ -20,6 +28,7 @@
 //! | `BufferHeader::consumed` | the consumer only | release store |
 //! | `BufferHeader::lost_*`, `remote_commits`, `deliveries` | writers on any CPU | atomic fetch_add (slow paths) |
 //! | `BufferHeader::active` | first writer on CPU k | compare-exchange 0 -> 1 |
+//! | active map bit k (header page, byte 512 + k / 8) | first writers on CPU k, after `active` | release fetch_or |
 //! | `SubbufCounters::recovered` | dead-writer recovery only, when every writer is dead (`recover.rs`) | atomic fetch_add |
 //! | `SubbufCounters::owner_*` | nobody yet (reserved) | — |
 //! | packet headers and records in data | the writer that opened (begin fields) / closed (end fields) the sub-buffer, before its commit | plain stores inside its own reservation; the cumulative loss counts and `remote_commits` are the closer's snapshot taken before its reservation, so they never decrease along a CPU's packets (`close.rs`) |
@@ -68,6 +77,29 @@ pub enum SyncMode {
     Atomic = 1,
 }
 
+/// What a channel's buffers are indexed by (which id of the rseq area writers key their critical
+/// sections on). Recorded in [`ChannelHeader::index`] so consumers and readers know whether
+/// buffer `k` (and the `cpu_id` field of its packets) is CPU `k` or concurrency slot `k`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum BufferIndex {
+    /// One buffer per CPU, keyed on `rseq->cpu_id`: any number of processes may write.
+    Cpu = 0,
+    /// One buffer per concurrency id (`rseq->mm_cid`) of **one** process, the channel's
+    /// `writer_pid`: at most min(threads, CPUs the process may run on) buffers are ever used.
+    Cid = 1,
+}
+
+impl BufferIndex {
+    /// `"cpu"` or `"cid"`: how a buffer is named in reports and trace metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            BufferIndex::Cpu => "cpu",
+            BufferIndex::Cid => "cid",
+        }
+    }
+}
+
 /// Clock source for timestamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
@@ -104,8 +136,8 @@ pub struct ChannelHeader {
     pub sync: u32,
     /// [`ClockKind`] as `u32`.
     pub clock: u32,
-    /// Padding, zero.
-    pub _pad0: u32,
+    /// [`BufferIndex`] as `u32` (0 = per CPU, as in channels made before the field existed).
+    pub index: u32,
     /// Clock ticks per second.
     pub clock_freq: u64,
     /// A reference point: clock value `clock_ref_ticks` was wall-clock `clock_ref_unix_ns`.
@@ -114,10 +146,14 @@ pub struct ChannelHeader {
     pub clock_ref_unix_ns: u64,
     /// Trace UUID, copied into every packet header.
     pub uuid: [u8; 16],
+    /// [`BufferIndex::Cid`] only: the process (thread group id) whose threads may write; any
+    /// other process's reservations are refused (concurrency ids are per process). 0 otherwise.
+    pub writer_pid: u32,
     /// Padding to the second cache line.
-    pub _pad1: [u64; 2],
+    pub _pad1: [u32; 3],
     // Second cache line: consumer wake-up (futex word) and liveness.
-    /// Futex word the consumer waits on; bumped (release) by whoever delivers a sub-buffer.
+    /// Futex word the consumer waits on; bumped (release) by whoever delivers a sub-buffer,
+    /// and by the consumer's own process to interrupt its wait (`Channel::wake_consumer`).
     pub wake_seq: AtomicU32,
     /// Non-zero while the consumer sleeps on `wake_seq` (deliverers only wake it then).
     pub consumer_waiting: AtomicU32,
@@ -134,6 +170,8 @@ const _: () = {
     assert!(offset_of!(ChannelHeader, clock_freq) == 72);
     assert!(offset_of!(ChannelHeader, clock_ref_unix_ns) == 88);
     assert!(offset_of!(ChannelHeader, uuid) == 96);
+    assert!(offset_of!(ChannelHeader, index) == 68);
+    assert!(offset_of!(ChannelHeader, writer_pid) == 112);
     assert!(offset_of!(ChannelHeader, wake_seq) == 128);
 };
 
@@ -147,7 +185,8 @@ pub struct BufferHeader {
     pub write_offset: AtomicU64,
     /// 1 once a writer has used this buffer (compare-exchange 0 -> 1).
     pub active: AtomicU32,
-    /// The CPU this buffer belongs to.
+    /// Zero, never written (a buffer's number is its position; writing it at creation would
+    /// allocate a page of every possible buffer).
     pub cpu: u32,
     /// Padding to the end of line 0.
     pub _pad0: [u64; 6],

@@ -1,6 +1,6 @@
 //! # faultline ring buffer
 //!
-//! Per-CPU ring buffers in shared memory where a writer may fault, block or migrate between
+//! Per-CPU (or per-concurrency-id, [`BufferIndex`]) ring buffers in shared memory where a writer may fault, block or migrate between
 //! reserving space and committing it (the "faultable tracepoints" design of the LKML thread).
 //!
 //! * [`layout`]: the shared-memory layout and who writes which word from which CPU; the bytes
@@ -19,7 +19,10 @@
 //!    that the checker catches).
 //! 2. Commit to the reserving CPU's buffer: [`channel::Reservation`] keeps `(cpu, position)`.
 //! 3. rseq-owned words written only on their CPU: flush runs pinned on the CPU
-//!    ([`channel::Channel::flush_all`]); the consumer writes only `consumed`.
+//!    ([`channel::Channel::flush_all`]); the consumer writes only `consumed`. Buffers per
+//!    concurrency id ([`BufferIndex::Cid`]): written only by the writer process's sections
+//!    keyed on the id; their flush marks the offset and fences with membarrier instead
+//!    (`channel.rs`, model-checked in `tests/loom_delivery.rs`).
 //! 4. A blocked copy holds its sub-buffer: writers drop (`lost_stalled`) instead of wrapping
 //!    onto a sub-buffer whose previous lap is not fully committed.
 //! 5. Dead writers: uncommitted records read as [`channel::PENDING_RECORD_ID`];
@@ -51,5 +54,5 @@ pub use channel::{
 pub use close::LostCounts;
 pub use commit::CommitKind;
 pub use consumer::{records, Consumer, InPlacePacket, PacketInfo, ReadError, Record};
-pub use layout::{ClockKind, Mode, PacketHeader, RecordHeader, SyncMode};
+pub use layout::{BufferIndex, ClockKind, Mode, PacketHeader, RecordHeader, SyncMode};
 pub use recover::{CpuRecovery, Recovery};

@@ -167,8 +167,7 @@ impl Channel {
     pub fn recover_dead_writers_after(&self, floor: impl Fn(u32) -> u64) -> Recovery {
         let mut rep = Recovery::default();
         for cpu in 0..self.geo.num_cpus {
-            // Acquire: pairs with the first writer's release CAS on `active`.
-            if self.buf(cpu).active.load(Ordering::Acquire) == 0 {
+            if !self.is_active(cpu) {
                 continue;
             }
             let mut r = CpuRecovery {

@@ -21,6 +21,12 @@
 //! `write_offset` is read with an acquire load, the loss counter with relaxed loads. Property:
 //! the snapshot in packet 0's header is not larger than packet 1's. The broken variant takes
 //! the snapshot after the reservation (the original order) and must fail.
+//!
+//! Third and fourth models, buffers indexed by concurrency id (`BufferIndex::Cid`): a writer
+//! whose id changed between reserve and commit commits REMOTE into the buffer it reserved in
+//! (broken variant: into its current id's buffer, which never completes the reserved
+//! sub-buffer); and the flush of a concurrency-id buffer (mark, membarrier, unmark) never
+//! overlaps a writer's reservation (broken variant: without the membarrier).
 
 use faultline_ringbuf::close::{reserve_closing, CloseOps, LostCounts};
 use faultline_ringbuf::commit::{commit, CommitCounters, CommitKind, NotOnCpu};
@@ -243,4 +249,240 @@ fn close_snapshot_never_decreases_atomic() {
 #[should_panic(expected = "cumulative loss counter decreased")]
 fn broken_close_snapshot_after_reserving_decreases() {
     run_close(true, false);
+}
+
+// Third model: buffers indexed by concurrency id (`BufferIndex::Cid`). An id is a mutex like a
+// CPU (a critical section keyed on id k runs while its thread holds k; the kernel moves ids
+// between threads only while they are not running, which aborts their sections). Writer A
+// reserved one byte in buffer 0 while holding id 0; a scheduler thread then gives id 0 to
+// writer B and id 1 to A (A was descheduled); B reserves the other byte of the sub-buffer and
+// commits LOCAL; A commits with the real `commit`, naming the buffer it reserved in. The
+// membarrier of a per-cid REMOTE commit fences every CPU: acquiring and releasing every id's
+// mutex. Property: buffer 0's sub-buffer completes and someone delivers it. The broken variant
+// commits into the buffer of A's *current* id (the slot recomputed at commit): buffer 0 never
+// completes.
+
+struct CidModel {
+    local: [AtomicU64; 2],
+    remote: [AtomicU64; 2],
+    ids: [Mutex<()>; 2],
+}
+
+#[derive(Clone, Copy)]
+struct CidWriter<'a> {
+    m: &'a CidModel,
+    /// The buffer this commit goes to.
+    buf: usize,
+    /// The concurrency id the writer holds now.
+    id: &'a AtomicU32,
+}
+
+impl CommitCounters for CidWriter<'_> {
+    fn local_add(&self, id: u32, n: u64) -> Result<u64, NotOnCpu> {
+        let _cs = self.m.ids[id as usize].lock().unwrap();
+        if self.id.load(Ordering::Relaxed) != id {
+            return Err(NotOnCpu);
+        }
+        let v = self.m.local[self.buf].load(Ordering::Relaxed) + n;
+        self.m.local[self.buf].store(v, Ordering::Release);
+        Ok(v)
+    }
+    fn remote_add(&self, n: u64) -> u64 {
+        self.m.remote[self.buf].fetch_add(n, Ordering::AcqRel) + n
+    }
+    fn load_local(&self) -> u64 {
+        self.m.local[self.buf].load(Ordering::Acquire)
+    }
+    fn load_remote(&self) -> u64 {
+        self.m.remote[self.buf].load(Ordering::Acquire)
+    }
+    fn barrier_cpu(&self, _id: u32) {
+        // membarrier on every CPU: whoever holds any id has finished its section.
+        for m in &self.m.ids {
+            drop(m.lock().unwrap());
+        }
+    }
+}
+
+fn run_cid(commit_to_reserved: bool) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(move || {
+        let m = Arc::new(CidModel {
+            local: [AtomicU64::new(0), AtomicU64::new(0)],
+            remote: [AtomicU64::new(0), AtomicU64::new(0)],
+            ids: [Mutex::new(()), Mutex::new(())],
+        });
+        // A holds id 0 and has reserved byte 0 of buffer 0's sub-buffer (complete at 2).
+        let id_a = Arc::new(AtomicU32::new(0));
+        let id_b = Arc::new(AtomicU32::new(u32::MAX));
+        let seen = Arc::new(AtomicU32::new(0));
+        let sched = {
+            let (m, id_a, id_b) = (m.clone(), id_a.clone(), id_b.clone());
+            thread::spawn(move || {
+                // The handoff happens while neither runs a section on id 0.
+                let _g0 = m.ids[0].lock().unwrap();
+                id_a.store(1, Ordering::Relaxed);
+                id_b.store(0, Ordering::Release);
+            })
+        };
+        let writer_b = {
+            let (m, id_b, seen) = (m.clone(), id_b.clone(), seen.clone());
+            thread::spawn(move || {
+                // B runs once it holds id 0; its reservation is byte 1 of buffer 0.
+                while id_b.load(Ordering::Acquire) != 0 {
+                    thread::yield_now();
+                }
+                let w = CidWriter {
+                    m: &m,
+                    buf: 0,
+                    id: &id_b,
+                };
+                let (k, done) = commit(&w, 0, 1, 2);
+                assert_eq!(k, CommitKind::Local);
+                if done {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        // A commits its reservation made in buffer 0 with id 0.
+        let (buf, reserved_id) = if commit_to_reserved {
+            (0, 0)
+        } else {
+            // Broken: the buffer of the id A holds at commit time.
+            let now = id_a.load(Ordering::Relaxed);
+            (now as usize, now)
+        };
+        let w = CidWriter {
+            m: &m,
+            buf,
+            id: &id_a,
+        };
+        let (kind, done) = commit(&w, reserved_id, 1, 2);
+        if done {
+            seen.fetch_add(1, Ordering::Relaxed);
+        }
+        sched.join().unwrap();
+        writer_b.join().unwrap();
+        if commit_to_reserved && id_a.load(Ordering::Relaxed) == 1 && kind == CommitKind::Local {
+            // A LOCAL commit is only possible before the handoff (A still held id 0).
+            assert_eq!(m.local[0].load(Ordering::Relaxed), 2);
+        }
+        assert_eq!(
+            m.local[0].load(Ordering::Relaxed) + m.remote[0].load(Ordering::Relaxed),
+            2,
+            "buffer 0's sub-buffer never completes"
+        );
+        assert!(seen.load(Ordering::Relaxed) >= 1, "missed delivery");
+    });
+}
+
+#[test]
+fn cid_changed_between_reserve_and_commit_commits_remote_into_reserved_buffer() {
+    run_cid(true);
+}
+
+/// The deliberately broken variant: commit into the buffer of the id held at commit time.
+#[test]
+#[should_panic(expected = "never completes")]
+fn broken_cid_commit_into_current_id_buffer_never_completes() {
+    run_cid(false);
+}
+
+// Fourth model: flushing a concurrency-id buffer (`Channel::flush_cid`). Writer W holds id 0
+// and reserves 2 bytes with a critical section (holding id 0's mutex: compare, then store),
+// refusing marked offsets; the flusher, on another thread, closes the sub-buffer
+// (10 bytes) holding the offset: CAS old -> new | MARK, membarrier (acquire and release id 0's
+// mutex), CAS new | MARK -> new, which must succeed for the flusher to own [old, new).
+// Property: the two reservations are disjoint. The broken variant skips the membarrier.
+
+const MARK: u64 = 1 << 62;
+
+/// `write_offset` with sequentially consistent accesses (each access under a loom mutex): the
+/// flush protocol is about which *interleavings* of the writer's section and the flusher are
+/// possible, and x86 gives its locked compare-and-swap and the section's accesses a single
+/// order. (Modelled with loom atomics instead, loom 0.7 accepts executions that C11 forbids —
+/// a compare-and-swap reading a value older than a store that happens before it — so the
+/// model would fail for the model checker's reasons, not the protocol's.)
+struct Offset(Mutex<u64>);
+
+impl Offset {
+    fn load(&self) -> u64 {
+        *self.0.lock().unwrap()
+    }
+    fn store(&self, v: u64) {
+        *self.0.lock().unwrap() = v;
+    }
+    fn cas(&self, old: u64, new: u64) -> bool {
+        let mut g = self.0.lock().unwrap();
+        if *g != old {
+            return false;
+        }
+        *g = new;
+        true
+    }
+}
+
+fn flush_model(barrier: bool) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(move || {
+        let w = Arc::new(Offset(Mutex::new(5)));
+        let id0 = Arc::new(Mutex::new(()));
+        let writer = {
+            let (w, id0) = (w.clone(), id0.clone());
+            thread::spawn(move || loop {
+                let old = w.load();
+                if old & MARK != 0 {
+                    thread::yield_now();
+                    continue;
+                }
+                // The critical section keyed on id 0: compare, then the commit store, while
+                // holding the id (the kernel aborts a section whose thread stops running).
+                let _cs = id0.lock().unwrap();
+                if w.load() != old {
+                    continue;
+                }
+                w.store(old + 2);
+                return (old, old + 2);
+            })
+        };
+        let flushed = loop {
+            let old = w.load();
+            let new = (old / 10 + 1) * 10;
+            if !w.cas(old, new | MARK) {
+                thread::yield_now();
+                continue;
+            }
+            if barrier {
+                // membarrier: the section in progress on id 0, if any, has finished.
+                drop(id0.lock().unwrap());
+            }
+            if w.cas(new | MARK, new) {
+                break (old, new);
+            }
+        };
+        let wrote = writer.join().unwrap();
+        let (a, b) = if wrote.0 < flushed.0 {
+            (wrote, flushed)
+        } else {
+            (flushed, wrote)
+        };
+        assert!(
+            a.1 <= b.0,
+            "overlapping reservations: writer {wrote:?}, flush {flushed:?}"
+        );
+    });
+}
+
+#[test]
+fn cid_flush_never_overlaps_a_reservation() {
+    flush_model(true);
+}
+
+/// The deliberately broken variant: no membarrier between marking and checking the mark.
+#[test]
+#[should_panic(expected = "overlapping reservations")]
+fn broken_cid_flush_without_membarrier_overlaps() {
+    flush_model(false);
 }

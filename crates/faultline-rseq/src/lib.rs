@@ -39,6 +39,22 @@
 //! [`cpu_id_unchecked`] reads `rseq->cpu_id` with one `%fs`-relative load, for fast paths
 //! that already know rseq is available (the ring buffer in rseq mode).
 //!
+//! # Keyed on the CPU or on the concurrency id
+//! Every operation above checks `rseq->cpu_id`. The `*_on::<S>` forms ([`cmpeqv_storev_tsc_on`],
+//! [`cmpeqv_storev_on`], [`addv_on`]) take the checked field as a type: [`Cpu`] (`cpu_id`, the
+//! same code as the plain forms) or [`Cid`] (`mm_cid`, the *concurrency id*, kernel 6.3+ with
+//! `AT_RSEQ_FEATURE_SIZE >= 28`, see [`Registration::has_mm_cid`]). The kernel gives every
+//! thread of one process (one `mm`) that is running an id distinct from the other running
+//! threads', smaller than both the process's thread count and the number of CPUs it may run on,
+//! and updates the field before the thread returns to user space after being scheduled; a
+//! critical section is aborted by the same events as with `cpu_id` (preemption, migration,
+//! signal), so while a section keyed on `mm_cid == k` runs, no other thread of the process
+//! holds `k`. That is the CPU argument with "CPU" replaced by "concurrency id", and it holds
+//! **within one process only**: two processes each have a concurrency id 0, so a word keyed on
+//! [`Cid`] must only be written by the threads of one process. [`slot_id_unchecked`] reads
+//! either field with one load. The fence for [`Cid`]-keyed words is [`membarrier_rseq_all`]
+//! (the holder of an id may run on any CPU).
+//!
 //! The `*_delayed` variants spin inside the CS before the commit to widen the window in which
 //! the kernel aborts them; they exist for tests and the stress harness (abort injection, like
 //! librseq's `param_test`) and are never used on the fast path.
@@ -47,7 +63,8 @@
 //! A word written by these operations for CPU `k` must only ever be written by rseq critical
 //! sections running on CPU `k` (any thread, any process mapping the memory): an rseq commit is
 //! a plain store, which silently overwrites a concurrent atomic RMW from another CPU. Words
-//! shared across CPUs use ordinary atomics instead.
+//! shared across CPUs use ordinary atomics instead. A word written for concurrency id `k` must only be written by
+//! [`Cid`]-keyed sections holding `k`, in one process.
 //!
 //! # Fallback
 //! When rseq is unavailable ([`Registration::get`] is `None`), callers use atomics (CAS /
@@ -285,6 +302,69 @@ pub fn current_mm_cid() -> Option<u32> {
     Some(unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*area()).mm_cid)) })
 }
 
+/// The per-thread id a critical section is keyed on: the field of the rseq area it compares
+/// with the id the caller names (module docs, "Keyed on the CPU or on the concurrency id").
+pub trait SlotId: sealed::Sealed {
+    /// Offset of the field in [`RseqArea`].
+    const FIELD: usize;
+    /// Short name for messages and trace metadata (`"cpu"`, `"cid"`).
+    const NAME: &'static str;
+}
+
+/// Critical sections keyed on `rseq->cpu_id`: the word belongs to a CPU.
+#[derive(Debug, Clone, Copy)]
+pub struct Cpu;
+/// Critical sections keyed on `rseq->mm_cid`: the word belongs to a concurrency id of one
+/// process.
+#[derive(Debug, Clone, Copy)]
+pub struct Cid;
+
+impl SlotId for Cpu {
+    const FIELD: usize = std::mem::offset_of!(RseqArea, cpu_id);
+    const NAME: &'static str = "cpu";
+}
+impl SlotId for Cid {
+    const FIELD: usize = std::mem::offset_of!(RseqArea, mm_cid);
+    const NAME: &'static str = "cid";
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Cpu {}
+    impl Sealed for super::Cid {}
+}
+
+/// This thread's id `S` (`rseq->cpu_id` or `rseq->mm_cid`) with one `%fs`-relative load, like
+/// [`cpu_id_unchecked`].
+///
+/// # Safety
+/// [`available`] must have returned true in this process; for [`Cid`],
+/// [`Registration::has_mm_cid`] too (otherwise the field is not maintained and reads 0).
+#[inline(always)]
+pub unsafe fn slot_id_unchecked<S: SlotId>() -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let off = OFFSET.load(Ordering::Relaxed);
+        let id: u32;
+        // SAFETY: as in cpu_id_unchecked; S::FIELD is the offset of a u32 field of the area.
+        unsafe {
+            core::arch::asm!(
+                "mov {id:e}, dword ptr fs:[{off} + {field}]",
+                off = in(reg) off,
+                field = const S::FIELD,
+                id = lateout(reg) id,
+                options(nostack, readonly, preserves_flags),
+            )
+        };
+        id
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // SAFETY: as documented, the caller guarantees a registered area.
+        unsafe { std::ptr::read_volatile((area() as *const u8).add(S::FIELD) as *const u32) }
+    }
+}
+
 /// Number of kernel aborts observed by this crate's operations in this process.
 pub fn abort_count() -> u64 {
     ABORTS.load(Ordering::Relaxed)
@@ -388,7 +468,41 @@ pub unsafe fn cmpeqv_storev_tsc(
     newv: u64,
 ) -> Result<u64, RseqError> {
     // SAFETY: this function's contract is the implementation's; the caller upholds it.
-    unsafe { cmpeqv_storev_tsc_impl::<false>(cpu, v, expect, newv, 0) }
+    unsafe { cmpeqv_storev_tsc_impl::<false, Cpu>(cpu, v, expect, newv, 0) }
+}
+
+/// [`cmpeqv_storev_tsc`] keyed on the id `S` ([`Cpu`] or [`Cid`]): the section checks that
+/// field of the rseq area against `id` ([`RseqError::CpuMismatch`] when it differs).
+///
+/// # Safety
+/// As [`cmpeqv_storev_tsc`], with "CPU" read as "id `S`": `v` is only ever written by rseq
+/// critical sections keyed on `S` while holding `id`; for [`Cid`], only by threads of one
+/// process, and [`Registration::has_mm_cid`] must be true.
+#[inline(always)]
+pub unsafe fn cmpeqv_storev_tsc_on<S: SlotId>(
+    id: u32,
+    v: *mut u64,
+    expect: u64,
+    newv: u64,
+) -> Result<u64, RseqError> {
+    // SAFETY: this function's contract is the implementation's; the caller upholds it.
+    unsafe { cmpeqv_storev_tsc_impl::<false, S>(id, v, expect, newv, 0) }
+}
+
+/// [`cmpeqv_storev_tsc_on`] with abort injection (see [`cmpeqv_storev_tsc_delayed`]).
+///
+/// # Safety
+/// As [`cmpeqv_storev_tsc_on`].
+#[inline(always)]
+pub unsafe fn cmpeqv_storev_tsc_delayed_on<S: SlotId>(
+    id: u32,
+    v: *mut u64,
+    expect: u64,
+    newv: u64,
+    spins: u64,
+) -> Result<u64, RseqError> {
+    // SAFETY: this function's contract is the implementation's; the caller upholds it.
+    unsafe { cmpeqv_storev_tsc_impl::<true, S>(id, v, expect, newv, spins.max(1)) }
 }
 
 /// [`cmpeqv_storev_tsc`] that spins `spins` iterations inside the critical section before the
@@ -405,11 +519,11 @@ pub unsafe fn cmpeqv_storev_tsc_delayed(
     spins: u64,
 ) -> Result<u64, RseqError> {
     // SAFETY: this function's contract is the implementation's; the caller upholds it.
-    unsafe { cmpeqv_storev_tsc_impl::<true>(cpu, v, expect, newv, spins.max(1)) }
+    unsafe { cmpeqv_storev_tsc_impl::<true, Cpu>(cpu, v, expect, newv, spins.max(1)) }
 }
 
 #[inline(always)]
-unsafe fn cmpeqv_storev_tsc_impl<const DELAY: bool>(
+unsafe fn cmpeqv_storev_tsc_impl<const DELAY: bool, S: SlotId>(
     cpu: u32,
     v: *mut u64,
     expect: u64,
@@ -431,7 +545,7 @@ unsafe fn cmpeqv_storev_tsc_impl<const DELAY: bool>(
                 "lea {tmp}, [rip + 3b]",
                 "mov qword ptr fs:[{off} + 8], {tmp}",
                 "4:",
-                "cmp dword ptr fs:[{off} + 4], {cpu:e}",
+                "cmp dword ptr fs:[{off} + {field}], {cpu:e}",
                 "jne 7f",
                 "cmp qword ptr [{v}], {expect}",
                 "jne 8f",
@@ -442,6 +556,7 @@ unsafe fn cmpeqv_storev_tsc_impl<const DELAY: bool>(
                 "mov qword ptr [{v}], {newv}",
                 rseq_cs_epilogue!(),
                 off = in(reg) off,
+                field = const S::FIELD,
                 cpu = in(reg) cpu,
                 v = in(reg) v,
                 expect = in(reg) expect,
@@ -463,7 +578,7 @@ unsafe fn cmpeqv_storev_tsc_impl<const DELAY: bool>(
                 "lea {tmp}, [rip + 3b]",
                 "mov qword ptr fs:[{off} + 8], {tmp}",
                 "4:",
-                "cmp dword ptr fs:[{off} + 4], {cpu:e}",
+                "cmp dword ptr fs:[{off} + {field}], {cpu:e}",
                 "jne 7f",
                 "cmp qword ptr [{v}], {expect}",
                 "jne 8f",
@@ -471,6 +586,7 @@ unsafe fn cmpeqv_storev_tsc_impl<const DELAY: bool>(
                 "mov qword ptr [{v}], {newv}",
                 rseq_cs_epilogue!(),
                 off = in(reg) off,
+                field = const S::FIELD,
                 cpu = in(reg) cpu,
                 v = in(reg) v,
                 expect = in(reg) expect,
@@ -498,6 +614,21 @@ pub unsafe fn cmpeqv_storev(
     expect: u64,
     newv: u64,
 ) -> Result<(), RseqError> {
+    // SAFETY: this function's contract is cmpeqv_storev_on's; the caller upholds it.
+    unsafe { cmpeqv_storev_on::<Cpu>(cpu, v, expect, newv) }
+}
+
+/// [`cmpeqv_storev`] keyed on the id `S`.
+///
+/// # Safety
+/// As [`cmpeqv_storev_tsc_on`].
+#[inline(always)]
+pub unsafe fn cmpeqv_storev_on<S: SlotId>(
+    cpu: u32,
+    v: *mut u64,
+    expect: u64,
+    newv: u64,
+) -> Result<(), RseqError> {
     let off = OFFSET.load(Ordering::Relaxed);
     let status: u32;
     // SAFETY: rseq registered (caller), `v` valid and rseq-owned by `cpu` (caller); CS layout
@@ -508,13 +639,14 @@ pub unsafe fn cmpeqv_storev(
             "lea {tmp}, [rip + 3b]",
             "mov qword ptr fs:[{off} + 8], {tmp}",
             "4:",
-            "cmp dword ptr fs:[{off} + 4], {cpu:e}",
+            "cmp dword ptr fs:[{off} + {field}], {cpu:e}",
             "jne 7f",
             "cmp qword ptr [{v}], {expect}",
             "jne 8f",
             "mov qword ptr [{v}], {newv}",
             rseq_cs_epilogue!(),
             off = in(reg) off,
+            field = const S::FIELD,
             cpu = in(reg) cpu,
             v = in(reg) v,
             expect = in(reg) expect,
@@ -534,7 +666,17 @@ pub unsafe fn cmpeqv_storev(
 #[inline(always)]
 pub unsafe fn addv(cpu: u32, v: *mut u64, count: u64) -> Result<u64, RseqError> {
     // SAFETY: this function's contract is the implementation's; the caller upholds it.
-    unsafe { addv_impl::<false>(cpu, v, count, 0) }
+    unsafe { addv_impl::<false, Cpu>(cpu, v, count, 0) }
+}
+
+/// [`addv`] keyed on the id `S`.
+///
+/// # Safety
+/// As [`cmpeqv_storev_tsc_on`].
+#[inline(always)]
+pub unsafe fn addv_on<S: SlotId>(id: u32, v: *mut u64, count: u64) -> Result<u64, RseqError> {
+    // SAFETY: this function's contract is the implementation's; the caller upholds it.
+    unsafe { addv_impl::<false, S>(id, v, count, 0) }
 }
 
 /// [`addv`] spinning `spins` iterations between its load and its commit store.
@@ -549,11 +691,11 @@ pub unsafe fn addv_delayed(
     spins: u64,
 ) -> Result<u64, RseqError> {
     // SAFETY: this function's contract is the implementation's; the caller upholds it.
-    unsafe { addv_impl::<true>(cpu, v, count, spins.max(1)) }
+    unsafe { addv_impl::<true, Cpu>(cpu, v, count, spins.max(1)) }
 }
 
 #[inline(always)]
-unsafe fn addv_impl<const DELAY: bool>(
+unsafe fn addv_impl<const DELAY: bool, S: SlotId>(
     cpu: u32,
     v: *mut u64,
     count: u64,
@@ -570,7 +712,7 @@ unsafe fn addv_impl<const DELAY: bool>(
                 "lea {tmp}, [rip + 3b]",
                 "mov qword ptr fs:[{off} + 8], {tmp}",
                 "4:",
-                "cmp dword ptr fs:[{off} + 4], {cpu:e}",
+                "cmp dword ptr fs:[{off} + {field}], {cpu:e}",
                 "jne 7f",
                 "mov {n}, qword ptr [{v}]",
                 "add {n}, {count}",
@@ -580,6 +722,7 @@ unsafe fn addv_impl<const DELAY: bool>(
                 "mov qword ptr [{v}], {n}",
                 rseq_cs_epilogue!(),
                 off = in(reg) off,
+                field = const S::FIELD,
                 cpu = in(reg) cpu,
                 v = in(reg) v,
                 count = in(reg) count,
@@ -599,13 +742,14 @@ unsafe fn addv_impl<const DELAY: bool>(
                 "lea {tmp}, [rip + 3b]",
                 "mov qword ptr fs:[{off} + 8], {tmp}",
                 "4:",
-                "cmp dword ptr fs:[{off} + 4], {cpu:e}",
+                "cmp dword ptr fs:[{off} + {field}], {cpu:e}",
                 "jne 7f",
                 "mov {n}, qword ptr [{v}]",
                 "add {n}, {count}",
                 "mov qword ptr [{v}], {n}",
                 rseq_cs_epilogue!(),
                 off = in(reg) off,
+                field = const S::FIELD,
                 cpu = in(reg) cpu,
                 v = in(reg) v,
                 count = in(reg) count,
@@ -656,6 +800,26 @@ pub fn membarrier_rseq_cpu(cpu: u32) -> bool {
             MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
             MEMBARRIER_CMD_FLAG_CPU,
             cpu as libc::c_int,
+        )
+    };
+    r == 0
+}
+
+/// Full memory barrier on every thread of this process, wherever it runs, and abort of any rseq
+/// critical section in progress (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0)`): the
+/// fence of [`membarrier_rseq_cpu`] for words keyed on the concurrency id, whose holder may run
+/// on any CPU. Returns false when membarrier is unavailable.
+pub fn membarrier_rseq_all() -> bool {
+    if !membarrier_register() {
+        return false;
+    }
+    // SAFETY: membarrier takes integer arguments only.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
+            0,
+            0,
         )
     };
     r == 0

@@ -65,7 +65,8 @@ pub use fast::FastTarget;
 pub use faultline_schema as schema;
 pub use outcome::{LossCause, TraceOutcome};
 pub use payload::{
-    CStrPtr, EncodedPayload, Payload, RawBuf, WriteOutcome, MAX_CSTR_LEN, MAX_RAW_LEN,
+    CStrPtr, EncodedPayload, Payload, RawBuf, RawIov, WriteOutcome, MAX_CSTR_LEN, MAX_IOV,
+    MAX_RAW_LEN,
 };
 pub use probe::{
     grace_period_busy_polls, reclaim_barrier, refresh_fast, register_probe,

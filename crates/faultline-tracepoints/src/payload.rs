@@ -431,6 +431,154 @@ impl FieldValue for RawBuf {
     }
 }
 
+/// The data of an I/O vector (`struct iovec` array: `count` entries of base pointer and
+/// length) at a pointer the probe must not trust, recorded as **one** byte field — the
+/// concatenation of the buffers — with the same encoding and extra fields as [`RawBuf`]
+/// (`_faulted`, `_truncated`, then the bytes).
+///
+/// The first `min(total, limit, MAX_RAW_LEN)` bytes of the concatenation are recorded (fewer
+/// if the field's budget is smaller), where `total` is the sum of the entries' lengths
+/// (saturating) capped by `cap` (the bytes a call actually transferred). `_truncated` is
+/// `min(total, cap)` minus the bytes recorded: unlike a [`RawBuf`] that its caller shortened,
+/// the `limit` cut counts. `_faulted` counts recorded bytes that could not be read
+/// (zero-filled); an entry of the array that cannot itself be read ends the vector and counts
+/// as `size_of::<iovec>()` faulted bytes (its lengths are unknown). At most [`MAX_IOV`] entries
+/// are looked at. Sizing and encoding each read the array again (the program may change it
+/// in between): the encoding never exceeds its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawIov {
+    /// The `struct iovec` array.
+    pub iov: *const u8,
+    /// Entries (a negative `iovcnt` is 0).
+    pub count: usize,
+    /// Most bytes recorded.
+    pub limit: usize,
+    /// Bytes the call transferred (`usize::MAX`: all of them).
+    pub cap: usize,
+}
+
+/// Most `iovec` entries a [`RawIov`] looks at (Linux's `IOV_MAX`).
+pub const MAX_IOV: usize = 1024;
+
+const IOV_ENTRY: usize = 2 * std::mem::size_of::<usize>();
+
+impl RawIov {
+    /// Entry `i` (base, len), or `None` if it cannot be read.
+    fn entry(&self, i: usize) -> Option<(usize, usize)> {
+        let mut raw = [0u8; IOV_ENTRY];
+        let at = (self.iov as usize).checked_add(i.checked_mul(IOV_ENTRY)?)?;
+        if self.iov.is_null() || copy_from_user(&mut raw, at as *const u8) != 0 {
+            return None;
+        }
+        let w = std::mem::size_of::<usize>();
+        let mut a = [0u8; std::mem::size_of::<usize>()];
+        a.copy_from_slice(&raw[..w]);
+        let base = usize::from_ne_bytes(a);
+        a.copy_from_slice(&raw[w..]);
+        Some((base, usize::from_ne_bytes(a)))
+    }
+
+    /// (total bytes capped by `cap`, whether an entry was unreadable).
+    fn total(&self) -> (usize, bool) {
+        let mut t = 0usize;
+        for i in 0..self.count.min(MAX_IOV) {
+            match self.entry(i) {
+                Some((_, len)) => t = t.saturating_add(len),
+                None => return (t.min(self.cap).saturating_add(IOV_ENTRY), true),
+            }
+        }
+        (t.min(self.cap), false)
+    }
+
+    fn want(&self) -> usize {
+        self.total().0.min(self.limit).min(MAX_RAW_LEN)
+    }
+}
+
+impl FieldValue for RawIov {
+    const TYPE: FieldType = FieldType::Bytes;
+    const RAW: bool = true;
+    const TRUNCATED: bool = true;
+    /// As [`RawBuf`].
+    const MIN_SIZE: usize = 16;
+    fn touch(&self) {
+        let mut left = self.limit.min(MAX_RAW_LEN);
+        let mut byte = [0u8; 1];
+        for i in 0..self.count.min(MAX_IOV) {
+            let Some((base, len)) = self.entry(i) else {
+                return;
+            };
+            let n = len.min(left);
+            let mut at = base;
+            while n > 0 && at < base.saturating_add(n) {
+                // A fault is tolerated (and reported again by the real copy).
+                copy_from_user(&mut byte, at as *const u8);
+                at = (at & !4095).saturating_add(4096);
+            }
+            left -= n;
+            if left == 0 {
+                return;
+            }
+        }
+    }
+    fn size(&self) -> usize {
+        Self::MIN_SIZE + self.want()
+    }
+    fn wanted(&self) -> usize {
+        // Without reading the array: at most the limit.
+        Self::MIN_SIZE + self.limit.min(MAX_RAW_LEN)
+    }
+    fn encode(&self, w: &mut Writer<'_>, budget: usize) {
+        if budget < Self::MIN_SIZE {
+            w.truncated = true;
+            w.put(&[0; Self::MIN_SIZE][..budget.min(Self::MIN_SIZE)]);
+            return;
+        }
+        let (total, _) = self.total();
+        let want = total.min(self.limit).min(MAX_RAW_LEN);
+        let n = want.min(budget - Self::MIN_SIZE);
+        w.truncated |= n < want;
+        let at = w.pos;
+        let cut = (total - n) as u64;
+        if let Some(s) = w.buf.get_mut(at + 4..at + 12) {
+            s.copy_from_slice(&cut.to_le_bytes());
+        }
+        w.put_u32_at(at + 12, n as u32);
+        w.pos += Self::MIN_SIZE;
+        let dst = &mut w.buf[w.pos..w.pos + n];
+        let mut done = 0usize;
+        let mut faulted = 0usize;
+        let mut i = 0usize;
+        while done < n {
+            let Some((base, len)) = (i < self.count.min(MAX_IOV))
+                .then(|| self.entry(i))
+                .flatten()
+            else {
+                // An unreadable entry (or the vector changed since sizing): zero-filled.
+                dst[done..].fill(0);
+                faulted += n - done;
+                break;
+            };
+            i += 1;
+            let k = len.min(n - done);
+            if k == 0 {
+                continue;
+            }
+            let part = &mut dst[done..done + k];
+            faulted += if base == 0 {
+                part.fill(0);
+                k
+            } else {
+                copy_from_user(part, base as *const u8)
+            };
+            done += k;
+        }
+        w.pos += n;
+        w.faulted += faulted;
+        w.put_u32_at(at, faulted as u32);
+    }
+}
+
 /// A payload as a cons list `(&field0, (&field1, (..., ())))`, built by `trace!`.
 #[doc(hidden)]
 pub trait Fields {
@@ -568,6 +716,80 @@ impl Payload for EncodedPayload<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod raw_iov_tests {
+    use super::*;
+
+    /// Encode one field with `budget`: (faulted, truncated, bytes, outcome).
+    fn enc(v: &RawIov, budget: usize) -> (u32, u64, Vec<u8>, WriteOutcome) {
+        let mut buf = vec![0u8; budget];
+        let mut w = Writer::new(&mut buf);
+        v.encode(&mut w, budget);
+        let o = w.finish();
+        let f = u32::from_le_bytes(buf[0..4].try_into().unwrap());
+        let t = u64::from_le_bytes(buf[4..12].try_into().unwrap());
+        let n = u32::from_le_bytes(buf[12..16].try_into().unwrap()) as usize;
+        (f, t, buf[16..16 + n].to_vec(), o)
+    }
+
+    fn iov(parts: &[(*const u8, usize)]) -> Vec<usize> {
+        parts.iter().flat_map(|&(p, l)| [p as usize, l]).collect()
+    }
+
+    #[test]
+    fn every_buffer_of_the_vector_is_recorded() {
+        let (a, b, c) = (b"abc".to_vec(), Vec::<u8>::new(), b"defgh".to_vec());
+        let v = iov(&[(a.as_ptr(), 3), (b.as_ptr(), 0), (c.as_ptr(), 5)]);
+        let f = |limit, cap| RawIov {
+            iov: v.as_ptr() as *const u8,
+            count: 3,
+            limit,
+            cap,
+        };
+        let all = f(100, usize::MAX);
+        assert_eq!(all.size(), 16 + 8);
+        let (fl, tr, bytes, o) = enc(&all, all.size());
+        assert_eq!((fl, tr, &bytes[..]), (0, 0, &b"abcdefgh"[..]));
+        assert_eq!((o.written, o.faulted, o.truncated), (24, 0, false));
+        // The data limit cuts, and the cut is counted.
+        let (fl, tr, bytes, _) = enc(&f(5, usize::MAX), 21);
+        assert_eq!((fl, tr, &bytes[..]), (0, 3, &b"abcde"[..]));
+        // A read that transferred 4 bytes: only those are the buffer.
+        let (fl, tr, bytes, _) = enc(&f(100, 4), 20);
+        assert_eq!((fl, tr, &bytes[..]), (0, 0, &b"abcd"[..]));
+        // A smaller budget than sized (the vector grew): cut, counted, flagged.
+        let (fl, tr, bytes, o) = enc(&f(100, usize::MAX), 18);
+        assert_eq!((fl, tr, &bytes[..], o.truncated), (0, 6, &b"ab"[..], true));
+    }
+
+    #[test]
+    fn bad_buffers_and_bad_vectors_are_faulted_bytes() {
+        let a = b"xy".to_vec();
+        let v = iov(&[(std::ptr::null(), 3), (a.as_ptr(), 2)]);
+        let r = RawIov {
+            iov: v.as_ptr() as *const u8,
+            count: 2,
+            limit: 100,
+            cap: usize::MAX,
+        };
+        let (fl, tr, bytes, o) = enc(&r, r.size());
+        assert_eq!((fl, tr, &bytes[..]), (3, 0, &[0, 0, 0, b'x', b'y'][..]));
+        assert_eq!(o.faulted, 3);
+        // The array itself unreadable: one entry's worth of faulted bytes.
+        let bad = RawIov {
+            iov: std::ptr::null(),
+            count: 2,
+            limit: 100,
+            cap: usize::MAX,
+        };
+        let (fl, tr, bytes, _) = enc(&bad, bad.size());
+        assert_eq!((fl, tr, bytes.len()), (16, 0, 16));
+        // A negative or zero count: nothing.
+        let none = RawIov { count: 0, ..r };
+        assert_eq!(enc(&none, none.size()).2.len(), 0);
     }
 }
 

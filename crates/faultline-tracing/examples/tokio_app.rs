@@ -19,12 +19,14 @@ struct Request {
     path: &'static str,
 }
 
-#[instrument]
+/// `status` is recorded on the span once known (`Span::record`).
+#[instrument(fields(status = tracing::field::Empty))]
 async fn handle(req: Request, worker: u64) -> u64 {
     info!(id = req.id, path = req.path, "handling");
     tokio::time::sleep(Duration::from_millis(1)).await;
     let bytes = req.id * 100;
     info!(bytes, ok = true, ratio = bytes as f64 / 7.0, "done");
+    tracing::Span::current().record("status", bytes);
     bytes
 }
 

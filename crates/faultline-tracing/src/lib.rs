@@ -24,6 +24,7 @@
 //! |---|---|---|
 //! | `info!(…)` etc. | `<target>:<LEVEL>.<callsite name>` | the event's fields, in declaration order |
 //! | span creation | `<target>:<LEVEL>.span.<span name>` | `span` (id), `parent` (id, 0 = root), the span's fields |
+//! | values recorded later (`Span::record`) | `<target>:<LEVEL>.span_record.<span name>` | `span` (id), `recorded` (bit `i` set: field `i` carries a value), the span's fields |
 //! | span entered | `tracing:span_enter` | `span`, `tid` (the thread's kernel id) |
 //! | span exited | `tracing:span_exit` | `span`, `tid` |
 //! | span closed | `tracing:span_close` | `span` |
@@ -55,8 +56,20 @@
 //! further ones are dropped and counted ([`Stats::dropped_callsites`]).
 //!
 //! Span enter/exit record the kernel thread id, so per-thread span stacks can be rebuilt from
-//! the trace (tokio tasks move between threads). Values recorded on a span after its creation
-//! (`Span::record`) are not recorded.
+//! the trace (tokio tasks move between threads).
+//!
+//! # Values recorded after creation
+//! `span.record("status", 200)` (typically on a field declared `tracing::field::Empty`) writes
+//! one `span_record` event: the span's id, the `recorded` mask and all the span's fields in
+//! the creation class's order and names, those not carried by this record at their missing
+//! value (0, `false`, empty) with their bit clear in `recorded` (bit `i` stands for the span's
+//! `i`-th field in declaration order, the first field after `recorded` being bit 0; fields
+//! from the 65th on have no bit). The class is
+//! the span callsite's second class, created on its first `record` like an event class: its
+//! field types come from that first record (a field it does not carry is a `string`), later
+//! records are converted as for events. The span's current value of a field is its last
+//! `span_record` value with the bit set, else its creation value. Spans are looked up in the
+//! subscriber's span registry (`LookupSpan`, e.g. `tracing_subscriber::registry()`).
 
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
@@ -66,9 +79,10 @@ use std::sync::{Mutex, OnceLock};
 use faultline_schema::{EventDesc, FieldDesc, FieldType};
 use faultline_tracepoints::{EncodedPayload, Tracepoint, TracepointError};
 use tracing_core::field::{Field, Visit};
-use tracing_core::span::{Attributes, Id};
+use tracing_core::span::{Attributes, Id, Record};
 use tracing_core::{Event, Metadata, Subscriber};
 use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
 /// Longest string field recorded (bytes; longer values are cut).
@@ -92,7 +106,8 @@ pub fn layer() -> FaultlineLayer {
 /// Counters of the layer (process-wide).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Event classes created (callsites seen).
+    /// Event classes created (callsites seen; a span callsite whose spans get values with
+    /// `Span::record` has a second class, `span_record`).
     pub classes: u64,
     /// Events of callsites over [`MAX_CALLSITES`] or whose class could not be registered.
     pub dropped_callsites: u64,
@@ -192,8 +207,20 @@ fn insert(count: &mut usize, key: usize, class: &'static Class) -> bool {
     }
 }
 
-fn meta_key(m: &'static Metadata<'static>) -> usize {
-    m as *const Metadata<'static> as usize
+/// What a class records: a callsite's events, a span callsite's creations, or the values
+/// recorded on its spans later (`Span::record`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Event,
+    Span,
+    SpanRecord,
+}
+
+/// The table key of a callsite's class of `kind`. `Metadata` is at least 8-byte aligned, so
+/// the address + 1 of a span callsite (its `SpanRecord` class) is never another callsite's
+/// address.
+fn meta_key(m: &'static Metadata<'static>, kind: Kind) -> usize {
+    m as *const Metadata<'static> as usize + (kind == Kind::SpanRecord) as usize
 }
 
 /// The class of a callsite, created on its first hit from the values `record` visits.
@@ -201,12 +228,12 @@ fn meta_key(m: &'static Metadata<'static>) -> usize {
 fn class_of(
     meta: &'static Metadata<'static>,
     record: impl FnOnce(&mut dyn Visit),
-    span: bool,
+    kind: Kind,
 ) -> Option<&'static Class> {
-    let key = meta_key(meta);
+    let key = meta_key(meta, kind);
     match lookup(key) {
         Some(c) => Some(c),
-        None => create(meta, record, span),
+        None => create(meta, record, kind),
     }
 }
 
@@ -215,10 +242,10 @@ fn class_of(
 fn create(
     meta: &'static Metadata<'static>,
     record: impl FnOnce(&mut dyn Visit),
-    span: bool,
+    kind: Kind,
 ) -> Option<&'static Class> {
     let mut count = CREATE.lock().unwrap_or_else(|e| e.into_inner());
-    let key = meta_key(meta);
+    let key = meta_key(meta, kind);
     if let Some(c) = lookup(key) {
         return Some(c);
     }
@@ -232,8 +259,13 @@ fn create(
     record(&mut tv);
     let mut fields: Vec<FieldDesc> = Vec::with_capacity(n + 2);
     let mut used: Vec<String> = Vec::new();
-    if span {
-        for f in ["span", "parent"] {
+    let prefix: &[&'static str] = match kind {
+        Kind::Event => &[],
+        Kind::Span => &["span", "parent"],
+        Kind::SpanRecord => &["span", "recorded"],
+    };
+    {
+        for &f in prefix {
             used.push(f.to_string());
             fields.push(FieldDesc {
                 name: f,
@@ -252,7 +284,11 @@ fn create(
     let base = format!(
         "{}.{}{}",
         meta.level(),
-        if span { "span." } else { "" },
+        match kind {
+            Kind::Event => "",
+            Kind::Span => "span.",
+            Kind::SpanRecord => "span_record.",
+        },
         name_part(meta.name())
     );
     let fields: &'static [FieldDesc] = Box::leak(fields.into_boxed_slice());
@@ -678,19 +714,31 @@ fn span_edge(which: usize, id: &Id, with_tid: bool) {
 fn active_class(
     meta: &'static Metadata<'static>,
     record: impl FnOnce(&mut dyn Visit),
-    span: bool,
+    kind: Kind,
 ) -> Option<(&'static Class, &'static Tracepoint)> {
-    let Some(tp) = class_of(meta, record, span).and_then(|c| c.tp.map(|tp| (c, tp))) else {
+    let Some(tp) = class_of(meta, record, kind).and_then(|c| c.tp.map(|tp| (c, tp))) else {
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return None;
     };
     tp.1.is_active().then_some(tp)
 }
 
-impl<S: Subscriber> Layer<S> for FaultlineLayer {
+/// The `recorded` field of a `span_record` class: bit `i` set when the record carries a value
+/// for the span's field `i` (fields 64 and over have no bit).
+struct RecordedMask(u64);
+
+impl Visit for RecordedMask {
+    fn record_debug(&mut self, f: &Field, _: &dyn std::fmt::Debug) {
+        if let Some(bit) = 1u64.checked_shl(f.index() as u32) {
+            self.0 |= bit;
+        }
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for FaultlineLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let Some((class, tp)) = active_class(meta, |v| event.record(v), false) else {
+        let Some((class, tp)) = active_class(meta, |v| event.record(v), Kind::Event) else {
             return;
         };
         emit(tp, &class.types, &[], |v| event.record(v));
@@ -698,7 +746,7 @@ impl<S: Subscriber> Layer<S> for FaultlineLayer {
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let meta = attrs.metadata();
-        let Some((class, tp)) = active_class(meta, |v| attrs.record(v), true) else {
+        let Some((class, tp)) = active_class(meta, |v| attrs.record(v), Kind::Span) else {
             return;
         };
         let parent = if attrs.is_root() {
@@ -712,6 +760,22 @@ impl<S: Subscriber> Layer<S> for FaultlineLayer {
         prefix[..8].copy_from_slice(&id.into_u64().to_le_bytes());
         prefix[8..].copy_from_slice(&parent.to_le_bytes());
         emit(tp, &class.types, &prefix, |v| attrs.record(v));
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        // The span's callsite: from the registry (`LookupSpan`), else from the dispatcher.
+        let Some(meta) = ctx.metadata(id) else {
+            return;
+        };
+        let Some((class, tp)) = active_class(meta, |v| values.record(v), Kind::SpanRecord) else {
+            return;
+        };
+        let mut mask = RecordedMask(0);
+        values.record(&mut mask);
+        let mut prefix = [0u8; 16];
+        prefix[..8].copy_from_slice(&id.into_u64().to_le_bytes());
+        prefix[8..].copy_from_slice(&mask.0.to_le_bytes());
+        emit(tp, &class.types, &prefix, |v| values.record(v));
     }
 
     fn on_enter(&self, id: &Id, _ctx: Context<'_, S>) {

@@ -193,6 +193,72 @@ fn events_and_spans_are_encoded_with_their_classes() {
     // warn, info, error events and outer, inner, explicit spans.
     assert_eq!(after.classes - before.classes, 6);
     assert_eq!(after.dropped_callsites, 0);
+
+    // Values recorded after creation: one `span_record` class per span callsite, typed by its
+    // first record, with the `recorded` mask of the fields each record carries.
+    let start = cap.0.lock().unwrap().len();
+    let subscriber = tracing_subscriber::registry().with(faultline_tracing::layer());
+    tracing::subscriber::with_default(subscriber, || {
+        let sp = tracing::info_span!(
+            target: "rec",
+            "req",
+            id = 9u64,
+            status = tracing::field::Empty,
+            note = tracing::field::Empty
+        );
+        sp.record("status", 200u64);
+        sp.record("note", "slow");
+        sp.record("status", 404u64);
+        drop(sp);
+    });
+    let got = cap.0.lock().unwrap()[start..].to_vec();
+    let rest: Vec<(&str, Vec<(&str, &Value)>)> =
+        got.iter().map(|(n, f)| (n.as_str(), fields(f))).collect();
+    assert_eq!(rest.len(), 5, "{rest:?}");
+    assert_eq!(rest[0].0, "rec:INFO.span.req");
+    let id = id_of(rest[0].1[0].1);
+    assert_eq!(
+        &rest[0].1[1..],
+        [
+            ("parent", &Value::U(0)),
+            ("id", &Value::U(9)),
+            ("status", &s("")),
+            ("note", &s(""))
+        ]
+    );
+    // Owned values to compare with.
+    let owned = |r: (&str, Vec<(&str, &Value)>)| {
+        (
+            r.0.to_string(),
+            r.1.into_iter()
+                .map(|(n, v)| (n.to_string(), v.clone()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    // The class's types come from its first record (status: u64); `id` and `note`, not in
+    // that record, are strings.
+    let want = [(200u64, "", 0b010u64), (0, "slow", 0b100), (404, "", 0b010)];
+    for (i, (status, note, mask)) in want.into_iter().enumerate() {
+        let st = Value::U(status);
+        let nt = s(note);
+        let mk = Value::U(mask);
+        let idv = Value::U(id);
+        let expect = owned((
+            "rec:INFO.span_record.req",
+            vec![
+                ("span", &idv),
+                ("recorded", &mk),
+                ("id", &s("")),
+                ("status", &st),
+                ("note", &nt),
+            ],
+        ));
+        assert_eq!(got[1 + i], expect, "record {i}");
+    }
+    assert_eq!(
+        rest[4],
+        ("tracing:span_close", vec![("span", &Value::U(id))])
+    );
 }
 
 /// The calling thread's kernel id, as the layer records it.

@@ -1,6 +1,7 @@
 //! The tokio example, recorded embedded and under `faultline record`: every event and span
 //! record has its field names and values — read back by faultline's reader, shown by
-//! `faultline view`, and by babeltrace2 when installed — including a callsite first hit well
+//! `faultline view`, and by babeltrace2 when installed — including values recorded on spans
+//! after their creation (`Span::record`) and a callsite first hit well
 //! after the session (and the recorder's schema) started. Also tracing's `EnvFilter` and
 //! faultline's event globs as filters.
 //!
@@ -123,13 +124,32 @@ fn check_full(dir: &Path) {
             "{name}"
         );
         let kind = if class.starts_with("INFO.span.handle") {
-            assert_eq!(names(f), ["span", "parent", "req", "worker"], "{name}");
+            assert_eq!(
+                names(f),
+                ["span", "parent", "req", "worker", "status"],
+                "{name}"
+            );
+            assert_eq!(get(f, "status"), &s(""));
             assert_eq!(get(f, "parent"), &Value::U(0));
             let Value::Str(req) = get(f, "req") else {
                 panic!("req is a string: {f:?}")
             };
             assert!(req.starts_with(b"Request { id: "), "{f:?}");
             "span.handle"
+        } else if class.starts_with("INFO.span_record.handle") {
+            // `Span::record("status", bytes)`: only `status` (field 2) carries a value.
+            assert_eq!(
+                names(f),
+                ["span", "recorded", "req", "worker", "status"],
+                "{name}"
+            );
+            assert_eq!(get(f, "recorded"), &Value::U(0b100));
+            assert_eq!(get(f, "req"), &s(""));
+            let Value::U(status) = get(f, "status") else {
+                panic!("status is u64: {f:?}")
+            };
+            assert_eq!(status % 100, 0);
+            "span.record"
         } else if class.starts_with("INFO.span.late_phase") {
             assert_eq!(names(f), ["span", "parent", "total", "phase"], "{name}");
             assert_eq!(get(f, "phase"), &s("late"));
@@ -174,6 +194,7 @@ fn check_full(dir: &Path) {
     ids.sort_unstable();
     assert_eq!(ids, (0..8).collect::<Vec<u64>>());
     assert_eq!(count["span.handle"], 8);
+    assert_eq!(count["span.record"], 8);
     assert_eq!(count["span.late"], 1);
     assert_eq!(count["handling"], 8);
     assert_eq!(count["done"], 8);

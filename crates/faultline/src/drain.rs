@@ -81,7 +81,9 @@
 //! - the verification pass at the end, on the records as they are **on disk** (so a change
 //!   made after the header check is caught as well): a packet whose records do not pass is
 //!   removed from its stream, counted in `packets_rejected` / `events_rejected`, and reported
-//!   like the writer's rejections.
+//!   like the writer's rejections. With a relay sink ([`TraceWriter::set_sink`]) such a
+//!   packet was already sent when it was written: `packets_rejected_after_send` counts those.
+//!   A relay-only writer (no files) checks the records before sending instead.
 //!
 //! So a trace the drain finished holds only packets whose records passed every check; until
 //! then (a `faultline record` killed before it finishes, a reader following the trace live)
@@ -152,6 +154,9 @@ pub struct DrainStats {
     pub packets_rejected: u64,
     /// Events in those packets.
     pub events_rejected: u64,
+    /// Of `packets_rejected`: packets the verification pass removed from the local trace after
+    /// they had gone to the writer's sink (a relay) when written (module docs, "Damaged shared memory").
+    pub packets_rejected_after_send: u64,
     /// Number of write errors, first and last message.
     pub write_errors: u64,
     /// The first write error.
@@ -250,6 +255,9 @@ pub struct Drain {
     /// Where the next round-robin pass starts (index into the active CPUs).
     next: usize,
     classes: Option<Box<dyn ClassSource>>,
+    /// Clock reading taken just before the last periodic flush, until a poll finds nothing
+    /// left: then everything older has been written ([`TraceWriter::flushed`]).
+    flush_mark: Option<u64>,
 }
 
 impl Drain {
@@ -268,6 +276,7 @@ impl Drain {
             kept: BTreeMap::new(),
             next: 0,
             classes: None,
+            flush_mark: None,
         }
     }
 
@@ -338,9 +347,17 @@ impl Drain {
         }
         self.refresh_classes();
         if self.last_flush.elapsed() >= self.cfg.flush_interval {
+            let now = faultline_ringbuf::clock::now(self.chan.clock().kind);
             self.flush(false);
+            self.flush_mark = Some(now);
         }
-        self.take_round(self.cfg.batch.max(1))
+        let n = self.take_round(self.cfg.batch.max(1));
+        if n == 0 {
+            if let Some(t) = self.flush_mark.take() {
+                self.writer.flushed(t);
+            }
+        }
+        n
     }
 
     /// Sleep until a sub-buffer is delivered or the timeout passes.
@@ -660,6 +677,7 @@ impl Drain {
                     }
                 }
                 self.stats.padding_records += v.padding;
+                self.stats.packets_rejected_after_send += v.rejected_sent;
                 for (cpu, seq, e, records) in v.rejected {
                     self.stats.packets_rejected += 1;
                     self.stats.events_rejected += records;

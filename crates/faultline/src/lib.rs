@@ -19,7 +19,9 @@
 //! Alone, the program writes its own trace (an *embedded* session: a consumer thread drains
 //! the per-CPU ring buffers into the output directory). Run as
 //! `faultline record -o DIR -- ./prog`, the same `start()` attaches to the recorder's buffers
-//! instead and the recorder writes the trace (see [`session`]).
+//! instead and the recorder writes the trace (see [`session`]). Either way the trace can also
+//! (or only) be streamed to an `lttng-relayd`, LTTng's network collector, and watched live
+//! ([`SessionBuilder::relay`], `faultline record --relay`; see [`relay`]).
 //!
 //! # What this crate re-exports
 //! * Instrumenting: [`tracepoint!`], [`trace!`], [`try_trace!`] (which returns a
@@ -39,6 +41,7 @@
 //! and pending slots) never reach the metadata: the consumer skips those records.
 
 pub mod drain;
+pub mod relay;
 pub mod schema_pipe;
 pub mod session;
 
@@ -47,7 +50,7 @@ pub use faultline_tracepoints as tracepoints;
 
 pub use faultline_ctf::CtfError;
 pub use faultline_recorder::{Policy, Strategy, UnknownStrategy};
-pub use faultline_ringbuf::{ChannelError, ClockKind, Mode};
+pub use faultline_ringbuf::{BufferIndex, ChannelError, ClockKind, Mode};
 pub use faultline_tracepoints::{
     trace, tracepoint, try_trace, CStrPtr, LossCause, RawBuf, TraceOutcome,
 };

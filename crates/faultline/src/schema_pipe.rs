@@ -101,6 +101,40 @@ pub fn encode(m: &Message) -> Vec<u8> {
     v
 }
 
+/// Encode one message as a line (with its `\n`) into `buf` without allocating (for senders
+/// that may run where allocating is unsafe, e.g. a process exiting from a signal handler).
+/// Returns the length, or `None` if it does not fit.
+pub fn encode_into(m: &Message, buf: &mut [u8]) -> Option<usize> {
+    let cap = buf.len();
+    let mut w: &mut [u8] = buf;
+    let r = match m {
+        Message::Schema(s) => serde_json::to_writer(
+            &mut w,
+            &Tagged {
+                ty: "schema",
+                body: s,
+            },
+        ),
+        Message::Events(e) => serde_json::to_writer(
+            &mut w,
+            &Tagged {
+                ty: "events",
+                body: e,
+            },
+        ),
+        Message::RecorderStats(s) => serde_json::to_writer(
+            &mut w,
+            &Tagged {
+                ty: "recorder_stats",
+                body: s,
+            },
+        ),
+    };
+    r.ok()?;
+    w.write_all(b"\n").ok()?;
+    Some(cap - w.len())
+}
+
 /// Write one message (one `write_all` of one line).
 pub fn send(pipe: &mut File, m: &Message) -> std::io::Result<()> {
     pipe.write_all(&encode(m))
@@ -488,6 +522,22 @@ mod tests {
                 File::from(OwnedFd::from_raw_fd(fds[1])),
             )
         }
+    }
+
+    #[test]
+    fn encode_into_matches_encode_and_bounds_the_buffer() {
+        let m = Message::RecorderStats(StatsMessage {
+            last: true,
+            stats: faultline_recorder::RecorderStats {
+                recorded: 7,
+                ..Default::default()
+            },
+        });
+        let mut buf = [0u8; 4096];
+        let n = encode_into(&m, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &encode(&m)[..]);
+        assert_eq!(encode_into(&m, &mut buf[..n - 1]), None);
+        assert_eq!(decode(&buf[..n - 1]).unwrap(), Some(m));
     }
 
     fn class(id: u32, name: &str) -> SchemaEvent {

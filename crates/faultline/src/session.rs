@@ -36,6 +36,7 @@
 //! | `events` | used; else `FAULTLINE_EVENTS`; else `*` | `FAULTLINE_EVENTS` (`record --events`, default `*`); else the builder's |
 //! | `max_restarts` | used | used |
 //! | `flush_interval`, `verbose` | the consumer thread's | no effect (`record` is the consumer) |
+//! | `relay`, `relay_session` | streamed by the consumer thread ([`crate::relay`]) | ignored: `record --relay` |
 //!   While attached, a reporter thread sends the session's recorder counters as
 //!   `recorder_stats` lines ([`crate::schema_pipe::StatsMessage`]) every [`STATS_INTERVAL`]
 //!   when they changed (so a killed program still leaves its last counts), and once more with
@@ -63,7 +64,7 @@ use faultline_ctf::{
     ClockDesc, CtfError, EnvDesc, EnvValue, RecorderCounts, StrategyCounts, TraceDesc, TraceWriter,
 };
 use faultline_recorder::{Policy, Recorder, RecorderConfig, RecorderStats, Strategy};
-use faultline_ringbuf::{Channel, ChannelConfig, ClockKind, Mode};
+use faultline_ringbuf::{BufferIndex, Channel, ChannelConfig, ClockKind, Mode};
 use faultline_schema::{EventDesc, OwnedEventDesc};
 use faultline_tracepoints::{ListenerHandle, ProbeHandle, ProbeKind, Tracepoint};
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,26 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+
+/// Ring buffers of an embedded session: `per-cpu` or `per-cid`
+/// ([`SessionBuilder::buffer_index`]).
+pub const ENV_BUFFERS: &str = "FAULTLINE_BUFFERS";
+
+/// Key of the trace metadata's `env` block saying what the streams are indexed by: `"cpu"`
+/// (stream N holds CPU N's buffer; also when the key is absent) or `"cid"` (concurrency id N
+/// of the traced process).
+pub const ENV_KEY_BUFFERS: &str = "faultline_buffers";
+
+/// `per-cpu` / `per-cid` (also `cpu` / `cid`) as a [`BufferIndex`].
+pub fn parse_buffer_index(s: &str) -> Result<BufferIndex, String> {
+    match s {
+        "per-cpu" | "cpu" => Ok(BufferIndex::Cpu),
+        "per-cid" | "cid" => Ok(BufferIndex::Cid),
+        _ => Err(format!(
+            "buffers {s:?}: expected per-cpu or per-cid ({ENV_BUFFERS}, --buffers)"
+        )),
+    }
+}
 
 /// Inherited memfd of the channel (decimal fd number).
 pub const ENV_CHANNEL_FD: &str = "FAULTLINE_CHANNEL_FD";
@@ -232,6 +253,10 @@ pub enum SessionError {
     /// The embedded consumer thread panicked.
     #[error("the consumer thread panicked")]
     DrainPanicked,
+    /// The relay cannot be reached or refused the session (and there is no local output
+    /// directory to fall back on).
+    #[error("{0}")]
+    Relay(String),
 }
 
 /// Session options. See [`Session::builder`].
@@ -245,7 +270,10 @@ pub struct SessionBuilder {
     policy: Policy,
     max_restarts: u32,
     events: Option<String>,
+    buffer_index: Option<BufferIndex>,
     drain: DrainConfig,
+    relay: Option<String>,
+    relay_session: Option<String>,
     /// Which of the settings `faultline record` owns were set by the program.
     explicit: Explicit,
 }
@@ -270,7 +298,10 @@ impl Default for SessionBuilder {
             policy: Policy::Auto,
             max_restarts: RecorderConfig::default().max_restarts,
             events: None,
+            buffer_index: None,
             drain: DrainConfig::default(),
+            relay: None,
+            relay_session: None,
             explicit: Explicit::default(),
         }
     }
@@ -322,9 +353,34 @@ impl SessionBuilder {
         self.events = Some(spec.into());
         self
     }
+    /// Ring buffers per CPU ([`BufferIndex::Cpu`]) or per concurrency id of this process
+    /// ([`BufferIndex::Cid`]: at most min(threads, CPUs the process may run on) buffers are
+    /// ever used, so memory follows the program's concurrency, not the machine's CPU count).
+    /// Default: `FAULTLINE_BUFFERS` (`per-cpu` or `per-cid`) if set, else per concurrency id
+    /// where the kernel supports it (rseq `mm_cid`, Linux 6.3+, and membarrier), else per CPU.
+    /// An explicit per-cid request that the kernel cannot honour makes `start` fail. Under
+    /// `faultline record` the buffers are always per CPU (several processes share them).
+    pub fn buffer_index(mut self, index: BufferIndex) -> Self {
+        self.buffer_index = Some(index);
+        self
+    }
     /// How often the consumer flushes quiet buffers (default 200 ms).
     pub fn flush_interval(mut self, d: Duration) -> Self {
         self.drain.flush_interval = d;
+        self
+    }
+    /// Stream the trace to an `lttng-relayd` at `url` (`net://HOST[:CTRL_PORT[:DATA_PORT]]`,
+    /// [`crate::relay`]). Without [`SessionBuilder::output_dir`] no local trace is written; with
+    /// it, both. A relay that cannot be reached makes `start` fail — or, with an output
+    /// directory, prints a warning and records locally only.
+    pub fn relay(mut self, url: impl Into<String>) -> Self {
+        self.relay = Some(url.into());
+        self
+    }
+    /// Session name on the relay (default `auto-YYYYMMDD-HHMMSS`; a given name gets the
+    /// creation date appended in the relay's directory, as with LTTng).
+    pub fn relay_session(mut self, name: impl Into<String>) -> Self {
+        self.relay_session = Some(name.into());
         self
     }
     /// Whether the consumer prints errors on stderr as they happen (default true).
@@ -362,11 +418,37 @@ impl SessionBuilder {
     }
 
     fn start_embedded(self) -> Result<Session, SessionError> {
+        let relay_opts = match &self.relay {
+            Some(u) => {
+                let mut o = crate::relay::RelayOptions::parse(u).map_err(SessionError::Config)?;
+                o.session = self.relay_session.clone();
+                Some(o)
+            }
+            None => None,
+        };
+        // Streaming only: no local files unless a directory was given.
+        let local = self.dir.is_some() || relay_opts.is_none();
         let dir = self
             .dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("faultline-trace-{}", std::process::id())));
-        check_trace_dir(&dir)?;
+        if local {
+            check_trace_dir(&dir)?;
+        }
+        let defaults = ChannelConfig::default();
+        let index = match (self.buffer_index, std::env::var(ENV_BUFFERS).ok()) {
+            (Some(i), _) => i,
+            (None, Some(v)) => parse_buffer_index(&v).map_err(SessionError::Config)?,
+            (None, None) => {
+                if defaults.sync == faultline_ringbuf::SyncMode::Rseq
+                    && faultline_ringbuf::channel::cid_supported().is_ok()
+                {
+                    BufferIndex::Cid
+                } else {
+                    BufferIndex::Cpu
+                }
+            }
+        };
         let cfg = ChannelConfig {
             subbuf_size: self.subbuf_size,
             num_subbuf: self.num_subbuf,
@@ -374,9 +456,21 @@ impl SessionBuilder {
             clock: self
                 .clock
                 .unwrap_or_else(faultline_ringbuf::clock::default_kind),
-            ..ChannelConfig::default()
+            index,
+            ..defaults
         };
         let chan = Arc::new(Channel::create(&cfg)?);
+        let relay = match &relay_opts {
+            Some(o) => match crate::relay::connect(o, &chan, self.drain.flush_interval) {
+                Ok(r) => Some(r),
+                Err(e) if local => {
+                    eprintln!("faultline: {e}; recording locally only");
+                    None
+                }
+                Err(e) => return Err(SessionError::Relay(e.to_string())),
+            },
+            None => None,
+        };
         let late = Arc::new(Mutex::new(Vec::new()));
         let late2 = late.clone();
         let (all, listener) = faultline_tracepoints::subscribe(Arc::new(move |tp| {
@@ -386,10 +480,32 @@ impl SessionBuilder {
         let desc = TraceDesc {
             uuid: chan.uuid(),
             clock: clock_desc(&chan),
-            env: env_desc(&procname(), &self.policy.to_string(), chan.mode()),
+            env: {
+                let mut env = env_desc(&procname(), &self.policy.to_string(), chan.mode());
+                // What stream N is: CPU N or concurrency id N (absent: per CPU).
+                env.extra.push((
+                    ENV_KEY_BUFFERS.into(),
+                    EnvValue::Str(chan.buffer_index().name().into()),
+                ));
+                env
+            },
             events: events.clone(),
         };
-        let writer = match TraceWriter::create(&dir, &desc) {
+        let created = if local {
+            TraceWriter::create(&dir, &desc)
+        } else {
+            TraceWriter::create_without_files(&dir, &desc)
+        };
+        let (relay_sink, relay_handle) = match relay {
+            Some((s, h)) => (Some(s), Some(h)),
+            None => (None, None),
+        };
+        let writer = match created.and_then(|mut w| {
+            if let Some(s) = relay_sink {
+                w.set_sink(Box::new(s))?;
+            }
+            Ok(w)
+        }) {
             Ok(w) => w,
             Err(e) => {
                 faultline_tracepoints::unsubscribe(listener);
@@ -434,7 +550,8 @@ impl SessionBuilder {
                 events,
                 listener: Some(listener),
                 kind: Kind::Embedded {
-                    dir,
+                    dir: local.then_some(dir),
+                    relay: relay_handle,
                     stop,
                     final_env,
                     thread: Some(thread),
@@ -605,6 +722,11 @@ impl SessionBuilder {
             out.push(format!(
                 "copy strategy {} is replaced by record's {policy} (--strategy)",
                 self.policy
+            ));
+        }
+        if let Some(u) = &self.relay {
+            out.push(format!(
+                "relay {u} is ignored: record streams the trace (--relay)"
             ));
         }
         if let Some(e) = &self.events {
@@ -863,7 +985,10 @@ fn block_sigpipe() {
 
 enum Kind {
     Embedded {
-        dir: PathBuf,
+        /// `None` when streaming only.
+        dir: Option<PathBuf>,
+        /// The relay the trace is streamed to.
+        relay: Option<crate::relay::RelayHandle>,
         stop: Arc<AtomicBool>,
         /// `env` entries for the metadata when the trace is finished (the recorder counters).
         final_env: Arc<Mutex<Vec<(String, EnvValue)>>>,
@@ -955,6 +1080,19 @@ pub struct Summary {
     pub bytes_on_disk: u64,
     /// What the embedded consumer did, when known.
     pub drain: Option<DrainStats>,
+    /// What the relay got, when the trace was streamed ([`crate::relay`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<crate::relay::RelayStats>,
+    /// What the ring buffers are indexed by: `"cpu"` or `"cid"` (concurrency id); `per_cpu`
+    /// is then keyed by that.
+    pub buffer_index: String,
+    /// Ring buffers any writer used.
+    pub buffers_used: u32,
+    /// Ring buffers the channel has room for (possible CPUs).
+    pub buffers_possible: u32,
+    /// Bytes of the channel's shared memory resident in this process at the end (header and
+    /// the buffers used; the others are never allocated).
+    pub buffer_memory_bytes: u64,
 }
 
 impl Summary {
@@ -999,6 +1137,10 @@ impl Summary {
     /// sums are checked; a CPU whose counters would overflow a total is left out of the totals
     /// and named in `shm_errors` (never a wrapped total).
     pub fn add_channel(&mut self, chan: &Channel) {
+        self.buffer_index = chan.buffer_index().name().to_string();
+        self.buffers_used = chan.active_buffers();
+        self.buffers_possible = chan.num_cpus();
+        self.buffer_memory_bytes = chan.resident_bytes().unwrap_or(0);
         for cpu in 0..chan.num_cpus() {
             let Some(st) = chan.cpu_stats(cpu) else {
                 continue;
@@ -1058,18 +1200,27 @@ impl Summary {
             w(self.lost_total()),
             w(self.not_written)
         );
+        if let Some(r) = &self.relay {
+            let _ = writeln!(out, "  {}", r.line());
+        }
         if !self.events.is_empty() {
             let _ = writeln!(out, "  per tracepoint:");
             for (name, n) in &self.events {
                 let _ = writeln!(out, "    {name:<28} {:>12}", w(*n));
             }
         }
+        let per_cid = self.buffer_index == "cid";
         if !self.per_cpu.is_empty() {
-            let _ = writeln!(out, "  per CPU:");
+            let _ = writeln!(
+                out,
+                "  per {}:",
+                if per_cid { "concurrency id" } else { "CPU" }
+            );
+            let label = if per_cid { "cid" } else { "cpu" };
             for (cpu, c) in &self.per_cpu {
                 let _ = writeln!(
                     out,
-                    "    cpu {cpu:<3} events {:>12}   lost full {} stalled {} too-big {}   REMOTE commits {}",
+                    "    {label} {cpu:<3} events {:>12}   lost full {} stalled {} too-big {}   REMOTE commits {}",
                     w(c.events_total),
                     w(c.lost_full),
                     w(c.lost_stalled),
@@ -1128,6 +1279,16 @@ impl Summary {
                     let _ = writeln!(out, "  last disk error: {l}");
                 }
             }
+        }
+        if !self.buffer_index.is_empty() {
+            let _ = writeln!(
+                out,
+                "  ring buffers: per {}, {} used of {}, {} bytes of shared memory resident",
+                if per_cid { "concurrency id" } else { "CPU" },
+                self.buffers_used,
+                self.buffers_possible,
+                w(self.buffer_memory_bytes)
+            );
         }
         let _ = writeln!(out, "  trace size: {} bytes", w(self.bytes_on_disk));
         out
@@ -1189,7 +1350,7 @@ impl Session {
     /// The trace directory (embedded sessions).
     pub fn dir(&self) -> Option<&Path> {
         match self.inner.as_ref().map(|i| &i.kind) {
-            Some(Kind::Embedded { dir, .. }) => Some(dir),
+            Some(Kind::Embedded { dir, .. }) => dir.as_deref(),
             _ => None,
         }
     }
@@ -1238,6 +1399,7 @@ impl Session {
             }
             Kind::Embedded {
                 dir,
+                relay,
                 stop,
                 final_env,
                 thread,
@@ -1251,8 +1413,13 @@ impl Session {
                     Some(Ok((ds, fin))) => {
                         sum.add_drain(&ds, &names);
                         sum.add_channel(&inner.chan);
-                        sum.dir = Some(dir.clone());
-                        sum.bytes_on_disk = bytes_on_disk(dir);
+                        if let Some(dir) = dir {
+                            sum.dir = Some(dir.clone());
+                            sum.bytes_on_disk = bytes_on_disk(dir);
+                        }
+                        if let Some(h) = relay.take() {
+                            sum.relay = Some(h.finish(crate::relay::FINISH_TIMEOUT));
+                        }
                         if let Err(e) = fin {
                             // fsync failed: report it with the rest of the summary.
                             let msg = format!("finishing the trace: {e}");

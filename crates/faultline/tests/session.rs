@@ -170,3 +170,46 @@ fn disk_full_is_reported_and_counted() {
     assert_eq!(st.events_total, sum.events_written);
     umount();
 }
+
+/// Buffers per CPU and per concurrency id, chosen explicitly: every event arrives either way;
+/// the summary and the trace's metadata say which; per concurrency id, no more buffers are used
+/// than threads ran (4 writers, the test thread and the consumer).
+#[test]
+fn buffers_per_cpu_and_per_cid() {
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut indexes = vec![faultline::BufferIndex::Cpu];
+    if faultline_ringbuf::channel::cid_supported().is_ok() {
+        indexes.push(faultline::BufferIndex::Cid);
+    }
+    for index in indexes {
+        let dir = tmp(&format!("buffers-{}", index.name()));
+        let s = Session::builder()
+            .output_dir(&dir)
+            .events("sesstest:*")
+            .buffer_index(index)
+            .start()
+            .unwrap();
+        assert_eq!(s.channel().unwrap().buffer_index(), index);
+        emit(4, 2000);
+        let sum = s.stop().unwrap();
+        assert_eq!(sum.events_written, 8000);
+        assert_eq!(sum.lost_total(), 0);
+        assert_eq!(sum.buffer_index, index.name());
+        assert!(sum.buffers_used >= 1 && sum.buffers_used <= sum.buffers_possible);
+        assert!(sum.buffer_memory_bytes > 0);
+        if index == faultline::BufferIndex::Cid {
+            let cpus = faultline_rseq::allowed_cpus().len() as u32;
+            assert!(sum.buffers_used <= cpus.min(6), "{sum:?}");
+            assert!(sum.per_cpu.keys().all(|&k| k < cpus.min(6)), "{sum:?}");
+        }
+        let trace = Trace::open(&dir).unwrap();
+        let env = &trace.schema().env;
+        assert!(
+            env.iter().any(|(k, v)| k == "faultline_buffers"
+                && *v == faultline_ctf::EnvValue::Str(index.name().into())),
+            "{env:?}"
+        );
+        assert_eq!(trace.events(&Filter::default()).count(), 8000);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

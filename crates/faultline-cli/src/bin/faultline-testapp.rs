@@ -31,6 +31,13 @@
 //!   line `holder PID`, and trace on until killed.
 //!
 //! Lines logged before the marker are events the recorder had every chance to take intact.
+//!
+//! `--sleep-us N` sleeps N microseconds after each event (a slow, steady program for live
+//! viewing). Run alone (embedded session), `--output DIR`, `--relay URL` and
+//! `--relay-session NAME` are the builder's `output_dir`, `relay` and `relay_session`.
+//! `--print-cost` prints, at the end, `testapp: cost N ns/event` on stderr: the writers' wall
+//! time per event (mean over threads), what tracing costs the program. `--no-log` writes no
+//! log lines (so the cost is the tracing's, not the log's).
 
 use faultline::Session;
 use faultline_tracepoints::{tracepoint, Payload, WriteOutcome};
@@ -145,7 +152,26 @@ fn main() {
             .unwrap_or(-1);
         truncate(fd, m);
     }
-    let session = match Session::start() {
+    let sleep_us = arg(&args, "--sleep-us", 0);
+    let print_cost = args.iter().any(|a| a == "--print-cost");
+    let no_log = args.iter().any(|a| a == "--no-log");
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let mut builder = Session::builder();
+    if let Some(d) = opt("--output") {
+        builder = builder.output_dir(d);
+    }
+    if let Some(u) = opt("--relay") {
+        builder = builder.relay(u);
+    }
+    if let Some(n) = opt("--relay-session") {
+        builder = builder.relay_session(n);
+    }
+    let session = match builder.start() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("faultline-testapp: {e}");
@@ -170,6 +196,7 @@ fn main() {
                 let id = TESTAPP_SEQ.id();
                 let strategy = rec.strategy_for(&TESTAPP_SEQ);
                 let mut seq = 0u64;
+                let started = Instant::now();
                 // Relaxed: a stop request only needs to be seen eventually.
                 while (events == 0 || seq < events) && !STOP.load(Ordering::Relaxed) {
                     // Acquire/release: pairs with the main thread's stores of PAUSE and its
@@ -187,7 +214,9 @@ fn main() {
                         pad: &padding,
                         spin,
                     };
-                    if TESTAPP_SEQ.is_active() {
+                    if TESTAPP_SEQ.is_active() && no_log {
+                        let _ = rec.record(id, strategy, &p);
+                    } else if TESTAPP_SEQ.is_active() {
                         let line = match rec.record(id, strategy, &p) {
                             Ok(_) => format!("{t} {seq}\n"),
                             Err(_) if log_lost => format!("{t} {seq} L\n"),
@@ -199,7 +228,11 @@ fn main() {
                         }
                     }
                     seq += 1;
+                    if sleep_us > 0 {
+                        std::thread::sleep(Duration::from_micros(sleep_us));
+                    }
                 }
+                (started.elapsed().as_nanos() as f64, seq)
             })
         })
         .collect();
@@ -207,8 +240,19 @@ fn main() {
         attack(&session, mode, hostile_ms, &log, threads as u64);
         STOP.store(true, Ordering::Relaxed);
     }
+    let mut cost = Vec::new();
     for h in hs {
-        let _ = h.join();
+        if let Ok((ns, n)) = h.join() {
+            if n > 0 {
+                cost.push(ns / n as f64);
+            }
+        }
+    }
+    if print_cost && !cost.is_empty() {
+        eprintln!(
+            "testapp: cost {:.1} ns/event",
+            cost.iter().sum::<f64>() / cost.len() as f64
+        );
     }
     match session.stop() {
         Ok(s) if !s.attached => s.print(),

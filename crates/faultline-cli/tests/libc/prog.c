@@ -46,12 +46,15 @@ static int files(void) {
     pwrite(fd, "HELLO", 5, 0);
     struct iovec iov[2] = {{"abc", 3}, {"def", 3}};
     writev(fd, iov, 2);
+    pwritev(fd, iov, 2, 17); /* the same bytes again: the file stays 23 bytes */
     close(fd);
     fd = open(p("a.txt"), O_RDONLY);
     ssize_t n = read(fd, buf, sizeof buf);
     pread(fd, buf, 4, 7);
     struct iovec riov[1] = {{buf, 8}};
     readv(fd, riov, 1);
+    struct iovec piov[2] = {{buf, 2}, {buf + 8, 3}};
+    preadv(fd, piov, 2, 0);
     fstat(fd, &st);
     close(fd);
     stat(p("a.txt"), &st);

@@ -84,6 +84,13 @@ fn node_base(plan: &Plan, n: u32) -> u32 {
     }
 }
 
+/// Append the value starting at `ev`'s item `items[*i]` (an item of one of its scopes, see
+/// [`CtfEvent::scope_items`]) in babeltrace2's syntax, and move `*i` past it (past the
+/// matching [`Item::End`] for a struct, array, sequence or variant).
+pub fn push_item_value(out: &mut String, ev: &CtfEvent<'_>, items: &[Item], i: &mut usize) {
+    value(out, ev.trace.plan(), items, ev.text(), ev.packet(), i);
+}
+
 /// Render the value starting at `items[*i]`.
 fn value(out: &mut String, plan: &Plan, items: &[Item], text: &[u8], buf: &[u8], i: &mut usize) {
     let Some(&it) = items.get(*i) else {

@@ -16,6 +16,7 @@
 //! end of the packet, so a hostile length cannot make it loop or allocate beyond that.
 
 use super::meta::{IntTy, Mapping, Metadata, Order, Ty, TypeId};
+use std::collections::HashMap;
 
 /// Most nodes the plan of one trace may have.
 pub const MAX_NODES: usize = 1 << 21;
@@ -363,10 +364,13 @@ impl<'m> Builder<'m> {
                     opts.push(k);
                 }
                 let mut ranges = Vec::new();
+                // The first option whose name equals the label, `_` escape removed.
+                let mut by_name: HashMap<&str, usize> = HashMap::with_capacity(options.len());
+                for (i, (o, _)) in options.iter().enumerate() {
+                    by_name.entry(display_name(o)).or_insert(i);
+                }
                 for m in self.plan.enums.get(maps as usize).into_iter().flatten() {
-                    let found = options.iter().position(|(o, _)| {
-                        o == &m.label || display_name(o) == display_name(&m.label)
-                    });
+                    let found = by_name.get(display_name(&m.label)).copied();
                     if let Some(i) = found {
                         ranges.push((m.lo, m.hi, i as u32));
                     }

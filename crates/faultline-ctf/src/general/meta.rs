@@ -957,6 +957,7 @@ impl Parser<'_> {
 
     fn fields_inner(&mut self, what: &str) -> MResult<Vec<(String, TypeId)>> {
         let mut out: Vec<(String, TypeId)> = Vec::new();
+        let mut names = std::collections::HashSet::new();
         loop {
             if self.eat("}") {
                 return Ok(out);
@@ -972,15 +973,53 @@ impl Parser<'_> {
             loop {
                 let at = self.here();
                 let (name, ty) = self.declarator(t)?;
-                if out.iter().any(|(n, _)| *n == name) {
+                if !names.insert(name.clone()) {
                     return merr(at, format!("{what} field `{name}` declared twice"));
                 }
+                self.check_sibling_tag(&out, ty, at)?;
                 out.push((name, ty));
                 if !self.eat(",") {
                     break;
                 }
             }
             self.expect(";")?;
+        }
+    }
+
+    /// A variant whose tag is an earlier field of the same struct is checked where it is
+    /// declared, used or not: the tag must be an enum, and at least one of its labels must
+    /// name an option (`_` escape aside), else no tag value could select anything. Options
+    /// without a label and labels without an option are allowed (the CTF test suite has valid
+    /// traces with both).
+    fn check_sibling_tag(&self, earlier: &[(String, TypeId)], ty: TypeId, at: u64) -> MResult<()> {
+        let Some(Ty::Variant {
+            tag: Some(tag),
+            options,
+        }) = self.types.get(ty as usize)
+        else {
+            return Ok(());
+        };
+        let Some(&(_, t)) = earlier.iter().rev().find(|(n, _)| n == tag) else {
+            return Ok(());
+        };
+        match self.types.get(t as usize) {
+            Some(Ty::Enum { maps, .. }) => {
+                let strip = |n: &str| n.strip_prefix('_').unwrap_or(n).to_string();
+                let names: std::collections::HashSet<String> =
+                    options.iter().map(|(o, _)| strip(o)).collect();
+                if options.is_empty()
+                    || maps.is_empty()
+                    || maps.iter().any(|m| names.contains(&strip(&m.label)))
+                {
+                    Ok(())
+                } else {
+                    merr(
+                        at,
+                        format!("no label of the tag enum `{tag}` names a variant option"),
+                    )
+                }
+            }
+            _ => merr(at, format!("variant tag `{tag}` is not an enum")),
         }
     }
 
@@ -1263,6 +1302,7 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
         packetized: mt.packetized,
     };
     let mut trace_seen = false;
+    let mut stream_seen = std::collections::HashSet::new();
     let mut version = (None, None);
     let mut order = None;
     loop {
@@ -1337,7 +1377,7 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
                                 },
                             }
                         }
-                        if md.streams.iter().any(|x| x.id == s.id) {
+                        if !stream_seen.insert(s.id) {
                             return merr(at, format!("stream class {} declared twice", s.id));
                         }
                         md.streams.push(s);
@@ -1510,7 +1550,9 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
             offset: 0,
         });
     }
-    for (i, e) in md.events.iter().enumerate() {
+    let stream_ids: std::collections::HashSet<u64> = md.streams.iter().map(|s| s.id).collect();
+    let mut seen = std::collections::HashSet::with_capacity(md.events.len());
+    for e in &md.events {
         if !e.explicit_stream && md.streams.len() > 1 {
             return merr(
                 e.offset,
@@ -1520,7 +1562,7 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
                 ),
             );
         }
-        if !md.streams.iter().any(|s| s.id == e.stream_id) {
+        if !stream_ids.contains(&e.stream_id) {
             return merr(
                 e.offset,
                 format!(
@@ -1529,10 +1571,7 @@ pub fn parse(mt: &MetaText) -> MResult<Metadata> {
                 ),
             );
         }
-        if md.events[..i]
-            .iter()
-            .any(|x| x.stream_id == e.stream_id && x.id == e.id)
-        {
+        if !seen.insert((e.stream_id, e.id)) {
             return merr(
                 e.offset,
                 format!(

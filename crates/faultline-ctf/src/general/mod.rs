@@ -25,6 +25,6 @@ pub mod stats;
 pub use decode::Item;
 pub use format::push_ctf_event;
 pub use read::{
-    CtfEvent, CtfEvents, CtfPacket, CtfStreamFile, CtfStreamItem, CtfTrace, CtfValue, EventClass,
-    EventScope, StreamClass, StreamItems,
+    CtfEvent, CtfEvents, CtfPacket, CtfPackets, CtfStreamFile, CtfStreamItem, CtfTrace, CtfValue,
+    EventClass, EventScope, StreamClass, StreamItems,
 };

@@ -235,6 +235,10 @@ impl CtfTrace {
         outer[0] = trace_header;
         let mut classes = Vec::new();
         let mut events = Vec::new();
+        let mut by_stream: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (i, e) in md.events.iter().enumerate() {
+            by_stream.entry(e.stream_id).or_default().push(i);
+        }
         for s in &md.streams {
             let mut o = outer;
             let mut sc = |t: Option<u32>, i: usize, o: &mut [Option<NodeId>; 6]| {
@@ -250,7 +254,12 @@ impl CtfTrace {
             let ec = sc(s.event_context, 3, &mut o)?;
             let ci = classes.len() as u32;
             let mut map = HashMap::new();
-            for e in md.events.iter().filter(|e| e.stream_id == s.id) {
+            for e in by_stream
+                .get(&s.id)
+                .into_iter()
+                .flatten()
+                .map(|&i| &md.events[i])
+            {
                 let mut eo = o;
                 let ctx = match e.context {
                     Some(t) => Some(b.scope(t, 4, &eo).map_err(|m| at(e.offset, m))?),
@@ -480,6 +489,14 @@ impl CtfTrace {
         }
     }
 
+    /// The packets of stream file `i` in file order (headers and contexts only: the events
+    /// are not read).
+    pub fn packets(&self, i: usize) -> CtfPackets<'_> {
+        let mut r = StreamReader::new(self, i);
+        r.headers_only = true;
+        CtfPackets { r, failed: false }
+    }
+
     /// Events and packets of stream file `i` in file order, unfiltered.
     pub fn stream_items(&self, i: usize) -> StreamItems<'_> {
         StreamItems {
@@ -538,6 +555,8 @@ struct StreamReader<'t> {
     prev_seq: Option<u64>,
     packet: CtfPacket,
     cur: Cur,
+    /// Read packet headers and contexts only (see [`CtfTrace::packets`]).
+    headers_only: bool,
 }
 
 /// The decoded event of a reader: item ranges of its four scopes.
@@ -585,6 +604,7 @@ impl<'t> StreamReader<'t> {
             prev_seq: None,
             packet: CtfPacket::default(),
             cur: Cur::default(),
+            headers_only: false,
         }
     }
 
@@ -692,7 +712,7 @@ impl<'t> StreamReader<'t> {
             ));
         }
         let content_bytes = content_bits.div_ceil(8);
-        if content_bytes > probe {
+        if content_bytes > probe && !self.headers_only {
             let have = self.buf.len();
             self.read_at(at + probe, have, (content_bytes - probe) as usize)?;
         }
@@ -1200,6 +1220,30 @@ impl CtfEvents<'_> {
         match self.step() {
             Ok(Some(i)) => self.readers.get(i).map(|r| Ok(r.event())),
             Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Iterator of [`CtfTrace::packets`].
+pub struct CtfPackets<'t> {
+    r: StreamReader<'t>,
+    failed: bool,
+}
+
+impl Iterator for CtfPackets<'_> {
+    type Item = Result<CtfPacket>;
+
+    fn next(&mut self) -> Option<Result<CtfPacket>> {
+        if self.failed {
+            return None;
+        }
+        match self.r.next_packet() {
+            Ok(true) => Some(Ok(self.r.packet)),
+            Ok(false) => None,
             Err(e) => {
                 self.failed = true;
                 Some(Err(e))

@@ -164,6 +164,7 @@ pub fn case(data: &[u8], cpu: u32, dir: &Path) -> Result<(), String> {
         sync: SyncMode::Atomic,
         clock: ClockKind::Monotonic,
         num_cpus: Some(cpu + 1 + (g >> 4 & 1) as u32),
+        index: faultline_ringbuf::BufferIndex::Cpu,
         uuid: UUID,
         inject_spins: 0,
     };

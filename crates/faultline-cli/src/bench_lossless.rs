@@ -1,0 +1,356 @@
+//! `faultline bench`: the highest event rate one writer thread can sustain with zero loss,
+//! for a real [`faultline::Session`] and for LTTng-UST, found by search in the same run.
+//!
+//! # One step
+//! One thread, pinned to the first allowed CPU, emits the `int` event (one `u64`) at a paced
+//! rate for [`LosslessOptions::step_secs`]: it reads the clock every [`PACE_BATCH`] events and
+//! spins until that batch is due (event `i` is due at `start + i / rate`); a writer that
+//! falls behind does not wait, so the achieved rate is at most what its loop can do. The
+//! consumer runs unpinned, which on a 2-CPU machine puts it on the other CPU (the writer's
+//! CPU is always busy, pacing spins), and writes the trace to disk (the temp directory):
+//! * faultline: a `Session` with its defaults (buffers, policy, consumer), the trace deleted
+//!   after the step; lost = the session summary's `lost_total`, and written + lost must
+//!   equal emitted. The consumer thread's CPU time is measured too
+//!   ([`crate::harness::thread_cpu_ns`]), per event written.
+//! * LTTng-UST: [`faultline_lttng::LttngBench::run_paced`] (LTTng's default channel, per-UID
+//!   buffers, discard mode, its consumer daemon); lost = the session daemon's discarded-event
+//!   count (the trace is not decoded: at these rates babeltrace2 would take minutes).
+//!
+//! A step is lossless when nothing was lost. Its rate is the achieved one (events / time of
+//! the loop), which is the paced rate unless the writer could not keep up.
+//!
+//! # The search
+//! Exponential, then bisection, bounded in steps and in time:
+//! 1. from [`LosslessOptions::start_mev_s`], double the rate while steps are lossless;
+//! 2. a lossless step whose writer could not reach the paced rate (under 90 %: a preempted writer on a busy machine
+//!    loses a few %) ends the
+//!    search: the writer itself is the limit (`writer_bound`), the result is its rate;
+//! 3. after the first lossy step (or halving down from it while steps lose), bisect between
+//!    the best lossless rate and the lowest lossy one, [`LosslessOptions::bisect_steps`]
+//!    times or until they are within 5 %;
+//! 4. stop at [`LosslessOptions::max_steps`] or when [`LosslessOptions::budget_secs`] is
+//!    spent (checked before each step).
+//!
+//! The result is the best lossless rate seen (`None` if no step was lossless) and the lowest
+//! lossy one, with every step and the total time.
+
+use crate::harness::{threads_named, CpuWatch};
+use faultline_tracepoints::trace;
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Events between two clock reads of the paced loop.
+pub const PACE_BATCH: u64 = 64;
+
+/// Search bounds.
+#[derive(Debug, Clone)]
+pub struct LosslessOptions {
+    /// Duration of one step, seconds.
+    pub step_secs: f64,
+    /// First rate tried, million events per second.
+    pub start_mev_s: f64,
+    /// Steps at most (exponential and bisection together), per side.
+    pub max_steps: usize,
+    /// Bisection steps at most, per side.
+    pub bisect_steps: usize,
+    /// No new step starts after this many seconds, per side.
+    pub budget_secs: f64,
+}
+
+impl LosslessOptions {
+    /// About 5 s per step; at most 8 steps and 75 s per side.
+    pub fn full() -> Self {
+        LosslessOptions {
+            step_secs: 5.0,
+            start_mev_s: 4.0,
+            max_steps: 8,
+            bisect_steps: 3,
+            budget_secs: 75.0,
+        }
+    }
+    /// Exercises the code path in seconds (not a measurement).
+    pub fn quick() -> Self {
+        LosslessOptions {
+            step_secs: 0.1,
+            start_mev_s: 1.0,
+            max_steps: 3,
+            bisect_steps: 1,
+            budget_secs: 10.0,
+        }
+    }
+}
+
+/// One step of the search.
+#[derive(Debug, Clone, Serialize)]
+pub struct LosslessStep {
+    /// Paced rate asked for, million events per second.
+    pub rate_mev_s: f64,
+    /// Rate the writer achieved.
+    pub achieved_mev_s: f64,
+    pub events: u64,
+    pub lost: u64,
+    /// Consumer CPU ns per event written (faultline only).
+    pub consumer_ns_per_event: Option<f64>,
+    /// Wall time of the step including set-up and tear-down, seconds.
+    pub secs: f64,
+}
+
+/// The search's outcome for one side.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LosslessResult {
+    /// Highest lossless achieved rate, million events per second.
+    pub mev_s: Option<f64>,
+    /// Lowest rate at which a step lost events.
+    pub lowest_lossy_mev_s: Option<f64>,
+    /// The last lossless step's writer could not reach its paced rate: the writer, not the
+    /// consumer, is the limit, and `mev_s` is the writer's own rate.
+    pub writer_bound: bool,
+    pub steps: Vec<LosslessStep>,
+    /// Total wall time of the search, seconds.
+    pub secs: f64,
+    /// Why the search stopped early, or failed.
+    pub note: Option<String>,
+}
+
+/// What one step measured.
+pub struct StepOutcome {
+    pub achieved_per_s: f64,
+    pub events: u64,
+    pub lost: u64,
+    pub consumer_ns_per_event: Option<f64>,
+}
+
+/// Run the search with `step(rate_per_s, events)`.
+pub fn search(
+    opt: &LosslessOptions,
+    mut step: impl FnMut(f64, u64) -> anyhow::Result<StepOutcome>,
+) -> LosslessResult {
+    let t0 = Instant::now();
+    let mut res = LosslessResult::default();
+    let mut good: Option<f64> = None;
+    let mut bad: Option<f64> = None;
+    let mut bisected = 0;
+    let mut rate = opt.start_mev_s * 1e6;
+    while res.steps.len() < opt.max_steps {
+        if t0.elapsed().as_secs_f64() > opt.budget_secs {
+            res.note = Some(format!("time budget of {} s spent", opt.budget_secs));
+            break;
+        }
+        let events = ((rate * opt.step_secs) as u64).max(1000);
+        let ts = Instant::now();
+        let out = match step(rate, events) {
+            Ok(o) => o,
+            Err(e) => {
+                res.note = Some(format!("step at {:.2} Mev/s failed: {e:#}", rate / 1e6));
+                break;
+            }
+        };
+        res.steps.push(LosslessStep {
+            rate_mev_s: rate / 1e6,
+            achieved_mev_s: out.achieved_per_s / 1e6,
+            events: out.events,
+            lost: out.lost,
+            consumer_ns_per_event: out.consumer_ns_per_event,
+            secs: ts.elapsed().as_secs_f64(),
+        });
+        let reached = out.achieved_per_s >= 0.9 * rate;
+        if out.lost == 0 {
+            good = Some(good.map_or(out.achieved_per_s, |g: f64| g.max(out.achieved_per_s)));
+            if !reached {
+                res.writer_bound = true;
+                break;
+            }
+        } else {
+            let at = out.achieved_per_s.min(rate);
+            bad = Some(bad.map_or(at, |b: f64| b.min(at)));
+        }
+        rate = match (good, bad) {
+            (_, None) => rate * 2.0,
+            (None, Some(b)) => b / 2.0,
+            (Some(g), Some(b)) => {
+                if bisected >= opt.bisect_steps || b <= g * 1.05 {
+                    break;
+                }
+                bisected += 1;
+                (g + b) / 2.0
+            }
+        };
+    }
+    res.mev_s = good.map(|g| g / 1e6);
+    res.lowest_lossy_mev_s = bad.map(|b| b / 1e6);
+    res.secs = t0.elapsed().as_secs_f64();
+    res
+}
+
+/// Spin until `due_ns` after `t0`.
+#[inline(always)]
+fn pace(t0: Instant, due_ns: u64) {
+    while (t0.elapsed().as_nanos() as u64) < due_ns {
+        std::hint::spin_loop();
+    }
+}
+
+/// One faultline step: a default `Session`, one pinned paced writer.
+pub fn faultline_step(rate: f64, events: u64) -> anyhow::Result<StepOutcome> {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "faultline-bench-lossless-{}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    ));
+    faultline_tracepoints::enable("faultline_bench:*");
+    let session = faultline::session::Session::builder()
+        .output_dir(&dir)
+        .events("faultline_bench:int")
+        .verbose(false)
+        .start()
+        .map_err(|e| anyhow::anyhow!("session: {e}"))?;
+    let cpu = faultline_rseq::allowed_cpus().first().copied();
+    let ns_per_event = 1e9 / rate;
+    let elapsed = std::thread::spawn(move || {
+        if let Some(c) = cpu {
+            let _ = faultline_rseq::pin_to_cpu(c);
+        }
+        let t0 = Instant::now();
+        for i in 0..events {
+            if i % PACE_BATCH == 0 {
+                pace(t0, (i as f64 * ns_per_event) as u64);
+            }
+            trace!(crate::bench::BENCH_INT, i);
+        }
+        t0.elapsed()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("paced writer panicked"))?;
+    // Only one session runs at a time here: its consumer is the one drain thread (looked up
+    // now, not at start: the thread names itself once it runs).
+    let drain = threads_named("faultline-drain");
+    let watch = (drain.len() == 1).then(|| CpuWatch::start(drain[0]));
+    let sum = session
+        .stop()
+        .map_err(|e| anyhow::anyhow!("session stop: {e}"));
+    let consumer_ns = watch.map(CpuWatch::finish);
+    let _ = std::fs::remove_dir_all(&dir);
+    let sum = sum?;
+    let lost = sum.lost_total();
+    if sum.events_written + lost != events {
+        anyhow::bail!(
+            "{events} events emitted but {} written + {lost} lost",
+            sum.events_written
+        );
+    }
+    Ok(StepOutcome {
+        achieved_per_s: events as f64 / elapsed.max(Duration::from_nanos(1)).as_secs_f64(),
+        events,
+        lost,
+        consumer_ns_per_event: consumer_ns
+            .filter(|_| sum.events_written > 0)
+            .map(|c| c as f64 / sum.events_written as f64),
+    })
+}
+
+/// One LTTng-UST step through its paced program.
+pub fn lttng_step(
+    bench: &mut faultline_lttng::LttngBench,
+    rate: f64,
+    events: u64,
+) -> anyhow::Result<StepOutcome> {
+    let r = bench.run_paced(faultline_lttng::EventKind::Int, events, rate)?;
+    let lost = r.tracer_discarded.ok_or_else(|| {
+        anyhow::anyhow!("the session daemon did not report a discarded-event count")
+    })?;
+    Ok(StepOutcome {
+        achieved_per_s: 1e9 / r.ns_per_event.max(1e-3),
+        events: r.events_emitted,
+        lost,
+        consumer_ns_per_event: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake side that loses above `limit` events/s and whose writer tops out at `top`.
+    fn fake(limit: f64, top: f64) -> impl FnMut(f64, u64) -> anyhow::Result<StepOutcome> {
+        move |rate, events| {
+            let achieved = rate.min(top);
+            Ok(StepOutcome {
+                achieved_per_s: achieved,
+                events,
+                lost: u64::from(achieved > limit),
+                consumer_ns_per_event: None,
+            })
+        }
+    }
+
+    fn opt() -> LosslessOptions {
+        LosslessOptions {
+            step_secs: 0.001,
+            start_mev_s: 4.0,
+            max_steps: 8,
+            bisect_steps: 3,
+            budget_secs: 60.0,
+        }
+    }
+
+    #[test]
+    fn doubles_then_bisects() {
+        // 4, 8, 16 ok; 32 lossy; bisect 24 (lossy), 20 (ok), 22 (lossy).
+        let r = search(&opt(), fake(21e6, 1e9));
+        let rates: Vec<f64> = r.steps.iter().map(|s| s.rate_mev_s).collect();
+        assert_eq!(rates, vec![4.0, 8.0, 16.0, 32.0, 24.0, 20.0, 22.0]);
+        assert_eq!(r.mev_s, Some(20.0));
+        assert_eq!(r.lowest_lossy_mev_s, Some(22.0));
+        assert!(!r.writer_bound);
+    }
+
+    #[test]
+    fn writer_bound_stops() {
+        let r = search(&opt(), fake(1e9, 10e6));
+        assert_eq!(r.steps.len(), 3);
+        assert!(r.writer_bound);
+        assert_eq!(r.mev_s, Some(10.0));
+    }
+
+    #[test]
+    fn halves_down_when_the_first_step_loses() {
+        let r = search(&opt(), fake(1.5e6, 1e9));
+        assert_eq!(r.steps[1].rate_mev_s, 2.0);
+        assert_eq!(r.steps[2].rate_mev_s, 1.0);
+        // Then bisection between 1 (ok) and 2 (lossy): 1.5 is the highest lossless rate.
+        assert_eq!(r.mev_s, Some(1.5));
+        assert!(r.lowest_lossy_mev_s.unwrap() > 1.5);
+        assert!(r.steps.len() <= 8);
+    }
+
+    #[test]
+    fn a_failing_step_ends_the_search_with_a_note() {
+        let r = search(&opt(), |_, _| anyhow::bail!("boom"));
+        assert!(r.mev_s.is_none() && r.steps.is_empty());
+        assert!(r.note.unwrap().contains("boom"));
+    }
+}
+
+#[cfg(test)]
+mod step_tests {
+    use super::*;
+
+    /// A real step: a default Session, 20 000 events paced at 200 000/s (0.1 s). The writer
+    /// never runs ahead of its rate, every event is written or counted lost, and the consumer's
+    /// CPU time is measured.
+    #[test]
+    fn faultline_step_keeps_to_its_rate_and_accounts_for_every_event() {
+        let rate = 200_000.0;
+        let out = faultline_step(rate, 20_000).expect("step");
+        assert_eq!(out.events, 20_000);
+        // The last batch of PACE_BATCH events may start early.
+        assert!(
+            out.achieved_per_s <= rate * 20_000.0 / (20_000.0 - PACE_BATCH as f64) * 1.001,
+            "ran ahead: {}",
+            out.achieved_per_s
+        );
+        assert!(out.consumer_ns_per_event.is_some_and(|c| c > 0.0));
+    }
+}

@@ -1,0 +1,114 @@
+//! Against a real `lttng-relayd` on loopback: a trace written with a relay sink arrives as the
+//! same files (metadata, stream files byte for byte) plus the relay's index files, under
+//! `HOST/SESSION/faultline/`, and babeltrace2 reads it with the same events as the local copy.
+
+mod relayd;
+
+use faultline_ctf::testing::{desc, encode, tmpdir, ALL, ID_ALL, ID_EMPTY, UUID};
+use faultline_ctf::{PacketBuilder, TraceWriter};
+use faultline_relay::{RelayConfig, RelayStreamer, RelayUrl};
+use relayd::Relayd;
+use std::time::Duration;
+
+fn packets(cpu: u32, n: u64, per: u64) -> Vec<Vec<u8>> {
+    let payload = encode(ALL.fields, &faultline_ctf::testing::all_values(cpu as u64)).unwrap();
+    (0..n)
+        .map(|k| {
+            let mut b = PacketBuilder::new(UUID, cpu, k).lost(k, 0, 0);
+            let t0 = 1000 + k * 1000;
+            b.header.timestamp_begin = t0;
+            b.header.timestamp_end = t0 + 999;
+            for i in 0..per {
+                b.record(
+                    t0 + i,
+                    if i % 3 == 0 { ID_EMPTY } else { ID_ALL },
+                    if i % 3 == 0 { &[] } else { &payload },
+                );
+            }
+            b.finish(8192)
+        })
+        .collect()
+}
+
+#[test]
+fn relay_copy_equals_local_copy() {
+    if !relayd::available() {
+        eprintln!("skipped: lttng-relayd is not installed (scripts/install-deps.sh)");
+        return;
+    }
+    let base = tmpdir("relay-loopback");
+    std::fs::create_dir_all(&base).unwrap();
+    let relay = Relayd::start(&base);
+    let mut cfg = RelayConfig::new(RelayUrl::parse(&relay.url()).unwrap());
+    cfg.hostname = "testhost".into();
+    cfg.session_name = Some("loop".into());
+    let (sink, handle) = RelayStreamer::start(cfg, UUID).expect("connect to the relay");
+    let local = base.join("local");
+    let mut w = TraceWriter::create(&local, &desc()).unwrap();
+    w.set_sink(Box::new(sink)).unwrap();
+    let mut events = 0;
+    for k in 0..20u64 {
+        for cpu in 0..2u32 {
+            let p = &packets(cpu, 20, 30)[k as usize];
+            w.write_packet(cpu, p).unwrap();
+            events += 30;
+        }
+    }
+    let c = w.finish().unwrap();
+    assert_eq!(c.events, events);
+    let st = handle.finish(Duration::from_secs(20));
+    assert!(st.complete(), "{st:?}");
+    assert_eq!(st.packets_sent, 40);
+    assert_eq!(st.events_sent, events);
+    assert_eq!(st.streams_closed, 3);
+    assert!(
+        st.relay_path.starts_with("testhost/loop-"),
+        "{}",
+        st.relay_path
+    );
+    // Give the relay a moment to write the last bytes.
+    let dir = relay.out.join(&st.relay_path).join("faultline");
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let same = ["metadata", "stream_0", "stream_1"]
+            .iter()
+            .all(|f| std::fs::read(dir.join(f)).ok() == std::fs::read(local.join(f)).ok());
+        if same {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "relay copy in {} differs from {}",
+            dir.display(),
+            local.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for f in ["stream_0.idx", "stream_1.idx"] {
+        let idx = std::fs::read(dir.join("index").join(f)).unwrap();
+        // 16-byte header + 20 entries of 72 bytes (index 1.1).
+        assert_eq!(idx.len(), 16 + 20 * 72, "{f}");
+        assert_eq!(&idx[..4], &0xC1F1DCC1u32.to_be_bytes());
+    }
+    let remote = relayd::babeltrace(&dir).expect("babeltrace2 on the relay copy");
+    let localb = relayd::babeltrace(&local).expect("babeltrace2 on the local copy");
+    assert_eq!(remote.len(), localb.len());
+    assert_eq!(remote, localb);
+    assert!(remote.len() as u64 >= events);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn unreachable_relay_is_one_line() {
+    let port = relayd::free_ports("127.0.0.1")[0];
+    let cfg = RelayConfig::new(RelayUrl::parse(&format!("net://127.0.0.1:{port}")).unwrap());
+    let e = RelayStreamer::start(cfg, UUID)
+        .err()
+        .expect("no relay there");
+    let m = e.to_string();
+    assert!(
+        m.contains("cannot connect to the relay at 127.0.0.1:"),
+        "{m}"
+    );
+    assert!(!m.contains('\n'));
+}

@@ -664,6 +664,19 @@ impl<'t> StreamReader<'t> {
     /// The next record (loading packets as needed); `None` at end of stream.
     fn next_record(&mut self) -> Result<Option<Pending>> {
         loop {
+            if let Some(p) = self.record_in_packet()? {
+                return Ok(Some(p));
+            }
+            if self.next_packet(true)?.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The next event record of the current packet (padding records skipped), `None` at the
+    /// packet's end: the next packet is the caller's to take (and to report).
+    fn record_in_packet(&mut self) -> Result<Option<Pending>> {
+        loop {
             if let Some(pos) = self.pos {
                 let base = self.packet_offset;
                 let (rec, next) =
@@ -696,9 +709,7 @@ impl<'t> StreamReader<'t> {
                 self.pos = next;
                 return Ok(Some(p));
             }
-            if self.next_packet(true)?.is_none() {
-                return Ok(None);
-            }
+            return Ok(None);
         }
     }
 
@@ -860,12 +871,10 @@ pub enum StreamItem<'t> {
 impl<'t> StreamEvents<'t> {
     fn step(&mut self) -> Result<Option<StreamItem<'t>>> {
         let r = &mut self.reader;
-        if r.pos.is_none() {
-            return Ok(r.next_packet(true)?.map(StreamItem::Packet));
-        }
-        match r.next_record()? {
+        // A packet's records may end in padding: the packet after it is still reported.
+        match r.record_in_packet()? {
             Some(p) => Ok(Some(StreamItem::Event(r.decode(&p)?))),
-            None => Ok(None),
+            None => Ok(r.next_packet(true)?.map(StreamItem::Packet)),
         }
     }
 }

@@ -56,8 +56,8 @@ fn verify_counts_keeps_good_packets_drops_bad_ones_and_keeps_padding() {
     assert_eq!(v.events.len(), 1);
     assert_eq!(
         v.events[&2].get(&ID_EMPTY),
-        Some(&4),
-        "2 + 2 in the passing packets"
+        Some(&5),
+        "2 + 2 in the passing raw packets, 1 in the checked one"
     );
     assert_eq!(v.padding, 1, "the padding record stays");
     assert_eq!(v.rejected.len(), 1);
@@ -105,4 +105,32 @@ fn raw_short(w: &mut TraceWriter, p: &[u8]) -> CtfError {
     let hdr: [u8; PACKET_HEADER_SIZE] = p[..PACKET_HEADER_SIZE].try_into().unwrap();
     // SAFETY: 140 < p.len() bytes are readable.
     unsafe { w.write_packet_raw(2, &hdr, p.as_ptr(), 140) }.unwrap_err()
+}
+
+/// A packet ending in a padding record (a dead writer's reservation, recovered) followed by
+/// the drain's final empty packet carrying the loss counters: `stats` must see that last
+/// packet (it once skipped the packet after a trailing padding record, and its losses).
+#[test]
+fn stats_sees_the_packet_after_one_ending_in_padding() {
+    let dir = tmpdir("verify-tail");
+    let mut w = TraceWriter::create(&dir, &desc()).unwrap();
+    let first = packet(0, (10, 20), &[(11, ID_EMPTY, &[])]);
+    let padded = packet(1, (20, 30), &[(21, ID_EMPTY, &[]), (22, PADDING, &[0; 8])]);
+    let mut b = PacketBuilder::new(UUID, 2, 2);
+    b.header.timestamp_begin = 30;
+    b.header.timestamp_end = 30;
+    b.header.lost_stalled = 2;
+    b.header.events_discarded = 2;
+    let last = b.finish(PACKET_HEADER_SIZE);
+    raw(&mut w, 2, &first).unwrap();
+    raw(&mut w, 2, &padded).unwrap();
+    w.write_packet(2, &last).unwrap();
+    let v = w.verify().unwrap();
+    assert!(v.rejected.is_empty(), "{:?}", v.rejected);
+    w.finish().unwrap();
+    let t = Trace::open(&dir).unwrap();
+    let st = faultline_ctf::stats(&t).unwrap();
+    assert_eq!((st.events_total, st.packets), (2, 3), "{st:?}");
+    assert_eq!((st.lost_total, st.lost_stalled), (2, 2), "{st:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

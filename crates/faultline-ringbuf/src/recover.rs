@@ -322,6 +322,11 @@ impl Channel {
                 r.records += 1;
                 x = y;
             }
+            if end_known && !is_current {
+                // The switcher's end stays in the header unless rewritten below: the next
+                // packet may not begin before it (a begin recovery supplies is `last_ts`).
+                last_ts = last_ts.max(h.timestamp_end);
+            }
             let hp = self.data_ptr(cpu, sb) as *mut PacketHeader;
             let mut repaired = false;
             if !begin_ok {

@@ -61,11 +61,7 @@ fn minus_12345_200() -> Vec<u64> {
 
 fn write_trace(dir: &Path, be: bool) {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("metadata"),
-        metadata(if be { "be" } else { "le" }),
-    )
-    .unwrap();
+    std::fs::write(dir.join("metadata"), metadata(if be { "be" } else { "le" })).unwrap();
     let mut w = Bits::new(be);
     w.int(5, 3, 1);
     // u65 = 2^64 + 7 (starts at bit 3: unaligned).

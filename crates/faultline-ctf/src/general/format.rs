@@ -111,7 +111,7 @@ pub fn wide_magnitude(limbs: &[u64], size: u32, signed: bool) -> (bool, Vec<u64>
             *l = v;
             carry = c;
         }
-        if size % 64 != 0 {
+        if !size.is_multiple_of(64) {
             if let Some(t) = m.last_mut() {
                 *t &= (1u64 << (size % 64)) - 1;
             }

@@ -678,10 +678,7 @@ impl Parser<'_> {
                 "size" => {
                     let s = Self::uint(k, v, *at)?;
                     if s == 0 || s > u64::from(MAX_INT_BITS) {
-                        return merr(
-                            *at,
-                            format!("integer size {s} not in 1..={MAX_INT_BITS}"),
-                        );
+                        return merr(*at, format!("integer size {s} not in 1..={MAX_INT_BITS}"));
                     }
                     size = Some(s as u32);
                 }

@@ -363,6 +363,10 @@ pub fn metadata(desc: &TraceDesc) -> Result<String> {
     let _ = writeln!(w, "\t\tuint32_t len;");
     let _ = writeln!(w, "\t}};");
     let _ = writeln!(w, "}};");
+    // The padding class comes before the program's classes, so a class added later is
+    // appended to the text (live relay sessions can only append to the metadata).
+    let _ = writeln!(w);
+    let _ = write!(w, "{}", padding_event());
     for (id, ev) in &desc.events {
         let _ = writeln!(w);
         let _ = writeln!(w, "event {{");
@@ -385,8 +389,6 @@ pub fn metadata(desc: &TraceDesc) -> Result<String> {
         }
         let _ = writeln!(w, "}};");
     }
-    let _ = writeln!(w);
-    let _ = write!(w, "{}", padding_event());
     Ok(m)
 }
 

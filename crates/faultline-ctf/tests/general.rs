@@ -228,7 +228,17 @@ fn invalid_metadata_is_rejected_with_file_and_offset() {
     ctfbuild::be_trace(&dir);
     let cases: &[(&str, &str, &str)] = &[
         ("uint5_t;", "uint5_tt;", "unknown type"),
-        ("size = 27;", "size = 65;", "not in 1..=64"),
+        ("size = 27;", "size = 4097;", "not in 1..=4096"),
+        (
+            "size = 27;",
+            "size = 65;",
+            "clock-mapped integer of 65 bits",
+        ),
+        (
+            "enum : uint5_t",
+            "enum : integer { size = 65; }",
+            "enum container of 65 bits",
+        ),
         ("uint16_t seq[n];", "uint16_t seq[m];", "names no field"),
         ("variant <id>", "variant <nope>", "names no field"),
         ("BLUE = 10 ... 20", "BLUE = 10 ... 300", "does not fit"),

@@ -24,6 +24,9 @@ pub enum Item {
     /// Array or sequence (node) of plain integers: bit position of the first element in the
     /// packet and element count; the values stay in the packet buffer (no item per element).
     Ints(NodeId, u64, u64),
+    /// Integer wider than 64 bits: bit position of its value in the packet (the bits stay in
+    /// the packet buffer; [`read_wide`] extracts them).
+    Wide(NodeId, u64),
     /// Start of a struct, array, sequence or variant (its values follow until [`Item::End`]).
     Begin(NodeId),
     /// End of the values opened by the last [`Item::Begin`].
@@ -39,6 +42,7 @@ impl Item {
             | Item::F(n, _)
             | Item::Str(n, _, _)
             | Item::Ints(n, _, _)
+            | Item::Wide(n, _)
             | Item::Begin(n) => Some(n),
             Item::End => None,
         }
@@ -126,6 +130,39 @@ pub fn read_bits(buf: &[u8], pos: u64, size: u32, be: bool, end: u64) -> Result<
     Ok(v as u64)
 }
 
+/// Read a `size`-bit integer of any width at bit `pos` (same bit order as [`read_bits`]) as
+/// little-endian 64-bit limbs, zero-extended (the sign, if any, is bit `size - 1`).
+pub fn read_wide(
+    buf: &[u8],
+    pos: u64,
+    size: u32,
+    be: bool,
+    end: u64,
+) -> Result<Vec<u64>, DecodeError> {
+    let stop = pos.saturating_add(u64::from(size));
+    if stop > end || stop.div_ceil(8) > buf.len() as u64 {
+        return Err(oob(
+            pos,
+            format!("a {size}-bit field at bit {pos} goes past the content end (bit {end})"),
+        ));
+    }
+    let mut limbs = vec![0u64; size.div_ceil(64) as usize];
+    for j in 0..u64::from(size) {
+        // Value bit j (0 = least significant): little-endian fields store it at stream bit
+        // pos + j counted from each byte's LSB, big-endian ones at pos + size - 1 - j counted
+        // from each byte's MSB.
+        let bit = if be {
+            let p = pos + u64::from(size) - 1 - j;
+            (buf[(p / 8) as usize] >> (7 - p % 8)) & 1
+        } else {
+            let p = pos + j;
+            (buf[(p / 8) as usize] >> (p % 8)) & 1
+        };
+        limbs[(j / 64) as usize] |= u64::from(bit) << (j % 64);
+    }
+    Ok(limbs)
+}
+
 /// Fold an `size`-bit clock value into the 64-bit clock (CTF 1.8 clock reconstruction: a value
 /// smaller than the clock's low bits means the low bits wrapped).
 #[inline]
@@ -203,6 +240,15 @@ pub fn decode(
             clock,
             ..
         } => {
+            if size > 64 {
+                // Only plain integers get here (the metadata keeps enums, clock-mapped
+                // integers, lengths and tags within 64 bits); the value stays in the packet.
+                let at = *pos;
+                read_wide(buf, at, size, be, end)?;
+                out.push(Item::Wide(n, at), at)?;
+                *pos += u64::from(size);
+                return Ok(());
+            }
             let raw = read_bits(buf, *pos, size, be, end)?;
             let at = *pos;
             *pos += u64::from(size);
@@ -350,7 +396,7 @@ fn array(
         size, clock: None, ..
     } = e.kind
     {
-        if e.slot == u32::MAX && size % e.align.max(1) == 0 {
+        if e.slot == u32::MAX && size <= 64 && size % e.align.max(1) == 0 {
             out.push(Item::Ints(n, *pos, len), *pos)?;
             *pos += u64::from(size) * len;
             return Ok(());

@@ -13,7 +13,7 @@
 //! `<unknown>` for none), integers in the base the metadata gives (`0x` hex, `0` octal, `0b`
 //! binary), floats as C's `%g`, strings and text arrays double-quoted with escapes.
 
-use super::decode::Item;
+use super::decode::{read_wide, Item};
 use super::layout::{display_name, Kind, Plan};
 use super::read::{int_elem, CtfEvent, CtfTrace, EventScope};
 use crate::format::{escape_bytes, TimeMode};
@@ -77,6 +77,122 @@ fn push_int(out: &mut String, base: u32, u: u64, neg: Option<i64>) {
     }
 }
 
+/// The limbs (little-endian, zero-extended), size, signedness and display base of the
+/// [`Item::Wide`] integer of node `n` at bit `pos` of `buf` (`None` if `n` is not an integer
+/// or its bits are not in `buf`).
+pub fn wide_at(plan: &Plan, buf: &[u8], n: u32, pos: u64) -> Option<(Vec<u64>, u32, bool, u32)> {
+    let Some(Kind::Int {
+        size,
+        signed,
+        be,
+        base,
+        ..
+    }) = plan.nodes.get(n as usize).map(|x| &x.kind)
+    else {
+        return None;
+    };
+    let limbs = read_wide(buf, pos, *size, *be, (buf.len() as u64).saturating_mul(8)).ok()?;
+    Some((limbs, *size, *signed, *base))
+}
+
+/// Sign and magnitude (little-endian limbs) of a `size`-bit integer given as zero-extended
+/// limbs; negative only when `signed` and bit `size - 1` is set (two's complement).
+pub fn wide_magnitude(limbs: &[u64], size: u32, signed: bool) -> (bool, Vec<u64>) {
+    let mut m = limbs.to_vec();
+    let top = size.saturating_sub(1);
+    let neg = signed
+        && size > 0
+        && m.get((top / 64) as usize)
+            .is_some_and(|l| (l >> (top % 64)) & 1 == 1);
+    if neg {
+        let mut carry = true;
+        for l in m.iter_mut() {
+            let (v, c) = (!*l).overflowing_add(u64::from(carry));
+            *l = v;
+            carry = c;
+        }
+        if !size.is_multiple_of(64) {
+            if let Some(t) = m.last_mut() {
+                *t &= (1u64 << (size % 64)) - 1;
+            }
+        }
+    }
+    (neg, m)
+}
+
+/// Append the decimal digits of the magnitude `mag` (little-endian limbs).
+pub fn push_decimal(out: &mut String, mag: &[u64]) {
+    const CHUNK: u128 = 10_000_000_000_000_000_000; // 10^19
+    let mut m = mag.to_vec();
+    let mut chunks = Vec::new();
+    while m.iter().any(|&l| l != 0) {
+        let mut rem: u128 = 0;
+        for l in m.iter_mut().rev() {
+            let cur = (rem << 64) | u128::from(*l);
+            *l = (cur / CHUNK) as u64;
+            rem = cur % CHUNK;
+        }
+        chunks.push(rem as u64);
+    }
+    match chunks.split_last() {
+        None => out.push('0'),
+        Some((hi, rest)) => {
+            let _ = write!(out, "{hi}");
+            for c in rest.iter().rev() {
+                let _ = write!(out, "{c:019}");
+            }
+        }
+    }
+}
+
+/// Append the digits of `limbs` in base `2^bits` (1, 3 or 4), without leading zeros.
+fn push_pow2(out: &mut String, limbs: &[u64], bits: u32) {
+    let total = limbs.len() as u64 * 64;
+    let bit = |k: u64| -> u32 {
+        limbs
+            .get((k / 64) as usize)
+            .map_or(0, |l| ((l >> (k % 64)) & 1) as u32)
+    };
+    let mut started = false;
+    for d in (0..total.div_ceil(u64::from(bits))).rev() {
+        let mut v = 0u32;
+        for b in (0..u64::from(bits)).rev() {
+            v = (v << 1) | bit(d * u64::from(bits) + b);
+        }
+        if v != 0 || started || d == 0 {
+            started = true;
+            out.push(char::from_digit(v, 16).unwrap_or('?').to_ascii_uppercase());
+        }
+    }
+}
+
+/// Append a `size`-bit integer wider than 64 bits the way [`push_int`] writes narrower ones:
+/// decimal (with its sign when `signed`), or the raw `size`-bit pattern in base 16 (`0x`),
+/// 8 (`0`) or 2 (`0b`).
+pub fn push_wide(out: &mut String, limbs: &[u64], size: u32, signed: bool, base: u32) {
+    match base {
+        16 => {
+            out.push_str("0x");
+            push_pow2(out, limbs, 4);
+        }
+        8 => {
+            out.push('0');
+            push_pow2(out, limbs, 3);
+        }
+        2 => {
+            out.push_str("0b");
+            push_pow2(out, limbs, 1);
+        }
+        _ => {
+            let (neg, mag) = wide_magnitude(limbs, size, signed);
+            if neg {
+                out.push('-');
+            }
+            push_decimal(out, &mag);
+        }
+    }
+}
+
 fn node_base(plan: &Plan, n: u32) -> u32 {
     match plan.nodes.get(n as usize).map(|x| &x.kind) {
         Some(Kind::Int { base, .. }) | Some(Kind::Enum { base, .. }) => *base,
@@ -101,6 +217,10 @@ fn value(out: &mut String, plan: &Plan, items: &[Item], text: &[u8], buf: &[u8],
         Item::U(n, v) => scalar(out, plan, n, v, None),
         Item::I(n, v) => scalar(out, plan, n, v as u64, Some(v)),
         Item::F(_, v) => fmt_g(out, v),
+        Item::Wide(n, pos) => match wide_at(plan, buf, n, pos) {
+            Some((limbs, size, signed, base)) => push_wide(out, &limbs, size, signed, base),
+            None => out.push('?'),
+        },
         Item::Str(_, a, b) => {
             out.push('"');
             escape_bytes(out, text.get(a as usize..b as usize).unwrap_or(&[]));

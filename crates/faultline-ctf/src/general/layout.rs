@@ -49,7 +49,7 @@ pub struct Node {
 pub enum Kind {
     /// Integer.
     Int {
-        /// Bits (1..=64).
+        /// Bits (1..=[`super::meta::MAX_INT_BITS`]; wider than 64 read as [`super::decode::Item::Wide`]).
         size: u32,
         /// Two's complement.
         signed: bool,
@@ -253,6 +253,31 @@ impl<'m> Builder<'m> {
         let is_ts =
             (cx.scope == 2 && name == "timestamp") || (cx.scope == 1 && name == "timestamp_begin");
         let is_end = cx.scope == 1 && name == "timestamp_end";
+        if let Ty::Int(i) = t {
+            // The fields the reader interprets (packet framing, ids, times, counts) must fit
+            // in 64 bits; wider integers are only values to print.
+            let special = match cx.scope {
+                0 => matches!(name.as_str(), "magic" | "stream_id" | "stream_instance_id"),
+                1 => matches!(
+                    name.as_str(),
+                    "content_size"
+                        | "packet_size"
+                        | "timestamp_begin"
+                        | "timestamp_end"
+                        | "events_discarded"
+                        | "packet_seq_num"
+                        | "cpu_id"
+                ),
+                2 => matches!(name.as_str(), "id" | "timestamp"),
+                _ => false,
+            };
+            if i.size > 64 && special {
+                return Err(format!(
+                    "`{name}` in {} has {} bits: at most 64 supported there",
+                    SCOPE_NAMES[cx.scope], i.size
+                ));
+            }
+        }
         let node = match t {
             Ty::Int(i) => Node {
                 name,
@@ -353,7 +378,7 @@ impl<'m> Builder<'m> {
                     Some(Kind::Enum { maps, .. }) => *maps,
                     _ => return Err(format!("variant tag `{tag}` is not an enum")),
                 };
-                let slot = self.slot_of(target);
+                let slot = self.slot_of(target)?;
                 let mut opts = Vec::with_capacity(options.len());
                 let mut min_bits = u64::MAX;
                 for (oname, oty) in options {
@@ -416,7 +441,7 @@ impl<'m> Builder<'m> {
                     Some(Kind::Int { .. }) | Some(Kind::Enum { .. }) => {}
                     _ => return Err(format!("sequence length `{len}` is not an integer")),
                 }
-                let slot = self.slot_of(target);
+                let slot = self.slot_of(target)?;
                 let saved = std::mem::replace(&mut cx.in_array, true);
                 let e = self.build(*elem, String::new(), cx);
                 cx.in_array = saved;
@@ -446,15 +471,23 @@ impl<'m> Builder<'m> {
         }
     }
 
-    fn slot_of(&mut self, target: NodeId) -> u32 {
+    fn slot_of(&mut self, target: NodeId) -> Result<u32, PlanError> {
         let Some(n) = self.plan.nodes.get_mut(target as usize) else {
-            return NO_SLOT;
+            return Ok(NO_SLOT);
         };
+        if let Kind::Int { size, .. } | Kind::Enum { size, .. } = n.kind {
+            if size > 64 {
+                return Err(format!(
+                    "`{}` ({size} bits) used as a sequence length or variant tag: at most 64 bits",
+                    n.name
+                ));
+            }
+        }
         if n.slot == NO_SLOT {
             n.slot = self.plan.slots;
             self.plan.slots += 1;
         }
-        n.slot
+        Ok(n.slot)
     }
 
     fn descend(&self, mut n: NodeId, rest: &[&str]) -> Option<NodeId> {

@@ -11,7 +11,8 @@
 //! by [`MAX_TYPES`]) building a type arena ([`Ty`]) and the declarations of the trace, clocks,
 //! environment, stream classes and event classes. Named types (`typealias`, `typedef`, named
 //! `struct`/`variant`/`enum`) are lexically scoped (a block or struct body opens a scope).
-//! Semantic checks done here: integer sizes 1..=64 bits, alignments powers of two, enum values
+//! Semantic checks done here: integer sizes 1..=[`MAX_INT_BITS`] bits (at most 64 for enum
+//! containers and clock-mapped integers), alignments powers of two, enum values
 //! inside their container, variant tags and sequence lengths given as paths (resolved later by
 //! [`super::layout`]), CTF 1.8 version, distinct event ids within a stream class.
 
@@ -24,6 +25,9 @@ pub const MAX_DEPTH: u32 = 300;
 pub const MAX_TYPES: usize = 1 << 20;
 /// Largest metadata accepted (file bytes).
 pub const MAX_METADATA_BYTES: u64 = 64 << 20;
+/// Widest integer the reader accepts, in bits. Integers wider than 64 bits are read and
+/// printed, but cannot be enum containers, clock values, sequence lengths or variant tags.
+pub const MAX_INT_BITS: u32 = 4096;
 
 /// A metadata error: byte offset in the metadata file and message.
 #[derive(Debug, Clone)]
@@ -57,7 +61,7 @@ pub enum Order {
 /// `integer { ... }`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IntTy {
-    /// Bits (1..=64).
+    /// Bits (1..=[`MAX_INT_BITS`]).
     pub size: u32,
     /// Alignment in bits.
     pub align: u32,
@@ -673,8 +677,8 @@ impl Parser<'_> {
             match k.as_str() {
                 "size" => {
                     let s = Self::uint(k, v, *at)?;
-                    if s == 0 || s > 64 {
-                        return merr(*at, format!("integer size {s} not in 1..=64"));
+                    if s == 0 || s > u64::from(MAX_INT_BITS) {
+                        return merr(*at, format!("integer size {s} not in 1..={MAX_INT_BITS}"));
                     }
                     size = Some(s as u32);
                 }
@@ -718,6 +722,12 @@ impl Parser<'_> {
             return merr(at0, "integer without `size`");
         };
         t.size = size;
+        if size > 64 && t.clock.is_some() {
+            return merr(
+                at0,
+                format!("clock-mapped integer of {size} bits: at most 64 supported"),
+            );
+        }
         if t.align == 0 {
             t.align = if size % 8 == 0 { 8 } else { 1 };
         }
@@ -787,6 +797,12 @@ impl Parser<'_> {
                 None => return merr(at0, "enum without container type and no `int` type"),
             },
         };
+        if int.size > 64 {
+            return merr(
+                at0,
+                format!("enum container of {} bits: at most 64 supported", int.size),
+            );
+        }
         self.bump(); // {
         let (min, max): (i128, i128) = if int.signed {
             (-(1i128 << (int.size - 1)), (1i128 << (int.size - 1)) - 1)

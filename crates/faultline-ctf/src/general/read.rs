@@ -1008,6 +1008,13 @@ pub enum CtfValue {
     I(i64),
     /// Float.
     F(f64),
+    /// Integer wider than 64 bits: sign and magnitude (little-endian 64-bit limbs).
+    Wide {
+        /// Negative (a signed integer with its top bit set).
+        negative: bool,
+        /// Absolute value, least significant limb first.
+        magnitude: Vec<u64>,
+    },
     /// String or text array (invalid UTF-8 replaced).
     Str(String),
     /// Enum value and the labels whose range holds it.
@@ -1114,6 +1121,16 @@ fn owned(plan: &Plan, items: &[Item], text: &[u8], buf: &[u8], i: &mut usize) ->
         Item::I(n, v) => labels(plan, n, i128::from(v))
             .map_or(CtfValue::I(v), |l| CtfValue::Enum(i128::from(v), l)),
         Item::F(_, v) => CtfValue::F(v),
+        Item::Wide(n, pos) => match super::format::wide_at(plan, buf, n, pos) {
+            Some((limbs, size, signed, _)) => {
+                let (negative, magnitude) = super::format::wide_magnitude(&limbs, size, signed);
+                CtfValue::Wide {
+                    negative,
+                    magnitude,
+                }
+            }
+            None => CtfValue::Struct(Vec::new()),
+        },
         Item::Str(_, a, b) => CtfValue::Str(
             String::from_utf8_lossy(text.get(a as usize..b as usize).unwrap_or(&[])).into_owned(),
         ),

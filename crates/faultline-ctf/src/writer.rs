@@ -30,7 +30,8 @@
 //! (checked) copy of the packet header and a pointer to the packet where it lies (a shared
 //! mapping); the header gets every check above, then one `pwritev` writes the header copy,
 //! the content from the pointer and the zero padding. The records are not read by this
-//! process at all. [`TraceWriter::verify`] checks them afterwards, on the bytes **as
+//! process at all (with a sink, or without files, the packet is copied once: "Other
+//! destinations" below). [`TraceWriter::verify`] checks them afterwards, on the bytes **as
 //! written** (re-read from the stream file): the record checks above, a count per CPU and id
 //! (the writer's `events` counter includes such packets only once verified), removal of
 //! records of ids the caller names (reservations abandoned in the ring buffer), and removal
@@ -809,7 +810,13 @@ impl TraceWriter {
 
     /// [`TraceWriter::write_packet_raw`] with a copy `out` of the packet as it is written
     /// (`hdr`: its header with the written `packet_size`; `h`: as taken).
-    fn write_copy(&mut self, cpu: u32, h: PacketHeader, hdr: PacketHeader, out: &[u8]) -> Result<u64> {
+    fn write_copy(
+        &mut self,
+        cpu: u32,
+        h: PacketHeader,
+        hdr: PacketHeader,
+        out: &[u8],
+    ) -> Result<u64> {
         if !self.local {
             // Nothing to read back later: every check now.
             return self.write_packet(cpu, out);

@@ -113,3 +113,63 @@ fn writer_without_files_feeds_its_sink_only() {
     let s = seen.lock().unwrap();
     assert_eq!((s.packets.len(), s.metadata.len(), s.finished), (1, 1, 1));
 }
+
+fn raw(w: &mut TraceWriter, cpu: u32, p: &[u8]) -> Result<u64, faultline_ctf::CtfError> {
+    let n = faultline_ctf::layout::PACKET_HEADER_SIZE;
+    let hdr = p[..n].try_into().unwrap();
+    // SAFETY: `p` is a live buffer of p.len() bytes.
+    unsafe { w.write_packet_raw(cpu, &hdr, p.as_ptr(), p.len()) }
+}
+
+/// The fast path (`write_packet_raw`, records verified later) feeds the sink too, with the
+/// bytes the stream file gets; a packet verification rejects afterwards was already sent and
+/// is counted as such.
+#[test]
+fn raw_packets_reach_the_sink_and_late_rejections_are_counted() {
+    let dir = tmpdir("sink-raw");
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut w = TraceWriter::create(&dir, &desc()).unwrap();
+    w.set_sink(Box::new(Probe(seen.clone()))).unwrap();
+    raw(&mut w, 0, &packet(0, 0, 3)).unwrap();
+    // An empty event with a payload: the header passes, verification rejects the records.
+    let mut b = PacketBuilder::new(UUID, 0, 1);
+    b.header.timestamp_begin = 100;
+    b.header.timestamp_end = 150;
+    b.record(100, ID_EMPTY, &[0; 8]);
+    let bad = b.finish(4096);
+    raw(&mut w, 0, &bad).unwrap();
+    let sent: Vec<u8> = {
+        let s = seen.lock().unwrap();
+        assert_eq!(s.packets.len(), 2);
+        assert_eq!(
+            (s.packets[0].3, s.packets[1].3),
+            (3, 1),
+            "records of the chain"
+        );
+        s.packets.iter().flat_map(|p| p.2.clone()).collect()
+    };
+    assert_eq!(sent, std::fs::read(dir.join("stream_0")).unwrap());
+    let v = w.verify().unwrap();
+    assert_eq!((v.rejected.len(), v.rejected_sent), (1, 1));
+    w.finish().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Without files nothing can be read back: the fast path checks the records at once.
+#[test]
+fn raw_packets_without_files_are_checked_before_they_are_sent() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut w = TraceWriter::create_without_files(tmpdir("nofiles-raw"), &desc()).unwrap();
+    w.set_sink(Box::new(Probe(seen.clone()))).unwrap();
+    raw(&mut w, 0, &packet(0, 0, 3)).unwrap();
+    let mut b = PacketBuilder::new(UUID, 0, 1);
+    b.header.timestamp_begin = 100;
+    b.header.timestamp_end = 150;
+    b.record(100, ID_EMPTY, &[0; 8]);
+    assert!(raw(&mut w, 0, &b.finish(4096)).is_err(), "records checked");
+    let v = w.verify().unwrap();
+    assert_eq!(v.events[&0].get(&ID_EMPTY), Some(&3));
+    assert!(v.rejected.is_empty());
+    assert_eq!(seen.lock().unwrap().packets.len(), 1);
+    assert_eq!(w.finish().unwrap().events, 3);
+}

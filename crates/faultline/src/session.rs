@@ -356,9 +356,10 @@ impl SessionBuilder {
     /// Ring buffers per CPU ([`BufferIndex::Cpu`]) or per concurrency id of this process
     /// ([`BufferIndex::Cid`]: at most min(threads, CPUs the process may run on) buffers are
     /// ever used, so memory follows the program's concurrency, not the machine's CPU count).
-    /// Default: `FAULTLINE_BUFFERS` (`per-cpu` or `per-cid`) if set, else per concurrency id
-    /// where the kernel supports it (rseq `mm_cid`, Linux 6.3+, and membarrier), else per CPU.
-    /// An explicit per-cid request that the kernel cannot honour makes `start` fail. Under
+    /// Default: `FAULTLINE_BUFFERS` (`per-cpu` or `per-cid`) if set, else per CPU: per-cid
+    /// saves memory but its periodic flush makes a few concurrent writers drop their event
+    /// (counted as stalled) — hundreds per second under a steady load — so it is opt-in.
+    /// Per-cid needs rseq `mm_cid` (Linux 6.3+) and membarrier. An explicit per-cid request that the kernel cannot honour makes `start` fail. Under
     /// `faultline record` the buffers are always per CPU (several processes share them).
     pub fn buffer_index(mut self, index: BufferIndex) -> Self {
         self.buffer_index = Some(index);
@@ -439,15 +440,10 @@ impl SessionBuilder {
         let index = match (self.buffer_index, std::env::var(ENV_BUFFERS).ok()) {
             (Some(i), _) => i,
             (None, Some(v)) => parse_buffer_index(&v).map_err(SessionError::Config)?,
-            (None, None) => {
-                if defaults.sync == faultline_ringbuf::SyncMode::Rseq
-                    && faultline_ringbuf::channel::cid_supported().is_ok()
-                {
-                    BufferIndex::Cid
-                } else {
-                    BufferIndex::Cpu
-                }
-            }
+            // Per CPU by default: the per-cid flush drops a few events on every periodic flush
+            // (writers that meet its mark give up after a bounded wait), so per-cid does not
+            // win yet for a program that cannot afford losses (builder docs).
+            (None, None) => BufferIndex::Cpu,
         };
         let cfg = ChannelConfig {
             subbuf_size: self.subbuf_size,

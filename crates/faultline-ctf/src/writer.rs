@@ -487,9 +487,13 @@ impl TraceWriter {
         self.counters
     }
 
-    /// Check `packet` for `cpu` against the layout and the CPU's previous packet; returns the
-    /// header and the number of records.
-    pub fn check_packet(&self, cpu: u32, packet: &[u8]) -> Result<(PacketHeader, u64)> {
+    /// Parse and check `packet`'s header for `cpu` (layout and the CPU's previous packet) and
+    /// return it with the packet's content (`content_size` bytes, header included).
+    fn header_and_content<'p>(
+        &self,
+        cpu: u32,
+        packet: &'p [u8],
+    ) -> Result<(PacketHeader, &'p [u8])> {
         let h = PacketHeader::parse_slice(packet).ok_or_else(|| CtfError::Packet {
             cpu,
             offset: 0,
@@ -506,6 +510,13 @@ impl TraceWriter {
                 offset: off::CONTENT_SIZE as u64,
                 msg: "content_size beyond the buffer".into(),
             })?;
+        Ok((h, content))
+    }
+
+    /// Check `packet` for `cpu` against the layout and the CPU's previous packet; returns the
+    /// header and the number of records.
+    pub fn check_packet(&self, cpu: u32, packet: &[u8]) -> Result<(PacketHeader, u64)> {
+        let (h, content) = self.header_and_content(cpu, packet)?;
         let n = self.check_records(cpu, &h, content, |_| {})?.0;
         Ok((h, n))
     }
@@ -658,22 +669,7 @@ impl TraceWriter {
     /// of bytes written. Its records are counted per id for the next [`TraceWriter::verify`]
     /// (which has nothing left to check in them).
     pub fn write_packet(&mut self, cpu: u32, packet: &[u8]) -> Result<u64> {
-        let h = PacketHeader::parse_slice(packet).ok_or_else(|| CtfError::Packet {
-            cpu,
-            offset: 0,
-            msg: format!(
-                "packet of {} bytes is shorter than the {PACKET_HEADER_SIZE}-byte header",
-                packet.len()
-            ),
-        })?;
-        self.check_header_for(cpu, &h, packet.len() as u64)?;
-        let content = packet
-            .get(..h.content_bytes() as usize)
-            .ok_or(CtfError::Packet {
-                cpu,
-                offset: off::CONTENT_SIZE as u64,
-                msg: "content_size beyond the buffer".into(),
-            })?;
+        let (h, content) = self.header_and_content(cpu, packet)?;
         let mut ids = std::mem::take(&mut self.ids_scratch);
         ids.clear();
         let checked = self.check_records(cpu, &h, content, |id| ids.push(id));

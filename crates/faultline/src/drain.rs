@@ -942,25 +942,7 @@ mod tests {
         }
         let dir = std::env::temp_dir().join(format!("faultline-drain-fair-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let desc = TraceDesc {
-            uuid: ch.uuid(),
-            clock: ClockDesc {
-                name: "c".into(),
-                freq_hz: 1_000_000_000,
-                offset_s: 0,
-                offset_ticks: 0,
-                description: "c".into(),
-            },
-            env: EnvDesc {
-                hostname: "h".into(),
-                procname: "p".into(),
-                tracer_major: 0,
-                tracer_minor: 1,
-                extra: vec![],
-            },
-            events: vec![(0, EV)],
-        };
-        let w = TraceWriter::create(&dir, &desc).unwrap();
+        let w = TraceWriter::create(&dir, &trace_desc(&ch)).unwrap();
         let cfg = DrainConfig {
             verbose: false,
             flush_interval: Duration::from_secs(3600),

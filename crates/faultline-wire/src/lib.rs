@@ -30,32 +30,74 @@
 //! | 112 | 2 x u64 | reserved (zero) |
 //!
 //! # Records
-//! Records follow at byte 128; each starts at a multiple of [`RECORD_ALIGN`] (8) and is a
-//! [`RecordHeader`] then its payload:
+//! Records follow at byte 128; each starts at a multiple of [`RECORD_ALIGN`] (8). A record is a
+//! header of one of three forms, then its payload. The first byte's low 5 bits are the **tag**;
+//! the form is chosen per record by the writer:
+//!
+//! **Compact** (tag 0..=[`MAX_COMPACT_ID`], and [`PENDING_TAG`]), 7 bytes:
 //!
 //! | off | size | field |
 //! |---|---|---|
-//! | 0 | u64 | `timestamp` (clock ticks, CTF `stream.event.header`) |
-//! | 8 | u32 | `id` (event id, or a reserved id below) |
-//! | 12 | u32 | `len` = **payload** bytes (CTF `stream.event.context`) |
-//! | 16 | len | payload (`faultline_schema` encoding for events) |
+//! | 0 | u32 | `tag` (bits 0..5) = event id, `timestamp` low 27 bits (bits 5..32) |
+//! | 4 | u24 | `len` = **payload** bytes (CTF `stream.event.context`) |
+//! | 7 | len | payload |
 //!
-//! The next record starts at `align8(start + 16 + len)`. `content_size / 8` is exactly the end
-//! of the last record's payload (unaligned), or 128 for an empty packet; bytes between
+//! **Compact padding** (tag [`PADDING_TAG`]), 11 bytes: the same 32-bit word, then the u32 id
+//! [`PADDING_ID`] at 4, `len` (u24) at 8, `len` zero bytes from 11.
+//!
+//! **Extended** (tag [`EXTENDED_TAG`]; byte 0 is exactly 31), 16 bytes:
+//!
+//! | off | size | field |
+//! |---|---|---|
+//! | 0 | u8 | 31 |
+//! | 1 | u32 | `id` (any id, reserved ones included) |
+//! | 5 | u64 | `timestamp` (clock ticks, all 64 bits) |
+//! | 13 | u24 | `len` = payload bytes |
+//! | 16 | len | payload |
+//!
+//! A compact timestamp holds the low 27 bits of the full one; the full value is rebuilt from
+//! the previous record's timestamp `prev` (the packet's `timestamp_begin` for the first
+//! record), as CTF readers do for any integer mapped to a clock narrower than 64 bits: take
+//! `prev` with its low 27 bits replaced, and add 2^27 when that is below `prev`
+//! ([`rebuild_timestamp`]). It is exact when `prev <= timestamp < prev + 2^27`, so a writer
+//! may use the compact form only then ([`compact_fits`]); otherwise (a gap of 2^27 ticks, an
+//! event id above [`MAX_COMPACT_ID`], a payload below [`MIN_COMPACT_PAYLOAD`] bytes, or a
+//! writer that cannot prove the order, see the ring buffer) it writes the extended form.
+//! Records that need none of that cost 7 header bytes instead of 16: a record with one u64 is
+//! 15 bytes (16 with the alignment of the next one), a u64 + 32-byte string 48.
+//!
+//! The next record starts at `align8(start + header + len)`. `content_size / 8` is exactly
+//! the end of the last record's payload (unaligned), or 128 for an empty packet; bytes between
 //! `content_size` and `packet_size` are padding. The walk ([`record_at`], [`Records`]) checks
 //! that the chain ends exactly at the content end and that every record lies inside it.
+//!
+//! In the CTF metadata the header is LTTng's compact/extended scheme: `stream.event.header` is
+//! `struct { enum : uint5 { compact = 0 ... 29, padding = 30, extended = 31 } id; variant <id>
+//! { struct { uint27 timestamp; } compact; struct { uint27 timestamp; uint32 id; } padding;
+//! struct { uint32 id; uint64 timestamp; } extended; } v; } align(64)` (timestamps mapped to the
+//! clock, every byte-sized field byte-aligned), and `stream.event.context` is `struct { uint24
+//! len; }`. A CTF reader takes the event id from the last `id` integer it decoded, so tag 30
+//! reads as the padding class's id.
+//!
+//! Traces written before this format (a 16-byte header of u64 timestamp, u32 id, u32 len at
+//! every record) are refused by faultline's strict reader with an error that says so; the
+//! general CTF reader and babeltrace2 still read them through their metadata.
 //!
 //! # Reserved record ids
 //! * [`PADDING_ID`]: a **padding record** — a reservation abandoned or discarded by its writer
 //!   (dropped without commit, a prefault-restart retry, a record re-reserved at another size),
-//!   or an uncommitted one completed by dead-writer recovery. Its payload is `len` bytes of
-//!   zeros (the writer or recovery zeroes them). Every reader skips it. In the CTF metadata it
-//!   is the event class [`PADDING_EVENT_NAME`] whose payload is one text sequence of
-//!   `stream.event.context.len` bytes, so babeltrace2 and any CTF reader step over it too (they
-//!   show it as an event with an empty string).
-//! * [`PENDING_ID`]: a reservation not committed (yet). The writer stores the real id just
-//!   before its commit; a record still reading pending after its writer died is turned into a
-//!   padding record by recovery. A complete packet never holds one; readers reject it.
+//!   or an uncommitted one completed by dead-writer recovery. Written in place of the record
+//!   it replaces, with the same timestamp: a compact record becomes compact padding (tag
+//!   [`PADDING_TAG`]: the 4 bytes of the compact payload's start hold the id), an extended one
+//!   keeps its header with the id replaced. Its payload is `len` bytes of zeros (the writer or
+//!   recovery zeroes them). Every reader skips it. In the CTF metadata it is the event class
+//!   [`PADDING_EVENT_NAME`] whose payload is one text sequence of `stream.event.context.len`
+//!   bytes, so babeltrace2 and any CTF reader step over it too (they show it as an event with
+//!   an empty string).
+//! * [`PENDING_ID`]: a reservation not committed (yet). A compact reservation is written with
+//!   tag [`PENDING_TAG`], an extended one with this id; the writer stores the real tag/id just
+//!   before its commit, and a record still reading pending after its writer died is turned into
+//!   a padding record by recovery. A complete packet never holds one; readers reject it.
 //!
 //! Event ids are assigned by the tracepoint registry from 0 up; the reserved ids are the two
 //! largest `u32` values, which no registry reaches.
@@ -64,8 +106,32 @@
 pub const PACKET_MAGIC: u32 = 0xC1FC_1FC1;
 /// Size of the packet header + context; the first record starts here.
 pub const PACKET_HEADER_SIZE: usize = 128;
-/// Size of the record header (timestamp, id, payload length).
-pub const RECORD_HEADER_SIZE: usize = 16;
+/// Size of the largest record header (the extended form); a payload is at most this many
+/// bytes after its record's start.
+pub const RECORD_HEADER_SIZE: usize = EXTENDED_HEADER_SIZE;
+/// Size of the extended record header (tag, id, 64-bit timestamp, payload length).
+pub const EXTENDED_HEADER_SIZE: usize = 16;
+/// Size of the compact record header (tag and 27 timestamp bits, payload length).
+pub const COMPACT_HEADER_SIZE: usize = 7;
+/// Size of the compact padding header (tag and 27 timestamp bits, id, payload length).
+pub const COMPACT_PADDING_HEADER_SIZE: usize = 11;
+/// Largest event id a compact header holds (tags 29..=31 have other meanings).
+pub const MAX_COMPACT_ID: u32 = 28;
+/// Tag of a compact reservation not committed yet ([`PENDING_ID`]).
+pub const PENDING_TAG: u32 = 29;
+/// Tag of a compact padding record ([`PADDING_ID`]).
+pub const PADDING_TAG: u32 = 30;
+/// Tag of an extended record header.
+pub const EXTENDED_TAG: u32 = 31;
+/// Bits of the timestamp in a compact header.
+pub const COMPACT_TS_BITS: u32 = 27;
+/// A compact timestamp is exact when the record's timestamp is below the previous one plus
+/// this many ticks.
+pub const COMPACT_TS_WINDOW: u64 = 1 << COMPACT_TS_BITS;
+/// Smallest payload a compact record may have: room for the padding id when it is discarded.
+pub const MIN_COMPACT_PAYLOAD: usize = COMPACT_PADDING_HEADER_SIZE - COMPACT_HEADER_SIZE;
+/// Largest payload of any record (`len` is 24 bits).
+pub const MAX_PAYLOAD: usize = (1 << 24) - 1;
 /// Records start at multiples of this (relative to the packet start).
 pub const RECORD_ALIGN: usize = 8;
 
@@ -120,12 +186,6 @@ pub mod off {
     pub const REMOTE_COMMITS: usize = 104;
     /// Two reserved u64 words.
     pub const RESERVED: usize = 112;
-    /// Record header: `timestamp` (u64).
-    pub const RECORD_TIMESTAMP: usize = 0;
-    /// Record header: `id` (u32).
-    pub const RECORD_ID: usize = 8;
-    /// Record header: `len` (u32, payload bytes).
-    pub const RECORD_LEN: usize = 12;
 }
 
 /// The packet header. `#[repr(C)]` with the offsets of the module docs (asserted), so the ring
@@ -335,54 +395,183 @@ pub fn check_header(h: &PacketHeader, available: u64) -> Result<(), LayoutError>
     Ok(())
 }
 
-/// The record header. `#[repr(C)]` with the offsets of the module docs (asserted).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Rebuild a full timestamp from its low 27 bits (a compact header) and the previous record's
+/// timestamp `prev` (module docs). Wrapping: garbage never panics.
+#[inline]
+pub const fn rebuild_timestamp(prev: u64, low: u32) -> u64 {
+    let mask = COMPACT_TS_WINDOW - 1;
+    let low = low as u64 & mask;
+    let t = (prev & !mask) | low;
+    if low < prev & mask {
+        t.wrapping_add(COMPACT_TS_WINDOW)
+    } else {
+        t
+    }
+}
+
+/// Whether a record with this id, payload length and timestamp may use the compact header when
+/// `floor` is at most the previous record's timestamp (module docs): `timestamp - floor <
+/// 2^27` implies `timestamp - prev < 2^27`.
+#[inline(always)]
+pub const fn compact_fits(id: u32, payload_len: usize, floor: u64, timestamp: u64) -> bool {
+    id <= MAX_COMPACT_ID
+        && payload_len >= MIN_COMPACT_PAYLOAD
+        && payload_len <= MAX_PAYLOAD
+        && timestamp >= floor
+        && timestamp - floor < COMPACT_TS_WINDOW
+}
+
+/// The first 32-bit word of a compact header: `tag | timestamp << 5`.
+#[inline(always)]
+pub const fn compact_word(tag: u32, timestamp: u64) -> u32 {
+    (tag & 31) | (timestamp as u32) << 5
+}
+
+/// The first 8 bytes of a compact header as one little-endian word: the tag word, then `len`
+/// (u24); the 8th byte (the payload's first) is zero.
+#[inline(always)]
+pub const fn compact_header_word(tag: u32, timestamp: u64, len: u32) -> u64 {
+    compact_word(tag, timestamp) as u64 | ((len & 0xFF_FFFF) as u64) << 32
+}
+
+/// The extended header as two little-endian words (bytes 0..8 and 8..16).
+#[inline(always)]
+pub const fn extended_header_words(id: u32, timestamp: u64, len: u32) -> (u64, u64) {
+    (
+        EXTENDED_TAG as u64 | (id as u64) << 8 | (timestamp & 0xFF_FFFF) << 40,
+        timestamp >> 24 | ((len & 0xFF_FFFF) as u64) << 40,
+    )
+}
+
+/// Offset of the id in an extended header (a u32; the writer's commit stores the real id
+/// there).
+pub const EXTENDED_ID_OFFSET: usize = 1;
+
+/// Which header a record has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderForm {
+    /// 7 bytes: 5-bit id, 27 timestamp bits, u24 length (pending: tag [`PENDING_TAG`]).
+    Compact,
+    /// 11 bytes: tag [`PADDING_TAG`], 27 timestamp bits, u32 id, u24 length.
+    CompactPadding,
+    /// 16 bytes: tag 31, u32 id, u64 timestamp, u24 length.
+    Extended,
+}
+
+impl HeaderForm {
+    /// Bytes of this header.
+    pub const fn size(self) -> usize {
+        match self {
+            HeaderForm::Compact => COMPACT_HEADER_SIZE,
+            HeaderForm::CompactPadding => COMPACT_PADDING_HEADER_SIZE,
+            HeaderForm::Extended => EXTENDED_HEADER_SIZE,
+        }
+    }
+}
+
+/// A decoded record header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordHeader {
-    /// Timestamp in clock ticks, read inside the reserve critical section.
+    /// Full timestamp in clock ticks (rebuilt for the compact forms).
     pub timestamp: u64,
     /// Event id, or [`PADDING_ID`] / [`PENDING_ID`].
     pub id: u32,
     /// Payload bytes (the header not included).
     pub len: u32,
+    /// The header's form.
+    pub form: HeaderForm,
 }
-const _: () = {
-    use std::mem::{offset_of, size_of};
-    assert!(size_of::<RecordHeader>() == RECORD_HEADER_SIZE);
-    assert!(offset_of!(RecordHeader, timestamp) == off::RECORD_TIMESTAMP);
-    assert!(offset_of!(RecordHeader, id) == off::RECORD_ID);
-    assert!(offset_of!(RecordHeader, len) == off::RECORD_LEN);
-};
+
+fn get_u24(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at.checked_add(3)?)?;
+    Some(s[0] as u32 | (s[1] as u32) << 8 | (s[2] as u32) << 16)
+}
 
 impl RecordHeader {
-    /// The header as two little-endian words: `(timestamp, id | len << 32)` (the ring buffer's
-    /// fast path stores it so).
-    #[inline(always)]
-    pub const fn words(&self) -> (u64, u64) {
-        (self.timestamp, self.id as u64 | (self.len as u64) << 32)
+    /// Decode the header at `at` of `b`, the previous record's timestamp being `prev`; `Err`
+    /// says what is wrong (it does not fit, or a compact padding header without the padding
+    /// id).
+    pub fn parse_at(b: &[u8], at: usize, prev: u64) -> Result<RecordHeader, String> {
+        let short = || "record header crosses the end of the content".to_string();
+        let tag = *b.get(at).ok_or_else(short)? as u32 & 31;
+        match tag {
+            EXTENDED_TAG => {
+                let first = b[at];
+                if first as u32 != EXTENDED_TAG {
+                    return Err(format!(
+                        "extended record header starts with {first:#04x}, not 0x1f"
+                    ));
+                }
+                let id = get_u32(b, at + 1).ok_or_else(short)?;
+                let timestamp = get_u64(b, at + 5).ok_or_else(short)?;
+                let len = get_u24(b, at + 13).ok_or_else(short)?;
+                Ok(RecordHeader {
+                    timestamp,
+                    id,
+                    len,
+                    form: HeaderForm::Extended,
+                })
+            }
+            PADDING_TAG => {
+                let w = get_u32(b, at).ok_or_else(short)?;
+                let id = get_u32(b, at + 4).ok_or_else(short)?;
+                let len = get_u24(b, at + 8).ok_or_else(short)?;
+                if id != PADDING_ID {
+                    return Err(format!(
+                        "compact padding record header with id {id} (expected {PADDING_ID})"
+                    ));
+                }
+                Ok(RecordHeader {
+                    timestamp: rebuild_timestamp(prev, w >> 5),
+                    id,
+                    len,
+                    form: HeaderForm::CompactPadding,
+                })
+            }
+            _ => {
+                let w = get_u32(b, at).ok_or_else(short)?;
+                let len = get_u24(b, at + 4).ok_or_else(short)?;
+                Ok(RecordHeader {
+                    timestamp: rebuild_timestamp(prev, w >> 5),
+                    id: if tag == PENDING_TAG { PENDING_ID } else { tag },
+                    len,
+                    form: HeaderForm::Compact,
+                })
+            }
+        }
     }
 
-    /// Decode the header at `at` of `b`, `None` when it does not fit.
-    pub fn parse_at(b: &[u8], at: usize) -> Option<RecordHeader> {
-        Some(RecordHeader {
-            timestamp: get_u64(b, at.checked_add(off::RECORD_TIMESTAMP)?)?,
-            id: get_u32(b, at.checked_add(off::RECORD_ID)?)?,
-            len: get_u32(b, at.checked_add(off::RECORD_LEN)?)?,
-        })
-    }
-
-    /// Encode the header.
-    pub fn encode(&self) -> [u8; RECORD_HEADER_SIZE] {
-        let mut b = [0u8; RECORD_HEADER_SIZE];
-        b[0..8].copy_from_slice(&self.timestamp.to_le_bytes());
-        b[8..12].copy_from_slice(&self.id.to_le_bytes());
-        b[12..16].copy_from_slice(&self.len.to_le_bytes());
+    /// Encode the header (at most [`RECORD_HEADER_SIZE`] bytes; the compact forms use the
+    /// low 27 bits of `timestamp`). `len` must be at most [`MAX_PAYLOAD`].
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(EXTENDED_HEADER_SIZE);
+        match self.form {
+            HeaderForm::Extended => {
+                let (w0, w1) = extended_header_words(self.id, self.timestamp, self.len);
+                b.extend_from_slice(&w0.to_le_bytes());
+                b.extend_from_slice(&w1.to_le_bytes());
+            }
+            HeaderForm::CompactPadding => {
+                b.extend_from_slice(&compact_word(PADDING_TAG, self.timestamp).to_le_bytes());
+                b.extend_from_slice(&self.id.to_le_bytes());
+                b.extend_from_slice(&self.len.to_le_bytes()[..3]);
+            }
+            HeaderForm::Compact => {
+                let tag = if self.id == PENDING_ID {
+                    PENDING_TAG
+                } else {
+                    self.id
+                };
+                b.extend_from_slice(&compact_word(tag, self.timestamp).to_le_bytes());
+                b.extend_from_slice(&self.len.to_le_bytes()[..3]);
+            }
+        }
         b
     }
 
     /// Bytes of header + payload, `None` on overflow.
     pub fn record_len(&self) -> Option<usize> {
-        RECORD_HEADER_SIZE.checked_add(self.len as usize)
+        self.form.size().checked_add(self.len as usize)
     }
 }
 
@@ -399,10 +588,12 @@ pub const fn align8(x: usize) -> Option<usize> {
 pub struct RawRecord<'a> {
     /// Offset of the record from the packet start.
     pub offset: usize,
-    /// Timestamp in clock ticks.
+    /// Timestamp in clock ticks (rebuilt for compact headers).
     pub timestamp: u64,
     /// Event id, or a reserved id ([`PADDING_ID`], [`PENDING_ID`]).
     pub id: u32,
+    /// Bytes of the record header.
+    pub header_len: usize,
     /// The `len` payload bytes.
     pub payload: &'a [u8],
 }
@@ -415,23 +606,25 @@ impl RawRecord<'_> {
 
     /// Offset of the payload from the packet start.
     pub fn payload_offset(&self) -> usize {
-        self.offset + RECORD_HEADER_SIZE
+        self.offset + self.header_len
     }
 }
 
 /// Decode the record at offset `at` of a packet's content (`content` = bytes
-/// `0..content_size/8` of the packet, header included). Returns the record and the offset of the
-/// next one (`None` when this record ends exactly at the end of the content). Every length is
-/// checked against the content with checked arithmetic.
-pub fn record_at(content: &[u8], at: usize) -> Result<(RawRecord<'_>, Option<usize>), LayoutError> {
+/// `0..content_size/8` of the packet, header included), the previous record's timestamp being
+/// `prev` (the packet's `timestamp_begin` for the first). Returns the record and the offset of
+/// the next one (`None` when this record ends exactly at the end of the content). Every length
+/// is checked against the content with checked arithmetic.
+pub fn record_at(
+    content: &[u8],
+    at: usize,
+    prev: u64,
+) -> Result<(RawRecord<'_>, Option<usize>), LayoutError> {
     let end = content.len();
     let bad = |msg: String| (at as u64, msg);
-    let h = RecordHeader::parse_at(content, at).ok_or_else(|| {
-        bad(format!(
-            "record header crosses the end of the content ({end} bytes)"
-        ))
-    })?;
-    let header_end = at + RECORD_HEADER_SIZE; // parse_at checked it fits
+    let h = RecordHeader::parse_at(content, at, prev)
+        .map_err(|m| bad(format!("{m} ({end} bytes of content)")))?;
+    let header_end = at + h.form.size(); // parse_at checked it fits
     let rec_end = header_end
         .checked_add(h.len as usize)
         .filter(|&e| e <= end)
@@ -459,6 +652,7 @@ pub fn record_at(content: &[u8], at: usize) -> Result<(RawRecord<'_>, Option<usi
             offset: at,
             timestamp: h.timestamp,
             id: h.id,
+            header_len: h.form.size(),
             payload,
         },
         next,
@@ -466,18 +660,21 @@ pub fn record_at(content: &[u8], at: usize) -> Result<(RawRecord<'_>, Option<usi
 }
 
 /// Iterator over the record chain of one packet's content (see [`record_at`]), padding records
-/// included. Yields an error (and then stops) at the first record that breaks the chain.
+/// included, rebuilding compact timestamps from the packet's `timestamp_begin` on. Yields an
+/// error (and then stops) at the first record that breaks the chain.
 pub struct Records<'a> {
     content: &'a [u8],
     pos: Option<usize>,
+    prev: u64,
 }
 
 impl<'a> Records<'a> {
-    /// Records of `content` (a packet's first `content_size / 8` bytes).
+    /// Records of `content` (a packet's first `content_size / 8` bytes, header included).
     pub fn new(content: &'a [u8]) -> Self {
         Records {
             content,
             pos: (content.len() > PACKET_HEADER_SIZE).then_some(PACKET_HEADER_SIZE),
+            prev: get_u64(content, off::TIMESTAMP_BEGIN).unwrap_or(0),
         }
     }
 }
@@ -487,22 +684,36 @@ impl<'a> Iterator for Records<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let at = self.pos.take()?;
-        Some(record_at(self.content, at).map(|(r, next)| {
+        Some(record_at(self.content, at, self.prev).map(|(r, next)| {
             self.pos = next;
+            self.prev = r.timestamp;
             r
         }))
     }
 }
 
 /// Append one record to `buf` (a packet being built, header included) at the next 8-byte
-/// aligned offset: alignment zeros, the header, the payload.
-pub fn push_record(buf: &mut Vec<u8>, timestamp: u64, id: u32, payload: &[u8]) {
+/// aligned offset: alignment zeros, the header, the payload. The header is compact when
+/// `prev` (the previous record's timestamp, or the packet's `timestamp_begin`) is given and
+/// [`compact_fits`] allows it, extended otherwise; a [`PADDING_ID`] record is compact padding
+/// when its payload has room for it. `payload` must be at most [`MAX_PAYLOAD`] bytes.
+pub fn push_record(buf: &mut Vec<u8>, prev: Option<u64>, timestamp: u64, id: u32, payload: &[u8]) {
     let start = buf.len().next_multiple_of(RECORD_ALIGN);
     buf.resize(start, 0);
+    let len = payload.len();
+    let near = prev.is_some_and(|p| timestamp >= p && timestamp - p < COMPACT_TS_WINDOW);
+    let form = if id == PADDING_ID && near {
+        HeaderForm::CompactPadding
+    } else if prev.is_some_and(|p| compact_fits(id, len, p, timestamp)) {
+        HeaderForm::Compact
+    } else {
+        HeaderForm::Extended
+    };
     let h = RecordHeader {
         timestamp,
         id,
-        len: payload.len() as u32,
+        len: len as u32,
+        form,
     };
     buf.extend_from_slice(&h.encode());
     buf.extend_from_slice(payload);
@@ -544,44 +755,97 @@ mod tests {
     }
 
     #[test]
-    fn record_header_words_match_the_bytes() {
-        let h = RecordHeader {
-            timestamp: 0x0102_0304_0506_0708,
-            id: 7,
-            len: 33,
-        };
-        let (a, b) = h.words();
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(&a.to_le_bytes());
-        bytes.extend_from_slice(&b.to_le_bytes());
-        assert_eq!(bytes, h.encode());
-        assert_eq!(RecordHeader::parse_at(&bytes, 0), Some(h));
-        assert_eq!(RecordHeader::parse_at(&bytes, 1), None);
+    fn header_forms_encode_and_decode() {
+        let ts = 0x0102_0304_0506_0708u64;
+        for (form, id, size) in [
+            (HeaderForm::Extended, 77, 16),
+            (HeaderForm::Extended, PENDING_ID, 16),
+            (HeaderForm::Compact, 5, 7),
+            (HeaderForm::Compact, PENDING_ID, 7),
+            (HeaderForm::CompactPadding, PADDING_ID, 11),
+        ] {
+            let h = RecordHeader {
+                timestamp: ts,
+                id,
+                len: 0xAB_CDEF,
+                form,
+            };
+            let b = h.encode();
+            assert_eq!(b.len(), size);
+            // Decoded against a previous timestamp a little before.
+            let got = RecordHeader::parse_at(&b, 0, ts - 1000).unwrap();
+            assert_eq!(got, h);
+            assert!(RecordHeader::parse_at(&b[..size - 1], 0, 0).is_err());
+        }
+        let (w0, w1) = extended_header_words(9, ts, 33);
+        let mut b = w0.to_le_bytes().to_vec();
+        b.extend_from_slice(&w1.to_le_bytes());
+        assert_eq!(b[0], 31);
+        assert_eq!(get_u32(&b, EXTENDED_ID_OFFSET), Some(9));
+        assert_eq!(get_u64(&b, 5), Some(ts));
+        assert_eq!(&b[13..16], &[33, 0, 0]);
+        let w = compact_header_word(3, ts, 41).to_le_bytes();
+        assert_eq!(w[0] & 31, 3);
+        assert_eq!(&w[4..8], &[41, 0, 0, 0]);
+        // Compact padding must carry the padding id.
+        let mut p = RecordHeader {
+            timestamp: ts,
+            id: PADDING_ID,
+            len: 0,
+            form: HeaderForm::CompactPadding,
+        }
+        .encode();
+        p[4] = 0;
+        assert!(RecordHeader::parse_at(&p, 0, 0).is_err());
+        // Extended: the 3 bits above the tag must be zero.
+        b[0] = 0xFF;
+        assert!(RecordHeader::parse_at(&b, 0, 0).is_err());
         assert!(is_reserved_id(PADDING_ID) && is_reserved_id(PENDING_ID));
         assert!(!is_reserved_id(PENDING_ID - 1));
     }
 
     #[test]
+    fn compact_timestamps_rebuild_across_the_27_bit_wrap() {
+        let w = COMPACT_TS_WINDOW;
+        for prev in [0, 5, w - 1, w, 3 * w + 17, u64::MAX / 2] {
+            for d in [0, 1, w / 2, w - 1] {
+                let t = prev + d;
+                assert_eq!(rebuild_timestamp(prev, compact_word(0, t) >> 5), t);
+                assert!(compact_fits(0, 8, prev, t));
+            }
+            assert!(!compact_fits(0, 8, prev, prev + w));
+        }
+        assert!(!compact_fits(MAX_COMPACT_ID + 1, 8, 0, 0));
+        assert!(!compact_fits(0, MIN_COMPACT_PAYLOAD - 1, 0, 0));
+        assert!(!compact_fits(0, 8, 10, 9));
+    }
+
+    #[test]
     fn record_chain() {
         let mut pk = vec![0u8; PACKET_HEADER_SIZE];
-        push_record(&mut pk, 10, 1, b"abc");
-        push_record(&mut pk, 11, PADDING_ID, &[0; 5]);
-        push_record(&mut pk, 12, 3, &[9; 8]);
-        assert_eq!(pk.len(), 128 + 24 + 24 + 24);
+        pk[off::TIMESTAMP_BEGIN..off::TIMESTAMP_BEGIN + 8].copy_from_slice(&10u64.to_le_bytes());
+        push_record(&mut pk, None, 10, 1, b"abcd");
+        push_record(&mut pk, Some(10), 11, PADDING_ID, &[0; 5]);
+        push_record(&mut pk, Some(11), 12, 3, &[9; 8]);
+        push_record(&mut pk, Some(12), 12 + COMPACT_TS_WINDOW, 3, &[9; 8]);
+        // extended 16+4 -> 24, compact padding 11+5 -> 16, compact 7+8 = 15 -> 16, extended 24.
+        assert_eq!(pk.len(), 128 + 24 + 16 + 16 + 24);
         let recs: Vec<_> = Records::new(&pk).collect::<Result<_, _>>().unwrap();
-        assert_eq!(recs.len(), 3);
-        assert_eq!((recs[0].offset, recs[0].payload), (128, &b"abc"[..]));
+        assert_eq!(recs.len(), 4);
+        assert_eq!((recs[0].offset, recs[0].payload), (128, &b"abcd"[..]));
         assert_eq!((recs[1].offset, recs[1].id), (152, PADDING_ID));
         assert!(recs[1].is_padding() && !recs[0].is_padding());
-        assert_eq!((recs[2].offset, recs[2].timestamp), (176, 12));
+        assert_eq!((recs[2].offset, recs[2].timestamp), (168, 12));
+        assert_eq!(recs[2].payload_offset(), 175);
+        assert_eq!(recs[3].timestamp, 12 + COMPACT_TS_WINDOW);
         // content_size pointing into the alignment after the first record is an error.
         let err = Records::new(&pk[..150])
             .collect::<Result<Vec<_>, _>>()
             .unwrap_err();
-        assert_eq!(err.0, 147);
+        assert_eq!(err.0, 148);
         // A payload length beyond the content.
         let mut bad = pk.clone();
-        bad[128 + 12..128 + 16].copy_from_slice(&u32::MAX.to_le_bytes());
+        bad[128 + 13..128 + 16].copy_from_slice(&[0xFF; 3]);
         let err = Records::new(&bad)
             .collect::<Result<Vec<_>, _>>()
             .unwrap_err();
@@ -610,18 +874,26 @@ mod tests {
             }
         }
 
-        /// Any sequence of records pushed reads back identically.
+        /// Any sequence of records pushed reads back identically, timestamps included, with
+        /// compact headers wherever the gap allows.
         #[test]
-        fn walk_round_trips(recs in proptest::collection::vec(
-            (proptest::num::u64::ANY, proptest::num::u32::ANY,
+        fn walk_round_trips(begin in 0u64..u64::MAX / 4, recs in proptest::collection::vec(
+            (proptest::prop_oneof![0u64..1000, 0u64..(1 << 29)], 0u32..40,
              proptest::collection::vec(proptest::num::u8::ANY, 0..40)), 0..20)) {
             let mut pk = vec![0u8; PACKET_HEADER_SIZE];
-            for (ts, id, p) in &recs {
-                push_record(&mut pk, *ts, *id, p);
+            pk[off::TIMESTAMP_BEGIN..off::TIMESTAMP_BEGIN + 8].copy_from_slice(&begin.to_le_bytes());
+            let mut ts = begin;
+            let mut want = Vec::new();
+            for (d, id, p) in &recs {
+                let prev = ts;
+                ts += d;
+                let id = if *id == 39 { PADDING_ID } else { *id };
+                push_record(&mut pk, Some(prev), ts, id, p);
+                want.push((ts, id, p.clone()));
             }
             let got: Vec<_> = Records::new(&pk).collect::<Result<_, _>>().unwrap();
-            proptest::prop_assert_eq!(got.len(), recs.len());
-            for (g, (ts, id, p)) in got.iter().zip(&recs) {
+            proptest::prop_assert_eq!(got.len(), want.len());
+            for (g, (ts, id, p)) in got.iter().zip(&want) {
                 proptest::prop_assert_eq!((g.timestamp, g.id, g.payload), (*ts, *id, &p[..]));
             }
         }

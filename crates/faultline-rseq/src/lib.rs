@@ -603,6 +603,76 @@ unsafe fn cmpeqv_storev_tsc_impl<const DELAY: bool, S: SlotId>(
     Ok(((hi as u64) << 32) | lo as u64)
 }
 
+/// The compact-header reserve: `if id_S != id → CpuMismatch; if *v != expect →
+/// CompareFailed; tsc = rdtsc(); *v = if tsc - floor < window { newv_compact } else { newv }`.
+/// Returns the timestamp read inside the critical section; the caller learns which value was
+/// stored by repeating the (deterministic) comparison `tsc.wrapping_sub(floor) < window`.
+///
+/// The choice between the two record sizes is made after the timestamp is read and before the
+/// single commit store, in the same section: the stored size always matches the header the
+/// timestamp allows (a timestamp read before the section could be overtaken by a later
+/// reservation on the same CPU; one read after it could not change the size any more).
+///
+/// # Safety
+/// As [`cmpeqv_storev_tsc_on`].
+#[inline(always)]
+pub unsafe fn cmpeqv_storev_tsc_pick_on<S: SlotId>(
+    id: u32,
+    v: *mut u64,
+    expect: u64,
+    newv: u64,
+    newv_compact: u64,
+    floor: u64,
+    window: u64,
+) -> Result<u64, RseqError> {
+    let off = OFFSET.load(Ordering::Relaxed);
+    let status: u32;
+    let ts: u64;
+    // SAFETY: the caller guarantees rseq is registered (so fs:[off] is this thread's struct
+    // rseq) and that `v` is a valid word only written by rseq critical sections keyed on `S`
+    // holding `id`; the CS follows the kernel's rules: descriptor in a data section, single
+    // final commit store (the `mov [v]`), signature before the abort label. The arithmetic
+    // between the rdtsc and the store touches registers only, so an abort anywhere before the
+    // store leaves memory unchanged.
+    unsafe {
+        core::arch::asm!(
+            rseq_cs_prologue!(),
+            "lea {tmp}, [rip + 3b]",
+            "mov qword ptr fs:[{off} + 8], {tmp}",
+            "4:",
+            "cmp dword ptr fs:[{off} + {field}], {cpu:e}",
+            "jne 7f",
+            "cmp qword ptr [{v}], {expect}",
+            "jne 8f",
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "mov {tmp}, rax",
+            "sub {tmp}, {floor}",
+            "cmp {tmp}, {window}",
+            "cmovb {newv}, {newc}",
+            "mov qword ptr [{v}], {newv}",
+            rseq_cs_epilogue!(),
+            off = in(reg) off,
+            field = const S::FIELD,
+            cpu = in(reg) id,
+            v = in(reg) v,
+            expect = in(reg) expect,
+            newv = inout(reg) newv => _,
+            newc = in(reg) newv_compact,
+            floor = in(reg) floor,
+            window = in(reg) window,
+            tmp = out(reg) _,
+            status = out(reg) status,
+            out("rax") ts,
+            out("rdx") _,
+            options(nostack),
+        );
+    }
+    status_to_result(status)?;
+    Ok(ts)
+}
+
 /// `if cpu_id != cpu → CpuMismatch; if *v != expect → CompareFailed; *v = newv`.
 ///
 /// # Safety

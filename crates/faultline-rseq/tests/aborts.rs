@@ -228,3 +228,59 @@ fn registration_is_glibcs() {
     }
     assert!(rseq::membarrier_register() || rseq::Registration::get().is_none());
 }
+
+/// The compact-header reserve section stores the compact value exactly when the timestamp it
+/// read is within `window` of `floor`, the other one otherwise, and nothing on a failed compare.
+#[test]
+fn pick_section_stores_the_size_its_timestamp_allows() {
+    if !rseq::available() {
+        eprintln!("SKIPPED: rseq not available in this process");
+        return;
+    }
+    let cpu = rseq::current_cpu();
+    rseq::pin_to_cpu(cpu).unwrap();
+    let words = PerCpu::new(rseq::possible_cpus());
+    let w = words.ptr(cpu, 0);
+    let mut picked = (0, 0);
+    for i in 0..2000u64 {
+        let expect = i * 100;
+        // Alternate a recent floor (compact) and an old one (extended).
+        let floor = if i % 2 == 0 { rseq::rdtsc() } else { 0 };
+        let r = loop {
+            // SAFETY: `w` is CPU `cpu`'s word, written only by sections on `cpu` (pinned).
+            match unsafe {
+                rseq::cmpeqv_storev_tsc_pick_on::<rseq::Cpu>(
+                    cpu,
+                    w,
+                    expect,
+                    expect + 100,
+                    expect + 1,
+                    floor,
+                    1 << 27,
+                )
+            } {
+                Err(rseq::RseqError::Aborted) => continue,
+                r => break r,
+            }
+        };
+        let ts = r.unwrap();
+        // SAFETY: only this thread writes the word.
+        let stored = unsafe { *w };
+        if ts.wrapping_sub(floor) < 1 << 27 {
+            assert_eq!(stored, expect + 1);
+            picked.0 += 1;
+        } else {
+            assert_eq!(stored, expect + 100);
+            picked.1 += 1;
+        }
+        // SAFETY: as above.
+        unsafe { *w = expect + 100 };
+    }
+    assert!(picked.0 > 0 && picked.1 > 0, "{picked:?}");
+    // A failed compare stores nothing.
+    // SAFETY: as above.
+    let r = unsafe { rseq::cmpeqv_storev_tsc_pick_on::<rseq::Cpu>(cpu, w, 1, 2, 3, 0, 1 << 27) };
+    assert!(matches!(r, Err(rseq::RseqError::CompareFailed)));
+    // SAFETY: as above.
+    assert_eq!(unsafe { *w }, 200_000);
+}

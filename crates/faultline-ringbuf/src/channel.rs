@@ -264,6 +264,9 @@ pub struct Channel {
     /// the fast path's code too) or [`GENERAL`].
     path: u8,
     inject_spins: u64,
+    /// The compact-header window of the fast path: [`faultline_wire::COMPACT_TS_WINDOW`] in
+    /// discard mode, 0 (never compact) in overwrite mode (module docs).
+    compact_window: u64,
     clock: ClockInfo,
     /// Serialises this process's flushes of [`BufferIndex::Cid`] buffers (the flush protocol
     /// allows one flusher per buffer; see `flush_cid`).
@@ -283,11 +286,8 @@ unsafe impl Sync for Channel {}
 /// this odd value).
 const SLOW_LOST: u64 = u64::MAX;
 
-const _: () = {
-    // reserve_fast writes the record header as two u64 words (RecordHeader::words).
-    assert!(faultline_wire::off::RECORD_ID == 8);
-    assert!(faultline_wire::off::RECORD_LEN == 12);
-};
+/// `Reservation::id` bit set when the record has a compact header.
+const COMPACT_BIT: u64 = 1 << 32;
 
 const GENERAL: u8 = 0;
 const FAST_RSEQ: u8 = 1;
@@ -425,7 +425,9 @@ impl Geometry {
             index: BufferIndex::Cpu,
             writer_pid: 0,
             uuid: [0; 16],
-            max_record: subbuf_size - PACKET_HEADER_SIZE - 1,
+            // The record header's `len` is 24 bits.
+            max_record: (subbuf_size - PACKET_HEADER_SIZE - 1)
+                .min(RECORD_HEADER_SIZE + faultline_wire::MAX_PAYLOAD as u64),
             sb_shift: subbuf_size.trailing_zeros(),
             buf_shift: buf_size.trailing_zeros(),
         })
@@ -487,12 +489,25 @@ impl Reservation<'_> {
     pub fn timestamp(&self) -> u64 {
         self.timestamp
     }
+    /// Bytes of the record header (compact or extended, `faultline_wire`).
+    #[inline(always)]
+    fn header_len(&self) -> u64 {
+        if self.id & COMPACT_BIT != 0 {
+            faultline_wire::COMPACT_HEADER_SIZE as u64
+        } else {
+            faultline_wire::EXTENDED_HEADER_SIZE as u64
+        }
+    }
+    /// Whether the record has a compact header.
+    pub fn is_compact(&self) -> bool {
+        self.id & COMPACT_BIT != 0
+    }
     /// The payload bytes (exactly the reserved length).
     #[inline(always)]
     pub fn payload(&mut self) -> &mut [u8] {
         let p = self
             .chan
-            .data_ptr(self.cpu as u32, self.pos + RECORD_HEADER_SIZE);
+            .data_ptr(self.cpu as u32, self.pos + self.header_len());
         // SAFETY: [pos, pos + header + payload_len) lies inside one sub-buffer of this CPU's
         // data area (the reserve computation guarantees it from masked offsets) and is
         // exclusively ours until commit: no writer reserves it again before the sub-buffer's
@@ -505,15 +520,20 @@ impl Reservation<'_> {
         // Committing consumes the reservation without running its Drop (which would commit it
         // a second time, as a discarded record): no drop flag to set and test.
         let r = std::mem::ManuallyDrop::new(self);
-        let p = r
-            .chan
-            .data_ptr(r.cpu as u32, r.pos + faultline_wire::off::RECORD_ID as u64);
+        // Compact: the header's first word becomes the real id and the same timestamp bits;
+        // extended: the id field.
+        let (at, word) = if r.id & COMPACT_BIT != 0 {
+            (0, faultline_wire::compact_word(r.id as u32, r.timestamp))
+        } else {
+            (faultline_wire::EXTENDED_ID_OFFSET as u64, r.id as u32)
+        };
+        let p = r.chan.data_ptr(r.cpu as u32, r.pos + at);
         // SAFETY: the record header lies in our exclusive reservation (see payload()). This
         // plain store precedes the commit counter update in program order; that update is a
         // release (x86 TSO store in the rseq section, whose asm clobbers memory, or an AcqRel
         // fetch_add), so the consumer's acquire load of the counters (commit_sum) that sees our
         // bytes also sees the real id.
-        unsafe { std::ptr::write_unaligned(p as *mut u32, r.id as u32) };
+        unsafe { std::ptr::write_unaligned(p as *mut u32, word) };
         r.chan.commit_range(r.cpu as u32, r.pos, r.commit_len)
     }
 }
@@ -525,8 +545,14 @@ impl Drop for Reservation<'_> {
     /// 8-byte stores read back by 16-byte loads (failed store forwarding, ~18 ns measured).
     #[inline]
     fn drop(&mut self) {
-        self.chan
-            .discard(self.cpu as u32, self.pos, self.commit_len, self.payload_len);
+        self.chan.discard(
+            self.cpu as u32,
+            self.pos,
+            self.commit_len,
+            self.payload_len,
+            self.timestamp,
+            self.id & COMPACT_BIT != 0,
+        );
     }
 }
 
@@ -827,6 +853,10 @@ impl Channel {
                 _ => GENERAL,
             },
             inject_spins,
+            compact_window: match geo.mode {
+                Mode::Discard => faultline_wire::COMPACT_TS_WINDOW,
+                Mode::Overwrite => 0,
+            },
             clock,
             cid_flush: std::sync::Mutex::new(()),
             map,
@@ -1097,11 +1127,11 @@ impl Channel {
             });
         }
         let cpu = (meta >> 32) as u32;
-        let hp = self.data_ptr(cpu, pos) as *const u64;
+        let hp = self.data_ptr(cpu, pos + 5) as *const u64;
         // SAFETY: the record header at `pos` is in the reservation reserve_slow just made for
-        // us (exclusively ours, 8-aligned); it wrote the timestamp there. The value is only
-        // reported back, never used to form an address.
-        let timestamp = unsafe { std::ptr::read(hp) };
+        // us (exclusively ours); it wrote an extended header there, whose timestamp is the u64
+        // at offset 5. The value is only reported back, never used to form an address.
+        let timestamp = unsafe { std::ptr::read_unaligned(hp) };
         Ok(Reservation {
             chan: self,
             pos,
@@ -1147,43 +1177,87 @@ impl Channel {
         // wrap, and `rec_len < subbuf_size - aligned` is the strict-fit rule
         // `aligned + rec_len < subbuf_size` of the general path. It also implies
         // rec_len <= max_record, since aligned >= PACKET_HEADER_SIZE when sb_off != 0.
+        // The extended length decides whether the fast path applies: both sizes then fit.
         let rec_len = RECORD_HEADER_SIZE.saturating_add(payload_len as u64);
         if sb_off == 0 || rec_len >= g.subbuf_size - aligned {
             return None;
         }
         let pos = old - sb_off + aligned;
         let end = pos + rec_len;
+        // rec_len < subbuf_size: payload_len fits in u32 below.
+        let may_compact = id <= faultline_wire::MAX_COMPACT_ID
+            && payload_len >= faultline_wire::MIN_COMPACT_PAYLOAD
+            && payload_len <= faultline_wire::MAX_PAYLOAD;
+        let end_compact = if may_compact {
+            pos + faultline_wire::COMPACT_HEADER_SIZE as u64 + payload_len as u64
+        } else {
+            end
+        };
+        // Relaxed: any value is the timestamp of a reservation whose section finished before
+        // this load, so of one before ours in offset order, hence at most the timestamp of the
+        // record right before ours (module docs, "Compact headers").
+        let floor = b.last_ts.load(Ordering::Relaxed);
         // SAFETY: rseq available (see above); write_offset of buffer `cpu` is only written by
         // rseq critical sections keyed on `S` holding `cpu` (Cid: in the writer process only,
         // checked above). A FLUSH_MARK value has sb_off == 0 and was refused above.
-        let ts = unsafe {
+        let (ts, compact) = unsafe {
             let w = b.write_offset.as_ptr();
             if INJECT {
-                faultline_rseq::cmpeqv_storev_tsc_delayed_on::<S>(
+                // Abort injection keeps the plain section: extended headers only.
+                let ts = faultline_rseq::cmpeqv_storev_tsc_delayed_on::<S>(
                     cpu,
                     w,
                     old,
                     end,
                     self.inject_spins,
                 )
+                .ok()?;
+                (ts, false)
             } else {
-                faultline_rseq::cmpeqv_storev_tsc_on::<S>(cpu, w, old, end)
+                let window = self.compact_window;
+                let ts = faultline_rseq::cmpeqv_storev_tsc_pick_on::<S>(
+                    cpu,
+                    w,
+                    old,
+                    end,
+                    end_compact,
+                    floor,
+                    window,
+                )
+                .ok()?;
+                // The section stored end_compact exactly when this holds.
+                (ts, may_compact && ts.wrapping_sub(floor) < window)
             }
-            .ok()?
         };
+        b.last_ts.store(ts, Ordering::Relaxed);
         // Release: as in reserve_slow (pairs with the overwrite-mode reader's acquire fence).
         fence(Ordering::Release);
         let hp = self.data_ptr(cpu, pos) as *mut u64;
-        // The RecordHeader as two 8-byte stores (LLVM emits three for the struct): timestamp,
-        // then id | payload len << 32, each little-endian as the wire format says
-        // (`RecordHeader::words`). The id is PENDING_RECORD_ID until commit stores the real one.
+        // The header with the id pending (tag PENDING_TAG / id PENDING_RECORD_ID) until commit
+        // stores the real one, as one 8-byte store (compact: the tag word and the u24 length;
+        // the 8th byte is the payload's first, written after) or two (extended),
+        // little-endian as `faultline_wire` says.
         // SAFETY: [pos, end) is ours (see Reservation::payload); pos is 8-aligned, and the
-        // header is 16 bytes: two u64 at offsets 0 and 8.
+        // header is 7 or 16 bytes: one or two u64 at offsets 0 and 8, inside [pos, end) (a
+        // compact record has at least MIN_COMPACT_PAYLOAD payload bytes).
         unsafe {
-            hp.write(ts.to_le());
-            hp.add(1)
-                .write((PENDING_RECORD_ID as u64 | (payload_len as u64) << 32).to_le());
+            if compact {
+                hp.write(
+                    faultline_wire::compact_header_word(
+                        faultline_wire::PENDING_TAG,
+                        ts,
+                        payload_len as u32,
+                    )
+                    .to_le(),
+                );
+            } else {
+                let (w0, w1) =
+                    faultline_wire::extended_header_words(PENDING_RECORD_ID, ts, payload_len as u32);
+                hp.write(w0.to_le());
+                hp.add(1).write(w1.to_le());
+            }
         }
+        let end = if compact { end_compact } else { end };
         Some(Reservation {
             chan: self,
             pos,
@@ -1191,7 +1265,7 @@ impl Channel {
             commit_len: end - old,
             payload_len: payload_len as u64,
             cpu: cpu as u64,
-            id: id as u64,
+            id: id as u64 | if compact { COMPACT_BIT } else { 0 },
         })
     }
 
@@ -1282,19 +1356,21 @@ impl Channel {
             if switch {
                 self.switch_subbuf(cpu, old, pos - PACKET_HEADER_SIZE, ts, lost);
             }
-            let hp = self.data_ptr(cpu, pos);
-            // SAFETY: [pos, end) is ours (see Reservation::payload); pos is 8-aligned.
+            // Relaxed: see reserve_fast (the floor of later compact decisions).
+            b.last_ts.store(ts, Ordering::Relaxed);
+            let hp = self.data_ptr(cpu, pos) as *mut u64;
+            // rec_len <= max_record <= 16 + MAX_PAYLOAD: the payload length fits in 24 bits.
+            let (w0, w1) = faultline_wire::extended_header_words(
+                PENDING_RECORD_ID,
+                ts,
+                (rec_len - RECORD_HEADER_SIZE) as u32,
+            );
+            // SAFETY: [pos, end) is ours (see Reservation::payload); pos is 8-aligned and the
+            // extended header is 16 bytes (rec_len >= 16).
             unsafe {
-                std::ptr::write(
-                    hp as *mut RecordHeader,
-                    RecordHeader {
-                        timestamp: ts,
-                        id: PENDING_RECORD_ID,
-                        // rec_len <= max_record < 1 GiB: the payload length fits.
-                        len: (rec_len - RECORD_HEADER_SIZE) as u32,
-                    },
-                )
-            };
+                hp.write(w0.to_le());
+                hp.add(1).write(w1.to_le());
+            }
             let commit_len = if switch { rec_len } else { end - old };
             return Ok((cpu, pos, commit_len));
         }
@@ -1427,17 +1503,42 @@ impl Channel {
     }
 
     /// Commit a reservation dropped without [`Reservation::commit`] as a padding record
-    /// (`faultline_wire`): its id becomes [`DISCARDED_RECORD_ID`] and its payload zeros.
+    /// (`faultline_wire`), in place and with the reservation's timestamp: a compact record
+    /// becomes compact padding (its payload's first 4 bytes take the padding id, so
+    /// `len - 4` zero bytes follow), an extended one gets the id [`DISCARDED_RECORD_ID`]; the
+    /// payload is zeroed.
     #[cold]
     #[inline(never)]
-    fn discard(&self, cpu: u32, pos: u64, commit_len: u64, payload_len: u64) {
-        let p = self.data_ptr(cpu, pos + faultline_wire::off::RECORD_ID as u64);
-        let payload = self.data_ptr(cpu, pos + RECORD_HEADER_SIZE);
+    fn discard(
+        &self,
+        cpu: u32,
+        pos: u64,
+        commit_len: u64,
+        payload_len: u64,
+        ts: u64,
+        compact: bool,
+    ) {
+        let p = self.data_ptr(cpu, pos);
         // SAFETY: the record header and its payload lie in the dropped reservation, inside one
-        // sub-buffer, exclusively its owner's until this commit (see Reservation::payload).
+        // sub-buffer, exclusively its owner's until this commit (see Reservation::payload). A
+        // compact record has payload_len >= MIN_COMPACT_PAYLOAD (4), so the 11-byte padding
+        // header fits in its 7 + payload_len bytes.
         unsafe {
-            std::ptr::write_unaligned(p as *mut u32, DISCARDED_RECORD_ID);
-            std::ptr::write_bytes(payload, 0, payload_len as usize);
+            if compact {
+                let h = faultline_wire::RecordHeader {
+                    timestamp: ts,
+                    id: DISCARDED_RECORD_ID,
+                    len: (payload_len - faultline_wire::MIN_COMPACT_PAYLOAD as u64) as u32,
+                    form: faultline_wire::HeaderForm::CompactPadding,
+                }
+                .encode();
+                std::ptr::copy_nonoverlapping(h.as_ptr(), p, h.len());
+                std::ptr::write_bytes(p.add(h.len()), 0, (payload_len - 4) as usize);
+            } else {
+                let id = p.add(faultline_wire::EXTENDED_ID_OFFSET);
+                std::ptr::write_unaligned(id as *mut u32, DISCARDED_RECORD_ID);
+                std::ptr::write_bytes(p.add(RECORD_HEADER_SIZE as usize), 0, payload_len as usize);
+            }
         }
         self.commit_range(cpu, pos, commit_len);
     }

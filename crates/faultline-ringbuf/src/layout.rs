@@ -27,6 +27,7 @@
 //! | `SubbufCounters::remote` | committers that migrated off CPU k; everyone in atomic mode | atomic fetch_add from any CPU |
 //! | `BufferHeader::consumed` | the consumer only | release store |
 //! | `BufferHeader::lost_*`, `remote_commits`, `deliveries` | writers on any CPU | atomic fetch_add (slow paths) |
+//! | `BufferHeader::last_ts` | every reserver of buffer k, after its reserve section | relaxed store |
 //! | `BufferHeader::active` | first writer on CPU k | compare-exchange 0 -> 1 |
 //! | active map bit k (header page, byte 512 + k / 8) | first writers on CPU k, after `active` | release fetch_or |
 //! | `SubbufCounters::recovered` | dead-writer recovery only, when every writer is dead (`recover.rs`) | atomic fetch_add |
@@ -37,8 +38,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// First word of a channel's memfd: "FLTLCHN1".
 pub const CHANNEL_MAGIC: u64 = u64::from_le_bytes(*b"FLTLCHN1");
-/// Version of this layout; a channel with another version is refused.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Version of this layout; a channel with another version is refused (2: compact record
+/// headers, `BufferHeader::last_ts`).
+pub const LAYOUT_VERSION: u32 = 2;
 /// Cache line size the layout aligns shared words to.
 pub const CACHE_LINE: usize = 64;
 /// Page size the CPU regions are aligned to.
@@ -188,8 +190,12 @@ pub struct BufferHeader {
     /// Zero, never written (a buffer's number is its position; writing it at creation would
     /// allocate a page of every possible buffer).
     pub cpu: u32,
+    /// Timestamp of some reservation of this buffer (the floor of the compact-header decision,
+    /// `channel.rs`): stored (relaxed) by each reserver after its reserve critical section,
+    /// so any value read is the timestamp of a reservation that precedes the reader's.
+    pub last_ts: AtomicU64,
     /// Padding to the end of line 0.
-    pub _pad0: [u64; 6],
+    pub _pad0: [u64; 5],
     // Line 1: consumer-owned.
     /// Consumer's position: bytes taken out (free-running); written by the consumer only (release).
     pub consumed: AtomicU64,
@@ -218,6 +224,7 @@ pub struct BufferHeader {
 const _: () = {
     use std::mem::{offset_of, size_of};
     assert!(size_of::<BufferHeader>() == 256);
+    assert!(offset_of!(BufferHeader, last_ts) == 16);
     assert!(offset_of!(BufferHeader, consumed) == 64);
     assert!(offset_of!(BufferHeader, lost_full) == 128);
 };

@@ -131,17 +131,51 @@ impl Channel {
         unsafe { std::ptr::write_bytes(self.data_ptr(cpu, pos), 0, len as usize) }
     }
 
-    /// Write a padding record of `len` bytes in all (header included, `len >= 16`) at `pos`.
+    /// Write a padding record of `len` bytes in all (header included, `len >= 16`) at `pos`,
+    /// with an extended header.
     fn wr_discarded(&self, cpu: u32, pos: u64, ts: u64, len: u64) {
-        let h = RecordHeader {
-            timestamp: ts,
-            id: DISCARDED_RECORD_ID,
-            len: (len - RECORD_HEADER_SIZE) as u32,
-        };
-        let (w0, w1) = h.words();
+        // len <= sub-buffer size <= 1 GiB; the payload length is cut to 24 bits only for a
+        // span no writer can reserve (max_record caps records at 16 + MAX_PAYLOAD).
+        let (w0, w1) = faultline_wire::extended_header_words(
+            DISCARDED_RECORD_ID,
+            ts,
+            (len - RECORD_HEADER_SIZE) as u32,
+        );
         self.wr_u64(cpu, pos, w0);
         self.wr_u64(cpu, pos + 8, w1);
         self.wr_zeros(cpu, pos + RECORD_HEADER_SIZE, len - RECORD_HEADER_SIZE);
+    }
+
+    /// Turn the pending record at `pos` (its header of form `form`, `len` bytes in all) into
+    /// a padding record in place, keeping its timestamp `ts` (`faultline_wire`): compact
+    /// becomes compact padding, extended gets the padding id; the payload is zeroed.
+    fn wr_pending_to_padding(
+        &self,
+        cpu: u32,
+        pos: u64,
+        ts: u64,
+        len: u64,
+        form: faultline_wire::HeaderForm,
+    ) {
+        if form == faultline_wire::HeaderForm::Extended {
+            self.wr_u32(cpu, pos + 1, DISCARDED_RECORD_ID);
+            self.wr_zeros(cpu, pos + RECORD_HEADER_SIZE, len - RECORD_HEADER_SIZE);
+        } else {
+            // A compact record that reads as pending has a payload of at least 4 bytes
+            // (record_at): room for the padding id.
+            let pad = faultline_wire::COMPACT_PADDING_HEADER_SIZE as u64;
+            self.wr_u32(cpu, pos, faultline_wire::compact_word(faultline_wire::PADDING_TAG, ts));
+            self.wr_u32(cpu, pos + 4, DISCARDED_RECORD_ID);
+            // The u24 length then the payload's zeros: write the length's 3 bytes as part of
+            // a zeroed range.
+            self.wr_zeros(cpu, pos + 8, len - 8);
+            let l = (len - pad) as u32;
+            for (i, b) in l.to_le_bytes()[..3].iter().enumerate() {
+                // SAFETY: pos + 8 + i < pos + len (len >= 11), inside the record; no writer
+                // is alive.
+                unsafe { *self.data_ptr(cpu, pos + 8 + i as u64) = *b };
+            }
+        }
     }
 
     /// Complete every sub-buffer left incomplete by writers that died between reserve and
@@ -272,17 +306,17 @@ impl Channel {
             let mut x = PACKET_HEADER_SIZE;
             let mut content = end;
             while x < end {
-                if x + RECORD_HEADER_SIZE > end {
+                if x + faultline_wire::COMPACT_HEADER_SIZE as u64 > end {
                     // Too short for a record: only a cut chain.
                     content = x;
                     break;
                 }
-                if let Some((ts, id, len)) = self.record_at(cpu, sb, x, end, floor, ts_max) {
+                if let Some((ts, id, len, form)) = self.record_at(cpu, sb, x, end, floor, ts_max)
+                {
                     if id == PENDING_RECORD_ID {
                         // A padding record now: the id, and zeros over what the dead writer
                         // may have half-copied.
-                        self.wr_u32(cpu, sb + x + 8, DISCARDED_RECORD_ID);
-                        self.wr_zeros(cpu, sb + x + RECORD_HEADER_SIZE, len - RECORD_HEADER_SIZE);
+                        self.wr_pending_to_padding(cpu, sb + x, ts, len, form);
                         r.records += 1;
                     }
                     // Padding records stay in the packet (readers skip them, but their time
@@ -291,6 +325,12 @@ impl Channel {
                     floor = ts;
                     x = align_up(x + len, RECORD_ALIGN);
                     continue;
+                }
+                if x + RECORD_HEADER_SIZE > end {
+                    // Not a record, and too short for a padding record: a cut chain (or a
+                    // header-less last reservation, left out of the content).
+                    content = x;
+                    break;
                 }
                 // Not a record of this lap: a reservation whose header was never written
                 // (module docs). Where does it end?
@@ -305,12 +345,12 @@ impl Channel {
                 } else {
                     // Stale bytes of an older lap (overwrite mode) or garbage: at the next
                     // header that reads as a record of this lap.
-                    while y + RECORD_HEADER_SIZE <= end
+                    while y + faultline_wire::COMPACT_HEADER_SIZE as u64 <= end
                         && self.record_at(cpu, sb, y, end, floor, ts_max).is_none()
                     {
                         y += 8;
                     }
-                    y + RECORD_HEADER_SIZE <= end
+                    y + faultline_wire::COMPACT_HEADER_SIZE as u64 <= end
                 };
                 if !found && !end_known {
                     // The dead switcher's padding: the content ends here.
@@ -412,10 +452,12 @@ impl Channel {
         PacketHeader::parse(&hb)
     }
 
-    /// The record header at offset `x` of the sub-buffer at `sb` as `(timestamp, id, len)` —
-    /// `len` the record's bytes, header included — if it reads as a record of the current lap:
-    /// it fits before `end` and its timestamp lies in `[floor, ts_max]` (module docs). The
-    /// caller checks `x + RECORD_HEADER_SIZE <= end`.
+    /// The record header at offset `x` of the sub-buffer at `sb` as `(timestamp, id, len,
+    /// form)` — `len` the record's bytes, header included — if it reads as a record of the
+    /// current lap: it fits before `end`, its timestamp (a compact one rebuilt from `floor`, the
+    /// previous record's) lies in `[floor, ts_max]` (module docs), and a compact record has the
+    /// payload of at least [`faultline_wire::MIN_COMPACT_PAYLOAD`] bytes every writer gives it
+    /// (so zeroed memory never reads as one). The caller checks `x + 7 <= end`.
     fn record_at(
         &self,
         cpu: u32,
@@ -424,13 +466,20 @@ impl Channel {
         end: u64,
         floor: u64,
         ts_max: u64,
-    ) -> Option<(u64, u32, u64)> {
-        let ts = self.rd_u64(cpu, sb + x);
-        let idlen = self.rd_u64(cpu, sb + x + 8);
-        // The header's second word: id | payload length << 32 (RecordHeader::words).
-        let (id, len) = (idlen as u32, RECORD_HEADER_SIZE + (idlen >> 32));
+    ) -> Option<(u64, u32, u64, faultline_wire::HeaderForm)> {
+        let n = (end - x).min(RECORD_HEADER_SIZE) as usize;
+        let mut hb = [0u8; RECORD_HEADER_SIZE as usize];
+        // SAFETY: [sb + x, sb + x + n) lies inside the sub-buffer (x + n <= end <= its size),
+        // which data_ptr maps into the data area; no writer is alive.
+        unsafe { std::ptr::copy_nonoverlapping(self.data_ptr(cpu, sb + x), hb.as_mut_ptr(), n) };
+        let h = faultline_wire::RecordHeader::parse_at(&hb[..n], 0, floor).ok()?;
+        let len = h.record_len()? as u64;
+        let short_compact = h.form != faultline_wire::HeaderForm::Extended
+            && h.len < faultline_wire::MIN_COMPACT_PAYLOAD as u32
+            && h.id != DISCARDED_RECORD_ID;
         let fits = len <= end - x;
-        (fits && ts >= floor && ts <= ts_max).then_some((ts, id, len))
+        (fits && !short_compact && h.timestamp >= floor && h.timestamp <= ts_max)
+            .then_some((h.timestamp, h.id, len, h.form))
     }
 
     /// Time floor of the sub-buffer at `sb` whose opener died before its packet header store,
@@ -447,8 +496,8 @@ impl Channel {
         let word = self.rd_u64(cpu, sb + 32);
         for floor in [word.max(1), 1] {
             let mut x = PACKET_HEADER_SIZE;
-            while x + RECORD_HEADER_SIZE <= s {
-                if let Some((ts, _, _)) = self.record_at(cpu, sb, x, s, floor, ts_max) {
+            while x + faultline_wire::COMPACT_HEADER_SIZE as u64 <= s {
+                if let Some((ts, _, _, _)) = self.record_at(cpu, sb, x, s, floor, ts_max) {
                     return ts;
                 }
                 x += 8;

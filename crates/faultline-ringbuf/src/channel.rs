@@ -872,6 +872,12 @@ impl Channel {
     pub fn mode(&self) -> Mode {
         self.geo.mode
     }
+    /// Whether writers of this channel use compact record headers where they can
+    /// (`faultline_wire`): the rseq fast path with the TSC, in discard mode, without abort
+    /// injection. Otherwise every record has an extended header (module docs).
+    pub fn compact_headers(&self) -> bool {
+        matches!(self.path, FAST_RSEQ | FAST_CID) && self.compact_window != 0
+    }
     /// rseq or atomic commit path.
     pub fn sync_mode(&self) -> SyncMode {
         self.geo.sync
@@ -1229,7 +1235,6 @@ impl Channel {
                 (ts, may_compact && ts.wrapping_sub(floor) < window)
             }
         };
-        b.last_ts.store(ts, Ordering::Relaxed);
         // Release: as in reserve_slow (pairs with the overwrite-mode reader's acquire fence).
         fence(Ordering::Release);
         let hp = self.data_ptr(cpu, pos) as *mut u64;
@@ -1257,6 +1262,10 @@ impl Channel {
                 hp.add(1).write(w1.to_le());
             }
         }
+        // After the header store: a floor is always the timestamp of a record whose header
+        // exists, so recovery can rebuild a compact timestamp even after a writer that died
+        // before its header store (module docs, "Compact headers").
+        b.last_ts.store(ts, Ordering::Relaxed);
         let end = if compact { end_compact } else { end };
         Some(Reservation {
             chan: self,
@@ -1337,6 +1346,12 @@ impl Channel {
                 (sb + PACKET_HEADER_SIZE, true)
             };
             let end = pos + rec_len;
+            if switch {
+                // A new packet: no compact header until a record of it has its header
+                // written and stores its timestamp (module docs, "Compact headers"). Before
+                // the reservation, so a writer that sees it reads 0 or a later store.
+                b.last_ts.store(0, Ordering::Relaxed);
+            }
             let ops = BufOps { chan: self, cpu };
             let attempt = if switch && sb_off != 0 {
                 // Closes the sub-buffer holding `old`: snapshot the loss counters before the
@@ -1356,8 +1371,6 @@ impl Channel {
             if switch {
                 self.switch_subbuf(cpu, old, pos - PACKET_HEADER_SIZE, ts, lost);
             }
-            // Relaxed: see reserve_fast (the floor of later compact decisions).
-            b.last_ts.store(ts, Ordering::Relaxed);
             let hp = self.data_ptr(cpu, pos) as *mut u64;
             // rec_len <= max_record <= 16 + MAX_PAYLOAD: the payload length fits in 24 bits.
             let (w0, w1) = faultline_wire::extended_header_words(
@@ -1371,6 +1384,9 @@ impl Channel {
                 hp.write(w0.to_le());
                 hp.add(1).write(w1.to_le());
             }
+            // Relaxed, after the header store: see reserve_fast (the floor of later compact
+            // decisions).
+            b.last_ts.store(ts, Ordering::Relaxed);
             let commit_len = if switch { rec_len } else { end - old };
             return Ok((cpu, pos, commit_len));
         }

@@ -305,10 +305,12 @@ impl Channel {
             let mut floor = ts_begin;
             let mut x = PACKET_HEADER_SIZE;
             let mut content = end;
+            // End of the last record walked (unaligned: compact records end anywhere).
+            let mut chain_end = PACKET_HEADER_SIZE;
             while x < end {
                 if x + faultline_wire::COMPACT_HEADER_SIZE as u64 > end {
                     // Too short for a record: only a cut chain.
-                    content = x;
+                    content = chain_end;
                     break;
                 }
                 if let Some((ts, id, len, form)) = self.record_at(cpu, sb, x, end, floor, ts_max)
@@ -323,13 +325,14 @@ impl Channel {
                     // still counts for order), so `timestamp_end` covers them too.
                     last_ts = last_ts.max(ts);
                     floor = ts;
+                    chain_end = x + len;
                     x = align_up(x + len, RECORD_ALIGN);
                     continue;
                 }
                 if x + RECORD_HEADER_SIZE > end {
                     // Not a record, and too short for a padding record: a cut chain (or a
                     // header-less last reservation, left out of the content).
-                    content = x;
+                    content = chain_end;
                     break;
                 }
                 // Not a record of this lap: a reservation whose header was never written
@@ -354,12 +357,13 @@ impl Channel {
                 };
                 if !found && !end_known {
                     // The dead switcher's padding: the content ends here.
-                    content = x;
+                    content = chain_end;
                     break;
                 }
                 let y = if found { y } else { end };
                 self.wr_discarded(cpu, sb + x, floor, y - x);
                 r.records += 1;
+                chain_end = y;
                 x = y;
             }
             if end_known && !is_current {

@@ -114,8 +114,12 @@ fn discard_mode_drops_with_exact_counts_when_consumer_stops() {
     for sync in syncs() {
         let cpu = pin_first();
         let ch = Channel::create(&cfg(Mode::Discard, sync, 1024, 4)).unwrap();
-        // 40-byte payload => 56-byte records; (1024-128-1)/56 = 15 records per sub-buffer
-        // (a record must end strictly before the sub-buffer end).
+        // 40-byte payload => 56-byte records with extended headers; (1024-128-1)/56 = 15
+        // records per sub-buffer (a record must end strictly before the sub-buffer end). With
+        // compact headers: the first (the switch) extended at 128..184, then 48-byte compact
+        // records while an extended one would still fit (the fast path's rule): 184 + 48k +
+        // 56 < 1024 for k = 0..=16, so 18 records.
+        let per = if ch.compact_headers() { 18 } else { 15 };
         let mut ok = 0u64;
         let mut lost = 0u64;
         for i in 0..200u64 {
@@ -131,8 +135,8 @@ fn discard_mode_drops_with_exact_counts_when_consumer_stops() {
         }
         assert_eq!(
             ok,
-            4 * 15,
-            "exactly four sub-buffers of 15 records fit, {sync:?}"
+            4 * per,
+            "exactly four sub-buffers of {per} records fit, {sync:?}"
         );
         assert_eq!(lost, 200 - ok);
         let st = ch.cpu_stats(cpu).unwrap();
@@ -142,14 +146,14 @@ fn discard_mode_drops_with_exact_counts_when_consumer_stops() {
         // carry the cumulative discarded count at close time.
         let (recs, infos) = drain(&ch);
         assert_eq!(infos.len(), 3);
-        assert_eq!(recs.len(), 45);
+        assert_eq!(recs.len() as u64, 3 * per);
         // After the consumer caught up, writing resumes; the next packet closes with the count.
         let mut r = ch.reserve(2, 40).unwrap();
         r.payload().fill(0xAA);
         r.commit();
         assert!(ch.flush_all(true).is_empty());
         let (recs2, infos2) = drain(&ch);
-        assert_eq!(recs2.len(), 16);
+        assert_eq!(recs2.len() as u64, per + 1);
         let last = infos2.last().unwrap();
         assert_eq!(last.header.events_discarded, lost);
         assert_eq!(last.header.lost_full, lost);
@@ -358,12 +362,13 @@ fn consumer_rejects_garbage_shared_memory() {
         ));
         *(base.add(data) as *mut u32) = 0xC1FC1FC1;
         // a record length pointing past the content
-        *(base.add(data + 128 + 12) as *mut u32) = 5000;
+        // (the first record's header is extended: a u24 length at 13)
+        *(base.add(data + 128 + 13) as *mut u16) = 5000;
         assert!(matches!(
             cons.next_packet(cpu, &mut buf),
             Err(ReadError::Corrupt { .. })
         ));
-        *(base.add(data + 128 + 12) as *mut u32) = 20; // the payload length
+        *(base.add(data + 128 + 13) as *mut u16) = 20; // the payload length
         assert!(cons.next_packet(cpu, &mut buf).unwrap().is_some());
     }
     // A garbage header is refused at open time.
@@ -474,7 +479,11 @@ fn dropped_reservation_is_a_zeroed_padding_record() {
             walked,
             vec![
                 (1, vec![0x11; 8]),
-                (faultline_ringbuf::wire::PADDING_ID, vec![0; 20]),
+                // Compact padding gives 4 payload bytes to the padding id.
+                (
+                    faultline_ringbuf::wire::PADDING_ID,
+                    vec![0; if ch.compact_headers() { 16 } else { 20 }]
+                ),
                 (3, vec![0x33; 4]),
             ],
             "{sync:?}"

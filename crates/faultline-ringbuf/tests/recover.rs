@@ -55,10 +55,11 @@ fn scenario(sync: SyncMode, zero_header: bool) {
     if zero_header {
         // The writer died between its reservation and its header store: header and payload
         // are still the zeros a fresh (or consumer-zeroed) sub-buffer holds.
+        let h = if dead.is_compact() { 7 } else { 16 };
         let p = dead.payload().as_mut_ptr();
-        // SAFETY: the 16-byte record header sits right before the payload, inside the same
-        // exclusive reservation; nobody else writes it.
-        unsafe { std::ptr::write_bytes(p.sub(16), 0, 16) };
+        // SAFETY: the record header (7 bytes compact, 16 extended) sits right before the
+        // payload, inside the same exclusive reservation; nobody else writes it.
+        unsafe { std::ptr::write_bytes(p.sub(h), 0, h) };
         dead.payload().fill(0);
     } else {
         dead.payload().fill(0xdd); // died while copying, after the header
@@ -213,6 +214,10 @@ impl Shm {
     fn data_at(&self, pos: u64) -> *mut u8 {
         self.at(self.data + (pos & (self.buf_size - 1)) as usize)
     }
+    /// `BufferHeader::last_ts` (the compact-header floor; offset 16 of the buffer header).
+    fn last_ts(&self) -> *mut u64 {
+        self.at(self.region + 16) as *mut u64
+    }
     /// The REMOTE commit counter of sub-buffer `idx`.
     fn remote(&self, idx: u64) -> *mut u64 {
         self.at(self.region + 256 + 128 * idx as usize + 64) as *mut u64
@@ -267,7 +272,9 @@ fn overwrite_mode_dead_writer_before_its_header_leaves_no_stale_record() {
         let mut stale = [0u8; 16];
         // SAFETY: test-only copy of 16 bytes inside the mapping.
         unsafe { std::ptr::copy_nonoverlapping(shm.data_at(pos), stale.as_mut_ptr(), 16) };
-        assert_eq!(u32::from_le_bytes(stale[8..12].try_into().unwrap()), 12);
+        // Overwrite mode writes extended headers only: the id is the u32 at 1.
+        assert!(!ch.compact_headers());
+        assert_eq!(u32::from_le_bytes(stale[1..5].try_into().unwrap()), 12);
         let dead = ch.reserve(100, 24).unwrap();
         // The writer dies before its header store: the header still reads lap 0's.
         // SAFETY: test-only write of 16 bytes inside the mapping, in the dead reservation.
@@ -383,9 +390,12 @@ fn dead_opener_in_a_full_buffer(mode: Mode, sync: SyncMode) {
     })
     .unwrap();
     let shm = Shm::new(&ch, cpu);
-    // 40-byte records, 22 per sub-buffer. Discard: fill sub-buffer 0. Overwrite: a whole lap
-    // and sub-buffer 4 (slot 0 again), so slot 1 holds lap 0's header and records.
-    let before = if mode == Mode::Discard { 22 } else { 110 };
+    // 40-byte records, 22 per sub-buffer (27 with compact headers: one extended 40, then 32-byte
+    // compact ones while an extended one still fits, 168 + 32k + 40 < 1024). Discard: fill
+    // sub-buffer 0. Overwrite: a whole lap and sub-buffer 4 (slot 0 again), so slot 1 holds
+    // lap 0's header and records.
+    let per = if ch.compact_headers() { 27 } else { 22 };
+    let before = if mode == Mode::Discard { per } else { 5 * per };
     for i in 0..before {
         commit_id(&ch, i);
     }
@@ -400,8 +410,13 @@ fn dead_opener_in_a_full_buffer(mode: Mode, sync: SyncMode) {
     // SAFETY: test-only copies of 144 bytes inside the mapping.
     unsafe { std::ptr::copy_nonoverlapping(shm.data_at(slot), old.as_mut_ptr(), 144) };
     let dead = ch.reserve(before, 24).unwrap();
-    // SAFETY: as above, inside the dead reservation's sub-buffer.
-    unsafe { std::ptr::copy_nonoverlapping(old.as_ptr(), shm.data_at(slot), 144) };
+    // SAFETY: as above, inside the dead reservation's sub-buffer. A writer that dies before its
+    // header store has not stored its timestamp as the compact floor either: the floor is
+    // still the 0 the opener stores before its reservation.
+    unsafe {
+        std::ptr::copy_nonoverlapping(old.as_ptr(), shm.data_at(slot), 144);
+        *shm.last_ts() = 0;
+    }
     std::mem::forget(dead);
     // The consumer takes what is complete, up to the packet the dead opener closed.
     let first = packets(&ch, cpu);
@@ -411,7 +426,7 @@ fn dead_opener_in_a_full_buffer(mode: Mode, sync: SyncMode) {
         .0
         .timestamp_end;
     // Fill that sub-buffer, the next two and part of the next lap's: the buffer is full.
-    for i in before + 1..before + 1 + 21 + 22 + 22 + 5 {
+    for i in before + 1..before + 1 + (per - 1) + per + per + 5 {
         commit_id(&ch, i);
     }
     // Discard mode: recovery finds the time on its own. Overwrite mode: the slot holds an older

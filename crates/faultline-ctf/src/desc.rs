@@ -333,6 +333,11 @@ pub fn metadata(desc: &TraceDesc) -> Result<String> {
         "typealias integer {{ size = 64; align = 8; signed = false; byte_order = le; map = clock.{}.value; }} := uint64_clock_t;",
         c.name
     );
+    let _ = writeln!(
+        w,
+        "typealias integer {{ size = 27; align = 1; signed = false; byte_order = le; map = clock.{}.value; }} := uint27_clock_t;",
+        c.name
+    );
     let _ = writeln!(w);
     let _ = writeln!(w, "stream {{");
     let _ = writeln!(w, "\tid = 0;");
@@ -355,12 +360,31 @@ pub fn metadata(desc: &TraceDesc) -> Result<String> {
         let _ = writeln!(w, "\t\t{f};");
     }
     let _ = writeln!(w, "\t}};");
+    // The record header of `faultline_wire`: LTTng-style compact / extended headers (a 5-bit
+    // tag then a variant), plus the compact padding form; `len` as a 24-bit event context.
     let _ = writeln!(w, "\tevent.header := struct {{");
-    let _ = writeln!(w, "\t\tuint64_clock_t timestamp;");
-    let _ = writeln!(w, "\t\tuint32_t id;");
+    let _ = writeln!(
+        w,
+        "\t\tenum : integer {{ size = 5; align = 1; signed = false; byte_order = le; }} \
+         {{ compact = 0 ... 29, padding = 30, extended = 31 }} id;"
+    );
+    let _ = writeln!(w, "\t\tvariant <id> {{");
+    let _ = writeln!(w, "\t\t\tstruct {{ uint27_clock_t timestamp; }} compact;");
+    let _ = writeln!(
+        w,
+        "\t\t\tstruct {{ uint27_clock_t timestamp; uint32_t id; }} padding;"
+    );
+    let _ = writeln!(
+        w,
+        "\t\t\tstruct {{ uint32_t id; uint64_clock_t timestamp; }} extended;"
+    );
+    let _ = writeln!(w, "\t\t}} v;");
     let _ = writeln!(w, "\t}} align(64);");
     let _ = writeln!(w, "\tevent.context := struct {{");
-    let _ = writeln!(w, "\t\tuint32_t len;");
+    let _ = writeln!(
+        w,
+        "\t\tinteger {{ size = 24; align = 8; signed = false; byte_order = le; }} len;"
+    );
     let _ = writeln!(w, "\t}};");
     let _ = writeln!(w, "}};");
     // The padding class comes before the program's classes, so a class added later is

@@ -34,6 +34,10 @@ pub struct PacketBuilder {
     /// The header [`PacketBuilder::finish`] writes (its `content_size` is computed).
     pub header: PacketHeader,
     buf: Vec<u8>,
+    /// Timestamp of the last record: the next one gets a compact header when it can
+    /// (the first record of a packet always gets an extended one, so `timestamp_begin` may be
+    /// set at any time before `finish`).
+    last_ts: Option<u64>,
 }
 
 impl PacketBuilder {
@@ -49,6 +53,7 @@ impl PacketBuilder {
                 ..PacketHeader::default()
             },
             buf: vec![0u8; PACKET_HEADER_SIZE],
+            last_ts: None,
         }
     }
 
@@ -63,14 +68,22 @@ impl PacketBuilder {
 
     /// Append one record at the next 8-byte aligned offset.
     pub fn record(&mut self, timestamp: u64, id: u32, payload: &[u8]) -> &mut Self {
-        faultline_wire::push_record(&mut self.buf, timestamp, id, payload);
+        faultline_wire::push_record(&mut self.buf, self.last_ts, timestamp, id, payload);
+        self.last_ts = Some(timestamp);
         self
     }
 
     /// Append a padding record ([`PADDING_ID`], `len` zero bytes of payload), as a writer's
     /// abandoned reservation leaves.
     pub fn padding(&mut self, timestamp: u64, len: usize) -> &mut Self {
-        faultline_wire::push_record(&mut self.buf, timestamp, PADDING_ID, &vec![0; len]);
+        faultline_wire::push_record(
+            &mut self.buf,
+            self.last_ts,
+            timestamp,
+            PADDING_ID,
+            &vec![0; len],
+        );
+        self.last_ts = Some(timestamp);
         self
     }
 

@@ -28,7 +28,6 @@ use crate::desc::ClockDesc;
 use crate::error::{CtfError, Result};
 use crate::layout::{
     check_header, off, record_at, PacketHeader, PACKET_HEADER_SIZE, PADDING_ID, PENDING_ID,
-    RECORD_HEADER_SIZE,
 };
 use crate::tsdl::{self, EventSchema, FieldSchema, Schema};
 use faultline_schema::{decode_field, FieldValue, Value};
@@ -492,6 +491,8 @@ struct Pending {
     end: usize,
     /// File offset of the record.
     file_offset: u64,
+    /// Bytes of its header.
+    header_len: usize,
 }
 
 /// Reads one stream file packet by packet.
@@ -503,6 +504,9 @@ struct StreamReader<'t> {
     buf: Vec<u8>,
     packet_offset: u64,
     pos: Option<usize>,
+    /// Timestamp of the previous record of the packet (its `timestamp_begin` before the
+    /// first): compact headers are rebuilt from it (`faultline_wire`).
+    prev_ts: u64,
     prev: Option<PacketHeader>,
 }
 
@@ -516,6 +520,7 @@ impl<'t> StreamReader<'t> {
             buf: Vec::new(),
             packet_offset: 0,
             pos: None,
+            prev_ts: 0,
             prev: None,
         }
     }
@@ -645,6 +650,7 @@ impl<'t> StreamReader<'t> {
             )?;
             self.buf.truncate(content_bytes);
             self.pos = (content_bytes > PACKET_HEADER_SIZE).then_some(PACKET_HEADER_SIZE);
+            self.prev_ts = h.timestamp_begin;
         } else {
             self.pos = None;
         }
@@ -679,8 +685,9 @@ impl<'t> StreamReader<'t> {
         loop {
             if let Some(pos) = self.pos {
                 let base = self.packet_offset;
-                let (rec, next) =
-                    record_at(&self.buf, pos).map_err(|(o, m)| self.err(base + o, m))?;
+                let (rec, next) = record_at(&self.buf, pos, self.prev_ts)
+                    .map_err(|(o, m)| self.err(base + o, m))?;
+                self.prev_ts = rec.timestamp;
                 if rec.id == PADDING_ID {
                     // An abandoned reservation (faultline_wire): skipped.
                     self.pos = next;
@@ -688,23 +695,24 @@ impl<'t> StreamReader<'t> {
                 }
                 if rec.id == PENDING_ID {
                     return Err(self.err(
-                        base + rec.offset as u64 + off::RECORD_ID as u64,
+                        base + rec.offset as u64,
                         "uncommitted (pending) record in a complete packet",
                     ));
                 }
                 if self.trace.event_schema(rec.id).is_none() {
                     return Err(self.err(
-                        base + rec.offset as u64 + 8,
+                        base + rec.offset as u64,
                         format!("unknown event id {}", rec.id),
                     ));
                 }
-                let start = rec.offset + RECORD_HEADER_SIZE;
+                let start = rec.payload_offset();
                 let p = Pending {
                     ts: rec.timestamp,
                     id: rec.id,
                     start,
                     end: start + rec.payload.len(),
                     file_offset: base + rec.offset as u64,
+                    header_len: rec.header_len,
                 };
                 self.pos = next;
                 return Ok(Some(p));
@@ -720,7 +728,7 @@ impl<'t> StreamReader<'t> {
             .event_schema(p.id)
             .ok_or_else(|| self.err(p.file_offset + 8, format!("unknown event id {}", p.id)))?;
         let payload = self.buf.get(p.start..p.end).unwrap_or(&[]);
-        let base = p.file_offset + RECORD_HEADER_SIZE as u64;
+        let base = p.file_offset + p.header_len as u64;
         walk_fields(ev, payload, self.path(), base, |_, _| {})
     }
 

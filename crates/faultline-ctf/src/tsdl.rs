@@ -233,6 +233,11 @@ enum Ty {
         fields: Vec<Field>,
         align: u64,
     },
+    /// `variant <tag> { options }` (only the event header's, see `check_event_header`).
+    Variant {
+        tag: String,
+        options: Vec<Field>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -637,7 +642,26 @@ impl Parser {
                     }
                 }
             }
-            "variant" | "typedef" | "const" => {
+            "variant" => {
+                self.bump();
+                self.expect("<")?;
+                let tag = match self.bump().tok {
+                    Tok::Ident(t) => t,
+                    t => {
+                        return self
+                            .err_here(format!("expected a tag name, found {}", Self::describe(&t)))
+                    }
+                };
+                self.expect(">")?;
+                let Ty::Struct { fields, .. } = self.struct_body()? else {
+                    return self.err_here("expected variant options");
+                };
+                Ty::Variant {
+                    tag,
+                    options: fields,
+                }
+            }
+            "typedef" | "const" => {
                 return self.err_here(format!("`{kw}` is not supported"));
             }
             _ => {
@@ -881,7 +905,99 @@ fn shape(ty: &Ty, clock: &str) -> String {
         Ty::Str => "string".into(),
         Ty::Enum { container, .. } => format!("enum<{}>", shape(container, clock)),
         Ty::Struct { .. } => "struct".into(),
+        Ty::Variant { .. } => "variant".into(),
     }
+}
+
+/// Shape of an integer of any size and alignment (`u27a1@clock`), for the event header.
+fn bits_shape(ty: &Ty, clock: &str) -> String {
+    match ty {
+        Ty::Int {
+            size,
+            align,
+            signed,
+            le,
+            map,
+            base_or_encoding_ok,
+        } if *le && *base_or_encoding_ok => {
+            let mut s = format!("{}{}a{}", if *signed { "i" } else { "u" }, size, align);
+            match map {
+                Some(m) if *m == format!("clock.{clock}.value") => s.push_str("@clock"),
+                Some(_) => s.push_str("@unknown-clock"),
+                None => {}
+            }
+            s
+        }
+        Ty::Enum { container, entries } => {
+            let e: Vec<String> = entries
+                .iter()
+                .map(|(l, lo, hi)| format!("{l}={lo}..{hi}"))
+                .collect();
+            format!("enum<{}>{{{}}}", bits_shape(container, clock), e.join(","))
+        }
+        Ty::Struct { fields, .. }
+        | Ty::Variant {
+            options: fields, ..
+        } => {
+            let tag = match ty {
+                Ty::Variant { tag, .. } => format!("<{tag}>"),
+                _ => String::new(),
+            };
+            let f: Vec<String> = fields
+                .iter()
+                .map(|f| {
+                    let dims = if f.dims.is_empty() { "" } else { "[]" };
+                    format!("{}: {}{dims}", f.name, bits_shape(&f.ty, clock))
+                })
+                .collect();
+            format!("{tag}{{{}}}", f.join("; "))
+        }
+        _ => "bad".into(),
+    }
+}
+
+/// The record header of `faultline_wire` (compact / compact padding / extended forms) as
+/// [`bits_shape`] describes it.
+const EVENT_HEADER_SHAPE: &str = "{id: enum<u5a1>{compact=0..29,padding=30..30,extended=31..31}; \
+     v: <id>{compact: {timestamp: u27a1@clock}; padding: {timestamp: u27a1@clock; id: u32a8}; \
+     extended: {id: u32a8; timestamp: u64a8@clock}}}";
+/// `len`: the payload bytes of the record (`faultline_wire`), 24 bits.
+const EVENT_CONTEXT_SHAPE: &str = "{len: u24a8}";
+
+/// Check `stream.event.header` or `stream.event.context` against the wire format's shape.
+fn check_record_struct(
+    what: &str,
+    ty: &Ty,
+    expected: &str,
+    align: u64,
+    clock: &str,
+    line: u32,
+    offset: u64,
+) -> PResult<()> {
+    if what == "stream.event.header"
+        && check_struct(what, ty, EVENT_HEADER_V1, 64, clock, 0, 0).is_ok()
+    {
+        return at(
+            line,
+            offset,
+            "stream.event.header: a trace with the 16-byte record headers of older faultline \
+             versions (u64 timestamp, u32 id, u32 len); this reader reads compact headers only \
+             (the general CTF reader and babeltrace2 still read it)",
+        );
+    }
+    let got = bits_shape(ty, clock);
+    let a = match ty {
+        Ty::Struct { align, .. } => *align,
+        _ => 0,
+    };
+    if got != expected || a != align {
+        return at(
+            line,
+            offset,
+            format!("{what}: expected `{expected}` aligned to {align} bits, found `{got}` aligned to {a}"),
+        );
+    }
+    Ok(())
 }
 
 fn field_shape(f: &Field, clock: &str) -> String {
@@ -969,9 +1085,8 @@ const PACKET_CONTEXT_V1: &[&str] = &[
     "lost_too_big: u64",
     "reserved: u64[3]",
 ];
-const EVENT_HEADER: &[&str] = &["timestamp: u64@clock", "id: u32"];
-/// `len`: the payload bytes of the record (`faultline_wire`).
-const EVENT_CONTEXT: &[&str] = &["len: u32"];
+/// The record header of traces written before compact headers (refused with a clear error).
+const EVENT_HEADER_V1: &[&str] = &["timestamp: u64@clock", "id: u32"];
 
 fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     let hex: Vec<u8> = s.bytes().filter(|&c| c != b'-').collect();
@@ -1301,10 +1416,10 @@ pub fn parse(src: &str) -> PResult<Schema> {
                 ctx = true;
             }
             ("event.header", EntryVal::Type(t)) => {
-                check_struct(
+                check_record_struct(
                     "stream.event.header",
                     t,
-                    EVENT_HEADER,
+                    EVENT_HEADER_SHAPE,
                     64,
                     &clock.name,
                     e.line,
@@ -1313,10 +1428,10 @@ pub fn parse(src: &str) -> PResult<Schema> {
                 ehdr = true;
             }
             ("event.context", EntryVal::Type(t)) => {
-                check_struct(
+                check_record_struct(
                     "stream.event.context",
                     t,
-                    EVENT_CONTEXT,
+                    EVENT_CONTEXT_SHAPE,
                     8,
                     &clock.name,
                     e.line,

@@ -74,7 +74,6 @@ use crate::desc::{metadata, EnvValue, TraceDesc};
 use crate::error::{CtfError, Result};
 use crate::layout::{
     align8, check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE, PADDING_ID, PENDING_ID,
-    RECORD_HEADER_SIZE,
 };
 use faultline_schema::{decode_field, FieldDesc};
 use serde::Serialize;
@@ -620,7 +619,7 @@ impl TraceWriter {
             let r = r.map_err(|(o, m)| bad(o as usize, m))?;
             if r.id == PENDING_ID {
                 return Err(bad(
-                    r.offset + off::RECORD_ID,
+                    r.offset,
                     "uncommitted (pending) record in a complete packet".into(),
                 ));
             }
@@ -642,12 +641,8 @@ impl TraceWriter {
             let Some(fields) = self.ids.get(r.id) else {
                 return Err(bad(r.offset + 8, format!("undeclared event id {}", r.id)));
             };
-            check_payload(fields, r.payload).map_err(|(o, m)| {
-                bad(
-                    r.offset + RECORD_HEADER_SIZE + o,
-                    format!("event id {}: {m}", r.id),
-                )
-            })?;
+            check_payload(fields, r.payload)
+                .map_err(|(o, m)| bad(r.payload_offset() + o, format!("event id {}: {m}", r.id)))?;
             if r.timestamp < last_ts || r.timestamp > h.timestamp_end {
                 return Err(bad(
                     r.offset,

@@ -1256,8 +1256,11 @@ impl Channel {
                     .to_le(),
                 );
             } else {
-                let (w0, w1) =
-                    faultline_wire::extended_header_words(PENDING_RECORD_ID, ts, payload_len as u32);
+                let (w0, w1) = faultline_wire::extended_header_words(
+                    PENDING_RECORD_ID,
+                    ts,
+                    payload_len as u32,
+                );
                 hp.write(w0.to_le());
                 hp.add(1).write(w1.to_le());
             }

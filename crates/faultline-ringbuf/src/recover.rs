@@ -164,7 +164,11 @@ impl Channel {
             // A compact record that reads as pending has a payload of at least 4 bytes
             // (record_at): room for the padding id.
             let pad = faultline_wire::COMPACT_PADDING_HEADER_SIZE as u64;
-            self.wr_u32(cpu, pos, faultline_wire::compact_word(faultline_wire::PADDING_TAG, ts));
+            self.wr_u32(
+                cpu,
+                pos,
+                faultline_wire::compact_word(faultline_wire::PADDING_TAG, ts),
+            );
             self.wr_u32(cpu, pos + 4, DISCARDED_RECORD_ID);
             // The u24 length then the payload's zeros: write the length's 3 bytes as part of
             // a zeroed range.
@@ -313,8 +317,7 @@ impl Channel {
                     content = chain_end;
                     break;
                 }
-                if let Some((ts, id, len, form)) = self.record_at(cpu, sb, x, end, floor, ts_max)
-                {
+                if let Some((ts, id, len, form)) = self.record_at(cpu, sb, x, end, floor, ts_max) {
                     if id == PENDING_RECORD_ID {
                         // A padding record now: the id, and zeros over what the dead writer
                         // may have half-copied.
@@ -482,8 +485,12 @@ impl Channel {
             && h.len < faultline_wire::MIN_COMPACT_PAYLOAD as u32
             && h.id != DISCARDED_RECORD_ID;
         let fits = len <= end - x;
-        (fits && !short_compact && h.timestamp >= floor && h.timestamp <= ts_max)
-            .then_some((h.timestamp, h.id, len, h.form))
+        (fits && !short_compact && h.timestamp >= floor && h.timestamp <= ts_max).then_some((
+            h.timestamp,
+            h.id,
+            len,
+            h.form,
+        ))
     }
 
     /// Time floor of the sub-buffer at `sb` whose opener died before its packet header store,

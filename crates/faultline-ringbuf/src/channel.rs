@@ -35,6 +35,32 @@
 //! apply the same strict-fit rule. Where the nanoseconds of the fast path go:
 //! `docs/ringbuf-cost.md` and `examples/reserve_cost.rs`.
 //!
+//! # Compact headers
+//! Records use the compact 7-byte header of `faultline_wire` (5-bit id, 27 timestamp bits,
+//! u24 length) only on the inline fast path (rseq, TSC, discard mode, no abort injection;
+//! [`Channel::compact_headers`]) and only when the reader can rebuild the timestamp exactly:
+//! `ts - prev < 2^27` for the record `prev` right before it in the packet. The writer cannot
+//! see `prev`; it uses a floor instead, `BufferHeader::last_ts`, which every reserver stores
+//! (relaxed) **after its header store**, and a packet's opener resets to 0 **before** its
+//! reservation. So a value read (after the acquire load of `write_offset`) is 0 or the
+//! timestamp of a reservation that precedes ours in offset order, in the same packet, with its
+//! header written; timestamps follow offset order (read inside the reserve section), so
+//! `floor <= prev <= ts` and `ts - floor < 2^27` implies the rebuild is exact. The decision is
+//! made inside the reserve critical section (`faultline_rseq::cmpeqv_storev_tsc_pick_on`):
+//! it reads the TSC, compares it with the floor, and stores the compact or the extended end.
+//! Deciding outside (from a timestamp read before the section) breaks it: a writer preempted
+//! between the read and the section lands after later records with an older timestamp.
+//! Everywhere else (atomic mode or the monotonic clock: the timestamp is read outside the
+//! compare-and-store, so not in offset order; overwrite mode: recovery could not tell an older
+//! lap's compact header from this lap's; a packet's first record) records get the 16-byte
+//! extended header. A dropped or dead compact reservation is rewritten in place as compact
+//! padding (11 bytes: it has at least 4 payload bytes), keeping its 27 timestamp bits.
+//!
+//! Known limit: a writer of the previous packet preempted between its reserve section and its
+//! `last_ts` store can store its (older) timestamp after the next packet's opener reset it; if
+//! that opener then dies before its header store, recovery rebuilds the next compact records
+//! from its own time floor, exact only within 2^27 ticks of it (the trace stays ordered).
+//!
 //! # Commit
 //! The reservation remembers `(cpu, sub-buffer, lap)` from step 2 and commits there, LOCAL if
 //! still on `cpu`, REMOTE otherwise ([`crate::commit`]). Never recomputed from the current CPU

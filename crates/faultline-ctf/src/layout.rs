@@ -114,13 +114,14 @@ mod tests {
             .record(12, 3, &[9; 8]);
         let pk = p.finish(512);
         let h = PacketHeader::parse_slice(&pk).unwrap();
-        assert_eq!(h.content_bytes(), 128 + 24 + 24 + 24);
+        // Extended first record (16 + 3, aligned 24), compact padding (11 + 5), compact (7 + 8).
+        assert_eq!(h.content_bytes(), 128 + 24 + 16 + 15);
         assert_eq!(h.packet_bytes(), 512);
         let recs: Vec<_> = Records::new(&pk[..h.content_bytes() as usize])
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(recs.len(), 3);
         assert!(recs[1].is_padding() && recs[1].payload == [0; 5]);
-        assert_eq!((recs[2].offset, recs[2].timestamp), (176, 12));
+        assert_eq!((recs[2].offset, recs[2].timestamp), (168, 12));
     }
 }

@@ -372,7 +372,7 @@ pub fn metadata(desc: &TraceDesc) -> Result<String> {
     let _ = writeln!(w, "\t\t\tstruct {{ uint27_clock_t timestamp; }} compact;");
     let _ = writeln!(
         w,
-        "\t\t\tstruct {{ uint27_clock_t timestamp; uint32_t id; }} padding;"
+        "\t\t\tstruct {{ uint27_clock_t timestamp; integer {{ size = 32; align = 1; signed = false; byte_order = le; }} id; }} padding;"
     );
     let _ = writeln!(
         w,

@@ -959,7 +959,7 @@ fn bits_shape(ty: &Ty, clock: &str) -> String {
 /// The record header of `faultline_wire` (compact / compact padding / extended forms) as
 /// [`bits_shape`] describes it.
 const EVENT_HEADER_SHAPE: &str = "{id: enum<u5a1>{compact=0..29,padding=30..30,extended=31..31}; \
-     v: <id>{compact: {timestamp: u27a1@clock}; padding: {timestamp: u27a1@clock; id: u32a8}; \
+     v: <id>{compact: {timestamp: u27a1@clock}; padding: {timestamp: u27a1@clock; id: u32a1}; \
      extended: {id: u32a8; timestamp: u64a8@clock}}}";
 /// `len`: the payload bytes of the record (`faultline_wire`), 24 bits.
 const EVENT_CONTEXT_SHAPE: &str = "{len: u24a8}";

@@ -102,7 +102,8 @@ fn packet_size_beyond_file_end() {
 fn record_len_too_small() {
     // `len` is the payload length (faultline_wire): 8 bytes cannot hold the event's fields.
     let (dir, s0, offs) = sample("len-small");
-    patch(&s0, offs[0] + 128 + 12, &8u32.to_le_bytes());
+    // (a packet's first record has an extended header: u24 `len` at 13, payload at 16)
+    patch(&s0, offs[0] + 128 + 13, &8u32.to_le_bytes()[..3]);
     expect_format(
         &dir,
         &s0,
@@ -114,15 +115,16 @@ fn record_len_too_small() {
 #[test]
 fn record_crossing_content_end() {
     let (dir, s0, offs) = sample("len-big");
-    patch(&s0, offs[0] + 128 + 12, &4000u32.to_le_bytes());
+    patch(&s0, offs[0] + 128 + 13, &4000u32.to_le_bytes()[..3]);
     expect_format(&dir, &s0, offs[0] + 128, "crosses the end of the content");
 }
 
 #[test]
 fn unknown_event_id() {
     let (dir, s0, offs) = sample("id");
-    patch(&s0, offs[2] + 128 + 8, &55u32.to_le_bytes());
-    expect_format(&dir, &s0, offs[2] + 128 + 8, "unknown event id 55");
+    // The extended header's id is the u32 at 1; the error names the record.
+    patch(&s0, offs[2] + 128 + 1, &55u32.to_le_bytes());
+    expect_format(&dir, &s0, offs[2] + 128, "unknown event id 55");
 }
 
 #[test]
@@ -213,15 +215,25 @@ fn garbage_and_foreign_metadata() {
     // The real metadata with the event header changed.
     let good = faultline_ctf::metadata(&desc()).unwrap();
     let bad = good.replace(
-        "\t\tuint32_t id;\n\t} align(64);",
-        "\t\tuint16_t id;\n\t} align(64);",
+        "struct { uint32_t id; uint64_clock_t timestamp; } extended;",
+        "struct { uint16_t id; uint64_clock_t timestamp; } extended;",
     );
     assert_ne!(good, bad);
     std::fs::write(&m, &bad).unwrap();
-    let line = 1 + bad[..bad.find("uint16_t id;").unwrap()]
+    let line = 1 + bad[..bad.find("event.header :=").unwrap()]
         .matches('\n')
         .count() as u32;
-    expect_metadata(&dir, line, "expected field `id: u32`, found `id: u16`");
+    expect_metadata(&dir, line, "extended: {id: u16a8;");
+    // A trace with the 16-byte record headers of older versions: a clear refusal.
+    let old = good.replace(
+        &good[good.find("\tevent.header :=").unwrap()..good.find("\tevent.context :=").unwrap()],
+        "\tevent.header := struct {\n\t\tuint64_clock_t timestamp;\n\t\tuint32_t id;\n\t} align(64);\n",
+    );
+    std::fs::write(&m, &old).unwrap();
+    let line = 1 + old[..old.find("event.header :=").unwrap()]
+        .matches('\n')
+        .count() as u32;
+    expect_metadata(&dir, line, "16-byte record headers of older faultline versions");
     // Unterminated string and comment.
     std::fs::write(&m, "/* CTF 1.8 */\nenv { a = \"abc").unwrap();
     expect_metadata(&dir, 2, "unterminated string");

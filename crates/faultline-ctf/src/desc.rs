@@ -2,12 +2,15 @@
 //!
 //! [`metadata`] turns a [`TraceDesc`] into the text of the trace's `metadata` file. The text
 //! describes exactly the packet layout of [`crate::layout`]: the 24-byte `trace.packet.header`
-//! (`magic`, `uuid`, `stream_id`), the 104-byte `stream.packet.context`, the 16-byte
-//! record header: `stream.event.header` (`timestamp` mapped to the clock, `id`) aligned to 64
-//! bits, immediately followed by the 4-byte `stream.event.context` (`len`, the payload bytes) —
-//! `len` is declared as event context rather than in the event header because babeltrace2
-//! warns about (and ignores) any event-header field other than `id` and `timestamp`; the bytes
-//! are the same — and one `event` block per event whose `fields` struct maps each
+//! (`magic`, `uuid`, `stream_id`), the 104-byte `stream.packet.context`, the record header
+//! `stream.event.header` aligned to 64 bits — LTTng's compact/extended scheme: a 5-bit enum
+//! `id` (`compact` 0..29, `padding` 30, `extended` 31) and a variant on it holding a 27-bit
+//! clock-mapped `timestamp` (compact), the 27-bit timestamp and a bit-aligned u32 `id`
+//! (padding), or a u32 `id` and a 64-bit timestamp (extended) — immediately followed by the
+//! 3-byte `stream.event.context` (`len`, the payload bytes; `len` is declared as event
+//! context rather than in the event header because babeltrace2 warns about (and ignores) any
+//! event-header field other than `id` and `timestamp`), and one `event` block per event whose
+//! `fields` struct maps each
 //! [`FieldType`] to a byte-aligned, little-endian TSDL type (the payload is packed, so every
 //! type has `align = 8`). The record layout is the wire format of `faultline_wire`.
 //!

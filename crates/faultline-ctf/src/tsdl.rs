@@ -9,7 +9,11 @@
 //! [`FieldType`]s, undoing the field naming of [`crate::desc`] (`_x` is field `x`; `_x__len`
 //! followed by `_x[_x__len]` is the `Bytes` field `x`).
 //!
-//! Anything outside that subset (variants, typedefs, bit fields, big-endian integers, other
+//! The record header (`stream.event.header`, an enum tag and a variant, and the 24-bit
+//! `stream.event.context`) must be exactly the one [`crate::desc`] writes; a trace with the
+//! 16-byte record headers of older versions is refused with an error saying so.
+//!
+//! Anything outside that subset (other variants, typedefs, bit fields, big-endian integers, other
 //! packet layouts, another tracer's metadata, packetized binary metadata) is an error carrying
 //! the line and byte offset of the offending token; nothing panics, whatever the input.
 

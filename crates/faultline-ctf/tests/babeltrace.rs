@@ -470,3 +470,119 @@ fn padding_records_are_skipped_by_every_reader() {
         "{stdout}"
     );
 }
+
+/// Compact record headers (27 timestamp bits) against every reader: timestamps that cross a
+/// 27-bit boundary, a gap of 2^27 ticks or more (an extended header), the largest compact
+/// delta, compact padding, and a large gap across packets (the first record of a packet is
+/// rebuilt from `timestamp_begin`). Our reader, the general reader and babeltrace2 must give
+/// the same exact timestamps and every field.
+#[test]
+fn compact_headers_give_exact_timestamps_in_every_reader() {
+    use faultline_ctf::testing::{all_values, desc, encode, ALL, ID_ALL, UUID};
+    use faultline_ctf::{PacketBuilder, TraceWriter};
+    const W: u64 = 1 << 27;
+    let dir = tmpdir("bt-compact");
+    let mut w = TraceWriter::create(&dir, &desc()).unwrap();
+    let payload = |k: u64| encode(ALL.fields, &all_values(k)).unwrap();
+    let b0 = 5 * W - 10;
+    // (timestamp, padding?) per packet.
+    let plan: [(u64, Vec<(u64, bool)>); 2] = [
+        (
+            b0,
+            vec![
+                (b0, false),
+                (b0 + 5, false),
+                (b0 + 20, false),           // low 27 bits wrap
+                (b0 + 20 + W + 3, false),   // gap > 2^27: extended
+                (b0 + 21 + W + 3, true),    // compact padding
+                (b0 + 22 + W + 3, false),
+                (b0 + 22 + W + 3 + (W - 1), false), // largest compact delta
+                (b0 + 22 + W + 3 + (W - 1) + W, false), // exactly 2^27: extended
+            ],
+        ),
+        (1 << 40, vec![(1 << 40, false), ((1 << 40) + 7, false)]),
+    ];
+    let mut want = Vec::new();
+    let mut compact = 0;
+    for (seq, (begin, recs)) in plan.iter().enumerate() {
+        let mut pb = PacketBuilder::new(UUID, 0, seq as u64);
+        pb.header.timestamp_begin = *begin;
+        pb.header.timestamp_end = recs.last().unwrap().0;
+        for (k, &(ts, pad)) in recs.iter().enumerate() {
+            if pad {
+                pb.padding(ts, 9);
+            } else {
+                pb.record(ts, ID_ALL, &payload(k as u64));
+                want.push((ts, all_values(k as u64)));
+            }
+        }
+        let pk = pb.finish(4096);
+        let h = faultline_ctf::layout::PacketHeader::parse_slice(&pk).unwrap();
+        for r in faultline_ctf::layout::Records::new(&pk[..h.content_bytes() as usize]) {
+            compact += (r.unwrap().header_len < 16) as u32;
+        }
+        w.write_packet(0, &pk).unwrap();
+    }
+    w.finish().unwrap();
+    assert_eq!(compact, 6, "compact headers where the delta allows (padding included)");
+
+    let trace = Trace::open(&dir).unwrap();
+    let ours: Vec<_> = trace
+        .events(&Filter::default())
+        .map(|e| e.unwrap())
+        .collect();
+    let ts: Vec<u64> = ours.iter().map(|e| e.ts).collect();
+    assert_eq!(ts, want.iter().map(|w| w.0).collect::<Vec<_>>());
+    for (e, (_, v)) in ours.iter().zip(&want) {
+        let got: Vec<&Value> = e.fields.iter().map(|f| &f.1).collect();
+        assert_eq!(got, v.iter().collect::<Vec<_>>());
+    }
+    let general = faultline_ctf::general::CtfTrace::open(&dir).unwrap();
+    let mut ev = general.events(&Filter::default());
+    let mut theirs = Vec::new();
+    while let Some(e) = ev.next_event() {
+        theirs.push(e.unwrap().ts);
+    }
+    assert_eq!(theirs, ts, "general reader");
+
+    if Command::new("babeltrace2")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("SKIPPED: babeltrace2 not installed (run scripts/install-deps.sh)");
+        return;
+    }
+    let out = Command::new("babeltrace2")
+        .arg("--clock-cycles")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "babeltrace2 failed:\n{stderr}");
+    assert!(stderr.trim().is_empty(), "babeltrace2 diagnostics:\n{stderr}");
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.contains("faultline:padding"))
+        .collect();
+    assert_eq!(lines.len(), ours.len(), "{stdout}");
+    for (line, ev) in lines.iter().zip(&ours) {
+        let (bt_ts, name, groups) = parse_line(line);
+        assert_eq!(bt_ts, ev.ts, "{line}");
+        assert_eq!(name, ev.name, "{line}");
+        let Bt::Obj(payload) = &groups[2] else {
+            panic!("{line}")
+        };
+        let mut bt_fields = payload.iter();
+        for (fname, v) in &ev.fields {
+            if let Value::Bytes(b) = v {
+                let (_, lval) = bt_fields.next().unwrap();
+                assert_eq!(*lval, Bt::Num(b.len().to_string()), "{line}");
+            }
+            let (bname, bval) = bt_fields.next().unwrap();
+            assert_eq!(bname, fname, "{line}");
+            assert!(same(bval, v), "field {fname}: {bval:?} vs {v:?} in {line}");
+        }
+    }
+}

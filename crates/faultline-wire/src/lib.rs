@@ -75,9 +75,11 @@
 //! `struct { enum : uint5 { compact = 0 ... 29, padding = 30, extended = 31 } id; variant <id>
 //! { struct { uint27 timestamp; } compact; struct { uint27 timestamp; uint32 id; } padding;
 //! struct { uint32 id; uint64 timestamp; } extended; } v; } align(64)` (timestamps mapped to the
-//! clock, every byte-sized field byte-aligned), and `stream.event.context` is `struct { uint24
-//! len; }`. A CTF reader takes the event id from the last `id` integer it decoded, so tag 30
-//! reads as the padding class's id.
+//! clock; the padding option's `id` is bit-aligned — an `align(8)` member would align the whole
+//! option struct to a byte and move its timestamp to byte 1 — the extended one's byte-aligned),
+//! and `stream.event.context` is `struct { uint24 len; }` (byte-aligned). A CTF reader takes
+//! the event id from the last `id` integer it decoded, so tag 30 reads as the padding class's
+//! id and tag 31 as the extended id.
 //!
 //! Traces written before this format (a 16-byte header of u64 timestamp, u32 id, u32 len at
 //! every record) are refused by faultline's strict reader with an error that says so; the

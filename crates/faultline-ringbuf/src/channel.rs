@@ -1208,10 +1208,13 @@ impl Channel {
         // subbuf_size` (both multiples of 8, sb_off < subbuf_size), so the subtraction cannot
         // wrap, and `rec_len < subbuf_size - aligned` is the strict-fit rule
         // `aligned + rec_len < subbuf_size` of the general path. It also implies
-        // rec_len <= max_record, since aligned >= PACKET_HEADER_SIZE when sb_off != 0.
+        // (rec_len <= max_record is checked below: max_record is also capped by the 24-bit
+        // payload length.)
         // The extended length decides whether the fast path applies: both sizes then fit.
+        // `rec_len > max_record`: a payload beyond the 24-bit `len` (sub-buffers over 16 MiB)
+        // is the general path's to refuse.
         let rec_len = RECORD_HEADER_SIZE.saturating_add(payload_len as u64);
-        if sb_off == 0 || rec_len >= g.subbuf_size - aligned {
+        if sb_off == 0 || rec_len >= g.subbuf_size - aligned || rec_len > g.max_record {
             return None;
         }
         let pos = old - sb_off + aligned;

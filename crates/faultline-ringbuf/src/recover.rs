@@ -33,6 +33,16 @@
 //!   reservation that extends to the next header that passes the test (or to the content end).
 //!   The same test applies to the end fields: a packet's `content_size` counts only when its
 //!   `timestamp_end` is not before its begin (stale end fields are older).
+//! * Compact record headers (`faultline_wire`; discard mode only) hold 27 timestamp bits: the
+//!   walk rebuilds them from the previous record's timestamp (the floor), so they always lie
+//!   at or after it; they are exact because a writer's compact floor is a record of the same
+//!   packet whose header exists (`channel.rs`, "Compact headers"), which the walk has seen. A
+//!   compact header is only taken with the payload of at least 4 bytes every writer gives it,
+//!   so zeroed memory never reads as one. A pending compact record becomes compact padding in
+//!   place (11-byte header, its 27 timestamp bits kept), a header-less reservation an
+//!   extended padding record of at least 16 bytes (shorter ones can only be the last of the
+//!   content, which then ends before them). Content ends are unaligned (compact records end
+//!   anywhere), so a cut chain ends at the last record's end.
 //! * A writer that died inside a sub-buffer switch may have left the old packet's end fields
 //!   (then `content_size` reads zero) or the new packet's begin fields (bad magic/sequence)
 //!   unwritten: recovery writes them. When the old packet's end is unknown its content ends at

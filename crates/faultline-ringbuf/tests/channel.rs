@@ -491,3 +491,83 @@ fn dropped_reservation_is_a_zeroed_padding_record() {
         assert_eq!(kept, vec![1, 3], "{sync:?}");
     }
 }
+
+/// Compact record headers from the real writer (`faultline_wire`, channel.rs "Compact
+/// headers"): records close in time get the 7-byte header, a record after a gap of more than
+/// 2^27 TSC ticks an extended one, a dropped compact reservation becomes compact padding with
+/// its own timestamp, and the record walk rebuilds every timestamp exactly as the writer read
+/// it. Atomic mode writes extended headers only.
+#[test]
+fn compact_headers_rebuild_the_exact_timestamps() {
+    for sync in syncs() {
+        let cpu = pin_first();
+        let ch = Channel::create(&cfg(Mode::Discard, sync, 4096, 4)).unwrap();
+        let expect_compact = sync == SyncMode::Rseq && ch.clock().kind == ClockKind::Tsc;
+        assert_eq!(ch.compact_headers(), expect_compact, "{sync:?}");
+        let mut want = Vec::new();
+        let mut forms = Vec::new();
+        let mut dropped_ts = 0;
+        for i in 0..40u64 {
+            if i == 20 {
+                // 2^27 ticks is under 0.14 s for any TSC of 1 GHz or more.
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            let mut r = ch.reserve(3, 8).unwrap();
+            forms.push(r.is_compact());
+            r.payload().copy_from_slice(&i.to_le_bytes());
+            if i == 10 {
+                dropped_ts = r.timestamp();
+                drop(r);
+                continue;
+            }
+            want.push((r.timestamp(), i.to_le_bytes().to_vec()));
+            r.commit();
+        }
+        assert!(ch.flush_all(false).is_empty());
+        let cons = Consumer::new(&ch);
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        let mut padding = Vec::new();
+        while let Some(info) = cons.next_packet(cpu, &mut buf).unwrap() {
+            for r in faultline_ringbuf::wire::Records::new(&buf[..info.content_len]) {
+                let r = r.unwrap();
+                if r.is_padding() {
+                    padding.push((r.timestamp, r.header_len, r.payload.to_vec()));
+                } else {
+                    got.push((r.timestamp, r.payload.to_vec()));
+                }
+            }
+        }
+        assert_eq!(got, want, "{sync:?}");
+        if expect_compact {
+            // The first record of the packet (the switch) and the one after the gap are
+            // extended; every other one compact.
+            let extended: Vec<usize> = (0..40).filter(|&i| !forms[i]).collect();
+            assert_eq!(extended, vec![0, 20], "{sync:?}");
+            assert_eq!(padding, vec![(dropped_ts, 11, vec![0; 4])], "{sync:?}");
+        } else {
+            assert!(forms.iter().all(|c| !c), "{sync:?}");
+            assert_eq!(padding, vec![(dropped_ts, 16, vec![0; 8])], "{sync:?}");
+        }
+    }
+    faultline_rseq::allow_cpus(&all_cpus()).unwrap();
+}
+
+/// Payloads beyond the 24-bit record length are refused as too big on every path, even where a
+/// sub-buffer could hold them.
+#[test]
+fn payload_beyond_the_24_bit_len_is_too_big() {
+    for sync in syncs() {
+        pin_first();
+        // Sparse memfd: only the pages written cost memory.
+        let ch = Channel::create(&cfg(Mode::Discard, sync, 32 << 20, 2)).unwrap();
+        assert_eq!(ch.max_payload(), (1 << 24) - 1);
+        // A first small record so the next one could take the fast path.
+        ch.reserve(1, 8).unwrap().commit();
+        assert!(matches!(ch.reserve(1, 1 << 24), Err(Lost::TooBig)), "{sync:?}");
+        let mut r = ch.reserve(1, (1 << 24) - 1).unwrap();
+        assert_eq!(r.payload().len(), (1 << 24) - 1);
+        r.commit();
+    }
+    faultline_rseq::allow_cpus(&all_cpus()).unwrap();
+}

@@ -491,7 +491,14 @@ impl Channel {
         unsafe { std::ptr::copy_nonoverlapping(self.data_ptr(cpu, sb + x), hb.as_mut_ptr(), n) };
         let h = faultline_wire::RecordHeader::parse_at(&hb[..n], 0, floor).ok()?;
         let len = h.record_len()? as u64;
-        let short_compact = h.form != faultline_wire::HeaderForm::Extended
+        let compact = h.form != faultline_wire::HeaderForm::Extended;
+        // Overwrite mode never writes compact headers (channel.rs): a compact-looking header
+        // there is an older lap's bytes, whose 27 timestamp bits would always pass the time
+        // test.
+        if compact && self.geo.mode == Mode::Overwrite {
+            return None;
+        }
+        let short_compact = compact
             && h.len < faultline_wire::MIN_COMPACT_PAYLOAD as u32
             && h.id != DISCARDED_RECORD_ID;
         let fits = len <= end - x;

@@ -492,9 +492,9 @@ fn compact_headers_give_exact_timestamps_in_every_reader() {
             vec![
                 (b0, false),
                 (b0 + 5, false),
-                (b0 + 20, false),           // low 27 bits wrap
-                (b0 + 20 + W + 3, false),   // gap > 2^27: extended
-                (b0 + 21 + W + 3, true),    // compact padding
+                (b0 + 20, false),         // low 27 bits wrap
+                (b0 + 20 + W + 3, false), // gap > 2^27: extended
+                (b0 + 21 + W + 3, true),  // compact padding
                 (b0 + 22 + W + 3, false),
                 (b0 + 22 + W + 3 + (W - 1), false), // largest compact delta
                 (b0 + 22 + W + 3 + (W - 1) + W, false), // exactly 2^27: extended
@@ -524,7 +524,10 @@ fn compact_headers_give_exact_timestamps_in_every_reader() {
         w.write_packet(0, &pk).unwrap();
     }
     w.finish().unwrap();
-    assert_eq!(compact, 6, "compact headers where the delta allows (padding included)");
+    assert_eq!(
+        compact, 6,
+        "compact headers where the delta allows (padding included)"
+    );
 
     let trace = Trace::open(&dir).unwrap();
     let ours: Vec<_> = trace
@@ -561,7 +564,10 @@ fn compact_headers_give_exact_timestamps_in_every_reader() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(out.status.success(), "babeltrace2 failed:\n{stderr}");
-    assert!(stderr.trim().is_empty(), "babeltrace2 diagnostics:\n{stderr}");
+    assert!(
+        stderr.trim().is_empty(),
+        "babeltrace2 diagnostics:\n{stderr}"
+    );
     let lines: Vec<&str> = stdout
         .lines()
         .filter(|l| !l.contains("faultline:padding"))

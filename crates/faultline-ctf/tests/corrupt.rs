@@ -233,7 +233,11 @@ fn garbage_and_foreign_metadata() {
     let line = 1 + old[..old.find("event.header :=").unwrap()]
         .matches('\n')
         .count() as u32;
-    expect_metadata(&dir, line, "16-byte record headers of older faultline versions");
+    expect_metadata(
+        &dir,
+        line,
+        "16-byte record headers of older faultline versions",
+    );
     // Unterminated string and comment.
     std::fs::write(&m, "/* CTF 1.8 */\nenv { a = \"abc").unwrap();
     expect_metadata(&dir, 2, "unterminated string");

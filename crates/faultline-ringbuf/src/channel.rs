@@ -1221,8 +1221,8 @@ impl Channel {
         let end = pos + rec_len;
         // rec_len < subbuf_size: payload_len fits in u32 below.
         let may_compact = id <= faultline_wire::MAX_COMPACT_ID
-            && payload_len >= faultline_wire::MIN_COMPACT_PAYLOAD
-            && payload_len <= faultline_wire::MAX_PAYLOAD;
+            && (faultline_wire::MIN_COMPACT_PAYLOAD..=faultline_wire::MAX_PAYLOAD)
+                .contains(&payload_len);
         let end_compact = if may_compact {
             pos + faultline_wire::COMPACT_HEADER_SIZE as u64 + payload_len as u64
         } else {

@@ -564,7 +564,10 @@ fn payload_beyond_the_24_bit_len_is_too_big() {
         assert_eq!(ch.max_payload(), (1 << 24) - 1);
         // A first small record so the next one could take the fast path.
         ch.reserve(1, 8).unwrap().commit();
-        assert!(matches!(ch.reserve(1, 1 << 24), Err(Lost::TooBig)), "{sync:?}");
+        assert!(
+            matches!(ch.reserve(1, 1 << 24), Err(Lost::TooBig)),
+            "{sync:?}"
+        );
         let mut r = ch.reserve(1, (1 << 24) - 1).unwrap();
         assert_eq!(r.payload().len(), (1 << 24) - 1);
         r.commit();

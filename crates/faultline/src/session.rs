@@ -368,6 +368,8 @@ impl SessionBuilder {
     /// Fails with [`SessionError::TraceExists`] if the (embedded) output directory already
     /// holds a trace.
     pub fn start(self) -> Result<Session, SessionError> {
+        // AcqRel: the acquire pairs with the Release stores of `false` (a failed start, the end
+        // of the previous session), so this one starts after that one finished.
         if ACTIVE.swap(true, Ordering::AcqRel) {
             return Err(SessionError::AlreadyRunning);
         }

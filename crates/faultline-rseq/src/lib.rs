@@ -109,8 +109,12 @@ pub struct RseqArea {
     pub mm_cid: u32,
 }
 const _: () = {
+    assert!(std::mem::size_of::<RseqArea>() == 32);
+    assert!(std::mem::offset_of!(RseqArea, cpu_id_start) == 0);
     assert!(std::mem::offset_of!(RseqArea, cpu_id) == 4);
     assert!(std::mem::offset_of!(RseqArea, rseq_cs) == 8);
+    assert!(std::mem::offset_of!(RseqArea, flags) == 16);
+    assert!(std::mem::offset_of!(RseqArea, node_id) == 20);
     assert!(std::mem::offset_of!(RseqArea, mm_cid) == 24);
 };
 

@@ -53,6 +53,7 @@
 
 mod cpu;
 pub mod fast;
+mod hazard;
 pub mod outcome;
 pub mod payload;
 pub mod probe;

@@ -49,8 +49,12 @@
 //! 2. *Once the scan sees a value other than `P_old`, the reader is done with it*: a reader
 //!    that announced `P_old` and passed H2 keeps it in `hz[d]` until H3; the Acquire load that
 //!    reads H3's null (or a later value) synchronizes with H3, a Release store, so every use
-//!    of `*p` happens-before the free. A later value in `hz[d]` is written after H3 in the
-//!    record's program order (same thread), so reading it also orders after H3.
+//!    of `*p` happens-before the free. A later value in `hz[d]` is written after H3: by the
+//!    same thread, or by a later holder of the record, which took it (Acquire) after this
+//!    one gave it back (Release, after H3). Every store to a hazard word is a Release store
+//!    (H1 too), so a scan that reads a later value still synchronizes with its writer, and
+//!    through that chain H3 happens-before the free. (loom finds the use-after-free when H1
+//!    is Relaxed and records are reused, although x86 would not show it.)
 //!
 //! The reader reads nothing through `p` before H2: an announced pointer may already be freed
 //! (and its address reused), but then H2 sees a different value, or sees the new object at
@@ -210,7 +214,7 @@ impl Hazards {
             for w in &r.hz {
                 let mut polls = 0u32;
                 // Acquire: pairs with the reader's Release store H3 (module doc, point 2).
-                while old.contains(&(asym_load(w, Ordering::Acquire) as *const ())) {
+                while old.contains(&(w.load(Ordering::Acquire) as *const ())) {
                     polls = polls.saturating_add(1);
                     wait_backoff(polls);
                 }
@@ -240,8 +244,11 @@ impl Record {
         // Relaxed: as above. Raised before the announcement so that a signal handler tracing
         // from here on uses the next word.
         self.depth.store(d + 1, Ordering::Relaxed);
-        // H1 (a plain store): made visible to updaters' scans by their membarrier M.
-        asym_store(w, p as *mut (), Ordering::Relaxed);
+        // H1 (a plain store): made visible to updaters' scans by their membarrier M. Release:
+        // a scan that reads it synchronizes with it, and through the record's hand-over
+        // (give_back / take) with the previous holder's H3 (module doc, point 2). A plain
+        // `mov` on x86, like Relaxed.
+        asym_store(w, p as *mut (), Ordering::Release);
         // Compiler barrier: H2 stays after H1 in program order; the hardware may still
         // perform H2 before H1 is visible, which M accounts for (module doc, point 1).
         compiler_fence(Ordering::SeqCst);
@@ -262,7 +269,7 @@ impl Record {
         if let Some(w) = self.hz.get(a.0) {
             // Release (H3): pairs with the updater's Acquire scan; every use of the object
             // happens-before its free (module doc, point 2). A plain store on x86.
-            asym_store(w, std::ptr::null_mut(), Ordering::Release);
+            w.store(std::ptr::null_mut(), Ordering::Release);
         }
         // Relaxed: only this thread writes depth; lowered after H3 so that a signal handler
         // never reuses a word still announced.

@@ -19,12 +19,13 @@
 //! [`TraceOutcome`](crate::TraceOutcome)) and every other probe-array user are unchanged.
 //!
 //! # Protection
-//! The slot is protected by an asymmetric hazard pointer ([`crate::hazard`]): the call
+//! The slot is protected by an asymmetric hazard pointer (the crate's `hazard` module, which states the protocol and why it is
+//! safe): the call
 //! announces the slot in its thread's hazard record (plain stores to a per-thread cache line:
 //! no locked instruction, no fence, no rseq critical section), re-reads the tracepoint's slot
 //! word to confirm it, and clears the announcement when it is done (after the commit and the
 //! count). A retired slot, with the `Arc` of its owner, is freed only after a grace period of
-//! the faultable SRCU domain *and* a hazard wait ([`crate::hazard::Hazards::synchronize`]:
+//! the faultable SRCU domain *and* a hazard wait (`Hazards::synchronize`:
 //! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, then wait until no record announces it), so
 //! [`unregister`](crate::unregister) still returns only once no call can be inside the
 //! recorder (an encoder may fault and sleep only for raw fields, which never take the fast
@@ -39,10 +40,10 @@
 //! the rseq flavour when available), with the same fast encoding, when the thread has no
 //! record (the hazard domain is only used after a membarrier succeeded in this process; a
 //! thread past its thread-local destructors), when records nest deeper than
-//! [`hazard::DEPTH`](crate::hazard::DEPTH), or when the slot changed under the announcement.
+//! `hazard::DEPTH` (4), or when the slot changed under the announcement.
 //! The record is found through one thread-local pointer, read by a small out-of-line function
 //! of this crate (reached from the caller's crate, a thread-local would be read through an
-//! indirect call); the per-thread counter cache below lives in the same record.
+//! indirect call); the per-thread counter cache below lives in the same thread-local.
 //!
 //! # Statistics
 //! Off the fast path: a committed event bumps one per-thread counter the owner handed out
@@ -107,7 +108,7 @@ pub(crate) struct ThreadState {
 
 /// [`ThreadState::rec`] when the thread has no hazard record and never will (no membarrier in
 /// this process, or the thread is past its thread-local destructors).
-const NO_RECORD: *const Record = 1 as *const Record;
+const NO_RECORD: *const Record = std::ptr::dangling();
 
 thread_local! {
     static STATE: ThreadState = const {

@@ -130,15 +130,15 @@ impl Hazards {
             // the Acquire compare-exchange on `taken` below orders it (it pairs with
             // give_back's Release store); a record whose holder died inside the fast path
             // keeps a non-zero depth and is never reused.
+            // A record given back at a non-zero depth (its holder died inside the fast path)
+            // stays taken for ever once we took it here: it is never returned.
             if !r.taken.load(Ordering::Relaxed)
                 && r.taken
                     .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
+                && r.depth.load(Ordering::Relaxed) == 0
             {
-                if r.depth.load(Ordering::Relaxed) == 0 {
-                    return r;
-                }
-                // Dead inside the fast path: leave it taken for ever.
+                return r;
             }
             // Acquire: see the head load.
             p = r.next.load(Ordering::Acquire);

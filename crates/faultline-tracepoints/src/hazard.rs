@@ -74,7 +74,10 @@
 //! a scan of `DEPTH` words per record. A reader blocked for a long time (page fault,
 //! `userfaultfd`) delays only updaters retiring the slot it announced. A thread that dies
 //! inside the fast path (a `pthread_exit` from a signal handler) leaves its hazard announced
-//! for ever, and updaters retiring that slot never return: its record is not reused.
+//! for ever, and updaters retiring that slot never return: its record is not reused. Likewise
+//! a `fork` child inherits the records of the parent's other threads as they were: one that
+//! was inside the fast path at the fork announces its slot for ever in the child (the SRCU
+//! domains have the same limit: such a reader's counts stay unbalanced).
 
 use crate::sync::{asym_load, asym_store, compiler_fence, fence, membarrier, wait_backoff};
 use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};

@@ -80,21 +80,43 @@
 //!
 //! ## Flushing a concurrency-id buffer
 //! No thread can choose its concurrency id, so the pinned-helper flush cannot work. Instead
-//! the flusher, any thread of the writer process (one at a time, `cid_flush`), does:
-//! 1. `old = write_offset` (acquire), loss snapshot, then compare-and-swap `old` →
-//!    `new | FLUSH_MARK` (`new` the next sub-buffer start). Writers never build on a marked
-//!    value: the fast path needs a position inside a sub-buffer (the marked value is
-//!    sub-buffer aligned), the general path waits a few yields and then counts the event as
-//!    stalled.
-//! 2. `membarrier(PRIVATE_EXPEDITED_RSEQ)` on all CPUs: any critical section in progress has
-//!    finished or was aborted when it returns. A section that compared `old` before the mark
-//!    and stored after it has therefore already replaced the mark with its own reservation.
-//! 3. Compare-and-swap `new | FLUSH_MARK` → `new`: success means nobody replaced the mark,
-//!    so `[old, new)` is the flusher's and it closes the sub-buffer as a writer would; failure
-//!    means a writer's reservation won, nothing was written, start again.
+//! the flusher, any thread of the writer process (one at a time, `cid_flush`), closes the
+//! partially filled sub-buffers of all the buffers it flushes in one round:
+//! 1. per buffer: `old = write_offset` (acquire), the loss snapshot, the end timestamp (read
+//!    in order, `clock::now_ordered`), then compare-and-swap `old` -> `new | FLUSH_MARK`
+//!    (`new` the next sub-buffer start; the marked value is sub-buffer aligned, so the fast
+//!    path never builds on it);
+//! 2. one `membarrier(PRIVATE_EXPEDITED_RSEQ)` for all of them: any critical section in
+//!    progress has finished or was aborted when it returns. A section that compared `old`
+//!    before the mark and stored after it has therefore already replaced the mark with its
+//!    own reservation;
+//! 3. per buffer: compare-and-swap `new | FLUSH_MARK` -> `new`. Success: nobody replaced the
+//!    mark, `[old, new)` is the flusher's and it closes the sub-buffer as a writer would.
+//!    Failure, but `flush_ack == new | FLUSH_MARK` (step 3'): a writer confirmed the mark
+//!    (below), `[old, new)` is the flusher's as well. Otherwise a writer's reservation from
+//!    `old` won, nothing was written, and the buffer goes into the next round.
 //!
-//! Without step 2 the check in step 3 can run while that section sits between its compare
-//! and its store; `tests/loom_delivery.rs` finds the overlapping reservations.
+//! **Writers never wait for the flusher.** A writer whose general path reads a marked offset
+//! confirms it in one critical section keyed on the buffer's id
+//! (`faultline_rseq::cmpeqv_trystorev_storev_on`): compare the offset with the mark, store
+//! `flush_ack = mark`, commit the offset unmarked; then it reserves as usual, after the
+//! closed sub-buffer. While that section runs its thread holds the id, so no other section
+//! of the id is between its compare and its store: in particular none that compared `old`
+//! before the mark. So a section that saw the mark proves what the membarrier proves, and
+//! from then on the mark can only be replaced by confirmations (all storing `new`) or the
+//! flusher's step 3 (storing `new`); the acknowledgement, written after the compare, is true
+//! even if the section is then aborted before its commit. Marks never repeat once confirmed
+//! (`new` is a free-running position past the closed sub-buffer), so an old acknowledgement
+//! never matches a later mark. The end timestamp is read before the mark because a writer
+//! that confirmed may write the next sub-buffer before the flusher looks again.
+//!
+//! Formerly writers waited a few yields at a mark and then dropped the event as stalled, so
+//! a flusher preempted inside its window (a loaded machine) cost every event written meanwhile
+//! (`tests/cid_flush.rs`). `tests/loom_cid_flush.rs` model-checks the protocol; its broken
+//! variants (no membarrier, the acknowledgement ignored, a confirmation outside a section of
+//! the id, the timestamp read after the membarrier, a writer giving up at the mark) fail.
+//! If the membarrier fails (not once the channel exists: `cid_supported`), an unconfirmed
+//! mark is kept and resolved by a later flush.
 //!
 //! # Rules for the traced program
 //! One process (one `mm`) writes a channel's buffers at a time for the membarrier fast
@@ -276,7 +298,8 @@ pub struct Channel {
     inject_spins: u64,
     clock: ClockInfo,
     /// Serialises this process's flushes of [`BufferIndex::Cid`] buffers (the flush protocol
-    /// allows one flusher per buffer; see `flush_cid`).
+    /// allows one flusher per buffer; see `flush_cid`), and holds the marks a flush could not
+    /// resolve (membarrier failed) for the next one.
     cid_flush: std::sync::Mutex<Vec<CidMark>>,
     map: memmap2::MmapRaw,
     file: File,
@@ -1576,7 +1599,7 @@ impl Channel {
 
     /// Flush [`BufferIndex::Cid`] buffers from any thread of the writer process, all with one
     /// `membarrier` (module docs, "Flushing a concurrency-id buffer"; model-checked in
-    /// `tests/loom_delivery.rs`). One outcome per slot, in no particular order.
+    /// `tests/loom_cid_flush.rs`). One outcome per slot, in no particular order.
     fn flush_cid(
         &self,
         slots: &[u32],

@@ -96,6 +96,12 @@ pub fn parse_buffer_index(s: &str) -> Result<BufferIndex, String> {
     }
 }
 
+/// What an embedded session's buffers are indexed by when neither
+/// [`SessionBuilder::buffer_index`] nor [`ENV_BUFFERS`] says.
+pub fn default_buffer_index() -> BufferIndex {
+    BufferIndex::Cpu
+}
+
 /// Inherited memfd of the channel (decimal fd number).
 pub const ENV_CHANNEL_FD: &str = "FAULTLINE_CHANNEL_FD";
 /// `<st_dev>:<st_ino>` of that memfd, so a stale variable cannot make us map another file.
@@ -440,10 +446,7 @@ impl SessionBuilder {
         let index = match (self.buffer_index, std::env::var(ENV_BUFFERS).ok()) {
             (Some(i), _) => i,
             (None, Some(v)) => parse_buffer_index(&v).map_err(SessionError::Config)?,
-            // Per CPU by default: the per-cid flush drops a few events on every periodic flush
-            // (writers that meet its mark give up after a bounded wait), so per-cid does not
-            // win yet for a program that cannot afford losses (builder docs).
-            (None, None) => BufferIndex::Cpu,
+            (None, None) => default_buffer_index(),
         };
         let cfg = ChannelConfig {
             subbuf_size: self.subbuf_size,

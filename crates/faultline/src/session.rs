@@ -112,10 +112,21 @@ pub fn parse_buffer_index(s: &str) -> Result<BufferIndex, String> {
 /// should ask for per-CPU buffers.
 pub fn default_buffer_index() -> BufferIndex {
     default_index_for(
-        faultline_rseq::allowed_cpus().len(),
+        allowed_cpus().unwrap_or(0),
         process_threads().unwrap_or(usize::MAX),
-        || faultline_rseq::available() && faultline_ringbuf::channel::cid_supported().is_ok(),
+        || faultline_ringbuf::channel::cid_supported().is_ok(),
     )
+}
+
+/// CPUs the calling thread may run on (its affinity mask, which threads it creates inherit).
+fn allowed_cpus() -> Option<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity(0) fills the caller's set of the
+    // size passed.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0)
+            .then(|| libc::CPU_COUNT(&set) as usize)
+    }
 }
 
 /// [`default_buffer_index`]'s rule: `allowed` CPUs, `threads` now, and whether per-cid works
@@ -1514,9 +1525,11 @@ mod tests {
         assert_eq!(default_index_for(8, usize::MAX, || true), BufferIndex::Cpu);
     }
 
-    /// The thread count comes from /proc and counts this test's thread.
+    /// The thread count comes from /proc and counts this test's thread; the CPU count from
+    /// the affinity mask.
     #[test]
-    fn process_threads_counts_this_thread() {
+    fn process_threads_and_allowed_cpus() {
         assert!(process_threads().is_some_and(|n| n >= 1));
+        assert!(allowed_cpus().is_some_and(|n| n >= 1));
     }
 }

@@ -5,7 +5,8 @@
 //! * **Cost**: the `int` and `string` events, 1 writer thread pinned to the first allowed CPU,
 //!   through a `Session` (its consumer writes CTF to disk) with each buffer index; median ns
 //!   per event over the bench's rounds (`session_int_ns_cpu`, `session_int_ns_cid`,
-//!   `session_string_ns_*`), and every event lost over those runs (`session_lost_*`).
+//!   `session_string_ns_*`), and every event lost over those runs (`session_lost_*`; of
+//!   them `session_lost_full_*`: the consumer was behind, `session_lost_stalled_*`).
 //! * **Lossless rate**: the search of [`crate::bench_lossless`] once per buffer index
 //!   (`lossless_mev_s_cpu`, `lossless_mev_s_cid`), same options as the default search.
 //! * **Memory per process**: 3 writer threads, unpinned, write for a while through a
@@ -29,7 +30,8 @@ use faultline_tracepoints::trace;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Events per writer thread of the memory scenario.
+/// Events per writer thread of the memory scenario, at most (and at least the bench's
+/// `iters`, bounded below by 10,000).
 const MEMORY_EVENTS: u64 = 300_000;
 
 /// The numbers, flattened into the bench report (keys in the module docs).
@@ -43,6 +45,12 @@ pub struct BuffersBench {
     pub session_string_ns_cid: Option<f64>,
     pub session_lost_cpu: Option<u64>,
     pub session_lost_cid: Option<u64>,
+    /// Of those, lost because the consumer was behind (`lost_full`) and at a stalled
+    /// sub-buffer or, formerly, a flush mark (`lost_stalled`).
+    pub session_lost_full_cpu: Option<u64>,
+    pub session_lost_full_cid: Option<u64>,
+    pub session_lost_stalled_cpu: Option<u64>,
+    pub session_lost_stalled_cid: Option<u64>,
     pub lossless_mev_s_cpu: Option<f64>,
     pub lossless_mev_s_cid: Option<f64>,
     pub buffers_possible: Option<u32>,
@@ -62,6 +70,8 @@ pub struct BuffersBench {
 struct Run {
     ns: f64,
     lost: u64,
+    /// lost_full, lost_stalled.
+    causes: [u64; 2],
     used: u32,
     possible: u32,
     bytes: u64,
@@ -124,6 +134,7 @@ fn session_run(
     Ok(Run {
         ns: ns.get(ns.len() / 2).copied().unwrap_or(f64::NAN),
         lost: sum.lost_total(),
+        causes: [sum.lost_full, sum.lost_stalled],
         used: sum.buffers_used,
         possible: sum.buffers_possible,
         bytes: sum.buffer_memory_bytes,
@@ -198,12 +209,15 @@ pub fn run(
             eprintln!("bench: buffers per {name}");
         }
         let (mut int_ns, mut string_ns, mut lost) = (Vec::new(), Vec::new(), Some(0u64));
+        let mut causes = [0u64; 2];
         for _ in 0..rounds.max(1) {
             for (ev, acc) in [(Ev::Int, &mut int_ns), (Ev::String, &mut string_ns)] {
                 match session_run(index, ev, 1, true, warmup, iters) {
                     Ok(r) => {
                         acc.push(r.ns);
                         lost = lost.map(|l| l + r.lost);
+                        causes[0] += r.causes[0];
+                        causes[1] += r.causes[1];
                     }
                     Err(e) => {
                         out.buffers_missing = Some(format!("{name}: {e:#}"));
@@ -222,10 +236,11 @@ pub fn run(
             .mev_s
         });
         let all = faultline_rseq::allowed_cpus();
-        let free = session_run(index, Ev::Int, 3, false, 0, MEMORY_EVENTS).ok();
+        let events = iters.clamp(10_000, MEMORY_EVENTS);
+        let free = session_run(index, Ev::Int, 3, false, 0, events).ok();
         let one = all.first().and_then(|&c| {
             with_process_affinity(&[c], || {
-                session_run(index, Ev::Int, 3, false, 0, MEMORY_EVENTS).ok()
+                session_run(index, Ev::Int, 3, false, 0, events).ok()
             })
         });
         if let Some(r) = free.as_ref().or(one.as_ref()) {
@@ -241,6 +256,8 @@ pub fn run(
                 out.session_int_ns_cpu = median(&mut int_ns);
                 out.session_string_ns_cpu = median(&mut string_ns);
                 out.session_lost_cpu = lost;
+                out.session_lost_full_cpu = lost.map(|_| causes[0]);
+                out.session_lost_stalled_cpu = lost.map(|_| causes[1]);
                 out.lossless_mev_s_cpu = lossless_mev_s;
                 (out.buffers_mapped_cpu, out.buffer_bytes_cpu) = (used, bytes);
                 (
@@ -252,6 +269,8 @@ pub fn run(
                 out.session_int_ns_cid = median(&mut int_ns);
                 out.session_string_ns_cid = median(&mut string_ns);
                 out.session_lost_cid = lost;
+                out.session_lost_full_cid = lost.map(|_| causes[0]);
+                out.session_lost_stalled_cid = lost.map(|_| causes[1]);
                 out.lossless_mev_s_cid = lossless_mev_s;
                 (out.buffers_mapped_cid, out.buffer_bytes_cid) = (used, bytes);
                 (
@@ -287,9 +306,19 @@ pub fn table(b: &BuffersBench) -> String {
             f(b.session_string_ns_cid, 1),
         ),
         (
-            "events lost in those runs",
-            n(b.session_lost_cpu),
-            n(b.session_lost_cid),
+            "events lost in those runs (full / stalled)",
+            format!(
+                "{} ({} / {})",
+                n(b.session_lost_cpu),
+                n(b.session_lost_full_cpu),
+                n(b.session_lost_stalled_cpu)
+            ),
+            format!(
+                "{} ({} / {})",
+                n(b.session_lost_cid),
+                n(b.session_lost_full_cid),
+                n(b.session_lost_stalled_cid)
+            ),
         ),
         (
             "lossless rate, Mev/s",

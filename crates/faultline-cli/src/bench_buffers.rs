@@ -77,6 +77,27 @@ struct Run {
     bytes: u64,
 }
 
+/// One index's cost rows over the rounds.
+struct Side {
+    int_ns: Vec<f64>,
+    string_ns: Vec<f64>,
+    /// `None` once a run failed.
+    lost: Option<u64>,
+    /// lost_full, lost_stalled.
+    causes: [u64; 2],
+}
+
+impl Default for Side {
+    fn default() -> Self {
+        Side {
+            int_ns: Vec::new(),
+            string_ns: Vec::new(),
+            lost: Some(0),
+            causes: [0; 2],
+        }
+    }
+}
+
 /// The event a run writes.
 #[derive(Clone, Copy, PartialEq)]
 enum Ev {
@@ -203,29 +224,42 @@ pub fn run(
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied()
     };
-    for &index in &indexes {
-        let name = index.name();
-        if progress {
-            eprintln!("bench: buffers per {name}");
-        }
-        let (mut int_ns, mut string_ns, mut lost) = (Vec::new(), Vec::new(), Some(0u64));
-        let mut causes = [0u64; 2];
-        for _ in 0..rounds.max(1) {
-            for (ev, acc) in [(Ev::Int, &mut int_ns), (Ev::String, &mut string_ns)] {
+    // Cost rows interleaved (each round runs both indexes), so that a change of machine load
+    // during the run weighs on both alike.
+    let mut acc: Vec<Side> = indexes.iter().map(|_| Side::default()).collect();
+    for _ in 0..rounds.max(1) {
+        for (&index, side) in indexes.iter().zip(acc.iter_mut()) {
+            for ev in [Ev::Int, Ev::String] {
                 match session_run(index, ev, 1, true, warmup, iters) {
                     Ok(r) => {
-                        acc.push(r.ns);
-                        lost = lost.map(|l| l + r.lost);
-                        causes[0] += r.causes[0];
-                        causes[1] += r.causes[1];
+                        match ev {
+                            Ev::Int => side.int_ns.push(r.ns),
+                            Ev::String => side.string_ns.push(r.ns),
+                        }
+                        side.lost = side.lost.map(|l| l + r.lost);
+                        side.causes[0] += r.causes[0];
+                        side.causes[1] += r.causes[1];
                     }
                     Err(e) => {
-                        out.buffers_missing = Some(format!("{name}: {e:#}"));
-                        lost = None;
+                        out.buffers_missing = Some(format!("{}: {e:#}", index.name()));
+                        side.lost = None;
                     }
                 }
             }
         }
+    }
+    for (&index, side) in indexes.iter().zip(acc.iter_mut()) {
+        let name = index.name();
+        if progress {
+            eprintln!("bench: buffers per {name}");
+        }
+        let Side {
+            int_ns,
+            string_ns,
+            lost,
+            causes,
+        } = side;
+        let lost = *lost;
         let lossless_mev_s = lossless.and_then(|lo| {
             crate::bench_lossless::search(lo, |rate, n| {
                 if progress {
@@ -253,8 +287,8 @@ pub fn run(
         let (used1, bytes1) = (one.as_ref().map(|r| r.used), one.as_ref().map(|r| r.bytes));
         match index {
             BufferIndex::Cpu => {
-                out.session_int_ns_cpu = median(&mut int_ns);
-                out.session_string_ns_cpu = median(&mut string_ns);
+                out.session_int_ns_cpu = median(int_ns);
+                out.session_string_ns_cpu = median(string_ns);
                 out.session_lost_cpu = lost;
                 out.session_lost_full_cpu = lost.map(|_| causes[0]);
                 out.session_lost_stalled_cpu = lost.map(|_| causes[1]);
@@ -266,8 +300,8 @@ pub fn run(
                 ) = (used1, bytes1);
             }
             BufferIndex::Cid => {
-                out.session_int_ns_cid = median(&mut int_ns);
-                out.session_string_ns_cid = median(&mut string_ns);
+                out.session_int_ns_cid = median(int_ns);
+                out.session_string_ns_cid = median(string_ns);
                 out.session_lost_cid = lost;
                 out.session_lost_full_cid = lost.map(|_| causes[0]);
                 out.session_lost_stalled_cid = lost.map(|_| causes[1]);

@@ -189,12 +189,8 @@ pub struct BufferHeader {
     /// Zero, never written (a buffer's number is its position; writing it at creation would
     /// allocate a page of every possible buffer).
     pub cpu: u32,
-    /// [`BufferIndex::Cid`] only: the last flush mark a writer confirmed (the marked
-    /// `write_offset` it saw); written only inside critical sections keyed on the buffer's
-    /// concurrency id, read by the flusher (`Channel::flush_all`). Zero otherwise.
-    pub flush_ack: AtomicU64,
     /// Padding to the end of line 0.
-    pub _pad0: [u64; 5],
+    pub _pad0: [u64; 6],
     // Line 1: consumer-owned.
     /// Consumer's position: bytes taken out (free-running); written by the consumer only (release).
     pub consumed: AtomicU64,
@@ -217,15 +213,20 @@ pub struct BufferHeader {
     pub membarriers: AtomicU64,
     /// Padding to the end of line 2.
     pub _pad2: [u64; 2],
+    // Line 3.
+    /// [`BufferIndex::Cid`] only: the last flush mark a writer confirmed (the marked
+    /// `write_offset` it saw); written only inside critical sections keyed on the buffer's
+    /// concurrency id, read by the flusher (`Channel::flush_all`). Zero otherwise.
+    pub flush_ack: AtomicU64,
     /// Reserved, zero.
-    pub _reserved: [u64; 8],
+    pub _reserved: [u64; 7],
 }
 const _: () = {
     use std::mem::{offset_of, size_of};
     assert!(size_of::<BufferHeader>() == 256);
-    assert!(offset_of!(BufferHeader, flush_ack) == 16);
     assert!(offset_of!(BufferHeader, consumed) == 64);
     assert!(offset_of!(BufferHeader, lost_full) == 128);
+    assert!(offset_of!(BufferHeader, flush_ack) == 192);
 };
 
 /// Commit counters of one sub-buffer: free-running byte sums. The sub-buffer at offset `p`

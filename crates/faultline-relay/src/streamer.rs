@@ -17,9 +17,12 @@
 //!   stream's next `net_seq_num`, and its index (from the packet header: sizes, timestamps,
 //!   `events_discarded`, `stream_id`, the CPU as `stream_instance_id`, `packet_seq_num`) on the
 //!   control connection. Metadata changes that extend the text already sent are appended
-//!   (event classes added while recording); other changes (the recorder counters written into
-//!   `env` at the end) cannot be expressed to a live session and are counted
-//!   (`metadata_updates_skipped`).
+//!   (event classes added while recording, the recorder counters `record` adds at the end as a
+//!   second `env` block); other changes cannot be expressed to a live session and are counted
+//!   (`metadata_updates_skipped`). **Metadata**: each append is sent behind the comment
+//!   [`METADATA_APPEND_SIGNATURE`] (`/* CTF 1.8 */`), which babeltrace2's live reader wants at
+//!   the start of every piece of plain-text metadata; the relay's `metadata` file is the text
+//!   with these comment lines between the pieces.
 //! * **Beacons** (live): the consumer tells the sink when everything older than a time `T`
 //!   has been handed over (it flushed the buffers at `T` and took every packet since:
 //!   [`PacketSink::flushed`]); that mark travels through the queue behind those packets. Every
@@ -63,6 +66,9 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// What every metadata append begins with (module docs, "Metadata").
+pub const METADATA_APPEND_SIGNATURE: &[u8] = b"/* CTF 1.8 */\n";
 
 /// Streaming options.
 #[derive(Clone)]
@@ -322,7 +328,13 @@ impl PacketSink for RelaySink {
         if text.len() == self.last_meta.len() {
             return;
         }
-        let add = text.as_bytes()[self.last_meta.len()..].to_vec();
+        // Each append starts with the plain-text signature: babeltrace2's live reader (2.0)
+        // checks it at the start of every piece of metadata it receives. A comment in TSDL.
+        let mut add = Vec::new();
+        if !self.last_meta.is_empty() {
+            add.extend_from_slice(METADATA_APPEND_SIGNATURE);
+        }
+        add.extend_from_slice(&text.as_bytes()[self.last_meta.len()..]);
         self.last_meta = text.to_string();
         if !s.failed && !s.done {
             s.queue.push_back(Item::Metadata(add));

@@ -224,7 +224,7 @@ fn command_sequence_data_and_indexes() {
         (6, 6, 6 * 512)
     );
     assert_eq!(st.metadata_updates_skipped, 1);
-    assert_eq!(st.metadata_bytes, 16);
+    assert_eq!(st.metadata_bytes, 30);
     let cmds = fake.cmds();
     let seq: Vec<u32> = cmds.iter().map(|(c, _)| *c).collect();
     // version, session, chunk, metadata stream; metadata twice; then per new CPU stream
@@ -253,7 +253,11 @@ fn command_sequence_data_and_indexes() {
         "metadata stream handle"
     );
     assert_eq!(&cmds[4].1[12..], b"/* CTF 1.8 */\nA");
-    assert_eq!(&cmds[5].1[12..], b"B");
+    assert_eq!(
+        &cmds[5].1[12..],
+        b"/* CTF 1.8 */\nB",
+        "appends carry the signature"
+    );
     assert_eq!(
         proto::parse_add_stream(&cmds[6].1).unwrap().0,
         "stream_1",

@@ -97,6 +97,12 @@ impl Relayd {
                 .env("LTTNG_HOME", &home)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
+            // Debugging a test: FAULTLINE_TEST_RELAYD_LOG=FILE keeps the relay's verbose log.
+            if let Some(f) = std::env::var_os("FAULTLINE_TEST_RELAYD_LOG")
+                .and_then(|p| std::fs::File::create(p).ok())
+            {
+                cmd.arg("-vvv").stderr(f);
+            }
             let mut child = cmd.spawn().expect("spawn lttng-relayd");
             let until = Instant::now() + Duration::from_secs(10);
             let up = if let Some(ns) = netns {

@@ -1024,7 +1024,11 @@ impl TraceWriter {
         if let Some(s) = self.sink.as_mut() {
             // An append-only copy (a relay) gets the same entries as a second `env` block
             // after the text it has; a replaced value can only be sent as the new text.
-            match (metadata(&self.desc), env_addendum(&self.desc, &extra), &text) {
+            match (
+                metadata(&self.desc),
+                env_addendum(&self.desc, &extra),
+                &text,
+            ) {
                 (Ok(old), Ok(add), _) => s.metadata(&(old + &add)),
                 (_, _, Ok(t)) => s.metadata(t),
                 _ => {}

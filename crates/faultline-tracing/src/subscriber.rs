@@ -1,5 +1,15 @@
-//! The standalone [`Subscriber`]: the same event classes and encoding as the layer, without
+//! A standalone [`Subscriber`]: the same event classes and encoding as the layer, without
 //! `tracing_subscriber`'s `Registry` underneath.
+//!
+//! # Not offered
+//! It exists so that `faultline bench` can measure it next to the layer in the same run
+//! (rows `info!(…) -> faultline-tracing subscriber`, keys `tracing_sub_*`); it is hidden
+//! from the documentation because it is not measurably faster. Per event, the layer adds to
+//! this subscriber only `Layered`'s forwarding and the `Registry`'s no-op `event` — a few
+//! inlined calls next to tracing's own dispatch, the encoding and the ring buffer, which both
+//! pay — and the standalone one loses what the `Registry` gives: other layers, `EnvFilter`
+//! and per-target filters, and lock-free span storage (its span table takes a mutex per
+//! span creation, clone and close).
 //!
 //! # Span ids and span stacks
 //! Span ids come from one process-wide counter starting at 1: never reused (the `Registry`
@@ -51,8 +61,9 @@ fn with_shard<R>(id: u64, f: impl FnOnce(&mut HashMap<u64, Entry>) -> R) -> R {
     f(g.get_or_insert_with(HashMap::new))
 }
 
-/// A `tracing` [`Subscriber`] recording into faultline on its own (module docs):
-/// `tracing::subscriber::set_global_default(faultline_tracing::subscriber())`.
+/// A `tracing` [`Subscriber`] recording into faultline on its own (module docs; not offered:
+/// use [`crate::layer`]).
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
 pub struct FaultlineSubscriber {
     max_level: LevelFilter,
@@ -67,6 +78,7 @@ impl Default for FaultlineSubscriber {
 }
 
 /// The standalone subscriber (every level; see [`FaultlineSubscriber::with_max_level`]).
+#[doc(hidden)]
 pub fn subscriber() -> FaultlineSubscriber {
     FaultlineSubscriber::default()
 }

@@ -385,7 +385,11 @@ impl TracingRuns {
             ("int", b.tracing_int_ns, b.tracing_sub_int_ns),
             ("int+str", b.tracing_str_ns, b.tracing_sub_str_ns),
             ("int 2 thr", b.tracing_int_2t_ns, b.tracing_sub_int_2t_ns),
-            ("int+str 2 thr", b.tracing_str_2t_ns, b.tracing_sub_str_2t_ns),
+            (
+                "int+str 2 thr",
+                b.tracing_str_2t_ns,
+                b.tracing_sub_str_2t_ns,
+            ),
         ] {
             let x = layer / sub;
             targets.push(Target {

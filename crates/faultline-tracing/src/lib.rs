@@ -678,8 +678,12 @@ enum SpanEdge {
 }
 
 fn span_tp(which: SpanEdge) -> Option<&'static Tracepoint> {
-    static TPS: [OnceLock<Option<&'static Tracepoint>>; 4] =
-        [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    static TPS: [OnceLock<Option<&'static Tracepoint>>; 4] = [
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+    ];
     static WITH_TID: [FieldDesc; 2] = [
         FieldDesc {
             name: "span",

@@ -45,8 +45,7 @@ struct Entry {
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-static SPANS: [Mutex<Option<HashMap<u64, Entry>>>; SHARDS] =
-    [const { Mutex::new(None) }; SHARDS];
+static SPANS: [Mutex<Option<HashMap<u64, Entry>>>; SHARDS] = [const { Mutex::new(None) }; SHARDS];
 
 thread_local! {
     /// This thread's entered spans, innermost last.

@@ -269,7 +269,7 @@ fn since(cap: &Capture, start: usize) -> Captured {
     cap.0.lock().unwrap()[start..].to_vec()
 }
 
-fn named<'a>(got: &'a Captured) -> Vec<(&'a str, Vec<(&'a str, &'a Value)>)> {
+fn named(got: &Captured) -> Vec<(&str, Vec<(&str, &Value)>)> {
     got.iter().map(|(n, f)| (n.as_str(), fields(f))).collect()
 }
 
@@ -295,8 +295,14 @@ fn follows_from_and_standalone(cap: &Capture, tid: u64) {
             vec![("span", &Value::U(b)), ("follows", &Value::U(a))]
         )
     );
-    assert_eq!(rest[3], ("tracing:span_close", vec![("span", &Value::U(b))]));
-    assert_eq!(rest[4], ("tracing:span_close", vec![("span", &Value::U(a))]));
+    assert_eq!(
+        rest[3],
+        ("tracing:span_close", vec![("span", &Value::U(b))])
+    );
+    assert_eq!(
+        rest[4],
+        ("tracing:span_close", vec![("span", &Value::U(a))])
+    );
 
     let start = cap.0.lock().unwrap().len();
     let (o, i, later) = tracing::subscriber::with_default(faultline_tracing::subscriber(), || {
@@ -357,7 +363,10 @@ fn follows_from_and_standalone(cap: &Capture, tid: u64) {
     );
     assert!(rest[4].0.starts_with("sa:INFO.event_"), "{}", rest[4].0);
     assert_eq!(rest[4].1, [("v", &Value::U(1))]);
-    assert_eq!(rest[5], ("tracing:span_close", vec![("span", &Value::U(i))]));
+    assert_eq!(
+        rest[5],
+        ("tracing:span_close", vec![("span", &Value::U(i))])
+    );
     assert_eq!(
         rest[6],
         (
@@ -376,9 +385,15 @@ fn follows_from_and_standalone(cap: &Capture, tid: u64) {
             ]
         )
     );
-    assert_eq!(rest[8], ("tracing:span_close", vec![("span", &Value::U(o))]));
+    assert_eq!(
+        rest[8],
+        ("tracing:span_close", vec![("span", &Value::U(o))])
+    );
     assert_eq!(rest[9].0, "sa:INFO.span.later");
-    assert_eq!(rest[10], ("tracing:span_close", vec![("span", &Value::U(later))]));
+    assert_eq!(
+        rest[10],
+        ("tracing:span_close", vec![("span", &Value::U(later))])
+    );
 }
 
 /// The calling thread's kernel id, as the layer records it.

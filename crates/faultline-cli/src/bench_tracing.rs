@@ -108,6 +108,7 @@ struct Acc {
 pub struct TracingRuns {
     cfgs: Vec<Cfg>,
     acc: Vec<Acc>,
+    rounds: usize,
 }
 
 impl Default for TracingRuns {
@@ -126,7 +127,11 @@ impl Default for TracingRuns {
             cfgs.retain(|c| format!("{}/{}", c.name(), c.threads).contains(&f));
         }
         let acc = cfgs.iter().map(|_| Acc::default()).collect();
-        TracingRuns { cfgs, acc }
+        TracingRuns {
+            cfgs,
+            acc,
+            rounds: 0,
+        }
     }
 }
 
@@ -262,8 +267,22 @@ fn run_one(c: &Cfg, warmup: u64, iters: u64) -> anyhow::Result<(Vec<f64>, u64, u
 impl TracingRuns {
     /// One round of every configuration. The fmt side runs an eighth of the events (it is
     /// 1-2 orders of magnitude slower; ns/event is what is compared).
+    /// The layer and the standalone subscriber swap places every other round, so that neither
+    /// always runs right after the previous configuration's fmt side (whose file writes may
+    /// still be in flight).
     pub fn round(&mut self, warmup: u64, iters: u64) -> anyhow::Result<()> {
-        for (c, acc) in self.cfgs.iter().zip(self.acc.iter_mut()) {
+        let mut order: Vec<usize> = (0..self.cfgs.len()).collect();
+        if self.rounds % 2 == 1 {
+            for i in 1..order.len() {
+                if self.cfgs[i - 1].side == Side::Faultline && self.cfgs[i].side == Side::Standalone
+                {
+                    order.swap(i - 1, i);
+                }
+            }
+        }
+        self.rounds += 1;
+        for i in order {
+            let (c, acc) = (&self.cfgs[i], &mut self.acc[i]);
             let (w, n) = match c.side {
                 Side::Fmt => ((warmup / 8).max(1000), (iters / 8).max(1000)),
                 _ => (warmup, iters),

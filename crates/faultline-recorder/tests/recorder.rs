@@ -4,8 +4,11 @@
 //! Each test uses its own tracepoints (the registry is process-wide and tests run in
 //! parallel), its own channel and its own recorder.
 
+mod common;
+
+use common::{channel, recorder};
 use faultline_recorder::{attach, Policy, Recorder, RecorderConfig, Strategy};
-use faultline_ringbuf::{records, Channel, ChannelConfig, Consumer, Mode};
+use faultline_ringbuf::{records, Channel, Consumer};
 use faultline_schema::{decode, Value};
 use faultline_tracepoints::{
     enable, trace, tracepoint, unregister, CStrPtr, Payload, Probe, ProbeKind, RawBuf, Tracepoint,
@@ -37,28 +40,6 @@ tracepoint!(FAST_MIX, "rectest_fast", "mix", { a: u8, b: i32, s: &str, body: &[u
 tracepoint!(FAST_RAW, "rectest_fast", "raw", { x: u64, s: CStrPtr });
 tracepoint!(FAST_LOSS, "rectest_fastloss", "int", { x: u64 });
 tracepoint!(FAST_HELD, "rectest_fastheld", "held", { x: u64, body: &[u8] });
-
-fn channel(subbuf: u64, n: u64) -> Arc<Channel> {
-    Arc::new(
-        Channel::create(&ChannelConfig {
-            subbuf_size: subbuf,
-            num_subbuf: n,
-            mode: Mode::Discard,
-            ..ChannelConfig::default()
-        })
-        .unwrap(),
-    )
-}
-
-fn recorder(ch: &Arc<Channel>, s: Strategy) -> Arc<Recorder> {
-    Recorder::new(
-        ch.clone(),
-        RecorderConfig {
-            policy: Policy::Fixed(s),
-            ..RecorderConfig::default()
-        },
-    )
-}
 
 /// One decoded record: (cpu of the packet, event id, fields).
 struct Got {

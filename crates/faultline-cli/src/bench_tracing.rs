@@ -398,27 +398,6 @@ impl TracingRuns {
                 y <= 3.0,
             ));
         }
-        // Not a target: whether the standalone subscriber is faster than the layer (it is
-        // offered for the rows where it is).
-        for (what, layer, sub) in [
-            ("int", b.tracing_int_ns, b.tracing_sub_int_ns),
-            ("int+str", b.tracing_str_ns, b.tracing_sub_str_ns),
-            ("int 2 thr", b.tracing_int_2t_ns, b.tracing_sub_int_2t_ns),
-            (
-                "int+str 2 thr",
-                b.tracing_str_2t_ns,
-                b.tracing_sub_str_2t_ns,
-            ),
-        ] {
-            let x = layer / sub;
-            targets.push(Target {
-                name: format!("tracing {what}: layer / standalone subscriber"),
-                goal: "(comparison)".into(),
-                value: Some(x),
-                met: None,
-                detail: format!("{x:.2}x"),
-            });
-        }
         b
     }
 }

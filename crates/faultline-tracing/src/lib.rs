@@ -64,7 +64,7 @@
 //! `tracing:span_follows_from` with both ids (a causal link that is not a parent).
 //!
 //! Only the layer is offered: a standalone `Subscriber` without the `Registry` was built and
-//! measured next to it by `faultline bench` (rows `… -> faultline-tracing subscriber`) and is
+//! measured next to it by `faultline bench` (rows `… -> faultline-tracing subscriber`) and was
 //! not measurably faster per event (the `Registry` adds a no-op call to tracing's own
 //! dispatch), while it would lose composition with other layers and `EnvFilter`.
 //!

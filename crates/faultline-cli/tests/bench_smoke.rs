@@ -44,11 +44,20 @@ fn bench_quick_json_has_every_field() {
         "tracing_fmt_int_2t_ns",
         "tracing_raw_int_ns",
         "tracing_raw_str_ns",
+        "tracing_sub_int_ns",
+        "tracing_sub_str_ns",
+        "tracing_sub_int_2t_ns",
+        "tracing_sub_str_2t_ns",
     ] {
         let x = num(&v, key);
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");
     }
-    for key in ["tracing_lost", "tracing_fmt_lost", "tracing_raw_lost"] {
+    for key in [
+        "tracing_lost",
+        "tracing_fmt_lost",
+        "tracing_raw_lost",
+        "tracing_sub_lost",
+    ] {
         assert!(num(&v, key) >= 0.0, "{key}");
     }
     assert_eq!(

@@ -211,6 +211,10 @@ pub struct BenchReport {
     pub tracy_string_bytes: Option<f64>,
     /// Why the Tracy rows are missing.
     pub tracy_missing: Option<String>,
+    /// Buffers per CPU vs per concurrency id (`session_int_ns_cid`, `lossless_mev_s_cid`,
+    /// `buffers_mapped_cid`, `buffer_bytes_cid`, ...): see [`crate::bench_buffers`].
+    #[serde(flatten)]
+    pub buffers: crate::bench_buffers::BuffersBench,
 }
 
 /// Where the run happened.
@@ -840,6 +844,11 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         }
     };
     drop(lttng);
+    let buffers = if filtered {
+        crate::bench_buffers::BuffersBench::default()
+    } else {
+        crate::bench_buffers::run(rounds, warmup, iters, opt.lossless.as_ref(), opt.progress)
+    };
     let tracy_numbers = match tracy.take().map(|t| t.finish()) {
         Some(Ok(n)) => Some(n),
         Some(Err(e)) => {
@@ -1088,6 +1097,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         targets,
         rows,
         tracing,
+        buffers,
     })
 }
 
@@ -1423,6 +1433,7 @@ pub fn print(r: &BenchReport) {
     if let Some(t) = r.lossless_secs {
         println!("lossless search total: {t:.0} s");
     }
+    print!("{}", crate::bench_buffers::table(&r.buffers));
     println!();
     println!("targets:");
     for t in &r.targets {

@@ -193,6 +193,15 @@ fn pace(t0: Instant, due_ns: u64) {
 
 /// One faultline step: a default `Session`, one pinned paced writer.
 pub fn faultline_step(rate: f64, events: u64) -> anyhow::Result<StepOutcome> {
+    faultline_step_with(rate, events, None)
+}
+
+/// [`faultline_step`] with the `Session`'s buffers indexed by `index` (`None`: its default).
+pub fn faultline_step_with(
+    rate: f64,
+    events: u64,
+    index: Option<faultline::BufferIndex>,
+) -> anyhow::Result<StepOutcome> {
     static RUNS: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
         "faultline-bench-lossless-{}-{}",
@@ -200,10 +209,14 @@ pub fn faultline_step(rate: f64, events: u64) -> anyhow::Result<StepOutcome> {
         RUNS.fetch_add(1, Ordering::Relaxed)
     ));
     faultline_tracepoints::enable("faultline_bench:*");
-    let session = faultline::session::Session::builder()
+    let mut builder = faultline::session::Session::builder()
         .output_dir(&dir)
         .events("faultline_bench:int")
-        .verbose(false)
+        .verbose(false);
+    if let Some(i) = index {
+        builder = builder.buffer_index(i);
+    }
+    let session = builder
         .start()
         .map_err(|e| anyhow::anyhow!("session: {e}"))?;
     let cpu = faultline_rseq::allowed_cpus().first().copied();

@@ -2,6 +2,8 @@
 //! integer, and with one integer plus a 32-byte string,
 //! * through `faultline-tracing` (a `Registry` with `faultline_tracing::layer()`, into an
 //!   embedded faultline session writing CTF to disk),
+//! * through `faultline-tracing`'s standalone subscriber (`faultline_tracing::subscriber()`,
+//!   no `Registry`; same session setup),
 //! * through `tracing-subscriber`'s `fmt` layer writing through `tracing-appender`'s
 //!   `non_blocking` writer to a file (the usual way to log to a file without blocking),
 //! * and the raw faultline path (`trace!` on a static tracepoint, same session setup),
@@ -44,10 +46,16 @@ pub struct TracingBench {
     pub tracing_raw_str_ns: f64,
     pub tracing_raw_int_2t_ns: f64,
     pub tracing_raw_str_2t_ns: f64,
+    /// The standalone subscriber (no `Registry`), same four rows.
+    pub tracing_sub_int_ns: f64,
+    pub tracing_sub_str_ns: f64,
+    pub tracing_sub_int_2t_ns: f64,
+    pub tracing_sub_str_2t_ns: f64,
     /// Events lost over all rounds: faultline-tracing, fmt + appender (dropped lines), raw.
     pub tracing_lost: u64,
     pub tracing_fmt_lost: u64,
     pub tracing_raw_lost: u64,
+    pub tracing_sub_lost: u64,
     /// Emitted events neither written nor counted lost, all sides (must be 0).
     pub tracing_unaccounted: u64,
 }
@@ -55,6 +63,7 @@ pub struct TracingBench {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
     Faultline,
+    Standalone,
     Fmt,
     Raw,
 }
@@ -80,6 +89,7 @@ impl Cfg {
         };
         match self.side {
             Side::Faultline => format!("info!({ev}) -> faultline-tracing"),
+            Side::Standalone => format!("info!({ev}) -> faultline-tracing subscriber"),
             Side::Fmt => format!("info!({ev}) -> fmt + appender"),
             Side::Raw => format!("trace!({ev}) raw"),
         }
@@ -98,6 +108,7 @@ struct Acc {
 pub struct TracingRuns {
     cfgs: Vec<Cfg>,
     acc: Vec<Acc>,
+    rounds: usize,
 }
 
 impl Default for TracingRuns {
@@ -105,13 +116,22 @@ impl Default for TracingRuns {
         let mut cfgs = Vec::new();
         for threads in [1, 2] {
             for ev in [Ev::Int, Ev::Str] {
-                for side in [Side::Faultline, Side::Raw, Side::Fmt] {
+                for side in [Side::Faultline, Side::Standalone, Side::Raw, Side::Fmt] {
                     cfgs.push(Cfg { side, ev, threads });
                 }
             }
         }
+        // For profiling one configuration: FAULTLINE_BENCH_FILTER=substring of "name/threads"
+        // (e.g. "faultline-tracing/1"), as for the other rows.
+        if let Ok(f) = std::env::var("FAULTLINE_BENCH_FILTER") {
+            cfgs.retain(|c| format!("{}/{}", c.name(), c.threads).contains(&f));
+        }
         let acc = cfgs.iter().map(|_| Acc::default()).collect();
-        TracingRuns { cfgs, acc }
+        TracingRuns {
+            cfgs,
+            acc,
+            rounds: 0,
+        }
     }
 }
 
@@ -167,7 +187,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 fn run_one(c: &Cfg, warmup: u64, iters: u64) -> anyhow::Result<(Vec<f64>, u64, u64, u64)> {
     let emitted = (warmup + iters) * c.threads as u64;
     match c.side {
-        Side::Faultline | Side::Raw => {
+        Side::Faultline | Side::Standalone | Side::Raw => {
             let dir = tmp("trace");
             let session = faultline::Session::builder()
                 .output_dir(&dir)
@@ -175,15 +195,18 @@ fn run_one(c: &Cfg, warmup: u64, iters: u64) -> anyhow::Result<(Vec<f64>, u64, u
                 .verbose(false)
                 .start()
                 .map_err(|e| anyhow::anyhow!("session: {e}"))?;
-            let dispatch =
-                Dispatch::new(tracing_subscriber::registry().with(faultline_tracing::layer()));
+            let dispatch = if c.side == Side::Standalone {
+                Dispatch::new(faultline_tracing::subscriber())
+            } else {
+                Dispatch::new(tracing_subscriber::registry().with(faultline_tracing::layer()))
+            };
             let ns = match (c.side, c.ev) {
-                (Side::Faultline, Ev::Int) => {
+                (Side::Faultline | Side::Standalone, Ev::Int) => {
                     run_threads(c.threads, Some(&dispatch), warmup, iters, |i| {
                         tracing::info!(seq = i)
                     })
                 }
-                (Side::Faultline, Ev::Str) => {
+                (Side::Faultline | Side::Standalone, Ev::Str) => {
                     run_threads(c.threads, Some(&dispatch), warmup, iters, |i| {
                         tracing::info!(seq = i, msg = MSG)
                     })
@@ -244,8 +267,22 @@ fn run_one(c: &Cfg, warmup: u64, iters: u64) -> anyhow::Result<(Vec<f64>, u64, u
 impl TracingRuns {
     /// One round of every configuration. The fmt side runs an eighth of the events (it is
     /// 1-2 orders of magnitude slower; ns/event is what is compared).
+    /// The layer and the standalone subscriber swap places every other round, so that neither
+    /// always runs right after the previous configuration's fmt side (whose file writes may
+    /// still be in flight).
     pub fn round(&mut self, warmup: u64, iters: u64) -> anyhow::Result<()> {
-        for (c, acc) in self.cfgs.iter().zip(self.acc.iter_mut()) {
+        let mut order: Vec<usize> = (0..self.cfgs.len()).collect();
+        if self.rounds % 2 == 1 {
+            for i in 1..order.len() {
+                if self.cfgs[i - 1].side == Side::Faultline && self.cfgs[i].side == Side::Standalone
+                {
+                    order.swap(i - 1, i);
+                }
+            }
+        }
+        self.rounds += 1;
+        for i in order {
+            let (c, acc) = (&self.cfgs[i], &mut self.acc[i]);
             let (w, n) = match c.side {
                 Side::Fmt => ((warmup / 8).max(1000), (iters / 8).max(1000)),
                 _ => (warmup, iters),
@@ -295,6 +332,10 @@ impl TracingRuns {
                 (Side::Fmt, Ev::Str, 1) => &mut b.tracing_fmt_str_ns,
                 (Side::Fmt, Ev::Int, _) => &mut b.tracing_fmt_int_2t_ns,
                 (Side::Fmt, Ev::Str, _) => &mut b.tracing_fmt_str_2t_ns,
+                (Side::Standalone, Ev::Int, 1) => &mut b.tracing_sub_int_ns,
+                (Side::Standalone, Ev::Str, 1) => &mut b.tracing_sub_str_ns,
+                (Side::Standalone, Ev::Int, _) => &mut b.tracing_sub_int_2t_ns,
+                (Side::Standalone, Ev::Str, _) => &mut b.tracing_sub_str_2t_ns,
                 (Side::Raw, Ev::Int, 1) => &mut b.tracing_raw_int_ns,
                 (Side::Raw, Ev::Str, 1) => &mut b.tracing_raw_str_ns,
                 (Side::Raw, Ev::Int, _) => &mut b.tracing_raw_int_2t_ns,
@@ -305,6 +346,7 @@ impl TracingRuns {
                 Side::Faultline => b.tracing_lost += acc.lost,
                 Side::Fmt => b.tracing_fmt_lost += acc.lost,
                 Side::Raw => b.tracing_raw_lost += acc.lost,
+                Side::Standalone => b.tracing_sub_lost += acc.lost,
             }
             b.tracing_unaccounted += acc.unaccounted;
         }

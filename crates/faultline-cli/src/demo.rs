@@ -333,7 +333,8 @@ pub struct DemoArgs {
     #[arg(long)]
     pub json: bool,
     /// Ring buffers: per-cpu, or per-cid (one per concurrency id of the process: memory follows
-    /// the threads actually running, not the CPU count). Default: per-cid where the kernel
+    /// the threads actually running, not the CPU count). Default: per-cid where it wins (the
+    /// process may run on more CPUs than it has threads plus the consumer) and the kernel
     /// supports it (rseq mm_cid, Linux 6.3+), else per-cpu; FAULTLINE_BUFFERS sets it too
     #[arg(long, value_parser = faultline::session::parse_buffer_index)]
     pub buffers: Option<faultline::BufferIndex>,

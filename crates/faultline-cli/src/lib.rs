@@ -1,6 +1,7 @@
 //! The `faultline` command line's building blocks: `demo`, `record`, `view`, `stats`, `export`,
 //! `timeline`, the ring buffer's stress harness, the benchmarks and the copy-strategy study.
 pub mod bench;
+pub mod bench_buffers;
 pub mod bench_lossless;
 pub mod bench_tracing;
 pub mod bench_tracy;

@@ -13,9 +13,9 @@
 //!   LTTng's default sub-buffers); the clock runs from the program's start to the return of
 //!   `lttng stop` (which also waits for the relay).
 //!
-//! Both traces are then read back **from the relay's output directory**: events and losses
-//! with faultline's CTF readers, packets from the relay's index files, bytes from the stream
-//! files. Throughput = what reached the relay / wall time: events/s, packets/s, MB/s (10^6
+//! Both traces are then read back **from the relay's output directory**: events with
+//! faultline's CTF readers (losses = emitted − at the relay, for both sides alike), packets
+//! from the relay's index files, bytes from the stream files. Throughput = what reached the relay / wall time: events/s, packets/s, MB/s (10^6
 //! bytes). Discard mode on both sides: a side that cannot keep up loses events (counted).
 
 use anyhow::{bail, Context};
@@ -50,7 +50,8 @@ pub struct SideRun {
     pub events_emitted: u64,
     /// Events in the relay's copy.
     pub events_at_relay: u64,
-    /// Events the tracer discarded (ring buffer full), from the relay's copy.
+    /// Events emitted that are not in the relay's copy (discarded by the tracer or lost on
+    /// the way).
     pub events_lost: u64,
     /// Packets in the relay's copy (index entries).
     pub packets: u64,
@@ -220,7 +221,10 @@ fn finish_side(
         side: side.into(),
         events_emitted: emitted,
         events_at_relay: st.events_total,
-        events_lost: st.lost_total,
+        // Emitted minus what reached the relay: every loss, whatever its cause, counted the
+        // same way for both sides (a reader's discarded count depends on each tracer's
+        // counters; LTTng's live packets do not always carry a non-decreasing one).
+        events_lost: emitted.saturating_sub(st.events_total),
         packets,
         bytes,
         wall_s: w,

@@ -45,7 +45,7 @@ events_total, lost_total, lost_full, lost_stalled, lost_too_big, lost_packets, \
 packets_before_first, packets, remote_commits, truncated_events, truncated_bytes, events, cpus, \
 per_cpu, first_ts, last_ts, span_ns, span_s, events_per_sec, bytes_on_disk, clock_freq_hz, trace, \
 recorder, buffers). A trace recorded with one ring buffer per concurrency id (faultline sessions \
-where the kernel supports it, --buffers per-cid) says buffers = cid, and the per-buffer table is \
+where that wins and the kernel supports it, --buffers per-cid) says buffers = cid, and the per-buffer table is \
 headed cid instead of cpu. With the trace's recorder counters (written by faultline record and by sessions), it \
 also shows how many events the recorder committed, how many were faulted (read from bad memory, \
 zero-filled) and how many went through each copy strategy, with restarts and fallbacks. The \

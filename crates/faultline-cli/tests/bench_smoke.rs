@@ -44,11 +44,20 @@ fn bench_quick_json_has_every_field() {
         "tracing_fmt_int_2t_ns",
         "tracing_raw_int_ns",
         "tracing_raw_str_ns",
+        "tracing_sub_int_ns",
+        "tracing_sub_str_ns",
+        "tracing_sub_int_2t_ns",
+        "tracing_sub_str_2t_ns",
     ] {
         let x = num(&v, key);
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");
     }
-    for key in ["tracing_lost", "tracing_fmt_lost", "tracing_raw_lost"] {
+    for key in [
+        "tracing_lost",
+        "tracing_fmt_lost",
+        "tracing_raw_lost",
+        "tracing_sub_lost",
+    ] {
         assert!(num(&v, key) >= 0.0, "{key}");
     }
     assert_eq!(
@@ -176,6 +185,42 @@ fn bench_quick_json_has_every_field() {
             assert!(steps
                 .iter()
                 .any(|s| s["lost"] == 0 && s["achieved_mev_s"].as_f64() == Some(best)));
+        }
+    }
+    // Issue 11 item 4: buffers per CPU vs per concurrency id, same run.
+    assert!(matches!(v["buffers_default"].as_str(), Some("cpu" | "cid")));
+    let cid_ran = v["buffers_missing"].is_null();
+    for side in ["cpu", "cid"] {
+        let ran = side == "cpu" || cid_ran;
+        for key in [
+            format!("session_int_ns_{side}"),
+            format!("session_string_ns_{side}"),
+            format!("buffers_mapped_{side}"),
+            format!("buffer_bytes_{side}"),
+            format!("buffers_mapped_{side}_taskset1"),
+            format!("buffer_bytes_{side}_taskset1"),
+        ] {
+            let f = v.get(&key).unwrap_or_else(|| panic!("missing field {key}"));
+            assert!(
+                !ran || f.as_f64().is_some_and(|x| x > 0.0),
+                "{key}: {f} ({})",
+                v["buffers_missing"]
+            );
+        }
+        let lost = &v[format!("session_lost_{side}")];
+        assert!(
+            !ran || lost.as_u64().is_some(),
+            "session_lost_{side}: {lost}"
+        );
+        let rate = &v[format!("lossless_mev_s_{side}")];
+        assert!(rate.is_null() || rate.as_f64().is_some_and(|x| x > 0.0));
+        // The process on one CPU: one buffer, whatever the index.
+        if ran {
+            assert_eq!(v[format!("buffers_mapped_{side}_taskset1")], 1);
+            assert!(
+                num(&v, &format!("buffers_mapped_{side}")) <= num(&v, "buffers_possible"),
+                "{side}"
+            );
         }
     }
     let tracy_ran = v["tracy_missing"].is_null();

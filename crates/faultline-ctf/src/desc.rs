@@ -248,6 +248,32 @@ pub fn validate(desc: &TraceDesc) -> Result<()> {
     Ok(())
 }
 
+/// A second `env` block holding `extra`, to append to [`metadata`]`(desc)`: the same entries
+/// as `metadata` of `desc` with `extra` added to its `env`, for a copy of the metadata that
+/// can only be appended to (a live relay session). CTF readers (babeltrace2, this crate's)
+/// merge the `env` blocks of a trace. Errors when a key is not an identifier or is already
+/// in `desc`'s `env` (a value cannot be replaced by appending).
+pub fn env_addendum(desc: &TraceDesc, extra: &[(String, EnvValue)]) -> Result<String> {
+    let mut d = desc.clone();
+    d.env.extra.extend(extra.iter().cloned());
+    validate(&d)?;
+    let mut m = String::new();
+    let w = &mut m;
+    let _ = writeln!(w, "env {{");
+    for (k, v) in extra {
+        match v {
+            EnvValue::Int(i) => {
+                let _ = writeln!(w, "\t{k} = {i};");
+            }
+            EnvValue::Str(s) => {
+                let _ = writeln!(w, "\t{k} = {};", quote(s, k)?);
+            }
+        }
+    }
+    let _ = writeln!(w, "}};");
+    Ok(m)
+}
+
 /// The CTF 1.8 TSDL metadata text describing a trace written by [`crate::TraceWriter`].
 /// Errors when a name cannot be expressed (see the module docs).
 pub fn metadata(desc: &TraceDesc) -> Result<String> {

@@ -1305,7 +1305,9 @@ pub fn parse(src: &str) -> PResult<Schema> {
     // env
     let mut env = Vec::new();
     let mut tracer_ok = false;
-    if let Some(eb) = blocks.iter().find(|b| b.kind == "env") {
+    // Several `env` blocks are merged, in file order (an append-only copy of the metadata
+    // adds entries known at the end as a second block).
+    for eb in blocks.iter().filter(|b| b.kind == "env") {
         for e in &eb.entries {
             if e.key == "tracer_name" {
                 if !matches!(&e.val, EntryVal::Val(Val::Str(s)) if s == TRACER_NAME) {

@@ -53,7 +53,9 @@
 //! streamer of `faultline-relay`): the whole metadata text now and each time it changes, and
 //! every packet that passed the checks, exactly as written to the stream file (header with the
 //! patched `packet_size`, content, zero padding) — also when the local write failed, so a full
-//! disk does not cost the remote copy. [`TraceWriter::create_without_files`] makes a writer
+//! disk does not cost the remote copy. The `env` entries [`TraceWriter::finish_with_env`] adds go to the
+//! sink as the metadata it has plus a second `env` block ([`crate::desc::env_addendum`]), so
+//! an append-only copy carries them too. [`TraceWriter::create_without_files`] makes a writer
 //! that checks packets and feeds its sink without writing any file (streaming only). A sink
 //! must not block: it is called on the consumer's thread.
 //!
@@ -70,7 +72,7 @@
 //! (ENOSPC, EIO) is undone by truncating the file back to its previous length, so the stream
 //! stays readable; the error names the path.
 
-use crate::desc::{metadata, EnvValue, TraceDesc};
+use crate::desc::{env_addendum, metadata, EnvValue, TraceDesc};
 use crate::error::{CtfError, Result};
 use crate::layout::{
     align8, check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE, PADDING_ID, PENDING_ID,
@@ -1012,10 +1014,20 @@ impl TraceWriter {
         d.env
             .extra
             .retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
-        d.env.extra.extend(extra);
+        d.env.extra.extend(extra.iter().cloned());
         let text = metadata(&d);
-        if let (Ok(t), Some(s)) = (&text, self.sink.as_mut()) {
-            s.metadata(t);
+        if let Some(s) = self.sink.as_mut() {
+            // An append-only copy (a relay) gets the same entries as a second `env` block
+            // after the text it has; a replaced value can only be sent as the new text.
+            match (
+                metadata(&self.desc),
+                env_addendum(&self.desc, &extra),
+                &text,
+            ) {
+                (Ok(old), Ok(add), _) => s.metadata(&(old + &add)),
+                (_, _, Ok(t)) => s.metadata(t),
+                _ => {}
+            }
         }
         if !self.local {
             return match text {

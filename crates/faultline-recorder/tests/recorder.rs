@@ -749,6 +749,57 @@ fn fast_path_records_exact_payloads_and_yields_to_other_probes() {
     assert!(!FAST_INT.has_fast_path());
 }
 
+/// A tracepoint registered at run time (as faultline-tracing does for each callsite) and hit
+/// with a payload its caller encoded takes the fast path too, and records the exact bytes.
+#[test]
+fn run_time_tracepoint_fire_encoded_takes_the_fast_path() {
+    use faultline_schema::{EventDesc, FieldDesc, FieldType};
+    static FIELDS: [FieldDesc; 2] = [
+        FieldDesc {
+            name: "x",
+            ty: FieldType::U64,
+        },
+        FieldDesc {
+            name: "s",
+            ty: FieldType::String,
+        },
+    ];
+    static DESC: EventDesc = EventDesc {
+        provider: "rectest_fastenc",
+        name: "enc",
+        fields: &FIELDS,
+    };
+    let tp = faultline_tracepoints::register(&DESC).unwrap();
+    let ch = channel(64 * 1024, 8);
+    let rec = Recorder::new(ch.clone(), RecorderConfig::default());
+    let h = attach(&rec, "rectest_fastenc:*").unwrap();
+    enable("rectest_fastenc:*");
+    assert!(tp.has_fast_path());
+    let mut buf = Vec::new();
+    for i in 0..100u64 {
+        buf.clear();
+        buf.extend_from_slice(&i.to_le_bytes());
+        buf.extend_from_slice(format!("v{i}\0").as_bytes());
+        tp.fire_encoded(&buf);
+    }
+    let st = rec.stats();
+    assert_eq!(st.strategy(Strategy::ReserveCopyCommit).events, 100);
+    assert_eq!(st.lost_total(), 0);
+    let got = drain(&ch, &[tp]);
+    let mut seen: Vec<u64> = got
+        .iter()
+        .map(|g| {
+            let i = u(&g.fields[0]);
+            assert_eq!(string(&g.fields[1]), format!("v{i}").as_bytes());
+            i
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..100).collect::<Vec<u64>>());
+    unregister(h);
+    assert!(!tp.has_fast_path());
+}
+
 #[test]
 fn fast_path_counts_losses_like_the_recorder() {
     // No consumer, discard mode: the buffer fills and later events are lost.

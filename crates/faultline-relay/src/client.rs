@@ -261,6 +261,42 @@ impl Connection {
         }
     }
 
+    /// Rotate streams `(handle, rotate_at_packet_seq_num)` to no trace chunk ([`proto`] docs:
+    /// what a live viewer needs at the end).
+    pub fn rotate_streams_to_none(&mut self, positions: &[(u64, u64)]) -> Result<()> {
+        self.command(
+            Cmd::RotateStreams,
+            &proto::rotate_streams_to_none(positions),
+        )?;
+        self.generic_reply(Cmd::RotateStreams)
+    }
+
+    /// Close the session's trace chunk (created by [`Connection::open`], id 0).
+    pub fn close_trace_chunk(&mut self, close_time: u64) -> Result<()> {
+        self.command(
+            Cmd::CloseTraceChunk,
+            &proto::close_trace_chunk(0, close_time),
+        )?;
+        let r = self.reply(8, Cmd::CloseTraceChunk)?;
+        let code = proto::get32(&r, 0).unwrap_or(0);
+        let plen = proto::get32(&r, 4).unwrap_or(0) as usize;
+        if code != proto::LTTNG_OK {
+            return Err(RelayError(format!(
+                "relay CloseTraceChunk: refused (code {code})"
+            )));
+        }
+        if plen > 4096 {
+            return Err(RelayError(format!(
+                "close trace chunk: path length {plen} out of range"
+            )));
+        }
+        let mut path = vec![0u8; plen];
+        self.control
+            .read_exact(&mut path)
+            .map_err(|e| self.io_err(Cmd::CloseTraceChunk, e))?;
+        Ok(())
+    }
+
     /// Close a stream after its last packet `last_net_seq_num`.
     pub fn close_stream(&mut self, stream: u64, last_net_seq_num: u64) -> Result<()> {
         self.command(

@@ -18,11 +18,18 @@
 //! | `SEND_METADATA` (6) | `stream: u64, padding: u32, text` | **none** |
 //! | `SEND_INDEX` (13) | [`index`] (80 bytes) | `ret: u32` |
 //! | `DATA_PENDING` (8) | `stream: u64, last_net_seq_num: u64` | `u32`: 1 while that packet's data or index is not written yet, 0 once it is |
+//! | `ROTATE_STREAMS` (18) | [`rotate_streams`]: `count: u32, new_chunk: {is_set: u8, id: u64}`, then per stream `stream: u64, rotate_at_packet_seq_num: u64` | `ret: u32` |
+//! | `CLOSE_TRACE_CHUNK` (20) | `chunk_id: u64, close_time: u64, command: {is_set: u8, value: u32}` | `ret: u32, path_len: u32, path[path_len]` (the path only when `ret` is `LTTNG_OK`) |
 //! | `CLOSE_STREAM` (7) | `stream: u64, last_net_seq_num: u64` | `ret: u32` |
 //!
 //! Before closing, the client waits with `DATA_PENDING` until the relay has written every
 //! packet: the two connections are read independently, and a live viewer is told the stream
-//! ended (no more indexes) as soon as the control connection is closed.
+//! ended (no more indexes) as soon as the control connection is closed. Then, as LTTng does
+//! when a session is destroyed, it rotates every stream to *no* chunk (`ROTATE_STREAMS` with
+//! `new_chunk` unset, at the packet after each stream's last `packet_seq_num`) and closes the
+//! trace chunk: a stream closed without that loses, for a live viewer still behind, the files
+//! it was reading (the relay drops a closed stream's chunk), so the viewer never gets the last
+//! packets; after a rotation to no chunk the viewer keeps reading the old chunk to its end.
 //!
 //! # Data connection (default port 5343)
 //! No handshake: each packet is a 32-byte header — `circuit_id: u64` (0), `stream: u64` (the
@@ -80,8 +87,12 @@ pub enum Cmd {
     SendIndex = 13,
     /// The streams added so far are complete: publish them to viewers.
     StreamsSent = 16,
+    /// Rotate streams to another trace chunk (or to none).
+    RotateStreams = 18,
     /// Create a trace chunk.
     CreateTraceChunk = 19,
+    /// Close a trace chunk.
+    CloseTraceChunk = 20,
 }
 
 impl Cmd {
@@ -96,7 +107,9 @@ impl Cmd {
             8 => Cmd::DataPending,
             13 => Cmd::SendIndex,
             16 => Cmd::StreamsSent,
+            18 => Cmd::RotateStreams,
             19 => Cmd::CreateTraceChunk,
+            20 => Cmd::CloseTraceChunk,
             _ => return None,
         })
     }
@@ -184,6 +197,31 @@ pub fn parse_data_header(b: &[u8; DATA_HDR_LEN]) -> DataHeader {
         data_size: get32(b, 24).unwrap_or(0),
         padding_size: get32(b, 28).unwrap_or(0),
     }
+}
+
+/// `ROTATE_STREAMS` payload rotating `(stream, rotate_at_packet_seq_num)` to no trace chunk
+/// (the packed 2.11 form: the optional chunk id is `is_set: u8` then `id: u64`).
+pub fn rotate_streams_to_none(positions: &[(u64, u64)]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(13 + 16 * positions.len());
+    put32(&mut v, positions.len() as u32);
+    v.push(0);
+    put64(&mut v, 0);
+    for &(stream, at) in positions {
+        put64(&mut v, stream);
+        put64(&mut v, at);
+    }
+    v
+}
+
+/// `CLOSE_TRACE_CHUNK` payload: close `chunk_id` at `close_time` (seconds since the epoch)
+/// with no close command (the chunk stays where it is).
+pub fn close_trace_chunk(chunk_id: u64, close_time: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(21);
+    put64(&mut v, chunk_id);
+    put64(&mut v, close_time);
+    v.push(0);
+    put32(&mut v, 0);
+    v
 }
 
 /// `VERSION` payload.

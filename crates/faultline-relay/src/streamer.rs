@@ -12,15 +12,17 @@
 //!   (`packets_dropped`, `events_dropped`); once the connection has failed, packets are counted
 //!   as *lost* (`packets_lost`, `events_lost`). The local trace, if any, is written by the
 //!   writer whatever happens here.
-//! * The **sender thread** owns the connection. For each packet: the first packet of a CPU
-//!   adds its stream (`stream_<cpu>`, so the relay's copy has the local trace's file names)
-//!   and publishes it (`STREAMS_SENT`); then the packet goes on the data connection with the
+//! * The **sender thread** owns the connection. It first adds the streams of every buffer
+//!   ("Streams" below); for each packet it sends the packet on the data connection with the
 //!   stream's next `net_seq_num`, and its index (from the packet header: sizes, timestamps,
 //!   `events_discarded`, `stream_id`, the CPU as `stream_instance_id`, `packet_seq_num`) on the
 //!   control connection. Metadata changes that extend the text already sent are appended
-//!   (event classes added while recording); other changes (the recorder counters written into
-//!   `env` at the end) cannot be expressed to a live session and are counted
-//!   (`metadata_updates_skipped`).
+//!   (event classes added while recording, the recorder counters `record` adds at the end as a
+//!   second `env` block); other changes cannot be expressed to a live session and are counted
+//!   (`metadata_updates_skipped`). **Metadata**: each append is sent behind the comment
+//!   [`METADATA_APPEND_SIGNATURE`] (`/* CTF 1.8 */`), which babeltrace2's live reader wants at
+//!   the start of every piece of plain-text metadata; the relay's `metadata` file is the text
+//!   with these comment lines between the pieces.
 //! * **Beacons** (live): the consumer tells the sink when everything older than a time `T`
 //!   has been handed over (it flushed the buffers at `T` and took every packet since:
 //!   [`PacketSink::flushed`]); that mark travels through the queue behind those packets. Every
@@ -29,6 +31,25 @@
 //!   last packet's end, so a viewer may go past `T` on that stream. A packet that arrives
 //!   beginning before a beacon already sent (a writer that reserved before the flush and
 //!   committed after it) is still sent and is counted (`late_packets`).
+//! * **Streams.** A live viewer merges the streams by time: a stream that appears after the
+//!   viewer printed later events of other streams (a CPU that starts tracing late) stops it
+//!   (babeltrace2: "timestamp is less than ... last returned"), and a stream without any
+//!   packet cannot be declared idle (the relay ignores beacons until a stream has an index),
+//!   so it holds the viewer back. As LTTng does, every buffer's stream (`stream_<n>`, the
+//!   local trace's file names) is therefore added when streaming starts
+//!   ([`RelayConfig::streams`]) and begins with an **empty packet** (a header, no event,
+//!   counters 0) at [`RelayConfig::start_ts`]. To keep each stream's `packet_seq_num`
+//!   strictly increasing, the relay's copy numbers the trace writer's packets one further
+//!   (`packet_seq_num + 1`, header re-encoded); gaps, and so lost-packet counts, are the
+//!   same. The relay's copy therefore holds exactly the local trace's events and discarded
+//!   counts, plus one empty packet per stream (and an empty stream file for a buffer that
+//!   never traced). A buffer beyond [`RelayConfig::streams`] gets its stream and empty packet
+//!   (at its first packet's begin time) when its first packet comes.
+//! * **The end** ([`RelayHandle::finish`]): once the relay has written everything
+//!   (`DATA_PENDING`), every stream is rotated to no trace chunk and the chunk is closed
+//!   (`chunk_closed`), then the streams are closed — what LTTng does when a session is
+//!   destroyed, and what lets a live viewer that is behind read the last packets
+//!   ([`crate::proto`] docs).
 //! * A socket error or timeout ends the connection: the error is kept (`error`), what was
 //!   queued is counted as lost. [`RelayHandle::finish`] waits, bounded, for the queue to be
 //!   sent, written by the relay (`DATA_PENDING`) and the streams closed; past its deadline the sockets are shut down and the rest is
@@ -37,6 +58,7 @@
 use crate::client::{Connection, RelayError};
 use crate::proto::{CreateSession, Index};
 use crate::url::RelayUrl;
+use faultline_ctf::layout::PACKET_HEADER_SIZE;
 use faultline_ctf::{PacketHeader, PacketSink};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
@@ -44,6 +66,9 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// What every metadata append begins with (module docs, "Metadata").
+pub const METADATA_APPEND_SIGNATURE: &[u8] = b"/* CTF 1.8 */\n";
 
 /// Streaming options.
 #[derive(Clone)]
@@ -63,6 +88,13 @@ pub struct RelayConfig {
     pub connect_timeout: Duration,
     /// Timeout of every socket read and write.
     pub io_timeout: Duration,
+    /// Buffers (CPUs) whose streams are added when streaming starts, `stream_0` to
+    /// `stream_<streams - 1>` (module docs, "Streams"); a packet of a buffer beyond them adds
+    /// its stream when it comes.
+    pub streams: u32,
+    /// Trace clock time at which streaming starts: the time of the empty packet each stream
+    /// begins with (module docs, "Streams"). No event of the trace may be older.
+    pub start_ts: u64,
 }
 
 impl RelayConfig {
@@ -76,6 +108,8 @@ impl RelayConfig {
             queue_bytes: 64 << 20,
             connect_timeout: Duration::from_secs(3),
             io_timeout: Duration::from_secs(5),
+            streams: 0,
+            start_ts: 0,
         }
     }
 }
@@ -127,6 +161,8 @@ pub struct RelayStats {
     pub metadata_updates_skipped: u64,
     /// Streams closed cleanly at the end.
     pub streams_closed: u64,
+    /// The trace chunk was closed at the end (after every stream rotated out of it).
+    pub chunk_closed: bool,
     /// The error that ended the connection, if any.
     pub error: Option<String>,
 }
@@ -215,6 +251,7 @@ impl RelayStreamer {
             Some(n) => (n.clone(), false),
             None => (format!("auto-{}", local_datetime(now)), true),
         };
+        let trace_uuid = sender_uuid;
         let mut uuid = sender_uuid;
         if uuid == [0; 16] {
             uuid[0] = 1; // the relay reserves the nil UUID
@@ -251,7 +288,7 @@ impl RelayStreamer {
         let cfg2 = cfg.clone();
         let thread = std::thread::Builder::new()
             .name("faultline-relay".into())
-            .spawn(move || Sender::new(conn, cfg2, i2).run())
+            .spawn(move || Sender::new(conn, cfg2, i2, trace_uuid).run())
             .map_err(|e| RelayError(format!("cannot start the relay sender thread: {e}")))?;
         Ok((
             RelaySink {
@@ -291,7 +328,13 @@ impl PacketSink for RelaySink {
         if text.len() == self.last_meta.len() {
             return;
         }
-        let add = text.as_bytes()[self.last_meta.len()..].to_vec();
+        // Each append starts with the plain-text signature: babeltrace2's live reader (2.0)
+        // checks it at the start of every piece of metadata it receives. A comment in TSDL.
+        let mut add = Vec::new();
+        if !self.last_meta.is_empty() {
+            add.extend_from_slice(METADATA_APPEND_SIGNATURE);
+        }
+        add.extend_from_slice(&text.as_bytes()[self.last_meta.len()..]);
         self.last_meta = text.to_string();
         if !s.failed && !s.done {
             s.queue.push_back(Item::Metadata(add));
@@ -407,6 +450,8 @@ impl Drop for RelayHandle {
 struct StreamState {
     handle: u64,
     next_seq: u64,
+    /// `packet_seq_num` of the last packet sent, as the relay's copy numbers it.
+    last_packet_seq: u64,
     last_end: u64,
     beacon_ts: u64,
     sent_since_beacon: bool,
@@ -420,11 +465,14 @@ struct Sender {
     last_beacon: Instant,
     /// The latest consumer mark (module docs, "Beacons").
     flushed: u64,
+    /// The trace's uuid (for the streams' first, empty packets).
+    uuid: [u8; 16],
 }
 
 impl Sender {
-    fn new(conn: Connection, cfg: RelayConfig, inner: Arc<Inner>) -> Sender {
+    fn new(conn: Connection, cfg: RelayConfig, inner: Arc<Inner>, uuid: [u8; 16]) -> Sender {
         Sender {
+            uuid,
             conn: Some(conn),
             cfg,
             inner,
@@ -435,6 +483,9 @@ impl Sender {
     }
 
     fn run(mut self) {
+        if let Err(e) = self.add_streams(self.cfg.streams) {
+            self.fail(e);
+        }
         let mut finished = false;
         while !finished {
             let items: Vec<Item> = {
@@ -468,10 +519,16 @@ impl Sender {
                     }
                     Item::Packet {
                         cpu,
-                        header,
-                        bytes,
+                        mut header,
+                        mut bytes,
                         events,
                     } => {
+                        // The relay's copy numbers packets one further (module docs,
+                        // "Streams"); the writer's packets are at least a header long.
+                        header.packet_seq_num = header.packet_seq_num.saturating_add(1);
+                        if let Some(h) = bytes.get_mut(..PACKET_HEADER_SIZE) {
+                            h.copy_from_slice(&header.encode());
+                        }
                         let r = self.send_packet(cpu, &header, &bytes);
                         let mut s = lock(&self.inner);
                         match r {
@@ -522,6 +579,53 @@ impl Sender {
         }
     }
 
+    /// Add the streams of buffers `0..n` and publish them (module docs, "Streams").
+    fn add_streams(&mut self, n: u32) -> Result<(), RelayError> {
+        if n == 0 {
+            return Ok(());
+        }
+        for cpu in 0..n {
+            self.add_stream(cpu)?;
+        }
+        self.conn_mut()?.streams_sent()?;
+        for cpu in 0..n {
+            self.first_packet(cpu, self.cfg.start_ts)?;
+        }
+        Ok(())
+    }
+
+    fn add_stream(&mut self, cpu: u32) -> Result<(), RelayError> {
+        let handle = self.conn_mut()?.add_stream(&format!("stream_{cpu}"))?;
+        self.streams.insert(
+            cpu,
+            StreamState {
+                handle,
+                next_seq: 0,
+                last_packet_seq: 0,
+                last_end: 0,
+                beacon_ts: 0,
+                sent_since_beacon: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// The empty packet a stream begins with (module docs, "Streams"), at time `ts`.
+    fn first_packet(&mut self, cpu: u32, ts: u64) -> Result<(), RelayError> {
+        let h = PacketHeader {
+            magic: faultline_ctf::layout::MAGIC,
+            uuid: self.uuid,
+            timestamp_begin: ts,
+            timestamp_end: ts,
+            content_size: PACKET_HEADER_SIZE as u64 * 8,
+            packet_size: PACKET_HEADER_SIZE as u64 * 8,
+            packet_seq_num: 0,
+            cpu_id: cpu,
+            ..PacketHeader::default()
+        };
+        self.send_packet(cpu, &h, &h.encode()).map(|_| ())
+    }
+
     /// Send one packet and its index; returns whether it began before a beacon.
     fn send_packet(
         &mut self,
@@ -530,24 +634,15 @@ impl Sender {
         bytes: &[u8],
     ) -> Result<bool, RelayError> {
         if !self.streams.contains_key(&cpu) {
-            let c = self.conn_mut()?;
-            let handle = c.add_stream(&format!("stream_{cpu}"))?;
-            c.streams_sent()?;
-            self.streams.insert(
-                cpu,
-                StreamState {
-                    handle,
-                    next_seq: 0,
-                    last_end: 0,
-                    beacon_ts: 0,
-                    sent_since_beacon: false,
-                },
-            );
+            self.add_stream(cpu)?;
+            self.conn_mut()?.streams_sent()?;
+            self.first_packet(cpu, h.timestamp_begin)?;
         }
         let (handle, seq, late) = match self.streams.get_mut(&cpu) {
             Some(st) => {
                 let seq = st.next_seq;
                 st.next_seq += 1;
+                st.last_packet_seq = h.packet_seq_num;
                 st.last_end = h.timestamp_end;
                 st.sent_since_beacon = true;
                 (st.handle, seq, st.beacon_ts > h.timestamp_begin)
@@ -632,10 +727,38 @@ impl Sender {
                 }
             }
         }
-        let mut closed = 0;
+        // As LTTng at a session's end (proto docs): rotate every stream to no chunk, so a
+        // live viewer still behind keeps reading the chunk to its end, and close the chunk.
         let meta = c.metadata_stream;
+        let mut positions: Vec<(u64, u64)> = self
+            .streams
+            .values()
+            .filter(|st| st.next_seq > 0)
+            .map(|st| (st.handle, st.last_packet_seq.saturating_add(1)))
+            .collect();
+        positions.push((meta, 0));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let ended = c
+            .rotate_streams_to_none(&positions)
+            .and_then(|_| c.close_trace_chunk(now));
+        match ended {
+            Ok(()) => lock(&self.inner).stats.chunk_closed = true,
+            Err(e) => {
+                let mut s = lock(&self.inner);
+                if s.stats.error.is_none() {
+                    s.stats.error = Some(e.0);
+                }
+                return;
+            }
+        }
+        let mut closed = 0;
         for st in self.streams.values() {
-            if c.close_stream(st.handle, st.next_seq.saturating_sub(1))
+            // A stream that never had a packet closes after "packet -1" (nothing to wait
+            // for), as LTTng's consumer closes one.
+            if c.close_stream(st.handle, st.next_seq.wrapping_sub(1))
                 .is_err()
             {
                 break;

@@ -55,6 +55,12 @@ fn reply_for(cmd: u32, handle: &AtomicU64) -> Option<Vec<u8>> {
         }
         Some(Cmd::SendMetadata) => return None,
         Some(Cmd::DataPending) => 0u32.to_be_bytes().to_vec(),
+        Some(Cmd::CloseTraceChunk) => {
+            let mut v = ok;
+            v.extend_from_slice(&2u32.to_be_bytes());
+            v.extend_from_slice(b"x\0");
+            v
+        }
         _ => ok,
     })
 }
@@ -218,17 +224,21 @@ fn command_sequence_data_and_indexes() {
         (6, 6, 6 * 512)
     );
     assert_eq!(st.metadata_updates_skipped, 1);
-    assert_eq!(st.metadata_bytes, 16);
+    assert_eq!(st.metadata_bytes, 30);
     let cmds = fake.cmds();
     let seq: Vec<u32> = cmds.iter().map(|(c, _)| *c).collect();
-    // version, session, chunk, metadata stream; metadata twice; then per new CPU stream:
-    // add + streams_sent + index; data pending of the 2 data streams, close them and the
-    // metadata stream.
+    // version, session, chunk, metadata stream; metadata twice; then per new CPU stream
+    // (none announced at the start here): add + streams_sent + the index of its empty first
+    // packet + the packet's index; data pending of the 2 data streams, rotation to no chunk,
+    // chunk closed, close the streams and the metadata stream.
     assert_eq!(
         seq,
-        vec![5, 2, 19, 1, 6, 6, 1, 16, 13, 1, 16, 13, 13, 13, 13, 13, 8, 8, 7, 7, 7],
+        vec![
+            5, 2, 19, 1, 6, 6, 1, 16, 13, 13, 1, 16, 13, 13, 13, 13, 13, 13, 8, 8, 18, 20, 7, 7, 7
+        ],
         "{seq:?}"
     );
+    assert!(st.chunk_closed);
     let cs = proto::parse_create_session(&cmds[1].1).unwrap();
     assert_eq!((cs.session_name.as_str(), cs.hostname.as_str()), ("s", "h"));
     assert!(!cs.name_contains_creation_time && cs.live_timer_us > 0);
@@ -243,24 +253,43 @@ fn command_sequence_data_and_indexes() {
         "metadata stream handle"
     );
     assert_eq!(&cmds[4].1[12..], b"/* CTF 1.8 */\nA");
-    assert_eq!(&cmds[5].1[12..], b"B");
+    assert_eq!(
+        &cmds[5].1[12..],
+        b"/* CTF 1.8 */\nB",
+        "appends carry the signature"
+    );
     assert_eq!(
         proto::parse_add_stream(&cmds[6].1).unwrap().0,
         "stream_1",
         "first packet's CPU first"
     );
-    // Indexes: sizes from the header, the CPU as stream instance, per-stream net_seq_num.
-    let idx: Vec<proto::Index> = cmds
+    // Indexes: each stream's empty first packet (at its first packet's begin time), then
+    // sizes from the header, the CPU as stream instance, per-stream net_seq_num, and the
+    // packet numbered one further.
+    let all: Vec<proto::Index> = cmds
         .iter()
         .filter(|(c, _)| *c == 13)
         .map(|(_, p)| proto::parse_index(p).unwrap())
         .collect();
-    assert_eq!(idx.len(), 6);
+    assert_eq!(all.len(), 8);
+    for (k, cpu) in [(0usize, 1u64), (2, 0)] {
+        let e = &all[k];
+        assert_eq!((e.net_seq_num, e.packet_seq_num), (0, 0));
+        assert_eq!((e.packet_size, e.content_size), (128 * 8, 128 * 8));
+        assert_eq!((e.timestamp_begin, e.timestamp_end), (0, 0));
+        assert_eq!((e.events_discarded, e.stream_instance_id), (0, cpu));
+    }
+    let idx: Vec<proto::Index> = all
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| *k != 0 && *k != 2)
+        .map(|(_, i)| *i)
+        .collect();
     for (k, i) in idx.iter().enumerate() {
         let (seq, cpu) = ((k / 2) as u64, if k % 2 == 0 { 1 } else { 0 });
         let (h, _) = packet(cpu, seq, 512);
         assert_eq!(i.relay_stream, if cpu == 1 { 101 } else { 102 });
-        assert_eq!(i.net_seq_num, seq);
+        assert_eq!(i.net_seq_num, seq + 1);
         assert_eq!(i.packet_size, 512 * 8);
         assert_eq!(i.content_size, h.content_size);
         assert_eq!(
@@ -268,25 +297,108 @@ fn command_sequence_data_and_indexes() {
             (100 * seq, 100 * seq + 50)
         );
         assert_eq!(i.events_discarded, seq);
-        assert_eq!((i.stream_instance_id, i.packet_seq_num), (cpu as u64, seq));
+        assert_eq!(
+            (i.stream_instance_id, i.packet_seq_num),
+            (cpu as u64, seq + 1)
+        );
     }
-    // Data: the packets unchanged, with the same (stream, net_seq_num).
+    // Data: the empty first packets, then the packets with only packet_seq_num changed
+    // (+1), with the same (stream, net_seq_num) as their index.
     let data = fake.data();
-    assert_eq!(data.len(), 6);
+    assert_eq!(data.len(), 8);
     for (k, (h, p)) in data.iter().enumerate() {
-        let (seq, cpu) = ((k / 2) as u64, if k % 2 == 0 { 1 } else { 0 });
-        assert_eq!((h.stream, h.net_seq_num), (idx[k].relay_stream, seq));
-        assert_eq!(p, &packet(cpu, seq, 512).1);
+        assert_eq!(
+            (h.stream, h.net_seq_num),
+            (all[k].relay_stream, all[k].net_seq_num)
+        );
+        if k == 0 || k == 2 {
+            let e = PacketHeader::parse_slice(p).unwrap();
+            assert_eq!(p.len(), 128);
+            assert_eq!((e.uuid, e.packet_seq_num, e.content_size), (UUID, 0, 1024));
+            continue;
+        }
+        let j = k - if k < 2 { 1 } else { 2 };
+        let (seq, cpu) = ((j / 2) as u64, if j % 2 == 0 { 1 } else { 0 });
+        let (mut eh, mut ep) = packet(cpu, seq, 512);
+        eh.packet_seq_num += 1;
+        ep[..128].copy_from_slice(&eh.encode());
+        assert_eq!(p, &ep);
     }
+    // The end: every data stream rotated after its last packet, and the metadata stream.
+    let rot: Vec<&Vec<u8>> = cmds
+        .iter()
+        .filter(|(c, _)| *c == 18)
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(
+        rot,
+        vec![&proto::rotate_streams_to_none(&[
+            (102, 4),
+            (101, 4),
+            (100, 0)
+        ])]
+    );
     // Close: last net_seq_num of each data stream (by CPU), then the metadata stream.
     let closes: Vec<Vec<u8>> = cmds
         .iter()
         .filter(|(c, _)| *c == 7)
         .map(|(_, p)| p.clone())
         .collect();
-    assert_eq!(closes[0], proto::close_stream(102, 2));
-    assert_eq!(closes[1], proto::close_stream(101, 2));
+    assert_eq!(closes[0], proto::close_stream(102, 3));
+    assert_eq!(closes[1], proto::close_stream(101, 3));
     assert_eq!(closes[2], proto::close_stream(100, 0));
+}
+
+#[test]
+fn every_buffer_has_a_stream_and_an_empty_packet_from_the_start() {
+    let fake = Fake::start(Behaviour::default());
+    let mut cfg = fake.cfg();
+    cfg.streams = 3;
+    cfg.start_ts = 7;
+    let (mut sink, handle) = RelayStreamer::start(cfg, UUID).unwrap();
+    let (h, p) = packet(1, 0, 256);
+    sink.packet(1, &h, &p, 1);
+    sink.finish();
+    let st = handle.finish(Duration::from_secs(10));
+    assert!(st.complete() && st.chunk_closed, "{st:?}");
+    let cmds = fake.cmds();
+    let seq: Vec<u32> = cmds.iter().map(|(c, _)| *c).collect();
+    // Three streams added and published at once, their empty packets, then the packet of
+    // CPU 1 (no stream added for it).
+    assert_eq!(
+        seq,
+        vec![5, 2, 19, 1, 1, 1, 1, 16, 13, 13, 13, 13, 8, 8, 8, 18, 20, 7, 7, 7, 7],
+        "{seq:?}"
+    );
+    let names: Vec<String> = (4..7)
+        .map(|k| proto::parse_add_stream(&cmds[k].1).unwrap().0)
+        .collect();
+    assert_eq!(names, ["stream_0", "stream_1", "stream_2"]);
+    let idx: Vec<proto::Index> = cmds
+        .iter()
+        .filter(|(c, _)| *c == 13)
+        .map(|(_, p)| proto::parse_index(p).unwrap())
+        .collect();
+    for (cpu, i) in idx[..3].iter().enumerate() {
+        assert_eq!(i.relay_stream, 101 + cpu as u64);
+        assert_eq!((i.timestamp_begin, i.timestamp_end), (7, 7));
+        assert_eq!((i.net_seq_num, i.packet_seq_num), (0, 0));
+        assert_eq!(i.stream_instance_id, cpu as u64);
+    }
+    assert_eq!(
+        (
+            idx[3].relay_stream,
+            idx[3].net_seq_num,
+            idx[3].packet_seq_num
+        ),
+        (102, 1, 1)
+    );
+    // Idle streams can now be declared idle: each got a packet.
+    let rot = &cmds.iter().find(|(c, _)| *c == 18).unwrap().1;
+    assert_eq!(
+        rot,
+        &proto::rotate_streams_to_none(&[(101, 1), (102, 2), (103, 1), (100, 0)])
+    );
 }
 
 #[test]

@@ -106,21 +106,43 @@
 //!
 //! ## Flushing a concurrency-id buffer
 //! No thread can choose its concurrency id, so the pinned-helper flush cannot work. Instead
-//! the flusher, any thread of the writer process (one at a time, `cid_flush`), does:
-//! 1. `old = write_offset` (acquire), loss snapshot, then compare-and-swap `old` →
-//!    `new | FLUSH_MARK` (`new` the next sub-buffer start). Writers never build on a marked
-//!    value: the fast path needs a position inside a sub-buffer (the marked value is
-//!    sub-buffer aligned), the general path waits a few yields and then counts the event as
-//!    stalled.
-//! 2. `membarrier(PRIVATE_EXPEDITED_RSEQ)` on all CPUs: any critical section in progress has
-//!    finished or was aborted when it returns. A section that compared `old` before the mark
-//!    and stored after it has therefore already replaced the mark with its own reservation.
-//! 3. Compare-and-swap `new | FLUSH_MARK` → `new`: success means nobody replaced the mark,
-//!    so `[old, new)` is the flusher's and it closes the sub-buffer as a writer would; failure
-//!    means a writer's reservation won, nothing was written, start again.
+//! the flusher, any thread of the writer process (one at a time, `cid_flush`), closes the
+//! partially filled sub-buffers of all the buffers it flushes in one round:
+//! 1. per buffer: `old = write_offset` (acquire), the loss snapshot, the end timestamp (read
+//!    in order, `clock::now_ordered`), then compare-and-swap `old` -> `new | FLUSH_MARK`
+//!    (`new` the next sub-buffer start; the marked value is sub-buffer aligned, so the fast
+//!    path never builds on it);
+//! 2. one `membarrier(PRIVATE_EXPEDITED_RSEQ)` for all of them: any critical section in
+//!    progress has finished or was aborted when it returns. A section that compared `old`
+//!    before the mark and stored after it has therefore already replaced the mark with its
+//!    own reservation;
+//! 3. per buffer: compare-and-swap `new | FLUSH_MARK` -> `new`. Success: nobody replaced the
+//!    mark, `[old, new)` is the flusher's and it closes the sub-buffer as a writer would.
+//!    Failure, but `flush_ack == new | FLUSH_MARK` (step 3'): a writer confirmed the mark
+//!    (below), `[old, new)` is the flusher's as well. Otherwise a writer's reservation from
+//!    `old` won, nothing was written, and the buffer goes into the next round.
 //!
-//! Without step 2 the check in step 3 can run while that section sits between its compare
-//! and its store; `tests/loom_delivery.rs` finds the overlapping reservations.
+//! **Writers never wait for the flusher.** A writer whose general path reads a marked offset
+//! confirms it in one critical section keyed on the buffer's id
+//! (`faultline_rseq::cmpeqv_trystorev_storev_on`): compare the offset with the mark, store
+//! `flush_ack = mark`, commit the offset unmarked; then it reserves as usual, after the
+//! closed sub-buffer. While that section runs its thread holds the id, so no other section
+//! of the id is between its compare and its store: in particular none that compared `old`
+//! before the mark. So a section that saw the mark proves what the membarrier proves, and
+//! from then on the mark can only be replaced by confirmations (all storing `new`) or the
+//! flusher's step 3 (storing `new`); the acknowledgement, written after the compare, is true
+//! even if the section is then aborted before its commit. Marks never repeat once confirmed
+//! (`new` is a free-running position past the closed sub-buffer), so an old acknowledgement
+//! never matches a later mark. The end timestamp is read before the mark because a writer
+//! that confirmed may write the next sub-buffer before the flusher looks again.
+//!
+//! Formerly writers waited a few yields at a mark and then dropped the event as stalled, so
+//! a flusher preempted inside its window (a loaded machine) cost every event written meanwhile
+//! (`tests/cid_flush.rs`). `tests/loom_cid_flush.rs` model-checks the protocol; its broken
+//! variants (no membarrier, the acknowledgement ignored, a confirmation outside a section of
+//! the id, the timestamp read after the membarrier, a writer giving up at the mark) fail.
+//! If the membarrier fails (not once the channel exists: `cid_supported`), an unconfirmed
+//! mark is kept and resolved by a later flush.
 //!
 //! # Rules for the traced program
 //! One process (one `mm`) writes a channel's buffers at a time for the membarrier fast
@@ -225,6 +247,16 @@ pub enum Lost {
     NoBuffer,
 }
 
+/// A mark [`Channel::flush_all`] put on a concurrency-id buffer: the range `[old, new)` it
+/// closes if the mark is confirmed, with the end timestamp and loss snapshot for its header.
+struct CidMark {
+    slot: u32,
+    old: u64,
+    new: u64,
+    ts: u64,
+    lost: LostCounts,
+}
+
 /// Whether a flush had anything to close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushOutcome {
@@ -295,8 +327,9 @@ pub struct Channel {
     compact_window: u64,
     clock: ClockInfo,
     /// Serialises this process's flushes of [`BufferIndex::Cid`] buffers (the flush protocol
-    /// allows one flusher per buffer; see `flush_cid`).
-    cid_flush: std::sync::Mutex<()>,
+    /// allows one flusher per buffer; see `flush_cid`), and holds the marks a flush could not
+    /// resolve (membarrier failed) for the next one.
+    cid_flush: std::sync::Mutex<Vec<CidMark>>,
     map: memmap2::MmapRaw,
     file: File,
 }
@@ -884,7 +917,7 @@ impl Channel {
                 Mode::Overwrite => 0,
             },
             clock,
-            cid_flush: std::sync::Mutex::new(()),
+            cid_flush: std::sync::Mutex::new(Vec::new()),
             map,
             file,
         })
@@ -1339,7 +1372,6 @@ impl Channel {
         if rec_len > g.max_record {
             return Err(self.lose(self.current_cpu(), Lost::TooBig));
         }
-        let mut marked = 0u32;
         loop {
             let cpu = self.current_cpu();
             if cpu >= g.num_cpus {
@@ -1351,15 +1383,14 @@ impl Channel {
             // a Cid flush's unmarking store.
             let old = b.write_offset.load(Ordering::Acquire);
             if old & FLUSH_MARK != 0 {
-                // A flush of this concurrency-id buffer is closing its sub-buffer (flush_cid):
-                // never build on the marked value. The flush holds it for one membarrier;
-                // writers do not block, so a flusher that is itself descheduled costs an
-                // event counted as stalled rather than a wait of unknown length.
-                marked += 1;
-                if marked > 64 {
+                if g.index != BufferIndex::Cid {
+                    // Only a concurrency-id flush marks an offset: damaged shared memory.
                     return Err(self.lose(cpu, Lost::Stalled));
                 }
-                std::thread::yield_now();
+                // A flush is closing this buffer's sub-buffer (module docs, "Flushing a
+                // concurrency-id buffer"): confirm it for the flusher, then reserve after it.
+                // No wait and no loss, however long the flusher takes.
+                self.confirm_flush(cpu, old);
                 continue;
             }
             let sb_off = old & g.sb_mask;
@@ -1422,6 +1453,32 @@ impl Channel {
             let commit_len = if switch { rec_len } else { end - old };
             return Ok((cpu, pos, commit_len));
         }
+    }
+
+    /// Confirm the flush mark `marked` found in buffer `slot`'s `write_offset`, in a critical
+    /// section keyed on the concurrency id `slot` (module docs, "Flushing a concurrency-id
+    /// buffer", step 3'): `flush_ack = marked`, then `write_offset = marked` unmarked. A
+    /// failed or aborted attempt needs nothing more: the caller re-reads the offset.
+    #[cold]
+    #[inline(never)]
+    fn confirm_flush(&self, slot: u32, marked: u64) {
+        let b = self.buf(slot);
+        // SAFETY: a Cid channel is in rseq mode with mm_cid maintained (create/open check
+        // both); `slot` is the caller's current concurrency id in the writer process
+        // (current_cpu), and buffer `slot`'s write_offset and flush_ack are written only by
+        // sections keyed on that id, and by the flusher's compare-and-swaps, which never
+        // race with this store: the flusher's mark is what we compare against, and its
+        // unmark stores the same value we store (module docs).
+        let _ = unsafe {
+            faultline_rseq::cmpeqv_trystorev_storev_on::<Cid>(
+                slot,
+                b.write_offset.as_ptr(),
+                marked,
+                b.flush_ack.as_ptr(),
+                marked,
+                marked & !FLUSH_MARK,
+            )
+        };
     }
 
     /// Compare-and-store `write_offset` on `cpu`, reading the timestamp; `None` = retry.
@@ -1658,7 +1715,10 @@ impl Channel {
             return Ok(FlushOutcome::Nothing);
         }
         if g.index == BufferIndex::Cid {
-            return self.flush_cid(cpu, include_empty);
+            return self
+                .flush_cid(&[cpu], include_empty)
+                .pop()
+                .map_or(Ok(FlushOutcome::Nothing), |(_, r)| r);
         }
         loop {
             if g.sync == SyncMode::Rseq && self.current_cpu() != cpu {
@@ -1686,28 +1746,103 @@ impl Channel {
         }
     }
 
-    /// Flush a [`BufferIndex::Cid`] buffer from any thread of the writer process (module docs,
-    /// "Flushing a concurrency-id buffer"; model-checked in `tests/loom_delivery.rs`).
-    fn flush_cid(&self, slot: u32, include_empty: bool) -> Result<FlushOutcome, FlushError> {
+    /// Flush [`BufferIndex::Cid`] buffers from any thread of the writer process, all with one
+    /// `membarrier` (module docs, "Flushing a concurrency-id buffer"; model-checked in
+    /// `tests/loom_cid_flush.rs`). One outcome per slot, in no particular order.
+    fn flush_cid(
+        &self,
+        slots: &[u32],
+        include_empty: bool,
+    ) -> Vec<(u32, Result<FlushOutcome, FlushError>)> {
         let g = &self.geo;
         if process_id() != g.writer_pid {
-            return Err(FlushError::Cid(
-                slot,
-                format!(
-                    "only its writer process ({}) can flush it, not {}",
-                    g.writer_pid,
-                    process_id()
-                ),
-            ));
+            let why = format!(
+                "only its writer process ({}) can flush it, not {}",
+                g.writer_pid,
+                process_id()
+            );
+            return slots
+                .iter()
+                .map(|&s| (s, Err(FlushError::Cid(s, why.clone()))))
+                .collect();
         }
-        let _one = self.cid_flush.lock().unwrap_or_else(|e| e.into_inner());
+        // Serialised; holds the marks a flush could not resolve (membarrier failed).
+        let mut carried = self.cid_flush.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::with_capacity(slots.len());
+        let mut marked: Vec<CidMark> = std::mem::take(&mut *carried);
+        let mut todo: Vec<u32> = slots
+            .iter()
+            .copied()
+            .filter(|s| !marked.iter().any(|m| m.slot == *s))
+            .collect();
+        loop {
+            // 1. Mark every buffer that has something to close.
+            for slot in todo.drain(..) {
+                match self.cid_mark(slot, include_empty) {
+                    Ok(Some(m)) => marked.push(m),
+                    Ok(None) => out.push((slot, Ok(FlushOutcome::Nothing))),
+                    Err(e) => out.push((slot, Err(e))),
+                }
+            }
+            if marked.is_empty() {
+                break;
+            }
+            // 2. Every rseq critical section of this process in progress now is finished or
+            // aborted when this returns (and ordered with us as by a full fence).
+            let fenced = faultline_rseq::membarrier_rseq_all();
+            // 3. Resolve each mark.
+            for m in marked.drain(..) {
+                let b = self.buf(m.slot);
+                let mark = m.new | FLUSH_MARK;
+                // Acquire: pairs with the release commit store of the section that confirmed
+                // the mark, stored after flush_ack (3').
+                if !fenced && b.flush_ack.load(Ordering::Acquire) != mark {
+                    // Cannot happen once created (cid_supported). Nothing tells whether a
+                    // section that compared `old` is still in flight, so the mark stays until
+                    // a later flush (or a writer's confirmation) resolves it.
+                    out.push((
+                        m.slot,
+                        Err(FlushError::Cid(m.slot, "membarrier failed".into())),
+                    ));
+                    carried.push(m);
+                    continue;
+                }
+                // Fenced, or confirmed by a writer: no section that compared `old` before the
+                // mark is still in flight. If none replaced the mark, [old, new) is ours:
+                // unmark (a confirming writer stores the same value). AcqRel on success: the
+                // unmarked offset publishes the reservation as a writer's rseq store does
+                // (pairs with the next reserver's acquire load). Acquire on failure: pairs
+                // with the release store that replaced the mark, so a confirming section's
+                // flush_ack store, made before it, is visible below.
+                let unmarked = b
+                    .write_offset
+                    .compare_exchange(mark, m.new, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                // 3'. Or a writer holding the id saw the mark in a section of that id and
+                // confirmed it (confirm_flush): the range is ours as well. Relaxed: ordered
+                // by the acquire above.
+                if unmarked || b.flush_ack.load(Ordering::Relaxed) == mark {
+                    self.close_subbuf(m.slot, m.old, m.ts, m.lost);
+                    out.push((m.slot, Ok(FlushOutcome::Closed)));
+                } else {
+                    // A writer's reservation from `old` won: ours never happened, again.
+                    todo.push(m.slot);
+                }
+            }
+        }
+        out
+    }
+
+    /// Step 1 of [`Channel::flush_cid`] for one buffer: `None` when there is nothing to close.
+    fn cid_mark(&self, slot: u32, include_empty: bool) -> Result<Option<CidMark>, FlushError> {
+        let g = &self.geo;
         let b = self.buf(slot);
         loop {
             // Acquire: as in reserve_general (the loss snapshot, close.rs).
             let old = b.write_offset.load(Ordering::Acquire);
             if old >= crate::consumer::MAX_POSITION {
                 // FLUSH_MARK included: only this (serialised) flusher sets it and always
-                // clears it before returning.
+                // resolves it before returning.
                 return Err(FlushError::Corrupt(
                     slot,
                     format!("write offset {old:#x} beyond any real position"),
@@ -1715,7 +1850,7 @@ impl Channel {
             }
             let sb_off = old & g.sb_mask;
             if sb_off == 0 || (sb_off == PACKET_HEADER_SIZE && !include_empty) {
-                return Ok(FlushOutcome::Nothing);
+                return Ok(None);
             }
             let new = old - sb_off + g.subbuf_size;
             // The loss snapshot between the acquire load of `old` and the reservation (close.rs).
@@ -1724,46 +1859,24 @@ impl Channel {
                 cpu: slot,
             }
             .load_lost();
-            // 1. Mark: AcqRel, pairs with the writers' release offset stores (acquire) and
-            // with their acquire load of the offset that sees the mark (release).
+            // The end timestamp, read before the mark: not before any record below `old`
+            // (stored before our load), not after any record of the next sub-buffer (reserved
+            // after the mark is resolved, possibly by a writer's confirmation before we look
+            // again).
+            let ts = clock::now_ordered(g.clock);
+            // Mark: AcqRel, pairs with the writers' release offset stores (acquire) and with
+            // their acquire load of the offset that sees the mark (release).
             if b.write_offset
                 .compare_exchange(old, new | FLUSH_MARK, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
+                .is_ok()
             {
-                continue;
-            }
-            // 2. Every rseq critical section of this process in progress now is finished or
-            // aborted when this returns (and ordered with us as by a full fence).
-            if !faultline_rseq::membarrier_rseq_all() {
-                // Cannot happen once created (cid_supported); put the value back if no
-                // critical section replaced it, and report.
-                let _ = b.write_offset.compare_exchange(
-                    new | FLUSH_MARK,
+                return Ok(Some(CidMark {
+                    slot,
                     old,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                );
-                return Err(FlushError::Cid(slot, "membarrier failed".into()));
-            }
-            // 3. A critical section that compared `old` before our mark and stored after it
-            // has replaced the mark with its own reservation, which stands: ours never
-            // happened, start again. Otherwise nobody can have built on the marked value
-            // (writers refuse it, critical sections compare against unmarked values), so
-            // [old, new) is ours.
-            let ts = clock::now(g.clock);
-            match b.write_offset.compare_exchange(
-                new | FLUSH_MARK,
-                new,
-                // Release: the unmarked offset is the reservation's publication, as a writer's
-                // rseq store (pairs with the next reserver's acquire load).
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    self.close_subbuf(slot, old, ts, lost);
-                    return Ok(FlushOutcome::Closed);
-                }
-                Err(_) => continue,
+                    new,
+                    ts,
+                    lost,
+                }));
             }
         }
     }
@@ -1775,8 +1888,15 @@ impl Channel {
         let active: Vec<u32> = (0..self.geo.num_cpus)
             .filter(|&c| self.is_active(c))
             .collect();
-        if self.geo.sync == SyncMode::Atomic || self.geo.index == BufferIndex::Cid {
-            // Atomic mode, or concurrency-id buffers (flushed from any thread: flush_cid).
+        if self.geo.index == BufferIndex::Cid {
+            // Concurrency-id buffers: from this thread, all with one membarrier (flush_cid).
+            return self
+                .flush_cid(&active, include_empty)
+                .into_iter()
+                .filter_map(|(_, r)| r.err())
+                .collect();
+        }
+        if self.geo.sync == SyncMode::Atomic {
             return active
                 .iter()
                 .filter_map(|&c| self.flush_cpu(c, include_empty).err())

@@ -44,6 +44,26 @@ pub fn now(kind: ClockKind) -> u64 {
     }
 }
 
+/// [`now`], ordered with the memory accesses around it: the clock is read after every earlier
+/// load has completed and before any later instruction (an `lfence` on each side of `rdtsc`;
+/// `clock_gettime` orders its own read). A value read this way after loading a position is
+/// at least every timestamp read before that position was stored, and at most any timestamp
+/// read by a section that ran after the next store (`Channel::flush_all` on per-cid buffers).
+#[inline]
+pub fn now_ordered(kind: ClockKind) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if kind == ClockKind::Tsc {
+        // SAFETY: lfence and rdtsc are available on every x86_64 CPU and touch no memory.
+        unsafe {
+            core::arch::x86_64::_mm_lfence();
+            let t = core::arch::x86_64::_rdtsc();
+            core::arch::x86_64::_mm_lfence();
+            return t;
+        }
+    }
+    now(kind)
+}
+
 /// Whether the kernel itself uses the TSC (so it is invariant and synchronised across CPUs).
 pub fn tsc_is_reliable() -> bool {
     cfg!(target_arch = "x86_64")

@@ -22,7 +22,8 @@
 //! ## Who writes which word
 //! | word | written by | how |
 //! |---|---|---|
-//! | `BufferHeader::write_offset` | writers on CPU k (and flushers pinned on CPU k) | rseq compare-and-store on CPU k (atomic CAS in atomic mode) |
+//! | `BufferHeader::write_offset` | writers on CPU k (and flushers pinned on CPU k) | rseq compare-and-store on CPU k (atomic CAS in atomic mode); per concurrency id also the flusher's mark and unmark (compare-and-swap from any thread of the writer process, `channel.rs`) |
+//! | `BufferHeader::flush_ack` | per concurrency id only: writers holding id k that confirm a flush mark | plain store inside an rseq section keyed on id k, just before its commit |
 //! | `SubbufCounters::local` | committers running on CPU k | rseq load-add-store on CPU k (never written in atomic mode) |
 //! | `SubbufCounters::remote` | committers that migrated off CPU k; everyone in atomic mode | atomic fetch_add from any CPU |
 //! | `BufferHeader::consumed` | the consumer only | release store |
@@ -218,8 +219,13 @@ pub struct BufferHeader {
     pub membarriers: AtomicU64,
     /// Padding to the end of line 2.
     pub _pad2: [u64; 2],
+    // Line 3.
+    /// [`BufferIndex::Cid`] only: the last flush mark a writer confirmed (the marked
+    /// `write_offset` it saw); written only inside critical sections keyed on the buffer's
+    /// concurrency id, read by the flusher (`Channel::flush_all`). Zero otherwise.
+    pub flush_ack: AtomicU64,
     /// Reserved, zero.
-    pub _reserved: [u64; 8],
+    pub _reserved: [u64; 7],
 }
 const _: () = {
     use std::mem::{offset_of, size_of};
@@ -227,6 +233,7 @@ const _: () = {
     assert!(offset_of!(BufferHeader, last_ts) == 16);
     assert!(offset_of!(BufferHeader, consumed) == 64);
     assert!(offset_of!(BufferHeader, lost_full) == 128);
+    assert!(offset_of!(BufferHeader, flush_ack) == 192);
 };
 
 /// Commit counters of one sub-buffer: free-running byte sums. The sub-buffer at offset `p`

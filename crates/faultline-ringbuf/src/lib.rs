@@ -21,8 +21,9 @@
 //! 3. rseq-owned words written only on their CPU: flush runs pinned on the CPU
 //!    ([`channel::Channel::flush_all`]); the consumer writes only `consumed`. Buffers per
 //!    concurrency id ([`BufferIndex::Cid`]): written only by the writer process's sections
-//!    keyed on the id; their flush marks the offset and fences with membarrier instead
-//!    (`channel.rs`, model-checked in `tests/loom_delivery.rs`).
+//!    keyed on the id; their flush marks the offset, which a writer of the id confirms or
+//!    a membarrier makes safe to clear (`channel.rs`, model-checked in
+//!    `tests/loom_cid_flush.rs`).
 //! 4. A blocked copy holds its sub-buffer: writers drop (`lost_stalled`) instead of wrapping
 //!    onto a sub-buffer whose previous lap is not fully committed.
 //! 5. Dead writers: uncommitted records read as [`channel::PENDING_RECORD_ID`];

@@ -22,11 +22,10 @@
 //! the snapshot in packet 0's header is not larger than packet 1's. The broken variant takes
 //! the snapshot after the reservation (the original order) and must fail.
 //!
-//! Third and fourth models, buffers indexed by concurrency id (`BufferIndex::Cid`): a writer
-//! whose id changed between reserve and commit commits REMOTE into the buffer it reserved in
-//! (broken variant: into its current id's buffer, which never completes the reserved
-//! sub-buffer); and the flush of a concurrency-id buffer (mark, membarrier, unmark) never
-//! overlaps a writer's reservation (broken variant: without the membarrier).
+//! Third model, buffers indexed by concurrency id (`BufferIndex::Cid`): a writer whose id
+//! changed between reserve and commit commits REMOTE into the buffer it reserved in (broken
+//! variant: into its current id's buffer, which never completes the reserved sub-buffer). The
+//! flush of a concurrency-id buffer has its own model, `tests/loom_cid_flush.rs`.
 
 use faultline_ringbuf::close::{reserve_closing, CloseOps, LostCounts};
 use faultline_ringbuf::commit::{commit, CommitCounters, CommitKind, NotOnCpu};
@@ -387,102 +386,4 @@ fn cid_changed_between_reserve_and_commit_commits_remote_into_reserved_buffer() 
 #[should_panic(expected = "never completes")]
 fn broken_cid_commit_into_current_id_buffer_never_completes() {
     run_cid(false);
-}
-
-// Fourth model: flushing a concurrency-id buffer (`Channel::flush_cid`). Writer W holds id 0
-// and reserves 2 bytes with a critical section (holding id 0's mutex: compare, then store),
-// refusing marked offsets; the flusher, on another thread, closes the sub-buffer
-// (10 bytes) holding the offset: CAS old -> new | MARK, membarrier (acquire and release id 0's
-// mutex), CAS new | MARK -> new, which must succeed for the flusher to own [old, new).
-// Property: the two reservations are disjoint. The broken variant skips the membarrier.
-
-const MARK: u64 = 1 << 62;
-
-/// `write_offset` with sequentially consistent accesses (each access under a loom mutex): the
-/// flush protocol is about which *interleavings* of the writer's section and the flusher are
-/// possible, and x86 gives its locked compare-and-swap and the section's accesses a single
-/// order. (Modelled with loom atomics instead, loom 0.7 accepts executions that C11 forbids —
-/// a compare-and-swap reading a value older than a store that happens before it — so the
-/// model would fail for the model checker's reasons, not the protocol's.)
-struct Offset(Mutex<u64>);
-
-impl Offset {
-    fn load(&self) -> u64 {
-        *self.0.lock().unwrap()
-    }
-    fn store(&self, v: u64) {
-        *self.0.lock().unwrap() = v;
-    }
-    fn cas(&self, old: u64, new: u64) -> bool {
-        let mut g = self.0.lock().unwrap();
-        if *g != old {
-            return false;
-        }
-        *g = new;
-        true
-    }
-}
-
-fn flush_model(barrier: bool) {
-    let mut b = loom::model::Builder::new();
-    b.preemption_bound = Some(3);
-    b.check(move || {
-        let w = Arc::new(Offset(Mutex::new(5)));
-        let id0 = Arc::new(Mutex::new(()));
-        let writer = {
-            let (w, id0) = (w.clone(), id0.clone());
-            thread::spawn(move || loop {
-                let old = w.load();
-                if old & MARK != 0 {
-                    thread::yield_now();
-                    continue;
-                }
-                // The critical section keyed on id 0: compare, then the commit store, while
-                // holding the id (the kernel aborts a section whose thread stops running).
-                let _cs = id0.lock().unwrap();
-                if w.load() != old {
-                    continue;
-                }
-                w.store(old + 2);
-                return (old, old + 2);
-            })
-        };
-        let flushed = loop {
-            let old = w.load();
-            let new = (old / 10 + 1) * 10;
-            if !w.cas(old, new | MARK) {
-                thread::yield_now();
-                continue;
-            }
-            if barrier {
-                // membarrier: the section in progress on id 0, if any, has finished.
-                drop(id0.lock().unwrap());
-            }
-            if w.cas(new | MARK, new) {
-                break (old, new);
-            }
-        };
-        let wrote = writer.join().unwrap();
-        let (a, b) = if wrote.0 < flushed.0 {
-            (wrote, flushed)
-        } else {
-            (flushed, wrote)
-        };
-        assert!(
-            a.1 <= b.0,
-            "overlapping reservations: writer {wrote:?}, flush {flushed:?}"
-        );
-    });
-}
-
-#[test]
-fn cid_flush_never_overlaps_a_reservation() {
-    flush_model(true);
-}
-
-/// The deliberately broken variant: no membarrier between marking and checking the mark.
-#[test]
-#[should_panic(expected = "overlapping reservations")]
-fn broken_cid_flush_without_membarrier_overlaps() {
-    flush_model(false);
 }

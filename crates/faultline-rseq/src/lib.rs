@@ -26,6 +26,8 @@
 //!   timestamp is read inside the CS, so two reservations on one CPU are ordered by both
 //!   offset and timestamp.
 //! * [`cmpeqv_storev_on`]: the same without the timestamp.
+//! * [`cmpeqv_trystorev_storev_on`]: `cmpeqv_storev_on` that stores a second word just before
+//!   the commit (that store survives an abort after the compare: see its docs).
 //! * [`addv_on`]: `if cpu_id != cpu { mismatch } n = *v + count; *v = n /* commit */; return
 //!   n` — a CPU-local add, the "LOCAL commit" of the ring buffer.
 //! * [`percpu_inc`] ([`percpu`]): `c = cpu_id; if c >= n { out-of-range } base[c * 16] += 1
@@ -678,6 +680,62 @@ pub unsafe fn cmpeqv_storev_on<S: SlotId>(
             cpu = in(reg) cpu,
             v = in(reg) v,
             expect = in(reg) expect,
+            newv = in(reg) newv,
+            tmp = out(reg) _,
+            status = out(reg) status,
+            options(nostack),
+        );
+    }
+    status_to_result(status)
+}
+
+/// `if id_field != id → CpuMismatch; if *v != expect → CompareFailed; *v2 = newv2; *v = newv`
+/// — a compare-and-store that also stores a second word **before** the commit (librseq's
+/// "try-store"). Keyed on `S` like [`cmpeqv_storev_on`].
+///
+/// Unlike every other section here, an aborted attempt may leave a side effect: `*v2` is
+/// written once the compare succeeded, also when the section is aborted before its commit.
+/// Only use it where that store is true as soon as the compare has succeeded on `id` (the
+/// ring buffer's confirmation of a concurrency-id flush, whose acknowledgement word says
+/// "a section holding this id saw the mark").
+///
+/// # Safety
+/// As [`cmpeqv_storev_tsc_on`], for both `v` and `v2` (valid, aligned, and only ever written
+/// by sections keyed on `S` holding `id`).
+#[inline(always)]
+pub unsafe fn cmpeqv_trystorev_storev_on<S: SlotId>(
+    id: u32,
+    v: *mut u64,
+    expect: u64,
+    v2: *mut u64,
+    newv2: u64,
+    newv: u64,
+) -> Result<(), RseqError> {
+    let off = OFFSET.load(Ordering::Relaxed);
+    let status: u32;
+    // SAFETY: rseq registered (caller), `v` and `v2` valid and owned by sections holding `id`
+    // (caller); CS layout as documented in the module doc, the try-store before the single
+    // commit store.
+    unsafe {
+        core::arch::asm!(
+            rseq_cs_prologue!(),
+            "lea {tmp}, [rip + 3b]",
+            "mov qword ptr fs:[{off} + 8], {tmp}",
+            "4:",
+            "cmp dword ptr fs:[{off} + {field}], {id:e}",
+            "jne 7f",
+            "cmp qword ptr [{v}], {expect}",
+            "jne 8f",
+            "mov qword ptr [{v2}], {newv2}",
+            "mov qword ptr [{v}], {newv}",
+            rseq_cs_epilogue!(),
+            off = in(reg) off,
+            field = const S::FIELD,
+            id = in(reg) id,
+            v = in(reg) v,
+            expect = in(reg) expect,
+            v2 = in(reg) v2,
+            newv2 = in(reg) newv2,
             newv = in(reg) newv,
             tmp = out(reg) _,
             status = out(reg) status,

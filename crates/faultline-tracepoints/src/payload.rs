@@ -743,6 +743,50 @@ impl Payload for EncodedPayload<'_> {
     }
 }
 
+/// An encoded payload is also a [`Fields`] list of one opaque item, so
+/// [`Tracepoint::fire_encoded`] takes the recording fast path ([`crate::fast`]) like
+/// `trace!` does: sized by its length, written with one copy, all or nothing.
+impl Fields for EncodedPayload<'_> {
+    const MIN_SIZE: usize = 0;
+    const RAW: bool = false;
+    #[inline(always)]
+    fn size(&self) -> usize {
+        self.0.len()
+    }
+    #[inline(always)]
+    fn wanted(&self) -> usize {
+        self.0.len()
+    }
+    #[inline(always)]
+    fn encode(&self, w: &mut Writer<'_>) {
+        if w.remaining() >= self.0.len() {
+            w.put(self.0);
+        } else {
+            // A cut encoding would not decode: nothing (see the type's doc).
+            w.truncated = true;
+        }
+    }
+    #[inline(always)]
+    fn encode_exact(&self, w: &mut Writer<'_>) {
+        self.encode(w)
+    }
+    #[inline(always)]
+    fn touch(&self) {}
+}
+
+impl crate::Tracepoint {
+    /// Hit this tracepoint with a payload its caller encoded (the [`faultline_schema`]
+    /// encoding of the tracepoint's fields; e.g. a bridge from another instrumentation API
+    /// that registered the tracepoint at run time): the recording fast path
+    /// ([`crate::fast`]: reserve, one copy, commit) when a recorder is the only probe,
+    /// [`Tracepoint::fire`](crate::Tracepoint::fire) with an [`EncodedPayload`] otherwise.
+    /// Like `fire`, callers check [`is_active`](crate::Tracepoint::is_active) first.
+    #[inline]
+    pub fn fire_encoded(&'static self, bytes: &[u8]) {
+        self.fire_fields(EncodedPayload(bytes))
+    }
+}
+
 #[cfg(test)]
 mod raw_iov_tests {
     use super::*;

@@ -31,9 +31,10 @@ async fn handle(req: Request, worker: u64) -> u64 {
 }
 
 /// A callsite first hit well after the session (and, under `faultline record`, its schema)
-/// started.
-#[instrument(fields(phase = "late"))]
-async fn late_phase(total: u64) {
+/// started. Its span follows from `after` (a causal link that is not a parent).
+#[instrument(skip(after), fields(phase = "late"))]
+async fn late_phase(total: u64, after: Option<tracing::Id>) {
+    tracing::Span::current().follows_from(after);
     warn!(total, reason = %"first hit late", "late callsite");
 }
 
@@ -50,6 +51,8 @@ pub async fn run(dir: Option<String>) -> u64 {
         .with(faultline_tracing::layer().with_filter(filter))
         .init();
 
+    // The span of the spawning loop (the tasks' spans are roots: each task runs on its own).
+    let spawning = tracing::info_span!("spawning", tasks = 8u64);
     let tasks: Vec<_> = (0..8)
         .map(|i| {
             tokio::spawn(handle(
@@ -68,7 +71,8 @@ pub async fn run(dir: Option<String>) -> u64 {
     // Let the consumer write what it has, so the next class appears after packets were
     // written (the schema grows while recording).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    late_phase(total).await;
+    late_phase(total, spawning.id()).await;
+    drop(spawning);
     let summary = session.stop().expect("stopping the session");
     eprintln!(
         "tokio_app: total {total}, {} events written (0 when run by `faultline record`: it has the numbers), {} lost",

@@ -28,6 +28,7 @@
 //! | span entered | `tracing:span_enter` | `span`, `tid` (the thread's kernel id) |
 //! | span exited | `tracing:span_exit` | `span`, `tid` |
 //! | span closed | `tracing:span_close` | `span` |
+//! | `Span::follows_from` | `tracing:span_follows_from` | `span`, `follows` (the span it follows from) |
 //!
 //! e.g. `info!` at line 12 of `src/main.rs` in crate `myapp` is `myapp:INFO.event_src/main.rs_12`,
 //! and `#[instrument] fn handle` in module `myapp::server` creates
@@ -49,14 +50,23 @@
 //! After a callsite's first hit an event costs: one lookup in a lock-free open-addressing table
 //! keyed by the callsite's `Metadata` address (per-callsite slot; no lock, no allocation), one
 //! relaxed load (is the class active?), the encoding of the field values into a reused
-//! per-thread buffer (no allocation once the buffer has grown to the largest event), and the
-//! faultline tracepoint dispatch to the ring-buffer recorder. Class creation (first hit) takes
+//! per-thread buffer (no allocation once the buffer has grown to the largest event), and
+//! [`Tracepoint::fire_encoded`]: when faultline's recorder is the class's only probe (a
+//! session, embedded or under `faultline record`), the same recording fast path as `trace!`
+//! (reserve in the ring buffer, one copy, commit; no virtual call), else the probes one by
+//! one. Class creation (first hit) takes
 //! a lock, allocates and leaks the class description, registers the tracepoint and may write
 //! to the schema pipe. At most [`MAX_CALLSITES`] callsites get a class; the events of any
 //! further ones are dropped and counted ([`Stats::dropped_callsites`]).
 //!
 //! Span enter/exit record the kernel thread id, so per-thread span stacks can be rebuilt from
-//! the trace (tokio tasks move between threads).
+//! the trace (tokio tasks move between threads). `span.follows_from(&other)` records
+//! `tracing:span_follows_from` with both ids (a causal link that is not a parent).
+//!
+//! Only the layer is offered: a standalone `Subscriber` without the `Registry` was built and
+//! measured next to it by `faultline bench` (rows `… -> faultline-tracing subscriber`) and was
+//! not measurably faster per event (the `Registry` adds a no-op call to tracing's own
+//! dispatch), while it would lose composition with other layers and `EnvFilter`.
 //!
 //! # Values recorded after creation
 //! `span.record("status", 200)` (typically on a field declared `tracing::field::Empty`) writes
@@ -71,13 +81,17 @@
 //! `span_record` value with the bit set, else its creation value. Spans are looked up in the
 //! subscriber's span registry (`LookupSpan`, e.g. `tracing_subscriber::registry()`).
 
+mod subscriber;
+#[doc(hidden)]
+pub use subscriber::{subscriber, FaultlineSubscriber};
+
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use faultline_schema::{EventDesc, FieldDesc, FieldType};
-use faultline_tracepoints::{EncodedPayload, Tracepoint, TracepointError};
+use faultline_tracepoints::{Tracepoint, TracepointError};
 use tracing_core::field::{Field, Visit};
 use tracing_core::span::{Attributes, Id, Record};
 use tracing_core::{Event, Metadata, Subscriber};
@@ -506,7 +520,7 @@ impl std::fmt::Write for Bounded<'_> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         let b = s.as_bytes();
         let b = &b[..b.len().min(self.left)];
-        let (b, stop) = match b.iter().position(|&c| c == 0) {
+        let (b, stop) = match memchr::memchr(0, b) {
             Some(n) => (&b[..n], true),
             None => (b, false),
         };
@@ -628,7 +642,7 @@ fn emit(
         };
         record(&mut e);
         e.finish();
-        tp.fire(&EncodedPayload(buf));
+        tp.fire_encoded(buf);
     };
     let _ = BUF.try_with(|b| match b.try_borrow_mut() {
         Ok(mut b) => run(&mut b),
@@ -650,10 +664,26 @@ fn tid() -> u32 {
     .unwrap_or(0)
 }
 
-/// `tracing:span_enter`, `tracing:span_exit`, `tracing:span_close` (registered on first use).
-fn span_tp(which: usize) -> Option<&'static Tracepoint> {
-    static TPS: [OnceLock<Option<&'static Tracepoint>>; 3] =
-        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+/// The classes of span edges, registered on first use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SpanEdge {
+    /// `tracing:span_enter` (`span`, `tid`).
+    Enter = 0,
+    /// `tracing:span_exit` (`span`, `tid`).
+    Exit = 1,
+    /// `tracing:span_close` (`span`).
+    Close = 2,
+    /// `tracing:span_follows_from` (`span`, `follows`).
+    FollowsFrom = 3,
+}
+
+fn span_tp(which: SpanEdge) -> Option<&'static Tracepoint> {
+    static TPS: [OnceLock<Option<&'static Tracepoint>>; 4] = [
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+    ];
     static WITH_TID: [FieldDesc; 2] = [
         FieldDesc {
             name: "span",
@@ -668,6 +698,16 @@ fn span_tp(which: usize) -> Option<&'static Tracepoint> {
         name: "span",
         ty: FieldType::U64,
     }];
+    static FOLLOWS: [FieldDesc; 2] = [
+        FieldDesc {
+            name: "span",
+            ty: FieldType::U64,
+        },
+        FieldDesc {
+            name: "follows",
+            ty: FieldType::U64,
+        },
+    ];
     static ENTER: EventDesc = EventDesc {
         provider: "tracing",
         name: "span_enter",
@@ -683,14 +723,20 @@ fn span_tp(which: usize) -> Option<&'static Tracepoint> {
         name: "span_close",
         fields: &SPAN_ONLY,
     };
-    let desc: &'static EventDesc = [&ENTER, &EXIT, &CLOSE][which];
-    *TPS[which].get_or_init(|| match faultline_tracepoints::register(desc) {
+    static FOLLOWS_FROM: EventDesc = EventDesc {
+        provider: "tracing",
+        name: "span_follows_from",
+        fields: &FOLLOWS,
+    };
+    let desc: &'static EventDesc = [&ENTER, &EXIT, &CLOSE, &FOLLOWS_FROM][which as usize];
+    *TPS[which as usize].get_or_init(|| match faultline_tracepoints::register(desc) {
         Ok(t) => Some(t),
         Err(_) => faultline_tracepoints::find(&desc.full_name()),
     })
 }
 
-fn span_edge(which: usize, id: &Id, with_tid: bool) {
+/// Enter, exit (with the thread id) or close of span `id`.
+fn span_edge(which: SpanEdge, id: u64) {
     let Some(tp) = span_tp(which) else {
         return;
     };
@@ -698,14 +744,14 @@ fn span_edge(which: usize, id: &Id, with_tid: bool) {
         return;
     }
     let mut b = [0u8; 12];
-    b[..8].copy_from_slice(&id.into_u64().to_le_bytes());
-    let n = if with_tid {
+    b[..8].copy_from_slice(&id.to_le_bytes());
+    let n = if which == SpanEdge::Close {
+        8
+    } else {
         b[8..].copy_from_slice(&tid().to_le_bytes());
         12
-    } else {
-        8
     };
-    tp.fire(&EncodedPayload(&b[..n]));
+    tp.fire_encoded(&b[..n]);
 }
 
 /// The class of a callsite and its tracepoint when that tracepoint is active. A callsite that
@@ -735,20 +781,61 @@ impl Visit for RecordedMask {
     }
 }
 
+/// Record one event (both front ends).
+#[inline]
+fn record_event(event: &Event<'_>) {
+    let meta = event.metadata();
+    let Some((class, tp)) = active_class(meta, |v| event.record(v), Kind::Event) else {
+        return;
+    };
+    emit(tp, &class.types, &[], |v| event.record(v));
+}
+
+/// Record a span's creation with its id and its parent's (0: root).
+fn record_new_span(attrs: &Attributes<'_>, id: u64, parent: u64) {
+    let meta = attrs.metadata();
+    let Some((class, tp)) = active_class(meta, |v| attrs.record(v), Kind::Span) else {
+        return;
+    };
+    let mut prefix = [0u8; 16];
+    prefix[..8].copy_from_slice(&id.to_le_bytes());
+    prefix[8..].copy_from_slice(&parent.to_le_bytes());
+    emit(tp, &class.types, &prefix, |v| attrs.record(v));
+}
+
+/// Record values given to span `id` (of callsite `meta`) after its creation.
+fn record_span_values(meta: &'static Metadata<'static>, id: u64, values: &Record<'_>) {
+    let Some((class, tp)) = active_class(meta, |v| values.record(v), Kind::SpanRecord) else {
+        return;
+    };
+    let mut mask = RecordedMask(0);
+    values.record(&mut mask);
+    let mut prefix = [0u8; 16];
+    prefix[..8].copy_from_slice(&id.to_le_bytes());
+    prefix[8..].copy_from_slice(&mask.0.to_le_bytes());
+    emit(tp, &class.types, &prefix, |v| values.record(v));
+}
+
+/// `tracing:span_follows_from`: span `span` follows from span `follows`.
+fn record_follows_from(span: u64, follows: u64) {
+    let Some(tp) = span_tp(SpanEdge::FollowsFrom) else {
+        return;
+    };
+    if !tp.is_active() {
+        return;
+    }
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&span.to_le_bytes());
+    b[8..].copy_from_slice(&follows.to_le_bytes());
+    tp.fire_encoded(&b);
+}
+
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for FaultlineLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let meta = event.metadata();
-        let Some((class, tp)) = active_class(meta, |v| event.record(v), Kind::Event) else {
-            return;
-        };
-        emit(tp, &class.types, &[], |v| event.record(v));
+        record_event(event);
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let meta = attrs.metadata();
-        let Some((class, tp)) = active_class(meta, |v| attrs.record(v), Kind::Span) else {
-            return;
-        };
         let parent = if attrs.is_root() {
             0
         } else if let Some(p) = attrs.parent() {
@@ -756,10 +843,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for FaultlineLayer {
         } else {
             ctx.current_span().id().map_or(0, Id::into_u64)
         };
-        let mut prefix = [0u8; 16];
-        prefix[..8].copy_from_slice(&id.into_u64().to_le_bytes());
-        prefix[8..].copy_from_slice(&parent.to_le_bytes());
-        emit(tp, &class.types, &prefix, |v| attrs.record(v));
+        record_new_span(attrs, id.into_u64(), parent);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
@@ -767,27 +851,23 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for FaultlineLayer {
         let Some(meta) = ctx.metadata(id) else {
             return;
         };
-        let Some((class, tp)) = active_class(meta, |v| values.record(v), Kind::SpanRecord) else {
-            return;
-        };
-        let mut mask = RecordedMask(0);
-        values.record(&mut mask);
-        let mut prefix = [0u8; 16];
-        prefix[..8].copy_from_slice(&id.into_u64().to_le_bytes());
-        prefix[8..].copy_from_slice(&mask.0.to_le_bytes());
-        emit(tp, &class.types, &prefix, |v| values.record(v));
+        record_span_values(meta, id.into_u64(), values);
+    }
+
+    fn on_follows_from(&self, span: &Id, follows: &Id, _ctx: Context<'_, S>) {
+        record_follows_from(span.into_u64(), follows.into_u64());
     }
 
     fn on_enter(&self, id: &Id, _ctx: Context<'_, S>) {
-        span_edge(0, id, true);
+        span_edge(SpanEdge::Enter, id.into_u64());
     }
 
     fn on_exit(&self, id: &Id, _ctx: Context<'_, S>) {
-        span_edge(1, id, true);
+        span_edge(SpanEdge::Exit, id.into_u64());
     }
 
     fn on_close(&self, id: Id, _ctx: Context<'_, S>) {
-        span_edge(2, &id, false);
+        span_edge(SpanEdge::Close, id.into_u64());
     }
 }
 

@@ -1,7 +1,8 @@
 //! The layer without a session: a probe following every run-time tracepoint captures the
 //! encoded payloads, decoded with the class's own description. Typed fields, conversions of
 //! later hits, missing values, name sanitising, span creation with explicit and contextual
-//! parents, enter/exit/close with the thread id, classes created once per callsite.
+//! parents, enter/exit/close with the thread id, classes created once per callsite,
+//! `follows_from`, and the same through the standalone subscriber.
 
 use faultline_schema::{decode, Value};
 use faultline_tracepoints::{register_probe_following, Payload, Probe, ProbeKind, Tracepoint};
@@ -258,6 +259,140 @@ fn events_and_spans_are_encoded_with_their_classes() {
     assert_eq!(
         rest[4],
         ("tracing:span_close", vec![("span", &Value::U(id))])
+    );
+
+    follows_from_and_standalone(&cap, tid);
+}
+
+/// What was captured from index `start` on, owned.
+fn since(cap: &Capture, start: usize) -> Captured {
+    cap.0.lock().unwrap()[start..].to_vec()
+}
+
+fn named(got: &Captured) -> Vec<(&str, Vec<(&str, &Value)>)> {
+    got.iter().map(|(n, f)| (n.as_str(), fields(f))).collect()
+}
+
+/// `Span::follows_from` through the layer, then spans, events, clones, records and
+/// follows_from through the standalone subscriber (its own ids and span stacks).
+fn follows_from_and_standalone(cap: &Capture, tid: u64) {
+    let start = cap.0.lock().unwrap().len();
+    let subscriber = tracing_subscriber::registry().with(faultline_tracing::layer());
+    let (a, b) = tracing::subscriber::with_default(subscriber, || {
+        let a = tracing::info_span!(target: "ff", "a");
+        let b = tracing::info_span!(target: "ff", "b");
+        b.follows_from(&a);
+        (a.id().unwrap().into_u64(), b.id().unwrap().into_u64())
+    });
+    let got = since(cap, start);
+    let rest = named(&got);
+    assert_eq!(rest.len(), 5, "{rest:?}");
+    assert_eq!((rest[0].0, rest[1].0), ("ff:INFO.span.a", "ff:INFO.span.b"));
+    assert_eq!(
+        rest[2],
+        (
+            "tracing:span_follows_from",
+            vec![("span", &Value::U(b)), ("follows", &Value::U(a))]
+        )
+    );
+    assert_eq!(
+        rest[3],
+        ("tracing:span_close", vec![("span", &Value::U(b))])
+    );
+    assert_eq!(
+        rest[4],
+        ("tracing:span_close", vec![("span", &Value::U(a))])
+    );
+
+    let start = cap.0.lock().unwrap().len();
+    let (o, i, later) = tracing::subscriber::with_default(faultline_tracing::subscriber(), || {
+        let outer = tracing::info_span!(target: "sa", "outer", late = tracing::field::Empty);
+        let o = outer.id().unwrap().into_u64();
+        let i;
+        {
+            let _e = outer.enter();
+            let inner = tracing::info_span!(target: "sa", "inner");
+            i = inner.id().unwrap().into_u64();
+            inner.follows_from(&outer);
+            let cloned = inner.clone();
+            drop(inner); // a clone is alive: not closed
+            tracing::info!(target: "sa", v = 1u64);
+            drop(cloned);
+        }
+        outer.record("late", 5u64);
+        drop(outer);
+        // Ids are never reused.
+        let later = tracing::info_span!(target: "sa", "later");
+        (o, i, later.id().unwrap().into_u64())
+    });
+    assert!(o > 0 && i > o && later > i, "{o} {i} {later}");
+    let got = since(cap, start);
+    let rest = named(&got);
+    assert_eq!(rest.len(), 11, "{rest:?}");
+    assert_eq!(
+        rest[0],
+        (
+            "sa:INFO.span.outer",
+            vec![
+                ("span", &Value::U(o)),
+                ("parent", &Value::U(0)),
+                ("late", &s(""))
+            ]
+        )
+    );
+    assert_eq!(
+        rest[1],
+        (
+            "tracing:span_enter",
+            vec![("span", &Value::U(o)), ("tid", &Value::U(tid))]
+        )
+    );
+    assert_eq!(
+        rest[2],
+        (
+            "sa:INFO.span.inner",
+            vec![("span", &Value::U(i)), ("parent", &Value::U(o))]
+        )
+    );
+    assert_eq!(
+        rest[3],
+        (
+            "tracing:span_follows_from",
+            vec![("span", &Value::U(i)), ("follows", &Value::U(o))]
+        )
+    );
+    assert!(rest[4].0.starts_with("sa:INFO.event_"), "{}", rest[4].0);
+    assert_eq!(rest[4].1, [("v", &Value::U(1))]);
+    assert_eq!(
+        rest[5],
+        ("tracing:span_close", vec![("span", &Value::U(i))])
+    );
+    assert_eq!(
+        rest[6],
+        (
+            "tracing:span_exit",
+            vec![("span", &Value::U(o)), ("tid", &Value::U(tid))]
+        )
+    );
+    assert_eq!(
+        rest[7],
+        (
+            "sa:INFO.span_record.outer",
+            vec![
+                ("span", &Value::U(o)),
+                ("recorded", &Value::U(1)),
+                ("late", &Value::U(5))
+            ]
+        )
+    );
+    assert_eq!(
+        rest[8],
+        ("tracing:span_close", vec![("span", &Value::U(o))])
+    );
+    assert_eq!(rest[9].0, "sa:INFO.span.later");
+    assert_eq!(
+        rest[10],
+        ("tracing:span_close", vec![("span", &Value::U(later))])
     );
 }
 

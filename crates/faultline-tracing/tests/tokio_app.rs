@@ -150,6 +150,10 @@ fn check_full(dir: &Path) {
             };
             assert_eq!(status % 100, 0);
             "span.record"
+        } else if class.starts_with("INFO.span.spawning") {
+            assert_eq!(names(f), ["span", "parent", "tasks"], "{name}");
+            assert_eq!(get(f, "tasks"), &Value::U(8));
+            "span.spawning"
         } else if class.starts_with("INFO.span.late_phase") {
             assert_eq!(names(f), ["span", "parent", "total", "phase"], "{name}");
             assert_eq!(get(f, "phase"), &s("late"));
@@ -186,6 +190,9 @@ fn check_full(dir: &Path) {
         } else if name == "tracing:span_close" {
             assert_eq!(names(f), ["span"], "{name}");
             name.as_str()
+        } else if name == "tracing:span_follows_from" {
+            assert_eq!(names(f), ["span", "follows"], "{name}");
+            name.as_str()
         } else {
             panic!("unexpected event {name}: {f:?}")
         };
@@ -196,10 +203,30 @@ fn check_full(dir: &Path) {
     assert_eq!(count["span.handle"], 8);
     assert_eq!(count["span.record"], 8);
     assert_eq!(count["span.late"], 1);
+    assert_eq!(count["span.spawning"], 1);
+    assert_eq!(count["tracing:span_follows_from"], 1);
+    // The late span follows from the spawning span.
+    let id_of = |prefix: &str| {
+        evs.iter()
+            .find(|(n, _)| {
+                n.split_once(':')
+                    .is_some_and(|(_, c)| c.starts_with(prefix))
+            })
+            .map(|(_, f)| get(f, "span").clone())
+            .expect(prefix)
+    };
+    let link = evs
+        .iter()
+        .find(|(n, _)| n == "tracing:span_follows_from")
+        .map(|(_, f)| (get(f, "span").clone(), get(f, "follows").clone()));
+    assert_eq!(
+        link,
+        Some((id_of("INFO.span.late_phase"), id_of("INFO.span.spawning")))
+    );
     assert_eq!(count["handling"], 8);
     assert_eq!(count["done"], 8);
     assert_eq!(count["late"], 1);
-    assert_eq!(count["tracing:span_close"], 9);
+    assert_eq!(count["tracing:span_close"], 10);
     assert_eq!(count["tracing:span_enter"], count["tracing:span_exit"]);
     assert!(count["tracing:span_enter"] >= 9 * 2 - 1, "{count:?}");
 
@@ -343,7 +370,7 @@ fn envfilter_and_event_globs_select_what_is_recorded() {
         evs.iter()
             .filter(|(n, _)| n == "tracing:span_close")
             .count(),
-        9
+        10
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -49,6 +49,11 @@ pub fn connect(
         cfg.hostname = h.clone();
     }
     cfg.beacon_interval = flush_interval.max(Duration::from_millis(10));
+    // Every buffer's stream exists from the start, beginning with an empty packet at this
+    // time (faultline_relay::streamer docs, "Streams"): the connection is opened before the
+    // traced code runs (record starts the program after it, a Session before it returns).
+    cfg.streams = chan.num_cpus();
+    cfg.start_ts = faultline_ringbuf::clock::now(chan.clock().kind);
     RelayStreamer::start(cfg, chan.uuid())
 }
 

@@ -96,6 +96,60 @@ pub fn parse_buffer_index(s: &str) -> Result<BufferIndex, String> {
     }
 }
 
+/// What an embedded session's buffers are indexed by when neither
+/// [`SessionBuilder::buffer_index`] nor [`ENV_BUFFERS`] says: per concurrency id where that
+/// wins, per CPU elsewhere.
+///
+/// Per CPU, a process's buffers are those of every CPU its writers ever ran on: up to the
+/// CPUs it may run on (`A`), and threads that migrate get there over time. Per concurrency
+/// id, at most min(threads, `A`). Both cost the same per event and lose nothing at the same
+/// rates (`faultline bench`, docs/INSTRUMENTING.md), so per-cid wins exactly when the process
+/// has fewer threads than CPUs to run on: it is the default when the process may run on
+/// more CPUs than it has threads now plus the session's consumer thread, and the kernel
+/// supports it (rseq `mm_cid`, Linux 6.3+, and membarrier). Otherwise per CPU — also for
+/// programs that `fork` and trace in the children: per-cid buffers take events from the
+/// creating process only (the child's are counted lost, `lost_no_buffer`), so such programs
+/// should ask for per-CPU buffers.
+pub fn default_buffer_index() -> BufferIndex {
+    default_index_for(
+        allowed_cpus().unwrap_or(0),
+        process_threads().unwrap_or(usize::MAX),
+        || faultline_ringbuf::channel::cid_supported().is_ok(),
+    )
+}
+
+/// CPUs the calling thread may run on (its affinity mask, which threads it creates inherit).
+fn allowed_cpus() -> Option<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity(0) fills the caller's set of the
+    // size passed.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0)
+            .then(|| libc::CPU_COUNT(&set) as usize)
+    }
+}
+
+/// [`default_buffer_index`]'s rule: `allowed` CPUs, `threads` now, and whether per-cid works
+/// (asked only when it would win).
+fn default_index_for(allowed: usize, threads: usize, cid_ok: impl FnOnce() -> bool) -> BufferIndex {
+    if allowed > threads.saturating_add(1) && cid_ok() {
+        BufferIndex::Cid
+    } else {
+        BufferIndex::Cpu
+    }
+}
+
+/// This process's thread count (`Threads:` of `/proc/self/status`).
+fn process_threads() -> Option<usize> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Inherited memfd of the channel (decimal fd number).
 pub const ENV_CHANNEL_FD: &str = "FAULTLINE_CHANNEL_FD";
 /// `<st_dev>:<st_ino>` of that memfd, so a stale variable cannot make us map another file.
@@ -328,10 +382,12 @@ impl SessionBuilder {
     /// Ring buffers per CPU ([`BufferIndex::Cpu`]) or per concurrency id of this process
     /// ([`BufferIndex::Cid`]: at most min(threads, CPUs the process may run on) buffers are
     /// ever used, so memory follows the program's concurrency, not the machine's CPU count).
-    /// Default: `FAULTLINE_BUFFERS` (`per-cpu` or `per-cid`) if set, else per CPU: per-cid
-    /// saves memory but its periodic flush makes a few concurrent writers drop their event
-    /// (counted as stalled) — hundreds per second under a steady load — so it is opt-in.
-    /// Per-cid needs rseq `mm_cid` (Linux 6.3+) and membarrier. An explicit per-cid request that the kernel cannot honour makes `start` fail. Under
+    /// Default: `FAULTLINE_BUFFERS` (`per-cpu` or `per-cid`) if set, else
+    /// [`default_buffer_index`]: per-cid where it wins (the process may run on more CPUs than
+    /// it has threads) and the kernel supports it, per CPU otherwise. Per-cid needs rseq
+    /// `mm_cid` (Linux 6.3+) and membarrier; an explicit per-cid request that the kernel
+    /// cannot honour makes `start` fail. Per-cid buffers take events from this process only:
+    /// a program that forks and traces in its children should ask for per-CPU buffers. Under
     /// `faultline record` the buffers are always per CPU (several processes share them).
     pub fn buffer_index(mut self, index: BufferIndex) -> Self {
         self.buffer_index = Some(index);
@@ -414,10 +470,7 @@ impl SessionBuilder {
         let index = match (self.buffer_index, std::env::var(ENV_BUFFERS).ok()) {
             (Some(i), _) => i,
             (None, Some(v)) => parse_buffer_index(&v).map_err(SessionError::Config)?,
-            // Per CPU by default: the per-cid flush drops a few events on every periodic flush
-            // (writers that meet its mark give up after a bounded wait), so per-cid does not
-            // win yet for a program that cannot afford losses (builder docs).
-            (None, None) => BufferIndex::Cpu,
+            (None, None) => default_buffer_index(),
         };
         let cfg = ChannelConfig {
             subbuf_size: self.subbuf_size,
@@ -1426,4 +1479,31 @@ pub fn event_ids() -> BTreeMap<String, u32> {
         .iter()
         .map(|tp: &&'static Tracepoint| (tp.full_name(), tp.id()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Per-cid where the process has fewer threads (plus the consumer) than CPUs to run on and
+    /// the kernel supports it; per CPU otherwise.
+    #[test]
+    fn default_buffers_per_cid_only_where_it_wins() {
+        // 64 CPUs, 3 threads: per-cid bounds the buffers at 4, per CPU at 64.
+        assert_eq!(default_index_for(64, 3, || true), BufferIndex::Cid);
+        assert_eq!(default_index_for(64, 3, || false), BufferIndex::Cpu);
+        // taskset -c 0 (or 2 CPUs and a thread): per CPU is as small.
+        assert_eq!(default_index_for(1, 1, || true), BufferIndex::Cpu);
+        assert_eq!(default_index_for(2, 1, || true), BufferIndex::Cpu);
+        assert_eq!(default_index_for(3, 1, || true), BufferIndex::Cid);
+        assert_eq!(default_index_for(8, usize::MAX, || true), BufferIndex::Cpu);
+    }
+
+    /// The thread count comes from /proc and counts this test's thread; the CPU count from
+    /// the affinity mask.
+    #[test]
+    fn process_threads_and_allowed_cpus() {
+        assert!(process_threads().is_some_and(|n| n >= 1));
+        assert!(allowed_cpus().is_some_and(|n| n >= 1));
+    }
 }

@@ -78,17 +78,31 @@ impl Relayd {
                 }
                 None => Command::new("lttng-relayd"),
             };
+            // LTTng's URLs: an IPv6 address in brackets after tcp6://.
+            let at = |p: u16| {
+                if host.contains(':') {
+                    format!("tcp6://[{host}]:{p}")
+                } else {
+                    format!("tcp://{host}:{p}")
+                }
+            };
             cmd.arg("-C")
-                .arg(format!("tcp://{host}:{c}"))
+                .arg(at(c))
                 .arg("-D")
-                .arg(format!("tcp://{host}:{d}"))
+                .arg(at(d))
                 .arg("-L")
-                .arg(format!("tcp://{host}:{l}"))
+                .arg(at(l))
                 .arg("-o")
                 .arg(&out)
                 .env("LTTNG_HOME", &home)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
+            // Debugging a test: FAULTLINE_TEST_RELAYD_LOG=FILE keeps the relay's verbose log.
+            if let Some(f) = std::env::var_os("FAULTLINE_TEST_RELAYD_LOG")
+                .and_then(|p| std::fs::File::create(p).ok())
+            {
+                cmd.arg("-vvv").stderr(f);
+            }
             let mut child = cmd.spawn().expect("spawn lttng-relayd");
             let until = Instant::now() + Duration::from_secs(10);
             let up = if let Some(ns) = netns {
@@ -132,9 +146,13 @@ impl Relayd {
         panic!("lttng-relayd did not start");
     }
 
-    /// `net://HOST:CTRL:DATA` for `--relay`.
+    /// `net://HOST:CTRL:DATA` for `--relay` (`net6://[ADDR]:CTRL:DATA` for IPv6).
     pub fn url(&self) -> String {
-        format!("net://{}:{}:{}", self.host, self.control, self.data)
+        if self.host.contains(':') {
+            format!("net6://[{}]:{}:{}", self.host, self.control, self.data)
+        } else {
+            format!("net://{}:{}:{}", self.host, self.control, self.data)
+        }
     }
 
     /// `net://HOST:LIVE/host/HOSTNAME/SESSION` for babeltrace2's lttng-live input.

@@ -350,8 +350,38 @@ impl<'a> Consumer<'a> {
             return Err(ReadError::NotInPlace);
         }
         let b = self.chan.buf(cpu);
-        let corrupt = |what: String| ReadError::Corrupt { cpu, what };
         let c = b.consumed.load(Ordering::Relaxed);
+        self.take_at(cpu, c, None)
+    }
+
+    /// Take the complete sub-buffer that follows `prev` (taken in place and not released yet)
+    /// in place too, so that several consecutive sub-buffers can be written at once: the same
+    /// checks as [`Consumer::take_in_place`]. Release them in the order they were taken.
+    pub fn take_in_place_after(
+        &self,
+        prev: &InPlacePacket,
+    ) -> Result<Option<InPlacePacket>, ReadError> {
+        let cpu = prev.info.cpu;
+        if cpu >= self.chan.geo.num_cpus {
+            return Err(ReadError::NoSuchCpu(cpu));
+        }
+        if self.chan.geo.mode != Mode::Discard {
+            return Err(ReadError::NotInPlace);
+        }
+        self.take_at(cpu, prev.next, Some(prev.pos))
+    }
+
+    /// [`Consumer::take_in_place`] of the sub-buffer at position `c`: `consumed`, or the one
+    /// after the sub-buffer at `held` (still taken, so `consumed == held`).
+    fn take_at(
+        &self,
+        cpu: u32,
+        c: u64,
+        held: Option<u64>,
+    ) -> Result<Option<InPlacePacket>, ReadError> {
+        let g = &self.chan.geo;
+        let b = self.chan.buf(cpu);
+        let corrupt = |what: String| ReadError::Corrupt { cpu, what };
         if c & g.sb_mask != 0 {
             return Err(corrupt(format!(
                 "consumed position {c:#x} not at a sub-buffer boundary"
@@ -363,6 +393,19 @@ impl<'a> Consumer<'a> {
             return Err(corrupt(format!(
                 "write offset {w:#x} beyond any real position"
             )));
+        }
+        if let Some(h) = held {
+            // Our own positions: `c` is one sub-buffer after the one we hold. Writers may not
+            // have reached it yet (nothing to take); they cannot be a whole buffer past the
+            // held one (discard mode: it is not released).
+            if w <= c {
+                return Ok(None);
+            }
+            if w - h > g.buf_size {
+                return Err(corrupt(format!(
+                    "write offset {w:#x} more than a buffer ahead of consumed {h:#x}"
+                )));
+            }
         }
         if w < c {
             return Err(corrupt(format!(

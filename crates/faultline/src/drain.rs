@@ -96,7 +96,7 @@
 //! counted.
 
 use crate::schema_pipe::ClassSource;
-use faultline_ctf::{CtfError, EnvValue, TraceWriter, WriterCounters};
+use faultline_ctf::{CtfError, EnvValue, RawPacket, TraceWriter, WriterCounters};
 use faultline_ringbuf::{
     Channel, Consumer, FlushError, InPlacePacket, Mode, PacketInfo, ReadError,
 };
@@ -119,6 +119,8 @@ pub struct DrainConfig {
     pub verbose: bool,
     /// Most packets taken from one CPU per poll (round-robin fairness, module docs).
     pub batch: u32,
+    /// Write streams by direct I/O where the file system takes it (module docs, "Cost").
+    pub direct_io: bool,
 }
 
 impl Default for DrainConfig {
@@ -128,6 +130,7 @@ impl Default for DrainConfig {
             wait_timeout: Duration::from_millis(100),
             verbose: true,
             batch: 4,
+            direct_io: true,
         }
     }
 }
@@ -262,7 +265,8 @@ pub struct Drain {
 
 impl Drain {
     /// A drain of `chan` into `writer` (whose declared events are the ids it accepts).
-    pub fn new(chan: Arc<Channel>, writer: TraceWriter, cfg: DrainConfig) -> Drain {
+    pub fn new(chan: Arc<Channel>, mut writer: TraceWriter, cfg: DrainConfig) -> Drain {
+        writer.set_direct_io(cfg.direct_io);
         Drain {
             chan,
             writer,
@@ -413,24 +417,11 @@ impl Drain {
         self.next = start + 1;
         let in_place = self.chan.mode() == Mode::Discard;
         for &cpu in cpus[start..].iter().chain(&cpus[..start]) {
+            if in_place {
+                n += self.take_in_place(&consumer, cpu, batch);
+                continue;
+            }
             for _ in 0..batch {
-                if in_place {
-                    match consumer.take_in_place(cpu) {
-                        Ok(Some(p)) => {
-                            // Classes of the records in this packet were published before the
-                            // records were committed, so before this take (module docs).
-                            self.refresh_classes();
-                            self.handle_in_place(&consumer, p);
-                            n += 1;
-                            continue;
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            self.abandon(cpu, e);
-                            break;
-                        }
-                    }
-                }
                 let mut buf = std::mem::take(&mut self.packet);
                 let r = consumer.next_packet(cpu, &mut buf);
                 match r {
@@ -470,30 +461,69 @@ impl Drain {
         self.damaged(cpu, what, true);
     }
 
-    /// The common path (module docs): the packet goes to its stream from the mapping.
-    fn handle_in_place(&mut self, consumer: &Consumer<'_>, p: InPlacePacket) {
-        let cpu = p.info.cpu;
-        self.stats.packets_taken += 1;
-        self.last.insert(cpu, p.info.header);
-        let available = self.chan.subbuf_size() as usize;
-        // SAFETY: the packet lies in the channel's mapping, `available` (one sub-buffer) bytes
-        // from its start, and stays mapped and taken (no writer reuses it) until the release
-        // below; the writer only hands it to the kernel.
-        let r = unsafe {
-            self.writer
-                .write_packet_raw(cpu, &p.header_bytes, p.as_ptr(), available)
-        };
-        let failed = r.is_err();
-        let records = if failed {
-            // Rare: count what the packet held (a copy, then a bounded walk).
-            self.count_records(&p)
-        } else {
-            0
-        };
-        self.written(cpu, &p.info, r, records);
-        consumer.release(p);
+    /// The common path (module docs): up to `batch` consecutive complete sub-buffers of `cpu`
+    /// taken in place and written from the mapping together (one `pwritev` with direct I/O),
+    /// then released in order. Returns the number taken.
+    fn take_in_place(&mut self, consumer: &Consumer<'_>, cpu: u32, batch: u32) -> u64 {
+        let mut taken: Vec<InPlacePacket> = Vec::with_capacity(batch as usize);
+        let mut error = None;
+        while taken.len() < batch as usize {
+            let r = match taken.last() {
+                None => consumer.take_in_place(cpu),
+                Some(prev) => consumer.take_in_place_after(prev),
+            };
+            match r {
+                Ok(Some(p)) => taken.push(p),
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        let n = taken.len() as u64;
+        if !taken.is_empty() {
+            // Classes of the records in these packets were published before the records were
+            // committed, so before these takes (module docs).
+            self.refresh_classes();
+            self.write_in_place(consumer, cpu, taken);
+        }
+        if let Some(e) = error {
+            self.abandon(cpu, e);
+        }
+        n
     }
 
+    /// Write packets of `cpu` taken in place (consecutive, in order), account for each, and
+    /// release them in order.
+    fn write_in_place(&mut self, consumer: &Consumer<'_>, cpu: u32, taken: Vec<InPlacePacket>) {
+        let available = self.chan.subbuf_size() as usize;
+        let raw: Vec<RawPacket> = taken
+            .iter()
+            .map(|p| RawPacket {
+                header: p.header_bytes,
+                data: p.as_ptr(),
+                available,
+            })
+            .collect();
+        // SAFETY: each packet lies in the channel's mapping, `available` (one sub-buffer)
+        // bytes from its start, and stays mapped and taken (no writer reuses it) until the
+        // releases below; the writer only hands them to the kernel (and copies their first
+        // block for direct I/O).
+        let results = unsafe { self.writer.write_packets_raw(cpu, &raw) };
+        for (p, r) in taken.into_iter().zip(results) {
+            self.stats.packets_taken += 1;
+            self.last.insert(cpu, p.info.header);
+            let records = if r.is_err() {
+                // Rare: count what the packet held (a copy, then a bounded walk).
+                self.count_records(&p)
+            } else {
+                0
+            };
+            self.written(cpu, &p.info, r, records);
+            consumer.release(p);
+        }
+    }
     /// Records of a packet taken in place (only for packets that could not be written).
     fn count_records(&mut self, p: &InPlacePacket) -> u64 {
         let len = p.info.content_len;

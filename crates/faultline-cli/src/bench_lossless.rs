@@ -68,7 +68,7 @@ impl LosslessOptions {
     pub fn full() -> Self {
         LosslessOptions {
             step_secs: 5.0,
-            calib_events: 20_000_000,
+            calib_events: 10_000_000,
             max_steps: 8,
             bisect_steps: 3,
             budget_secs: 75.0,

@@ -40,6 +40,22 @@
 //! them, stay as they were. Run it before [`TraceWriter::finish`]: until then a stream may
 //! hold a packet whose records are damaged, which readers must (and do) detect.
 //!
+//! # Direct I/O
+//! With [`TraceWriter::set_direct_io`] each stream file is opened a second time with
+//! `O_DIRECT` (a file system that refuses it, such as tmpfs, keeps the buffered path), and
+//! every packet of that stream is padded on disk to a multiple of [`DIRECT_ALIGN`] (4 KiB)
+//! instead of 8 bytes (`packet_size` says so; readers skip the bytes after `content_size`), so
+//! that every packet starts at an aligned offset. [`TraceWriter::write_packets_raw`] then
+//! writes consecutive packets whose memory is page aligned (sub-buffers of at least 4 KiB)
+//! in **one** `pwritev` that the device reads straight from the caller's mapping: no copy
+//! into the page cache. Only each packet's first 4 KiB block is copied, into an aligned
+//! buffer of the writer, with the checked header copy in front, so the header on disk is
+//! still never the shared bytes. The bytes between a packet's content and its padded end
+//! are the sub-buffer's (older records of the same buffer, or zeros). A write the file
+//! system refuses with `EINVAL` is done again buffered and the stream stays buffered (same
+//! padding). With a sink, or without files, the copying path below is taken instead.
+//! [`TraceWriter::verify`] reads back through the buffered descriptor.
+//!
 //! # Event classes added while recording
 //! [`TraceWriter::add_events`] declares more events (tracepoints registered at run time): the
 //! whole metadata text is regenerated and replaces `metadata` atomically (written to

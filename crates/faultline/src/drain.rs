@@ -9,15 +9,19 @@
 //!    whatever the channel indexes its buffers by). A buffer whose writers fill sub-buffers as
 //!    fast as they are taken therefore cannot keep the others (or the periodic flush, checked
 //!    at the start of every poll) waiting: one poll handles at most `batch` × buffers packets;
-//! 2. **the common path (discard mode)**: the sub-buffer is taken in place — positions and
-//!    commit counters checked, the 128-byte packet header copied and checked, nothing else
-//!    read — and [`TraceWriter::write_packet_raw`] checks the header copy against the trace
-//!    and the buffer's previous packet and writes it with the packet's content **straight
-//!    from the mapping** (one `pwritev`: the header copy, the content, the zero padding to 8
-//!    bytes). The records are neither copied out nor walked. Then the sub-buffer's content is
-//!    zeroed (dead-writer recovery needs it) and released. In overwrite mode the sub-buffer is
-//!    copied out instead (the copy and the re-check after it are what detect a sub-buffer
-//!    overwritten while it was read) and written from the copy;
+//! 2. **the common path (discard mode)**: the complete sub-buffers of a buffer (up to the
+//!    batch) are taken in place — positions and commit counters checked, each 128-byte
+//!    packet header copied and checked, nothing else read — and
+//!    [`TraceWriter::write_packets_raw`] checks the header copies against the trace and the
+//!    buffer's previous packet and writes the packets **straight from the mapping**: with
+//!    direct I/O ([`DrainConfig::direct_io`], where the file system takes it) all of them in
+//!    one `pwritev` that the device reads from the mapping (only each packet's first 4 KiB
+//!    block is copied, to put the checked header in front; packets are padded to 4 KiB on
+//!    disk), otherwise one buffered `pwritev` each (header copy, content, zero padding to 8
+//!    bytes). The records are neither copied out nor walked, and nothing is zeroed. Then the
+//!    sub-buffers are released in order. In overwrite mode the sub-buffer is copied out
+//!    instead (the copy and the re-check after it are what detect a sub-buffer overwritten
+//!    while it was read) and written from the copy;
 //! 3. **at the end** ([`Drain::finish`]) the trace writer's verification pass
 //!    ([`TraceWriter::verify`]) re-reads every packet written this way from the page cache,
 //!    checks its records (chain, declared ids, payloads that decode exactly, timestamps),
@@ -29,13 +33,17 @@
 //!    compacted. A pending (uncommitted) record in a complete packet is damage.
 //!
 //! # Cost
-//! The consumer's CPU time per event is what the kernel's copy into the page cache costs plus
-//! zeroing the content; [`DrainStats::consumer_cpu_ns`] measures it (the thread's
-//! `getrusage(RUSAGE_THREAD)` from its first poll to the end of the final drain), the
-//! verification pass separately ([`DrainStats::verify_cpu_ns`]): it runs once, after
-//! tracing, and cannot make writers lose events. `copy_file_range` from the memfd would avoid
-//! the mapping but fails across file systems (EXDEV from tmpfs to the trace's); `splice`
-//! through a pipe copies into the page cache all the same, with two system calls more.
+//! The consumer's CPU time per event is what handing the packets to the kernel costs: with
+//! direct I/O, the submission and completion of one write per batch (a few tens of µs each,
+//! whatever their size: four 256 KiB sub-buffers per write cost a quarter of one each), with
+//! buffered writes the kernel's copy into the page cache. [`DrainStats::consumer_cpu_ns`]
+//! measures it (the thread's `getrusage(RUSAGE_THREAD)` from its first poll to the end of the
+//! final drain), the verification pass separately ([`DrainStats::verify_cpu_ns`]): it runs
+//! once, after tracing, and cannot make writers lose events. Sub-buffers are not zeroed before
+//! they are handed back (that cost as much as the rest; dead-writer recovery tells laps apart
+//! by time). `copy_file_range` from the memfd would avoid the mapping but fails across file
+//! systems (EXDEV from tmpfs to the trace's); `splice` through a pipe copies into the page
+//! cache all the same, with two system calls more.
 //!
 //! # Event classes that appear while draining
 //! With a [`ClassSource`] ([`Drain::set_class_source`]: tracepoints registered at run time,
@@ -119,7 +127,8 @@ pub struct DrainConfig {
     pub verbose: bool,
     /// Most packets taken from one CPU per poll (round-robin fairness, module docs).
     pub batch: u32,
-    /// Write streams by direct I/O where the file system takes it (module docs, "Cost").
+    /// Write streams by direct I/O where the file system takes it (module docs, "Protocol"
+    /// and "Cost"; `TraceWriter::set_direct_io`). On by default.
     pub direct_io: bool,
 }
 

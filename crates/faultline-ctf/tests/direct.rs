@@ -23,7 +23,7 @@ fn mapping(n: usize) -> Vec<Page> {
 
 /// A packet of `records` empty events with sequence `seq`, written into `at`.
 fn fill(at: &mut [u8], seq: u64, records: u64) -> [u8; PACKET_HEADER_SIZE] {
-    let t0 = 100 * (seq + 1);
+    let t0 = 10_000 * (seq + 1);
     let mut b = PacketBuilder::new(UUID, 0, seq);
     b.header.timestamp_begin = t0;
     b.header.timestamp_end = t0 + records + 1;
@@ -54,7 +54,8 @@ fn direct_writes_several_packets_at_once_and_reads_back() {
     bytes[0] ^= 0xff;
     // The third packet's header copy is invalid (its sequence number goes back).
     let mut bad = headers[2];
-    bad[40..48].copy_from_slice(&0u64.to_le_bytes());
+    let at = faultline_ctf::layout::off::PACKET_SEQ_NUM;
+    bad[at..at + 8].copy_from_slice(&0u64.to_le_bytes());
     let raw = |k: usize, h: [u8; PACKET_HEADER_SIZE]| RawPacket {
         header: h,
         // SAFETY: inside `mem`.

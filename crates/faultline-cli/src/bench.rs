@@ -546,8 +546,14 @@ fn run_session(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
         stream_bytes_per_event: per_written(stream_bytes),
         // The consumer's CPU time as the drain measured it on its own thread
         // (`DrainStats::consumer_cpu_ns`), the verification pass reported apart.
-        consumer_ns_per_event: sum.drain.as_ref().and_then(|d| per_written(d.consumer_cpu_ns)),
-        verify_ns_per_event: sum.drain.as_ref().and_then(|d| per_written(d.verify_cpu_ns)),
+        consumer_ns_per_event: sum
+            .drain
+            .as_ref()
+            .and_then(|d| per_written(d.consumer_cpu_ns)),
+        verify_ns_per_event: sum
+            .drain
+            .as_ref()
+            .and_then(|d| per_written(d.verify_cpu_ns)),
         consumer_cpu: None,
         ns: median(&timed.per_thread_ns),
         mevs: timed.timed as f64 / timed.wall_ns * 1e3,
@@ -1045,7 +1051,11 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         .iter()
         .zip(&samples)
         .find(|(c, _)| c.session && c.ev == Ev::Int && c.threads == 1)
-        .map(|(_, s)| s.iter().filter_map(|x| x.verify_ns_per_event).collect::<Vec<_>>())
+        .map(|(_, s)| {
+            s.iter()
+                .filter_map(|x| x.verify_ns_per_event)
+                .collect::<Vec<_>>()
+        })
         .filter(|v| !v.is_empty())
         .map(|v| median(&v));
     let lossless_mev_s = lossless.as_ref().and_then(|l| l.mev_s);
@@ -1419,7 +1429,11 @@ pub fn print(r: &BenchReport) {
             .map(|s| {
                 format!(
                     "{}{:.2}{}{}",
-                    if s.rate_mev_s.is_none() { "unpaced " } else { "" },
+                    if s.rate_mev_s.is_none() {
+                        "unpaced "
+                    } else {
+                        ""
+                    },
                     s.achieved_mev_s,
                     if s.lost == 0 { "" } else { " LOSSY" },
                     s.consumer_ns_per_event

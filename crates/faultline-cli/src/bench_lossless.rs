@@ -332,7 +332,14 @@ mod tests {
         let r = search(&opt(), fake(23e6, 40e6));
         assert_eq!(
             rates(&r),
-            vec![None, Some(40.0), Some(20.0), Some(30.0), Some(25.0), Some(22.5)]
+            vec![
+                None,
+                Some(40.0),
+                Some(20.0),
+                Some(30.0),
+                Some(25.0),
+                Some(22.5)
+            ]
         );
         assert_eq!(r.writer_max_mev_s, Some(40.0));
         assert_eq!(r.mev_s, Some(22.5));

@@ -1013,7 +1013,12 @@ impl TraceWriter {
     /// # Safety
     /// As [`TraceWriter::write_packet_raw`], with `h` parsed from the caller's header copy
     /// and checked (so `128 <= content <= available`).
-    unsafe fn write_raw_checked(&mut self, cpu: u32, h: PacketHeader, data: *const u8) -> Result<u64> {
+    unsafe fn write_raw_checked(
+        &mut self,
+        cpu: u32,
+        h: PacketHeader,
+        data: *const u8,
+    ) -> Result<u64> {
         let content = h.content_bytes() as usize;
         let align = self.pad_to(cpu)?;
         let rounded = content.next_multiple_of(align);

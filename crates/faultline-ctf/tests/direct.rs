@@ -95,7 +95,11 @@ fn direct_writes_several_packets_at_once_and_reads_back() {
         .unwrap();
     assert_eq!(evs.len(), 315);
     if let Ok(out) = std::process::Command::new("babeltrace2").arg(&dir).output() {
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let lines = String::from_utf8_lossy(&out.stdout).lines().count();
         assert_eq!(lines, 315, "{}", String::from_utf8_lossy(&out.stderr));
     }

@@ -115,7 +115,9 @@ fn nothing_zeroed_and_recovery_ignores_the_previous_lap() {
         let pos = ch.cpu_stats(cpu).unwrap().write_offset.next_multiple_of(8);
         let mut stale = [0u8; 16];
         // SAFETY: test-only copy of 16 bytes inside the mapping.
-        unsafe { std::ptr::copy_nonoverlapping(shm.data_at(&ch, cpu, pos), stale.as_mut_ptr(), 16) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(shm.data_at(&ch, cpu, pos), stale.as_mut_ptr(), 16)
+        };
         assert_eq!(u32::from_le_bytes(stale[8..12].try_into().unwrap()), 12);
         let dead = ch.reserve(100, 24).unwrap();
         // The writer dies before its header store: the header still reads lap 0's.
@@ -161,7 +163,10 @@ fn consecutive_sub_buffers_are_held_together() {
     let a = cons.take_in_place(cpu).unwrap().unwrap();
     let b = cons.take_in_place_after(&a).unwrap().unwrap();
     let c = cons.take_in_place_after(&b).unwrap().unwrap();
-    assert!(cons.take_in_place_after(&c).unwrap().is_none(), "the fourth is open");
+    assert!(
+        cons.take_in_place_after(&c).unwrap().is_none(),
+        "the fourth is open"
+    );
     let seqs: Vec<u64> = [&a, &b, &c]
         .iter()
         .map(|p| p.info.header.packet_seq_num)

@@ -164,7 +164,11 @@ fn in_place_path_writes_the_same_bytes_as_the_checked_copy_path() {
             })
             .collect::<Vec<_>>()
     };
-    assert_eq!(events(&dir_new), events(&dir_direct), "direct I/O: the same events");
+    assert_eq!(
+        events(&dir_new),
+        events(&dir_direct),
+        "direct I/O: the same events"
+    );
     match (
         babeltrace(&dir_ref),
         babeltrace(&dir_new),

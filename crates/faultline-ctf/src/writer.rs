@@ -385,6 +385,55 @@ fn read_packet(file: &File, at: u64, buf: &mut Vec<u8>) -> std::io::Result<(Pack
     Ok((h, len))
 }
 
+/// The bytes of `blocks`.
+fn blocks_bytes(blocks: &[Block]) -> &[u8] {
+    // SAFETY: `Block` is `repr(C)` around a byte array: the blocks are contiguous bytes,
+    // borrowed for as long as `blocks` is.
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr() as *const u8, blocks.len() * DIRECT_ALIGN) }
+}
+
+/// [`read_packet`] through the stream's direct descriptor, for a packet written by direct I/O
+/// (at an aligned offset, its size a multiple of [`DIRECT_ALIGN`]) into `blocks`; any other
+/// packet is an error (the caller reads it buffered).
+fn read_packet_direct(
+    file: &File,
+    at: u64,
+    blocks: &mut Vec<Block>,
+) -> std::io::Result<(PacketHeader, usize)> {
+    use std::os::unix::fs::FileExt;
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    if blocks.is_empty() {
+        blocks.push(Block([0; DIRECT_ALIGN]));
+    }
+    file.read_exact_at(&mut blocks[0].0, at)?;
+    let h = PacketHeader::parse(
+        blocks[0].0[..PACKET_HEADER_SIZE]
+            .try_into()
+            .map_err(|_| bad("short block"))?,
+    );
+    // Our own header: bounded anyway.
+    let len = usize::try_from(h.packet_bytes())
+        .ok()
+        .filter(|&n| (DIRECT_ALIGN..=1 << 32).contains(&n) && n.is_multiple_of(DIRECT_ALIGN))
+        .ok_or_else(|| bad("not a direct-I/O packet"))?;
+    let n = len / DIRECT_ALIGN;
+    if blocks.len() < n {
+        blocks.resize_with(n, || Block([0; DIRECT_ALIGN]));
+    }
+    if n > 1 {
+        // SAFETY: blocks 1..n are contiguous bytes we own (repr(C) byte arrays), aligned for
+        // direct I/O; no other reference to them lives during the read.
+        let rest = unsafe {
+            std::slice::from_raw_parts_mut(
+                blocks[1..].as_mut_ptr() as *mut u8,
+                (n - 1) * DIRECT_ALIGN,
+            )
+        };
+        file.read_exact_at(rest, at + DIRECT_ALIGN as u64)?;
+    }
+    Ok((h, len))
+}
+
 /// Check that `payload` decodes to exactly its length; the error names the field.
 #[inline]
 fn check_payload(fields: Fields, payload: &[u8]) -> std::result::Result<(), (usize, String)> {
@@ -1140,14 +1189,29 @@ impl TraceWriter {
             // Offsets of the packets to remove.
             let mut drop = std::collections::BTreeSet::new();
             let mut buf = std::mem::take(&mut self.scratch);
+            let mut blocks = std::mem::take(&mut self.blocks);
             for at in offsets {
                 let s = &self.streams[&cpu];
                 let Some(file) = s.file.as_ref() else {
                     break;
                 };
-                let (h, len) = read_packet(file, at, &mut buf)
-                    .map_err(|e| CtfError::io(&s.path, "read back", e))?;
-                let content = &buf[..(h.content_bytes() as usize).min(len)];
+                // Packets written by direct I/O are read back the same way (no copy out of
+                // the page cache, which they are not in); the buffered read otherwise, or if
+                // that fails.
+                let direct = s
+                    .direct
+                    .as_ref()
+                    .filter(|_| at.is_multiple_of(DIRECT_ALIGN as u64))
+                    .and_then(|d| read_packet_direct(d, at, &mut blocks).ok());
+                let (h, len, bytes) = match direct {
+                    Some((h, len)) => (h, len, blocks_bytes(&blocks)),
+                    None => {
+                        let (h, len) = read_packet(file, at, &mut buf)
+                            .map_err(|e| CtfError::io(&s.path, "read back", e))?;
+                        (h, len, &buf[..])
+                    }
+                };
+                let content = &bytes[..(h.content_bytes() as usize).min(len)];
                 ids.clear();
                 match self.check_records(cpu, &h, content, |id| ids.push(id)) {
                     Ok((n, padding)) => {
@@ -1173,6 +1237,7 @@ impl TraceWriter {
                     }
                 }
             }
+            self.blocks = blocks;
             let row = counts.into_row();
             if !row.is_empty() {
                 out.events.insert(cpu, row);
@@ -1260,6 +1325,7 @@ impl TraceWriter {
                 let direct = if self.local && self.direct_io {
                     use std::os::unix::fs::OpenOptionsExt;
                     OpenOptions::new()
+                        .read(true)
                         .write(true)
                         .custom_flags(libc::O_DIRECT)
                         .open(&path)

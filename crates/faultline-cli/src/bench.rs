@@ -138,7 +138,9 @@ pub struct Row {
     /// Bytes of the trace's event stream files (no metadata, no index) / events written, median
     /// over rounds (`Session` and LTTng rows).
     pub stream_bytes_per_event: Option<f64>,
-    /// CPU time of the consumer thread / events written, median over rounds (`Session` rows).
+    /// CPU time of the consumer thread / events written, median over rounds (`Session` rows):
+    /// the drain's own `getrusage(RUSAGE_THREAD)` from its first poll to the end of its final
+    /// drain (`DrainStats::consumer_cpu_ns`), the end-of-run verification pass excluded.
     pub consumer_ns_per_event: Option<f64>,
 }
 
@@ -191,8 +193,12 @@ pub struct BenchReport {
     /// The same for LTTng-UST (its data stream files / events recorded).
     pub lttng_int_bytes: Option<f64>,
     pub lttng_string_bytes: Option<f64>,
-    /// CPU time of the `Session`'s consumer thread / events written, int row, 1 thread.
+    /// CPU time of the `Session`'s consumer thread / events written, int row, 1 thread
+    /// ([`Row::consumer_ns_per_event`]: the drain's own `getrusage(RUSAGE_THREAD)`, the
+    /// end-of-run verification pass excluded).
     pub consumer_ns_per_event: Option<f64>,
+    /// CPU time of that verification pass / events written, same row.
+    pub verify_ns_per_event: Option<f64>,
     /// Highest paced rate (million events/s) one writer sustained with zero loss, `Session`
     /// and LTTng-UST: see [`crate::bench_lossless`].
     pub lossless_mev_s: Option<f64>,
@@ -332,8 +338,10 @@ struct Sample {
     bytes_per_event: Option<f64>,
     /// Event stream bytes on disk / events written (`Session` rows).
     stream_bytes_per_event: Option<f64>,
-    /// Consumer thread CPU ns / events written (`Session` rows).
+    /// Consumer thread CPU ns / events written (`Session` rows), verification excluded.
     consumer_ns_per_event: Option<f64>,
+    /// Verification pass CPU ns / events written (`Session` rows).
+    verify_ns_per_event: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -498,6 +506,7 @@ fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
         bytes_per_event,
         stream_bytes_per_event: None,
         consumer_ns_per_event: None,
+        verify_ns_per_event: None,
     })
 }
 
@@ -527,13 +536,9 @@ fn run_session(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
             trace!(BENCH_INT, i);
         }),
     };
-    // The consumer's CPU time: its thread's CPU clock, followed until it exits in `stop`.
-    let drain = crate::harness::threads_named("faultline-drain");
-    let watch = (drain.len() == 1).then(|| crate::harness::CpuWatch::start(drain[0]));
     let sum = session
         .stop()
         .map_err(|e| anyhow::anyhow!("session stop: {e}"));
-    let consumer_ns = watch.map(crate::harness::CpuWatch::finish);
     let stream_bytes = stream_bytes(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     let sum = sum?;
@@ -543,7 +548,16 @@ fn run_session(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
     let per_written = |x: u64| (written > 0).then(|| x as f64 / written as f64);
     Ok(Sample {
         stream_bytes_per_event: per_written(stream_bytes),
-        consumer_ns_per_event: consumer_ns.and_then(per_written),
+        // The consumer's CPU time as the drain measured it on its own thread
+        // (`DrainStats::consumer_cpu_ns`), the verification pass reported apart.
+        consumer_ns_per_event: sum
+            .drain
+            .as_ref()
+            .and_then(|d| per_written(d.consumer_cpu_ns)),
+        verify_ns_per_event: sum
+            .drain
+            .as_ref()
+            .and_then(|d| per_written(d.verify_cpu_ns)),
         consumer_cpu: None,
         ns: median(&timed.per_thread_ns),
         mevs: timed.timed as f64 / timed.wall_ns * 1e3,
@@ -823,11 +837,13 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         None => (None, None),
         Some(lo) => {
             let progress = |side: &str, rate: f64, secs: f64| {
-                if opt.progress {
+                if opt.progress && rate.is_finite() {
                     eprintln!(
                         "bench: lossless {side}: {:.2} Mev/s for {secs} s",
                         rate / 1e6
                     );
+                } else if opt.progress {
+                    eprintln!("bench: lossless {side}: the writer's own rate (unpaced)");
                 }
             };
             let fl = crate::bench_lossless::search(lo, |rate, n| {
@@ -1039,6 +1055,18 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
     let lttng_int_bytes = lttng_row("int").and_then(|r| r.stream_bytes_per_event);
     let lttng_string_bytes = lttng_row("string").and_then(|r| r.stream_bytes_per_event);
     let consumer_ns_per_event = session_row("int").and_then(|r| r.consumer_ns_per_event);
+    // Not a row column: the int Session row's rounds.
+    let verify_ns_per_event = configs
+        .iter()
+        .zip(&samples)
+        .find(|(c, _)| c.session && c.ev == Ev::Int && c.threads == 1)
+        .map(|(_, s)| {
+            s.iter()
+                .filter_map(|x| x.verify_ns_per_event)
+                .collect::<Vec<_>>()
+        })
+        .filter(|v| !v.is_empty())
+        .map(|v| median(&v));
     let lossless_mev_s = lossless.as_ref().and_then(|l| l.mev_s);
     let lttng_lossless_mev_s = lttng_lossless.as_ref().and_then(|l| l.mev_s);
     let lossless_secs = lossless
@@ -1064,6 +1092,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         lttng_int_bytes,
         lttng_string_bytes,
         consumer_ns_per_event,
+        verify_ns_per_event,
         lossless_mev_s,
         lttng_lossless_mev_s,
         lossless,
@@ -1394,8 +1423,10 @@ pub fn print(r: &BenchReport) {
         b(r.tracy_string_bytes)
     );
     println!(
-        "consumer CPU per event written (Session, int, 1 thread): {} ns",
-        opt_f(r.consumer_ns_per_event, 2)
+        "consumer CPU per event written (Session, int, 1 thread): {} ns (end-of-run \
+         verification: {} ns more)",
+        opt_f(r.consumer_ns_per_event, 2),
+        opt_f(r.verify_ns_per_event, 2)
     );
     if let Some(why) = &r.tracy_missing {
         println!("Tracy rows not measured: {why}");
@@ -1407,7 +1438,12 @@ pub fn print(r: &BenchReport) {
             .iter()
             .map(|s| {
                 format!(
-                    "{:.2}{}{}",
+                    "{}{:.2}{}{}",
+                    if s.rate_mev_s.is_none() {
+                        "unpaced "
+                    } else {
+                        ""
+                    },
                     s.achieved_mev_s,
                     if s.lost == 0 { "" } else { " LOSSY" },
                     s.consumer_ns_per_event
@@ -1417,9 +1453,11 @@ pub fn print(r: &BenchReport) {
             })
             .collect();
         println!(
-            "lossless rate, {side}: {} Mev/s{} (lowest lossy {}; {} steps in {:.0} s: {}){}",
+            "lossless rate, {side}: {} Mev/s{} (writer alone {}, lowest lossy {}; {} steps in \
+             {:.0} s: {}){}",
             opt_f(l.mev_s, 2),
             if l.writer_bound { ", writer-bound" } else { "" },
+            opt_f(l.writer_max_mev_s, 2),
             opt_f(l.lowest_lossy_mev_s, 2),
             l.steps.len(),
             l.secs,

@@ -10,8 +10,9 @@
 //! CPU is always busy, pacing spins), and writes the trace to disk (the temp directory):
 //! * faultline: a `Session` with its defaults (buffers, policy, consumer), the trace deleted
 //!   after the step; lost = the session summary's `lost_total`, and written + lost must
-//!   equal emitted. The consumer thread's CPU time is measured too
-//!   ([`crate::harness::thread_cpu_ns`]), per event written.
+//!   equal emitted. The consumer thread's CPU time is measured too, per event written: the
+//!   drain's own `getrusage(RUSAGE_THREAD)` (`DrainStats::consumer_cpu_ns`, the end-of-run
+//!   verification pass excluded).
 //! * LTTng-UST: [`faultline_lttng::LttngBench::run_paced`] (LTTng's default channel, per-UID
 //!   buffers, discard mode, its consumer daemon); lost = the session daemon's discarded-event
 //!   count (the trace is not decoded: at these rates babeltrace2 would take minutes).
@@ -20,21 +21,25 @@
 //! the loop), which is the paced rate unless the writer could not keep up.
 //!
 //! # The search
-//! Exponential, then bisection, bounded in steps and in time:
-//! 1. from [`LosslessOptions::start_mev_s`], double the rate while steps are lossless;
-//! 2. a lossless step whose writer could not reach the paced rate (under 90 %: a preempted writer on a busy machine
-//!    loses a few %) ends the
-//!    search: the writer itself is the limit (`writer_bound`), the result is its rate;
-//! 3. after the first lossy step (or halving down from it while steps lose), bisect between
-//!    the best lossless rate and the lowest lossy one, [`LosslessOptions::bisect_steps`]
-//!    times or until they are within 5 %;
-//! 4. stop at [`LosslessOptions::max_steps`] or when [`LosslessOptions::budget_secs`] is
-//!    spent (checked before each step).
+//! Bounded in steps and in time, and by what the writer itself can do:
+//! 1. **the writer's own rate**: one unpaced step of [`LosslessOptions::calib_events`]
+//!    events (the same loop without waiting, the session and its consumer running) measures
+//!    the highest rate the writer's loop reaches (`writer_max_mev_s`): no paced rate above it
+//!    can be reached, so the search goes up to it and no further;
+//! 2. a full-length step paced at that rate: when it loses nothing the writer, not the
+//!    consumer, is the limit (`writer_bound`) and its rate is the result;
+//! 3. a lossless step whose writer could not reach the paced rate (under 90 %: a preempted
+//!    writer on a busy machine loses a few %) also ends the search as `writer_bound`;
+//! 4. otherwise halve the rate while steps lose, then bisect between the best lossless rate
+//!    and the lowest lossy one, [`LosslessOptions::bisect_steps`] times or until they are
+//!    within 5 %;
+//! 5. stop at [`LosslessOptions::max_steps`] (the calibration step included) or when
+//!    [`LosslessOptions::budget_secs`] is spent (checked before each step).
 //!
-//! The result is the best lossless rate seen (`None` if no step was lossless) and the lowest
-//! lossy one, with every step and the total time.
+//! The result is the best lossless rate seen among the paced steps (`None` if none was
+//! lossless), the lowest lossy one and the writer's own rate, with every step and the total
+//! time.
 
-use crate::harness::{threads_named, CpuWatch};
 use faultline_tracepoints::trace;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,8 +53,8 @@ pub const PACE_BATCH: u64 = 64;
 pub struct LosslessOptions {
     /// Duration of one step, seconds.
     pub step_secs: f64,
-    /// First rate tried, million events per second.
-    pub start_mev_s: f64,
+    /// Events of the unpaced calibration step (the writer's own rate).
+    pub calib_events: u64,
     /// Steps at most (exponential and bisection together), per side.
     pub max_steps: usize,
     /// Bisection steps at most, per side.
@@ -63,7 +68,7 @@ impl LosslessOptions {
     pub fn full() -> Self {
         LosslessOptions {
             step_secs: 5.0,
-            start_mev_s: 4.0,
+            calib_events: 10_000_000,
             max_steps: 8,
             bisect_steps: 3,
             budget_secs: 75.0,
@@ -73,7 +78,7 @@ impl LosslessOptions {
     pub fn quick() -> Self {
         LosslessOptions {
             step_secs: 0.1,
-            start_mev_s: 1.0,
+            calib_events: 200_000,
             max_steps: 3,
             bisect_steps: 1,
             budget_secs: 10.0,
@@ -84,8 +89,8 @@ impl LosslessOptions {
 /// One step of the search.
 #[derive(Debug, Clone, Serialize)]
 pub struct LosslessStep {
-    /// Paced rate asked for, million events per second.
-    pub rate_mev_s: f64,
+    /// Paced rate asked for, million events per second (`None`: the unpaced calibration step).
+    pub rate_mev_s: Option<f64>,
     /// Rate the writer achieved.
     pub achieved_mev_s: f64,
     pub events: u64,
@@ -103,9 +108,13 @@ pub struct LosslessResult {
     pub mev_s: Option<f64>,
     /// Lowest rate at which a step lost events.
     pub lowest_lossy_mev_s: Option<f64>,
-    /// The last lossless step's writer could not reach its paced rate: the writer, not the
-    /// consumer, is the limit, and `mev_s` is the writer's own rate.
+    /// The last lossless step's writer could not reach its paced rate, or the step paced at
+    /// the writer's own rate lost nothing: the writer, not the consumer, is the limit, and
+    /// `mev_s` is the writer's own rate.
     pub writer_bound: bool,
+    /// Rate of the unpaced calibration step, million events per second: the most any paced
+    /// step can reach (the search goes no higher).
+    pub writer_max_mev_s: Option<f64>,
     pub steps: Vec<LosslessStep>,
     /// Total wall time of the search, seconds.
     pub secs: f64,
@@ -121,7 +130,8 @@ pub struct StepOutcome {
     pub consumer_ns_per_event: Option<f64>,
 }
 
-/// Run the search with `step(rate_per_s, events)`.
+/// Run the search with `step(rate_per_s, events)`; the calibration step gets
+/// `f64::INFINITY` (unpaced).
 pub fn search(
     opt: &LosslessOptions,
     mut step: impl FnMut(f64, u64) -> anyhow::Result<StepOutcome>,
@@ -131,42 +141,59 @@ pub fn search(
     let mut good: Option<f64> = None;
     let mut bad: Option<f64> = None;
     let mut bisected = 0;
-    let mut rate = opt.start_mev_s * 1e6;
-    while res.steps.len() < opt.max_steps {
+    // None: the calibration step comes first.
+    let mut rate: Option<f64> = None;
+    while res.steps.len() < opt.max_steps.max(2) {
         if t0.elapsed().as_secs_f64() > opt.budget_secs {
             res.note = Some(format!("time budget of {} s spent", opt.budget_secs));
             break;
         }
-        let events = ((rate * opt.step_secs) as u64).max(1000);
+        let (asked, events) = match rate {
+            None => (f64::INFINITY, opt.calib_events.max(1000)),
+            Some(r) => (r, ((r * opt.step_secs) as u64).max(1000)),
+        };
         let ts = Instant::now();
-        let out = match step(rate, events) {
+        let out = match step(asked, events) {
             Ok(o) => o,
             Err(e) => {
-                res.note = Some(format!("step at {:.2} Mev/s failed: {e:#}", rate / 1e6));
+                let at = rate.map_or("unpaced".to_string(), |r| format!("{:.2} Mev/s", r / 1e6));
+                res.note = Some(format!("step at {at} failed: {e:#}"));
                 break;
             }
         };
         res.steps.push(LosslessStep {
-            rate_mev_s: rate / 1e6,
+            rate_mev_s: rate.map(|r| r / 1e6),
             achieved_mev_s: out.achieved_per_s / 1e6,
             events: out.events,
             lost: out.lost,
             consumer_ns_per_event: out.consumer_ns_per_event,
             secs: ts.elapsed().as_secs_f64(),
         });
-        let reached = out.achieved_per_s >= 0.9 * rate;
+        let Some(r) = rate else {
+            // Calibrated: next, a full step paced at the writer's own rate.
+            if !(out.achieved_per_s.is_finite() && out.achieved_per_s > 0.0) {
+                res.note = Some("the unpaced step reported no rate".into());
+                break;
+            }
+            res.writer_max_mev_s = Some(out.achieved_per_s / 1e6);
+            rate = Some(out.achieved_per_s);
+            continue;
+        };
+        let reached = out.achieved_per_s >= 0.9 * r;
         if out.lost == 0 {
             good = Some(good.map_or(out.achieved_per_s, |g: f64| g.max(out.achieved_per_s)));
-            if !reached {
+            // Lossless at the writer's own rate (the first paced step), or short of the
+            // paced rate: the writer is the limit.
+            if !reached || bad.is_none() {
                 res.writer_bound = true;
                 break;
             }
         } else {
-            let at = out.achieved_per_s.min(rate);
+            let at = out.achieved_per_s.min(r);
             bad = Some(bad.map_or(at, |b: f64| b.min(at)));
         }
-        rate = match (good, bad) {
-            (_, None) => rate * 2.0,
+        rate = Some(match (good, bad) {
+            (_, None) => break,
             (None, Some(b)) => b / 2.0,
             (Some(g), Some(b)) => {
                 if bisected >= opt.bisect_steps || b <= g * 1.05 {
@@ -175,7 +202,7 @@ pub fn search(
                 bisected += 1;
                 (g + b) / 2.0
             }
-        };
+        });
     }
     res.mev_s = good.map(|g| g / 1e6);
     res.lowest_lossy_mev_s = bad.map(|b| b / 1e6);
@@ -236,14 +263,9 @@ pub fn faultline_step_with(
     })
     .join()
     .map_err(|_| anyhow::anyhow!("paced writer panicked"))?;
-    // Only one session runs at a time here: its consumer is the one drain thread (looked up
-    // now, not at start: the thread names itself once it runs).
-    let drain = threads_named("faultline-drain");
-    let watch = (drain.len() == 1).then(|| CpuWatch::start(drain[0]));
     let sum = session
         .stop()
         .map_err(|e| anyhow::anyhow!("session stop: {e}"));
-    let consumer_ns = watch.map(CpuWatch::finish);
     let _ = std::fs::remove_dir_all(&dir);
     let sum = sum?;
     let lost = sum.lost_total();
@@ -257,9 +279,8 @@ pub fn faultline_step_with(
         achieved_per_s: events as f64 / elapsed.max(Duration::from_nanos(1)).as_secs_f64(),
         events,
         lost,
-        consumer_ns_per_event: consumer_ns
-            .filter(|_| sum.events_written > 0)
-            .map(|c| c as f64 / sum.events_written as f64),
+        // The drain's own measure of its thread (verification pass excluded).
+        consumer_ns_per_event: sum.consumer_ns_per_event(),
     })
 }
 
@@ -269,7 +290,12 @@ pub fn lttng_step(
     rate: f64,
     events: u64,
 ) -> anyhow::Result<StepOutcome> {
-    let r = bench.run_paced(faultline_lttng::EventKind::Int, events, rate)?;
+    // Unpaced (the calibration step): its plain one-thread run.
+    let r = if rate.is_finite() {
+        bench.run_paced(faultline_lttng::EventKind::Int, events, rate)?
+    } else {
+        bench.run(faultline_lttng::EventKind::Int, 1, events)?
+    };
     let lost = r.tracer_discarded.ok_or_else(|| {
         anyhow::anyhow!("the session daemon did not report a discarded-event count")
     })?;
@@ -301,37 +327,55 @@ mod tests {
     fn opt() -> LosslessOptions {
         LosslessOptions {
             step_secs: 0.001,
-            start_mev_s: 4.0,
+            calib_events: 1000,
             max_steps: 8,
             bisect_steps: 3,
             budget_secs: 60.0,
         }
     }
 
+    fn rates(r: &LosslessResult) -> Vec<Option<f64>> {
+        r.steps.iter().map(|s| s.rate_mev_s).collect()
+    }
+
     #[test]
-    fn doubles_then_bisects() {
-        // 4, 8, 16 ok; 32 lossy; bisect 24 (lossy), 20 (ok), 22 (lossy).
-        let r = search(&opt(), fake(21e6, 1e9));
-        let rates: Vec<f64> = r.steps.iter().map(|s| s.rate_mev_s).collect();
-        assert_eq!(rates, vec![4.0, 8.0, 16.0, 32.0, 24.0, 20.0, 22.0]);
-        assert_eq!(r.mev_s, Some(20.0));
-        assert_eq!(r.lowest_lossy_mev_s, Some(22.0));
+    fn calibrates_then_halves_then_bisects() {
+        // Writer tops out at 40: unpaced, 40 (lossy), 20 (ok), then 3 bisections: 30 (lossy),
+        // 25 (lossy), 22.5 (ok).
+        let r = search(&opt(), fake(23e6, 40e6));
+        assert_eq!(
+            rates(&r),
+            vec![
+                None,
+                Some(40.0),
+                Some(20.0),
+                Some(30.0),
+                Some(25.0),
+                Some(22.5)
+            ]
+        );
+        assert_eq!(r.writer_max_mev_s, Some(40.0));
+        assert_eq!(r.mev_s, Some(22.5));
+        assert_eq!(r.lowest_lossy_mev_s, Some(25.0));
         assert!(!r.writer_bound);
     }
 
     #[test]
-    fn writer_bound_stops() {
+    fn lossless_at_the_writers_own_rate_is_writer_bound() {
         let r = search(&opt(), fake(1e9, 10e6));
-        assert_eq!(r.steps.len(), 3);
+        assert_eq!(rates(&r), vec![None, Some(10.0)]);
         assert!(r.writer_bound);
         assert_eq!(r.mev_s, Some(10.0));
+        assert_eq!(r.writer_max_mev_s, Some(10.0));
     }
 
     #[test]
-    fn halves_down_when_the_first_step_loses() {
-        let r = search(&opt(), fake(1.5e6, 1e9));
-        assert_eq!(r.steps[1].rate_mev_s, 2.0);
-        assert_eq!(r.steps[2].rate_mev_s, 1.0);
+    fn halves_down_while_steps_lose() {
+        let r = search(&opt(), fake(1.5e6, 8e6));
+        assert_eq!(
+            rates(&r)[..5],
+            [None, Some(8.0), Some(4.0), Some(2.0), Some(1.0)]
+        );
         // Then bisection between 1 (ok) and 2 (lossy): 1.5 is the highest lossless rate.
         assert_eq!(r.mev_s, Some(1.5));
         assert!(r.lowest_lossy_mev_s.unwrap() > 1.5);

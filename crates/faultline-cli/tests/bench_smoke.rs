@@ -130,7 +130,12 @@ fn bench_quick_json_has_every_field() {
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");
     }
     // Issue 11: bytes per event on disk, consumer CPU per event, lossless rates, Tracy rows.
-    for key in ["int_bytes", "string_bytes", "consumer_ns_per_event"] {
+    for key in [
+        "int_bytes",
+        "string_bytes",
+        "consumer_ns_per_event",
+        "verify_ns_per_event",
+    ] {
         let x = num(&v, key);
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");
     }
@@ -166,9 +171,19 @@ fn bench_quick_json_has_every_field() {
         let steps = d["steps"].as_array().expect("steps");
         assert!(!steps.is_empty(), "{detail}: no step ran: {d}");
         assert!(steps.len() <= 3, "quick mode runs at most 3 steps: {d}");
-        for s in steps {
-            for k in ["rate_mev_s", "achieved_mev_s", "events", "lost", "secs"] {
+        for (i, s) in steps.iter().enumerate() {
+            for k in ["achieved_mev_s", "events", "lost", "secs"] {
                 assert!(s[k].as_f64().is_some_and(|x| x >= 0.0), "{k} in {s}");
+            }
+            // The first step is the unpaced one (the writer's own rate), the others paced.
+            if i == 0 {
+                assert!(s["rate_mev_s"].is_null(), "first step unpaced: {s}");
+                assert_eq!(d["writer_max_mev_s"], s["achieved_mev_s"], "{d}");
+            } else {
+                assert!(
+                    s["rate_mev_s"].as_f64().is_some_and(|x| x > 0.0),
+                    "rate_mev_s in {s}"
+                );
             }
         }
         // The Session's consumer thread is measured at every step.
@@ -184,6 +199,7 @@ fn bench_quick_json_has_every_field() {
         if let Some(best) = f.as_f64() {
             assert!(steps
                 .iter()
+                .skip(1)
                 .any(|s| s["lost"] == 0 && s["achieved_mev_s"].as_f64() == Some(best)));
         }
     }

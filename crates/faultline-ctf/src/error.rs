@@ -69,6 +69,43 @@ impl CtfError {
         }
     }
 
+    /// The same error again (one I/O error that fails several packets): an I/O error keeps
+    /// its OS error code (or its kind and message).
+    pub(crate) fn again(&self) -> Self {
+        match self {
+            CtfError::Io { path, op, source } => CtfError::Io {
+                path: path.clone(),
+                op,
+                source: match source.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            CtfError::Format { path, offset, msg } => CtfError::Format {
+                path: path.clone(),
+                offset: *offset,
+                msg: msg.clone(),
+            },
+            CtfError::Metadata {
+                path,
+                line,
+                offset,
+                msg,
+            } => CtfError::Metadata {
+                path: path.clone(),
+                line: *line,
+                offset: *offset,
+                msg: msg.clone(),
+            },
+            CtfError::Desc(m) => CtfError::Desc(m.clone()),
+            CtfError::Packet { cpu, offset, msg } => CtfError::Packet {
+                cpu: *cpu,
+                offset: *offset,
+                msg: msg.clone(),
+            },
+        }
+    }
+
     pub(crate) fn format(path: impl Into<PathBuf>, offset: u64, msg: impl Into<String>) -> Self {
         CtfError::Format {
             path: path.into(),

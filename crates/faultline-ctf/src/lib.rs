@@ -45,7 +45,7 @@ pub use reader::{
 };
 pub use stats::{stats, CpuStats, RecorderCounts, Stats, StrategyCounts, RECORDER_ENV_PREFIX};
 pub use tsdl::{EventSchema, FieldSchema, Schema};
-pub use writer::{PacketSink, TraceWriter, WriterCounters};
+pub use writer::{PacketSink, RawPacket, TraceWriter, WriterCounters, DIRECT_ALIGN};
 
 /// Fuzzing entry point: open the trace in `dir`, read every event (merged) in both iterator
 /// forms ([`Iterator::next`] and the borrowed [`Events::next_ref`]), render each one in every

@@ -40,6 +40,22 @@
 //! them, stay as they were. Run it before [`TraceWriter::finish`]: until then a stream may
 //! hold a packet whose records are damaged, which readers must (and do) detect.
 //!
+//! # Direct I/O
+//! With [`TraceWriter::set_direct_io`] each stream file is opened a second time with
+//! `O_DIRECT` (a file system that refuses it, such as tmpfs, keeps the buffered path), and
+//! every packet of that stream is padded on disk to a multiple of [`DIRECT_ALIGN`] (4 KiB)
+//! instead of 8 bytes (`packet_size` says so; readers skip the bytes after `content_size`), so
+//! that every packet starts at an aligned offset. [`TraceWriter::write_packets_raw`] then
+//! writes consecutive packets whose memory is page aligned (sub-buffers of at least 4 KiB)
+//! in **one** `pwritev` that the device reads straight from the caller's mapping: no copy
+//! into the page cache. Only each packet's first 4 KiB block is copied, into an aligned
+//! buffer of the writer, with the checked header copy in front, so the header on disk is
+//! still never the shared bytes. The bytes between a packet's content and its padded end
+//! are the sub-buffer's (older records of the same buffer, or zeros). A write the file
+//! system refuses with `EINVAL` is done again buffered and the stream stays buffered (same
+//! padding). With a sink, or without files, the copying path below is taken instead.
+//! [`TraceWriter::verify`] reads back through the buffered descriptor.
+//!
 //! # Event classes added while recording
 //! [`TraceWriter::add_events`] declares more events (tracepoints registered at run time): the
 //! whole metadata text is regenerated and replaces `metadata` atomically (written to
@@ -75,7 +91,7 @@
 use crate::desc::{env_addendum, metadata, EnvValue, TraceDesc};
 use crate::error::{CtfError, Result};
 use crate::layout::{
-    align8, check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE, PADDING_ID, PENDING_ID,
+    check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE, PADDING_ID, PENDING_ID,
 };
 use faultline_schema::{decode_field, FieldDesc};
 use serde::Serialize;
@@ -117,6 +133,12 @@ struct CpuStream {
     path: PathBuf,
     /// `None` for a writer without files.
     file: Option<File>,
+    /// The same file opened again with `O_DIRECT` (module docs, "Direct I/O"), while packets
+    /// can still go that way.
+    direct: Option<File>,
+    /// Packets are padded on disk to a multiple of this: 8, or [`DIRECT_ALIGN`] for a stream
+    /// opened for direct I/O (so that every packet starts at an aligned offset).
+    align: usize,
     len: u64,
     last: Option<PacketHeader>,
     /// File offsets of the packets written by [`TraceWriter::write_packet_raw`] and not
@@ -176,7 +198,29 @@ pub struct Verification {
 }
 
 /// Zeros for the padding after a packet's content.
-const ZEROS: [u8; 8] = [0; 8];
+static ZEROS: [u8; DIRECT_ALIGN] = [0; DIRECT_ALIGN];
+
+/// Alignment of file offsets, lengths and memory for direct I/O (module docs, "Direct I/O"):
+/// a page, which every Linux file system that takes `O_DIRECT` accepts.
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// One packet for [`TraceWriter::write_packets_raw`]: the caller's checked copy of its header
+/// and where the packet lies.
+#[derive(Debug, Clone, Copy)]
+pub struct RawPacket {
+    /// The caller's copy of the packet header (the one written).
+    pub header: [u8; PACKET_HEADER_SIZE],
+    /// The packet's first byte (in a shared mapping, typically).
+    pub data: *const u8,
+    /// Bytes readable from `data` (the sub-buffer size).
+    pub available: usize,
+}
+
+/// A packet's first [`DIRECT_ALIGN`] bytes with the checked header in front, in memory
+/// aligned for direct I/O.
+#[repr(C, align(4096))]
+struct Block([u8; DIRECT_ALIGN]);
+const _: () = assert!(std::mem::align_of::<Block>() == DIRECT_ALIGN);
 
 /// Writes a trace directory. See the module docs.
 pub struct TraceWriter {
@@ -198,6 +242,10 @@ pub struct TraceWriter {
     copy: Vec<u8>,
     /// Event ids of the packet [`TraceWriter::write_packet`] is checking.
     ids_scratch: Vec<u32>,
+    /// Open new streams for direct I/O too ([`TraceWriter::set_direct_io`]).
+    direct_io: bool,
+    /// First blocks of the packets of one direct write.
+    blocks: Vec<Block>,
 }
 
 /// The declared events by id: a dense table when the ids are small (always, for ids a
@@ -338,6 +386,55 @@ fn read_packet(file: &File, at: u64, buf: &mut Vec<u8>) -> std::io::Result<(Pack
     Ok((h, len))
 }
 
+/// The bytes of `blocks`.
+fn blocks_bytes(blocks: &[Block]) -> &[u8] {
+    // SAFETY: `Block` is `repr(C)` around a byte array: the blocks are contiguous bytes,
+    // borrowed for as long as `blocks` is.
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr() as *const u8, blocks.len() * DIRECT_ALIGN) }
+}
+
+/// [`read_packet`] through the stream's direct descriptor, for a packet written by direct I/O
+/// (at an aligned offset, its size a multiple of [`DIRECT_ALIGN`]) into `blocks`; any other
+/// packet is an error (the caller reads it buffered).
+fn read_packet_direct(
+    file: &File,
+    at: u64,
+    blocks: &mut Vec<Block>,
+) -> std::io::Result<(PacketHeader, usize)> {
+    use std::os::unix::fs::FileExt;
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    if blocks.is_empty() {
+        blocks.push(Block([0; DIRECT_ALIGN]));
+    }
+    file.read_exact_at(&mut blocks[0].0, at)?;
+    let h = PacketHeader::parse(
+        blocks[0].0[..PACKET_HEADER_SIZE]
+            .try_into()
+            .map_err(|_| bad("short block"))?,
+    );
+    // Our own header: bounded anyway.
+    let len = usize::try_from(h.packet_bytes())
+        .ok()
+        .filter(|&n| (DIRECT_ALIGN..=1 << 32).contains(&n) && n.is_multiple_of(DIRECT_ALIGN))
+        .ok_or_else(|| bad("not a direct-I/O packet"))?;
+    let n = len / DIRECT_ALIGN;
+    if blocks.len() < n {
+        blocks.resize_with(n, || Block([0; DIRECT_ALIGN]));
+    }
+    if n > 1 {
+        // SAFETY: blocks 1..n are contiguous bytes we own (repr(C) byte arrays), aligned for
+        // direct I/O; no other reference to them lives during the read.
+        let rest = unsafe {
+            std::slice::from_raw_parts_mut(
+                blocks[1..].as_mut_ptr() as *mut u8,
+                (n - 1) * DIRECT_ALIGN,
+            )
+        };
+        file.read_exact_at(rest, at + DIRECT_ALIGN as u64)?;
+    }
+    Ok((h, len))
+}
+
 /// Check that `payload` decodes to exactly its length; the error names the field.
 #[inline]
 fn check_payload(fields: Fields, payload: &[u8]) -> std::result::Result<(), (usize, String)> {
@@ -391,6 +488,8 @@ impl TraceWriter {
             sink: None,
             copy: Vec::new(),
             ids_scratch: Vec::new(),
+            direct_io: false,
+            blocks: Vec::new(),
         })
     }
 
@@ -413,6 +512,8 @@ impl TraceWriter {
             sink: None,
             copy: Vec::new(),
             ids_scratch: Vec::new(),
+            direct_io: false,
+            blocks: Vec::new(),
         })
     }
 
@@ -430,6 +531,12 @@ impl TraceWriter {
         if let Some(s) = self.sink.as_mut() {
             s.flushed(ts);
         }
+    }
+
+    /// Write packets taken in place by direct I/O where possible (module docs, "Direct I/O");
+    /// applies to the streams created from now on. Off by default.
+    pub fn set_direct_io(&mut self, on: bool) {
+        self.direct_io = on;
     }
 
     /// Whether stream files are written (false for [`TraceWriter::create_without_files`]).
@@ -526,6 +633,18 @@ impl TraceWriter {
     /// the CPU, the loss counters and continuity with the CPU's previous packet; `available`
     /// is the number of bytes the packet occupies in its buffer.
     fn check_header_for(&self, cpu: u32, h: &PacketHeader, available: u64) -> Result<()> {
+        let prev = self.streams.get(&cpu).and_then(|s| s.last);
+        self.check_header_after(cpu, h, available, prev.as_ref())
+    }
+
+    /// [`TraceWriter::check_header_for`] with `prev` as the CPU's previous packet.
+    fn check_header_after(
+        &self,
+        cpu: u32,
+        h: &PacketHeader,
+        available: u64,
+        prev: Option<&PacketHeader>,
+    ) -> Result<()> {
         let bad = |offset: usize, msg: String| CtfError::Packet {
             cpu,
             offset: offset as u64,
@@ -561,7 +680,7 @@ impl TraceWriter {
                 ),
             ));
         }
-        if let Some(p) = self.streams.get(&cpu).and_then(|s| s.last.as_ref()) {
+        if let Some(p) = prev {
             if h.packet_seq_num <= p.packet_seq_num {
                 return Err(bad(
                     off::PACKET_SEQ_NUM,
@@ -678,7 +797,13 @@ impl TraceWriter {
             }
         };
         let content = h.content_bytes() as usize;
-        let rounded = align8(content).unwrap_or(content);
+        let rounded = match self.pad_to(cpu) {
+            Ok(a) => content.next_multiple_of(a),
+            Err(e) => {
+                self.ids_scratch = ids;
+                return Err(e);
+            }
+        };
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
         let mut hdr = h;
@@ -733,11 +858,216 @@ impl TraceWriter {
         data: *const u8,
         available: usize,
     ) -> Result<u64> {
-        let h = PacketHeader::parse(header);
-        self.check_header_for(cpu, &h, available as u64)?;
-        // check_header: 128 <= content <= available.
+        let p = [RawPacket {
+            header: *header,
+            data,
+            available,
+        }];
+        // SAFETY: the caller's promise, passed on.
+        let mut r = unsafe { self.write_packets_raw(cpu, &p) };
+        r.pop().unwrap_or(Ok(0))
+    }
+
+    /// [`TraceWriter::write_packet_raw`] for consecutive packets of `cpu`, in order: one
+    /// result per packet. Each header is checked against the one before it (rejected packets
+    /// are left out, the others still go); on a stream opened for direct I/O the accepted
+    /// packets go to the disk in **one** `pwritev` (module docs, "Direct I/O"), so an I/O
+    /// error fails them all.
+    ///
+    /// # Safety
+    /// Each packet's `data` must be valid for reads of its `available` bytes for the whole
+    /// call (see [`TraceWriter::write_packet_raw`]).
+    pub unsafe fn write_packets_raw(
+        &mut self,
+        cpu: u32,
+        packets: &[RawPacket],
+    ) -> Vec<Result<u64>> {
+        let mut res: Vec<Option<Result<u64>>> = Vec::with_capacity(packets.len());
+        let mut ok: Vec<(usize, PacketHeader)> = Vec::with_capacity(packets.len());
+        let mut prev = self.streams.get(&cpu).and_then(|s| s.last);
+        for (i, p) in packets.iter().enumerate() {
+            let h = PacketHeader::parse(&p.header);
+            match self.check_header_after(cpu, &h, p.available as u64, prev.as_ref()) {
+                Ok(()) => {
+                    ok.push((i, h));
+                    prev = Some(h);
+                    res.push(None);
+                }
+                Err(e) => res.push(Some(Err(e))),
+            }
+        }
+        if !ok.is_empty() {
+            match self.direct_stream(cpu, packets, &ok) {
+                Ok(true) => {
+                    // SAFETY: the caller's promise, passed on.
+                    let r = unsafe { self.write_direct(cpu, packets, &ok) };
+                    for ((i, _), r) in ok.iter().zip(r) {
+                        res[*i] = Some(r);
+                    }
+                }
+                Ok(false) => {
+                    for &(i, h) in &ok {
+                        let p = &packets[i];
+                        // SAFETY: the caller's promise, passed on.
+                        res[i] = Some(unsafe { self.write_raw_checked(cpu, h, p.data) });
+                    }
+                }
+                Err(e) => {
+                    for &(i, _) in &ok {
+                        res[i] = Some(Err(e.again()));
+                    }
+                }
+            }
+        }
+        res.into_iter().map(|r| r.unwrap_or(Ok(0))).collect()
+    }
+
+    /// The padding unit of `cpu`'s stream (created now if needed).
+    fn pad_to(&mut self, cpu: u32) -> Result<usize> {
+        Ok(self.stream(cpu)?.align)
+    }
+
+    /// Whether the accepted packets `ok` of `packets` can go to `cpu`'s stream by direct I/O:
+    /// a local writer without sink, a stream opened for it, its length and every packet's
+    /// address and size aligned. A stream that holds nothing yet and gets a packet that does
+    /// not fit gives direct I/O up (8-byte padding from then on).
+    fn direct_stream(
+        &mut self,
+        cpu: u32,
+        packets: &[RawPacket],
+        ok: &[(usize, PacketHeader)],
+    ) -> Result<bool> {
+        let plain = self.sink.is_some() || !self.local;
+        let s = self.stream(cpu)?;
+        if s.direct.is_none() {
+            return Ok(false);
+        }
+        let fits = ok.iter().all(|&(i, _)| {
+            let p = &packets[i];
+            (p.data as usize).is_multiple_of(DIRECT_ALIGN)
+                && p.available.is_multiple_of(DIRECT_ALIGN)
+                && p.available >= DIRECT_ALIGN
+        });
+        if !fits && s.len == 0 && s.unverified.is_empty() {
+            s.direct = None;
+            s.align = 8;
+        }
+        Ok(fits && !plain && s.direct.is_some() && s.len.is_multiple_of(DIRECT_ALIGN as u64))
+    }
+
+    /// Write the accepted packets by direct I/O (module docs, "Direct I/O"): each packet's
+    /// first block is copied (with the checked header in front), the rest goes from where it
+    /// lies, the whole in one `pwritev` at the stream's end.
+    ///
+    /// # Safety
+    /// As [`TraceWriter::write_packets_raw`]; [`TraceWriter::direct_stream`] said yes.
+    unsafe fn write_direct(
+        &mut self,
+        cpu: u32,
+        packets: &[RawPacket],
+        ok: &[(usize, PacketHeader)],
+    ) -> Vec<Result<u64>> {
+        let mut blocks = std::mem::take(&mut self.blocks);
+        if blocks.len() < ok.len() {
+            blocks.resize_with(ok.len(), || Block([0; DIRECT_ALIGN]));
+        }
+        let mut iov: Vec<libc::iovec> = Vec::with_capacity(2 * ok.len());
+        let mut sizes: Vec<usize> = Vec::with_capacity(ok.len());
+        for (&(i, h), b) in ok.iter().zip(blocks.iter_mut()) {
+            let p = &packets[i];
+            // check_header: 128 <= content <= available, and available is a multiple of
+            // DIRECT_ALIGN (direct_stream): the rounded size stays inside the caller's bytes.
+            let rounded = (h.content_bytes() as usize).next_multiple_of(DIRECT_ALIGN);
+            let mut hdr = h;
+            hdr.packet_size = rounded as u64 * 8;
+            // SAFETY: DIRECT_ALIGN <= available bytes are readable from `data` (the caller's
+            // promise, direct_stream); the block is ours, no overlap.
+            unsafe { std::ptr::copy_nonoverlapping(p.data, b.0.as_mut_ptr(), DIRECT_ALIGN) };
+            b.0[..PACKET_HEADER_SIZE].copy_from_slice(&hdr.encode());
+            iov.push(libc::iovec {
+                iov_base: b.0.as_mut_ptr() as *mut libc::c_void,
+                iov_len: DIRECT_ALIGN,
+            });
+            if rounded > DIRECT_ALIGN {
+                iov.push(libc::iovec {
+                    // SAFETY: DIRECT_ALIGN < rounded <= available: inside the caller's bytes.
+                    iov_base: unsafe { p.data.add(DIRECT_ALIGN) } as *mut libc::c_void,
+                    iov_len: rounded - DIRECT_ALIGN,
+                });
+            }
+            sizes.push(rounded);
+        }
+        let total: usize = sizes.iter().sum();
+        let r = match self.streams.get_mut(&cpu) {
+            Some(s) => {
+                let at = s.len;
+                let r = match s.direct.as_ref() {
+                    // SAFETY: every iovec points at memory valid for its length (our blocks,
+                    // the caller's promise for the packets).
+                    Some(f) => unsafe { pwritev_all(f, &iov, at) },
+                    None => Err(std::io::ErrorKind::Unsupported.into()),
+                };
+                match r {
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) && s.len == at => {
+                        // The file system refused this alignment after all: buffered from
+                        // now on (same padding, so the stream's layout does not change).
+                        s.direct = None;
+                        let r = match s.file.as_ref() {
+                            // SAFETY: as above.
+                            Some(f) => unsafe { pwritev_all(f, &iov, at) },
+                            None => Err(std::io::ErrorKind::Unsupported.into()),
+                        };
+                        (at, r)
+                    }
+                    r => (at, r),
+                }
+            }
+            None => (0, Err(std::io::ErrorKind::NotFound.into())),
+        };
+        self.blocks = blocks;
+        let Some(s) = self.streams.get_mut(&cpu) else {
+            let e = CtfError::io(&self.dir, "write", std::io::ErrorKind::NotFound.into());
+            return ok.iter().map(|_| Err(e.again())).collect();
+        };
+        match r {
+            (at, Ok(())) => {
+                let mut off = at;
+                for (&(_, h), &n) in ok.iter().zip(&sizes) {
+                    s.unverified.push(off);
+                    s.last = Some(h);
+                    off += n as u64;
+                }
+                s.len = at + total as u64;
+                self.counters.packets += ok.len() as u64;
+                self.counters.stream_bytes += total as u64;
+                sizes.into_iter().map(|n| Ok(n as u64)).collect()
+            }
+            (at, Err(e)) => {
+                // Undo a partial write so the stream stays a sequence of whole packets.
+                if let Some(f) = s.file.as_ref() {
+                    let _ = f.set_len(at);
+                }
+                let e = CtfError::io(&s.path, "write", e);
+                ok.iter().map(|_| Err(e.again())).collect()
+            }
+        }
+    }
+
+    /// One packet whose header passed the checks, by the buffered path: see
+    /// [`TraceWriter::write_packet_raw`].
+    ///
+    /// # Safety
+    /// As [`TraceWriter::write_packet_raw`], with `h` parsed from the caller's header copy
+    /// and checked (so `128 <= content <= available`).
+    unsafe fn write_raw_checked(
+        &mut self,
+        cpu: u32,
+        h: PacketHeader,
+        data: *const u8,
+    ) -> Result<u64> {
         let content = h.content_bytes() as usize;
-        let rounded = align8(content).unwrap_or(content);
+        let align = self.pad_to(cpu)?;
+        let rounded = content.next_multiple_of(align);
         let mut hdr = h;
         hdr.packet_size = rounded as u64 * 8;
         let hb = hdr.encode();
@@ -763,6 +1093,7 @@ impl TraceWriter {
             self.copy = out;
             return r;
         }
+        // rounded - content < align <= ZEROS.len().
         let iov = [
             libc::iovec {
                 iov_base: hb.as_ptr() as *mut libc::c_void,
@@ -855,14 +1186,29 @@ impl TraceWriter {
             // Offsets of the packets to remove.
             let mut drop = std::collections::BTreeSet::new();
             let mut buf = std::mem::take(&mut self.scratch);
+            let mut blocks = std::mem::take(&mut self.blocks);
             for at in offsets {
                 let s = &self.streams[&cpu];
                 let Some(file) = s.file.as_ref() else {
                     break;
                 };
-                let (h, len) = read_packet(file, at, &mut buf)
-                    .map_err(|e| CtfError::io(&s.path, "read back", e))?;
-                let content = &buf[..(h.content_bytes() as usize).min(len)];
+                // Packets written by direct I/O are read back the same way (no copy out of
+                // the page cache, which they are not in); the buffered read otherwise, or if
+                // that fails.
+                let direct = s
+                    .direct
+                    .as_ref()
+                    .filter(|_| at.is_multiple_of(DIRECT_ALIGN as u64))
+                    .and_then(|d| read_packet_direct(d, at, &mut blocks).ok());
+                let (h, len, bytes) = match direct {
+                    Some((h, len)) => (h, len, blocks_bytes(&blocks)),
+                    None => {
+                        let (h, len) = read_packet(file, at, &mut buf)
+                            .map_err(|e| CtfError::io(&s.path, "read back", e))?;
+                        (h, len, &buf[..])
+                    }
+                };
+                let content = &bytes[..(h.content_bytes() as usize).min(len)];
                 ids.clear();
                 match self.check_records(cpu, &h, content, |id| ids.push(id)) {
                     Ok((n, padding)) => {
@@ -888,6 +1234,7 @@ impl TraceWriter {
                     }
                 }
             }
+            self.blocks = blocks;
             let row = counts.into_row();
             if !row.is_empty() {
                 out.events.insert(cpu, row);
@@ -950,6 +1297,8 @@ impl TraceWriter {
         }
         std::fs::rename(&tmp, &s.path).map_err(|e| CtfError::io(&s.path, "replace", e))?;
         s.file = Some(f);
+        // The direct descriptor is the old file's: buffered from now on (same padding).
+        s.direct = None;
         s.len = len;
         self.counters.packets = self.counters.packets.saturating_add_signed(packets);
         self.counters.stream_bytes = self.counters.stream_bytes.saturating_add_signed(bytes);
@@ -968,9 +1317,25 @@ impl TraceWriter {
                 } else {
                     None
                 };
+                // Direct I/O where the file system takes it (module docs); tmpfs, for one,
+                // refuses O_DIRECT: buffered then.
+                let direct = if self.local && self.direct_io {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .custom_flags(libc::O_DIRECT)
+                        .open(&path)
+                        .ok()
+                } else {
+                    None
+                };
+                let align = if direct.is_some() { DIRECT_ALIGN } else { 8 };
                 Ok(v.insert(CpuStream {
                     path,
                     file,
+                    direct,
+                    align,
                     len: 0,
                     last: None,
                     unverified: Vec::new(),

@@ -23,10 +23,19 @@
 //! 128-byte packet header, and hands out the packet where it lies in the mapping, so the
 //! caller can give its content to the kernel (`pwritev` from the mapping) without copying it
 //! out or walking its records. Until [`Consumer::release`] the sub-buffer stays taken
-//! (`consumed` has not moved), so no writer reuses it; release zeroes its content and moves
-//! `consumed`. Because the records are not walked, nothing here vouches for them: the
+//! (`consumed` has not moved), so no writer reuses it; release only moves `consumed`.
+//! [`Consumer::take_in_place_after`] takes the next complete sub-buffer while the previous one
+//! is still held, so consecutive sub-buffers can go to the kernel in one call; they are
+//! released in order. Because the records are not walked, nothing here vouches for them: the
 //! traced program may have written anything (and may still be writing) inside the content, and
 //! whoever reads them must check them (the trace writer's verification pass, the readers).
+//!
+//! ## Nothing is zeroed
+//! Neither path zeroes a sub-buffer before handing it back (zeroing cost about as much CPU as
+//! everything else the consumer does per event): in its next lap the bytes no writer has
+//! written yet still hold the previous lap's. Readers never look past a packet's
+//! `content_size`, and dead-writer recovery tells a record of the current lap from older bytes
+//! by its timestamp (`recover.rs`), in discard mode as in overwrite mode.
 //!
 //! ## Consistency in overwrite mode
 //! Writers may lap the reader. The reader copies a complete sub-buffer out, then (after an
@@ -277,21 +286,9 @@ impl<'a> Consumer<'a> {
             if let Some(Err(e)) = records(out, content_len).find(|r| r.is_err()) {
                 return Err(corrupt(format!("packet {seq}: {e}")));
             }
-            if g.mode == Mode::Discard {
-                // Zero the sub-buffer before handing it back, so that in its next lap every byte
-                // no writer has written yet reads as zero: dead-writer recovery relies on it to
-                // find a reservation whose writer died before writing its record header
-                // (recover.rs). Discard mode only: writers do not touch it before the store of
-                // `consumed` below.
-                // The packet's `timestamp_end` word (bytes 32..40) is kept: recovery uses it
-                // as the time floor of the next sub-buffer.
-                // SAFETY: same range as the copy above (sub-buffer >= 256 bytes); exclusively
-                // ours in discard mode.
-                unsafe {
-                    std::ptr::write_bytes(src, 0, 32);
-                    std::ptr::write_bytes(src.add(40), 0, g.subbuf_size as usize - 40);
-                }
-            }
+            // Nothing is zeroed before the sub-buffer is handed back: in its next lap the bytes
+            // no writer has written yet still hold this lap's, which dead-writer recovery tells
+            // apart by time (recover.rs), in both modes.
             // Release: our reads of the sub-buffer happen before writers may reuse it (they
             // acquire-load `consumed`).
             b.consumed.store(next, Ordering::Release);
@@ -350,8 +347,38 @@ impl<'a> Consumer<'a> {
             return Err(ReadError::NotInPlace);
         }
         let b = self.chan.buf(cpu);
-        let corrupt = |what: String| ReadError::Corrupt { cpu, what };
         let c = b.consumed.load(Ordering::Relaxed);
+        self.take_at(cpu, c, None)
+    }
+
+    /// Take the complete sub-buffer that follows `prev` (taken in place and not released yet)
+    /// in place too, so that several consecutive sub-buffers can be written at once: the same
+    /// checks as [`Consumer::take_in_place`]. Release them in the order they were taken.
+    pub fn take_in_place_after(
+        &self,
+        prev: &InPlacePacket,
+    ) -> Result<Option<InPlacePacket>, ReadError> {
+        let cpu = prev.info.cpu;
+        if cpu >= self.chan.geo.num_cpus {
+            return Err(ReadError::NoSuchCpu(cpu));
+        }
+        if self.chan.geo.mode != Mode::Discard {
+            return Err(ReadError::NotInPlace);
+        }
+        self.take_at(cpu, prev.next, Some(prev.pos))
+    }
+
+    /// [`Consumer::take_in_place`] of the sub-buffer at position `c`: `consumed`, or the one
+    /// after the sub-buffer at `held` (still taken, so `consumed == held`).
+    fn take_at(
+        &self,
+        cpu: u32,
+        c: u64,
+        held: Option<u64>,
+    ) -> Result<Option<InPlacePacket>, ReadError> {
+        let g = &self.chan.geo;
+        let b = self.chan.buf(cpu);
+        let corrupt = |what: String| ReadError::Corrupt { cpu, what };
         if c & g.sb_mask != 0 {
             return Err(corrupt(format!(
                 "consumed position {c:#x} not at a sub-buffer boundary"
@@ -363,6 +390,19 @@ impl<'a> Consumer<'a> {
             return Err(corrupt(format!(
                 "write offset {w:#x} beyond any real position"
             )));
+        }
+        if let Some(h) = held {
+            // Our own positions: `c` is one sub-buffer after the one we hold. Writers may not
+            // have reached it yet (nothing to take); they cannot be a whole buffer past the
+            // held one (discard mode: it is not released).
+            if w <= c {
+                return Ok(None);
+            }
+            if w - h > g.buf_size {
+                return Err(corrupt(format!(
+                    "write offset {w:#x} more than a buffer ahead of consumed {h:#x}"
+                )));
+            }
         }
         if w < c {
             return Err(corrupt(format!(
@@ -415,21 +455,11 @@ impl<'a> Consumer<'a> {
         }))
     }
 
-    /// Hand a packet taken with [`Consumer::take_in_place`] back to the writers: its bytes are
-    /// zeroed (as [`Consumer::next_packet`] does in discard mode, for dead-writer recovery;
-    /// only the content, the rest of the sub-buffer was not written in this lap) and
-    /// `consumed` moves past it.
+    /// Hand a packet taken with [`Consumer::take_in_place`] back to the writers: `consumed`
+    /// moves past it. Its bytes are left as they are (nothing is zeroed: module docs).
     pub fn release(&self, p: InPlacePacket) {
         let b = self.chan.buf(p.info.cpu);
         debug_assert_eq!(b.consumed.load(Ordering::Relaxed), p.pos);
-        let len = p.info.content_len.min(self.chan.geo.subbuf_size as usize);
-        // SAFETY: [data, data + len) is inside the sub-buffer (content_len < subbuf_size was
-        // checked by take_in_place), still exclusively ours: `consumed` has not moved. The
-        // `timestamp_end` word (bytes 32..40) is kept, as in next_packet.
-        unsafe {
-            std::ptr::write_bytes(p.data, 0, 32);
-            std::ptr::write_bytes(p.data.add(40), 0, len.saturating_sub(40));
-        }
         // Release: our reads of the sub-buffer (and the kernel's, which returned before this
         // call) happen before writers may reuse it (they acquire-load `consumed`).
         b.consumed.store(p.next, Ordering::Release);

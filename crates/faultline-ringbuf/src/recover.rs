@@ -13,14 +13,13 @@
 //!   there). So a headed record with a real id is committed or about to be; one still reading
 //!   `PENDING_RECORD_ID` was not committed.
 //! * A writer can also die between its reservation (the offset store) and its header store, a
-//!   window of a few instructions. In discard mode the consumer zeroes every sub-buffer it hands
-//!   back (except the `timestamp_end` word, kept as a time floor), and fresh memfd pages are
-//!   zero, so **every byte no writer has written in the current lap reads zero**. A zero record
-//!   header therefore marks a reservation whose header was never written; it extends to the
+//!   window of a few instructions. Fresh memfd pages are zero: in a sub-buffer's first lap a
+//!   zero record header marks a reservation whose header was never written; it extends to the
 //!   first non-zero 8-byte word after its 16-byte minimum (the next record's timestamp, never
 //!   zero) or to the content end. Two such reservations back to back read as one: counts of
 //!   header-less records are a lower bound.
-//! * In overwrite mode nothing zeroes a sub-buffer between laps: the slot of a writer that died
+//! * In later laps nothing zeroes a sub-buffer (the consumer does not, in either mode: its cost
+//!   per event would double): the slot of a writer that died
 //!   before its header store still holds an older lap's bytes, often a well-formed record (with
 //!   fixed-size events, exactly the record the previous lap wrote there). What tells them
 //!   apart is time: timestamps are taken in offset order (inside the reserve critical section,
@@ -257,8 +256,8 @@ impl Channel {
             }
             start = end_sb - g.buf_size;
         }
-        // Time floor: the previous packet's end (kept by the consumer's zeroing in discard
-        // mode), unless its slot has been reused by a sub-buffer we are about to visit.
+        // Time floor: the previous packet's end (nothing overwrites it before the slot's next
+        // switch), unless its slot has been reused by a sub-buffer we are about to visit.
         let mut last_ts = if start >= s && end_sb - start < g.buf_size {
             self.rd_u64(cpu, start - s + 32)
         } else {
@@ -513,10 +512,10 @@ impl Channel {
     /// Time floor of the sub-buffer at `sb` whose opener died before its packet header store,
     /// when nothing else gives one: the time of its first record of this lap. The slot's
     /// `timestamp_end` word holds either the end of its previous lap (not closed in this lap;
-    /// kept by the consumer's zeroing in discard mode) — every record of this lap is later —
+    /// nothing overwrites it before the switch) — every record of this lap is later —
     /// or this lap's end, which no record is after; so a record at or after that word is
-    /// looked for first, then any record (in discard mode the consumer zeroed what an older
-    /// lap left; in overwrite mode this may find an older lap's: the caller's floor, see
+    /// looked for first, then any record (in a sub-buffer's first lap nothing older is there;
+    /// in later laps this may find an older lap's: the caller's floor, see
     /// [`Channel::recover_dead_writers_after`], avoids that). 8-byte steps from the packet
     /// header on, past zeroed or stale bytes; with no record at all, now.
     fn first_record_ts(&self, cpu: u32, sb: u64, ts_max: u64) -> u64 {

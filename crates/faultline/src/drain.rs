@@ -9,15 +9,19 @@
 //!    whatever the channel indexes its buffers by). A buffer whose writers fill sub-buffers as
 //!    fast as they are taken therefore cannot keep the others (or the periodic flush, checked
 //!    at the start of every poll) waiting: one poll handles at most `batch` × buffers packets;
-//! 2. **the common path (discard mode)**: the sub-buffer is taken in place — positions and
-//!    commit counters checked, the 128-byte packet header copied and checked, nothing else
-//!    read — and [`TraceWriter::write_packet_raw`] checks the header copy against the trace
-//!    and the buffer's previous packet and writes it with the packet's content **straight
-//!    from the mapping** (one `pwritev`: the header copy, the content, the zero padding to 8
-//!    bytes). The records are neither copied out nor walked. Then the sub-buffer's content is
-//!    zeroed (dead-writer recovery needs it) and released. In overwrite mode the sub-buffer is
-//!    copied out instead (the copy and the re-check after it are what detect a sub-buffer
-//!    overwritten while it was read) and written from the copy;
+//! 2. **the common path (discard mode)**: the complete sub-buffers of a buffer (up to the
+//!    batch) are taken in place — positions and commit counters checked, each 128-byte
+//!    packet header copied and checked, nothing else read — and
+//!    [`TraceWriter::write_packets_raw`] checks the header copies against the trace and the
+//!    buffer's previous packet and writes the packets **straight from the mapping**: with
+//!    direct I/O ([`DrainConfig::direct_io`], where the file system takes it) all of them in
+//!    one `pwritev` that the device reads from the mapping (only each packet's first 4 KiB
+//!    block is copied, to put the checked header in front; packets are padded to 4 KiB on
+//!    disk), otherwise one buffered `pwritev` each (header copy, content, zero padding to 8
+//!    bytes). The records are neither copied out nor walked, and nothing is zeroed. Then the
+//!    sub-buffers are released in order. In overwrite mode the sub-buffer is copied out
+//!    instead (the copy and the re-check after it are what detect a sub-buffer overwritten
+//!    while it was read) and written from the copy;
 //! 3. **at the end** ([`Drain::finish`]) the trace writer's verification pass
 //!    ([`TraceWriter::verify`]) re-reads every packet written this way from the page cache,
 //!    checks its records (chain, declared ids, payloads that decode exactly, timestamps),
@@ -29,13 +33,17 @@
 //!    compacted. A pending (uncommitted) record in a complete packet is damage.
 //!
 //! # Cost
-//! The consumer's CPU time per event is what the kernel's copy into the page cache costs plus
-//! zeroing the content; [`DrainStats::consumer_cpu_ns`] measures it (the thread's
-//! `getrusage(RUSAGE_THREAD)` from its first poll to the end of the final drain), the
-//! verification pass separately ([`DrainStats::verify_cpu_ns`]): it runs once, after
-//! tracing, and cannot make writers lose events. `copy_file_range` from the memfd would avoid
-//! the mapping but fails across file systems (EXDEV from tmpfs to the trace's); `splice`
-//! through a pipe copies into the page cache all the same, with two system calls more.
+//! The consumer's CPU time per event is what handing the packets to the kernel costs: with
+//! direct I/O, the submission and completion of one write per batch (a few tens of µs each,
+//! whatever their size: four 256 KiB sub-buffers per write cost a quarter of one each), with
+//! buffered writes the kernel's copy into the page cache. [`DrainStats::consumer_cpu_ns`]
+//! measures it (the thread's `getrusage(RUSAGE_THREAD)` from its first poll to the end of the
+//! final drain), the verification pass separately ([`DrainStats::verify_cpu_ns`]): it runs
+//! once, after tracing, and cannot make writers lose events. Sub-buffers are not zeroed before
+//! they are handed back (that cost as much as the rest; dead-writer recovery tells laps apart
+//! by time). `copy_file_range` from the memfd would avoid the mapping but fails across file
+//! systems (EXDEV from tmpfs to the trace's); `splice` through a pipe copies into the page
+//! cache all the same, with two system calls more.
 //!
 //! # Event classes that appear while draining
 //! With a [`ClassSource`] ([`Drain::set_class_source`]: tracepoints registered at run time,
@@ -96,7 +104,7 @@
 //! counted.
 
 use crate::schema_pipe::ClassSource;
-use faultline_ctf::{CtfError, EnvValue, TraceWriter, WriterCounters};
+use faultline_ctf::{CtfError, EnvValue, RawPacket, TraceWriter, WriterCounters};
 use faultline_ringbuf::{
     Channel, Consumer, FlushError, InPlacePacket, Mode, PacketInfo, ReadError,
 };
@@ -119,6 +127,9 @@ pub struct DrainConfig {
     pub verbose: bool,
     /// Most packets taken from one CPU per poll (round-robin fairness, module docs).
     pub batch: u32,
+    /// Write streams by direct I/O where the file system takes it (module docs, "Protocol"
+    /// and "Cost"; `TraceWriter::set_direct_io`). On by default.
+    pub direct_io: bool,
 }
 
 impl Default for DrainConfig {
@@ -128,6 +139,7 @@ impl Default for DrainConfig {
             wait_timeout: Duration::from_millis(100),
             verbose: true,
             batch: 4,
+            direct_io: true,
         }
     }
 }
@@ -262,7 +274,8 @@ pub struct Drain {
 
 impl Drain {
     /// A drain of `chan` into `writer` (whose declared events are the ids it accepts).
-    pub fn new(chan: Arc<Channel>, writer: TraceWriter, cfg: DrainConfig) -> Drain {
+    pub fn new(chan: Arc<Channel>, mut writer: TraceWriter, cfg: DrainConfig) -> Drain {
+        writer.set_direct_io(cfg.direct_io);
         Drain {
             chan,
             writer,
@@ -413,24 +426,11 @@ impl Drain {
         self.next = start + 1;
         let in_place = self.chan.mode() == Mode::Discard;
         for &cpu in cpus[start..].iter().chain(&cpus[..start]) {
+            if in_place {
+                n += self.take_in_place(&consumer, cpu, batch);
+                continue;
+            }
             for _ in 0..batch {
-                if in_place {
-                    match consumer.take_in_place(cpu) {
-                        Ok(Some(p)) => {
-                            // Classes of the records in this packet were published before the
-                            // records were committed, so before this take (module docs).
-                            self.refresh_classes();
-                            self.handle_in_place(&consumer, p);
-                            n += 1;
-                            continue;
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            self.abandon(cpu, e);
-                            break;
-                        }
-                    }
-                }
                 let mut buf = std::mem::take(&mut self.packet);
                 let r = consumer.next_packet(cpu, &mut buf);
                 match r {
@@ -470,30 +470,69 @@ impl Drain {
         self.damaged(cpu, what, true);
     }
 
-    /// The common path (module docs): the packet goes to its stream from the mapping.
-    fn handle_in_place(&mut self, consumer: &Consumer<'_>, p: InPlacePacket) {
-        let cpu = p.info.cpu;
-        self.stats.packets_taken += 1;
-        self.last.insert(cpu, p.info.header);
-        let available = self.chan.subbuf_size() as usize;
-        // SAFETY: the packet lies in the channel's mapping, `available` (one sub-buffer) bytes
-        // from its start, and stays mapped and taken (no writer reuses it) until the release
-        // below; the writer only hands it to the kernel.
-        let r = unsafe {
-            self.writer
-                .write_packet_raw(cpu, &p.header_bytes, p.as_ptr(), available)
-        };
-        let failed = r.is_err();
-        let records = if failed {
-            // Rare: count what the packet held (a copy, then a bounded walk).
-            self.count_records(&p)
-        } else {
-            0
-        };
-        self.written(cpu, &p.info, r, records);
-        consumer.release(p);
+    /// The common path (module docs): up to `batch` consecutive complete sub-buffers of `cpu`
+    /// taken in place and written from the mapping together (one `pwritev` with direct I/O),
+    /// then released in order. Returns the number taken.
+    fn take_in_place(&mut self, consumer: &Consumer<'_>, cpu: u32, batch: u32) -> u64 {
+        let mut taken: Vec<InPlacePacket> = Vec::with_capacity(batch as usize);
+        let mut error = None;
+        while taken.len() < batch as usize {
+            let r = match taken.last() {
+                None => consumer.take_in_place(cpu),
+                Some(prev) => consumer.take_in_place_after(prev),
+            };
+            match r {
+                Ok(Some(p)) => taken.push(p),
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        let n = taken.len() as u64;
+        if !taken.is_empty() {
+            // Classes of the records in these packets were published before the records were
+            // committed, so before these takes (module docs).
+            self.refresh_classes();
+            self.write_in_place(consumer, cpu, taken);
+        }
+        if let Some(e) = error {
+            self.abandon(cpu, e);
+        }
+        n
     }
 
+    /// Write packets of `cpu` taken in place (consecutive, in order), account for each, and
+    /// release them in order.
+    fn write_in_place(&mut self, consumer: &Consumer<'_>, cpu: u32, taken: Vec<InPlacePacket>) {
+        let available = self.chan.subbuf_size() as usize;
+        let raw: Vec<RawPacket> = taken
+            .iter()
+            .map(|p| RawPacket {
+                header: p.header_bytes,
+                data: p.as_ptr(),
+                available,
+            })
+            .collect();
+        // SAFETY: each packet lies in the channel's mapping, `available` (one sub-buffer)
+        // bytes from its start, and stays mapped and taken (no writer reuses it) until the
+        // releases below; the writer only hands them to the kernel (and copies their first
+        // block for direct I/O).
+        let results = unsafe { self.writer.write_packets_raw(cpu, &raw) };
+        for (p, r) in taken.into_iter().zip(results) {
+            self.stats.packets_taken += 1;
+            self.last.insert(cpu, p.info.header);
+            let records = if r.is_err() {
+                // Rare: count what the packet held (a copy, then a bounded walk).
+                self.count_records(&p)
+            } else {
+                0
+            };
+            self.written(cpu, &p.info, r, records);
+            consumer.release(p);
+        }
+    }
     /// Records of a packet taken in place (only for packets that could not be written).
     fn count_records(&mut self, p: &InPlacePacket) -> u64 {
         let len = p.info.content_len;

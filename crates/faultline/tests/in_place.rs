@@ -1,7 +1,8 @@
 //! The consumer's in-place path writes exactly the bytes the checked copy-out path writes:
 //! the same channel memory (a byte-for-byte copy) drained both ways gives identical stream
 //! files — for every packet that was complete before the drains, the in-place trace starts
-//! with exactly the reference's bytes — and babeltrace2 prints the same events for them.
+//! with exactly the reference's bytes — and babeltrace2 prints the same events for them. With
+//! direct I/O (packets padded to 4 KiB on disk) the events are the same too.
 
 use faultline::drain::{Drain, DrainConfig};
 use faultline_ctf::{ClockDesc, EnvDesc, TraceDesc, TraceWriter};
@@ -100,6 +101,7 @@ fn in_place_path_writes_the_same_bytes_as_the_checked_copy_path() {
     }
     // The same memory in a second channel.
     let ch2 = Arc::new(Channel::create(&cfg()).unwrap());
+    let ch3 = Arc::new(Channel::create(&cfg()).unwrap());
     {
         let map = |c: &Channel| {
             let fd = c.fd().try_clone_to_owned().unwrap();
@@ -108,9 +110,12 @@ fn in_place_path_writes_the_same_bytes_as_the_checked_copy_path() {
                 .map_raw(&std::fs::File::from(fd))
                 .unwrap()
         };
-        let (a, b) = (map(&ch), map(&ch2));
-        // SAFETY: both mappings are map_len bytes; distinct memfds; nothing writes either now.
-        unsafe { std::ptr::copy_nonoverlapping(a.as_ptr(), b.as_mut_ptr(), ch.map_len()) };
+        let (a, b, c) = (map(&ch), map(&ch2), map(&ch3));
+        // SAFETY: all mappings are map_len bytes; distinct memfds; nothing writes them now.
+        unsafe {
+            std::ptr::copy_nonoverlapping(a.as_ptr(), b.as_mut_ptr(), ch.map_len());
+            std::ptr::copy_nonoverlapping(a.as_ptr(), c.as_mut_ptr(), ch.map_len());
+        }
     }
     let base = std::env::temp_dir().join(format!("faultline-in-place-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
@@ -126,17 +131,22 @@ fn in_place_path_writes_the_same_bytes_as_the_checked_copy_path() {
     }
     assert!(packets >= 8, "{packets} packets");
     w.finish().unwrap();
-    // In place, then the drain's finish (it also flushes the partial sub-buffer).
-    let w2 = TraceWriter::create(&dir_new, &desc()).unwrap();
-    let dcfg = DrainConfig {
-        verbose: false,
-        ..DrainConfig::default()
-    };
-    let mut d = Drain::new(ch2, w2, dcfg);
-    while d.poll() > 0 {}
-    let (st, fin) = d.finish();
-    fin.unwrap();
-    assert_eq!(st.packets_rejected, 0, "{st:?}");
+    // In place with buffered writes, then the drain's finish (it also flushes the partial
+    // sub-buffer); and in place with direct I/O (packets padded to 4 KiB: the same events).
+    let dir_direct = base.join("direct");
+    for (ch, dir, direct_io) in [(ch2, &dir_new, false), (ch3, &dir_direct, true)] {
+        let w2 = TraceWriter::create(dir, &desc()).unwrap();
+        let dcfg = DrainConfig {
+            verbose: false,
+            direct_io,
+            ..DrainConfig::default()
+        };
+        let mut d = Drain::new(ch, w2, dcfg);
+        while d.poll() > 0 {}
+        let (st, fin) = d.finish();
+        fin.unwrap();
+        assert_eq!(st.packets_rejected, 0, "{st:?}");
+    }
     let a = std::fs::read(dir_ref.join("stream_0")).unwrap();
     let b = std::fs::read(dir_new.join("stream_0")).unwrap();
     assert!(b.len() > a.len());
@@ -144,10 +154,30 @@ fn in_place_path_writes_the_same_bytes_as_the_checked_copy_path() {
         b[..a.len()] == a[..],
         "the in-place stream starts with the reference's bytes"
     );
-    match (babeltrace(&dir_ref), babeltrace(&dir_new)) {
-        (Some(r), Some(n)) => {
+    let events = |dir: &Path| {
+        faultline_ctf::Trace::open(dir)
+            .unwrap()
+            .events(&faultline_ctf::Filter::default())
+            .map(|e| {
+                let e = e.unwrap();
+                format!("{} {} {} {:?}", e.ts, e.cpu, e.id, e.fields)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        events(&dir_new),
+        events(&dir_direct),
+        "direct I/O: the same events"
+    );
+    match (
+        babeltrace(&dir_ref),
+        babeltrace(&dir_new),
+        babeltrace(&dir_direct),
+    ) {
+        (Some(r), Some(n), Some(d)) => {
             assert!(r.len() > 1000);
             assert_eq!(n[..r.len()], r[..], "babeltrace2 prints the same events");
+            assert_eq!(d, n, "babeltrace2 prints the same events (direct I/O)");
         }
         _ => eprintln!("babeltrace2 not installed: skipping its check (scripts/install-deps.sh)"),
     }

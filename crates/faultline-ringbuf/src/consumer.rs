@@ -23,19 +23,26 @@
 //! 128-byte packet header, and hands out the packet where it lies in the mapping, so the
 //! caller can give its content to the kernel (`pwritev` from the mapping) without copying it
 //! out or walking its records. Until [`Consumer::release`] the sub-buffer stays taken
-//! (`consumed` has not moved), so no writer reuses it; release only moves `consumed`.
+//! (`consumed` has not moved), so no writer reuses it; release moves `consumed` (zeroing the
+//! content first where compact headers are possible, see below).
 //! [`Consumer::take_in_place_after`] takes the next complete sub-buffer while the previous one
 //! is still held, so consecutive sub-buffers can go to the kernel in one call; they are
 //! released in order. Because the records are not walked, nothing here vouches for them: the
 //! traced program may have written anything (and may still be writing) inside the content, and
 //! whoever reads them must check them (the trace writer's verification pass, the readers).
 //!
-//! ## Nothing is zeroed
-//! Neither path zeroes a sub-buffer before handing it back (zeroing cost about as much CPU as
+//! ## What is zeroed
+//! Where every record header is extended (atomic mode, the monotonic clock, overwrite mode),
+//! neither path zeroes a sub-buffer before handing it back (zeroing cost about as much CPU as
 //! everything else the consumer does per event): in its next lap the bytes no writer has
 //! written yet still hold the previous lap's. Readers never look past a packet's
 //! `content_size`, and dead-writer recovery tells a record of the current lap from older bytes
-//! by its timestamp (`recover.rs`), in discard mode as in overwrite mode.
+//! by its 64-bit timestamp (`recover.rs`). Where writers may use compact headers
+//! ([`Channel::compact_headers`]: discard mode on the rseq fast path) time cannot tell them
+//! apart — a compact header holds 27 timestamp bits, rebuilt from the record before it, so an
+//! older lap's compact header left in the slot of a writer that died before its header store
+//! always reads as plausible — so both paths zero the content they hand back (the
+//! `timestamp_end` word excepted), and such a slot reads as zero, which recovery recognises.
 //!
 //! ## Consistency in overwrite mode
 //! Writers may lap the reader. The reader copies a complete sub-buffer out, then (after an
@@ -286,9 +293,19 @@ impl<'a> Consumer<'a> {
             if let Some(Err(e)) = records(out, content_len).find(|r| r.is_err()) {
                 return Err(corrupt(format!("packet {seq}: {e}")));
             }
-            // Nothing is zeroed before the sub-buffer is handed back: in its next lap the bytes
-            // no writer has written yet still hold this lap's, which dead-writer recovery tells
-            // apart by time (recover.rs), in both modes.
+            // Zeroed before it is handed back only when writers may use compact headers
+            // (module docs, "What is zeroed"); otherwise recovery tells an older lap's bytes
+            // apart by time.
+            if g.mode == Mode::Discard && self.chan.compact_headers() {
+                // The packet's `timestamp_end` word (bytes 32..40) is kept: recovery uses it
+                // as the time floor of the next sub-buffer.
+                // SAFETY: same range as the copy above (sub-buffer >= 256 bytes); exclusively
+                // ours in discard mode until the store of `consumed` below.
+                unsafe {
+                    std::ptr::write_bytes(src, 0, 32);
+                    std::ptr::write_bytes(src.add(40), 0, g.subbuf_size as usize - 40);
+                }
+            }
             // Release: our reads of the sub-buffer happen before writers may reuse it (they
             // acquire-load `consumed`).
             b.consumed.store(next, Ordering::Release);
@@ -460,6 +477,18 @@ impl<'a> Consumer<'a> {
     pub fn release(&self, p: InPlacePacket) {
         let b = self.chan.buf(p.info.cpu);
         debug_assert_eq!(b.consumed.load(Ordering::Relaxed), p.pos);
+        if self.chan.compact_headers() {
+            // Module docs, "What is zeroed": only the content, the rest of the sub-buffer was
+            // not written in this lap (and was zeroed in the previous one).
+            let len = p.info.content_len.min(self.chan.geo.subbuf_size as usize);
+            // SAFETY: [data, data + len) is inside the sub-buffer (content_len < subbuf_size
+            // was checked by take_in_place), still exclusively ours: `consumed` has not moved.
+            // The `timestamp_end` word (bytes 32..40) is kept, as in next_packet.
+            unsafe {
+                std::ptr::write_bytes(p.data, 0, 32);
+                std::ptr::write_bytes(p.data.add(40), 0, len.saturating_sub(40));
+            }
+        }
         // Release: our reads of the sub-buffer (and the kernel's, which returned before this
         // call) happen before writers may reuse it (they acquire-load `consumed`).
         b.consumed.store(p.next, Ordering::Release);

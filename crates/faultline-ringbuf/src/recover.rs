@@ -18,8 +18,9 @@
 //!   first non-zero 8-byte word after its 16-byte minimum (the next record's timestamp, never
 //!   zero) or to the content end. Two such reservations back to back read as one: counts of
 //!   header-less records are a lower bound.
-//! * In later laps nothing zeroes a sub-buffer (the consumer does not, in either mode: its cost
-//!   per event would double): the slot of a writer that died
+//! * In later laps nothing zeroes a sub-buffer where every header is extended (the consumer
+//!   does not: its cost per event would double; `consumer.rs`, "What is zeroed"): the slot of
+//!   a writer that died
 //!   before its header store still holds an older lap's bytes, often a well-formed record (with
 //!   fixed-size events, exactly the record the previous lap wrote there). What tells them
 //!   apart is time: timestamps are taken in offset order (inside the reserve critical section,
@@ -37,7 +38,10 @@
 //!   at or after it; they are exact because a writer's compact floor is a record of the same
 //!   packet whose header exists (`channel.rs`, "Compact headers"), which the walk has seen. A
 //!   compact header is only taken with the payload of at least 4 bytes every writer gives it,
-//!   so zeroed memory never reads as one. A pending compact record becomes compact padding in
+//!   so zeroed memory never reads as one. Time cannot tell an older lap's compact header from
+//!   this lap's (the rebuild always lands after the floor), so where compact headers are
+//!   possible the consumer zeroes every sub-buffer it hands back, and a header-less slot reads
+//!   as zero as in the first lap. A pending compact record becomes compact padding in
 //!   place (11-byte header, its 27 timestamp bits kept), a header-less reservation an
 //!   extended padding record of at least 16 bytes (shorter ones can only be the last of the
 //!   content, which then ends before them). Content ends are unaligned (compact records end

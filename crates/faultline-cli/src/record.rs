@@ -81,7 +81,7 @@ use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -291,22 +291,25 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             notes.push(n);
         }
     }
-    // SAFETY: the closure only calls fcntl, which is async-signal-safe, on descriptors that are
-    // open in the child (inherited copies of ours).
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in [child_fd, wr_fd] {
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+    // The program inherits these two: inheritable from here until they are closed right after
+    // the spawn (record starts no other process meanwhile). No `pre_exec` closure, so that the
+    // standard library can use `posix_spawn` (a `vfork`-like clone: no copy of record's page
+    // tables, which cost a millisecond per run).
+    for fd in [child_fd, wr_fd] {
+        // SAFETY: fcntl(F_SETFD) on descriptors we own.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("passing the channel on");
+        }
     }
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot run {:?}", opt.cmd[0]))?;
     drop(wr);
+    if opens.is_none() {
+        // The channel's own descriptor was passed on: close-on-exec again.
+        // SAFETY: fcntl(F_SETFD) on a descriptor the channel keeps open.
+        unsafe { libc::fcntl(chan_fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     // The program's description: only the program (and its descendants) hold it from now on.
     let lease_file = opens.map(|o| o.lease);
     let pid = child.id();

@@ -296,7 +296,11 @@ pub fn run(opt: &LibcBenchOptions) -> anyhow::Result<LibcBenchReport> {
         ));
     }
     if tool("git") {
-        let tree = if opt.quick { "/usr/include" } else { "/usr/share" };
+        let tree = if opt.quick {
+            "/usr/include"
+        } else {
+            "/usr/share"
+        };
         match big_repo(&tmp, tree) {
             Ok(argv) => workloads.push((format!("git status (work tree {tree})"), argv)),
             Err(e) => notes.push(format!("no large repository for git status: {e}")),

@@ -440,6 +440,8 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             if let Some(st) = status.or(child.try_wait().context("waiting for the program")?) {
                 break st;
             }
+            // Idle: verify what was written so far, not all of it after the program's end.
+            drain.verify_written();
             drain.wait();
         }
         if tty && last_print.elapsed() >= Duration::from_millis(500) {

@@ -45,6 +45,20 @@ pub struct SelectArgs {
     pub to: Option<TimePoint>,
 }
 
+impl SelectArgs {
+    /// The reader's filter for this selection, with `at` turning `--from`/`--to` into ticks.
+    pub fn filter(&self, at: impl Fn(TimePoint) -> u64) -> Filter {
+        let mut filter = Filter::default().time(self.from.map(&at), self.to.map(&at));
+        for g in &self.events {
+            filter = filter.name(g);
+        }
+        if !self.cpus.is_empty() {
+            filter = filter.cpus(self.cpus.iter().copied());
+        }
+        filter
+    }
+}
+
 /// An opened trace (faultline's or any CTF 1.8 trace: see [`AnyTrace`]) and what was
 /// selected of it.
 pub struct Input {
@@ -62,12 +76,10 @@ impl Input {
             AnyTrace::Faultline(t) => crate::view::trace_start(t)?,
             AnyTrace::Ctf(t) => crate::view::ctf_trace_start(t)?,
         };
-        let _ = cmd;
         let at = |p: TimePoint| match p {
             TimePoint::Ticks(t) => t,
             TimePoint::SinceStart(ns) => start.saturating_add(trace.ns_to_ticks(ns)),
         };
-        let mut filter = Filter::default().time(sel.from.map(at), sel.to.map(at));
         for g in &sel.events {
             if !trace.event_names().iter().any(|n| glob_match(g, n)) {
                 eprintln!(
@@ -75,11 +87,8 @@ impl Input {
                     one_line(g)
                 );
             }
-            filter = filter.name(g);
         }
-        if !sel.cpus.is_empty() {
-            filter = filter.cpus(sel.cpus.iter().copied());
-        }
+        let filter = sel.filter(at);
         Ok(Input {
             trace,
             start,

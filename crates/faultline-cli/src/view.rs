@@ -23,6 +23,7 @@
 //! problem is in a file's content); exit codes: 0 success (also when the reader of the output
 //! goes away, as with `| head`), 1 writing the output failed, 2 the trace cannot be read.
 
+use crate::trace_input::SelectArgs;
 use faultline_ctf::format::push_event_ref;
 use faultline_ctf::general::{push_ctf_event, CtfTrace};
 use faultline_ctf::{
@@ -241,20 +242,8 @@ pub struct ViewArgs {
     /// Trace directory (holding `metadata` and stream files; or a directory with exactly one
     /// trace below it, as LTTng's session output)
     pub dir: PathBuf,
-    /// Only events whose `provider:name` matches this glob (`*` any run, `?` one character);
-    /// repeatable, an event matching any of them is printed
-    #[arg(long = "event", short = 'e', value_name = "GLOB")]
-    pub events: Vec<String>,
-    /// Only events of this CPU; repeatable
-    #[arg(long = "cpu", short = 'c', value_name = "N")]
-    pub cpus: Vec<u32>,
-    /// Only events at or after this time: nanoseconds since the trace start (units ns, us, ms, s
-    /// allowed) or @TICKS (absolute clock value)
-    #[arg(long, value_name = "TIME")]
-    pub from: Option<TimePoint>,
-    /// Only events at or before this time (same forms as --from)
-    #[arg(long, value_name = "TIME")]
-    pub to: Option<TimePoint>,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// How to print timestamps
     #[arg(long, value_enum, value_name = "MODE", default_value = "relative")]
     pub time: TimeDisplay,
@@ -411,8 +400,8 @@ pub fn run(args: &ViewArgs, out: &mut impl Write, err: &mut impl Write) -> Resul
     let traces = open_traces(&args.dir)?;
     let multi = traces.len() > 1;
     let relative = args.time == TimeDisplay::Relative
-        || matches!(args.from, Some(TimePoint::SinceStart(_)))
-        || matches!(args.to, Some(TimePoint::SinceStart(_)));
+        || matches!(args.select.from, Some(TimePoint::SinceStart(_)))
+        || matches!(args.select.to, Some(TimePoint::SinceStart(_)));
     // The trace start: first event of each trace (ticks), and over all (ns since the epoch).
     let mut firsts = Vec::with_capacity(traces.len());
     for t in &traces {
@@ -428,7 +417,7 @@ pub fn run(args: &ViewArgs, out: &mut impl Write, err: &mut impl Write) -> Resul
     for t in &traces {
         names.extend(t.event_names());
     }
-    for g in &args.events {
+    for g in &args.select.events {
         if !names.iter().any(|n| glob_match(g, n)) {
             eprintln!(
                 "faultline view: note: no event of this trace matches `{}`",
@@ -456,13 +445,7 @@ pub fn run(args: &ViewArgs, out: &mut impl Write, err: &mut impl Write) -> Resul
             }
             TimePoint::SinceStart(ns) => first.unwrap_or(0).saturating_add(t.ns_to_ticks(ns)),
         };
-        let mut filter = Filter::default().time(args.from.map(at), args.to.map(at));
-        for g in &args.events {
-            filter = filter.name(g);
-        }
-        if !args.cpus.is_empty() {
-            filter = filter.cpus(args.cpus.iter().copied());
-        }
+        let filter = args.select.filter(at);
         let events = match t {
             AnyTrace::Faultline(tr) => SourceEvents::Faultline(tr.events(&filter)),
             AnyTrace::Ctf(tr) => SourceEvents::Ctf(tr.events(&filter)),

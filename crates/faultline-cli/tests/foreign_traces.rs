@@ -3,10 +3,9 @@
 //! Skips (and passes) when LTTng or babeltrace2 is missing.
 
 use faultline_ctf::find_traces;
-use faultline_lttng::{check_available, EventKind, LttngBench, LttngOptions, SKIP_MESSAGE};
+use faultline_lttng::EventKind;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_faultline");
 
@@ -38,24 +37,9 @@ fn notice(l: &str, key: &str) -> Option<(u64, String, String)> {
 
 #[test]
 fn lttng_trace_exports_views_and_timelines_like_babeltrace2() {
-    if let Err(why) = check_available() {
-        println!("{SKIP_MESSAGE}\n({why})");
+    let Some(mut bench) = faultline_testkit::lttng_trace_bench() else {
         return;
-    }
-    if Command::new("babeltrace2")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        println!("SKIPPED: babeltrace2 not installed (run scripts/install-deps.sh)");
-        return;
-    }
-    let mut bench = LttngBench::with_options(LttngOptions {
-        keep_traces: true,
-        command_timeout: Duration::from_secs(60),
-        ..LttngOptions::default()
-    })
-    .expect("LTTng is installed but the harness could not start");
+    };
     // Long enough that the consumer often falls behind and LTTng discards events.
     let r = bench.run(EventKind::String, 2, 200_000).expect("LTTng run");
     let root = r.trace_dir.clone().expect("kept trace");

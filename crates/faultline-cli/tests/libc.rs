@@ -9,13 +9,12 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_faultline");
+mod common;
+
+use common::{stats_json, BIN};
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("faultline-libc-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tmp("libc", name)
 }
 
 fn have(tool: &str) -> bool {
@@ -131,16 +130,6 @@ fn view(dir: &Path) -> Vec<Ev> {
         .collect()
 }
 
-fn stats_json(dir: &Path) -> serde_json::Value {
-    let out = Command::new(BIN)
-        .args(["stats", "--json"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn named<'a>(evs: &'a [Ev], name: &str) -> Vec<&'a Ev> {
     evs.iter().filter(|e| e.name == name).collect()
 }
@@ -153,6 +142,22 @@ fn ok(out: &Output) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `faultline record EXTRA -o D/trace -- PROG MODE D/w` in a fresh directory D named `name`
+/// (`w` created empty for the program's files), which must succeed: (D/w, D/trace, output).
+fn record_prog(prog: &Path, name: &str, extra: &[&str], mode: &str) -> (PathBuf, PathBuf, Output) {
+    let d = tmp(name);
+    let work = d.join("w");
+    std::fs::create_dir(&work).unwrap();
+    let t = d.join("trace");
+    let out = record(
+        &t,
+        extra,
+        &[prog.to_str().unwrap(), mode, work.to_str().unwrap()],
+    );
+    ok(&out);
+    (work, t, out)
 }
 
 #[test]
@@ -256,13 +261,8 @@ fn path_of(e: &Ev) -> Option<&str> {
 #[test]
 fn file_calls_have_exact_arguments() {
     let Some(prog) = prog() else { return };
-    let d = tmp("files");
-    let work = d.join("w");
-    std::fs::create_dir(&work).unwrap();
+    let (work, t, out) = record_prog(prog, "files", &["--libc"], "files");
     let w = work.to_str().unwrap();
-    let t = d.join("trace");
-    let out = record(&t, &["--libc"], &[prog.to_str().unwrap(), "files", w]);
-    ok(&out);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "read 23\n");
     let evs = view(&t);
     let got: Vec<(&str, String, i64, i64)> = evs
@@ -362,16 +362,7 @@ fn file_calls_have_exact_arguments() {
 #[test]
 fn bad_pointers_are_recorded_as_faulted_and_libc_still_returns_efault() {
     let Some(prog) = prog() else { return };
-    let d = tmp("bad");
-    let work = d.join("w");
-    std::fs::create_dir(&work).unwrap();
-    let t = d.join("trace");
-    let out = record(
-        &t,
-        &["--libc"],
-        &[prog.to_str().unwrap(), "bad", work.to_str().unwrap()],
-    );
-    ok(&out);
+    let (_, t, out) = record_prog(prog, "bad", &["--libc"], "bad");
     // What the program saw: exactly libc's answers (-1, EFAULT), and it did not crash.
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -411,13 +402,8 @@ fn bad_pointers_are_recorded_as_faulted_and_libc_still_returns_efault() {
 #[test]
 fn fork_vfork_exec_and_posix_spawn_children_are_followed() {
     let Some(prog) = prog() else { return };
-    let d = tmp("procs");
-    let work = d.join("w");
-    std::fs::create_dir(&work).unwrap();
+    let (work, t, out) = record_prog(prog, "procs", &["--libc"], "procs");
     let w = work.to_str().unwrap();
-    let t = d.join("trace");
-    let out = record(&t, &["--libc"], &[prog.to_str().unwrap(), "procs", w]);
-    ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let child_pid = |prefix: &str| -> i64 {
         let l = stdout.lines().find(|l| l.starts_with(prefix)).unwrap();
@@ -488,16 +474,7 @@ fn fork_vfork_exec_and_posix_spawn_children_are_followed() {
 #[test]
 fn recorder_counters_of_every_image_add_up_to_the_trace() {
     let Some(prog) = prog() else { return };
-    let d = tmp("counters");
-    let work = d.join("w");
-    std::fs::create_dir(&work).unwrap();
-    let t = d.join("trace");
-    let out = record(
-        &t,
-        &["--libc"],
-        &[prog.to_str().unwrap(), "procs", work.to_str().unwrap()],
-    );
-    ok(&out);
+    let (_, t, _) = record_prog(prog, "counters", &["--libc"], "procs");
     let rep: serde_json::Value =
         serde_json::from_slice(&std::fs::read(t.join(".faultline-summary.json")).unwrap()).unwrap();
     let written = rep["summary"]["events_written"].as_u64().unwrap();
@@ -518,16 +495,7 @@ fn recorder_counters_of_every_image_add_up_to_the_trace() {
 #[test]
 fn threads_record_under_their_own_tids() {
     let Some(prog) = prog() else { return };
-    let d = tmp("threads");
-    let work = d.join("w");
-    std::fs::create_dir(&work).unwrap();
-    let w = work.to_str().unwrap();
-    let t = d.join("trace");
-    ok(&record(
-        &t,
-        &["--libc=open,close"],
-        &[prog.to_str().unwrap(), "threads", w],
-    ));
+    let (_, t, _) = record_prog(prog, "threads", &["--libc=open,close"], "threads");
     let evs = view(&t);
     let mut per_thread: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
     for o in named(&evs, "libc:open") {
@@ -626,15 +594,12 @@ fn signal_handler_calls_and_direct_syscalls_are_recorded() {
 #[test]
 fn data_bytes_limit_and_selection() {
     let Some(prog) = prog() else { return };
-    let d = tmp("sel");
-    let work = d.join("w");
-    std::fs::create_dir(&work).unwrap();
-    let t = d.join("trace");
-    ok(&record(
-        &t,
+    let (_, t, _) = record_prog(
+        prog,
+        "sel",
         &["--libc=write*,read*,-readv", "--libc-data=4"],
-        &[prog.to_str().unwrap(), "files", work.to_str().unwrap()],
-    ));
+        "files",
+    );
     let evs = view(&t);
     let names: BTreeSet<&str> = evs.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(

@@ -4,34 +4,20 @@
 //! shows them. A program killed before stopping its session still leaves its last periodic
 //! counts. Embedded sessions (`faultline demo`) put them in their trace too.
 
+mod common;
+
+use common::{spawn_record_testapp, stats_json, wait_for_testapp};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("faultline-counters-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tmp("counters", name)
 }
 
 fn faultline(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stats_json(dir: &Path) -> serde_json::Value {
-    let o = faultline(&["stats".as_ref(), dir.as_os_str(), "--json".as_ref()]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
+    Command::new(common::BIN).args(args).output().unwrap()
 }
 
 fn logged(log: &Path) -> u64 {
@@ -53,7 +39,7 @@ fn record_reports_the_programs_recorder_counters() {
         "-o".as_ref(),
         dir.as_os_str(),
         "--".as_ref(),
-        env!("CARGO_BIN_EXE_faultline-testapp").as_ref(),
+        common::TESTAPP.as_ref(),
         "--log".as_ref(),
         log.as_os_str(),
         "--events".as_ref(),
@@ -115,7 +101,7 @@ fn record_reports_the_programs_recorder_counters() {
         "-o".as_ref(),
         dir2.as_os_str(),
         "--".as_ref(),
-        env!("CARGO_BIN_EXE_faultline-testapp").as_ref(),
+        common::TESTAPP.as_ref(),
         "--log".as_ref(),
         base.join("log2").as_os_str(),
         "--events".as_ref(),
@@ -143,39 +129,14 @@ fn a_killed_program_leaves_its_last_periodic_counters() {
     let dir = base.join("trace");
     let log = base.join("log");
     let pidfile = base.join("pid");
-    let child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(["record", "--json", "-o"])
-        .arg(&dir)
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_faultline-testapp"))
-        .arg("--log")
-        .arg(&log)
-        .arg("--pidfile")
-        .arg(&pidfile)
-        .args(["--threads", "2", "--spin", "20000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    let pid: i32 = loop {
-        let p = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
-        if let Some(p) = p {
-            if std::fs::metadata(&log)
-                .map(|m| m.len() > 0)
-                .unwrap_or(false)
-            {
-                break p;
-            }
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "testapp did not start"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let child = spawn_record_testapp(
+        &dir,
+        &log,
+        &pidfile,
+        &[],
+        &["--threads", "2", "--spin", "20000"],
+    );
+    let pid = wait_for_testapp(&pidfile, &log, Duration::from_secs(30));
     // Several reporting intervals.
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: kill(2) on the pid the test app wrote.

@@ -6,9 +6,10 @@
 //! every event the program logged before the attack is in the trace; the trace reads back with
 //! the library, `faultline view` and babeltrace2; its memory stays bounded.
 
-use faultline_ctf::{Filter, Trace};
-use faultline_schema::Value;
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
+
+use common::{spawn_record_testapp, testapp_events as trace_events};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,10 +17,7 @@ use std::time::{Duration, Instant};
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("faultline-hostile-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tmp("hostile", name)
 }
 
 struct Outcome {
@@ -38,7 +36,7 @@ fn run_record(base: &Path, args: &[&std::ffi::OsStr]) -> Outcome {
     let err = base.join("stderr");
     // Waited for with wait4 below (for its resource usage), not through `Child`.
     #[allow(clippy::zombie_processes)]
-    let child = Command::new(env!("CARGO_BIN_EXE_faultline"))
+    let child = Command::new(common::BIN)
         .args(args)
         .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
@@ -80,23 +78,6 @@ fn run_record(base: &Path, args: &[&std::ffi::OsStr]) -> Outcome {
     }
 }
 
-/// The trace's events: (thread, seq) set, each checked (padding pattern), no duplicates.
-fn trace_events(dir: &Path) -> BTreeSet<(u32, u64)> {
-    let trace = Trace::open(dir).expect("open trace");
-    let mut seen = BTreeSet::new();
-    for ev in trace.events(&Filter::default()) {
-        let ev = ev.expect("every event of the trace reads back");
-        assert_eq!(ev.name, "testapp:seq");
-        let (Value::U(t), Value::U(s)) = (&ev.fields[0].1, &ev.fields[1].1) else {
-            panic!("fields {:?}", ev.fields);
-        };
-        let pad: Vec<u8> = (0..24usize).map(|i| (i as u8) ^ (*t as u8)).collect();
-        assert_eq!(ev.fields[2].1, Value::Bytes(pad), "thread {t} seq {s}");
-        assert!(seen.insert((*t as u32, *s)), "thread {t} seq {s} twice");
-    }
-    seen
-}
-
 /// Log lines `<thread> <seq>` before the first other line (the attack marker).
 fn logged_before_marker(log: &Path) -> (Vec<(u32, u64)>, Vec<String>) {
     let text = std::fs::read_to_string(log).unwrap();
@@ -117,7 +98,7 @@ fn logged_before_marker(log: &Path) -> (Vec<(u32, u64)>, Vec<String>) {
 }
 
 fn readable_by_tools(dir: &Path) {
-    let v = Command::new(env!("CARGO_BIN_EXE_faultline"))
+    let v = Command::new(common::BIN)
         .arg("view")
         .arg(dir)
         .stdout(Stdio::null())
@@ -162,7 +143,7 @@ fn hostile(mode: &str) -> (Outcome, serde_json::Value, PathBuf, PathBuf) {
         "-o".into(),
         dir.clone().into(),
         "--".into(),
-        env!("CARGO_BIN_EXE_faultline-testapp").into(),
+        common::TESTAPP.into(),
         "--log".into(),
         log.clone().into(),
         "--threads".into(),
@@ -309,20 +290,13 @@ fn a_process_holding_the_fd_unmapped_blocks_recovery() {
     let dir = base.join("trace");
     let log = base.join("log");
     let pidfile = base.join("pid");
-    let child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(["record", "--json", "-o"])
-        .arg(&dir)
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_faultline-testapp"))
-        .arg("--log")
-        .arg(&log)
-        .arg("--pidfile")
-        .arg(&pidfile)
-        .args(["--threads", "1", "--spin", "20000", "--hostile", "holdfd"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_record_testapp(
+        &dir,
+        &log,
+        &pidfile,
+        &[],
+        &["--threads", "1", "--spin", "20000", "--hostile", "holdfd"],
+    );
     let t0 = Instant::now();
     let (app, holder): (i32, i32) = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();

@@ -2,59 +2,28 @@
 //! as committed is in the trace exactly once, and the losses the report and the trace give
 //! account for the sequence numbers that are missing.
 
-use faultline_ctf::{stats, Filter, Trace};
-use faultline_schema::Value;
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("faultline-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+use common::{spawn_record_testapp, testapp_events, wait_for_testapp};
+use faultline_ctf::{stats, Trace};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 fn one_run(run: u32) -> u64 {
-    let base = tmp(&format!("kill{run}"));
-    std::fs::create_dir_all(&base).unwrap();
+    let base = common::tmp("test", &format!("kill{run}"));
     let dir = base.join("trace");
     let log = base.join("log");
     let pidfile = base.join("pid");
     let threads = 4u32;
-    let child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(["record", "--json", "--subbuf-size", "65536", "-o"])
-        .arg(&dir)
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_faultline-testapp"))
-        .arg("--log")
-        .arg(&log)
-        .arg("--pidfile")
-        .arg(&pidfile)
-        .args(["--threads", &threads.to_string(), "--spin", "3000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn faultline record");
+    let child = spawn_record_testapp(
+        &dir,
+        &log,
+        &pidfile,
+        &["--subbuf-size", "65536"],
+        &["--threads", &threads.to_string(), "--spin", "3000"],
+    );
     // Wait for the app to be running and logging.
-    let t0 = Instant::now();
-    let pid: i32 = loop {
-        if let Ok(s) = std::fs::read_to_string(&pidfile) {
-            if let Ok(p) = s.trim().parse() {
-                if std::fs::metadata(&log)
-                    .map(|m| m.len() > 0)
-                    .unwrap_or(false)
-                {
-                    break p;
-                }
-            }
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "testapp did not start"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let pid = wait_for_testapp(&pidfile, &log, Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(150 + 70 * run as u64));
     // SAFETY: kill(2) on the pid the test app wrote.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
@@ -71,22 +40,11 @@ fn one_run(run: u32) -> u64 {
     assert_eq!(report["recovery"]["ran"], true, "{report}");
 
     // The trace.
-    let trace = Trace::open(&dir).expect("open trace");
+    let events = testapp_events(&dir);
+    let n = events.len() as u64;
     let mut seen: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
-    let mut n = 0u64;
-    for ev in trace.events(&Filter::default()) {
-        let ev = ev.expect("event");
-        assert_eq!(ev.name, "testapp:seq");
-        let (Value::U(t), Value::U(s)) = (&ev.fields[0].1, &ev.fields[1].1) else {
-            panic!("fields {:?}", ev.fields);
-        };
-        let pad: Vec<u8> = (0..24usize).map(|i| (i as u8) ^ (*t as u8)).collect();
-        assert_eq!(ev.fields[2].1, Value::Bytes(pad));
-        assert!(
-            seen.entry(*t as u32).or_default().insert(*s),
-            "thread {t} seq {s} twice"
-        );
-        n += 1;
+    for (t, s) in events {
+        seen.entry(t).or_default().insert(s);
     }
     // Every logged (committed) event is in the trace.
     let logtext = std::fs::read_to_string(&log).unwrap();
@@ -106,6 +64,7 @@ fn one_run(run: u32) -> u64 {
         logged += 1;
     }
     // The rest is accounted for by losses.
+    let trace = Trace::open(&dir).expect("open trace");
     let st = stats(&trace).unwrap();
     let sum = &report["summary"];
     let lost = sum["lost_full"].as_u64().unwrap()

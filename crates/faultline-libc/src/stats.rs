@@ -56,24 +56,7 @@ pub(crate) fn set_pipe(fd: i32, id: String) {
 /// `a - b`, counter by counter (saturating: a baseline is never above the counters it was
 /// taken from, but the two reads are not one atomic snapshot).
 pub fn delta(a: &RecorderStats, b: &RecorderStats) -> RecorderStats {
-    let mut r = *a;
-    for (x, y) in [
-        (&mut r.faulted, b.faulted),
-        (&mut r.faulted_bytes, b.faulted_bytes),
-        (&mut r.resized, b.resized),
-        (&mut r.remote_commits, b.remote_commits),
-        (&mut r.lost_full, b.lost_full),
-        (&mut r.lost_stalled, b.lost_stalled),
-        (&mut r.lost_too_big, b.lost_too_big),
-        (&mut r.lost_no_buffer, b.lost_no_buffer),
-    ] {
-        *x = x.saturating_sub(y);
-    }
-    for (p, q) in r.per_strategy.iter_mut().zip(&b.per_strategy) {
-        p.events = p.events.saturating_sub(q.events);
-        p.restarts = p.restarts.saturating_sub(q.restarts);
-        p.fallbacks = p.fallbacks.saturating_sub(q.fallbacks);
-    }
+    let mut r = a.combine(b, u64::saturating_sub);
     // Consistent by construction: recorded is the sum of the per-strategy events, and
     // faulted events are among them.
     r.recorded = r.per_strategy.iter().map(|p| p.events).sum();

@@ -5,10 +5,9 @@
 
 use faultline_ctf::general::{push_ctf_event, CtfTrace};
 use faultline_ctf::{find_traces, AnyTrace, Filter, TimeMode};
-use faultline_lttng::{check_available, EventKind, LttngBench, LttngOptions, SKIP_MESSAGE};
+use faultline_lttng::EventKind;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 /// Our lines as `ticks cpu name: fields`.
 fn ours(dir: &Path) -> Vec<String> {
@@ -76,24 +75,9 @@ fn canonical(mut v: Vec<String>) -> Vec<String> {
 
 #[test]
 fn lttng_ust_traces_read_like_babeltrace2() {
-    if let Err(why) = check_available() {
-        println!("{SKIP_MESSAGE}\n({why})");
+    let Some(mut bench) = faultline_testkit::lttng_trace_bench() else {
         return;
-    }
-    if Command::new("babeltrace2")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        println!("SKIPPED: babeltrace2 not installed (run scripts/install-deps.sh)");
-        return;
-    }
-    let mut bench = LttngBench::with_options(LttngOptions {
-        keep_traces: true,
-        command_timeout: Duration::from_secs(60),
-        ..LttngOptions::default()
-    })
-    .expect("LTTng is installed but the harness could not start");
+    };
     // The last run is long enough that the consumer often falls behind and LTTng discards.
     for (kind, threads, n) in [
         (EventKind::Int, 2, 30_000),

@@ -237,6 +237,68 @@ impl RecorderStats {
     pub fn strategy(&self, s: Strategy) -> &StrategyStats {
         &self.per_strategy[s as usize]
     }
+
+    /// Number of counters (the length of [`RecorderStats::counters`]).
+    pub const N_COUNTERS: usize = 9 + 3 * 3;
+
+    /// Every counter with a short name, in one fixed order: `recorded`, `faulted`,
+    /// `faulted_bytes`, `resized`, `remote_commits`, the four `lost_*`, then per strategy
+    /// (`rcc`, `bounce`, `prefault`) its `.events`, `.restarts`, `.fallbacks`.
+    pub fn counters(&self) -> [(&'static str, u64); Self::N_COUNTERS] {
+        let mut copy = *self;
+        let v = copy.fields_mut().map(|(k, v)| (k, *v));
+        v
+    }
+
+    /// `f(a, b)` counter by counter (in [`RecorderStats::counters`] order); `None` as soon as
+    /// `f` gives `None` (an overflow, say).
+    pub fn try_combine(
+        &self,
+        other: &RecorderStats,
+        mut f: impl FnMut(u64, u64) -> Option<u64>,
+    ) -> Option<RecorderStats> {
+        let mut r = *self;
+        let mut b = *other;
+        for ((_, x), (_, y)) in r.fields_mut().into_iter().zip(b.fields_mut()) {
+            *x = f(*x, *y)?;
+        }
+        Some(r)
+    }
+
+    /// `f(a, b)` counter by counter.
+    pub fn combine(&self, other: &RecorderStats, mut f: impl FnMut(u64, u64) -> u64) -> Self {
+        let mut r = *self;
+        let mut b = *other;
+        for ((_, x), (_, y)) in r.fields_mut().into_iter().zip(b.fields_mut()) {
+            *x = f(*x, *y);
+        }
+        r
+    }
+
+    /// The one list of the counters (every other view is built on it).
+    fn fields_mut(&mut self) -> [(&'static str, &mut u64); Self::N_COUNTERS] {
+        let [rcc, bounce, prefault] = &mut self.per_strategy;
+        [
+            ("recorded", &mut self.recorded),
+            ("faulted", &mut self.faulted),
+            ("faulted_bytes", &mut self.faulted_bytes),
+            ("resized", &mut self.resized),
+            ("remote_commits", &mut self.remote_commits),
+            ("lost_full", &mut self.lost_full),
+            ("lost_stalled", &mut self.lost_stalled),
+            ("lost_too_big", &mut self.lost_too_big),
+            ("lost_no_buffer", &mut self.lost_no_buffer),
+            ("rcc.events", &mut rcc.events),
+            ("rcc.restarts", &mut rcc.restarts),
+            ("rcc.fallbacks", &mut rcc.fallbacks),
+            ("bounce.events", &mut bounce.events),
+            ("bounce.restarts", &mut bounce.restarts),
+            ("bounce.fallbacks", &mut bounce.fallbacks),
+            ("prefault.events", &mut prefault.events),
+            ("prefault.restarts", &mut prefault.restarts),
+            ("prefault.fallbacks", &mut prefault.fallbacks),
+        ]
+    }
 }
 
 const N_COUNTERS: usize = 18;

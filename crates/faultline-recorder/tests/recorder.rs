@@ -4,8 +4,11 @@
 //! Each test uses its own tracepoints (the registry is process-wide and tests run in
 //! parallel), its own channel and its own recorder.
 
+mod common;
+
+use common::{channel, recorder};
 use faultline_recorder::{attach, Policy, Recorder, RecorderConfig, Strategy};
-use faultline_ringbuf::{records, Channel, ChannelConfig, Consumer, Mode};
+use faultline_ringbuf::{records, Channel, Consumer};
 use faultline_schema::{decode, Value};
 use faultline_tracepoints::{
     enable, trace, tracepoint, unregister, CStrPtr, Payload, Probe, ProbeKind, RawBuf, Tracepoint,
@@ -35,30 +38,9 @@ tracepoint!(UNREG, "rectest", "unreg", { x: u64 });
 tracepoint!(FAST_INT, "rectest_fast", "int", { x: u64 });
 tracepoint!(FAST_MIX, "rectest_fast", "mix", { a: u8, b: i32, s: &str, body: &[u8], f: f64, ok: bool });
 tracepoint!(FAST_RAW, "rectest_fast", "raw", { x: u64, s: CStrPtr });
+tracepoint!(FAST_TAIL, "rectest_fast", "tail", { x: u64, s: &str });
 tracepoint!(FAST_LOSS, "rectest_fastloss", "int", { x: u64 });
 tracepoint!(FAST_HELD, "rectest_fastheld", "held", { x: u64, body: &[u8] });
-
-fn channel(subbuf: u64, n: u64) -> Arc<Channel> {
-    Arc::new(
-        Channel::create(&ChannelConfig {
-            subbuf_size: subbuf,
-            num_subbuf: n,
-            mode: Mode::Discard,
-            ..ChannelConfig::default()
-        })
-        .unwrap(),
-    )
-}
-
-fn recorder(ch: &Arc<Channel>, s: Strategy) -> Arc<Recorder> {
-    Recorder::new(
-        ch.clone(),
-        RecorderConfig {
-            policy: Policy::Fixed(s),
-            ..RecorderConfig::default()
-        },
-    )
-}
 
 /// One decoded record: (cpu of the packet, event id, fields).
 struct Got {
@@ -691,6 +673,9 @@ fn fast_path_records_exact_payloads_and_yields_to_other_probes() {
             i.is_multiple_of(2)
         );
         trace!(FAST_RAW, i, CStrPtr(cs.as_ptr()));
+        // A &str as the last field (encoded without a second scan for its NUL).
+        trace!(FAST_TAIL, i, &s);
+        trace!(FAST_TAIL, i + 1000, &format!("tail{i}"));
     }
     // A second probe: everyone is called through the probe arrays.
     let calls = Arc::new(Calls(AtomicU64::new(0)));
@@ -719,15 +704,27 @@ fn fast_path_records_exact_payloads_and_yields_to_other_probes() {
     trace!(FAST_INT, 151);
 
     let st = rec.stats();
-    assert_eq!(st.recorded, 152 + 100 + 100);
+    assert_eq!(st.recorded, 152 + 100 + 100 + 200);
     assert_eq!(st.strategy(Strategy::Bounce).events, 100 + 1);
     assert_eq!(
         st.strategy(Strategy::ReserveCopyCommit).events,
-        152 - 1 + 100
+        152 - 1 + 100 + 200
     );
     assert_eq!(st.lost_total(), 0);
 
-    let got = drain(&ch, &[&FAST_INT, &FAST_MIX, &FAST_RAW]);
+    let got = drain(&ch, &[&FAST_INT, &FAST_MIX, &FAST_RAW, &FAST_TAIL]);
+    let mut tails = 0;
+    for g in got.iter().filter(|g| g.id == FAST_TAIL.id()) {
+        let i = u(&g.fields[0]);
+        let want = if i >= 1000 {
+            format!("tail{}", i - 1000)
+        } else {
+            format!("s{i}")
+        };
+        assert_eq!(string(&g.fields[1]), want.as_bytes());
+        tails += 1;
+    }
+    assert_eq!(tails, 200);
     let mut ints: Vec<u64> = got
         .iter()
         .filter(|g| g.id == FAST_INT.id())
@@ -780,7 +777,8 @@ fn fast_path_counts_losses_like_the_recorder() {
 #[test]
 fn unregister_waits_for_a_fast_path_call_blocked_in_a_fault() {
     // A `&[u8]` argument in memory whose first touch is held by userfaultfd: the fast path
-    // blocks inside its encoding, between reserve and commit, in the SRCU read section.
+    // blocks inside its encoding, between reserve and commit, with the slot announced in its
+    // hazard record.
     let region = match HeldFaults::new(1, Duration::from_millis(300)) {
         Ok(r) => Arc::new(r),
         Err(e) => {

@@ -4,41 +4,21 @@
 //!
 //! Each test uses its own tracepoints (the registry is process-wide, tests run in parallel).
 
-use faultline_recorder::{attach, Policy, Recorder, RecorderConfig, Strategy};
-use faultline_ringbuf::{records, Channel, ChannelConfig, Consumer, Mode};
+mod common;
+
+use common::{channel, recorder};
+use faultline_recorder::{attach, Strategy};
+use faultline_ringbuf::{records, Channel, Consumer};
 use faultline_tracepoints::{
     enable, register_probe, tracepoint, try_trace, unregister, CounterProbe, LossCause, ProbeKind,
     TraceOutcome,
 };
-use std::sync::Arc;
 
 tracepoint!(COMMITTED, "trytest", "committed", { seq: u64 });
 tracepoint!(FULL, "trytest", "full", { seq: u64 });
 tracepoint!(TOO_BIG, "trytest", "too_big", { body: &[u8] });
 tracepoint!(DISABLED, "trytest", "disabled", { seq: u64 });
 tracepoint!(COUNTED, "trytest", "counted", { seq: u64 });
-
-fn channel(subbuf: u64, n: u64) -> Arc<Channel> {
-    Arc::new(
-        Channel::create(&ChannelConfig {
-            subbuf_size: subbuf,
-            num_subbuf: n,
-            mode: Mode::Discard,
-            ..ChannelConfig::default()
-        })
-        .unwrap(),
-    )
-}
-
-fn recorder(ch: &Arc<Channel>, s: Strategy) -> Arc<Recorder> {
-    Recorder::new(
-        ch.clone(),
-        RecorderConfig {
-            policy: Policy::Fixed(s),
-            ..RecorderConfig::default()
-        },
-    )
-}
 
 /// Flush and count the records of event id `id` in the channel.
 fn delivered(ch: &Channel, id: u32) -> u64 {

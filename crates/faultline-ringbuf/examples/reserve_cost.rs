@@ -26,6 +26,7 @@
 //!   test) — the minimum the protocol needs, with no channel bookkeeping.
 
 use faultline_ringbuf::{Channel, ChannelConfig, Mode, SyncMode};
+use faultline_rseq::Cpu;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -307,7 +308,9 @@ fn main() {
                     // SAFETY: see above.
                     unsafe {
                         let old = *wo;
-                        black_box(faultline_rseq::cmpeqv_storev(cpu, wo, old, old + 32).is_ok());
+                        black_box(
+                            faultline_rseq::cmpeqv_storev_on::<Cpu>(cpu, wo, old, old + 32).is_ok(),
+                        );
                     }
                 })
             }),
@@ -319,8 +322,12 @@ fn main() {
                     // SAFETY: see above.
                     unsafe {
                         let old = *wo;
-                        let _ =
-                            black_box(faultline_rseq::cmpeqv_storev_tsc(cpu, wo, old, old + 32));
+                        let _ = black_box(faultline_rseq::cmpeqv_storev_tsc_on::<Cpu>(
+                            cpu,
+                            wo,
+                            old,
+                            old + 32,
+                        ));
                     }
                 })
             }),
@@ -333,7 +340,9 @@ fn main() {
                     unsafe {
                         let ts = faultline_rseq::rdtsc();
                         let old = *wo;
-                        black_box(faultline_rseq::cmpeqv_storev(cpu, wo, old, old + 32).is_ok());
+                        black_box(
+                            faultline_rseq::cmpeqv_storev_on::<Cpu>(cpu, wo, old, old + 32).is_ok(),
+                        );
                         black_box(ts);
                     }
                 })
@@ -345,7 +354,7 @@ fn main() {
                 time_ns(n, |_| {
                     // SAFETY: see above.
                     unsafe {
-                        let l = faultline_rseq::addv(cpu, lo, 32).unwrap_or(0);
+                        let l = faultline_rseq::addv_on::<Cpu>(cpu, lo, 32).unwrap_or(0);
                         black_box(l.wrapping_add(std::ptr::read_volatile(re)) >= 1 << 40);
                     }
                 })
@@ -367,7 +376,9 @@ fn main() {
                             let c = faultline_rseq::current_cpu();
                             let old = *wo;
                             let new = old + 32;
-                            let Ok(ts) = faultline_rseq::cmpeqv_storev_tsc(c, wo, old, new) else {
+                            let Ok(ts) =
+                                faultline_rseq::cmpeqv_storev_tsc_on::<Cpu>(c, wo, old, new)
+                            else {
                                 return;
                             };
                             let h = (dp as *mut u8).add((old & mask) as usize) as *mut u64;
@@ -378,7 +389,7 @@ fn main() {
                                 h.add(2) as *mut u8,
                                 black_box(16),
                             );
-                            let l = faultline_rseq::addv(c, lo, 32).unwrap_or(0);
+                            let l = faultline_rseq::addv_on::<Cpu>(c, lo, 32).unwrap_or(0);
                             black_box(l.wrapping_add(std::ptr::read_volatile(re)) >= 1 << 60);
                         }
                     })

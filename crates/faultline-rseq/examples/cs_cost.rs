@@ -1,4 +1,5 @@
 //! Cost of each rseq primitive in a tight loop (ns per operation), against rdtsc.
+use faultline_rseq::Cpu;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -26,16 +27,17 @@ fn main() {
     t("addv", n, || {
         let c = faultline_rseq::current_cpu();
         // SAFETY: `w` is local to this thread.
-        let _ = black_box(unsafe { faultline_rseq::addv(c, &mut w, 1) });
+        let _ = black_box(unsafe { faultline_rseq::addv_on::<Cpu>(c, &mut w, 1) });
     });
     t("cmpeqv_storev", n, || {
         let c = faultline_rseq::current_cpu();
         // SAFETY: as above.
-        let _ = black_box(unsafe { faultline_rseq::cmpeqv_storev(c, &mut w, w, w + 1) });
+        let _ = black_box(unsafe { faultline_rseq::cmpeqv_storev_on::<Cpu>(c, &mut w, w, w + 1) });
     });
     t("cmpeqv_storev_tsc", n, || {
         let c = faultline_rseq::current_cpu();
         // SAFETY: as above.
-        let _ = black_box(unsafe { faultline_rseq::cmpeqv_storev_tsc(c, &mut w, w, w + 1) });
+        let _ =
+            black_box(unsafe { faultline_rseq::cmpeqv_storev_tsc_on::<Cpu>(c, &mut w, w, w + 1) });
     });
 }

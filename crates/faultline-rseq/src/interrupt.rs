@@ -67,6 +67,9 @@ pub fn arm() -> bool {
     if !crate::available() {
         return false;
     }
+    // Compiler fences only: `rseq_cs` is read and cleared by the kernel on this thread (at
+    // preemption, migration, signal delivery), never by another CPU, so no hardware fence
+    // pairs with anything; these keep the caller's accesses from moving across the store.
     std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
     // SAFETY: rseq is available, so area() is this thread's registered rseq area; rseq_cs is
     // written only by this thread (and cleared by the kernel on its behalf).
@@ -87,6 +90,7 @@ pub fn interrupted() -> bool {
     if !crate::available() {
         return true;
     }
+    // Compiler fences around the load, as in arm() (the kernel on this thread is the writer).
     std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
     // SAFETY: as in arm(); a volatile read of our own area.
     let v = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*crate::area()).rseq_cs)) };

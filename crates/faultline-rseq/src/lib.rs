@@ -17,17 +17,17 @@
 //! no visible side effect, so an aborted CS is as if it never ran.
 //!
 //! # Operations (all per-CPU, all x86_64 asm)
-//! Each takes the CPU the caller believes it runs on; the CS first checks `rseq->cpu_id`
-//! against it, so a caller that migrated since reading its CPU gets
-//! [`RseqError::CpuMismatch`] instead of touching another CPU's data.
+//! Each takes the id (CPU or concurrency id, below) the caller believes it runs on; the CS
+//! first checks that field of the rseq area against it, so a caller that migrated since
+//! reading its id gets [`RseqError::CpuMismatch`] instead of touching another CPU's data.
 //!
-//! * [`cmpeqv_storev_tsc`]: `if cpu_id != cpu { mismatch } if *v != expect { cmp-fail }
+//! * [`cmpeqv_storev_tsc_on`]: `if cpu_id != cpu { mismatch } if *v != expect { cmp-fail }
 //!   tsc = rdtsc(); *v = newv /* commit */; return tsc` — the ring buffer's reserve: the
 //!   timestamp is read inside the CS, so two reservations on one CPU are ordered by both
 //!   offset and timestamp.
-//! * [`cmpeqv_storev`]: the same without the timestamp.
-//! * [`addv`]: `if cpu_id != cpu { mismatch } n = *v + count; *v = n /* commit */; return n` —
-//!   a CPU-local add, the "LOCAL commit" of the ring buffer.
+//! * [`cmpeqv_storev_on`]: the same without the timestamp.
+//! * [`addv_on`]: `if cpu_id != cpu { mismatch } n = *v + count; *v = n /* commit */; return
+//!   n` — a CPU-local add, the "LOCAL commit" of the ring buffer.
 //! * [`percpu_inc`] ([`percpu`]): `c = cpu_id; if c >= n { out-of-range } base[c * 16] += 1
 //!   /* commit */` — reads the CPU inside the CS (no mismatch outcome); the SRCU read side of
 //!   the tracepoint layer.
@@ -40,9 +40,8 @@
 //! that already know rseq is available (the ring buffer in rseq mode).
 //!
 //! # Keyed on the CPU or on the concurrency id
-//! Every operation above checks `rseq->cpu_id`. The `*_on::<S>` forms ([`cmpeqv_storev_tsc_on`],
-//! [`cmpeqv_storev_on`], [`addv_on`]) take the checked field as a type: [`Cpu`] (`cpu_id`, the
-//! same code as the plain forms) or [`Cid`] (`mm_cid`, the *concurrency id*, kernel 6.3+ with
+//! The `*_on::<S>` operations take the checked field as a type: [`Cpu`] (`rseq->cpu_id`) or
+//! [`Cid`] (`mm_cid`, the *concurrency id*, kernel 6.3+ with
 //! `AT_RSEQ_FEATURE_SIZE >= 28`, see [`Registration::has_mm_cid`]). The kernel gives every
 //! thread of one process (one `mm`) that is running an id distinct from the other running
 //! threads', smaller than both the process's thread count and the number of CPUs it may run on,
@@ -110,8 +109,12 @@ pub struct RseqArea {
     pub mm_cid: u32,
 }
 const _: () = {
+    assert!(std::mem::size_of::<RseqArea>() == 32);
+    assert!(std::mem::offset_of!(RseqArea, cpu_id_start) == 0);
     assert!(std::mem::offset_of!(RseqArea, cpu_id) == 4);
     assert!(std::mem::offset_of!(RseqArea, rseq_cs) == 8);
+    assert!(std::mem::offset_of!(RseqArea, flags) == 16);
+    assert!(std::mem::offset_of!(RseqArea, node_id) == 20);
     assert!(std::mem::offset_of!(RseqArea, mm_cid) == 24);
 };
 
@@ -454,30 +457,15 @@ macro_rules! rseq_cs_epilogue {
     };
 }
 
-/// `if cpu_id != cpu → CpuMismatch; if *v != expect → CompareFailed; tsc = rdtsc(); *v = newv`.
-/// Returns the timestamp read inside the critical section.
+/// `if id_S != id → CpuMismatch; if *v != expect → CompareFailed; tsc = rdtsc(); *v = newv`,
+/// keyed on the id `S` ([`Cpu`] or [`Cid`]): the section checks that field of the rseq area
+/// against `id`. Returns the timestamp read inside the critical section.
 ///
 /// # Safety
 /// rseq must be [`available`]; `v` must be valid for reads and writes of a `u64`, aligned, and
-/// (see the module doc) only ever written by rseq critical sections on `cpu`.
-#[inline(always)]
-pub unsafe fn cmpeqv_storev_tsc(
-    cpu: u32,
-    v: *mut u64,
-    expect: u64,
-    newv: u64,
-) -> Result<u64, RseqError> {
-    // SAFETY: this function's contract is the implementation's; the caller upholds it.
-    unsafe { cmpeqv_storev_tsc_impl::<false, Cpu>(cpu, v, expect, newv, 0) }
-}
-
-/// [`cmpeqv_storev_tsc`] keyed on the id `S` ([`Cpu`] or [`Cid`]): the section checks that
-/// field of the rseq area against `id` ([`RseqError::CpuMismatch`] when it differs).
-///
-/// # Safety
-/// As [`cmpeqv_storev_tsc`], with "CPU" read as "id `S`": `v` is only ever written by rseq
-/// critical sections keyed on `S` while holding `id`; for [`Cid`], only by threads of one
-/// process, and [`Registration::has_mm_cid`] must be true.
+/// (see the module doc) only ever written by rseq critical sections keyed on `S` while holding
+/// `id`; for [`Cid`], only by threads of one process, and [`Registration::has_mm_cid`] must be
+/// true.
 #[inline(always)]
 pub unsafe fn cmpeqv_storev_tsc_on<S: SlotId>(
     id: u32,
@@ -489,7 +477,8 @@ pub unsafe fn cmpeqv_storev_tsc_on<S: SlotId>(
     unsafe { cmpeqv_storev_tsc_impl::<false, S>(id, v, expect, newv, 0) }
 }
 
-/// [`cmpeqv_storev_tsc_on`] with abort injection (see [`cmpeqv_storev_tsc_delayed`]).
+/// [`cmpeqv_storev_tsc_on`] that spins `spins` iterations inside the critical section before
+/// the commit (abort injection for tests and the stress harness).
 ///
 /// # Safety
 /// As [`cmpeqv_storev_tsc_on`].
@@ -503,23 +492,6 @@ pub unsafe fn cmpeqv_storev_tsc_delayed_on<S: SlotId>(
 ) -> Result<u64, RseqError> {
     // SAFETY: this function's contract is the implementation's; the caller upholds it.
     unsafe { cmpeqv_storev_tsc_impl::<true, S>(id, v, expect, newv, spins.max(1)) }
-}
-
-/// [`cmpeqv_storev_tsc`] that spins `spins` iterations inside the critical section before the
-/// commit (abort injection for tests and the stress harness).
-///
-/// # Safety
-/// As [`cmpeqv_storev_tsc`].
-#[inline(always)]
-pub unsafe fn cmpeqv_storev_tsc_delayed(
-    cpu: u32,
-    v: *mut u64,
-    expect: u64,
-    newv: u64,
-    spins: u64,
-) -> Result<u64, RseqError> {
-    // SAFETY: this function's contract is the implementation's; the caller upholds it.
-    unsafe { cmpeqv_storev_tsc_impl::<true, Cpu>(cpu, v, expect, newv, spins.max(1)) }
 }
 
 #[inline(always)]
@@ -603,22 +575,8 @@ unsafe fn cmpeqv_storev_tsc_impl<const DELAY: bool, S: SlotId>(
     Ok(((hi as u64) << 32) | lo as u64)
 }
 
-/// `if cpu_id != cpu → CpuMismatch; if *v != expect → CompareFailed; *v = newv`.
-///
-/// # Safety
-/// As [`cmpeqv_storev_tsc`].
-#[inline(always)]
-pub unsafe fn cmpeqv_storev(
-    cpu: u32,
-    v: *mut u64,
-    expect: u64,
-    newv: u64,
-) -> Result<(), RseqError> {
-    // SAFETY: this function's contract is cmpeqv_storev_on's; the caller upholds it.
-    unsafe { cmpeqv_storev_on::<Cpu>(cpu, v, expect, newv) }
-}
-
-/// [`cmpeqv_storev`] keyed on the id `S`.
+/// `if id_S != id → CpuMismatch; if *v != expect → CompareFailed; *v = newv`, keyed on the id
+/// `S`.
 ///
 /// # Safety
 /// As [`cmpeqv_storev_tsc_on`].
@@ -659,17 +617,8 @@ pub unsafe fn cmpeqv_storev_on<S: SlotId>(
     status_to_result(status)
 }
 
-/// `if cpu_id != cpu → CpuMismatch; n = *v + count; *v = n; return n` — a CPU-local add.
-///
-/// # Safety
-/// As [`cmpeqv_storev_tsc`].
-#[inline(always)]
-pub unsafe fn addv(cpu: u32, v: *mut u64, count: u64) -> Result<u64, RseqError> {
-    // SAFETY: this function's contract is the implementation's; the caller upholds it.
-    unsafe { addv_impl::<false, Cpu>(cpu, v, count, 0) }
-}
-
-/// [`addv`] keyed on the id `S`.
+/// `if id_S != id → CpuMismatch; n = *v + count; *v = n; return n` — a CPU-local add, keyed
+/// on the id `S`.
 ///
 /// # Safety
 /// As [`cmpeqv_storev_tsc_on`].
@@ -679,19 +628,19 @@ pub unsafe fn addv_on<S: SlotId>(id: u32, v: *mut u64, count: u64) -> Result<u64
     unsafe { addv_impl::<false, S>(id, v, count, 0) }
 }
 
-/// [`addv`] spinning `spins` iterations between its load and its commit store.
+/// [`addv_on`] spinning `spins` iterations between its load and its commit store.
 ///
 /// # Safety
-/// As [`cmpeqv_storev_tsc`].
+/// As [`cmpeqv_storev_tsc_on`].
 #[inline(always)]
-pub unsafe fn addv_delayed(
-    cpu: u32,
+pub unsafe fn addv_delayed_on<S: SlotId>(
+    id: u32,
     v: *mut u64,
     count: u64,
     spins: u64,
 ) -> Result<u64, RseqError> {
     // SAFETY: this function's contract is the implementation's; the caller upholds it.
-    unsafe { addv_impl::<true, Cpu>(cpu, v, count, spins.max(1)) }
+    unsafe { addv_impl::<true, S>(id, v, count, spins.max(1)) }
 }
 
 #[inline(always)]

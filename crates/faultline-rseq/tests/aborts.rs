@@ -2,7 +2,7 @@
 //! threads than CPUs, SIGUSR1 storms and forced migrations; the totals must be exact and
 //! the kernel must actually have aborted some critical sections.
 
-use faultline_rseq as rseq;
+use faultline_rseq::{self as rseq, Cpu};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -70,7 +70,8 @@ fn addv_exact_under_aborts_signals_and_migrations() {
                     let cpu = rseq::current_cpu();
                     // SAFETY: rseq available; the word belongs to `cpu`, written only by rseq
                     // on `cpu`.
-                    match unsafe { rseq::addv_delayed(cpu, counters.ptr(cpu, 0), 1, 200) } {
+                    match unsafe { rseq::addv_delayed_on::<Cpu>(cpu, counters.ptr(cpu, 0), 1, 200) }
+                    {
                         Ok(_) => break,
                         Err(rseq::RseqError::CpuMismatch) => mismatches += 1,
                         Err(_) => {}
@@ -148,7 +149,9 @@ fn cmpeqv_storev_tsc_exact_and_monotonic_per_cpu() {
                     // by the CS compare.
                     let old = unsafe { std::ptr::read_volatile(p) };
                     // SAFETY: rseq available, word owned by `cpu`.
-                    match unsafe { rseq::cmpeqv_storev_tsc_delayed(cpu, p, old, old + 1, 50) } {
+                    match unsafe {
+                        rseq::cmpeqv_storev_tsc_delayed_on::<Cpu>(cpu, p, old, old + 1, 50)
+                    } {
                         Ok(tsc) => {
                             got.push((cpu, old, tsc));
                             break;
@@ -189,18 +192,18 @@ fn wrong_cpu_is_refused_without_writing() {
     let mut w = 5u64;
     let other = here + 1;
     // SAFETY: `w` is a local only this thread touches.
-    let r = unsafe { rseq::addv(other, &mut w, 1) };
+    let r = unsafe { rseq::addv_on::<Cpu>(other, &mut w, 1) };
     assert_eq!(r, Err(rseq::RseqError::CpuMismatch));
     assert_eq!(w, 5);
     // SAFETY: as above.
-    let r = unsafe { rseq::cmpeqv_storev(here, &mut w, 4, 9) };
+    let r = unsafe { rseq::cmpeqv_storev_on::<Cpu>(here, &mut w, 4, 9) };
     assert_eq!(r, Err(rseq::RseqError::CompareFailed));
     assert_eq!(w, 5);
     // Retry: we may be preempted between reading the CPU and the CS.
     let mut ok = false;
     for _ in 0..100 {
         // SAFETY: as above.
-        if unsafe { rseq::cmpeqv_storev(here, &mut w, 5, 9) }.is_ok() {
+        if unsafe { rseq::cmpeqv_storev_on::<Cpu>(here, &mut w, 5, 9) }.is_ok() {
             ok = true;
             break;
         }
@@ -208,7 +211,7 @@ fn wrong_cpu_is_refused_without_writing() {
     assert!(ok);
     assert_eq!(w, 9);
     // SAFETY: as above.
-    let n = (0..100).find_map(|_| unsafe { rseq::addv(here, &mut w, 3) }.ok());
+    let n = (0..100).find_map(|_| unsafe { rseq::addv_on::<Cpu>(here, &mut w, 3) }.ok());
     assert_eq!(n, Some(12));
     assert_eq!(w, 12);
     rseq::allow_cpus(&cpus).unwrap();

@@ -19,14 +19,31 @@
 //! [`TraceOutcome`](crate::TraceOutcome)) and every other probe-array user are unchanged.
 //!
 //! # Protection
-//! The slot is protected like the arrays: by the faultable SRCU domain, read side entered
-//! with [`Srcu::read_lock_fast`](crate::srcu::Srcu::read_lock_fast) (the rseq flavour, no
-//! locked instruction, when rseq and membarrier are available — the fast slot is only
-//! published then — the atomic one otherwise). A retired slot, with the `Arc` of its owner,
-//! is freed only after a grace period of that domain, so [`unregister`](crate::unregister)
-//! still returns only once no call can be inside the recorder (an encoder may fault and
-//! sleep only for raw fields, which never take the fast path, but a writer may be preempted
-//! for any time between reserve and commit).
+//! The slot is protected by an asymmetric hazard pointer (the crate's `hazard` module, which states the protocol and why it is
+//! safe): the call
+//! announces the slot in its thread's hazard record (plain stores to a per-thread cache line:
+//! no locked instruction, no fence, no rseq critical section), re-reads the tracepoint's slot
+//! word to confirm it, and clears the announcement when it is done (after the commit and the
+//! count). A retired slot, with the `Arc` of its owner, is freed only after a grace period of
+//! the faultable SRCU domain *and* a hazard wait (`Hazards::synchronize`:
+//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, then wait until no record announces it), so
+//! [`unregister`](crate::unregister) still returns only once no call can be inside the
+//! recorder (an encoder may fault and sleep only for raw fields, which never take the fast
+//! path, but a writer may be preempted, or blocked reading an argument, for any time between
+//! reserve and commit).
+//!
+//! Who writes what: the slot word of a tracepoint is written only by updaters (under the
+//! registry lock, `rcu_swap`); a thread's hazard record only by that thread (and signal
+//! handlers running on it, which nest one word deeper); updaters only read records.
+//!
+//! The call falls back to the SRCU read side ([`Srcu::read_lock_fast`](crate::srcu::Srcu::read_lock_fast),
+//! the rseq flavour when available), with the same fast encoding, when the thread has no
+//! record (the hazard domain is only used after a membarrier succeeded in this process; a
+//! thread past its thread-local destructors), when records nest deeper than
+//! `hazard::DEPTH` (4), or when the slot changed under the announcement.
+//! The record is found through one thread-local pointer, read by a small out-of-line function
+//! of this crate (reached from the caller's crate, a thread-local would be read through an
+//! indirect call); the per-thread counter cache below lives in the same thread-local.
 //!
 //! # Statistics
 //! Off the fast path: a committed event bumps one per-thread counter the owner handed out
@@ -35,11 +52,12 @@
 //! [`Probe::fast_unusual`], out of line.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use faultline_ringbuf::{Channel, CommitKind, Lost};
 
+use crate::hazard::{Hazards, Record};
 use crate::payload::{Fields, FieldsPayload, Writer};
 use crate::probe::{Probe, ProbeKind};
 use crate::registry::{Tracepoint, DOMAINS};
@@ -80,22 +98,82 @@ impl FastSlot {
     }
 }
 
-thread_local! {
+/// This thread's fast-path state: its hazard record and the counter cache.
+pub(crate) struct ThreadState {
+    /// Its hazard record; null: not taken yet; [`NO_RECORD`]: none (use the SRCU read side).
+    rec: Cell<*const Record>,
     /// `(owner id, this thread's event counter of that owner)`: the last counter used.
-    static COUNTER: Cell<(u64, *const AtomicU64)> = const { Cell::new((0, std::ptr::null())) };
+    counter: Cell<(u64, *const AtomicU64)>,
 }
 
-/// Count one committed event for the slot's owner on this thread. Out of line on purpose:
-/// compiled in this crate, the thread-local is a direct `%fs`-relative access; inlined into
-/// the caller's crate (where `fire_fields` is instantiated) it would be reached through the
-/// `LocalKey` accessor, an indirect call.
+/// [`ThreadState::rec`] when the thread has no hazard record and never will (no membarrier in
+/// this process, or the thread is past its thread-local destructors).
+const NO_RECORD: *const Record = std::ptr::dangling();
+
+thread_local! {
+    static STATE: ThreadState = const {
+        ThreadState {
+            rec: Cell::new(std::ptr::null()),
+            counter: Cell::new((0, std::ptr::null())),
+        }
+    };
+    /// Gives the record back when the thread exits (registered when the record is taken).
+    static GIVE_BACK: GiveBack = const { GiveBack };
+}
+
+struct GiveBack;
+
+impl Drop for GiveBack {
+    fn drop(&mut self) {
+        let _ = STATE.try_with(|st| {
+            let r = st.rec.replace(NO_RECORD);
+            if r != NO_RECORD && !r.is_null() {
+                // SAFETY: records are never freed (hazard.rs); this thread held it.
+                HAZARDS.give_back(unsafe { &*r });
+            }
+        });
+    }
+}
+
+/// The hazard domain of every fast slot.
+pub(crate) static HAZARDS: LazyLock<Hazards> = LazyLock::new(Hazards::new);
+
+/// Set once a membarrier succeeded in this process (`registry::domains`): only then may
+/// threads take hazard records (the updater's wait relies on it).
+pub(crate) static HAZARDS_OK: AtomicBool = AtomicBool::new(false);
+
+/// This thread's state. Out of line on purpose: compiled in this crate, the thread-local is a
+/// direct `%fs`-relative access; inlined into the caller's crate (where `fire_fields` is
+/// instantiated) it would be reached through the `LocalKey` accessor, an indirect call. The
+/// reference must not leave the thread (it is not `Send`).
 #[inline(never)]
-fn count(slot: &FastSlot) {
-    let (id, p) = COUNTER.with(|c| c.get());
+fn state() -> *const ThreadState {
+    STATE.with(|st| st as *const ThreadState)
+}
+
+/// Take a hazard record for this thread, or mark that it has none.
+#[cold]
+#[inline(never)]
+fn take_record(st: &ThreadState) -> *const Record {
+    // Relaxed: set after a membarrier succeeded, before any slot was published (registry.rs);
+    // a stale false only sends this call to the SRCU read side.
+    let r = if HAZARDS_OK.load(Ordering::Relaxed) && GIVE_BACK.try_with(|_| ()).is_ok() {
+        HAZARDS.take() as *const Record
+    } else {
+        NO_RECORD
+    };
+    st.rec.set(r);
+    r
+}
+
+/// Count one committed event for the slot's owner on this thread.
+#[inline(always)]
+fn count(st: &ThreadState, slot: &FastSlot) {
+    let (id, p) = st.counter.get();
     let p = if id == slot.owner_id && !p.is_null() {
         p
     } else {
-        counter_slow(slot)
+        counter_slow(st, slot)
     };
     if p.is_null() {
         return;
@@ -109,21 +187,49 @@ fn count(slot: &FastSlot) {
 
 #[cold]
 #[inline(never)]
-fn counter_slow(slot: &FastSlot) -> *const AtomicU64 {
+fn counter_slow(st: &ThreadState, slot: &FastSlot) -> *const AtomicU64 {
     let p = slot.owner.fast_counter();
     if !p.is_null() {
-        let _ = COUNTER.try_with(|c| c.set((slot.owner_id, p)));
+        st.counter.set((slot.owner_id, p));
     }
     p
 }
 
 #[cold]
 #[inline(never)]
-fn unusual(slot: &FastSlot, tp: &'static Tracepoint, what: Result<CommitKind, Lost>) {
+fn unusual(
+    st: &ThreadState,
+    slot: &FastSlot,
+    tp: &'static Tracepoint,
+    what: Result<CommitKind, Lost>,
+) {
     if what.is_ok() {
-        count(slot);
+        count(st, slot);
     }
     slot.owner.fast_unusual(tp, what);
+}
+
+/// Reserve, encode, commit and count one event into the slot's channel (the caller protects
+/// the slot).
+#[inline(always)]
+fn record<F: Fields>(st: &ThreadState, slot: &FastSlot, tp: &'static Tracepoint, fields: F) {
+    // SAFETY: `slot.chan` points into the Arc the slot holds (`_target`).
+    let chan = unsafe { &*slot.chan };
+    let len = fields.size();
+    match chan.reserve(slot.id, len) {
+        Ok(mut res) => {
+            let mut w = Writer::new(res.payload());
+            fields.encode_exact(&mut w);
+            // No raw field: the encoding is exactly `len` bytes.
+            let _ = w.finish();
+            match res.commit() {
+                CommitKind::Local => count(st, slot),
+                // Counted out of line (one inlined copy of `count`).
+                kind => unusual(st, slot, tp, Ok(kind)),
+            }
+        }
+        Err(why) => unusual(st, slot, tp, Err(why)),
+    }
 }
 
 impl Tracepoint {
@@ -140,31 +246,43 @@ impl Tracepoint {
     #[inline(always)]
     pub fn fire_fields<F: Fields>(&'static self, fields: F) {
         if !F::RAW && !self.fast.load(Ordering::Relaxed).is_null() {
-            if let Some(domains) = DOMAINS.get() {
-                let guard = domains[ProbeKind::Faultable as usize].read_lock_fast();
-                // SAFETY: `fast` only holds null or leaked `Box<FastSlot>`s published with
-                // rcu_swap, freed only after a grace period of the faultable domain
-                // (probe.rs: publish / reclaim_now), and we hold a read-side section of it.
-                if let Some(slot) = unsafe { rcu_load(&self.fast, &guard) } {
-                    // SAFETY: `slot.chan` points into the Arc the slot holds (`_target`).
-                    let chan = unsafe { &*slot.chan };
-                    let len = fields.size();
-                    match chan.reserve(slot.id, len) {
-                        Ok(mut res) => {
-                            let mut w = Writer::new(res.payload());
-                            fields.encode_exact(&mut w);
-                            // No raw field: the encoding is exactly `len` bytes.
-                            let _ = w.finish();
-                            match res.commit() {
-                                CommitKind::Local => count(slot),
-                                // Counted out of line (one inlined copy of `count`).
-                                kind => unusual(slot, self, Ok(kind)),
-                            }
-                        }
-                        Err(why) => unusual(slot, self, Err(why)),
-                    }
+            // SAFETY: the thread's own thread-local, used on this thread only.
+            let st = unsafe { &*state() };
+            let mut rec = st.rec.get();
+            if rec.is_null() {
+                rec = take_record(st);
+            }
+            if rec != NO_RECORD {
+                // SAFETY: records are never freed; this thread holds this one.
+                let rec = unsafe { &*rec };
+                if let Some((slot, a)) = rec.protect(&self.fast) {
+                    // SAFETY: `fast` only holds null or leaked `Box<FastSlot>`s published
+                    // with rcu_swap, freed only after a hazard wait that started after they
+                    // were swapped out (probe.rs: reclaim_now), and the slot is announced in
+                    // this thread's record until `release`.
+                    record(st, unsafe { &*slot }, self, fields);
+                    rec.release(a);
                     return;
                 }
+            }
+            self.fire_fields_srcu(st, fields);
+            return;
+        }
+        self.fire(&FieldsPayload(fields));
+    }
+
+    /// [`Tracepoint::fire_fields`] protected by the SRCU read side (module docs).
+    #[cold]
+    #[inline(never)]
+    fn fire_fields_srcu<F: Fields>(&'static self, st: &ThreadState, fields: F) {
+        if let Some(domains) = DOMAINS.get() {
+            let guard = domains[ProbeKind::Faultable as usize].read_lock_fast();
+            // SAFETY: `fast` only holds null or leaked `Box<FastSlot>`s published with
+            // rcu_swap, freed only after a grace period of the faultable domain (probe.rs:
+            // publish / reclaim_now), and we hold a read-side section of it.
+            if let Some(slot) = unsafe { rcu_load(&self.fast, &guard) } {
+                record(st, slot, self, fields);
+                return;
             }
         }
         self.fire(&FieldsPayload(fields));

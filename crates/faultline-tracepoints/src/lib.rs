@@ -27,6 +27,9 @@
 //!   only probe.
 //! * [`srcu`] — the reader/updater protocol protecting probe arrays (model-checked with loom in
 //!   `tests/loom.rs`).
+//! * `hazard` — asymmetric hazard pointers (plain per-thread stores; the updater pays with
+//!   `membarrier`), the usual read side of the fast path's slot (also model-checked in
+//!   `tests/loom.rs`).
 //! * [`uaccess`] — [`copy_from_user`] and friends: asm copy routines plus a
 //!   `SIGSEGV`/`SIGBUS` fix-up handler (read its doc for what it does to signal handling).
 //!
@@ -53,6 +56,7 @@
 
 mod cpu;
 pub mod fast;
+mod hazard;
 pub mod outcome;
 pub mod payload;
 pub mod probe;

@@ -105,6 +105,7 @@ impl<'a> Writer<'a> {
     }
 
     /// Bytes not yet written.
+    #[inline(always)]
     fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
@@ -171,6 +172,12 @@ pub trait FieldValue {
     fn wanted(&self) -> usize;
     /// Encode in at most `budget` bytes (`budget >= MIN_SIZE`, guaranteed by the caller).
     fn encode(&self, w: &mut Writer<'_>, budget: usize);
+    /// Encode as the last field of an exact encoding ([`Fields::encode_exact`]): `w` has
+    /// exactly what [`size`](Self::size) asked for left (or less: still bounded by `w`).
+    #[inline(always)]
+    fn encode_last(&self, w: &mut Writer<'_>) {
+        self.encode(w, usize::MAX)
+    }
     /// Touch the untrusted source memory (one byte per page) so it is resident. Only raw
     /// fields have any.
     #[inline]
@@ -310,6 +317,16 @@ impl FieldValue for &str {
         let n = s.len().min(room);
         w.truncated |= cut || n < s.len();
         w.put(&s[..n]);
+        w.put(&[0]);
+    }
+    /// A `&str` cannot change between sizing and encoding, so the room left is the length up
+    /// to its first NUL (what `size` found) plus one: no second scan for the NUL.
+    #[inline]
+    fn encode_last(&self, w: &mut Writer<'_>) {
+        let b = self.as_bytes();
+        let n = w.remaining().saturating_sub(1).min(b.len());
+        w.truncated |= n < b.len();
+        w.put(&b[..n]);
         w.put(&[0]);
     }
 }
@@ -592,11 +609,14 @@ pub trait Fields {
     /// sizes cannot change): every field gets the room it asks for. Still bounded by `w`.
     fn encode_exact(&self, w: &mut Writer<'_>);
     fn touch(&self);
+    /// No field: the field before this tail is the last one.
+    const LAST: bool = false;
 }
 
 impl Fields for () {
     #[inline]
     fn touch(&self) {}
+    const LAST: bool = true;
     const MIN_SIZE: usize = 0;
     const RAW: bool = false;
     #[inline(always)]
@@ -622,8 +642,12 @@ impl<H: FieldValue, T: Fields> Fields for (&H, T) {
     }
     #[inline(always)]
     fn encode_exact(&self, w: &mut Writer<'_>) {
-        self.0.encode(w, usize::MAX);
-        self.1.encode_exact(w);
+        if T::LAST {
+            self.0.encode_last(w);
+        } else {
+            self.0.encode(w, usize::MAX);
+            self.1.encode_exact(w);
+        }
     }
     #[inline]
     fn wanted(&self) -> usize {

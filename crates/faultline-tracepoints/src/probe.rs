@@ -288,9 +288,17 @@ fn reclaim_now(retired: Vec<Retired>) {
             continue;
         }
         d[kind as usize].synchronize();
+        // Fast slots are also read under hazard pointers (fast.rs): wait for those readers.
+        let slots: Vec<*const ()> = now
+            .iter()
+            .filter(|r| !r.fast.is_null())
+            .map(|r| r.fast as *const ())
+            .collect();
+        crate::fast::HAZARDS.synchronize(&slots);
         for r in now {
-            // SAFETY: a grace period of r.kind's domain started after r was swapped out (the
-            // swap happened before this function was called) and has ended.
+            // SAFETY: a grace period of r.kind's domain, and for a fast slot a hazard wait,
+            // started after r was swapped out (the swap happened before this function was
+            // called) and have ended.
             unsafe { r.free() };
         }
     }

@@ -228,6 +228,13 @@ pub(crate) fn domains() -> &'static [Srcu; 2] {
         // set its rseq read side up now, while no grace period can be running (doing it later,
         // under the registry mutex, could wait for one).
         d[ProbeKind::Faultable as usize].enable_rseq_readers();
+        // The fast path's hazard records (fast.rs) need the updater's membarrier: allow them
+        // only once one has worked (it also registers the process).
+        if faultline_rseq::membarrier_private_expedited() {
+            // Relaxed: a hint for new threads; a thread that misses it uses the SRCU read
+            // side, which is always correct.
+            crate::fast::HAZARDS_OK.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         d
     })
 }

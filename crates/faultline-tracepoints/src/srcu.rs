@@ -16,7 +16,8 @@
 //!   `FAULTLINE_SRCU=rseq` asks for the rseq flavour, or as chosen with [`Srcu::set_flavour`] /
 //!   `faultline_tracepoints::set_srcu_flavour`.
 //!
-//! [`Srcu::read_lock_fast`] (the recording fast path's read side) uses the rseq flavour
+//! [`Srcu::read_lock_fast`] (the recording fast path's fallback read side; its usual one is the
+//! hazard record of `hazard.rs`) uses the rseq flavour
 //! whenever it has been set up ([`Srcu::enable_rseq_readers`], or the rseq flavour chosen:
 //! bit 2 of `ctl`), whatever the flavour [`Srcu::read_lock`] readers use; it is the same
 //! protocol, since readers of both flavours may already be inside together and every grace

@@ -5,9 +5,24 @@
 //! `loom`, so the model checker exercises the production protocol, not a copy of it.
 
 pub(crate) use std::sync::atomic::{
-    compiler_fence, fence, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
+    compiler_fence, fence, AtomicBool, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
 };
 pub(crate) use std::sync::Mutex;
+
+/// A store to a hazard word (`hazard.rs`) or a load of one, or of a slot, that the updater
+/// orders with `membarrier` rather than the reader with a fence: a plain atomic access here.
+/// The loom shim runs it inside the calling thread's "timeline" lock, which the model's
+/// membarrier takes in turn (see `tests/loom.rs`).
+#[inline(always)]
+pub(crate) fn asym_store<T>(a: &AtomicPtr<T>, v: *mut T, o: Ordering) {
+    a.store(v, o)
+}
+
+/// See [`asym_store`].
+#[inline(always)]
+pub(crate) fn asym_load<T>(a: &AtomicPtr<T>, o: Ordering) -> *mut T {
+    a.load(o)
+}
 
 /// A `fence(SeqCst)` that only the loom build needs.
 ///

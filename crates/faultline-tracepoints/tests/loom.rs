@@ -39,7 +39,7 @@ mod sync {
     use std::cell::Cell;
 
     pub(crate) use loom::sync::atomic::{
-        fence, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
+        fence, AtomicBool, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
     };
     pub(crate) use loom::sync::Mutex;
 
@@ -48,9 +48,42 @@ mod sync {
         static ref CPUS: [Mutex<()>; 2] = [Mutex::new(()), Mutex::new(())];
     }
 
+    loom::lazy_static! {
+        /// The timelines of the model's threads (`hazard.rs`): thread k's accesses that the
+        /// updater orders with membarrier run holding THREADS[k].
+        static ref THREADS: [Mutex<()>; 3] = [Mutex::new(()), Mutex::new(()), Mutex::new(())];
+    }
+
     loom::thread_local! {
         /// The CPU the current model thread runs on.
         static CPU: Cell<usize> = Cell::new(0);
+        /// The timeline of the current model thread.
+        static THREAD: Cell<usize> = Cell::new(0);
+    }
+
+    /// Name the calling model thread's timeline `k` (each reader its own).
+    pub(crate) fn set_thread(k: usize) {
+        THREAD.with(|t| t.set(k));
+    }
+
+    /// Run `f` at one point of the calling thread's timeline (test code only: a reader taking
+    /// its hazard record, whose only store that matters to the updater is the single
+    /// compare-exchange that pushes the record; the real membarrier orders it like H1).
+    pub(crate) fn timeline<R>(f: impl FnOnce() -> R) -> R {
+        let _t = THREADS[THREAD.with(|t| t.get())].lock().unwrap();
+        f()
+    }
+
+    /// A hazard announcement (H1): a plain store at one point of the thread's timeline.
+    pub(crate) fn asym_store<T>(a: &AtomicPtr<T>, v: *mut T, o: Ordering) {
+        let _t = THREADS[THREAD.with(|t| t.get())].lock().unwrap();
+        a.store(v, o)
+    }
+
+    /// The slot reload (H2): a plain load at one point of the thread's timeline.
+    pub(crate) fn asym_load<T>(a: &AtomicPtr<T>, o: Ordering) -> *mut T {
+        let _t = THREADS[THREAD.with(|t| t.get())].lock().unwrap();
+        a.load(o)
     }
 
     /// Move the calling model thread to CPU `k` (a migration).
@@ -104,6 +137,10 @@ mod sync {
             }
             drop(c.lock().unwrap());
         }
+        // Every thread's barrier point B: splits its timeline (hazard.rs, and the module doc).
+        for t in THREADS.iter() {
+            drop(t.lock().unwrap());
+        }
         true
     }
 
@@ -118,6 +155,9 @@ mod sync {
 
 #[path = "../src/srcu.rs"]
 mod srcu;
+
+#[path = "../src/hazard.rs"]
+mod hazard;
 
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::AtomicPtr;
@@ -475,4 +515,97 @@ fn fast_reader_broken_skip_membarrier_is_caught() {
         msg.contains("Concurrent read and write") || msg.contains("reader saw a reclaimed"),
         "unexpected failure: {msg}"
     );
+}
+
+// ---- the fast path's hazard pointers (src/hazard.rs) ----
+
+/// Reader threads (each its own timeline, 1..) announce the slot's object, read it, and leave;
+/// reader k nests `nest[k]` deep (a signal handler tracing inside a trace). The updater (the
+/// main thread, timeline 0) replaces the object, waits (with or without the membarrier), and
+/// poisons the old one.
+fn model_hazard(with_membarrier: bool, nest: &'static [usize], bound: usize) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(bound);
+    b.check(move || {
+        let hz = Arc::new(hazard::Hazards::new());
+        let p = Arc::new(AtomicPtr::new(new_obj(1)));
+        let ths: Vec<_> = nest
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| {
+                let (hz, p) = (hz.clone(), p.clone());
+                loom::thread::spawn(move || {
+                    sync::set_thread(k + 1);
+                    let rec = sync::timeline(|| hz.take());
+                    let mut held = Vec::new();
+                    for _ in 0..n {
+                        if let Some((o, a)) = rec.protect(&p) {
+                            held.push((o, a));
+                        }
+                    }
+                    for &(o, _) in &held {
+                        // SAFETY: announced and confirmed; the updater poisons it only after
+                        // its hazard wait.
+                        let v = unsafe { &*o }.val.with(|v| {
+                            // SAFETY: loom checks this read against the poisoning write.
+                            unsafe { *v }
+                        });
+                        assert_ne!(v, DEAD, "reader saw a reclaimed object");
+                    }
+                    for (_, a) in held.into_iter().rev() {
+                        rec.release(a);
+                    }
+                    assert_eq!(rec.depth(), 0);
+                    hz.give_back(rec);
+                })
+            })
+            .collect();
+        sync::set_thread(0);
+        let old = rcu_swap(&p, new_obj(2));
+        if with_membarrier {
+            hz.synchronize(&[old as *const ()]);
+        } else {
+            hz.synchronize_without_membarrier(&[old as *const ()]);
+        }
+        reclaim(old);
+        for t in ths {
+            t.join().unwrap();
+        }
+        free_all(vec![old, rcu_swap(&p, std::ptr::null_mut())]);
+    });
+}
+
+#[test]
+fn hazard_correct_one_reader() {
+    model_hazard(true, &[1], 3);
+}
+
+#[test]
+fn hazard_correct_nested_reader() {
+    model_hazard(true, &[2], 3);
+}
+
+#[test]
+fn hazard_correct_two_readers() {
+    model_hazard(true, &[1, 1], 2);
+}
+
+#[test]
+fn hazard_broken_skip_membarrier_is_caught() {
+    // Without the membarrier, the reader's announcement (a plain store) and the updater's
+    // swap can each miss the other (store buffering): the updater frees under the reader.
+    let r = std::panic::catch_unwind(|| model_hazard(false, &[1], 3));
+    let Err(e) = r else {
+        panic!("loom did not find the bug in the broken hazard wait");
+    };
+    let msg = e
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| e.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    assert!(
+        msg.contains("Concurrent read and write") || msg.contains("reader saw a reclaimed"),
+        "unexpected failure: {msg}"
+    );
+    println!("loom found it: {}", msg.lines().next().unwrap_or(""));
 }

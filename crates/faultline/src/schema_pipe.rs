@@ -324,33 +324,6 @@ pub struct Counters {
     current: Option<faultline_recorder::RecorderStats>,
 }
 
-/// `a + b`, every counter; `None` on overflow.
-fn add_stats(
-    a: &faultline_recorder::RecorderStats,
-    b: &faultline_recorder::RecorderStats,
-) -> Option<faultline_recorder::RecorderStats> {
-    let mut r = *a;
-    for (x, y) in [
-        (&mut r.recorded, b.recorded),
-        (&mut r.faulted, b.faulted),
-        (&mut r.faulted_bytes, b.faulted_bytes),
-        (&mut r.resized, b.resized),
-        (&mut r.remote_commits, b.remote_commits),
-        (&mut r.lost_full, b.lost_full),
-        (&mut r.lost_stalled, b.lost_stalled),
-        (&mut r.lost_too_big, b.lost_too_big),
-        (&mut r.lost_no_buffer, b.lost_no_buffer),
-    ] {
-        *x = x.checked_add(y)?;
-    }
-    for (p, q) in r.per_strategy.iter_mut().zip(&b.per_strategy) {
-        p.events = p.events.checked_add(q.events)?;
-        p.restarts = p.restarts.checked_add(q.restarts)?;
-        p.fallbacks = p.fallbacks.checked_add(q.fallbacks)?;
-    }
-    Some(r)
-}
-
 impl Counters {
     /// Check and keep (or refuse) one message.
     pub fn take(&mut self, m: StatsMessage) {
@@ -365,7 +338,7 @@ impl Counters {
             return;
         }
         let total = match &self.done {
-            Some(d) => match add_stats(d, &m.stats) {
+            Some(d) => match d.try_combine(&m.stats, u64::checked_add) {
                 Some(t) => t,
                 None => {
                     self.refuse("the sessions' total overflows".into());

@@ -118,35 +118,7 @@ pub const STATS_INTERVAL: Duration = Duration::from_millis(100);
 /// is the sum of the per-strategy events, `faulted <= recorded`, and no counter goes
 /// backwards.
 pub fn check_stats(prev: Option<&RecorderStats>, s: &RecorderStats) -> Result<(), String> {
-    let all = |r: &RecorderStats| -> Vec<(&'static str, u64)> {
-        let mut v = vec![
-            ("recorded", r.recorded),
-            ("faulted", r.faulted),
-            ("faulted_bytes", r.faulted_bytes),
-            ("resized", r.resized),
-            ("remote_commits", r.remote_commits),
-            ("lost_full", r.lost_full),
-            ("lost_stalled", r.lost_stalled),
-            ("lost_too_big", r.lost_too_big),
-            ("lost_no_buffer", r.lost_no_buffer),
-        ];
-        for (i, p) in r.per_strategy.iter().enumerate() {
-            v.push((
-                ["rcc.events", "bounce.events", "prefault.events"][i],
-                p.events,
-            ));
-            v.push((
-                ["rcc.restarts", "bounce.restarts", "prefault.restarts"][i],
-                p.restarts,
-            ));
-            v.push((
-                ["rcc.fallbacks", "bounce.fallbacks", "prefault.fallbacks"][i],
-                p.fallbacks,
-            ));
-        }
-        v
-    };
-    let now = all(s);
+    let now = s.counters();
     if let Some((k, v)) = now.iter().find(|(_, v)| *v > i64::MAX as u64) {
         return Err(format!("{k} = {v} is out of range"));
     }
@@ -167,7 +139,7 @@ pub fn check_stats(prev: Option<&RecorderStats>, s: &RecorderStats) -> Result<()
         ));
     }
     if let Some(p) = prev {
-        for ((k, v), (_, old)) in now.iter().zip(all(p)) {
+        for ((k, v), (_, old)) in now.iter().zip(p.counters()) {
             if *v < old {
                 return Err(format!("{k} went backwards from {old} to {v}"));
             }
@@ -396,6 +368,8 @@ impl SessionBuilder {
     /// Fails with [`SessionError::TraceExists`] if the (embedded) output directory already
     /// holds a trace.
     pub fn start(self) -> Result<Session, SessionError> {
+        // AcqRel: the acquire pairs with the Release stores of `false` (a failed start, the end
+        // of the previous session), so this one starts after that one finished.
         if ACTIVE.swap(true, Ordering::AcqRel) {
             return Err(SessionError::AlreadyRunning);
         }

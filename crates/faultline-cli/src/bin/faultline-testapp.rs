@@ -363,6 +363,8 @@ fn attack(session: &Session, mode: &str, ms: u64, log: &std::fs::File, threads: 
         }
         "garbage" | "flip" => {
             // Every event logged so far is committed and flushed before the marker.
+            // Release/acquire: pair with the writers' acquire loads of PAUSE and their AcqRel
+            // updates of PARKED (a counted writer has finished its last event).
             PAUSE.store(true, Ordering::Release);
             while PARKED.load(Ordering::Acquire) < threads {
                 std::thread::sleep(Duration::from_millis(1));
@@ -370,6 +372,7 @@ fn attack(session: &Session, mode: &str, ms: u64, log: &std::fs::File, threads: 
             let _ = chan.flush_all(false);
             std::thread::sleep(Duration::from_millis(400));
             let _ = (&*log).write_all(format!("{mode}\n").as_bytes());
+            // Release: pairs with the parked writers' acquire loads of PAUSE.
             PAUSE.store(false, Ordering::Release);
             let m = Mapping::new(fd);
             let mut rng = Rng::new();

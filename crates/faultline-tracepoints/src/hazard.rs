@@ -1,0 +1,288 @@
+//! Asymmetric hazard pointers: the read side of the recording fast path's slot.
+//!
+//! A reader (a `trace!` call on the fast path, [`crate::fast`]) announces the slot it is about
+//! to use in a per-thread *hazard record* with plain stores, no locked instruction, no fence
+//! and no rseq critical section; an updater that retired a slot waits, before freeing it, until
+//! no record announces it. The ordering a reader does not pay for is paid by the updater, once
+//! per wait, with `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` (the same asymmetric fence as
+//! the rseq flavour of [`crate::srcu`]).
+//!
+//! # Data
+//! A domain ([`Hazards`]) is a push-only list of records ([`Record`]), never freed: a thread
+//! takes a free record (or adds a new one) on its first fast-path call and gives it back when
+//! it exits; the number of records is the peak number of threads that used the fast path at
+//! once. A record has [`DEPTH`] hazard words and a nesting depth.
+//!
+//! # Who writes what
+//! * `hz[i]` and `depth` of a record: only the thread that holds the record (its fast path,
+//!   or a signal handler running on that thread), with plain stores.
+//! * `taken`: the thread taking the record (a compare-exchange from false) and the same thread
+//!   when it exits (a store of false).
+//! * `next`, `head`: written once per record, by the thread that pushes it (compare-exchange
+//!   on `head`).
+//! * Updaters only read.
+//!
+//! # Protocol
+//! ```text
+//! reader (holding record r):                    updater (retiring P_old):
+//!   p = slot                         (load)       slot.swap(P_new)          (SeqCst)
+//!   if p == null: no fast path                    fence(SeqCst)                U1
+//!   d = r.depth; r.depth = d + 1                  membarrier(PRIVATE_EXPEDITED) M
+//!   r.hz[d] = p                      (store) H1   for every record r, word i:
+//!   compiler barrier                                while r.hz[i] == P_old     (Acquire)
+//!   if slot != p: release; no fast path   H2          backoff
+//!   ... use *p: reserve, encode (may fault          free(P_old)
+//!       and sleep), commit, count ...
+//!   r.hz[d] = null          (Release store) H3
+//!   r.depth = d
+//! ```
+//! # Why it is safe
+//! Claim: if a reader passed H2 with `p == P_old`, its H3 happens-before `free(P_old)`.
+//!
+//! 1. *The updater sees the hazard, or the reader sees the swap* (store-buffering: reader
+//!    store H1, load H2; updater store swap, load hz). `M` supplies the reader's barrier: each
+//!    thread of the process executes a full barrier at some point `B` between the start and
+//!    the end of `M` (an IPI if it is running, the scheduler otherwise). If `B` follows H1 in
+//!    the reader's program order, H1 is visible to the updater's scan, which follows `M`. If
+//!    `B` precedes H1, it precedes H2, which then reads the swapped value (the swap precedes
+//!    `M`), not `P_old`: the reader backs out without using `P_old`.
+//! 2. *Once the scan sees a value other than `P_old`, the reader is done with it*: a reader
+//!    that announced `P_old` and passed H2 keeps it in `hz[d]` until H3; the Acquire load that
+//!    reads H3's null (or a later value) synchronizes with H3, a Release store, so every use
+//!    of `*p` happens-before the free. A later value in `hz[d]` is written after H3: by the
+//!    same thread, or by a later holder of the record, which took it (Acquire) after this
+//!    one gave it back (Release, after H3). Every store to a hazard word is a Release store
+//!    (H1 too), so a scan that reads a later value still synchronizes with its writer, and
+//!    through that chain H3 happens-before the free. (loom finds the use-after-free when H1
+//!    is Relaxed and records are reused, although x86 would not show it.)
+//!
+//! The reader reads nothing through `p` before H2: an announced pointer may already be freed
+//! (and its address reused), but then H2 sees a different value, or sees the new object at
+//! the same address, which is live and published. Signal handlers: a handler that traces on
+//! a thread inside the fast path takes the next depth (`depth` is raised before `hz[d]` is
+//! written, and restored only after `hz[d]` is cleared), so it never overwrites an announced
+//! hazard; a handler that runs between the load of `depth` and its store uses word `d` and
+//! clears it again before the interrupted code stores its own announcement. At depth
+//! [`DEPTH`] the caller falls back to the SRCU read side.
+//!
+//! `tests/loom.rs` model-checks this file (compiled unchanged against loom) and shows that an
+//! updater that skips `M` frees under a reader.
+//!
+//! # Costs
+//! Reader: a load of the depth, two stores to enter and two to leave, one reload of the slot;
+//! all on the thread's own record (one cache line). Updater: one `membarrier` system call and
+//! a scan of `DEPTH` words per record. A reader blocked for a long time (page fault,
+//! `userfaultfd`) delays only updaters retiring the slot it announced. A thread that dies
+//! inside the fast path (a `pthread_exit` from a signal handler) leaves its hazard announced
+//! for ever, and updaters retiring that slot never return: its record is not reused. Likewise
+//! a `fork` child inherits the records of the parent's other threads as they were: one that
+//! was inside the fast path at the fork announces its slot for ever in the child (the SRCU
+//! domains have the same limit: such a reader's counts stay unbalanced).
+
+use crate::sync::{asym_load, asym_store, compiler_fence, fence, membarrier, wait_backoff};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+
+/// Hazard words per record: the fast path nested this deep on one thread (signal handlers
+/// tracing inside a trace) falls back to the SRCU read side.
+pub const DEPTH: usize = 4;
+
+/// One thread's hazard record (see the module docs).
+#[repr(align(128))]
+pub struct Record {
+    hz: [AtomicPtr<()>; DEPTH],
+    depth: AtomicUsize,
+    /// Held by a live thread.
+    taken: AtomicBool,
+    /// The next record of the domain's list (written once, before the record is published).
+    next: AtomicPtr<Record>,
+}
+
+/// A hazard-pointer domain: the list of every record.
+pub struct Hazards {
+    head: AtomicPtr<Record>,
+}
+
+impl Default for Hazards {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The announcement made by [`Record::protect`]; pass it back to [`Record::release`].
+#[derive(Clone, Copy, Debug)]
+pub struct Announced(usize);
+
+impl Hazards {
+    /// An empty domain.
+    pub fn new() -> Self {
+        Hazards {
+            head: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    /// Take a free record, or add a new one. Records are never freed (the caller holds the
+    /// reference for as long as the thread uses it, then calls [`Hazards::give_back`]).
+    pub fn take(&self) -> &Record {
+        // Acquire: pairs with the Release compare-exchange that pushed each record, so its
+        // fields are initialized when we read them.
+        let mut p = self.head.load(Ordering::Acquire);
+        while !p.is_null() {
+            // SAFETY: records are leaked boxes, never freed.
+            let r = unsafe { &*p };
+            // Relaxed depth: a free record was given back at depth 0 by its last holder, and
+            // the Acquire compare-exchange on `taken` below orders it (it pairs with
+            // give_back's Release store); a record whose holder died inside the fast path
+            // keeps a non-zero depth and is never reused.
+            // A record given back at a non-zero depth (its holder died inside the fast path)
+            // stays taken for ever once we took it here: it is never returned.
+            if !r.taken.load(Ordering::Relaxed)
+                && r.taken
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                && r.depth.load(Ordering::Relaxed) == 0
+            {
+                return r;
+            }
+            // Acquire: see the head load.
+            p = r.next.load(Ordering::Acquire);
+        }
+        let r = Box::into_raw(Box::new(Record {
+            hz: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+            depth: AtomicUsize::new(0),
+            taken: AtomicBool::new(true),
+            next: AtomicPtr::new(std::ptr::null_mut()),
+        }));
+        // Relaxed: the push below publishes it.
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: `r` is ours until the push succeeds.
+            unsafe { &*r }.next.store(head, Ordering::Relaxed);
+            // Release: publishes the record's initialized fields to scanners and takers
+            // (their Acquire loads of head / next).
+            match self
+                .head
+                .compare_exchange(head, r, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(h) => head = h,
+            }
+        }
+        // SAFETY: leaked, never freed.
+        unsafe { &*r }
+    }
+
+    /// Give a record back (its thread exits). Must be at depth 0.
+    pub fn give_back(&self, r: &Record) {
+        // Release: pairs with the Acquire compare-exchange in take (the next holder sees
+        // depth 0 and cleared words).
+        r.taken.store(false, Ordering::Release);
+    }
+
+    /// Wait until no reader can still use any of `old`, which the caller has already swapped
+    /// out of every slot readers load them from. Readers may only use this domain in a
+    /// process where the membarrier works (the caller checks it once, before the first
+    /// reader); if it fails here (it cannot after a successful one, short of memory
+    /// exhaustion) it is retried with backoff: the wait never proceeds without it.
+    pub fn synchronize(&self, old: &[*const ()]) {
+        self.synchronize_with(old, true)
+    }
+
+    /// [`Hazards::synchronize`] without the membarrier: **unsafe**, for the model checker to
+    /// show that it is needed.
+    #[allow(dead_code)]
+    pub fn synchronize_without_membarrier(&self, old: &[*const ()]) {
+        self.synchronize_with(old, false)
+    }
+
+    fn synchronize_with(&self, old: &[*const ()], use_membarrier: bool) {
+        if old.is_empty() {
+            return;
+        }
+        // SeqCst fence (U1): orders the caller's swap before the scan below.
+        fence(Ordering::SeqCst);
+        // M: stands in for the full barrier readers do not execute between H1 and H2 (module
+        // doc, point 1).
+        if use_membarrier {
+            let mut polls = 0u32;
+            while !membarrier() {
+                polls = polls.saturating_add(1);
+                wait_backoff(polls.saturating_add(32));
+            }
+        }
+        // Acquire: see take.
+        let mut p = self.head.load(Ordering::Acquire);
+        while !p.is_null() {
+            // SAFETY: records are leaked boxes, never freed.
+            let r = unsafe { &*p };
+            for w in &r.hz {
+                let mut polls = 0u32;
+                // Acquire: pairs with the reader's Release store H3 (module doc, point 2).
+                while old.contains(&(w.load(Ordering::Acquire) as *const ())) {
+                    polls = polls.saturating_add(1);
+                    wait_backoff(polls);
+                }
+            }
+            // Acquire: see take.
+            p = r.next.load(Ordering::Acquire);
+        }
+    }
+}
+
+impl Record {
+    /// Announce the value of `slot` and return it, if it is non-null and still there after
+    /// the announcement (H1, H2); `None` if the slot is null, changed, or the record is full
+    /// (nothing announced then). Only the thread holding the record (or a signal handler on
+    /// it) may call this.
+    #[inline(always)]
+    pub fn protect<T>(&self, slot: &AtomicPtr<T>) -> Option<(*const T, Announced)> {
+        // Relaxed: a first look; what counts is the reload after the announcement.
+        let p = slot.load(Ordering::Relaxed);
+        if p.is_null() {
+            return None;
+        }
+        // Relaxed: only this thread writes depth (a signal handler restores it before
+        // returning).
+        let d = self.depth.load(Ordering::Relaxed);
+        let w = self.hz.get(d)?;
+        // Relaxed: as above. Raised before the announcement so that a signal handler tracing
+        // from here on uses the next word.
+        self.depth.store(d + 1, Ordering::Relaxed);
+        // H1 (a plain store): made visible to updaters' scans by their membarrier M. Release:
+        // a scan that reads it synchronizes with it, and through the record's hand-over
+        // (give_back / take) with the previous holder's H3 (module doc, point 2). A plain
+        // `mov` on x86, like Relaxed.
+        asym_store(w, p as *mut (), Ordering::Release);
+        // Compiler barrier: H2 stays after H1 in program order; the hardware may still
+        // perform H2 before H1 is visible, which M accounts for (module doc, point 1).
+        compiler_fence(Ordering::SeqCst);
+        // H2. Acquire: pairs with the updater's SeqCst swap that published *p (a plain load
+        // on x86).
+        if asym_load(slot, Ordering::Acquire) != p {
+            self.release(Announced(d));
+            return None;
+        }
+        Some((p, Announced(d)))
+    }
+
+    /// End the use of what [`Record::protect`] announced (H3).
+    #[inline(always)]
+    pub fn release(&self, a: Announced) {
+        // Compiler barrier: every use of the protected object stays before H3.
+        compiler_fence(Ordering::SeqCst);
+        if let Some(w) = self.hz.get(a.0) {
+            // Release (H3): pairs with the updater's Acquire scan; every use of the object
+            // happens-before its free (module doc, point 2). A plain store on x86.
+            w.store(std::ptr::null_mut(), Ordering::Release);
+        }
+        // Relaxed: only this thread writes depth; lowered after H3 so that a signal handler
+        // never reuses a word still announced.
+        self.depth.store(a.0, Ordering::Relaxed);
+    }
+
+    /// The current nesting depth (diagnostics and tests).
+    #[allow(dead_code)]
+    pub fn depth(&self) -> usize {
+        // Relaxed: a snapshot.
+        self.depth.load(Ordering::Relaxed)
+    }
+}

@@ -148,7 +148,7 @@ pub struct RecoveryInfo {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Timing {
     /// From the start of `record`'s work (after its own start-up and argument parsing) to the
-    /// program's start: the channel (and TSC calibration), the pipe, `fork` and `exec`.
+    /// program's start: the channel (and TSC calibration), the pipe, `posix_spawn`.
     pub setup_ms: f64,
     /// From the program's start to its schema (the preload library's constructor, or the
     /// program's `Session::start`), or to giving up waiting for one.

@@ -5,6 +5,7 @@ pub mod bench_buffers;
 pub mod bench_lossless;
 pub mod bench_tracing;
 pub mod bench_tracy;
+pub mod channel_lease;
 pub mod demo;
 pub mod export;
 pub mod harness;

@@ -8,6 +8,18 @@
 //! the recorder, draining the buffers and finishing the trace; for strace, writing its log.
 //! Output goes to `/dev/null`, logs and traces to a temporary directory that is removed.
 //!
+//! *A large repository*: `git status` needs one, and a fresh machine has none, so the
+//! benchmark makes one: a bare repository in the temporary directory whose work tree is
+//! `/usr/share` (tens of thousands of files; `/usr/include` with `--quick`), committed once
+//! before the runs (about a minute for `/usr/share`; the objects take a few hundred MB until
+//! the directory is removed).
+//!
+//! *Where `record`'s time goes*: each traced run's report (`timing`, see
+//! [`crate::record::Timing`]) splits `record`'s wall time into setup (channel, TSC
+//! calibration, starting the program), attach (the preload library's constructor up to the
+//! schema), the run, and shutdown (final drain, holder check, recovery, finishing the trace);
+//! the medians are printed per workload.
+//!
 //! *Per call*: (traced − untraced) ÷ calls recorded (from the trace's summary), the cost one
 //! wrapped call adds. It is compared with one `trace!` event of the same shape as `libc:write`
 //! (eight fields, 32 data bytes through the faultable copy) recorded in this process by an
@@ -58,6 +70,10 @@ pub struct Row {
     pub faultline_cpu_ns_per_call: f64,
     pub strace_cpu_ms: Option<f64>,
     pub strace_cpu_ratio: Option<f64>,
+    /// Medians of `record`'s own phases in the traced runs (report `timing`), milliseconds.
+    pub record_setup_ms: f64,
+    pub record_attach_ms: f64,
+    pub record_shutdown_ms: f64,
 }
 
 /// The whole report.
@@ -118,13 +134,58 @@ fn time(cmd: &mut Command) -> anyhow::Result<(f64, f64)> {
     Ok((d.as_secs_f64() * 1e3, children_cpu_ms() - c0))
 }
 
-/// Events recorded, from a trace's summary file.
-fn recorded(dir: &Path) -> u64 {
-    std::fs::read_to_string(dir.join(".faultline-summary.json"))
+/// Events recorded and `record`'s phases (setup, attach, shutdown ms), from a trace's
+/// summary file.
+fn recorded(dir: &Path) -> (u64, [f64; 3]) {
+    let v = std::fs::read_to_string(dir.join(".faultline-summary.json"))
         .ok()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|v| v["summary"]["events_written"].as_u64())
-        .unwrap_or(0)
+        .unwrap_or_default();
+    let t = &v["timing"];
+    let ms = |k: &str| t[k].as_f64().unwrap_or(0.0);
+    (
+        v["summary"]["events_written"].as_u64().unwrap_or(0),
+        [ms("setup_ms"), ms("attach_ms"), ms("shutdown_ms")],
+    )
+}
+
+/// A git repository of `tree`'s files (a bare repository in `tmp`, `tree` as its work tree),
+/// committed: the arguments of `git status` in it.
+fn big_repo(tmp: &Path, tree: &str) -> anyhow::Result<Vec<String>> {
+    let git = tmp.join("big.git");
+    let gd = format!("--git-dir={}", git.display());
+    let wt = format!("--work-tree={tree}");
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let st = Command::new("git")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        anyhow::ensure!(st.success(), "git {args:?}: {st}");
+        Ok(())
+    };
+    run(&["init", "-q", "--bare", &git.to_string_lossy()])?;
+    run(&[&gd, "config", "core.bare", "false"])?;
+    run(&[&gd, &wt, "add", "-A", "."])?;
+    run(&[
+        &gd,
+        &wt,
+        "-c",
+        "user.name=bench",
+        "-c",
+        "user.email=bench@localhost",
+        "commit",
+        "-q",
+        "-m",
+        "bench",
+    ])?;
+    Ok(vec![
+        "git".into(),
+        gd,
+        wt,
+        "status".into(),
+        "--porcelain".into(),
+    ])
 }
 
 /// CPU time of this whole process (every thread), nanoseconds.
@@ -211,7 +272,7 @@ pub fn run(opt: &LibcBenchOptions) -> anyhow::Result<LibcBenchReport> {
                 .collect(),
         ),
         // What `record --libc` costs a program that does nothing: its fixed cost (start, TSC
-        // calibration, channel, the preload's constructor, the /proc scan, fsync).
+        // calibration, channel, the preload's constructor, the holder check, finishing).
         ("true (fixed cost)".into(), vec!["true".into()]),
         (
             "find /usr -type f".into(),
@@ -234,11 +295,23 @@ pub fn run(opt: &LibcBenchOptions) -> anyhow::Result<LibcBenchReport> {
             vec!["git".into(), "status".into(), "--porcelain".into()],
         ));
     }
+    if tool("git") {
+        let tree = if opt.quick {
+            "/usr/include"
+        } else {
+            "/usr/share"
+        };
+        match big_repo(&tmp, tree) {
+            Ok(argv) => workloads.push((format!("git status (work tree {tree})"), argv)),
+            Err(e) => notes.push(format!("no large repository for git status: {e}")),
+        }
+    }
     let mut rows = Vec::new();
     for (name, argv) in &workloads {
         let (mut un, mut fl, mut stv, mut ltv) = (vec![], vec![], vec![], vec![]);
         let (mut unc, mut flc, mut stc) = (vec![], vec![], vec![]);
         let mut calls = 0;
+        let mut phases: [Vec<f64>; 3] = Default::default();
         for r in 0..opt.rounds {
             let (w, c) = time(Command::new(&argv[0]).args(&argv[1..]))?;
             un.push(w);
@@ -253,7 +326,11 @@ pub fn run(opt: &LibcBenchOptions) -> anyhow::Result<LibcBenchReport> {
             )?;
             fl.push(w);
             flc.push(c);
-            calls = recorded(&dir);
+            let (n, ph) = recorded(&dir);
+            calls = n;
+            for (v, x) in phases.iter_mut().zip(ph) {
+                v.push(x);
+            }
             let _ = std::fs::remove_dir_all(&dir);
             if have_strace {
                 let log = tmp.join("strace.log");
@@ -308,6 +385,9 @@ pub fn run(opt: &LibcBenchOptions) -> anyhow::Result<LibcBenchReport> {
             faultline_cpu_ns_per_call: (fc - uc) * 1e6 / calls.max(1) as f64,
             strace_cpu_ms: sc,
             strace_cpu_ratio: sc.map(|s| s / uc.max(1e-9)),
+            record_setup_ms: median(phases[0].clone()),
+            record_attach_ms: median(phases[1].clone()),
+            record_shutdown_ms: median(phases[2].clone()),
         });
     }
     let trace_event_ns = trace_event_ns(&tmp, opt.rounds)?;
@@ -371,6 +451,21 @@ pub fn print(r: &LibcBenchReport) {
             row.faultline_cpu_ns_per_call,
             opt(row.strace_cpu_ms, ""),
             opt(row.strace_cpu_ratio, "x"),
+        );
+    }
+    println!(
+        "\nrecord's own phases in the traced runs (wall, medians): setup = channel, TSC \
+         calibration, starting the program; attach = preload constructor to schema; shutdown = \
+         program exit to report"
+    );
+    println!(
+        "{:<36} {:>10} {:>10} {:>10}",
+        "workload", "setup", "attach", "shutdown"
+    );
+    for row in &r.rows {
+        println!(
+            "{:<36} {:>8.1}ms {:>8.1}ms {:>8.1}ms",
+            row.workload, row.record_setup_ms, row.record_attach_ms, row.record_shutdown_ms
         );
     }
     println!(

@@ -22,8 +22,12 @@
 //!    reads the pipe for new classes after taking each packet and adds them to the metadata
 //!    before writing it (so the schema grows while the program runs).
 //! 4. When the program has exited (or was killed), `record` reaps the descendants that exited
-//!    too and decides whether **any process can still write the channel** ([`channel_holders`]):
-//!    a process that has the memfd open (`/proc/PID/fd`) or mapped (`/proc/PID/maps`, device and
+//!    too and decides whether **any process can still write the channel**. First by asking the
+//!    kernel for a write lease on `record`'s own open file description of the memfd
+//!    ([`crate::channel_lease`]: the program was given another one, and the lease is granted
+//!    only when no other open description exists, as a descriptor or behind a mapping); if it
+//!    is refused, by scanning `/proc` ([`channel_holders`]), which also names the holders: a
+//!    process that has the memfd open (`/proc/PID/fd`) or mapped (`/proc/PID/maps`, device and
 //!    inode) can; a descendant of `record` whose `/proc` entries cannot be read might. If none
 //!    can, no writer can be alive, so `record` runs [`Channel::recover_dead_writers_after`]
 //!    (with the end of the last packet written per CPU as time floor): sub-buffers held by
@@ -36,7 +40,10 @@
 //!    `/proc/<record>/fd/N`); and a thread created without `CLONE_FILES` whose private
 //!    descriptor table holds the memfd without a mapping.
 //! 5. Final flush and drain; the recorder counters go into the trace's metadata `env` block
-//!    (`faultline stats` shows them) and the report; fsync, summary (also saved as
+//!    (`faultline stats` shows them) and the report; `fsync` with `--fsync` (without it the
+//!    trace is complete in the page cache when `record` exits, as `strace -o`'s log is: the
+//!    four device flushes of a trace directory cost 2-40 ms, more than the rest of a short
+//!    run), summary (also saved as
 //!    `DIR/.faultline-summary.json`; the leading dot keeps CTF readers away from it).
 //!
 //! `record` never sleeps for a fixed time: it waits on the program's exit (a pidfd), on the
@@ -74,7 +81,7 @@ use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -105,6 +112,8 @@ pub struct RecordOptions {
     pub progress: bool,
     /// Trace the program's libc calls through the preload library (`--libc`).
     pub libc: Option<crate::libc_preload::LibcOptions>,
+    /// Sync the trace to stable storage before exiting (`--fsync`).
+    pub fsync: bool,
 }
 
 /// What happened to the traced program.
@@ -129,6 +138,30 @@ pub struct RecoveryInfo {
     /// Uncommitted records of dead writers (lost: writer died).
     pub records: u64,
     pub errors: Vec<String>,
+    /// How `record` decided that no process could still write the channel: `lease` (the
+    /// kernel's count of open descriptions, [`crate::channel_lease`]) or `proc scan`
+    /// ([`channel_holders`]).
+    pub checked_by: String,
+}
+
+/// Where `record`'s own time went (wall clock, milliseconds), for `faultline bench --libc`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Timing {
+    /// From the start of `record`'s work (after its own start-up and argument parsing) to the
+    /// program's start: the channel (and TSC calibration), the pipe, `posix_spawn`.
+    pub setup_ms: f64,
+    /// From the program's start to its schema (the preload library's constructor, or the
+    /// program's `Session::start`), or to giving up waiting for one.
+    pub attach_ms: f64,
+    /// From the schema to the program's exit.
+    pub run_ms: f64,
+    /// From the program's exit to the report: its last messages, the final drain, the holder
+    /// check, recovery, the trace's final flush and `fsync`.
+    pub shutdown_ms: f64,
+    /// Part of `shutdown_ms`: deciding whether a process can still write the channel.
+    pub holders_ms: f64,
+    /// Part of `shutdown_ms`: finishing the trace (last packets, verification, metadata, fsync).
+    pub finish_ms: f64,
 }
 
 /// Everything `record` reports.
@@ -149,12 +182,16 @@ pub struct RecordReport {
     pub damage: Vec<String>,
     /// What `record` exits with (module docs).
     pub exit_status: i32,
+    /// Where `record`'s time went.
+    pub timing: Timing,
 }
 
 extern "C" fn ignore_signal(_: libc::c_int) {}
 
 /// Run the whole recording (module docs).
 pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
+    let t_setup = Instant::now();
+    let ms = |a: Instant, b: Instant| b.duration_since(a).as_secs_f64() * 1e3;
     if opt.cmd.is_empty() {
         bail!("no command given (usage: faultline record -o DIR -- CMD [ARGS])");
     }
@@ -203,6 +240,11 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         None => None,
     };
     let chan_fd = chan.fd().as_raw_fd();
+    // The program gets its own open file description of the channel, `record` keeps another
+    // for the end's write lease (crate::channel_lease); without /proc, the program shares
+    // the channel's (and the end falls back to the /proc scan).
+    let opens = crate::channel_lease::ChannelOpens::new(chan_fd).ok();
+    let child_fd = opens.as_ref().map_or(chan_fd, |o| o.child.as_raw_fd());
     let chan_id = fd_id(chan_fd).context("fstat of the channel")?;
     let chan_file =
         std::fs::metadata(format!("/proc/self/fd/{chan_fd}")).context("fstat of the channel")?;
@@ -232,7 +274,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     };
     let mut cmd = Command::new(&opt.cmd[0]);
     cmd.args(&opt.cmd[1..])
-        .env(ENV_CHANNEL_FD, chan_fd.to_string())
+        .env(ENV_CHANNEL_FD, child_fd.to_string())
         .env(ENV_CHANNEL_ID, &chan_id)
         .env(ENV_SCHEMA_FD, wr_fd.to_string())
         .env(ENV_EVENTS, &opt.events)
@@ -249,23 +291,29 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             notes.push(n);
         }
     }
-    // SAFETY: the closure only calls fcntl, which is async-signal-safe, on descriptors that are
-    // open in the child (inherited copies of ours).
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in [chan_fd, wr_fd] {
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+    // The program inherits these two: inheritable from here until they are closed right after
+    // the spawn (record starts no other process meanwhile). No `pre_exec` closure, so that the
+    // standard library can use `posix_spawn` (a `vfork`-like clone: no copy of record's page
+    // tables, which cost a millisecond per run).
+    for fd in [child_fd, wr_fd] {
+        // SAFETY: fcntl(F_SETFD) on descriptors we own.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("passing the channel on");
+        }
     }
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot run {:?}", opt.cmd[0]))?;
     drop(wr);
+    if opens.is_none() {
+        // The channel's own descriptor was passed on: close-on-exec again.
+        // SAFETY: fcntl(F_SETFD) on a descriptor the channel keeps open.
+        unsafe { libc::fcntl(chan_fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    // The program's description: only the program (and its descendants) hold it from now on.
+    let lease_file = opens.map(|o| o.lease);
     let pid = child.id();
+    let t_spawned = Instant::now();
     // Readable once the program has exited (None: fall back to timeouts).
     let pidfd = crate::record_wait::pidfd_open(pid);
 
@@ -337,6 +385,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             }
         }
     }
+    let t_schema = Instant::now();
     if let Some(s) = &schema {
         if s.version != SCHEMA_VERSION {
             schema_note = Some(format!(
@@ -369,6 +418,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             .with_context(|| format!("creating the trace in {}", d.display()))?,
         None => TraceWriter::create_without_files("relay", &desc)?,
     };
+    writer.set_sync(opt.fsync);
     if let Some(s) = relay_sink {
         writer.set_sink(Box::new(s))?;
     }
@@ -390,6 +440,8 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             if let Some(st) = status.or(child.try_wait().context("waiting for the program")?) {
                 break st;
             }
+            // Idle: verify what was written so far, not all of it after the program's end.
+            drain.verify_written();
             drain.wait();
         }
         if tty && last_print.elapsed() >= Duration::from_millis(500) {
@@ -414,6 +466,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             last_bytes = bytes;
         }
     };
+    let t_exit = Instant::now();
     drop(exit_wake);
     if tty {
         eprintln!();
@@ -436,12 +489,24 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     while drain.poll() > 0 {}
     reap_descendants();
     let mut recovery = RecoveryInfo::default();
-    let holders = channel_holders(
-        Path::new("/proc"),
-        chan_file.dev(),
-        chan_file.ino(),
-        std::process::id(),
-    );
+    let t_holders = Instant::now();
+    // Held until recovery is done: nobody can open the channel meanwhile.
+    let lease = lease_file
+        .as_ref()
+        .and_then(crate::channel_lease::Lease::take);
+    let holders = if lease.is_some() {
+        recovery.checked_by = "lease".into();
+        Ok(Holders::default())
+    } else {
+        recovery.checked_by = "proc scan".into();
+        channel_holders(
+            Path::new("/proc"),
+            chan_file.dev(),
+            chan_file.ino(),
+            std::process::id(),
+        )
+    };
+    let holders_ms = ms(t_holders, Instant::now());
     match holders {
         Ok(h) if h.is_empty() => {
             // The drain's last written packet per CPU is the time floor of what recovery
@@ -460,13 +525,16 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         Ok(h) => recovery.skipped = Some(h.describe()),
         Err(e) => recovery.skipped = Some(format!("cannot scan /proc: {e}")),
     }
+    drop(lease);
     drain.poll_classes();
     let counters = schema_pipe_lock(&counters).clone();
     let env = counters
         .last
         .map(|s| recorder_counts(&s, counters.source()).to_env())
         .unwrap_or_default();
+    let t_finish = Instant::now();
     let (ds, fin): (DrainStats, _) = drain.finish_with_env(env);
+    let finish_ms = ms(t_finish, Instant::now());
     let mut summary = Summary {
         dir: opt.dir.clone(),
         recorder: counters.last,
@@ -522,6 +590,14 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         counters: counters.info,
         damage,
         exit_status,
+        timing: Timing {
+            setup_ms: ms(t_setup, t_spawned),
+            attach_ms: ms(t_spawned, t_schema),
+            run_ms: ms(t_schema, t_exit),
+            shutdown_ms: 0.0,
+            holders_ms,
+            finish_ms,
+        },
     };
     if let Some(n) = schema_note {
         report.recovery.errors.push(n);
@@ -542,6 +618,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             ));
         }
     }
+    report.timing.shutdown_ms = ms(t_exit, Instant::now());
     // The summary file is part of the trace directory's size.
     if let Some(dir) = &opt.dir {
         let path = dir.join(".faultline-summary.json");
@@ -828,6 +905,11 @@ pub struct RecordArgs {
     /// With --libc: bytes recorded from each data buffer (read, write, send, recv…; 0 = none)
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub libc_data: usize,
+    /// Sync the trace files to stable storage (fsync) before exiting. Without it the trace is
+    /// complete when record exits, in the page cache (as strace -o or perf record leave
+    /// theirs), but a power loss right after may lose its end
+    #[arg(long)]
+    pub fsync: bool,
     /// The program and its arguments
     #[arg(last = true, required = true)]
     pub cmd: Vec<OsString>,
@@ -877,6 +959,7 @@ pub fn main(a: &RecordArgs) -> i32 {
                 calls: calls.clone(),
                 data_bytes: a.libc_data,
             }),
+        fsync: a.fsync,
     };
     match run(&opt) {
         Ok(r) => {

@@ -657,6 +657,16 @@ fn sigkill_mid_run_keeps_the_committed_calls() {
         report["program"]["signal"].as_i64(),
         Some(libc::SIGKILL as i64)
     );
+    // No process is left that could write: the kernel's write lease says so at once (the
+    // /proc scan only where leases are disabled), and recovery runs.
+    let leases =
+        std::fs::read_to_string("/proc/sys/fs/leases-enable").map_or(true, |s| s.trim() != "0");
+    assert_eq!(
+        report["recovery"]["checked_by"],
+        if leases { "lease" } else { "proc scan" },
+        "{report}"
+    );
+    assert_eq!(report["recovery"]["ran"], true, "{report}");
     let st = stats_json(&t);
     let n = st["events_total"].as_u64().unwrap();
     assert!(n > 100, "{st}");

@@ -321,6 +321,8 @@ fn a_process_holding_the_fd_unmapped_blocks_recovery() {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(out.status.code(), Some(137));
     assert_eq!(report["recovery"]["ran"], false, "{report}");
+    // The lease is refused while the holder has the descriptor; the scan names it.
+    assert_eq!(report["recovery"]["checked_by"], "proc scan", "{report}");
     let skipped = report["recovery"]["skipped"].as_str().unwrap();
     assert!(
         skipped.contains(&format!("processes [{holder}] still have the channel open")),

@@ -246,6 +246,8 @@ pub struct TraceWriter {
     direct_io: bool,
     /// First blocks of the packets of one direct write.
     blocks: Vec<Block>,
+    /// Whether finishing syncs the files to stable storage ([`TraceWriter::set_sync`]).
+    sync: bool,
 }
 
 /// The declared events by id: a dense table when the ids are small (always, for ids a
@@ -490,6 +492,7 @@ impl TraceWriter {
             ids_scratch: Vec::new(),
             direct_io: false,
             blocks: Vec::new(),
+            sync: true,
         })
     }
 
@@ -514,7 +517,16 @@ impl TraceWriter {
             ids_scratch: Vec::new(),
             direct_io: false,
             blocks: Vec::new(),
+            sync: true,
         })
+    }
+
+    /// Whether [`TraceWriter::finish`] syncs every file and the directory to stable storage
+    /// (`fsync`; the default). Off, the trace is complete in the page cache when `finish`
+    /// returns (readable by every process, as the output of `strace -o` or `perf record` is)
+    /// but a power loss soon after may lose its end.
+    pub fn set_sync(&mut self, on: bool) {
+        self.sync = on;
     }
 
     /// Also send the metadata and every accepted packet to `sink` (module docs, "Other
@@ -1368,8 +1380,8 @@ impl TraceWriter {
 
     /// Like [`TraceWriter::finish`], after adding `extra` entries to the metadata's `env`
     /// block (values known only at the end, such as the recorder's counters). The metadata is
-    /// replaced atomically (written to `metadata.tmp`, synced, renamed): a crash leaves either
-    /// the old or the new file. If the new metadata cannot be made (an invalid key), the old
+    /// replaced atomically (written to `metadata.tmp`, synced unless [`TraceWriter::set_sync`]
+    /// turned that off, renamed): a crash leaves either the old or the new file. If the new metadata cannot be made (an invalid key), the old
     /// one stays and the error is returned after the streams are synced.
     pub fn finish_with_env(mut self, extra: Vec<(String, EnvValue)>) -> Result<WriterCounters> {
         if extra.is_empty() {
@@ -1412,8 +1424,9 @@ impl TraceWriter {
             let meta = self.dir.join("metadata");
             let _ = std::fs::remove_file(&tmp);
             let mut f = create_new(&tmp)?;
+            let sync = self.sync;
             f.write_all(text.as_bytes())
-                .and_then(|_| f.sync_all())
+                .and_then(|_| if sync { f.sync_all() } else { Ok(()) })
                 .map_err(|e| CtfError::io(&tmp, "write", e))?;
             std::fs::rename(&tmp, &meta).map_err(|e| CtfError::io(&meta, "replace", e))?;
             Ok(text.len() as u64)
@@ -1432,13 +1445,13 @@ impl TraceWriter {
         }
     }
 
-    /// Flush everything to stable storage (fsync of every file and of the directory) and
-    /// return the final counters.
+    /// Flush everything to stable storage (fsync of every file and of the directory; not with
+    /// [`TraceWriter::set_sync`]`(false)`) and return the final counters.
     pub fn finish(mut self) -> Result<WriterCounters> {
         if let Some(s) = self.sink.as_mut() {
             s.finish();
         }
-        if !self.local {
+        if !self.local || !self.sync {
             return Ok(self.counters);
         }
         for s in self.streams.values() {

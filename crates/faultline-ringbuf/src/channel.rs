@@ -1902,6 +1902,19 @@ impl Channel {
                 .filter_map(|&c| self.flush_cpu(c, include_empty).err())
                 .collect();
         }
+        // No pinned thread for a buffer that has nothing to close (flush_cpu's first check,
+        // made from here: at the end of a run every buffer is often at a sub-buffer boundary,
+        // and a thread pinned to a busy CPU waits for it). Relaxed: a hint; a writer that
+        // opens a sub-buffer after this load is not covered by this flush either way.
+        let active: Vec<u32> = active
+            .into_iter()
+            .filter(|&c| {
+                let old = self.buf(c).write_offset.load(Ordering::Relaxed);
+                let sb_off = old & self.geo.sb_mask;
+                old >= crate::consumer::MAX_POSITION
+                    || !(sb_off == 0 || (sb_off == PACKET_HEADER_SIZE && !include_empty))
+            })
+            .collect();
         std::thread::scope(|s| {
             let hs: Vec<_> = active
                 .iter()

@@ -18,12 +18,13 @@
 //!    one `pwritev` that the device reads from the mapping (only each packet's first 4 KiB
 //!    block is copied, to put the checked header in front; packets are padded to 4 KiB on
 //!    disk), otherwise one buffered `pwritev` each (header copy, content, zero padding to 8
-//!    bytes). The records are neither copied out nor walked, and nothing is zeroed. Then the
-//!    sub-buffers are released in order. In overwrite mode the sub-buffer is copied out
+//!    bytes). The records are neither copied out nor walked. Then the sub-buffers are released
+//!    in order (zeroed first where compact headers are possible). In overwrite mode the sub-buffer is copied out
 //!    instead (the copy and the re-check after it are what detect a sub-buffer overwritten
 //!    while it was read) and written from the copy;
 //! 3. **at the end** ([`Drain::finish`]) the trace writer's verification pass
-//!    ([`TraceWriter::verify`]) re-reads every packet written this way from the page cache,
+//!    ([`TraceWriter::verify`]) re-reads every packet written this way and not verified yet
+//!    (the owner may verify earlier, between polls: [`Drain::verify_written`]) from the page cache,
 //!    checks its records (chain, declared ids, payloads that decode exactly, timestamps),
 //!    counts them per `(buffer, id)` — the only place events are counted — and removes
 //!    packets that fail from the trace (damage, below); a stream is rewritten only when it
@@ -36,14 +37,15 @@
 //! The consumer's CPU time per event is what handing the packets to the kernel costs: with
 //! direct I/O, the submission and completion of one write per batch (a few tens of µs each,
 //! whatever their size: four 256 KiB sub-buffers per write cost a quarter of one each), with
-//! buffered writes the kernel's copy into the page cache. [`DrainStats::consumer_cpu_ns`]
-//! measures it (the thread's `getrusage(RUSAGE_THREAD)` from its first poll to the end of the
-//! final drain), the verification pass separately ([`DrainStats::verify_cpu_ns`]): it runs
-//! once, after tracing, and cannot make writers lose events. Sub-buffers are not zeroed before
-//! they are handed back (that cost as much as the rest; dead-writer recovery tells laps apart
-//! by time). `copy_file_range` from the memfd would avoid the mapping but fails across file
-//! systems (EXDEV from tmpfs to the trace's); `splice` through a pipe copies into the page
-//! cache all the same, with two system calls more.
+//! buffered writes the kernel's copy into the page cache; plus zeroing the content where
+//! compact record headers are possible (`faultline_ringbuf::consumer`, "What is zeroed").
+//! [`DrainStats::consumer_cpu_ns`] measures it (the thread's `getrusage(RUSAGE_THREAD)` from
+//! its first poll to the end of the final drain), the verification pass separately
+//! ([`DrainStats::verify_cpu_ns`]): it runs after tracing, or between polls when the drain
+//! has nothing to take, and so does not make writers lose events. `copy_file_range` from the
+//! memfd would avoid the mapping but fails across file systems (EXDEV from tmpfs to the
+//! trace's); `splice` through a pipe copies into the page cache all the same, with two system
+//! calls more.
 //!
 //! # Event classes that appear while draining
 //! With a [`ClassSource`] ([`Drain::set_class_source`]: tracepoints registered at run time,
@@ -194,7 +196,8 @@ pub struct DrainStats {
     /// packets cost. The verification pass is not in it ([`DrainStats::verify_cpu_ns`]).
     /// [`DrainStats::consumer_ns_per_event`] divides it by the events written.
     pub consumer_cpu_ns: u64,
-    /// CPU time of the verification pass at the end (module docs), in nanoseconds.
+    /// CPU time of the verification pass (module docs; at the end, plus whatever
+    /// [`Drain::verify_written`] did earlier), in nanoseconds.
     pub verify_cpu_ns: u64,
 }
 
@@ -371,6 +374,14 @@ impl Drain {
             }
         }
         n
+    }
+
+    /// Run the verification pass (point 3 of the module docs) now over the packets written
+    /// since the last one, instead of leaving them all to [`Drain::finish`]: `faultline record`
+    /// calls it when a poll found nothing to take, so that the end of a run (which the user
+    /// waits for) only verifies the last packets. Counts and removals are the same.
+    pub fn verify_written(&mut self) {
+        self.verify();
     }
 
     /// Sleep until a sub-buffer is delivered or the timeout passes.
@@ -697,16 +708,30 @@ impl Drain {
     /// The consumer's CPU time so far ([`DrainStats::consumer_cpu_ns`]).
     fn consumer_cpu(&mut self) {
         let now = thread_cpu_ns();
+        // Verification done so far ran on this thread too: it is counted apart.
         self.stats.consumer_cpu_ns = match self.cpu_base {
             Some((t, base)) if t == std::thread::current().id() => now.saturating_sub(base),
             _ => now,
-        };
+        }
+        .saturating_sub(self.stats.verify_cpu_ns);
     }
 
     /// The verification pass (module docs): check and count the records of every packet
     /// written, drop the packets that fail, remove discarded and pending records.
     fn verify(&mut self) {
-        let t0 = thread_cpu_ns();
+        // This thread's CPU clock, not `thread_cpu_ns`: getrusage's value for the running
+        // thread moves only at ticks and switches, too coarse for the short passes of
+        // `verify_written` (which add up).
+        let cpu_now = || {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `ts` is a valid out-pointer.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+            ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+        };
+        let t0 = cpu_now();
         match self.writer.verify() {
             Ok(v) => {
                 for (cpu, row) in v.events {
@@ -737,7 +762,10 @@ impl Drain {
             }
             Err(e) => self.write_error(format!("verifying the trace: {e}")),
         }
-        self.stats.verify_cpu_ns = thread_cpu_ns().saturating_sub(t0);
+        self.stats.verify_cpu_ns = self
+            .stats
+            .verify_cpu_ns
+            .saturating_add(cpu_now().saturating_sub(t0));
     }
 
     /// For each CPU whose loss counters (or REMOTE commit count) moved after its last packet,
@@ -882,6 +910,18 @@ mod tests {
     /// other packets kept and counted exactly); a dropped reservation stays as a padding record.
     #[test]
     fn bad_record_is_dropped_at_verification_and_the_rest_is_counted() {
+        bad_record_case(false);
+    }
+
+    /// The same, verifying between polls ([`Drain::verify_written`], one packet per poll):
+    /// the bad packet is removed mid-run, the packet written after the removal is kept, and
+    /// the counts are those of the verification at the end.
+    #[test]
+    fn verifying_between_polls_counts_and_drops_the_same() {
+        bad_record_case(true);
+    }
+
+    fn bad_record_case(between: bool) {
         let ch = Arc::new(
             Channel::create(&ChannelConfig {
                 subbuf_size: 4096,
@@ -917,15 +957,32 @@ mod tests {
             r.commit();
             committed += 1;
         }
-        let dir = std::env::temp_dir().join(format!("faultline-drain-bad-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "faultline-drain-bad-{}-{between}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         let w = TraceWriter::create(&dir, &trace_desc(&ch)).unwrap();
         let cfg = DrainConfig {
             verbose: false,
+            batch: if between {
+                1
+            } else {
+                DrainConfig::default().batch
+            },
             ..DrainConfig::default()
         };
         let mut d = Drain::new(ch.clone(), w, cfg);
-        while d.poll() > 0 {}
+        let mut polls = 0;
+        while d.poll() > 0 {
+            polls += 1;
+            if between {
+                d.verify_written();
+            }
+        }
+        if between {
+            assert!(polls >= 3, "one packet per poll: {polls}");
+        }
         let (st, fin) = d.finish();
         fin.unwrap();
         assert_eq!(st.packets_rejected, 1, "{st:?}");

@@ -457,11 +457,14 @@ fn slow_link_keeps_event_cost_and_counts_losses() {
     let mut t0 = Instant::now();
     let (mut code, mut slow, mut err) =
         record_in(&net.hosts[0], "slow", &slow_url, &base.join("slow"), &a);
-    if proxy.is_some() && err.contains("recording locally only") {
-        // Seen about once in seven runs through the proxy: the relay closes the new data
-        // connection before the handshake (never with the relay's verbose log on; cause not
-        // found). The run is then a local recording: start it once more.
-        eprintln!("slow link: the relay refused the first connection ({err}); again");
+    let mut attempt = 1;
+    while attempt < 4 && proxy.is_some() && err.contains("recording locally only") {
+        // Seen in about one run of seven through the proxy, and twice in a row on a fresh CI
+        // machine: the relay closes a new connection through the proxy before the handshake
+        // (never with the relay's verbose log on; cause not found). The run is then a local
+        // recording: start it again, at most 4 attempts in all.
+        attempt += 1;
+        eprintln!("slow link: the relay refused the connection ({err}); attempt {attempt}");
         let _ = std::fs::remove_dir_all(base.join("slow"));
         t0 = Instant::now();
         (code, slow, err) = record_in(&net.hosts[0], "slow", &slow_url, &base.join("slow"), &a);

@@ -40,8 +40,8 @@ fn round(mut f: impl FnMut(u64)) -> f64 {
 
 /// The ring buffer alone behind a function call, as `trace!` reaches its `__fire`.
 #[inline(never)]
-fn ring_out_of_line(chan: &Channel, i: u64) {
-    if let Ok(mut r) = chan.reserve(1000, 8) {
+fn ring_out_of_line(chan: &Channel, id: u32, i: u64) {
+    if let Ok(mut r) = chan.reserve(id, 8) {
         r.payload().copy_from_slice(&i.to_le_bytes());
         black_box(r.commit());
     }
@@ -70,11 +70,13 @@ fn main() {
         FP_INT.has_fast_path(),
         FP_STRING.has_fast_path()
     );
+    let int_id = FP_INT.id();
     let mut floor = vec![0u64; 256 * 1024 / 8];
     let names = [
         "rdtsc + 24-byte store",
         "ring reserve+commit 8 B",
         "ring reserve+commit 8 B, out of line",
+        "ring 8 B, out of line, int's id",
         "trace! int",
         "trace! u64 + 32 B string",
         "disabled tracepoint (per call site)",
@@ -95,10 +97,11 @@ fn main() {
                 black_box(r.commit());
             }
         }));
-        ns[2].push(round(|i| ring_out_of_line(&chan, i)));
-        ns[3].push(round(|i| trace!(FP_INT, i)));
-        ns[4].push(round(|i| trace!(FP_STRING, i, MSG)));
-        ns[5].push(
+        ns[2].push(round(|i| ring_out_of_line(&chan, 1000, i)));
+        ns[3].push(round(|i| ring_out_of_line(&chan, int_id, i)));
+        ns[4].push(round(|i| trace!(FP_INT, i)));
+        ns[5].push(round(|i| trace!(FP_STRING, i, MSG)));
+        ns[6].push(
             round(|i| {
                 trace!(FP_OFF, i);
                 trace!(FP_OFF, i + 1);

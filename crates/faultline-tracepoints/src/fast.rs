@@ -58,7 +58,7 @@ use std::sync::{Arc, LazyLock};
 use faultline_ringbuf::{Channel, CommitKind, Lost};
 
 use crate::hazard::{Hazards, Record};
-use crate::payload::{Fields, FieldsPayload, Writer};
+use crate::payload::{Fields, FieldsPayload};
 use crate::probe::{Probe, ProbeKind};
 use crate::registry::{Tracepoint, DOMAINS};
 use crate::srcu::rcu_load;
@@ -70,7 +70,7 @@ pub struct FastTarget {
     /// The event id recorded (normally the tracepoint's id).
     pub id: u32,
     /// Identifies the owner for the per-thread counter cache; unique per owner for the life
-    /// of the process (never reused).
+    /// of the process (never reused), and non-zero (events of an owner 0 are not counted).
     pub owner_id: u64,
 }
 
@@ -101,8 +101,12 @@ impl FastSlot {
 /// This thread's fast-path state: its hazard record and the counter cache.
 pub(crate) struct ThreadState {
     /// Its hazard record; null: not taken yet; [`NO_RECORD`]: none (use the SRCU read side).
+    /// Both are at most `NO_RECORD` as integers (one comparison on the fast path); a record
+    /// is a heap address, above it.
     rec: Cell<*const Record>,
-    /// `(owner id, this thread's event counter of that owner)`: the last counter used.
+    /// `(owner id, this thread's event counter of that owner)`: the last counter used. Never
+    /// a null counter ([`UNCOUNTED`] when the owner counts nothing), so the fast path does
+    /// not test it.
     counter: Cell<(u64, *const AtomicU64)>,
 }
 
@@ -110,11 +114,16 @@ pub(crate) struct ThreadState {
 /// this process, or the thread is past its thread-local destructors).
 const NO_RECORD: *const Record = std::ptr::dangling();
 
+/// Where events of an owner that counts nothing ([`Probe::fast_counter`] null) are added:
+/// written by every such thread (relaxed load and store: lost updates are fine), never read.
+static UNCOUNTED: AtomicU64 = AtomicU64::new(0);
+
 thread_local! {
     static STATE: ThreadState = const {
         ThreadState {
             rec: Cell::new(std::ptr::null()),
-            counter: Cell::new((0, std::ptr::null())),
+            // Owner ids are non-zero (FastTarget::owner_id): the first event looks it up.
+            counter: Cell::new((0, &UNCOUNTED as *const AtomicU64)),
         }
     };
     /// Gives the record back when the thread exits (registered when the record is taken).
@@ -142,19 +151,24 @@ pub(crate) static HAZARDS: LazyLock<Hazards> = LazyLock::new(Hazards::new);
 /// threads take hazard records (the updater's wait relies on it).
 pub(crate) static HAZARDS_OK: AtomicBool = AtomicBool::new(false);
 
-/// This thread's state. Out of line on purpose: compiled in this crate, the thread-local is a
-/// direct `%fs`-relative access; inlined into the caller's crate (where `fire_fields` is
-/// instantiated) it would be reached through the `LocalKey` accessor, an indirect call. The
-/// reference must not leave the thread (it is not `Send`).
-#[inline(never)]
+/// This thread's state. Inlined into the caller's crate (where `fire_fields` is instantiated)
+/// the `const`-initialized, drop-free thread-local is a direct `%fs`-relative access (checked
+/// in the disassembly of a `__fire`). The reference must not leave the thread (it is not
+/// `Send`).
+#[inline(always)]
 fn state() -> *const ThreadState {
     STATE.with(|st| st as *const ThreadState)
 }
 
-/// Take a hazard record for this thread, or mark that it has none.
+/// This thread's hazard record, taken now if it has none yet; [`NO_RECORD`] if it has none
+/// and never will.
 #[cold]
 #[inline(never)]
 fn take_record(st: &ThreadState) -> *const Record {
+    let r = st.rec.get();
+    if !r.is_null() {
+        return r;
+    }
     // Relaxed: set after a membarrier succeeded, before any slot was published (registry.rs);
     // a stale false only sends this call to the SRCU read side.
     let r = if HAZARDS_OK.load(Ordering::Relaxed) && GIVE_BACK.try_with(|_| ()).is_ok() {
@@ -170,28 +184,29 @@ fn take_record(st: &ThreadState) -> *const Record {
 #[inline(always)]
 fn count(st: &ThreadState, slot: &FastSlot) {
     let (id, p) = st.counter.get();
-    let p = if id == slot.owner_id && !p.is_null() {
+    let p = if id == slot.owner_id {
         p
     } else {
         counter_slow(st, slot)
     };
-    if p.is_null() {
-        return;
-    }
     // SAFETY: `fast_counter`'s contract: the counter lives as long as this thread and is
-    // written only by it.
+    // written only by it; or UNCOUNTED, a static.
     let c = unsafe { &*p };
     // Relaxed load and store: only this thread writes the counter (no read-modify-write).
     c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
 }
 
+/// The counter of the slot's owner for this thread (cached), or [`UNCOUNTED`].
 #[cold]
 #[inline(never)]
 fn counter_slow(st: &ThreadState, slot: &FastSlot) -> *const AtomicU64 {
     let p = slot.owner.fast_counter();
-    if !p.is_null() {
-        st.counter.set((slot.owner_id, p));
+    if p.is_null() {
+        // Not cached: asked again next time (an owner that counts nothing is no fast target
+        // of the recorder; a thread being torn down gets null once its shard is gone).
+        return &UNCOUNTED;
     }
+    st.counter.set((slot.owner_id, p));
     p
 }
 
@@ -215,13 +230,15 @@ fn unusual(
 fn record<F: Fields>(st: &ThreadState, slot: &FastSlot, tp: &'static Tracepoint, fields: F) {
     // SAFETY: `slot.chan` points into the Arc the slot holds (`_target`).
     let chan = unsafe { &*slot.chan };
-    let len = fields.size();
+    // No raw field: the sizes cannot change between here and the write.
+    let (len, lens) = fields.exact_lens();
     match chan.reserve(slot.id, len) {
         Ok(mut res) => {
-            let mut w = Writer::new(res.payload());
-            fields.encode_exact(&mut w);
-            // No raw field: the encoding is exactly `len` bytes.
-            let _ = w.finish();
+            let dst = res.payload();
+            debug_assert_eq!(dst.len(), len);
+            // SAFETY: the reservation's payload is exactly `len` bytes (a saturated `len`
+            // cannot be reserved), which `exact_lens` of this raw-free list computed.
+            unsafe { fields.write_exact(lens, dst.as_mut_ptr()) };
             match res.commit() {
                 CommitKind::Local => count(st, slot),
                 // Counted out of line (one inlined copy of `count`).
@@ -245,17 +262,20 @@ impl Tracepoint {
     #[doc(hidden)]
     #[inline(always)]
     pub fn fire_fields<F: Fields>(&'static self, fields: F) {
-        if !F::RAW && !self.fast.load(Ordering::Relaxed).is_null() {
+        // Relaxed: a first look; Record::protect re-reads it after the announcement.
+        let seen = self.fast.load(Ordering::Relaxed);
+        if !F::RAW && !seen.is_null() {
             // SAFETY: the thread's own thread-local, used on this thread only.
             let st = unsafe { &*state() };
             let mut rec = st.rec.get();
-            if rec.is_null() {
+            // Null (not taken yet) and NO_RECORD in one comparison (ThreadState::rec).
+            if rec as usize <= NO_RECORD as usize {
                 rec = take_record(st);
             }
             if rec != NO_RECORD {
                 // SAFETY: records are never freed; this thread holds this one.
                 let rec = unsafe { &*rec };
-                if let Some((slot, a)) = rec.protect(&self.fast) {
+                if let Some((slot, a)) = rec.protect_seen(&self.fast, seen) {
                     // SAFETY: `fast` only holds null or leaked `Box<FastSlot>`s published
                     // with rcu_swap, freed only after a hazard wait that started after they
                     // were swapped out (probe.rs: reclaim_now), and the slot is announced in

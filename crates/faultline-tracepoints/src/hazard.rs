@@ -233,10 +233,17 @@ impl Record {
     /// the announcement (H1, H2); `None` if the slot is null, changed, or the record is full
     /// (nothing announced then). Only the thread holding the record (or a signal handler on
     /// it) may call this.
+    #[allow(dead_code)] // the fast path uses protect_seen; tests/loom.rs this
     #[inline(always)]
     pub fn protect<T>(&self, slot: &AtomicPtr<T>) -> Option<(*const T, Announced)> {
         // Relaxed: a first look; what counts is the reload after the announcement.
-        let p = slot.load(Ordering::Relaxed);
+        self.protect_seen(slot, slot.load(Ordering::Relaxed))
+    }
+
+    /// [`Record::protect`] for a caller that already loaded the slot (`p`, any earlier value
+    /// of it, Relaxed): the announcement and the reload are the same.
+    #[inline(always)]
+    pub fn protect_seen<T>(&self, slot: &AtomicPtr<T>, p: *mut T) -> Option<(*const T, Announced)> {
         if p.is_null() {
             return None;
         }

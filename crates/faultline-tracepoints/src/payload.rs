@@ -172,16 +172,31 @@ pub trait FieldValue {
     fn wanted(&self) -> usize;
     /// Encode in at most `budget` bytes (`budget >= MIN_SIZE`, guaranteed by the caller).
     fn encode(&self, w: &mut Writer<'_>, budget: usize);
-    /// Encode as the last field of an exact encoding ([`Fields::encode_exact`]): `w` has
-    /// exactly what [`size`](Self::size) asked for left (or less: still bounded by `w`).
-    #[inline(always)]
-    fn encode_last(&self, w: &mut Writer<'_>) {
-        self.encode(w, usize::MAX)
-    }
     /// Touch the untrusted source memory (one byte per page) so it is resident. Only raw
     /// fields have any.
     #[inline]
     fn touch(&self) {}
+    /// The exact encoded length, computed once for [`FieldValue::write_exact`] (the recording
+    /// fast path, fields without raw memory only): a constant for fixed-size fields.
+    #[inline(always)]
+    fn exact_len(&self) -> usize {
+        self.size()
+    }
+    /// Write the encoding of exactly `len` bytes at `dst`, with no bounds checks, for the
+    /// recording fast path (`crate::fast`): constant-size stores for fixed-size fields.
+    ///
+    /// # Safety
+    /// `dst` is valid for `len` bytes of writes, and `len` is what
+    /// [`exact_len`](FieldValue::exact_len) returned for this value (which cannot have changed
+    /// since: non-raw fields are immutable borrows or copies).
+    #[inline(always)]
+    unsafe fn write_exact(&self, len: usize, dst: *mut u8) {
+        // SAFETY: the caller's contract: `dst` is valid for `len` bytes.
+        let buf = unsafe { std::slice::from_raw_parts_mut(dst, len) };
+        let mut w = Writer::new(buf);
+        self.encode(&mut w, len);
+        let _ = w.finish();
+    }
 }
 
 macro_rules! fixed_field {
@@ -201,6 +216,15 @@ macro_rules! fixed_field {
             #[inline(always)]
             fn encode(&self, w: &mut Writer<'_>, _budget: usize) {
                 w.put_array(&self.to_le_bytes());
+            }
+            #[inline(always)]
+            fn exact_len(&self) -> usize {
+                std::mem::size_of::<$t>()
+            }
+            #[inline(always)]
+            unsafe fn write_exact(&self, _len: usize, dst: *mut u8) {
+                // SAFETY: the caller's contract: `dst` has room for `exact_len()` bytes.
+                unsafe { dst.cast::<[u8; std::mem::size_of::<$t>()]>().write_unaligned(self.to_le_bytes()) }
             }
         }
     )*};
@@ -224,6 +248,56 @@ impl FieldValue for bool {
     #[inline]
     fn encode(&self, w: &mut Writer<'_>, _budget: usize) {
         w.put_array(&[*self as u8]);
+    }
+    #[inline(always)]
+    fn exact_len(&self) -> usize {
+        1
+    }
+    #[inline(always)]
+    unsafe fn write_exact(&self, _len: usize, dst: *mut u8) {
+        // SAFETY: the caller's contract: `dst` has room for one byte.
+        unsafe { dst.write(*self as u8) }
+    }
+}
+
+/// Copy `n` bytes from `src` to `dst` (not overlapping), inline for up to 32 bytes: two
+/// overlapping fixed-size copies instead of a `memcpy` call.
+///
+/// # Safety
+/// `src` valid for `n` reads, `dst` for `n` writes, the two not overlapping.
+#[inline(always)]
+unsafe fn copy_small_raw(dst: *mut u8, src: *const u8, n: usize) {
+    /// The first and the last `K` bytes (`K <= n <= 2K`).
+    ///
+    /// # Safety
+    /// As the caller's, with `K <= n`.
+    #[inline(always)]
+    unsafe fn two<const K: usize>(dst: *mut u8, src: *const u8, n: usize) {
+        // SAFETY: K <= n: both K-byte windows lie inside the n bytes of each side; the loads
+        // are done before the stores (the two windows of `dst` may overlap each other).
+        unsafe {
+            let a = src.cast::<[u8; K]>().read_unaligned();
+            let b = src.add(n - K).cast::<[u8; K]>().read_unaligned();
+            dst.cast::<[u8; K]>().write_unaligned(a);
+            dst.add(n - K).cast::<[u8; K]>().write_unaligned(b);
+        }
+    }
+    // SAFETY: each arm's K is at most n; the caller's contract for the rest.
+    unsafe {
+        match n {
+            0 => {}
+            1..=3 => {
+                // First, middle and last byte cover every length up to 3.
+                let (a, b, c) = (src.read(), src.add(n / 2).read(), src.add(n - 1).read());
+                dst.write(a);
+                dst.add(n / 2).write(b);
+                dst.add(n - 1).write(c);
+            }
+            4..=7 => two::<4>(dst, src, n),
+            8..=15 => two::<8>(dst, src, n),
+            16..=32 => two::<16>(dst, src, n),
+            _ => std::ptr::copy_nonoverlapping(src, dst, n),
+        }
     }
 }
 
@@ -260,12 +334,16 @@ fn copy_small(dst: &mut [u8], src: &[u8]) {
     }
 }
 
-/// Index of the first NUL byte of `s`, if any: a word at a time for short strings (inline, no
-/// call), `memchr`'s vectorised scan for longer ones.
+/// Index of the first NUL byte of `s`, if any: 16 bytes at a time (SSE2) or a word at a time
+/// for short strings (inline, no call), `memchr`'s vectorised scan for longer ones.
 #[inline(always)]
 fn find_nul(s: &[u8]) -> Option<usize> {
     if s.len() > 64 {
         return memchr::memchr(0, s);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if s.len() >= 16 {
+        return find_nul_sse2(s);
     }
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
@@ -286,6 +364,38 @@ fn find_nul(s: &[u8]) -> Option<usize> {
         .iter()
         .position(|&b| b == 0)
         .map(|i| at + i)
+}
+
+/// [`find_nul`] for `16 <= s.len() <= 64`: 16-byte blocks from the start, the last one
+/// overlapping the one before (its bytes already checked held no NUL, so its first NUL is the
+/// string's). SSE2 is part of x86_64.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn find_nul_sse2(s: &[u8]) -> Option<usize> {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_setzero_si128,
+    };
+    let n = s.len();
+    debug_assert!((16..=64).contains(&n));
+    let block = |at: usize| -> u32 {
+        // SAFETY: SSE2 is part of every x86_64 target; `at + 16 <= n` for every block loaded
+        // (n >= 16), so the unaligned 16-byte load stays inside `s`.
+        unsafe {
+            let v = _mm_loadu_si128(s.as_ptr().add(at).cast());
+            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_setzero_si128())) as u32
+        }
+    };
+    let mut at = 0usize;
+    while at + 16 < n {
+        let m = block(at);
+        if m != 0 {
+            return Some(at + m.trailing_zeros() as usize);
+        }
+        at += 16;
+    }
+    let last = n - 16;
+    let m = block(last);
+    (m != 0).then(|| last + m.trailing_zeros() as usize)
 }
 
 /// The part of `s` the String encoding can carry (up to the first NUL) and whether it was cut.
@@ -319,15 +429,22 @@ impl FieldValue for &str {
         w.put(&s[..n]);
         w.put(&[0]);
     }
-    /// A `&str` cannot change between sizing and encoding, so the room left is the length up
-    /// to its first NUL (what `size` found) plus one: no second scan for the NUL.
-    #[inline]
-    fn encode_last(&self, w: &mut Writer<'_>) {
-        let b = self.as_bytes();
-        let n = w.remaining().saturating_sub(1).min(b.len());
-        w.truncated |= n < b.len();
-        w.put(&b[..n]);
-        w.put(&[0]);
+    #[inline(always)]
+    fn exact_len(&self) -> usize {
+        nul_free(self.as_bytes()).0.len() + 1
+    }
+    /// The bytes before the first NUL (`len - 1` of them, as `exact_len` found), then a NUL.
+    #[inline(always)]
+    unsafe fn write_exact(&self, len: usize, dst: *mut u8) {
+        let n = len - 1;
+        debug_assert!(n <= self.len());
+        // SAFETY: the caller's contract: `dst` has room for `len` bytes; `n` is the length up
+        // to the first NUL of this (immutable) string, so `n <= self.len()`; a `&str` and the
+        // reserved slot do not overlap.
+        unsafe {
+            copy_small_raw(dst, self.as_ptr(), n);
+            dst.add(n).write(0);
+        }
     }
 }
 
@@ -347,6 +464,23 @@ impl FieldValue for &[u8] {
         w.truncated |= n < self.len();
         w.put(&(n as u32).to_le_bytes());
         w.put(&self[..n]);
+    }
+    #[inline(always)]
+    fn exact_len(&self) -> usize {
+        self.size()
+    }
+    /// The length word (`len - 4`, at most `u32::MAX`), then that many bytes.
+    #[inline(always)]
+    unsafe fn write_exact(&self, len: usize, dst: *mut u8) {
+        let n = len - 4;
+        debug_assert!(n <= self.len() && n <= u32::MAX as usize);
+        // SAFETY: the caller's contract: `dst` has room for `4 + n` bytes, `n` as `size`
+        // computed it (at most `self.len()`); the slice and the slot do not overlap.
+        unsafe {
+            dst.cast::<[u8; 4]>()
+                .write_unaligned((n as u32).to_le_bytes());
+            copy_small_raw(dst.add(4), self.as_ptr(), n);
+        }
     }
 }
 
@@ -605,22 +739,26 @@ pub trait Fields {
     fn size(&self) -> usize;
     fn wanted(&self) -> usize;
     fn encode(&self, w: &mut Writer<'_>);
-    /// Encode without budgeting, for a `w` of exactly `size()` bytes and no raw field (the
-    /// sizes cannot change): every field gets the room it asks for. Still bounded by `w`.
-    fn encode_exact(&self, w: &mut Writer<'_>);
     fn touch(&self);
-    /// No field: the field before this tail is the last one.
-    const LAST: bool = false;
+    /// The field lengths [`Fields::exact_lens`] computed, for [`Fields::write_exact`]
+    /// (constants for fixed-size fields, which then cost nothing).
+    type Lens: Copy;
+    /// The exact encoded length (saturating: an absurd sum never wraps) and each field's.
+    /// Only for lists without raw fields (their sizes cannot change).
+    fn exact_lens(&self) -> (usize, Self::Lens);
+    /// Write the exact encoding at `dst`, field by field, without bounds checks.
+    ///
+    /// # Safety
+    /// `lens` comes from [`Fields::exact_lens`] of this list, which has no raw field, and
+    /// `dst` is valid for writes of the total length it returned (which did not saturate).
+    unsafe fn write_exact(&self, lens: Self::Lens, dst: *mut u8);
 }
 
 impl Fields for () {
     #[inline]
     fn touch(&self) {}
-    const LAST: bool = true;
     const MIN_SIZE: usize = 0;
     const RAW: bool = false;
-    #[inline(always)]
-    fn encode_exact(&self, _w: &mut Writer<'_>) {}
     #[inline]
     fn size(&self) -> usize {
         0
@@ -631,6 +769,13 @@ impl Fields for () {
     }
     #[inline]
     fn encode(&self, _w: &mut Writer<'_>) {}
+    type Lens = ();
+    #[inline(always)]
+    fn exact_lens(&self) -> (usize, ()) {
+        (0, ())
+    }
+    #[inline(always)]
+    unsafe fn write_exact(&self, _lens: (), _dst: *mut u8) {}
 }
 
 impl<H: FieldValue, T: Fields> Fields for (&H, T) {
@@ -639,15 +784,6 @@ impl<H: FieldValue, T: Fields> Fields for (&H, T) {
     #[inline(always)]
     fn size(&self) -> usize {
         self.0.size() + self.1.size()
-    }
-    #[inline(always)]
-    fn encode_exact(&self, w: &mut Writer<'_>) {
-        if T::LAST {
-            self.0.encode_last(w);
-        } else {
-            self.0.encode(w, usize::MAX);
-            self.1.encode_exact(w);
-        }
     }
     #[inline]
     fn wanted(&self) -> usize {
@@ -672,6 +808,22 @@ impl<H: FieldValue, T: Fields> Fields for (&H, T) {
     fn touch(&self) {
         self.0.touch();
         self.1.touch();
+    }
+    type Lens = (usize, T::Lens);
+    #[inline(always)]
+    fn exact_lens(&self) -> (usize, Self::Lens) {
+        let h = self.0.exact_len();
+        let (t, tl) = self.1.exact_lens();
+        (h.saturating_add(t), (h, tl))
+    }
+    #[inline(always)]
+    unsafe fn write_exact(&self, lens: Self::Lens, dst: *mut u8) {
+        // SAFETY: the caller's contract: `dst` has room for the sum of `lens`, which did not
+        // saturate: this field's `lens.0` bytes, then the rest's from `dst + lens.0`.
+        unsafe {
+            self.0.write_exact(lens.0, dst);
+            self.1.write_exact(lens.1, dst.add(lens.0));
+        }
     }
 }
 
@@ -767,11 +919,18 @@ impl Fields for EncodedPayload<'_> {
         }
     }
     #[inline(always)]
-    fn encode_exact(&self, w: &mut Writer<'_>) {
-        self.encode(w)
+    fn touch(&self) {}
+    type Lens = ();
+    #[inline(always)]
+    fn exact_lens(&self) -> (usize, ()) {
+        (self.0.len(), ())
     }
     #[inline(always)]
-    fn touch(&self) {}
+    unsafe fn write_exact(&self, _lens: (), dst: *mut u8) {
+        // SAFETY: the caller's contract: `dst` has room for `self.0.len()` bytes (what
+        // exact_lens returned); the caller's bytes and the slot do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(self.0.as_ptr(), dst, self.0.len()) }
+    }
 }
 
 impl crate::Tracepoint {
@@ -886,6 +1045,49 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The fast path's exact encoding ([`Fields::write_exact`]) is byte for byte the budgeted
+    /// one ([`Payload::write`]) for every field type without raw memory, at every string and
+    /// byte-slice length the inline copies and the NUL scan distinguish, and never writes
+    /// outside its length.
+    #[test]
+    fn write_exact_matches_the_budgeted_encoding() {
+        fn check<F: Fields>(f: F) {
+            let p = FieldsPayload(f);
+            let size = p.size();
+            let mut want = vec![0u8; size];
+            let out = p.write(&mut want);
+            assert_eq!(out.written, size);
+            let (len, lens) = p.0.exact_lens();
+            assert_eq!(len, size);
+            // Guard bytes on both sides catch a write outside [8, 8 + len).
+            let mut got = vec![0xA5u8; len + 16];
+            // SAFETY: `got` has room for `len` bytes at offset 8; the list has no raw field.
+            unsafe { p.0.write_exact(lens, got.as_mut_ptr().add(8)) };
+            assert_eq!(&got[8..8 + len], &want[..]);
+            assert!(got[..8].iter().chain(&got[8 + len..]).all(|&b| b == 0xA5));
+        }
+        let text: String = (0..100u8).map(|i| (b'a' + i % 26) as char).collect();
+        let bytes: Vec<u8> = (0..100u8).collect();
+        for n in 0..80usize {
+            let s = &text[..n];
+            let b = &bytes[..n];
+            check((&(n as u64), (&s, ())));
+            check((&s, (&true, ())));
+            check((&b, (&(n as u16), (&-1.5f32, ()))));
+            check((&(n as i8), (&b, (&s, (&(n as i64), ())))));
+            // A NUL anywhere: the string stops there.
+            for at in 0..n {
+                let mut v = text.as_bytes()[..n].to_vec();
+                v[at] = 0;
+                let s = std::str::from_utf8(&v).unwrap();
+                check((&s, (&7u32, ())));
+            }
+        }
+        let enc = [1u8, 2, 3, 4, 5];
+        check(EncodedPayload(&enc));
+        check(EncodedPayload(&[]));
     }
 
     #[test]

@@ -11,11 +11,12 @@
 //! A domain ([`Hazards`]) is a push-only list of records ([`Record`]), never freed: a thread
 //! takes a free record (or adds a new one) on its first fast-path call and gives it back when
 //! it exits; the number of records is the peak number of threads that used the fast path at
-//! once. A record has [`DEPTH`] hazard words and a nesting depth.
+//! once. A record has [`DEPTH`] hazard words; a call announces in the first null one (the
+//! first, unless a signal handler traces inside a trace).
 //!
 //! # Who writes what
-//! * `hz[i]` and `depth` of a record: only the thread that holds the record (its fast path,
-//!   or a signal handler running on that thread), with plain stores.
+//! * `hz[i]` of a record: only the thread that holds the record (its fast path, or a signal
+//!   handler running on that thread), with plain stores.
 //! * `taken`: the thread taking the record (a compare-exchange from false) and the same thread
 //!   when it exits (a store of false).
 //! * `next`, `head`: written once per record, by the thread that pushes it (compare-exchange
@@ -27,14 +28,13 @@
 //! reader (holding record r):                    updater (retiring P_old):
 //!   p = slot                         (load)       slot.swap(P_new)          (SeqCst)
 //!   if p == null: no fast path                    fence(SeqCst)                U1
-//!   d = r.depth; r.depth = d + 1                  membarrier(PRIVATE_EXPEDITED) M
+//!   d = first i with r.hz[i] == null              membarrier(PRIVATE_EXPEDITED) M
 //!   r.hz[d] = p                      (store) H1   for every record r, word i:
 //!   compiler barrier                                while r.hz[i] == P_old     (Acquire)
 //!   if slot != p: release; no fast path   H2          backoff
 //!   ... use *p: reserve, encode (may fault          free(P_old)
 //!       and sleep), commit, count ...
 //!   r.hz[d] = null          (Release store) H3
-//!   r.depth = d
 //! ```
 //! # Why it is safe
 //! Claim: if a reader passed H2 with `p == P_old`, its H3 happens-before `free(P_old)`.
@@ -59,18 +59,19 @@
 //! The reader reads nothing through `p` before H2: an announced pointer may already be freed
 //! (and its address reused), but then H2 sees a different value, or sees the new object at
 //! the same address, which is live and published. Signal handlers: a handler that traces on
-//! a thread inside the fast path takes the next depth (`depth` is raised before `hz[d]` is
-//! written, and restored only after `hz[d]` is cleared), so it never overwrites an announced
-//! hazard; a handler that runs between the load of `depth` and its store uses word `d` and
-//! clears it again before the interrupted code stores its own announcement. At depth
-//! [`DEPTH`] the caller falls back to the SRCU read side.
+//! a thread inside the fast path finds the interrupted call's word non-null and takes a later
+//! one, so it never overwrites an announced hazard; a handler that runs between the
+//! interrupted call's check of `hz[d]` and its announcement finds the word null, uses it and
+//! clears it again before returning, so the interrupted call then announces in a null word as
+//! it expected. A handler leaves every word as it found it. With all [`DEPTH`] words taken
+//! the caller falls back to the SRCU read side.
 //!
 //! `tests/loom.rs` model-checks this file (compiled unchanged against loom) and shows that an
 //! updater that skips `M` frees under a reader.
 //!
 //! # Costs
-//! Reader: a load of the depth, two stores to enter and two to leave, one reload of the slot;
-//! all on the thread's own record (one cache line). Updater: one `membarrier` system call and
+//! Reader: a load of its first word, one store to enter and one to leave, one reload of the
+//! slot; all on the thread's own record (one cache line). Updater: one `membarrier` system call and
 //! a scan of `DEPTH` words per record. A reader blocked for a long time (page fault,
 //! `userfaultfd`) delays only updaters retiring the slot it announced. A thread that dies
 //! inside the fast path (a `pthread_exit` from a signal handler) leaves its hazard announced
@@ -80,7 +81,7 @@
 //! domains have the same limit: such a reader's counts stay unbalanced).
 
 use crate::sync::{asym_load, asym_store, compiler_fence, fence, membarrier, wait_backoff};
-use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicPtr, Ordering};
 
 /// Hazard words per record: the fast path nested this deep on one thread (signal handlers
 /// tracing inside a trace) falls back to the SRCU read side.
@@ -90,7 +91,6 @@ pub const DEPTH: usize = 4;
 #[repr(align(128))]
 pub struct Record {
     hz: [AtomicPtr<()>; DEPTH],
-    depth: AtomicUsize,
     /// Held by a live thread.
     taken: AtomicBool,
     /// The next record of the domain's list (written once, before the record is published).
@@ -129,17 +129,16 @@ impl Hazards {
         while !p.is_null() {
             // SAFETY: records are leaked boxes, never freed.
             let r = unsafe { &*p };
-            // Relaxed depth: a free record was given back at depth 0 by its last holder, and
-            // the Acquire compare-exchange on `taken` below orders it (it pairs with
-            // give_back's Release store); a record whose holder died inside the fast path
-            // keeps a non-zero depth and is never reused.
-            // A record given back at a non-zero depth (its holder died inside the fast path)
-            // stays taken for ever once we took it here: it is never returned.
+            // A free record was given back with every word null by its last holder, and the
+            // Acquire compare-exchange on `taken` below orders those stores before our loads
+            // (it pairs with give_back's Release store). A record given back with a word
+            // still announced (its holder died inside the fast path) stays taken for ever
+            // once we took it here: it is never returned.
             if !r.taken.load(Ordering::Relaxed)
                 && r.taken
                     .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
-                && r.depth.load(Ordering::Relaxed) == 0
+                && r.depth() == 0
             {
                 return r;
             }
@@ -148,7 +147,6 @@ impl Hazards {
         }
         let r = Box::into_raw(Box::new(Record {
             hz: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
-            depth: AtomicUsize::new(0),
             taken: AtomicBool::new(true),
             next: AtomicPtr::new(std::ptr::null_mut()),
         }));
@@ -171,10 +169,10 @@ impl Hazards {
         unsafe { &*r }
     }
 
-    /// Give a record back (its thread exits). Must be at depth 0.
+    /// Give a record back (its thread exits). Every word must be null (depth 0).
     pub fn give_back(&self, r: &Record) {
-        // Release: pairs with the Acquire compare-exchange in take (the next holder sees
-        // depth 0 and cleared words).
+        // Release: pairs with the Acquire compare-exchange in take (the next holder sees the
+        // cleared words).
         r.taken.store(false, Ordering::Release);
     }
 
@@ -230,9 +228,9 @@ impl Hazards {
 
 impl Record {
     /// Announce the value of `slot` and return it, if it is non-null and still there after
-    /// the announcement (H1, H2); `None` if the slot is null, changed, or the record is full
-    /// (nothing announced then). Only the thread holding the record (or a signal handler on
-    /// it) may call this.
+    /// the announcement (H1, H2); `None` if the slot is null, changed, or every word of the
+    /// record is taken (nothing announced then). Only the thread holding the record (or a
+    /// signal handler on it) may call this.
     #[allow(dead_code)] // the fast path uses protect_seen; tests/loom.rs this
     #[inline(always)]
     pub fn protect<T>(&self, slot: &AtomicPtr<T>) -> Option<(*const T, Announced)> {
@@ -247,18 +245,18 @@ impl Record {
         if p.is_null() {
             return None;
         }
-        // Relaxed: only this thread writes depth (a signal handler restores it before
-        // returning).
-        let d = self.depth.load(Ordering::Relaxed);
-        let w = self.hz.get(d)?;
-        // Relaxed: as above. Raised before the announcement so that a signal handler tracing
-        // from here on uses the next word.
-        self.depth.store(d + 1, Ordering::Relaxed);
+        // The first word, inline; the others (signal handlers tracing inside a trace) out of
+        // line.
+        let d = if self.hz[0].load(Ordering::Relaxed).is_null() {
+            0
+        } else {
+            self.free_word()?
+        };
         // H1 (a plain store): made visible to updaters' scans by their membarrier M. Release:
         // a scan that reads it synchronizes with it, and through the record's hand-over
         // (give_back / take) with the previous holder's H3 (module doc, point 2). A plain
         // `mov` on x86, like Relaxed.
-        asym_store(w, p as *mut (), Ordering::Release);
+        asym_store(&self.hz[d], p as *mut (), Ordering::Release);
         // Compiler barrier: H2 stays after H1 in program order; the hardware may still
         // perform H2 before H1 is visible, which M accounts for (module doc, point 1).
         compiler_fence(Ordering::SeqCst);
@@ -271,6 +269,15 @@ impl Record {
         Some((p, Announced(d)))
     }
 
+    /// The first null word after the first (which the caller found taken), if any.
+    #[cold]
+    #[inline(never)]
+    fn free_word(&self) -> Option<usize> {
+        // Relaxed: only this thread (and its signal handlers, which leave every word as they
+        // found it) writes these words.
+        (1..DEPTH).find(|&i| self.hz[i].load(Ordering::Relaxed).is_null())
+    }
+
     /// End the use of what [`Record::protect`] announced (H3).
     #[inline(always)]
     pub fn release(&self, a: Announced) {
@@ -281,15 +288,15 @@ impl Record {
             // happens-before its free (module doc, point 2). A plain store on x86.
             w.store(std::ptr::null_mut(), Ordering::Release);
         }
-        // Relaxed: only this thread writes depth; lowered after H3 so that a signal handler
-        // never reuses a word still announced.
-        self.depth.store(a.0, Ordering::Relaxed);
     }
 
-    /// The current nesting depth (diagnostics and tests).
-    #[allow(dead_code)]
+    /// The number of words announced now: the nesting depth (for the holder, tests and
+    /// diagnostics).
     pub fn depth(&self) -> usize {
-        // Relaxed: a snapshot.
-        self.depth.load(Ordering::Relaxed)
+        // Relaxed: a snapshot (see take for the ordering its caller there relies on).
+        self.hz
+            .iter()
+            .filter(|w| !w.load(Ordering::Relaxed).is_null())
+            .count()
     }
 }

@@ -6,12 +6,17 @@
 //! recorder does for events without raw fields recorded with reserve-copy-commit) gets a
 //! *fast slot*: an immutable [`FastSlot`] (the channel, the event id, the owner's identity)
 //! published in the tracepoint next to its probe arrays. The generated `__fire` of
-//! [`tracepoint!`](crate::tracepoint) checks it first: with a slot it sizes the payload
-//! (fixed-size fields are constants, so the size of an all-fixed event is a compile-time
-//! constant after inlining), reserves, encodes field by field with constant-size copies
-//! (the encoding is generated per tracepoint: `Fields` is monomorphized for its argument
-//! types), commits, and bumps a per-thread event counter. Without a slot it takes the generic
-//! path ([`Tracepoint::fire`]: the probe arrays, one virtual call per probe).
+//! [`tracepoint!`](crate::tracepoint) checks it first: with a slot it sizes the payload once
+//! (`Fields::exact_lens`: each field's length, a constant for fixed-size fields, so the size
+//! of an all-fixed event is a compile-time constant after inlining; a string's NUL scan is a
+//! few SSE2 compares), reserves, writes field by field straight into the reserved slot with
+//! those lengths (`Fields::write_exact`: constant-size unaligned stores for fixed-size fields,
+//! two overlapping copies for strings up to 32 bytes, no bounds checks and no `memcpy` call:
+//! the reservation is exactly the summed length), commits, and bumps a per-thread event
+//! counter. The encoding is generated per tracepoint (`Fields` is monomorphized for its
+//! argument types) and is byte for byte the budgeted encoding of [`crate::payload`]. Without a
+//! slot it takes the generic path ([`Tracepoint::fire`]: the probe arrays, one virtual call
+//! per probe).
 //!
 //! The slot is a cache of the probe arrays, recomputed by every update that republishes them
 //! (registering, unregistering, [`refresh_fast`]): the recorder stays in the faultable array,
@@ -19,12 +24,11 @@
 //! [`TraceOutcome`](crate::TraceOutcome)) and every other probe-array user are unchanged.
 //!
 //! # Protection
-//! The slot is protected by an asymmetric hazard pointer (the crate's `hazard` module, which states the protocol and why it is
-//! safe): the call
-//! announces the slot in its thread's hazard record (plain stores to a per-thread cache line:
-//! no locked instruction, no fence, no rseq critical section), re-reads the tracepoint's slot
-//! word to confirm it, and clears the announcement when it is done (after the commit and the
-//! count). A retired slot, with the `Arc` of its owner, is freed only after a grace period of
+//! The slot is protected by an asymmetric hazard pointer (the crate's `hazard` module, which
+//! states the protocol and why it is safe): the call announces the slot in the first word of
+//! its thread's hazard record (a plain store to a per-thread cache line: no locked
+//! instruction, no fence, no rseq critical section), re-reads the tracepoint's slot word to
+//! confirm it, and clears the announcement when it is done (after the commit and the count). A retired slot, with the `Arc` of its owner, is freed only after a grace period of
 //! the faultable SRCU domain *and* a hazard wait (`Hazards::synchronize`:
 //! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, then wait until no record announces it), so
 //! [`unregister`](crate::unregister) still returns only once no call can be inside the
@@ -39,11 +43,11 @@
 //! The call falls back to the SRCU read side ([`Srcu::read_lock_fast`](crate::srcu::Srcu::read_lock_fast),
 //! the rseq flavour when available), with the same fast encoding, when the thread has no
 //! record (the hazard domain is only used after a membarrier succeeded in this process; a
-//! thread past its thread-local destructors), when records nest deeper than
-//! `hazard::DEPTH` (4), or when the slot changed under the announcement.
-//! The record is found through one thread-local pointer, read by a small out-of-line function
-//! of this crate (reached from the caller's crate, a thread-local would be read through an
-//! indirect call); the per-thread counter cache below lives in the same thread-local.
+//! thread past its thread-local destructors), when calls nest deeper than `hazard::DEPTH`
+//! (4), or when the slot changed under the announcement.
+//! The record is found through one thread-local pointer (a `const`-initialized thread-local
+//! without destructor: inlined into the caller's crate it is one `%fs`-relative load); the
+//! per-thread counter cache below lives in the same thread-local.
 //!
 //! # Statistics
 //! Off the fast path: a committed event bumps one per-thread counter the owner handed out

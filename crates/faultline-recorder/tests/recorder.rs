@@ -41,6 +41,7 @@ tracepoint!(FAST_RAW, "rectest_fast", "raw", { x: u64, s: CStrPtr });
 tracepoint!(FAST_TAIL, "rectest_fast", "tail", { x: u64, s: &str });
 tracepoint!(FAST_LOSS, "rectest_fastloss", "int", { x: u64 });
 tracepoint!(FAST_HELD, "rectest_fastheld", "held", { x: u64, body: &[u8] });
+tracepoint!(FAST_SIG, "rectest_fastsig", "nested", { x: u64, s: &str });
 
 /// One decoded record: (cpu of the packet, event id, fields).
 struct Got {
@@ -880,5 +881,90 @@ fn unregister_waits_for_a_fast_path_call_blocked_in_a_fault() {
     assert_eq!(
         bytes(&got[0].fields[1]),
         &(0..64).map(pattern).collect::<Vec<u8>>()[..]
+    );
+}
+
+/// Events of FAST_SIG committed or lost from the signal handler.
+static SIG_HANDLED: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn fast_sig_handler(_sig: libc::c_int) {
+    trace!(FAST_SIG, u64::MAX, "from the handler");
+    // Relaxed: read after the thread is joined.
+    SIG_HANDLED.fetch_add(1, Ordering::Relaxed);
+}
+
+#[test]
+fn fast_path_calls_nest_in_signal_handlers() {
+    // A thread records FAST_SIG on the fast path in a loop while signals interrupt it (inside
+    // the hazard announcement, the reservation, the encoding, the commit) with a handler that
+    // records FAST_SIG too: it announces in another word of the thread's hazard record and
+    // leaves the record as it found it. Every event is committed (and decodes) or counted
+    // lost, and unregister (a hazard wait on the slot) returns: a word left announced would
+    // keep it waiting for ever.
+    // SAFETY: installing, for SIGUSR1 (used by no other test of this binary), a handler that
+    // only records on the fast path (async-signal-safe once the thread's state exists: the
+    // tracer records and prepares before any signal) and bumps an atomic.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = fast_sig_handler as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+    }
+    let ch = channel(64 * 1024, 8);
+    let rec = Recorder::new(ch.clone(), RecorderConfig::default());
+    let h = attach(&rec, "rectest_fastsig:*").unwrap();
+    enable("rectest_fastsig:*");
+    assert!(FAST_SIG.has_fast_path());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tracer = {
+        let (stop, rec) = (stop.clone(), rec.clone());
+        std::thread::spawn(move || {
+            rec.prepare_thread(64);
+            trace!(FAST_SIG, 0, "first");
+            // SAFETY: pthread_self has no preconditions.
+            tx.send(unsafe { libc::pthread_self() } as usize).unwrap();
+            let mut n = 1u64;
+            // Relaxed: only ends the loop.
+            while !stop.load(Ordering::Relaxed) {
+                trace!(FAST_SIG, n, "from the loop");
+                n += 1;
+            }
+            n
+        })
+    };
+    let tid = rx.recv().unwrap() as libc::pthread_t;
+    for _ in 0..3000 {
+        // SAFETY: the tracer thread is alive until we set `stop` and join it.
+        assert_eq!(unsafe { libc::pthread_kill(tid, libc::SIGUSR1) }, 0);
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let n = tracer.join().unwrap();
+    let handled = SIG_HANDLED.load(Ordering::Relaxed);
+    assert!(handled > 0, "no signal handled");
+    let st = rec.stats();
+    assert_eq!(st.recorded + st.lost_total(), n + handled, "{st:?}");
+    let got = drain(&ch, &[&FAST_SIG]);
+    assert_eq!(got.len() as u64, st.recorded);
+    for g in &got {
+        let want: &[u8] = if u(&g.fields[0]) == u64::MAX {
+            b"from the handler"
+        } else if u(&g.fields[0]) == 0 {
+            b"first"
+        } else {
+            b"from the loop"
+        };
+        assert_eq!(string(&g.fields[1]), want);
+    }
+    // Bounded: unregister waits for every announcement of the slot.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        unregister(h);
+        let _ = done_tx.send(());
+    });
+    assert!(
+        done_rx.recv_timeout(Duration::from_secs(20)).is_ok(),
+        "unregister still waits: a hazard word stayed announced"
     );
 }

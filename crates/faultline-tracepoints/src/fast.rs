@@ -275,19 +275,21 @@ impl Tracepoint {
             // Null (not taken yet) and NO_RECORD in one comparison (ThreadState::rec).
             if rec as usize <= NO_RECORD as usize {
                 rec = take_record(st);
-            }
-            if rec != NO_RECORD {
-                // SAFETY: records are never freed; this thread holds this one.
-                let rec = unsafe { &*rec };
-                if let Some((slot, a)) = rec.protect_seen(&self.fast, seen) {
-                    // SAFETY: `fast` only holds null or leaked `Box<FastSlot>`s published
-                    // with rcu_swap, freed only after a hazard wait that started after they
-                    // were swapped out (probe.rs: reclaim_now), and the slot is announced in
-                    // this thread's record until `release`.
-                    record(st, unsafe { &*slot }, self, fields);
-                    rec.release(a);
+                if rec == NO_RECORD {
+                    self.fire_fields_srcu(st, fields);
                     return;
                 }
+            }
+            // SAFETY: records are never freed; this thread holds this one.
+            let rec = unsafe { &*rec };
+            if let Some((slot, a)) = rec.protect_seen(&self.fast, seen) {
+                // SAFETY: `fast` only holds null or leaked `Box<FastSlot>`s published with
+                // rcu_swap, freed only after a hazard wait that started after they were
+                // swapped out (probe.rs: reclaim_now), and the slot is announced in this
+                // thread's record until `release`.
+                record(st, unsafe { &*slot }, self, fields);
+                rec.release(a);
+                return;
             }
             self.fire_fields_srcu(st, fields);
             return;

@@ -109,8 +109,10 @@ impl Default for Hazards {
 }
 
 /// The announcement made by [`Record::protect`]; pass it back to [`Record::release`].
-#[derive(Clone, Copy, Debug)]
-pub struct Announced(usize);
+/// The word that holds the announcement: all [`Record::release`] needs (one value to keep
+/// across the protected use, not the record and an index).
+#[derive(Clone, Copy)]
+pub struct Announced<'r>(&'r AtomicPtr<()>);
 
 impl Hazards {
     /// An empty domain.
@@ -233,7 +235,7 @@ impl Record {
     /// signal handler on it) may call this.
     #[allow(dead_code)] // the fast path uses protect_seen; tests/loom.rs this
     #[inline(always)]
-    pub fn protect<T>(&self, slot: &AtomicPtr<T>) -> Option<(*const T, Announced)> {
+    pub fn protect<T>(&self, slot: &AtomicPtr<T>) -> Option<(*const T, Announced<'_>)> {
         // Relaxed: a first look; what counts is the reload after the announcement.
         self.protect_seen(slot, slot.load(Ordering::Relaxed))
     }
@@ -241,7 +243,11 @@ impl Record {
     /// [`Record::protect`] for a caller that already loaded the slot (`p`, any earlier value
     /// of it, Relaxed): the announcement and the reload are the same.
     #[inline(always)]
-    pub fn protect_seen<T>(&self, slot: &AtomicPtr<T>, p: *mut T) -> Option<(*const T, Announced)> {
+    pub fn protect_seen<T>(
+        &self,
+        slot: &AtomicPtr<T>,
+        p: *mut T,
+    ) -> Option<(*const T, Announced<'_>)> {
         if p.is_null() {
             return None;
         }
@@ -263,10 +269,10 @@ impl Record {
         // H2. Acquire: pairs with the updater's SeqCst swap that published *p (a plain load
         // on x86).
         if asym_load(slot, Ordering::Acquire) != p {
-            self.release(Announced(d));
+            self.release(Announced(&self.hz[d]));
             return None;
         }
-        Some((p, Announced(d)))
+        Some((p, Announced(&self.hz[d])))
     }
 
     /// The first null word after the first (which the caller found taken), if any.
@@ -280,14 +286,12 @@ impl Record {
 
     /// End the use of what [`Record::protect`] announced (H3).
     #[inline(always)]
-    pub fn release(&self, a: Announced) {
+    pub fn release(&self, a: Announced<'_>) {
         // Compiler barrier: every use of the protected object stays before H3.
         compiler_fence(Ordering::SeqCst);
-        if let Some(w) = self.hz.get(a.0) {
-            // Release (H3): pairs with the updater's Acquire scan; every use of the object
-            // happens-before its free (module doc, point 2). A plain store on x86.
-            w.store(std::ptr::null_mut(), Ordering::Release);
-        }
+        // Release (H3): pairs with the updater's Acquire scan; every use of the object
+        // happens-before its free (module doc, point 2). A plain store on x86.
+        a.0.store(std::ptr::null_mut(), Ordering::Release);
     }
 
     /// The number of words announced now: the nesting depth (for the holder, tests and

@@ -36,7 +36,7 @@
 //! trace directory's size (streams, indexes, metadata) / events recorded, from
 //! [`faultline_lttng::LttngResult`].
 
-use crate::harness::{load_avg, median_spread, run_writers, Drainer};
+use crate::harness::{load_avg, median_spread, run_writers, DrainMode, Drainer};
 use faultline_recorder::{Recorder, RecorderConfig};
 use faultline_ringbuf::{Channel, ChannelConfig, Mode, SyncMode};
 use faultline_tracepoints::{trace, tracepoint, CStrPtr};
@@ -138,9 +138,11 @@ pub struct Row {
     /// Bytes of the trace's event stream files (no metadata, no index) / events written, median
     /// over rounds (`Session` and LTTng rows).
     pub stream_bytes_per_event: Option<f64>,
-    /// CPU time of the consumer thread / events written, median over rounds (`Session` rows):
+    /// CPU time of the consumer thread / events written, median over rounds. `Session` rows:
     /// the drain's own `getrusage(RUSAGE_THREAD)` from its first poll to the end of its final
     /// drain (`DrainStats::consumer_cpu_ns`), the end-of-run verification pass excluded.
+    /// Harness rows with a consumer: the harness consumer thread's `getrusage(RUSAGE_THREAD)`
+    /// over its whole life / records it delivered.
     pub consumer_ns_per_event: Option<f64>,
 }
 
@@ -221,6 +223,10 @@ pub struct BenchReport {
     /// `buffers_mapped_cid`, `buffer_bytes_cid`, ...): see [`crate::bench_buffers`].
     #[serde(flatten)]
     pub buffers: crate::bench_buffers::BuffersBench,
+    /// `floor_two_thread_scaling`, `two_thread_scaling_bound`, ...: see
+    /// [`crate::bench_scaling`].
+    #[serde(flatten)]
+    pub scaling: crate::bench_scaling::ScalingBench,
 }
 
 /// Where the run happened.
@@ -338,7 +344,8 @@ struct Sample {
     bytes_per_event: Option<f64>,
     /// Event stream bytes on disk / events written (`Session` rows).
     stream_bytes_per_event: Option<f64>,
-    /// Consumer thread CPU ns / events written (`Session` rows), verification excluded.
+    /// Consumer thread CPU ns / events written (`Session` rows, verification excluded;
+    /// harness rows: the harness consumer's CPU / records it delivered).
     consumer_ns_per_event: Option<f64>,
     /// Verification pass CPU ns / events written (`Session` rows).
     verify_ns_per_event: Option<f64>,
@@ -419,6 +426,18 @@ fn median(v: &[f64]) -> f64 {
     median_spread(v).0
 }
 
+/// The harness consumer of the rows with a consumer (module docs): deferred walk unless
+/// `FAULTLINE_BENCH_CONSUMER` says `copy` (the whole sub-buffer copied out, its records walked
+/// twice while the writers run, as before) or `inplace` (walked once while they run), for
+/// comparing consumers in one run.
+fn drain_mode() -> DrainMode {
+    match std::env::var("FAULTLINE_BENCH_CONSUMER").as_deref() {
+        Ok("copy") => DrainMode::Copy,
+        Ok("inplace") => DrainMode::InPlace,
+        _ => DrainMode::Deferred,
+    }
+}
+
 fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
     // A session disables its events when it stops: enable ours again for every configuration.
     faultline_tracepoints::enable("faultline_bench:*");
@@ -446,7 +465,9 @@ fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
     } else {
         faultline_recorder::attach(&rec, "faultline_bench:*")?
     };
-    let drainer = c.consumer.then(|| Drainer::spawn(chan.clone(), None, None));
+    let drainer = c
+        .consumer
+        .then(|| Drainer::spawn_in_place(chan.clone(), drain_mode()));
     let ring_id = 1000u32;
     let timed = match c.ev {
         Ev::Int | Ev::Dispatch => run_writers(c.threads, true, warmup, iters, |_, i| {
@@ -483,10 +504,13 @@ fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
         .map(|s| s.lost_total())
         .sum();
     let mut consumer_cpu = None;
+    let mut consumer_ns_per_event = None;
     let (unaccounted, bytes_per_event) = match drainer {
         Some(d) => {
             let d = d.finish(&chan);
             consumer_cpu = Some(d.busy_ns as f64 / timed.wall_ns.max(1.0));
+            consumer_ns_per_event =
+                (d.records > 0).then(|| d.cpu_ns as f64 / d.records as f64);
             if let Some(e) = d.errors.first() {
                 anyhow::bail!("consumer error in {}: {e}", c.name());
             }
@@ -505,7 +529,7 @@ fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
         unaccounted,
         bytes_per_event,
         stream_bytes_per_event: None,
-        consumer_ns_per_event: None,
+        consumer_ns_per_event,
         verify_ns_per_event: None,
     })
 }
@@ -791,6 +815,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
     let mut disabled = Vec::new();
     let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
     let mut tracing_runs = crate::bench_tracing::TracingRuns::default();
+    let mut floor_scaling = crate::bench_scaling::FloorScaling::default();
 
     for round in 0..rounds {
         if opt.progress {
@@ -800,6 +825,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         floor[1].push(floor_clock_gettime(iters));
         floor[2].push(floor_copy32(iters));
         floor[3].push(floor_rdtsc_store(iters));
+        floor_scaling.round(iters);
         disabled.push(disabled_tracepoint(iters * 8));
         for (c, out) in configs.iter().zip(samples.iter_mut()) {
             out.push(run_config(c, warmup, iters)?);
@@ -1002,6 +1028,29 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         ),
         _ => f64::NAN,
     };
+    let session_samples = |threads: usize| {
+        configs
+            .iter()
+            .position(|c| c.session && c.ev == Ev::Int && c.threads == threads)
+            .map(|i| &samples[i])
+    };
+    let session_scaling = match (session_samples(1), session_samples(2)) {
+        (Some(one), Some(two)) => Some(median(
+            &two.iter()
+                .zip(one)
+                .map(|(t, o)| t.mevs / o.mevs)
+                .collect::<Vec<_>>(),
+        )),
+        _ => None,
+    };
+    let scaling_consumer_ns = find("faultline", "int", dpath, 2).and_then(|r| r.consumer_ns_per_event);
+    let scaling_bench = crate::bench_scaling::ScalingBench::new(
+        &floor_scaling,
+        scaling,
+        int_ns,
+        scaling_consumer_ns,
+        session_scaling,
+    );
     let lttng_int = lttng_ns(&rows, "int", 1);
     let lttng_string = lttng_ns(&rows, "string", 1);
     let lttng_scaling = match (lttng_ns(&rows, "int", 1), lttng_ns(&rows, "int", 2)) {
@@ -1127,6 +1176,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         rows,
         tracing,
         buffers,
+        scaling: scaling_bench,
     })
 }
 
@@ -1428,6 +1478,7 @@ pub fn print(r: &BenchReport) {
         opt_f(r.consumer_ns_per_event, 2),
         opt_f(r.verify_ns_per_event, 2)
     );
+    println!("{}", r.scaling.summary(r.two_thread_scaling));
     if let Some(why) = &r.tracy_missing {
         println!("Tracy rows not measured: {why}");
     }

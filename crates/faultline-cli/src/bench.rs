@@ -509,8 +509,7 @@ fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
         Some(d) => {
             let d = d.finish(&chan);
             consumer_cpu = Some(d.busy_ns as f64 / timed.wall_ns.max(1.0));
-            consumer_ns_per_event =
-                (d.records > 0).then(|| d.cpu_ns as f64 / d.records as f64);
+            consumer_ns_per_event = (d.records > 0).then(|| d.cpu_ns as f64 / d.records as f64);
             if let Some(e) = d.errors.first() {
                 anyhow::bail!("consumer error in {}: {e}", c.name());
             }
@@ -1043,7 +1042,8 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         )),
         _ => None,
     };
-    let scaling_consumer_ns = find("faultline", "int", dpath, 2).and_then(|r| r.consumer_ns_per_event);
+    let scaling_consumer_ns =
+        find("faultline", "int", dpath, 2).and_then(|r| r.consumer_ns_per_event);
     let scaling_bench = crate::bench_scaling::ScalingBench::new(
         &floor_scaling,
         scaling,

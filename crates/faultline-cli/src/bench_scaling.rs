@@ -49,12 +49,7 @@ impl FloorScaling {
 
     /// Median over rounds of (2-thread Mev/s / 1-thread Mev/s); `None` without rounds.
     pub fn scaling(&self) -> Option<f64> {
-        let r: Vec<f64> = self
-            .two
-            .iter()
-            .zip(&self.one)
-            .map(|(t, o)| t / o)
-            .collect();
+        let r: Vec<f64> = self.two.iter().zip(&self.one).map(|(t, o)| t / o).collect();
         (!r.is_empty()).then(|| median_spread(&r).0)
     }
 }

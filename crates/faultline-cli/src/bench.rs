@@ -337,6 +337,8 @@ struct Sample {
     /// Consumer busy time / wall time of the writers (fraction of one CPU).
     consumer_cpu: Option<f64>,
     ns: f64,
+    /// Slowest writer thread's loop time / fastest's.
+    imbalance: f64,
     mevs: f64,
     emitted: u64,
     lost: u64,
@@ -420,6 +422,12 @@ fn sync_name(s: SyncMode) -> &'static str {
         SyncMode::Rseq => "rseq",
         SyncMode::Atomic => "atomic",
     }
+}
+
+/// Slowest thread's ns per event / fastest's (1 for one thread).
+fn imbalance(per_thread_ns: &[f64]) -> f64 {
+    let (_, lo, hi) = median_spread(per_thread_ns);
+    hi / lo
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -522,6 +530,7 @@ fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
     Ok(Sample {
         consumer_cpu,
         ns: median(&timed.per_thread_ns),
+        imbalance: imbalance(&timed.per_thread_ns),
         mevs: timed.timed as f64 / timed.wall_ns * 1e3,
         emitted,
         lost: cpu_lost,
@@ -583,6 +592,7 @@ fn run_session(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
             .and_then(|d| per_written(d.verify_cpu_ns)),
         consumer_cpu: None,
         ns: median(&timed.per_thread_ns),
+        imbalance: imbalance(&timed.per_thread_ns),
         mevs: timed.timed as f64 / timed.wall_ns * 1e3,
         emitted,
         lost,
@@ -1044,12 +1054,16 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
     };
     let scaling_consumer_ns =
         find("faultline", "int", dpath, 2).and_then(|r| r.consumer_ns_per_event);
+    let int2_imbalance = int_samples(2)
+        .map(|s| median(&s.iter().map(|x| x.imbalance).collect::<Vec<_>>()))
+        .filter(|x| x.is_finite());
     let scaling_bench = crate::bench_scaling::ScalingBench::new(
         &floor_scaling,
         scaling,
         int_ns,
         scaling_consumer_ns,
         session_scaling,
+        int2_imbalance,
     );
     let lttng_int = lttng_ns(&rows, "int", 1);
     let lttng_string = lttng_ns(&rows, "string", 1);

@@ -20,6 +20,12 @@
 //!   harness consumer thread's CPU time (`getrusage(RUSAGE_THREAD)`) / records it delivered,
 //!   median over rounds; and the bound it implies, `two_thread_scaling_bound` =
 //!   `2w / (w + c)` with `w` the 1-thread `int` row's ns per event.
+//! * **writer imbalance** (`two_thread_imbalance`): in the 2-thread `int` row, the slowest
+//!   writer's loop time / the fastest's, median over rounds. The aggregate is measured from the
+//!   first writer's start to the last one's end, so a consumer that keeps running on one of
+//!   the two CPUs slows that CPU's writer alone and costs the aggregate about twice its CPU
+//!   share (`2w / (w + 2c)` instead of `2w / (w + c)`); 1.0 means the consumer's time was
+//!   spread evenly.
 //! * **the Session's scaling** (`session_two_thread_scaling`): the same ratio on the
 //!   `int (Session, CTF to disk)` rows, whose consumer is the library's own (in place, direct
 //!   I/O to the trace files).
@@ -87,18 +93,22 @@ pub struct ScalingBench {
     pub two_thread_scaling_bound: Option<f64>,
     /// The `int (Session, CTF to disk)` rows' scaling (module docs).
     pub session_two_thread_scaling: Option<f64>,
+    /// Slowest / fastest writer's loop time, 2-thread `int` row (module docs).
+    pub two_thread_imbalance: Option<f64>,
 }
 
 impl ScalingBench {
     /// `scaling`: the bench's `two_thread_scaling`; `int_ns`: the 1-thread int row's ns per
     /// event; `consumer_ns`: the 2-thread int row's consumer ns per record delivered;
-    /// `session`: the Session int rows' scaling.
+    /// `session`: the Session int rows' scaling; `imbalance`: the 2-thread int row's slowest /
+    /// fastest writer.
     pub fn new(
         floor: &FloorScaling,
         scaling: f64,
         int_ns: f64,
         consumer_ns: Option<f64>,
         session: Option<f64>,
+        imbalance: Option<f64>,
     ) -> ScalingBench {
         let floor = floor.scaling().filter(|f| f.is_finite() && *f > 0.0);
         let finite = |x: f64| x.is_finite().then_some(x);
@@ -108,6 +118,7 @@ impl ScalingBench {
             scaling_consumer_ns_per_event: consumer_ns,
             two_thread_scaling_bound: consumer_ns.and_then(|c| finite(2.0 * int_ns / (int_ns + c))),
             session_two_thread_scaling: session,
+            two_thread_imbalance: imbalance,
         }
     }
 
@@ -117,13 +128,16 @@ impl ScalingBench {
         format!(
             "2-thread aggregate scaling: {scaling:.2}x (int, harness consumer); machine floor in \
              this run (rdtsc + store, no consumer) {}, so {} of it; bound from the consumer's \
-             CPU ({} ns/event) {}; Session int rows {}",
+             CPU ({} ns/event) {}; writers' imbalance (slowest / fastest) {}; Session int \
+             rows {}",
             f(self.floor_two_thread_scaling),
             self.two_thread_scaling_vs_floor
                 .map_or("-".to_string(), |v| format!("{:.0} %", v * 100.0)),
             self.scaling_consumer_ns_per_event
                 .map_or("-".to_string(), |v| format!("{v:.2}")),
             f(self.two_thread_scaling_bound),
+            self.two_thread_imbalance
+                .map_or("-".to_string(), |v| format!("{v:.2}")),
             f(self.session_two_thread_scaling),
         )
     }

@@ -76,6 +76,7 @@ fn bench_quick_json_has_every_field() {
         "scaling_consumer_ns_per_event",
         "two_thread_scaling_bound",
         "session_two_thread_scaling",
+        "two_thread_imbalance",
     ] {
         let x = num(&v, key);
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");

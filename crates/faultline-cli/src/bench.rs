@@ -14,10 +14,14 @@
 //!     32-byte C string behind a [`CStrPtr`] (a raw field: the default policy bounces it);
 //!   - each with 1 and 2 threads (pinned one per CPU) and with the rseq path and the atomic
 //!     fallback ([`ChannelConfig::sync`]);
-//!   - always with a consumer thread draining concurrently, as a real session does (it takes
-//!     complete sub-buffers out, validates them, and counts records): events lost are counted
-//!     from the channel and the recorder, and every emitted event must be either delivered or
-//!     counted lost (the row's `unaccounted` must be 0);
+//!   - always with a consumer thread draining concurrently, as a real session does: it takes
+//!     complete sub-buffers in place, copies their content out and hands them back, and walks
+//!     and counts the records after the writers are done (as a `Session`'s verification pass
+//!     does; [`crate::harness::DrainMode::Deferred`], its CPU per record in the row's
+//!     `consumer_ns_per_event`; `FAULTLINE_BENCH_CONSUMER=copy` or `inplace` runs the older,
+//!     costlier consumers for comparison): events lost are counted from the channel and the
+//!     recorder, and every emitted event must be either delivered or counted lost (the row's
+//!     `unaccounted` must be 0);
 //!   - diagnostic rows: the ring buffer alone (`reserve` + 8-byte store + `commit`, no
 //!     tracepoint or recorder layer), and the int event with no consumer (overwrite mode), to
 //!     show where time goes.
@@ -29,6 +33,11 @@
 //! rounds and the spread (min..max). `ns/event` is per thread (the median of the threads' own
 //! loop times, as the LTTng program reports it); `Mev/s` is the aggregate throughput (events
 //! of all threads / wall time of the timed section).
+//!
+//! The 2-thread aggregate scaling (`two_thread_scaling`: the `int` row's aggregate Mev/s with
+//! 2 threads / with 1, per round, median) comes with same-run references: the machine's own
+//! scaling, the bound the consumer's CPU per event sets, the writers' imbalance and the
+//! `Session` rows' scaling ([`crate::bench_scaling`]).
 //!
 //! # Bytes per event
 //! faultline: the bytes the consumer took out (packet headers, record headers, payloads and

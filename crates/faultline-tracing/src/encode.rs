@@ -221,14 +221,13 @@ impl<'t, S: Sink> Encoder<'t, S> {
         Some(self.types[i])
     }
 
-    /// Write the defaults of the fields no value came for; the sink.
+    /// Write the defaults of the fields no value came for.
     #[inline(always)]
-    pub(crate) fn finish(mut self) -> S {
+    pub(crate) fn finish(&mut self) {
         while self.next < self.types.len() {
             self.default_value(self.types[self.next]);
             self.next += 1;
         }
-        self.sink
     }
 
     #[inline(always)]

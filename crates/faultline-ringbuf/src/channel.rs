@@ -2131,3 +2131,40 @@ pub(crate) fn futex_wait(
         )
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-shift forms the commit uses (`complete_own`, `counters_off`) agree with the
+    /// two-shift definitions (`complete`, `idx`) for every geometry shape and positions up to
+    /// `consumer::MAX_POSITION`.
+    #[test]
+    fn one_shift_geometry_matches_the_definitions() {
+        let counters = std::mem::size_of::<SubbufCounters>() as u64;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for (sb, n) in [
+            (256u64, 2u64),
+            (4096, 4),
+            (1 << 20, 4),
+            (1 << 16, 65536),
+            (1 << 30, 16),
+        ] {
+            let g = Geometry::compute(3, sb, n).unwrap();
+            let mut positions = vec![0, 8, sb - 8, sb, sb + 8, g.buf_size - 8, g.buf_size];
+            positions.push(crate::consumer::MAX_POSITION - 8);
+            for _ in 0..1000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                positions.push((x >> 3) % crate::consumer::MAX_POSITION);
+            }
+            for pos in positions {
+                assert_eq!(g.complete_own(pos), g.complete(pos), "{sb} x {n} at {pos}");
+                assert_eq!(
+                    g.counters_off(pos),
+                    g.counters_offset + g.idx(pos) * counters,
+                    "{sb} x {n} at {pos}"
+                );
+            }
+        }
+    }
+}

@@ -2154,7 +2154,9 @@ mod tests {
             let mut positions = vec![0, 8, sb - 8, sb, sb + 8, g.buf_size - 8, g.buf_size];
             positions.push(crate::consumer::MAX_POSITION - 8);
             for _ in 0..1000 {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 positions.push((x >> 3) % crate::consumer::MAX_POSITION);
             }
             for pos in positions {

@@ -94,8 +94,9 @@ pub struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
+    /// A writer over `buf` (also used by `faultline-tracing`'s direct encoding).
     #[inline(always)]
-    pub(crate) fn new(buf: &'a mut [u8]) -> Self {
+    pub fn new(buf: &'a mut [u8]) -> Self {
         Writer {
             buf,
             pos: 0,
@@ -139,8 +140,9 @@ impl<'a> Writer<'a> {
         }
     }
 
+    /// Zero-fill what was not written; what was written, faulted and cut.
     #[inline(always)]
-    pub(crate) fn finish(self) -> WriteOutcome {
+    pub fn finish(self) -> WriteOutcome {
         let pos = self.pos;
         if pos < self.buf.len() {
             self.buf[pos..].fill(0);

@@ -354,10 +354,6 @@ impl<R: Fn(&mut dyn Visit)> Fields for Direct<'_, R> {
     }
     #[inline(always)]
     fn encode(&self, w: &mut Writer<'_>) {
-        self.encode_exact(w)
-    }
-    #[inline(always)]
-    fn encode_exact(&self, w: &mut Writer<'_>) {
         for p in self.prefix {
             p.encode(w, 8);
         }
@@ -367,6 +363,22 @@ impl<R: Fn(&mut dyn Visit)> Fields for Direct<'_, R> {
     }
     #[inline(always)]
     fn touch(&self) {}
+    type Lens = ();
+    #[inline(always)]
+    fn exact_lens(&self) -> (usize, ()) {
+        (self.size, ())
+    }
+    /// The same encoders over the reserved slot, bounded by it (the class size); whatever
+    /// the visit did not write is zero-filled.
+    #[inline(always)]
+    unsafe fn write_exact(&self, _lens: (), dst: *mut u8) {
+        // SAFETY: the caller's contract: `dst` is valid for `exact_lens().0 == self.size`
+        // bytes of writes.
+        let buf = unsafe { std::slice::from_raw_parts_mut(dst, self.size) };
+        let mut w = Writer::new(buf);
+        self.encode(&mut w);
+        let _ = w.finish();
+    }
 }
 
 thread_local! {

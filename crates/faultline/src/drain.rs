@@ -22,13 +22,21 @@
 //!    in order (zeroed first where compact headers are possible). In overwrite mode the sub-buffer is copied out
 //!    instead (the copy and the re-check after it are what detect a sub-buffer overwritten
 //!    while it was read) and written from the copy;
-//! 3. **at the end** ([`Drain::finish`]) the trace writer's verification pass
+//! 3. **the verification pass**, only with [`DrainConfig::verify`] (on for a bare drain and
+//!    for `faultline record`, whose traced program is another process that may damage its
+//!    records; off in a [`crate::Session`]): at the end ([`Drain::finish`]) the trace writer
 //!    ([`TraceWriter::verify`]) re-reads every packet written this way and not verified yet
 //!    (the owner may verify earlier, between polls: [`Drain::verify_written`]) from the page cache,
 //!    checks its records (chain, declared ids, payloads that decode exactly, timestamps),
-//!    counts them per `(buffer, id)` — the only place events are counted — and removes
-//!    packets that fail from the trace (damage, below); a stream is rewritten only when it
-//!    holds such a packet. Abandoned reservations (prefault-restart retries, resized records,
+//!    counts them per `(buffer, id)` and removes packets that fail from the trace (damage,
+//!    below); a stream is rewritten only when it holds such a packet. This is the one walk of
+//!    every record, and it runs on the consumer thread: tens of ns per event. Without it
+//!    nothing reads the records: the owner counts the events it committed and
+//!    [`Drain::finish_counted`] reports them as written less the events of packets that could
+//!    not be written (those packets alone are walked, to count them), and a packet whose
+//!    records the traced program damaged stays in the trace, where readers report it
+//!    (`faultline stats` walks, checks and counts a trace's records after the fact).
+//!    Abandoned reservations (prefault-restart retries, resized records,
 //!    records of dead writers after recovery) are padding records of the wire format
 //!    (`faultline_wire`), which stay in their packet and which every reader skips; nothing is
 //!    compacted. A pending (uncommitted) record in a complete packet is damage.
@@ -36,13 +44,13 @@
 //! # Cost
 //! The consumer's CPU time per event is what handing the packets to the kernel costs: with
 //! direct I/O, the submission and completion of one write per batch (a few tens of µs each,
-//! whatever their size: four 256 KiB sub-buffers per write cost a quarter of one each), with
+//! whatever their size: four sub-buffers per write cost a quarter of one each), with
 //! buffered writes the kernel's copy into the page cache; plus zeroing the content where
-//! compact record headers are possible (`faultline_ringbuf::consumer`, "What is zeroed").
-//! [`DrainStats::consumer_cpu_ns`] measures it (the thread's `getrusage(RUSAGE_THREAD)` from
-//! its first poll to the end of the final drain), the verification pass separately
-//! ([`DrainStats::verify_cpu_ns`]): it runs after tracing, or between polls when the drain
-//! has nothing to take, and so does not make writers lose events. `copy_file_range` from the
+//! compact record headers are possible (`faultline_ringbuf::consumer`, "What is zeroed");
+//! plus, with [`DrainConfig::verify`], the verification pass. [`DrainStats::consumer_cpu_ns`]
+//! measures all of it (the thread's `getrusage(RUSAGE_THREAD)` from its first poll to the end
+//! of the final drain, verification included: it runs on the same thread),
+//! [`DrainStats::verify_cpu_ns`] the verification's share. `copy_file_range` from the
 //! memfd would avoid the mapping but fails across file systems (EXDEV from tmpfs to the
 //! trace's); `splice` through a pipe copies into the page cache all the same, with two system
 //! calls more.
@@ -88,15 +96,16 @@
 //!   dropped, counted in `packets_rejected`, and later packets of that buffer are still
 //!   checked and kept when valid. The header on disk is always that checked copy, never the
 //!   shared bytes, so the stream's packet boundaries cannot be forged;
-//! - the verification pass at the end, on the records as they are **on disk** (so a change
-//!   made after the header check is caught as well): a packet whose records do not pass is
-//!   removed from its stream, counted in `packets_rejected` / `events_rejected`, and reported
+//! - with [`DrainConfig::verify`], the verification pass, on the records as they are **on
+//!   disk** (so a change made after the header check is caught as well): a packet whose
+//!   records do not pass is removed from its stream, counted in `packets_rejected` / `events_rejected`, and reported
 //!   like the writer's rejections. With a relay sink ([`TraceWriter::set_sink`]) such a
 //!   packet was already sent when it was written: `packets_rejected_after_send` counts those.
 //!   A relay-only writer (no files) checks the records before sending instead.
 //!
-//! So a trace the drain finished holds only packets whose records passed every check; until
-//! then (a `faultline record` killed before it finishes, a reader following the trace live)
+//! So a trace the drain finished with the verification pass holds only packets whose records
+//! passed every check; without it, or until then (a `faultline record` killed before it
+//! finishes, a reader following the trace live)
 //! a stream may hold a damaged packet, which the readers detect (they bounds-check every
 //! record and report, never crash). Sums of values read from shared memory (loss counters,
 //! sequence numbers) are checked too: an overflow counts as damage and nothing is written from
@@ -132,6 +141,11 @@ pub struct DrainConfig {
     /// Write streams by direct I/O where the file system takes it (module docs, "Protocol"
     /// and "Cost"; `TraceWriter::set_direct_io`). On by default.
     pub direct_io: bool,
+    /// Run the verification pass (module docs, "Verification"): every record of every packet
+    /// re-read, checked and counted per `(buffer, id)`, failing packets removed. On by default
+    /// for a bare drain (its only way to count events); a [`crate::Session`] turns it off and
+    /// counts events at its recorder instead ([`Drain::finish_counted`]).
+    pub verify: bool,
 }
 
 impl Default for DrainConfig {
@@ -142,6 +156,7 @@ impl Default for DrainConfig {
             verbose: true,
             batch: 4,
             direct_io: true,
+            verify: true,
         }
     }
 }
@@ -183,7 +198,8 @@ pub struct DrainStats {
     pub flush_errors: Vec<String>,
     /// Empty packets appended at the end to carry the final loss counters.
     pub synthetic_packets: u64,
-    /// Events written per CPU and event id.
+    /// Events written per CPU and event id (counted by the verification pass; empty without
+    /// it, [`DrainStats::verified`]).
     pub events: BTreeMap<u32, BTreeMap<u32, u64>>,
     /// Event classes declared while draining (id -> `provider:name`).
     pub late_events: BTreeMap<u32, String>,
@@ -192,13 +208,17 @@ pub struct DrainStats {
     /// CPU buffers found damaged (module docs), by CPU.
     pub corrupt: BTreeMap<u32, CorruptBuffer>,
     /// CPU time (user + system, `getrusage(RUSAGE_THREAD)`) of the consumer thread from its
-    /// first poll to the end of its final drain, in nanoseconds: what taking and writing the
-    /// packets cost. The verification pass is not in it ([`DrainStats::verify_cpu_ns`]).
-    /// [`DrainStats::consumer_ns_per_event`] divides it by the events written.
+    /// first poll to the end of its final drain (verification pass included, when it runs:
+    /// it runs on this thread), in nanoseconds. [`DrainStats::consumer_ns_per_event`] divides
+    /// it by the events written.
     pub consumer_cpu_ns: u64,
-    /// CPU time of the verification pass (module docs; at the end, plus whatever
-    /// [`Drain::verify_written`] did earlier), in nanoseconds.
+    /// Of `consumer_cpu_ns`: the verification pass (module docs; at the end, plus whatever
+    /// [`Drain::verify_written`] did earlier), in nanoseconds; 0 without it.
     pub verify_cpu_ns: u64,
+    /// Whether the verification pass ran ([`DrainConfig::verify`]). Without it `events` and
+    /// `padding_records` are empty (nothing walked the records) and `events_written` is the
+    /// owner's count ([`Drain::finish_counted`]).
+    pub verified: bool,
 }
 
 impl DrainStats {
@@ -279,6 +299,7 @@ impl Drain {
     /// A drain of `chan` into `writer` (whose declared events are the ids it accepts).
     pub fn new(chan: Arc<Channel>, mut writer: TraceWriter, cfg: DrainConfig) -> Drain {
         writer.set_direct_io(cfg.direct_io);
+        writer.set_verify_later(cfg.verify);
         Drain {
             chan,
             writer,
@@ -379,9 +400,12 @@ impl Drain {
     /// Run the verification pass (point 3 of the module docs) now over the packets written
     /// since the last one, instead of leaving them all to [`Drain::finish`]: `faultline record`
     /// calls it when a poll found nothing to take, so that the end of a run (which the user
-    /// waits for) only verifies the last packets. Counts and removals are the same.
+    /// waits for) only verifies the last packets. Counts and removals are the same. Nothing
+    /// without [`DrainConfig::verify`].
     pub fn verify_written(&mut self) {
-        self.verify();
+        if self.cfg.verify {
+            self.verify();
+        }
     }
 
     /// Sleep until a sub-buffer is delivered or the timeout passes.
@@ -679,8 +703,22 @@ impl Drain {
     /// [`Drain::finish`], adding `env` entries to the trace's metadata (values known only at
     /// the end, such as the recorder counters; see [`TraceWriter::finish_with_env`]).
     pub fn finish_with_env(
+        self,
+        env: Vec<(String, EnvValue)>,
+    ) -> (DrainStats, Result<WriterCounters, CtfError>) {
+        self.finish_counted(env, None)
+    }
+
+    /// [`Drain::finish_with_env`] for an owner that counted the events committed into the
+    /// channel itself (a [`crate::Session`]'s recorder): without the verification pass
+    /// ([`DrainConfig::verify`] off) `events_written` is `committed` less the events of the
+    /// packets that could not be written (counted by walking those packets only). With the
+    /// verification pass, or without `committed`, the records are counted as they are
+    /// verified (`committed` is not used), and without either `events_written` stays 0.
+    pub fn finish_counted(
         mut self,
         env: Vec<(String, EnvValue)>,
+        committed: Option<u64>,
     ) -> (DrainStats, Result<WriterCounters, CtfError>) {
         self.flush(true);
         self.refresh_classes();
@@ -695,25 +733,34 @@ impl Drain {
             }
         }
         self.synthesize_final();
+        if self.cfg.verify {
+            self.verify();
+        }
+        // After the verification pass: it ran on this thread, so it is consumer time too.
         self.consumer_cpu();
-        self.verify();
         let c = self.writer.counters();
         self.stats.packets_written = c.packets;
-        self.stats.events_written = c.events;
         self.stats.stream_bytes = c.stream_bytes;
+        self.stats.verified = self.cfg.verify;
+        self.stats.events_written = match committed {
+            Some(n) if !self.cfg.verify => {
+                n.saturating_sub(self.stats.events_failed)
+                    .saturating_sub(self.stats.events_rejected)
+            }
+            _ => c.events,
+        };
         let fin = self.writer.finish_with_env(env);
         (self.stats, fin)
     }
 
-    /// The consumer's CPU time so far ([`DrainStats::consumer_cpu_ns`]).
+    /// The consumer's CPU time so far ([`DrainStats::consumer_cpu_ns`]), verification
+    /// included (it runs on this thread).
     fn consumer_cpu(&mut self) {
         let now = thread_cpu_ns();
-        // Verification done so far ran on this thread too: it is counted apart.
         self.stats.consumer_cpu_ns = match self.cpu_base {
             Some((t, base)) if t == std::thread::current().id() => now.saturating_sub(base),
             _ => now,
-        }
-        .saturating_sub(self.stats.verify_cpu_ns);
+        };
     }
 
     /// The verification pass (module docs): check and count the records of every packet
@@ -921,7 +968,19 @@ mod tests {
         bad_record_case(true);
     }
 
+    /// Without the verification pass the consumer never reads the records: the damaged
+    /// packet goes to the trace as it is (readers report it), nothing is rejected or counted
+    /// per id, and `events_written` is the owner's count.
+    #[test]
+    fn without_verification_packets_go_as_they_are_and_the_owner_counts() {
+        bad_record_case_with(false, false);
+    }
+
     fn bad_record_case(between: bool) {
+        bad_record_case_with(between, true);
+    }
+
+    fn bad_record_case_with(between: bool, verify: bool) {
         let ch = Arc::new(
             Channel::create(&ChannelConfig {
                 subbuf_size: 4096,
@@ -958,7 +1017,7 @@ mod tests {
             committed += 1;
         }
         let dir = std::env::temp_dir().join(format!(
-            "faultline-drain-bad-{}-{between}",
+            "faultline-drain-bad-{}-{between}-{verify}",
             std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&dir);
@@ -970,6 +1029,7 @@ mod tests {
             } else {
                 DrainConfig::default().batch
             },
+            verify,
             ..DrainConfig::default()
         };
         let mut d = Drain::new(ch.clone(), w, cfg);
@@ -983,8 +1043,24 @@ mod tests {
         if between {
             assert!(polls >= 3, "one packet per poll: {polls}");
         }
-        let (st, fin) = d.finish();
+        let (st, fin) = d.finish_counted(Vec::new(), Some(committed));
         fin.unwrap();
+        assert_eq!(st.verified, verify);
+        if !verify {
+            assert_eq!(st.packets_rejected, 0, "{st:?}");
+            assert!(st.corrupt.is_empty() && st.events.is_empty(), "{st:?}");
+            assert_eq!((st.padding_records, st.verify_cpu_ns), (0, 0));
+            assert_eq!(st.events_written, committed);
+            // The readers find the damaged record (and stop that stream there).
+            let errors = faultline_ctf::Trace::open(&dir)
+                .unwrap()
+                .events(&faultline_ctf::Filter::default())
+                .filter(|e| e.is_err())
+                .count();
+            assert!(errors > 0, "the damaged record reached the trace unnoticed");
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
         assert_eq!(st.packets_rejected, 1, "{st:?}");
         let c = &st.corrupt[&0];
         assert!(

@@ -55,6 +55,18 @@
 //! trace's); `splice` through a pipe copies into the page cache all the same, with two system
 //! calls more.
 //!
+//! # Gathering
+//! A direct write costs about the same CPU whatever its size, so the drain writes a buffer's
+//! sub-buffers several at a time: in discard mode, a buffer's complete sub-buffers are left in
+//! the ring (checked, not released) until [`DrainConfig::gather`] of them are complete (at
+//! most `batch`, at most half the buffer, so the writers keep the other half), and
+//! [`Drain::wait`] sleeps until some buffer has that many. A buffer whose first complete
+//! sub-buffer has waited `flush_interval` is written as it is, as is everything after a
+//! periodic flush (until a poll finds nothing: only then does [`TraceWriter::flushed`] say
+//! that everything older is written) and in the final drain. So a complete sub-buffer reaches
+//! the disk within about one `flush_interval`, as a partial one does through the periodic
+//! flush.
+//!
 //! # Event classes that appear while draining
 //! With a [`ClassSource`] ([`Drain::set_class_source`]: tracepoints registered at run time,
 //! in this process or, under `faultline record`, announced over the schema pipe), the drain
@@ -138,6 +150,11 @@ pub struct DrainConfig {
     pub verbose: bool,
     /// Most packets taken from one CPU per poll (round-robin fairness, module docs).
     pub batch: u32,
+    /// Complete sub-buffers of a buffer written together (module docs, "Gathering"): a
+    /// buffer's complete sub-buffers wait until this many are complete (capped at `batch` and
+    /// at half the buffer's sub-buffers), at most `flush_interval`. 1 writes each sub-buffer
+    /// as soon as it is complete. Default 4.
+    pub gather: u32,
     /// Write streams by direct I/O where the file system takes it (module docs, "Protocol"
     /// and "Cost"; `TraceWriter::set_direct_io`). On by default.
     pub direct_io: bool,
@@ -155,6 +172,7 @@ impl Default for DrainConfig {
             wait_timeout: Duration::from_millis(100),
             verbose: true,
             batch: 4,
+            gather: 4,
             direct_io: true,
             verify: true,
         }
@@ -293,6 +311,12 @@ pub struct Drain {
     /// Clock reading taken just before the last periodic flush, until a poll finds nothing
     /// left: then everything older has been written ([`TraceWriter::flushed`]).
     flush_mark: Option<u64>,
+    /// Buffers whose complete sub-buffers are waiting for more (module docs, "Gathering"),
+    /// and since when.
+    held_since: BTreeMap<u32, Instant>,
+    /// Write whatever is complete, gathering or not: from a periodic flush until a poll finds
+    /// nothing, and in the final drain.
+    force: bool,
 }
 
 impl Drain {
@@ -314,6 +338,8 @@ impl Drain {
             next: 0,
             classes: None,
             flush_mark: None,
+            held_since: BTreeMap::new(),
+            force: false,
         }
     }
 
@@ -387,14 +413,26 @@ impl Drain {
             let now = faultline_ringbuf::clock::now(self.chan.clock().kind);
             self.flush(false);
             self.flush_mark = Some(now);
+            // What the flush completed goes out now, gathered or not.
+            self.force = true;
         }
         let n = self.take_round(self.cfg.batch.max(1));
         if n == 0 {
-            if let Some(t) = self.flush_mark.take() {
-                self.writer.flushed(t);
+            self.force = false;
+            if self.held_since.is_empty() {
+                if let Some(t) = self.flush_mark.take() {
+                    self.writer.flushed(t);
+                }
             }
         }
         n
+    }
+
+    /// Complete sub-buffers a buffer gathers before they are written (module docs,
+    /// "Gathering").
+    fn gather(&self) -> u32 {
+        let half = (self.chan.num_subbuf() / 2).min(u32::MAX as u64) as u32;
+        self.cfg.gather.min(self.cfg.batch).min(half).max(1)
     }
 
     /// Run the verification pass (point 3 of the module docs) now over the packets written
@@ -408,10 +446,18 @@ impl Drain {
         }
     }
 
-    /// Sleep until a sub-buffer is delivered or the timeout passes.
+    /// Sleep until a buffer has enough complete sub-buffers to write (module docs,
+    /// "Gathering"), a gathering buffer's time is up, or the timeout passes.
     pub fn wait(&self) {
-        let t = self.cfg.wait_timeout.min(self.cfg.flush_interval);
-        Consumer::new(&self.chan).wait(t);
+        let mut t = self.cfg.wait_timeout.min(self.cfg.flush_interval);
+        if let Some(first) = self.held_since.values().min() {
+            t = t.min(self.cfg.flush_interval.saturating_sub(first.elapsed()));
+        }
+        let gather = self.gather();
+        let consumer = Consumer::new(&self.chan);
+        consumer.wait_for(t, |cpu| {
+            !self.broken.contains(&cpu) && consumer.ready_run(cpu, gather) >= gather
+        });
     }
 
     /// Poll and wait until `stop` is set (then return without the final drain).
@@ -525,6 +571,16 @@ impl Drain {
                 }
             }
         }
+        if !taken.is_empty() && error.is_none() && (taken.len() as u32) < self.gather() && !self.force
+        {
+            let since = *self.held_since.entry(cpu).or_insert_with(Instant::now);
+            if since.elapsed() < self.cfg.flush_interval {
+                // Gathering: not released, so they stay complete in the ring and are taken
+                // again (the same checks) by a later poll.
+                return 0;
+            }
+        }
+        self.held_since.remove(&cpu);
         let n = taken.len() as u64;
         if !taken.is_empty() {
             // Classes of the records in these packets were published before the records were
@@ -721,6 +777,7 @@ impl Drain {
         committed: Option<u64>,
     ) -> (DrainStats, Result<WriterCounters, CtfError>) {
         self.flush(true);
+        self.force = true;
         self.refresh_classes();
         // Drain until a whole pass finds nothing (the flush above completed everything that
         // had content; a few passes cover a delivery that raced with it).
@@ -1118,6 +1175,7 @@ mod tests {
         let cfg = DrainConfig {
             verbose: false,
             flush_interval: Duration::from_secs(3600),
+            gather: 1,
             ..DrainConfig::default()
         };
         let mut d = Drain::new(ch.clone(), w, cfg);
@@ -1138,6 +1196,65 @@ mod tests {
         assert_eq!(polls, 5);
         let (st, fin) = d.finish();
         fin.unwrap();
+        assert!(st.corrupt.is_empty() && st.packets_rejected == 0, "{st:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Gathering (module docs): complete sub-buffers wait in the ring until `gather` of them
+    /// are complete, then go out together; fewer go out when their time is up, and the
+    /// final drain writes the rest.
+    #[test]
+    fn sub_buffers_are_gathered_then_written_together() {
+        let ch = Arc::new(
+            Channel::create(&ChannelConfig {
+                subbuf_size: 4096,
+                num_subbuf: 8,
+                mode: Mode::Discard,
+                sync: SyncMode::Atomic,
+                num_cpus: Some(1),
+                ..ChannelConfig::default()
+            })
+            .unwrap(),
+        );
+        if !fill(&ch, 0, 3) {
+            eprintln!("skipped: cannot run on CPU 0");
+            return;
+        }
+        let dir =
+            std::env::temp_dir().join(format!("faultline-drain-gather-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let w = TraceWriter::create(&dir, &trace_desc(&ch)).unwrap();
+        let hold = Duration::from_millis(300);
+        let cfg = DrainConfig {
+            verbose: false,
+            flush_interval: hold,
+            wait_timeout: hold,
+            ..DrainConfig::default()
+        };
+        let mut d = Drain::new(ch.clone(), w, cfg);
+        assert_eq!(d.gather(), 4);
+        // Three complete: held (and the wait does not return at once for them).
+        assert_eq!(d.poll(), 0);
+        assert_eq!(d.kept.get(&0), None);
+        let t0 = Instant::now();
+        d.wait();
+        assert!(t0.elapsed() >= hold / 2, "woke for 3 of 4: {:?}", t0.elapsed());
+        // The fourth completes them: all four in one poll.
+        assert!(fill(&ch, 0, 1));
+        assert_eq!(d.poll(), 4);
+        assert_eq!(d.kept.get(&0), Some(&4));
+        // One more: held until its time is up (the periodic flush has run by then too).
+        assert!(fill(&ch, 0, 1));
+        assert_eq!(d.poll(), 0);
+        std::thread::sleep(hold);
+        let k = d.poll();
+        assert!(k >= 1);
+        assert_eq!(d.kept.get(&0), Some(&(4 + k)));
+        assert!(fill(&ch, 0, 2));
+        let (st, fin) = d.finish();
+        fin.unwrap();
+        let per: u64 = (4096 - 128) / 24 + 1;
+        assert_eq!(st.events_written, 7 * per, "{st:?}");
         assert!(st.corrupt.is_empty() && st.packets_rejected == 0, "{st:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -1224,11 +1224,12 @@ mod tests {
             std::env::temp_dir().join(format!("faultline-drain-gather-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let w = TraceWriter::create(&dir, &trace_desc(&ch)).unwrap();
-        let hold = Duration::from_millis(300);
+        let hold = Duration::from_millis(1000);
+        let wait = Duration::from_millis(200);
         let cfg = DrainConfig {
             verbose: false,
             flush_interval: hold,
-            wait_timeout: hold,
+            wait_timeout: wait,
             ..DrainConfig::default()
         };
         let mut d = Drain::new(ch.clone(), w, cfg);
@@ -1238,7 +1239,7 @@ mod tests {
         assert_eq!(d.kept.get(&0), None);
         let t0 = Instant::now();
         d.wait();
-        assert!(t0.elapsed() >= hold / 2, "woke for 3 of 4: {:?}", t0.elapsed());
+        assert!(t0.elapsed() >= wait / 2, "woke for 3 of 4: {:?}", t0.elapsed());
         // The fourth completes them: all four in one poll.
         assert!(fill(&ch, 0, 1));
         assert_eq!(d.poll(), 4);

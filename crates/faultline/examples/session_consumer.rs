@@ -20,7 +20,10 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let events: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(4_000_000);
+    let events: u64 = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4_000_000);
     let rounds: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(5);
     let cpu = faultline_rseq::allowed_cpus().first().copied();
     let (mut cons, mut verify, mut lost) = (Vec::new(), Vec::new(), Vec::new());

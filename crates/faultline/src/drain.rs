@@ -576,7 +576,10 @@ impl Drain {
                 }
             }
         }
-        if !taken.is_empty() && error.is_none() && (taken.len() as u32) < self.gather() && !self.force
+        if !taken.is_empty()
+            && error.is_none()
+            && (taken.len() as u32) < self.gather()
+            && !self.force
         {
             let since = *self.held_since.entry(cpu).or_insert_with(Instant::now);
             if since.elapsed() < self.cfg.flush_interval {
@@ -805,10 +808,9 @@ impl Drain {
         self.stats.stream_bytes = c.stream_bytes;
         self.stats.verified = self.cfg.verify;
         self.stats.events_written = match committed {
-            Some(n) if !self.cfg.verify => {
-                n.saturating_sub(self.stats.events_failed)
-                    .saturating_sub(self.stats.events_rejected)
-            }
+            Some(n) if !self.cfg.verify => n
+                .saturating_sub(self.stats.events_failed)
+                .saturating_sub(self.stats.events_rejected),
             _ => c.events,
         };
         let fin = self.writer.finish_with_env(env);
@@ -1244,7 +1246,11 @@ mod tests {
         assert_eq!(d.kept.get(&0), None);
         let t0 = Instant::now();
         d.wait();
-        assert!(t0.elapsed() >= wait / 2, "woke for 2 of 3: {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() >= wait / 2,
+            "woke for 2 of 3: {:?}",
+            t0.elapsed()
+        );
         // The third completes them: all three in one poll.
         assert!(fill(&ch, 0, 1));
         assert_eq!(d.poll(), 3);

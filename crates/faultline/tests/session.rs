@@ -80,7 +80,11 @@ fn exact_counts_and_payloads_case(verify: bool) {
     } else {
         assert!(sum.events.is_empty(), "{:?}", sum.events);
         assert_eq!(d.verify_cpu_ns, 0);
-        assert!(sum.render().contains("events            -"), "{}", sum.render());
+        assert!(
+            sum.render().contains("events            -"),
+            "{}",
+            sum.render()
+        );
     }
     let r = sum.recorder.unwrap();
     assert_eq!(r.recorded, 20_000);

@@ -275,15 +275,18 @@ pub fn parse_loop_command(line: &str) -> Result<(usize, u64, u64), String> {
 fn client_program() -> Result<std::path::PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("locating this executable: {e}"))?;
     let dir = exe.parent().unwrap_or(std::path::Path::new("."));
-    [dir.join(CLIENT_PROGRAM), dir.join("..").join(CLIENT_PROGRAM)]
-        .into_iter()
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            format!(
-                "{CLIENT_PROGRAM} not found next to {} (built with the faultline-cli package)",
-                exe.display()
-            )
-        })
+    [
+        dir.join(CLIENT_PROGRAM),
+        dir.join("..").join(CLIENT_PROGRAM),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .ok_or_else(|| {
+        format!(
+            "{CLIENT_PROGRAM} not found next to {} (built with the faultline-cli package)",
+            exe.display()
+        )
+    })
 }
 
 /// The binary that links Tracy's client (src/bin/faultline-bench-tracy.rs).
@@ -531,7 +534,10 @@ mod tests {
 
     #[test]
     fn loop_commands_round_trip_and_bad_ones_are_refused() {
-        assert_eq!(parse_loop_command(&loop_command(1, 10, 20)), Ok((1, 10, 20)));
+        assert_eq!(
+            parse_loop_command(&loop_command(1, 10, 20)),
+            Ok((1, 10, 20))
+        );
         assert!(parse_loop_command("2 1 1").unwrap_err().contains("kind"));
         assert!(parse_loop_command("0 1").unwrap_err().contains("iters"));
         assert!(parse_loop_command("0 x 1").unwrap_err().contains("warmup"));

@@ -114,6 +114,8 @@ pub struct RecordOptions {
     pub libc: Option<crate::libc_preload::LibcOptions>,
     /// Sync the trace to stable storage before exiting (`--fsync`).
     pub fsync: bool,
+    /// Write the streams by direct I/O (`--io`; [`DrainConfig::direct_io`]).
+    pub direct_io: bool,
 }
 
 /// What happened to the traced program.
@@ -422,7 +424,11 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     if let Some(s) = relay_sink {
         writer.set_sink(Box::new(s))?;
     }
-    let mut drain = Drain::new(chan.clone(), writer, DrainConfig::default());
+    let dcfg = DrainConfig {
+        direct_io: opt.direct_io,
+        ..DrainConfig::default()
+    };
+    let mut drain = Drain::new(chan.clone(), writer, dcfg);
     // Run-time classes: the rest of the pipe (and what came with the schema).
     let mut classes = PipeClasses::new(reader, events.iter().map(|(i, _)| *i));
     classes.push_early(early);
@@ -910,9 +916,22 @@ pub struct RecordArgs {
     /// theirs), but a power loss right after may lose its end
     #[arg(long)]
     pub fsync: bool,
+    /// How the streams are written: direct (O_DIRECT from the shared buffers: no copy, no
+    /// page cache, but each write waits for the device) or buffered (through the page cache,
+    /// as strace -o writes its log). Default: buffered with --libc (short programs would wait
+    /// for the device at their end), direct otherwise
+    #[arg(long, value_name = "direct|buffered")]
+    pub io: Option<IoMode>,
     /// The program and its arguments
     #[arg(last = true, required = true)]
     pub cmd: Vec<OsString>,
+}
+
+/// `record --io`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoMode {
+    Direct,
+    Buffered,
 }
 
 /// Entry point of `faultline record`; returns the exit status (the program's).
@@ -960,6 +979,10 @@ pub fn main(a: &RecordArgs) -> i32 {
                 data_bytes: a.libc_data,
             }),
         fsync: a.fsync,
+        direct_io: match a.io {
+            Some(m) => m == IoMode::Direct,
+            None => a.libc.is_none(),
+        },
     };
     match run(&opt) {
         Ok(r) => {

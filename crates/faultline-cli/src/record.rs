@@ -916,12 +916,12 @@ pub struct RecordArgs {
     /// theirs), but a power loss right after may lose its end
     #[arg(long)]
     pub fsync: bool,
-    /// How the streams are written: direct (O_DIRECT from the shared buffers: no copy, no
-    /// page cache, but each write waits for the device) or buffered (through the page cache,
-    /// as strace -o writes its log). Default: buffered with --libc (short programs would wait
-    /// for the device at their end), direct otherwise
-    #[arg(long, value_name = "direct|buffered")]
-    pub io: Option<IoMode>,
+    /// How the streams are written: direct (the default: O_DIRECT from the shared buffers, no
+    /// copy and no page cache, but each write, and the read-back that verifies it, waits for
+    /// the device) or buffered (through the page cache, as strace -o writes its log: a few ms
+    /// less at the end of a short run, a copy of every byte and dirty pages otherwise)
+    #[arg(long, value_name = "direct|buffered", default_value = "direct")]
+    pub io: IoMode,
     /// The program and its arguments
     #[arg(last = true, required = true)]
     pub cmd: Vec<OsString>,
@@ -979,10 +979,7 @@ pub fn main(a: &RecordArgs) -> i32 {
                 data_bytes: a.libc_data,
             }),
         fsync: a.fsync,
-        direct_io: match a.io {
-            Some(m) => m == IoMode::Direct,
-            None => a.libc.is_none(),
-        },
+        direct_io: a.io == IoMode::Direct,
     };
     match run(&opt) {
         Ok(r) => {

@@ -190,7 +190,12 @@ fn cat_of_a_file_records_its_open_and_keeps_its_stdout() {
     let file = d.join("hello.txt");
     std::fs::write(&file, "hello from the test\n").unwrap();
     let t = d.join("trace");
-    let out = record(&t, &["--libc"], &["cat", file.to_str().unwrap()]);
+    // Buffered writes here (`--io buffered`); the other tests take the default (direct).
+    let out = record(
+        &t,
+        &["--libc", "--io", "buffered"],
+        &["cat", file.to_str().unwrap()],
+    );
     ok(&out);
     // The program's stdout is only the program's; the report is on stderr.
     assert_eq!(

@@ -283,7 +283,8 @@ fn client_program() -> Result<std::path::PathBuf, String> {
     .find(|p| p.is_file())
     .ok_or_else(|| {
         format!(
-            "{CLIENT_PROGRAM} not found next to {} (built with the faultline-cli package)",
+            "{CLIENT_PROGRAM} not found next to {} (`cargo build --release -p faultline-cli` \
+             builds it; `cargo run` builds only the binary it runs)",
             exe.display()
         )
     })

@@ -776,7 +776,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
     // Profiling one configuration (FAULTLINE_BENCH_FILTER) skips the Tracy rows and the
     // lossless search.
     let filtered = std::env::var_os("FAULTLINE_BENCH_FILTER").is_some();
-    // First, while this is the process's only thread: it sets TRACY_PORT for the client.
+    // First: the Tracy client process (crate::bench_tracy) starts while nothing is timed.
     let (mut tracy, mut tracy_missing) = if !opt.tracy {
         (None, Some("Tracy rows disabled (--no-tracy)".to_string()))
     } else if filtered {

@@ -93,7 +93,7 @@ use crate::error::{CtfError, Result};
 use crate::layout::{
     check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE, PADDING_ID, PENDING_ID,
 };
-use faultline_schema::{decode_field, FieldDesc};
+use faultline_schema::{decode_field, FieldDesc, FieldErrorKind, FieldType};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -445,7 +445,22 @@ fn read_packet_direct(
 fn check_payload(fields: Fields, payload: &[u8]) -> std::result::Result<(), (usize, String)> {
     let mut at = 0usize;
     for f in fields {
-        decode_field(f.ty, payload, &mut at).map_err(|e| (e.offset, e.kind.describe(f.name)))?;
+        match f.ty.fixed_size() {
+            // Numbers take any bit pattern: only their room is checked, nothing is decoded
+            // (the check runs for every record the consumer writes). Same error as
+            // decode_field's: truncated at the field's start. `at <= payload.len()`: no
+            // overflow.
+            Some(n) if f.ty != FieldType::Bool => {
+                if payload.len() - at < n {
+                    return Err((at, FieldErrorKind::Truncated.describe(f.name)));
+                }
+                at += n;
+            }
+            _ => {
+                decode_field(f.ty, payload, &mut at)
+                    .map_err(|e| (e.offset, e.kind.describe(f.name)))?;
+            }
+        }
     }
     if at != payload.len() {
         return Err((
@@ -1490,5 +1505,75 @@ impl TraceWriter {
             .and_then(|f| f.sync_all())
             .map_err(|e| CtfError::io(&self.dir, "fsync", e))?;
         Ok(self.counters)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The check as it was: every field through decode_field.
+    fn check_by_decoding(
+        fields: Fields,
+        payload: &[u8],
+    ) -> std::result::Result<(), (usize, String)> {
+        let mut at = 0usize;
+        for f in fields {
+            decode_field(f.ty, payload, &mut at)
+                .map_err(|e| (e.offset, e.kind.describe(f.name)))?;
+        }
+        if at != payload.len() {
+            return Err((at, "length".into()));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn payload_check_skipping_numbers_finds_what_decoding_finds() {
+        const F: &[FieldDesc] = &[
+            FieldDesc {
+                name: "a",
+                ty: FieldType::U32,
+            },
+            FieldDesc {
+                name: "ok",
+                ty: FieldType::Bool,
+            },
+            FieldDesc {
+                name: "s",
+                ty: FieldType::String,
+            },
+            FieldDesc {
+                name: "b",
+                ty: FieldType::Bytes,
+            },
+            FieldDesc {
+                name: "d",
+                ty: FieldType::F64,
+            },
+            FieldDesc {
+                name: "c",
+                ty: FieldType::I16,
+            },
+        ];
+        let mut good = vec![1, 2, 3, 4, 1, b'h', b'i', 0, 2, 0, 0, 0, 9, 9];
+        good.extend_from_slice(&[0u8; 8]);
+        good.extend_from_slice(&[5, 6]);
+        assert_eq!(check_payload(F, &good), Ok(()));
+        // Every truncation, and a bad bool: the same offset and message.
+        let mut bad_bool = good.clone();
+        bad_bool[4] = 2;
+        let cases = (0..good.len())
+            .map(|n| good[..n].to_vec())
+            .chain([bad_bool]);
+        for p in cases {
+            let fast = check_payload(F, &p).unwrap_err();
+            let slow = check_by_decoding(F, &p).unwrap_err();
+            if slow.1 == "length" {
+                assert_eq!(fast.0, slow.0, "{p:?}");
+            } else {
+                assert_eq!(fast, slow, "{p:?}");
+            }
+        }
     }
 }

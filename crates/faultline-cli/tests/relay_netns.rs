@@ -252,13 +252,14 @@ fn setup(tag: &str, n: usize) -> Option<Net> {
     }
 }
 
-/// `faultline record` inside `ns` under host name `host`, streaming to `url` and writing
-/// `local`; returns (exit code, JSON report, stderr).
+/// `faultline record RECORD_ARGS` inside `ns` under host name `host`, streaming to `url` and
+/// writing `local`; returns (exit code, JSON report, stderr).
 fn record_in(
     ns: &str,
     host: &str,
     url: &str,
     local: &Path,
+    record_args: &[&str],
     app: &[&str],
 ) -> (Option<i32>, serde_json::Value, String) {
     let mut cmd = Command::new("ip");
@@ -272,8 +273,9 @@ fn record_in(
             url,
             "--relay-session",
             "fleet",
-            "-o",
         ])
+        .args(record_args)
+        .arg("-o")
         .arg(local)
         .arg("--")
         .arg(env!("CARGO_BIN_EXE_faultline-testapp"))
@@ -321,6 +323,7 @@ fn three_hosts_stream_to_one_relay() {
                     &format!("host-{i}"),
                     &url,
                     &local,
+                    &[],
                     &[
                         "--log",
                         log.to_str().unwrap(),
@@ -401,11 +404,17 @@ fn slow_link_keeps_event_cost_and_counts_losses() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no cost line: {err}"))
     };
+    // 64 sub-buffers of 1 MiB per CPU hold the whole trace (~30 MB) even on one CPU, so it is
+    // written complete even when the consumer gets no CPU until the program ends (a loaded
+    // machine).
+    // With the default 8, a starved consumer kept only 8 MiB, which the socket buffers and the
+    // link took within the relay's finish timeout: nothing was left unsent to count.
+    let ring = ["--subbufs", "64"];
     // Same workload over the fast link first.
     let log = base.join("log-fast");
     let a: Vec<String> = app(&log);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    let (code, fast, err) = record_in(&net.hosts[0], "fast", &url, &base.join("fast"), &a);
+    let (code, fast, err) = record_in(&net.hosts[0], "fast", &url, &base.join("fast"), &ring, &a);
     assert_eq!(code, Some(0), "{err}");
     let fast_cost = cost(&err);
     // Then slow the link down: 4 Mbit/s and 50 ms each way — netem where the kernel has it,
@@ -459,7 +468,14 @@ fn slow_link_keeps_event_cost_and_counts_losses() {
     let a: Vec<String> = app(&log);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let t0 = Instant::now();
-    let (code, slow, err) = record_in(&net.hosts[0], "slow", &slow_url, &base.join("slow"), &a);
+    let (code, slow, err) = record_in(
+        &net.hosts[0],
+        "slow",
+        &slow_url,
+        &base.join("slow"),
+        &ring,
+        &a,
+    );
     let took = t0.elapsed();
     assert_eq!(code, Some(0), "{err}");
     assert!(

@@ -262,8 +262,11 @@ pub fn run(
         let lost = *lost;
         let lossless_mev_s = lossless.and_then(|lo| {
             crate::bench_lossless::search(lo, |rate, n| {
-                if progress {
+                // The search's first step is unpaced (rate infinite): the writer's own rate.
+                if progress && rate.is_finite() {
                     eprintln!("bench: lossless per {name}: {:.2} Mev/s", rate / 1e6);
+                } else if progress {
+                    eprintln!("bench: lossless per {name}: the writer's own rate (unpaced)");
                 }
                 crate::bench_lossless::faultline_step_with(rate, n, Some(index))
             })

@@ -12,11 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("faultline-relay-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp(name: &str) -> faultline_testkit::TmpDir {
+    faultline_testkit::TmpDir::new(&format!("relay-{name}"))
 }
 
 fn have_relayd() -> bool {
@@ -176,7 +173,6 @@ fn relay_copy_is_the_local_trace() {
     let b = relayd::babeltrace(&local).expect("babeltrace2 on the local copy");
     assert!(a.len() as u64 >= ev);
     assert_eq!(a, b);
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -250,7 +246,6 @@ fn relay_only_and_embedded_session() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(counts(&remote).0, 10000);
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -385,7 +380,6 @@ fn live_viewer_prints_events_while_the_program_runs() {
         !verr.contains("timestamp is less than"),
         "the viewer stopped: {verr}"
     );
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -424,7 +418,6 @@ fn ipv6_relay() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(counts(&remote).0, 6000);
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -477,7 +470,6 @@ fn unreachable_relay() {
     );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("must start with net://"), "{err}");
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -534,5 +526,4 @@ fn relay_killed_mid_run() {
     // The writers did not wait: about 2 s of program, nowhere near a socket timeout more.
     assert!(took < Duration::from_secs(30), "{took:?}");
     eprintln!("relay killed: {r}");
-    let _ = std::fs::remove_dir_all(&base);
 }

@@ -16,18 +16,15 @@ use faultline_ctf::{stats, Trace};
 use relayd::{run_bounded, Relayd};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("faultline-netns-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp(name: &str) -> faultline_testkit::TmpDir {
+    faultline_testkit::TmpDir::new(&format!("netns-{name}"))
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -368,7 +365,6 @@ fn three_hosts_stream_to_one_relay() {
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(relay);
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -523,5 +519,4 @@ fn slow_link_keeps_event_cost_and_counts_losses() {
         r["events_dropped"], r["events_lost"], fast["summary"]["relay"]["events_sent"]
     );
     drop(relay);
-    let _ = std::fs::remove_dir_all(&base);
 }

@@ -925,10 +925,8 @@ mod tests {
             })
             .unwrap(),
         );
-        let dir = std::env::temp_dir().join(format!(
-            "faultline-drain-reported-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("faultline-drain-reported-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let w = TraceWriter::create(&dir, &trace_desc(&ch)).unwrap();
         let cfg = DrainConfig {

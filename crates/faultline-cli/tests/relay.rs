@@ -24,11 +24,8 @@ fn have_relayd() -> bool {
     false
 }
 
-fn record(
-    args: &[&str],
-    app: &[&str],
-    limit: Duration,
-) -> (Option<i32>, serde_json::Value, String) {
+/// `faultline record --json ARGS -- faultline-testapp APP`.
+fn record_command(args: &[&str], app: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));
     cmd.arg("record")
         .arg("--json")
@@ -36,6 +33,15 @@ fn record(
         .arg("--")
         .arg(env!("CARGO_BIN_EXE_faultline-testapp"))
         .args(app);
+    cmd
+}
+
+fn record(
+    args: &[&str],
+    app: &[&str],
+    limit: Duration,
+) -> (Option<i32>, serde_json::Value, String) {
+    let cmd = record_command(args, app);
     let (code, out, stderr) = run_bounded(cmd, limit).expect("run record");
     let v = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
     (code, v, stderr)
@@ -258,32 +264,30 @@ fn live_viewer_prints_events_while_the_program_runs() {
     let log = base.join("log");
     let local = base.join("local");
     // About 3 s of 2 threads x 100 events/s.
-    let rec = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args([
-            "record",
-            "--json",
+    let rec = record_command(
+        &[
             "--relay",
             &relay.url(),
             "--relay-session",
             "live",
             "-o",
-        ])
-        .arg(&local)
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_faultline-testapp"))
-        .args([
+            local.to_str().unwrap(),
+        ],
+        &[
             "--log",
             log.to_str().unwrap(),
             "--threads",
             "2",
             "--events",
             "300",
-        ])
-        .args(["--sleep-us", "10000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+            "--sleep-us",
+            "10000",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let host = faultline::session::hostname();
     // Attach as soon as the session exists.
     let url = relay.live_url(&host, "live");
@@ -482,24 +486,23 @@ fn relay_killed_mid_run() {
     let local = base.join("local");
     let log = base.join("log");
     let t0 = Instant::now();
-    let rec = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(["record", "--json", "--relay", &relay.url(), "-o"])
-        .arg(&local)
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_faultline-testapp"))
-        .args([
+    let rec = record_command(
+        &["--relay", &relay.url(), "-o", local.to_str().unwrap()],
+        &[
             "--log",
             log.to_str().unwrap(),
             "--threads",
             "2",
             "--events",
             "2000",
-        ])
-        .args(["--sleep-us", "1000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+            "--sleep-us",
+            "1000",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     // Let packets flow, then kill the relay.
     let until = Instant::now() + Duration::from_secs(10);
     while log_lines(&log) < 300 && Instant::now() < until {

@@ -13,17 +13,23 @@ use std::time::Duration;
 /// A fresh, empty directory `faultline-<name>-<random>` under the system temp dir, removed
 /// with everything in it when dropped — also when the test panics, so failed runs leave
 /// nothing behind either. Derefs to its [`Path`] (`dir.join(..)`, `&dir` as `&Path`).
+/// Debugging a test: with `FAULTLINE_TEST_KEEP_TMP` set, the directories stay (each one
+/// printed on stderr when created).
 pub struct TmpDir(tempfile::TempDir);
 
 impl TmpDir {
     /// Create the directory; panics when the temp dir is not writable (a test cannot run).
     pub fn new(name: &str) -> TmpDir {
-        TmpDir(
-            tempfile::Builder::new()
-                .prefix(&format!("faultline-{name}-"))
-                .tempdir()
-                .unwrap_or_else(|e| panic!("cannot create a temp dir for {name}: {e}")),
-        )
+        let keep = std::env::var_os("FAULTLINE_TEST_KEEP_TMP").is_some();
+        let d = tempfile::Builder::new()
+            .prefix(&format!("faultline-{name}-"))
+            .disable_cleanup(keep)
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temp dir for {name}: {e}"));
+        if keep {
+            eprintln!("kept (FAULTLINE_TEST_KEEP_TMP): {}", d.path().display());
+        }
+        TmpDir(d)
     }
 
     /// The directory.

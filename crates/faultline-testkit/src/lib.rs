@@ -4,7 +4,12 @@
 //!
 //! * [`lttng_trace_bench`]: the LTTng-UST harness set up to keep its traces, or `None` (with
 //!   a `SKIPPED` line naming what is missing) where LTTng or babeltrace2 is not installed.
+//! * [`ctf`]: small CTF trace builders and the trace reader's fuzz property, shared by the
+//!   tests of `faultline-ctf`, `faultline-relay` and the command line and by the fuzz targets
+//!   in `fuzz/`.
 //! * [`TmpDir`]: a test's scratch directory, removed when the test ends (passed or panicked).
+
+pub mod ctf;
 
 use faultline_lttng::{babeltrace_available, check_available, LttngBench, LttngOptions};
 use std::path::Path;

@@ -65,7 +65,19 @@ fn bench_quick_json_has_every_field() {
         0.0,
         "tracing rows: events unaccounted for"
     );
-    for key in ["rdtsc_ns", "int_ns", "string_ns", "two_thread_scaling"] {
+    for key in [
+        "rdtsc_ns",
+        "int_ns",
+        "string_ns",
+        "two_thread_scaling",
+        // The same run's scaling references (faultline-cli bench_scaling.rs).
+        "floor_two_thread_scaling",
+        "two_thread_scaling_vs_floor",
+        "scaling_consumer_ns_per_event",
+        "two_thread_scaling_bound",
+        "session_two_thread_scaling",
+        "two_thread_imbalance",
+    ] {
         let x = num(&v, key);
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");
     }

@@ -493,6 +493,7 @@ impl RecordHeader {
     /// Decode the header at `at` of `b`, the previous record's timestamp being `prev`; `Err`
     /// says what is wrong (it does not fit, or a compact padding header without the padding
     /// id).
+    #[inline]
     pub fn parse_at(b: &[u8], at: usize, prev: u64) -> Result<RecordHeader, String> {
         let short = || "record header crosses the end of the content".to_string();
         let tag = *b.get(at).ok_or_else(short)? as u32 & 31;
@@ -617,6 +618,7 @@ impl RawRecord<'_> {
 /// `prev` (the packet's `timestamp_begin` for the first). Returns the record and the offset of
 /// the next one (`None` when this record ends exactly at the end of the content). Every length
 /// is checked against the content with checked arithmetic.
+#[inline]
 pub fn record_at(
     content: &[u8],
     at: usize,
@@ -684,6 +686,7 @@ impl<'a> Records<'a> {
 impl<'a> Iterator for Records<'a> {
     type Item = Result<RawRecord<'a>, LayoutError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let at = self.pos.take()?;
         Some(record_at(self.content, at, self.prev).map(|(r, next)| {

@@ -268,8 +268,12 @@ pub fn thread_cpu_ns() -> u64 {
 pub struct CorruptBuffer {
     /// The first problem found.
     pub first_error: String,
-    /// The consumer gave up on the buffer (it is no longer read).
+    /// The consumer gave up on the buffer (it is no longer read), at the first problem or
+    /// later.
     pub abandoned: bool,
+    /// The consumer gave up on the buffer at the first problem: what its one line says (a
+    /// buffer rejected first and abandoned later keeps the line it was reported with).
+    pub abandoned_first: bool,
     /// Packets of this buffer the trace writer rejected.
     pub packets_rejected: u64,
     /// Packets of this buffer written to the trace (all of them valid).
@@ -277,12 +281,13 @@ pub struct CorruptBuffer {
 }
 
 impl CorruptBuffer {
-    /// The one line that reports it.
+    /// The one line that reports it: the same when the buffer is abandoned after its first
+    /// problem (the line was printed then; [`CorruptBuffer::abandoned`] has the final state).
     pub fn line(&self, cpu: u32) -> String {
         format!(
             "CPU buffer {cpu}: shared memory damaged by the traced program: {}; {}",
             self.first_error,
-            if self.abandoned {
+            if self.abandoned_first {
                 "this buffer is no longer read, the packets taken from it before were valid and \
                  are kept"
             } else {
@@ -699,6 +704,7 @@ impl Drain {
             let c = CorruptBuffer {
                 first_error: what,
                 abandoned,
+                abandoned_first: abandoned,
                 ..CorruptBuffer::default()
             };
             if verbose {
@@ -1014,6 +1020,40 @@ mod tests {
             },
             events: vec![(0, EV)],
         }
+    }
+
+    /// A buffer whose packet was rejected and which is abandoned later keeps the line it was
+    /// reported with on stderr, so `record`'s report lists the same line; the final state is in
+    /// `abandoned`.
+    #[test]
+    fn a_buffer_abandoned_after_a_rejection_keeps_its_reported_line() {
+        let ch = Arc::new(
+            Channel::create(&ChannelConfig {
+                subbuf_size: 4096,
+                num_subbuf: 4,
+                num_cpus: Some(1),
+                ..ChannelConfig::default()
+            })
+            .unwrap(),
+        );
+        let dir =
+            std::env::temp_dir().join(format!("faultline-drain-reported-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let w = TraceWriter::create(&dir, &trace_desc(&ch)).unwrap();
+        let cfg = DrainConfig {
+            verbose: false,
+            ..DrainConfig::default()
+        };
+        let mut d = Drain::new(ch, w, cfg);
+        d.damaged(0, "packet 3 rejected: bad sequence".into(), false);
+        let reported = d.stats.corrupt[&0].line(0);
+        d.damaged(0, "commit counter out of range".into(), true);
+        let c = &d.stats.corrupt[&0];
+        assert_eq!(c.line(0), reported);
+        assert!(c.abandoned && !c.abandoned_first);
+        assert_eq!(c.packets_rejected, 1);
+        drop(d);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The consumer writes packets without looking at their records; the verification pass

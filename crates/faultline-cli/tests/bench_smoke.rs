@@ -142,11 +142,7 @@ fn bench_quick_json_has_every_field() {
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");
     }
     // Issue 11: bytes per event on disk, consumer CPU per event, lossless rates, Tracy rows.
-    for key in [
-        "int_bytes",
-        "string_bytes",
-        "consumer_ns_per_event",
-    ] {
+    for key in ["int_bytes", "string_bytes", "consumer_ns_per_event"] {
         let x = num(&v, key);
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");
     }

@@ -149,7 +149,7 @@ pub struct Row {
     pub stream_bytes_per_event: Option<f64>,
     /// CPU time of the consumer thread / events written, median over rounds. `Session` rows:
     /// the drain's own `getrusage(RUSAGE_THREAD)` from its first poll to the end of its final
-    /// drain (`DrainStats::consumer_cpu_ns`), the end-of-run verification pass excluded.
+    /// drain (`DrainStats::consumer_cpu_ns`; a default `Session` runs no verification pass).
     /// Harness rows with a consumer: the harness consumer thread's `getrusage(RUSAGE_THREAD)`
     /// over its whole life / records it delivered.
     pub consumer_ns_per_event: Option<f64>,
@@ -205,10 +205,11 @@ pub struct BenchReport {
     pub lttng_int_bytes: Option<f64>,
     pub lttng_string_bytes: Option<f64>,
     /// CPU time of the `Session`'s consumer thread / events written, int row, 1 thread
-    /// ([`Row::consumer_ns_per_event`]: the drain's own `getrusage(RUSAGE_THREAD)`, the
-    /// end-of-run verification pass excluded).
+    /// ([`Row::consumer_ns_per_event`]: the drain's own `getrusage(RUSAGE_THREAD)`, everything
+    /// the consumer thread did).
     pub consumer_ns_per_event: Option<f64>,
-    /// CPU time of that verification pass / events written, same row.
+    /// Of that: the verification pass / events written, same row (0: a default `Session`
+    /// does not walk the records; `SessionBuilder::verify` turns the pass on).
     pub verify_ns_per_event: Option<f64>,
     /// Highest paced rate (million events/s) one writer sustained with zero loss, `Session`
     /// and LTTng-UST: see [`crate::bench_lossless`].
@@ -355,10 +356,10 @@ struct Sample {
     bytes_per_event: Option<f64>,
     /// Event stream bytes on disk / events written (`Session` rows).
     stream_bytes_per_event: Option<f64>,
-    /// Consumer thread CPU ns / events written (`Session` rows, verification excluded;
-    /// harness rows: the harness consumer's CPU / records it delivered).
+    /// Consumer thread CPU ns / events written (`Session` rows: everything it did; harness
+    /// rows: the harness consumer's CPU / records it delivered).
     consumer_ns_per_event: Option<f64>,
-    /// Verification pass CPU ns / events written (`Session` rows).
+    /// Of that: the verification pass (`Session` rows; 0 by default).
     verify_ns_per_event: Option<f64>,
 }
 
@@ -590,7 +591,8 @@ fn run_session(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
     Ok(Sample {
         stream_bytes_per_event: per_written(stream_bytes),
         // The consumer's CPU time as the drain measured it on its own thread
-        // (`DrainStats::consumer_cpu_ns`), the verification pass reported apart.
+        // (`DrainStats::consumer_cpu_ns`, all of it; the verification pass, if any, is part
+        // of it).
         consumer_ns_per_event: sum
             .drain
             .as_ref()
@@ -774,7 +776,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
     // Profiling one configuration (FAULTLINE_BENCH_FILTER) skips the Tracy rows and the
     // lossless search.
     let filtered = std::env::var_os("FAULTLINE_BENCH_FILTER").is_some();
-    // First, while this is the process's only thread: it sets TRACY_PORT for the client.
+    // First: the Tracy client process (crate::bench_tracy) starts while nothing is timed.
     let (mut tracy, mut tracy_missing) = if !opt.tracy {
         (None, Some("Tracy rows disabled (--no-tracy)".to_string()))
     } else if filtered {
@@ -1496,8 +1498,8 @@ pub fn print(r: &BenchReport) {
         b(r.tracy_string_bytes)
     );
     println!(
-        "consumer CPU per event written (Session, int, 1 thread): {} ns (end-of-run \
-         verification: {} ns more)",
+        "consumer CPU per event written (Session, int, 1 thread): {} ns (of which the \
+         verification pass: {} ns; a default Session does not walk the records)",
         opt_f(r.consumer_ns_per_event, 2),
         opt_f(r.verify_ns_per_event, 2)
     );

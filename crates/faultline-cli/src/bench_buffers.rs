@@ -21,7 +21,7 @@
 //!   the machine's CPU count (`buffers_possible`: buffers the channel has room for).
 //!
 //! Per-cid buffers need the kernel's rseq `mm_cid` (Linux 6.3+); without it the `*_cid`
-//! keys are absent and `buffers_missing` says why.
+//! keys are null and `buffers_missing` says why.
 
 use crate::bench::{BENCH_INT, BENCH_STRING, MSG};
 use crate::harness::run_writers;
@@ -34,36 +34,93 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// `iters`, bounded below by 10,000).
 const MEMORY_EVENTS: u64 = 300_000;
 
-/// The numbers, flattened into the bench report (keys in the module docs).
-#[derive(Debug, Clone, Default, Serialize)]
+/// The numbers, flattened into the bench report (keys in the module docs): each
+/// [`PerIndex`] value under its key with the index's name in it (`session_int_ns_cpu`,
+/// `buffers_mapped_cid_taskset1`), the two indexes side by side, as
+/// [`BuffersBench::serialize`] writes them.
+#[derive(Debug, Clone, Default)]
 pub struct BuffersBench {
     /// What a `Session` uses when nobody chooses (`cpu` or `cid`).
     pub buffers_default: String,
-    pub session_int_ns_cpu: Option<f64>,
-    pub session_int_ns_cid: Option<f64>,
-    pub session_string_ns_cpu: Option<f64>,
-    pub session_string_ns_cid: Option<f64>,
-    pub session_lost_cpu: Option<u64>,
-    pub session_lost_cid: Option<u64>,
-    /// Of those, lost because the consumer was behind (`lost_full`) and at a stalled
-    /// sub-buffer or, formerly, a flush mark (`lost_stalled`).
-    pub session_lost_full_cpu: Option<u64>,
-    pub session_lost_full_cid: Option<u64>,
-    pub session_lost_stalled_cpu: Option<u64>,
-    pub session_lost_stalled_cid: Option<u64>,
-    pub lossless_mev_s_cpu: Option<f64>,
-    pub lossless_mev_s_cid: Option<f64>,
+    /// Buffers per CPU.
+    pub cpu: PerIndex,
+    /// Buffers per concurrency id.
+    pub cid: PerIndex,
     pub buffers_possible: Option<u32>,
-    pub buffers_mapped_cpu: Option<u32>,
-    pub buffers_mapped_cid: Option<u32>,
-    pub buffer_bytes_cpu: Option<u64>,
-    pub buffer_bytes_cid: Option<u64>,
-    pub buffers_mapped_cpu_taskset1: Option<u32>,
-    pub buffers_mapped_cid_taskset1: Option<u32>,
-    pub buffer_bytes_cpu_taskset1: Option<u64>,
-    pub buffer_bytes_cid_taskset1: Option<u64>,
     /// Why the per-cid keys are missing.
     pub buffers_missing: Option<String>,
+}
+
+/// One buffer index's numbers (module docs).
+#[derive(Debug, Clone, Default)]
+pub struct PerIndex {
+    pub session_int_ns: Option<f64>,
+    pub session_string_ns: Option<f64>,
+    pub session_lost: Option<u64>,
+    /// Of those, lost because the consumer was behind (`lost_full`) and at a stalled
+    /// sub-buffer or, formerly, a flush mark (`lost_stalled`).
+    pub session_lost_full: Option<u64>,
+    pub session_lost_stalled: Option<u64>,
+    pub lossless_mev_s: Option<f64>,
+    pub buffers_mapped: Option<u32>,
+    pub buffer_bytes: Option<u64>,
+    pub buffers_mapped_taskset1: Option<u32>,
+    pub buffer_bytes_taskset1: Option<u64>,
+}
+
+impl PerIndex {
+    /// The report's (key, value) pairs for index `i` (`cpu`, `cid`), in the report's order.
+    fn entries(&self, i: &str) -> [(String, serde_json::Value); 10] {
+        use serde_json::json;
+        [
+            (format!("session_int_ns_{i}"), json!(self.session_int_ns)),
+            (
+                format!("session_string_ns_{i}"),
+                json!(self.session_string_ns),
+            ),
+            (format!("session_lost_{i}"), json!(self.session_lost)),
+            (
+                format!("session_lost_full_{i}"),
+                json!(self.session_lost_full),
+            ),
+            (
+                format!("session_lost_stalled_{i}"),
+                json!(self.session_lost_stalled),
+            ),
+            (format!("lossless_mev_s_{i}"), json!(self.lossless_mev_s)),
+            (format!("buffers_mapped_{i}"), json!(self.buffers_mapped)),
+            (format!("buffer_bytes_{i}"), json!(self.buffer_bytes)),
+            (
+                format!("buffers_mapped_{i}_taskset1"),
+                json!(self.buffers_mapped_taskset1),
+            ),
+            (
+                format!("buffer_bytes_{i}_taskset1"),
+                json!(self.buffer_bytes_taskset1),
+            ),
+        ]
+    }
+}
+
+impl Serialize for BuffersBench {
+    /// The keys of the module docs, in the report's order: `buffers_default`, each
+    /// [`PerIndex`] key per CPU then per cid, `buffers_possible` before the memory keys,
+    /// `buffers_missing`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("buffers_default", &self.buffers_default)?;
+        let (cpu, cid) = (self.cpu.entries("cpu"), self.cid.entries("cid"));
+        for (k, (a, b)) in cpu.iter().zip(&cid).enumerate() {
+            if k == 6 {
+                m.serialize_entry("buffers_possible", &self.buffers_possible)?;
+            }
+            m.serialize_entry(&a.0, &a.1)?;
+            m.serialize_entry(&b.0, &b.1)?;
+        }
+        m.serialize_entry("buffers_missing", &self.buffers_missing)?;
+        m.end()
+    }
 }
 
 /// What one `Session` run measured.
@@ -262,8 +319,11 @@ pub fn run(
         let lost = *lost;
         let lossless_mev_s = lossless.and_then(|lo| {
             crate::bench_lossless::search(lo, |rate, n| {
-                if progress {
+                // The search's first step is unpaced (rate infinite): the writer's own rate.
+                if progress && rate.is_finite() {
                     eprintln!("bench: lossless per {name}: {:.2} Mev/s", rate / 1e6);
+                } else if progress {
+                    eprintln!("bench: lossless per {name}: the writer's own rate (unpaced)");
                 }
                 crate::bench_lossless::faultline_step_with(rate, n, Some(index))
             })
@@ -285,33 +345,21 @@ pub fn run(
             free.as_ref().map(|r| r.bytes),
         );
         let (used1, bytes1) = (one.as_ref().map(|r| r.used), one.as_ref().map(|r| r.bytes));
+        let numbers = PerIndex {
+            session_int_ns: median(int_ns),
+            session_string_ns: median(string_ns),
+            session_lost: lost,
+            session_lost_full: lost.map(|_| causes[0]),
+            session_lost_stalled: lost.map(|_| causes[1]),
+            lossless_mev_s,
+            buffers_mapped: used,
+            buffer_bytes: bytes,
+            buffers_mapped_taskset1: used1,
+            buffer_bytes_taskset1: bytes1,
+        };
         match index {
-            BufferIndex::Cpu => {
-                out.session_int_ns_cpu = median(int_ns);
-                out.session_string_ns_cpu = median(string_ns);
-                out.session_lost_cpu = lost;
-                out.session_lost_full_cpu = lost.map(|_| causes[0]);
-                out.session_lost_stalled_cpu = lost.map(|_| causes[1]);
-                out.lossless_mev_s_cpu = lossless_mev_s;
-                (out.buffers_mapped_cpu, out.buffer_bytes_cpu) = (used, bytes);
-                (
-                    out.buffers_mapped_cpu_taskset1,
-                    out.buffer_bytes_cpu_taskset1,
-                ) = (used1, bytes1);
-            }
-            BufferIndex::Cid => {
-                out.session_int_ns_cid = median(int_ns);
-                out.session_string_ns_cid = median(string_ns);
-                out.session_lost_cid = lost;
-                out.session_lost_full_cid = lost.map(|_| causes[0]);
-                out.session_lost_stalled_cid = lost.map(|_| causes[1]);
-                out.lossless_mev_s_cid = lossless_mev_s;
-                (out.buffers_mapped_cid, out.buffer_bytes_cid) = (used, bytes);
-                (
-                    out.buffers_mapped_cid_taskset1,
-                    out.buffer_bytes_cid_taskset1,
-                ) = (used1, bytes1);
-            }
+            BufferIndex::Cpu => out.cpu = numbers,
+            BufferIndex::Cid => out.cid = numbers,
         }
     }
     out
@@ -328,59 +376,35 @@ pub fn table(b: &BuffersBench) -> String {
          | | per CPU | per cid |\n|---|---|---|\n",
         b.buffers_default
     );
-    let rows: [(&str, String, String); 8] = [
-        (
-            "int, ns/event (Session, 1 thread)",
-            f(b.session_int_ns_cpu, 1),
-            f(b.session_int_ns_cid, 1),
-        ),
-        (
-            "string, ns/event (Session, 1 thread)",
-            f(b.session_string_ns_cpu, 1),
-            f(b.session_string_ns_cid, 1),
-        ),
-        (
-            "events lost in those runs (full / stalled)",
+    let cells = |p: &PerIndex| {
+        [
+            f(p.session_int_ns, 1),
+            f(p.session_string_ns, 1),
             format!(
                 "{} ({} / {})",
-                n(b.session_lost_cpu),
-                n(b.session_lost_full_cpu),
-                n(b.session_lost_stalled_cpu)
+                n(p.session_lost),
+                n(p.session_lost_full),
+                n(p.session_lost_stalled)
             ),
-            format!(
-                "{} ({} / {})",
-                n(b.session_lost_cid),
-                n(b.session_lost_full_cid),
-                n(b.session_lost_stalled_cid)
-            ),
-        ),
-        (
-            "lossless rate, Mev/s",
-            f(b.lossless_mev_s_cpu, 2),
-            f(b.lossless_mev_s_cid, 2),
-        ),
-        (
-            "buffers used, 3 threads",
-            m(b.buffers_mapped_cpu),
-            m(b.buffers_mapped_cid),
-        ),
-        (
-            "buffer memory, 3 threads",
-            kib(b.buffer_bytes_cpu),
-            kib(b.buffer_bytes_cid),
-        ),
-        (
-            "buffers used, 3 threads, taskset -c 0",
-            m(b.buffers_mapped_cpu_taskset1),
-            m(b.buffers_mapped_cid_taskset1),
-        ),
-        (
-            "buffer memory, 3 threads, taskset -c 0",
-            kib(b.buffer_bytes_cpu_taskset1),
-            kib(b.buffer_bytes_cid_taskset1),
-        ),
+            f(p.lossless_mev_s, 2),
+            m(p.buffers_mapped),
+            kib(p.buffer_bytes),
+            m(p.buffers_mapped_taskset1),
+            kib(p.buffer_bytes_taskset1),
+        ]
+    };
+    let what = [
+        "int, ns/event (Session, 1 thread)",
+        "string, ns/event (Session, 1 thread)",
+        "events lost in those runs (full / stalled)",
+        "lossless rate, Mev/s",
+        "buffers used, 3 threads",
+        "buffer memory, 3 threads",
+        "buffers used, 3 threads, taskset -c 0",
+        "buffer memory, 3 threads, taskset -c 0",
     ];
-    for (what, cpu, cid) in rows {
+    let rows = what.into_iter().zip(cells(&b.cpu)).zip(cells(&b.cid));
+    for ((what, cpu), cid) in rows {
         s.push_str(&format!("| {what} | {cpu} | {cid} |\n"));
     }
     s.push_str(&format!(
@@ -391,4 +415,51 @@ pub fn table(b: &BuffersBench) -> String {
         s.push_str(&format!("Per-cid not measured: {why}\n"));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The report's keys and their order are a contract (the plot script and the docs read
+    /// them): the same JSON as when each key was its own field.
+    #[test]
+    fn keys_and_order_of_the_report() {
+        let p = |base: u64| PerIndex {
+            session_int_ns: Some(base as f64 + 0.5),
+            session_string_ns: Some(base as f64 + 2.5),
+            session_lost: Some(base + 4),
+            session_lost_full: Some(base + 6),
+            session_lost_stalled: Some(base + 8),
+            lossless_mev_s: Some(base as f64 + 10.5),
+            buffers_mapped: Some(base as u32 + 13),
+            buffer_bytes: Some(base + 15),
+            buffers_mapped_taskset1: Some(base as u32 + 17),
+            buffer_bytes_taskset1: Some(base + 19),
+        };
+        let b = BuffersBench {
+            buffers_default: "cpu".into(),
+            cpu: p(1),
+            cid: p(2),
+            buffers_possible: Some(13),
+            buffers_missing: Some("why".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&b).unwrap(),
+            "{\"buffers_default\":\"cpu\",\"session_int_ns_cpu\":1.5,\"session_int_ns_cid\":2.5,\
+             \"session_string_ns_cpu\":3.5,\"session_string_ns_cid\":4.5,\
+             \"session_lost_cpu\":5,\"session_lost_cid\":6,\"session_lost_full_cpu\":7,\
+             \"session_lost_full_cid\":8,\"session_lost_stalled_cpu\":9,\
+             \"session_lost_stalled_cid\":10,\"lossless_mev_s_cpu\":11.5,\
+             \"lossless_mev_s_cid\":12.5,\"buffers_possible\":13,\"buffers_mapped_cpu\":14,\
+             \"buffers_mapped_cid\":15,\"buffer_bytes_cpu\":16,\"buffer_bytes_cid\":17,\
+             \"buffers_mapped_cpu_taskset1\":18,\"buffers_mapped_cid_taskset1\":19,\
+             \"buffer_bytes_cpu_taskset1\":20,\"buffer_bytes_cid_taskset1\":21,\
+             \"buffers_missing\":\"why\"}"
+        );
+        // Not measured: every key present, null (as the fields were).
+        let v = serde_json::to_value(BuffersBench::default()).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), 23);
+        assert!(v["session_int_ns_cid"].is_null() && v["buffers_possible"].is_null());
+    }
 }

@@ -1,23 +1,34 @@
 //! `faultline bench` rows for Tracy's client (the `tracy-client` crate and the C++ client it
 //! bundles), with a capture connected, in the same run as faultline's rows.
 //!
+//! # Why a separate process
+//! Tracy's C++ client initialises its allocator in a static constructor of every program
+//! that links it, used or not: linked into `faultline` it cost every `faultline record` about
+//! a tenth of its CPU time. So only the small binary `faultline-bench-tracy`
+//! (src/bin/faultline-bench-tracy.rs, built with this package, found next to `faultline`)
+//! links it; it runs the timed loops when this side asks ([`loop_command`]) and answers with
+//! the loop's ns per event. Everything else (the reader, the byte counts, the medians) is
+//! here.
+//!
 //! # Why a reader
 //! Tracy's client queues events only for a connected server (in on-demand builds it drops
 //! them while none is connected; in the default build used here it keeps them until one
 //! connects), so timing it with nobody connected measures the wrong thing. The benchmark
-//! connects its own reader, in this process, on loopback.
+//! connects its own reader on loopback.
 //!
 //! # What the reader does, exactly
 //! 1. Before the client starts, the harness picks a free loopback port (binds port 0 and
-//!    closes it) and puts it in `TRACY_PORT`, which the client reads when it starts
-//!    (`tracy_client::Client::start`, the crate's `manual-lifetime` feature: nothing runs
-//!    until then). The client listens on that port only (`only-localhost`, `only-ipv4`; no
-//!    UDP broadcast, no sampling, no system or context-switch tracing, no crash handler).
+//!    closes it) and starts the client process with it in `TRACY_PORT`, which the client
+//!    reads when it starts (`tracy_client::Client::start`, the crate's `manual-lifetime`
+//!    feature: nothing runs until then). The client listens on that port only
+//!    (`only-localhost`, `only-ipv4`; no UDP broadcast, no sampling, no system or
+//!    context-switch tracing, no crash handler).
 //! 2. It connects and sends the handshake a Tracy server sends: the 8 bytes `TracyPrf`, then
 //!    the protocol version of the bundled client ([`PROTOCOL_VERSION`], little-endian `u32`).
 //! 3. It reads the one-byte handshake status (1 = welcome; 2 = protocol mismatch, reported as
 //!    such) and the fixed-size welcome message ([`WELCOME_SIZE`] bytes, packed), and checks
-//!    that the welcome's `pid` field is this process (it is not some other program's client).
+//!    that the welcome's `pid` field is the client process (it is not some other program's
+//!    client).
 //! 4. From then on the client streams LZ4-compressed frames, each a little-endian `u32`
 //!    length followed by that many bytes. The reader reads every frame (a length above the
 //!    client's bound, [`MAX_FRAME`], is an error), counts frames and bytes, and discards
@@ -28,12 +39,12 @@
 //!    brings fewer than [`IDLE_BYTES`] (an idle client still sends a small CPU-usage report
 //!    every 100 ms), so each loop's events are fully sent: bytes received in between /
 //!    events = compressed bytes per event on the wire (the idle reports add well under 1 %).
-//! 6. At the end the reader closes the connection. The profiler is not shut down (the crate
-//!    asks for that on the starting thread with no Tracy call in flight; the process exits
-//!    soon after); disconnected, the client's worker only polls its listening socket.
+//! 6. At the end the reader closes the connection and the client process's standard input;
+//!    it exits (killed after 5 s if not) without shutting the profiler down (the crate asks
+//!    for that on the starting thread with no Tracy call in flight).
 //!
 //! # What is timed
-//! One pinned thread, the same loop shape as faultline's rows:
+//! One pinned thread of the client process, the same loop shape as faultline's rows:
 //! * `int`: `Client::plot(name, i as f64)`: a timestamped value, Tracy's closest equivalent
 //!   of one integer field (the client has no integer event without formatting);
 //! * `string`: `Client::message(MSG, 0)`: a timestamped 32-byte message, no call stack (the
@@ -41,10 +52,10 @@
 //!
 //! Tracy's queue is unbounded: the client drops nothing, so no loss is counted.
 
-use crate::bench::MSG;
-use crate::harness::{median_spread, run_writers};
-use std::io::{Read, Write};
+use crate::harness::median_spread;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,7 +86,11 @@ struct Wire {
 
 /// A started Tracy client with the reader connected.
 pub struct TracySide {
-    client: tracy_client::Client,
+    /// The process that links Tracy's client (`faultline-bench-tracy`), its standard input and
+    /// output (the loop commands and their answers).
+    child: Option<Child>,
+    to_client: Option<ChildStdin>,
+    from_client: BufReader<ChildStdout>,
     wire: Arc<Wire>,
     stop: Arc<AtomicBool>,
     reader: Option<std::thread::JoinHandle<Result<(), String>>>,
@@ -130,9 +145,9 @@ fn read_exact_by(s: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result
     Ok(())
 }
 
-/// Connect to the client on `port` and do the handshake; the stream is positioned at the
-/// first frame.
-fn connect(port: u16) -> Result<TcpStream, String> {
+/// Connect to the client of process `pid` on `port` and do the handshake; the stream is
+/// positioned at the first frame.
+fn connect(port: u16, pid: u32) -> Result<TcpStream, String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut s = loop {
         match TcpStream::connect(("127.0.0.1", port)) {
@@ -167,14 +182,15 @@ fn connect(port: u16) -> Result<TcpStream, String> {
     }
     let mut welcome = vec![0u8; WELCOME_SIZE];
     read_exact_by(&mut s, &mut welcome, deadline)?;
-    let pid = u64::from_le_bytes(
+    let theirs = u64::from_le_bytes(
         welcome[WELCOME_PID..WELCOME_PID + 8]
             .try_into()
             .expect("8 bytes"),
     );
-    if pid != u64::from(std::process::id()) {
+    if theirs != u64::from(pid) {
         return Err(format!(
-            "the Tracy client on port {port} belongs to pid {pid}, not to this process"
+            "the Tracy client on port {port} belongs to pid {theirs}, not to the client \
+             process {pid}"
         ));
     }
     Ok(s)
@@ -231,27 +247,85 @@ fn read_frames(mut s: TcpStream, wire: &Wire, stop: &AtomicBool) -> Result<(), S
     }
 }
 
-const SEQ: tracy_client::PlotName = tracy_client::plot_name!("seq");
+/// What the client process is told per loop, one line on its standard input:
+/// `KIND WARMUP ITERS` (KIND 0 = int, 1 = string); it answers one line on its standard output:
+/// `ns NS_PER_EVENT`, or `err MESSAGE`.
+pub fn loop_command(kind: usize, warmup: u64, iters: u64) -> String {
+    format!("{kind} {warmup} {iters}\n")
+}
+
+/// The client process's side of [`loop_command`]: the parsed request, or an error line.
+pub fn parse_loop_command(line: &str) -> Result<(usize, u64, u64), String> {
+    let mut it = line.split_whitespace();
+    let mut num = |what: &str| -> Result<u64, String> {
+        it.next()
+            .ok_or_else(|| format!("missing {what} in {line:?}"))?
+            .parse::<u64>()
+            .map_err(|e| format!("bad {what} in {line:?}: {e}"))
+    };
+    let kind = num("kind")?;
+    let (warmup, iters) = (num("warmup")?, num("iters")?);
+    if kind > 1 {
+        return Err(format!("unknown loop kind {kind}"));
+    }
+    Ok((kind as usize, warmup, iters))
+}
+
+/// The client process: `faultline-bench-tracy` next to this executable.
+fn client_program() -> Result<std::path::PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("locating this executable: {e}"))?;
+    let dir = exe.parent().unwrap_or(std::path::Path::new("."));
+    [
+        dir.join(CLIENT_PROGRAM),
+        dir.join("..").join(CLIENT_PROGRAM),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .ok_or_else(|| {
+        format!(
+            "{CLIENT_PROGRAM} not found next to {} (`cargo build --release -p faultline-cli` \
+             builds it; `cargo run` builds only the binary it runs)",
+            exe.display()
+        )
+    })
+}
+
+/// The binary that links Tracy's client (src/bin/faultline-bench-tracy.rs).
+pub const CLIENT_PROGRAM: &str = "faultline-bench-tracy";
 
 impl TracySide {
-    /// Start the client and connect the reader. Call before any other thread of the
-    /// process could read the environment (it sets `TRACY_PORT`).
+    /// Start the client process and connect the reader.
     pub fn start() -> Result<TracySide, String> {
         if !cfg!(target_arch = "x86_64") || !invariant_tsc() {
             return Err(
                 "no invariant TSC (nonstop_tsc): Tracy's client would refuse to start".into(),
             );
         }
-        if tracy_client::Client::is_running() {
-            return Err("a Tracy client is already running in this process".into());
-        }
+        let prog = client_program()?;
         let port = TcpListener::bind(("127.0.0.1", 0))
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free loopback port for Tracy: {e}"))?
             .port();
-        std::env::set_var("TRACY_PORT", port.to_string());
-        let client = tracy_client::Client::start();
-        let s = connect(port)?;
+        let mut child = Command::new(&prog)
+            .env("TRACY_PORT", port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", prog.display()))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the Tracy client process has no pipes".into());
+        };
+        let s = match connect(port, child.id()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
         let wire = Arc::new(Wire::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (w, st) = (wire.clone(), stop.clone());
@@ -260,7 +334,9 @@ impl TracySide {
             .spawn(move || read_frames(s, &w, &st))
             .map_err(|e| format!("cannot start the Tracy reader: {e}"))?;
         Ok(TracySide {
-            client,
+            child: Some(child),
+            to_client: Some(stdin),
+            from_client: BufReader::new(stdout),
             wire,
             stop,
             reader: Some(reader),
@@ -291,33 +367,47 @@ impl TracySide {
         }
     }
 
+    /// One loop in the client process: its ns per event.
+    fn run_loop(&mut self, kind: usize, warmup: u64, iters: u64) -> Result<f64, String> {
+        let to = self
+            .to_client
+            .as_mut()
+            .ok_or("the Tracy client process is closed")?;
+        to.write_all(loop_command(kind, warmup, iters).as_bytes())
+            .and_then(|_| to.flush())
+            .map_err(|e| format!("Tracy client process: {e}"))?;
+        let mut line = String::new();
+        match self.from_client.read_line(&mut line) {
+            Ok(0) => Err("the Tracy client process exited".into()),
+            Ok(_) => match line.trim_end().split_once(' ') {
+                Some(("ns", v)) => v
+                    .parse::<f64>()
+                    .map_err(|e| format!("Tracy client process answered {line:?}: {e}")),
+                Some(("err", m)) => Err(format!("Tracy client process: {m}")),
+                _ => Err(format!("Tracy client process answered {line:?}")),
+            },
+            Err(e) => Err(format!("Tracy client process: {e}")),
+        }
+    }
+
     /// One round: the int and the string loop, `warmup` + `iters` events each.
     pub fn round(&mut self, warmup: u64, iters: u64) -> Result<(), String> {
         for k in 0..2 {
             let before = self.wait_idle()?;
-            let client = &self.client;
-            let timed = if k == 0 {
-                run_writers(1, true, warmup, iters, |_, i| {
-                    client.plot(SEQ, i as f64);
-                })
-            } else {
-                run_writers(1, true, warmup, iters, |_, _| {
-                    client.message(MSG, 0);
-                })
-            };
+            let ns = self.run_loop(k, warmup, iters)?;
             let after = self.wait_idle()?;
             let n = warmup + iters;
-            self.ns[k].push(timed.per_thread_ns[0]);
+            self.ns[k].push(ns);
             self.bytes[k].push((after - before) as f64 / n as f64);
             self.events[k] += n;
         }
         Ok(())
     }
 
-    /// Disconnect and return the medians. The profiler is not shut down: the crate requires
-    /// that to happen on the thread that started it with no other Tracy call in flight, and
-    /// the process ends soon after; once disconnected, the client's worker thread only polls
-    /// its listening socket (every 10 ms) and discards anything queued.
+    /// Disconnect, end the client process and return the medians. The client process exits
+    /// at the end of its standard input without shutting the profiler down (the crate asks
+    /// for that on the starting thread with no Tracy call in flight); once disconnected, its
+    /// worker thread only polls the listening socket.
     pub fn finish(mut self) -> Result<TracyNumbers, String> {
         let frames = self.wire.frames.load(Ordering::Relaxed);
         // Release: pairs with the reader's acquire load.
@@ -330,6 +420,7 @@ impl TracySide {
                     .unwrap_or_else(|_| Err("Tracy reader panicked".into()))
             })
             .unwrap_or(Ok(()));
+        self.end_client();
         read?;
         let med = |v: &[f64]| (!v.is_empty()).then(|| median_spread(v).0);
         Ok(TracyNumbers {
@@ -340,6 +431,26 @@ impl TracySide {
             events: self.events,
             frames,
         })
+    }
+
+    /// Close the client's standard input (it exits), give it 5 s, then kill it.
+    fn end_client(&mut self) {
+        drop(self.to_client.take());
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for TracySide {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.end_client();
     }
 }
 
@@ -389,7 +500,7 @@ mod tests {
         frames.extend(frame(1));
         frames.extend(frame(300));
         let port = fake_client(1, u64::from(std::process::id()), frames);
-        let s = connect(port).unwrap();
+        let s = connect(port, std::process::id()).unwrap();
         let wire = Wire::default();
         read_frames(s, &wire, &AtomicBool::new(false)).unwrap();
         assert_eq!(wire.frames.load(Ordering::Relaxed), 3);
@@ -404,7 +515,7 @@ mod tests {
                 u64::from(std::process::id()),
                 (bad as u32).to_le_bytes().to_vec(),
             );
-            let s = connect(port).unwrap();
+            let s = connect(port, std::process::id()).unwrap();
             let err = read_frames(s, &Wire::default(), &AtomicBool::new(false)).unwrap_err();
             assert!(err.contains("out of bounds"), "{err}");
         }
@@ -413,9 +524,24 @@ mod tests {
     #[test]
     fn protocol_mismatch_and_foreign_pid_are_refused() {
         let port = fake_client(2, 0, Vec::new());
-        assert!(connect(port).unwrap_err().contains("protocol mismatch"));
+        assert!(connect(port, std::process::id())
+            .unwrap_err()
+            .contains("protocol mismatch"));
         let port = fake_client(1, u64::from(std::process::id()) + 1, Vec::new());
-        assert!(connect(port).unwrap_err().contains("not to this process"));
+        assert!(connect(port, std::process::id())
+            .unwrap_err()
+            .contains("not to the client process"));
+    }
+
+    #[test]
+    fn loop_commands_round_trip_and_bad_ones_are_refused() {
+        assert_eq!(
+            parse_loop_command(&loop_command(1, 10, 20)),
+            Ok((1, 10, 20))
+        );
+        assert!(parse_loop_command("2 1 1").unwrap_err().contains("kind"));
+        assert!(parse_loop_command("0 1").unwrap_err().contains("iters"));
+        assert!(parse_loop_command("0 x 1").unwrap_err().contains("warmup"));
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! `faultline view` and `faultline stats` run as a program on traces written with
-//! faultline-ctf's `TraceWriter` (through `faultline_ctf::testing`): exact output lines,
+//! faultline-ctf's `TraceWriter` (through `faultline_testkit::ctf`): exact output lines,
 //! filters, exact stats including losses, and one-line errors with exit code 2 on whatever is
 //! not a readable trace.
 
-use faultline_ctf::testing::{
+use faultline_testkit::ctf::{
     packet_offsets, patch_file, tmpdir, truncate_file, write_plan, write_sample, PacketPlan,
     PlanShape,
 };
@@ -453,7 +453,7 @@ fn garbage_metadata() {
     std::fs::write(&m, [0x57u8, 0x1d, 0xd1, 0x75, 0, 0xff, 0xfe]).unwrap();
     expect_bad(&dir, &m, None, "truncated metadata packet header");
     // Cut in the middle: the error is at the end of the file.
-    let good = faultline_ctf::metadata(&faultline_ctf::testing::desc()).unwrap();
+    let good = faultline_ctf::metadata(&faultline_testkit::ctf::desc()).unwrap();
     std::fs::write(&m, &good[..good.len() / 2]).unwrap();
     expect_bad(&dir, &m, None, "byte offset");
 }

@@ -3,8 +3,8 @@
 //! (which on Linux includes what the parent had when it spawned the child) is not inflated by
 //! other tests; the traces are generated packet by packet, keeping this process small.
 
-use faultline_ctf::testing::{all_values, desc, encode, tmpdir, ALL, ID_ALL, UUID};
 use faultline_ctf::{PacketBuilder, TraceWriter};
+use faultline_testkit::ctf::{all_values, desc, encode, tmpdir, ALL, ID_ALL, UUID};
 use std::path::Path;
 use std::process::{Command, Stdio};
 

@@ -7,9 +7,9 @@
 //! CPU, loss markers equal to `faultline stats`, zoom and pan, a screenshot) and the exported
 //! JSON imported into speedscope served from loopback.
 
-use faultline_ctf::testing::{tmpdir, write_plan, write_sample, PacketPlan, PlanShape};
 use faultline_ctf::{ClockDesc, EnvDesc, PacketBuilder, TraceDesc, TraceWriter};
 use faultline_schema::{EventDesc, FieldDesc, FieldType, Value};
+use faultline_testkit::ctf::{tmpdir, write_plan, write_sample, PacketPlan, PlanShape};
 use serde_json::Value as J;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -206,7 +206,7 @@ const SPAN_EVENTS: [(u32, EventDesc); 8] = [
 /// migrated); `tail` (thread 9) is entered at 2600 and never left. 1 GHz clock: ticks = ns.
 fn write_spans(dir: &Path) {
     let desc = TraceDesc {
-        uuid: faultline_ctf::testing::UUID,
+        uuid: faultline_testkit::ctf::UUID,
         clock: ClockDesc {
             name: "monotonic".into(),
             freq_hz: 1_000_000_000,
@@ -262,7 +262,7 @@ fn write_spans(dir: &Path) {
                 pb.record(
                     *ts,
                     *id,
-                    &faultline_ctf::testing::encode(fields, vals).unwrap(),
+                    &faultline_testkit::ctf::encode(fields, vals).unwrap(),
                 );
             }
         }

@@ -65,7 +65,7 @@ fn lttng_trace_exports_views_and_timelines_like_babeltrace2() {
     assert_eq!(ours, bt_notices);
 
     // export: every event, its payload fields as args, the losses as markers.
-    let tmp = faultline_ctf::testing::tmpdir("foreign-export");
+    let tmp = faultline_testkit::ctf::tmpdir("foreign-export");
     std::fs::create_dir_all(&tmp).unwrap();
     let json = tmp.join("out.json");
     let out = Command::new(BIN)

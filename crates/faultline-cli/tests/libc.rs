@@ -13,8 +13,27 @@ mod common;
 
 use common::{stats_json, BIN};
 
-fn tmp(name: &str) -> PathBuf {
-    common::tmp("libc", name)
+/// A fresh directory for one test, removed when the test ends, also when it fails (the guard
+/// is dropped while the panic unwinds). `FAULTLINE_KEEP_TEST_DIRS=1` keeps it for a post-mortem.
+struct Tmp(PathBuf);
+
+impl std::ops::Deref for Tmp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        if std::env::var_os("FAULTLINE_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn tmp(name: &str) -> Tmp {
+    Tmp(common::tmp("libc", name))
 }
 
 fn have(tool: &str) -> bool {
@@ -26,19 +45,25 @@ fn have(tool: &str) -> bool {
         .is_ok()
 }
 
-/// The test program, compiled once per test binary (None, after saying so, without `cc`).
+/// The test program, compiled once per test binary (None, after saying so, without `cc`), into
+/// cargo's temporary directory for tests (under the target directory, not the system's
+/// temporary directory: it outlives the tests that use it). Compiled under a name of this
+/// process and renamed into place, so that two runs of this binary never run a half-written
+/// program.
 fn prog() -> Option<&'static Path> {
     static P: OnceLock<Option<PathBuf>> = OnceLock::new();
     P.get_or_init(|| {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/libc/prog.c");
-        let out = std::env::temp_dir().join(format!("faultline-libc-prog-{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let out = dir.join("faultline-libc-prog");
+        let part = dir.join(format!("faultline-libc-prog.{}", std::process::id()));
         match Command::new("cc")
             .args(["-O2", "-Wall", "-pthread", "-o"])
-            .arg(&out)
+            .arg(&part)
             .arg(&src)
             .status()
         {
-            Ok(s) if s.success() => Some(out),
+            Ok(s) if s.success() && std::fs::rename(&part, &out).is_ok() => Some(out),
             r => {
                 eprintln!("SKIPPED: cannot compile {} with cc ({r:?})", src.display());
                 None
@@ -144,10 +169,9 @@ fn ok(out: &Output) {
     );
 }
 
-/// `faultline record EXTRA -o D/trace -- PROG MODE D/w` in a fresh directory D named `name`
-/// (`w` created empty for the program's files), which must succeed: (D/w, D/trace, output).
-fn record_prog(prog: &Path, name: &str, extra: &[&str], mode: &str) -> (PathBuf, PathBuf, Output) {
-    let d = tmp(name);
+/// `faultline record EXTRA -o D/trace -- PROG MODE D/w` in the fresh directory D (`w` created
+/// empty for the program's files), which must succeed: (D/w, D/trace, output).
+fn record_prog(prog: &Path, d: &Path, extra: &[&str], mode: &str) -> (PathBuf, PathBuf, Output) {
     let work = d.join("w");
     std::fs::create_dir(&work).unwrap();
     let t = d.join("trace");
@@ -166,7 +190,12 @@ fn cat_of_a_file_records_its_open_and_keeps_its_stdout() {
     let file = d.join("hello.txt");
     std::fs::write(&file, "hello from the test\n").unwrap();
     let t = d.join("trace");
-    let out = record(&t, &["--libc"], &["cat", file.to_str().unwrap()]);
+    // Buffered writes here (`--io buffered`); the other tests take the default (direct).
+    let out = record(
+        &t,
+        &["--libc", "--io", "buffered"],
+        &["cat", file.to_str().unwrap()],
+    );
     ok(&out);
     // The program's stdout is only the program's; the report is on stderr.
     assert_eq!(
@@ -261,7 +290,8 @@ fn path_of(e: &Ev) -> Option<&str> {
 #[test]
 fn file_calls_have_exact_arguments() {
     let Some(prog) = prog() else { return };
-    let (work, t, out) = record_prog(prog, "files", &["--libc"], "files");
+    let d = tmp("files");
+    let (work, t, out) = record_prog(prog, &d, &["--libc"], "files");
     let w = work.to_str().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "read 23\n");
     let evs = view(&t);
@@ -362,7 +392,8 @@ fn file_calls_have_exact_arguments() {
 #[test]
 fn bad_pointers_are_recorded_as_faulted_and_libc_still_returns_efault() {
     let Some(prog) = prog() else { return };
-    let (_, t, out) = record_prog(prog, "bad", &["--libc"], "bad");
+    let d = tmp("bad");
+    let (_, t, out) = record_prog(prog, &d, &["--libc"], "bad");
     // What the program saw: exactly libc's answers (-1, EFAULT), and it did not crash.
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -402,7 +433,8 @@ fn bad_pointers_are_recorded_as_faulted_and_libc_still_returns_efault() {
 #[test]
 fn fork_vfork_exec_and_posix_spawn_children_are_followed() {
     let Some(prog) = prog() else { return };
-    let (work, t, out) = record_prog(prog, "procs", &["--libc"], "procs");
+    let d = tmp("procs");
+    let (work, t, out) = record_prog(prog, &d, &["--libc"], "procs");
     let w = work.to_str().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let child_pid = |prefix: &str| -> i64 {
@@ -474,7 +506,8 @@ fn fork_vfork_exec_and_posix_spawn_children_are_followed() {
 #[test]
 fn recorder_counters_of_every_image_add_up_to_the_trace() {
     let Some(prog) = prog() else { return };
-    let (_, t, _) = record_prog(prog, "counters", &["--libc"], "procs");
+    let d = tmp("counters");
+    let (_, t, _) = record_prog(prog, &d, &["--libc"], "procs");
     let rep: serde_json::Value =
         serde_json::from_slice(&std::fs::read(t.join(".faultline-summary.json")).unwrap()).unwrap();
     let written = rep["summary"]["events_written"].as_u64().unwrap();
@@ -495,7 +528,8 @@ fn recorder_counters_of_every_image_add_up_to_the_trace() {
 #[test]
 fn threads_record_under_their_own_tids() {
     let Some(prog) = prog() else { return };
-    let (_, t, _) = record_prog(prog, "threads", &["--libc=open,close"], "threads");
+    let d = tmp("threads");
+    let (_, t, _) = record_prog(prog, &d, &["--libc=open,close"], "threads");
     let evs = view(&t);
     let mut per_thread: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
     for o in named(&evs, "libc:open") {
@@ -594,9 +628,10 @@ fn signal_handler_calls_and_direct_syscalls_are_recorded() {
 #[test]
 fn data_bytes_limit_and_selection() {
     let Some(prog) = prog() else { return };
+    let d = tmp("sel");
     let (_, t, _) = record_prog(
         prog,
-        "sel",
+        &d,
         &["--libc=write*,read*,-readv", "--libc-data=4"],
         "files",
     );

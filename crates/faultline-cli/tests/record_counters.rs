@@ -8,12 +8,12 @@ mod common;
 
 use common::{spawn_record_testapp, stats_json, wait_for_testapp};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-fn tmp(name: &str) -> PathBuf {
-    common::tmp("counters", name)
+fn tmp(name: &str) -> common::TmpDir {
+    common::tmp_dir("counters", name)
 }
 
 fn faultline(args: &[&std::ffi::OsStr]) -> Output {
@@ -120,7 +120,6 @@ fn record_reports_the_programs_recorder_counters() {
         text.contains("(recorder counters: final report of the program)"),
         "{text}"
     );
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -158,7 +157,6 @@ fn a_killed_program_leaves_its_last_periodic_counters() {
         .as_str()
         .unwrap()
         .starts_with("last periodic report"));
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -193,5 +191,4 @@ fn embedded_sessions_put_their_counters_in_the_trace() {
         )),
         "the demo's summary and the trace agree: {grouped}; {text}"
     );
-    let _ = std::fs::remove_dir_all(&base);
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 fn one_run(run: u32) -> u64 {
-    let base = common::tmp("test", &format!("kill{run}"));
+    let base = common::tmp_dir("test", &format!("kill{run}"));
     let dir = base.join("trace");
     let log = base.join("log");
     let pidfile = base.join("pid");
@@ -92,7 +92,6 @@ fn one_run(run: u32) -> u64 {
         "run {run}: {n} events, {logged} logged, {lost} lost ({died} writer died), recovery {}",
         report["recovery"]
     );
-    let _ = std::fs::remove_dir_all(&base);
     died
 }
 

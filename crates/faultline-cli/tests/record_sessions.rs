@@ -15,8 +15,8 @@ use common::BIN;
 
 const APP: &str = env!("CARGO_BIN_EXE_faultline-sessionapp");
 
-fn tmp(name: &str) -> PathBuf {
-    common::tmp("test-rs", name)
+fn tmp(name: &str) -> common::TmpDir {
+    common::tmp_dir("test-rs", name)
 }
 
 fn app() -> Command {
@@ -94,7 +94,6 @@ fn second_session_works_embedded_and_under_record() {
     assert!(so.contains("session 1 attached=true"), "{so}");
     assert_eq!(per_session(&trace), BTreeMap::from([(0, 100), (1, 100)]));
     assert!(!Path::new(&format!("{}-0", ignored.display())).exists());
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -160,7 +159,6 @@ fn record_warns_about_the_builder_settings_it_overrides() {
     assert!(out.status.success(), "{so}\n{se}");
     assert!(so.contains("overridden=0"), "{so}");
     assert!(!se.contains("under `faultline record`"), "{se}");
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -188,5 +186,4 @@ fn existing_trace_is_refused_with_the_same_words_embedded_and_by_record() {
     let (out, _, se_rec) = run(record(&dir).args(["--dir", "/nonexistent", "--sessions", "1"]));
     assert!(!out.status.success());
     assert!(se_rec.contains(&want), "record said: {se_rec}");
-    let _ = std::fs::remove_dir_all(&d);
 }

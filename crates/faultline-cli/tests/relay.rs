@@ -12,11 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("faultline-relay-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp(name: &str) -> faultline_testkit::TmpDir {
+    faultline_testkit::TmpDir::new(&format!("relay-{name}"))
 }
 
 fn have_relayd() -> bool {
@@ -27,11 +24,8 @@ fn have_relayd() -> bool {
     false
 }
 
-fn record(
-    args: &[&str],
-    app: &[&str],
-    limit: Duration,
-) -> (Option<i32>, serde_json::Value, String) {
+/// `faultline record --json ARGS -- faultline-testapp APP`.
+fn record_command(args: &[&str], app: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));
     cmd.arg("record")
         .arg("--json")
@@ -39,6 +33,15 @@ fn record(
         .arg("--")
         .arg(env!("CARGO_BIN_EXE_faultline-testapp"))
         .args(app);
+    cmd
+}
+
+fn record(
+    args: &[&str],
+    app: &[&str],
+    limit: Duration,
+) -> (Option<i32>, serde_json::Value, String) {
+    let cmd = record_command(args, app);
     let (code, out, stderr) = run_bounded(cmd, limit).expect("run record");
     let v = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
     (code, v, stderr)
@@ -176,7 +179,6 @@ fn relay_copy_is_the_local_trace() {
     let b = relayd::babeltrace(&local).expect("babeltrace2 on the local copy");
     assert!(a.len() as u64 >= ev);
     assert_eq!(a, b);
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -250,7 +252,6 @@ fn relay_only_and_embedded_session() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(counts(&remote).0, 10000);
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -263,32 +264,30 @@ fn live_viewer_prints_events_while_the_program_runs() {
     let log = base.join("log");
     let local = base.join("local");
     // About 3 s of 2 threads x 100 events/s.
-    let rec = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args([
-            "record",
-            "--json",
+    let rec = record_command(
+        &[
             "--relay",
             &relay.url(),
             "--relay-session",
             "live",
             "-o",
-        ])
-        .arg(&local)
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_faultline-testapp"))
-        .args([
+            local.to_str().unwrap(),
+        ],
+        &[
             "--log",
             log.to_str().unwrap(),
             "--threads",
             "2",
             "--events",
             "300",
-        ])
-        .args(["--sleep-us", "10000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+            "--sleep-us",
+            "10000",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let host = faultline::session::hostname();
     // Attach as soon as the session exists.
     let url = relay.live_url(&host, "live");
@@ -385,7 +384,6 @@ fn live_viewer_prints_events_while_the_program_runs() {
         !verr.contains("timestamp is less than"),
         "the viewer stopped: {verr}"
     );
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -424,7 +422,6 @@ fn ipv6_relay() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(counts(&remote).0, 6000);
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -477,7 +474,6 @@ fn unreachable_relay() {
     );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("must start with net://"), "{err}");
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -490,24 +486,23 @@ fn relay_killed_mid_run() {
     let local = base.join("local");
     let log = base.join("log");
     let t0 = Instant::now();
-    let rec = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(["record", "--json", "--relay", &relay.url(), "-o"])
-        .arg(&local)
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_faultline-testapp"))
-        .args([
+    let rec = record_command(
+        &["--relay", &relay.url(), "-o", local.to_str().unwrap()],
+        &[
             "--log",
             log.to_str().unwrap(),
             "--threads",
             "2",
             "--events",
             "2000",
-        ])
-        .args(["--sleep-us", "1000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+            "--sleep-us",
+            "1000",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     // Let packets flow, then kill the relay.
     let until = Instant::now() + Duration::from_secs(10);
     while log_lines(&log) < 300 && Instant::now() < until {
@@ -534,5 +529,4 @@ fn relay_killed_mid_run() {
     // The writers did not wait: about 2 s of program, nowhere near a socket timeout more.
     assert!(took < Duration::from_secs(30), "{took:?}");
     eprintln!("relay killed: {r}");
-    let _ = std::fs::remove_dir_all(&base);
 }

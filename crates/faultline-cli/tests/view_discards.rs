@@ -3,7 +3,7 @@
 //! time; both as babeltrace2 does (compared when babeltrace2 and `stdbuf` are installed: with
 //! its output unbuffered, its stderr notices land among the stdout events where it emits them).
 
-use faultline_ctf::testing::{tmpdir, write_plan, write_sample, PacketPlan, PlanShape};
+use faultline_testkit::ctf::{tmpdir, write_plan, write_sample, PacketPlan, PlanShape};
 use std::fs::File;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -61,7 +61,8 @@ pub enum CtfError {
 }
 
 impl CtfError {
-    pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str, source: std::io::Error) -> Self {
+    /// [`CtfError::Io`] on `path`.
+    pub fn io(path: impl Into<PathBuf>, op: &'static str, source: std::io::Error) -> Self {
         CtfError::Io {
             path: path.into(),
             op,
@@ -106,7 +107,8 @@ impl CtfError {
         }
     }
 
-    pub(crate) fn format(path: impl Into<PathBuf>, offset: u64, msg: impl Into<String>) -> Self {
+    /// [`CtfError::Format`] at byte `offset` of `path`.
+    pub fn format(path: impl Into<PathBuf>, offset: u64, msg: impl Into<String>) -> Self {
         CtfError::Format {
             path: path.into(),
             offset,

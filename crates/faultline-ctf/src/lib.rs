@@ -13,8 +13,6 @@
 //!   ([`general::CtfTrace`], events with typed values, packets with discarded/lost counts).
 //! - [`AnyTrace`]: opens a directory with the reader that fits it (see [`any`]).
 //! - [`stats()`] and [`format_event`] / [`push_event_ref`] for `faultline stats` / `faultline view`.
-//! - [`testing`]: small trace builders and the reader's fuzz property, shared by the tests of
-//!   this crate and of the command line and by the fuzz targets in `fuzz/`.
 //!
 //! Invariant: nothing in this crate panics on file content; every malformed input gives a
 //! [`CtfError`] naming the file and the byte offset (metadata errors also give the line).
@@ -30,7 +28,6 @@ pub mod general;
 pub mod layout;
 pub mod reader;
 pub mod stats;
-pub mod testing;
 pub mod tsdl;
 pub mod writer;
 

@@ -93,7 +93,7 @@ use crate::error::{CtfError, Result};
 use crate::layout::{
     check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE, PADDING_ID, PENDING_ID,
 };
-use faultline_schema::{decode_field, FieldDesc};
+use faultline_schema::{decode_field, FieldDesc, FieldErrorKind, FieldType};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -244,6 +244,9 @@ pub struct TraceWriter {
     ids_scratch: Vec<u32>,
     /// Open new streams for direct I/O too ([`TraceWriter::set_direct_io`]).
     direct_io: bool,
+    /// Remember the packets written without their records checked, for
+    /// [`TraceWriter::verify`] ([`TraceWriter::set_verify_later`]).
+    verify_later: bool,
     /// First blocks of the packets of one direct write.
     blocks: Vec<Block>,
     /// Whether finishing syncs the files to stable storage ([`TraceWriter::set_sync`]).
@@ -442,7 +445,22 @@ fn read_packet_direct(
 fn check_payload(fields: Fields, payload: &[u8]) -> std::result::Result<(), (usize, String)> {
     let mut at = 0usize;
     for f in fields {
-        decode_field(f.ty, payload, &mut at).map_err(|e| (e.offset, e.kind.describe(f.name)))?;
+        match f.ty.fixed_size() {
+            // Numbers take any bit pattern: only their room is checked, nothing is decoded
+            // (the check runs for every record the consumer writes). Same error as
+            // decode_field's: truncated at the field's start. `at <= payload.len()`: no
+            // overflow.
+            Some(n) if f.ty != FieldType::Bool => {
+                if payload.len() - at < n {
+                    return Err((at, FieldErrorKind::Truncated.describe(f.name)));
+                }
+                at += n;
+            }
+            _ => {
+                decode_field(f.ty, payload, &mut at)
+                    .map_err(|e| (e.offset, e.kind.describe(f.name)))?;
+            }
+        }
     }
     if at != payload.len() {
         return Err((
@@ -491,6 +509,7 @@ impl TraceWriter {
             copy: Vec::new(),
             ids_scratch: Vec::new(),
             direct_io: false,
+            verify_later: true,
             blocks: Vec::new(),
             sync: true,
         })
@@ -516,6 +535,7 @@ impl TraceWriter {
             copy: Vec::new(),
             ids_scratch: Vec::new(),
             direct_io: false,
+            verify_later: true,
             blocks: Vec::new(),
             sync: true,
         })
@@ -549,6 +569,15 @@ impl TraceWriter {
     /// applies to the streams created from now on. Off by default.
     pub fn set_direct_io(&mut self, on: bool) {
         self.direct_io = on;
+    }
+
+    /// Whether packets written without their records checked
+    /// ([`TraceWriter::write_packet_raw`], [`TraceWriter::write_packets_raw`]) are remembered
+    /// for [`TraceWriter::verify`] (the default). A caller that never verifies turns it off,
+    /// so the list does not grow with the trace; `verify` then checks only the packets
+    /// written while it was on.
+    pub fn set_verify_later(&mut self, on: bool) {
+        self.verify_later = on;
     }
 
     /// Whether stream files are written (false for [`TraceWriter::create_without_files`]).
@@ -1045,7 +1074,9 @@ impl TraceWriter {
             (at, Ok(())) => {
                 let mut off = at;
                 for (&(_, h), &n) in ok.iter().zip(&sizes) {
-                    s.unverified.push(off);
+                    if self.verify_later {
+                        s.unverified.push(off);
+                    }
                     s.last = Some(h);
                     off += n as u64;
                 }
@@ -1120,6 +1151,7 @@ impl TraceWriter {
                 iov_len: rounded - content,
             },
         ];
+        let later = self.verify_later;
         let s = self.stream(cpu)?;
         let Some(file) = s.file.as_ref() else {
             return Err(CtfError::io(
@@ -1137,7 +1169,9 @@ impl TraceWriter {
             return Err(CtfError::io(&s.path, "write", e));
         }
         s.len = at + rounded as u64;
-        s.unverified.push(at);
+        if later {
+            s.unverified.push(at);
+        }
         s.last = Some(h);
         self.counters.packets += 1;
         self.counters.stream_bytes += rounded as u64;
@@ -1169,8 +1203,11 @@ impl TraceWriter {
         }
         let at = self.stream(cpu)?.len;
         self.append(cpu, out)?;
+        let later = self.verify_later;
         let s = self.stream(cpu)?;
-        s.unverified.push(at);
+        if later {
+            s.unverified.push(at);
+        }
         s.last = Some(h);
         self.counters.packets += 1;
         self.counters.stream_bytes += out.len() as u64;
@@ -1468,5 +1505,75 @@ impl TraceWriter {
             .and_then(|f| f.sync_all())
             .map_err(|e| CtfError::io(&self.dir, "fsync", e))?;
         Ok(self.counters)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The check as it was: every field through decode_field.
+    fn check_by_decoding(
+        fields: Fields,
+        payload: &[u8],
+    ) -> std::result::Result<(), (usize, String)> {
+        let mut at = 0usize;
+        for f in fields {
+            decode_field(f.ty, payload, &mut at)
+                .map_err(|e| (e.offset, e.kind.describe(f.name)))?;
+        }
+        if at != payload.len() {
+            return Err((at, "length".into()));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn payload_check_skipping_numbers_finds_what_decoding_finds() {
+        const F: &[FieldDesc] = &[
+            FieldDesc {
+                name: "a",
+                ty: FieldType::U32,
+            },
+            FieldDesc {
+                name: "ok",
+                ty: FieldType::Bool,
+            },
+            FieldDesc {
+                name: "s",
+                ty: FieldType::String,
+            },
+            FieldDesc {
+                name: "b",
+                ty: FieldType::Bytes,
+            },
+            FieldDesc {
+                name: "d",
+                ty: FieldType::F64,
+            },
+            FieldDesc {
+                name: "c",
+                ty: FieldType::I16,
+            },
+        ];
+        let mut good = vec![1, 2, 3, 4, 1, b'h', b'i', 0, 2, 0, 0, 0, 9, 9];
+        good.extend_from_slice(&[0u8; 8]);
+        good.extend_from_slice(&[5, 6]);
+        assert_eq!(check_payload(F, &good), Ok(()));
+        // Every truncation, and a bad bool: the same offset and message.
+        let mut bad_bool = good.clone();
+        bad_bool[4] = 2;
+        let cases = (0..good.len())
+            .map(|n| good[..n].to_vec())
+            .chain([bad_bool]);
+        for p in cases {
+            let fast = check_payload(F, &p).unwrap_err();
+            let slow = check_by_decoding(F, &p).unwrap_err();
+            if slow.1 == "length" {
+                assert_eq!(fast.0, slow.0, "{p:?}");
+            } else {
+                assert_eq!(fast, slow, "{p:?}");
+            }
+        }
     }
 }

@@ -193,7 +193,7 @@ fn write_trace(dir: &std::path::Path) {
         span: 500,
         packet_size: 8192,
     };
-    faultline_ctf::testing::write_plan(dir, plan, shape, |k, id, values| {
+    faultline_testkit::ctf::write_plan(dir, plan, shape, |k, id, values| {
         if id == ID_ALL {
             values[8] = Value::F(std::f32::consts::PI as f64 * k as f64);
             values[9] = Value::F(-1.0e-7 / (k as f64 + 3.0));
@@ -375,7 +375,7 @@ fn first_packet_seq_num_not_zero_agrees_with_babeltrace2() {
         span: 500,
         packet_size: 8192,
     };
-    faultline_ctf::testing::write_plan(&dir, plan, shape, |_, _, _| {}).unwrap();
+    faultline_testkit::ctf::write_plan(&dir, plan, shape, |_, _, _| {}).unwrap();
     let (lines, bt_events, bt_packets) = babeltrace2_counts(&dir);
     let st = stats(&Trace::open(&dir).unwrap()).unwrap();
     assert_eq!(lines as u64, st.events_total);
@@ -396,11 +396,11 @@ fn first_packet_seq_num_not_zero_agrees_with_babeltrace2() {
 /// `faultline:padding` class), reading every real event with its exact timestamp.
 #[test]
 fn padding_records_are_skipped_by_every_reader() {
-    use faultline_ctf::testing::{desc, ID_EMPTY};
     use faultline_ctf::{PacketBuilder, TraceWriter};
+    use faultline_testkit::ctf::{desc, ID_EMPTY};
     let dir = tmpdir("bt-padding");
     let mut w = TraceWriter::create(&dir, &desc()).unwrap();
-    let mut p = PacketBuilder::new(faultline_ctf::testing::UUID, 0, 0);
+    let mut p = PacketBuilder::new(faultline_testkit::ctf::UUID, 0, 0);
     p.header.timestamp_begin = 100;
     p.header.timestamp_end = 200;
     p.record(100, ID_EMPTY, &[])
@@ -478,8 +478,8 @@ fn padding_records_are_skipped_by_every_reader() {
 /// the same exact timestamps and every field.
 #[test]
 fn compact_headers_give_exact_timestamps_in_every_reader() {
-    use faultline_ctf::testing::{all_values, desc, encode, ALL, ID_ALL, UUID};
     use faultline_ctf::{PacketBuilder, TraceWriter};
+    use faultline_testkit::ctf::{all_values, desc, encode, ALL, ID_ALL, UUID};
     const W: u64 = 1 << 27;
     let dir = tmpdir("bt-compact");
     let mut w = TraceWriter::create(&dir, &desc()).unwrap();

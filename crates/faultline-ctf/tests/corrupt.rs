@@ -10,15 +10,15 @@ use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 
 fn packet_offsets(dir: &Path, cpu: u32) -> Vec<u64> {
-    faultline_ctf::testing::packet_offsets(dir, cpu).unwrap()
+    faultline_testkit::ctf::packet_offsets(dir, cpu).unwrap()
 }
 
 fn patch(path: &Path, at: u64, bytes: &[u8]) {
-    faultline_ctf::testing::patch_file(path, at, bytes).unwrap();
+    faultline_testkit::ctf::patch_file(path, at, bytes).unwrap();
 }
 
 fn truncate(path: &Path, len: u64) {
-    faultline_ctf::testing::truncate_file(path, len).unwrap();
+    faultline_testkit::ctf::truncate_file(path, len).unwrap();
 }
 
 /// Sample trace in a fresh dir, with the path of stream_0 and its packet offsets.
@@ -405,7 +405,7 @@ proptest! {
 //
 // The same property as the fuzz targets in `fuzz/` (see fuzz/README.md), bounded and
 // deterministic so that every `cargo test` on stable exercises it: thousands of byte flips,
-// truncations and splices of a valid trace, each read through `testing::read_case` (open,
+// truncations and splices of a valid trace, each read through `faultline_testkit::ctf::read_case` (open,
 // events in both forms, packets, stats): no panic, and every error names a file of the trace,
 // on one line, with an offset inside that file.
 
@@ -503,7 +503,7 @@ fn run_mutations(name: &str, seed: u64, cases: usize, which: usize) {
                 _ => meta = mutate_once(&mut rng, meta, &b.metadata),
             }
         }
-        match faultline_ctf::testing::check_case(&dir, &meta, &[&s0, &s1]) {
+        match faultline_testkit::ctf::check_case(&dir, &meta, &[&s0, &s1]) {
             Ok(Some(_)) => errors += 1,
             Ok(None) => clean += 1,
             Err(broken) => panic!("{name} case {case} (seed {seed}): {broken}"),
@@ -534,7 +534,7 @@ fn deterministic_metadata_mutations() {
 #[test]
 #[ignore]
 fn write_fuzz_seeds() {
-    let files = faultline_ctf::testing::sample_files().unwrap();
+    let files = faultline_testkit::ctf::sample_files().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
     for (target, name, bytes) in [
         ("stream", "sample_stream_0", &files.streams[0]),

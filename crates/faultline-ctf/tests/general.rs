@@ -8,8 +8,8 @@
 mod ctfbuild;
 
 use faultline_ctf::general::{push_ctf_event, CtfTrace, CtfValue, EventScope};
-use faultline_ctf::testing::{tmpdir, write_sample};
 use faultline_ctf::{fuzz_read_general, AnyTrace, CtfError, Filter, TimeMode, Trace};
+use faultline_testkit::ctf::{tmpdir, write_sample};
 use std::path::Path;
 
 fn lines(dir: &Path, filter: &Filter, mode: TimeMode) -> Vec<String> {
@@ -361,7 +361,7 @@ fn general_inputs() -> Vec<Vec<u8>> {
         let meta = std::fs::read(dir.join("metadata")).unwrap();
         for s in streams {
             let st = std::fs::read(dir.join(s)).unwrap();
-            out.push(faultline_ctf::testing::general_case_input(&meta, &st));
+            out.push(faultline_testkit::ctf::general_case_input(&meta, &st));
         }
     }
     out
@@ -410,7 +410,7 @@ fn deterministic_mutations_of_foreign_traces() {
                 }
             }
         }
-        match faultline_ctf::testing::fuzz_general_case(&b) {
+        match faultline_testkit::ctf::fuzz_general_case(&b) {
             Ok(Some(_)) => errors += 1,
             Ok(None) => {}
             Err(broken) => panic!("case {round}: {broken}"),

@@ -7,8 +7,8 @@ mod ctfbuild;
 
 use ctfbuild::Bits;
 use faultline_ctf::general::{push_ctf_event, CtfTrace, CtfValue};
-use faultline_ctf::testing::tmpdir;
 use faultline_ctf::{fuzz_read_general, Filter, TimeMode};
+use faultline_testkit::ctf::tmpdir;
 use std::path::Path;
 
 /// Write the `size` low bits of `limbs` (little-endian 64-bit limbs) at bit granularity.

@@ -3,8 +3,8 @@
 //! reach it; a writer without files feeds its sink only.
 
 use faultline_ctf::layout::PacketHeader;
-use faultline_ctf::testing::{desc, tmpdir, ID_EMPTY, OTHER, UUID};
 use faultline_ctf::{PacketBuilder, PacketSink, TraceWriter};
+use faultline_testkit::ctf::{desc, tmpdir, ID_EMPTY, OTHER, UUID};
 use std::sync::{Arc, Mutex};
 
 #[derive(Default)]

@@ -3,10 +3,10 @@
 //! that stops reading) — the sink never blocks and every packet is accounted for.
 
 use faultline_ctf::layout::PacketHeader;
-use faultline_ctf::testing::UUID;
 use faultline_ctf::{PacketBuilder, PacketSink};
 use faultline_relay::proto::{self, Cmd};
 use faultline_relay::{RelayConfig, RelayStreamer, RelayUrl};
+use faultline_testkit::ctf::UUID;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

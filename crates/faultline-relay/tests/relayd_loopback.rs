@@ -6,16 +6,16 @@
 
 mod relayd;
 
-use faultline_ctf::testing::{desc, encode, tmpdir, ALL, ID_ALL, ID_EMPTY, UUID};
 use faultline_ctf::{
     stats, EnvValue, PacketBuilder, PacketHeader, RecorderCounts, Trace, TraceWriter,
 };
 use faultline_relay::{RelayConfig, RelayStreamer, RelayUrl};
+use faultline_testkit::ctf::{desc, encode, tmpdir, ALL, ID_ALL, ID_EMPTY, UUID};
 use relayd::Relayd;
 use std::time::Duration;
 
 fn packets(cpu: u32, n: u64, per: u64) -> Vec<Vec<u8>> {
-    let payload = encode(ALL.fields, &faultline_ctf::testing::all_values(cpu as u64)).unwrap();
+    let payload = encode(ALL.fields, &faultline_testkit::ctf::all_values(cpu as u64)).unwrap();
     (0..n)
         .map(|k| {
             let mut b = PacketBuilder::new(UUID, cpu, k).lost(k, 0, 0);

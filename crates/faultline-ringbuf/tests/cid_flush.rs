@@ -24,9 +24,12 @@ use std::time::{Duration, Instant};
 
 /// The writer's pace.
 const RATE_PER_S: f64 = 2e6;
-/// Times the flusher must be caught inside its window, and the longest run.
+/// Times the flusher must be caught inside its window, flush rounds it must have run, and the
+/// longest run. The run ends when both counts are reached (not after a fixed time: on a loaded
+/// machine the flusher may get little CPU, and a fixed window then proves too little).
 const CATCHES: u64 = 5;
-const MAX_RUN: Duration = Duration::from_secs(3);
+const MIN_FLUSHES: u64 = 100;
+const MAX_RUN: Duration = Duration::from_secs(20);
 
 /// Every written-to buffer's `write_offset` carries the flush mark.
 fn marked(ch: &Channel) -> bool {
@@ -61,6 +64,7 @@ fn cid_flush_preempted_inside_its_window_loses_nothing() {
     let stop_writer = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let caught = Arc::new(AtomicU64::new(0));
+    let flush_rounds = Arc::new(AtomicU64::new(0));
     // The thread sharing the flusher's CPU.
     let preempter = {
         let (stop, caught, ch) = (stop.clone(), caught.clone(), ch.clone());
@@ -88,7 +92,7 @@ fn cid_flush_preempted_inside_its_window_loses_nothing() {
     };
     // Flush and drain in a loop; read every record back and check the time order.
     let flusher = {
-        let (ch, stop) = (ch.clone(), stop.clone());
+        let (ch, stop, rounds) = (ch.clone(), stop.clone(), flush_rounds.clone());
         std::thread::spawn(move || {
             faultline_rseq::pin_to_cpu(flusher_cpu).unwrap();
             let cons = Consumer::new(&ch);
@@ -112,6 +116,7 @@ fn cid_flush_preempted_inside_its_window_loses_nothing() {
                 let errs = ch.flush_all(false);
                 assert!(errs.is_empty(), "{errs:?}");
                 flushes += 1;
+                rounds.store(flushes, Ordering::Relaxed);
                 // Mostly flushing, so that a preemption lands inside the window often.
                 if flushes % 16 == 0 {
                     drain(&mut buf, &mut read);
@@ -146,7 +151,10 @@ fn cid_flush_preempted_inside_its_window_loses_nothing() {
         })
     };
     let t0 = Instant::now();
-    while caught.load(Ordering::Relaxed) < CATCHES && t0.elapsed() < MAX_RUN {
+    while (caught.load(Ordering::Relaxed) < CATCHES
+        || flush_rounds.load(Ordering::Relaxed) < MIN_FLUSHES)
+        && t0.elapsed() < MAX_RUN
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     stop_writer.store(true, Ordering::Relaxed);
@@ -168,7 +176,10 @@ fn cid_flush_preempted_inside_its_window_loses_nothing() {
     assert_eq!(stalled, 0, "events dropped at a flush mark");
     assert_eq!(written + stalled + full, emitted);
     assert_eq!(read, written, "every event written is read back");
-    assert!(flushes > 100, "the flusher hardly ran: {flushes} flushes");
+    assert!(
+        flushes >= MIN_FLUSHES,
+        "the flusher hardly ran: {flushes} flushes in {MAX_RUN:?}"
+    );
     if caught == 0 {
         eprintln!("note: the flusher was never caught inside its window (no real-time priority?)");
     }

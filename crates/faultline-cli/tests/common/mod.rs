@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use faultline_testkit::TmpDir;
+
 /// The `faultline` binary.
 pub const BIN: &str = env!("CARGO_BIN_EXE_faultline");
 /// The traced test program (`faultline-testapp`).
@@ -20,6 +22,12 @@ pub fn tmp(group: &str, name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// A fresh, empty directory `faultline-<group>-<name>-<random>` under the system temp dir,
+/// removed when the returned guard drops (the test ends, passed or not).
+pub fn tmp_dir(group: &str, name: &str) -> TmpDir {
+    TmpDir::new(&format!("{group}-{name}"))
 }
 
 /// `faultline stats DIR --json`, which must succeed.

@@ -3,9 +3,9 @@
 //! multi-CPU traces with losses from a packet plan, and [`read_case`], the property every
 //! input must satisfy (the reader never panics and every error names its file).
 //!
-//! Not meant for production code; it is small and has no dependencies beyond the crate's.
+//! Moved out of `faultline-ctf` so the library holds no test-harness code.
 
-use crate::{
+use faultline_ctf::{
     fuzz_read, ClockDesc, CtfError, EnvDesc, EnvValue, PacketBuilder, Result, TraceDesc,
     TraceWriter,
 };
@@ -322,10 +322,10 @@ pub fn write_sample(dir: &Path) -> Result<Vec<Exp>> {
 /// an error names a file inside `dir` and, when it has an offset, one within that file.
 /// Returns the error message for an unreadable trace, or `Err` with the broken property.
 ///
-/// The general reader ([`crate::fuzz_read_general`]) reads the same directory and must satisfy
+/// The general reader ([`faultline_ctf::fuzz_read_general`]) reads the same directory and must satisfy
 /// the same property; the result returned is the strict reader's.
 pub fn read_case(dir: &Path) -> std::result::Result<Option<String>, String> {
-    if let Err(e) = crate::fuzz_read_general(dir) {
+    if let Err(e) = faultline_ctf::fuzz_read_general(dir) {
         check_error(dir, &e).map_err(|m| format!("general reader: {m}"))?;
     }
     match fuzz_read(dir) {
@@ -408,7 +408,7 @@ pub fn check_case(
 
 /// File offsets of the packets of `stream_<cpu>` of the trace in `dir`.
 pub fn packet_offsets(dir: &Path, cpu: u32) -> Result<Vec<u64>> {
-    let t = crate::Trace::open(dir)?;
+    let t = faultline_ctf::Trace::open(dir)?;
     let Some(s) = t.streams().iter().find(|s| s.cpu == cpu) else {
         return Ok(Vec::new());
     };
@@ -473,7 +473,7 @@ pub fn general_case_input(metadata: &[u8], stream: &[u8]) -> Vec<u8> {
 
 /// One fuzz case of the general reader (the `general` target in `fuzz/`): `data` (see
 /// [`general_case_input`]; a length beyond the input takes it all as metadata) becomes a trace
-/// directory with `metadata` and `stream`, read with [`crate::fuzz_read_general`]. `Err` is a
+/// directory with `metadata` and `stream`, read with [`faultline_ctf::fuzz_read_general`]. `Err` is a
 /// broken property: a panic would be one too, an error that is not one line naming a file of
 /// the trace with an offset inside it is another.
 pub fn fuzz_general_case(data: &[u8]) -> std::result::Result<Option<String>, String> {
@@ -488,7 +488,7 @@ pub fn fuzz_general_case(data: &[u8]) -> std::result::Result<Option<String>, Str
     std::fs::create_dir_all(dir).map_err(|e| format!("writing the case: {e}"))?;
     std::fs::write(dir.join("metadata"), meta).map_err(|e| format!("writing the case: {e}"))?;
     std::fs::write(dir.join("stream"), stream).map_err(|e| format!("writing the case: {e}"))?;
-    match crate::fuzz_read_general(dir) {
+    match faultline_ctf::fuzz_read_general(dir) {
         Ok(_) => Ok(None),
         Err(e) => check_error(dir, &e).map(Some),
     }

@@ -36,8 +36,8 @@
 //! `docs/ringbuf-cost.md` and `examples/reserve_cost.rs`.
 //!
 //! # Compact headers
-//! Records use the compact 7-byte header of `faultline_wire` (5-bit id, 27 timestamp bits,
-//! u24 length) only on the inline fast path (rseq, TSC, discard mode, no abort injection;
+//! Records use the compact 6-byte header of `faultline_wire` (5-bit id, 27 timestamp bits,
+//! u16 length) only on the inline fast path (rseq, TSC, discard mode, no abort injection;
 //! [`Channel::compact_headers`]) and only when the reader can rebuild the timestamp exactly:
 //! `ts - prev < 2^27` for the record `prev` right before it in the packet. The writer cannot
 //! see `prev`; it uses a floor instead, `BufferHeader::last_ts`, which every reserver stores
@@ -54,7 +54,10 @@
 //! compare-and-store, so not in offset order; overwrite mode: recovery could not tell an older
 //! lap's compact header from this lap's; a packet's first record) records get the 16-byte
 //! extended header. A dropped or dead compact reservation is rewritten in place as compact
-//! padding (11 bytes: it has at least 4 payload bytes), keeping its 27 timestamp bits.
+//! padding (10 bytes: it has at least 4 payload bytes), keeping its 27 timestamp bits.
+//! Records are packed (`faultline_wire::RECORD_ALIGN` is 1): a record starts where the
+//! previous one ends, so header stores are unaligned (plain stores, see
+//! [`Reservation::commit`]).
 //!
 //! Known limit: a writer of the previous packet preempted between its reserve section and its
 //! `last_ts` store can store its (older) timestamp after the next packet's opener reset it; if
@@ -587,8 +590,9 @@ impl Reservation<'_> {
             (faultline_wire::EXTENDED_ID_OFFSET as u64, r.id as u32)
         };
         let p = r.chan.data_ptr(r.cpu as u32, r.pos + at);
-        // SAFETY: the record header lies in our exclusive reservation (see payload()). This
-        // plain store precedes the commit counter update in program order; that update is a
+        // SAFETY: the record header lies in our exclusive reservation (see payload()), at any
+        // alignment (packed records), hence the unaligned store; no other access to these
+        // bytes is atomic, so a plain store is all the format needs. This plain store precedes the commit counter update in program order; that update is a
         // release (x86 TSO store in the rseq section, whose asm clobbers memory, or an AcqRel
         // fetch_add), so the consumer's acquire load of the counters (commit_sum) that sees our
         // bytes also sees the real id.
@@ -1238,7 +1242,7 @@ impl Channel {
         let sb_off = old & g.sb_mask;
         let aligned = align_up(sb_off, RECORD_ALIGN);
         // Saturating: an absurd length must not wrap into a small one. `aligned <=
-        // subbuf_size` (both multiples of 8, sb_off < subbuf_size), so the subtraction cannot
+        // subbuf_size` (sb_off < subbuf_size, a multiple of RECORD_ALIGN), so the subtraction cannot
         // wrap, and `rec_len < subbuf_size - aligned` is the strict-fit rule
         // `aligned + rec_len < subbuf_size` of the general path. It also implies
         // (rec_len <= max_record is checked below: max_record is also capped by the 24-bit
@@ -1301,15 +1305,16 @@ impl Channel {
         fence(Ordering::Release);
         let hp = self.data_ptr(cpu, pos) as *mut u64;
         // The header with the id pending (tag PENDING_TAG / id PENDING_RECORD_ID) until commit
-        // stores the real one, as one 8-byte store (compact: the tag word and the u24 length;
-        // the 8th byte is the payload's first, written after) or two (extended),
+        // stores the real one, as one 8-byte store (compact: the tag word and the u16 length;
+        // the 7th and 8th bytes are the payload's first, written after) or two (extended),
         // little-endian as `faultline_wire` says.
-        // SAFETY: [pos, end) is ours (see Reservation::payload); pos is 8-aligned, and the
-        // header is 7 or 16 bytes: one or two u64 at offsets 0 and 8, inside [pos, end) (a
-        // compact record has at least MIN_COMPACT_PAYLOAD payload bytes).
+        // SAFETY: [pos, end) is ours (see Reservation::payload); records are packed, so pos
+        // has any alignment: unaligned stores. The header is 6 or 16 bytes: one or two u64 at
+        // offsets 0 and 8, inside [pos, end) (a compact record has at least
+        // MIN_COMPACT_PAYLOAD payload bytes).
         unsafe {
             if compact {
-                hp.write(
+                hp.write_unaligned(
                     faultline_wire::compact_header_word(
                         faultline_wire::PENDING_TAG,
                         ts,
@@ -1323,8 +1328,8 @@ impl Channel {
                     ts,
                     payload_len as u32,
                 );
-                hp.write(w0.to_le());
-                hp.add(1).write(w1.to_le());
+                hp.write_unaligned(w0.to_le());
+                hp.add(1).write_unaligned(w1.to_le());
             }
         }
         // After the header store: a floor is always the timestamp of a record whose header
@@ -1441,11 +1446,12 @@ impl Channel {
                 ts,
                 (rec_len - RECORD_HEADER_SIZE) as u32,
             );
-            // SAFETY: [pos, end) is ours (see Reservation::payload); pos is 8-aligned and the
-            // extended header is 16 bytes (rec_len >= 16).
+            // SAFETY: [pos, end) is ours (see Reservation::payload); pos has any alignment
+            // (packed records: unaligned stores) and the extended header is 16 bytes
+            // (rec_len >= 16).
             unsafe {
-                hp.write(w0.to_le());
-                hp.add(1).write(w1.to_le());
+                hp.write_unaligned(w0.to_le());
+                hp.add(1).write_unaligned(w1.to_le());
             }
             // Relaxed, after the header store: see reserve_fast (the floor of later compact
             // decisions).
@@ -1608,10 +1614,11 @@ impl Channel {
     }
 
     /// Commit a reservation dropped without [`Reservation::commit`] as a padding record
-    /// (`faultline_wire`), in place and with the reservation's timestamp: a compact record
-    /// becomes compact padding (its payload's first 4 bytes take the padding id, so
-    /// `len - 4` zero bytes follow), an extended one gets the id [`DISCARDED_RECORD_ID`]; the
-    /// payload is zeroed.
+    /// (`faultline_wire::fill_padding`), in place and with the reservation's timestamp: a
+    /// compact record becomes compact padding (its payload's first 4 bytes take the padding
+    /// id, so `len - 4` zero bytes follow), an extended one an extended padding record (a
+    /// chain of them beyond `faultline_wire::MAX_PADDING_PAYLOAD` payload bytes); the payload
+    /// is zeroed.
     #[cold]
     #[inline(never)]
     fn discard(
@@ -1623,28 +1630,26 @@ impl Channel {
         ts: u64,
         compact: bool,
     ) {
-        let p = self.data_ptr(cpu, pos);
+        let (form, header) = if compact {
+            (
+                faultline_wire::HeaderForm::Compact,
+                faultline_wire::COMPACT_HEADER_SIZE,
+            )
+        } else {
+            (
+                faultline_wire::HeaderForm::Extended,
+                faultline_wire::EXTENDED_HEADER_SIZE,
+            )
+        };
         // SAFETY: the record header and its payload lie in the dropped reservation, inside one
-        // sub-buffer, exclusively its owner's until this commit (see Reservation::payload). A
-        // compact record has payload_len >= MIN_COMPACT_PAYLOAD (4), so the 11-byte padding
-        // header fits in its 7 + payload_len bytes.
-        unsafe {
-            if compact {
-                let h = faultline_wire::RecordHeader {
-                    timestamp: ts,
-                    id: DISCARDED_RECORD_ID,
-                    len: (payload_len - faultline_wire::MIN_COMPACT_PAYLOAD as u64) as u32,
-                    form: faultline_wire::HeaderForm::CompactPadding,
-                }
-                .encode();
-                std::ptr::copy_nonoverlapping(h.as_ptr(), p, h.len());
-                std::ptr::write_bytes(p.add(h.len()), 0, (payload_len - 4) as usize);
-            } else {
-                let id = p.add(faultline_wire::EXTENDED_ID_OFFSET);
-                std::ptr::write_unaligned(id as *mut u32, DISCARDED_RECORD_ID);
-                std::ptr::write_bytes(p.add(RECORD_HEADER_SIZE as usize), 0, payload_len as usize);
-            }
-        }
+        // sub-buffer, exclusively its owner's until this commit (see Reservation::payload).
+        let span = unsafe {
+            std::slice::from_raw_parts_mut(self.data_ptr(cpu, pos), header + payload_len as usize)
+        };
+        // The span holds its own header, and a compact record has payload_len >=
+        // MIN_COMPACT_PAYLOAD (4), so the 10-byte padding header fits in its 6 + payload_len
+        // bytes: this cannot fail.
+        let _ = faultline_wire::fill_padding(span, ts, form);
         self.commit_range(cpu, pos, commit_len);
     }
 

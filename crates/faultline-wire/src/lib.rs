@@ -948,7 +948,10 @@ mod tests {
         assert!(recs[1].is_padding() && !recs[0].is_padding());
         assert_eq!((recs[2].offset, recs[2].timestamp), (163, 12));
         assert_eq!(recs[2].payload_offset(), 169);
-        assert_eq!((recs[3].offset, recs[3].timestamp), (177, 12 + COMPACT_TS_WINDOW));
+        assert_eq!(
+            (recs[3].offset, recs[3].timestamp),
+            (177, 12 + COMPACT_TS_WINDOW)
+        );
         // content_size pointing into a record header is an error at that record.
         let err = Records::new(&pk[..150])
             .collect::<Result<Vec<_>, _>>()

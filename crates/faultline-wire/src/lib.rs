@@ -35,6 +35,11 @@
 //! payload. The first byte's low 5 bits are the **tag**; the form is chosen per record by the
 //! writer:
 //!
+//! Every form ends with the record's **length** `len` (payload bytes): a u16, or, when the
+//! payload has [`LONG_LEN`] (65535) bytes or more, the u16 65535 followed by the u32 length
+//! ([`LONG_LEN_EXTRA`] more bytes). Writers use the long form only for payloads of
+//! [`LONG_LEN`] bytes or more (always with the extended header), and at most [`MAX_PAYLOAD`].
+//!
 //! **Compact** (tag 0..=[`MAX_COMPACT_ID`], and [`PENDING_TAG`]), 6 bytes:
 //!
 //! | off | size | field |
@@ -44,18 +49,20 @@
 //! | 6 | len | payload |
 //!
 //! **Compact padding** (tag [`PADDING_TAG`]), 10 bytes: the same 32-bit word, then the u32 id
-//! [`PADDING_ID`] at 4, `len` (u16) at 8, `len` zero bytes from 10.
+//! [`PADDING_ID`] at 4, `len` (u16, at most [`MAX_PADDING_PAYLOAD`]) at 8, `len` zero bytes
+//! from 10.
 //!
-//! **Extended** (tag [`EXTENDED_TAG`]; byte 0 is exactly 31), 16 bytes:
+//! **Extended** (tag [`EXTENDED_TAG`]; byte 0 is exactly 31), 15 bytes (19 with a long
+//! length):
 //!
 //! | off | size | field |
 //! |---|---|---|
 //! | 0 | u8 | 31 |
 //! | 1 | u32 | `id` (any id, reserved ones included) |
 //! | 5 | u64 | `timestamp` (clock ticks, all 64 bits) |
-//! | 13 | u16 | `len` bits 0..16 |
-//! | 15 | u8 | `len` bits 16..24 (payload bytes up to [`MAX_PAYLOAD`]) |
-//! | 16 | len | payload |
+//! | 13 | u16 | `len` (65535: the u32 length follows) |
+//! | (15 | u32 | `len`, long form only) |
+//! | 15 (19) | len | payload |
 //!
 //! A compact timestamp holds the low 27 bits of the full one; the full value is rebuilt from
 //! the previous record's timestamp `prev` (the packet's `timestamp_begin` for the first
@@ -66,8 +73,8 @@
 //! event id above [`MAX_COMPACT_ID`], a payload below [`MIN_COMPACT_PAYLOAD`] or above
 //! [`MAX_COMPACT_PAYLOAD`] bytes, or a writer that cannot prove the order, see the ring
 //! buffer) it writes the extended form. Records that need none of that cost 6 header bytes
-//! instead of 16: a record with one u64 is 14 bytes, a u64 + 32-byte string (33 with its NUL)
-//! 47 — the sizes of LTTng-UST's compact records for the same events, plus the length.
+//! instead of 15: a record with one u64 is 14 bytes, a u64 + 32-byte string (33 with its NUL)
+//! 47 — LTTng-UST's compact record for the same events (4-byte header) plus the length.
 //!
 //! The next record starts at `start + header + len`. `content_size / 8` is exactly the end of
 //! the last record's payload, or 128 for an empty packet; bytes between `content_size` and
@@ -86,15 +93,17 @@
 //!   access to a record byte exists, so nothing requires a naturally aligned address).
 //! * **A length in every record.** It is what lets the ring buffer's dead-writer recovery, the
 //!   trace writer's and the consumer's bounds checks and every reader step over any record
-//!   without the schema (and over padding records, which have none). It is 16 bits in the
-//!   compact forms (payloads above [`MAX_COMPACT_PAYLOAD`] take the extended form, whose
-//!   length has 24 bits, as before).
-//! * **The length's high byte follows the low 16 bits.** In the CTF metadata the 16 low bits
-//!   are `stream.event.context.len` for every form, so the padding class's payload (a text
-//!   sequence of `stream.event.context.len` bytes) can refer to one field whatever the form;
-//!   the extended form's high byte is a context field of its own (below). A padding record
-//!   therefore never holds more than [`MAX_PADDING_PAYLOAD`] bytes: writers cover a longer
-//!   span with a chain of them ([`fill_padding`]).
+//!   without the schema (and over padding records, which have none).
+//! * **16 bits, with an escape.** Events are small: 2 bytes of length cover them, and the
+//!   rare payload of 64 KiB or more (up to [`MAX_PAYLOAD`], as before) pays 4 more bytes.
+//!   The length is the same field in every form, after the header — in the CTF metadata it is
+//!   `stream.event.context`, the one place a field can follow every header form (a
+//!   babeltrace2 variant tag cannot name the header's tag from the context, and babeltrace2
+//!   warns about any event-header field other than `id` and `timestamp`) — so the padding
+//!   class's payload (a text sequence of `stream.event.context.len` bytes) refers to one field
+//!   whatever the form. A padding record therefore never holds more than
+//!   [`MAX_PADDING_PAYLOAD`] bytes (below the escape): writers cover a longer span with a
+//!   chain of them ([`fill_padding`]).
 //! * Not taken: no length for event classes of fixed size (2 more bytes saved) — recovery and
 //!   the readers would then need the schema to step over a record, and a record damaged in
 //!   shared memory could no longer be bounded on its own.
@@ -105,11 +114,9 @@
 //! struct { uint32 id; uint64 timestamp; } extended; } v; } align(8)` (timestamps mapped to the
 //! clock; the padding option's `id` is bit-aligned — an `align(8)` member would align the whole
 //! option struct to a byte and move its timestamp to byte 1 — the extended one's
-//! byte-aligned), and `stream.event.context` is `struct { uint16 len; variant
-//! <stream.event.header.id> { struct { } compact; struct { } padding; struct { uint8 len_hi; }
-//! extended; } v; }` (byte-aligned): the length's high byte is declared as event context,
-//! like `len`, because babeltrace2 warns about (and ignores) any event-header field other than
-//! `id` and `timestamp`. A CTF reader takes the event id from the last `id` integer it
+//! byte-aligned), and `stream.event.context` is `struct { enum : uint16 { short = 0 ...
+//! 65534, long = 65535 } len; variant <len> { struct { } short; struct { uint32 len; } long;
+//! } v; }` (byte-aligned). A CTF reader takes the event id from the last `id` integer it
 //! decoded, so tag 30 reads as the padding class's id and tag 31 as the extended id.
 //!
 //! Traces written before this format are refused by faultline's strict reader with an error
@@ -141,11 +148,17 @@
 pub const PACKET_MAGIC: u32 = 0xC1FC_1FC1;
 /// Size of the packet header + context; the first record starts here.
 pub const PACKET_HEADER_SIZE: usize = 128;
-/// Size of the largest record header (the extended form); a payload is at most this many
-/// bytes after its record's start.
-pub const RECORD_HEADER_SIZE: usize = EXTENDED_HEADER_SIZE;
-/// Size of the extended record header (tag, id, 64-bit timestamp, payload length).
-pub const EXTENDED_HEADER_SIZE: usize = 16;
+/// Size of the largest record header (the extended form with a long length); a payload is at
+/// most this many bytes after its record's start.
+pub const RECORD_HEADER_SIZE: usize = EXTENDED_HEADER_SIZE + LONG_LEN_EXTRA;
+/// Size of the extended record header (tag, id, 64-bit timestamp, u16 payload length); 4 more
+/// with a long length ([`LONG_LEN_EXTRA`]).
+pub const EXTENDED_HEADER_SIZE: usize = 15;
+/// The u16 length value that says the u32 length follows (module docs); payloads of this
+/// many bytes or more have a long length.
+pub const LONG_LEN: usize = u16::MAX as usize;
+/// Bytes a long length adds to a header (the u32 after the u16 [`LONG_LEN`]).
+pub const LONG_LEN_EXTRA: usize = 4;
 /// Size of the compact record header (tag and 27 timestamp bits, payload length).
 pub const COMPACT_HEADER_SIZE: usize = 6;
 /// Size of the compact padding header (tag and 27 timestamp bits, id, payload length).
@@ -165,12 +178,12 @@ pub const COMPACT_TS_BITS: u32 = 27;
 pub const COMPACT_TS_WINDOW: u64 = 1 << COMPACT_TS_BITS;
 /// Smallest payload a compact record may have: room for the padding id when it is discarded.
 pub const MIN_COMPACT_PAYLOAD: usize = COMPACT_PADDING_HEADER_SIZE - COMPACT_HEADER_SIZE;
-/// Largest payload of a compact record (its `len` is 16 bits).
-pub const MAX_COMPACT_PAYLOAD: usize = u16::MAX as usize;
+/// Largest payload of a compact record (a short length).
+pub const MAX_COMPACT_PAYLOAD: usize = LONG_LEN - 1;
 /// Largest payload of one padding record, in either form: CTF readers step over a padding
-/// record by `stream.event.context.len`, the length's low 16 bits.
-pub const MAX_PADDING_PAYLOAD: usize = u16::MAX as usize;
-/// Largest payload of any record (the extended `len` is 24 bits).
+/// record by `stream.event.context.len`, the u16, so its length is never long.
+pub const MAX_PADDING_PAYLOAD: usize = LONG_LEN - 1;
+/// Largest payload of any record (as in earlier layouts; sub-buffers are at most 1 GiB).
 pub const MAX_PAYLOAD: usize = (1 << 24) - 1;
 /// Records start at multiples of this (relative to the packet start): 1, records are packed
 /// (module docs, "Why this layout").
@@ -478,14 +491,38 @@ pub const fn compact_header_word(tag: u32, timestamp: u64, len: u32) -> u64 {
     compact_word(tag, timestamp) as u64 | ((len & 0xFFFF) as u64) << 32
 }
 
-/// The extended header as two little-endian words (bytes 0..8 and 8..16): tag, id, the
-/// timestamp's low 24 bits | the timestamp's high 40 bits, `len` bits 0..16, `len` bits 16..24.
+/// The 15-byte extended header with a short length (`len` below [`LONG_LEN`]) as two
+/// little-endian words that overlap by one byte: bytes 0..8 (tag, id, the timestamp's low 24
+/// bits) and bytes 7..15 (the timestamp's bits 16..64, `len`). Both hold byte 7 (timestamp bits
+/// 16..24), so they may be stored in either order.
 #[inline(always)]
 pub const fn extended_header_words(id: u32, timestamp: u64, len: u32) -> (u64, u64) {
     (
         EXTENDED_TAG as u64 | (id as u64) << 8 | (timestamp & 0xFF_FFFF) << 40,
-        timestamp >> 24 | ((len & 0xFFFF) as u64) << 40 | (((len >> 16) & 0xFF) as u64) << 56,
+        timestamp >> 16 | ((len & 0xFFFF) as u64) << 48,
     )
+}
+
+/// Offset of the second word of [`extended_header_words`].
+pub const EXTENDED_SECOND_WORD: usize = 7;
+
+/// Bytes of a record header of this form for a payload of `len` bytes (a long length from
+/// [`LONG_LEN`] on).
+#[inline(always)]
+pub const fn header_size(form: HeaderForm, len: usize) -> usize {
+    form.size() + if len >= LONG_LEN { LONG_LEN_EXTRA } else { 0 }
+}
+
+/// Bytes of an extended record (header and payload) with `len` payload bytes, saturating.
+#[inline(always)]
+pub const fn extended_record_len(len: u64) -> u64 {
+    let h = EXTENDED_HEADER_SIZE as u64
+        + if len >= LONG_LEN as u64 {
+            LONG_LEN_EXTRA as u64
+        } else {
+            0
+        };
+    h.saturating_add(len)
 }
 
 /// Offset of the id in an extended header (a u32; the writer's commit stores the real id
@@ -499,12 +536,12 @@ pub enum HeaderForm {
     Compact,
     /// 10 bytes: tag [`PADDING_TAG`], 27 timestamp bits, u32 id, u16 length.
     CompactPadding,
-    /// 16 bytes: tag 31, u32 id, u64 timestamp, u16 length, the length's high byte.
+    /// 15 bytes: tag 31, u32 id, u64 timestamp, u16 length.
     Extended,
 }
 
 impl HeaderForm {
-    /// Bytes of this header.
+    /// Bytes of this header with a short length ([`header_size`] for any length).
     pub const fn size(self) -> usize {
         match self {
             HeaderForm::Compact => COMPACT_HEADER_SIZE,
@@ -532,17 +569,53 @@ fn get_u16(b: &[u8], at: usize) -> Option<u32> {
     Some(s[0] as u32 | (s[1] as u32) << 8)
 }
 
-fn get_u8(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at).map(|&v| v as u32)
+/// The length field at `at` (module docs): the u16, or [`LONG_LEN`] then the u32, which must
+/// be at least [`LONG_LEN`] (one encoding per length, so the header size follows from it).
+fn get_len(b: &[u8], at: usize) -> Result<u32, String> {
+    let short = || "record header crosses the end of the content".to_string();
+    let lo = get_u16(b, at).ok_or_else(short)?;
+    if lo as usize != LONG_LEN {
+        return Ok(lo);
+    }
+    let len = get_u32(b, at + 2).ok_or_else(short)?;
+    if (len as usize) < LONG_LEN {
+        return Err(format!("long record length {len} below {LONG_LEN}"));
+    }
+    Ok(len)
+}
+
+/// Append the length field for `len` (module docs).
+fn put_len(b: &mut Vec<u8>, len: u32) {
+    if (len as usize) < LONG_LEN {
+        b.extend_from_slice(&(len as u16).to_le_bytes());
+    } else {
+        b.extend_from_slice(&(LONG_LEN as u16).to_le_bytes());
+        b.extend_from_slice(&len.to_le_bytes());
+    }
 }
 
 impl RecordHeader {
     /// Decode the header at `at` of `b`, the previous record's timestamp being `prev`; `Err`
     /// says what is wrong (it does not fit, a compact padding header without the padding id,
-    /// or a padding record longer than [`MAX_PADDING_PAYLOAD`]).
+    /// a padding record longer than [`MAX_PADDING_PAYLOAD`], a long length below
+    /// [`LONG_LEN`]).
+    #[inline]
     pub fn parse_at(b: &[u8], at: usize, prev: u64) -> Result<RecordHeader, String> {
         let short = || "record header crosses the end of the content".to_string();
         let tag = *b.get(at).ok_or_else(short)? as u32 & 31;
+        let h = Self::parse_fields(b, at, prev, tag)?;
+        if h.id == PADDING_ID && h.len as usize > MAX_PADDING_PAYLOAD {
+            return Err(format!(
+                "padding record of {} payload bytes (at most {MAX_PADDING_PAYLOAD})",
+                h.len
+            ));
+        }
+        Ok(h)
+    }
+
+    #[inline(always)]
+    fn parse_fields(b: &[u8], at: usize, prev: u64, tag: u32) -> Result<RecordHeader, String> {
+        let short = || "record header crosses the end of the content".to_string();
         match tag {
             EXTENDED_TAG => {
                 let first = b[at];
@@ -553,13 +626,7 @@ impl RecordHeader {
                 }
                 let id = get_u32(b, at + 1).ok_or_else(short)?;
                 let timestamp = get_u64(b, at + 5).ok_or_else(short)?;
-                let lo = get_u16(b, at + 13).ok_or_else(short)?;
-                let len = lo | get_u8(b, at + 15).ok_or_else(short)? << 16;
-                if id == PADDING_ID && len as usize > MAX_PADDING_PAYLOAD {
-                    return Err(format!(
-                        "padding record of {len} payload bytes (at most {MAX_PADDING_PAYLOAD})"
-                    ));
-                }
+                let len = get_len(b, at + 13)?;
                 Ok(RecordHeader {
                     timestamp,
                     id,
@@ -570,7 +637,7 @@ impl RecordHeader {
             PADDING_TAG => {
                 let w = get_u32(b, at).ok_or_else(short)?;
                 let id = get_u32(b, at + 4).ok_or_else(short)?;
-                let len = get_u16(b, at + 8).ok_or_else(short)?;
+                let len = get_len(b, at + 8)?;
                 if id != PADDING_ID {
                     return Err(format!(
                         "compact padding record header with id {id} (expected {PADDING_ID})"
@@ -585,7 +652,7 @@ impl RecordHeader {
             }
             _ => {
                 let w = get_u32(b, at).ok_or_else(short)?;
-                let len = get_u16(b, at + 4).ok_or_else(short)?;
+                let len = get_len(b, at + 4)?;
                 Ok(RecordHeader {
                     timestamp: rebuild_timestamp(prev, w >> 5),
                     id: if tag == PENDING_TAG { PENDING_ID } else { tag },
@@ -600,17 +667,16 @@ impl RecordHeader {
     /// low 27 bits of `timestamp`). `len` must be at most [`MAX_PAYLOAD`], and at most
     /// [`MAX_COMPACT_PAYLOAD`] for the compact forms.
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(EXTENDED_HEADER_SIZE);
+        let mut b = Vec::with_capacity(RECORD_HEADER_SIZE);
         match self.form {
             HeaderForm::Extended => {
-                let (w0, w1) = extended_header_words(self.id, self.timestamp, self.len);
-                b.extend_from_slice(&w0.to_le_bytes());
-                b.extend_from_slice(&w1.to_le_bytes());
+                b.push(EXTENDED_TAG as u8);
+                b.extend_from_slice(&self.id.to_le_bytes());
+                b.extend_from_slice(&self.timestamp.to_le_bytes());
             }
             HeaderForm::CompactPadding => {
                 b.extend_from_slice(&compact_word(PADDING_TAG, self.timestamp).to_le_bytes());
                 b.extend_from_slice(&self.id.to_le_bytes());
-                b.extend_from_slice(&self.len.to_le_bytes()[..2]);
             }
             HeaderForm::Compact => {
                 let tag = if self.id == PENDING_ID {
@@ -619,15 +685,22 @@ impl RecordHeader {
                     self.id
                 };
                 b.extend_from_slice(&compact_word(tag, self.timestamp).to_le_bytes());
-                b.extend_from_slice(&self.len.to_le_bytes()[..2]);
             }
         }
+        put_len(&mut b, self.len);
         b
     }
 
+    /// Bytes of this header ([`header_size`]).
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        header_size(self.form, self.len as usize)
+    }
+
     /// Bytes of header + payload, `None` on overflow.
+    #[inline]
     pub fn record_len(&self) -> Option<usize> {
-        self.form.size().checked_add(self.len as usize)
+        self.header_len().checked_add(self.len as usize)
     }
 }
 
@@ -680,7 +753,7 @@ pub fn record_at(
     let bad = |msg: String| (at as u64, msg);
     let h = RecordHeader::parse_at(content, at, prev)
         .map_err(|m| bad(format!("{m} ({end} bytes of content)")))?;
-    let header_end = at + h.form.size(); // parse_at checked it fits
+    let header_end = at + h.header_len(); // parse_at checked it fits
     let rec_end = header_end
         .checked_add(h.len as usize)
         .filter(|&e| e <= end)
@@ -697,7 +770,7 @@ pub fn record_at(
             offset: at,
             timestamp: h.timestamp,
             id: h.id,
-            header_len: h.form.size(),
+            header_len: h.header_len(),
             payload,
         },
         next,
@@ -741,7 +814,7 @@ impl<'a> Iterator for Records<'a> {
 /// exactly with padding records of the given form's family, all with `timestamp`: one record
 /// when the payload fits in [`MAX_PADDING_PAYLOAD`] bytes, otherwise a chain of them (each
 /// compact one rebuilt from the previous, so exact). `form` [`HeaderForm::Extended`] writes
-/// extended padding records (16-byte headers), the compact forms compact padding (10 bytes; a
+/// extended padding records (15-byte headers), the compact forms compact padding (10 bytes; a
 /// compact record's 27 timestamp bits are kept, so the caller must be allowed a compact header
 /// at `timestamp`). Zeroes the payloads. Returns the number of records written, or an error
 /// when `span` is shorter than one header.
@@ -857,10 +930,13 @@ mod tests {
     fn header_forms_encode_and_decode() {
         let ts = 0x0102_0304_0506_0708u64;
         for (form, id, size, len) in [
-            (HeaderForm::Extended, 77, 16, 0xAB_CDEF),
-            (HeaderForm::Extended, PENDING_ID, 16, 0xAB_CDEF),
-            (HeaderForm::Extended, PADDING_ID, 16, 0xFFFF),
+            (HeaderForm::Extended, 77, 19, 0xAB_CDEF),
+            (HeaderForm::Extended, 77, 19, 0xFFFF),
+            (HeaderForm::Extended, 77, 15, 0xFFFE),
+            (HeaderForm::Extended, PENDING_ID, 19, 0xAB_CDEF),
+            (HeaderForm::Extended, PADDING_ID, 15, 0xFFFE),
             (HeaderForm::Compact, 5, 6, 0xABCD),
+            (HeaderForm::Compact, 5, 10, 0x1_0000),
             (HeaderForm::Compact, PENDING_ID, 6, 0xABCD),
             (HeaderForm::CompactPadding, PADDING_ID, 10, 0xABCD),
         ] {
@@ -871,7 +947,7 @@ mod tests {
                 form,
             };
             let b = h.encode();
-            assert_eq!(b.len(), size);
+            assert_eq!((b.len(), h.header_len()), (size, size));
             // Decoded against a previous timestamp a little before.
             let got = RecordHeader::parse_at(&b, 0, ts - 1000).unwrap();
             assert_eq!(got, h);
@@ -879,20 +955,47 @@ mod tests {
         }
         let (w0, w1) = extended_header_words(9, ts, 33);
         let mut b = w0.to_le_bytes().to_vec();
+        b.truncate(EXTENDED_SECOND_WORD);
         b.extend_from_slice(&w1.to_le_bytes());
+        assert_eq!(w0.to_le_bytes()[7], b[7], "the words agree on byte 7");
+        assert_eq!(b.len(), EXTENDED_HEADER_SIZE);
         assert_eq!(b[0], 31);
         assert_eq!(get_u32(&b, EXTENDED_ID_OFFSET), Some(9));
         assert_eq!(get_u64(&b, 5), Some(ts));
-        assert_eq!(&b[13..16], &[33, 0, 0]);
-        let (_, w1) = extended_header_words(9, ts, 0x12_3456);
-        assert_eq!(&w1.to_le_bytes()[5..8], &[0x56, 0x34, 0x12]);
-        // An extended padding record longer than CTF readers can step over is refused.
-        let (w0, w1) = extended_header_words(PADDING_ID, ts, 0x1_0000);
-        let mut big = w0.to_le_bytes().to_vec();
-        big.extend_from_slice(&w1.to_le_bytes());
+        assert_eq!(&b[13..15], &[33, 0]);
+        let enc = RecordHeader {
+            timestamp: ts,
+            id: 9,
+            len: 33,
+            form: HeaderForm::Extended,
+        }
+        .encode();
+        assert_eq!(enc, b);
+        // Long lengths: 65535 then the u32, never below 65535.
+        let long = RecordHeader {
+            timestamp: ts,
+            id: 9,
+            len: 0x12_3456,
+            form: HeaderForm::Extended,
+        }
+        .encode();
+        assert_eq!(&long[13..19], &[0xFF, 0xFF, 0x56, 0x34, 0x12, 0]);
+        let mut bad = long.clone();
+        bad[15..19].copy_from_slice(&100u32.to_le_bytes());
+        assert!(RecordHeader::parse_at(&bad, 0, 0)
+            .unwrap_err()
+            .contains("long record length 100"));
+        // A padding record longer than CTF readers can step over is refused.
+        let big = RecordHeader {
+            timestamp: ts,
+            id: PADDING_ID,
+            len: 0xFFFF,
+            form: HeaderForm::Extended,
+        }
+        .encode();
         assert!(RecordHeader::parse_at(&big, 0, 0)
             .unwrap_err()
-            .contains("padding record of 65536"));
+            .contains("padding record of 65535"));
         let w = compact_header_word(3, ts, 41).to_le_bytes();
         assert_eq!(w[0] & 31, 3);
         assert_eq!(&w[4..8], &[41, 0, 0, 0]);
@@ -939,32 +1042,42 @@ mod tests {
         push_record(&mut pk, Some(10), 11, PADDING_ID, &[0; 5]);
         push_record(&mut pk, Some(11), 12, 3, &[9; 8]);
         push_record(&mut pk, Some(12), 12 + COMPACT_TS_WINDOW, 3, &[9; 8]);
-        // Packed: extended 16 + 4, compact padding 10 + 5, compact 6 + 8, extended 16 + 8.
-        assert_eq!(pk.len(), 128 + 20 + 15 + 14 + 24);
+        push_record(
+            &mut pk,
+            Some(12 + COMPACT_TS_WINDOW),
+            13 + COMPACT_TS_WINDOW,
+            3,
+            &[7; 70_000],
+        );
+        // Packed: extended 15 + 4, compact padding 10 + 5, compact 6 + 8, extended 15 + 8,
+        // extended with a long length 19 + 70000.
+        assert_eq!(pk.len(), 128 + 19 + 15 + 14 + 23 + 19 + 70_000);
         let recs: Vec<_> = Records::new(&pk).collect::<Result<_, _>>().unwrap();
-        assert_eq!(recs.len(), 4);
+        assert_eq!(recs.len(), 5);
         assert_eq!((recs[0].offset, recs[0].payload), (128, &b"abcd"[..]));
-        assert_eq!((recs[1].offset, recs[1].id), (148, PADDING_ID));
+        assert_eq!((recs[1].offset, recs[1].id), (147, PADDING_ID));
         assert!(recs[1].is_padding() && !recs[0].is_padding());
-        assert_eq!((recs[2].offset, recs[2].timestamp), (163, 12));
-        assert_eq!(recs[2].payload_offset(), 169);
+        assert_eq!((recs[2].offset, recs[2].timestamp), (162, 12));
+        assert_eq!(recs[2].payload_offset(), 168);
         assert_eq!(
             (recs[3].offset, recs[3].timestamp),
-            (177, 12 + COMPACT_TS_WINDOW)
+            (176, 12 + COMPACT_TS_WINDOW)
         );
+        assert_eq!((recs[4].offset, recs[4].header_len), (199, 19));
+        assert_eq!(recs[4].payload, &[7; 70_000][..]);
         // content_size pointing into a record header is an error at that record.
         let err = Records::new(&pk[..150])
             .collect::<Result<Vec<_>, _>>()
             .unwrap_err();
-        assert_eq!(err.0, 148);
+        assert_eq!(err.0, 147);
         // ... and into a payload too.
         let err = Records::new(&pk[..170])
             .collect::<Result<Vec<_>, _>>()
             .unwrap_err();
-        assert_eq!(err.0, 163);
+        assert_eq!(err.0, 162);
         // A payload length beyond the content.
         let mut bad = pk.clone();
-        bad[128 + 13..128 + 16].copy_from_slice(&[0xFF; 3]);
+        bad[128 + 13..128 + 15].copy_from_slice(&[0xFF; 2]); // long: "abcd" as the u32
         let err = Records::new(&bad)
             .collect::<Result<Vec<_>, _>>()
             .unwrap_err();
@@ -1012,7 +1125,7 @@ mod tests {
         push_record(&mut pk, None, 9, PADDING_ID, &vec![1; 70_000]);
         let recs: Vec<_> = Records::new(&pk).collect::<Result<_, _>>().unwrap();
         assert_eq!(recs.len(), 2);
-        assert_eq!(pk.len(), PACKET_HEADER_SIZE + 16 + 70_000);
+        assert_eq!(pk.len(), PACKET_HEADER_SIZE + 15 + 70_000);
     }
 
     proptest::proptest! {

@@ -114,12 +114,12 @@ fn discard_mode_drops_with_exact_counts_when_consumer_stops() {
     for sync in syncs() {
         let cpu = pin_first();
         let ch = Channel::create(&cfg(Mode::Discard, sync, 1024, 4)).unwrap();
-        // 40-byte payload => 56-byte records with extended headers; (1024-128-1)/56 = 15
-        // records per sub-buffer (a record must end strictly before the sub-buffer end). With
-        // compact headers: the first (the switch) extended at 128..184, then 46-byte compact
-        // records (packed) while an extended one would still fit (the fast path's rule):
-        // 184 + 46k + 56 < 1024 for k = 0..=17, so 19 records.
-        let per = if ch.compact_headers() { 19 } else { 15 };
+        // 40-byte payload => 55-byte records with extended headers (packed); 128 + 55k + 55
+        // < 1024 for k = 0..=15: 16 records per sub-buffer (a record must end strictly before
+        // the sub-buffer end). With compact headers: the first (the switch) extended at
+        // 128..183, then 46-byte compact records while an extended one would still fit (the
+        // fast path's rule): 183 + 46k + 55 < 1024 for k = 0..=17, so 19 records.
+        let per = if ch.compact_headers() { 19 } else { 16 };
         let mut ok = 0u64;
         let mut lost = 0u64;
         for i in 0..200u64 {
@@ -225,9 +225,9 @@ fn stalled_writer_blocks_wrap_and_is_counted() {
                 Err(e) => panic!("{e:?}"),
             }
         }
-        // Sub-buffer 0 holds 1 held + 14 records, sub-buffer 1 holds 15; then every writer must
-        // refuse to wrap onto sub-buffer 0.
-        assert_eq!(stalled, 100 - 14 - 15, "{sync:?}");
+        // 55-byte records: sub-buffer 0 holds 1 held + 15 records, sub-buffer 1 holds 16;
+        // then every writer must refuse to wrap onto sub-buffer 0.
+        assert_eq!(stalled, 100 - 15 - 16, "{sync:?}");
         assert_eq!(ch.cpu_stats(cpu).unwrap().lost_stalled, stalled);
         held.payload().fill(1);
         held.commit();
@@ -547,7 +547,7 @@ fn compact_headers_rebuild_the_exact_timestamps() {
             assert_eq!(padding, vec![(dropped_ts, 10, vec![0; 4])], "{sync:?}");
         } else {
             assert!(forms.iter().all(|c| !c), "{sync:?}");
-            assert_eq!(padding, vec![(dropped_ts, 16, vec![0; 8])], "{sync:?}");
+            assert_eq!(padding, vec![(dropped_ts, 15, vec![0; 8])], "{sync:?}");
         }
     }
     faultline_rseq::allow_cpus(&all_cpus()).unwrap();

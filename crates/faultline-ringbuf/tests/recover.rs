@@ -55,9 +55,9 @@ fn scenario(sync: SyncMode, zero_header: bool) {
     if zero_header {
         // The writer died between its reservation and its header store: header and payload
         // are still the zeros a fresh (or consumer-zeroed) sub-buffer holds.
-        let h = if dead.is_compact() { 6 } else { 16 };
+        let h = if dead.is_compact() { 6 } else { 15 };
         let p = dead.payload().as_mut_ptr();
-        // SAFETY: the record header (6 bytes compact, 16 extended) sits right before the
+        // SAFETY: the record header (6 bytes compact, 15 extended) sits right before the
         // payload, inside the same exclusive reservation; nobody else writes it.
         unsafe { std::ptr::write_bytes(p.sub(h), 0, h) };
         dead.payload().fill(0);
@@ -320,12 +320,12 @@ fn overwrite_mode_dead_writer_before_its_header_leaves_no_stale_record() {
         })
         .unwrap();
         let shm = Shm::new(&ch, cpu);
-        // 40-byte records, 22 per sub-buffer: 100 records fill lap 0 (88) and 12 of lap 1.
+        // 39-byte records, 22 per sub-buffer: 100 records fill lap 0 (88) and 12 of lap 1.
         for i in 0..100 {
             commit_id(&ch, i);
         }
-        // The next record goes where record 12 of lap 0 still is.
-        let pos = ch.cpu_stats(cpu).unwrap().write_offset.next_multiple_of(8);
+        // The next record goes where record 12 of lap 0 still is (records are packed).
+        let pos = ch.cpu_stats(cpu).unwrap().write_offset;
         let mut stale = [0u8; 16];
         // SAFETY: test-only copy of 16 bytes inside the mapping.
         unsafe { std::ptr::copy_nonoverlapping(shm.data_at(pos), stale.as_mut_ptr(), 16) };
@@ -447,10 +447,10 @@ fn dead_opener_in_a_full_buffer(mode: Mode, sync: SyncMode) {
     })
     .unwrap();
     let shm = Shm::new(&ch, cpu);
-    // 40-byte records, 22 per sub-buffer. The ids are the record numbers, so only the first
-    // sub-buffer's (ids up to MAX_COMPACT_ID = 28) can have compact headers: it then holds
-    // 29 (one extended 40, then 30-byte compact ones, packed, while an extended one still
-    // fits: 168 + 30k + 40 < 1024). Discard: fill sub-buffer 0. Overwrite (extended headers
+    // 39-byte records (packed), 22 per sub-buffer. The ids are the record numbers, so only the
+    // first sub-buffer's (ids up to MAX_COMPACT_ID = 28) can have compact headers: it then
+    // holds 29 (one extended 39, then 30-byte compact ones while an extended one still fits:
+    // 167 + 30k + 39 < 1024). Discard: fill sub-buffer 0. Overwrite (extended headers
     // only): a whole lap and sub-buffer 4 (slot 0 again), so slot 1 holds lap 0's header and
     // records.
     let per = 22;

@@ -506,6 +506,37 @@ pub const fn extended_header_words(id: u32, timestamp: u64, len: u32) -> (u64, u
 /// Offset of the second word of [`extended_header_words`].
 pub const EXTENDED_SECOND_WORD: usize = 7;
 
+/// The extended header for any length (15 bytes, 19 with a long length): the bytes and how
+/// many of them are the header.
+#[inline]
+pub const fn extended_header_bytes(
+    id: u32,
+    timestamp: u64,
+    len: u32,
+) -> ([u8; RECORD_HEADER_SIZE], usize) {
+    let long = len as usize >= LONG_LEN;
+    let (w0, w1) = extended_header_words(id, timestamp, if long { LONG_LEN as u32 } else { len });
+    let mut b = [0u8; RECORD_HEADER_SIZE];
+    let (w0, w1, l) = (w0.to_le_bytes(), w1.to_le_bytes(), len.to_le_bytes());
+    let mut i = 0;
+    while i < 8 {
+        b[i] = w0[i];
+        b[EXTENDED_SECOND_WORD + i] = w1[i];
+        if i < 4 {
+            b[EXTENDED_HEADER_SIZE + i] = l[i];
+        }
+        i += 1;
+    }
+    (
+        b,
+        if long {
+            RECORD_HEADER_SIZE
+        } else {
+            EXTENDED_HEADER_SIZE
+        },
+    )
+}
+
 /// Bytes of a record header of this form for a payload of `len` bytes (a long length from
 /// [`LONG_LEN`] on).
 #[inline(always)]
@@ -971,6 +1002,8 @@ mod tests {
         }
         .encode();
         assert_eq!(enc, b);
+        assert_eq!(extended_header_bytes(9, ts, 33).0[..15], b[..]);
+        assert_eq!(extended_header_bytes(9, ts, 33).1, 15);
         // Long lengths: 65535 then the u32, never below 65535.
         let long = RecordHeader {
             timestamp: ts,
@@ -980,6 +1013,10 @@ mod tests {
         }
         .encode();
         assert_eq!(&long[13..19], &[0xFF, 0xFF, 0x56, 0x34, 0x12, 0]);
+        assert_eq!(
+            extended_header_bytes(9, ts, 0x12_3456),
+            (long[..].try_into().unwrap(), 19)
+        );
         let mut bad = long.clone();
         bad[15..19].copy_from_slice(&100u32.to_le_bytes());
         assert!(RecordHeader::parse_at(&bad, 0, 0)

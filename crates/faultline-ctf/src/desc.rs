@@ -7,11 +7,11 @@
 //! scheme: a 5-bit enum `id` (`compact` 0..29, `padding` 30, `extended` 31) and a variant on
 //! it holding a 27-bit clock-mapped `timestamp` (compact), the 27-bit timestamp and a
 //! bit-aligned u32 `id` (padding), or a u32 `id` and a 64-bit timestamp (extended) —
-//! immediately followed by `stream.event.context`: `len` (u16, the payload bytes' low 16
-//! bits) and a variant on the header's `id` holding nothing (compact, padding) or `len_hi`
-//! (u8, bits 16..24; extended). The length is declared as event context rather than in the
-//! event header because babeltrace2 warns about (and ignores) any event-header field other
-//! than `id` and `timestamp`. Then one `event` block per event whose
+//! immediately followed by `stream.event.context`: `len`, the payload bytes — a u16 enum
+//! (`small` 0..65534, `large` 65535) and a variant on it holding nothing (`small`) or the u32
+//! length (`large`). The length is declared as event context rather than in the event header
+//! because babeltrace2 warns about (and ignores) any event-header field other than `id` and
+//! `timestamp`. Then one `event` block per event whose
 //! `fields` struct maps each
 //! [`FieldType`] to a byte-aligned, little-endian TSDL type (the payload is packed, so every
 //! type has `align = 8`). The record layout is the wire format of `faultline_wire`.
@@ -393,7 +393,7 @@ pub fn metadata(desc: &TraceDesc) -> Result<String> {
     let _ = writeln!(w, "\t}};");
     // The record header of `faultline_wire`: LTTng-style compact / extended headers (a 5-bit
     // tag then a variant), plus the compact padding form, byte-aligned (packed records); the
-    // length as event context: its low 16 bits, then its high byte in the extended form.
+    // length as event context: a u16, 65535 meaning that the u32 length follows.
     let _ = writeln!(w, "\tevent.header := struct {{");
     let _ = writeln!(
         w,
@@ -413,11 +413,15 @@ pub fn metadata(desc: &TraceDesc) -> Result<String> {
     let _ = writeln!(w, "\t\t}} v;");
     let _ = writeln!(w, "\t}} align(8);");
     let _ = writeln!(w, "\tevent.context := struct {{");
-    let _ = writeln!(w, "\t\tuint16_t len;");
-    let _ = writeln!(w, "\t\tvariant <stream.event.header.id> {{");
-    let _ = writeln!(w, "\t\t\tstruct {{ }} compact;");
-    let _ = writeln!(w, "\t\t\tstruct {{ }} padding;");
-    let _ = writeln!(w, "\t\t\tstruct {{ uint8_t len_hi; }} extended;");
+    let _ = writeln!(
+        w,
+        "\t\tenum : uint16_t {{ small = 0 ... {}, large = {} }} len;",
+        faultline_wire::LONG_LEN - 1,
+        faultline_wire::LONG_LEN
+    );
+    let _ = writeln!(w, "\t\tvariant <len> {{");
+    let _ = writeln!(w, "\t\t\tstruct {{ }} small;");
+    let _ = writeln!(w, "\t\t\tstruct {{ uint32_t len; }} large;");
     let _ = writeln!(w, "\t\t}} v;");
     let _ = writeln!(w, "\t}};");
     let _ = writeln!(w, "}};");

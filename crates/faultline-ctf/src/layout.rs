@@ -114,14 +114,14 @@ mod tests {
             .record(12, 3, &[9; 8]);
         let pk = p.finish(512);
         let h = PacketHeader::parse_slice(&pk).unwrap();
-        // Extended first record (16 + 3), compact padding (10 + 5), compact (6 + 8), packed.
-        assert_eq!(h.content_bytes(), 128 + 19 + 15 + 14);
+        // Extended first record (15 + 3), compact padding (10 + 5), compact (6 + 8), packed.
+        assert_eq!(h.content_bytes(), 128 + 18 + 15 + 14);
         assert_eq!(h.packet_bytes(), 512);
         let recs: Vec<_> = Records::new(&pk[..h.content_bytes() as usize])
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(recs.len(), 3);
         assert!(recs[1].is_padding() && recs[1].payload == [0; 5]);
-        assert_eq!((recs[2].offset, recs[2].timestamp), (162, 12));
+        assert_eq!((recs[2].offset, recs[2].timestamp), (161, 12));
     }
 }

@@ -10,8 +10,8 @@
 //! followed by `_x[_x__len]` is the `Bytes` field `x`).
 //!
 //! The record header (`stream.event.header`, an enum tag and a variant, and
-//! `stream.event.context`, the 16-bit `len` and a variant on the header's tag holding the
-//! extended form's high length byte) must be exactly the one [`crate::desc`] writes; a trace
+//! `stream.event.context`, the 16-bit enum `len` and a variant on it holding the u32 length
+//! of a long record) must be exactly the one [`crate::desc`] writes; a trace
 //! with the 8-byte aligned records (7-byte compact headers) or the 16-byte record headers of
 //! older versions is refused with an error saying so.
 //!
@@ -967,10 +967,10 @@ fn bits_shape(ty: &Ty, clock: &str) -> String {
 const EVENT_HEADER_SHAPE: &str = "{id: enum<u5a1>{compact=0..29,padding=30..30,extended=31..31}; \
      v: <id>{compact: {timestamp: u27a1@clock}; padding: {timestamp: u27a1@clock; id: u32a1}; \
      extended: {id: u32a8; timestamp: u64a8@clock}}}";
-/// `len`: the payload bytes of the record (`faultline_wire`), its low 16 bits, then its high
-/// byte in the extended form.
-const EVENT_CONTEXT_SHAPE: &str = "{len: u16a8; v: <stream.event.header.id>{compact: {}; \
-     padding: {}; extended: {len_hi: u8a8}}}";
+/// `len`: the payload bytes of the record (`faultline_wire`), a u16 whose value 65535 says
+/// that the u32 length follows.
+const EVENT_CONTEXT_SHAPE: &str = "{len: enum<u16a8>{small=0..65534,large=65535..65535}; \
+     v: <len>{small: {}; large: {len: u32a8}}}";
 /// The record length of traces written with 8-byte aligned records (layout 2, the same
 /// header shape aligned to 64 bits).
 const EVENT_CONTEXT_V2: &str = "{len: u24a8}";

@@ -114,8 +114,8 @@
 //! struct { uint32 id; uint64 timestamp; } extended; } v; } align(8)` (timestamps mapped to the
 //! clock; the padding option's `id` is bit-aligned — an `align(8)` member would align the whole
 //! option struct to a byte and move its timestamp to byte 1 — the extended one's
-//! byte-aligned), and `stream.event.context` is `struct { enum : uint16 { short = 0 ...
-//! 65534, long = 65535 } len; variant <len> { struct { } short; struct { uint32 len; } long;
+//! byte-aligned), and `stream.event.context` is `struct { enum : uint16 { small = 0 ...
+//! 65534, large = 65535 } len; variant <len> { struct { } small; struct { uint32 len; } large;
 //! } v; }` (byte-aligned). A CTF reader takes the event id from the last `id` integer it
 //! decoded, so tag 30 reads as the padding class's id and tag 31 as the extended id.
 //!

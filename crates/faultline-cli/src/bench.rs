@@ -14,10 +14,14 @@
 //!     32-byte C string behind a [`CStrPtr`] (a raw field: the default policy bounces it);
 //!   - each with 1 and 2 threads (pinned one per CPU) and with the rseq path and the atomic
 //!     fallback ([`ChannelConfig::sync`]);
-//!   - always with a consumer thread draining concurrently, as a real session does (it takes
-//!     complete sub-buffers out, validates them, and counts records): events lost are counted
-//!     from the channel and the recorder, and every emitted event must be either delivered or
-//!     counted lost (the row's `unaccounted` must be 0);
+//!   - always with a consumer thread draining concurrently, as a real session does: it takes
+//!     complete sub-buffers in place, copies their content out and hands them back, and walks
+//!     and counts the records after the writers are done (as a `Session`'s verification pass
+//!     does; [`crate::harness::DrainMode::Deferred`], its CPU per record in the row's
+//!     `consumer_ns_per_event`; `FAULTLINE_BENCH_CONSUMER=copy` or `inplace` runs the older,
+//!     costlier consumers for comparison): events lost are counted from the channel and the
+//!     recorder, and every emitted event must be either delivered or counted lost (the row's
+//!     `unaccounted` must be 0);
 //!   - diagnostic rows: the ring buffer alone (`reserve` + 8-byte store + `commit`, no
 //!     tracepoint or recorder layer), and the int event with no consumer (overwrite mode), to
 //!     show where time goes.
@@ -30,13 +34,18 @@
 //! loop times, as the LTTng program reports it); `Mev/s` is the aggregate throughput (events
 //! of all threads / wall time of the timed section).
 //!
+//! The 2-thread aggregate scaling (`two_thread_scaling`: the `int` row's aggregate Mev/s with
+//! 2 threads / with 1, per round, median) comes with same-run references: the machine's own
+//! scaling, the bound the consumer's CPU per event sets, the writers' imbalance and the
+//! `Session` rows' scaling ([`crate::bench_scaling`]).
+//!
 //! # Bytes per event
 //! faultline: the bytes the consumer took out (packet headers, record headers, payloads and
 //! record alignment; not the padding after a packet's content) / records delivered. LTTng: the
 //! trace directory's size (streams, indexes, metadata) / events recorded, from
 //! [`faultline_lttng::LttngResult`].
 
-use crate::harness::{load_avg, median_spread, run_writers, Drainer};
+use crate::harness::{load_avg, median_spread, run_writers, DrainMode, Drainer};
 use faultline_recorder::{Recorder, RecorderConfig};
 use faultline_ringbuf::{Channel, ChannelConfig, Mode, SyncMode};
 use faultline_tracepoints::{trace, tracepoint, CStrPtr};
@@ -138,9 +147,11 @@ pub struct Row {
     /// Bytes of the trace's event stream files (no metadata, no index) / events written, median
     /// over rounds (`Session` and LTTng rows).
     pub stream_bytes_per_event: Option<f64>,
-    /// CPU time of the consumer thread / events written, median over rounds (`Session` rows):
+    /// CPU time of the consumer thread / events written, median over rounds. `Session` rows:
     /// the drain's own `getrusage(RUSAGE_THREAD)` from its first poll to the end of its final
-    /// drain (`DrainStats::consumer_cpu_ns`), the end-of-run verification pass excluded.
+    /// drain (`DrainStats::consumer_cpu_ns`; a default `Session` runs no verification pass).
+    /// Harness rows with a consumer: the harness consumer thread's `getrusage(RUSAGE_THREAD)`
+    /// over its whole life / records it delivered.
     pub consumer_ns_per_event: Option<f64>,
 }
 
@@ -194,10 +205,11 @@ pub struct BenchReport {
     pub lttng_int_bytes: Option<f64>,
     pub lttng_string_bytes: Option<f64>,
     /// CPU time of the `Session`'s consumer thread / events written, int row, 1 thread
-    /// ([`Row::consumer_ns_per_event`]: the drain's own `getrusage(RUSAGE_THREAD)`, the
-    /// end-of-run verification pass excluded).
+    /// ([`Row::consumer_ns_per_event`]: the drain's own `getrusage(RUSAGE_THREAD)`, everything
+    /// the consumer thread did).
     pub consumer_ns_per_event: Option<f64>,
-    /// CPU time of that verification pass / events written, same row.
+    /// Of that: the verification pass / events written, same row (0: a default `Session`
+    /// does not walk the records; `SessionBuilder::verify` turns the pass on).
     pub verify_ns_per_event: Option<f64>,
     /// Highest paced rate (million events/s) one writer sustained with zero loss, `Session`
     /// and LTTng-UST: see [`crate::bench_lossless`].
@@ -221,6 +233,10 @@ pub struct BenchReport {
     /// `buffers_mapped_cid`, `buffer_bytes_cid`, ...): see [`crate::bench_buffers`].
     #[serde(flatten)]
     pub buffers: crate::bench_buffers::BuffersBench,
+    /// `floor_two_thread_scaling`, `two_thread_scaling_bound`, ...: see
+    /// [`crate::bench_scaling`].
+    #[serde(flatten)]
+    pub scaling: crate::bench_scaling::ScalingBench,
 }
 
 /// Where the run happened.
@@ -331,6 +347,8 @@ struct Sample {
     /// Consumer busy time / wall time of the writers (fraction of one CPU).
     consumer_cpu: Option<f64>,
     ns: f64,
+    /// Slowest writer thread's loop time / fastest's.
+    imbalance: f64,
     mevs: f64,
     emitted: u64,
     lost: u64,
@@ -338,9 +356,10 @@ struct Sample {
     bytes_per_event: Option<f64>,
     /// Event stream bytes on disk / events written (`Session` rows).
     stream_bytes_per_event: Option<f64>,
-    /// Consumer thread CPU ns / events written (`Session` rows), verification excluded.
+    /// Consumer thread CPU ns / events written (`Session` rows: everything it did; harness
+    /// rows: the harness consumer's CPU / records it delivered).
     consumer_ns_per_event: Option<f64>,
-    /// Verification pass CPU ns / events written (`Session` rows).
+    /// Of that: the verification pass (`Session` rows; 0 by default).
     verify_ns_per_event: Option<f64>,
 }
 
@@ -415,8 +434,26 @@ fn sync_name(s: SyncMode) -> &'static str {
     }
 }
 
+/// Slowest thread's ns per event / fastest's (1 for one thread).
+fn imbalance(per_thread_ns: &[f64]) -> f64 {
+    let (_, lo, hi) = median_spread(per_thread_ns);
+    hi / lo
+}
+
 fn median(v: &[f64]) -> f64 {
     median_spread(v).0
+}
+
+/// The harness consumer of the rows with a consumer (module docs): deferred walk unless
+/// `FAULTLINE_BENCH_CONSUMER` says `copy` (the whole sub-buffer copied out, its records walked
+/// twice while the writers run, as before) or `inplace` (walked once while they run), for
+/// comparing consumers in one run.
+fn drain_mode() -> DrainMode {
+    match std::env::var("FAULTLINE_BENCH_CONSUMER").as_deref() {
+        Ok("copy") => DrainMode::Copy,
+        Ok("inplace") => DrainMode::InPlace,
+        _ => DrainMode::Deferred,
+    }
 }
 
 fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
@@ -446,7 +483,9 @@ fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
     } else {
         faultline_recorder::attach(&rec, "faultline_bench:*")?
     };
-    let drainer = c.consumer.then(|| Drainer::spawn(chan.clone(), None, None));
+    let drainer = c
+        .consumer
+        .then(|| Drainer::spawn_in_place(chan.clone(), drain_mode()));
     let ring_id = 1000u32;
     let timed = match c.ev {
         Ev::Int | Ev::Dispatch => run_writers(c.threads, true, warmup, iters, |_, i| {
@@ -483,10 +522,12 @@ fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
         .map(|s| s.lost_total())
         .sum();
     let mut consumer_cpu = None;
+    let mut consumer_ns_per_event = None;
     let (unaccounted, bytes_per_event) = match drainer {
         Some(d) => {
             let d = d.finish(&chan);
             consumer_cpu = Some(d.busy_ns as f64 / timed.wall_ns.max(1.0));
+            consumer_ns_per_event = (d.records > 0).then(|| d.cpu_ns as f64 / d.records as f64);
             if let Some(e) = d.errors.first() {
                 anyhow::bail!("consumer error in {}: {e}", c.name());
             }
@@ -499,13 +540,14 @@ fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
     Ok(Sample {
         consumer_cpu,
         ns: median(&timed.per_thread_ns),
+        imbalance: imbalance(&timed.per_thread_ns),
         mevs: timed.timed as f64 / timed.wall_ns * 1e3,
         emitted,
         lost: cpu_lost,
         unaccounted,
         bytes_per_event,
         stream_bytes_per_event: None,
-        consumer_ns_per_event: None,
+        consumer_ns_per_event,
         verify_ns_per_event: None,
     })
 }
@@ -549,7 +591,8 @@ fn run_session(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
     Ok(Sample {
         stream_bytes_per_event: per_written(stream_bytes),
         // The consumer's CPU time as the drain measured it on its own thread
-        // (`DrainStats::consumer_cpu_ns`), the verification pass reported apart.
+        // (`DrainStats::consumer_cpu_ns`, all of it; the verification pass, if any, is part
+        // of it).
         consumer_ns_per_event: sum
             .drain
             .as_ref()
@@ -560,6 +603,7 @@ fn run_session(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
             .and_then(|d| per_written(d.verify_cpu_ns)),
         consumer_cpu: None,
         ns: median(&timed.per_thread_ns),
+        imbalance: imbalance(&timed.per_thread_ns),
         mevs: timed.timed as f64 / timed.wall_ns * 1e3,
         emitted,
         lost,
@@ -791,6 +835,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
     let mut disabled = Vec::new();
     let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
     let mut tracing_runs = crate::bench_tracing::TracingRuns::default();
+    let mut floor_scaling = crate::bench_scaling::FloorScaling::default();
 
     for round in 0..rounds {
         if opt.progress {
@@ -800,6 +845,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         floor[1].push(floor_clock_gettime(iters));
         floor[2].push(floor_copy32(iters));
         floor[3].push(floor_rdtsc_store(iters));
+        floor_scaling.round(iters);
         disabled.push(disabled_tracepoint(iters * 8));
         for (c, out) in configs.iter().zip(samples.iter_mut()) {
             out.push(run_config(c, warmup, iters)?);
@@ -1002,6 +1048,34 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         ),
         _ => f64::NAN,
     };
+    let session_samples = |threads: usize| {
+        configs
+            .iter()
+            .position(|c| c.session && c.ev == Ev::Int && c.threads == threads)
+            .map(|i| &samples[i])
+    };
+    let session_scaling = match (session_samples(1), session_samples(2)) {
+        (Some(one), Some(two)) => Some(median(
+            &two.iter()
+                .zip(one)
+                .map(|(t, o)| t.mevs / o.mevs)
+                .collect::<Vec<_>>(),
+        )),
+        _ => None,
+    };
+    let scaling_consumer_ns =
+        find("faultline", "int", dpath, 2).and_then(|r| r.consumer_ns_per_event);
+    let int2_imbalance = int_samples(2)
+        .map(|s| median(&s.iter().map(|x| x.imbalance).collect::<Vec<_>>()))
+        .filter(|x| x.is_finite());
+    let scaling_bench = crate::bench_scaling::ScalingBench::new(
+        &floor_scaling,
+        scaling,
+        int_ns,
+        scaling_consumer_ns,
+        session_scaling,
+        int2_imbalance,
+    );
     let lttng_int = lttng_ns(&rows, "int", 1);
     let lttng_string = lttng_ns(&rows, "string", 1);
     let lttng_scaling = match (lttng_ns(&rows, "int", 1), lttng_ns(&rows, "int", 2)) {
@@ -1127,6 +1201,7 @@ pub fn run(opt: &BenchOptions) -> anyhow::Result<BenchReport> {
         rows,
         tracing,
         buffers,
+        scaling: scaling_bench,
     })
 }
 
@@ -1423,11 +1498,12 @@ pub fn print(r: &BenchReport) {
         b(r.tracy_string_bytes)
     );
     println!(
-        "consumer CPU per event written (Session, int, 1 thread): {} ns (end-of-run \
-         verification: {} ns more)",
+        "consumer CPU per event written (Session, int, 1 thread): {} ns (of which the \
+         verification pass: {} ns; a default Session does not walk the records)",
         opt_f(r.consumer_ns_per_event, 2),
         opt_f(r.verify_ns_per_event, 2)
     );
+    println!("{}", r.scaling.summary(r.two_thread_scaling));
     if let Some(why) = &r.tracy_missing {
         println!("Tracy rows not measured: {why}");
     }

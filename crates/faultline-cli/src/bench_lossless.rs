@@ -11,8 +11,8 @@
 //! * faultline: a `Session` with its defaults (buffers, policy, consumer), the trace deleted
 //!   after the step; lost = the session summary's `lost_total`, and written + lost must
 //!   equal emitted. The consumer thread's CPU time is measured too, per event written: the
-//!   drain's own `getrusage(RUSAGE_THREAD)` (`DrainStats::consumer_cpu_ns`, the end-of-run
-//!   verification pass excluded).
+//!   drain's own `getrusage(RUSAGE_THREAD)` (`DrainStats::consumer_cpu_ns`: everything the
+//!   consumer thread did; a default `Session` runs no verification pass).
 //! * LTTng-UST: [`faultline_lttng::LttngBench::run_paced`] (LTTng's default channel, per-UID
 //!   buffers, discard mode, its consumer daemon); lost = the session daemon's discarded-event
 //!   count (the trace is not decoded: at these rates babeltrace2 would take minutes).
@@ -279,7 +279,7 @@ pub fn faultline_step_with(
         achieved_per_s: events as f64 / elapsed.max(Duration::from_nanos(1)).as_secs_f64(),
         events,
         lost,
-        // The drain's own measure of its thread (verification pass excluded).
+        // The drain's own measure of its thread (all of it).
         consumer_ns_per_event: sum.consumer_ns_per_event(),
     })
 }

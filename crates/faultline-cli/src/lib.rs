@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_buffers;
 pub mod bench_lossless;
+pub mod bench_scaling;
 pub mod bench_tracing;
 pub mod bench_tracy;
 pub mod channel_lease;

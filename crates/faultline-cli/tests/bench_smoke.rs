@@ -65,7 +65,19 @@ fn bench_quick_json_has_every_field() {
         0.0,
         "tracing rows: events unaccounted for"
     );
-    for key in ["rdtsc_ns", "int_ns", "string_ns", "two_thread_scaling"] {
+    for key in [
+        "rdtsc_ns",
+        "int_ns",
+        "string_ns",
+        "two_thread_scaling",
+        // The same run's scaling references (faultline-cli bench_scaling.rs).
+        "floor_two_thread_scaling",
+        "two_thread_scaling_vs_floor",
+        "scaling_consumer_ns_per_event",
+        "two_thread_scaling_bound",
+        "session_two_thread_scaling",
+        "two_thread_imbalance",
+    ] {
         let x = num(&v, key);
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");
     }
@@ -130,15 +142,12 @@ fn bench_quick_json_has_every_field() {
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");
     }
     // Issue 11: bytes per event on disk, consumer CPU per event, lossless rates, Tracy rows.
-    for key in [
-        "int_bytes",
-        "string_bytes",
-        "consumer_ns_per_event",
-        "verify_ns_per_event",
-    ] {
+    for key in ["int_bytes", "string_bytes", "consumer_ns_per_event"] {
         let x = num(&v, key);
         assert!(x.is_finite() && x > 0.0, "{key} = {x}");
     }
+    // A default Session's consumer does not walk the records: no verification pass.
+    assert_eq!(num(&v, "verify_ns_per_event"), 0.0);
     // A string event is bigger than an int event, and neither is below its payload.
     assert!(num(&v, "int_bytes") >= 8.0);
     assert!(num(&v, "string_bytes") > num(&v, "int_bytes"));

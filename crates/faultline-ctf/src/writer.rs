@@ -244,6 +244,9 @@ pub struct TraceWriter {
     ids_scratch: Vec<u32>,
     /// Open new streams for direct I/O too ([`TraceWriter::set_direct_io`]).
     direct_io: bool,
+    /// Remember the packets written without their records checked, for
+    /// [`TraceWriter::verify`] ([`TraceWriter::set_verify_later`]).
+    verify_later: bool,
     /// First blocks of the packets of one direct write.
     blocks: Vec<Block>,
     /// Whether finishing syncs the files to stable storage ([`TraceWriter::set_sync`]).
@@ -491,6 +494,7 @@ impl TraceWriter {
             copy: Vec::new(),
             ids_scratch: Vec::new(),
             direct_io: false,
+            verify_later: true,
             blocks: Vec::new(),
             sync: true,
         })
@@ -516,6 +520,7 @@ impl TraceWriter {
             copy: Vec::new(),
             ids_scratch: Vec::new(),
             direct_io: false,
+            verify_later: true,
             blocks: Vec::new(),
             sync: true,
         })
@@ -549,6 +554,15 @@ impl TraceWriter {
     /// applies to the streams created from now on. Off by default.
     pub fn set_direct_io(&mut self, on: bool) {
         self.direct_io = on;
+    }
+
+    /// Whether packets written without their records checked
+    /// ([`TraceWriter::write_packet_raw`], [`TraceWriter::write_packets_raw`]) are remembered
+    /// for [`TraceWriter::verify`] (the default). A caller that never verifies turns it off,
+    /// so the list does not grow with the trace; `verify` then checks only the packets
+    /// written while it was on.
+    pub fn set_verify_later(&mut self, on: bool) {
+        self.verify_later = on;
     }
 
     /// Whether stream files are written (false for [`TraceWriter::create_without_files`]).
@@ -1045,7 +1059,9 @@ impl TraceWriter {
             (at, Ok(())) => {
                 let mut off = at;
                 for (&(_, h), &n) in ok.iter().zip(&sizes) {
-                    s.unverified.push(off);
+                    if self.verify_later {
+                        s.unverified.push(off);
+                    }
                     s.last = Some(h);
                     off += n as u64;
                 }
@@ -1120,6 +1136,7 @@ impl TraceWriter {
                 iov_len: rounded - content,
             },
         ];
+        let later = self.verify_later;
         let s = self.stream(cpu)?;
         let Some(file) = s.file.as_ref() else {
             return Err(CtfError::io(
@@ -1137,7 +1154,9 @@ impl TraceWriter {
             return Err(CtfError::io(&s.path, "write", e));
         }
         s.len = at + rounded as u64;
-        s.unverified.push(at);
+        if later {
+            s.unverified.push(at);
+        }
         s.last = Some(h);
         self.counters.packets += 1;
         self.counters.stream_bytes += rounded as u64;
@@ -1169,8 +1188,11 @@ impl TraceWriter {
         }
         let at = self.stream(cpu)?.len;
         self.append(cpu, out)?;
+        let later = self.verify_later;
         let s = self.stream(cpu)?;
-        s.unverified.push(at);
+        if later {
+            s.unverified.push(at);
+        }
         s.last = Some(h);
         self.counters.packets += 1;
         self.counters.stream_bytes += out.len() as u64;

@@ -194,6 +194,34 @@ impl<'a> Consumer<'a> {
         self.chan.commit_sum(cpu, g.idx(c)) >= g.complete(c)
     }
 
+    /// How many consecutive sub-buffers of `cpu` are complete from `consumed` on, counting up
+    /// to `max`: a hint for [`Consumer::wait_for`] (nothing is taken or checked beyond the
+    /// positions and counters it reads, which may be garbage: a value out of range ends the
+    /// count, and taking the sub-buffers reports it).
+    pub fn ready_run(&self, cpu: u32, max: u32) -> u32 {
+        let g = &self.chan.geo;
+        if cpu >= g.num_cpus {
+            return 0;
+        }
+        let b = self.chan.buf(cpu);
+        let c = b.consumed.load(Ordering::Relaxed);
+        // Acquire: pairs with writers' offset stores, as in take_at.
+        let w = b.write_offset.load(Ordering::Acquire);
+        let mut n = 0;
+        let mut pos = c;
+        while n < max && pos < w && w < MAX_POSITION {
+            if self.chan.commit_sum(cpu, g.idx(pos)) < g.complete(pos) {
+                break;
+            }
+            n += 1;
+            match pos.checked_add(g.subbuf_size) {
+                Some(p) => pos = p,
+                None => break,
+            }
+        }
+        n
+    }
+
     /// Take the next complete sub-buffer of `cpu`: copy it into `out` (resized to the
     /// sub-buffer size), release it to the writers, and describe it. `Ok(None)` when nothing is
     /// complete yet.
@@ -497,6 +525,14 @@ impl<'a> Consumer<'a> {
     /// Sleep until a writer delivers a sub-buffer or `timeout` passes. Returns early if one is
     /// already ready on any active CPU.
     pub fn wait(&self, timeout: Duration) {
+        self.wait_for(timeout, |cpu| self.ready(cpu))
+    }
+
+    /// [`Consumer::wait`] with the caller's idea of an active buffer worth waking for
+    /// (`enough(cpu)`, e.g. [`Consumer::ready_run`] reaching a count): returns early if it
+    /// already holds for one, otherwise sleeps until a writer delivers a sub-buffer (any: the
+    /// caller checks again and waits again) or `timeout` passes.
+    pub fn wait_for(&self, timeout: Duration, enough: impl Fn(u32) -> bool) {
         let h = self.chan.header();
         // Acquire: pairs with the deliverer's release increment.
         let seq = h.wake_seq.load(Ordering::Acquire);
@@ -504,7 +540,7 @@ impl<'a> Consumer<'a> {
         // SeqCst fence: pairs with the deliverer's fence between its counter update and its
         // load of consumer_waiting (see Channel::deliver).
         fence(Ordering::SeqCst);
-        if !self.active_cpus().into_iter().any(|c| self.ready(c)) {
+        if !self.active_cpus().into_iter().any(enough) {
             futex_wait(&h.wake_seq, seq, timeout);
         }
         h.consumer_waiting.store(0, Ordering::Relaxed);

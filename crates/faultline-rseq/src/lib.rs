@@ -423,8 +423,14 @@ pub fn rdtsc() -> u64 {
 // although it is written before the inputs are used.
 macro_rules! rseq_cs_prologue {
     () => {
+        concat!("xor {status:e}, {status:e}\n", rseq_cs_descriptor!())
+    };
+}
+/// The descriptor part of `rseq_cs_prologue` (label 3), for a section that sets its status
+/// itself (in a fixed register) instead of presetting it.
+macro_rules! rseq_cs_descriptor {
+    () => {
         concat!(
-            "xor {status:e}, {status:e}\n",
             ".pushsection __rseq_cs, \"aw\"\n",
             ".balign 32\n",
             "3:\n",
@@ -434,6 +440,35 @@ macro_rules! rseq_cs_prologue {
             ".pushsection __rseq_cs_ptr_array, \"aw\"\n",
             ".quad 3b\n",
             ".popsection\n",
+        )
+    };
+}
+/// The failure exits of `rseq_cs_epilogue` (signature, labels 6-8 setting the status in the
+/// named register, label 9), for a section that ends with its own label 5 and sets the
+/// committed status itself.
+macro_rules! rseq_cs_exits {
+    ($status:literal) => {
+        concat!(
+            ".pushsection __rseq_failure, \"ax\"\n",
+            ".byte 0x0f, 0xb9, 0x3d\n",
+            ".long 0x53053053\n",
+            "6:\n",
+            "mov ",
+            $status,
+            ", 1\n",
+            "jmp 9f\n",
+            "7:\n",
+            "mov ",
+            $status,
+            ", 2\n",
+            "jmp 9f\n",
+            "8:\n",
+            "mov ",
+            $status,
+            ", 3\n",
+            "jmp 9f\n",
+            ".popsection\n",
+            "9:\n",
         )
     };
 }
@@ -545,12 +580,16 @@ unsafe fn cmpeqv_storev_tsc_impl<const DELAY: bool, S: SlotId>(
         }
     } else {
         let _ = spins;
-        // SAFETY: as above.
+        let ts: u64;
+        // SAFETY: as above. Few registers, as in cmpeqv_storev_tsc_pick_on: `rdx` carries the
+        // descriptor's address, then the timestamp's high half, then the status (0 set after
+        // the section on the straight-through path, 1-3 by the exits); the timestamp is put
+        // together after the commit store, which does not depend on it.
         unsafe {
             core::arch::asm!(
-                rseq_cs_prologue!(),
-                "lea {tmp}, [rip + 3b]",
-                "mov qword ptr fs:[{off} + 8], {tmp}",
+                rseq_cs_descriptor!(),
+                "lea rdx, [rip + 3b]",
+                "mov qword ptr fs:[{off} + 8], rdx",
                 "4:",
                 "cmp dword ptr fs:[{off} + {field}], {cpu:e}",
                 "jne 7f",
@@ -558,20 +597,24 @@ unsafe fn cmpeqv_storev_tsc_impl<const DELAY: bool, S: SlotId>(
                 "jne 8f",
                 "rdtsc",
                 "mov qword ptr [{v}], {newv}",
-                rseq_cs_epilogue!(),
+                "5:",
+                "shl rdx, 32",
+                "or rax, rdx",
+                "xor edx, edx",
+                rseq_cs_exits!("edx"),
                 off = in(reg) off,
                 field = const S::FIELD,
                 cpu = in(reg) cpu,
                 v = in(reg) v,
                 expect = in(reg) expect,
                 newv = in(reg) newv,
-                tmp = out(reg) _,
-                status = out(reg) status,
-                out("eax") lo,
-                out("edx") hi,
+                out("rax") ts,
+                out("edx") status,
                 options(nostack),
             );
         }
+        status_to_result(status)?;
+        return Ok(ts);
     }
     status_to_result(status)?;
     Ok(((hi as u64) << 32) | lo as u64)
@@ -607,12 +650,15 @@ pub unsafe fn cmpeqv_storev_tsc_pick_on<S: SlotId>(
     // holding `id`; the CS follows the kernel's rules: descriptor in a data section, single
     // final commit store (the `mov [v]`), signature before the abort label. The arithmetic
     // between the rdtsc and the store touches registers only, so an abort anywhere before the
-    // store leaves memory unchanged.
+    // store leaves memory unchanged. Few registers (this section is inlined into the ring
+    // buffer's fast path, where each extra one is a spill and a reload): `rdx` carries the
+    // descriptor's address, then the timestamp's high half and the distance to the floor, then
+    // the status (0 set after the section on the straight-through path, 1-3 by the exits).
     unsafe {
         core::arch::asm!(
-            rseq_cs_prologue!(),
-            "lea {tmp}, [rip + 3b]",
-            "mov qword ptr fs:[{off} + 8], {tmp}",
+            rseq_cs_descriptor!(),
+            "lea rdx, [rip + 3b]",
+            "mov qword ptr fs:[{off} + 8], rdx",
             "4:",
             "cmp dword ptr fs:[{off} + {field}], {cpu:e}",
             "jne 7f",
@@ -621,12 +667,14 @@ pub unsafe fn cmpeqv_storev_tsc_pick_on<S: SlotId>(
             "rdtsc",
             "shl rdx, 32",
             "or rax, rdx",
-            "mov {tmp}, rax",
-            "sub {tmp}, {floor}",
-            "cmp {tmp}, {window}",
+            "mov rdx, rax",
+            "sub rdx, {floor}",
+            "cmp rdx, {window}",
             "cmovb {newv}, {newc}",
             "mov qword ptr [{v}], {newv}",
-            rseq_cs_epilogue!(),
+            "5:",
+            "xor edx, edx",
+            rseq_cs_exits!("edx"),
             off = in(reg) off,
             field = const S::FIELD,
             cpu = in(reg) id,
@@ -636,10 +684,8 @@ pub unsafe fn cmpeqv_storev_tsc_pick_on<S: SlotId>(
             newc = in(reg) newv_compact,
             floor = in(reg) floor,
             window = in(reg) window,
-            tmp = out(reg) _,
-            status = out(reg) status,
             out("rax") ts,
-            out("rdx") _,
+            out("edx") status,
             options(nostack),
         );
     }
@@ -812,12 +858,13 @@ unsafe fn addv_impl<const DELAY: bool, S: SlotId>(
         }
     } else {
         let _ = spins;
-        // SAFETY: rseq registered (caller), `v` valid and rseq-owned by `cpu` (caller).
+        // SAFETY: rseq registered (caller), `v` valid and rseq-owned by `cpu` (caller). `n`
+        // carries the descriptor's address before it carries the sum (one register fewer).
         unsafe {
             core::arch::asm!(
                 rseq_cs_prologue!(),
-                "lea {tmp}, [rip + 3b]",
-                "mov qword ptr fs:[{off} + 8], {tmp}",
+                "lea {n}, [rip + 3b]",
+                "mov qword ptr fs:[{off} + 8], {n}",
                 "4:",
                 "cmp dword ptr fs:[{off} + {field}], {cpu:e}",
                 "jne 7f",
@@ -831,7 +878,6 @@ unsafe fn addv_impl<const DELAY: bool, S: SlotId>(
                 v = in(reg) v,
                 count = in(reg) count,
                 n = out(reg) newv,
-                tmp = out(reg) _,
                 status = out(reg) status,
                 options(nostack),
             );

@@ -49,14 +49,16 @@
 //! # Hot path
 //! After a callsite's first hit an event costs: one lookup in a lock-free open-addressing table
 //! keyed by the callsite's `Metadata` address (per-callsite slot; no lock, no allocation), one
-//! relaxed load (is the class active?), the encoding of the field values into a reused
-//! per-thread buffer (no allocation once the buffer has grown to the largest event), and
-//! [`Tracepoint::fire_encoded`]: when faultline's recorder is the class's only probe (a
-//! session, embedded or under `faultline record`), the same recording fast path as `trace!`
-//! (reserve in the ring buffer, one copy, commit; no virtual call), else the probes one by
-//! one. Class creation (first hit) takes
-//! a lock, allocates and leaks the class description, registers the tracepoint and may write
-//! to the schema pipe. At most [`MAX_CALLSITES`] callsites get a class; the events of any
+//! relaxed load (is the class active?), one visit of the field values, and the recording
+//! fast path of `trace!` when faultline's recorder is the class's only probe (a session,
+//! embedded or under `faultline record`; else the probes one by one). A class whose fields
+//! are all numbers and bools has a constant payload size: the record is reserved first and
+//! the values are written straight into it (no buffer, no copy); a class with string fields
+//! is encoded into a reused per-thread buffer first (no allocation once it has grown to the
+//! largest event) and copied into the record (`encode` module docs: why). Span edges
+//! (enter, exit, close, follows-from) are constant-size `trace!` events. Class creation (first
+//! hit) takes a lock, allocates and leaks the class description, registers the tracepoint
+//! and may write to the schema pipe. At most [`MAX_CALLSITES`] callsites get a class; the events of any
 //! further ones are dropped and counted ([`Stats::dropped_callsites`]).
 //!
 //! Span enter/exit record the kernel thread id, so per-thread span stacks can be rebuilt from
@@ -81,12 +83,12 @@
 //! `span_record` value with the bit set, else its creation value. Spans are looked up in the
 //! subscriber's span registry (`LookupSpan`, e.g. `tracing_subscriber::registry()`).
 
+mod encode;
 mod subscriber;
 #[doc(hidden)]
 pub use subscriber::{subscriber, FaultlineSubscriber};
 
-use std::cell::{Cell, RefCell};
-use std::fmt::Write as _;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
@@ -147,6 +149,8 @@ pub fn stats() -> Stats {
 struct Class {
     tp: Option<&'static Tracepoint>,
     types: Box<[FieldType]>,
+    /// The payload size when it is the same for every hit (no string field; prefix included).
+    fixed: Option<usize>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -329,6 +333,7 @@ fn create(
     }
     let class: &'static Class = Box::leak(Box::new(Class {
         tp,
+        fixed: encode::fixed_size(prefix.len(), &types),
         types: types.into_boxed_slice(),
     }));
     if !insert(&mut count, key, class) {
@@ -428,226 +433,9 @@ impl Visit for TypeVisitor<'_> {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Encoding.
-// ---------------------------------------------------------------------------------------------
-
-/// Writes the values of one hit in the class's field order into `buf` (the faultline-schema
-/// encoding). Values come in ascending field index (tracing's `ValueSet` order); a gap is a
-/// missing value (default written), a value out of order is dropped and counted.
-struct Encoder<'a> {
-    types: &'a [FieldType],
-    buf: &'a mut Vec<u8>,
-    next: usize,
-}
-
-impl Encoder<'_> {
-    /// Prepare for the value of field `i`: fill defaults for skipped fields. False if the
-    /// value cannot be placed.
-    #[inline(always)]
-    fn at(&mut self, i: usize) -> Option<FieldType> {
-        if i < self.next || i >= self.types.len() {
-            MISMATCHES.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        while self.next < i {
-            default_value(self.types[self.next], self.buf);
-            self.next += 1;
-        }
-        self.next = i + 1;
-        Some(self.types[i])
-    }
-
-    fn finish(&mut self) {
-        while self.next < self.types.len() {
-            default_value(self.types[self.next], self.buf);
-            self.next += 1;
-        }
-    }
-
-    #[inline(always)]
-    fn int(&mut self, f: &Field, v: i128) {
-        let Some(ty) = self.at(f.index()) else {
-            return;
-        };
-        let b = &mut *self.buf;
-        match ty {
-            FieldType::I64 => b.extend_from_slice(
-                &(v.clamp(i64::MIN as i128, i64::MAX as i128) as i64).to_le_bytes(),
-            ),
-            FieldType::U64 => {
-                b.extend_from_slice(&(v.clamp(0, u64::MAX as i128) as u64).to_le_bytes())
-            }
-            FieldType::F64 => b.extend_from_slice(&(v as f64).to_le_bytes()),
-            FieldType::Bool => b.push((v != 0) as u8),
-            FieldType::String => {
-                let _ = write!(Bounded::new(b), "{v}");
-                b.push(0);
-            }
-            other => {
-                MISMATCHES.fetch_add(1, Ordering::Relaxed);
-                default_value(other, b);
-            }
-        }
-    }
-}
-
-fn default_value(ty: FieldType, b: &mut Vec<u8>) {
-    match ty {
-        FieldType::String => b.push(0),
-        FieldType::Bytes => b.extend_from_slice(&[0; 4]),
-        t => b.extend_from_slice(&[0u8; 8][..t.fixed_size().unwrap_or(0)]),
-    }
-}
-
-/// A `fmt::Write` into the buffer that keeps at most [`MAX_STRING`] bytes and stops at a NUL.
-struct Bounded<'a> {
-    buf: &'a mut Vec<u8>,
-    left: usize,
-}
-
-impl<'a> Bounded<'a> {
-    fn new(buf: &'a mut Vec<u8>) -> Self {
-        Bounded {
-            buf,
-            left: MAX_STRING,
-        }
-    }
-}
-
-impl std::fmt::Write for Bounded<'_> {
-    #[inline]
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let b = s.as_bytes();
-        let b = &b[..b.len().min(self.left)];
-        let (b, stop) = match memchr::memchr(0, b) {
-            Some(n) => (&b[..n], true),
-            None => (b, false),
-        };
-        self.buf.extend_from_slice(b);
-        self.left -= b.len();
-        if stop {
-            self.left = 0;
-        }
-        Ok(())
-    }
-}
-
-impl Visit for Encoder<'_> {
-    #[inline]
-    fn record_i64(&mut self, f: &Field, v: i64) {
-        self.int(f, v as i128)
-    }
-    #[inline]
-    fn record_u64(&mut self, f: &Field, v: u64) {
-        self.int(f, v as i128)
-    }
-    fn record_i128(&mut self, f: &Field, v: i128) {
-        self.int(f, v)
-    }
-    fn record_u128(&mut self, f: &Field, v: u128) {
-        match self.types.get(f.index()) {
-            Some(FieldType::String) | None => self.record_debug(f, &v),
-            Some(_) => self.int(f, v.min(i128::MAX as u128) as i128),
-        }
-    }
-    fn record_f64(&mut self, f: &Field, v: f64) {
-        let Some(ty) = self.at(f.index()) else {
-            return;
-        };
-        let b = &mut *self.buf;
-        match ty {
-            FieldType::F64 => b.extend_from_slice(&v.to_le_bytes()),
-            FieldType::I64 => b.extend_from_slice(&(v as i64).to_le_bytes()),
-            FieldType::U64 => b.extend_from_slice(&(v as u64).to_le_bytes()),
-            FieldType::Bool => b.push((v != 0.0) as u8),
-            FieldType::String => {
-                let _ = write!(Bounded::new(b), "{v}");
-                b.push(0);
-            }
-            other => {
-                MISMATCHES.fetch_add(1, Ordering::Relaxed);
-                default_value(other, b);
-            }
-        }
-    }
-    fn record_bool(&mut self, f: &Field, v: bool) {
-        let Some(ty) = self.at(f.index()) else {
-            return;
-        };
-        let b = &mut *self.buf;
-        match ty {
-            FieldType::Bool => b.push(v as u8),
-            FieldType::String => b.extend_from_slice(if v { b"true\0" } else { b"false\0" }),
-            FieldType::F64 => b.extend_from_slice(&(v as u8 as f64).to_le_bytes()),
-            FieldType::I64 | FieldType::U64 => b.extend_from_slice(&(v as u64).to_le_bytes()),
-            other => {
-                MISMATCHES.fetch_add(1, Ordering::Relaxed);
-                default_value(other, b);
-            }
-        }
-    }
-    #[inline]
-    fn record_str(&mut self, f: &Field, v: &str) {
-        let Some(ty) = self.at(f.index()) else {
-            return;
-        };
-        let b = &mut *self.buf;
-        if ty == FieldType::String {
-            let _ = Bounded::new(b).write_str(v);
-            b.push(0);
-        } else {
-            MISMATCHES.fetch_add(1, Ordering::Relaxed);
-            default_value(ty, b);
-        }
-    }
-    fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
-        let Some(ty) = self.at(f.index()) else {
-            return;
-        };
-        let b = &mut *self.buf;
-        if ty == FieldType::String {
-            let _ = write!(Bounded::new(b), "{v:?}");
-            b.push(0);
-        } else {
-            MISMATCHES.fetch_add(1, Ordering::Relaxed);
-            default_value(ty, b);
-        }
-    }
-}
-
 thread_local! {
-    /// The per-thread encoding buffer (grows to the largest event, then reused).
-    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// This thread's kernel id (0 = not asked yet).
     static TID: Cell<u32> = const { Cell::new(0) };
-}
-
-/// Encode with `prefix` then the visited values, and fire `tp`. Uses the thread's buffer; a
-/// nested call (a `Debug` impl that logs) gets a buffer of its own.
-#[inline(always)]
-fn emit(
-    tp: &'static Tracepoint,
-    types: &[FieldType],
-    prefix: &[u8],
-    record: impl FnOnce(&mut dyn Visit),
-) {
-    let run = |buf: &mut Vec<u8>| {
-        buf.clear();
-        buf.extend_from_slice(prefix);
-        let mut e = Encoder {
-            types,
-            buf,
-            next: 0,
-        };
-        record(&mut e);
-        e.finish();
-        tp.fire_encoded(buf);
-    };
-    let _ = BUF.try_with(|b| match b.try_borrow_mut() {
-        Ok(mut b) => run(&mut b),
-        Err(_) => run(&mut Vec::new()),
-    });
 }
 
 fn tid() -> u32 {
@@ -743,15 +531,12 @@ fn span_edge(which: SpanEdge, id: u64) {
     if !tp.is_active() {
         return;
     }
-    let mut b = [0u8; 12];
-    b[..8].copy_from_slice(&id.to_le_bytes());
-    let n = if which == SpanEdge::Close {
-        8
+    // The entry point `trace!` uses, with the same constant-size encoding.
+    if which == SpanEdge::Close {
+        tp.fire_fields((&id, ()));
     } else {
-        b[8..].copy_from_slice(&tid().to_le_bytes());
-        12
-    };
-    tp.fire_encoded(&b[..n]);
+        tp.fire_fields((&id, (&tid(), ())));
+    }
 }
 
 /// The class of a callsite and its tracepoint when that tracepoint is active. A callsite that
@@ -788,7 +573,7 @@ fn record_event(event: &Event<'_>) {
     let Some((class, tp)) = active_class(meta, |v| event.record(v), Kind::Event) else {
         return;
     };
-    emit(tp, &class.types, &[], |v| event.record(v));
+    encode::emit(tp, &class.types, class.fixed, &[], |v| event.record(v));
 }
 
 /// Record a span's creation with its id and its parent's (0: root).
@@ -797,10 +582,9 @@ fn record_new_span(attrs: &Attributes<'_>, id: u64, parent: u64) {
     let Some((class, tp)) = active_class(meta, |v| attrs.record(v), Kind::Span) else {
         return;
     };
-    let mut prefix = [0u8; 16];
-    prefix[..8].copy_from_slice(&id.to_le_bytes());
-    prefix[8..].copy_from_slice(&parent.to_le_bytes());
-    emit(tp, &class.types, &prefix, |v| attrs.record(v));
+    encode::emit(tp, &class.types, class.fixed, &[id, parent], |v| {
+        attrs.record(v)
+    });
 }
 
 /// Record values given to span `id` (of callsite `meta`) after its creation.
@@ -810,10 +594,9 @@ fn record_span_values(meta: &'static Metadata<'static>, id: u64, values: &Record
     };
     let mut mask = RecordedMask(0);
     values.record(&mut mask);
-    let mut prefix = [0u8; 16];
-    prefix[..8].copy_from_slice(&id.to_le_bytes());
-    prefix[8..].copy_from_slice(&mask.0.to_le_bytes());
-    emit(tp, &class.types, &prefix, |v| values.record(v));
+    encode::emit(tp, &class.types, class.fixed, &[id, mask.0], |v| {
+        values.record(v)
+    });
 }
 
 /// `tracing:span_follows_from`: span `span` follows from span `follows`.
@@ -824,10 +607,7 @@ fn record_follows_from(span: u64, follows: u64) {
     if !tp.is_active() {
         return;
     }
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&span.to_le_bytes());
-    b[8..].copy_from_slice(&follows.to_le_bytes());
-    tp.fire_encoded(&b);
+    tp.fire_fields((&span, (&follows, ())));
 }
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for FaultlineLayer {
@@ -891,16 +671,5 @@ mod tests {
         let mut used = vec!["span".to_string()];
         assert_eq!(unique("span".into(), &mut used, "_"), "span_2");
         assert_eq!(unique("span".into(), &mut used, "_"), "span_3");
-    }
-
-    #[test]
-    fn bounded_writer_cuts_at_nul_and_limit() {
-        let mut v = Vec::new();
-        let _ = write!(Bounded::new(&mut v), "ab\0cd");
-        assert_eq!(v, b"ab");
-        let mut v = Vec::new();
-        let long = "x".repeat(MAX_STRING + 10);
-        let _ = write!(Bounded::new(&mut v), "{long}{long}");
-        assert_eq!(v.len(), MAX_STRING);
     }
 }

@@ -261,7 +261,59 @@ fn events_and_spans_are_encoded_with_their_classes() {
         ("tracing:span_close", vec![("span", &Value::U(id))])
     );
 
+    fixed_size_classes(&cap);
     follows_from_and_standalone(&cap, tid);
+}
+
+/// A class without string fields is written straight into the record at its constant size:
+/// every kind of value, in every slot, converted or counted and written as the default; a
+/// missing value is the default too.
+fn fixed_size_classes(cap: &Capture) {
+    #[derive(Debug)]
+    struct Dbg;
+    let start = cap.0.lock().unwrap().len();
+    let before = faultline_tracing::stats();
+    let subscriber = tracing_subscriber::registry().with(faultline_tracing::layer());
+    tracing::subscriber::with_default(subscriber, || {
+        let hit = |a: &dyn tracing::Value, b: &dyn tracing::Value, c: &dyn tracing::Value| {
+            tracing::info!(target: "fixed", a, b, c);
+        };
+        // First hit: i64, bool, f64.
+        hit(&-7i64, &true, &1.5f64);
+        // Numbers across the numeric slots, a number into the bool slot, a bool into a number.
+        hit(&9u64, &0u64, &3i64);
+        hit(&2.9f64, &2.0f64, &true);
+        // Values that cannot be converted: a string, a Debug value, a Display value.
+        hit(
+            &"text",
+            &tracing::field::debug(Dbg),
+            &tracing::field::display("x"),
+        );
+        // Out of range: clamped.
+        hit(&u64::MAX, &false, &u64::MAX);
+        // Missing values.
+        let empty = tracing::field::Empty;
+        hit(&empty, &empty, &empty);
+    });
+    let got = since(cap, start);
+    let rest = named(&got);
+    let row = |a: Value, b: bool, c: f64| vec![("a", a), ("b", Value::Bool(b)), ("c", Value::F(c))];
+    let want = [
+        row(Value::I(-7), true, 1.5),
+        row(Value::I(9), false, 3.0),
+        row(Value::I(2), true, 1.0),
+        row(Value::I(0), false, 0.0),
+        row(Value::I(i64::MAX), false, u64::MAX as f64),
+        row(Value::I(0), false, 0.0),
+    ];
+    assert_eq!(rest.len(), want.len(), "{rest:?}");
+    for (i, (r, w)) in rest.iter().zip(&want).enumerate() {
+        assert!(r.0.starts_with("fixed:INFO.event_"), "{}", r.0);
+        let w: Vec<(&str, &Value)> = w.iter().map(|(n, v)| (*n, v)).collect();
+        assert_eq!(r.1, w, "hit {i}");
+    }
+    let after = faultline_tracing::stats();
+    assert_eq!(after.type_mismatches - before.type_mismatches, 3);
 }
 
 /// What was captured from index `start` on, owned.

@@ -775,6 +775,7 @@ impl RawRecord<'_> {
 /// `prev` (the packet's `timestamp_begin` for the first). Returns the record and the offset of
 /// the next one (`None` when this record ends exactly at the end of the content). Every length
 /// is checked against the content with checked arithmetic.
+#[inline]
 pub fn record_at(
     content: &[u8],
     at: usize,
@@ -831,6 +832,7 @@ impl<'a> Records<'a> {
 impl<'a> Iterator for Records<'a> {
     type Item = Result<RawRecord<'a>, LayoutError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let at = self.pos.take()?;
         Some(record_at(self.content, at, self.prev).map(|(r, next)| {

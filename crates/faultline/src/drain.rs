@@ -22,30 +22,53 @@
 //!    in order (zeroed first where compact headers are possible). In overwrite mode the sub-buffer is copied out
 //!    instead (the copy and the re-check after it are what detect a sub-buffer overwritten
 //!    while it was read) and written from the copy;
-//! 3. **at the end** ([`Drain::finish`]) the trace writer's verification pass
+//! 3. **the verification pass**, only with [`DrainConfig::verify`] (on for a bare drain and
+//!    for `faultline record`, whose traced program is another process that may damage its
+//!    records; off in a [`crate::Session`]): at the end ([`Drain::finish`]) the trace writer
 //!    ([`TraceWriter::verify`]) re-reads every packet written this way and not verified yet
 //!    (the owner may verify earlier, between polls: [`Drain::verify_written`]) from the page cache,
 //!    checks its records (chain, declared ids, payloads that decode exactly, timestamps),
-//!    counts them per `(buffer, id)` — the only place events are counted — and removes
-//!    packets that fail from the trace (damage, below); a stream is rewritten only when it
-//!    holds such a packet. Abandoned reservations (prefault-restart retries, resized records,
+//!    counts them per `(buffer, id)` and removes packets that fail from the trace (damage,
+//!    below); a stream is rewritten only when it holds such a packet. This is the one walk of
+//!    every record, and it runs on the consumer thread: tens of ns per event. Without it
+//!    nothing reads the records: the owner counts the events it committed and
+//!    [`Drain::finish_counted`] reports them as written less the events of packets that could
+//!    not be written (those packets alone are walked, to count them), and a packet whose
+//!    records the traced program damaged stays in the trace, where readers report it
+//!    (`faultline stats` walks, checks and counts a trace's records after the fact).
+//!    Abandoned reservations (prefault-restart retries, resized records,
 //!    records of dead writers after recovery) are padding records of the wire format
 //!    (`faultline_wire`), which stay in their packet and which every reader skips; nothing is
 //!    compacted. A pending (uncommitted) record in a complete packet is damage.
 //!
 //! # Cost
 //! The consumer's CPU time per event is what handing the packets to the kernel costs: with
-//! direct I/O, the submission and completion of one write per batch (a few tens of µs each,
-//! whatever their size: four 256 KiB sub-buffers per write cost a quarter of one each), with
+//! direct I/O, the submission and completion of one write per batch (a fixed cost of tens to
+//! a hundred µs per write in a VM, more than the per-byte cost up to a few MiB: hence
+//! "Gathering", below), with
 //! buffered writes the kernel's copy into the page cache; plus zeroing the content where
-//! compact record headers are possible (`faultline_ringbuf::consumer`, "What is zeroed").
-//! [`DrainStats::consumer_cpu_ns`] measures it (the thread's `getrusage(RUSAGE_THREAD)` from
-//! its first poll to the end of the final drain), the verification pass separately
-//! ([`DrainStats::verify_cpu_ns`]): it runs after tracing, or between polls when the drain
-//! has nothing to take, and so does not make writers lose events. `copy_file_range` from the
+//! compact record headers are possible (`faultline_ringbuf::consumer`, "What is zeroed");
+//! plus, with [`DrainConfig::verify`], the verification pass. [`DrainStats::consumer_cpu_ns`]
+//! measures all of it (the thread's `getrusage(RUSAGE_THREAD)` from its first poll to the end
+//! of the final drain, verification included: it runs on the same thread),
+//! [`DrainStats::verify_cpu_ns`] the verification's share. `copy_file_range` from the
 //! memfd would avoid the mapping but fails across file systems (EXDEV from tmpfs to the
 //! trace's); `splice` through a pipe copies into the page cache all the same, with two system
 //! calls more.
+//!
+//! # Gathering
+//! A direct write costs about the same CPU whatever its size, so the drain writes a buffer's
+//! sub-buffers several at a time: in discard mode, a buffer's complete sub-buffers are left in
+//! the ring (checked, not released) until [`DrainConfig::gather`] of them are complete (at
+//! most `batch`, at most (sub-buffers − 1) / 2: while they are written, the writers have at
+//! least as many free sub-buffers as the write holds, so a write that takes as long per byte
+//! as the writers take to fill does not make them lose events), and
+//! [`Drain::wait`] sleeps until some buffer has that many. A buffer whose first complete
+//! sub-buffer has waited `flush_interval` is written as it is, as is everything after a
+//! periodic flush (until a poll finds nothing: only then does [`TraceWriter::flushed`] say
+//! that everything older is written) and in the final drain. So a complete sub-buffer reaches
+//! the disk within about one `flush_interval`, as a partial one does through the periodic
+//! flush.
 //!
 //! # Event classes that appear while draining
 //! With a [`ClassSource`] ([`Drain::set_class_source`]: tracepoints registered at run time,
@@ -88,15 +111,16 @@
 //!   dropped, counted in `packets_rejected`, and later packets of that buffer are still
 //!   checked and kept when valid. The header on disk is always that checked copy, never the
 //!   shared bytes, so the stream's packet boundaries cannot be forged;
-//! - the verification pass at the end, on the records as they are **on disk** (so a change
-//!   made after the header check is caught as well): a packet whose records do not pass is
-//!   removed from its stream, counted in `packets_rejected` / `events_rejected`, and reported
+//! - with [`DrainConfig::verify`], the verification pass, on the records as they are **on
+//!   disk** (so a change made after the header check is caught as well): a packet whose
+//!   records do not pass is removed from its stream, counted in `packets_rejected` / `events_rejected`, and reported
 //!   like the writer's rejections. With a relay sink ([`TraceWriter::set_sink`]) such a
 //!   packet was already sent when it was written: `packets_rejected_after_send` counts those.
 //!   A relay-only writer (no files) checks the records before sending instead.
 //!
-//! So a trace the drain finished holds only packets whose records passed every check; until
-//! then (a `faultline record` killed before it finishes, a reader following the trace live)
+//! So a trace the drain finished with the verification pass holds only packets whose records
+//! passed every check; without it, or until then (a `faultline record` killed before it
+//! finishes, a reader following the trace live)
 //! a stream may hold a damaged packet, which the readers detect (they bounds-check every
 //! record and report, never crash). Sums of values read from shared memory (loss counters,
 //! sequence numbers) are checked too: an overflow counts as damage and nothing is written from
@@ -129,9 +153,19 @@ pub struct DrainConfig {
     pub verbose: bool,
     /// Most packets taken from one CPU per poll (round-robin fairness, module docs).
     pub batch: u32,
+    /// Complete sub-buffers of a buffer written together (module docs, "Gathering"): a
+    /// buffer's complete sub-buffers wait until this many are complete (capped at `batch` and
+    /// at (sub-buffers − 1) / 2), at most `flush_interval`. 1 writes each sub-buffer as soon
+    /// as it is complete. Default 4 (3 with the default 8 sub-buffers).
+    pub gather: u32,
     /// Write streams by direct I/O where the file system takes it (module docs, "Protocol"
     /// and "Cost"; `TraceWriter::set_direct_io`). On by default.
     pub direct_io: bool,
+    /// Run the verification pass (module docs, "Verification"): every record of every packet
+    /// re-read, checked and counted per `(buffer, id)`, failing packets removed. On by default
+    /// for a bare drain (its only way to count events); a [`crate::Session`] turns it off and
+    /// counts events at its recorder instead ([`Drain::finish_counted`]).
+    pub verify: bool,
 }
 
 impl Default for DrainConfig {
@@ -141,7 +175,9 @@ impl Default for DrainConfig {
             wait_timeout: Duration::from_millis(100),
             verbose: true,
             batch: 4,
+            gather: 4,
             direct_io: true,
+            verify: true,
         }
     }
 }
@@ -183,7 +219,8 @@ pub struct DrainStats {
     pub flush_errors: Vec<String>,
     /// Empty packets appended at the end to carry the final loss counters.
     pub synthetic_packets: u64,
-    /// Events written per CPU and event id.
+    /// Events written per CPU and event id (counted by the verification pass; empty without
+    /// it, [`DrainStats::verified`]).
     pub events: BTreeMap<u32, BTreeMap<u32, u64>>,
     /// Event classes declared while draining (id -> `provider:name`).
     pub late_events: BTreeMap<u32, String>,
@@ -192,13 +229,17 @@ pub struct DrainStats {
     /// CPU buffers found damaged (module docs), by CPU.
     pub corrupt: BTreeMap<u32, CorruptBuffer>,
     /// CPU time (user + system, `getrusage(RUSAGE_THREAD)`) of the consumer thread from its
-    /// first poll to the end of its final drain, in nanoseconds: what taking and writing the
-    /// packets cost. The verification pass is not in it ([`DrainStats::verify_cpu_ns`]).
-    /// [`DrainStats::consumer_ns_per_event`] divides it by the events written.
+    /// first poll to the end of its final drain (verification pass included, when it runs:
+    /// it runs on this thread), in nanoseconds. [`DrainStats::consumer_ns_per_event`] divides
+    /// it by the events written.
     pub consumer_cpu_ns: u64,
-    /// CPU time of the verification pass (module docs; at the end, plus whatever
-    /// [`Drain::verify_written`] did earlier), in nanoseconds.
+    /// Of `consumer_cpu_ns`: the verification pass (module docs; at the end, plus whatever
+    /// [`Drain::verify_written`] did earlier), in nanoseconds; 0 without it.
     pub verify_cpu_ns: u64,
+    /// Whether the verification pass ran ([`DrainConfig::verify`]). Without it `events` and
+    /// `padding_records` are empty (nothing walked the records) and `events_written` is the
+    /// owner's count ([`Drain::finish_counted`]).
+    pub verified: bool,
 }
 
 impl DrainStats {
@@ -273,12 +314,19 @@ pub struct Drain {
     /// Clock reading taken just before the last periodic flush, until a poll finds nothing
     /// left: then everything older has been written ([`TraceWriter::flushed`]).
     flush_mark: Option<u64>,
+    /// Buffers whose complete sub-buffers are waiting for more (module docs, "Gathering"),
+    /// and since when.
+    held_since: BTreeMap<u32, Instant>,
+    /// Write whatever is complete, gathering or not: from a periodic flush until a poll finds
+    /// nothing, and in the final drain.
+    force: bool,
 }
 
 impl Drain {
     /// A drain of `chan` into `writer` (whose declared events are the ids it accepts).
     pub fn new(chan: Arc<Channel>, mut writer: TraceWriter, cfg: DrainConfig) -> Drain {
         writer.set_direct_io(cfg.direct_io);
+        writer.set_verify_later(cfg.verify);
         Drain {
             chan,
             writer,
@@ -293,6 +341,8 @@ impl Drain {
             next: 0,
             classes: None,
             flush_mark: None,
+            held_since: BTreeMap::new(),
+            force: false,
         }
     }
 
@@ -366,28 +416,53 @@ impl Drain {
             let now = faultline_ringbuf::clock::now(self.chan.clock().kind);
             self.flush(false);
             self.flush_mark = Some(now);
+            // What the flush completed goes out now, gathered or not.
+            self.force = true;
         }
         let n = self.take_round(self.cfg.batch.max(1));
         if n == 0 {
-            if let Some(t) = self.flush_mark.take() {
-                self.writer.flushed(t);
+            self.force = false;
+            if self.held_since.is_empty() {
+                if let Some(t) = self.flush_mark.take() {
+                    self.writer.flushed(t);
+                }
             }
         }
         n
     }
 
+    /// Complete sub-buffers a buffer gathers before they are written (module docs,
+    /// "Gathering").
+    fn gather(&self) -> u32 {
+        // Fewer than half the sub-buffers: while they are written, the writers have at least
+        // as many free ones as the write takes.
+        let cap = (self.chan.num_subbuf().saturating_sub(1) / 2).min(u32::MAX as u64) as u32;
+        self.cfg.gather.min(self.cfg.batch).min(cap).max(1)
+    }
+
     /// Run the verification pass (point 3 of the module docs) now over the packets written
     /// since the last one, instead of leaving them all to [`Drain::finish`]: `faultline record`
     /// calls it when a poll found nothing to take, so that the end of a run (which the user
-    /// waits for) only verifies the last packets. Counts and removals are the same.
+    /// waits for) only verifies the last packets. Counts and removals are the same. Nothing
+    /// without [`DrainConfig::verify`].
     pub fn verify_written(&mut self) {
-        self.verify();
+        if self.cfg.verify {
+            self.verify();
+        }
     }
 
-    /// Sleep until a sub-buffer is delivered or the timeout passes.
+    /// Sleep until a buffer has enough complete sub-buffers to write (module docs,
+    /// "Gathering"), a gathering buffer's time is up, or the timeout passes.
     pub fn wait(&self) {
-        let t = self.cfg.wait_timeout.min(self.cfg.flush_interval);
-        Consumer::new(&self.chan).wait(t);
+        let mut t = self.cfg.wait_timeout.min(self.cfg.flush_interval);
+        if let Some(first) = self.held_since.values().min() {
+            t = t.min(self.cfg.flush_interval.saturating_sub(first.elapsed()));
+        }
+        let gather = self.gather();
+        let consumer = Consumer::new(&self.chan);
+        consumer.wait_for(t, |cpu| {
+            !self.broken.contains(&cpu) && consumer.ready_run(cpu, gather) >= gather
+        });
     }
 
     /// Poll and wait until `stop` is set (then return without the final drain).
@@ -501,6 +576,19 @@ impl Drain {
                 }
             }
         }
+        if !taken.is_empty()
+            && error.is_none()
+            && (taken.len() as u32) < self.gather()
+            && !self.force
+        {
+            let since = *self.held_since.entry(cpu).or_insert_with(Instant::now);
+            if since.elapsed() < self.cfg.flush_interval {
+                // Gathering: not released, so they stay complete in the ring and are taken
+                // again (the same checks) by a later poll.
+                return 0;
+            }
+        }
+        self.held_since.remove(&cpu);
         let n = taken.len() as u64;
         if !taken.is_empty() {
             // Classes of the records in these packets were published before the records were
@@ -679,10 +767,25 @@ impl Drain {
     /// [`Drain::finish`], adding `env` entries to the trace's metadata (values known only at
     /// the end, such as the recorder counters; see [`TraceWriter::finish_with_env`]).
     pub fn finish_with_env(
-        mut self,
+        self,
         env: Vec<(String, EnvValue)>,
     ) -> (DrainStats, Result<WriterCounters, CtfError>) {
+        self.finish_counted(env, None)
+    }
+
+    /// [`Drain::finish_with_env`] for an owner that counted the events committed into the
+    /// channel itself (a [`crate::Session`]'s recorder): without the verification pass
+    /// ([`DrainConfig::verify`] off) `events_written` is `committed` less the events of the
+    /// packets that could not be written (counted by walking those packets only). With the
+    /// verification pass, or without `committed`, the records are counted as they are
+    /// verified (`committed` is not used), and without either `events_written` stays 0.
+    pub fn finish_counted(
+        mut self,
+        env: Vec<(String, EnvValue)>,
+        committed: Option<u64>,
+    ) -> (DrainStats, Result<WriterCounters, CtfError>) {
         self.flush(true);
+        self.force = true;
         self.refresh_classes();
         // Drain until a whole pass finds nothing (the flush above completed everything that
         // had content; a few passes cover a delivery that raced with it).
@@ -695,25 +798,33 @@ impl Drain {
             }
         }
         self.synthesize_final();
+        if self.cfg.verify {
+            self.verify();
+        }
+        // After the verification pass: it ran on this thread, so it is consumer time too.
         self.consumer_cpu();
-        self.verify();
         let c = self.writer.counters();
         self.stats.packets_written = c.packets;
-        self.stats.events_written = c.events;
         self.stats.stream_bytes = c.stream_bytes;
+        self.stats.verified = self.cfg.verify;
+        self.stats.events_written = match committed {
+            Some(n) if !self.cfg.verify => n
+                .saturating_sub(self.stats.events_failed)
+                .saturating_sub(self.stats.events_rejected),
+            _ => c.events,
+        };
         let fin = self.writer.finish_with_env(env);
         (self.stats, fin)
     }
 
-    /// The consumer's CPU time so far ([`DrainStats::consumer_cpu_ns`]).
+    /// The consumer's CPU time so far ([`DrainStats::consumer_cpu_ns`]), verification
+    /// included (it runs on this thread).
     fn consumer_cpu(&mut self) {
         let now = thread_cpu_ns();
-        // Verification done so far ran on this thread too: it is counted apart.
         self.stats.consumer_cpu_ns = match self.cpu_base {
             Some((t, base)) if t == std::thread::current().id() => now.saturating_sub(base),
             _ => now,
-        }
-        .saturating_sub(self.stats.verify_cpu_ns);
+        };
     }
 
     /// The verification pass (module docs): check and count the records of every packet
@@ -922,7 +1033,19 @@ mod tests {
         bad_record_case(true);
     }
 
+    /// Without the verification pass the consumer never reads the records: the damaged
+    /// packet goes to the trace as it is (readers report it), nothing is rejected or counted
+    /// per id, and `events_written` is the owner's count.
+    #[test]
+    fn without_verification_packets_go_as_they_are_and_the_owner_counts() {
+        bad_record_case_with(false, false);
+    }
+
     fn bad_record_case(between: bool) {
+        bad_record_case_with(between, true);
+    }
+
+    fn bad_record_case_with(between: bool, verify: bool) {
         let ch = Arc::new(
             Channel::create(&ChannelConfig {
                 subbuf_size: 4096,
@@ -959,7 +1082,7 @@ mod tests {
             committed += 1;
         }
         let dir = std::env::temp_dir().join(format!(
-            "faultline-drain-bad-{}-{between}",
+            "faultline-drain-bad-{}-{between}-{verify}",
             std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&dir);
@@ -971,6 +1094,7 @@ mod tests {
             } else {
                 DrainConfig::default().batch
             },
+            verify,
             ..DrainConfig::default()
         };
         let mut d = Drain::new(ch.clone(), w, cfg);
@@ -984,8 +1108,24 @@ mod tests {
         if between {
             assert!(polls >= 3, "one packet per poll: {polls}");
         }
-        let (st, fin) = d.finish();
+        let (st, fin) = d.finish_counted(Vec::new(), Some(committed));
         fin.unwrap();
+        assert_eq!(st.verified, verify);
+        if !verify {
+            assert_eq!(st.packets_rejected, 0, "{st:?}");
+            assert!(st.corrupt.is_empty() && st.events.is_empty(), "{st:?}");
+            assert_eq!((st.padding_records, st.verify_cpu_ns), (0, 0));
+            assert_eq!(st.events_written, committed);
+            // The readers find the damaged record (and stop that stream there).
+            let errors = faultline_ctf::Trace::open(&dir)
+                .unwrap()
+                .events(&faultline_ctf::Filter::default())
+                .filter(|e| e.is_err())
+                .count();
+            assert!(errors > 0, "the damaged record reached the trace unnoticed");
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
         assert_eq!(st.packets_rejected, 1, "{st:?}");
         let c = &st.corrupt[&0];
         assert!(
@@ -1043,6 +1183,7 @@ mod tests {
         let cfg = DrainConfig {
             verbose: false,
             flush_interval: Duration::from_secs(3600),
+            gather: 1,
             ..DrainConfig::default()
         };
         let mut d = Drain::new(ch.clone(), w, cfg);
@@ -1063,6 +1204,70 @@ mod tests {
         assert_eq!(polls, 5);
         let (st, fin) = d.finish();
         fin.unwrap();
+        assert!(st.corrupt.is_empty() && st.packets_rejected == 0, "{st:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Gathering (module docs): complete sub-buffers wait in the ring until `gather` of them
+    /// are complete, then go out together; fewer go out when their time is up, and the
+    /// final drain writes the rest.
+    #[test]
+    fn sub_buffers_are_gathered_then_written_together() {
+        let ch = Arc::new(
+            Channel::create(&ChannelConfig {
+                subbuf_size: 4096,
+                num_subbuf: 8,
+                mode: Mode::Discard,
+                sync: SyncMode::Atomic,
+                num_cpus: Some(1),
+                ..ChannelConfig::default()
+            })
+            .unwrap(),
+        );
+        if !fill(&ch, 0, 2) {
+            eprintln!("skipped: cannot run on CPU 0");
+            return;
+        }
+        let dir =
+            std::env::temp_dir().join(format!("faultline-drain-gather-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let w = TraceWriter::create(&dir, &trace_desc(&ch)).unwrap();
+        let hold = Duration::from_millis(1000);
+        let wait = Duration::from_millis(200);
+        let cfg = DrainConfig {
+            verbose: false,
+            flush_interval: hold,
+            wait_timeout: wait,
+            ..DrainConfig::default()
+        };
+        let mut d = Drain::new(ch.clone(), w, cfg);
+        assert_eq!(d.gather(), 3);
+        // Two complete: held (and the wait does not return at once for them).
+        assert_eq!(d.poll(), 0);
+        assert_eq!(d.kept.get(&0), None);
+        let t0 = Instant::now();
+        d.wait();
+        assert!(
+            t0.elapsed() >= wait / 2,
+            "woke for 2 of 3: {:?}",
+            t0.elapsed()
+        );
+        // The third completes them: all three in one poll.
+        assert!(fill(&ch, 0, 1));
+        assert_eq!(d.poll(), 3);
+        assert_eq!(d.kept.get(&0), Some(&3));
+        // One more: held until its time is up (the periodic flush has run by then too).
+        assert!(fill(&ch, 0, 1));
+        assert_eq!(d.poll(), 0);
+        std::thread::sleep(hold);
+        let k = d.poll();
+        assert!(k >= 1);
+        assert_eq!(d.kept.get(&0), Some(&(3 + k)));
+        assert!(fill(&ch, 0, 2));
+        let (st, fin) = d.finish();
+        fin.unwrap();
+        let per: u64 = (4096 - 128) / 24 + 1;
+        assert_eq!(st.events_written, 6 * per, "{st:?}");
         assert!(st.corrupt.is_empty() && st.packets_rejected == 0, "{st:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -35,7 +35,7 @@
 //! | `policy` | the recorder's | `record --strategy` (`FAULTLINE_STRATEGY`) |
 //! | `events` | used; else `FAULTLINE_EVENTS`; else `*` | `FAULTLINE_EVENTS` (`record --events`, default `*`); else the builder's |
 //! | `max_restarts` | used | used |
-//! | `flush_interval`, `verbose` | the consumer thread's | no effect (`record` is the consumer) |
+//! | `flush_interval`, `verbose`, `verify` | the consumer thread's | no effect (`record` is the consumer; it verifies) |
 //! | `relay`, `relay_session` | streamed by the consumer thread ([`crate::relay`]) | ignored: `record --relay` |
 //!   While attached, a reporter thread sends the session's recorder counters as
 //!   `recorder_stats` lines ([`crate::schema_pipe::StatsMessage`]) every [`STATS_INTERVAL`]
@@ -325,7 +325,11 @@ impl Default for SessionBuilder {
             max_restarts: RecorderConfig::default().max_restarts,
             events: None,
             buffer_index: None,
-            drain: DrainConfig::default(),
+            // Events are counted at the recorder: no verification pass (module docs).
+            drain: DrainConfig {
+                verify: false,
+                ..DrainConfig::default()
+            },
             relay: None,
             relay_session: None,
             explicit: Explicit::default(),
@@ -396,6 +400,18 @@ impl SessionBuilder {
     /// How often the consumer flushes quiet buffers (default 200 ms).
     pub fn flush_interval(mut self, d: Duration) -> Self {
         self.drain.flush_interval = d;
+        self
+    }
+    /// Verify the trace when the session stops (default off; [`crate::drain`], "Protocol"):
+    /// the consumer thread re-reads every packet it wrote, checks every record, removes
+    /// packets that fail and counts the events per name ([`Summary::events`],
+    /// [`CpuSummary::events`]). It costs tens of ns of consumer CPU per event, after tracing.
+    /// Without it the consumer hands packets to the disk without reading their records (a
+    /// few ns per event), `events_written` is what the recorder committed less what could
+    /// not be written, and the per-name counts are empty; `faultline stats` counts (and
+    /// checks) a trace's events afterwards.
+    pub fn verify(mut self, on: bool) -> Self {
+        self.drain.verify = on;
         self
     }
     /// Stream the trace to an `lttng-relayd` at `url` (`net://HOST[:CTRL_PORT[:DATA_PORT]]`,
@@ -546,7 +562,7 @@ impl SessionBuilder {
         let recorder = Recorder::new(chan.clone(), self.recorder_config(self.policy));
         let handle = attach_all(&recorder);
         let stop = Arc::new(AtomicBool::new(false));
-        let final_env: Arc<Mutex<Vec<(String, EnvValue)>>> = Arc::default();
+        let final_env: Arc<Mutex<FinalCounts>> = Arc::default();
         let mut drain = Drain::new(chan.clone(), writer, self.drain);
         drain.set_class_source(Box::new(LateClasses(late)));
         let stop2 = stop.clone();
@@ -555,8 +571,9 @@ impl SessionBuilder {
             .name("faultline-drain".into())
             .spawn(move || {
                 drain.run_until(&stop2);
-                let env = std::mem::take(&mut *env2.lock().unwrap_or_else(|e| e.into_inner()));
-                drain.finish_with_env(env)
+                let (env, committed) =
+                    std::mem::take(&mut *env2.lock().unwrap_or_else(|e| e.into_inner()));
+                drain.finish_counted(env, committed)
             })
             .map_err(|e| SessionError::Config(format!("cannot start the consumer thread: {e}")))?;
         let spec = self
@@ -1006,6 +1023,10 @@ fn block_sigpipe() {
     }
 }
 
+/// What the drain thread gets when the session stops: metadata `env` entries and the number
+/// of events the recorder committed ([`Drain::finish_counted`]).
+type FinalCounts = (Vec<(String, EnvValue)>, Option<u64>);
+
 enum Kind {
     Embedded {
         /// `None` when streaming only.
@@ -1014,7 +1035,7 @@ enum Kind {
         relay: Option<crate::relay::RelayHandle>,
         stop: Arc<AtomicBool>,
         /// `env` entries for the metadata when the trace is finished (the recorder counters).
-        final_env: Arc<Mutex<Vec<(String, EnvValue)>>>,
+        final_env: Arc<Mutex<FinalCounts>>,
         #[allow(clippy::type_complexity)]
         thread: Option<
             std::thread::JoinHandle<(DrainStats, Result<faultline_ctf::WriterCounters, CtfError>)>,
@@ -1046,9 +1067,10 @@ pub struct Session {
 /// Per-CPU part of a [`Summary`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CpuSummary {
-    /// Events written, per event name.
+    /// Events written, per event name (counted by the verification pass,
+    /// [`SessionBuilder::verify`]; empty without it).
     pub events: BTreeMap<String, u64>,
-    /// Events written from this CPU's buffer.
+    /// Events written from this CPU's buffer (the same; 0 without it).
     pub events_total: u64,
     /// Events lost on this CPU: buffer full (discard mode).
     pub lost_full: u64,
@@ -1067,9 +1089,11 @@ pub struct Summary {
     pub dir: Option<PathBuf>,
     /// Attached to `faultline record`: the recording process has the trace-side numbers.
     pub attached: bool,
-    /// Events written to the trace.
+    /// Events written to the trace: counted by the verification pass
+    /// ([`SessionBuilder::verify`]), or else the events the recorder committed less those the
+    /// consumer could not write ([`crate::drain::Drain::finish_counted`]).
     pub events_written: u64,
-    /// Events written per event name.
+    /// Events written per event name (verification pass only; empty without it).
     pub events: BTreeMap<String, u64>,
     /// Per-CPU details.
     pub per_cpu: BTreeMap<u32, CpuSummary>,
@@ -1233,6 +1257,8 @@ impl Summary {
             }
         }
         let per_cid = self.buffer_index == "cid";
+        // Per-buffer event counts come from the verification pass only.
+        let counted = self.drain.as_ref().is_none_or(|d| d.verified);
         if !self.per_cpu.is_empty() {
             let _ = writeln!(
                 out,
@@ -1244,7 +1270,7 @@ impl Summary {
                 let _ = writeln!(
                     out,
                     "    {label} {cpu:<3} events {:>12}   lost full {} stalled {} too-big {}   REMOTE commits {}",
-                    w(c.events_total),
+                    if counted { w(c.events_total) } else { "-".into() },
                     w(c.lost_full),
                     w(c.lost_stalled),
                     w(c.lost_too_big),
@@ -1427,8 +1453,12 @@ impl Session {
                 final_env,
                 thread,
             } => {
-                *final_env.lock().unwrap_or_else(|e| e.into_inner()) =
-                    recorder_counts(&rs, "the session's recorder").to_env();
+                // The recorder is unregistered: `recorded` is every event committed into the
+                // channel, which the drain reports as written less what it could not write.
+                *final_env.lock().unwrap_or_else(|e| e.into_inner()) = (
+                    recorder_counts(&rs, "the session's recorder").to_env(),
+                    Some(rs.recorded),
+                );
                 // Release: pairs with the drain thread's acquire load in run_until.
                 stop.store(true, Ordering::Release);
                 let joined = thread.take().map(|t| t.join());

@@ -45,13 +45,22 @@ fn emit(threads: u64, per: u64) {
     }
 }
 
+/// Both consumer regimes: by default the records are not walked (the count is the
+/// recorder's, no per-name counts, no verification time); with `verify(true)` the
+/// verification pass counts them per name and buffer. The trace is the same.
 #[test]
 fn exact_counts_and_payloads() {
+    exact_counts_and_payloads_case(false);
+    exact_counts_and_payloads_case(true);
+}
+
+fn exact_counts_and_payloads_case(verify: bool) {
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tmp("exact");
+    let dir = tmp(&format!("exact-{verify}"));
     let s = Session::builder()
         .output_dir(&dir)
         .events("sesstest:*")
+        .verify(verify)
         .start()
         .unwrap();
     emit(4, 5000);
@@ -59,14 +68,27 @@ fn exact_counts_and_payloads() {
     assert_eq!(sum.events_written, 20_000);
     assert_eq!(sum.lost_total(), 0);
     assert_eq!(sum.not_written, 0);
-    assert_eq!(sum.events.get("sesstest:ev"), Some(&20_000));
+    let d = sum.drain.clone().unwrap();
+    assert_eq!(d.verified, verify);
+    if verify {
+        assert_eq!(sum.events.get("sesstest:ev"), Some(&20_000));
+        assert_eq!(
+            sum.per_cpu.values().map(|c| c.events_total).sum::<u64>(),
+            20_000
+        );
+        assert!(d.verify_cpu_ns > 0, "{d:?}");
+    } else {
+        assert!(sum.events.is_empty(), "{:?}", sum.events);
+        assert_eq!(d.verify_cpu_ns, 0);
+        assert!(
+            sum.render().contains("events            -"),
+            "{}",
+            sum.render()
+        );
+    }
     let r = sum.recorder.unwrap();
     assert_eq!(r.recorded, 20_000);
     assert_eq!(sum.commits_local + sum.commits_remote, 20_000);
-    assert_eq!(
-        sum.per_cpu.values().map(|c| c.events_total).sum::<u64>(),
-        20_000
-    );
     let trace = Trace::open(&dir).unwrap();
     let mut seen = BTreeSet::new();
     for ev in trace.events(&Filter::default()) {

@@ -3,13 +3,15 @@
 //! [`metadata`] turns a [`TraceDesc`] into the text of the trace's `metadata` file. The text
 //! describes exactly the packet layout of [`crate::layout`]: the 24-byte `trace.packet.header`
 //! (`magic`, `uuid`, `stream_id`), the 104-byte `stream.packet.context`, the record header
-//! `stream.event.header` aligned to 64 bits — LTTng's compact/extended scheme: a 5-bit enum
-//! `id` (`compact` 0..29, `padding` 30, `extended` 31) and a variant on it holding a 27-bit
-//! clock-mapped `timestamp` (compact), the 27-bit timestamp and a bit-aligned u32 `id`
-//! (padding), or a u32 `id` and a 64-bit timestamp (extended) — immediately followed by the
-//! 3-byte `stream.event.context` (`len`, the payload bytes; `len` is declared as event
-//! context rather than in the event header because babeltrace2 warns about (and ignores) any
-//! event-header field other than `id` and `timestamp`), and one `event` block per event whose
+//! `stream.event.header` aligned to a byte (records are packed) — LTTng's compact/extended
+//! scheme: a 5-bit enum `id` (`compact` 0..29, `padding` 30, `extended` 31) and a variant on
+//! it holding a 27-bit clock-mapped `timestamp` (compact), the 27-bit timestamp and a
+//! bit-aligned u32 `id` (padding), or a u32 `id` and a 64-bit timestamp (extended) —
+//! immediately followed by `stream.event.context`: `len`, the payload bytes — a u16 enum
+//! (`small` 0..65534, `large` 65535) and a variant on it holding nothing (`small`) or the u32
+//! length (`large`). The length is declared as event context rather than in the event header
+//! because babeltrace2 warns about (and ignores) any event-header field other than `id` and
+//! `timestamp`. Then one `event` block per event whose
 //! `fields` struct maps each
 //! [`FieldType`] to a byte-aligned, little-endian TSDL type (the payload is packed, so every
 //! type has `align = 8`). The record layout is the wire format of `faultline_wire`.
@@ -390,7 +392,8 @@ pub fn metadata(desc: &TraceDesc) -> Result<String> {
     }
     let _ = writeln!(w, "\t}};");
     // The record header of `faultline_wire`: LTTng-style compact / extended headers (a 5-bit
-    // tag then a variant), plus the compact padding form; `len` as a 24-bit event context.
+    // tag then a variant), plus the compact padding form, byte-aligned (packed records); the
+    // length as event context: a u16, 65535 meaning that the u32 length follows.
     let _ = writeln!(w, "\tevent.header := struct {{");
     let _ = writeln!(
         w,
@@ -408,12 +411,18 @@ pub fn metadata(desc: &TraceDesc) -> Result<String> {
         "\t\t\tstruct {{ uint32_t id; uint64_clock_t timestamp; }} extended;"
     );
     let _ = writeln!(w, "\t\t}} v;");
-    let _ = writeln!(w, "\t}} align(64);");
+    let _ = writeln!(w, "\t}} align(8);");
     let _ = writeln!(w, "\tevent.context := struct {{");
     let _ = writeln!(
         w,
-        "\t\tinteger {{ size = 24; align = 8; signed = false; byte_order = le; }} len;"
+        "\t\tenum : uint16_t {{ small = 0 ... {}, large = {} }} len;",
+        faultline_wire::LONG_LEN - 1,
+        faultline_wire::LONG_LEN
     );
+    let _ = writeln!(w, "\t\tvariant <len> {{");
+    let _ = writeln!(w, "\t\t\tstruct {{ }} small;");
+    let _ = writeln!(w, "\t\t\tstruct {{ uint32_t len; }} large;");
+    let _ = writeln!(w, "\t\t}} v;");
     let _ = writeln!(w, "\t}};");
     let _ = writeln!(w, "}};");
     // The padding class comes before the program's classes, so a class added later is

@@ -66,7 +66,7 @@ impl PacketBuilder {
         self
     }
 
-    /// Append one record at the next 8-byte aligned offset.
+    /// Append one record right after the previous one (records are packed).
     pub fn record(&mut self, timestamp: u64, id: u32, payload: &[u8]) -> &mut Self {
         faultline_wire::push_record(&mut self.buf, self.last_ts, timestamp, id, payload);
         self.last_ts = Some(timestamp);
@@ -114,14 +114,14 @@ mod tests {
             .record(12, 3, &[9; 8]);
         let pk = p.finish(512);
         let h = PacketHeader::parse_slice(&pk).unwrap();
-        // Extended first record (16 + 3, aligned 24), compact padding (11 + 5), compact (7 + 8).
-        assert_eq!(h.content_bytes(), 128 + 24 + 16 + 15);
+        // Extended first record (15 + 3), compact padding (10 + 5), compact (6 + 8), packed.
+        assert_eq!(h.content_bytes(), 128 + 18 + 15 + 14);
         assert_eq!(h.packet_bytes(), 512);
         let recs: Vec<_> = Records::new(&pk[..h.content_bytes() as usize])
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(recs.len(), 3);
         assert!(recs[1].is_padding() && recs[1].payload == [0; 5]);
-        assert_eq!((recs[2].offset, recs[2].timestamp), (168, 12));
+        assert_eq!((recs[2].offset, recs[2].timestamp), (161, 12));
     }
 }

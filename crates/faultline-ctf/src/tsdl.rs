@@ -9,9 +9,11 @@
 //! [`FieldType`]s, undoing the field naming of [`crate::desc`] (`_x` is field `x`; `_x__len`
 //! followed by `_x[_x__len]` is the `Bytes` field `x`).
 //!
-//! The record header (`stream.event.header`, an enum tag and a variant, and the 24-bit
-//! `stream.event.context`) must be exactly the one [`crate::desc`] writes; a trace with the
-//! 16-byte record headers of older versions is refused with an error saying so.
+//! The record header (`stream.event.header`, an enum tag and a variant, and
+//! `stream.event.context`, the 16-bit enum `len` and a variant on it holding the u32 length
+//! of a long record) must be exactly the one [`crate::desc`] writes; a trace
+//! with the 8-byte aligned records (7-byte compact headers) or the 16-byte record headers of
+//! older versions is refused with an error saying so.
 //!
 //! Anything outside that subset (other variants, typedefs, bit fields, big-endian integers, other
 //! packet layouts, another tracer's metadata, packetized binary metadata) is an error carrying
@@ -965,8 +967,13 @@ fn bits_shape(ty: &Ty, clock: &str) -> String {
 const EVENT_HEADER_SHAPE: &str = "{id: enum<u5a1>{compact=0..29,padding=30..30,extended=31..31}; \
      v: <id>{compact: {timestamp: u27a1@clock}; padding: {timestamp: u27a1@clock; id: u32a1}; \
      extended: {id: u32a8; timestamp: u64a8@clock}}}";
-/// `len`: the payload bytes of the record (`faultline_wire`), 24 bits.
-const EVENT_CONTEXT_SHAPE: &str = "{len: u24a8}";
+/// `len`: the payload bytes of the record (`faultline_wire`), a u16 whose value 65535 says
+/// that the u32 length follows.
+const EVENT_CONTEXT_SHAPE: &str = "{len: enum<u16a8>{small=0..65534,large=65535..65535}; \
+     v: <len>{small: {}; large: {len: u32a8}}}";
+/// The record length of traces written with 8-byte aligned records (layout 2, the same
+/// header shape aligned to 64 bits).
+const EVENT_CONTEXT_V2: &str = "{len: u24a8}";
 
 /// Check `stream.event.header` or `stream.event.context` against the wire format's shape.
 fn check_record_struct(
@@ -985,8 +992,8 @@ fn check_record_struct(
             line,
             offset,
             "stream.event.header: a trace with the 16-byte record headers of older faultline \
-             versions (u64 timestamp, u32 id, u32 len); this reader reads compact headers only \
-             (the general CTF reader and babeltrace2 still read it)",
+             versions (u64 timestamp, u32 id, u32 len); this reader reads packed records with \
+             compact headers only (the general CTF reader and babeltrace2 still read it)",
         );
     }
     let got = bits_shape(ty, clock);
@@ -994,6 +1001,20 @@ fn check_record_struct(
         Ty::Struct { align, .. } => *align,
         _ => 0,
     };
+    if (what == "stream.event.header" && got == EVENT_HEADER_SHAPE && a == 64)
+        || (what == "stream.event.context" && got == EVENT_CONTEXT_V2)
+    {
+        return at(
+            line,
+            offset,
+            format!(
+                "{what}: a trace with the 8-byte aligned records of older faultline versions \
+                 (7-byte compact headers, a 24-bit len); this reader reads packed records with \
+                 6-byte compact headers only (the general CTF reader and babeltrace2 still \
+                 read it)"
+            ),
+        );
+    }
     if got != expected || a != align {
         return at(
             line,
@@ -1426,7 +1447,7 @@ pub fn parse(src: &str) -> PResult<Schema> {
                     "stream.event.header",
                     t,
                     EVENT_HEADER_SHAPE,
-                    64,
+                    8,
                     &clock.name,
                     e.line,
                     e.offset,

@@ -93,8 +93,15 @@ impl P<'_> {
                     return Bt::Obj(f);
                 }
                 loop {
-                    let k = self.word();
-                    self.expect("=");
+                    // A variant prints its option's value without a name.
+                    self.ws();
+                    let k = if self.s[self.i] == b'{' {
+                        String::new()
+                    } else {
+                        let k = self.word();
+                        self.expect("=");
+                        k
+                    };
                     f.push((k, self.value()));
                     if self.eat("}") {
                         return Bt::Obj(f);
@@ -474,8 +481,10 @@ fn padding_records_are_skipped_by_every_reader() {
 /// Compact record headers (27 timestamp bits) against every reader: timestamps that cross a
 /// 27-bit boundary, a gap of 2^27 ticks or more (an extended header), the largest compact
 /// delta, compact padding, and a large gap across packets (the first record of a packet is
-/// rebuilt from `timestamp_begin`). Our reader, the general reader and babeltrace2 must give
-/// the same exact timestamps and every field.
+/// rebuilt from `timestamp_begin`); packed records of every size, among them a record of
+/// 64 KiB or more (a long length) and padding longer than one padding record holds (a chain).
+/// Our reader, the general reader and babeltrace2 must give the same exact timestamps and
+/// every field.
 #[test]
 fn compact_headers_give_exact_timestamps_in_every_reader() {
     use faultline_ctf::{PacketBuilder, TraceWriter};
@@ -483,10 +492,18 @@ fn compact_headers_give_exact_timestamps_in_every_reader() {
     const W: u64 = 1 << 27;
     let dir = tmpdir("bt-compact");
     let mut w = TraceWriter::create(&dir, &desc()).unwrap();
-    let payload = |k: u64| encode(ALL.fields, &all_values(k)).unwrap();
+    // Record `k`; k = 100 carries a 70 000-byte blob (a long length).
+    let values = |k: u64| {
+        let mut v = all_values(k);
+        if k == 100 {
+            v[12] = Value::Bytes((0..70_000u32).map(|i| (i % 251) as u8).collect());
+        }
+        v
+    };
+    let payload = |k: u64| encode(ALL.fields, &values(k)).unwrap();
     let b0 = 5 * W - 10;
     // (timestamp, padding?) per packet.
-    let plan: [(u64, Vec<(u64, bool)>); 2] = [
+    let plan: [(u64, Vec<(u64, bool)>); 3] = [
         (
             b0,
             vec![
@@ -501,6 +518,16 @@ fn compact_headers_give_exact_timestamps_in_every_reader() {
             ],
         ),
         (1 << 40, vec![(1 << 40, false), ((1 << 40) + 7, false)]),
+        // Record 100 (long length) after a compact one, long padding, a compact record.
+        (
+            1 << 41,
+            vec![
+                (1 << 41, false),
+                ((1 << 41) + 3, false),
+                ((1 << 41) + 4, true),
+                ((1 << 41) + 5, false),
+            ],
+        ),
     ];
     let mut want = Vec::new();
     let mut compact = 0;
@@ -509,23 +536,36 @@ fn compact_headers_give_exact_timestamps_in_every_reader() {
         pb.header.timestamp_begin = *begin;
         pb.header.timestamp_end = recs.last().unwrap().0;
         for (k, &(ts, pad)) in recs.iter().enumerate() {
+            // The third packet's second record is record 100.
+            let k = if seq == 2 && k == 1 { 100 } else { k as u64 };
             if pad {
-                pb.padding(ts, 9);
+                pb.padding(ts, if seq == 2 { 100_000 } else { 9 });
             } else {
-                pb.record(ts, ID_ALL, &payload(k as u64));
-                want.push((ts, all_values(k as u64)));
+                pb.record(ts, ID_ALL, &payload(k));
+                want.push((ts, values(k)));
             }
         }
         let pk = pb.finish(4096);
         let h = faultline_ctf::layout::PacketHeader::parse_slice(&pk).unwrap();
+        let mut sizes = Vec::new();
         for r in faultline_ctf::layout::Records::new(&pk[..h.content_bytes() as usize]) {
-            compact += (r.unwrap().header_len < 16) as u32;
+            let r = r.unwrap();
+            compact += (r.header_len < 15) as u32;
+            sizes.push((r.header_len, r.is_padding()));
+        }
+        if seq == 2 {
+            // Extended first record; the long-length one (19-byte header); the padding as a
+            // chain of two compact padding records; a compact record.
+            assert_eq!(
+                sizes,
+                vec![(15, false), (19, false), (10, true), (10, true), (6, false)]
+            );
         }
         w.write_packet(0, &pk).unwrap();
     }
     w.finish().unwrap();
     assert_eq!(
-        compact, 6,
+        compact, 9,
         "compact headers where the delta allows (padding included)"
     );
 

@@ -102,12 +102,12 @@ fn packet_size_beyond_file_end() {
 fn record_len_too_small() {
     // `len` is the payload length (faultline_wire): 8 bytes cannot hold the event's fields.
     let (dir, s0, offs) = sample("len-small");
-    // (a packet's first record has an extended header: u24 `len` at 13, payload at 16)
-    patch(&s0, offs[0] + 128 + 13, &8u32.to_le_bytes()[..3]);
+    // (a packet's first record has an extended header: u16 `len` at 13, payload at 15)
+    patch(&s0, offs[0] + 128 + 13, &8u16.to_le_bytes());
     expect_format(
         &dir,
         &s0,
-        offs[0] + 128 + 16 + 7,
+        offs[0] + 128 + 15 + 7,
         "payload ends inside field `u64f`",
     );
 }
@@ -115,7 +115,7 @@ fn record_len_too_small() {
 #[test]
 fn record_crossing_content_end() {
     let (dir, s0, offs) = sample("len-big");
-    patch(&s0, offs[0] + 128 + 13, &4000u32.to_le_bytes()[..3]);
+    patch(&s0, offs[0] + 128 + 13, &4000u16.to_le_bytes());
     expect_format(&dir, &s0, offs[0] + 128, "crosses the end of the content");
 }
 
@@ -131,7 +131,7 @@ fn unknown_event_id() {
 fn invalid_bool_in_payload() {
     let (dir, s0, offs) = sample("bool");
     // First record of packet 0 is myapp:all; `flag` is at payload byte 42.
-    let at = offs[0] + 128 + 16 + 42;
+    let at = offs[0] + 128 + 15 + 42;
     assert_eq!(std::fs::read(&s0).unwrap()[at as usize], 0);
     patch(&s0, at, &[2]);
     expect_format(&dir, &s0, at, "bool field `flag` is 2");
@@ -237,6 +237,30 @@ fn garbage_and_foreign_metadata() {
         &dir,
         line,
         "16-byte record headers of older faultline versions",
+    );
+    // A trace with the 8-byte aligned records of layout 2 (7-byte compact headers, a u24
+    // len): a clear refusal too, naming the header (checked first).
+    let ctx = good.find("\tevent.context :=").unwrap();
+    let ctx = ctx..ctx + good[ctx..].find("\n\t};").unwrap() + 4;
+    let v2 = good
+        .replace(
+            &good[ctx],
+            "\tevent.context := struct {\n\t\tinteger { size = 24; align = 8; signed = false; \
+             byte_order = le; } len;\n\t};",
+        )
+        .replace(
+            "\t} align(8);\n\tevent.context",
+            "\t} align(64);\n\tevent.context",
+        );
+    assert!(v2.contains("align(64)") && v2.contains("size = 24"), "{v2}");
+    std::fs::write(&m, &v2).unwrap();
+    let line = 1 + v2[..v2.find("event.header :=").unwrap()]
+        .matches('\n')
+        .count() as u32;
+    expect_metadata(
+        &dir,
+        line,
+        "8-byte aligned records of older faultline versions",
     );
     // Unterminated string and comment.
     std::fs::write(&m, "/* CTF 1.8 */\nenv { a = \"abc").unwrap();

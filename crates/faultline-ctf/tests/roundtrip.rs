@@ -108,8 +108,9 @@ fn disk_packets_are_truncated_to_content() {
     let pkt = pb.finish(4096);
     assert_eq!(pkt.len(), 4096);
     let content = PacketHeader::parse_slice(&pkt).unwrap().content_bytes() as usize;
-    // 128 + 16 (tick) + 16 + 4 + 11 ("/tmp/file1\0") + 4 + 3
-    assert_eq!(content, 182);
+    // 128 + 15 (tick) + 15 + 4 + 11 ("/tmp/file1\0") + 4 + 3: packed records, extended
+    // headers (the first record of a packet; an id above the compact ones)
+    assert_eq!(content, 180);
     assert_eq!(w.write_packet(3, &pkt).unwrap(), 184);
     let empty = PacketBuilder::new(UUID, 3, 1);
     let mut e = empty.clone();
@@ -122,9 +123,9 @@ fn disk_packets_are_truncated_to_content() {
     assert_eq!(disk.len(), 312);
     let h0 = PacketHeader::parse_slice(&disk).unwrap();
     assert_eq!(h0.packet_size, 184 * 8);
-    assert_eq!(h0.content_size, 182 * 8);
-    assert_eq!(&disk[128..182], &pkt[128..182]);
-    assert_eq!(&disk[182..184], &[0, 0]);
+    assert_eq!(h0.content_size, 180 * 8);
+    assert_eq!(&disk[128..180], &pkt[128..180]);
+    assert_eq!(&disk[180..184], &[0, 0, 0, 0]);
     let h1 = PacketHeader::parse_slice(&disk[184..]).unwrap();
     assert_eq!(
         (h1.packet_size, h1.content_size, h1.packet_seq_num),
@@ -340,10 +341,10 @@ fn writer_rejects_bad_packets_without_writing() {
     let b = one_packet(0, 0, |p| {
         p.record(10, ID_EMPTY, &[]).record(51, ID_EMPTY, &[]);
     });
-    assert_eq!(packet_err(w.write_packet(0, &b).unwrap_err()), (0, 144));
+    assert_eq!(packet_err(w.write_packet(0, &b).unwrap_err()), (0, 143));
     // A record payload length crossing the content end.
     let mut b = good.clone();
-    b[128 + 12] = 15;
+    b[128 + 13] = 15;
     assert_eq!(packet_err(w.write_packet(0, &b).unwrap_err()), (0, 128));
     // events_discarded != sum of causes.
     let mut b = good.clone();
@@ -501,19 +502,19 @@ fn writer_rejects_payloads_that_do_not_decode() {
                 b"ab",
             ]
             .concat(),
-            128 + 16 + 13,
+            128 + 15 + 13,
             "payload ends inside field `data`",
         ),
         // The string has no NUL.
         (
             [&7u32.to_le_bytes()[..], b"/etc"].concat(),
-            128 + 16 + 4,
+            128 + 15 + 4,
             "string field `path` has no NUL",
         ),
         // Bytes after the last field.
         (
             [&good[..], b"zz"].concat(),
-            128 + 16 + 15,
+            128 + 15 + 15,
             "fields end at byte 15",
         ),
     ];

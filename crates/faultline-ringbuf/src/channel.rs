@@ -36,8 +36,8 @@
 //! `docs/ringbuf-cost.md` and `examples/reserve_cost.rs`.
 //!
 //! # Compact headers
-//! Records use the compact 7-byte header of `faultline_wire` (5-bit id, 27 timestamp bits,
-//! u24 length) only on the inline fast path (rseq, TSC, discard mode, no abort injection;
+//! Records use the compact 6-byte header of `faultline_wire` (5-bit id, 27 timestamp bits,
+//! u16 length) only on the inline fast path (rseq, TSC, discard mode, no abort injection;
 //! [`Channel::compact_headers`]) and only when the reader can rebuild the timestamp exactly:
 //! `ts - prev < 2^27` for the record `prev` right before it in the packet. The writer cannot
 //! see `prev`; it uses a floor instead, `BufferHeader::last_ts`, which every reserver stores
@@ -52,9 +52,12 @@
 //! between the read and the section lands after later records with an older timestamp.
 //! Everywhere else (atomic mode or the monotonic clock: the timestamp is read outside the
 //! compare-and-store, so not in offset order; overwrite mode: recovery could not tell an older
-//! lap's compact header from this lap's; a packet's first record) records get the 16-byte
+//! lap's compact header from this lap's; a packet's first record) records get the 15-byte
 //! extended header. A dropped or dead compact reservation is rewritten in place as compact
-//! padding (11 bytes: it has at least 4 payload bytes), keeping its 27 timestamp bits.
+//! padding (10 bytes: it has at least 4 payload bytes), keeping its 27 timestamp bits.
+//! Records are packed (`faultline_wire::RECORD_ALIGN` is 1): a record starts where the
+//! previous one ends, so header stores are unaligned (plain stores, see
+//! [`Reservation::commit`]).
 //!
 //! Known limit: a writer of the previous packet preempted between its reserve section and its
 //! `last_ts` store can store its (older) timestamp after the next packet's opener reset it; if
@@ -492,7 +495,7 @@ impl Geometry {
             index: BufferIndex::Cpu,
             writer_pid: 0,
             uuid: [0; 16],
-            // The record header's `len` is 24 bits.
+            // Payloads up to faultline_wire::MAX_PAYLOAD, with the largest header.
             max_record: (subbuf_size - PACKET_HEADER_SIZE - 1)
                 .min(RECORD_HEADER_SIZE + faultline_wire::MAX_PAYLOAD as u64),
             sb_shift: subbuf_size.trailing_zeros(),
@@ -588,13 +591,16 @@ impl Reservation<'_> {
     pub fn timestamp(&self) -> u64 {
         self.timestamp
     }
-    /// Bytes of the record header (compact or extended, `faultline_wire`).
+    /// Bytes of the record header (compact or extended, `faultline_wire`; an extended one has
+    /// a long length for a payload of `faultline_wire::LONG_LEN` bytes or more).
     #[inline(always)]
     fn header_len(&self) -> u64 {
         if self.id & COMPACT_BIT != 0 {
             faultline_wire::COMPACT_HEADER_SIZE as u64
         } else {
             faultline_wire::EXTENDED_HEADER_SIZE as u64
+                + (self.payload_len >= faultline_wire::LONG_LEN as u64) as u64
+                    * faultline_wire::LONG_LEN_EXTRA as u64
         }
     }
     /// Whether the record has a compact header.
@@ -630,8 +636,10 @@ impl Reservation<'_> {
             (faultline_wire::EXTENDED_ID_OFFSET, r.id as u32)
         };
         // SAFETY: the record header (`rec`, at `pos`) lies in our exclusive reservation (see
-        // payload()), and `at` + 4 is within its 7 or 16 bytes. This
-        // plain store precedes the commit counter update in program order; that update is a
+        // payload()), and `at` + 4 is within its 6 or 15 (19) bytes, at any alignment (packed
+        // records), hence the unaligned store; no other access to these bytes is atomic, so a
+        // plain store is all the format needs. This plain store precedes the commit counter
+        // update in program order; that update is a
         // release (x86 TSO store in the rseq section, whose asm clobbers memory, or an AcqRel
         // fetch_add), so the consumer's acquire load of the counters (commit_sum) that sees our
         // bytes also sees the real id.
@@ -1036,7 +1044,15 @@ impl Channel {
     }
     /// Largest payload a record can carry.
     pub fn max_payload(&self) -> usize {
-        (self.geo.max_record - RECORD_HEADER_SIZE) as usize
+        // The header is 4 bytes longer from faultline_wire::LONG_LEN payload bytes on.
+        let m = self.geo.max_record;
+        let long = m.saturating_sub(RECORD_HEADER_SIZE);
+        if long >= faultline_wire::LONG_LEN as u64 {
+            long as usize
+        } else {
+            (m - faultline_wire::EXTENDED_HEADER_SIZE as u64)
+                .min(faultline_wire::LONG_LEN as u64 - 1) as usize
+        }
     }
     /// Bytes mapped (header and every CPU buffer).
     pub fn map_len(&self) -> usize {
@@ -1285,23 +1301,29 @@ impl Channel {
         let sb_off = old & g.sb_mask;
         let aligned = align_up(sb_off, RECORD_ALIGN);
         // Saturating: an absurd length must not wrap into a small one. `aligned <=
-        // subbuf_size` (both multiples of 8, sb_off < subbuf_size), so the subtraction cannot
+        // subbuf_size` (sb_off < subbuf_size, a multiple of RECORD_ALIGN), so the subtraction cannot
         // wrap, and `rec_len < subbuf_size - aligned` is the strict-fit rule
         // `aligned + rec_len < subbuf_size` of the general path. It also implies
-        // (rec_len <= max_record is checked below: max_record is also capped by the 24-bit
+        // (rec_len <= max_record is checked below: max_record is also capped by MAX_PAYLOAD
         // payload length.)
         // The extended length decides whether the fast path applies: both sizes then fit.
-        // `rec_len > max_record`: a payload beyond the 24-bit `len` (sub-buffers over 16 MiB)
-        // is the general path's to refuse.
-        let rec_len = RECORD_HEADER_SIZE.saturating_add(payload_len as u64);
-        if sb_off == 0 || rec_len >= g.subbuf_size - aligned || rec_len > g.max_record {
+        // `rec_len > max_record`: a payload beyond MAX_PAYLOAD (sub-buffers over 16 MiB) is
+        // the general path's to refuse, and so is one that needs a long length (64 KiB or
+        // more: the fast path writes the 15-byte extended header only).
+        let rec_len =
+            (faultline_wire::EXTENDED_HEADER_SIZE as u64).saturating_add(payload_len as u64);
+        if sb_off == 0
+            || rec_len >= g.subbuf_size - aligned
+            || rec_len > g.max_record
+            || payload_len > faultline_wire::MAX_COMPACT_PAYLOAD
+        {
             return None;
         }
         let pos = old - sb_off + aligned;
         let end = pos + rec_len;
         // rec_len < subbuf_size: payload_len fits in u32 below.
         let may_compact = id <= faultline_wire::MAX_COMPACT_ID
-            && (faultline_wire::MIN_COMPACT_PAYLOAD..=faultline_wire::MAX_PAYLOAD)
+            && (faultline_wire::MIN_COMPACT_PAYLOAD..=faultline_wire::MAX_COMPACT_PAYLOAD)
                 .contains(&payload_len);
         let end_compact = if may_compact {
             pos + faultline_wire::COMPACT_HEADER_SIZE as u64 + payload_len as u64
@@ -1357,15 +1379,16 @@ impl Channel {
         let rec = bp.wrapping_add((g.data_offset + (pos & g.buf_mask)) as usize);
         let hp = rec as *mut u64;
         // The header with the id pending (tag PENDING_TAG / id PENDING_RECORD_ID) until commit
-        // stores the real one, as one 8-byte store (compact: the tag word and the u24 length;
-        // the 8th byte is the payload's first, written after) or two (extended),
-        // little-endian as `faultline_wire` says.
-        // SAFETY: [pos, end) is ours (see Reservation::payload); pos is 8-aligned, and the
-        // header is 7 or 16 bytes: one or two u64 at offsets 0 and 8, inside [pos, end) (a
-        // compact record has at least MIN_COMPACT_PAYLOAD payload bytes).
+        // stores the real one, as one 8-byte store (compact: the tag word and the u16 length;
+        // the 7th and 8th bytes are the payload's first, written after) or two overlapping
+        // ones (extended, 15 bytes: offsets 0 and 7), little-endian as `faultline_wire` says.
+        // SAFETY: [pos, end) is ours (see Reservation::payload); records are packed, so pos
+        // has any alignment: unaligned stores. The header is 6 or 15 bytes: one u64 at offset
+        // 0, or u64s at offsets 0 and 7, inside [pos, end) (a compact record has at least
+        // MIN_COMPACT_PAYLOAD payload bytes).
         unsafe {
             if compact {
-                hp.write(
+                hp.write_unaligned(
                     faultline_wire::compact_header_word(
                         faultline_wire::PENDING_TAG,
                         ts,
@@ -1379,8 +1402,11 @@ impl Channel {
                     ts,
                     payload_len as u32,
                 );
-                hp.write(w0.to_le());
-                hp.add(1).write(w1.to_le());
+                hp.write_unaligned(w0.to_le());
+                (hp as *mut u8)
+                    .add(faultline_wire::EXTENDED_SECOND_WORD)
+                    .cast::<u64>()
+                    .write_unaligned(w1.to_le());
             }
         }
         // After the header store: a floor is always the timestamp of a record whose header
@@ -1425,7 +1451,7 @@ impl Channel {
     #[inline(always)]
     fn reserve_general(&self, _id: u32, payload_len: usize) -> Result<(u32, u64, u64), Lost> {
         let g = &self.geo;
-        let rec_len = RECORD_HEADER_SIZE.saturating_add(payload_len as u64);
+        let rec_len = faultline_wire::extended_record_len(payload_len as u64);
         if rec_len > g.max_record {
             return Err(self.lose(self.current_cpu(), Lost::TooBig));
         }
@@ -1491,18 +1517,15 @@ impl Channel {
             if switch {
                 self.switch_subbuf(cpu, old, pos - PACKET_HEADER_SIZE, ts, lost);
             }
-            let hp = self.data_ptr(cpu, pos) as *mut u64;
-            // rec_len <= max_record <= 16 + MAX_PAYLOAD: the payload length fits in 24 bits.
-            let (w0, w1) = faultline_wire::extended_header_words(
-                PENDING_RECORD_ID,
-                ts,
-                (rec_len - RECORD_HEADER_SIZE) as u32,
-            );
-            // SAFETY: [pos, end) is ours (see Reservation::payload); pos is 8-aligned and the
-            // extended header is 16 bytes (rec_len >= 16).
+            // rec_len <= max_record <= RECORD_HEADER_SIZE + MAX_PAYLOAD: the payload length
+            // fits in 32 bits.
+            let (hb, hl) =
+                faultline_wire::extended_header_bytes(PENDING_RECORD_ID, ts, payload_len as u32);
+            // SAFETY: [pos, end) is ours (see Reservation::payload); the header (15 or 19
+            // bytes, `hl`) is its start (rec_len = hl + payload_len); packed records: any
+            // alignment, a byte copy.
             unsafe {
-                hp.write(w0.to_le());
-                hp.add(1).write(w1.to_le());
+                std::ptr::copy_nonoverlapping(hb.as_ptr(), self.data_ptr(cpu, pos), hl);
             }
             // Relaxed, after the header store: see reserve_fast (the floor of later compact
             // decisions).
@@ -1665,10 +1688,11 @@ impl Channel {
     }
 
     /// Commit a reservation dropped without [`Reservation::commit`] as a padding record
-    /// (`faultline_wire`), in place and with the reservation's timestamp: a compact record
-    /// becomes compact padding (its payload's first 4 bytes take the padding id, so
-    /// `len - 4` zero bytes follow), an extended one gets the id [`DISCARDED_RECORD_ID`]; the
-    /// payload is zeroed.
+    /// (`faultline_wire::fill_padding`), in place and with the reservation's timestamp: a
+    /// compact record becomes compact padding (its payload's first 4 bytes take the padding
+    /// id, so `len - 4` zero bytes follow), an extended one an extended padding record (a
+    /// chain of them beyond `faultline_wire::MAX_PADDING_PAYLOAD` payload bytes); the payload
+    /// is zeroed.
     #[cold]
     #[inline(never)]
     fn discard(
@@ -1680,28 +1704,21 @@ impl Channel {
         ts: u64,
         compact: bool,
     ) {
-        let p = self.data_ptr(cpu, pos);
+        let form = if compact {
+            faultline_wire::HeaderForm::Compact
+        } else {
+            faultline_wire::HeaderForm::Extended
+        };
+        let header = faultline_wire::header_size(form, payload_len as usize);
         // SAFETY: the record header and its payload lie in the dropped reservation, inside one
-        // sub-buffer, exclusively its owner's until this commit (see Reservation::payload). A
-        // compact record has payload_len >= MIN_COMPACT_PAYLOAD (4), so the 11-byte padding
-        // header fits in its 7 + payload_len bytes.
-        unsafe {
-            if compact {
-                let h = faultline_wire::RecordHeader {
-                    timestamp: ts,
-                    id: DISCARDED_RECORD_ID,
-                    len: (payload_len - faultline_wire::MIN_COMPACT_PAYLOAD as u64) as u32,
-                    form: faultline_wire::HeaderForm::CompactPadding,
-                }
-                .encode();
-                std::ptr::copy_nonoverlapping(h.as_ptr(), p, h.len());
-                std::ptr::write_bytes(p.add(h.len()), 0, (payload_len - 4) as usize);
-            } else {
-                let id = p.add(faultline_wire::EXTENDED_ID_OFFSET);
-                std::ptr::write_unaligned(id as *mut u32, DISCARDED_RECORD_ID);
-                std::ptr::write_bytes(p.add(RECORD_HEADER_SIZE as usize), 0, payload_len as usize);
-            }
-        }
+        // sub-buffer, exclusively its owner's until this commit (see Reservation::payload).
+        let span = unsafe {
+            std::slice::from_raw_parts_mut(self.data_ptr(cpu, pos), header + payload_len as usize)
+        };
+        // The span holds its own header (an extended one at least 15 bytes), and a compact
+        // record has payload_len >= MIN_COMPACT_PAYLOAD (4), so the 10-byte padding header
+        // fits in its 6 + payload_len bytes: this cannot fail.
+        let _ = faultline_wire::fill_padding(span, ts, form);
         self.commit_range(cpu, pos, commit_len);
     }
 

@@ -40,8 +40,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// First word of a channel's memfd: "FLTLCHN1".
 pub const CHANNEL_MAGIC: u64 = u64::from_le_bytes(*b"FLTLCHN1");
 /// Version of this layout; a channel with another version is refused (2: compact record
-/// headers, `BufferHeader::last_ts`).
-pub const LAYOUT_VERSION: u32 = 2;
+/// headers, `BufferHeader::last_ts`; 3: packed records with 6-byte compact headers,
+/// `faultline_wire`).
+pub const LAYOUT_VERSION: u32 = 3;
 /// Cache line size the layout aligns shared words to.
 pub const CACHE_LINE: usize = 64;
 /// Page size the CPU regions are aligned to.

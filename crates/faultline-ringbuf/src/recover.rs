@@ -15,9 +15,13 @@
 //! * A writer can also die between its reservation (the offset store) and its header store, a
 //!   window of a few instructions. Fresh memfd pages are zero: in a sub-buffer's first lap a
 //!   zero record header marks a reservation whose header was never written; it extends to the
-//!   first non-zero 8-byte word after its 16-byte minimum (the next record's timestamp, never
-//!   zero) or to the content end. Two such reservations back to back read as one: counts of
-//!   header-less records are a lower bound.
+//!   next record or to the content end. Records are packed (`faultline_wire`), so the next
+//!   record is found from the first non-zero byte after the reservation's 10-byte minimum:
+//!   extended and padding headers start with a non-zero byte, a compact header's length (at
+//!   least 4) is non-zero, so the record starts at most 5 bytes before that byte; of those
+//!   starts, the one from which the most records read as this lap's, back to back, wins (a
+//!   wrong start reads a timestamp byte as a length, so it rarely yields even one). Two such
+//!   reservations back to back read as one: counts of header-less records are a lower bound.
 //! * In later laps nothing zeroes a sub-buffer where every header is extended (the consumer
 //!   does not: its cost per event would double; `consumer.rs`, "What is zeroed"): the slot of
 //!   a writer that died
@@ -33,7 +37,7 @@
 //!   reservation that extends to the next header that passes the test (or to the content end).
 //!   The same test applies to the end fields: a packet's `content_size` counts only when its
 //!   `timestamp_end` is not before its begin (stale end fields are older).
-//! * Compact record headers (`faultline_wire`; discard mode only) hold 27 timestamp bits: the
+//! * Compact record headers (`faultline_wire`; discard mode, rseq and the TSC only) hold 27 timestamp bits: the
 //!   walk rebuilds them from the previous record's timestamp (the floor), so they always lie
 //!   at or after it; they are exact because a writer's compact floor is a record of the same
 //!   packet whose header exists (`channel.rs`, "Compact headers"), which the walk has seen. A
@@ -42,10 +46,14 @@
 //!   this lap's (the rebuild always lands after the floor), so where compact headers are
 //!   possible the consumer zeroes every sub-buffer it hands back, and a header-less slot reads
 //!   as zero as in the first lap. A pending compact record becomes compact padding in
-//!   place (11-byte header, its 27 timestamp bits kept), a header-less reservation an
-//!   extended padding record of at least 16 bytes (shorter ones can only be the last of the
-//!   content, which then ends before them). Content ends are unaligned (compact records end
-//!   anywhere), so a cut chain ends at the last record's end.
+//!   place (10-byte header, its 27 timestamp bits kept), a pending extended one extended
+//!   padding; a header-less reservation becomes padding with the previous record's timestamp
+//!   (compact padding, at least 10 bytes, where compact headers are possible; extended, at
+//!   least 16, elsewhere, where every record is extended and a compact-looking header is
+//!   never taken); shorter ones can only be the last of the content, which then ends before
+//!   them. Padding longer than one padding record holds
+//!   is a chain of them (`faultline_wire::fill_padding`). A cut chain ends at the last
+//!   record's end.
 //! * A writer that died inside a sub-buffer switch may have left the old packet's end fields
 //!   (then `content_size` reads zero) or the new packet's begin fields (bad magic/sequence)
 //!   unwritten: recovery writes them. When the old packet's end is unknown its content ends at
@@ -72,8 +80,9 @@
 //!
 //! Nothing read here is trusted (hazard 9): positions are checked against each other, every
 //! record length against its sub-buffer, every timestamp against its floor, and every pointer
-//! is masked into the data area. A walk over a sub-buffer reads each 8-byte word a bounded
-//! number of times (linear in the sub-buffer size whatever the bytes are).
+//! is masked into the data area. A walk over a sub-buffer reads each byte a bounded number of
+//! times (linear in the sub-buffer size whatever the bytes are: the search for a record after
+//! a header-less reservation probes at most 6 starts and 64 records from each).
 
 use crate::channel::{Channel, DISCARDED_RECORD_ID, PENDING_RECORD_ID};
 use crate::close::LostCounts;
@@ -122,77 +131,45 @@ impl Recovery {
 
 impl Channel {
     fn rd_u64(&self, cpu: u32, pos: u64) -> u64 {
-        // SAFETY: data_ptr masks `pos` into the data area; callers pass 8-aligned positions at
-        // least 8 bytes before their sub-buffer's end, so the read stays in the mapping.
+        // SAFETY: data_ptr masks `pos` into the data area; callers pass positions at least 8
+        // bytes before their sub-buffer's end, so the read stays in the mapping.
         unsafe { std::ptr::read_unaligned(self.data_ptr(cpu, pos) as *const u64) }
     }
 
-    fn wr_u32(&self, cpu: u32, pos: u64, v: u32) {
-        // SAFETY: as rd_u64; no writer is alive (precondition of recover_dead_writers).
-        unsafe { std::ptr::write_unaligned(self.data_ptr(cpu, pos) as *mut u32, v) }
+    fn rd_u8(&self, cpu: u32, pos: u64) -> u8 {
+        // SAFETY: data_ptr masks `pos` into the data area; callers pass positions inside a
+        // sub-buffer.
+        unsafe { *self.data_ptr(cpu, pos) }
     }
 
-    fn wr_u64(&self, cpu: u32, pos: u64, v: u64) {
-        // SAFETY: as wr_u32.
-        unsafe { std::ptr::write_unaligned(self.data_ptr(cpu, pos) as *mut u64, v) }
-    }
-
-    /// Zero `len` bytes at `pos` (inside one sub-buffer).
-    fn wr_zeros(&self, cpu: u32, pos: u64, len: u64) {
-        // SAFETY: callers pass a range inside one sub-buffer of the data area (a record's
-        // payload, bounded by its sub-buffer's end); no writer is alive.
-        unsafe { std::ptr::write_bytes(self.data_ptr(cpu, pos), 0, len as usize) }
-    }
-
-    /// Write a padding record of `len` bytes in all (header included, `len >= 16`) at `pos`,
-    /// with an extended header.
-    fn wr_discarded(&self, cpu: u32, pos: u64, ts: u64, len: u64) {
-        // len <= sub-buffer size <= 1 GiB; the payload length is cut to 24 bits only for a
-        // span no writer can reserve (max_record caps records at 16 + MAX_PAYLOAD).
-        let (w0, w1) = faultline_wire::extended_header_words(
-            DISCARDED_RECORD_ID,
-            ts,
-            (len - RECORD_HEADER_SIZE) as u32,
-        );
-        self.wr_u64(cpu, pos, w0);
-        self.wr_u64(cpu, pos + 8, w1);
-        self.wr_zeros(cpu, pos + RECORD_HEADER_SIZE, len - RECORD_HEADER_SIZE);
-    }
-
-    /// Turn the pending record at `pos` (its header of form `form`, `len` bytes in all) into
-    /// a padding record in place, keeping its timestamp `ts` (`faultline_wire`): compact
-    /// becomes compact padding, extended gets the padding id; the payload is zeroed.
-    fn wr_pending_to_padding(
-        &self,
-        cpu: u32,
-        pos: u64,
-        ts: u64,
-        len: u64,
-        form: faultline_wire::HeaderForm,
-    ) {
-        if form == faultline_wire::HeaderForm::Extended {
-            self.wr_u32(cpu, pos + 1, DISCARDED_RECORD_ID);
-            self.wr_zeros(cpu, pos + RECORD_HEADER_SIZE, len - RECORD_HEADER_SIZE);
-        } else {
-            // A compact record that reads as pending has a payload of at least 4 bytes
-            // (record_at): room for the padding id.
-            let pad = faultline_wire::COMPACT_PADDING_HEADER_SIZE as u64;
-            self.wr_u32(
-                cpu,
-                pos,
-                faultline_wire::compact_word(faultline_wire::PADDING_TAG, ts),
-            );
-            self.wr_u32(cpu, pos + 4, DISCARDED_RECORD_ID);
-            // The u24 length then the payload's zeros: write the length's 3 bytes as part of
-            // a zeroed range.
-            self.wr_zeros(cpu, pos + 8, len - 8);
-            let l = (len - pad) as u32;
-            for (i, b) in l.to_le_bytes()[..3].iter().enumerate() {
-                // SAFETY: pos + 8 + i < pos + len (len >= 11), inside the record; no writer
-                // is alive.
-                unsafe { *self.data_ptr(cpu, pos + 8 + i as u64) = *b };
+    /// First non-zero byte of `[from, to)` of the sub-buffer at `sb` (offsets in it), if any.
+    fn first_nonzero(&self, cpu: u32, sb: u64, from: u64, to: u64) -> Option<u64> {
+        let mut x = from;
+        while x < to {
+            // Whole words where they fit: zeroed stretches are long.
+            if x + 8 <= to && self.rd_u64(cpu, sb + x) == 0 {
+                x += 8;
+                continue;
             }
+            if self.rd_u8(cpu, sb + x) != 0 {
+                return Some(x);
+            }
+            x += 1;
         }
+        None
+    }
+
+    /// Cover `len` bytes at `pos` (inside one sub-buffer) with padding records of timestamp
+    /// `ts` (`faultline_wire::fill_padding`): compact padding when `form` is compact (the
+    /// caller may use a compact header at `ts`), extended otherwise.
+    fn wr_padding(&self, cpu: u32, pos: u64, ts: u64, len: u64, form: faultline_wire::HeaderForm) {
+        // SAFETY: callers pass a span inside one sub-buffer of the data area (a record, or a
+        // reservation bounded by its sub-buffer's end), which data_ptr maps contiguously; no
+        // writer is alive (precondition of recover_dead_writers), and no other reference to
+        // these bytes exists while the slice does.
+        let span = unsafe { std::slice::from_raw_parts_mut(self.data_ptr(cpu, pos), len as usize) };
+        // Callers pass at least one header's worth of bytes of that form.
+        let _ = faultline_wire::fill_padding(span, ts, form);
     }
 
     /// Complete every sub-buffer left incomplete by writers that died between reserve and
@@ -322,7 +299,22 @@ impl Channel {
             let mut floor = ts_begin;
             let mut x = PACKET_HEADER_SIZE;
             let mut content = end;
-            // End of the last record walked (unaligned: compact records end anywhere).
+            // A header-less reservation is at least the smallest record a writer of this
+            // channel reserves (a compact one with its 4 payload bytes where compact headers
+            // are possible, an extended one elsewhere) and becomes a padding record of that
+            // form.
+            let (min_hole, hole_form) = if self.compact_headers() {
+                (
+                    faultline_wire::COMPACT_PADDING_HEADER_SIZE as u64,
+                    faultline_wire::HeaderForm::CompactPadding,
+                )
+            } else {
+                (
+                    faultline_wire::EXTENDED_HEADER_SIZE as u64,
+                    faultline_wire::HeaderForm::Extended,
+                )
+            };
+            // End of the last record walked.
             let mut chain_end = PACKET_HEADER_SIZE;
             while x < end {
                 if x + faultline_wire::COMPACT_HEADER_SIZE as u64 > end {
@@ -332,9 +324,10 @@ impl Channel {
                 }
                 if let Some((ts, id, len, form)) = self.record_at(cpu, sb, x, end, floor, ts_max) {
                     if id == PENDING_RECORD_ID {
-                        // A padding record now: the id, and zeros over what the dead writer
-                        // may have half-copied.
-                        self.wr_pending_to_padding(cpu, sb + x, ts, len, form);
+                        // A padding record now (compact padding for a compact record, its 27
+                        // timestamp bits kept), and zeros over what the dead writer may have
+                        // half-copied.
+                        self.wr_padding(cpu, sb + x, ts, len, form);
                         r.records += 1;
                     }
                     // Padding records stay in the packet (readers skip them, but their time
@@ -342,10 +335,10 @@ impl Channel {
                     last_ts = last_ts.max(ts);
                     floor = ts;
                     chain_end = x + len;
-                    x = align_up(x + len, RECORD_ALIGN);
+                    x += len;
                     continue;
                 }
-                if x + RECORD_HEADER_SIZE > end {
+                if x + min_hole > end {
                     // Not a record, and too short for a padding record: a cut chain (or a
                     // header-less last reservation, left out of the content).
                     content = chain_end;
@@ -353,31 +346,32 @@ impl Channel {
                 }
                 // Not a record of this lap: a reservation whose header was never written
                 // (module docs). Where does it end?
-                let zero = self.rd_u64(cpu, sb + x) == 0 && self.rd_u64(cpu, sb + x + 8) == 0;
-                let mut y = x + RECORD_HEADER_SIZE;
-                let found = if g.mode == Mode::Discard && zero {
-                    // Zeroed memory: at the first non-zero word.
-                    while y + 8 <= end && self.rd_u64(cpu, sb + y) == 0 {
-                        y += 8;
-                    }
-                    y + 8 <= end
+                let found = if g.mode == Mode::Discard
+                    && self.first_nonzero(cpu, sb, x, x + min_hole).is_none()
+                {
+                    // Zeroed memory: at the record whose header holds the first non-zero byte.
+                    self.first_nonzero(cpu, sb, x + min_hole, end)
+                        .map(|b| self.pick_start(cpu, sb, x + min_hole, b, end, floor, ts_max))
                 } else {
                     // Stale bytes of an older lap (overwrite mode) or garbage: at the next
                     // header that reads as a record of this lap.
+                    let mut y = x + min_hole;
                     while y + faultline_wire::COMPACT_HEADER_SIZE as u64 <= end
                         && self.record_at(cpu, sb, y, end, floor, ts_max).is_none()
                     {
-                        y += 8;
+                        y += 1;
                     }
-                    y + faultline_wire::COMPACT_HEADER_SIZE as u64 <= end
+                    (y + faultline_wire::COMPACT_HEADER_SIZE as u64 <= end).then_some(y)
                 };
-                if !found && !end_known {
+                if found.is_none() && !end_known {
                     // The dead switcher's padding: the content ends here.
                     content = chain_end;
                     break;
                 }
-                let y = if found { y } else { end };
-                self.wr_discarded(cpu, sb + x, floor, y - x);
+                let y = found.unwrap_or(end);
+                // The floor is the previous record's timestamp (or the packet's begin): a
+                // compact padding header rebuilds it exactly.
+                self.wr_padding(cpu, sb + x, floor, y - x, hole_form);
                 r.records += 1;
                 chain_end = y;
                 x = y;
@@ -495,10 +489,11 @@ impl Channel {
         let h = faultline_wire::RecordHeader::parse_at(&hb[..n], 0, floor).ok()?;
         let len = h.record_len()? as u64;
         let compact = h.form != faultline_wire::HeaderForm::Extended;
-        // Overwrite mode never writes compact headers (channel.rs): a compact-looking header
-        // there is an older lap's bytes, whose 27 timestamp bits would always pass the time
-        // test.
-        if compact && self.geo.mode == Mode::Overwrite {
+        // A channel whose writers never write compact headers (overwrite mode, atomic mode,
+        // the monotonic clock: channel.rs) has none, recovery's padding included: a
+        // compact-looking header there is an older lap's bytes or garbage, whose 27 timestamp
+        // bits would always pass the time test.
+        if compact && !self.compact_headers() {
             return None;
         }
         let short_compact = compact
@@ -513,6 +508,68 @@ impl Channel {
         ))
     }
 
+    /// Where the record after a header-less reservation in zeroed memory starts, given `b`,
+    /// the first non-zero byte at or after `lo` (the reservation's smallest end). Extended and
+    /// padding headers have a non-zero first byte; a compact header's first bytes are zero
+    /// when its id is 0 and its timestamp bits are, but its length (at least 4) is not, so the
+    /// record starts in `[b - 5, b]`. Each candidate (from `lo` on) is scored by the records
+    /// that then read as this lap's, back to back ([`Self::chain_score`]); the best wins, the
+    /// earliest on a tie. A wrong start only reads as a chain by accident: its first length is
+    /// made of the true header's timestamp bytes.
+    #[allow(clippy::too_many_arguments)]
+    fn pick_start(
+        &self,
+        cpu: u32,
+        sb: u64,
+        lo: u64,
+        b: u64,
+        end: u64,
+        floor: u64,
+        ts_max: u64,
+    ) -> u64 {
+        let first = b
+            .saturating_sub(faultline_wire::COMPACT_HEADER_SIZE as u64 - 1)
+            .max(lo);
+        let mut best = (b, 0);
+        for c in first..=b {
+            let score = self.chain_score(cpu, sb, c, end, floor, ts_max);
+            if score > best.1 {
+                best = (c, score);
+            }
+        }
+        best.0
+    }
+
+    /// How many records read as this lap's, back to back, from offset `x` (at most
+    /// [`CHAIN_PROBE`]; a chain that ends exactly at `end` counts as the maximum). Bounded,
+    /// so a walk over hostile bytes stays linear.
+    fn chain_score(
+        &self,
+        cpu: u32,
+        sb: u64,
+        mut x: u64,
+        end: u64,
+        mut floor: u64,
+        ts_max: u64,
+    ) -> u32 {
+        let mut n = 0;
+        while n < CHAIN_PROBE {
+            if x == end {
+                return CHAIN_PROBE;
+            }
+            if x + faultline_wire::COMPACT_HEADER_SIZE as u64 > end {
+                break;
+            }
+            let Some((ts, _, len, _)) = self.record_at(cpu, sb, x, end, floor, ts_max) else {
+                break;
+            };
+            floor = ts;
+            x += len;
+            n += 1;
+        }
+        n
+    }
+
     /// Time floor of the sub-buffer at `sb` whose opener died before its packet header store,
     /// when nothing else gives one: the time of its first record of this lap. The slot's
     /// `timestamp_end` word holds either the end of its previous lap (not closed in this lap;
@@ -520,18 +577,23 @@ impl Channel {
     /// or this lap's end, which no record is after; so a record at or after that word is
     /// looked for first, then any record (in a sub-buffer's first lap nothing older is there;
     /// in later laps this may find an older lap's: the caller's floor, see
-    /// [`Channel::recover_dead_writers_after`], avoids that). 8-byte steps from the packet
-    /// header on, past zeroed or stale bytes; with no record at all, now.
+    /// [`Channel::recover_dead_writers_after`], avoids that). Byte steps from the packet
+    /// header on (records are packed), past zeroed or stale bytes; only extended headers count
+    /// (a compact one's time is rebuilt from the floor, so it says nothing, and zero bytes
+    /// before an extended header read as one; a packet's first record is extended: its
+    /// opener's floor is 0); with no record at all, now.
     fn first_record_ts(&self, cpu: u32, sb: u64, ts_max: u64) -> u64 {
         let s = self.geo.subbuf_size;
         let word = self.rd_u64(cpu, sb + 32);
         for floor in [word.max(1), 1] {
             let mut x = PACKET_HEADER_SIZE;
             while x + faultline_wire::COMPACT_HEADER_SIZE as u64 <= s {
-                if let Some((ts, _, _, _)) = self.record_at(cpu, sb, x, s, floor, ts_max) {
+                if let Some((ts, _, _, faultline_wire::HeaderForm::Extended)) =
+                    self.record_at(cpu, sb, x, s, floor, ts_max)
+                {
                     return ts;
                 }
-                x += 8;
+                x += 1;
             }
         }
         crate::clock::now(self.geo.clock)
@@ -568,6 +630,9 @@ impl Channel {
         out
     }
 }
+
+/// Records [`Channel::chain_score`] reads at most after a candidate record start.
+const CHAIN_PROBE: u32 = 64;
 
 /// Whether a packet header's `content_size` can be a closer's (sub-buffer size `s`).
 fn end_fields_ok(h: &PacketHeader, s: u64) -> bool {

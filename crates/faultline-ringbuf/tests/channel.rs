@@ -114,12 +114,12 @@ fn discard_mode_drops_with_exact_counts_when_consumer_stops() {
     for sync in syncs() {
         let cpu = pin_first();
         let ch = Channel::create(&cfg(Mode::Discard, sync, 1024, 4)).unwrap();
-        // 40-byte payload => 56-byte records with extended headers; (1024-128-1)/56 = 15
-        // records per sub-buffer (a record must end strictly before the sub-buffer end). With
-        // compact headers: the first (the switch) extended at 128..184, then 48-byte compact
-        // records while an extended one would still fit (the fast path's rule): 184 + 48k +
-        // 56 < 1024 for k = 0..=16, so 18 records.
-        let per = if ch.compact_headers() { 18 } else { 15 };
+        // 40-byte payload => 55-byte records with extended headers (packed); 128 + 55k + 55
+        // < 1024 for k = 0..=15: 16 records per sub-buffer (a record must end strictly before
+        // the sub-buffer end). With compact headers: the first (the switch) extended at
+        // 128..183, then 46-byte compact records while an extended one would still fit (the
+        // fast path's rule): 183 + 46k + 55 < 1024 for k = 0..=17, so 19 records.
+        let per = if ch.compact_headers() { 19 } else { 16 };
         let mut ok = 0u64;
         let mut lost = 0u64;
         for i in 0..200u64 {
@@ -225,9 +225,9 @@ fn stalled_writer_blocks_wrap_and_is_counted() {
                 Err(e) => panic!("{e:?}"),
             }
         }
-        // Sub-buffer 0 holds 1 held + 14 records, sub-buffer 1 holds 15; then every writer must
-        // refuse to wrap onto sub-buffer 0.
-        assert_eq!(stalled, 100 - 14 - 15, "{sync:?}");
+        // 55-byte records: sub-buffer 0 holds 1 held + 15 records, sub-buffer 1 holds 16;
+        // then every writer must refuse to wrap onto sub-buffer 0.
+        assert_eq!(stalled, 100 - 15 - 16, "{sync:?}");
         assert_eq!(ch.cpu_stats(cpu).unwrap().lost_stalled, stalled);
         held.payload().fill(1);
         held.commit();
@@ -362,7 +362,7 @@ fn consumer_rejects_garbage_shared_memory() {
         ));
         *(base.add(data) as *mut u32) = 0xC1FC1FC1;
         // a record length pointing past the content
-        // (the first record's header is extended: a u24 length at 13)
+        // (the first record's header is extended: the u16 low bits of its length at 13)
         *(base.add(data + 128 + 13) as *mut u16) = 5000;
         assert!(matches!(
             cons.next_packet(cpu, &mut buf),
@@ -493,7 +493,7 @@ fn dropped_reservation_is_a_zeroed_padding_record() {
 }
 
 /// Compact record headers from the real writer (`faultline_wire`, channel.rs "Compact
-/// headers"): records close in time get the 7-byte header, a record after a gap of more than
+/// headers"): records close in time get the 6-byte header, a record after a gap of more than
 /// 2^27 TSC ticks an extended one, a dropped compact reservation becomes compact padding with
 /// its own timestamp, and the record walk rebuilds every timestamp exactly as the writer read
 /// it. Atomic mode writes extended headers only.
@@ -544,10 +544,10 @@ fn compact_headers_rebuild_the_exact_timestamps() {
             // extended; every other one compact.
             let extended: Vec<usize> = (0..40).filter(|&i| !forms[i]).collect();
             assert_eq!(extended, vec![0, 20], "{sync:?}");
-            assert_eq!(padding, vec![(dropped_ts, 11, vec![0; 4])], "{sync:?}");
+            assert_eq!(padding, vec![(dropped_ts, 10, vec![0; 4])], "{sync:?}");
         } else {
             assert!(forms.iter().all(|c| !c), "{sync:?}");
-            assert_eq!(padding, vec![(dropped_ts, 16, vec![0; 8])], "{sync:?}");
+            assert_eq!(padding, vec![(dropped_ts, 15, vec![0; 8])], "{sync:?}");
         }
     }
     faultline_rseq::allow_cpus(&all_cpus()).unwrap();

@@ -117,8 +117,9 @@ fn dead_writer_over_the_previous_lap_is_found() {
         assert!(k > 0 && k < n, "{sync:?}: {k} of {n} taken");
         assert_eq!(taken, (0..k).collect::<Vec<u32>>(), "{sync:?}");
         assert_eq!(ch.cpu_stats(cpu).unwrap().lost_total(), 0);
-        // The next record's slot, as the previous lap left it (after the consumer).
-        let pos = ch.cpu_stats(cpu).unwrap().write_offset.next_multiple_of(8);
+        // The next record's slot, as the previous lap left it (after the consumer; records
+        // are packed).
+        let pos = ch.cpu_stats(cpu).unwrap().write_offset;
         let mut stale = [0u8; 16];
         // SAFETY: test-only copy of 16 bytes inside the mapping.
         unsafe {

@@ -55,9 +55,9 @@ fn scenario(sync: SyncMode, zero_header: bool) {
     if zero_header {
         // The writer died between its reservation and its header store: header and payload
         // are still the zeros a fresh (or consumer-zeroed) sub-buffer holds.
-        let h = if dead.is_compact() { 7 } else { 16 };
+        let h = if dead.is_compact() { 6 } else { 15 };
         let p = dead.payload().as_mut_ptr();
-        // SAFETY: the record header (7 bytes compact, 16 extended) sits right before the
+        // SAFETY: the record header (6 bytes compact, 15 extended) sits right before the
         // payload, inside the same exclusive reservation; nobody else writes it.
         unsafe { std::ptr::write_bytes(p.sub(h), 0, h) };
         dead.payload().fill(0);
@@ -103,6 +103,63 @@ fn dead_writer_before_its_header_is_recovered() {
     for s in syncs() {
         scenario(s, true);
     }
+}
+
+/// Records are packed, so recovery finds the record after a header-less reservation from the
+/// first non-zero byte after it. A compact header of event 0 whose timestamp's low 3 bits are
+/// zero starts with a zero byte: the record starts before that byte, and recovery must take
+/// its true start, not the byte. Timestamps cannot be chosen (and this machine's TSC may never
+/// read a multiple of 8), so the test clears those 3 bits in the committed header (the record
+/// then reads 0..7 ticks earlier, still after the record before it).
+#[test]
+fn record_with_a_zero_first_byte_after_a_headerless_reservation() {
+    if !faultline_rseq::available() {
+        println!("SKIPPED: compact headers need rseq");
+        return;
+    }
+    let cpu = faultline_rseq::allowed_cpus()[0];
+    faultline_rseq::pin_to_cpu(cpu).unwrap();
+    for _ in 0..20 {
+        let ch = channel(SyncMode::Rseq);
+        if !ch.compact_headers() {
+            println!("SKIPPED: no compact headers (no TSC clock)");
+            return;
+        }
+        commit(&ch, 1, 0xa1);
+        let mut dead = ch.reserve(2, 24).unwrap();
+        assert!(dead.is_compact());
+        let p = dead.payload().as_mut_ptr();
+        // SAFETY: the 6-byte compact header sits right before the payload, inside the same
+        // exclusive reservation; nobody else writes it.
+        unsafe { std::ptr::write_bytes(p.sub(6), 0, 6) };
+        dead.payload().fill(0);
+        std::mem::forget(dead);
+        let mut next = ch.reserve(0, 24).unwrap();
+        assert!(next.is_compact());
+        next.payload().fill(0xc3);
+        let header = next.payload().as_mut_ptr().wrapping_sub(6);
+        next.commit();
+        // SAFETY: the committed record's header inside the channel's mapping (alive); its
+        // sub-buffer cannot be consumed (the dead reservation keeps it incomplete) and no
+        // other thread writes this channel.
+        unsafe {
+            let w = std::ptr::read_unaligned(header as *const u32);
+            std::ptr::write_unaligned(header as *mut u32, w & !(7 << 5));
+            assert_eq!(*header, 0, "event 0, timestamp bits 0..3 clear");
+        }
+        commit(&ch, 0, 0xc4);
+        let rep = ch.recover_dead_writers();
+        assert_eq!(rep.records(), 1, "{rep:?}");
+        assert_eq!(
+            drain(&ch),
+            vec![
+                (1, vec![0xa1; 24]),
+                (0, vec![0xc3; 24]),
+                (0, vec![0xc4; 24])
+            ]
+        );
+    }
+    faultline_rseq::allow_cpus(&(0..faultline_rseq::possible_cpus()).collect::<Vec<_>>()).unwrap();
 }
 
 /// Recovery reads shared memory it cannot trust: garbage anywhere in a CPU's buffer (counters,
@@ -263,12 +320,12 @@ fn overwrite_mode_dead_writer_before_its_header_leaves_no_stale_record() {
         })
         .unwrap();
         let shm = Shm::new(&ch, cpu);
-        // 40-byte records, 22 per sub-buffer: 100 records fill lap 0 (88) and 12 of lap 1.
+        // 39-byte records, 22 per sub-buffer: 100 records fill lap 0 (88) and 12 of lap 1.
         for i in 0..100 {
             commit_id(&ch, i);
         }
-        // The next record goes where record 12 of lap 0 still is.
-        let pos = ch.cpu_stats(cpu).unwrap().write_offset.next_multiple_of(8);
+        // The next record goes where record 12 of lap 0 still is (records are packed).
+        let pos = ch.cpu_stats(cpu).unwrap().write_offset;
         let mut stale = [0u8; 16];
         // SAFETY: test-only copy of 16 bytes inside the mapping.
         unsafe { std::ptr::copy_nonoverlapping(shm.data_at(pos), stale.as_mut_ptr(), 16) };
@@ -390,12 +447,19 @@ fn dead_opener_in_a_full_buffer(mode: Mode, sync: SyncMode) {
     })
     .unwrap();
     let shm = Shm::new(&ch, cpu);
-    // 40-byte records, 22 per sub-buffer (27 with compact headers: one extended 40, then 32-byte
-    // compact ones while an extended one still fits, 168 + 32k + 40 < 1024). Discard: fill
-    // sub-buffer 0. Overwrite: a whole lap and sub-buffer 4 (slot 0 again), so slot 1 holds
-    // lap 0's header and records.
-    let per = if ch.compact_headers() { 27 } else { 22 };
-    let before = if mode == Mode::Discard { per } else { 5 * per };
+    // 39-byte records (packed), 22 per sub-buffer. The ids are the record numbers, so only the
+    // first sub-buffer's (ids up to MAX_COMPACT_ID = 28) can have compact headers: it then
+    // holds 29 (one extended 39, then 30-byte compact ones while an extended one still fits:
+    // 167 + 30k + 39 < 1024). Discard: fill sub-buffer 0. Overwrite (extended headers
+    // only): a whole lap and sub-buffer 4 (slot 0 again), so slot 1 holds lap 0's header and
+    // records.
+    let per = 22;
+    let first = if ch.compact_headers() { 29 } else { per };
+    let before = if mode == Mode::Discard {
+        first
+    } else {
+        5 * per
+    };
     for i in 0..before {
         commit_id(&ch, i);
     }

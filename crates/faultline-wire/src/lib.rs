@@ -30,30 +30,39 @@
 //! | 112 | 2 x u64 | reserved (zero) |
 //!
 //! # Records
-//! Records follow at byte 128; each starts at a multiple of [`RECORD_ALIGN`] (8). A record is a
-//! header of one of three forms, then its payload. The first byte's low 5 bits are the **tag**;
-//! the form is chosen per record by the writer:
+//! Records follow at byte 128, back to back: a record starts at the byte where the previous
+//! one ends ([`RECORD_ALIGN`] is 1). A record is a header of one of three forms, then its
+//! payload. The first byte's low 5 bits are the **tag**; the form is chosen per record by the
+//! writer:
 //!
-//! **Compact** (tag 0..=[`MAX_COMPACT_ID`], and [`PENDING_TAG`]), 7 bytes:
+//! Every form ends with the record's **length** `len` (payload bytes): a u16, or, when the
+//! payload has [`LONG_LEN`] (65535) bytes or more, the u16 65535 followed by the u32 length
+//! ([`LONG_LEN_EXTRA`] more bytes). Writers use the long form only for payloads of
+//! [`LONG_LEN`] bytes or more (always with the extended header), and at most [`MAX_PAYLOAD`].
+//!
+//! **Compact** (tag 0..=[`MAX_COMPACT_ID`], and [`PENDING_TAG`]), 6 bytes:
 //!
 //! | off | size | field |
 //! |---|---|---|
 //! | 0 | u32 | `tag` (bits 0..5) = event id, `timestamp` low 27 bits (bits 5..32) |
-//! | 4 | u24 | `len` = **payload** bytes (CTF `stream.event.context`) |
-//! | 7 | len | payload |
+//! | 4 | u16 | `len` = **payload** bytes (at most [`MAX_COMPACT_PAYLOAD`]) |
+//! | 6 | len | payload |
 //!
-//! **Compact padding** (tag [`PADDING_TAG`]), 11 bytes: the same 32-bit word, then the u32 id
-//! [`PADDING_ID`] at 4, `len` (u24) at 8, `len` zero bytes from 11.
+//! **Compact padding** (tag [`PADDING_TAG`]), 10 bytes: the same 32-bit word, then the u32 id
+//! [`PADDING_ID`] at 4, `len` (u16, at most [`MAX_PADDING_PAYLOAD`]) at 8, `len` zero bytes
+//! from 10.
 //!
-//! **Extended** (tag [`EXTENDED_TAG`]; byte 0 is exactly 31), 16 bytes:
+//! **Extended** (tag [`EXTENDED_TAG`]; byte 0 is exactly 31), 15 bytes (19 with a long
+//! length):
 //!
 //! | off | size | field |
 //! |---|---|---|
 //! | 0 | u8 | 31 |
 //! | 1 | u32 | `id` (any id, reserved ones included) |
 //! | 5 | u64 | `timestamp` (clock ticks, all 64 bits) |
-//! | 13 | u24 | `len` = payload bytes |
-//! | 16 | len | payload |
+//! | 13 | u16 | `len` (65535: the u32 length follows) |
+//! | (15 | u32 | `len`, long form only) |
+//! | 15 (19) | len | payload |
 //!
 //! A compact timestamp holds the low 27 bits of the full one; the full value is rebuilt from
 //! the previous record's timestamp `prev` (the packet's `timestamp_begin` for the first
@@ -61,41 +70,72 @@
 //! `prev` with its low 27 bits replaced, and add 2^27 when that is below `prev`
 //! ([`rebuild_timestamp`]). It is exact when `prev <= timestamp < prev + 2^27`, so a writer
 //! may use the compact form only then ([`compact_fits`]); otherwise (a gap of 2^27 ticks, an
-//! event id above [`MAX_COMPACT_ID`], a payload below [`MIN_COMPACT_PAYLOAD`] bytes, or a
-//! writer that cannot prove the order, see the ring buffer) it writes the extended form.
-//! Records that need none of that cost 7 header bytes instead of 16: a record with one u64 is
-//! 15 bytes (16 with the alignment of the next one), a u64 + 32-byte string 48.
+//! event id above [`MAX_COMPACT_ID`], a payload below [`MIN_COMPACT_PAYLOAD`] or above
+//! [`MAX_COMPACT_PAYLOAD`] bytes, or a writer that cannot prove the order, see the ring
+//! buffer) it writes the extended form. Records that need none of that cost 6 header bytes
+//! instead of 15: a record with one u64 is 14 bytes, a u64 + 32-byte string (33 with its NUL)
+//! 47 — LTTng-UST's compact record for the same events (4-byte header) plus the length.
 //!
-//! The next record starts at `align8(start + header + len)`. `content_size / 8` is exactly
-//! the end of the last record's payload (unaligned), or 128 for an empty packet; bytes between
-//! `content_size` and `packet_size` are padding. The walk ([`record_at`], [`Records`]) checks
-//! that the chain ends exactly at the content end and that every record lies inside it.
+//! The next record starts at `start + header + len`. `content_size / 8` is exactly the end of
+//! the last record's payload, or 128 for an empty packet; bytes between `content_size` and
+//! `packet_size` are padding. The walk ([`record_at`], [`Records`]) checks that the chain ends
+//! exactly at the content end and that every record lies inside it.
+//!
+//! ## Why this layout
+//! * **Byte-aligned records.** With records starting at multiples of 8, the u64 record cost
+//!   16 bytes and the string record 48 whatever the header: the alignment bytes were as large
+//!   as what a smaller header saves. LTTng's compact records are not aligned either. Nothing
+//!   needs the alignment: payload fields are packed (every CTF type of a payload is
+//!   byte-aligned), every header read is a byte copy (`get_u32`...), and the stores into
+//!   headers — the writer's header store after its reservation, the commit's store of the
+//!   real tag or id over the pending one, recovery's rewrites — are plain unaligned stores
+//!   into memory their writer owns, published by the commit counter's release (no atomic
+//!   access to a record byte exists, so nothing requires a naturally aligned address).
+//! * **A length in every record.** It is what lets the ring buffer's dead-writer recovery, the
+//!   trace writer's and the consumer's bounds checks and every reader step over any record
+//!   without the schema (and over padding records, which have none).
+//! * **16 bits, with an escape.** Events are small: 2 bytes of length cover them, and the
+//!   rare payload of 64 KiB or more (up to [`MAX_PAYLOAD`], as before) pays 4 more bytes.
+//!   The length is the same field in every form, after the header — in the CTF metadata it is
+//!   `stream.event.context`, the one place a field can follow every header form (a
+//!   babeltrace2 variant tag cannot name the header's tag from the context, and babeltrace2
+//!   warns about any event-header field other than `id` and `timestamp`) — so the padding
+//!   class's payload (a text sequence of `stream.event.context.len` bytes) refers to one field
+//!   whatever the form. A padding record therefore never holds more than
+//!   [`MAX_PADDING_PAYLOAD`] bytes (below the escape): writers cover a longer span with a
+//!   chain of them ([`fill_padding`]).
+//! * Not taken: no length for event classes of fixed size (2 more bytes saved) — recovery and
+//!   the readers would then need the schema to step over a record, and a record damaged in
+//!   shared memory could no longer be bounded on its own.
 //!
 //! In the CTF metadata the header is LTTng's compact/extended scheme: `stream.event.header` is
 //! `struct { enum : uint5 { compact = 0 ... 29, padding = 30, extended = 31 } id; variant <id>
 //! { struct { uint27 timestamp; } compact; struct { uint27 timestamp; uint32 id; } padding;
-//! struct { uint32 id; uint64 timestamp; } extended; } v; } align(64)` (timestamps mapped to the
+//! struct { uint32 id; uint64 timestamp; } extended; } v; } align(8)` (timestamps mapped to the
 //! clock; the padding option's `id` is bit-aligned — an `align(8)` member would align the whole
-//! option struct to a byte and move its timestamp to byte 1 — the extended one's byte-aligned),
-//! and `stream.event.context` is `struct { uint24 len; }` (byte-aligned). A CTF reader takes
-//! the event id from the last `id` integer it decoded, so tag 30 reads as the padding class's
-//! id and tag 31 as the extended id.
+//! option struct to a byte and move its timestamp to byte 1 — the extended one's
+//! byte-aligned), and `stream.event.context` is `struct { enum : uint16 { small = 0 ...
+//! 65534, large = 65535 } len; variant <len> { struct { } small; struct { uint32 len; } large;
+//! } v; }` (byte-aligned). A CTF reader takes the event id from the last `id` integer it
+//! decoded, so tag 30 reads as the padding class's id and tag 31 as the extended id.
 //!
-//! Traces written before this format (a 16-byte header of u64 timestamp, u32 id, u32 len at
-//! every record) are refused by faultline's strict reader with an error that says so; the
-//! general CTF reader and babeltrace2 still read them through their metadata.
+//! Traces written before this format are refused by faultline's strict reader with an error
+//! that says so: the 8-byte aligned records with a 7-byte compact header and a u24 length
+//! (layout 2), and the 16-byte header of u64 timestamp, u32 id, u32 len at every record
+//! (layout 1). The general CTF reader and babeltrace2 still read them through their metadata.
 //!
 //! # Reserved record ids
 //! * [`PADDING_ID`]: a **padding record** — a reservation abandoned or discarded by its writer
 //!   (dropped without commit, a prefault-restart retry, a record re-reserved at another size),
 //!   or an uncommitted one completed by dead-writer recovery. Written in place of the record
-//!   it replaces, with the same timestamp: a compact record becomes compact padding (tag
-//!   [`PADDING_TAG`]: the 4 bytes of the compact payload's start hold the id), an extended one
-//!   keeps its header with the id replaced. Its payload is `len` bytes of zeros (the writer or
-//!   recovery zeroes them). Every reader skips it. In the CTF metadata it is the event class
-//!   [`PADDING_EVENT_NAME`] whose payload is one text sequence of `stream.event.context.len`
-//!   bytes, so babeltrace2 and any CTF reader step over it too (they show it as an event with
-//!   an empty string).
+//!   it replaces, with the same timestamp ([`fill_padding`]): a compact record becomes compact
+//!   padding (tag [`PADDING_TAG`]: the 4 bytes of the compact payload's start hold the id), an
+//!   extended one an extended record with the padding id — several of them, back to back, when
+//!   the span is longer than one padding record holds ([`MAX_PADDING_PAYLOAD`]). Its payload is
+//!   `len` bytes of zeros (the writer or recovery zeroes them). Every reader skips it. In the
+//!   CTF metadata it is the event class [`PADDING_EVENT_NAME`] whose payload is one text
+//!   sequence of `stream.event.context.len` bytes, so babeltrace2 and any CTF reader step over
+//!   it too (they show it as an event with an empty string).
 //! * [`PENDING_ID`]: a reservation not committed (yet). A compact reservation is written with
 //!   tag [`PENDING_TAG`], an extended one with this id; the writer stores the real tag/id just
 //!   before its commit, and a record still reading pending after its writer died is turned into
@@ -108,15 +148,21 @@
 pub const PACKET_MAGIC: u32 = 0xC1FC_1FC1;
 /// Size of the packet header + context; the first record starts here.
 pub const PACKET_HEADER_SIZE: usize = 128;
-/// Size of the largest record header (the extended form); a payload is at most this many
-/// bytes after its record's start.
-pub const RECORD_HEADER_SIZE: usize = EXTENDED_HEADER_SIZE;
-/// Size of the extended record header (tag, id, 64-bit timestamp, payload length).
-pub const EXTENDED_HEADER_SIZE: usize = 16;
+/// Size of the largest record header (the extended form with a long length); a payload is at
+/// most this many bytes after its record's start.
+pub const RECORD_HEADER_SIZE: usize = EXTENDED_HEADER_SIZE + LONG_LEN_EXTRA;
+/// Size of the extended record header (tag, id, 64-bit timestamp, u16 payload length); 4 more
+/// with a long length ([`LONG_LEN_EXTRA`]).
+pub const EXTENDED_HEADER_SIZE: usize = 15;
+/// The u16 length value that says the u32 length follows (module docs); payloads of this
+/// many bytes or more have a long length.
+pub const LONG_LEN: usize = u16::MAX as usize;
+/// Bytes a long length adds to a header (the u32 after the u16 [`LONG_LEN`]).
+pub const LONG_LEN_EXTRA: usize = 4;
 /// Size of the compact record header (tag and 27 timestamp bits, payload length).
-pub const COMPACT_HEADER_SIZE: usize = 7;
+pub const COMPACT_HEADER_SIZE: usize = 6;
 /// Size of the compact padding header (tag and 27 timestamp bits, id, payload length).
-pub const COMPACT_PADDING_HEADER_SIZE: usize = 11;
+pub const COMPACT_PADDING_HEADER_SIZE: usize = 10;
 /// Largest event id a compact header holds (tags 29..=31 have other meanings).
 pub const MAX_COMPACT_ID: u32 = 28;
 /// Tag of a compact reservation not committed yet ([`PENDING_ID`]).
@@ -132,10 +178,18 @@ pub const COMPACT_TS_BITS: u32 = 27;
 pub const COMPACT_TS_WINDOW: u64 = 1 << COMPACT_TS_BITS;
 /// Smallest payload a compact record may have: room for the padding id when it is discarded.
 pub const MIN_COMPACT_PAYLOAD: usize = COMPACT_PADDING_HEADER_SIZE - COMPACT_HEADER_SIZE;
-/// Largest payload of any record (`len` is 24 bits).
+/// Largest payload of a compact record (a short length).
+pub const MAX_COMPACT_PAYLOAD: usize = LONG_LEN - 1;
+/// Largest payload of one padding record, in either form: CTF readers step over a padding
+/// record by `stream.event.context.len`, the u16, so its length is never long.
+pub const MAX_PADDING_PAYLOAD: usize = LONG_LEN - 1;
+/// Largest payload of any record (as in earlier layouts; sub-buffers are at most 1 GiB).
 pub const MAX_PAYLOAD: usize = (1 << 24) - 1;
-/// Records start at multiples of this (relative to the packet start).
-pub const RECORD_ALIGN: usize = 8;
+/// Records start at multiples of this (relative to the packet start): 1, records are packed
+/// (module docs, "Why this layout").
+pub const RECORD_ALIGN: usize = 1;
+/// Packets on disk and in the relay are their content rounded up to a multiple of this.
+pub const PACKET_ALIGN: usize = 8;
 
 /// Record id of a padding record (module docs): every reader skips it.
 pub const PADDING_ID: u32 = u32::MAX;
@@ -418,7 +472,7 @@ pub const fn rebuild_timestamp(prev: u64, low: u32) -> u64 {
 pub const fn compact_fits(id: u32, payload_len: usize, floor: u64, timestamp: u64) -> bool {
     id <= MAX_COMPACT_ID
         && payload_len >= MIN_COMPACT_PAYLOAD
-        && payload_len <= MAX_PAYLOAD
+        && payload_len <= MAX_COMPACT_PAYLOAD
         && timestamp >= floor
         && timestamp - floor < COMPACT_TS_WINDOW
 }
@@ -430,19 +484,76 @@ pub const fn compact_word(tag: u32, timestamp: u64) -> u32 {
 }
 
 /// The first 8 bytes of a compact header as one little-endian word: the tag word, then `len`
-/// (u24); the 8th byte (the payload's first) is zero.
+/// (u16, at most [`MAX_COMPACT_PAYLOAD`]); the 7th and 8th bytes (the payload's first two,
+/// written after it: a compact payload has at least [`MIN_COMPACT_PAYLOAD`] bytes) are zero.
 #[inline(always)]
 pub const fn compact_header_word(tag: u32, timestamp: u64, len: u32) -> u64 {
-    compact_word(tag, timestamp) as u64 | ((len & 0xFF_FFFF) as u64) << 32
+    compact_word(tag, timestamp) as u64 | ((len & 0xFFFF) as u64) << 32
 }
 
-/// The extended header as two little-endian words (bytes 0..8 and 8..16).
+/// The 15-byte extended header with a short length (`len` below [`LONG_LEN`]) as two
+/// little-endian words that overlap by one byte: bytes 0..8 (tag, id, the timestamp's low 24
+/// bits) and bytes 7..15 (the timestamp's bits 16..64, `len`). Both hold byte 7 (timestamp bits
+/// 16..24), so they may be stored in either order.
 #[inline(always)]
 pub const fn extended_header_words(id: u32, timestamp: u64, len: u32) -> (u64, u64) {
     (
         EXTENDED_TAG as u64 | (id as u64) << 8 | (timestamp & 0xFF_FFFF) << 40,
-        timestamp >> 24 | ((len & 0xFF_FFFF) as u64) << 40,
+        timestamp >> 16 | ((len & 0xFFFF) as u64) << 48,
     )
+}
+
+/// Offset of the second word of [`extended_header_words`].
+pub const EXTENDED_SECOND_WORD: usize = 7;
+
+/// The extended header for any length (15 bytes, 19 with a long length): the bytes and how
+/// many of them are the header.
+#[inline]
+pub const fn extended_header_bytes(
+    id: u32,
+    timestamp: u64,
+    len: u32,
+) -> ([u8; RECORD_HEADER_SIZE], usize) {
+    let long = len as usize >= LONG_LEN;
+    let (w0, w1) = extended_header_words(id, timestamp, if long { LONG_LEN as u32 } else { len });
+    let mut b = [0u8; RECORD_HEADER_SIZE];
+    let (w0, w1, l) = (w0.to_le_bytes(), w1.to_le_bytes(), len.to_le_bytes());
+    let mut i = 0;
+    while i < 8 {
+        b[i] = w0[i];
+        b[EXTENDED_SECOND_WORD + i] = w1[i];
+        if i < 4 {
+            b[EXTENDED_HEADER_SIZE + i] = l[i];
+        }
+        i += 1;
+    }
+    (
+        b,
+        if long {
+            RECORD_HEADER_SIZE
+        } else {
+            EXTENDED_HEADER_SIZE
+        },
+    )
+}
+
+/// Bytes of a record header of this form for a payload of `len` bytes (a long length from
+/// [`LONG_LEN`] on).
+#[inline(always)]
+pub const fn header_size(form: HeaderForm, len: usize) -> usize {
+    form.size() + if len >= LONG_LEN { LONG_LEN_EXTRA } else { 0 }
+}
+
+/// Bytes of an extended record (header and payload) with `len` payload bytes, saturating.
+#[inline(always)]
+pub const fn extended_record_len(len: u64) -> u64 {
+    let h = EXTENDED_HEADER_SIZE as u64
+        + if len >= LONG_LEN as u64 {
+            LONG_LEN_EXTRA as u64
+        } else {
+            0
+        };
+    h.saturating_add(len)
 }
 
 /// Offset of the id in an extended header (a u32; the writer's commit stores the real id
@@ -452,16 +563,16 @@ pub const EXTENDED_ID_OFFSET: usize = 1;
 /// Which header a record has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeaderForm {
-    /// 7 bytes: 5-bit id, 27 timestamp bits, u24 length (pending: tag [`PENDING_TAG`]).
+    /// 6 bytes: 5-bit id, 27 timestamp bits, u16 length (pending: tag [`PENDING_TAG`]).
     Compact,
-    /// 11 bytes: tag [`PADDING_TAG`], 27 timestamp bits, u32 id, u24 length.
+    /// 10 bytes: tag [`PADDING_TAG`], 27 timestamp bits, u32 id, u16 length.
     CompactPadding,
-    /// 16 bytes: tag 31, u32 id, u64 timestamp, u24 length.
+    /// 15 bytes: tag 31, u32 id, u64 timestamp, u16 length.
     Extended,
 }
 
 impl HeaderForm {
-    /// Bytes of this header.
+    /// Bytes of this header with a short length ([`header_size`] for any length).
     pub const fn size(self) -> usize {
         match self {
             HeaderForm::Compact => COMPACT_HEADER_SIZE,
@@ -484,19 +595,58 @@ pub struct RecordHeader {
     pub form: HeaderForm,
 }
 
-fn get_u24(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at.checked_add(3)?)?;
-    Some(s[0] as u32 | (s[1] as u32) << 8 | (s[2] as u32) << 16)
+fn get_u16(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at.checked_add(2)?)?;
+    Some(s[0] as u32 | (s[1] as u32) << 8)
+}
+
+/// The length field at `at` (module docs): the u16, or [`LONG_LEN`] then the u32, which must
+/// be at least [`LONG_LEN`] (one encoding per length, so the header size follows from it).
+fn get_len(b: &[u8], at: usize) -> Result<u32, String> {
+    let short = || "record header crosses the end of the content".to_string();
+    let lo = get_u16(b, at).ok_or_else(short)?;
+    if lo as usize != LONG_LEN {
+        return Ok(lo);
+    }
+    let len = get_u32(b, at + 2).ok_or_else(short)?;
+    if (len as usize) < LONG_LEN {
+        return Err(format!("long record length {len} below {LONG_LEN}"));
+    }
+    Ok(len)
+}
+
+/// Append the length field for `len` (module docs).
+fn put_len(b: &mut Vec<u8>, len: u32) {
+    if (len as usize) < LONG_LEN {
+        b.extend_from_slice(&(len as u16).to_le_bytes());
+    } else {
+        b.extend_from_slice(&(LONG_LEN as u16).to_le_bytes());
+        b.extend_from_slice(&len.to_le_bytes());
+    }
 }
 
 impl RecordHeader {
     /// Decode the header at `at` of `b`, the previous record's timestamp being `prev`; `Err`
-    /// says what is wrong (it does not fit, or a compact padding header without the padding
-    /// id).
+    /// says what is wrong (it does not fit, a compact padding header without the padding id,
+    /// a padding record longer than [`MAX_PADDING_PAYLOAD`], a long length below
+    /// [`LONG_LEN`]).
     #[inline]
     pub fn parse_at(b: &[u8], at: usize, prev: u64) -> Result<RecordHeader, String> {
         let short = || "record header crosses the end of the content".to_string();
         let tag = *b.get(at).ok_or_else(short)? as u32 & 31;
+        let h = Self::parse_fields(b, at, prev, tag)?;
+        if h.id == PADDING_ID && h.len as usize > MAX_PADDING_PAYLOAD {
+            return Err(format!(
+                "padding record of {} payload bytes (at most {MAX_PADDING_PAYLOAD})",
+                h.len
+            ));
+        }
+        Ok(h)
+    }
+
+    #[inline(always)]
+    fn parse_fields(b: &[u8], at: usize, prev: u64, tag: u32) -> Result<RecordHeader, String> {
+        let short = || "record header crosses the end of the content".to_string();
         match tag {
             EXTENDED_TAG => {
                 let first = b[at];
@@ -507,7 +657,7 @@ impl RecordHeader {
                 }
                 let id = get_u32(b, at + 1).ok_or_else(short)?;
                 let timestamp = get_u64(b, at + 5).ok_or_else(short)?;
-                let len = get_u24(b, at + 13).ok_or_else(short)?;
+                let len = get_len(b, at + 13)?;
                 Ok(RecordHeader {
                     timestamp,
                     id,
@@ -518,7 +668,7 @@ impl RecordHeader {
             PADDING_TAG => {
                 let w = get_u32(b, at).ok_or_else(short)?;
                 let id = get_u32(b, at + 4).ok_or_else(short)?;
-                let len = get_u24(b, at + 8).ok_or_else(short)?;
+                let len = get_len(b, at + 8)?;
                 if id != PADDING_ID {
                     return Err(format!(
                         "compact padding record header with id {id} (expected {PADDING_ID})"
@@ -533,7 +683,7 @@ impl RecordHeader {
             }
             _ => {
                 let w = get_u32(b, at).ok_or_else(short)?;
-                let len = get_u24(b, at + 4).ok_or_else(short)?;
+                let len = get_len(b, at + 4)?;
                 Ok(RecordHeader {
                     timestamp: rebuild_timestamp(prev, w >> 5),
                     id: if tag == PENDING_TAG { PENDING_ID } else { tag },
@@ -545,19 +695,19 @@ impl RecordHeader {
     }
 
     /// Encode the header (at most [`RECORD_HEADER_SIZE`] bytes; the compact forms use the
-    /// low 27 bits of `timestamp`). `len` must be at most [`MAX_PAYLOAD`].
+    /// low 27 bits of `timestamp`). `len` must be at most [`MAX_PAYLOAD`], and at most
+    /// [`MAX_COMPACT_PAYLOAD`] for the compact forms.
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(EXTENDED_HEADER_SIZE);
+        let mut b = Vec::with_capacity(RECORD_HEADER_SIZE);
         match self.form {
             HeaderForm::Extended => {
-                let (w0, w1) = extended_header_words(self.id, self.timestamp, self.len);
-                b.extend_from_slice(&w0.to_le_bytes());
-                b.extend_from_slice(&w1.to_le_bytes());
+                b.push(EXTENDED_TAG as u8);
+                b.extend_from_slice(&self.id.to_le_bytes());
+                b.extend_from_slice(&self.timestamp.to_le_bytes());
             }
             HeaderForm::CompactPadding => {
                 b.extend_from_slice(&compact_word(PADDING_TAG, self.timestamp).to_le_bytes());
                 b.extend_from_slice(&self.id.to_le_bytes());
-                b.extend_from_slice(&self.len.to_le_bytes()[..3]);
             }
             HeaderForm::Compact => {
                 let tag = if self.id == PENDING_ID {
@@ -566,22 +716,29 @@ impl RecordHeader {
                     self.id
                 };
                 b.extend_from_slice(&compact_word(tag, self.timestamp).to_le_bytes());
-                b.extend_from_slice(&self.len.to_le_bytes()[..3]);
             }
         }
+        put_len(&mut b, self.len);
         b
     }
 
+    /// Bytes of this header ([`header_size`]).
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        header_size(self.form, self.len as usize)
+    }
+
     /// Bytes of header + payload, `None` on overflow.
+    #[inline]
     pub fn record_len(&self) -> Option<usize> {
-        self.form.size().checked_add(self.len as usize)
+        self.header_len().checked_add(self.len as usize)
     }
 }
 
-/// `x` rounded up to a multiple of 8, `None` on overflow.
+/// `x` rounded up to a multiple of 8 ([`PACKET_ALIGN`]), `None` on overflow.
 pub const fn align8(x: usize) -> Option<usize> {
-    match x.checked_add(RECORD_ALIGN - 1) {
-        Some(v) => Some(v & !(RECORD_ALIGN - 1)),
+    match x.checked_add(PACKET_ALIGN - 1) {
+        Some(v) => Some(v & !(PACKET_ALIGN - 1)),
         None => None,
     }
 }
@@ -628,7 +785,7 @@ pub fn record_at(
     let bad = |msg: String| (at as u64, msg);
     let h = RecordHeader::parse_at(content, at, prev)
         .map_err(|m| bad(format!("{m} ({end} bytes of content)")))?;
-    let header_end = at + h.form.size(); // parse_at checked it fits
+    let header_end = at + h.header_len(); // parse_at checked it fits
     let rec_end = header_end
         .checked_add(h.len as usize)
         .filter(|&e| e <= end)
@@ -639,24 +796,13 @@ pub fn record_at(
             ))
         })?;
     let payload = content.get(header_end..rec_end).unwrap_or(&[]);
-    let next = if rec_end == end {
-        None
-    } else {
-        let next = align8(rec_end).unwrap_or(usize::MAX);
-        if next >= end {
-            return Err((
-                rec_end as u64,
-                format!("content_size ({end} bytes) is not the end of the last record ({rec_end})"),
-            ));
-        }
-        Some(next)
-    };
+    let next = (rec_end != end).then_some(rec_end);
     Ok((
         RawRecord {
             offset: at,
             timestamp: h.timestamp,
             id: h.id,
-            header_len: h.form.size(),
+            header_len: h.header_len(),
             payload,
         },
         next,
@@ -697,19 +843,73 @@ impl<'a> Iterator for Records<'a> {
     }
 }
 
-/// Append one record to `buf` (a packet being built, header included) at the next 8-byte
-/// aligned offset: alignment zeros, the header, the payload. The header is compact when
-/// `prev` (the previous record's timestamp, or the packet's `timestamp_begin`) is given and
-/// [`compact_fits`] allows it, extended otherwise; a [`PADDING_ID`] record is compact padding
-/// when its payload has room for it. `payload` must be at most [`MAX_PAYLOAD`] bytes.
+/// Cover `span` (the bytes of an abandoned reservation, or of a stretch recovery completes)
+/// exactly with padding records of the given form's family, all with `timestamp`: one record
+/// when the payload fits in [`MAX_PADDING_PAYLOAD`] bytes, otherwise a chain of them (each
+/// compact one rebuilt from the previous, so exact). `form` [`HeaderForm::Extended`] writes
+/// extended padding records (15-byte headers), the compact forms compact padding (10 bytes; a
+/// compact record's 27 timestamp bits are kept, so the caller must be allowed a compact header
+/// at `timestamp`). Zeroes the payloads. Returns the number of records written, or an error
+/// when `span` is shorter than one header.
+pub fn fill_padding(span: &mut [u8], timestamp: u64, form: HeaderForm) -> Result<usize, String> {
+    let form = match form {
+        HeaderForm::Extended => HeaderForm::Extended,
+        HeaderForm::Compact | HeaderForm::CompactPadding => HeaderForm::CompactPadding,
+    };
+    let h = form.size();
+    if span.len() < h {
+        return Err(format!(
+            "{} bytes cannot hold a padding record ({h}-byte header)",
+            span.len()
+        ));
+    }
+    span.fill(0);
+    let (mut at, mut n) = (0, 0);
+    while at < span.len() {
+        let rem = span.len() - at;
+        let mut piece = rem.min(h + MAX_PADDING_PAYLOAD);
+        if rem != piece && rem - piece < h {
+            // Leave room for a whole header after this one: rem > h + MAX_PADDING_PAYLOAD
+            // here, so the piece still holds its own header.
+            piece = rem - h;
+        }
+        let hdr = RecordHeader {
+            timestamp,
+            id: PADDING_ID,
+            len: (piece - h) as u32,
+            form,
+        }
+        .encode();
+        span[at..at + h].copy_from_slice(&hdr);
+        at += piece;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Append one record to `buf` (a packet being built, header included) right after the last
+/// one: the header, the payload. The header is compact when `prev` (the previous record's
+/// timestamp, or the packet's `timestamp_begin`) is given and [`compact_fits`] allows it,
+/// extended otherwise; a [`PADDING_ID`] record is compact padding when the timestamp allows
+/// it, and covers its header and payload with zeros as [`fill_padding`] does (several records
+/// when the payload is longer than [`MAX_PADDING_PAYLOAD`]; the payload's bytes are not
+/// used). `payload` must be at most [`MAX_PAYLOAD`] bytes.
 pub fn push_record(buf: &mut Vec<u8>, prev: Option<u64>, timestamp: u64, id: u32, payload: &[u8]) {
-    let start = buf.len().next_multiple_of(RECORD_ALIGN);
-    buf.resize(start, 0);
     let len = payload.len();
     let near = prev.is_some_and(|p| timestamp >= p && timestamp - p < COMPACT_TS_WINDOW);
-    let form = if id == PADDING_ID && near {
-        HeaderForm::CompactPadding
-    } else if prev.is_some_and(|p| compact_fits(id, len, p, timestamp)) {
+    if id == PADDING_ID {
+        let form = if near {
+            HeaderForm::CompactPadding
+        } else {
+            HeaderForm::Extended
+        };
+        let start = buf.len();
+        buf.resize(start + form.size() + len, 0);
+        // The span holds at least one header.
+        let _ = fill_padding(&mut buf[start..], timestamp, form);
+        return;
+    }
+    let form = if prev.is_some_and(|p| compact_fits(id, len, p, timestamp)) {
         HeaderForm::Compact
     } else {
         HeaderForm::Extended
@@ -762,21 +962,25 @@ mod tests {
     #[test]
     fn header_forms_encode_and_decode() {
         let ts = 0x0102_0304_0506_0708u64;
-        for (form, id, size) in [
-            (HeaderForm::Extended, 77, 16),
-            (HeaderForm::Extended, PENDING_ID, 16),
-            (HeaderForm::Compact, 5, 7),
-            (HeaderForm::Compact, PENDING_ID, 7),
-            (HeaderForm::CompactPadding, PADDING_ID, 11),
+        for (form, id, size, len) in [
+            (HeaderForm::Extended, 77, 19, 0xAB_CDEF),
+            (HeaderForm::Extended, 77, 19, 0xFFFF),
+            (HeaderForm::Extended, 77, 15, 0xFFFE),
+            (HeaderForm::Extended, PENDING_ID, 19, 0xAB_CDEF),
+            (HeaderForm::Extended, PADDING_ID, 15, 0xFFFE),
+            (HeaderForm::Compact, 5, 6, 0xABCD),
+            (HeaderForm::Compact, 5, 10, 0x1_0000),
+            (HeaderForm::Compact, PENDING_ID, 6, 0xABCD),
+            (HeaderForm::CompactPadding, PADDING_ID, 10, 0xABCD),
         ] {
             let h = RecordHeader {
                 timestamp: ts,
                 id,
-                len: 0xAB_CDEF,
+                len,
                 form,
             };
             let b = h.encode();
-            assert_eq!(b.len(), size);
+            assert_eq!((b.len(), h.header_len()), (size, size));
             // Decoded against a previous timestamp a little before.
             let got = RecordHeader::parse_at(&b, 0, ts - 1000).unwrap();
             assert_eq!(got, h);
@@ -784,11 +988,53 @@ mod tests {
         }
         let (w0, w1) = extended_header_words(9, ts, 33);
         let mut b = w0.to_le_bytes().to_vec();
+        b.truncate(EXTENDED_SECOND_WORD);
         b.extend_from_slice(&w1.to_le_bytes());
+        assert_eq!(w0.to_le_bytes()[7], b[7], "the words agree on byte 7");
+        assert_eq!(b.len(), EXTENDED_HEADER_SIZE);
         assert_eq!(b[0], 31);
         assert_eq!(get_u32(&b, EXTENDED_ID_OFFSET), Some(9));
         assert_eq!(get_u64(&b, 5), Some(ts));
-        assert_eq!(&b[13..16], &[33, 0, 0]);
+        assert_eq!(&b[13..15], &[33, 0]);
+        let enc = RecordHeader {
+            timestamp: ts,
+            id: 9,
+            len: 33,
+            form: HeaderForm::Extended,
+        }
+        .encode();
+        assert_eq!(enc, b);
+        assert_eq!(extended_header_bytes(9, ts, 33).0[..15], b[..]);
+        assert_eq!(extended_header_bytes(9, ts, 33).1, 15);
+        // Long lengths: 65535 then the u32, never below 65535.
+        let long = RecordHeader {
+            timestamp: ts,
+            id: 9,
+            len: 0x12_3456,
+            form: HeaderForm::Extended,
+        }
+        .encode();
+        assert_eq!(&long[13..19], &[0xFF, 0xFF, 0x56, 0x34, 0x12, 0]);
+        assert_eq!(
+            extended_header_bytes(9, ts, 0x12_3456),
+            (long[..].try_into().unwrap(), 19)
+        );
+        let mut bad = long.clone();
+        bad[15..19].copy_from_slice(&100u32.to_le_bytes());
+        assert!(RecordHeader::parse_at(&bad, 0, 0)
+            .unwrap_err()
+            .contains("long record length 100"));
+        // A padding record longer than CTF readers can step over is refused.
+        let big = RecordHeader {
+            timestamp: ts,
+            id: PADDING_ID,
+            len: 0xFFFF,
+            form: HeaderForm::Extended,
+        }
+        .encode();
+        assert!(RecordHeader::parse_at(&big, 0, 0)
+            .unwrap_err()
+            .contains("padding record of 65535"));
         let w = compact_header_word(3, ts, 41).to_le_bytes();
         assert_eq!(w[0] & 31, 3);
         assert_eq!(&w[4..8], &[41, 0, 0, 0]);
@@ -822,6 +1068,8 @@ mod tests {
         }
         assert!(!compact_fits(MAX_COMPACT_ID + 1, 8, 0, 0));
         assert!(!compact_fits(0, MIN_COMPACT_PAYLOAD - 1, 0, 0));
+        assert!(compact_fits(0, MAX_COMPACT_PAYLOAD, 0, 0));
+        assert!(!compact_fits(0, MAX_COMPACT_PAYLOAD + 1, 0, 0));
         assert!(!compact_fits(0, 8, 10, 9));
     }
 
@@ -833,28 +1081,90 @@ mod tests {
         push_record(&mut pk, Some(10), 11, PADDING_ID, &[0; 5]);
         push_record(&mut pk, Some(11), 12, 3, &[9; 8]);
         push_record(&mut pk, Some(12), 12 + COMPACT_TS_WINDOW, 3, &[9; 8]);
-        // extended 16+4 -> 24, compact padding 11+5 -> 16, compact 7+8 = 15 -> 16, extended 24.
-        assert_eq!(pk.len(), 128 + 24 + 16 + 16 + 24);
+        push_record(
+            &mut pk,
+            Some(12 + COMPACT_TS_WINDOW),
+            13 + COMPACT_TS_WINDOW,
+            3,
+            &[7; 70_000],
+        );
+        // Packed: extended 15 + 4, compact padding 10 + 5, compact 6 + 8, extended 15 + 8,
+        // extended with a long length 19 + 70000.
+        assert_eq!(pk.len(), 128 + 19 + 15 + 14 + 23 + 19 + 70_000);
         let recs: Vec<_> = Records::new(&pk).collect::<Result<_, _>>().unwrap();
-        assert_eq!(recs.len(), 4);
+        assert_eq!(recs.len(), 5);
         assert_eq!((recs[0].offset, recs[0].payload), (128, &b"abcd"[..]));
-        assert_eq!((recs[1].offset, recs[1].id), (152, PADDING_ID));
+        assert_eq!((recs[1].offset, recs[1].id), (147, PADDING_ID));
         assert!(recs[1].is_padding() && !recs[0].is_padding());
-        assert_eq!((recs[2].offset, recs[2].timestamp), (168, 12));
-        assert_eq!(recs[2].payload_offset(), 175);
-        assert_eq!(recs[3].timestamp, 12 + COMPACT_TS_WINDOW);
-        // content_size pointing into the alignment after the first record is an error.
+        assert_eq!((recs[2].offset, recs[2].timestamp), (162, 12));
+        assert_eq!(recs[2].payload_offset(), 168);
+        assert_eq!(
+            (recs[3].offset, recs[3].timestamp),
+            (176, 12 + COMPACT_TS_WINDOW)
+        );
+        assert_eq!((recs[4].offset, recs[4].header_len), (199, 19));
+        assert_eq!(recs[4].payload, &[7; 70_000][..]);
+        // content_size pointing into a record header is an error at that record.
         let err = Records::new(&pk[..150])
             .collect::<Result<Vec<_>, _>>()
             .unwrap_err();
-        assert_eq!(err.0, 148);
+        assert_eq!(err.0, 147);
+        // ... and into a payload too.
+        let err = Records::new(&pk[..170])
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_err();
+        assert_eq!(err.0, 162);
         // A payload length beyond the content.
         let mut bad = pk.clone();
-        bad[128 + 13..128 + 16].copy_from_slice(&[0xFF; 3]);
+        bad[128 + 13..128 + 15].copy_from_slice(&[0xFF; 2]); // long: "abcd" as the u32
         let err = Records::new(&bad)
             .collect::<Result<Vec<_>, _>>()
             .unwrap_err();
         assert_eq!(err.0, 128);
+    }
+
+    #[test]
+    fn padding_chains_cover_any_span() {
+        let h = [COMPACT_PADDING_HEADER_SIZE, EXTENDED_HEADER_SIZE];
+        for (i, form) in [HeaderForm::CompactPadding, HeaderForm::Extended]
+            .into_iter()
+            .enumerate()
+        {
+            let max = h[i] + MAX_PADDING_PAYLOAD;
+            for len in [
+                h[i],
+                h[i] + 1,
+                max,
+                max + 1,
+                max + h[i] - 1,
+                max + h[i],
+                2 * max,
+                2 * max + 3,
+                300_000,
+            ] {
+                let ts = 5 * COMPACT_TS_WINDOW + 77;
+                let mut pk = vec![0xAAu8; PACKET_HEADER_SIZE + len];
+                pk[off::TIMESTAMP_BEGIN..off::TIMESTAMP_BEGIN + 8]
+                    .copy_from_slice(&(ts - 3).to_le_bytes());
+                let n = fill_padding(&mut pk[PACKET_HEADER_SIZE..], ts, form).unwrap();
+                let recs: Vec<_> = Records::new(&pk).collect::<Result<_, _>>().unwrap();
+                assert_eq!(recs.len(), n, "{form:?} {len}");
+                assert_eq!(n, len.div_ceil(max), "{form:?} {len}");
+                for r in &recs {
+                    assert!(r.is_padding() && r.timestamp == ts, "{r:?}");
+                    assert!(r.payload.len() <= MAX_PADDING_PAYLOAD);
+                    assert!(r.payload.iter().all(|&b| b == 0));
+                    assert_eq!(r.header_len, h[i]);
+                }
+            }
+            assert!(fill_padding(&mut vec![0; h[i] - 1], 0, form).is_err());
+        }
+        // push_record splits a long padding payload the same way.
+        let mut pk = vec![0u8; PACKET_HEADER_SIZE];
+        push_record(&mut pk, None, 9, PADDING_ID, &vec![1; 70_000]);
+        let recs: Vec<_> = Records::new(&pk).collect::<Result<_, _>>().unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(pk.len(), PACKET_HEADER_SIZE + 15 + 70_000);
     }
 
     proptest::proptest! {
@@ -869,7 +1179,6 @@ mod tests {
                 match r {
                     Ok(r) => {
                         proptest::prop_assert!(r.offset >= last_end);
-                        proptest::prop_assert_eq!(r.offset % RECORD_ALIGN, 0);
                         let end = r.payload_offset() + r.payload.len();
                         proptest::prop_assert!(end <= bytes.len());
                         last_end = end;
@@ -894,7 +1203,9 @@ mod tests {
                 ts += d;
                 let id = if *id == 39 { PADDING_ID } else { *id };
                 push_record(&mut pk, Some(prev), ts, id, p);
-                want.push((ts, id, p.clone()));
+                // A padding record's payload is zeros whatever was given.
+                let p = if id == PADDING_ID { vec![0; p.len()] } else { p.clone() };
+                want.push((ts, id, p));
             }
             let got: Vec<_> = Records::new(&pk).collect::<Result<_, _>>().unwrap();
             proptest::prop_assert_eq!(got.len(), want.len());

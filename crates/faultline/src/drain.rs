@@ -986,8 +986,9 @@ mod tests {
             return false;
         }
         std::thread::yield_now();
-        // 4096-byte sub-buffers: 128-byte header, 24-byte records padded to 24.
-        let per = (4096 - 128) / 24 + 1;
+        // 4096-byte sub-buffers: 128-byte header, 23-byte records (atomic mode: 15-byte
+        // extended headers, packed).
+        let per = (4096 - 128) / 23 + 1;
         for i in 0..packets * per {
             let Ok(mut r) = ch.reserve(0, 8) else {
                 return false;
@@ -1100,7 +1101,7 @@ mod tests {
             eprintln!("skipped: cannot run on CPU 0");
             return;
         }
-        let per: u64 = (4096 - 128) / 24 + 1; // records that complete one sub-buffer
+        let per: u64 = (4096 - 128) / 23 + 1; // records (23 bytes) that complete one sub-buffer
         let mut committed = 0u64;
         for i in 0..3 * per {
             // In the second packet: one record with a 4-byte payload (the event has a u64),
@@ -1305,7 +1306,7 @@ mod tests {
         assert!(fill(&ch, 0, 2));
         let (st, fin) = d.finish();
         fin.unwrap();
-        let per: u64 = (4096 - 128) / 24 + 1;
+        let per: u64 = (4096 - 128) / 23 + 1; // as in fill(): 23-byte records
         assert_eq!(st.events_written, 6 * per, "{st:?}");
         assert!(st.corrupt.is_empty() && st.packets_rejected == 0, "{st:?}");
         let _ = std::fs::remove_dir_all(&dir);

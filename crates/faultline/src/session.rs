@@ -1277,6 +1277,13 @@ impl Summary {
                     w(c.remote_commits)
                 );
             }
+            if !counted {
+                let _ = writeln!(
+                    out,
+                    "    (events per buffer and per tracepoint are counted by a verification pass: \
+                     SessionBuilder::verify(true), or `faultline stats` on the trace)"
+                );
+            }
         }
         let _ = writeln!(
                     out,

@@ -81,7 +81,8 @@ fn exact_counts_and_payloads_case(verify: bool) {
         assert!(sum.events.is_empty(), "{:?}", sum.events);
         assert_eq!(d.verify_cpu_ns, 0);
         assert!(
-            sum.render().contains("events            -"),
+            sum.render().contains("events            -")
+                && sum.render().contains("SessionBuilder::verify(true)"),
             "{}",
             sum.render()
         );

@@ -250,6 +250,21 @@ pub fn validate(desc: &TraceDesc) -> Result<()> {
     Ok(())
 }
 
+/// The `env` entries `extra`, one line each (keys already validated as identifiers).
+fn write_env_entries(w: &mut String, extra: &[(String, EnvValue)]) -> Result<()> {
+    for (k, v) in extra {
+        match v {
+            EnvValue::Int(i) => {
+                let _ = writeln!(w, "\t{k} = {i};");
+            }
+            EnvValue::Str(s) => {
+                let _ = writeln!(w, "\t{k} = {};", quote(s, k)?);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A second `env` block holding `extra`, to append to [`metadata`]`(desc)`: the same entries
 /// as `metadata` of `desc` with `extra` added to its `env`, for a copy of the metadata that
 /// can only be appended to (a live relay session). CTF readers (babeltrace2, this crate's)
@@ -262,16 +277,7 @@ pub fn env_addendum(desc: &TraceDesc, extra: &[(String, EnvValue)]) -> Result<St
     let mut m = String::new();
     let w = &mut m;
     let _ = writeln!(w, "env {{");
-    for (k, v) in extra {
-        match v {
-            EnvValue::Int(i) => {
-                let _ = writeln!(w, "\t{k} = {i};");
-            }
-            EnvValue::Str(s) => {
-                let _ = writeln!(w, "\t{k} = {};", quote(s, k)?);
-            }
-        }
-    }
+    write_env_entries(w, extra)?;
     let _ = writeln!(w, "}};");
     Ok(m)
 }
@@ -332,16 +338,7 @@ pub fn metadata(desc: &TraceDesc) -> Result<String> {
     let _ = writeln!(w, "\ttracer_name = \"{TRACER_NAME}\";");
     let _ = writeln!(w, "\ttracer_major = {};", env.tracer_major);
     let _ = writeln!(w, "\ttracer_minor = {};", env.tracer_minor);
-    for (k, v) in &env.extra {
-        match v {
-            EnvValue::Int(i) => {
-                let _ = writeln!(w, "\t{k} = {i};");
-            }
-            EnvValue::Str(s) => {
-                let _ = writeln!(w, "\t{k} = {};", quote(s, k)?);
-            }
-        }
-    }
+    write_env_entries(w, &env.extra)?;
     let _ = writeln!(w, "}};");
     let _ = writeln!(w);
     let c = &desc.clock;

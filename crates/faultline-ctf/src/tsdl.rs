@@ -891,11 +891,7 @@ fn shape(ty: &Ty, clock: &str) -> String {
                 return "bad-integer".into();
             }
             let mut s = format!("{}{}", if *signed { "i" } else { "u" }, size);
-            match map {
-                Some(m) if *m == format!("clock.{clock}.value") => s.push_str("@clock"),
-                Some(_) => s.push_str("@unknown-clock"),
-                None => {}
-            }
+            s.push_str(clock_suffix(map.as_deref(), clock));
             s
         }
         Ty::Float {
@@ -915,6 +911,16 @@ fn shape(ty: &Ty, clock: &str) -> String {
     }
 }
 
+/// The part of an integer's shape that says which clock it maps to: `@clock` for the trace's
+/// clock, `@unknown-clock` for another, nothing when unmapped.
+fn clock_suffix(map: Option<&str>, clock: &str) -> &'static str {
+    match map {
+        Some(m) if m == format!("clock.{clock}.value") => "@clock",
+        Some(_) => "@unknown-clock",
+        None => "",
+    }
+}
+
 /// Shape of an integer of any size and alignment (`u27a1@clock`), for the event header.
 fn bits_shape(ty: &Ty, clock: &str) -> String {
     match ty {
@@ -927,11 +933,7 @@ fn bits_shape(ty: &Ty, clock: &str) -> String {
             base_or_encoding_ok,
         } if *le && *base_or_encoding_ok => {
             let mut s = format!("{}{}a{}", if *signed { "i" } else { "u" }, size, align);
-            match map {
-                Some(m) if *m == format!("clock.{clock}.value") => s.push_str("@clock"),
-                Some(_) => s.push_str("@unknown-clock"),
-                None => {}
-            }
+            s.push_str(clock_suffix(map.as_deref(), clock));
             s
         }
         Ty::Enum { container, entries } => {

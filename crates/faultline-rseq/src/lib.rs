@@ -474,22 +474,26 @@ macro_rules! rseq_cs_exits {
 }
 macro_rules! rseq_cs_epilogue {
     () => {
+        concat!("5:\n", rseq_cs_exits!("{status:e}"))
+    };
+}
+/// Arms a section (after its descriptor, label 3): stores the descriptor's address, taken
+/// through `$tmp`, into `rseq->rseq_cs`, opens the section (label 4) and leaves through label
+/// 7 (CPU mismatch) when the area's id field (`{field}` of the area at `{off}`) is not `$id`.
+macro_rules! rseq_cs_arm {
+    ($tmp:literal, $id:literal) => {
         concat!(
-            "5:\n",
-            ".pushsection __rseq_failure, \"ax\"\n",
-            ".byte 0x0f, 0xb9, 0x3d\n",
-            ".long 0x53053053\n",
-            "6:\n",
-            "mov {status:e}, 1\n",
-            "jmp 9f\n",
-            "7:\n",
-            "mov {status:e}, 2\n",
-            "jmp 9f\n",
-            "8:\n",
-            "mov {status:e}, 3\n",
-            "jmp 9f\n",
-            ".popsection\n",
-            "9:\n",
+            "lea ",
+            $tmp,
+            ", [rip + 3b]\n",
+            "mov qword ptr fs:[{off} + 8], ",
+            $tmp,
+            "\n",
+            "4:\n",
+            "cmp dword ptr fs:[{off} + {field}], ",
+            $id,
+            "\n",
+            "jne 7f\n",
         )
     };
 }
@@ -551,11 +555,7 @@ unsafe fn cmpeqv_storev_tsc_impl<const DELAY: bool, S: SlotId>(
         unsafe {
             core::arch::asm!(
                 rseq_cs_prologue!(),
-                "lea {tmp}, [rip + 3b]",
-                "mov qword ptr fs:[{off} + 8], {tmp}",
-                "4:",
-                "cmp dword ptr fs:[{off} + {field}], {cpu:e}",
-                "jne 7f",
+                rseq_cs_arm!("{tmp}", "{cpu:e}"),
                 "cmp qword ptr [{v}], {expect}",
                 "jne 8f",
                 "2:",
@@ -588,11 +588,7 @@ unsafe fn cmpeqv_storev_tsc_impl<const DELAY: bool, S: SlotId>(
         unsafe {
             core::arch::asm!(
                 rseq_cs_descriptor!(),
-                "lea rdx, [rip + 3b]",
-                "mov qword ptr fs:[{off} + 8], rdx",
-                "4:",
-                "cmp dword ptr fs:[{off} + {field}], {cpu:e}",
-                "jne 7f",
+                rseq_cs_arm!("rdx", "{cpu:e}"),
                 "cmp qword ptr [{v}], {expect}",
                 "jne 8f",
                 "rdtsc",
@@ -657,11 +653,7 @@ pub unsafe fn cmpeqv_storev_tsc_pick_on<S: SlotId>(
     unsafe {
         core::arch::asm!(
             rseq_cs_descriptor!(),
-            "lea rdx, [rip + 3b]",
-            "mov qword ptr fs:[{off} + 8], rdx",
-            "4:",
-            "cmp dword ptr fs:[{off} + {field}], {cpu:e}",
-            "jne 7f",
+            rseq_cs_arm!("rdx", "{cpu:e}"),
             "cmp qword ptr [{v}], {expect}",
             "jne 8f",
             "rdtsc",
@@ -712,11 +704,7 @@ pub unsafe fn cmpeqv_storev_on<S: SlotId>(
     unsafe {
         core::arch::asm!(
             rseq_cs_prologue!(),
-            "lea {tmp}, [rip + 3b]",
-            "mov qword ptr fs:[{off} + 8], {tmp}",
-            "4:",
-            "cmp dword ptr fs:[{off} + {field}], {cpu:e}",
-            "jne 7f",
+            rseq_cs_arm!("{tmp}", "{cpu:e}"),
             "cmp qword ptr [{v}], {expect}",
             "jne 8f",
             "mov qword ptr [{v}], {newv}",
@@ -765,11 +753,7 @@ pub unsafe fn cmpeqv_trystorev_storev_on<S: SlotId>(
     unsafe {
         core::arch::asm!(
             rseq_cs_prologue!(),
-            "lea {tmp}, [rip + 3b]",
-            "mov qword ptr fs:[{off} + 8], {tmp}",
-            "4:",
-            "cmp dword ptr fs:[{off} + {field}], {id:e}",
-            "jne 7f",
+            rseq_cs_arm!("{tmp}", "{id:e}"),
             "cmp qword ptr [{v}], {expect}",
             "jne 8f",
             "mov qword ptr [{v2}], {newv2}",
@@ -832,11 +816,7 @@ unsafe fn addv_impl<const DELAY: bool, S: SlotId>(
         unsafe {
             core::arch::asm!(
                 rseq_cs_prologue!(),
-                "lea {tmp}, [rip + 3b]",
-                "mov qword ptr fs:[{off} + 8], {tmp}",
-                "4:",
-                "cmp dword ptr fs:[{off} + {field}], {cpu:e}",
-                "jne 7f",
+                rseq_cs_arm!("{tmp}", "{cpu:e}"),
                 "mov {n}, qword ptr [{v}]",
                 "add {n}, {count}",
                 "2:",
@@ -863,11 +843,7 @@ unsafe fn addv_impl<const DELAY: bool, S: SlotId>(
         unsafe {
             core::arch::asm!(
                 rseq_cs_prologue!(),
-                "lea {n}, [rip + 3b]",
-                "mov qword ptr fs:[{off} + 8], {n}",
-                "4:",
-                "cmp dword ptr fs:[{off} + {field}], {cpu:e}",
-                "jne 7f",
+                rseq_cs_arm!("{n}", "{cpu:e}"),
                 "mov {n}, qword ptr [{v}]",
                 "add {n}, {count}",
                 "mov qword ptr [{v}], {n}",

@@ -325,14 +325,9 @@ impl<'a> Consumer<'a> {
             // (module docs, "What is zeroed"); otherwise recovery tells an older lap's bytes
             // apart by time.
             if g.mode == Mode::Discard && self.chan.compact_headers() {
-                // The packet's `timestamp_end` word (bytes 32..40) is kept: recovery uses it
-                // as the time floor of the next sub-buffer.
                 // SAFETY: same range as the copy above (sub-buffer >= 256 bytes); exclusively
                 // ours in discard mode until the store of `consumed` below.
-                unsafe {
-                    std::ptr::write_bytes(src, 0, 32);
-                    std::ptr::write_bytes(src.add(40), 0, g.subbuf_size as usize - 40);
-                }
+                unsafe { zero_for_next_lap(src, g.subbuf_size as usize) };
             }
             // Release: our reads of the sub-buffer happen before writers may reuse it (they
             // acquire-load `consumed`).
@@ -511,11 +506,7 @@ impl<'a> Consumer<'a> {
             let len = p.info.content_len.min(self.chan.geo.subbuf_size as usize);
             // SAFETY: [data, data + len) is inside the sub-buffer (content_len < subbuf_size
             // was checked by take_in_place), still exclusively ours: `consumed` has not moved.
-            // The `timestamp_end` word (bytes 32..40) is kept, as in next_packet.
-            unsafe {
-                std::ptr::write_bytes(p.data, 0, 32);
-                std::ptr::write_bytes(p.data.add(40), 0, len.saturating_sub(40));
-            }
+            unsafe { zero_for_next_lap(p.data, len) };
         }
         // Release: our reads of the sub-buffer (and the kernel's, which returned before this
         // call) happen before writers may reuse it (they acquire-load `consumed`).
@@ -544,5 +535,19 @@ impl<'a> Consumer<'a> {
             futex_wait(&h.wake_seq, seq, timeout);
         }
         h.consumer_waiting.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Zeroes the first `len` bytes of a sub-buffer being handed back (module docs, "What is
+/// zeroed"), except the packet's `timestamp_end` word (bytes 32..40): recovery uses it as the
+/// time floor of the next sub-buffer. The first 32 bytes are zeroed whatever `len`.
+///
+/// # Safety
+/// `[base, base + max(len, 40))` must be valid for writes and exclusively the consumer's.
+unsafe fn zero_for_next_lap(base: *mut u8, len: usize) {
+    // SAFETY: the caller guarantees the range; both pieces lie inside it.
+    unsafe {
+        std::ptr::write_bytes(base, 0, 32);
+        std::ptr::write_bytes(base.add(40), 0, len.saturating_sub(40));
     }
 }

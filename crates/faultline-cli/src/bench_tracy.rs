@@ -449,6 +449,7 @@ impl TracySide {
 
 impl Drop for TracySide {
     fn drop(&mut self) {
+        // Release: pairs with the reader's acquire load, as in finish.
         self.stop.store(true, Ordering::Release);
         self.end_client();
     }

@@ -171,7 +171,7 @@ impl Hazards {
         unsafe { &*r }
     }
 
-    /// Give a record back (its thread exits). Every word must be null (depth 0).
+    /// Give a record back (its thread exits). Every word must be null (no call announced).
     pub fn give_back(&self, r: &Record) {
         // Release: pairs with the Acquire compare-exchange in take (the next holder sees the
         // cleared words).

@@ -764,6 +764,22 @@ impl Drain {
         self.stats.last_write_error = Some(msg);
     }
 
+    /// The end of a recording whose writers are all gone (the owner proved that nobody else
+    /// holds the channel): the shared buffers cannot change any more, so the packets still to
+    /// be written go through the page cache ([`TraceWriter::stop_direct_io`]) and neither
+    /// their write nor the verification's read-back waits for the device. Without
+    /// [`TraceWriter::set_sync`] the trace is then complete in the page cache when the drain
+    /// finishes (written back by the kernel later); with it, [`Drain::finish`] syncs it.
+    pub fn writers_gone(&mut self) {
+        self.writer.stop_direct_io();
+    }
+
+    /// Replace the trace's clock (a frequency measured over the whole recording; see
+    /// [`TraceWriter::set_clock`]).
+    pub fn set_clock(&mut self, clock: faultline_ctf::ClockDesc) -> Result<(), CtfError> {
+        self.writer.set_clock(clock)
+    }
+
     /// Final flush and drain, synthetic packets for late losses, then finish the trace
     /// (fsync). Returns the stats and the writer's final counters (or its error).
     pub fn finish(self) -> (DrainStats, Result<WriterCounters, CtfError>) {

@@ -897,7 +897,11 @@ pub fn procname() -> String {
 /// The CTF clock of a channel: its tick frequency and the offset that maps ticks to the Unix
 /// epoch (from the channel's reference point).
 pub fn clock_desc(chan: &Channel) -> ClockDesc {
-    let c = chan.clock();
+    clock_desc_of(&chan.clock())
+}
+
+/// The CTF clock of a clock description ([`clock_desc`] of a channel's).
+pub fn clock_desc_of(c: &faultline_ringbuf::clock::ClockInfo) -> ClockDesc {
     let freq = c.freq.max(1) as i128;
     // Ticks at the epoch, relative to tick 0: ref_unix_ns * freq / 1e9 - ref_ticks.
     let off = (c.ref_unix_ns as i128) * freq / 1_000_000_000 - c.ref_ticks as i128;

@@ -588,18 +588,16 @@ impl TraceWriter {
 
     /// Replace the clock of the metadata (a frequency measured over the whole recording): the
     /// next metadata written has it ([`TraceWriter::finish`] writes it if nothing else did, by
-    /// atomic replacement as [`TraceWriter::add_events`] does). Not with a sink, whose copy of
-    /// the metadata only grows (an error, nothing changes).
+    /// atomic replacement as [`TraceWriter::add_events`] does; a clock the metadata cannot
+    /// hold is reported there). Not with a sink, whose copy of the metadata only grows (an
+    /// error, nothing changes).
     pub fn set_clock(&mut self, clock: ClockDesc) -> Result<()> {
         if self.sink.is_some() {
             return Err(CtfError::Desc(
                 "the clock of a trace sent to a sink cannot change".into(),
             ));
         }
-        let mut desc = self.desc.clone();
-        desc.clock = clock;
-        metadata(&desc)?;
-        self.desc = desc;
+        self.desc.clock = clock;
         self.metadata_stale = true;
         Ok(())
     }

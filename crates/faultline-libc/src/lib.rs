@@ -249,6 +249,10 @@ fn move_high(fd: i32) -> i32 {
 }
 
 fn attach() -> Result<(), String> {
+    // Read once: the schema's procname and the faultline:process event.
+    let exe = std::fs::read_link("/proc/self/exe")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let fd = env_fd(ENV_CHANNEL_FD)?;
     let want = std::env::var(ENV_CHANNEL_ID).unwrap_or_default();
     let got = fd_id(fd).map_err(|e| format!("{ENV_CHANNEL_FD}={fd}: {e}"))?;
@@ -318,7 +322,10 @@ fn attach() -> Result<(), String> {
             let msg = SchemaMessage {
                 version: SCHEMA_VERSION,
                 pid: thread::pid(),
-                procname: procname(),
+                procname: match exe.rsplit('/').next() {
+                    Some(n) if !n.is_empty() => n.to_string(),
+                    _ => procname(),
+                },
                 hostname: hostname(),
                 policy: policy.to_string(),
                 events,
@@ -379,9 +386,6 @@ fn attach() -> Result<(), String> {
         _handle: handle,
     });
     faultline_tracepoints::set_events(&spec);
-    let exe = std::fs::read_link("/proc/self/exe")
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
     // SAFETY: getppid has no preconditions.
     let ppid = unsafe { libc::getppid() } as u32;
     trace!(events::PROCESS, thread::pid(), ppid, exe.as_str());

@@ -251,7 +251,11 @@ mod tests {
         let (c1, t1, _) = bracketed();
         let long = c1.wrapping_sub(c0) as f64 * 1e9 / (t1 - t0) as f64;
         let ppm = |f: f64| (f - long).abs() / long * 1e6;
-        assert!(ppm(quick.freq as f64) < 2000.0, "quick {} long {long}", quick.freq);
+        assert!(
+            ppm(quick.freq as f64) < 2000.0,
+            "quick {} long {long}",
+            quick.freq
+        );
         assert!(ppm(refined) < 100.0, "refined {refined} long {long}");
     }
 }

@@ -343,6 +343,11 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let t_spawned = Instant::now();
     // Readable once the program has exited (None: fall back to timeouts).
     let pidfd = crate::record_wait::pidfd_open(pid);
+    // While the program starts: the trace directory (the trace writer creates it if needed
+    // too, and reports what fails then).
+    if let Some(d) = &opt.dir {
+        let _ = std::fs::create_dir_all(d);
+    }
 
     let tty = opt.progress && std::io::stderr().is_terminal();
     let started = Instant::now();
@@ -460,9 +465,14 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let counters = classes.counters();
     drain.set_class_source(Box::new(classes));
 
-    // Phase 2: drain while the program runs; its exit interrupts the drain's sleep.
+    // Phase 2: drain while the program runs; its exit interrupts the drain's sleep (no
+    // thread for that when it has exited already, as a short program has by now).
+    if status.is_none() {
+        status = child.try_wait().context("waiting for the program")?;
+    }
     let exit_wake = pidfd
         .as_ref()
+        .filter(|_| status.is_none())
         .and_then(|p| crate::record_wait::ExitWake::start(chan.clone(), p).ok());
     let mut last_print = Instant::now();
     let mut last_bytes = 0u64;

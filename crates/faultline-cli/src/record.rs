@@ -968,8 +968,9 @@ pub struct RecordArgs {
     pub fsync: bool,
     /// How the streams are written: direct (the default: O_DIRECT from the shared buffers, no
     /// copy and no page cache, but each write, and the read-back that verifies it, waits for
-    /// the device) or buffered (through the page cache, as strace -o writes its log: a few ms
-    /// less at the end of a short run, a copy of every byte and dirty pages otherwise)
+    /// the device; the last packets, written once no process can change the buffers, go
+    /// through the page cache) or buffered (through the page cache, as strace -o writes its
+    /// log: a copy of every byte and dirty pages)
     #[arg(long, value_name = "direct|buffered", default_value = "direct")]
     pub io: IoMode,
     /// The program and its arguments

@@ -51,9 +51,10 @@
 //!
 //! # Clock
 //! With the TSC clock, `record` does not make the program wait for a calibration: the
-//! channel gets a frequency measured in [`faultline_ringbuf::clock::QUICK_CALIBRATION`]
-//! (good to a few hundred ppm: the program's own measurements, such as `--libc`'s `dur_ns`,
-//! use it), and at the end `record` measures the frequency again over the whole run, from
+//! channel gets a frequency measured over [`faultline_ringbuf::clock::QUICK_CALIBRATION`]
+//! from the start of the `faultline` process (its argument parsing and `record`'s set-up are
+//! most of that interval; the rest is spun), good to a few hundred ppm at worst, tens in
+//! practice: the program's own measurements, such as `--libc`'s `dur_ns`, use it, and at the end `record` measures the frequency again over the whole run, from
 //! the first reading of that calibration to the end (at least
 //! [`faultline_ringbuf::clock::CALIBRATION`]: a shorter run waits for the rest), and
 //! replaces the metadata's clock with it ([`faultline_ringbuf::clock::refine_tsc`]). The

@@ -88,6 +88,21 @@ static TSC: OnceLock<ClockInfo> = OnceLock::new();
 /// The first reading of a [`calibrate_quick`] calibration: (TSC, `CLOCK_MONOTONIC` ns).
 static QUICK_START: OnceLock<(u64, u64)> = OnceLock::new();
 
+/// That first reading, once [`calibrate_quick`] calibrated the TSC from it.
+static QUICK_USED: OnceLock<(u64, u64)> = OnceLock::new();
+
+/// Take the first reading of [`calibrate_quick`] now (once per process; later calls do
+/// nothing): a process that calls this when it starts, before its other start-up work, has
+/// the calibration's interval mostly behind it when it calibrates, instead of spinning
+/// through all of it.
+pub fn begin_quick_calibration() {
+    // Whether the TSC is usable is for `calibrate_quick` to say (a reading costs less).
+    QUICK_START.get_or_init(|| {
+        let (c, t, _) = bracketed();
+        (c, t)
+    });
+}
+
 /// Describe a clock, calibrating the TSC once per process (about [`CALIBRATION`], or
 /// [`QUICK_CALIBRATION`] after [`calibrate_quick`]).
 pub fn info(kind: ClockKind) -> ClockInfo {
@@ -162,9 +177,10 @@ fn calibrate_tsc() -> ClockInfo {
     calibrate_from((c0, t0), CALIBRATION, false)
 }
 
-/// How long [`calibrate_quick`] spins: its frequency is good to a few hundred ppm (the
-/// brackets' half-widths over the interval), enough for durations measured in the traced
-/// program; [`refine_tsc`] then measures the frequency over the whole run.
+/// The interval of [`calibrate_quick`], from its first reading (spun for what is left of it):
+/// its frequency is good to a few hundred ppm at worst (the brackets' half-widths over the
+/// interval), enough for durations measured in the traced program; [`refine_tsc`] then
+/// measures the frequency over the whole run.
 pub const QUICK_CALIBRATION: Duration = Duration::from_micros(200);
 
 /// Calibrate the TSC of this process (what [`info`] returns from now on) in
@@ -177,24 +193,28 @@ pub fn calibrate_quick() -> bool {
     if TSC.get().is_some() || !tsc_is_reliable() {
         return false;
     }
-    let (c0, t0, _) = bracketed();
+    // The first reading: the one [`begin_quick_calibration`] took, or now.
+    let start = *QUICK_START.get_or_init(|| {
+        let (c, t, _) = bracketed();
+        (c, t)
+    });
     let mut fresh = false;
     TSC.get_or_init(|| {
         fresh = true;
-        calibrate_from((c0, t0), QUICK_CALIBRATION, true)
+        calibrate_from(start, QUICK_CALIBRATION, true)
     });
     if fresh {
-        let _ = QUICK_START.set((c0, t0));
+        let _ = QUICK_USED.set(start);
     }
     fresh
 }
 
-/// The TSC frequency measured over the whole run: from [`calibrate_quick`]'s first reading to
-/// now (sleeping first when that is shorter than [`CALIBRATION`], so the interval is at least
+/// The TSC frequency measured over the whole run: from [`calibrate_quick`]'s first reading
+/// ([`begin_quick_calibration`]'s when there was one) to now (sleeping first when that is shorter than [`CALIBRATION`], so the interval is at least
 /// as long as a normal calibration's), with `info`'s reference point. `None` without
 /// [`calibrate_quick`] (then [`info`]'s calibration is the one to use).
 pub fn refine_tsc(info: &ClockInfo) -> Option<ClockInfo> {
-    let &(c0, t0) = QUICK_START.get()?;
+    let &(c0, t0) = QUICK_USED.get()?;
     if info.kind != ClockKind::Tsc {
         return None;
     }

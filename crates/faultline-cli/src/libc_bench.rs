@@ -16,8 +16,9 @@
 //!
 //! *Where `record`'s time goes*: each traced run's report (`timing`, see
 //! [`crate::record::Timing`]) splits `record`'s wall time into setup (channel, the short TSC
-//! calibration, starting the program: `posix_spawn` returns once the program is executed), attach (the preload library's constructor up to the
-//! schema), the run, and shutdown (final drain, holder check, recovery, finishing the trace);
+//! calibration, starting the program: `posix_spawn` returns once the program is executed),
+//! attach (the preload library's constructor up to the schema), the run, and shutdown
+//! (final drain, holder check, recovery, finishing the trace);
 //! the medians are printed per workload.
 //!
 //! *Per call*: (traced − untraced) ÷ calls recorded (from the trace's summary), the cost one

@@ -54,15 +54,16 @@
 //! channel gets a frequency measured over [`faultline_ringbuf::clock::QUICK_CALIBRATION`]
 //! from the start of the `faultline` process (its argument parsing and `record`'s set-up are
 //! most of that interval; the rest is spun), good to a few hundred ppm at worst, tens in
-//! practice: the program's own measurements, such as `--libc`'s `dur_ns`, use it, and at the end `record` measures the frequency again over the whole run, from
-//! the first reading of that calibration to the end (at least
-//! [`faultline_ringbuf::clock::CALIBRATION`]: a shorter run waits for the rest), and
-//! replaces the metadata's clock with it ([`faultline_ringbuf::clock::refine_tsc`]). The
-//! timestamps themselves are ticks, unchanged; the reference point (a TSC value and the Unix
-//! time read with it) is the start's, so the longer the run, the more exact the frequency.
-//! A `record` killed before its end leaves the start's estimate in the metadata. With
-//! `--relay` (whose copy of the metadata only grows) the TSC is calibrated before the
-//! program starts, as embedded sessions do.
+//! practice. The program's own measurements, such as `--libc`'s `dur_ns`, use it. At the
+//! end `record` measures the frequency again over the whole run, from the first reading of
+//! that calibration to the end (at least [`faultline_ringbuf::clock::CALIBRATION`]: a
+//! shorter run waits for the rest), and replaces the metadata's clock with it
+//! ([`faultline_ringbuf::clock::refine_tsc`]). The timestamps themselves are ticks,
+//! unchanged; the reference point (a TSC value and the Unix time read with it) is the
+//! start's, so the longer the run, the more exact the frequency. A `record` killed before
+//! its end leaves the start's estimate in the metadata. With `--relay` (whose copy of the
+//! metadata only grows) the TSC is calibrated before the program starts, as embedded
+//! sessions do.
 //!
 //! `record` never sleeps for a fixed time: it waits on the program's exit (a pidfd), on the
 //! pipe and on the channel's wake-up word, with timeouts only as backstops

@@ -210,9 +210,10 @@ pub fn calibrate_quick() -> bool {
 }
 
 /// The TSC frequency measured over the whole run: from [`calibrate_quick`]'s first reading
-/// ([`begin_quick_calibration`]'s when there was one) to now (sleeping first when that is shorter than [`CALIBRATION`], so the interval is at least
-/// as long as a normal calibration's), with `info`'s reference point. `None` without
-/// [`calibrate_quick`] (then [`info`]'s calibration is the one to use).
+/// ([`begin_quick_calibration`]'s when there was one) to now (sleeping first when that is
+/// shorter than [`CALIBRATION`], so the interval is at least as long as a normal
+/// calibration's), with `info`'s reference point. `None` without [`calibrate_quick`] (then
+/// [`info`]'s calibration is the one to use).
 pub fn refine_tsc(info: &ClockInfo) -> Option<ClockInfo> {
     let &(c0, t0) = QUICK_USED.get()?;
     if info.kind != ClockKind::Tsc {

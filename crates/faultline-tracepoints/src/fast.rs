@@ -59,7 +59,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
-use faultline_ringbuf::{Channel, CommitKind, Lost};
+use faultline_ringbuf::{Channel, CommitKind, CpuRseqReservation, Lost, Reservation};
 
 use crate::hazard::{Hazards, Record};
 use crate::payload::{Fields, FieldsPayload};
@@ -229,14 +229,73 @@ fn unusual(
 }
 
 /// Reserve, encode, commit and count one event into the slot's channel (the caller protects
-/// the slot).
+/// the slot). A channel of the common configuration ([`Channel::cpu_rseq`]: rseq, TSC,
+/// per-CPU buffers) gets one inlined reserve and commit path; any other goes out of line, to
+/// [`record_any`].
 #[inline(always)]
 fn record<F: Fields>(st: &ThreadState, slot: &FastSlot, tp: &'static Tracepoint, fields: F) {
     // SAFETY: `slot.chan` points into the Arc the slot holds (`_target`).
     let chan = unsafe { &*slot.chan };
+    let Some(chan) = chan.cpu_rseq() else {
+        record_any(st, slot, tp, fields);
+        return;
+    };
     // No raw field: the sizes cannot change between here and the write.
     let (len, lens) = fields.exact_lens();
-    match chan.reserve(slot.id, len) {
+    write_commit_count(st, slot, tp, fields, len, lens, chan.reserve(slot.id, len));
+}
+
+/// [`record`] into a channel of any configuration ([`Channel::reserve`] chooses its path per
+/// call).
+#[inline(never)]
+fn record_any<F: Fields>(st: &ThreadState, slot: &FastSlot, tp: &'static Tracepoint, fields: F) {
+    // SAFETY: as in `record`.
+    let chan = unsafe { &*slot.chan };
+    let (len, lens) = fields.exact_lens();
+    write_commit_count(st, slot, tp, fields, len, lens, chan.reserve(slot.id, len));
+}
+
+/// A reservation of either kind ([`Reservation`], [`CpuRseqReservation`]).
+trait Reserved {
+    fn payload(&mut self) -> &mut [u8];
+    fn commit(self) -> CommitKind;
+}
+
+impl Reserved for Reservation<'_> {
+    #[inline(always)]
+    fn payload(&mut self) -> &mut [u8] {
+        Reservation::payload(self)
+    }
+    #[inline(always)]
+    fn commit(self) -> CommitKind {
+        Reservation::commit(self)
+    }
+}
+
+impl Reserved for CpuRseqReservation<'_> {
+    #[inline(always)]
+    fn payload(&mut self) -> &mut [u8] {
+        CpuRseqReservation::payload(self)
+    }
+    #[inline(always)]
+    fn commit(self) -> CommitKind {
+        CpuRseqReservation::commit(self)
+    }
+}
+
+/// Encode `fields` (whose `exact_lens` are `len`, `lens`) into the reservation, commit it and
+/// count the event (or report the loss).
+#[inline(always)]
+fn write_commit_count<F: Fields, R: Reserved>(
+    st: &ThreadState,
+    slot: &FastSlot,
+    tp: &'static Tracepoint,
+    fields: F,
+    len: usize,
+    lens: F::Lens,
+    res: Result<R, Lost>,
+) {
+    match res {
         Ok(mut res) => {
             let dst = res.payload();
             debug_assert_eq!(dst.len(), len);
@@ -266,35 +325,59 @@ impl Tracepoint {
     #[doc(hidden)]
     #[inline(always)]
     pub fn fire_fields<F: Fields>(&'static self, fields: F) {
-        // Relaxed: a first look; Record::protect re-reads it after the announcement.
+        // Relaxed: a first look; Record::protect_first re-reads it after the announcement.
         let seen = self.fast.load(Ordering::Relaxed);
         if !F::RAW && !seen.is_null() {
             // SAFETY: the thread's own thread-local, used on this thread only.
             let st = unsafe { &*state() };
-            let mut rec = st.rec.get();
+            let rec = st.rec.get();
             // Null (not taken yet) and NO_RECORD in one comparison (ThreadState::rec).
-            if rec as usize <= NO_RECORD as usize {
-                rec = take_record(st);
-                if rec == NO_RECORD {
-                    self.fire_fields_srcu(st, fields);
+            if rec as usize > NO_RECORD as usize {
+                // SAFETY: records are never freed; this thread holds this one.
+                let rec = unsafe { &*rec };
+                // The first hazard word only: a call nested in a signal handler (first word
+                // taken) or a slot that changed goes to fire_fields_other, out of line.
+                if let Some(slot) = rec.protect_first(&self.fast, seen) {
+                    // SAFETY: `fast` only holds null or leaked `Box<FastSlot>`s published with
+                    // rcu_swap, freed only after a hazard wait that started after they were
+                    // swapped out (probe.rs: reclaim_now), and the slot is announced in this
+                    // thread's record until `release_first`.
+                    record(st, unsafe { &*slot }, self, fields);
+                    rec.release_first();
                     return;
                 }
             }
-            // SAFETY: records are never freed; this thread holds this one.
-            let rec = unsafe { &*rec };
-            if let Some((slot, a)) = rec.protect_seen(&self.fast, seen) {
-                // SAFETY: `fast` only holds null or leaked `Box<FastSlot>`s published with
-                // rcu_swap, freed only after a hazard wait that started after they were
-                // swapped out (probe.rs: reclaim_now), and the slot is announced in this
-                // thread's record until `release`.
-                record(st, unsafe { &*slot }, self, fields);
-                rec.release(a);
-                return;
-            }
-            self.fire_fields_srcu(st, fields);
+            self.fire_fields_other(st, fields);
             return;
         }
         self.fire(&FieldsPayload(fields));
+    }
+
+    /// [`Tracepoint::fire_fields`] when the inline path did not apply: the thread has no
+    /// hazard record yet (or never will), the first hazard word is taken (a signal handler
+    /// tracing inside a trace: a later word), or the slot changed under the announcement.
+    #[cold]
+    #[inline(never)]
+    fn fire_fields_other<F: Fields>(&'static self, st: &ThreadState, fields: F) {
+        let mut rec = st.rec.get();
+        if rec as usize <= NO_RECORD as usize {
+            rec = take_record(st);
+            if rec == NO_RECORD {
+                self.fire_fields_srcu(st, fields);
+                return;
+            }
+        }
+        // SAFETY: records are never freed; this thread holds this one.
+        let rec = unsafe { &*rec };
+        // Relaxed: a first look; protect re-reads it after the announcement.
+        let seen = self.fast.load(Ordering::Relaxed);
+        if let Some((slot, a)) = rec.protect_seen(&self.fast, seen) {
+            // SAFETY: as in fire_fields, until `release`.
+            record(st, unsafe { &*slot }, self, fields);
+            rec.release(a);
+            return;
+        }
+        self.fire_fields_srcu(st, fields);
     }
 
     /// [`Tracepoint::fire_fields`] protected by the SRCU read side (module docs).

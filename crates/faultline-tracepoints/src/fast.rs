@@ -168,7 +168,9 @@ fn state() -> *const ThreadState {
 /// and never will.
 #[cold]
 #[inline(never)]
-fn take_record(st: &ThreadState) -> *const Record {
+fn take_record() -> *const Record {
+    // SAFETY: the thread's own thread-local, used on this thread only.
+    let st = unsafe { &*state() };
     let r = st.rec.get();
     if !r.is_null() {
         return r;
@@ -186,12 +188,14 @@ fn take_record(st: &ThreadState) -> *const Record {
 
 /// Count one committed event for the slot's owner on this thread.
 #[inline(always)]
-fn count(st: &ThreadState, slot: &FastSlot) {
+fn count(slot: &FastSlot) {
+    // SAFETY: the thread's own thread-local, used on this thread only.
+    let st = unsafe { &*state() };
     let (id, p) = st.counter.get();
     let p = if id == slot.owner_id {
         p
     } else {
-        counter_slow(st, slot)
+        counter_slow(slot)
     };
     // SAFETY: `fast_counter`'s contract: the counter lives as long as this thread and is
     // written only by it; or UNCOUNTED, a static.
@@ -203,27 +207,23 @@ fn count(st: &ThreadState, slot: &FastSlot) {
 /// The counter of the slot's owner for this thread (cached), or [`UNCOUNTED`].
 #[cold]
 #[inline(never)]
-fn counter_slow(st: &ThreadState, slot: &FastSlot) -> *const AtomicU64 {
+fn counter_slow(slot: &FastSlot) -> *const AtomicU64 {
     let p = slot.owner.fast_counter();
     if p.is_null() {
         // Not cached: asked again next time (an owner that counts nothing is no fast target
         // of the recorder; a thread being torn down gets null once its shard is gone).
         return &UNCOUNTED;
     }
-    st.counter.set((slot.owner_id, p));
+    // SAFETY: the thread's own thread-local, used on this thread only.
+    unsafe { &*state() }.counter.set((slot.owner_id, p));
     p
 }
 
 #[cold]
 #[inline(never)]
-fn unusual(
-    st: &ThreadState,
-    slot: &FastSlot,
-    tp: &'static Tracepoint,
-    what: Result<CommitKind, Lost>,
-) {
+fn unusual(slot: &FastSlot, tp: &'static Tracepoint, what: Result<CommitKind, Lost>) {
     if what.is_ok() {
-        count(st, slot);
+        count(slot);
     }
     slot.owner.fast_unusual(tp, what);
 }
@@ -233,26 +233,26 @@ fn unusual(
 /// per-CPU buffers) gets one inlined reserve and commit path; any other goes out of line, to
 /// [`record_any`].
 #[inline(always)]
-fn record<F: Fields>(st: &ThreadState, slot: &FastSlot, tp: &'static Tracepoint, fields: F) {
+fn record<F: Fields>(slot: &FastSlot, tp: &'static Tracepoint, fields: F) {
     // SAFETY: `slot.chan` points into the Arc the slot holds (`_target`).
     let chan = unsafe { &*slot.chan };
     let Some(chan) = chan.cpu_rseq() else {
-        record_any(st, slot, tp, fields);
+        record_any(slot, tp, fields);
         return;
     };
     // No raw field: the sizes cannot change between here and the write.
     let (len, lens) = fields.exact_lens();
-    write_commit_count(st, slot, tp, fields, len, lens, chan.reserve(slot.id, len));
+    write_commit_count(slot, tp, fields, len, lens, chan.reserve(slot.id, len));
 }
 
 /// [`record`] into a channel of any configuration ([`Channel::reserve`] chooses its path per
 /// call).
 #[inline(never)]
-fn record_any<F: Fields>(st: &ThreadState, slot: &FastSlot, tp: &'static Tracepoint, fields: F) {
+fn record_any<F: Fields>(slot: &FastSlot, tp: &'static Tracepoint, fields: F) {
     // SAFETY: as in `record`.
     let chan = unsafe { &*slot.chan };
     let (len, lens) = fields.exact_lens();
-    write_commit_count(st, slot, tp, fields, len, lens, chan.reserve(slot.id, len));
+    write_commit_count(slot, tp, fields, len, lens, chan.reserve(slot.id, len));
 }
 
 /// A reservation of either kind ([`Reservation`], [`CpuRseqReservation`]).
@@ -287,7 +287,6 @@ impl Reserved for CpuRseqReservation<'_> {
 /// count the event (or report the loss).
 #[inline(always)]
 fn write_commit_count<F: Fields, R: Reserved>(
-    st: &ThreadState,
     slot: &FastSlot,
     tp: &'static Tracepoint,
     fields: F,
@@ -303,12 +302,12 @@ fn write_commit_count<F: Fields, R: Reserved>(
             // cannot be reserved), which `exact_lens` of this raw-free list computed.
             unsafe { fields.write_exact(lens, dst.as_mut_ptr()) };
             match res.commit() {
-                CommitKind::Local => count(st, slot),
+                CommitKind::Local => count(slot),
                 // Counted out of line (one inlined copy of `count`).
-                kind => unusual(st, slot, tp, Ok(kind)),
+                kind => unusual(slot, tp, Ok(kind)),
             }
         }
-        Err(why) => unusual(st, slot, tp, Err(why)),
+        Err(why) => unusual(slot, tp, Err(why)),
     }
 }
 
@@ -342,12 +341,12 @@ impl Tracepoint {
                     // rcu_swap, freed only after a hazard wait that started after they were
                     // swapped out (probe.rs: reclaim_now), and the slot is announced in this
                     // thread's record until `release_first`.
-                    record(st, unsafe { &*slot }, self, fields);
+                    record(unsafe { &*slot }, self, fields);
                     rec.release_first();
                     return;
                 }
             }
-            self.fire_fields_other(st, fields);
+            self.fire_fields_other(fields);
             return;
         }
         self.fire(&FieldsPayload(fields));
@@ -358,12 +357,14 @@ impl Tracepoint {
     /// tracing inside a trace: a later word), or the slot changed under the announcement.
     #[cold]
     #[inline(never)]
-    fn fire_fields_other<F: Fields>(&'static self, st: &ThreadState, fields: F) {
+    fn fire_fields_other<F: Fields>(&'static self, fields: F) {
+        // SAFETY: the thread's own thread-local, used on this thread only.
+        let st = unsafe { &*state() };
         let mut rec = st.rec.get();
         if rec as usize <= NO_RECORD as usize {
-            rec = take_record(st);
+            rec = take_record();
             if rec == NO_RECORD {
-                self.fire_fields_srcu(st, fields);
+                self.fire_fields_srcu(fields);
                 return;
             }
         }
@@ -373,24 +374,24 @@ impl Tracepoint {
         let seen = self.fast.load(Ordering::Relaxed);
         if let Some((slot, a)) = rec.protect_seen(&self.fast, seen) {
             // SAFETY: as in fire_fields, until `release`.
-            record(st, unsafe { &*slot }, self, fields);
+            record(unsafe { &*slot }, self, fields);
             rec.release(a);
             return;
         }
-        self.fire_fields_srcu(st, fields);
+        self.fire_fields_srcu(fields);
     }
 
     /// [`Tracepoint::fire_fields`] protected by the SRCU read side (module docs).
     #[cold]
     #[inline(never)]
-    fn fire_fields_srcu<F: Fields>(&'static self, st: &ThreadState, fields: F) {
+    fn fire_fields_srcu<F: Fields>(&'static self, fields: F) {
         if let Some(domains) = DOMAINS.get() {
             let guard = domains[ProbeKind::Faultable as usize].read_lock_fast();
             // SAFETY: `fast` only holds null or leaked `Box<FastSlot>`s published with
             // rcu_swap, freed only after a grace period of the faultable domain (probe.rs:
             // publish / reclaim_now), and we hold a read-side section of it.
             if let Some(slot) = unsafe { rcu_load(&self.fast, &guard) } {
-                record(st, slot, self, fields);
+                record(slot, self, fields);
                 return;
             }
         }

@@ -242,7 +242,12 @@ fn record<F: Fields>(slot: &FastSlot, tp: &'static Tracepoint, fields: F) {
     };
     // No raw field: the sizes cannot change between here and the write.
     let (len, lens) = fields.exact_lens();
-    write_commit_count(slot, tp, fields, len, lens, chan.reserve(slot.id, len));
+    match chan.reserve(slot.id, len) {
+        // The same code in two copies, each with the header form known: the payload offset and
+        // the id store are constants in each.
+        Ok(res) if res.is_compact() => write_commit_count(slot, tp, fields, len, lens, Ok(res)),
+        res => write_commit_count(slot, tp, fields, len, lens, res),
+    }
 }
 
 /// [`record`] into a channel of any configuration ([`Channel::reserve`] chooses its path per

@@ -59,6 +59,12 @@ impl CpuRseqReservation<'_> {
         self.0.payload()
     }
 
+    /// Whether the record has a compact header, as [`Reservation::is_compact`].
+    #[inline(always)]
+    pub fn is_compact(&self) -> bool {
+        self.0.is_compact()
+    }
+
     /// Publish the record, as [`Reservation::commit`].
     #[inline(always)]
     pub fn commit(self) -> CommitKind {

@@ -18,6 +18,17 @@
 //! slot it takes the generic path ([`Tracepoint::fire`]: the probe arrays, one virtual call
 //! per probe).
 //!
+//! # One inlined path
+//! `__fire` inlines one reserve path: the ring buffer's fast path for a channel of the common
+//! configuration (rseq, TSC, per-CPU buffers: [`Channel::cpu_rseq`], a property of the
+//! channel fixed at creation, tested once per call), and, after it, the encoding and commit
+//! in two copies, one per record header form (compact or extended), so that the payload
+//! offset and the id store are constants in each. Everything else is out of line: the
+//! channel's general path (sub-buffer switch, loss, aborted section: `record_general`), every
+//! other channel configuration (atomic, monotonic clock, per concurrency id, abort injection:
+//! `record_any`, through [`Channel::reserve`]), a thread without a hazard record yet, and a
+//! call nested in a signal handler (`fire_fields_other`).
+//!
 //! The slot is a cache of the probe arrays, recomputed by every update that republishes them
 //! (registering, unregistering, [`refresh_fast`]): the recorder stays in the faultable array,
 //! so [`try_trace!`](crate::try_trace) (which asks each probe for a
@@ -28,7 +39,10 @@
 //! states the protocol and why it is safe): the call announces the slot in the first word of
 //! its thread's hazard record (a plain store to a per-thread cache line: no locked
 //! instruction, no fence, no rseq critical section), re-reads the tracepoint's slot word to
-//! confirm it, and clears the announcement when it is done (after the commit and the count). A retired slot, with the `Arc` of its owner, is freed only after a grace period of
+//! confirm it, and clears the announcement when it is done (after the commit and the count).
+//! The inline path uses the first word only (`Record::protect_first`: the word is a constant,
+//! nothing to keep across the record but the record itself); a call that finds it taken (a
+//! signal handler tracing inside a trace) announces in a later word, out of line. A retired slot, with the `Arc` of its owner, is freed only after a grace period of
 //! the faultable SRCU domain *and* a hazard wait (`Hazards::synchronize`:
 //! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, then wait until no record announces it), so
 //! [`unregister`](crate::unregister) still returns only once no call can be inside the
@@ -44,7 +58,8 @@
 //! the rseq flavour when available), with the same fast encoding, when the thread has no
 //! record (the hazard domain is only used after a membarrier succeeded in this process; a
 //! thread past its thread-local destructors), when calls nest deeper than `hazard::DEPTH`
-//! (4), or when the slot changed under the announcement.
+//! (4), or when the slot changed under the announcement (twice: the out-of-line path retries
+//! once with the new value).
 //! The record is found through one thread-local pointer (a `const`-initialized thread-local
 //! without destructor: inlined into the caller's crate it is one `%fs`-relative load); the
 //! per-thread counter cache below lives in the same thread-local.
@@ -229,9 +244,10 @@ fn unusual(slot: &FastSlot, tp: &'static Tracepoint, what: Result<CommitKind, Lo
 }
 
 /// Reserve, encode, commit and count one event into the slot's channel (the caller protects
-/// the slot). A channel of the common configuration ([`Channel::cpu_rseq`]: rseq, TSC,
-/// per-CPU buffers) gets one inlined reserve and commit path; any other goes out of line, to
-/// [`record_any`].
+/// the slot). Inline: only the channel's fast path of the common configuration
+/// ([`Channel::cpu_rseq`]: rseq, TSC, per-CPU buffers), with the encoding and commit in two
+/// copies, compact and extended header, each with constant offsets. Out of line: the general
+/// path of such a channel ([`record_general`]) and every other configuration ([`record_any`]).
 #[inline(always)]
 fn record<F: Fields>(slot: &FastSlot, tp: &'static Tracepoint, fields: F) {
     // SAFETY: `slot.chan` points into the Arc the slot holds (`_target`).
@@ -242,12 +258,29 @@ fn record<F: Fields>(slot: &FastSlot, tp: &'static Tracepoint, fields: F) {
     };
     // No raw field: the sizes cannot change between here and the write.
     let (len, lens) = fields.exact_lens();
-    match chan.reserve(slot.id, len) {
-        // The same code in two copies, each with the header form known: the payload offset and
-        // the id store are constants in each.
-        Ok(res) if res.is_compact() => write_commit_count(slot, tp, fields, len, lens, Ok(res)),
-        res => write_commit_count(slot, tp, fields, len, lens, res),
+    match chan.try_reserve(slot.id, len) {
+        Some(res) if res.is_compact() => write_commit_count(slot, tp, fields, len, lens, Ok(res)),
+        Some(res) => write_commit_count(slot, tp, fields, len, lens, Ok(res)),
+        None => record_general(slot, tp, fields),
     }
+}
+
+/// [`record`] when the channel's fast path did not apply (nothing reserved): its general path.
+#[cold]
+#[inline(never)]
+fn record_general<F: Fields>(slot: &FastSlot, tp: &'static Tracepoint, fields: F) {
+    // SAFETY: as in `record`.
+    let chan = unsafe { &*slot.chan };
+    let (len, lens) = fields.exact_lens();
+    let res = match chan.cpu_rseq() {
+        Some(chan) => chan.reserve_general(slot.id, len),
+        // Not reached (the caller checked), but correct anyway.
+        None => {
+            record_any(slot, tp, fields);
+            return;
+        }
+    };
+    write_commit_count(slot, tp, fields, len, lens, res);
 }
 
 /// [`record`] into a channel of any configuration ([`Channel::reserve`] chooses its path per

@@ -43,9 +43,30 @@ impl<'a> CpuRseq<'a> {
     /// [`Channel::reserve`] with only the per-CPU rseq fast path inlined.
     #[inline(always)]
     pub fn reserve(self, id: u32, payload_len: usize) -> Result<CpuRseqReservation<'a>, Lost> {
-        if let Some(r) = self.0.reserve_fast::<false, Cpu>(id, payload_len) {
-            return Ok(CpuRseqReservation(r));
+        match self.try_reserve(id, payload_len) {
+            Some(r) => Ok(r),
+            None => self.reserve_general(id, payload_len),
         }
+    }
+
+    /// The inlined fast path alone: `None` when it does not apply (a sub-buffer switch, a loss,
+    /// an aborted or raced critical section, a buffer's first use), having reserved nothing;
+    /// the caller then goes to [`CpuRseq::reserve_general`]. For a caller that wants the
+    /// general path's result handled out of line too (nothing merges with the fast result).
+    #[inline(always)]
+    pub fn try_reserve(self, id: u32, payload_len: usize) -> Option<CpuRseqReservation<'a>> {
+        self.0
+            .reserve_fast::<false, Cpu>(id, payload_len)
+            .map(CpuRseqReservation)
+    }
+
+    /// The general path of [`Channel::reserve`] (out of line), which runs every step.
+    #[inline(always)]
+    pub fn reserve_general(
+        self,
+        id: u32,
+        payload_len: usize,
+    ) -> Result<CpuRseqReservation<'a>, Lost> {
         self.0
             .reserve_general_result(id, payload_len)
             .map(CpuRseqReservation)

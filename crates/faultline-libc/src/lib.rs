@@ -158,6 +158,28 @@ pub(crate) fn recorder() -> Option<&'static Arc<Recorder>> {
     ATTACHED.get().map(|a| &a._recorder)
 }
 
+/// Record one `libc` event (`events::direct`, called when `tp` is active): straight into this
+/// process's recorder with [`Recorder::record_fields`] — its copy strategies, statistics and
+/// bad-pointer handling, sized and encoded by code generated for the event's field types —
+/// instead of through [`Tracepoint::fire`](faultline_tracepoints::Tracepoint::fire)'s probe
+/// dispatch (a read-side section, a virtual call, the payload behind `dyn`). That is the same
+/// event: the recorder is the only probe this library registers on its tracepoints, nothing
+/// else can reach them (they live in this library's own registry), and it is never
+/// unregistered ([`ATTACHED`] keeps it for the life of the process). Before attaching no
+/// tracepoint is active; the generic path stays as a fallback all the same.
+#[inline(always)]
+pub(crate) fn record<F: faultline_tracepoints::__private::Fields>(
+    tp: &'static faultline_tracepoints::Tracepoint,
+    fields: F,
+) {
+    match recorder() {
+        Some(r) => {
+            let _ = r.record_fields(tp, fields);
+        }
+        None => tp.fire(&faultline_tracepoints::__private::FieldsPayload(fields)),
+    }
+}
+
 #[used]
 #[link_section = ".fini_array"]
 static FINI: extern "C" fn() = fini;

@@ -19,7 +19,6 @@
 
 use crate::events::VFORK;
 use crate::thread::{in_tracer, may_record, now, ns, pid, set_errno, tid, STATE, VFORK_CHILD};
-use faultline_tracepoints::trace;
 use libc::pid_t;
 
 extern "C" fn vfork_enter() -> u64 {
@@ -40,7 +39,7 @@ extern "C" fn vfork_parent(raw: i64, t0: u64) -> pid_t {
         (raw as pid_t, 0)
     };
     if VFORK.is_active() && may_record() {
-        in_tracer(|| trace!(VFORK, ret as i64, e, ns(t0, t1), pid(), tid()));
+        in_tracer(|| crate::wrap::emit!(VFORK, ret as i64, e, ns(t0, t1), pid(), tid()));
     }
     if e != 0 {
         set_errno(e);

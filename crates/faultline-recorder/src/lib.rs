@@ -74,6 +74,7 @@
 //! REMOTE commits) are in [`Channel::cpu_stats`].
 
 use faultline_ringbuf::{Channel, CommitKind, Lost, Reservation};
+use faultline_tracepoints::__private::{Fields, FieldsPayload};
 use faultline_tracepoints::{
     register_probe, FastTarget, LossCause, Payload, Probe, ProbeHandle, ProbeKind, RegisterError,
     TraceOutcome, Tracepoint,
@@ -597,7 +598,7 @@ impl Recorder {
     }
 
     #[inline(always)]
-    fn record_rcc(&self, id: u32, payload: &dyn Payload) -> Result<CommitKind, Lost> {
+    fn record_rcc<P: Payload + ?Sized>(&self, id: u32, payload: &P) -> Result<CommitKind, Lost> {
         let len = payload.size();
         // Matched in place (no `map_err`/`?`): moving the reservation through extra
         // non-inlined frames costs store-forwarding stalls on the hot path.
@@ -611,7 +612,12 @@ impl Recorder {
     }
 
     /// `None`: the scratch buffer is in use (nested event) or gone (thread exiting).
-    fn record_bounce(&self, id: u32, payload: &dyn Payload) -> Option<Result<CommitKind, Lost>> {
+    #[inline(always)]
+    fn record_bounce<P: Payload + ?Sized>(
+        &self,
+        id: u32,
+        payload: &P,
+    ) -> Option<Result<CommitKind, Lost>> {
         let r = SCRATCH.try_with(|cell| {
             let Ok(mut buf) = cell.try_borrow_mut() else {
                 return None;
@@ -632,7 +638,11 @@ impl Recorder {
         r.ok().flatten()
     }
 
-    fn record_prefault(&self, id: u32, payload: &dyn Payload) -> Result<CommitKind, Lost> {
+    fn record_prefault<P: Payload + ?Sized>(
+        &self,
+        id: u32,
+        payload: &P,
+    ) -> Result<CommitKind, Lost> {
         let mut attempt = 0u32;
         loop {
             let len = payload.prefault();
@@ -659,6 +669,36 @@ impl Recorder {
         id: u32,
         strategy: Strategy,
         payload: &dyn Payload,
+    ) -> Result<CommitKind, Lost> {
+        self.record_with(id, strategy, payload)
+    }
+
+    /// Record one event of `tp` from its typed field list (what `trace!` builds), with the
+    /// strategy [`Recorder::strategy_for`] picks: the same strategies, statistics and outcome
+    /// as [`Recorder::record`], but sized and encoded by code generated for the fields' types
+    /// (no virtual call, no probe dispatch). For a caller that owns this recorder and knows it
+    /// is the tracepoint's only probe (the libc preload library, whose tracepoints nothing
+    /// else can reach), so that an event need not go through [`Tracepoint::fire`]. The caller
+    /// checks [`Tracepoint::is_active`] first, as `trace!` does; the recorder must outlive the
+    /// call (no SRCU section protects it here).
+    #[inline(always)]
+    pub fn record_fields<F: Fields>(
+        &self,
+        tp: &'static Tracepoint,
+        fields: F,
+    ) -> Result<CommitKind, Lost> {
+        let payload = FieldsPayload(fields);
+        self.record_with(tp.id(), self.strategy_for(tp), &payload)
+    }
+
+    /// [`Recorder::record`] for any payload type: `dyn Payload` from the probe dispatch, a
+    /// concrete field list from [`Recorder::record_fields`] (then monomorphized and inlined).
+    #[inline(always)]
+    fn record_with<P: Payload + ?Sized>(
+        &self,
+        id: u32,
+        strategy: Strategy,
+        payload: &P,
     ) -> Result<CommitKind, Lost> {
         let r = match strategy {
             Strategy::ReserveCopyCommit => self.record_rcc(id, payload),

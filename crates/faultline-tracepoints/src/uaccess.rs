@@ -449,8 +449,12 @@ pub fn copy_from_user(dst: &mut [u8], src: *const u8) -> usize {
     // the routine's recovery code (handler installed, checked above) instead of killing us.
     let left = unsafe { faultline_tp_copy(dst.as_mut_ptr(), src, dst.len()) };
     let left = left.min(dst.len());
-    let copied = dst.len() - left;
-    dst[copied..].fill(0);
+    if left != 0 {
+        // Only after a fault: an unconditional `fill` of the (usually empty) tail is a
+        // `memset` call on every copy.
+        let copied = dst.len() - left;
+        dst[copied..].fill(0);
+    }
     left
 }
 

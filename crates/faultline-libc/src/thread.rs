@@ -22,11 +22,30 @@ pub(crate) const VFORK_CHILD: u8 = 2;
 pub(crate) struct ThreadState {
     pub(crate) flags: Cell<u8>,
     tid: Cell<u32>,
+    /// This thread's `errno` slot (`__errno_location()`, a thread-local address that never
+    /// changes for the thread; a fork child's thread has the same one), cached by [`traced`]:
+    /// null until its first recorded call.
+    errno: Cell<*mut i32>,
+}
+
+impl ThreadState {
+    /// This thread's `errno` slot (module docs of [`ThreadState::errno`]).
+    #[inline(always)]
+    fn errno_slot(&self) -> *mut i32 {
+        let p = self.errno.get();
+        if !p.is_null() {
+            return p;
+        }
+        // SAFETY: __errno_location has no preconditions; it returns this thread's slot.
+        let p = unsafe { libc::__errno_location() };
+        self.errno.set(p);
+        p
+    }
 }
 
 thread_local! {
     pub(crate) static STATE: ThreadState = const {
-        ThreadState { flags: Cell::new(0), tid: Cell::new(0) }
+        ThreadState { flags: Cell::new(0), tid: Cell::new(0), errno: Cell::new(std::ptr::null_mut()) }
     };
 }
 
@@ -178,7 +197,9 @@ pub(crate) fn traced<R: Copy>(
     let t0 = now();
     let r = real();
     let t1 = now();
-    let e = errno();
+    let slot = s.errno_slot();
+    // SAFETY: this thread's errno slot, always valid.
+    let e = unsafe { *slot };
     let mut t = s.tid.get();
     if t == 0 {
         // SAFETY: gettid has no preconditions.
@@ -194,6 +215,7 @@ pub(crate) fn traced<R: Copy>(
     s.flags.set(s.flags.get() | IN_TRACER);
     record(r, done);
     s.flags.set(s.flags.get() & !IN_TRACER);
-    set_errno(e);
+    // SAFETY: as above.
+    unsafe { *slot = e };
     r
 }

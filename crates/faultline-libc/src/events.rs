@@ -3,7 +3,9 @@
 //!
 //! Every `libc` event of a call that returns is recorded once, when it returns, with the
 //! arguments, `ret` (the return value, `-1` on failure for most calls), `errno` (0 when the
-//! call succeeded), `dur_ns` (entry to exit, nanoseconds), `pid` and `tid`. Paths are
+//! call succeeded), `dur_ns` (nanoseconds from the call's entry to the event's timestamp,
+//! which is taken when the call has returned, after the wrapper's few bookkeeping steps and,
+//! with the default copy strategy, after copying the event's arguments), `pid` and `tid`. Paths are
 //! [`CStrPtr`] (a `<name>_faulted` field is 1 when the pointer was bad); data buffers are
 //! [`RawBuf`] holding the first N bytes (`faultline record --libc-data N`): what was written,
 //! or what was read (only the `ret` bytes the call returned). The vector calls (`readv`,
@@ -14,12 +16,94 @@
 //! Socket addresses are decoded into text (`127.0.0.1:80`, `[::1]:80`, `unix:/path`,
 //! `unix:@abstract`) plus `family`; `addr_faulted` counts unreadable bytes of the address.
 
+use faultline_tracepoints::__private::{FieldType, FieldValue, Writer};
 use faultline_tracepoints::{tracepoint, CStrPtr, RawBuf, RawIov};
+use faultline_recorder::{Recorder, Strategy};
+use std::cell::Cell;
+
+/// Under the default policy, every `libc` event is recorded with reserve-copy-commit (the
+/// crate docs, "Copy strategy", say why).
+pub(crate) fn default_strategy(recorder: &Recorder) {
+    recorder.set_strategy("libc:*", Some(Strategy::ReserveCopyCommit));
+}
+
+/// A `u64` field set when its event is encoded: `dur_ns`, the nanoseconds from the call's
+/// entry (`start`, clock ticks) to the event's timestamp ([`Duration::end`], called by the
+/// recorder right before encoding: `Recorder::record_fields_stamped`). Encoded as a `u64`,
+/// exactly as the declared field type.
+pub(crate) struct Duration {
+    start: u64,
+    ns: Cell<u64>,
+}
+
+impl Duration {
+    #[inline(always)]
+    pub(crate) fn new(start: u64) -> Self {
+        Duration {
+            start,
+            ns: Cell::new(0),
+        }
+    }
+
+    /// The event's time, clock ticks.
+    #[inline(always)]
+    pub(crate) fn end(&self, t: u64) {
+        self.ns.set(crate::thread::ns(self.start, t));
+    }
+}
+
+impl FieldValue for Duration {
+    const TYPE: FieldType = <u64 as FieldValue>::TYPE;
+    const RAW: bool = false;
+    const MIN_SIZE: usize = <u64 as FieldValue>::MIN_SIZE;
+    #[inline(always)]
+    fn size(&self) -> usize {
+        self.ns.get().size()
+    }
+    #[inline(always)]
+    fn wanted(&self) -> usize {
+        self.ns.get().wanted()
+    }
+    #[inline(always)]
+    fn encode(&self, w: &mut Writer<'_>, budget: usize) {
+        self.ns.get().encode(w, budget)
+    }
+    #[inline(always)]
+    fn exact_len(&self) -> usize {
+        self.ns.get().exact_len()
+    }
+    #[inline(always)]
+    unsafe fn write_exact(&self, len: usize, dst: *mut u8) {
+        // SAFETY: the caller's contract, passed on unchanged (same length as a u64).
+        unsafe { self.ns.get().write_exact(len, dst) }
+    }
+}
+
+/// In `direct`'s functions, the value recorded for an argument: `dur_ns` (the entry time)
+/// becomes a [`Duration`] ending at the event; the others are recorded as given.
+macro_rules! field_value {
+    (dur_ns, $v:ident) => {
+        Duration::new($v)
+    };
+    ($f:ident, $v:ident) => {
+        $v
+    };
+}
+
+/// Ends the [`Duration`] of a `dur_ns` argument at `$t` (nothing for the others).
+macro_rules! field_stamp {
+    (dur_ns, $v:ident, $t:ident) => {
+        $v.end($t)
+    };
+    ($f:ident, $v:ident, $t:ident) => {};
+}
 
 /// Declares the `libc` events: each one's tracepoint, and in [`direct`] a function of the same
 /// name taking the same typed arguments, which records the event through this library's
 /// recorder without the probe dispatch (see [`crate::record`]). The argument types are the
-/// declared field types, so a call is type-checked like `trace!`'s.
+/// declared field types, so a call is type-checked like `trace!`'s; one argument is read
+/// differently: `dur_ns` is the call's *entry time* in clock ticks (`thread::now`), and the
+/// event records the nanoseconds from it to the event's own timestamp (see [`Duration`]).
 macro_rules! libc_events {
     ($( $(#[$attr:meta])* pub $name:ident, $provider:expr, $event:expr,
         { $($field:ident : $ty:ty),* $(,)? } );* $(;)?) => {
@@ -27,15 +111,20 @@ macro_rules! libc_events {
 
         /// One recording function per `libc` event (see `libc_events!`), called by
         /// `emit!` when the event is active.
-        #[allow(non_snake_case, clippy::too_many_arguments)]
+        #[allow(non_snake_case, clippy::too_many_arguments, clippy::unused_unit)]
         pub(crate) mod direct {
             use super::*;
             $(
                 #[inline(never)]
                 pub(crate) fn $name($($field: $ty),*) {
+                    $( let $field = field_value!($field, $field); )*
                     crate::record(
                         &super::$name,
                         faultline_tracepoints::__nest!($(&$field),*),
+                        |t| {
+                            let _ = t;
+                            $( field_stamp!($field, $field, t); )*
+                        },
                     );
                 }
             )*

@@ -73,7 +73,7 @@
 //! and events lost per cause as seen by this recorder. Buffer-side counters (per-CPU losses,
 //! REMOTE commits) are in [`Channel::cpu_stats`].
 
-use faultline_ringbuf::{Channel, CommitKind, Lost, Reservation};
+use faultline_ringbuf::{Channel, ClockKind, CommitKind, Lost, Reservation};
 use faultline_tracepoints::__private::{Fields, FieldsPayload};
 use faultline_tracepoints::{
     register_probe, FastTarget, LossCause, Payload, Probe, ProbeHandle, ProbeKind, RegisterError,
@@ -379,6 +379,8 @@ pub struct Recorder {
     /// overridden with [`Recorder::set_strategy`]. Computed once so the hot path is one load.
     strategies: Box<[AtomicU8]>,
     stats: Arc<Mutex<StatsRegistry>>,
+    /// The channel's clock (for [`Recorder::record_fields_stamped`]).
+    clock: ClockKind,
 }
 
 impl Recorder {
@@ -393,6 +395,7 @@ impl Recorder {
         }
         Arc::new(Recorder {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            clock: chan.clock().kind,
             chan,
             cfg,
             strategies: strategies.into_boxed_slice(),
@@ -671,6 +674,45 @@ impl Recorder {
         payload: &dyn Payload,
     ) -> Result<CommitKind, Lost> {
         self.record_with(id, strategy, payload)
+    }
+
+    /// [`Recorder::record_fields`] for an event with a field measured up to the event itself (a
+    /// duration that ends with the event: the libc wrappers' `dur_ns`): `stamp(t)` is called
+    /// once, with a time `t` in ticks of the channel's clock, right before the fields are
+    /// encoded, and may set such a field (a `Cell` the list refers to); it must not change any
+    /// field's size. With [`Strategy::ReserveCopyCommit`], `t` is the record's own timestamp
+    /// (read inside the reservation: no clock read of its own — on CPUs where reading the TSC
+    /// waits for every instruction before it, one read right after a system call returned was
+    /// a large part of a wrapped call's cost); the other strategies encode before reserving,
+    /// so `t` is a clock read just before encoding.
+    #[inline(always)]
+    pub fn record_fields_stamped<F: Fields>(
+        &self,
+        tp: &'static Tracepoint,
+        fields: F,
+        stamp: impl FnOnce(u64),
+    ) -> Result<CommitKind, Lost> {
+        let id = tp.id();
+        let strategy = self.strategy_for(tp);
+        let payload = FieldsPayload(fields);
+        if strategy != Strategy::ReserveCopyCommit {
+            stamp(faultline_ringbuf::clock::now(self.clock));
+            return self.record_with(id, strategy, &payload);
+        }
+        // record_rcc, with the stamp taken from the reservation.
+        let len = payload.size();
+        let r = match self.chan.reserve(id, len) {
+            Ok(mut res) => {
+                stamp(res.timestamp());
+                let out = payload.write(res.payload());
+                self.finish(id, res, out.written, out.faulted)
+            }
+            Err(why) => Err(self.lost(why)),
+        };
+        if r.is_ok() {
+            self.with_shard(|s| s.bump(C_EVENTS + Strategy::ReserveCopyCommit as usize, 1));
+        }
+        r
     }
 
     /// Record one event of `tp` from its typed field list (what `trace!` builds), with the

@@ -16,9 +16,9 @@
 //! Socket addresses are decoded into text (`127.0.0.1:80`, `[::1]:80`, `unix:/path`,
 //! `unix:@abstract`) plus `family`; `addr_faulted` counts unreadable bytes of the address.
 
+use faultline_recorder::{Recorder, Strategy};
 use faultline_tracepoints::__private::{FieldType, FieldValue, Writer};
 use faultline_tracepoints::{tracepoint, CStrPtr, RawBuf, RawIov};
-use faultline_recorder::{Recorder, Strategy};
 use std::cell::Cell;
 
 /// Under the default policy, every `libc` event is recorded with reserve-copy-commit (the

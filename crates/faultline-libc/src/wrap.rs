@@ -370,17 +370,7 @@ fn exec_like(
     let t0 = now();
     let r = call();
     let e = crate::thread::errno();
-    in_tracer(|| {
-        emit!(
-            EXECVE_FAILED,
-            CStrPtr(path),
-            r as i64,
-            e,
-            t0,
-            pid(),
-            tid()
-        )
-    });
+    in_tracer(|| emit!(EXECVE_FAILED, CStrPtr(path), r as i64, e, t0, pid(), tid()));
     set_errno(e);
     r
 }

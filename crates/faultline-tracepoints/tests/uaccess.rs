@@ -174,7 +174,10 @@ fn strings_at_every_alignment_length_and_bound() {
                     assert_eq!(r, Ok(len), "{ctx}");
                     assert!(dst[..len].iter().all(|&b| b == b'x'), "{ctx}");
                     assert_eq!(dst[len], 0, "{ctx}");
-                    assert!(dst[len + 1..].iter().all(|&b| b == 0xAA), "{ctx}: untouched");
+                    assert!(
+                        dst[len + 1..].iter().all(|&b| b == 0xAA),
+                        "{ctx}: untouched"
+                    );
                 } else {
                     assert_eq!(r, Ok(max), "{ctx}");
                     assert!(dst.iter().all(|&b| b == b'x'), "{ctx}");
@@ -186,7 +189,7 @@ fn strings_at_every_alignment_length_and_bound() {
 
 fn case_string_running_into_unmapped_page() {
     let p = half_mapped(); // no NUL anywhere in the mapped page
-    // Every way the byte head, the aligned words and the byte tail can meet the hole.
+                           // Every way the byte head, the aligned words and the byte tail can meet the hole.
     for readable in [0usize, 1, 5, 7, 8, 9, 15, 16, 17, 23, 63, 100] {
         let src = p.wrapping_add(PAGE - readable) as *const c_char;
         assert_eq!(

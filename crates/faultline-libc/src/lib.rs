@@ -106,7 +106,7 @@
 //!
 //! # Copy strategy
 //! Under the default policy (`--strategy auto`) the `libc` events are recorded with
-//! reserve-copy-commit ([`events::default_strategy`]), although they have raw fields (which
+//! reserve-copy-commit (`events::default_strategy`), although they have raw fields (which
 //! the recorder's own default would bounce): the memory they copy — a path, a buffer, an
 //! iovec array — was handed to the kernel by the very call being recorded, so it is resident
 //! and the copy straight into the reserved slot does not sleep while holding it; a bad pointer
@@ -120,7 +120,7 @@
 //! A wrapped call whose event is disabled costs one relaxed load on top of libc. An enabled
 //! one costs one clock read (the entry; the end is the event's timestamp), a thread-local
 //! flag, and one event with its copies, recorded straight into the recorder
-//! ([`record`]; numbers: `faultline bench --libc`, `docs/BENCHMARKS.md`).
+//! (`record`; numbers: `faultline bench --libc`, `docs/BENCHMARKS.md`).
 
 #![allow(clippy::missing_safety_doc)]
 

@@ -16,6 +16,7 @@
 use anyhow::{bail, Context};
 use std::ffi::OsString;
 use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -27,6 +28,13 @@ pub const LIB_NAME: &str = "libfaultline_libc.so";
 pub const ENV_LIBC: &str = "FAULTLINE_LIBC";
 /// Bytes recorded per data buffer.
 pub const ENV_LIBC_DATA: &str = "FAULTLINE_LIBC_DATA";
+
+/// `<st_dev>:<st_ino>` of the preloaded library file (the constant of the `faultline-libc`
+/// crate): every image checks it was loaded from that file.
+pub const ENV_LIBC_ID: &str = "FAULTLINE_LIBC_ID";
+/// The counters' descriptor and its pipe's identity (the `faultline-libc` crate's `stats`).
+pub const ENV_LIBC_STATS_FD: &str = "FAULTLINE_LIBC_STATS_FD";
+pub const ENV_LIBC_STATS_ID: &str = "FAULTLINE_LIBC_STATS_ID";
 
 /// Options of `record --libc`.
 #[derive(Debug, Clone)]
@@ -99,6 +107,62 @@ pub fn apply(cmd: &mut Command, lib: &Path, opt: &LibcOptions) {
     cmd.env("LD_PRELOAD", preload)
         .env(ENV_LIBC, "1")
         .env(ENV_LIBC_DATA, opt.data_bytes.to_string());
+}
+
+/// Lowest descriptor number handed to the program: `RLIMIT_NOFILE - 64` (the soft limit the
+/// program inherits), out of its way (programs expect `open` to return the lowest free
+/// number, and often get 3). The preload library uses the same base for its own descriptors.
+fn high_base() -> i32 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid out-pointer.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur.min(1 << 20) as i32
+    } else {
+        1024
+    };
+    (soft - 64).max(3)
+}
+
+fn dup_high(fd: i32) -> anyhow::Result<OwnedFd> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor the caller owns.
+    let h = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, high_base()) };
+    if h < 0 {
+        return Err(std::io::Error::last_os_error()).context("duplicating a descriptor");
+    }
+    // SAFETY: `h` is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(h) })
+}
+
+/// The descriptors and environment of a `--libc` program, all final before it starts (the
+/// `faultline-libc` crate's "Attaching"): no image moves a descriptor or changes a variable,
+/// because programs such as bash give their children the environment they got in `main`.
+/// The channel (`chan`, the program's open file description) goes to a high number, the
+/// schema pipe's write end (`schema`) to two: one named by `FAULTLINE_SCHEMA_FD`/`_ID`, which
+/// the first image to attach publishes the schema on and closes, one for every image's
+/// counters (`FAULTLINE_LIBC_STATS_FD`/`_ID`); `FAULTLINE_LIBC_ID` names the library file.
+/// Returns the high descriptors, close-on-exec: the caller makes them inheritable for the
+/// spawn and closes them after it.
+pub fn pass_descriptors(
+    cmd: &mut Command,
+    lib: &Path,
+    chan: i32,
+    schema: i32,
+) -> anyhow::Result<Vec<OwnedFd>> {
+    use faultline::session::{fd_id, ENV_CHANNEL_FD, ENV_SCHEMA_FD, ENV_SCHEMA_ID};
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(lib).with_context(|| format!("{}", lib.display()))?;
+    let (c, s, st) = (dup_high(chan)?, dup_high(schema)?, dup_high(schema)?);
+    let pipe_id = fd_id(schema).context("fstat of the schema pipe")?;
+    cmd.env(ENV_CHANNEL_FD, c.as_raw_fd().to_string())
+        .env(ENV_SCHEMA_FD, s.as_raw_fd().to_string())
+        .env(ENV_SCHEMA_ID, &pipe_id)
+        .env(ENV_LIBC_STATS_FD, st.as_raw_fd().to_string())
+        .env(ENV_LIBC_STATS_ID, &pipe_id)
+        .env(ENV_LIBC_ID, format!("{}:{}", m.dev(), m.ino()));
+    Ok(vec![c, s, st])
 }
 
 /// The program file `cmd` names (a `PATH` search when it has no slash).

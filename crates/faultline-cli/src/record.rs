@@ -309,9 +309,16 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         .env(ENV_EVENTS, &opt.events)
         .env(ENV_STRATEGY, opt.policy.to_string());
     let mut notes: Vec<String> = Vec::new();
+    // What the program inherits (inheritable only for the spawn).
+    let mut passed = vec![child_fd, wr_fd];
+    let mut high_fds: Vec<OwnedFd> = Vec::new();
     if let Some(l) = &opt.libc {
         let lib = crate::libc_preload::find_library()?;
+        // Absolute: images started in another directory check the same file.
+        let lib = std::fs::canonicalize(&lib).unwrap_or(lib);
         crate::libc_preload::apply(&mut cmd, &lib, l);
+        high_fds = crate::libc_preload::pass_descriptors(&mut cmd, &lib, child_fd, wr_fd)?;
+        passed = high_fds.iter().map(|f| f.as_raw_fd()).collect();
         cmd.env(ENV_EVENTS, crate::libc_preload::events_spec(&l.calls)?);
         if let Some(n) = crate::libc_preload::resolve_program(&opt.cmd[0])
             .and_then(|p| crate::libc_preload::static_note(&p))
@@ -320,11 +327,11 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             notes.push(n);
         }
     }
-    // The program inherits these two: inheritable from here until they are closed right after
+    // The program inherits these: inheritable from here until they are closed right after
     // the spawn (record starts no other process meanwhile). No `pre_exec` closure, so that the
     // standard library can use `posix_spawn` (a `vfork`-like clone: no copy of record's page
     // tables, which cost a millisecond per run).
-    for fd in [child_fd, wr_fd] {
+    for &fd in &passed {
         // SAFETY: fcntl(F_SETFD) on descriptors we own.
         if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
             return Err(std::io::Error::last_os_error()).context("passing the channel on");
@@ -334,6 +341,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         .spawn()
         .with_context(|| format!("cannot run {:?}", opt.cmd[0]))?;
     drop(wr);
+    drop(high_fds);
     if opens.is_none() {
         // The channel's own descriptor was passed on: close-on-exec again.
         // SAFETY: fcntl(F_SETFD) on a descriptor the channel keeps open.

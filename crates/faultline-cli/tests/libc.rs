@@ -889,3 +889,57 @@ fn trace_clock_frequency_is_measured_over_the_whole_run() {
         "metadata freq {freq}, measured {want:.0}: {ppm:.2} ppm"
     );
 }
+
+/// A shell's children are traced: bash (and dash, as `sh`) build a child's environment from
+/// the `envp` they got in `main`, not from `environ`, so every variable and descriptor a
+/// later image needs must be the ones `record` gave the first process (issue 13, exec).
+#[test]
+fn children_of_a_shell_are_traced() {
+    for shell in ["bash", "sh"] {
+        if !have(shell) && Command::new(shell).arg("-c").arg("true").status().is_err() {
+            eprintln!("SKIPPED: no {shell}");
+            continue;
+        }
+        let d = tmp(&format!("shell-{shell}"));
+        let (a, b) = (d.join("first.txt"), d.join("second.txt"));
+        std::fs::write(&a, "a\n").unwrap();
+        std::fs::write(&b, "b\n").unwrap();
+        let t = d.join("trace");
+        // Two children in a row (`; true` keeps the shell from exec'ing the last one itself),
+        // the second after the first has exited.
+        let script = format!(
+            "cat {} >/dev/null; dd if={} of=/dev/null status=none; true",
+            a.display(),
+            b.display()
+        );
+        let out = record(&t, &["--libc"], &[shell, "-c", &script]);
+        ok(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("not traced"), "{shell}: {err}");
+        let evs = view(&t);
+        let procs = named(&evs, "faultline:process");
+        let root = procs[0].int("pid");
+        for (exe, path) in [("/usr/bin/cat", &a), ("/usr/bin/dd", &b)] {
+            let p = procs
+                .iter()
+                .find(|p| p.get("exe") == exe)
+                .unwrap_or_else(|| panic!("{shell}: {exe} not attached: {err}\n{evs:?}"));
+            assert_eq!(p.int("ppid"), root, "{shell}");
+            let pid = p.int("pid");
+            assert!(
+                named(&evs, "libc:open")
+                    .iter()
+                    .any(|o| o.int("pid") == pid && o.get("path") == path.to_str().unwrap()),
+                "{shell}: no open of {} by {exe}: {evs:?}",
+                path.display()
+            );
+        }
+        // One schema for the whole session, and every image's counters.
+        let rep: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(t.join(".faultline-summary.json")).unwrap())
+                .unwrap();
+        let c = &rep["counters"];
+        assert_eq!(c["refused"].as_u64(), Some(0), "{shell}: {c}");
+        assert!(c["accepted"].as_u64().unwrap() >= 3, "{shell}: {c}");
+    }
+}

@@ -135,7 +135,7 @@ pub mod wrap;
 use faultline::schema_pipe;
 use faultline::session::{
     fd_id, hostname, procname, SchemaEvent, SchemaMessage, ENV_CHANNEL_FD, ENV_CHANNEL_ID,
-    ENV_EVENTS, ENV_SCHEMA_FD, ENV_STRATEGY, SCHEMA_VERSION,
+    ENV_EVENTS, ENV_SCHEMA_FD, ENV_SCHEMA_ID, ENV_STRATEGY, SCHEMA_VERSION,
 };
 use faultline_recorder::{Policy, Recorder, RecorderConfig};
 use faultline_ringbuf::Channel;
@@ -143,7 +143,8 @@ use faultline_schema::OwnedEventDesc;
 use faultline_tracepoints::trace;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, OnceLock};
 
 /// Set (to anything) by `faultline record --libc`: the library attaches. Unset: it stays
@@ -151,8 +152,9 @@ use std::sync::{Arc, OnceLock};
 pub const ENV_LIBC: &str = "FAULTLINE_LIBC";
 /// Bytes recorded from each data buffer (default [`DEFAULT_DATA_BYTES`]; 0 allowed).
 pub const ENV_LIBC_DATA: &str = "FAULTLINE_LIBC_DATA";
-/// Hash of the event list, set by the first process for the images it executes.
-pub const ENV_LIBC_SCHEMA: &str = "FAULTLINE_LIBC_SCHEMA";
+/// `<st_dev>:<st_ino>` of the library file `faultline record` preloads: every image checks
+/// that it was loaded from that file (same event list, same ids as the published schema).
+pub const ENV_LIBC_ID: &str = "FAULTLINE_LIBC_ID";
 /// File name of this library, as cargo builds it.
 pub const LIB_NAME: &str = "libfaultline_libc.so";
 /// Default of [`ENV_LIBC_DATA`].
@@ -251,13 +253,6 @@ fn env_fd(name: &str) -> Result<i32, String> {
         .ok_or_else(|| format!("{name}={v:?} is not a descriptor number"))
 }
 
-/// FNV-1a, 64 bits.
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// Lowest descriptor number the library uses: `RLIMIT_NOFILE - 64`, out of the program's way
 /// (programs expect `open` to return the lowest free number, and often get 3).
 fn high_base() -> i32 {
@@ -274,18 +269,33 @@ fn high_base() -> i32 {
     (soft - 64).max(3)
 }
 
-/// Move `fd` to a high, inheritable descriptor; returns the new one (or `fd` if there is no
-/// room up there).
-fn move_high(fd: i32) -> i32 {
-    // SAFETY: fcntl on a descriptor checked to be open (fd_id succeeded).
-    let high = unsafe { libc::fcntl(fd, libc::F_DUPFD, high_base()) };
-    if high < 0 {
-        return fd;
+/// `<st_dev>:<st_ino>` of the file this library was loaded from (found with `dladdr`), to
+/// compare with [`ENV_LIBC_ID`].
+fn library_id() -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: `Dl_info` is plain data; dladdr fills it for an address inside a loaded object
+    // (this function's own code) and returns 0 otherwise.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: see above; `info` is a valid out-pointer.
+    let ok = unsafe { libc::dladdr(library_id as *const libc::c_void, &mut info) } != 0;
+    if !ok || info.dli_fname.is_null() {
+        return Err("cannot find this library's file (dladdr)".into());
     }
-    // SAFETY: `fd` was inherited for us (the FAULTLINE_CHANNEL_FD contract); `high` replaces
-    // it and is what the environment names from now on.
-    unsafe { libc::close(fd) };
-    high
+    // SAFETY: dladdr succeeded: dli_fname is the loaded object's NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name.to_bytes()));
+    let m = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(format!("{}:{}", m.dev(), m.ino()))
+}
+
+/// The schema pipe's descriptor if this image is the one to publish the schema: the
+/// descriptor [`ENV_SCHEMA_FD`] names is still the pipe [`ENV_SCHEMA_ID`] names. The
+/// publisher closes it, so in every later image the number is closed, or reused by another
+/// file (whose identity differs).
+fn schema_fd_to_publish() -> Option<i32> {
+    let fd = env_fd(ENV_SCHEMA_FD).ok()?;
+    let want = std::env::var(ENV_SCHEMA_ID).ok()?;
+    (fd_id(fd).ok()? == want).then_some(fd)
 }
 
 fn attach() -> Result<(), String> {
@@ -301,22 +311,23 @@ fn attach() -> Result<(), String> {
             "fd {fd} is not the recorder's channel (id {got}, expected {want:?})"
         ));
     }
-    let schema_fd = std::env::var_os(ENV_SCHEMA_FD)
-        .is_some()
-        .then(|| env_fd(ENV_SCHEMA_FD))
-        .transpose()?;
-    let keep = if schema_fd.is_some() {
-        move_high(fd)
-    } else {
-        fd
-    };
-    // The channel maps a close-on-exec duplicate (also high); `keep` stays open for executed
-    // images.
+    // Same library file as `record` preloaded: same event list, same ids as the schema.
+    let lib = library_id()?;
+    let want_lib = std::env::var(ENV_LIBC_ID).unwrap_or_default();
+    if lib != want_lib {
+        return Err(format!(
+            "this library (id {lib}) is not the one faultline record preloaded ({want_lib:?}): \
+             was LD_PRELOAD changed?"
+        ));
+    }
+    let schema_fd = schema_fd_to_publish();
+    // The channel maps a close-on-exec duplicate (also high); `fd` stays open, at the number
+    // `record` chose, for executed images.
     // SAFETY: fcntl on an open descriptor.
-    let dup = unsafe { libc::fcntl(keep, libc::F_DUPFD_CLOEXEC, high_base()) };
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, high_base()) };
     if dup < 0 {
         return Err(format!(
-            "cannot duplicate fd {keep}: {}",
+            "cannot duplicate fd {fd}: {}",
             std::io::Error::last_os_error()
         ));
     }
@@ -349,72 +360,49 @@ fn attach() -> Result<(), String> {
     if policy == Policy::Auto {
         events::default_strategy(&recorder);
     }
-    let events: Vec<SchemaEvent> = faultline_tracepoints::tracepoints()
-        .iter()
-        .map(|tp| SchemaEvent {
-            id: tp.id(),
-            desc: OwnedEventDesc::from(tp.desc()),
-        })
-        .collect();
-    let hash = format!(
-        "{:016x}",
-        fnv(&serde_json::to_vec(&events).map_err(|e| e.to_string())?)
-    );
-    match schema_fd {
-        Some(sfd) => {
-            let msg = SchemaMessage {
-                version: SCHEMA_VERSION,
-                pid: thread::pid(),
-                procname: match exe.rsplit('/').next() {
-                    Some(n) if !n.is_empty() => n.to_string(),
-                    _ => procname(),
-                },
-                hostname: hostname(),
-                policy: policy.to_string(),
-                events,
-            };
-            // SAFETY: the schema fd was inherited for us (ENV_SCHEMA_FD contract); we take
-            // ownership and close it after writing.
-            let mut pipe = File::from(unsafe { OwnedFd::from_raw_fd(sfd) });
-            schema_pipe::send(&mut pipe, &schema_pipe::Message::Schema(msg))
-                .map_err(|e| format!("cannot publish the schema on fd {sfd}: {e}"))?;
-            // The pipe stays open for the counters of every image ([`stats`]): high,
-            // inheritable, non-blocking (a report never makes the program wait).
-            let sfd = move_high(pipe.into_raw_fd());
-            // SAFETY: fcntl on the descriptor we now own.
+    if let Some(sfd) = schema_fd {
+        let events: Vec<SchemaEvent> = faultline_tracepoints::tracepoints()
+            .iter()
+            .map(|tp| SchemaEvent {
+                id: tp.id(),
+                desc: OwnedEventDesc::from(tp.desc()),
+            })
+            .collect();
+        let msg = SchemaMessage {
+            version: SCHEMA_VERSION,
+            pid: thread::pid(),
+            procname: match exe.rsplit('/').next() {
+                Some(n) if !n.is_empty() => n.to_string(),
+                _ => procname(),
+            },
+            hostname: hostname(),
+            policy: policy.to_string(),
+            events,
+        };
+        // SAFETY: the schema fd was inherited for us (ENV_SCHEMA_FD contract, identity checked);
+        // we take ownership and close it after writing: that closed number is what tells
+        // every later image that the schema is published.
+        let mut pipe = File::from(unsafe { OwnedFd::from_raw_fd(sfd) });
+        schema_pipe::send(&mut pipe, &schema_pipe::Message::Schema(msg))
+            .map_err(|e| format!("cannot publish the schema on fd {sfd}: {e}"))?;
+    }
+    // The counters' pipe (`record` duplicated the schema pipe's write end for it), if the
+    // number still holds it. Non-blocking from the first image on (a report never makes the
+    // program wait; the flag belongs to the pipe's open file description, which every image
+    // shares, and the schema is written before it is set).
+    if let (Ok(sfd), Ok(id)) = (
+        env_fd(stats::ENV_STATS_FD),
+        std::env::var(stats::ENV_STATS_ID),
+    ) {
+        if fd_id(sfd).ok().as_deref() == Some(id.as_str()) {
+            // SAFETY: fcntl on a descriptor checked to be the pipe.
             unsafe {
                 let fl = libc::fcntl(sfd, libc::F_GETFL);
-                if fl >= 0 {
+                if fl >= 0 && fl & libc::O_NONBLOCK == 0 {
                     libc::fcntl(sfd, libc::F_SETFL, fl | libc::O_NONBLOCK);
                 }
             }
-            if let Ok(id) = fd_id(sfd) {
-                std::env::set_var(stats::ENV_STATS_FD, sfd.to_string());
-                std::env::set_var(stats::ENV_STATS_ID, &id);
-                stats::set_pipe(sfd, id);
-            }
-            // The constructor runs before main: no other thread reads the environment yet.
-            std::env::remove_var(ENV_SCHEMA_FD);
-            std::env::set_var(ENV_CHANNEL_FD, keep.to_string());
-            std::env::set_var(ENV_LIBC_SCHEMA, &hash);
-        }
-        None => {
-            let want = std::env::var(ENV_LIBC_SCHEMA).unwrap_or_default();
-            if want != hash {
-                return Err(format!(
-                    "this library's events (hash {hash}) are not the session's ({want:?}): \
-                     was a different faultline-libc preloaded?"
-                ));
-            }
-            // The counters' pipe, if it is still the one the first process named.
-            if let (Ok(fd), Ok(id)) = (
-                env_fd(stats::ENV_STATS_FD),
-                std::env::var(stats::ENV_STATS_ID),
-            ) {
-                if fd_id(fd).ok().as_deref() == Some(id.as_str()) {
-                    stats::set_pipe(fd, id);
-                }
-            }
+            stats::set_pipe(sfd, id);
         }
     }
     let _ = faultline_tracepoints::install_fault_handler();

@@ -156,6 +156,9 @@ pub const ENV_CHANNEL_FD: &str = "FAULTLINE_CHANNEL_FD";
 pub const ENV_CHANNEL_ID: &str = "FAULTLINE_CHANNEL_ID";
 /// Inherited write end of the schema pipe (decimal fd number).
 pub const ENV_SCHEMA_FD: &str = "FAULTLINE_SCHEMA_FD";
+/// `<st_dev>:<st_ino>` of that pipe (set by `faultline record --libc`, whose preload library
+/// publishes the schema only while the descriptor is still that pipe).
+pub const ENV_SCHEMA_ID: &str = "FAULTLINE_SCHEMA_ID";
 /// Tracepoints to enable (the registry's syntax: `glob,glob,-glob`).
 pub const ENV_EVENTS: &str = "FAULTLINE_EVENTS";
 /// Copy strategy policy: `auto`, `reserve-copy-commit`, `bounce` or `prefault-restart`.

@@ -53,23 +53,32 @@
 //!
 //! # Attaching: before, during, after
 //! The library does nothing unless `FAULTLINE_LIBC` is set (by `faultline record --libc`).
-//! Its constructor (an `.init_array` entry, run before the program's `main` and its own
-//! constructors) attaches, using the environment of [`faultline::session`]:
-//! 1. checks that `FAULTLINE_CHANNEL_FD` is the recorder's channel (`FAULTLINE_CHANNEL_ID`),
-//!    maps it, creates the recorder probe and registers it on every event of this library;
-//! 2. in the **first** process (the one that finds `FAULTLINE_SCHEMA_FD`): moves the channel
-//!    descriptor to a high number out of the program's way (`fcntl(F_DUPFD)` from
-//!    `RLIMIT_NOFILE - 64`, *inheritable*), publishes the schema (a `schema` line of
-//!    [`faultline::schema_pipe`], as an instrumented program does; the library's event
-//!    classes are all known at start: nothing is registered later), keeps the pipe for the
-//!    recorder counters of every image ([`stats`]), and rewrites the environment:
-//!    `FAULTLINE_CHANNEL_FD` = the new number, `FAULTLINE_SCHEMA_FD` removed,
-//!    `FAULTLINE_LIBC_SCHEMA` = a hash of the event list, `FAULTLINE_LIBC_STATS_FD`/`_ID` =
-//!    the pipe;
-//! 3. in a **later image** (a traced process executed a program: `LD_PRELOAD` and the
-//!    variables are inherited, and so is the descriptor): maps the same channel and checks that
-//!    its event list hashes to `FAULTLINE_LIBC_SCHEMA` (same library, same ids) — no schema is
-//!    published twice — and takes the counters' pipe if it is still the one named;
+//! **No image moves a descriptor or changes a variable**: programs such as bash build their
+//! children's environment from the `envp` they got in `main`, not from `environ`, so whatever
+//! an image changed would not reach the programs it runs. `record` sets everything up before
+//! the program starts, with the variables of [`faultline::session`] and of this crate: the
+//! channel at a high, inheritable descriptor (`FAULTLINE_CHANNEL_FD`, numbers from
+//! `RLIMIT_NOFILE - 64` up, out of the program's way: programs expect `open` to return the
+//! lowest free number, and often get 3), the schema pipe's write end twice —
+//! `FAULTLINE_SCHEMA_FD` with its identity `FAULTLINE_SCHEMA_ID` (device:inode), for the
+//! schema, and `FAULTLINE_LIBC_STATS_FD`/`_ID` for the counters ([`stats`]) — and
+//! `FAULTLINE_LIBC_ID`, the identity of this library's file. Each image's constructor (an
+//! `.init_array` entry, run before the program's `main` and its own constructors):
+//! 1. checks that `FAULTLINE_CHANNEL_FD` is the recorder's channel (`FAULTLINE_CHANNEL_ID`)
+//!    and that it was loaded from the file `FAULTLINE_LIBC_ID` names (same event list, same
+//!    ids as the published schema), maps the channel (through a close-on-exec duplicate: the
+//!    inherited descriptor stays where it is for the images to come), creates the recorder
+//!    probe and registers it on every event of this library;
+//! 2. publishes the schema if `FAULTLINE_SCHEMA_FD` is still the pipe `FAULTLINE_SCHEMA_ID`
+//!    names — a `schema` line of [`faultline::schema_pipe`], as an instrumented program does;
+//!    the library's event classes are all known at start: nothing is registered later — and
+//!    closes that descriptor. The first image to attach does; its constructor runs before it
+//!    can start anything, so in every later image (forked, executed, or a child of one) the
+//!    number is closed, or reused by a file of the program's whose identity differs: no
+//!    schema is published twice, and a reused number is never mistaken for the pipe;
+//! 3. takes the counters' descriptor if it is still the pipe named, and makes it
+//!    non-blocking (a flag of the pipe's open file description, which all images share; the
+//!    schema is written before the first image sets it);
 //! 4. installs the fault handler of the copies, resolves the real functions, registers a
 //!    `pthread_atfork` child handler (new pid and tid caches), prepares the thread, enables the
 //!    events named by `FAULTLINE_EVENTS`, and records `faultline:process`.
@@ -84,7 +93,8 @@
 //! * `fork`: the child keeps the mapping, the recorder and the attachment; its events carry
 //!   its own `pid` (the atfork handler refreshes the caches before `fork` returns in it). Both
 //!   sides record a `fork` event (`ret` = child pid / 0).
-//! * `exec`: the new image re-attaches (step 3) and records `faultline:process`.
+//! * `exec`: the new image re-attaches (steps 1, 3 and 4 with the inherited environment) and
+//!   records `faultline:process`; so do the children a shell or `make` executes.
 //! * `vfork`: see [`vfork`]: the child does not record (it borrows the parent's memory and has
 //!   no rseq registration); the image it executes re-attaches.
 //! * `posix_spawn`: recorded in the parent; the new image re-attaches.

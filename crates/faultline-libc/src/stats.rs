@@ -3,10 +3,10 @@
 //! `recorder` key and of the trace's `env` block).
 //!
 //! # Protocol
-//! * The first process keeps the schema pipe after publishing the schema: the write end moves
-//!   to a high, inheritable descriptor (non-blocking), named by [`ENV_STATS_FD`] with the pipe's
-//!   identity (device:inode) in [`ENV_STATS_ID`]; forked children and executed images inherit
-//!   both.
+//! * `faultline record --libc` gives the program a second descriptor of the schema pipe's
+//!   write end, high and inheritable, named by [`ENV_STATS_FD`] with the pipe's identity
+//!   (device:inode) in [`ENV_STATS_ID`]; forked children and executed images inherit both, and
+//!   every image makes it non-blocking when it takes it.
 //! * Each process image sends its counters **once it ends**, as a *delta* since what it (or the
 //!   process it was forked from) already reported, marked `final`: from the library's
 //!   destructor (`exit`, return from `main`), from the `_exit`/`_Exit` wrappers (no destructors

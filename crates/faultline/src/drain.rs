@@ -70,6 +70,21 @@
 //! the disk within about one `flush_interval`, as a partial one does through the periodic
 //! flush.
 //!
+//! # Where the consumer runs
+//! The consumer thread takes CPU time from whatever runs where it runs. Left to the
+//! scheduler it tends to stay on one CPU, so with busy writers on every CPU it slows the
+//! writer of that CPU alone, by the consumer's cost of *all* CPUs' events; a program that
+//! waits for its slowest thread loses about twice the consumer's share. With
+//! [`DrainConfig::follow_cpus`] (a [`crate::Session`] sets it) the drain moves its thread to a
+//! per-CPU buffer's CPU (`sched_setaffinity`) before it writes and releases that buffer's
+//! sub-buffers, so each CPU pays for its own events, and the sub-buffer's zeroing leaves its
+//! cache lines in the cache of the CPU whose writers reuse them. Before sleeping
+//! ([`Drain::wait`]) and at the end it gives the thread its original allowed CPUs back, so an
+//! idle consumer is never kept on a busy CPU. A move costs a system call and a migration per
+//! write (a write carries up to [`DrainConfig::gather`] sub-buffers); none when the thread is
+//! already there. Buffers indexed by concurrency id, or a CPU outside the thread's allowed
+//! CPUs, are written from wherever the thread runs. [`DrainStats::cpu_moves`] counts the moves.
+//!
 //! # Event classes that appear while draining
 //! With a [`ClassSource`] ([`Drain::set_class_source`]: tracepoints registered at run time,
 //! in this process or, under `faultline record`, announced over the schema pipe), the drain
@@ -166,6 +181,13 @@ pub struct DrainConfig {
     /// for a bare drain (its only way to count events); a [`crate::Session`] turns it off and
     /// counts events at its recorder instead ([`Drain::finish_counted`]).
     pub verify: bool,
+    /// Write each per-CPU buffer's packets from that CPU (module docs, "Where the consumer
+    /// runs"): before writing and releasing a buffer's sub-buffers the consumer thread moves
+    /// itself to the buffer's CPU (when its allowed CPUs include it) and it gives its
+    /// original allowed CPUs back at the end of the pass. Only for buffers indexed by CPU;
+    /// it changes the calling thread's affinity, so it is off by default and a
+    /// [`crate::Session`] (whose drain has a thread of its own) turns it on.
+    pub follow_cpus: bool,
 }
 
 impl Default for DrainConfig {
@@ -178,6 +200,7 @@ impl Default for DrainConfig {
             gather: 4,
             direct_io: true,
             verify: true,
+            follow_cpus: false,
         }
     }
 }
@@ -193,6 +216,11 @@ pub struct DrainStats {
     pub stream_bytes: u64,
     /// Packets taken from the ring buffer.
     pub packets_taken: u64,
+    /// Bytes of packet content (header, records, alignment; not the padding after it) of the
+    /// packets taken.
+    pub content_bytes: u64,
+    /// Times the consumer thread moved to a buffer's CPU ([`DrainConfig::follow_cpus`]).
+    pub cpu_moves: u64,
     /// Padding records (abandoned reservations, kept in the trace; readers skip them) in the
     /// verified packets.
     pub padding_records: u64,
@@ -325,6 +353,10 @@ pub struct Drain {
     /// Write whatever is complete, gathering or not: from a periodic flush until a poll finds
     /// nothing, and in the final drain.
     force: bool,
+    /// [`DrainConfig::follow_cpus`]: the CPUs the consumer thread was allowed to run on when
+    /// it first moved (read then), and the CPU it is pinned to now, if any.
+    home: Option<Vec<u32>>,
+    pinned: std::cell::Cell<Option<u32>>,
 }
 
 impl Drain {
@@ -348,6 +380,8 @@ impl Drain {
             flush_mark: None,
             held_since: BTreeMap::new(),
             force: false,
+            home: None,
+            pinned: std::cell::Cell::new(None),
         }
     }
 
@@ -459,6 +493,9 @@ impl Drain {
     /// Sleep until a buffer has enough complete sub-buffers to write (module docs,
     /// "Gathering"), a gathering buffer's time is up, or the timeout passes.
     pub fn wait(&self) {
+        // Asleep, the thread may be woken wherever the scheduler likes ("Where the consumer
+        // runs").
+        self.go_home();
         let mut t = self.cfg.wait_timeout.min(self.cfg.flush_interval);
         if let Some(first) = self.held_since.values().min() {
             t = t.min(self.cfg.flush_interval.saturating_sub(first.elapsed()));
@@ -599,12 +636,61 @@ impl Drain {
             // Classes of the records in these packets were published before the records were
             // committed, so before these takes (module docs).
             self.refresh_classes();
+            self.follow(cpu);
             self.write_in_place(consumer, cpu, taken);
         }
         if let Some(e) = error {
             self.abandon(cpu, e);
         }
         n
+    }
+
+    /// [`DrainConfig::follow_cpus`]: move the consumer thread to `cpu` before it writes and
+    /// releases that buffer's sub-buffers (module docs, "Where the consumer runs"). Nothing
+    /// when the thread already runs there, when its allowed CPUs do not include `cpu` or
+    /// hold only one, or when buffers are not per CPU.
+    fn follow(&mut self, cpu: u32) {
+        if !self.cfg.follow_cpus
+            || self.chan.buffer_index() != faultline_ringbuf::BufferIndex::Cpu
+            || self.pinned.get() == Some(cpu)
+        {
+            return;
+        }
+        if self.pinned.get().is_none() && faultline_rseq::current_cpu() == cpu {
+            // Already there: no system call (the scheduler may still move it; harmless).
+            return;
+        }
+        let home = self.home.get_or_insert_with(faultline_rseq::allowed_cpus);
+        if home.len() < 2 || !home.contains(&cpu) {
+            return;
+        }
+        if faultline_rseq::pin_to_cpu(cpu).is_ok() {
+            self.pinned.set(Some(cpu));
+            self.stats.cpu_moves += 1;
+        }
+    }
+
+    /// Give the consumer thread its original allowed CPUs back after [`Drain::follow`].
+    fn go_home(&self) {
+        if self.pinned.take().is_none() {
+            return;
+        }
+        let Some(home) = self.home.as_ref() else {
+            return;
+        };
+        // SAFETY: cpu_set_t is plain data; CPU_SET with indices checked against CPU_SETSIZE;
+        // sched_setaffinity(0) applies to the calling thread (the consumer's own thread: the
+        // drain is only polled from it). A failure leaves the thread pinned, which only costs
+        // scheduling freedom.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for &c in home {
+                if (c as usize) < libc::CPU_SETSIZE as usize {
+                    libc::CPU_SET(c as usize, &mut set);
+                }
+            }
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
     }
 
     /// Write packets of `cpu` taken in place (consecutive, in order), account for each, and
@@ -626,6 +712,7 @@ impl Drain {
         let results = unsafe { self.writer.write_packets_raw(cpu, &raw) };
         for (p, r) in taken.into_iter().zip(results) {
             self.stats.packets_taken += 1;
+            self.stats.content_bytes += p.info.content_len as u64;
             self.last.insert(cpu, p.info.header);
             let records = if r.is_err() {
                 // Rare: count what the packet held (a copy, then a bounded walk).
@@ -725,6 +812,7 @@ impl Drain {
     fn handle(&mut self, packet: &[u8], info: &PacketInfo) {
         let cpu = info.cpu;
         self.stats.packets_taken += 1;
+        self.stats.content_bytes += info.content_len as u64;
         self.last.insert(cpu, info.header);
         let mut hdr = [0u8; faultline_ctf::layout::PACKET_HEADER_SIZE];
         hdr.copy_from_slice(&packet[..HDR]);
@@ -804,6 +892,7 @@ impl Drain {
             }
         }
         self.synthesize_final();
+        self.go_home();
         if self.cfg.verify {
             self.verify();
         }

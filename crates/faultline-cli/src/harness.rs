@@ -186,7 +186,9 @@ impl Drainer {
         let cfg = DrainConfig {
             verbose: false,
             verify: true,
-            follow_cpus: true,
+            // FAULTLINE_BENCH_FOLLOW=0: the consumer stays wherever the scheduler puts it
+            // (for comparison; the library's default for a Session is to follow).
+            follow_cpus: std::env::var("FAULTLINE_BENCH_FOLLOW").as_deref() != Ok("0"),
             ..DrainConfig::default()
         };
         let mut drain = Drain::new(chan, writer, cfg);

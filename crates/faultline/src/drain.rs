@@ -1340,6 +1340,95 @@ mod tests {
     /// Gathering (module docs): complete sub-buffers wait in the ring until `gather` of them
     /// are complete, then go out together; fewer go out when their time is up, and the
     /// final drain writes the rest.
+    /// Sets the calling thread's allowed CPUs.
+    fn set_allowed(cpus: &[u32]) {
+        // SAFETY: plain cpu_set_t, indices below CPU_SETSIZE (allowed_cpus' own output);
+        // applies to the calling (test) thread.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for &c in cpus {
+                libc::CPU_SET(c as usize, &mut set);
+            }
+            assert_eq!(
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+                0
+            );
+        }
+    }
+
+    /// With follow_cpus the drain writes a buffer's packets from that buffer's CPU and gives
+    /// the thread its allowed CPUs back before it sleeps; without, it never moves.
+    #[test]
+    fn follow_cpus_writes_from_the_buffer_cpu_then_gives_the_cpus_back() {
+        let allowed = faultline_rseq::allowed_cpus();
+        if allowed.len() < 2 {
+            eprintln!("skipped: needs 2 CPUs");
+            return;
+        }
+        let (a, b) = (allowed[0], allowed[1]);
+        for follow in [true, false] {
+            let ch = Arc::new(
+                Channel::create(&ChannelConfig {
+                    subbuf_size: 4096,
+                    num_subbuf: 4,
+                    mode: Mode::Discard,
+                    sync: SyncMode::Atomic,
+                    ..ChannelConfig::default()
+                })
+                .unwrap(),
+            );
+            let dir = std::env::temp_dir().join(format!(
+                "faultline-drain-follow-{}-{follow}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            let w = TraceWriter::create(&dir, &trace_desc(&ch)).unwrap();
+            let cfg = DrainConfig {
+                verbose: false,
+                gather: 1,
+                wait_timeout: Duration::from_millis(1),
+                follow_cpus: follow,
+                ..DrainConfig::default()
+            };
+            let mut d = Drain::new(ch.clone(), w, cfg);
+            let mut moved = 0;
+            for _ in 0..5 {
+                if !fill(&ch, b, 1) || faultline_rseq::pin_to_cpu(a).is_err() {
+                    eprintln!("skipped: cannot run on CPUs {a} and {b}");
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return;
+                }
+                std::thread::yield_now();
+                // Allowed everywhere again; the thread stays on `a` unless the scheduler
+                // moves it meanwhile (then the drain has no reason to move).
+                set_allowed(&allowed);
+                let before = d.stats.cpu_moves;
+                assert_eq!(d.poll(), 1);
+                if d.stats.cpu_moves > before {
+                    assert!(follow);
+                    assert_eq!(faultline_rseq::allowed_cpus(), vec![b], "pinned to b");
+                    assert_eq!(faultline_rseq::current_cpu(), b);
+                    moved += 1;
+                } else {
+                    assert_eq!(faultline_rseq::allowed_cpus(), allowed);
+                }
+                d.wait();
+                assert_eq!(faultline_rseq::allowed_cpus(), allowed, "given back");
+            }
+            if follow {
+                assert!(moved > 0, "never moved to CPU {b}");
+            } else {
+                assert_eq!(moved, 0);
+            }
+            let (st, fin) = d.finish();
+            fin.unwrap();
+            assert!(st.corrupt.is_empty() && st.packets_rejected == 0, "{st:?}");
+            assert!(st.content_bytes >= 5 * 4000, "{st:?}");
+            assert_eq!(faultline_rseq::allowed_cpus(), allowed);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
     #[test]
     fn sub_buffers_are_gathered_then_written_together() {
         let ch = Arc::new(

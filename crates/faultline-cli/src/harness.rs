@@ -431,6 +431,49 @@ mod tests {
     use super::*;
     use faultline_ringbuf::{ChannelConfig, Mode};
 
+    faultline_tracepoints::tracepoint!(HARNESS_TEST, "faultline_harness_test", "v", { seq: u64 });
+
+    /// The library drain (a temporary CTF trace, verified at the end) delivers every event
+    /// the channel did not count lost, all of the declared tracepoint, and counts their bytes.
+    #[test]
+    fn library_drain_accounts_for_every_event() {
+        let chan = Arc::new(
+            Channel::create(&ChannelConfig {
+                subbuf_size: 4096,
+                num_subbuf: 4,
+                mode: Mode::Discard,
+                ..ChannelConfig::default()
+            })
+            .expect("channel"),
+        );
+        let rec = faultline_recorder::Recorder::new(
+            chan.clone(),
+            faultline_recorder::RecorderConfig::default(),
+        );
+        faultline_tracepoints::enable("faultline_harness_test:*");
+        let handle = faultline_recorder::attach(&rec, "faultline_harness_test:*").expect("attach");
+        let d = Drainer::spawn_library(chan.clone()).expect("drainer");
+        let n = 40_000u64;
+        for i in 0..n {
+            faultline_tracepoints::trace!(HARNESS_TEST, i);
+            if i % 100 == 99 {
+                // Let the consumer keep up now and then, so many packets go through it.
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        faultline_tracepoints::unregister(handle);
+        let d = d.finish(&chan);
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        let lost: u64 = (0..chan.num_cpus())
+            .filter_map(|c| chan.cpu_stats(c))
+            .map(|s| s.lost_total())
+            .sum();
+        assert_eq!(d.records + lost, n, "delivered {} lost {lost}", d.records);
+        assert_eq!(d.count(HARNESS_TEST.id()), d.records);
+        assert!(d.packets > 10, "{} packets", d.packets);
+        assert!(d.content_bytes >= d.records * 8, "{} bytes", d.content_bytes);
+    }
+
     /// Every drain mode delivers every record not counted lost, with the right ids; small
     /// sub-buffers so many packets go through the deferred drainer's pool.
     #[test]

@@ -79,13 +79,15 @@
 //! per-CPU buffer's CPU (`sched_setaffinity`) before it writes and releases that buffer's
 //! sub-buffers, so each CPU pays for its own events, and the sub-buffer's zeroing leaves its
 //! cache lines in the cache of the CPU whose writers reuse them. It does so only while every
-//! CPU the thread may run on has written a packet within the last `flush_interval`: when
-//! some CPU has no writers, the scheduler puts the consumer there, which costs the writers
-//! nothing (a single traced thread keeps the other CPU for its consumer). Before sleeping
-//! ([`Drain::wait`]) and at the end it gives the thread its original allowed CPUs back, so an
-//! idle consumer is never kept on a busy CPU. A move costs a system call and a migration per
-//! write (a write carries up to [`DrainConfig::gather`] sub-buffers); none when the thread is
-//! already there. Buffers indexed by concurrency id, or a CPU outside the thread's allowed
+//! CPU the thread may run on has written a packet within the last `flush_interval`. While
+//! some have not, it keeps the thread on those CPUs without writers instead (asleep too), so
+//! that the writers lose nothing to it (a single traced thread keeps its CPU, and the
+//! consumer runs on another one even when the scheduler would have put it on the writer's).
+//! Pinned to a busy buffer's CPU, it gives the thread its original allowed CPUs back before
+//! sleeping ([`Drain::wait`]), so an idle consumer is never kept on a busy CPU; at the end it
+//! gives them back in any case. A move costs a system call and a migration per
+//! write (a write carries up to [`DrainConfig::gather`] sub-buffers) while every CPU is busy;
+//! none when the thread is already there. Buffers indexed by concurrency id, or a CPU outside the thread's allowed
 //! CPUs, are written from wherever the thread runs. [`DrainStats::cpu_moves`] counts the moves.
 //!
 //! # Event classes that appear while draining
@@ -281,6 +283,22 @@ impl DrainStats {
     }
 }
 
+/// Restrict the calling thread to `cpus` (`sched_setaffinity`); whether that worked.
+fn set_affinity(cpus: &[u32]) -> bool {
+    // SAFETY: cpu_set_t is plain data; CPU_SET with indices checked against CPU_SETSIZE;
+    // sched_setaffinity(0) applies to the calling thread (the drain's: it is only polled from
+    // its own thread).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            if (c as usize) < libc::CPU_SETSIZE as usize {
+                libc::CPU_SET(c as usize, &mut set);
+            }
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
 /// CPU time (user + system) of the calling thread, in nanoseconds.
 pub fn thread_cpu_ns() -> u64 {
     let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
@@ -359,7 +377,10 @@ pub struct Drain {
     /// [`DrainConfig::follow_cpus`]: the CPUs the consumer thread was allowed to run on when
     /// it first moved (read then), and the CPU it is pinned to now, if any.
     home: Option<Vec<u32>>,
-    pinned: std::cell::Cell<Option<u32>>,
+    pinned: std::cell::RefCell<Vec<u32>>,
+    /// `pinned` holds the CPUs without writers (kept while the thread sleeps), not a busy
+    /// buffer's CPU (given back before it sleeps).
+    pinned_idle: std::cell::Cell<bool>,
     /// When packets of each buffer were last written ([`Drain::follow`]: are writers busy on
     /// every CPU?).
     last_taken: BTreeMap<u32, Instant>,
@@ -387,7 +408,8 @@ impl Drain {
             held_since: BTreeMap::new(),
             force: false,
             home: None,
-            pinned: std::cell::Cell::new(None),
+            pinned: std::cell::RefCell::new(Vec::new()),
+            pinned_idle: std::cell::Cell::new(false),
             last_taken: BTreeMap::new(),
         }
     }
@@ -500,9 +522,11 @@ impl Drain {
     /// Sleep until a buffer has enough complete sub-buffers to write (module docs,
     /// "Gathering"), a gathering buffer's time is up, or the timeout passes.
     pub fn wait(&self) {
-        // Asleep, the thread may be woken wherever the scheduler likes ("Where the consumer
-        // runs").
-        self.go_home();
+        // Asleep, the thread may be woken wherever the scheduler likes, unless it keeps to
+        // the CPUs without writers ("Where the consumer runs").
+        if !self.pinned_idle.get() {
+            self.go_home();
+        }
         let mut t = self.cfg.wait_timeout.min(self.cfg.flush_interval);
         if let Some(first) = self.held_since.values().min() {
             t = t.min(self.cfg.flush_interval.saturating_sub(first.elapsed()));
@@ -655,21 +679,14 @@ impl Drain {
         n
     }
 
-    /// [`DrainConfig::follow_cpus`]: move the consumer thread to `cpu` before it writes and
-    /// releases that buffer's sub-buffers (module docs, "Where the consumer runs"). Nothing
-    /// when the thread already runs there, when its allowed CPUs do not include `cpu` or
-    /// hold only one, when one of them wrote no packet within `flush_interval` (a CPU without
-    /// writers: the scheduler's choice is better; the thread goes back to its allowed CPUs),
-    /// or when buffers are not per CPU.
+    /// [`DrainConfig::follow_cpus`] (module docs, "Where the consumer runs"), before the
+    /// consumer writes and releases sub-buffers of `cpu`'s buffer: while every CPU the thread
+    /// may run on wrote a packet within `flush_interval`, move it to `cpu` (nothing when it
+    /// already runs there); otherwise keep it on the CPUs that wrote none. Nothing when its
+    /// allowed CPUs do not include `cpu` or hold only one, or when buffers are not per CPU.
     fn follow(&mut self, cpu: u32) {
-        if !self.cfg.follow_cpus
-            || self.chan.buffer_index() != faultline_ringbuf::BufferIndex::Cpu
-            || self.pinned.get() == Some(cpu)
+        if !self.cfg.follow_cpus || self.chan.buffer_index() != faultline_ringbuf::BufferIndex::Cpu
         {
-            return;
-        }
-        if self.pinned.get().is_none() && faultline_rseq::current_cpu() == cpu {
-            // Already there: no system call (the scheduler may still move it; harmless).
             return;
         }
         let home = self.home.get_or_insert_with(faultline_rseq::allowed_cpus);
@@ -677,41 +694,45 @@ impl Drain {
             return;
         }
         let window = self.cfg.flush_interval;
-        let all_busy = home.iter().all(|c| {
-            self.last_taken
-                .get(c)
-                .is_some_and(|t| t.elapsed() < window)
-        });
-        if !all_busy {
-            self.go_home();
+        let idle: Vec<u32> = home
+            .iter()
+            .copied()
+            .filter(|c| {
+                !self
+                    .last_taken
+                    .get(c)
+                    .is_some_and(|t| t.elapsed() < window)
+            })
+            .collect();
+        let (target, is_idle) = if idle.is_empty() {
+            (vec![cpu], false)
+        } else {
+            (idle, true)
+        };
+        if *self.pinned.borrow() == target {
             return;
         }
-        if faultline_rseq::pin_to_cpu(cpu).is_ok() {
-            self.pinned.set(Some(cpu));
+        if !is_idle && self.pinned.borrow().is_empty() && faultline_rseq::current_cpu() == cpu {
+            // Already there: no system call (the scheduler may still move it; harmless).
+            return;
+        }
+        if set_affinity(&target) {
+            *self.pinned.borrow_mut() = target;
+            self.pinned_idle.set(is_idle);
             self.stats.cpu_moves += 1;
         }
     }
 
     /// Give the consumer thread its original allowed CPUs back after [`Drain::follow`].
     fn go_home(&self) {
-        if self.pinned.take().is_none() {
+        if self.pinned.borrow().is_empty() {
             return;
         }
-        let Some(home) = self.home.as_ref() else {
-            return;
-        };
-        // SAFETY: cpu_set_t is plain data; CPU_SET with indices checked against CPU_SETSIZE;
-        // sched_setaffinity(0) applies to the calling thread (the consumer's own thread: the
-        // drain is only polled from it). A failure leaves the thread pinned, which only costs
-        // scheduling freedom.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            for &c in home {
-                if (c as usize) < libc::CPU_SETSIZE as usize {
-                    libc::CPU_SET(c as usize, &mut set);
-                }
-            }
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        self.pinned.borrow_mut().clear();
+        self.pinned_idle.set(false);
+        if let Some(home) = self.home.as_ref() {
+            // A failure leaves the thread pinned, which only costs scheduling freedom.
+            set_affinity(home);
         }
     }
 
@@ -1416,8 +1437,8 @@ mod tests {
             };
             let mut d = Drain::new(ch.clone(), w, cfg);
             let mut moved = 0;
-            // Rounds 0..3: writers on `b` only (no move: `a` is free for the consumer);
-            // then on both CPUs.
+            // Rounds 0..3: writers on `b` only (the consumer keeps to `a`); then on both
+            // CPUs (it moves to each buffer's CPU to write it).
             for round in 0..8 {
                 let both = round >= 3;
                 if !fill(&ch, b, 1)
@@ -1429,22 +1450,32 @@ mod tests {
                     return;
                 }
                 std::thread::yield_now();
-                // Allowed everywhere again; the thread stays on `a` unless the scheduler
-                // moves it meanwhile.
-                set_allowed(&allowed);
+                // Allowed everywhere again (not while the drain keeps the thread on `a`: it
+                // is the only one that changes its thread's CPUs); the thread stays on `a`
+                // unless the scheduler moves it meanwhile.
+                if !(follow && !both && round > 0) {
+                    set_allowed(&allowed);
+                }
                 let before = d.stats.cpu_moves;
                 assert_eq!(d.poll(), 1 + both as u64);
                 if d.stats.cpu_moves > before {
-                    assert!(follow && both, "moved in round {round}");
-                    assert_eq!(faultline_rseq::allowed_cpus().len(), 1, "pinned");
+                    assert!(follow, "moved in round {round}");
                     moved += 1;
-                } else {
-                    assert_eq!(faultline_rseq::allowed_cpus(), allowed);
                 }
-                d.wait();
-                assert_eq!(faultline_rseq::allowed_cpus(), allowed, "given back");
+                let now = faultline_rseq::allowed_cpus();
+                if follow && !both {
+                    // Only `b` has writers: the consumer keeps to `a`, asleep too.
+                    assert_eq!(now, vec![a], "round {round}");
+                    d.wait();
+                    assert_eq!(faultline_rseq::allowed_cpus(), vec![a], "round {round}");
+                } else {
+                    assert!(now == allowed || (follow && now.len() == 1), "{now:?}");
+                    d.wait();
+                    assert_eq!(faultline_rseq::allowed_cpus(), allowed, "given back");
+                }
             }
             assert_eq!(moved > 0, follow, "moves: {moved}");
+            assert!(!follow || d.stats.cpu_moves >= 2, "{}", d.stats.cpu_moves);
             let (st, fin) = d.finish();
             fin.unwrap();
             assert!(st.corrupt.is_empty() && st.packets_rejected == 0, "{st:?}");

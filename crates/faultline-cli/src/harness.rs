@@ -194,45 +194,48 @@ impl Drainer {
         let mut drain = Drain::new(chan, writer, cfg);
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        let handle = std::thread::spawn(move || {
-            drain.run_until(&s);
-            let (st, fin) = drain.finish();
-            let _ = std::fs::remove_dir_all(&dir);
-            let cpu_ns = st.consumer_cpu_ns.saturating_sub(st.verify_cpu_ns);
-            let mut d = Drained {
-                packets: st.packets_taken,
-                records: st.events_written,
-                content_bytes: st.content_bytes,
-                busy_ns: cpu_ns,
-                cpu_ns,
-                verify_cpu_ns: st.verify_cpu_ns,
-                ..Drained::default()
-            };
-            for (id, n) in st.events.values().flatten() {
-                if *id > MAX_COUNTED_ID {
-                    d.other_ids += n;
-                } else {
-                    let i = *id as usize;
-                    if d.per_id.len() <= i {
-                        d.per_id.resize(i + 1, 0);
+        let handle = std::thread::Builder::new()
+            .name("bench-drain".into())
+            .spawn(move || {
+                drain.run_until(&s);
+                let (st, fin) = drain.finish();
+                let _ = std::fs::remove_dir_all(&dir);
+                let cpu_ns = st.consumer_cpu_ns.saturating_sub(st.verify_cpu_ns);
+                let mut d = Drained {
+                    packets: st.packets_taken,
+                    records: st.events_written,
+                    content_bytes: st.content_bytes,
+                    busy_ns: cpu_ns,
+                    cpu_ns,
+                    verify_cpu_ns: st.verify_cpu_ns,
+                    ..Drained::default()
+                };
+                for (id, n) in st.events.values().flatten() {
+                    if *id > MAX_COUNTED_ID {
+                        d.other_ids += n;
+                    } else {
+                        let i = *id as usize;
+                        if d.per_id.len() <= i {
+                            d.per_id.resize(i + 1, 0);
+                        }
+                        d.per_id[i] += n;
                     }
-                    d.per_id[i] += n;
                 }
-            }
-            d.errors.extend(st.read_errors);
-            d.errors.extend(st.first_write_error);
-            d.errors.extend(st.corrupt.iter().map(|(cpu, c)| c.line(*cpu)));
-            if st.packets_rejected > 0 {
-                d.errors.push(format!(
-                    "{} packets ({} events) rejected",
-                    st.packets_rejected, st.events_rejected
-                ));
-            }
-            if let Err(e) = fin {
-                d.errors.push(format!("trace: {e}"));
-            }
-            d
-        });
+                d.errors.extend(st.read_errors);
+                d.errors.extend(st.first_write_error);
+                d.errors
+                    .extend(st.corrupt.iter().map(|(cpu, c)| c.line(*cpu)));
+                if st.packets_rejected > 0 {
+                    d.errors.push(format!(
+                        "{} packets ({} events) rejected",
+                        st.packets_rejected, st.events_rejected
+                    ));
+                }
+                if let Err(e) = fin {
+                    d.errors.push(format!("trace: {e}"));
+                }
+                d
+            })?;
         Ok(Drainer { stop, handle })
     }
 
@@ -471,7 +474,11 @@ mod tests {
         assert_eq!(d.records + lost, n, "delivered {} lost {lost}", d.records);
         assert_eq!(d.count(HARNESS_TEST.id()), d.records);
         assert!(d.packets > 10, "{} packets", d.packets);
-        assert!(d.content_bytes >= d.records * 8, "{} bytes", d.content_bytes);
+        assert!(
+            d.content_bytes >= d.records * 8,
+            "{} bytes",
+            d.content_bytes
+        );
     }
 
     /// Every drain mode delivers every record not counted lost, with the right ids; small

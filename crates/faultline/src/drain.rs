@@ -697,12 +697,7 @@ impl Drain {
         let idle: Vec<u32> = home
             .iter()
             .copied()
-            .filter(|c| {
-                !self
-                    .last_taken
-                    .get(c)
-                    .is_some_and(|t| t.elapsed() < window)
-            })
+            .filter(|c| self.last_taken.get(c).is_none_or(|t| t.elapsed() >= window))
             .collect();
         let (target, is_idle) = if idle.is_empty() {
             (vec![cpu], false)

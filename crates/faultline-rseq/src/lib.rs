@@ -14,7 +14,8 @@
 //! resuming. The abort address must be preceded by the 4-byte signature glibc registered
 //! (`0x53053053` on x86), which we encode as the displacement of a never-executed `ud1`, as
 //! glibc and librseq do. Each CS ends with exactly one *commit* store; everything before it has
-//! no visible side effect, so an aborted CS is as if it never ran.
+//! no visible side effect, so an aborted CS is as if it never ran (the few sections that also
+//! store before their commit say so, and what makes those stores harmless).
 //!
 //! # Operations (all per-CPU, all x86_64 asm)
 //! Each takes the id (CPU or concurrency id, below) the caller believes it runs on; the CS
@@ -25,6 +26,12 @@
 //!   tsc = rdtsc(); *v = newv /* commit */; return tsc` — the ring buffer's reserve: the
 //!   timestamp is read inside the CS, so two reservations on one CPU are ordered by both
 //!   offset and timestamp.
+//! * [`cmpeqv_storev_tsc_pick_hdr_on`], [`cmpeqv_storev_tsc_hdr_on`],
+//!   [`cmpeqv_storev_tsc_stores_on`]: the ring buffer's reserve in discard mode, which also
+//!   writes the record header it builds from the timestamp (and, when it closes a sub-buffer,
+//!   the closed packet's content size) **before** the commit store, so no reservation is ever
+//!   visible without its header. Those stores survive an abort after the compare: they go to
+//!   bytes the caller owns as long as the compared word is unchanged (see their docs).
 //! * [`cmpeqv_storev_on`]: the same without the timestamp.
 //! * [`cmpeqv_trystorev_storev_on`]: `cmpeqv_storev_on` that stores a second word just before
 //!   the commit (that store survives an abort after the compare: see its docs).
@@ -676,6 +683,356 @@ pub unsafe fn cmpeqv_storev_tsc_pick_on<S: SlotId>(
             newc = in(reg) newv_compact,
             floor = in(reg) floor,
             window = in(reg) window,
+            out("rax") ts,
+            out("edx") status,
+            options(nostack),
+        );
+    }
+    status_to_result(status)?;
+    Ok(ts)
+}
+
+/// The ring buffer's reserve with its record header written **inside** the critical section,
+/// before the commit store: `if id_S != id → CpuMismatch; if *v != expect → CompareFailed;
+/// tsc = rdtsc(); compact = tsc - floor < WINDOW; *(hdr + 7) = tsc >> 16 | hi;
+/// *hdr = if compact { (tsc << 5) as u32 | compact_lo } else { tsc << 40 | EXT_LO };
+/// *v = if compact { newv - SHRINK } else { newv }` (all stores 8 bytes, unaligned), keyed on
+/// `S`. Returns the timestamp; the caller learns the choice by repeating
+/// `tsc.wrapping_sub(floor) < WINDOW`.
+///
+/// The two header words are the ring buffer's record header with its id pending
+/// (`faultline_wire`: the extended header's words at offsets 0 and 7, or the compact header's
+/// first word, whose 8th byte, a payload byte, is stored as zero). With `hi` the extended
+/// header's length bits, `compact_lo` the compact tag and length bits and `EXT_LO` the
+/// extended tag and id bits, what lands at `hdr` is exactly that header; the caller checks the
+/// equality (the ring buffer's tests compare the bytes with `faultline_wire`'s encoders).
+///
+/// Unlike the other sections, the header stores happen before the commit and survive an
+/// abort after the compare succeeded: the caller must own `[hdr, hdr + 15)` whenever `*v ==
+/// expect` holds on `id` (bytes no one has reserved yet, in a buffer only this section's
+/// owner of `id` writes, and that no reader looks at before a later commit covers them). That
+/// is what makes them worth having: a reservation is never visible without its header.
+///
+/// With `spins > 0` (abort injection for tests and the stress harness, `DELAY`), the section
+/// spins that many iterations after the compare.
+///
+/// # Safety
+/// As [`cmpeqv_storev_tsc_on`], and the ownership of `[hdr, hdr + 15)` above.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
+    S: SlotId,
+    const DELAY: bool,
+    const EXT_LO: u64,
+    const WINDOW: u32,
+    const SHRINK: u32,
+>(
+    id: u32,
+    v: *mut u64,
+    expect: u64,
+    newv: u64,
+    floor: u64,
+    hdr: *mut u8,
+    hi: u64,
+    compact_lo: u64,
+    spins: u64,
+) -> Result<u64, RseqError> {
+    let off = OFFSET.load(Ordering::Relaxed);
+    let status: u32;
+    let ts: u64;
+    macro_rules! body {
+        ($delay:literal) => {
+            concat!(
+                rseq_cs_descriptor!(),
+                rseq_cs_arm!("rdx", "{id:e}"),
+                "cmp qword ptr [{v}], {expect}\n",
+                "jne 8f\n",
+                $delay,
+                "rdtsc\n",
+                "shl rdx, 32\n",
+                "or rax, rdx\n",
+                // Second header word (offset 7): tsc >> 16 | hi.
+                "mov rdx, rax\n",
+                "shr rdx, 16\n",
+                "or rdx, {hi}\n",
+                "mov qword ptr [{hdr} + 7], rdx\n",
+                // Compact first word: (tsc << 5) mod 2^32 | compact_lo.
+                "mov edx, eax\n",
+                "shl edx, 5\n",
+                "or rdx, {clo}\n",
+                // Extended first word: tsc << 40 | EXT_LO (`expect` and `id` are dead now).
+                "mov {expect}, rax\n",
+                "shl {expect}, 40\n",
+                "mov {id}, {extlo}\n",
+                "or {expect}, {id}\n",
+                "mov {id}, rax\n",
+                "sub {id}, {floor}\n",
+                "cmp {id}, {window}\n",
+                "cmovb {expect}, rdx\n",
+                "lea rdx, [{newv} - {shrink}]\n",
+                "cmovb {newv}, rdx\n",
+                "mov qword ptr [{hdr}], {expect}\n",
+                "mov qword ptr [{v}], {newv}\n",
+                "5:\n",
+                "xor edx, edx\n",
+                rseq_cs_exits!("edx"),
+            )
+        };
+    }
+    if DELAY {
+        // SAFETY: the caller guarantees rseq is registered (so fs:[off] is this thread's
+        // struct rseq), that `v` is only written by sections keyed on `S` holding `id`, and
+        // that `[hdr, hdr + 15)` is its own once the compare succeeded (function docs); CS
+        // layout as in the module doc, the commit store last.
+        unsafe {
+            core::arch::asm!(
+                body!("2:\ndec {spins}\njnz 2b\n"),
+                off = in(reg) off,
+                field = const S::FIELD,
+                id = inout(reg) id as u64 => _,
+                v = in(reg) v,
+                expect = inout(reg) expect => _,
+                newv = inout(reg) newv => _,
+                floor = in(reg) floor,
+                hdr = in(reg) hdr,
+                hi = in(reg) hi,
+                clo = in(reg) compact_lo,
+                spins = inout(reg) spins.max(1) => _,
+                extlo = const EXT_LO,
+                window = const WINDOW,
+                shrink = const SHRINK,
+                out("rax") ts,
+                out("edx") status,
+                options(nostack),
+            );
+        }
+    } else {
+        let _ = spins;
+        // SAFETY: as above. Few registers (inlined into the ring buffer's fast path): `rdx`
+        // carries the descriptor's address, the timestamp's high half, the header words,
+        // then the status; `id` and `expect` are reused once compared.
+        unsafe {
+            core::arch::asm!(
+                body!(""),
+                off = in(reg) off,
+                field = const S::FIELD,
+                id = inout(reg) id as u64 => _,
+                v = in(reg) v,
+                expect = inout(reg) expect => _,
+                newv = inout(reg) newv => _,
+                floor = in(reg) floor,
+                hdr = in(reg) hdr,
+                hi = in(reg) hi,
+                clo = in(reg) compact_lo,
+                extlo = const EXT_LO,
+                window = const WINDOW,
+                shrink = const SHRINK,
+                out("rax") ts,
+                out("edx") status,
+                options(nostack),
+            );
+        }
+    }
+    status_to_result(status)?;
+    Ok(ts)
+}
+
+/// [`cmpeqv_storev_tsc_pick_hdr_on`] without the choice: always the extended header
+/// (`tsc << 40 | EXT_LO` at `hdr`, `tsc >> 16 | hi` at `hdr + 7`) and `*v = newv`, a value
+/// that does not depend on the timestamp (so the next reservation's load of `*v` does not
+/// wait for this `rdtsc`).
+///
+/// # Safety
+/// As [`cmpeqv_storev_tsc_pick_hdr_on`].
+#[inline(always)]
+pub unsafe fn cmpeqv_storev_tsc_hdr_on<S: SlotId, const DELAY: bool, const EXT_LO: u64>(
+    id: u32,
+    v: *mut u64,
+    expect: u64,
+    newv: u64,
+    hdr: *mut u8,
+    hi: u64,
+    spins: u64,
+) -> Result<u64, RseqError> {
+    let off = OFFSET.load(Ordering::Relaxed);
+    let status: u32;
+    let ts: u64;
+    macro_rules! body {
+        ($delay:literal) => {
+            concat!(
+                rseq_cs_descriptor!(),
+                rseq_cs_arm!("rdx", "{id:e}"),
+                "cmp qword ptr [{v}], {expect}\n",
+                "jne 8f\n",
+                $delay,
+                "rdtsc\n",
+                "shl rdx, 32\n",
+                "or rax, rdx\n",
+                "mov rdx, rax\n",
+                "shr rdx, 16\n",
+                "or rdx, {hi}\n",
+                "mov qword ptr [{hdr} + 7], rdx\n",
+                "mov rdx, rax\n",
+                "shl rdx, 40\n",
+                "mov {id}, {extlo}\n",
+                "or rdx, {id}\n",
+                "mov qword ptr [{hdr}], rdx\n",
+                "mov qword ptr [{v}], {newv}\n",
+                "5:\n",
+                "xor edx, edx\n",
+                rseq_cs_exits!("edx"),
+            )
+        };
+    }
+    if DELAY {
+        // SAFETY: as in cmpeqv_storev_tsc_pick_hdr_on (the caller's contract).
+        unsafe {
+            core::arch::asm!(
+                body!("2:\ndec {spins}\njnz 2b\n"),
+                off = in(reg) off,
+                field = const S::FIELD,
+                id = inout(reg) id as u64 => _,
+                v = in(reg) v,
+                expect = in(reg) expect,
+                newv = in(reg) newv,
+                hdr = in(reg) hdr,
+                hi = in(reg) hi,
+                spins = inout(reg) spins.max(1) => _,
+                extlo = const EXT_LO,
+                out("rax") ts,
+                out("edx") status,
+                options(nostack),
+            );
+        }
+    } else {
+        let _ = spins;
+        // SAFETY: as in cmpeqv_storev_tsc_pick_hdr_on (the caller's contract).
+        unsafe {
+            core::arch::asm!(
+                body!(""),
+                off = in(reg) off,
+                field = const S::FIELD,
+                id = inout(reg) id as u64 => _,
+                v = in(reg) v,
+                expect = in(reg) expect,
+                newv = in(reg) newv,
+                hdr = in(reg) hdr,
+                hi = in(reg) hi,
+                extlo = const EXT_LO,
+                out("rax") ts,
+                out("edx") status,
+                options(nostack),
+            );
+        }
+    }
+    status_to_result(status)?;
+    Ok(ts)
+}
+
+/// What [`cmpeqv_storev_tsc_stores_on`] stores before its commit, besides the offset. A null
+/// pointer skips its stores.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ReserveStores {
+    /// Where the extended record header goes (`tsc << 40 | EXT_LO` at `hdr`, `tsc >> 16 | hi`
+    /// at `hdr + 7`), or null.
+    pub hdr: *mut u8,
+    /// The second header word's bits that are not the timestamp's (the length).
+    pub hi: u64,
+    /// Non-zero: stored at `hdr + 15` (8 bytes; the long length of a long header).
+    pub long_len: u64,
+    /// The packet header this reservation closes, or null: `content_bits` goes to `pkt + 40`
+    /// (its `content_size`).
+    pub pkt: *mut u8,
+    /// The closed packet's content size in bits.
+    pub content_bits: u64,
+}
+const _: () = {
+    assert!(std::mem::offset_of!(ReserveStores, hdr) == 0);
+    assert!(std::mem::offset_of!(ReserveStores, hi) == 8);
+    assert!(std::mem::offset_of!(ReserveStores, long_len) == 16);
+    assert!(std::mem::offset_of!(ReserveStores, pkt) == 24);
+    assert!(std::mem::offset_of!(ReserveStores, content_bits) == 32);
+};
+
+/// [`cmpeqv_storev_tsc_on`] that also stores, after the timestamp and before the commit, what
+/// `st` describes ([`ReserveStores`]): the ring buffer's general reserve, whose record header
+/// (extended, id pending, `EXT_LO` its tag and id bits) and, when it closes a sub-buffer, the
+/// closed packet's content size are written before the reservation is visible.
+/// As with [`cmpeqv_storev_tsc_pick_hdr_on`], those stores survive an abort after the compare
+/// succeeded. `spins > 0`: spin that many iterations after the compare (abort injection).
+///
+/// # Safety
+/// As [`cmpeqv_storev_tsc_on`]; every range `st` names (`[hdr, hdr + 15)`, `[hdr + 15, hdr +
+/// 23)` when `long_len != 0`, `[pkt + 40, pkt + 48)`) must be the caller's whenever `*v ==
+/// expect` holds on `id` (see [`cmpeqv_storev_tsc_pick_hdr_on`]).
+#[inline(always)]
+pub unsafe fn cmpeqv_storev_tsc_stores_on<S: SlotId, const EXT_LO: u64>(
+    id: u32,
+    v: *mut u64,
+    expect: u64,
+    newv: u64,
+    st: &ReserveStores,
+    spins: u64,
+) -> Result<u64, RseqError> {
+    let off = OFFSET.load(Ordering::Relaxed);
+    let status: u32;
+    let ts: u64;
+    // SAFETY: the caller guarantees rseq is registered, that `v` is only written by sections
+    // keyed on `S` holding `id`, and that the ranges `st` names are its own once the compare
+    // succeeded; `st` is a valid reference for the whole asm (read only). CS layout as in the
+    // module doc, the commit store last; the spin loop is skipped when `spins` is 0.
+    unsafe {
+        core::arch::asm!(
+            rseq_cs_descriptor!(),
+            rseq_cs_arm!("rdx", "{id:e}"),
+            "cmp qword ptr [{v}], {expect}",
+            "jne 8f",
+            "test {spins}, {spins}",
+            "jz 12f",
+            "2:",
+            "dec {spins}",
+            "jnz 2b",
+            "12:",
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "mov {id}, qword ptr [{st}]",
+            "test {id}, {id}",
+            "jz 13f",
+            "mov rdx, rax",
+            "shl rdx, 40",
+            "mov {expect}, {extlo}",
+            "or rdx, {expect}",
+            "mov qword ptr [{id}], rdx",
+            "mov rdx, rax",
+            "shr rdx, 16",
+            "or rdx, qword ptr [{st} + 8]",
+            "mov qword ptr [{id} + 7], rdx",
+            "mov rdx, qword ptr [{st} + 16]",
+            "test rdx, rdx",
+            "jz 13f",
+            "mov qword ptr [{id} + 15], rdx",
+            "13:",
+            "mov {id}, qword ptr [{st} + 24]",
+            "test {id}, {id}",
+            "jz 14f",
+            "mov rdx, qword ptr [{st} + 32]",
+            "mov qword ptr [{id} + 40], rdx",
+            "14:",
+            "mov qword ptr [{v}], {newv}",
+            "5:",
+            "xor edx, edx",
+            rseq_cs_exits!("edx"),
+            off = in(reg) off,
+            field = const S::FIELD,
+            id = inout(reg) id as u64 => _,
+            v = in(reg) v,
+            expect = inout(reg) expect => _,
+            newv = in(reg) newv,
+            st = in(reg) st as *const ReserveStores,
+            spins = inout(reg) spins => _,
+            extlo = const EXT_LO,
             out("rax") ts,
             out("edx") status,
             options(nostack),

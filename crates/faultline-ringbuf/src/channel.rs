@@ -367,6 +367,10 @@ pub struct Channel {
     /// Every reservation writes its header inside its reserve section
     /// ([`Channel::headers_in_reserve_section`]).
     hdr_in_cs: bool,
+    /// This process's `__rseq_offset`, kept here so that the fast path's sections address the
+    /// rseq area with one load of it (from this struct, already at hand) instead of a GOT load
+    /// and a load per section (0, unused, when rseq is not available).
+    rseq_off: faultline_rseq::Offset,
     /// The compact-header window of the fast path: [`faultline_wire::COMPACT_TS_WINDOW`] in
     /// discard mode, 0 (never compact) in overwrite mode (module docs).
     compact_window: u64,
@@ -725,15 +729,18 @@ struct ShmCounters<'a, const RSEQ: bool, S> {
     c: &'a SubbufCounters,
     /// The header of the buffer holding `c` (for the membarrier count).
     b: &'a BufferHeader,
+    /// The channel's `rseq_off`.
+    off: faultline_rseq::Offset,
     _s: std::marker::PhantomData<S>,
 }
 
 impl<'a, const RSEQ: bool, S> ShmCounters<'a, RSEQ, S> {
     #[inline(always)]
-    fn new(c: &'a SubbufCounters, b: &'a BufferHeader) -> Self {
+    fn new(c: &'a SubbufCounters, b: &'a BufferHeader, off: faultline_rseq::Offset) -> Self {
         ShmCounters {
             c,
             b,
+            off,
             _s: std::marker::PhantomData,
         }
     }
@@ -747,9 +754,10 @@ impl<const RSEQ: bool, S: SlotId + Copy> CommitCounters for ShmCounters<'_, RSEQ
         }
         loop {
             // SAFETY: rseq is available (the channel was created/opened in rseq mode only if
-            // so); `local` of buffer `cpu` is written only by rseq critical sections keyed on
-            // `S` holding `cpu` (for Cid: in the writer process only, checked at reserve).
-            match unsafe { faultline_rseq::addv_on::<S>(cpu, self.c.local.as_ptr(), n) } {
+            // so, and then `off` is faultline_rseq::offset()); `local` of buffer `cpu` is
+            // written only by rseq critical sections keyed on `S` holding `cpu` (for Cid: in the
+            // writer process only, checked at reserve).
+            match unsafe { faultline_rseq::addv_at::<S>(self.off, cpu, self.c.local.as_ptr(), n) } {
                 Ok(v) => return Ok(v),
                 Err(faultline_rseq::RseqError::CpuMismatch) => return Err(NotOnCpu),
                 Err(_) => continue,
@@ -1024,6 +1032,7 @@ impl Channel {
                 }
                 _ => GENERAL,
             },
+            rseq_off: faultline_rseq::offset().unwrap_or_default(),
             hdr_in_cs: geo.sync == SyncMode::Rseq
                 && geo.clock == ClockKind::Tsc
                 && geo.mode == Mode::Discard,
@@ -1360,8 +1369,9 @@ impl Channel {
             return None;
         }
         // SAFETY: the fast paths imply the channel is in rseq mode, which create/open allow
-        // only when rseq is available in this process; FAST_CID also that mm_cid is maintained.
-        let cpu = unsafe { faultline_rseq::slot_id_unchecked::<S>() };
+        // only when rseq is available in this process (so `rseq_off` is its offset); FAST_CID
+        // also that mm_cid is maintained.
+        let cpu = unsafe { faultline_rseq::slot_id_at::<S>(self.rseq_off) };
         if cpu >= g.num_cpus {
             return None;
         }
@@ -1438,7 +1448,9 @@ impl Channel {
                         EXT_LO,
                         COMPACT_WINDOW,
                         COMPACT_SHRINK,
-                    >(cpu, w, old, end, floor, rec, hi, clo, spins)
+                    >(
+                        self.rseq_off, cpu, w, old, end, floor, rec, hi, clo, spins
+                    )
                     .ok()?;
                     // The section stored the compact end and header exactly when this holds.
                     (ts, ts.wrapping_sub(floor) < COMPACT_WINDOW as u64)
@@ -1448,7 +1460,14 @@ impl Channel {
                     // conditional move, the next reservation's load of write_offset waits for
                     // this rdtsc: about 3 ns per reservation measured on an Intel Xeon).
                     let ts = faultline_rseq::cmpeqv_storev_tsc_hdr_on::<S, INJECT, EXT_LO>(
-                        cpu, w, old, end, rec, hi, spins,
+                        self.rseq_off,
+                        cpu,
+                        w,
+                        old,
+                        end,
+                        rec,
+                        hi,
+                        spins,
                     )
                     .ok()?;
                     (ts, false)
@@ -1687,6 +1706,7 @@ impl Channel {
                 unsafe {
                     if self.geo.index == BufferIndex::Cpu {
                         faultline_rseq::cmpeqv_storev_tsc_stores_on::<Cpu, EXT_LO>(
+                            self.rseq_off,
                             cpu,
                             w.as_ptr(),
                             old,
@@ -1696,6 +1716,7 @@ impl Channel {
                         )
                     } else {
                         faultline_rseq::cmpeqv_storev_tsc_stores_on::<Cid, EXT_LO>(
+                            self.rseq_off,
                             cpu,
                             w.as_ptr(),
                             old,
@@ -1887,16 +1908,31 @@ impl Channel {
         let complete = g.complete_own(pos);
         let (kind, done) = if g.sync == SyncMode::Rseq {
             let r = if g.index == BufferIndex::Cpu {
-                commit::commit(&ShmCounters::<true, Cpu>::new(c, b), cpu, len, complete)
+                commit::commit(
+                    &ShmCounters::<true, Cpu>::new(c, b, self.rseq_off),
+                    cpu,
+                    len,
+                    complete,
+                )
             } else {
-                commit::commit(&ShmCounters::<true, Cid>::new(c, b), cpu, len, complete)
+                commit::commit(
+                    &ShmCounters::<true, Cid>::new(c, b, self.rseq_off),
+                    cpu,
+                    len,
+                    complete,
+                )
             };
             if r.0 == CommitKind::Remote {
                 b.remote_commits.fetch_add(1, Ordering::Relaxed);
             }
             r
         } else {
-            commit::commit(&ShmCounters::<false, Cpu>::new(c, b), cpu, len, complete)
+            commit::commit(
+                &ShmCounters::<false, Cpu>::new(c, b, self.rseq_off),
+                cpu,
+                len,
+                complete,
+            )
         };
         if done {
             self.deliver(cpu);

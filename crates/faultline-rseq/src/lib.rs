@@ -346,6 +346,48 @@ mod sealed {
     impl Sealed for super::Cid {}
 }
 
+/// This process's `__rseq_offset` (the same for every thread), for callers that keep it next
+/// to their own data ([`offset`]): the sections and reads taking one address the area as
+/// `fs:[offset + field]` without loading the cached offset from this crate's static (in a
+/// position-independent executable, an address from the GOT and then the value: two dependent
+/// loads per section).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offset(i64);
+
+/// This process's [`Offset`] when rseq is [`available`].
+pub fn offset() -> Option<Offset> {
+    available().then(|| Offset(OFFSET.load(Ordering::Relaxed)))
+}
+
+/// [`slot_id_unchecked`] with the offset the caller keeps ([`offset`]).
+///
+/// # Safety
+/// As [`slot_id_unchecked`]; `off` must come from [`offset`].
+#[inline(always)]
+pub unsafe fn slot_id_at<S: SlotId>(off: Offset) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let id: u32;
+        // SAFETY: as in cpu_id_unchecked; `off` is this process's __rseq_offset (caller).
+        unsafe {
+            core::arch::asm!(
+                "mov {id:e}, dword ptr fs:[{off} + {field}]",
+                off = in(reg) off.0,
+                field = const S::FIELD,
+                id = lateout(reg) id,
+                options(nostack, readonly, preserves_flags),
+            )
+        };
+        id
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = off;
+        // SAFETY: as documented, the caller guarantees a registered area.
+        unsafe { slot_id_unchecked::<S>() }
+    }
+}
+
 /// This thread's id `S` (`rseq->cpu_id` or `rseq->mm_cid`) with one `%fs`-relative load, like
 /// [`cpu_id_unchecked`].
 ///
@@ -694,15 +736,19 @@ pub unsafe fn cmpeqv_storev_tsc_pick_on<S: SlotId>(
 
 /// The ring buffer's reserve with its record header written **inside** the critical section,
 /// before the commit store: `if id_S != id → CpuMismatch; if *v != expect → CompareFailed;
-/// tsc = rdtsc(); compact = tsc - floor < WINDOW; *(hdr + 7) = tsc >> 16 | hi;
-/// *hdr = if compact { (tsc << 5) as u32 | compact_lo } else { tsc << 40 | EXT_LO };
-/// *v = if compact { newv - SHRINK } else { newv }` (all stores 8 bytes, unaligned), keyed on
-/// `S`. Returns the timestamp; the caller learns the choice by repeating
+/// tsc = rdtsc(); if tsc - floor < WINDOW { *hdr = (tsc << 5) as u32 | compact_lo;
+/// *v = newv - SHRINK } else { *(hdr + 7) = tsc >> 16 | hi; *hdr = tsc << 40 | EXT_LO;
+/// *v = newv }` (all stores 8 bytes, unaligned), keyed on `S`. Returns the timestamp; the caller learns the choice by repeating
 /// `tsc.wrapping_sub(floor) < WINDOW`.
+///
+/// The choice is a branch inside the section (both paths end at the one commit store), not a
+/// conditional move: the stored offset then does not depend on the `rdtsc`, so the next
+/// reservation's load of `*v` does not wait for it, and the compact case (nearly every record)
+/// does not compute the extended words.
 ///
 /// The two header words are the ring buffer's record header with its id pending
 /// (`faultline_wire`: the extended header's words at offsets 0 and 7, or the compact header's
-/// first word, whose 8th byte, a payload byte, is stored as zero). With `hi` the extended
+/// first word, whose 7th and 8th bytes, payload bytes, are stored as zero). With `hi` the extended
 /// header's length bits, `compact_lo` the compact tag and length bits and `EXT_LO` the
 /// extended tag and id bits, what lands at `hdr` is exactly that header; the caller checks the
 /// equality (the ring buffer's tests compare the bytes with `faultline_wire`'s encoders).
@@ -717,7 +763,8 @@ pub unsafe fn cmpeqv_storev_tsc_pick_on<S: SlotId>(
 /// spins that many iterations after the compare.
 ///
 /// # Safety
-/// As [`cmpeqv_storev_tsc_on`], and the ownership of `[hdr, hdr + 15)` above.
+/// As [`cmpeqv_storev_tsc_on`], and the ownership of `[hdr, hdr + 15)` above; `off` must come
+/// from [`offset`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
@@ -727,6 +774,7 @@ pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
     const WINDOW: u32,
     const SHRINK: u32,
 >(
+    off: Offset,
     id: u32,
     v: *mut u64,
     expect: u64,
@@ -737,7 +785,7 @@ pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
     compact_lo: u64,
     spins: u64,
 ) -> Result<u64, RseqError> {
-    let off = OFFSET.load(Ordering::Relaxed);
+    let off = off.0;
     let status: u32;
     let ts: u64;
     macro_rules! body {
@@ -751,27 +799,30 @@ pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
                 "rdtsc\n",
                 "shl rdx, 32\n",
                 "or rax, rdx\n",
-                // Second header word (offset 7): tsc >> 16 | hi.
+                // `id` is dead once compared: the distance to the floor.
+                "mov {id}, rax\n",
+                "sub {id}, {floor}\n",
+                "cmp {id}, {window}\n",
+                "jb 22f\n",
+                // Extended (a packet's first record, or a floor too old): both words.
                 "mov rdx, rax\n",
                 "shr rdx, 16\n",
                 "or rdx, {hi}\n",
                 "mov qword ptr [{hdr} + 7], rdx\n",
-                // Compact first word: (tsc << 5) mod 2^32 | compact_lo.
+                "mov rdx, rax\n",
+                "shl rdx, 40\n",
+                "mov {id}, {extlo}\n",
+                "or rdx, {id}\n",
+                "mov qword ptr [{hdr}], rdx\n",
+                "jmp 23f\n",
+                // Compact: one word, (tsc << 5) mod 2^32 | compact_lo, and the shorter end.
+                "22:\n",
                 "mov edx, eax\n",
                 "shl edx, 5\n",
                 "or rdx, {clo}\n",
-                // Extended first word: tsc << 40 | EXT_LO (`expect` and `id` are dead now).
-                "mov {expect}, rax\n",
-                "shl {expect}, 40\n",
-                "mov {id}, {extlo}\n",
-                "or {expect}, {id}\n",
-                "mov {id}, rax\n",
-                "sub {id}, {floor}\n",
-                "cmp {id}, {window}\n",
-                "cmovb {expect}, rdx\n",
-                "lea rdx, [{newv} - {shrink}]\n",
-                "cmovb {newv}, rdx\n",
-                "mov qword ptr [{hdr}], {expect}\n",
+                "mov qword ptr [{hdr}], rdx\n",
+                "lea {newv}, [{newv} - {shrink}]\n",
+                "23:\n",
                 "mov qword ptr [{v}], {newv}\n",
                 "5:\n",
                 "xor edx, edx\n",
@@ -791,7 +842,7 @@ pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
                 field = const S::FIELD,
                 id = inout(reg) id as u64 => _,
                 v = in(reg) v,
-                expect = inout(reg) expect => _,
+                expect = in(reg) expect,
                 newv = inout(reg) newv => _,
                 floor = in(reg) floor,
                 hdr = in(reg) hdr,
@@ -810,7 +861,7 @@ pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
         let _ = spins;
         // SAFETY: as above. Few registers (inlined into the ring buffer's fast path): `rdx`
         // carries the descriptor's address, the timestamp's high half, the header words,
-        // then the status; `id` and `expect` are reused once compared.
+        // then the status; `id` is reused once compared.
         unsafe {
             core::arch::asm!(
                 body!(""),
@@ -818,7 +869,7 @@ pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
                 field = const S::FIELD,
                 id = inout(reg) id as u64 => _,
                 v = in(reg) v,
-                expect = inout(reg) expect => _,
+                expect = in(reg) expect,
                 newv = inout(reg) newv => _,
                 floor = in(reg) floor,
                 hdr = in(reg) hdr,
@@ -846,6 +897,7 @@ pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
 /// As [`cmpeqv_storev_tsc_pick_hdr_on`].
 #[inline(always)]
 pub unsafe fn cmpeqv_storev_tsc_hdr_on<S: SlotId, const DELAY: bool, const EXT_LO: u64>(
+    off: Offset,
     id: u32,
     v: *mut u64,
     expect: u64,
@@ -854,7 +906,7 @@ pub unsafe fn cmpeqv_storev_tsc_hdr_on<S: SlotId, const DELAY: bool, const EXT_L
     hi: u64,
     spins: u64,
 ) -> Result<u64, RseqError> {
-    let off = OFFSET.load(Ordering::Relaxed);
+    let off = off.0;
     let status: u32;
     let ts: u64;
     macro_rules! body {
@@ -963,11 +1015,12 @@ const _: () = {
 /// succeeded. `spins > 0`: spin that many iterations after the compare (abort injection).
 ///
 /// # Safety
-/// As [`cmpeqv_storev_tsc_on`]; every range `st` names (`[hdr, hdr + 15)`, `[hdr + 15, hdr +
+/// As [`cmpeqv_storev_tsc_on`]; `off` must come from [`offset`]; every range `st` names (`[hdr, hdr + 15)`, `[hdr + 15, hdr +
 /// 23)` when `long_len != 0`, `[pkt + 40, pkt + 48)`) must be the caller's whenever `*v ==
 /// expect` holds on `id` (see [`cmpeqv_storev_tsc_pick_hdr_on`]).
 #[inline(always)]
 pub unsafe fn cmpeqv_storev_tsc_stores_on<S: SlotId, const EXT_LO: u64>(
+    off: Offset,
     id: u32,
     v: *mut u64,
     expect: u64,
@@ -975,7 +1028,7 @@ pub unsafe fn cmpeqv_storev_tsc_stores_on<S: SlotId, const EXT_LO: u64>(
     st: &ReserveStores,
     spins: u64,
 ) -> Result<u64, RseqError> {
-    let off = OFFSET.load(Ordering::Relaxed);
+    let off = off.0;
     let status: u32;
     let ts: u64;
     // SAFETY: the caller guarantees rseq is registered, that `v` is only written by sections
@@ -1140,7 +1193,22 @@ pub unsafe fn cmpeqv_trystorev_storev_on<S: SlotId>(
 #[inline(always)]
 pub unsafe fn addv_on<S: SlotId>(id: u32, v: *mut u64, count: u64) -> Result<u64, RseqError> {
     // SAFETY: this function's contract is the implementation's; the caller upholds it.
-    unsafe { addv_impl::<false, S>(id, v, count, 0) }
+    unsafe { addv_impl::<false, S>(OFFSET.load(Ordering::Relaxed), id, v, count, 0) }
+}
+
+/// [`addv_on`] with the offset the caller keeps ([`offset`]).
+///
+/// # Safety
+/// As [`addv_on`]; `off` must come from [`offset`].
+#[inline(always)]
+pub unsafe fn addv_at<S: SlotId>(
+    off: Offset,
+    id: u32,
+    v: *mut u64,
+    count: u64,
+) -> Result<u64, RseqError> {
+    // SAFETY: this function's contract is the implementation's; the caller upholds it.
+    unsafe { addv_impl::<false, S>(off.0, id, v, count, 0) }
 }
 
 /// [`addv_on`] spinning `spins` iterations between its load and its commit store.
@@ -1155,17 +1223,17 @@ pub unsafe fn addv_delayed_on<S: SlotId>(
     spins: u64,
 ) -> Result<u64, RseqError> {
     // SAFETY: this function's contract is the implementation's; the caller upholds it.
-    unsafe { addv_impl::<true, S>(id, v, count, spins.max(1)) }
+    unsafe { addv_impl::<true, S>(OFFSET.load(Ordering::Relaxed), id, v, count, spins.max(1)) }
 }
 
 #[inline(always)]
 unsafe fn addv_impl<const DELAY: bool, S: SlotId>(
+    off: i64,
     cpu: u32,
     v: *mut u64,
     count: u64,
     spins: u64,
 ) -> Result<u64, RseqError> {
-    let off = OFFSET.load(Ordering::Relaxed);
     let status: u32;
     let newv: u64;
     if DELAY {

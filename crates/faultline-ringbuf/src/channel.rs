@@ -413,6 +413,10 @@ const COMPACT_SHRINK: u32 =
     (faultline_wire::EXTENDED_HEADER_SIZE - faultline_wire::COMPACT_HEADER_SIZE) as u32;
 const _: () = assert!(faultline_wire::COMPACT_TS_WINDOW <= i32::MAX as u64);
 const COMPACT_WINDOW: u32 = faultline_wire::COMPACT_TS_WINDOW as u32;
+/// Where `BufferHeader::last_ts` lies relative to `write_offset` (the picking reserve section
+/// reads the floor from there).
+const LAST_TS_FROM_OFFSET: i32 = (std::mem::offset_of!(BufferHeader, last_ts)
+    - std::mem::offset_of!(BufferHeader, write_offset)) as i32;
 
 /// Mark a [`BufferIndex::Cid`] flush puts into `write_offset` while it closes a sub-buffer
 /// (`flush_cid`); never part of a real position (below `consumer::MAX_POSITION`, which it
@@ -1435,25 +1439,25 @@ impl Channel {
             // land there before anyone reserves it, so they are overwritten by its owner.
             unsafe {
                 if may_compact {
-                    // Relaxed: any value is the timestamp of a reservation whose section
-                    // finished before this load, so of one before ours in offset order, hence
-                    // at most the timestamp of the record right before ours (module docs,
-                    // "Compact headers").
-                    let floor = b.last_ts.load(Ordering::Relaxed);
+                    // The floor, `last_ts`, is read inside the section (relaxed: a plain
+                    // load): any value is the timestamp of a reservation whose section
+                    // finished before, so of one before ours in offset order, hence at most the
+                    // timestamp of the record right before ours (module docs, "Compact
+                    // headers").
                     let clo =
                         faultline_wire::compact_header_word(faultline_wire::PENDING_TAG, 0, len);
-                    let ts = faultline_rseq::cmpeqv_storev_tsc_pick_hdr_on::<
-                        S,
-                        INJECT,
-                        EXT_LO,
-                        COMPACT_WINDOW,
-                        COMPACT_SHRINK,
-                    >(
-                        self.rseq_off, cpu, w, old, end, floor, rec, hi, clo, spins
-                    )
-                    .ok()?;
-                    // The section stored the compact end and header exactly when this holds.
-                    (ts, ts.wrapping_sub(floor) < COMPACT_WINDOW as u64)
+                    let (ts, dist) =
+                        faultline_rseq::cmpeqv_storev_tsc_pick_hdr_on::<
+                            S,
+                            INJECT,
+                            EXT_LO,
+                            COMPACT_WINDOW,
+                            COMPACT_SHRINK,
+                            LAST_TS_FROM_OFFSET,
+                        >(self.rseq_off, cpu, w, old, end, rec, clo, spins)
+                        .ok()?;
+                    // The section stored the compact end (and header) exactly when this holds.
+                    (ts, dist < COMPACT_WINDOW as u64)
                 } else {
                     // An extended header whatever the timestamp: the section whose stored
                     // offset does not depend on the rdtsc (with the picking section's

@@ -736,22 +736,24 @@ pub unsafe fn cmpeqv_storev_tsc_pick_on<S: SlotId>(
 
 /// The ring buffer's reserve with its record header written **inside** the critical section,
 /// before the commit store: `if id_S != id → CpuMismatch; if *v != expect → CompareFailed;
-/// tsc = rdtsc(); if tsc - floor < WINDOW { *hdr = (tsc << 5) as u32 | compact_lo;
-/// *v = newv - SHRINK } else { *(hdr + 7) = tsc >> 16 | hi; *hdr = tsc << 40 | EXT_LO;
-/// *v = newv }` (all stores 8 bytes, unaligned), keyed on `S`. Returns the timestamp; the caller learns the choice by repeating
-/// `tsc.wrapping_sub(floor) < WINDOW`.
+/// tsc = rdtsc(); floor = *(v + FLOOR_AT); if tsc - floor < WINDOW { *hdr = (tsc << 5) as u32 |
+/// compact_lo; *v = newv - SHRINK } else { *(hdr + 7) = tsc >> 16 | (compact_lo >> 32) << 48;
+/// *hdr = tsc << 40 | EXT_LO; *v = newv }` (8-byte stores, unaligned), keyed on `S`. Returns
+/// the timestamp and `tsc - floor` (the choice was compact exactly when it is below `WINDOW`).
+///
+/// The two header words are the ring buffer's record header with its id pending
+/// (`faultline_wire`: the compact header's first word, whose 7th and 8th bytes, payload bytes,
+/// are stored as zero, `compact_lo` its tag and the length in bits 32..48; or the extended
+/// header's words at offsets 0 and 7, `EXT_LO` its tag and id bits, the same length in bits
+/// 48..64 of the second). The ring buffer's tests compare the bytes with `faultline_wire`'s
+/// encoders. The floor (`v + FLOOR_AT`, the buffer's last reservation time) is read inside
+/// the section.
 ///
 /// The choice is a branch inside the section (both paths end at the one commit store), not a
 /// conditional move: the stored offset then does not depend on the `rdtsc`, so the next
 /// reservation's load of `*v` does not wait for it, and the compact case (nearly every record)
-/// does not compute the extended words.
-///
-/// The two header words are the ring buffer's record header with its id pending
-/// (`faultline_wire`: the extended header's words at offsets 0 and 7, or the compact header's
-/// first word, whose 7th and 8th bytes, payload bytes, are stored as zero). With `hi` the extended
-/// header's length bits, `compact_lo` the compact tag and length bits and `EXT_LO` the
-/// extended tag and id bits, what lands at `hdr` is exactly that header; the caller checks the
-/// equality (the ring buffer's tests compare the bytes with `faultline_wire`'s encoders).
+/// does not compute the extended words. Few registers (the section is inlined into every
+/// tracepoint's fast path, where each extra one is a spill and a reload).
 ///
 /// Unlike the other sections, the header stores happen before the commit and survive an
 /// abort after the compare succeeded: the caller must own `[hdr, hdr + 15)` whenever `*v ==
@@ -763,8 +765,8 @@ pub unsafe fn cmpeqv_storev_tsc_pick_on<S: SlotId>(
 /// spins that many iterations after the compare.
 ///
 /// # Safety
-/// As [`cmpeqv_storev_tsc_on`], and the ownership of `[hdr, hdr + 15)` above; `off` must come
-/// from [`offset`].
+/// As [`cmpeqv_storev_tsc_on`], and the ownership of `[hdr, hdr + 15)` above; `v + FLOOR_AT`
+/// must be valid for reads of a `u64`; `off` must come from [`offset`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
@@ -773,21 +775,21 @@ pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
     const EXT_LO: u64,
     const WINDOW: u32,
     const SHRINK: u32,
+    const FLOOR_AT: i32,
 >(
     off: Offset,
     id: u32,
     v: *mut u64,
     expect: u64,
     newv: u64,
-    floor: u64,
     hdr: *mut u8,
-    hi: u64,
     compact_lo: u64,
     spins: u64,
-) -> Result<u64, RseqError> {
+) -> Result<(u64, u64), RseqError> {
     let off = off.0;
     let status: u32;
     let ts: u64;
+    let dist: u64;
     macro_rules! body {
         ($delay:literal) => {
             concat!(
@@ -801,18 +803,21 @@ pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
                 "or rax, rdx\n",
                 // `id` is dead once compared: the distance to the floor.
                 "mov {id}, rax\n",
-                "sub {id}, {floor}\n",
+                "sub {id}, qword ptr [{v} + {floor_at}]\n",
                 "cmp {id}, {window}\n",
                 "jb 22f\n",
-                // Extended (a packet's first record, or a floor too old): both words.
+                // Extended (a packet's first record, or a floor too old): both words; `clo`
+                // becomes the length bits of the second, then `EXT_LO`.
+                "shr {clo}, 32\n",
+                "shl {clo}, 48\n",
                 "mov rdx, rax\n",
                 "shr rdx, 16\n",
-                "or rdx, {hi}\n",
+                "or rdx, {clo}\n",
                 "mov qword ptr [{hdr} + 7], rdx\n",
                 "mov rdx, rax\n",
                 "shl rdx, 40\n",
-                "mov {id}, {extlo}\n",
-                "or rdx, {id}\n",
+                "mov {clo}, {extlo}\n",
+                "or rdx, {clo}\n",
                 "mov qword ptr [{hdr}], rdx\n",
                 "jmp 23f\n",
                 // Compact: one word, (tsc << 5) mod 2^32 | compact_lo, and the shorter end.
@@ -832,26 +837,25 @@ pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
     }
     if DELAY {
         // SAFETY: the caller guarantees rseq is registered (so fs:[off] is this thread's
-        // struct rseq), that `v` is only written by sections keyed on `S` holding `id`, and
-        // that `[hdr, hdr + 15)` is its own once the compare succeeded (function docs); CS
-        // layout as in the module doc, the commit store last.
+        // struct rseq), that `v` is only written by sections keyed on `S` holding `id` and
+        // `v + FLOOR_AT` readable, and that `[hdr, hdr + 15)` is its own once the compare
+        // succeeded (function docs); CS layout as in the module doc, the commit store last.
         unsafe {
             core::arch::asm!(
                 body!("2:\ndec {spins}\njnz 2b\n"),
                 off = in(reg) off,
                 field = const S::FIELD,
-                id = inout(reg) id as u64 => _,
+                id = inout(reg) id as u64 => dist,
                 v = in(reg) v,
                 expect = in(reg) expect,
                 newv = inout(reg) newv => _,
-                floor = in(reg) floor,
                 hdr = in(reg) hdr,
-                hi = in(reg) hi,
-                clo = in(reg) compact_lo,
+                clo = inout(reg) compact_lo => _,
                 spins = inout(reg) spins.max(1) => _,
                 extlo = const EXT_LO,
                 window = const WINDOW,
                 shrink = const SHRINK,
+                floor_at = const FLOOR_AT,
                 out("rax") ts,
                 out("edx") status,
                 options(nostack),
@@ -859,25 +863,23 @@ pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
         }
     } else {
         let _ = spins;
-        // SAFETY: as above. Few registers (inlined into the ring buffer's fast path): `rdx`
-        // carries the descriptor's address, the timestamp's high half, the header words,
-        // then the status; `id` is reused once compared.
+        // SAFETY: as above. `rdx` carries the descriptor's address, the timestamp's high half,
+        // the header words, then the status; `id` is reused once compared.
         unsafe {
             core::arch::asm!(
                 body!(""),
                 off = in(reg) off,
                 field = const S::FIELD,
-                id = inout(reg) id as u64 => _,
+                id = inout(reg) id as u64 => dist,
                 v = in(reg) v,
                 expect = in(reg) expect,
                 newv = inout(reg) newv => _,
-                floor = in(reg) floor,
                 hdr = in(reg) hdr,
-                hi = in(reg) hi,
-                clo = in(reg) compact_lo,
+                clo = inout(reg) compact_lo => _,
                 extlo = const EXT_LO,
                 window = const WINDOW,
                 shrink = const SHRINK,
+                floor_at = const FLOOR_AT,
                 out("rax") ts,
                 out("edx") status,
                 options(nostack),
@@ -885,7 +887,7 @@ pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
         }
     }
     status_to_result(status)?;
-    Ok(ts)
+    Ok((ts, dist))
 }
 
 /// [`cmpeqv_storev_tsc_pick_hdr_on`] without the choice: always the extended header

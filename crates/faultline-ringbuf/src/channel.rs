@@ -41,17 +41,19 @@
 //!
 //! # Compact headers
 //! Records use the compact 6-byte header of `faultline_wire` (5-bit id, 27 timestamp bits,
-//! u16 length) only on the inline fast path (rseq, TSC, discard mode, no abort injection;
+//! u16 length) only on the inline fast path (rseq, TSC, discard mode;
 //! [`Channel::compact_headers`]) and only when the reader can rebuild the timestamp exactly:
 //! `ts - prev < 2^27` for the record `prev` right before it in the packet. The writer cannot
 //! see `prev`; it uses a floor instead, `BufferHeader::last_ts`, which every reserver stores
 //! (relaxed) **after its header store**, and a packet's opener resets to 0 **before** its
-//! reservation. So a value read (after the acquire load of `write_offset`) is 0 or the
+//! reservation. So a value read (after the acquire load of `write_offset`; the section reads
+//! it after its compare) is 0 or the
 //! timestamp of a reservation that precedes ours in offset order, in the same packet, with its
 //! header written; timestamps follow offset order (read inside the reserve section), so
 //! `floor <= prev <= ts` and `ts - floor < 2^27` implies the rebuild is exact. The decision is
-//! made inside the reserve critical section (`faultline_rseq::cmpeqv_storev_tsc_pick_on`):
-//! it reads the TSC, compares it with the floor, and stores the compact or the extended end.
+//! made inside the reserve critical section (`faultline_rseq::cmpeqv_storev_tsc_pick_hdr_on`):
+//! it reads the TSC, compares it with the floor, and stores the compact or the extended header
+//! and end.
 //! Deciding outside (from a timestamp read before the section) breaks it: a writer preempted
 //! between the read and the section lands after later records with an older timestamp.
 //! Everywhere else (atomic mode or the monotonic clock: the timestamp is read outside the
@@ -63,10 +65,11 @@
 //! previous one ends, so header stores are unaligned (plain stores, see
 //! [`Reservation::commit`]).
 //!
-//! Known limit: a writer of the previous packet preempted between its reserve section and its
-//! `last_ts` store can store its (older) timestamp after the next packet's opener reset it; if
-//! that opener then dies before its header store, recovery rebuilds the next compact records
-//! from its own time floor, exact only within 2^27 ticks of it (the trace stays ordered).
+//! A writer of the previous packet preempted between its reserve section and its `last_ts`
+//! store can store its (older) timestamp after the next packet's opener reset it. Later
+//! records then decide against an older floor, which only makes them extended more often: the
+//! rebuild starts from the packet's first record, which is extended (its opener's floor is 0)
+//! and, its header being written inside the reserve section, always there for recovery.
 //!
 //! # Record headers inside the reserve section
 //! In discard mode on the rseq path with the TSC ([`Channel::headers_in_reserve_section`]) no
@@ -1071,8 +1074,8 @@ impl Channel {
         self.geo.mode
     }
     /// Whether writers of this channel use compact record headers where they can
-    /// (`faultline_wire`): the rseq fast path with the TSC, in discard mode, without abort
-    /// injection. Otherwise every record has an extended header (module docs).
+    /// (`faultline_wire`): the rseq fast path with the TSC, in discard mode (abort injection
+    /// included). Otherwise every record has an extended header (module docs).
     pub fn compact_headers(&self) -> bool {
         matches!(
             self.path,

@@ -898,6 +898,7 @@ pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
 /// # Safety
 /// As [`cmpeqv_storev_tsc_pick_hdr_on`].
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn cmpeqv_storev_tsc_hdr_on<S: SlotId, const DELAY: bool, const EXT_LO: u64>(
     off: Offset,
     id: u32,

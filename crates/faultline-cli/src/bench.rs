@@ -14,12 +14,16 @@
 //!     32-byte C string behind a [`CStrPtr`] (a raw field: the default policy bounces it);
 //!   - each with 1 and 2 threads (pinned one per CPU) and with the rseq path and the atomic
 //!     fallback ([`ChannelConfig::sync`]);
-//!   - always with a consumer thread draining concurrently, as a real session does: it takes
-//!     complete sub-buffers in place, copies their content out and hands them back, and walks
-//!     and counts the records after the writers are done (as a `Session`'s verification pass
-//!     does; [`crate::harness::DrainMode::Deferred`], its CPU per record in the row's
-//!     `consumer_ns_per_event`; `FAULTLINE_BENCH_CONSUMER=copy` or `inplace` runs the older,
-//!     costlier consumers for comparison): events lost are counted from the channel and the
+//!   - always with a consumer thread draining concurrently: for the tracepoint rows (`int`,
+//!     `string`, `cstring`) the library's own consumer ([`faultline::drain::Drain`], what a
+//!     `Session` runs: sub-buffers written in place to a temporary CTF trace by direct I/O),
+//!     whose verification pass walks and counts the records on disk after the writers are done
+//!     ([`crate::harness::DrainMode::Library`]); for the ring-buffer rows, whose records no
+//!     trace declares, a consumer that takes sub-buffers in place, copies their content out and
+//!     walks it after the writers are done ([`crate::harness::DrainMode::Deferred`]). Its CPU
+//!     per record (the walk at the end not included) is the row's `consumer_ns_per_event`.
+//!     `FAULTLINE_BENCH_CONSUMER=deferred`, `copy` or `inplace` runs the older, costlier
+//!     consumers on every row for comparison. Events lost are counted from the channel and the
 //!     recorder, and every emitted event must be either delivered or counted lost (the row's
 //!     `unaccounted` must be 0);
 //!   - diagnostic rows: the ring buffer alone (`reserve` + 8-byte store + `commit`, no
@@ -150,8 +154,9 @@ pub struct Row {
     /// CPU time of the consumer thread / events written, median over rounds. `Session` rows:
     /// the drain's own `getrusage(RUSAGE_THREAD)` from its first poll to the end of its final
     /// drain (`DrainStats::consumer_cpu_ns`; a default `Session` runs no verification pass).
-    /// Harness rows with a consumer: the harness consumer thread's `getrusage(RUSAGE_THREAD)`
-    /// over its whole life / records it delivered.
+    /// Harness rows with a consumer: the consumer thread's `getrusage(RUSAGE_THREAD)` over its
+    /// life up to its final drain (the walk at the end not included) / records it delivered
+    /// (the tracepoint rows: the library's drain, as in a `Session`; module docs).
     pub consumer_ns_per_event: Option<f64>,
 }
 
@@ -444,15 +449,17 @@ fn median(v: &[f64]) -> f64 {
     median_spread(v).0
 }
 
-/// The harness consumer of the rows with a consumer (module docs): deferred walk unless
-/// `FAULTLINE_BENCH_CONSUMER` says `copy` (the whole sub-buffer copied out, its records walked
-/// twice while the writers run, as before) or `inplace` (walked once while they run), for
-/// comparing consumers in one run.
+/// The consumer of the rows with a consumer (module docs): the library's drain (the ring rows:
+/// the deferred walk) unless `FAULTLINE_BENCH_CONSUMER` says `deferred` (content copied out,
+/// walked after the writers stop), `copy` (the whole sub-buffer copied out, its records walked
+/// twice while the writers run) or `inplace` (walked once while they run), for comparing
+/// consumers in one run.
 fn drain_mode() -> DrainMode {
     match std::env::var("FAULTLINE_BENCH_CONSUMER").as_deref() {
         Ok("copy") => DrainMode::Copy,
         Ok("inplace") => DrainMode::InPlace,
-        _ => DrainMode::Deferred,
+        Ok("deferred") => DrainMode::Deferred,
+        _ => DrainMode::Library,
     }
 }
 
@@ -483,9 +490,17 @@ fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
     } else {
         faultline_recorder::attach(&rec, "faultline_bench:*")?
     };
-    let drainer = c
-        .consumer
-        .then(|| Drainer::spawn_in_place(chan.clone(), drain_mode()));
+    let drainer = match (c.consumer, drain_mode(), c.ev) {
+        (false, ..) => None,
+        (true, DrainMode::Library, Ev::Int | Ev::String | Ev::CString) => {
+            Some(Drainer::spawn_library(chan.clone())?)
+        }
+        // The ring rows' records (id 1000) belong to no declared event: no trace for them.
+        (true, DrainMode::Library, _) => {
+            Some(Drainer::spawn_in_place(chan.clone(), DrainMode::Deferred))
+        }
+        (true, m, _) => Some(Drainer::spawn_in_place(chan.clone(), m)),
+    };
     let ring_id = 1000u32;
     let timed = match c.ev {
         Ev::Int | Ev::Dispatch => run_writers(c.threads, true, warmup, iters, |_, i| {

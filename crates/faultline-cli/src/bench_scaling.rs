@@ -17,15 +17,18 @@
 //!   Nothing is shared between the threads; this is the machine's own ceiling for any program
 //!   (`two_thread_scaling_vs_floor` is the figure divided by it).
 //! * **consumer cost** (`scaling_consumer_ns_per_event`): in the 2-thread `int` row, the
-//!   harness consumer thread's CPU time (`getrusage(RUSAGE_THREAD)`) / records it delivered,
-//!   median over rounds; and the bound it implies, `two_thread_scaling_bound` =
-//!   `2w / (w + c)` with `w` the 1-thread `int` row's ns per event.
+//!   consumer thread's CPU time (`getrusage(RUSAGE_THREAD)`, up to its final drain) / records
+//!   it delivered, median over rounds; and the bound it implies, `two_thread_scaling_bound` =
+//!   `2w / (w + c)` with `w` the 1-thread `int` row's ns per event. That consumer is the
+//!   library's drain, as in a `Session` (`crate::harness::DrainMode::Library`), which writes
+//!   each CPU's buffer from that CPU (`faultline::drain::DrainConfig::follow_cpus`).
 //! * **writer imbalance** (`two_thread_imbalance`): in the 2-thread `int` row, the slowest
 //!   writer's loop time / the fastest's, median over rounds. The aggregate is measured from the
 //!   first writer's start to the last one's end, so a consumer that keeps running on one of
 //!   the two CPUs slows that CPU's writer alone and costs the aggregate about twice its CPU
 //!   share (`2w / (w + 2c)` instead of `2w / (w + c)`); 1.0 means the consumer's time was
-//!   spread evenly.
+//!   spread evenly (what following each buffer's CPU aims at: each writer pays for its own
+//!   events).
 //! * **the Session's scaling** (`session_two_thread_scaling`): the same ratio on the
 //!   `int (Session, CTF to disk)` rows, whose consumer is the library's own (in place, direct
 //!   I/O to the trace files).
@@ -126,7 +129,7 @@ impl ScalingBench {
     pub fn summary(&self, scaling: f64) -> String {
         let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}x"));
         format!(
-            "2-thread aggregate scaling: {scaling:.2}x (int, harness consumer); machine floor in \
+            "2-thread aggregate scaling: {scaling:.2}x (int, library consumer); machine floor in \
              this run (rdtsc + store, no consumer) {}, so {} of it; bound from the consumer's \
              CPU ({} ns/event) {}; writers' imbalance (slowest / fastest) {}; Session int \
              rows {}",

@@ -19,6 +19,13 @@
 //! buffers of a process-wide pool, reused by the next drainer, so the copies do not fault in
 //! fresh pages once the pool has grown to a run's size. The CPU time of the deferred walk is
 //! reported apart ([`Drained::verify_cpu_ns`]).
+//!
+//! [`Drainer::spawn_library`] ([`DrainMode::Library`]) is no copy of a consumer: it runs the
+//! library's own [`faultline::drain::Drain`], as a `Session` does (sub-buffers written in place
+//! to CTF stream files in a temporary directory by direct I/O, its thread following each
+//! buffer's CPU), with the drain's verification pass at the end, after the writers are done:
+//! that pass re-reads the streams from disk, walks and counts every record (the delivered
+//! count) and its CPU time is reported apart. The directory is removed afterwards.
 
 use faultline_ringbuf::{records, Channel, Consumer, PacketInfo, ReadError};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,6 +92,8 @@ pub enum DrainMode {
     InPlace,
     /// In place, the walk deferred to [`Drainer::finish`].
     Deferred,
+    /// The library's drain to a temporary trace, verified at the end (module docs).
+    Library,
 }
 
 /// Content buffers of deferred drainers, reused across drainers (module docs).
@@ -151,6 +160,83 @@ impl Drainer {
         let s = stop.clone();
         let handle = std::thread::spawn(move || drain_loop(&chan, &s, mode));
         Drainer { stop, handle }
+    }
+
+    /// Drain `chan` with the library's consumer ([`DrainMode::Library`], module docs) into a
+    /// fresh directory under the temporary directory, removed when done. The trace declares
+    /// every tracepoint registered now: records of other ids fail the verification (errors).
+    pub fn spawn_library(chan: Arc<Channel>) -> anyhow::Result<Drainer> {
+        use faultline::drain::{Drain, DrainConfig};
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "faultline-bench-drain-{}-{}",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let desc = faultline_ctf::TraceDesc {
+            uuid: chan.uuid(),
+            clock: faultline::session::clock_desc(&chan),
+            env: faultline::session::env_desc("faultline-bench", "auto", chan.mode()),
+            events: faultline_tracepoints::all_tracepoints()
+                .into_iter()
+                .map(|tp| (tp.id(), *tp.desc()))
+                .collect(),
+        };
+        let writer = faultline_ctf::TraceWriter::create(&dir, &desc)?;
+        let cfg = DrainConfig {
+            verbose: false,
+            verify: true,
+            // FAULTLINE_BENCH_FOLLOW=0: the consumer stays wherever the scheduler puts it
+            // (for comparison; the library's default for a Session is to follow).
+            follow_cpus: std::env::var("FAULTLINE_BENCH_FOLLOW").as_deref() != Ok("0"),
+            ..DrainConfig::default()
+        };
+        let mut drain = Drain::new(chan, writer, cfg);
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("bench-drain".into())
+            .spawn(move || {
+                drain.run_until(&s);
+                let (st, fin) = drain.finish();
+                let _ = std::fs::remove_dir_all(&dir);
+                let cpu_ns = st.consumer_cpu_ns.saturating_sub(st.verify_cpu_ns);
+                let mut d = Drained {
+                    packets: st.packets_taken,
+                    records: st.events_written,
+                    content_bytes: st.content_bytes,
+                    busy_ns: cpu_ns,
+                    cpu_ns,
+                    verify_cpu_ns: st.verify_cpu_ns,
+                    ..Drained::default()
+                };
+                for (id, n) in st.events.values().flatten() {
+                    if *id > MAX_COUNTED_ID {
+                        d.other_ids += n;
+                    } else {
+                        let i = *id as usize;
+                        if d.per_id.len() <= i {
+                            d.per_id.resize(i + 1, 0);
+                        }
+                        d.per_id[i] += n;
+                    }
+                }
+                d.errors.extend(st.read_errors);
+                d.errors.extend(st.first_write_error);
+                d.errors
+                    .extend(st.corrupt.iter().map(|(cpu, c)| c.line(*cpu)));
+                if st.packets_rejected > 0 {
+                    d.errors.push(format!(
+                        "{} packets ({} events) rejected",
+                        st.packets_rejected, st.events_rejected
+                    ));
+                }
+                if let Err(e) = fin {
+                    d.errors.push(format!("trace: {e}"));
+                }
+                d
+            })?;
+        Ok(Drainer { stop, handle })
     }
 
     /// Flush the channel's partial sub-buffers, drain everything, stop the thread.
@@ -230,7 +316,10 @@ fn drain_loop(chan: &Channel, stop: &AtomicBool, mode: DrainMode) -> Drained {
                 }
                 let taken = match mode {
                     DrainMode::Copy => cons.next_packet(cpu, &mut buf),
-                    DrainMode::InPlace | DrainMode::Deferred => take_copy(&cons, cpu, &mut buf),
+                    // Library is not drained here (Drainer::spawn_library); taken as InPlace.
+                    DrainMode::InPlace | DrainMode::Deferred | DrainMode::Library => {
+                        take_copy(&cons, cpu, &mut buf)
+                    }
                 };
                 match taken {
                     Ok(Some(info)) => {
@@ -344,6 +433,53 @@ where
 mod tests {
     use super::*;
     use faultline_ringbuf::{ChannelConfig, Mode};
+
+    faultline_tracepoints::tracepoint!(HARNESS_TEST, "faultline_harness_test", "v", { seq: u64 });
+
+    /// The library drain (a temporary CTF trace, verified at the end) delivers every event
+    /// the channel did not count lost, all of the declared tracepoint, and counts their bytes.
+    #[test]
+    fn library_drain_accounts_for_every_event() {
+        let chan = Arc::new(
+            Channel::create(&ChannelConfig {
+                subbuf_size: 4096,
+                num_subbuf: 4,
+                mode: Mode::Discard,
+                ..ChannelConfig::default()
+            })
+            .expect("channel"),
+        );
+        let rec = faultline_recorder::Recorder::new(
+            chan.clone(),
+            faultline_recorder::RecorderConfig::default(),
+        );
+        faultline_tracepoints::enable("faultline_harness_test:*");
+        let handle = faultline_recorder::attach(&rec, "faultline_harness_test:*").expect("attach");
+        let d = Drainer::spawn_library(chan.clone()).expect("drainer");
+        let n = 40_000u64;
+        for i in 0..n {
+            faultline_tracepoints::trace!(HARNESS_TEST, i);
+            if i % 100 == 99 {
+                // Let the consumer keep up now and then, so many packets go through it.
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        faultline_tracepoints::unregister(handle);
+        let d = d.finish(&chan);
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        let lost: u64 = (0..chan.num_cpus())
+            .filter_map(|c| chan.cpu_stats(c))
+            .map(|s| s.lost_total())
+            .sum();
+        assert_eq!(d.records + lost, n, "delivered {} lost {lost}", d.records);
+        assert_eq!(d.count(HARNESS_TEST.id()), d.records);
+        assert!(d.packets > 10, "{} packets", d.packets);
+        assert!(
+            d.content_bytes >= d.records * 8,
+            "{} bytes",
+            d.content_bytes
+        );
+    }
 
     /// Every drain mode delivers every record not counted lost, with the right ids; small
     /// sub-buffers so many packets go through the deferred drainer's pool.

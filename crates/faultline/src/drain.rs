@@ -19,7 +19,7 @@
 //!    block is copied, to put the checked header in front; packets are padded to 4 KiB on
 //!    disk), otherwise one buffered `pwritev` each (header copy, content, zero padding to 8
 //!    bytes). The records are neither copied out nor walked. Then the sub-buffers are released
-//!    in order (zeroed first where compact headers are possible). In overwrite mode the sub-buffer is copied out
+//!    in order, untouched (`faultline_ringbuf::consumer`, "Nothing is zeroed"). In overwrite mode the sub-buffer is copied out
 //!    instead (the copy and the re-check after it are what detect a sub-buffer overwritten
 //!    while it was read) and written from the copy;
 //! 3. **the verification pass**, only with [`DrainConfig::verify`] (on for a bare drain and
@@ -46,9 +46,8 @@
 //! direct I/O, the submission and completion of one write per batch (a fixed cost of tens to
 //! a hundred µs per write in a VM, more than the per-byte cost up to a few MiB: hence
 //! "Gathering", below), with
-//! buffered writes the kernel's copy into the page cache; plus zeroing the content where
-//! compact record headers are possible (`faultline_ringbuf::consumer`, "What is zeroed");
-//! plus, with [`DrainConfig::verify`], the verification pass. [`DrainStats::consumer_cpu_ns`]
+//! buffered writes the kernel's copy into the page cache (nothing is zeroed on release:
+//! `faultline_ringbuf::consumer`, "Nothing is zeroed"); plus, with [`DrainConfig::verify`], the verification pass. [`DrainStats::consumer_cpu_ns`]
 //! measures all of it (the thread's `getrusage(RUSAGE_THREAD)` from its first poll to the end
 //! of the final drain, verification included: it runs on the same thread),
 //! [`DrainStats::verify_cpu_ns`] the verification's share. `copy_file_range` from the
@@ -69,6 +68,26 @@
 //! that everything older is written) and in the final drain. So a complete sub-buffer reaches
 //! the disk within about one `flush_interval`, as a partial one does through the periodic
 //! flush.
+//!
+//! # Where the consumer runs
+//! The consumer thread takes CPU time from whatever runs where it runs. Left to the
+//! scheduler it tends to stay on one CPU, so with busy writers on every CPU it slows the
+//! writer of that CPU alone, by the consumer's cost of *all* CPUs' events; a program that
+//! waits for its slowest thread loses about twice the consumer's share. With
+//! [`DrainConfig::follow_cpus`] (a [`crate::Session`] sets it) the drain moves its thread to a
+//! per-CPU buffer's CPU (`sched_setaffinity`) before it writes and releases that buffer's
+//! sub-buffers, so each CPU pays for its own events, and the sub-buffer's zeroing leaves its
+//! cache lines in the cache of the CPU whose writers reuse them. It does so only while every
+//! CPU the thread may run on has written a packet within the last `flush_interval`. While
+//! some have not, it keeps the thread on those CPUs without writers instead (asleep too), so
+//! that the writers lose nothing to it (a single traced thread keeps its CPU, and the
+//! consumer runs on another one even when the scheduler would have put it on the writer's).
+//! Pinned to a busy buffer's CPU, it gives the thread its original allowed CPUs back before
+//! sleeping ([`Drain::wait`]), so an idle consumer is never kept on a busy CPU; at the end it
+//! gives them back in any case. A move costs a system call and a migration per
+//! write (a write carries up to [`DrainConfig::gather`] sub-buffers) while every CPU is busy;
+//! none when the thread is already there. Buffers indexed by concurrency id, or a CPU outside the thread's allowed
+//! CPUs, are written from wherever the thread runs. [`DrainStats::cpu_moves`] counts the moves.
 //!
 //! # Event classes that appear while draining
 //! With a [`ClassSource`] ([`Drain::set_class_source`]: tracepoints registered at run time,
@@ -166,6 +185,13 @@ pub struct DrainConfig {
     /// for a bare drain (its only way to count events); a [`crate::Session`] turns it off and
     /// counts events at its recorder instead ([`Drain::finish_counted`]).
     pub verify: bool,
+    /// Write each per-CPU buffer's packets from that CPU (module docs, "Where the consumer
+    /// runs"): before writing and releasing a buffer's sub-buffers the consumer thread moves
+    /// itself to the buffer's CPU (when its allowed CPUs include it) and it gives its
+    /// original allowed CPUs back at the end of the pass. Only for buffers indexed by CPU;
+    /// it changes the calling thread's affinity, so it is off by default and a
+    /// [`crate::Session`] (whose drain has a thread of its own) turns it on.
+    pub follow_cpus: bool,
 }
 
 impl Default for DrainConfig {
@@ -178,6 +204,7 @@ impl Default for DrainConfig {
             gather: 4,
             direct_io: true,
             verify: true,
+            follow_cpus: false,
         }
     }
 }
@@ -193,6 +220,11 @@ pub struct DrainStats {
     pub stream_bytes: u64,
     /// Packets taken from the ring buffer.
     pub packets_taken: u64,
+    /// Bytes of packet content (header, records, alignment; not the padding after it) of the
+    /// packets taken.
+    pub content_bytes: u64,
+    /// Times the consumer thread moved to a buffer's CPU ([`DrainConfig::follow_cpus`]).
+    pub cpu_moves: u64,
     /// Padding records (abandoned reservations, kept in the trace; readers skip them) in the
     /// verified packets.
     pub padding_records: u64,
@@ -247,6 +279,22 @@ impl DrainStats {
     /// `events_written`), `None` when nothing was written.
     pub fn consumer_ns_per_event(&self) -> Option<f64> {
         (self.events_written > 0).then(|| self.consumer_cpu_ns as f64 / self.events_written as f64)
+    }
+}
+
+/// Restrict the calling thread to `cpus` (`sched_setaffinity`); whether that worked.
+fn set_affinity(cpus: &[u32]) -> bool {
+    // SAFETY: cpu_set_t is plain data; CPU_SET with indices checked against CPU_SETSIZE;
+    // sched_setaffinity(0) applies to the calling thread (the drain's: it is only polled from
+    // its own thread).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            if (c as usize) < libc::CPU_SETSIZE as usize {
+                libc::CPU_SET(c as usize, &mut set);
+            }
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
     }
 }
 
@@ -325,6 +373,16 @@ pub struct Drain {
     /// Write whatever is complete, gathering or not: from a periodic flush until a poll finds
     /// nothing, and in the final drain.
     force: bool,
+    /// [`DrainConfig::follow_cpus`]: the CPUs the consumer thread was allowed to run on when
+    /// it first moved (read then), and the CPU it is pinned to now, if any.
+    home: Option<Vec<u32>>,
+    pinned: std::cell::RefCell<Vec<u32>>,
+    /// `pinned` holds the CPUs without writers (kept while the thread sleeps), not a busy
+    /// buffer's CPU (given back before it sleeps).
+    pinned_idle: std::cell::Cell<bool>,
+    /// When packets of each buffer were last written ([`Drain::follow`]: are writers busy on
+    /// every CPU?).
+    last_taken: BTreeMap<u32, Instant>,
 }
 
 impl Drain {
@@ -348,6 +406,10 @@ impl Drain {
             flush_mark: None,
             held_since: BTreeMap::new(),
             force: false,
+            home: None,
+            pinned: std::cell::RefCell::new(Vec::new()),
+            pinned_idle: std::cell::Cell::new(false),
+            last_taken: BTreeMap::new(),
         }
     }
 
@@ -459,6 +521,11 @@ impl Drain {
     /// Sleep until a buffer has enough complete sub-buffers to write (module docs,
     /// "Gathering"), a gathering buffer's time is up, or the timeout passes.
     pub fn wait(&self) {
+        // Asleep, the thread may be woken wherever the scheduler likes, unless it keeps to
+        // the CPUs without writers ("Where the consumer runs").
+        if !self.pinned_idle.get() {
+            self.go_home();
+        }
         let mut t = self.cfg.wait_timeout.min(self.cfg.flush_interval);
         if let Some(first) = self.held_since.values().min() {
             t = t.min(self.cfg.flush_interval.saturating_sub(first.elapsed()));
@@ -599,12 +666,68 @@ impl Drain {
             // Classes of the records in these packets were published before the records were
             // committed, so before these takes (module docs).
             self.refresh_classes();
+            if self.cfg.follow_cpus {
+                self.last_taken.insert(cpu, Instant::now());
+            }
+            self.follow(cpu);
             self.write_in_place(consumer, cpu, taken);
         }
         if let Some(e) = error {
             self.abandon(cpu, e);
         }
         n
+    }
+
+    /// [`DrainConfig::follow_cpus`] (module docs, "Where the consumer runs"), before the
+    /// consumer writes and releases sub-buffers of `cpu`'s buffer: while every CPU the thread
+    /// may run on wrote a packet within `flush_interval`, move it to `cpu` (nothing when it
+    /// already runs there); otherwise keep it on the CPUs that wrote none. Nothing when its
+    /// allowed CPUs do not include `cpu` or hold only one, or when buffers are not per CPU.
+    fn follow(&mut self, cpu: u32) {
+        if !self.cfg.follow_cpus || self.chan.buffer_index() != faultline_ringbuf::BufferIndex::Cpu
+        {
+            return;
+        }
+        let home = self.home.get_or_insert_with(faultline_rseq::allowed_cpus);
+        if home.len() < 2 || !home.contains(&cpu) {
+            return;
+        }
+        let window = self.cfg.flush_interval;
+        let idle: Vec<u32> = home
+            .iter()
+            .copied()
+            .filter(|c| self.last_taken.get(c).is_none_or(|t| t.elapsed() >= window))
+            .collect();
+        let (target, is_idle) = if idle.is_empty() {
+            (vec![cpu], false)
+        } else {
+            (idle, true)
+        };
+        if *self.pinned.borrow() == target {
+            return;
+        }
+        if !is_idle && self.pinned.borrow().is_empty() && faultline_rseq::current_cpu() == cpu {
+            // Already there: no system call (the scheduler may still move it; harmless).
+            return;
+        }
+        if set_affinity(&target) {
+            *self.pinned.borrow_mut() = target;
+            self.pinned_idle.set(is_idle);
+            self.stats.cpu_moves += 1;
+        }
+    }
+
+    /// Give the consumer thread its original allowed CPUs back after [`Drain::follow`].
+    fn go_home(&self) {
+        if self.pinned.borrow().is_empty() {
+            return;
+        }
+        self.pinned.borrow_mut().clear();
+        self.pinned_idle.set(false);
+        if let Some(home) = self.home.as_ref() {
+            // A failure leaves the thread pinned, which only costs scheduling freedom.
+            set_affinity(home);
+        }
     }
 
     /// Write packets of `cpu` taken in place (consecutive, in order), account for each, and
@@ -626,6 +749,7 @@ impl Drain {
         let results = unsafe { self.writer.write_packets_raw(cpu, &raw) };
         for (p, r) in taken.into_iter().zip(results) {
             self.stats.packets_taken += 1;
+            self.stats.content_bytes += p.info.content_len as u64;
             self.last.insert(cpu, p.info.header);
             let records = if r.is_err() {
                 // Rare: count what the packet held (a copy, then a bounded walk).
@@ -725,6 +849,7 @@ impl Drain {
     fn handle(&mut self, packet: &[u8], info: &PacketInfo) {
         let cpu = info.cpu;
         self.stats.packets_taken += 1;
+        self.stats.content_bytes += info.content_len as u64;
         self.last.insert(cpu, info.header);
         let mut hdr = [0u8; faultline_ctf::layout::PACKET_HEADER_SIZE];
         hdr.copy_from_slice(&packet[..HDR]);
@@ -820,6 +945,7 @@ impl Drain {
             }
         }
         self.synthesize_final();
+        self.go_home();
         if self.cfg.verify {
             self.verify();
         }
@@ -1267,6 +1393,108 @@ mod tests {
     /// Gathering (module docs): complete sub-buffers wait in the ring until `gather` of them
     /// are complete, then go out together; fewer go out when their time is up, and the
     /// final drain writes the rest.
+    /// Sets the calling thread's allowed CPUs.
+    fn set_allowed(cpus: &[u32]) {
+        // SAFETY: plain cpu_set_t, indices below CPU_SETSIZE (allowed_cpus' own output);
+        // applies to the calling (test) thread.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for &c in cpus {
+                libc::CPU_SET(c as usize, &mut set);
+            }
+            assert_eq!(
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+                0
+            );
+        }
+    }
+
+    /// With follow_cpus the drain writes a buffer's packets from that buffer's CPU while
+    /// every CPU has writers, not while one has none, and gives the thread its allowed CPUs
+    /// back before it sleeps; without follow_cpus it never moves.
+    #[test]
+    fn follow_cpus_writes_from_the_buffer_cpu_then_gives_the_cpus_back() {
+        let allowed = faultline_rseq::allowed_cpus();
+        if allowed.len() != 2 {
+            eprintln!("skipped: needs exactly 2 allowed CPUs");
+            return;
+        }
+        let (a, b) = (allowed[0], allowed[1]);
+        for follow in [true, false] {
+            let ch = Arc::new(
+                Channel::create(&ChannelConfig {
+                    subbuf_size: 4096,
+                    num_subbuf: 8,
+                    mode: Mode::Discard,
+                    sync: SyncMode::Atomic,
+                    ..ChannelConfig::default()
+                })
+                .unwrap(),
+            );
+            let dir = std::env::temp_dir().join(format!(
+                "faultline-drain-follow-{}-{follow}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            let w = TraceWriter::create(&dir, &trace_desc(&ch)).unwrap();
+            let cfg = DrainConfig {
+                verbose: false,
+                gather: 1,
+                wait_timeout: Duration::from_millis(1),
+                flush_interval: Duration::from_secs(60),
+                follow_cpus: follow,
+                ..DrainConfig::default()
+            };
+            let mut d = Drain::new(ch.clone(), w, cfg);
+            let mut moved = 0;
+            // Rounds 0..3: writers on `b` only (the consumer keeps to `a`); then on both
+            // CPUs (it moves to each buffer's CPU to write it).
+            for round in 0..8 {
+                let both = round >= 3;
+                if !fill(&ch, b, 1)
+                    || (both && !fill(&ch, a, 1))
+                    || faultline_rseq::pin_to_cpu(a).is_err()
+                {
+                    eprintln!("skipped: cannot run on CPUs {a} and {b}");
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return;
+                }
+                std::thread::yield_now();
+                // Allowed everywhere again (not while the drain keeps the thread on `a`: it
+                // is the only one that changes its thread's CPUs); the thread stays on `a`
+                // unless the scheduler moves it meanwhile.
+                if !(follow && !both && round > 0) {
+                    set_allowed(&allowed);
+                }
+                let before = d.stats.cpu_moves;
+                assert_eq!(d.poll(), 1 + both as u64);
+                if d.stats.cpu_moves > before {
+                    assert!(follow, "moved in round {round}");
+                    moved += 1;
+                }
+                let now = faultline_rseq::allowed_cpus();
+                if follow && !both {
+                    // Only `b` has writers: the consumer keeps to `a`, asleep too.
+                    assert_eq!(now, vec![a], "round {round}");
+                    d.wait();
+                    assert_eq!(faultline_rseq::allowed_cpus(), vec![a], "round {round}");
+                } else {
+                    assert!(now == allowed || (follow && now.len() == 1), "{now:?}");
+                    d.wait();
+                    assert_eq!(faultline_rseq::allowed_cpus(), allowed, "given back");
+                }
+            }
+            assert_eq!(moved > 0, follow, "moves: {moved}");
+            assert!(!follow || d.stats.cpu_moves >= 2, "{}", d.stats.cpu_moves);
+            let (st, fin) = d.finish();
+            fin.unwrap();
+            assert!(st.corrupt.is_empty() && st.packets_rejected == 0, "{st:?}");
+            assert!(st.content_bytes >= 13 * 4000, "{st:?}");
+            assert_eq!(faultline_rseq::allowed_cpus(), allowed);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
     #[test]
     fn sub_buffers_are_gathered_then_written_together() {
         let ch = Arc::new(

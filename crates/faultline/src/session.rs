@@ -329,8 +329,10 @@ impl Default for SessionBuilder {
             events: None,
             buffer_index: None,
             // Events are counted at the recorder: no verification pass (module docs).
+            // Its drain has a thread of its own: it may move it to each buffer's CPU.
             drain: DrainConfig {
                 verify: false,
+                follow_cpus: true,
                 ..DrainConfig::default()
             },
             relay: None,

@@ -6,10 +6,10 @@
 
 mod relayd;
 
+use faultline_ctf::PacketSink;
 use faultline_ctf::{
     stats, EnvValue, PacketBuilder, PacketHeader, RecorderCounts, Trace, TraceWriter,
 };
-use faultline_ctf::PacketSink;
 use faultline_relay::{RelayConfig, RelayStats, RelayStreamer, RelayUrl};
 use faultline_testkit::ctf::{desc, encode, tmpdir, ALL, ID_ALL, ID_EMPTY, UUID};
 use relayd::Relayd;
@@ -210,6 +210,13 @@ impl DataGate {
     }
 }
 
+impl Drop for DataGate {
+    /// Let the forwarder thread finish (its client is gone by then, so the copy ends).
+    fn drop(&mut self) {
+        self.open.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Stream `n` packets of `per` events on CPU 0 through a gated data connection.
 fn gated_session(
     relay: &Relayd,
@@ -266,11 +273,21 @@ fn confirmed_counts_what_the_relay_wrote_not_what_was_sent() {
     // Several confirmation rounds with the data held: nothing is confirmed.
     std::thread::sleep(Duration::from_millis(300));
     let st = handle.stats();
-    assert_eq!((st.events_sent, st.events_confirmed), (n * per, 0), "{st:?}");
-    assert!(st.line().contains("10 of them (300 events) not confirmed"), "{}", st.line());
+    assert_eq!(
+        (st.events_sent, st.events_confirmed),
+        (n * per, 0),
+        "{st:?}"
+    );
+    assert!(
+        st.line().contains("10 of them (300 events) not confirmed"),
+        "{}",
+        st.line()
+    );
     // The data flows: confirmed while streaming, before the end.
     gate.open.store(true, Ordering::Relaxed);
-    wait_for(&handle, "every packet confirmed", |s| s.packets_confirmed == n);
+    wait_for(&handle, "every packet confirmed", |s| {
+        s.packets_confirmed == n
+    });
     sink.finish();
     let st = handle.finish(Duration::from_secs(20));
     assert!(st.complete(), "{st:?}");
@@ -301,10 +318,18 @@ fn unconfirmed_packets_are_reported_at_the_end() {
     assert!(st.error.is_some(), "{st:?}");
     assert!(!st.chunk_closed, "{st:?}");
     assert_eq!(
-        (st.packets_sent, st.events_sent, st.packets_confirmed, st.events_confirmed),
+        (
+            st.packets_sent,
+            st.events_sent,
+            st.packets_confirmed,
+            st.events_confirmed
+        ),
         (n, n * per, 0, 0),
         "{st:?}"
     );
-    assert!(st.line().contains("10 of them (300 events) not confirmed"), "{}", st.line());
-    drop(gate);
+    assert!(
+        st.line().contains("10 of them (300 events) not confirmed"),
+        "{}",
+        st.line()
+    );
 }

@@ -5,12 +5,12 @@
 //!
 //! Moved out of `faultline-ctf` so the library holds no test-harness code.
 
+use crate::TmpDir;
 use faultline_ctf::{
     fuzz_read, ClockDesc, CtfError, EnvDesc, EnvValue, PacketBuilder, Result, TraceDesc,
     TraceWriter,
 };
 use faultline_schema::{EventDesc, FieldDesc, FieldType, Value};
-use crate::TmpDir;
 use std::path::Path;
 
 /// UUID of the test traces.

@@ -15,8 +15,8 @@ mod app;
 
 use faultline_ctf::{Filter, Trace};
 use faultline_schema::Value;
-use std::collections::BTreeMap;
 use faultline_testkit::TmpDir;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -5,9 +5,9 @@
 use faultline::{Session, SessionError};
 use faultline_ctf::{stats, Filter, Trace};
 use faultline_schema::Value;
+use faultline_testkit::TmpDir;
 use faultline_tracepoints::{trace, tracepoint};
 use std::collections::BTreeSet;
-use faultline_testkit::TmpDir;
 use std::sync::Mutex;
 
 tracepoint!(SESS_EV, "sesstest", "ev", { n: u64, s: &str, b: &[u8] });

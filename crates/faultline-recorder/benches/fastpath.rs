@@ -47,6 +47,19 @@ fn ring_out_of_line(chan: &Channel, id: u32, i: u64) {
     }
 }
 
+/// [`ring_out_of_line`] through the one-path entry the fast path uses (`Channel::cpu_rseq`):
+/// what `trace!` costs beyond it is the tracepoint layer alone.
+#[inline(never)]
+fn ring_cpu_rseq_out_of_line(chan: &Channel, id: u32, i: u64) {
+    let Some(fast) = chan.cpu_rseq() else {
+        return ring_out_of_line(chan, id, i);
+    };
+    if let Ok(mut r) = fast.reserve(id, 8) {
+        r.payload().copy_from_slice(&i.to_le_bytes());
+        black_box(r.commit());
+    }
+}
+
 fn main() {
     let rounds: usize = std::env::args()
         .skip(1)
@@ -77,6 +90,7 @@ fn main() {
         "ring reserve+commit 8 B",
         "ring reserve+commit 8 B, out of line",
         "ring 8 B, out of line, int's id",
+        "ring 8 B, int's id, one path (cpu_rseq)",
         "trace! int",
         "trace! u64 + 32 B string",
         "disabled tracepoint (per call site)",
@@ -99,9 +113,10 @@ fn main() {
         }));
         ns[2].push(round(|i| ring_out_of_line(&chan, 1000, i)));
         ns[3].push(round(|i| ring_out_of_line(&chan, int_id, i)));
-        ns[4].push(round(|i| trace!(FP_INT, i)));
-        ns[5].push(round(|i| trace!(FP_STRING, i, MSG)));
-        ns[6].push(
+        ns[4].push(round(|i| ring_cpu_rseq_out_of_line(&chan, int_id, i)));
+        ns[5].push(round(|i| trace!(FP_INT, i)));
+        ns[6].push(round(|i| trace!(FP_STRING, i, MSG)));
+        ns[7].push(
             round(|i| {
                 trace!(FP_OFF, i);
                 trace!(FP_OFF, i + 1);

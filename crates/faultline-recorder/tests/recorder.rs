@@ -42,6 +42,8 @@ tracepoint!(FAST_TAIL, "rectest_fast", "tail", { x: u64, s: &str });
 tracepoint!(FAST_LOSS, "rectest_fastloss", "int", { x: u64 });
 tracepoint!(FAST_HELD, "rectest_fastheld", "held", { x: u64, body: &[u8] });
 tracepoint!(FAST_SIG, "rectest_fastsig", "nested", { x: u64, s: &str });
+tracepoint!(FAST_ANY_INT, "rectest_fastany", "int", { x: u64 });
+tracepoint!(FAST_ANY_STR, "rectest_fastany", "string", { x: u64, s: &str });
 
 /// One decoded record: (cpu of the packet, event id, fields).
 struct Got {
@@ -799,6 +801,93 @@ fn run_time_tracepoint_fire_encoded_takes_the_fast_path() {
     assert_eq!(seen, (0..100).collect::<Vec<u64>>());
     unregister(h);
     assert!(!tp.has_fast_path());
+}
+
+/// The fast path inlines the reserve path of per-CPU rseq channels with the TSC only
+/// (`Channel::cpu_rseq`); into a channel of any other configuration it goes out of line, and
+/// still records exact payloads and counts every event.
+#[test]
+fn fast_path_into_any_channel_configuration_records_exact_payloads() {
+    use faultline_ringbuf::{BufferIndex, ChannelConfig, ClockKind, Mode, SyncMode};
+    let base = ChannelConfig {
+        subbuf_size: 64 * 1024,
+        num_subbuf: 8,
+        mode: Mode::Discard,
+        ..ChannelConfig::default()
+    };
+    let configs = [
+        ("rseq, TSC, per CPU", base.clone()),
+        (
+            "atomic",
+            ChannelConfig {
+                sync: SyncMode::Atomic,
+                ..base.clone()
+            },
+        ),
+        (
+            "monotonic clock",
+            ChannelConfig {
+                clock: ClockKind::Monotonic,
+                ..base.clone()
+            },
+        ),
+        (
+            "per concurrency id",
+            ChannelConfig {
+                index: BufferIndex::Cid,
+                ..base.clone()
+            },
+        ),
+        (
+            "abort injection",
+            ChannelConfig {
+                inject_spins: 1,
+                ..base.clone()
+            },
+        ),
+    ];
+    let mut tried = 0;
+    for (what, cfg) in configs {
+        // Configurations this machine cannot create (no rseq, no mm_cid) are skipped.
+        let Ok(ch) = Channel::create(&cfg) else {
+            continue;
+        };
+        tried += 1;
+        let ch = Arc::new(ch);
+        assert_eq!(ch.cpu_rseq().is_some(), what == "rseq, TSC, per CPU");
+        let rec = Recorder::new(ch.clone(), RecorderConfig::default());
+        let h = attach(&rec, "rectest_fastany:*").unwrap();
+        enable("rectest_fastany:*");
+        assert!(FAST_ANY_INT.has_fast_path(), "{what}");
+        assert!(FAST_ANY_STR.has_fast_path(), "{what}");
+        for i in 0..200u64 {
+            trace!(FAST_ANY_INT, i);
+            trace!(FAST_ANY_STR, i, &format!("event {i} of {what}"));
+        }
+        let st = rec.stats();
+        assert_eq!(st.recorded, 400, "{what}: {st:?}");
+        assert_eq!(st.lost_total(), 0, "{what}: {st:?}");
+        let got = drain(&ch, &[&FAST_ANY_INT, &FAST_ANY_STR]);
+        let mut ints: Vec<u64> = got
+            .iter()
+            .filter(|g| g.id == FAST_ANY_INT.id())
+            .map(|g| u(&g.fields[0]))
+            .collect();
+        ints.sort_unstable();
+        assert_eq!(ints, (0..200).collect::<Vec<u64>>(), "{what}");
+        let mut strs: Vec<(u64, Vec<u8>)> = got
+            .iter()
+            .filter(|g| g.id == FAST_ANY_STR.id())
+            .map(|g| (u(&g.fields[0]), string(&g.fields[1]).to_vec()))
+            .collect();
+        strs.sort_unstable();
+        let want: Vec<(u64, Vec<u8>)> = (0..200u64)
+            .map(|i| (i, format!("event {i} of {what}").into_bytes()))
+            .collect();
+        assert_eq!(strs, want, "{what}");
+        unregister(h);
+    }
+    assert!(tried >= 1, "the atomic channel at least");
 }
 
 #[test]

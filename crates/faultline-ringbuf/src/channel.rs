@@ -359,6 +359,9 @@ const FAST_RSEQ_INJECT: u8 = 2;
 const FAST_CID: u8 = 3;
 const FAST_CID_INJECT: u8 = 4;
 
+mod cpu_rseq;
+pub use cpu_rseq::{CpuRseq, CpuRseqReservation};
+
 /// Mark a [`BufferIndex::Cid`] flush puts into `write_offset` while it closes a sub-buffer
 /// (`flush_cid`); never part of a real position (below `consumer::MAX_POSITION`, which it
 /// equals). The marked value is sub-buffer aligned, so the fast path never builds on it.
@@ -628,6 +631,14 @@ impl Reservation<'_> {
         // Committing consumes the reservation without running its Drop (which would commit it
         // a second time, as a discarded record): no drop flag to set and test.
         let r = std::mem::ManuallyDrop::new(self);
+        r.store_id();
+        r.chan.commit_range(r.cpu as u32, r.pos, r.commit_len)
+    }
+
+    /// The first half of [`Reservation::commit`]: the real id goes into the header.
+    #[inline(always)]
+    fn store_id(&self) {
+        let r = self;
         // Compact: the header's first word becomes the real id and the same timestamp bits;
         // extended: the id field.
         let (at, word) = if r.id & COMPACT_BIT != 0 {
@@ -644,7 +655,6 @@ impl Reservation<'_> {
         // fetch_add), so the consumer's acquire load of the counters (commit_sum) that sees our
         // bytes also sees the real id.
         unsafe { std::ptr::write_unaligned(r.rec.add(at) as *mut u32, word) };
-        r.chan.commit_range(r.cpu as u32, r.pos, r.commit_len)
     }
 }
 
@@ -1238,6 +1248,12 @@ impl Channel {
         if let Some(r) = r {
             return Ok(r);
         }
+        self.reserve_general_result(id, payload_len)
+    }
+
+    /// The general path of [`Channel::reserve`] as its result (the fast path reserved nothing).
+    #[inline(always)]
+    fn reserve_general_result(&self, id: u32, payload_len: usize) -> Result<Reservation<'_>, Lost> {
         // The general path returns two words in registers rather than a Reservation in
         // memory: with a memory return, LLVM merges the fast path's result into the same stack
         // slot and every reserve + commit pays a round trip of the whole struct through it.
@@ -1725,6 +1741,21 @@ impl Channel {
     /// Commit `len` bytes at position `pos` of `cpu`'s buffer.
     #[inline(always)]
     pub(crate) fn commit_range(&self, cpu: u32, pos: u64, len: u64) -> CommitKind {
+        self.commit_range_in(cpu, pos, len, self.geo.sync, self.geo.index)
+    }
+
+    /// [`Channel::commit_range`] with the channel's sync mode and buffer index passed in (a
+    /// caller that knows them as constants gets one commit path).
+    #[inline(always)]
+    fn commit_range_in(
+        &self,
+        cpu: u32,
+        pos: u64,
+        len: u64,
+        sync: SyncMode,
+        index: BufferIndex,
+    ) -> CommitKind {
+        debug_assert!(sync == self.geo.sync && index == self.geo.index);
         let g = &self.geo;
         debug_assert!(cpu < g.num_cpus);
         let bp = self.bufs.wrapping_add(self.buf_off(cpu));
@@ -1738,8 +1769,8 @@ impl Channel {
             )
         };
         let complete = g.complete_own(pos);
-        let (kind, done) = if g.sync == SyncMode::Rseq {
-            let r = if g.index == BufferIndex::Cpu {
+        let (kind, done) = if sync == SyncMode::Rseq {
+            let r = if index == BufferIndex::Cpu {
                 commit::commit(&ShmCounters::<true, Cpu>::new(c, b), cpu, len, complete)
             } else {
                 commit::commit(&ShmCounters::<true, Cid>::new(c, b), cpu, len, complete)

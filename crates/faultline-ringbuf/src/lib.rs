@@ -49,8 +49,8 @@ pub mod layout;
 pub mod recover;
 
 pub use channel::{
-    Channel, ChannelConfig, ChannelError, CpuStats, FlushError, FlushOutcome, Lost, Reservation,
-    DISCARDED_RECORD_ID, PENDING_RECORD_ID,
+    Channel, ChannelConfig, ChannelError, CpuRseq, CpuRseqReservation, CpuStats, FlushError,
+    FlushOutcome, Lost, Reservation, DISCARDED_RECORD_ID, PENDING_RECORD_ID,
 };
 pub use close::LostCounts;
 pub use commit::CommitKind;

@@ -574,3 +574,53 @@ fn payload_beyond_the_24_bit_len_is_too_big() {
     }
     faultline_rseq::allow_cpus(&all_cpus()).unwrap();
 }
+
+/// `Channel::cpu_rseq` is offered exactly for rseq channels with the TSC and per-CPU buffers,
+/// and its reservations (one inlined path, the per-CPU rseq commit) write what `reserve` +
+/// `commit` write: compact and extended headers, sub-buffer switches through the general
+/// path, a dropped reservation as padding, every commit LOCAL.
+#[test]
+fn cpu_rseq_reservations_write_what_reserve_writes() {
+    for sync in syncs() {
+        let cpu = pin_first();
+        let ch = Channel::create(&cfg(Mode::Discard, sync, 4096, 8)).unwrap();
+        let offered = sync == SyncMode::Rseq && ch.clock().kind == ClockKind::Tsc;
+        assert_eq!(ch.cpu_rseq().is_some(), offered, "{sync:?}");
+        let Some(fast) = ch.cpu_rseq() else {
+            continue;
+        };
+        assert!(std::ptr::eq(fast.channel(), &ch));
+        let mut want = Vec::new();
+        let mut forms = [0u32; 2];
+        for i in 0..400u64 {
+            // Ids up to 28 may get a compact header, 100 never does.
+            let id = if i % 3 == 0 { 100 } else { 3 };
+            let p = payload_for(i);
+            if i % 2 == 0 {
+                let mut r = fast.reserve(id, p.len()).unwrap();
+                forms[r.is_compact() as usize] += 1;
+                r.payload().copy_from_slice(&p);
+                if i % 50 == 10 {
+                    drop(r);
+                    continue;
+                }
+                assert_eq!(r.commit(), CommitKind::Local);
+            } else {
+                let mut r = ch.reserve(id, p.len()).unwrap();
+                r.payload().copy_from_slice(&p);
+                assert_eq!(r.commit(), CommitKind::Local);
+            }
+            want.push((cpu, id, p));
+        }
+        assert!(forms[0] > 0 && forms[1] > 0, "{forms:?}");
+        assert!(ch.flush_all(false).is_empty());
+        let (got, infos) = drain(&ch);
+        assert!(infos.len() > 2, "the records span sub-buffer switches");
+        let got: Vec<(u32, u32, Vec<u8>)> =
+            got.into_iter().map(|(c, _, id, p)| (c, id, p)).collect();
+        assert_eq!(got, want);
+        let st = ch.cpu_stats(cpu).unwrap();
+        assert_eq!((st.lost_total(), st.remote_commits), (0, 0));
+    }
+    faultline_rseq::allow_cpus(&all_cpus()).unwrap();
+}

@@ -18,6 +18,17 @@
 //! slot it takes the generic path ([`Tracepoint::fire`]: the probe arrays, one virtual call
 //! per probe).
 //!
+//! # One inlined path
+//! `__fire` inlines one reserve path: the ring buffer's fast path for a channel of the common
+//! configuration (rseq, TSC, per-CPU buffers: [`Channel::cpu_rseq`], a property of the
+//! channel fixed at creation, tested once per call), and, after it, the encoding and commit
+//! in two copies, one per record header form (compact or extended), so that the payload
+//! offset and the id store are constants in each. Everything else is out of line: the
+//! channel's general path (sub-buffer switch, loss, aborted section: `record_general`), every
+//! other channel configuration (atomic, monotonic clock, per concurrency id, abort injection:
+//! `record_any`, through [`Channel::reserve`]), a thread without a hazard record yet, and a
+//! call nested in a signal handler (`fire_fields_other`).
+//!
 //! The slot is a cache of the probe arrays, recomputed by every update that republishes them
 //! (registering, unregistering, [`refresh_fast`]): the recorder stays in the faultable array,
 //! so [`try_trace!`](crate::try_trace) (which asks each probe for a
@@ -28,7 +39,10 @@
 //! states the protocol and why it is safe): the call announces the slot in the first word of
 //! its thread's hazard record (a plain store to a per-thread cache line: no locked
 //! instruction, no fence, no rseq critical section), re-reads the tracepoint's slot word to
-//! confirm it, and clears the announcement when it is done (after the commit and the count). A retired slot, with the `Arc` of its owner, is freed only after a grace period of
+//! confirm it, and clears the announcement when it is done (after the commit and the count).
+//! The inline path uses the first word only (`Record::protect_first`: the word is a constant,
+//! nothing to keep across the record but the record itself); a call that finds it taken (a
+//! signal handler tracing inside a trace) announces in a later word, out of line. A retired slot, with the `Arc` of its owner, is freed only after a grace period of
 //! the faultable SRCU domain *and* a hazard wait (`Hazards::synchronize`:
 //! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, then wait until no record announces it), so
 //! [`unregister`](crate::unregister) still returns only once no call can be inside the
@@ -44,7 +58,8 @@
 //! the rseq flavour when available), with the same fast encoding, when the thread has no
 //! record (the hazard domain is only used after a membarrier succeeded in this process; a
 //! thread past its thread-local destructors), when calls nest deeper than `hazard::DEPTH`
-//! (4), or when the slot changed under the announcement.
+//! (4), or when the slot changed under the announcement (twice: the out-of-line path retries
+//! once with the new value).
 //! The record is found through one thread-local pointer (a `const`-initialized thread-local
 //! without destructor: inlined into the caller's crate it is one `%fs`-relative load); the
 //! per-thread counter cache below lives in the same thread-local.
@@ -59,7 +74,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
-use faultline_ringbuf::{Channel, CommitKind, Lost};
+use faultline_ringbuf::{Channel, CommitKind, CpuRseqReservation, Lost, Reservation};
 
 use crate::hazard::{Hazards, Record};
 use crate::payload::{Fields, FieldsPayload};
@@ -168,7 +183,9 @@ fn state() -> *const ThreadState {
 /// and never will.
 #[cold]
 #[inline(never)]
-fn take_record(st: &ThreadState) -> *const Record {
+fn take_record() -> *const Record {
+    // SAFETY: the thread's own thread-local, used on this thread only.
+    let st = unsafe { &*state() };
     let r = st.rec.get();
     if !r.is_null() {
         return r;
@@ -186,12 +203,14 @@ fn take_record(st: &ThreadState) -> *const Record {
 
 /// Count one committed event for the slot's owner on this thread.
 #[inline(always)]
-fn count(st: &ThreadState, slot: &FastSlot) {
+fn count(slot: &FastSlot) {
+    // SAFETY: the thread's own thread-local, used on this thread only.
+    let st = unsafe { &*state() };
     let (id, p) = st.counter.get();
     let p = if id == slot.owner_id {
         p
     } else {
-        counter_slow(st, slot)
+        counter_slow(slot)
     };
     // SAFETY: `fast_counter`'s contract: the counter lives as long as this thread and is
     // written only by it; or UNCOUNTED, a static.
@@ -203,40 +222,117 @@ fn count(st: &ThreadState, slot: &FastSlot) {
 /// The counter of the slot's owner for this thread (cached), or [`UNCOUNTED`].
 #[cold]
 #[inline(never)]
-fn counter_slow(st: &ThreadState, slot: &FastSlot) -> *const AtomicU64 {
+fn counter_slow(slot: &FastSlot) -> *const AtomicU64 {
     let p = slot.owner.fast_counter();
     if p.is_null() {
         // Not cached: asked again next time (an owner that counts nothing is no fast target
         // of the recorder; a thread being torn down gets null once its shard is gone).
         return &UNCOUNTED;
     }
-    st.counter.set((slot.owner_id, p));
+    // SAFETY: the thread's own thread-local, used on this thread only.
+    unsafe { &*state() }.counter.set((slot.owner_id, p));
     p
 }
 
 #[cold]
 #[inline(never)]
-fn unusual(
-    st: &ThreadState,
-    slot: &FastSlot,
-    tp: &'static Tracepoint,
-    what: Result<CommitKind, Lost>,
-) {
+fn unusual(slot: &FastSlot, tp: &'static Tracepoint, what: Result<CommitKind, Lost>) {
     if what.is_ok() {
-        count(st, slot);
+        count(slot);
     }
     slot.owner.fast_unusual(tp, what);
 }
 
 /// Reserve, encode, commit and count one event into the slot's channel (the caller protects
-/// the slot).
+/// the slot). Inline: only the channel's fast path of the common configuration
+/// ([`Channel::cpu_rseq`]: rseq, TSC, per-CPU buffers), with the encoding and commit in two
+/// copies, compact and extended header, each with constant offsets. Out of line: the general
+/// path of such a channel ([`record_general`]) and every other configuration ([`record_any`]).
 #[inline(always)]
-fn record<F: Fields>(st: &ThreadState, slot: &FastSlot, tp: &'static Tracepoint, fields: F) {
+fn record<F: Fields>(slot: &FastSlot, tp: &'static Tracepoint, fields: F) {
     // SAFETY: `slot.chan` points into the Arc the slot holds (`_target`).
     let chan = unsafe { &*slot.chan };
+    let Some(chan) = chan.cpu_rseq() else {
+        record_any(slot, tp, fields);
+        return;
+    };
     // No raw field: the sizes cannot change between here and the write.
     let (len, lens) = fields.exact_lens();
-    match chan.reserve(slot.id, len) {
+    match chan.try_reserve(slot.id, len) {
+        Some(res) if res.is_compact() => write_commit_count(slot, tp, fields, len, lens, Ok(res)),
+        Some(res) => write_commit_count(slot, tp, fields, len, lens, Ok(res)),
+        None => record_general(slot, tp, fields),
+    }
+}
+
+/// [`record`] when the channel's fast path did not apply (nothing reserved): its general path.
+#[cold]
+#[inline(never)]
+fn record_general<F: Fields>(slot: &FastSlot, tp: &'static Tracepoint, fields: F) {
+    // SAFETY: as in `record`.
+    let chan = unsafe { &*slot.chan };
+    let (len, lens) = fields.exact_lens();
+    let res = match chan.cpu_rseq() {
+        Some(chan) => chan.reserve_general(slot.id, len),
+        // Not reached (the caller checked), but correct anyway.
+        None => {
+            record_any(slot, tp, fields);
+            return;
+        }
+    };
+    write_commit_count(slot, tp, fields, len, lens, res);
+}
+
+/// [`record`] into a channel of any configuration ([`Channel::reserve`] chooses its path per
+/// call).
+#[inline(never)]
+fn record_any<F: Fields>(slot: &FastSlot, tp: &'static Tracepoint, fields: F) {
+    // SAFETY: as in `record`.
+    let chan = unsafe { &*slot.chan };
+    let (len, lens) = fields.exact_lens();
+    write_commit_count(slot, tp, fields, len, lens, chan.reserve(slot.id, len));
+}
+
+/// A reservation of either kind ([`Reservation`], [`CpuRseqReservation`]).
+trait Reserved {
+    fn payload(&mut self) -> &mut [u8];
+    fn commit(self) -> CommitKind;
+}
+
+impl Reserved for Reservation<'_> {
+    #[inline(always)]
+    fn payload(&mut self) -> &mut [u8] {
+        Reservation::payload(self)
+    }
+    #[inline(always)]
+    fn commit(self) -> CommitKind {
+        Reservation::commit(self)
+    }
+}
+
+impl Reserved for CpuRseqReservation<'_> {
+    #[inline(always)]
+    fn payload(&mut self) -> &mut [u8] {
+        CpuRseqReservation::payload(self)
+    }
+    #[inline(always)]
+    fn commit(self) -> CommitKind {
+        CpuRseqReservation::commit(self)
+    }
+}
+
+/// Encode `fields` (whose `exact_lens` are `len`, `lens`) into the reservation, commit it and
+/// count the event (or report the loss).
+#[inline(always)]
+fn write_commit_count<F: Fields, R: Reserved>(
+    slot: &FastSlot,
+    tp: &'static Tracepoint,
+    fields: F,
+    len: usize,
+    lens: F::Lens,
+    res: Result<R, Lost>,
+) {
+    match res {
         Ok(mut res) => {
             let dst = res.payload();
             debug_assert_eq!(dst.len(), len);
@@ -244,12 +340,12 @@ fn record<F: Fields>(st: &ThreadState, slot: &FastSlot, tp: &'static Tracepoint,
             // cannot be reserved), which `exact_lens` of this raw-free list computed.
             unsafe { fields.write_exact(lens, dst.as_mut_ptr()) };
             match res.commit() {
-                CommitKind::Local => count(st, slot),
+                CommitKind::Local => count(slot),
                 // Counted out of line (one inlined copy of `count`).
-                kind => unusual(st, slot, tp, Ok(kind)),
+                kind => unusual(slot, tp, Ok(kind)),
             }
         }
-        Err(why) => unusual(st, slot, tp, Err(why)),
+        Err(why) => unusual(slot, tp, Err(why)),
     }
 }
 
@@ -266,48 +362,74 @@ impl Tracepoint {
     #[doc(hidden)]
     #[inline(always)]
     pub fn fire_fields<F: Fields>(&'static self, fields: F) {
-        // Relaxed: a first look; Record::protect re-reads it after the announcement.
+        // Relaxed: a first look; Record::protect_first re-reads it after the announcement.
         let seen = self.fast.load(Ordering::Relaxed);
         if !F::RAW && !seen.is_null() {
             // SAFETY: the thread's own thread-local, used on this thread only.
             let st = unsafe { &*state() };
-            let mut rec = st.rec.get();
+            let rec = st.rec.get();
             // Null (not taken yet) and NO_RECORD in one comparison (ThreadState::rec).
-            if rec as usize <= NO_RECORD as usize {
-                rec = take_record(st);
-                if rec == NO_RECORD {
-                    self.fire_fields_srcu(st, fields);
+            if rec as usize > NO_RECORD as usize {
+                // SAFETY: records are never freed; this thread holds this one.
+                let rec = unsafe { &*rec };
+                // The first hazard word only: a call nested in a signal handler (first word
+                // taken) or a slot that changed goes to fire_fields_other, out of line.
+                if let Some(slot) = rec.protect_first(&self.fast, seen) {
+                    // SAFETY: `fast` only holds null or leaked `Box<FastSlot>`s published with
+                    // rcu_swap, freed only after a hazard wait that started after they were
+                    // swapped out (probe.rs: reclaim_now), and the slot is announced in this
+                    // thread's record until `release_first`.
+                    record(unsafe { &*slot }, self, fields);
+                    rec.release_first();
                     return;
                 }
             }
-            // SAFETY: records are never freed; this thread holds this one.
-            let rec = unsafe { &*rec };
-            if let Some((slot, a)) = rec.protect_seen(&self.fast, seen) {
-                // SAFETY: `fast` only holds null or leaked `Box<FastSlot>`s published with
-                // rcu_swap, freed only after a hazard wait that started after they were
-                // swapped out (probe.rs: reclaim_now), and the slot is announced in this
-                // thread's record until `release`.
-                record(st, unsafe { &*slot }, self, fields);
-                rec.release(a);
-                return;
-            }
-            self.fire_fields_srcu(st, fields);
+            self.fire_fields_other(fields);
             return;
         }
         self.fire(&FieldsPayload(fields));
     }
 
+    /// [`Tracepoint::fire_fields`] when the inline path did not apply: the thread has no
+    /// hazard record yet (or never will), the first hazard word is taken (a signal handler
+    /// tracing inside a trace: a later word), or the slot changed under the announcement.
+    #[cold]
+    #[inline(never)]
+    fn fire_fields_other<F: Fields>(&'static self, fields: F) {
+        // SAFETY: the thread's own thread-local, used on this thread only.
+        let st = unsafe { &*state() };
+        let mut rec = st.rec.get();
+        if rec as usize <= NO_RECORD as usize {
+            rec = take_record();
+            if rec == NO_RECORD {
+                self.fire_fields_srcu(fields);
+                return;
+            }
+        }
+        // SAFETY: records are never freed; this thread holds this one.
+        let rec = unsafe { &*rec };
+        // Relaxed: a first look; protect re-reads it after the announcement.
+        let seen = self.fast.load(Ordering::Relaxed);
+        if let Some((slot, a)) = rec.protect_seen(&self.fast, seen) {
+            // SAFETY: as in fire_fields, until `release`.
+            record(unsafe { &*slot }, self, fields);
+            rec.release(a);
+            return;
+        }
+        self.fire_fields_srcu(fields);
+    }
+
     /// [`Tracepoint::fire_fields`] protected by the SRCU read side (module docs).
     #[cold]
     #[inline(never)]
-    fn fire_fields_srcu<F: Fields>(&'static self, st: &ThreadState, fields: F) {
+    fn fire_fields_srcu<F: Fields>(&'static self, fields: F) {
         if let Some(domains) = DOMAINS.get() {
             let guard = domains[ProbeKind::Faultable as usize].read_lock_fast();
             // SAFETY: `fast` only holds null or leaked `Box<FastSlot>`s published with
             // rcu_swap, freed only after a grace period of the faultable domain (probe.rs:
             // publish / reclaim_now), and we hold a read-side section of it.
             if let Some(slot) = unsafe { rcu_load(&self.fast, &guard) } {
-                record(st, slot, self, fields);
+                record(slot, self, fields);
                 return;
             }
         }

@@ -258,6 +258,27 @@ impl Record {
         } else {
             self.free_word()?
         };
+        self.announce(d, slot, p)
+            .then(|| (p as *const T, Announced(&self.hz[d])))
+    }
+
+    /// [`Record::protect_seen`] in the first word only: `None` also when that word is taken
+    /// (a signal handler tracing inside a trace; the caller then uses
+    /// [`Record::protect_seen`], out of line). What it announced is released with
+    /// [`Record::release_first`]. One word known at compile time: nothing to keep across the
+    /// protected use but the record.
+    #[inline(always)]
+    pub fn protect_first<T>(&self, slot: &AtomicPtr<T>, p: *mut T) -> Option<*const T> {
+        if p.is_null() || !self.hz[0].load(Ordering::Relaxed).is_null() {
+            return None;
+        }
+        self.announce(0, slot, p).then_some(p as *const T)
+    }
+
+    /// H1 and H2 in word `d` (null now): whether `p` is still the slot's value after the
+    /// announcement (if not, the word is null again).
+    #[inline(always)]
+    fn announce<T>(&self, d: usize, slot: &AtomicPtr<T>, p: *mut T) -> bool {
         // H1 (a plain store): made visible to updaters' scans by their membarrier M. Release:
         // a scan that reads it synchronizes with it, and through the record's hand-over
         // (give_back / take) with the previous holder's H3 (module doc, point 2). A plain
@@ -270,9 +291,9 @@ impl Record {
         // on x86).
         if asym_load(slot, Ordering::Acquire) != p {
             self.release(Announced(&self.hz[d]));
-            return None;
+            return false;
         }
-        Some((p, Announced(&self.hz[d])))
+        true
     }
 
     /// The first null word after the first (which the caller found taken), if any.
@@ -292,6 +313,12 @@ impl Record {
         // Release (H3): pairs with the updater's Acquire scan; every use of the object
         // happens-before its free (module doc, point 2). A plain store on x86.
         a.0.store(std::ptr::null_mut(), Ordering::Release);
+    }
+
+    /// End the use of what [`Record::protect_first`] announced (H3 in the first word).
+    #[inline(always)]
+    pub fn release_first(&self) {
+        self.release(Announced(&self.hz[0]));
     }
 
     /// The number of words announced now: the nesting depth (for the holder, tests and

@@ -538,9 +538,15 @@ fn model_hazard(with_membarrier: bool, nest: &'static [usize], bound: usize) {
                     sync::set_thread(k + 1);
                     let rec = sync::timeline(|| hz.take());
                     let mut held = Vec::new();
-                    for _ in 0..n {
-                        if let Some((o, a)) = rec.protect(&p) {
-                            held.push((o, a));
+                    for i in 0..n {
+                        if i == 0 {
+                            // The fast path's inline form: the first word only.
+                            let seen = p.load(sync::Ordering::Relaxed);
+                            if let Some(o) = rec.protect_first(&p, seen) {
+                                held.push((o, None));
+                            }
+                        } else if let Some((o, a)) = rec.protect(&p) {
+                            held.push((o, Some(a)));
                         }
                     }
                     for &(o, _) in &held {
@@ -553,7 +559,10 @@ fn model_hazard(with_membarrier: bool, nest: &'static [usize], bound: usize) {
                         assert_ne!(v, DEAD, "reader saw a reclaimed object");
                     }
                     for (_, a) in held.into_iter().rev() {
-                        rec.release(a);
+                        match a {
+                            Some(a) => rec.release(a),
+                            None => rec.release_first(),
+                        }
                     }
                     assert_eq!(rec.depth(), 0);
                     hz.give_back(rec);

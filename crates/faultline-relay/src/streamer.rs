@@ -58,9 +58,12 @@
 //!   written only through `DATA_PENDING` (stream, net_seq_num): "nothing pending" means every
 //!   packet of that stream up to that number is in its files. Every
 //!   [`RelayConfig::confirm_interval`], each stream that has packets not yet confirmed is asked
-//!   about the newest packet it had at the previous round (one round old, so normally written
-//!   already), and at the end about its last packet; the packets a "nothing pending" answer
-//!   covers count as *confirmed* (`packets_confirmed`, `events_confirmed`). So
+//!   about one of them: the newest it had at the previous round (one round old, so normally
+//!   written already), or, while that one is still pending (a link that stays behind), one
+//!   halfway back towards the oldest unconfirmed, and so on; at the end it is asked about its
+//!   last packet until that is written or the end budget runs out, with the same steps in
+//!   between. The packets a "nothing pending" answer covers count as *confirmed*
+//!   (`packets_confirmed`, `events_confirmed`). So
 //!   `events_confirmed <= events_sent` always; after a clean end the two are equal, and the
 //!   relay's copy holds at least `events_confirmed` of the trace's events.
 //! * A socket error or timeout ends the connection: the error is kept (`error`), what was
@@ -493,8 +496,7 @@ struct StreamState {
     sent_since_beacon: bool,
     /// Packets sent and not yet confirmed, oldest first: (net_seq_num, events).
     unconfirmed: VecDeque<(u64, u64)>,
-    /// The newest unconfirmed packet at the previous confirmation round: the one asked about
-    /// at the next (module docs, "Sent and confirmed").
+    /// The packet the next confirmation step asks about ([`confirm_step`]).
     ask: Option<u64>,
 }
 
@@ -766,17 +768,10 @@ impl Sender {
         };
         let mut err = None;
         for st in self.streams.values_mut() {
-            if let Some(seq) = st.ask.take() {
-                match c.data_pending(st.handle, seq) {
-                    Ok(true) => {}
-                    Ok(false) => confirm(&self.inner, &mut st.unconfirmed, seq),
-                    Err(e) => {
-                        err = Some(e);
-                        break;
-                    }
-                }
+            if let Err(e) = confirm_step(c, &self.inner, st) {
+                err = Some(e);
+                break;
             }
-            st.ask = st.unconfirmed.back().map(|&(seq, _)| seq);
         }
         if let Some(e) = err {
             self.fail(e);
@@ -795,7 +790,17 @@ impl Sender {
             }
             loop {
                 match c.data_pending(st.handle, st.next_seq - 1) {
-                    Ok(true) => std::thread::sleep(Duration::from_millis(5)),
+                    Ok(true) => {
+                        // Confirm what is written meanwhile, should the end budget run out.
+                        if let Err(e) = confirm_step(&mut c, &self.inner, st) {
+                            let mut s = lock(&self.inner);
+                            if s.stats.error.is_none() {
+                                s.stats.error = Some(e.0);
+                            }
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
                     Ok(false) => {
                         confirm(&self.inner, &mut st.unconfirmed, st.next_seq - 1);
                         break;
@@ -853,6 +858,27 @@ impl Sender {
         }
         lock(&self.inner).stats.streams_closed = closed;
     }
+}
+
+/// One confirmation step for a stream (module docs, "Sent and confirmed"): ask whether the
+/// packet `st.ask` is still pending. Written: its packets and the older ones are confirmed, and
+/// the next step asks about the newest unconfirmed packet. Pending: the next step asks about
+/// the one halfway between the oldest unconfirmed packet and this one, so that on a link that
+/// stays behind the confirmations still follow what the relay has written.
+fn confirm_step(c: &mut Connection, inner: &Inner, st: &mut StreamState) -> Result<(), RelayError> {
+    let newest = |st: &StreamState| st.unconfirmed.back().map(|&(seq, _)| seq);
+    let Some(seq) = st.ask else {
+        st.ask = newest(st);
+        return Ok(());
+    };
+    if c.data_pending(st.handle, seq)? {
+        let i = st.unconfirmed.partition_point(|&(s, _)| s < seq);
+        st.ask = st.unconfirmed.get(i / 2).map(|&(s, _)| s);
+    } else {
+        confirm(inner, &mut st.unconfirmed, seq);
+        st.ask = newest(st);
+    }
+    Ok(())
 }
 
 /// Count the packets of `unconfirmed` up to `net_seq_num` as confirmed (the relay answered

@@ -552,6 +552,11 @@ impl Sender {
                 s.queue.drain(..).collect()
             };
             for item in items {
+                // Also between the packets of a batch: on a slow link one batch can take the
+                // whole run.
+                if self.last_confirm.elapsed() >= self.cfg.confirm_interval {
+                    self.confirm_round();
+                }
                 match item {
                     Item::Finish => finished = true,
                     Item::Flushed(ts) => self.flushed = self.flushed.max(ts),

@@ -15,9 +15,10 @@
 //! the directory is removed).
 //!
 //! *Where `record`'s time goes*: each traced run's report (`timing`, see
-//! [`crate::record::Timing`]) splits `record`'s wall time into setup (channel, TSC
-//! calibration, starting the program), attach (the preload library's constructor up to the
-//! schema), the run, and shutdown (final drain, holder check, recovery, finishing the trace);
+//! [`crate::record::Timing`]) splits `record`'s wall time into setup (channel, the short TSC
+//! calibration, starting the program: `posix_spawn` returns once the program is executed),
+//! attach (the preload library's constructor up to the schema), the run, and shutdown
+//! (final drain, holder check, recovery, finishing the trace);
 //! the medians are printed per workload.
 //!
 //! *Per call*: (traced − untraced) ÷ calls recorded (from the trace's summary), the cost one
@@ -282,8 +283,9 @@ pub fn run(opt: &LibcBenchOptions) -> anyhow::Result<LibcBenchReport> {
                 .chain([format!("count={count}")])
                 .collect(),
         ),
-        // What `record --libc` costs a program that does nothing: its fixed cost (start, TSC
-        // calibration, channel, the preload's constructor, the holder check, finishing).
+        // What `record --libc` costs a program that does nothing: its fixed cost (start, the
+        // short TSC calibration, channel, the preload's constructor, the holder check,
+        // finishing).
         ("true (fixed cost)".into(), vec!["true".into()]),
         (
             "find /usr -type f".into(),
@@ -465,8 +467,8 @@ pub fn print(r: &LibcBenchReport) {
     }
     println!(
         "\nrecord's own phases in the traced runs (wall, medians): setup = channel, TSC \
-         calibration, starting the program; attach = preload constructor to schema; shutdown = \
-         program exit to report"
+         calibration, starting (executing) the program; attach = preload constructor to schema; \
+         shutdown = program exit to report"
     );
     println!(
         "{:<36} {:>10} {:>10} {:>10}",

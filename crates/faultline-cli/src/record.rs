@@ -39,12 +39,31 @@
 //!    and that got the descriptor passed explicitly (`SCM_RIGHTS`, `pidfd_getfd`, opening
 //!    `/proc/<record>/fd/N`); and a thread created without `CLONE_FILES` whose private
 //!    descriptor table holds the memfd without a mapping.
-//! 5. Final flush and drain; the recorder counters go into the trace's metadata `env` block
-//!    (`faultline stats` shows them) and the report; `fsync` with `--fsync` (without it the
-//!    trace is complete in the page cache when `record` exits, as `strace -o`'s log is: the
-//!    four device flushes of a trace directory cost 2-40 ms, more than the rest of a short
-//!    run), summary (also saved as
+//! 5. Final flush and drain. When step 4 found that no process can write the channel, its
+//!    buffers cannot change any more, so the last packets are written through the page cache
+//!    instead of by direct I/O ([`Drain::writers_gone`]): neither their write nor the
+//!    verification's read-back waits for the device. The recorder counters go into the trace's
+//!    metadata `env` block (`faultline stats` shows them) and the report; `fsync` with
+//!    `--fsync` (without it the trace is complete in the page cache when `record` exits, as
+//!    `strace -o`'s log is, and the kernel writes it back later: the four device flushes of a
+//!    trace directory cost 2-40 ms, more than the rest of a short run), summary (also saved as
 //!    `DIR/.faultline-summary.json`; the leading dot keeps CTF readers away from it).
+//!
+//! # Clock
+//! With the TSC clock, `record` does not make the program wait for a calibration: the
+//! channel gets a frequency measured over [`faultline_ringbuf::clock::QUICK_CALIBRATION`]
+//! from the start of the `faultline` process (its argument parsing and `record`'s set-up are
+//! most of that interval; the rest is spun), good to a few hundred ppm at worst, tens in
+//! practice. The program's own measurements, such as `--libc`'s `dur_ns`, use it. At the
+//! end `record` measures the frequency again over the whole run, from the first reading of
+//! that calibration to the end (at least [`faultline_ringbuf::clock::CALIBRATION`]: a
+//! shorter run waits for the rest), and replaces the metadata's clock with it
+//! ([`faultline_ringbuf::clock::refine_tsc`]). The timestamps themselves are ticks,
+//! unchanged; the reference point (a TSC value and the Unix time read with it) is the
+//! start's, so the longer the run, the more exact the frequency. A `record` killed before
+//! its end leaves the start's estimate in the metadata. With `--relay` (whose copy of the
+//! metadata only grows) the TSC is calibrated before the program starts, as embedded
+//! sessions do.
 //!
 //! `record` never sleeps for a fixed time: it waits on the program's exit (a pidfd), on the
 //! pipe and on the channel's wake-up word, with timeouts only as backstops
@@ -150,7 +169,8 @@ pub struct RecoveryInfo {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Timing {
     /// From the start of `record`'s work (after its own start-up and argument parsing) to the
-    /// program's start: the channel (and TSC calibration), the pipe, `posix_spawn`.
+    /// program's start: the channel (and the short TSC calibration, module docs "Clock"), the
+    /// pipe, `posix_spawn`.
     pub setup_ms: f64,
     /// From the program's start to its schema (the preload library's constructor, or the
     /// program's `Session::start`), or to giving up waiting for one.
@@ -162,7 +182,8 @@ pub struct Timing {
     pub shutdown_ms: f64,
     /// Part of `shutdown_ms`: deciding whether a process can still write the channel.
     pub holders_ms: f64,
-    /// Part of `shutdown_ms`: finishing the trace (last packets, verification, metadata, fsync).
+    /// Part of `shutdown_ms`: finishing the trace (the clock measured over the run, last
+    /// packets, verification, metadata, fsync).
     pub finish_ms: f64,
 }
 
@@ -215,6 +236,12 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             .unwrap_or_else(faultline_ringbuf::clock::default_kind),
         ..ChannelConfig::default()
     };
+    // The TSC's frequency is measured over the whole run and the metadata's clock replaced at
+    // the end (module docs, step 5): the program does not wait for a calibration. Not when
+    // streaming: the relay's copy of the metadata only grows.
+    let refine_clock = cfg.clock == ClockKind::Tsc
+        && opt.relay.is_none()
+        && faultline_ringbuf::clock::calibrate_quick();
     let chan = Arc::new(Channel::create(&cfg).context("creating the channel")?);
     // The relay is reached before the program starts: unreachable is an error at once (or,
     // with -o, a warning and a local recording).
@@ -318,6 +345,11 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let t_spawned = Instant::now();
     // Readable once the program has exited (None: fall back to timeouts).
     let pidfd = crate::record_wait::pidfd_open(pid);
+    // While the program starts: the trace directory (the trace writer creates it if needed
+    // too, and reports what fails then).
+    if let Some(d) = &opt.dir {
+        let _ = std::fs::create_dir_all(d);
+    }
 
     let tty = opt.progress && std::io::stderr().is_terminal();
     let started = Instant::now();
@@ -435,9 +467,14 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     let counters = classes.counters();
     drain.set_class_source(Box::new(classes));
 
-    // Phase 2: drain while the program runs; its exit interrupts the drain's sleep.
+    // Phase 2: drain while the program runs; its exit interrupts the drain's sleep (no
+    // thread for that when it has exited already, as a short program has by now).
+    if status.is_none() {
+        status = child.try_wait().context("waiting for the program")?;
+    }
     let exit_wake = pidfd
         .as_ref()
+        .filter(|_| status.is_none())
         .and_then(|p| crate::record_wait::ExitWake::start(chan.clone(), p).ok());
     let mut last_print = Instant::now();
     let mut last_bytes = 0u64;
@@ -491,8 +528,7 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
             Some(PIPE_GRACE.saturating_sub(grace.elapsed())),
         );
     }
-    // Take what is complete, then recover what dead writers held.
-    while drain.poll() > 0 {}
+    // Who can still write, then take what is complete, then recover what dead writers held.
     reap_descendants();
     let mut recovery = RecoveryInfo::default();
     let t_holders = Instant::now();
@@ -513,6 +549,12 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         )
     };
     let holders_ms = ms(t_holders, Instant::now());
+    if matches!(&holders, Ok(h) if h.is_empty()) {
+        // Nothing can change the shared buffers any more: the rest goes through the page
+        // cache, without waiting for the device (module docs, step 5).
+        drain.writers_gone();
+    }
+    while drain.poll() > 0 {}
     match holders {
         Ok(h) if h.is_empty() => {
             // The drain's last written packet per CPU is the time floor of what recovery
@@ -539,6 +581,16 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
         .map(|s| recorder_counts(&s, counters.source()).to_env())
         .unwrap_or_default();
     let t_finish = Instant::now();
+    if refine_clock {
+        if let Some(c) = faultline_ringbuf::clock::refine_tsc(&chan.clock()) {
+            if let Err(e) = drain.set_clock(session::clock_desc_of(&c)) {
+                notes.push(format!(
+                    "the clock frequency measured over the run was not written: {e} (the \
+                     metadata keeps the estimate of the start)"
+                ));
+            }
+        }
+    }
     let (ds, fin): (DrainStats, _) = drain.finish_with_env(env);
     let finish_ms = ms(t_finish, Instant::now());
     let mut summary = Summary {
@@ -918,8 +970,9 @@ pub struct RecordArgs {
     pub fsync: bool,
     /// How the streams are written: direct (the default: O_DIRECT from the shared buffers, no
     /// copy and no page cache, but each write, and the read-back that verifies it, waits for
-    /// the device) or buffered (through the page cache, as strace -o writes its log: a few ms
-    /// less at the end of a short run, a copy of every byte and dirty pages otherwise)
+    /// the device; the last packets, written once no process can change the buffers, go
+    /// through the page cache) or buffered (through the page cache, as strace -o writes its
+    /// log: a copy of every byte and dirty pages)
     #[arg(long, value_name = "direct|buffered", default_value = "direct")]
     pub io: IoMode,
     /// The program and its arguments

@@ -88,7 +88,7 @@
 //! (ENOSPC, EIO) is undone by truncating the file back to its previous length, so the stream
 //! stays readable; the error names the path.
 
-use crate::desc::{env_addendum, metadata, EnvValue, TraceDesc};
+use crate::desc::{env_addendum, metadata, ClockDesc, EnvValue, TraceDesc};
 use crate::error::{CtfError, Result};
 use crate::layout::{
     check_header, off, PacketHeader, Records, PACKET_HEADER_SIZE, PADDING_ID, PENDING_ID,
@@ -251,6 +251,8 @@ pub struct TraceWriter {
     blocks: Vec<Block>,
     /// Whether finishing syncs the files to stable storage ([`TraceWriter::set_sync`]).
     sync: bool,
+    /// The description changed since `metadata` was written ([`TraceWriter::set_clock`]).
+    metadata_stale: bool,
 }
 
 /// The declared events by id: a dense table when the ids are small (always, for ids a
@@ -512,6 +514,7 @@ impl TraceWriter {
             verify_later: true,
             blocks: Vec::new(),
             sync: true,
+            metadata_stale: false,
         })
     }
 
@@ -538,6 +541,7 @@ impl TraceWriter {
             verify_later: true,
             blocks: Vec::new(),
             sync: true,
+            metadata_stale: false,
         })
     }
 
@@ -569,6 +573,33 @@ impl TraceWriter {
     /// applies to the streams created from now on. Off by default.
     pub fn set_direct_io(&mut self, on: bool) {
         self.direct_io = on;
+    }
+
+    /// Stop writing by direct I/O, also on the streams opened for it: from now on every packet
+    /// goes through the page cache (a write that does not wait for the device), with the
+    /// stream's padding unchanged (as after a write the file system refused). For the end of a
+    /// recording whose shared buffers nobody can change any more.
+    pub fn stop_direct_io(&mut self) {
+        self.direct_io = false;
+        for s in self.streams.values_mut() {
+            s.direct = None;
+        }
+    }
+
+    /// Replace the clock of the metadata (a frequency measured over the whole recording): the
+    /// next metadata written has it ([`TraceWriter::finish`] writes it if nothing else did, by
+    /// atomic replacement as [`TraceWriter::add_events`] does; a clock the metadata cannot
+    /// hold is reported there). Not with a sink, whose copy of the metadata only grows (an
+    /// error, nothing changes).
+    pub fn set_clock(&mut self, clock: ClockDesc) -> Result<()> {
+        if self.sink.is_some() {
+            return Err(CtfError::Desc(
+                "the clock of a trace sent to a sink cannot change".into(),
+            ));
+        }
+        self.desc.clock = clock;
+        self.metadata_stale = true;
+        Ok(())
     }
 
     /// Whether packets written without their records checked
@@ -608,6 +639,7 @@ impl TraceWriter {
             self.ids.insert(*id, ev.fields);
         }
         self.desc = desc;
+        self.metadata_stale = false;
         self.counters.metadata_bytes = text.len() as u64;
         Ok(())
     }
@@ -1421,7 +1453,7 @@ impl TraceWriter {
     /// turned that off, renamed): a crash leaves either the old or the new file. If the new metadata cannot be made (an invalid key), the old
     /// one stays and the error is returned after the streams are synced.
     pub fn finish_with_env(mut self, extra: Vec<(String, EnvValue)>) -> Result<WriterCounters> {
-        if extra.is_empty() {
+        if extra.is_empty() && !(self.metadata_stale && self.local) {
             return self.finish();
         }
         let mut d = self.desc.clone();

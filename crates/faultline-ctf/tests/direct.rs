@@ -131,3 +131,93 @@ fn unaligned_packets_stay_buffered() {
         1
     );
 }
+
+/// Descriptors of this process open on `path` with `O_DIRECT` (from `/proc/self/fdinfo`).
+fn direct_descriptors(path: &std::path::Path) -> usize {
+    let want = std::fs::canonicalize(path).unwrap();
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        if std::fs::read_link(e.path()).ok().as_deref() != Some(want.as_path()) {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/self/fdinfo/{}",
+            e.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+            .unwrap_or(0);
+        if flags & libc::O_DIRECT as u32 != 0 {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// `stop_direct_io` (the end of a recording nobody else can write any more): the stream's
+/// direct descriptor is closed, later packets go through the page cache with the stream's
+/// 4 KiB padding kept, the verification reads every packet back, and `set_clock` replaces the
+/// metadata's clock in the final write.
+#[test]
+fn stop_direct_io_then_buffered_packets_and_a_new_clock() {
+    let dir = tmpdir("direct-stop");
+    let mut w = TraceWriter::create(&dir, &desc()).unwrap();
+    w.set_direct_io(true);
+    let mut mem = mapping(3);
+    let base = mem.as_mut_ptr() as *mut u8;
+    // SAFETY: `mem` is 3 * SUB bytes, alive for the test, no other reference to it.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(base, 3 * SUB) };
+    let counts = [300u64, 10, 20];
+    let headers: Vec<_> = counts
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| fill(&mut bytes[k * SUB..(k + 1) * SUB], k as u64, n))
+        .collect();
+    let raw = |k: usize| RawPacket {
+        header: headers[k],
+        // SAFETY: inside `mem`.
+        data: unsafe { base.add(k * SUB) },
+        available: SUB,
+    };
+    // SAFETY: every packet's SUB bytes are readable for the whole call.
+    let r = unsafe { w.write_packets_raw(0, &[raw(0), raw(1)]) };
+    let sizes: Vec<u64> = r.iter().map(|x| *x.as_ref().unwrap()).collect();
+    let stream = dir.join("stream_0");
+    let direct = sizes.iter().all(|s| s % DIRECT_ALIGN as u64 == 0);
+    if direct {
+        assert_eq!(direct_descriptors(&stream), 1);
+    } else {
+        eprintln!("no O_DIRECT here: buffered path ({sizes:?})");
+    }
+    w.stop_direct_io();
+    assert_eq!(direct_descriptors(&stream), 0);
+    // SAFETY: as above.
+    let r = unsafe { w.write_packets_raw(0, &[raw(2)]) };
+    let last = *r[0].as_ref().unwrap();
+    if direct {
+        assert_eq!(last, 4096, "the stream's padding is kept");
+    }
+    let v = w.verify().unwrap();
+    assert!(v.rejected.is_empty(), "{:?}", v.rejected);
+    assert_eq!(v.events[&0][&ID_EMPTY], 330);
+    let mut clock = desc().clock;
+    clock.freq_hz = 2_299_999_882;
+    w.set_clock(clock).unwrap();
+    w.finish_with_env(Vec::new()).unwrap();
+    let meta = std::fs::read_to_string(dir.join("metadata")).unwrap();
+    assert!(meta.contains("freq = 2299999882;"), "{meta}");
+    let t = Trace::open(&dir).unwrap();
+    assert_eq!(t.events(&Filter::default()).count(), 330);
+    if let Ok(out) = std::process::Command::new("babeltrace2").arg(&dir).output() {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 330);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

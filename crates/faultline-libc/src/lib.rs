@@ -104,10 +104,23 @@
 //! program's; a program that later installs its own handler without chaining makes a bad
 //! pointer in a traced call crash *in the tracer* instead of being recorded as faulted.
 //!
+//! # Copy strategy
+//! Under the default policy (`--strategy auto`) the `libc` events are recorded with
+//! reserve-copy-commit (`events::default_strategy`), although they have raw fields (which
+//! the recorder's own default would bounce): the memory they copy — a path, a buffer, an
+//! iovec array — was handed to the kernel by the very call being recorded, so it is resident
+//! and the copy straight into the reserved slot does not sleep while holding it; a bad pointer
+//! costs the fault handler's fix-up, a few microseconds. It saves the bounce buffer's second
+//! copy and gives the event's `dur_ns` its end for free (the record's own timestamp). The
+//! exception is a buffer a failed call never touched (`write` to a bad descriptor from a
+//! file mapping not yet read): its copy may wait for the page. `--strategy bounce` restores
+//! the recorder's default.
+//!
 //! # Costs
 //! A wrapped call whose event is disabled costs one relaxed load on top of libc. An enabled
-//! one costs two clock reads, a thread-local flag, and one `trace!` event with its copies
-//! (numbers: `faultline bench --libc`, `docs/BENCHMARKS.md`).
+//! one costs one clock read (the entry; the end is the event's timestamp), a thread-local
+//! flag, and one event with its copies, recorded straight into the recorder
+//! (`record`; numbers: `faultline bench --libc`, `docs/BENCHMARKS.md`).
 
 #![allow(clippy::missing_safety_doc)]
 
@@ -156,6 +169,33 @@ static ATTACHED: OnceLock<Attached> = OnceLock::new();
 /// The process's recorder, once attached.
 pub(crate) fn recorder() -> Option<&'static Arc<Recorder>> {
     ATTACHED.get().map(|a| &a._recorder)
+}
+
+/// Record one `libc` event (`events::direct`, called when `tp` is active): straight into this
+/// process's recorder with [`Recorder::record_fields_stamped`] (`stamp` gets the event's time,
+/// for its `dur_ns`) — its copy strategies, statistics and
+/// bad-pointer handling, sized and encoded by code generated for the event's field types —
+/// instead of through [`Tracepoint::fire`](faultline_tracepoints::Tracepoint::fire)'s probe
+/// dispatch (a read-side section, a virtual call, the payload behind `dyn`). That is the same
+/// event: the recorder is the only probe this library registers on its tracepoints, nothing
+/// else can reach them (they live in this library's own registry), and it is never
+/// unregistered ([`ATTACHED`] keeps it for the life of the process). Before attaching no
+/// tracepoint is active; the generic path stays as a fallback all the same.
+#[inline(always)]
+pub(crate) fn record<F: faultline_tracepoints::__private::Fields>(
+    tp: &'static faultline_tracepoints::Tracepoint,
+    fields: F,
+    stamp: impl FnOnce(u64),
+) {
+    match recorder() {
+        Some(r) => {
+            let _ = r.record_fields_stamped(tp, fields, stamp);
+        }
+        None => {
+            stamp(thread::now());
+            tp.fire(&faultline_tracepoints::__private::FieldsPayload(fields));
+        }
+    }
 }
 
 #[used]
@@ -249,6 +289,10 @@ fn move_high(fd: i32) -> i32 {
 }
 
 fn attach() -> Result<(), String> {
+    // Read once: the schema's procname and the faultline:process event.
+    let exe = std::fs::read_link("/proc/self/exe")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let fd = env_fd(ENV_CHANNEL_FD)?;
     let want = std::env::var(ENV_CHANNEL_ID).unwrap_or_default();
     let got = fd_id(fd).map_err(|e| format!("{ENV_CHANNEL_FD}={fd}: {e}"))?;
@@ -302,6 +346,9 @@ fn attach() -> Result<(), String> {
             ..RecorderConfig::default()
         },
     );
+    if policy == Policy::Auto {
+        events::default_strategy(&recorder);
+    }
     let events: Vec<SchemaEvent> = faultline_tracepoints::tracepoints()
         .iter()
         .map(|tp| SchemaEvent {
@@ -318,7 +365,10 @@ fn attach() -> Result<(), String> {
             let msg = SchemaMessage {
                 version: SCHEMA_VERSION,
                 pid: thread::pid(),
-                procname: procname(),
+                procname: match exe.rsplit('/').next() {
+                    Some(n) if !n.is_empty() => n.to_string(),
+                    _ => procname(),
+                },
                 hostname: hostname(),
                 policy: policy.to_string(),
                 events,
@@ -379,9 +429,6 @@ fn attach() -> Result<(), String> {
         _handle: handle,
     });
     faultline_tracepoints::set_events(&spec);
-    let exe = std::fs::read_link("/proc/self/exe")
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
     // SAFETY: getppid has no preconditions.
     let ppid = unsafe { libc::getppid() } as u32;
     trace!(events::PROCESS, thread::pid(), ppid, exe.as_str());

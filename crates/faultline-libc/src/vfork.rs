@@ -18,8 +18,7 @@
 //!   TLS), sets `errno` on failure, and records the `vfork` event with the child's pid.
 
 use crate::events::VFORK;
-use crate::thread::{in_tracer, may_record, now, ns, pid, set_errno, tid, STATE, VFORK_CHILD};
-use faultline_tracepoints::trace;
+use crate::thread::{in_tracer, may_record, now, pid, set_errno, tid, STATE, VFORK_CHILD};
 use libc::pid_t;
 
 extern "C" fn vfork_enter() -> u64 {
@@ -32,7 +31,6 @@ extern "C" fn vfork_child() -> pid_t {
 }
 
 extern "C" fn vfork_parent(raw: i64, t0: u64) -> pid_t {
-    let t1 = now();
     let _ = STATE.try_with(|s| s.flags.set(s.flags.get() & !VFORK_CHILD));
     let (ret, e) = if raw < 0 {
         (-1, (-raw) as i32)
@@ -40,7 +38,7 @@ extern "C" fn vfork_parent(raw: i64, t0: u64) -> pid_t {
         (raw as pid_t, 0)
     };
     if VFORK.is_active() && may_record() {
-        in_tracer(|| trace!(VFORK, ret as i64, e, ns(t0, t1), pid(), tid()));
+        in_tracer(|| crate::wrap::emit!(VFORK, ret as i64, e, t0, pid(), tid()));
     }
     if e != 0 {
         set_errno(e);

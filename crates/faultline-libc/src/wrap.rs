@@ -10,13 +10,26 @@
 use crate::addr;
 use crate::events::*;
 use crate::real::real;
-use crate::thread::{in_tracer, may_record, now, ns, pid, set_errno, tid, traced};
-use faultline_tracepoints::{copy_from_user, trace, CStrPtr, RawBuf, RawIov};
+use crate::thread::{in_tracer, may_record, now, pid, set_errno, tid, traced};
+use faultline_tracepoints::{copy_from_user, CStrPtr, RawBuf, RawIov};
 use libc::{
     c_char, c_int, c_long, c_uint, c_void, iovec, mode_t, off_t, pid_t, size_t, sockaddr,
     socklen_t, ssize_t,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// `emit!(EVENT, args...)`: record `EVENT` through `events::direct` (the recorder, no probe
+/// dispatch: see [`crate::record`]) if it is active; like `trace!`, the arguments are only
+/// evaluated then. The `dur_ns` argument is the call's entry time in clock ticks
+/// ([`now`]): the event records the nanoseconds from it to the event (`events::direct`).
+macro_rules! emit {
+    ($tp:ident $(, $arg:expr)* $(,)?) => {
+        if $tp.is_active() {
+            crate::events::direct::$tp($($arg),*)
+        }
+    };
+}
+pub(crate) use emit;
 
 /// Bytes of each data buffer recorded (`FAULTLINE_LIBC_DATA`).
 static DATA_BYTES: AtomicUsize = AtomicUsize::new(32);
@@ -114,46 +127,46 @@ macro_rules! wrapper {
 // ---- files ----
 
 wrapper!(open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int = open, OPEN,
-    |r, d| trace!(OPEN, CStrPtr(path), flags, mode_if(flags, mode), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(OPEN, CStrPtr(path), flags, mode_if(flags, mode), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int = open64, OPEN,
-    |r, d| trace!(OPEN, CStrPtr(path), flags, mode_if(flags, mode), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(OPEN, CStrPtr(path), flags, mode_if(flags, mode), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(__open_2(path: *const c_char, flags: c_int) -> c_int = open_2, OPEN,
-    |r, d| trace!(OPEN, CStrPtr(path), flags, 0u32, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(OPEN, CStrPtr(path), flags, 0u32, r, d.errno, d.start, d.pid, d.tid));
 wrapper!(__open64_2(path: *const c_char, flags: c_int) -> c_int = open64_2, OPEN,
-    |r, d| trace!(OPEN, CStrPtr(path), flags, 0u32, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(OPEN, CStrPtr(path), flags, 0u32, r, d.errno, d.start, d.pid, d.tid));
 wrapper!(openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int = openat, OPENAT,
-    |r, d| trace!(OPENAT, dirfd, CStrPtr(path), flags, mode_if(flags, mode), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(OPENAT, dirfd, CStrPtr(path), flags, mode_if(flags, mode), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(openat64(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int = openat64, OPENAT,
-    |r, d| trace!(OPENAT, dirfd, CStrPtr(path), flags, mode_if(flags, mode), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(OPENAT, dirfd, CStrPtr(path), flags, mode_if(flags, mode), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(__openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int = openat_2, OPENAT,
-    |r, d| trace!(OPENAT, dirfd, CStrPtr(path), flags, 0u32, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(OPENAT, dirfd, CStrPtr(path), flags, 0u32, r, d.errno, d.start, d.pid, d.tid));
 wrapper!(__openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int = openat64_2, OPENAT,
-    |r, d| trace!(OPENAT, dirfd, CStrPtr(path), flags, 0u32, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(OPENAT, dirfd, CStrPtr(path), flags, 0u32, r, d.errno, d.start, d.pid, d.tid));
 wrapper!(creat(path: *const c_char, mode: mode_t) -> c_int = creat, CREAT,
-    |r, d| trace!(CREAT, CStrPtr(path), mode, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(CREAT, CStrPtr(path), mode, r, d.errno, d.start, d.pid, d.tid));
 wrapper!(creat64(path: *const c_char, mode: mode_t) -> c_int = creat64, CREAT,
-    |r, d| trace!(CREAT, CStrPtr(path), mode, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(CREAT, CStrPtr(path), mode, r, d.errno, d.start, d.pid, d.tid));
 wrapper!(close(fd: c_int) -> c_int = close, CLOSE,
-    |r, d| trace!(CLOSE, fd, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(CLOSE, fd, r, d.errno, d.start, d.pid, d.tid));
 
 wrapper!(read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t = read, READ,
-    |r, d| trace!(READ, fd, count as u64, data(buf, got(r, count)), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(READ, fd, count as u64, data(buf, got(r, count)), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(__read_chk(fd: c_int, buf: *mut c_void, count: size_t, buflen: size_t) -> ssize_t = read_chk, READ,
-    |r, d| { let _ = buflen; trace!(READ, fd, count as u64, data(buf, got(r, count)), r, d.errno, d.dur_ns, d.pid, d.tid) });
+    |r, d| { let _ = buflen; emit!(READ, fd, count as u64, data(buf, got(r, count)), r, d.errno, d.start, d.pid, d.tid) });
 wrapper!(write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t = write, WRITE,
-    |r, d| trace!(WRITE, fd, count as u64, data(buf, count), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(WRITE, fd, count as u64, data(buf, count), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(pread(fd: c_int, buf: *mut c_void, count: size_t, off: off_t) -> ssize_t = pread, PREAD,
-    |r, d| trace!(PREAD, fd, count as u64, off, data(buf, got(r, count)), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(PREAD, fd, count as u64, off, data(buf, got(r, count)), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(pread64(fd: c_int, buf: *mut c_void, count: size_t, off: off_t) -> ssize_t = pread64, PREAD,
-    |r, d| trace!(PREAD, fd, count as u64, off, data(buf, got(r, count)), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(PREAD, fd, count as u64, off, data(buf, got(r, count)), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(__pread_chk(fd: c_int, buf: *mut c_void, count: size_t, off: off_t, buflen: size_t) -> ssize_t = pread_chk, PREAD,
-    |r, d| { let _ = buflen; trace!(PREAD, fd, count as u64, off, data(buf, got(r, count)), r, d.errno, d.dur_ns, d.pid, d.tid) });
+    |r, d| { let _ = buflen; emit!(PREAD, fd, count as u64, off, data(buf, got(r, count)), r, d.errno, d.start, d.pid, d.tid) });
 wrapper!(__pread64_chk(fd: c_int, buf: *mut c_void, count: size_t, off: off_t, buflen: size_t) -> ssize_t = pread64_chk, PREAD,
-    |r, d| { let _ = buflen; trace!(PREAD, fd, count as u64, off, data(buf, got(r, count)), r, d.errno, d.dur_ns, d.pid, d.tid) });
+    |r, d| { let _ = buflen; emit!(PREAD, fd, count as u64, off, data(buf, got(r, count)), r, d.errno, d.start, d.pid, d.tid) });
 wrapper!(pwrite(fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t = pwrite, PWRITE,
-    |r, d| trace!(PWRITE, fd, count as u64, off, data(buf, count), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(PWRITE, fd, count as u64, off, data(buf, count), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(pwrite64(fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t = pwrite64, PWRITE,
-    |r, d| trace!(PWRITE, fd, count as u64, off, data(buf, count), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(PWRITE, fd, count as u64, off, data(buf, count), r, d.errno, d.start, d.pid, d.tid));
 
 /// The data of every iovec, concatenated (the first `--libc-data` bytes), read from untrusted
 /// memory: see [`RawIov`] (a bad iovec array is recorded as faulted bytes of the array
@@ -169,101 +182,101 @@ fn iov_data(iov: *const iovec, iovcnt: c_int, cap: usize) -> RawIov {
 }
 
 wrapper!(readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t = readv, READV,
-    |r, d| trace!(READV, fd, iovcnt, iov_data(iov, iovcnt, got(r, usize::MAX)), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(READV, fd, iovcnt, iov_data(iov, iovcnt, got(r, usize::MAX)), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t = writev, WRITEV,
-    |r, d| trace!(WRITEV, fd, iovcnt, iov_data(iov, iovcnt, usize::MAX), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(WRITEV, fd, iovcnt, iov_data(iov, iovcnt, usize::MAX), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(preadv(fd: c_int, iov: *const iovec, iovcnt: c_int, off: off_t) -> ssize_t = preadv, PREADV,
-    |r, d| trace!(PREADV, fd, iovcnt, off, iov_data(iov, iovcnt, got(r, usize::MAX)), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(PREADV, fd, iovcnt, off, iov_data(iov, iovcnt, got(r, usize::MAX)), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(preadv64(fd: c_int, iov: *const iovec, iovcnt: c_int, off: off_t) -> ssize_t = preadv64, PREADV,
-    |r, d| trace!(PREADV, fd, iovcnt, off, iov_data(iov, iovcnt, got(r, usize::MAX)), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(PREADV, fd, iovcnt, off, iov_data(iov, iovcnt, got(r, usize::MAX)), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(pwritev(fd: c_int, iov: *const iovec, iovcnt: c_int, off: off_t) -> ssize_t = pwritev, PWRITEV,
-    |r, d| trace!(PWRITEV, fd, iovcnt, off, iov_data(iov, iovcnt, usize::MAX), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(PWRITEV, fd, iovcnt, off, iov_data(iov, iovcnt, usize::MAX), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(pwritev64(fd: c_int, iov: *const iovec, iovcnt: c_int, off: off_t) -> ssize_t = pwritev64, PWRITEV,
-    |r, d| trace!(PWRITEV, fd, iovcnt, off, iov_data(iov, iovcnt, usize::MAX), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(PWRITEV, fd, iovcnt, off, iov_data(iov, iovcnt, usize::MAX), r, d.errno, d.start, d.pid, d.tid));
 
 // ---- stat family (glibc >= 2.33 exports stat/fstat/lstat/fstatat; older binaries call the
 // versioned __xstat family, wrapped too) ----
 
 type StatBuf = *mut libc::stat;
 wrapper!(stat(path: *const c_char, buf: StatBuf) -> c_int = stat, STAT,
-    |r, d| trace!(STAT, CStrPtr(path), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(STAT, CStrPtr(path), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(stat64(path: *const c_char, buf: StatBuf) -> c_int = stat64, STAT,
-    |r, d| trace!(STAT, CStrPtr(path), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(STAT, CStrPtr(path), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(lstat(path: *const c_char, buf: StatBuf) -> c_int = lstat, LSTAT,
-    |r, d| trace!(LSTAT, CStrPtr(path), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(LSTAT, CStrPtr(path), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(lstat64(path: *const c_char, buf: StatBuf) -> c_int = lstat64, LSTAT,
-    |r, d| trace!(LSTAT, CStrPtr(path), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(LSTAT, CStrPtr(path), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(fstat(fd: c_int, buf: StatBuf) -> c_int = fstat, FSTAT,
-    |r, d| trace!(FSTAT, fd, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(FSTAT, fd, r, d.errno, d.start, d.pid, d.tid));
 wrapper!(fstat64(fd: c_int, buf: StatBuf) -> c_int = fstat64, FSTAT,
-    |r, d| trace!(FSTAT, fd, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(FSTAT, fd, r, d.errno, d.start, d.pid, d.tid));
 wrapper!(fstatat(dirfd: c_int, path: *const c_char, buf: StatBuf, flags: c_int) -> c_int = fstatat, FSTATAT,
-    |r, d| trace!(FSTATAT, dirfd, CStrPtr(path), flags, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(FSTATAT, dirfd, CStrPtr(path), flags, r, d.errno, d.start, d.pid, d.tid));
 wrapper!(fstatat64(dirfd: c_int, path: *const c_char, buf: StatBuf, flags: c_int) -> c_int = fstatat64, FSTATAT,
-    |r, d| trace!(FSTATAT, dirfd, CStrPtr(path), flags, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(FSTATAT, dirfd, CStrPtr(path), flags, r, d.errno, d.start, d.pid, d.tid));
 wrapper!(__xstat(ver: c_int, path: *const c_char, buf: StatBuf) -> c_int = xstat, STAT,
-    |r, d| { let _ = ver; trace!(STAT, CStrPtr(path), r, d.errno, d.dur_ns, d.pid, d.tid) });
+    |r, d| { let _ = ver; emit!(STAT, CStrPtr(path), r, d.errno, d.start, d.pid, d.tid) });
 wrapper!(__xstat64(ver: c_int, path: *const c_char, buf: StatBuf) -> c_int = xstat64, STAT,
-    |r, d| { let _ = ver; trace!(STAT, CStrPtr(path), r, d.errno, d.dur_ns, d.pid, d.tid) });
+    |r, d| { let _ = ver; emit!(STAT, CStrPtr(path), r, d.errno, d.start, d.pid, d.tid) });
 wrapper!(__lxstat(ver: c_int, path: *const c_char, buf: StatBuf) -> c_int = lxstat, LSTAT,
-    |r, d| { let _ = ver; trace!(LSTAT, CStrPtr(path), r, d.errno, d.dur_ns, d.pid, d.tid) });
+    |r, d| { let _ = ver; emit!(LSTAT, CStrPtr(path), r, d.errno, d.start, d.pid, d.tid) });
 wrapper!(__lxstat64(ver: c_int, path: *const c_char, buf: StatBuf) -> c_int = lxstat64, LSTAT,
-    |r, d| { let _ = ver; trace!(LSTAT, CStrPtr(path), r, d.errno, d.dur_ns, d.pid, d.tid) });
+    |r, d| { let _ = ver; emit!(LSTAT, CStrPtr(path), r, d.errno, d.start, d.pid, d.tid) });
 wrapper!(__fxstat(ver: c_int, fd: c_int, buf: StatBuf) -> c_int = fxstat, FSTAT,
-    |r, d| { let _ = ver; trace!(FSTAT, fd, r, d.errno, d.dur_ns, d.pid, d.tid) });
+    |r, d| { let _ = ver; emit!(FSTAT, fd, r, d.errno, d.start, d.pid, d.tid) });
 wrapper!(__fxstat64(ver: c_int, fd: c_int, buf: StatBuf) -> c_int = fxstat64, FSTAT,
-    |r, d| { let _ = ver; trace!(FSTAT, fd, r, d.errno, d.dur_ns, d.pid, d.tid) });
+    |r, d| { let _ = ver; emit!(FSTAT, fd, r, d.errno, d.start, d.pid, d.tid) });
 wrapper!(__fxstatat(ver: c_int, dirfd: c_int, path: *const c_char, buf: StatBuf, flags: c_int) -> c_int = fxstatat, FSTATAT,
-    |r, d| { let _ = ver; trace!(FSTATAT, dirfd, CStrPtr(path), flags, r, d.errno, d.dur_ns, d.pid, d.tid) });
+    |r, d| { let _ = ver; emit!(FSTATAT, dirfd, CStrPtr(path), flags, r, d.errno, d.start, d.pid, d.tid) });
 wrapper!(__fxstatat64(ver: c_int, dirfd: c_int, path: *const c_char, buf: StatBuf, flags: c_int) -> c_int = fxstatat64, FSTATAT,
-    |r, d| { let _ = ver; trace!(FSTATAT, dirfd, CStrPtr(path), flags, r, d.errno, d.dur_ns, d.pid, d.tid) });
+    |r, d| { let _ = ver; emit!(FSTATAT, dirfd, CStrPtr(path), flags, r, d.errno, d.start, d.pid, d.tid) });
 wrapper!(statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: c_uint, buf: *mut c_void) -> c_int = statx, STATX,
-    |r, d| trace!(STATX, dirfd, CStrPtr(path), flags, mask, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(STATX, dirfd, CStrPtr(path), flags, mask, r, d.errno, d.start, d.pid, d.tid));
 
 wrapper!(access(path: *const c_char, mode: c_int) -> c_int = access, ACCESS,
-    |r, d| trace!(ACCESS, CStrPtr(path), mode, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(ACCESS, CStrPtr(path), mode, r, d.errno, d.start, d.pid, d.tid));
 wrapper!(unlink(path: *const c_char) -> c_int = unlink, UNLINK,
-    |r, d| trace!(UNLINK, CStrPtr(path), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(UNLINK, CStrPtr(path), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int = unlinkat, UNLINKAT,
-    |r, d| trace!(UNLINKAT, dirfd, CStrPtr(path), flags, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(UNLINKAT, dirfd, CStrPtr(path), flags, r, d.errno, d.start, d.pid, d.tid));
 wrapper!(rename(old: *const c_char, new: *const c_char) -> c_int = rename, RENAME,
-    |r, d| trace!(RENAME, CStrPtr(old), CStrPtr(new), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(RENAME, CStrPtr(old), CStrPtr(new), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(renameat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char) -> c_int = renameat, RENAMEAT,
-    |r, d| trace!(RENAMEAT, olddirfd, CStrPtr(old), newdirfd, CStrPtr(new), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(RENAMEAT, olddirfd, CStrPtr(old), newdirfd, CStrPtr(new), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(mkdir(path: *const c_char, mode: mode_t) -> c_int = mkdir, MKDIR,
-    |r, d| trace!(MKDIR, CStrPtr(path), mode, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(MKDIR, CStrPtr(path), mode, r, d.errno, d.start, d.pid, d.tid));
 wrapper!(mkdirat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int = mkdirat, MKDIRAT,
-    |r, d| trace!(MKDIRAT, dirfd, CStrPtr(path), mode, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(MKDIRAT, dirfd, CStrPtr(path), mode, r, d.errno, d.start, d.pid, d.tid));
 
 // ---- sockets ----
 
 wrapper!(socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int = socket, SOCKET,
-    |r, d| trace!(SOCKET, domain, ty, protocol, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(SOCKET, domain, ty, protocol, r, d.errno, d.start, d.pid, d.tid));
 wrapper!(connect(fd: c_int, sa: *const sockaddr, len: socklen_t) -> c_int = connect, CONNECT,
-    |r, d| { let a = addr::read(sa, len as usize); trace!(CONNECT, fd, a.family, a.faulted, a.text(), r, d.errno, d.dur_ns, d.pid, d.tid) });
+    |r, d| { let a = addr::read(sa, len as usize); emit!(CONNECT, fd, a.family, a.faulted, a.text(), r, d.errno, d.start, d.pid, d.tid) });
 wrapper!(bind(fd: c_int, sa: *const sockaddr, len: socklen_t) -> c_int = bind, BIND,
-    |r, d| { let a = addr::read(sa, len as usize); trace!(BIND, fd, a.family, a.faulted, a.text(), r, d.errno, d.dur_ns, d.pid, d.tid) });
+    |r, d| { let a = addr::read(sa, len as usize); emit!(BIND, fd, a.family, a.faulted, a.text(), r, d.errno, d.start, d.pid, d.tid) });
 wrapper!(accept(fd: c_int, sa: *mut sockaddr, lenp: *mut socklen_t) -> c_int = accept, ACCEPT,
     |r, d| { let a = if r >= 0 { addr::read_out(sa, lenp) } else { addr::read(std::ptr::null(), 0) };
-        trace!(ACCEPT, fd, 0i32, a.family, a.faulted, a.text(), r, d.errno, d.dur_ns, d.pid, d.tid) });
+        emit!(ACCEPT, fd, 0i32, a.family, a.faulted, a.text(), r, d.errno, d.start, d.pid, d.tid) });
 wrapper!(accept4(fd: c_int, sa: *mut sockaddr, lenp: *mut socklen_t, flags: c_int) -> c_int = accept4, ACCEPT,
     |r, d| { let a = if r >= 0 { addr::read_out(sa, lenp) } else { addr::read(std::ptr::null(), 0) };
-        trace!(ACCEPT, fd, flags, a.family, a.faulted, a.text(), r, d.errno, d.dur_ns, d.pid, d.tid) });
+        emit!(ACCEPT, fd, flags, a.family, a.faulted, a.text(), r, d.errno, d.start, d.pid, d.tid) });
 wrapper!(send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t = send, SEND,
-    |r, d| trace!(SEND, fd, len as u64, flags, data(buf, len), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(SEND, fd, len as u64, flags, data(buf, len), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, sa: *const sockaddr, alen: socklen_t) -> ssize_t = sendto, SENDTO,
     |r, d| { let a = addr::read(sa, alen as usize);
-        trace!(SENDTO, fd, len as u64, flags, a.family, a.faulted, a.text(), data(buf, len), r, d.errno, d.dur_ns, d.pid, d.tid) });
+        emit!(SENDTO, fd, len as u64, flags, a.family, a.faulted, a.text(), data(buf, len), r, d.errno, d.start, d.pid, d.tid) });
 wrapper!(recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t = recv, RECV,
-    |r, d| trace!(RECV, fd, len as u64, flags, data(buf, got(r, len)), r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(RECV, fd, len as u64, flags, data(buf, got(r, len)), r, d.errno, d.start, d.pid, d.tid));
 wrapper!(recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, sa: *mut sockaddr, lenp: *mut socklen_t) -> ssize_t = recvfrom, RECVFROM,
     |r, d| { let a = if r >= 0 { addr::read_out(sa, lenp) } else { addr::read(std::ptr::null(), 0) };
-        trace!(RECVFROM, fd, len as u64, flags, a.family, a.faulted, a.text(), data(buf, got(r, len)), r, d.errno, d.dur_ns, d.pid, d.tid) });
+        emit!(RECVFROM, fd, len as u64, flags, a.family, a.faulted, a.text(), data(buf, got(r, len)), r, d.errno, d.start, d.pid, d.tid) });
 
 // ---- memory ----
 
 wrapper!(munmap(addr: *mut c_void, len: size_t) -> c_int = munmap, MUNMAP,
-    |r, d| trace!(MUNMAP, addr as u64, len as u64, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(MUNMAP, addr as u64, len as u64, r, d.errno, d.start, d.pid, d.tid));
 
 macro_rules! mmap_wrapper {
     ($name:ident, $sym:ident) => {
@@ -293,7 +306,7 @@ macro_rules! mmap_wrapper {
                 },
                 |r| r == libc::MAP_FAILED,
                 |r, d| {
-                    trace!(
+                    emit!(
                         MMAP,
                         addr as u64,
                         len as u64,
@@ -303,7 +316,7 @@ macro_rules! mmap_wrapper {
                         off,
                         r as i64,
                         d.errno,
-                        d.dur_ns,
+                        d.start,
                         d.pid,
                         d.tid
                     )
@@ -318,7 +331,7 @@ mmap_wrapper!(mmap64, mmap64);
 // ---- processes ----
 
 wrapper!(fork() -> pid_t = fork, FORK,
-    |r, d| trace!(FORK, r, d.errno, d.dur_ns, d.pid, d.tid));
+    |r, d| emit!(FORK, r, d.errno, d.start, d.pid, d.tid));
 
 /// `argv[1]` of an argument vector in untrusted memory (an empty string if there is none).
 fn argv1(argv: *const *const c_char) -> CStrPtr {
@@ -353,22 +366,11 @@ fn exec_like(
     if !on {
         return call();
     }
-    in_tracer(|| trace!(EXECVE, CStrPtr(path), argv1(argv), pid(), tid()));
+    in_tracer(|| emit!(EXECVE, CStrPtr(path), argv1(argv), pid(), tid()));
     let t0 = now();
     let r = call();
-    let t1 = now();
     let e = crate::thread::errno();
-    in_tracer(|| {
-        trace!(
-            EXECVE_FAILED,
-            CStrPtr(path),
-            r as i64,
-            e,
-            ns(t0, t1),
-            pid(),
-            tid()
-        )
-    });
+    in_tracer(|| emit!(EXECVE_FAILED, CStrPtr(path), r as i64, e, t0, pid(), tid()));
     set_errno(e);
     r
 }
@@ -469,13 +471,13 @@ fn spawn_like(pidp: *mut pid_t, path: *const c_char, call: impl FnOnce() -> c_in
                 -1
             };
             // posix_spawn returns its error number instead of setting errno.
-            trace!(
+            emit!(
                 POSIX_SPAWN,
                 CStrPtr(path),
                 c,
                 r as i64,
                 r,
-                d.dur_ns,
+                d.start,
                 d.pid,
                 d.tid
             )
@@ -560,7 +562,7 @@ fn exit_group(status: c_int) -> ! {
 #[no_mangle]
 pub unsafe extern "C" fn exit(status: c_int) -> ! {
     if EXIT.is_active() && may_record() {
-        in_tracer(|| trace!(EXIT, status, pid(), tid()));
+        in_tracer(|| emit!(EXIT, status, pid(), tid()));
     }
     match real!(exit, fn(c_int) -> !) {
         // SAFETY: the caller's argument to the function it meant to call.
@@ -576,7 +578,7 @@ pub unsafe extern "C" fn exit(status: c_int) -> ! {
 #[no_mangle]
 pub unsafe extern "C" fn _exit(status: c_int) -> ! {
     if EXIT_.is_active() && may_record() {
-        in_tracer(|| trace!(EXIT_, status, pid(), tid()));
+        in_tracer(|| emit!(EXIT_, status, pid(), tid()));
     }
     if may_record() {
         // No destructor runs: this image's counters go now (crate::stats).
@@ -596,7 +598,7 @@ pub unsafe extern "C" fn _exit(status: c_int) -> ! {
 #[no_mangle]
 pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
     if EXIT_.is_active() && may_record() {
-        in_tracer(|| trace!(EXIT_, status, pid(), tid()));
+        in_tracer(|| emit!(EXIT_, status, pid(), tid()));
     }
     if may_record() {
         // No destructor runs: this image's counters go now (crate::stats).
@@ -638,7 +640,7 @@ pub unsafe extern "C" fn syscall(
         },
         |r| r == -1,
         |r, d| {
-            trace!(SYSCALL, nr, a0 as u64, a1 as u64, a2 as u64, r, d.errno, d.dur_ns, d.pid, d.tid)
+            emit!(SYSCALL, nr, a0 as u64, a1 as u64, a2 as u64, r, d.errno, d.start, d.pid, d.tid)
         },
     )
 }

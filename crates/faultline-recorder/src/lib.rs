@@ -73,7 +73,8 @@
 //! and events lost per cause as seen by this recorder. Buffer-side counters (per-CPU losses,
 //! REMOTE commits) are in [`Channel::cpu_stats`].
 
-use faultline_ringbuf::{Channel, CommitKind, Lost, Reservation};
+use faultline_ringbuf::{Channel, ClockKind, CommitKind, Lost, Reservation};
+use faultline_tracepoints::__private::{Fields, FieldsPayload};
 use faultline_tracepoints::{
     register_probe, FastTarget, LossCause, Payload, Probe, ProbeHandle, ProbeKind, RegisterError,
     TraceOutcome, Tracepoint,
@@ -378,6 +379,8 @@ pub struct Recorder {
     /// overridden with [`Recorder::set_strategy`]. Computed once so the hot path is one load.
     strategies: Box<[AtomicU8]>,
     stats: Arc<Mutex<StatsRegistry>>,
+    /// The channel's clock (for [`Recorder::record_fields_stamped`]).
+    clock: ClockKind,
 }
 
 impl Recorder {
@@ -392,6 +395,7 @@ impl Recorder {
         }
         Arc::new(Recorder {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            clock: chan.clock().kind,
             chan,
             cfg,
             strategies: strategies.into_boxed_slice(),
@@ -597,7 +601,7 @@ impl Recorder {
     }
 
     #[inline(always)]
-    fn record_rcc(&self, id: u32, payload: &dyn Payload) -> Result<CommitKind, Lost> {
+    fn record_rcc<P: Payload + ?Sized>(&self, id: u32, payload: &P) -> Result<CommitKind, Lost> {
         let len = payload.size();
         // Matched in place (no `map_err`/`?`): moving the reservation through extra
         // non-inlined frames costs store-forwarding stalls on the hot path.
@@ -611,7 +615,12 @@ impl Recorder {
     }
 
     /// `None`: the scratch buffer is in use (nested event) or gone (thread exiting).
-    fn record_bounce(&self, id: u32, payload: &dyn Payload) -> Option<Result<CommitKind, Lost>> {
+    #[inline(always)]
+    fn record_bounce<P: Payload + ?Sized>(
+        &self,
+        id: u32,
+        payload: &P,
+    ) -> Option<Result<CommitKind, Lost>> {
         let r = SCRATCH.try_with(|cell| {
             let Ok(mut buf) = cell.try_borrow_mut() else {
                 return None;
@@ -632,7 +641,11 @@ impl Recorder {
         r.ok().flatten()
     }
 
-    fn record_prefault(&self, id: u32, payload: &dyn Payload) -> Result<CommitKind, Lost> {
+    fn record_prefault<P: Payload + ?Sized>(
+        &self,
+        id: u32,
+        payload: &P,
+    ) -> Result<CommitKind, Lost> {
         let mut attempt = 0u32;
         loop {
             let len = payload.prefault();
@@ -659,6 +672,75 @@ impl Recorder {
         id: u32,
         strategy: Strategy,
         payload: &dyn Payload,
+    ) -> Result<CommitKind, Lost> {
+        self.record_with(id, strategy, payload)
+    }
+
+    /// [`Recorder::record_fields`] for an event with a field measured up to the event itself (a
+    /// duration that ends with the event: the libc wrappers' `dur_ns`): `stamp(t)` is called
+    /// once, with a time `t` in ticks of the channel's clock, right before the fields are
+    /// encoded, and may set such a field (a `Cell` the list refers to); it must not change any
+    /// field's size. With [`Strategy::ReserveCopyCommit`], `t` is the record's own timestamp
+    /// (read inside the reservation: no clock read of its own — on CPUs where reading the TSC
+    /// waits for every instruction before it, one read right after a system call returned was
+    /// a large part of a wrapped call's cost); the other strategies encode before reserving,
+    /// so `t` is a clock read just before encoding.
+    #[inline(always)]
+    pub fn record_fields_stamped<F: Fields>(
+        &self,
+        tp: &'static Tracepoint,
+        fields: F,
+        stamp: impl FnOnce(u64),
+    ) -> Result<CommitKind, Lost> {
+        let id = tp.id();
+        let strategy = self.strategy_for(tp);
+        let payload = FieldsPayload(fields);
+        if strategy != Strategy::ReserveCopyCommit {
+            stamp(faultline_ringbuf::clock::now(self.clock));
+            return self.record_with(id, strategy, &payload);
+        }
+        // record_rcc, with the stamp taken from the reservation.
+        let len = payload.size();
+        let r = match self.chan.reserve(id, len) {
+            Ok(mut res) => {
+                stamp(res.timestamp());
+                let out = payload.write(res.payload());
+                self.finish(id, res, out.written, out.faulted)
+            }
+            Err(why) => Err(self.lost(why)),
+        };
+        if r.is_ok() {
+            self.with_shard(|s| s.bump(C_EVENTS + Strategy::ReserveCopyCommit as usize, 1));
+        }
+        r
+    }
+
+    /// Record one event of `tp` from its typed field list (what `trace!` builds), with the
+    /// strategy [`Recorder::strategy_for`] picks: the same strategies, statistics and outcome
+    /// as [`Recorder::record`], but sized and encoded by code generated for the fields' types
+    /// (no virtual call, no probe dispatch). For a caller that owns this recorder and knows it
+    /// is the tracepoint's only probe (the libc preload library, whose tracepoints nothing
+    /// else can reach), so that an event need not go through [`Tracepoint::fire`]. The caller
+    /// checks [`Tracepoint::is_active`] first, as `trace!` does; the recorder must outlive the
+    /// call (no SRCU section protects it here).
+    #[inline(always)]
+    pub fn record_fields<F: Fields>(
+        &self,
+        tp: &'static Tracepoint,
+        fields: F,
+    ) -> Result<CommitKind, Lost> {
+        let payload = FieldsPayload(fields);
+        self.record_with(tp.id(), self.strategy_for(tp), &payload)
+    }
+
+    /// [`Recorder::record`] for any payload type: `dyn Payload` from the probe dispatch, a
+    /// concrete field list from [`Recorder::record_fields`] (then monomorphized and inlined).
+    #[inline(always)]
+    fn record_with<P: Payload + ?Sized>(
+        &self,
+        id: u32,
+        strategy: Strategy,
+        payload: &P,
     ) -> Result<CommitKind, Lost> {
         let r = match strategy {
             Strategy::ReserveCopyCommit => self.record_rcc(id, payload),

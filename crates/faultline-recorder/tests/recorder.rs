@@ -10,11 +10,13 @@ use common::{channel, recorder};
 use faultline_recorder::{attach, Policy, Recorder, RecorderConfig, Strategy};
 use faultline_ringbuf::{records, Channel, Consumer};
 use faultline_schema::{decode, Value};
+use faultline_tracepoints::__private::{FieldType, FieldValue, Writer};
 use faultline_tracepoints::{
-    enable, trace, tracepoint, unregister, CStrPtr, Payload, Probe, ProbeKind, RawBuf, Tracepoint,
-    WriteOutcome,
+    __nest, enable, trace, tracepoint, unregister, CStrPtr, Payload, Probe, ProbeKind, RawBuf,
+    Tracepoint, WriteOutcome,
 };
 use faultline_uffd::{pattern, HeldFaults, PAGE};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,6 +44,9 @@ tracepoint!(FAST_TAIL, "rectest_fast", "tail", { x: u64, s: &str });
 tracepoint!(FAST_LOSS, "rectest_fastloss", "int", { x: u64 });
 tracepoint!(FAST_HELD, "rectest_fastheld", "held", { x: u64, body: &[u8] });
 tracepoint!(FAST_SIG, "rectest_fastsig", "nested", { x: u64, s: &str });
+tracepoint!(TYPED_RCC, "rectest_typed", "rcc", { seq: u64, s: CStrPtr, raw: RawBuf, end: u64 });
+tracepoint!(TYPED_BOUNCE, "rectest_typed", "bounce", { seq: u64, s: CStrPtr, raw: RawBuf, end: u64 });
+tracepoint!(TYPED_PR, "rectest_typed", "pr", { seq: u64, s: CStrPtr, raw: RawBuf, end: u64 });
 tracepoint!(FAST_ANY_INT, "rectest_fastany", "int", { x: u64 });
 tracepoint!(FAST_ANY_STR, "rectest_fastany", "string", { x: u64, s: &str });
 
@@ -49,6 +54,8 @@ tracepoint!(FAST_ANY_STR, "rectest_fastany", "string", { x: u64, s: &str });
 struct Got {
     cpu: u32,
     id: u32,
+    /// The record's timestamp, clock ticks.
+    ts: u64,
     fields: Vec<Value>,
 }
 
@@ -71,6 +78,7 @@ fn drain(ch: &Channel, tps: &[&'static Tracepoint]) -> Vec<Got> {
                 out.push(Got {
                     cpu,
                     id: r.id,
+                    ts: r.timestamp,
                     fields,
                 });
             }
@@ -150,6 +158,98 @@ fn every_strategy_records_byte_exact_payloads() {
         assert_eq!(st.strategy(s).events, n, "{s}");
         assert_eq!(st.faulted, 0);
         assert_eq!(st.lost_total(), 0);
+    }
+}
+
+/// A `u64` field whose value is set when its event is encoded (by the `stamp` callback of
+/// `Recorder::record_fields_stamped`).
+struct Late(Cell<u64>);
+
+impl FieldValue for Late {
+    const TYPE: FieldType = <u64 as FieldValue>::TYPE;
+    const RAW: bool = false;
+    const MIN_SIZE: usize = 8;
+    fn size(&self) -> usize {
+        self.0.get().size()
+    }
+    fn wanted(&self) -> usize {
+        self.0.get().wanted()
+    }
+    fn encode(&self, w: &mut Writer<'_>, budget: usize) {
+        self.0.get().encode(w, budget)
+    }
+}
+
+#[test]
+fn typed_fields_record_like_trace_and_stamps_end_at_the_event() {
+    faultline_tracepoints::install_fault_handler().unwrap();
+    for (s, tp) in [
+        (Strategy::ReserveCopyCommit, &TYPED_RCC),
+        (Strategy::Bounce, &TYPED_BOUNCE),
+        (Strategy::PrefaultRestart, &TYPED_PR),
+    ] {
+        let ch = channel(16384, 8);
+        let rec = recorder(&ch, s);
+        let name = c"typed-path";
+        let data: Vec<u8> = (0..40u8).collect();
+        let n = 200u64;
+        let mut stamps = std::collections::HashMap::new();
+        for i in 0..n {
+            // Every tenth string pointer is bad.
+            let sp = CStrPtr(if i % 10 == 9 {
+                std::ptr::null()
+            } else {
+                name.as_ptr()
+            });
+            let raw = RawBuf(data.as_ptr(), (i % 41) as usize);
+            if i % 2 == 0 {
+                rec.record_fields(tp, __nest!(&i, &sp, &raw, &i)).unwrap();
+            } else {
+                let end = Late(Cell::new(0));
+                let mut seen = 0;
+                rec.record_fields_stamped(tp, __nest!(&i, &sp, &raw, &end), |t| {
+                    seen = t;
+                    end.0.set(t);
+                })
+                .unwrap();
+                assert_ne!(seen, 0, "{s}: stamp called");
+                stamps.insert(i, seen);
+            }
+        }
+        let got = drain(&ch, &[tp]);
+        assert_eq!(got.len() as u64, n, "{s}");
+        for g in &got {
+            // fields: seq, s_faulted, s, raw_faulted, raw_truncated, raw, end
+            let i = u(&g.fields[0]);
+            if i % 10 == 9 {
+                assert_eq!(u(&g.fields[1]), 1, "{s}: bad string faulted");
+                assert_eq!(string(&g.fields[2]), b"", "{s}");
+            } else {
+                assert_eq!(u(&g.fields[1]), 0, "{s}");
+                assert_eq!(string(&g.fields[2]), b"typed-path", "{s}");
+            }
+            assert_eq!(u(&g.fields[3]), 0, "{s}");
+            assert_eq!(u(&g.fields[4]), 0, "{s}");
+            assert_eq!(bytes(&g.fields[5]), &data[..(i % 41) as usize], "{s}");
+            let end = u(&g.fields[6]);
+            match stamps.get(&i) {
+                None => assert_eq!(end, i, "{s}: plain field"),
+                // Reserve-copy-commit stamps with the record's own timestamp; the others
+                // read the clock before encoding, so before reserving.
+                Some(&t) if s == Strategy::ReserveCopyCommit => {
+                    assert_eq!((end, end), (t, g.ts), "{s}: stamp is the timestamp")
+                }
+                Some(&t) => {
+                    assert_eq!(end, t, "{s}");
+                    assert!(end <= g.ts, "{s}: stamp {end} after the record's {}", g.ts);
+                }
+            }
+        }
+        let st = rec.stats();
+        assert_eq!(st.recorded, n, "{s}");
+        assert_eq!(st.strategy(s).events, n, "{s}");
+        assert_eq!(st.faulted, n / 10, "{s}");
+        assert_eq!(st.faulted_bytes, n / 10, "{s}: one byte per faulted string");
     }
 }
 

@@ -4,8 +4,10 @@
 //!
 //! Every configuration is measured in the same run, interleaved round by round (so a noisy
 //! neighbour on the shared machine hits all of them alike), next to the two floors the issue
-//! names: a bare `rdtsc` loop and an `rdtsc` + 16-byte store loop. Printed: the median ns per
-//! operation over the rounds, and the spread (min..max).
+//! names: a bare `rdtsc` loop and an `rdtsc` + 16-byte store loop. Printed: the median and the
+//! 25th percentile of the ns per operation over the rounds, and the spread (min..max). On a
+//! loaded machine many short rounds (e.g. `-- 101 20000`) and the 25th percentile are the
+//! steadier figure.
 //!
 //! Rows:
 //! * floors: `rdtsc`; `rdtsc` + a 16 B (or 48 B) copy into a 4 KiB L1-resident buffer (what
@@ -16,6 +18,9 @@
 //!   `faultline bench` measures) and a small one (4 x 4 KiB, L1-resident, a sub-buffer switch
 //!   every ~120 records); and rseq 16 B on buffers per concurrency id (`BufferIndex::Cid`)
 //!   where the kernel supports it.
+//! * discard mode (default geometry, 4 x 1 MiB) with a consumer thread on another CPU taking
+//!   sub-buffers in place and releasing them: 8 B of event 1 (compact header, the int event's
+//!   shape) and of event 1000 (always extended).
 //! * batches of 24000 events on fresh 4 x 256 KiB channels: reserve + commit (the control),
 //!   reserve only (reservations leaked), commit only (of reservations made untimed just
 //!   before), reserve + drop (committed as a discarded record).
@@ -68,6 +73,63 @@ fn ring<'a>(ch: &'a Channel, payload: usize) -> Box<dyn FnMut(u64) -> f64 + 'a> 
                 black_box(r.commit());
             }
         })
+    })
+}
+
+fn lost_now(ch: &Channel) -> u64 {
+    (0..ch.num_cpus())
+        .filter_map(|c| ch.cpu_stats(c))
+        .map(|s| s.lost_total())
+        .sum()
+}
+
+/// Reserve + copy + commit of event `id` on a discard-mode channel while a consumer thread,
+/// pinned to another CPU and running for the whole program, takes complete sub-buffers in
+/// place and releases them (what a `Session`'s consumer does, without the write to disk). A
+/// round in which events were lost (the consumer fell behind: a lost event costs less than a
+/// written one) counts as NaN, left out of the figures; `lost` counts them.
+fn ring_consumed(
+    ch: &'static Channel,
+    id: u32,
+    payload: usize,
+    consumer_cpu: Option<u32>,
+    lost: &'static std::sync::atomic::AtomicU64,
+) -> Box<dyn FnMut(u64) -> f64> {
+    use std::sync::atomic::Ordering;
+    let src = vec![7u8; payload];
+    std::thread::spawn(move || {
+        if let Some(c) = consumer_cpu {
+            let _ = faultline_rseq::pin_to_cpu(c);
+        }
+        let cons = faultline_ringbuf::Consumer::new(ch);
+        loop {
+            let mut took = false;
+            for cpu in cons.active_cpus() {
+                while let Ok(Some(p)) = cons.take_in_place(cpu) {
+                    cons.release(p);
+                    took = true;
+                }
+            }
+            if !took {
+                cons.wait(std::time::Duration::from_millis(1));
+            }
+        }
+    });
+    Box::new(move |iters| {
+        let before = lost_now(ch);
+        let ns = time_ns(iters, |_| {
+            if let Ok(mut r) = ch.reserve(id, black_box(payload)) {
+                r.payload().copy_from_slice(&src);
+                black_box(r.commit());
+            }
+        });
+        let l = lost_now(ch) - before;
+        lost.fetch_add(l, Ordering::Relaxed);
+        if l > 0 {
+            f64::NAN
+        } else {
+            ns
+        }
     })
 }
 
@@ -192,6 +254,28 @@ fn main() {
         })
         .expect("per-cid channel")
     });
+    // Discard mode with a consumer running on the other CPU (default 4 x 1 MiB): event 1
+    // (compact header, the int event's shape) and 1000 (always extended).
+    let consumed: Vec<(u32, &'static Channel)> = if rseq {
+        [1u32, 1000]
+            .into_iter()
+            .map(|id| {
+                let ch = Channel::create(&ChannelConfig {
+                    mode: Mode::Discard,
+                    sync: SyncMode::Rseq,
+                    ..Default::default()
+                })
+                .expect("channel");
+                // Lives as long as its consumer thread: the whole program.
+                (id, &*Box::leak(Box::new(ch)))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let other_cpu = (0..faultline_rseq::possible_cpus()).find(|&c| c != cpu);
+    let consumed_lost: &'static std::sync::atomic::AtomicU64 =
+        Box::leak(Box::new(std::sync::atomic::AtomicU64::new(0)));
     let mut benches: Vec<Bench> = Vec::new();
 
     benches.push((
@@ -256,6 +340,13 @@ fn main() {
                 ring(ch, payload),
             ));
         }
+    }
+
+    for (id, ch) in &consumed {
+        benches.push((
+            format!("reserve+commit 8 B id {id} discard+consumer"),
+            ring_consumed(ch, *id, 8, other_cpu, consumed_lost),
+        ));
     }
 
     if let Some(ch) = &cid_chan {
@@ -408,12 +499,28 @@ fn main() {
         "rseq {} | pinned to CPU {cpu} | {rounds} rounds x {iters} iterations",
         if rseq { "available" } else { "UNAVAILABLE" }
     );
-    println!("{:<40} {:>9} {:>15}", "configuration", "ns/op", "spread");
-    for ((name, _), mut v) in benches.iter().zip(results) {
+    println!(
+        "events lost in the discard+consumer rows (consumer behind): {}",
+        consumed_lost.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    // The 25th percentile as well: on a loaded machine, preemptions and neighbours' bursts
+    // only ever add time, so the lower quantiles of many short rounds are the steadier figure.
+    println!(
+        "{:<44} {:>9} {:>9} {:>15}",
+        "configuration", "ns/op", "p25", "spread"
+    );
+    for ((name, _), v) in benches.iter().zip(results) {
+        // NaN: a round left out (events lost).
+        let mut v: Vec<f64> = v.into_iter().filter(|x| !x.is_nan()).collect();
+        if v.is_empty() {
+            println!("{name:<44} (every round lost events)");
+            continue;
+        }
         v.sort_by(|a, b| a.total_cmp(b));
         println!(
-            "{name:<40} {:>9.2} {:>15}",
+            "{name:<44} {:>9.2} {:>9.2} {:>15}",
             v[v.len() / 2],
+            v[v.len() / 4],
             format!("{:.2}..{:.2}", v[0], v[v.len() - 1])
         );
     }

@@ -24,8 +24,12 @@
 //!    (hazard 7). A reservation that closes a sub-buffer snapshots the loss counters just
 //!    before this step, after the acquire load of step 2, so snapshots are taken in packet
 //!    order and the cumulative counts in packet headers never decrease ([`crate::close`]).
-//! 4. If we switched: write the old packet's end fields (end timestamp, content size, the
-//!    loss snapshot) and commit its padding; write the new packet's header and commit it.
+//!    In discard mode on the rseq path with the TSC, the same section also writes the record
+//!    header (and, when it closes a sub-buffer, the closed packet's content size) before its
+//!    offset store (below, "Record headers inside the reserve section").
+//! 4. If we switched: write the old packet's end fields (the loss snapshot, the content size,
+//!    the end timestamp last) and commit its padding; write the new packet's header and
+//!    commit it.
 //!
 //! Steps 2–3 for the common case (rseq mode, TSC clock, the record fits in the current
 //! sub-buffer, the critical section commits at the first attempt) are inlined into the caller
@@ -37,17 +41,19 @@
 //!
 //! # Compact headers
 //! Records use the compact 6-byte header of `faultline_wire` (5-bit id, 27 timestamp bits,
-//! u16 length) only on the inline fast path (rseq, TSC, discard mode, no abort injection;
+//! u16 length) only on the inline fast path (rseq, TSC, discard mode;
 //! [`Channel::compact_headers`]) and only when the reader can rebuild the timestamp exactly:
 //! `ts - prev < 2^27` for the record `prev` right before it in the packet. The writer cannot
 //! see `prev`; it uses a floor instead, `BufferHeader::last_ts`, which every reserver stores
 //! (relaxed) **after its header store**, and a packet's opener resets to 0 **before** its
-//! reservation. So a value read (after the acquire load of `write_offset`) is 0 or the
+//! reservation. So a value read (after the acquire load of `write_offset`; the section reads
+//! it after its compare) is 0 or the
 //! timestamp of a reservation that precedes ours in offset order, in the same packet, with its
 //! header written; timestamps follow offset order (read inside the reserve section), so
 //! `floor <= prev <= ts` and `ts - floor < 2^27` implies the rebuild is exact. The decision is
-//! made inside the reserve critical section (`faultline_rseq::cmpeqv_storev_tsc_pick_on`):
-//! it reads the TSC, compares it with the floor, and stores the compact or the extended end.
+//! made inside the reserve critical section (`faultline_rseq::cmpeqv_storev_tsc_pick_hdr_on`):
+//! it reads the TSC, compares it with the floor, and stores the compact or the extended header
+//! and end.
 //! Deciding outside (from a timestamp read before the section) breaks it: a writer preempted
 //! between the read and the section lands after later records with an older timestamp.
 //! Everywhere else (atomic mode or the monotonic clock: the timestamp is read outside the
@@ -59,10 +65,44 @@
 //! previous one ends, so header stores are unaligned (plain stores, see
 //! [`Reservation::commit`]).
 //!
-//! Known limit: a writer of the previous packet preempted between its reserve section and its
-//! `last_ts` store can store its (older) timestamp after the next packet's opener reset it; if
-//! that opener then dies before its header store, recovery rebuilds the next compact records
-//! from its own time floor, exact only within 2^27 ticks of it (the trace stays ordered).
+//! A writer of the previous packet preempted between its reserve section and its `last_ts`
+//! store can store its (older) timestamp after the next packet's opener reset it. Later
+//! records then decide against an older floor, which only makes them extended more often: the
+//! rebuild starts from the packet's first record, which is extended (its opener's floor is 0)
+//! and, its header being written inside the reserve section, always there for recovery.
+//!
+//! # Record headers inside the reserve section
+//! In discard mode on the rseq path with the TSC ([`Channel::headers_in_reserve_section`]) no
+//! reservation is ever visible without its record header: the reserve critical section reads
+//! the TSC, stores the header (id pending, the timestamp, the length: compact or extended,
+//! chosen in the same section) into the reserved bytes, and only then stores the new
+//! `write_offset` (`faultline_rseq::cmpeqv_storev_tsc_pick_hdr_on`,
+//! `cmpeqv_storev_tsc_hdr_on`; the general path's `cmpeqv_storev_tsc_stores_on`, which also
+//! writes a long length, and a closing reservation's content size of the packet it closes,
+//! flushes included). The header stores happen after the section's compare, so while the
+//! bytes are still nobody's: `write_offset` equals `old` on this CPU, so no one has reserved
+//! `[old, ...)`, nobody reads there (discard mode: the consumer looks only at complete
+//! sub-buffers, readers never past `content_size`), and the next sub-buffer a switch writes
+//! into was found free before the section and cannot be reserved by anyone else while the
+//! offset stays `old`. An aborted section's stores are therefore harmless: whoever reserves
+//! those bytes next (on this CPU, after us) writes its own header there. A [`BufferIndex::Cid`]
+//! flush that marks the offset meanwhile aborts the section with its membarrier before it
+//! closes the sub-buffer at `old`, and readers never look past that packet's content.
+//!
+//! What it buys: dead-writer recovery never meets a header-less reservation in these channels
+//! (a writer dies before or after its section, never between it and its header), so the
+//! consumer does not zero what it hands back (`consumer.rs`, "Nothing is zeroed"): a third of
+//! its CPU per event, and the zeroed lines no longer sit in the consumer CPU's cache for the
+//! writer to pull back (`docs/ringbuf-cost.md`). The closer's other end fields (loss snapshot,
+//! end timestamp, written last) still follow the section; recovery trusts such a packet's
+//! content size and rewrites the rest when the end timestamp is not this lap's.
+//!
+//! Overwrite mode keeps the header after the section, behind a release fence: its reader
+//! copies a sub-buffer that writers may be re-entering and trusts the copy only if
+//! `write_offset` did not move meanwhile, so no byte of a new record may become visible before
+//! the offset store (a header stored inside the section could, and an aborted section's store
+//! would never move the offset at all). Overwrite mode has extended headers only, told from
+//! an older lap's by time (`recover.rs`).
 //!
 //! # Commit
 //! The reservation remembers `(cpu, sub-buffer, lap)` from step 2 and commits there, LOCAL if
@@ -327,6 +367,13 @@ pub struct Channel {
     /// the fast path's code too) or [`GENERAL`].
     path: u8,
     inject_spins: u64,
+    /// Every reservation writes its header inside its reserve section
+    /// ([`Channel::headers_in_reserve_section`]).
+    hdr_in_cs: bool,
+    /// This process's `__rseq_offset`, kept here so that the fast path's sections address the
+    /// rseq area with one load of it (from this struct, already at hand) instead of a GOT load
+    /// and a load per section (0, unused, when rseq is not available).
+    rseq_off: faultline_rseq::Offset,
     /// The compact-header window of the fast path: [`faultline_wire::COMPACT_TS_WINDOW`] in
     /// discard mode, 0 (never compact) in overwrite mode (module docs).
     compact_window: u64,
@@ -358,6 +405,21 @@ const FAST_RSEQ: u8 = 1;
 const FAST_RSEQ_INJECT: u8 = 2;
 const FAST_CID: u8 = 3;
 const FAST_CID_INJECT: u8 = 4;
+const FAST_RSEQ_OW: u8 = 5;
+const FAST_CID_OW: u8 = 6;
+
+/// The extended header's first word without its timestamp bits, id pending
+/// (`faultline_wire::extended_header_words`), for the sections that write it.
+const EXT_LO: u64 = faultline_wire::extended_header_words(PENDING_RECORD_ID, 0, 0).0;
+/// A compact record is this many bytes shorter than the extended one of the same payload.
+const COMPACT_SHRINK: u32 =
+    (faultline_wire::EXTENDED_HEADER_SIZE - faultline_wire::COMPACT_HEADER_SIZE) as u32;
+const _: () = assert!(faultline_wire::COMPACT_TS_WINDOW <= i32::MAX as u64);
+const COMPACT_WINDOW: u32 = faultline_wire::COMPACT_TS_WINDOW as u32;
+/// Where `BufferHeader::last_ts` lies relative to `write_offset` (the picking reserve section
+/// reads the floor from there).
+const LAST_TS_FROM_OFFSET: i32 = (std::mem::offset_of!(BufferHeader, last_ts)
+    - std::mem::offset_of!(BufferHeader, write_offset)) as i32;
 
 mod cpu_rseq;
 pub use cpu_rseq::{CpuRseq, CpuRseqReservation};
@@ -684,15 +746,18 @@ struct ShmCounters<'a, const RSEQ: bool, S> {
     c: &'a SubbufCounters,
     /// The header of the buffer holding `c` (for the membarrier count).
     b: &'a BufferHeader,
+    /// The channel's `rseq_off`.
+    off: faultline_rseq::Offset,
     _s: std::marker::PhantomData<S>,
 }
 
 impl<'a, const RSEQ: bool, S> ShmCounters<'a, RSEQ, S> {
     #[inline(always)]
-    fn new(c: &'a SubbufCounters, b: &'a BufferHeader) -> Self {
+    fn new(c: &'a SubbufCounters, b: &'a BufferHeader, off: faultline_rseq::Offset) -> Self {
         ShmCounters {
             c,
             b,
+            off,
             _s: std::marker::PhantomData,
         }
     }
@@ -706,9 +771,10 @@ impl<const RSEQ: bool, S: SlotId + Copy> CommitCounters for ShmCounters<'_, RSEQ
         }
         loop {
             // SAFETY: rseq is available (the channel was created/opened in rseq mode only if
-            // so); `local` of buffer `cpu` is written only by rseq critical sections keyed on
-            // `S` holding `cpu` (for Cid: in the writer process only, checked at reserve).
-            match unsafe { faultline_rseq::addv_on::<S>(cpu, self.c.local.as_ptr(), n) } {
+            // so, and then `off` is faultline_rseq::offset()); `local` of buffer `cpu` is
+            // written only by rseq critical sections keyed on `S` holding `cpu` (for Cid: in the
+            // writer process only, checked at reserve).
+            match unsafe { faultline_rseq::addv_at::<S>(self.off, cpu, self.c.local.as_ptr(), n) } {
                 Ok(v) => return Ok(v),
                 Err(faultline_rseq::RseqError::CpuMismatch) => return Err(NotOnCpu),
                 Err(_) => continue,
@@ -755,17 +821,19 @@ impl<const RSEQ: bool, S: SlotId + Copy> CommitCounters for ShmCounters<'_, RSEQ
     }
 }
 
-/// One CPU buffer of a channel, as [`close::reserve_closing`] sees it.
+/// One CPU buffer of a channel, as [`close::reserve_closing`] sees it; `st`: what the reserve
+/// section stores besides the offset (channels with headers in the reserve section).
 struct BufOps<'a> {
     chan: &'a Channel,
     cpu: u32,
+    st: Option<&'a faultline_rseq::ReserveStores>,
 }
 
 impl CloseOps for BufOps<'_> {
     #[inline(always)]
     fn try_reserve(&self, old: u64, new: u64) -> Option<u64> {
         let w = &self.chan.buf(self.cpu).write_offset;
-        self.chan.cas_offset(self.cpu, w, old, new)
+        self.chan.cas_offset(self.cpu, w, old, new, self.st)
     }
     #[inline(always)]
     fn load_lost(&self) -> LostCounts {
@@ -958,22 +1026,33 @@ impl Channel {
             // SAFETY: buffers_offset < total <= len (validated above): inside the mapping.
             bufs: unsafe { base.add(geo.buffers_offset as usize) },
             geo,
-            path: match (geo.sync, geo.clock, geo.index, inject_spins) {
-                (SyncMode::Rseq, ClockKind::Tsc, BufferIndex::Cpu, 0) => FAST_RSEQ,
-                (SyncMode::Rseq, ClockKind::Tsc, BufferIndex::Cpu, _) => FAST_RSEQ_INJECT,
+            path: match (geo.sync, geo.clock, geo.index, geo.mode, inject_spins) {
+                (SyncMode::Rseq, ClockKind::Tsc, BufferIndex::Cpu, Mode::Discard, 0) => FAST_RSEQ,
+                (SyncMode::Rseq, ClockKind::Tsc, BufferIndex::Cpu, Mode::Discard, _) => {
+                    FAST_RSEQ_INJECT
+                }
+                (SyncMode::Rseq, ClockKind::Tsc, BufferIndex::Cpu, Mode::Overwrite, 0) => {
+                    FAST_RSEQ_OW
+                }
                 // Only the writer process takes a fast path (the general path refuses others),
                 // and only if this process's kernel maintains mm_cid.
-                (SyncMode::Rseq, ClockKind::Tsc, BufferIndex::Cid, i)
+                (SyncMode::Rseq, ClockKind::Tsc, BufferIndex::Cid, m, i)
                     if geo.writer_pid == process_id() && cid_supported().is_ok() =>
                 {
-                    if i == 0 {
-                        FAST_CID
-                    } else {
-                        FAST_CID_INJECT
+                    match (m, i) {
+                        (Mode::Discard, 0) => FAST_CID,
+                        (Mode::Discard, _) => FAST_CID_INJECT,
+                        (Mode::Overwrite, 0) => FAST_CID_OW,
+                        // Abort injection in overwrite mode: the general path (it injects too).
+                        (Mode::Overwrite, _) => GENERAL,
                     }
                 }
                 _ => GENERAL,
             },
+            rseq_off: faultline_rseq::offset().unwrap_or_default(),
+            hdr_in_cs: geo.sync == SyncMode::Rseq
+                && geo.clock == ClockKind::Tsc
+                && geo.mode == Mode::Discard,
             inject_spins,
             compact_window: match geo.mode {
                 Mode::Discard => faultline_wire::COMPACT_TS_WINDOW,
@@ -995,10 +1074,20 @@ impl Channel {
         self.geo.mode
     }
     /// Whether writers of this channel use compact record headers where they can
-    /// (`faultline_wire`): the rseq fast path with the TSC, in discard mode, without abort
-    /// injection. Otherwise every record has an extended header (module docs).
+    /// (`faultline_wire`): the rseq fast path with the TSC, in discard mode (abort injection
+    /// included). Otherwise every record has an extended header (module docs).
     pub fn compact_headers(&self) -> bool {
-        matches!(self.path, FAST_RSEQ | FAST_CID) && self.compact_window != 0
+        matches!(
+            self.path,
+            FAST_RSEQ | FAST_CID | FAST_RSEQ_INJECT | FAST_CID_INJECT
+        ) && self.compact_window != 0
+    }
+
+    /// Whether every reservation of this channel writes its record header inside its reserve
+    /// critical section, before the offset store that makes it visible (module docs, "Record
+    /// headers inside the reserve section"): rseq, the TSC and discard mode.
+    pub fn headers_in_reserve_section(&self) -> bool {
+        self.hdr_in_cs
     }
     /// rseq or atomic commit path.
     pub fn sync_mode(&self) -> SyncMode {
@@ -1239,10 +1328,12 @@ impl Channel {
     #[inline(always)]
     pub fn reserve(&self, id: u32, payload_len: usize) -> Result<Reservation<'_>, Lost> {
         let r = match self.path {
-            FAST_RSEQ => self.reserve_fast::<false, Cpu>(id, payload_len),
-            FAST_RSEQ_INJECT => self.reserve_fast::<true, Cpu>(id, payload_len),
-            FAST_CID => self.reserve_fast::<false, Cid>(id, payload_len),
-            FAST_CID_INJECT => self.reserve_fast::<true, Cid>(id, payload_len),
+            FAST_RSEQ => self.reserve_fast::<false, true, Cpu>(id, payload_len),
+            FAST_RSEQ_OW => self.reserve_fast::<false, false, Cpu>(id, payload_len),
+            FAST_RSEQ_INJECT => self.reserve_fast::<true, true, Cpu>(id, payload_len),
+            FAST_CID => self.reserve_fast::<false, true, Cid>(id, payload_len),
+            FAST_CID_OW => self.reserve_fast::<false, false, Cid>(id, payload_len),
+            FAST_CID_INJECT => self.reserve_fast::<true, true, Cid>(id, payload_len),
             _ => None,
         };
         if let Some(r) = r {
@@ -1286,9 +1377,11 @@ impl Channel {
 
     /// The inline fast path of [`Channel::reserve`]; `None` sends the caller to the general
     /// path (nothing was reserved). `INJECT`: spin `inject_spins` inside the critical section.
-    /// `S`: the id the buffers are keyed on.
+    /// `HDR`: the header is written inside the critical section (discard mode: module docs,
+    /// "Record headers inside the reserve section"), compact where it can be; otherwise
+    /// (overwrite mode) after it, always extended. `S`: the id the buffers are keyed on.
     #[inline(always)]
-    fn reserve_fast<const INJECT: bool, S: SlotId>(
+    fn reserve_fast<const INJECT: bool, const HDR: bool, S: SlotId>(
         &self,
         id: u32,
         payload_len: usize,
@@ -1299,8 +1392,9 @@ impl Channel {
             return None;
         }
         // SAFETY: the fast paths imply the channel is in rseq mode, which create/open allow
-        // only when rseq is available in this process; FAST_CID also that mm_cid is maintained.
-        let cpu = unsafe { faultline_rseq::slot_id_unchecked::<S>() };
+        // only when rseq is available in this process (so `rseq_off` is its offset); FAST_CID
+        // also that mm_cid is maintained.
+        let cpu = unsafe { faultline_rseq::slot_id_at::<S>(self.rseq_off) };
         if cpu >= g.num_cpus {
             return None;
         }
@@ -1338,7 +1432,8 @@ impl Channel {
         let pos = old - sb_off + aligned;
         let end = pos + rec_len;
         // rec_len < subbuf_size: payload_len fits in u32 below.
-        let may_compact = id <= faultline_wire::MAX_COMPACT_ID
+        let may_compact = HDR
+            && id <= faultline_wire::MAX_COMPACT_ID
             && (faultline_wire::MIN_COMPACT_PAYLOAD..=faultline_wire::MAX_COMPACT_PAYLOAD)
                 .contains(&payload_len);
         let end_compact = if may_compact {
@@ -1346,88 +1441,87 @@ impl Channel {
         } else {
             end
         };
-        // Relaxed: any value is the timestamp of a reservation whose section finished before
-        // this load, so of one before ours in offset order, hence at most the timestamp of the
-        // record right before ours (module docs, "Compact headers").
-        let floor = b.last_ts.load(Ordering::Relaxed);
-        // SAFETY: rseq available (see above); write_offset of buffer `cpu` is only written by
-        // rseq critical sections keyed on `S` holding `cpu` (Cid: in the writer process only,
-        // checked above). A FLUSH_MARK value has sb_off == 0 and was refused above.
-        let (ts, compact) = unsafe {
-            let w = b.write_offset.as_ptr();
-            if !INJECT && !may_compact {
-                // An extended header whatever the timestamp: the plain section, whose stored
-                // offset does not depend on the rdtsc. With the picking section's conditional
-                // move, the next reservation's load of write_offset waits for this rdtsc
-                // (measured: about 3 ns per reservation on an Intel Xeon, where rdtsc
-                // overlaps little with other work).
-                let ts = faultline_rseq::cmpeqv_storev_tsc_on::<S>(cpu, w, old, end).ok()?;
-                (ts, false)
-            } else if INJECT {
-                // Abort injection keeps the plain section: extended headers only.
-                let ts = faultline_rseq::cmpeqv_storev_tsc_delayed_on::<S>(
-                    cpu,
-                    w,
-                    old,
-                    end,
-                    self.inject_spins,
-                )
-                .ok()?;
-                (ts, false)
-            } else {
-                let window = self.compact_window;
-                let ts = faultline_rseq::cmpeqv_storev_tsc_pick_on::<S>(
-                    cpu,
-                    w,
-                    old,
-                    end,
-                    end_compact,
-                    floor,
-                    window,
-                )
-                .ok()?;
-                // The section stored end_compact exactly when this holds.
-                (ts, may_compact && ts.wrapping_sub(floor) < window)
-            }
-        };
-        // Release: as in reserve_slow (pairs with the overwrite-mode reader's acquire fence).
-        fence(Ordering::Release);
         let rec = bp.wrapping_add((g.data_offset + (pos & g.buf_mask)) as usize);
-        let hp = rec as *mut u64;
-        // The header with the id pending (tag PENDING_TAG / id PENDING_RECORD_ID) until commit
-        // stores the real one, as one 8-byte store (compact: the tag word and the u16 length;
-        // the 7th and 8th bytes are the payload's first, written after) or two overlapping
-        // ones (extended, 15 bytes: offsets 0 and 7), little-endian as `faultline_wire` says.
-        // SAFETY: [pos, end) is ours (see Reservation::payload); records are packed, so pos
-        // has any alignment: unaligned stores. The header is 6 or 15 bytes: one u64 at offset
-        // 0, or u64s at offsets 0 and 7, inside [pos, end) (a compact record has at least
-        // MIN_COMPACT_PAYLOAD payload bytes).
-        unsafe {
-            if compact {
-                hp.write_unaligned(
-                    faultline_wire::compact_header_word(
-                        faultline_wire::PENDING_TAG,
-                        ts,
-                        payload_len as u32,
+        let w = b.write_offset.as_ptr();
+        let len = payload_len as u32;
+        let (ts, compact) = if HDR {
+            // The record header's words without their timestamp bits (`faultline_wire`).
+            let hi = faultline_wire::extended_header_words(PENDING_RECORD_ID, 0, len).1;
+            let spins = if INJECT { self.inject_spins } else { 0 };
+            // SAFETY: rseq available (see above); write_offset of buffer `cpu` is only written
+            // by rseq critical sections keyed on `S` holding `cpu` (Cid: in the writer process
+            // only, checked above). A FLUSH_MARK value has sb_off == 0 and was refused above.
+            // The header stores: while write_offset == old on `cpu`, [pos, pos + 15) is
+            // nobody's (discard mode: no reader looks past a packet's committed content, and the
+            // current sub-buffer is not complete), inside this sub-buffer (the extended record
+            // fits strictly), and ours once the section commits; an aborted section's stores
+            // land there before anyone reserves it, so they are overwritten by its owner.
+            unsafe {
+                if may_compact {
+                    // The floor, `last_ts`, is read inside the section (relaxed: a plain
+                    // load): any value is the timestamp of a reservation whose section
+                    // finished before, so of one before ours in offset order, hence at most the
+                    // timestamp of the record right before ours (module docs, "Compact
+                    // headers").
+                    let clo =
+                        faultline_wire::compact_header_word(faultline_wire::PENDING_TAG, 0, len);
+                    let (ts, dist) =
+                        faultline_rseq::cmpeqv_storev_tsc_pick_hdr_on::<
+                            S,
+                            INJECT,
+                            EXT_LO,
+                            COMPACT_WINDOW,
+                            COMPACT_SHRINK,
+                            LAST_TS_FROM_OFFSET,
+                        >(self.rseq_off, cpu, w, old, end, rec, clo, spins)
+                        .ok()?;
+                    // The section stored the compact end (and header) exactly when this holds.
+                    (ts, dist < COMPACT_WINDOW as u64)
+                } else {
+                    // An extended header whatever the timestamp: the section whose stored
+                    // offset does not depend on the rdtsc (with the picking section's
+                    // conditional move, the next reservation's load of write_offset waits for
+                    // this rdtsc: about 3 ns per reservation measured on an Intel Xeon).
+                    let ts = faultline_rseq::cmpeqv_storev_tsc_hdr_on::<S, INJECT, EXT_LO>(
+                        self.rseq_off,
+                        cpu,
+                        w,
+                        old,
+                        end,
+                        rec,
+                        hi,
+                        spins,
                     )
-                    .to_le(),
-                );
-            } else {
-                let (w0, w1) = faultline_wire::extended_header_words(
-                    PENDING_RECORD_ID,
-                    ts,
-                    payload_len as u32,
-                );
+                    .ok()?;
+                    (ts, false)
+                }
+            }
+        } else {
+            // Overwrite mode: the header after the section, so that a reader copying the
+            // previous lap sees the offset move before any byte of the new record (see the
+            // fence below); extended headers only (module docs, "Compact headers").
+            // SAFETY: as above, without header stores.
+            let ts = unsafe { faultline_rseq::cmpeqv_storev_tsc_on::<S>(cpu, w, old, end) }.ok()?;
+            // Release: as in reserve_slow (pairs with the overwrite-mode reader's acquire
+            // fence).
+            fence(Ordering::Release);
+            let hp = rec as *mut u64;
+            let (w0, w1) = faultline_wire::extended_header_words(PENDING_RECORD_ID, ts, len);
+            // SAFETY: [pos, end) is ours (see Reservation::payload); records are packed, so
+            // pos has any alignment: unaligned stores, u64s at offsets 0 and 7 of the 15-byte
+            // header (two overlapping stores, little-endian as `faultline_wire` says).
+            unsafe {
                 hp.write_unaligned(w0.to_le());
                 (hp as *mut u8)
                     .add(faultline_wire::EXTENDED_SECOND_WORD)
                     .cast::<u64>()
                     .write_unaligned(w1.to_le());
             }
-        }
+            (ts, false)
+        };
         // After the header store: a floor is always the timestamp of a record whose header
         // exists, so recovery can rebuild a compact timestamp even after a writer that died
-        // before its header store (module docs, "Compact headers").
+        // right after its reservation (module docs, "Compact headers").
         b.last_ts.store(ts, Ordering::Relaxed);
         let end = if compact { end_compact } else { end };
         Some(Reservation {
@@ -1514,7 +1608,34 @@ impl Channel {
                 // the reservation, so a writer that sees it reads 0 or a later store.
                 b.last_ts.store(0, Ordering::Relaxed);
             }
-            let ops = BufOps { chan: self, cpu };
+            // rec_len <= max_record <= RECORD_HEADER_SIZE + MAX_PAYLOAD: the payload length
+            // fits in 32 bits.
+            let long = payload_len >= faultline_wire::LONG_LEN;
+            let st = self.hdr_in_cs.then(|| faultline_rseq::ReserveStores {
+                hdr: self.data_ptr(cpu, pos),
+                hi: faultline_wire::extended_header_words(
+                    PENDING_RECORD_ID,
+                    0,
+                    if long {
+                        faultline_wire::LONG_LEN as u32
+                    } else {
+                        payload_len as u32
+                    },
+                )
+                .1,
+                long_len: if long { payload_len as u64 } else { 0 },
+                pkt: if switch && sb_off != 0 {
+                    self.data_ptr(cpu, old - sb_off)
+                } else {
+                    std::ptr::null_mut()
+                },
+                content_bits: sb_off * 8,
+            });
+            let ops = BufOps {
+                chan: self,
+                cpu,
+                st: st.as_ref(),
+            };
             let attempt = if switch && sb_off != 0 {
                 // Closes the sub-buffer holding `old`: snapshot the loss counters before the
                 // compare-and-store (close.rs).
@@ -1533,15 +1654,18 @@ impl Channel {
             if switch {
                 self.switch_subbuf(cpu, old, pos - PACKET_HEADER_SIZE, ts, lost);
             }
-            // rec_len <= max_record <= RECORD_HEADER_SIZE + MAX_PAYLOAD: the payload length
-            // fits in 32 bits.
-            let (hb, hl) =
-                faultline_wire::extended_header_bytes(PENDING_RECORD_ID, ts, payload_len as u32);
-            // SAFETY: [pos, end) is ours (see Reservation::payload); the header (15 or 19
-            // bytes, `hl`) is its start (rec_len = hl + payload_len); packed records: any
-            // alignment, a byte copy.
-            unsafe {
-                std::ptr::copy_nonoverlapping(hb.as_ptr(), self.data_ptr(cpu, pos), hl);
+            if st.is_none() {
+                let (hb, hl) = faultline_wire::extended_header_bytes(
+                    PENDING_RECORD_ID,
+                    ts,
+                    payload_len as u32,
+                );
+                // SAFETY: [pos, end) is ours (see Reservation::payload); the header (15 or 19
+                // bytes, `hl`) is its start (rec_len = hl + payload_len); packed records: any
+                // alignment, a byte copy.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(hb.as_ptr(), self.data_ptr(cpu, pos), hl);
+                }
             }
             // Relaxed, after the header store: see reserve_fast (the floor of later compact
             // decisions).
@@ -1577,10 +1701,56 @@ impl Channel {
         };
     }
 
-    /// Compare-and-store `write_offset` on `cpu`, reading the timestamp; `None` = retry.
+    /// Compare-and-store `write_offset` on `cpu`, reading the timestamp; `None` = retry. `st`
+    /// (channels with headers in the reserve section only): what the section also stores
+    /// before its commit.
     #[inline(always)]
-    fn cas_offset(&self, cpu: u32, w: &AtomicU64, old: u64, new: u64) -> Option<u64> {
+    fn cas_offset(
+        &self,
+        cpu: u32,
+        w: &AtomicU64,
+        old: u64,
+        new: u64,
+        st: Option<&faultline_rseq::ReserveStores>,
+    ) -> Option<u64> {
         match (self.geo.sync, self.geo.clock) {
+            (SyncMode::Rseq, ClockKind::Tsc) if st.is_some() => {
+                let st = st?;
+                // SAFETY: rseq available (checked at create/open); write_offset of buffer
+                // `cpu` is only written by rseq critical sections keyed on the channel's
+                // index holding `cpu` (Cid: in the writer process, checked by current_cpu).
+                // The ranges `st` names are ours while write_offset == old on `cpu` (discard
+                // mode): the record header lies in [old, new) (at `old` rounded up, or after
+                // the next sub-buffer's packet header, that sub-buffer found free before the
+                // call, and nobody reserves it while the offset stays `old`), and the end
+                // fields of the packet `old` lies in are written only by its closer, which is
+                // this reservation if it commits (module docs, "Record headers inside the
+                // reserve section").
+                unsafe {
+                    if self.geo.index == BufferIndex::Cpu {
+                        faultline_rseq::cmpeqv_storev_tsc_stores_on::<Cpu, EXT_LO>(
+                            self.rseq_off,
+                            cpu,
+                            w.as_ptr(),
+                            old,
+                            new,
+                            st,
+                            self.inject_spins,
+                        )
+                    } else {
+                        faultline_rseq::cmpeqv_storev_tsc_stores_on::<Cid, EXT_LO>(
+                            self.rseq_off,
+                            cpu,
+                            w.as_ptr(),
+                            old,
+                            new,
+                            st,
+                            self.inject_spins,
+                        )
+                    }
+                }
+                .ok()
+            }
             (SyncMode::Rseq, ClockKind::Tsc) => {
                 if self.geo.index == BufferIndex::Cpu {
                     self.cas_offset_tsc::<Cpu>(cpu, w, old, new)
@@ -1685,12 +1855,15 @@ impl Channel {
             remote,
         } = lost;
         let hp = self.data_ptr(cpu, start) as *mut PacketHeader;
+        // `timestamp_end` last (a compiler fence keeps it there: a writer killed in between
+        // leaves the other fields written): recovery takes the end fields as written only when
+        // it is this lap's (`recover.rs`). `content_size` may already be there, from the
+        // reserve section (module docs, "Record headers inside the reserve section").
         // SAFETY: the header of this sub-buffer was written by its opener before the opener's
         // commit; the end fields are written only by the closer, i.e. us, inside a range no
         // reader may copy before our commit below. Field writes, not a whole-struct write,
         // so the opener's fields stay intact.
         unsafe {
-            (*hp).timestamp_end = ts;
             (*hp).content_size = sb_off * 8;
             (*hp).lost_full = full;
             (*hp).lost_stalled = stalled;
@@ -1699,6 +1872,8 @@ impl Channel {
             // Wrapping: the counters are shared memory; garbage must not panic here (the
             // consumer's trace writer rejects a header whose sum does not add up).
             (*hp).events_discarded = full.wrapping_add(stalled).wrapping_add(big);
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
+            (*hp).timestamp_end = ts;
         }
         self.commit_range(cpu, old, g.subbuf_size - sb_off);
     }
@@ -1771,16 +1946,31 @@ impl Channel {
         let complete = g.complete_own(pos);
         let (kind, done) = if sync == SyncMode::Rseq {
             let r = if index == BufferIndex::Cpu {
-                commit::commit(&ShmCounters::<true, Cpu>::new(c, b), cpu, len, complete)
+                commit::commit(
+                    &ShmCounters::<true, Cpu>::new(c, b, self.rseq_off),
+                    cpu,
+                    len,
+                    complete,
+                )
             } else {
-                commit::commit(&ShmCounters::<true, Cid>::new(c, b), cpu, len, complete)
+                commit::commit(
+                    &ShmCounters::<true, Cid>::new(c, b, self.rseq_off),
+                    cpu,
+                    len,
+                    complete,
+                )
             };
             if r.0 == CommitKind::Remote {
                 b.remote_commits.fetch_add(1, Ordering::Relaxed);
             }
             r
         } else {
-            commit::commit(&ShmCounters::<false, Cpu>::new(c, b), cpu, len, complete)
+            commit::commit(
+                &ShmCounters::<false, Cpu>::new(c, b, self.rseq_off),
+                cpu,
+                len,
+                complete,
+            )
         };
         if done {
             self.deliver(cpu);
@@ -1853,8 +2043,21 @@ impl Channel {
                 return Ok(FlushOutcome::Nothing);
             }
             let new = old - sb_off + g.subbuf_size;
-            if let Some((ts, lost)) = close::reserve_closing(&BufOps { chan: self, cpu }, old, new)
-            {
+            // Channels with headers in the reserve section: the closed packet's content size is
+            // stored in the section too (module docs).
+            let st = self.hdr_in_cs.then(|| faultline_rseq::ReserveStores {
+                hdr: std::ptr::null_mut(),
+                hi: 0,
+                long_len: 0,
+                pkt: self.data_ptr(cpu, old - sb_off),
+                content_bits: sb_off * 8,
+            });
+            let ops = BufOps {
+                chan: self,
+                cpu,
+                st: st.as_ref(),
+            };
+            if let Some((ts, lost)) = close::reserve_closing(&ops, old, new) {
                 self.close_subbuf(cpu, old, ts, lost);
                 return Ok(FlushOutcome::Closed);
             }
@@ -1972,6 +2175,7 @@ impl Channel {
             let lost = BufOps {
                 chan: self,
                 cpu: slot,
+                st: None,
             }
             .load_lost();
             // The end timestamp, read before the mark: not before any record below `old`

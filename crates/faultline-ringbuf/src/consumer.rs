@@ -31,18 +31,21 @@
 //! traced program may have written anything (and may still be writing) inside the content, and
 //! whoever reads them must check them (the trace writer's verification pass, the readers).
 //!
-//! ## What is zeroed
-//! Where every record header is extended (atomic mode, the monotonic clock, overwrite mode),
-//! neither path zeroes a sub-buffer before handing it back (zeroing cost about as much CPU as
-//! everything else the consumer does per event): in its next lap the bytes no writer has
-//! written yet still hold the previous lap's. Readers never look past a packet's
-//! `content_size`, and dead-writer recovery tells a record of the current lap from older bytes
-//! by its 64-bit timestamp (`recover.rs`). Where writers may use compact headers
-//! ([`Channel::compact_headers`]: discard mode on the rseq fast path) time cannot tell them
-//! apart — a compact header holds 27 timestamp bits, rebuilt from the record before it, so an
-//! older lap's compact header left in the slot of a writer that died before its header store
-//! always reads as plausible — so both paths zero the content they hand back (the
-//! `timestamp_end` word excepted), and such a slot reads as zero, which recovery recognises.
+//! ## Nothing is zeroed
+//! Neither path writes anything into a sub-buffer before handing it back: in its next lap the
+//! bytes no writer has written yet still hold the previous lap's. Readers never look past a
+//! packet's `content_size`. Dead-writer recovery (`recover.rs`) tells a record of the current
+//! lap from older bytes by its 64-bit timestamp where every header is extended (atomic mode,
+//! the monotonic clock, overwrite mode). Where writers may use compact headers
+//! ([`Channel::compact_headers`]) time cannot tell them apart (a compact header holds 27
+//! timestamp bits, rebuilt from the record before it, so an older lap's compact header always
+//! reads as plausible); there no reservation is ever visible without its header: discard-mode
+//! channels on the rseq path with the TSC write the record header, and a closing reservation
+//! the closed packet's end time and content size, inside the reserve critical section, before
+//! the offset store ([`Channel::headers_in_reserve_section`], `channel.rs`). So every byte
+//! recovery walks is this lap's. (Until that change the consumer zeroed what it handed back
+//! in such channels: about a third of its CPU per event, and the zeroed cache lines were then
+//! pulled back by the writer's CPU: `docs/ringbuf-cost.md`.)
 //!
 //! ## Consistency in overwrite mode
 //! Writers may lap the reader. The reader copies a complete sub-buffer out, then (after an
@@ -321,14 +324,6 @@ impl<'a> Consumer<'a> {
             if let Some(Err(e)) = records(out, content_len).find(|r| r.is_err()) {
                 return Err(corrupt(format!("packet {seq}: {e}")));
             }
-            // Zeroed before it is handed back only when writers may use compact headers
-            // (module docs, "What is zeroed"); otherwise recovery tells an older lap's bytes
-            // apart by time.
-            if g.mode == Mode::Discard && self.chan.compact_headers() {
-                // SAFETY: same range as the copy above (sub-buffer >= 256 bytes); exclusively
-                // ours in discard mode until the store of `consumed` below.
-                unsafe { zero_for_next_lap(src, g.subbuf_size as usize) };
-            }
             // Release: our reads of the sub-buffer happen before writers may reuse it (they
             // acquire-load `consumed`).
             b.consumed.store(next, Ordering::Release);
@@ -500,14 +495,6 @@ impl<'a> Consumer<'a> {
     pub fn release(&self, p: InPlacePacket) {
         let b = self.chan.buf(p.info.cpu);
         debug_assert_eq!(b.consumed.load(Ordering::Relaxed), p.pos);
-        if self.chan.compact_headers() {
-            // Module docs, "What is zeroed": only the content, the rest of the sub-buffer was
-            // not written in this lap (and was zeroed in the previous one).
-            let len = p.info.content_len.min(self.chan.geo.subbuf_size as usize);
-            // SAFETY: [data, data + len) is inside the sub-buffer (content_len < subbuf_size
-            // was checked by take_in_place), still exclusively ours: `consumed` has not moved.
-            unsafe { zero_for_next_lap(p.data, len) };
-        }
         // Release: our reads of the sub-buffer (and the kernel's, which returned before this
         // call) happen before writers may reuse it (they acquire-load `consumed`).
         b.consumed.store(p.next, Ordering::Release);
@@ -535,19 +522,5 @@ impl<'a> Consumer<'a> {
             futex_wait(&h.wake_seq, seq, timeout);
         }
         h.consumer_waiting.store(0, Ordering::Relaxed);
-    }
-}
-
-/// Zeroes the first `len` bytes of a sub-buffer being handed back (module docs, "What is
-/// zeroed"), except the packet's `timestamp_end` word (bytes 32..40): recovery uses it as the
-/// time floor of the next sub-buffer. The first 32 bytes are zeroed whatever `len`.
-///
-/// # Safety
-/// `[base, base + max(len, 40))` must be valid for writes and exclusively the consumer's.
-unsafe fn zero_for_next_lap(base: *mut u8, len: usize) {
-    // SAFETY: the caller guarantees the range; both pieces lie inside it.
-    unsafe {
-        std::ptr::write_bytes(base, 0, 32);
-        std::ptr::write_bytes(base.add(40), 0, len.saturating_sub(40));
     }
 }

@@ -33,7 +33,7 @@
 //! | active map bit k (header page, byte 512 + k / 8) | first writers on CPU k, after `active` | release fetch_or |
 //! | `SubbufCounters::recovered` | dead-writer recovery only, when every writer is dead (`recover.rs`) | atomic fetch_add |
 //! | `SubbufCounters::owner_*` | nobody yet (reserved) | — |
-//! | packet headers and records in data | the writer that opened (begin fields) / closed (end fields) the sub-buffer, before its commit | plain stores inside its own reservation; the cumulative loss counts and `remote_commits` are the closer's snapshot taken before its reservation, so they never decrease along a CPU's packets (`close.rs`) |
+//! | packet headers and records in data | the writer that opened (begin fields) / closed (end fields) the sub-buffer, before its commit | plain stores inside its own reservation; the cumulative loss counts and `remote_commits` are the closer's snapshot taken before its reservation, so they never decrease along a CPU's packets (`close.rs`); in discard mode on the rseq path with the TSC, the record header and a closed packet's `content_size` are stored inside the reserve critical section, before the offset store (`channel.rs`, "Record headers inside the reserve section") |
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -41,8 +41,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 pub const CHANNEL_MAGIC: u64 = u64::from_le_bytes(*b"FLTLCHN1");
 /// Version of this layout; a channel with another version is refused (2: compact record
 /// headers, `BufferHeader::last_ts`; 3: packed records with 6-byte compact headers,
-/// `faultline_wire`).
-pub const LAYOUT_VERSION: u32 = 3;
+/// `faultline_wire`; 4: in discard mode on the rseq path with the TSC, record headers and a
+/// closed packet's content size are written inside the reserve critical section, and the
+/// consumer zeroes nothing: a writer of layout 3 relies on a consumer that zeroes).
+pub const LAYOUT_VERSION: u32 = 4;
 /// Cache line size the layout aligns shared words to.
 pub const CACHE_LINE: usize = 64;
 /// Page size the CPU regions are aligned to.

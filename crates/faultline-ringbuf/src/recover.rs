@@ -12,8 +12,15 @@
 //!   before the commit counter update (program order + the commit's release semantics, see
 //!   there). So a headed record with a real id is committed or about to be; one still reading
 //!   `PENDING_RECORD_ID` was not committed.
-//! * A writer can also die between its reservation (the offset store) and its header store, a
-//!   window of a few instructions. Fresh memfd pages are zero: in a sub-buffer's first lap a
+//! * In discard mode on the rseq path with the TSC (every channel with compact headers), the
+//!   header is written inside the reserve critical section, before the offset store
+//!   (`channel.rs`, "Record headers inside the reserve section"): every reservation of such a
+//!   channel has its header, and a closed sub-buffer has its content size even when its closer
+//!   died right after its section (recovery then rewrites the other end fields: the end
+//!   timestamp, the closer's last store, is not this lap's). The rest of this list is about
+//!   the other channels, and about garbage.
+//! * Elsewhere a writer can die between its reservation (the offset store) and its header
+//!   store, a window of a few instructions. Fresh memfd pages are zero: in a sub-buffer's first lap a
 //!   zero record header marks a reservation whose header was never written; it extends to the
 //!   next record or to the content end. Records are packed (`faultline_wire`), so the next
 //!   record is found from the first non-zero byte after the reservation's 10-byte minimum:
@@ -22,9 +29,8 @@
 //!   starts, the one from which the most records read as this lap's, back to back, wins (a
 //!   wrong start reads a timestamp byte as a length, so it rarely yields even one). Two such
 //!   reservations back to back read as one: counts of header-less records are a lower bound.
-//! * In later laps nothing zeroes a sub-buffer where every header is extended (the consumer
-//!   does not: its cost per event would double; `consumer.rs`, "What is zeroed"): the slot of
-//!   a writer that died
+//! * In later laps nothing zeroes a sub-buffer (`consumer.rs`, "Nothing is zeroed"): the slot
+//!   of a writer that died
 //!   before its header store still holds an older lap's bytes, often a well-formed record (with
 //!   fixed-size events, exactly the record the previous lap wrote there). What tells them
 //!   apart is time: timestamps are taken in offset order (inside the reserve critical section,
@@ -43,9 +49,10 @@
 //!   packet whose header exists (`channel.rs`, "Compact headers"), which the walk has seen. A
 //!   compact header is only taken with the payload of at least 4 bytes every writer gives it,
 //!   so zeroed memory never reads as one. Time cannot tell an older lap's compact header from
-//!   this lap's (the rebuild always lands after the floor), so where compact headers are
-//!   possible the consumer zeroes every sub-buffer it hands back, and a header-less slot reads
-//!   as zero as in the first lap. A pending compact record becomes compact padding in
+//!   this lap's (the rebuild always lands after the floor), which is why such channels write
+//!   every header inside the reserve section: no slot of this lap is ever header-less there.
+//!   (Before that, the consumer zeroed every sub-buffer it handed back, so that a header-less
+//!   slot read as zero as in the first lap.) A pending compact record becomes compact padding in
 //!   place (10-byte header, its 27 timestamp bits kept), a pending extended one extended
 //!   padding; a header-less reservation becomes padding with the previous record's timestamp
 //!   (compact padding, at least 10 bytes, where compact headers are possible; extended, at
@@ -55,9 +62,10 @@
 //!   is a chain of them (`faultline_wire::fill_padding`). A cut chain ends at the last
 //!   record's end.
 //! * A writer that died inside a sub-buffer switch may have left the old packet's end fields
-//!   (then `content_size` reads zero) or the new packet's begin fields (bad magic/sequence)
-//!   unwritten: recovery writes them. When the old packet's end is unknown its content ends at
-//!   the first zero header (the padding of the dead switcher).
+//!   (then `timestamp_end` is an older lap's; `content_size` too, except where the reserve
+//!   section wrote it) or the new packet's begin fields (bad magic/sequence) unwritten:
+//!   recovery writes them. When the old packet's end is unknown its content ends at the first
+//!   zero header (the padding of the dead switcher, in a first lap).
 //!
 //! # Who writes what
 //! [`Channel::recover_dead_writers`] is the only writer of the buffers while it runs (the
@@ -286,7 +294,13 @@ impl Channel {
             };
             // End fields of this lap: a valid size and an end not before the begin (stale end
             // fields of an older lap, overwrite mode, end before this lap began).
-            let end_known = is_current || (end_fields_ok(&h, s) && h.timestamp_end >= ts_begin);
+            let ends_written = end_fields_ok(&h, s) && h.timestamp_end >= ts_begin;
+            // Where headers are written inside the reserve section, the closer of a sub-buffer
+            // before the current one stored its content size there (this lap: module docs),
+            // even if it died before its other end fields (`timestamp_end` is its last store).
+            let end_known = is_current
+                || ends_written
+                || (self.headers_in_reserve_section() && end_fields_ok(&h, s));
             let end = if is_current {
                 w - cur
             } else if end_known {
@@ -376,7 +390,7 @@ impl Channel {
                 chain_end = y;
                 x = y;
             }
-            if end_known && !is_current {
+            if ends_written && !is_current {
                 // The switcher's end stays in the header unless rewritten below: the next
                 // packet may not begin before it (a begin recovery supplies is `last_ts`).
                 last_ts = last_ts.max(h.timestamp_end);
@@ -399,7 +413,7 @@ impl Channel {
                 }
                 repaired = true;
             }
-            if is_current || !end_known || content != end {
+            if is_current || !ends_written || content != end {
                 b.lost_stalled
                     .fetch_add(r.records.wrapping_sub(unreported), Ordering::Relaxed);
                 unreported = r.records;

@@ -1,7 +1,8 @@
 //! The consumer's in-place path (`Consumer::take_in_place`, `take_in_place_after`,
 //! `release`): consecutive sub-buffers held together and released in order; nothing zeroed on
-//! release where every header is extended (dead-writer recovery tells the previous lap's bytes
-//! from this lap's by time), zeroed where compact headers are possible.
+//! release (dead-writer recovery tells the previous lap's bytes from this lap's by time where
+//! every header is extended; where compact headers are possible no reservation is ever
+//! without its header).
 
 use faultline_ringbuf::*;
 
@@ -85,11 +86,12 @@ impl Shm {
 }
 
 /// Discard mode, fixed-size events, the consumer taking sub-buffers in place: after a lap the
-/// slot of the next record still holds the previous lap's record where every header is
-/// extended (nothing zeroed it), and reads as zero where writers may use compact headers (the
-/// consumer zeroes: time cannot tell an older lap's compact header from this lap's). A writer
-/// that dies between its reservation and its header store leaves that slot as it was, and
-/// recovery must not take it for a record of this lap.
+/// slot of the next record still holds the previous lap's record (nothing zeroed it; before
+/// layout 4 the consumer zeroed it where compact headers are possible). Where every header is
+/// extended (atomic mode) a writer that dies between its reservation and its header store
+/// leaves that slot as it was, and recovery must not take it for a record of this lap. Where
+/// the header is written inside the reserve section (rseq), a writer killed right after its
+/// reservation leaves its pending header over the previous lap's bytes, and recovery finds it.
 #[test]
 fn dead_writer_over_the_previous_lap_is_found() {
     for sync in syncs() {
@@ -125,21 +127,30 @@ fn dead_writer_over_the_previous_lap_is_found() {
         unsafe {
             std::ptr::copy_nonoverlapping(shm.data_at(&ch, cpu, pos), stale.as_mut_ptr(), 16)
         };
-        if ch.compact_headers() {
-            assert_eq!(
-                stale, [0u8; 16],
-                "{sync:?}: zeroed where compact headers are possible"
-            );
-        } else {
-            assert_ne!(
-                stale, [0u8; 16],
-                "{sync:?}: the previous lap's bytes are still there"
-            );
-        }
+        assert_ne!(
+            stale, [0u8; 16],
+            "{sync:?}: the previous lap's bytes are still there (nothing zeroed)"
+        );
         let dead = ch.reserve(n, 24).unwrap();
-        // The writer dies before its header store: the slot still reads as before.
-        // SAFETY: test-only write of 16 bytes inside the mapping, in the dead reservation.
-        unsafe { std::ptr::copy_nonoverlapping(stale.as_ptr(), shm.data_at(&ch, cpu, pos), 16) };
+        if ch.headers_in_reserve_section() {
+            // Killed right after its reserve section: the section wrote the pending header,
+            // the payload bytes are still the previous lap's.
+            let mut now = [0u8; 16];
+            // SAFETY: test-only copy of 16 bytes inside the mapping.
+            unsafe {
+                std::ptr::copy_nonoverlapping(shm.data_at(&ch, cpu, pos), now.as_mut_ptr(), 16)
+            };
+            let h = faultline_wire::RecordHeader::parse_at(&now, 0, dead.timestamp()).unwrap();
+            assert_eq!(h.id, PENDING_RECORD_ID, "{sync:?}");
+            assert_eq!(h.timestamp, dead.timestamp(), "{sync:?}");
+            assert_eq!(h.len, 24, "{sync:?}");
+        } else {
+            // The writer dies before its header store: the slot still reads as before.
+            // SAFETY: test-only write of 16 bytes inside the mapping, in the dead reservation.
+            unsafe {
+                std::ptr::copy_nonoverlapping(stale.as_ptr(), shm.data_at(&ch, cpu, pos), 16)
+            };
+        }
         std::mem::forget(dead);
         for i in n + 1..n + 4 {
             commit_id(&ch, i);

@@ -6,14 +6,19 @@
 //! exactly when the floor it read is the timestamp of the clock read right before its own.
 //! Each writer: acquire load of `write_offset`, relaxed load of the floor `last_ts`, then the
 //! section (compare, read the clock, decide compact with the real
-//! `faultline_wire::compact_fits`, store the new offset with release), then the header store
-//! (the timestamp and the form into the slot), then the relaxed store of its timestamp as the
+//! `faultline_wire::compact_fits`, store the header (the timestamp and the form into the
+//! slot), store the new offset with release), then the relaxed store of its timestamp as the
 //! floor. A reader then rebuilds every compact timestamp from the previous record's, with the
-//! real `faultline_wire::rebuild_timestamp`, from the packet's `timestamp_begin` (0) on.
+//! real `faultline_wire::rebuild_timestamp`, from the packet's `timestamp_begin` (0) on. An
+//! observer thread meanwhile acquire-loads `write_offset` once and looks at every slot below
+//! it: what dead-writer recovery would find if every writer were killed at that moment.
 //!
-//! Property: every rebuilt timestamp equals the one written. The broken variant reads the clock
-//! (and decides) before the section, as a writer computing the record size up front would:
-//! loom finds the execution where a later reservation carries an older timestamp.
+//! Properties: every rebuilt timestamp equals the one written; no reservation is ever visible
+//! without its header (`channel.rs`, "Record headers inside the reserve section"). Broken
+//! variants: the clock read (and the decision) before the section, as a writer computing the
+//! record size up front would: loom finds the execution where a later reservation carries an
+//! older timestamp; the header stored after the section (the layout-3 writer): loom finds the
+//! observer seeing a reservation without its header.
 
 use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::sync::{Arc, Mutex};
@@ -35,7 +40,7 @@ fn now(b: &Buf) -> u64 {
     b.clock.fetch_add(STEP, Ordering::Relaxed) + STEP
 }
 
-fn reserve(b: &Buf, decide_inside: bool) {
+fn reserve(b: &Buf, decide_inside: bool, header_inside: bool) {
     loop {
         // Broken: the timestamp (hence the record size) taken first, as a writer sizing its
         // record before it looks at the buffer would.
@@ -48,17 +53,24 @@ fn reserve(b: &Buf, decide_inside: bool) {
                 continue;
             }
             let ts = early.unwrap_or_else(|| now(b));
+            if header_inside {
+                let compact = faultline_wire::compact_fits(0, 8, floor, ts);
+                b.slots[old as usize].store(ts << 1 | compact as u64, Ordering::Relaxed);
+            }
             b.write_offset.store(old + 1, Ordering::Release);
             ts
         };
-        let compact = faultline_wire::compact_fits(0, 8, floor, ts);
-        b.slots[old as usize].store(ts << 1 | compact as u64, Ordering::Relaxed);
+        if !header_inside {
+            let compact = faultline_wire::compact_fits(0, 8, floor, ts);
+            b.slots[old as usize].store(ts << 1 | compact as u64, Ordering::Relaxed);
+        }
         b.last_ts.store(ts, Ordering::Relaxed);
         return;
     }
 }
 
-fn run(decide_inside: bool) {
+/// Two writers of `per_writer` reservations each; with `observe`, the observer thread too.
+fn run(decide_inside: bool, header_inside: bool, per_writer: usize, observe: bool) {
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(3);
     builder.check(move || {
@@ -69,20 +81,38 @@ fn run(decide_inside: bool) {
             clock: AtomicU64::new(0),
             slots: Default::default(),
         });
+        let observer = observe.then(|| {
+            let b = b.clone();
+            thread::spawn(move || {
+                // Timestamps start above 0, so a written slot is never 0.
+                let w = b.write_offset.load(Ordering::Acquire) as usize;
+                for (k, s) in b.slots[..w.min(SLOTS)].iter().enumerate() {
+                    assert_ne!(
+                        s.load(Ordering::Relaxed),
+                        0,
+                        "record {k}: reservation visible without its header"
+                    );
+                }
+            })
+        });
         let hs: Vec<_> = (0..2)
             .map(|_| {
                 let b = b.clone();
                 thread::spawn(move || {
-                    reserve(&b, decide_inside);
-                    reserve(&b, decide_inside);
+                    for _ in 0..per_writer {
+                        reserve(&b, decide_inside, header_inside);
+                    }
                 })
             })
             .collect();
+        if let Some(o) = observer {
+            o.join().unwrap();
+        }
         for h in hs {
             h.join().unwrap();
         }
         let mut prev = 0u64; // timestamp_begin
-        for (k, s) in b.slots.iter().enumerate() {
+        for (k, s) in b.slots[..2 * per_writer].iter().enumerate() {
             let v = s.load(Ordering::Relaxed);
             let (ts, compact) = (v >> 1, v & 1 == 1);
             let got = if compact {
@@ -98,12 +128,26 @@ fn run(decide_inside: bool) {
 
 #[test]
 fn compact_decision_inside_the_section_is_exact() {
-    run(true);
+    run(true, true, 2, false);
+}
+
+/// The observer (a writer killed at any moment, as recovery would find the buffer) never sees
+/// a reservation without its header.
+#[test]
+fn header_inside_the_section_is_never_missing() {
+    run(true, true, 1, true);
 }
 
 /// The deliberately broken variant: the timestamp (and so the size) chosen before the section.
 #[test]
 #[should_panic(expected = "compact timestamp rebuilt wrong")]
 fn compact_decision_before_the_section_is_caught() {
-    run(false);
+    run(false, true, 2, false);
+}
+
+/// The deliberately broken variant: the header stored after the section (layout 3).
+#[test]
+#[should_panic(expected = "reservation visible without its header")]
+fn header_after_the_section_is_caught() {
+    run(true, false, 1, true);
 }

@@ -275,6 +275,10 @@ impl Shm {
     fn last_ts(&self) -> *mut u64 {
         self.at(self.region + 16) as *mut u64
     }
+    /// The LOCAL commit counter of sub-buffer `idx`.
+    fn local(&self, idx: u64) -> *mut u64 {
+        self.at(self.region + 256 + 128 * idx as usize) as *mut u64
+    }
     /// The REMOTE commit counter of sub-buffer `idx`.
     fn remote(&self, idx: u64) -> *mut u64 {
         self.at(self.region + 256 + 128 * idx as usize + 64) as *mut u64
@@ -530,5 +534,114 @@ fn dead_opener_in_a_full_buffer_gets_a_begin_time() {
             dead_opener_in_a_full_buffer(mode, sync);
         }
     }
+    faultline_rseq::allow_cpus(&(0..faultline_rseq::possible_cpus()).collect::<Vec<_>>()).unwrap();
+}
+
+/// A writer killed right after the reserve section that closes a sub-buffer, in a later lap:
+/// where headers are written inside the reserve section, the closed packet's content size is
+/// there (the section stored it), while its other end fields, the padding commit and the next
+/// packet's begin fields are not. Nothing zeroed the sub-buffer, and past the dead writer's
+/// `old` lie the previous lap's smaller records, whose compact headers would read as this
+/// lap's: recovery must end the content at the stored size. Fails if recovery ignores a
+/// content size whose end timestamp is stale (it then walks into the previous lap's records).
+#[test]
+fn dead_switcher_in_a_later_lap_keeps_its_content_size() {
+    if !faultline_rseq::available() {
+        println!("SKIPPED: needs rseq");
+        return;
+    }
+    let cpu = faultline_rseq::allowed_cpus()[0];
+    faultline_rseq::pin_to_cpu(cpu).unwrap();
+    let ch = channel(SyncMode::Rseq);
+    if !ch.headers_in_reserve_section() || !ch.compact_headers() {
+        println!("SKIPPED: no headers in the reserve section (no TSC clock)");
+        return;
+    }
+    let shm = Shm::new(&ch, cpu);
+    let s = ch.subbuf_size();
+    let buf = s * ch.num_subbuf();
+    let wo = || ch.cpu_stats(cpu).unwrap().write_offset;
+    let cons = Consumer::new(&ch);
+    let mut pkt = Vec::new();
+    // Takes every complete packet; counts the records of 200 bytes in them.
+    let take = |pkt: &mut Vec<u8>| {
+        let mut n = 0;
+        while let Some(info) = cons.next_packet(cpu, pkt).unwrap() {
+            n += records(pkt, info.content_len)
+                .filter(|r| r.as_ref().unwrap().payload.len() == 200)
+                .count();
+        }
+        n
+    };
+    // Lap 0: small records (30 bytes, compact), consumed as they complete.
+    while wo() < buf {
+        commit(&ch, 1, 0xa1);
+        take(&mut pkt);
+    }
+    // Lap 1: larger records (206 bytes), in the second sub-buffer up to where the dead
+    // writer's record of 1000 bytes does not fit (it switches: the extended record, 15 + 1000
+    // bytes, must end before the sub-buffer's end), so that a kilobyte of the previous lap's
+    // records lies after it.
+    let mut big = 0u64;
+    let mut taken_big = 0usize;
+    loop {
+        let w = wo();
+        if w >= buf + s && (w % s) + 15 + 1000 >= s {
+            break;
+        }
+        let mut r = ch.reserve(1, 200).unwrap();
+        r.payload().fill(0xb2);
+        r.commit();
+        big += 1;
+        taken_big += take(&mut pkt);
+    }
+    let old = wo();
+    let sb_old = old - old % s;
+    let sb_new = sb_old + s;
+    let idx = |p: u64| (p / s) % ch.num_subbuf();
+    let save = |p: u64| {
+        let mut b = [0u8; 128];
+        // SAFETY: test-only copy of a packet header inside the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(shm.data_at(p), b.as_mut_ptr(), 128) };
+        b
+    };
+    let (old_hdr, new_hdr) = (save(sb_old), save(sb_new));
+    // SAFETY: test-only reads of the two commit counters (this thread is the only writer).
+    let (l_old, l_new) = unsafe { (*shm.local(idx(sb_old)), *shm.local(idx(sb_new))) };
+    let dead = ch.reserve(2, 1000).unwrap();
+    assert!(dead.timestamp() > 0);
+    std::mem::forget(dead);
+    // Undo everything the writer did after its reserve section: the old packet's end fields
+    // but its content size, the padding and packet header commits, the new packet's begin
+    // fields.
+    let cs = old % s * 8;
+    // SAFETY: test-only writes inside the mapping; no other thread writes this channel.
+    unsafe {
+        assert_eq!(
+            std::ptr::read_unaligned(shm.data_at(sb_old + 40) as *const u64),
+            cs,
+            "the closer stored the content size"
+        );
+        std::ptr::copy_nonoverlapping(old_hdr.as_ptr(), shm.data_at(sb_old), 40);
+        std::ptr::copy_nonoverlapping(old_hdr[48..].as_ptr(), shm.data_at(sb_old + 48), 80);
+        std::ptr::write_unaligned(shm.data_at(sb_old + 40) as *mut u64, cs);
+        std::ptr::copy_nonoverlapping(new_hdr.as_ptr(), shm.data_at(sb_new), 128);
+        *shm.local(idx(sb_old)) = l_old;
+        *shm.local(idx(sb_new)) = l_new;
+    }
+    let rep = ch.recover_dead_writers();
+    assert_eq!(rep.records(), 1, "the dead record: {rep:?}");
+    let mut got = Vec::new();
+    while let Some(info) = cons.next_packet(cpu, &mut pkt).unwrap() {
+        for r in records(&pkt, info.content_len) {
+            let r = r.unwrap();
+            got.push((r.id, r.payload.len()));
+        }
+    }
+    let want = vec![(1, 200); big as usize - taken_big];
+    assert_eq!(
+        got, want,
+        "no record of the previous lap is taken for this lap's"
+    );
     faultline_rseq::allow_cpus(&(0..faultline_rseq::possible_cpus()).collect::<Vec<_>>()).unwrap();
 }

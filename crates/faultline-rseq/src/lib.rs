@@ -14,7 +14,8 @@
 //! resuming. The abort address must be preceded by the 4-byte signature glibc registered
 //! (`0x53053053` on x86), which we encode as the displacement of a never-executed `ud1`, as
 //! glibc and librseq do. Each CS ends with exactly one *commit* store; everything before it has
-//! no visible side effect, so an aborted CS is as if it never ran.
+//! no visible side effect, so an aborted CS is as if it never ran (the few sections that also
+//! store before their commit say so, and what makes those stores harmless).
 //!
 //! # Operations (all per-CPU, all x86_64 asm)
 //! Each takes the id (CPU or concurrency id, below) the caller believes it runs on; the CS
@@ -25,6 +26,12 @@
 //!   tsc = rdtsc(); *v = newv /* commit */; return tsc` — the ring buffer's reserve: the
 //!   timestamp is read inside the CS, so two reservations on one CPU are ordered by both
 //!   offset and timestamp.
+//! * [`cmpeqv_storev_tsc_pick_hdr_on`], [`cmpeqv_storev_tsc_hdr_on`],
+//!   [`cmpeqv_storev_tsc_stores_on`]: the ring buffer's reserve in discard mode, which also
+//!   writes the record header it builds from the timestamp (and, when it closes a sub-buffer,
+//!   the closed packet's content size) **before** the commit store, so no reservation is ever
+//!   visible without its header. Those stores survive an abort after the compare: they go to
+//!   bytes the caller owns as long as the compared word is unchanged (see their docs).
 //! * [`cmpeqv_storev_on`]: the same without the timestamp.
 //! * [`cmpeqv_trystorev_storev_on`]: `cmpeqv_storev_on` that stores a second word just before
 //!   the commit (that store survives an abort after the compare: see its docs).
@@ -337,6 +344,48 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for super::Cpu {}
     impl Sealed for super::Cid {}
+}
+
+/// This process's `__rseq_offset` (the same for every thread), for callers that keep it next
+/// to their own data ([`offset`]): the sections and reads taking one address the area as
+/// `fs:[offset + field]` without loading the cached offset from this crate's static (in a
+/// position-independent executable, an address from the GOT and then the value: two dependent
+/// loads per section).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offset(i64);
+
+/// This process's [`Offset`] when rseq is [`available`].
+pub fn offset() -> Option<Offset> {
+    available().then(|| Offset(OFFSET.load(Ordering::Relaxed)))
+}
+
+/// [`slot_id_unchecked`] with the offset the caller keeps ([`offset`]).
+///
+/// # Safety
+/// As [`slot_id_unchecked`]; `off` must come from [`offset`].
+#[inline(always)]
+pub unsafe fn slot_id_at<S: SlotId>(off: Offset) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let id: u32;
+        // SAFETY: as in cpu_id_unchecked; `off` is this process's __rseq_offset (caller).
+        unsafe {
+            core::arch::asm!(
+                "mov {id:e}, dword ptr fs:[{off} + {field}]",
+                off = in(reg) off.0,
+                field = const S::FIELD,
+                id = lateout(reg) id,
+                options(nostack, readonly, preserves_flags),
+            )
+        };
+        id
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = off;
+        // SAFETY: as documented, the caller guarantees a registered area.
+        unsafe { slot_id_unchecked::<S>() }
+    }
 }
 
 /// This thread's id `S` (`rseq->cpu_id` or `rseq->mm_cid`) with one `%fs`-relative load, like
@@ -685,6 +734,370 @@ pub unsafe fn cmpeqv_storev_tsc_pick_on<S: SlotId>(
     Ok(ts)
 }
 
+/// The ring buffer's reserve with its record header written **inside** the critical section,
+/// before the commit store: `if id_S != id → CpuMismatch; if *v != expect → CompareFailed;
+/// tsc = rdtsc(); floor = *(v + FLOOR_AT); if tsc - floor < WINDOW { *hdr = (tsc << 5) as u32 |
+/// compact_lo; *v = newv - SHRINK } else { *(hdr + 7) = tsc >> 16 | (compact_lo >> 32) << 48;
+/// *hdr = tsc << 40 | EXT_LO; *v = newv }` (8-byte stores, unaligned), keyed on `S`. Returns
+/// the timestamp and `tsc - floor` (the choice was compact exactly when it is below `WINDOW`).
+///
+/// The two header words are the ring buffer's record header with its id pending
+/// (`faultline_wire`: the compact header's first word, whose 7th and 8th bytes, payload bytes,
+/// are stored as zero, `compact_lo` its tag and the length in bits 32..48; or the extended
+/// header's words at offsets 0 and 7, `EXT_LO` its tag and id bits, the same length in bits
+/// 48..64 of the second). The ring buffer's tests compare the bytes with `faultline_wire`'s
+/// encoders. The floor (`v + FLOOR_AT`, the buffer's last reservation time) is read inside
+/// the section.
+///
+/// The choice is a branch inside the section (both paths end at the one commit store), not a
+/// conditional move: the stored offset then does not depend on the `rdtsc`, so the next
+/// reservation's load of `*v` does not wait for it, and the compact case (nearly every record)
+/// does not compute the extended words. Few registers (the section is inlined into every
+/// tracepoint's fast path, where each extra one is a spill and a reload).
+///
+/// Unlike the other sections, the header stores happen before the commit and survive an
+/// abort after the compare succeeded: the caller must own `[hdr, hdr + 15)` whenever `*v ==
+/// expect` holds on `id` (bytes no one has reserved yet, in a buffer only this section's
+/// owner of `id` writes, and that no reader looks at before a later commit covers them). That
+/// is what makes them worth having: a reservation is never visible without its header.
+///
+/// With `spins > 0` (abort injection for tests and the stress harness, `DELAY`), the section
+/// spins that many iterations after the compare.
+///
+/// # Safety
+/// As [`cmpeqv_storev_tsc_on`], and the ownership of `[hdr, hdr + 15)` above; `v + FLOOR_AT`
+/// must be valid for reads of a `u64`; `off` must come from [`offset`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
+    S: SlotId,
+    const DELAY: bool,
+    const EXT_LO: u64,
+    const WINDOW: u32,
+    const SHRINK: u32,
+    const FLOOR_AT: i32,
+>(
+    off: Offset,
+    id: u32,
+    v: *mut u64,
+    expect: u64,
+    newv: u64,
+    hdr: *mut u8,
+    compact_lo: u64,
+    spins: u64,
+) -> Result<(u64, u64), RseqError> {
+    let off = off.0;
+    let status: u32;
+    let ts: u64;
+    let dist: u64;
+    macro_rules! body {
+        ($delay:literal) => {
+            concat!(
+                rseq_cs_descriptor!(),
+                rseq_cs_arm!("rdx", "{id:e}"),
+                "cmp qword ptr [{v}], {expect}\n",
+                "jne 8f\n",
+                $delay,
+                "rdtsc\n",
+                "shl rdx, 32\n",
+                "or rax, rdx\n",
+                // `id` is dead once compared: the distance to the floor.
+                "mov {id}, rax\n",
+                "sub {id}, qword ptr [{v} + {floor_at}]\n",
+                "cmp {id}, {window}\n",
+                "jb 22f\n",
+                // Extended (a packet's first record, or a floor too old): both words; `clo`
+                // becomes the length bits of the second, then `EXT_LO`.
+                "shr {clo}, 32\n",
+                "shl {clo}, 48\n",
+                "mov rdx, rax\n",
+                "shr rdx, 16\n",
+                "or rdx, {clo}\n",
+                "mov qword ptr [{hdr} + 7], rdx\n",
+                "mov rdx, rax\n",
+                "shl rdx, 40\n",
+                "mov {clo}, {extlo}\n",
+                "or rdx, {clo}\n",
+                "mov qword ptr [{hdr}], rdx\n",
+                "jmp 23f\n",
+                // Compact: one word, (tsc << 5) mod 2^32 | compact_lo, and the shorter end.
+                "22:\n",
+                "mov edx, eax\n",
+                "shl edx, 5\n",
+                "or rdx, {clo}\n",
+                "mov qword ptr [{hdr}], rdx\n",
+                "lea {newv}, [{newv} - {shrink}]\n",
+                "23:\n",
+                "mov qword ptr [{v}], {newv}\n",
+                "5:\n",
+                "xor edx, edx\n",
+                rseq_cs_exits!("edx"),
+            )
+        };
+    }
+    if DELAY {
+        // SAFETY: the caller guarantees rseq is registered (so fs:[off] is this thread's
+        // struct rseq), that `v` is only written by sections keyed on `S` holding `id` and
+        // `v + FLOOR_AT` readable, and that `[hdr, hdr + 15)` is its own once the compare
+        // succeeded (function docs); CS layout as in the module doc, the commit store last.
+        unsafe {
+            core::arch::asm!(
+                body!("2:\ndec {spins}\njnz 2b\n"),
+                off = in(reg) off,
+                field = const S::FIELD,
+                id = inout(reg) id as u64 => dist,
+                v = in(reg) v,
+                expect = in(reg) expect,
+                newv = inout(reg) newv => _,
+                hdr = in(reg) hdr,
+                clo = inout(reg) compact_lo => _,
+                spins = inout(reg) spins.max(1) => _,
+                extlo = const EXT_LO,
+                window = const WINDOW,
+                shrink = const SHRINK,
+                floor_at = const FLOOR_AT,
+                out("rax") ts,
+                out("edx") status,
+                options(nostack),
+            );
+        }
+    } else {
+        let _ = spins;
+        // SAFETY: as above. `rdx` carries the descriptor's address, the timestamp's high half,
+        // the header words, then the status; `id` is reused once compared.
+        unsafe {
+            core::arch::asm!(
+                body!(""),
+                off = in(reg) off,
+                field = const S::FIELD,
+                id = inout(reg) id as u64 => dist,
+                v = in(reg) v,
+                expect = in(reg) expect,
+                newv = inout(reg) newv => _,
+                hdr = in(reg) hdr,
+                clo = inout(reg) compact_lo => _,
+                extlo = const EXT_LO,
+                window = const WINDOW,
+                shrink = const SHRINK,
+                floor_at = const FLOOR_AT,
+                out("rax") ts,
+                out("edx") status,
+                options(nostack),
+            );
+        }
+    }
+    status_to_result(status)?;
+    Ok((ts, dist))
+}
+
+/// [`cmpeqv_storev_tsc_pick_hdr_on`] without the choice: always the extended header
+/// (`tsc << 40 | EXT_LO` at `hdr`, `tsc >> 16 | hi` at `hdr + 7`) and `*v = newv`, a value
+/// that does not depend on the timestamp (so the next reservation's load of `*v` does not
+/// wait for this `rdtsc`).
+///
+/// # Safety
+/// As [`cmpeqv_storev_tsc_pick_hdr_on`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn cmpeqv_storev_tsc_hdr_on<S: SlotId, const DELAY: bool, const EXT_LO: u64>(
+    off: Offset,
+    id: u32,
+    v: *mut u64,
+    expect: u64,
+    newv: u64,
+    hdr: *mut u8,
+    hi: u64,
+    spins: u64,
+) -> Result<u64, RseqError> {
+    let off = off.0;
+    let status: u32;
+    let ts: u64;
+    macro_rules! body {
+        ($delay:literal) => {
+            concat!(
+                rseq_cs_descriptor!(),
+                rseq_cs_arm!("rdx", "{id:e}"),
+                "cmp qword ptr [{v}], {expect}\n",
+                "jne 8f\n",
+                $delay,
+                "rdtsc\n",
+                "shl rdx, 32\n",
+                "or rax, rdx\n",
+                "mov rdx, rax\n",
+                "shr rdx, 16\n",
+                "or rdx, {hi}\n",
+                "mov qword ptr [{hdr} + 7], rdx\n",
+                "mov rdx, rax\n",
+                "shl rdx, 40\n",
+                "mov {id}, {extlo}\n",
+                "or rdx, {id}\n",
+                "mov qword ptr [{hdr}], rdx\n",
+                "mov qword ptr [{v}], {newv}\n",
+                "5:\n",
+                "xor edx, edx\n",
+                rseq_cs_exits!("edx"),
+            )
+        };
+    }
+    if DELAY {
+        // SAFETY: as in cmpeqv_storev_tsc_pick_hdr_on (the caller's contract).
+        unsafe {
+            core::arch::asm!(
+                body!("2:\ndec {spins}\njnz 2b\n"),
+                off = in(reg) off,
+                field = const S::FIELD,
+                id = inout(reg) id as u64 => _,
+                v = in(reg) v,
+                expect = in(reg) expect,
+                newv = in(reg) newv,
+                hdr = in(reg) hdr,
+                hi = in(reg) hi,
+                spins = inout(reg) spins.max(1) => _,
+                extlo = const EXT_LO,
+                out("rax") ts,
+                out("edx") status,
+                options(nostack),
+            );
+        }
+    } else {
+        let _ = spins;
+        // SAFETY: as in cmpeqv_storev_tsc_pick_hdr_on (the caller's contract).
+        unsafe {
+            core::arch::asm!(
+                body!(""),
+                off = in(reg) off,
+                field = const S::FIELD,
+                id = inout(reg) id as u64 => _,
+                v = in(reg) v,
+                expect = in(reg) expect,
+                newv = in(reg) newv,
+                hdr = in(reg) hdr,
+                hi = in(reg) hi,
+                extlo = const EXT_LO,
+                out("rax") ts,
+                out("edx") status,
+                options(nostack),
+            );
+        }
+    }
+    status_to_result(status)?;
+    Ok(ts)
+}
+
+/// What [`cmpeqv_storev_tsc_stores_on`] stores before its commit, besides the offset. A null
+/// pointer skips its stores.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ReserveStores {
+    /// Where the extended record header goes (`tsc << 40 | EXT_LO` at `hdr`, `tsc >> 16 | hi`
+    /// at `hdr + 7`), or null.
+    pub hdr: *mut u8,
+    /// The second header word's bits that are not the timestamp's (the length).
+    pub hi: u64,
+    /// Non-zero: stored at `hdr + 15` (8 bytes; the long length of a long header).
+    pub long_len: u64,
+    /// The packet header this reservation closes, or null: `content_bits` goes to `pkt + 40`
+    /// (its `content_size`).
+    pub pkt: *mut u8,
+    /// The closed packet's content size in bits.
+    pub content_bits: u64,
+}
+const _: () = {
+    assert!(std::mem::offset_of!(ReserveStores, hdr) == 0);
+    assert!(std::mem::offset_of!(ReserveStores, hi) == 8);
+    assert!(std::mem::offset_of!(ReserveStores, long_len) == 16);
+    assert!(std::mem::offset_of!(ReserveStores, pkt) == 24);
+    assert!(std::mem::offset_of!(ReserveStores, content_bits) == 32);
+};
+
+/// [`cmpeqv_storev_tsc_on`] that also stores, after the timestamp and before the commit, what
+/// `st` describes ([`ReserveStores`]): the ring buffer's general reserve, whose record header
+/// (extended, id pending, `EXT_LO` its tag and id bits) and, when it closes a sub-buffer, the
+/// closed packet's content size are written before the reservation is visible.
+/// As with [`cmpeqv_storev_tsc_pick_hdr_on`], those stores survive an abort after the compare
+/// succeeded. `spins > 0`: spin that many iterations after the compare (abort injection).
+///
+/// # Safety
+/// As [`cmpeqv_storev_tsc_on`]; `off` must come from [`offset`]; every range `st` names (`[hdr, hdr + 15)`, `[hdr + 15, hdr +
+/// 23)` when `long_len != 0`, `[pkt + 40, pkt + 48)`) must be the caller's whenever `*v ==
+/// expect` holds on `id` (see [`cmpeqv_storev_tsc_pick_hdr_on`]).
+#[inline(always)]
+pub unsafe fn cmpeqv_storev_tsc_stores_on<S: SlotId, const EXT_LO: u64>(
+    off: Offset,
+    id: u32,
+    v: *mut u64,
+    expect: u64,
+    newv: u64,
+    st: &ReserveStores,
+    spins: u64,
+) -> Result<u64, RseqError> {
+    let off = off.0;
+    let status: u32;
+    let ts: u64;
+    // SAFETY: the caller guarantees rseq is registered, that `v` is only written by sections
+    // keyed on `S` holding `id`, and that the ranges `st` names are its own once the compare
+    // succeeded; `st` is a valid reference for the whole asm (read only). CS layout as in the
+    // module doc, the commit store last; the spin loop is skipped when `spins` is 0.
+    unsafe {
+        core::arch::asm!(
+            rseq_cs_descriptor!(),
+            rseq_cs_arm!("rdx", "{id:e}"),
+            "cmp qword ptr [{v}], {expect}",
+            "jne 8f",
+            "test {spins}, {spins}",
+            "jz 12f",
+            "2:",
+            "dec {spins}",
+            "jnz 2b",
+            "12:",
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "mov {id}, qword ptr [{st}]",
+            "test {id}, {id}",
+            "jz 13f",
+            "mov rdx, rax",
+            "shl rdx, 40",
+            "mov {expect}, {extlo}",
+            "or rdx, {expect}",
+            "mov qword ptr [{id}], rdx",
+            "mov rdx, rax",
+            "shr rdx, 16",
+            "or rdx, qword ptr [{st} + 8]",
+            "mov qword ptr [{id} + 7], rdx",
+            "mov rdx, qword ptr [{st} + 16]",
+            "test rdx, rdx",
+            "jz 13f",
+            "mov qword ptr [{id} + 15], rdx",
+            "13:",
+            "mov {id}, qword ptr [{st} + 24]",
+            "test {id}, {id}",
+            "jz 14f",
+            "mov rdx, qword ptr [{st} + 32]",
+            "mov qword ptr [{id} + 40], rdx",
+            "14:",
+            "mov qword ptr [{v}], {newv}",
+            "5:",
+            "xor edx, edx",
+            rseq_cs_exits!("edx"),
+            off = in(reg) off,
+            field = const S::FIELD,
+            id = inout(reg) id as u64 => _,
+            v = in(reg) v,
+            expect = inout(reg) expect => _,
+            newv = in(reg) newv,
+            st = in(reg) st as *const ReserveStores,
+            spins = inout(reg) spins => _,
+            extlo = const EXT_LO,
+            out("rax") ts,
+            out("edx") status,
+            options(nostack),
+        );
+    }
+    status_to_result(status)?;
+    Ok(ts)
+}
+
 /// `if id_S != id → CpuMismatch; if *v != expect → CompareFailed; *v = newv`, keyed on the id
 /// `S`.
 ///
@@ -783,7 +1196,22 @@ pub unsafe fn cmpeqv_trystorev_storev_on<S: SlotId>(
 #[inline(always)]
 pub unsafe fn addv_on<S: SlotId>(id: u32, v: *mut u64, count: u64) -> Result<u64, RseqError> {
     // SAFETY: this function's contract is the implementation's; the caller upholds it.
-    unsafe { addv_impl::<false, S>(id, v, count, 0) }
+    unsafe { addv_impl::<false, S>(OFFSET.load(Ordering::Relaxed), id, v, count, 0) }
+}
+
+/// [`addv_on`] with the offset the caller keeps ([`offset`]).
+///
+/// # Safety
+/// As [`addv_on`]; `off` must come from [`offset`].
+#[inline(always)]
+pub unsafe fn addv_at<S: SlotId>(
+    off: Offset,
+    id: u32,
+    v: *mut u64,
+    count: u64,
+) -> Result<u64, RseqError> {
+    // SAFETY: this function's contract is the implementation's; the caller upholds it.
+    unsafe { addv_impl::<false, S>(off.0, id, v, count, 0) }
 }
 
 /// [`addv_on`] spinning `spins` iterations between its load and its commit store.
@@ -798,17 +1226,17 @@ pub unsafe fn addv_delayed_on<S: SlotId>(
     spins: u64,
 ) -> Result<u64, RseqError> {
     // SAFETY: this function's contract is the implementation's; the caller upholds it.
-    unsafe { addv_impl::<true, S>(id, v, count, spins.max(1)) }
+    unsafe { addv_impl::<true, S>(OFFSET.load(Ordering::Relaxed), id, v, count, spins.max(1)) }
 }
 
 #[inline(always)]
 unsafe fn addv_impl<const DELAY: bool, S: SlotId>(
+    off: i64,
     cpu: u32,
     v: *mut u64,
     count: u64,
     spins: u64,
 ) -> Result<u64, RseqError> {
-    let off = OFFSET.load(Ordering::Relaxed);
     let status: u32;
     let newv: u64;
     if DELAY {

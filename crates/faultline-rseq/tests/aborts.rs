@@ -287,3 +287,91 @@ fn pick_section_stores_the_size_its_timestamp_allows() {
     // SAFETY: as above.
     assert_eq!(unsafe { *w }, 200_000);
 }
+
+/// The reserve section that writes its record header: it reads the floor at `v + 16`, and
+/// when the timestamp is within the window of it stores the compact word and the shorter end,
+/// otherwise both extended words and the longer end; a failed compare stores nothing.
+#[test]
+fn pick_hdr_section_writes_the_header_it_picks() {
+    if !rseq::available() {
+        eprintln!("SKIPPED: rseq not available in this process");
+        return;
+    }
+    const EXT_LO: u64 = 0xFF_FFFF_FE1F;
+    let cpu = rseq::current_cpu();
+    rseq::pin_to_cpu(cpu).unwrap();
+    std::thread::yield_now();
+    let cpu = rseq::current_cpu();
+    let off = rseq::offset().unwrap();
+    // Written only by this thread, pinned: only sections on `cpu` write it.
+    let mut words = Box::new([0u64; 4]);
+    let v = words.as_mut_ptr();
+    let mut hdr = Box::new([0u8; 32]);
+    let clo: u64 = 29 | 24 << 32;
+    let word = |h: &[u8; 32], at: usize| u64::from_le_bytes(h[at..at + 8].try_into().unwrap());
+    let mut picked = (0, 0);
+    for i in 0..2000u64 {
+        let expect = i * 100;
+        let floor = if i % 2 == 0 { rseq::rdtsc() } else { 0 };
+        // SAFETY: this thread's own words (see above).
+        unsafe {
+            *v = expect;
+            *v.add(2) = floor;
+        }
+        hdr.fill(0xaa);
+        let (ts, dist) = loop {
+            // SAFETY: `v` and `v + 16` are valid, written only here (pinned to `cpu`); `hdr`
+            // is ours (32 bytes); `off` from rseq::offset().
+            match unsafe {
+                rseq::cmpeqv_storev_tsc_pick_hdr_on::<rseq::Cpu, false, EXT_LO, { 1 << 27 }, 9, 16>(
+                    off,
+                    cpu,
+                    v,
+                    expect,
+                    expect + 100,
+                    hdr.as_mut_ptr(),
+                    clo,
+                    0,
+                )
+            } {
+                Err(rseq::RseqError::Aborted) => continue,
+                r => break r.unwrap(),
+            }
+        };
+        assert_eq!(dist, ts.wrapping_sub(floor));
+        // SAFETY: as above.
+        let stored = unsafe { *v };
+        if dist < 1 << 27 {
+            assert_eq!(stored, expect + 91);
+            assert_eq!(word(&hdr, 0), (ts << 5) as u32 as u64 | clo);
+            assert_eq!(hdr[8..15], [0xaa; 7], "one word only");
+            picked.0 += 1;
+        } else {
+            assert_eq!(stored, expect + 100);
+            assert_eq!(
+                word(&hdr, 0) & ((1 << 56) - 1),
+                (ts << 40 | EXT_LO) & ((1 << 56) - 1)
+            );
+            assert_eq!(word(&hdr, 7), ts >> 16 | 24 << 48);
+            picked.1 += 1;
+        }
+    }
+    assert!(picked.0 > 0 && picked.1 > 0, "{picked:?}");
+    hdr.fill(0xaa);
+    // SAFETY: as above.
+    let r = unsafe {
+        rseq::cmpeqv_storev_tsc_pick_hdr_on::<rseq::Cpu, false, EXT_LO, { 1 << 27 }, 9, 16>(
+            off,
+            cpu,
+            v,
+            1,
+            2,
+            hdr.as_mut_ptr(),
+            clo,
+            0,
+        )
+    };
+    assert!(matches!(r, Err(rseq::RseqError::CompareFailed)));
+    assert_eq!(*hdr, [0xaa; 32], "nothing stored");
+    rseq::allow_cpus(&(0..rseq::possible_cpus()).collect::<Vec<_>>()).unwrap();
+}

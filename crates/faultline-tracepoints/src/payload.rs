@@ -517,6 +517,7 @@ impl FieldValue for CStrPtr {
     const TYPE: FieldType = FieldType::String;
     const RAW: bool = true;
     const MIN_SIZE: usize = 5;
+    #[inline]
     fn size(&self) -> usize {
         let n = match strnlen_user(self.0, MAX_CSTR_LEN) {
             Ok(n) => n,
@@ -524,9 +525,11 @@ impl FieldValue for CStrPtr {
         };
         4 + n + 1
     }
+    #[inline]
     fn wanted(&self) -> usize {
         Self::MIN_SIZE
     }
+    #[inline]
     fn encode(&self, w: &mut Writer<'_>, budget: usize) {
         if budget < 5 {
             // Only possible when dst is shorter than the minimum encoding.
@@ -575,12 +578,15 @@ impl FieldValue for RawBuf {
             at = (at & !4095) + 4096;
         }
     }
+    #[inline]
     fn size(&self) -> usize {
         Self::MIN_SIZE + self.1.min(MAX_RAW_LEN)
     }
+    #[inline]
     fn wanted(&self) -> usize {
         self.size()
     }
+    #[inline]
     fn encode(&self, w: &mut Writer<'_>, budget: usize) {
         if budget < Self::MIN_SIZE {
             w.truncated = true;
@@ -704,6 +710,7 @@ impl FieldValue for RawIov {
     fn size(&self) -> usize {
         Self::MIN_SIZE + self.want()
     }
+    #[inline]
     fn wanted(&self) -> usize {
         // Without reading the array: at most the limit.
         Self::MIN_SIZE + self.limit.min(MAX_RAW_LEN)

@@ -97,6 +97,7 @@ impl Tracepoint {
     }
 
     /// Event id (see the module doc); assigns ids first if the registry was never used.
+    #[inline]
     pub fn id(&self) -> u32 {
         // Relaxed: ids are written once, under the registry mutex, before any probe can be
         // registered; probes reach a tracepoint through the SeqCst pointer publication, which
@@ -174,7 +175,7 @@ impl Tracepoint {
             let Some(domains) = DOMAINS.get() else {
                 return out;
             };
-            let guard = domains[kind as usize].read_lock();
+            let guard = domains[kind as usize].read_lock_fast();
             // SAFETY: as in `fire_kind`: `arrays[k]` only holds null or leaked
             // `Box<ProbeArray>`s published with rcu_swap, freed only after a grace period of
             // domain k, and we hold a read-side section of domain k.
@@ -193,7 +194,11 @@ impl Tracepoint {
         let Some(domains) = DOMAINS.get() else {
             return;
         };
-        let guard = domains[kind as usize].read_lock();
+        // The rseq read side where it is set up (the faultable domain: `domains`), the atomic
+        // one otherwise: on CPUs where a locked instruction does not overlap with its
+        // neighbours, the atomic flavour's two locked increments were most of this function's
+        // cost for a raw-field event (the libc preload's `write`: ~75 % of `fire`'s samples).
+        let guard = domains[kind as usize].read_lock_fast();
         // SAFETY: `arrays[k]` only holds null or leaked `Box<ProbeArray>`s published with
         // rcu_swap, and retired arrays are freed only after a grace period of domain k
         // (probe.rs: reclaim_now()).
@@ -208,9 +213,13 @@ pub(crate) static DOMAINS: OnceLock<[Srcu; 2]> = OnceLock::new();
 
 /// The domains, created on first use with the atomic read-side flavour, or the rseq one when
 /// `FAULTLINE_SRCU=rseq` (and it is available); the faultable one also lets the recording fast
-/// path's readers use the rseq read side when available (`Srcu::enable_rseq_readers`). Atomic is the default because it measured
-/// cheaper inside `fire` on the machine we develop on (AMD EPYC VM: dispatch 4.6 ns atomic vs
-/// 5.7 ns rseq, same run; see the `srcu` module docs, "Costs").
+/// path's readers, and [`Tracepoint::fire`]'s, use the rseq read side when available
+/// (`Srcu::enable_rseq_readers`, `Srcu::read_lock_fast`). Atomic is the default flavour because
+/// it measured cheaper inside `fire` on an AMD EPYC VM (dispatch 4.6 ns atomic vs 5.7 ns rseq,
+/// same run; see the `srcu` module docs, "Costs"); on an Intel Xeon VM, where a locked
+/// instruction does not overlap with its neighbours, the atomic flavour's two locked
+/// increments cost a raw-field event tens of nanoseconds, so `fire` takes the rseq side of the
+/// faultable domain.
 pub(crate) fn domains() -> &'static [Srcu; 2] {
     DOMAINS.get_or_init(|| {
         // SAFETY: sysconf has no preconditions.

@@ -21,7 +21,10 @@
 //!   bytes not copied. A word load that straddles into a bad page faults as a whole, and
 //!   `rep movsb` leaves `rsi`/`rdi`/`rcx` describing the completed iterations, so falling back to
 //!   bytes makes the count byte-exact whatever the fast path did.
-//! * `strnlen` / `strncpy`: byte loops whose index register is the readable length.
+//! * `strnlen` / `strncpy`: bytes up to 8-byte alignment of the source, then aligned words
+//!   (an aligned word never crosses a page: no page is read that bytes would not read), then
+//!   bytes from the first word that holds a NUL or faults; the index register is the readable
+//!   length, so a fault on a word resumes in the byte loop, which faults on its first byte.
 //!
 //! When nothing faults the cost is the copy itself: no syscall, no check, no `setjmp`.
 //!
@@ -111,22 +114,55 @@ std::arch::global_asm!(
     ".size faultline_tp_copy, . - faultline_tp_copy",
     // {usize len, usize status} faultline_tp_strnlen(const u8 *src /*rdi*/, usize max /*rsi*/)
     // status 0: stopped at a NUL (len = its index) or at max (len = max); 1: fault at src[len].
+    // Bytes until src + len is 8-aligned, then aligned 8-byte words while 8 bytes remain
+    // before max (an aligned word never crosses a page, so no page is touched that the byte
+    // loop would not touch), then bytes again from the first word holding a NUL (or after a
+    // fault on a word: the byte loop then faults on that word's first byte, exactly).
     ".globl faultline_tp_strnlen",
     ".hidden faultline_tp_strnlen",
     ".type faultline_tp_strnlen,@function",
     "faultline_tp_strnlen:",
     "    xor eax, eax",
     "    xor edx, edx",
-    "5:",
+    "    mov r8, 0x0101010101010101",
+    "    mov r9, 0x8080808080808080",
+    ".Lfl_strnlen_head_loop:",
+    "    lea rcx, [rdi + rax]",
+    "    test cl, 7",
+    "    jz .Lfl_strnlen_words",
     "    cmp rax, rsi",
-    "    jae 6f",
+    "    jae .Lfl_strnlen_done",
+    ".Lfl_strnlen_head:",
+    "    movzx ecx, byte ptr [rdi + rax]",
+    "    test ecx, ecx",
+    "    jz .Lfl_strnlen_done",
+    "    inc rax",
+    "    jmp .Lfl_strnlen_head_loop",
+    ".Lfl_strnlen_words:",
+    "    lea rcx, [rax + 8]",
+    "    cmp rcx, rsi",
+    "    ja .Lfl_strnlen_bytes",
+    ".Lfl_strnlen_word:",
+    "    mov rcx, qword ptr [rdi + rax]",
+    // A zero byte in rcx iff (rcx - 0x01..01) & !rcx & 0x80..80 != 0.
+    "    mov r10, rcx",
+    "    sub r10, r8",
+    "    not rcx",
+    "    and r10, rcx",
+    "    and r10, r9",
+    "    jnz .Lfl_strnlen_bytes",
+    "    add rax, 8",
+    "    jmp .Lfl_strnlen_words",
+    ".Lfl_strnlen_bytes:",
+    "    cmp rax, rsi",
+    "    jae .Lfl_strnlen_done",
     ".Lfl_strnlen_load:",
     "    movzx ecx, byte ptr [rdi + rax]",
     "    test ecx, ecx",
-    "    jz 6f",
+    "    jz .Lfl_strnlen_done",
     "    inc rax",
-    "    jmp 5b",
-    "6:",
+    "    jmp .Lfl_strnlen_bytes",
+    ".Lfl_strnlen_done:",
     "    ret",
     ".Lfl_strnlen_fault:",
     "    mov edx, 1",
@@ -135,25 +171,58 @@ std::arch::global_asm!(
     // {usize len, usize status} faultline_tp_strncpy(u8 *dst /*rdi*/, const u8 *src /*rsi*/,
     //                                               usize n /*rdx*/)
     // status 0: copied a NUL to dst[len]; 1: no NUL in n bytes (len = n); 2: fault at src[len].
+    // The same loops as strnlen; a word is stored only when it holds no NUL and fits before
+    // n, so dst is written exactly up to the NUL (or the fault, or n) as the byte loop does.
     ".globl faultline_tp_strncpy",
     ".hidden faultline_tp_strncpy",
     ".type faultline_tp_strncpy,@function",
     "faultline_tp_strncpy:",
     "    xor eax, eax",
-    "7:",
+    "    mov r8, 0x0101010101010101",
+    "    mov r9, 0x8080808080808080",
+    ".Lfl_strncpy_head_loop:",
+    "    lea rcx, [rsi + rax]",
+    "    test cl, 7",
+    "    jz .Lfl_strncpy_words",
     "    cmp rax, rdx",
-    "    jae 9f",
+    "    jae .Lfl_strncpy_full",
+    ".Lfl_strncpy_head:",
+    "    movzx ecx, byte ptr [rsi + rax]",
+    "    mov byte ptr [rdi + rax], cl",
+    "    test ecx, ecx",
+    "    jz .Lfl_strncpy_nul",
+    "    inc rax",
+    "    jmp .Lfl_strncpy_head_loop",
+    ".Lfl_strncpy_words:",
+    "    lea rcx, [rax + 8]",
+    "    cmp rcx, rdx",
+    "    ja .Lfl_strncpy_bytes",
+    ".Lfl_strncpy_word:",
+    "    mov rcx, qword ptr [rsi + rax]",
+    "    mov r10, rcx",
+    "    sub r10, r8",
+    "    mov r11, rcx",
+    "    not r11",
+    "    and r10, r11",
+    "    and r10, r9",
+    "    jnz .Lfl_strncpy_bytes",
+    "    mov qword ptr [rdi + rax], rcx",
+    "    add rax, 8",
+    "    jmp .Lfl_strncpy_words",
+    ".Lfl_strncpy_bytes:",
+    "    cmp rax, rdx",
+    "    jae .Lfl_strncpy_full",
     ".Lfl_strncpy_load:",
     "    movzx ecx, byte ptr [rsi + rax]",
     "    mov byte ptr [rdi + rax], cl",
     "    test ecx, ecx",
-    "    jz 8f",
+    "    jz .Lfl_strncpy_nul",
     "    inc rax",
-    "    jmp 7b",
-    "8:",
+    "    jmp .Lfl_strncpy_bytes",
+    ".Lfl_strncpy_nul:",
     "    xor edx, edx",
     "    ret",
-    "9:",
+    ".Lfl_strncpy_full:",
     "    mov edx, 1",
     "    ret",
     ".Lfl_strncpy_fault:",
@@ -174,13 +243,17 @@ std::arch::global_asm!(
     ".long .Lfl_copy_rep - faultline_tp_uaccess_start, .Lfl_copy_tail - faultline_tp_uaccess_start",
     ".long .Lfl_copy_word - faultline_tp_uaccess_start, .Lfl_copy_tail - faultline_tp_uaccess_start",
     ".long .Lfl_copy_byte - faultline_tp_uaccess_start, .Lfl_copy_done - faultline_tp_uaccess_start",
+    ".long .Lfl_strnlen_head - faultline_tp_uaccess_start, .Lfl_strnlen_fault - faultline_tp_uaccess_start",
+    ".long .Lfl_strnlen_word - faultline_tp_uaccess_start, .Lfl_strnlen_bytes - faultline_tp_uaccess_start",
     ".long .Lfl_strnlen_load - faultline_tp_uaccess_start, .Lfl_strnlen_fault - faultline_tp_uaccess_start",
+    ".long .Lfl_strncpy_head - faultline_tp_uaccess_start, .Lfl_strncpy_fault - faultline_tp_uaccess_start",
+    ".long .Lfl_strncpy_word - faultline_tp_uaccess_start, .Lfl_strncpy_bytes - faultline_tp_uaccess_start",
     ".long .Lfl_strncpy_load - faultline_tp_uaccess_start, .Lfl_strncpy_fault - faultline_tp_uaccess_start",
     ".popsection",
 );
 
 /// Number of entries in `faultline_tp_extable` (must match the `.long` lines above).
-const EXTABLE_LEN: usize = 5;
+const EXTABLE_LEN: usize = 9;
 
 #[repr(C)]
 struct Pair {
@@ -449,8 +522,12 @@ pub fn copy_from_user(dst: &mut [u8], src: *const u8) -> usize {
     // the routine's recovery code (handler installed, checked above) instead of killing us.
     let left = unsafe { faultline_tp_copy(dst.as_mut_ptr(), src, dst.len()) };
     let left = left.min(dst.len());
-    let copied = dst.len() - left;
-    dst[copied..].fill(0);
+    if left != 0 {
+        // Only after a fault: an unconditional `fill` of the (usually empty) tail is a
+        // `memset` call on every copy.
+        let copied = dst.len() - left;
+        dst[copied..].fill(0);
+    }
     left
 }
 

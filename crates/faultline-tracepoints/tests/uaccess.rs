@@ -155,9 +155,42 @@ fn strings_clean_truncated_and_faulting() {
     assert_eq!(dst[0], 0);
 }
 
+#[test]
+fn strings_at_every_alignment_length_and_bound() {
+    // The copies read bytes up to 8-byte alignment, then aligned words, then bytes again:
+    // every source alignment, string length and bound, against the plain definition.
+    let mut buf = [0u8; 128];
+    for off in 0..16 {
+        for len in 0..48 {
+            buf.fill(b'x');
+            buf[off + len] = 0;
+            let src = buf[off..].as_ptr() as *const c_char;
+            for max in [0, 1, len.saturating_sub(1), len, len + 1, len + 9, 64] {
+                let ctx = format!("off {off} len {len} max {max}");
+                assert_eq!(strnlen_user(src, max), Ok(len.min(max)), "{ctx}");
+                let mut dst = vec![0xAAu8; max];
+                let r = strncpy_from_user(&mut dst, src);
+                if len < max {
+                    assert_eq!(r, Ok(len), "{ctx}");
+                    assert!(dst[..len].iter().all(|&b| b == b'x'), "{ctx}");
+                    assert_eq!(dst[len], 0, "{ctx}");
+                    assert!(
+                        dst[len + 1..].iter().all(|&b| b == 0xAA),
+                        "{ctx}: untouched"
+                    );
+                } else {
+                    assert_eq!(r, Ok(max), "{ctx}");
+                    assert!(dst.iter().all(|&b| b == b'x'), "{ctx}");
+                }
+            }
+        }
+    }
+}
+
 fn case_string_running_into_unmapped_page() {
     let p = half_mapped(); // no NUL anywhere in the mapped page
-    for readable in [0usize, 1, 5, 8, 100] {
+                           // Every way the byte head, the aligned words and the byte tail can meet the hole.
+    for readable in [0usize, 1, 5, 7, 8, 9, 15, 16, 17, 23, 63, 100] {
         let src = p.wrapping_add(PAGE - readable) as *const c_char;
         assert_eq!(
             strnlen_user(src, 4096),

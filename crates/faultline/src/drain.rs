@@ -19,7 +19,7 @@
 //!    block is copied, to put the checked header in front; packets are padded to 4 KiB on
 //!    disk), otherwise one buffered `pwritev` each (header copy, content, zero padding to 8
 //!    bytes). The records are neither copied out nor walked. Then the sub-buffers are released
-//!    in order (zeroed first where compact headers are possible). In overwrite mode the sub-buffer is copied out
+//!    in order, untouched (`faultline_ringbuf::consumer`, "Nothing is zeroed"). In overwrite mode the sub-buffer is copied out
 //!    instead (the copy and the re-check after it are what detect a sub-buffer overwritten
 //!    while it was read) and written from the copy;
 //! 3. **the verification pass**, only with [`DrainConfig::verify`] (on for a bare drain and
@@ -46,9 +46,8 @@
 //! direct I/O, the submission and completion of one write per batch (a fixed cost of tens to
 //! a hundred µs per write in a VM, more than the per-byte cost up to a few MiB: hence
 //! "Gathering", below), with
-//! buffered writes the kernel's copy into the page cache; plus zeroing the content where
-//! compact record headers are possible (`faultline_ringbuf::consumer`, "What is zeroed");
-//! plus, with [`DrainConfig::verify`], the verification pass. [`DrainStats::consumer_cpu_ns`]
+//! buffered writes the kernel's copy into the page cache (nothing is zeroed on release:
+//! `faultline_ringbuf::consumer`, "Nothing is zeroed"); plus, with [`DrainConfig::verify`], the verification pass. [`DrainStats::consumer_cpu_ns`]
 //! measures all of it (the thread's `getrusage(RUSAGE_THREAD)` from its first poll to the end
 //! of the final drain, verification included: it runs on the same thread),
 //! [`DrainStats::verify_cpu_ns`] the verification's share. `copy_file_range` from the
@@ -762,6 +761,22 @@ impl Drain {
             self.stats.first_write_error = Some(msg.clone());
         }
         self.stats.last_write_error = Some(msg);
+    }
+
+    /// The end of a recording whose writers are all gone (the owner proved that nobody else
+    /// holds the channel): the shared buffers cannot change any more, so the packets still to
+    /// be written go through the page cache ([`TraceWriter::stop_direct_io`]) and neither
+    /// their write nor the verification's read-back waits for the device. Without
+    /// [`TraceWriter::set_sync`] the trace is then complete in the page cache when the drain
+    /// finishes (written back by the kernel later); with it, [`Drain::finish`] syncs it.
+    pub fn writers_gone(&mut self) {
+        self.writer.stop_direct_io();
+    }
+
+    /// Replace the trace's clock (a frequency measured over the whole recording; see
+    /// [`TraceWriter::set_clock`]).
+    pub fn set_clock(&mut self, clock: faultline_ctf::ClockDesc) -> Result<(), CtfError> {
+        self.writer.set_clock(clock)
     }
 
     /// Final flush and drain, synthetic packets for late losses, then finish the trace

@@ -142,21 +142,26 @@ pub fn send(pipe: &mut File, m: &Message) -> std::io::Result<()> {
 
 /// Parse one line. `Ok(None)`: a well-formed message of a type this version does not know.
 pub fn decode(line: &[u8]) -> Result<Option<Message>, String> {
-    let v: serde_json::Value =
+    /// The type alone (every other member skipped, not built): the line is then parsed
+    /// straight into its message's struct, without a `serde_json::Value` tree in between
+    /// (a schema of a few hundred classes is tens of KB, read while the program waits).
+    #[derive(serde::Deserialize)]
+    struct TypeOnly {
+        #[serde(rename = "type", default)]
+        ty: Option<serde_json::Value>,
+    }
+    let t: TypeOnly =
         serde_json::from_slice(line).map_err(|e| format!("unreadable schema message: {e}"))?;
-    let ty = v
-        .get("type")
-        .and_then(|t| t.as_str())
-        .ok_or("schema message without a \"type\"")?
-        .to_string();
-    match ty.as_str() {
-        "schema" => serde_json::from_value(v)
+    let ty = t.ty.as_ref().and_then(|t| t.as_str());
+    let ty = ty.ok_or("schema message without a \"type\"")?;
+    match ty {
+        "schema" => serde_json::from_slice(line)
             .map(|m| Some(Message::Schema(m)))
             .map_err(|e| format!("bad schema message: {e}")),
-        "events" => serde_json::from_value(v)
+        "events" => serde_json::from_slice(line)
             .map(|m| Some(Message::Events(m)))
             .map_err(|e| format!("bad events message: {e}")),
-        "recorder_stats" => serde_json::from_value(v)
+        "recorder_stats" => serde_json::from_slice(line)
             .map(|m| Some(Message::RecorderStats(m)))
             .map_err(|e| format!("bad recorder_stats message: {e}")),
         _ => Ok(None),

@@ -881,6 +881,25 @@ pub fn fd_id(fd: i32) -> Result<String, std::io::Error> {
 
 /// The host name (empty if unknown).
 pub fn hostname() -> String {
+    // uname(2): one system call (reading /proc/sys/kernel/hostname takes five), made in every
+    // traced image's start-up under `record --libc`.
+    let mut u = std::mem::MaybeUninit::<libc::utsname>::zeroed();
+    // SAFETY: uname fills a valid, zero-initialised struct utsname.
+    if unsafe { libc::uname(u.as_mut_ptr()) } == 0 {
+        // SAFETY: zero-initialised and filled by the kernel: valid either way.
+        let u = unsafe { u.assume_init() };
+        // NUL-terminated by the kernel; bounded by the array all the same.
+        let raw: Vec<u8> = u
+            .nodename
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        let n = String::from_utf8_lossy(&raw).trim().to_string();
+        if !n.is_empty() {
+            return n;
+        }
+    }
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
@@ -897,7 +916,11 @@ pub fn procname() -> String {
 /// The CTF clock of a channel: its tick frequency and the offset that maps ticks to the Unix
 /// epoch (from the channel's reference point).
 pub fn clock_desc(chan: &Channel) -> ClockDesc {
-    let c = chan.clock();
+    clock_desc_of(&chan.clock())
+}
+
+/// The CTF clock of a clock description ([`clock_desc`] of a channel's).
+pub fn clock_desc_of(c: &faultline_ringbuf::clock::ClockInfo) -> ClockDesc {
     let freq = c.freq.max(1) as i128;
     // Ticks at the epoch, relative to tick 0: ref_unix_ns * freq / 1e9 - ref_ticks.
     let off = (c.ref_unix_ns as i128) * freq / 1_000_000_000 - c.ref_ticks as i128;

@@ -5,7 +5,8 @@
 //! every call, and [`Reservation::commit`] chooses between the rseq and atomic, per-CPU and
 //! per-id commits on every call. A caller that records many events into one channel can ask
 //! once, with [`Channel::cpu_rseq`], whether the channel is of the common configuration (rseq
-//! sync, TSC clock, per-CPU buffers, no abort injection); the [`CpuRseq`] it gets back is the
+//! sync, TSC clock, per-CPU buffers, discard mode, no abort injection: record headers written
+//! inside the reserve section, compact where they can be); the [`CpuRseq`] it gets back is the
 //! proof, and its [`CpuRseq::reserve`] inlines only that configuration's fast path (the rest,
 //! as in `reserve`, goes to the out-of-line general path) and returns a reservation whose
 //! commit is the per-CPU rseq commit, with no choice left. Same protocol, same records, same
@@ -27,7 +28,8 @@ pub struct CpuRseqReservation<'a>(Reservation<'a>);
 
 impl Channel {
     /// `Some` if this channel's writers take the per-CPU rseq fast path (rseq sync, TSC clock,
-    /// per-CPU buffers, no abort injection): fixed for the life of the mapping (module docs).
+    /// per-CPU buffers, discard mode, no abort injection): fixed for the life of the mapping
+    /// (module docs).
     #[inline(always)]
     pub fn cpu_rseq(&self) -> Option<CpuRseq<'_>> {
         (self.path == FAST_RSEQ).then_some(CpuRseq(self))
@@ -56,7 +58,7 @@ impl<'a> CpuRseq<'a> {
     #[inline(always)]
     pub fn try_reserve(self, id: u32, payload_len: usize) -> Option<CpuRseqReservation<'a>> {
         self.0
-            .reserve_fast::<false, Cpu>(id, payload_len)
+            .reserve_fast::<false, true, Cpu>(id, payload_len)
             .map(CpuRseqReservation)
     }
 

@@ -1423,11 +1423,8 @@ mod tests {
                 })
                 .unwrap(),
             );
-            let dir = std::env::temp_dir().join(format!(
-                "faultline-drain-follow-{}-{follow}",
-                std::process::id()
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
+            let tmp = faultline_testkit::TmpDir::new(&format!("drain-follow-{follow}"));
+            let dir = tmp.join("trace");
             let w = TraceWriter::create(&dir, &trace_desc(&ch)).unwrap();
             let cfg = DrainConfig {
                 verbose: false,
@@ -1448,7 +1445,6 @@ mod tests {
                     || faultline_rseq::pin_to_cpu(a).is_err()
                 {
                     eprintln!("skipped: cannot run on CPUs {a} and {b}");
-                    let _ = std::fs::remove_dir_all(&dir);
                     return;
                 }
                 std::thread::yield_now();
@@ -1483,7 +1479,6 @@ mod tests {
             assert!(st.corrupt.is_empty() && st.packets_rejected == 0, "{st:?}");
             assert!(st.content_bytes >= 13 * 4000, "{st:?}");
             assert_eq!(faultline_rseq::allowed_cpus(), allowed);
-            let _ = std::fs::remove_dir_all(&dir);
         }
     }
 

@@ -25,10 +25,9 @@ fn cpu() -> u32 {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let dir = std::env::temp_dir().join(format!("faultline-fuzz-shm-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Err(broken) = shm::case(data, cpu(), &dir) {
+    // Removed after the case, also when it panics.
+    let tmp = faultline_testkit::TmpDir::new("fuzz-shm");
+    if let Err(broken) = shm::case(data, cpu(), &tmp.join("trace")) {
         panic!("{broken}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 });

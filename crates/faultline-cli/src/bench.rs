@@ -55,7 +55,6 @@ use faultline_ringbuf::{Channel, ChannelConfig, Mode, SyncMode};
 use faultline_tracepoints::{trace, tracepoint, CStrPtr};
 use serde::Serialize;
 use std::hint::black_box;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -569,12 +568,11 @@ fn run_config(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
 
 /// Run `c` through a real embedded session writing a CTF trace into a temporary directory.
 fn run_session(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
-    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "faultline-bench-{}-{}",
-        std::process::id(),
-        RUNS.fetch_add(1, Ordering::Relaxed)
-    ));
+    // Removed however the run ends (an error return, a panicking writer).
+    let scratch = tempfile::Builder::new()
+        .prefix("faultline-bench-")
+        .tempdir()?;
+    let dir = scratch.path().join("trace");
     let spec = match c.ev {
         Ev::String => "faultline_bench:string",
         _ => "faultline_bench:int",
@@ -597,7 +595,7 @@ fn run_session(c: &Config, warmup: u64, iters: u64) -> anyhow::Result<Sample> {
         .stop()
         .map_err(|e| anyhow::anyhow!("session stop: {e}"));
     let stream_bytes = stream_bytes(&dir);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
     let sum = sum?;
     let emitted = (warmup + iters) * c.threads as u64;
     let lost = sum.lost_total();

@@ -28,7 +28,6 @@ use crate::harness::run_writers;
 use faultline::BufferIndex;
 use faultline_tracepoints::trace;
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Events per writer thread of the memory scenario, at most (and at least the bench's
 /// `iters`, bounded below by 10,000).
@@ -171,12 +170,11 @@ fn session_run(
     warmup: u64,
     iters: u64,
 ) -> anyhow::Result<Run> {
-    static RUNS: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "faultline-bench-buffers-{}-{}",
-        std::process::id(),
-        RUNS.fetch_add(1, Ordering::Relaxed)
-    ));
+    // Removed however the run ends (an error return, a panicking writer).
+    let scratch = tempfile::Builder::new()
+        .prefix("faultline-bench-buffers-")
+        .tempdir()?;
+    let dir = scratch.path().join("trace");
     // A session disables its events when it stops: enable ours again for every run.
     faultline_tracepoints::enable("faultline_bench:*");
     let session = faultline::session::Session::builder()
@@ -189,13 +187,7 @@ fn session_run(
         .verbose(false)
         .start()
         .map_err(|e| anyhow::anyhow!("session ({} buffers): {e}", index.name()));
-    let session = match session {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
-        }
-    };
+    let session = session?;
     let timed = match ev {
         Ev::Int => run_writers(threads, pin, warmup, iters, |_, i| {
             trace!(BENCH_INT, i);
@@ -205,7 +197,7 @@ fn session_run(
         }),
     };
     let sum = session.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
     let sum = sum.map_err(|e| anyhow::anyhow!("session stop: {e}"))?;
     let mut ns = timed.per_thread_ns.clone();
     ns.sort_by(f64::total_cmp);

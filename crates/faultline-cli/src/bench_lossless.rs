@@ -42,7 +42,6 @@
 
 use faultline_tracepoints::trace;
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Events between two clock reads of the paced loop.
@@ -229,12 +228,11 @@ pub fn faultline_step_with(
     events: u64,
     index: Option<faultline::BufferIndex>,
 ) -> anyhow::Result<StepOutcome> {
-    static RUNS: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "faultline-bench-lossless-{}-{}",
-        std::process::id(),
-        RUNS.fetch_add(1, Ordering::Relaxed)
-    ));
+    // Removed however the step ends (an error return, a panicking writer).
+    let scratch = tempfile::Builder::new()
+        .prefix("faultline-bench-lossless-")
+        .tempdir()?;
+    let dir = scratch.path().join("trace");
     faultline_tracepoints::enable("faultline_bench:*");
     let mut builder = faultline::session::Session::builder()
         .output_dir(&dir)
@@ -266,7 +264,7 @@ pub fn faultline_step_with(
     let sum = session
         .stop()
         .map_err(|e| anyhow::anyhow!("session stop: {e}"));
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
     let sum = sum?;
     let lost = sum.lost_total();
     if sum.events_written + lost != events {

@@ -20,7 +20,6 @@ use crate::bench::{Row, Target, BENCH_INT, BENCH_STRING, MSG};
 use crate::harness::median_spread;
 use faultline_tracepoints::trace;
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::Instant;
 use tracing::Dispatch;
@@ -174,13 +173,12 @@ where
     })
 }
 
-fn tmp(name: &str) -> std::path::PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    std::env::temp_dir().join(format!(
-        "faultline-bench-tracing-{}-{}-{name}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
+/// A scratch directory for one run, removed when dropped: also when a writer panics or the
+/// session fails.
+fn scratch() -> anyhow::Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix("faultline-bench-tracing-")
+        .tempdir()?)
 }
 
 /// One round of one configuration: (per-thread ns, emitted, lost, unaccounted).
@@ -188,7 +186,8 @@ fn run_one(c: &Cfg, warmup: u64, iters: u64) -> anyhow::Result<(Vec<f64>, u64, u
     let emitted = (warmup + iters) * c.threads as u64;
     match c.side {
         Side::Faultline | Side::Standalone | Side::Raw => {
-            let dir = tmp("trace");
+            let scratch = scratch()?;
+            let dir = scratch.path().join("trace");
             let session = faultline::Session::builder()
                 .output_dir(&dir)
                 .events("*")
@@ -221,7 +220,6 @@ fn run_one(c: &Cfg, warmup: u64, iters: u64) -> anyhow::Result<(Vec<f64>, u64, u
             let sum = session
                 .stop()
                 .map_err(|e| anyhow::anyhow!("session stop: {e}"));
-            let _ = std::fs::remove_dir_all(&dir);
             let sum = sum?;
             let lost = sum.lost_total();
             Ok((
@@ -232,7 +230,8 @@ fn run_one(c: &Cfg, warmup: u64, iters: u64) -> anyhow::Result<(Vec<f64>, u64, u
             ))
         }
         Side::Fmt => {
-            let path = tmp("log");
+            let scratch = scratch()?;
+            let path = scratch.path().join("log");
             let file = std::fs::File::create(&path)?;
             let (writer, guard) = tracing_appender::non_blocking(file);
             let dropped = writer.error_counter();
@@ -257,7 +256,6 @@ fn run_one(c: &Cfg, warmup: u64, iters: u64) -> anyhow::Result<(Vec<f64>, u64, u
             let lines = std::fs::read(&path)
                 .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
                 .unwrap_or(0);
-            let _ = std::fs::remove_file(&path);
             let lost = dropped.dropped_lines() as u64;
             Ok((ns, emitted, lost, emitted.abs_diff(lines + lost)))
         }

@@ -1186,8 +1186,7 @@ mod tests {
     /// A fake `/proc`: who holds the file `f` (open or mapped), who cannot be read.
     #[test]
     fn holders_from_proc() {
-        let root = std::env::temp_dir().join(format!("faultline-fakeproc-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        let root = faultline_testkit::TmpDir::new("fakeproc");
         let target = root.join("the-channel");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(&target, b"x").unwrap();
@@ -1246,6 +1245,5 @@ mod tests {
         assert!(h.describe().contains("103 ("), "{}", h.describe());
         let none = channel_holders(&root, dev, ino + 5, me).unwrap();
         assert!(none.certain.is_empty() && none.unknown.len() == 1);
-        let _ = std::fs::remove_dir_all(&root);
     }
 }

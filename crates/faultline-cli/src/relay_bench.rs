@@ -277,12 +277,14 @@ fn run_faultline(relay: &Relayd, o: &RelayBenchOptions, round: usize) -> anyhow:
 
 /// Run the benchmark (module docs).
 pub fn run(o: &RelayBenchOptions) -> anyhow::Result<RelayBenchReport> {
-    let base = std::env::temp_dir().join(format!("faultline-relay-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
-    std::fs::create_dir_all(&base)?;
+    // Removed however the run ends (after the relay, declared later, is stopped).
+    let scratch = tempfile::Builder::new()
+        .prefix("faultline-relay-bench-")
+        .tempdir()?;
+    let base = scratch.path();
     // The relay's files must be reachable for the unprivileged LTTng daemons' relay: it is
     // the relay (root here) that writes them, so only our reading matters.
-    let relay = Relayd::start(&base)?;
+    let relay = Relayd::start(base)?;
     let version = Command::new("lttng-relayd")
         .arg("--version")
         .output()
@@ -355,7 +357,6 @@ pub fn run(o: &RelayBenchOptions) -> anyhow::Result<RelayBenchReport> {
             .push((side.into(), v[v.len() / 2]));
     }
     drop(relay);
-    let _ = std::fs::remove_dir_all(&base);
     Ok(report)
 }
 

@@ -7,8 +7,9 @@ use faultline_testkit::ctf::{
     packet_offsets, patch_file, tmpdir, truncate_file, write_plan, write_sample, PacketPlan,
     PlanShape,
 };
+use faultline_testkit::TmpDir;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_faultline");
@@ -23,7 +24,7 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn sample(name: &str) -> PathBuf {
+fn sample(name: &str) -> TmpDir {
     let dir = tmpdir(name);
     write_sample(&dir).unwrap();
     dir
@@ -318,7 +319,7 @@ fn empty_trace() {
 }
 
 /// A trace big enough that its text does not fit in a pipe buffer.
-fn big_trace(name: &str, events_per_packet: u64) -> PathBuf {
+fn big_trace(name: &str, events_per_packet: u64) -> TmpDir {
     let dir = tmpdir(name);
     let plan: Vec<PacketPlan> = (0..8)
         .map(|i| {
@@ -487,7 +488,8 @@ fn regular_file_instead_of_directory() {
 
 #[test]
 fn missing_directory() {
-    let dir = tmpdir("cli-missing");
+    let tmp = tmpdir("cli-missing");
+    let dir = tmp.join("missing");
     expect_bad(&dir, &dir, None, "No such file or directory");
 }
 
@@ -545,5 +547,4 @@ fn view_throughput() {
         assert!(st.success());
         println!("{args:?}: {:.2} s, {:.0} events/s", dt, 1.2e6 / dt);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

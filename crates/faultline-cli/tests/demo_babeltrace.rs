@@ -7,14 +7,7 @@
 use faultline_ctf::{Filter, Trace};
 use faultline_schema::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("faultline-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
 
 /// A float the way babeltrace2 prints it (`%g`: 6 significant digits, no trailing zeros).
 fn g(v: f64) -> String {
@@ -67,7 +60,9 @@ fn render(fields: &[(&str, Value)]) -> String {
 
 #[test]
 fn demo_trace_agrees_with_babeltrace2_and_stats() {
-    let dir = tmpdir("demo");
+    // The trace, its timeline page and its export, removed when the test ends.
+    let base = faultline_testkit::TmpDir::new("test-demo");
+    let dir = base.join("trace");
     let exe = env!("CARGO_BIN_EXE_faultline");
     let out = Command::new(exe)
         .args(["demo", "--iterations", "1500", "-o"])
@@ -202,7 +197,6 @@ fn demo_trace_agrees_with_babeltrace2_and_stats() {
         Ok(o) => o,
         Err(_) => {
             println!("SKIPPED: babeltrace2 not installed (run scripts/install-deps.sh)");
-            let _ = std::fs::remove_dir_all(&dir);
             return;
         }
     };
@@ -276,5 +270,4 @@ fn demo_trace_agrees_with_babeltrace2_and_stats() {
         assert_eq!(stats["events"][name].as_u64(), Some(n), "{name}");
     }
     println!("empty strings shown with a stale value by babeltrace2: {empty_quirk}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

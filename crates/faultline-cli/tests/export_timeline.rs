@@ -390,7 +390,8 @@ fn write_lossy(dir: &Path) {
 
 #[test]
 fn timeline_page_data() {
-    let dir = tmpdir("timeline-data");
+    let base = tmpdir("timeline-data");
+    let dir = base.join("trace");
     write_lossy(&dir);
     let out = dir.with_extension("html");
     let (code, _, err) = run(&["timeline", s(&dir), "-o", s(&out), "--bins", "100"]);
@@ -432,7 +433,7 @@ fn timeline_page_data() {
     );
     assert_eq!(d["faulted_total"], st["events"]["other:read"]);
     // A name that could close the script element is escaped.
-    let dir2 = tmpdir("timeline-</script>");
+    let dir2 = base.join("timeline-</script>");
     write_sample(&dir2).unwrap();
     let (code, page, _) = run(&["timeline", s(&dir2), "-o", "-"]);
     assert_eq!(code, 0);
@@ -571,7 +572,8 @@ fn timeline_in_chromium() {
             return;
         }
     };
-    let dir = tmpdir("timeline-chromium");
+    let base = tmpdir("timeline-chromium");
+    let dir = base.join("trace");
     write_lossy(&dir);
     let page = dir.with_extension("html");
     let (code, _, err) = run(&["timeline", s(&dir), "-o", s(&page)]);
@@ -614,7 +616,8 @@ fn exported_json_imports_into_speedscope() {
             return;
         }
     };
-    let dir = tmpdir("speedscope");
+    let base = tmpdir("speedscope");
+    let dir = base.join("trace");
     write_spans(&dir);
     let json = dir.with_extension("json");
     let (code, _, err) = run(&["export", "--format", "chrome", s(&dir), "-o", s(&json)]);

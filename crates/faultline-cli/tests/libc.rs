@@ -13,27 +13,10 @@ mod common;
 
 use common::{stats_json, BIN};
 
-/// A fresh directory for one test, removed when the test ends, also when it fails (the guard
-/// is dropped while the panic unwinds). `FAULTLINE_KEEP_TEST_DIRS=1` keeps it for a post-mortem.
-struct Tmp(PathBuf);
-
-impl std::ops::Deref for Tmp {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        if std::env::var_os("FAULTLINE_KEEP_TEST_DIRS").is_none() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn tmp(name: &str) -> Tmp {
-    Tmp(common::tmp("libc", name))
+/// A fresh directory for one test, removed when the test ends, also when it fails
+/// (`FAULTLINE_TEST_KEEP_TMP` keeps it for a post-mortem).
+fn tmp(name: &str) -> common::TmpDir {
+    common::tmp_dir("libc", name)
 }
 
 fn have(tool: &str) -> bool {

@@ -40,8 +40,8 @@ fn truncated_counts(text: &str) -> Vec<(u64, u64)> {
 
 #[test]
 fn cut_raw_buffers_are_marked_truncated() {
-    let dir = std::env::temp_dir().join(format!("faultline-test-trunc-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = faultline_testkit::TmpDir::new("test-trunc");
+    let dir = tmp.join("trace");
     let src: Vec<u8> = (0..MAX_RAW_LEN + 4464).map(|i| (i * 7) as u8).collect();
     let s = Session::builder()
         .output_dir(&dir)
@@ -114,5 +114,4 @@ fn cut_raw_buffers_are_marked_truncated() {
             assert_eq!(got, want);
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -113,6 +113,7 @@ fn relay_copy_is_the_local_trace() {
     assert_eq!(r["packets_dropped"], 0, "{rep}");
     assert_eq!(r["packets_lost"], 0, "{rep}");
     assert_eq!(r["events_sent"], rep["summary"]["events_written"], "{rep}");
+    assert_eq!(r["events_confirmed"], r["events_sent"], "{rep}");
     assert!(
         err.contains("live: babeltrace2 --input-format=lttng-live"),
         "{err}"
@@ -415,6 +416,7 @@ fn ipv6_relay() {
     assert_eq!(code, Some(0), "{err}");
     let r = &rep["summary"]["relay"];
     assert_eq!(r["events_sent"], 6000, "{rep}");
+    assert_eq!(r["events_confirmed"], 6000, "{rep}");
     assert_eq!(r["chunk_closed"], true, "{rep}");
     let remote = relay_trace(&relay);
     let until = Instant::now() + Duration::from_secs(10);
@@ -526,6 +528,9 @@ fn relay_killed_mid_run() {
     let lost = r["events_lost"].as_u64().unwrap() + r["events_dropped"].as_u64().unwrap();
     assert!(sent > 0 && lost > 0, "{r}");
     assert_eq!(sent + lost, n, "{r}");
+    // What the relay confirmed writing before it died is part of what was sent; the rest of
+    // what was sent may never have reached it.
+    assert!(r["events_confirmed"].as_u64().unwrap() <= sent, "{r}");
     // The writers did not wait: about 2 s of program, nowhere near a socket timeout more.
     assert!(took < Duration::from_secs(30), "{took:?}");
     eprintln!("relay killed: {r}");

@@ -340,6 +340,7 @@ fn three_hosts_stream_to_one_relay() {
         let r = &rep["summary"]["relay"];
         assert_eq!(r["hostname"], format!("host-{i}"), "{rep}");
         assert_eq!(r["events_sent"], 2 * n, "{rep}");
+        assert_eq!(r["events_confirmed"], 2 * n, "{rep}");
         assert_eq!(r["error"], serde_json::Value::Null, "{rep}");
         assert_eq!(log_lines(&log), 2 * n);
         assert_eq!(events(&local).0, 2 * n);
@@ -492,6 +493,8 @@ fn slow_link_keeps_event_cost_and_counts_losses() {
     let sent = r["events_sent"].as_u64().unwrap();
     let unsent = r["events_dropped"].as_u64().unwrap() + r["events_lost"].as_u64().unwrap();
     assert_eq!(sent + unsent, written, "every event accounted for: {r}");
+    let confirmed = r["events_confirmed"].as_u64().unwrap();
+    assert!(confirmed <= sent, "{r}");
     assert!(
         unsent > 0,
         "a 4 Mbit/s link cannot carry this trace in time: {r}"
@@ -514,8 +517,8 @@ fn slow_link_keeps_event_cost_and_counts_losses() {
     );
     eprintln!(
         "slow link ({shaping}): event cost {slow_cost:.1} ns vs {fast_cost:.1} ns on the fast \
-         link; relay got {sent} of {written} events ({} dropped: queue full, {} lost: \
-         connection ended); fast run relay: {}",
+         link; relay got {sent} of {written} events ({confirmed} confirmed written, {} \
+         dropped: queue full, {} lost: connection ended); fast run relay: {}",
         r["events_dropped"], r["events_lost"], fast["summary"]["relay"]["events_sent"]
     );
     drop(relay);

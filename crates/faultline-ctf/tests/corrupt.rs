@@ -22,12 +22,13 @@ fn truncate(path: &Path, len: u64) {
 }
 
 /// Sample trace in a fresh dir, with the path of stream_0 and its packet offsets.
-fn sample(name: &str) -> (PathBuf, PathBuf, Vec<u64>) {
+fn sample(name: &str) -> (TmpDir, PathBuf, Vec<u64>) {
     let dir = tmpdir(name);
     write_sample(&dir);
     let offs = packet_offsets(&dir, 0);
     assert_eq!(offs.len(), 3);
-    (dir.clone(), dir.join("stream_0"), offs)
+    let s0 = dir.join("stream_0");
+    (dir, s0, offs)
 }
 
 /// Read everything; expect a `Format` error on `file` at `offset`, message containing `what`.
@@ -373,7 +374,6 @@ proptest! {
         let dir = tmpdir("prop-stream");
         write_case(&dir, &b.metadata, &s0, &s1);
         check(&dir, &[("metadata", b.metadata.len()), ("stream_0", s0.len()), ("stream_1", s1.len())]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -387,14 +387,13 @@ proptest! {
         let dir0 = tmpdir("prop-hdr-offs");
         write_case(&dir0, &b.metadata, &b.s0, &b.s1);
         let offs = packet_offsets(&dir0, 0);
-        let _ = std::fs::remove_dir_all(&dir0);
+        drop(dir0);
         let mut s0 = b.s0.clone();
         let at = offs[packet] as usize + 8 * field;
         s0[at..at + 8].copy_from_slice(&value.to_le_bytes());
         let dir = tmpdir("prop-hdr");
         write_case(&dir, &b.metadata, &s0, &b.s1);
         check(&dir, &[("metadata", b.metadata.len()), ("stream_0", s0.len()), ("stream_1", b.s1.len())]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -408,7 +407,6 @@ proptest! {
         let dir = tmpdir("prop-random");
         write_case(&dir, &b.metadata, &s0, &b.s1);
         check(&dir, &[("metadata", b.metadata.len()), ("stream_0", s0.len()), ("stream_1", b.s1.len())]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -421,7 +419,6 @@ proptest! {
         let dir = tmpdir("prop-meta");
         write_case(&dir, &meta, &b.s0, &b.s1);
         check(&dir, &[("metadata", meta.len()), ("stream_0", b.s0.len()), ("stream_1", b.s1.len())]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -533,7 +530,6 @@ fn run_mutations(name: &str, seed: u64, cases: usize, which: usize) {
             Err(broken) => panic!("{name} case {case} (seed {seed}): {broken}"),
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     // Most mutations must be detected; a few (padding bytes, float payloads) are harmless.
     assert_eq!(errors + clean, cases);
     assert!(

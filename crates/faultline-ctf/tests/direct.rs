@@ -103,7 +103,6 @@ fn direct_writes_several_packets_at_once_and_reads_back() {
         let lines = String::from_utf8_lossy(&out.stdout).lines().count();
         assert_eq!(lines, 315, "{}", String::from_utf8_lossy(&out.stderr));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Unaligned memory (a sub-buffer smaller than a page, or a plain Vec) keeps the stream on
@@ -131,7 +130,6 @@ fn unaligned_packets_stay_buffered() {
             .count(),
         1
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Descriptors of this process open on `path` with `O_DIRECT` (from `/proc/self/fdinfo`).

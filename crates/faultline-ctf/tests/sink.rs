@@ -92,12 +92,12 @@ fn sink_gets_what_is_written() {
             "the sink's bytes are the stream file's"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn writer_without_files_feeds_its_sink_only() {
-    let dir = tmpdir("nofiles");
+    let tmp = tmpdir("nofiles");
+    let dir = tmp.join("trace");
     let seen = Arc::new(Mutex::new(Seen::default()));
     let mut w = TraceWriter::create_without_files(&dir, &desc()).unwrap();
     assert!(!w.writes_files());
@@ -152,7 +152,6 @@ fn raw_packets_reach_the_sink_and_late_rejections_are_counted() {
     let v = w.verify().unwrap();
     assert_eq!((v.rejected.len(), v.rejected_sent), (1, 1));
     w.finish().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Without files nothing can be read back: the fast path checks the records at once.

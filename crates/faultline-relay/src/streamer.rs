@@ -50,6 +50,22 @@
 //!   (`chunk_closed`), then the streams are closed — what LTTng does when a session is
 //!   destroyed, and what lets a live viewer that is behind read the last packets
 //!   ([`crate::proto`] docs).
+//! * **Sent and confirmed.** A packet counts as *sent* (`packets_sent`, `events_sent`,
+//!   `bytes_sent`) once its bytes are written to the data connection and the relay has
+//!   answered its index (`SEND_INDEX`, on the control connection). That is not proof the
+//!   relay has the data: the two connections are read independently, and what sits in the
+//!   data connection's socket buffers when the relay dies is lost. The relay says what it has
+//!   written only through `DATA_PENDING` (stream, net_seq_num): "nothing pending" means every
+//!   packet of that stream up to that number is in its files. Every
+//!   [`RelayConfig::confirm_interval`], each stream that has packets not yet confirmed is asked
+//!   about one of them: the newest it had at the previous round (one round old, so normally
+//!   written already), or, while that one is still pending (a link that stays behind), one
+//!   halfway back towards the oldest unconfirmed, and so on; at the end it is asked about its
+//!   last packet until that is written or the end budget runs out, with the same steps in
+//!   between. The packets a "nothing pending" answer covers count as *confirmed*
+//!   (`packets_confirmed`, `events_confirmed`). So
+//!   `events_confirmed <= events_sent` always; after a clean end the two are equal, and the
+//!   relay's copy holds at least `events_confirmed` of the trace's events.
 //! * A socket error or timeout ends the connection: the error is kept (`error`), what was
 //!   queued is counted as lost. [`RelayHandle::finish`] waits, bounded, for the queue to be
 //!   sent, written by the relay (`DATA_PENDING`) and the streams closed; past its deadline the sockets are shut down and the rest is
@@ -95,10 +111,14 @@ pub struct RelayConfig {
     /// Trace clock time at which streaming starts: the time of the empty packet each stream
     /// begins with (module docs, "Streams"). No event of the trace may be older.
     pub start_ts: u64,
+    /// How often the relay is asked what it has written (module docs, "Sent and
+    /// confirmed"): one `DATA_PENDING` round trip per stream with unconfirmed packets.
+    pub confirm_interval: Duration,
 }
 
 impl RelayConfig {
-    /// Defaults for `url`: this machine's host name, beacons every 200 ms, a 64 MiB queue, 3 s to connect, 5 s per socket operation.
+    /// Defaults for `url`: this machine's host name, beacons every 200 ms, a 64 MiB queue, 3 s
+    /// to connect, 5 s per socket operation, a confirmation round every second.
     pub fn new(url: RelayUrl) -> RelayConfig {
         RelayConfig {
             url,
@@ -110,6 +130,7 @@ impl RelayConfig {
             io_timeout: Duration::from_secs(5),
             streams: 0,
             start_ts: 0,
+            confirm_interval: Duration::from_secs(1),
         }
     }
 }
@@ -137,12 +158,19 @@ pub struct RelayStats {
     pub session: String,
     /// The session's directory in the relay's output directory.
     pub relay_path: String,
-    /// Packets sent (with their index).
+    /// Packets sent: written to the data connection, their index answered by the relay. Not
+    /// proof that the relay has them (module docs, "Sent and confirmed"): see
+    /// `packets_confirmed`.
     pub packets_sent: u64,
-    /// Events in them.
+    /// Events in the packets sent.
     pub events_sent: u64,
-    /// Packet bytes sent.
+    /// Bytes of the packets sent.
     pub bytes_sent: u64,
+    /// Packets the relay confirmed having written (`DATA_PENDING` answered "nothing
+    /// pending" up to them); at most `packets_sent`.
+    pub packets_confirmed: u64,
+    /// Events in the packets confirmed; at most `events_sent`.
+    pub events_confirmed: u64,
     /// Metadata bytes sent.
     pub metadata_bytes: u64,
     /// Packets not sent because the queue was full (slow link).
@@ -168,9 +196,13 @@ pub struct RelayStats {
 }
 
 impl RelayStats {
-    /// Whether the relay got everything (nothing dropped or lost, no error).
+    /// Whether the relay got everything: nothing dropped or lost, no error, every packet sent
+    /// confirmed written.
     pub fn complete(&self) -> bool {
-        self.error.is_none() && self.packets_dropped == 0 && self.packets_lost == 0
+        self.error.is_none()
+            && self.packets_dropped == 0
+            && self.packets_lost == 0
+            && self.packets_confirmed == self.packets_sent
     }
 
     /// One line for people.
@@ -184,6 +216,13 @@ impl RelayStats {
             self.hostname,
             self.relay_path.rsplit('/').next().unwrap_or(&self.session)
         );
+        if self.packets_confirmed < self.packets_sent {
+            s += &format!(
+                "; {} of them ({} events) not confirmed written by the relay",
+                self.packets_sent - self.packets_confirmed,
+                self.events_sent.saturating_sub(self.events_confirmed)
+            );
+        }
         if self.packets_dropped > 0 {
             s += &format!(
                 "; {} packets ({} events) dropped: the link was slower than the trace",
@@ -455,6 +494,10 @@ struct StreamState {
     last_end: u64,
     beacon_ts: u64,
     sent_since_beacon: bool,
+    /// Packets sent and not yet confirmed, oldest first: (net_seq_num, events).
+    unconfirmed: VecDeque<(u64, u64)>,
+    /// The packet the next confirmation step asks about ([`confirm_step`]).
+    ask: Option<u64>,
 }
 
 struct Sender {
@@ -467,6 +510,7 @@ struct Sender {
     flushed: u64,
     /// The trace's uuid (for the streams' first, empty packets).
     uuid: [u8; 16],
+    last_confirm: Instant,
 }
 
 impl Sender {
@@ -479,6 +523,7 @@ impl Sender {
             streams: BTreeMap::new(),
             last_beacon: Instant::now(),
             flushed: 0,
+            last_confirm: Instant::now(),
         }
     }
 
@@ -507,6 +552,11 @@ impl Sender {
                 s.queue.drain(..).collect()
             };
             for item in items {
+                // Also between the packets of a batch: on a slow link one batch can take the
+                // whole run.
+                if self.last_confirm.elapsed() >= self.cfg.confirm_interval {
+                    self.confirm_round();
+                }
                 match item {
                     Item::Finish => finished = true,
                     Item::Flushed(ts) => self.flushed = self.flushed.max(ts),
@@ -530,6 +580,11 @@ impl Sender {
                             h.copy_from_slice(&header.encode());
                         }
                         let r = self.send_packet(cpu, &header, &bytes);
+                        if r.is_ok() {
+                            if let Some(st) = self.streams.get_mut(&cpu) {
+                                st.unconfirmed.push_back((st.next_seq - 1, events));
+                            }
+                        }
                         let mut s = lock(&self.inner);
                         match r {
                             Ok(late) => {
@@ -550,6 +605,9 @@ impl Sender {
             }
             if !finished && self.last_beacon.elapsed() >= self.cfg.beacon_interval {
                 self.beacons();
+            }
+            if !finished && self.last_confirm.elapsed() >= self.cfg.confirm_interval {
+                self.confirm_round();
             }
         }
         self.close();
@@ -605,6 +663,8 @@ impl Sender {
                 last_end: 0,
                 beacon_ts: 0,
                 sent_since_beacon: false,
+                unconfirmed: VecDeque::new(),
+                ask: None,
             },
         );
         Ok(())
@@ -703,20 +763,53 @@ impl Sender {
         }
     }
 
+    /// Ask the relay what it has written (module docs, "Sent and confirmed"): for each stream,
+    /// whether the packet that was its newest unconfirmed one at the previous round is still
+    /// pending.
+    fn confirm_round(&mut self) {
+        self.last_confirm = Instant::now();
+        let Some(c) = self.conn.as_mut() else {
+            return;
+        };
+        let mut err = None;
+        for st in self.streams.values_mut() {
+            if let Err(e) = confirm_step(c, &self.inner, st) {
+                err = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = err {
+            self.fail(e);
+        }
+    }
+
     fn close(&mut self) {
         let Some(mut c) = self.conn.take() else {
             return;
         };
         // Wait until the relay has written everything (proto docs), bounded by the handle's
         // deadline (which shuts the sockets down).
-        for st in self.streams.values() {
+        for st in self.streams.values_mut() {
             if st.next_seq == 0 {
                 continue;
             }
             loop {
                 match c.data_pending(st.handle, st.next_seq - 1) {
-                    Ok(true) => std::thread::sleep(Duration::from_millis(5)),
-                    Ok(false) => break,
+                    Ok(true) => {
+                        // Confirm what is written meanwhile, should the end budget run out.
+                        if let Err(e) = confirm_step(&mut c, &self.inner, st) {
+                            let mut s = lock(&self.inner);
+                            if s.stats.error.is_none() {
+                                s.stats.error = Some(e.0);
+                            }
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Ok(false) => {
+                        confirm(&self.inner, &mut st.unconfirmed, st.next_seq - 1);
+                        break;
+                    }
                     Err(e) => {
                         let mut s = lock(&self.inner);
                         if s.stats.error.is_none() {
@@ -770,6 +863,44 @@ impl Sender {
         }
         lock(&self.inner).stats.streams_closed = closed;
     }
+}
+
+/// One confirmation step for a stream (module docs, "Sent and confirmed"): ask whether the
+/// packet `st.ask` is still pending. Written: its packets and the older ones are confirmed, and
+/// the next step asks about the newest unconfirmed packet. Pending: the next step asks about
+/// the one halfway between the oldest unconfirmed packet and this one, so that on a link that
+/// stays behind the confirmations still follow what the relay has written.
+fn confirm_step(c: &mut Connection, inner: &Inner, st: &mut StreamState) -> Result<(), RelayError> {
+    let newest = |st: &StreamState| st.unconfirmed.back().map(|&(seq, _)| seq);
+    let Some(seq) = st.ask else {
+        st.ask = newest(st);
+        return Ok(());
+    };
+    if c.data_pending(st.handle, seq)? {
+        let i = st.unconfirmed.partition_point(|&(s, _)| s < seq);
+        st.ask = st.unconfirmed.get(i / 2).map(|&(s, _)| s);
+    } else {
+        confirm(inner, &mut st.unconfirmed, seq);
+        st.ask = newest(st);
+    }
+    Ok(())
+}
+
+/// Count the packets of `unconfirmed` up to `net_seq_num` as confirmed (the relay answered
+/// "nothing pending" for it) and forget them.
+fn confirm(inner: &Inner, unconfirmed: &mut VecDeque<(u64, u64)>, net_seq_num: u64) {
+    let (mut packets, mut events) = (0, 0);
+    while let Some(&(seq, ev)) = unconfirmed.front() {
+        if seq > net_seq_num {
+            break;
+        }
+        unconfirmed.pop_front();
+        packets += 1;
+        events += ev;
+    }
+    let mut s = lock(inner);
+    s.stats.packets_confirmed += packets;
+    s.stats.events_confirmed += events;
 }
 
 /// `YYYYMMDD-HHMMSS` in local time (LTTng's session date format).

@@ -159,6 +159,9 @@ impl Fake {
         );
         c.hostname = "h".into();
         c.session_name = Some("s".into());
+        // No confirmation round while streaming: the command sequences checked here are
+        // exact (the one at the end still confirms).
+        c.confirm_interval = Duration::from_secs(3600);
         c
     }
 
@@ -223,6 +226,8 @@ fn command_sequence_data_and_indexes() {
         (st.packets_sent, st.events_sent, st.bytes_sent),
         (6, 6, 6 * 512)
     );
+    // Confirmed by the final DATA_PENDING answers ("nothing pending").
+    assert_eq!((st.packets_confirmed, st.events_confirmed), (6, 6));
     assert_eq!(st.metadata_updates_skipped, 1);
     assert_eq!(st.metadata_bytes, 30);
     let cmds = fake.cmds();

@@ -6,13 +6,17 @@
 
 mod relayd;
 
+use faultline_ctf::PacketSink;
 use faultline_ctf::{
     stats, EnvValue, PacketBuilder, PacketHeader, RecorderCounts, Trace, TraceWriter,
 };
-use faultline_relay::{RelayConfig, RelayStreamer, RelayUrl};
+use faultline_relay::{RelayConfig, RelayStats, RelayStreamer, RelayUrl};
 use faultline_testkit::ctf::{desc, encode, tmpdir, ALL, ID_ALL, ID_EMPTY, UUID};
 use relayd::Relayd;
-use std::time::Duration;
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 fn packets(cpu: u32, n: u64, per: u64) -> Vec<Vec<u8>> {
     let payload = encode(ALL.fields, &faultline_testkit::ctf::all_values(cpu as u64)).unwrap();
@@ -156,7 +160,6 @@ fn relay_copy_equals_local_copy() {
     assert_eq!(remote.len(), localb.len());
     assert_eq!(remote, localb);
     assert!(remote.len() as u64 >= events);
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -172,4 +175,161 @@ fn unreachable_relay_is_one_line() {
         "{m}"
     );
     assert!(!m.contains('\n'));
+}
+
+/// A TCP forwarder to `target` for the data connection that holds everything the client sends
+/// until `open` is set: the relay gets the indexes (control connection, direct) and answers
+/// them, while the packets stay in the forwarder's socket buffers.
+struct DataGate {
+    port: u16,
+    open: Arc<AtomicBool>,
+}
+
+impl DataGate {
+    fn start(target: u16) -> DataGate {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(false));
+        let o = open.clone();
+        std::thread::spawn(move || {
+            let Ok((mut client, _)) = l.accept() else {
+                return;
+            };
+            let Ok(mut relay) = TcpStream::connect(("127.0.0.1", target)) else {
+                return;
+            };
+            // Bounded: the test ends within a minute whatever happens.
+            let until = Instant::now() + Duration::from_secs(60);
+            while !o.load(Ordering::Relaxed) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = client.set_read_timeout(Some(Duration::from_secs(60)));
+            let _ = std::io::copy(&mut client, &mut relay);
+        });
+        DataGate { port, open }
+    }
+}
+
+impl Drop for DataGate {
+    /// Let the forwarder thread finish (its client is gone by then, so the copy ends).
+    fn drop(&mut self) {
+        self.open.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Stream `n` packets of `per` events on CPU 0 through a gated data connection.
+fn gated_session(
+    relay: &Relayd,
+    gate: &DataGate,
+    name: &str,
+    n: u64,
+    per: u64,
+) -> (faultline_relay::RelaySink, faultline_relay::RelayHandle) {
+    let url = format!("net://127.0.0.1:{}:{}", relay.control, gate.port);
+    let mut cfg = RelayConfig::new(RelayUrl::parse(&url).unwrap());
+    cfg.hostname = "testhost".into();
+    cfg.session_name = Some(name.into());
+    cfg.streams = 1;
+    cfg.start_ts = 500;
+    cfg.confirm_interval = Duration::from_millis(50);
+    let (mut sink, handle) = RelayStreamer::start(cfg, UUID).expect("connect to the relay");
+    sink.metadata(&faultline_ctf::metadata(&desc()).unwrap());
+    for p in packets(0, n, per) {
+        let h = PacketHeader::parse_slice(&p).unwrap();
+        sink.packet(0, &h, &p, per);
+    }
+    (sink, handle)
+}
+
+/// Poll the handle until `done` holds (bounded).
+fn wait_for(handle: &faultline_relay::RelayHandle, what: &str, done: impl Fn(&RelayStats) -> bool) {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = handle.stats();
+        if done(&st) {
+            return;
+        }
+        assert!(Instant::now() < until, "{what}: {st:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `events_sent` counts what was handed over (written to the data connection, index
+/// answered); `events_confirmed` only what the relay said it wrote (`DATA_PENDING`). With the
+/// data held back both differ; once it flows, the confirmations catch up while streaming, and
+/// the relay's copy holds exactly the confirmed events.
+#[test]
+fn confirmed_counts_what_the_relay_wrote_not_what_was_sent() {
+    if !relayd::available() {
+        eprintln!("skipped: lttng-relayd is not installed (scripts/install-deps.sh)");
+        return;
+    }
+    let base = tmpdir("relay-confirm");
+    let relay = Relayd::start(&base);
+    let gate = DataGate::start(relay.data);
+    let (n, per) = (10u64, 30u64);
+    let (mut sink, handle) = gated_session(&relay, &gate, "confirm", n, per);
+    wait_for(&handle, "every packet sent", |s| s.packets_sent == n);
+    // Several confirmation rounds with the data held: nothing is confirmed.
+    std::thread::sleep(Duration::from_millis(300));
+    let st = handle.stats();
+    assert_eq!(
+        (st.events_sent, st.events_confirmed),
+        (n * per, 0),
+        "{st:?}"
+    );
+    assert!(
+        st.line().contains("10 of them (300 events) not confirmed"),
+        "{}",
+        st.line()
+    );
+    // The data flows: confirmed while streaming, before the end.
+    gate.open.store(true, Ordering::Relaxed);
+    wait_for(&handle, "every packet confirmed", |s| {
+        s.packets_confirmed == n
+    });
+    sink.finish();
+    let st = handle.finish(Duration::from_secs(20));
+    assert!(st.complete(), "{st:?}");
+    assert_eq!((st.events_sent, st.events_confirmed), (n * per, n * per));
+    assert!(!st.line().contains("confirmed"), "{}", st.line());
+    let dir = relay.out.join(&st.relay_path).join("faultline");
+    let s = stats(&Trace::open(&dir).unwrap()).unwrap();
+    assert_eq!(s.events_total, st.events_confirmed);
+}
+
+/// A relay that never gets the data: every packet is sent, none confirmed, and the end says
+/// so instead of claiming the relay has the trace.
+#[test]
+fn unconfirmed_packets_are_reported_at_the_end() {
+    if !relayd::available() {
+        eprintln!("skipped: lttng-relayd is not installed (scripts/install-deps.sh)");
+        return;
+    }
+    let base = tmpdir("relay-unconfirmed");
+    let relay = Relayd::start(&base);
+    let gate = DataGate::start(relay.data);
+    let (n, per) = (10u64, 30u64);
+    let (mut sink, handle) = gated_session(&relay, &gate, "unconfirmed", n, per);
+    wait_for(&handle, "every packet sent", |s| s.packets_sent == n);
+    sink.finish();
+    let st = handle.finish(Duration::from_secs(1));
+    assert!(!st.complete(), "{st:?}");
+    assert!(st.error.is_some(), "{st:?}");
+    assert!(!st.chunk_closed, "{st:?}");
+    assert_eq!(
+        (
+            st.packets_sent,
+            st.events_sent,
+            st.packets_confirmed,
+            st.events_confirmed
+        ),
+        (n, n * per, 0, 0),
+        "{st:?}"
+    );
+    assert!(
+        st.line().contains("10 of them (300 events) not confirmed"),
+        "{}",
+        st.line()
+    );
 }

@@ -5,13 +5,13 @@
 //!
 //! Moved out of `faultline-ctf` so the library holds no test-harness code.
 
+use crate::TmpDir;
 use faultline_ctf::{
     fuzz_read, ClockDesc, CtfError, EnvDesc, EnvValue, PacketBuilder, Result, TraceDesc,
     TraceWriter,
 };
 use faultline_schema::{EventDesc, FieldDesc, FieldType, Value};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 
 /// UUID of the test traces.
 pub const UUID: [u8; 16] = [
@@ -141,16 +141,10 @@ pub fn desc() -> TraceDesc {
     }
 }
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A fresh, empty directory path under the system temp dir (not created).
-pub fn tmpdir(name: &str) -> PathBuf {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let d = std::env::temp_dir()
-        .join("faultline-ctf-tests")
-        .join(format!("{name}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A fresh, empty directory `faultline-ctf-<name>-<random>` under the system temp dir, removed
+/// with its contents when the returned [`TmpDir`] drops (kept with `FAULTLINE_TEST_KEEP_TMP`).
+pub fn tmpdir(name: &str) -> TmpDir {
+    TmpDir::new(&format!("ctf-{name}"))
 }
 
 /// Encode values in the faultline-schema payload encoding; `None` when a value does not fit
@@ -390,7 +384,6 @@ pub fn sample_files() -> Result<SampleFiles> {
         metadata: read("metadata")?,
         streams: vec![read("stream_0")?, read("stream_1")?],
     };
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(files)
 }
 
@@ -446,19 +439,20 @@ pub enum FuzzFile {
 }
 
 /// One fuzz case (the body of the targets in `fuzz/`): `data` replaces `which` file of the
-/// sample trace, in a directory of this process; the result is [`check_case`]'s.
+/// sample trace, in a scratch directory of its own (removed after the case); the result is
+/// [`check_case`]'s.
 pub fn fuzz_case(which: FuzzFile, data: &[u8]) -> std::result::Result<Option<String>, String> {
-    static BASE: std::sync::OnceLock<std::result::Result<(SampleFiles, PathBuf), String>> =
+    static BASE: std::sync::OnceLock<std::result::Result<SampleFiles, String>> =
         std::sync::OnceLock::new();
-    let base = BASE.get_or_init(|| {
-        let files = sample_files().map_err(|e| format!("writing the sample trace: {e}"))?;
-        Ok((files, tmpdir("fuzz")))
-    });
-    let (files, dir) = base.as_ref().map_err(Clone::clone)?;
+    let files = BASE
+        .get_or_init(|| sample_files().map_err(|e| format!("writing the sample trace: {e}")))
+        .as_ref()
+        .map_err(Clone::clone)?;
+    let dir = tmpdir("fuzz");
     let [s0, s1] = [&files.streams[0][..], &files.streams[1][..]];
     match which {
-        FuzzFile::Stream0 => check_case(dir, &files.metadata, &[data, s1]),
-        FuzzFile::Metadata => check_case(dir, data, &[s0, s1]),
+        FuzzFile::Stream0 => check_case(&dir, &files.metadata, &[data, s1]),
+        FuzzFile::Metadata => check_case(&dir, data, &[s0, s1]),
     }
 }
 
@@ -477,15 +471,13 @@ pub fn general_case_input(metadata: &[u8], stream: &[u8]) -> Vec<u8> {
 /// broken property: a panic would be one too, an error that is not one line naming a file of
 /// the trace with an offset inside it is another.
 pub fn fuzz_general_case(data: &[u8]) -> std::result::Result<Option<String>, String> {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    let dir = DIR.get_or_init(|| tmpdir("fuzz-general"));
+    let tmp = tmpdir("fuzz-general");
+    let dir: &Path = &tmp;
     let n = data
         .get(..4)
         .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
     let rest = data.get(4..).unwrap_or(&[]);
     let (meta, stream) = rest.split_at(n.min(rest.len()));
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).map_err(|e| format!("writing the case: {e}"))?;
     std::fs::write(dir.join("metadata"), meta).map_err(|e| format!("writing the case: {e}"))?;
     std::fs::write(dir.join("stream"), stream).map_err(|e| format!("writing the case: {e}"))?;
     match faultline_ctf::fuzz_read_general(dir) {

@@ -25,11 +25,17 @@ pub struct TmpDir(tempfile::TempDir);
 impl TmpDir {
     /// Create the directory; panics when the temp dir is not writable (a test cannot run).
     pub fn new(name: &str) -> TmpDir {
+        TmpDir::new_in(&std::env::temp_dir(), name)
+    }
+
+    /// The same directory under `parent` instead of the system temp dir (`/dev/shm` for a
+    /// test that wants its files in memory).
+    pub fn new_in(parent: &Path, name: &str) -> TmpDir {
         let keep = std::env::var_os("FAULTLINE_TEST_KEEP_TMP").is_some();
         let d = tempfile::Builder::new()
             .prefix(&format!("faultline-{name}-"))
             .disable_cleanup(keep)
-            .tempdir()
+            .tempdir_in(parent)
             .unwrap_or_else(|e| panic!("cannot create a temp dir for {name}: {e}"));
         if keep {
             eprintln!("kept (FAULTLINE_TEST_KEEP_TMP): {}", d.path().display());
@@ -53,6 +59,13 @@ impl std::ops::Deref for TmpDir {
 impl AsRef<Path> for TmpDir {
     fn as_ref(&self) -> &Path {
         self.0.path()
+    }
+}
+
+/// For `Command::arg(&dir)`.
+impl AsRef<std::ffi::OsStr> for TmpDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.path().as_os_str()
     }
 }
 

@@ -226,6 +226,9 @@ fn sigbus_beyond_end_of_file_is_recovered() {
         .truncate(true)
         .open(&path)
         .unwrap();
+    // Unlinked at once: the mapping needs only the open file, and nothing stays behind when
+    // an assertion below fails.
+    std::fs::remove_file(&path).unwrap();
     f.set_len(0).unwrap();
     use std::os::fd::AsRawFd;
     // SAFETY: shared read mapping of a file; touching it would raise SIGBUS (file is empty).
@@ -245,7 +248,6 @@ fn sigbus_beyond_end_of_file_is_recovered() {
     assert!(dst.iter().all(|&b| b == 0));
     unmap(p as *mut u8, 1);
     drop(f);
-    let _ = std::fs::remove_file(path);
 }
 
 /// Run `child_entry` in a child process with `case`.

@@ -15,6 +15,7 @@ mod app;
 
 use faultline_ctf::{Filter, Trace};
 use faultline_schema::Value;
+use faultline_testkit::TmpDir;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,10 +36,11 @@ fn child_entry() {
     rt.block_on(app::run((!dir.is_empty()).then_some(dir)));
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("faultline-tracing-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A scratch directory for one test, removed when the test ends, and the trace path in it.
+fn scratch(name: &str) -> (TmpDir, PathBuf) {
+    let base = TmpDir::new(&format!("tracing-{name}"));
+    let dir = base.join("trace");
+    (base, dir)
 }
 
 fn child(dir: &str, env: &[(&str, &str)]) -> Command {
@@ -311,15 +313,14 @@ fn babeltrace_agrees(dir: &Path, view: &str, n: usize) {
 
 #[test]
 fn embedded_session_records_every_event_and_span_with_field_names() {
-    let dir = tmpdir("embedded");
+    let (_base, dir) = scratch("embedded");
     run_ok(child(dir.to_str().expect("utf-8 path"), &[]));
     check_full(&dir);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn faultline_record_grows_the_schema_while_the_program_runs() {
-    let dir = tmpdir("record");
+    let (_base, dir) = scratch("record");
     let c = child("", &[]);
     let exe = std::env::current_exe().expect("test exe");
     let mut rec = Command::new(faultline_bin());
@@ -339,13 +340,12 @@ fn faultline_record_grows_the_schema_while_the_program_runs() {
     let out = run_ok(rec);
     assert!(out.contains("\"schema_received\": true"), "{out}");
     check_full(&dir);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn envfilter_and_event_globs_select_what_is_recorded() {
     // tracing's EnvFilter (per-layer filter): warnings only, no INFO spans.
-    let dir = tmpdir("envfilter");
+    let (_base, dir) = scratch("envfilter");
     run_ok(child(
         dir.to_str().expect("utf-8 path"),
         &[("RUST_LOG", "warn")],
@@ -353,10 +353,9 @@ fn envfilter_and_event_globs_select_what_is_recorded() {
     let evs = read(&dir);
     assert_eq!(evs.len(), 1, "{evs:?}");
     assert!(evs[0].0.contains(":WARN.event_"));
-    let _ = std::fs::remove_dir_all(&dir);
 
     // faultline's globs on the class names: the spans' edges and the late warning only.
-    let dir = tmpdir("globs");
+    let (_base, dir) = scratch("globs");
     run_ok(child(
         dir.to_str().expect("utf-8 path"),
         &[("FAULTLINE_EVENTS", "tracing:*,*:WARN.*")],
@@ -372,5 +371,4 @@ fn envfilter_and_event_globs_select_what_is_recorded() {
             .count(),
         10
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

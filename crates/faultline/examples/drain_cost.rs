@@ -87,7 +87,8 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(15);
     faultline_rseq::pin_to_cpu(0).expect("pin to CPU 0");
-    let base = std::env::temp_dir().join(format!("faultline-drain-cost-{}", std::process::id()));
+    // Removed at the end, also when a round panics.
+    let base = faultline_testkit::TmpDir::new("drain-cost");
     let mut take = Vec::new();
     let mut drain: Vec<Vec<f64>> = VARIANTS.iter().map(|_| Vec::new()).collect();
     let mut verify: Vec<Vec<f64>> = VARIANTS.iter().map(|_| Vec::new()).collect();
@@ -125,7 +126,6 @@ fn main() {
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
-    let _ = std::fs::remove_dir_all(&base);
     let spread = |v: &[f64]| {
         let lo = v.iter().cloned().fold(f64::MAX, f64::min);
         let hi = v.iter().cloned().fold(0.0, f64::max);

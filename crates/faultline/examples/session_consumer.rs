@@ -28,11 +28,9 @@ fn main() {
     let cpu = faultline_rseq::allowed_cpus().first().copied();
     let (mut cons, mut verify, mut lost) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        let dir = std::env::temp_dir().join(format!(
-            "faultline-session-consumer-{}-{round}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        // Removed at the end of the round, also when it panics.
+        let tmp = faultline_testkit::TmpDir::new("session-consumer");
+        let dir = tmp.join("trace");
         let session = Session::builder()
             .output_dir(&dir)
             .events("session_consumer:*")
@@ -50,7 +48,7 @@ fn main() {
         .join()
         .expect("writer");
         let sum = session.stop().expect("stop");
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(tmp);
         let d = sum.drain.clone().expect("drain stats");
         let w = sum.events_written.max(1) as f64;
         assert_eq!(sum.events_written + sum.lost_total(), events, "{sum:?}");

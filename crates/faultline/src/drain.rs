@@ -1179,9 +1179,8 @@ mod tests {
             })
             .unwrap(),
         );
-        let dir =
-            std::env::temp_dir().join(format!("faultline-drain-reported-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = faultline_testkit::TmpDir::new("drain-reported");
+        let dir = tmp.join("trace");
         let w = TraceWriter::create(&dir, &trace_desc(&ch)).unwrap();
         let cfg = DrainConfig {
             verbose: false,
@@ -1196,7 +1195,6 @@ mod tests {
         assert!(c.abandoned && !c.abandoned_first);
         assert_eq!(c.packets_rejected, 1);
         drop(d);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The consumer writes packets without looking at their records; the verification pass
@@ -1263,11 +1261,8 @@ mod tests {
             r.commit();
             committed += 1;
         }
-        let dir = std::env::temp_dir().join(format!(
-            "faultline-drain-bad-{}-{between}-{verify}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = faultline_testkit::TmpDir::new(&format!("drain-bad-{between}-{verify}"));
+        let dir = tmp.join("trace");
         let w = TraceWriter::create(&dir, &trace_desc(&ch)).unwrap();
         let cfg = DrainConfig {
             verbose: false,
@@ -1305,7 +1300,6 @@ mod tests {
                 .filter(|e| e.is_err())
                 .count();
             assert!(errors > 0, "the damaged record reached the trace unnoticed");
-            let _ = std::fs::remove_dir_all(&dir);
             return;
         }
         assert_eq!(st.packets_rejected, 1, "{st:?}");
@@ -1328,7 +1322,6 @@ mod tests {
             .inspect(|e| assert!(e.is_ok(), "{e:?}"))
             .count() as u64;
         assert_eq!(read, st.events_written);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A CPU with a long backlog (a busy CPU) does not starve another: one poll takes at most
@@ -1359,8 +1352,8 @@ mod tests {
             eprintln!("skipped: cannot run on CPUs 0 and 1");
             return;
         }
-        let dir = std::env::temp_dir().join(format!("faultline-drain-fair-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = faultline_testkit::TmpDir::new("drain-fair");
+        let dir = tmp.join("trace");
         let w = TraceWriter::create(&dir, &trace_desc(&ch)).unwrap();
         let cfg = DrainConfig {
             verbose: false,
@@ -1387,7 +1380,6 @@ mod tests {
         let (st, fin) = d.finish();
         fin.unwrap();
         assert!(st.corrupt.is_empty() && st.packets_rejected == 0, "{st:?}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Gathering (module docs): complete sub-buffers wait in the ring until `gather` of them
@@ -1431,11 +1423,8 @@ mod tests {
                 })
                 .unwrap(),
             );
-            let dir = std::env::temp_dir().join(format!(
-                "faultline-drain-follow-{}-{follow}",
-                std::process::id()
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
+            let tmp = faultline_testkit::TmpDir::new(&format!("drain-follow-{follow}"));
+            let dir = tmp.join("trace");
             let w = TraceWriter::create(&dir, &trace_desc(&ch)).unwrap();
             let cfg = DrainConfig {
                 verbose: false,
@@ -1456,7 +1445,6 @@ mod tests {
                     || faultline_rseq::pin_to_cpu(a).is_err()
                 {
                     eprintln!("skipped: cannot run on CPUs {a} and {b}");
-                    let _ = std::fs::remove_dir_all(&dir);
                     return;
                 }
                 std::thread::yield_now();
@@ -1491,7 +1479,6 @@ mod tests {
             assert!(st.corrupt.is_empty() && st.packets_rejected == 0, "{st:?}");
             assert!(st.content_bytes >= 13 * 4000, "{st:?}");
             assert_eq!(faultline_rseq::allowed_cpus(), allowed);
-            let _ = std::fs::remove_dir_all(&dir);
         }
     }
 
@@ -1512,9 +1499,8 @@ mod tests {
             eprintln!("skipped: cannot run on CPU 0");
             return;
         }
-        let dir =
-            std::env::temp_dir().join(format!("faultline-drain-gather-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = faultline_testkit::TmpDir::new("drain-gather");
+        let dir = tmp.join("trace");
         let w = TraceWriter::create(&dir, &trace_desc(&ch)).unwrap();
         let hold = Duration::from_millis(1000);
         let wait = Duration::from_millis(200);
@@ -1553,6 +1539,5 @@ mod tests {
         let per: u64 = (4096 - 128) / 23 + 1; // as in fill(): 23-byte records
         assert_eq!(st.events_written, 6 * per, "{st:?}");
         assert!(st.corrupt.is_empty() && st.packets_rejected == 0, "{st:?}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -82,8 +82,8 @@ fn hello() -> PathBuf {
 #[test]
 fn example_trace_holds_only_its_own_tracepoint() {
     let bin = hello();
-    let dir = std::env::temp_dir().join(format!("faultline-test-hello-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = faultline_testkit::TmpDir::new("test-hello");
+    let dir = tmp.join("trace");
     let out = Command::new(&bin)
         .arg(&dir)
         .env_remove("FAULTLINE_EVENTS")
@@ -114,7 +114,6 @@ fn example_trace_holds_only_its_own_tracepoint() {
     }
     ns.sort_unstable();
     assert_eq!(ns, vec![0, 1, 2]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -117,8 +117,7 @@ fn in_place_path_writes_the_same_bytes_as_the_checked_copy_path() {
             std::ptr::copy_nonoverlapping(a.as_ptr(), c.as_mut_ptr(), ch.map_len());
         }
     }
-    let base = std::env::temp_dir().join(format!("faultline-in-place-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = faultline_testkit::TmpDir::new("in-place");
     let (dir_ref, dir_new) = (base.join("copy"), base.join("in-place"));
     // Reference: copy each complete packet out, the writer checks it whole.
     let mut w = TraceWriter::create(&dir_ref, &desc()).unwrap();
@@ -181,5 +180,4 @@ fn in_place_path_writes_the_same_bytes_as_the_checked_copy_path() {
         }
         _ => eprintln!("babeltrace2 not installed: skipping its check (scripts/install-deps.sh)"),
     }
-    let _ = std::fs::remove_dir_all(&base);
 }

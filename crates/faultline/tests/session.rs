@@ -5,19 +5,18 @@
 use faultline::{Session, SessionError};
 use faultline_ctf::{stats, Filter, Trace};
 use faultline_schema::Value;
+use faultline_testkit::TmpDir;
 use faultline_tracepoints::{trace, tracepoint};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 tracepoint!(SESS_EV, "sesstest", "ev", { n: u64, s: &str, b: &[u8] });
 
 static LOCK: Mutex<()> = Mutex::new(());
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("faultline-test-sess-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A fresh directory, removed when the test ends.
+fn tmp(name: &str) -> TmpDir {
+    TmpDir::new(&format!("test-sess-{name}"))
 }
 
 fn text(t: u64, i: u64) -> String {
@@ -117,7 +116,6 @@ fn exact_counts_and_payloads_case(verify: bool) {
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("a second session overwrote the trace"),
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -141,7 +139,6 @@ fn discard_losses_reach_the_trace() {
     assert_eq!(st.lost_total, sum.lost_total());
     assert_eq!(st.lost_full, sum.lost_full);
     assert_eq!(st.lost_stalled, sum.lost_stalled);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -157,7 +154,6 @@ fn disk_full_is_reported_and_counted() {
         .unwrap_or(false);
     if !ok {
         println!("SKIPPED: cannot mount a 16 KiB tmpfs (needs root) for the disk-full test");
-        let _ = std::fs::remove_dir_all(&mnt);
         return;
     }
     let dir = mnt.join("trace");
@@ -233,6 +229,5 @@ fn buffers_per_cpu_and_per_cid() {
             "{env:?}"
         );
         assert_eq!(trace.events(&Filter::default()).count(), 8000);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

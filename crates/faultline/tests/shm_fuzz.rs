@@ -134,8 +134,9 @@ fn damaged_shared_memory_never_panics_overflows_or_forges() {
     } else {
         std::env::temp_dir()
     };
-    let dir = base.join(format!("faultline-shm-fuzz-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // Removed when the test ends, also when a case fails.
+    let tmp = faultline_testkit::TmpDir::new_in(&base, "shm-fuzz");
+    let dir = tmp.join("case");
     let mut r = Rng(0x5eed_0f5a_11f0_0d00);
     let t = Instant::now();
     let cases = 3000;

@@ -9,8 +9,8 @@ tracepoint!(TRY_BIG, "trysess", "big", { body: &[u8] });
 
 #[test]
 fn session_answers_match_the_trace() {
-    let dir = std::env::temp_dir().join(format!("faultline-test-try-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = faultline_testkit::TmpDir::new("test-try");
+    let dir = tmp.join("trace");
     let s = Session::builder()
         .output_dir(&dir)
         .mode(Mode::Discard)
@@ -43,5 +43,4 @@ fn session_answers_match_the_trace() {
     assert_eq!(trace.events(&Filter::default()).count() as u64, committed);
     // After the session: nothing is recording, the tracepoint answers disabled.
     assert_eq!(try_trace!(TRY_EV, 0), TraceOutcome::Disabled);
-    let _ = std::fs::remove_dir_all(&dir);
 }

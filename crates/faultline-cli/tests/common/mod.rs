@@ -5,7 +5,7 @@
 use faultline_ctf::{Filter, Trace};
 use faultline_schema::Value;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,14 +15,6 @@ pub use faultline_testkit::TmpDir;
 pub const BIN: &str = env!("CARGO_BIN_EXE_faultline");
 /// The traced test program (`faultline-testapp`).
 pub const TESTAPP: &str = env!("CARGO_BIN_EXE_faultline-testapp");
-
-/// A fresh, empty directory `faultline-<group>-<name>-<pid>` under the system temp dir.
-pub fn tmp(group: &str, name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("faultline-{group}-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// A fresh, empty directory `faultline-<group>-<name>-<random>` under the system temp dir,
 /// removed when the returned guard drops (the test ends, passed or not).

@@ -3,6 +3,7 @@
 
 use faultline_schema::{FieldDesc, Value};
 pub use faultline_testkit::ctf::*;
+pub use faultline_testkit::TmpDir;
 
 /// [`faultline_testkit::ctf::encode`], panicking on a value that does not fit.
 pub fn encode(fields: &[FieldDesc], values: &[Value]) -> Vec<u8> {

@@ -205,9 +205,13 @@ fn process_cpu_ns() -> f64 {
 fn session_cpu_ns(dir: &Path, n: u64) -> anyhow::Result<f64> {
     let buf = [7u8; 64];
     let t = process_cpu_ns();
+    // Buffers that hold every event of the loop (~100 B each): a tight loop outruns the
+    // disk, and a lost event would make the figure cheaper than a recorded one.
     let s = Session::builder()
         .output_dir(dir)
         .events("bench:libc_write_shape")
+        .subbuf_size(1 << 20)
+        .num_subbuf(32)
         .verbose(false)
         .start()
         .context("starting the in-process session")?;
@@ -264,6 +268,8 @@ pub fn run(opt: &LibcBenchOptions) -> anyhow::Result<LibcBenchReport> {
     std::fs::create_dir_all(&tmp)?;
     // Removed however the run ends (an error returns early; the repository takes hundreds of MB).
     let _cleanup = RemoveOnDrop(tmp.clone());
+    // The in-process baseline first: it takes seconds, the workloads minutes.
+    let trace_event_ns = trace_event_ns(&tmp, opt.rounds)?;
     let mut notes = Vec::new();
     let have_strace = tool("strace");
     let have_ltrace = tool("ltrace");
@@ -403,7 +409,6 @@ pub fn run(opt: &LibcBenchOptions) -> anyhow::Result<LibcBenchReport> {
             record_shutdown_ms: median(phases[2].clone()),
         });
     }
-    let trace_event_ns = trace_event_ns(&tmp, opt.rounds)?;
     Ok(LibcBenchReport {
         rounds: opt.rounds,
         rows,

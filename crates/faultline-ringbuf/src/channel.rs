@@ -1872,6 +1872,11 @@ impl Channel {
             // Wrapping: the counters are shared memory; garbage must not panic here (the
             // consumer's trace writer rejects a header whose sum does not add up).
             (*hp).events_discarded = full.wrapping_add(stalled).wrapping_add(big);
+            // Compiler-only: keeps the end timestamp the last of these plain stores in program
+            // order (no CPU fence: the readers of these fields are ordered by the commit
+            // counter's release in `commit_range` below, which they acquire); recovery takes end
+            // fields as written only when `timestamp_end` is not older than the packet's begin
+            // (recover.rs), so it must be stored after the other end fields.
             std::sync::atomic::compiler_fence(Ordering::SeqCst);
             (*hp).timestamp_end = ts;
         }

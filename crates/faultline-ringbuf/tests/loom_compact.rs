@@ -85,6 +85,8 @@ fn run(decide_inside: bool, header_inside: bool, per_writer: usize, observe: boo
             let b = b.clone();
             thread::spawn(move || {
                 // Timestamps start above 0, so a written slot is never 0.
+                // Acquire: pairs with the writer's release store of write_offset (the model's
+                // section commit), so the slots below it hold what was stored before it.
                 let w = b.write_offset.load(Ordering::Acquire) as usize;
                 for (k, s) in b.slots[..w.min(SLOTS)].iter().enumerate() {
                     assert_ne!(

@@ -109,26 +109,15 @@ pub fn apply(cmd: &mut Command, lib: &Path, opt: &LibcOptions) {
         .env(ENV_LIBC_DATA, opt.data_bytes.to_string());
 }
 
-/// Lowest descriptor number handed to the program: `RLIMIT_NOFILE - 64` (the soft limit the
-/// program inherits), out of its way (programs expect `open` to return the lowest free
-/// number, and often get 3). The preload library uses the same base for its own descriptors.
-fn high_base() -> i32 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid out-pointer.
-    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        lim.rlim_cur.min(1 << 20) as i32
-    } else {
-        1024
-    };
-    (soft - 64).max(3)
-}
-
 fn dup_high(fd: i32) -> anyhow::Result<OwnedFd> {
     // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor the caller owns.
-    let h = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, high_base()) };
+    let h = unsafe {
+        libc::fcntl(
+            fd,
+            libc::F_DUPFD_CLOEXEC,
+            faultline::session::high_fd_base(),
+        )
+    };
     if h < 0 {
         return Err(std::io::Error::last_os_error()).context("duplicating a descriptor");
     }

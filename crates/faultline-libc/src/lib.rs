@@ -263,22 +263,6 @@ fn env_fd(name: &str) -> Result<i32, String> {
         .ok_or_else(|| format!("{name}={v:?} is not a descriptor number"))
 }
 
-/// Lowest descriptor number the library uses: `RLIMIT_NOFILE - 64`, out of the program's way
-/// (programs expect `open` to return the lowest free number, and often get 3).
-fn high_base() -> i32 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid out-pointer.
-    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        lim.rlim_cur.min(1 << 20) as i32
-    } else {
-        1024
-    };
-    (soft - 64).max(3)
-}
-
 /// `<st_dev>:<st_ino>` of the file this library was loaded from (found with `dladdr`), to
 /// compare with [`ENV_LIBC_ID`].
 fn library_id() -> Result<String, String> {
@@ -334,7 +318,13 @@ fn attach() -> Result<(), String> {
     // The channel maps a close-on-exec duplicate (also high); `fd` stays open, at the number
     // `record` chose, for executed images.
     // SAFETY: fcntl on an open descriptor.
-    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, high_base()) };
+    let dup = unsafe {
+        libc::fcntl(
+            fd,
+            libc::F_DUPFD_CLOEXEC,
+            faultline::session::high_fd_base(),
+        )
+    };
     if dup < 0 {
         return Err(format!(
             "cannot duplicate fd {fd}: {}",

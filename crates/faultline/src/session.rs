@@ -159,6 +159,24 @@ pub const ENV_SCHEMA_FD: &str = "FAULTLINE_SCHEMA_FD";
 /// `<st_dev>:<st_ino>` of that pipe (set by `faultline record --libc`, whose preload library
 /// publishes the schema only while the descriptor is still that pipe).
 pub const ENV_SCHEMA_ID: &str = "FAULTLINE_SCHEMA_ID";
+
+/// Lowest descriptor number for the descriptors a recorder hands to a traced program and that
+/// the `--libc` preload library makes for itself: `RLIMIT_NOFILE - 64` (the soft limit), out
+/// of the program's way (programs expect `open` to return the lowest free number, and often
+/// get 3). At least 3.
+pub fn high_fd_base() -> i32 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid out-pointer.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur.min(1 << 20) as i32
+    } else {
+        1024
+    };
+    (soft - 64).max(3)
+}
 /// Tracepoints to enable (the registry's syntax: `glob,glob,-glob`).
 pub const ENV_EVENTS: &str = "FAULTLINE_EVENTS";
 /// Copy strategy policy: `auto`, `reserve-copy-commit`, `bounce` or `prefault-restart`.

@@ -127,6 +127,8 @@ pub struct StepOutcome {
     pub events: u64,
     pub lost: u64,
     pub consumer_ns_per_event: Option<f64>,
+    /// What the Session's consumer did (faultline only; for diagnosis).
+    pub drain: Option<faultline::drain::DrainStats>,
 }
 
 /// Run the search with `step(rate_per_s, events)`; the calibration step gets
@@ -241,6 +243,13 @@ pub fn faultline_step_with(
     if let Some(i) = index {
         builder = builder.buffer_index(i);
     }
+    // For A/B runs of the consumer (the `lossless_steps` example); not used by the bench.
+    if let Some(m) = std::env::var("FAULTLINE_BENCH_CACHE_MARK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder = builder.cache_mark(m);
+    }
     let session = builder
         .start()
         .map_err(|e| anyhow::anyhow!("session: {e}"))?;
@@ -279,6 +288,7 @@ pub fn faultline_step_with(
         lost,
         // The drain's own measure of its thread (all of it).
         consumer_ns_per_event: sum.consumer_ns_per_event(),
+        drain: sum.drain.clone(),
     })
 }
 
@@ -302,6 +312,7 @@ pub fn lttng_step(
         events: r.events_emitted,
         lost,
         consumer_ns_per_event: None,
+        drain: None,
     })
 }
 
@@ -318,6 +329,7 @@ mod tests {
                 events,
                 lost: u64::from(achieved > limit),
                 consumer_ns_per_event: None,
+                drain: None,
             })
         }
     }

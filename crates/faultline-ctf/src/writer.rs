@@ -55,6 +55,9 @@
 //! system refuses with `EINVAL` is done again buffered and the stream stays buffered (same
 //! padding). With a sink, or without files, the copying path below is taken instead.
 //! [`TraceWriter::verify`] reads back through the buffered descriptor.
+//! [`TraceWriter::set_through_cache`] sends the same iovecs through the buffered descriptor
+//! for as long as the caller asks (a consumer whose device lags): same padding, same layout,
+//! a write that does not wait for the device.
 //!
 //! # Event classes added while recording
 //! [`TraceWriter::add_events`] declares more events (tracepoints registered at run time): the
@@ -249,6 +252,9 @@ pub struct TraceWriter {
     verify_later: bool,
     /// First blocks of the packets of one direct write.
     blocks: Vec<Block>,
+    /// Write the streams opened for direct I/O through the page cache for now
+    /// ([`TraceWriter::set_through_cache`]).
+    through_cache: bool,
     /// Whether finishing syncs the files to stable storage ([`TraceWriter::set_sync`]).
     sync: bool,
     /// The description changed since `metadata` was written ([`TraceWriter::set_clock`]).
@@ -513,6 +519,7 @@ impl TraceWriter {
             direct_io: false,
             verify_later: true,
             blocks: Vec::new(),
+            through_cache: false,
             sync: true,
             metadata_stale: false,
         })
@@ -540,6 +547,7 @@ impl TraceWriter {
             direct_io: false,
             verify_later: true,
             blocks: Vec::new(),
+            through_cache: false,
             sync: true,
             metadata_stale: false,
         })
@@ -573,6 +581,16 @@ impl TraceWriter {
     /// applies to the streams created from now on. Off by default.
     pub fn set_direct_io(&mut self, on: bool) {
         self.direct_io = on;
+    }
+
+    /// While `on`, the packets [`TraceWriter::write_packets_raw`] would write by direct I/O
+    /// go through the page cache instead (module docs, "Direct I/O": same iovecs, same 4 KiB
+    /// padding, so the stream stays ready for direct writes and its layout does not change):
+    /// the write returns once the kernel has copied the bytes, whatever the device is doing.
+    /// For a consumer whose writers are about to run out of buffer (a device that lags);
+    /// off again, the next write goes direct. Off by default.
+    pub fn set_through_cache(&mut self, on: bool) {
+        self.through_cache = on;
     }
 
     /// Stop writing by direct I/O, also on the streams opened for it: from now on every packet
@@ -1074,14 +1092,27 @@ impl TraceWriter {
         let r = match self.streams.get_mut(&cpu) {
             Some(s) => {
                 let at = s.len;
-                let r = match s.direct.as_ref() {
+                // Through the page cache when asked (set_through_cache): the same bytes at
+                // the same offset; the pages are 4 KiB aligned, so no page holds bytes of a
+                // packet written directly, and a later direct read of the range (the
+                // verification) first writes them back.
+                let f = if self.through_cache {
+                    s.file.as_ref()
+                } else {
+                    s.direct.as_ref()
+                };
+                let r = match f {
                     // SAFETY: every iovec points at memory valid for its length (our blocks,
                     // the caller's promise for the packets).
                     Some(f) => unsafe { pwritev_all(f, &iov, at) },
                     None => Err(std::io::ErrorKind::Unsupported.into()),
                 };
                 match r {
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) && s.len == at => {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EINVAL)
+                            && s.len == at
+                            && !self.through_cache =>
+                    {
                         // The file system refused this alignment after all: buffered from
                         // now on (same padding, so the stream's layout does not change).
                         s.direct = None;

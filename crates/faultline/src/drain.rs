@@ -69,6 +69,23 @@
 //! the disk within about one `flush_interval`, as a partial one does through the periodic
 //! flush.
 //!
+//! # When the device lags
+//! A direct write waits for the device. When the device lags (a slow moment of a virtual
+//! disk, other I/O) the writers keep filling sub-buffers while the consumer waits, and once
+//! every sub-buffer is complete they lose events. So before it writes a buffer's packets the
+//! drain counts the buffer's complete sub-buffers (those it took and the complete ones after
+//! them, [`Consumer::ready_run`]); from [`DrainConfig::cache_mark`] of them (by default half
+//! the sub-buffers, at least one more than a gathered write holds) that write goes through
+//! the page cache ([`TraceWriter::set_through_cache`]: the same bytes and layout), which
+//! returns once the kernel has copied them, and the kernel writes them back in the
+//! background, many writes in flight. The next write of a buffer back under the mark goes
+//! direct again. A buffered write costs the consumer a copy (about as much CPU per byte as
+//! the rest of its work), so it is only taken while the buffer is behind.
+//! [`DrainStats::cache_packets`] counts the packets written that way,
+//! [`DrainStats::write_ns_max`] the longest write and [`DrainStats::backlog_max`] the most
+//! complete sub-buffers found waiting. A stall that starts during a direct write still
+//! holds its sub-buffers until the device answers; the sub-buffers left free cover it.
+//!
 //! # Where the consumer runs
 //! The consumer thread takes CPU time from whatever runs where it runs. Left to the
 //! scheduler it tends to stay on one CPU, so with busy writers on every CPU it slows the
@@ -192,6 +209,11 @@ pub struct DrainConfig {
     /// it changes the calling thread's affinity, so it is off by default and a
     /// [`crate::Session`] (whose drain has a thread of its own) turns it on.
     pub follow_cpus: bool,
+    /// Complete sub-buffers of one buffer from which its packets are written through the page
+    /// cache instead of by direct I/O (module docs, "When the device lags"): 0 picks half the
+    /// buffer's sub-buffers (at least one more than [`DrainConfig::gather`]); `u32::MAX`
+    /// never does.
+    pub cache_mark: u32,
 }
 
 impl Default for DrainConfig {
@@ -205,6 +227,7 @@ impl Default for DrainConfig {
             direct_io: true,
             verify: true,
             follow_cpus: false,
+            cache_mark: 0,
         }
     }
 }
@@ -225,6 +248,18 @@ pub struct DrainStats {
     pub content_bytes: u64,
     /// Times the consumer thread moved to a buffer's CPU ([`DrainConfig::follow_cpus`]).
     pub cpu_moves: u64,
+    /// Packets written through the page cache because their buffer had
+    /// [`DrainConfig::cache_mark`] complete sub-buffers waiting (module docs, "When the device
+    /// lags").
+    pub cache_packets: u64,
+    /// Writes of packets taken in place (one per batch of a buffer), and the longest one, in
+    /// nanoseconds of wall time (a device stall shows here).
+    pub writes: u64,
+    /// The longest of those writes, ns.
+    pub write_ns_max: u64,
+    /// Most complete sub-buffers one buffer had waiting when the consumer wrote it (the
+    /// writers lose events once every sub-buffer is complete).
+    pub backlog_max: u64,
     /// Padding records (abandoned reservations, kept in the trace; readers skip them) in the
     /// verified packets.
     pub padding_records: u64,
@@ -507,6 +542,18 @@ impl Drain {
         self.cfg.gather.min(self.cfg.batch).min(cap).max(1)
     }
 
+    /// Complete sub-buffers from which a buffer is written through the page cache
+    /// ([`DrainConfig::cache_mark`]; module docs, "When the device lags").
+    fn cache_mark(&self) -> u32 {
+        match self.cfg.cache_mark {
+            0 => {
+                let half = (self.chan.num_subbuf() / 2).min(u32::MAX as u64) as u32;
+                half.max(self.gather() + 1)
+            }
+            m => m,
+        }
+    }
+
     /// Run the verification pass (point 3 of the module docs) now over the packets written
     /// since the last one, instead of leaving them all to [`Drain::finish`]: `faultline record`
     /// calls it when a poll found nothing to take, so that the end of a run (which the user
@@ -670,7 +717,23 @@ impl Drain {
                 self.last_taken.insert(cpu, Instant::now());
             }
             self.follow(cpu);
+            // How far behind its writers this buffer is ("When the device lags"): the
+            // sub-buffers taken plus the complete ones after them.
+            let max = self.chan.num_subbuf().min(u32::MAX as u64) as u32;
+            let backlog = consumer.ready_run(cpu, max).max(taken.len() as u32);
+            self.stats.backlog_max = self.stats.backlog_max.max(backlog as u64);
+            let cached = backlog >= self.cache_mark();
+            if cached {
+                self.stats.cache_packets += taken.len() as u64;
+            }
+            self.writer.set_through_cache(cached);
+            let t0 = Instant::now();
             self.write_in_place(consumer, cpu, taken);
+            self.stats.writes += 1;
+            self.stats.write_ns_max = self
+                .stats
+                .write_ns_max
+                .max(t0.elapsed().as_nanos().min(u64::MAX as u128) as u64);
         }
         if let Some(e) = error {
             self.abandon(cpu, e);

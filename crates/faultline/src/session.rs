@@ -451,6 +451,14 @@ impl SessionBuilder {
         self.relay_session = Some(name.into());
         self
     }
+    /// Complete sub-buffers of a buffer from which the consumer writes its packets through the
+    /// page cache instead of by direct I/O, so that a device that lags does not cost events
+    /// ([`crate::drain`], "When the device lags"). Default 0: half the sub-buffers;
+    /// `u32::MAX`: always direct I/O.
+    pub fn cache_mark(mut self, sub_buffers: u32) -> Self {
+        self.drain.cache_mark = sub_buffers;
+        self
+    }
     /// Whether the consumer prints errors on stderr as they happen (default true).
     pub fn verbose(mut self, v: bool) -> Self {
         self.drain.verbose = v;

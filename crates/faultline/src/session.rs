@@ -453,8 +453,8 @@ impl SessionBuilder {
     }
     /// Complete sub-buffers of a buffer from which the consumer writes its packets through the
     /// page cache instead of by direct I/O, so that a device that lags does not cost events
-    /// ([`crate::drain`], "When the device lags"). Default 0: half the sub-buffers;
-    /// `u32::MAX`: always direct I/O.
+    /// ([`crate::drain`], "When the device lags"). Default `u32::MAX`: always direct I/O;
+    /// 0: half the sub-buffers.
     pub fn cache_mark(mut self, sub_buffers: u32) -> Self {
         self.drain.cache_mark = sub_buffers;
         self

@@ -1536,7 +1536,11 @@ pub fn print(r: &BenchReport) {
                     s.achieved_mev_s,
                     if s.lost == 0 { "" } else { " LOSSY" },
                     s.consumer_ns_per_event
-                        .map(|c| format!(" ({c:.1} ns consumer)"))
+                        .map(|c| format!(
+                            " ({c:.1} ns consumer, longest write {:.1} ms, backlog {})",
+                            s.write_ms_max.unwrap_or(0.0),
+                            s.backlog_max.unwrap_or(0)
+                        ))
                         .unwrap_or_default()
                 )
             })

@@ -98,6 +98,11 @@ pub struct LosslessStep {
     pub consumer_ns_per_event: Option<f64>,
     /// Wall time of the step including set-up and tear-down, seconds.
     pub secs: f64,
+    /// The consumer's longest write, ms, and the most complete sub-buffers one buffer had
+    /// waiting when it was written (the default 8 means the writers ran out of buffer): what
+    /// tells a device that stalls from a consumer that did not run (faultline only).
+    pub write_ms_max: Option<f64>,
+    pub backlog_max: Option<u64>,
 }
 
 /// The search's outcome for one side.
@@ -169,6 +174,8 @@ pub fn search(
             lost: out.lost,
             consumer_ns_per_event: out.consumer_ns_per_event,
             secs: ts.elapsed().as_secs_f64(),
+            write_ms_max: out.drain.as_ref().map(|d| d.write_ns_max as f64 / 1e6),
+            backlog_max: out.drain.as_ref().map(|d| d.backlog_max),
         });
         let Some(r) = rate else {
             // Calibrated: next, a full step paced at the writer's own rate.

@@ -84,9 +84,10 @@
 //! report then goes to stderr like every report (stdout is the traced program's). Step 1
 //! differs: every descriptor and variable is final before the program starts, because no
 //! image can pass a change on (bash gives its children the environment it got in `main`):
-//! the channel is passed at a high number (from `RLIMIT_NOFILE - 64`), the pipe's write end
-//! twice, one descriptor for the schema (with its identity, `FAULTLINE_SCHEMA_ID`: the image
-//! that publishes closes it, which is how the others know) and one for the counters of every
+//! the channel is passed at a high number (from [`session::high_fd_base`], 960 under the
+//! usual limit), the pipe's write end twice, one descriptor for the schema (with its
+//! identity, `FAULTLINE_SCHEMA_ID`: the image that publishes closes it, which is how the
+//! others know) and one for the counters of every
 //! image (`FAULTLINE_LIBC_STATS_FD`/`_ID`), and `FAULTLINE_LIBC_ID` names the library file
 //! ([`crate::libc_preload::pass_descriptors`]; the `faultline-libc` crate's "Attaching").
 

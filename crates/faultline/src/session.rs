@@ -161,9 +161,12 @@ pub const ENV_SCHEMA_FD: &str = "FAULTLINE_SCHEMA_FD";
 pub const ENV_SCHEMA_ID: &str = "FAULTLINE_SCHEMA_ID";
 
 /// Lowest descriptor number for the descriptors a recorder hands to a traced program and that
-/// the `--libc` preload library makes for itself: `RLIMIT_NOFILE - 64` (the soft limit), out
-/// of the program's way (programs expect `open` to return the lowest free number, and often
-/// get 3). At least 3.
+/// the `--libc` preload library makes for itself: 64 below the soft `RLIMIT_NOFILE`, capped at
+/// 1024 (so 960 under the usual limit), out of the program's way (programs expect `open` to
+/// return the lowest free number, and often get 3; `select` needs numbers below 1024). Not
+/// higher under a larger limit: the kernel sizes a process's descriptor table to its highest
+/// open descriptor, and every `fork` and process start copies that table (at 20,000 it cost
+/// each start ~0.1 ms, at the 2^20 of some containers it would be 8 MiB). At least 3.
 pub fn high_fd_base() -> i32 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -175,7 +178,7 @@ pub fn high_fd_base() -> i32 {
     } else {
         1024
     };
-    (soft - 64).max(3)
+    (soft.min(1024) - 64).max(3)
 }
 /// Tracepoints to enable (the registry's syntax: `glob,glob,-glob`).
 pub const ENV_EVENTS: &str = "FAULTLINE_EVENTS";

@@ -235,6 +235,21 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error()).context("becoming a child subreaper");
     }
+    // `--libc`'s library, call list and static-program check need no channel: done first,
+    // they fill part of the TSC calibration's interval (module docs, "Clock") instead of a
+    // spin.
+    let preload = match &opt.libc {
+        Some(l) => {
+            let lib = crate::libc_preload::find_library()?;
+            // Absolute: images started in another directory check the same file.
+            let lib = std::fs::canonicalize(&lib).unwrap_or(lib);
+            let spec = crate::libc_preload::events_spec(&l.calls)?;
+            let note = crate::libc_preload::resolve_program(&opt.cmd[0])
+                .and_then(|p| crate::libc_preload::static_note(&p));
+            Some((l, lib, spec, note))
+        }
+        None => None,
+    };
     let cfg = ChannelConfig {
         subbuf_size: opt.subbuf_size,
         num_subbuf: opt.num_subbuf,
@@ -320,17 +335,12 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     // What the program inherits (inheritable only for the spawn).
     let mut passed = vec![child_fd, wr_fd];
     let mut high_fds: Vec<OwnedFd> = Vec::new();
-    if let Some(l) = &opt.libc {
-        let lib = crate::libc_preload::find_library()?;
-        // Absolute: images started in another directory check the same file.
-        let lib = std::fs::canonicalize(&lib).unwrap_or(lib);
+    if let Some((l, lib, spec, note)) = preload {
         crate::libc_preload::apply(&mut cmd, &lib, l);
         high_fds = crate::libc_preload::pass_descriptors(&mut cmd, &lib, child_fd, wr_fd)?;
         passed = high_fds.iter().map(|f| f.as_raw_fd()).collect();
-        cmd.env(ENV_EVENTS, crate::libc_preload::events_spec(&l.calls)?);
-        if let Some(n) = crate::libc_preload::resolve_program(&opt.cmd[0])
-            .and_then(|p| crate::libc_preload::static_note(&p))
-        {
+        cmd.env(ENV_EVENTS, spec);
+        if let Some(n) = note {
             eprintln!("faultline record: {n}");
             notes.push(n);
         }

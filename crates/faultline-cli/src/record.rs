@@ -745,9 +745,13 @@ pub fn print(r: &RecordReport) {
     }
     let rc = &r.recovery;
     if rc.ran && r.libc && rc.records == 0 && rc.subbufs > 0 {
-        // Normal with --libc: preloaded processes exit without a final flush.
+        // Normal with --libc: preloaded processes exit without a final flush. The bytes are
+        // the sub-buffers' unused ends, committed as padding records in the shared buffer;
+        // the trace's packets end at their content (a 1 MiB sub-buffer holding one event
+        // becomes a packet of a few hundred bytes).
         eprintln!(
-            "  {} sub-buffer(s) left open by exited processes completed at the end ({} bytes)",
+            "  {} sub-buffer(s) left open by exited processes completed at the end ({} unused \
+             bytes closed as padding)",
             rc.subbufs,
             group(rc.bytes)
         );

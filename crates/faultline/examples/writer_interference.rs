@@ -270,7 +270,7 @@ fn main() {
             .expect("channel"),
         );
         let mode = Arc::new(AtomicU32::new(IDLE));
-        let (c2, m2, dir) = (ch.clone(), mode.clone(), tmp.join(&format!("t{i}")));
+        let (c2, m2, dir) = (ch.clone(), mode.clone(), tmp.join(format!("t{i}")));
         let ccpu = if same { wcpu } else { other };
         threads.push(std::thread::spawn(move || {
             consumer(c2, kind, ccpu, wcpu, m2, dir)

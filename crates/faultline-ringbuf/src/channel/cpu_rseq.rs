@@ -5,16 +5,14 @@
 //! every call, and [`Reservation::commit`] chooses between the rseq and atomic, per-CPU and
 //! per-id commits on every call. A caller that records many events into one channel can ask
 //! once, with [`Channel::cpu_rseq`], whether the channel is of the common configuration (rseq
-//! sync, TSC clock, per-CPU buffers, no abort injection); the [`CpuRseq`] it gets back is the
-//! proof, and its [`CpuRseq::reserve`] inlines only that configuration's fast paths, one per
-//! mode (discard: record headers written inside the reserve section, compact where they can
-//! be; overwrite: extended headers after it), chosen by one test of the channel's path byte
-//! (the rest, as in `reserve`, goes to the out-of-line general path), and returns a
-//! reservation whose commit is the per-CPU rseq commit, with no choice left. Same protocol,
-//! same records, same counters as `reserve` + `commit`: only the choices made per call are
-//! gone.
+//! sync, TSC clock, per-CPU buffers, discard mode, no abort injection: record headers written
+//! inside the reserve section, compact where they can be); the [`CpuRseq`] it gets back is the
+//! proof, and its [`CpuRseq::reserve`] inlines only that configuration's fast path (the rest,
+//! as in `reserve`, goes to the out-of-line general path) and returns a reservation whose
+//! commit is the per-CPU rseq commit, with no choice left. Same protocol, same records, same
+//! counters as `reserve` + `commit`: only the choices made per call are gone.
 
-use super::{Channel, Lost, Reservation, FAST_RSEQ, FAST_RSEQ_OW};
+use super::{Channel, Lost, Reservation, FAST_RSEQ};
 use crate::commit::CommitKind;
 use crate::layout::{BufferIndex, SyncMode};
 use faultline_rseq::Cpu;
@@ -30,11 +28,11 @@ pub struct CpuRseqReservation<'a>(Reservation<'a>);
 
 impl Channel {
     /// `Some` if this channel's writers take the per-CPU rseq fast path (rseq sync, TSC clock,
-    /// per-CPU buffers, no abort injection; discard or overwrite mode): fixed for the life of
-    /// the mapping (module docs).
+    /// per-CPU buffers, discard mode, no abort injection): fixed for the life of the mapping
+    /// (module docs).
     #[inline(always)]
     pub fn cpu_rseq(&self) -> Option<CpuRseq<'_>> {
-        (self.path == FAST_RSEQ || self.path == FAST_RSEQ_OW).then_some(CpuRseq(self))
+        (self.path == FAST_RSEQ).then_some(CpuRseq(self))
     }
 }
 
@@ -59,14 +57,9 @@ impl<'a> CpuRseq<'a> {
     /// general path's result handled out of line too (nothing merges with the fast result).
     #[inline(always)]
     pub fn try_reserve(self, id: u32, payload_len: usize) -> Option<CpuRseqReservation<'a>> {
-        // Discard mode first: the path byte was just tested for it (`Channel::cpu_rseq`), so
-        // that test decides and overwrite mode pays one more compare.
-        if self.0.path == FAST_RSEQ {
-            self.0.reserve_fast::<false, true, Cpu>(id, payload_len)
-        } else {
-            self.0.reserve_fast::<false, false, Cpu>(id, payload_len)
-        }
-        .map(CpuRseqReservation)
+        self.0
+            .reserve_fast::<false, true, Cpu>(id, payload_len)
+            .map(CpuRseqReservation)
     }
 
     /// The general path of [`Channel::reserve`] (out of line), which runs every step.

@@ -32,18 +32,30 @@
 //!   the closed packet's content size) **before** the commit store, so no reservation is ever
 //!   visible without its header. Those stores survive an abort after the compare: they go to
 //!   bytes the caller owns as long as the compared word is unchanged (see their docs).
+//! * [`cmpeqv_storev_tsc_hdr_after_on`]: the ring buffer's reserve in overwrite mode, which
+//!   writes the record header only after the commit store (in the same asm block, outside
+//!   the section), so an aborted section stores nothing.
 //! * [`cmpeqv_storev_on`]: the same without the timestamp.
 //! * [`cmpeqv_trystorev_storev_on`]: `cmpeqv_storev_on` that stores a second word just before
 //!   the commit (that store survives an abort after the compare: see its docs).
 //! * [`addv_on`]: `if cpu_id != cpu { mismatch } n = *v + count; *v = n /* commit */; return
 //!   n` — a CPU-local add, the "LOCAL commit" of the ring buffer.
+//! * [`addv_sum_at`]: [`addv_on`] followed, after the section, by the load of a second word
+//!   and the test `n + second >= complete`: the ring buffer's LOCAL commit with its
+//!   completion test.
 //! * [`percpu_inc`] ([`percpu`]): `c = cpu_id; if c >= n { out-of-range } base[c * 16] += 1
 //!   /* commit */` — reads the CPU inside the CS (no mismatch outcome); the SRCU read side of
 //!   the tracepoint layer.
 //!
-//! Every critical section presets its status to "committed" and keeps its abort, CPU-mismatch
-//! and compare-failed exits in a separate `__rseq_failure` text section (as librseq does), so
-//! the committed case runs straight through without a taken jump.
+//! Every critical section keeps its abort, CPU-mismatch and compare-failed exits in a separate
+//! `__rseq_failure` text section (as librseq does), so the committed case runs straight
+//! through without a taken jump. Most set a status register there (preset to "committed" on
+//! the straight path) that the caller tests; the ring buffer's fast-path sections
+//! ([`cmpeqv_storev_tsc_pick_hdr_on`], [`cmpeqv_storev_tsc_hdr_on`],
+//! [`cmpeqv_storev_tsc_hdr_after_on`], [`addv_sum_at`]) instead jump from their exits to
+//! `asm!` label operands, so the straight path carries no status to set and test (stable
+//! Rust allows labels only in asm blocks without outputs, so these return their timestamp
+//! through a stack slot the asm writes after its commit, which costs nothing when unused).
 //!
 //! [`cpu_id_unchecked`] reads `rseq->cpu_id` with one `%fs`-relative load, for fast paths
 //! that already know rseq is available (the ring buffer in rseq mode).

@@ -892,9 +892,11 @@ pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
                 floor_at = const FLOOR_AT,
                 out("rax") _,
                 out("rdx") _,
-                // SAFETY (the label blocks): the section stored the timestamp into `ts`
-                // before jumping to `compact`.
-                compact = label { return Ok((unsafe { ts.assume_init() }, true)) },
+                compact = label {
+                    // SAFETY: the section stored the timestamp into `ts` before jumping here.
+                    let ts = unsafe { ts.assume_init() };
+                    return Ok((ts, true));
+                },
                 aborted = label {
                     note_abort();
                     return Err(RseqError::Aborted);

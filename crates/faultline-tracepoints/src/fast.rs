@@ -467,6 +467,17 @@ fn record_general<F: Fields, C: Count>(slot: &FastSlot, tp: &'static Tracepoint,
 /// call).
 #[inline(never)]
 fn record_any<F: Fields, C: Count>(slot: &FastSlot, tp: &'static Tracepoint, fields: F, c: C) {
+    record_any_inline(slot, tp, fields, c)
+}
+
+/// [`record_any`], inlined into its caller.
+#[inline(always)]
+fn record_any_inline<F: Fields, C: Count>(
+    slot: &FastSlot,
+    tp: &'static Tracepoint,
+    fields: F,
+    c: C,
+) {
     // SAFETY: as in `record`.
     let chan = unsafe { &*slot.chan };
     let (len, lens) = fields.exact_lens();
@@ -580,10 +591,34 @@ impl Tracepoint {
             return;
         }
         if !seen.is_null() {
-            self.fire_fields_other(fields);
+            self.fire_fields_any(fields, seen);
             return;
         }
         self.fire(&FieldsPayload(fields));
+    }
+
+    /// [`Tracepoint::fire_fields`] for a slot tagged [`NOT_CPU_RSEQ`] (`seen`): the same
+    /// first-word protection, then [`Channel::reserve`] (which picks the channel's path per
+    /// call), inlined here, one call below `__fire` (overwrite-mode channels, the flight
+    /// recorder, come this way). Not cold: the code LLVM lays out for a cold function costs.
+    #[inline(never)]
+    fn fire_fields_any<F: Fields>(&'static self, fields: F, seen: *mut FastSlot) {
+        // SAFETY: the thread's own thread-local, used on this thread only.
+        let st = unsafe { &*state() };
+        let rec = st.rec.get();
+        // SAFETY: as in fire_fields.
+        if unsafe { Record::first_word_free(rec) } {
+            // SAFETY: as in fire_fields.
+            let rec = unsafe { &*rec };
+            if rec.announce_first(&self.fast, seen) {
+                // SAFETY: as in fire_fields; the slot is the word without its tag.
+                let slot = unsafe { &*slot_of(seen) };
+                record_any_inline(slot, self, fields, InRecord(rec));
+                rec.release_first();
+                return;
+            }
+        }
+        self.fire_fields_other(fields);
     }
 
     /// [`Tracepoint::fire_fields`] when the inline path did not apply: the thread has no

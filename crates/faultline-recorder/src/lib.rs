@@ -46,7 +46,10 @@
 //! tracepoint layer a fast target ([`Probe::fast_target`]): when the recorder is the event's
 //! only probe, `trace!` reserves, encodes and commits itself, with the encoding generated for
 //! the tracepoint's field types and no virtual call (`faultline_tracepoints::fast`). Events are
-//! counted in the same per-thread shard (the reserve-copy-commit event counter, handed out by
+//! counted in the recorder's column of the threads' hazard records ([`FastCounts`], added to
+//! the reserve-copy-commit events by [`Recorder::stats`]; a recorder that finds every column
+//! taken offers no fast target), or, for a call without a hazard record, in the same
+//! per-thread shard (the reserve-copy-commit event counter, handed out by
 //! [`Probe::fast_counter`]); REMOTE commits and losses come back through
 //! [`Probe::fast_unusual`]. [`Recorder::set_strategy`] recomputes it. `try_trace!` and every
 //! other strategy call [`Recorder::record`].

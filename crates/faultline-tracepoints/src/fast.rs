@@ -12,22 +12,28 @@
 //! few SSE2 compares), reserves, writes field by field straight into the reserved slot with
 //! those lengths (`Fields::write_exact`: constant-size unaligned stores for fixed-size fields,
 //! two overlapping copies for strings up to 32 bytes, no bounds checks and no `memcpy` call:
-//! the reservation is exactly the summed length), commits, and bumps a per-thread event
-//! counter. The encoding is generated per tracepoint (`Fields` is monomorphized for its
+//! the reservation is exactly the summed length), commits, and counts the event in its
+//! thread's hazard record (Statistics, below). The encoding is generated per tracepoint (`Fields` is monomorphized for its
 //! argument types) and is byte for byte the budgeted encoding of [`crate::payload`]. Without a
 //! slot it takes the generic path ([`Tracepoint::fire`]: the probe arrays, one virtual call
 //! per probe).
 //!
 //! # One inlined path
 //! `__fire` inlines one reserve path: the ring buffer's fast path for a channel of the common
-//! configuration (rseq, TSC, per-CPU buffers: [`Channel::cpu_rseq`], a property of the
-//! channel fixed at creation, tested once per call), and, after it, the encoding and commit
+//! configuration (rseq, TSC, per-CPU buffers, discard mode: [`Channel::cpu_rseq`], a property
+//! of the channel fixed at creation, asked once when the slot is published: a slot of any
+//! other channel is published with its high bit set, `NOT_CPU_RSEQ`, so the one test `word >
+//! 0` as a signed integer sends a null and such a tagged slot out of the inline path
+//! together), and, after it, the encoding and commit
 //! in two copies, one per record header form (compact or extended), so that the payload
 //! offset and the id store are constants in each. Everything else is out of line: the
 //! channel's general path (sub-buffer switch, loss, aborted section: `record_general`), every
-//! other channel configuration (atomic, monotonic clock, per concurrency id, abort injection:
-//! `record_any`, through [`Channel::reserve`]), a thread without a hazard record yet, and a
-//! call nested in a signal handler (`fire_fields_other`).
+//! other channel configuration (overwrite mode, atomic, monotonic clock, per concurrency id,
+//! abort injection: the tagged slot's branch of `fire_fields`, the same first-word protection
+//! then `record_any`, through [`Channel::reserve`]), a thread without a hazard record yet,
+//! and a call nested in a signal handler (`fire_fields_other`). A hazard announcement, the
+//! retired-slot list and the hazard wait all hold the word as published (tagged or not); only
+//! a dereference strips the tag (`slot_of`).
 //!
 //! The slot is a cache of the probe arrays, recomputed by every update that republishes them
 //! (registering, unregistering, [`refresh_fast`]): the recorder stays in the faultable array,
@@ -61,14 +67,26 @@
 //! (4), or when the slot changed under the announcement (twice: the out-of-line path retries
 //! once with the new value).
 //! The record is found through one thread-local pointer (a `const`-initialized thread-local
-//! without destructor: inlined into the caller's crate it is one `%fs`-relative load); the
-//! per-thread counter cache below lives in the same thread-local.
+//! without destructor: inlined into the caller's crate it is one `%fs`-relative load). Before
+//! the thread has a record, and when it never will, that pointer is the address of a lone
+//! static hazard word that is never null (`NOT_YET`, `NO_RECORD`), not a null pointer: the
+//! inline path's test that the first word is free sends such a thread out of line with no
+//! test of its own (`Record::first_word_free`; `Record` is `repr(C)` with that word first).
 //!
 //! # Statistics
-//! Off the fast path: a committed event bumps one per-thread counter the owner handed out
-//! ([`Probe::fast_counter`], cached per thread by owner id, a relaxed load and store, no
-//! read-modify-write); REMOTE commits and losses (rare) are reported through
-//! [`Probe::fast_unusual`], out of line.
+//! Off the fast path: a call protected by a hazard record adds a committed event to that
+//! record's counter column of the slot's owner (one `inc` of the record the call already
+//! holds in a register; `Record::extra` of the hazard domain, [`COUNT_COLUMNS`] columns).
+//! An owner takes a column with [`FastCounts::new`] (passes [`FastCounts::index`] in
+//! [`FastTarget::counts`]) and reads its total with [`FastCounts::total`]: the sum of its
+//! column over every record (records are never freed and pass from exiting threads to new
+//! ones with their counts), minus what the column held when it was handed out (a dropped
+//! owner's leftover: its slots, which hold it alive, are freed only after the hazard wait, so
+//! nothing adds to a column once it is free). Only the record's holder (and signal handlers on
+//! its thread) writes a column: a relaxed load and store, no read-modify-write. Calls without
+//! a record (the SRCU fallback) count in the per-thread counter the owner hands out
+//! ([`Probe::fast_counter`], cached per thread by owner id). REMOTE commits and losses (rare)
+//! are reported through [`Probe::fast_unusual`], out of line.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
@@ -467,17 +485,6 @@ fn record_general<F: Fields, C: Count>(slot: &FastSlot, tp: &'static Tracepoint,
 /// call).
 #[inline(never)]
 fn record_any<F: Fields, C: Count>(slot: &FastSlot, tp: &'static Tracepoint, fields: F, c: C) {
-    record_any_inline(slot, tp, fields, c)
-}
-
-/// [`record_any`], inlined into its caller.
-#[inline(always)]
-fn record_any_inline<F: Fields, C: Count>(
-    slot: &FastSlot,
-    tp: &'static Tracepoint,
-    fields: F,
-    c: C,
-) {
     // SAFETY: as in `record`.
     let chan = unsafe { &*slot.chan };
     let (len, lens) = fields.exact_lens();
@@ -591,34 +598,27 @@ impl Tracepoint {
             return;
         }
         if !seen.is_null() {
-            self.fire_fields_any(fields, seen);
+            // A slot tagged NOT_CPU_RSEQ (overwrite mode, the flight recorder, and every
+            // other channel setup): the same first-word protection, then `record_any`.
+            // SAFETY: the thread's own thread-local, used on this thread only.
+            let st = unsafe { &*state() };
+            let rec = st.rec.get();
+            // SAFETY: as above.
+            if unsafe { Record::first_word_free(rec) } {
+                // SAFETY: as above.
+                let rec = unsafe { &*rec };
+                if rec.announce_first(&self.fast, seen) {
+                    // SAFETY: as above; the slot is the word without its tag.
+                    let slot = unsafe { &*slot_of(seen) };
+                    record_any(slot, self, fields, InRecord(rec));
+                    rec.release_first();
+                    return;
+                }
+            }
+            self.fire_fields_other(fields);
             return;
         }
         self.fire(&FieldsPayload(fields));
-    }
-
-    /// [`Tracepoint::fire_fields`] for a slot tagged [`NOT_CPU_RSEQ`] (`seen`): the same
-    /// first-word protection, then [`Channel::reserve`] (which picks the channel's path per
-    /// call), inlined here, one call below `__fire` (overwrite-mode channels, the flight
-    /// recorder, come this way). Not cold: the code LLVM lays out for a cold function costs.
-    #[inline(never)]
-    fn fire_fields_any<F: Fields>(&'static self, fields: F, seen: *mut FastSlot) {
-        // SAFETY: the thread's own thread-local, used on this thread only.
-        let st = unsafe { &*state() };
-        let rec = st.rec.get();
-        // SAFETY: as in fire_fields.
-        if unsafe { Record::first_word_free(rec) } {
-            // SAFETY: as in fire_fields.
-            let rec = unsafe { &*rec };
-            if rec.announce_first(&self.fast, seen) {
-                // SAFETY: as in fire_fields; the slot is the word without its tag.
-                let slot = unsafe { &*slot_of(seen) };
-                record_any_inline(slot, self, fields, InRecord(rec));
-                rec.release_first();
-                return;
-            }
-        }
-        self.fire_fields_other(fields);
     }
 
     /// [`Tracepoint::fire_fields`] when the inline path did not apply: the thread has no

@@ -202,6 +202,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use thiserror::Error;
 
+/// `madvise` advice: fault the pages in for writing (Linux 5.14).
+const MADV_POPULATE_WRITE: libc::c_int = 23;
+
 /// Channel geometry and behaviour.
 #[derive(Debug, Clone)]
 pub struct ChannelConfig {
@@ -656,6 +659,30 @@ impl Reservation<'_> {
     pub fn timestamp(&self) -> u64 {
         self.timestamp
     }
+    /// When this record is the first one to enter a `2^shift`-byte block of its buffer's data
+    /// area (its first byte is the block's, or it crosses into the block), map the pages of
+    /// that block and of the next one now, in one `madvise(MADV_POPULATE_WRITE)`, instead of
+    /// letting the writer take one page fault per 4 KiB page as it goes. On the Intel Xeon VM
+    /// measured, a write fault on a fresh page of the shared memory costs ~5.7 us and
+    /// populating costs ~1.1-1.6 us a page; a ring written sequentially pays the first fault
+    /// of a block at most, once per lap of the ring (later laps find the pages mapped, and the
+    /// call only walks the page table). The range stays inside this CPU's data area (clipped
+    /// at its end, no wrap). Best effort: nothing happens on a kernel without the advice
+    /// (before 5.14) or on any error, and the thread's `errno` is left as it was. `shift` is
+    /// clamped to [12, 24]. Only pages of this buffer are touched, so the memory this costs is
+    /// at most two blocks past what the writers use.
+    #[inline(always)]
+    pub fn populate_ahead(&self, shift: u32) {
+        let shift = shift.clamp(12, 24);
+        let end = self.pos + self.header_len() + self.payload_len;
+        // The record's first byte is the first of a block, or its last byte is in another
+        // block than the byte before it.
+        if (self.pos.wrapping_sub(1) ^ (end - 1)) >> shift == 0 {
+            return;
+        }
+        self.chan.populate_blocks(self.cpu as u32, end - 1, shift);
+    }
+
     /// Bytes of the record header (compact or extended, `faultline_wire`; an extended one has
     /// a long length for a payload of `faultline_wire::LONG_LEN` bytes or more).
     #[inline(always)]
@@ -1200,6 +1227,33 @@ impl Channel {
             self.bufs.add(
                 self.buf_off(cpu) + (self.geo.data_offset + (pos & self.geo.buf_mask)) as usize,
             )
+        }
+    }
+
+    /// [`Reservation::populate_ahead`]'s system call: populate, for writing, the block of
+    /// `2^shift` bytes holding position `pos` of `cpu`'s buffer and the next one, clipped to
+    /// the data area's end. Out of line: it runs once per block.
+    #[inline(never)]
+    #[cold]
+    fn populate_blocks(&self, cpu: u32, pos: u64, shift: u32) {
+        let block = 1u64 << shift;
+        let off = (pos & self.geo.buf_mask) & !(block - 1);
+        // Both below the data area's size: `off` is masked, the length clipped to the rest.
+        let len = (2 * block).min(self.geo.buf_size - off);
+        if len < PAGE as u64 || !off.is_multiple_of(PAGE as u64) {
+            return;
+        }
+        let p = self.data_ptr(cpu, off);
+        // SAFETY: [p, p + len) lies inside this CPU's data area of our own mapping (`off` is
+        // inside the area and page aligned, as the area itself is; `len` ends at the area's
+        // end at the latest). MADV_POPULATE_WRITE only faults the pages in, as a write to them
+        // would, without changing their contents. `errno` is saved and restored around it:
+        // the caller may be a wrapper of a libc call whose `errno` the program will read.
+        unsafe {
+            let e = libc::__errno_location();
+            let saved = *e;
+            libc::madvise(p as *mut libc::c_void, len as usize, MADV_POPULATE_WRITE);
+            *e = saved;
         }
     }
 

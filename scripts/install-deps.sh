@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the system packages faultline's tests need: babeltrace2, lttng-tools,
-# liblttng-ust-dev and a C toolchain (gcc, pkg-config) for the LTTng comparison harness;
-# chromium (headless) for the timeline page's browser tests and scripts/timeline-screenshot.sh
+# liblttng-ust-dev and a C toolchain (gcc, pkg-config) for the LTTng comparison harness; g++
+# for the record --libc test of C++ exceptions; chromium (headless) for the timeline page's
+# browser tests and scripts/timeline-screenshot.sh
 # (those tests install their Node.js packages, playwright-core and speedscope, into the build
 # directory with npm, and skip with a message where Chromium or npm is missing); strace and
 # ltrace, which the record --libc tests and `faultline bench --libc` compare against; iproute2
@@ -16,7 +17,7 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(babeltrace2 lttng-tools liblttng-ust-dev gcc libc6-dev pkg-config chromium strace ltrace iproute2)
+PACKAGES=(babeltrace2 lttng-tools liblttng-ust-dev gcc g++ libc6-dev pkg-config chromium strace ltrace iproute2)
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     PACKAGES+=(nodejs npm)
 fi

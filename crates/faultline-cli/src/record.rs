@@ -84,9 +84,10 @@
 //! report then goes to stderr like every report (stdout is the traced program's). Step 1
 //! differs: every descriptor and variable is final before the program starts, because no
 //! image can pass a change on (bash gives its children the environment it got in `main`):
-//! the channel is passed at a high number (from `RLIMIT_NOFILE - 64`), the pipe's write end
-//! twice, one descriptor for the schema (with its identity, `FAULTLINE_SCHEMA_ID`: the image
-//! that publishes closes it, which is how the others know) and one for the counters of every
+//! the channel is passed at a high number (from [`session::high_fd_base`], 960 under the
+//! usual limit), the pipe's write end twice, one descriptor for the schema (with its
+//! identity, `FAULTLINE_SCHEMA_ID`: the image that publishes closes it, which is how the
+//! others know) and one for the counters of every
 //! image (`FAULTLINE_LIBC_STATS_FD`/`_ID`), and `FAULTLINE_LIBC_ID` names the library file
 //! ([`crate::libc_preload::pass_descriptors`]; the `faultline-libc` crate's "Attaching").
 
@@ -234,6 +235,21 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error()).context("becoming a child subreaper");
     }
+    // `--libc`'s library, call list and static-program check need no channel: done first,
+    // they fill part of the TSC calibration's interval (module docs, "Clock") instead of a
+    // spin.
+    let preload = match &opt.libc {
+        Some(l) => {
+            let lib = crate::libc_preload::find_library()?;
+            // Absolute: images started in another directory check the same file.
+            let lib = std::fs::canonicalize(&lib).unwrap_or(lib);
+            let spec = crate::libc_preload::events_spec(&l.calls)?;
+            let note = crate::libc_preload::resolve_program(&opt.cmd[0])
+                .and_then(|p| crate::libc_preload::static_note(&p));
+            Some((l, lib, spec, note))
+        }
+        None => None,
+    };
     let cfg = ChannelConfig {
         subbuf_size: opt.subbuf_size,
         num_subbuf: opt.num_subbuf,
@@ -319,17 +335,12 @@ pub fn run(opt: &RecordOptions) -> anyhow::Result<RecordReport> {
     // What the program inherits (inheritable only for the spawn).
     let mut passed = vec![child_fd, wr_fd];
     let mut high_fds: Vec<OwnedFd> = Vec::new();
-    if let Some(l) = &opt.libc {
-        let lib = crate::libc_preload::find_library()?;
-        // Absolute: images started in another directory check the same file.
-        let lib = std::fs::canonicalize(&lib).unwrap_or(lib);
+    if let Some((l, lib, spec, note)) = preload {
         crate::libc_preload::apply(&mut cmd, &lib, l);
         high_fds = crate::libc_preload::pass_descriptors(&mut cmd, &lib, child_fd, wr_fd)?;
         passed = high_fds.iter().map(|f| f.as_raw_fd()).collect();
-        cmd.env(ENV_EVENTS, crate::libc_preload::events_spec(&l.calls)?);
-        if let Some(n) = crate::libc_preload::resolve_program(&opt.cmd[0])
-            .and_then(|p| crate::libc_preload::static_note(&p))
-        {
+        cmd.env(ENV_EVENTS, spec);
+        if let Some(n) = note {
             eprintln!("faultline record: {n}");
             notes.push(n);
         }
@@ -734,9 +745,13 @@ pub fn print(r: &RecordReport) {
     }
     let rc = &r.recovery;
     if rc.ran && r.libc && rc.records == 0 && rc.subbufs > 0 {
-        // Normal with --libc: preloaded processes exit without a final flush.
+        // Normal with --libc: preloaded processes exit without a final flush. The bytes are
+        // the sub-buffers' unused ends, committed as padding records in the shared buffer;
+        // the trace's packets end at their content (a 1 MiB sub-buffer holding one event
+        // becomes a packet of a few hundred bytes).
         eprintln!(
-            "  {} sub-buffer(s) left open by exited processes completed at the end ({} bytes)",
+            "  {} sub-buffer(s) left open by exited processes completed at the end ({} unused \
+             bytes closed as padding)",
             rc.subbufs,
             group(rc.bytes)
         );

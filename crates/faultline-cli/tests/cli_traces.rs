@@ -524,6 +524,24 @@ fn help_teaches() {
     assert!(out.contains("view") && out.contains("stats"), "{out}");
 }
 
+/// `record` parses its own arguments without the whole command tree; help and errors still
+/// come from the full parser, as for every command.
+#[test]
+fn record_help_and_errors_as_from_the_full_parser() {
+    let (code, out, _) = run(&["record", "--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Usage: faultline record [OPTIONS]"), "{out}");
+    assert!(
+        out.contains("--libc") && out.contains("Exit status:"),
+        "{out}"
+    );
+    for bad in [&["record", "--bogus", "--", "true"][..], &["record"]] {
+        let (code, _, err) = run(bad);
+        assert_eq!(code, 2, "{bad:?}: {err}");
+        assert!(err.contains("Usage: faultline record"), "{bad:?}: {err}");
+    }
+}
+
 /// Throughput of `view` on a large trace (1.2 M events); prints events/s. Not run by default:
 /// `cargo test --release -p faultline-cli --test cli_traces -- --ignored --nocapture`.
 #[test]

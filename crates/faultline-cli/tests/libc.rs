@@ -926,3 +926,72 @@ fn children_of_a_shell_are_traced() {
         assert!(c["accepted"].as_u64().unwrap() >= 3, "{shell}: {c}");
     }
 }
+
+/// The preload library carries its own unwinder (linked statically, its symbols local): a C++
+/// program's exceptions, thrown between traced calls, still go through the program's own
+/// `libgcc_s` and are caught; the calls are recorded.
+#[test]
+fn cxx_exceptions_are_caught_under_the_preload_library() {
+    if !have("c++") {
+        eprintln!("SKIPPED: no c++");
+        return;
+    }
+    let d = tmp("cxx");
+    let src = d.join("x.cpp");
+    std::fs::write(
+        &src,
+        "#include <cstdio>\n#include <stdexcept>\n#include <fcntl.h>\n#include <unistd.h>\n\
+         int main() { int caught = 0;\n\
+         for (int i = 0; i < 3; i++) {\n\
+           try { close(open(\"/dev/null\", O_RDONLY)); throw std::runtime_error(\"x\"); }\n\
+           catch (const std::exception &) { caught++; } }\n\
+         std::printf(\"caught %d\\n\", caught); return caught == 3 ? 0 : 1; }\n",
+    )
+    .unwrap();
+    let exe = d.join("x");
+    let built = Command::new("c++")
+        .args(["-O1", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !built {
+        eprintln!("SKIPPED: c++ cannot build a program here");
+        return;
+    }
+    let t = d.join("trace");
+    let out = record(&t, &["--libc"], &[exe.to_str().unwrap()]);
+    ok(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "caught 3\n");
+    let evs = view(&t);
+    let opens = named(&evs, "libc:open")
+        .into_iter()
+        .filter(|e| path_of(e) == Some("/dev/null"))
+        .count();
+    assert_eq!(opens, 3, "{evs:?}");
+}
+
+/// The descriptors passed to the program sit below 1024 whatever the descriptor limit (a
+/// table sized to a descriptor near a limit of 2^20 would be copied at every start).
+#[test]
+fn passed_descriptors_stay_below_1024() {
+    let d = tmp("lowfd");
+    let t = d.join("trace");
+    let out = record(
+        &t,
+        &["--libc"],
+        &[
+            "sh",
+            "-c",
+            "echo $FAULTLINE_CHANNEL_FD $FAULTLINE_SCHEMA_FD $FAULTLINE_LIBC_STATS_FD",
+        ],
+    );
+    ok(&out);
+    let nums: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(nums.len(), 3, "{nums:?}");
+    assert!(nums.iter().all(|&n| (3..1024).contains(&n)), "{nums:?}");
+}

@@ -476,6 +476,36 @@ fn check_payload(fields: Fields, payload: &[u8]) -> std::result::Result<(), (usi
     Ok(())
 }
 
+/// Put `tmp` in place of the existing file `path`, atomically (a reader, or a crash, sees the
+/// old or the new file): by exchanging the two names (`renameat2(RENAME_EXCHANGE)`) and then
+/// removing `tmp`, which holds the old file; by `rename` where the file system cannot
+/// exchange. Not a plain `rename` first: on ext4, replacing a file by `rename` starts the
+/// writeback of the new one (`auto_da_alloc`), which at the end of a short `faultline record`
+/// cost ~0.07 ms of a few, and milliseconds when the device is busy.
+fn replace_file(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes());
+    if let (Ok(t), Ok(d)) = (c(tmp), c(path)) {
+        // SAFETY: two NUL-terminated paths that outlive the call; no other pointers.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                t.as_ptr(),
+                libc::AT_FDCWD,
+                d.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if r == 0 {
+            // The old file, now under the temporary name. Left behind only if this fails,
+            // as a `rename` interrupted before it would leave the new one.
+            let _ = std::fs::remove_file(tmp);
+            return Ok(());
+        }
+    }
+    std::fs::rename(tmp, path)
+}
+
 fn create_new(path: &Path) -> Result<File> {
     OpenOptions::new()
         .read(true)
@@ -1450,7 +1480,8 @@ impl TraceWriter {
     /// Like [`TraceWriter::finish`], after adding `extra` entries to the metadata's `env`
     /// block (values known only at the end, such as the recorder's counters). The metadata is
     /// replaced atomically (written to `metadata.tmp`, synced unless [`TraceWriter::set_sync`]
-    /// turned that off, renamed): a crash leaves either the old or the new file. If the new metadata cannot be made (an invalid key), the old
+    /// turned that off, exchanged with the old file, which is then removed, or renamed over
+    /// it: [`replace_file`]): a crash leaves either the old or the new file. If the new metadata cannot be made (an invalid key), the old
     /// one stays and the error is returned after the streams are synced.
     pub fn finish_with_env(mut self, extra: Vec<(String, EnvValue)>) -> Result<WriterCounters> {
         if extra.is_empty() && !(self.metadata_stale && self.local) {
@@ -1497,7 +1528,7 @@ impl TraceWriter {
             f.write_all(text.as_bytes())
                 .and_then(|_| if sync { f.sync_all() } else { Ok(()) })
                 .map_err(|e| CtfError::io(&tmp, "write", e))?;
-            std::fs::rename(&tmp, &meta).map_err(|e| CtfError::io(&meta, "replace", e))?;
+            replace_file(&tmp, &meta).map_err(|e| CtfError::io(&meta, "replace", e))?;
             Ok(text.len() as u64)
         });
         match replaced {
@@ -1543,6 +1574,27 @@ impl TraceWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The new file takes the old one's name and the temporary name is gone, whether the old
+    /// file exists (exchange) or not (rename).
+    #[test]
+    fn replace_file_exchanges_then_removes_the_old() {
+        let dir = std::env::temp_dir().join(format!("faultline-replace-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (tmp, path) = (dir.join("metadata.tmp"), dir.join("metadata"));
+        std::fs::write(&path, "old").unwrap();
+        std::fs::write(&tmp, "new").unwrap();
+        replace_file(&tmp, &path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert!(!tmp.exists());
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&tmp, "newer").unwrap();
+        replace_file(&tmp, &path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "newer");
+        assert!(!tmp.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// The check as it was: every field through decode_field.
     fn check_by_decoding(

@@ -58,8 +58,8 @@
 //! an image changed would not reach the programs it runs. `record` sets everything up before
 //! the program starts, with the variables of [`faultline::session`] and of this crate: the
 //! channel at a high, inheritable descriptor (`FAULTLINE_CHANNEL_FD`, numbers from
-//! `RLIMIT_NOFILE - 64` up, out of the program's way: programs expect `open` to return the
-//! lowest free number, and often get 3), the schema pipe's write end twice —
+//! `faultline::session::high_fd_base()` up, 960 under the usual limit, out of the program's
+//! way: programs expect `open` to return the lowest free number, and often get 3), the schema pipe's write end twice —
 //! `FAULTLINE_SCHEMA_FD` with its identity `FAULTLINE_SCHEMA_ID` (device:inode), for the
 //! schema, and `FAULTLINE_LIBC_STATS_FD`/`_ID` for the counters ([`stats`]) — and
 //! `FAULTLINE_LIBC_ID`, the identity of this library's file. Each image's constructor (an

@@ -65,13 +65,17 @@ pub fn now_ordered(kind: ClockKind) -> u64 {
 }
 
 /// Whether the kernel itself uses the TSC (so it is invariant and synchronised across CPUs).
+/// Read once per process (`faultline record` asks three times before the program starts).
 pub fn tsc_is_reliable() -> bool {
-    cfg!(target_arch = "x86_64")
-        && std::fs::read_to_string(
-            "/sys/devices/system/clocksource/clocksource0/current_clocksource",
-        )
-        .map(|s| s.trim() == "tsc")
-        .unwrap_or(false)
+    static RELIABLE: OnceLock<bool> = OnceLock::new();
+    *RELIABLE.get_or_init(|| {
+        cfg!(target_arch = "x86_64")
+            && std::fs::read_to_string(
+                "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+            )
+            .map(|s| s.trim() == "tsc")
+            .unwrap_or(false)
+    })
 }
 
 /// The default clock: TSC when reliable, otherwise `CLOCK_MONOTONIC`.

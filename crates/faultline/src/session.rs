@@ -161,9 +161,12 @@ pub const ENV_SCHEMA_FD: &str = "FAULTLINE_SCHEMA_FD";
 pub const ENV_SCHEMA_ID: &str = "FAULTLINE_SCHEMA_ID";
 
 /// Lowest descriptor number for the descriptors a recorder hands to a traced program and that
-/// the `--libc` preload library makes for itself: `RLIMIT_NOFILE - 64` (the soft limit), out
-/// of the program's way (programs expect `open` to return the lowest free number, and often
-/// get 3). At least 3.
+/// the `--libc` preload library makes for itself: 64 below the soft `RLIMIT_NOFILE`, capped at
+/// 1024 (so 960 under the usual limit), out of the program's way (programs expect `open` to
+/// return the lowest free number, and often get 3; `select` needs numbers below 1024). Not
+/// higher under a larger limit: the kernel sizes a process's descriptor table to its highest
+/// open descriptor, and every `fork` and process start copies that table (at 20,000 it cost
+/// each start ~0.1 ms, at the 2^20 of some containers it would be 8 MiB). At least 3.
 pub fn high_fd_base() -> i32 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -175,7 +178,7 @@ pub fn high_fd_base() -> i32 {
     } else {
         1024
     };
-    (soft - 64).max(3)
+    (soft.min(1024) - 64).max(3)
 }
 /// Tracepoints to enable (the registry's syntax: `glob,glob,-glob`).
 pub const ENV_EVENTS: &str = "FAULTLINE_EVENTS";
@@ -248,14 +251,63 @@ pub fn recorder_counts(r: &RecorderStats, source: &str) -> RecorderCounts {
     }
 }
 
-/// One event of a published schema.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One event of a published schema: one JSON object, `id` next to the members of
+/// [`OwnedEventDesc`] (`provider`, `name`, `fields`).
+///
+/// Read and written through plain structs ([`SchemaEventWire`], [`SchemaEventRef`]) rather
+/// than `#[serde(flatten)]`, which makes serde buffer every object into an untyped tree
+/// first: a schema of a few hundred classes is read by `faultline record` while the program
+/// starts, and that tree cost most of its ~0.2 ms.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "SchemaEventWire")]
 pub struct SchemaEvent {
     /// Event id, as in the record headers.
     pub id: u32,
     /// Provider, name and typed fields.
-    #[serde(flatten)]
     pub desc: OwnedEventDesc,
+}
+
+/// How a [`SchemaEvent`] is read (unknown members are skipped, as before).
+#[derive(Deserialize)]
+struct SchemaEventWire {
+    id: u32,
+    provider: String,
+    name: String,
+    fields: Vec<faultline_schema::OwnedFieldDesc>,
+}
+
+impl From<SchemaEventWire> for SchemaEvent {
+    fn from(w: SchemaEventWire) -> Self {
+        SchemaEvent {
+            id: w.id,
+            desc: OwnedEventDesc {
+                provider: w.provider,
+                name: w.name,
+                fields: w.fields,
+            },
+        }
+    }
+}
+
+/// How a [`SchemaEvent`] is written: the same members, in the same order.
+#[derive(Serialize)]
+struct SchemaEventRef<'a> {
+    id: u32,
+    provider: &'a str,
+    name: &'a str,
+    fields: &'a [faultline_schema::OwnedFieldDesc],
+}
+
+impl Serialize for SchemaEvent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SchemaEventRef {
+            id: self.id,
+            provider: &self.desc.provider,
+            name: &self.desc.name,
+            fields: &self.desc.fields,
+        }
+        .serialize(s)
+    }
 }
 
 /// What an attached session publishes to `faultline record` (JSON, one message, then EOF).
@@ -1567,6 +1619,32 @@ pub fn event_ids() -> BTreeMap<String, u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The wire form of a schema event is one flat object (`id` next to the description's
+    /// members, in that order), read back equal, with unknown members skipped.
+    #[test]
+    fn schema_event_is_one_flat_object() {
+        let e = SchemaEvent {
+            id: 7,
+            desc: OwnedEventDesc {
+                provider: "libc".into(),
+                name: "open".into(),
+                fields: vec![faultline_schema::OwnedFieldDesc {
+                    name: "path".into(),
+                    ty: faultline_schema::FieldType::String,
+                }],
+            },
+        };
+        let j = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            j,
+            r#"{"id":7,"provider":"libc","name":"open","fields":[{"name":"path","type":"string"}]}"#
+        );
+        assert_eq!(serde_json::from_str::<SchemaEvent>(&j).unwrap(), e);
+        let extra = r#"{"name":"open","later":[1,{"x":2}],"id":7,"fields":[{"name":"path","type":"string"}],"provider":"libc"}"#;
+        assert_eq!(serde_json::from_str::<SchemaEvent>(extra).unwrap(), e);
+        assert!(serde_json::from_str::<SchemaEvent>(r#"{"id":7,"provider":"libc"}"#).is_err());
+    }
 
     /// Per-cid where the process has fewer threads (plus the consumer) than CPUs to run on and
     /// the kernel supports it; per CPU otherwise.

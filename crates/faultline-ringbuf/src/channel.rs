@@ -660,7 +660,7 @@ impl Reservation<'_> {
         self.timestamp
     }
     /// When this record is the first one to enter a `2^shift`-byte block of its buffer's data
-    /// area (its first byte is the block's, or it crosses into the block), map the pages of
+    /// area (it crosses into the block, or it is the first record of a sub-buffer), map the pages of
     /// that block and of the next one now, in one `madvise(MADV_POPULATE_WRITE)`, instead of
     /// letting the writer take one page fault per 4 KiB page as it goes. On the Intel Xeon VM
     /// measured, a write fault on a fresh page of the shared memory costs ~5.7 us and
@@ -675,9 +675,10 @@ impl Reservation<'_> {
     pub fn populate_ahead(&self, shift: u32) {
         let shift = shift.clamp(12, 24);
         let end = self.pos + self.header_len() + self.payload_len;
-        // The record's first byte is the first of a block, or its last byte is in another
-        // block than the byte before it.
-        if (self.pos.wrapping_sub(1) ^ (end - 1)) >> shift == 0 {
+        // The record is the first of its sub-buffer (right after the packet header, alignment
+        // padding aside), or its last byte is in another block than the byte before it.
+        let first = (self.pos & self.chan.geo.sb_mask) < PACKET_HEADER_SIZE + 8;
+        if !first && (self.pos.wrapping_sub(1) ^ (end - 1)) >> shift == 0 {
             return;
         }
         self.chan.populate_blocks(self.cpu as u32, end - 1, shift);

@@ -302,10 +302,6 @@ impl RecorderStats {
     }
 }
 
-/// [`Recorder::record_fields_stamped`] maps the ring's pages 64 KiB at a time ahead of the
-/// writer (`Reservation::populate_ahead`): one system call per 16 pages instead of 16 page
-/// faults, each ~4x dearer per page on the hosts measured.
-const POPULATE_SHIFT: u32 = 16;
 const N_COUNTERS: usize = 18;
 const C_FAULTED: usize = 0;
 const C_FAULTED_BYTES: usize = 1;
@@ -708,8 +704,6 @@ impl Recorder {
         let r = match self.chan.reserve(id, len) {
             Ok(mut res) => {
                 stamp(res.timestamp());
-                // Pages of the ring in batches, not one fault each (see populate_ahead).
-                res.populate_ahead(POPULATE_SHIFT);
                 let out = payload.write(res.payload());
                 self.finish(id, res, out.written, out.faulted)
             }

@@ -2,7 +2,10 @@
 //! shared, noisy machine: each configuration runs many short rounds, interleaved, timed with
 //! the thread's CPU clock (time the thread spent descheduled is not counted), and the
 //! minimum and median over rounds are reported, with ratios to `rdtsc` + a 24-byte store
-//! measured in the same run. Overwrite-mode channel with default geometry, no consumer.
+//! measured in the same run. Overwrite-mode channel with default geometry, no consumer; and
+//! the `trace!` rows again into a discard-mode channel (the mode of a `Session`, whose events
+//! take the tracepoint layer's inline path: overwrite mode goes through `Channel::reserve`),
+//! drained between rounds (outside the timing) so that no event is lost.
 //! Run: `cargo bench -p faultline-recorder --bench fastpath` (`-- ROUNDS` to change the
 //! number of rounds).
 
@@ -10,12 +13,15 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use faultline_recorder::{attach, Recorder, RecorderConfig};
+use faultline_ringbuf::consumer::Consumer;
 use faultline_ringbuf::{Channel, ChannelConfig, Mode};
 use faultline_tracepoints::{enable, trace, tracepoint};
 
 tracepoint!(FP_INT, "fastpath_bench", "int", { seq: u64 });
 tracepoint!(FP_STRING, "fastpath_bench", "string", { seq: u64, msg: &str });
 tracepoint!(FP_OFF, "fastpath_bench_off", "off", { seq: u64 });
+tracepoint!(FPD_INT, "fastpath_discard", "int", { seq: u64 });
+tracepoint!(FPD_STRING, "fastpath_discard", "string", { seq: u64, msg: &str });
 
 const MSG: &str = "0123456789abcdef0123456789abcdef";
 const PER_ROUND: u64 = 20_000;
@@ -78,10 +84,25 @@ fn main() {
     let rec = Recorder::new(chan.clone(), RecorderConfig::default());
     let _h = attach(&rec, "fastpath_bench:*").expect("attach");
     enable("fastpath_bench:*");
+    // Discard mode, 4 x 1 MiB per CPU: a round's int and string events (< 2 MiB) fit once
+    // the complete sub-buffers are drained, which `drain` does between rounds.
+    let dchan = Arc::new(Channel::create(&ChannelConfig::default()).expect("channel"));
+    let drec = Recorder::new(dchan.clone(), RecorderConfig::default());
+    let _dh = attach(&drec, "fastpath_discard:*").expect("attach");
+    enable("fastpath_discard:*");
+    let drain = || {
+        let c = Consumer::new(&dchan);
+        for cpu in c.active_cpus() {
+            while let Ok(Some(p)) = c.take_in_place(cpu) {
+                c.release(p);
+            }
+        }
+    };
     println!(
-        "fast path taken: int {}, string {}",
+        "fast path taken: int {}, string {}; discard channel inline: {}",
         FP_INT.has_fast_path(),
-        FP_STRING.has_fast_path()
+        FP_STRING.has_fast_path(),
+        dchan.cpu_rseq().is_some() && FPD_INT.has_fast_path()
     );
     let int_id = FP_INT.id();
     let mut floor = vec![0u64; 256 * 1024 / 8];
@@ -94,6 +115,8 @@ fn main() {
         "trace! int",
         "trace! u64 + 32 B string",
         "disabled tracepoint (per call site)",
+        "trace! int, discard",
+        "trace! u64 + 32 B string, discard",
     ];
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     for _ in 0..rounds {
@@ -128,7 +151,18 @@ fn main() {
                 trace!(FP_OFF, i + 7);
             }) / 8.0,
         );
+        drain();
+        ns[8].push(round(|i| trace!(FPD_INT, i)));
+        drain();
+        ns[9].push(round(|i| trace!(FPD_STRING, i, MSG)));
     }
+    drain();
+    let st = drec.stats();
+    println!(
+        "discard channel: {} events recorded, {} lost",
+        st.recorded,
+        st.lost_total()
+    );
     let stat = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         (v[0], v[v.len() / 2])

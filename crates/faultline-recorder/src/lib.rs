@@ -46,7 +46,10 @@
 //! tracepoint layer a fast target ([`Probe::fast_target`]): when the recorder is the event's
 //! only probe, `trace!` reserves, encodes and commits itself, with the encoding generated for
 //! the tracepoint's field types and no virtual call (`faultline_tracepoints::fast`). Events are
-//! counted in the same per-thread shard (the reserve-copy-commit event counter, handed out by
+//! counted in the recorder's column of the threads' hazard records ([`FastCounts`], added to
+//! the reserve-copy-commit events by [`Recorder::stats`]; a recorder that finds every column
+//! taken offers no fast target), or, for a call without a hazard record, in the same
+//! per-thread shard (the reserve-copy-commit event counter, handed out by
 //! [`Probe::fast_counter`]); REMOTE commits and losses come back through
 //! [`Probe::fast_unusual`]. [`Recorder::set_strategy`] recomputes it. `try_trace!` and every
 //! other strategy call [`Recorder::record`].
@@ -76,8 +79,8 @@
 use faultline_ringbuf::{Channel, ClockKind, CommitKind, Lost, Reservation};
 use faultline_tracepoints::__private::{Fields, FieldsPayload};
 use faultline_tracepoints::{
-    register_probe, FastTarget, LossCause, Payload, Probe, ProbeHandle, ProbeKind, RegisterError,
-    TraceOutcome, Tracepoint,
+    register_probe, FastCounts, FastTarget, LossCause, Payload, Probe, ProbeHandle, ProbeKind,
+    RegisterError, TraceOutcome, Tracepoint,
 };
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
@@ -381,6 +384,9 @@ pub struct Recorder {
     stats: Arc<Mutex<StatsRegistry>>,
     /// The channel's clock (for [`Recorder::record_fields_stamped`]).
     clock: ClockKind,
+    /// Where the recording fast path counts the events of calls with a hazard record
+    /// (`None`: every column taken; then no fast target is offered).
+    fast_counts: Option<FastCounts>,
 }
 
 impl Recorder {
@@ -403,6 +409,7 @@ impl Recorder {
                 live: Vec::new(),
                 retired: [0; N_COUNTERS],
             })),
+            fast_counts: FastCounts::new(),
         })
     }
 
@@ -446,6 +453,10 @@ impl Recorder {
     pub fn stats(&self) -> RecorderStats {
         let r = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         let mut c = r.retired;
+        // The fast path's events counted in hazard records (the rest are in the shards).
+        if let Some(f) = &self.fast_counts {
+            c[C_EVENTS + Strategy::ReserveCopyCommit as usize] += f.total();
+        }
         for s in &r.live {
             for (i, v) in s.c.iter().enumerate() {
                 c[i] += v.load(Ordering::Relaxed);
@@ -771,11 +782,13 @@ impl Probe for Recorder {
     /// recorded with reserve-copy-commit: the tracepoint layer reserves, encodes and commits
     /// itself, and counts the event in this thread's shard ([`Probe::fast_counter`]).
     fn fast_target(&self, tp: &'static Tracepoint) -> Option<FastTarget> {
+        let counts = self.fast_counts.as_ref()?;
         (!tp.has_raw_fields() && self.strategy_for(tp) == Strategy::ReserveCopyCommit).then(|| {
             FastTarget {
                 chan: self.chan.clone(),
                 id: tp.id(),
                 owner_id: self.id,
+                counts: counts.index(),
             }
         })
     }

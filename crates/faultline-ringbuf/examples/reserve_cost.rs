@@ -21,6 +21,9 @@
 //! * discard mode (default geometry, 4 x 1 MiB) with a consumer thread on another CPU taking
 //!   sub-buffers in place and releasing them: 8 B of event 1 (compact header, the int event's
 //!   shape) and of event 1000 (always extended).
+//! * the int event's shape through `Channel::cpu_rseq` (the one-path entry of a tracepoint's
+//!   fast path): event 1, a constant 8-byte payload, in discard mode with a consumer as above
+//!   and in overwrite mode without one (default geometry).
 //! * batches of 24000 events on fresh 4 x 256 KiB channels: reserve + commit (the control),
 //!   reserve only (reservations leaked), commit only (of reservations made untimed just
 //!   before), reserve + drop (committed as a discarded record).
@@ -97,6 +100,28 @@ fn ring_consumed(
 ) -> Box<dyn FnMut(u64) -> f64> {
     use std::sync::atomic::Ordering;
     let src = vec![7u8; payload];
+    spawn_consumer(ch, consumer_cpu);
+    Box::new(move |iters| {
+        let before = lost_now(ch);
+        let ns = time_ns(iters, |_| {
+            if let Ok(mut r) = ch.reserve(id, black_box(payload)) {
+                r.payload().copy_from_slice(&src);
+                black_box(r.commit());
+            }
+        });
+        let l = lost_now(ch) - before;
+        lost.fetch_add(l, Ordering::Relaxed);
+        if l > 0 {
+            f64::NAN
+        } else {
+            ns
+        }
+    })
+}
+
+/// A consumer thread, pinned to `consumer_cpu`, running for the whole program: it takes
+/// complete sub-buffers of `ch` in place and releases them.
+fn spawn_consumer(ch: &'static Channel, consumer_cpu: Option<u32>) {
     std::thread::spawn(move || {
         if let Some(c) = consumer_cpu {
             let _ = faultline_rseq::pin_to_cpu(c);
@@ -115,14 +140,48 @@ fn ring_consumed(
             }
         }
     });
+}
+
+/// The int event's shape through the one-path entry a tracepoint's fast path uses
+/// (`Channel::cpu_rseq`): event `id`, a constant 8-byte payload written as one store, commit.
+/// With `consumer`, `ch` is drained as in [`ring_consumed`] (rounds that lost events count as
+/// NaN and in `lost`).
+fn ring_cpu_rseq(
+    ch: &'static Channel,
+    id: u32,
+    consumer: Option<Option<u32>>,
+    lost: &'static std::sync::atomic::AtomicU64,
+) -> Box<dyn FnMut(u64) -> f64> {
+    use std::sync::atomic::Ordering;
+    if let Some(c) = consumer {
+        spawn_consumer(ch, c);
+    }
+    // Warm-up: touch every page of the buffer once.
+    for i in 0..(ch.subbuf_size() * ch.num_subbuf() / 16) {
+        if let Ok(mut r) = ch.reserve(id, 8) {
+            r.payload().copy_from_slice(&i.to_le_bytes());
+            r.commit();
+        }
+    }
+    let fast = ch.cpu_rseq();
     Box::new(move |iters| {
         let before = lost_now(ch);
-        let ns = time_ns(iters, |_| {
-            if let Ok(mut r) = ch.reserve(id, black_box(payload)) {
-                r.payload().copy_from_slice(&src);
-                black_box(r.commit());
-            }
-        });
+        let ns = match fast {
+            Some(fast) => time_ns(iters, |i| {
+                if let Ok(mut r) = fast.reserve(id, 8) {
+                    r.payload().copy_from_slice(&i.to_le_bytes());
+                    black_box(r.commit());
+                }
+            }),
+            // Not offered (a library before overwrite mode had it): `reserve`, as the
+            // tracepoint layer then takes it (out of line there).
+            None => time_ns(iters, |i| {
+                if let Ok(mut r) = ch.reserve(id, 8) {
+                    r.payload().copy_from_slice(&i.to_le_bytes());
+                    black_box(r.commit());
+                }
+            }),
+        };
         let l = lost_now(ch) - before;
         lost.fetch_add(l, Ordering::Relaxed);
         if l > 0 {
@@ -347,6 +406,31 @@ fn main() {
             format!("reserve+commit 8 B id {id} discard+consumer"),
             ring_consumed(ch, *id, 8, other_cpu, consumed_lost),
         ));
+    }
+
+    if rseq {
+        // The int event's shape through `Channel::cpu_rseq`, as a tracepoint's `__fire` takes
+        // it: discard mode with a consumer (the int row of `faultline bench`), and overwrite
+        // mode without one (its `no consumer, overwrite` row).
+        for (mode, consumer) in [(Mode::Discard, Some(other_cpu)), (Mode::Overwrite, None)] {
+            let ch: &'static Channel = Box::leak(Box::new(
+                Channel::create(&ChannelConfig {
+                    mode,
+                    sync: SyncMode::Rseq,
+                    ..Default::default()
+                })
+                .expect("channel"),
+            ));
+            let label = if consumer.is_some() {
+                "discard+consumer"
+            } else {
+                "overwrite"
+            };
+            benches.push((
+                format!("cpu_rseq 8 B id 1 {label}"),
+                ring_cpu_rseq(ch, 1, consumer, consumed_lost),
+            ));
+        }
     }
 
     if let Some(ch) = &cid_chan {

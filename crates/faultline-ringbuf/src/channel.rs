@@ -421,6 +421,10 @@ const COMPACT_WINDOW: u32 = faultline_wire::COMPACT_TS_WINDOW as u32;
 const LAST_TS_FROM_OFFSET: i32 = (std::mem::offset_of!(BufferHeader, last_ts)
     - std::mem::offset_of!(BufferHeader, write_offset)) as i32;
 
+/// Where `SubbufCounters::remote` lies relative to `local` (the LOCAL commit's fused load).
+const REMOTE_FROM_LOCAL: i32 = (std::mem::offset_of!(SubbufCounters, remote)
+    - std::mem::offset_of!(SubbufCounters, local)) as i32;
+
 mod cpu_rseq;
 pub use cpu_rseq::{CpuRseq, CpuRseqReservation};
 
@@ -701,22 +705,29 @@ impl Reservation<'_> {
     #[inline(always)]
     fn store_id(&self) {
         let r = self;
-        // Compact: the header's first word becomes the real id and the same timestamp bits;
-        // extended: the id field.
-        let (at, word) = if r.id & COMPACT_BIT != 0 {
-            (0, faultline_wire::compact_word(r.id as u32, r.timestamp))
-        } else {
-            (faultline_wire::EXTENDED_ID_OFFSET, r.id as u32)
-        };
         // SAFETY: the record header (`rec`, at `pos`) lies in our exclusive reservation (see
-        // payload()), and `at` + 4 is within its 6 or 15 (19) bytes, at any alignment (packed
-        // records), hence the unaligned store; no other access to these bytes is atomic, so a
-        // plain store is all the format needs. This plain store precedes the commit counter
-        // update in program order; that update is a
-        // release (x86 TSO store in the rseq section, whose asm clobbers memory, or an AcqRel
-        // fetch_add), so the consumer's acquire load of the counters (commit_sum) that sees our
-        // bytes also sees the real id.
-        unsafe { std::ptr::write_unaligned(r.rec.add(at) as *mut u32, word) };
+        // payload()), and the bytes written (the first, or 4 at EXTENDED_ID_OFFSET) are within
+        // its 6 or 15 (19) bytes, at any alignment (packed records), hence the unaligned
+        // store; no other access to these bytes is atomic, so a plain store is all the format
+        // needs. This plain store precedes the commit counter update in program order; that
+        // update is a release (x86 TSO store in the rseq section, whose asm clobbers memory,
+        // or an AcqRel fetch_add), so the consumer's acquire load of the counters
+        // (commit_sum) that sees our bytes also sees the real id.
+        unsafe {
+            if r.id & COMPACT_BIT != 0 {
+                // Compact: the first byte holds the tag (low 5 bits, PENDING_TAG as the
+                // reserve section wrote it) and timestamp bits; flipping the tag's bits to the
+                // id leaves the timestamp bits alone (`faultline_wire::compact_word`).
+                const _: () = assert!(faultline_wire::PENDING_TAG < 32);
+                const _: () = assert!(faultline_wire::MAX_COMPACT_ID < 32);
+                *r.rec ^= (r.id as u32 ^ faultline_wire::PENDING_TAG) as u8;
+            } else {
+                std::ptr::write_unaligned(
+                    r.rec.add(faultline_wire::EXTENDED_ID_OFFSET) as *mut u32,
+                    r.id as u32,
+                );
+            }
+        }
     }
 }
 
@@ -776,6 +787,30 @@ impl<const RSEQ: bool, S: SlotId + Copy> CommitCounters for ShmCounters<'_, RSEQ
             // writer process only, checked at reserve).
             match unsafe { faultline_rseq::addv_at::<S>(self.off, cpu, self.c.local.as_ptr(), n) } {
                 Ok(v) => return Ok(v),
+                Err(faultline_rseq::RseqError::CpuMismatch) => return Err(NotOnCpu),
+                Err(_) => continue,
+            }
+        }
+    }
+    #[inline(always)]
+    fn local_commit(&self, cpu: u32, n: u64, complete: u64) -> Result<bool, NotOnCpu> {
+        if !RSEQ {
+            return Err(NotOnCpu);
+        }
+        loop {
+            // SAFETY: as in local_add; `remote` lies REMOTE_FROM_LOCAL bytes after `local` in
+            // the same SubbufCounters (any writer: it is only read here). The load of `remote`
+            // follows the commit store in the same asm block (the protocol's order).
+            match unsafe {
+                faultline_rseq::addv_sum_at::<S, REMOTE_FROM_LOCAL>(
+                    self.off,
+                    cpu,
+                    self.c.local.as_ptr(),
+                    n,
+                    complete,
+                )
+            } {
+                Ok(done) => return Ok(done),
                 Err(faultline_rseq::RseqError::CpuMismatch) => return Err(NotOnCpu),
                 Err(_) => continue,
             }
@@ -1413,18 +1448,18 @@ impl Channel {
         // Saturating: an absurd length must not wrap into a small one. `aligned <=
         // subbuf_size` (sb_off < subbuf_size, a multiple of RECORD_ALIGN), so the subtraction cannot
         // wrap, and `rec_len < subbuf_size - aligned` is the strict-fit rule
-        // `aligned + rec_len < subbuf_size` of the general path. It also implies
-        // (rec_len <= max_record is checked below: max_record is also capped by MAX_PAYLOAD
-        // payload length.)
+        // `aligned + rec_len < subbuf_size` of the general path.
         // The extended length decides whether the fast path applies: both sizes then fit.
-        // `rec_len > max_record`: a payload beyond MAX_PAYLOAD (sub-buffers over 16 MiB) is
-        // the general path's to refuse, and so is one that needs a long length (64 KiB or
-        // more: the fast path writes the 15-byte extended header only).
+        // A payload that needs a long length (64 KiB or more: the fast path writes the
+        // 15-byte extended header only) is the general path's.
         let rec_len =
             (faultline_wire::EXTENDED_HEADER_SIZE as u64).saturating_add(payload_len as u64);
+        // No `rec_len > max_record` test: `payload_len <= MAX_COMPACT_PAYLOAD` keeps the
+        // payload below MAX_PAYLOAD, and the strict fit keeps the record inside this
+        // sub-buffer (past its packet header in any buffer written by this protocol; a
+        // garbage offset below it still stays inside the sub-buffer's bytes).
         if sb_off == 0
             || rec_len >= g.subbuf_size - aligned
-            || rec_len > g.max_record
             || payload_len > faultline_wire::MAX_COMPACT_PAYLOAD
         {
             return None;
@@ -1436,95 +1471,12 @@ impl Channel {
             && id <= faultline_wire::MAX_COMPACT_ID
             && (faultline_wire::MIN_COMPACT_PAYLOAD..=faultline_wire::MAX_COMPACT_PAYLOAD)
                 .contains(&payload_len);
-        let end_compact = if may_compact {
-            pos + faultline_wire::COMPACT_HEADER_SIZE as u64 + payload_len as u64
-        } else {
-            end
-        };
         let rec = bp.wrapping_add((g.data_offset + (pos & g.buf_mask)) as usize);
         let w = b.write_offset.as_ptr();
         let len = payload_len as u32;
-        let (ts, compact) = if HDR {
-            // The record header's words without their timestamp bits (`faultline_wire`).
-            let hi = faultline_wire::extended_header_words(PENDING_RECORD_ID, 0, len).1;
-            let spins = if INJECT { self.inject_spins } else { 0 };
-            // SAFETY: rseq available (see above); write_offset of buffer `cpu` is only written
-            // by rseq critical sections keyed on `S` holding `cpu` (Cid: in the writer process
-            // only, checked above). A FLUSH_MARK value has sb_off == 0 and was refused above.
-            // The header stores: while write_offset == old on `cpu`, [pos, pos + 15) is
-            // nobody's (discard mode: no reader looks past a packet's committed content, and the
-            // current sub-buffer is not complete), inside this sub-buffer (the extended record
-            // fits strictly), and ours once the section commits; an aborted section's stores
-            // land there before anyone reserves it, so they are overwritten by its owner.
-            unsafe {
-                if may_compact {
-                    // The floor, `last_ts`, is read inside the section (relaxed: a plain
-                    // load): any value is the timestamp of a reservation whose section
-                    // finished before, so of one before ours in offset order, hence at most the
-                    // timestamp of the record right before ours (module docs, "Compact
-                    // headers").
-                    let clo =
-                        faultline_wire::compact_header_word(faultline_wire::PENDING_TAG, 0, len);
-                    let (ts, dist) =
-                        faultline_rseq::cmpeqv_storev_tsc_pick_hdr_on::<
-                            S,
-                            INJECT,
-                            EXT_LO,
-                            COMPACT_WINDOW,
-                            COMPACT_SHRINK,
-                            LAST_TS_FROM_OFFSET,
-                        >(self.rseq_off, cpu, w, old, end, rec, clo, spins)
-                        .ok()?;
-                    // The section stored the compact end (and header) exactly when this holds.
-                    (ts, dist < COMPACT_WINDOW as u64)
-                } else {
-                    // An extended header whatever the timestamp: the section whose stored
-                    // offset does not depend on the rdtsc (with the picking section's
-                    // conditional move, the next reservation's load of write_offset waits for
-                    // this rdtsc: about 3 ns per reservation measured on an Intel Xeon).
-                    let ts = faultline_rseq::cmpeqv_storev_tsc_hdr_on::<S, INJECT, EXT_LO>(
-                        self.rseq_off,
-                        cpu,
-                        w,
-                        old,
-                        end,
-                        rec,
-                        hi,
-                        spins,
-                    )
-                    .ok()?;
-                    (ts, false)
-                }
-            }
-        } else {
-            // Overwrite mode: the header after the section, so that a reader copying the
-            // previous lap sees the offset move before any byte of the new record (see the
-            // fence below); extended headers only (module docs, "Compact headers").
-            // SAFETY: as above, without header stores.
-            let ts = unsafe { faultline_rseq::cmpeqv_storev_tsc_on::<S>(cpu, w, old, end) }.ok()?;
-            // Release: as in reserve_slow (pairs with the overwrite-mode reader's acquire
-            // fence).
-            fence(Ordering::Release);
-            let hp = rec as *mut u64;
-            let (w0, w1) = faultline_wire::extended_header_words(PENDING_RECORD_ID, ts, len);
-            // SAFETY: [pos, end) is ours (see Reservation::payload); records are packed, so
-            // pos has any alignment: unaligned stores, u64s at offsets 0 and 7 of the 15-byte
-            // header (two overlapping stores, little-endian as `faultline_wire` says).
-            unsafe {
-                hp.write_unaligned(w0.to_le());
-                (hp as *mut u8)
-                    .add(faultline_wire::EXTENDED_SECOND_WORD)
-                    .cast::<u64>()
-                    .write_unaligned(w1.to_le());
-            }
-            (ts, false)
-        };
-        // After the header store: a floor is always the timestamp of a record whose header
-        // exists, so recovery can rebuild a compact timestamp even after a writer that died
-        // right after its reservation (module docs, "Compact headers").
-        b.last_ts.store(ts, Ordering::Relaxed);
-        let end = if compact { end_compact } else { end };
-        Some(Reservation {
+        // The record header's second word without its timestamp bits (`faultline_wire`).
+        let hi = faultline_wire::extended_header_words(PENDING_RECORD_ID, 0, len).1;
+        let reservation = |ts: u64, end: u64, compact: bool| Reservation {
             chan: self,
             rec,
             pos,
@@ -1533,7 +1485,83 @@ impl Channel {
             payload_len: payload_len as u64,
             cpu: cpu as u64,
             id: id as u64 | if compact { COMPACT_BIT } else { 0 },
-        })
+        };
+        if HDR {
+            let spins = if INJECT { self.inject_spins } else { 0 };
+            // SAFETY: rseq available (see above); write_offset of buffer `cpu` is only written
+            // by rseq critical sections keyed on `S` holding `cpu` (Cid: in the writer process
+            // only, checked above), and `last_ts` (the floor, `LAST_TS_FROM_OFFSET` from it)
+            // is a word of the same header. A FLUSH_MARK value has sb_off == 0 and was refused
+            // above. The header stores: while write_offset == old on `cpu`, [pos, pos + 15) is
+            // nobody's (discard mode: no reader looks past a packet's committed content, and the
+            // current sub-buffer is not complete), inside this sub-buffer (the extended record
+            // fits strictly), and ours once the section commits; an aborted section's stores
+            // land there before anyone reserves it, so they are overwritten by its owner. Both
+            // sections store the floor after their commit, after the header: a floor is always
+            // the timestamp of a record whose header exists, so recovery can rebuild a compact
+            // timestamp even after a writer that died right after its reservation (module
+            // docs, "Compact headers").
+            unsafe {
+                if may_compact {
+                    // The floor, `last_ts`, is read inside the section (a plain load): any
+                    // value is the timestamp of a reservation whose section finished before,
+                    // so of one before ours in offset order, hence at most the timestamp of
+                    // the record right before ours (module docs, "Compact headers").
+                    let clo =
+                        faultline_wire::compact_header_word(faultline_wire::PENDING_TAG, 0, len);
+                    let end_compact =
+                        pos + faultline_wire::COMPACT_HEADER_SIZE as u64 + payload_len as u64;
+                    match faultline_rseq::cmpeqv_storev_tsc_pick_hdr_on::<
+                        S,
+                        INJECT,
+                        EXT_LO,
+                        COMPACT_WINDOW,
+                        COMPACT_SHRINK,
+                        LAST_TS_FROM_OFFSET,
+                    >(self.rseq_off, cpu, w, old, end, rec, clo, spins)
+                    {
+                        // The section stored the compact end and header.
+                        Ok((ts, true)) => Some(reservation(ts, end_compact, true)),
+                        Ok((ts, false)) => Some(reservation(ts, end, false)),
+                        Err(_) => None,
+                    }
+                } else {
+                    // An extended header whatever the timestamp: the section whose stored
+                    // offset does not depend on the rdtsc (with the picking section's
+                    // conditional move, the next reservation's load of write_offset waits for
+                    // this rdtsc: about 3 ns per reservation measured on an Intel Xeon).
+                    let ts = faultline_rseq::cmpeqv_storev_tsc_hdr_on::<
+                        S,
+                        INJECT,
+                        EXT_LO,
+                        LAST_TS_FROM_OFFSET,
+                    >(self.rseq_off, cpu, w, old, end, rec, hi, spins)
+                    .ok()?;
+                    Some(reservation(ts, end, false))
+                }
+            }
+        } else {
+            // Overwrite mode: the header after the section (stored by the same asm, after its
+            // commit store), so that a reader copying the previous lap sees the offset move
+            // before any byte of the new record; extended headers only, and no floor (module
+            // docs, "Compact headers").
+            // SAFETY: as above; the header bytes [pos, pos + 15) are ours once the section
+            // committed (see Reservation::payload), and the section stores nothing when it
+            // does not commit.
+            let ts = unsafe {
+                faultline_rseq::cmpeqv_storev_tsc_hdr_after_on::<S, EXT_LO>(
+                    self.rseq_off,
+                    cpu,
+                    w,
+                    old,
+                    end,
+                    rec,
+                    hi,
+                )
+            }
+            .ok()?;
+            Some(reservation(ts, end, false))
+        }
     }
 
     /// The general path of [`Channel::reserve`]: `(pos, commit_len | cpu << 32)` of the

@@ -62,6 +62,15 @@ pub trait CommitCounters: Copy {
     fn load_remote(&self) -> u64;
     /// Full barrier on `cpu` (membarrier); a no-op in the deliberately broken model.
     fn barrier_cpu(&self, cpu: u32);
+    /// The LOCAL half of [`commit`]: [`CommitCounters::local_add`], then
+    /// [`CommitCounters::load_remote`]; whether `local + remote >= complete`. An
+    /// implementation may fuse the two (the ring buffer does it in one asm block, the same
+    /// accesses in the same order), never reorder them.
+    #[inline(always)]
+    fn local_commit(&self, cpu: u32, n: u64, complete: u64) -> Result<bool, NotOnCpu> {
+        let local = self.local_add(cpu, n)?;
+        Ok(local.wrapping_add(self.load_remote()) >= complete)
+    }
 }
 
 /// Commit `n` bytes of a reservation made on `cpu` whose sub-buffer is complete at sum
@@ -69,11 +78,8 @@ pub trait CommitCounters: Copy {
 /// complete (and so must deliver it).
 #[inline(always)]
 pub fn commit<C: CommitCounters>(c: &C, cpu: u32, n: u64, complete: u64) -> (CommitKind, bool) {
-    match c.local_add(cpu, n) {
-        Ok(local) => {
-            let remote = c.load_remote();
-            (CommitKind::Local, local.wrapping_add(remote) >= complete)
-        }
+    match c.local_commit(cpu, n, complete) {
+        Ok(done) => (CommitKind::Local, done),
         Err(NotOnCpu) => (CommitKind::Remote, remote_commit(*c, cpu, n, complete)),
     }
 }

@@ -28,7 +28,7 @@
 //! | `SubbufCounters::remote` | committers that migrated off CPU k; everyone in atomic mode | atomic fetch_add from any CPU |
 //! | `BufferHeader::consumed` | the consumer only | release store |
 //! | `BufferHeader::lost_*`, `remote_commits`, `deliveries` | writers on any CPU | atomic fetch_add (slow paths) |
-//! | `BufferHeader::last_ts` | every reserver of buffer k, after its reserve section | relaxed store |
+//! | `BufferHeader::last_ts` | every reserver of buffer k, after its reserve section (the fast path's reserve asm stores it right after its commit store; overwrite mode's fast path, which never writes compact headers, skips it) | relaxed store (a plain store) |
 //! | `BufferHeader::active` | first writer on CPU k | compare-exchange 0 -> 1 |
 //! | active map bit k (header page, byte 512 + k / 8) | first writers on CPU k, after `active` | release fetch_or |
 //! | `SubbufCounters::recovered` | dead-writer recovery only, when every writer is dead (`recover.rs`) | atomic fetch_add |

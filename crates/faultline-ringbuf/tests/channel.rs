@@ -575,28 +575,36 @@ fn payload_beyond_the_24_bit_len_is_too_big() {
     faultline_rseq::allow_cpus(&all_cpus()).unwrap();
 }
 
-/// `Channel::cpu_rseq` is offered exactly for rseq channels with the TSC and per-CPU buffers,
-/// and its reservations (one inlined path, the per-CPU rseq commit) write what `reserve` +
-/// `commit` write: compact and extended headers, sub-buffer switches through the general
-/// path, a dropped reservation as padding, every commit LOCAL.
+/// `Channel::cpu_rseq` is offered exactly for discard-mode rseq channels with the TSC and
+/// per-CPU buffers, and its reservations (one inlined path, the per-CPU rseq commit) write
+/// what `reserve` + `commit` write: compact and extended headers, sub-buffer switches through
+/// the general path, a dropped reservation as padding, every commit LOCAL. Overwrite-mode
+/// reservations through `reserve` (its own inlined arm) write the same as through the
+/// general path.
 #[test]
 fn cpu_rseq_reservations_write_what_reserve_writes() {
-    for sync in syncs() {
+    for (sync, mode) in syncs()
+        .into_iter()
+        .flat_map(|s| [(s, Mode::Discard), (s, Mode::Overwrite)])
+    {
         let cpu = pin_first();
-        let ch = Channel::create(&cfg(Mode::Discard, sync, 4096, 8)).unwrap();
-        let offered = sync == SyncMode::Rseq && ch.clock().kind == ClockKind::Tsc;
+        let ch = Channel::create(&cfg(mode, sync, 4096, 8)).unwrap();
+        let offered =
+            sync == SyncMode::Rseq && ch.clock().kind == ClockKind::Tsc && mode == Mode::Discard;
         assert_eq!(ch.cpu_rseq().is_some(), offered, "{sync:?}");
-        let Some(fast) = ch.cpu_rseq() else {
+        let fast = ch.cpu_rseq();
+        if let Some(fast) = fast {
+            assert!(std::ptr::eq(fast.channel(), &ch));
+        } else if sync != SyncMode::Rseq {
             continue;
-        };
-        assert!(std::ptr::eq(fast.channel(), &ch));
+        }
         let mut want = Vec::new();
         let mut forms = [0u32; 2];
         for i in 0..400u64 {
             // Ids up to 28 may get a compact header, 100 never does.
             let id = if i % 3 == 0 { 100 } else { 3 };
             let p = payload_for(i);
-            if i % 2 == 0 {
+            if let (0, Some(fast)) = (i % 2, fast) {
                 let mut r = fast.reserve(id, p.len()).unwrap();
                 forms[r.is_compact() as usize] += 1;
                 r.payload().copy_from_slice(&p);
@@ -607,12 +615,21 @@ fn cpu_rseq_reservations_write_what_reserve_writes() {
                 assert_eq!(r.commit(), CommitKind::Local);
             } else {
                 let mut r = ch.reserve(id, p.len()).unwrap();
+                forms[r.is_compact() as usize] += (mode == Mode::Overwrite) as u32;
                 r.payload().copy_from_slice(&p);
+                if i % 50 == 11 {
+                    drop(r);
+                    continue;
+                }
                 assert_eq!(r.commit(), CommitKind::Local);
             }
             want.push((cpu, id, p));
         }
-        assert!(forms[0] > 0 && forms[1] > 0, "{forms:?}");
+        if mode == Mode::Discard {
+            assert!(forms[0] > 0 && forms[1] > 0, "{forms:?}");
+        } else {
+            assert_eq!(forms, [400, 0], "overwrite mode: extended headers only");
+        }
         assert!(ch.flush_all(false).is_empty());
         let (got, infos) = drain(&ch);
         assert!(infos.len() > 2, "the records span sub-buffer switches");

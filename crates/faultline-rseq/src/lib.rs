@@ -32,18 +32,30 @@
 //!   the closed packet's content size) **before** the commit store, so no reservation is ever
 //!   visible without its header. Those stores survive an abort after the compare: they go to
 //!   bytes the caller owns as long as the compared word is unchanged (see their docs).
+//! * [`cmpeqv_storev_tsc_hdr_after_on`]: the ring buffer's reserve in overwrite mode, which
+//!   writes the record header only after the commit store (in the same asm block, outside
+//!   the section), so an aborted section stores nothing.
 //! * [`cmpeqv_storev_on`]: the same without the timestamp.
 //! * [`cmpeqv_trystorev_storev_on`]: `cmpeqv_storev_on` that stores a second word just before
 //!   the commit (that store survives an abort after the compare: see its docs).
 //! * [`addv_on`]: `if cpu_id != cpu { mismatch } n = *v + count; *v = n /* commit */; return
 //!   n` — a CPU-local add, the "LOCAL commit" of the ring buffer.
+//! * [`addv_sum_at`]: [`addv_on`] followed, after the section, by the load of a second word
+//!   and the test `n + second >= complete`: the ring buffer's LOCAL commit with its
+//!   completion test.
 //! * [`percpu_inc`] ([`percpu`]): `c = cpu_id; if c >= n { out-of-range } base[c * 16] += 1
 //!   /* commit */` — reads the CPU inside the CS (no mismatch outcome); the SRCU read side of
 //!   the tracepoint layer.
 //!
-//! Every critical section presets its status to "committed" and keeps its abort, CPU-mismatch
-//! and compare-failed exits in a separate `__rseq_failure` text section (as librseq does), so
-//! the committed case runs straight through without a taken jump.
+//! Every critical section keeps its abort, CPU-mismatch and compare-failed exits in a separate
+//! `__rseq_failure` text section (as librseq does), so the committed case runs straight
+//! through without a taken jump. Most set a status register there (preset to "committed" on
+//! the straight path) that the caller tests; the ring buffer's fast-path sections
+//! ([`cmpeqv_storev_tsc_pick_hdr_on`], [`cmpeqv_storev_tsc_hdr_on`],
+//! [`cmpeqv_storev_tsc_hdr_after_on`], [`addv_sum_at`]) instead jump from their exits to
+//! `asm!` label operands, so the straight path carries no status to set and test (stable
+//! Rust allows labels only in asm blocks without outputs, so these return their timestamp
+//! through a stack slot the asm writes after its commit, which costs nothing when unused).
 //!
 //! [`cpu_id_unchecked`] reads `rseq->cpu_id` with one `%fs`-relative load, for fast paths
 //! that already know rseq is available (the ring buffer in rseq mode).
@@ -424,7 +436,9 @@ pub fn abort_count() -> u64 {
     ABORTS.load(Ordering::Relaxed)
 }
 
+/// Out of line, so that no caller loads the counter's address on its straight path.
 #[cold]
+#[inline(never)]
 fn note_abort() {
     ABORTS.fetch_add(1, Ordering::Relaxed);
 }
@@ -734,12 +748,35 @@ pub unsafe fn cmpeqv_storev_tsc_pick_on<S: SlotId>(
     Ok(ts)
 }
 
+/// The failure exits of a section that leaves through Rust labels instead of a status
+/// register (`asm!` label operands: no status to set, test and branch on for the straight
+/// path): the signature, then label 6 (aborted) jumping to `{aborted}`, 7 (id mismatch) to
+/// `{mismatch}` and 8 (compare failed) to `{cmpfail}`, out of line in `__rseq_failure`.
+macro_rules! rseq_cs_label_exits {
+    () => {
+        concat!(
+            ".pushsection __rseq_failure, \"ax\"\n",
+            ".byte 0x0f, 0xb9, 0x3d\n",
+            ".long 0x53053053\n",
+            "6:\n",
+            "jmp {aborted}\n",
+            "7:\n",
+            "jmp {mismatch}\n",
+            "8:\n",
+            "jmp {cmpfail}\n",
+            ".popsection\n",
+        )
+    };
+}
+
 /// The ring buffer's reserve with its record header written **inside** the critical section,
 /// before the commit store: `if id_S != id → CpuMismatch; if *v != expect → CompareFailed;
 /// tsc = rdtsc(); floor = *(v + FLOOR_AT); if tsc - floor < WINDOW { *hdr = (tsc << 5) as u32 |
 /// compact_lo; *v = newv - SHRINK } else { *(hdr + 7) = tsc >> 16 | (compact_lo >> 32) << 48;
-/// *hdr = tsc << 40 | EXT_LO; *v = newv }` (8-byte stores, unaligned), keyed on `S`. Returns
-/// the timestamp and `tsc - floor` (the choice was compact exactly when it is below `WINDOW`).
+/// *hdr = tsc << 40 | EXT_LO; *v = newv }` (8-byte stores, unaligned), keyed on `S`; then,
+/// after the commit (outside the section), `*(v + FLOOR_AT) = tsc`: the floor the next
+/// reservation reads. Returns the timestamp and whether the record is compact (`tsc - floor <
+/// WINDOW`).
 ///
 /// The two header words are the ring buffer's record header with its id pending
 /// (`faultline_wire`: the compact header's first word, whose 7th and 8th bytes, payload bytes,
@@ -747,13 +784,17 @@ pub unsafe fn cmpeqv_storev_tsc_pick_on<S: SlotId>(
 /// header's words at offsets 0 and 7, `EXT_LO` its tag and id bits, the same length in bits
 /// 48..64 of the second). The ring buffer's tests compare the bytes with `faultline_wire`'s
 /// encoders. The floor (`v + FLOOR_AT`, the buffer's last reservation time) is read inside
-/// the section.
+/// the section and written after its commit store, once the header it vouches for exists.
 ///
 /// The choice is a branch inside the section (both paths end at the one commit store), not a
 /// conditional move: the stored offset then does not depend on the `rdtsc`, so the next
 /// reservation's load of `*v` does not wait for it, and the compact case (nearly every record)
-/// does not compute the extended words. Few registers (the section is inlined into every
-/// tracepoint's fast path, where each extra one is a spill and a reload).
+/// does not compute the extended words. The section leaves through label operands: the
+/// compact record jumps to its own continuation, the extended one falls through, and the
+/// failures jump out of line, so the straight path tests no status register (the timestamp
+/// comes back through a stack slot the section writes, free when the caller does not use it).
+/// Few registers (the section is inlined into every tracepoint's fast path, where each extra
+/// one is a spill and a reload).
 ///
 /// Unlike the other sections, the header stores happen before the commit and survive an
 /// abort after the compare succeeded: the caller must own `[hdr, hdr + 15)` whenever `*v ==
@@ -766,7 +807,7 @@ pub unsafe fn cmpeqv_storev_tsc_pick_on<S: SlotId>(
 ///
 /// # Safety
 /// As [`cmpeqv_storev_tsc_on`], and the ownership of `[hdr, hdr + 15)` above; `v + FLOOR_AT`
-/// must be valid for reads of a `u64`; `off` must come from [`offset`].
+/// must be valid for reads and writes of a `u64`; `off` must come from [`offset`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
@@ -785,121 +826,119 @@ pub unsafe fn cmpeqv_storev_tsc_pick_hdr_on<
     hdr: *mut u8,
     compact_lo: u64,
     spins: u64,
-) -> Result<(u64, u64), RseqError> {
+) -> Result<(u64, bool), RseqError> {
     let off = off.0;
-    let status: u32;
-    let ts: u64;
-    let dist: u64;
-    macro_rules! body {
-        ($delay:literal) => {
-            concat!(
+    let mut ts = std::mem::MaybeUninit::<u64>::uninit();
+    let tsp = ts.as_mut_ptr();
+    macro_rules! section {
+        ($delay:literal $(, $spins:ident = $spin_op:expr)?) => {
+            core::arch::asm!(
                 rseq_cs_descriptor!(),
                 rseq_cs_arm!("rdx", "{id:e}"),
-                "cmp qword ptr [{v}], {expect}\n",
-                "jne 8f\n",
+                "cmp qword ptr [{v}], {expect}",
+                "jne 8f",
                 $delay,
-                "rdtsc\n",
-                "shl rdx, 32\n",
-                "or rax, rdx\n",
+                "rdtsc",
+                "shl rdx, 32",
+                "or rax, rdx",
                 // `id` is dead once compared: the distance to the floor.
-                "mov {id}, rax\n",
-                "sub {id}, qword ptr [{v} + {floor_at}]\n",
-                "cmp {id}, {window}\n",
-                "jb 22f\n",
+                "mov {id}, rax",
+                "sub {id}, qword ptr [{v} + {floor_at}]",
+                "cmp {id}, {window}",
+                "jb 22f",
                 // Extended (a packet's first record, or a floor too old): both words; `clo`
                 // becomes the length bits of the second, then `EXT_LO`.
-                "shr {clo}, 32\n",
-                "shl {clo}, 48\n",
-                "mov rdx, rax\n",
-                "shr rdx, 16\n",
-                "or rdx, {clo}\n",
-                "mov qword ptr [{hdr} + 7], rdx\n",
-                "mov rdx, rax\n",
-                "shl rdx, 40\n",
-                "mov {clo}, {extlo}\n",
-                "or rdx, {clo}\n",
-                "mov qword ptr [{hdr}], rdx\n",
-                "jmp 23f\n",
+                "shr {clo}, 32",
+                "shl {clo}, 48",
+                "mov rdx, rax",
+                "shr rdx, 16",
+                "or rdx, {clo}",
+                "mov qword ptr [{hdr} + 7], rdx",
+                "mov rdx, rax",
+                "shl rdx, 40",
+                "mov {clo}, {extlo}",
+                "or rdx, {clo}",
+                "mov qword ptr [{hdr}], rdx",
+                "jmp 23f",
                 // Compact: one word, (tsc << 5) mod 2^32 | compact_lo, and the shorter end.
-                "22:\n",
-                "mov edx, eax\n",
-                "shl edx, 5\n",
-                "or rdx, {clo}\n",
-                "mov qword ptr [{hdr}], rdx\n",
-                "lea {newv}, [{newv} - {shrink}]\n",
-                "23:\n",
-                "mov qword ptr [{v}], {newv}\n",
-                "5:\n",
-                "xor edx, edx\n",
-                rseq_cs_exits!("edx"),
+                "22:",
+                "mov edx, eax",
+                "shl edx, 5",
+                "or rdx, {clo}",
+                "mov qword ptr [{hdr}], rdx",
+                "lea {newv}, [{newv} - {shrink}]",
+                "23:",
+                "mov qword ptr [{v}], {newv}",
+                "5:",
+                // Committed. The floor, then the timestamp for the caller.
+                "mov qword ptr [{v} + {floor_at}], rax",
+                "mov qword ptr [{tsp}], rax",
+                "cmp {id}, {window}",
+                "jb {compact}",
+                rseq_cs_label_exits!(),
+                off = in(reg) off,
+                field = const S::FIELD,
+                id = inout(reg) id as u64 => _,
+                v = in(reg) v,
+                expect = in(reg) expect,
+                newv = inout(reg) newv => _,
+                hdr = in(reg) hdr,
+                clo = inout(reg) compact_lo => _,
+                tsp = in(reg) tsp,
+                $($spins = inout(reg) $spin_op => _,)?
+                extlo = const EXT_LO,
+                window = const WINDOW,
+                shrink = const SHRINK,
+                floor_at = const FLOOR_AT,
+                out("rax") _,
+                out("rdx") _,
+                compact = label {
+                    // SAFETY: the section stored the timestamp into `ts` before jumping here.
+                    let ts = unsafe { ts.assume_init() };
+                    return Ok((ts, true));
+                },
+                aborted = label {
+                    note_abort();
+                    return Err(RseqError::Aborted);
+                },
+                mismatch = label { return Err(RseqError::CpuMismatch) },
+                cmpfail = label { return Err(RseqError::CompareFailed) },
+                options(nostack),
             )
         };
     }
     if DELAY {
         // SAFETY: the caller guarantees rseq is registered (so fs:[off] is this thread's
         // struct rseq), that `v` is only written by sections keyed on `S` holding `id` and
-        // `v + FLOOR_AT` readable, and that `[hdr, hdr + 15)` is its own once the compare
-        // succeeded (function docs); CS layout as in the module doc, the commit store last.
-        unsafe {
-            core::arch::asm!(
-                body!("2:\ndec {spins}\njnz 2b\n"),
-                off = in(reg) off,
-                field = const S::FIELD,
-                id = inout(reg) id as u64 => dist,
-                v = in(reg) v,
-                expect = in(reg) expect,
-                newv = inout(reg) newv => _,
-                hdr = in(reg) hdr,
-                clo = inout(reg) compact_lo => _,
-                spins = inout(reg) spins.max(1) => _,
-                extlo = const EXT_LO,
-                window = const WINDOW,
-                shrink = const SHRINK,
-                floor_at = const FLOOR_AT,
-                out("rax") ts,
-                out("edx") status,
-                options(nostack),
-            );
-        }
+        // `v + FLOOR_AT` valid, and that `[hdr, hdr + 15)` is its own once the compare
+        // succeeded (function docs); `tsp` is this frame's slot; CS layout as in the module
+        // doc, the commit store last, the stores after label 5 outside the section.
+        unsafe { section!("2:\ndec {spins}\njnz 2b\n", spins = spins.max(1)) }
     } else {
         let _ = spins;
         // SAFETY: as above. `rdx` carries the descriptor's address, the timestamp's high half,
-        // the header words, then the status; `id` is reused once compared.
-        unsafe {
-            core::arch::asm!(
-                body!(""),
-                off = in(reg) off,
-                field = const S::FIELD,
-                id = inout(reg) id as u64 => dist,
-                v = in(reg) v,
-                expect = in(reg) expect,
-                newv = inout(reg) newv => _,
-                hdr = in(reg) hdr,
-                clo = inout(reg) compact_lo => _,
-                extlo = const EXT_LO,
-                window = const WINDOW,
-                shrink = const SHRINK,
-                floor_at = const FLOOR_AT,
-                out("rax") ts,
-                out("edx") status,
-                options(nostack),
-            );
-        }
+        // then the header words; `id` is reused once compared.
+        unsafe { section!("") }
     }
-    status_to_result(status)?;
-    Ok((ts, dist))
+    // SAFETY: the straight path stored the timestamp into `ts` after its commit.
+    Ok((unsafe { ts.assume_init() }, false))
 }
 
 /// [`cmpeqv_storev_tsc_pick_hdr_on`] without the choice: always the extended header
 /// (`tsc << 40 | EXT_LO` at `hdr`, `tsc >> 16 | hi` at `hdr + 7`) and `*v = newv`, a value
 /// that does not depend on the timestamp (so the next reservation's load of `*v` does not
-/// wait for this `rdtsc`).
+/// wait for this `rdtsc`); after the commit, `*(v + FLOOR_AT) = tsc`. Returns the timestamp.
 ///
 /// # Safety
 /// As [`cmpeqv_storev_tsc_pick_hdr_on`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn cmpeqv_storev_tsc_hdr_on<S: SlotId, const DELAY: bool, const EXT_LO: u64>(
+pub unsafe fn cmpeqv_storev_tsc_hdr_on<
+    S: SlotId,
+    const DELAY: bool,
+    const EXT_LO: u64,
+    const FLOOR_AT: i32,
+>(
     off: Offset,
     id: u32,
     v: *mut u64,
@@ -910,78 +949,142 @@ pub unsafe fn cmpeqv_storev_tsc_hdr_on<S: SlotId, const DELAY: bool, const EXT_L
     spins: u64,
 ) -> Result<u64, RseqError> {
     let off = off.0;
-    let status: u32;
-    let ts: u64;
-    macro_rules! body {
-        ($delay:literal) => {
-            concat!(
+    let mut ts = std::mem::MaybeUninit::<u64>::uninit();
+    let tsp = ts.as_mut_ptr();
+    macro_rules! section {
+        ($delay:literal $(, $spins:ident = $spin_op:expr)?) => {
+            core::arch::asm!(
                 rseq_cs_descriptor!(),
                 rseq_cs_arm!("rdx", "{id:e}"),
-                "cmp qword ptr [{v}], {expect}\n",
-                "jne 8f\n",
+                "cmp qword ptr [{v}], {expect}",
+                "jne 8f",
                 $delay,
-                "rdtsc\n",
-                "shl rdx, 32\n",
-                "or rax, rdx\n",
-                "mov rdx, rax\n",
-                "shr rdx, 16\n",
-                "or rdx, {hi}\n",
-                "mov qword ptr [{hdr} + 7], rdx\n",
-                "mov rdx, rax\n",
-                "shl rdx, 40\n",
-                "mov {id}, {extlo}\n",
-                "or rdx, {id}\n",
-                "mov qword ptr [{hdr}], rdx\n",
-                "mov qword ptr [{v}], {newv}\n",
-                "5:\n",
-                "xor edx, edx\n",
-                rseq_cs_exits!("edx"),
+                "rdtsc",
+                "shl rdx, 32",
+                "or rax, rdx",
+                "mov rdx, rax",
+                "shr rdx, 16",
+                "or rdx, {hi}",
+                "mov qword ptr [{hdr} + 7], rdx",
+                "mov rdx, rax",
+                "shl rdx, 40",
+                "mov {id}, {extlo}",
+                "or rdx, {id}",
+                "mov qword ptr [{hdr}], rdx",
+                "mov qword ptr [{v}], {newv}",
+                "5:",
+                "mov qword ptr [{v} + {floor_at}], rax",
+                "mov qword ptr [{tsp}], rax",
+                rseq_cs_label_exits!(),
+                off = in(reg) off,
+                field = const S::FIELD,
+                id = inout(reg) id as u64 => _,
+                v = in(reg) v,
+                expect = in(reg) expect,
+                newv = in(reg) newv,
+                hdr = in(reg) hdr,
+                hi = in(reg) hi,
+                tsp = in(reg) tsp,
+                $($spins = inout(reg) $spin_op => _,)?
+                extlo = const EXT_LO,
+                floor_at = const FLOOR_AT,
+                out("rax") _,
+                out("rdx") _,
+                aborted = label {
+                    note_abort();
+                    return Err(RseqError::Aborted);
+                },
+                mismatch = label { return Err(RseqError::CpuMismatch) },
+                cmpfail = label { return Err(RseqError::CompareFailed) },
+                options(nostack),
             )
         };
     }
     if DELAY {
         // SAFETY: as in cmpeqv_storev_tsc_pick_hdr_on (the caller's contract).
-        unsafe {
-            core::arch::asm!(
-                body!("2:\ndec {spins}\njnz 2b\n"),
-                off = in(reg) off,
-                field = const S::FIELD,
-                id = inout(reg) id as u64 => _,
-                v = in(reg) v,
-                expect = in(reg) expect,
-                newv = in(reg) newv,
-                hdr = in(reg) hdr,
-                hi = in(reg) hi,
-                spins = inout(reg) spins.max(1) => _,
-                extlo = const EXT_LO,
-                out("rax") ts,
-                out("edx") status,
-                options(nostack),
-            );
-        }
+        unsafe { section!("2:\ndec {spins}\njnz 2b\n", spins = spins.max(1)) }
     } else {
         let _ = spins;
         // SAFETY: as in cmpeqv_storev_tsc_pick_hdr_on (the caller's contract).
-        unsafe {
-            core::arch::asm!(
-                body!(""),
-                off = in(reg) off,
-                field = const S::FIELD,
-                id = inout(reg) id as u64 => _,
-                v = in(reg) v,
-                expect = in(reg) expect,
-                newv = in(reg) newv,
-                hdr = in(reg) hdr,
-                hi = in(reg) hi,
-                extlo = const EXT_LO,
-                out("rax") ts,
-                out("edx") status,
-                options(nostack),
-            );
-        }
+        unsafe { section!("") }
     }
-    status_to_result(status)?;
-    Ok(ts)
+    // SAFETY: the straight path stored the timestamp into `ts` after its commit.
+    Ok(unsafe { ts.assume_init() })
+}
+
+/// The ring buffer's reserve in overwrite mode: `if id_S != id → CpuMismatch; if *v != expect
+/// → CompareFailed; tsc = rdtsc(); *v = newv` (the commit), and only **after** it, outside the
+/// section, the extended record header (`tsc << 40 | EXT_LO` at `hdr`, `tsc >> 16 | hi` at
+/// `hdr + 7`, unaligned): no byte of the record becomes visible before the offset store, and
+/// an aborted section stores nothing. Returns the timestamp. Leaves through label operands
+/// like [`cmpeqv_storev_tsc_pick_hdr_on`] (no status register on the straight path).
+///
+/// # Safety
+/// As [`cmpeqv_storev_tsc_on`]; `off` must come from [`offset`]; `[hdr, hdr + 15)` must be the
+/// caller's once the commit store is done (the bytes it reserved).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn cmpeqv_storev_tsc_hdr_after_on<S: SlotId, const EXT_LO: u64>(
+    off: Offset,
+    id: u32,
+    v: *mut u64,
+    expect: u64,
+    newv: u64,
+    hdr: *mut u8,
+    hi: u64,
+) -> Result<u64, RseqError> {
+    let off = off.0;
+    let mut ts = std::mem::MaybeUninit::<u64>::uninit();
+    let tsp = ts.as_mut_ptr();
+    // SAFETY: the caller guarantees rseq is registered (so fs:[off] is this thread's struct
+    // rseq), that `v` is only written by sections keyed on `S` holding `id`, and that the
+    // header bytes are its own once the commit store is done; `tsp` is this frame's slot. CS
+    // layout as in the module doc: the commit store last; the header stores follow label 5,
+    // outside the section, in program order after the commit (x86 keeps stores in order).
+    unsafe {
+        core::arch::asm!(
+            rseq_cs_descriptor!(),
+            rseq_cs_arm!("rdx", "{id:e}"),
+            "cmp qword ptr [{v}], {expect}",
+            "jne 8f",
+            "rdtsc",
+            "mov qword ptr [{v}], {newv}",
+            "5:",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "mov qword ptr [{tsp}], rax",
+            "mov rdx, rax",
+            "shr rdx, 16",
+            "or rdx, {hi}",
+            "mov qword ptr [{hdr} + 7], rdx",
+            "shl rax, 40",
+            "mov {id}, {extlo}",
+            "or rax, {id}",
+            "mov qword ptr [{hdr}], rax",
+            rseq_cs_label_exits!(),
+            off = in(reg) off,
+            field = const S::FIELD,
+            id = inout(reg) id as u64 => _,
+            v = in(reg) v,
+            expect = in(reg) expect,
+            newv = in(reg) newv,
+            hdr = in(reg) hdr,
+            hi = in(reg) hi,
+            tsp = in(reg) tsp,
+            extlo = const EXT_LO,
+            out("rax") _,
+            out("rdx") _,
+            aborted = label {
+                note_abort();
+                return Err(RseqError::Aborted);
+            },
+            mismatch = label { return Err(RseqError::CpuMismatch) },
+            cmpfail = label { return Err(RseqError::CompareFailed) },
+            options(nostack),
+        );
+    }
+    // SAFETY: the straight path stored the timestamp into `ts` after its commit.
+    Ok(unsafe { ts.assume_init() })
 }
 
 /// What [`cmpeqv_storev_tsc_stores_on`] stores before its commit, besides the offset. A null
@@ -1289,6 +1392,67 @@ unsafe fn addv_impl<const DELAY: bool, S: SlotId>(
     }
     status_to_result(status)?;
     Ok(newv)
+}
+
+/// The ring buffer's LOCAL commit with its completion test: `if id_S != id → CpuMismatch; n =
+/// *v + count; *v = n` (the commit), then, after the section, `n + *(v + REMOTE_AT) >=
+/// complete` (the word `REMOTE_AT` bytes from `v` loaded after the commit store, in program
+/// order: a plain load, acquire on x86): whether the caller saw its sub-buffer complete. The
+/// same accesses in the same order as [`addv_at`] followed by a load of the other word; the
+/// section leaves through label operands (no status register on the straight path: the
+/// completed case jumps to its own continuation, the common one falls through).
+///
+/// # Safety
+/// As [`addv_at`]; `v + REMOTE_AT` must be valid for reads of a `u64` (any writer).
+#[inline(always)]
+pub unsafe fn addv_sum_at<S: SlotId, const REMOTE_AT: i32>(
+    off: Offset,
+    id: u32,
+    v: *mut u64,
+    count: u64,
+    complete: u64,
+) -> Result<bool, RseqError> {
+    // SAFETY: rseq registered (caller), `v` valid and rseq-owned by `id` (caller), `v +
+    // REMOTE_AT` readable (caller). `n` carries the descriptor's address before it carries
+    // the sum. CS layout as in the module doc; the load and compare follow label 5, outside
+    // the section.
+    unsafe {
+        core::arch::asm!(
+            rseq_cs_descriptor!(),
+            rseq_cs_arm!("{n}", "{id:e}"),
+            "mov {n}, qword ptr [{v}]",
+            "add {n}, {count}",
+            "mov qword ptr [{v}], {n}",
+            "5:",
+            "add {n}, qword ptr [{v} + {remote_at}]",
+            "cmp {n}, {complete}",
+            "jae {done}",
+            ".pushsection __rseq_failure, \"ax\"",
+            ".byte 0x0f, 0xb9, 0x3d",
+            ".long 0x53053053",
+            "6:",
+            "jmp {aborted}",
+            "7:",
+            "jmp {mismatch}",
+            ".popsection",
+            off = in(reg) off.0,
+            field = const S::FIELD,
+            id = in(reg) id,
+            v = in(reg) v,
+            count = in(reg) count,
+            complete = in(reg) complete,
+            remote_at = const REMOTE_AT,
+            n = out(reg) _,
+            done = label { return Ok(true) },
+            aborted = label {
+                note_abort();
+                return Err(RseqError::Aborted);
+            },
+            mismatch = label { return Err(RseqError::CpuMismatch) },
+            options(nostack),
+        );
+    }
+    Ok(false)
 }
 
 const MEMBARRIER_CMD_FLAG_CPU: libc::c_int = 1;

@@ -319,7 +319,7 @@ fn pick_hdr_section_writes_the_header_it_picks() {
             *v.add(2) = floor;
         }
         hdr.fill(0xaa);
-        let (ts, dist) = loop {
+        let (ts, compact) = loop {
             // SAFETY: `v` and `v + 16` are valid, written only here (pinned to `cpu`); `hdr`
             // is ours (32 bytes); `off` from rseq::offset().
             match unsafe {
@@ -338,10 +338,11 @@ fn pick_hdr_section_writes_the_header_it_picks() {
                 r => break r.unwrap(),
             }
         };
-        assert_eq!(dist, ts.wrapping_sub(floor));
+        assert_eq!(compact, ts.wrapping_sub(floor) < 1 << 27);
         // SAFETY: as above.
-        let stored = unsafe { *v };
-        if dist < 1 << 27 {
+        let (stored, new_floor) = unsafe { (*v, *v.add(2)) };
+        assert_eq!(new_floor, ts, "the floor is the timestamp after the commit");
+        if compact {
             assert_eq!(stored, expect + 91);
             assert_eq!(word(&hdr, 0), (ts << 5) as u32 as u64 | clo);
             assert_eq!(hdr[8..15], [0xaa; 7], "one word only");
@@ -373,5 +374,120 @@ fn pick_hdr_section_writes_the_header_it_picks() {
     };
     assert!(matches!(r, Err(rseq::RseqError::CompareFailed)));
     assert_eq!(*hdr, [0xaa; 32], "nothing stored");
+    // SAFETY: as above.
+    assert_ne!(unsafe { *v.add(2) }, 0, "the floor is left alone");
+    rseq::allow_cpus(&(0..rseq::possible_cpus()).collect::<Vec<_>>()).unwrap();
+}
+
+/// The LOCAL commit with its completion test: the add lands exactly once, and the section
+/// reports completion exactly when the new value plus the other word reaches `complete`; on
+/// another CPU's id it writes nothing.
+#[test]
+fn addv_sum_adds_and_reports_completion() {
+    if !rseq::available() {
+        eprintln!("SKIPPED: rseq not available in this process");
+        return;
+    }
+    let cpu = rseq::current_cpu();
+    rseq::pin_to_cpu(cpu).unwrap();
+    std::thread::yield_now();
+    let cpu = rseq::current_cpu();
+    let off = rseq::offset().unwrap();
+    // words[0]: the rseq-owned word; words[8]: the other word (64 bytes on). Written only by
+    // this thread, pinned.
+    let mut words = Box::new([0u64; 16]);
+    let v = words.as_mut_ptr();
+    let mut done_seen = 0;
+    for i in 1..=1000u64 {
+        // SAFETY: this thread's own words.
+        unsafe { *v.add(8) = i % 7 };
+        let done = loop {
+            // SAFETY: `v` and `v + 64` valid, written only here (pinned to `cpu`).
+            match unsafe { rseq::addv_sum_at::<Cpu, 64>(off, cpu, v, 3, 1500) } {
+                Err(rseq::RseqError::Aborted) => continue,
+                r => break r.unwrap(),
+            }
+        };
+        // SAFETY: as above.
+        let local = unsafe { *v };
+        assert_eq!(local, 3 * i);
+        assert_eq!(done, local + i % 7 >= 1500, "at {i}");
+        done_seen += done as u32;
+    }
+    assert!(done_seen > 0 && done_seen < 1000);
+    // SAFETY: as above; the section refuses another id before touching `v`.
+    let r = unsafe { rseq::addv_sum_at::<Cpu, 64>(off, cpu.wrapping_add(1), v, 3, 0) };
+    assert_eq!(r, Err(rseq::RseqError::CpuMismatch));
+    assert_eq!(words[0], 3000, "nothing added on a mismatch");
+    rseq::allow_cpus(&(0..rseq::possible_cpus()).collect::<Vec<_>>()).unwrap();
+}
+
+/// Overwrite mode's reserve: the extended header is written after the commit store, and a
+/// failed section (compare or id) writes neither the offset nor the header.
+#[test]
+fn hdr_after_section_writes_the_header_only_when_it_commits() {
+    if !rseq::available() {
+        eprintln!("SKIPPED: rseq not available in this process");
+        return;
+    }
+    const EXT_LO: u64 = 0xFF_FFFF_FE1F;
+    let cpu = rseq::current_cpu();
+    rseq::pin_to_cpu(cpu).unwrap();
+    std::thread::yield_now();
+    let cpu = rseq::current_cpu();
+    let off = rseq::offset().unwrap();
+    let mut words = Box::new([0u64; 4]);
+    let v = words.as_mut_ptr();
+    let mut hdr = Box::new([0xaau8; 32]);
+    let word = |h: &[u8; 32], at: usize| u64::from_le_bytes(h[at..at + 8].try_into().unwrap());
+    let hi = 24u64 << 48;
+    let mut last = 0;
+    for i in 0..200u64 {
+        hdr.fill(0xaa);
+        let ts = loop {
+            // SAFETY: `v` valid, written only here (pinned); `hdr` ours (32 bytes).
+            match unsafe {
+                rseq::cmpeqv_storev_tsc_hdr_after_on::<Cpu, EXT_LO>(
+                    off,
+                    cpu,
+                    v,
+                    i * 50,
+                    (i + 1) * 50,
+                    hdr.as_mut_ptr(),
+                    hi,
+                )
+            } {
+                Err(rseq::RseqError::Aborted) => continue,
+                r => break r.unwrap(),
+            }
+        };
+        assert!(ts >= last, "timestamps in offset order");
+        last = ts;
+        assert_eq!(words[0], (i + 1) * 50);
+        assert_eq!(
+            word(&hdr, 0) & ((1 << 56) - 1),
+            (ts << 40 | EXT_LO) & ((1 << 56) - 1)
+        );
+        assert_eq!(word(&hdr, 7), ts >> 16 | hi);
+        assert_eq!(hdr[15..], [0xaa; 17], "15 bytes only");
+    }
+    hdr.fill(0xaa);
+    for (id, expect) in [(cpu, 1), (cpu.wrapping_add(1), words[0])] {
+        // SAFETY: as above.
+        let r = unsafe {
+            rseq::cmpeqv_storev_tsc_hdr_after_on::<Cpu, EXT_LO>(
+                off,
+                id,
+                v,
+                expect,
+                7,
+                hdr.as_mut_ptr(),
+                hi,
+            )
+        };
+        assert!(r.is_err(), "{r:?}");
+        assert_eq!(words[0], 200 * 50, "offset unchanged");
+        assert_eq!(*hdr, [0xaa; 32], "nothing stored");
+    }
     rseq::allow_cpus(&(0..rseq::possible_cpus()).collect::<Vec<_>>()).unwrap();
 }

@@ -87,24 +87,38 @@ use crate::sync::{AtomicBool, AtomicPtr, Ordering};
 /// tracing inside a trace) falls back to the SRCU read side.
 pub const DEPTH: usize = 4;
 
-/// One thread's hazard record (see the module docs).
-#[repr(align(128))]
-pub struct Record {
+/// One thread's hazard record (see the module docs), with `X`, data of the domain's user that
+/// travels with the record (created with it, never freed, handed from thread to thread with
+/// it; the crate's fast path keeps per-thread event counts there). `repr(C)`: the first
+/// hazard word is at offset 0, so a pointer to a lone `AtomicPtr` whose value is never null
+/// can stand in for a record whose first word is always taken ([`Record::first_word_free`]).
+#[repr(C, align(128))]
+pub struct Record<X = ()> {
     hz: [AtomicPtr<()>; DEPTH],
     /// Held by a live thread.
     taken: AtomicBool,
     /// The next record of the domain's list (written once, before the record is published).
-    next: AtomicPtr<Record>,
+    next: AtomicPtr<Record<X>>,
+    /// The user's data (written only by the thread holding the record).
+    pub extra: X,
 }
 
 /// A hazard-pointer domain: the list of every record.
-pub struct Hazards {
-    head: AtomicPtr<Record>,
+pub struct Hazards<X = ()> {
+    head: AtomicPtr<Record<X>>,
 }
 
-impl Default for Hazards {
+impl<X: Default> Default for Hazards<X> {
     fn default() -> Self {
-        Self::new()
+        Self::empty()
+    }
+}
+
+impl Hazards {
+    /// An empty domain whose records carry no user data.
+    #[allow(dead_code)] // the fast path's records carry counts (Hazards::empty)
+    pub fn new() -> Self {
+        Self::empty()
     }
 }
 
@@ -114,9 +128,9 @@ impl Default for Hazards {
 #[derive(Clone, Copy)]
 pub struct Announced<'r>(&'r AtomicPtr<()>);
 
-impl Hazards {
+impl<X: Default> Hazards<X> {
     /// An empty domain.
-    pub fn new() -> Self {
+    pub fn empty() -> Self {
         Hazards {
             head: AtomicPtr::new(std::ptr::null_mut()),
         }
@@ -124,7 +138,7 @@ impl Hazards {
 
     /// Take a free record, or add a new one. Records are never freed (the caller holds the
     /// reference for as long as the thread uses it, then calls [`Hazards::give_back`]).
-    pub fn take(&self) -> &Record {
+    pub fn take(&self) -> &Record<X> {
         // Acquire: pairs with the Release compare-exchange that pushed each record, so its
         // fields are initialized when we read them.
         let mut p = self.head.load(Ordering::Acquire);
@@ -151,6 +165,7 @@ impl Hazards {
             hz: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
             taken: AtomicBool::new(true),
             next: AtomicPtr::new(std::ptr::null_mut()),
+            extra: X::default(),
         }));
         // Relaxed: the push below publishes it.
         let mut head = self.head.load(Ordering::Relaxed);
@@ -172,7 +187,7 @@ impl Hazards {
     }
 
     /// Give a record back (its thread exits). Every word must be null (no call announced).
-    pub fn give_back(&self, r: &Record) {
+    pub fn give_back(&self, r: &Record<X>) {
         // Release: pairs with the Acquire compare-exchange in take (the next holder sees the
         // cleared words).
         r.taken.store(false, Ordering::Release);
@@ -192,6 +207,20 @@ impl Hazards {
     #[allow(dead_code)]
     pub fn synchronize_without_membarrier(&self, old: &[*const ()]) {
         self.synchronize_with(old, false)
+    }
+
+    /// Every record of the domain, taken or not (for sums over the records' `extra`).
+    #[allow(dead_code)] // the fast path's counts; not the model check
+    pub fn for_each(&self, mut f: impl FnMut(&Record<X>)) {
+        // Acquire: see take.
+        let mut p = self.head.load(Ordering::Acquire);
+        while !p.is_null() {
+            // SAFETY: records are leaked boxes, never freed.
+            let r = unsafe { &*p };
+            f(r);
+            // Acquire: see take.
+            p = r.next.load(Ordering::Acquire);
+        }
     }
 
     fn synchronize_with(&self, old: &[*const ()], use_membarrier: bool) {
@@ -228,7 +257,7 @@ impl Hazards {
     }
 }
 
-impl Record {
+impl<X> Record<X> {
     /// Announce the value of `slot` and return it, if it is non-null and still there after
     /// the announcement (H1, H2); `None` if the slot is null, changed, or every word of the
     /// record is taken (nothing announced then). Only the thread holding the record (or a
@@ -268,11 +297,36 @@ impl Record {
     /// [`Record::release_first`]. One word known at compile time: nothing to keep across the
     /// protected use but the record.
     #[inline(always)]
+    #[allow(dead_code)] // the fast path uses its two halves; tests/loom.rs this
     pub fn protect_first<T>(&self, slot: &AtomicPtr<T>, p: *mut T) -> Option<*const T> {
-        if p.is_null() || !self.hz[0].load(Ordering::Relaxed).is_null() {
+        // SAFETY: `self` is a record.
+        if p.is_null() || !unsafe { Self::first_word_free(self) } {
             return None;
         }
-        self.announce(0, slot, p).then_some(p as *const T)
+        self.announce_first(slot, p).then_some(p as *const T)
+    }
+
+    /// Whether the first hazard word of `rec` is null (the first half of
+    /// [`Record::protect_first`]).
+    ///
+    /// # Safety
+    /// `rec` points to a record, or to an `AtomicPtr<()>` that stays non-null for ever (a
+    /// stand-in for "no record": then this is false, and the caller must not use `rec` as a
+    /// record).
+    #[inline(always)]
+    pub unsafe fn first_word_free(rec: *const Self) -> bool {
+        // SAFETY: `hz[0]` is at offset 0 (repr(C)); per the contract it is an AtomicPtr.
+        let w = unsafe { &*(rec as *const AtomicPtr<()>) };
+        // Relaxed: only this thread (and its signal handlers, which leave every word as they
+        // found it) writes the record's words; a stand-in's never changes.
+        w.load(Ordering::Relaxed).is_null()
+    }
+
+    /// The second half of [`Record::protect_first`]: H1 and H2 in the first word, which
+    /// [`Record::first_word_free`] found null; `p` is non-null.
+    #[inline(always)]
+    pub fn announce_first<T>(&self, slot: &AtomicPtr<T>, p: *mut T) -> bool {
+        self.announce(0, slot, p)
     }
 
     /// H1 and H2 in word `d` (null now): whether `p` is still the slot's value after the

@@ -68,7 +68,7 @@ pub mod srcu;
 mod sync;
 pub mod uaccess;
 
-pub use fast::FastTarget;
+pub use fast::{FastCounts, FastTarget};
 pub use faultline_schema as schema;
 pub use outcome::{LossCause, TraceOutcome};
 pub use payload::{

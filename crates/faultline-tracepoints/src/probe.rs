@@ -41,7 +41,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use faultline_ringbuf::{CommitKind, Lost};
 
-use crate::fast::{FastSlot, FastTarget};
+use crate::fast::{slot_of, slot_word, FastSlot, FastTarget};
 use crate::registry::{self, domains, update_active, ProbeEntry, Tracepoint};
 use crate::srcu::{rcu_swap, Flavour};
 use crate::{Payload, TraceOutcome};
@@ -179,7 +179,8 @@ impl ProbeArray {
 struct Retired {
     kind: ProbeKind,
     ptr: *mut ProbeArray,
-    /// A retired fast slot (null: none); always of the faultable kind.
+    /// A retired fast slot word (null: none), as published (perhaps tagged: `slot_word`; the
+    /// hazard wait compares announcements with it); always of the faultable kind.
     fast: *mut FastSlot,
 }
 
@@ -200,7 +201,7 @@ impl Retired {
         }
         if !self.fast.is_null() {
             // SAFETY: as above, from Box::into_raw in `publish_fast`.
-            drop(unsafe { Box::from_raw(self.fast) });
+            drop(unsafe { Box::from_raw(slot_of(self.fast)) });
         }
     }
 }
@@ -244,10 +245,12 @@ fn publish_fast(st: &registry::State, id: usize) -> Option<Retired> {
     let list = st.probes.get(id)?;
     let new = match list.as_slice() {
         // Readers of the slot use the rseq read side if `domains()` could set it up.
-        [only] if only.kind == ProbeKind::Faultable => only
-            .probe
-            .fast_target(tp)
-            .map(|t| Box::into_raw(Box::new(FastSlot::new(only.probe.clone(), t)))),
+        [only] if only.kind == ProbeKind::Faultable => only.probe.fast_target(tp).map(|t| {
+            slot_word(Box::into_raw(Box::new(FastSlot::new(
+                only.probe.clone(),
+                t,
+            ))))
+        }),
         _ => None,
     }
     .unwrap_or(std::ptr::null_mut());

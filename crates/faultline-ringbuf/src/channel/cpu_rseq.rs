@@ -37,6 +37,17 @@ impl Channel {
 }
 
 impl<'a> CpuRseq<'a> {
+    /// [`Channel::cpu_rseq`] without the test, for a caller that already asked it of this
+    /// channel (the answer is fixed for the life of the mapping) and kept the answer.
+    ///
+    /// # Safety
+    /// `chan.cpu_rseq()` is `Some`.
+    #[inline(always)]
+    pub unsafe fn new_unchecked(chan: &'a Channel) -> Self {
+        debug_assert!(chan.cpu_rseq().is_some());
+        CpuRseq(chan)
+    }
+
     /// The channel.
     pub fn channel(self) -> &'a Channel {
         self.0

@@ -1212,6 +1212,22 @@ mod tests {
         true
     }
 
+    /// The channel `fill` writes into: 4096-byte sub-buffers, discard mode, atomic commits
+    /// (so the record size does not depend on rseq), `num_cpus` buffers (`None`: every CPU).
+    fn discard_channel(num_subbuf: u64, num_cpus: Option<u32>) -> Arc<Channel> {
+        Arc::new(
+            Channel::create(&ChannelConfig {
+                subbuf_size: 4096,
+                num_subbuf,
+                mode: Mode::Discard,
+                sync: SyncMode::Atomic,
+                num_cpus,
+                ..ChannelConfig::default()
+            })
+            .unwrap(),
+        )
+    }
+
     fn trace_desc(ch: &Channel) -> TraceDesc {
         TraceDesc {
             uuid: ch.uuid(),
@@ -1294,17 +1310,7 @@ mod tests {
     }
 
     fn bad_record_case_with(between: bool, verify: bool) {
-        let ch = Arc::new(
-            Channel::create(&ChannelConfig {
-                subbuf_size: 4096,
-                num_subbuf: 8,
-                mode: Mode::Discard,
-                sync: SyncMode::Atomic,
-                num_cpus: Some(1),
-                ..ChannelConfig::default()
-            })
-            .unwrap(),
-        );
+        let ch = discard_channel(8, Some(1));
         if faultline_rseq::pin_to_cpu(0).is_err() {
             eprintln!("skipped: cannot run on CPU 0");
             return;
@@ -1400,17 +1406,7 @@ mod tests {
             eprintln!("skipped: one CPU");
             return;
         }
-        let ch = Arc::new(
-            Channel::create(&ChannelConfig {
-                subbuf_size: 4096,
-                num_subbuf: 32,
-                mode: Mode::Discard,
-                sync: SyncMode::Atomic,
-                num_cpus: Some(2),
-                ..ChannelConfig::default()
-            })
-            .unwrap(),
-        );
+        let ch = discard_channel(32, Some(2));
         // The second CPU gets one packet, the first a backlog of 20.
         let ok = std::thread::scope(|s| {
             s.spawn(|| fill(&ch, 1, 1)).join().unwrap()
@@ -1481,16 +1477,7 @@ mod tests {
         }
         let (a, b) = (allowed[0], allowed[1]);
         for follow in [true, false] {
-            let ch = Arc::new(
-                Channel::create(&ChannelConfig {
-                    subbuf_size: 4096,
-                    num_subbuf: 8,
-                    mode: Mode::Discard,
-                    sync: SyncMode::Atomic,
-                    ..ChannelConfig::default()
-                })
-                .unwrap(),
-            );
+            let ch = discard_channel(8, None);
             let tmp = faultline_testkit::TmpDir::new(&format!("drain-follow-{follow}"));
             let dir = tmp.join("trace");
             let w = TraceWriter::create(&dir, &trace_desc(&ch)).unwrap();
@@ -1555,17 +1542,7 @@ mod tests {
     /// mixes both, keeps its layout, and every event is read back and counted.
     #[test]
     fn a_buffer_behind_is_written_through_the_cache_then_direct_again() {
-        let ch = Arc::new(
-            Channel::create(&ChannelConfig {
-                subbuf_size: 4096,
-                num_subbuf: 8,
-                mode: Mode::Discard,
-                sync: SyncMode::Atomic,
-                num_cpus: Some(1),
-                ..ChannelConfig::default()
-            })
-            .unwrap(),
-        );
+        let ch = discard_channel(8, Some(1));
         if !fill(&ch, 0, 6) {
             eprintln!("skipped: cannot run on CPU 0");
             return;
@@ -1608,17 +1585,7 @@ mod tests {
 
     #[test]
     fn sub_buffers_are_gathered_then_written_together() {
-        let ch = Arc::new(
-            Channel::create(&ChannelConfig {
-                subbuf_size: 4096,
-                num_subbuf: 8,
-                mode: Mode::Discard,
-                sync: SyncMode::Atomic,
-                num_cpus: Some(1),
-                ..ChannelConfig::default()
-            })
-            .unwrap(),
-        );
+        let ch = discard_channel(8, Some(1));
         if !fill(&ch, 0, 2) {
             eprintln!("skipped: cannot run on CPU 0");
             return;

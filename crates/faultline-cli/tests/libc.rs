@@ -780,6 +780,22 @@ fn call_path_pairs_match_strace() {
     assert_eq!(from_trace, from_strace);
 }
 
+/// `source` written to `dir/file` and built by `compiler flag -o dir/<file stem>`; `None` when
+/// the compiler fails (the caller says why it skips).
+fn build(dir: &Path, compiler: &str, flag: &str, file: &str, source: &str) -> Option<PathBuf> {
+    let src = dir.join(file);
+    std::fs::write(&src, source).unwrap();
+    let exe = src.with_extension("");
+    let built = Command::new(compiler)
+        .args([flag, "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    built.then_some(exe)
+}
+
 #[test]
 fn statically_linked_programs_are_reported_not_silently_ignored() {
     if !have("cc") {
@@ -787,24 +803,16 @@ fn statically_linked_programs_are_reported_not_silently_ignored() {
         return;
     }
     let d = tmp("static");
-    let src = d.join("s.c");
-    std::fs::write(
-        &src,
+    let Some(exe) = build(
+        &d,
+        "cc",
+        "-static",
+        "s.c",
         "#include <unistd.h>\nint main(void){return write(1,\"hi\\n\",3)!=3;}\n",
-    )
-    .unwrap();
-    let exe = d.join("s");
-    let built = Command::new("cc")
-        .args(["-static", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !built {
+    ) else {
         eprintln!("SKIPPED: cc -static does not work here (no static libc)");
         return;
-    }
+    };
     let t = d.join("trace");
     let out = record(&t, &["--libc"], &[exe.to_str().unwrap()]);
     ok(&out);
@@ -937,29 +945,21 @@ fn cxx_exceptions_are_caught_under_the_preload_library() {
         return;
     }
     let d = tmp("cxx");
-    let src = d.join("x.cpp");
-    std::fs::write(
-        &src,
+    let Some(exe) = build(
+        &d,
+        "c++",
+        "-O1",
+        "x.cpp",
         "#include <cstdio>\n#include <stdexcept>\n#include <fcntl.h>\n#include <unistd.h>\n\
          int main() { int caught = 0;\n\
          for (int i = 0; i < 3; i++) {\n\
            try { close(open(\"/dev/null\", O_RDONLY)); throw std::runtime_error(\"x\"); }\n\
            catch (const std::exception &) { caught++; } }\n\
          std::printf(\"caught %d\\n\", caught); return caught == 3 ? 0 : 1; }\n",
-    )
-    .unwrap();
-    let exe = d.join("x");
-    let built = Command::new("c++")
-        .args(["-O1", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !built {
+    ) else {
         eprintln!("SKIPPED: c++ cannot build a program here");
         return;
-    }
+    };
     let t = d.join("trace");
     let out = record(&t, &["--libc"], &[exe.to_str().unwrap()]);
     ok(&out);

@@ -1610,9 +1610,7 @@ mod tests {
     /// file exists (exchange) or not (rename).
     #[test]
     fn replace_file_exchanges_then_removes_the_old() {
-        let dir = std::env::temp_dir().join(format!("faultline-replace-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = faultline_testkit::TmpDir::new("replace");
         let (tmp, path) = (dir.join("metadata.tmp"), dir.join("metadata"));
         std::fs::write(&path, "old").unwrap();
         std::fs::write(&tmp, "new").unwrap();
@@ -1624,7 +1622,6 @@ mod tests {
         replace_file(&tmp, &path).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "newer");
         assert!(!tmp.exists());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The check as it was: every field through decode_field.
